@@ -1,0 +1,125 @@
+// Outside: datagrams from the underlay socket, on their way into the site.
+//
+//  1. One receive call (recvmmsg) takes a batch of datagrams into slots of one Buffer.
+//  2. Non-VXLAN traffic on the same socket (STUN replies, recognised by the magic
+//     cookie) is handed to the control plane.
+//  3. Every datagram is untrusted and checked in order: size, VXLAN flags, reserved
+//     bits and VNI (as strictly as the kernel), sender is a known peer endpoint, inner
+//     destination MAC is ours, inner source MAC is that peer's, IPv4 inside, inner
+//     source address inside that peer's subnet. A failure is counted by reason.
+//  4. Keepalive replies addressed to our own VTEP address may be consumed by the
+//     control plane; everything else has its MSS clamped and is queued for the device.
+//  5. One write call per batch hands the packets (TUN: the inner IPv4 packet; TAP: the
+//     inner Ethernet frame) to the device.
+
+import { ETHERTYPE_IPV4, isBroadcastMac, macEquals, readEtherType } from '../proto/ethernet.js';
+import { ipv4Dst, ipv4PacketLength, ipv4Src } from '../proto/ipv4.js';
+import { clampTcpMss } from '../proto/tcpmss.js';
+import {
+  ETH_HEADER_LEN,
+  MIN_VXLAN_DATAGRAM,
+  VXLAN_HEADER_LEN,
+  VxlanVerdict,
+  checkVxlanHeader,
+} from '../proto/vxlan.js';
+import { Drop, type DropCounters } from './drops.js';
+import { Batch, type DeviceIo, type UnderlayIo } from './io.js';
+import type { PeerTable } from './peers.js';
+import type { PathSettings } from './settings.js';
+import { align64 } from './inside.js';
+
+const STUN_MAGIC_COOKIE = 0x2112a442;
+
+/** Control-plane taps on the outside path; each returns true when it consumed the packet. */
+export interface OutsideHooks {
+  /** A datagram carrying the STUN magic cookie in bytes 4..7. */
+  onStun?(buf: Buffer, off: number, len: number, addr: number, port: number): boolean;
+  /** A valid inner IPv4 packet from peer `p` addressed to our VTEP address (keepalive replies). */
+  onToVtep?(buf: Buffer, ipOff: number, ipLen: number, p: number): boolean;
+  /** A well-formed frame from a known VTEP MAC but an unknown source address (roaming candidate). */
+  onUnknownSource?(p: number, addr: number, port: number): void;
+}
+
+/** Largest datagram we accept; anything longer arrives truncated and is dropped as oversize. */
+export const OUTSIDE_MAX_DATAGRAM = 9216;
+
+export class OutsidePath {
+  private readonly buf: Buffer;
+  private readonly lens: Int32Array;
+  private readonly addrs: Uint32Array;
+  private readonly ports: Uint16Array;
+  private readonly out: Batch;
+  private readonly slot: number;
+  hooks: OutsideHooks = {};
+
+  constructor(
+    private readonly s: PathSettings,
+    private readonly underlay: UnderlayIo,
+    private readonly device: DeviceIo,
+    private readonly drops: DropCounters,
+    public peers: PeerTable,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.slot = align64(OUTSIDE_MAX_DATAGRAM);
+    this.buf = Buffer.alloc(this.slot * s.batch);
+    this.lens = new Int32Array(s.batch);
+    this.addrs = new Uint32Array(s.batch);
+    this.ports = new Uint16Array(s.batch);
+    this.out = new Batch(s.batch);
+  }
+
+  /** Moves one batch from the underlay to the device; returns how many datagrams were received. */
+  pump(): number {
+    const n = this.underlay.recv(this.buf, this.slot, 0, this.s.batch, this.lens, this.addrs, this.ports);
+    this.out.n = 0;
+    const t = this.now();
+    for (let i = 0; i < n; i++) this.decap(i * this.slot, this.lens[i], this.addrs[i], this.ports[i], t);
+    if (this.out.n > 0) {
+      const written = this.device.write(this.buf, this.out.offs, this.out.lens, this.out.n);
+      if (written < this.out.n) this.drops.add(Drop.deviceWrite, this.out.n - written);
+    }
+    return n;
+  }
+
+  private decap(off: number, len: number, addr: number, port: number, t: number): void {
+    const { buf, s, drops } = this;
+    if (len < 0) return drops.add(Drop.oversize);
+    if (len >= 20 && buf.readUInt32BE(off + 4) === STUN_MAGIC_COOKIE && (buf[off] & 0xc0) === 0) {
+      if (this.hooks.onStun?.(buf, off, len, addr, port)) return;
+    }
+    if (len < MIN_VXLAN_DATAGRAM) return drops.add(Drop.short);
+    const verdict = checkVxlanHeader(buf, off, s.vni);
+    if (verdict !== VxlanVerdict.ok) {
+      return drops.add(
+        verdict === VxlanVerdict.badFlags ? Drop.badFlags : verdict === VxlanVerdict.wrongVni ? Drop.wrongVni : Drop.reservedBits,
+      );
+    }
+    const eth = off + VXLAN_HEADER_LEN;
+    const peers = this.peers;
+    let p = peers.fromAddress(addr);
+    if (p < 0) {
+      const claimed = peers.fromMac(buf, eth + 6);
+      if (claimed >= 0) this.hooks.onUnknownSource?.(claimed, addr, port);
+      if (s.strictPeers || claimed < 0) return drops.add(Drop.unknownSource);
+      p = claimed;
+    }
+    if (!macEquals(buf, eth, s.vtepMac, 0) && !(s.tap && isBroadcastMac(buf, eth))) return drops.add(Drop.notForUs);
+    if (!macEquals(buf, eth + 6, peers.macs, 6 * p)) {
+      if (s.strictPeers) return drops.add(Drop.foreignMac);
+      const byMac = peers.fromMac(buf, eth + 6);
+      if (byMac < 0) return drops.add(Drop.foreignMac);
+      p = byMac;
+    }
+    if (readEtherType(buf, eth) !== ETHERTYPE_IPV4) return drops.add(Drop.notIPv4);
+    const ip = eth + ETH_HEADER_LEN;
+    const ipLen = ipv4PacketLength(buf, ip, len - VXLAN_HEADER_LEN - ETH_HEADER_LEN);
+    if (ipLen < 0) return drops.add(buf[ip] >>> 4 === 4 ? Drop.badIPv4 : Drop.notIPv4);
+    if (s.strictPeers && !peers.inSubnet(p, ipv4Src(buf, ip))) return drops.add(Drop.spoofedSource);
+    peers.countRx(p, len);
+    peers.lastRx[p] = t;
+    if (ipv4Dst(buf, ip) === s.vtepIp && this.hooks.onToVtep?.(buf, ip, ipLen, p)) return;
+    if (s.mssClamp) clampTcpMss(buf, ip, ipLen, s.maxMss);
+    if (s.tap) this.out.push(eth, ETH_HEADER_LEN + ipLen);
+    else this.out.push(ip, ipLen);
+  }
+}

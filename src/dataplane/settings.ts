@@ -1,0 +1,18 @@
+// What both paths need to know about our own VTEP; fixed for the life of a device.
+export interface PathSettings {
+  tap: boolean;
+  vni: number;
+  /** Device MTU: the largest inner IPv4 packet. */
+  mtu: number;
+  /** Our VTEP MAC, 6 bytes. */
+  vtepMac: Buffer;
+  /** Our VTEP address (the subnet's .0), numeric. */
+  vtepIp: number;
+  mssClamp: boolean;
+  /** MSS that fits the tunnel: mtu - 40. */
+  maxMss: number;
+  /** Inbound filtering of design.md (known endpoints, inner source in the peer's subnet). */
+  strictPeers: boolean;
+  /** Packets per batch across every boundary. */
+  batch: number;
+}

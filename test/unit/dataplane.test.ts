@@ -1,0 +1,199 @@
+// The inside and outside paths against in-memory twins of the device and socket.
+import { beforeEach, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { InsidePath } from '../../src/dataplane/inside.js';
+import { OutsidePath } from '../../src/dataplane/outside.js';
+import { DropCounters } from '../../src/dataplane/drops.js';
+import { PeerTable } from '../../src/dataplane/peers.js';
+import type { PathSettings } from '../../src/dataplane/settings.js';
+import type { PeerConfig } from '../../src/config/types.js';
+import { parseCidr } from '../../src/util/ipv4.js';
+import { FakeDevice, FakeUnderlay } from './fake-io.js';
+import { icmpEcho, ip, mac, tcp, tcpChecksumOk, vxlanFrame } from './packets.js';
+
+const OUR_MAC = '0e:5c:aa:00:00:64';
+const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
+const AWS2 = { name: 'aws-2', publicIp: '203.0.113.20', port: 8472, subnet: parseCidr('10.244.2.0/24'), vtepMac: '0a:bb:00:00:02:00' };
+const PEERS: PeerConfig[] = [AWS1, AWS2];
+
+function settings(over: Partial<PathSettings> = {}): PathSettings {
+  return {
+    tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR_MAC), vtepIp: ip('10.244.100.0'),
+    mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8, ...over,
+  };
+}
+
+function rig(over: Partial<PathSettings> = {}) {
+  const s = settings(over);
+  const dev = new FakeDevice();
+  const udp = new FakeUnderlay();
+  const drops = new DropCounters();
+  const peers = new PeerTable(PEERS);
+  return { s, dev, udp, drops, peers, inside: new InsidePath(s, dev, udp, drops, peers), outside: new OutsidePath(s, udp, dev, drops, peers, () => 1000) };
+}
+
+describe('inside path (TUN)', () => {
+  it('encapsulates toward the peer owning the destination, byte-exact', () => {
+    const r = rig();
+    const pkt = icmpEcho('10.244.100.10', '10.244.2.2');
+    r.dev.inbox.push(pkt);
+    expect(r.inside.pump()).toBe(1);
+    expect(r.udp.sent).toHaveLength(1);
+    const d = r.udp.sent[0];
+    expect(d.addr).toBe(ip('203.0.113.20'));
+    expect(d.port).toBe(8472);
+    expect(d.data.equals(vxlanFrame(1, AWS2.vtepMac, OUR_MAC, pkt))).toBe(true);
+    expect(r.peers.stat(1, 2)).toBe(1);
+  });
+
+  it('sends a whole batch in one call and counts packets with no peer', () => {
+    const r = rig();
+    for (let i = 0; i < 5; i++) r.dev.inbox.push(icmpEcho('10.244.100.10', '10.244.1.2', 1, i));
+    r.dev.inbox.push(icmpEcho('10.244.100.10', '10.244.77.1'));
+    r.dev.inbox.push(Buffer.from('6000000000000000', 'hex'));
+    r.inside.pump();
+    expect(r.udp.sent).toHaveLength(5);
+    expect(r.drops.get('noPeer')).toBe(1);
+    expect(r.drops.get('notIPv4')).toBe(1);
+  });
+
+  it('clamps the MSS of outgoing SYNs', () => {
+    const r = rig();
+    const opt = Buffer.from([2, 4, 0x23, 0x28]); // MSS 9000
+    r.dev.inbox.push(tcp('10.244.100.10', '10.244.1.2', 0x02, opt));
+    r.inside.pump();
+    const inner = r.udp.sent[0].data.subarray(22);
+    expect(inner.readUInt16BE(42)).toBe(1410);
+    expect(tcpChecksumOk(inner)).toBe(true);
+  });
+});
+
+describe('outside path (TUN)', () => {
+  let r: ReturnType<typeof rig>;
+  const from1 = (data: Buffer, addr = ip('203.0.113.10'), port = 41234) => r.udp.inbox.push({ data, addr, port });
+  beforeEach(() => {
+    r = rig();
+  });
+
+  it('decapsulates a frame from a peer into the inner packet', () => {
+    const pkt = icmpEcho('10.244.1.2', '10.244.100.10');
+    from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, pkt));
+    r.outside.pump();
+    expect(r.dev.written).toHaveLength(1);
+    expect(r.dev.written[0].equals(pkt)).toBe(true);
+    expect(r.peers.stat(0, 0)).toBe(1);
+    expect(r.peers.lastRx[0]).toBe(1000);
+  });
+
+  it('accepts any source port (the kernel hashes it per flow)', () => {
+    for (const port of [8472, 32768, 60999]) from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')), undefined, port);
+    r.outside.pump();
+    expect(r.dev.written).toHaveLength(3);
+  });
+
+  it('drops and counts every kind of bad datagram, and still forwards the good one', () => {
+    const good = icmpEcho('10.244.1.2', '10.244.100.10');
+    const frame = () => vxlanFrame(1, OUR_MAC, AWS1.vtepMac, good);
+    const flags = frame(); flags[0] = 0;
+    const gbp = frame(); gbp[0] = 0x88;
+    const v6 = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, good, 0x86dd);
+    const trunc = frame().subarray(0, 30);
+    const badLen = frame(); badLen.writeUInt16BE(1400, 22 + 2);
+    from1(flags);
+    from1(gbp);
+    from1(vxlanFrame(2, OUR_MAC, AWS1.vtepMac, good));
+    from1(frame(), ip('198.51.100.99'));
+    from1(vxlanFrame(1, '0a:00:00:00:00:09', AWS1.vtepMac, good));
+    from1(vxlanFrame(1, OUR_MAC, AWS2.vtepMac, good));
+    from1(v6);
+    from1(trunc);
+    from1(badLen);
+    from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.2.2', '10.244.100.10')));
+    r.udp.inbox.push({ data: Buffer.alloc(20000), addr: ip('203.0.113.10'), port: 1 });
+    from1(frame());
+    r.outside.pump();
+    r.outside.pump();
+    expect(r.drops.snapshot()).toEqual({
+      badFlags: 1, reservedBits: 1, wrongVni: 1, unknownSource: 1, notForUs: 1, foreignMac: 1,
+      notIPv4: 1, short: 1, badIPv4: 1, spoofedSource: 1, oversize: 1,
+    });
+    expect(r.dev.written).toHaveLength(1);
+  });
+
+  it('trims Ethernet padding off short inner packets', () => {
+    const pkt = icmpEcho('10.244.1.2', '10.244.100.10', 1, 1, Buffer.alloc(0));
+    from1(Buffer.concat([vxlanFrame(1, OUR_MAC, AWS1.vtepMac, pkt), Buffer.alloc(18)]));
+    r.outside.pump();
+    expect(r.dev.written[0].length).toBe(pkt.length);
+  });
+
+  it('counts device write failures', () => {
+    r.dev.refuse = 1;
+    from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')));
+    r.outside.pump();
+    expect(r.drops.get('deviceWrite')).toBe(1);
+  });
+
+  it('hands frames to our own VTEP address to the control plane when it asks for them', () => {
+    let seen = -1;
+    r.outside.hooks.onToVtep = (_b, _o, _l, p) => ((seen = p), true);
+    from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.0', '10.244.100.0', 7, 7, undefined, 0)));
+    r.outside.pump();
+    expect(seen).toBe(0);
+    expect(r.dev.written).toHaveLength(0);
+  });
+
+  it('passes STUN datagrams (magic cookie) to the STUN hook', () => {
+    let got = 0;
+    r.outside.hooks.onStun = () => (got++, true);
+    const stun = Buffer.alloc(32);
+    stun.writeUInt16BE(0x0101, 0);
+    stun.writeUInt32BE(0x2112a442, 4);
+    from1(stun, ip('203.0.113.1'), 3478);
+    r.outside.pump();
+    expect(got).toBe(1);
+  });
+
+  it('loosens filtering when strictPeers is off', () => {
+    r = rig({ strictPeers: false });
+    from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.2.2', '10.244.100.10')), ip('198.51.100.99'));
+    r.outside.pump();
+    expect(r.dev.written).toHaveLength(1);
+  });
+
+  it('never throws and never forwards garbage, whatever arrives', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 120 }), { maxLength: 20 }), fc.boolean(), (datagrams, fromPeer) => {
+        const t = rig();
+        for (const d of datagrams) t.udp.inbox.push({ data: Buffer.from(d), addr: ip(fromPeer ? '203.0.113.10' : '198.51.100.7'), port: 8472 });
+        while (t.outside.pump() > 0);
+        // Anything forwarded must be a valid IPv4 packet from aws-1's subnet.
+        return t.dev.written.every((p) => p[0] >> 4 === 4 && (p.readUInt32BE(12) & 0xffffff00) >>> 0 === ip('10.244.1.0'));
+      }),
+    );
+  });
+});
+
+describe('TAP mode', () => {
+  it('sends kernel-built frames to the peer owning the destination MAC, VXLAN header only', () => {
+    const r = rig({ tap: true });
+    const pkt = icmpEcho('10.244.100.10', '10.244.1.2');
+    const frame = vxlanFrame(1, AWS1.vtepMac, OUR_MAC, pkt).subarray(8);
+    r.dev.inbox.push(frame);
+    const arp = Buffer.from(frame);
+    arp.writeUInt16BE(0x0806, 12);
+    r.dev.inbox.push(arp);
+    r.inside.pump();
+    expect(r.udp.sent).toHaveLength(1);
+    expect(r.udp.sent[0].data.equals(vxlanFrame(1, AWS1.vtepMac, OUR_MAC, pkt))).toBe(true);
+    expect(r.drops.get('notIPv4')).toBe(1);
+  });
+
+  it('writes whole inner Ethernet frames to the device', () => {
+    const r = rig({ tap: true });
+    const f = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10'));
+    r.udp.inbox.push({ data: f, addr: ip('203.0.113.10'), port: 5555 });
+    r.outside.pump();
+    expect(r.dev.written[0].equals(f.subarray(8))).toBe(true);
+  });
+});
