@@ -1,0 +1,180 @@
+#!/usr/bin/env node
+// vxedge command line: run | check | status | manifest | peers (interface.md).
+// User mistakes end with a short message and the contract's exit code, never a stack trace.
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { stringify as toYaml } from 'yaml';
+import { loadConfig, formatConfigError } from '../config/index.js';
+import { ConfigError, type Config } from '../config/types.js';
+import { Logger } from '../util/log.js';
+import { loadOrCreateVtepMac } from '../control/state.js';
+import { readStatus } from '../health/status-file.js';
+import { renderStatus } from './render.js';
+import { nodeManifest, peersFromNodes } from './kube.js';
+import { runGateway } from './run.js';
+import { runCheck } from './check.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAIL = 1;
+export const EXIT_CONFIG = 2;
+
+const HELP = `vxedge — userspace flannel-compatible VXLAN gateway for edge sites
+
+Usage:
+  vxedge run -c FILE              run the gateway in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads)
+  vxedge check -c FILE            validate the config and run the preflight checks
+  vxedge status [-c FILE] [--json]  show the running gateway's status
+  vxedge manifest -c FILE [--json]  print the site's Kubernetes Node object for kubectl apply
+  vxedge peers [FILE] [-c FILE]   turn \`kubectl get nodes -o json\` (FILE or stdin) into the peers list
+  vxedge --version | --help
+
+Options:
+  -c, --config FILE   site config (.json, .yaml, .yml); every key can be overridden by VXEDGE_* variables
+  --json              machine-readable output
+  --run-dir DIR       where to find status.json when no config is given (default /run/vxedge)
+
+Exit codes: 0 ok, 1 failure (or no gateway running for status), 2 invalid config or input.
+`;
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function load(file: string | undefined): Config {
+  if (!file) throw new UsageError('missing -c FILE (the site config)');
+  return loadConfig(file);
+}
+
+class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        json: { type: 'boolean' },
+        'run-dir': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
+    });
+  } catch (e) {
+    process.stderr.write(`vxedge: ${(e as Error).message}\n\n${HELP}`);
+    return EXIT_CONFIG;
+  }
+  const { values: o, positionals } = parsed;
+  const [cmd, ...rest] = positionals;
+  if (o.version) {
+    process.stdout.write(`vxedge ${version()}\n`);
+    return EXIT_OK;
+  }
+  if (o.help || cmd === 'help') {
+    process.stdout.write(HELP);
+    return EXIT_OK;
+  }
+  try {
+    switch (cmd) {
+      case 'run':
+        return await runGateway(load(o.config), o.config!, version());
+      case 'check':
+        return await runCheck(load(o.config));
+      case 'status':
+        return await status(o.config, o['run-dir'], o.json ?? false);
+      case 'manifest':
+        return await manifest(load(o.config), o.json ?? false);
+      case 'peers':
+        return await peers(rest[0], o.config);
+      case undefined:
+        process.stderr.write(HELP);
+        return EXIT_CONFIG;
+      default:
+        process.stderr.write(`vxedge: unknown command "${cmd}"\n\n${HELP}`);
+        return EXIT_CONFIG;
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(formatConfigError(e) + '\n');
+      return EXIT_CONFIG;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`vxedge: ${e.message}\n`);
+      return EXIT_CONFIG;
+    }
+    throw e;
+  }
+}
+
+async function status(configFile: string | undefined, runDirOpt: string | undefined, json: boolean): Promise<number> {
+  const runDir = configFile ? load(configFile).runDir : (runDirOpt ?? '/run/vxedge');
+  const doc = await readStatus(runDir);
+  if (!doc) {
+    process.stderr.write(`vxedge: no gateway is running (no live ${runDir}/status.json)\n`);
+    return EXIT_FAIL;
+  }
+  process.stdout.write(json ? JSON.stringify(doc, null, 2) + '\n' : renderStatus(doc));
+  return EXIT_OK;
+}
+
+async function manifest(cfg: Config, json: boolean): Promise<number> {
+  let publicIp = cfg.underlay.publicIp;
+  if (!publicIp) {
+    const running = await readStatus(cfg.runDir);
+    publicIp = running?.tunnel.publicEndpoint?.split(':')[0] ?? null;
+  }
+  if (!publicIp) {
+    process.stderr.write('vxedge: the site\'s public IP is not known: set underlay.publicIp, or start the gateway with nat.stun servers so it can discover it\n');
+    return EXIT_CONFIG;
+  }
+  const { mac } = await loadOrCreateVtepMac(cfg.stateDir, cfg.vxlan.vtepMac);
+  const m = nodeManifest({ site: cfg.site, node: cfg.node, subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp });
+  process.stdout.write(json ? JSON.stringify(m, null, 2) + '\n' : toYaml(m));
+  return EXIT_OK;
+}
+
+async function peers(file: string | undefined, configFile: string | undefined): Promise<number> {
+  let text: string;
+  try {
+    text = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
+  } catch (e) {
+    process.stderr.write(`vxedge: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+    return EXIT_CONFIG;
+  }
+  const exclude = configFile ? (() => {
+    const cfg = load(configFile);
+    return { names: [`vxedge-${cfg.site}-${cfg.node}`], subnet: cfg.overlay.subnet.text };
+  })() : {};
+  let r;
+  try {
+    r = peersFromNodes(text, exclude);
+  } catch (e) {
+    process.stderr.write(`vxedge: ${(e as Error).message}\n`);
+    return EXIT_CONFIG;
+  }
+  for (const s of r.skipped) process.stderr.write(`skipped ${s.name}: ${s.why}\n`);
+  process.stdout.write(JSON.stringify(r.peers, null, 2) + '\n');
+  return EXIT_OK;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+// Run when executed, not when imported by tests.
+if (process.argv[1] && new URL(import.meta.url).pathname === (await import('node:fs')).realpathSync(process.argv[1])) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      process.stderr.write(`vxedge: internal error: ${(e as Error).stack ?? e}\n`);
+      process.exitCode = EXIT_FAIL;
+    },
+  );
+}

@@ -1,0 +1,48 @@
+// `vxedge status` for a person: the gateway line, a table of peers, failing checks.
+import type { HealthDocument } from '../health/document.js';
+
+export function renderStatus(d: HealthDocument, now = Date.now()): string {
+  const lines: string[] = [];
+  const t = d.tunnel;
+  lines.push(`vxedge ${d.version}  site ${d.site}  node ${d.node}  state ${d.state.toUpperCase()}  up ${fmtDuration(d.uptimeS)}`);
+  lines.push(`tunnel ${t.device} (${t.mode}) vni ${t.vni} mtu ${t.mtu} subnet ${t.subnet} vtep ${t.vtepMac}`);
+  lines.push(`local ${t.localEndpoint}  public ${t.publicEndpoint ?? 'unknown'}`);
+  lines.push('');
+  const rows = [['PEER', 'STATE', 'ENDPOINT', 'SUBNET', 'RTT', 'LOSS', 'LAST SEEN', 'RX PKT', 'TX PKT', 'RX', 'TX']];
+  for (const p of d.peers) {
+    rows.push([
+      p.name, p.state, p.endpoint, p.subnet,
+      p.rttMs === null ? '-' : `${p.rttMs.toFixed(p.rttMs < 10 ? 2 : 0)}ms`,
+      p.lossPct === null ? '-' : `${p.lossPct}%`,
+      p.lastSeen ? `${fmtDuration(Math.max(0, Math.round((now - Date.parse(p.lastSeen)) / 1000)))} ago` : 'never',
+      String(p.rxPackets), String(p.txPackets), fmtBytes(p.rxBytes), fmtBytes(p.txBytes),
+    ]);
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  for (const r of rows) lines.push(r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd());
+  for (const p of d.peers) if (p.reason) lines.push(`  ${p.name}: ${p.reason}`);
+  const failing = d.checks.filter((c) => !c.ok);
+  lines.push('');
+  lines.push(failing.length ? 'checks failing:' : `checks: all ${d.checks.length} pass`);
+  for (const c of failing) lines.push(`  ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}`);
+  const drops = Object.entries(d.drops ?? {});
+  if (drops.length) lines.push(`drops: ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  return lines.join('\n') + '\n';
+}
+
+function fmtDuration(s: number): string {
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+function fmtBytes(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n}${u[i]}`;
+}

@@ -1,0 +1,86 @@
+// The overlay device and the kernel state around it, programmed as flannel programs
+// flannel.1 (flannel-interop.md §1-2), so the site's kernel routes to the cluster
+// exactly as a flannel node's would:
+//   - address <our subnet>.0/32 on the device;
+//   - TUN: one `dev` route per peer subnet; we build the inner Ethernet ourselves;
+//   - TAP: device MAC = our VTEP MAC, a permanent neighbour <peer subnet>.0 -> peer
+//     VTEP MAC and a route `<peer subnet> via <peer subnet>.0 onlink` per peer; the
+//     kernel addresses frames and we only look up the MAC.
+// Routes vanish with the device when our fd closes (even after a crash), but a clean
+// stop removes them explicitly first so nothing depends on that.
+import type { Cidr, OverlayMode, PeerConfig } from '../config/types.js';
+import { intToIp } from '../util/ipv4.js';
+import type { Logger } from '../util/log.js';
+import { deviceSysctl, ip, linkDetails } from './iproute.js';
+
+export interface DeviceSpec {
+  name: string;
+  mode: OverlayMode;
+  mtu: number;
+  vtepMac: string;
+  subnet: Cidr;
+}
+
+export function vtepAddress(subnet: Cidr): string {
+  return intToIp(subnet.network);
+}
+
+/** Removes a leftover device of that name (a crashed run that made it persistent, or a stale kernel vxlan). */
+export async function removeLeftoverDevice(name: string, log: Logger): Promise<void> {
+  const l = await linkDetails(name);
+  if (!l) return;
+  log.warn('replacing existing device left over from an earlier run', { device: name, kind: l.linkinfo?.info_kind ?? 'unknown' });
+  await ip(['link', 'del', 'dev', name]);
+}
+
+export class OverlayDevice {
+  private readonly routed = new Map<string, PeerConfig>();
+
+  constructor(
+    readonly spec: DeviceSpec,
+    private readonly log: Logger,
+  ) {}
+
+  /** Brings the freshly opened device up with its MTU, MAC (TAP) and address. */
+  async configure(): Promise<void> {
+    const { name, mode, mtu, vtepMac, subnet } = this.spec;
+    // Tunnel no IPv6 neighbour discovery or MLD noise: flannel's VXLAN carries IPv4 only.
+    await deviceSysctl('ipv6', name, 'disable_ipv6', '1');
+    const link = ['link', 'set', 'dev', name, 'mtu', String(mtu)];
+    if (mode === 'tap') link.push('address', vtepMac);
+    await ip(link);
+    await ip(['link', 'set', 'dev', name, 'up']);
+    await ip(['addr', 'replace', `${vtepAddress(subnet)}/32`, 'dev', name]);
+  }
+
+  /** Makes the kernel route `peer.subnet` through the tunnel. Idempotent (replace). */
+  async addPeer(peer: PeerConfig): Promise<void> {
+    const { name, mode } = this.spec;
+    const gw = vtepAddress(peer.subnet);
+    if (mode === 'tap') {
+      await ip(['neigh', 'replace', gw, 'lladdr', peer.vtepMac, 'dev', name, 'nud', 'permanent']);
+      await ip(['route', 'replace', peer.subnet.text, 'via', gw, 'dev', name, 'onlink']);
+    } else {
+      await ip(['route', 'replace', peer.subnet.text, 'dev', name]);
+    }
+    this.routed.set(peer.name, peer);
+  }
+
+  async removePeer(peer: PeerConfig): Promise<void> {
+    const { name, mode } = this.spec;
+    await ip(['route', 'del', peer.subnet.text, 'dev', name]).catch((e) => this.log.debug('route already gone', { err: String(e) }));
+    if (mode === 'tap') {
+      await ip(['neigh', 'del', vtepAddress(peer.subnet), 'dev', name]).catch(() => undefined);
+    }
+    this.routed.delete(peer.name);
+  }
+
+  /** Removes every route and neighbour we installed; the device itself goes when its fd is closed. */
+  async teardown(): Promise<void> {
+    for (const p of [...this.routed.values()]) await this.removePeer(p);
+  }
+
+  peers(): PeerConfig[] {
+    return [...this.routed.values()];
+  }
+}

@@ -1,0 +1,116 @@
+// The kernel's routing state is programmed with iproute2, the same tool an operator
+// uses to inspect it, so what vxedge does can be replayed by hand. This is control
+// plane only (a handful of calls at start, stop and on peer changes).
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+
+export class IpCommandError extends Error {
+  constructor(
+    readonly args: string[],
+    readonly stderr: string,
+  ) {
+    super(`ip ${args.join(' ')}: ${stderr.trim() || 'failed'}`);
+    this.name = 'IpCommandError';
+  }
+}
+
+export function ip(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('ip', args, { timeout: 10_000 }, (err, stdout, stderr) => {
+      if (err) reject(new IpCommandError(args, stderr || err.message));
+      else resolve(stdout);
+    });
+  });
+}
+
+async function ipJson<T>(args: string[]): Promise<T[]> {
+  const out = await ip(['-j', ...args]);
+  return out.trim() ? (JSON.parse(out) as T[]) : [];
+}
+
+export async function linkExists(name: string): Promise<boolean> {
+  try {
+    await ip(['link', 'show', 'dev', name]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface LinkInfo {
+  ifname: string;
+  mtu: number;
+  address?: string;
+  operstate?: string;
+  flags?: string[];
+  linkinfo?: { info_kind?: string };
+}
+
+export async function linkDetails(name: string): Promise<LinkInfo | null> {
+  try {
+    const [l] = await ipJson<LinkInfo>(['-d', 'link', 'show', 'dev', name]);
+    return l ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The interface of the IPv4 default route, or null. */
+export async function defaultRouteIface(): Promise<string | null> {
+  const routes = await ipJson<{ dev?: string }>(['-4', 'route', 'show', 'default']);
+  return routes.find((r) => r.dev)?.dev ?? null;
+}
+
+/** IPv4 addresses of an interface, primary first. */
+export async function ifaceIPv4(name: string): Promise<string[]> {
+  const links = await ipJson<{ addr_info?: { family: string; local: string; secondary?: boolean }[] }>(['-4', 'addr', 'show', 'dev', name]);
+  const infos = links.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === 'inet');
+  return [...infos.filter((a) => !a.secondary), ...infos.filter((a) => a.secondary)].map((a) => a.local);
+}
+
+/** The interface that holds `address`, or null. */
+export async function ifaceOfAddress(address: string): Promise<string | null> {
+  const links = await ipJson<{ ifname: string; addr_info?: { local: string }[] }>(['-4', 'addr', 'show']);
+  return links.find((l) => l.addr_info?.some((a) => a.local === address))?.ifname ?? null;
+}
+
+export async function ifaceMtu(name: string): Promise<number> {
+  return Number((await readFile(`/sys/class/net/${name}/mtu`, 'utf8')).trim());
+}
+
+export interface RouteLookup {
+  dev?: string;
+  gateway?: string;
+  prefsrc?: string;
+}
+
+export async function routeGet(dst: string): Promise<RouteLookup | null> {
+  try {
+    const [r] = await ipJson<RouteLookup>(['-4', 'route', 'get', dst]);
+    return r ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export async function routesViaDevice(dev: string): Promise<{ dst: string; gateway?: string; flags?: string[] }[]> {
+  return ipJson(['-4', 'route', 'show', 'dev', dev]);
+}
+
+/** Sets a per-device sysctl; false when the knob does not exist (e.g. IPv6 disabled). */
+export async function deviceSysctl(family: 'ipv4' | 'ipv6', dev: string, key: string, value: string): Promise<boolean> {
+  try {
+    await writeFile(`/proc/sys/net/${family}/conf/${dev}/${key}`, value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readSysctl(path: string): Promise<string | null> {
+  try {
+    return (await readFile(`/proc/sys/${path.replace(/\./g, '/')}`, 'utf8')).trim();
+  } catch {
+    return null;
+  }
+}

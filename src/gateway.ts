@@ -1,0 +1,286 @@
+// The composition root: builds the parts in order, wires them, and takes them down
+// in reverse. Nothing else knows how the parts fit together.
+//
+//   config -> underlay (NIC, address, MTU) -> VTEP MAC (stateDir)
+//          -> device (TUN/TAP, address, routes) + underlay socket
+//          -> data plane (inside/outside paths) -> keepalive probes -> health
+import { EventEmitter } from 'node:events';
+import type { Config, PeerConfig } from './config/types.js';
+import * as native from './native/index.js';
+import { OverlayDevice, removeLeftoverDevice, vtepAddress } from './control/device.js';
+import { Keepalive } from './control/keepalive.js';
+import { loadOrCreateVtepMac } from './control/state.js';
+import { resolveUnderlay, type Underlay } from './control/underlay.js';
+import { Dataplane } from './dataplane/dataplane.js';
+import { NativeDevice, NativeUnderlay } from './dataplane/native-io.js';
+import { PeerTable, STAT_RX_BYTES, STAT_RX_PACKETS, STAT_TX_BYTES, STAT_TX_PACKETS } from './dataplane/peers.js';
+import type { PathSettings } from './dataplane/settings.js';
+import { checkDevice, checkIpForward, checkMtu, checkPublicEndpoint, checkRoutes } from './health/checks.js';
+import { overallState, type CheckResult, type HealthDocument, type PeerHealthDoc } from './health/document.js';
+import { removeStatus, writeStatus } from './health/status-file.js';
+import { ipToInt } from './util/ipv4.js';
+import { macToBytes } from './util/mac.js';
+import type { Logger } from './util/log.js';
+
+const SOCKET_BUFFER_BYTES = 4 << 20;
+const BATCH = 64;
+const STATUS_FILE_PERIOD_MS = 2000;
+const CHECKS_PERIOD_MS = 30_000;
+
+export class GatewayError extends Error {
+  override name = 'GatewayError';
+}
+
+export class Gateway extends EventEmitter {
+  private readonly startedAt = Date.now();
+  private checks: CheckResult[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private lastState: string | null = null;
+  private stopping = false;
+
+  private constructor(
+    private cfg: Config,
+    private readonly log: Logger,
+    readonly version: string,
+    readonly underlay: Underlay,
+    readonly vtepMac: string,
+    readonly mtu: number,
+    private readonly tun: native.TunHandle,
+    private readonly udpFd: number,
+    private readonly device: OverlayDevice,
+    readonly dataplane: Dataplane,
+    readonly keepalive: Keepalive,
+  ) {
+    super();
+  }
+
+  static async start(cfg: Config, log: Logger, version: string): Promise<Gateway> {
+    const underlay = await resolveUnderlay(cfg);
+    const { mac, source } = await loadOrCreateVtepMac(cfg.stateDir, cfg.vxlan.vtepMac);
+    const mtu = cfg.vxlan.mtu ?? underlay.mtu - 50;
+    if (mtu + 50 > underlay.mtu) {
+      log.warn('device MTU + 50 exceeds the underlay MTU: large packets will be fragmented or lost', { mtu, underlayMtu: underlay.mtu });
+    }
+    const name = cfg.overlay.device;
+    await removeLeftoverDevice(name, log);
+
+    const undo: (() => void)[] = [];
+    try {
+      const tun = openOrExplain(() => native.tunOpen(name, cfg.overlay.mode === 'tap'), `open ${cfg.overlay.mode.toUpperCase()} device ${name}`);
+      undo.push(() => native.close(tun.fd));
+      const udpFd = openOrExplain(
+        () => native.udpOpen(ipToInt(underlay.address), cfg.underlay.port, SOCKET_BUFFER_BYTES),
+        `bind UDP ${underlay.address}:${cfg.underlay.port}`,
+      );
+      undo.push(() => native.close(udpFd));
+
+      const device = new OverlayDevice({ name: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, subnet: cfg.overlay.subnet }, log);
+      await device.configure();
+      for (const p of cfg.peers) await device.addPeer(p);
+
+      const settings: PathSettings = {
+        tap: cfg.overlay.mode === 'tap',
+        vni: cfg.vxlan.vni,
+        mtu,
+        vtepMac: macToBytes(mac),
+        vtepIp: cfg.overlay.subnet.network,
+        mssClamp: cfg.overlay.mssClamp,
+        maxMss: mtu - 40,
+        strictPeers: cfg.overlay.strictPeers,
+        batch: BATCH,
+      };
+      const dp = new Dataplane(settings, new NativeDevice(tun.fd), new NativeUnderlay(udpFd), new PeerTable(cfg.peers), log);
+      dp.start(tun.fd, udpFd);
+      const ka = new Keepalive(dp, { intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout });
+      const gw = new Gateway(cfg, log, version, underlay, mac, mtu, tun, udpFd, device, dp, ka);
+      ka.onStateChange = (peer, from, to) => gw.onPeerState(peer, from, to);
+      ka.start();
+      await gw.startHealth();
+      log.info('gateway up', {
+        device: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, vtepMacSource: source,
+        vtep: vtepAddress(cfg.overlay.subnet), underlay: `${underlay.iface} ${underlay.address}:${cfg.underlay.port}`,
+        peers: cfg.peers.length,
+      });
+      return gw;
+    } catch (e) {
+      for (const u of undo.reverse()) u();
+      throw e;
+    }
+  }
+
+  /** Applies a new config's peer list without touching unchanged peers. */
+  async reload(next: Config): Promise<{ added: string[]; removed: string[]; changed: string[]; restartNeeded: string[] }> {
+    const old = new Map(this.cfg.peers.map((p) => [p.name, p]));
+    const nu = new Map(next.peers.map((p) => [p.name, p]));
+    const added = next.peers.filter((p) => !old.has(p.name)).map((p) => p.name);
+    const removed = this.cfg.peers.filter((p) => !nu.has(p.name)).map((p) => p.name);
+    const changed = next.peers.filter((p) => old.has(p.name) && !samePeer(old.get(p.name)!, p)).map((p) => p.name);
+    const restartNeeded = restartKeys(this.cfg, next);
+
+    for (const name of [...removed, ...changed]) await this.device.removePeer(old.get(name)!);
+    // Switch the data plane before adding routes, so packets the kernel routes to a new
+    // peer find it in the table.
+    this.dataplane.setPeers(new PeerTable(next.peers));
+    for (const name of [...added, ...changed]) await this.device.addPeer(nu.get(name)!);
+    this.cfg = { ...this.cfg, peers: next.peers, keepalive: this.cfg.keepalive, log: next.log };
+    this.keepalive.syncPeers();
+    await this.refreshChecks();
+    await this.publishStatus();
+    return { added, removed, changed, restartNeeded };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    this.keepalive.stop();
+    this.dataplane.stop();
+    try {
+      await this.device.teardown();
+    } catch (e) {
+      this.log.warn('could not remove every route', { err: (e as Error).message });
+    }
+    // Closing the last fd of a non-persistent TUN/TAP removes the device itself.
+    native.close(this.tun.fd);
+    native.close(this.udpFd);
+    await removeStatus(this.cfg.runDir).catch(() => undefined);
+    this.log.info('gateway stopped');
+  }
+
+  health(): HealthDocument {
+    const cfg = this.cfg;
+    const t = this.dataplane.peers;
+    const peers: PeerHealthDoc[] = cfg.peers.map((p) => {
+      const i = t.indexOf(p.name);
+      const h = this.keepalive.health(p.name);
+      return {
+        name: p.name,
+        endpoint: `${i >= 0 ? intToIpSafe(t.addr[i]) : p.publicIp}:${p.port}`,
+        subnet: p.subnet.text,
+        state: h.state,
+        rttMs: h.rttMs,
+        lossPct: h.lossPct,
+        lastSeen: h.lastSeen ? new Date(h.lastSeen).toISOString() : null,
+        rxPackets: i >= 0 ? t.stat(i, STAT_RX_PACKETS) : 0,
+        txPackets: i >= 0 ? t.stat(i, STAT_TX_PACKETS) : 0,
+        rxBytes: i >= 0 ? t.stat(i, STAT_RX_BYTES) : 0,
+        txBytes: i >= 0 ? t.stat(i, STAT_TX_BYTES) : 0,
+        reason: peerReason(h.state, h, cfg),
+      };
+    });
+    return {
+      site: cfg.site,
+      node: cfg.node,
+      version: this.version,
+      ts: new Date().toISOString(),
+      uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      state: overallState(peers, this.checks),
+      tunnel: {
+        device: this.tun.name,
+        mode: cfg.overlay.mode,
+        vni: cfg.vxlan.vni,
+        mtu: this.mtu,
+        subnet: cfg.overlay.subnet.text,
+        vtepMac: this.vtepMac,
+        localEndpoint: `${this.underlay.address}:${cfg.underlay.port}`,
+        publicEndpoint: this.publicEndpoint(),
+      },
+      peers,
+      checks: this.checks,
+      pid: process.pid,
+      drops: this.dataplane.drops.snapshot(),
+    };
+  }
+
+  publicEndpoint(): string | null {
+    return this.cfg.underlay.publicIp ? `${this.cfg.underlay.publicIp}:${this.cfg.underlay.port}` : null;
+  }
+
+  private async startHealth(): Promise<void> {
+    await this.refreshChecks();
+    await this.publishStatus();
+    this.timers.push(setInterval(() => void this.publishStatus(), STATUS_FILE_PERIOD_MS));
+    this.timers.push(setInterval(() => void this.refreshChecks(), CHECKS_PERIOD_MS));
+  }
+
+  private async refreshChecks(): Promise<void> {
+    const cfg = this.cfg;
+    this.checks = [
+      await checkIpForward(),
+      checkMtu(this.mtu, this.underlay.mtu, this.underlay.iface),
+      await checkDevice(cfg),
+      await checkRoutes(cfg),
+      { name: 'underlay', ok: true, detail: `${this.underlay.iface} ${this.underlay.address}:${cfg.underlay.port}` },
+      checkPublicEndpoint(this.publicEndpoint()),
+    ];
+  }
+
+  private async publishStatus(): Promise<void> {
+    if (this.stopping) return;
+    const doc = this.health();
+    if (doc.state !== this.lastState) {
+      this.log.info('gateway state', { state: doc.state, was: this.lastState });
+      this.lastState = doc.state;
+    }
+    this.emit('health', doc);
+    try {
+      await writeStatus(this.cfg.runDir, doc);
+    } catch (e) {
+      this.log.warn('cannot write status file', { runDir: this.cfg.runDir, err: (e as Error).message });
+    }
+  }
+
+  private onPeerState(peer: string, from: string, to: string): void {
+    const log = to === 'down' ? this.log.warn.bind(this.log) : this.log.info.bind(this.log);
+    log('peer state', { peer, from, to });
+    void this.publishStatus();
+  }
+}
+
+function openOrExplain<T>(fn: () => T, what: string): T {
+  try {
+    return fn();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const hint =
+      code === 'EPERM' || code === 'EACCES'
+        ? 'vxedge needs CAP_NET_ADMIN (run as root, or with AmbientCapabilities=CAP_NET_ADMIN under systemd)'
+        : code === 'EADDRINUSE'
+          ? 'another process holds the port: a kernel vxlan device (flannel.1) or another vxedge? see `ss -ulpn` and `ip -d link show type vxlan`'
+          : code === 'ENOENT'
+            ? '/dev/net/tun is missing: modprobe tun'
+            : code === 'EADDRNOTAVAIL'
+              ? 'the address is not on this machine: check underlay.address'
+              : 'see the error code';
+    throw new GatewayError(`cannot ${what}: ${(e as Error).message}; ${hint}`);
+  }
+}
+
+function samePeer(a: PeerConfig, b: PeerConfig): boolean {
+  return a.publicIp === b.publicIp && a.port === b.port && a.subnet.text === b.subnet.text && a.vtepMac === b.vtepMac;
+}
+
+/** Keys whose change a reload cannot apply live. */
+function restartKeys(a: Config, b: Config): string[] {
+  const pick = (c: Config) => ({
+    underlay: c.underlay, vxlan: c.vxlan, device: c.overlay.device, mode: c.overlay.mode,
+    subnet: c.overlay.subnet.text, network: c.overlay.network.text, site: c.site, node: c.node,
+  });
+  const pa = pick(a) as Record<string, unknown>;
+  const pb = pick(b) as Record<string, unknown>;
+  return Object.keys(pa).filter((k) => JSON.stringify(pa[k]) !== JSON.stringify(pb[k]));
+}
+
+function intToIpSafe(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
+function peerReason(state: string, h: { probesSent: number; lastReplyAt: number; lastSeen: number }, cfg: Config): string | null {
+  if (state === 'up') return null;
+  const timeoutS = Math.round(cfg.keepalive.timeout / 1000);
+  if (state === 'unknown') return cfg.keepalive.interval > 0 ? 'waiting for the first keepalive answer' : 'keepalives are disabled and no traffic has arrived yet';
+  if (h.lastReplyAt > 0) {
+    return `no answer to keepalive probes for ${timeoutS}s (it answered before): the peer or the path went away, or the site's NAT mapping changed`;
+  }
+  return `no answer to keepalive probes for ${timeoutS}s: check that the AWS security group allows UDP ${cfg.vxlan.port} from the site's public IP, that the site's Node object is applied (vxedge manifest | kubectl apply -f -) so the node routes back to ${cfg.overlay.subnet.text}, and that the peer's publicIp is right`;
+}

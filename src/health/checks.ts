@@ -1,0 +1,111 @@
+// The flannel troubleshooting guide's checks, built in: each returns ok/detail and,
+// when failing, the command or change that fixes it. `vxedge check` runs the
+// preflight set; the running gateway puts the runtime set into the health document.
+import { access, constants } from 'node:fs/promises';
+import dgram from 'node:dgram';
+import type { Config } from '../config/types.js';
+import { ifaceMtu, linkDetails, readSysctl, routeGet } from '../control/iproute.js';
+import { resolveUnderlay, type Underlay } from '../control/underlay.js';
+import { vtepAddress } from '../control/device.js';
+import type { CheckResult } from './document.js';
+
+export async function checkIpForward(): Promise<CheckResult> {
+  const v = await readSysctl('net.ipv4.ip_forward');
+  const ok = v === '1';
+  return {
+    name: 'ip_forward', ok, detail: `net.ipv4.ip_forward=${v ?? 'unreadable'}`,
+    ...(ok ? {} : { fix: 'sysctl -w net.ipv4.ip_forward=1, and persist it in /etc/sysctl.d/ (board/ has a drop-in)' }),
+  };
+}
+
+export async function checkTunDevice(): Promise<CheckResult> {
+  try {
+    await access('/dev/net/tun', constants.R_OK | constants.W_OK);
+    return { name: 'tun', ok: true, detail: '/dev/net/tun is usable' };
+  } catch (e) {
+    return { name: 'tun', ok: false, detail: `/dev/net/tun: ${(e as NodeJS.ErrnoException).code}`, fix: 'modprobe tun (and add "tun" to /etc/modules-load.d/); under systemd allow it with DeviceAllow=/dev/net/tun rw' };
+  }
+}
+
+export async function checkUnderlay(cfg: Config): Promise<{ result: CheckResult; underlay: Underlay | null }> {
+  try {
+    const u = await resolveUnderlay(cfg);
+    return { result: { name: 'underlay', ok: true, detail: `${u.iface} ${u.address} mtu ${u.mtu}` }, underlay: u };
+  } catch (e) {
+    return { result: { name: 'underlay', ok: false, detail: (e as Error).message, fix: 'set underlay.iface / underlay.address to the NIC that reaches the internet' }, underlay: null };
+  }
+}
+
+export function checkMtu(deviceMtu: number, underlayMtu: number | null, underlayIface: string | null): CheckResult {
+  if (underlayMtu === null) return { name: 'mtu', ok: false, detail: 'underlay MTU unknown', fix: 'fix the underlay check first' };
+  const ok = deviceMtu + 50 <= underlayMtu;
+  return {
+    name: 'mtu', ok, detail: `device ${deviceMtu} + 50 ${ok ? '<=' : '>'} underlay ${underlayIface} ${underlayMtu}`,
+    ...(ok ? {} : { fix: `set vxlan.mtu to ${underlayMtu - 50} or null (underlay MTU - 50), or raise the MTU of ${underlayIface}` }),
+  };
+}
+
+export async function checkPortFree(address: string, port: number): Promise<CheckResult> {
+  const s = dgram.createSocket({ type: 'udp4' });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.bind({ address, port, exclusive: true }, () => resolve());
+    });
+    return { name: 'port', ok: true, detail: `udp ${address}:${port} is free` };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return {
+      name: 'port', ok: false, detail: `udp ${address}:${port}: ${code}`,
+      fix: code === 'EADDRINUSE'
+        ? `something already listens on UDP ${port} (a kernel flannel.1/vxlan device or another vxedge?): see \`ss -ulpn 'sport = :${port}'\` and \`ip -d link show type vxlan\``
+        : `check underlay.address / underlay.port`,
+    };
+  } finally {
+    s.close();
+  }
+}
+
+/** The device exists, is up, and carries our VTEP address. */
+export async function checkDevice(cfg: Config): Promise<CheckResult> {
+  const name = cfg.overlay.device;
+  const l = await linkDetails(name);
+  if (!l) return { name: 'device', ok: false, detail: `${name} does not exist`, fix: 'is vxedge running? see its log' };
+  const up = l.flags?.includes('UP') ?? false;
+  return {
+    name: 'device', ok: up, detail: `${name} ${l.linkinfo?.info_kind ?? ''} mtu ${l.mtu} ${up ? 'up' : 'down'}`.replace(/\s+/g, ' '),
+    ...(up ? {} : { fix: `ip link set ${name} up` }),
+  };
+}
+
+/** Every peer subnet is routed through the device (and not elsewhere). */
+export async function checkRoutes(cfg: Config): Promise<CheckResult> {
+  const wrong: string[] = [];
+  for (const p of cfg.peers) {
+    const r = await routeGet(vtepAddress(p.subnet));
+    if (r?.dev !== cfg.overlay.device) wrong.push(`${p.subnet.text} via ${r?.dev ?? 'nothing'}`);
+  }
+  const ok = wrong.length === 0;
+  return {
+    name: 'routes', ok,
+    detail: ok ? `${cfg.peers.length} peer subnet(s) routed via ${cfg.overlay.device}` : `not via ${cfg.overlay.device}: ${wrong.join(', ')}`,
+    ...(ok ? {} : { fix: `remove conflicting routes (ip route show ${wrong[0]?.split(' ')[0]}); vxedge installs its own` }),
+  };
+}
+
+export function checkPublicEndpoint(publicEndpoint: string | null): CheckResult {
+  return publicEndpoint
+    ? { name: 'public_endpoint', ok: true, detail: publicEndpoint }
+    : {
+        name: 'public_endpoint', ok: false, detail: 'unknown: AWS nodes cannot be told where to send',
+        fix: 'set underlay.publicIp to the site router\'s public address, or configure nat.stun servers',
+      };
+}
+
+export async function underlayMtuOf(iface: string): Promise<number | null> {
+  try {
+    return await ifaceMtu(iface);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,61 @@
+// The health document of the public contract (interface.md): what `status.json`,
+// `vxedge status` and the MQTT `health` topic carry. Fields beyond the contract are
+// extensions documented in the README.
+import type { PeerState } from '../control/peer-state.js';
+
+export type GatewayState = 'ok' | 'degraded' | 'down';
+
+export interface PeerHealthDoc {
+  name: string;
+  endpoint: string;
+  subnet: string;
+  state: PeerState;
+  rttMs: number | null;
+  lossPct: number | null;
+  lastSeen: string | null;
+  rxPackets: number;
+  txPackets: number;
+  rxBytes: number;
+  txBytes: number;
+  reason: string | null;
+}
+
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  detail: string;
+  /** What to run or change when !ok (extension). */
+  fix?: string;
+}
+
+export interface HealthDocument {
+  site: string;
+  node: string;
+  version: string;
+  ts: string;
+  uptimeS: number;
+  state: GatewayState;
+  tunnel: {
+    device: string;
+    mode: 'tun' | 'tap';
+    vni: number;
+    mtu: number;
+    subnet: string;
+    vtepMac: string;
+    localEndpoint: string;
+    publicEndpoint: string | null;
+  };
+  peers: PeerHealthDoc[];
+  checks: CheckResult[];
+  /** Extensions. */
+  pid: number;
+  drops: Record<string, number>;
+}
+
+/** ok: every peer up and every check passes; down: no peer up; else degraded. */
+export function overallState(peers: { state: PeerState }[], checks: { ok: boolean }[]): GatewayState {
+  const up = peers.filter((p) => p.state === 'up').length;
+  if (peers.length > 0 && up === 0) return 'down';
+  if (up === peers.length && checks.every((c) => c.ok)) return 'ok';
+  return 'degraded';
+}

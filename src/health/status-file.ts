@@ -1,0 +1,37 @@
+// {runDir}/status.json: the last health document, replaced atomically so that
+// `vxedge status` (and anything else) never reads half a file.
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../control/state.js';
+import type { HealthDocument } from './document.js';
+
+export function statusPath(runDir: string): string {
+  return join(runDir, 'status.json');
+}
+
+export async function writeStatus(runDir: string, doc: HealthDocument): Promise<void> {
+  await mkdir(runDir, { recursive: true });
+  await writeFileAtomic(statusPath(runDir), JSON.stringify(doc, null, 2) + '\n');
+}
+
+export async function removeStatus(runDir: string): Promise<void> {
+  await rm(statusPath(runDir), { force: true });
+}
+
+/** The status document of a running gateway, or null (no file, or its process is gone). */
+export async function readStatus(runDir: string): Promise<HealthDocument | null> {
+  let doc: HealthDocument;
+  try {
+    doc = JSON.parse(await readFile(statusPath(runDir), 'utf8')) as HealthDocument;
+  } catch {
+    return null;
+  }
+  if (typeof doc.pid === 'number') {
+    try {
+      process.kill(doc.pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') return null;
+    }
+  }
+  return doc;
+}
