@@ -1,0 +1,5 @@
+export type { Cidr, Config, ConfigProblem, HostPort, LogLevel, OverlayMode, PeerConfig } from './types.js';
+export { ConfigError } from './types.js';
+export { configFromObject, formatConfigError, loadConfig, parseConfigText } from './load.js';
+export type { ConfigFormat, LoadOptions } from './load.js';
+export { buildSchema, envName, DEFAULT_STUN_PORT } from './schema.js';

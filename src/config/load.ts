@@ -1,0 +1,445 @@
+// Config file + VXEDGE_* environment -> a validated, typed Config, or one
+// ConfigError that names every bad key at once: operators fix a site config
+// over a slow link, and one round trip per typo is too many.
+//
+// Stages: parse the file; drop unknown keys (reported with a suggestion) and
+// values convict cannot hold; let convict merge defaults, file and
+// environment; check each key with its schema format; check the keys against
+// each other; build the typed Config.
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import convict from 'convict';
+import YAML from 'yaml';
+import { ConfigError, type Cidr, type Config, type ConfigProblem, type PeerConfig } from './types.js';
+import {
+  buildSchema,
+  formatOf,
+  ID_PATTERN,
+  isLeaf,
+  leaves,
+  maskUrl,
+  parseHostPort,
+  show,
+  unknownKeyMessage,
+  valueProblems,
+  type LeafSpec,
+  type SchemaTree,
+} from './schema.js';
+import { cidrContains, cidrOverlaps, parseCidr } from '../util/ipv4.js';
+import { parseMac } from '../util/mac.js';
+import { formatDuration, parseDuration } from '../util/duration.js';
+
+export type ConfigFormat = 'json' | 'yaml';
+
+export interface LoadOptions {
+  /** Stands in for os.hostname(), the default of `node`. */
+  hostname?: string;
+}
+
+const FILE = '(file)';
+const MASK = '***';
+const SENSITIVE_KEYS = new Set(['mqtt.password']);
+
+type Tree = Record<string, unknown>;
+
+function isPlainObject(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function getPath(obj: Tree, dotted: string): unknown {
+  let cur: unknown = obj;
+  for (const k of dotted.split('.')) cur = isPlainObject(cur) && Object.hasOwn(cur, k) ? cur[k] : undefined;
+  return cur;
+}
+
+function fileError(source: string, message: string): ConfigError {
+  return new ConfigError(source, [{ key: FILE, value: source, message }]);
+}
+
+// ------------------------------------------------------------------ parsing
+
+function lineCol(text: string, pos: number): string {
+  const before = text.slice(0, pos);
+  const line = before.split('\n').length;
+  return `line ${line}, column ${pos - before.lastIndexOf('\n')}`;
+}
+
+function parseText(text: string, source: string, format: ConfigFormat): unknown {
+  const body = text.replace(/^\uFEFF/, '');
+  if (body.trim() === '') throw fileError(source, 'the file is empty; it needs at least site and overlay.subnet');
+  if (format === 'json') {
+    try {
+      return JSON.parse(body) as unknown;
+    } catch (e) {
+      const msg = (e as Error).message.replace(/, ".*" is not valid JSON$/s, '');
+      const pos = /at position (\d+)/.exec(msg);
+      const where = pos ? ` at ${lineCol(body, Number(pos[1]))}` : '';
+      throw fileError(source, `JSON syntax error${where}: ${msg.replace(/ in JSON at position \d+.*$/, '')}`);
+    }
+  }
+  try {
+    return YAML.parse(body) as unknown;
+  } catch (e) {
+    const err = e as Error & { linePos?: Array<{ line: number; col: number }> };
+    const reason = (err.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+    const at = err.linePos?.[0];
+    const where = at ? ` at line ${at.line}, column ${at.col}` : '';
+    throw fileError(source, `YAML syntax error${where}: ${reason}`);
+  }
+}
+
+function formatOfFile(file: string): ConfigFormat | null {
+  const ext = path.extname(file).toLowerCase();
+  return ext === '.json' ? 'json' : ext === '.yaml' || ext === '.yml' ? 'yaml' : null;
+}
+
+// ------------------------------------------------------------- unknown keys
+
+function allPaths(tree: SchemaTree, prefix = ''): string[] {
+  return Object.entries(tree).flatMap(([k, node]) => {
+    const p = prefix ? `${prefix}.${k}` : k;
+    return isLeaf(node) ? [p] : [p, ...allPaths(node, p)];
+  });
+}
+
+/**
+ * Copies the known part of the file's tree. Unknown keys, mappings where a
+ * key holds a plain value, and plain values where a section belongs are
+ * reported here, because convict would otherwise keep or choke on them.
+ */
+function knownPart(raw: Tree, tree: SchemaTree, prefix: string, known: string[], out: ConfigProblem[]): Tree {
+  const copy: Tree = {};
+  for (const [k, v] of Object.entries(raw)) {
+    const p = prefix ? `${prefix}.${k}` : k;
+    const node = Object.hasOwn(tree, k) ? tree[k] : undefined;
+    if (node === undefined) {
+      out.push({ key: p, value: v, message: unknownKeyMessage(p, known) });
+    } else if (isLeaf(node)) {
+      if (isPlainObject(v)) out.push(...leafProblems(p, node, v));
+      else copy[k] = v;
+    } else if (isPlainObject(v)) {
+      copy[k] = knownPart(v, node, p, known, out);
+    } else if (v !== null) {
+      // null is a section whose keys are all commented out: defaults apply.
+      const keys = Object.keys(node).join(', ');
+      out.push({ key: p, value: v, message: `${show(v)} is not a section; expected a mapping of ${keys}` });
+    }
+  }
+  return copy;
+}
+
+/** VXEDGE_* variables that name no key are ignored unless they look like a typo of one. */
+function envTypos(env: NodeJS.ProcessEnv, known: string[]): ConfigProblem[] {
+  const names = new Set(known);
+  return Object.keys(env)
+    .filter((k) => k.startsWith('VXEDGE_') && !names.has(k) && env[k] !== undefined)
+    .map((k) => ({ key: k, value: env[k], message: unknownKeyMessage(k, known, 'environment variable') }))
+    .filter((p) => p.message.includes('did you mean'));
+}
+
+// -------------------------------------------------------------- leaf checks
+
+function mask(key: string, v: unknown): unknown {
+  if (SENSITIVE_KEYS.has(key) && v !== null && v !== undefined) return MASK;
+  return key === 'mqtt.url' && typeof v === 'string' ? maskUrl(v) : v;
+}
+
+function leafProblems(key: string, spec: LeafSpec, v: unknown): ConfigProblem[] {
+  if (v === null || v === undefined) {
+    const { expected, nullable } = formatOf(spec);
+    if (nullable) return [];
+    const message =
+      spec.default === null
+        ? `is required: expected ${expected}`
+        : `has no value: expected ${expected}, or leave it out for the default ${show(spec.default)}`;
+    return [{ key, value: v, message }];
+  }
+  return valueProblems(spec, v).map((p) => {
+    let message = p.message;
+    if (spec.sensitive) {
+      const shown = show(p.value);
+      message = message.startsWith(shown)
+        ? MASK + message.slice(shown.length)
+        : `${MASK} is not ${formatOf(spec).expected}`;
+    }
+    return { key: key + p.at, value: mask(key, p.value), message };
+  });
+}
+
+function checkLeaves(
+  values: Tree,
+  tree: SchemaTree,
+  raw: Tree,
+  env: NodeJS.ProcessEnv,
+  skip: Set<string>,
+): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  for (const { path: key, spec } of leaves(tree)) {
+    if (skip.has(key)) continue;
+    const fromEnv = env[spec.env] !== undefined;
+    let found = leafProblems(key, spec, getPath(values, key));
+    if (key === 'node' && !fromEnv && getPath(raw, 'node') === undefined) {
+      found = found.map((p) => ({
+        ...p,
+        message: `the host name ${show(p.value)} is not a valid node id (${ID_PATTERN}); set "node" explicitly in the config (or VXEDGE_NODE)`,
+      }));
+    }
+    // Name the variable, or the operator hunts for a value that is not in the file.
+    if (fromEnv) found = found.map((p) => ({ ...p, message: `${p.message} (from ${spec.env})` }));
+    out.push(...found);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------- cross checks
+
+function attempt<T>(f: () => T): T | null {
+  try {
+    return f();
+  } catch {
+    return null;
+  }
+}
+
+interface PeerView {
+  i: number;
+  name: string | null;
+  subnet: Cidr | null;
+  vtepMac: string | null;
+}
+
+function peerViews(peers: unknown): PeerView[] {
+  if (!Array.isArray(peers)) return [];
+  return peers.map((p: unknown, i) => {
+    const o = isPlainObject(p) ? p : {};
+    return {
+      i,
+      name: typeof o.name === 'string' ? o.name : null,
+      subnet: attempt(() => parseCidr(o.subnet as string)),
+      vtepMac: attempt(() => parseMac(o.vtepMac as string)),
+    };
+  });
+}
+
+function checkPeersAgainst(
+  peers: PeerView[],
+  network: Cidr | null,
+  subnet: Cidr | null,
+  ourMac: string | null,
+): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  const problem = (key: string, value: unknown, message: string): void => {
+    out.push({ key, value, message });
+  };
+  const ownMac = 'every VTEP needs its own MAC';
+  peers.forEach((p, n) => {
+    const earlier = peers.slice(0, n);
+    const key = `peers[${p.i}]`;
+    const sameName = p.name === null ? undefined : earlier.find((q) => q.name === p.name);
+    if (sameName) {
+      problem(`${key}.name`, p.name, `${show(p.name)} is already the name of peers[${sameName.i}]; peer names must be unique`);
+    }
+    if (p.subnet !== null) {
+      const s = p.subnet;
+      const twin = earlier.find((q) => q.subnet !== null && cidrOverlaps(q.subnet, s));
+      if (network && !cidrContains(network, s)) {
+        problem(`${key}.subnet`, s.text, `${show(s.text)} is not inside overlay.network ${network.text}`);
+      } else if (subnet && cidrOverlaps(subnet, s)) {
+        problem(`${key}.subnet`, s.text, `${show(s.text)} overlaps this site's overlay.subnet ${subnet.text}`);
+      } else if (twin?.subnet) {
+        problem(`${key}.subnet`, s.text, `${show(s.text)} overlaps peers[${twin.i}].subnet ${twin.subnet.text}`);
+      }
+    }
+    if (p.vtepMac !== null) {
+      const twin = earlier.find((q) => q.vtepMac === p.vtepMac);
+      if (p.vtepMac === ourMac) {
+        problem(`${key}.vtepMac`, p.vtepMac, `${show(p.vtepMac)} is this site's own vxlan.vtepMac; ${ownMac}`);
+      } else if (twin) {
+        problem(`${key}.vtepMac`, p.vtepMac, `${show(p.vtepMac)} is already the vtepMac of peers[${twin.i}]; ${ownMac}`);
+      }
+    }
+  });
+  return out;
+}
+
+function crossChecks(v: Tree, bad: (key: string) => boolean): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  const ok = (...keys: string[]): boolean => keys.every((k) => !bad(k));
+  const network = ok('overlay.network') ? parseCidr(getPath(v, 'overlay.network') as string) : null;
+  const subnet = ok('overlay.subnet') ? parseCidr(getPath(v, 'overlay.subnet') as string) : null;
+
+  if (network && subnet && !cidrContains(network, subnet)) {
+    out.push({
+      key: 'overlay.subnet',
+      value: subnet.text,
+      message: `${show(subnet.text)} is not inside overlay.network ${network.text}; pick a subnet of the cluster's pod network`,
+    });
+  }
+  const ourMac = ok('vxlan.vtepMac') ? attempt(() => parseMac(getPath(v, 'vxlan.vtepMac') as string)) : null;
+  const peers = peerViews(getPath(v, 'peers'));
+  out.push(...checkPeersAgainst(peers, network, subnet, ourMac).filter((p) => !bad(p.key)));
+
+  if (ok('keepalive.interval', 'keepalive.timeout')) {
+    const interval = parseDuration(getPath(v, 'keepalive.interval'));
+    const timeout = parseDuration(getPath(v, 'keepalive.timeout'));
+    if (timeout <= interval) {
+      out.push({
+        key: 'keepalive.timeout',
+        value: timeout,
+        message: `${formatDuration(timeout)} must be longer than keepalive.interval (${formatDuration(interval)}), or every peer flaps`,
+      });
+    }
+  }
+  const set = (key: string): boolean => ok(key) && getPath(v, key) !== null;
+  if (set('mqtt.password') && set('mqtt.passwordFile')) {
+    out.push({ key: 'mqtt.password', value: MASK, message: 'is set together with mqtt.passwordFile; keep only one of them' });
+  }
+  if (set('mqtt.cert') !== set('mqtt.key') && ok('mqtt.cert', 'mqtt.key')) {
+    const [has, lacks] = set('mqtt.cert') ? ['mqtt.cert', 'mqtt.key'] : ['mqtt.key', 'mqtt.cert'];
+    out.push({ key: lacks, value: null, message: `is required when ${has} is set: mutual TLS needs both the certificate and its key` });
+  }
+  return out;
+}
+
+// -------------------------------------------------------------------- build
+
+function build(v: Tree): Config {
+  const get = <T>(key: string): T => getPath(v, key) as T;
+  const vxlanPort = get<number>('vxlan.port');
+  const mac = get<string | null>('vxlan.vtepMac');
+  const peers = get<Tree[]>('peers').map(
+    (p): PeerConfig => ({
+      name: p.name as string,
+      publicIp: p.publicIp as string,
+      port: (p.port as number | undefined) ?? vxlanPort,
+      subnet: parseCidr(p.subnet as string),
+      vtepMac: parseMac(p.vtepMac as string),
+    }),
+  );
+  return {
+    site: get('site'),
+    node: get('node'),
+    stateDir: get('stateDir'),
+    runDir: get('runDir'),
+    underlay: {
+      iface: get('underlay.iface'),
+      address: get('underlay.address'),
+      port: get('underlay.port'),
+      publicIp: get('underlay.publicIp'),
+    },
+    vxlan: {
+      vni: get('vxlan.vni'),
+      port: vxlanPort,
+      mtu: get('vxlan.mtu'),
+      vtepMac: mac === null ? null : parseMac(mac),
+    },
+    overlay: {
+      device: get('overlay.device'),
+      mode: get('overlay.mode'),
+      network: parseCidr(get('overlay.network')),
+      subnet: parseCidr(get('overlay.subnet')),
+      mssClamp: get('overlay.mssClamp'),
+      strictPeers: get('overlay.strictPeers'),
+    },
+    peers,
+    keepalive: {
+      interval: parseDuration(get('keepalive.interval')),
+      timeout: parseDuration(get('keepalive.timeout')),
+    },
+    nat: { stun: get<string[]>('nat.stun').map(parseHostPort) },
+    mqtt: {
+      url: get('mqtt.url'),
+      topicPrefix: get('mqtt.topicPrefix'),
+      interval: parseDuration(get('mqtt.interval')),
+      username: get('mqtt.username'),
+      password: get('mqtt.password'),
+      passwordFile: get('mqtt.passwordFile'),
+      ca: get('mqtt.ca'),
+      cert: get('mqtt.cert'),
+      key: get('mqtt.key'),
+    },
+    log: { level: get('log.level') },
+  };
+}
+
+// --------------------------------------------------------------------- API
+
+/** Validates an already parsed document (the file's top-level value). */
+export function configFromObject(
+  raw: unknown,
+  source: string,
+  env: NodeJS.ProcessEnv = process.env,
+  options: LoadOptions = {},
+): Config {
+  if (!isPlainObject(raw)) {
+    const what = raw === null ? 'holds no settings' : `holds ${show(raw)}`;
+    throw fileError(source, `the file ${what}; expected a mapping of settings such as site and overlay.subnet`);
+  }
+  const tree = buildSchema(options.hostname);
+  const known = allPaths(tree);
+  const problems: ConfigProblem[] = [];
+  const clean = knownPart(raw, tree, '', known, problems);
+  problems.push(...envTypos(env, leaves(tree).map((l) => l.spec.env)));
+
+  const conf = convict(tree as convict.Schema<Tree>, { env, args: [] });
+  conf.load(clean);
+  const values = conf.getProperties();
+
+  const skip = new Set(problems.map((p) => p.key));
+  problems.push(...checkLeaves(values, tree, raw, env, skip));
+  const badKeys = problems.map((p) => p.key);
+  // A key is bad when it, or anything inside it ("peers[1].subnet" inside "peers"), has a problem.
+  const bad = (key: string): boolean =>
+    badKeys.some((b) => b === key || b.startsWith(`${key}.`) || b.startsWith(`${key}[`));
+  problems.push(...crossChecks(values, bad));
+
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return build(values);
+}
+
+/** Parses and validates config text; `source` names it in messages. */
+export function parseConfigText(
+  text: string,
+  source: string,
+  format: ConfigFormat,
+  env: NodeJS.ProcessEnv = process.env,
+  options: LoadOptions = {},
+): Config {
+  return configFromObject(parseText(text, source, format), source, env, options);
+}
+
+/** Reads a .json/.yaml/.yml site config, merges VXEDGE_* variables over it and validates it. */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Config {
+  const format = formatOfFile(file);
+  if (format === null) {
+    throw fileError(file, `unknown file type "${path.extname(file) || path.basename(file)}"; use .json, .yaml or .yml`);
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' ? 'no such file'
+      : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+      : code === 'EISDIR' ? 'it is a directory'
+      : (e as Error).message;
+    throw fileError(file, `cannot read the file: ${why}`);
+  }
+  return parseConfigText(text, file, format, env, options);
+}
+
+/** The block printed on stderr before exit 2: one line per bad key, secrets masked, no stack. */
+export function formatConfigError(err: ConfigError): string {
+  const n = err.problems.length;
+  const lines = err.problems.map((p) => {
+    let message = p.message;
+    if (SENSITIVE_KEYS.has(p.key) && typeof p.value === 'string' && p.value !== MASK && p.value !== '') {
+      message = message.split(p.value).join(MASK);
+    }
+    return `  - ${p.key}: ${message}`;
+  });
+  return [`vxedge: invalid config ${err.source} (${n} problem${n === 1 ? '' : 's'}):`, ...lines].join('\n');
+}
+

@@ -1,0 +1,501 @@
+// The config module: what an operator's file and environment turn into, and
+// how every mistake in them is reported (interface.md, "Config file").
+
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+import {
+  ConfigError,
+  formatConfigError,
+  loadConfig,
+  parseConfigText,
+  type Config,
+  type ConfigProblem,
+} from '../../src/config/index.js';
+import { buildSchema, envName, isLeaf, leaves, type SchemaTree } from '../../src/config/schema.js';
+import { parseCidr } from '../../src/util/ipv4.js';
+
+const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/config');
+const fixture = (name: string): string => path.join(FIXTURES, name);
+const NO_ENV: NodeJS.ProcessEnv = {};
+const HOST = { hostname: 'edge-1' };
+
+/** The ConfigError a call throws; fails the test when it throws nothing or something else. */
+function configError(f: () => unknown): ConfigError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw new Error(`expected a ConfigError, got ${String(e)}`);
+  }
+  throw new Error('expected a ConfigError, but the config was accepted');
+}
+
+type Expect = [key: string, fragment: string];
+
+function expectProblems(err: ConfigError, expected: Expect[]): void {
+  const keys = err.problems.map((p) => p.key).sort();
+  expect(keys, formatConfigError(err)).toEqual(expected.map(([k]) => k).sort());
+  for (const [key, fragment] of expected) {
+    const messages = err.problems.filter((p) => p.key === key).map((p) => p.message);
+    expect(messages.some((m) => m.includes(fragment)), `${key}: ${messages.join(' | ')}`).toBe(true);
+  }
+}
+
+const base = { site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' } };
+const peer = (n: number, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  name: `aws-${n}`,
+  publicIp: `203.0.113.${n}`,
+  subnet: `10.244.${n}.0/24`,
+  vtepMac: `0e:00:00:00:00:0${n}`,
+  ...extra,
+});
+
+const DEFAULTS: Config = {
+  site: 'lab',
+  node: 'edge-1',
+  stateDir: '/var/lib/vxedge',
+  runDir: '/run/vxedge',
+  underlay: { iface: null, address: null, port: 8472, publicIp: null },
+  vxlan: { vni: 1, port: 8472, mtu: null, vtepMac: null },
+  overlay: {
+    device: 'flannel.1',
+    mode: 'tun',
+    network: parseCidr('10.244.0.0/16'),
+    subnet: parseCidr('10.244.100.0/24'),
+    mssClamp: true,
+    strictPeers: true,
+  },
+  peers: [],
+  keepalive: { interval: 25_000, timeout: 90_000 },
+  nat: { stun: [] },
+  mqtt: {
+    url: null,
+    topicPrefix: 'vxedge',
+    interval: 30_000,
+    username: null,
+    password: null,
+    passwordFile: null,
+    ca: null,
+    cert: null,
+    key: null,
+  },
+  log: { level: 'info' },
+};
+
+const FULL: Config = {
+  site: 'lab',
+  node: 'edge-1',
+  stateDir: '/srv/vxedge/state',
+  runDir: '/srv/vxedge/run',
+  underlay: { iface: 'eth0', address: '192.168.50.10', port: 8473, publicIp: '198.51.100.2' },
+  vxlan: { vni: 42, port: 4789, mtu: 1400, vtepMac: '0e:5c:aa:00:00:01' },
+  overlay: {
+    device: 'vxedge0',
+    mode: 'tap',
+    network: parseCidr('10.42.0.0/16'),
+    subnet: parseCidr('10.42.100.0/24'),
+    mssClamp: false,
+    strictPeers: false,
+  },
+  peers: [
+    {
+      name: 'ip-10-0-1-23.eu-west-1.compute.internal',
+      publicIp: '203.0.113.10',
+      port: 4789, // vxlan.port
+      subnet: parseCidr('10.42.1.0/24'),
+      vtepMac: '12:34:56:78:9a:bc',
+    },
+    { name: 'aws-2', publicIp: '203.0.113.11', port: 8472, subnet: parseCidr('10.42.2.0/24'), vtepMac: '16:34:56:78:9a:bc' },
+  ],
+  keepalive: { interval: 10_000, timeout: 45_000 },
+  nat: {
+    stun: [
+      { host: 'stun.l.google.com', port: 19302 },
+      { host: '192.0.2.7', port: 3478 },
+    ],
+  },
+  mqtt: {
+    url: 'mqtts://a1b2c3-ats.iot.eu-west-1.amazonaws.com:8883',
+    topicPrefix: 'fleet',
+    interval: 90_000,
+    username: 'edge',
+    password: null,
+    passwordFile: '/etc/vxedge/mqtt-password',
+    ca: '/etc/vxedge/AmazonRootCA1.pem',
+    cert: '/etc/vxedge/device.pem.crt',
+    key: '/etc/vxedge/private.pem.key',
+  },
+  log: { level: 'debug' },
+};
+
+describe('valid files', () => {
+  it('valid-minimal.yaml takes every default', () => {
+    expect(loadConfig(fixture('valid-minimal.yaml'), NO_ENV)).toEqual(DEFAULTS);
+  });
+
+  it('valid-full.json sets every key', () => {
+    expect(loadConfig(fixture('valid-full.json'), NO_ENV)).toEqual(FULL);
+  });
+
+  it('valid-full.yaml, written the YAML way, means the same as the JSON file', () => {
+    expect(loadConfig(fixture('valid-full.yaml'), NO_ENV)).toEqual(FULL);
+  });
+
+  it('the same document reads the same as JSON and as YAML', () => {
+    const doc = { ...base, peers: [peer(1), peer(2, { port: 4789 })], keepalive: { interval: '1.5s' } };
+    const fromJson = parseConfigText(JSON.stringify(doc), 'x.json', 'json', NO_ENV);
+    const fromYaml = parseConfigText(YAML.stringify(doc), 'x.yaml', 'yaml', NO_ENV);
+    expect(fromYaml).toEqual(fromJson);
+    expect(fromJson.keepalive.interval).toBe(1500);
+    expect(fromJson.peers.map((p) => p.port)).toEqual([8472, 4789]);
+  });
+
+  it('a section whose keys are all commented out takes the defaults', () => {
+    const cfg = parseConfigText('site: lab\nnode: edge-1\nunderlay:\nmqtt:\noverlay:\n  subnet: 10.244.100.0/24\n', 'x.yaml', 'yaml', NO_ENV);
+    expect(cfg).toEqual(DEFAULTS);
+  });
+
+  it('node defaults to the host name, lower-cased', () => {
+    const cfg = parseConfigText(JSON.stringify({ ...base, node: undefined }), 'x.json', 'json', NO_ENV, { hostname: 'Edge-7' });
+    expect(cfg.node).toBe('edge-7');
+  });
+
+  it('a subnet at the top end of the network is inside it', () => {
+    const cfg = parseConfigText(JSON.stringify({ ...base, overlay: { subnet: '10.244.255.0/24' } }), 'x.json', 'json', NO_ENV);
+    expect(cfg.overlay.subnet.text).toBe('10.244.255.0/24');
+  });
+});
+
+describe('invalid files on disk', () => {
+  const rows: Array<[file: string, expected: Expect[]]> = [
+    ['invalid-typo.yaml', [['underlay.prot', 'did you mean "underlay.port"?']]],
+    ['invalid-subnet.yaml', [['overlay.subnet', 'is not inside overlay.network 10.244.0.0/16']]],
+    [
+      'invalid-peers.json',
+      [
+        ['peers[1].vtepMac', 'is not a MAC address (expected aa:bb:cc:dd:ee:ff)'],
+        ['peers[2].name', 'is already the name of peers[0]'],
+        ['peers[2].subnet', 'overlaps peers[0].subnet 10.244.1.0/24'],
+        ['peers[2].vtepMac', "this site's own vxlan.vtepMac"],
+        ['peers[3].vtepMAC', 'did you mean "peers[3].vtepMac"?'],
+        ['peers[3].vtepMac', 'is required'],
+      ],
+    ],
+    [
+      'invalid-many.yaml',
+      [
+        ['site', '"Lab" is not a valid id'],
+        ['underlay.prot', 'did you mean "underlay.port"?'],
+        ['vxlan.vni', 'expected a VNI 1..16777215'],
+        ['vxlan.mtu', 'expected an MTU 576..9000'],
+        ['overlay.mode', '"tunnel" is not one of "tun", "tap"'],
+        ['overlay.subnet', 'has host bits set; did you mean 10.244.100.0/24?'],
+        ['keepalive.timeout', 'unknown unit "d"'],
+        ['mqtt.url', 'use mqtt://, mqtts://, ws:// or wss://'],
+        ['mqtt.password', 'keep only one of them'],
+        ['mqtt.key', 'is required when mqtt.cert is set'],
+      ],
+    ],
+    ['invalid-syntax.yaml', [['(file)', 'YAML syntax error at line 3, column 11']]],
+    ['invalid-syntax.json', [['(file)', 'JSON syntax error at line 3, column 45']]],
+    ['empty.yaml', [['(file)', 'the file is empty']]],
+    ['does-not-exist.yaml', [['(file)', 'cannot read the file: no such file']]],
+    ['valid-minimal.conf', [['(file)', 'unknown file type ".conf"; use .json, .yaml or .yml']]],
+  ];
+
+  it.each(rows)('%s', (file, expected) => {
+    const err = configError(() => loadConfig(fixture(file), NO_ENV));
+    expect(err.source).toBe(fixture(file));
+    expectProblems(err, expected);
+  });
+
+  it('reports the whole block for invalid-many.yaml, secrets masked, no stack', () => {
+    const text = formatConfigError(configError(() => loadConfig(fixture('invalid-many.yaml'), NO_ENV)));
+    const lines = text.split('\n');
+    expect(lines[0]).toBe(`vxedge: invalid config ${fixture('invalid-many.yaml')} (10 problems):`);
+    expect(lines.slice(1).every((l) => l.startsWith('  - '))).toBe(true);
+    expect(text).toContain('  - underlay.prot: unknown key; did you mean "underlay.port"?');
+    expect(text).toContain('  - overlay.subnet: 10.244.100.5/24 has host bits set; did you mean 10.244.100.0/24?');
+    expect(text).not.toContain('hunter2');
+    expect(text).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('invalid documents, as JSON and as YAML', () => {
+  const rows: Array<[what: string, doc: Record<string, unknown>, expected: Expect[]]> = [
+    ['site missing', { overlay: base.overlay, node: 'edge-1' }, [['site', 'is required']]],
+    ['overlay.subnet missing', { site: 'lab', node: 'edge-1' }, [['overlay.subnet', 'is required']]],
+    ['site not an id', { ...base, site: 'my site' }, [['site', 'is not a valid id']]],
+    ['site too long', { ...base, site: 'a'.repeat(64) }, [['site', 'at most 63 characters']]],
+    ['unknown top-level key', { ...base, sites: 'x' }, [['sites', 'did you mean "site"?']]],
+    ['leaf at the wrong level', { ...base, port: 8472 }, [['port', '"underlay.port" or "vxlan.port"']]],
+    ['unknown key, nothing close', { ...base, flux: 1 }, [['flux', 'unknown key']]],
+    ['section given a value', { ...base, underlay: 'eth0' }, [['underlay', 'is not a section']]],
+    ['key given a mapping', { ...base, underlay: { port: { value: 1 } } }, [['underlay.port', 'is not a port']]],
+    ['port out of range', { ...base, underlay: { port: 70000 } }, [['underlay.port', 'expected a port 1..65535']]],
+    ['port zero', { ...base, vxlan: { port: 0 } }, [['vxlan.port', 'expected a port 1..65535']]],
+    ['key set to null', { ...base, vxlan: { port: null } }, [['vxlan.port', 'leave it out for the default 8472']]],
+    ['vni zero', { ...base, vxlan: { vni: 0 } }, [['vxlan.vni', '1..16777215']]],
+    ['vni too big', { ...base, vxlan: { vni: 16777216 } }, [['vxlan.vni', '1..16777215']]],
+    ['mtu too small', { ...base, vxlan: { mtu: 500 } }, [['vxlan.mtu', '576..9000']]],
+    ['mtu not an integer', { ...base, vxlan: { mtu: 1400.5 } }, [['vxlan.mtu', '576..9000']]],
+    ['multicast VTEP MAC', { ...base, vxlan: { vtepMac: '01:00:5e:00:00:01' } }, [['vxlan.vtepMac', 'multicast']]],
+    ['all-zero VTEP MAC', { ...base, vxlan: { vtepMac: '00:00:00:00:00:00' } }, [['vxlan.vtepMac', 'all-zero']]],
+    ['bad address', { ...base, underlay: { address: '192.168.1.300' } }, [['underlay.address', 'is not an IPv4 address']]],
+    ['leading zero in address', { ...base, underlay: { address: '192.168.01.1' } }, [['underlay.address', 'is not an IPv4 address']]],
+    ['loopback public IP', { ...base, underlay: { publicIp: '127.0.0.1' } }, [['underlay.publicIp', 'cannot be a public endpoint']]],
+    ['iface name too long', { ...base, underlay: { iface: 'a-very-long-interface' } }, [['underlay.iface', 'not a network interface name']]],
+    ['device with a slash', { ...base, overlay: { ...base.overlay, device: 'a/b' } }, [['overlay.device', 'not a network interface name']]],
+    ['network without prefix', { ...base, overlay: { ...base.overlay, network: '10.244.0.0' } }, [['overlay.network', 'add the prefix length']]],
+    [
+      'subnet outside the network',
+      { ...base, overlay: { network: '10.244.0.0/16', subnet: '10.245.0.0/24' } },
+      [['overlay.subnet', "pick a subnet of the cluster's pod network"]],
+    ],
+    ['mode', { ...base, overlay: { ...base.overlay, mode: 'TUN' } }, [['overlay.mode', 'is not one of "tun", "tap"']]],
+    ['mssClamp not a boolean', { ...base, overlay: { ...base.overlay, mssClamp: 'sometimes' } }, [['overlay.mssClamp', 'true or false']]],
+    ['peers not a list', { ...base, peers: peer(1) }, [['peers', 'is not a list of peers']]],
+    ['peer not a mapping', { ...base, peers: ['aws-1'] }, [['peers[0]', 'is not a peer']]],
+    ['peer missing fields', { ...base, peers: [{ name: 'aws-1' }] }, [
+      ['peers[0].publicIp', 'is required'],
+      ['peers[0].subnet', 'is required'],
+      ['peers[0].vtepMac', 'is required'],
+    ]],
+    ['peer unknown key', { ...base, peers: [peer(1, { iface: 'eth0' })] }, [['peers[0].iface', 'unknown key']]],
+    ['peer bad port', { ...base, peers: [peer(1, { port: 0 })] }, [['peers[0].port', 'leave it out for vxlan.port']]],
+    ['peer bad name', { ...base, peers: [peer(1, { name: 'AWS_1' })] }, [['peers[0].name', 'not a Kubernetes node name']]],
+    ['peer bad public IP', { ...base, peers: [peer(1, { publicIp: '203.0.113' })] }, [['peers[0].publicIp', 'is not an IPv4 address']]],
+    ['peer subnet host bits', { ...base, peers: [peer(1, { subnet: '10.244.1.5/24' })] }, [['peers[0].subnet', 'did you mean 10.244.1.0/24?']]],
+    ['peer subnet outside', { ...base, peers: [peer(1, { subnet: '10.0.1.0/24' })] }, [['peers[0].subnet', 'not inside overlay.network']]],
+    ['peer subnet is ours', { ...base, peers: [peer(1, { subnet: '10.244.100.0/24' })] }, [['peers[0].subnet', "overlaps this site's overlay.subnet"]]],
+    ['peer subnets overlap', { ...base, peers: [peer(1, { subnet: '10.244.0.0/22' }), peer(2)] }, [['peers[1].subnet', 'overlaps peers[0].subnet 10.244.0.0/22']]],
+    ['peer names repeat', { ...base, peers: [peer(1), peer(2, { name: 'aws-1' })] }, [['peers[1].name', 'must be unique']]],
+    ['peer MACs repeat', { ...base, peers: [peer(1), peer(2, { vtepMac: '0E-00-00-00-00-01' })] }, [['peers[1].vtepMac', 'vtepMac of peers[0]']]],
+    [
+      'peer has our MAC',
+      { ...base, vxlan: { vtepMac: '0e:00:00:00:00:01' }, peers: [peer(1)] },
+      [['peers[0].vtepMac', "this site's own vxlan.vtepMac"]],
+    ],
+    ['duration unit', { ...base, keepalive: { interval: '25 seconds' } }, [['keepalive.interval', 'unknown unit "seconds"']]],
+    ['duration negative', { ...base, keepalive: { interval: -5 } }, [['keepalive.interval', 'negative']]],
+    ['duration zero', { ...base, mqtt: { interval: 0 } }, [['mqtt.interval', 'longer than 0']]],
+    ['timeout not above interval', { ...base, keepalive: { interval: '30s', timeout: '30s' } }, [['keepalive.timeout', 'must be longer than keepalive.interval (30s)']]],
+    ['stun entry', { ...base, nat: { stun: ['stun.example.com:0'] } }, [['nat.stun[0]', 'is not host:port']]],
+    ['stun not a list', { ...base, nat: { stun: 3478 } }, [['nat.stun', 'is not a list']]],
+    ['mqtt scheme', { ...base, mqtt: { url: 'tcp://broker:1883' } }, [['mqtt.url', 'has scheme "tcp"']]],
+    ['mqtt url garbage', { ...base, mqtt: { url: 'broker.example.com' } }, [['mqtt.url', 'is not a URL']]],
+    ['mqtt password and file', { ...base, mqtt: { password: 'x', passwordFile: '/p' } }, [['mqtt.password', 'keep only one']]],
+    ['mqtt key without cert', { ...base, mqtt: { key: '/k' } }, [['mqtt.cert', 'is required when mqtt.key is set']]],
+    ['mqtt topic wildcard', { ...base, mqtt: { topicPrefix: 'a/#' } }, [['mqtt.topicPrefix', 'wildcard']]],
+    ['mqtt username a number', { ...base, mqtt: { username: 1234 } }, [['mqtt.username', 'quote it in YAML']]],
+    ['log level', { ...base, log: { level: 'verbose' } }, [['log.level', 'is not one of "debug", "info", "warn", "error"']]],
+    ['stateDir empty', { ...base, stateDir: '' }, [['stateDir', 'is not a usable path']]],
+  ];
+
+  describe.each(['json', 'yaml'] as const)('%s', (format) => {
+    it.each(rows)('%s', (_what, doc, expected) => {
+      const text = format === 'json' ? JSON.stringify(doc) : YAML.stringify(doc);
+      const err = configError(() => parseConfigText(text, `site.${format}`, format, NO_ENV));
+      expectProblems(err, expected);
+    });
+  });
+
+  it('a host name that is not a node id asks to set node explicitly', () => {
+    const doc = { site: 'lab', overlay: base.overlay };
+    const err = configError(() => parseConfigText(JSON.stringify(doc), 'x.json', 'json', NO_ENV, { hostname: 'pi.local' }));
+    expectProblems(err, [['node', 'set "node" explicitly']]);
+  });
+
+  it('a top-level list, a scalar or a comment-only file is refused', () => {
+    for (const text of ['- site: lab\n', '42\n', '# nothing yet\n']) {
+      expectProblems(configError(() => parseConfigText(text, 'x.yaml', 'yaml', NO_ENV)), [['(file)', 'expected a mapping of settings']]);
+    }
+  });
+
+  it('prototype-shaped keys are unknown keys, not pollution', () => {
+    const text = '{"__proto__": {"polluted": true}, "constructor": 1, "site": "lab", "node": "n", "overlay": {"subnet": "10.244.1.0/24"}}';
+    expectProblems(configError(() => parseConfigText(text, 'x.json', 'json', NO_ENV)), [
+      ['__proto__', 'unknown key'],
+      ['constructor', 'unknown key'],
+    ]);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('duplicate YAML keys are a syntax error', () => {
+    const err = configError(() => parseConfigText('site: lab\nsite: lab2\n', 'x.yaml', 'yaml', NO_ENV));
+    expectProblems(err, [['(file)', 'line 2, column 1']]);
+  });
+});
+
+describe('environment', () => {
+  const yaml = YAML.stringify({ ...base, mqtt: { url: 'mqtt://broker:1883' } });
+  const load = (env: NodeJS.ProcessEnv): Config => parseConfigText(yaml, 'site.yaml', 'yaml', env);
+
+  it('overrides the file, key by key', () => {
+    const cfg = load({
+      VXEDGE_OVERLAY_MODE: 'tap',
+      VXEDGE_UNDERLAY_PORT: '8473',
+      VXEDGE_UNDERLAY_PUBLIC_IP: '198.51.100.2',
+      VXEDGE_VXLAN_VTEP_MAC: '0E-5C-AA-00-00-01',
+      VXEDGE_KEEPALIVE_INTERVAL: '10s',
+      VXEDGE_OVERLAY_MSS_CLAMP: 'false',
+      VXEDGE_OVERLAY_STRICT_PEERS: 'no',
+      VXEDGE_NAT_STUN: 'stun.example.com, 192.0.2.1:19302',
+      VXEDGE_MQTT_URL: '',
+      VXEDGE_VXLAN_MTU: '1400',
+      VXEDGE_LOG_LEVEL: 'warn',
+      VXEDGE_NODE: 'edge-2',
+      HOME: '/root',
+    });
+    expect(cfg.overlay.mode).toBe('tap');
+    expect(cfg.underlay.port).toBe(8473);
+    expect(cfg.underlay.publicIp).toBe('198.51.100.2');
+    expect(cfg.vxlan.vtepMac).toBe('0e:5c:aa:00:00:01');
+    expect(cfg.keepalive.interval).toBe(10_000);
+    expect(cfg.overlay.mssClamp).toBe(false);
+    expect(cfg.overlay.strictPeers).toBe(false);
+    expect(cfg.nat.stun).toEqual([
+      { host: 'stun.example.com', port: 3478 },
+      { host: '192.0.2.1', port: 19302 },
+    ]);
+    expect(cfg.mqtt.url).toBeNull(); // an empty variable unsets a nullable key
+    expect(cfg.vxlan.mtu).toBe(1400);
+    expect(cfg.log.level).toBe('warn');
+    expect(cfg.node).toBe('edge-2');
+  });
+
+  it('VXEDGE_PEERS takes a JSON list, and its peers are checked like the file', () => {
+    const cfg = load({ VXEDGE_PEERS: JSON.stringify([peer(1), peer(2, { port: 4789 })]), VXEDGE_VXLAN_PORT: '8999' });
+    expect(cfg.peers).toEqual([
+      { name: 'aws-1', publicIp: '203.0.113.1', port: 8999, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:00:01' },
+      { name: 'aws-2', publicIp: '203.0.113.2', port: 4789, subnet: parseCidr('10.244.2.0/24'), vtepMac: '0e:00:00:00:00:02' },
+    ]);
+    const err = configError(() => load({ VXEDGE_PEERS: JSON.stringify([peer(1), peer(1)]) }));
+    expectProblems(err, [
+      ['peers[1].name', 'must be unique'],
+      ['peers[1].subnet', 'overlaps peers[0]'],
+      ['peers[1].vtepMac', 'vtepMac of peers[0]'],
+    ]);
+  });
+
+  it('VXEDGE_NAT_STUN may also be a JSON list', () => {
+    expect(load({ VXEDGE_NAT_STUN: '["a.example:1", "b.example"]' }).nat.stun.map((s) => s.port)).toEqual([1, 3478]);
+  });
+
+  it('names the variable when its value is bad', () => {
+    const err = configError(() =>
+      load({ VXEDGE_PEERS: '[{"name": ', VXEDGE_UNDERLAY_PORT: '84x', VXEDGE_OVERLAY_MODE: 'l2', VXEDGE_KEEPALIVE_TIMEOUT: '5s' }),
+    );
+    expectProblems(err, [
+      ['peers', 'is not a JSON list of peers'],
+      ['underlay.port', '(from VXEDGE_UNDERLAY_PORT)'],
+      ['overlay.mode', '(from VXEDGE_OVERLAY_MODE)'],
+      ['keepalive.timeout', 'must be longer than keepalive.interval'],
+    ]);
+    expect(err.problems.find((p) => p.key === 'peers')?.message).toContain('(from VXEDGE_PEERS)');
+  });
+
+  it('a VXEDGE_ variable that looks like a typo of a key is reported; others are ignored', () => {
+    const err = configError(() => load({ VXEDGE_MQTT_ULR: 'mqtt://x', VXEDGE_CONFIG: '/etc/vxedge/site.yaml' }));
+    expectProblems(err, [['VXEDGE_MQTT_ULR', 'did you mean "VXEDGE_MQTT_URL"?']]);
+  });
+
+  it('can supply a required key the file lacks', () => {
+    const cfg = parseConfigText('site: lab\nnode: n\n', 'x.yaml', 'yaml', { VXEDGE_OVERLAY_SUBNET: '10.244.7.0/24' });
+    expect(cfg.overlay.subnet.text).toBe('10.244.7.0/24');
+  });
+});
+
+describe('errors', () => {
+  it('collects every problem into one ConfigError', () => {
+    const doc = {
+      site: 'lab',
+      node: 'edge-1',
+      underlay: { prot: 8472 },
+      overlay: { subnet: '10.245.0.0/24' },
+      peers: [peer(1), peer(2, { vtepMac: 'zz:00:00:00:00:02' })],
+    };
+    const err = configError(() => parseConfigText(YAML.stringify(doc), '/etc/vxedge/site.yaml', 'yaml', NO_ENV));
+    expect(err).toBeInstanceOf(Error);
+    expect(err.name).toBe('ConfigError');
+    expect(formatConfigError(err)).toBe(
+      [
+        'vxedge: invalid config /etc/vxedge/site.yaml (3 problems):',
+        '  - underlay.prot: unknown key; did you mean "underlay.port"?',
+        '  - peers[1].vtepMac: "zz:00:00:00:00:02" is not a MAC address (expected aa:bb:cc:dd:ee:ff)',
+        `  - overlay.subnet: "10.245.0.0/24" is not inside overlay.network 10.244.0.0/16; pick a subnet of the cluster's pod network`,
+      ].join('\n'),
+    );
+  });
+
+  it('says "1 problem" for one', () => {
+    const err = configError(() => parseConfigText('site: lab\n', 'x.yaml', 'yaml', NO_ENV, HOST));
+    expect(formatConfigError(err).split('\n')[0]).toBe('vxedge: invalid config x.yaml (1 problem):');
+  });
+
+  it('never shows the MQTT password, in the value or in the block', () => {
+    const secret = 's3cr3t-passw0rd';
+    const cases = [
+      { ...base, mqtt: { password: secret, passwordFile: '/p' } },
+      { ...base, mqtt: { password: 123456 } },
+      { ...base, mqtt: { url: `mqtt://user:${secret}@broker.example.com`, password: ['x'] }, vxlan: { vni: 0 } },
+      { ...base, mqtt: { url: `http://user:${secret}@broker.example.com` } },
+    ];
+    for (const doc of cases) {
+      const err = configError(() => parseConfigText(JSON.stringify(doc), 'x.json', 'json', NO_ENV));
+      const text = formatConfigError(err) + JSON.stringify(err.problems) + err.message;
+      expect(text).not.toContain(secret);
+      expect(text).not.toContain('123456');
+      const pw = err.problems.find((p: ConfigProblem) => p.key === 'mqtt.password');
+      if (pw) expect(pw.value).toBe('***');
+    }
+  });
+
+  it('formats a hand-made error and masks a password value that slipped into a message', () => {
+    const err = new ConfigError('site.yaml', [{ key: 'mqtt.password', value: 'pw123', message: '"pw123" is wrong' }]);
+    expect(formatConfigError(err)).toBe('vxedge: invalid config site.yaml (1 problem):\n  - mqtt.password: "***" is wrong');
+  });
+});
+
+describe('schema', () => {
+  // The config table of interface.md, plus the two extension keys.
+  const CONTRACT_KEYS = [
+    'site', 'node', 'stateDir', 'runDir',
+    'underlay.iface', 'underlay.address', 'underlay.port', 'underlay.publicIp',
+    'vxlan.vni', 'vxlan.port', 'vxlan.mtu', 'vxlan.vtepMac',
+    'overlay.device', 'overlay.mode', 'overlay.network', 'overlay.subnet', 'overlay.mssClamp', 'overlay.strictPeers',
+    'peers', 'keepalive.interval', 'keepalive.timeout', 'nat.stun',
+    'mqtt.url', 'mqtt.topicPrefix', 'mqtt.interval', 'mqtt.username', 'mqtt.password', 'mqtt.passwordFile',
+    'mqtt.ca', 'mqtt.cert', 'mqtt.key', 'log.level',
+  ];
+  const tree: SchemaTree = buildSchema('edge-1');
+
+  it('has exactly the contract keys, each with doc, default, format and env', () => {
+    const all = leaves(tree);
+    expect(all.map((l) => l.path).sort()).toEqual([...CONTRACT_KEYS].sort());
+    for (const { path: key, spec } of all) {
+      expect(isLeaf(spec)).toBe(true);
+      expect(spec.doc.length, key).toBeGreaterThan(5);
+      expect(spec.format, key).toBeTruthy();
+      expect(spec.env, key).toBe(envName(key));
+    }
+  });
+
+  it.each([
+    ['mqtt.url', 'VXEDGE_MQTT_URL'],
+    ['underlay.publicIp', 'VXEDGE_UNDERLAY_PUBLIC_IP'],
+    ['stateDir', 'VXEDGE_STATE_DIR'],
+    ['vxlan.vtepMac', 'VXEDGE_VXLAN_VTEP_MAC'],
+    ['mqtt.passwordFile', 'VXEDGE_MQTT_PASSWORD_FILE'],
+    ['overlay.mssClamp', 'VXEDGE_OVERLAY_MSS_CLAMP'],
+    ['peers', 'VXEDGE_PEERS'],
+  ])('%s is set by %s', (key, env) => {
+    expect(envName(key)).toBe(env);
+  });
+
+  it('marks mqtt.password sensitive', () => {
+    expect(leaves(tree).find((l) => l.path === 'mqtt.password')?.spec.sensitive).toBe(true);
+  });
+});
