@@ -18,6 +18,7 @@ import type { PathSettings } from './dataplane/settings.js';
 import { checkDevice, checkIpForward, checkMtu, checkPublicEndpoint, checkRoutes } from './health/checks.js';
 import { overallState, type CheckResult, type HealthDocument, type PeerHealthDoc } from './health/document.js';
 import { removeStatus, writeStatus } from './health/status-file.js';
+import { HealthPublisher } from './health/mqtt.js';
 import { ipToInt } from './util/ipv4.js';
 import { macToBytes } from './util/mac.js';
 import type { Logger } from './util/log.js';
@@ -36,7 +37,9 @@ export class Gateway extends EventEmitter {
   private checks: CheckResult[] = [];
   private timers: NodeJS.Timeout[] = [];
   private lastState: string | null = null;
+  private lastStates = '';
   private stopping = false;
+  private readonly publisher: HealthPublisher;
 
   private constructor(
     private cfg: Config,
@@ -52,6 +55,7 @@ export class Gateway extends EventEmitter {
     readonly keepalive: Keepalive,
   ) {
     super();
+    this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }) });
   }
 
   static async start(cfg: Config, log: Logger, version: string): Promise<Gateway> {
@@ -134,6 +138,7 @@ export class Gateway extends EventEmitter {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.keepalive.stop();
+    await this.publisher.stop().catch((e) => this.log.warn('mqtt stop failed', { err: (e as Error).message }));
     this.dataplane.stop();
     try {
       await this.device.teardown();
@@ -189,6 +194,7 @@ export class Gateway extends EventEmitter {
       checks: this.checks,
       pid: process.pid,
       drops: this.dataplane.drops.snapshot(),
+      mqtt: this.publisher.status(),
     };
   }
 
@@ -197,6 +203,7 @@ export class Gateway extends EventEmitter {
   }
 
   private async startHealth(): Promise<void> {
+    this.publisher.start();
     await this.refreshChecks();
     await this.publishStatus();
     this.timers.push(setInterval(() => void this.publishStatus(), STATUS_FILE_PERIOD_MS));
@@ -222,7 +229,12 @@ export class Gateway extends EventEmitter {
       this.log.info('gateway state', { state: doc.state, was: this.lastState });
       this.lastState = doc.state;
     }
-    this.emit('health', doc);
+    // "Changed" = the gateway's state or any peer's state: those are published at once.
+    const states = `${doc.state} ${doc.peers.map((p) => `${p.name}=${p.state}`).join(',')}`;
+    const changed = states !== this.lastStates;
+    this.lastStates = states;
+    this.publisher.update(doc, changed);
+    this.emit('health', doc, changed);
     try {
       await writeStatus(this.cfg.runDir, doc);
     } catch (e) {

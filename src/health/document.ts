@@ -50,6 +50,7 @@ export interface HealthDocument {
   /** Extensions. */
   pid: number;
   drops: Record<string, number>;
+  mqtt?: { enabled: boolean; connected: boolean; published: number; lastError: string | null };
 }
 
 /** ok: every peer up and every check passes; down: no peer up; else degraded. */
