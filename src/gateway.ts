@@ -276,7 +276,7 @@ function samePeer(a: PeerConfig, b: PeerConfig): boolean {
 function restartKeys(a: Config, b: Config): string[] {
   const pick = (c: Config) => ({
     underlay: c.underlay, vxlan: c.vxlan, device: c.overlay.device, mode: c.overlay.mode,
-    subnet: c.overlay.subnet.text, network: c.overlay.network.text, site: c.site, node: c.node,
+    subnet: c.overlay.subnet.text, network: c.overlay.network.text, site: c.site, node: c.node, mqtt: c.mqtt,
   });
   const pa = pick(a) as Record<string, unknown>;
   const pb = pick(b) as Record<string, unknown>;
@@ -292,7 +292,7 @@ function peerReason(state: string, h: { probesSent: number; lastReplyAt: number;
   const timeoutS = Math.round(cfg.keepalive.timeout / 1000);
   if (state === 'unknown') return cfg.keepalive.interval > 0 ? 'waiting for the first keepalive answer' : 'keepalives are disabled and no traffic has arrived yet';
   if (h.lastReplyAt > 0) {
-    return `no answer to keepalive probes for ${timeoutS}s (it answered before): the peer or the path went away, or the site's NAT mapping changed`;
+    return `no answer to keepalive probes for ${timeoutS}s (it answered before): the peer or the path went away (is UDP ${cfg.vxlan.port} still allowed from the site's public IP?), or the site's NAT mapping changed`;
   }
   return `no answer to keepalive probes for ${timeoutS}s: check that the AWS security group allows UDP ${cfg.vxlan.port} from the site's public IP, that the site's Node object is applied (vxedge manifest | kubectl apply -f -) so the node routes back to ${cfg.overlay.subnet.text}, and that the peer's publicIp is right`;
 }

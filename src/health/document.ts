@@ -2,6 +2,7 @@
 // `vxedge status` and the MQTT `health` topic carry. Fields beyond the contract are
 // extensions documented in the README.
 import type { PeerState } from '../control/peer-state.js';
+import type { MqttStatus } from './mqtt.js';
 
 export type GatewayState = 'ok' | 'degraded' | 'down';
 
@@ -50,7 +51,7 @@ export interface HealthDocument {
   /** Extensions. */
   pid: number;
   drops: Record<string, number>;
-  mqtt?: { enabled: boolean; connected: boolean; published: number; lastError: string | null };
+  mqtt?: MqttStatus;
 }
 
 /** ok: every peer up and every check passes; down: no peer up; else degraded. */

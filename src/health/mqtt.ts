@@ -1,26 +1,68 @@
 // Health over MQTT for fleet tooling (interface.md "MQTT topics"):
 //   {prefix}/{site}/{node}/status  retained "online"/"offline"; the last will is a retained "offline"
 //   {prefix}/{site}/{node}/health  retained JSON health document, every mqtt.interval and at once on change
-// MQTT never touches the data plane: publishing is fire-and-forget from the event
-// loop, the client reconnects in the background, and the gateway starts and forwards
-// with the broker down.
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import type { Config } from '../config/types.js';
+//
+// MQTT never touches the data plane: publishing is fire-and-forget from the event loop, the
+// publisher reconnects in the background, and the gateway starts and forwards with the broker
+// down. Nothing here throws into the gateway.
+//
+// Connection handling (design.md "Health"; nat-mqtt-systemd.md B1, B3, B4):
+// - One MQTT.js client per connection attempt, with MQTT.js's own reconnecting off; the next
+//   attempt is scheduled with exponential backoff and jitter (mqtt-backoff.ts), also after a
+//   CONNACK error (bad credentials, not authorised) and TLS errors. Files (passwordFile, TLS)
+//   are read at every attempt.
+// - MQTT 5 first; a broker that answers "unsupported protocol version" gets 3.1.1 from then on.
+//   With MQTT 5 the health document carries a message expiry of 3 × mqtt.interval, so a stale
+//   retained document disappears from the broker.
+// - Bounded memory: nothing is queued while offline; only the latest health document is kept,
+//   and at most one health publish is in flight. Every (re)connect republishes the retained
+//   "online" and the latest health.
+// - One log line per distinct failure (repeated at most every 10 minutes), not one per attempt.
+// - stop(): a retained "offline" (acknowledged) and a clean DISCONNECT, all within 2 s; if the
+//   "offline" is not acknowledged the broker is left to publish the last will.
+import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import { maskUrl } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
 import type { HealthDocument } from './document.js';
+import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
+import { describeMqttFailure, isUnsupportedProtocol } from './mqtt-errors.js';
+import {
+  buildClientOptions, clientIdFor, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
+  type BrokerUrl, type FileReader, type MqttConfig, type ProtocolVersion,
+} from './mqtt-options.js';
 
+export { backoffDelay, DEFAULT_BACKOFF } from './mqtt-backoff.js';
+export type { BackoffPolicy } from './mqtt-backoff.js';
+
+/** The `mqtt` field of the health document. */
 export interface MqttStatus {
   enabled: boolean;
   connected: boolean;
+  /** Health documents the broker acknowledged since start. */
   published: number;
+  /** The last connection or publish error (kept after a reconnect, for the record). */
   lastError: string | null;
+  /** Health documents waiting for the broker (0 or 1: only the latest is kept). */
+  queued: number;
+  /** Successful connections after the first one. */
+  reconnects: number;
+}
+
+export interface PublisherDeps {
+  /** MQTT.js connect (tests pass a fake client). */
+  connect?: (url: string, opts: IClientOptions) => MqttClient;
+  /** For the backoff jitter. */
+  random?: () => number;
+  readFile?: FileReader;
+  backoff?: BackoffPolicy;
 }
 
 export interface HealthPublisherOptions {
-  mqtt: Config['mqtt'];
+  mqtt: MqttConfig;
   site: string;
   node: string;
   log: Logger;
+  deps?: PublisherDeps;
 }
 
 export function topics(prefix: string, site: string, node: string): { status: string; health: string } {
@@ -28,76 +70,326 @@ export function topics(prefix: string, site: string, node: string): { status: st
   return { status: `${base}/status`, health: `${base}/health` };
 }
 
+/**
+ * The publishing rule: at once when `changed` (gateway or peer state), else when the last
+ * publish is at least one interval old. The slack absorbs the jitter of the gateway's 2 s
+ * timer, so that a 30 s interval does not slip to 32 s.
+ */
+export function healthDue(now: number, lastPublishedAt: number, intervalMs: number, changed: boolean): boolean {
+  return changed || now - lastPublishedAt >= intervalMs - PUBLISH_SLACK_MS;
+}
+const PUBLISH_SLACK_MS = 250;
+
+const STOP_PUBLISH_MS = 1000;
+const STOP_DISCONNECT_MS = 500;
+const REPEAT_LOG_MS = 10 * 60_000;
+
 export class HealthPublisher {
-  private client: MqttClient | null = null;
   private readonly t: { status: string; health: string };
-  private lastPublishedAt = 0;
+  private readonly broker: BrokerUrl | null;
+  private readonly connectFn: (url: string, opts: IClientOptions) => MqttClient;
+  private readonly random: () => number;
+  private readonly backoff: BackoffPolicy;
+
+  private running = false;
+  private client: MqttClient | null = null;
+  /** Bumped for every client, so that late events of an abandoned client are ignored. */
+  private gen = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private protocolVersion: ProtocolVersion = 5;
+  /** Retries since the last stable connection (the backoff exponent). */
+  private failures = 0;
+  private retryNow = false;
+  private connectedAt = 0;
+  private everConnected = false;
+  private attemptError: (Error & { code?: string | number }) | null = null;
+
   private latest: HealthDocument | null = null;
+  private pending = false;
+  private inflight = false;
+  private lastPublishedAt = 0;
   private published = 0;
+  private reconnects = 0;
   private lastError: string | null = null;
+  private lastLogged: { line: string; at: number; repeats: number } | null = null;
 
   constructor(private readonly o: HealthPublisherOptions) {
     this.t = topics(o.mqtt.topicPrefix, o.site, o.node);
+    this.connectFn = o.deps?.connect ?? ((url, opts) => mqtt.connect(url, opts));
+    this.random = o.deps?.random ?? Math.random;
+    this.backoff = o.deps?.backoff ?? DEFAULT_BACKOFF;
+    let broker: BrokerUrl | null = null;
+    try {
+      broker = o.mqtt.url ? parseBrokerUrl(o.mqtt.url) : null;
+    } catch (e) {
+      this.lastError = (e as Error).message;
+    }
+    this.broker = broker;
+  }
+
+  get topics(): { status: string; health: string } {
+    return this.t;
   }
 
   /** Starts connecting in the background; never throws for broker trouble. */
   start(): void {
-    const m = this.o.mqtt;
-    if (!m.url) return;
-    const opts: IClientOptions = {
-      clientId: `vxedge-${this.o.site}-${this.o.node}`,
-      clean: true,
-      keepalive: 60,
-      reconnectPeriod: 1000,
-      connectTimeout: 10_000,
-      queueQoSZero: false,
-      will: { topic: this.t.status, payload: Buffer.from('offline'), qos: 1, retain: true },
-      username: m.username ?? undefined,
-      password: m.password ?? undefined,
-    };
-    this.client = mqtt.connect(m.url, opts);
-    this.client.on('connect', () => {
-      this.o.log.info('mqtt connected', { url: m.url });
-      this.client!.publish(this.t.status, 'online', { qos: 1, retain: true });
-      if (this.latest) this.send(this.latest);
-    });
-    this.client.on('error', (e) => {
-      this.lastError = e.message;
-      this.o.log.warn('mqtt error', { err: e.message });
-    });
+    if (this.running || !this.o.mqtt.url) return;
+    if (!this.broker) {
+      this.o.log.error('mqtt disabled: invalid mqtt.url', { err: this.lastError });
+      return;
+    }
+    this.running = true;
+    const ignored = ignoredTlsKeys(this.o.mqtt);
+    if (ignored.length) {
+      this.o.log.warn(`mqtt: ${ignored.join(', ')} set but mqtt.url is not mqtts:// or wss://; they are not used`, { url: maskUrl(this.o.mqtt.url) });
+    }
+    if ((this.o.mqtt.password !== null || this.o.mqtt.passwordFile !== null) && this.o.mqtt.username === null && !/\/\/[^/@]+@/.test(this.o.mqtt.url)) {
+      this.o.log.warn('mqtt: a password is set without mqtt.username; MQTT 3.1.1 brokers refuse that');
+    }
+    void this.attempt();
   }
 
-  /** Called with every fresh health document; `changed` = gateway or peer state changed. */
+  /** Called with every fresh health document; `changed` = gateway or peer state changed. Never throws. */
   update(doc: HealthDocument, changed: boolean): void {
-    this.latest = doc;
-    if (!this.client) return;
-    if (changed || Date.now() - this.lastPublishedAt >= this.o.mqtt.interval) this.send(doc);
+    try {
+      this.latest = doc;
+      if (!this.running) return;
+      if (healthDue(Date.now(), this.lastPublishedAt, this.o.mqtt.interval, changed)) this.pending = true;
+      this.flush();
+    } catch (e) {
+      this.lastError = (e as Error).message;
+    }
   }
 
   status(): MqttStatus {
-    return { enabled: !!this.o.mqtt.url, connected: this.client?.connected ?? false, published: this.published, lastError: this.lastError };
+    return {
+      enabled: !!this.o.mqtt.url,
+      connected: this.isConnected(),
+      published: this.published,
+      lastError: this.lastError,
+      queued: this.pending && this.latest ? 1 : 0,
+      reconnects: this.reconnects,
+    };
   }
 
-  /** Publishes a retained "offline" (when connected) and disconnects; bounded in time. */
+  /**
+   * Publishes a retained "offline" (when connected) and disconnects cleanly, so the broker drops
+   * the last will; bounded (< 2 s). Never rejects.
+   */
   async stop(): Promise<void> {
+    this.running = false;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     const c = this.client;
-    if (!c) return;
     this.client = null;
-    if (c.connected) {
-      await Promise.race([
-        new Promise<void>((resolve) => c.publish(this.t.status, 'offline', { qos: 1, retain: true }, () => resolve())),
-        new Promise<void>((resolve) => setTimeout(resolve, 1500)),
-      ]);
+    this.gen++;
+    if (!c) return;
+    try {
+      if (c.connected) {
+        const acked = await withTimeout(
+          new Promise<boolean>((resolve) => c.publish(this.t.status, 'offline', { qos: 1, retain: true }, (err) => resolve(!err))),
+          STOP_PUBLISH_MS,
+          false,
+        );
+        if (acked) {
+          await withTimeout(c.endAsync(false).then(() => true), STOP_DISCONNECT_MS, false);
+          this.o.log.info('mqtt offline published');
+        } else if (this.protocolVersion === 5) {
+          // DISCONNECT 0x04 "disconnect with will message": the broker publishes the retained "offline" will.
+          await withTimeout(new Promise<boolean>((resolve) => c.end(false, { reasonCode: 4 }, () => resolve(true))), STOP_DISCONNECT_MS, false);
+          this.o.log.warn('mqtt offline not acknowledged in time; asked the broker for the last will');
+        } else {
+          this.o.log.warn('mqtt offline not acknowledged in time; closing without DISCONNECT so the broker sends the last will');
+        }
+      }
+    } catch (e) {
+      this.o.log.warn('mqtt stop', { err: (e as Error).message });
+    } finally {
+      closeHard(c);
     }
-    await Promise.race([c.endAsync(), new Promise<void>((resolve) => setTimeout(resolve, 1000))]);
   }
 
-  private send(doc: HealthDocument): void {
-    if (!this.client?.connected) return;
-    this.lastPublishedAt = Date.now();
-    this.client.publish(this.t.health, JSON.stringify(doc), { qos: 1, retain: true }, (err) => {
-      if (err) this.lastError = err.message;
-      else this.published++;
-    });
+  // ------------------------------------------------------------------------------------------
+
+  private isConnected(): boolean {
+    return this.running && this.connectedAt > 0 && (this.client?.connected ?? false);
   }
+
+  private async attempt(): Promise<void> {
+    this.retryTimer = null;
+    if (!this.running) return;
+    const gen = ++this.gen;
+    const m = this.o.mqtt;
+    this.attemptError = null;
+    this.connectedAt = 0;
+    let client: MqttClient;
+    try {
+      const secrets = await loadSecrets(m, this.o.deps?.readFile);
+      if (!this.running || gen !== this.gen) return;
+      const opts = buildClientOptions({
+        mqtt: m,
+        clientId: clientIdFor(this.o.site, this.o.node),
+        statusTopic: this.t.status,
+        protocolVersion: this.protocolVersion,
+        secrets,
+      });
+      client = this.connectFn(m.url!, opts);
+    } catch (e) {
+      this.attemptError = e as Error;
+      this.ended(gen, null);
+      return;
+    }
+    this.client = client;
+    this.o.log.debug('mqtt connecting', { url: maskUrl(m.url!), protocolVersion: this.protocolVersion });
+    client.on('connect', () => this.onConnect(gen, client));
+    client.on('error', (e: Error & { code?: string | number }) => {
+      if (gen !== this.gen) return;
+      // The first error of an attempt is the telling one (a TLS alert, then ECONNRESET).
+      this.attemptError ??= e;
+      if (isUnsupportedProtocol(e) && this.protocolVersion === 5) {
+        this.protocolVersion = 4;
+        this.retryNow = true;
+        this.o.log.info('mqtt broker does not support MQTT 5; using 3.1.1', { err: e.message });
+      }
+    });
+    client.on('disconnect', (p: { reasonCode?: number }) => {
+      // MQTT 5: the broker says why it ends the connection (e.g. session taken over by the same client id).
+      if (gen === this.gen) this.attemptError ??= new Error(`broker sent DISCONNECT (reason code ${p.reasonCode ?? '?'})`);
+    });
+    client.on('close', () => this.ended(gen, client));
+  }
+
+  private onConnect(gen: number, client: MqttClient): void {
+    if (gen !== this.gen || !this.running) return;
+    if (this.everConnected) this.reconnects++;
+    this.everConnected = true;
+    this.connectedAt = Date.now();
+    this.attemptError = null;
+    this.lastLogged = null;
+    this.inflight = false;
+    this.o.log.info('mqtt connected', {
+      url: maskUrl(this.o.mqtt.url!), protocol: this.protocolVersion === 5 ? '5.0' : '3.1.1', status: this.t.status,
+    });
+    try {
+      client.publish(this.t.status, 'online', { qos: 1, retain: true }, (err) => {
+        if (err && gen === this.gen) this.lastError = `publish online: ${err.message}`;
+      });
+    } catch (e) {
+      this.lastError = `publish online: ${(e as Error).message}`;
+    }
+    // Retained state is republished on every (re)connect: the broker may have lost it.
+    if (this.latest) this.pending = true;
+    this.flush();
+  }
+
+  /** The end of an attempt (closed, or failed before a client existed): log once, schedule the next. */
+  private ended(gen: number, client: MqttClient | null): void {
+    if (gen !== this.gen) return;
+    const wasConnected = this.connectedAt > 0;
+    const connectedFor = wasConnected ? Date.now() - this.connectedAt : 0;
+    this.connectedAt = 0;
+    this.inflight = false;
+    this.gen++; // late events of this client are ignored from now on
+    if (client) {
+      this.client = null;
+      closeHard(client);
+    }
+    if (!this.running) return;
+    let delay = 0;
+    if (this.retryNow) {
+      // Protocol fallback (logged already): try again at once.
+      this.retryNow = false;
+    } else {
+      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected);
+      // The log line without its "mqtt connection failed: " lead-in: cause and hint, no OpenSSL noise.
+      this.lastError = failure.line.replace(/^mqtt (connection failed: |setup failed: )?/, '').replace(/; retrying$/, '');
+      if (wasConnected && connectedFor >= this.backoff.stableMs) this.failures = 0;
+      delay = backoffDelay(this.failures, this.backoff, this.random);
+      this.failures++;
+      this.logFailure(failure.line, delay);
+    }
+    this.retryTimer = setTimeout(() => void this.attempt(), delay);
+    this.retryTimer.unref?.();
+  }
+
+  private logFailure(line: string, delayMs: number): void {
+    const now = Date.now();
+    const l = this.lastLogged;
+    if (l && l.line === line && now - l.at < REPEAT_LOG_MS) {
+      l.repeats++;
+      this.o.log.debug(line, { retryInS: round1(delayMs / 1000) });
+      return;
+    }
+    const fields: Record<string, unknown> = { retryInS: round1(delayMs / 1000) };
+    if (l && l.line === line) fields.repeats = l.repeats + 1;
+    this.lastLogged = { line, at: now, repeats: 0 };
+    this.o.log.warn(line, fields);
+  }
+
+  /** Publishes the latest health document if one is due and none is in flight. Never throws. */
+  private flush(): void {
+    const c = this.client;
+    if (!this.pending || this.inflight || !this.latest || !c || !this.isConnected()) return;
+    const gen = this.gen;
+    const opts: IClientPublishOptions = { qos: 1, retain: true };
+    if (this.protocolVersion === 5) {
+      opts.properties = { messageExpiryInterval: healthExpiryS(this.o.mqtt.interval), contentType: 'application/json', payloadFormatIndicator: true };
+    }
+    this.pending = false;
+    this.inflight = true;
+    this.lastPublishedAt = Date.now();
+    // The document was made before this publish (maybe while disconnected): its `mqtt` field,
+    // which this publisher owns, is brought up to date.
+    const doc = this.latest.mqtt ? { ...this.latest, mqtt: this.status() } : this.latest;
+    try {
+      c.publish(this.t.health, JSON.stringify(doc), opts, (err) => {
+        if (gen !== this.gen) return;
+        this.inflight = false;
+        if (err) {
+          this.lastError = `publish health: ${err.message}`;
+          this.pending = true; // the next connection republishes it
+          return;
+        }
+        this.published++;
+        // A newer document became due while this one was in flight.
+        this.flush();
+      });
+    } catch (e) {
+      this.inflight = false;
+      this.pending = true;
+      this.lastError = `publish health: ${(e as Error).message}`;
+    }
+  }
+}
+
+function closeHard(c: MqttClient): void {
+  try {
+    // Keep a listener: an error emitted while closing must not become an uncaught exception.
+    c.removeAllListeners('error');
+    c.on('error', () => {});
+    c.end(true);
+    c.stream?.destroy();
+  } catch {
+    /* already closed */
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise<T>((resolve) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(fallback);
+      },
+    );
+  });
+}
+
+function round1(n: number): number {
+  return Math.round(n * 10) / 10;
 }

@@ -1,0 +1,105 @@
+// One plain-words log line per MQTT failure: what failed and which config key or what on
+// the broker side to check. Pure, so the wording can be tested without a broker.
+import { MqttSetupError, type BrokerUrl } from './mqtt-options.js';
+
+export type MqttFailureKind = 'setup' | 'tls' | 'auth' | 'refused' | 'network' | 'closed' | 'lost';
+
+export interface MqttFailure {
+  kind: MqttFailureKind;
+  /** The whole log line, e.g. "mqtt connection failed: …; check mqtt.ca/cert/key". */
+  line: string;
+}
+
+/** CONNACK codes (3.1.1 return codes and MQTT 5 reason codes) that mean "who you are". */
+const AUTH_CODES = new Set([4, 5, 134, 135, 138, 140]);
+/** 3.1.1 "unacceptable protocol version" and MQTT 5 "unsupported protocol version". */
+export const UNSUPPORTED_PROTOCOL_CODES = new Set([1, 132]);
+
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED', 'CERT_REJECTED', 'CERT_SIGNATURE_FAILURE', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE', 'EADDRNOTAVAIL',
+]);
+
+type ErrLike = Error & { code?: string | number; reason?: unknown };
+
+/** What a TLS failure means, by OpenSSL reason / Node code. */
+const TLS_EXPLANATIONS: [RegExp, string][] = [
+  [/alert unknown ca/i, 'the broker does not trust the client certificate in mqtt.cert'],
+  [/alert certificate required/i, 'the broker requires a client certificate: set mqtt.cert and mqtt.key'],
+  [/alert (bad certificate|certificate unknown|unsupported certificate)/i, 'the broker refused the client certificate in mqtt.cert'],
+  [/alert certificate (expired|revoked)/i, 'the broker says the client certificate has expired or was revoked'],
+  [/self[- ]signed|unable to (verify|get (local )?issuer)/i, "the broker's certificate is not signed by a CA in mqtt.ca"],
+  [/CERT_HAS_EXPIRED|certificate has expired/i, "the broker's certificate has expired (or this machine's clock is wrong)"],
+  [/CERT_NOT_YET_VALID|not yet valid/i, "the broker's certificate is not valid yet (is this machine's clock right?)"],
+  [/ALTNAME_INVALID|Hostname\/IP does not match|HOSTNAME_MISMATCH/i, "the broker's certificate does not name the host of mqtt.url"],
+];
+
+/** The short reason of a TLS error: OpenSSL's reason string, not its "80AC…:error:0A000418:SSL routines:…" line. */
+export function tlsReason(err: ErrLike): string {
+  if (typeof err.reason === 'string' && err.reason) return err.reason;
+  const first = err.message.split('\n')[0];
+  const m = /^[0-9A-F]+:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):/i.exec(first);
+  return m ? m[1] : first;
+}
+
+/** Whether a CONNACK error says the broker does not speak the protocol version we asked for. */
+export function isUnsupportedProtocol(err: ErrLike | null): boolean {
+  return !!err && typeof err.code === 'number' && UNSUPPORTED_PROTOCOL_CODES.has(err.code) && /protocol/i.test(err.message);
+}
+
+export function isTlsError(err: ErrLike | null): boolean {
+  if (!err) return false;
+  const code = typeof err.code === 'string' ? err.code : '';
+  return (
+    TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code === 'EPROTO' ||
+    /\b(TLS|SSL|certificate)\b/i.test(err.message)
+  );
+}
+
+/**
+ * Describes why an attempt ended. `err` is the error of the attempt (null if the connection just
+ * closed); `connected` whether the attempt had got a CONNACK (then this is a lost connection).
+ */
+export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, connected: boolean): MqttFailure {
+  const where = `${broker.host}:${broker.port}`;
+  if (err instanceof MqttSetupError) {
+    return { kind: 'setup', line: `mqtt setup failed: ${err.message}; retrying` };
+  }
+  if (connected) {
+    const why = err ? `: ${err.message}` : '';
+    return { kind: 'lost', line: `mqtt connection to ${where} lost${why}; reconnecting` };
+  }
+  if (err && typeof err.code === 'number') {
+    if (AUTH_CODES.has(err.code)) {
+      return {
+        kind: 'auth',
+        line: `mqtt connection failed: ${err.message} (CONNACK ${err.code}); check mqtt.username and mqtt.password/passwordFile (or the client certificate) and the broker's ACL`,
+      };
+    }
+    return { kind: 'refused', line: `mqtt connection failed: ${err.message} (CONNACK ${err.code}) from ${where}` };
+  }
+  if (isTlsError(err)) {
+    const reason = tlsReason(err!);
+    const what = TLS_EXPLANATIONS.find(([re]) => re.test(`${reason} ${String(err!.code ?? '')}`))?.[1];
+    return { kind: 'tls', line: `mqtt connection failed: TLS: ${reason}${what ? ` (${what})` : ''}; check mqtt.ca/cert/key` };
+  }
+  if (err && broker.secure && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
+    // Where TLS 1.3 is used, the broker checks the client certificate after the client's handshake ended.
+    return { kind: 'tls', line: `mqtt connection failed: ${err.message} during TLS; check mqtt.ca/cert/key (the broker may have refused the client certificate)` };
+  }
+  if (err && (NETWORK_CODES.has(String(err.code)) || /connack timeout/i.test(err.message))) {
+    return { kind: 'network', line: `mqtt connection failed: ${err.message}; is the broker up and reachable at ${where}?` };
+  }
+  if (!err) {
+    const hint = broker.secure
+      ? 'check mqtt.ca/cert/key (the broker may have refused the client certificate)'
+      : 'the broker may refuse this client (client id, protocol or listener settings); see its log';
+    return { kind: 'closed', line: `mqtt connection failed: ${where} closed the connection before accepting it; ${hint}` };
+  }
+  return { kind: 'network', line: `mqtt connection failed: ${err.message}${err.code ? ` (${err.code})` : ''}; broker ${where}` };
+}

@@ -1,0 +1,173 @@
+// From the `mqtt` config section to MQTT.js client options: broker URL, TLS (CA, mutual
+// TLS as AWS IoT Core requires, SNI, AWS's ALPN on port 443), credentials (password or
+// passwordFile) and the MQTT 5 extras. Pure except loadSecrets, which reads the files
+// (through an injectable reader) at every connection attempt, so that a certificate or
+// password rotated on disk is picked up without a restart.
+import { X509Certificate, createHash } from 'node:crypto';
+import { readFile as fsReadFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { createSecureContext } from 'node:tls';
+import type { IClientOptions } from 'mqtt';
+import type { Config } from '../config/types.js';
+
+export type MqttConfig = Config['mqtt'];
+export type MqttScheme = 'mqtt' | 'mqtts' | 'ws' | 'wss';
+export type ProtocolVersion = 4 | 5;
+
+export interface BrokerUrl {
+  scheme: MqttScheme;
+  host: string;
+  port: number;
+  /** TLS (mqtts, wss). */
+  secure: boolean;
+}
+
+const DEFAULT_PORTS: Record<MqttScheme, number> = { mqtt: 1883, mqtts: 8883, ws: 80, wss: 443 };
+
+/** The scheme, host and port of a broker URL (the config loader has validated it). */
+export function parseBrokerUrl(url: string): BrokerUrl {
+  const u = new URL(url);
+  const scheme = u.protocol.replace(/:$/, '') as MqttScheme;
+  if (!(scheme in DEFAULT_PORTS)) throw new MqttSetupError(`mqtt.url has scheme "${scheme}"; use mqtt://, mqtts://, ws:// or wss://`);
+  // URL keeps the brackets of an IPv6 literal.
+  const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+  return { scheme, host, port: u.port ? Number(u.port) : DEFAULT_PORTS[scheme], secure: scheme === 'mqtts' || scheme === 'wss' };
+}
+
+/**
+ * AWS IoT Core takes MQTT with an X.509 client certificate on port 443 only with the TLS ALPN
+ * protocol "x-amzn-mqtt-ca" (nat-mqtt-systemd.md B3). Only for mqtts (MQTT over TLS), port
+ * 443, and an amazonaws.com host: anywhere else that ALPN would make the handshake fail.
+ */
+export function wantsAwsAlpn(b: BrokerUrl): boolean {
+  const host = b.host.toLowerCase().replace(/\.$/, '');
+  return b.scheme === 'mqtts' && b.port === 443 && (host === 'amazonaws.com' || host.endsWith('.amazonaws.com'));
+}
+
+/** Thrown for a problem with the config or the files it names, not with the broker. */
+export class MqttSetupError extends Error {
+  override name = 'MqttSetupError';
+}
+
+export interface MqttSecrets {
+  password: string | null;
+  ca: Buffer | null;
+  cert: Buffer | null;
+  key: Buffer | null;
+}
+
+export type FileReader = (path: string) => Promise<Buffer>;
+
+/** The TLS keys that are set but unused because the URL is not mqtts:// or wss://. */
+export function ignoredTlsKeys(m: MqttConfig): string[] {
+  if (!m.url || parseBrokerUrl(m.url).secure) return [];
+  return (['ca', 'cert', 'key'] as const).filter((k) => m[k] !== null).map((k) => `mqtt.${k}`);
+}
+
+/**
+ * Reads mqtt.passwordFile and (for mqtts/wss) mqtt.ca, mqtt.cert, mqtt.key. A missing, unreadable
+ * or malformed file is an MqttSetupError naming the key, the path and what to do.
+ */
+export async function loadSecrets(m: MqttConfig, readFile: FileReader = fsReadFile): Promise<MqttSecrets> {
+  const read = async (key: string, path: string): Promise<Buffer> => {
+    try {
+      return await readFile(path);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EACCES' ? 'permission denied' : err.message;
+      throw new MqttSetupError(`cannot read ${key} ${path}: ${why}`);
+    }
+  };
+  let password = m.password;
+  if (m.passwordFile) {
+    // A trailing newline is what editors and `echo` leave; it is not part of the password.
+    password = (await read('mqtt.passwordFile', m.passwordFile)).toString('utf8').replace(/\r?\n$/, '');
+    if (password === '') throw new MqttSetupError(`mqtt.passwordFile ${m.passwordFile} is empty`);
+  }
+  const secure = m.url !== null && parseBrokerUrl(m.url).secure;
+  const ca = secure && m.ca ? await read('mqtt.ca', m.ca) : null;
+  const cert = secure && m.cert ? await read('mqtt.cert', m.cert) : null;
+  const key = secure && m.key ? await read('mqtt.key', m.key) : null;
+  if (ca) {
+    try {
+      // Node ignores a CA "bundle" without any certificate, and would then trust nothing.
+      new X509Certificate(ca);
+    } catch {
+      throw new MqttSetupError(`mqtt.ca ${m.ca} holds no PEM certificate; check mqtt.ca/cert/key`);
+    }
+  }
+  if (ca || cert || key) {
+    try {
+      // The same parsing tls.connect does: catches a non-PEM file or a key that does not match the certificate.
+      createSecureContext({ ca: ca ?? undefined, cert: cert ?? undefined, key: key ?? undefined });
+    } catch (e) {
+      throw new MqttSetupError(`invalid TLS material (${(e as Error).message}); check mqtt.ca/cert/key`);
+    }
+  }
+  return { password, ca, cert, key };
+}
+
+/** MQTT client id: vxedge-{site}-{node}, shortened with a hash beyond AWS IoT Core's 128 bytes. */
+export function clientIdFor(site: string, node: string): string {
+  const id = `vxedge-${site}-${node}`;
+  if (Buffer.byteLength(id) <= 128) return id;
+  return `${id.slice(0, 115)}-${createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
+}
+
+export interface ClientOptionsInput {
+  mqtt: MqttConfig;
+  clientId: string;
+  statusTopic: string;
+  protocolVersion: ProtocolVersion;
+  secrets: MqttSecrets;
+  /** Seconds of MQTT keepalive (AWS IoT Core treats < 30 as 30). */
+  keepaliveS?: number;
+  connectTimeoutMs?: number;
+}
+
+/** Seconds a retained health document stays valid: 3 × mqtt.interval (at least 10 s). */
+export function healthExpiryS(intervalMs: number): number {
+  return Math.max(10, Math.ceil((3 * intervalMs) / 1000));
+}
+
+/**
+ * Options for one connection attempt. Reconnecting is the publisher's job (reconnectPeriod 0:
+ * MQTT.js's own period is constant), and nothing is queued while offline (queueQoSZero false;
+ * the publisher keeps just the latest health document).
+ */
+export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
+  const m = i.mqtt;
+  const broker = parseBrokerUrl(m.url!);
+  const o: IClientOptions = {
+    clientId: i.clientId,
+    protocolVersion: i.protocolVersion,
+    clean: true,
+    keepalive: i.keepaliveS ?? 60,
+    connectTimeout: i.connectTimeoutMs ?? 10_000,
+    reconnectPeriod: 0,
+    queueQoSZero: false,
+    resubscribe: false,
+    will: {
+      topic: i.statusTopic,
+      payload: Buffer.from('offline'),
+      qos: 1,
+      retain: true,
+    },
+  };
+  if (i.protocolVersion === 5) {
+    // No session to keep: every (re)connect republishes the retained state.
+    o.properties = { sessionExpiryInterval: 0 };
+  }
+  if (m.username !== null) o.username = m.username;
+  if (i.secrets.password !== null) o.password = i.secrets.password;
+  if (broker.secure) {
+    o.rejectUnauthorized = true;
+    if (i.secrets.ca) o.ca = i.secrets.ca;
+    if (i.secrets.cert) o.cert = i.secrets.cert;
+    if (i.secrets.key) o.key = i.secrets.key;
+    // SNI (AWS IoT Core refuses connections without it); RFC 6066 forbids an IP address there.
+    if (isIP(broker.host) === 0) o.servername = broker.host;
+    if (wantsAwsAlpn(broker)) o.ALPNProtocols = ['x-amzn-mqtt-ca'];
+  }
+  return o;
+}

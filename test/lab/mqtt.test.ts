@@ -1,0 +1,319 @@
+// Health over MQTT against a real mosquitto, with the real gateway in the lab (scripts/labnet):
+//
+//   host -- gw [vxedge] -- nat -- inet [mosquitto on 198.51.100.1: 1883 plain, 8883 mutual TLS,
+//                                       1884 password + ACL] -- aws1, aws2 [kernel flannel]
+//
+// The gateway reaches the broker through the site NAT, as a real site does. Subscribers
+// (mosquitto_sub) run in the inet namespace. Brokers are non-persistent: after a restart every
+// retained message there was republished by the gateway.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import { labDown, labUp, nsRun, ping, waitExit, waitFor, type LabEnv } from './harness.js';
+import { startGateway, type GatewayOptions, type RunningGateway } from './vxedge.js';
+import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
+import type { HealthDocument } from '../../src/health/document.js';
+
+const PREFIX = 'vxmq';
+const STATUS = 'vxedge/lab/edge-1/status';
+const HEALTH = 'vxedge/lab/edge-1/health';
+
+const schema = JSON.parse(await readFile(new URL('../../src/health/health.schema.json', import.meta.url), 'utf8')) as object;
+const validate = new Ajv({ allErrors: true, strict: true, validateFormats: false }).compile(schema);
+
+function validDoc(payload: string): HealthDocument {
+  const doc = JSON.parse(payload) as HealthDocument;
+  expect(validate(doc), JSON.stringify(validate.errors)).toBe(true);
+  return doc;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(process.env.VXEDGE_LAB === '0')('health over MQTT (real mosquitto)', () => {
+  let env: LabEnv;
+  let dir: string;
+  let tls: TlsFiles;
+  const gateways: RunningGateway[] = [];
+
+  async function gateway(mqtt: Record<string, unknown>, o: GatewayOptions = {}): Promise<RunningGateway> {
+    const gw = await startGateway(env, { ...o, extra: { mqtt: { interval: '5s', ...mqtt } } });
+    gateways.push(gw);
+    return gw;
+  }
+  async function done(gw: RunningGateway): Promise<void> {
+    await gw.stop('SIGTERM').catch(() => undefined);
+    await gw.cleanup();
+  }
+  const pingPod1 = () => ping(env.NS_HOST, env.POD1_IP, { count: 3 });
+  const broker = (port: number, extra: Partial<Parameters<typeof startMosquitto>[0]> = {}) =>
+    startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port, dir, ...extra });
+
+  beforeAll(async () => {
+    env = await labUp({ prefix: PREFIX });
+    dir = await mkdtemp(path.join(tmpdir(), 'vxedge-mqtt-'));
+    tls = makeTls(dir, env.INET_WAN_IP, 'edge-1');
+  });
+
+  afterAll(async () => {
+    for (const gw of gateways) await gw.cleanup().catch(() => undefined);
+    await stopAllBrokers();
+    if (env) await labDown(PREFIX);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('plain broker', () => {
+    let b: Broker;
+    let gw: RunningGateway;
+    let connectedAt = 0;
+
+    it('(b) starts and forwards with the broker down, and publishes once it is up', async () => {
+      gw = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1883` });
+      await gw.waitUp();
+      expect((await pingPod1()).ok).toBe(true);
+      const s = await gw.waitStatus((d) => d.mqtt?.lastError != null);
+      expect(s.mqtt).toMatchObject({ enabled: true, connected: false });
+      expect(s.mqtt!.lastError).toMatch(/ECONNREFUSED/);
+      expect(gw.output).toMatch(/mqtt connection failed: connect ECONNREFUSED .*; is the broker up and reachable at 198\.51\.100\.1:1883\?/);
+
+      b = await broker(1883);
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000)).toBe('online');
+      connectedAt = Date.now();
+      validDoc(await b.waitRetained(HEALTH, () => true, 5_000));
+      expect((await pingPod1()).ok).toBe(true);
+      expect(gw.child.exitCode).toBeNull();
+      // One warn line for the repeated refusal, not one per attempt.
+      expect(gw.output.match(/mqtt connection failed: connect ECONNREFUSED/g)).toHaveLength(1);
+    });
+
+    it('(a) keeps a retained online and a retained, schema-valid health document', async () => {
+      expect(await b.retained(STATUS)).toBe('online');
+      const doc = validDoc((await b.retained(HEALTH))!);
+      expect(doc).toMatchObject({ site: 'lab', node: 'edge-1', state: 'ok', tunnel: { device: env.VTEP_DEV, vni: 1, mtu: 1450 } });
+      expect(doc.peers.map((p) => [p.name, p.state])).toEqual([['aws-1', 'up'], ['aws-2', 'up']]);
+      expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
+    });
+
+    it('republishes health every mqtt.interval (5 s) without a change', async () => {
+      const sub = await b.subscribe(HEALTH, 12);
+      try {
+        const first = await waitFor(() => sub.lines.find((l) => l.startsWith(`${HEALTH} `)), 3_000); // the retained one
+        const t0 = Date.now();
+        const next = await waitFor(() => sub.lines.filter((l) => l.startsWith(`${HEALTH} `))[1], 8_000, 50);
+        const dt = Date.now() - t0;
+        expect(dt).toBeLessThan(7_500);
+        const a = validDoc(first.slice(HEALTH.length + 1));
+        const c = validDoc(next.slice(HEALTH.length + 1));
+        expect(Date.parse(c.ts)).toBeGreaterThan(Date.parse(a.ts));
+      } finally {
+        await sub.stop();
+      }
+    });
+
+    it('(b) reconnects after a broker restart and republishes online + health', async () => {
+      // Let the connection count as stable (10 s), so the backoff starts again at ~1 s.
+      await sleep(Math.max(0, connectedAt + 10_500 - Date.now()));
+      await b.stop();
+      b = await broker(1883);
+      // A fresh non-persistent broker has no retained messages: whatever appears was republished.
+      const t0 = Date.now();
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000)).toBe('online');
+      const doc = validDoc(await b.waitRetained(HEALTH, () => true, 5_000));
+      console.log(`reconnected and republished ${Date.now() - t0} ms after the broker restart`);
+      expect(doc.mqtt).toMatchObject({ connected: true, reconnects: 1 });
+      expect(gw.output).toMatch(/mqtt connection to 198\.51\.100\.1:1883 lost/);
+      expect((await pingPod1()).ok).toBe(true);
+      connectedAt = Date.now();
+    });
+
+    it('(c) SIGTERM: the gateway publishes the retained offline itself (no last will)', async () => {
+      const sub = await b.subscribe(STATUS, 10);
+      try {
+        await waitFor(() => sub.lines.includes(`${STATUS} online`), 3_000);
+        const t0 = Date.now();
+        expect(await gw.stop('SIGTERM')).toBe(0);
+        console.log(`SIGTERM to exit: ${Date.now() - t0} ms`);
+        expect(await b.retained(STATUS)).toBe('offline');
+        await sleep(500);
+        // Exactly one offline: the gateway's own; a will would be a second one.
+        expect(sub.lines.filter((l) => l === `${STATUS} offline`)).toHaveLength(1);
+        expect(gw.output).toContain('mqtt offline published');
+        expect(b.output).toMatch(/Client vxedge-lab-edge-1 disconnected\./);
+        expect(b.output).not.toMatch(/Client vxedge-lab-edge-1 closed its connection/);
+      } finally {
+        await sub.stop();
+        await gw.cleanup();
+      }
+    });
+
+    it('(c) SIGKILL: the broker publishes the retained offline last will', async () => {
+      const g = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1883` });
+      await g.waitUp();
+      await b.waitRetained(STATUS, (m) => m === 'online', 10_000);
+      const t0 = Date.now();
+      g.child.kill('SIGKILL');
+      await waitExit(g.child, 5_000);
+      expect(await b.waitRetained(STATUS, (m) => m === 'offline', 5_000)).toBe('offline');
+      console.log(`last will ${Date.now() - t0} ms after SIGKILL`);
+      expect(b.output).toMatch(/Client vxedge-lab-edge-1 closed its connection/);
+      await g.cleanup();
+    });
+
+    it('(f) publishes peers blocked at UDP 8472 as down with a reason, and the gateway state', async () => {
+      const block = (ns: string) => nsRun(ns, ['iptables', '-I', 'INPUT', '-p', 'udp', '--dport', '8472', '-j', 'DROP']);
+      const unblock = (ns: string) => nsRun(ns, ['iptables', '-D', 'INPUT', '-p', 'udp', '--dport', '8472', '-j', 'DROP']);
+      const health = (pred: (d: HealthDocument) => boolean, timeoutMs: number) =>
+        b.waitRetained(HEALTH, (m) => pred(JSON.parse(m) as HealthDocument), timeoutMs).then(validDoc);
+      const peer = (d: HealthDocument, name: string) => d.peers.find((p) => p.name === name)!;
+      await block(env.NS_AWS2);
+      try {
+        const g = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1883` }, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
+        try {
+          let d = await health((x) => peer(x, 'aws-2').state === 'down' && peer(x, 'aws-1').state === 'up', 12_000);
+          expect(d.state).toBe('degraded');
+          expect(peer(d, 'aws-2').reason).toMatch(/UDP 8472/);
+          expect(peer(d, 'aws-1').reason).toBeNull();
+
+          await block(env.NS_AWS1);
+          d = await health((x) => x.peers.every((p) => p.state === 'down'), 10_000);
+          expect(d.state).toBe('down');
+          expect(peer(d, 'aws-1').reason).not.toBeNull();
+
+          await unblock(env.NS_AWS1);
+          await unblock(env.NS_AWS2);
+          d = await health((x) => x.state === 'ok', 10_000);
+          expect(d.peers.every((p) => p.state === 'up' && p.reason === null)).toBe(true);
+          expect((await pingPod1()).ok).toBe(true);
+        } finally {
+          await done(g);
+        }
+      } finally {
+        for (const ns of [env.NS_AWS1, env.NS_AWS2]) {
+          while ((await nsRun(ns, ['iptables', '-S', 'INPUT'])).includes('--dport 8472 -j DROP')) await unblock(ns);
+        }
+      }
+    });
+
+    afterAll(async () => {
+      await b?.stop();
+    });
+  });
+
+  describe('mutual TLS broker', () => {
+    let b: Broker;
+    let sub: SubAuth;
+    beforeAll(async () => {
+      b = await broker(8883, { tls: { cafile: tls.ca, certfile: tls.serverCert, keyfile: tls.serverKey, requireCertificate: true } });
+      sub = { cafile: tls.ca, cert: tls.clientCert, key: tls.clientKey };
+    });
+    afterAll(async () => {
+      await b?.stop();
+    });
+
+    it('(d) publishes over mqtts with mqtt.ca, mqtt.cert and mqtt.key', async () => {
+      const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey });
+      try {
+        await gw.waitUp();
+        expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, sub)).toBe('online');
+        validDoc(await b.waitRetained(HEALTH, () => true, 5_000, sub));
+        expect(gw.output).toMatch(/"msg":"mqtt connected".*"protocol":"5\.0"/);
+        expect(await gw.stop('SIGTERM')).toBe(0);
+        expect(await b.retained(STATUS, sub)).toBe('offline');
+      } finally {
+        await gw.cleanup();
+      }
+    });
+
+    it('(d) a client certificate from another CA is refused: clear log, retries, forwarding unaffected', async () => {
+      const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.otherClientCert, key: tls.otherClientKey });
+      try {
+        await gw.waitUp();
+        await waitFor(() => /mqtt connection failed: .*check mqtt\.ca\/cert\/key/.test(gw.output), 10_000);
+        // Retries: a second refused handshake at ~1 s, a third at ~3 s.
+        const before = countTlsFailures(b.output);
+        await waitFor(() => countTlsFailures(b.output) >= before + 2, 8_000, 100);
+        expect((await pingPod1()).ok).toBe(true);
+        expect(gw.child.exitCode).toBeNull();
+        expect(gw.output.match(/mqtt connection failed: /g)).toHaveLength(1);
+        const s = (await gw.status())!;
+        expect(s.mqtt).toMatchObject({ enabled: true, connected: false });
+        expect(s.mqtt!.lastError).toMatch(/^TLS: .*; check mqtt\.ca\/cert\/key$/);
+        console.log('wrong client certificate:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
+        expect(gw.output).toMatch(/mqtt connection failed: TLS: [^"]*(does not trust|refused) the client certificate/);
+        expect(await gw.stop('SIGTERM')).toBe(0);
+      } finally {
+        await gw.cleanup();
+      }
+    });
+
+    it('(d) a broker certificate from an unknown CA: clear log, retries', async () => {
+      const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.otherCa, cert: tls.clientCert, key: tls.clientKey });
+      try {
+        await gw.waitUp();
+        await waitFor(() => /mqtt connection failed: .*; check mqtt\.ca\/cert\/key/.test(gw.output), 10_000);
+        console.log('unknown broker CA:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
+        expect(gw.output).toMatch(/mqtt connection failed: TLS: [^"]*not signed by a CA in mqtt\.ca/);
+        expect(gw.child.exitCode).toBeNull();
+        expect((await pingPod1()).ok).toBe(true);
+        expect(await gw.stop('SIGTERM')).toBe(0);
+      } finally {
+        await gw.cleanup();
+      }
+    });
+  });
+
+  describe('password + ACL broker', () => {
+    let b: Broker;
+    const monitor: SubAuth = { username: 'monitor', password: 'monitor-pw' };
+    beforeAll(async () => {
+      const passwordFile = path.join(dir, 'mosquitto.passwd');
+      makePasswordFile(passwordFile, { 'edge-1': 'edge-1-pw', monitor: 'monitor-pw' });
+      const aclFile = path.join(dir, 'mosquitto.acl');
+      await writeFile(aclFile, 'user edge-1\ntopic readwrite vxedge/lab/edge-1/#\n\nuser monitor\ntopic read vxedge/#\n');
+      await writeFile(path.join(dir, 'edge-1.pw'), 'edge-1-pw\n', { mode: 0o600 });
+      await writeFile(path.join(dir, 'wrong.pw'), 'not-the-password\n', { mode: 0o600 });
+      b = await broker(1884, { passwordFile, aclFile });
+    });
+    afterAll(async () => {
+      await b?.stop();
+    });
+
+    it('(e) publishes with mqtt.username and mqtt.passwordFile', async () => {
+      const gw = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1884`, username: 'edge-1', passwordFile: path.join(dir, 'edge-1.pw') });
+      try {
+        await gw.waitUp();
+        expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, monitor)).toBe('online');
+        validDoc(await b.waitRetained(HEALTH, () => true, 5_000, monitor));
+        expect(await gw.stop('SIGTERM')).toBe(0);
+        expect(await b.retained(STATUS, monitor)).toBe('offline');
+      } finally {
+        await gw.cleanup();
+      }
+    });
+
+    it('(e) a wrong password: clear log, retries, no crash, forwarding unaffected', async () => {
+      const gw = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1884`, username: 'edge-1', passwordFile: path.join(dir, 'wrong.pw') });
+      try {
+        await gw.waitUp();
+        await waitFor(() => /mqtt connection failed: .*check mqtt\.username and mqtt\.password\/passwordFile/.test(gw.output), 10_000);
+        // mosquitto refuses with MQTT 5 reason 135 "not authorized" (134 "bad user name or password" elsewhere).
+        const refusals = () => (b.output.match(/Sending CONNACK to \S+ \(0, 13[45]\)/g) ?? []).length;
+        const before = refusals();
+        await waitFor(() => refusals() >= before + 2, 8_000, 100);
+        expect((await pingPod1()).ok).toBe(true);
+        expect(gw.child.exitCode).toBeNull();
+        expect(gw.output.match(/mqtt connection failed: /g)).toHaveLength(1);
+        console.log('wrong password:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
+        expect(await gw.stop('SIGTERM')).toBe(0);
+      } finally {
+        await gw.cleanup();
+      }
+    });
+  });
+});
+
+/** mosquitto's log lines for a refused TLS handshake / client certificate. */
+function countTlsFailures(log: string): number {
+  return (log.match(/OpenSSL Error|certificate verify failed|Client connection from .* failed/gi) ?? []).length;
+}

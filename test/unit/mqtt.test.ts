@@ -1,0 +1,666 @@
+// The MQTT health publisher without a broker: backoff schedule, client options (TLS, ALPN,
+// credentials), failure wording, the publishing rule with fake time and a fake client, the
+// MQTT 5 -> 3.1.1 fallback against a tiny fake broker, and the health document's JSON Schema.
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Ajv } from 'ajv';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import { HealthPublisher, healthDue, topics } from '../../src/health/mqtt.js';
+import { DEFAULT_BACKOFF, backoffDelay } from '../../src/health/mqtt-backoff.js';
+import {
+  MqttSetupError, buildClientOptions, clientIdFor, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl, wantsAwsAlpn,
+  type MqttConfig, type MqttSecrets,
+} from '../../src/health/mqtt-options.js';
+import { describeMqttFailure, isUnsupportedProtocol } from '../../src/health/mqtt-errors.js';
+import type { HealthDocument } from '../../src/health/document.js';
+import type { Logger } from '../../src/util/log.js';
+
+const SCHEMA = JSON.parse(readFileSync(new URL('../../src/health/health.schema.json', import.meta.url), 'utf8')) as object;
+
+// A throwaway self-signed EC certificate and its key (CN=vxedge-unit-test), for option parsing only.
+const CERT = `-----BEGIN CERTIFICATE-----
+MIIBjTCCATOgAwIBAgIUEPRuGvWNpA4FPHTUyCcgdW9aMbQwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQdnhlZGdlLXVuaXQtdGVzdDAgFw0yNjExMjYwNDAwMjVaGA8y
+MTI2MTEwMjA0MDAyNVowGzEZMBcGA1UEAwwQdnhlZGdlLXVuaXQtdGVzdDBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABKiANa3an8apZeIl7GBfP9K5IoLzkN192FuD
+DnAyHwCwcEjounTK1qHHkH72COg0PWRUHtdPdk/zj0Z58e0sQq6jUzBRMB0GA1Ud
+DgQWBBRoewzZLaIkN9VIWl6gmFoTx7qkxDAfBgNVHSMEGDAWgBRoewzZLaIkN9VI
+Wl6gmFoTx7qkxDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDO
+lWvraa7L7nhHmhhuU1nwlZ2smQJNubpoqVgx8mr/wgIgONy/05+84sP1eifyZEFk
+c0SRo+HLUT+hXOFCuHCU/Tg=
+-----END CERTIFICATE-----
+`;
+const KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0KdTFn8MluqtZ1Rt
+0AwE7R3YIZN98vu8KJCm55lZETOhRANCAASogDWt2p/GqWXiJexgXz/SuSKC85Dd
+fdhbgw5wMh8AsHBI6Lp0ytahx5B+9gjoND1kVB7XT3ZP849GefHtLEKu
+-----END PRIVATE KEY-----
+`;
+
+function mqttConfig(over: Partial<MqttConfig> = {}): MqttConfig {
+  return {
+    url: 'mqtt://broker.example:1883', topicPrefix: 'vxedge', interval: 30_000,
+    username: null, password: null, passwordFile: null, ca: null, cert: null, key: null, ...over,
+  };
+}
+
+const NO_SECRETS: MqttSecrets = { password: null, ca: null, cert: null, key: null };
+
+interface LogLine { level: string; msg: string; fields?: Record<string, unknown> }
+function captureLog(): { log: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const mk = (): Logger => {
+    const l = {
+      debug: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'debug', msg, fields }),
+      info: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'info', msg, fields }),
+      warn: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'warn', msg, fields }),
+      error: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'error', msg, fields }),
+      child: () => mk(),
+      setLevel: () => {},
+    };
+    return l as unknown as Logger;
+  };
+  return { log: mk(), lines };
+}
+
+function sampleDoc(over: Partial<HealthDocument> = {}): HealthDocument {
+  return {
+    site: 'lab', node: 'edge-1', version: '0.1.0', ts: '2026-11-24T12:00:00.000Z', uptimeS: 3600, state: 'degraded',
+    tunnel: {
+      device: 'flannel.1', mode: 'tun', vni: 1, mtu: 1450, subnet: '10.244.100.0/24', vtepMac: '0e:5c:aa:00:00:01',
+      localEndpoint: '192.168.50.10:8472', publicEndpoint: '198.51.100.2:8472',
+    },
+    peers: [
+      { name: 'aws-1', endpoint: '203.0.113.10:8472', subnet: '10.244.1.0/24', state: 'up', rttMs: 1.3, lossPct: 0,
+        lastSeen: '2026-11-24T11:59:58.000Z', rxPackets: 10, txPackets: 12, rxBytes: 980, txBytes: 1100, reason: null },
+      { name: 'aws-2', endpoint: '203.0.113.20:8472', subnet: '10.244.2.0/24', state: 'down', rttMs: null, lossPct: 100,
+        lastSeen: null, rxPackets: 0, txPackets: 40, rxBytes: 0, txBytes: 4000,
+        reason: 'no answer to keepalive probes for 90s: check that the AWS security group allows UDP 8472' },
+    ],
+    checks: [
+      { name: 'ip_forward', ok: true, detail: 'net.ipv4.ip_forward=1' },
+      { name: 'mtu', ok: true, detail: 'device 1450 + 50 <= underlay eth0 1500' },
+      { name: 'device', ok: true, detail: 'flannel.1 tun mtu 1450 up' },
+      { name: 'routes', ok: true, detail: '2 routes' },
+      { name: 'underlay', ok: true, detail: 'eth0 192.168.50.10:8472' },
+      { name: 'public_endpoint', ok: false, detail: 'unknown', fix: 'set underlay.publicIp' },
+    ],
+    pid: 1234,
+    drops: { unknownSource: 3 },
+    mqtt: { enabled: true, connected: true, published: 7, lastError: null, queued: 0, reconnects: 1 } as HealthDocument['mqtt'],
+    ...over,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('backoffDelay', () => {
+  const mid = () => 0.5; // no jitter
+  it.each([
+    [0, 1000], [1, 2000], [2, 4000], [3, 8000], [4, 16_000], [5, 32_000], [6, 60_000], [7, 60_000], [50, 60_000], [5000, 60_000], [-3, 1000],
+  ])('attempt %i without jitter: %i ms', (attempt, ms) => {
+    expect(backoffDelay(attempt, DEFAULT_BACKOFF, mid)).toBe(ms);
+  });
+
+  it.each([
+    // attempt, random, expected: nominal × (1 + 0.3 × (2r − 1))
+    [0, 0, 700], [0, 0.25, 850], [0, 0.75, 1150], [0, 1, 1300],
+    [3, 0, 5600], [3, 1, 10_400],
+    [10, 0, 42_000], [10, 1, 78_000],
+  ])('attempt %i with random %d: %i ms', (attempt, r, ms) => {
+    expect(backoffDelay(attempt, DEFAULT_BACKOFF, () => r)).toBe(ms);
+  });
+
+  it('stays within ±30 % of the nominal delay for any random value', () => {
+    for (let a = 0; a < 12; a++) {
+      const nominal = Math.min(60_000, 1000 * 2 ** a);
+      for (let i = 0; i < 50; i++) {
+        const d = backoffDelay(a);
+        expect(d).toBeGreaterThanOrEqual(Math.floor(nominal * 0.7));
+        expect(d).toBeLessThanOrEqual(Math.ceil(nominal * 1.3));
+      }
+    }
+  });
+
+  it('follows a custom policy', () => {
+    const p = { initialMs: 100, maxMs: 500, jitter: 0, stableMs: 1000 };
+    expect([0, 1, 2, 3, 4].map((a) => backoffDelay(a, p, Math.random))).toEqual([100, 200, 400, 500, 500]);
+  });
+});
+
+describe('client options', () => {
+  it('parses broker URLs with default ports', () => {
+    expect(parseBrokerUrl('mqtt://b.example')).toEqual({ scheme: 'mqtt', host: 'b.example', port: 1883, secure: false });
+    expect(parseBrokerUrl('mqtts://b.example')).toEqual({ scheme: 'mqtts', host: 'b.example', port: 8883, secure: true });
+    expect(parseBrokerUrl('ws://b.example/mqtt')).toEqual({ scheme: 'ws', host: 'b.example', port: 80, secure: false });
+    expect(parseBrokerUrl('wss://u:p@b.example:8443/mqtt')).toEqual({ scheme: 'wss', host: 'b.example', port: 8443, secure: true });
+    expect(parseBrokerUrl('mqtt://[2001:db8::1]:1884').host).toBe('2001:db8::1');
+  });
+
+  it.each([
+    ['mqtts://a1b2c3-ats.iot.eu-west-1.amazonaws.com:443', true],
+    ['mqtts://A1B2C3-ATS.IOT.EU-WEST-1.AMAZONAWS.COM.:443', true],
+    ['mqtts://a1b2c3-ats.iot.eu-west-1.amazonaws.com', false], // 8883: plain mutual TLS, no ALPN
+    ['mqtts://a1b2c3-ats.iot.eu-west-1.amazonaws.com:8883', false],
+    ['wss://a1b2c3-ats.iot.eu-west-1.amazonaws.com:443/mqtt', false], // WebSockets use http/1.1
+    ['mqtts://broker.example:443', false],
+    ['mqtts://notamazonaws.com:443', false],
+    ['mqtt://x.amazonaws.com:443', false],
+  ])('ALPN x-amzn-mqtt-ca for %s: %s', (url, want) => {
+    expect(wantsAwsAlpn(parseBrokerUrl(url))).toBe(want);
+    const o = buildClientOptions({ mqtt: mqttConfig({ url }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets: NO_SECRETS });
+    expect(o.ALPNProtocols).toEqual(want ? ['x-amzn-mqtt-ca'] : undefined);
+  });
+
+  it('builds mutual TLS options with SNI for mqtts', () => {
+    const secrets = { password: null, ca: Buffer.from('CA'), cert: Buffer.from('CERT'), key: Buffer.from('KEY') };
+    const o = buildClientOptions({
+      mqtt: mqttConfig({ url: 'mqtts://a1-ats.iot.eu-west-1.amazonaws.com:443', ca: '/ca', cert: '/c', key: '/k' }),
+      clientId: 'vxedge-lab-edge-1', statusTopic: 'vxedge/lab/edge-1/status', protocolVersion: 5, secrets,
+    });
+    expect(o).toMatchObject({
+      clientId: 'vxedge-lab-edge-1', protocolVersion: 5, clean: true, reconnectPeriod: 0, queueQoSZero: false,
+      rejectUnauthorized: true, ca: secrets.ca, cert: secrets.cert, key: secrets.key,
+      servername: 'a1-ats.iot.eu-west-1.amazonaws.com', ALPNProtocols: ['x-amzn-mqtt-ca'],
+      will: { topic: 'vxedge/lab/edge-1/status', qos: 1, retain: true },
+      properties: { sessionExpiryInterval: 0 },
+    });
+    expect(String(o.will!.payload)).toBe('offline');
+  });
+
+  it('sends no SNI for an IP address, and no TLS options for plain mqtt:// or ws://', () => {
+    const secrets = { password: null, ca: Buffer.from('CA'), cert: null, key: null };
+    const ip = buildClientOptions({ mqtt: mqttConfig({ url: 'mqtts://198.51.100.1:8883' }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets });
+    expect(ip.servername).toBeUndefined();
+    expect(ip.ca).toBe(secrets.ca);
+    for (const url of ['mqtt://b.example', 'ws://b.example/mqtt']) {
+      const o = buildClientOptions({ mqtt: mqttConfig({ url }), clientId: 'c', statusTopic: 's', protocolVersion: 4, secrets });
+      expect(o.ca).toBeUndefined();
+      expect(o.rejectUnauthorized).toBeUndefined();
+      expect(o.properties).toBeUndefined(); // 3.1.1: no MQTT 5 properties
+      expect(o.protocolVersion).toBe(4);
+    }
+    expect(ignoredTlsKeys(mqttConfig({ url: 'mqtt://b.example', ca: '/ca', key: '/k' }))).toEqual(['mqtt.ca', 'mqtt.key']);
+    expect(ignoredTlsKeys(mqttConfig({ url: 'wss://b.example', ca: '/ca' }))).toEqual([]);
+  });
+
+  it('passes username and password only when set', () => {
+    const none = buildClientOptions({ mqtt: mqttConfig(), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets: NO_SECRETS });
+    expect('username' in none || 'password' in none).toBe(false);
+    const both = buildClientOptions({
+      mqtt: mqttConfig({ username: 'edge-1' }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets: { ...NO_SECRETS, password: 's3cret' },
+    });
+    expect(both).toMatchObject({ username: 'edge-1', password: 's3cret' });
+  });
+
+  it('reads passwordFile (without its trailing newline) and the TLS files', async () => {
+    const files: Record<string, string> = { '/pw': 's3cret\n', '/pw2': 'two\r\n', '/ca': CERT, '/crt': CERT, '/key': KEY };
+    const reads: string[] = [];
+    const reader = async (p: string) => {
+      reads.push(p);
+      if (!(p in files)) throw Object.assign(new Error(`ENOENT: no such file or directory, open '${p}'`), { code: 'ENOENT' });
+      return Buffer.from(files[p]);
+    };
+    expect((await loadSecrets(mqttConfig({ passwordFile: '/pw' }), reader)).password).toBe('s3cret');
+    expect((await loadSecrets(mqttConfig({ passwordFile: '/pw2' }), reader)).password).toBe('two');
+    expect((await loadSecrets(mqttConfig({ password: 'inline' }), reader)).password).toBe('inline');
+    const tls = await loadSecrets(mqttConfig({ url: 'mqtts://b.example', ca: '/ca', cert: '/crt', key: '/key' }), reader);
+    expect(tls.ca!.toString()).toBe(CERT);
+    expect(tls.key!.toString()).toBe(KEY);
+    reads.length = 0;
+    // Plain mqtt://: the TLS files are not used, so not read either.
+    expect(await loadSecrets(mqttConfig({ ca: '/ca', cert: '/crt', key: '/key' }), reader)).toEqual(NO_SECRETS);
+    expect(reads).toEqual([]);
+  });
+
+  it('names the key and the path of a missing, empty or malformed file', async () => {
+    const reader = async (p: string) => {
+      if (p === '/empty') return Buffer.from('\n');
+      if (p === '/garbage') return Buffer.from('not a pem\n');
+      if (p === '/cert') return Buffer.from(CERT);
+      throw Object.assign(new Error(`EACCES: permission denied, open '${p}'`), { code: p === '/locked' ? 'EACCES' : 'ENOENT' });
+    };
+    const fail = (m: Partial<MqttConfig>) => loadSecrets(mqttConfig(m), reader);
+    await expect(fail({ passwordFile: '/nope' })).rejects.toThrow(new MqttSetupError('cannot read mqtt.passwordFile /nope: no such file'));
+    await expect(fail({ passwordFile: '/locked' })).rejects.toThrow('cannot read mqtt.passwordFile /locked: permission denied');
+    await expect(fail({ passwordFile: '/empty' })).rejects.toThrow('mqtt.passwordFile /empty is empty');
+    await expect(fail({ url: 'mqtts://b.example', ca: '/missing' })).rejects.toThrow('cannot read mqtt.ca /missing: no such file');
+    await expect(fail({ url: 'mqtts://b.example', ca: '/garbage' })).rejects.toThrow(/mqtt\.ca \/garbage holds no PEM certificate; check mqtt\.ca\/cert\/key/);
+    await expect(fail({ url: 'mqtts://b.example', cert: '/cert', key: '/garbage' })).rejects.toThrow(/invalid TLS material .*check mqtt\.ca\/cert\/key/);
+    await expect(fail({ url: 'mqtts://b.example', cert: '/cert', key: '/cert' })).rejects.toBeInstanceOf(MqttSetupError);
+  });
+
+  it('keeps client ids within 128 bytes and the expiry at 3 intervals', () => {
+    expect(clientIdFor('lab', 'edge-1')).toBe('vxedge-lab-edge-1');
+    const long = clientIdFor('s'.repeat(63), 'n'.repeat(63));
+    expect(long.length).toBe(128);
+    expect(long).not.toBe(clientIdFor('s'.repeat(63), 'n'.repeat(62) + 'x'));
+    expect(healthExpiryS(30_000)).toBe(90);
+    expect(healthExpiryS(25_500)).toBe(77);
+    expect(healthExpiryS(1000)).toBe(10);
+  });
+});
+
+describe('failure descriptions', () => {
+  const plain = parseBrokerUrl('mqtt://b.example:1883');
+  const secure = parseBrokerUrl('mqtts://b.example:8883');
+  const err = (message: string, code?: string | number) => Object.assign(new Error(message), code === undefined ? {} : { code });
+  it.each([
+    [err('connect ECONNREFUSED 1.2.3.4:1883', 'ECONNREFUSED'), plain, 'network', /is the broker up and reachable at b\.example:1883/],
+    [err('connack timeout'), plain, 'network', /reachable/],
+    [err('Connection refused: Bad username or password', 4), plain, 'auth', /CONNACK 4\).*check mqtt\.username and mqtt\.password\/passwordFile/],
+    [err('Connection refused: Not authorized', 135), plain, 'auth', /CONNACK 135/],
+    [err('Connection refused: Server unavailable', 3), plain, 'refused', /Server unavailable \(CONNACK 3\)/],
+    [err('unable to verify the first certificate', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'), secure, 'tls',
+      /^mqtt connection failed: TLS: unable to verify the first certificate \(the broker's certificate is not signed by a CA in mqtt\.ca\); check mqtt\.ca\/cert\/key$/],
+    [Object.assign(err('80AC6A85B77F0000:error:0A000418:SSL routines:ssl3_read_bytes:tlsv1 alert unknown ca:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 48\n', 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA')),
+      secure, 'tls', /^mqtt connection failed: TLS: tlsv1 alert unknown ca \(the broker does not trust the client certificate in mqtt\.cert\); check mqtt\.ca\/cert\/key$/],
+    [Object.assign(err('whatever', 'ERR_TLS_CERT_ALTNAME_INVALID'), { reason: "Host: b.example. is not in the cert's altnames" }), secure, 'tls', /does not name the host of mqtt\.url/],
+    [err('self-signed certificate in certificate chain', 'SELF_SIGNED_CERT_IN_CHAIN'), secure, 'tls', /check mqtt\.ca\/cert\/key/],
+    [err('tlsv13 alert certificate required', 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED'), secure, 'tls', /check mqtt\.ca\/cert\/key/],
+    [err('read ECONNRESET', 'ECONNRESET'), secure, 'tls', /during TLS; check mqtt\.ca\/cert\/key/],
+    [null, secure, 'closed', /closed the connection before accepting it; check mqtt\.ca\/cert\/key/],
+    [null, plain, 'closed', /closed the connection before accepting it/],
+    [new MqttSetupError('cannot read mqtt.passwordFile /x: no such file'), plain, 'setup', /^mqtt setup failed: cannot read mqtt\.passwordFile \/x: no such file; retrying$/],
+  ])('%s', (e, broker, kind, line) => {
+    const f = describeMqttFailure(e, broker, false);
+    expect(f.kind).toBe(kind);
+    expect(f.line).toMatch(line);
+  });
+
+  it('calls a drop after CONNACK a lost connection', () => {
+    expect(describeMqttFailure(null, plain, true)).toEqual({ kind: 'lost', line: 'mqtt connection to b.example:1883 lost; reconnecting' });
+  });
+
+  it('recognises "unsupported protocol version" in 3.1.1 and MQTT 5 wording', () => {
+    expect(isUnsupportedProtocol(err('Connection refused: Unacceptable protocol version', 1))).toBe(true);
+    expect(isUnsupportedProtocol(err('Connection refused: Unsupported Protocol Version', 132))).toBe(true);
+    expect(isUnsupportedProtocol(err('Connection refused: Not authorized', 5))).toBe(false);
+    expect(isUnsupportedProtocol(null)).toBe(false);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The publisher with a fake MQTT.js client and fake time.
+
+interface Sent { topic: string; payload: string; opts: { qos?: number; retain?: boolean; properties?: Record<string, unknown> } }
+
+class FakeClient extends EventEmitter {
+  connected = false;
+  sent: Sent[] = [];
+  pendingAcks: ((err?: Error) => void)[] = [];
+  autoAck = true;
+  ended: { force: boolean; opts: unknown }[] = [];
+  stream = { destroy: () => {} };
+  constructor(readonly url: string, readonly opts: IClientOptions) {
+    super();
+  }
+  publish(topic: string, payload: string, opts: Sent['opts'], cb?: (err?: Error) => void): this {
+    this.sent.push({ topic, payload: String(payload), opts });
+    if (cb) {
+      if (this.autoAck) queueMicrotask(() => cb());
+      else this.pendingAcks.push(cb);
+    }
+    return this;
+  }
+  end(force?: boolean, opts?: unknown, cb?: () => void): this {
+    this.ended.push({ force: !!force, opts });
+    this.connected = false;
+    if (cb) queueMicrotask(cb);
+    return this;
+  }
+  endAsync(force?: boolean): Promise<void> {
+    this.end(force);
+    return Promise.resolve();
+  }
+  // Test helpers: what the broker does.
+  accept(): void {
+    this.connected = true;
+    this.emit('connect', { cmd: 'connack', returnCode: 0 });
+  }
+  fail(err: Error & { code?: string | number }): void {
+    this.emit('error', err);
+    this.connected = false;
+    this.emit('close');
+  }
+  drop(): void {
+    this.connected = false;
+    this.emit('close');
+  }
+}
+
+function harness(mqttOver: Partial<MqttConfig> = {}, random = () => 0.5) {
+  const clients: FakeClient[] = [];
+  const { log, lines } = captureLog();
+  const p = new HealthPublisher({
+    mqtt: mqttConfig({ interval: 30_000, ...mqttOver }),
+    site: 'lab',
+    node: 'edge-1',
+    log,
+    deps: {
+      connect: (url, opts) => {
+        const c = new FakeClient(url, opts);
+        clients.push(c);
+        return c as unknown as MqttClient;
+      },
+      random,
+      readFile: async (path) => {
+        if (path === '/run/secrets/mqtt') return Buffer.from('s3cret\n');
+        throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+      },
+    },
+  });
+  const last = () => clients[clients.length - 1];
+  const health = (c: FakeClient) => c.sent.filter((s) => s.topic === 'vxedge/lab/edge-1/health');
+  return { p, clients, last, lines, health, warns: () => lines.filter((l) => l.level === 'warn').map((l) => l.msg) };
+}
+
+/** Lets the publisher's async attempt (file reads) run under fake timers. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await vi.advanceTimersByTimeAsync(0);
+}
+
+describe('HealthPublisher', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: new Date('2026-11-24T12:00:00Z') });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('is disabled without a URL and never connects', () => {
+    const h = harness({ url: null });
+    h.p.start();
+    h.p.update(sampleDoc(), true);
+    expect(h.clients).toHaveLength(0);
+    expect(h.p.status()).toEqual({ enabled: false, connected: false, published: 0, lastError: null, queued: 0, reconnects: 0 });
+  });
+
+  it('publishes retained online, then the latest health, on connect (MQTT 5 with message expiry)', async () => {
+    const h = harness();
+    h.p.start();
+    await settle();
+    expect(h.clients).toHaveLength(1);
+    expect(h.last().opts).toMatchObject({ protocolVersion: 5, clientId: 'vxedge-lab-edge-1', reconnectPeriod: 0, queueQoSZero: false });
+    // Documents while connecting: nothing is sent, only the latest is kept.
+    h.p.update(sampleDoc({ uptimeS: 1 }), true);
+    h.p.update(sampleDoc({ uptimeS: 2 }), true);
+    expect(h.p.status()).toMatchObject({ connected: false, queued: 1 });
+    h.last().accept();
+    await settle();
+    const c = h.last();
+    expect(c.sent.map((s) => [s.topic, s.opts.retain, s.opts.qos])).toEqual([
+      ['vxedge/lab/edge-1/status', true, 1],
+      ['vxedge/lab/edge-1/health', true, 1],
+    ]);
+    expect(c.sent[0].payload).toBe('online');
+    expect(JSON.parse(c.sent[1].payload).uptimeS).toBe(2);
+    // The document was made while disconnected; its mqtt field is refreshed when it is published.
+    expect(JSON.parse(c.sent[1].payload).mqtt).toEqual({ enabled: true, connected: true, published: 0, lastError: null, queued: 0, reconnects: 0 });
+    expect(c.sent[1].opts.properties).toMatchObject({ messageExpiryInterval: 90, contentType: 'application/json' });
+    expect(h.p.status()).toEqual({ enabled: true, connected: true, published: 1, lastError: null, queued: 0, reconnects: 0 });
+  });
+
+  it('publishes at once on a change, otherwise every interval', async () => {
+    const h = harness({ interval: 30_000 });
+    h.p.start();
+    await settle();
+    h.last().accept();
+    await settle();
+    const c = h.last();
+    const publishedAt: number[] = [];
+    const t0 = Date.now();
+    // The gateway calls update every 2 s; a state change at 11 s.
+    for (let t = 0; t <= 70_000; t += 2000) {
+      const before = h.health(c).length;
+      h.p.update(sampleDoc({ uptimeS: t / 1000 }), t === 12_000);
+      await settle();
+      if (h.health(c).length > before) publishedAt.push(Date.now() - t0);
+      await vi.advanceTimersByTimeAsync(2000);
+    }
+    // first document at once (nothing published yet), the change at 12 s, then every 30 s from there.
+    expect(publishedAt).toEqual([0, 12_000, 42_000]);
+    expect(healthDue(1000, 0, 30_000, false)).toBe(false);
+    expect(healthDue(29_800, 0, 30_000, false)).toBe(true); // timer jitter slack
+    expect(healthDue(1, 0, 30_000, true)).toBe(true);
+  });
+
+  it('keeps at most one health publish in flight and sends the newest when it is acknowledged', async () => {
+    const h = harness();
+    h.p.start();
+    await settle();
+    const c = h.last();
+    c.autoAck = false;
+    c.accept();
+    h.p.update(sampleDoc({ uptimeS: 1 }), true);
+    h.p.update(sampleDoc({ uptimeS: 2 }), true);
+    h.p.update(sampleDoc({ uptimeS: 3 }), true);
+    expect(h.health(c)).toHaveLength(1);
+    expect(h.p.status().queued).toBe(1);
+    // Ack online, then the first health.
+    for (const ack of c.pendingAcks.splice(0)) ack();
+    await settle();
+    expect(h.health(c).map((s) => JSON.parse(s.payload).uptimeS)).toEqual([1, 3]);
+    expect(h.p.status()).toMatchObject({ published: 1, queued: 0 });
+  });
+
+  it('reconnects with exponential backoff and jitter, logging a repeated failure once', async () => {
+    const h = harness({}, () => 0.5);
+    h.p.start();
+    await settle();
+    const attemptsAt: number[] = [Date.now()];
+    const refused = () => Object.assign(new Error('connect ECONNREFUSED 198.51.100.1:1883'), { code: 'ECONNREFUSED' });
+    for (let i = 0; i < 7; i++) {
+      const n = h.clients.length;
+      h.last().fail(refused());
+      // Wait for the next attempt.
+      for (let waited = 0; h.clients.length === n && waited < 120_000; waited += 100) await vi.advanceTimersByTimeAsync(100);
+      attemptsAt.push(Date.now());
+    }
+    const gaps = attemptsAt.slice(1).map((t, i) => t - attemptsAt[i]);
+    expect(gaps).toEqual([1000, 2000, 4000, 8000, 16_000, 32_000, 60_000]);
+    expect(h.warns()).toEqual(['mqtt connection failed: connect ECONNREFUSED 198.51.100.1:1883; is the broker up and reachable at broker.example:1883?']);
+    expect(h.p.status()).toMatchObject({
+      connected: false, lastError: 'connect ECONNREFUSED 198.51.100.1:1883; is the broker up and reachable at broker.example:1883?',
+    });
+    // A different error gets its own line.
+    h.last().fail(Object.assign(new Error('Connection refused: Not authorized'), { code: 5 }));
+    await settle();
+    expect(h.warns()).toHaveLength(2);
+    expect(h.warns()[1]).toMatch(/Not authorized \(CONNACK 5\); check mqtt\.username/);
+  });
+
+  it('retries after a CONNACK error and republishes online + health on the new connection', async () => {
+    const h = harness({}, () => 0);
+    h.p.start();
+    await settle();
+    h.p.update(sampleDoc(), false);
+    h.last().fail(Object.assign(new Error('Connection refused: Bad User Name or Password'), { code: 134 }));
+    await vi.advanceTimersByTimeAsync(700); // 1 s − 30 %
+    await settle();
+    expect(h.clients).toHaveLength(2);
+    h.last().accept();
+    await settle();
+    expect(h.last().sent.map((s) => s.topic)).toEqual(['vxedge/lab/edge-1/status', 'vxedge/lab/edge-1/health']);
+    // Lost after a stable connection: the schedule starts again at 1 s; lost again at once: it grows.
+    await vi.advanceTimersByTimeAsync(DEFAULT_BACKOFF.stableMs);
+    h.last().drop();
+    await vi.advanceTimersByTimeAsync(700);
+    await settle();
+    expect(h.clients).toHaveLength(3);
+    h.last().accept();
+    await settle();
+    h.last().drop();
+    await vi.advanceTimersByTimeAsync(700);
+    await settle();
+    expect(h.clients).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(700); // 2 s − 30 % in all
+    await settle();
+    expect(h.clients).toHaveLength(4);
+    h.last().accept();
+    await settle();
+    expect(h.p.status()).toMatchObject({ connected: true, reconnects: 2 });
+    expect(h.warns().some((w) => w.includes('lost; reconnecting'))).toBe(true);
+  });
+
+  it('reads passwordFile at each attempt; a missing file is logged once and retried, never thrown', async () => {
+    const h = harness({ username: 'edge-1', passwordFile: '/missing' });
+    expect(() => h.p.start()).not.toThrow();
+    await settle();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(h.clients).toHaveLength(0);
+    expect(h.warns()).toEqual(['mqtt setup failed: cannot read mqtt.passwordFile /missing: no such file; retrying']);
+    expect(h.p.status().lastError).toBe('cannot read mqtt.passwordFile /missing: no such file');
+
+    const ok = harness({ username: 'edge-1', passwordFile: '/run/secrets/mqtt' });
+    ok.p.start();
+    await settle();
+    expect(ok.last().opts).toMatchObject({ username: 'edge-1', password: 's3cret' });
+  });
+
+  it('stop() publishes a retained offline and disconnects cleanly', async () => {
+    const h = harness();
+    h.p.start();
+    await settle();
+    h.last().accept();
+    await settle();
+    const c = h.last();
+    const done = h.p.stop();
+    await settle();
+    await done;
+    expect(c.sent.at(-1)).toMatchObject({ topic: 'vxedge/lab/edge-1/status', payload: 'offline', opts: { qos: 1, retain: true } });
+    expect(c.ended[0]).toEqual({ force: false, opts: undefined }); // DISCONNECT: the broker drops the will
+    expect(h.p.status().connected).toBe(false);
+    // Nothing happens after stop.
+    h.p.update(sampleDoc(), true);
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(h.clients).toHaveLength(1);
+  });
+
+  it('stop() is bounded when the broker does not acknowledge, and asks for the will (MQTT 5)', async () => {
+    const h = harness();
+    h.p.start();
+    await settle();
+    const c = h.last();
+    c.autoAck = false;
+    c.accept();
+    const t0 = Date.now();
+    let finished = false;
+    void h.p.stop().then(() => (finished = true));
+    await vi.advanceTimersByTimeAsync(1999);
+    expect(finished).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(c.ended[0]).toMatchObject({ force: false, opts: { reasonCode: 4 } });
+  });
+
+  it('stop() while disconnected returns at once and cancels the retry', async () => {
+    const h = harness();
+    h.p.start();
+    await settle();
+    h.last().fail(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+    await h.p.stop();
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(h.clients).toHaveLength(1);
+  });
+
+  it('never throws into the gateway, whatever the client does', async () => {
+    const h = harness();
+    h.p.start();
+    await settle();
+    const c = h.last();
+    c.accept();
+    c.publish = () => {
+      throw new Error('boom');
+    };
+    expect(() => h.p.update(sampleDoc(), true)).not.toThrow();
+    expect(h.p.status()).toMatchObject({ lastError: 'publish health: boom', queued: 1 });
+    // An error event after the client was abandoned has a listener.
+    c.drop();
+    expect(() => c.emit('error', new Error('late'))).not.toThrow();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('MQTT 5 -> 3.1.1 fallback (real MQTT.js, fake broker)', () => {
+  it('reconnects at once with 3.1.1 when the broker refuses protocol level 5', async () => {
+    const levels: number[] = [];
+    const packets: number[] = [];
+    const server = net.createServer((s) => {
+      s.on('error', () => {});
+      s.once('data', (b) => {
+        // CONNECT: type, 1-byte remaining length, "\0\4MQTT", protocol level.
+        const level = b[8];
+        levels.push(level);
+        if (level === 5) s.end(Buffer.from([0x20, 0x02, 0x00, 0x01])); // 3.1.1 CONNACK "unacceptable protocol version"
+        else {
+          s.write(Buffer.from([0x20, 0x02, 0x00, 0x00]));
+          s.on('data', (d) => packets.push(d[0])); // never acknowledges: stop() must still be bounded
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as net.AddressInfo).port;
+    const { log, lines } = captureLog();
+    const p = new HealthPublisher({ mqtt: mqttConfig({ url: `mqtt://127.0.0.1:${port}` }), site: 'lab', node: 'edge-1', log });
+    try {
+      p.start();
+      const deadline = Date.now() + 3000;
+      while (!p.status().connected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(p.status().connected).toBe(true);
+      expect(levels).toEqual([5, 4]);
+      expect(lines.some((l) => l.msg === 'mqtt broker does not support MQTT 5; using 3.1.1')).toBe(true);
+      expect(lines.filter((l) => l.level === 'warn')).toEqual([]);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(packets[0]).toBe(0x33); // PUBLISH QoS 1 retained: "online"
+    } finally {
+      const t0 = Date.now();
+      await p.stop();
+      expect(Date.now() - t0).toBeLessThan(2000);
+      server.close();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('health document schema', () => {
+  const ajv = new Ajv({ allErrors: true, strict: true, validateFormats: false });
+  const validate = ajv.compile(SCHEMA);
+
+  it('accepts the documented document, with and without the mqtt field', () => {
+    expect(validate(sampleDoc()), JSON.stringify(validate.errors)).toBe(true);
+    const { mqtt: _mqtt, ...noMqtt } = sampleDoc();
+    expect(validate(noMqtt), JSON.stringify(validate.errors)).toBe(true);
+    expect(validate({ ...sampleDoc(), state: 'ok', peers: [], drops: {} }), JSON.stringify(validate.errors)).toBe(true);
+    const tunnel = { ...sampleDoc().tunnel, publicEndpoint: null };
+    expect(validate({ ...sampleDoc(), tunnel }), JSON.stringify(validate.errors)).toBe(true);
+  });
+
+  it('matches the topics of the contract', () => {
+    expect(topics('vxedge', 'lab', 'edge-1')).toEqual({ status: 'vxedge/lab/edge-1/status', health: 'vxedge/lab/edge-1/health' });
+  });
+
+  const broken: [string, (d: Record<string, any>) => void][] = [
+    ['a missing field', (d) => delete d.uptimeS],
+    ['an unknown state', (d) => (d.state = 'fine')],
+    ['an unknown field', (d) => (d.extra = 1)],
+    ['a peer state outside up/down/unknown', (d) => (d.peers[0].state = 'UP')],
+    ['a down peer without a reason', (d) => (d.peers[1].reason = null)],
+    ['an up peer with a reason', (d) => (d.peers[0].reason = 'why')],
+    ['a bad endpoint', (d) => (d.tunnel.localEndpoint = '192.168.50.10')],
+    ['a bad MAC', (d) => (d.tunnel.vtepMac = '0E-5C-AA-00-00-01')],
+    ['a local timestamp', (d) => (d.ts = '2026-11-24 12:00:00')],
+    ['a string counter', (d) => (d.peers[0].rxPackets = '10')],
+    ['a missing required check', (d) => (d.checks = d.checks.filter((c: { name: string }) => c.name !== 'routes'))],
+    ['an mqtt field without lastError', (d) => delete d.mqtt.lastError],
+    ['a negative drop counter', (d) => (d.drops.wrongVni = -1)],
+  ];
+  it.each(broken)('rejects a document with %s', (_what, breakIt) => {
+    const d = structuredClone(sampleDoc()) as Record<string, any>;
+    breakIt(d);
+    expect(validate(d)).toBe(false);
+  });
+});
