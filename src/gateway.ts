@@ -9,6 +9,9 @@ import type { Config, PeerConfig } from './config/types.js';
 import * as native from './native/index.js';
 import { OverlayDevice, removeLeftoverDevice, vtepAddress } from './control/device.js';
 import { Keepalive } from './control/keepalive.js';
+import { Roaming } from './control/roaming.js';
+import { UnderlayDiagnosis } from './control/diagnosis.js';
+import { peerReason } from './control/reasons.js';
 import { loadOrCreateVtepMac } from './control/state.js';
 import { resolveUnderlay, type Underlay } from './control/underlay.js';
 import { Dataplane } from './dataplane/dataplane.js';
@@ -40,6 +43,8 @@ export class Gateway extends EventEmitter {
   private lastStates = '';
   private stopping = false;
   private readonly publisher: HealthPublisher;
+  private readonly roaming: Roaming;
+  private readonly diagnosis = new UnderlayDiagnosis();
 
   private constructor(
     private cfg: Config,
@@ -56,6 +61,8 @@ export class Gateway extends EventEmitter {
   ) {
     super();
     this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }) });
+    this.roaming = new Roaming(dataplane, log);
+    this.roaming.onMoved = () => void this.publishStatus();
   }
 
   static async start(cfg: Config, log: Logger, version: string): Promise<Gateway> {
@@ -99,6 +106,7 @@ export class Gateway extends EventEmitter {
       const gw = new Gateway(cfg, log, version, underlay, mac, mtu, tun, udpFd, device, dp, ka);
       ka.onStateChange = (peer, from, to) => gw.onPeerState(peer, from, to);
       ka.start();
+      gw.roaming.start();
       await gw.startHealth();
       log.info('gateway up', {
         device: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, vtepMacSource: source,
@@ -138,6 +146,7 @@ export class Gateway extends EventEmitter {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.keepalive.stop();
+    this.roaming.stop();
     await this.publisher.stop().catch((e) => this.log.warn('mqtt stop failed', { err: (e as Error).message }));
     this.dataplane.stop();
     try {
@@ -170,7 +179,7 @@ export class Gateway extends EventEmitter {
         txPackets: i >= 0 ? t.stat(i, STAT_TX_PACKETS) : 0,
         rxBytes: i >= 0 ? t.stat(i, STAT_RX_BYTES) : 0,
         txBytes: i >= 0 ? t.stat(i, STAT_TX_BYTES) : 0,
-        reason: peerReason(h.state, h, cfg),
+        reason: this.reasonFor(p, h),
       };
     });
     return {
@@ -244,8 +253,30 @@ export class Gateway extends EventEmitter {
 
   private onPeerState(peer: string, from: string, to: string): void {
     const log = to === 'down' ? this.log.warn.bind(this.log) : this.log.info.bind(this.log);
-    log('peer state', { peer, from, to });
+    const p = this.cfg.peers.find((x) => x.name === peer);
+    if (to === 'down' && p) this.diagnosis.check(peer, p.publicIp, () => void this.publishStatus());
+    if (to === 'up') this.diagnosis.forget(peer);
+    log('peer state', { peer, from, to, ...(to === 'down' && p ? { reason: this.reasonFor(p, this.keepalive.health(peer)) } : {}) });
     void this.publishStatus();
+  }
+
+  private reasonFor(p: PeerConfig, h: ReturnType<Keepalive['health']>): string | null {
+    const cfg = this.cfg;
+    if (h.state === 'down') this.diagnosis.check(p.name, p.publicIp, () => void this.publishStatus());
+    const local = `${this.underlay.address}:${cfg.underlay.port}`;
+    const pub = this.publicEndpoint();
+    return peerReason({
+      state: h.state,
+      keepalivesEnabled: cfg.keepalive.interval > 0,
+      timeoutS: Math.round(cfg.keepalive.timeout / 1000),
+      answeredBefore: h.lastReplyAt > 0,
+      heardRecently: h.heardAt > 0 && Date.now() - h.heardAt < cfg.keepalive.timeout,
+      hostReachable: this.diagnosis.reachable(p.name),
+      peerIp: p.publicIp,
+      port: p.port,
+      siteSubnet: cfg.overlay.subnet.text,
+      nat: pub && pub !== local ? { local, public: pub } : null,
+    });
   }
 }
 
@@ -285,14 +316,4 @@ function restartKeys(a: Config, b: Config): string[] {
 
 function intToIpSafe(n: number): string {
   return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
-}
-
-function peerReason(state: string, h: { probesSent: number; lastReplyAt: number; lastSeen: number }, cfg: Config): string | null {
-  if (state === 'up') return null;
-  const timeoutS = Math.round(cfg.keepalive.timeout / 1000);
-  if (state === 'unknown') return cfg.keepalive.interval > 0 ? 'waiting for the first keepalive answer' : 'keepalives are disabled and no traffic has arrived yet';
-  if (h.lastReplyAt > 0) {
-    return `no answer to keepalive probes for ${timeoutS}s (it answered before): the peer or the path went away (is UDP ${cfg.vxlan.port} still allowed from the site's public IP?), or the site's NAT mapping changed`;
-  }
-  return `no answer to keepalive probes for ${timeoutS}s: check that the AWS security group allows UDP ${cfg.vxlan.port} from the site's public IP, that the site's Node object is applied (vxedge manifest | kubectl apply -f -) so the node routes back to ${cfg.overlay.subnet.text}, and that the peer's publicIp is right`;
 }

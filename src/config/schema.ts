@@ -304,6 +304,24 @@ export const formats: Record<string, FormatDef> = {
       }
     },
   },
+  'duration-or-zero': {
+    expected: 'a duration: milliseconds or a string like "25s"; 0 disables',
+    problems(v) {
+      try {
+        parseDuration(v);
+        return [];
+      } catch (e) {
+        return [{ at: '', value: v, message: (e as Error).message }];
+      }
+    },
+    coerce(s) {
+      try {
+        return parseDuration(s);
+      } catch {
+        return s; // left for problems() to report with its message
+      }
+    },
+  },
   bool: {
     expected: 'true or false',
     problems: (v) => (typeof v === 'boolean' ? [] : bad(v, 'is not true or false')),
@@ -506,9 +524,9 @@ export function buildSchema(hostname: string = os.hostname()): SchemaTree {
     },
     keepalive: {
       interval: {
-        doc: 'Keepalive/probe period per peer (ms, or "25s"); keep it under the NAT UDP timeout.',
+        doc: 'Keepalive/probe period per peer (ms, or "25s"); keep it under the NAT UDP timeout. 0 disables probes (peers are then judged by their traffic alone, and NAT mappings are not held open).',
         default: '25s',
-        format: 'duration',
+        format: 'duration-or-zero',
         env: 'VXEDGE_KEEPALIVE_INTERVAL',
       },
       timeout: {

@@ -6,10 +6,9 @@
 //
 // All per-peer timers live here. Peers are keyed by name so that a config reload
 // that keeps a peer keeps its history.
-import { randomBytes, randomInt } from 'node:crypto';
-import { ETHERTYPE_IPV4, writeEthernetHeader } from '../proto/ethernet.js';
-import { PROBE_IP_LEN, parseEchoReply, writeEchoRequest } from '../proto/icmp.js';
-import { ENCAP_LEN, ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
+import { randomInt } from 'node:crypto';
+import { parseEchoReply } from '../proto/icmp.js';
+import { ProbeSender } from './probe.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import { peerState, type PeerState } from './peer-state.js';
 
@@ -41,6 +40,8 @@ export interface PeerHealth {
   lossPct: number | null;
   lastSeen: number; // ms epoch, 0 = never
   lastReplyAt: number;
+  /** Last valid frame of any kind from the peer (0: never). */
+  heardAt: number;
   probesSent: number;
 }
 
@@ -53,7 +54,7 @@ export interface KeepaliveOptions {
 export class Keepalive {
   private readonly peers = new Map<string, PeerProbes>();
   private readonly ident = randomInt(1, 0xffff);
-  private readonly pkt = Buffer.alloc(ENCAP_LEN + PROBE_IP_LEN);
+  private readonly probes: ProbeSender;
   private readonly reply = { ident: 0, seq: 0, tokenOff: 0 };
   private readonly now: () => number;
   private stopped = true;
@@ -66,6 +67,7 @@ export class Keepalive {
     private readonly opts: KeepaliveOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.probes = new ProbeSender(dp);
   }
 
   start(): void {
@@ -106,7 +108,7 @@ export class Keepalive {
     const p = this.peers.get(name);
     const idx = this.dp.peers.indexOf(name);
     const lastRx = idx >= 0 ? this.dp.peers.lastRx[idx] : 0;
-    if (!p) return { state: 'unknown', rttMs: null, lossPct: null, lastSeen: lastRx, lastReplyAt: 0, probesSent: 0 };
+    if (!p) return { state: 'unknown', rttMs: null, lossPct: null, lastSeen: lastRx, lastReplyAt: 0, heardAt: lastRx, probesSent: 0 };
     const now = this.now();
     const settleMs = this.settleMs();
     const settled = p.history.filter((h) => h.answeredAt > 0 || now - h.sentAt > settleMs);
@@ -117,7 +119,8 @@ export class Keepalive {
       lossPct: settled.length ? Math.round((1000 * lost) / settled.length) / 10 : null,
       lastSeen: Math.max(lastRx, p.lastReplyAt),
       lastReplyAt: p.lastReplyAt,
-      probesSent: p.seq,
+      heardAt: lastRx,
+      probesSent: p.history.length,
     };
   }
 
@@ -160,23 +163,14 @@ export class Keepalive {
 
   /** Sends one probe to a peer now. */
   probe(p: PeerProbes): void {
-    const t = this.dp.peers;
-    const idx = t.indexOf(p.name);
+    const idx = this.dp.peers.indexOf(p.name);
     if (idx < 0) return;
-    const s = this.dp.settings;
-    const { pkt } = this;
     p.seq = (p.seq + 1) & 0xffff;
-    const token = randomBytes(8);
-    writeVxlanHeader(pkt, 0, s.vni);
-    writeEthernetHeader(pkt, VXLAN_HEADER_LEN, t.macs, 6 * idx, s.vtepMac, ETHERTYPE_IPV4);
-    const ipLen = writeEchoRequest(pkt, ENCAP_LEN, s.vtepIp, t.net[idx], this.ident, p.seq, token);
     const now = this.now();
     if (p.firstProbeAt === 0) p.firstProbeAt = now;
-    p.history.push({ seq: p.seq, sentAt: now, sentHr: performance.now(), answeredAt: 0, token });
+    const token = this.probes.send(idx, this.ident, p.seq);
+    p.history.push({ seq: p.seq, sentAt: now, sentHr: performance.now(), answeredAt: 0, token: token ?? Buffer.alloc(8) });
     if (p.history.length > WINDOW) p.history.shift();
-    if (this.dp.sendControl(pkt, 0, VXLAN_HEADER_LEN + ETH_HEADER_LEN + ipLen, t.addr[idx], t.port[idx])) {
-      t.countTx(idx, VXLAN_HEADER_LEN + ETH_HEADER_LEN + ipLen);
-    }
   }
 
   /** Outside-path hook: consumes echo replies to our probes, lets everything else through. */

@@ -36,8 +36,13 @@ export interface OutsideHooks {
   onStun?(buf: Buffer, off: number, len: number, addr: number, port: number): boolean;
   /** A valid inner IPv4 packet from peer `p` addressed to our VTEP address (keepalive replies). */
   onToVtep?(buf: Buffer, ipOff: number, ipLen: number, p: number): boolean;
-  /** A well-formed frame from a known VTEP MAC but an unknown source address (roaming candidate). */
-  onUnknownSource?(p: number, addr: number, port: number): void;
+  /**
+   * A frame that passed every check for peer `p` (its VTEP MAC, an inner source in its
+   * subnet) but came from an address that is not p's endpoint: a roaming candidate. It
+   * is never forwarded; the hook may consume it (a path-validation answer) or not
+   * (then it is counted as unknownSource).
+   */
+  onRoamCandidate?(p: number, addr: number, port: number, buf: Buffer, ipOff: number, ipLen: number): boolean;
 }
 
 /** Largest datagram we accept; anything longer arrives truncated and is dropped as oversize. */
@@ -97,11 +102,11 @@ export class OutsidePath {
     const eth = off + VXLAN_HEADER_LEN;
     const peers = this.peers;
     let p = peers.fromAddress(addr);
+    let candidate = false;
     if (p < 0) {
-      const claimed = peers.fromMac(buf, eth + 6);
-      if (claimed >= 0) this.hooks.onUnknownSource?.(claimed, addr, port);
-      if (s.strictPeers || claimed < 0) return drops.add(Drop.unknownSource);
-      p = claimed;
+      p = peers.fromMac(buf, eth + 6);
+      if (p < 0 || (s.strictPeers && !this.hooks.onRoamCandidate)) return drops.add(Drop.unknownSource);
+      candidate = s.strictPeers;
     }
     if (!macEquals(buf, eth, s.vtepMac, 0) && !(s.tap && isBroadcastMac(buf, eth))) return drops.add(Drop.notForUs);
     if (!macEquals(buf, eth + 6, peers.macs, 6 * p)) {
@@ -115,6 +120,10 @@ export class OutsidePath {
     const ipLen = ipv4PacketLength(buf, ip, len - VXLAN_HEADER_LEN - ETH_HEADER_LEN);
     if (ipLen < 0) return drops.add(buf[ip] >>> 4 === 4 ? Drop.badIPv4 : Drop.notIPv4);
     if (s.strictPeers && !peers.inSubnet(p, ipv4Src(buf, ip))) return drops.add(Drop.spoofedSource);
+    if (candidate) {
+      if (!this.hooks.onRoamCandidate!(p, addr, port, buf, ip, ipLen)) drops.add(Drop.unknownSource);
+      return;
+    }
     peers.countRx(p, len);
     peers.lastRx[p] = t;
     if (ipv4Dst(buf, ip) === s.vtepIp && this.hooks.onToVtep?.(buf, ip, ipLen, p)) return;

@@ -1,0 +1,45 @@
+// Why a peer is not up, in words an operator can act on. A pure function of what we
+// know, so each case is a row in a table test. The cases follow flannel's own
+// troubleshooting guide: the AWS security group must allow UDP 8472; the node must
+// route back to the site (its Node object applied); and behind a NAT the AWS nodes'
+// packets, sent from a port hashed per flow, need a way in (design.md "NAT traversal").
+import type { PeerState } from './peer-state.js';
+
+export interface ReasonFacts {
+  state: PeerState;
+  keepalivesEnabled: boolean;
+  timeoutS: number;
+  /** A probe was answered at some point. */
+  answeredBefore: boolean;
+  /** A valid frame arrived from the peer within the timeout (it can reach us). */
+  heardRecently: boolean;
+  /** Underlay ICMP echo to the peer's public IP: true, false, or null (not tried). */
+  hostReachable: boolean | null;
+  peerIp: string;
+  port: number;
+  siteSubnet: string;
+  /** Local and public endpoints when they differ (the site is behind NAT), else null. */
+  nat: { local: string; public: string } | null;
+}
+
+export function peerReason(f: ReasonFacts): string | null {
+  if (f.state === 'up') return null;
+  if (f.state === 'unknown') {
+    return f.keepalivesEnabled ? 'waiting for the first keepalive answer' : 'keepalives are disabled and no traffic has arrived from this peer yet';
+  }
+  const udp = `UDP ${f.port}`;
+  const sg = `the AWS security group must allow ${udp} from the site's public IP`;
+  const nodeObject = `the node needs a route back to ${f.siteSubnet}: apply the site's Node object (vxedge manifest -c FILE | kubectl apply -f -)`;
+  const natWayIn = f.nat
+    ? `; the site is behind NAT (${f.nat.local} leaves as ${f.nat.public}) and AWS nodes send from varying source ports, so the site router needs a ${udp} port forward to ${f.nat.local}, or the nodes' flannel.1 must be created with srcport ${f.port} ${f.port + 1}`
+    : '';
+  const lead = f.answeredBefore ? `no answer to keepalive probes for ${f.timeoutS}s (it answered before)` : `no answer to keepalive probes for ${f.timeoutS}s`;
+  if (f.hostReachable === false) {
+    return `${lead}, and ${f.peerIp} does not answer ping either: host unreachable (is the node running, is its publicIp right?); if it only drops ICMP, ${sg}`;
+  }
+  if (f.heardRecently) {
+    return `${lead}, although frames from ${f.peerIp} do arrive: ${udp} toward the node is blocked (${sg}), or the node cannot route back to ${f.siteSubnet}`;
+  }
+  const reachable = f.hostReachable ? `${f.peerIp} answers ping, so ${udp} is blocked or unanswered: ` : '';
+  return `${lead}: ${reachable}${sg} (flannel's troubleshooting: "Firewalls"); ${nodeObject}${natWayIn}`;
+}

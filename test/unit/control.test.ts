@@ -1,0 +1,117 @@
+// Liveness, reasons and roaming: pure functions as tables, the roaming state machine
+// against in-memory twins of the device and socket.
+import { describe, expect, it } from 'vitest';
+import { peerState } from '../../src/control/peer-state.js';
+import { peerReason, type ReasonFacts } from '../../src/control/reasons.js';
+import { Roaming } from '../../src/control/roaming.js';
+import { Dataplane } from '../../src/dataplane/dataplane.js';
+import { PeerTable } from '../../src/dataplane/peers.js';
+import { Logger } from '../../src/util/log.js';
+import { parseCidr } from '../../src/util/ipv4.js';
+import { internetChecksum } from '../../src/proto/ipv4.js';
+import { FakeDevice, FakeUnderlay } from './fake-io.js';
+import { icmpEcho, ip, mac, vxlanFrame } from './packets.js';
+
+describe('peer state machine', () => {
+  const T = 90_000;
+  const table: [string, { firstProbeAt: number; lastReplyAt: number; lastRxAt: number }, number, string][] = [
+    ['nothing sent yet', { firstProbeAt: 0, lastReplyAt: 0, lastRxAt: 0 }, 1_000, 'unknown'],
+    ['first probe out, waiting', { firstProbeAt: 1_000, lastReplyAt: 0, lastRxAt: 0 }, 50_000, 'unknown'],
+    ['traffic but no answer yet', { firstProbeAt: 1_000, lastReplyAt: 0, lastRxAt: 40_000 }, 50_000, 'unknown'],
+    ['never answered within timeout', { firstProbeAt: 1_000, lastReplyAt: 0, lastRxAt: 0 }, 91_001, 'down'],
+    ['answered', { firstProbeAt: 1_000, lastReplyAt: 2_000, lastRxAt: 2_000 }, 3_000, 'up'],
+    ['answered long ago, silent since', { firstProbeAt: 1_000, lastReplyAt: 2_000, lastRxAt: 2_000 }, 92_000, 'down'],
+    ['answered long ago, but frames keep coming', { firstProbeAt: 1_000, lastReplyAt: 2_000, lastRxAt: 90_000 }, 120_000, 'up'],
+    ['exactly at the timeout', { firstProbeAt: 0, lastReplyAt: 10_000, lastRxAt: 0 }, 100_000, 'down'],
+  ];
+  for (const [name, l, now, want] of table) {
+    it(name, () => expect(peerState(l, now, T)).toBe(want));
+  }
+});
+
+describe('peer reasons', () => {
+  const base: ReasonFacts = {
+    state: 'down', keepalivesEnabled: true, timeoutS: 90, answeredBefore: false, heardRecently: false,
+    hostReachable: null, peerIp: '203.0.113.10', port: 8472, siteSubnet: '10.244.100.0/24', nat: null,
+  };
+  it('is null when up', () => expect(peerReason({ ...base, state: 'up' })).toBeNull());
+  it('says we are waiting while unknown', () => expect(peerReason({ ...base, state: 'unknown' })).toMatch(/waiting/));
+  it('tells an unreachable host', () => expect(peerReason({ ...base, hostReachable: false })).toMatch(/host unreachable/));
+  it('names UDP 8472, the security group and the Node object when the host answers ping', () => {
+    const r = peerReason({ ...base, hostReachable: true })!;
+    expect(r).toMatch(/answers ping/);
+    expect(r).toMatch(/UDP 8472/);
+    expect(r).toMatch(/security group/);
+    expect(r).toMatch(/Node object/);
+    expect(r).not.toMatch(/port forward/);
+  });
+  it('names the NAT remedies when the site is behind NAT', () => {
+    const r = peerReason({ ...base, nat: { local: '192.0.2.10:8472', public: '198.51.100.2:8472' } })!;
+    expect(r).toMatch(/port forward to 192\.0\.2\.10:8472/);
+    expect(r).toMatch(/srcport 8472 8473/);
+  });
+  it('points at the inbound direction when frames arrive but probes are not answered', () => {
+    expect(peerReason({ ...base, heardRecently: true })).toMatch(/frames from 203\.0\.113\.10 do arrive.*UDP 8472 toward the node/);
+  });
+  it('mentions that it answered before', () => expect(peerReason({ ...base, answeredBefore: true })).toMatch(/answered before/));
+});
+
+describe('roaming with path validation', () => {
+  const OUR = '0e:5c:aa:00:00:64';
+  const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
+  function rig() {
+    const dev = new FakeDevice();
+    const udp = new FakeUnderlay();
+    const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
+    const dp = new Dataplane(s, dev, udp, new PeerTable([AWS1]), new Logger('error', true));
+    let t = 1_000_000;
+    const roaming = new Roaming(dp, new Logger('error', true), () => t);
+    roaming.start();
+    return { dev, udp, dp, roaming, advance: (ms: number) => (t += ms) };
+  }
+  const fromPod = () => vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10'));
+
+  it('validates a new address with a probe and moves only on the answer from it', () => {
+    const r = rig();
+    r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.11'), port: 40000 });
+    r.dp.outside.pump();
+    expect(r.dev.written).toHaveLength(0); // not forwarded before validation
+    expect(r.udp.sent).toHaveLength(1);
+    const probe = r.udp.sent[0];
+    expect(probe.addr).toBe(ip('203.0.113.11'));
+    expect(probe.port).toBe(8472); // never the source port it came from
+    // The peer's kernel answers the echo: swap addresses, type 0.
+    const req = probe.data.subarray(22);
+    const reply = Buffer.from(req);
+    reply.writeUInt32BE(req.readUInt32BE(16), 12);
+    reply.writeUInt32BE(req.readUInt32BE(12), 16);
+    reply[20] = 0;
+    reply.writeUInt16BE(0, 22);
+    reply.writeUInt16BE(internetChecksum(reply, 20, reply.length - 20), 22);
+    // An answer from yet another address does not count.
+    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, reply), addr: ip('203.0.113.99'), port: 40001 });
+    r.dp.outside.pump();
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, reply), addr: ip('203.0.113.11'), port: 40001 });
+    r.dp.outside.pump();
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.11'));
+    expect(r.dp.peers.port[0]).toBe(8472);
+    // From now on its frames are accepted from the new address.
+    r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.11'), port: 40002 });
+    r.dp.outside.pump();
+    expect(r.dev.written).toHaveLength(1);
+  });
+
+  it('a flood of forged frames costs one probe per 5 s and moves nothing', () => {
+    const r = rig();
+    for (let i = 0; i < 100; i++) r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 1000 + i });
+    while (r.dp.outside.pump() > 0);
+    expect(r.udp.sent).toHaveLength(1);
+    expect(r.dp.drops.get('unknownSource')).toBe(100);
+    r.advance(5_000);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 9 });
+    r.dp.outside.pump();
+    expect(r.udp.sent).toHaveLength(2);
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+  });
+});
