@@ -78,6 +78,18 @@ export class RunningGateway {
     }
   }
 
+  /** Waits until the gateway has started (device, routes and status file in place). */
+  async waitStarted(timeoutMs = 10_000): Promise<HealthDocument> {
+    try {
+      return await waitFor(async () => {
+        if (this.child.exitCode !== null) throw new Error(`vxedge exited ${this.child.exitCode}`);
+        return this.status();
+      }, timeoutMs, 100);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n--- vxedge output ---\n${this.output}`);
+    }
+  }
+
   /** Waits for a status document that satisfies `pred` (status.json is rewritten every 2 s). */
   async waitStatus(pred: (s: HealthDocument) => boolean, timeoutMs = 10_000): Promise<HealthDocument> {
     return waitFor(async () => {

@@ -1,0 +1,143 @@
+// NAT traversal against a Linux MASQUERADE site router with UDP conntrack timeouts cut
+// to 5 s (unreplied) and 10 s (stream), and stock kernel flannel peers:
+//
+//   - keepalives hold the mapping open for AWS nodes pinned to source port 8472
+//     (srcport 8472 8473), and without keepalives the same setup fails;
+//   - without a port forward and without the pin, AWS-initiated traffic cannot get in,
+//     and the health says which remedies are missing;
+//   - a flushed conntrack table (the router forgot every mapping) is healed by the next
+//     keepalive: recovery within keepalive.interval × 1.2 (jitter) + 1 s;
+//   - UDP 8472 blocked at one node: that peer goes down with a reason naming UDP 8472,
+//     the other stays up;
+//   - a node's address moves: frames from the new address are validated and followed.
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { labDown, labUp, nsRun, ping, type LabEnv } from './harness.js';
+import { startGateway, type RunningGateway } from './vxedge.js';
+
+const PREFIX = 'vxnat';
+const IDLE_MS = 25_000; // 2.5x the NAT's stream timeout, 5x its unreplied timeout
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(process.env.VXEDGE_LAB === '0')('NAT traversal', () => {
+  let env: LabEnv;
+  let gw: RunningGateway | null = null;
+  afterEach(async () => {
+    await gw?.cleanup();
+    gw = null;
+  });
+  afterAll(async () => {
+    await labDown(PREFIX);
+  });
+
+  describe('AWS nodes pinned to source port 8472, no port forward', () => {
+    it('keepalives keep AWS-initiated traffic flowing after the overlay idled for several NAT timeouts', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: false, awsSrcportPin: true });
+      gw = await startGateway(env, { keepaliveInterval: '2s', keepaliveTimeout: '8s' });
+      await gw.waitUp();
+      expect((await ping(env.NS_POD1, env.HOST_IP)).ok).toBe(true);
+      await sleep(IDLE_MS);
+      const r = await ping(env.NS_POD1, env.HOST_IP, { count: 3 });
+      expect(r.ok).toBe(true);
+      expect((await ping(env.NS_POD2, env.HOST_IP)).ok).toBe(true);
+    }, 60_000);
+
+    it('without keepalives the same traffic fails once the NAT forgot the mapping', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: false, awsSrcportPin: true });
+      gw = await startGateway(env, { keepaliveInterval: '0', keepaliveTimeout: '8s' });
+      await gw.waitStarted();
+      // Site-initiated traffic opens the mapping; the AWS pod can answer and initiate.
+      expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      expect((await ping(env.NS_POD1, env.HOST_IP)).ok).toBe(true);
+      await sleep(IDLE_MS);
+      const r = await ping(env.NS_POD1, env.HOST_IP, { count: 3 });
+      expect(r.received).toBe(0);
+    }, 60_000);
+
+  });
+
+  describe('stock AWS nodes (hashed source ports)', () => {
+    it('with the port forward, AWS-initiated pings reach the site', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
+      await gw.waitUp();
+      expect((await ping(env.NS_POD1, env.HOST_IP)).ok).toBe(true);
+      expect((await ping(env.NS_POD2, env.HOST_IP)).ok).toBe(true);
+    });
+
+    it('a flushed conntrack table (the router forgot every mapping) costs at most 1 s of traffic', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '2s', keepaliveTimeout: '8s' });
+      await gw.waitUp();
+      const pinging = ping(env.NS_POD1, env.HOST_IP, { count: 30, intervalMs: 100, timeoutMs: 6_000 });
+      await sleep(1_000);
+      await nsRun(env.NS_NAT, ['conntrack', '-F']);
+      const r = await pinging;
+      expect(r.sent).toBe(30);
+      expect(r.sent - r.received).toBeLessThanOrEqual(10);
+      const s = await gw.waitStatus((d) => d.state === 'ok', 5_000);
+      expect(s.peers.every((p) => p.state === 'up')).toBe(true);
+    }, 30_000);
+
+    it('without it, they do not, and the health names the missing remedy', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: false });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
+      const s = await gw.waitStatus((d) => d.peers.every((p) => p.state === 'down'), 15_000);
+      expect(s.state).toBe('down');
+      for (const p of s.peers) {
+        expect(p.reason).toMatch(/UDP 8472/);
+        expect(p.reason).toMatch(/port forward to 192\.0\.2\.10:8472/);
+        expect(p.reason).toMatch(/srcport 8472 8473/);
+      }
+      expect((await ping(env.NS_POD1, env.HOST_IP, { count: 2 })).received).toBe(0);
+    }, 30_000);
+  });
+
+  describe('one node blocks UDP 8472', () => {
+    it('goes down within keepalive.timeout with a reason naming UDP 8472; the other stays up; unblocking brings it back', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
+      await gw.waitUp();
+      await nsRun(env.NS_AWS2, ['iptables', '-I', 'INPUT', '-p', 'udp', '--dport', '8472', '-j', 'DROP']);
+      const t0 = Date.now();
+      const s = await gw.waitStatus((d) => d.peers.find((p) => p.name === 'aws-2')?.state === 'down', 10_000);
+      expect(Date.now() - t0).toBeLessThan(4_000 + 2_000 + 2_500); // timeout + probe jitter + status period
+      const aws2 = s.peers.find((p) => p.name === 'aws-2')!;
+      expect(aws2.reason).toMatch(/UDP 8472/);
+      expect(s.peers.find((p) => p.name === 'aws-1')!.state).toBe('up');
+      expect(s.state).toBe('degraded');
+      // The underlay probe then tells the host is reachable, so the block is UDP.
+      const later = await gw.waitStatus((d) => /answers ping/.test(d.peers.find((p) => p.name === 'aws-2')?.reason ?? ''), 8_000);
+      expect(later.peers.find((p) => p.name === 'aws-2')!.reason).toMatch(/security group/);
+      await nsRun(env.NS_AWS2, ['iptables', '-D', 'INPUT', '-p', 'udp', '--dport', '8472', '-j', 'DROP']);
+      await gw.waitStatus((d) => d.state === 'ok', 10_000);
+    }, 40_000);
+  });
+
+  describe('roaming', () => {
+    it("follows a node whose address moved, after validating the new path; forged frames don't move it", async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '30s' });
+      await gw.waitUp();
+      // aws1 gets a new public address (an EIP re-mapped): its underlay address and its
+      // flannel.1 local address change; the old address is gone.
+      const dev = env.AWS1_UNDERLAY_IF;
+      await nsRun(env.NS_AWS1, ['ip', 'addr', 'del', `${env.AWS1_UNDERLAY_IP}/24`, 'dev', dev]);
+      await nsRun(env.NS_AWS1, ['ip', 'addr', 'add', '203.0.113.11/24', 'dev', dev]);
+      await nsRun(env.NS_AWS1, ['ip', 'route', 'replace', 'default', 'via', env.INET_AWS_IP]);
+      await nsRun(env.NS_AWS1, ['ip', 'link', 'set', env.VTEP_DEV, 'type', 'vxlan', 'local', '203.0.113.11']);
+      // Traffic from the node now arrives from 203.0.113.11: validated, then followed.
+      const r = await ping(env.NS_POD1, env.HOST_IP, { count: 15, intervalMs: 200, timeoutMs: 6_000 });
+      expect(r.received).toBeGreaterThan(0);
+      const s = await gw.waitStatus((d) => d.peers.find((p) => p.name === 'aws-1')?.endpoint === '203.0.113.11:8472', 5_000);
+      expect(s.peers.find((p) => p.name === 'aws-1')!.state).toBe('up');
+      expect(gw.output).toContain('peer endpoint moved after path validation');
+      expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      // A forger elsewhere claiming aws2's MAC gets one unanswered probe, nothing more.
+      await nsRun(env.NS_INET, ['node', new URL('./flood.mjs', import.meta.url).pathname, '--to', env.GW_PUBLIC_IP, '--bind', env.INET_AWS_IP,
+        '--kinds', 'good', '--count', '100', '--gw-mac', env.GW_VTEP_MAC, '--peer-mac', env.AWS2_VTEP_MAC, '--src', env.POD2_IP, '--dst', env.HOST_IP], { timeoutMs: 20_000 });
+      await sleep(2_500);
+      const after = (await gw.status())!;
+      expect(after.peers.find((p) => p.name === 'aws-2')!.endpoint).toBe(`${env.AWS2_PUBLIC_IP}:8472`);
+    }, 40_000);
+  });
+});
