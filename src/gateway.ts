@@ -3,7 +3,7 @@
 //
 //   config -> underlay (NIC, address, MTU) -> VTEP MAC (stateDir)
 //          -> device (TUN/TAP, address, routes) + underlay socket
-//          -> data plane (inside/outside paths) -> keepalive probes -> health
+//          -> data plane (inside/outside paths) -> keepalive probes, STUN -> health
 import { EventEmitter } from 'node:events';
 import type { Config, PeerConfig } from './config/types.js';
 import * as native from './native/index.js';
@@ -13,6 +13,8 @@ import { Roaming } from './control/roaming.js';
 import { UnderlayDiagnosis } from './control/diagnosis.js';
 import { peerReason } from './control/reasons.js';
 import { loadOrCreateVtepMac } from './control/state.js';
+import { StunClient, natHealth, type AdviceContext, type StunResult } from './control/stun-client.js';
+import { ifaceIPv4 } from './control/iproute.js';
 import { resolveUnderlay, type Underlay } from './control/underlay.js';
 import { Dataplane } from './dataplane/dataplane.js';
 import { NativeDevice, NativeUnderlay } from './dataplane/native-io.js';
@@ -45,6 +47,9 @@ export class Gateway extends EventEmitter {
   private readonly publisher: HealthPublisher;
   private readonly roaming: Roaming;
   private readonly diagnosis = new UnderlayDiagnosis();
+  private stun: StunClient | null = null;
+  private underlayAddrs: string | null = null;
+  private lastStunKey = '';
 
   private constructor(
     private cfg: Config,
@@ -107,6 +112,7 @@ export class Gateway extends EventEmitter {
       ka.onStateChange = (peer, from, to) => gw.onPeerState(peer, from, to);
       ka.start();
       gw.roaming.start();
+      if (cfg.nat.stun.length > 0) gw.startStun();
       await gw.startHealth();
       log.info('gateway up', {
         device: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, vtepMacSource: source,
@@ -147,6 +153,7 @@ export class Gateway extends EventEmitter {
     for (const t of this.timers) clearInterval(t);
     this.keepalive.stop();
     this.roaming.stop();
+    this.stun?.stop();
     await this.publisher.stop().catch((e) => this.log.warn('mqtt stop failed', { err: (e as Error).message }));
     this.dataplane.stop();
     try {
@@ -204,11 +211,70 @@ export class Gateway extends EventEmitter {
       pid: process.pid,
       drops: this.dataplane.drops.snapshot(),
       mqtt: this.publisher.status(),
+      ...(this.stun ? { nat: natHealth(this.stun, this.adviceContext()) } : {}),
     };
   }
 
+  /** underlay.publicIp when configured (it wins), else what STUN last found. */
   publicEndpoint(): string | null {
-    return this.cfg.underlay.publicIp ? `${this.cfg.underlay.publicIp}:${this.cfg.underlay.port}` : null;
+    if (this.cfg.underlay.publicIp) return `${this.cfg.underlay.publicIp}:${this.cfg.underlay.port}`;
+    return this.stun?.lastGood?.publicEndpoint ?? null;
+  }
+
+  /** STUN from the tunnel socket: answers come back through the outside path's onStun hook. */
+  private startStun(): void {
+    const stun = new StunClient({
+      servers: this.cfg.nat.stun,
+      localPort: this.cfg.underlay.port,
+      send: (buf, off, len, addr, port) => this.dataplane.sendControl(buf, off, len, addr, port),
+      software: 'vxedge',
+      log: this.log.child({ part: 'stun' }),
+    });
+    this.dataplane.outside.hooks.onStun = (buf, off, len, addr, port) => stun.handle(buf, off, len, addr, port);
+    stun.onResult((r) => this.onStunResult(r));
+    this.stun = stun;
+    stun.start();
+  }
+
+  private onStunResult(r: StunResult): void {
+    const fields = { reason: r.reason, publicEndpoint: r.publicEndpoint, portPreserved: r.portPreserved, mappingVaries: r.mappingVaries };
+    // Log what changed; an unchanged periodic result only at debug level.
+    const key = JSON.stringify([r.publicEndpoint, r.portPreserved, r.mappingVaries]);
+    if (!r.publicEndpoint) this.log.warn('no STUN server answered', { ...fields, servers: r.servers });
+    else if (key !== this.lastStunKey) this.log.info('stun result', fields);
+    else this.log.debug('stun result', fields);
+    this.lastStunKey = key;
+    this.checks = this.checks.map((c) => (c.name === 'public_endpoint' ? checkPublicEndpoint(this.publicEndpoint()) : c));
+    void this.publishStatus();
+  }
+
+  private adviceContext(): AdviceContext {
+    const cfg = this.cfg;
+    return { localAddress: this.underlay.address, localPort: cfg.underlay.port, vxlanPort: cfg.vxlan.port, publicIp: cfg.underlay.publicIp };
+  }
+
+  /** Is our address still on the NIC? A change (DHCP, renumbering) may change the public mapping too. */
+  private async checkUnderlayAddress(): Promise<CheckResult> {
+    const { iface, address } = this.underlay;
+    const detail = `${iface} ${address}:${this.cfg.underlay.port}`;
+    let addrs: string[];
+    try {
+      addrs = await ifaceIPv4(iface);
+    } catch {
+      addrs = [];
+    }
+    const now = addrs.join(' ');
+    if (this.underlayAddrs !== null && now !== this.underlayAddrs) {
+      this.log.warn('underlay addresses changed', { iface, was: this.underlayAddrs, now });
+      this.stun?.trigger('underlay address changed');
+    }
+    this.underlayAddrs = now;
+    return addrs.includes(address)
+      ? { name: 'underlay', ok: true, detail }
+      : {
+          name: 'underlay', ok: false, detail: `${address} is no longer on ${iface} (now: ${now || 'none'})`,
+          fix: 'restart vxedge: its socket is bound to the old address',
+        };
   }
 
   private async startHealth(): Promise<void> {
@@ -226,7 +292,7 @@ export class Gateway extends EventEmitter {
       checkMtu(this.mtu, this.underlay.mtu, this.underlay.iface),
       await checkDevice(cfg),
       await checkRoutes(cfg),
-      { name: 'underlay', ok: true, detail: `${this.underlay.iface} ${this.underlay.address}:${cfg.underlay.port}` },
+      await this.checkUnderlayAddress(),
       checkPublicEndpoint(this.publicEndpoint()),
     ];
   }
@@ -257,6 +323,8 @@ export class Gateway extends EventEmitter {
     if (to === 'down' && p) this.diagnosis.check(peer, p.publicIp, () => void this.publishStatus());
     if (to === 'up') this.diagnosis.forget(peer);
     log('peer state', { peer, from, to, ...(to === 'down' && p ? { reason: this.reasonFor(p, this.keepalive.health(peer)) } : {}) });
+    // Every peer gone at once points at our side: the NAT may have changed our mapping.
+    if (to === 'down' && this.cfg.peers.every((x) => this.keepalive.health(x.name).state !== 'up')) this.stun?.trigger('peers down');
     void this.publishStatus();
   }
 
@@ -307,7 +375,7 @@ function samePeer(a: PeerConfig, b: PeerConfig): boolean {
 function restartKeys(a: Config, b: Config): string[] {
   const pick = (c: Config) => ({
     underlay: c.underlay, vxlan: c.vxlan, device: c.overlay.device, mode: c.overlay.mode,
-    subnet: c.overlay.subnet.text, network: c.overlay.network.text, site: c.site, node: c.node, mqtt: c.mqtt,
+    subnet: c.overlay.subnet.text, network: c.overlay.network.text, site: c.site, node: c.node, mqtt: c.mqtt, nat: c.nat,
   });
   const pa = pick(a) as Record<string, unknown>;
   const pb = pick(b) as Record<string, unknown>;

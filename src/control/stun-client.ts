@@ -19,6 +19,7 @@
 import { randomBytes } from 'node:crypto';
 import dns from 'node:dns';
 import type { HostPort } from '../config/types.js';
+import type { NatHealthDoc } from '../health/document.js';
 import {
   STUN_BINDING_ERROR,
   STUN_BINDING_SUCCESS,
@@ -151,18 +152,20 @@ export class StunClient {
 
   constructor(opts: StunClientOptions) {
     this.o = {
-      rtoMs: STUN_DEFAULTS.rtoMs,
-      rc: STUN_DEFAULTS.rc,
-      rm: STUN_DEFAULTS.rm,
-      periodMs: STUN_DEFAULTS.periodMs,
-      debounceMs: STUN_DEFAULTS.debounceMs,
-      minGapMs: STUN_DEFAULTS.minGapMs,
-      lookupTimeoutMs: STUN_DEFAULTS.lookupTimeoutMs,
-      lookup: defaultLookup,
-      timers: realTimers,
-      random: Math.random,
-      software: '',
-      ...stripUndefined(opts),
+      servers: opts.servers,
+      localPort: opts.localPort,
+      send: opts.send,
+      rtoMs: opts.rtoMs ?? STUN_DEFAULTS.rtoMs,
+      rc: opts.rc ?? STUN_DEFAULTS.rc,
+      rm: opts.rm ?? STUN_DEFAULTS.rm,
+      periodMs: opts.periodMs ?? STUN_DEFAULTS.periodMs,
+      debounceMs: opts.debounceMs ?? STUN_DEFAULTS.debounceMs,
+      minGapMs: opts.minGapMs ?? STUN_DEFAULTS.minGapMs,
+      lookupTimeoutMs: opts.lookupTimeoutMs ?? STUN_DEFAULTS.lookupTimeoutMs,
+      lookup: opts.lookup ?? defaultLookup,
+      timers: opts.timers ?? realTimers,
+      random: opts.random ?? Math.random,
+      software: opts.software ?? '',
     };
     this.t = this.o.timers;
     this.log = opts.log;
@@ -306,7 +309,7 @@ export class StunClient {
       x.timer = this.t.setTimeout(() => this.transmit(round, x), rtoMs * 2 ** (x.sends - 1));
     } else {
       x.timer = this.t.setTimeout(() => {
-        const waited = (rtoMs * (2 ** rc - 1) + rm * rtoMs) / 1000;
+        const waited = (rtoMs * (2 ** (rc - 1) - 1) + rm * rtoMs) / 1000;
         const why = x.sendFailures === x.sends
           ? 'could not send: the socket refused every request (no route to the server?)'
           : `no answer to ${x.sends} requests in ${waited} s`;
@@ -456,6 +459,19 @@ export function natAdvice(r: StunResult | null, c: AdviceContext): string {
     `(their packets then match the mapping the keepalives hold open; keep keepalive.interval under the NAT's UDP timeout).${unknown}${mismatch}`;
 }
 
+/** The health document's `nat` object from the client's last round. */
+export function natHealth(client: StunClient, c: AdviceContext): NatHealthDoc {
+  const r = client.result;
+  return {
+    stun: r ? r.servers.map((x) => ({ ...x })) : [],
+    mappedEndpoint: r?.publicEndpoint ?? null,
+    portPreserved: r?.portPreserved ?? null,
+    mappingVaries: r?.mappingVaries ?? null,
+    checkedAt: r ? new Date(r.at).toISOString() : null,
+    advice: natAdvice(r, c),
+  };
+}
+
 function distinct(r: StunResult): string[] {
   return [...new Set(r.servers.map((s) => s.mapped).filter((m): m is string => m !== null))];
 }
@@ -463,8 +479,3 @@ function distinct(r: StunResult): string[] {
 function portOf(endpoint: string): number {
   return Number(endpoint.slice(endpoint.lastIndexOf(':') + 1));
 }
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-

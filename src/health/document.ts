@@ -29,6 +29,22 @@ export interface CheckResult {
   fix?: string;
 }
 
+/** Extension: public endpoint discovery with STUN (present when nat.stun is configured). */
+export interface NatHealthDoc {
+  /** The last round, one entry per configured server, in config order. */
+  stun: { server: string; mapped: string | null; error: string | null; rttMs: number | null }[];
+  /** What the first answering server saw, "ip:port"; null: no answer in the last round. */
+  mappedEndpoint: string | null;
+  /** The NAT kept the local port; null when unknown. */
+  portPreserved: boolean | null;
+  /** Two servers saw different ip:port (endpoint-dependent NAT); null with fewer than two answers. */
+  mappingVaries: boolean | null;
+  /** When the last round ended; null before the first one ends. */
+  checkedAt: string | null;
+  /** Which way in applies (design.md "NAT traversal"), in plain words. */
+  advice: string;
+}
+
 export interface HealthDocument {
   site: string;
   node: string;
@@ -52,6 +68,7 @@ export interface HealthDocument {
   pid: number;
   drops: Record<string, number>;
   mqtt?: MqttStatus;
+  nat?: NatHealthDoc;
 }
 
 /** ok: every peer up and every check passes; down: no peer up; else degraded. */
