@@ -1,0 +1,654 @@
+// Scenarios for test/native/addon.test.ts. Each runs in a fresh child Node process that the
+// test starts INSIDE a network namespace of its own (`ip netns exec vxn-nat-...`), so devices,
+// addresses and routes made here never touch the root namespace. The child loads the
+// compiled addon directly and prints one JSON line with what it saw; the test asserts on it.
+//
+//   node [--expose-gc] test/native/child.mjs <scenario>
+//
+// Every wait is bounded: a watchdog prints {"error":"timeout"} and exits 3 after 15 s.
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync, openSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AsyncLocalStorage, createHook, executionAsyncId } from 'node:async_hooks';
+
+const addonPath = new URL('../../build/Release/vxedge_native.node', import.meta.url).pathname;
+const n = createRequire(import.meta.url)(addonPath);
+
+const watchdog = setTimeout(() => {
+  console.log(JSON.stringify({ error: 'timeout', partial }));
+  process.exit(3);
+}, 15_000);
+watchdog.unref();
+let partial = {};
+
+// ------------------------------------------------------------------ helpers
+
+const sh = (cmd, ...args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const ip4 = (s) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
+const ipStr = (a) => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** /proc/self/fdinfo flags of fd (octal in the file). */
+function fdFlags(fd) {
+  const m = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  return parseInt(m[1], 8);
+}
+
+/** A captured error, as plain JSON. */
+function caught(f) {
+  try {
+    f();
+    return { threw: false };
+  } catch (e) {
+    return { threw: true, name: e.name, message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, isError: e instanceof Error };
+  }
+}
+
+function csum(buf, start, end, init = 0) {
+  let sum = init;
+  for (let i = start; i < end; i += 2) sum += (buf[i] << 8) | (i + 1 < end ? buf[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** Write an IPv4 packet (header + payload of protocol proto) at buf[off]; returns its length. */
+function ipv4(buf, off, src, dst, proto, payload) {
+  const len = 20 + payload.length;
+  buf.fill(0, off, off + 20);
+  buf[off] = 0x45;
+  buf.writeUInt16BE(len, off + 2);
+  buf.writeUInt16BE(0x4000, off + 6); // DF
+  buf[off + 8] = 64;
+  buf[off + 9] = proto;
+  buf.writeUInt32BE(src, off + 12);
+  buf.writeUInt32BE(dst, off + 16);
+  buf.writeUInt16BE(csum(buf, off, off + 20), off + 10);
+  payload.copy(buf, off + 20);
+  return len;
+}
+
+/** A UDP header + data, checksum 0 (none, allowed for IPv4). */
+function udp(sport, dport, data) {
+  const b = Buffer.alloc(8 + data.length);
+  b.writeUInt16BE(sport, 0);
+  b.writeUInt16BE(dport, 2);
+  b.writeUInt16BE(b.length, 4);
+  data.copy(b, 8);
+  return b;
+}
+
+function icmpEcho(type, id, seq, data) {
+  const b = Buffer.alloc(8 + data.length);
+  b[0] = type;
+  b.writeUInt16BE(id, 4);
+  b.writeUInt16BE(seq, 6);
+  data.copy(b, 8);
+  b.writeUInt16BE(csum(b, 0, b.length), 2);
+  return b;
+}
+
+/** Poll fd until `done()` or `ms` elapse; onReadable runs the batch call. Resolves wakeups. */
+function pollUntil(fd, onReadable, done, ms = 5000) {
+  return new Promise((resolve) => {
+    let wakeups = 0;
+    const timer = setTimeout(() => {
+      n.pollStop(h);
+      resolve({ wakeups, timedOut: true });
+    }, ms);
+    const h = n.pollStart(fd, () => {
+      wakeups++;
+      onReadable();
+      if (done()) {
+        clearTimeout(timer);
+        n.pollStop(h);
+        resolve({ wakeups, timedOut: false });
+      }
+    });
+  });
+}
+
+/** Receive `want` datagrams on fd (bounded in time); returns them with sender and length. */
+async function recvAll(fd, want, { slot = 2048, headroom = 0, max = 256, ms = 5000 } = {}) {
+  const buf = Buffer.alloc(slot * max, 0xaa);
+  const lens = new Int32Array(max);
+  const addrs = new Uint32Array(max);
+  const ports = new Uint16Array(max);
+  const got = [];
+  const calls = [];
+  let headroomOk = true;
+  const res = await pollUntil(
+    fd,
+    () => {
+      buf.fill(0xaa);
+      const c = n.udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports);
+      calls.push(c);
+      for (let i = 0; i < c; i++) {
+        for (let k = i * slot; k < i * slot + headroom; k++) if (buf[k] !== 0xaa) headroomOk = false;
+        const at = i * slot + headroom;
+        got.push({
+          len: lens[i],
+          addr: addrs[i],
+          port: ports[i],
+          data: lens[i] >= 0 ? Buffer.from(buf.subarray(at, at + lens[i])) : null,
+        });
+      }
+    },
+    () => got.length >= want,
+    ms,
+  );
+  return { got, calls, headroomOk, ...res };
+}
+
+/** Send datagrams (array of Buffers) from fd to addr:port with one udpSend; offsets get gaps. */
+function sendAll(fd, datas, addr, port) {
+  const offs = new Int32Array(datas.length);
+  const lens = new Int32Array(datas.length);
+  let total = 0;
+  for (const d of datas) total += d.length + 5;
+  const buf = Buffer.alloc(total + 3);
+  let at = 3;
+  datas.forEach((d, i) => {
+    d.copy(buf, at);
+    offs[i] = at;
+    lens[i] = d.length;
+    at += d.length + 5;
+  });
+  const addrs = new Uint32Array(datas.length).fill(addr);
+  const ports = new Uint16Array(datas.length).fill(port);
+  return n.udpSend(fd, buf, offs, lens, addrs, ports, datas.length);
+}
+
+function tunUp(name, cidr) {
+  sh('sysctl', '-qw', `net.ipv6.conf.${name}.disable_ipv6=1`); // no RS/MLD noise on the device
+  sh('ip', 'addr', 'add', cidr, 'dev', name);
+  sh('ip', 'link', 'set', name, 'up');
+}
+
+// --------------------------------------------------------------- scenarios
+
+const scenarios = {
+  /** 1. TUN/TAP open: names, device type, fd flags; device gone after close. */
+  'tun-open'() {
+    const tun = n.tunOpen('vxt%d', false);
+    const tap = n.tunOpen('vxp0', true);
+    const auto = n.tunOpen('', true);
+    const r = {
+      tun: { ...tun, flags: fdFlags(tun.fd), link: sh('ip', '-d', 'link', 'show', tun.name) },
+      tap: { ...tap, flags: fdFlags(tap.fd), link: sh('ip', '-d', 'link', 'show', tap.name) },
+      auto: { name: auto.name },
+    };
+    for (const t of [tun, tap, auto]) n.close(t.fd);
+    r.afterClose = sh('ip', '-o', 'link', 'show');
+    return r;
+  },
+
+  /** 2. TUN batching: UDP to a routed address comes out of the TUN as one batch; devWrite
+   *  of crafted packets reaches a socket, and an ICMP echo request is answered. */
+  async 'tun-io'() {
+    const SLOT = 2048;
+    const HEAD = 64;
+    const tun = n.tunOpen('vxr0', false);
+    tunUp('vxr0', '10.99.0.1/24');
+    const tx = n.udpOpen(ip4('10.99.0.1'), 6666, 0);
+    const rx = n.udpOpen(ip4('10.99.0.1'), 5555, 1 << 20);
+
+    // 8 datagrams to 10.99.0.2:9999, routed into the TUN, in one sendmmsg.
+    const datas = Array.from({ length: 8 }, (_, i) => Buffer.alloc(20 + i * 100, 0x30 + i));
+    const sent = sendAll(tx, datas, ip4('10.99.0.2'), 9999);
+
+    const buf = Buffer.alloc(SLOT * 64, 0xaa);
+    const lens = new Int32Array(64);
+    const pkts = [];
+    const counts = [];
+    let headroomOk = true;
+    let tailOk = true;
+    const res = await pollUntil(
+      tun.fd,
+      () => {
+        buf.fill(0xaa);
+        const c = n.devRead(tun.fd, buf, SLOT, HEAD, 64, lens);
+        counts.push(c);
+        for (let i = 0; i < c; i++) {
+          const at = i * SLOT + HEAD;
+          for (let k = i * SLOT; k < at; k++) if (buf[k] !== 0xaa) headroomOk = false;
+          if (at + lens[i] < (i + 1) * SLOT && buf[at + lens[i]] !== 0xaa) tailOk = false;
+          const p = buf.subarray(at, at + lens[i]);
+          pkts.push({
+            len: lens[i],
+            ver: p[0] >> 4,
+            proto: p[9],
+            src: ipStr(p.readUInt32BE(12)),
+            dst: ipStr(p.readUInt32BE(16)),
+            sport: p.readUInt16BE(20),
+            dport: p.readUInt16BE(22),
+            payloadOk: p[9] === 17 && p.subarray(28).equals(datas[pkts.filter((q) => q.proto === 17).length] ?? Buffer.alloc(0)),
+          });
+        }
+      },
+      () => pkts.filter((p) => p.proto === 17).length >= 8,
+    );
+
+    // devWrite: [UDP, junk (not IP), UDP, ICMP echo request] with gaps and headroom.
+    const wbuf = Buffer.alloc(4096, 0xee);
+    const offs = new Int32Array(4);
+    const wlens = new Int32Array(4);
+    const src = ip4('10.99.0.2');
+    const dst = ip4('10.99.0.1');
+    offs[0] = 64;
+    wlens[0] = ipv4(wbuf, 64, src, dst, 17, udp(7777, 5555, Buffer.from('first via devWrite')));
+    offs[1] = 400;
+    wlens[1] = 40;
+    wbuf.fill(0, 400, 440); // version nibble 0: the TUN rejects it with EINVAL
+    offs[2] = 1000;
+    wlens[2] = ipv4(wbuf, 1000, src, dst, 17, udp(7777, 5555, Buffer.from('second via devWrite')));
+    offs[3] = 2000;
+    wlens[3] = ipv4(wbuf, 2000, src, dst, 1, icmpEcho(8, 0x1234, 7, Buffer.from('echo-data-0123456789')));
+    const errBefore = n.lastError();
+    const written = n.devWrite(tun.fd, wbuf, offs, wlens, 4);
+    const errAfter = n.lastError();
+    const delivered = await recvAll(rx, 2);
+
+    const replies = [];
+    const rbuf = Buffer.alloc(SLOT * 8);
+    const rlens = new Int32Array(8);
+    await pollUntil(
+      tun.fd,
+      () => {
+        const c = n.devRead(tun.fd, rbuf, SLOT, 0, 8, rlens);
+        for (let i = 0; i < c; i++) {
+          const p = rbuf.subarray(i * SLOT, i * SLOT + rlens[i]);
+          if (p[9] !== 1) continue;
+          replies.push({
+            src: ipStr(p.readUInt32BE(12)),
+            dst: ipStr(p.readUInt32BE(16)),
+            type: p[20],
+            id: p.readUInt16BE(24),
+            seq: p.readUInt16BE(26),
+            data: p.subarray(28).toString(),
+          });
+        }
+      },
+      () => replies.length >= 1,
+    );
+    // A packet larger than the room is flagged -1 (the kernel would truncate it silently).
+    const sentBig = sendAll(tx, [Buffer.alloc(1000, 1), Buffer.alloc(10, 2)], ip4('10.99.0.2'), 9999);
+    const tlens = [];
+    const tbuf = Buffer.alloc(2 * 264);
+    const tl = new Int32Array(2);
+    await pollUntil(
+      tun.fd,
+      () => {
+        const c = n.devRead(tun.fd, tbuf, 264, 64, 2 - tlens.length, tl);
+        for (let i = 0; i < c; i++) tlens.push(tl[i]);
+      },
+      () => tlens.length >= 2,
+    );
+    for (const fd of [tx, rx, tun.fd]) n.close(fd);
+    return {
+      sentBig,
+      truncLens: tlens,
+      sent,
+      counts,
+      wakeups: res.wakeups,
+      timedOut: res.timedOut,
+      headroomOk,
+      tailOk,
+      pkts,
+      written,
+      errBefore,
+      errAfter,
+      delivered: delivered.got.map((g) => ({ addr: ipStr(g.addr), port: g.port, len: g.len, text: g.data.toString() })),
+      replies,
+    };
+  },
+
+  /** 2b. TAP: frames carry Ethernet headers both ways. */
+  async 'tap-io'() {
+    const tap = n.tunOpen('vxa0', true);
+    tunUp('vxa0', '10.98.0.1/24');
+    sh('ip', 'neigh', 'replace', '10.98.0.2', 'lladdr', '02:00:00:00:00:02', 'dev', 'vxa0', 'nud', 'permanent');
+    const mac = readFileSync('/sys/class/net/vxa0/address', 'utf8').trim();
+    const tx = n.udpOpen(ip4('10.98.0.1'), 6667, 0);
+    const rx = n.udpOpen(ip4('10.98.0.1'), 5556, 0);
+    const sent = sendAll(tx, [Buffer.from('a'), Buffer.from('bb'), Buffer.from('ccc')], ip4('10.98.0.2'), 9998);
+
+    const SLOT = 1600;
+    const buf = Buffer.alloc(SLOT * 16);
+    const lens = new Int32Array(16);
+    const frames = [];
+    await pollUntil(
+      tap.fd,
+      () => {
+        const c = n.devRead(tap.fd, buf, SLOT, 14, 16, lens); // headroom 14: room for an outer header
+        for (let i = 0; i < c; i++) {
+          const f = buf.subarray(i * SLOT + 14, i * SLOT + 14 + lens[i]);
+          frames.push({
+            len: lens[i],
+            dstMac: [...f.subarray(0, 6)].map((x) => x.toString(16).padStart(2, '0')).join(':'),
+            ethertype: f.readUInt16BE(12),
+            proto: f[14 + 9],
+            dport: f.readUInt16BE(14 + 22),
+          });
+        }
+      },
+      () => frames.filter((f) => f.ethertype === 0x0800 && f.dport === 9998).length >= 3,
+    );
+
+    // One frame in: Ethernet to the TAP's MAC, IPv4/UDP to 10.98.0.1:5556; plus a runt.
+    const w = Buffer.alloc(256);
+    Buffer.from(mac.split(':').map((x) => parseInt(x, 16))).copy(w, 0);
+    Buffer.from([2, 0, 0, 0, 0, 2]).copy(w, 6);
+    w.writeUInt16BE(0x0800, 12);
+    const l = 14 + ipv4(w, 14, ip4('10.98.0.2'), ip4('10.98.0.1'), 17, udp(7778, 5556, Buffer.from('frame via devWrite')));
+    const written = n.devWrite(tap.fd, w, new Int32Array([0, 0]), new Int32Array([5, l]), 2);
+    const delivered = await recvAll(rx, 1);
+    for (const fd of [tx, rx, tap.fd]) n.close(fd);
+    return {
+      sent,
+      mac,
+      frames,
+      written,
+      lastError: n.lastError(),
+      delivered: delivered.got.map((g) => ({ addr: ipStr(g.addr), port: g.port, text: g.data.toString() })),
+    };
+  },
+
+  /** 3. UDP batches on loopback: 100 varied datagrams, truncation, >1024 chunking, skips. */
+  async udp() {
+    const LO = ip4('127.0.0.1');
+    const a = n.udpOpen(LO, 40001, 4 << 20);
+    const b = n.udpOpen(LO, 40002, 4 << 20);
+    const skmem = sh('ss', '-uanm', 'sport = :40002');
+
+    // 100 datagrams, sizes 0..1399, distinct contents.
+    const datas = Array.from({ length: 100 }, (_, i) => {
+      const d = Buffer.alloc((i * 137) % 1400);
+      for (let k = 0; k < d.length; k++) d[k] = (i * 31 + k * 7) & 255;
+      return d;
+    });
+    const sent100 = sendAll(a, datas, LO, 40002);
+    const r100 = await recvAll(b, 100, { slot: 2048, headroom: 64, max: 128 });
+    const mismatches = r100.got
+      .map((g, i) => (g.len === datas[i].length && g.data.equals(datas[i]) && g.addr === LO && g.port === 40001 ? -1 : i))
+      .filter((i) => i >= 0);
+
+    // Truncation: room = 264 - 64 = 200 bytes.
+    const sizes = [100, 300, 50, 1000, 199, 200, 201];
+    const sentT = sendAll(a, sizes.map((s) => Buffer.alloc(s, 1)), LO, 40002);
+    const rT = await recvAll(b, sizes.length, { slot: 264, headroom: 64, max: 16 });
+
+    // More than one sendmmsg/recvmmsg chunk (1024): 1500 small datagrams.
+    const many = Array.from({ length: 1500 }, (_, i) => {
+      const d = Buffer.alloc(8);
+      d.writeUInt32BE(i, 0);
+      return d;
+    });
+    const sentMany = sendAll(a, many, LO, 40002);
+    const rMany = await recvAll(b, 1500, { slot: 64, max: 2000 });
+    const inOrder = rMany.got.every((g, i) => g.len === 8 && g.data.readUInt32BE(0) === i);
+
+    // A datagram to port 0 (EINVAL) in the middle is skipped, the rest go out.
+    const errBefore = n.lastError();
+    const five = [0, 1, 2, 3, 4].map((i) => Buffer.from(`skip-test-${i}`));
+    const offs = new Int32Array(5);
+    const lens = new Int32Array(5);
+    const sbuf = Buffer.concat(five);
+    five.reduce((at, d, i) => ((offs[i] = at), (lens[i] = d.length), at + d.length), 0);
+    const ports = new Uint16Array([40002, 40002, 0, 40002, 40002]);
+    const sentSkip = n.udpSend(a, sbuf, offs, lens, new Uint32Array(5).fill(LO), ports, 5);
+    const errAfter = n.lastError();
+    const rSkip = await recvAll(b, 4);
+
+    n.close(a);
+    n.close(b);
+    return {
+      skmem,
+      sent100,
+      got100: r100.got.length,
+      calls100: r100.calls,
+      headroomOk: r100.headroomOk,
+      mismatches,
+      sentT,
+      truncLens: rT.got.map((g) => g.len),
+      sentMany,
+      gotMany: rMany.got.length,
+      callsMany: rMany.calls,
+      inOrder,
+      sentSkip,
+      errBefore,
+      errAfter,
+      skipTexts: rSkip.got.map((g) => g.data.toString()),
+    };
+  },
+
+  /** 4. Errors: system errors carry code/errno/syscall; bad arguments throw, never crash. */
+  errors() {
+    const LO = ip4('127.0.0.1');
+    const a = n.udpOpen(LO, 40010, 0);
+    const r = {};
+    r.addrInUse = caught(() => n.udpOpen(LO, 40010, 0));
+    r.addrInUseAny = caught(() => n.udpOpen(0, 40010, 0));
+    r.badAddr = caught(() => n.udpOpen(ip4('203.0.113.2'), 8472, 0)); // not local here
+    r.longName = caught(() => n.tunOpen('x'.repeat(16), false));
+    r.badName = caught(() => n.tunOpen('bad name', false));
+    const t = n.tunOpen('vxe0', false);
+    r.busy = caught(() => n.tunOpen('vxe0', false));
+    r.wrongType = caught(() => n.tunOpen('vxe0', true));
+
+    const buf = Buffer.alloc(1000);
+    const i32 = (...v) => new Int32Array(v);
+    r.readSlots = caught(() => n.devRead(t.fd, buf, 500, 0, 3, new Int32Array(3)));
+    r.readHeadroom = caught(() => n.devRead(t.fd, buf, 100, 100, 1, new Int32Array(1)));
+    r.readMaxLens = caught(() => n.devRead(t.fd, buf, 100, 0, 5, new Int32Array(4)));
+    r.readFdType = caught(() => n.devRead('3', buf, 100, 0, 1, new Int32Array(1)));
+    r.readBufType = caught(() => n.devRead(t.fd, new Int32Array(250), 100, 0, 1, new Int32Array(1)));
+    r.readLensType = caught(() => n.devRead(t.fd, buf, 100, 0, 1, new Uint32Array(1)));
+    r.readFraction = caught(() => n.devRead(t.fd, buf, 100.5, 0, 1, new Int32Array(1)));
+    r.fewArgs = caught(() => n.devRead(t.fd, buf));
+    r.writeEnd = caught(() => n.devWrite(t.fd, buf, i32(0, 990), i32(10, 11), 2));
+    r.writeNeg = caught(() => n.devWrite(t.fd, buf, i32(-1), i32(10), 1));
+    r.writeN = caught(() => n.devWrite(t.fd, buf, i32(0), i32(10, 10), 2));
+    r.sendEnd = caught(() => n.udpSend(a, buf, i32(999), i32(2), new Uint32Array(1), new Uint16Array(1), 1));
+    r.sendNPorts = caught(() => n.udpSend(a, buf, i32(0, 1), i32(1, 1), new Uint32Array(2), new Uint16Array(1), 2));
+    r.recvMaxPorts = caught(() =>
+      n.udpRecv(a, buf, 100, 0, 5, new Int32Array(5), new Uint32Array(5), new Uint16Array(4)),
+    );
+    r.recvSlots = caught(() => n.udpRecv(a, buf, 300, 0, 4, new Int32Array(4), new Uint32Array(4), new Uint16Array(4)));
+    r.sendOnTun = caught(() => n.udpSend(t.fd, buf, i32(0), i32(1), new Uint32Array([LO]), new Uint16Array([1]), 1));
+    r.pollNotFn = caught(() => n.pollStart(a, 'nope'));
+    r.pollStopBad = caught(() => n.pollStop({ fd: a }));
+    const h = n.pollStart(a, () => {});
+    r.pollTwice = caught(() => n.pollStart(a, () => {}));
+    n.pollStop(h);
+    const dir = mkdtempSync(join(tmpdir(), 'vxn-'));
+    const ffd = openSync(join(dir, 'file'), 'w');
+    r.pollFile = caught(() => n.pollStart(ffd, () => {}));
+    closeSync(ffd);
+    rmSync(dir, { recursive: true });
+    n.close(t.fd);
+    r.readClosed = caught(() => n.devRead(t.fd, buf, 100, 0, 1, new Int32Array(1)));
+    r.writeClosed = caught(() => n.devWrite(t.fd, buf, i32(0), i32(20), 1));
+    r.closeTwice = caught(() => n.close(t.fd));
+    r.zeroMax = n.devRead(a, buf, 100, 0, 0, new Int32Array(0));
+    n.close(a);
+    r.alive = true;
+    return r;
+  },
+
+  /** 5. pollStop inside the callback, restart inside it, 1000 start/stop cycles, async context. */
+  async poll() {
+    const LO = ip4('127.0.0.1');
+    const a = n.udpOpen(LO, 40020, 0);
+    const b = n.udpOpen(LO, 40021, 0);
+    const c = n.udpOpen(LO, 40022, 0);
+    const r = {};
+
+    // Stop inside the callback without reading: a level-triggered poll would fire again.
+    sendAll(a, [Buffer.from('x')], LO, 40021);
+    let calls = 0;
+    let innerStop;
+    const h1 = n.pollStart(b, () => {
+      calls++;
+      n.pollStop(h1);
+      innerStop = caught(() => n.pollStop(h1)); // idempotent
+    });
+    await sleep(200);
+    r.stopInside = { calls, innerStop, counts: n._pollCounts() };
+
+    // Stop and restart on the same fd from inside the callback, then read.
+    let restarted = 0;
+    let h2 = n.pollStart(b, () => {
+      n.pollStop(h2);
+      h2 = n.pollStart(b, () => {
+        restarted++;
+        n.udpRecv(b, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1));
+        n.pollStop(h2);
+      });
+    });
+    await sleep(200);
+    r.restart = { restarted, counts: n._pollCounts() };
+
+    // 1000 start/stop cycles, then 100 cycles that stop from inside the callback.
+    const gc = globalThis.gc;
+    const settle = async () => {
+      for (let i = 0; i < 5; i++) {
+        gc();
+        await new Promise((res) => setImmediate(res));
+        await sleep(10);
+      }
+    };
+    await settle();
+    const baseline = n._pollCounts();
+    const rss0 = process.memoryUsage().rss;
+    for (let i = 0; i < 1000; i++) n.pollStop(n.pollStart(b, () => {}));
+    let inner = 0;
+    for (let i = 0; i < 100; i++) {
+      sendAll(a, [Buffer.from('y')], LO, 40021);
+      await new Promise((resolve) => {
+        const h = n.pollStart(b, () => {
+          inner++;
+          n.udpRecv(b, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1));
+          n.pollStop(h);
+          resolve();
+        });
+      });
+    }
+    r.cycles = { inner, baseline, before: n._pollCounts() };
+    await settle();
+    r.cycles.after = n._pollCounts();
+    r.cycles.rssGrowth = process.memoryUsage().rss - rss0;
+
+    // close(fd) stops a poll on it; pollStop afterwards is a no-op.
+    const d = n.udpOpen(LO, 40023, 0);
+    const hd = n.pollStart(d, () => {});
+    n.close(d);
+    r.closeStops = { counts: n._pollCounts(), stopAfter: caught(() => n.pollStop(hd)) };
+
+    // Async context: microtasks run after each callback (before the next one in the same
+    // loop turn), AsyncLocalStorage propagates, async_hooks sees the resource type.
+    const types = [];
+    const hook = createHook({
+      init(id, type) {
+        if (type === 'VXEDGE_POLL') types.push(type);
+      },
+    }).enable();
+    const als = new AsyncLocalStorage();
+    sendAll(a, [Buffer.from('b')], LO, 40021);
+    sendAll(a, [Buffer.from('c')], LO, 40022);
+    await sleep(50); // both fds readable before either poll starts: one epoll_wait reports both
+    const order = [];
+    const micro = {};
+    const ctx = await new Promise((resolve) => {
+      const seen = {};
+      const start = (fd, name) =>
+        als.run({ name }, () => {
+          const h = n.pollStart(fd, () => {
+            n.pollStop(h);
+            n.udpRecv(fd, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1));
+            order.push(name);
+            seen[name] = {
+              store: als.getStore()?.name,
+              asyncId: executionAsyncId(),
+              otherMicrotaskRan: Object.keys(micro).length > 0,
+            };
+            queueMicrotask(() => {
+              micro[name] = true;
+            });
+            if (Object.keys(seen).length === 2) setImmediate(() => resolve(seen));
+          });
+        });
+      start(b, 'b');
+      start(c, 'c');
+    });
+    hook.disable();
+    r.context = { order, seen: ctx, types };
+
+    for (const fd of [a, b, c]) n.close(fd);
+    r.final = n._pollCounts();
+    return r;
+  },
+
+  /** An exception thrown by the callback reaches process 'uncaughtException'. */
+  async 'throw-handled'() {
+    const LO = ip4('127.0.0.1');
+    const a = n.udpOpen(LO, 40030, 0);
+    const b = n.udpOpen(LO, 40031, 0);
+    const seen = [];
+    process.on('uncaughtException', (e) => seen.push(e.message));
+    sendAll(a, [Buffer.from('x')], LO, 40031);
+    let tick = false;
+    const h = n.pollStart(b, () => {
+      n.pollStop(h);
+      process.nextTick(() => {
+        tick = true;
+      });
+      throw new Error('boom-from-poll');
+    });
+    await sleep(200);
+    n.close(a);
+    n.close(b);
+    return { seen, alive: true, tickRan: tick };
+  },
+
+  /** Without a handler, the exception ends the process like any uncaught one (exit 1). */
+  'throw-unhandled'() {
+    const LO = ip4('127.0.0.1');
+    const a = n.udpOpen(LO, 40032, 0);
+    const b = n.udpOpen(LO, 40033, 0);
+    sendAll(a, [Buffer.from('x')], LO, 40033);
+    n.pollStart(b, () => {
+      throw new Error('boom-unhandled');
+    });
+    return undefined; // no JSON: the process must die from the exception
+  },
+
+  /** A TUN deleted under a poll: the callback gets an Error, reads then throw EBADFD. */
+  async 'tun-gone'() {
+    const t = n.tunOpen('vxg0', false);
+    const errs = [];
+    const h = n.pollStart(t.fd, (err) => {
+      errs.push(err ? { message: err.message, code: err.code, errno: err.errno, syscall: err.syscall } : null);
+      n.pollStop(h);
+    });
+    sh('ip', 'link', 'del', 'vxg0');
+    for (let i = 0; i < 100 && errs.length === 0; i++) await sleep(10);
+    const read = caught(() => n.devRead(t.fd, Buffer.alloc(100), 100, 0, 1, new Int32Array(1)));
+    n.close(t.fd);
+    return { errs, read, asyncIdOk: executionAsyncId() >= 0 };
+  },
+};
+
+const name = process.argv[2];
+const scenario = scenarios[name];
+if (!scenario) {
+  console.error(`unknown scenario ${name}; one of ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const result = await scenario();
+if (result !== undefined) {
+  console.log(JSON.stringify(result));
+  process.exit(0);
+}
