@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <linux/if_tun.h>
 
 #include <node_api.h>
@@ -314,6 +316,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (bytes > 0) {
     set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, (int)bytes);
     set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, (int)bytes);
+  }
+  {
+    /* DF clear, as the kernel's vxlan sends (flannel-interop.md §0): the path
+     * fragments oversize frames instead of a cached PMTU turning them into EMSGSIZE. */
+    int pmtu = IP_PMTUDISC_DONT;
+    (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
   }
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
@@ -717,6 +725,57 @@ static napi_value poll_stop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---------------------------------------------------------------- notify */
+
+/* unixDgramSend(path, data): send `data` as one datagram to the AF_UNIX SOCK_DGRAM socket
+ * at `path` (a leading '@' names the abstract namespace, as in $NOTIFY_SOCKET), from a
+ * fresh close-on-exec socket that is closed again. MSG_DONTWAIT: a full receiver queue
+ * throws EAGAIN instead of blocking Node's loop. Failures throw (syscall 'socket'/'sendto'). */
+static napi_value unix_dgram_send(napi_env env, napi_callback_info info) {
+  static const char *fn = "unixDgramSend";
+  GET_ARGS(2);
+  struct sockaddr_un sun;
+  size_t plen;
+  void *data;
+  size_t len;
+  napi_valuetype t;
+  socklen_t alen;
+  ssize_t n;
+  int fd, err, abstract;
+
+  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_string)
+    THROW_TYPE(env, "%s: path must be a string", fn);
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &plen) != napi_ok) return NULL;
+  if (plen == 0) THROW_RANGE(env, "%s: path is empty", fn);
+  if (plen >= sizeof sun.sun_path)
+    THROW_RANGE(env, "%s: path is %zu bytes long, a unix socket address allows at most %zu", fn,
+                plen, sizeof sun.sun_path - 1);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  if (napi_get_value_string_utf8(env, argv[0], sun.sun_path, sizeof sun.sun_path, &plen) != napi_ok)
+    return NULL;
+  ARG_TYPED(1, "data", napi_uint8_array, &data, &len);
+
+  abstract = sun.sun_path[0] == '@';
+  if (!abstract && strlen(sun.sun_path) != plen) THROW_RANGE(env, "%s: path contains a NUL", fn);
+  {
+    char shown[sizeof sun.sun_path];
+    memcpy(shown, sun.sun_path, sizeof shown);
+    if (abstract) sun.sun_path[0] = '\0'; /* abstract: no trailing NUL, the length says where it ends */
+    alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + (abstract ? 0 : 1));
+
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) THROW_SYS(env, errno, "socket", "socket(AF_UNIX, SOCK_DGRAM)");
+    do {
+      n = sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sun, alen);
+    } while (n < 0 && errno == EINTR);
+    err = errno;
+    close(fd);
+    if (n < 0) THROW_SYS(env, err, "sendto", "sendto %s", shown);
+  }
+  return NULL;
+}
+
 /* ------------------------------------------------------------ diagnostics */
 
 /* lastError() -> { errno, code, count } */
@@ -771,6 +830,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("devRead", dev_read),     FN("devWrite", dev_write),   FN("udpRecv", udp_recv),
       FN("udpSend", udp_send),     FN("pollStart", poll_start), FN("pollStop", poll_stop),
       FN("lastError", last_error), FN("_pollCounts", poll_counts),
+      FN("unixDgramSend", unix_dgram_send),
   };
 #undef FN
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
