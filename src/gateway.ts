@@ -20,10 +20,11 @@ import { Dataplane } from './dataplane/dataplane.js';
 import { NativeDevice, NativeUnderlay } from './dataplane/native-io.js';
 import { PeerTable, STAT_RX_BYTES, STAT_RX_PACKETS, STAT_TX_BYTES, STAT_TX_PACKETS } from './dataplane/peers.js';
 import type { PathSettings } from './dataplane/settings.js';
-import { checkDevice, checkIpForward, checkMtu, checkPublicEndpoint, checkRoutes } from './health/checks.js';
+import { checkDevice, checkIpForward, checkMtu, checkPathMtu, checkPublicEndpoint, checkRoutes } from './health/checks.js';
 import { overallState, type CheckResult, type HealthDocument, type PeerHealthDoc } from './health/document.js';
 import { removeStatus, writeStatus } from './health/status-file.js';
 import { HealthPublisher } from './health/mqtt.js';
+import { StatusLed } from './health/led.js';
 import { ipToInt } from './util/ipv4.js';
 import { macToBytes } from './util/mac.js';
 import type { Logger } from './util/log.js';
@@ -50,6 +51,9 @@ export class Gateway extends EventEmitter {
   private stun: StunClient | null = null;
   private underlayAddrs: string | null = null;
   private lastStunKey = '';
+  private readonly led: StatusLed | null;
+  /** performance.now() of the last periodic status run, for liveness(). */
+  private lastTickAt = performance.now();
 
   private constructor(
     private cfg: Config,
@@ -68,6 +72,7 @@ export class Gateway extends EventEmitter {
     this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }) });
     this.roaming = new Roaming(dataplane, log);
     this.roaming.onMoved = () => void this.publishStatus();
+    this.led = cfg.board.led ? new StatusLed(cfg.board.led, { log: log.child({ part: 'led' }) }) : null;
   }
 
   static async start(cfg: Config, log: Logger, version: string): Promise<Gateway> {
@@ -165,15 +170,18 @@ export class Gateway extends EventEmitter {
     native.close(this.tun.fd);
     native.close(this.udpFd);
     await removeStatus(this.cfg.runDir).catch(() => undefined);
+    this.led?.off();
     this.log.info('gateway stopped');
   }
 
   health(): HealthDocument {
     const cfg = this.cfg;
     const t = this.dataplane.peers;
+    const pmtu: { name: string; state: string; pathMtuOk: boolean | null }[] = [];
     const peers: PeerHealthDoc[] = cfg.peers.map((p) => {
       const i = t.indexOf(p.name);
       const h = this.keepalive.health(p.name);
+      pmtu.push({ name: p.name, state: h.state, pathMtuOk: h.pathMtuOk });
       return {
         name: p.name,
         endpoint: `${i >= 0 ? intToIpSafe(t.addr[i]) : p.publicIp}:${p.port}`,
@@ -189,13 +197,14 @@ export class Gateway extends EventEmitter {
         reason: this.reasonFor(p, h),
       };
     });
+    const checks = [...this.checks, checkPathMtu(this.mtu, pmtu)];
     return {
       site: cfg.site,
       node: cfg.node,
       version: this.version,
       ts: new Date().toISOString(),
       uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
-      state: overallState(peers, this.checks),
+      state: overallState(peers, checks),
       tunnel: {
         device: this.tun.name,
         mode: cfg.overlay.mode,
@@ -207,12 +216,26 @@ export class Gateway extends EventEmitter {
         publicEndpoint: this.publicEndpoint(),
       },
       peers,
-      checks: this.checks,
+      checks,
       pid: process.pid,
       drops: this.dataplane.drops.snapshot(),
       mqtt: this.publisher.status(),
       ...(this.stun ? { nat: natHealth(this.stun, this.adviceContext()) } : {}),
     };
+  }
+
+  /**
+   * Why the gateway is not live, or null: the systemd watchdog is pinged only while this
+   * is null (src/health/sd-notify.ts). Live = both data plane polls still run and the
+   * periodic status timer ran recently (monotonic clock: a Pi without RTC jumps at NTP sync).
+   */
+  liveness(): string | null {
+    if (this.dataplane.pollError) return `data plane stopped: ${this.dataplane.pollError}`;
+    const since = performance.now() - this.lastTickAt;
+    if (!this.stopping && since > 3 * STATUS_FILE_PERIOD_MS + 1000) {
+      return `gateway timers stalled: status last refreshed ${Math.round(since)} ms ago`;
+    }
+    return null;
   }
 
   /** underlay.publicIp when configured (it wins), else what STUN last found. */
@@ -281,7 +304,12 @@ export class Gateway extends EventEmitter {
     this.publisher.start();
     await this.refreshChecks();
     await this.publishStatus();
-    this.timers.push(setInterval(() => void this.publishStatus(), STATUS_FILE_PERIOD_MS));
+    this.timers.push(
+      setInterval(() => {
+        this.lastTickAt = performance.now();
+        void this.publishStatus();
+      }, STATUS_FILE_PERIOD_MS),
+    );
     this.timers.push(setInterval(() => void this.refreshChecks(), CHECKS_PERIOD_MS));
   }
 
@@ -309,6 +337,7 @@ export class Gateway extends EventEmitter {
     const changed = states !== this.lastStates;
     this.lastStates = states;
     this.publisher.update(doc, changed);
+    this.led?.show(doc.state);
     this.emit('health', doc, changed);
     try {
       await writeStatus(this.cfg.runDir, doc);
@@ -376,6 +405,7 @@ function restartKeys(a: Config, b: Config): string[] {
   const pick = (c: Config) => ({
     underlay: c.underlay, vxlan: c.vxlan, device: c.overlay.device, mode: c.overlay.mode,
     subnet: c.overlay.subnet.text, network: c.overlay.network.text, site: c.site, node: c.node, mqtt: c.mqtt, nat: c.nat,
+    board: c.board,
   });
   const pa = pick(a) as Record<string, unknown>;
   const pb = pick(b) as Record<string, unknown>;

@@ -1,6 +1,7 @@
 // `vxedge run`: the gateway in the foreground until SIGTERM/SIGINT.
 //   SIGTERM/SIGINT: stop cleanly (routes and device removed), exit 0 within 5 s.
 //   SIGHUP: re-read the config file; apply peer changes; keep the running config if the new one is invalid.
+// Under systemd (Type=notify): READY=1, STATUS=, RELOADING=1, STOPPING=1 and gated watchdog pings.
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
 import { Gateway, GatewayError } from '../gateway.js';
@@ -8,26 +9,34 @@ import { Logger } from '../util/log.js';
 import { UnderlayError } from '../control/underlay.js';
 import { StateError } from '../control/state.js';
 import { IpCommandError } from '../control/iproute.js';
+import { SdNotify, statusText } from '../health/sd-notify.js';
 
 const STOP_DEADLINE_MS = 4500;
 
 export async function runGateway(cfg: Config, file: string, version: string): Promise<number> {
   const log = new Logger(cfg.log.level).child({ site: cfg.site, node: cfg.node });
+  const sd = new SdNotify({ log: log.child({ part: 'systemd' }) });
+  sd.startWatchdog(); // gated on the event loop alone until the gateway is up
   let gw: Gateway;
   try {
     gw = await Gateway.start(cfg, log, version);
   } catch (e) {
+    sd.stopWatchdog();
     if (e instanceof GatewayError || e instanceof UnderlayError || e instanceof StateError || e instanceof IpCommandError) {
       log.error(e.message);
       return 1;
     }
     throw e;
   }
+  sd.setLivenessCheck(() => gw.liveness());
+  sd.ready(statusText(gw.health()));
+  gw.on('health', (doc) => sd.status(statusText(doc)));
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
+      sd.stopping();
       log.info('stopping', { signal });
       const force = setTimeout(() => {
         log.error('clean stop took too long; exiting anyway');
@@ -48,15 +57,19 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
+      if (stopping) return;
+      sd.reloading();
+      const reloaded = () => sd.ready(statusText(gw.health()));
       let next: Config;
       try {
         next = loadConfig(file);
       } catch (e) {
         if (e instanceof ConfigError) {
           log.error('reload refused: the new config is invalid; keeping the running one', { problems: formatConfigError(e) });
-          return;
+        } else {
+          log.error('reload failed', { err: (e as Error).message });
         }
-        log.error('reload failed', { err: (e as Error).message });
+        reloaded();
         return;
       }
       log.setLevel(next.log.level);
@@ -64,8 +77,12 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
         (r) => {
           log.info('reloaded', { added: r.added, removed: r.removed, changed: r.changed });
           if (r.restartNeeded.length) log.warn('some changes need a restart to take effect', { keys: r.restartNeeded });
+          reloaded();
         },
-        (e) => log.error('reload failed', { err: (e as Error).message }),
+        (e) => {
+          log.error('reload failed', { err: (e as Error).message });
+          reloaded();
+        },
       );
     });
   });

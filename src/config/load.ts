@@ -359,6 +359,7 @@ function build(v: Tree): Config {
       cert: get('mqtt.cert'),
       key: get('mqtt.key'),
     },
+    board: { led: get('board.led') },
     log: { level: get('log.level') },
   };
 }

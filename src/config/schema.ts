@@ -136,6 +136,14 @@ function checkPath(s: string): void {
   if (s.trim() === '' || s.includes('\0')) throw new Error(`${show(s)} is not a usable path`);
 }
 
+/** An LED under /sys/class/leds ("ACT", "led0", "mmc0::"), or an absolute LED directory. */
+function checkLed(s: string): void {
+  if (s.startsWith('/')) return checkPath(s);
+  if (!/^[A-Za-z0-9_:.+-]{1,64}$/.test(s) || s === '.' || s === '..') {
+    throw new Error(`${show(s)} is not an LED name under /sys/class/leds (e.g. "ACT", "led0") or an absolute path`);
+  }
+}
+
 function checkPublicIp(s: string): void {
   if (!isUnicastIPv4(ipToInt(s))) {
     throw new Error(`${show(s)} cannot be a public endpoint (0.x, 127.x, multicast and reserved addresses are not)`);
@@ -277,6 +285,7 @@ export const formats: Record<string, FormatDef> = {
   'mac-or-null': fromParser('a MAC address aa:bb:cc:dd:ee:ff or null', parseMac, true),
   'mqtt-url-or-null': fromParser('an mqtt://, mqtts://, ws:// or wss:// URL, or null', checkMqttUrl, true),
   'topic-level': fromParser('an MQTT topic level such as "vxedge"', checkTopicPrefix),
+  'led-or-null': fromParser('an LED name such as "ACT", an LED directory path, or null', checkLed, true),
   'string-or-null': {
     expected: 'a string or null',
     nullable: true,
@@ -591,6 +600,16 @@ export function buildSchema(hostname: string = os.hostname()): SchemaTree {
         default: null,
         format: 'path-or-null',
         env: 'VXEDGE_MQTT_KEY',
+      },
+    },
+    board: {
+      led: {
+        doc:
+          'Status LED: a name under /sys/class/leds (Raspberry Pi: "ACT", older kernels "led0") or an LED directory; ' +
+          'steady on while every peer is up, blinking when degraded, off when down or stopped. null: the LEDs are left alone.',
+        default: null,
+        format: 'led-or-null',
+        env: 'VXEDGE_BOARD_LED',
       },
     },
     log: {

@@ -67,6 +67,11 @@ export interface Config {
     cert: string | null;
     key: string | null;
   };
+  /** The board the gateway runs on (board/ profiles). */
+  board: {
+    /** Status LED name under /sys/class/leds, or an LED directory path; null: none. */
+    led: string | null;
+  };
   log: { level: LogLevel };
 }
 

@@ -14,6 +14,8 @@ import { peerState, type PeerState } from './peer-state.js';
 
 const WINDOW = 20; // probes over which loss is computed
 const JITTER = 0.2;
+/** Every Nth probe is a full-size one (inner packet = device MTU): the path MTU probe. */
+const BIG_EVERY = 4;
 
 interface ProbeRecord {
   seq: number;
@@ -31,8 +33,14 @@ interface PeerProbes {
   lastReplyAt: number;
   lastRttMs: number | null;
   history: ProbeRecord[]; // newest last, at most WINDOW
+  /** The last full-size probe; kept out of RTT and loss, which are about the small ones. */
+  big: ProbeRecord | null;
+  probes: number;
   state: PeerState;
 }
+
+/** Whether full-size frames make the round trip: null until a full-size probe settled. */
+export type PathMtuVerdict = boolean | null;
 
 export interface PeerHealth {
   state: PeerState;
@@ -43,6 +51,8 @@ export interface PeerHealth {
   /** Last valid frame of any kind from the peer (0: never). */
   heardAt: number;
   probesSent: number;
+  /** A full-size (device MTU) probe was answered: true; went unanswered: false; not yet known: null. */
+  pathMtuOk: PathMtuVerdict;
 }
 
 export interface KeepaliveOptions {
@@ -97,7 +107,7 @@ export class Keepalive {
     }
     for (const name of names) {
       if (this.peers.has(name)) continue;
-      const p: PeerProbes = { name, timer: null, seq: randomInt(0, 0xffff), firstProbeAt: 0, lastReplyAt: 0, lastRttMs: null, history: [], state: 'unknown' };
+      const p: PeerProbes = { name, timer: null, seq: randomInt(0, 0xffff), firstProbeAt: 0, lastReplyAt: 0, lastRttMs: null, history: [], big: null, probes: 0, state: 'unknown' };
       this.peers.set(name, p);
       // First probe soon after start (spread a little), then every interval.
       if (this.opts.intervalMs > 0 && !this.stopped) this.schedule(p, randomInt(50, 500));
@@ -108,7 +118,7 @@ export class Keepalive {
     const p = this.peers.get(name);
     const idx = this.dp.peers.indexOf(name);
     const lastRx = idx >= 0 ? this.dp.peers.lastRx[idx] : 0;
-    if (!p) return { state: 'unknown', rttMs: null, lossPct: null, lastSeen: lastRx, lastReplyAt: 0, heardAt: lastRx, probesSent: 0 };
+    if (!p) return { state: 'unknown', rttMs: null, lossPct: null, lastSeen: lastRx, lastReplyAt: 0, heardAt: lastRx, probesSent: 0, pathMtuOk: null };
     const now = this.now();
     const settleMs = this.settleMs();
     const settled = p.history.filter((h) => h.answeredAt > 0 || now - h.sentAt > settleMs);
@@ -121,6 +131,7 @@ export class Keepalive {
       lastReplyAt: p.lastReplyAt,
       heardAt: lastRx,
       probesSent: p.history.length,
+      pathMtuOk: !p.big ? null : p.big.answeredAt > 0 ? true : now - p.big.sentAt > settleMs ? false : null,
     };
   }
 
@@ -168,8 +179,17 @@ export class Keepalive {
     p.seq = (p.seq + 1) & 0xffff;
     const now = this.now();
     if (p.firstProbeAt === 0) p.firstProbeAt = now;
-    const token = this.probes.send(idx, this.ident, p.seq);
-    p.history.push({ seq: p.seq, sentAt: now, sentHr: performance.now(), answeredAt: 0, token: token ?? Buffer.alloc(8) });
+    // The second probe and every BIG_EVERY-th after it carry a full device-MTU packet (DF set
+    // inside): if small probes come back and these do not, the path loses large frames.
+    const big = p.probes++ % BIG_EVERY === 1;
+    const token = this.probes.send(idx, this.ident, p.seq, undefined, big ? this.dp.settings.mtu : undefined);
+    const rec = { seq: p.seq, sentAt: now, sentHr: performance.now(), answeredAt: 0, token: token ?? Buffer.alloc(8) };
+    if (big) {
+      // A full-size probe that overtakes the previous one's answer window replaces it only once settled.
+      if (!p.big || p.big.answeredAt > 0 || now - p.big.sentAt > this.settleMs()) p.big = rec;
+      return;
+    }
+    p.history.push(rec);
     if (p.history.length > WINDOW) p.history.shift();
   }
 
@@ -178,12 +198,14 @@ export class Keepalive {
     if (!parseEchoReply(buf, off, len, this.reply) || this.reply.ident !== this.ident) return false;
     const p = this.peers.get(this.dp.peers.names[idx]);
     if (!p) return true;
-    const rec = p.history.find((h) => h.seq === this.reply.seq && h.answeredAt === 0);
+    const rec =
+      p.history.find((h) => h.seq === this.reply.seq && h.answeredAt === 0) ??
+      (p.big && p.big.seq === this.reply.seq && p.big.answeredAt === 0 ? p.big : undefined);
     if (!rec || buf.compare(rec.token, 0, 8, this.reply.tokenOff, this.reply.tokenOff + 8) !== 0) return true;
     const now = this.now();
     rec.answeredAt = now;
     p.lastReplyAt = now;
-    p.lastRttMs = Math.round((performance.now() - rec.sentHr) * 1000) / 1000;
+    if (rec !== p.big) p.lastRttMs = Math.round((performance.now() - rec.sentHr) * 1000) / 1000;
     if (p.state !== 'up') this.evaluate();
     return true;
   }

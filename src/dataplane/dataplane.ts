@@ -19,6 +19,9 @@ export class Dataplane {
   readonly inside: InsidePath;
   readonly outside: OutsidePath;
   private polls: native.PollHandle[] = [];
+  /** Set when libuv reported an error on a polled fd (the addon then stops that poll):
+   *  that path moves no more packets. Read by Gateway.liveness() for the systemd watchdog. */
+  pollError: string | null = null;
   private readonly one = new Batch(1);
   private internalErrorLogged = false;
 
@@ -46,8 +49,13 @@ export class Dataplane {
   }
 
   start(deviceFd: number, underlayFd: number): void {
-    this.polls.push(native.pollStart(deviceFd, () => this.drain(this.inside)));
-    this.polls.push(native.pollStart(underlayFd, () => this.drain(this.outside)));
+    this.polls.push(native.pollStart(deviceFd, (err) => (err ? this.pollFailed('device', err) : this.drain(this.inside))));
+    this.polls.push(native.pollStart(underlayFd, (err) => (err ? this.pollFailed('underlay', err) : this.drain(this.outside))));
+  }
+
+  private pollFailed(which: string, err: Error): void {
+    this.pollError = `${which} poll failed: ${err.message}`;
+    this.log.error('the data plane stopped reading a file descriptor', { fd: which, err: err.message });
   }
 
   stop(): void {

@@ -109,3 +109,22 @@ export async function underlayMtuOf(iface: string): Promise<number | null> {
     return null;
   }
 }
+
+/**
+ * Path MTU toward the peers, from the keepalive's full-size probes (inner packet = device
+ * MTU, DF set inside; the outer may be fragmented, as the kernel's vxlan allows): a peer
+ * that answers small probes but not full-size ones sits behind a path that loses large
+ * or fragmented frames, and TCP stalls there while ping works.
+ */
+export function checkPathMtu(mtu: number, peers: { name: string; state: string; pathMtuOk: boolean | null }[]): CheckResult {
+  const bad = peers.filter((p) => p.state === 'up' && p.pathMtuOk === false).map((p) => p.name);
+  const good = peers.filter((p) => p.pathMtuOk === true).map((p) => p.name);
+  if (bad.length) {
+    return {
+      name: 'path_mtu', ok: false,
+      detail: `${bad.join(', ')} answer${bad.length === 1 ? 's' : ''} small probes but not ${mtu}-byte ones: the path loses large or fragmented packets`,
+      fix: `lower vxlan.mtu (e.g. ${Math.max(576, mtu - 100)}), keep overlay.mssClamp on, or allow IP fragments on the path`,
+    };
+  }
+  return { name: 'path_mtu', ok: true, detail: good.length ? `${mtu}-byte probes answered by ${good.join(', ')}` : 'no full-size probe answered yet' };
+}

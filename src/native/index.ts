@@ -78,6 +78,7 @@ interface NativeBinding {
   pollStart(fd: number, onReadable: OnReadable): PollHandle;
   pollStop(h: PollHandle): void;
   lastError(): NativeLastError;
+  unixDgramSend(path: string, data: Uint8Array): void;
 }
 
 /** The directory holding the package.json nearest above `startDir` (the package root). */
@@ -205,4 +206,12 @@ export function pollStop(h: PollHandle): void {
  *  how many per-packet errors there were so far (log when `count` changes). */
 export function lastError(): NativeLastError {
   return native().lastError();
+}
+
+/** Send `data` as one datagram to the AF_UNIX SOCK_DGRAM socket at `path` (a leading '@'
+ *  names the abstract namespace, as systemd's $NOTIFY_SOCKET may), from a fresh
+ *  close-on-exec socket, without blocking. Throws e.g. code ENOENT/ECONNREFUSED/EAGAIN,
+ *  syscall 'sendto'; RangeError for an empty or over-long (> 107 bytes) path. */
+export function unixDgramSend(path: string, data: Uint8Array): void {
+  native().unixDgramSend(path, data);
 }

@@ -10,12 +10,16 @@ export const PROBE_IP_LEN = 20 + 8 + PROBE_PAYLOAD_LEN;
 
 /**
  * Writes an IPv4 ICMP echo request at `off`: ident/seq identify the probe, `token`
- * (8 random bytes) makes the reply unforgeable by an off-path sender. Returns its length.
+ * (8 random bytes) makes the reply unforgeable by an off-path sender. `totalLen`
+ * (default the minimum) pads it, for path MTU probes. Returns its length.
  */
-export function writeEchoRequest(buf: Buffer, off: number, src: number, dst: number, ident: number, seq: number, token: Buffer): number {
-  buf.fill(0, off, off + PROBE_IP_LEN);
+export function writeEchoRequest(
+  buf: Buffer, off: number, src: number, dst: number, ident: number, seq: number, token: Buffer, totalLen = PROBE_IP_LEN,
+): number {
+  const len = Math.max(PROBE_IP_LEN, totalLen);
+  buf.fill(0, off, off + len);
   buf[off] = 0x45;
-  buf.writeUInt16BE(PROBE_IP_LEN, off + 2);
+  buf.writeUInt16BE(len, off + 2);
   buf.writeUInt16BE(seq, off + 4); // IP id
   buf[off + 6] = 0x40; // DF: a probe must not be fragmented
   buf[off + 8] = 64;
@@ -29,8 +33,8 @@ export function writeEchoRequest(buf: Buffer, off: number, src: number, dst: num
   buf.writeUInt16BE(seq, icmp + 6);
   buf.write('vxedge\0\0', icmp + 8, 'latin1');
   token.copy(buf, icmp + 16, 0, 8);
-  buf.writeUInt16BE(internetChecksum(buf, icmp, 8 + PROBE_PAYLOAD_LEN), icmp + 2);
-  return PROBE_IP_LEN;
+  buf.writeUInt16BE(internetChecksum(buf, icmp, len - 20), icmp + 2);
+  return len;
 }
 
 /** The echo reply fields if the IPv4 packet at `off` is one (checksum verified), else null-ish seq -1. */

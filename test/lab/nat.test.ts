@@ -113,6 +113,23 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('NAT traversal', () => {
     }, 40_000);
   });
 
+  describe('path MTU', () => {
+    it('a path that loses large frames fails the path_mtu check for that peer only', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      // The internet drops big packets toward aws2 (as a fragment-filtering middlebox would).
+      await nsRun(env.NS_INET, ['iptables', '-I', 'FORWARD', '-d', env.AWS2_PUBLIC_IP, '-m', 'length', '--length', '1200:65535', '-j', 'DROP']);
+      gw = await startGateway(env, { keepaliveInterval: '500ms', keepaliveTimeout: '5s' });
+      const s = await gw.waitStatus((d) => d.checks.some((c) => c.name === 'path_mtu' && !c.ok), 15_000);
+      const c = s.checks.find((x) => x.name === 'path_mtu')!;
+      expect(c.detail).toMatch(/^aws-2 answers small probes but not 1450-byte ones/);
+      expect(c.fix).toMatch(/vxlan\.mtu/);
+      expect(s.peers.every((p) => p.state === 'up')).toBe(true);
+      expect(s.state).toBe('degraded');
+      await nsRun(env.NS_INET, ['iptables', '-D', 'FORWARD', '-d', env.AWS2_PUBLIC_IP, '-m', 'length', '--length', '1200:65535', '-j', 'DROP']);
+      await gw.waitStatus((d) => d.state === 'ok', 15_000);
+    }, 40_000);
+  });
+
   describe('roaming', () => {
     it("follows a node whose address moved, after validating the new path; forged frames don't move it", async () => {
       env = await labUp({ prefix: PREFIX, portForward: true });

@@ -1,0 +1,195 @@
+// systemd's notification protocol (sd_notify(3)) without libsystemd: one datagram of
+// newline-separated KEY=VALUE lines to the AF_UNIX socket named by $NOTIFY_SOCKET (a
+// leading '@' is the abstract namespace), sent by the native addon's unixDgramSend
+// because Node's dgram speaks only UDP.
+//
+//   READY=1 (+ STATUS=)  once the gateway is up, and again after each reload
+//   STATUS=...           the gateway state, whenever it changes (`systemctl status`)
+//   RELOADING=1          on SIGHUP, before the new config is applied
+//   STOPPING=1           when a clean stop begins
+//   WATCHDOG=1           every WATCHDOG_USEC/2, only while the liveness gate passes
+//
+// The watchdog ping is not a bare setInterval (a process whose loop still ticks but
+// whose data plane is dead would be kept alive): each ping first asks the gate.
+//   1. The event loop: a 1 s (or finer) timer measures how late it fires; a lag above
+//      WATCHDOG_USEC/4 since the last ping means the loop was blocked long enough to
+//      matter, and the ping is skipped. (A loop blocked right now sends nothing at all.)
+//   2. The caller's check (Gateway.liveness()): the data plane's polls are alive and the
+//      gateway's periodic timers ran recently. It returns why not, or null.
+// Skipped pings are logged with the reason; two in a row and systemd kills us
+// (WatchdogSignal, SIGABRT) and Restart=always starts a fresh process.
+//
+// Without $NOTIFY_SOCKET (not under systemd, or Type=simple) every call is a no-op.
+import * as native from '../native/index.js';
+import type { Logger } from '../util/log.js';
+import type { HealthDocument } from './document.js';
+
+/** Why the process must not ping the watchdog now, or null when it is healthy. */
+export type LivenessCheck = () => string | null;
+
+export interface SdNotifyOptions {
+  env?: NodeJS.ProcessEnv;
+  pid?: number;
+  log?: Logger;
+  /** Sends one datagram; default: the native addon's unixDgramSend. */
+  send?: (path: string, data: Buffer) => void;
+}
+
+export interface WatchdogStats {
+  pings: number;
+  skipped: number;
+  lastSkipReason: string | null;
+  /** The largest loop lag (ms) seen since the last ping. */
+  maxLagMs: number;
+}
+
+export class SdNotify {
+  /** $NOTIFY_SOCKET, or null when not run by systemd as a notify service. */
+  readonly socket: string | null;
+  /** The watchdog period in ms when systemd asked for pings (WATCHDOG_USEC, for our pid). */
+  readonly watchdogMs: number | null;
+  readonly stats: WatchdogStats = { pings: 0, skipped: 0, lastSkipReason: null, maxLagMs: 0 };
+  private readonly send: (path: string, data: Buffer) => void;
+  private readonly log: Logger | undefined;
+  private lastStatus: string | null = null;
+  private sendFailed = false;
+  private pingTimer: NodeJS.Timeout | null = null;
+  private lagTimer: NodeJS.Timeout | null = null;
+  private gate: LivenessCheck = () => null;
+
+  constructor(o: SdNotifyOptions = {}) {
+    const env = o.env ?? process.env;
+    this.socket = env.NOTIFY_SOCKET ? env.NOTIFY_SOCKET : null;
+    this.watchdogMs = this.socket ? watchdogPeriodMs(env, o.pid ?? process.pid) : null;
+    this.send = o.send ?? ((path, data) => native.unixDgramSend(path, data));
+    this.log = o.log;
+  }
+
+  get enabled(): boolean {
+    return this.socket !== null;
+  }
+
+  /** READY=1, with STATUS= when given. Also ends a RELOADING=1. */
+  ready(status?: string): boolean {
+    if (status !== undefined) this.lastStatus = status;
+    return this.notify(status === undefined ? 'READY=1' : `READY=1\nSTATUS=${oneLine(status)}`);
+  }
+
+  /** STATUS=text, sent only when it differs from the last one sent. */
+  status(text: string): boolean {
+    if (text === this.lastStatus) return true;
+    this.lastStatus = text;
+    return this.notify(`STATUS=${oneLine(text)}`);
+  }
+
+  reloading(): boolean {
+    return this.notify(`RELOADING=1\nMONOTONIC_USEC=${monotonicUsec()}`);
+  }
+
+  stopping(): boolean {
+    this.stopWatchdog();
+    return this.notify('STOPPING=1');
+  }
+
+  /** One unconditional WATCHDOG=1 (watchdog mode sends them itself, gated). */
+  watchdog(): boolean {
+    return this.notify('WATCHDOG=1');
+  }
+
+  /** The check asked before each ping; may be replaced (e.g. once the gateway is up). */
+  setLivenessCheck(check: LivenessCheck): void {
+    this.gate = check;
+  }
+
+  /**
+   * Pings every WATCHDOG_USEC/2 while the event loop lag stays under WATCHDOG_USEC/4 and
+   * the liveness check passes. No-op unless systemd set WATCHDOG_USEC for this process.
+   * The timers never keep the process alive.
+   */
+  startWatchdog(check?: LivenessCheck): void {
+    if (check) this.gate = check;
+    if (this.watchdogMs === null || this.pingTimer !== null) return;
+    const period = this.watchdogMs / 2;
+    const maxLag = this.watchdogMs / 4;
+    const tickMs = Math.max(10, Math.min(1000, Math.floor(this.watchdogMs / 8)));
+    let expected = performance.now() + tickMs;
+    this.lagTimer = setInterval(() => {
+      const now = performance.now();
+      this.stats.maxLagMs = Math.max(this.stats.maxLagMs, now - expected);
+      expected = now + tickMs;
+    }, tickMs);
+    this.lagTimer.unref();
+    this.pingTimer = setInterval(() => {
+      // This timer itself may be the one that was late.
+      const why = this.stats.maxLagMs > maxLag ? `event loop blocked for ${Math.round(this.stats.maxLagMs)} ms` : this.check();
+      this.stats.maxLagMs = 0;
+      if (why === null) {
+        if (this.watchdog()) this.stats.pings++;
+        return;
+      }
+      this.stats.skipped++;
+      this.stats.lastSkipReason = why;
+      this.log?.warn('watchdog ping skipped: the process is not healthy', { reason: why, watchdogMs: this.watchdogMs });
+    }, period);
+    this.pingTimer.unref();
+    this.watchdog(); // a first ping right away: start-up may have taken a while
+  }
+
+  stopWatchdog(): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    if (this.lagTimer) clearInterval(this.lagTimer);
+    this.pingTimer = this.lagTimer = null;
+  }
+
+  private check(): string | null {
+    try {
+      return this.gate();
+    } catch (e) {
+      return `liveness check failed: ${(e as Error).message}`;
+    }
+  }
+
+  /** Sends one message; false (logged once) when it cannot be delivered. Never throws. */
+  private notify(message: string): boolean {
+    if (this.socket === null) return false;
+    try {
+      this.send(this.socket, Buffer.from(message));
+      if (this.sendFailed) this.log?.info('systemd notification works again', { socket: this.socket });
+      this.sendFailed = false;
+      return true;
+    } catch (e) {
+      if (!this.sendFailed) {
+        this.log?.warn('cannot notify systemd', { socket: this.socket, err: (e as Error).message });
+      }
+      this.sendFailed = true;
+      return false;
+    }
+  }
+}
+
+/** WATCHDOG_USEC in ms when set for this process (WATCHDOG_PID absent or ours), else null. */
+export function watchdogPeriodMs(env: NodeJS.ProcessEnv, pid: number): number | null {
+  const usec = Number(env.WATCHDOG_USEC);
+  if (!env.WATCHDOG_USEC || !Number.isSafeInteger(usec) || usec <= 0) return null;
+  if (env.WATCHDOG_PID && Number(env.WATCHDOG_PID) !== pid) return null;
+  return usec / 1000;
+}
+
+function oneLine(s: string): string {
+  return s.replace(/[\r\n]+/g, ' ');
+}
+
+/** CLOCK_MONOTONIC in µs, as RELOADING=1 wants it next to it (systemd ≥ 253 Type=notify-reload). */
+function monotonicUsec(): string {
+  return String(process.hrtime.bigint() / 1000n);
+}
+
+/** The STATUS= line for `systemctl status`: "degraded: 1/2 peers up; aws-2 down (no answer for 90 s)". */
+export function statusText(doc: Pick<HealthDocument, 'state' | 'peers'>): string {
+  const up = doc.peers.filter((p) => p.state === 'up').length;
+  const notUp = doc.peers
+    .filter((p) => p.state !== 'up')
+    .map((p) => `${p.name} ${p.state}${p.reason ? ` (${p.reason})` : ''}`);
+  const line = `${doc.state}: ${up}/${doc.peers.length} peers up${notUp.length ? `; ${notUp.join(', ')}` : ''}`;
+  return line.length > 400 ? `${line.slice(0, 397)}...` : line;
+}
