@@ -359,7 +359,10 @@ export class Gateway extends EventEmitter {
 
   private reasonFor(p: PeerConfig, h: ReturnType<Keepalive['health']>): string | null {
     const cfg = this.cfg;
-    if (h.state === 'down') this.diagnosis.check(p.name, p.publicIp, () => void this.publishStatus());
+    // After roaming, the peer lives at another address than the config's.
+    const i = this.dataplane.peers.indexOf(p.name);
+    const peerIp = i >= 0 ? intToIpSafe(this.dataplane.peers.addr[i]) : p.publicIp;
+    if (h.state === 'down') this.diagnosis.check(p.name, peerIp, () => void this.publishStatus());
     const local = `${this.underlay.address}:${cfg.underlay.port}`;
     const pub = this.publicEndpoint();
     return peerReason({
@@ -369,7 +372,7 @@ export class Gateway extends EventEmitter {
       answeredBefore: h.lastReplyAt > 0,
       heardRecently: h.heardAt > 0 && Date.now() - h.heardAt < cfg.keepalive.timeout,
       hostReachable: this.diagnosis.reachable(p.name),
-      peerIp: p.publicIp,
+      peerIp,
       port: p.port,
       siteSubnet: cfg.overlay.subnet.text,
       nat: pub && pub !== local ? { local, public: pub } : null,

@@ -106,6 +106,27 @@ function intCoerce(s: string): unknown {
   return /^\s*\d+\s*$/.test(s) ? Number(s) : s;
 }
 
+/** Durations in ms or "25s"; with allowZero, 0 means "off". */
+function durationFormat(allowZero: boolean): FormatDef {
+  return {
+    expected: `a duration: milliseconds or a string like "25s"${allowZero ? '; 0 disables' : ''}`,
+    problems(v) {
+      try {
+        return parseDuration(v) > 0 || allowZero ? [] : bad(v, 'is zero; expected a duration longer than 0');
+      } catch (e) {
+        return [{ at: '', value: v, message: (e as Error).message }];
+      }
+    },
+    coerce(s) {
+      try {
+        return parseDuration(s);
+      } catch {
+        return s; // left for problems() to report with its message
+      }
+    },
+  };
+}
+
 function intRange(expected: string, min: number, max: number, nullable = false): FormatDef {
   return {
     expected,
@@ -296,41 +317,8 @@ export const formats: Record<string, FormatDef> = {
   port: intRange('a port 1..65535', 1, 65535),
   vni: intRange('a VNI 1..16777215', 1, 16777215),
   'mtu-or-null': intRange('an MTU 576..9000 or null', 576, 9000, true),
-  duration: {
-    expected: 'a duration: milliseconds or a string like "25s"',
-    problems(v) {
-      try {
-        return parseDuration(v) > 0 ? [] : bad(v, 'is zero; expected a duration longer than 0');
-      } catch (e) {
-        return [{ at: '', value: v, message: (e as Error).message }];
-      }
-    },
-    coerce(s) {
-      try {
-        return parseDuration(s);
-      } catch {
-        return s; // left for problems() to report with its message
-      }
-    },
-  },
-  'duration-or-zero': {
-    expected: 'a duration: milliseconds or a string like "25s"; 0 disables',
-    problems(v) {
-      try {
-        parseDuration(v);
-        return [];
-      } catch (e) {
-        return [{ at: '', value: v, message: (e as Error).message }];
-      }
-    },
-    coerce(s) {
-      try {
-        return parseDuration(s);
-      } catch {
-        return s; // left for problems() to report with its message
-      }
-    },
-  },
+  duration: durationFormat(false),
+  'duration-or-zero': durationFormat(true),
   bool: {
     expected: 'true or false',
     problems: (v) => (typeof v === 'boolean' ? [] : bad(v, 'is not true or false')),
