@@ -119,7 +119,7 @@ export class SdNotify {
       expected = now + tickMs;
     }, tickMs);
     this.lagTimer.unref();
-    this.pingTimer = setInterval(() => {
+    const tick = () => {
       // This timer itself may be the one that was late.
       const why = this.stats.maxLagMs > maxLag ? `event loop blocked for ${Math.round(this.stats.maxLagMs)} ms` : this.check();
       this.stats.maxLagMs = 0;
@@ -130,9 +130,10 @@ export class SdNotify {
       this.stats.skipped++;
       this.stats.lastSkipReason = why;
       this.log?.warn('watchdog ping skipped: the process is not healthy', { reason: why, watchdogMs: this.watchdogMs });
-    }, period);
+    };
+    this.pingTimer = setInterval(tick, period);
     this.pingTimer.unref();
-    this.watchdog(); // a first ping right away: start-up may have taken a while
+    tick(); // a first ping right away: start-up may have taken a while
   }
 
   stopWatchdog(): void {

@@ -1,0 +1,247 @@
+// systemd notification (src/health/sd-notify.ts) and the addon's unixDgramSend behind it.
+// The protocol tests inject `send`; the native tests send real datagrams to a python3
+// receiver bound to a filesystem socket and to an abstract one (no root needed).
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { SdNotify, statusText, watchdogPeriodMs } from '../../src/health/sd-notify.js';
+import * as native from '../../src/native/index.js';
+import type { Logger } from '../../src/util/log.js';
+
+function recorder(env: NodeJS.ProcessEnv = { NOTIFY_SOCKET: '/run/systemd/notify' }) {
+  const sent: string[] = [];
+  const warnings: string[] = [];
+  const log = { warn: (m: string) => warnings.push(m), info: () => {}, debug: () => {}, error: () => {} } as unknown as Logger;
+  let fail = false;
+  const sd = new SdNotify({
+    env,
+    pid: 4242,
+    log,
+    send: (p, d) => {
+      if (fail) throw Object.assign(new Error('sendto: connection refused (ECONNREFUSED)'), { code: 'ECONNREFUSED' });
+      sent.push(`${p} ${d.toString()}`);
+    },
+  });
+  return { sd, sent, warnings, failNext: (v: boolean) => (fail = v) };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const busy = (ms: number) => {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* block the loop */ }
+};
+
+describe('SdNotify protocol', () => {
+  it('is a silent no-op without NOTIFY_SOCKET', () => {
+    const r = recorder({ WATCHDOG_USEC: '1000000' });
+    expect(r.sd.enabled).toBe(false);
+    expect(r.sd.watchdogMs).toBeNull();
+    expect(r.sd.ready('ok')).toBe(false);
+    r.sd.status('x');
+    r.sd.stopping();
+    r.sd.startWatchdog();
+    expect(r.sent).toEqual([]);
+    expect(r.warnings).toEqual([]);
+  });
+
+  it('sends READY with STATUS, STATUS only on change, RELOADING with MONOTONIC_USEC, STOPPING', () => {
+    const r = recorder();
+    r.sd.ready('ok: 2/2 peers up');
+    r.sd.status('ok: 2/2 peers up');
+    r.sd.status('degraded: 1/2 peers up;\naws-2 down');
+    r.sd.reloading();
+    r.sd.ready();
+    r.sd.stopping();
+    expect(r.sent[0]).toBe('/run/systemd/notify READY=1\nSTATUS=ok: 2/2 peers up');
+    expect(r.sent[1]).toBe('/run/systemd/notify STATUS=degraded: 1/2 peers up; aws-2 down');
+    expect(r.sent[2]).toMatch(/^\/run\/systemd\/notify RELOADING=1\nMONOTONIC_USEC=\d+$/);
+    expect(r.sent.slice(3)).toEqual(['/run/systemd/notify READY=1', '/run/systemd/notify STOPPING=1']);
+  });
+
+  it('never throws when systemd cannot be reached, and says so once', () => {
+    const r = recorder();
+    r.failNext(true);
+    expect(r.sd.ready()).toBe(false);
+    expect(r.sd.watchdog()).toBe(false);
+    expect(r.warnings).toEqual(['cannot notify systemd']);
+    r.failNext(false);
+    expect(r.sd.watchdog()).toBe(true);
+  });
+
+  it('reads WATCHDOG_USEC only for its own pid', () => {
+    expect(watchdogPeriodMs({ WATCHDOG_USEC: '30000000' }, 7)).toBe(30_000);
+    expect(watchdogPeriodMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '7' }, 7)).toBe(30_000);
+    expect(watchdogPeriodMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '8' }, 7)).toBeNull();
+    expect(watchdogPeriodMs({ WATCHDOG_USEC: 'soon' }, 7)).toBeNull();
+    expect(watchdogPeriodMs({}, 7)).toBeNull();
+    expect(new SdNotify({ env: { NOTIFY_SOCKET: '@x', WATCHDOG_USEC: '5000000', WATCHDOG_PID: '1' }, pid: 2, send: () => {} }).watchdogMs).toBeNull();
+  });
+
+  it('puts peers that are not up into the status line', () => {
+    const peer = (name: string, state: 'up' | 'down' | 'unknown', reason: string | null = null) => ({ name, state, reason }) as never;
+    expect(statusText({ state: 'ok', peers: [peer('aws-1', 'up'), peer('aws-2', 'up')] })).toBe('ok: 2/2 peers up');
+    expect(statusText({ state: 'degraded', peers: [peer('aws-1', 'up'), peer('aws-2', 'down', 'no answer for 90 s')] })).toBe(
+      'degraded: 1/2 peers up; aws-2 down (no answer for 90 s)',
+    );
+  });
+});
+
+describe('SdNotify watchdog mode', () => {
+  let sd: SdNotify | undefined;
+  afterEach(() => sd?.stopWatchdog());
+
+  // WATCHDOG_USEC 400 ms: a ping every 200 ms, skipped after a loop lag above 100 ms.
+  const env = { NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '400000', WATCHDOG_PID: '4242' };
+
+  it('pings WATCHDOG=1 every WATCHDOG_USEC/2 while healthy', async () => {
+    const r = recorder(env);
+    sd = r.sd;
+    expect(sd.watchdogMs).toBe(400);
+    sd.startWatchdog(() => null);
+    await sleep(700);
+    const pings = r.sent.filter((s) => s.endsWith('WATCHDOG=1')).length;
+    expect(pings).toBeGreaterThanOrEqual(3); // one at start, then ~every 200 ms
+    expect(pings).toBeLessThanOrEqual(6);
+    expect(sd.stats.skipped).toBe(0);
+  });
+
+  it('skips pings while the liveness check names a problem, and resumes after', async () => {
+    const r = recorder(env);
+    sd = r.sd;
+    let problem: string | null = 'data plane stopped: device poll failed';
+    sd.startWatchdog(() => problem);
+    await sleep(500);
+    expect(r.sent).toEqual([]); // not even the first ping at start
+    expect(sd.stats.skipped).toBeGreaterThanOrEqual(3);
+    expect(sd.stats.lastSkipReason).toBe('data plane stopped: device poll failed');
+    expect(r.warnings).toContain('watchdog ping skipped: the process is not healthy');
+    problem = null;
+    await sleep(450);
+    expect(r.sent.length).toBeGreaterThan(0);
+    expect(r.sent.every((m) => m.endsWith(' WATCHDOG=1'))).toBe(true);
+  });
+
+  it('skips the ping after the event loop was blocked for more than WATCHDOG_USEC/4', async () => {
+    const r = recorder(env);
+    sd = r.sd;
+    sd.startWatchdog(() => null);
+    await sleep(250);
+    const skippedBefore = sd.stats.skipped;
+    busy(300); // the loop stalls 300 ms > 100 ms
+    await sleep(250);
+    expect(sd.stats.skipped).toBeGreaterThan(skippedBefore);
+    expect(sd.stats.lastSkipReason).toMatch(/^event loop blocked for \d+ ms$/);
+  });
+
+  it('a check that throws counts as unhealthy', async () => {
+    const r = recorder(env);
+    sd = r.sd;
+    sd.startWatchdog(() => {
+      throw new Error('boom');
+    });
+    await sleep(300);
+    expect(sd.stats.lastSkipReason).toBe('liveness check failed: boom');
+  });
+});
+
+// ------------------------------------------------------------------------------------------
+// The native unixDgramSend, against a real AF_UNIX datagram receiver.
+
+const haveAddon = existsSync(native.nativeAddonPath());
+const havePython = spawnSync('python3', ['-c', 'import socket']).status === 0;
+
+const RECEIVER = `
+import json, socket, sys
+addr = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind('\\0' + addr[1:] if addr.startswith('@') else addr)
+print('ready', flush=True)
+while True:
+    print(json.dumps(s.recv(65536).decode()), flush=True)
+`;
+
+function receiver(addr: string): Promise<{ child: ChildProcess; next: () => Promise<string> }> {
+  const child = spawn('python3', ['-c', RECEIVER, addr], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  const waiters: Array<(l: string) => void> = [];
+  let buf = '';
+  child.stdout!.on('data', (b: Buffer) => {
+    buf += b.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      const w = waiters.shift();
+      if (w) w(line);
+      else lines.push(line);
+    }
+  });
+  const next = () =>
+    new Promise<string>((resolve, reject) => {
+      const l = lines.shift();
+      if (l !== undefined) return resolve(l);
+      const t = setTimeout(() => reject(new Error('no datagram within 5 s')), 5000);
+      waiters.push((x) => {
+        clearTimeout(t);
+        resolve(x);
+      });
+    });
+  return next().then((first) => {
+    if (first !== 'ready') throw new Error(`receiver: ${first}`);
+    return { child, next: async () => JSON.parse(await next()) as string };
+  });
+}
+
+describe.skipIf(!haveAddon || !havePython)('native unixDgramSend', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-notify-'));
+  const children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const c of children.splice(0)) c.kill('SIGKILL');
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('delivers one datagram to a filesystem socket', async () => {
+    const sock = path.join(dir, 'notify');
+    const r = await receiver(sock);
+    children.push(r.child);
+    native.unixDgramSend(sock, Buffer.from('READY=1\nSTATUS=ok'));
+    expect(await r.next()).toBe('READY=1\nSTATUS=ok');
+    rmSync(sock, { force: true });
+  });
+
+  it('delivers to an abstract socket named with a leading @, as $NOTIFY_SOCKET may', async () => {
+    const name = `@vxedge-test-${process.pid}-${Date.now()}`;
+    const r = await receiver(name);
+    children.push(r.child);
+    const sd = new SdNotify({ env: { NOTIFY_SOCKET: name } });
+    expect(sd.ready('degraded: 1/2 peers up')).toBe(true);
+    expect(await r.next()).toBe('READY=1\nSTATUS=degraded: 1/2 peers up');
+    expect(sd.watchdog()).toBe(true);
+    expect(await r.next()).toBe('WATCHDOG=1');
+  });
+
+  it('throws system errors with code, errno and syscall', () => {
+    const missing = path.join(dir, 'nobody-listens');
+    let err: NodeJS.ErrnoException | undefined;
+    try {
+      native.unixDgramSend(missing, Buffer.from('READY=1'));
+    } catch (e) {
+      err = e as NodeJS.ErrnoException;
+    }
+    expect(err).toMatchObject({ code: 'ENOENT', errno: 2, syscall: 'sendto' });
+    expect(err!.message).toBe(`sendto ${missing}: no such file or directory (ENOENT)`);
+    // An abstract name nobody bound.
+    expect(() => native.unixDgramSend(`@vxedge-nobody-${process.pid}`, Buffer.from('x'))).toThrow(
+      expect.objectContaining({ code: 'ECONNREFUSED', syscall: 'sendto' }),
+    );
+  });
+
+  it('rejects bad arguments with TypeError/RangeError', () => {
+    expect(() => native.unixDgramSend(42 as unknown as string, Buffer.alloc(1))).toThrow(TypeError);
+    expect(() => native.unixDgramSend('/tmp/x', 'text' as unknown as Buffer)).toThrow(TypeError);
+    expect(() => native.unixDgramSend('', Buffer.alloc(1))).toThrow(RangeError);
+    expect(() => native.unixDgramSend(`/${'x'.repeat(120)}`, Buffer.alloc(1))).toThrow(/at most 107/);
+    expect(() => native.unixDgramSend('/tmp/a\0b', Buffer.alloc(1))).toThrow(/NUL/);
+  });
+});
