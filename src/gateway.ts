@@ -17,11 +17,11 @@ import { StunClient, natHealth, type AdviceContext, type StunResult } from './co
 import { ifaceIPv4 } from './control/iproute.js';
 import { resolveUnderlay, type Underlay } from './control/underlay.js';
 import { Dataplane } from './dataplane/dataplane.js';
-import { NativeDevice, NativeUnderlay } from './dataplane/native-io.js';
+import { NativeDevice, NativeUnderlay, NativeVnetDevice, enableUdpGro, openDevice } from './dataplane/native-io.js';
 import { PeerTable, STAT_RX_BYTES, STAT_RX_PACKETS, STAT_TX_BYTES, STAT_TX_PACKETS } from './dataplane/peers.js';
 import type { PathSettings } from './dataplane/settings.js';
 import { checkDevice, checkIpForward, checkMtu, checkPathMtu, checkPublicEndpoint, checkRoutes } from './health/checks.js';
-import { overallState, type CheckResult, type HealthDocument, type PeerHealthDoc } from './health/document.js';
+import { overallState, type CheckResult, type HealthDocument, type OffloadHealthDoc, type PeerHealthDoc } from './health/document.js';
 import { removeStatus, writeStatus } from './health/status-file.js';
 import { HealthPublisher } from './health/mqtt.js';
 import { StatusLed } from './health/led.js';
@@ -87,13 +87,26 @@ export class Gateway extends EventEmitter {
 
     const undo: (() => void)[] = [];
     try {
-      const tun = openOrExplain(() => native.tunOpen(name, cfg.overlay.mode === 'tap'), `open ${cfg.overlay.mode.toUpperCase()} device ${name}`);
+      const opened = openOrExplain(
+        () => openDevice(name, cfg.overlay.mode, cfg.overlay.offload),
+        `open ${cfg.overlay.mode.toUpperCase()} device ${name}`,
+      );
+      const tun = opened.tun;
       undo.push(() => native.close(tun.fd));
       const udpFd = openOrExplain(
         () => native.udpOpen(ipToInt(underlay.address), cfg.underlay.port, SOCKET_BUFFER_BYTES),
         `bind UDP ${underlay.address}:${cfg.underlay.port}`,
       );
       undo.push(() => native.close(udpFd));
+      if (opened.offloadOff && cfg.overlay.mode === 'tun') {
+        log.warn('TUN offloads off: the plain data plane moves one packet per syscall', { reason: opened.offloadOff });
+      }
+      let udpGro = false;
+      if (opened.vnetHdr) {
+        const groOff = enableUdpGro(udpFd);
+        udpGro = groOff === null;
+        if (groOff) log.warn('UDP GRO off: datagrams are received one by one', { reason: groOff });
+      }
 
       const device = new OverlayDevice({ name: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, subnet: cfg.overlay.subnet }, log);
       await device.configure();
@@ -109,8 +122,12 @@ export class Gateway extends EventEmitter {
         maxMss: mtu - 40,
         strictPeers: cfg.overlay.strictPeers,
         batch: BATCH,
+        vnetHdr: opened.vnetHdr,
+        udpGro,
       };
-      const dp = new Dataplane(settings, new NativeDevice(tun.fd), new NativeUnderlay(udpFd), new PeerTable(cfg.peers), log);
+      const dev = opened.vnetHdr ? new NativeVnetDevice(tun.fd) : new NativeDevice(tun.fd);
+      const dp = new Dataplane(settings, dev, new NativeUnderlay(udpFd), new PeerTable(cfg.peers), log);
+      dp.offloadOff = !cfg.overlay.offload ? 'overlay.offload is false' : opened.offloadOff ?? (udpGro ? null : 'the kernel refused UDP_GRO');
       dp.start(tun.fd, udpFd);
       const ka = new Keepalive(dp, { intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout });
       const gw = new Gateway(cfg, log, version, underlay, mac, mtu, tun, udpFd, device, dp, ka);
@@ -123,6 +140,7 @@ export class Gateway extends EventEmitter {
         device: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, vtepMacSource: source,
         vtep: vtepAddress(cfg.overlay.subnet), underlay: `${underlay.iface} ${underlay.address}:${cfg.underlay.port}`,
         peers: cfg.peers.length,
+        offload: opened.vnetHdr ? (udpGro ? 'tso+csum, udp gso+gro' : 'tso+csum, udp gso') : 'off',
       });
       return gw;
     } catch (e) {
@@ -221,6 +239,7 @@ export class Gateway extends EventEmitter {
       drops: this.dataplane.drops.snapshot(),
       mqtt: this.publisher.status(),
       ...(this.stun ? { nat: natHealth(this.stun, this.adviceContext()) } : {}),
+      offload: this.offloadHealth(),
     };
   }
 
@@ -236,6 +255,13 @@ export class Gateway extends EventEmitter {
       return `gateway timers stalled: status last refreshed ${Math.round(since)} ms ago`;
     }
     return null;
+  }
+
+  private offloadHealth(): OffloadHealthDoc {
+    const s = this.dataplane.settings;
+    const doc: OffloadHealthDoc = { tso: s.vnetHdr === true, udpGro: s.udpGro === true, reason: this.dataplane.offloadOff };
+    if (s.vnetHdr) doc.counters = { ...native.offloadStats() };
+    return doc;
   }
 
   /** underlay.publicIp when configured (it wins), else what STUN last found. */
@@ -406,7 +432,7 @@ function samePeer(a: PeerConfig, b: PeerConfig): boolean {
 /** Keys whose change a reload cannot apply live. */
 function restartKeys(a: Config, b: Config): string[] {
   const pick = (c: Config) => ({
-    underlay: c.underlay, vxlan: c.vxlan, device: c.overlay.device, mode: c.overlay.mode,
+    underlay: c.underlay, vxlan: c.vxlan, device: c.overlay.device, mode: c.overlay.mode, offload: c.overlay.offload,
     subnet: c.overlay.subnet.text, network: c.overlay.network.text, site: c.site, node: c.node, mqtt: c.mqtt, nat: c.nat,
     board: c.board,
   });

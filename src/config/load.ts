@@ -341,6 +341,7 @@ function build(v: Tree): Config {
       subnet: parseCidr(get('overlay.subnet')),
       mssClamp: get('overlay.mssClamp'),
       strictPeers: get('overlay.strictPeers'),
+      offload: get('overlay.offload'),
     },
     peers,
     keepalive: {

@@ -510,6 +510,15 @@ export function buildSchema(hostname: string = os.hostname()): SchemaTree {
         format: 'bool',
         env: 'VXEDGE_OVERLAY_STRICT_PEERS',
       },
+      offload: {
+        doc:
+          'TUN mode: let the kernel hand over and take TCP super-packets (virtio-net headers, TSO, UDP GSO/GRO); ' +
+          'vxedge segments and coalesces them itself. Falls back to the plain path, with a warning, when the kernel refuses. ' +
+          'TAP mode is always plain.',
+        default: true,
+        format: 'bool',
+        env: 'VXEDGE_OVERLAY_OFFLOAD',
+      },
     },
     peers: {
       doc:

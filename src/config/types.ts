@@ -52,6 +52,8 @@ export interface Config {
     mssClamp: boolean;
     /** Inbound filtering of design.md: known peer endpoints only, inner source inside the peer's subnet. */
     strictPeers: boolean;
+    /** TUN offloads (virtio-net headers, TSO, UDP GSO/GRO), with a fallback to the plain path. */
+    offload: boolean;
   };
   peers: PeerConfig[];
   keepalive: { interval: number; timeout: number }; // milliseconds

@@ -22,6 +22,8 @@ export class Dataplane {
   /** Set when libuv reported an error on a polled fd (the addon then stops that poll):
    *  that path moves no more packets. Read by Gateway.liveness() for the systemd watchdog. */
   pollError: string | null = null;
+  /** Why an offload is off (settings.vnetHdr/udpGro false), or null; for the health document. */
+  offloadOff: string | null = null;
   private readonly one = new Batch(1);
   private internalErrorLogged = false;
 

@@ -8,11 +8,19 @@
 //  3. The inner Ethernet header (TUN only) and the VXLAN header are written into the
 //     headroom, in place.
 //  4. One send call hands the whole batch to the underlay socket (sendmmsg).
+//
+// With offloads (TUN, settings.vnetHdr) step 1 reads packets packed into one Buffer, each
+// with a virtio_net_hdr, and a packet may be a TCP super-packet of up to 64 KB that the
+// site's kernel did not segment. Steps 2 and 3 are the same, once per super-packet; in
+// step 4 the addon completes partial checksums and cuts super-packets into MTU-sized
+// segments, each behind a copy of the headers, sent with UDP_SEGMENT (offload.c: that loop
+// touches every byte, so it is C).
 
 import { clampTcpMss } from '../proto/tcpmss.js';
 import { ETHERTYPE_IPV4, readEtherType, writeEthernetHeader } from '../proto/ethernet.js';
-import { ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
-import { ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
+import { IPPROTO_TCP, ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
+import { ENCAP_LEN, ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
+import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, readVnetU16 } from '../proto/vnet.js';
 import { Drop, type DropCounters } from './drops.js';
 import { Batch, type DeviceIo, type UnderlayIo } from './io.js';
 import type { PeerTable } from './peers.js';
@@ -20,12 +28,21 @@ import type { PathSettings } from './settings.js';
 
 /** Room in front of every slot for VXLAN + inner Ethernet, rounded up for alignment. */
 export const INSIDE_HEADROOM = 32;
+/** The largest IPv4 packet, hence the largest TCP super-packet a read can return. */
+const MAX_IP_PACKET = 65535;
+/** Read buffer with offloads: room for 8 super-packets or a batch of MTU-sized packets. */
+export const INSIDE_VNET_BUFFER = 9 * 65536;
 
 export class InsidePath {
   private readonly buf: Buffer;
   private readonly lens: Int32Array;
   private readonly out: Batch;
   private readonly slot: number;
+  /** Offloads only: where each packet landed, its virtio_net_hdr, and for each packet of
+   *  `out` the index of its header. */
+  private readonly offs: Int32Array;
+  private readonly vnet: Buffer;
+  private readonly vnetIdx: Int32Array;
 
   constructor(
     private readonly s: PathSettings,
@@ -34,15 +51,31 @@ export class InsidePath {
     private readonly drops: DropCounters,
     public peers: PeerTable,
   ) {
-    // A slot holds the largest frame the device can hand us (MTU, plus Ethernet in TAP mode).
-    this.slot = align64(INSIDE_HEADROOM + s.mtu + ETH_HEADER_LEN);
-    this.buf = Buffer.alloc(this.slot * s.batch);
     this.lens = new Int32Array(s.batch);
     this.out = new Batch(s.batch);
+    if (s.vnetHdr) {
+      if (s.tap || !device.readVnet || !underlay.sendVnet) {
+        throw new Error('offloads need a TUN device with readVnet and an underlay with sendVnet');
+      }
+      this.slot = 0;
+      this.buf = Buffer.alloc(INSIDE_VNET_BUFFER);
+      this.offs = new Int32Array(s.batch);
+      this.vnet = Buffer.alloc(VNET_HDR_LEN * s.batch);
+      this.vnetIdx = new Int32Array(s.batch);
+    } else {
+      // A slot holds the largest frame the device can hand us (MTU, plus Ethernet in TAP mode).
+      this.slot = align64(INSIDE_HEADROOM + s.mtu + ETH_HEADER_LEN);
+      this.buf = Buffer.alloc(this.slot * s.batch);
+      this.offs = new Int32Array(0);
+      this.vnet = Buffer.alloc(0);
+      this.vnetIdx = new Int32Array(0);
+    }
   }
 
-  /** Moves one batch from the device to the underlay; returns how many packets were read. */
+  /** Moves one batch from the device to the underlay; returns how many packets were read
+   *  (with offloads: the batch size when the read stopped for want of room). */
   pump(): number {
+    if (this.s.vnetHdr) return this.pumpVnet();
     const { buf, lens, out, s } = this;
     const n = this.device.read(buf, this.slot, INSIDE_HEADROOM, s.batch, lens);
     out.n = 0;
@@ -56,6 +89,62 @@ export class InsidePath {
       if (sent < out.n) this.drops.add(Drop.underlaySend, out.n - sent);
     }
     return n;
+  }
+
+  private pumpVnet(): number {
+    const { buf, lens, offs, vnet, out, s } = this;
+    const n = this.device.readVnet!(buf, INSIDE_HEADROOM, s.batch, offs, lens, vnet);
+    out.n = 0;
+    for (let i = 0; i < n; i++) this.encapVnet(i, offs[i], lens[i]);
+    if (out.n > 0) {
+      const sent = this.underlay.sendVnet!(buf, out.offs, out.lens, out.addrs, out.ports, vnet, this.vnetIdx, ENCAP_LEN, out.n);
+      if (sent < out.n) this.drops.add(Drop.underlaySend, out.n - sent);
+    }
+    // A read that stopped because the buffer was full leaves packets behind: say "full batch"
+    // so that the data plane reads on in this wakeup.
+    if (n > 0 && n < s.batch && offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + MAX_IP_PACKET > buf.length) {
+      return s.batch;
+    }
+    return n;
+  }
+
+  /** TUN with offloads: packet i at `off`, maybe a TCP super-packet; routed and encapsulated
+   *  once, segmented by the addon. */
+  private encapVnet(i: number, off: number, len: number): void {
+    const { buf, s, peers, vnet } = this;
+    const ipLen = len < 0 ? -1 : ipv4PacketLength(buf, off, len);
+    if (ipLen < 0) {
+      this.drops.add(len >= 0 && buf[off] >>> 4 !== 4 ? Drop.notIPv4 : Drop.badIPv4);
+      return;
+    }
+    const p = peers.route(ipv4Dst(buf, off));
+    if (p < 0) {
+      this.drops.add(Drop.noPeer);
+      return;
+    }
+    const h = i * VNET_HDR_LEN;
+    const gsoType = vnet[h + 1] & 0x7f; // without the ECN bit
+    let segs = 1;
+    let wire = ipLen + ENCAP_LEN;
+    if (gsoType === VNET_GSO_NONE) {
+      // A SYN is never a super-packet; its checksum may still be partial.
+      if (s.mssClamp) clampTcpMss(buf, off, ipLen, s.maxMss, (vnet[h] & VNET_F_NEEDS_CSUM) !== 0);
+    } else {
+      const hdrLen = gsoType === VNET_GSO_TCPV4 ? tcpHeadersLength(buf, off, ipLen) : -1;
+      const gsoSize = readVnetU16(vnet, h + 4);
+      if (hdrLen < 0 || gsoSize === 0) {
+        this.drops.add(Drop.badIPv4); // metadata the kernel should never send us
+        return;
+      }
+      segs = Math.max(1, Math.ceil((ipLen - hdrLen) / gsoSize));
+      wire = ipLen + segs * ENCAP_LEN + (segs - 1) * hdrLen;
+    }
+    const eth = off - ETH_HEADER_LEN;
+    writeEthernetHeader(buf, eth, peers.macs, 6 * p, s.vtepMac, ETHERTYPE_IPV4);
+    writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
+    this.vnetIdx[this.out.n] = i;
+    this.out.push(eth - VXLAN_HEADER_LEN, ipLen + ENCAP_LEN, peers.addr[p], peers.port[p]);
+    peers.countTx(p, wire, segs);
   }
 
   /** TUN: an IPv4 packet at `off`; we supply the inner Ethernet header. */
@@ -105,6 +194,15 @@ export class InsidePath {
     this.out.push(off - VXLAN_HEADER_LEN, wire, peers.addr[p], peers.port[p]);
     peers.countTx(p, wire);
   }
+}
+
+/** IPv4 + TCP header length of a TCP/IPv4 packet (`ipLen` bytes, validated), or -1. */
+function tcpHeadersLength(buf: Buffer, off: number, ipLen: number): number {
+  if (buf[off + 9] !== IPPROTO_TCP) return -1;
+  const ihl = (buf[off] & 0x0f) << 2;
+  if (ihl + 20 > ipLen) return -1;
+  const hl = ihl + ((buf[off + ihl + 12] >>> 4) << 2);
+  return hl - ihl < 20 || hl > ipLen ? -1 : hl;
 }
 
 export function align64(n: number): number {

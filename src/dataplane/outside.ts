@@ -11,6 +11,11 @@
 //     control plane; everything else has its MSS clamped and is queued for the device.
 //  5. One write call per batch hands the packets (TUN: the inner IPv4 packet; TAP: the
 //     inner Ethernet frame) to the device.
+//
+// With offloads (TUN, settings.udpGro/vnetHdr) a received datagram may hold several VXLAN
+// frames of one sender (UDP GRO: segs[i] bytes each, the last possibly shorter); each frame
+// is checked on its own as in step 3. In step 5 the addon joins consecutive TCP segments
+// of one flow into one super-packet per write (offload.c), after verifying their checksums.
 
 import { ETHERTYPE_IPV4, isBroadcastMac, macEquals, readEtherType } from '../proto/ethernet.js';
 import { ipv4Dst, ipv4PacketLength, ipv4Src } from '../proto/ipv4.js';
@@ -47,6 +52,10 @@ export interface OutsideHooks {
 
 /** Largest datagram we accept; anything longer arrives truncated and is dropped as oversize. */
 export const OUTSIDE_MAX_DATAGRAM = 9216;
+/** Receive slot with UDP GRO: a coalesced datagram is up to 64 KB. */
+const GRO_SLOT = 65536;
+/** Frames queued for one device write with UDP GRO (a batch of datagrams holds many). */
+const GRO_OUT_BATCH = 1024;
 
 export class OutsidePath {
   private readonly buf: Buffer;
@@ -55,6 +64,8 @@ export class OutsidePath {
   private readonly ports: Uint16Array;
   private readonly out: Batch;
   private readonly slot: number;
+  /** UDP GRO only: segment size of each received datagram (0: a single frame). */
+  private readonly segs: Int32Array | undefined;
   hooks: OutsideHooks = {};
 
   constructor(
@@ -65,25 +76,49 @@ export class OutsidePath {
     public peers: PeerTable,
     private readonly now: () => number = Date.now,
   ) {
-    this.slot = align64(OUTSIDE_MAX_DATAGRAM);
+    this.slot = s.udpGro ? GRO_SLOT : align64(OUTSIDE_MAX_DATAGRAM);
     this.buf = Buffer.alloc(this.slot * s.batch);
     this.lens = new Int32Array(s.batch);
     this.addrs = new Uint32Array(s.batch);
     this.ports = new Uint16Array(s.batch);
-    this.out = new Batch(s.batch);
+    this.segs = s.udpGro ? new Int32Array(s.batch) : undefined;
+    this.out = new Batch(s.udpGro ? GRO_OUT_BATCH : s.batch);
   }
 
   /** Moves one batch from the underlay to the device; returns how many datagrams were received. */
   pump(): number {
-    const n = this.underlay.recv(this.buf, this.slot, 0, this.s.batch, this.lens, this.addrs, this.ports);
+    const { lens, segs } = this;
+    const n = this.underlay.recv(this.buf, this.slot, 0, this.s.batch, lens, this.addrs, this.ports, segs);
     this.out.n = 0;
     const t = this.now();
-    for (let i = 0; i < n; i++) this.decap(i * this.slot, this.lens[i], this.addrs[i], this.ports[i], t);
-    if (this.out.n > 0) {
-      const written = this.device.write(this.buf, this.out.offs, this.out.lens, this.out.n);
-      if (written < this.out.n) this.drops.add(Drop.deviceWrite, this.out.n - written);
+    for (let i = 0; i < n; i++) {
+      const off = i * this.slot;
+      const len = lens[i];
+      const seg = segs ? segs[i] : 0;
+      if (seg > 0 && len > seg) {
+        // Several frames from one sender, coalesced by the kernel: each is checked on its own.
+        const big = seg > OUTSIDE_MAX_DATAGRAM;
+        for (let o = 0; o < len; o += seg) this.decap(off + o, big ? -1 : Math.min(seg, len - o), this.addrs[i], this.ports[i], t);
+      } else {
+        this.decap(off, len > OUTSIDE_MAX_DATAGRAM ? -1 : len, this.addrs[i], this.ports[i], t);
+      }
     }
+    this.flush();
     return n;
+  }
+
+  private flush(): void {
+    const out = this.out;
+    if (out.n > 0) {
+      const written = this.device.write(this.buf, out.offs, out.lens, out.n);
+      if (written < out.n) this.drops.add(Drop.deviceWrite, out.n - written);
+      out.n = 0;
+    }
+  }
+
+  private queue(off: number, len: number): void {
+    if (this.out.n === this.out.capacity) this.flush();
+    this.out.push(off, len);
   }
 
   private decap(off: number, len: number, addr: number, port: number, t: number): void {
@@ -128,7 +163,7 @@ export class OutsidePath {
     peers.lastRx[p] = t;
     if (ipv4Dst(buf, ip) === s.vtepIp && this.hooks.onToVtep?.(buf, ip, ipLen, p)) return;
     if (s.mssClamp) clampTcpMss(buf, ip, ipLen, s.maxMss);
-    if (s.tap) this.out.push(eth, ETH_HEADER_LEN + ipLen);
-    else this.out.push(ip, ipLen);
+    if (s.tap) this.queue(eth, ETH_HEADER_LEN + ipLen);
+    else this.queue(ip, ipLen);
   }
 }

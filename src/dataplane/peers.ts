@@ -98,9 +98,10 @@ export class PeerTable {
     this.stats[s + STAT_RX_BYTES] += bytes;
   }
 
-  countTx(p: number, bytes: number): void {
+  /** `packets` > 1: a TCP super-packet that leaves as that many datagrams. */
+  countTx(p: number, bytes: number, packets = 1): void {
     const s = p * STATS_PER_PEER;
-    this.stats[s + STAT_TX_PACKETS]++;
+    this.stats[s + STAT_TX_PACKETS] += packets;
     this.stats[s + STAT_TX_BYTES] += bytes;
   }
 

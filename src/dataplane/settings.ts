@@ -15,4 +15,9 @@ export interface PathSettings {
   strictPeers: boolean;
   /** Packets per batch across every boundary. */
   batch: number;
+  /** The TUN device was opened with offloads (virtio-net headers, TSO): reads may be TCP
+   *  super-packets, cut into segments by the underlay's sendVnet; writes are coalesced. */
+  vnetHdr?: boolean;
+  /** The underlay socket has UDP_GRO: one received datagram may hold several frames. */
+  udpGro?: boolean;
 }

@@ -69,6 +69,15 @@ export interface HealthDocument {
   drops: Record<string, number>;
   mqtt?: MqttStatus;
   nat?: NatHealthDoc;
+  offload?: OffloadHealthDoc;
+}
+
+/** The data plane's offloads (README "Offloads"). */
+export interface OffloadHealthDoc {
+  tso: boolean;
+  udpGro: boolean;
+  reason: string | null;
+  counters?: Record<string, number>;
 }
 
 /** ok: every peer up and every check passes; down: no peer up; else degraded. */

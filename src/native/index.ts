@@ -79,6 +79,46 @@ interface NativeBinding {
   pollStop(h: PollHandle): void;
   lastError(): NativeLastError;
   unixDgramSend(path: string, data: Uint8Array): void;
+  tunOpenVnet(name: string, offloads: number): TunHandle;
+  udpSetGro(fd: number, on: boolean): void;
+  devReadVnet(fd: number, buf: Uint8Array, headroom: number, max: number, offs: Int32Array, lens: Int32Array, vnet: Uint8Array): number;
+  devWriteVnet(fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number): number;
+  udpRecvGro(
+    fd: number,
+    buf: Uint8Array,
+    slot: number,
+    headroom: number,
+    max: number,
+    lens: Int32Array,
+    addrs: Uint32Array,
+    ports: Uint16Array,
+    segs: Int32Array,
+  ): number;
+  udpSendVnet(
+    fd: number,
+    buf: Uint8Array,
+    offs: Int32Array,
+    lens: Int32Array,
+    addrs: Uint32Array,
+    ports: Uint16Array,
+    vnet: Uint8Array,
+    vnetIdx: Int32Array,
+    encap: number,
+    n: number,
+  ): number;
+  offloadStats(): OffloadStats;
+  _tsoSegment(
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    vnet: Uint8Array,
+    vnetOff: number,
+    encap: number,
+    out: Uint8Array,
+    outOffs: Int32Array,
+    outLens: Int32Array,
+  ): number;
+  _groCoalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number, out: Uint8Array, outOffs: Int32Array, outLens: Int32Array): number;
 }
 
 /** The directory holding the package.json nearest above `startDir` (the package root). */
@@ -214,4 +254,142 @@ export function lastError(): NativeLastError {
  *  syscall 'sendto'; RangeError for an empty or over-long (> 107 bytes) path. */
 export function unixDgramSend(path: string, data: Uint8Array): void {
   native().unixDgramSend(path, data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offloads (src/native/offload.c): TUN virtio-net headers with TSO, UDP GSO sends, UDP GRO
+// receives, TCP coalescing on device writes. The per-byte work (segmenting, checksums) is C.
+
+/** TUNSETOFFLOAD flags (linux/if_tun.h). */
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+
+/** Counters of the offload paths since the addon was loaded (this thread). */
+export interface OffloadStats {
+  /** TCP super-packets read from the device and segmented, and the segments made of them. */
+  tsoPackets: number;
+  tsoSegments: number;
+  /** sendmmsg messages sent with UDP_SEGMENT (the kernel cut them into datagrams). */
+  gsoMessages: number;
+  /** 1 once the kernel refused UDP_SEGMENT (EIO/EINVAL): segments then go one datagram each. */
+  gsoRefused: number;
+  gsoOff: number;
+  /** Partial (NEEDS_CSUM) checksums completed before sending. */
+  csumCompleted: number;
+  /** Received datagrams that held several coalesced ones (UDP_GRO). */
+  groDatagrams: number;
+  /** Super-packets written to the device and the segments they joined. */
+  coalescedWrites: number;
+  coalescedSegments: number;
+  /** Segments not joined because an IPv4 or TCP checksum was wrong (the kernel drops them). */
+  csumRejects: number;
+}
+
+/** Like tunOpen(name, false), but with IFF_VNET_HDR, a 10-byte virtio_net_hdr and
+ *  TUNSETOFFLOAD(offloads): reads may then return TCP super-packets (TUN_F_TSO4) and packets
+ *  with a partial checksum (TUN_F_CSUM). Throws when the kernel refuses any step (syscall
+ *  'ioctl(TUNSETIFF)', 'ioctl(TUNSETVNETHDRSZ)' or 'ioctl(TUNSETOFFLOAD)'; EINVAL for flags
+ *  it does not know), after closing the fd, which removes the device again. */
+export function tunOpenVnet(name: string, offloads: number): TunHandle {
+  return native().tunOpenVnet(name, offloads);
+}
+
+/** setsockopt(SOL_UDP, UDP_GRO): receives may then hold several datagrams of one flow
+ *  (see udpRecvGro). Throws (ENOPROTOOPT on kernels before 5.0). */
+export function udpSetGro(fd: number, on: boolean): void {
+  native().udpSetGro(fd, on);
+}
+
+/** Reads a tunOpenVnet() device until EAGAIN, `max`, or less than headroom + 65535 bytes of
+ *  buf are left: packet i lands at buf[offs[i]] (offs[i] - headroom bytes free in front,
+ *  packed at 64-byte boundaries), lens[i] bytes (-1: truncated), its virtio_net_hdr at
+ *  vnet[10*i]. Returns the count. Errors as devRead. */
+export function devReadVnet(
+  fd: number,
+  buf: Uint8Array,
+  headroom: number,
+  max: number,
+  offs: Int32Array,
+  lens: Int32Array,
+  vnet: Uint8Array,
+): number {
+  return native().devReadVnet(fd, buf, headroom, max, offs, lens, vnet);
+}
+
+/** Writes inner IPv4 packets buf[offs[i] .. +lens[i]) to a tunOpenVnet() device, joining
+ *  consecutive in-order TCP segments of one flow (checksums verified) into super-packets
+ *  with a GSO_TCPV4 header; the others go with a zero header. Rewrites the IPv4/TCP headers
+ *  of joined heads in buf. Returns how many input packets the kernel accepted. */
+export function devWriteVnet(fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number): number {
+  return native().devWriteVnet(fd, buf, offs, lens, n);
+}
+
+/** udpRecv, plus segs[i]: when > 0, datagram i holds several coalesced datagrams of segs[i]
+ *  bytes each, the last possibly shorter (the socket has UDP_GRO). */
+export function udpRecvGro(
+  fd: number,
+  buf: Uint8Array,
+  slot: number,
+  headroom: number,
+  max: number,
+  lens: Int32Array,
+  addrs: Uint32Array,
+  ports: Uint16Array,
+  segs: Int32Array,
+): number {
+  return native().udpRecvGro(fd, buf, slot, headroom, max, lens, addrs, ports, segs);
+}
+
+/** Sends datagram i = buf[offs[i] .. +lens[i]) (encap bytes of headers, then an inner IPv4
+ *  packet read from a tunOpenVnet() device with virtio_net_hdr vnet[10*vnetIdx[i]]) to
+ *  addrs[i]:ports[i]: partial checksums completed, TCP super-packets cut into segments (each
+ *  with a copy of the encap bytes) sent with UDP_SEGMENT. Returns how many of the n packets
+ *  went out entirely; errors as udpSend. */
+export function udpSendVnet(
+  fd: number,
+  buf: Uint8Array,
+  offs: Int32Array,
+  lens: Int32Array,
+  addrs: Uint32Array,
+  ports: Uint16Array,
+  vnet: Uint8Array,
+  vnetIdx: Int32Array,
+  encap: number,
+  n: number,
+): number {
+  return native().udpSendVnet(fd, buf, offs, lens, addrs, ports, vnet, vnetIdx, encap, n);
+}
+
+export function offloadStats(): OffloadStats {
+  return native().offloadStats();
+}
+
+/** Test entry point: the datagrams udpSendVnet would send for buf[off .. +len), copied to
+ *  out at outOffs[i]/outLens[i]; -1 when it would drop the packet. */
+export function _tsoSegment(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  vnet: Uint8Array,
+  vnetOff: number,
+  encap: number,
+  out: Uint8Array,
+  outOffs: Int32Array,
+  outLens: Int32Array,
+): number {
+  return native()._tsoSegment(buf, off, len, vnet, vnetOff, encap, out, outOffs, outLens);
+}
+
+/** Test entry point: what devWriteVnet would write (virtio_net_hdr + packet each), copied
+ *  to out at outOffs[i]/outLens[i]; -1 when out is too small. */
+export function _groCoalesce(
+  buf: Uint8Array,
+  offs: Int32Array,
+  lens: Int32Array,
+  n: number,
+  out: Uint8Array,
+  outOffs: Int32Array,
+  outLens: Int32Array,
+): number {
+  return native()._groCoalesce(buf, offs, lens, n, out, outOffs, outLens);
 }

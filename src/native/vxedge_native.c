@@ -43,6 +43,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "offload.h"
+
 /* The kernel's cap on vlen for one recvmmsg/sendmmsg (UIO_MAXIOV). */
 #define MMSG_BATCH 1024
 
@@ -835,5 +837,6 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
 #undef FN
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
+  if (vx_offload_register(env, exports, &st->last_errno, &st->error_count) != napi_ok) return NULL;
   return exports;
 }

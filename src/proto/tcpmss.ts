@@ -17,8 +17,12 @@ const TCPOPT_MSS = 2;
  * already validated by ipv4PacketLength) to `maxMss`. Returns the MSS that was
  * replaced, or 0 when nothing changed (not TCP, not a SYN, a fragment, no or
  * smaller MSS, malformed options).
+ *
+ * `partialCsum`: the TCP checksum field holds only the pseudo-header sum, to be completed
+ * over the whole segment later (a device read with VIRTIO_NET_HDR_F_NEEDS_CSUM), so the
+ * option is rewritten without touching it.
  */
-export function clampTcpMss(buf: Buffer, off: number, len: number, maxMss: number): number {
+export function clampTcpMss(buf: Buffer, off: number, len: number, maxMss: number, partialCsum = false): number {
   if (buf[off + 9] !== IPPROTO_TCP) return 0;
   // Only the first fragment carries the TCP header; MF with offset 0 is too risky to edit.
   if (((buf[off + 6] << 8) | buf[off + 7]) & 0x3fff) return 0;
@@ -45,7 +49,12 @@ export function clampTcpMss(buf: Buffer, off: number, len: number, maxMss: numbe
       if (olen !== 4) return 0;
       const old = (buf[p + 2] << 8) | buf[p + 3];
       if (old <= maxMss) return 0;
-      rewrite16(buf, tcp, p + 2, maxMss, tcp + 16);
+      if (partialCsum) {
+        buf[p + 2] = maxMss >>> 8;
+        buf[p + 3] = maxMss & 0xff;
+      } else {
+        rewrite16(buf, tcp, p + 2, maxMss, tcp + 16);
+      }
       return old;
     }
     p += olen;

@@ -66,6 +66,7 @@ const DEFAULTS: Config = {
     subnet: parseCidr('10.244.100.0/24'),
     mssClamp: true,
     strictPeers: true,
+    offload: true,
   },
   peers: [],
   keepalive: { interval: 25_000, timeout: 90_000 },
@@ -81,6 +82,7 @@ const DEFAULTS: Config = {
     cert: null,
     key: null,
   },
+  board: { led: null },
   log: { level: 'info' },
 };
 
@@ -98,6 +100,7 @@ const FULL: Config = {
     subnet: parseCidr('10.42.100.0/24'),
     mssClamp: false,
     strictPeers: false,
+    offload: true,
   },
   peers: [
     {
@@ -127,6 +130,7 @@ const FULL: Config = {
     cert: '/etc/vxedge/device.pem.crt',
     key: '/etc/vxedge/private.pem.key',
   },
+  board: { led: null },
   log: { level: 'debug' },
 };
 
@@ -469,6 +473,8 @@ describe('schema', () => {
     'peers', 'keepalive.interval', 'keepalive.timeout', 'nat.stun',
     'mqtt.url', 'mqtt.topicPrefix', 'mqtt.interval', 'mqtt.username', 'mqtt.password', 'mqtt.passwordFile',
     'mqtt.ca', 'mqtt.cert', 'mqtt.key', 'log.level',
+    'board.led', // extension: the status LED (board/README.md)
+    'overlay.offload', // extension: TUN offloads (README "Offloads")
   ];
   const tree: SchemaTree = buildSchema('edge-1');
 

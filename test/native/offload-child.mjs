@@ -1,0 +1,325 @@
+// Scenarios for test/native/offload-io.test.ts, run in a child Node process INSIDE a network
+// namespace of the test's own (`ip netns exec vxof-io-<pid> node offload-child.mjs <name>`),
+// never in the root namespace. Prints one JSON line; every wait is bounded (10 s watchdog).
+//
+//   refuse        the kernel refuses an offload flag: tunOpenVnet throws and leaves no device;
+//                 with the real flags the device has a vnet header and TSO on
+//   tcp           the kernel's own TCP through a TUN with offloads: we play the far end of a
+//                 connection, get TSO super-packets and cut them (_tsoSegment), and write
+//                 segments that devWriteVnet joins into one super-packet the kernel accepts
+//   udp-gso-gro   udpSendVnet sends a super-packet as one UDP_SEGMENT message over lo; a
+//                 socket with UDP_GRO receives it as one datagram (udpRecvGro), one without
+//                 as separate datagrams, byte-identical to _tsoSegment's
+//   gso-refused   the kernel refuses UDP_SEGMENT (segments above the route MTU): the same
+//                 datagrams go out one by one, and UDP_SEGMENT is not asked for again
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+
+const addonPath = new URL('../../build/Release/vxedge_native.node', import.meta.url).pathname;
+const n = createRequire(import.meta.url)(addonPath);
+
+setTimeout(() => {
+  console.log(JSON.stringify({ error: 'timeout', partial }));
+  process.exit(3);
+}, 10_000).unref();
+let partial = {};
+
+const sh = (cmd, ...args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const ip4 = (s) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const u16 = (b, o) => (LE ? b[o] | (b[o + 1] << 8) : (b[o] << 8) | b[o + 1]);
+const TUN_F_CSUM = 1;
+const TUN_F_TSO4 = 2;
+
+function caught(f) {
+  try {
+    f();
+    return { threw: false };
+  } catch (e) {
+    return { threw: true, code: e.code, errno: e.errno, syscall: e.syscall, message: e.message };
+  }
+}
+
+function sum(buf, start, end, init = 0) {
+  let s = init;
+  for (let i = start; i < end; i += 2) s += (buf[i] << 8) | (i + 1 < end ? buf[i + 1] : 0);
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+const ipOk = (p) => sum(p, 0, (p[0] & 15) * 4) === 0xffff;
+function tcpOk(p) {
+  const ihl = (p[0] & 15) * 4;
+  const l4 = p.readUInt16BE(2) - ihl;
+  return sum(p, ihl, ihl + l4, sum(p, 12, 20) + 6 + l4) === 0xffff;
+}
+
+/** A TCP/IPv4 packet with full checksums. */
+function tcp({ src, dst, sport, dport, seq, ack, flags, win = 65535, options = Buffer.alloc(0), payload = Buffer.alloc(0), id = 1 }) {
+  const thl = 20 + options.length;
+  const p = Buffer.alloc(20 + thl + payload.length);
+  p[0] = 0x45;
+  p.writeUInt16BE(p.length, 2);
+  p.writeUInt16BE(id, 4);
+  p.writeUInt16BE(0x4000, 6);
+  p[8] = 64;
+  p[9] = 6;
+  p.writeUInt32BE(ip4(src), 12);
+  p.writeUInt32BE(ip4(dst), 16);
+  p.writeUInt16BE(sport, 20);
+  p.writeUInt16BE(dport, 22);
+  p.writeUInt32BE(seq >>> 0, 24);
+  p.writeUInt32BE(ack >>> 0, 28);
+  p[32] = (thl / 4) << 4;
+  p[33] = flags;
+  p.writeUInt16BE(win, 34);
+  options.copy(p, 40);
+  payload.copy(p, 20 + thl);
+  p.writeUInt16BE(~sum(p, 0, 20) & 0xffff, 10);
+  p.writeUInt16BE(~sum(p, 20, p.length, sum(p, 12, 20) + 6 + (p.length - 20)) & 0xffff, 36);
+  return p;
+}
+
+function tunUp(name, cidr, mtu = 1500) {
+  sh('ip', 'link', 'set', 'dev', name, 'mtu', String(mtu), 'up');
+  sh('ip', 'addr', 'add', cidr, 'dev', name);
+}
+
+/** Reads the vnet device until `done()` or the time is up; calls `each(pkt, vnet)` per packet. */
+async function readUntil(fd, each, done, ms = 3000) {
+  const buf = Buffer.alloc(9 * 65536);
+  const offs = new Int32Array(64);
+  const lens = new Int32Array(64);
+  const vnet = Buffer.alloc(640);
+  const end = Date.now() + ms;
+  while (!done() && Date.now() < end) {
+    const c = n.devReadVnet(fd, buf, 32, 64, offs, lens, vnet);
+    for (let i = 0; i < c; i++) {
+      const v = vnet.subarray(i * 10, i * 10 + 10);
+      each(Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), {
+        flags: v[0], gsoType: v[1], hdrLen: u16(v, 2), gsoSize: u16(v, 4), csumStart: u16(v, 6), csumOffset: u16(v, 8), raw: Buffer.from(v),
+      });
+    }
+    if (c === 0) await sleep(5);
+  }
+}
+
+/** The wire datagrams of one packet read with header `raw` (no encap), via _tsoSegment. */
+function segments(pkt, raw) {
+  const out = Buffer.alloc(4 << 20);
+  const oo = new Int32Array(2048);
+  const ol = new Int32Array(2048);
+  const c = n._tsoSegment(pkt, 0, pkt.length, raw, 0, 0, out, oo, ol);
+  return Array.from({ length: Math.max(c, 0) }, (_, i) => Buffer.from(out.subarray(oo[i], oo[i] + ol[i])));
+}
+
+const scenarios = {
+  async refuse() {
+    const r = {};
+    r.unknownFlag = caught(() => n.tunOpenVnet('vxo0', 0x40000000));
+    r.linkAfterRefusal = caught(() => sh('ip', 'link', 'show', 'dev', 'vxo0'));
+    // The gateway's fallback: the plain device of the same name, right after the refusal.
+    const plain = n.tunOpen('vxo0', false);
+    r.plainAfter = plain.name;
+    r.plainLink = sh('ip', '-d', 'link', 'show', 'dev', 'vxo0');
+    n.close(plain.fd);
+    const t = n.tunOpenVnet('vxo0', TUN_F_CSUM | TUN_F_TSO4);
+    r.name = t.name;
+    r.link = sh('ip', '-d', 'link', 'show', 'dev', 'vxo0');
+    try {
+      r.features = sh('ethtool', '-k', 'vxo0');
+    } catch {
+      r.features = '';
+    }
+    n.close(t.fd);
+    r.afterClose = caught(() => sh('ip', 'link', 'show', 'dev', 'vxo0'));
+    return r;
+  },
+
+  async tcp() {
+    const r = { superPackets: 0, dataPackets: 0, segs: 0, allChecksumsOk: true, seqOk: true };
+    const tun = n.tunOpenVnet('vxo0', TUN_F_CSUM | TUN_F_TSO4);
+    tunUp('vxo0', '10.77.0.1/24');
+    const data = Buffer.alloc(200_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 8)) & 0xff;
+
+    const sock = net.connect({ host: '10.77.0.2', port: 5001, localAddress: '10.77.0.1' });
+    const got = [];
+    sock.on('data', (b) => got.push(b));
+    sock.on('error', () => undefined);
+    let syn;
+    await readUntil(tun.fd, (p) => { if (p[9] === 6 && p[33] === 0x02) syn = p; }, () => syn !== undefined);
+    if (!syn) return { error: 'no SYN' };
+    const sport = syn.readUInt16BE(20);
+    const isn = syn.readUInt32BE(24);
+    const ours = 0x10000000;
+    const peer = { src: '10.77.0.2', dst: '10.77.0.1', sport: 5001, dport: sport };
+    // SYN-ACK: MSS 1400, window scale 7, so the kernel may send big flights at once.
+    const synack = tcp({ ...peer, seq: ours, ack: isn + 1, flags: 0x12, options: Buffer.from('020405780103030700000000', 'hex').subarray(0, 8) });
+    const wbuf = Buffer.alloc(70_000);
+    const w = (pkts) => {
+      let at = 0;
+      const offs = new Int32Array(pkts.length);
+      const lens = new Int32Array(pkts.length);
+      pkts.forEach((p, i) => { p.copy(wbuf, at); offs[i] = at; lens[i] = p.length; at += p.length + 64; });
+      return n.devWriteVnet(tun.fd, wbuf, offs, lens, pkts.length);
+    };
+    r.synackWritten = w([synack]);
+    await new Promise((res) => (sock.connecting ? sock.once('connect', res) : res()));
+    sock.write(data);
+
+    // The kernel sends its first flight; as TSO is on, as super-packets. Cut them and check.
+    let next = (isn + 1) >>> 0;
+    const payload = [];
+    await readUntil(
+      tun.fd,
+      (p, v) => {
+        if (p[9] !== 6) return;
+        const hl = 20 + (p[32] >> 4) * 4;
+        if (p.length === hl) return; // pure ACK
+        r.dataPackets++;
+        if (v.gsoType === 1) {
+          r.superPackets++;
+          r.gsoSize = v.gsoSize;
+          r.csumStart = v.csumStart;
+          r.csumOffset = v.csumOffset;
+          r.needsCsum = (v.flags & 1) === 1;
+        }
+        for (const s of segments(p, v.raw)) {
+          r.segs++;
+          if (!ipOk(s) || !tcpOk(s)) r.allChecksumsOk = false;
+          if (s.readUInt32BE(24) !== next) r.seqOk = false;
+          const shl = 20 + (s[32] >> 4) * 4;
+          next = (next + s.length - shl) >>> 0;
+          payload.push(s.subarray(shl));
+          r.maxSegment = Math.max(r.maxSegment ?? 0, s.length);
+        }
+      },
+      () => r.superPackets > 0 && r.dataPackets >= 2,
+      3000,
+    );
+    const flight = Buffer.concat(payload);
+    r.flightBytes = flight.length;
+    r.flightMatches = flight.equals(data.subarray(0, flight.length));
+
+    // The other way: 5 in-order segments in one devWriteVnet call, joined into one write.
+    const before = n.offloadStats();
+    const back = Buffer.alloc(5 * 1000 + 300);
+    for (let i = 0; i < back.length; i++) back[i] = (i * 13) & 0xff;
+    const segsOut = [];
+    for (let k = 0, seq = ours + 1; k * 1000 < back.length; k++) {
+      const chunk = back.subarray(k * 1000, Math.min(back.length, (k + 1) * 1000));
+      segsOut.push(tcp({ ...peer, seq, ack: isn + 1, flags: 0x10 | (k === 5 ? 0x08 : 0), payload: chunk, id: 50 + k }));
+      seq += chunk.length;
+    }
+    r.backWritten = w(segsOut);
+    const after = n.offloadStats();
+    r.coalescedWrites = after.coalescedWrites - before.coalescedWrites;
+    r.coalescedSegments = after.coalescedSegments - before.coalescedSegments;
+    const end = Date.now() + 3000;
+    while (Buffer.concat(got).length < back.length && Date.now() < end) await sleep(10);
+    r.backReceived = Buffer.concat(got).equals(back);
+    sock.destroy();
+    n.close(tun.fd);
+    return r;
+  },
+
+  async 'udp-gso-gro'() {
+    const r = {};
+    sh('ip', 'link', 'set', 'dev', 'lo', 'up');
+    const a = n.udpOpen(ip4('127.0.0.1'), 7001, 1 << 20);
+    const g = n.udpOpen(ip4('127.0.0.1'), 7002, 4 << 20);
+    const p = n.udpOpen(ip4('127.0.0.1'), 7003, 4 << 20);
+    n.udpSetGro(g, true);
+    r.groBadFd = caught(() => n.udpSetGro(999, true));
+
+    // A 20 000-byte TCP super-packet behind 22 bytes of encap, as the inside path hands it.
+    const encap = Buffer.alloc(22, 0x5a);
+    const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x18, payload: Buffer.alloc(20_000, 0x61) });
+    const buf = Buffer.concat([Buffer.alloc(10), encap, pkt]);
+    const vnet = Buffer.alloc(10);
+    vnet[1] = 1; // GSO_TCPV4
+    vnet[LE ? 4 : 5] = 1398 & 0xff;
+    vnet[LE ? 5 : 4] = 1398 >> 8;
+    const expected = (() => {
+      const out = Buffer.alloc(1 << 20);
+      const oo = new Int32Array(64);
+      const ol = new Int32Array(64);
+      const c = n._tsoSegment(Buffer.from(buf), 10, buf.length - 10, vnet, 0, 22, out, oo, ol);
+      return Array.from({ length: c }, (_, i) => Buffer.from(out.subarray(oo[i], oo[i] + ol[i])));
+    })();
+    r.expectedCount = expected.length;
+    const before = n.offloadStats();
+    const send = (port) => n.udpSendVnet(a, buf, new Int32Array([10]), new Int32Array([buf.length - 10]), new Uint32Array([ip4('127.0.0.1')]), new Uint16Array([port]), vnet, new Int32Array([0]), 22, 1);
+    r.sentGro = send(7002);
+    r.sentPlain = send(7003);
+    r.gsoMessages = n.offloadStats().gsoMessages - before.gsoMessages;
+    await sleep(50);
+
+    const slot = 65536;
+    const rbuf = Buffer.alloc(slot * 64);
+    const lens = new Int32Array(64);
+    const addrs = new Uint32Array(64);
+    const ports = new Uint16Array(64);
+    const segs = new Int32Array(64);
+    const cg = n.udpRecvGro(g, rbuf, slot, 0, 64, lens, addrs, ports, segs);
+    r.groDatagrams = cg;
+    r.groSeg = segs[0];
+    r.groLen = lens[0];
+    r.groBytesMatch = cg === 1 && rbuf.subarray(0, lens[0]).equals(Buffer.concat(expected));
+    const cp = n.udpRecvGro(p, rbuf, slot, 0, 64, lens, addrs, ports, segs);
+    r.plainDatagrams = cp;
+    r.plainSegs = Array.from(segs.subarray(0, cp));
+    r.plainMatch = cp === expected.length && expected.every((e, i) => rbuf.subarray(i * slot, i * slot + lens[i]).equals(e));
+    return r;
+  },
+
+  /** UDP_SEGMENT refused (segments larger than the route's MTU: EINVAL): the message goes out
+   *  again one datagram per segment, and later sends no longer ask for it. */
+  async 'gso-refused'() {
+    const r = {};
+    const tun = n.tunOpen('vxo9', false);
+    tunUp('vxo9', '10.78.0.1/24', 1000);
+    const a = n.udpOpen(ip4('10.78.0.1'), 7001, 1 << 20);
+    const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(5000, 0x62) });
+    const buf = Buffer.concat([Buffer.alloc(22, 0x5a), pkt]);
+    const vnet = Buffer.alloc(10);
+    vnet[1] = 1;
+    vnet[LE ? 4 : 5] = 1398 & 0xff;
+    vnet[LE ? 5 : 4] = 1398 >> 8;
+    const send = () => n.udpSendVnet(a, buf, new Int32Array([0]), new Int32Array([buf.length]), new Uint32Array([ip4('10.78.0.2')]), new Uint16Array([9]), vnet, new Int32Array([0]), 22, 1);
+    const s0 = n.offloadStats();
+    r.sent1 = send();
+    const s1 = n.offloadStats();
+    r.sent2 = send();
+    const s2 = n.offloadStats();
+    r.refused = s1.gsoRefused - s0.gsoRefused;
+    r.gsoOff = s2.gsoOff;
+    r.gsoMessages = s2.gsoMessages - s0.gsoMessages;
+    // What reached the device: IPv4 fragments of 4 datagrams per send (1460+28 > 1000).
+    const rbuf = Buffer.alloc(2048 * 64);
+    const lens = new Int32Array(64);
+    let frags = 0;
+    let firsts = 0;
+    const end = Date.now() + 2000;
+    while (firsts < 8 && Date.now() < end) {
+      const c = n.devRead(tun.fd, rbuf, 2048, 0, 64, lens);
+      for (let i = 0; i < c; i++) {
+        const p = rbuf.subarray(i * 2048, i * 2048 + lens[i]);
+        if (p[9] !== 17) continue;
+        frags++;
+        if ((p.readUInt16BE(6) & 0x1fff) === 0) firsts++;
+      }
+      if (c === 0) await sleep(5);
+    }
+    r.datagrams = firsts;
+    r.fragments = frags;
+    return r;
+  },
+};
+
+const name = process.argv[2];
+const result = await scenarios[name]();
+console.log(JSON.stringify(result));
+process.exit(0);

@@ -1,0 +1,443 @@
+// The offload half of the addon (src/native/offload.c), tested through its pure entry points
+// in this process (no device, no socket, no privileges):
+//
+//   _tsoSegment   what udpSendVnet sends for one packet read with a virtio_net_hdr: compared
+//                 byte for byte with segments built here in TypeScript, the slow obvious way;
+//   _groCoalesce  what devWriteVnet writes for a batch of received inner packets: checked
+//                 field by field, and round-tripped through _tsoSegment (coalescing then
+//                 segmenting must give back exactly the packets that came in).
+//
+// The same code runs on real devices and sockets in test/native/offload-io.test.ts and in the
+// lab (test/lab/offload.test.ts).
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import * as native from '../../src/native/index.js';
+import { foldChecksum, onesSum, writeIpv4HeaderChecksum } from '../../src/proto/ipv4.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN, readVnetU16, writeVnetHeader } from '../../src/proto/vnet.js';
+import { fixTcpChecksum, ip, ipv4, tcpChecksumOk } from '../unit/packets.js';
+
+const FIN = 0x01;
+const PSH = 0x08;
+const ACK = 0x10;
+const CWR = 0x80;
+const ENCAP = Buffer.from('0800000000000100' + '0abb00000100' + '0e5caa000064' + '0800', 'hex'); // VXLAN + inner Ethernet
+const TS_OPTS = Buffer.from('0101080a0001e2400000abcd', 'hex'); // NOP NOP timestamps
+
+interface Seg {
+  src?: string;
+  dst?: string;
+  sport?: number;
+  dport?: number;
+  seq: number;
+  ack?: number;
+  flags?: number;
+  win?: number;
+  ttl?: number;
+  id?: number;
+  options?: Buffer;
+  payload: Buffer;
+  ipOptions?: Buffer;
+}
+
+/** A complete IPv4/TCP packet with valid checksums. */
+function tcpPacket(s: Seg): Buffer {
+  const opts = s.options ?? TS_OPTS;
+  const hl = 20 + opts.length;
+  const t = Buffer.alloc(hl + s.payload.length);
+  t.writeUInt16BE(s.sport ?? 40000, 0);
+  t.writeUInt16BE(s.dport ?? 5201, 2);
+  t.writeUInt32BE(s.seq >>> 0, 4);
+  t.writeUInt32BE((s.ack ?? 777) >>> 0, 8);
+  t[12] = (hl / 4) << 4;
+  t[13] = s.flags ?? ACK;
+  t.writeUInt16BE(s.win ?? 502, 14);
+  opts.copy(t, 20);
+  s.payload.copy(t, hl);
+  let pkt = ipv4(s.src ?? '10.244.1.2', s.dst ?? '10.244.100.10', 6, t, { id: s.id ?? 0x1000, ttl: s.ttl ?? 63 });
+  if (s.ipOptions) {
+    const ihl = 20 + s.ipOptions.length;
+    const withOpts = Buffer.alloc(ihl + t.length);
+    pkt.copy(withOpts, 0, 0, 20);
+    s.ipOptions.copy(withOpts, 20);
+    t.copy(withOpts, ihl);
+    withOpts[0] = 0x40 | (ihl / 4);
+    withOpts.writeUInt16BE(withOpts.length, 2);
+    writeIpv4HeaderChecksum(withOpts, 0);
+    pkt = withOpts;
+  }
+  fixTcpChecksum(pkt);
+  return pkt;
+}
+
+/** The pseudo-header sum the kernel leaves in the checksum field of a NEEDS_CSUM packet. */
+function partialTcpChecksum(pkt: Buffer): void {
+  const ihl = (pkt[0] & 0x0f) * 4;
+  const l4 = pkt.length - ihl;
+  let s = onesSum(pkt, 12, 8) + pkt[9] + l4;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  pkt.writeUInt16BE(s, ihl + 16);
+}
+
+/** Segments built the slow, obvious way: what the kernel's TSO would put on the wire. */
+function referenceSegments(pkt: Buffer, gso: number): Buffer[] {
+  const ihl = (pkt[0] & 0x0f) * 4;
+  const hl = ihl + (pkt[ihl + 12] >> 4) * 4;
+  const payload = pkt.length - hl;
+  const n = Math.max(1, Math.ceil(payload / gso));
+  const out: Buffer[] = [];
+  for (let k = 0; k < n; k++) {
+    const chunk = pkt.subarray(hl + k * gso, Math.min(pkt.length, hl + (k + 1) * gso));
+    const seg = Buffer.concat([pkt.subarray(0, hl), chunk]);
+    seg.writeUInt16BE(seg.length, 2);
+    seg.writeUInt16BE((pkt.readUInt16BE(4) + k) & 0xffff, 4);
+    writeIpv4HeaderChecksum(seg, 0);
+    seg.writeUInt32BE((pkt.readUInt32BE(ihl + 4) + k * gso) >>> 0, ihl + 4);
+    if (k < n - 1) seg[ihl + 13] &= ~(FIN | PSH);
+    if (k > 0) seg[ihl + 13] &= ~CWR;
+    fixTcpChecksum(seg);
+    out.push(Buffer.concat([ENCAP, seg]));
+  }
+  return out;
+}
+
+/** Runs _tsoSegment on `pkt` behind ENCAP with the given virtio_net_hdr; null: dropped. */
+function segment(pkt: Buffer, hdr: Parameters<typeof writeVnetHeader>[2]): Buffer[] | null {
+  const buf = Buffer.alloc(64 + ENCAP.length + pkt.length);
+  ENCAP.copy(buf, 64);
+  pkt.copy(buf, 64 + ENCAP.length);
+  const vnet = Buffer.alloc(VNET_HDR_LEN * 2);
+  writeVnetHeader(vnet, VNET_HDR_LEN, hdr);
+  const out = Buffer.alloc(4 << 20);
+  const offs = new Int32Array(4096);
+  const lens = new Int32Array(4096);
+  const n = native._tsoSegment(buf, 64, ENCAP.length + pkt.length, vnet, VNET_HDR_LEN, ENCAP.length, out, offs, lens);
+  if (n < 0) return null;
+  return Array.from({ length: n }, (_, i) => Buffer.from(out.subarray(offs[i], offs[i] + lens[i])));
+}
+
+function tsoHeader(pkt: Buffer, gso: number, flags = VNET_F_NEEDS_CSUM) {
+  const ihl = (pkt[0] & 0x0f) * 4;
+  return { flags, gsoType: VNET_GSO_TCPV4, hdrLen: ihl + (pkt[ihl + 12] >> 4) * 4, gsoSize: gso, csumStart: ihl, csumOffset: 16 };
+}
+
+function bytes(n: number, seed = 1): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+function ipChecksumOk(pkt: Buffer): boolean {
+  return foldChecksum(onesSum(pkt, 0, (pkt[0] & 0x0f) * 4)) === 0;
+}
+
+describe('TSO segmentation in C (_tsoSegment)', () => {
+  it('cuts a 64 KB super-packet into MTU-sized segments, byte-exact, the last one shorter', () => {
+    const pkt = tcpPacket({ seq: 0xfffff000, flags: ACK | PSH | FIN | CWR, payload: bytes(65535 - 52), id: 0xfffe });
+    partialTcpChecksum(pkt);
+    const got = segment(pkt, tsoHeader(pkt, 1398))!;
+    const want = referenceSegments(pkt, 1398);
+    expect(got).toHaveLength(47);
+    expect(got.map((b) => b.length)).toEqual(want.map((b) => b.length));
+    for (let i = 0; i < want.length; i++) expect(got[i].equals(want[i]), `segment ${i}`).toBe(true);
+    // The properties the peer's kernel checks, stated once more without the reference:
+    const last = got[46].subarray(ENCAP.length);
+    expect(last.length).toBe(52 + ((65535 - 52) % 1398));
+    for (const [k, d] of got.entries()) {
+      const s = d.subarray(ENCAP.length);
+      expect(d.subarray(0, ENCAP.length).equals(ENCAP)).toBe(true);
+      expect(s.readUInt16BE(2)).toBe(s.length);
+      expect(s.readUInt16BE(4)).toBe((0xfffe + k) & 0xffff); // ids wrap
+      expect(ipChecksumOk(s)).toBe(true);
+      expect(tcpChecksumOk(s)).toBe(true);
+      expect(s.readUInt32BE(24)).toBe((0xfffff000 + k * 1398) >>> 0); // seq wraps
+      expect(s[33] & (FIN | PSH)).toBe(k === 46 ? FIN | PSH : 0);
+      expect(s[33] & CWR).toBe(k === 0 ? CWR : 0);
+      expect(s[33] & ACK).toBe(ACK);
+    }
+  });
+
+  it('handles IP options, an exact multiple of gso_size and a single segment', () => {
+    const withOpts = tcpPacket({ seq: 5, payload: bytes(3000, 7), ipOptions: Buffer.from('01010100', 'hex') });
+    expect(segment(withOpts, tsoHeader(withOpts, 1000))).toEqual(referenceSegments(withOpts, 1000));
+    const exact = tcpPacket({ seq: 5, payload: bytes(4 * 1398, 3), options: Buffer.alloc(0) });
+    const e = segment(exact, tsoHeader(exact, 1398))!;
+    expect(e).toHaveLength(4);
+    expect(e.every((d) => d.length === ENCAP.length + 40 + 1398)).toBe(true);
+    expect(e).toEqual(referenceSegments(exact, 1398));
+    const one = tcpPacket({ seq: 9, payload: bytes(100, 5), flags: ACK | PSH });
+    partialTcpChecksum(one);
+    expect(segment(one, tsoHeader(one, 1398))).toEqual(referenceSegments(one, 1398));
+  });
+
+  it('uses the TCP header length from the packet, not hdr_len (wrong on the forwarding path)', () => {
+    const pkt = tcpPacket({ seq: 1, payload: bytes(5000, 9) });
+    expect(segment(pkt, { ...tsoHeader(pkt, 1398), hdrLen: 1500 })).toEqual(referenceSegments(pkt, 1398));
+  });
+
+  it('completes a partial checksum of a plain packet (TCP; UDP never 0)', () => {
+    const pkt = tcpPacket({ seq: 1, payload: bytes(777, 2) });
+    const whole = Buffer.from(pkt);
+    partialTcpChecksum(pkt);
+    const got = segment(pkt, { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_NONE, csumStart: 20, csumOffset: 16 })!;
+    expect(got).toHaveLength(1);
+    expect(got[0].equals(Buffer.concat([ENCAP, whole]))).toBe(true);
+
+    // A UDP datagram whose checksum comes out as 0 must carry 0xffff instead.
+    const data = Buffer.alloc(8 + 2);
+    const udp = ipv4('10.244.100.10', '10.244.1.2', 17, data);
+    udp.writeUInt16BE(1000, 20);
+    udp.writeUInt16BE(2000, 22);
+    udp.writeUInt16BE(10, 24);
+    const seed = onesSum(udp, 12, 8) + 17 + 10;
+    // Choose the payload so that the full sum is 0xffff, i.e. the checksum is 0.
+    let s = seed + 1000 + 2000 + 10;
+    while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+    udp.writeUInt16BE(0xffff - s, 28);
+    let p = seed;
+    while (p > 0xffff) p = (p & 0xffff) + (p >>> 16);
+    udp.writeUInt16BE(p, 26);
+    const u = segment(udp, { flags: VNET_F_NEEDS_CSUM, csumStart: 20, csumOffset: 6 })!;
+    expect(u[0].readUInt16BE(ENCAP.length + 26)).toBe(0xffff);
+    // Not NEEDS_CSUM: sent exactly as read.
+    const plain = tcpPacket({ seq: 3, payload: bytes(10) });
+    expect(segment(plain, {})![0].equals(Buffer.concat([ENCAP, plain]))).toBe(true);
+  });
+
+  it('refuses metadata it cannot honour instead of sending garbage', () => {
+    const pkt = tcpPacket({ seq: 1, payload: bytes(3000) });
+    expect(segment(pkt, { ...tsoHeader(pkt, 1398), gsoSize: 0 })).toBeNull();
+    expect(segment(pkt, { ...tsoHeader(pkt, 1398), gsoType: 4 /* TCPV6 */ })).toBeNull();
+    expect(segment(pkt, { ...tsoHeader(pkt, 1398), gsoType: 3 /* UFO */ })).toBeNull();
+    const udp = ipv4('10.244.100.10', '10.244.1.2', 17, bytes(3000));
+    expect(segment(udp, tsoHeader(pkt, 1398))).toBeNull(); // TSO on a UDP packet
+    const short = Buffer.from(pkt);
+    short.writeUInt16BE(pkt.length - 1, 2); // total length does not match
+    expect(segment(short, tsoHeader(pkt, 1398))).toBeNull();
+    expect(segment(pkt, { flags: VNET_F_NEEDS_CSUM, csumStart: 20, csumOffset: pkt.length })).toBeNull();
+  });
+
+  it('property: any payload size and MSS gives the reference segments', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 65535 - 52 }),
+        fc.integer({ min: 64, max: 8960 }),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.constantFrom(ACK, ACK | PSH, ACK | PSH | FIN, ACK | CWR, ACK | CWR | PSH),
+        fc.boolean(),
+        (size, mss, seq, flags, partial) => {
+          const pkt = tcpPacket({ seq, flags, payload: bytes(size, size + 1) });
+          if (partial) partialTcpChecksum(pkt);
+          const got = segment(pkt, tsoHeader(pkt, mss));
+          const want = referenceSegments(pkt, mss);
+          expect(got).not.toBeNull();
+          expect(got!.length).toBe(want.length);
+          for (let i = 0; i < want.length; i++) if (!got![i].equals(want[i])) expect.fail(`segment ${i} differs`);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+});
+
+interface Written {
+  vnet: { flags: number; gsoType: number; hdrLen: number; gsoSize: number; csumStart: number; csumOffset: number };
+  pkt: Buffer;
+}
+
+/** Runs _groCoalesce on packets laid out in one buffer at scattered offsets. */
+function coalesce(pkts: Buffer[]): Written[] {
+  const buf = Buffer.alloc(pkts.reduce((a, p) => a + p.length + 100, 0));
+  const offs = new Int32Array(pkts.length);
+  const lens = new Int32Array(pkts.length);
+  let at = 37;
+  pkts.forEach((p, i) => {
+    p.copy(buf, at);
+    offs[i] = at;
+    lens[i] = p.length;
+    at += p.length + 61;
+  });
+  const out = Buffer.alloc(buf.length + pkts.length * VNET_HDR_LEN);
+  const ooffs = new Int32Array(pkts.length);
+  const olens = new Int32Array(pkts.length);
+  const n = native._groCoalesce(buf, offs, lens, pkts.length, out, ooffs, olens);
+  expect(n).toBeGreaterThanOrEqual(0);
+  return Array.from({ length: n }, (_, i) => {
+    const w = out.subarray(ooffs[i], ooffs[i] + olens[i]);
+    return {
+      vnet: {
+        flags: w[0], gsoType: w[1], hdrLen: readVnetU16(w, 2), gsoSize: readVnetU16(w, 4),
+        csumStart: readVnetU16(w, 6), csumOffset: readVnetU16(w, 8),
+      },
+      pkt: Buffer.from(w.subarray(VNET_HDR_LEN)),
+    };
+  });
+}
+
+/** Consecutive segments of one flow, as a sender's TSO would emit them. */
+function flow(n: number, mss: number, o: Partial<Seg> & { lastLen?: number; lastFlags?: number } = {}): Buffer[] {
+  const out: Buffer[] = [];
+  let seq = o.seq ?? 1_000_000;
+  for (let i = 0; i < n; i++) {
+    const len = i === n - 1 && o.lastLen !== undefined ? o.lastLen : mss;
+    const flags = i === n - 1 && o.lastFlags !== undefined ? o.lastFlags : ACK;
+    out.push(tcpPacket({ ...o, seq, flags, id: (o.id ?? 100) + i, payload: bytes(len, seq) }));
+    seq = (seq + len) >>> 0;
+  }
+  return out;
+}
+
+const ZERO_VNET = { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
+
+/** Segments a written packet back (what the kernel does with it, if it has to). */
+function resegment(w: Written): Buffer[] {
+  if (w.vnet.gsoType === VNET_GSO_NONE) return [w.pkt];
+  return segment(w.pkt, w.vnet)!.map((d) => d.subarray(ENCAP.length));
+}
+
+describe('TCP coalescing in C (_groCoalesce)', () => {
+  it('joins in-order segments of one flow into a GSO_TCPV4 super-packet', () => {
+    const pkts = flow(5, 1398, { lastLen: 700, lastFlags: ACK | PSH });
+    const w = coalesce(pkts);
+    expect(w).toHaveLength(1);
+    expect(w[0].vnet).toEqual({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: 52, gsoSize: 1398, csumStart: 20, csumOffset: 16 });
+    const s = w[0].pkt;
+    expect(s.length).toBe(52 + 4 * 1398 + 700);
+    expect(s.readUInt16BE(2)).toBe(s.length);
+    expect(ipChecksumOk(s)).toBe(true);
+    expect(s[33]).toBe(ACK | PSH);
+    expect(s.subarray(52).equals(Buffer.concat(pkts.map((p) => p.subarray(52))))).toBe(true);
+    // The checksum field holds the pseudo-header sum: completing it gives a valid segment.
+    const expectSeed = Buffer.from(s);
+    partialTcpChecksum(expectSeed);
+    expect(s.readUInt16BE(36)).toBe(expectSeed.readUInt16BE(36));
+    expect(resegment(w[0])).toEqual(pkts);
+  });
+
+  it('writes what cannot be joined as it came, behind a zero header, in order', () => {
+    const syn = tcpPacket({ seq: 1, flags: 0x02, payload: Buffer.alloc(0) });
+    const pureAck = tcpPacket({ seq: 5, payload: Buffer.alloc(0) });
+    const fin = tcpPacket({ seq: 5, flags: ACK | FIN, payload: bytes(10) });
+    const udp = ipv4('10.244.1.2', '10.244.100.10', 17, bytes(100));
+    const opts = tcpPacket({ seq: 9, payload: bytes(100), ipOptions: Buffer.from('01010100', 'hex') });
+    const w = coalesce([syn, pureAck, fin, udp, opts]);
+    expect(w.map((x) => x.vnet)).toEqual([ZERO_VNET, ZERO_VNET, ZERO_VNET, ZERO_VNET, ZERO_VNET]);
+    expect(w.map((x) => x.pkt)).toEqual([syn, pureAck, fin, udp, opts]);
+  });
+
+  it('keeps flows apart, and splits on a gap, a change of window/TTL/options/ack, or a longer segment', () => {
+    const a = flow(3, 1000, { sport: 1111 });
+    const b = flow(3, 1000, { sport: 2222 });
+    const w = coalesce([a[0], b[0], a[1], b[1], a[2], b[2]]);
+    expect(w).toHaveLength(2);
+    expect(w.map((x) => x.pkt.readUInt16BE(20))).toEqual([1111, 2222]);
+    expect(resegment(w[0])).toEqual(a);
+    expect(resegment(w[1])).toEqual(b);
+
+    const base = flow(4, 1000);
+    const variants: [string, (s: Seg) => Seg][] = [
+      ['gap', (s) => ({ ...s, seq: s.seq + 1 })],
+      ['window', (s) => ({ ...s, win: 999 })],
+      ['ttl', (s) => ({ ...s, ttl: 5 })],
+      ['ack', (s) => ({ ...s, ack: 778 })],
+      ['timestamp', (s) => ({ ...s, options: Buffer.from('0101080a0001e2410000abcd', 'hex') })],
+      ['longer', (s) => ({ ...s, payload: bytes(1001, 4) })],
+    ];
+    for (const [name, change] of variants) {
+      const third = tcpPacket(change({ seq: 1_000_000 + 2000, id: 102, payload: bytes(1000, 1_002_000) }));
+      const ws = coalesce([base[0], base[1], third]);
+      expect(ws.length, name).toBe(2);
+      expect(ws[0].vnet.gsoType, name).toBe(VNET_GSO_TCPV4);
+      expect(ws[1].pkt.equals(third), name).toBe(true);
+    }
+  });
+
+  it('never joins a segment with a bad checksum (the kernel must see it and drop it)', () => {
+    const pkts = flow(4, 1000);
+    const before = native.offloadStats().csumRejects;
+    const bad = Buffer.from(pkts[2]);
+    bad[60] ^= 0xff; // payload corrupted, checksum left as it was
+    const w = coalesce([pkts[0], pkts[1], bad, pkts[3]]);
+    expect(w[0].vnet.gsoType).toBe(VNET_GSO_TCPV4);
+    expect(resegment(w[0])).toEqual([pkts[0], pkts[1]]);
+    expect(w.some((x) => x.pkt.equals(bad) && x.vnet.gsoType === 0)).toBe(true);
+    expect(native.offloadStats().csumRejects).toBeGreaterThan(before);
+    // A bad IPv4 header checksum at the head: the head goes alone, the rest still joins.
+    const badHead = Buffer.from(pkts[0]);
+    badHead[8] ^= 1; // TTL changed without the header checksum; the others carry it too
+    const others = flow(4, 1000).map((p) => {
+      const q = Buffer.from(p);
+      q[8] ^= 1;
+      writeIpv4HeaderChecksum(q, 0);
+      return q;
+    });
+    const w2 = coalesce([badHead, ...others.slice(1)]);
+    expect(w2[0].pkt.equals(badHead)).toBe(true);
+    expect(w2[0].vnet).toEqual(ZERO_VNET);
+    expect(resegment(w2[1])).toEqual(others.slice(1));
+  });
+
+  it('stops at 64 KB: the next segment starts a new super-packet', () => {
+    const pkts = flow(60, 1398);
+    const w = coalesce(pkts);
+    expect(w.length).toBe(2);
+    expect(w[0].pkt.length).toBeLessThanOrEqual(65535);
+    expect([...resegment(w[0]), ...resegment(w[1])]).toEqual(pkts);
+  });
+
+  it('property: coalescing then segmenting gives back every packet, in order', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({ flow: fc.integer({ min: 0, max: 2 }), len: fc.integer({ min: 0, max: 1448 }), psh: fc.boolean() }),
+          { minLength: 1, maxLength: 120 },
+        ),
+        fc.integer({ min: 300, max: 1448 }),
+        (steps, mss) => {
+          const seq = [10, 20_000_000, 0xfffff000];
+          const id = [1, 500, 0xfff0];
+          const pkts = steps.map((st) => {
+            const len = Math.min(st.len, mss);
+            const p = tcpPacket({
+              sport: 1000 + st.flow, seq: seq[st.flow], id: id[st.flow],
+              flags: st.psh ? ACK | PSH : ACK, payload: bytes(len, seq[st.flow]),
+            });
+            seq[st.flow] = (seq[st.flow] + len) >>> 0;
+            id[st.flow] = (id[st.flow] + 1) & 0xffff;
+            return p;
+          });
+          const w = coalesce(pkts);
+          for (const x of w) {
+            expect(ipChecksumOk(x.pkt)).toBe(true);
+            if (x.vnet.gsoType === VNET_GSO_NONE) expect(x.vnet).toEqual(ZERO_VNET);
+          }
+          // Per flow, the packets come back exactly and in order.
+          const back = w.flatMap(resegment);
+          for (let f = 0; f < 3; f++) {
+            const mine = (p: Buffer) => p.readUInt16BE(20) === 1000 + f;
+            expect(back.filter(mine)).toEqual(pkts.filter(mine));
+          }
+          expect(back.length).toBe(pkts.length);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('offload entry points reject bad arguments', () => {
+  it('checks offsets, lengths and header indices before touching memory', () => {
+    const buf = Buffer.alloc(100);
+    expect(() => native._groCoalesce(buf, new Int32Array([90]), new Int32Array([20]), 1, Buffer.alloc(10), new Int32Array(1), new Int32Array(1))).toThrow(RangeError);
+    expect(() => native._tsoSegment(buf, 0, 200, Buffer.alloc(10), 0, 22, Buffer.alloc(10), new Int32Array(1), new Int32Array(1))).toThrow(RangeError);
+    expect(() => native._tsoSegment(buf, 0, 50, Buffer.alloc(10), 1, 22, Buffer.alloc(10), new Int32Array(1), new Int32Array(1))).toThrow(RangeError);
+    expect(() =>
+      native.udpSendVnet(2 ** 30, buf, new Int32Array([0]), new Int32Array([50]), new Uint32Array(1), new Uint16Array(1), Buffer.alloc(10), new Int32Array([1]), 22, 1),
+    ).toThrow(/vnetIdx\[0\] = 1 is outside vnet/);
+    expect(() => native.devReadVnet(2 ** 30, buf, 32, 2, new Int32Array(2), new Int32Array(2), Buffer.alloc(10))).toThrow(RangeError);
+    expect(ip('1.2.3.4')).toBe(0x01020304);
+  });
+});

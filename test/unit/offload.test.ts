@@ -1,0 +1,259 @@
+// The TypeScript side of the offload paths, against in-memory twins: what the inside path
+// decides once per super-packet (route, headers, MSS clamp, counters) before the addon cuts it,
+// how the outside path splits UDP GRO datagrams into frames and checks each, and the
+// start-up choice between the offload and the plain device (with the refusal path).
+import { describe, expect, it } from 'vitest';
+import { InsidePath } from '../../src/dataplane/inside.js';
+import { OutsidePath } from '../../src/dataplane/outside.js';
+import { DropCounters } from '../../src/dataplane/drops.js';
+import { PeerTable } from '../../src/dataplane/peers.js';
+import type { DeviceIo, UnderlayIo } from '../../src/dataplane/io.js';
+import type { PathSettings } from '../../src/dataplane/settings.js';
+import { TUN_OFFLOADS, enableUdpGro, openDevice, type TunOpener } from '../../src/dataplane/native-io.js';
+import { clampTcpMss } from '../../src/proto/tcpmss.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetHeader } from '../../src/proto/vnet.js';
+import { parseCidr } from '../../src/util/ipv4.js';
+import { icmpEcho, ip, mac, tcp, tcpChecksumOk, vxlanFrame } from './packets.js';
+
+const OUR_MAC = '0e:5c:aa:00:00:64';
+const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
+const AWS2 = { name: 'aws-2', publicIp: '203.0.113.20', port: 8472, subnet: parseCidr('10.244.2.0/24'), vtepMac: '0a:bb:00:00:02:00' };
+
+function settings(over: Partial<PathSettings> = {}): PathSettings {
+  return {
+    tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR_MAC), vtepIp: ip('10.244.100.0'),
+    mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8, ...over,
+  };
+}
+
+/** A device with virtio-net headers: hands out queued packets packed, each with its header. */
+class FakeVnetDevice implements DeviceIo {
+  readonly inbox: { pkt: Buffer; vnet: Buffer }[] = [];
+  readonly written: Buffer[] = [];
+  read(): number {
+    throw new Error('plain read on a vnet device');
+  }
+  readVnet(buf: Buffer, headroom: number, max: number, offs: Int32Array, lens: Int32Array, vnet: Buffer): number {
+    let n = 0;
+    let pos = 0;
+    while (n < max && this.inbox.length > 0 && pos + headroom + 65535 <= buf.length) {
+      const { pkt, vnet: h } = this.inbox.shift()!;
+      offs[n] = pos + headroom;
+      lens[n] = pkt.length;
+      pkt.copy(buf, offs[n]);
+      h.copy(vnet, n * VNET_HDR_LEN);
+      pos = (offs[n] + pkt.length + 63) & ~63;
+      n++;
+    }
+    return n;
+  }
+  write(buf: Buffer, offs: Int32Array, lens: Int32Array, n: number): number {
+    for (let i = 0; i < n; i++) this.written.push(Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])));
+    return n;
+  }
+}
+
+interface SentVnet {
+  data: Buffer;
+  addr: number;
+  port: number;
+  vnet: Buffer;
+  encap: number;
+}
+
+class FakeVnetUnderlay implements UnderlayIo {
+  readonly inbox: { data: Buffer; addr: number; port: number; seg: number }[] = [];
+  readonly sent: SentVnet[] = [];
+  recv(buf: Buffer, slot: number, headroom: number, max: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, segs?: Int32Array): number {
+    let n = 0;
+    while (n < max && this.inbox.length > 0) {
+      const d = this.inbox.shift()!;
+      d.data.copy(buf, n * slot + headroom);
+      lens[n] = d.data.length;
+      addrs[n] = d.addr;
+      ports[n] = d.port;
+      if (segs) segs[n] = d.seg;
+      n++;
+    }
+    return n;
+  }
+  send(): number {
+    throw new Error('plain send on the offload path');
+  }
+  sendVnet(buf: Buffer, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, vnet: Buffer, vnetIdx: Int32Array, encap: number, n: number): number {
+    for (let i = 0; i < n; i++) {
+      this.sent.push({
+        data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])),
+        addr: addrs[i],
+        port: ports[i],
+        vnet: Buffer.from(vnet.subarray(vnetIdx[i] * VNET_HDR_LEN, (vnetIdx[i] + 1) * VNET_HDR_LEN)),
+        encap,
+      });
+    }
+    return n;
+  }
+}
+
+function rig(over: Partial<PathSettings> = {}) {
+  const s = settings({ vnetHdr: true, udpGro: true, ...over });
+  const dev = new FakeVnetDevice();
+  const udp = new FakeVnetUnderlay();
+  const drops = new DropCounters();
+  const peers = new PeerTable([AWS1, AWS2]);
+  return { s, dev, udp, drops, peers, inside: new InsidePath(s, dev, udp, drops, peers), outside: new OutsidePath(s, udp, dev, drops, peers, () => 1000) };
+}
+
+function vnetHeader(h: Parameters<typeof writeVnetHeader>[2]): Buffer {
+  const b = Buffer.alloc(VNET_HDR_LEN);
+  writeVnetHeader(b, 0, h);
+  return b;
+}
+
+const TS = Buffer.from('0101080a0001e2400000abcd', 'hex');
+
+describe('inside path with offloads', () => {
+  it('routes a super-packet once, writes the headers in front and counts every segment', () => {
+    const r = rig();
+    const big = tcp('10.244.100.10', '10.244.2.2', 0x18, TS, Buffer.alloc(10_000, 7));
+    const h = vnetHeader({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: 52, gsoSize: 1398, csumStart: 20, csumOffset: 16 });
+    const ping = icmpEcho('10.244.100.10', '10.244.1.2');
+    r.dev.inbox.push({ pkt: big, vnet: h }, { pkt: icmpEcho('10.244.100.10', '10.244.77.1'), vnet: vnetHeader({}) }, { pkt: ping, vnet: vnetHeader({}) });
+    expect(r.inside.pump()).toBe(3);
+    expect(r.udp.sent).toHaveLength(2);
+    const [a, b] = r.udp.sent;
+    expect(a).toMatchObject({ addr: ip('203.0.113.20'), port: 8472, encap: 22 });
+    expect(a.data.equals(vxlanFrame(1, AWS2.vtepMac, OUR_MAC, big))).toBe(true);
+    expect(a.vnet.equals(h)).toBe(true); // the addon gets the packet's own header
+    expect(b.data.equals(vxlanFrame(1, AWS1.vtepMac, OUR_MAC, ping))).toBe(true);
+    expect(r.drops.get('noPeer')).toBe(1);
+    // 10 000 bytes at 1398 per segment: 8 datagrams, each with its own headers.
+    expect(r.peers.stat(1, 2)).toBe(8);
+    expect(r.peers.stat(1, 3)).toBe(big.length + 8 * 22 + 7 * 52);
+  });
+
+  it('clamps the MSS of a SYN whose checksum is still partial without touching the checksum field', () => {
+    const r = rig();
+    const syn = tcp('10.244.100.10', '10.244.1.2', 0x02, Buffer.from([2, 4, 0x23, 0x28]));
+    syn.writeUInt16BE(0x1234, 36); // a pseudo-header sum, not a checksum
+    r.dev.inbox.push({ pkt: syn, vnet: vnetHeader({ flags: VNET_F_NEEDS_CSUM, csumStart: 20, csumOffset: 16 }) });
+    r.inside.pump();
+    const inner = r.udp.sent[0].data.subarray(22);
+    expect(inner.readUInt16BE(42)).toBe(1410);
+    expect(inner.readUInt16BE(36)).toBe(0x1234);
+    // With a complete checksum the clamp updates it, as before.
+    const full = tcp('10.244.100.10', '10.244.1.2', 0x02, Buffer.from([2, 4, 0x23, 0x28]));
+    clampTcpMss(full, 0, full.length, 1410, false);
+    expect(tcpChecksumOk(full)).toBe(true);
+  });
+
+  it('drops a super-packet whose metadata makes no sense', () => {
+    const r = rig();
+    const udp = icmpEcho('10.244.100.10', '10.244.1.2');
+    r.dev.inbox.push({ pkt: udp, vnet: vnetHeader({ gsoType: VNET_GSO_TCPV4, gsoSize: 1398 }) });
+    const t = tcp('10.244.100.10', '10.244.1.2', 0x10, TS, Buffer.alloc(3000));
+    r.dev.inbox.push({ pkt: t, vnet: vnetHeader({ gsoType: VNET_GSO_TCPV4, gsoSize: 0 }) });
+    r.inside.pump();
+    expect(r.udp.sent).toHaveLength(0);
+    expect(r.drops.get('badIPv4')).toBe(2);
+  });
+
+  it('says "full batch" when the read stopped for want of room, so the data plane reads on', () => {
+    const r = rig({ batch: 64 });
+    const big = tcp('10.244.100.10', '10.244.1.2', 0x10, TS, Buffer.alloc(60_000));
+    const h = vnetHeader({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: 52, gsoSize: 1398, csumStart: 20, csumOffset: 16 });
+    for (let i = 0; i < 12; i++) r.dev.inbox.push({ pkt: big, vnet: h });
+    expect(r.inside.pump()).toBe(64);
+    expect(r.udp.sent.length).toBeGreaterThan(0);
+    expect(r.udp.sent.length).toBeLessThan(12);
+  });
+
+  it('refuses to run offloads over a device or socket without them', () => {
+    const s = settings({ vnetHdr: true });
+    const plainDev = { read: () => 0, write: () => 0 };
+    expect(() => new InsidePath(s, plainDev, new FakeVnetUnderlay(), new DropCounters(), new PeerTable([AWS1]))).toThrow(/readVnet/);
+    expect(() => new InsidePath({ ...s, tap: true }, new FakeVnetDevice(), new FakeVnetUnderlay(), new DropCounters(), new PeerTable([AWS1]))).toThrow();
+  });
+});
+
+describe('outside path with UDP GRO', () => {
+  it('splits a coalesced datagram into frames and checks each on its own', () => {
+    const r = rig();
+    const frames = [0, 1, 2, 3].map((i) => vxlanFrame(1, OUR_MAC, AWS1.vtepMac, tcp('10.244.1.2', '10.244.100.10', 0x10, TS, Buffer.alloc(1000, i))));
+    const bad = Buffer.from(frames[2]);
+    bad[4] = 9; // wrong VNI
+    const last = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, tcp('10.244.1.2', '10.244.100.10', 0x18, TS, Buffer.alloc(10, 9)));
+    const seg = frames[0].length;
+    r.udp.inbox.push({ data: Buffer.concat([frames[0], frames[1], bad, frames[3], last]), addr: ip('203.0.113.10'), port: 40000, seg });
+    r.udp.inbox.push({ data: frames[0], addr: ip('203.0.113.10'), port: 40000, seg: 0 });
+    expect(r.outside.pump()).toBe(2);
+    expect(r.drops.snapshot()).toEqual({ wrongVni: 1 });
+    expect(r.dev.written.map((p) => p.length)).toEqual([1052, 1052, 1052, 62, 1052]);
+    expect(r.dev.written[3].equals(last.subarray(22))).toBe(true);
+    expect(r.peers.stat(0, 0)).toBe(5);
+  });
+
+  it('a coalesced datagram from an unknown sender is dropped frame by frame', () => {
+    const r = rig();
+    const f = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10'));
+    r.udp.inbox.push({ data: Buffer.concat([f, f, f]), addr: ip('198.51.100.99'), port: 1, seg: f.length });
+    r.outside.pump();
+    expect(r.drops.get('unknownSource')).toBe(3);
+    expect(r.dev.written).toHaveLength(0);
+  });
+
+  it('keeps dropping datagrams over 9216 bytes as oversize, though the GRO slot holds 64 KB', () => {
+    const r = rig();
+    r.udp.inbox.push({ data: Buffer.alloc(20_000), addr: ip('203.0.113.10'), port: 1, seg: 0 });
+    r.outside.pump();
+    expect(r.drops.get('oversize')).toBe(1);
+  });
+
+  it('writes to the device in several calls when the frames outnumber one write batch', () => {
+    const r = rig({ batch: 64 });
+    const f = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10', 1, 1, Buffer.alloc(8)));
+    for (let i = 0; i < 40; i++) r.udp.inbox.push({ data: Buffer.concat(Array(40).fill(f)), addr: ip('203.0.113.10'), port: 1, seg: f.length });
+    r.outside.pump();
+    expect(r.dev.written).toHaveLength(1600);
+  });
+});
+
+describe('choosing the offload path at start-up', () => {
+  const handle = { fd: 7, name: 'flannel.1' };
+  const opener = (refuse: boolean, calls: string[]): TunOpener => ({
+    tunOpen: (name, tap) => (calls.push(`plain ${name} ${tap ? 'tap' : 'tun'}`), handle),
+    tunOpenVnet: (name, flags) => {
+      calls.push(`vnet ${name} ${flags}`);
+      if (refuse) throw Object.assign(new Error('ioctl(TUNSETOFFLOAD 0x3) flannel.1: invalid argument (EINVAL)'), { code: 'EINVAL' });
+      return handle;
+    },
+  });
+
+  it('TUN with offloads when the kernel agrees', () => {
+    const calls: string[] = [];
+    expect(openDevice('flannel.1', 'tun', true, opener(false, calls))).toEqual({ tun: handle, vnetHdr: true, offloadOff: null });
+    expect(calls).toEqual([`vnet flannel.1 ${TUN_OFFLOADS}`]);
+    expect(TUN_OFFLOADS).toBe(0x03); // TUN_F_CSUM | TUN_F_TSO4
+  });
+
+  it('falls back to the plain TUN, saying why, when the kernel refuses', () => {
+    const calls: string[] = [];
+    const d = openDevice('flannel.1', 'tun', true, opener(true, calls));
+    expect(d.vnetHdr).toBe(false);
+    expect(d.offloadOff).toMatch(/refused TUN offloads: .*EINVAL/);
+    expect(calls).toEqual(['vnet flannel.1 3', 'plain flannel.1 tun']);
+  });
+
+  it('plain when offloads are off, and always plain in TAP mode', () => {
+    const calls: string[] = [];
+    expect(openDevice('flannel.1', 'tun', false, opener(false, calls))).toEqual({ tun: handle, vnetHdr: false, offloadOff: null });
+    expect(openDevice('flannel.1', 'tap', true, opener(false, calls)).vnetHdr).toBe(false);
+    expect(calls).toEqual(['plain flannel.1 tun', 'plain flannel.1 tap']);
+  });
+
+  it('UDP GRO: on, or off with the reason', () => {
+    expect(enableUdpGro(3, () => undefined)).toBeNull();
+    expect(enableUdpGro(3, () => {
+      throw new Error('setsockopt(UDP_GRO) fd 3: protocol not available (ENOPROTOOPT)');
+    })).toMatch(/refused UDP_GRO: .*ENOPROTOOPT/);
+  });
+});
