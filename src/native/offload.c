@@ -725,6 +725,26 @@ static bool gro_fits(const gro_item *it, const uint8_t *h, const uint8_t *p, siz
   return thl == 20 || memcmp(hth + 20, th + 20, thl - 20) == 0; /* options, timestamps included */
 }
 
+/* Same flow as item head `h`: addresses and ports (both are IPv4 with a 20-byte header). */
+static bool gro_same_flow(const uint8_t *h, const uint8_t *p) {
+  return memcmp(h + 12, p + 12, 8) == 0 && memcmp(h + 20, p + 20, 4) == 0;
+}
+
+/*
+ * A packet of a flow that is not joined ends that flow's open chain, as it flushes the
+ * kernel's GRO: joining a later segment across it would reorder the flow (data written
+ * before a pure ACK, FIN or out-of-order segment that came first).
+ */
+static void gro_close_flow(of_state *s, uint8_t *buf, const int32_t *offs, const uint8_t *p) {
+  for (int k = s->nitems - 1; k >= 0; k--) {
+    gro_item *it = &s->items[k];
+    if (it->head >= 0 && gro_same_flow(buf + offs[it->head], p)) {
+      it->closed = 1;
+      return;
+    }
+  }
+}
+
 /*
  * Plans the writes of one batch: packets that can be coalesced become ROLE_MERGED links
  * of an item's chain; each head gets its virtio_net_hdr. Like the kernel's GRO, only
@@ -748,9 +768,12 @@ static void gro_plan(of_state *s, uint8_t *buf, const int32_t *offs, const int32
     if (len < 40 || p[0] != 0x45 || p[9] != IPPROTO_TCP || be16(p + 2) != len || (be16(p + 6) & 0x3fff))
       continue;
     thl = (size_t)(p[32] >> 4) * 4;
-    if (thl < 20 || 20 + thl >= len) continue; /* no data: nothing to join */
     flags = p[33];
-    if (flags != TCP_ACK && flags != (TCP_ACK | TCP_PSH)) continue;
+    if (thl < 20 || 20 + thl >= len || (flags != TCP_ACK && flags != (TCP_ACK | TCP_PSH))) {
+      /* No data, or SYN/FIN/RST/URG...: never joined, and it ends its flow's chain. */
+      gro_close_flow(s, buf, offs, p);
+      continue;
+    }
     payload = len - 20 - thl;
     seq = be32(p + 24);
     for (k = s->nitems - 1; k >= 0; k--) {
@@ -758,7 +781,12 @@ static void gro_plan(of_state *s, uint8_t *buf, const int32_t *offs, const int32
       uint8_t *h;
       if (it->head < 0) continue;
       h = buf + offs[it->head];
-      if (!gro_fits(it, h, p, thl, seq, payload)) continue;
+      if (!gro_same_flow(h, p)) continue;
+      /* Only the flow's latest chain may take it; if it does not fit, that chain ends here. */
+      if (!gro_fits(it, h, p, thl, seq, payload)) {
+        it->closed = 1;
+        break;
+      }
       if (!it->checked) {
         if (!ip_csum_ok(h, 20) || !tcp_csum_ok(h, 20, it->total)) {
           s->csum_rejects += 1;

@@ -423,7 +423,11 @@ describe('TCP coalescing in C (_groCoalesce)', () => {
           expect(back.length).toBe(pkts.length);
         },
       ),
-      { numRuns: 200 },
+      {
+        numRuns: Number(process.env.VXEDGE_PROPERTY_RUNS ?? 200),
+        // Found by CI: data, pure ACK, data of one flow must not join across the ACK.
+        examples: [[[{ flow: 0, len: 1, psh: false }, { flow: 0, len: 0, psh: false }, { flow: 0, len: 1, psh: false }, { flow: 0, len: 0, psh: false }], 300]],
+      },
     );
   });
 });
