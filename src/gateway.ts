@@ -83,21 +83,23 @@ export class Gateway extends EventEmitter {
       log.warn('device MTU + 50 exceeds the underlay MTU: large packets will be fragmented or lost', { mtu, underlayMtu: underlay.mtu });
     }
     const name = cfg.overlay.device;
-    await removeLeftoverDevice(name, log);
 
     const undo: (() => void)[] = [];
     try {
+      // The port first: a second vxedge (or a kernel vxlan) on it must fail here, before
+      // anything of the running one is touched.
+      const udpFd = openOrExplain(
+        () => native.udpOpen(ipToInt(underlay.address), cfg.underlay.port, SOCKET_BUFFER_BYTES),
+        `bind UDP ${underlay.address}:${cfg.underlay.port}`,
+      );
+      undo.push(() => native.close(udpFd));
+      await removeLeftoverDevice(name, log);
       const opened = openOrExplain(
         () => openDevice(name, cfg.overlay.mode, cfg.overlay.offload),
         `open ${cfg.overlay.mode.toUpperCase()} device ${name}`,
       );
       const tun = opened.tun;
       undo.push(() => native.close(tun.fd));
-      const udpFd = openOrExplain(
-        () => native.udpOpen(ipToInt(underlay.address), cfg.underlay.port, SOCKET_BUFFER_BYTES),
-        `bind UDP ${underlay.address}:${cfg.underlay.port}`,
-      );
-      undo.push(() => native.close(udpFd));
       if (opened.offloadOff && cfg.overlay.mode === 'tun') {
         log.warn('TUN offloads off: the plain data plane moves one packet per syscall', { reason: opened.offloadOff });
       }

@@ -9,6 +9,7 @@ import { Logger } from '../util/log.js';
 import { UnderlayError } from '../control/underlay.js';
 import { StateError } from '../control/state.js';
 import { IpCommandError } from '../control/iproute.js';
+import { DeviceInUseError } from '../control/device.js';
 import { SdNotify, statusText } from '../health/sd-notify.js';
 
 const STOP_DEADLINE_MS = 4500;
@@ -22,7 +23,10 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
     gw = await Gateway.start(cfg, log, version);
   } catch (e) {
     sd.stopWatchdog();
-    if (e instanceof GatewayError || e instanceof UnderlayError || e instanceof StateError || e instanceof IpCommandError) {
+    if (
+      e instanceof GatewayError || e instanceof UnderlayError || e instanceof StateError ||
+      e instanceof IpCommandError || e instanceof DeviceInUseError
+    ) {
       log.error(e.message);
       return 1;
     }

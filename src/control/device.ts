@@ -25,11 +25,25 @@ export function vtepAddress(subnet: Cidr): string {
   return intToIp(subnet.network);
 }
 
-/** Removes a leftover device of that name (a crashed run that made it persistent, or a stale kernel vxlan). */
+export class DeviceInUseError extends Error {
+  override name = 'DeviceInUseError';
+}
+
+/**
+ * Removes a leftover device of that name: a persistent TUN/TAP from a crashed run, or a
+ * stale kernel vxlan. A non-persistent TUN/TAP exists only while a process holds it open,
+ * so it belongs to a running program (another vxedge?) and is left alone.
+ */
 export async function removeLeftoverDevice(name: string, log: Logger): Promise<void> {
   const l = await linkDetails(name);
   if (!l) return;
-  log.warn('replacing existing device left over from an earlier run', { device: name, kind: l.linkinfo?.info_kind ?? 'unknown' });
+  const kind = l.linkinfo?.info_kind ?? 'unknown';
+  if (kind === 'tun' && l.linkinfo?.info_data?.persist === false) {
+    throw new DeviceInUseError(
+      `device ${name} is in use by another process (is another vxedge running? see \`vxedge status\`); stop it or set overlay.device`,
+    );
+  }
+  log.warn('replacing existing device left over from an earlier run', { device: name, kind });
   await ip(['link', 'del', 'dev', name]);
 }
 

@@ -43,7 +43,7 @@ interface LinkInfo {
   address?: string;
   operstate?: string;
   flags?: string[];
-  linkinfo?: { info_kind?: string };
+  linkinfo?: { info_kind?: string; info_data?: { persist?: boolean } };
 }
 
 export async function linkDetails(name: string): Promise<LinkInfo | null> {

@@ -154,6 +154,24 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel p
       await gw.cleanup();
     });
 
+    it('a second instance fails cleanly without disturbing the running one', async () => {
+      const gw = await startGateway(env);
+      await gw.waitUp();
+      // Same port: refused at bind. Other port, same device: refused as "in use".
+      const same = await startGateway(env);
+      expect(await waitExit(same.child, 10_000)).toBe(1);
+      expect(same.output).toContain('address already in use');
+      const other = await startGateway(env, { extra: { underlay: { publicIp: env.GW_PUBLIC_IP, port: 8473 } } });
+      expect(await waitExit(other.child, 10_000)).toBe(1);
+      expect(other.output).toContain('is in use by another process');
+      for (const g of [same, other]) expect(g.output).not.toMatch(/\n\s+at /);
+      expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      expect(gw.child.exitCode).toBeNull();
+      await Promise.all([same.cleanup(), other.cleanup()]);
+      expect(await gw.stop()).toBe(0);
+      await gw.cleanup();
+    });
+
     it('replaces a leftover device after a crash', async () => {
       // A persistent TUN with our name, as a crashed run (or a hand-made test) could leave.
       await nsRun(env.NS_GW, ['ip', 'tuntap', 'add', 'dev', env.VTEP_DEV, 'mode', 'tun']);
