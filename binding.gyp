@@ -6,12 +6,12 @@
   "targets": [
     {
       "target_name": "vxedge_native",
-      "sources": ["src/native/vxedge_native.c", "src/native/offload.c"],
+      "sources": ["src/native/vxedge_native.c", "src/native/offload.c", "src/native/napi_util.c"],
       # Node-API 8 (Node >= 12.22/14.17): async cleanup hooks and object type tags.
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra"],
       "conditions": [
-        ["OS!='linux'", {"type": "none", "sources!": ["src/native/vxedge_native.c", "src/native/offload.c"]}],
+        ["OS!='linux'", {"type": "none", "sources!": ["src/native/vxedge_native.c", "src/native/offload.c", "src/native/napi_util.c"]}],
       ],
       "configurations": {
         # common.gypi asks -O3 for Release; -O2 is plenty here and keeps code size down.

@@ -59,6 +59,7 @@
 
 #include <uv.h>
 
+#include "napi_util.h"
 #include "offload.h"
 
 #define VNET_LEN 10                /* sizeof(struct virtio_net_hdr), no num_buffers */
@@ -136,123 +137,7 @@ static void note_error(of_state *s, int err) {
   *s->error_count += 1;
 }
 
-static int fd_fatal(int err) {
-  return err == EBADF || err == EBADFD || err == ENOTSOCK || err == EFAULT;
-}
-
-static void throw_fmt(napi_env env, int range, const char *fmt, ...) {
-  char msg[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  if (range) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-  else napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-}
-#define THROW_TYPE(env, ...) do { throw_fmt((env), 0, __VA_ARGS__); return NULL; } while (0)
-#define THROW_RANGE(env, ...) do { throw_fmt((env), 1, __VA_ARGS__); return NULL; } while (0)
-
-/* A system error shaped like vxedge_native.c's (and Node's): "<what>: <strerror> (<CODE>)"
- * with code, errno and syscall properties. */
-static void throw_sys(napi_env env, int err, const char *syscall, const char *fmt, ...) {
-  char what[160], code[48], text[96], msg[320];
-  napi_value e, m, v;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(what, sizeof what, fmt, ap);
-  va_end(ap);
-  uv_err_name_r(-err, code, sizeof code);
-  uv_strerror_r(-err, text, sizeof text);
-  if (strncmp(code, "Unknown", 7) == 0) snprintf(code, sizeof code, "E%d", err);
-  snprintf(msg, sizeof msg, "%s: %s (%s)", what, text, code);
-  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m) != napi_ok ||
-      napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &v) != napi_ok ||
-      napi_create_error(env, v, m, &e) != napi_ok)
-    return;
-  if (napi_create_int32(env, err, &v) == napi_ok) napi_set_named_property(env, e, "errno", v);
-  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v) == napi_ok)
-    napi_set_named_property(env, e, "syscall", v);
-  napi_throw(env, e);
-}
-#define THROW_SYS(env, err, syscall, ...) do { throw_sys((env), (err), (syscall), __VA_ARGS__); return NULL; } while (0)
-
-/* ------------------------------------------------------------- arguments */
-
-#define GET_ARGS(n)                                                                   \
-  size_t argc = (n);                                                                  \
-  napi_value argv[(n)];                                                               \
-  of_state *st;                                                                       \
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&st) != napi_ok)        \
-    return NULL;                                                                      \
-  if (argc < (n)) THROW_TYPE(env, "%s: expected %d arguments, got %d", fn, (int)(n), (int)argc)
-
-static int arg_int(napi_env env, const char *fn, napi_value v, const char *name, int64_t min,
-                   int64_t max, int64_t *out) {
-  napi_valuetype t;
-  double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
-    throw_fmt(env, 0, "%s: %s must be a number", fn, name);
-    return -1;
-  }
-  napi_get_value_double(env, v, &d);
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d) {
-    throw_fmt(env, 1, "%s: %s must be an integer in [%lld, %lld], got %g", fn, name,
-              (long long)min, (long long)max, d);
-    return -1;
-  }
-  *out = (int64_t)d;
-  return 0;
-}
-
-static const char *typed_name(napi_typedarray_type t) {
-  switch (t) {
-    case napi_uint8_array: return "a Buffer or Uint8Array";
-    case napi_int32_array: return "an Int32Array";
-    case napi_uint32_array: return "a Uint32Array";
-    case napi_uint16_array: return "a Uint16Array";
-    default: return "a typed array";
-  }
-}
-
-static int arg_typed(napi_env env, const char *fn, napi_value v, const char *name,
-                     napi_typedarray_type want, void **data, size_t *len) {
-  bool is;
-  napi_typedarray_type t;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, v, &t, len, data, NULL, NULL) != napi_ok || t != want) {
-    throw_fmt(env, 0, "%s: %s must be %s", fn, name, typed_name(want));
-    return -1;
-  }
-  if (*len > 0 && *data == NULL) {
-    throw_fmt(env, 0, "%s: %s is detached", fn, name);
-    return -1;
-  }
-  return 0;
-}
-
-#define ARG_INT(i, name, min, max, out) \
-  if (arg_int(env, fn, argv[i], name, (min), (max), (out)) != 0) return NULL
-#define ARG_TYPED(i, name, type, data, len) \
-  if (arg_typed(env, fn, argv[i], name, (type), (void **)(data), (len)) != 0) return NULL
-
-static napi_value int_result(napi_env env, int64_t n) {
-  napi_value r = NULL;
-  napi_create_int64(env, n, &r);
-  return r;
-}
-
-/* Offsets and lengths are checked once, then copied: JS could change a shared array. */
-static int check_packets(napi_env env, const char *fn, size_t buflen, const int32_t *offs,
-                         const int32_t *lens, int64_t n, int64_t minoff) {
-  for (int64_t i = 0; i < n; i++) {
-    if (offs[i] < minoff || lens[i] < 0 || (int64_t)offs[i] + lens[i] > (int64_t)buflen) {
-      throw_fmt(env, 1, "%s: packet %lld [%d, +%d) is outside the buffer (%zu bytes)", fn,
-                (long long)i, offs[i], lens[i], buflen);
-      return -1;
-    }
-  }
-  return 0;
-}
+#define GET_ARGS(n) GET_ARGS_OF(n, of_state)
 
 /* --------------------------------------------------------------- checksums */
 
@@ -639,7 +524,7 @@ static napi_value udp_send_vnet(napi_env env, napi_callback_info info) {
   lim = lim < nvidx ? lim : nvidx;
   lim = lim < OF_PKTS ? lim : OF_PKTS;
   ARG_INT(9, "n", 0, (int64_t)lim, &n);
-  if (check_packets(env, fn, buflen, offs, lens, n, 0) != 0) return NULL;
+  if (check_packets(env, fn, buflen, offs, lens, n) != 0) return NULL;
   for (i = 0; i < n; i++) {
     if (vidx[i] < 0 || (int64_t)vidx[i] * VNET_LEN + VNET_LEN > (int64_t)nvnet)
       THROW_RANGE(env, "%s: vnetIdx[%lld] = %d is outside vnet (%zu bytes)", fn, (long long)i, vidx[i], nvnet);
@@ -894,7 +779,7 @@ static int gro_args(napi_env env, const char *fn, napi_value *argv, uint8_t **bu
   lim = noffs < nlens ? noffs : nlens;
   lim = lim < OF_PKTS ? lim : OF_PKTS;
   if (arg_int(env, fn, argv[argn], "n", 0, (int64_t)lim, n) != 0) return -1;
-  return check_packets(env, fn, *buflen, *offs, *lens, *n, 0);
+  return check_packets(env, fn, *buflen, *offs, *lens, *n);
 }
 
 /* devWriteVnet(fd, buf, offs, lens, n) -> packets accepted */
