@@ -25,7 +25,7 @@ import { overallState, type CheckResult, type HealthDocument, type OffloadHealth
 import { removeStatus, writeStatus } from './health/status-file.js';
 import { HealthPublisher } from './health/mqtt.js';
 import { StatusLed } from './health/led.js';
-import { ipToInt } from './util/ipv4.js';
+import { intToIp, ipToInt } from './util/ipv4.js';
 import { macToBytes } from './util/mac.js';
 import type { Logger } from './util/log.js';
 
@@ -204,7 +204,7 @@ export class Gateway extends EventEmitter {
       pmtu.push({ name: p.name, state: h.state, pathMtuOk: h.pathMtuOk });
       return {
         name: p.name,
-        endpoint: `${i >= 0 ? intToIpSafe(t.addr[i]) : p.publicIp}:${p.port}`,
+        endpoint: `${i >= 0 ? intToIp(t.addr[i]) : p.publicIp}:${p.port}`,
         subnet: p.subnet.text,
         state: h.state,
         rttMs: h.rttMs,
@@ -389,7 +389,7 @@ export class Gateway extends EventEmitter {
     const cfg = this.cfg;
     // After roaming, the peer lives at another address than the config's.
     const i = this.dataplane.peers.indexOf(p.name);
-    const peerIp = i >= 0 ? intToIpSafe(this.dataplane.peers.addr[i]) : p.publicIp;
+    const peerIp = i >= 0 ? intToIp(this.dataplane.peers.addr[i]) : p.publicIp;
     if (h.state === 'down') this.diagnosis.check(p.name, peerIp, () => void this.publishStatus());
     const local = `${this.underlay.address}:${cfg.underlay.port}`;
     const pub = this.publicEndpoint();
@@ -443,6 +443,3 @@ function restartKeys(a: Config, b: Config): string[] {
   return Object.keys(pa).filter((k) => JSON.stringify(pa[k]) !== JSON.stringify(pb[k]));
 }
 
-function intToIpSafe(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
-}

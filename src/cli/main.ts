@@ -7,7 +7,6 @@ import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
-import { Logger } from '../util/log.js';
 import { loadOrCreateVtepMac } from '../control/state.js';
 import { readStatus } from '../health/status-file.js';
 import { renderStatus } from './render.js';

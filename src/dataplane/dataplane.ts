@@ -29,8 +29,8 @@ export class Dataplane {
 
   constructor(
     readonly settings: PathSettings,
-    private readonly device: DeviceIo & { fd?: number },
-    private readonly underlay: UnderlayIo & { fd?: number },
+    device: DeviceIo,
+    private readonly underlay: UnderlayIo,
     private peerTable: PeerTable,
     private readonly log: Logger,
   ) {

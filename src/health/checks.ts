@@ -4,7 +4,7 @@
 import { access, constants } from 'node:fs/promises';
 import dgram from 'node:dgram';
 import type { Config } from '../config/types.js';
-import { ifaceMtu, linkDetails, readSysctl, routeGet } from '../control/iproute.js';
+import { linkDetails, readSysctl, routeGet } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import { vtepAddress } from '../control/device.js';
 import type { CheckResult } from './document.js';
@@ -100,14 +100,6 @@ export function checkPublicEndpoint(publicEndpoint: string | null): CheckResult 
         name: 'public_endpoint', ok: false, detail: 'unknown: AWS nodes cannot be told where to send',
         fix: 'set underlay.publicIp to the site router\'s public address, or configure nat.stun servers',
       };
-}
-
-export async function underlayMtuOf(iface: string): Promise<number | null> {
-  try {
-    return await ifaceMtu(iface);
-  } catch {
-    return null;
-  }
 }
 
 /**

@@ -2,9 +2,9 @@
 // exercised on what a kernel would produce.
 import { internetChecksum, onesSum, foldChecksum, writeIpv4HeaderChecksum } from '../../src/proto/ipv4.js';
 
-export function ip(s: string): number {
-  return s.split('.').reduce((a, o) => ((a << 8) | Number(o)) >>> 0, 0);
-}
+import { ipToInt } from '../../src/util/ipv4.js';
+
+export const ip = ipToInt;
 
 export function ipv4(src: string, dst: string, proto: number, payload: Buffer, opts: { ttl?: number; id?: number; frag?: number } = {}): Buffer {
   const b = Buffer.alloc(20 + payload.length);
