@@ -8,9 +8,8 @@ import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { Logger } from '../../src/util/log.js';
 import { parseCidr } from '../../src/util/ipv4.js';
-import { internetChecksum } from '../../src/proto/ipv4.js';
 import { FakeDevice, FakeUnderlay } from './fake-io.js';
-import { icmpEcho, ip, mac, vxlanFrame } from './packets.js';
+import { echoReplyTo, icmpEcho, ip, mac, vxlanFrame } from './packets.js';
 
 describe('peer state machine', () => {
   const T = 90_000;
@@ -81,13 +80,7 @@ describe('roaming with path validation', () => {
     expect(probe.addr).toBe(ip('203.0.113.11'));
     expect(probe.port).toBe(8472); // never the source port it came from
     // The peer's kernel answers the echo: swap addresses, type 0.
-    const req = probe.data.subarray(22);
-    const reply = Buffer.from(req);
-    reply.writeUInt32BE(req.readUInt32BE(16), 12);
-    reply.writeUInt32BE(req.readUInt32BE(12), 16);
-    reply[20] = 0;
-    reply.writeUInt16BE(0, 22);
-    reply.writeUInt16BE(internetChecksum(reply, 20, reply.length - 20), 22);
+    const reply = echoReplyTo(probe.data.subarray(22));
     // An answer from yet another address does not count.
     r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, reply), addr: ip('203.0.113.99'), port: 40001 });
     r.dp.outside.pump();

@@ -4,17 +4,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { PROBE_IP_LEN, parseEchoReply, writeEchoRequest } from '../../src/proto/icmp.js';
 import { internetChecksum, ipv4PacketLength } from '../../src/proto/ipv4.js';
-import { ip } from './packets.js';
-
-function reply(req: Buffer): Buffer {
-  const r = Buffer.from(req);
-  r.writeUInt32BE(req.readUInt32BE(16), 12);
-  r.writeUInt32BE(req.readUInt32BE(12), 16);
-  r[20] = 0;
-  r.writeUInt16BE(0, 22);
-  r.writeUInt16BE(internetChecksum(r, 20, r.length - 20), 22);
-  return r;
-}
+import { echoReplyTo as reply, ip } from './packets.js';
 
 describe('ICMP probe codec', () => {
   const token = Buffer.from('0123456789abcdef', 'hex');

@@ -65,6 +65,17 @@ export function fixTcpChecksum(pkt: Buffer): void {
   pkt.writeUInt16BE(foldChecksum(onesSum(pkt, ihl, len, pseudo(pkt, len))), ihl + 16);
 }
 
+/** The echo reply a kernel sends for an IPv4 echo request (20-byte header): addresses swapped, type 0. */
+export function echoReplyTo(req: Buffer): Buffer {
+  const r = Buffer.from(req);
+  r.writeUInt32BE(req.readUInt32BE(16), 12);
+  r.writeUInt32BE(req.readUInt32BE(12), 16);
+  r[20] = 0;
+  r.writeUInt16BE(0, 22);
+  r.writeUInt16BE(internetChecksum(r, 20, r.length - 20), 22);
+  return r;
+}
+
 export function mac(s: string): Buffer {
   return Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
 }
