@@ -86,6 +86,18 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel p
         } else {
           expect(routes).toContain(`${env.AWS1_SUBNET} scope link`);
         }
+        // A queue of 2000 packets, not the TUN/TAP default of 500 that TCP bursts overflow.
+        expect(await nsRun(env.NS_GW, ['ip', 'link', 'show', 'dev', env.VTEP_DEV])).toMatch(/ qlen 2000\b/);
+      });
+
+      it('sends its VXLAN datagrams with DF clear, as the kernel vxlan does', async () => {
+        const cap = nsExec(env.NS_GW, ['timeout', '8', 'tcpdump', '-n', '-v', '-c', '3', '-i', env.GW_UNDERLAY_IF, 'udp and src port 8472'], { timeoutMs: 10_000 });
+        await new Promise((r) => setTimeout(r, 500));
+        expect((await ping(env.NS_HOST, env.POD1_IP, { count: 3 })).ok).toBe(true);
+        // Only the outer headers: tcpdump also decodes the inner packet, whose DF is the sender's.
+        const outer = (await cap).stdout.split('\n').filter((l) => /proto UDP \(17\)/.test(l));
+        expect(outer.length).toBeGreaterThan(0);
+        for (const l of outer) expect(l).toMatch(/flags \[none\]/);
       });
     });
   }
