@@ -48,20 +48,9 @@ export const DEFAULT_STUN_PORT = 3478;
 const MQTT_SCHEMES = ['mqtt', 'mqtts', 'ws', 'wss'];
 const PEER_KEYS = ['name', 'publicIp', 'port', 'subnet', 'vtepMac'];
 
-/** A value as it appears in a message: strings quoted, long values cut. */
-export function show(v: unknown): string {
-  let text: string;
-  if (typeof v === 'string') text = JSON.stringify(v);
-  else if (v === undefined || typeof v === 'number' || typeof v === 'boolean') text = String(v);
-  else {
-    try {
-      text = JSON.stringify(v) ?? String(v);
-    } catch {
-      text = String(v);
-    }
-  }
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
+import { show } from '../util/show.js';
+
+export { show };
 
 /** Hides the password in "mqtt://user:secret@host". */
 export function maskUrl(s: string): string {

@@ -3,16 +3,14 @@
 // Every duration ends up in a Node timer, and setTimeout() fires at once for
 // anything above 2^31-1 ms, so longer values are refused here.
 
+import { show } from './show.js';
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
 const PART_RE = /(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*/y;
 const EXAMPLE = 'milliseconds or a string like "500ms", "25s", "2m", "1h"';
 
-function show(v: unknown): string {
-  const text = typeof v === 'string' ? JSON.stringify(v) : String(v);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
 
 function checkRange(ms: number, v: unknown): number {
   if (ms > MAX_DURATION_MS) throw new Error(`${show(v)} is too long (at most ${MAX_DURATION_MS} ms, about 24 days)`);

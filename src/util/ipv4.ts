@@ -3,6 +3,8 @@
 // char codes rather than split() for the same reason and because it makes the
 // strictness rules (no leading zeros, no spaces, no "+1") explicit.
 
+import { show } from './show.js';
+
 import type { Cidr } from '../config/types.js';
 
 const DOT = 0x2e;
@@ -36,10 +38,6 @@ function parseIPv4(s: string, end: number): number {
   return i === end ? value : -1;
 }
 
-function show(v: unknown): string {
-  const text = typeof v === 'string' ? JSON.stringify(v) : String(v);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
 
 export function isIPv4(s: string): boolean {
   return typeof s === 'string' && parseIPv4(s, s.length) >= 0;

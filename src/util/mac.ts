@@ -2,15 +2,13 @@
 // data plane writes the 6 bytes straight into a frame's headroom, so
 // macToBytes() can fill a caller's buffer instead of allocating.
 
+import { show } from './show.js';
+
 import { randomBytes } from 'node:crypto';
 
 const MAC_RE = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$/i;
 const EXPECTED = '(expected aa:bb:cc:dd:ee:ff)';
 
-function show(v: unknown): string {
-  const text = typeof v === 'string' ? JSON.stringify(v) : String(v);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
 
 /**
  * Normalises a VTEP MAC to "aa:bb:cc:dd:ee:ff". A VTEP MAC is the inner

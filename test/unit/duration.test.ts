@@ -72,6 +72,8 @@ describe('parseDuration', () => {
           return e instanceof Error && e.constructor === Error && e.message.length > 0;
         }
       }),
+      // Found by CI: an object whose toString is not a function made the message itself throw.
+      { examples: [[{ toString: '' }], [{ valueOf: 1, toString: null }]] },
     );
   });
 });
