@@ -1,0 +1,99 @@
+// A clock for tests: time moves only when the test says so. Timers fire in order of
+// their due time (then of creation), each seeing now()/monotonic() at its due time, so
+// a test reads like a timeline:
+//
+//   const clock = new ManualClock();
+//   const ka = new Keepalive({ clock, ... });
+//   clock.advance(25_000);           // every timer due by then has run
+//   expect(sent).toHaveLength(1);
+import type { Clock, Timer, TimerOptions } from '../../src/util/clock.js';
+
+interface Pending {
+  at: number;
+  seq: number;
+  fn: () => void;
+  every: number; // 0: once
+  cancelled: boolean;
+}
+
+export class ManualClock implements Clock {
+  private mono: number;
+  private wall: number;
+  private seq = 0;
+  private pending: Pending[] = [];
+
+  constructor(opts: { wall?: number; monotonic?: number } = {}) {
+    this.wall = opts.wall ?? Date.UTC(2026, 10, 24, 12, 0, 0);
+    this.mono = opts.monotonic ?? 1_000_000;
+  }
+
+  now(): number {
+    return this.wall;
+  }
+
+  monotonic(): number {
+    return this.mono;
+  }
+
+  after(ms: number, fn: () => void, _opts?: TimerOptions): Timer {
+    return this.add(Math.max(0, ms), fn, 0);
+  }
+
+  every(ms: number, fn: () => void, _opts?: TimerOptions): Timer {
+    return this.add(Math.max(1, ms), fn, Math.max(1, ms));
+  }
+
+  /** Moves time forward by ms, running every timer that falls due on the way. */
+  advance(ms: number): void {
+    const end = this.mono + ms;
+    for (;;) {
+      const next = this.nextDue();
+      if (!next || next.at > end) break;
+      this.step(next.at - this.mono);
+      this.pending = this.pending.filter((p) => p !== next);
+      if (next.every > 0) {
+        next.at += next.every;
+        this.pending.push(next);
+      }
+      next.fn();
+    }
+    this.step(end - this.mono);
+  }
+
+  /** Runs timers until none is left due within `limitMs` (for "run until idle"). */
+  runAll(limitMs = 3_600_000): void {
+    this.advance(limitMs);
+  }
+
+  /** Timers not yet run or cancelled. */
+  get timerCount(): number {
+    return this.pending.filter((p) => !p.cancelled).length;
+  }
+
+  /** Jumps the wall clock only (an NTP step), leaving monotonic time alone. */
+  setWall(ms: number): void {
+    this.wall = ms;
+  }
+
+  private step(ms: number): void {
+    this.mono += ms;
+    this.wall += ms;
+  }
+
+  private nextDue(): Pending | undefined {
+    this.pending = this.pending.filter((p) => !p.cancelled);
+    let best: Pending | undefined;
+    for (const p of this.pending) if (!best || p.at < best.at || (p.at === best.at && p.seq < best.seq)) best = p;
+    return best;
+  }
+
+  private add(ms: number, fn: () => void, every: number): Timer {
+    const p: Pending = { at: this.mono + ms, seq: this.seq++, fn, every, cancelled: false };
+    this.pending.push(p);
+    return {
+      cancel: () => {
+        p.cancelled = true;
+      },
+    };
+  }
+}
