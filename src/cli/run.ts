@@ -4,7 +4,10 @@
 // Under systemd (Type=notify): READY=1, STATUS=, RELOADING=1, STOPPING=1 and gated watchdog pings.
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
-import { Gateway, GatewayError } from '../gateway.js';
+import { Gateway } from '../gateway.js';
+import { OpenError } from '../dataplane/open.js';
+import { nativeBinding } from '../native/index.js';
+import { systemClock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { UnderlayError } from '../control/underlay.js';
 import { StateError } from '../control/state.js';
@@ -16,15 +19,16 @@ const STOP_DEADLINE_MS = 4500;
 
 export async function runGateway(cfg: Config, file: string, version: string): Promise<number> {
   const log = new Logger(cfg.log.level).child({ site: cfg.site, node: cfg.node });
-  const sd = new SdNotify({ log: log.child({ part: 'systemd' }) });
+  const clock = systemClock;
+  const sd = new SdNotify({ log: log.child({ part: 'systemd' }), clock });
   sd.startWatchdog(); // gated on the event loop alone until the gateway is up
   let gw: Gateway;
   try {
-    gw = await Gateway.start(cfg, log, version);
+    gw = await Gateway.start(cfg, { binding: nativeBinding(), clock, log, version });
   } catch (e) {
     sd.stopWatchdog();
     if (
-      e instanceof GatewayError || e instanceof UnderlayError || e instanceof StateError ||
+      e instanceof OpenError || e instanceof UnderlayError || e instanceof StateError ||
       e instanceof IpCommandError || e instanceof DeviceInUseError
     ) {
       log.error(e.message);
@@ -42,17 +46,17 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
       stopping = true;
       sd.stopping();
       log.info('stopping', { signal });
-      const force = setTimeout(() => {
+      const force = clock.after(STOP_DEADLINE_MS, () => {
         log.error('clean stop took too long; exiting anyway');
         resolve(1);
-      }, STOP_DEADLINE_MS);
+      }, { keepAlive: true });
       gw.stop().then(
         () => {
-          clearTimeout(force);
+          force.cancel();
           resolve(0);
         },
         (e) => {
-          clearTimeout(force);
+          force.cancel();
           log.error('error while stopping', { err: (e as Error).message });
           resolve(1);
         },
@@ -79,8 +83,8 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
       log.setLevel(next.log.level);
       gw.reload(next).then(
         (r) => {
-          log.info('reloaded', { added: r.added, removed: r.removed, changed: r.changed });
-          if (r.restartNeeded.length) log.warn('some changes need a restart to take effect', { keys: r.restartNeeded });
+          log.info('reloaded', { added: r.added, removed: r.removed, changed: r.changed, applied: r.live });
+          if (r.restart.length) log.warn('some changes need a restart to take effect (systemctl restart vxedge)', { keys: r.restart });
           reloaded();
         },
         (e) => {

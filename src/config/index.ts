@@ -2,4 +2,5 @@ export type { Cidr, Config, ConfigProblem, HostPort, LogLevel, OverlayMode, Peer
 export { ConfigError } from './types.js';
 export { configFromObject, formatConfigError, loadConfig, parseConfigText } from './load.js';
 export type { ConfigFormat, LoadOptions } from './load.js';
-export { buildSchema, envName, DEFAULT_STUN_PORT } from './schema.js';
+export { buildSchema, envName } from './schema.js';
+export { DEFAULT_STUN_PORT } from './formats.js';

@@ -11,19 +11,18 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import convict from 'convict';
 import YAML from 'yaml';
-import { ConfigError, type Cidr, type Config, type ConfigProblem, type PeerConfig } from './types.js';
+import { ConfigError, type Cidr, type Config, type ConfigProblem } from './types.js';
+import { ID_PATTERN, maskUrl, show, unknownKeyMessage } from './formats.js';
 import {
+  allPaths,
   buildSchema,
-  formatOf,
-  ID_PATTERN,
+  buildValues,
+  convictSchema,
   isLeaf,
+  isRequired,
   leaves,
-  maskUrl,
-  parseHostPort,
-  show,
-  unknownKeyMessage,
   valueProblems,
-  type LeafSpec,
+  type Leaf,
   type SchemaTree,
 } from './schema.js';
 import { cidrContains, cidrOverlaps, parseCidr } from '../util/ipv4.js';
@@ -96,13 +95,6 @@ function formatOfFile(file: string): ConfigFormat | null {
 
 // ------------------------------------------------------------- unknown keys
 
-function allPaths(tree: SchemaTree, prefix = ''): string[] {
-  return Object.entries(tree).flatMap(([k, node]) => {
-    const p = prefix ? `${prefix}.${k}` : k;
-    return isLeaf(node) ? [p] : [p, ...allPaths(node, p)];
-  });
-}
-
 /**
  * Copies the known part of the file's tree. Unknown keys, mappings where a
  * key holds a plain value, and plain values where a section belongs are
@@ -145,14 +137,13 @@ function mask(key: string, v: unknown): unknown {
   return key === 'mqtt.url' && typeof v === 'string' ? maskUrl(v) : v;
 }
 
-function leafProblems(key: string, spec: LeafSpec, v: unknown): ConfigProblem[] {
+function leafProblems(key: string, spec: Leaf<unknown>, v: unknown): ConfigProblem[] {
   if (v === null || v === undefined) {
-    const { expected, nullable } = formatOf(spec);
+    const { expected, nullable } = spec.format;
     if (nullable) return [];
-    const message =
-      spec.default === null
-        ? `is required: expected ${expected}`
-        : `has no value: expected ${expected}, or leave it out for the default ${show(spec.default)}`;
+    const message = isRequired(spec)
+      ? `is required: expected ${expected}`
+      : `has no value: expected ${expected}, or leave it out for the default ${show(spec.default)}`;
     return [{ key, value: v, message }];
   }
   return valueProblems(spec, v).map((p) => {
@@ -161,7 +152,7 @@ function leafProblems(key: string, spec: LeafSpec, v: unknown): ConfigProblem[] 
       const shown = show(p.value);
       message = message.startsWith(shown)
         ? MASK + message.slice(shown.length)
-        : `${MASK} is not ${formatOf(spec).expected}`;
+        : `${MASK} is not ${spec.format.expected}`;
     }
     return { key: key + p.at, value: mask(key, p.value), message };
   });
@@ -175,9 +166,9 @@ function checkLeaves(
   skip: Set<string>,
 ): ConfigProblem[] {
   const out: ConfigProblem[] = [];
-  for (const { path: key, spec } of leaves(tree)) {
+  for (const { path: key, spec, env: envVar } of leaves(tree)) {
     if (skip.has(key)) continue;
-    const fromEnv = env[spec.env] !== undefined;
+    const fromEnv = env[envVar] !== undefined;
     let found = leafProblems(key, spec, getPath(values, key));
     if (key === 'node' && !fromEnv && getPath(raw, 'node') === undefined) {
       found = found.map((p) => ({
@@ -186,7 +177,7 @@ function checkLeaves(
       }));
     }
     // Name the variable, or the operator hunts for a value that is not in the file.
-    if (fromEnv) found = found.map((p) => ({ ...p, message: `${p.message} (from ${spec.env})` }));
+    if (fromEnv) found = found.map((p) => ({ ...p, message: `${p.message} (from ${envVar})` }));
     out.push(...found);
   }
   return out;
@@ -295,74 +286,22 @@ function crossChecks(v: Tree, bad: (key: string) => boolean): ConfigProblem[] {
   if (set('mqtt.password') && set('mqtt.passwordFile')) {
     out.push({ key: 'mqtt.password', value: MASK, message: 'is set together with mqtt.passwordFile; keep only one of them' });
   }
-  if (set('mqtt.cert') !== set('mqtt.key') && ok('mqtt.cert', 'mqtt.key')) {
-    const [has, lacks] = set('mqtt.cert') ? ['mqtt.cert', 'mqtt.key'] : ['mqtt.key', 'mqtt.cert'];
-    out.push({ key: lacks, value: null, message: `is required when ${has} is set: mutual TLS needs both the certificate and its key` });
+  const pair = (a: string, b: string, why: string): void => {
+    if (set(a) !== set(b) && ok(a, b)) {
+      const [has, lacks] = set(a) ? [a, b] : [b, a];
+      out.push({ key: lacks, value: null, message: `is required when ${has} is set: ${why}` });
+    }
+  };
+  pair('mqtt.cert', 'mqtt.key', 'mutual TLS needs both the certificate and its key');
+  pair('cluster.etcd.cert', 'cluster.etcd.key', 'client certificate authentication needs both the certificate and its key');
+  if (set('cluster.etcd.passwordFile') && !set('cluster.etcd.username') && ok('cluster.etcd.username')) {
+    out.push({ key: 'cluster.etcd.username', value: null, message: 'is required when cluster.etcd.passwordFile is set: etcd authenticates a user name with the password' });
+  }
+  const endpoints = getPath(v, 'cluster.etcd.endpoints');
+  if (ok('cluster.source', 'cluster.etcd.endpoints') && getPath(v, 'cluster.source') === 'etcd' && Array.isArray(endpoints) && endpoints.length === 0) {
+    out.push({ key: 'cluster.etcd.endpoints', value: [], message: 'is empty, but cluster.source is etcd: list the etcd v3 endpoints flannel uses (its --etcd-endpoints), e.g. ["https://10.0.0.5:2379"]' });
   }
   return out;
-}
-
-// -------------------------------------------------------------------- build
-
-function build(v: Tree): Config {
-  const get = <T>(key: string): T => getPath(v, key) as T;
-  const vxlanPort = get<number>('vxlan.port');
-  const mac = get<string | null>('vxlan.vtepMac');
-  const peers = get<Tree[]>('peers').map(
-    (p): PeerConfig => ({
-      name: p.name as string,
-      publicIp: p.publicIp as string,
-      port: (p.port as number | undefined) ?? vxlanPort,
-      subnet: parseCidr(p.subnet as string),
-      vtepMac: parseMac(p.vtepMac as string),
-    }),
-  );
-  return {
-    site: get('site'),
-    node: get('node'),
-    stateDir: get('stateDir'),
-    runDir: get('runDir'),
-    underlay: {
-      iface: get('underlay.iface'),
-      address: get('underlay.address'),
-      port: get('underlay.port'),
-      publicIp: get('underlay.publicIp'),
-    },
-    vxlan: {
-      vni: get('vxlan.vni'),
-      port: vxlanPort,
-      mtu: get('vxlan.mtu'),
-      vtepMac: mac === null ? null : parseMac(mac),
-    },
-    overlay: {
-      device: get('overlay.device'),
-      mode: get('overlay.mode'),
-      network: parseCidr(get('overlay.network')),
-      subnet: parseCidr(get('overlay.subnet')),
-      mssClamp: get('overlay.mssClamp'),
-      strictPeers: get('overlay.strictPeers'),
-      offload: get('overlay.offload'),
-    },
-    peers,
-    keepalive: {
-      interval: parseDuration(get('keepalive.interval')),
-      timeout: parseDuration(get('keepalive.timeout')),
-    },
-    nat: { stun: get<string[]>('nat.stun').map(parseHostPort) },
-    mqtt: {
-      url: get('mqtt.url'),
-      topicPrefix: get('mqtt.topicPrefix'),
-      interval: parseDuration(get('mqtt.interval')),
-      username: get('mqtt.username'),
-      password: get('mqtt.password'),
-      passwordFile: get('mqtt.passwordFile'),
-      ca: get('mqtt.ca'),
-      cert: get('mqtt.cert'),
-      key: get('mqtt.key'),
-    },
-    board: { led: get('board.led') },
-    log: { level: get('log.level') },
-  };
 }
 
 // --------------------------------------------------------------------- API
@@ -382,9 +321,9 @@ export function configFromObject(
   const known = allPaths(tree);
   const problems: ConfigProblem[] = [];
   const clean = knownPart(raw, tree, '', known, problems);
-  problems.push(...envTypos(env, leaves(tree).map((l) => l.spec.env)));
+  problems.push(...envTypos(env, leaves(tree).map((l) => l.env)));
 
-  const conf = convict(tree as convict.Schema<Tree>, { env, args: [] });
+  const conf = convict(convictSchema(tree), { env, args: [] });
   conf.load(clean);
   const values = conf.getProperties();
 
@@ -397,7 +336,7 @@ export function configFromObject(
   problems.push(...crossChecks(values, bad));
 
   if (problems.length > 0) throw new ConfigError(source, problems);
-  return build(values);
+  return buildValues(tree, values);
 }
 
 /** Parses and validates config text; `source` names it in messages. */

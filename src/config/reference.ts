@@ -1,12 +1,13 @@
 // Renders the config reference (README "Configuration reference") from the schema,
 // so the documentation cannot drift from what is validated. Run:
 //   node dist/config/reference.js
-import { buildSchema, leaves } from './schema.js';
+import { buildSchema, isRequired, leaves } from './schema.js';
 
 export function configReferenceMarkdown(): string {
-  const rows = leaves(buildSchema('<hostname>')).map(({ path, spec }) => {
-    const def = String(spec.doc).includes('Required.') ? undefined : spec.default === null ? 'null' : Array.isArray(spec.default) ? '[]' : JSON.stringify(spec.default);
-    return `| \`${path}\` | ${def === undefined ? '*required*' : `\`${def}\``} | \`${spec.env}\` | ${String(spec.doc).replace(/\|/g, '\\|')} |`;
+  const rows = leaves(buildSchema('<hostname>')).map(({ path, spec, env }) => {
+    const def = isRequired(spec) ? '*required*' : `\`${spec.default === null ? 'null' : Array.isArray(spec.default) ? '[]' : JSON.stringify(spec.default)}\``;
+    const notes = [spec.live ? 'reload: live' : '', spec.extension ? 'extension' : ''].filter(Boolean).join(', ');
+    return `| \`${path}\` | ${def} | \`${env}\` | ${String(spec.doc).replace(/\|/g, '\\|')}${notes ? ` *(${notes})*` : ''} |`;
   });
   return ['| key | default | environment | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
 }

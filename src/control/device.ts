@@ -11,7 +11,7 @@
 import type { Cidr, OverlayMode, PeerConfig } from '../config/types.js';
 import { intToIp } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
-import { deviceSysctl, ip, linkDetails } from './iproute.js';
+import { deviceSysctl, ip, ipBatch, linkDetails } from './iproute.js';
 
 export interface DeviceSpec {
   name: string;
@@ -70,31 +70,43 @@ export class OverlayDevice {
     await ip(['addr', 'replace', `${vtepAddress(subnet)}/32`, 'dev', name]);
   }
 
-  /** Makes the kernel route `peer.subnet` through the tunnel. Idempotent (replace). */
-  async addPeer(peer: PeerConfig): Promise<void> {
+  /**
+   * Makes the kernel route each peer's subnet through the tunnel, in one `ip -batch`
+   * (TAP: a permanent neighbour for the peer's .0 first, as flannel orders them).
+   * Idempotent (replace): a peer whose subnet or MAC changed is simply added again.
+   */
+  async addPeers(peers: readonly PeerConfig[]): Promise<void> {
     const { name, mode } = this.spec;
-    const gw = vtepAddress(peer.subnet);
-    if (mode === 'tap') {
-      await ip(['neigh', 'replace', gw, 'lladdr', peer.vtepMac, 'dev', name, 'nud', 'permanent']);
-      await ip(['route', 'replace', peer.subnet.text, 'via', gw, 'dev', name, 'onlink']);
-    } else {
-      await ip(['route', 'replace', peer.subnet.text, 'dev', name]);
+    const cmds: string[][] = [];
+    for (const p of peers) {
+      const gw = vtepAddress(p.subnet);
+      if (mode === 'tap') {
+        cmds.push(['neigh', 'replace', gw, 'lladdr', p.vtepMac, 'dev', name, 'nud', 'permanent']);
+        cmds.push(['route', 'replace', p.subnet.text, 'via', gw, 'dev', name, 'onlink']);
+      } else {
+        cmds.push(['route', 'replace', p.subnet.text, 'dev', name]);
+      }
     }
-    this.routed.set(peer.name, peer);
+    await ipBatch(cmds);
+    for (const p of peers) this.routed.set(p.name, p);
   }
 
-  async removePeer(peer: PeerConfig): Promise<void> {
+  /** Removes the peers' routes (and TAP neighbours); ones already gone are no error. */
+  async removePeers(peers: readonly PeerConfig[]): Promise<void> {
     const { name, mode } = this.spec;
-    await ip(['route', 'del', peer.subnet.text, 'dev', name]).catch((e) => this.log.debug('route already gone', { err: String(e) }));
-    if (mode === 'tap') {
-      await ip(['neigh', 'del', vtepAddress(peer.subnet), 'dev', name]).catch(() => undefined);
+    const cmds: string[][] = [];
+    for (const p of peers) {
+      cmds.push(['route', 'del', p.subnet.text, 'dev', name]);
+      if (mode === 'tap') cmds.push(['neigh', 'del', vtepAddress(p.subnet), 'dev', name]);
+      this.routed.delete(p.name);
     }
-    this.routed.delete(peer.name);
+    // -force tries every line; a route that is already gone fails harmlessly.
+    await ipBatch(cmds).catch((e) => this.log.debug('some routes were already gone', { err: String(e) }));
   }
 
   /** Removes every route and neighbour we installed; the device itself goes when its fd is closed. */
   async teardown(): Promise<void> {
-    for (const p of [...this.routed.values()]) await this.removePeer(p);
+    await this.removePeers([...this.routed.values()]);
   }
 
   peers(): PeerConfig[] {

@@ -23,6 +23,27 @@ export function ip(args: string[]): Promise<string> {
   });
 }
 
+/**
+ * Runs many `ip` commands in one process (`ip -force -batch -`): 500 routes cost one fork
+ * and one netlink conversation instead of 500 processes (11-14 s on a Pi-class box). With
+ * -force every line is tried; the error names the lines that failed.
+ */
+export function ipBatch(commands: string[][]): Promise<void> {
+  if (commands.length === 0) return Promise.resolve();
+  for (const c of commands) {
+    // One command per line, arguments split on blanks: nothing we pass may contain either.
+    if (c.some((a) => a === '' || /[\s"'\\]/.test(a))) throw new Error(`ip batch: unsafe argument in ${JSON.stringify(c)}`);
+  }
+  return new Promise((resolve, reject) => {
+    const child = execFile('ip', ['-force', '-batch', '-'], { timeout: 30_000 }, (err, _stdout, stderr) => {
+      if (err) reject(new IpCommandError(['-batch', `(${commands.length} commands)`], stderr || err.message));
+      else resolve();
+    });
+    child.stdin?.on('error', () => undefined); // ip died early: the callback reports it
+    child.stdin?.end(commands.map((c) => c.join(' ')).join('\n') + '\n');
+  });
+}
+
 async function ipJson<T>(args: string[]): Promise<T[]> {
   const out = await ip(['-j', ...args]);
   return out.trim() ? (JSON.parse(out) as T[]) : [];
@@ -93,8 +114,9 @@ export async function routeGet(dst: string): Promise<RouteLookup | null> {
   }
 }
 
-export async function routesViaDevice(dev: string): Promise<{ dst: string; gateway?: string; flags?: string[] }[]> {
-  return ipJson(['-4', 'route', 'show', 'dev', dev]);
+/** The main IPv4 routing table. */
+export async function routesIPv4(): Promise<{ dst: string; dev?: string; gateway?: string }[]> {
+  return ipJson(['-4', 'route', 'show']);
 }
 
 /** Sets a per-device sysctl; false when the knob does not exist (e.g. IPv6 disabled). */

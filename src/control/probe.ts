@@ -1,6 +1,5 @@
 // Builds and sends one in-tunnel ICMP echo to a peer's VTEP address: the keepalive
 // probe, and the path-validation probe of roaming (sent to a candidate address).
-import { randomBytes } from 'node:crypto';
 import { ETHERTYPE_IPV4, writeEthernetHeader } from '../proto/ethernet.js';
 import { PROBE_IP_LEN, writeEchoRequest } from '../proto/icmp.js';
 import { ENCAP_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
@@ -12,19 +11,18 @@ export class ProbeSender {
   constructor(private readonly dp: Dataplane) {}
 
   /**
-   * Sends an echo request to peer `idx`'s VTEP address, at its current endpoint or at
-   * `addr` (a roaming candidate), `size` bytes of inner IPv4 (default: minimal). Returns
-   * the 8-byte token the reply must carry, or null if the socket refused the datagram.
+   * Sends an echo request carrying the 8-byte `token` (which the reply must carry back) to
+   * the VTEP address of the peer in `slot`, at its current endpoint or at `addr` (a roaming
+   * candidate), `size` bytes of inner IPv4 (default: minimal). False if the socket refused it.
    */
-  send(idx: number, ident: number, seq: number, addr?: number, size = PROBE_IP_LEN): Buffer | null {
+  send(slot: number, ident: number, seq: number, token: Buffer, addr?: number, size = PROBE_IP_LEN): boolean {
     const t = this.dp.peers;
     const s = this.dp.settings;
-    const token = randomBytes(8);
     writeVxlanHeader(this.pkt, 0, s.vni);
-    writeEthernetHeader(this.pkt, VXLAN_HEADER_LEN, t.macs, 6 * idx, s.vtepMac, ETHERTYPE_IPV4);
-    const len = ENCAP_LEN + writeEchoRequest(this.pkt, ENCAP_LEN, s.vtepIp, t.net[idx], ident, seq, token, Math.min(size, this.pkt.length - ENCAP_LEN));
-    if (!this.dp.sendControl(this.pkt, 0, len, addr ?? t.addr[idx], t.port[idx])) return null;
-    t.countTx(idx, len);
-    return token;
+    writeEthernetHeader(this.pkt, VXLAN_HEADER_LEN, t.macs, 6 * slot, s.vtepMac, ETHERTYPE_IPV4);
+    const len = ENCAP_LEN + writeEchoRequest(this.pkt, ENCAP_LEN, s.vtepIp, t.net[slot], ident, seq, token, Math.min(size, this.pkt.length - ENCAP_LEN));
+    if (!this.dp.sendControl(this.pkt, 0, len, addr ?? t.addr[slot], t.port[slot])) return false;
+    t.countTx(slot, len);
+    return true;
   }
 }

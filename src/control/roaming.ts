@@ -4,10 +4,11 @@
 // echo probe with an unpredictable token to that address; only the answer, from that
 // address, moves the endpoint. The port is never adopted: a kernel peer sends from a
 // port hashed per flow and listens only on vxlan.port.
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { parseEchoReply } from '../proto/icmp.js';
 import { intToIp } from '../util/ipv4.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
+import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { ProbeSender } from './probe.js';
 
@@ -37,7 +38,7 @@ export class Roaming {
   constructor(
     private readonly dp: Dataplane,
     private readonly log: Logger,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock,
   ) {
     this.probes = new ProbeSender(dp);
   }
@@ -53,8 +54,9 @@ export class Roaming {
   /** A validated-looking frame for peer `p` from an address that is not its endpoint. */
   private onCandidate(p: number, addr: number, buf: Buffer, ipOff: number, ipLen: number): boolean {
     const name = this.dp.peers.names[p];
+    if (name === null) return false;
     const v = this.pending.get(name);
-    const now = this.now();
+    const now = this.clock.monotonic();
     if (v && v.addr === addr && parseEchoReply(buf, ipOff, ipLen, this.reply) && this.reply.ident === this.ident) {
       if (this.reply.seq === v.seq && buf.compare(v.token, 0, 8, this.reply.tokenOff, this.reply.tokenOff + 8) === 0 && now - v.sentAt <= VALIDATION_TIMEOUT_MS) {
         const from = intToIp(this.dp.peers.addr[p]);
@@ -66,11 +68,12 @@ export class Roaming {
       }
       return false;
     }
-    if (now - (this.lastStarted.get(name) ?? 0) >= VALIDATION_INTERVAL_MS) {
+    const last = this.lastStarted.get(name);
+    if (last === undefined || now - last >= VALIDATION_INTERVAL_MS) {
       this.lastStarted.set(name, now);
       this.seq = (this.seq + 1) & 0xffff;
-      const token = this.probes.send(p, this.ident, this.seq, addr);
-      if (token) {
+      const token = randomBytes(8);
+      if (this.probes.send(p, this.ident, this.seq, token, addr)) {
         this.pending.set(name, { peer: name, addr, seq: this.seq, token, sentAt: now });
         this.log.info('frames for a peer from a new address: validating the path', { peer: name, candidate: intToIp(addr) });
       }

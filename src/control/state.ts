@@ -1,8 +1,9 @@
 // Persistent state in stateDir. Today that is our VTEP MAC: it is announced to the
 // cluster in the Node object's backend-data, so it must survive restarts (flannel
 // learned this the hard way: flannel-io/flannel#1795, stale VtepMAC drops traffic).
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import { parseMac, randomLocalMac } from '../util/mac.js';
 
 export class StateError extends Error {
@@ -27,11 +28,4 @@ export async function loadOrCreateVtepMac(stateDir: string, configured: string |
     throw new StateError(`cannot store the generated VTEP MAC in ${file}: ${(e as Error).message}; make stateDir writable or set vxlan.vtepMac`);
   }
   return { mac, source: 'generated' };
-}
-
-/** Write-then-rename, so readers never see a half-written file. */
-export async function writeFileAtomic(file: string, data: string): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, file);
 }

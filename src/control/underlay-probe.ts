@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module';
 import { randomInt } from 'node:crypto';
 import { internetChecksum } from '../proto/ipv4.js';
+import { systemClock, type Clock, type Timer } from '../util/clock.js';
 
 const require = createRequire(import.meta.url);
 
@@ -39,7 +40,7 @@ function raw(): RawModule | null {
 }
 
 /** Sends up to `count` echoes (one per 300 ms) and resolves at the first answer or after timeoutMs. */
-export function pingUnderlay(address: string, timeoutMs = 2000, count = 3): Promise<UnderlayPingResult> {
+export function pingUnderlay(address: string, clock: Clock = systemClock, timeoutMs = 2000, count = 3): Promise<UnderlayPingResult> {
   const r = raw();
   if (!r) return Promise.resolve({ reachable: false, rttMs: null, error: 'raw-socket module not available' });
   return new Promise((resolve) => {
@@ -53,11 +54,11 @@ export function pingUnderlay(address: string, timeoutMs = 2000, count = 3): Prom
     const ident = randomInt(1, 0xffff);
     const sentAt: number[] = [];
     let done = false;
-    const timers: NodeJS.Timeout[] = [];
+    const timers: Timer[] = [];
     const finish = (res: UnderlayPingResult) => {
       if (done) return;
       done = true;
-      timers.forEach(clearTimeout);
+      timers.forEach((t) => t.cancel());
       try {
         sock.close();
       } catch {
@@ -71,22 +72,22 @@ export function pingUnderlay(address: string, timeoutMs = 2000, count = 3): Prom
       const ihl = (buf[0] & 0x0f) * 4;
       if (source !== address || buf.length < ihl + 8 || buf[ihl] !== 0 || buf.readUInt16BE(ihl + 4) !== ident) return;
       const seq = buf.readUInt16BE(ihl + 6);
-      finish({ reachable: true, rttMs: sentAt[seq] ? Math.round((performance.now() - sentAt[seq]) * 1000) / 1000 : null, error: null });
+      finish({ reachable: true, rttMs: sentAt[seq] ? Math.round((clock.monotonic() - sentAt[seq]) * 1000) / 1000 : null, error: null });
     });
     for (let seq = 0; seq < count; seq++) {
       timers.push(
-        setTimeout(() => {
+        clock.after(seq * 300, () => {
           const m = Buffer.alloc(16);
           m[0] = 8;
           m.writeUInt16BE(ident, 4);
           m.writeUInt16BE(seq, 6);
           m.write('vxedge-u', 8, 'latin1');
           m.writeUInt16BE(internetChecksum(m, 0, m.length), 2);
-          sentAt[seq] = performance.now();
+          sentAt[seq] = clock.monotonic();
           sock.send(m, 0, m.length, address, null, () => undefined);
-        }, seq * 300),
+        }),
       );
     }
-    timers.push(setTimeout(() => finish({ reachable: false, rttMs: null, error: null }), timeoutMs));
+    timers.push(clock.after(timeoutMs, () => finish({ reachable: false, rttMs: null, error: null })));
   });
 }

@@ -1,16 +1,16 @@
-// The data plane: two paths over two file descriptors, driven by readiness events
-// on Node's own event loop (uv_poll in the addon; no threadpool, no JS per syscall).
-// Each wakeup drains a bounded number of batches so one busy direction cannot starve
-// the other or the control plane's timers.
-import * as native from '../native/index.js';
-import type { PeerTable } from './peers.js';
+// The data plane: two paths over two file descriptors, driven by readiness events on
+// Node's own event loop (uv_poll in the addon; no threadpool, no JS per syscall). Each
+// wakeup drains a bounded number of batches so one busy direction cannot starve the
+// other or the control plane's timers.
+import type { PollHandle } from '../native/index.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
 import { Drop, DropCounters } from './drops.js';
 import { InsidePath } from './inside.js';
+import { Batch, type DataplaneFds, type DataplaneIo } from './io.js';
 import { OutsidePath } from './outside.js';
-import type { DeviceIo, UnderlayIo } from './io.js';
-import { Batch } from './io.js';
+import type { PeerTable } from './peers.js';
 import type { PathSettings } from './settings.js';
-import type { Logger } from '../util/log.js';
 
 const BATCHES_PER_WAKEUP = 8;
 
@@ -18,9 +18,9 @@ export class Dataplane {
   readonly drops = new DropCounters();
   readonly inside: InsidePath;
   readonly outside: OutsidePath;
-  private polls: native.PollHandle[] = [];
+  private polls: PollHandle[] = [];
   /** Set when libuv reported an error on a polled fd (the addon then stops that poll):
-   *  that path moves no more packets. Read by Gateway.liveness() for the systemd watchdog. */
+   *  that path moves no more packets. Read by the liveness gate of the systemd watchdog. */
   pollError: string | null = null;
   /** Why an offload is off (settings.vnetHdr/udpGro false), or null; for the health document. */
   offloadOff: string | null = null;
@@ -29,39 +29,26 @@ export class Dataplane {
 
   constructor(
     readonly settings: PathSettings,
-    device: DeviceIo,
-    private readonly underlay: UnderlayIo,
-    private peerTable: PeerTable,
+    private readonly io: DataplaneIo,
+    private readonly fds: DataplaneFds,
+    /** Changed in place (add/update/remove), never replaced. */
+    readonly peers: PeerTable,
     private readonly log: Logger,
+    clock: Clock,
   ) {
-    this.inside = new InsidePath(settings, device, underlay, this.drops, peerTable);
-    this.outside = new OutsidePath(settings, underlay, device, this.drops, peerTable);
+    // Peers' lastRx is monotonic: liveness must not jump with the wall clock (a Pi has no RTC).
+    const now = () => clock.monotonic();
+    this.inside = new InsidePath(settings, io, fds, this.drops, peers);
+    this.outside = new OutsidePath(settings, io, fds, this.drops, peers, now);
   }
 
-  get peers(): PeerTable {
-    return this.peerTable;
-  }
-
-  /** Swaps in a new peer table (config reload); counters of unchanged peers carry over. */
-  setPeers(t: PeerTable): void {
-    t.inherit(this.peerTable);
-    this.peerTable = t;
-    this.inside.peers = t;
-    this.outside.peers = t;
-  }
-
-  start(deviceFd: number, underlayFd: number): void {
-    this.polls.push(native.pollStart(deviceFd, (err) => (err ? this.pollFailed('device', err) : this.drain(this.inside))));
-    this.polls.push(native.pollStart(underlayFd, (err) => (err ? this.pollFailed('underlay', err) : this.drain(this.outside))));
-  }
-
-  private pollFailed(which: string, err: Error): void {
-    this.pollError = `${which} poll failed: ${err.message}`;
-    this.log.error('the data plane stopped reading a file descriptor', { fd: which, err: err.message });
+  start(): void {
+    this.polls.push(this.io.pollStart(this.fds.device, (err) => (err ? this.pollFailed('device', err) : this.drain(this.inside))));
+    this.polls.push(this.io.pollStart(this.fds.underlay, (err) => (err ? this.pollFailed('underlay', err) : this.drain(this.outside))));
   }
 
   stop(): void {
-    for (const p of this.polls) native.pollStop(p);
+    for (const p of this.polls) this.io.pollStop(p);
     this.polls = [];
   }
 
@@ -69,7 +56,13 @@ export class Dataplane {
   sendControl(buf: Buffer, off: number, len: number, addr: number, port: number): boolean {
     this.one.n = 0;
     this.one.push(off, len, addr, port);
-    return this.underlay.send(buf, this.one.offs, this.one.lens, this.one.addrs, this.one.ports, 1) === 1;
+    const o = this.one;
+    return this.io.udpSend(this.fds.underlay, buf, o.offs, o.lens, o.addrs, o.ports, 1, null, null, 0) === 1;
+  }
+
+  private pollFailed(which: string, err: Error): void {
+    this.pollError = `${which} poll failed: ${err.message}`;
+    this.log.error('the data plane stopped reading a file descriptor', { fd: which, err: err.message });
   }
 
   private drain(path: InsidePath | OutsidePath): void {

@@ -1,7 +1,7 @@
 // Inside: packets the site's kernel routed into our device, on their way to a peer.
 //
-//  1. One read call takes a batch of packets from the device, each into its own slot
-//     of one Buffer, leaving headroom in front.
+//  1. One read call takes a batch of packets from the device, packed into one Buffer,
+//     each with headroom in front.
 //  2. Each packet is checked (IPv4, sane lengths), routed to the peer whose subnet
 //     holds its destination (TUN) or whose VTEP MAC it is addressed to (TAP), and its
 //     TCP MSS clamped if it is a SYN.
@@ -9,12 +9,12 @@
 //     headroom, in place.
 //  4. One send call hands the whole batch to the underlay socket (sendmmsg).
 //
-// With offloads (TUN, settings.vnetHdr) step 1 reads packets packed into one Buffer, each
-// with a virtio_net_hdr, and a packet may be a TCP super-packet of up to 64 KB that the
+// With offloads (TUN, settings.vnetHdr) step 1 reads each packet with a virtio_net_hdr,
+// and a packet may be a TCP super-packet of up to 64 KB that the
 // site's kernel did not segment. Steps 2 and 3 are the same, once per super-packet; in
 // step 4 the addon completes partial checksums and cuts super-packets into MTU-sized
 // segments, each behind a copy of the headers, sent with UDP_SEGMENT (offload.c: that loop
-// touches every byte, so it is C).
+// touches every byte, so it is C: src/native/tso.c).
 
 import { clampTcpMss } from '../proto/tcpmss.js';
 import { ETHERTYPE_IPV4, readEtherType, writeEthernetHeader } from '../proto/ethernet.js';
@@ -22,7 +22,7 @@ import { IPPROTO_TCP, ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
 import { ENCAP_LEN, ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
 import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, readVnetU16 } from '../proto/vnet.js';
 import { Drop, type DropCounters } from './drops.js';
-import { Batch, type DeviceIo, type UnderlayIo } from './io.js';
+import { Batch, type DataplaneFds, type DataplaneIo } from './io.js';
 import type { PeerTable } from './peers.js';
 import type { PathSettings } from './settings.js';
 
@@ -35,74 +35,56 @@ export const INSIDE_VNET_BUFFER = 9 * 65536;
 
 export class InsidePath {
   private readonly buf: Buffer;
+  /** Where each packet landed and how long it is (-1: truncated). */
+  private readonly offs: Int32Array;
   private readonly lens: Int32Array;
   private readonly out: Batch;
-  private readonly slot: number;
-  /** Offloads only: where each packet landed, its virtio_net_hdr, and for each packet of
-   *  `out` the index of its header. */
-  private readonly offs: Int32Array;
-  private readonly vnet: Buffer;
-  private readonly vnetIdx: Int32Array;
+  /** The largest packet one read may return: 64 KB with offloads, else MTU (+ Ethernet on TAP). */
+  private readonly room: number;
+  /** Offloads only: each packet's virtio_net_hdr, and for each packet of `out` the index of its header. */
+  private readonly vnet: Buffer | null;
+  private readonly vnetIdx: Int32Array | null;
 
   constructor(
     private readonly s: PathSettings,
-    private readonly device: DeviceIo,
-    private readonly underlay: UnderlayIo,
+    private readonly io: DataplaneIo,
+    private readonly fds: DataplaneFds,
     private readonly drops: DropCounters,
     public peers: PeerTable,
   ) {
+    this.offs = new Int32Array(s.batch);
     this.lens = new Int32Array(s.batch);
     this.out = new Batch(s.batch);
     if (s.vnetHdr) {
-      if (s.tap || !device.readVnet || !underlay.sendVnet) {
-        throw new Error('offloads need a TUN device with readVnet and an underlay with sendVnet');
-      }
-      this.slot = 0;
+      if (s.tap) throw new Error('offloads need a TUN device');
+      this.room = MAX_IP_PACKET;
       this.buf = Buffer.alloc(INSIDE_VNET_BUFFER);
-      this.offs = new Int32Array(s.batch);
       this.vnet = Buffer.alloc(VNET_HDR_LEN * s.batch);
       this.vnetIdx = new Int32Array(s.batch);
     } else {
-      // A slot holds the largest frame the device can hand us (MTU, plus Ethernet in TAP mode).
-      this.slot = align64(INSIDE_HEADROOM + s.mtu + ETH_HEADER_LEN);
-      this.buf = Buffer.alloc(this.slot * s.batch);
-      this.offs = new Int32Array(0);
-      this.vnet = Buffer.alloc(0);
-      this.vnetIdx = new Int32Array(0);
+      this.room = s.mtu + ETH_HEADER_LEN;
+      this.buf = Buffer.alloc(align64(INSIDE_HEADROOM + this.room) * s.batch);
+      this.vnet = null;
+      this.vnetIdx = null;
     }
   }
 
   /** Moves one batch from the device to the underlay; returns how many packets were read
-   *  (with offloads: the batch size when the read stopped for want of room). */
+   *  (the batch size when the read stopped for want of room, so that the caller reads on). */
   pump(): number {
-    if (this.s.vnetHdr) return this.pumpVnet();
-    const { buf, lens, out, s } = this;
-    const n = this.device.read(buf, this.slot, INSIDE_HEADROOM, s.batch, lens);
+    const { buf, offs, lens, out, s } = this;
+    const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, this.vnet);
     out.n = 0;
     for (let i = 0; i < n; i++) {
-      const off = i * this.slot + INSIDE_HEADROOM;
-      if (s.tap) this.encapFrame(off, lens[i]);
-      else this.encapPacket(off, lens[i]);
+      if (this.vnet) this.encapVnet(i, offs[i], lens[i]);
+      else if (s.tap) this.encapFrame(offs[i], lens[i]);
+      else this.encapPacket(offs[i], lens[i]);
     }
     if (out.n > 0) {
-      const sent = this.underlay.send(buf, out.offs, out.lens, out.addrs, out.ports, out.n);
+      const sent = this.io.udpSend(this.fds.underlay, buf, out.offs, out.lens, out.addrs, out.ports, out.n, this.vnet, this.vnetIdx, ENCAP_LEN);
       if (sent < out.n) this.drops.add(Drop.underlaySend, out.n - sent);
     }
-    return n;
-  }
-
-  private pumpVnet(): number {
-    const { buf, lens, offs, vnet, out, s } = this;
-    const n = this.device.readVnet!(buf, INSIDE_HEADROOM, s.batch, offs, lens, vnet);
-    out.n = 0;
-    for (let i = 0; i < n; i++) this.encapVnet(i, offs[i], lens[i]);
-    if (out.n > 0) {
-      const sent = this.underlay.sendVnet!(buf, out.offs, out.lens, out.addrs, out.ports, vnet, this.vnetIdx, ENCAP_LEN, out.n);
-      if (sent < out.n) this.drops.add(Drop.underlaySend, out.n - sent);
-    }
-    // A read that stopped because the buffer was full leaves packets behind: say "full batch"
-    // so that the data plane reads on in this wakeup.
-    if (n > 0 && n < s.batch && offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + MAX_IP_PACKET > buf.length) {
+    if (n > 0 && n < s.batch && offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + this.room > buf.length) {
       return s.batch;
     }
     return n;
@@ -111,7 +93,8 @@ export class InsidePath {
   /** TUN with offloads: packet i at `off`, maybe a TCP super-packet; routed and encapsulated
    *  once, segmented by the addon. */
   private encapVnet(i: number, off: number, len: number): void {
-    const { buf, s, peers, vnet } = this;
+    const { buf, s, peers } = this;
+    const vnet = this.vnet!;
     const ipLen = len < 0 ? -1 : ipv4PacketLength(buf, off, len);
     if (ipLen < 0) {
       this.drops.add(len >= 0 && buf[off] >>> 4 !== 4 ? Drop.notIPv4 : Drop.badIPv4);
@@ -142,7 +125,7 @@ export class InsidePath {
     const eth = off - ETH_HEADER_LEN;
     writeEthernetHeader(buf, eth, peers.macs, 6 * p, s.vtepMac, ETHERTYPE_IPV4);
     writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
-    this.vnetIdx[this.out.n] = i;
+    this.vnetIdx![this.out.n] = i;
     this.out.push(eth - VXLAN_HEADER_LEN, ipLen + ENCAP_LEN, peers.addr[p], peers.port[p]);
     peers.countTx(p, wire, segs);
   }

@@ -15,7 +15,7 @@
 // With offloads (TUN, settings.udpGro/vnetHdr) a received datagram may hold several VXLAN
 // frames of one sender (UDP GRO: segs[i] bytes each, the last possibly shorter); each frame
 // is checked on its own as in step 3. In step 5 the addon joins consecutive TCP segments
-// of one flow into one super-packet per write (offload.c), after verifying their checksums.
+// of one flow into one super-packet per write (src/native/gro.c), after verifying their checksums.
 
 import { ETHERTYPE_IPV4, isBroadcastMac, macEquals, readEtherType } from '../proto/ethernet.js';
 import { ipv4Dst, ipv4PacketLength, ipv4Src } from '../proto/ipv4.js';
@@ -28,7 +28,7 @@ import {
   checkVxlanHeader,
 } from '../proto/vxlan.js';
 import { Drop, type DropCounters } from './drops.js';
-import { Batch, type DeviceIo, type UnderlayIo } from './io.js';
+import { Batch, type DataplaneFds, type DataplaneIo } from './io.js';
 import type { PeerTable } from './peers.js';
 import type { PathSettings } from './settings.js';
 import { align64 } from './inside.js';
@@ -65,30 +65,31 @@ export class OutsidePath {
   private readonly out: Batch;
   private readonly slot: number;
   /** UDP GRO only: segment size of each received datagram (0: a single frame). */
-  private readonly segs: Int32Array | undefined;
+  private readonly segs: Int32Array | null;
   hooks: OutsideHooks = {};
 
   constructor(
     private readonly s: PathSettings,
-    private readonly underlay: UnderlayIo,
-    private readonly device: DeviceIo,
+    private readonly io: DataplaneIo,
+    private readonly fds: DataplaneFds,
     private readonly drops: DropCounters,
     public peers: PeerTable,
-    private readonly now: () => number = Date.now,
+    /** Wall time for peers' lastRx, read once per batch. */
+    private readonly now: () => number,
   ) {
     this.slot = s.udpGro ? GRO_SLOT : align64(OUTSIDE_MAX_DATAGRAM);
     this.buf = Buffer.alloc(this.slot * s.batch);
     this.lens = new Int32Array(s.batch);
     this.addrs = new Uint32Array(s.batch);
     this.ports = new Uint16Array(s.batch);
-    this.segs = s.udpGro ? new Int32Array(s.batch) : undefined;
+    this.segs = s.udpGro ? new Int32Array(s.batch) : null;
     this.out = new Batch(s.udpGro ? GRO_OUT_BATCH : s.batch);
   }
 
   /** Moves one batch from the underlay to the device; returns how many datagrams were received. */
   pump(): number {
     const { lens, segs } = this;
-    const n = this.underlay.recv(this.buf, this.slot, 0, this.s.batch, lens, this.addrs, this.ports, segs);
+    const n = this.io.udpRecv(this.fds.underlay, this.buf, this.slot, 0, this.s.batch, lens, this.addrs, this.ports, segs);
     this.out.n = 0;
     const t = this.now();
     for (let i = 0; i < n; i++) {
@@ -110,7 +111,7 @@ export class OutsidePath {
   private flush(): void {
     const out = this.out;
     if (out.n > 0) {
-      const written = this.device.write(this.buf, out.offs, out.lens, out.n);
+      const written = this.io.devWrite(this.fds.device, this.buf, out.offs, out.lens, out.n, this.s.vnetHdr === true);
       if (written < out.n) this.drops.add(Drop.deviceWrite, out.n - written);
       out.n = 0;
     }

@@ -3,10 +3,10 @@
 // preflight set; the running gateway puts the runtime set into the health document.
 import { access, constants } from 'node:fs/promises';
 import dgram from 'node:dgram';
-import type { Config } from '../config/types.js';
-import { linkDetails, readSysctl, routeGet } from '../control/iproute.js';
+import type { Cidr, Config } from '../config/types.js';
+import { ifaceIPv4, linkDetails, readSysctl, routesIPv4 } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
-import { vtepAddress } from '../control/device.js';
+import { cidrContains, parseCidr } from '../util/ipv4.js';
 import type { CheckResult } from './document.js';
 
 export async function checkIpForward(): Promise<CheckResult> {
@@ -78,19 +78,67 @@ export async function checkDevice(cfg: Config): Promise<CheckResult> {
   };
 }
 
-/** Every peer subnet is routed through the device (and not elsewhere). */
-export async function checkRoutes(cfg: Config): Promise<CheckResult> {
+/**
+ * Every peer subnet is routed through the device (and not elsewhere): of the kernel's
+ * routes (read once, whatever the number of peers), the most specific one covering each
+ * peer subnet must be ours.
+ */
+export async function checkRoutes(device: string, subnets: readonly Cidr[]): Promise<CheckResult> {
+  let routes: { dst: string; dev?: string }[];
+  try {
+    routes = await routesIPv4();
+  } catch (e) {
+    return { name: 'routes', ok: false, detail: `cannot read the routing table: ${(e as Error).message}`, fix: 'is iproute2 installed?' };
+  }
+  return routesCheck(device, subnets, routes);
+}
+
+/** The routes check over a routing table (`ip -j -4 route show`), pure for tests. */
+export function routesCheck(device: string, subnets: readonly Cidr[], routes: readonly { dst: string; dev?: string }[]): CheckResult {
+  const table = routes.map((r) => ({ dst: r.dst === 'default' ? parseCidr('0.0.0.0/0') : toCidr(r.dst), dev: r.dev ?? '' })).filter((r) => r.dst !== null);
   const wrong: string[] = [];
-  for (const p of cfg.peers) {
-    const r = await routeGet(vtepAddress(p.subnet));
-    if (r?.dev !== cfg.overlay.device) wrong.push(`${p.subnet.text} via ${r?.dev ?? 'nothing'}`);
+  for (const s of subnets) {
+    let best: { dst: Cidr; dev: string } | null = null;
+    for (const r of table) {
+      if (cidrContains(r.dst!, s) && (!best || r.dst!.prefixLen > best.dst.prefixLen)) best = { dst: r.dst!, dev: r.dev };
+    }
+    if (best?.dev !== device) wrong.push(`${s.text} via ${best?.dev || 'nothing'}`);
   }
   const ok = wrong.length === 0;
   return {
     name: 'routes', ok,
-    detail: ok ? `${cfg.peers.length} peer subnet(s) routed via ${cfg.overlay.device}` : `not via ${cfg.overlay.device}: ${wrong.join(', ')}`,
+    detail: ok ? `${subnets.length} peer subnet(s) routed via ${device}` : `not via ${device}: ${wrong.slice(0, 5).join(', ')}${wrong.length > 5 ? `, and ${wrong.length - 5} more` : ''}`,
     ...(ok ? {} : { fix: `remove conflicting routes (ip route show ${wrong[0]?.split(' ')[0]}); vxedge installs its own` }),
   };
+}
+
+function toCidr(dst: string): Cidr | null {
+  try {
+    return parseCidr(dst.includes('/') ? dst : `${dst}/32`);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Is our address still on the NIC? A change (DHCP, renumbering) may change the public
+ * mapping too; `addresses` lets the caller notice the change.
+ */
+export async function checkUnderlayAddress(u: Underlay, port: number): Promise<{ result: CheckResult; addresses: string }> {
+  let addrs: string[];
+  try {
+    addrs = await ifaceIPv4(u.iface);
+  } catch {
+    addrs = [];
+  }
+  const now = addrs.join(' ');
+  const result: CheckResult = addrs.includes(u.address)
+    ? { name: 'underlay', ok: true, detail: `${u.iface} ${u.address}:${port}` }
+    : {
+        name: 'underlay', ok: false, detail: `${u.address} is no longer on ${u.iface} (now: ${now || 'none'})`,
+        fix: 'restart vxedge: its socket is bound to the old address',
+      };
+  return { result, addresses: now };
 }
 
 export function checkPublicEndpoint(publicEndpoint: string | null): CheckResult {

@@ -70,6 +70,8 @@ export interface HealthDocument {
   mqtt?: MqttStatus;
   nat?: NatHealthDoc;
   offload?: OffloadHealthDoc;
+  /** The last SIGHUP: the keys applied, and the changed ones that need a restart. */
+  reload?: { at: string; applied: string[]; restartNeeded: string[] };
 }
 
 /** The data plane's offloads (README "Offloads"). */

@@ -21,7 +21,8 @@
 // - stop(): a retained "offline" (acknowledged) and a clean DISCONNECT, all within 2 s; if the
 //   "offline" is not acknowledged the broker is left to publish the last will.
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
-import { maskUrl } from '../config/schema.js';
+import { maskUrl } from '../config/formats.js';
+import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
@@ -55,6 +56,7 @@ export interface PublisherDeps {
   random?: () => number;
   readFile?: FileReader;
   backoff?: BackoffPolicy;
+  clock?: Clock;
 }
 
 export interface HealthPublisherOptions {
@@ -90,12 +92,13 @@ export class HealthPublisher {
   private readonly connectFn: (url: string, opts: IClientOptions) => MqttClient;
   private readonly random: () => number;
   private readonly backoff: BackoffPolicy;
+  private readonly clock: Clock;
 
   private running = false;
   private client: MqttClient | null = null;
   /** Bumped for every client, so that late events of an abandoned client are ignored. */
   private gen = 0;
-  private retryTimer: NodeJS.Timeout | null = null;
+  private retryTimer: Timer | null = null;
   private protocolVersion: ProtocolVersion = 5;
   /** Retries since the last stable connection (the backoff exponent). */
   private failures = 0;
@@ -107,7 +110,7 @@ export class HealthPublisher {
   private latest: HealthDocument | null = null;
   private pending = false;
   private inflight = false;
-  private lastPublishedAt = 0;
+  private lastPublishedAt = -Infinity;
   private published = 0;
   private reconnects = 0;
   private lastError: string | null = null;
@@ -118,6 +121,7 @@ export class HealthPublisher {
     this.connectFn = o.deps?.connect ?? ((url, opts) => mqtt.connect(url, opts));
     this.random = o.deps?.random ?? Math.random;
     this.backoff = o.deps?.backoff ?? DEFAULT_BACKOFF;
+    this.clock = o.deps?.clock ?? systemClock;
     let broker: BrokerUrl | null = null;
     try {
       broker = o.mqtt.url ? parseBrokerUrl(o.mqtt.url) : null;
@@ -154,7 +158,7 @@ export class HealthPublisher {
     try {
       this.latest = doc;
       if (!this.running) return;
-      if (healthDue(Date.now(), this.lastPublishedAt, this.o.mqtt.interval, changed)) this.pending = true;
+      if (healthDue(this.clock.monotonic(), this.lastPublishedAt, this.o.mqtt.interval, changed)) this.pending = true;
       this.flush();
     } catch (e) {
       this.lastError = (e as Error).message;
@@ -178,7 +182,7 @@ export class HealthPublisher {
    */
   async stop(): Promise<void> {
     this.running = false;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer?.cancel();
     this.retryTimer = null;
     const c = this.client;
     this.client = null;
@@ -190,13 +194,14 @@ export class HealthPublisher {
           new Promise<boolean>((resolve) => c.publish(this.t.status, 'offline', { qos: 1, retain: true }, (err) => resolve(!err))),
           STOP_PUBLISH_MS,
           false,
+          this.clock,
         );
         if (acked) {
-          await withTimeout(c.endAsync(false).then(() => true), STOP_DISCONNECT_MS, false);
+          await withTimeout(c.endAsync(false).then(() => true), STOP_DISCONNECT_MS, false, this.clock);
           this.o.log.info('mqtt offline published');
         } else if (this.protocolVersion === 5) {
           // DISCONNECT 0x04 "disconnect with will message": the broker publishes the retained "offline" will.
-          await withTimeout(new Promise<boolean>((resolve) => c.end(false, { reasonCode: 4 }, () => resolve(true))), STOP_DISCONNECT_MS, false);
+          await withTimeout(new Promise<boolean>((resolve) => c.end(false, { reasonCode: 4 }, () => resolve(true))), STOP_DISCONNECT_MS, false, this.clock);
           this.o.log.warn('mqtt offline not acknowledged in time; asked the broker for the last will');
         } else {
           this.o.log.warn('mqtt offline not acknowledged in time; closing without DISCONNECT so the broker sends the last will');
@@ -263,7 +268,7 @@ export class HealthPublisher {
     if (gen !== this.gen || !this.running) return;
     if (this.everConnected) this.reconnects++;
     this.everConnected = true;
-    this.connectedAt = Date.now();
+    this.connectedAt = this.clock.monotonic();
     this.attemptError = null;
     this.lastLogged = null;
     this.inflight = false;
@@ -286,7 +291,7 @@ export class HealthPublisher {
   private ended(gen: number, client: MqttClient | null): void {
     if (gen !== this.gen) return;
     const wasConnected = this.connectedAt > 0;
-    const connectedFor = wasConnected ? Date.now() - this.connectedAt : 0;
+    const connectedFor = wasConnected ? this.clock.monotonic() - this.connectedAt : 0;
     this.connectedAt = 0;
     this.inflight = false;
     this.gen++; // late events of this client are ignored from now on
@@ -308,12 +313,11 @@ export class HealthPublisher {
       this.failures++;
       this.logFailure(failure.line, delay);
     }
-    this.retryTimer = setTimeout(() => void this.attempt(), delay);
-    this.retryTimer.unref?.();
+    this.retryTimer = this.clock.after(delay, () => void this.attempt());
   }
 
   private logFailure(line: string, delayMs: number): void {
-    const now = Date.now();
+    const now = this.clock.monotonic();
     const l = this.lastLogged;
     if (l && l.line === line && now - l.at < REPEAT_LOG_MS) {
       l.repeats++;
@@ -337,7 +341,7 @@ export class HealthPublisher {
     }
     this.pending = false;
     this.inflight = true;
-    this.lastPublishedAt = Date.now();
+    this.lastPublishedAt = this.clock.monotonic();
     // The document was made before this publish (maybe while disconnected): its `mqtt` field,
     // which this publisher owns, is brought up to date.
     const doc = this.latest.mqtt ? { ...this.latest, mqtt: this.status() } : this.latest;
@@ -374,16 +378,16 @@ function closeHard(c: MqttClient): void {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+function withTimeout<T>(p: Promise<T>, ms: number, fallback: T, clock: Clock): Promise<T> {
   return new Promise<T>((resolve) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
+    const timer = clock.after(ms, () => resolve(fallback));
     p.then(
       (v) => {
-        clearTimeout(timer);
+        timer.cancel();
         resolve(v);
       },
       () => {
-        clearTimeout(timer);
+        timer.cancel();
         resolve(fallback);
       },
     );

@@ -20,7 +20,8 @@
 // (WatchdogSignal, SIGABRT) and Restart=always starts a fresh process.
 //
 // Without $NOTIFY_SOCKET (not under systemd, or Type=simple) every call is a no-op.
-import * as native from '../native/index.js';
+import { nativeBinding } from '../native/index.js';
+import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import type { HealthDocument } from './document.js';
 
@@ -33,6 +34,7 @@ export interface SdNotifyOptions {
   log?: Logger;
   /** Sends one datagram; default: the native addon's unixDgramSend. */
   send?: (path: string, data: Buffer) => void;
+  clock?: Clock;
 }
 
 export interface WatchdogStats {
@@ -53,15 +55,17 @@ export class SdNotify {
   private readonly log: Logger | undefined;
   private lastStatus: string | null = null;
   private sendFailed = false;
-  private pingTimer: NodeJS.Timeout | null = null;
-  private lagTimer: NodeJS.Timeout | null = null;
+  private pingTimer: Timer | null = null;
+  private lagTimer: Timer | null = null;
+  private readonly clock: Clock;
   private gate: LivenessCheck = () => null;
 
   constructor(o: SdNotifyOptions = {}) {
     const env = o.env ?? process.env;
     this.socket = env.NOTIFY_SOCKET ? env.NOTIFY_SOCKET : null;
     this.watchdogMs = this.socket ? watchdogPeriodMs(env, o.pid ?? process.pid) : null;
-    this.send = o.send ?? ((path, data) => native.unixDgramSend(path, data));
+    this.send = o.send ?? ((path, data) => nativeBinding().unixDgramSend(path, data));
+    this.clock = o.clock ?? systemClock;
     this.log = o.log;
   }
 
@@ -112,13 +116,12 @@ export class SdNotify {
     const period = this.watchdogMs / 2;
     const maxLag = this.watchdogMs / 4;
     const tickMs = Math.max(10, Math.min(1000, Math.floor(this.watchdogMs / 8)));
-    let expected = performance.now() + tickMs;
-    this.lagTimer = setInterval(() => {
-      const now = performance.now();
+    let expected = this.clock.monotonic() + tickMs;
+    this.lagTimer = this.clock.every(tickMs, () => {
+      const now = this.clock.monotonic();
       this.stats.maxLagMs = Math.max(this.stats.maxLagMs, now - expected);
       expected = now + tickMs;
-    }, tickMs);
-    this.lagTimer.unref();
+    });
     const tick = () => {
       // This timer itself may be the one that was late.
       const why = this.stats.maxLagMs > maxLag ? `event loop blocked for ${Math.round(this.stats.maxLagMs)} ms` : this.check();
@@ -131,14 +134,13 @@ export class SdNotify {
       this.stats.lastSkipReason = why;
       this.log?.warn('watchdog ping skipped: the process is not healthy', { reason: why, watchdogMs: this.watchdogMs });
     };
-    this.pingTimer = setInterval(tick, period);
-    this.pingTimer.unref();
+    this.pingTimer = this.clock.every(period, tick);
     tick(); // a first ping right away: start-up may have taken a while
   }
 
   stopWatchdog(): void {
-    if (this.pingTimer) clearInterval(this.pingTimer);
-    if (this.lagTimer) clearInterval(this.lagTimer);
+    this.pingTimer?.cancel();
+    this.lagTimer?.cancel();
     this.pingTimer = this.lagTimer = null;
   }
 

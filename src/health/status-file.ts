@@ -2,16 +2,37 @@
 // `vxedge status` (and anything else) never reads half a file.
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../control/state.js';
+import { LatestWriter } from '../util/atomic-file.js';
 import type { HealthDocument } from './document.js';
 
 export function statusPath(runDir: string): string {
   return join(runDir, 'status.json');
 }
 
-export async function writeStatus(runDir: string, doc: HealthDocument): Promise<void> {
-  await mkdir(runDir, { recursive: true });
-  await writeFileAtomic(statusPath(runDir), JSON.stringify(doc, null, 2) + '\n');
+/** Writes status.json, the latest document first: overlapping writes never race (LatestWriter). */
+export class StatusFile {
+  private readonly writer: LatestWriter;
+
+  constructor(
+    private readonly runDir: string,
+    onError: (e: Error) => void,
+  ) {
+    this.writer = new LatestWriter(() => statusPath(runDir), onError, async () => void (await mkdir(runDir, { recursive: true })));
+  }
+
+  write(doc: HealthDocument): void {
+    this.writer.write(JSON.stringify(doc, null, 2) + '\n');
+  }
+
+  /** Waits for the pending write, then removes the file (a clean stop). */
+  async remove(): Promise<void> {
+    await this.writer.flush();
+    await removeStatus(this.runDir);
+  }
+
+  flush(): Promise<void> {
+    return this.writer.flush();
+  }
 }
 
 export async function removeStatus(runDir: string): Promise<void> {

@@ -1,10 +1,10 @@
 /* napi_util.c: see napi_util.h. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <net/if.h>
 
 #include <uv.h>
 
@@ -108,6 +108,46 @@ int arg_typed(napi_env env, const char *fn, napi_value v, const char *name,
   }
   if (*len > 0 && *data == NULL) { /* detached buffer */
     throw_fmt(env, 0, "%s: %s is detached", fn, name);
+    return -1;
+  }
+  return 0;
+}
+
+int arg_typed_or_null(napi_env env, const char *fn, napi_value v, const char *name,
+                      napi_typedarray_type want, void **data, size_t *len) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) == napi_ok && (t == napi_null || t == napi_undefined)) {
+    *data = NULL;
+    *len = 0;
+    return 0;
+  }
+  return arg_typed(env, fn, v, name, want, data, len);
+}
+
+int arg_bool(napi_env env, const char *fn, napi_value v, const char *name, bool *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_boolean) {
+    throw_fmt(env, 0, "%s: %s must be a boolean", fn, name);
+    return -1;
+  }
+  return napi_get_value_bool(env, v, out) == napi_ok ? 0 : -1;
+}
+
+int arg_ifname(napi_env env, const char *fn, napi_value v, char *out, size_t *len) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
+    throw_fmt(env, 0, "%s: name must be a string", fn);
+    return -1;
+  }
+  memset(out, 0, IFNAMSIZ);
+  napi_get_value_string_utf8(env, v, NULL, 0, len);
+  if (*len >= IFNAMSIZ) {
+    throw_fmt(env, 1, "%s: interface name is %zu bytes long, Linux allows at most %d", fn, *len, IFNAMSIZ - 1);
+    return -1;
+  }
+  napi_get_value_string_utf8(env, v, out, IFNAMSIZ, len);
+  if (strlen(out) != *len) {
+    throw_fmt(env, 1, "%s: interface name contains a NUL", fn);
     return -1;
   }
   return 0;

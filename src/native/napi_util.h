@@ -1,12 +1,12 @@
 /*
- * napi_util.h: what both halves of the addon (vxedge_native.c, offload.c) need to talk
- * to JavaScript the same way: argument checks that throw TypeError/RangeError with
+ * napi_util.h: what every file of the addon needs to talk to JavaScript the same way: argument checks that throw TypeError/RangeError with
  * Node's codes, system errors shaped like Node's own (code, errno, syscall), and the
  * bounds check of a packet list against its buffer.
  */
 #ifndef VXEDGE_NAPI_UTIL_H
 #define VXEDGE_NAPI_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <node_api.h>
@@ -27,6 +27,13 @@ int arg_int(napi_env env, const char *fn, napi_value v, const char *name, int64_
 /* A typed array of exactly `want` type; *len is in elements. 0, or -1 with an exception pending. */
 int arg_typed(napi_env env, const char *fn, napi_value v, const char *name, napi_typedarray_type want,
               void **data, size_t *len);
+/* Like arg_typed, but null (or undefined) is allowed: *data = NULL, *len = 0. */
+int arg_typed_or_null(napi_env env, const char *fn, napi_value v, const char *name, napi_typedarray_type want,
+                      void **data, size_t *len);
+/* A boolean. 0, or -1 with an exception pending. */
+int arg_bool(napi_env env, const char *fn, napi_value v, const char *name, bool *out);
+/* An interface name that fits IFNAMSIZ (copied into out[IFNAMSIZ]); "" lets the kernel choose. */
+int arg_ifname(napi_env env, const char *fn, napi_value v, char *out, size_t *len);
 napi_value int_result(napi_env env, int64_t n);
 /* Every packet [offs[i], offs[i]+lens[i]) for i < n lies inside the buffer; else RangeError. */
 int check_packets(napi_env env, const char *fn, size_t buflen, const int32_t *offs, const int32_t *lens,
@@ -58,5 +65,9 @@ int check_packets(napi_env env, const char *fn, size_t buflen, const int32_t *of
   if (arg_int(env, fn, argv[i], name, (min), (max), (out)) != 0) return NULL
 #define ARG_TYPED(i, name, type, data, len) \
   if (arg_typed(env, fn, argv[i], name, (type), (void **)(data), (len)) != 0) return NULL
+#define ARG_TYPED_OR_NULL(i, name, type, data, len) \
+  if (arg_typed_or_null(env, fn, argv[i], name, (type), (void **)(data), (len)) != 0) return NULL
+#define ARG_BOOL(i, name, out) \
+  if (arg_bool(env, fn, argv[i], name, (out)) != 0) return NULL
 
 #endif

@@ -16,6 +16,11 @@ interface Pending {
   cancelled: boolean;
 }
 
+/** Lets pending promise reactions and immediates run. */
+export async function flush(): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
 export class ManualClock implements Clock {
   private mono: number;
   private wall: number;
@@ -49,7 +54,7 @@ export class ManualClock implements Clock {
     for (;;) {
       const next = this.nextDue();
       if (!next || next.at > end) break;
-      this.step(next.at - this.mono);
+      this.step(Math.max(0, next.at - this.mono));
       this.pending = this.pending.filter((p) => p !== next);
       if (next.every > 0) {
         next.at += next.every;
@@ -58,6 +63,29 @@ export class ManualClock implements Clock {
       next.fn();
     }
     this.step(end - this.mono);
+  }
+
+  /**
+   * Like advance, but lets promise callbacks and I/O callbacks run after each timer (as
+   * the real event loop would), so a timer whose callback awaits something and then arms
+   * another timer within the window sees it fire too.
+   */
+  async advanceAsync(ms: number): Promise<void> {
+    const end = this.mono + ms;
+    await flush();
+    for (;;) {
+      const next = this.nextDue();
+      if (!next || next.at > end) break;
+      this.advance(Math.max(0, next.at - this.mono));
+      await flush();
+    }
+    this.step(end - this.mono);
+    await flush();
+  }
+
+  /** Time passes without any timer firing: the event loop was blocked for ms. */
+  stall(ms: number): void {
+    this.step(ms);
   }
 
   /** Runs timers until none is left due within `limitMs` (for "run until idle"). */

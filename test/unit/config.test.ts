@@ -13,7 +13,7 @@ import {
   type Config,
   type ConfigProblem,
 } from '../../src/config/index.js';
-import { buildSchema, envName, isLeaf, leaves, type SchemaTree } from '../../src/config/schema.js';
+import { buildSchema, buildValues, envName, isLeaf, leaves, type SchemaTree } from '../../src/config/schema.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/config');
@@ -52,39 +52,21 @@ const peer = (n: number, extra: Record<string, unknown> = {}): Record<string, un
   ...extra,
 });
 
-const DEFAULTS: Config = {
-  site: 'lab',
-  node: 'edge-1',
-  stateDir: '/var/lib/vxedge',
-  runDir: '/run/vxedge',
-  underlay: { iface: null, address: null, port: 8472, publicIp: null },
-  vxlan: { vni: 1, port: 8472, mtu: null, vtepMac: null },
-  overlay: {
-    device: 'flannel.1',
-    mode: 'tun',
-    network: parseCidr('10.244.0.0/16'),
-    subnet: parseCidr('10.244.100.0/24'),
-    mssClamp: true,
-    strictPeers: true,
-    offload: true,
-  },
-  peers: [],
-  keepalive: { interval: 25_000, timeout: 90_000 },
-  nat: { stun: [] },
-  mqtt: {
-    url: null,
-    topicPrefix: 'vxedge',
-    interval: 30_000,
-    username: null,
-    password: null,
-    passwordFile: null,
-    ca: null,
-    cert: null,
-    key: null,
-  },
-  board: { led: null },
-  log: { level: 'info' },
-};
+/** Every key at its schema default, built the way the program builds values, plus the three
+ *  keys the minimal fixture sets. The loader must arrive at exactly this. */
+const DEFAULTS: Config = (() => {
+  const tree = buildSchema('edge-1');
+  const raw: Record<string, unknown> = {};
+  for (const { path: key, spec } of leaves(tree)) {
+    const parts = key.split('.');
+    let o = raw;
+    for (const k of parts.slice(0, -1)) o = (o[k] ??= {}) as Record<string, unknown>;
+    o[parts.at(-1)!] = spec.default;
+  }
+  Object.assign(raw, { site: 'lab', node: 'edge-1' });
+  (raw.overlay as Record<string, unknown>).subnet = '10.244.100.0/24';
+  return buildValues(tree, raw);
+})();
 
 const FULL: Config = {
   site: 'lab',
@@ -118,6 +100,21 @@ const FULL: Config = {
       { host: 'stun.l.google.com', port: 19302 },
       { host: '192.0.2.7', port: 3478 },
     ],
+    portMapping: 'pcp',
+  },
+  cluster: {
+    source: 'etcd',
+    register: false,
+    kubernetes: { kubeconfig: '/etc/vxedge/kubeconfig', nodeName: 'vxedge-lab' },
+    etcd: {
+      endpoints: ['https://10.0.0.5:2379', 'https://10.0.0.6:2379'],
+      prefix: '/flannel/network',
+      ca: '/etc/vxedge/etcd-ca.pem',
+      cert: '/etc/vxedge/etcd.pem',
+      key: '/etc/vxedge/etcd-key.pem',
+      username: 'flannel',
+      passwordFile: '/etc/vxedge/etcd-password',
+    },
   },
   mqtt: {
     url: 'mqtts://a1b2c3-ats.iot.eu-west-1.amazonaws.com:8883',
@@ -137,6 +134,21 @@ const FULL: Config = {
 describe('valid files', () => {
   it('valid-minimal.yaml takes every default', () => {
     expect(loadConfig(fixture('valid-minimal.yaml'), NO_ENV)).toEqual(DEFAULTS);
+  });
+
+  it("the defaults are the contract's", () => {
+    const c = DEFAULTS;
+    expect([c.stateDir, c.runDir, c.underlay.port, c.vxlan.vni, c.vxlan.port, c.overlay.device, c.overlay.mode]).toEqual(
+      ['/var/lib/vxedge', '/run/vxedge', 8472, 1, 8472, 'flannel.1', 'tun'],
+    );
+    expect([c.overlay.network.text, c.keepalive.interval, c.keepalive.timeout, c.mqtt.interval, c.mqtt.topicPrefix]).toEqual(
+      ['10.244.0.0/16', 25_000, 90_000, 30_000, 'vxedge'],
+    );
+    expect([c.nat.portMapping, c.cluster.source, c.cluster.register, c.cluster.etcd.prefix, c.log.level]).toEqual(
+      ['auto', 'static', true, '/coreos.com/network', 'info'],
+    );
+    expect([c.underlay.iface, c.underlay.address, c.underlay.publicIp, c.vxlan.mtu, c.vxlan.vtepMac, c.mqtt.url]).toEqual([null, null, null, null, null, null]);
+    expect([c.peers, c.nat.stun, c.cluster.etcd.endpoints]).toEqual([[], [], []]);
   });
 
   it('valid-full.json sets every key', () => {
@@ -464,28 +476,33 @@ describe('errors', () => {
 });
 
 describe('schema', () => {
-  // The config table of interface.md, plus the two extension keys.
+  // The config table of the public contract (docs/contract.md). Keys beyond it are
+  // extensions, marked so in the schema (and the README's reference says so).
   const CONTRACT_KEYS = [
     'site', 'node', 'stateDir', 'runDir',
     'underlay.iface', 'underlay.address', 'underlay.port', 'underlay.publicIp',
     'vxlan.vni', 'vxlan.port', 'vxlan.mtu', 'vxlan.vtepMac',
-    'overlay.device', 'overlay.mode', 'overlay.network', 'overlay.subnet', 'overlay.mssClamp', 'overlay.strictPeers',
-    'peers', 'keepalive.interval', 'keepalive.timeout', 'nat.stun',
+    'overlay.device', 'overlay.mode', 'overlay.network', 'overlay.subnet',
+    'peers', 'keepalive.interval', 'keepalive.timeout', 'nat.stun', 'nat.portMapping',
+    'cluster.source', 'cluster.register', 'cluster.kubernetes.kubeconfig', 'cluster.kubernetes.nodeName',
+    'cluster.etcd.endpoints', 'cluster.etcd.prefix', 'cluster.etcd.ca', 'cluster.etcd.cert', 'cluster.etcd.key',
+    'cluster.etcd.username', 'cluster.etcd.passwordFile',
     'mqtt.url', 'mqtt.topicPrefix', 'mqtt.interval', 'mqtt.username', 'mqtt.password', 'mqtt.passwordFile',
     'mqtt.ca', 'mqtt.cert', 'mqtt.key', 'log.level',
-    'board.led', // extension: the status LED (board/README.md)
-    'overlay.offload', // extension: TUN offloads (README "Offloads")
   ];
   const tree: SchemaTree = buildSchema('edge-1');
 
-  it('has exactly the contract keys, each with doc, default, format and env', () => {
+  it('has every contract key, marks every other key an extension, and gives each a doc, format and env', () => {
     const all = leaves(tree);
-    expect(all.map((l) => l.path).sort()).toEqual([...CONTRACT_KEYS].sort());
-    for (const { path: key, spec } of all) {
+    const paths = all.map((l) => l.path);
+    expect(paths.filter((p) => CONTRACT_KEYS.includes(p)).sort()).toEqual([...CONTRACT_KEYS].sort());
+    expect(all.filter((l) => !CONTRACT_KEYS.includes(l.path) && !l.spec.extension).map((l) => l.path)).toEqual([]);
+    expect(all.filter((l) => CONTRACT_KEYS.includes(l.path) && l.spec.extension).map((l) => l.path)).toEqual([]);
+    for (const { path: key, spec, env } of all) {
       expect(isLeaf(spec)).toBe(true);
       expect(spec.doc.length, key).toBeGreaterThan(5);
-      expect(spec.format, key).toBeTruthy();
-      expect(spec.env, key).toBe(envName(key));
+      expect(spec.format.name, key).toBeTruthy();
+      expect(env, key).toBe(envName(key));
     }
   });
 

@@ -8,7 +8,8 @@ import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { Logger } from '../../src/util/log.js';
 import { parseCidr } from '../../src/util/ipv4.js';
-import { FakeDevice, FakeUnderlay } from './fake-io.js';
+import { FakeIo } from './fake-io.js';
+import { ManualClock } from '../support/clock.js';
 import { echoReplyTo, icmpEcho, ip, mac, vxlanFrame } from './packets.js';
 
 describe('peer state machine', () => {
@@ -59,14 +60,13 @@ describe('roaming with path validation', () => {
   const OUR = '0e:5c:aa:00:00:64';
   const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
   function rig() {
-    const dev = new FakeDevice();
-    const udp = new FakeUnderlay();
+    const io = new FakeIo();
     const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
-    const dp = new Dataplane(s, dev, udp, new PeerTable([AWS1]), new Logger('error', true));
-    let t = 1_000_000;
-    const roaming = new Roaming(dp, new Logger('error', true), () => t);
+    const clock = new ManualClock();
+    const dp = new Dataplane(s, io, io.fds, new PeerTable([AWS1]), new Logger('error', true), clock);
+    const roaming = new Roaming(dp, new Logger('error', true), clock);
     roaming.start();
-    return { dev, udp, dp, roaming, advance: (ms: number) => (t += ms) };
+    return { dev: io.device, udp: io.underlay, dp, roaming, advance: (ms: number) => clock.advance(ms) };
   }
   const fromPod = () => vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10'));
 

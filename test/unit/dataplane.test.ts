@@ -8,7 +8,7 @@ import { PeerTable } from '../../src/dataplane/peers.js';
 import type { PathSettings } from '../../src/dataplane/settings.js';
 import type { PeerConfig } from '../../src/config/types.js';
 import { parseCidr } from '../../src/util/ipv4.js';
-import { FakeDevice, FakeUnderlay } from './fake-io.js';
+import { FakeIo } from './fake-io.js';
 import { icmpEcho, ip, mac, tcp, tcpChecksumOk, vxlanFrame } from './packets.js';
 
 const OUR_MAC = '0e:5c:aa:00:00:64';
@@ -25,11 +25,10 @@ function settings(over: Partial<PathSettings> = {}): PathSettings {
 
 function rig(over: Partial<PathSettings> = {}) {
   const s = settings(over);
-  const dev = new FakeDevice();
-  const udp = new FakeUnderlay();
+  const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable(PEERS);
-  return { s, dev, udp, drops, peers, inside: new InsidePath(s, dev, udp, drops, peers), outside: new OutsidePath(s, udp, dev, drops, peers, () => 1000) };
+  return { s, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath(s, io, io.fds, drops, peers), outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000) };
 }
 
 describe('inside path (TUN)', () => {

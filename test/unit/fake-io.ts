@@ -1,54 +1,98 @@
-// In-memory twins of the device and the underlay socket, for fast unit tests of the
-// data plane. They honour the same batch contract as the native addon: packets are
-// copied into the caller's slots, lengths and addresses into its typed arrays.
-import type { DeviceIo, UnderlayIo } from '../../src/dataplane/io.js';
-
-export class FakeDevice implements DeviceIo {
-  readonly inbox: Buffer[] = []; // packets the "kernel" will hand us on read
-  readonly written: Buffer[] = []; // packets we wrote to the "kernel"
-  refuse = 0; // how many of the next writes fail
-
-  read(buf: Buffer, slot: number, headroom: number, max: number, lens: Int32Array): number {
-    let n = 0;
-    while (n < max && this.inbox.length > 0) {
-      const p = this.inbox.shift()!;
-      const len = Math.min(p.length, slot - headroom);
-      p.copy(buf, n * slot + headroom, 0, len);
-      lens[n++] = len;
-    }
-    return n;
-  }
-
-  write(buf: Buffer, offs: Int32Array, lens: Int32Array, n: number): number {
-    let ok = 0;
-    for (let i = 0; i < n; i++) {
-      if (this.refuse > 0) {
-        this.refuse--;
-        continue;
-      }
-      this.written.push(Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])));
-      ok++;
-    }
-    return ok;
-  }
-}
+// An in-memory twin of the data plane's part of the native binding (DataplaneIo), for
+// fast unit tests of the packet paths. It honours the addon's batch contract: packets are
+// copied into the caller's buffer at the places the addon would put them, lengths and
+// addresses into its typed arrays, and a packet too large for its room comes back as
+// length -1, as the addon reports a truncated one.
+import type { DataplaneFds, DataplaneIo } from '../../src/dataplane/io.js';
+import type { OnReadable, PollHandle } from '../../src/native/index.js';
 
 export interface Datagram {
   data: Buffer;
   addr: number;
   port: number;
+  /** UDP GRO segment size when this datagram stands for several (0: one). */
+  seg?: number;
 }
 
-export class FakeUnderlay implements UnderlayIo {
-  readonly inbox: Datagram[] = [];
-  readonly sent: Datagram[] = [];
+/** What was written to the device; `vnet` tells whether the offload write was asked for. */
+export interface Written {
+  data: Buffer;
+  vnet: boolean;
+}
 
-  recv(buf: Buffer, slot: number, headroom: number, max: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array): number {
+export interface SentDatagram extends Datagram {
+  /** The virtio_net_hdr the datagram's inner packet was read with (offloads), else null. */
+  vnet: Buffer | null;
+  encap: number;
+}
+
+export class FakeDevice {
+  /** Packets the "kernel" will hand us on read, each with its virtio_net_hdr when read with offloads. */
+  readonly inbox: (Buffer | { pkt: Buffer; vnet: Buffer })[] = [];
+  readonly writes: Written[] = [];
+  /** How many of the next writes the kernel refuses. */
+  refuse = 0;
+
+  get written(): Buffer[] {
+    return this.writes.map((w) => w.data);
+  }
+}
+
+export class FakeUnderlay {
+  readonly inbox: Datagram[] = [];
+  readonly sent: SentDatagram[] = [];
+}
+
+export class FakeIo implements DataplaneIo {
+  readonly device = new FakeDevice();
+  readonly underlay = new FakeUnderlay();
+  readonly fds: DataplaneFds = { device: 3, underlay: 4 };
+  readonly polls: { fd: number; cb: OnReadable }[] = [];
+
+  devRead(fd: number, buf: Uint8Array, headroom: number, room: number, max: number, offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null): number {
+    this.expectFd(fd, this.fds.device);
     let n = 0;
-    while (n < max && this.inbox.length > 0) {
-      const d = this.inbox.shift()!;
-      const room = slot - headroom;
-      if (d.data.length > room) {
+    let pos = 0;
+    while (n < max && this.device.inbox.length > 0 && pos + headroom + room <= buf.length) {
+      const item = this.device.inbox.shift()!;
+      const pkt = Buffer.isBuffer(item) ? item : item.pkt;
+      if (vnet) {
+        if (Buffer.isBuffer(item)) throw new Error('a device read with offloads needs { pkt, vnet } in the inbox');
+        item.vnet.copy(vnet, 10 * n);
+      }
+      offs[n] = pos + headroom;
+      if (pkt.length > room) {
+        lens[n++] = -1; // truncated, as the addon reports it; the space is reused
+        continue;
+      }
+      pkt.copy(buf, offs[n]);
+      lens[n] = pkt.length;
+      pos = (offs[n] + pkt.length + 63) & ~63;
+      n++;
+    }
+    return n;
+  }
+
+  devWrite(fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number, vnet: boolean): number {
+    this.expectFd(fd, this.fds.device);
+    let ok = 0;
+    for (let i = 0; i < n; i++) {
+      if (this.device.refuse > 0) {
+        this.device.refuse--;
+        continue;
+      }
+      this.device.writes.push({ data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), vnet });
+      ok++;
+    }
+    return ok;
+  }
+
+  udpRecv(fd: number, buf: Uint8Array, slot: number, headroom: number, max: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, segs: Int32Array | null): number {
+    this.expectFd(fd, this.fds.underlay);
+    let n = 0;
+    while (n < max && this.underlay.inbox.length > 0) {
+      const d = this.underlay.inbox.shift()!;
+      if (d.data.length > slot - headroom) {
         lens[n] = -1;
       } else {
         d.data.copy(buf, n * slot + headroom);
@@ -56,15 +100,40 @@ export class FakeUnderlay implements UnderlayIo {
       }
       addrs[n] = d.addr;
       ports[n] = d.port;
+      if (segs) segs[n] = d.seg ?? 0;
       n++;
     }
     return n;
   }
 
-  send(buf: Buffer, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, n: number): number {
+  udpSend(
+    fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
+    n: number, vnet: Uint8Array | null, vnetIdx: Int32Array | null, encap: number,
+  ): number {
+    this.expectFd(fd, this.fds.underlay);
     for (let i = 0; i < n; i++) {
-      this.sent.push({ data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), addr: addrs[i], port: ports[i] });
+      this.underlay.sent.push({
+        data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])),
+        addr: addrs[i],
+        port: ports[i],
+        vnet: vnet && vnetIdx ? Buffer.from(vnet.subarray(10 * vnetIdx[i], 10 * vnetIdx[i] + 10)) : null,
+        encap,
+      });
     }
     return n;
+  }
+
+  pollStart(fd: number, cb: OnReadable): PollHandle {
+    this.polls.push({ fd, cb });
+    return { fd } as PollHandle;
+  }
+
+  pollStop(h: PollHandle): void {
+    const i = this.polls.findIndex((p) => p.fd === h.fd);
+    if (i >= 0) this.polls.splice(i, 1);
+  }
+
+  private expectFd(got: number, want: number): void {
+    if (got !== want) throw new Error(`fake io: fd ${got} used where ${want} was expected`);
   }
 }

@@ -10,7 +10,7 @@ import { OutsidePath } from '../../src/dataplane/outside.js';
 import { DropCounters } from '../../src/dataplane/drops.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { parseCidr } from '../../src/util/ipv4.js';
-import { FakeDevice, FakeUnderlay } from './fake-io.js';
+import { FakeIo } from './fake-io.js';
 import { ip, mac } from './packets.js';
 
 interface Frame { name: string; outerSrc: string; outerDst: string; srcPort: number; dstPort: number; udpPayloadHex: string }
@@ -27,11 +27,12 @@ const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: pars
 
 function rig(mssClamp: boolean) {
   const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(GW_MAC), vtepIp: ip('10.244.100.0'), mssClamp, maxMss: 1410, strictPeers: true, batch: 8 };
-  const dev = new FakeDevice();
-  const udp = new FakeUnderlay();
+  const io = new FakeIo();
+  const dev = io.device;
+  const udp = io.underlay;
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1]);
-  return { dev, udp, drops, inside: new InsidePath(s, dev, udp, drops, peers), outside: new OutsidePath(s, udp, dev, drops, peers) };
+  return { dev, udp, drops, inside: new InsidePath(s, io, io.fds, drops, peers), outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000) };
 }
 
 describe('golden frames from the kernel', () => {
@@ -70,11 +71,12 @@ describe('golden frames from the kernel', () => {
       const dst = wire.subarray(8, 14).toString('hex').match(/../g)!.join(':');
       const src = wire.subarray(14, 20).toString('hex').match(/../g)!.join(':');
       const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(src), vtepIp: ip('10.244.1.0'), mssClamp: false, maxMss: 1410, strictPeers: true, batch: 8 };
-      const dev = new FakeDevice();
-      const udp = new FakeUnderlay();
+      const io = new FakeIo();
+      const dev = io.device;
+      const udp = io.underlay;
       const peers = new PeerTable([{ name: 'gw', publicIp: '198.51.100.2', port: 8472, subnet: parseCidr('10.244.100.0/24'), vtepMac: dst }]);
       dev.inbox.push(Buffer.from(wire.subarray(22)));
-      new InsidePath(s, dev, udp, new DropCounters(), peers).pump();
+      new InsidePath(s, io, io.fds, new DropCounters(), peers).pump();
       expect(udp.sent[0].data.equals(wire), name).toBe(true);
     }
   });

@@ -104,7 +104,7 @@ describe.skipIf(skip)('scripts/install into a throwaway root', () => {
       const cfg = await import(${JSON.stringify(path.join(app, 'dist/config/index.js'))});
       await import(${JSON.stringify(path.join(app, 'dist/gateway.js'))});
       const c = cfg.loadConfig(${JSON.stringify(path.join(root, 'etc/vxedge/site.yaml'))}, {});
-      console.log(JSON.stringify({ addon: n.nativeAddonPath(), err: n.lastError().errno, led: c.board.led }));`;
+      console.log(JSON.stringify({ addon: n.nativeAddonPath(), err: n.nativeBinding().lastError().errno, led: c.board.led }));`;
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ addon: path.join(app, 'build/Release/vxedge_native.node'), err: 0, led: 'ACT' });

@@ -16,6 +16,7 @@ import {
 import { describeMqttFailure, isUnsupportedProtocol } from '../../src/health/mqtt-errors.js';
 import type { HealthDocument } from '../../src/health/document.js';
 import type { Logger } from '../../src/util/log.js';
+import { ManualClock } from '../support/clock.js';
 
 const SCHEMA = JSON.parse(readFileSync(new URL('../../src/health/health.schema.json', import.meta.url), 'utf8')) as object;
 
@@ -334,6 +335,7 @@ class FakeClient extends EventEmitter {
 function harness(mqttOver: Partial<MqttConfig> = {}, random = () => 0.5) {
   const clients: FakeClient[] = [];
   const { log, lines } = captureLog();
+  clock = new ManualClock();
   const p = new HealthPublisher({
     mqtt: mqttConfig({ interval: 30_000, ...mqttOver }),
     site: 'lab',
@@ -346,6 +348,7 @@ function harness(mqttOver: Partial<MqttConfig> = {}, random = () => 0.5) {
         return c as unknown as MqttClient;
       },
       random,
+      clock,
       readFile: async (path) => {
         if (path === '/run/secrets/mqtt') return Buffer.from('s3cret\n');
         throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
@@ -357,18 +360,15 @@ function harness(mqttOver: Partial<MqttConfig> = {}, random = () => 0.5) {
   return { p, clients, last, lines, health, warns: () => lines.filter((l) => l.level === 'warn').map((l) => l.msg) };
 }
 
-/** Lets the publisher's async attempt (file reads) run under fake timers. */
+/** The current harness's clock: time moves only when a test says so. */
+let clock = new ManualClock();
+
+/** Lets the publisher's async attempt (file reads) run. */
 async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await vi.advanceTimersByTimeAsync(0);
+  await clock.advanceAsync(0);
 }
 
 describe('HealthPublisher', () => {
-  beforeEach(() => {
-    vi.useFakeTimers({ now: new Date('2026-11-24T12:00:00Z') });
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
 
   it('is disabled without a URL and never connects', () => {
     const h = harness({ url: null });
@@ -411,14 +411,14 @@ describe('HealthPublisher', () => {
     await settle();
     const c = h.last();
     const publishedAt: number[] = [];
-    const t0 = Date.now();
+    const t0 = clock.monotonic();
     // The gateway calls update every 2 s; a state change at 11 s.
     for (let t = 0; t <= 70_000; t += 2000) {
       const before = h.health(c).length;
       h.p.update(sampleDoc({ uptimeS: t / 1000 }), t === 12_000);
       await settle();
-      if (h.health(c).length > before) publishedAt.push(Date.now() - t0);
-      await vi.advanceTimersByTimeAsync(2000);
+      if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
+      await clock.advanceAsync(2000);
     }
     // first document at once (nothing published yet), the change at 12 s, then every 30 s from there.
     expect(publishedAt).toEqual([0, 12_000, 42_000]);
@@ -450,14 +450,14 @@ describe('HealthPublisher', () => {
     const h = harness({}, () => 0.5);
     h.p.start();
     await settle();
-    const attemptsAt: number[] = [Date.now()];
+    const attemptsAt: number[] = [clock.monotonic()];
     const refused = () => Object.assign(new Error('connect ECONNREFUSED 198.51.100.1:1883'), { code: 'ECONNREFUSED' });
     for (let i = 0; i < 7; i++) {
       const n = h.clients.length;
       h.last().fail(refused());
       // Wait for the next attempt.
-      for (let waited = 0; h.clients.length === n && waited < 120_000; waited += 100) await vi.advanceTimersByTimeAsync(100);
-      attemptsAt.push(Date.now());
+      for (let waited = 0; h.clients.length === n && waited < 120_000; waited += 100) await clock.advanceAsync(100);
+      attemptsAt.push(clock.monotonic());
     }
     const gaps = attemptsAt.slice(1).map((t, i) => t - attemptsAt[i]);
     expect(gaps).toEqual([1000, 2000, 4000, 8000, 16_000, 32_000, 60_000]);
@@ -478,25 +478,25 @@ describe('HealthPublisher', () => {
     await settle();
     h.p.update(sampleDoc(), false);
     h.last().fail(Object.assign(new Error('Connection refused: Bad User Name or Password'), { code: 134 }));
-    await vi.advanceTimersByTimeAsync(700); // 1 s − 30 %
+    await clock.advanceAsync(700); // 1 s − 30 %
     await settle();
     expect(h.clients).toHaveLength(2);
     h.last().accept();
     await settle();
     expect(h.last().sent.map((s) => s.topic)).toEqual(['vxedge/lab/edge-1/status', 'vxedge/lab/edge-1/health']);
     // Lost after a stable connection: the schedule starts again at 1 s; lost again at once: it grows.
-    await vi.advanceTimersByTimeAsync(DEFAULT_BACKOFF.stableMs);
+    await clock.advanceAsync(DEFAULT_BACKOFF.stableMs);
     h.last().drop();
-    await vi.advanceTimersByTimeAsync(700);
+    await clock.advanceAsync(700);
     await settle();
     expect(h.clients).toHaveLength(3);
     h.last().accept();
     await settle();
     h.last().drop();
-    await vi.advanceTimersByTimeAsync(700);
+    await clock.advanceAsync(700);
     await settle();
     expect(h.clients).toHaveLength(3);
-    await vi.advanceTimersByTimeAsync(700); // 2 s − 30 % in all
+    await clock.advanceAsync(700); // 2 s − 30 % in all
     await settle();
     expect(h.clients).toHaveLength(4);
     h.last().accept();
@@ -509,7 +509,7 @@ describe('HealthPublisher', () => {
     const h = harness({ username: 'edge-1', passwordFile: '/missing' });
     expect(() => h.p.start()).not.toThrow();
     await settle();
-    await vi.advanceTimersByTimeAsync(10_000);
+    await clock.advanceAsync(10_000);
     expect(h.clients).toHaveLength(0);
     expect(h.warns()).toEqual(['mqtt setup failed: cannot read mqtt.passwordFile /missing: no such file; retrying']);
     expect(h.p.status().lastError).toBe('cannot read mqtt.passwordFile /missing: no such file');
@@ -535,7 +535,7 @@ describe('HealthPublisher', () => {
     expect(h.p.status().connected).toBe(false);
     // Nothing happens after stop.
     h.p.update(sampleDoc(), true);
-    await vi.advanceTimersByTimeAsync(120_000);
+    await clock.advanceAsync(120_000);
     expect(h.clients).toHaveLength(1);
   });
 
@@ -546,12 +546,12 @@ describe('HealthPublisher', () => {
     const c = h.last();
     c.autoAck = false;
     c.accept();
-    const t0 = Date.now();
+    const t0 = clock.monotonic();
     let finished = false;
     void h.p.stop().then(() => (finished = true));
-    await vi.advanceTimersByTimeAsync(1999);
+    await clock.advanceAsync(1999);
     expect(finished).toBe(true);
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(clock.monotonic() - t0).toBeLessThan(2000);
     expect(c.ended[0]).toMatchObject({ force: false, opts: { reasonCode: 4 } });
   });
 
@@ -561,7 +561,7 @@ describe('HealthPublisher', () => {
     await settle();
     h.last().fail(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
     await h.p.stop();
-    await vi.advanceTimersByTimeAsync(120_000);
+    await clock.advanceAsync(120_000);
     expect(h.clients).toHaveLength(1);
   });
 
@@ -607,18 +607,19 @@ describe('MQTT 5 -> 3.1.1 fallback (real MQTT.js, fake broker)', () => {
     const p = new HealthPublisher({ mqtt: mqttConfig({ url: `mqtt://127.0.0.1:${port}` }), site: 'lab', node: 'edge-1', log });
     try {
       p.start();
-      const deadline = Date.now() + 3000;
-      while (!p.status().connected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const deadline = clock.monotonic() + 3000;
+      while (!p.status().connected && clock.monotonic() < deadline) await new Promise((r) => setTimeout(r, 20));
       expect(p.status().connected).toBe(true);
       expect(levels).toEqual([5, 4]);
       expect(lines.some((l) => l.msg === 'mqtt broker does not support MQTT 5; using 3.1.1')).toBe(true);
       expect(lines.filter((l) => l.level === 'warn')).toEqual([]);
-      await new Promise((r) => setTimeout(r, 100));
+      const until = Date.now() + 3000;
+      while (packets.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
       expect(packets[0]).toBe(0x33); // PUBLISH QoS 1 retained: "online"
     } finally {
-      const t0 = Date.now();
+      const t0 = clock.monotonic();
       await p.stop();
-      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(clock.monotonic() - t0).toBeLessThan(2000);
       server.close();
     }
   });

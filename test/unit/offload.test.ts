@@ -7,12 +7,13 @@ import { InsidePath } from '../../src/dataplane/inside.js';
 import { OutsidePath } from '../../src/dataplane/outside.js';
 import { DropCounters } from '../../src/dataplane/drops.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
-import type { DeviceIo, UnderlayIo } from '../../src/dataplane/io.js';
 import type { PathSettings } from '../../src/dataplane/settings.js';
-import { TUN_OFFLOADS, enableUdpGro, openDevice, type TunOpener } from '../../src/dataplane/native-io.js';
+import { TUN_OFFLOADS, enableUdpGro, openDevice } from '../../src/dataplane/open.js';
+import type { NativeBinding } from '../../src/native/index.js';
 import { clampTcpMss } from '../../src/proto/tcpmss.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetHeader } from '../../src/proto/vnet.js';
 import { parseCidr } from '../../src/util/ipv4.js';
+import { FakeIo } from './fake-io.js';
 import { icmpEcho, ip, mac, tcp, tcpChecksumOk, vxlanFrame } from './packets.js';
 
 const OUR_MAC = '0e:5c:aa:00:00:64';
@@ -26,81 +27,12 @@ function settings(over: Partial<PathSettings> = {}): PathSettings {
   };
 }
 
-/** A device with virtio-net headers: hands out queued packets packed, each with its header. */
-class FakeVnetDevice implements DeviceIo {
-  readonly inbox: { pkt: Buffer; vnet: Buffer }[] = [];
-  readonly written: Buffer[] = [];
-  read(): number {
-    throw new Error('plain read on a vnet device');
-  }
-  readVnet(buf: Buffer, headroom: number, max: number, offs: Int32Array, lens: Int32Array, vnet: Buffer): number {
-    let n = 0;
-    let pos = 0;
-    while (n < max && this.inbox.length > 0 && pos + headroom + 65535 <= buf.length) {
-      const { pkt, vnet: h } = this.inbox.shift()!;
-      offs[n] = pos + headroom;
-      lens[n] = pkt.length;
-      pkt.copy(buf, offs[n]);
-      h.copy(vnet, n * VNET_HDR_LEN);
-      pos = (offs[n] + pkt.length + 63) & ~63;
-      n++;
-    }
-    return n;
-  }
-  write(buf: Buffer, offs: Int32Array, lens: Int32Array, n: number): number {
-    for (let i = 0; i < n; i++) this.written.push(Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])));
-    return n;
-  }
-}
-
-interface SentVnet {
-  data: Buffer;
-  addr: number;
-  port: number;
-  vnet: Buffer;
-  encap: number;
-}
-
-class FakeVnetUnderlay implements UnderlayIo {
-  readonly inbox: { data: Buffer; addr: number; port: number; seg: number }[] = [];
-  readonly sent: SentVnet[] = [];
-  recv(buf: Buffer, slot: number, headroom: number, max: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, segs?: Int32Array): number {
-    let n = 0;
-    while (n < max && this.inbox.length > 0) {
-      const d = this.inbox.shift()!;
-      d.data.copy(buf, n * slot + headroom);
-      lens[n] = d.data.length;
-      addrs[n] = d.addr;
-      ports[n] = d.port;
-      if (segs) segs[n] = d.seg;
-      n++;
-    }
-    return n;
-  }
-  send(): number {
-    throw new Error('plain send on the offload path');
-  }
-  sendVnet(buf: Buffer, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, vnet: Buffer, vnetIdx: Int32Array, encap: number, n: number): number {
-    for (let i = 0; i < n; i++) {
-      this.sent.push({
-        data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])),
-        addr: addrs[i],
-        port: ports[i],
-        vnet: Buffer.from(vnet.subarray(vnetIdx[i] * VNET_HDR_LEN, (vnetIdx[i] + 1) * VNET_HDR_LEN)),
-        encap,
-      });
-    }
-    return n;
-  }
-}
-
 function rig(over: Partial<PathSettings> = {}) {
   const s = settings({ vnetHdr: true, udpGro: true, ...over });
-  const dev = new FakeVnetDevice();
-  const udp = new FakeVnetUnderlay();
+  const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1, AWS2]);
-  return { s, dev, udp, drops, peers, inside: new InsidePath(s, dev, udp, drops, peers), outside: new OutsidePath(s, udp, dev, drops, peers, () => 1000) };
+  return { s, io, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath(s, io, io.fds, drops, peers), outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000) };
 }
 
 function vnetHeader(h: Parameters<typeof writeVnetHeader>[2]): Buffer {
@@ -123,7 +55,7 @@ describe('inside path with offloads', () => {
     const [a, b] = r.udp.sent;
     expect(a).toMatchObject({ addr: ip('203.0.113.20'), port: 8472, encap: 22 });
     expect(a.data.equals(vxlanFrame(1, AWS2.vtepMac, OUR_MAC, big))).toBe(true);
-    expect(a.vnet.equals(h)).toBe(true); // the addon gets the packet's own header
+    expect(a.vnet!.equals(h)).toBe(true); // the addon gets the packet's own header
     expect(b.data.equals(vxlanFrame(1, AWS1.vtepMac, OUR_MAC, ping))).toBe(true);
     expect(r.drops.get('noPeer')).toBe(1);
     // 10 000 bytes at 1398 per segment: 8 datagrams, each with its own headers.
@@ -167,11 +99,18 @@ describe('inside path with offloads', () => {
     expect(r.udp.sent.length).toBeLessThan(12);
   });
 
-  it('refuses to run offloads over a device or socket without them', () => {
+  it('refuses offloads on a TAP device, and asks the device write to coalesce only with them', () => {
     const s = settings({ vnetHdr: true });
-    const plainDev = { read: () => 0, write: () => 0 };
-    expect(() => new InsidePath(s, plainDev, new FakeVnetUnderlay(), new DropCounters(), new PeerTable([AWS1]))).toThrow(/readVnet/);
-    expect(() => new InsidePath({ ...s, tap: true }, new FakeVnetDevice(), new FakeVnetUnderlay(), new DropCounters(), new PeerTable([AWS1]))).toThrow();
+    const io = new FakeIo();
+    expect(() => new InsidePath({ ...s, tap: true }, io, io.fds, new DropCounters(), new PeerTable([AWS1]))).toThrow(/TUN/);
+    const r = rig();
+    const plain = rig({ vnetHdr: false, udpGro: false });
+    for (const x of [r, plain]) {
+      x.udp.inbox.push({ data: vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')), addr: ip('203.0.113.10'), port: 1, seg: 0 });
+      x.outside.pump();
+    }
+    expect(r.dev.writes.map((w) => w.vnet)).toEqual([true]);
+    expect(plain.dev.writes.map((w) => w.vnet)).toEqual([false]);
   });
 });
 
@@ -219,10 +158,10 @@ describe('outside path with UDP GRO', () => {
 
 describe('choosing the offload path at start-up', () => {
   const handle = { fd: 7, name: 'flannel.1' };
-  const opener = (refuse: boolean, calls: string[]): TunOpener => ({
-    tunOpen: (name, tap) => (calls.push(`plain ${name} ${tap ? 'tap' : 'tun'}`), handle),
-    tunOpenVnet: (name, flags) => {
-      calls.push(`vnet ${name} ${flags}`);
+  const opener = (refuse: boolean, calls: string[]): Pick<NativeBinding, 'tunOpen'> => ({
+    tunOpen: (name, tap, offloads) => {
+      if (offloads === 0) return (calls.push(`plain ${name} ${tap ? 'tap' : 'tun'}`), handle);
+      calls.push(`vnet ${name} ${offloads}`);
       if (refuse) throw Object.assign(new Error('ioctl(TUNSETOFFLOAD 0x3) flannel.1: invalid argument (EINVAL)'), { code: 'EINVAL' });
       return handle;
     },
@@ -230,14 +169,14 @@ describe('choosing the offload path at start-up', () => {
 
   it('TUN with offloads when the kernel agrees', () => {
     const calls: string[] = [];
-    expect(openDevice('flannel.1', 'tun', true, opener(false, calls))).toEqual({ tun: handle, vnetHdr: true, offloadOff: null });
+    expect(openDevice(opener(false, calls), 'flannel.1', 'tun', true)).toEqual({ tun: handle, vnetHdr: true, offloadOff: null });
     expect(calls).toEqual([`vnet flannel.1 ${TUN_OFFLOADS}`]);
     expect(TUN_OFFLOADS).toBe(0x03); // TUN_F_CSUM | TUN_F_TSO4
   });
 
   it('falls back to the plain TUN, saying why, when the kernel refuses', () => {
     const calls: string[] = [];
-    const d = openDevice('flannel.1', 'tun', true, opener(true, calls));
+    const d = openDevice(opener(true, calls), 'flannel.1', 'tun', true);
     expect(d.vnetHdr).toBe(false);
     expect(d.offloadOff).toMatch(/refused TUN offloads: .*EINVAL/);
     expect(calls).toEqual(['vnet flannel.1 3', 'plain flannel.1 tun']);
@@ -245,15 +184,15 @@ describe('choosing the offload path at start-up', () => {
 
   it('plain when offloads are off, and always plain in TAP mode', () => {
     const calls: string[] = [];
-    expect(openDevice('flannel.1', 'tun', false, opener(false, calls))).toEqual({ tun: handle, vnetHdr: false, offloadOff: null });
-    expect(openDevice('flannel.1', 'tap', true, opener(false, calls)).vnetHdr).toBe(false);
+    expect(openDevice(opener(false, calls), 'flannel.1', 'tun', false)).toEqual({ tun: handle, vnetHdr: false, offloadOff: null });
+    expect(openDevice(opener(false, calls), 'flannel.1', 'tap', true).vnetHdr).toBe(false);
     expect(calls).toEqual(['plain flannel.1 tun', 'plain flannel.1 tap']);
   });
 
   it('UDP GRO: on, or off with the reason', () => {
-    expect(enableUdpGro(3, () => undefined)).toBeNull();
-    expect(enableUdpGro(3, () => {
+    expect(enableUdpGro({ udpSetGro: () => undefined }, 3)).toBeNull();
+    expect(enableUdpGro({ udpSetGro: () => {
       throw new Error('setsockopt(UDP_GRO) fd 3: protocol not available (ENOPROTOOPT)');
-    })).toMatch(/refused UDP_GRO: .*ENOPROTOOPT/);
+    } }, 3)).toMatch(/refused UDP_GRO: .*ENOPROTOOPT/);
   });
 });

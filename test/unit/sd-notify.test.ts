@@ -7,7 +7,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { SdNotify, statusText, watchdogPeriodMs } from '../../src/health/sd-notify.js';
-import * as native from '../../src/native/index.js';
+import { nativeAddonPath, nativeBinding } from '../../src/native/index.js';
+import { ManualClock } from '../support/clock.js';
 import type { Logger } from '../../src/util/log.js';
 
 function recorder(env: NodeJS.ProcessEnv = { NOTIFY_SOCKET: '/run/systemd/notify' }) {
@@ -15,23 +16,20 @@ function recorder(env: NodeJS.ProcessEnv = { NOTIFY_SOCKET: '/run/systemd/notify
   const warnings: string[] = [];
   const log = { warn: (m: string) => warnings.push(m), info: () => {}, debug: () => {}, error: () => {} } as unknown as Logger;
   let fail = false;
+  const clock = new ManualClock();
   const sd = new SdNotify({
     env,
     pid: 4242,
     log,
+    clock,
     send: (p, d) => {
       if (fail) throw Object.assign(new Error('sendto: connection refused (ECONNREFUSED)'), { code: 'ECONNREFUSED' });
       sent.push(`${p} ${d.toString()}`);
     },
   });
-  return { sd, sent, warnings, failNext: (v: boolean) => (fail = v) };
+  return { sd, sent, warnings, clock, failNext: (v: boolean) => (fail = v) };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const busy = (ms: number) => {
-  const end = performance.now() + ms;
-  while (performance.now() < end) { /* block the loop */ }
-};
 
 describe('SdNotify protocol', () => {
   it('is a silent no-op without NOTIFY_SOCKET', () => {
@@ -95,15 +93,14 @@ describe('SdNotify watchdog mode', () => {
   // WATCHDOG_USEC 400 ms: a ping every 200 ms, skipped after a loop lag above 100 ms.
   const env = { NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '400000', WATCHDOG_PID: '4242' };
 
-  it('pings WATCHDOG=1 every WATCHDOG_USEC/2 while healthy', async () => {
+  it('pings WATCHDOG=1 every WATCHDOG_USEC/2 while healthy', () => {
     const r = recorder(env);
     sd = r.sd;
     expect(sd.watchdogMs).toBe(400);
     sd.startWatchdog(() => null);
-    await sleep(700);
+    r.clock.advance(700);
     const pings = r.sent.filter((s) => s.endsWith('WATCHDOG=1')).length;
-    expect(pings).toBeGreaterThanOrEqual(3); // one at start, then ~every 200 ms
-    expect(pings).toBeLessThanOrEqual(6);
+    expect(pings).toBe(4); // one at start, then at 200, 400 and 600 ms
     expect(sd.stats.skipped).toBe(0);
   });
 
@@ -112,14 +109,14 @@ describe('SdNotify watchdog mode', () => {
     sd = r.sd;
     let problem: string | null = 'data plane stopped: device poll failed';
     sd.startWatchdog(() => problem);
-    await sleep(500);
+    r.clock.advance(500);
     expect(r.sent).toEqual([]); // not even the first ping at start
-    expect(sd.stats.skipped).toBeGreaterThanOrEqual(3);
+    expect(sd.stats.skipped).toBe(3);
     expect(sd.stats.lastSkipReason).toBe('data plane stopped: device poll failed');
     expect(r.warnings).toContain('watchdog ping skipped: the process is not healthy');
     problem = null;
-    await sleep(450);
-    expect(r.sent.length).toBeGreaterThan(0);
+    r.clock.advance(450);
+    expect(r.sent.length).toBe(2);
     expect(r.sent.every((m) => m.endsWith(' WATCHDOG=1'))).toBe(true);
   });
 
@@ -127,12 +124,16 @@ describe('SdNotify watchdog mode', () => {
     const r = recorder(env);
     sd = r.sd;
     sd.startWatchdog(() => null);
-    await sleep(250);
-    const skippedBefore = sd.stats.skipped;
-    busy(300); // the loop stalls 300 ms > 100 ms
-    await sleep(250);
-    expect(sd.stats.skipped).toBeGreaterThan(skippedBefore);
+    r.clock.advance(250);
+    expect(sd.stats.skipped).toBe(0);
+    r.clock.stall(300); // the loop stalls 300 ms > 100 ms
+    r.clock.advance(250);
+    expect(sd.stats.skipped).toBe(1);
     expect(sd.stats.lastSkipReason).toMatch(/^event loop blocked for \d+ ms$/);
+    // A short stall (under WATCHDOG_USEC/4) is no reason to skip.
+    r.clock.stall(60);
+    r.clock.advance(400);
+    expect(sd.stats.skipped).toBe(1);
   });
 
   it('a check that throws counts as unhealthy', async () => {
@@ -141,7 +142,7 @@ describe('SdNotify watchdog mode', () => {
     sd.startWatchdog(() => {
       throw new Error('boom');
     });
-    await sleep(300);
+    r.clock.advance(300);
     expect(sd.stats.lastSkipReason).toBe('liveness check failed: boom');
   });
 });
@@ -149,7 +150,7 @@ describe('SdNotify watchdog mode', () => {
 // ------------------------------------------------------------------------------------------
 // The native unixDgramSend, against a real AF_UNIX datagram receiver.
 
-const haveAddon = existsSync(native.nativeAddonPath());
+const haveAddon = existsSync(nativeAddonPath());
 const havePython = spawnSync('python3', ['-c', 'import socket']).status === 0;
 
 const RECEIVER = `
@@ -205,7 +206,7 @@ describe.skipIf(!haveAddon || !havePython)('native unixDgramSend', () => {
     const sock = path.join(dir, 'notify');
     const r = await receiver(sock);
     children.push(r.child);
-    native.unixDgramSend(sock, Buffer.from('READY=1\nSTATUS=ok'));
+    nativeBinding().unixDgramSend(sock, Buffer.from('READY=1\nSTATUS=ok'));
     expect(await r.next()).toBe('READY=1\nSTATUS=ok');
     rmSync(sock, { force: true });
   });
@@ -225,23 +226,23 @@ describe.skipIf(!haveAddon || !havePython)('native unixDgramSend', () => {
     const missing = path.join(dir, 'nobody-listens');
     let err: NodeJS.ErrnoException | undefined;
     try {
-      native.unixDgramSend(missing, Buffer.from('READY=1'));
+      nativeBinding().unixDgramSend(missing, Buffer.from('READY=1'));
     } catch (e) {
       err = e as NodeJS.ErrnoException;
     }
     expect(err).toMatchObject({ code: 'ENOENT', errno: 2, syscall: 'sendto' });
     expect(err!.message).toBe(`sendto ${missing}: no such file or directory (ENOENT)`);
     // An abstract name nobody bound.
-    expect(() => native.unixDgramSend(`@vxedge-nobody-${process.pid}`, Buffer.from('x'))).toThrow(
+    expect(() => nativeBinding().unixDgramSend(`@vxedge-nobody-${process.pid}`, Buffer.from('x'))).toThrow(
       expect.objectContaining({ code: 'ECONNREFUSED', syscall: 'sendto' }),
     );
   });
 
   it('rejects bad arguments with TypeError/RangeError', () => {
-    expect(() => native.unixDgramSend(42 as unknown as string, Buffer.alloc(1))).toThrow(TypeError);
-    expect(() => native.unixDgramSend('/tmp/x', 'text' as unknown as Buffer)).toThrow(TypeError);
-    expect(() => native.unixDgramSend('', Buffer.alloc(1))).toThrow(RangeError);
-    expect(() => native.unixDgramSend(`/${'x'.repeat(120)}`, Buffer.alloc(1))).toThrow(/at most 107/);
-    expect(() => native.unixDgramSend('/tmp/a\0b', Buffer.alloc(1))).toThrow(/NUL/);
+    expect(() => nativeBinding().unixDgramSend(42 as unknown as string, Buffer.alloc(1))).toThrow(TypeError);
+    expect(() => nativeBinding().unixDgramSend('/tmp/x', 'text' as unknown as Buffer)).toThrow(TypeError);
+    expect(() => nativeBinding().unixDgramSend('', Buffer.alloc(1))).toThrow(RangeError);
+    expect(() => nativeBinding().unixDgramSend(`/${'x'.repeat(120)}`, Buffer.alloc(1))).toThrow(/at most 107/);
+    expect(() => nativeBinding().unixDgramSend('/tmp/a\0b', Buffer.alloc(1))).toThrow(/NUL/);
   });
 });

@@ -1,6 +1,6 @@
 // STUN: the Binding codec against the RFC 5769 test vectors and random input, and the
 // discovery client (retransmission, matching, conclusions, scheduling) on fake time.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -17,8 +17,9 @@ import {
   usableMapping,
   writeBindingRequest,
 } from '../../src/proto/stun.js';
-import { StunClient, natAdvice, natHealth, summarize, type AdviceContext, type StunResult } from '../../src/control/stun-client.js';
+import { StunClient, natAdvice, natHealth, summarize, type AdviceContext, type StunResult } from '../../src/nat/stun-client.js';
 import { ipToInt } from '../../src/util/ipv4.js';
+import { ManualClock } from '../support/clock.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const PASSWORD = 'VOkJxbRl1RmTxUk/WvJxBt';
@@ -258,15 +259,19 @@ interface Sent {
   port: number;
 }
 
+/** Time for the client under test: it moves only when a test advances it. */
+let clock = new ManualClock();
+
 function makeClient(over: Partial<ConstructorParameters<typeof StunClient>[0]> = {}) {
   const sent: Sent[] = [];
   const results: StunResult[] = [];
-  const t0 = Date.now();
+  const t0 = clock.monotonic();
   const c = new StunClient({
+    clock,
     servers: [S1, S2],
     localPort: 8472,
     send: (buf, off, len, addr, port) => {
-      sent.push({ at: Date.now() - t0, buf: Buffer.from(buf.subarray(off, off + len)), addr, port });
+      sent.push({ at: clock.monotonic() - t0, buf: Buffer.from(buf.subarray(off, off + len)), addr, port });
       return true;
     },
     random: () => 0.5,
@@ -285,20 +290,17 @@ function makeClient(over: Partial<ConstructorParameters<typeof StunClient>[0]> =
 
 describe('StunClient', () => {
   beforeEach(() => {
-    vi.useFakeTimers({ now: new Date('2026-11-24T12:00:00Z') });
-  });
-  afterEach(() => {
-    vi.useRealTimers();
+    clock = new ManualClock();
   });
 
   it('retransmits at 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s and gives up at 39.5 s (RFC 8489 §6.2.1)', async () => {
     const { c, sent, results } = makeClient({ servers: [S1] });
     c.start();
-    await vi.advanceTimersByTimeAsync(39_499);
+    await clock.advanceAsync(39_499);
     expect(sent.map((s) => s.at)).toEqual([0, 500, 1500, 3500, 7500, 15_500, 31_500]);
     expect(new Set(sent.map((s) => s.buf.toString('hex'))).size).toBe(1); // the same transaction each time
     expect(results).toEqual([]);
-    await vi.advanceTimersByTimeAsync(1);
+    await clock.advanceAsync(1);
     expect(results).toHaveLength(1);
     expect(results[0].servers).toEqual([{ server: '198.51.100.1:3478', mapped: null, error: 'no answer to 7 requests in 39.5 s', rttMs: null }]);
     expect(results[0]).toMatchObject({ publicEndpoint: null, portPreserved: null, mappingVaries: null, reason: 'start' });
@@ -308,7 +310,7 @@ describe('StunClient', () => {
   it('takes its timing constants from options', async () => {
     const { c, sent, results } = makeClient({ servers: [S1], rtoMs: 10, rc: 3, rm: 2 });
     c.start();
-    await vi.advanceTimersByTimeAsync(50);
+    await clock.advanceAsync(50);
     expect(sent.map((s) => s.at)).toEqual([0, 10, 30]);
     expect(results[0].servers[0].error).toBe('no answer to 3 requests in 0.05 s');
     c.stop();
@@ -317,7 +319,7 @@ describe('StunClient', () => {
   it('sends well-formed Binding requests with FINGERPRINT, a fresh txid per server, to each server', async () => {
     const { c, sent } = makeClient();
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     expect(sent.map((s) => [s.addr, s.port])).toEqual([[ipToInt(S1.host), 3478], [ipToInt(S2.host), 3478]]);
     for (const s of sent) expect(parseStunResponse(s.buf, 0, s.buf.length)).toMatchObject({ type: STUN_BINDING_REQUEST, fingerprintOk: true });
     expect(sent[0].buf.subarray(8, 20).equals(sent[1].buf.subarray(8, 20))).toBe(false);
@@ -327,7 +329,7 @@ describe('StunClient', () => {
   it('two servers, same mapping, port kept: publicEndpoint, portPreserved, mapping does not vary', async () => {
     const { c, results, reply } = makeClient();
     c.start();
-    await vi.advanceTimersByTimeAsync(3);
+    await clock.advanceAsync(3);
     expect(reply(S2, ['198.51.100.2', 8472])).toBe(true);
     expect(reply(S1, ['198.51.100.2', 8472])).toBe(true);
     expect(results).toHaveLength(1);
@@ -343,7 +345,7 @@ describe('StunClient', () => {
   it('two servers, different mappings: mappingVaries; the port not kept: portPreserved false', async () => {
     const { c, results, reply } = makeClient();
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     reply(S1, ['198.51.100.2', 40_001]);
     reply(S2, ['198.51.100.2', 40_002]);
     expect(results[0]).toMatchObject({ publicEndpoint: '198.51.100.2:40001', portPreserved: false, mappingVaries: true });
@@ -353,9 +355,9 @@ describe('StunClient', () => {
   it('one answer: mappingVaries unknown; the first server in config order gives publicEndpoint', async () => {
     const { c, results, reply } = makeClient({ rtoMs: 10 });
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     reply(S2, ['198.51.100.2', 8472]);
-    await vi.advanceTimersByTimeAsync(10_000);
+    await clock.advanceAsync(10_000);
     expect(results[0]).toMatchObject({ publicEndpoint: '198.51.100.2:8472', portPreserved: true, mappingVaries: null });
     expect(results[0].servers[0].error).toMatch(/^no answer/);
     c.stop();
@@ -364,7 +366,7 @@ describe('StunClient', () => {
   it('matches on transaction id AND the server address and port', async () => {
     const { c, results, reply } = makeClient({ servers: [S1] });
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     expect(reply(S1, ['6.6.6.6', 1], { from: [ipToInt(S2.host), 3478] })).toBe(false); // right txid, other host
     expect(reply(S1, ['6.6.6.6', 1], { from: [ipToInt(S1.host), 3479] })).toBe(false); // right txid, other port
     fc.assert(
@@ -382,7 +384,7 @@ describe('StunClient', () => {
   it('never throws from handle(), whatever arrives', async () => {
     const { c } = makeClient();
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 80 }), fc.nat(), fc.nat(65535), (bytes, addr, port) => {
         const b = Buffer.from(bytes);
@@ -395,7 +397,7 @@ describe('StunClient', () => {
   it('ignores a matching answer with a bad FINGERPRINT, and records an error response', async () => {
     const { c, sent, results } = makeClient({ servers: [S1] });
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     const id = sent[0].buf.subarray(8, 20);
     const bad = response(id, [xorMapped('6.6.6.6', 1)], { fingerprint: true });
     bad[bad.length - 1] ^= 0xff;
@@ -414,7 +416,7 @@ describe('StunClient', () => {
     });
     const { c, sent, results, reply } = makeClient({ servers: [{ host: 'stun.example.net', port: 3478 }, { host: 'gone.example.net', port: 3478 }], lookup });
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     expect(sent.map((s) => s.addr)).toEqual([ipToInt('198.51.100.1')]);
     reply(S1, ['198.51.100.2', 8472]);
     expect(results[0].servers).toEqual([
@@ -427,13 +429,13 @@ describe('StunClient', () => {
   it('runs again after 60–120 s (here 90 s with random 0.5), and keeps the last good endpoint through a failed round', async () => {
     const { c, sent, results, reply } = makeClient({ servers: [S1] });
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     reply(S1, ['198.51.100.2', 8472]);
-    await vi.advanceTimersByTimeAsync(89_999);
+    await clock.advanceAsync(89_999);
     expect(sent).toHaveLength(1);
-    await vi.advanceTimersByTimeAsync(1);
+    await clock.advanceAsync(1);
     expect(sent).toHaveLength(2);
-    await vi.advanceTimersByTimeAsync(39_500); // no answer this time
+    await clock.advanceAsync(39_500); // no answer this time
     expect(results.map((r) => [r.reason, r.publicEndpoint])).toEqual([['start', '198.51.100.2:8472'], ['periodic', null]]);
     expect(c.result?.publicEndpoint).toBeNull();
     expect(c.lastGood?.publicEndpoint).toBe('198.51.100.2:8472');
@@ -443,20 +445,20 @@ describe('StunClient', () => {
   it('trigger(): debounced, spaced from the previous round, and queued behind a running one', async () => {
     const { c, sent, results, reply } = makeClient({ servers: [S1] });
     c.start();
-    await vi.advanceTimersByTimeAsync(0);
+    await clock.advanceAsync(0);
     reply(S1, ['198.51.100.2', 8472]);
     c.trigger('peers down');
     c.trigger('underlay address changed');
-    await vi.advanceTimersByTimeAsync(4_999); // min gap 5 s from the start of the previous round
+    await clock.advanceAsync(4_999); // min gap 5 s from the start of the previous round
     expect(sent).toHaveLength(1);
-    await vi.advanceTimersByTimeAsync(1);
+    await clock.advanceAsync(1);
     expect(sent).toHaveLength(2);
     c.trigger('again, while running'); // runs after this round ends
-    await vi.advanceTimersByTimeAsync(100);
+    await clock.advanceAsync(100);
     reply(S1, ['198.51.100.2', 40_000]);
     expect(results.map((r) => r.reason)).toEqual(['start', 'peers down']);
     expect(results[1]).toMatchObject({ publicEndpoint: '198.51.100.2:40000', portPreserved: false });
-    await vi.advanceTimersByTimeAsync(5_000);
+    await clock.advanceAsync(5_000);
     expect(sent).toHaveLength(3);
     reply(S1, ['198.51.100.2', 40_000]);
     expect(results.map((r) => r.reason)).toEqual(['start', 'peers down', 'again, while running']);
@@ -466,17 +468,17 @@ describe('StunClient', () => {
   it('stop() cancels every timer; send failures are reported, not thrown', async () => {
     const { c, sent } = makeClient({ servers: [S1] });
     c.start();
-    await vi.advanceTimersByTimeAsync(600);
+    await clock.advanceAsync(600);
     c.stop();
-    await vi.advanceTimersByTimeAsync(200_000);
+    await clock.advanceAsync(200_000);
     expect(sent).toHaveLength(2);
-    expect(vi.getTimerCount()).toBe(0);
+    expect(clock.timerCount).toBe(0);
 
     const results: StunResult[] = [];
-    const failing = new StunClient({ servers: [S1], localPort: 8472, send: () => { throw new Error('EPERM'); }, rtoMs: 1 });
+    const failing = new StunClient({ servers: [S1], localPort: 8472, send: () => { throw new Error('EPERM'); }, rtoMs: 1, clock });
     failing.onResult((r) => results.push(r));
     failing.start();
-    await vi.advanceTimersByTimeAsync(200);
+    await clock.advanceAsync(200);
     expect(results[0].servers[0].error).toMatch(/could not send/);
     failing.stop();
   });

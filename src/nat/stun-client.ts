@@ -30,15 +30,10 @@ import {
   writeBindingRequest,
 } from '../proto/stun.js';
 import { ipToInt, isIPv4 } from '../util/ipv4.js';
+import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 
 export type SendFn = (buf: Buffer, off: number, len: number, addr: number, port: number) => boolean;
-
-export interface StunTimers {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
 
 export interface StunServerResult {
   /** As configured: "host:port". */
@@ -69,7 +64,7 @@ export interface StunClientOptions {
   send: SendFn;
   /** host -> IPv4 address; default dns.promises.lookup(host, { family: 4 }). IPv4 literals skip it. */
   lookup?: (host: string) => Promise<string>;
-  timers?: StunTimers;
+  clock?: Clock;
   /** In [0, 1), for the period's jitter. */
   random?: () => number;
   /** RFC 8489 §6.2.1: initial RTO (500 ms), requests per transaction (7), final wait in RTOs (16). */
@@ -98,16 +93,6 @@ export const STUN_DEFAULTS = {
   lookupTimeoutMs: 5_000,
 } as const;
 
-const realTimers: StunTimers = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref?.();
-    return t;
-  },
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
-
 const defaultLookup = async (host: string): Promise<string> => (await dns.promises.lookup(host, { family: 4 })).address;
 
 interface Transaction {
@@ -121,7 +106,7 @@ interface Transaction {
   sends: number;
   sendFailures: number;
   lastSentAt: number;
-  timer: unknown;
+  timer: Timer | null;
   done: boolean;
   result: StunServerResult;
 }
@@ -135,14 +120,14 @@ interface Round {
 
 export class StunClient {
   private readonly o: Required<Omit<StunClientOptions, 'log' | 'software'>> & { software: string };
-  private readonly t: StunTimers;
+  private readonly t: Clock;
   private readonly log: Logger | undefined;
   private readonly listeners: ((r: StunResult) => void)[] = [];
   private round: Round | null = null;
   /** The last round's transactions, kept to absorb late duplicate answers. */
   private previous: Transaction[] = [];
   private pending: string | null = null;
-  private nextTimer: unknown = null;
+  private nextTimer: Timer | null = null;
   private nextIsTrigger = false;
   private lastStartedAt = -Infinity;
   private stopped = true;
@@ -163,11 +148,11 @@ export class StunClient {
       minGapMs: opts.minGapMs ?? STUN_DEFAULTS.minGapMs,
       lookupTimeoutMs: opts.lookupTimeoutMs ?? STUN_DEFAULTS.lookupTimeoutMs,
       lookup: opts.lookup ?? defaultLookup,
-      timers: opts.timers ?? realTimers,
+      clock: opts.clock ?? systemClock,
       random: opts.random ?? Math.random,
       software: opts.software ?? '',
     };
-    this.t = this.o.timers;
+    this.t = this.o.clock;
     this.log = opts.log;
   }
 
@@ -208,7 +193,7 @@ export class StunClient {
       return;
     }
     if (this.nextTimer !== null && this.nextIsTrigger) return; // one is already coming
-    const wait = Math.max(this.o.debounceMs, this.lastStartedAt + this.o.minGapMs - this.t.now());
+    const wait = Math.max(this.o.debounceMs, this.lastStartedAt + this.o.minGapMs - this.t.monotonic());
     this.schedule(wait, reason, true);
   }
 
@@ -241,7 +226,7 @@ export class StunClient {
       return;
     }
     this.clearNext();
-    const now = this.t.now();
+    const now = this.t.monotonic();
     this.lastStartedAt = now;
     const software = this.o.software || undefined;
     const reqLen = bindingRequestLength({ software, fingerprint: true });
@@ -278,14 +263,14 @@ export class StunClient {
 
   private resolve(host: string): Promise<string> {
     return new Promise((resolve, reject) => {
-      const timer = this.t.setTimeout(() => reject(new Error(`no answer within ${this.o.lookupTimeoutMs} ms`)), this.o.lookupTimeoutMs);
+      const timer = this.t.after(this.o.lookupTimeoutMs, () => reject(new Error(`no answer within ${this.o.lookupTimeoutMs} ms`)));
       this.o.lookup(host).then(
         (a) => {
-          this.t.clearTimeout(timer);
+          timer.cancel();
           resolve(a);
         },
         (e: unknown) => {
-          this.t.clearTimeout(timer);
+          timer.cancel();
           reject(e instanceof Error ? e : new Error(String(e)));
         },
       );
@@ -303,18 +288,18 @@ export class StunClient {
     }
     if (!ok) x.sendFailures++;
     x.sends++;
-    x.lastSentAt = this.t.now();
+    x.lastSentAt = this.t.monotonic();
     const { rtoMs, rc, rm } = this.o;
     if (x.sends < rc) {
-      x.timer = this.t.setTimeout(() => this.transmit(round, x), rtoMs * 2 ** (x.sends - 1));
+      x.timer = this.t.after(rtoMs * 2 ** (x.sends - 1), () => this.transmit(round, x));
     } else {
-      x.timer = this.t.setTimeout(() => {
+      x.timer = this.t.after(rm * rtoMs, () => {
         const waited = (rtoMs * (2 ** (rc - 1) - 1) + rm * rtoMs) / 1000;
         const why = x.sendFailures === x.sends
           ? 'could not send: the socket refused every request (no route to the server?)'
           : `no answer to ${x.sends} requests in ${waited} s`;
         this.finish(round, x, null, why);
-      }, rm * rtoMs);
+      });
     }
   }
 
@@ -352,7 +337,7 @@ export class StunClient {
       server: x.label,
       mapped,
       error,
-      rttMs: mapped !== null ? Math.max(0, this.t.now() - x.lastSentAt) : null,
+      rttMs: mapped !== null ? Math.max(0, this.t.monotonic() - x.lastSentAt) : null,
     };
     if (--round.remaining === 0) this.endRound(round);
   }
@@ -387,19 +372,19 @@ export class StunClient {
   private schedule(ms: number, reason: string, isTrigger: boolean): void {
     this.clearNext();
     this.nextIsTrigger = isTrigger;
-    this.nextTimer = this.t.setTimeout(() => {
+    this.nextTimer = this.t.after(Math.max(0, ms), () => {
       this.nextTimer = null;
       this.runRound(reason);
-    }, Math.max(0, ms));
+    });
   }
 
   private clearNext(): void {
-    if (this.nextTimer !== null) this.t.clearTimeout(this.nextTimer);
+    this.nextTimer?.cancel();
     this.nextTimer = null;
   }
 
   private clearTxnTimer(x: Transaction): void {
-    if (x.timer !== null) this.t.clearTimeout(x.timer);
+    x.timer?.cancel();
     x.timer = null;
   }
 }

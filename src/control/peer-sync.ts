@@ -1,0 +1,48 @@
+// Applies a new desired set of peers to everything that knows about peers: the kernel's
+// routes and neighbours (one `ip -batch` per change), the data plane's peer table (in
+// place) and the keepalive. Only what changed is touched: another peer's route, slot,
+// counters, roamed address and keepalive history stay as they are. Reloads (SIGHUP) and
+// cluster changes both come through here, one at a time.
+import type { PeerConfig } from '../config/types.js';
+import { diffIsEmpty, diffPeers, type PeerDiff } from '../cluster/membership.js';
+import type { PeerTable } from '../dataplane/peers.js';
+import type { OverlayDevice } from './device.js';
+
+export class PeerSync {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly device: Pick<OverlayDevice, 'addPeers' | 'removePeers'>,
+    private readonly table: PeerTable,
+    /** Called after the table changed (the keepalive follows it). */
+    private readonly afterChange: () => void,
+  ) {}
+
+  /** The peers in force, in slot order. */
+  current(): PeerConfig[] {
+    return [...this.table.slots()].map((s) => this.table.configs[s]!);
+  }
+
+  /** Makes `desired` the peers in force; resolves with what changed. Calls are serialized. */
+  apply(desired: readonly PeerConfig[]): Promise<PeerDiff> {
+    const run = this.queue.then(() => this.applyNow(desired));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyNow(desired: readonly PeerConfig[]): Promise<PeerDiff> {
+    const d = diffPeers(this.current(), desired);
+    if (diffIsEmpty(d)) return d;
+    // A peer whose subnet or MAC changed needs its old kernel state gone; an address or
+    // port change lives only in the table (the kernel routes by subnet, TUN knows no MAC).
+    const rerouted = d.changed.filter((c) => c.from.subnet.text !== c.to.subnet.text || c.from.vtepMac !== c.to.vtepMac);
+    await this.device.removePeers([...d.removed, ...rerouted.map((c) => c.from)]);
+    for (const p of d.removed) this.table.remove(p.name);
+    for (const c of d.changed) this.table.update(c.to);
+    for (const p of d.added) this.table.add(p);
+    // Routes last, so that a packet the kernel routes to a new peer finds it in the table.
+    await this.device.addPeers([...d.added, ...rerouted.map((c) => c.to)]);
+    this.afterChange();
+    return d;
+  }
+}

@@ -1,0 +1,95 @@
+// Brings up the tunnel itself, in the order that keeps a running gateway safe:
+//   underlay (NIC, address, MTU) -> VTEP MAC (stateDir) -> the UDP port (a second vxedge,
+//   or a kernel vxlan on it, fails here before anything is touched) -> a leftover device
+//   removed -> the TUN/TAP device (offloads, or the plain path with the reason) -> its
+//   address, MTU and queue -> the data plane polling both fds.
+// Peers are added afterwards through peer-sync.ts. close() takes it down in reverse.
+import type { Config } from '../config/types.js';
+import { Dataplane } from '../dataplane/dataplane.js';
+import { enableUdpGro, openDevice, openUnderlaySocket } from '../dataplane/open.js';
+import { PeerTable } from '../dataplane/peers.js';
+import type { PathSettings } from '../dataplane/settings.js';
+import type { NativeBinding } from '../native/index.js';
+import type { Clock } from '../util/clock.js';
+import { ipToInt } from '../util/ipv4.js';
+import type { Logger } from '../util/log.js';
+import { macToBytes } from '../util/mac.js';
+import { OverlayDevice, removeLeftoverDevice, vtepAddress } from './device.js';
+import { loadOrCreateVtepMac } from './state.js';
+import { resolveUnderlay, type Underlay } from './underlay.js';
+
+const SOCKET_BUFFER_BYTES = 4 << 20;
+/** Packets per batch across every boundary. */
+const BATCH = 64;
+
+export interface Tunnel {
+  underlay: Underlay;
+  vtepMac: string;
+  mtu: number;
+  /** The device's name as the kernel has it. */
+  deviceName: string;
+  device: OverlayDevice;
+  dataplane: Dataplane;
+  /** Stops the data plane and closes both fds (closing the last fd of a TUN/TAP removes it). */
+  close(): void;
+}
+
+export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clock, log: Logger): Promise<Tunnel> {
+  const underlay = await resolveUnderlay(cfg);
+  const { mac, source } = await loadOrCreateVtepMac(cfg.stateDir, cfg.vxlan.vtepMac);
+  const mtu = cfg.vxlan.mtu ?? underlay.mtu - 50;
+  if (mtu + 50 > underlay.mtu) {
+    log.warn('device MTU + 50 exceeds the underlay MTU: large packets will be fragmented or lost', { mtu, underlayMtu: underlay.mtu });
+  }
+  const undo: (() => void)[] = [];
+  try {
+    const udpFd = openUnderlaySocket(binding, ipToInt(underlay.address), underlay.address, cfg.underlay.port, SOCKET_BUFFER_BYTES);
+    undo.push(() => binding.close(udpFd));
+    await removeLeftoverDevice(cfg.overlay.device, log);
+    const opened = openDevice(binding, cfg.overlay.device, cfg.overlay.mode, cfg.overlay.offload);
+    const tun = opened.tun;
+    undo.push(() => binding.close(tun.fd));
+    if (opened.offloadOff && cfg.overlay.mode === 'tun') {
+      log.warn('TUN offloads off: the plain data plane moves one packet per syscall', { reason: opened.offloadOff });
+    }
+    const groOff = opened.vnetHdr ? enableUdpGro(binding, udpFd) : null;
+    if (groOff) log.warn('UDP GRO off: datagrams are received one by one', { reason: groOff });
+    const udpGro = opened.vnetHdr && groOff === null;
+
+    const device = new OverlayDevice({ name: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, subnet: cfg.overlay.subnet }, log);
+    await device.configure();
+
+    const settings: PathSettings = {
+      tap: cfg.overlay.mode === 'tap',
+      vni: cfg.vxlan.vni,
+      mtu,
+      vtepMac: macToBytes(mac),
+      vtepIp: cfg.overlay.subnet.network,
+      mssClamp: cfg.overlay.mssClamp,
+      maxMss: mtu - 40,
+      strictPeers: cfg.overlay.strictPeers,
+      batch: BATCH,
+      vnetHdr: opened.vnetHdr,
+      udpGro,
+    };
+    const dataplane = new Dataplane(settings, binding, { device: tun.fd, underlay: udpFd }, new PeerTable(), log, clock);
+    dataplane.offloadOff = !cfg.overlay.offload ? 'overlay.offload is false' : (opened.offloadOff ?? groOff);
+    dataplane.start();
+    undo.push(() => dataplane.stop());
+    log.info('tunnel up', {
+      device: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, vtepMacSource: source, vtep: vtepAddress(cfg.overlay.subnet),
+      underlay: `${underlay.iface} ${underlay.address}:${cfg.underlay.port}`,
+      offload: opened.vnetHdr ? (udpGro ? 'tso+csum, udp gso+gro' : 'tso+csum, udp gso') : 'off',
+    });
+    return {
+      underlay, vtepMac: mac, mtu, deviceName: tun.name, device, dataplane,
+      close: () => {
+        for (const u of undo.reverse()) u();
+        undo.length = 0;
+      },
+    };
+  } catch (e) {
+    for (const u of undo.reverse()) u();
+    throw e;
+  }
+}

@@ -1,0 +1,71 @@
+// Opening the data plane's two file descriptors, with the fallbacks and the words an
+// operator needs when it fails. Offloads (overlay.offload, TUN only): the device is opened
+// with virtio-net headers and TSO and the socket gets UDP_GRO; each falls back to the
+// plain path, with the reason, when the kernel refuses (old kernel, qemu-user, ...).
+import { TUN_F_CSUM, TUN_F_TSO4, type NativeBinding, type TunHandle } from '../native/index.js';
+
+/** Offloads asked of the TUN driver: partial checksums and IPv4 TSO. (TUN_F_USO4 would
+ *  bring UDP super-packets, which the site rarely sends; TSO6 is pointless: IPv4 only.) */
+export const TUN_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4;
+
+export class OpenError extends Error {
+  override name = 'OpenError';
+}
+
+export interface OpenedDevice {
+  tun: TunHandle;
+  /** true: opened with virtio-net headers and TSO. */
+  vnetHdr: boolean;
+  /** Why offloads are off, when they were wanted or are impossible; null when on or not wanted. */
+  offloadOff: string | null;
+}
+
+/**
+ * Opens the overlay device: TUN with offloads when `offload` is set, falling back to the
+ * plain device (and saying why) when the kernel refuses; TAP always plain.
+ */
+export function openDevice(b: Pick<NativeBinding, 'tunOpen'>, name: string, mode: 'tun' | 'tap', offload: boolean): OpenedDevice {
+  const open = (offloads: number) => explain(() => b.tunOpen(name, mode === 'tap', offloads), `open ${mode.toUpperCase()} device ${name}`);
+  if (!offload) return { tun: open(0), vnetHdr: false, offloadOff: null };
+  if (mode === 'tap') return { tun: open(0), vnetHdr: false, offloadOff: 'TAP mode has no offloads (TUN only)' };
+  try {
+    return { tun: b.tunOpen(name, false, TUN_OFFLOADS), vnetHdr: true, offloadOff: null };
+  } catch (e) {
+    return { tun: open(0), vnetHdr: false, offloadOff: `the kernel refused TUN offloads: ${(e as Error).message}` };
+  }
+}
+
+/** Opens the tunnel's UDP socket (VXLAN, keepalives and STUN share it). */
+export function openUnderlaySocket(b: Pick<NativeBinding, 'udpOpen'>, address: number, addressText: string, port: number, bufBytes: number): number {
+  return explain(() => b.udpOpen(address, port, bufBytes), `bind UDP ${addressText}:${port}`);
+}
+
+/** Turns on UDP_GRO; returns null, or why it stays off. */
+export function enableUdpGro(b: Pick<NativeBinding, 'udpSetGro'>, fd: number): string | null {
+  try {
+    b.udpSetGro(fd, true);
+    return null;
+  } catch (e) {
+    return `the kernel refused UDP_GRO: ${(e as Error).message}`;
+  }
+}
+
+/** Runs a set-up call; a system error becomes an OpenError that says what to do. */
+function explain<T>(fn: () => T, what: string): T {
+  try {
+    return fn();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const hint =
+      code === 'EPERM' || code === 'EACCES'
+        ? 'vxedge needs CAP_NET_ADMIN (run as root, or with AmbientCapabilities=CAP_NET_ADMIN under systemd)'
+        : code === 'EADDRINUSE'
+          ? 'another process holds the port: a kernel vxlan device (flannel.1) or another vxedge? see `ss -ulpn` and `ip -d link show type vxlan`'
+          : code === 'ENOENT'
+            ? '/dev/net/tun is missing: modprobe tun'
+            : code === 'EADDRNOTAVAIL'
+              ? 'the address is not on this machine: check underlay.address'
+              : 'see the error code';
+    throw new OpenError(`cannot ${what}: ${(e as Error).message}; ${hint}`);
+  }
+}

@@ -1,0 +1,83 @@
+// Assembles the health document (document.ts) from what the parts know: the peer table
+// (endpoints, counters), the keepalive (state, RTT, loss), the diagnosis (reasons), the
+// checks and the extensions. Pure given its inputs, so the document's rules (state, peer
+// rows, reasons, path_mtu) are tested without a gateway.
+import { peerReason } from '../control/reasons.js';
+import type { PeerHealth } from '../control/keepalive.js';
+import { STAT_RX_BYTES, STAT_RX_PACKETS, STAT_TX_BYTES, STAT_TX_PACKETS, type PeerTable } from '../dataplane/peers.js';
+import { intToIp } from '../util/ipv4.js';
+import { checkPathMtu } from './checks.js';
+import { overallState, type CheckResult, type HealthDocument, type PeerHealthDoc } from './document.js';
+
+export interface PeerRowContext {
+  health(name: string): PeerHealth;
+  /** The underlay ping's verdict on the peer's current address (null: not tried). */
+  reachable(peer: string, address: string): boolean | null;
+  keepalivesEnabled: boolean;
+  timeoutMs: number;
+  siteSubnet: string;
+  /** Local and public endpoints when they differ (the site is behind NAT), else null. */
+  nat: { local: string; public: string } | null;
+  /** A router port mapping lets nodes in: reasons then never ask for a manual forward. */
+  portMapped: boolean;
+  /** Monotonic now, to judge `heardRecently`. */
+  monoNow: number;
+}
+
+export interface PathMtuFacts {
+  name: string;
+  state: string;
+  pathMtuOk: boolean | null;
+}
+
+/** One row per live peer, by name, and what the path_mtu check needs of each. */
+export function peerRows(t: PeerTable, ctx: PeerRowContext): { rows: PeerHealthDoc[]; pathMtu: PathMtuFacts[] } {
+  const rows: PeerHealthDoc[] = [];
+  const pathMtu: PathMtuFacts[] = [];
+  for (const s of t.slots()) {
+    const name = t.names[s]!;
+    const h = ctx.health(name);
+    const address = intToIp(t.addr[s]);
+    pathMtu.push({ name, state: h.state, pathMtuOk: h.pathMtuOk });
+    rows.push({
+      name,
+      endpoint: `${address}:${t.port[s]}`,
+      subnet: t.configs[s]!.subnet.text,
+      state: h.state,
+      rttMs: h.rttMs,
+      lossPct: h.lossPct,
+      lastSeen: h.lastSeen ? new Date(h.lastSeen).toISOString() : null,
+      rxPackets: t.stat(s, STAT_RX_PACKETS),
+      txPackets: t.stat(s, STAT_TX_PACKETS),
+      rxBytes: t.stat(s, STAT_RX_BYTES),
+      txBytes: t.stat(s, STAT_TX_BYTES),
+      reason: peerReason({
+        state: h.state,
+        keepalivesEnabled: ctx.keepalivesEnabled,
+        timeoutS: Math.round(ctx.timeoutMs / 1000),
+        answeredBefore: h.answeredBefore,
+        heardRecently: h.heardAt > 0 && ctx.monoNow - h.heardAt < ctx.timeoutMs,
+        hostReachable: ctx.reachable(name, address),
+        peerIp: address,
+        port: t.port[s],
+        siteSubnet: ctx.siteSubnet,
+        nat: ctx.portMapped ? null : ctx.nat,
+      }),
+    });
+  }
+  rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { rows, pathMtu };
+}
+
+export type HealthParts = Omit<HealthDocument, 'state' | 'checks'> & {
+  /** The checks refreshed periodically; path_mtu is added from the peers' probes. */
+  checks: CheckResult[];
+  pathMtu: { mtu: number; peers: PathMtuFacts[] };
+};
+
+/** The document: its parts, the path_mtu check, and the overall state they give. */
+export function assembleHealth(p: HealthParts): HealthDocument {
+  const { pathMtu, site, node, version, ts, uptimeS, tunnel, peers, checks: periodic, ...extensions } = p;
+  const checks = [...periodic, checkPathMtu(pathMtu.mtu, pathMtu.peers)];
+  return { site, node, version, ts, uptimeS, state: overallState(peers, checks), tunnel, peers, checks, ...extensions };
+}

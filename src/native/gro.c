@@ -1,0 +1,285 @@
+/*
+ * gro.c: GRO write. Validated inner packets from the underlay (UDP_GRO may have handed
+ * us many segments of one flow at once) are written to a TUN device with virtio-net
+ * headers, joining consecutive TCP segments of one flow into one super-packet with a
+ * GSO_TCPV4 header, gathered with writev so the payload is not copied. Checksums of every
+ * joined segment are verified first: the kernel trusts a NEEDS_CSUM packet, and these
+ * come from the network.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/uio.h>
+#include <linux/virtio_net.h>
+
+#include "csum.h"
+#include "gro.h"
+#include "napi_util.h"
+
+enum { ROLE_SINGLE = 0, ROLE_HEAD = 1, ROLE_MERGED = 2 };
+
+static const uint8_t zero_vnet[VNET_LEN];
+
+
+/* Can packet `p` (len bytes, already known to be an IPv4/TCP candidate) follow item `it`? */
+static bool gro_fits(const gro_item *it, const uint8_t *h, const uint8_t *p, size_t thl, uint32_t seq,
+                     size_t payload) {
+  const uint8_t *hth = h + it->ihl, *th = p + 20;
+  if (it->closed || it->thl != thl || seq != it->seq_next || payload > it->gso) return false;
+  if (it->segs >= GRO_MAX_SEGS || it->total + payload > MAX_IP) return false;
+  if (memcmp(h + 12, p + 12, 8) != 0 || memcmp(hth, th, 4) != 0) return false; /* addresses, ports */
+  if (memcmp(hth + 8, th + 8, 4) != 0 || memcmp(hth + 14, th + 14, 2) != 0) return false; /* ack, window */
+  if (h[1] != p[1] || (h[6] >> 5) != (p[6] >> 5) || h[8] != p[8]) return false; /* TOS, DF, TTL */
+  return thl == 20 || memcmp(hth + 20, th + 20, thl - 20) == 0; /* options, timestamps included */
+}
+
+/* Same flow as item head `h`: addresses and ports (both are IPv4 with a 20-byte header). */
+static bool gro_same_flow(const uint8_t *h, const uint8_t *p) {
+  return memcmp(h + 12, p + 12, 8) == 0 && memcmp(h + 20, p + 20, 4) == 0;
+}
+
+/*
+ * A packet of a flow that is not joined ends that flow's open chain, as it flushes the
+ * kernel's GRO: joining a later segment across it would reorder the flow (data written
+ * before a pure ACK, FIN or out-of-order segment that came first).
+ */
+static void gro_close_flow(vx_state *s, uint8_t *buf, const int32_t *offs, const uint8_t *p) {
+  for (int k = s->nitems - 1; k >= 0; k--) {
+    gro_item *it = &s->items[k];
+    if (it->head >= 0 && gro_same_flow(buf + offs[it->head], p)) {
+      it->closed = 1;
+      return;
+    }
+  }
+}
+
+/*
+ * Plans the writes of one batch: packets that can be coalesced become ROLE_MERGED links
+ * of an item's chain; each head gets its virtio_net_hdr. Like the kernel's GRO, only
+ * in-order ACK or ACK|PSH segments with data of one flow (same addresses, ports, ack,
+ * window, TOS, DF, TTL and TCP options) are joined, each no longer than the first, and a
+ * short or PSH segment ends the chain. Both checksums of every joined packet are verified
+ * first: the kernel trusts a NEEDS_CSUM packet, and these come from the network.
+ */
+static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32_t *lens, int64_t n) {
+  int64_t i;
+  s->nitems = 0;
+  for (i = 0; i < n; i++) {
+    uint8_t *p = buf + offs[i];
+    size_t len = (size_t)lens[i], thl, payload;
+    uint8_t flags;
+    uint32_t seq;
+    int k, joined = 0;
+
+    s->role[i] = ROLE_SINGLE;
+    s->link[i] = -1;
+    if (len < 40 || p[0] != 0x45 || p[9] != IPPROTO_TCP || be16(p + 2) != len || (be16(p + 6) & 0x3fff))
+      continue;
+    thl = (size_t)(p[32] >> 4) * 4;
+    flags = p[33];
+    if (thl < 20 || 20 + thl >= len || (flags != TCP_ACK && flags != (TCP_ACK | TCP_PSH))) {
+      /* No data, or SYN/FIN/RST/URG...: never joined, and it ends its flow's chain. */
+      gro_close_flow(s, buf, offs, p);
+      continue;
+    }
+    payload = len - 20 - thl;
+    seq = be32(p + 24);
+    for (k = s->nitems - 1; k >= 0; k--) {
+      gro_item *it = &s->items[k];
+      uint8_t *h;
+      if (it->head < 0) continue;
+      h = buf + offs[it->head];
+      if (!gro_same_flow(h, p)) continue;
+      /* Only the flow's latest chain may take it; if it does not fit, that chain ends here. */
+      if (!gro_fits(it, h, p, thl, seq, payload)) {
+        it->closed = 1;
+        break;
+      }
+      if (!it->checked) {
+        if (!ip_csum_ok(h, 20) || !tcp_csum_ok(h, 20, it->total)) {
+          s->csum_rejects += 1;
+          s->role[it->head] = ROLE_SINGLE;
+          it->head = -1; /* written as it came; the kernel will drop it */
+          continue;
+        }
+        it->checked = 1;
+      }
+      if (!ip_csum_ok(p, 20) || !tcp_csum_ok(p, 20, len)) {
+        s->csum_rejects += 1;
+        joined = -1;
+        break;
+      }
+      s->link[it->tail] = (int32_t)i;
+      it->tail = (int32_t)i;
+      it->seq_next = seq + (uint32_t)payload;
+      it->total += (uint32_t)payload;
+      it->segs++;
+      if (payload < it->gso || (flags & TCP_PSH)) it->closed = 1;
+      if (flags & TCP_PSH) it->psh = 1;
+      s->role[i] = ROLE_MERGED;
+      joined = 1;
+      break;
+    }
+    if (joined != 0 || (flags & TCP_PSH) || s->nitems >= GRO_ITEMS) continue;
+    {
+      gro_item *it = &s->items[s->nitems];
+      memset(it, 0, sizeof *it);
+      it->head = it->tail = (int32_t)i;
+      it->seq_next = seq + (uint32_t)payload;
+      it->total = (uint32_t)len;
+      it->gso = (uint16_t)payload;
+      it->segs = 1;
+      it->ihl = 20;
+      it->thl = (uint8_t)thl;
+      s->item_of[i] = (int16_t)s->nitems;
+      s->role[i] = ROLE_HEAD;
+      s->nitems++;
+    }
+  }
+  /* Heads of more than one segment become super-packets: IP length and checksum, the
+   * pseudo-header sum in the TCP checksum field (the kernel completes it), PSH if the
+   * last segment had it, and a GSO_TCPV4 header. */
+  for (int k = 0; k < s->nitems; k++) {
+    gro_item *it = &s->items[k];
+    uint8_t *h;
+    vnet_hdr v;
+    if (it->head < 0) continue;
+    if (it->segs < 2) {
+      s->role[it->head] = ROLE_SINGLE;
+      continue;
+    }
+    h = buf + offs[it->head];
+    put16(h + 2, it->total);
+    ip_fix_csum(h, 20);
+    if (it->psh) h[33] |= TCP_PSH;
+    put_csum(h + 36, csum_fold(pseudo_sum(h, IPPROTO_TCP, it->total - 20)));
+    v.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    v.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+    v.hdr_len = (uint16_t)(20 + it->thl);
+    v.gso_size = it->gso;
+    v.csum_start = 20;
+    v.csum_offset = 16;
+    vnet_encode(it->vnet, &v);
+    s->coalesced_writes += 1;
+    s->coalesced_segments += it->segs;
+  }
+}
+
+/* The iovecs of output packet i (a ROLE_SINGLE or ROLE_HEAD packet); returns their count
+ * and, through *npkts, how many input packets it carries. */
+static int gro_iov(vx_state *s, uint8_t *buf, const int32_t *offs, const int32_t *lens, int64_t i,
+                   int *npkts) {
+  int c = 0;
+  if (s->role[i] == ROLE_HEAD) {
+    gro_item *it = &s->items[s->item_of[i]];
+    s->wiov[c].iov_base = it->vnet;
+    s->wiov[c++].iov_len = VNET_LEN;
+    s->wiov[c].iov_base = buf + offs[i];
+    s->wiov[c++].iov_len = (size_t)lens[i];
+    for (int32_t j = s->link[i]; j >= 0; j = s->link[j]) {
+      size_t hl = 20 + (size_t)it->thl;
+      s->wiov[c].iov_base = buf + offs[j] + hl;
+      s->wiov[c++].iov_len = (size_t)lens[j] - hl;
+    }
+    *npkts = c - 1;
+    return c;
+  }
+  s->wiov[c].iov_base = (void *)zero_vnet;
+  s->wiov[c++].iov_len = VNET_LEN;
+  s->wiov[c].iov_base = buf + offs[i];
+  s->wiov[c++].iov_len = (size_t)lens[i];
+  *npkts = 1;
+  return c;
+}
+
+static int gro_args(napi_env env, const char *fn, napi_value *argv, uint8_t **buf, size_t *buflen,
+                    int32_t **offs, int32_t **lens, int64_t *n, int argn) {
+  size_t noffs, nlens, lim;
+  if (arg_typed(env, fn, argv[0], "buf", napi_uint8_array, (void **)buf, buflen) != 0 ||
+      arg_typed(env, fn, argv[1], "offs", napi_int32_array, (void **)offs, &noffs) != 0 ||
+      arg_typed(env, fn, argv[2], "lens", napi_int32_array, (void **)lens, &nlens) != 0)
+    return -1;
+  lim = noffs < nlens ? noffs : nlens;
+  lim = lim < OF_PKTS ? lim : OF_PKTS;
+  if (arg_int(env, fn, argv[argn], "n", 0, (int64_t)lim, n) != 0) return -1;
+  return check_packets(env, fn, *buflen, *offs, *lens, *n);
+}
+
+/*
+ * The offload half of devWrite (device.c parsed and bounds-checked the arguments): writes
+ * inner IPv4 packets buf[offs[i] .. +lens[i]) to a device with virtio-net headers, joining
+ * consecutive in-order TCP segments of one flow into super-packets with a GSO_TCPV4 header;
+ * the others go with a zero header. Returns how many input packets the kernel accepted, or
+ * -1 with an exception pending (a fatal fd error before anything was written).
+ */
+int64_t gro_write(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
+                  const int32_t *lens, int64_t n) {
+  static const char *fn = "devWrite";
+  int64_t i, accepted = 0;
+  int32_t *po = st->po, *pl = st->pl;
+  /* Work on a private copy of the packet list (JS could change shared arrays meanwhile). */
+  for (i = 0; i < n; i++) {
+    po[i] = READ_ONCE(offs[i]);
+    pl[i] = READ_ONCE(lens[i]);
+    if (po[i] < 0 || pl[i] < 0 || (int64_t)po[i] + pl[i] > (int64_t)buflen) {
+      throw_fmt(env, 1, "%s: packet %lld changed while being written", fn, (long long)i);
+      return -1;
+    }
+  }
+  gro_plan(st, buf, po, pl, n);
+  for (i = 0; i < n; i++) {
+    int cnt, npk;
+    ssize_t r;
+    if (st->role[i] == ROLE_MERGED) continue;
+    cnt = gro_iov(st, buf, po, pl, i, &npk);
+    do r = writev(fd, st->wiov, cnt); while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      accepted += npk;
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    if (accepted == 0 && fd_fatal(errno)) {
+      napi_value e = sys_error(env, errno, "write", "write fd %d", fd);
+      if (e != NULL) napi_throw(env, e);
+      return -1;
+    }
+    note_error(st, errno);
+  }
+  return accepted;
+}
+
+/* _groCoalesce(buf, offs, lens, n, out, outOffs, outLens) -> packets
+ * What devWrite with offloads would write (virtio_net_hdr + packet each), copied into `out` (tests).
+ * Rewrites the headers of coalesced heads in buf, as devWrite does. -1: out too small. */
+napi_value vx_gro_coalesce(napi_env env, napi_callback_info info) {
+  static const char *fn = "_groCoalesce";
+  GET_ARGS(7);
+  int64_t n, i;
+  uint8_t *buf, *out;
+  int32_t *offs, *lens, *ooffs, *olens;
+  size_t buflen, nout, nooffs, nolens, used = 0, w = 0;
+
+  if (gro_args(env, fn, argv, &buf, &buflen, &offs, &lens, &n, 3) != 0) return NULL;
+  ARG_TYPED(4, "out", napi_uint8_array, &out, &nout);
+  ARG_TYPED(5, "outOffs", napi_int32_array, &ooffs, &nooffs);
+  ARG_TYPED(6, "outLens", napi_int32_array, &olens, &nolens);
+  gro_plan(st, buf, offs, lens, n);
+  for (i = 0; i < n; i++) {
+    int cnt, npk;
+    size_t start = used;
+    if (st->role[i] == ROLE_MERGED) continue;
+    if (w >= nooffs || w >= nolens) return int_result(env, -1);
+    cnt = gro_iov(st, buf, offs, lens, i, &npk);
+    for (int c = 0; c < cnt; c++) {
+      if (used + st->wiov[c].iov_len > nout) return int_result(env, -1);
+      memcpy(out + used, st->wiov[c].iov_base, st->wiov[c].iov_len);
+      used += st->wiov[c].iov_len;
+    }
+    ooffs[w] = (int32_t)start;
+    olens[w] = (int32_t)(used - start);
+    w++;
+  }
+  return int_result(env, (int64_t)w);
+}
+

@@ -1,0 +1,316 @@
+/*
+ * socket.c: the underlay socket. One non-blocking UDP socket on underlay.port carries
+ * VXLAN, keepalives and STUN; udpRecv and udpSend move a batch of datagrams between it and
+ * one big Buffer with recvmmsg/sendmmsg. With UDP_GRO a received datagram may hold several
+ * frames of one sender; with offloads a send may cut TCP super-packets into segments
+ * (tso.c). Also unixDgramSend, for systemd's notify socket, which Node's dgram cannot reach.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "napi_util.h"
+#include "tso.h"
+#include "vx.h"
+
+static void fmt_ip(char *out, size_t size, uint32_t a) {
+  snprintf(out, size, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+}
+
+/* Set a socket buffer size, privileged variant first (ignores net.core.[rw]mem_max). */
+static void set_buf(int fd, int force_opt, int opt, int bytes) {
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &bytes, sizeof bytes) == 0) return;
+  (void)setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
+}
+
+/* udpOpen(address, port, bufBytes) -> fd */
+napi_value vx_udp_open(napi_env env, napi_callback_info info) {
+  static const char *fn = "udpOpen";
+  GET_ARGS(3);
+  int64_t addr, port, bytes;
+  struct sockaddr_in sin;
+  char ip[16];
+  int fd;
+
+  ARG_INT(0, "address", 0, UINT32_MAX, &addr);
+  ARG_INT(1, "port", 0, 65535, &port);
+  ARG_INT(2, "bufBytes", 0, INT_MAX / 2, &bytes);
+
+  fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) THROW_SYS(env, errno, "socket", "socket(AF_INET, SOCK_DGRAM)");
+  if (bytes > 0) {
+    set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, (int)bytes);
+    set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, (int)bytes);
+  }
+  {
+    /* DF clear, as the kernel's vxlan sends (flannel-interop.md §0): the path
+     * fragments oversize frames instead of a cached PMTU turning them into EMSGSIZE. */
+    int pmtu = IP_PMTUDISC_DONT;
+    (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  }
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons((uint16_t)port);
+  sin.sin_addr.s_addr = htonl((uint32_t)addr);
+  if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
+    int err = errno;
+    close(fd);
+    fmt_ip(ip, sizeof ip, (uint32_t)addr);
+    THROW_SYS(env, err, "bind", "bind %s:%u", ip, (unsigned)port);
+  }
+  return int_result(env, fd);
+}
+
+/* udpSetGro(fd, on): setsockopt(SOL_UDP, UDP_GRO). Throws (e.g. ENOPROTOOPT: kernel < 5.0). */
+napi_value vx_udp_set_gro(napi_env env, napi_callback_info info) {
+  static const char *fn = "udpSetGro";
+  GET_ARGS(2);
+  int64_t fd;
+  bool on;
+  int v;
+
+  ARG_INT(0, "fd", 0, INT_MAX, &fd);
+  ARG_BOOL(1, "on", &on);
+  v = on ? 1 : 0;
+  if (setsockopt((int)fd, SOL_UDP, UDP_GRO, &v, sizeof v) < 0)
+    THROW_SYS(env, errno, "setsockopt(UDP_GRO)", "setsockopt(UDP_GRO) fd %d", (int)fd);
+  return NULL;
+}
+
+/* The UDP_GRO segment size in a received message's control data, or 0. */
+static int gro_size(struct msghdr *h, int32_t len) {
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm != NULL; cm = CMSG_NXTHDR(h, cm)) {
+    if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int g;
+      memcpy(&g, CMSG_DATA(cm), sizeof g);
+      if (g > 0 && g < len) return g;
+    }
+  }
+  return 0;
+}
+
+/* udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports, segs) -> count
+ * recvmmsg(MSG_DONTWAIT): datagram i lands at buf[i*slot+headroom]; lens[i] is its length,
+ * or -1 if it was truncated (larger than slot-headroom; count it as a drop); addrs[i]/ports[i]
+ * are the sender. segs (or null; a socket with UDP_GRO): segs[i] > 0 says datagram i holds
+ * several coalesced datagrams of segs[i] bytes each, the last possibly shorter; 0 a single one. */
+napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
+  static const char *fn = "udpRecv";
+  GET_ARGS(9);
+  int64_t fd, slot, headroom, max, total = 0, room;
+  uint8_t *buf;
+  int32_t *lens, *segs;
+  uint32_t *addrs;
+  uint16_t *ports;
+  size_t buflen, nlens, naddrs, nports, nsegs, lim;
+
+  ARG_INT(0, "fd", 0, INT_MAX, &fd);
+  ARG_TYPED(1, "buf", napi_uint8_array, &buf, &buflen);
+  ARG_INT(2, "slot", 1, INT32_MAX, &slot);
+  ARG_INT(3, "headroom", 0, slot - 1, &headroom);
+  ARG_TYPED(5, "lens", napi_int32_array, &lens, &nlens);
+  ARG_TYPED(6, "addrs", napi_uint32_array, &addrs, &naddrs);
+  ARG_TYPED(7, "ports", napi_uint16_array, &ports, &nports);
+  ARG_TYPED_OR_NULL(8, "segs", napi_int32_array, &segs, &nsegs);
+  lim = nlens < naddrs ? nlens : naddrs;
+  lim = lim < nports ? lim : nports;
+  if (segs != NULL && nsegs < lim) lim = nsegs;
+  ARG_INT(4, "max", 0, (int64_t)lim, &max);
+  if (slot * max > (int64_t)buflen)
+    THROW_RANGE(env, "%s: %lld slots of %lld bytes do not fit in the buffer (%zu bytes)", fn,
+                (long long)max, (long long)slot, buflen);
+  room = slot - headroom;
+
+  while (total < max) {
+    int want = (int)(max - total < MMSG_BATCH ? max - total : MMSG_BATCH);
+    int j, r;
+    for (j = 0; j < want; j++) {
+      struct msghdr *h = &st->msgs[j].msg_hdr;
+      st->iovs[j].iov_base = buf + (total + j) * slot + headroom;
+      st->iovs[j].iov_len = (size_t)room;
+      memset(h, 0, sizeof *h);
+      h->msg_name = &st->names[j];
+      h->msg_namelen = sizeof st->names[j];
+      h->msg_iov = &st->iovs[j];
+      h->msg_iovlen = 1;
+      if (segs != NULL) {
+        h->msg_control = st->ctls[j].buf;
+        h->msg_controllen = sizeof st->ctls[j].buf;
+      }
+      st->msgs[j].msg_len = 0;
+    }
+    r = recvmmsg((int)fd, st->msgs, (unsigned)want, MSG_DONTWAIT, NULL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (total == 0 && fd_fatal(errno)) THROW_SYS(env, errno, "recvmmsg", "recvmmsg fd %d", (int)fd);
+      note_error(st, errno);
+      break;
+    }
+    for (j = 0; j < r; j++) {
+      struct msghdr *h = &st->msgs[j].msg_hdr;
+      const struct sockaddr_in *sin = &st->names[j];
+      int64_t k = total + j;
+      lens[k] = (h->msg_flags & MSG_TRUNC) ? -1 : (int32_t)st->msgs[j].msg_len;
+      if (segs != NULL) {
+        segs[k] = lens[k] < 0 ? 0 : gro_size(h, lens[k]);
+        if (segs[k] > 0) st->gro_datagrams += 1;
+      }
+      if (h->msg_namelen >= sizeof *sin && sin->sin_family == AF_INET) {
+        addrs[k] = ntohl(sin->sin_addr.s_addr);
+        ports[k] = ntohs(sin->sin_port);
+      } else {
+        addrs[k] = 0;
+        ports[k] = 0;
+      }
+    }
+    total += r;
+    if (r < want) break;
+  }
+  return int_result(env, total);
+}
+
+/* Plain sends: datagram i as it is, sendmmsg up to MMSG_BATCH per call. */
+static napi_value send_plain(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
+                             const int32_t *lens, const uint32_t *addrs, const uint16_t *ports, int64_t n) {
+  static const char *fn = "udpSend";
+  int64_t i = 0, sent = 0;
+  while (i < n) {
+    int cnt = (int)(n - i < MMSG_BATCH ? n - i : MMSG_BATCH);
+    int j, k = 0;
+    for (j = 0; j < cnt; j++) {
+      struct msghdr *h = &st->msgs[j].msg_hdr;
+      struct sockaddr_in *sin = &st->names[j];
+      int32_t off = READ_ONCE(offs[i + j]), len = READ_ONCE(lens[i + j]);
+      if (off < 0 || len < 0 || (int64_t)off + len > (int64_t)buflen)
+        THROW_RANGE(env, "%s: packet %lld changed while being sent", fn, (long long)(i + j));
+      memset(sin, 0, sizeof *sin);
+      sin->sin_family = AF_INET;
+      sin->sin_addr.s_addr = htonl(addrs[i + j]);
+      sin->sin_port = htons(ports[i + j]);
+      st->iovs[j].iov_base = buf + off;
+      st->iovs[j].iov_len = (size_t)len;
+      memset(h, 0, sizeof *h);
+      h->msg_name = sin;
+      h->msg_namelen = sizeof *sin;
+      h->msg_iov = &st->iovs[j];
+      h->msg_iovlen = 1;
+    }
+    while (k < cnt) {
+      int r = sendmmsg(fd, st->msgs + k, (unsigned)(cnt - k), MSG_DONTWAIT);
+      if (r > 0) {
+        sent += r;
+        k += r;
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) goto out;
+      if (sent == 0 && fd_fatal(errno)) THROW_SYS(env, errno, "sendmmsg", "sendmmsg fd %d", fd);
+      note_error(st, errno); /* message k failed (EINVAL, EMSGSIZE, ENETUNREACH...): skip it */
+      k++;
+    }
+    i += cnt;
+  }
+out:
+  return int_result(env, sent);
+}
+
+/* udpSend(fd, buf, offs, lens, addrs, ports, n, vnet, vnetIdx, encap) -> sent
+ * Sends datagram i = buf[offs[i] .. +lens[i]) to addrs[i]:ports[i], for i < n. A datagram the
+ * kernel rejects (EINVAL, EMSGSIZE, ENETUNREACH...) is skipped and counted in lastError();
+ * EAGAIN/ENOBUFS stops the batch (the rest is not sent). Returns the number sent.
+ * vnet and vnetIdx (or both null): datagram i is `encap` bytes of headers, then an inner IPv4
+ * packet read with offloads whose virtio_net_hdr is vnet[10*vnetIdx[i]]: partial checksums are
+ * completed and TCP super-packets leave as MTU-sized segments with UDP_SEGMENT (tso.c); the
+ * count is then of packets that went out entirely. */
+napi_value vx_udp_send(napi_env env, napi_callback_info info) {
+  static const char *fn = "udpSend";
+  GET_ARGS(10);
+  int64_t fd, n, encap;
+  uint8_t *buf, *vnet;
+  int32_t *offs, *lens, *vidx;
+  uint32_t *addrs;
+  uint16_t *ports;
+  size_t buflen, noffs, nlens, naddrs, nports, nvnet, nvidx, lim;
+
+  ARG_INT(0, "fd", 0, INT_MAX, &fd);
+  ARG_TYPED(1, "buf", napi_uint8_array, &buf, &buflen);
+  ARG_TYPED(2, "offs", napi_int32_array, &offs, &noffs);
+  ARG_TYPED(3, "lens", napi_int32_array, &lens, &nlens);
+  ARG_TYPED(4, "addrs", napi_uint32_array, &addrs, &naddrs);
+  ARG_TYPED(5, "ports", napi_uint16_array, &ports, &nports);
+  ARG_TYPED_OR_NULL(7, "vnet", napi_uint8_array, &vnet, &nvnet);
+  ARG_TYPED_OR_NULL(8, "vnetIdx", napi_int32_array, &vidx, &nvidx);
+  ARG_INT(9, "encap", 0, 64, &encap);
+  if ((vnet == NULL) != (vidx == NULL)) THROW_TYPE(env, "%s: vnet and vnetIdx go together (both or neither)", fn);
+  lim = noffs < nlens ? noffs : nlens;
+  lim = lim < naddrs ? lim : naddrs;
+  lim = lim < nports ? lim : nports;
+  if (vnet != NULL) {
+    lim = lim < nvidx ? lim : nvidx;
+    lim = lim < OF_PKTS ? lim : OF_PKTS;
+  }
+  ARG_INT(6, "n", 0, (int64_t)lim, &n);
+  if (check_packets(env, fn, buflen, offs, lens, n) != 0) return NULL;
+  if (vnet != NULL) {
+    int64_t r = tso_send(env, st, (int)fd, buf, buflen, offs, lens, addrs, ports, vnet, nvnet, vidx, encap, n);
+    return r < 0 ? NULL : int_result(env, r);
+  }
+  return send_plain(env, st, (int)fd, buf, buflen, offs, lens, addrs, ports, n);
+}
+
+/* unixDgramSend(path, data): send `data` as one datagram to the AF_UNIX SOCK_DGRAM socket
+ * at `path` (a leading '@' names the abstract namespace, as in $NOTIFY_SOCKET), from a
+ * fresh close-on-exec socket that is closed again. MSG_DONTWAIT: a full receiver queue
+ * throws EAGAIN instead of blocking Node's loop. Failures throw (syscall 'socket'/'sendto'). */
+napi_value vx_unix_dgram_send(napi_env env, napi_callback_info info) {
+  static const char *fn = "unixDgramSend";
+  GET_ARGS(2);
+  struct sockaddr_un sun;
+  size_t plen;
+  void *data;
+  size_t len;
+  napi_valuetype t;
+  socklen_t alen;
+  ssize_t n;
+  int fd, err, abstract;
+
+  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_string)
+    THROW_TYPE(env, "%s: path must be a string", fn);
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &plen) != napi_ok) return NULL;
+  if (plen == 0) THROW_RANGE(env, "%s: path is empty", fn);
+  if (plen >= sizeof sun.sun_path)
+    THROW_RANGE(env, "%s: path is %zu bytes long, a unix socket address allows at most %zu", fn,
+                plen, sizeof sun.sun_path - 1);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  if (napi_get_value_string_utf8(env, argv[0], sun.sun_path, sizeof sun.sun_path, &plen) != napi_ok)
+    return NULL;
+  ARG_TYPED(1, "data", napi_uint8_array, &data, &len);
+
+  abstract = sun.sun_path[0] == '@';
+  if (!abstract && strlen(sun.sun_path) != plen) THROW_RANGE(env, "%s: path contains a NUL", fn);
+  {
+    char shown[sizeof sun.sun_path];
+    memcpy(shown, sun.sun_path, sizeof shown);
+    if (abstract) sun.sun_path[0] = '\0'; /* abstract: no trailing NUL, the length says where it ends */
+    alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + (abstract ? 0 : 1));
+
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) THROW_SYS(env, errno, "socket", "socket(AF_UNIX, SOCK_DGRAM)");
+    do {
+      n = sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sun, alen);
+    } while (n < 0 && errno == EINTR);
+    err = errno;
+    close(fd);
+    if (n < 0) THROW_SYS(env, err, "sendto", "sendto %s", shown);
+  }
+  return NULL;
+}

@@ -1,0 +1,349 @@
+/*
+ * tso.c: TSO send. A TUN device with offloads hands us TCP "super-packets" of up to
+ * 64 KB (the site's TSO/GRO output, left unsegmented) and packets whose L4 checksum is
+ * still partial. After TypeScript has routed each one and written the VXLAN + inner
+ * Ethernet header in front, this file completes partial checksums, cuts every
+ * super-packet into MTU-sized TCP segments (headers copied, IP length/id/checksum, TCP
+ * seq and flags fixed, every TCP checksum computed in full: the peer's kernel verifies
+ * inner checksums), each behind a copy of the encapsulation, back to back in a scratch
+ * buffer, and sends them with sendmmsg, one message per super-packet carrying
+ * UDP_SEGMENT (the kernel cuts it into datagrams), split only where the kernel's limits
+ * (64 segments, 65507 bytes) require.
+ *
+ * Fallback: a UDP_SEGMENT send refused with EIO/EINVAL (an egress device without checksum
+ * offload on kernels before 6.11, an MTU smaller than the segments) is sent again one
+ * datagram per segment, and segmentation stays per datagram from then on (gso_off).
+ */
+#include <errno.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <linux/virtio_net.h>
+
+#include "csum.h"
+#include "napi_util.h"
+#include "tso.h"
+
+
+/* A TCP/IPv4 super-packet to cut into segments. The header length is taken from the
+ * packet itself, not from hdr_len: on the forwarding path the kernel may report the whole
+ * linear part there (wireguard-go does the same). */
+typedef struct {
+  const uint8_t *ip;
+  size_t iplen, ihl, thl, hdrlen, payload;
+  uint32_t gso, nsegs, seq0;
+  uint16_t id0;
+} tso_job;
+
+static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
+  if (iplen < 40 || (ip[0] >> 4) != 4 || ip[9] != IPPROTO_TCP || be16(ip + 2) != iplen) return -1;
+  if (be16(ip + 6) & 0x3fff) return -1; /* a fragment is no super-packet */
+  j->ihl = (size_t)(ip[0] & 0x0f) * 4;
+  if (j->ihl < 20 || j->ihl + 20 > iplen) return -1;
+  j->thl = (size_t)(ip[j->ihl + 12] >> 4) * 4;
+  if (j->thl < 20 || j->ihl + j->thl > iplen || gso == 0) return -1;
+  j->ip = ip;
+  j->iplen = iplen;
+  j->hdrlen = j->ihl + j->thl;
+  j->payload = iplen - j->hdrlen;
+  j->gso = gso;
+  j->nsegs = j->payload == 0 ? 1 : (uint32_t)((j->payload + gso - 1) / gso);
+  j->seq0 = be32(ip + j->ihl + 4);
+  j->id0 = be16(ip + 4);
+  return 0;
+}
+
+/* Writes segment k: `encap` bytes copied from in front of the super-packet, then a complete
+ * IPv4/TCP packet. Returns its length. */
+static size_t tso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out) {
+  size_t start = j->hdrlen + (size_t)k * j->gso;
+  size_t chunk = j->payload == 0 ? 0 : (j->iplen - start < j->gso ? j->iplen - start : j->gso);
+  uint8_t *ip = out + encap, *th = ip + j->ihl;
+  memcpy(out, j->ip - encap, encap);
+  memcpy(ip, j->ip, j->hdrlen);
+  memcpy(ip + j->hdrlen, j->ip + start, chunk);
+  put16(ip + 2, (uint32_t)(j->hdrlen + chunk));
+  put16(ip + 4, (uint16_t)(j->id0 + k)); /* as the kernel's TSO: one id per segment */
+  ip_fix_csum(ip, j->ihl);
+  put32(th + 4, j->seq0 + k * j->gso);
+  if (k + 1 != j->nsegs) th[13] &= (uint8_t)~(TCP_FIN | TCP_PSH);
+  if (k != 0) th[13] &= (uint8_t)~TCP_CWR;
+  th[16] = th[17] = 0;
+  {
+    uint64_t acc = pseudo_sum(ip, IPPROTO_TCP, (uint32_t)(j->thl + chunk));
+    put_csum(th + 16, (uint16_t)~csum_fold(csum_add(th, j->thl + chunk, acc)));
+  }
+  return encap + j->hdrlen + chunk;
+}
+
+/* ------------------------------------------------------------------- send */
+
+static void msg_add(vx_state *s, uint8_t *p, size_t len, uint32_t addr, uint16_t port, uint16_t seg,
+                    int32_t pkt) {
+  int m = s->nmsgs++;
+  struct msghdr *h = &s->msgs[m].msg_hdr;
+  struct sockaddr_in *sin = &s->names[m];
+  memset(h, 0, sizeof *h);
+  memset(sin, 0, sizeof *sin);
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = htonl(addr);
+  sin->sin_port = htons(port);
+  s->iovs[m].iov_base = p;
+  s->iovs[m].iov_len = len;
+  h->msg_name = sin;
+  h->msg_namelen = sizeof *sin;
+  h->msg_iov = &s->iovs[m];
+  h->msg_iovlen = 1;
+  if (seg) {
+    struct cmsghdr *cm;
+    memset(&s->ctls[m], 0, sizeof s->ctls[m]);
+    h->msg_control = s->ctls[m].buf;
+    h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+    cm = CMSG_FIRSTHDR(h);
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+  }
+  s->msg_seg[m] = seg;
+  s->msg_pkt[m] = pkt;
+}
+
+/* Sends message m's segments as separate datagrams (UDP_SEGMENT refused). 0 or an errno. */
+static int send_split(vx_state *s, int fd, int m) {
+  uint8_t *base = s->iovs[m].iov_base;
+  size_t total = s->iovs[m].iov_len, seg = s->msg_seg[m], off;
+  int cnt = 0, k = 0, err = 0;
+  for (off = 0; off < total && cnt < UDP_GSO_MAX_SEGS * 2; off += seg, cnt++) {
+    struct msghdr *h = &s->split_msgs[cnt].msg_hdr;
+    memset(h, 0, sizeof *h);
+    s->split_iovs[cnt].iov_base = base + off;
+    s->split_iovs[cnt].iov_len = total - off < seg ? total - off : seg;
+    h->msg_name = &s->names[m];
+    h->msg_namelen = sizeof s->names[m];
+    h->msg_iov = &s->split_iovs[cnt];
+    h->msg_iovlen = 1;
+  }
+  while (k < cnt) {
+    int r = sendmmsg(fd, s->split_msgs + k, (unsigned)(cnt - k), MSG_DONTWAIT);
+    if (r > 0) {
+      k += r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    err = r == 0 ? EAGAIN : errno;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || fd_fatal(err)) return err;
+    note_error(s, err);
+    k++;
+  }
+  return err;
+}
+
+/* Sends every queued message. Returns 0, or the errno that stopped it early (EAGAIN,
+ * ENOBUFS: socket full; EBADF...: fatal); unsent messages mark their packets failed. */
+static int flush(vx_state *s, int fd) {
+  int k = 0, stop = 0;
+  while (k < s->nmsgs) {
+    int r = sendmmsg(fd, s->msgs + k, (unsigned)(s->nmsgs - k), MSG_DONTWAIT);
+    int err;
+    if (r > 0) {
+      for (int q = 0; q < r; q++) s->gso_messages += s->msg_seg[k + q] ? 1 : 0;
+      k += r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    err = r == 0 ? EAGAIN : errno;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || fd_fatal(err)) {
+      stop = err;
+      break;
+    }
+    if (s->msg_seg[k] && (err == EIO || err == EINVAL || err == EMSGSIZE || err == ENOPROTOOPT)) {
+      /* The kernel will not segment for us here: from now on neither do we ask it to. */
+      int e2;
+      if (!s->gso_off) s->gso_refused += 1;
+      s->gso_off = 1;
+      e2 = send_split(s, fd, k);
+      if (e2 == EAGAIN || e2 == EWOULDBLOCK || e2 == ENOBUFS || fd_fatal(e2)) {
+        stop = e2;
+        break;
+      }
+      k++;
+      continue;
+    }
+    note_error(s, err);
+    s->failed[s->msg_pkt[k]] = 1;
+    k++;
+  }
+  for (; k < s->nmsgs; k++) s->failed[s->msg_pkt[k]] = 1;
+  s->nmsgs = 0;
+  s->used = 0;
+  return stop;
+}
+
+/*
+ * Queues datagram i (buf[off, off+len): encap bytes, then the inner IPv4 packet described
+ * by vnet header `h`): a plain packet as it is (checksum completed), a super-packet as
+ * segments in the scratch area. `out` non-NULL: copy the wire datagrams there instead
+ * (test entry point), returning their count through *nout. Returns 0 or -1 (bad packet).
+ */
+typedef struct {
+  uint8_t *buf;       /* copy target of _tsoSegment, NULL when sending */
+  size_t cap, used;
+  int32_t *offs, *lens;
+  size_t nmax, n;
+} copy_sink;
+
+static int sink_put(copy_sink *c, const uint8_t *p, size_t len) {
+  if (c->n >= c->nmax || c->used + len > c->cap) return -1;
+  memcpy(c->buf + c->used, p, len);
+  c->offs[c->n] = (int32_t)c->used;
+  c->lens[c->n] = (int32_t)len;
+  c->used += len;
+  c->n++;
+  return 0;
+}
+
+static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t encap, const vnet_hdr *h,
+                          uint32_t addr, uint16_t port, int32_t pkt, copy_sink *sink, int *stop) {
+  uint8_t *ip = d + encap;
+  size_t iplen = len - encap;
+  uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+  tso_job j;
+  size_t stride;
+  uint32_t per_msg, k;
+
+  if (type == VIRTIO_NET_HDR_GSO_NONE) {
+    if (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+      if (complete_csum(ip, iplen, h) != 0) return -1;
+      s->csum_completed += 1;
+    }
+    if (sink) return sink_put(sink, d, len);
+    if (s->nmsgs >= OF_MSGS && (*stop = flush(s, fd)) != 0) return 0;
+    msg_add(s, d, len, addr, port, 0, pkt);
+    return 0;
+  }
+  if (type != VIRTIO_NET_HDR_GSO_TCPV4 || tso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;
+  s->tso_packets += 1;
+  s->tso_segments += j.nsegs;
+  stride = encap + j.hdrlen + j.gso;
+  per_msg = s->gso_off || sink ? 1 : (uint32_t)(UDP_GSO_MAX_BYTES / stride);
+  if (per_msg > UDP_GSO_MAX_SEGS) per_msg = UDP_GSO_MAX_SEGS;
+  if (per_msg < 1) per_msg = 1;
+  for (k = 0; k < j.nsegs;) {
+    uint32_t m = j.nsegs - k < per_msg ? j.nsegs - k : per_msg, q;
+    size_t total = 0;
+    uint8_t *base;
+    if (sink) {
+      if (sink->n >= sink->nmax || sink->used + stride > sink->cap) return -1;
+      sink->offs[sink->n] = (int32_t)sink->used;
+      sink->lens[sink->n] = (int32_t)tso_write(&j, encap, k, sink->buf + sink->used);
+      sink->used += (size_t)sink->lens[sink->n++];
+      k++;
+      continue;
+    }
+    if (s->nmsgs >= OF_MSGS || s->used + (size_t)m * stride > OF_SCRATCH) {
+      if ((*stop = flush(s, fd)) != 0) return 0;
+    }
+    base = s->scratch + s->used;
+    for (q = 0; q < m; q++) total += tso_write(&j, encap, k + q, base + total);
+    s->used += (total + 63) & ~(size_t)63;
+    msg_add(s, base, total, addr, port, m > 1 ? (uint16_t)stride : 0, pkt);
+    k += m;
+  }
+  return 0;
+}
+
+/*
+ * The offload half of udpSend (socket.c parsed and bounds-checked the arguments): datagram
+ * i = buf[offs[i] .. +lens[i]) is `encap` bytes of headers, then an inner IPv4 packet read
+ * with virtio_net_hdr vnet[10*vidx[i]]. Returns how many of the n packets went out entirely,
+ * or -1 with an exception pending (a fatal socket error before anything was sent).
+ */
+int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
+                 const int32_t *lens, const uint32_t *addrs, const uint16_t *ports, const uint8_t *vnet,
+                 size_t nvnet, const int32_t *vidx, int64_t encap, int64_t n) {
+  static const char *fn = "udpSend";
+  int64_t i, sent = 0;
+  int stop = 0;
+  for (i = 0; i < n; i++) {
+    if (vidx[i] < 0 || (int64_t)vidx[i] * VNET_LEN + VNET_LEN > (int64_t)nvnet) {
+      throw_fmt(env, 1, "%s: vnetIdx[%lld] = %d is outside vnet (%zu bytes)", fn, (long long)i, vidx[i], nvnet);
+      return -1;
+    }
+    if (lens[i] < encap) {
+      throw_fmt(env, 1, "%s: packet %lld is shorter than encap", fn, (long long)i);
+      return -1;
+    }
+  }
+
+  st->nmsgs = 0;
+  st->used = 0;
+  memset(st->failed, 0, sizeof st->failed);
+  for (i = 0; i < n && !stop; i++) {
+    int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = READ_ONCE(vidx[i]);
+    vnet_hdr h;
+    if (off < 0 || len < encap || (int64_t)off + len > (int64_t)buflen || vi < 0 ||
+        (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet) {
+      throw_fmt(env, 1, "%s: packet %lld changed while being sent", fn, (long long)i);
+      return -1;
+    }
+    vnet_decode(vnet + (size_t)vi * VNET_LEN, &h);
+    if (queue_datagram(st, fd, buf + off, (size_t)len, (size_t)encap, &h, addrs[i], ports[i], (int32_t)i,
+                       NULL, &stop) != 0) {
+      note_error(st, EPROTO);
+      st->failed[i] = 1;
+    }
+    if (stop) st->failed[i] = 1; /* the socket filled up before all of it was queued */
+  }
+  if (!stop) stop = flush(st, fd);
+  for (; i < n; i++) st->failed[i] = 1; /* never queued: the socket was full */
+  if (fd_fatal(stop)) {
+    int any = 0;
+    for (i = 0; i < n; i++) any |= !st->failed[i];
+    if (!any) {
+      napi_value e = sys_error(env, stop, "sendmmsg", "sendmmsg fd %d", fd);
+      if (e != NULL) napi_throw(env, e);
+      return -1;
+    }
+    note_error(st, stop);
+  }
+  for (i = 0; i < n; i++) sent += !st->failed[i];
+  return sent;
+}
+
+/* _tsoSegment(buf, off, len, vnet, vnetOff, encap, out, outOffs, outLens) -> datagrams
+ * The datagrams udpSend with offloads would send for one packet, copied into `out` (for tests);
+ * -1 when the packet would be dropped. Completes a partial checksum in buf in place. */
+napi_value vx_tso_segment(napi_env env, napi_callback_info info) {
+  static const char *fn = "_tsoSegment";
+  GET_ARGS(9);
+  int64_t off, len, voff, encap;
+  uint8_t *buf, *vnet, *out;
+  int32_t *ooffs, *olens;
+  size_t buflen, nvnet, nout, nooffs, nolens;
+  vnet_hdr h;
+  copy_sink sink;
+  int stop = 0;
+
+  ARG_TYPED(0, "buf", napi_uint8_array, &buf, &buflen);
+  ARG_INT(1, "off", 0, (int64_t)buflen, &off);
+  ARG_INT(2, "len", 0, (int64_t)buflen - off, &len);
+  ARG_TYPED(3, "vnet", napi_uint8_array, &vnet, &nvnet);
+  ARG_INT(4, "vnetOff", 0, (int64_t)nvnet - VNET_LEN, &voff);
+  ARG_INT(5, "encap", 0, len < 64 ? len : 64, &encap);
+  ARG_TYPED(6, "out", napi_uint8_array, &out, &nout);
+  ARG_TYPED(7, "outOffs", napi_int32_array, &ooffs, &nooffs);
+  ARG_TYPED(8, "outLens", napi_int32_array, &olens, &nolens);
+  vnet_decode(vnet + voff, &h);
+  sink.buf = out;
+  sink.cap = nout;
+  sink.used = 0;
+  sink.offs = ooffs;
+  sink.lens = olens;
+  sink.nmax = nooffs < nolens ? nooffs : nolens;
+  sink.n = 0;
+  if (queue_datagram(st, -1, buf + off, (size_t)len, (size_t)encap, &h, 0, 0, 0, &sink, &stop) != 0)
+    return int_result(env, -1);
+  return int_result(env, (int64_t)sink.n);
+}
+

@@ -1,0 +1,11 @@
+/* tso.h: TSO send (tso.c), called by udpSend (socket.c) for packets read with a virtio_net_hdr. */
+#ifndef VXEDGE_TSO_H
+#define VXEDGE_TSO_H
+
+#include "vx.h"
+
+int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
+                 const int32_t *lens, const uint32_t *addrs, const uint16_t *ports, const uint8_t *vnet,
+                 size_t nvnet, const int32_t *vidx, int64_t encap, int64_t n);
+
+#endif

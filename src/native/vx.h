@@ -1,0 +1,126 @@
+/*
+ * vx.h: the addon's one per-environment state and the functions its files share.
+ *
+ * Files, by job (each napi function is registered once, in addon.c's table):
+ *   addon.c    module init, the registration table, lastError(), offloadStats()
+ *   device.c   tunOpen, devRead, devWrite: the TUN/TAP device, plain or with virtio-net headers
+ *   socket.c   udpOpen, udpSetGro, udpRecv, udpSend, unixDgramSend: the underlay socket
+ *   poll.c     pollStart, pollStop, close: fds watched on Node's own libuv loop
+ *   csum.c     checksums and the virtio_net_hdr (pure)
+ *   tso.c      TSO send: super-packets cut into segments and sent with UDP_SEGMENT
+ *   gro.c      GRO write: TCP segments joined into super-packets for the device
+ *   napi_util.c  argument checks and errors shaped like Node's
+ *
+ * Rules kept everywhere: no threads, no allocation per packet (everything lives in vx_state,
+ * allocated once per Node environment), every offset and length from JS checked before any
+ * syscall, per-packet errors counted for lastError() rather than thrown, never abort.
+ */
+#ifndef VXEDGE_VX_H
+#define VXEDGE_VX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <sys/uio.h>
+
+#include <node_api.h>
+
+#define VNET_LEN 10                /* sizeof(struct virtio_net_hdr), no num_buffers */
+#define MAX_IP 65535               /* largest IPv4 packet, hence largest TSO super-packet */
+#define MMSG_BATCH 1024            /* the kernel's cap on vlen for recvmmsg/sendmmsg (UIO_MAXIOV) */
+#define OF_MSGS 256                /* messages per sendmmsg of segmented output */
+#define OF_PKTS 4096               /* packets per devWrite/udpSend call with offloads */
+#define OF_SCRATCH (512 * 1024)    /* segmented output waiting for one sendmmsg */
+#define UDP_GSO_MAX_SEGS 64        /* UDP_MAX_SEGMENTS before Linux 6.9 (128 since) */
+#define UDP_GSO_MAX_BYTES 65507    /* 65535 - IPv4 header - UDP header */
+#define GRO_ITEMS 64               /* open coalescing flows per write batch */
+#define GRO_MAX_SEGS 64            /* segments per coalesced super-packet */
+
+typedef union {
+  char buf[CMSG_SPACE(sizeof(int))];
+  struct cmsghdr align;
+} ctl_buf;
+
+/* One open coalescing flow of a GRO write batch: its head packet and what follows. */
+typedef struct {
+  int32_t head, tail;
+  uint32_t seq_next;       /* sequence number the next segment must carry */
+  uint32_t total;          /* IP length of the coalesced packet */
+  uint16_t gso;            /* payload of every segment but the last */
+  uint16_t segs;
+  uint8_t ihl, thl;
+  uint8_t closed;          /* a short or PSH segment ended it */
+  uint8_t checked;         /* the head's checksums were verified */
+  uint8_t psh;
+  uint8_t vnet[VNET_LEN];
+} gro_item;
+
+typedef struct poll_ctx poll_ctx;
+
+typedef struct vx_state {
+  /* lastError() */
+  int last_errno;          /* last per-packet errno (0: none yet) */
+  double error_count;      /* per-packet errors so far */
+  /* poll.c: poll handles not yet closing */
+  poll_ctx *polls;
+  /* offloadStats() */
+  int gso_off;             /* UDP_SEGMENT was refused: one datagram per segment from now on */
+  double tso_packets, tso_segments, gso_messages, gso_refused, csum_completed;
+  double gro_datagrams, coalesced_writes, coalesced_segments, csum_rejects;
+  /* socket.c and tso.c: recvmmsg/sendmmsg scratch */
+  struct mmsghdr msgs[MMSG_BATCH];
+  struct iovec iovs[MMSG_BATCH];
+  struct sockaddr_in names[MMSG_BATCH];
+  ctl_buf ctls[MMSG_BATCH];
+  /* tso.c: queued segmented output */
+  int nmsgs;
+  int32_t msg_pkt[OF_MSGS];
+  uint16_t msg_seg[OF_MSGS];
+  struct mmsghdr split_msgs[UDP_GSO_MAX_SEGS * 2];
+  struct iovec split_iovs[UDP_GSO_MAX_SEGS * 2];
+  uint8_t *scratch;        /* OF_SCRATCH bytes, malloc'd with the state */
+  size_t used;
+  uint8_t failed[OF_PKTS];
+  /* gro.c: coalescing plan of one write batch */
+  int nitems;
+  gro_item items[GRO_ITEMS];
+  int32_t link[OF_PKTS];
+  int16_t item_of[OF_PKTS];
+  uint8_t role[OF_PKTS];
+  struct iovec wiov[GRO_MAX_SEGS + 2];
+  int32_t po[OF_PKTS], pl[OF_PKTS]; /* private copy of a write batch's packet list */
+} vx_state;
+
+/* Remember a per-packet error for lastError(). */
+static inline void note_error(vx_state *st, int err) {
+  st->last_errno = err;
+  st->error_count += 1;
+}
+
+/* Offsets and lengths are checked once up front for a clean error, then read exactly once
+ * more where used: a SharedArrayBuffer-backed array could change in between. */
+#define READ_ONCE(x) (*(volatile const int32_t *)&(x))
+
+#define GET_ARGS(n) GET_ARGS_OF(n, vx_state)
+
+/* poll.c: stop watching every poll on fd (before it is closed). */
+void vx_poll_forget_fd(vx_state *st, int fd);
+
+/* Every napi function of the addon; registered in addon.c. */
+napi_value vx_tun_open(napi_env env, napi_callback_info info);
+napi_value vx_dev_read(napi_env env, napi_callback_info info);
+napi_value vx_dev_write(napi_env env, napi_callback_info info);
+napi_value vx_udp_open(napi_env env, napi_callback_info info);
+napi_value vx_udp_set_gro(napi_env env, napi_callback_info info);
+napi_value vx_udp_recv(napi_env env, napi_callback_info info);
+napi_value vx_udp_send(napi_env env, napi_callback_info info);
+napi_value vx_unix_dgram_send(napi_env env, napi_callback_info info);
+napi_value vx_poll_start(napi_env env, napi_callback_info info);
+napi_value vx_poll_stop(napi_env env, napi_callback_info info);
+napi_value vx_close(napi_env env, napi_callback_info info);
+napi_value vx_poll_counts(napi_env env, napi_callback_info info);
+napi_value vx_tso_segment(napi_env env, napi_callback_info info);
+napi_value vx_gro_coalesce(napi_env env, napi_callback_info info);
+
+#endif
