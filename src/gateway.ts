@@ -13,11 +13,9 @@ import { EventEmitter } from 'node:events';
 import { mergePeers } from './cluster/membership.js';
 import { reloadPlan, type ReloadPlan } from './config/reload.js';
 import type { Config } from './config/types.js';
-import { UnderlayDiagnosis } from './control/diagnosis.js';
-import { Keepalive } from './control/keepalive.js';
+import { ControlPlane } from './control/control-plane.js';
+import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
-import { Roaming } from './control/roaming.js';
-import { Supervisor, decideOnRoam, decideOnTick, decideOnTransition, decideOnUnderlayChange } from './control/supervisor.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, peerRows } from './health/assemble.js';
 import { checkDevice, checkIpForward, checkMtu, checkPublicEndpoint, checkRoutes, checkUnderlayAddress } from './health/checks.js';
@@ -30,7 +28,6 @@ import type { NativeBinding } from './native/index.js';
 import { choosePublicEndpoint } from './nat/public-endpoint.js';
 import { StunClient, natHealth } from './nat/stun-client.js';
 import type { Clock, Timer } from './util/clock.js';
-import { intToIp } from './util/ipv4.js';
 import type { Logger } from './util/log.js';
 
 const STATUS_PERIOD_MS = 2000;
@@ -57,10 +54,7 @@ export class Gateway extends EventEmitter {
   private stopping = false;
   private underlayAddrs: string | null = null;
   private lastReload: { at: string; applied: string[]; restartNeeded: string[] } | null = null;
-  private readonly keepalive: Keepalive;
-  private readonly roaming: Roaming;
-  private readonly diagnosis: UnderlayDiagnosis;
-  private readonly supervisor: Supervisor;
+  private readonly control: ControlPlane;
   private readonly peerSync: PeerSync;
   private readonly publisher: HealthPublisher;
   private readonly reporter: HealthReporter;
@@ -72,26 +66,19 @@ export class Gateway extends EventEmitter {
     private cfg: Config,
     private readonly t: Tunnel,
     private readonly d: GatewayDeps,
+    endpoints: LearnedEndpoints,
   ) {
     super();
     const { clock, log } = d;
     this.startedAt = this.lastTickAt = clock.monotonic();
-    const dp = t.dataplane;
-    this.keepalive = new Keepalive(dp, { intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout, clock });
-    this.roaming = new Roaming(dp, log, clock);
-    this.diagnosis = new UnderlayDiagnosis(clock);
-    this.peerSync = new PeerSync(t.device, dp.peers, () => this.keepalive.syncPeers());
-    this.supervisor = new Supervisor({
-      diagnose: (peer, address) => this.diagnosis.check(peer, address, () => this.publish()),
-      forgetDiagnosis: (peer) => this.diagnosis.forget(peer),
-      rediscover: (why) => this.stun?.trigger(why),
-      logTransition: (peer, from, to) => this.logTransition(peer, from, to),
+    this.control = new ControlPlane(t.dataplane, {
+      intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout, clock, log,
       publish: () => this.publish(),
+      rediscover: (why) => this.stun?.trigger(why),
+      reasonOf: (peer) => this.health().peers.find((p) => p.name === peer)?.reason ?? null,
+      endpoints,
     });
-    this.keepalive.onStateChange = (peer, from, to) => this.supervisor.run(decideOnTransition({
-      peer, from, to, address: this.addressOf(peer), anyUp: this.anyPeerUp(),
-    }));
-    this.roaming.onMoved = (peer) => this.supervisor.run(decideOnRoam(peer));
+    this.peerSync = new PeerSync(t.device, t.dataplane.peers, () => this.control.peersChanged());
     this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock } });
     this.statusFile = new StatusFile(cfg.runDir, (e) => log.warn('cannot write status file', { runDir: cfg.runDir, err: e.message }));
     this.led = cfg.board.led ? new StatusLed(cfg.board.led, { log: log.child({ part: 'led' }) }) : null;
@@ -100,11 +87,12 @@ export class Gateway extends EventEmitter {
   }
 
   static async start(cfg: Config, deps: GatewayDeps): Promise<Gateway> {
+    const endpoints = new LearnedEndpoints(cfg.stateDir, (e) => deps.log.warn('cannot store learned endpoints', { stateDir: cfg.stateDir, err: e.message }));
+    await endpoints.load();
     const tunnel = await openTunnel(cfg, deps.binding, deps.clock, deps.log);
-    const gw = new Gateway(cfg, tunnel, deps);
+    const gw = new Gateway(cfg, tunnel, deps, endpoints);
     try {
-      gw.keepalive.start();
-      gw.roaming.start();
+      gw.control.start();
       await gw.syncPeers();
       if (cfg.nat.stun.length > 0) gw.startStun();
       gw.publisher.start();
@@ -132,7 +120,7 @@ export class Gateway extends EventEmitter {
     };
     this.cfg = cfg;
     if (live.has('keepalive.interval') || live.has('keepalive.timeout')) {
-      this.keepalive.setParams({ intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout });
+      this.control.setParams({ intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout });
     }
     this.t.dataplane.settings.mssClamp = cfg.overlay.mssClamp;
     this.t.dataplane.settings.strictPeers = cfg.overlay.strictPeers;
@@ -148,8 +136,7 @@ export class Gateway extends EventEmitter {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) t.cancel();
-    this.keepalive.stop();
-    this.roaming.stop();
+    this.control.stop();
     this.stun?.stop();
     await this.publisher.stop().catch((e) => this.d.log.warn('mqtt stop failed', { err: (e as Error).message }));
     this.t.dataplane.stop();
@@ -169,8 +156,8 @@ export class Gateway extends EventEmitter {
     const pub = this.publicEndpoint();
     const local = `${t.underlay.address}:${cfg.underlay.port}`;
     const { rows, pathMtu } = peerRows(t.dataplane.peers, {
-      health: (name) => this.keepalive.health(name),
-      reachable: (peer, addr) => this.diagnosis.reachable(peer, addr),
+      health: (name) => this.control.keepalive.health(name),
+      reachable: (peer, addr) => this.control.diagnosis.reachable(peer, addr),
       keepalivesEnabled: cfg.keepalive.interval > 0,
       timeoutMs: cfg.keepalive.timeout,
       siteSubnet: cfg.overlay.subnet.text,
@@ -190,6 +177,7 @@ export class Gateway extends EventEmitter {
       checks: this.checks,
       pathMtu: { mtu: t.mtu, peers: pathMtu },
       pid: process.pid,
+      intervalS: cfg.mqtt.interval / 1000,
       drops: t.dataplane.drops.snapshot(),
       mqtt: this.publisher.status(),
       ...(this.stun ? { nat: natHealth(this.stun, { localAddress: t.underlay.address, localPort: cfg.underlay.port, vxlanPort: cfg.vxlan.port, publicIp: cfg.underlay.publicIp }) } : {}),
@@ -227,9 +215,7 @@ export class Gateway extends EventEmitter {
 
   private tick(): void {
     this.lastTickAt = this.d.clock.monotonic();
-    const t = this.t.dataplane.peers;
-    const down = [...t.slots()].filter((s) => this.keepalive.health(t.names[s]!).state === 'down');
-    this.supervisor.run(decideOnTick(down.map((s) => ({ peer: t.names[s]!, address: intToIp(t.addr[s]) }))));
+    this.control.tick();
     this.publish();
   }
 
@@ -266,7 +252,7 @@ export class Gateway extends EventEmitter {
     const underlay = await checkUnderlayAddress(t.underlay, cfg.underlay.port);
     if (this.underlayAddrs !== null && underlay.addresses !== this.underlayAddrs) {
       this.d.log.warn('underlay addresses changed', { iface: t.underlay.iface, was: this.underlayAddrs, now: underlay.addresses });
-      this.supervisor.run(decideOnUnderlayChange(this.underlayAddrs, underlay.addresses));
+      this.control.underlayChanged(this.underlayAddrs, underlay.addresses);
     }
     this.underlayAddrs = underlay.addresses;
     const peers = this.peerSync.current();
@@ -285,21 +271,5 @@ export class Gateway extends EventEmitter {
     const doc: OffloadHealthDoc = { tso: s.vnetHdr === true, udpGro: s.udpGro === true, reason: this.t.dataplane.offloadOff };
     if (s.vnetHdr) doc.counters = { ...this.d.binding.offloadStats() };
     return doc;
-  }
-
-  private addressOf(peer: string): string {
-    const t = this.t.dataplane.peers;
-    const s = t.indexOf(peer);
-    return s >= 0 ? intToIp(t.addr[s]) : '';
-  }
-
-  private anyPeerUp(): boolean {
-    const t = this.t.dataplane.peers;
-    return [...t.slots()].some((s) => this.keepalive.health(t.names[s]!).state === 'up');
-  }
-
-  private logTransition(peer: string, from: string, to: string): void {
-    const row = to === 'down' ? this.health().peers.find((p) => p.name === peer) : undefined;
-    this.d.log[to === 'down' ? 'warn' : 'info']('peer state', { peer, from, to, ...(row?.reason ? { reason: row.reason } : {}) });
   }
 }

@@ -1,45 +1,12 @@
-// The cluster side of the contract, without talking to the API server:
-//  - the site's Node object, which makes every flannel node program a route, a
-//    permanent neighbour and an FDB entry for the site (as F5/Citrix do: flannel-io/flannel#1122);
-//  - the reverse: `kubectl get nodes -o json` -> our `peers` list, with the same
-//    acceptance rules flannel applies to a lease (pkg/subnet/kube/kube.go nodeToLease).
-import { isIPv4, parseCidr } from '../util/ipv4.js';
-import { parseMac } from '../util/mac.js';
+// The cluster side of the contract for the command line, without talking to the API server:
+//  - `vxedge manifest`: the site's Node object (built in cluster/flannel-node.ts, the same
+//    object a registering gateway keeps);
+//  - `vxedge peers`: `kubectl get nodes -o json` -> our `peers` list, judged node by node
+//    by the same rules the live Kubernetes source applies (cluster/flannel-node.ts).
+import { viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
+import { parseCidr } from '../util/ipv4.js';
 
-export const ANNOTATION_PREFIX = 'flannel.alpha.coreos.com/';
-
-export interface NodeManifestInput {
-  site: string;
-  node: string;
-  subnet: string;
-  vni: number;
-  vtepMac: string;
-  publicIp: string;
-}
-
-export function nodeManifest(i: NodeManifestInput): Record<string, unknown> {
-  return {
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: {
-      name: `vxedge-${i.site}-${i.node}`,
-      labels: { 'vxedge.io/site': i.site, 'vxedge.io/gateway': 'true' },
-      annotations: {
-        [`${ANNOTATION_PREFIX}kube-subnet-manager`]: 'true',
-        [`${ANNOTATION_PREFIX}backend-type`]: 'vxlan',
-        [`${ANNOTATION_PREFIX}backend-data`]: JSON.stringify({ VNI: i.vni, VtepMAC: i.vtepMac }),
-        [`${ANNOTATION_PREFIX}public-ip`]: i.publicIp,
-      },
-    },
-    spec: {
-      podCIDR: i.subnet,
-      podCIDRs: [i.subnet],
-      // Keep the kube-scheduler (and DaemonSets that tolerate NotReady) off this Node:
-      // no kubelet runs behind it.
-      taints: [{ key: 'vxedge.io/gateway', value: 'true', effect: 'NoSchedule' }],
-    },
-  };
-}
+export { ANNOTATION_PREFIX, nodeManifest, type NodeManifestInput } from '../cluster/flannel-node.js';
 
 export interface PeerEntryOut {
   name: string;
@@ -53,68 +20,38 @@ export interface PeersResult {
   skipped: { name: string; why: string }[];
 }
 
-interface KubeNode {
-  metadata?: { name?: string; annotations?: Record<string, string> };
-  spec?: { podCIDR?: string; podCIDRs?: string[] };
+/** What `vxedge peers -c FILE` knows about the site; every field is optional. */
+export interface PeersExclude {
+  /** The site's own Node name(s). */
+  names?: string[];
+  /** The site's subnet (overlay.subnet): nodes overlapping it are left out. */
+  subnet?: string;
+  /** overlay.network: nodes outside it are left out. */
+  network?: string;
+  /** vxlan.vni: nodes announcing another VNI are left out. */
+  vni?: number;
 }
 
 /** Turns `kubectl get nodes -o json` (a List, or a single Node) into peers. Throws on unreadable input. */
-export function peersFromNodes(json: string, exclude: { names?: string[]; subnet?: string } = {}): PeersResult {
-  let doc: { kind?: string; items?: KubeNode[] } & KubeNode;
+export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersResult {
+  let doc: unknown;
   try {
     doc = JSON.parse(json);
   } catch (e) {
     throw new Error(`input is not JSON (${(e as Error).message}); expected the output of \`kubectl get nodes -o json\``);
   }
-  const items: KubeNode[] = Array.isArray(doc?.items) ? doc.items : doc?.kind === 'Node' ? [doc] : (() => {
+  const d = (typeof doc === 'object' && doc !== null ? doc : {}) as { kind?: unknown; items?: unknown };
+  const items: unknown[] = Array.isArray(d.items) ? d.items : d.kind === 'Node' ? [doc] : (() => {
     throw new Error('input has no "items" list; expected the output of `kubectl get nodes -o json`');
   })();
-  const peers: PeerEntryOut[] = [];
-  const skipped: { name: string; why: string }[] = [];
-  for (const n of items) {
-    const name = n.metadata?.name ?? '(unnamed)';
-    const a = n.metadata?.annotations ?? {};
-    const get = (k: string) => a[ANNOTATION_PREFIX + k];
-    const why = ((): string | null => {
-      if (exclude.names?.includes(name)) return 'this gateway itself';
-      if (get('kube-subnet-manager') !== 'true') return `annotation ${ANNOTATION_PREFIX}kube-subnet-manager is not "true" (flannel ignores it too)`;
-      if (get('backend-type') !== 'vxlan') return `backend-type is ${JSON.stringify(get('backend-type') ?? null)}, not "vxlan"`;
-      if (!get('public-ip') || !isIPv4(get('public-ip'))) return `public-ip ${JSON.stringify(get('public-ip') ?? null)} is not an IPv4 address`;
-      let data: { VtepMAC?: unknown };
-      try {
-        data = JSON.parse(get('backend-data') ?? '');
-      } catch {
-        return 'backend-data is not valid JSON';
-      }
-      try {
-        parseMac(String(data?.VtepMAC ?? ''));
-      } catch {
-        return `backend-data VtepMAC ${JSON.stringify(data?.VtepMAC ?? null)} is not a MAC address`;
-      }
-      const cidr = podCidr(n);
-      if (!cidr) return 'no IPv4 podCIDR';
-      if (exclude.subnet && cidr === exclude.subnet) return 'its podCIDR is this site\'s own subnet';
-      return null;
-    })();
-    if (why) {
-      skipped.push({ name, why });
-      continue;
-    }
-    const data = JSON.parse(get('backend-data')) as { VtepMAC: string };
-    peers.push({ name, publicIp: get('public-ip'), subnet: podCidr(n)!, vtepMac: parseMac(data.VtepMAC) });
-  }
-  peers.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
-  return { peers, skipped };
-}
-
-function podCidr(n: KubeNode): string | null {
-  const all = [...(n.spec?.podCIDRs ?? []), ...(n.spec?.podCIDR ? [n.spec.podCIDR] : [])];
-  for (const c of all) {
-    try {
-      return parseCidr(c).text;
-    } catch {
-      // IPv6 or malformed: flannel takes the first IPv4 entry.
-    }
-  }
-  return null;
+  const ctx: FlannelContext = {
+    selfNames: exclude.names,
+    selfSubnet: exclude.subnet !== undefined ? parseCidr(exclude.subnet) : undefined,
+    network: exclude.network !== undefined ? parseCidr(exclude.network) : undefined,
+    vni: exclude.vni,
+  };
+  // The port is not part of `vxedge peers` output (it defaults to vxlan.port in the config).
+  const view = viewFromNodes(items, ctx, 0);
+  const peers = view.peers.map((p) => ({ name: p.name, publicIp: p.publicIp, subnet: p.subnet.text, vtepMac: p.vtepMac }));
+  return { peers, skipped: view.skipped };
 }

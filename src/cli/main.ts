@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// vxedge command line: run | check | status | manifest | peers (interface.md).
+// vxedge command line: run | check | status | manifest | peers | rbac | fleet (docs/contract.md).
 // User mistakes end with a short message and the contract's exit code, never a stack trace.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -13,6 +13,7 @@ import { renderStatus } from './render.js';
 import { nodeManifest, peersFromNodes } from './kube.js';
 import { runGateway } from './run.js';
 import { runCheck } from './check.js';
+import { runFleet } from './fleet.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAIL = 1;
@@ -26,6 +27,8 @@ Usage:
   vxedge status [-c FILE] [--json]  show the running gateway's status
   vxedge manifest -c FILE [--json]  print the site's Kubernetes Node object for kubectl apply
   vxedge peers [FILE] [-c FILE]   turn \`kubectl get nodes -o json\` (FILE or stdin) into the peers list
+  vxedge fleet (--url URL | -c FILE) [--prefix P] [--json] [--watch]
+                                  the whole fleet from the broker's retained status and health (vxedge fleet --help)
   vxedge --version | --help
 
 Options:
@@ -49,6 +52,8 @@ function load(file: string | undefined): Config {
 class UsageError extends Error {}
 
 export async function main(argv: string[]): Promise<number> {
+  // fleet has options of its own (--url, --prefix, ...): it parses them itself.
+  if (argv[0] === 'fleet') return runFleet(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({

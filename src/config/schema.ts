@@ -49,7 +49,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       default: hostname.toLowerCase(),
       format: f.siteId,
     }),
-    stateDir: leaf({ doc: 'Persistent state: the VTEP MAC.', default: '/var/lib/vxedge', format: f.path }),
+    stateDir: leaf({ doc: 'Persistent state: the VTEP MAC (vtep-mac) and the endpoints peers roamed to (endpoints.json).', default: '/var/lib/vxedge', format: f.path }),
     runDir: leaf({ doc: 'Runtime state: status.json.', default: '/run/vxedge', format: f.path }),
     underlay: {
       iface: leaf({

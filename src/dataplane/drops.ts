@@ -4,7 +4,7 @@
 
 export const DROP_REASONS = [
   // outside: from the underlay
-  'oversize', // datagram larger than the receive slot (truncated by the kernel)
+  'oversize', // datagram (outside) or packet (inside) larger than its room: truncated by the kernel
   'short', // shorter than VXLAN + Ethernet + IPv4 headers
   'badFlags', // VXLAN I flag not set
   'reservedBits', // a VXLAN reserved or unknown flag bit set (the kernel drops these too)

@@ -76,7 +76,9 @@ export class InsidePath {
     const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, this.vnet);
     out.n = 0;
     for (let i = 0; i < n; i++) {
-      if (this.vnet) this.encapVnet(i, offs[i], lens[i]);
+      // Larger than the device MTU (or 64 KB): the read truncated it; never forward half a packet.
+      if (lens[i] < 0) this.drops.add(Drop.oversize);
+      else if (this.vnet) this.encapVnet(i, offs[i], lens[i]);
       else if (s.tap) this.encapFrame(offs[i], lens[i]);
       else this.encapPacket(offs[i], lens[i]);
     }
@@ -95,9 +97,9 @@ export class InsidePath {
   private encapVnet(i: number, off: number, len: number): void {
     const { buf, s, peers } = this;
     const vnet = this.vnet!;
-    const ipLen = len < 0 ? -1 : ipv4PacketLength(buf, off, len);
+    const ipLen = ipv4PacketLength(buf, off, len);
     if (ipLen < 0) {
-      this.drops.add(len >= 0 && buf[off] >>> 4 !== 4 ? Drop.notIPv4 : Drop.badIPv4);
+      this.drops.add(buf[off] >>> 4 !== 4 ? Drop.notIPv4 : Drop.badIPv4);
       return;
     }
     const p = peers.route(ipv4Dst(buf, off));

@@ -66,6 +66,8 @@ export interface HealthDocument {
   checks: CheckResult[];
   /** Extensions. */
   pid: number;
+  /** Seconds between MQTT health publications (mqtt.interval): older than 3 × this is stale. */
+  intervalS?: number;
   drops: Record<string, number>;
   mqtt?: MqttStatus;
   nat?: NatHealthDoc;

@@ -56,6 +56,15 @@ describe('inside path (TUN)', () => {
     expect(r.drops.get('notIPv4')).toBe(1);
   });
 
+  it('regression: a packet larger than the device MTU comes back truncated (-1) and is dropped as oversize, not forwarded', () => {
+    const r = rig();
+    r.dev.inbox.push(icmpEcho('10.244.100.10', '10.244.1.2', 1, 1, Buffer.alloc(1600)));
+    r.dev.inbox.push(icmpEcho('10.244.100.10', '10.244.1.2'));
+    expect(r.inside.pump()).toBe(2);
+    expect(r.drops.get('oversize')).toBe(1);
+    expect(r.udp.sent).toHaveLength(1);
+  });
+
   it('clamps the MSS of outgoing SYNs', () => {
     const r = rig();
     const opt = Buffer.from([2, 4, 0x23, 0x28]); // MSS 9000

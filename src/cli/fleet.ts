@@ -1,0 +1,642 @@
+#!/usr/bin/env node
+// `vxedge fleet`: the whole fleet from the broker, for operators and monitoring. Every gateway
+// keeps two retained messages (src/health/mqtt.ts): {prefix}/{site}/{node}/status and
+// …/health. This subscribes to both for every site and node, takes what the broker holds
+// retained, prints one row per gateway (rules and rendering: fleet-view.ts) and exits:
+//   0  gateways were found and every one is online, current and ok
+//   1  any is offline, stale, not ok or malformed, or none was found
+//   2  bad arguments, unreadable files, or the broker cannot be reached / refuses us
+// so that a monitoring system can run it as a check. With --watch it stays subscribed and
+// prints a line for every gateway that changes, until SIGINT/SIGTERM.
+//
+// Connecting is the gateway's own code (mqtt-options.ts): the same `mqtt` section of a site
+// file (-c) means the same broker, TLS, credentials and prefix; flags override single keys.
+// MQTT 5 first (a retained health then arrives with the expiry time the broker has left,
+// the clock-free way to tell a stale document), 3.1.1 when the broker does not speak 5.
+// A reader publishes nothing: no last will, and a random client id (two operators running
+// the command at once must not take over each other's session) unless --client-id is given.
+//
+// MQTT has no "end of the retained messages" marker, and a read-only user may not publish a
+// sentinel of its own. Brokers send the retained messages right after the SUBACK, so the
+// collection ends after a short quiet period after the SUBACK, and at the latest after --wait.
+import { randomBytes } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import { readFile as fsReadFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { formatConfigError, loadConfig } from '../config/index.js';
+import { ConfigError } from '../config/types.js';
+import { DEFAULT_BACKOFF, backoffDelay } from '../health/mqtt-backoff.js';
+import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
+import {
+  MqttSetupError, buildClientOptions, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
+  type BrokerUrl, type FileReader, type MqttConfig, type MqttSecrets, type ProtocolVersion,
+} from '../health/mqtt-options.js';
+import { systemClock, type Clock, type Timer } from '../util/clock.js';
+import { formatDuration, parseDuration } from '../util/duration.js';
+import { show } from '../util/show.js';
+import {
+  FleetRecords, MAX_HEALTH_BYTES, fleetExitCode, fleetFilters, prefixProblem, renderChange, renderRemoved, renderTable, rowJson,
+  rowSignature, type FleetRow,
+} from './fleet-view.js';
+
+export const EXIT_OK = 0;
+export const EXIT_NOT_OK = 1;
+export const EXIT_UNREACHABLE = 2;
+
+export const FLEET_HELP = `Usage: vxedge fleet (--url URL | -c FILE) [options]
+
+Reads every gateway's retained status and health under {prefix}/{site}/{node}/ from an MQTT
+broker and prints one row per gateway: site, node, status (online, offline, or stale when
+online but its health is not current), state, peers up/total, age of the last health, and
+why it is not ok (the worst peer, down before unknown, and its reason).
+
+Broker (flags override the keys of the site file's mqtt section):
+  --url URL              mqtt://, mqtts://, ws:// or wss:// (mqtt.url); user:password@ works too
+  -c, --config FILE      a site file: its mqtt section gives url, TLS, credentials, topicPrefix
+                         and interval (VXEDGE_MQTT_* variables apply, as for vxedge run)
+  --prefix P             first topic level(s) (mqtt.topicPrefix, default "vxedge")
+  --ca FILE              CA bundle for mqtts:// and wss:// (mqtt.ca)
+  --cert FILE --key FILE client certificate and key for mutual TLS (mqtt.cert, mqtt.key)
+  --username NAME        (mqtt.username)
+  --password-file FILE   file holding the password (mqtt.passwordFile)
+  --client-id ID         MQTT client id (default vxedge-fleet-<random>; for broker policies
+                         such as AWS IoT Core's that allow only known ids)
+Output:
+  --json                 a JSON array of {site, node, status, state, peersUp, peersTotal,
+                         reason, ts, ok, stale, ageS, worstPeer, error}
+  --watch                stay subscribed and print a line for every gateway that changes
+                         (with --json: one object a line) until Ctrl-C; the exit code is
+                         that of the last state (2 if the broker is not connected then)
+Timing (milliseconds, or "500ms", "2s", "1m"):
+  --wait DURATION        longest wait for the retained messages after subscribing (default
+                         2s); it ends sooner once the broker has been quiet for 300 ms
+  --timeout DURATION     for connecting (TCP, TLS, CONNACK) and subscribing (default 5s)
+  --interval DURATION    the gateways' mqtt.interval (default: that of -c FILE, else 30s), for
+                         health documents that carry neither an MQTT 5 expiry nor intervalS:
+                         such a document is stale when older than 3 × interval
+
+Exit: 0 every gateway online, current and ok; 1 any is not, or none was found;
+      2 bad arguments or files, or the broker cannot be reached.
+`;
+
+/** Quiet time after the last retained message (or the SUBACK) that ends the collection. */
+const QUIET_MS = 300;
+/** Backstop over MQTT.js's own connect timeout. */
+const CONNECT_GUARD_MS = 1000;
+const DISCONNECT_MS = 500;
+/** How often --watch re-evaluates staleness (a document goes stale without a message). */
+const WATCH_TICK_MS = 1000;
+/** CONNECT's maximum packet size (MQTT 5): the largest health document, its topic and properties. */
+const MAX_PACKET = MAX_HEALTH_BYTES + 70_000;
+
+const DEFAULT_MQTT: MqttConfig = {
+  url: null, topicPrefix: 'vxedge', interval: 30_000, username: null, password: null, passwordFile: null, ca: null, cert: null, key: null,
+};
+
+export interface FleetOptions {
+  /** The broker, TLS and credentials, in the gateway's config shape; url is set. */
+  mqtt: MqttConfig;
+  broker: BrokerUrl;
+  prefix: string;
+  json: boolean;
+  watch: boolean;
+  clientId: string;
+  /** Bound of the retained-message collection after the SUBACK. */
+  waitMs: number;
+  /** Quiet time that ends the collection sooner. */
+  quietMs: number;
+  /** Connecting (TCP, TLS, CONNACK) and subscribing. */
+  timeoutMs: number;
+  /** The publishing interval assumed for documents that do not state theirs. */
+  intervalMs: number;
+}
+
+export interface FleetIo {
+  stdout(s: string): void;
+  stderr(s: string): void;
+  clock: Clock;
+  /** For -c: the VXEDGE_* overrides, as for `vxedge run`. */
+  env: NodeJS.ProcessEnv;
+  /** MQTT.js connect (unit tests pass a fake client). */
+  connect(url: string, opts: IClientOptions): MqttClient;
+  readFile: FileReader;
+  /** In [0, 1): the jitter of --watch's reconnect backoff. */
+  random(): number;
+  /** --watch: resolves on SIGINT or SIGTERM; dispose() removes the handlers. */
+  interrupted(): { promise: Promise<void>; dispose(): void };
+}
+
+/** A mistake on the command line: exit 2 with the message, no stack trace. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+const defaultIo: FleetIo = {
+  stdout: (s) => void process.stdout.write(s),
+  stderr: (s) => void process.stderr.write(s),
+  clock: systemClock,
+  env: process.env,
+  connect: (url, opts) => mqtt.connect(url, opts),
+  readFile: fsReadFile,
+  random: Math.random,
+  interrupted: () => {
+    let resolve!: () => void;
+    let fired = false;
+    const promise = new Promise<void>((r) => (resolve = r));
+    const on = () => {
+      fired = true;
+      resolve();
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+    // Once a signal came, the handlers stay: the process is on its way out, and a second SIGINT
+    // (a supervisor such as timeout(1) forwards the one the process group got) must not kill it
+    // by signal and lose the exit code.
+    return { promise, dispose: () => void (fired || (process.off('SIGINT', on), process.off('SIGTERM', on))) };
+  },
+};
+
+/** `vxedge fleet ARGV…` → the exit code. Never throws for a user's mistake or the broker's trouble. */
+export async function runFleet(argv: string[], io: Partial<FleetIo> = {}): Promise<number> {
+  const x: FleetIo = { ...defaultIo, ...io };
+  let o: FleetOptions | 'help';
+  try {
+    o = fleetOptions(argv, x.env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      x.stderr(formatConfigError(e) + '\n');
+      return EXIT_UNREACHABLE;
+    }
+    if (e instanceof UsageError) {
+      x.stderr(`vxedge fleet: ${e.message}\n(vxedge fleet --help shows the options)\n`);
+      return EXIT_UNREACHABLE;
+    }
+    throw e;
+  }
+  if (o === 'help') {
+    x.stdout(FLEET_HELP);
+    return EXIT_OK;
+  }
+  const ignored = ignoredTlsKeys(o.mqtt);
+  if (ignored.length) x.stderr(`vxedge fleet: ${ignored.join(', ')} (--ca/--cert/--key) not used: the URL is not mqtts:// or wss://\n`);
+  return new FleetSession(o, x).run();
+}
+
+/** The options of one run: flags over the -c file's mqtt section over the defaults. Throws UsageError or ConfigError. */
+export function fleetOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): FleetOptions | 'help' {
+  let v;
+  try {
+    v = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        url: { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        prefix: { type: 'string' },
+        ca: { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+        username: { type: 'string' },
+        'password-file': { type: 'string' },
+        'client-id': { type: 'string' },
+        json: { type: 'boolean' },
+        watch: { type: 'boolean' },
+        wait: { type: 'string' },
+        timeout: { type: 'string' },
+        interval: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (e) {
+    // Node's message goes on about positionals after "--"; its first sentence is the point.
+    throw new UsageError((e as Error).message.split(/\.\s/)[0]);
+  }
+  if (v.help) return 'help';
+  const cfg = v.config !== undefined ? loadConfig(v.config, env) : null;
+  const m: MqttConfig = { ...(cfg?.mqtt ?? DEFAULT_MQTT) };
+  if (v.url !== undefined) m.url = v.url;
+  if (v.prefix !== undefined) m.topicPrefix = v.prefix;
+  if (v.ca !== undefined) m.ca = v.ca;
+  if (v.cert !== undefined) m.cert = v.cert;
+  if (v.key !== undefined) m.key = v.key;
+  if (v.username !== undefined) m.username = v.username;
+  if (v['password-file'] !== undefined) {
+    m.passwordFile = v['password-file'];
+    m.password = null; // the flag replaces whatever password the file gave
+  }
+
+  if (m.url === null) {
+    throw new UsageError(cfg ? `${v.config} has no mqtt.url (MQTT is off for that site); give the broker with --url URL` : 'no broker: give --url URL (e.g. mqtts://broker.example.com:8883) or -c FILE');
+  }
+  let broker: BrokerUrl;
+  try {
+    broker = parseBrokerUrl(m.url);
+  } catch (e) {
+    // Not echoed: a URL can carry a password.
+    const why = e instanceof MqttSetupError ? e.message.replace(/^mqtt\.url /, '') : 'is not a URL (expected e.g. mqtts://broker.example.com:8883)';
+    throw new UsageError(`--url ${why}`);
+  }
+  if (broker.host === '') throw new UsageError('--url names no broker host (expected e.g. mqtts://broker.example.com:8883)');
+  const prefixWhy = prefixProblem(m.topicPrefix);
+  if (prefixWhy) throw new UsageError(`--prefix ${show(m.topicPrefix)} ${prefixWhy}`);
+  if ((m.cert === null) !== (m.key === null)) {
+    throw new UsageError(`${m.cert === null ? '--key needs --cert' : '--cert needs --key'}: mutual TLS needs both the client certificate and its key`);
+  }
+  const clientId = v['client-id'] ?? `vxedge-fleet-${randomBytes(4).toString('hex')}`;
+  if (clientId === '') throw new UsageError('--client-id is empty');
+  return {
+    mqtt: m,
+    broker,
+    prefix: m.topicPrefix,
+    json: v.json ?? false,
+    watch: v.watch ?? false,
+    clientId,
+    waitMs: duration('wait', v.wait, 2000, 0),
+    quietMs: QUIET_MS,
+    timeoutMs: duration('timeout', v.timeout, 5000, 1),
+    intervalMs: duration('interval', v.interval, m.interval, 1),
+  };
+}
+
+function duration(flag: string, given: string | undefined, fallback: number, min: number): number {
+  if (given === undefined) return fallback;
+  let ms: number;
+  try {
+    ms = parseDuration(given);
+  } catch (e) {
+    throw new UsageError(`--${flag}: ${(e as Error).message}`);
+  }
+  if (ms < min) throw new UsageError(`--${flag} ${show(given)} is too short (at least ${formatDuration(min)})`);
+  return ms;
+}
+
+/**
+ * The gateway's client options, for a reader. buildClientOptions always sets the gateway's last
+ * will (a retained "offline" on its status topic); a reader must announce nothing, so it goes.
+ * A shared builder would take `will: { topic } | null` instead of `statusTopic`.
+ */
+export function readerClientOptions(o: FleetOptions, secrets: MqttSecrets, protocolVersion: ProtocolVersion): IClientOptions {
+  const opts = buildClientOptions({ mqtt: o.mqtt, clientId: o.clientId, statusTopic: '', protocolVersion, secrets, connectTimeoutMs: o.timeoutMs });
+  delete opts.will;
+  // The broker must not send us more than a health document can be (MQTT 5 §3.1.2.11.4).
+  if (protocolVersion === 5) opts.properties = { ...opts.properties, maximumPacketSize: MAX_PACKET };
+  return opts;
+}
+
+type ErrLike = Error & { code?: string | number };
+
+/** One run: connect, collect, print; with --watch, keep going. */
+class FleetSession {
+  private readonly records: FleetRecords;
+  private client: MqttClient | null = null;
+  private protocolVersion: ProtocolVersion = 5;
+  private lastError: ErrLike | null = null;
+  /** Called on every message while a collection waits for quiet. */
+  private onActivity: (() => void) | null = null;
+  /** The client's collection is done: from now on a close is a lost connection (collect() handles earlier ones). */
+  private established = false;
+  private watching = false;
+  private closing = false;
+  /** --watch: what was last printed per gateway ("site/node" → signature). */
+  private readonly shown = new Map<string, string>();
+  private retryTimer: Timer | null = null;
+  private failures = 0;
+  private lastFailureLine = '';
+
+  constructor(
+    private readonly o: FleetOptions,
+    private readonly io: FleetIo,
+  ) {
+    this.records = new FleetRecords(o.prefix);
+  }
+
+  async run(): Promise<number> {
+    // Installed first, so that Ctrl-C during the first collection ends --watch cleanly too.
+    const stop = this.o.watch ? this.io.interrupted() : null;
+    try {
+      const failure = await this.session();
+      if (failure) {
+        this.io.stderr(`vxedge fleet: ${failure}\n`);
+        return EXIT_UNREACHABLE;
+      }
+      const rows = this.rows();
+      this.printSnapshot(rows);
+      if (!stop) return fleetExitCode(rows);
+      return await this.watch(stop.promise);
+    } finally {
+      stop?.dispose();
+      await this.close();
+    }
+  }
+
+  private now() {
+    return { wall: this.io.clock.now(), mono: this.io.clock.monotonic() };
+  }
+
+  private rows(): FleetRow[] {
+    return this.records.rows(this.now(), this.o.intervalMs);
+  }
+
+  /** Secrets, connection (5, else 3.1.1), subscription and collection. A failure in words, or null. */
+  private async session(): Promise<string | null> {
+    let secrets: MqttSecrets;
+    try {
+      // Read at every attempt, as the gateway does: a rotated certificate needs no restart of --watch.
+      secrets = await loadSecrets(this.o.mqtt, this.io.readFile);
+    } catch (e) {
+      if (e instanceof MqttSetupError) return e.message;
+      throw e;
+    }
+    let r = await this.connect(secrets);
+    if (!r.client && this.protocolVersion === 5 && isUnsupportedProtocol(r.err)) {
+      this.protocolVersion = 4;
+      r = await this.connect(secrets);
+    }
+    if (!r.client) return describeMqttFailure(r.err, this.o.broker, false).line.replace(/^mqtt /, '');
+    this.attach(r.client);
+    const failure = await this.collect(r.client);
+    if (failure) {
+      this.client = null;
+      discard(r.client);
+      return failure;
+    }
+    this.established = true;
+    return null;
+  }
+
+  /** One connection attempt, bounded; resolves with the connected client or the attempt's error. */
+  private connect(secrets: MqttSecrets): Promise<{ client: MqttClient | null; err: ErrLike | null }> {
+    return new Promise((resolve) => {
+      let client: MqttClient;
+      try {
+        client = this.io.connect(this.o.mqtt.url!, readerClientOptions(this.o, secrets, this.protocolVersion));
+      } catch (e) {
+        resolve({ client: null, err: e as ErrLike });
+        return;
+      }
+      let err: ErrLike | null = null;
+      let done = false;
+      const onError = (e: ErrLike) => void (err ??= e); // the first error is the telling one (a TLS alert, then ECONNRESET)
+      const finish = (ok: boolean) => {
+        if (done) return;
+        done = true;
+        guard.cancel();
+        client.off('connect', onConnect);
+        client.off('close', onClose);
+        // onError stays: until attach() adds its own, an 'error' without a listener would throw.
+        if (ok) return resolve({ client, err: null });
+        discard(client);
+        resolve({ client: null, err });
+      };
+      const onConnect = () => finish(true);
+      const onClose = () => finish(false);
+      const guard = this.io.clock.after(this.o.timeoutMs + CONNECT_GUARD_MS, () => {
+        err ??= Object.assign(new Error(`no answer within ${formatDuration(this.o.timeoutMs)}`), { code: 'ETIMEDOUT' });
+        finish(false);
+      }, { keepAlive: true });
+      client.on('error', onError);
+      client.on('connect', onConnect);
+      client.on('close', onClose);
+    });
+  }
+
+  /** The handlers of a connected client for its whole life. */
+  private attach(client: MqttClient): void {
+    this.client = client;
+    this.established = false;
+    this.lastError = null;
+    client.on('error', (e: ErrLike) => {
+      if (client === this.client) this.lastError ??= e;
+    });
+    client.on('message', (topic: string, payload: Buffer, packet: { properties?: { messageExpiryInterval?: number } }) => {
+      if (client !== this.client) return;
+      const expiry = packet?.properties?.messageExpiryInterval;
+      const key = this.records.apply(topic, payload, {
+        receivedAt: this.io.clock.monotonic(),
+        expiryS: typeof expiry === 'number' && Number.isFinite(expiry) ? expiry : null,
+      });
+      this.onActivity?.();
+      if (key !== null && this.watching) this.showChanges([key]);
+    });
+    client.on('close', () => {
+      if (client !== this.client || this.closing || !this.established) return;
+      this.established = false;
+      this.client = null;
+      discard(client);
+      if (this.watching) this.connectionLost();
+    });
+  }
+
+  /**
+   * Subscribes to every gateway's status and health and waits until the retained messages have
+   * arrived: a quiet period after the SUBACK (reset by every message), at most waitMs.
+   */
+  private collect(client: MqttClient): Promise<string | null> {
+    const f = fleetFilters(this.o.prefix);
+    const clock = this.io.clock;
+    return new Promise((resolve) => {
+      let subacked = false;
+      let quiet: Timer | null = null;
+      let bound: Timer | null = null;
+      let done = false;
+      const finish = (failure: string | null) => {
+        if (done) return;
+        done = true;
+        for (const t of [guard, quiet, bound]) t?.cancel();
+        this.onActivity = null;
+        client.off('close', onClose);
+        resolve(failure);
+      };
+      const quietFor = (ms: number) => {
+        quiet?.cancel();
+        quiet = clock.after(ms, () => finish(null), { keepAlive: true });
+      };
+      const onClose = () => {
+        const why = this.lastError ? `: ${this.lastError.message}` : '';
+        finish(`${this.where()} closed the connection ${subacked ? 'while sending the retained messages' : 'before acknowledging the subscription'}${why}`);
+      };
+      const guard = clock.after(this.o.timeoutMs, () => finish(`${this.where()} did not acknowledge the subscription to ${f.status} within ${formatDuration(this.o.timeoutMs)}`), {
+        keepAlive: true,
+      });
+      client.on('close', onClose);
+      this.onActivity = () => {
+        if (subacked) quietFor(this.o.quietMs);
+      };
+      try {
+        client.subscribe([f.status, f.health], { qos: 1 }, (err) => {
+          if (err) {
+            finish(`${this.where()} refused the subscription to ${f.status} and ${f.health} (${err.message}); this user needs read access to ${this.o.prefix}/#`);
+            return;
+          }
+          subacked = true;
+          guard.cancel();
+          bound = clock.after(this.o.waitMs, () => finish(null), { keepAlive: true });
+          quietFor(Math.min(this.o.quietMs, this.o.waitMs));
+        });
+      } catch (e) {
+        finish(`subscribing failed: ${(e as Error).message}`);
+      }
+    });
+  }
+
+  private where(): string {
+    return `the broker at ${this.o.broker.host}:${this.o.broker.port}`;
+  }
+
+  private printSnapshot(rows: FleetRow[]): void {
+    if (this.o.json) {
+      this.io.stdout(this.o.watch ? '' : JSON.stringify(rows.map(rowJson), null, 2) + '\n');
+    } else if (rows.length > 0) {
+      this.io.stdout(renderTable(rows));
+    }
+    if (this.o.watch) this.showChanges(rows.map(key), !this.o.json);
+    if (rows.length === 0) {
+      const f = fleetFilters(this.o.prefix);
+      this.io.stderr(`vxedge fleet: no gateway found: ${this.where()} holds no retained ${f.status} or ${f.health}${this.o.watch ? '; watching' : ''}\n`);
+    }
+    if (this.records.ignored > 0) {
+      this.io.stderr(`vxedge fleet: more than ${this.records.max} gateways; messages of ${this.records.ignored} more were ignored\n`);
+    }
+  }
+
+  /**
+   * --watch: prints the gateways among `keys` whose row changed since it was last printed (or
+   * that were removed); `silent` only records them (the table shows them already).
+   */
+  private showChanges(keys: Iterable<string>, silent = false): void {
+    const now = this.now();
+    for (const k of keys) {
+      const row = this.records.row(k, now, this.o.intervalMs);
+      if (!row) {
+        if (!this.shown.delete(k)) continue;
+        if (silent) continue;
+        const [site, node] = k.split('/');
+        this.io.stdout(this.o.json ? JSON.stringify({ site, node, removed: true, at: iso(now.wall) }) + '\n' : renderRemoved(k, now.wall));
+        continue;
+      }
+      const sig = rowSignature(row);
+      if (this.shown.get(k) === sig) continue;
+      this.shown.set(k, sig);
+      if (silent) continue;
+      this.io.stdout(this.o.json ? JSON.stringify({ ...rowJson(row), at: iso(now.wall) }) + '\n' : renderChange(row, now.wall));
+    }
+  }
+
+  private async watch(stopped: Promise<void>): Promise<number> {
+    this.watching = true;
+    // Rows also change without a message: a document goes stale.
+    const tick = this.io.clock.every(WATCH_TICK_MS, () => {
+      if (this.established) this.showChanges(new Set([...this.shown.keys(), ...this.rows().map(key)]));
+    }, { keepAlive: true });
+    await stopped;
+    tick.cancel();
+    this.watching = false;
+    this.retryTimer?.cancel();
+    if (!this.established || !this.client?.connected) {
+      this.io.stderr(`vxedge fleet: not connected to ${this.where()} at the end; the fleet's state is unknown\n`);
+      return EXIT_UNREACHABLE;
+    }
+    return fleetExitCode(this.rows());
+  }
+
+  /** --watch: the connection dropped; say so and reconnect with backoff (jittered, 1 s up to 60 s). */
+  private connectionLost(): void {
+    const line = describeMqttFailure(this.lastError, this.o.broker, true).line.replace(/^mqtt /, '');
+    this.io.stderr(`vxedge fleet: ${line}\n`);
+    this.lastFailureLine = '';
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    const delay = backoffDelay(this.failures++, DEFAULT_BACKOFF, this.io.random);
+    this.retryTimer = this.io.clock.after(delay, () => void this.reconnect(), { keepAlive: true });
+  }
+
+  private async reconnect(): Promise<void> {
+    this.retryTimer = null;
+    if (!this.watching) return;
+    let failure: string | null;
+    try {
+      failure = await this.session();
+    } catch (e) {
+      failure = (e as Error).message;
+    }
+    if (!this.watching || this.closing) {
+      // Stopped while this attempt ran: close() has been, so the new client is ended here.
+      const c = this.client;
+      this.client = null;
+      if (c) discard(c);
+      return;
+    }
+    if (failure) {
+      // One line per distinct failure, not one per attempt.
+      if (failure !== this.lastFailureLine) this.io.stderr(`vxedge fleet: ${failure}; retrying\n`);
+      this.lastFailureLine = failure;
+      this.scheduleReconnect();
+      return;
+    }
+    this.failures = 0;
+    this.io.stderr(`vxedge fleet: reconnected to ${this.where()}\n`);
+    this.showChanges(new Set([...this.shown.keys(), ...this.rows().map(key)]));
+  }
+
+  /** A clean DISCONNECT, bounded; then the socket is closed regardless. */
+  private async close(): Promise<void> {
+    this.closing = true;
+    this.retryTimer?.cancel();
+    const c = this.client;
+    this.client = null;
+    if (!c) return;
+    if (c.connected) {
+      await new Promise<void>((resolve) => {
+        const t = this.io.clock.after(DISCONNECT_MS, resolve, { keepAlive: true });
+        try {
+          c.end(false, {}, () => {
+            t.cancel();
+            resolve();
+          });
+        } catch {
+          t.cancel();
+          resolve();
+        }
+      });
+    }
+    discard(c);
+  }
+}
+
+function key(r: FleetRow): string {
+  return `${r.site}/${r.node}`;
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+/** Closes a client at once; an error it emits while closing must not become an uncaught exception. */
+function discard(c: MqttClient): void {
+  try {
+    c.removeAllListeners('error');
+    c.on('error', () => {});
+    c.end(true);
+    c.stream?.destroy();
+  } catch {
+    /* already closed */
+  }
+}
+
+// Run when executed (`node dist/cli/fleet.js …`), not when imported (by main.ts or tests).
+if (process.argv[1] && new URL(import.meta.url).pathname === realpathSync(process.argv[1])) {
+  runFleet(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      process.stderr.write(`vxedge fleet: internal error: ${(e as Error).stack ?? e}\n`);
+      // Not 1: that would say "the fleet is not ok", which is not known.
+      process.exitCode = EXIT_UNREACHABLE;
+    },
+  );
+}

@@ -1,0 +1,298 @@
+// A Kubernetes Node object as flannel's kube subnet manager sees it: the one place that
+// decides whether a Node is a VXLAN peer (and at which endpoint) or is left out (and why,
+// in words an operator acts on). `vxedge peers` and the live KubernetesSource both use it,
+// so the command and the running gateway never disagree about a node.
+//
+// flannel's rules (pkg/subnet/kube/kube.go, pkg/backend/vxlan):
+//   - only Nodes annotated `kube-subnet-manager: "true"` are leases at all;
+//   - `public-ip` must parse as IPv4 or the node is skipped ("Error turning node to lease");
+//   - the subnet is the first IPv4 entry of spec.podCIDRs, or spec.podCIDR when that list is
+//     empty; flannel does no containment check for peers, but we do (a route outside the pod
+//     network is never one we want);
+//   - the VXLAN backend ignores leases whose backend-type is not "vxlan", and decodes
+//     backend-data into {VtepMAC}: Go's encoding/json matches keys case-insensitively and
+//     VtepMAC must be a JSON string that net.ParseMAC accepts. Linux flannel ignores VNI
+//     (every node uses its own device's VNI), but a node whose backend-data names another VNI
+//     than ours drops our frames, so we leave it out.
+//
+// Where we differ on purpose, the endpoint: flannel sends to `public-ip`, which on AWS is
+// the node's private VPC address unless flanneld ran with --public-ip. From behind the site's
+// NAT such an address is unreachable, so a private `public-ip` is replaced by the Node's
+// ExternalIP (status.addresses, filled in by the AWS cloud provider): AWS translates the EIP
+// to the private address, and the kernel's VXLAN socket listens on every address.
+//
+// And two rules that keep the site safe: the site's own Node is never a peer, and no node
+// may claim (overlap) the site's subnet, or its route would take the site's traffic.
+import type { Cidr, PeerConfig } from '../config/types.js';
+import { cidrContains, cidrOverlaps, intToIp, ipToInt, isIPv4, parseCidr, prefixMask } from '../util/ipv4.js';
+import { parseMac } from '../util/mac.js';
+import { show } from '../util/show.js';
+import type { ClusterView, SkippedNode } from './types.js';
+
+export const ANNOTATION_PREFIX = 'flannel.alpha.coreos.com/';
+
+/** flannel's annotations, by role (the prefix is flannel's default --kube-annotation-prefix). */
+export const ANNOTATIONS = {
+  kubeSubnetManager: `${ANNOTATION_PREFIX}kube-subnet-manager`,
+  backendType: `${ANNOTATION_PREFIX}backend-type`,
+  backendData: `${ANNOTATION_PREFIX}backend-data`,
+  publicIp: `${ANNOTATION_PREFIX}public-ip`,
+  publicIpOverwrite: `${ANNOTATION_PREFIX}public-ip-overwrite`,
+} as const;
+
+/** Labels on the site's Node, so operators can find every gateway (`kubectl get nodes -l vxedge.io/gateway`). */
+export const GATEWAY_LABEL = 'vxedge.io/gateway';
+export const SITE_LABEL = 'vxedge.io/site';
+
+// ---------------------------------------------------------------------------------------------
+// The site's own Node
+
+export function defaultNodeName(site: string, node: string): string {
+  return `vxedge-${site}-${node}`;
+}
+
+/** The Node's name is `name` (cluster.kubernetes.nodeName) or, without it, vxedge-{site}-{node}. */
+export type NodeManifestInput = {
+  site: string;
+  subnet: string;
+  vni: number;
+  vtepMac: string;
+  publicIp: string;
+} & ({ node: string; name?: string } | { name: string; node?: string });
+
+/** The annotations that make every flannel node program a route, a neighbour and an FDB entry for the site. */
+function flannelAnnotations(i: Pick<NodeManifestInput, 'vni' | 'vtepMac' | 'publicIp'>): Record<string, string> {
+  return {
+    [ANNOTATIONS.kubeSubnetManager]: 'true',
+    [ANNOTATIONS.backendType]: 'vxlan',
+    [ANNOTATIONS.backendData]: JSON.stringify({ VNI: i.vni, VtepMAC: i.vtepMac }),
+    [ANNOTATIONS.publicIp]: i.publicIp,
+  };
+}
+
+/**
+ * The site's Node object (`vxedge manifest`, and what a registering gateway keeps): a Node
+ * without a kubelet, as F5 and Citrix load balancers join flannel (flannel-io/flannel#1122).
+ */
+export function nodeManifest(i: NodeManifestInput): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: {
+      name: i.name ?? defaultNodeName(i.site, i.node!),
+      labels: { [SITE_LABEL]: i.site, [GATEWAY_LABEL]: 'true' },
+      annotations: flannelAnnotations(i),
+    },
+    spec: {
+      podCIDR: i.subnet,
+      podCIDRs: [i.subnet],
+      // Keep the kube-scheduler (and DaemonSets that tolerate NotReady) off this Node:
+      // no kubelet runs behind it.
+      taints: [{ key: GATEWAY_LABEL, value: 'true', effect: 'NoSchedule' }],
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+// Special-purpose ranges that are not globally reachable (IANA IPv4 Special-Purpose Address
+// Registry, RFC 6890): a VXLAN endpoint in one of them cannot be reached from the site.
+// The documentation ranges 192.0.2/24, 198.51.100/24 and 203.0.113/24 (RFC 5737) are missing
+// on purpose: our namespace lab uses them as its "public internet", and they never appear on
+// a real network, so counting them as routable costs nothing and keeps the lab working.
+const NOT_GLOBAL: Cidr[] = [
+  '0.0.0.0/8', // "this network"
+  '10.0.0.0/8', // RFC 1918
+  '100.64.0.0/10', // RFC 6598 carrier-grade NAT
+  '127.0.0.0/8', // loopback
+  '169.254.0.0/16', // link-local
+  '172.16.0.0/12', // RFC 1918
+  '192.0.0.0/24', // IETF protocol assignments
+  '192.168.0.0/16', // RFC 1918
+  '198.18.0.0/15', // benchmarking
+  '224.0.0.0/4', // multicast
+  '240.0.0.0/4', // reserved, and the limited broadcast address
+].map(parseCidr);
+
+/** True for an IPv4 address (uint32) outside every non-global special-purpose range. */
+export function isGloballyRoutable(ip: number): boolean {
+  for (const c of NOT_GLOBAL) if (((ip & c.mask) >>> 0) === c.network) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Node -> a peer, or why not
+
+export interface FlannelContext {
+  /** Our VNI (vxlan.vni); undefined: not checked (`vxedge peers` without a config). */
+  vni?: number;
+  /** overlay.network: a podCIDR outside it is left out; undefined: not checked. */
+  network?: Cidr;
+  /** The site's own Node name(s): never a peer. */
+  selfNames?: readonly string[];
+  /** The site's subnet: a node whose podCIDR overlaps it is left out. */
+  selfSubnet?: Cidr;
+}
+
+/** A peer as read from a Node; `via` says where its endpoint came from (for logs). */
+export interface FlannelPeer {
+  name: string;
+  publicIp: string;
+  subnet: Cidr;
+  vtepMac: string;
+  via: 'public-ip' | 'ExternalIP';
+}
+
+export type NodeVerdict = { peer: FlannelPeer; skip?: undefined } | { skip: SkippedNode; peer?: undefined };
+
+type Json = Record<string, unknown>;
+
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Own string property only: Node JSON is untrusted, and `__proto__` or `toString` must not leak in. */
+function str(o: unknown, key: string): string | undefined {
+  if (!isObject(o) || !Object.hasOwn(o, key)) return undefined;
+  const v = o[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function field(o: unknown, key: string): unknown {
+  return isObject(o) && Object.hasOwn(o, key) ? o[key] : undefined;
+}
+
+/** The metadata.name of a Node-like value, or "(unnamed)". */
+function nodeName(node: unknown): string {
+  return str(field(node, 'metadata'), 'name') || '(unnamed)';
+}
+
+/** Decides whether flannel's VXLAN backend would program `node`, and where we send to it. Never throws. */
+export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdict {
+  const name = nodeName(node);
+  const skip = (why: string): NodeVerdict => ({ skip: { name, why } });
+  if (!isObject(node)) return skip('not a Node object');
+  if (ctx.selfNames?.includes(name)) return skip('this gateway itself');
+
+  const annotations = field(field(node, 'metadata'), 'annotations');
+  const a = (key: string) => str(annotations, key);
+  if (a(ANNOTATIONS.kubeSubnetManager) !== 'true') {
+    return skip(`annotation ${ANNOTATIONS.kubeSubnetManager} is not "true" (flannel ignores it too)`);
+  }
+  const type = a(ANNOTATIONS.backendType);
+  if (type !== 'vxlan') return skip(`backend-type is ${show(type ?? null)}, not "vxlan"`);
+
+  const announced = a(ANNOTATIONS.publicIp);
+  if (announced === undefined || !isIPv4(announced)) {
+    return skip(`public-ip ${show(announced ?? null)} is not an IPv4 address (flannel skips this node too)`);
+  }
+
+  const data = backendData(a(ANNOTATIONS.backendData), ctx.vni);
+  if ('why' in data) return skip(data.why);
+
+  const subnet = podCidr(field(node, 'spec'));
+  if (!subnet) return skip('no IPv4 podCIDR in spec.podCIDRs/spec.podCIDR (the node has no subnet yet)');
+  if (ctx.network && !cidrContains(ctx.network, subnet)) {
+    return skip(`its podCIDR ${subnet.text} is outside the pod network ${ctx.network.text} (overlay.network): check that both clusters' networks agree`);
+  }
+  if (ctx.selfSubnet && cidrOverlaps(ctx.selfSubnet, subnet)) {
+    return skip(`its podCIDR ${subnet.text} overlaps this site's subnet ${ctx.selfSubnet.text}: a route to it would take the site's traffic; give the site (overlay.subnet) a subnet no node uses`);
+  }
+
+  const endpoint = endpointOf(node, announced);
+  if ('why' in endpoint) return skip(endpoint.why);
+  return { peer: { name, publicIp: endpoint.ip, subnet, vtepMac: data.mac, via: endpoint.via } };
+}
+
+/** backend-data as flannel decodes it: {VtepMAC, VNI?}, keys matched as Go's encoding/json does. */
+function backendData(text: string | undefined, vni: number | undefined): { mac: string } | { why: string } {
+  let data: unknown;
+  try {
+    data = JSON.parse(text ?? '');
+  } catch {
+    return { why: `backend-data is not valid JSON (${show(text ?? null)}); flannel cannot decode it either` };
+  }
+  if (!isObject(data)) return { why: `backend-data ${show(data)} is not a JSON object` };
+  const rawMac = goField(data, 'VtepMAC');
+  const mac = typeof rawMac === 'string' ? macOrNull(dottedToColons(rawMac)) : null;
+  if (!mac) return { why: `backend-data VtepMAC ${show(rawMac ?? null)} is not a unicast MAC address` };
+  const rawVni = goField(data, 'VNI');
+  if (vni !== undefined && rawVni !== undefined && rawVni !== null && rawVni !== vni) {
+    return { why: `backend-data VNI ${show(rawVni)} is not ours (vxlan.vni ${vni}): that node's flannel.1 drops our frames; use the cluster's VNI` };
+  }
+  return { mac };
+}
+
+/** Go's encoding/json: an exact key wins, else the first case-insensitive match. */
+function goField(o: Json, key: string): unknown {
+  if (Object.hasOwn(o, key)) return o[key];
+  const lower = key.toLowerCase();
+  for (const k of Object.keys(o)) if (k.toLowerCase() === lower) return o[k];
+  return undefined;
+}
+
+function macOrNull(s: string): string | null {
+  try {
+    return parseMac(s);
+  } catch {
+    return null;
+  }
+}
+
+/** net.ParseMAC also takes Cisco's "0e5c.aa00.0064"; our parser takes colons. */
+function dottedToColons(s: string): string {
+  const m = /^([0-9a-f]{4})\.([0-9a-f]{4})\.([0-9a-f]{4})$/i.exec(s);
+  return m ? m.slice(1).join('').replace(/(..)(?!$)/g, '$1:') : s;
+}
+
+/** flannel: the first IPv4 entry of spec.podCIDRs, or spec.podCIDR when that list is empty. */
+function podCidr(spec: unknown): Cidr | null {
+  const list = field(spec, 'podCIDRs');
+  const all = Array.isArray(list) && list.length > 0 ? list : [field(spec, 'podCIDR')];
+  for (const c of all) {
+    const cidr = typeof c === 'string' ? parseCidrLikeGo(c) : null;
+    if (cidr) return cidr;
+  }
+  return null;
+}
+
+/** Go's net.ParseCIDR masks host bits ("10.244.1.5/24" is 10.244.1.0/24); IPv6 and junk give null. */
+function parseCidrLikeGo(s: string): Cidr | null {
+  const [ip, len, extra] = s.split('/');
+  if (extra !== undefined || !isIPv4(ip) || !/^(0|[1-9][0-9]?)$/.test(len ?? '') || Number(len) > 32) return null;
+  return parseCidr(`${intToIp((ipToInt(ip) & prefixMask(Number(len))) >>> 0)}/${len}`);
+}
+
+function endpointOf(node: Json, announced: string): { ip: string; via: FlannelPeer['via'] } | { why: string } {
+  if (isGloballyRoutable(ipToInt(announced))) return { ip: announced, via: 'public-ip' };
+  const addresses = field(field(node, 'status'), 'addresses');
+  for (const entry of Array.isArray(addresses) ? addresses : []) {
+    const ip = str(entry, 'address');
+    if (str(entry, 'type') === 'ExternalIP' && ip !== undefined && isIPv4(ip) && isGloballyRoutable(ipToInt(ip))) {
+      return { ip, via: 'ExternalIP' };
+    }
+  }
+  return {
+    why:
+      `public-ip ${announced} is a private address (flannel announces the VPC address unless --public-ip is set) ` +
+      `and the Node has no public ExternalIP: set flannel's --public-ip, or the annotation ` +
+      `${ANNOTATIONS.publicIpOverwrite}, to the node's Elastic IP, or give the instance a public IP`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many Nodes -> a view
+
+/** Every Node judged; peers in name order. `port` is the peers' UDP port (vxlan.port). */
+export function viewFromNodes(nodes: Iterable<unknown>, ctx: FlannelContext, port: number): ClusterView {
+  const peers: PeerConfig[] = [];
+  const skipped: SkippedNode[] = [];
+  let count = 0;
+  for (const n of nodes) {
+    count++;
+    const v = nodeVerdict(n, ctx);
+    if (v.peer) peers.push({ name: v.peer.name, publicIp: v.peer.publicIp, port, subnet: v.peer.subnet, vtepMac: v.peer.vtepMac });
+    else skipped.push(v.skip);
+  }
+  const byName = (x: { name: string }, y: { name: string }) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0);
+  return { nodes: count, peers: peers.sort(byName), skipped: skipped.sort(byName) };
+}

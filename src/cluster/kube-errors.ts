@@ -1,0 +1,97 @@
+// What went wrong talking to the Kubernetes API, in words an operator acts on. The official
+// client reports failures in several shapes: ApiException {code, body} from API calls (the
+// body is the Status object as text, absent on 401), {statusCode} from a watch that did not
+// get a 200, node-fetch's FetchError {code} for the network and TLS, spawn errors from an exec
+// credential plugin, and our own request timeouts. Each becomes one sentence: what failed,
+// why, and the fix.
+import { show } from '../util/show.js';
+
+export interface KubeErrorContext {
+  /** What we tried, as "<verb> <resource>", e.g. "list nodes", "patch node vxedge-lab-edge-1". */
+  action: string;
+  /** The API server URL, when known. */
+  server: string | null;
+  /** Where the credentials come from, e.g. "kubeconfig /etc/vxedge/kubeconfig". */
+  credentials: string;
+}
+
+/** Our request timeout: the client sees it as an AbortError. */
+export class KubeTimeoutError extends Error {
+  constructor(readonly ms: number) {
+    super(`no answer within ${Math.round(ms / 1000)} s`);
+    this.name = 'KubeTimeoutError';
+  }
+}
+
+const RBAC_FIX = 'grant it with `vxedge rbac -c FILE | kubectl apply -f -`';
+
+const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT']);
+const CUT = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE']);
+const UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_SIGNATURE_FAILURE',
+]);
+
+type Errorish = { code?: unknown; statusCode?: unknown; body?: unknown; message?: unknown; syscall?: unknown; path?: unknown; name?: unknown };
+
+/** The Status object's message and reason, if `body` is one (text or object). */
+function statusOf(body: unknown): { message?: string; reason?: string } {
+  let s: unknown = body;
+  if (typeof body === 'string') {
+    try {
+      s = JSON.parse(body);
+    } catch {
+      return {};
+    }
+  }
+  if (typeof s !== 'object' || s === null) return {};
+  const { message, reason } = s as { message?: unknown; reason?: unknown };
+  return { message: typeof message === 'string' ? message.slice(0, 300) : undefined, reason: typeof reason === 'string' ? reason : undefined };
+}
+
+/** The HTTP status of an API failure, or null for a failure below HTTP. */
+export function httpStatusOf(err: unknown): number | null {
+  const e = (err ?? {}) as Errorish;
+  const code = typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : null;
+  return code !== null && code >= 100 && code < 600 ? code : null;
+}
+
+export function describeKubeError(err: unknown, ctx: KubeErrorContext): string {
+  const e = (typeof err === 'object' && err !== null ? err : { message: String(err) }) as Errorish;
+  const at = ctx.server ? ` at ${ctx.server}` : '';
+  const http = httpStatusOf(err);
+  if (http !== null) {
+    const st = statusOf(e.body);
+    if (http === 401) {
+      return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: check the token, client certificate or exec plugin in ${ctx.credentials}`;
+    }
+    if (http === 403) {
+      // kube-apiserver: `nodes is forbidden: User "x" cannot list resource "nodes" in API group "" at the cluster scope`
+      const m = /cannot (\w+) resource "([^"]+)"/.exec(st.message ?? '');
+      const what = m ? `${m[1]} ${m[2]}` : ctx.action;
+      return `not allowed to ${what} (403 Forbidden${st.message ? `: ${st.message}` : ''}): ${RBAC_FIX}`;
+    }
+    const detail = st.message ? `: ${st.message}` : '';
+    if (http >= 500) return `the API server${at} failed to ${ctx.action} (${http}${detail}); retrying`;
+    return `${ctx.action} failed: ${http} ${st.reason ?? ''}${detail}`.replace(/ +/g, ' ');
+  }
+  if (err instanceof KubeTimeoutError || e.name === 'AbortError') {
+    return `the API server${at} did not answer when we tried to ${ctx.action} (${e.message}): check the network path to it`;
+  }
+  const code = typeof e.code === 'string' ? e.code : '';
+  if (typeof e.syscall === 'string' && e.syscall.startsWith('spawn')) {
+    return `cannot run the exec credential plugin ${show(e.path ?? e.syscall.slice(6))} (${code || e.message}): install it or fix users[].user.exec.command in ${ctx.credentials}`;
+  }
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  const tlsCode = code || (/reason: (\S+)/.exec(message)?.[1] ?? '');
+  if (UNTRUSTED.has(tlsCode) || /certificate|self[- ]signed/i.test(message)) {
+    return `the API server${at} presented a certificate we do not trust (${tlsCode || message}): check certificate-authority(-data) and the server name in ${ctx.credentials}`;
+  }
+  if (CUT.has(code) || message === 'Premature close') {
+    return `lost the connection to the API server${at} during ${ctx.action} (${code || message}); reconnecting`;
+  }
+  if (UNREACHABLE.has(code) || e.name === 'FetchError') {
+    return `cannot reach the API server${at} (${code || message}) to ${ctx.action}: check the server URL in ${ctx.credentials} and the network path to it`;
+  }
+  return `${ctx.action} failed: ${message}`;
+}

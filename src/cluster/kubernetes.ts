@@ -1,0 +1,547 @@
+// Live cluster membership from the Kubernetes Node API, as flannel's kube subnet manager
+// does it (--kube-subnet-mgr): every Node is a potential lease, read with the rules of
+// flannel-node.ts; and, with `register`, the site keeps a Node of its own so that every
+// flannel node programs a route to the site.
+//
+// Following Nodes (a reflector, as client-go's):
+//   1. LIST /api/v1/nodes -> the whole set and its resourceVersion -> a view at once;
+//   2. WATCH from that version, with bookmarks (which move the version on while nothing
+//      changes, so a resume after a quiet hour does not fall out of the server's history)
+//      and timeoutSeconds (the server ends the stream; we end it ourselves `watchGraceMs`
+//      later, so a connection that died silently is noticed);
+//   3. a watch that ends is resumed from the last version seen; one that reports 410 Expired
+//      (the version left the server's history) starts over with a list; any other failure retries
+//      after an exponential backoff with jitter (up to `maxMs`), keeping the version.
+// Changes are applied to a cache of slimmed Nodes and coalesced (`coalesceMs`): a burst of
+// events, or a resumed watch replaying a thousand of them, makes one view, and a view is
+// only handed on when it differs from the last (node heartbeats change nothing we use).
+// Through an outage the last view stays in force: the data plane keeps forwarding.
+//
+// Registration keeps exactly one Node, `nodeName`, equal to `vxedge manifest`'s object:
+// created when absent (409 AlreadyExists: it is there, read it and go on), created again
+// when the watch sees it deleted (a cloud controller may delete a Node without an
+// instance), its flannel annotations merge-patched when our public IP or VTEP MAC changes.
+// podCIDR cannot change on a Node, so our Node with another subnet (overlay.subnet changed)
+// is deleted and created again. Nothing is written while the public IP is unknown, and no
+// request ever names another Node.
+//
+// Nothing here throws into the gateway: every failure becomes status().error, in words
+// that name the fix (kube-errors.ts), and a retry.
+import type { Cidr } from '../config/types.js';
+import type { Clock, Timer } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, viewFromNodes, type FlannelContext } from './flannel-node.js';
+import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type NodeApi, type NodeJson } from './kube-client.js';
+import { describeKubeError, httpStatusOf } from './kube-errors.js';
+import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
+
+export interface BackoffOptions {
+  /** First retry delay (default 500 ms); doubles per failure. */
+  initialMs?: number;
+  /** Cap (default 30 s). */
+  maxMs?: number;
+  /** [0, 1) source for the jitter (default Math.random). */
+  random?: () => number;
+}
+
+export interface KubernetesSourceOptions {
+  /** cluster.kubernetes.kubeconfig; null: $KUBECONFIG, else the in-cluster service account. */
+  kubeconfig: string | null;
+  /** The site's Node (cluster.kubernetes.nodeName or vxedge-{site}-{node}). */
+  nodeName: string;
+  /** The site id, for the Node's vxedge.io/site label. */
+  site: string;
+  /** overlay.network: nodes outside are left out. */
+  network: Cidr;
+  /** overlay.subnet: no node may claim it. */
+  subnet: Cidr;
+  /** vxlan.vni. */
+  vni: number;
+  /** The peers' UDP port (vxlan.port; default 8472). */
+  port?: number;
+  /** cluster.register: keep our Node object. */
+  register: boolean;
+  clock: Clock;
+  log: Logger;
+  backoff?: BackoffOptions;
+  /** Server-side watch timeout (default 300 s). */
+  watchTimeoutS?: number;
+  /** How long after the server's timeout we give up on a silent watch (default 30 s). */
+  watchGraceMs?: number;
+  /** Timeout of list/get/create/patch/delete (default 30 s). */
+  requestTimeoutMs?: number;
+  /** Events within this window make one view (default 100 ms). */
+  coalesceMs?: number;
+  /** Environment for $KUBECONFIG and the in-cluster variables (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Exponential backoff with jitter: attempt n waits between half and all of min(max, initial·2ⁿ). */
+export function backoffDelay(attempt: number, o: BackoffOptions = {}): number {
+  const base = Math.min(o.maxMs ?? 30_000, (o.initialMs ?? 500) * 2 ** Math.min(attempt, 30));
+  return Math.round(base / 2 + (o.random ?? Math.random)() * (base / 2));
+}
+
+/** What registration must do to make `have` (our Node as last seen, or absent) into `want`. */
+export type RegistrationStep =
+  | { do: 'none' }
+  | { do: 'create' }
+  | { do: 'patch'; patch: NodeJson }
+  | { do: 'recreate'; why: string }
+  | { do: 'refuse'; why: string };
+
+export function registrationStep(have: NodeJson | undefined, want: NodeJson): RegistrationStep {
+  if (!have) return { do: 'create' };
+  const meta = (o: NodeJson) => (o.metadata ?? {}) as { name?: string; labels?: Record<string, unknown>; annotations?: Record<string, unknown> };
+  const cidrOf = (o: NodeJson) => (o.spec as { podCIDR?: unknown } | undefined)?.podCIDR;
+  const name = meta(want).name;
+  if (cidrOf(have) !== cidrOf(want)) {
+    const why = `Node ${name} exists with podCIDR ${String(cidrOf(have) ?? 'none')}, not the site's subnet ${String(cidrOf(want))}`;
+    if (meta(have).labels?.[GATEWAY_LABEL] === 'true') return { do: 'recreate', why };
+    return { do: 'refuse', why: `${why}, and it is not labelled ${GATEWAY_LABEL}=true: it is not ours; set cluster.kubernetes.nodeName to a free name, or delete that Node` };
+  }
+  const patch: { labels?: Record<string, unknown>; annotations?: Record<string, unknown> } = {};
+  for (const part of ['labels', 'annotations'] as const) {
+    for (const [k, v] of Object.entries(meta(want)[part] ?? {})) {
+      if (meta(have)[part]?.[k] !== v) (patch[part] ??= {})[k] = v;
+    }
+  }
+  return patch.labels || patch.annotations ? { do: 'patch', patch: { metadata: patch } } : { do: 'none' };
+}
+
+const FLANNEL_KEYS: string[] = Object.values(ANNOTATIONS);
+const OUR_LABELS = [SITE_LABEL, GATEWAY_LABEL];
+
+/** What we keep of a Node: what the view and registration read (real Nodes carry tens of KB of status). */
+export function slimNode(n: unknown): NodeJson | null {
+  if (typeof n !== 'object' || n === null) return null;
+  const { metadata, spec, status } = n as { metadata?: Record<string, unknown>; spec?: Record<string, unknown>; status?: Record<string, unknown> };
+  const name = metadata?.name;
+  if (typeof name !== 'string' || name === '') return null;
+  const pick = (o: unknown, keys: string[]) => {
+    if (typeof o !== 'object' || o === null) return undefined;
+    const out: Record<string, unknown> = {};
+    for (const k of keys) if (Object.hasOwn(o, k)) out[k] = (o as Record<string, unknown>)[k];
+    return out;
+  };
+  return {
+    metadata: { name, annotations: pick(metadata?.annotations, FLANNEL_KEYS), labels: pick(metadata?.labels, OUR_LABELS) },
+    spec: pick(spec, ['podCIDR', 'podCIDRs']),
+    status: pick(status, ['addresses']),
+  };
+}
+
+const rvOf = (o: unknown): string | null => {
+  const rv = (o as { metadata?: { resourceVersion?: unknown } } | null)?.metadata?.resourceVersion;
+  return typeof rv === 'string' && rv !== '' ? rv : null;
+};
+
+type WatchEnd = 'closed' | 'expired' | 'silent';
+
+const DEFAULTS = { port: 8472, watchTimeoutS: 300, watchGraceMs: 30_000, requestTimeoutMs: 30_000, coalesceMs: 100 };
+
+/** A watch that the server closes this soon without sending anything counts as a failure (no busy loop). */
+const MIN_QUIET_WATCH_MS = 1_000;
+
+/** Our Node deleted within this long after we created it counts as a quick deletion (backoff). */
+const QUICK_DELETION_MS = 5 * 60_000;
+
+/** Registration steps in one go before we back off (a Node that changes under every step). */
+const MAX_REGISTRATION_STEPS = 5;
+
+export class KubernetesSource implements ClusterSource {
+  readonly kind = 'kubernetes' as const;
+  private readonly o: KubernetesSourceOptions & typeof DEFAULTS;
+  private readonly ctx: FlannelContext;
+  private readonly viewCbs: ((v: ClusterView) => void)[] = [];
+  /** Slimmed Nodes by name, as of resourceVersion `rv`. */
+  private readonly cache = new Map<string, NodeJson>();
+  private choice: KubeconfigChoice | null = null;
+  private api: NodeApi | null = null;
+  private rv: string | null = null;
+  private synced = false;
+  private lastView: ClusterView | null = null;
+  private lastViewKey = '';
+  private connected = false;
+  private everConnected = false;
+  private lastSync: string | null = null;
+  private syncError: string | null = null;
+  private registerError: string | null = null;
+  private registered = false;
+  private lease: OwnLease | null = null;
+  private failures = 0;
+  private regFailures = 0;
+  private createdAt = -Infinity;
+  /** Deletions of our Node in a row, each soon after we had created it. */
+  private quickDeletions = 0;
+  private started = false;
+  private stopped = false;
+  private loop: Promise<void> = Promise.resolve();
+  private regBusy = false;
+  private regAgain = false;
+  private regDone: Promise<void> = Promise.resolve();
+  private readonly timers = new Set<Timer>();
+  private viewTimer: Timer | null = null;
+  /** Ends the current wait of the loop (a watch or a backoff sleep); stop() calls it. */
+  private wake: (() => void) | null = null;
+
+  constructor(opts: KubernetesSourceOptions) {
+    this.o = { ...DEFAULTS, ...opts } as KubernetesSourceOptions & typeof DEFAULTS;
+    this.ctx = { vni: opts.vni, network: opts.network, selfNames: [opts.nodeName], selfSubnet: opts.subnet };
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.loop = this.run().catch((e) => this.o.log.error('kubernetes: internal error in the watch loop', { error: String(e?.stack ?? e) }));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.api?.abortAll();
+    for (const t of this.timers) t.cancel();
+    this.timers.clear();
+    this.viewTimer?.cancel();
+    this.wake?.();
+    await this.loop;
+    await this.regDone;
+  }
+
+  onView(cb: (view: ClusterView) => void): void {
+    this.viewCbs.push(cb);
+  }
+
+  setOwnLease(lease: OwnLease): void {
+    if (lease.name !== this.o.nodeName && lease.name !== this.lease?.name) {
+      this.o.log.warn('kubernetes: the own lease names another Node than cluster.kubernetes.nodeName; registering the configured name', { lease: lease.name, nodeName: this.o.nodeName });
+    }
+    this.lease = lease;
+    this.kickRegistration();
+  }
+
+  status(): Omit<ClusterStatus, 'peers' | 'skipped'> {
+    return {
+      source: 'kubernetes',
+      connected: this.connected,
+      lastSync: this.lastSync,
+      nodes: this.lastView?.nodes ?? 0,
+      registered: this.registered,
+      error: this.syncError ?? this.registerError,
+    };
+  }
+
+  /** The last view handed on (null before the first list). */
+  view(): ClusterView | null {
+    return this.lastView;
+  }
+
+  // ---- following Nodes ------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const api = this.api ?? (await this.connect());
+        if (this.stopped) break;
+        const listed = this.rv === null;
+        if (listed) await this.relist(api);
+        if (this.stopped) break;
+        const started = this.o.clock.monotonic();
+        const { end, events } = await this.watchOnce(api);
+        if (end === 'expired') this.rv = null;
+        if (end === 'silent') throw new OperatorError(`the watch on ${api.server} went silent past its timeout; reconnecting`);
+        // A server that answers but never lets a watch run must not turn into a busy loop.
+        const quick = this.o.clock.monotonic() - started < MIN_QUIET_WATCH_MS;
+        if (quick && ((end === 'closed' && events === 0) || (end === 'expired' && listed))) {
+          throw new OperatorError(`the API server at ${api.server} ended our watch at once (${end}); retrying`);
+        }
+        continue;
+      } catch (e) {
+        this.fail(e, this.rv === null ? 'list nodes' : 'watch nodes');
+      }
+      await this.sleep(backoffDelay(this.failures - 1, this.o.backoff));
+    }
+  }
+
+  private async connect(): Promise<NodeApi> {
+    this.choice = chooseKubeconfig(this.o.kubeconfig, this.o.env);
+    if (!this.choice) {
+      throw new OperatorError('no kubeconfig: set cluster.kubernetes.kubeconfig (or $KUBECONFIG), or run inside the cluster with a service account');
+    }
+    try {
+      this.api = await connectNodeApi(this.choice, this.o.clock, this.o.requestTimeoutMs);
+    } catch (e) {
+      throw new OperatorError(`cannot use ${this.choice.describe}: ${(e as Error)?.message ?? e}`);
+    }
+    if (!this.everConnected) this.o.log.info('kubernetes: following Nodes', { server: this.api.server, credentials: this.choice.describe });
+    return this.api;
+  }
+
+  private async relist(api: NodeApi): Promise<void> {
+    const list = await api.list();
+    if (this.stopped) return;
+    this.cache.clear();
+    for (const item of list.items) {
+      const n = slimNode(item);
+      if (n) this.cache.set(nameOf(n), n);
+    }
+    this.rv = list.resourceVersion || null;
+    this.synced = true;
+    this.healthy();
+    this.viewTimer?.cancel();
+    this.viewTimer = null;
+    this.publishView();
+    this.kickRegistration();
+  }
+
+  /** One watch, until the server ends it, it reports 410, it goes silent or stop(). Rejects on failure. */
+  private watchOnce(api: NodeApi): Promise<{ end: WatchEnd; events: number }> {
+    return new Promise((resolve, reject) => {
+      let over = false;
+      let events = 0;
+      let cancel = () => {};
+      const end = (how: 'resolve' | 'reject', value: WatchEnd | unknown) => {
+        if (over) return;
+        over = true;
+        watchdog.cancel();
+        this.timers.delete(watchdog);
+        cancel();
+        if (this.wake === wake) this.wake = null;
+        if (how === 'resolve') resolve({ end: value as WatchEnd, events });
+        else reject(value);
+      };
+      const watchdog = this.o.clock.after(this.o.watchTimeoutS * 1000 + this.o.watchGraceMs, () => end('resolve', 'silent'));
+      this.timers.add(watchdog);
+      const wake = () => end('resolve', 'closed');
+      this.wake = wake;
+      cancel = api.watch(this.rv ?? '', this.o.watchTimeoutS, {
+        onOpen: () => this.healthy(false),
+        onEvent: (type, obj) => {
+          if (over) return;
+          events++;
+          if (type !== 'ERROR') return this.onEvent(type, obj);
+          if (httpStatusOf(obj) === 410) {
+            this.o.log.info('kubernetes: our resourceVersion left the server\'s history (410 Expired); listing again', { resourceVersion: this.rv });
+            return end('resolve', 'expired');
+          }
+          end('reject', Object.assign(new Error('watch error'), { code: httpStatusOf(obj) ?? 500, body: obj }));
+        },
+        // Some servers refuse a too-old version with an HTTP 410 instead of an ERROR event.
+        onDone: (err) => (!err ? end('resolve', 'closed') : httpStatusOf(err) === 410 ? end('resolve', 'expired') : end('reject', err)),
+      });
+    });
+  }
+
+  private onEvent(type: unknown, obj: unknown): void {
+    const rv = rvOf(obj);
+    if (rv) this.rv = rv;
+    this.healthy();
+    const node = type === 'BOOKMARK' ? null : slimNode(obj);
+    if (!node) return;
+    const name = nameOf(node);
+    if (type === 'DELETED') this.cache.delete(name);
+    else if (type === 'ADDED' || type === 'MODIFIED') this.cache.set(name, node);
+    else return;
+    if (name === this.o.nodeName) {
+      if (type === 'DELETED') this.ownNodeDeleted();
+      else this.kickRegistration();
+    }
+    this.viewTimer ??= this.o.clock.after(this.o.coalesceMs, () => {
+      this.viewTimer = null;
+      this.publishView();
+    });
+  }
+
+  private publishView(): void {
+    if (this.stopped) return;
+    const view = viewFromNodes(this.cache.values(), this.ctx, this.o.port);
+    const key = JSON.stringify(view);
+    if (key === this.lastViewKey) return;
+    this.lastViewKey = key;
+    this.lastView = view;
+    for (const cb of this.viewCbs) {
+      try {
+        cb(view);
+      } catch (e) {
+        this.o.log.error('kubernetes: view handler failed', { error: String((e as Error)?.stack ?? e) });
+      }
+    }
+  }
+
+  /** The API answered; `data`: with Nodes or a bookmark (not just an open watch), which ends the backoff. */
+  private healthy(data = true): void {
+    if (!this.connected) this.o.log.info('kubernetes: connected', { server: this.api?.server, nodes: this.cache.size });
+    this.connected = this.everConnected = true;
+    if (data) this.failures = 0;
+    this.syncError = null;
+    this.lastSync = new Date(this.o.clock.now()).toISOString();
+  }
+
+  private fail(e: unknown, action: string): void {
+    if (this.stopped) return;
+    const text = e instanceof OperatorError ? e.message : describeKubeError(e, this.errorContext(action));
+    this.failures++;
+    if (text !== this.syncError || this.connected) {
+      this.o.log.warn(`kubernetes: ${text}`, { retryInMs: backoffDelay(this.failures - 1, { ...this.o.backoff, random: () => 1 }), keepingPeers: this.lastView?.peers.length ?? 0 });
+    } else {
+      this.o.log.debug(`kubernetes: still failing: ${text}`, { attempt: this.failures });
+    }
+    this.connected = false;
+    this.syncError = text;
+    if (httpStatusOf(e) === 401) this.api = null; // load the kubeconfig again: its token may have been renewed
+  }
+
+  private errorContext(action: string) {
+    return { action, server: this.api?.server ?? null, credentials: this.choice?.describe ?? 'the kubeconfig' };
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = () => {
+        t.cancel();
+        this.timers.delete(t);
+        if (this.wake === wake) this.wake = null;
+        resolve();
+      };
+      const t = this.o.clock.after(ms, wake);
+      this.timers.add(t);
+      this.wake = wake;
+    });
+  }
+
+  // ---- our own Node ---------------------------------------------------------------------
+
+  /**
+   * Someone deleted our Node: create it again, at once the first time. A cloud controller
+   * manager deletes Nodes it finds no instance for, and would do so again and again: when
+   * the Node keeps disappearing soon after we created it, wait longer each time.
+   */
+  private ownNodeDeleted(): void {
+    const wasRegistered = this.registered;
+    this.registered = false;
+    if (!wasRegistered) return this.kickRegistration();
+    const soon = this.o.clock.monotonic() - this.createdAt < QUICK_DELETION_MS;
+    this.quickDeletions = soon ? this.quickDeletions + 1 : 1;
+    if (this.quickDeletions === 1) {
+      this.o.log.warn('kubernetes: our Node was deleted; creating it again', { node: this.o.nodeName });
+      return this.kickRegistration();
+    }
+    const delay = backoffDelay(this.quickDeletions - 2, this.o.backoff);
+    this.o.log.warn(
+      `kubernetes: our Node was deleted again soon after we created it (${this.quickDeletions} times in a row); ` +
+        `creating it again in ${delay} ms. If this goes on, a cloud controller manager may be deleting Nodes that have no instance`,
+      { node: this.o.nodeName },
+    );
+    const t = this.o.clock.after(delay, () => {
+      this.timers.delete(t);
+      this.kickRegistration();
+    });
+    this.timers.add(t);
+  }
+
+  /** Runs registration now, or once more after the run in progress. */
+  private kickRegistration(): void {
+    if (this.stopped) return;
+    if (this.regBusy) {
+      this.regAgain = true;
+      return;
+    }
+    this.regBusy = true;
+    this.regDone = this.registerLoop().finally(() => {
+      this.regBusy = false;
+    });
+  }
+
+  private async registerLoop(): Promise<void> {
+    let steps = 0;
+    let failure: unknown = null;
+    do {
+      this.regAgain = false;
+      try {
+        if (++steps > MAX_REGISTRATION_STEPS) throw new Error(`Node ${this.o.nodeName} changed under every step; retrying later`);
+        await this.registerOnce();
+        failure = null;
+      } catch (e) {
+        failure = e;
+        break;
+      }
+    } while (this.regAgain && !this.stopped);
+    if (this.stopped) return;
+    if (failure === null) {
+      this.regFailures = 0;
+      this.registerError = null;
+      return;
+    }
+    this.registered = false;
+    const text = describeKubeError(failure, this.errorContext(`write Node ${this.o.nodeName}`));
+    if (text !== this.registerError) this.o.log.warn(`kubernetes: registration: ${text}`);
+    this.registerError = text;
+    const t = this.o.clock.after(backoffDelay(this.regFailures++, this.o.backoff), () => {
+      this.timers.delete(t);
+      this.kickRegistration();
+    });
+    this.timers.add(t);
+  }
+
+  /** One step toward our Node as we want it; sets regAgain when another step is due. */
+  private async registerOnce(): Promise<void> {
+    const lease = this.lease;
+    const api = this.api;
+    if (!this.o.register || !lease || lease.publicIp === null) {
+      this.registered = false;
+      return;
+    }
+    if (!api || !this.synced) return; // the first list kicks us again
+    const name = this.o.nodeName;
+    const want = nodeManifest({ site: this.o.site, name, subnet: lease.subnet.text, vni: lease.vni, vtepMac: lease.vtepMac, publicIp: lease.publicIp });
+    const step = registrationStep(this.cache.get(name), want);
+    switch (step.do) {
+      case 'none':
+        break;
+      case 'create':
+        try {
+          this.remember(await api.create(want));
+          this.createdAt = this.o.clock.monotonic();
+          this.o.log.info('kubernetes: created our Node', { node: name, subnet: lease.subnet.text, publicIp: lease.publicIp });
+        } catch (e) {
+          if (httpStatusOf(e) !== 409) throw e;
+          this.remember(await api.get(name)); // already there: read it, then patch what differs
+          this.regAgain = true;
+          return;
+        }
+        break;
+      case 'patch':
+        this.remember(await api.mergePatch(name, step.patch));
+        this.o.log.info('kubernetes: updated our Node', { node: name, patch: step.patch });
+        break;
+      case 'recreate':
+        this.o.log.warn(`kubernetes: ${step.why}: deleting it to create it again`, { node: name });
+        try {
+          await api.delete(name);
+        } catch (e) {
+          if (httpStatusOf(e) !== 404) throw e;
+        }
+        this.cache.delete(name);
+        this.regAgain = true;
+        return;
+      case 'refuse':
+        throw new Error(step.why);
+    }
+    this.registered = true;
+  }
+
+  /** Takes the server's answer as our Node's latest state, until the watch says otherwise. */
+  private remember(obj: unknown): void {
+    const n = slimNode(obj);
+    if (n && nameOf(n) === this.o.nodeName) this.cache.set(this.o.nodeName, n);
+  }
+}
+
+/** A failure whose message is already written for the operator (a kubeconfig that cannot be used, a dead watch). */
+class OperatorError extends Error {
+  override name = 'OperatorError';
+}
+
+function nameOf(n: NodeJson): string {
+  return (n.metadata as { name: string }).name;
+}

@@ -1,0 +1,228 @@
+// Driver for test/lab/etcd.test.ts. The test process lives in the root namespace and etcd in a
+// namespace of its own, so the production etcd3 adapter and EtcdSource (compiled, dist/) run
+// here, in a child started inside that namespace (`ip netns exec NS node etcd-child.mjs ...`).
+//
+//   node etcd-child.mjs follow '<options JSON>'   runs an EtcdSource; prints one JSON line per view
+//                                                 ({"type":"view"}) and per status change
+//                                                 ({"type":"status"}); reads commands on stdin, one
+//                                                 JSON object a line: {"cmd":"setOwnLease","lease":{...}},
+//                                                 {"cmd":"stop"} (prints {"type":"stopped"} and exits 0)
+//   node etcd-child.mjs bench '<options JSON>'    writes options.leases flannel leases with the etcd3
+//                                                 client, then times start -> first view and one change
+//                                                 -> view; prints one JSON line
+//   node etcd-child.mjs contract '<options JSON>' the etcd3 adapter's behaviour that the unit tests'
+//                                                 fake copies; prints one JSON line
+//   node etcd-child.mjs rss                       whether importing the source loads gRPC (it must not),
+//                                                 and RSS before and after importing the etcd3 adapter
+//
+// Lines of the source's own log are JSON too but carry "level" instead of "type". Every run is
+// bounded: a watchdog prints {"type":"error","error":"timeout"} and exits 3 (default after 60 s).
+import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
+
+const dist = new URL('../../dist/', import.meta.url);
+const mode = process.argv[2];
+const opts = process.argv[3] ? JSON.parse(process.argv[3]) : {};
+
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+const watchdog = setTimeout(() => {
+  out({ type: 'error', error: 'timeout' });
+  process.exit(3);
+}, opts.lifetimeMs ?? 60_000);
+watchdog.unref();
+process.on('unhandledRejection', (e) => {
+  out({ type: 'error', error: `unhandled rejection: ${e?.stack ?? e}` });
+  process.exit(4);
+});
+
+const { parseCidr } = await import(new URL('util/ipv4.js', dist));
+const { systemClock } = await import(new URL('util/clock.js', dist));
+const { Logger } = await import(new URL('util/log.js', dist));
+
+function viewJson(v) {
+  return {
+    nodes: v.nodes,
+    peers: v.peers.map((p) => ({ name: p.name, publicIp: p.publicIp, port: p.port, subnet: p.subnet.text, vtepMac: p.vtepMac })),
+    skipped: v.skipped,
+  };
+}
+
+async function makeSource() {
+  const { EtcdSource } = await import(new URL('cluster/etcd.js', dist));
+  return new EtcdSource({
+    endpoints: opts.endpoints,
+    prefix: opts.prefix ?? '/coreos.com/network',
+    tls: opts.tls,
+    auth: opts.auth,
+    network: parseCidr(opts.network ?? '10.244.0.0/16'),
+    subnet: parseCidr(opts.subnet ?? '10.244.100.0/24'),
+    vni: opts.vni ?? 1,
+    port: opts.port ?? 8472,
+    register: opts.register ?? false,
+    leaseTtlS: opts.leaseTtlS,
+    renewMarginS: opts.renewMarginS,
+    backoff: opts.backoff ?? { initialMs: 200, maxMs: 1_000 },
+    callTimeoutMs: opts.callTimeoutMs,
+    clock: systemClock,
+    log: new Logger(opts.logLevel ?? 'info', true),
+  });
+}
+
+function ownLease(l) {
+  return { name: l.name ?? 'site', subnet: parseCidr(l.subnet), vni: l.vni ?? 1, vtepMac: l.vtepMac, publicIp: l.publicIp ?? null };
+}
+
+async function follow() {
+  const src = await makeSource();
+  let seq = 0;
+  src.onView((v) => out({ type: 'view', seq: ++seq, view: viewJson(v) }));
+  let last = '';
+  const poll = setInterval(() => {
+    const s = JSON.stringify(src.status());
+    if (s !== last) {
+      last = s;
+      out({ type: 'status', status: JSON.parse(s) });
+    }
+  }, 50);
+  if (opts.own) src.setOwnLease(ownLease(opts.own));
+  src.start();
+  const rl = createInterface({ input: process.stdin });
+  rl.on('line', async (line) => {
+    let c;
+    try {
+      c = JSON.parse(line);
+    } catch {
+      return out({ type: 'error', error: `not a command: ${line}` });
+    }
+    if (c.cmd === 'setOwnLease') src.setOwnLease(ownLease(c.lease));
+    if (c.cmd === 'stop') {
+      await src.stop();
+      clearInterval(poll);
+      out({ type: 'stopped' });
+      process.exit(0);
+    }
+  });
+}
+
+async function bench() {
+  const { Etcd3 } = await import('etcd3');
+  const client = new Etcd3({ hosts: opts.endpoints });
+  const prefix = opts.prefix ?? '/coreos.com/network';
+  await client.put(`${prefix}/config`).value('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
+  const lease = (i) => ({
+    // /27s in 10.244.128.0/17, clear of the site's 10.244.100.0/24
+    key: `${prefix}/subnets/10.244.${128 + (i >> 3)}.${(i & 7) * 32}-27`,
+    value: JSON.stringify({ PublicIP: `203.0.${i >> 8}.${(i & 255) || 1}`, PublicIPv6: null, BackendType: 'vxlan',
+      BackendData: { VNI: 1, VtepMAC: `0e:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}` } }),
+  });
+  const n = opts.leases;
+  for (let i = 0; i < n; i += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, n - i) }, (_, j) => lease(i + j)).map((l) => client.put(l.key).value(l.value)));
+  }
+  const rssBefore = process.memoryUsage().rss;
+  const src = await makeSource();
+  const views = [];
+  let resolveView;
+  src.onView((v) => {
+    views.push({ at: performance.now(), peers: v.peers.length });
+    resolveView?.();
+  });
+  const nextView = () => new Promise((r) => (resolveView = r));
+  const t0 = performance.now();
+  let p = nextView();
+  src.start();
+  await p;
+  const firstViewMs = performance.now() - t0;
+  p = nextView();
+  const t1 = performance.now();
+  const extra = lease(n);
+  await client.put(extra.key).value(extra.value);
+  await p;
+  const changeMs = performance.now() - t1;
+  const rssAfter = process.memoryUsage().rss;
+  await src.stop();
+  client.close();
+  out({ type: 'bench', leases: n, firstViewMs, firstViewPeers: views[0].peers, changeMs, changePeers: views[1].peers, rssBefore, rssAfter });
+  process.exit(0);
+}
+
+/**
+ * The adapter's contract, the one the in-memory fake of the unit tests copies: compare-and-put
+ * (absent, by mod revision, lost), a put on a lease etcd does not know, keepalive of a revoked
+ * lease, watch events (put, delete, in order), and a watch from a compacted revision.
+ */
+async function contract() {
+  const { connectEtcd3 } = await import(new URL('cluster/etcd3-kv.js', dist));
+  const kv = await connectEtcd3({ endpoints: opts.endpoints, clock: systemClock, callTimeoutMs: 5_000 });
+  const p = opts.prefix;
+  const r = {};
+  const lease = await kv.grant(30);
+  r.grantTtl = lease.ttlS;
+  r.putAbsent = await kv.putIf(`${p}/a`, 'v1', lease.id, 0n);
+  r.putAbsentAgain = await kv.putIf(`${p}/a`, 'v2', lease.id, 0n);
+  r.putByRevision = await kv.putIf(`${p}/a`, 'v3', lease.id, r.putAbsent.revision);
+  r.putStaleRevision = await kv.putIf(`${p}/a`, 'v4', lease.id, r.putAbsent.revision);
+  r.got = await kv.get(`${p}/a`);
+  r.badLease = await kv.putIf(`${p}/b`, 'x', 12345n, 0n).then(() => 'ok', (e) => e.kind);
+  const events = [];
+  let started = false;
+  const from = (await kv.range(`${p}/`)).revision + 1n;
+  const w = kv.watch(`${p}/`, from, {
+    onStarted: () => (started = true),
+    onEvents: (evs) => events.push(...evs),
+    onCompacted: () => events.push('compacted?'),
+    onError: (e) => events.push(`error ${e.kind}`),
+  });
+  await new Promise((res) => setTimeout(res, 200));
+  await kv.putIf(`${p}/c`, 'vc', 0n, 0n);
+  await kv.revoke(lease.id); // deletes a
+  r.keepAliveRevoked = await kv.keepAliveOnce(lease.id);
+  await new Promise((res) => setTimeout(res, 300));
+  w.cancel();
+  r.watchStarted = started;
+  r.events = events.map((e) => (typeof e === 'string' ? e : { type: e.type, key: e.key, value: e.value, lease: String(e.lease), modRevision: String(e.modRevision) }));
+  const { Etcd3 } = await import('etcd3');
+  const raw = new Etcd3({ hosts: opts.endpoints });
+  const head = (await kv.range(`${p}/`)).revision;
+  await raw.kv.compact({ revision: String(head) });
+  raw.close();
+  r.compacted = await new Promise((res) => {
+    const w2 = kv.watch(`${p}/`, 2n, {
+      onStarted: () => undefined,
+      onEvents: () => res('events'),
+      onCompacted: (rev) => res(`compacted at ${rev === head}`),
+      onError: (e) => res(`error ${e.kind}: ${e.message}`),
+    });
+    setTimeout(() => {
+      w2.cancel();
+      res('nothing');
+    }, 3_000);
+  });
+  await kv.close();
+  out({ type: 'contract', ...JSON.parse(JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? String(v) : v))) });
+  process.exit(0);
+}
+
+async function rss() {
+  // The source module alone must not load gRPC; its adapter does.
+  const cache = createRequire(import.meta.url).cache;
+  const grpcLoaded = () => Object.keys(cache).some((k) => k.includes('/@grpc/grpc-js/') || k.includes('/node_modules/etcd3/'));
+  await import(new URL('cluster/etcd.js', dist));
+  const loadedWithSource = grpcLoaded();
+  global.gc?.();
+  const before = process.memoryUsage().rss;
+  await import(new URL('cluster/etcd3-kv.js', dist));
+  global.gc?.();
+  const after = process.memoryUsage().rss;
+  out({ type: 'rss', loadedWithSource, loadedWithAdapter: grpcLoaded(), before, after, deltaMiB: (after - before) / 1048576 });
+  process.exit(0);
+}
+
+if (mode === 'follow') await follow();
+else if (mode === 'bench') await bench();
+else if (mode === 'rss') await rss();
+else if (mode === 'contract') await contract();
+else {
+  out({ type: 'error', error: `unknown mode ${mode}` });
+  process.exit(2);
+}

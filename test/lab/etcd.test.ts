@@ -1,0 +1,379 @@
+// The etcd cluster source against a real etcd (Debian's etcd-server 3.4) through the production
+// adapter (etcd3 / gRPC):
+//
+//   vitest (root namespace)                      namespace vxetcd-<pid> (loopback only)
+//     etcdctl (as flanneld writes leases) ---->    etcd 127.0.0.1:2379, data dir in a temp dir
+//     test/lab/etcd-child.mjs follow ... <---->    EtcdSource + etcd3 adapter (dist/), one JSON line
+//                                                  per view and per status change
+//
+// The child runs inside the namespace because its etcd lives there; the test drives etcd with
+// etcdctl (grant a lease, put --lease, del, revoke), stops and restarts it, and reads what the
+// child saw. Every process is bounded and killed in afterAll; a killed earlier run's namespaces
+// are removed first.
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { killSpawned, nsSpawn, REPO_ROOT, skipUnlessRoot, waitExit, waitFor } from './harness.js';
+import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
+import { makeTls } from './mosquitto.js';
+
+const PREFIX = 'vxetcd';
+const NS = `${PREFIX}-${process.pid}`;
+const CHILD = path.join(REPO_ROOT, 'test', 'lab', 'etcd-child.mjs');
+const NET = '/coreos.com/network';
+const CONFIG = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}';
+const OUR_MAC = '0e:5c:aa:00:00:01';
+const ourValue = (ip: string, mac = OUR_MAC) =>
+  `{"PublicIP":"${ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
+const key = (subnet: string, prefix = NET) => `${prefix}/subnets/${subnet}`;
+
+/** dist/ must hold this tree's etcd source: build when a source file is newer than its output. */
+function ensureDist(): void {
+  const pairs = ['cluster/etcd', 'cluster/etcd-kv', 'cluster/etcd3-kv', 'cluster/flannel-lease', 'util/clock', 'util/log', 'util/ipv4']
+    .map((m) => [path.join(REPO_ROOT, 'src', `${m}.ts`), path.join(REPO_ROOT, 'dist', `${m}.js`)]);
+  if (pairs.every(([s, d]) => existsSync(d) && statSync(d).mtimeMs >= statSync(s).mtimeMs)) return;
+  // tsc emits even when files outside this test's concern do not type-check.
+  spawnSync('npx', ['tsc', '-p', REPO_ROOT], { cwd: REPO_ROOT, stdio: 'ignore', timeout: 120_000 });
+  for (const [, d] of pairs) if (!existsSync(d)) throw new Error(`building dist/ did not produce ${d}`);
+}
+
+function deleteNamespaces(): void {
+  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
+  for (const line of list.split('\n')) {
+    const name = line.split(' ')[0];
+    if (name.startsWith(`${PREFIX}-`)) spawnSync('ip', ['netns', 'del', name]);
+  }
+}
+
+interface ViewLine {
+  seq: number;
+  view: { nodes: number; peers: { name: string; publicIp: string; port: number; subnet: string; vtepMac: string }[]; skipped: { name: string; why: string }[] };
+}
+interface StatusLine {
+  source: string;
+  connected: boolean;
+  lastSync: string | null;
+  nodes: number;
+  registered: boolean;
+  error: string | null;
+}
+
+/** An EtcdSource in a child process inside NS, and what it printed. */
+class Follower {
+  views: ViewLine[] = [];
+  statuses: StatusLine[] = [];
+  logs: string[] = [];
+  private buf = '';
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (b: Buffer) => {
+      this.buf += b.toString();
+      const lines = this.buf.split('\n');
+      this.buf = lines.pop()!;
+      for (const l of lines) this.line(l);
+    });
+    child.stderr!.on('data', (b: Buffer) => this.logs.push(b.toString()));
+  }
+
+  private line(l: string): void {
+    let j: { type?: string; status?: StatusLine } & ViewLine;
+    try {
+      j = JSON.parse(l);
+    } catch {
+      this.logs.push(l);
+      return;
+    }
+    if (j.type === 'view') this.views.push(j);
+    else if (j.type === 'status') this.statuses.push(j.status!);
+    else this.logs.push(l);
+  }
+
+  get status(): StatusLine | undefined {
+    return this.statuses.at(-1);
+  }
+
+  get view(): ViewLine['view'] | undefined {
+    return this.views.at(-1)?.view;
+  }
+
+  /** Waits until pred holds for the latest status; the failure message carries the child's log. */
+  async until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
+    try {
+      await waitFor(pred, timeoutMs, 50);
+    } catch (e) {
+      throw new Error(`${what}: ${(e as Error).message}\nstatus: ${JSON.stringify(this.status)}\nview: ${JSON.stringify(this.view)}\nlog:\n${this.logs.join('\n').slice(-4000)}`);
+    }
+  }
+
+  send(cmd: object): void {
+    this.child.stdin!.write(JSON.stringify(cmd) + '\n');
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    this.send({ cmd: 'stop' });
+    await waitExit(this.child, 5_000).catch(() => undefined);
+  }
+}
+
+describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source against a real etcd', () => {
+  let dir: string;
+  let etcd: EtcdServer;
+  const followers: Follower[] = [];
+
+  function follow(o: Record<string, unknown>): Follower {
+    const opts = { endpoints: [etcd.endpoint], lifetimeMs: 90_000, ...o };
+    const f = new Follower(nsSpawn(NS, [process.execPath, CHILD, 'follow', JSON.stringify(opts)]));
+    followers.push(f);
+    return f;
+  }
+
+  /** A lease as flanneld writes it: `etcdctl lease grant`, then `put --lease`. */
+  async function flannelNode(subnet: string, ip: string, mac: string, ttlS = 60, prefix = NET): Promise<bigint> {
+    const id = await etcd.grantLease(ttlS);
+    await etcd.ctl(['put', `--lease=${id.toString(16)}`, key(subnet, prefix), ourValue(ip, mac)]);
+    return id;
+  }
+
+  beforeAll(async () => {
+    ensureDist();
+    deleteNamespaces();
+    const r = spawnSync('ip', ['netns', 'add', NS]);
+    if (r.status !== 0) throw new Error(`ip netns add ${NS}: ${r.stderr}`);
+    spawnSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    dir = await mkdtemp(path.join(tmpdir(), 'vxedge-etcd-'));
+    etcd = await startEtcd({ ns: NS, address: '127.0.0.1', dataDir: path.join(dir, 'etcd'), lifetimeS: 240 });
+    await etcd.ctl(['put', `${NET}/config`, CONFIG]);
+  });
+
+  afterAll(async () => {
+    await Promise.all(followers.map((f) => f.stop()));
+    await killSpawned(PREFIX);
+    await stopAllEtcd();
+    deleteNamespaces();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('leases written as flanneld writes them are peers; joins, changes and leaves follow', async () => {
+    await flannelNode('10.244.1.0-24', '203.0.113.10', '0e:00:00:00:01:01');
+    await etcd.ctl(['put', key('10.244.3.0-24'), '{"PublicIP":"203.0.113.30","PublicIPv6":null,"BackendType":"host-gw","BackendData":null}']);
+    const f = follow({ register: false });
+    await f.until('first view', () => f.view !== undefined && f.status?.connected === true);
+    expect(f.view!.peers).toEqual([{ name: 'etcd-10.244.1.0-24', publicIp: '203.0.113.10', port: 8472, subnet: '10.244.1.0/24', vtepMac: '0e:00:00:00:01:01' }]);
+    expect(f.view!.skipped).toEqual([{ name: 'etcd-10.244.3.0-24', why: expect.stringMatching(/BackendType "host-gw" is not "vxlan"/) }]);
+    expect(f.status).toMatchObject({ source: 'etcd', connected: true, nodes: 2, registered: false, error: null });
+
+    await flannelNode('10.244.2.0-24', '203.0.113.20', '0e:00:00:00:02:01');
+    await f.until('join', () => f.view!.peers.length === 2);
+    await etcd.ctl(['put', key('10.244.2.0-24'), ourValue('203.0.113.22', '0e:00:00:00:02:01')]);
+    await f.until('change', () => f.view!.peers.find((p) => p.name === 'etcd-10.244.2.0-24')?.publicIp === '203.0.113.22');
+    await etcd.ctl(['del', key('10.244.1.0-24')]);
+    await etcd.ctl(['del', key('10.244.3.0-24')]);
+    await f.until('leave', () => f.view!.nodes === 1);
+    expect(f.view!.peers.map((p) => p.name)).toEqual(['etcd-10.244.2.0-24']);
+    await f.stop();
+  });
+
+  it("another node's lease that expires takes its peer with it", async () => {
+    const f = follow({ register: false });
+    await f.until('first view', () => f.view !== undefined);
+    await flannelNode('10.244.9.0-24', '203.0.113.90', '0e:00:00:00:09:01', 2);
+    await f.until('joined', () => f.view!.peers.some((p) => p.name === 'etcd-10.244.9.0-24'));
+    await f.until('expired', () => !f.view!.peers.some((p) => p.name === 'etcd-10.244.9.0-24'), 10_000);
+    await f.stop();
+  });
+
+  it("a key held by another node is not overwritten; the error names the holder; registers once it is free", async () => {
+    const theirs = await flannelNode('10.244.101.0-24', '203.0.113.99', '0e:00:00:00:99:99', 60);
+    const f = follow({ register: true, subnet: '10.244.101.0/24', leaseTtlS: 5, own: { subnet: '10.244.101.0/24', vtepMac: OUR_MAC, publicIp: '198.51.100.2' } });
+    await f.until('conflict reported', () => /held in etcd by another node/.test(f.status?.error ?? ''));
+    expect(f.status!.error).toContain('PublicIP 203.0.113.99, VtepMAC 0e:00:00:00:99:99');
+    expect(f.status!.error).toContain(`etcdctl del ${key('10.244.101.0-24')}`);
+    expect(f.status).toMatchObject({ connected: true, registered: false });
+    expect((await etcd.getKey(key('10.244.101.0-24')))?.value).toBe(ourValue('203.0.113.99', '0e:00:00:00:99:99'));
+
+    await etcd.ctl(['lease', 'revoke', theirs.toString(16)]);
+    await f.until('registered after the holder left', () => f.status?.registered === true && f.status.error === null);
+    expect((await etcd.getKey(key('10.244.101.0-24')))?.value).toBe(ourValue('198.51.100.2'));
+    await f.stop();
+  });
+
+  describe('our lease, outages and restarts (one gateway throughout)', () => {
+    let f: Follower;
+    let leaseId: bigint;
+    const OWN = key('10.244.100.0-24');
+
+    it('is written exactly as flanneld writes it, on a 5 s lease, and renewed', async () => {
+      await flannelNode('10.244.5.0-24', '203.0.113.50', '0e:00:00:00:05:01', 600);
+      f = follow({ register: true, leaseTtlS: 5, own: { subnet: '10.244.100.0/24', vtepMac: OUR_MAC, publicIp: '198.51.100.2' } });
+      await f.until('registered', () => f.status?.registered === true);
+      const first = await etcd.getKey(OWN);
+      expect(first?.value).toBe(ourValue('198.51.100.2'));
+      expect(first!.lease).not.toBe(0n);
+      leaseId = first!.lease;
+      expect((await etcd.leaseTtl(first!.lease)).grantedTtl).toBe(5);
+      // Renewed: the remaining TTL goes up again, and the key outlives its first 5 s.
+      const t0 = Date.now();
+      const ttls: number[] = [];
+      await waitFor(async () => {
+        ttls.push((await etcd.leaseTtl(first!.lease)).ttl);
+        return Date.now() - t0 > 6_000 && ttls.some((t, i) => i > 0 && t > ttls[i - 1]);
+      }, 12_000, 300);
+      expect((await etcd.getKey(OWN))?.lease).toBe(first!.lease);
+      expect(f.status).toMatchObject({ registered: true, error: null });
+      expect(f.view!.peers.map((p) => p.name)).toContain('etcd-10.244.5.0-24');
+    });
+
+    it('setOwnLease with a new public IP rewrites our value', async () => {
+      f.send({ cmd: 'setOwnLease', lease: { subnet: '10.244.100.0/24', vtepMac: OUR_MAC, publicIp: '198.51.100.7' } });
+      await waitFor(async () => (await etcd.getKey(OWN))?.value === ourValue('198.51.100.7'), 5_000, 100);
+      await f.until('registered', () => f.status?.registered === true);
+    });
+
+    it('etcd stopped: not connected, the error names the endpoint, the last view stays', async () => {
+      const views = f.views.length;
+      const peers = f.view!.peers;
+      await etcd.stop();
+      await f.until('disconnected', () => f.status?.connected === false);
+      expect(f.status!.error).toMatch(/^cannot reach etcd at http:\/\/127\.0\.0\.1:2379 .*the last known peers stay in use/);
+      // It keeps retrying without emitting anything new.
+      await f.until('a retry failed too', () => f.statuses.filter((s) => !s.connected).length >= 2, 10_000);
+      expect(f.views).toHaveLength(views);
+      expect(f.view!.peers).toEqual(peers);
+    });
+
+    it('etcd restarted on its data: resync, our key and lease still in place', async () => {
+      await etcd.start();
+      await f.until('reconnected', () => f.status?.connected === true && f.status.registered === true, 20_000);
+      expect(f.status!.error).toBeNull();
+      const now = await etcd.getKey(OWN);
+      expect(now?.value).toBe(ourValue('198.51.100.7'));
+      expect(now?.lease).toBe(leaseId);
+    });
+
+    it('etcd restarted without its data: resync, our key written again on a new lease', async () => {
+      const old = (await etcd.getKey(OWN))!.lease;
+      await etcd.restart({ wipe: true });
+      await f.until('config missing reported', () => /no flannel config at \/coreos\.com\/network\/config/.test(f.status?.error ?? ''), 20_000);
+      expect(f.status!.connected).toBe(false);
+      await etcd.ctl(['put', `${NET}/config`, CONFIG]);
+      await f.until('re-registered', () => f.status?.connected === true && f.status.registered === true, 20_000);
+      const now = await etcd.getKey(OWN);
+      expect(now?.value).toBe(ourValue('198.51.100.7'));
+      expect(now!.lease).not.toBe(old);
+      // The other node's lease went with the data; ours is the only one left.
+      await f.until('view after the wipe', () => f.view?.nodes === 1);
+      expect(f.view).toEqual({ nodes: 1, peers: [], skipped: [] });
+      await f.stop();
+    });
+  });
+
+  it('a wrong {prefix}/config is a clear error until it is fixed', async () => {
+    const prefix = '/vxedge-test/hostgw';
+    await etcd.ctl(['put', `${prefix}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}']);
+    await flannelNode('10.244.1.0-24', '203.0.113.10', '0e:00:00:00:01:01', 60, prefix);
+    const f = follow({ register: false, prefix });
+    await f.until('config error', () => /Backend\.Type "host-gw"/.test(f.status?.error ?? ''));
+    expect(f.status!.error).toContain(`${prefix}/config has Backend.Type "host-gw": vxedge speaks flannel's VXLAN backend only`);
+    expect(f.status!.connected).toBe(false);
+    expect(f.views).toHaveLength(0);
+    await etcd.ctl(['put', `${prefix}/config`, CONFIG]);
+    await f.until('fixed', () => f.status?.connected === true && f.view !== undefined);
+    expect(f.view!.peers.map((p) => p.name)).toEqual(['etcd-10.244.1.0-24']);
+    await f.stop();
+  });
+
+  it("the adapter behaves as the unit tests' fake assumes", async () => {
+    const child = nsSpawn(NS, [process.execPath, CHILD, 'contract', JSON.stringify({ endpoints: [etcd.endpoint], prefix: '/vxedge-test/contract', lifetimeMs: 30_000 })]);
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    expect(await waitExit(child, 30_000)).toBe(0);
+    const r = JSON.parse(out.trim().split('\n').filter((l) => l.includes('"type":"contract"')).pop()!);
+    expect(r.grantTtl).toBe(30);
+    expect(r.putAbsent.ok).toBe(true);
+    expect(r.putAbsentAgain).toMatchObject({ ok: false, current: { value: 'v1', modRevision: r.putAbsent.revision } });
+    expect(r.putByRevision.ok).toBe(true);
+    expect(r.putStaleRevision).toMatchObject({ ok: false, current: { value: 'v3', modRevision: r.putByRevision.revision } });
+    expect(r.got).toMatchObject({ value: 'v3', lease: r.putAbsentAgain.current.lease });
+    expect(r.badLease).toBe('lease-not-found');
+    expect(r.keepAliveRevoked).toBe(0);
+    expect(r.watchStarted).toBe(true);
+    expect(r.events).toEqual([
+      { type: 'put', key: '/vxedge-test/contract/c', value: 'vc', lease: '0', modRevision: expect.any(String) },
+      { type: 'delete', key: '/vxedge-test/contract/a', value: '', lease: '0', modRevision: expect.any(String) },
+    ]);
+    expect(BigInt(r.events[1].modRevision)).toBe(BigInt(r.events[0].modRevision) + 1n); // a delete carries its own revision
+    expect(r.compacted).toBe('compacted at true');
+  });
+
+  it('500 leases: list to view, one change to view (measured)', async () => {
+    const child = nsSpawn(NS, [process.execPath, CHILD, 'bench', JSON.stringify({ endpoints: [etcd.endpoint], prefix: '/vxedge-test/bench', leases: 500, lifetimeMs: 60_000 })]);
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    expect(await waitExit(child, 60_000)).toBe(0);
+    const r = JSON.parse(out.trim().split('\n').filter((l) => l.includes('"type":"bench"')).pop()!) as Record<string, number>;
+    console.log(`etcd bench: ${JSON.stringify(r)}`);
+    expect(r.firstViewPeers).toBe(500);
+    expect(r.changePeers).toBe(501);
+    expect(r.firstViewMs).toBeLessThan(5_000);
+    expect(r.changeMs).toBeLessThan(2_000);
+  });
+
+  it('loading the source does not load gRPC; loading the adapter does (RSS measured)', () => {
+    const r = spawnSync(process.execPath, ['--expose-gc', CHILD, 'rss'], { encoding: 'utf8', timeout: 30_000 });
+    const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { loadedWithSource: boolean; loadedWithAdapter: boolean; deltaMiB: number };
+    console.log(`etcd3 adapter load: ${JSON.stringify(j)}`);
+    expect(j.loadedWithSource).toBe(false);
+    expect(j.loadedWithAdapter).toBe(true);
+  });
+
+  it('TLS: client certificate auth works; a wrong CA or a missing client certificate is a TLS error naming the files', async () => {
+    const tlsDir = path.join(dir, 'tls');
+    mkdirSync(tlsDir);
+    const t = makeTls(tlsDir, '127.0.0.1', 'vxedge');
+    const secure = await startEtcd({
+      ns: NS, address: '127.0.0.1', clientPort: 2479, peerPort: 2480, dataDir: path.join(dir, 'etcd-tls'), name: 'tls', lifetimeS: 120, https: true,
+      extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
+      ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
+    });
+    try {
+      await secure.ctl(['put', `${NET}/config`, CONFIG]);
+      const good = follow({ endpoints: [secure.endpoint], register: false, tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey } });
+      await good.until('connected over TLS', () => good.status?.connected === true && good.view !== undefined);
+      await good.stop();
+      for (const tls of [{ ca: t.otherCa, cert: t.clientCert, key: t.clientKey }, { ca: t.ca, cert: null, key: null }]) {
+        const bad = follow({ endpoints: [secure.endpoint], register: false, tls });
+        await bad.until(`TLS error with ${JSON.stringify(tls)}`, () => /^TLS to etcd at https:\/\/127\.0\.0\.1:2479 failed/.test(bad.status?.error ?? ''));
+        expect(bad.status!.error).toMatch(/check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/);
+        await bad.stop();
+      }
+    } finally {
+      await secure.stop();
+    }
+  });
+
+  it('authentication: a wrong password names the user and the password file; the right one connects', async () => {
+    const root = ['--user', 'root:rootpw'];
+    await etcd.ctl(['user', 'add', 'root:rootpw']);
+    await etcd.ctl(['role', 'add', 'root']);
+    await etcd.ctl(['user', 'grant-role', 'root', 'root']);
+    await etcd.ctl(['auth', 'enable']);
+    try {
+      const pw = path.join(dir, 'etcd-password');
+      writeFileSync(pw, 'wrong\n', { mode: 0o600 });
+      const bad = follow({ register: false, auth: { username: 'root', passwordFile: pw } });
+      await bad.until('auth error', () => /refused user "root"/.test(bad.status?.error ?? ''));
+      expect(bad.status!.error).toMatch(/check cluster\.etcd\.username and the password in cluster\.etcd\.passwordFile/);
+      await bad.stop();
+      writeFileSync(pw, 'rootpw\n');
+      const good = follow({ register: false, auth: { username: 'root', passwordFile: pw } });
+      await good.until('connected with the password', () => good.status?.connected === true);
+      await good.stop();
+    } finally {
+      await etcd.ctl([...root, 'auth', 'disable']).catch(() => undefined);
+    }
+  });
+});

@@ -1,0 +1,442 @@
+// A stand-in for kube-apiserver, for the part of the Node API that vxedge uses. No real
+// apiserver can be installed here, so this keeps the API's semantics instead, and tests drive
+// it through the official client (@kubernetes/client-node), so the wire is real on our side.
+//
+// What it keeps from the real thing:
+//   - HTTPS only; bearer-token and client-certificate (CN = user) authentication; 401 Status
+//     for anything else;
+//   - RBAC-style authorization per user, with ClusterRole rules ({verbs, resourceNames?});
+//     403 Status whose message names the verb, as kube-apiserver words it;
+//   - one global, monotonically increasing resourceVersion; a no-op patch changes nothing;
+//   - GET /api/v1/nodes (list, metadata.resourceVersion); ?watch=1 streams ADDED/MODIFIED/
+//     DELETED events after `resourceVersion` (or the current state as ADDED when it is unset
+//     or "0"), BOOKMARKs with allowWatchBookmarks, closes after timeoutSeconds, and sends an
+//     ERROR event with a 410 Expired Status when the version is older than the retained history
+//     (or, with `expiredAsHttpStatus`, answers HTTP 410, as some servers and proxies do);
+//   - POST (409 AlreadyExists), GET/PUT/DELETE /api/v1/nodes/NAME (404 NotFound), PATCH with
+//     merge-patch, strategic-merge-patch (as a merge: enough for maps) and json-patch; podCIDR
+//     cannot change once set (422), as on a real cluster.
+// Control for tests: addNode/modifyNode/deleteNode (as another client would), bumpVersion
+// (writes to other resources), compact (forces 410), bookmark, dropConnections, stall (the
+// open watches die silently), `hanging` (no answers at all), down/up, and `requests`, the log
+// of what clients did.
+//
+// In-process: `const s = new KubeApiServer({ pki, users }); await s.start()`.
+// As a child (e.g. inside a network namespace):
+//   node test/support/kube-apiserver.mjs --listen IP:PORT --dir D [--users FILE]
+// writes D/ca.crt and D/kubeconfig (token "admin-token", every right), plus D/kubeconfig-NAME
+// for each user with a token in FILE (a JSON array of {name, token, rules}), prints
+// {"ready":URL}, then takes one JSON command a line on stdin, {"id":1,"cmd":"addNode",
+// "args":[node]} (any control method; "set" with [flag, value] for the two flags; "requests";
+// "nodes"), answering {"id":1,"ok":true,"result":…} on stdout. It exits when stdin ends.
+import https from 'node:https';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { kubeconfig, makePki } from './kube-pki.mjs';
+
+const MAX_BODY = 1 << 20;
+const ALL_RIGHTS = [{ verbs: ['*'] }];
+const clone = (v) => (v === undefined ? v : JSON.parse(JSON.stringify(v)));
+const isObj = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function status(code, reason, message, details) {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code };
+}
+
+class HttpError extends Error {
+  constructor(code, reason, message, details) {
+    super(message);
+    this.status = status(code, reason, message, details);
+  }
+}
+
+const notFound = (name) => new HttpError(404, 'NotFound', `nodes "${name}" not found`, { name, kind: 'nodes' });
+const invalid = (name, why) => new HttpError(422, 'Invalid', `Node "${name}" is invalid: ${why}`, { name, kind: 'Node' });
+
+/** RBAC as kube-apiserver evaluates ClusterRole rules for nodes; `name` null for list/watch/create. */
+export function rbacAllows(rules, verb, name) {
+  return rules.some((r) =>
+    (r.verbs.includes('*') || r.verbs.includes(verb)) &&
+    (!r.resources || r.resources.includes('nodes') || r.resources.includes('*')) &&
+    (!r.resourceNames?.length || (name !== null && r.resourceNames.includes(name))));
+}
+
+/** RFC 7386 JSON merge patch. */
+export function mergePatch(target, patch) {
+  if (!isObj(patch)) return clone(patch);
+  const out = isObj(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** RFC 6902 JSON patch (add, remove, replace, test); throws HttpError 422 on a failing op. */
+export function jsonPatch(doc, ops, name) {
+  if (!Array.isArray(ops)) throw new HttpError(400, 'BadRequest', 'a JSON patch is an array of operations');
+  let out = clone(doc);
+  for (const op of ops) {
+    const keys = String(op?.path ?? '').split('/').slice(1).map((k) => k.replaceAll('~1', '/').replaceAll('~0', '~'));
+    if (keys.length === 0) throw invalid(name, `json patch path ${JSON.stringify(op?.path)} is not allowed`);
+    const last = keys.pop();
+    let parent = out;
+    for (const k of keys) {
+      parent = parent?.[k];
+      if (typeof parent !== 'object' || parent === null) throw invalid(name, `json patch path ${op.path} does not exist`);
+    }
+    const has = Array.isArray(parent) ? Number(last) < parent.length : Object.hasOwn(parent, last);
+    if (op.op === 'test') {
+      if (JSON.stringify(parent[last]) !== JSON.stringify(op.value)) throw invalid(name, `json patch test failed at ${op.path}`);
+    } else if (op.op === 'remove' || op.op === 'replace') {
+      if (!has) throw invalid(name, `json patch ${op.op} of missing ${op.path}`);
+      if (op.op === 'replace') parent[last] = clone(op.value);
+      else if (Array.isArray(parent)) parent.splice(Number(last), 1);
+      else delete parent[last];
+    } else if (op.op === 'add') {
+      if (Array.isArray(parent)) parent.splice(last === '-' ? parent.length : Number(last), 0, clone(op.value));
+      else parent[last] = clone(op.value);
+    } else {
+      throw invalid(name, `json patch op ${JSON.stringify(op.op)} is not supported here`);
+    }
+  }
+  return out;
+}
+
+export class KubeApiServer {
+  /**
+   * pki: { ca, cert, key } PEM texts (makePki()); users: [{ name, token?, cn?, rules? }] (rules
+   * as in a ClusterRole; default every right); retain: watch events kept for resuming.
+   */
+  constructor({ pki, users = [], retain = 1000 }) {
+    this.pki = pki;
+    this.users = users;
+    this.retain = retain;
+    this.rv = 1;
+    this.nodes = new Map();
+    this.history = []; // { rv, type, object }, oldest first
+    this.compactedRv = 1; // a watch can resume from any version >= this
+    this.watchers = new Set();
+    this.sockets = new Set();
+    this.requests = [];
+    this.expiredAsHttpStatus = false; // true: a too-old watch gets an HTTP 410 instead of an ERROR event
+    this.hanging = false; // true: requests are read and never answered (a server that stopped answering)
+    this.server = https.createServer({ key: pki.key, cert: pki.cert, ca: pki.ca, requestCert: true, rejectUnauthorized: false }, (req, res) => {
+      this.handle(req, res).catch((e) => this.reply({}, res, 500, status(500, 'InternalError', String(e?.message ?? e))));
+    });
+    this.server.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    this.server.on('tlsClientError', () => {});
+  }
+
+  async start({ host = '127.0.0.1', port = 0 } = {}) {
+    await new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.host = host;
+    this.port = this.server.address().port;
+    this.url = `https://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+    return this.url;
+  }
+
+  async stop() {
+    await this.down();
+  }
+
+  // ---- control --------------------------------------------------------------------------
+
+  addNode(node) {
+    return this.create(clone(node));
+  }
+
+  /** `change`: a merge patch, or a function that edits a copy of the Node. */
+  modifyNode(name, change) {
+    const cur = this.nodes.get(name);
+    if (!cur) throw notFound(name);
+    const next = typeof change === 'function' ? (change(clone(cur)) ?? cur) : mergePatch(cur, change);
+    return this.commit(name, next);
+  }
+
+  deleteNode(name) {
+    const cur = this.nodes.get(name);
+    if (!cur) throw notFound(name);
+    this.nodes.delete(name);
+    const gone = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(++this.rv) } };
+    this.record('DELETED', gone);
+    return gone;
+  }
+
+  /** Writes elsewhere in the cluster: the version moves on without a Node event. */
+  bumpVersion(n = 1) {
+    this.rv += n;
+    return this.rv;
+  }
+
+  /** Forgets every past event: a watch from any earlier version gets 410 Expired. */
+  compact() {
+    this.history = [];
+    this.compactedRv = this.rv;
+  }
+
+  bookmark() {
+    for (const w of this.watchers) if (w.bookmarks) this.send(w, { type: 'BOOKMARK', object: { kind: 'Node', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } });
+  }
+
+  /** Cuts every connection (watches included) without a goodbye. */
+  dropConnections() {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** The open watch streams die silently: nothing more is sent on them and they are never closed. */
+  stall() {
+    for (const w of this.watchers) w.stalled = true;
+  }
+
+  async down() {
+    if (!this.server.listening) return;
+    const closed = new Promise((r) => this.server.close(() => r()));
+    this.dropConnections();
+    await closed;
+  }
+
+  async up() {
+    if (this.server.listening) return;
+    await new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, this.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  get watchCount() {
+    return this.watchers.size;
+  }
+
+  // ---- storage --------------------------------------------------------------------------
+
+  create(node) {
+    const name = node?.metadata?.name;
+    if (node?.kind !== 'Node' || typeof name !== 'string' || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name)) {
+      throw new HttpError(422, 'Invalid', `Node ${JSON.stringify(name ?? '')} is invalid: metadata.name: Invalid value`, { kind: 'Node' });
+    }
+    if (this.nodes.has(name)) throw new HttpError(409, 'AlreadyExists', `nodes "${name}" already exists`, { name, kind: 'nodes' });
+    const obj = { ...node, apiVersion: 'v1', kind: 'Node', metadata: { ...node.metadata, uid: randomUUID(), creationTimestamp: new Date().toISOString(), resourceVersion: String(++this.rv) } };
+    this.nodes.set(name, obj);
+    this.record('ADDED', obj);
+    return clone(obj);
+  }
+
+  /** Stores `next` for `name` unless nothing changed; keeps what the API keeps immutable. */
+  commit(name, next) {
+    const cur = this.nodes.get(name);
+    if (next?.metadata?.name !== name) throw invalid(name, 'metadata.name: field is immutable');
+    const oldCidr = cur.spec?.podCIDR;
+    if (oldCidr && next.spec?.podCIDR !== oldCidr) throw invalid(name, 'spec.podCIDR: Forbidden: node updates may not change podCIDR except from "" to valid');
+    const meta = { ...next.metadata, uid: cur.metadata.uid, creationTimestamp: cur.metadata.creationTimestamp, resourceVersion: cur.metadata.resourceVersion };
+    const candidate = { ...next, apiVersion: 'v1', kind: 'Node', metadata: meta };
+    if (JSON.stringify(candidate) === JSON.stringify(cur)) return clone(cur);
+    candidate.metadata.resourceVersion = String(++this.rv);
+    this.nodes.set(name, candidate);
+    this.record('MODIFIED', candidate);
+    return clone(candidate);
+  }
+
+  record(type, object) {
+    const ev = { rv: this.rv, type, object: clone(object) };
+    this.history.push(ev);
+    while (this.history.length > this.retain) this.compactedRv = this.history.shift().rv;
+    for (const w of this.watchers) this.send(w, { type, object: ev.object });
+  }
+
+  // ---- HTTP -----------------------------------------------------------------------------
+
+  async handle(req, res) {
+    const url = new URL(req.url, 'https://x');
+    const m = /^\/api\/v1\/nodes(?:\/([^/]+))?$/.exec(url.pathname);
+    const entry = { method: req.method, path: url.pathname, query: Object.fromEntries(url.searchParams), contentType: req.headers['content-type'] ?? null, user: null, verb: null, name: m?.[1] ? decodeURIComponent(m[1]) : null, status: 0 };
+    this.requests.push(entry);
+    if (this.hanging) return;
+    const fail = (e) => this.reply(entry, res, e.status.code, e.status);
+    const user = this.authenticate(req);
+    if (!user) return fail(new HttpError(401, 'Unauthorized', 'Unauthorized'));
+    entry.user = user.name;
+    if (!m) return fail(new HttpError(404, 'NotFound', 'the server could not find the requested resource'));
+    const name = entry.name;
+    const watch = ['1', 'true'].includes(url.searchParams.get('watch') ?? '');
+    const verb = { GET: name ? 'get' : watch ? 'watch' : 'list', POST: name ? null : 'create', PUT: name && 'update', PATCH: name && 'patch', DELETE: name && 'delete' }[req.method];
+    if (!verb) return fail(new HttpError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`));
+    entry.verb = verb;
+    if (!rbacAllows(user.rules ?? ALL_RIGHTS, verb, name)) {
+      const what = name ? `nodes "${name}"` : 'nodes';
+      return fail(new HttpError(403, 'Forbidden', `${what} is forbidden: User "${user.name}" cannot ${verb} resource "nodes" in API group "" at the cluster scope`, { ...(name ? { name } : {}), kind: 'nodes' }));
+    }
+    try {
+      switch (verb) {
+        case 'list':
+          return this.reply(entry, res, 200, { kind: 'NodeList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) }, items: [...this.nodes.values()].map(clone) });
+        case 'watch':
+          return this.watch(entry, url.searchParams, res);
+        case 'get':
+          if (!this.nodes.has(name)) throw notFound(name);
+          return this.reply(entry, res, 200, this.nodes.get(name));
+        case 'create': {
+          const node = await body(req);
+          entry.name = typeof node?.metadata?.name === 'string' ? node.metadata.name : null;
+          return this.reply(entry, res, 201, this.create(node));
+        }
+        case 'update': {
+          const next = await body(req);
+          if (!this.nodes.has(name)) throw notFound(name);
+          const want = next?.metadata?.resourceVersion;
+          if (want && want !== this.nodes.get(name).metadata.resourceVersion) throw new HttpError(409, 'Conflict', `Operation cannot be fulfilled on nodes "${name}": the object has been modified; please apply your changes to the latest version and try again`, { name, kind: 'nodes' });
+          return this.reply(entry, res, 200, this.commit(name, next));
+        }
+        case 'patch': {
+          const patch = await body(req);
+          const cur = this.nodes.get(name);
+          if (!cur) throw notFound(name);
+          const type = String(entry.contentType ?? '').split(';')[0].trim();
+          let next;
+          if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') next = mergePatch(cur, patch);
+          else if (type === 'application/json-patch+json') next = jsonPatch(cur, patch, name);
+          else throw new HttpError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`);
+          return this.reply(entry, res, 200, this.commit(name, next));
+        }
+        case 'delete':
+          if (!this.nodes.has(name)) throw notFound(name);
+          this.deleteNode(name);
+          return this.reply(entry, res, 200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: 'nodes' } });
+      }
+    } catch (e) {
+      if (e instanceof HttpError) return fail(e);
+      throw e;
+    }
+  }
+
+  authenticate(req) {
+    const auth = req.headers.authorization ?? '';
+    if (auth.startsWith('Bearer ')) {
+      const token = auth.slice(7);
+      return this.users.find((u) => u.token !== undefined && u.token === token) ?? null;
+    }
+    const cn = req.socket.authorized ? req.socket.getPeerCertificate()?.subject?.CN : undefined;
+    return cn ? (this.users.find((u) => u.cn === cn) ?? null) : null;
+  }
+
+  reply(entry, res, code, obj) {
+    entry.status = code;
+    res.writeHead(code, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify(obj));
+  }
+
+  watch(entry, q, res) {
+    const from = q.get('resourceVersion') ?? '';
+    if (this.tooOld(from)) {
+      const expired = status(410, 'Expired', `too old resource version: ${from} (${this.compactedRv})`);
+      if (this.expiredAsHttpStatus) return this.reply(entry, res, 410, expired);
+      entry.status = 200;
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ type: 'ERROR', object: expired }) + '\n');
+      return;
+    }
+    entry.status = 200;
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.flushHeaders();
+    const w = { res, bookmarks: q.get('allowWatchBookmarks') === 'true', timer: null, stalled: false };
+    const replay = from === '' || from === '0' ? [...this.nodes.values()].map((n) => ({ type: 'ADDED', object: n })) : this.history.filter((ev) => ev.rv > Number(from));
+    for (const ev of replay) this.send(w, { type: ev.type, object: clone(ev.object) });
+    this.watchers.add(w);
+    const timeout = Number(q.get('timeoutSeconds') ?? 0);
+    if (timeout > 0) {
+      w.timer = setTimeout(() => {
+        if (!w.stalled) res.end();
+      }, timeout * 1000);
+    }
+    res.on('close', () => {
+      clearTimeout(w.timer);
+      this.watchers.delete(w);
+    });
+  }
+
+  tooOld(from) {
+    return from !== '' && from !== '0' && (!/^[0-9]+$/.test(from) || Number(from) < this.compactedRv);
+  }
+
+  send(w, event) {
+    if (!w.stalled && !w.res.writableEnded) w.res.write(JSON.stringify(event) + '\n');
+  }
+}
+
+async function body(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const c of req) {
+    size += c.length;
+    if (size > MAX_BODY) throw new HttpError(413, 'RequestEntityTooLarge', 'the request body is too large');
+    chunks.push(c);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'BadRequest', 'the request body is not valid JSON');
+  }
+}
+
+// ---- as a child process -------------------------------------------------------------------
+
+async function main(argv) {
+  const arg = (name) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const listen = arg('--listen') ?? '127.0.0.1:0';
+  const dir = arg('--dir');
+  if (!dir) throw new Error('usage: kube-apiserver.mjs --listen IP:PORT --dir D');
+  const cut = listen.lastIndexOf(':');
+  const host = listen.slice(0, cut).replace(/^\[|\]$/g, '');
+  const pki = makePki(dir, { ips: [host] });
+  const users = arg('--users') ? JSON.parse(readFileSync(arg('--users'), 'utf8')) : [];
+  const server = new KubeApiServer({ pki, users: [{ name: 'admin', token: 'admin-token' }, ...users] });
+  const url = await server.start({ host, port: Number(listen.slice(cut + 1)) });
+  kubeconfig(path.join(dir, 'kubeconfig'), { server: url, caFile: pki.caFile, token: 'admin-token' });
+  for (const u of users) {
+    if (u.token) kubeconfig(path.join(dir, `kubeconfig-${u.name.replace(/[^A-Za-z0-9._-]/g, '_')}`), { server: url, caFile: pki.caFile, token: u.token });
+  }
+  process.stdout.write(JSON.stringify({ ready: url }) + '\n');
+  const commands = new Set(['addNode', 'modifyNode', 'deleteNode', 'bumpVersion', 'compact', 'bookmark', 'dropConnections', 'stall', 'down', 'up']);
+  const flags = new Set(['hanging', 'expiredAsHttpStatus']);
+  for await (const line of createInterface({ input: process.stdin })) {
+    let msg = {};
+    try {
+      msg = JSON.parse(line);
+      let result;
+      if (msg.cmd === 'requests') result = server.requests;
+      else if (msg.cmd === 'nodes') result = [...server.nodes.values()];
+      else if (msg.cmd === 'set' && flags.has(msg.args?.[0])) server[msg.args[0]] = Boolean(msg.args[1]);
+      else if (commands.has(msg.cmd)) result = await server[msg.cmd](...(msg.args ?? []));
+      else throw new Error(`unknown command ${JSON.stringify(msg.cmd)}`);
+      process.stdout.write(JSON.stringify({ id: msg.id, ok: true, result: result ?? null }) + '\n');
+    } catch (e) {
+      process.stdout.write(JSON.stringify({ id: msg?.id, ok: false, error: String(e?.message ?? e) }) + '\n');
+    }
+  }
+  await server.stop();
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).catch((e) => {
+    process.stderr.write(`kube-apiserver: ${e?.message ?? e}\n`);
+    process.exit(1);
+  });
+}

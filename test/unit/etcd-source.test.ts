@@ -1,0 +1,634 @@
+// The etcd cluster source (src/cluster/etcd.ts) against an in-memory etcd (fake-etcd.ts) on a
+// ManualClock: following (list, watch, churn, compaction, outages, config checks) and keeping
+// our own lease (exact value, TTL and renewal, conflicts, re-puts). Also the adapter's error
+// sorting and the prefix range (src/cluster/etcd3-kv.ts, etcd-kv.ts).
+import { describe, expect, it } from 'vitest';
+import { ETCD_DEFAULTS, EtcdSource, type EtcdSourceOptions } from '../../src/cluster/etcd.js';
+import { EtcdKvError, prefixRangeEnd } from '../../src/cluster/etcd-kv.js';
+import { classifyEtcd3Error } from '../../src/cluster/etcd3-kv.js';
+import { encodeLease } from '../../src/cluster/flannel-lease.js';
+import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
+import { Logger, type Fields } from '../../src/util/log.js';
+import { parseCidr } from '../../src/util/ipv4.js';
+import { ManualClock } from '../support/clock.js';
+import { FakeEtcd } from './fake-etcd.js';
+import {
+  EtcdAuthenticationFailedError,
+  EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
+  GRPCUnavailableError,
+  GRPCDeadlineExceededError,
+} from 'etcd3';
+
+const PREFIX = '/coreos.com/network';
+const CONFIG_KEY = `${PREFIX}/config`;
+const CONFIG = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}';
+const OWN_KEY = `${PREFIX}/subnets/10.244.100.0-24`;
+const ENDPOINTS = ['http://10.0.0.1:2379', 'http://10.0.0.2:2379'];
+const OUR_MAC = '0e:5c:aa:00:00:01';
+const OWN: OwnLease = { name: 'vxedge-lab-edge-1', subnet: parseCidr('10.244.100.0/24'), vni: 1, vtepMac: OUR_MAC, publicIp: '198.51.100.2' };
+const OUR_VALUE = '{"PublicIP":"198.51.100.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:5c:aa:00:00:01"}}';
+
+const key = (subnet: string) => `${PREFIX}/subnets/${subnet}`;
+const value = (ip: string, mac: string, type = 'vxlan') => encodeLease({ publicIp: ip, vni: 1, vtepMac: mac }).replace('"vxlan"', JSON.stringify(type));
+
+/** A Logger that keeps its lines instead of printing them. */
+class RecordingLogger extends Logger {
+  readonly lines: { level: string; msg: string; fields?: Fields }[] = [];
+  constructor() {
+    super('debug', true);
+  }
+  override child(): Logger {
+    return this;
+  }
+  override debug(msg: string, fields?: Fields): void {
+    this.lines.push({ level: 'debug', msg, fields });
+  }
+  override info(msg: string, fields?: Fields): void {
+    this.lines.push({ level: 'info', msg, fields });
+  }
+  override warn(msg: string, fields?: Fields): void {
+    this.lines.push({ level: 'warn', msg, fields });
+  }
+  override error(msg: string, fields?: Fields): void {
+    this.lines.push({ level: 'error', msg, fields });
+  }
+}
+
+/** Lets every pending promise and microtask run (the fake answers asynchronously). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 4; i++) await new Promise((r) => setImmediate(r));
+}
+
+/**
+ * Moves the clock forward in steps, letting async work run between them. Keep steps shorter
+ * than the call timeout (15 s): within one step, timers run before any answer can arrive.
+ */
+async function run(clock: ManualClock, ms: number, step = 100): Promise<void> {
+  for (let t = 0; t < ms; t += step) {
+    clock.advance(Math.min(step, ms - t));
+    await settle();
+  }
+}
+
+function setup(opts: Partial<EtcdSourceOptions> = {}, config: string | null = CONFIG) {
+  const clock = new ManualClock();
+  const fake = new FakeEtcd(clock);
+  if (config !== null) fake.put(CONFIG_KEY, config);
+  const log = new RecordingLogger();
+  const src = new EtcdSource({
+    endpoints: ENDPOINTS,
+    prefix: PREFIX,
+    network: parseCidr('10.244.0.0/16'),
+    subnet: parseCidr('10.244.100.0/24'),
+    vni: 1,
+    port: 8472,
+    register: true,
+    clock,
+    log,
+    connect: async () => fake,
+    backoff: { random: () => 0.5 },
+    ...opts,
+  });
+  const views: ClusterView[] = [];
+  src.onView((v) => views.push(v));
+  return { clock, fake, src, views, log };
+}
+
+const peerNames = (v: ClusterView | undefined) => v?.peers.map((p) => p.name);
+
+describe('EtcdSource: following the leases', () => {
+  it('lists, emits a view, and follows adds, removes and changes; bursts make one view', async () => {
+    const { clock, fake, src, views } = setup({ register: false });
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'), fake.grantLease(86_400));
+    fake.put(key('10.244.2.0-24'), value('203.0.113.20', '0e:00:00:00:02:01', 'host-gw'));
+    src.start();
+    await settle();
+    expect(views).toHaveLength(1);
+    expect(views[0].nodes).toBe(2);
+    expect(views[0].peers).toEqual([{ name: 'etcd-10.244.1.0-24', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:01:01' }]);
+    expect(views[0].skipped).toEqual([{ name: 'etcd-10.244.2.0-24', why: expect.stringMatching(/BackendType "host-gw" is not "vxlan"/) }]);
+    expect(src.status()).toEqual({ source: 'etcd', connected: true, lastSync: new Date(clock.now()).toISOString(), nodes: 2, registered: false, error: null });
+
+    // A burst: two joins and a leave inside the coalescing window -> one view.
+    fake.put(key('10.244.3.0-24'), value('203.0.113.30', '0e:00:00:00:03:01'));
+    fake.put(key('10.244.4.0-24'), value('203.0.113.40', '0e:00:00:00:04:01'));
+    fake.del(key('10.244.1.0-24'));
+    await settle();
+    expect(views).toHaveLength(1);
+    await run(clock, ETCD_DEFAULTS.coalesceMs);
+    expect(views).toHaveLength(2);
+    expect(peerNames(views[1])).toEqual(['etcd-10.244.3.0-24', 'etcd-10.244.4.0-24']);
+
+    // A node's public IP changes.
+    fake.put(key('10.244.3.0-24'), value('203.0.113.33', '0e:00:00:00:03:01'));
+    await run(clock, 200);
+    expect(views).toHaveLength(3);
+    expect(views[2].peers.find((p) => p.name === 'etcd-10.244.3.0-24')?.publicIp).toBe('203.0.113.33');
+
+    // The same value written again changes nothing we use: no view.
+    fake.put(key('10.244.3.0-24'), value('203.0.113.33', '0e:00:00:00:03:01'));
+    await run(clock, 200);
+    expect(views).toHaveLength(3);
+    expect(fake.puts).toHaveLength(0);
+  });
+
+  it("a node whose lease expires is gone from the next view", async () => {
+    const { clock, fake, src, views } = setup({ register: false });
+    const l = fake.grantLease(5);
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'), l);
+    src.start();
+    await settle();
+    expect(peerNames(views[0])).toEqual(['etcd-10.244.1.0-24']);
+    await run(clock, 5_300);
+    expect(views.at(-1)?.peers).toEqual([]);
+    expect(views.at(-1)?.nodes).toBe(0);
+  });
+
+  it('one peer per IPv4 subnet when a dual-stack key shadows a plain one', async () => {
+    const { fake, src, views } = setup({ register: false });
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'));
+    fake.put(key('10.244.1.0-24&fc00::-64'), value('203.0.113.11', '0e:00:00:00:01:02'));
+    src.start();
+    await settle();
+    expect(peerNames(views[0])).toEqual(['etcd-10.244.1.0-24']);
+    expect(views[0].skipped).toEqual([{ name: `etcd-10.244.1.0-24 (${key('10.244.1.0-24&fc00::-64')})`, why: expect.stringMatching(/same IPv4 subnet 10\.244\.1\.0\/24/) }]);
+  });
+
+  it('a watch that fell behind compaction lists again and catches up', async () => {
+    const { fake, src, views, log } = setup({ register: false });
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'));
+    // Between our list and our watch, a node joins and etcd compacts its history.
+    fake.beforeWatch = () => {
+      fake.beforeWatch = null;
+      fake.put(key('10.244.2.0-24'), value('203.0.113.20', '0e:00:00:00:02:01'));
+      fake.compact();
+    };
+    src.start();
+    await settle();
+    expect(fake.calls.range).toBe(2);
+    expect(fake.calls.watch).toBe(2);
+    expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.1.0-24', 'etcd-10.244.2.0-24']);
+    expect(src.status()).toMatchObject({ connected: true, error: null });
+    expect(log.lines.some((l) => l.level === 'warn' && /fell behind compaction/.test(l.msg))).toBe(true);
+    expect(fake.openWatches).toBe(1);
+  });
+
+  it('an outage keeps the last view, retries with growing jittered delays, and resyncs', async () => {
+    const { clock, fake, src, views } = setup({ register: false });
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'));
+    src.start();
+    await settle();
+    expect(views).toHaveLength(1);
+
+    fake.setDown(true);
+    await settle();
+    const st = src.status();
+    expect(st.connected).toBe(false);
+    expect(st.error).toMatch(/^cannot reach etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 \(watch \/coreos\.com\/network\/subnets\/: connection refused\); the last known peers stay in use; retrying in 750ms$/);
+    // While down: attempts at growing intervals (1 s doubling, times 0.75 here), capped at 30 s.
+    const attempts: number[] = [];
+    let seen = fake.calls.get;
+    for (let t = 0; t < 120_000; t += 250) {
+      await run(clock, 250, 250);
+      if (fake.calls.get !== seen) {
+        seen = fake.calls.get;
+        attempts.push(t);
+      }
+    }
+    const gaps = attempts.slice(1).map((t, i) => t - attempts[i]);
+    expect(gaps.slice(0, 4)).toEqual([1_500, 3_000, 6_000, 12_000]);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(22_500 + 250);
+    expect(views).toHaveLength(1); // the last view stays in force: no empty view was emitted
+    expect(src.status().lastSync).not.toBeNull();
+
+    // Something changed meanwhile; etcd comes back.
+    fake.put(key('10.244.2.0-24'), value('203.0.113.20', '0e:00:00:00:02:01'));
+    fake.setDown(false);
+    await run(clock, 30_000, 500);
+    expect(src.status()).toMatchObject({ connected: true, error: null, nodes: 2 });
+    expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.1.0-24', 'etcd-10.244.2.0-24']);
+  });
+
+  it('a call that never answers times out and counts as unreachable', async () => {
+    const { clock, fake, src, views } = setup({ register: false, callTimeoutMs: 5_000 });
+    fake.hang = true;
+    src.start();
+    await run(clock, 4_900);
+    expect(src.status().error).toBeNull();
+    await run(clock, 200);
+    expect(src.status().error).toMatch(/cannot reach etcd at .* \(read \/coreos\.com\/network\/config: no answer within 5s\)/);
+    fake.hang = false;
+    await run(clock, 2_000);
+    expect(src.status().connected).toBe(true);
+    expect(views).toHaveLength(1);
+  });
+
+  it('a watch that etcd never confirms is given up and set up again', async () => {
+    const { clock, fake, src, views } = setup({ register: false, callTimeoutMs: 5_000 });
+    fake.hangWatch = true;
+    src.start();
+    await settle();
+    expect(views).toHaveLength(1);
+    expect(src.status().connected).toBe(true);
+    await run(clock, 5_100);
+    expect(src.status()).toMatchObject({ connected: false, error: expect.stringMatching(/cannot reach etcd .*\(watch \/coreos\.com\/network\/subnets\/: not confirmed within 5s\)/) });
+    fake.hangWatch = false;
+    await run(clock, 2_000);
+    expect(src.status()).toMatchObject({ connected: true, error: null });
+    expect(fake.calls.watch).toBe(2);
+    expect(fake.openWatches).toBe(1);
+  });
+
+  it('a listener that throws is logged and does not stop the others', async () => {
+    const { fake, src, views, log } = setup({ register: false });
+    const second: ClusterView[] = [];
+    src.onView(() => {
+      throw new Error('boom');
+    });
+    src.onView((v) => second.push(v));
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'));
+    src.start();
+    await settle();
+    expect(views).toHaveLength(1);
+    expect(second).toHaveLength(1);
+    expect(log.lines.some((l) => l.level === 'error' && /listener failed/.test(l.msg))).toBe(true);
+  });
+});
+
+describe('EtcdSource: the config in etcd', () => {
+  it.each([
+    [null, /etcd has no flannel config at \/coreos\.com\/network\/config: is cluster\.etcd\.prefix flanneld's --etcd-prefix\?.*etcdctl put/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', /Backend\.Type "host-gw": vxedge speaks flannel's VXLAN backend only/],
+    ['{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan"}}', /does not hold overlay\.subnet 10\.244\.100\.0\/24/],
+    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":2}}', /set vxlan\.vni to 2/],
+  ])('%s: a clear error, not connected, no view, nothing written; fixed config -> follows', async (config, re) => {
+    const { clock, fake, src, views } = setup({}, config);
+    src.setOwnLease(OWN);
+    src.start();
+    await settle();
+    expect(src.status()).toMatchObject({ connected: false, registered: false });
+    expect(src.status().error).toMatch(re);
+    expect(src.status().error).toMatch(/retrying in/);
+    expect(views).toHaveLength(0);
+    expect(fake.calls.range).toBe(0);
+    await run(clock, 10_000);
+    expect(fake.calls.get).toBeGreaterThan(2); // it keeps checking
+    expect(fake.puts).toHaveLength(0);
+
+    fake.put(CONFIG_KEY, CONFIG);
+    await run(clock, 30_000, 500);
+    expect(src.status()).toMatchObject({ connected: true, registered: true, error: null });
+    expect(views.at(-1)).toEqual({ nodes: 1, peers: [], skipped: [] });
+  });
+
+  it('warns once when overlay.network differs from the cluster Network', async () => {
+    const { clock, fake, src, log } = setup({ register: false }, '{"Network":"10.244.0.0/14","Backend":{"Type":"vxlan"}}');
+    src.start();
+    await settle();
+    fake.setDown(true);
+    await settle();
+    fake.setDown(false);
+    await run(clock, 5_000, 500);
+    expect(fake.calls.range).toBe(2); // synced twice
+    expect(src.status()).toMatchObject({ connected: true, error: null });
+    expect(log.lines.filter((l) => /overlay\.network is 10\.244\.0\.0\/16/.test(l.msg))).toHaveLength(1);
+  });
+});
+
+describe('EtcdSource: errors name the fix', () => {
+  it.each([
+    ['auth', 'etcdserver: authentication failed, invalid user ID or password', { username: 'flannel', passwordFile: '/etc/vxedge/etcd.pw' },
+      /etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 refused user "flannel" \(.*\): check cluster\.etcd\.username and the password in cluster\.etcd\.passwordFile/],
+    ['auth', 'etcdserver: user name is empty', undefined, /requires authentication .*set cluster\.etcd\.username and cluster\.etcd\.passwordFile, or a client certificate/],
+    ['permission', 'etcdserver: permission denied', { username: 'site', passwordFile: '/p' },
+      /etcd denied read \/coreos\.com\/network\/config to user "site" .*grant it read access to \/coreos\.com\/network\/ and write access to \/coreos\.com\/network\/subnets\//],
+    ['tls', 'unable to verify the first certificate', undefined, /TLS to etcd at .* failed .*check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
+    ['setup', 'cannot read cluster.etcd.ca /nope: ENOENT', undefined, /^cannot read cluster\.etcd\.ca \/nope: ENOENT; retrying in/],
+  ] as const)('%s: %s', async (kind, message, auth, re) => {
+    const { fake, src } = setup({ auth });
+    fake.failNext('get', kind, message);
+    src.start();
+    await settle();
+    expect(src.status().connected).toBe(false);
+    expect(src.status().error).toMatch(re);
+  });
+
+  it('a client that cannot be set up is an error and a retry, not a crash', async () => {
+    const clock = new ManualClock();
+    let attempts = 0;
+    const src = new EtcdSource({
+      endpoints: ['ftp://x'], prefix: PREFIX, network: parseCidr('10.244.0.0/16'), subnet: parseCidr('10.244.100.0/24'), vni: 1,
+      register: false, clock, log: new RecordingLogger(), backoff: { random: () => 0.5 },
+      connect: async () => {
+        attempts++;
+        throw new EtcdKvError('setup', 'cluster.etcd.endpoints: "ftp://x" is not an http:// or https:// URL');
+      },
+    });
+    src.start();
+    await settle();
+    expect(src.status().error).toMatch(/^cluster\.etcd\.endpoints: "ftp:\/\/x" is not an http/);
+    await run(clock, 2_000);
+    expect(attempts).toBe(2);
+    await src.stop();
+  });
+
+  it('refuses an empty endpoint list and a TTL etcd would not grant', () => {
+    expect(() => setup({ endpoints: [] })).toThrow(/cluster\.etcd\.endpoints is empty/);
+    expect(() => setup({ leaseTtlS: 1 })).toThrow(/leaseTtlS 1/);
+  });
+});
+
+describe('EtcdSource: our lease', () => {
+  async function registered(opts: Partial<EtcdSourceOptions> = {}) {
+    const s = setup(opts);
+    s.src.setOwnLease(OWN);
+    s.src.start();
+    await settle();
+    const stored = s.fake.store.get(OWN_KEY);
+    return { ...s, stored, leaseId: stored?.lease ?? 0n };
+  }
+
+  it("writes flanneld's exact value on a 24 h lease, and renews it an hour before expiry", async () => {
+    const { clock, fake, src, views, stored, leaseId } = await registered();
+    expect(stored?.value).toBe(OUR_VALUE);
+    expect(fake.leases.get(leaseId)?.ttlS).toBe(86_400);
+    expect(fake.puts).toEqual([{ key: OWN_KEY, value: OUR_VALUE, lease: leaseId, expect: 0n, ok: true }]);
+    expect(src.status()).toMatchObject({ registered: true, error: null, nodes: 1 });
+    // Our own lease is neither a peer nor a skipped node.
+    await run(clock, 200);
+    expect(views.at(-1)).toEqual({ nodes: 1, peers: [], skipped: [] });
+
+    await run(clock, 23 * 3_600_000 - 60_000, 10_000);
+    expect(fake.calls.keepAliveOnce).toBe(0);
+    await run(clock, 120_000, 10_000);
+    expect(fake.calls.keepAliveOnce).toBe(1);
+    await run(clock, 2 * 86_400_000, 10_000);
+    expect(fake.calls.keepAliveOnce).toBe(3);
+    expect(fake.store.get(OWN_KEY)).toMatchObject({ value: OUR_VALUE, lease: leaseId });
+    expect(fake.calls.grant).toBe(1);
+    expect(fake.puts).toHaveLength(1);
+    expect(src.status().registered).toBe(true);
+  });
+
+  it('renews a short lease at half its TTL', async () => {
+    const { clock, fake, leaseId } = await registered({ leaseTtlS: 5 });
+    await run(clock, 20_000);
+    expect(fake.calls.keepAliveOnce).toBe(8);
+    expect(fake.store.get(OWN_KEY)?.lease).toBe(leaseId);
+  });
+
+  it('nothing is written before our public IP is known, nor with register false', async () => {
+    const a = setup();
+    a.src.setOwnLease({ ...OWN, publicIp: null });
+    a.src.start();
+    await run(a.clock, 1_000);
+    expect(a.fake.calls.grant + a.fake.puts.length).toBe(0);
+    expect(a.src.status().registered).toBe(false);
+    a.src.setOwnLease(OWN);
+    await settle();
+    expect(a.fake.value(OWN_KEY)).toBe(OUR_VALUE);
+
+    const b = setup({ register: false });
+    b.src.setOwnLease(OWN);
+    b.src.start();
+    await run(b.clock, 1_000);
+    expect(b.fake.calls.grant + b.fake.puts.length).toBe(0);
+  });
+
+  it("never takes another node's subnet; the error names the holder; registers once the key is free", async () => {
+    const { clock, fake, src, views, log } = setup();
+    const theirs = fake.grantLease(86_400);
+    const theirValue = value('203.0.113.99', '0e:00:00:00:99:99');
+    fake.put(OWN_KEY, theirValue, theirs);
+    src.setOwnLease(OWN);
+    src.start();
+    await run(clock, 60_000);
+    expect(fake.value(OWN_KEY)).toBe(theirValue);
+    expect(fake.puts).toHaveLength(0);
+    expect(fake.calls.grant).toBe(0);
+    const st = src.status();
+    expect(st).toMatchObject({ connected: true, registered: false });
+    expect(st.error).toContain('held in etcd by another node (PublicIP 203.0.113.99, VtepMAC 0e:00:00:00:99:99; key /coreos.com/network/subnets/10.244.100.0-24)');
+    expect(st.error).toContain('give this site a free overlay.subnet');
+    expect(st.error).toContain('etcdctl del /coreos.com/network/subnets/10.244.100.0-24');
+    expect(views[0].skipped).toEqual([{ name: 'etcd-10.244.100.0-24', why: expect.stringMatching(/site's own subnet .*203\.0\.113\.99/) }]);
+    expect(log.lines.filter((l) => /held in etcd by another node/.test(l.msg))).toHaveLength(1);
+
+    fake.revokeLease(theirs); // that node is gone: its lease ends
+    await run(clock, 200);
+    expect(fake.value(OWN_KEY)).toBe(OUR_VALUE);
+    expect(src.status()).toMatchObject({ registered: true, error: null });
+    expect(views.at(-1)?.skipped).toEqual([]);
+  });
+
+  it('two writers: the one who loses the compare does not overwrite, and gives back its lease', async () => {
+    const { fake, src } = setup();
+    const theirValue = value('203.0.113.98', '0e:00:00:00:98:98');
+    fake.beforePutIf = () => {
+      fake.beforePutIf = null;
+      fake.put(OWN_KEY, theirValue, fake.grantLease(86_400));
+    };
+    src.setOwnLease(OWN);
+    src.start();
+    await settle();
+    expect(fake.puts).toMatchObject([{ key: OWN_KEY, expect: 0n, ok: false }]);
+    expect(fake.value(OWN_KEY)).toBe(theirValue);
+    expect(src.status().error).toMatch(/held in etcd by another node \(PublicIP 203\.0\.113\.98/);
+    expect(fake.calls.revoke).toBe(1);
+    expect(fake.leases.size).toBe(1); // only theirs
+  });
+
+  it('our key deleted by someone: written again on the same lease', async () => {
+    const { clock, fake, src, leaseId } = await registered();
+    fake.del(OWN_KEY);
+    await run(clock, 200);
+    expect(fake.store.get(OWN_KEY)).toMatchObject({ value: OUR_VALUE, lease: leaseId });
+    expect(fake.calls.grant).toBe(1);
+    expect(src.status().registered).toBe(true);
+  });
+
+  it('our lease revoked (key deleted with it): a new lease, the key written again', async () => {
+    const { clock, fake, src, leaseId, log } = await registered();
+    fake.revokeLease(leaseId);
+    await run(clock, 200);
+    const now = fake.store.get(OWN_KEY);
+    expect(now?.value).toBe(OUR_VALUE);
+    expect(now?.lease).not.toBe(leaseId);
+    expect(fake.leases.has(now!.lease)).toBe(true);
+    expect(fake.calls.grant).toBe(2);
+    expect(src.status().registered).toBe(true);
+    expect(log.lines.some((l) => /lease is gone/.test(l.msg))).toBe(true);
+  });
+
+  it('our lease expired during an outage: registered goes false, and the key is written again when etcd is back', async () => {
+    const { clock, fake, src, leaseId, views } = await registered({ leaseTtlS: 10 });
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'));
+    await run(clock, 200);
+    const before = views.length;
+    fake.setDown(true);
+    await run(clock, 15_000);
+    expect(fake.store.has(OWN_KEY)).toBe(false); // etcd deleted it with the lease
+    expect(src.status()).toMatchObject({ connected: false, registered: false });
+    expect(views).toHaveLength(before);
+    fake.setDown(false);
+    await run(clock, 30_000, 500);
+    const now = fake.store.get(OWN_KEY);
+    expect(now?.value).toBe(OUR_VALUE);
+    expect(now?.lease).not.toBe(leaseId);
+    expect(src.status()).toMatchObject({ connected: true, registered: true, error: null });
+    expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.1.0-24']);
+  });
+
+  it('a renewal that finds the lease gone (TTL 0) moves the key to a new lease', async () => {
+    const { clock, fake, src, leaseId } = await registered({ leaseTtlS: 10 });
+    fake.leases.delete(leaseId); // the lease vanished but the key is still there (as after a restore)
+    await run(clock, 6_000);
+    const now = fake.store.get(OWN_KEY);
+    expect(now?.lease).not.toBe(leaseId);
+    expect(fake.leases.has(now!.lease)).toBe(true);
+    expect(fake.puts.at(-1)).toMatchObject({ ok: true, expect: expect.any(BigInt) });
+    expect(fake.puts.at(-1)!.expect).not.toBe(0n);
+    expect(src.status().registered).toBe(true);
+  });
+
+  it('setOwnLease with a new public IP or a new MAC rewrites our value', async () => {
+    const { clock, fake, src, leaseId } = await registered();
+    src.setOwnLease({ ...OWN, publicIp: '198.51.100.77' });
+    await run(clock, 200);
+    expect(fake.value(OWN_KEY)).toBe(OUR_VALUE.replace('198.51.100.2', '198.51.100.77'));
+    src.setOwnLease({ ...OWN, publicIp: '198.51.100.77', vtepMac: '0e:5c:aa:00:00:02' });
+    await run(clock, 200);
+    expect(fake.value(OWN_KEY)).toContain('"VtepMAC":"0e:5c:aa:00:00:02"');
+    expect(fake.store.get(OWN_KEY)?.lease).toBe(leaseId);
+    expect(fake.puts.map((p) => p.ok)).toEqual([true, true, true]);
+    expect(src.status()).toMatchObject({ registered: true, error: null });
+    // The same lease again (the gateway repeats itself): nothing to do.
+    src.setOwnLease({ ...OWN, publicIp: '198.51.100.77', vtepMac: '0e:5c:aa:00:00:02' });
+    await run(clock, 200);
+    expect(fake.puts).toHaveLength(3);
+    // The public IP becoming unknown again leaves the announcement alone.
+    src.setOwnLease({ ...OWN, publicIp: null, vtepMac: '0e:5c:aa:00:00:02' });
+    await run(clock, 200);
+    expect(fake.puts).toHaveLength(3);
+    expect(src.status().registered).toBe(true);
+  });
+
+  it('setOwnLease with another subnet is refused with a reason', async () => {
+    const { src, fake } = await registered();
+    src.setOwnLease({ ...OWN, subnet: parseCidr('10.244.101.0/24') });
+    await settle();
+    expect(src.status().error).toMatch(/restart the gateway to move the site to another subnet/);
+    expect(fake.puts).toHaveLength(1);
+  });
+
+  it('a restart finds our key from the previous run and adopts its live lease: no write', async () => {
+    const { clock, fake, src } = setup({ leaseTtlS: 60 });
+    const earlier = fake.grantLease(60);
+    fake.put(OWN_KEY, OUR_VALUE, earlier);
+    await run(clock, 20_000); // the previous run died 20 s ago
+    src.setOwnLease(OWN);
+    src.start();
+    await settle();
+    expect(fake.puts).toHaveLength(0);
+    expect(fake.calls.grant).toBe(0);
+    expect(fake.calls.keepAliveOnce).toBe(1);
+    expect(src.status().registered).toBe(true);
+    await run(clock, 120_000, 1_000);
+    expect(fake.store.get(OWN_KEY)?.lease).toBe(earlier);
+  });
+
+  it('a restart with a new public IP rewrites our key on its lease (the MAC says it is ours)', async () => {
+    const { fake, src } = setup();
+    const earlier = fake.grantLease(86_400);
+    fake.put(OWN_KEY, OUR_VALUE.replace('198.51.100.2', '198.51.100.1'), earlier);
+    src.setOwnLease(OWN);
+    src.start();
+    await settle();
+    expect(fake.store.get(OWN_KEY)).toMatchObject({ value: OUR_VALUE, lease: earlier });
+    expect(fake.puts).toHaveLength(1);
+  });
+
+  it("an operator's permanent reservation with our MAC stays permanent", async () => {
+    const { clock, fake, src } = setup();
+    fake.put(OWN_KEY, OUR_VALUE.replace('198.51.100.2', '198.51.100.1')); // no lease
+    src.setOwnLease(OWN);
+    src.start();
+    await run(clock, 2 * 86_400_000, 10_000);
+    expect(fake.store.get(OWN_KEY)).toMatchObject({ value: OUR_VALUE, lease: 0n });
+    expect(fake.calls.grant + fake.calls.keepAliveOnce).toBe(0);
+    expect(src.status().registered).toBe(true);
+  });
+
+  it('write errors are retried and named; permission names the prefix to grant', async () => {
+    const { clock, fake, src } = setup({ auth: { username: 'site', passwordFile: '/p' } });
+    fake.failNext('putIf', 'permission', 'etcdserver: permission denied');
+    src.setOwnLease(OWN);
+    src.start();
+    await settle();
+    expect(src.status().error).toMatch(/^cannot register \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24: etcd denied write .* to user "site" .*write access to \/coreos\.com\/network\/subnets\/; retrying in/);
+    expect(src.status().connected).toBe(true);
+    await run(clock, 1_000);
+    expect(src.status()).toMatchObject({ registered: true, error: null });
+  });
+
+  it('stop(): no more calls or timers, the key is left to its TTL, the lease is not revoked', async () => {
+    const { clock, fake, src } = await registered({ leaseTtlS: 60 });
+    await src.stop();
+    expect(fake.closed).toBe(true);
+    expect(fake.openWatches).toBe(0);
+    const calls = { ...fake.calls };
+    expect(fake.value(OWN_KEY)).toBe(OUR_VALUE);
+    await run(clock, 30_000, 1_000);
+    expect(fake.calls).toEqual(calls);
+    expect(fake.value(OWN_KEY)).toBe(OUR_VALUE);
+    await run(clock, 40_000, 1_000);
+    expect(fake.store.has(OWN_KEY)).toBe(false); // the TTL freed it
+    expect(fake.calls.revoke).toBe(0);
+  });
+
+  it('stop() while the client is still connecting closes it when it arrives', async () => {
+    const clock = new ManualClock();
+    const fake = new FakeEtcd(clock);
+    let release!: () => void;
+    const src = new EtcdSource({
+      endpoints: ENDPOINTS, prefix: PREFIX, network: parseCidr('10.244.0.0/16'), subnet: parseCidr('10.244.100.0/24'), vni: 1,
+      register: false, clock, log: new RecordingLogger(),
+      connect: () => new Promise((r) => (release = () => r(fake))),
+    });
+    src.start();
+    await settle();
+    const stopped = src.stop();
+    release();
+    await stopped;
+    await settle();
+    expect(fake.closed).toBe(true);
+    expect(fake.calls.get).toBe(0);
+  });
+});
+
+describe('etcd3 adapter helpers', () => {
+  it('prefixRangeEnd is the first key after every key with the prefix', () => {
+    expect(prefixRangeEnd(Buffer.from('/coreos.com/network/subnets/')).toString()).toBe('/coreos.com/network/subnets0');
+    expect([...prefixRangeEnd(Buffer.from([0x61, 0xff, 0xff]))]).toEqual([0x62]);
+    expect([...prefixRangeEnd(Buffer.from([0xff]))]).toEqual([0]);
+  });
+
+  it.each([
+    [new EtcdLeaseInvalidError('123'), 'lease-not-found'],
+    [new EtcdPermissionDeniedError('etcdserver: permission denied'), 'permission'],
+    [new EtcdAuthenticationFailedError('etcdserver: authentication failed, invalid user ID or password'), 'auth'],
+    [Object.assign(new Error('3 INVALID_ARGUMENT: etcdserver: user name is empty'), { code: 3 }), 'auth'],
+    [new GRPCUnavailableError('14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:2379'), 'unavailable'],
+    [new GRPCUnavailableError('14 UNAVAILABLE: No connection established. Last error: Error: self-signed certificate in certificate chain'), 'tls'],
+    [new GRPCDeadlineExceededError('4 DEADLINE_EXCEEDED: Deadline exceeded'), 'timeout'],
+    [Object.assign(new Error('14 UNAVAILABLE: read ECONNRESET'), { code: 14 }), 'unavailable'],
+    [new Error('Execution prevented because the circuit breaker is open'), 'unavailable'],
+    [new Error('etcdserver: mvcc: required revision is a future revision'), 'other'],
+    ['a string', 'other'],
+  ])('%s -> %s', (err, kind) => {
+    const e = classifyEtcd3Error(err);
+    expect(e).toBeInstanceOf(EtcdKvError);
+    expect(e.kind).toBe(kind);
+  });
+});

@@ -1,0 +1,320 @@
+// The kube-apiserver stand-in keeps the API's semantics for what vxedge uses, so tests of the
+// Kubernetes source can trust it. Everything goes through the official client, as vxedge's
+// requests do; plus the control API, and the stand-in run as a child process.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import * as k8s from '@kubernetes/client-node';
+import { drive, flannelNode, jsonPatch, makeKubePki, mergePatch, startApiServer, type ApiUser } from '../support/kube-harness.js';
+
+const USERS: ApiUser[] = [
+  { name: 'admin', token: 'admin-token' },
+  { name: 'lister', token: 'list-only', rules: [{ verbs: ['list'] }] },
+  { name: 'own-node', token: 'own', rules: [{ verbs: ['get', 'patch'], resourceNames: ['a'] }] },
+  { name: 'cert-user', cn: 'cert-user' },
+];
+
+const pki = makeKubePki(['cert-user']);
+let api: Awaited<ReturnType<typeof startApiServer>>;
+afterAll(() => pki.remove());
+beforeAll(async () => {
+  api = await startApiServer(pki, USERS, { retain: 5 });
+});
+afterAll(() => api.server.stop());
+
+function client(auth: { token?: string; certFile?: string; keyFile?: string } = { token: 'admin-token' }) {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(api.kubeconfigFor(auth));
+  return { kc, core: kc.makeApiClient(k8s.CoreV1Api) };
+}
+
+/** The Status object of a failed call. */
+async function failure(p: Promise<unknown>): Promise<{ code: number; status: Record<string, any> | undefined }> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as { code: number; body?: string };
+    return { code: err.code, status: err.body ? JSON.parse(err.body) : undefined };
+  }
+  throw new Error('the call succeeded');
+}
+
+type Event = { type: string; object: any };
+
+/** A watch through the client's Watch; events and the end are collected. */
+async function watch(kc: k8s.KubeConfig, query: Record<string, string | number | boolean>) {
+  const events: Event[] = [];
+  const out = { events, done: false as boolean, err: null as unknown, abort: () => {} };
+  const ctl = await new k8s.Watch(kc).watch('/api/v1/nodes', query, (type, object) => events.push({ type, object }), (err) => {
+    out.done = true;
+    out.err = err;
+  });
+  out.abort = () => ctl.abort();
+  return out;
+}
+
+const mergeOpts = (type: string) => k8s.setHeaderOptions('Content-Type', type);
+
+describe('CRUD on /api/v1/nodes', () => {
+  it('create, list with a resourceVersion, get, 409 AlreadyExists, 404 NotFound, delete', async () => {
+    const { core } = client();
+    const rv0 = api.server.rv;
+    const created = await core.createNode({ body: flannelNode('a', { subnet: '10.244.1.0/24' }) as k8s.V1Node });
+    expect(created.metadata?.resourceVersion).toBe(String(rv0 + 1));
+    expect(created.metadata?.uid).toMatch(/^[0-9a-f-]{36}$/);
+    const list = await core.listNode();
+    expect(list.metadata?.resourceVersion).toBe(String(rv0 + 1));
+    expect(list.items.map((n) => n.metadata?.name)).toEqual(['a']);
+    expect((await core.readNode({ name: 'a' })).spec?.podCIDR).toBe('10.244.1.0/24');
+
+    const dup = await failure(core.createNode({ body: flannelNode('a', { subnet: '10.244.1.0/24' }) as k8s.V1Node }));
+    expect(dup.code).toBe(409);
+    expect(dup.status).toMatchObject({ kind: 'Status', reason: 'AlreadyExists', code: 409, message: 'nodes "a" already exists', details: { name: 'a', kind: 'nodes' } });
+    const missing = await failure(core.readNode({ name: 'nope' }));
+    expect(missing.status).toMatchObject({ reason: 'NotFound', code: 404, message: 'nodes "nope" not found' });
+    expect((await failure(core.deleteNode({ name: 'nope' }))).code).toBe(404);
+    expect((await failure(core.createNode({ body: { kind: 'Node', metadata: { name: 'Bad_Name' } } as k8s.V1Node }))).code).toBe(422);
+
+    await core.deleteNode({ name: 'a' });
+    expect((await core.listNode()).items).toHaveLength(0);
+    expect(api.server.rv).toBe(rv0 + 2);
+  });
+
+  it('merge, strategic-merge and JSON patch; a no-op changes no version; podCIDR is immutable; unknown types get 415', async () => {
+    const { core } = client();
+    await core.createNode({ body: flannelNode('p', { subnet: '10.244.2.0/24' }) as k8s.V1Node });
+    const merged = await core.patchNode({ name: 'p', body: { metadata: { annotations: { x: '1', 'node.alpha.kubernetes.io/ttl': null } } } }, mergeOpts(k8s.PatchStrategy.MergePatch));
+    expect(merged.metadata?.annotations?.x).toBe('1');
+    expect(merged.metadata?.annotations?.['node.alpha.kubernetes.io/ttl']).toBeUndefined();
+    const smp = await core.patchNode({ name: 'p', body: { metadata: { labels: { y: '2' } } } }, mergeOpts(k8s.PatchStrategy.StrategicMergePatch));
+    expect(smp.metadata?.labels?.y).toBe('2');
+    const jp = await core.patchNode({ name: 'p', body: [{ op: 'replace', path: '/metadata/annotations/x', value: '3' }, { op: 'add', path: '/metadata/labels/a~1b', value: 'z' }] });
+    expect(jp.metadata?.annotations?.x).toBe('3');
+    expect(jp.metadata?.labels?.['a/b']).toBe('z');
+    const rv = api.server.rv;
+    const same = await core.patchNode({ name: 'p', body: { metadata: { labels: { y: '2' } } } }, mergeOpts(k8s.PatchStrategy.MergePatch));
+    expect(same.metadata?.resourceVersion).toBe(String(rv));
+    expect(api.server.rv).toBe(rv);
+
+    const test = await failure(core.patchNode({ name: 'p', body: [{ op: 'test', path: '/metadata/labels/y', value: 'nope' }] }));
+    expect(test.code).toBe(422);
+    const cidr = await failure(core.patchNode({ name: 'p', body: { spec: { podCIDR: '10.244.3.0/24' } } }, mergeOpts(k8s.PatchStrategy.MergePatch)));
+    expect(cidr.status).toMatchObject({ reason: 'Invalid', code: 422 });
+    expect(cidr.status?.message).toContain('podCIDR');
+    expect((await failure(core.patchNode({ name: 'p', body: {} }, mergeOpts('application/apply-patch+yaml')))).code).toBe(415);
+    expect((await failure(core.patchNode({ name: 'nope', body: {} }, mergeOpts(k8s.PatchStrategy.MergePatch)))).code).toBe(404);
+    await core.deleteNode({ name: 'p' });
+  });
+
+  it('merge patch and JSON patch follow RFC 7386 and RFC 6902', () => {
+    // RFC 7386 appendix A, a few of its cases.
+    expect(mergePatch({ a: 'b' }, { a: 'c' })).toEqual({ a: 'c' });
+    expect(mergePatch({ a: 'b' }, { a: null })).toEqual({});
+    expect(mergePatch({ a: [{ b: 'c' }] }, { a: [1] })).toEqual({ a: [1] });
+    expect(mergePatch({ a: { b: 'c' } }, { a: { b: 'd', c: null } })).toEqual({ a: { b: 'd' } });
+    expect(mergePatch(['a', 'b'], { a: 'b' })).toEqual({ a: 'b' });
+    expect(jsonPatch({ foo: ['bar', 'baz'] }, [{ op: 'add', path: '/foo/1', value: 'qux' }], 'x')).toEqual({ foo: ['bar', 'qux', 'baz'] });
+    expect(jsonPatch({ foo: ['bar'] }, [{ op: 'add', path: '/foo/-', value: 'end' }], 'x')).toEqual({ foo: ['bar', 'end'] });
+    expect(jsonPatch({ baz: 'qux', foo: 'bar' }, [{ op: 'remove', path: '/baz' }], 'x')).toEqual({ foo: 'bar' });
+    expect(() => jsonPatch({}, [{ op: 'remove', path: '/missing' }], 'x')).toThrow(/missing/);
+  });
+});
+
+describe('authentication and authorization', () => {
+  it('401 Status for a bad token and for no credentials; client certificates authenticate by CN', async () => {
+    const bad = await failure(client({ token: 'wrong' }).core.listNode());
+    expect(bad.code).toBe(401);
+    expect(api.server.requests.at(-1)).toMatchObject({ status: 401, user: null });
+    expect((await failure(client({}).core.listNode())).code).toBe(401);
+    await client(pki.clients['cert-user']).core.listNode();
+    expect(api.server.requests.at(-1)).toMatchObject({ status: 200, user: 'cert-user', verb: 'list' });
+  });
+
+  it('403 Forbidden Status naming the user and the verb; resourceNames limit by name', async () => {
+    const lister = client({ token: 'list-only' }).core;
+    await lister.listNode();
+    const create = await failure(lister.createNode({ body: flannelNode('z', { subnet: '10.244.9.0/24' }) as k8s.V1Node }));
+    expect(create.status).toMatchObject({ reason: 'Forbidden', code: 403 });
+    expect(create.status?.message).toBe('nodes is forbidden: User "lister" cannot create resource "nodes" in API group "" at the cluster scope');
+    await client().core.createNode({ body: flannelNode('a', { subnet: '10.244.1.0/24' }) as k8s.V1Node });
+    await client().core.createNode({ body: flannelNode('b', { subnet: '10.244.2.0/24' }) as k8s.V1Node });
+    const own = client({ token: 'own' }).core;
+    await own.patchNode({ name: 'a', body: { metadata: { labels: { mine: 'yes' } } } }, mergeOpts(k8s.PatchStrategy.MergePatch));
+    const other = await failure(own.patchNode({ name: 'b', body: { metadata: { labels: { mine: 'yes' } } } }, mergeOpts(k8s.PatchStrategy.MergePatch)));
+    expect(other.status?.message).toBe('nodes "b" is forbidden: User "own-node" cannot patch resource "nodes" in API group "" at the cluster scope');
+    expect((await failure(own.listNode())).code).toBe(403);
+    api.server.deleteNode('a');
+    api.server.deleteNode('b');
+  });
+});
+
+describe('watch', () => {
+  afterEach(() => {
+    for (const n of [...api.server.nodes.keys()]) api.server.deleteNode(n);
+  });
+
+  it('from a version: the events after it, in order; new events as they happen', async () => {
+    const { kc } = client();
+    const from = api.server.rv;
+    api.server.addNode(flannelNode('w1', { subnet: '10.244.1.0/24' }));
+    api.server.modifyNode('w1', { metadata: { labels: { x: '1' } } });
+    const w = await watch(kc, { resourceVersion: String(from) });
+    await drive(null, () => w.events.length === 2, 'replay');
+    api.server.deleteNode('w1');
+    await drive(null, () => w.events.length === 3, 'live');
+    expect(w.events.map((e) => [e.type, e.object.metadata.name])).toEqual([['ADDED', 'w1'], ['MODIFIED', 'w1'], ['DELETED', 'w1']]);
+    const rvs = w.events.map((e) => Number(e.object.metadata.resourceVersion));
+    expect(rvs).toEqual([from + 1, from + 2, from + 3]);
+    w.abort();
+  });
+
+  it('without a version (or "0"): the current Nodes as ADDED first', async () => {
+    const { kc } = client();
+    api.server.addNode(flannelNode('w2', { subnet: '10.244.2.0/24' }));
+    for (const rv of [undefined, '0']) {
+      const w = await watch(kc, rv === undefined ? {} : { resourceVersion: rv });
+      await drive(null, () => w.events.length === 1, 'initial state');
+      expect(w.events[0]).toMatchObject({ type: 'ADDED', object: { metadata: { name: 'w2' } } });
+      w.abort();
+    }
+  });
+
+  it('bookmarks only when asked for, carrying the current version', async () => {
+    const { kc } = client();
+    const plain = await watch(kc, { resourceVersion: String(api.server.rv) });
+    const withBm = await watch(kc, { resourceVersion: String(api.server.rv), allowWatchBookmarks: true });
+    await drive(null, () => api.server.watchCount === 2, 'two watches');
+    api.server.bumpVersion(10);
+    api.server.bookmark();
+    await drive(null, () => withBm.events.length === 1, 'a bookmark');
+    expect(withBm.events[0]).toEqual({ type: 'BOOKMARK', object: { kind: 'Node', apiVersion: 'v1', metadata: { resourceVersion: String(api.server.rv) } } });
+    api.server.addNode(flannelNode('w3', { subnet: '10.244.3.0/24' }));
+    await drive(null, () => plain.events.length === 1, 'an event');
+    expect(plain.events[0].type).toBe('ADDED');
+    plain.abort();
+    withBm.abort();
+  });
+
+  it('timeoutSeconds: the server ends the stream', async () => {
+    const { kc } = client();
+    const w = await watch(kc, { resourceVersion: String(api.server.rv), timeoutSeconds: 1 });
+    await drive(null, () => w.done, 'the end of the stream', { timeoutMs: 5_000 });
+    expect(w.err).toBeNull();
+  });
+
+  it('410 Expired after a compaction, or once the version falls out of the retained window', async () => {
+    const { kc } = client();
+    const old = api.server.rv;
+    api.server.bumpVersion();
+    api.server.compact();
+    const w = await watch(kc, { resourceVersion: String(old) });
+    await drive(null, () => w.done, 'the end');
+    expect(w.events).toEqual([{ type: 'ERROR', object: expect.objectContaining({ kind: 'Status', code: 410, reason: 'Expired' }) }]);
+    // retain: 5 events; six writes push the first out.
+    const from = api.server.rv;
+    api.server.addNode(flannelNode('w4', { subnet: '10.244.4.0/24' }));
+    for (let i = 0; i < 5; i++) api.server.modifyNode('w4', { metadata: { labels: { i: String(i) } } });
+    const late = await watch(kc, { resourceVersion: String(from) });
+    await drive(null, () => late.done, 'the end');
+    expect(late.events[0].object.code).toBe(410);
+    const ok = await watch(kc, { resourceVersion: String(from + 1) });
+    await drive(null, () => ok.events.length === 5, 'the retained five');
+    ok.abort();
+    // The other way servers say it: an HTTP 410 with the Status.
+    api.server.expiredAsHttpStatus = true;
+    const gone = await watch(kc, { resourceVersion: String(from) });
+    api.server.expiredAsHttpStatus = false;
+    await drive(null, () => gone.done, 'the end');
+    expect((gone.err as { statusCode: number }).statusCode).toBe(410);
+    expect(api.server.requests.at(-1)).toMatchObject({ verb: 'watch', status: 410 });
+  });
+});
+
+describe('control', () => {
+  it('dropConnections ends watches with an error; stall silences open watches only; down/up', async () => {
+    const { kc, core } = client();
+    const w = await watch(kc, { resourceVersion: String(api.server.rv) });
+    await drive(null, () => api.server.watchCount === 1, 'watching');
+    api.server.dropConnections();
+    await drive(null, () => w.done, 'dropped');
+    expect(w.err).toBeTruthy();
+
+    const a = await watch(kc, { resourceVersion: String(api.server.rv) });
+    await drive(null, () => api.server.watchCount === 1, 'watching');
+    api.server.stall();
+    const from = String(api.server.rv);
+    api.server.addNode(flannelNode('c1', { subnet: '10.244.5.0/24' }));
+    const b = await watch(kc, { resourceVersion: from });
+    await drive(null, () => b.events.length === 1, 'a fresh watch sees it');
+    expect(a.events).toHaveLength(0);
+    expect(a.done).toBe(false);
+    a.abort();
+    b.abort();
+
+    await api.server.down();
+    const refused = await core.listNode().then(() => null, (e) => e);
+    expect(refused?.code).toBe('ECONNREFUSED');
+    await api.server.up();
+    expect((await core.listNode()).items.map((n) => n.metadata?.name)).toEqual(['c1']);
+    api.server.deleteNode('c1');
+  });
+
+  it('logs each request: method, verb, name, user, content type, status', async () => {
+    const { core } = client();
+    const n = api.server.requests.length;
+    await core.createNode({ body: flannelNode('r1', { subnet: '10.244.6.0/24' }) as k8s.V1Node });
+    await core.patchNode({ name: 'r1', body: { metadata: { labels: { a: 'b' } } } }, mergeOpts(k8s.PatchStrategy.MergePatch));
+    expect(api.server.requests.slice(n)).toEqual([
+      { method: 'POST', path: '/api/v1/nodes', query: {}, contentType: 'application/json', user: 'admin', verb: 'create', name: 'r1', status: 201 },
+      { method: 'PATCH', path: '/api/v1/nodes/r1', query: {}, contentType: 'application/merge-patch+json', user: 'admin', verb: 'patch', name: 'r1', status: 200 },
+    ]);
+    api.server.deleteNode('r1');
+  });
+});
+
+describe('as a child process', () => {
+  let child: ChildProcess | undefined;
+  const dir = mkdtempSync(path.join(tmpdir(), 'vxk8s-child-'));
+  afterAll(() => {
+    child?.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('listens where told, writes its CA and kubeconfig, and takes commands on stdin', async () => {
+    const script = path.join(import.meta.dirname, '..', 'support', 'kube-apiserver.mjs');
+    const users = path.join(dir, 'users.json');
+    writeFileSync(users, JSON.stringify([{ name: 'system:serviceaccount:kube-system:gw', token: 'gw', rules: [{ verbs: ['list'] }] }]));
+    child = spawn(process.execPath, [script, '--listen', '127.0.0.1:0', '--dir', dir, '--users', users], { stdio: ['pipe', 'pipe', 'inherit'], timeout: 30_000 });
+    const replies: Record<string, any>[] = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => replies.push(JSON.parse(l)));
+    const ready = await drive(null, () => replies.find((r) => r.ready), 'ready', { timeoutMs: 15_000 });
+    expect(ready.ready).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    const send = async (id: number, cmd: string, args: unknown[] = []) => {
+      child!.stdin!.write(JSON.stringify({ id, cmd, args }) + '\n');
+      return drive(null, () => replies.find((r) => r.id === id), `reply ${id}`);
+    };
+    expect((await send(1, 'addNode', [flannelNode('k1', { subnet: '10.244.1.0/24' })])).ok).toBe(true);
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(path.join(dir, 'kubeconfig'));
+    const list = await kc.makeApiClient(k8s.CoreV1Api).listNode();
+    expect(list.items.map((n) => n.metadata?.name)).toEqual(['k1']);
+    const gw = new k8s.KubeConfig();
+    gw.loadFromFile(path.join(dir, 'kubeconfig-system_serviceaccount_kube-system_gw'));
+    const forbidden = await gw.makeApiClient(k8s.CoreV1Api).createNode({ body: flannelNode('k2', { subnet: '10.244.2.0/24' }) as k8s.V1Node }).then(() => null, (e) => e);
+    expect(forbidden?.code).toBe(403);
+    expect((await send(4, 'set', ['hanging', true])).ok).toBe(true);
+    expect((await send(5, 'set', ['hanging', false])).ok).toBe(true);
+    const log = await send(2, 'requests');
+    expect(log.result.map((r: { verb: string; user: string; status: number }) => `${r.verb} ${r.user} ${r.status}`)).toEqual([
+      'list admin 200',
+      'create system:serviceaccount:kube-system:gw 403',
+    ]);
+    expect((await send(3, 'frobnicate')).ok).toBe(false);
+    child.stdin!.end();
+    await drive(null, () => child!.exitCode !== null, 'exit on end of input');
+    expect(child.exitCode).toBe(0);
+  });
+});

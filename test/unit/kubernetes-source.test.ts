@@ -1,0 +1,680 @@
+// KubernetesSource against the kube-apiserver stand-in (test/support/kube-apiserver.mjs) on
+// 127.0.0.1, through the official client: following Nodes (list, watch, bookmarks, 410,
+// outages, silent connections), authentication and authorization failures with their fixes,
+// registration of our own Node, and 500 nodes. Time is a ManualClock that `drive` moves on
+// while the real sockets work; every wait is bounded by a real-time deadline.
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { chmodSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { KubernetesSource, backoffDelay, registrationStep, slimNode, type KubernetesSourceOptions } from '../../src/cluster/kubernetes.js';
+import { nodeManifest } from '../../src/cluster/flannel-node.js';
+import { chooseKubeconfig } from '../../src/cluster/kube-client.js';
+import { KubeTimeoutError, describeKubeError } from '../../src/cluster/kube-errors.js';
+import { rbacManifests } from '../../src/cluster/rbac.js';
+import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
+import { parseCidr } from '../../src/util/ipv4.js';
+import { ManualClock } from '../support/clock.js';
+import { CaptureLog, drive, flannelNode, makeKubePki, manyNodes, startApiServer, type ApiUser } from '../support/kube-harness.js';
+
+// Notes when the official client is first loaded (it must be loaded by start() only).
+const loads = vi.hoisted(() => ({ count: 0 }));
+vi.mock('@kubernetes/client-node', async (original) => {
+  loads.count++;
+  return original();
+});
+
+const NODE = 'vxedge-lab-edge-1';
+const SUBNET = parseCidr('10.244.100.0/24');
+const NETWORK = parseCidr('10.244.0.0/16');
+const LEASE: OwnLease = { name: NODE, subnet: SUBNET, vni: 1, vtepMac: '0e:5c:aa:00:00:64', publicIp: '198.51.100.2' };
+const GATEWAY_RULES = (rbacManifests({ nodeName: NODE }).find((o) => o.kind === 'ClusterRole') as unknown as { rules: ApiUser['rules'] }).rules;
+const USERS: ApiUser[] = [
+  { name: 'admin', token: 'admin-token' },
+  { name: 'system:serviceaccount:kube-system:vxedge-lab-edge-1', token: 'gw-token', rules: GATEWAY_RULES },
+  { name: 'lister', token: 'list-only', rules: [{ verbs: ['list'] }] },
+  { name: 'watcher', token: 'watch-only', rules: [{ verbs: ['watch'] }] },
+  { name: 'reader', token: 'read-only', rules: [{ verbs: ['list', 'watch'] }] },
+  { name: 'edge-cert', cn: 'edge-cert' },
+];
+
+const pki = makeKubePki(['edge-cert']);
+let api: Awaited<ReturnType<typeof startApiServer>>;
+let clock: ManualClock;
+const sources: KubernetesSource[] = [];
+const unhandled: unknown[] = [];
+const onUnhandled = (e: unknown) => unhandled.push(e);
+
+beforeAll(() => {
+  process.on('unhandledRejection', onUnhandled);
+});
+afterAll(() => {
+  process.off('unhandledRejection', onUnhandled);
+  pki.remove();
+});
+
+async function freshServer(retain?: number) {
+  await api?.server.stop();
+  api = await startApiServer(pki, USERS, { retain });
+  clock = new ManualClock();
+}
+
+afterEach(async () => {
+  await Promise.all(sources.splice(0).map((s) => s.stop()));
+  await api?.server.stop();
+});
+
+function source(over: Partial<KubernetesSourceOptions> & { token?: string } = {}) {
+  const log = new CaptureLog();
+  const views: ClusterView[] = [];
+  const { token = 'gw-token', ...rest } = over;
+  const src = new KubernetesSource({
+    kubeconfig: api.kubeconfigFor({ token }),
+    nodeName: NODE,
+    site: 'lab',
+    network: NETWORK,
+    subnet: SUBNET,
+    vni: 1,
+    register: false,
+    clock,
+    log,
+    backoff: { initialMs: 200, maxMs: 2_000 },
+    ...rest,
+  });
+  src.onView((v) => views.push(v));
+  sources.push(src);
+  return { src, views, log };
+}
+
+const peerNames = (v: ClusterView | undefined) => (v?.peers ?? []).map((p) => p.name);
+const lists = () => api.server.requests.filter((r: { verb: string }) => r.verb === 'list');
+const watches = () => api.server.requests.filter((r: { verb: string }) => r.verb === 'watch');
+const writes = () => api.server.requests.filter((r: { method: string }) => r.method !== 'GET');
+
+describe('following Nodes', () => {
+  it('loads the official client in start(), not before', async () => {
+    await freshServer();
+    const { src, views } = source();
+    expect(loads.count).toBe(0);
+    src.start();
+    await drive(clock, () => views.length === 1, 'first view');
+    expect(loads.count).toBe(1);
+  });
+
+  it('lists, hands on one view, then watches from the list version with bookmarks and a timeout', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24', publicIp: '203.0.113.10' }));
+    api.server.addNode(flannelNode('aws-2', { subnet: '10.244.2.0/24', publicIp: '172.31.21.12', externalIp: '203.0.113.20' }));
+    api.server.addNode(flannelNode('aws-3', { subnet: '10.244.3.0/24', publicIp: '172.31.22.13' }));
+    api.server.addNode(nodeManifest({ site: 'lab', node: 'edge-1', subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2' }));
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1 && watches().length === 1, 'the first view and a watch');
+    expect(views[0].nodes).toBe(4);
+    expect(views[0].peers.map((p) => [p.name, p.publicIp, p.subnet.text, p.port])).toEqual([
+      ['aws-1', '203.0.113.10', '10.244.1.0/24', 8472],
+      ['aws-2', '203.0.113.20', '10.244.2.0/24', 8472],
+    ]);
+    expect(views[0].skipped.map((s) => s.name)).toEqual(['aws-3', NODE]);
+    expect(views[0].skipped[0].why).toContain('public-ip-overwrite');
+    const st = src.status();
+    expect(st).toMatchObject({ source: 'kubernetes', connected: true, nodes: 4, registered: false, error: null });
+    expect(Date.parse(st.lastSync!)).toBeLessThanOrEqual(clock.now());
+    // 4 creations after version 1: the list says 5, and the watch starts there.
+    expect(watches()[0].query).toMatchObject({ allowWatchBookmarks: 'true', timeoutSeconds: '300', resourceVersion: '5' });
+    expect(lists()).toHaveLength(1);
+  });
+
+  it('applies a join, a change and a leave as new views, and no view for changes it does not use', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24', publicIp: '203.0.113.10' }));
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+
+    api.server.addNode(flannelNode('aws-2', { subnet: '10.244.2.0/24', publicIp: '203.0.113.20' }));
+    await drive(clock, () => views.length === 2, 'join');
+    expect(peerNames(views[1])).toEqual(['aws-1', 'aws-2']);
+
+    // A kubelet heartbeat and a label change touch nothing flannel reads: no view.
+    api.server.modifyNode('aws-1', { status: { conditions: [{ type: 'Ready', status: 'True', lastHeartbeatTime: 'now' }] }, metadata: { labels: { x: 'y' } } });
+    api.server.modifyNode('aws-2', { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': '203.0.113.21' } } });
+    await drive(clock, () => views.length === 3, 'change');
+    expect(views[2].peers.find((p) => p.name === 'aws-2')?.publicIp).toBe('203.0.113.21');
+    expect(views[2].peers.find((p) => p.name === 'aws-1')).toEqual(views[1].peers.find((p) => p.name === 'aws-1'));
+
+    api.server.deleteNode('aws-1');
+    await drive(clock, () => views.length === 4, 'leave');
+    expect(peerNames(views[3])).toEqual(['aws-2']);
+    expect(views[3].nodes).toBe(1);
+    expect(lists()).toHaveLength(1);
+  });
+
+  it('coalesces a burst of events into one view', async () => {
+    await freshServer();
+    const { src, views } = source({ network: parseCidr('10.0.0.0/8'), coalesceMs: 200 });
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    for (const n of manyNodes(100)) api.server.addNode(n);
+    await drive(clock, () => views.at(-1)?.peers.length === 100, '100 joins', { stepMs: 5 });
+    expect(views.length - 1).toBeLessThanOrEqual(3);
+  });
+
+  it('bookmarks move the version on: after a compaction the watch resumes without a relist', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    const before = src.status().lastSync;
+    clock.advance(1_000);
+    api.server.bumpVersion(50); // writes to other resources
+    api.server.bookmark();
+    await drive(null, () => src.status().lastSync !== before, 'the bookmark');
+    api.server.compact();
+    api.server.dropConnections();
+    await drive(clock, () => watches().length === 2 && api.server.watchCount === 1, 'a second watch');
+    expect(watches()[1].query.resourceVersion).toBe(String(api.server.rv));
+    expect(watches()[1].status).toBe(200);
+    expect(lists()).toHaveLength(1);
+  });
+
+  it('410 Expired: lists again, with no node lost or doubled', async () => {
+    await freshServer();
+    for (const n of ['a', 'b', 'c']) api.server.addNode(flannelNode(`aws-${n}`, { subnet: `10.244.${n.charCodeAt(0) - 96}.0/24` }));
+    const { src, views, log } = source();
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    api.server.stall(); // the watch misses what follows
+    api.server.addNode(flannelNode('aws-d', { subnet: '10.244.4.0/24' }));
+    api.server.deleteNode('aws-b');
+    api.server.modifyNode('aws-c', { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': '203.0.113.33' } } });
+    api.server.compact();
+    api.server.dropConnections();
+    await drive(clock, () => lists().length === 2 && views.length === 2, 'the relist');
+    const v = views[1];
+    expect(peerNames(v)).toEqual(['aws-a', 'aws-c', 'aws-d']);
+    expect(v.peers.find((p) => p.name === 'aws-c')?.publicIp).toBe('203.0.113.33');
+    expect(v.nodes).toBe(3);
+    expect(log.lines.some((l) => l.msg.includes('410 Expired'))).toBe(true);
+    expect(src.status().connected).toBe(true);
+  });
+
+  it('410 as an HTTP status: lists again too', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-a', { subnet: '10.244.1.0/24' }));
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    api.server.expiredAsHttpStatus = true;
+    api.server.stall();
+    api.server.addNode(flannelNode('aws-b', { subnet: '10.244.2.0/24' }));
+    api.server.compact();
+    api.server.dropConnections();
+    await drive(clock, () => lists().length === 2 && views.length === 2, 'the relist');
+    expect(peerNames(views[1])).toEqual(['aws-a', 'aws-b']);
+    expect(watches().some((w: { status: number }) => w.status === 410)).toBe(true);
+  });
+
+  it('an outage keeps the last view, retries with growing backoff, and resumes where it left off', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const { src, views, log } = source({ backoff: { initialMs: 200, maxMs: 1_600, random: () => 0 } });
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    await api.server.down();
+    await drive(clock, () => !src.status().connected, 'disconnected');
+    expect(src.status().error).toContain(`lost the connection to the API server at ${api.url}`);
+    await drive(clock, () => src.status().error?.includes(`cannot reach the API server at ${api.url}`), 'the retry refused');
+    // Failures at growing intervals (random 0: half of 200, 400, 800, 1600, 1600 ms).
+    const attempts: number[] = [];
+    const seen = () => log.lines.filter((l) => /kubernetes: (still failing: )?cannot reach/.test(l.msg)).length;
+    let last = seen();
+    await drive(clock, () => {
+      if (seen() > last) {
+        last = seen();
+        attempts.push(clock.monotonic());
+      }
+      return attempts.length >= 5;
+    }, 'five failed attempts', { stepMs: 10 });
+    const gaps = attempts.slice(1).map((t, i) => t - attempts[i]);
+    expect(gaps.length).toBe(4);
+    gaps.forEach((g, i) => {
+      const want = [400, 800, 800, 800][i];
+      expect(g).toBeGreaterThanOrEqual(want);
+      expect(g).toBeLessThan(want + 250); // + the time a refused connection takes, in clock steps
+    });
+    expect(backoffDelay(10, { initialMs: 200, maxMs: 1_600, random: () => 0.999 })).toBeLessThanOrEqual(1_600);
+    // The view stays while down; changes made meanwhile arrive once the server is back.
+    expect(src.view()).toBe(views[0]);
+    api.server.addNode(flannelNode('aws-2', { subnet: '10.244.2.0/24' }));
+    await api.server.up();
+    await drive(clock, () => views.length === 2 && src.status().connected, 'resync');
+    expect(peerNames(views[1])).toEqual(['aws-1', 'aws-2']);
+    expect(src.status().error).toBeNull();
+    expect(lists()).toHaveLength(1); // resumed from the kept version: no relist
+  });
+
+  it('notices a silently dead watch after timeoutSeconds plus the grace, and reconnects', async () => {
+    await freshServer();
+    const { src, views, log } = source({ watchTimeoutS: 5, watchGraceMs: 1_000 });
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    const t0 = clock.monotonic();
+    api.server.stall();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    await drive(clock, () => views.length === 2, 'the node, over a new watch', { stepMs: 20, timeoutMs: 15_000 });
+    expect(clock.monotonic() - t0).toBeGreaterThanOrEqual(6_000);
+    expect(log.lines.some((l) => l.level === 'warn' && l.msg.includes('went silent'))).toBe(true);
+    expect(watches().length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a server that stops answering: the list times out on our clock, a hung watch is given up', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    api.server.hanging = true;
+    const { src, views } = source({ requestTimeoutMs: 2_000, watchTimeoutS: 5, watchGraceMs: 1_000 });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'the list timing out', { stepMs: 20 });
+    expect(err).toContain(`the API server at ${api.url} did not answer when we tried to list nodes (no answer within 2 s)`);
+    api.server.hanging = false;
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view', { stepMs: 20 });
+    // Now the watch: a new one that gets no answer at all is abandoned after 5 s + 1 s.
+    api.server.hanging = true;
+    api.server.dropConnections();
+    const t0 = clock.monotonic();
+    await drive(clock, () => src.status().error?.includes('went silent'), 'the hung watch given up', { stepMs: 20, timeoutMs: 15_000 });
+    expect(clock.monotonic() - t0).toBeGreaterThanOrEqual(6_000);
+    api.server.hanging = false;
+    api.server.addNode(flannelNode('aws-2', { subnet: '10.244.2.0/24' }));
+    await drive(clock, () => views.length === 2, 'back to normal', { stepMs: 20 });
+  });
+
+  it('stop() ends the watch, cancels every timer and never throws', async () => {
+    await freshServer();
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    await src.stop();
+    await drive(null, () => api.server.watchCount === 0, 'the watch closed');
+    expect(clock.timerCount).toBe(0);
+    const n = api.server.requests.length;
+    clock.advance(60_000);
+    expect(api.server.requests.length).toBe(n);
+  });
+
+  it('a view handler that throws does not stop the source', async () => {
+    await freshServer();
+    const { src, views } = source();
+    src.onView(() => {
+      throw new Error('boom');
+    });
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    await drive(clock, () => views.length === 2, 'second view');
+  });
+});
+
+describe('credentials and permissions', () => {
+  it('client certificate', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const { src, views } = source({ kubeconfig: api.kubeconfigFor(pki.clients['edge-cert']) });
+    src.start();
+    await drive(clock, () => views.length === 1, 'view');
+    expect(lists()[0].user).toBe('edge-cert');
+  });
+
+  it('exec credential plugin (as EKS: aws eks get-token)', async () => {
+    await freshServer();
+    const plugin = path.join(pki.dir, 'get-token.sh');
+    writeFileSync(plugin, `#!/bin/sh\necho '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"admin-token"}}'\n`);
+    chmodSync(plugin, 0o755);
+    const { src, views } = source({ kubeconfig: api.kubeconfigFor({ exec: { command: plugin, args: ['eks', 'get-token'] } }) });
+    src.start();
+    await drive(clock, () => views.length === 1, 'view');
+    expect(lists()[0].user).toBe('admin');
+  });
+
+  it('a missing exec plugin names the command and the fix', async () => {
+    await freshServer();
+    const { src } = source({ kubeconfig: api.kubeconfigFor({ exec: { command: '/nonexistent/aws' } }) });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(err).toContain('/nonexistent/aws');
+    expect(err).toContain('exec');
+  });
+
+  it('$KUBECONFIG when no kubeconfig is configured; none at all is an error with the fix', async () => {
+    await freshServer();
+    const file = api.kubeconfigFor({ token: 'gw-token' });
+    const a = source({ kubeconfig: null, env: { KUBECONFIG: file } });
+    a.src.start();
+    await drive(clock, () => a.views.length === 1, 'view via $KUBECONFIG');
+    const b = source({ kubeconfig: null, env: {} });
+    b.src.start();
+    const err = await drive(clock, () => b.src.status().error, 'an error');
+    expect(err).toContain('cluster.kubernetes.kubeconfig');
+  });
+
+  it('a kubeconfig that cannot be read: names the file', async () => {
+    await freshServer();
+    const { src } = source({ kubeconfig: '/nonexistent/kubeconfig' });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(err).toContain('cannot use kubeconfig /nonexistent/kubeconfig (cluster.kubernetes.kubeconfig)');
+    expect(err).toContain('ENOENT');
+  });
+
+  it('401: names the credentials file', async () => {
+    await freshServer();
+    const { src, views } = source({ token: 'wrong' });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(err).toContain('401');
+    expect(err).toMatch(/kubeconfig \/.*kubeconfig-\d+/);
+    expect(src.status().connected).toBe(false);
+    expect(views).toHaveLength(0);
+  });
+
+  it('403 on list: names the verb and the rbac command', async () => {
+    await freshServer();
+    const { src } = source({ token: 'watch-only' });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(err).toContain('not allowed to list nodes');
+    expect(err).toContain('User "watcher" cannot list resource "nodes"');
+    expect(err).toContain('vxedge rbac -c FILE | kubectl apply -f -');
+  });
+
+  it('403 on watch: the listed view is handed on, the error names watch', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const { src, views } = source({ token: 'list-only' });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(views).toHaveLength(1);
+    expect(err).toContain('not allowed to watch nodes');
+    expect(err).toContain('vxedge rbac');
+  });
+
+  it('an unreachable server: names its URL', async () => {
+    await freshServer();
+    const { src } = source({ kubeconfig: api.kubeconfigFor({ token: 'gw-token' }, 'https://127.0.0.1:1') });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(err).toContain('cannot reach the API server at https://127.0.0.1:1');
+  });
+});
+
+describe('registration', () => {
+  const ours = () => api.server.nodes.get(NODE);
+  const writesToOthers = () => writes().filter((r: { name: string | null }) => r.name !== NODE);
+
+  it('creates our Node, exactly vxedge manifest\'s object, with the least-privilege RBAC', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const { src, views } = source({ register: true });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().registered, 'registered');
+    const want = nodeManifest({ site: 'lab', node: 'edge-1', subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: LEASE.publicIp! }) as {
+      metadata: Record<string, unknown>;
+      spec: unknown;
+    };
+    expect(ours().metadata.annotations).toEqual(want.metadata.annotations);
+    expect(ours().metadata.labels).toEqual(want.metadata.labels);
+    expect(ours().spec).toEqual(want.spec);
+    expect(writes().map((r: { method: string; status: number }) => `${r.method} ${r.status}`)).toEqual(['POST 201']);
+    // Our own Node never becomes a peer.
+    await drive(clock, () => views.at(-1)?.nodes === 2, 'our Node in the view');
+    expect(peerNames(views.at(-1))).toEqual(['aws-1']);
+    expect(src.status().error).toBeNull();
+  });
+
+  it('registers nothing while the public IP is unknown', async () => {
+    await freshServer();
+    const { src, views } = source({ register: true });
+    src.setOwnLease({ ...LEASE, publicIp: null });
+    src.start();
+    await drive(clock, () => views.length === 1, 'first view');
+    clock.advance(5_000);
+    expect(writes()).toHaveLength(0);
+    expect(src.status().registered).toBe(false);
+    src.setOwnLease(LEASE);
+    await drive(clock, () => src.status().registered, 'registered');
+    expect(ours().metadata.annotations['flannel.alpha.coreos.com/public-ip']).toBe('198.51.100.2');
+  });
+
+  it('409 AlreadyExists: reads the Node and patches it', async () => {
+    await freshServer();
+    const { src, views } = source({ register: true });
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    api.server.stall(); // we do not see what happens next
+    api.server.addNode(nodeManifest({ site: 'lab', node: 'edge-1', subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.99' }));
+    src.setOwnLease(LEASE);
+    await drive(clock, () => src.status().registered, 'registered');
+    expect(api.server.requests.filter((r: { name: string }) => r.name === NODE).map((r: { method: string; status: number }) => `${r.method} ${r.status}`)).toEqual([
+      'POST 409',
+      'GET 200',
+      'PATCH 200',
+    ]);
+    expect(ours().metadata.annotations['flannel.alpha.coreos.com/public-ip']).toBe('198.51.100.2');
+  });
+
+  it('creates our Node again when it is deleted', async () => {
+    await freshServer();
+    const { src, log } = source({ register: true });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().registered && api.server.watchCount === 1, 'registered');
+    const uid = ours().metadata.uid;
+    api.server.deleteNode(NODE);
+    await drive(clock, () => ours() && ours().metadata.uid !== uid && src.status().registered, 'created again');
+    expect(writes().filter((r: { method: string }) => r.method === 'POST')).toHaveLength(2);
+    expect(log.lines.some((l) => l.msg.includes('deleted; creating it again'))).toBe(true);
+  });
+
+  it('backs off when our Node keeps being deleted right after we create it (a cloud controller at work)', async () => {
+    await freshServer();
+    const { src, log } = source({ register: true, backoff: { initialMs: 2_000, maxMs: 8_000, random: () => 0 } });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().registered && api.server.watchCount === 1, 'registered');
+    const posts = () => writes().filter((r: { method: string }) => r.method === 'POST').length;
+    for (const round of [1, 2, 3]) {
+      const uid = ours().metadata.uid;
+      const t0 = clock.monotonic();
+      api.server.deleteNode(NODE);
+      await drive(clock, () => ours() && ours().metadata.uid !== uid && src.status().registered, `created again (${round})`, { stepMs: 50 });
+      expect(posts()).toBe(round + 1);
+      // At once the first time, then after 1 s and 2 s (half of 2 s, 4 s with random 0).
+      const waited = clock.monotonic() - t0;
+      if (round === 1) expect(waited).toBeLessThan(500);
+      else expect(waited).toBeGreaterThanOrEqual([0, 0, 1_000, 2_000][round]);
+    }
+    expect(log.lines.filter((l) => l.msg.includes('cloud controller manager')).length).toBe(2);
+  });
+
+  it('patches the annotations when the public IP or VTEP MAC changes, with a merge patch', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const { src } = source({ register: true });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().registered && api.server.watchCount === 1, 'registered');
+    src.setOwnLease({ ...LEASE, publicIp: '198.51.100.7' });
+    await drive(clock, () => ours().metadata.annotations['flannel.alpha.coreos.com/public-ip'] === '198.51.100.7', 'new public IP');
+    src.setOwnLease({ ...LEASE, publicIp: '198.51.100.7', vtepMac: '0e:5c:aa:00:00:65' });
+    await drive(clock, () => JSON.parse(ours().metadata.annotations['flannel.alpha.coreos.com/backend-data']).VtepMAC === '0e:5c:aa:00:00:65', 'new MAC');
+    const patches = writes().filter((r: { method: string }) => r.method === 'PATCH');
+    expect(patches).toHaveLength(2);
+    expect(patches.every((p: { contentType: string }) => p.contentType === 'application/merge-patch+json')).toBe(true);
+    // The same lease again changes nothing.
+    src.setOwnLease({ ...LEASE, publicIp: '198.51.100.7', vtepMac: '0e:5c:aa:00:00:65' });
+    clock.advance(1_000);
+    await drive(clock, () => src.status().registered, 'still registered');
+    expect(writes().filter((r: { method: string }) => r.method === 'PATCH')).toHaveLength(2);
+    expect(writesToOthers()).toEqual([]);
+    expect(api.server.nodes.get('aws-1').metadata.resourceVersion).toBe(String(2));
+  });
+
+  it('our Node with another subnet is deleted and created again; someone else\'s is left alone', async () => {
+    await freshServer();
+    api.server.addNode(nodeManifest({ site: 'lab', node: 'edge-1', subnet: '10.244.99.0/24', vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2' }));
+    const a = source({ register: true });
+    a.src.setOwnLease(LEASE);
+    a.src.start();
+    await drive(clock, () => a.src.status().registered, 'registered');
+    expect(ours().spec.podCIDR).toBe(SUBNET.text);
+    expect(writes().map((r: { method: string; status: number }) => `${r.method} ${r.status}`)).toEqual(['DELETE 200', 'POST 201']);
+    await a.src.stop();
+
+    await freshServer();
+    api.server.addNode(flannelNode(NODE, { subnet: '10.244.99.0/24' }));
+    const b = source({ register: true });
+    b.src.setOwnLease(LEASE);
+    b.src.start();
+    const err = await drive(clock, () => b.src.status().error, 'an error');
+    expect(err).toContain('not ours');
+    expect(writes()).toHaveLength(0);
+  });
+
+  it('403 on create: the error names the verb and the fix, the view still works', async () => {
+    await freshServer();
+    const { src, views } = source({ register: true, token: 'read-only' });
+    src.setOwnLease(LEASE);
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(err).toContain('not allowed to create nodes');
+    expect(err).toContain('vxedge rbac -c FILE | kubectl apply -f -');
+    expect(src.status()).toMatchObject({ connected: true, registered: false });
+    expect(views).toHaveLength(1);
+  });
+
+  it('register: false writes nothing', async () => {
+    await freshServer();
+    const { src, views } = source({ register: false });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => views.length === 1, 'first view');
+    clock.advance(5_000);
+    expect(writes()).toHaveLength(0);
+  });
+});
+
+describe('500 nodes', () => {
+  it('lists 500 nodes into one view, then follows a churn of 200 changes in a few views', async () => {
+    await freshServer();
+    for (const n of manyNodes(500)) api.server.addNode(n);
+    const { src, views } = source({ network: parseCidr('10.0.0.0/8') });
+    const t0 = performance.now();
+    src.start();
+    await drive(clock, () => views.length === 1, 'first view', { stepMs: 0 });
+    const firstMs = performance.now() - t0;
+    expect(views[0].peers).toHaveLength(500);
+
+    // A forced relist (410) measures list -> view without the client's first load.
+    await drive(clock, () => api.server.watchCount === 1, 'watch');
+    api.server.bumpVersion();
+    api.server.compact();
+    api.server.stall();
+    const t1 = performance.now();
+    api.server.dropConnections();
+    await drive(clock, () => lists().length === 2 && views.length === 1 && src.status().connected, 'relist', { stepMs: 50 });
+    const relistMs = performance.now() - t1;
+
+    await drive(clock, () => api.server.watchCount === 1, 'watch again');
+    const before = views.length;
+    const t2 = performance.now();
+    for (const n of manyNodes(100, 501)) api.server.addNode(n);
+    for (let x = 1; x <= 50; x++) api.server.deleteNode(`ip-172-31-${x >> 8}-${x & 255}`);
+    for (let x = 51; x <= 100; x++) api.server.modifyNode(`ip-172-31-${x >> 8}-${x & 255}`, { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': `52.9.${x}.10` } } });
+    await drive(clock, () => views.at(-1)?.peers.length === 550 && views.at(-1)?.peers.find((p) => p.name === 'ip-172-31-0-100')?.publicIp === '52.9.100.10', 'churn applied', { stepMs: 20 });
+    const churnMs = performance.now() - t2;
+    const churnViews = views.length - before;
+    expect(churnViews).toBeLessThanOrEqual(5);
+    expect(new Set(views.at(-1)!.peers.map((p) => p.name)).size).toBe(550);
+    console.log(`500 nodes: start -> first view ${firstMs.toFixed(0)} ms; relist -> view ${relistMs.toFixed(0)} ms; 200 changes -> ${churnViews} view(s) in ${churnMs.toFixed(0)} ms`);
+  }, 60_000);
+});
+
+describe('pure parts', () => {
+  it('backoffDelay doubles from initialMs, stays within [half, all] of its step, and caps at maxMs', () => {
+    for (const r of [0, 0.5, 0.999]) {
+      for (let n = 0; n < 12; n++) {
+        const base = Math.min(30_000, 500 * 2 ** n);
+        const d = backoffDelay(n, { random: () => r });
+        expect(d).toBeGreaterThanOrEqual(base / 2);
+        expect(d).toBeLessThanOrEqual(base);
+      }
+    }
+    expect(backoffDelay(1e6, {})).toBeLessThanOrEqual(30_000);
+  });
+
+  it('registrationStep: create, none, patch of exactly what differs, recreate or refuse on another podCIDR', () => {
+    const want = nodeManifest({ site: 'lab', name: NODE, subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2' });
+    expect(registrationStep(undefined, want)).toEqual({ do: 'create' });
+    expect(registrationStep(slimNode(want)!, want)).toEqual({ do: 'none' });
+    const moved = nodeManifest({ site: 'lab', name: NODE, subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.3' });
+    expect(registrationStep(slimNode(moved)!, want)).toEqual({ do: 'patch', patch: { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': '198.51.100.2' } } } });
+    const other = nodeManifest({ site: 'lab', name: NODE, subnet: '10.244.99.0/24', vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2' });
+    expect(registrationStep(slimNode(other)!, want).do).toBe('recreate');
+    expect(registrationStep(slimNode(flannelNode(NODE, { subnet: '10.244.99.0/24' }))!, want).do).toBe('refuse');
+  });
+
+  it('slimNode keeps what flannel reads and drops the rest', () => {
+    const n = slimNode(flannelNode('aws-1', { subnet: '10.244.1.0/24', externalIp: '203.0.113.1' }))!;
+    expect(Object.keys((n.metadata as { annotations: object }).annotations).sort()).toEqual([
+      'flannel.alpha.coreos.com/backend-data',
+      'flannel.alpha.coreos.com/backend-type',
+      'flannel.alpha.coreos.com/kube-subnet-manager',
+      'flannel.alpha.coreos.com/public-ip',
+    ]);
+    expect(n.status).toEqual({ addresses: expect.any(Array) });
+    expect(JSON.stringify(n).length).toBeLessThan(800);
+    for (const bad of [null, 1, 'x', [], {}, { metadata: { name: 5 } }]) expect(slimNode(bad)).toBeNull();
+  });
+});
+
+describe('error texts', () => {
+  const ctx = { action: 'list nodes', server: 'https://k8s.example:6443', credentials: 'kubeconfig /etc/vxedge/kubeconfig (cluster.kubernetes.kubeconfig)' };
+  const status = (code: number, reason: string, message: string) => JSON.stringify({ kind: 'Status', code, reason, message });
+  const table: [string, unknown, string[]][] = [
+    ['401 from an API call', { code: 401, body: undefined }, ['rejected our credentials (401 Unauthorized)', 'kubeconfig /etc/vxedge/kubeconfig']],
+    ['401 from a watch', { statusCode: 401 }, ['401']],
+    ['403 with a Status', { code: 403, body: status(403, 'Forbidden', 'nodes "x" is forbidden: User "u" cannot patch resource "nodes" in API group "" at the cluster scope') }, ['not allowed to patch nodes', 'User "u"', 'vxedge rbac -c FILE | kubectl apply -f -']],
+    ['403 from a watch (no body)', { statusCode: 403 }, ['not allowed to list nodes (403 Forbidden)', 'vxedge rbac']],
+    ['500', { code: 500, body: status(500, 'InternalError', 'etcd is down') }, ['https://k8s.example:6443 failed to list nodes (500: etcd is down); retrying']],
+    ['422', { code: 422, body: status(422, 'Invalid', 'bad') }, ['list nodes failed: 422 Invalid: bad']],
+    ['refused', Object.assign(new Error('request to https://k8s.example:6443/api/v1/nodes failed, reason: connect ECONNREFUSED'), { name: 'FetchError', code: 'ECONNREFUSED' }), ['cannot reach the API server at https://k8s.example:6443 (ECONNREFUSED)', 'check the server URL in kubeconfig /etc/vxedge/kubeconfig']],
+    ['DNS', Object.assign(new Error('getaddrinfo ENOTFOUND'), { name: 'FetchError', code: 'ENOTFOUND' }), ['cannot reach', 'ENOTFOUND']],
+    ['cut', Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }), ['lost the connection to the API server at https://k8s.example:6443']],
+    ['untrusted certificate', Object.assign(new Error('request failed, reason: self-signed certificate in certificate chain'), { name: 'FetchError', code: 'SELF_SIGNED_CERT_IN_CHAIN' }), ['certificate we do not trust (SELF_SIGNED_CERT_IN_CHAIN)', 'certificate-authority']],
+    ['timeout', new KubeTimeoutError(30_000), ['did not answer when we tried to list nodes (no answer within 30 s)']],
+    ['exec plugin missing', Object.assign(new Error('spawn aws ENOENT'), { code: 'ENOENT', syscall: 'spawn aws', path: 'aws' }), ['exec credential plugin "aws" (ENOENT)', 'users[].user.exec.command']],
+    ['anything else', 'weird', ['list nodes failed: weird']],
+    ['null', null, ['list nodes failed: null']],
+  ];
+  for (const [what, err, fragments] of table) {
+    it(what, () => {
+      const text = describeKubeError(err, ctx);
+      for (const f of fragments) expect(text).toContain(f);
+    });
+  }
+
+  it('chooseKubeconfig: configured file, then $KUBECONFIG (first existing entry), then in-cluster, else none', () => {
+    expect(chooseKubeconfig('/etc/vxedge/kc', { KUBECONFIG: '/x' })).toMatchObject({ kind: 'file', file: '/etc/vxedge/kc' });
+    expect(chooseKubeconfig(null, { KUBECONFIG: `/nonexistent/a:${pki.caFile}` })).toMatchObject({ kind: 'file', file: pki.caFile });
+    expect(chooseKubeconfig(null, { KUBECONFIG: '/nonexistent/a' })?.describe).toBe('kubeconfig /nonexistent/a ($KUBECONFIG)');
+    expect(chooseKubeconfig(null, { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' })).toMatchObject({ kind: 'in-cluster' });
+    expect(chooseKubeconfig(null, {})).toBeNull();
+  });
+});
+
+describe('no unhandled rejections', () => {
+  it('none were seen across this file', () => {
+    expect(unhandled).toEqual([]);
+  });
+});

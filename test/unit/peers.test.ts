@@ -1,0 +1,224 @@
+// Who the peers are and how a change reaches the data plane and the kernel: the peer
+// table (lookups, in-place changes), membership (merging and diffing) and peer sync (one
+// batch of kernel work per change, nothing else touched), and what a reload applies.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { diffPeers, mergePeers } from '../../src/cluster/membership.js';
+import type { ClusterView } from '../../src/cluster/types.js';
+import { reloadPlan } from '../../src/config/reload.js';
+import { parseConfigText } from '../../src/config/load.js';
+import type { PeerConfig } from '../../src/config/types.js';
+import { PeerSync } from '../../src/control/peer-sync.js';
+import { PeerTable, STAT_RX_PACKETS } from '../../src/dataplane/peers.js';
+import { ipToInt, parseCidr } from '../../src/util/ipv4.js';
+import { macToBytes } from '../../src/util/mac.js';
+
+/** Peer n (1..65535): aws-n at 203.0.(113+n>>8).(n&255), subnet 10.244.n.0/24 for n < 256, a MAC of its own. */
+const peer = (n: number, over: Partial<PeerConfig> = {}): PeerConfig => ({
+  name: `aws-${n}`,
+  publicIp: `203.0.${113 + (n >> 8)}.${n & 255}`,
+  port: 8472,
+  subnet: over.subnet ?? parseCidr(`10.244.${n & 255}.0/24`),
+  vtepMac: `0a:bb:00:00:${(n >> 8).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`,
+  ...over,
+});
+
+describe('peer table', () => {
+  it('routes by longest prefix, whatever the order peers were added in', () => {
+    const t = new PeerTable([peer(1, { subnet: parseCidr('10.244.0.0/16') }), peer(2, { subnet: parseCidr('10.244.2.0/24') }), peer(3, { subnet: parseCidr('10.244.2.128/25') })]);
+    expect(t.route(ipToInt('10.244.2.200'))).toBe(t.indexOf('aws-3'));
+    expect(t.route(ipToInt('10.244.2.5'))).toBe(t.indexOf('aws-2'));
+    expect(t.route(ipToInt('10.244.9.9'))).toBe(t.indexOf('aws-1'));
+    expect(t.route(ipToInt('10.245.0.1'))).toBe(-1);
+    t.remove('aws-3');
+    expect(t.route(ipToInt('10.244.2.200'))).toBe(t.indexOf('aws-2'));
+  });
+
+  it('finds senders by address and by MAC', () => {
+    const t = new PeerTable([peer(1), peer(2)]);
+    expect(t.fromAddress(ipToInt('203.0.113.2'))).toBe(1);
+    expect(t.fromAddress(ipToInt('203.0.113.9'))).toBe(-1);
+    expect(t.fromMac(macToBytes(peer(2).vtepMac), 0)).toBe(1);
+    expect(t.fromMac(macToBytes('0a:bb:00:00:00:09'), 0)).toBe(-1);
+    const frame = Buffer.alloc(20);
+    macToBytes(peer(1).vtepMac, frame, 7);
+    expect(t.fromMac(frame, 7)).toBe(0);
+  });
+
+  it('agrees with a linear longest-prefix scan for any set of subnets', () => {
+    const subnet = fc.tuple(fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 8, max: 30 })).map(([n, len]) => {
+      const mask = (0xffffffff << (32 - len)) >>> 0;
+      const net = (((10 << 24) | n) & mask) >>> 0;
+      return parseCidr(`${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${len}`);
+    });
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(subnet, { selector: (c) => c.text, minLength: 1, maxLength: 40 }),
+        fc.array(fc.integer({ min: 0, max: 0xffffff }), { minLength: 1, maxLength: 50 }),
+        (subnets, dsts) => {
+          const peers = subnets.map((c, i) => peer(i + 1, { subnet: c }));
+          const t = new PeerTable(peers);
+          return dsts.every((d) => {
+            const dst = ((10 << 24) | d) >>> 0;
+            const matches = peers.filter((p) => ((dst & p.subnet.mask) >>> 0) === p.subnet.network);
+            const best = Math.max(-1, ...matches.map((p) => p.subnet.prefixLen));
+            const got = t.route(dst);
+            return best < 0 ? got === -1 : got >= 0 && t.configs[got]!.subnet.prefixLen === best && matches.includes(t.configs[got]!);
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('changes one peer in place: slot, counters and a roamed address stay', () => {
+    const t = new PeerTable([peer(1), peer(2)]);
+    const s = t.indexOf('aws-2');
+    t.countRx(s, 100);
+    t.setAddress(s, ipToInt('203.0.113.99')); // it roamed
+    t.update(peer(2, { port: 4789 }));
+    expect(t.indexOf('aws-2')).toBe(s);
+    expect(t.stat(s, STAT_RX_PACKETS)).toBe(1);
+    expect(t.addr[s]).toBe(ipToInt('203.0.113.99'));
+    expect(t.fromAddress(ipToInt('203.0.113.99'))).toBe(s);
+    // A new configured address is taken: the operator (or the cluster) said so.
+    t.update(peer(2, { publicIp: '203.0.113.50' }));
+    expect(t.addr[s]).toBe(ipToInt('203.0.113.50'));
+    expect(t.fromAddress(ipToInt('203.0.113.99'))).toBe(-1);
+  });
+
+  it('reuses a freed slot with fresh counters, and grows past its first capacity', () => {
+    const t = new PeerTable();
+    for (let i = 1; i <= 500; i++) t.add(peer(i, { subnet: parseCidr(`10.${100 + (i >> 8)}.${i & 255}.0/24`) }));
+    expect(t.size).toBe(500);
+    const s = t.indexOf('aws-7');
+    t.countTx(s, 10);
+    t.remove('aws-7');
+    expect(t.size).toBe(499);
+    expect(t.add(peer(7, { name: 'new', subnet: parseCidr('10.200.0.0/24') }))).toBe(s);
+    expect(t.stat(s, 2)).toBe(0);
+    expect(t.route(ipToInt('10.101.244.9'))).toBe(t.indexOf('aws-500'));
+    expect([...t.slots()]).toHaveLength(500);
+  });
+});
+
+describe('membership', () => {
+  const ctx = { network: parseCidr('10.244.0.0/16'), siteSubnet: parseCidr('10.244.100.0/24'), siteMac: '0e:5c:aa:00:00:64' };
+  const view = (peers: PeerConfig[]): ClusterView => ({ nodes: peers.length, peers, skipped: [] });
+
+  it('keeps static peers and adds cluster ones, leaving out what would hijack or shadow something', () => {
+    const m = mergePeers([peer(1)], view([
+      peer(2),
+      peer(3, { name: 'static-twin', subnet: parseCidr('10.244.1.0/24') }),
+      peer(4, { name: 'site-thief', subnet: parseCidr('10.244.100.0/24') }),
+      peer(5, { name: 'outsider', subnet: parseCidr('10.99.0.0/24') }),
+      peer(6, { name: 'mac-clone', vtepMac: peer(2).vtepMac }),
+      peer(7, { name: 'our-mac', vtepMac: ctx.siteMac }),
+      peer(8, { name: 'aws-1' }),
+      peer(9, { name: 'sub-of-2', subnet: parseCidr('10.244.2.128/25') }),
+    ]), ctx);
+    expect(m.peers.map((p) => p.name)).toEqual(['aws-1', 'aws-2']);
+    const why = Object.fromEntries(m.skipped.map((s) => [s.name, s.why]));
+    expect(why['static-twin']).toMatch(/overlaps the static peer aws-1/);
+    expect(why['site-thief']).toMatch(/claims the site's subnet/);
+    expect(why.outsider).toMatch(/outside overlay.network/);
+    expect(why['mac-clone']).toMatch(/also aws-2's/);
+    expect(why['our-mac']).toMatch(/this site's own/);
+    expect(why['aws-1']).toMatch(/static peer has the same name/);
+    expect(why['sub-of-2']).toMatch(/overlaps node aws-2/);
+  });
+
+  it('diffs by name: added, removed, changed', () => {
+    const d = diffPeers([peer(1), peer(2), peer(3)], [peer(1), peer(2, { publicIp: '203.0.113.77' }), peer(4)]);
+    expect(d.added.map((p) => p.name)).toEqual(['aws-4']);
+    expect(d.removed.map((p) => p.name)).toEqual(['aws-3']);
+    expect(d.changed.map((c) => [c.from.publicIp, c.to.publicIp])).toEqual([['203.0.113.2', '203.0.113.77']]);
+  });
+});
+
+describe('peer sync', () => {
+  function rig(initial: PeerConfig[] = []) {
+    const calls: string[] = [];
+    const device = {
+      addPeers: async (ps: readonly PeerConfig[]) => void calls.push(`add ${ps.map((p) => p.name).join(',')}`),
+      removePeers: async (ps: readonly PeerConfig[]) => void calls.push(`del ${ps.map((p) => p.name).join(',')}`),
+    };
+    const table = new PeerTable();
+    let synced = 0;
+    const sync = new PeerSync(device, table, () => synced++);
+    return { calls, table, sync, synced: () => synced, initial: sync.apply(initial) };
+  }
+
+  it('programs 500 peers in one batch, and one node joining or leaving costs one batch for that node', async () => {
+    const peers = Array.from({ length: 500 }, (_, i) => peer(i + 1, { subnet: parseCidr(`10.${100 + ((i + 1) >> 8)}.${(i + 1) & 255}.0/24`) }));
+    const r = rig(peers);
+    await r.initial;
+    expect(r.calls).toEqual(['del ', `add ${peers.map((p) => p.name).join(',')}`]);
+    r.calls.length = 0;
+    const joined = peer(900, { name: 'late', subnet: parseCidr('10.250.0.0/24') });
+    await r.sync.apply([...peers, joined]);
+    expect(r.calls).toEqual(['del ', 'add late']);
+    r.calls.length = 0;
+    await r.sync.apply(peers.filter((p) => p.name !== 'aws-7').concat(joined));
+    expect(r.calls).toEqual(['del aws-7', 'add ']);
+    expect(r.table.size).toBe(500);
+  });
+
+  it('regression: a reload keeps a roamed address, counters and slot of an unchanged peer', async () => {
+    const r = rig([peer(1), peer(2)]);
+    await r.initial;
+    const s = r.table.indexOf('aws-1');
+    r.table.setAddress(s, ipToInt('203.0.113.111'));
+    r.table.countRx(s, 64);
+    const d = await r.sync.apply([peer(1), peer(3)]); // aws-2 removed, aws-3 added, aws-1 unchanged
+    expect(d.changed).toEqual([]);
+    expect(r.table.indexOf('aws-1')).toBe(s);
+    expect(r.table.addr[s]).toBe(ipToInt('203.0.113.111'));
+    expect(r.table.stat(s, STAT_RX_PACKETS)).toBe(1);
+  });
+
+  it('an address change lives in the table only; a subnet change re-routes just that peer', async () => {
+    const r = rig([peer(1), peer(2)]);
+    await r.initial;
+    r.calls.length = 0;
+    await r.sync.apply([peer(1, { publicIp: '203.0.113.41' }), peer(2)]);
+    expect(r.calls).toEqual(['del ', 'add ']);
+    expect(r.table.addr[r.table.indexOf('aws-1')]).toBe(ipToInt('203.0.113.41'));
+    await r.sync.apply([peer(1, { publicIp: '203.0.113.41', subnet: parseCidr('10.244.9.0/24') }), peer(2)]);
+    expect(r.calls.slice(2)).toEqual(['del aws-1', 'add aws-1']);
+    expect(r.table.route(ipToInt('10.244.9.1'))).toBe(r.table.indexOf('aws-1'));
+    expect(r.table.route(ipToInt('10.244.1.1'))).toBe(-1);
+  });
+
+  it('serializes overlapping applies, and tells the keepalive after each change', async () => {
+    const r = rig();
+    await Promise.all([r.initial, r.sync.apply([peer(1)]), r.sync.apply([peer(1), peer(2)]), r.sync.apply([peer(2)])]);
+    expect(r.sync.current().map((p) => p.name)).toEqual(['aws-2']);
+    expect(r.synced()).toBe(3);
+  });
+});
+
+describe('reload plan', () => {
+  const base = { site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' } };
+  const cfg = (over: Record<string, unknown> = {}) => parseConfigText(JSON.stringify({ ...base, ...over }), 'x.json', 'json', {});
+
+  it('regression: nothing is silently ignored; keepalive, MSS clamp and strictPeers apply live', () => {
+    const a = cfg();
+    const b = cfg({
+      keepalive: { interval: '5s', timeout: '20s' },
+      overlay: { ...base.overlay, mssClamp: false, strictPeers: false },
+      stateDir: '/tmp/elsewhere', runDir: '/tmp/run2',
+      peers: [{ name: 'aws-1', publicIp: '203.0.113.1', subnet: '10.244.1.0/24', vtepMac: '0a:bb:00:00:01:00' }],
+      log: { level: 'debug' },
+    });
+    const plan = reloadPlan(a, b);
+    expect(plan.live.sort()).toEqual(['keepalive.interval', 'keepalive.timeout', 'log.level', 'overlay.mssClamp', 'overlay.strictPeers', 'peers']);
+    expect(plan.restart.sort()).toEqual(['runDir', 'stateDir']);
+    expect(reloadPlan(a, cfg())).toEqual({ live: [], restart: [] });
+  });
+
+  it('names every changed key that needs a restart', () => {
+    const plan = reloadPlan(cfg(), cfg({ underlay: { port: 8473 }, vxlan: { vni: 2 }, mqtt: { url: 'mqtt://broker' }, nat: { portMapping: 'off' } }));
+    expect(plan.restart.sort()).toEqual(['mqtt.url', 'nat.portMapping', 'underlay.port', 'vxlan.vni']);
+  });
+});

@@ -1,0 +1,82 @@
+// status.json: replaced atomically, one write at a time, the newest winning. Regression
+// for writes that overlapped: a shared temp name made one rename fail with ENOENT, and two
+// writers could interleave into one temp file and publish a torn document.
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { StatusFile, readStatus, statusPath } from '../../src/health/status-file.js';
+import type { HealthDocument } from '../../src/health/document.js';
+import { writeFileAtomic } from '../../src/util/atomic-file.js';
+
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(path.join(tmpdir(), 'vxedge-status-'));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const doc = (n: number): HealthDocument =>
+  ({ site: 'lab', node: 'edge-1', version: '0', ts: new Date(n).toISOString(), uptimeS: n, state: 'ok', peers: [], checks: [], pid: process.pid, drops: {}, filler: 'x'.repeat(20_000 + (n % 7) * 3000) }) as unknown as HealthDocument;
+
+describe('writeFileAtomic', () => {
+  it('lets many overlapping writes of one file all succeed, leaving one whole version and no temp file', async () => {
+    const dir = tmp();
+    const file = path.join(dir, 'f.json');
+    const bodies = Array.from({ length: 60 }, (_, i) => JSON.stringify({ i, pad: String(i).repeat(5000) }));
+    await Promise.all(bodies.map((b) => writeFileAtomic(file, b)));
+    expect(bodies).toContain(readFileSync(file, 'utf8'));
+    expect(readdirSync(dir)).toEqual(['f.json']);
+  });
+});
+
+describe('StatusFile', () => {
+  it('never shows a torn document while writes pile up, ends with the newest, and reports no error', async () => {
+    const dir = tmp();
+    const errors: Error[] = [];
+    const sf = new StatusFile(dir, (e) => errors.push(e));
+    let torn = 0;
+    let reads = 0;
+    const reader = setInterval(() => {
+      try {
+        JSON.parse(readFileSync(statusPath(dir), 'utf8'));
+        reads++;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') torn++;
+      }
+    }, 0);
+    for (let n = 1; n <= 300; n++) {
+      sf.write(doc(n));
+      if (n % 25 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await sf.flush();
+    clearInterval(reader);
+    expect(errors).toEqual([]);
+    expect(torn).toBe(0);
+    expect(reads).toBeGreaterThan(0);
+    expect((await readStatus(dir))?.uptimeS).toBe(300);
+    expect(readdirSync(dir)).toEqual(['status.json']);
+  });
+
+  it('remove() waits for a pending write, so no status.json is left behind by a clean stop', async () => {
+    const dir = tmp();
+    const sf = new StatusFile(dir, () => undefined);
+    sf.write(doc(1));
+    sf.write(doc(2));
+    await sf.remove();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('reports a write that cannot happen, once per attempt, and never throws', async () => {
+    const errors: Error[] = [];
+    const dir = tmp();
+    await writeFileAtomic(path.join(dir, 'a-file'), 'x');
+    const sf = new StatusFile(path.join(dir, 'a-file', 'run'), (e) => errors.push(e)); // runDir under a file: ENOTDIR
+    sf.write(doc(1));
+    await sf.flush();
+    expect(errors.map((e) => (e as NodeJS.ErrnoException).code)).toEqual(['ENOTDIR']);
+  });
+});
