@@ -10,7 +10,7 @@
 //   -> STUN -> public endpoint                               nat/
 //   -> health: checks, document, status.json, MQTT, LED      health/
 import { EventEmitter } from 'node:events';
-import { mergePeers } from './cluster/membership.js';
+import { LiveMembership } from './cluster/live.js';
 import { reloadPlan, type ReloadPlan } from './config/reload.js';
 import type { Config } from './config/types.js';
 import { ControlPlane } from './control/control-plane.js';
@@ -25,7 +25,7 @@ import { HealthPublisher } from './health/mqtt.js';
 import { HealthReporter } from './health/reporter.js';
 import { StatusFile } from './health/status-file.js';
 import type { NativeBinding } from './native/index.js';
-import { choosePublicEndpoint } from './nat/public-endpoint.js';
+import { choosePublicEndpoint, endpointIp } from './nat/public-endpoint.js';
 import { StunClient, natHealth } from './nat/stun-client.js';
 import type { Clock, Timer } from './util/clock.js';
 import type { Logger } from './util/log.js';
@@ -61,6 +61,7 @@ export class Gateway extends EventEmitter {
   private readonly statusFile: StatusFile;
   private readonly led: StatusLed | null;
   private stun: StunClient | null = null;
+  private membership: LiveMembership | null = null;
 
   private constructor(
     private cfg: Config,
@@ -93,7 +94,10 @@ export class Gateway extends EventEmitter {
     const gw = new Gateway(cfg, tunnel, deps, endpoints);
     try {
       gw.control.start();
-      await gw.syncPeers();
+      gw.membership = await LiveMembership.create({
+        cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publish(), clock: deps.clock, log: deps.log,
+      });
+      await gw.membership.start();
       if (cfg.nat.stun.length > 0) gw.startStun();
       gw.publisher.start();
       await gw.refreshChecks();
@@ -124,7 +128,7 @@ export class Gateway extends EventEmitter {
     }
     this.t.dataplane.settings.mssClamp = cfg.overlay.mssClamp;
     this.t.dataplane.settings.strictPeers = cfg.overlay.strictPeers;
-    const diff = await this.syncPeers();
+    const diff = await this.membership!.setStatics(next.peers);
     this.lastReload = { at: new Date(this.d.clock.now()).toISOString(), applied: plan.live, restartNeeded: plan.restart };
     await this.refreshChecks();
     this.publish();
@@ -136,6 +140,7 @@ export class Gateway extends EventEmitter {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) t.cancel();
+    await this.membership?.stop().catch((e) => this.d.log.warn('cluster stop failed', { err: (e as Error).message }));
     this.control.stop();
     this.stun?.stop();
     await this.publisher.stop().catch((e) => this.d.log.warn('mqtt stop failed', { err: (e as Error).message }));
@@ -174,7 +179,7 @@ export class Gateway extends EventEmitter {
         vtepMac: t.vtepMac, localEndpoint: local, publicEndpoint: pub,
       },
       peers: rows,
-      checks: this.checks,
+      checks: [...this.checks, ...(this.membership?.check() ? [this.membership.check()!] : [])],
       pathMtu: { mtu: t.mtu, peers: pathMtu },
       pid: process.pid,
       intervalS: cfg.mqtt.interval / 1000,
@@ -182,6 +187,7 @@ export class Gateway extends EventEmitter {
       mqtt: this.publisher.status(),
       ...(this.stun ? { nat: natHealth(this.stun, { localAddress: t.underlay.address, localPort: cfg.underlay.port, vxlanPort: cfg.vxlan.port, publicIp: cfg.underlay.publicIp }) } : {}),
       offload: this.offloadHealth(),
+      ...(this.membership?.status(t.dataplane.peers.size) ? { cluster: this.membership.status(t.dataplane.peers.size)! } : {}),
       ...(this.lastReload ? { reload: this.lastReload } : {}),
     });
   }
@@ -207,12 +213,6 @@ export class Gateway extends EventEmitter {
     }).endpoint;
   }
 
-  /** Makes the merged peer set (static peers for now) the one in force. */
-  private syncPeers() {
-    const { peers } = mergePeers(this.cfg.peers, null, { network: this.cfg.overlay.network, siteSubnet: this.cfg.overlay.subnet, siteMac: this.t.vtepMac });
-    return this.peerSync.apply(peers);
-  }
-
   private tick(): void {
     this.lastTickAt = this.d.clock.monotonic();
     this.control.tick();
@@ -220,7 +220,10 @@ export class Gateway extends EventEmitter {
   }
 
   private publish(): void {
-    if (!this.stopping) this.reporter.report(this.health());
+    if (this.stopping) return;
+    // Whatever changed the public endpoint (STUN, port mapping), the cluster follows it.
+    this.membership?.setPublicIp(endpointIp(this.publicEndpoint()));
+    this.reporter.report(this.health());
   }
 
   private startStun(): void {

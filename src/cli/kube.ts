@@ -2,9 +2,20 @@
 //  - `vxedge manifest`: the site's Node object (built in cluster/flannel-node.ts, the same
 //    object a registering gateway keeps);
 //  - `vxedge peers`: `kubectl get nodes -o json` -> our `peers` list, judged node by node
-//    by the same rules the live Kubernetes source applies (cluster/flannel-node.ts).
-import { viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
+//    by the same rules the live Kubernetes source applies (cluster/flannel-node.ts);
+//  - `vxedge rbac`: the least-privilege objects for cluster.source kubernetes.
+import { readFile } from 'node:fs/promises';
+import { stringify as toYaml } from 'yaml';
+import { nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
+import { siteNodeName } from '../cluster/live.js';
+import { rbacManifests } from '../cluster/rbac.js';
+import type { Config } from '../config/types.js';
+import { loadOrCreateVtepMac } from '../control/state.js';
+import { readStatus } from '../health/status-file.js';
 import { parseCidr } from '../util/ipv4.js';
+
+const EXIT_OK = 0;
+const EXIT_USAGE = 2;
 
 export { ANNOTATION_PREFIX, nodeManifest, type NodeManifestInput } from '../cluster/flannel-node.js';
 
@@ -54,4 +65,64 @@ export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersR
   const view = viewFromNodes(items, ctx, 0);
   const peers = view.peers.map((p) => ({ name: p.name, publicIp: p.publicIp, subnet: p.subnet.text, vtepMac: p.vtepMac }));
   return { peers, skipped: view.skipped };
+}
+
+/** `vxedge manifest`: the site's Node object, YAML or JSON. */
+export async function runManifest(cfg: Config, json: boolean): Promise<number> {
+  let publicIp = cfg.underlay.publicIp;
+  if (!publicIp) {
+    const running = await readStatus(cfg.runDir);
+    publicIp = running?.tunnel.publicEndpoint?.split(':')[0] ?? null;
+  }
+  if (!publicIp) {
+    process.stderr.write(
+      "vxedge: the site's public IP is not known: set underlay.publicIp, or start the gateway so that port mapping or nat.stun can discover it\n",
+    );
+    return EXIT_USAGE;
+  }
+  const { mac } = await loadOrCreateVtepMac(cfg.stateDir, cfg.vxlan.vtepMac);
+  const m = nodeManifest({ site: cfg.site, node: cfg.node, name: siteNodeName(cfg), subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp });
+  process.stdout.write(json ? JSON.stringify(m, null, 2) + '\n' : toYaml(m));
+  return EXIT_OK;
+}
+
+/** `vxedge peers [FILE]`: kubectl's node list (FILE or stdin) to the peers list; skipped nodes on stderr. */
+export async function runPeers(file: string | undefined, cfg: Config | null): Promise<number> {
+  let text: string;
+  try {
+    text = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
+  } catch (e) {
+    process.stderr.write(`vxedge: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  const exclude: PeersExclude = cfg
+    ? { names: [siteNodeName(cfg)], subnet: cfg.overlay.subnet.text, network: cfg.overlay.network.text, vni: cfg.vxlan.vni }
+    : {};
+  let r;
+  try {
+    r = peersFromNodes(text, exclude);
+  } catch (e) {
+    process.stderr.write(`vxedge: ${(e as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  for (const s of r.skipped) process.stderr.write(`skipped ${s.name}: ${s.why}\n`);
+  process.stdout.write(JSON.stringify(r.peers, null, 2) + '\n');
+  return EXIT_OK;
+}
+
+/** `vxedge rbac`: ServiceAccount, token Secret, ClusterRole and binding for the site's Node, as YAML documents. */
+export function runRbac(cfg: Config | null, nodeName: string | undefined): number {
+  const name = nodeName ?? (cfg ? siteNodeName(cfg) : undefined);
+  if (!name) {
+    process.stderr.write('vxedge: rbac needs the site\'s Node name: give -c FILE (the site config) or --node-name NAME\n');
+    return EXIT_USAGE;
+  }
+  process.stdout.write(rbacManifests({ nodeName: name }).map((o) => toYaml(o)).join('---\n'));
+  return EXIT_OK;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -2,15 +2,12 @@
 // vxedge command line: run | check | status | manifest | peers | rbac | fleet (docs/contract.md).
 // User mistakes end with a short message and the contract's exit code, never a stack trace.
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { stringify as toYaml } from 'yaml';
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
-import { loadOrCreateVtepMac } from '../control/state.js';
 import { readStatus } from '../health/status-file.js';
 import { renderStatus } from './render.js';
-import { nodeManifest, peersFromNodes } from './kube.js';
+import { runManifest, runPeers, runRbac } from './kube.js';
 import { runGateway } from './run.js';
 import { runCheck } from './check.js';
 import { runFleet } from './fleet.js';
@@ -27,6 +24,8 @@ Usage:
   vxedge status [-c FILE] [--json]  show the running gateway's status
   vxedge manifest -c FILE [--json]  print the site's Kubernetes Node object for kubectl apply
   vxedge peers [FILE] [-c FILE]   turn \`kubectl get nodes -o json\` (FILE or stdin) into the peers list
+  vxedge rbac [-c FILE | --node-name NAME]
+                                  print the least-privilege ServiceAccount, ClusterRole and binding for cluster.source kubernetes
   vxedge fleet (--url URL | -c FILE) [--prefix P] [--json] [--watch]
                                   the whole fleet from the broker's retained status and health (vxedge fleet --help)
   vxedge --version | --help
@@ -35,6 +34,7 @@ Options:
   -c, --config FILE   site config (.json, .yaml, .yml); every key can be overridden by VXEDGE_* variables
   --json              machine-readable output
   --run-dir DIR       where to find status.json when no config is given (default /run/vxedge)
+  --node-name NAME    rbac without a config: the site's Node name (vxedge-{site}-{node})
 
 Exit codes: 0 ok, 1 failure (or no gateway running for status), 2 invalid config or input.
 `;
@@ -63,6 +63,7 @@ export async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         json: { type: 'boolean' },
         'run-dir': { type: 'string' },
+        'node-name': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -90,9 +91,11 @@ export async function main(argv: string[]): Promise<number> {
       case 'status':
         return await status(o.config, o['run-dir'], o.json ?? false);
       case 'manifest':
-        return await manifest(load(o.config), o.json ?? false);
+        return await runManifest(load(o.config), o.json ?? false);
       case 'peers':
-        return await peers(rest[0], o.config);
+        return await runPeers(rest[0], o.config ? load(o.config) : null);
+      case 'rbac':
+        return runRbac(o.config ? load(o.config) : null, o['node-name']);
       case undefined:
         process.stderr.write(HELP);
         return EXIT_CONFIG;
@@ -122,52 +125,6 @@ async function status(configFile: string | undefined, runDirOpt: string | undefi
   }
   process.stdout.write(json ? JSON.stringify(doc, null, 2) + '\n' : renderStatus(doc));
   return EXIT_OK;
-}
-
-async function manifest(cfg: Config, json: boolean): Promise<number> {
-  let publicIp = cfg.underlay.publicIp;
-  if (!publicIp) {
-    const running = await readStatus(cfg.runDir);
-    publicIp = running?.tunnel.publicEndpoint?.split(':')[0] ?? null;
-  }
-  if (!publicIp) {
-    process.stderr.write('vxedge: the site\'s public IP is not known: set underlay.publicIp, or start the gateway with nat.stun servers so it can discover it\n');
-    return EXIT_CONFIG;
-  }
-  const { mac } = await loadOrCreateVtepMac(cfg.stateDir, cfg.vxlan.vtepMac);
-  const m = nodeManifest({ site: cfg.site, node: cfg.node, subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp });
-  process.stdout.write(json ? JSON.stringify(m, null, 2) + '\n' : toYaml(m));
-  return EXIT_OK;
-}
-
-async function peers(file: string | undefined, configFile: string | undefined): Promise<number> {
-  let text: string;
-  try {
-    text = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
-  } catch (e) {
-    process.stderr.write(`vxedge: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
-    return EXIT_CONFIG;
-  }
-  const exclude = configFile ? (() => {
-    const cfg = load(configFile);
-    return { names: [`vxedge-${cfg.site}-${cfg.node}`], subnet: cfg.overlay.subnet.text };
-  })() : {};
-  let r;
-  try {
-    r = peersFromNodes(text, exclude);
-  } catch (e) {
-    process.stderr.write(`vxedge: ${(e as Error).message}\n`);
-    return EXIT_CONFIG;
-  }
-  for (const s of r.skipped) process.stderr.write(`skipped ${s.name}: ${s.why}\n`);
-  process.stdout.write(JSON.stringify(r.peers, null, 2) + '\n');
-  return EXIT_OK;
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 // Run when executed, not when imported by tests.

@@ -1,6 +1,7 @@
 // The health document of the public contract (interface.md): what `status.json`,
 // `vxedge status` and the MQTT `health` topic carry. Fields beyond the contract are
 // extensions documented in the README.
+import type { ClusterStatus } from '../cluster/types.js';
 import type { PeerState } from '../control/peer-state.js';
 import type { MqttStatus } from './mqtt.js';
 
@@ -72,6 +73,8 @@ export interface HealthDocument {
   mqtt?: MqttStatus;
   nat?: NatHealthDoc;
   offload?: OffloadHealthDoc;
+  /** With cluster.source kubernetes or etcd: following the cluster, and our registration. */
+  cluster?: ClusterStatus;
   /** The last SIGHUP: the keys applied, and the changed ones that need a restart. */
   reload?: { at: string; applied: string[]; restartNeeded: string[] };
 }

@@ -17,6 +17,7 @@
  * (THROW_SYS); per-packet errors never throw: they are remembered per Node environment
  * (main thread or worker) with a running count, for lastError().
  */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <stdlib.h>
 
 #include "napi_util.h"

@@ -1,4 +1,5 @@
 /* csum.c: see csum.h. */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <string.h>
 
 #include "csum.h"

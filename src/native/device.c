@@ -5,6 +5,7 @@
  * virtio_net_hdr: reads may return TCP super-packets of up to 64 KB, and writes join TCP
  * segments of one flow into super-packets (gro.c).
  */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

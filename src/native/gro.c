@@ -6,6 +6,7 @@
  * joined segment are verified first: the kernel trusts a NEEDS_CSUM packet, and these
  * come from the network.
  */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -54,6 +55,15 @@ static void gro_close_flow(vx_state *s, uint8_t *buf, const int32_t *offs, const
   }
 }
 
+/* Ends every open chain between the same two addresses: for a TCP packet whose ports we
+ * cannot read at the usual place (IP options), any flow between them may be its own. */
+static void gro_close_addrs(vx_state *s, uint8_t *buf, const int32_t *offs, const uint8_t *p) {
+  for (int k = 0; k < s->nitems; k++) {
+    gro_item *it = &s->items[k];
+    if (it->head >= 0 && memcmp(buf + offs[it->head] + 12, p + 12, 8) == 0) it->closed = 1;
+  }
+}
+
 /*
  * Plans the writes of one batch: packets that can be coalesced become ROLE_MERGED links
  * of an item's chain; each head gets its virtio_net_hdr. Like the kernel's GRO, only
@@ -74,8 +84,13 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
 
     s->role[i] = ROLE_SINGLE;
     s->link[i] = -1;
-    if (len < 40 || p[0] != 0x45 || p[9] != IPPROTO_TCP || be16(p + 2) != len || (be16(p + 6) & 0x3fff))
+    if (len < 20 || (p[0] >> 4) != 4 || p[9] != IPPROTO_TCP) continue;
+    if (len < 40 || p[0] != 0x45 || be16(p + 2) != len || (be16(p + 6) & 0x3fff)) {
+      /* TCP we do not join (IP options, a fragment, a bad length): like any other packet of
+       * its flow it ends the flow's chain, or a later segment would be joined across it. */
+      gro_close_addrs(s, buf, offs, p);
       continue;
+    }
     thl = (size_t)(p[32] >> 4) * 4;
     flags = p[33];
     if (thl < 20 || 20 + thl >= len || (flags != TCP_ACK && flags != (TCP_ACK | TCP_PSH))) {

@@ -1,4 +1,5 @@
 /* napi_util.c: see napi_util.h. */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>

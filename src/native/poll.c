@@ -3,6 +3,7 @@
  * calling JS once per wakeup inside a proper async context; and close(), which stops any
  * poll on the fd first (libuv must not watch a closed fd).
  */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>

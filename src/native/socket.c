@@ -5,6 +5,7 @@
  * frames of one sender; with offloads a send may cut TCP super-packets into segments
  * (tso.c). Also unixDgramSend, for systemd's notify socket, which Node's dgram cannot reach.
  */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>

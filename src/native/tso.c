@@ -14,6 +14,7 @@
  * offload on kernels before 6.11, an MTU smaller than the segments) is sent again one
  * datagram per segment, and segmentation stays per datagram from then on (gso_off).
  */
+#define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
 #include <string.h>
 #include <netinet/in.h>

@@ -2,8 +2,8 @@
 // runs this on Debian's ARM Node 18 under qemu-user; it runs on any Node >= 18 too):
 // the frames the Linux kernel's vxlan driver emitted (test/fixtures/kernel-vxlan) are
 // accepted and decapsulated, and re-encapsulated byte for byte, through InsidePath and
-// OutsidePath with in-memory I/O (the plain-JS twin of test/unit/fake-io.ts), as
-// test/unit/golden.test.ts does under vitest. Prints "N passed, N failed"; exit 1 on failure.
+// OutsidePath with in-memory I/O (FakeIo below, the plain-JS twin of test/unit/fake-io.ts),
+// as test/unit/golden.test.ts does under vitest. Prints "N passed, N failed"; exit 1 on failure.
 //   node test/arm/codecs.mjs        (from a tree with dist/ built)
 import { readFileSync } from 'node:fs';
 import { InsidePath } from '../../dist/dataplane/inside.js';
@@ -26,45 +26,112 @@ const mac = (s) => Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
 const macText = (b) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 
 // ------------------------------------------------------------------ in-memory I/O
+// The plain-JS copy of test/unit/fake-io.ts (FakeIo): the data plane's part of the native
+// binding (devRead, devWrite, udpRecv, udpSend, pollStart, pollStop) over fds
+// { device, underlay }, honouring the addon's batch contract: device reads packed at 64-byte
+// boundaries behind the headroom while headroom + room bytes are left, receives in fixed
+// slots, a packet too large for its room reported as length -1. Keep the two in step.
 class FakeDevice {
-  inbox = [];
-  written = [];
-  read(buf, slot, headroom, max, lens) {
-    let n = 0;
-    while (n < max && this.inbox.length > 0) {
-      const p = this.inbox.shift();
-      const len = Math.min(p.length, slot - headroom);
-      p.copy(buf, n * slot + headroom, 0, len);
-      lens[n++] = len;
-    }
-    return n;
-  }
-  write(buf, offs, lens, n) {
-    for (let i = 0; i < n; i++) this.written.push(Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])));
-    return n;
+  inbox = []; // packets the "kernel" will hand us on read: Buffer, or { pkt, vnet } with offloads
+  writes = []; // { data, vnet }
+  refuse = 0; // how many of the next writes the kernel refuses
+  get written() {
+    return this.writes.map((w) => w.data);
   }
 }
 class FakeUnderlay {
-  inbox = [];
-  sent = [];
-  recv(buf, slot, headroom, max, lens, addrs, ports) {
+  inbox = []; // { data, addr, port, seg? }
+  sent = []; // { data, addr, port, vnet, encap }
+}
+class FakeIo {
+  device = new FakeDevice();
+  underlay = new FakeUnderlay();
+  fds = { device: 3, underlay: 4 };
+  polls = [];
+
+  devRead(fd, buf, headroom, room, max, offs, lens, vnet) {
+    this.expectFd(fd, this.fds.device);
     let n = 0;
-    while (n < max && this.inbox.length > 0) {
-      const d = this.inbox.shift();
-      if (d.data.length > slot - headroom) lens[n] = -1;
-      else {
+    let pos = 0;
+    while (n < max && this.device.inbox.length > 0 && pos + headroom + room <= buf.length) {
+      const item = this.device.inbox.shift();
+      const pkt = Buffer.isBuffer(item) ? item : item.pkt;
+      if (vnet) {
+        if (Buffer.isBuffer(item)) throw new Error('a device read with offloads needs { pkt, vnet } in the inbox');
+        item.vnet.copy(vnet, 10 * n);
+      }
+      offs[n] = pos + headroom;
+      if (pkt.length > room) {
+        lens[n++] = -1; // truncated, as the addon reports it; the space is reused
+        continue;
+      }
+      pkt.copy(buf, offs[n]);
+      lens[n] = pkt.length;
+      pos = (offs[n] + pkt.length + 63) & ~63;
+      n++;
+    }
+    return n;
+  }
+
+  devWrite(fd, buf, offs, lens, n, vnet) {
+    this.expectFd(fd, this.fds.device);
+    let ok = 0;
+    for (let i = 0; i < n; i++) {
+      if (this.device.refuse > 0) {
+        this.device.refuse--;
+        continue;
+      }
+      this.device.writes.push({ data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), vnet });
+      ok++;
+    }
+    return ok;
+  }
+
+  udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports, segs) {
+    this.expectFd(fd, this.fds.underlay);
+    let n = 0;
+    while (n < max && this.underlay.inbox.length > 0) {
+      const d = this.underlay.inbox.shift();
+      if (d.data.length > slot - headroom) {
+        lens[n] = -1;
+      } else {
         d.data.copy(buf, n * slot + headroom);
         lens[n] = d.data.length;
       }
       addrs[n] = d.addr;
       ports[n] = d.port;
+      if (segs) segs[n] = d.seg ?? 0;
       n++;
     }
     return n;
   }
-  send(buf, offs, lens, addrs, ports, n) {
-    for (let i = 0; i < n; i++) this.sent.push({ data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), addr: addrs[i], port: ports[i] });
+
+  udpSend(fd, buf, offs, lens, addrs, ports, n, vnet, vnetIdx, encap) {
+    this.expectFd(fd, this.fds.underlay);
+    for (let i = 0; i < n; i++) {
+      this.underlay.sent.push({
+        data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])),
+        addr: addrs[i],
+        port: ports[i],
+        vnet: vnet && vnetIdx ? Buffer.from(vnet.subarray(10 * vnetIdx[i], 10 * vnetIdx[i] + 10)) : null,
+        encap,
+      });
+    }
     return n;
+  }
+
+  pollStart(fd, cb) {
+    this.polls.push({ fd, cb });
+    return { fd };
+  }
+
+  pollStop(h) {
+    const i = this.polls.findIndex((p) => p.fd === h.fd);
+    if (i >= 0) this.polls.splice(i, 1);
+  }
+
+  expectFd(got, want) {
+    if (got !== want) throw new Error(`fake io: fd ${got} used where ${want} was expected`);
   }
 }
 
@@ -90,11 +157,16 @@ const GW_MAC = '0e:5c:aa:00:00:64';
 const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
 function rig(mssClamp) {
   const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(GW_MAC), vtepIp: ip('10.244.100.0'), mssClamp, maxMss: 1410, strictPeers: true, batch: 8 };
-  const dev = new FakeDevice();
-  const udp = new FakeUnderlay();
+  const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1]);
-  return { dev, udp, drops, inside: new InsidePath(s, dev, udp, drops, peers), outside: new OutsidePath(s, udp, dev, drops, peers) };
+  return {
+    dev: io.device,
+    udp: io.underlay,
+    drops,
+    inside: new InsidePath(s, io, io.fds, drops, peers),
+    outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000),
+  };
 }
 
 console.log(`codecs on ${process.arch}, Node ${process.version}, ${frames.length} kernel frames`);
@@ -138,19 +210,27 @@ test("sends for an inner packet exactly the bytes the kernel's flannel.1 sent fo
   eq(r.udp.sent[0].port, 8472, 'port');
 });
 
+test('sends a batch of packets read packed in one buffer, each byte-exact', () => {
+  const r = rig(true);
+  const kernel = wireOf('icmp-echo-reply');
+  for (let i = 0; i < 3; i++) r.dev.inbox.push(Buffer.from(kernel.subarray(22)));
+  eq(r.inside.pump(), 3, 'read');
+  eq(r.udp.sent.length, 3, 'sent');
+  for (const d of r.udp.sent) eq(d.data.toString('hex'), kernel.toString('hex'), 'wire');
+});
+
 test('re-encapsulates every kernel frame byte-exact when it is ours to send', () => {
   for (const name of ['icmp-echo-request', 'tcp-syn-mss', 'udp-1400']) {
     const wire = wireOf(name);
     const dst = macText(wire.subarray(8, 14));
     const src = macText(wire.subarray(14, 20));
     const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(src), vtepIp: ip('10.244.1.0'), mssClamp: false, maxMss: 1410, strictPeers: true, batch: 8 };
-    const dev = new FakeDevice();
-    const udp = new FakeUnderlay();
+    const io = new FakeIo();
     const peers = new PeerTable([{ name: 'gw', publicIp: '198.51.100.2', port: 8472, subnet: parseCidr('10.244.100.0/24'), vtepMac: dst }]);
-    dev.inbox.push(Buffer.from(wire.subarray(22)));
-    new InsidePath(s, dev, udp, new DropCounters(), peers).pump();
-    eq(udp.sent.length, 1, `${name} sent`);
-    eq(udp.sent[0].data.toString('hex'), wire.toString('hex'), name);
+    io.device.inbox.push(Buffer.from(wire.subarray(22)));
+    new InsidePath(s, io, io.fds, new DropCounters(), peers).pump();
+    eq(io.underlay.sent.length, 1, `${name} sent`);
+    eq(io.underlay.sent[0].data.toString('hex'), wire.toString('hex'), name);
   }
 });
 

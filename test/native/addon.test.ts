@@ -1,74 +1,61 @@
-// Tests of the native addon (src/native/vxedge_native.c) and its loader (src/native/index.ts).
+// Tests of the native addon (src/native/*.c) and its loader (src/native/index.ts), both
+// through the module the product uses: nativeBinding() and the NativeBinding declaration.
 //
 // The loader tests run in this process and make no syscall that touches the network. Every
 // test that needs a device or a socket runs test/native/child.mjs in a child Node process
-// INSIDE a network namespace this file creates (vxn-nat-<pid>), never in the root namespace:
+// INSIDE a network namespace this file creates (vxn-nat-<pid>), never in the root namespace;
+// the child loads the addon through dist/native/index.js (built here when stale):
 //
 //   vitest ──spawn──> ip netns exec vxn-nat-<pid> node child.mjs <scenario>  ──> one JSON line
 //
 // Needs root, iproute2 and /dev/net/tun; the addon must be built first (`npm run install`).
 
-import { spawnSync, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import * as native from '../../src/native/index.js';
+import { findPackageRoot, nativeAddonPath, nativeBinding, TUN_F_CSUM, type NativeBinding } from '../../src/native/index.js';
+import { canNetns, createNamespace, deleteNamespace, ensureNativeDist, REPO, runChild, scenarioResult } from './scenario.js';
 
 const PREFIX = 'vxn-nat-';
-const NS = `${PREFIX}${process.pid}`;
 const CHILD = fileURLToPath(new URL('./child.mjs', import.meta.url));
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 
-const canNetns =
-  process.getuid?.() === 0 && existsSync('/dev/net/tun') && spawnSync('ip', ['-V']).status === 0;
+/** Every call of the binding, once: typed against NativeBinding (a missing or extra name is a
+ *  type error), and the addon's registration table (src/native/addon.c) must match it. */
+const CALLS: Record<keyof NativeBinding, true> = {
+  tunOpen: true, devRead: true, devWrite: true,
+  udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, unixDgramSend: true,
+  pollStart: true, pollStop: true, close: true,
+  lastError: true, offloadStats: true,
+  _pollCounts: true, _tsoSegment: true, _groCoalesce: true,
+};
 
-interface ChildRun {
-  status: number | null;
-  signal: NodeJS.Signals | null;
-  stderr: string;
-  json: any;
-}
-
-function runChild(scenario: string): ChildRun {
-  const r = spawnSync('ip', ['netns', 'exec', NS, process.execPath, '--expose-gc', CHILD, scenario], {
-    encoding: 'utf8',
-    timeout: 30_000,
-    cwd: REPO,
+/** Where devRead puts packets of these lengths read in one call: the first behind
+ *  `headroom`, each next one behind headroom from the 64-byte boundary after the previous
+ *  packet's end; a truncated packet (-1) leaves its space to the next. */
+function packedOffsets(headroom: number, lens: number[]): number[] {
+  let pos = 0;
+  return lens.map((len) => {
+    const at = pos + headroom;
+    if (len >= 0) pos = (at + len + 63) & ~63;
+    return at;
   });
-  const last = r.stdout.trim().split('\n').pop() ?? '';
-  let json: unknown;
-  try {
-    json = JSON.parse(last);
-  } catch {
-    json = undefined;
-  }
-  return { status: r.status, signal: r.signal, stderr: r.stderr, json };
 }
 
+/** One devRead call as a scenario reports it. */
+interface Read {
+  offs: number[];
+  lens: number[];
+}
+
+let ns = '';
 /** Run a scenario that must succeed and return its JSON. */
-function scenario(name: string) {
-  const r = runChild(name);
-  if (r.status !== 0 || r.json === undefined) {
-    throw new Error(`child ${name} failed: status ${r.status} signal ${r.signal}\n${r.stderr}`);
-  }
-  return r.json;
-}
-
-function deleteNamespaces(all: boolean) {
-  const list = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  for (const line of list.split('\n')) {
-    const name = line.split(' ')[0];
-    if (name && name.startsWith(PREFIX) && (all || name === NS)) {
-      spawnSync('ip', ['netns', 'del', name]);
-    }
-  }
-}
+const scenario = (name: string) => scenarioResult(ns, CHILD, name, 30_000, ['--expose-gc']);
 
 describe('native loader (in process, no network)', () => {
   it('finds the package root from src/ and dist/ alike', () => {
@@ -76,53 +63,64 @@ describe('native loader (in process, no network)', () => {
     try {
       writeFileSync(join(root, 'package.json'), '{}');
       mkdirSync(join(root, 'dist', 'native'), { recursive: true });
-      expect(native.findPackageRoot(join(root, 'dist', 'native'))).toBe(root);
-      expect(native.findPackageRoot(root)).toBe(root);
+      expect(findPackageRoot(join(root, 'dist', 'native'))).toBe(root);
+      expect(findPackageRoot(root)).toBe(root);
     } finally {
       rmSync(root, { recursive: true });
     }
-    expect(native.nativeAddonPath()).toBe(join(REPO, 'build', 'Release', 'vxedge_native.node'));
+    expect(nativeAddonPath()).toBe(join(REPO, 'build', 'Release', 'vxedge_native.node'));
   });
 
-  it('loads the addon and reports no per-packet error yet', () => {
-    expect(existsSync(native.nativeAddonPath())).toBe(true);
-    expect(native.lastError()).toEqual({ errno: 0, code: '', count: 0 });
+  it('loads the addon once, with exactly the calls NativeBinding declares, and no per-packet error yet', () => {
+    expect(existsSync(nativeAddonPath())).toBe(true);
+    const b = nativeBinding();
+    expect(nativeBinding()).toBe(b);
+    expect(Object.keys(b).sort()).toEqual(Object.keys(CALLS).sort());
+    for (const name of Object.keys(CALLS)) expect(typeof b[name as keyof NativeBinding], name).toBe('function');
+    expect(b.lastError()).toEqual({ errno: 0, code: '', count: 0 });
   });
 
   it('rejects bad arguments before any syscall', () => {
+    const b = nativeBinding();
     const bogusFd = 2 ** 30; // never open: if validation slipped, the syscall would say EBADF
     const buf = Buffer.alloc(100);
-    expect(() => native.tunOpen('x'.repeat(16), true)).toThrow(RangeError);
-    expect(() => native.devRead(bogusFd, buf, 50, 0, 3, new Int32Array(3))).toThrow(
+    const one = () => new Int32Array(1);
+    expect(() => b.tunOpen('x'.repeat(16), true, 0)).toThrow(RangeError);
+    expect(() => b.tunOpen('vxn-never', true, TUN_F_CSUM)).toThrow(/offloads need a TUN device, not TAP/);
+    expect(() => b.devRead(bogusFd, buf, 0, 65536, 1, one(), one(), null)).toThrow(
       expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }),
     );
-    expect(() => native.devWrite(bogusFd, buf, new Int32Array([95]), new Int32Array([6]), 1)).toThrow(
+    expect(() => b.devWrite(bogusFd, buf, new Int32Array([95]), new Int32Array([6]), 1, false)).toThrow(
       /packet 0 \[95, \+6\) is outside the buffer/,
     );
     expect(() =>
-      native.udpSend(bogusFd, buf, new Int32Array(1), new Int32Array(1), new Uint32Array(1), new Uint16Array(0), 1),
+      b.udpSend(bogusFd, buf, one(), one(), new Uint32Array(1), new Uint16Array(0), 1, null, null, 0),
     ).toThrow(RangeError);
-    expect(() => native.devRead(-1, buf, 50, 0, 1, new Int32Array(1))).toThrow(RangeError);
-    expect(() => (native.devRead as any)(bogusFd, 'buf', 50, 0, 1, new Int32Array(1))).toThrow(
+    expect(() =>
+      b.udpSend(bogusFd, buf, one(), new Int32Array([50]), new Uint32Array(1), new Uint16Array(1), 1, Buffer.alloc(10), null, 22),
+    ).toThrow(expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/vnet and vnetIdx go together/) }));
+    expect(() => b.devRead(-1, buf, 0, 50, 1, one(), one(), null)).toThrow(RangeError);
+    expect(() => (b.devRead as any)(bogusFd, 'buf', 0, 50, 1, one(), one(), null)).toThrow(
       expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }),
     );
-    expect(() => native.pollStop({ fd: 3 } as any)).toThrow(TypeError);
+    expect(() => b.pollStop({ fd: 3 } as any)).toThrow(TypeError);
   });
 });
 
 describe.skipIf(!canNetns)('native addon in a network namespace', () => {
   beforeAll(() => {
-    deleteNamespaces(true); // leftovers of an earlier, killed run
-    execFileSync('ip', ['netns', 'add', NS]);
-    execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    ensureNativeDist();
+    ns = createNamespace(PREFIX);
   });
 
   afterAll(() => {
-    deleteNamespaces(false);
+    if (ns) deleteNamespace(ns);
   });
 
   it('tunOpen: kernel name, tun/tap type, O_NONBLOCK and FD_CLOEXEC; device gone on close', () => {
     const r = scenario('tun-open');
+    expect(r.addon).toBe(join(REPO, 'build', 'Release', 'vxedge_native.node')); // via dist/native/index.js
+    expect(r.sameBinding).toBe(true);
     expect(r.tun.name).toBe('vxt0'); // 'vxt%d' numbered by the kernel
     expect(r.tun.link).toMatch(/tun type tun pi off/);
     expect(r.tap.name).toBe('vxp0');
@@ -136,11 +134,12 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
     expect(r.afterClose).not.toMatch(/vxt0|vxp0|tap0/);
   });
 
-  it('TUN: one poll wakeup, one devRead of many packets at slot offsets; devWrite delivers', () => {
+  it('TUN: one poll wakeup, one devRead of many packets packed in one buffer; devWrite delivers', () => {
     const r = scenario('tun-io');
     expect(r.sent).toBe(8);
     expect(r.timedOut).toBe(false);
-    expect(Math.max(...r.counts)).toBeGreaterThan(1);
+    expect(Math.max(...r.reads.map((rd: Read) => rd.offs.length))).toBeGreaterThan(1);
+    for (const rd of r.reads) expect(rd.offs).toEqual(packedOffsets(64, rd.lens));
     const udp = r.pkts.filter((p: { proto: number }) => p.proto === 17);
     expect(udp).toHaveLength(8);
     for (const [i, p] of udp.entries()) {
@@ -159,7 +158,9 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
       { addr: '10.99.0.2', port: 7777, len: 19, text: 'second via devWrite' },
     ]);
     expect(r.sentBig).toBe(2);
-    expect(r.truncLens).toEqual([-1, 20 + 8 + 10]); // 1028 bytes do not fit in 200
+    // 1028 bytes do not fit in a room of 200; the 38-byte packet takes the space it left, in
+    // the same call (the buffer holds only one packet).
+    expect(r.trunc).toEqual([{ offs: [64, 64], lens: [-1, 20 + 8 + 10] }]);
     expect(r.replies[0]).toEqual({
       src: '10.99.0.1',
       dst: '10.99.0.2',
@@ -168,6 +169,26 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
       seq: 7,
       data: 'echo-data-0123456789',
     });
+  });
+
+  it('devRead: packets packed at 64-byte boundaries; the read stops when the buffer cannot hold another', () => {
+    const r = scenario('tun-packed');
+    expect(r.sent).toBe(6);
+    // Not even one packet fits behind the headroom: nothing is read, nothing is lost.
+    expect(r.tooSmall).toEqual({ offs: [], lens: [] });
+    // IP packets of 100..105 bytes, each taking 192 bytes: the buffer holds 3 per call,
+    // although 6 were waiting and max was 6.
+    expect(r.reads).toHaveLength(2);
+    const lens = [100, 101, 102, 103, 104, 105];
+    expect(r.reads.map((rd: Read) => rd.lens)).toEqual([lens.slice(0, 3), lens.slice(3)]);
+    for (const rd of r.reads) {
+      expect(rd.offs).toEqual([32, 32 + 192, 32 + 2 * 192]);
+      expect(rd.offs).toEqual(packedOffsets(32, rd.lens));
+      const end = rd.offs[2] + rd.lens[2];
+      expect(((end + 63) & ~63) + 32 + 1500).toBeGreaterThan(r.bufLen); // no room for a 4th
+    }
+    expect(r.reads.flatMap((rd: Read & { marks: number[] }) => rd.marks)).toEqual([0x40, 0x41, 0x42, 0x43, 0x44, 0x45]);
+    expect(r.after).toEqual({ offs: [], lens: [] });
   });
 
   it('TAP: Ethernet frames both ways, runt frames skipped', () => {
@@ -218,13 +239,23 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
     expect(r.longName).toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
     expect(r.badName).toMatchObject({ code: 'EINVAL', errno: 22, syscall: 'ioctl(TUNSETIFF)' });
     expect(r.busy).toMatchObject({ code: 'EBUSY', errno: 16, syscall: 'ioctl(TUNSETIFF)' });
+    expect(r.busyOffloads).toMatchObject({ code: 'EBUSY', errno: 16, syscall: 'ioctl(TUNSETIFF)' });
     expect(r.wrongType).toMatchObject({ code: 'EINVAL', syscall: 'ioctl(TUNSETIFF)' });
-    for (const k of ['readSlots', 'readHeadroom', 'readMaxLens', 'readFraction', 'writeEnd', 'writeNeg', 'writeN', 'sendEnd', 'sendNPorts', 'recvMaxPorts', 'recvSlots']) {
-      expect(r[k], k).toMatchObject({ threw: true, name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
-    }
-    for (const k of ['readFdType', 'readBufType', 'readLensType', 'fewArgs', 'pollNotFn', 'pollStopBad']) {
-      expect(r[k], k).toMatchObject({ threw: true, name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
-    }
+    const ranges = [
+      'tapOffloads', 'offloadsNeg',
+      'readRoomBig', 'readRoomZero', 'readHeadroom', 'readMaxOffs', 'readMaxLens', 'readMaxVnet', 'readFraction',
+      'writeEnd', 'writeNeg', 'writeN', 'writeNVnet',
+      'sendEnd', 'sendNPorts', 'sendEncap', 'sendNVnetIdx',
+      'recvMaxPorts', 'recvMaxSegs', 'recvSlots',
+    ];
+    for (const k of ranges) expect(r[k], k).toMatchObject({ threw: true, name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+    const types = [
+      'readFdType', 'readBufType', 'readOffsType', 'readLensType', 'readVnetType', 'fewArgs',
+      'writeVnetType', 'sendVnetAlone', 'sendVnetIdxAlone', 'recvSegsType', 'pollNotFn', 'pollStopBad',
+    ];
+    for (const k of types) expect(r[k], k).toMatchObject({ threw: true, name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+    expect(r.tapOffloads.message).toMatch(/offloads need a TUN device/);
+    expect(r.sendVnetAlone.message).toMatch(/vnet and vnetIdx go together/);
     expect(r.sendOnTun).toMatchObject({ code: 'ENOTSOCK', syscall: 'sendmmsg' });
     expect(r.pollTwice).toMatchObject({ code: 'EEXIST', syscall: 'uv_poll_init' });
     expect(r.pollFile).toMatchObject({ code: 'EPERM', syscall: 'uv_poll_init' });
@@ -262,7 +293,7 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
   it('poll: an exception in the callback is an uncaught exception, not a silent crash', () => {
     const handled = scenario('throw-handled');
     expect(handled).toEqual({ seen: ['boom-from-poll'], alive: true, tickRan: true });
-    const r = runChild('throw-unhandled');
+    const r = runChild(ns, CHILD, 'throw-unhandled', 30_000, ['--expose-gc']);
     expect(r.signal).toBeNull(); // not SIGABRT/SIGSEGV
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/Error: boom-unhandled/);

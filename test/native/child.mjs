@@ -1,7 +1,8 @@
 // Scenarios for test/native/addon.test.ts. Each runs in a fresh child Node process that the
 // test starts INSIDE a network namespace of its own (`ip netns exec vxn-nat-...`), so devices,
-// addresses and routes made here never touch the root namespace. The child loads the
-// compiled addon directly and prints one JSON line with what it saw; the test asserts on it.
+// addresses and routes made here never touch the root namespace. The child reaches the addon
+// as the product does, through nativeBinding() of the compiled dist/native/index.js, and
+// prints one JSON line with what it saw; the test asserts on it.
 //
 //   node [--expose-gc] test/native/child.mjs <scenario>
 //
@@ -9,13 +10,12 @@
 
 import { execFileSync } from 'node:child_process';
 import { readFileSync, openSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AsyncLocalStorage, createHook, executionAsyncId } from 'node:async_hooks';
+import { nativeAddonPath, nativeBinding, TUN_F_CSUM } from '../../dist/native/index.js';
 
-const addonPath = new URL('../../build/Release/vxedge_native.node', import.meta.url).pathname;
-const n = createRequire(import.meta.url)(addonPath);
+const n = nativeBinding();
 
 const watchdog = setTimeout(() => {
   console.log(JSON.stringify({ error: 'timeout', partial }));
@@ -123,7 +123,7 @@ async function recvAll(fd, want, { slot = 2048, headroom = 0, max = 256, ms = 50
     fd,
     () => {
       buf.fill(0xaa);
-      const c = n.udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports);
+      const c = n.udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports, null);
       calls.push(c);
       for (let i = 0; i < c; i++) {
         for (let k = i * slot; k < i * slot + headroom; k++) if (buf[k] !== 0xaa) headroomOk = false;
@@ -158,7 +158,21 @@ function sendAll(fd, datas, addr, port) {
   });
   const addrs = new Uint32Array(datas.length).fill(addr);
   const ports = new Uint16Array(datas.length).fill(port);
-  return n.udpSend(fd, buf, offs, lens, addrs, ports, datas.length);
+  return n.udpSend(fd, buf, offs, lens, addrs, ports, datas.length, null, null, 0);
+}
+
+/** One devRead into buf (no virtio header); where the packets landed and their lengths. */
+function devReadBatch(fd, buf, headroom, room, max) {
+  const offs = new Int32Array(max);
+  const lens = new Int32Array(max);
+  const c = n.devRead(fd, buf, headroom, room, max, offs, lens, null);
+  return { offs: Array.from(offs.subarray(0, c)), lens: Array.from(lens.subarray(0, c)) };
+}
+
+/** buf[from .. to) still holds the 0xaa it was filled with. */
+function untouched(buf, from, to) {
+  for (let k = from; k < to; k++) if (buf[k] !== 0xaa) return false;
+  return true;
 }
 
 function tunUp(name, cidr) {
@@ -172,10 +186,12 @@ function tunUp(name, cidr) {
 const scenarios = {
   /** 1. TUN/TAP open: names, device type, fd flags; device gone after close. */
   'tun-open'() {
-    const tun = n.tunOpen('vxt%d', false);
-    const tap = n.tunOpen('vxp0', true);
-    const auto = n.tunOpen('', true);
+    const tun = n.tunOpen('vxt%d', false, 0);
+    const tap = n.tunOpen('vxp0', true, 0);
+    const auto = n.tunOpen('', true, 0);
     const r = {
+      addon: nativeAddonPath(),
+      sameBinding: nativeBinding() === n,
       tun: { ...tun, flags: fdFlags(tun.fd), link: sh('ip', '-d', 'link', 'show', tun.name) },
       tap: { ...tap, flags: fdFlags(tap.fd), link: sh('ip', '-d', 'link', 'show', tap.name) },
       auto: { name: auto.name },
@@ -185,12 +201,13 @@ const scenarios = {
     return r;
   },
 
-  /** 2. TUN batching: UDP to a routed address comes out of the TUN as one batch; devWrite
-   *  of crafted packets reaches a socket, and an ICMP echo request is answered. */
+  /** 2. TUN batching: UDP to a routed address comes out of the TUN as one batch, packed in
+   *  one buffer; devWrite of crafted packets reaches a socket, and an ICMP echo request is
+   *  answered; a packet larger than the room is flagged, and its space reused. */
   async 'tun-io'() {
-    const SLOT = 2048;
     const HEAD = 64;
-    const tun = n.tunOpen('vxr0', false);
+    const ROOM = 1500;
+    const tun = n.tunOpen('vxr0', false, 0);
     tunUp('vxr0', '10.99.0.1/24');
     const tx = n.udpOpen(ip4('10.99.0.1'), 6666, 0);
     const rx = n.udpOpen(ip4('10.99.0.1'), 5555, 1 << 20);
@@ -199,25 +216,26 @@ const scenarios = {
     const datas = Array.from({ length: 8 }, (_, i) => Buffer.alloc(20 + i * 100, 0x30 + i));
     const sent = sendAll(tx, datas, ip4('10.99.0.2'), 9999);
 
-    const buf = Buffer.alloc(SLOT * 64, 0xaa);
-    const lens = new Int32Array(64);
+    const buf = Buffer.alloc(64 * 2048, 0xaa);
     const pkts = [];
-    const counts = [];
+    const reads = [];
     let headroomOk = true;
     let tailOk = true;
     const res = await pollUntil(
       tun.fd,
       () => {
         buf.fill(0xaa);
-        const c = n.devRead(tun.fd, buf, SLOT, HEAD, 64, lens);
-        counts.push(c);
-        for (let i = 0; i < c; i++) {
-          const at = i * SLOT + HEAD;
-          for (let k = i * SLOT; k < at; k++) if (buf[k] !== 0xaa) headroomOk = false;
-          if (at + lens[i] < (i + 1) * SLOT && buf[at + lens[i]] !== 0xaa) tailOk = false;
-          const p = buf.subarray(at, at + lens[i]);
+        const rd = devReadBatch(tun.fd, buf, HEAD, ROOM, 64);
+        reads.push(rd);
+        // Outside the packets nothing is written: not the headroom in front of each, nor
+        // the gap up to the next one's headroom (or the end of the buffer).
+        rd.offs.forEach((at, i) => {
+          if (!untouched(buf, at - HEAD, at)) headroomOk = false;
+          const next = i + 1 < rd.offs.length ? rd.offs[i + 1] - HEAD : buf.length;
+          if (!untouched(buf, at + rd.lens[i], next)) tailOk = false;
+          const p = buf.subarray(at, at + rd.lens[i]);
           pkts.push({
-            len: lens[i],
+            len: rd.lens[i],
             ver: p[0] >> 4,
             proto: p[9],
             src: ipStr(p.readUInt32BE(12)),
@@ -226,7 +244,7 @@ const scenarios = {
             dport: p.readUInt16BE(22),
             payloadOk: p[9] === 17 && p.subarray(28).equals(datas[pkts.filter((q) => q.proto === 17).length] ?? Buffer.alloc(0)),
           });
-        }
+        });
       },
       () => pkts.filter((p) => p.proto === 17).length >= 8,
     );
@@ -247,20 +265,19 @@ const scenarios = {
     offs[3] = 2000;
     wlens[3] = ipv4(wbuf, 2000, src, dst, 1, icmpEcho(8, 0x1234, 7, Buffer.from('echo-data-0123456789')));
     const errBefore = n.lastError();
-    const written = n.devWrite(tun.fd, wbuf, offs, wlens, 4);
+    const written = n.devWrite(tun.fd, wbuf, offs, wlens, 4, false);
     const errAfter = n.lastError();
     const delivered = await recvAll(rx, 2);
 
     const replies = [];
-    const rbuf = Buffer.alloc(SLOT * 8);
-    const rlens = new Int32Array(8);
+    const rbuf = Buffer.alloc(8 * 2048);
     await pollUntil(
       tun.fd,
       () => {
-        const c = n.devRead(tun.fd, rbuf, SLOT, 0, 8, rlens);
-        for (let i = 0; i < c; i++) {
-          const p = rbuf.subarray(i * SLOT, i * SLOT + rlens[i]);
-          if (p[9] !== 1) continue;
+        const rd = devReadBatch(tun.fd, rbuf, 0, ROOM, 8);
+        rd.offs.forEach((at, i) => {
+          const p = rbuf.subarray(at, at + rd.lens[i]);
+          if (p[9] !== 1) return;
           replies.push({
             src: ipStr(p.readUInt32BE(12)),
             dst: ipStr(p.readUInt32BE(16)),
@@ -269,29 +286,27 @@ const scenarios = {
             seq: p.readUInt16BE(26),
             data: p.subarray(28).toString(),
           });
-        }
+        });
       },
       () => replies.length >= 1,
     );
-    // A packet larger than the room is flagged -1 (the kernel would truncate it silently).
+    // A packet larger than the room is flagged -1 (the kernel would truncate it silently)
+    // and its space is reused: the buffer holds one packet of room 200 behind its headroom,
+    // so the 10-byte one can only be read in the same call if it lands where the big one did.
     const sentBig = sendAll(tx, [Buffer.alloc(1000, 1), Buffer.alloc(10, 2)], ip4('10.99.0.2'), 9999);
-    const tlens = [];
-    const tbuf = Buffer.alloc(2 * 264);
-    const tl = new Int32Array(2);
+    const trunc = [];
+    const tbuf = Buffer.alloc(64 + 200);
     await pollUntil(
       tun.fd,
-      () => {
-        const c = n.devRead(tun.fd, tbuf, 264, 64, 2 - tlens.length, tl);
-        for (let i = 0; i < c; i++) tlens.push(tl[i]);
-      },
-      () => tlens.length >= 2,
+      () => trunc.push(devReadBatch(tun.fd, tbuf, 64, 200, 2)),
+      () => trunc.flatMap((rd) => rd.lens).length >= 2,
     );
     for (const fd of [tx, rx, tun.fd]) n.close(fd);
     return {
       sentBig,
-      truncLens: tlens,
+      trunc,
       sent,
-      counts,
+      reads,
       wakeups: res.wakeups,
       timedOut: res.timedOut,
       headroomOk,
@@ -305,9 +320,40 @@ const scenarios = {
     };
   },
 
+  /** 2a. devRead packs a batch into the buffer and stops when it cannot hold another packet
+   *  of `room` bytes: 6 packets of 100..105 bytes, each taking 192 bytes (32 of headroom,
+   *  the packet, up to the next 64-byte boundary); the buffer holds 3. */
+  async 'tun-packed'() {
+    const HEAD = 32;
+    const ROOM = 1500;
+    const tun = n.tunOpen('vxk0', false, 0);
+    tunUp('vxk0', '10.97.0.1/24');
+    const tx = n.udpOpen(ip4('10.97.0.1'), 6668, 0);
+    const datas = Array.from({ length: 6 }, (_, i) => Buffer.alloc(72 + i, 0x40 + i));
+    const sent = sendAll(tx, datas, ip4('10.97.0.2'), 9997);
+    const bufLen = 2 * 192 + HEAD + ROOM;
+    const buf = Buffer.alloc(bufLen);
+    let tooSmall;
+    const reads = [];
+    await pollUntil(
+      tun.fd,
+      () => {
+        // Less than headroom + room bytes: nothing is read, nothing is lost.
+        tooSmall ??= devReadBatch(tun.fd, Buffer.alloc(HEAD + ROOM - 1), HEAD, ROOM, 6);
+        const rd = devReadBatch(tun.fd, buf, HEAD, ROOM, 6);
+        reads.push({ ...rd, marks: rd.offs.map((at) => buf[at + 28]) }); // the datagram's fill byte
+      },
+      () => reads.flatMap((rd) => rd.lens).length >= 6,
+    );
+    const after = devReadBatch(tun.fd, buf, HEAD, ROOM, 6);
+    n.close(tx);
+    n.close(tun.fd);
+    return { sent, bufLen, tooSmall, reads, after };
+  },
+
   /** 2b. TAP: frames carry Ethernet headers both ways. */
   async 'tap-io'() {
-    const tap = n.tunOpen('vxa0', true);
+    const tap = n.tunOpen('vxa0', true, 0);
     tunUp('vxa0', '10.98.0.1/24');
     sh('ip', 'neigh', 'replace', '10.98.0.2', 'lladdr', '02:00:00:00:00:02', 'dev', 'vxa0', 'nud', 'permanent');
     const mac = readFileSync('/sys/class/net/vxa0/address', 'utf8').trim();
@@ -315,24 +361,22 @@ const scenarios = {
     const rx = n.udpOpen(ip4('10.98.0.1'), 5556, 0);
     const sent = sendAll(tx, [Buffer.from('a'), Buffer.from('bb'), Buffer.from('ccc')], ip4('10.98.0.2'), 9998);
 
-    const SLOT = 1600;
-    const buf = Buffer.alloc(SLOT * 16);
-    const lens = new Int32Array(16);
+    const buf = Buffer.alloc(16 * 1600);
     const frames = [];
     await pollUntil(
       tap.fd,
       () => {
-        const c = n.devRead(tap.fd, buf, SLOT, 14, 16, lens); // headroom 14: room for an outer header
-        for (let i = 0; i < c; i++) {
-          const f = buf.subarray(i * SLOT + 14, i * SLOT + 14 + lens[i]);
+        const rd = devReadBatch(tap.fd, buf, 14, 1514, 16); // headroom 14: room for an outer header
+        rd.offs.forEach((at, i) => {
+          const f = buf.subarray(at, at + rd.lens[i]);
           frames.push({
-            len: lens[i],
+            len: rd.lens[i],
             dstMac: [...f.subarray(0, 6)].map((x) => x.toString(16).padStart(2, '0')).join(':'),
             ethertype: f.readUInt16BE(12),
             proto: f[14 + 9],
             dport: f.readUInt16BE(14 + 22),
           });
-        }
+        });
       },
       () => frames.filter((f) => f.ethertype === 0x0800 && f.dport === 9998).length >= 3,
     );
@@ -343,7 +387,7 @@ const scenarios = {
     Buffer.from([2, 0, 0, 0, 0, 2]).copy(w, 6);
     w.writeUInt16BE(0x0800, 12);
     const l = 14 + ipv4(w, 14, ip4('10.98.0.2'), ip4('10.98.0.1'), 17, udp(7778, 5556, Buffer.from('frame via devWrite')));
-    const written = n.devWrite(tap.fd, w, new Int32Array([0, 0]), new Int32Array([5, l]), 2);
+    const written = n.devWrite(tap.fd, w, new Int32Array([0, 0]), new Int32Array([5, l]), 2, false);
     const delivered = await recvAll(rx, 1);
     for (const fd of [tx, rx, tap.fd]) n.close(fd);
     return {
@@ -398,7 +442,7 @@ const scenarios = {
     const sbuf = Buffer.concat(five);
     five.reduce((at, d, i) => ((offs[i] = at), (lens[i] = d.length), at + d.length), 0);
     const ports = new Uint16Array([40002, 40002, 0, 40002, 40002]);
-    const sentSkip = n.udpSend(a, sbuf, offs, lens, new Uint32Array(5).fill(LO), ports, 5);
+    const sentSkip = n.udpSend(a, sbuf, offs, lens, new Uint32Array(5).fill(LO), ports, 5, null, null, 0);
     const errAfter = n.lastError();
     const rSkip = await recvAll(b, 4);
 
@@ -432,32 +476,51 @@ const scenarios = {
     r.addrInUse = caught(() => n.udpOpen(LO, 40010, 0));
     r.addrInUseAny = caught(() => n.udpOpen(0, 40010, 0));
     r.badAddr = caught(() => n.udpOpen(ip4('203.0.113.2'), 8472, 0)); // not local here
-    r.longName = caught(() => n.tunOpen('x'.repeat(16), false));
-    r.badName = caught(() => n.tunOpen('bad name', false));
-    const t = n.tunOpen('vxe0', false);
-    r.busy = caught(() => n.tunOpen('vxe0', false));
-    r.wrongType = caught(() => n.tunOpen('vxe0', true));
+    r.longName = caught(() => n.tunOpen('x'.repeat(16), false, 0));
+    r.badName = caught(() => n.tunOpen('bad name', false, 0));
+    r.tapOffloads = caught(() => n.tunOpen('vxe1', true, TUN_F_CSUM));
+    r.offloadsNeg = caught(() => n.tunOpen('vxe1', false, -1));
+    const t = n.tunOpen('vxe0', false, 0);
+    r.busy = caught(() => n.tunOpen('vxe0', false, 0));
+    r.busyOffloads = caught(() => n.tunOpen('vxe0', false, TUN_F_CSUM));
+    r.wrongType = caught(() => n.tunOpen('vxe0', true, 0));
 
     const buf = Buffer.alloc(1000);
     const i32 = (...v) => new Int32Array(v);
-    r.readSlots = caught(() => n.devRead(t.fd, buf, 500, 0, 3, new Int32Array(3)));
-    r.readHeadroom = caught(() => n.devRead(t.fd, buf, 100, 100, 1, new Int32Array(1)));
-    r.readMaxLens = caught(() => n.devRead(t.fd, buf, 100, 0, 5, new Int32Array(4)));
-    r.readFdType = caught(() => n.devRead('3', buf, 100, 0, 1, new Int32Array(1)));
-    r.readBufType = caught(() => n.devRead(t.fd, new Int32Array(250), 100, 0, 1, new Int32Array(1)));
-    r.readLensType = caught(() => n.devRead(t.fd, buf, 100, 0, 1, new Uint32Array(1)));
-    r.readFraction = caught(() => n.devRead(t.fd, buf, 100.5, 0, 1, new Int32Array(1)));
+    const read = (fd, b, headroom, room, max, offs, lens, vnet = null) =>
+      caught(() => n.devRead(fd, b, headroom, room, max, offs, lens, vnet));
+    r.readRoomBig = read(t.fd, buf, 0, 65536, 1, i32(0), i32(0));
+    r.readRoomZero = read(t.fd, buf, 0, 0, 1, i32(0), i32(0));
+    r.readHeadroom = read(t.fd, buf, 4097, 100, 1, i32(0), i32(0));
+    r.readMaxOffs = read(t.fd, buf, 0, 100, 5, new Int32Array(4), new Int32Array(5));
+    r.readMaxLens = read(t.fd, buf, 0, 100, 5, new Int32Array(5), new Int32Array(4));
+    r.readMaxVnet = read(t.fd, buf, 0, 100, 4, new Int32Array(4), new Int32Array(4), Buffer.alloc(39)); // 3 headers
+    r.readFdType = read('3', buf, 0, 100, 1, i32(0), i32(0));
+    r.readBufType = read(t.fd, new Int32Array(250), 0, 100, 1, i32(0), i32(0));
+    r.readOffsType = read(t.fd, buf, 0, 100, 1, new Uint32Array(1), i32(0));
+    r.readLensType = read(t.fd, buf, 0, 100, 1, i32(0), new Uint32Array(1));
+    r.readVnetType = read(t.fd, buf, 0, 100, 1, i32(0), i32(0), new Int32Array(10));
+    r.readFraction = read(t.fd, buf, 0, 100.5, 1, i32(0), i32(0));
     r.fewArgs = caught(() => n.devRead(t.fd, buf));
-    r.writeEnd = caught(() => n.devWrite(t.fd, buf, i32(0, 990), i32(10, 11), 2));
-    r.writeNeg = caught(() => n.devWrite(t.fd, buf, i32(-1), i32(10), 1));
-    r.writeN = caught(() => n.devWrite(t.fd, buf, i32(0), i32(10, 10), 2));
-    r.sendEnd = caught(() => n.udpSend(a, buf, i32(999), i32(2), new Uint32Array(1), new Uint16Array(1), 1));
-    r.sendNPorts = caught(() => n.udpSend(a, buf, i32(0, 1), i32(1, 1), new Uint32Array(2), new Uint16Array(1), 2));
-    r.recvMaxPorts = caught(() =>
-      n.udpRecv(a, buf, 100, 0, 5, new Int32Array(5), new Uint32Array(5), new Uint16Array(4)),
-    );
-    r.recvSlots = caught(() => n.udpRecv(a, buf, 300, 0, 4, new Int32Array(4), new Uint32Array(4), new Uint16Array(4)));
-    r.sendOnTun = caught(() => n.udpSend(t.fd, buf, i32(0), i32(1), new Uint32Array([LO]), new Uint16Array([1]), 1));
+    r.writeEnd = caught(() => n.devWrite(t.fd, buf, i32(0, 990), i32(10, 11), 2, false));
+    r.writeNeg = caught(() => n.devWrite(t.fd, buf, i32(-1), i32(10), 1, false));
+    r.writeN = caught(() => n.devWrite(t.fd, buf, i32(0), i32(10, 10), 2, false));
+    r.writeNVnet = caught(() => n.devWrite(t.fd, buf, new Int32Array(4097), new Int32Array(4097), 4097, true));
+    r.writeVnetType = caught(() => n.devWrite(t.fd, buf, i32(0), i32(10), 1, 1));
+    const send = (fd, offs, lens, addrs, ports, count, vnet = null, vnetIdx = null, encap = 0) =>
+      caught(() => n.udpSend(fd, buf, offs, lens, addrs, ports, count, vnet, vnetIdx, encap));
+    r.sendEnd = send(a, i32(999), i32(2), new Uint32Array(1), new Uint16Array(1), 1);
+    r.sendNPorts = send(a, i32(0, 1), i32(1, 1), new Uint32Array(2), new Uint16Array(1), 2);
+    r.sendEncap = send(a, i32(0), i32(100), new Uint32Array(1), new Uint16Array(1), 1, Buffer.alloc(10), i32(0), 65);
+    r.sendNVnetIdx = send(a, i32(0, 0), i32(50, 50), new Uint32Array(2), new Uint16Array(2), 2, Buffer.alloc(20), i32(0));
+    r.sendVnetAlone = send(a, i32(0), i32(50), new Uint32Array(1), new Uint16Array(1), 1, Buffer.alloc(10), null, 22);
+    r.sendVnetIdxAlone = send(a, i32(0), i32(50), new Uint32Array(1), new Uint16Array(1), 1, null, i32(0), 22);
+    const recv = (slot, max, lens, addrs, ports, segs = null) => caught(() => n.udpRecv(a, buf, slot, 0, max, lens, addrs, ports, segs));
+    r.recvMaxPorts = recv(100, 5, new Int32Array(5), new Uint32Array(5), new Uint16Array(4));
+    r.recvMaxSegs = recv(100, 5, new Int32Array(5), new Uint32Array(5), new Uint16Array(5), new Int32Array(4));
+    r.recvSlots = recv(300, 4, new Int32Array(4), new Uint32Array(4), new Uint16Array(4));
+    r.recvSegsType = recv(100, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1), new Uint32Array(1));
+    r.sendOnTun = send(t.fd, i32(0), i32(1), new Uint32Array([LO]), new Uint16Array([1]), 1);
     r.pollNotFn = caught(() => n.pollStart(a, 'nope'));
     r.pollStopBad = caught(() => n.pollStop({ fd: a }));
     const h = n.pollStart(a, () => {});
@@ -469,10 +532,10 @@ const scenarios = {
     closeSync(ffd);
     rmSync(dir, { recursive: true });
     n.close(t.fd);
-    r.readClosed = caught(() => n.devRead(t.fd, buf, 100, 0, 1, new Int32Array(1)));
-    r.writeClosed = caught(() => n.devWrite(t.fd, buf, i32(0), i32(20), 1));
+    r.readClosed = read(t.fd, buf, 0, 100, 1, i32(0), i32(0));
+    r.writeClosed = caught(() => n.devWrite(t.fd, buf, i32(0), i32(20), 1, false));
     r.closeTwice = caught(() => n.close(t.fd));
-    r.zeroMax = n.devRead(a, buf, 100, 0, 0, new Int32Array(0));
+    r.zeroMax = n.devRead(a, buf, 0, 100, 0, i32(), i32(), null);
     n.close(a);
     r.alive = true;
     return r;
@@ -504,7 +567,7 @@ const scenarios = {
       n.pollStop(h2);
       h2 = n.pollStart(b, () => {
         restarted++;
-        n.udpRecv(b, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1));
+        n.udpRecv(b, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1), null);
         n.pollStop(h2);
       });
     });
@@ -530,7 +593,7 @@ const scenarios = {
       await new Promise((resolve) => {
         const h = n.pollStart(b, () => {
           inner++;
-          n.udpRecv(b, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1));
+          n.udpRecv(b, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1), null);
           n.pollStop(h);
           resolve();
         });
@@ -567,7 +630,7 @@ const scenarios = {
         als.run({ name }, () => {
           const h = n.pollStart(fd, () => {
             n.pollStop(h);
-            n.udpRecv(fd, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1));
+            n.udpRecv(fd, Buffer.alloc(64), 64, 0, 1, new Int32Array(1), new Uint32Array(1), new Uint16Array(1), null);
             order.push(name);
             seen[name] = {
               store: als.getStore()?.name,
@@ -627,7 +690,7 @@ const scenarios = {
 
   /** A TUN deleted under a poll: the callback gets an Error, reads then throw EBADFD. */
   async 'tun-gone'() {
-    const t = n.tunOpen('vxg0', false);
+    const t = n.tunOpen('vxg0', false, 0);
     const errs = [];
     const h = n.pollStart(t.fd, (err) => {
       errs.push(err ? { message: err.message, code: err.code, errno: err.errno, syscall: err.syscall } : null);
@@ -635,7 +698,7 @@ const scenarios = {
     });
     sh('ip', 'link', 'del', 'vxg0');
     for (let i = 0; i < 100 && errs.length === 0; i++) await sleep(10);
-    const read = caught(() => n.devRead(t.fd, Buffer.alloc(100), 100, 0, 1, new Int32Array(1)));
+    const read = caught(() => n.devRead(t.fd, Buffer.alloc(100), 0, 100, 1, new Int32Array(1), new Int32Array(1), null));
     n.close(t.fd);
     return { errs, read, asyncIdOk: executionAsyncId() >= 0 };
   },

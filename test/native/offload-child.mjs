@@ -1,23 +1,25 @@
 // Scenarios for test/native/offload-io.test.ts, run in a child Node process INSIDE a network
 // namespace of the test's own (`ip netns exec vxof-io-<pid> node offload-child.mjs <name>`),
-// never in the root namespace. Prints one JSON line; every wait is bounded (10 s watchdog).
+// never in the root namespace. The addon is reached as the product reaches it, through
+// nativeBinding() of the compiled dist/native/index.js. Prints one JSON line; every wait is
+// bounded (10 s watchdog).
 //
-//   refuse        the kernel refuses an offload flag: tunOpenVnet throws and leaves no device;
-//                 with the real flags the device has a vnet header and TSO on
+//   refuse        the kernel refuses an offload flag: tunOpen with it throws and leaves no
+//                 device; with the real flags the device has a vnet header and TSO on
 //   tcp           the kernel's own TCP through a TUN with offloads: we play the far end of a
-//                 connection, get TSO super-packets and cut them (_tsoSegment), and write
-//                 segments that devWriteVnet joins into one super-packet the kernel accepts
-//   udp-gso-gro   udpSendVnet sends a super-packet as one UDP_SEGMENT message over lo; a
-//                 socket with UDP_GRO receives it as one datagram (udpRecvGro), one without
-//                 as separate datagrams, byte-identical to _tsoSegment's
+//                 connection, get TSO super-packets (devRead with vnet headers) and cut them
+//                 (_tsoSegment), and write segments that devWrite(vnet) joins into one
+//                 super-packet the kernel accepts
+//   udp-gso-gro   udpSend with vnet headers sends a super-packet as one UDP_SEGMENT message
+//                 over lo; a socket with UDP_GRO receives it as one datagram (udpRecv with
+//                 segs), one without as separate datagrams, byte-identical to _tsoSegment's
 //   gso-refused   the kernel refuses UDP_SEGMENT (segments above the route MTU): the same
 //                 datagrams go out one by one, and UDP_SEGMENT is not asked for again
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import net from 'node:net';
+import { nativeBinding, TUN_F_CSUM, TUN_F_TSO4 } from '../../dist/native/index.js';
 
-const addonPath = new URL('../../build/Release/vxedge_native.node', import.meta.url).pathname;
-const n = createRequire(import.meta.url)(addonPath);
+const n = nativeBinding();
 
 setTimeout(() => {
   console.log(JSON.stringify({ error: 'timeout', partial }));
@@ -30,8 +32,6 @@ const ip4 = (s) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const u16 = (b, o) => (LE ? b[o] | (b[o + 1] << 8) : (b[o] << 8) | b[o + 1]);
-const TUN_F_CSUM = 1;
-const TUN_F_TSO4 = 2;
 
 function caught(f) {
   try {
@@ -86,6 +86,10 @@ function tunUp(name, cidr, mtu = 1500) {
   sh('ip', 'addr', 'add', cidr, 'dev', name);
 }
 
+/** How the reads with vnet headers laid out their packets: each call's packets packed behind
+ *  32 bytes of headroom at 64-byte boundaries, as devRead promises. */
+const layout = { calls: 0, packets: 0, packedOk: true };
+
 /** Reads the vnet device until `done()` or the time is up; calls `each(pkt, vnet)` per packet. */
 async function readUntil(fd, each, done, ms = 3000) {
   const buf = Buffer.alloc(9 * 65536);
@@ -94,8 +98,12 @@ async function readUntil(fd, each, done, ms = 3000) {
   const vnet = Buffer.alloc(640);
   const end = Date.now() + ms;
   while (!done() && Date.now() < end) {
-    const c = n.devReadVnet(fd, buf, 32, 64, offs, lens, vnet);
-    for (let i = 0; i < c; i++) {
+    const c = n.devRead(fd, buf, 32, 65535, 64, offs, lens, vnet);
+    if (c > 0) layout.calls++;
+    for (let i = 0, pos = 0; i < c; i++) {
+      layout.packets++;
+      if (offs[i] !== pos + 32) layout.packedOk = false;
+      if (lens[i] >= 0) pos = (offs[i] + lens[i] + 63) & ~63;
       const v = vnet.subarray(i * 10, i * 10 + 10);
       each(Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])), {
         flags: v[0], gsoType: v[1], hdrLen: u16(v, 2), gsoSize: u16(v, 4), csumStart: u16(v, 6), csumOffset: u16(v, 8), raw: Buffer.from(v),
@@ -117,14 +125,14 @@ function segments(pkt, raw) {
 const scenarios = {
   async refuse() {
     const r = {};
-    r.unknownFlag = caught(() => n.tunOpenVnet('vxo0', 0x40000000));
+    r.unknownFlag = caught(() => n.tunOpen('vxo0', false, 0x40000000));
     r.linkAfterRefusal = caught(() => sh('ip', 'link', 'show', 'dev', 'vxo0'));
     // The gateway's fallback: the plain device of the same name, right after the refusal.
-    const plain = n.tunOpen('vxo0', false);
+    const plain = n.tunOpen('vxo0', false, 0);
     r.plainAfter = plain.name;
     r.plainLink = sh('ip', '-d', 'link', 'show', 'dev', 'vxo0');
     n.close(plain.fd);
-    const t = n.tunOpenVnet('vxo0', TUN_F_CSUM | TUN_F_TSO4);
+    const t = n.tunOpen('vxo0', false, TUN_F_CSUM | TUN_F_TSO4);
     r.name = t.name;
     r.link = sh('ip', '-d', 'link', 'show', 'dev', 'vxo0');
     try {
@@ -139,7 +147,7 @@ const scenarios = {
 
   async tcp() {
     const r = { superPackets: 0, dataPackets: 0, segs: 0, allChecksumsOk: true, seqOk: true };
-    const tun = n.tunOpenVnet('vxo0', TUN_F_CSUM | TUN_F_TSO4);
+    const tun = n.tunOpen('vxo0', false, TUN_F_CSUM | TUN_F_TSO4);
     tunUp('vxo0', '10.77.0.1/24');
     const data = Buffer.alloc(200_000);
     for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 8)) & 0xff;
@@ -163,7 +171,7 @@ const scenarios = {
       const offs = new Int32Array(pkts.length);
       const lens = new Int32Array(pkts.length);
       pkts.forEach((p, i) => { p.copy(wbuf, at); offs[i] = at; lens[i] = p.length; at += p.length + 64; });
-      return n.devWriteVnet(tun.fd, wbuf, offs, lens, pkts.length);
+      return n.devWrite(tun.fd, wbuf, offs, lens, pkts.length, true);
     };
     r.synackWritten = w([synack]);
     await new Promise((res) => (sock.connecting ? sock.once('connect', res) : res()));
@@ -203,7 +211,7 @@ const scenarios = {
     r.flightBytes = flight.length;
     r.flightMatches = flight.equals(data.subarray(0, flight.length));
 
-    // The other way: 5 in-order segments in one devWriteVnet call, joined into one write.
+    // The other way: 6 in-order segments in one devWrite(vnet) call, joined into one write.
     const before = n.offloadStats();
     const back = Buffer.alloc(5 * 1000 + 300);
     for (let i = 0; i < back.length; i++) back[i] = (i * 13) & 0xff;
@@ -220,6 +228,7 @@ const scenarios = {
     const end = Date.now() + 3000;
     while (Buffer.concat(got).length < back.length && Date.now() < end) await sleep(10);
     r.backReceived = Buffer.concat(got).equals(back);
+    r.layout = layout;
     sock.destroy();
     n.close(tun.fd);
     return r;
@@ -251,7 +260,7 @@ const scenarios = {
     })();
     r.expectedCount = expected.length;
     const before = n.offloadStats();
-    const send = (port) => n.udpSendVnet(a, buf, new Int32Array([10]), new Int32Array([buf.length - 10]), new Uint32Array([ip4('127.0.0.1')]), new Uint16Array([port]), vnet, new Int32Array([0]), 22, 1);
+    const send = (port) => n.udpSend(a, buf, new Int32Array([10]), new Int32Array([buf.length - 10]), new Uint32Array([ip4('127.0.0.1')]), new Uint16Array([port]), 1, vnet, new Int32Array([0]), 22);
     r.sentGro = send(7002);
     r.sentPlain = send(7003);
     r.gsoMessages = n.offloadStats().gsoMessages - before.gsoMessages;
@@ -263,12 +272,12 @@ const scenarios = {
     const addrs = new Uint32Array(64);
     const ports = new Uint16Array(64);
     const segs = new Int32Array(64);
-    const cg = n.udpRecvGro(g, rbuf, slot, 0, 64, lens, addrs, ports, segs);
+    const cg = n.udpRecv(g, rbuf, slot, 0, 64, lens, addrs, ports, segs);
     r.groDatagrams = cg;
     r.groSeg = segs[0];
     r.groLen = lens[0];
     r.groBytesMatch = cg === 1 && rbuf.subarray(0, lens[0]).equals(Buffer.concat(expected));
-    const cp = n.udpRecvGro(p, rbuf, slot, 0, 64, lens, addrs, ports, segs);
+    const cp = n.udpRecv(p, rbuf, slot, 0, 64, lens, addrs, ports, segs);
     r.plainDatagrams = cp;
     r.plainSegs = Array.from(segs.subarray(0, cp));
     r.plainMatch = cp === expected.length && expected.every((e, i) => rbuf.subarray(i * slot, i * slot + lens[i]).equals(e));
@@ -279,7 +288,7 @@ const scenarios = {
    *  again one datagram per segment, and later sends no longer ask for it. */
   async 'gso-refused'() {
     const r = {};
-    const tun = n.tunOpen('vxo9', false);
+    const tun = n.tunOpen('vxo9', false, 0);
     tunUp('vxo9', '10.78.0.1/24', 1000);
     const a = n.udpOpen(ip4('10.78.0.1'), 7001, 1 << 20);
     const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(5000, 0x62) });
@@ -288,7 +297,7 @@ const scenarios = {
     vnet[1] = 1;
     vnet[LE ? 4 : 5] = 1398 & 0xff;
     vnet[LE ? 5 : 4] = 1398 >> 8;
-    const send = () => n.udpSendVnet(a, buf, new Int32Array([0]), new Int32Array([buf.length]), new Uint32Array([ip4('10.78.0.2')]), new Uint16Array([9]), vnet, new Int32Array([0]), 22, 1);
+    const send = () => n.udpSend(a, buf, new Int32Array([0]), new Int32Array([buf.length]), new Uint32Array([ip4('10.78.0.2')]), new Uint16Array([9]), 1, vnet, new Int32Array([0]), 22);
     const s0 = n.offloadStats();
     r.sent1 = send();
     const s1 = n.offloadStats();
@@ -299,14 +308,15 @@ const scenarios = {
     r.gsoMessages = s2.gsoMessages - s0.gsoMessages;
     // What reached the device: IPv4 fragments of 4 datagrams per send (1460+28 > 1000).
     const rbuf = Buffer.alloc(2048 * 64);
+    const offs = new Int32Array(64);
     const lens = new Int32Array(64);
     let frags = 0;
     let firsts = 0;
     const end = Date.now() + 2000;
     while (firsts < 8 && Date.now() < end) {
-      const c = n.devRead(tun.fd, rbuf, 2048, 0, 64, lens);
+      const c = n.devRead(tun.fd, rbuf, 0, 2048, 64, offs, lens, null);
       for (let i = 0; i < c; i++) {
-        const p = rbuf.subarray(i * 2048, i * 2048 + lens[i]);
+        const p = rbuf.subarray(offs[i], offs[i] + lens[i]);
         if (p[9] !== 17) continue;
         frags++;
         if ((p.readUInt16BE(6) & 0x1fff) === 0) firsts++;

@@ -1,36 +1,23 @@
 // The offload half of the addon on a real kernel: a TUN device with virtio-net headers and
 // TSO, and UDP_SEGMENT/UDP_GRO sockets. Each scenario runs test/native/offload-child.mjs in a
 // child Node process inside a network namespace this file creates (vxof-io-<pid>), never in
-// the root namespace. Needs root, iproute2 and /dev/net/tun; the addon must be built.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+// the root namespace; the child reaches the addon through dist/native/index.js (built here
+// when stale). Needs root, iproute2 and /dev/net/tun; the addon must be built.
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canNetns, createNamespace, deleteNamespace, ensureNativeDist, scenarioResult } from './scenario.js';
 
-const NS = `vxof-io-${process.pid}`;
 const CHILD = fileURLToPath(new URL('./offload-child.mjs', import.meta.url));
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const canNetns = process.getuid?.() === 0 && existsSync('/dev/net/tun') && spawnSync('ip', ['-V']).status === 0;
-
-function scenario(name: string) {
-  const r = spawnSync('ip', ['netns', 'exec', NS, process.execPath, CHILD, name], { encoding: 'utf8', timeout: 20_000, cwd: REPO });
-  const last = r.stdout.trim().split('\n').pop() ?? '';
-  try {
-    if (r.status === 0) return JSON.parse(last);
-  } catch {
-    // fall through
-  }
-  throw new Error(`child ${name} failed: status ${r.status}\n${r.stdout}\n${r.stderr}`);
-}
+let ns = '';
+const scenario = (name: string) => scenarioResult(ns, CHILD, name, 20_000);
 
 describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
   beforeAll(() => {
-    spawnSync('ip', ['netns', 'del', NS]);
-    execFileSync('ip', ['netns', 'add', NS]);
-    execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    ensureNativeDist();
+    ns = createNamespace('vxof-io-');
   });
   afterAll(() => {
-    spawnSync('ip', ['netns', 'del', NS]);
+    if (ns) deleteNamespace(ns);
   });
 
   it('a refused offload flag throws, leaves no device, and the plain device opens in its place', () => {
@@ -62,6 +49,10 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     expect(r.coalescedWrites).toBe(1);
     expect(r.coalescedSegments).toBe(6);
     expect(r.backReceived).toBe(true);
+    // Every read with vnet headers put its packets (super-packets too) where devRead promises:
+    // packed at 64-byte boundaries behind the headroom (the SYN and the flight at least).
+    expect(r.layout.packets).toBeGreaterThanOrEqual(2);
+    expect(r.layout.packedOk).toBe(true);
   });
 
   it('UDP_SEGMENT out, UDP_GRO in: one message, one coalesced datagram, same bytes as segmented', () => {

@@ -1,17 +1,18 @@
-// The offload half of the addon (src/native/offload.c), tested through its pure entry points
-// in this process (no device, no socket, no privileges):
+// The offload half of the addon (src/native/tso.c and gro.c), tested through its pure entry
+// points of nativeBinding() in this process (no device, no socket, no privileges):
 //
-//   _tsoSegment   what udpSendVnet sends for one packet read with a virtio_net_hdr: compared
-//                 byte for byte with segments built here in TypeScript, the slow obvious way;
-//   _groCoalesce  what devWriteVnet writes for a batch of received inner packets: checked
-//                 field by field, and round-tripped through _tsoSegment (coalescing then
-//                 segmenting must give back exactly the packets that came in).
+//   _tsoSegment   what udpSend with vnet headers sends for one packet read with a
+//                 virtio_net_hdr: compared byte for byte with segments built here in
+//                 TypeScript, the slow obvious way;
+//   _groCoalesce  what devWrite with vnet true writes for a batch of received inner packets:
+//                 checked field by field, and round-tripped through _tsoSegment (coalescing
+//                 then segmenting must give back exactly the packets that came in).
 //
 // The same code runs on real devices and sockets in test/native/offload-io.test.ts and in the
 // lab (test/lab/offload.test.ts).
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import * as native from '../../src/native/index.js';
+import { nativeBinding } from '../../src/native/index.js';
 import { foldChecksum, onesSum, writeIpv4HeaderChecksum } from '../../src/proto/ipv4.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN, readVnetU16, writeVnetHeader } from '../../src/proto/vnet.js';
 import { fixTcpChecksum, ip, ipv4, tcpChecksumOk } from '../unit/packets.js';
@@ -22,6 +23,7 @@ const ACK = 0x10;
 const CWR = 0x80;
 const ENCAP = Buffer.from('0800000000000100' + '0abb00000100' + '0e5caa000064' + '0800', 'hex'); // VXLAN + inner Ethernet
 const TS_OPTS = Buffer.from('0101080a0001e2400000abcd', 'hex'); // NOP NOP timestamps
+const native = nativeBinding();
 
 interface Seg {
   src?: string;
@@ -328,6 +330,16 @@ describe('TCP coalescing in C (_groCoalesce)', () => {
     expect(w.map((x) => x.pkt)).toEqual([syn, pureAck, fin, udp, opts]);
   });
 
+  it('regression: a TCP packet with IP options ends its flow\'s chain, so nothing is joined across it', () => {
+    // data, a pure ACK carrying IP options, data: joining the two data segments would move
+    // the second ahead of the ACK that came before it.
+    const [d1, d2] = flow(2, 100, { seq: 1000 });
+    const ackWithOptions = tcpPacket({ seq: 1100, payload: Buffer.alloc(0), ipOptions: Buffer.from('01010101', 'hex') });
+    const w = coalesce([d1, ackWithOptions, d2]);
+    expect(w.map((x) => x.vnet.gsoType)).toEqual([VNET_GSO_NONE, VNET_GSO_NONE, VNET_GSO_NONE]);
+    expect(w.map((x) => x.pkt)).toEqual([d1, ackWithOptions, d2]);
+  });
+
   it('keeps flows apart, and splits on a gap, a change of window/TTL/options/ack, or a longer segment', () => {
     const a = flow(3, 1000, { sport: 1111 });
     const b = flow(3, 1000, { sport: 2222 });
@@ -439,9 +451,15 @@ describe('offload entry points reject bad arguments', () => {
     expect(() => native._tsoSegment(buf, 0, 200, Buffer.alloc(10), 0, 22, Buffer.alloc(10), new Int32Array(1), new Int32Array(1))).toThrow(RangeError);
     expect(() => native._tsoSegment(buf, 0, 50, Buffer.alloc(10), 1, 22, Buffer.alloc(10), new Int32Array(1), new Int32Array(1))).toThrow(RangeError);
     expect(() =>
-      native.udpSendVnet(2 ** 30, buf, new Int32Array([0]), new Int32Array([50]), new Uint32Array(1), new Uint16Array(1), Buffer.alloc(10), new Int32Array([1]), 22, 1),
+      native.udpSend(2 ** 30, buf, new Int32Array([0]), new Int32Array([50]), new Uint32Array(1), new Uint16Array(1), 1, Buffer.alloc(10), new Int32Array([1]), 22),
     ).toThrow(/vnetIdx\[0\] = 1 is outside vnet/);
-    expect(() => native.devReadVnet(2 ** 30, buf, 32, 2, new Int32Array(2), new Int32Array(2), Buffer.alloc(10))).toThrow(RangeError);
+    expect(() =>
+      native.udpSend(2 ** 30, buf, new Int32Array([0]), new Int32Array([20]), new Uint32Array(1), new Uint16Array(1), 1, Buffer.alloc(10), new Int32Array([0]), 22),
+    ).toThrow(/packet 0 is shorter than encap/);
+    // One virtio_net_hdr (10 bytes) for two packets.
+    expect(() => native.devRead(2 ** 30, buf, 32, 65535, 2, new Int32Array(2), new Int32Array(2), Buffer.alloc(10))).toThrow(RangeError);
+    // Joining segments works on at most 4096 packets per call.
+    expect(() => native.devWrite(2 ** 30, buf, new Int32Array(4097), new Int32Array(4097), 4097, true)).toThrow(RangeError);
     expect(ip('1.2.3.4')).toBe(0x01020304);
   });
 });

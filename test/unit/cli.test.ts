@@ -179,3 +179,33 @@ describe('vxedge peers', () => {
     expect(vxedge(['peers', '/nonexistent/nodes.json']).code).toBe(2);
   });
 });
+
+describe('vxedge rbac', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-rbac-'));
+
+  it('prints least privilege for the site\'s own Node: create/list/watch nodes, the rest only by name', () => {
+    const f = path.join(dir, 'site.yaml');
+    writeFileSync(f, `site: lab\nnode: edge-1\noverlay: { subnet: 10.244.100.0/24 }\ncluster: { source: kubernetes }\n`);
+    const r = vxedge(['rbac', '-c', f]);
+    expect(r.code).toBe(0);
+    const docs = r.stdout.split(/^---$/m).map((d) => parseYaml(d));
+    expect(docs.map((d) => d.kind)).toEqual(['ServiceAccount', 'Secret', 'ClusterRole', 'ClusterRoleBinding']);
+    const role = docs[2];
+    expect(role.rules).toEqual([
+      { apiGroups: [''], resources: ['nodes'], verbs: ['list', 'watch', 'create'] },
+      { apiGroups: [''], resources: ['nodes'], resourceNames: ['vxedge-lab-edge-1'], verbs: ['get', 'patch', 'update', 'delete'] },
+    ]);
+    expect(docs[3].subjects[0].name).toBe(docs[0].metadata.name);
+  });
+
+  it('follows cluster.kubernetes.nodeName, or --node-name without a config, and says what it needs otherwise', () => {
+    const f = path.join(dir, 'named.yaml');
+    writeFileSync(f, `site: lab\nnode: edge-1\noverlay: { subnet: 10.244.100.0/24 }\ncluster: { kubernetes: { nodeName: plant-7-gw } }\n`);
+    const names = (out: string) => parseYaml(out.split(/^---$/m)[2]).rules[1].resourceNames;
+    expect(names(vxedge(['rbac', '-c', f]).stdout)).toEqual(['plant-7-gw']);
+    expect(names(vxedge(['rbac', '--node-name', 'other-gw']).stdout)).toEqual(['other-gw']);
+    const r = vxedge(['rbac']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('-c FILE');
+  });
+});

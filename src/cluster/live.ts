@@ -1,0 +1,136 @@
+// Live membership: the peers in force follow the static `peers` list (config, SIGHUP) and,
+// with cluster.source kubernetes or etcd, the cluster's view, merged (membership.ts) and
+// applied as the smallest change (peer-sync.ts). Our own lease follows the public endpoint
+// and the VTEP MAC. A cluster source is loaded only when configured: the Kubernetes client
+// alone costs some 70 MB and half a second, which a static site never pays.
+import type { Config, PeerConfig } from '../config/types.js';
+import type { CheckResult } from '../health/document.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { defaultNodeName } from './flannel-node.js';
+import { diffIsEmpty, mergePeers, type PeerDiff } from './membership.js';
+import type { ClusterSource, ClusterStatus, ClusterView, SkippedNode } from './types.js';
+
+export interface LiveMembershipOptions {
+  cfg: Config;
+  siteMac: string;
+  /** Makes a desired peer set the one in force (PeerSync.apply). */
+  apply(peers: readonly PeerConfig[]): Promise<PeerDiff>;
+  /** Something other parts show changed (health). */
+  changed(): void;
+  clock: Clock;
+  log: Logger;
+}
+
+/** The site's Node name in the cluster. */
+export function siteNodeName(cfg: Config): string {
+  return cfg.cluster.kubernetes.nodeName ?? defaultNodeName(cfg.site, cfg.node);
+}
+
+async function loadSource(o: LiveMembershipOptions): Promise<ClusterSource | null> {
+  const { cfg, clock } = o;
+  const log = o.log.child({ part: 'cluster' });
+  const common = { network: cfg.overlay.network, subnet: cfg.overlay.subnet, vni: cfg.vxlan.vni, port: cfg.vxlan.port, register: cfg.cluster.register, clock, log };
+  if (cfg.cluster.source === 'kubernetes') {
+    const { KubernetesSource } = await import('./kubernetes.js');
+    return new KubernetesSource({ ...common, kubeconfig: cfg.cluster.kubernetes.kubeconfig, nodeName: siteNodeName(cfg), site: cfg.site });
+  }
+  if (cfg.cluster.source === 'etcd') {
+    const e = cfg.cluster.etcd;
+    const { EtcdSource } = await import('./etcd.js');
+    return new EtcdSource({
+      ...common, endpoints: e.endpoints, prefix: e.prefix,
+      ...(e.ca || e.cert || e.key ? { tls: { ca: e.ca, cert: e.cert, key: e.key } } : {}),
+      ...(e.username && e.passwordFile ? { auth: { username: e.username, passwordFile: e.passwordFile } } : {}),
+    });
+  }
+  return null;
+}
+
+export class LiveMembership {
+  private statics: readonly PeerConfig[];
+  private view: ClusterView | null = null;
+  private skipped: SkippedNode[] = [];
+  private publicIp: string | null = null;
+
+  private constructor(
+    private readonly o: LiveMembershipOptions,
+    private readonly source: ClusterSource | null,
+  ) {
+    this.statics = o.cfg.peers;
+  }
+
+  static async create(o: LiveMembershipOptions): Promise<LiveMembership> {
+    return new LiveMembership(o, await loadSource(o));
+  }
+
+  /** Applies the static peers at once, then starts following the cluster (if any). */
+  async start(): Promise<void> {
+    await this.sync('start');
+    if (!this.source) return;
+    this.source.onView((v) => {
+      this.view = v;
+      this.sync('cluster').catch(() => undefined); // logged in sync(); the last peers stay in force
+    });
+    this.source.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.source?.stop();
+  }
+
+  /** A reload's new static peers. */
+  setStatics(peers: readonly PeerConfig[]): Promise<PeerDiff> {
+    this.statics = peers;
+    return this.sync('reload');
+  }
+
+  /** The public endpoint's IP (null while unknown): the cluster is told where the site is. */
+  setPublicIp(ip: string | null): void {
+    if (ip === this.publicIp || !this.source) return;
+    this.publicIp = ip;
+    const { cfg } = this.o;
+    this.source.setOwnLease({ name: siteNodeName(cfg), subnet: cfg.overlay.subnet, vni: cfg.vxlan.vni, vtepMac: this.o.siteMac, publicIp: ip });
+  }
+
+  /** The health document's `cluster` (null for a static site). */
+  status(peers: number): ClusterStatus | null {
+    if (!this.source) return null;
+    return { ...this.source.status(), peers, skipped: this.skipped };
+  }
+
+  /** The `cluster` check: following the cluster, and registered when asked to. */
+  check(): CheckResult | null {
+    if (!this.source) return null;
+    const s = this.source.status();
+    const register = this.o.cfg.cluster.register;
+    const what = `${s.source}: ${s.nodes} node(s) seen${s.lastSync ? `, last sync ${s.lastSync}` : ''}`;
+    if (s.error) return { name: 'cluster', ok: false, detail: `${what}; ${s.error}`, fix: s.error };
+    if (!s.connected) return { name: 'cluster', ok: false, detail: `${what}; not connected`, fix: 'see the log for the connection error' };
+    if (register && !s.registered) {
+      const why = this.publicIp === null ? 'the public IP is not known yet' : 'registration is under way';
+      return { name: 'cluster', ok: false, detail: `${what}; this site is not registered: ${why}`, fix: 'set underlay.publicIp, or let port mapping or nat.stun discover it' };
+    }
+    return { name: 'cluster', ok: true, detail: `${what}${register ? '; registered' : ''}` };
+  }
+
+  private async sync(why: string): Promise<PeerDiff> {
+    const { cfg } = this.o;
+    const merged = mergePeers(this.statics, this.view, { network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: this.o.siteMac });
+    this.skipped = [...(this.view?.skipped ?? []), ...merged.skipped];
+    try {
+      const d = await this.o.apply(merged.peers);
+      if (!diffIsEmpty(d) && why !== 'start') {
+        const names = (l: { name: string }[]) => l.slice(0, 20).map((p) => p.name);
+        this.o.log.info('peers changed', { why, added: names(d.added), removed: names(d.removed), changed: names(d.changed.map((c) => c.to)) });
+      }
+      this.o.changed();
+      return d;
+    } catch (e) {
+      // The kernel refused a route (e.g. a conflicting one): the rest stays as it was.
+      this.o.log.warn('could not apply a peer change', { why, err: (e as Error).message });
+      this.o.changed();
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,95 @@
+// What addon.test.ts and offload-io.test.ts share: a network namespace of their own, and a
+// scenario script of this folder (child.mjs, offload-child.mjs) run in a child Node process
+// inside it, printing one JSON line:
+//
+//   vitest ──spawn──> ip netns exec <ns> node <script> <scenario>  ──> {"...": ...}
+//
+// The scripts reach the addon the way the product does, through dist/native/index.js
+// (nativeBinding()), so dist/ must hold this tree's src/native/index.ts: ensureNativeDist()
+// builds it when it is missing or older than its source.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Root, /dev/net/tun and iproute2: what a scenario in a namespace needs. */
+export const canNetns =
+  process.getuid?.() === 0 && existsSync('/dev/net/tun') && spawnSync('ip', ['-V']).status === 0;
+
+export function ensureNativeDist(): void {
+  const src = join(REPO, 'src', 'native', 'index.ts');
+  const out = join(REPO, 'dist', 'native', 'index.js');
+  const fresh = () => existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs;
+  if (fresh()) return;
+  // tsc emits even when files these tests do not use fail to type-check.
+  spawnSync('npx', ['tsc', '-p', REPO], { cwd: REPO, stdio: 'ignore', timeout: 120_000 });
+  if (!fresh()) throw new Error(`building dist/ (npx tsc -p tsconfig.json) did not produce a current ${out}`);
+}
+
+/**
+ * Creates namespace `${prefix}${pid}` with lo up, after deleting the ones of earlier runs
+ * that were killed before their cleanup (their pid is gone; a live run keeps its own).
+ */
+export function createNamespace(prefix: string): string {
+  const list = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  for (const line of list.split('\n')) {
+    const name = line.split(' ')[0];
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (pid === process.pid || !Number.isInteger(pid) || !alive(pid)) spawnSync('ip', ['netns', 'del', name]);
+  }
+  const ns = `${prefix}${process.pid}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  return ns;
+}
+
+export function deleteNamespace(ns: string): void {
+  spawnSync('ip', ['netns', 'del', ns]);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export interface ChildRun {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** The last stdout line as JSON, or undefined. */
+  json: any;
+}
+
+/** Runs `script scenario` with Node in namespace `ns`, killed after `timeoutMs`. */
+export function runChild(ns: string, script: string, scenario: string, timeoutMs: number, nodeArgs: string[] = []): ChildRun {
+  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...nodeArgs, script, scenario], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    cwd: REPO,
+  });
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  let json: unknown;
+  try {
+    json = JSON.parse(last);
+  } catch {
+    json = undefined;
+  }
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, json };
+}
+
+/** Like runChild, for a scenario that must exit 0 with its JSON line; returns the JSON. */
+export function scenarioResult(ns: string, script: string, scenario: string, timeoutMs: number, nodeArgs: string[] = []): any {
+  const r = runChild(ns, script, scenario, timeoutMs, nodeArgs);
+  if (r.status !== 0 || r.json === undefined) {
+    throw new Error(`child ${scenario} failed: status ${r.status} signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
+  }
+  return r.json;
+}
