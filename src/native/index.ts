@@ -136,10 +136,12 @@ export interface NativeBinding {
     lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, segs: Int32Array | null,
   ): number;
 
-  /** Sends datagram i = buf[offs[i] .. +lens[i]) to addrs[i]:ports[i], for i < n, with
-   *  sendmmsg. A datagram the kernel rejects (EINVAL, EMSGSIZE, ENETUNREACH...) is skipped
-   *  and counted in lastError(); EAGAIN/ENOBUFS stops the batch (the rest is not sent).
-   *  Returns the number sent. `vnet`/`vnetIdx` (both or neither; n <= 4096): datagram i is
+  /** Sends datagram i = buf[offs[i] .. +lens[i]) to addrs[i]:ports[i], for i < n (n <= 4096),
+   *  with sendmmsg; consecutive datagrams of one size to one destination (the last may be
+   *  shorter) leave as one UDP_SEGMENT message, which the kernel cuts into the same datagrams
+   *  (one trip down the stack for a burst of small packets). A datagram the kernel rejects
+   *  (EINVAL, EMSGSIZE, ENETUNREACH...) is skipped and counted in lastError(); EAGAIN/ENOBUFS
+   *  stops the batch (the rest is not sent). Returns the number sent. `vnet`/`vnetIdx` (both or neither; n <= 4096): datagram i is
    *  `encap` bytes of headers, then an inner IPv4 packet read with offloads whose
    *  virtio_net_hdr is vnet[10*vnetIdx[i]]: partial checksums are completed and TCP
    *  super-packets leave as MTU-sized segments, each behind a copy of the encap bytes, with

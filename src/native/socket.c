@@ -178,55 +178,12 @@ napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
   return int_result(env, total);
 }
 
-/* Plain sends: datagram i as it is, sendmmsg up to MMSG_BATCH per call. */
-static napi_value send_plain(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
-                             const int32_t *lens, const uint32_t *addrs, const uint16_t *ports, int64_t n) {
-  static const char *fn = "udpSend";
-  int64_t i = 0, sent = 0;
-  while (i < n) {
-    int cnt = (int)(n - i < MMSG_BATCH ? n - i : MMSG_BATCH);
-    int j, k = 0;
-    for (j = 0; j < cnt; j++) {
-      struct msghdr *h = &st->msgs[j].msg_hdr;
-      struct sockaddr_in *sin = &st->names[j];
-      int32_t off = READ_ONCE(offs[i + j]), len = READ_ONCE(lens[i + j]);
-      if (off < 0 || len < 0 || (int64_t)off + len > (int64_t)buflen)
-        THROW_RANGE(env, "%s: packet %lld changed while being sent", fn, (long long)(i + j));
-      memset(sin, 0, sizeof *sin);
-      sin->sin_family = AF_INET;
-      sin->sin_addr.s_addr = htonl(addrs[i + j]);
-      sin->sin_port = htons(ports[i + j]);
-      st->iovs[j].iov_base = buf + off;
-      st->iovs[j].iov_len = (size_t)len;
-      memset(h, 0, sizeof *h);
-      h->msg_name = sin;
-      h->msg_namelen = sizeof *sin;
-      h->msg_iov = &st->iovs[j];
-      h->msg_iovlen = 1;
-    }
-    while (k < cnt) {
-      int r = sendmmsg(fd, st->msgs + k, (unsigned)(cnt - k), MSG_DONTWAIT);
-      if (r > 0) {
-        sent += r;
-        k += r;
-        continue;
-      }
-      if (r < 0 && errno == EINTR) continue;
-      if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) goto out;
-      if (sent == 0 && fd_fatal(errno)) THROW_SYS(env, errno, "sendmmsg", "sendmmsg fd %d", fd);
-      note_error(st, errno); /* message k failed (EINVAL, EMSGSIZE, ENETUNREACH...): skip it */
-      k++;
-    }
-    i += cnt;
-  }
-out:
-  return int_result(env, sent);
-}
-
 /* udpSend(fd, buf, offs, lens, addrs, ports, n, vnet, vnetIdx, encap) -> sent
- * Sends datagram i = buf[offs[i] .. +lens[i]) to addrs[i]:ports[i], for i < n. A datagram the
- * kernel rejects (EINVAL, EMSGSIZE, ENETUNREACH...) is skipped and counted in lastError();
- * EAGAIN/ENOBUFS stops the batch (the rest is not sent). Returns the number sent.
+ * Sends datagram i = buf[offs[i] .. +lens[i]) to addrs[i]:ports[i], for i < n (n <= 4096);
+ * consecutive datagrams of one size to one destination leave as one UDP_SEGMENT message
+ * (tso.c). A datagram the kernel rejects (EINVAL, EMSGSIZE, ENETUNREACH...) is skipped and
+ * counted in lastError(); EAGAIN/ENOBUFS stops the batch (the rest is not sent). Returns the
+ * number sent.
  * vnet and vnetIdx (or both null): datagram i is `encap` bytes of headers, then an inner IPv4
  * packet read with offloads whose virtio_net_hdr is vnet[10*vnetIdx[i]]: partial checksums are
  * completed and TCP super-packets leave as MTU-sized segments with UDP_SEGMENT (tso.c); the
@@ -254,17 +211,14 @@ napi_value vx_udp_send(napi_env env, napi_callback_info info) {
   lim = noffs < nlens ? noffs : nlens;
   lim = lim < naddrs ? lim : naddrs;
   lim = lim < nports ? lim : nports;
-  if (vnet != NULL) {
-    lim = lim < nvidx ? lim : nvidx;
-    lim = lim < OF_PKTS ? lim : OF_PKTS;
-  }
+  if (vnet != NULL) lim = lim < nvidx ? lim : nvidx;
+  lim = lim < OF_PKTS ? lim : OF_PKTS;
   ARG_INT(6, "n", 0, (int64_t)lim, &n);
   if (check_packets(env, fn, buflen, offs, lens, n) != 0) return NULL;
-  if (vnet != NULL) {
+  {
     int64_t r = tso_send(env, st, (int)fd, buf, buflen, offs, lens, addrs, ports, vnet, nvnet, vidx, encap, n);
     return r < 0 ? NULL : int_result(env, r);
   }
-  return send_plain(env, st, (int)fd, buf, buflen, offs, lens, addrs, ports, n);
 }
 
 /* unixDgramSend(path, data): send `data` as one datagram to the AF_UNIX SOCK_DGRAM socket

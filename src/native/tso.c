@@ -79,51 +79,91 @@ static size_t tso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out
 
 /* ------------------------------------------------------------------- send */
 
+static void set_segment(vx_state *s, int m, uint16_t seg) {
+  struct msghdr *h = &s->msgs[m].msg_hdr;
+  struct cmsghdr *cm;
+  memset(&s->ctls[m], 0, sizeof s->ctls[m]);
+  h->msg_control = s->ctls[m].buf;
+  h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+  cm = CMSG_FIRSTHDR(h);
+  cm->cmsg_level = SOL_UDP;
+  cm->cmsg_type = UDP_SEGMENT;
+  cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+  s->msg_seg[m] = seg;
+}
+
+/* Queues a new message of one buffer: a datagram, or `seg`-sized segments (TSO). */
 static void msg_add(vx_state *s, uint8_t *p, size_t len, uint32_t addr, uint16_t port, uint16_t seg,
                     int32_t pkt) {
   int m = s->nmsgs++;
   struct msghdr *h = &s->msgs[m].msg_hdr;
   struct sockaddr_in *sin = &s->names[m];
+  int v = s->niovs++;
   memset(h, 0, sizeof *h);
   memset(sin, 0, sizeof *sin);
   sin->sin_family = AF_INET;
   sin->sin_addr.s_addr = htonl(addr);
   sin->sin_port = htons(port);
-  s->iovs[m].iov_base = p;
-  s->iovs[m].iov_len = len;
+  s->iovs[v].iov_base = p;
+  s->iovs[v].iov_len = len;
   h->msg_name = sin;
   h->msg_namelen = sizeof *sin;
-  h->msg_iov = &s->iovs[m];
+  h->msg_iov = &s->iovs[v];
   h->msg_iovlen = 1;
-  if (seg) {
-    struct cmsghdr *cm;
-    memset(&s->ctls[m], 0, sizeof s->ctls[m]);
-    h->msg_control = s->ctls[m].buf;
-    h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-    cm = CMSG_FIRSTHDR(h);
-    cm->cmsg_level = SOL_UDP;
-    cm->cmsg_type = UDP_SEGMENT;
-    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    memcpy(CMSG_DATA(cm), &seg, sizeof seg);
-  }
-  s->msg_seg[m] = seg;
+  s->msg_seg[m] = 0;
+  if (seg) set_segment(s, m, seg);
   s->msg_pkt[m] = pkt;
+  s->msg_npkt[m] = 1;
+  s->msg_iov0[m] = v;
+  s->msg_open[m] = seg == 0 && !s->gso_off;
+  s->msg_bytes[m] = (uint32_t)len;
 }
 
-/* Sends message m's segments as separate datagrams (UDP_SEGMENT refused). 0 or an errno. */
+/*
+ * Queues one datagram (packet `pkt`): joined to the message before it when that one goes to
+ * the same address and port with datagrams of the same size (the last may be shorter), so
+ * that a burst of small packets to one peer leaves as one UDP_SEGMENT send: one trip down
+ * the stack instead of one per datagram. The datagrams are not copied: each is an iov.
+ */
+static void msg_put(vx_state *s, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt) {
+  int m = s->nmsgs - 1;
+  if (m >= 0 && s->msg_open[m] && s->niovs < MMSG_BATCH && s->names[m].sin_addr.s_addr == htonl(addr) &&
+      s->names[m].sin_port == htons(port) && s->msg_pkt[m] + s->msg_npkt[m] == pkt) {
+    struct msghdr *h = &s->msgs[m].msg_hdr;
+    size_t first = s->iovs[s->msg_iov0[m]].iov_len;
+    if (len <= first && h->msg_iovlen < UDP_GSO_MAX_SEGS && s->msg_bytes[m] + len <= UDP_GSO_MAX_BYTES) {
+      int v = s->niovs++;
+      s->iovs[v].iov_base = p;
+      s->iovs[v].iov_len = len;
+      h->msg_iovlen++;
+      s->msg_npkt[m]++;
+      s->msg_bytes[m] += (uint32_t)len;
+      if (h->msg_iovlen == 2) set_segment(s, m, (uint16_t)first);
+      if (len < first) s->msg_open[m] = 0; /* a shorter one must be the last */
+      return;
+    }
+  }
+  msg_add(s, p, len, addr, port, 0, pkt);
+}
+
+/* Sends message m's datagrams one by one (UDP_SEGMENT refused). 0 or an errno. */
 static int send_split(vx_state *s, int fd, int m) {
-  uint8_t *base = s->iovs[m].iov_base;
-  size_t total = s->iovs[m].iov_len, seg = s->msg_seg[m], off;
+  struct msghdr *mh = &s->msgs[m].msg_hdr;
   int cnt = 0, k = 0, err = 0;
-  for (off = 0; off < total && cnt < UDP_GSO_MAX_SEGS * 2; off += seg, cnt++) {
-    struct msghdr *h = &s->split_msgs[cnt].msg_hdr;
-    memset(h, 0, sizeof *h);
-    s->split_iovs[cnt].iov_base = base + off;
-    s->split_iovs[cnt].iov_len = total - off < seg ? total - off : seg;
-    h->msg_name = &s->names[m];
-    h->msg_namelen = sizeof s->names[m];
-    h->msg_iov = &s->split_iovs[cnt];
-    h->msg_iovlen = 1;
+  for (size_t i = 0; i < mh->msg_iovlen; i++) {
+    uint8_t *base = mh->msg_iov[i].iov_base;
+    size_t total = mh->msg_iov[i].iov_len, seg = mh->msg_iovlen > 1 ? total : s->msg_seg[m], off;
+    for (off = 0; off < total && cnt < UDP_GSO_MAX_SEGS * 2; off += seg, cnt++) {
+      struct msghdr *h = &s->split_msgs[cnt].msg_hdr;
+      memset(h, 0, sizeof *h);
+      s->split_iovs[cnt].iov_base = base + off;
+      s->split_iovs[cnt].iov_len = total - off < seg ? total - off : seg;
+      h->msg_name = &s->names[m];
+      h->msg_namelen = sizeof s->names[m];
+      h->msg_iov = &s->split_iovs[cnt];
+      h->msg_iovlen = 1;
+    }
   }
   while (k < cnt) {
     int r = sendmmsg(fd, s->split_msgs + k, (unsigned)(cnt - k), MSG_DONTWAIT);
@@ -138,6 +178,10 @@ static int send_split(vx_state *s, int fd, int m) {
     k++;
   }
   return err;
+}
+
+static void mark_failed(vx_state *s, int m) {
+  for (int32_t q = 0; q < s->msg_npkt[m]; q++) s->failed[s->msg_pkt[m] + q] = 1;
 }
 
 /* Sends every queued message. Returns 0, or the errno that stopped it early (EAGAIN,
@@ -172,11 +216,12 @@ static int flush(vx_state *s, int fd) {
       continue;
     }
     note_error(s, err);
-    s->failed[s->msg_pkt[k]] = 1;
+    mark_failed(s, k);
     k++;
   }
-  for (; k < s->nmsgs; k++) s->failed[s->msg_pkt[k]] = 1;
+  for (; k < s->nmsgs; k++) mark_failed(s, k);
   s->nmsgs = 0;
+  s->niovs = 0;
   s->used = 0;
   return stop;
 }
@@ -219,8 +264,8 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
       s->csum_completed += 1;
     }
     if (sink) return sink_put(sink, d, len);
-    if (s->nmsgs >= OF_MSGS && (*stop = flush(s, fd)) != 0) return 0;
-    msg_add(s, d, len, addr, port, 0, pkt);
+    if ((s->nmsgs >= OF_MSGS || s->niovs >= MMSG_BATCH) && (*stop = flush(s, fd)) != 0) return 0;
+    msg_put(s, d, len, addr, port, pkt);
     return 0;
   }
   if (type != VIRTIO_NET_HDR_GSO_TCPV4 || tso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;
@@ -242,7 +287,7 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
       k++;
       continue;
     }
-    if (s->nmsgs >= OF_MSGS || s->used + (size_t)m * stride > OF_SCRATCH) {
+    if (s->nmsgs >= OF_MSGS || s->niovs >= MMSG_BATCH || s->used + (size_t)m * stride > OF_SCRATCH) {
       if ((*stop = flush(s, fd)) != 0) return 0;
     }
     base = s->scratch + s->used;
@@ -255,18 +300,22 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
 }
 
 /*
- * The offload half of udpSend (socket.c parsed and bounds-checked the arguments): datagram
- * i = buf[offs[i] .. +lens[i]) is `encap` bytes of headers, then an inner IPv4 packet read
- * with virtio_net_hdr vnet[10*vidx[i]]. Returns how many of the n packets went out entirely,
- * or -1 with an exception pending (a fatal socket error before anything was sent).
+ * udpSend's work (socket.c parsed and bounds-checked the arguments): datagram i =
+ * buf[offs[i] .. +lens[i]) goes to addrs[i]:ports[i]. With `vnet` (packets read from a device
+ * with offloads) it is `encap` bytes of headers, then an inner IPv4 packet read with
+ * virtio_net_hdr vnet[10*vidx[i]]: partial checksums are completed and TCP super-packets cut
+ * into segments. Without, it goes as it is. Either way consecutive datagrams of one size to one
+ * peer are joined into UDP_SEGMENT sends. Returns how many of the n packets went out
+ * entirely, or -1 with an exception pending (a fatal socket error before anything was sent).
  */
 int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
                  const int32_t *lens, const uint32_t *addrs, const uint16_t *ports, const uint8_t *vnet,
                  size_t nvnet, const int32_t *vidx, int64_t encap, int64_t n) {
   static const char *fn = "udpSend";
+  static const vnet_hdr plain = {0, VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0};
   int64_t i, sent = 0;
   int stop = 0;
-  for (i = 0; i < n; i++) {
+  for (i = 0; vnet != NULL && i < n; i++) {
     if (vidx[i] < 0 || (int64_t)vidx[i] * VNET_LEN + VNET_LEN > (int64_t)nvnet) {
       throw_fmt(env, 1, "%s: vnetIdx[%lld] = %d is outside vnet (%zu bytes)", fn, (long long)i, vidx[i], nvnet);
       return -1;
@@ -278,19 +327,20 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   }
 
   st->nmsgs = 0;
+  st->niovs = 0;
   st->used = 0;
   memset(st->failed, 0, sizeof st->failed);
   for (i = 0; i < n && !stop; i++) {
-    int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = READ_ONCE(vidx[i]);
-    vnet_hdr h;
-    if (off < 0 || len < encap || (int64_t)off + len > (int64_t)buflen || vi < 0 ||
-        (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet) {
+    int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = vnet != NULL ? READ_ONCE(vidx[i]) : 0;
+    vnet_hdr h = plain;
+    if (off < 0 || len < 0 || (int64_t)off + len > (int64_t)buflen ||
+        (vnet != NULL && (len < encap || vi < 0 || (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet))) {
       throw_fmt(env, 1, "%s: packet %lld changed while being sent", fn, (long long)i);
       return -1;
     }
-    vnet_decode(vnet + (size_t)vi * VNET_LEN, &h);
-    if (queue_datagram(st, fd, buf + off, (size_t)len, (size_t)encap, &h, addrs[i], ports[i], (int32_t)i,
-                       NULL, &stop) != 0) {
+    if (vnet != NULL) vnet_decode(vnet + (size_t)vi * VNET_LEN, &h);
+    if (queue_datagram(st, fd, buf + off, (size_t)len, vnet != NULL ? (size_t)encap : 0, &h, addrs[i], ports[i],
+                       (int32_t)i, NULL, &stop) != 0) {
       note_error(st, EPROTO);
       st->failed[i] = 1;
     }

@@ -73,10 +73,15 @@ typedef struct vx_state {
   struct iovec iovs[MMSG_BATCH];
   struct sockaddr_in names[MMSG_BATCH];
   ctl_buf ctls[MMSG_BATCH];
-  /* tso.c: queued segmented output */
-  int nmsgs;
+  /* tso.c: queued output: message m carries packets msg_pkt[m] .. + msg_npkt[m], in
+   * iovs[msg_iov0[m] ..]; one iov of segments (TSO), or one iov per datagram (joined) */
+  int nmsgs, niovs;
   int32_t msg_pkt[OF_MSGS];
+  int32_t msg_npkt[OF_MSGS];
+  int32_t msg_iov0[OF_MSGS];
   uint16_t msg_seg[OF_MSGS];
+  uint8_t msg_open[OF_MSGS];        /* more datagrams of the same size and destination may join */
+  uint32_t msg_bytes[OF_MSGS];
   struct mmsghdr split_msgs[UDP_GSO_MAX_SEGS * 2];
   struct iovec split_iovs[UDP_GSO_MAX_SEGS * 2];
   uint8_t *scratch;        /* OF_SCRATCH bytes, malloc'd with the state */

@@ -222,6 +222,16 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
     expect(r.skipTexts).toEqual(['skip-test-0', 'skip-test-1', 'skip-test-3', 'skip-test-4']);
   });
 
+  it('udpSend joins consecutive same-size datagrams to one peer into UDP_SEGMENT sends; they arrive as they were sent', () => {
+    const r = scenario('udp-join');
+    expect(r.sent).toBe(r.total);
+    expect(r).toMatchObject({ bOk: true, cOk: true, gotC: 3 });
+    // b: 20 of 114 + the shorter 60 (which ends it); c: 3; b: 5 (c came between); b: the 200
+    // and one 114 after it (shorter, so it ends that one); the 69 left as 64 (the most one
+    // message may carry) + 5.
+    expect(r.messages).toBe(6);
+  });
+
   it('errors: system errors carry code/errno/syscall; bad arguments throw TypeError/RangeError', () => {
     const r = scenario('errors');
     expect(r.alive).toBe(true);

@@ -469,6 +469,47 @@ const scenarios = {
   },
 
   /** 4. Errors: system errors carry code/errno/syscall; bad arguments throw, never crash. */
+  /** Consecutive datagrams of one size to one peer leave as one UDP_SEGMENT message each run,
+   *  and arrive as the same datagrams, in order. */
+  async 'udp-join'() {
+    const LO = ip4('127.0.0.1');
+    const a = n.udpOpen(LO, 0, 0);
+    const b = n.udpOpen(LO, 7101, 0);
+    const c = n.udpOpen(LO, 7102, 0);
+    const payload = (tag, i, len) => Buffer.concat([Buffer.from(`${tag}-${String(i).padStart(3, '0')}`), Buffer.alloc(len - 7, i)]);
+    // 20 of 114 bytes (a VXLAN-encapsulated 64-byte datagram) and a shorter last one to b,
+    // 3 to c, then 5 more of 114 to b, one larger (starts a new message), and 70 (over 64 segments).
+    const runs = [
+      ...Array.from({ length: 20 }, (_, i) => ['b', payload('b', i, 114)]),
+      ['b', payload('b', 20, 60)],
+      ...Array.from({ length: 3 }, (_, i) => ['c', payload('c', i, 114)]),
+      ...Array.from({ length: 5 }, (_, i) => ['b', payload('b', 21 + i, 114)]),
+      ['b', payload('b', 26, 200)],
+      ...Array.from({ length: 70 }, (_, i) => ['b', payload('b', 27 + i, 114)]),
+    ];
+    const offs = new Int32Array(runs.length);
+    const lens = new Int32Array(runs.length);
+    const addrs = new Uint32Array(runs.length).fill(LO);
+    const ports = new Uint16Array(runs.length);
+    const buf = Buffer.alloc(runs.length * 256);
+    runs.forEach(([to, d], i) => {
+      d.copy(buf, i * 256);
+      offs[i] = i * 256;
+      lens[i] = d.length;
+      ports[i] = to === 'b' ? 7101 : 7102;
+    });
+    const before = n.offloadStats().gsoMessages;
+    const sent = n.udpSend(a, buf, offs, lens, addrs, ports, runs.length, null, null, 0);
+    const messages = n.offloadStats().gsoMessages - before;
+    const wantB = runs.filter(([to]) => to === 'b').map(([, d]) => d);
+    const wantC = runs.filter(([to]) => to === 'c').map(([, d]) => d);
+    const gotB = await recvAll(b, wantB.length);
+    const gotC = await recvAll(c, wantC.length);
+    const same = (got, want) => got.length === want.length && got.every((g, i) => g.data.equals(want[i]));
+    for (const fd of [a, b, c]) n.close(fd);
+    return { sent, total: runs.length, messages, bOk: same(gotB.got, wantB), cOk: same(gotC.got, wantC), gotB: gotB.got.length, gotC: gotC.got.length };
+  },
+
   errors() {
     const LO = ip4('127.0.0.1');
     const a = n.udpOpen(LO, 40010, 0);
