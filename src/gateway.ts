@@ -18,15 +18,17 @@ import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, peerRows } from './health/assemble.js';
-import { checkDevice, checkIpForward, checkMtu, checkPublicEndpoint, checkRoutes, checkUnderlayAddress } from './health/checks.js';
+import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
 import { HealthPublisher } from './health/mqtt.js';
 import { HealthReporter } from './health/reporter.js';
 import { StatusFile } from './health/status-file.js';
 import type { NativeBinding } from './native/index.js';
-import { choosePublicEndpoint, endpointIp } from './nat/public-endpoint.js';
-import { StunClient, natHealth } from './nat/stun-client.js';
+import { endpointIp } from './nat/public-endpoint.js';
+import { SiteNat } from './nat/site-nat.js';
+import { defaultGateway } from './control/iproute.js';
+import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
 import type { Logger } from './util/log.js';
 
@@ -60,7 +62,7 @@ export class Gateway extends EventEmitter {
   private readonly reporter: HealthReporter;
   private readonly statusFile: StatusFile;
   private readonly led: StatusLed | null;
-  private stun: StunClient | null = null;
+  private nat: SiteNat | null = null;
   private membership: LiveMembership | null = null;
 
   private constructor(
@@ -75,7 +77,7 @@ export class Gateway extends EventEmitter {
     this.control = new ControlPlane(t.dataplane, {
       intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout, clock, log,
       publish: () => this.publish(),
-      rediscover: (why) => this.stun?.trigger(why),
+      rediscover: (why) => this.nat?.rediscover(why),
       reasonOf: (peer) => this.health().peers.find((p) => p.name === peer)?.reason ?? null,
       endpoints,
     });
@@ -98,7 +100,11 @@ export class Gateway extends EventEmitter {
         cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publish(), clock: deps.clock, log: deps.log,
       });
       await gw.membership.start();
-      if (cfg.nat.stun.length > 0) gw.startStun();
+      gw.nat = await SiteNat.create({
+        cfg, underlay: tunnel.underlay, dataplane: tunnel.dataplane, router: await defaultGateway(tunnel.underlay.iface),
+        pcpNonce: await loadOrCreatePcpNonce(cfg.stateDir), clock: deps.clock, log: deps.log, changed: () => gw.publish(),
+      });
+      gw.nat.start();
       gw.publisher.start();
       await gw.refreshChecks();
       gw.publish();
@@ -142,7 +148,7 @@ export class Gateway extends EventEmitter {
     for (const t of this.timers) t.cancel();
     await this.membership?.stop().catch((e) => this.d.log.warn('cluster stop failed', { err: (e as Error).message }));
     this.control.stop();
-    this.stun?.stop();
+    await this.nat?.stop().catch((e) => this.d.log.warn('could not delete the router port mapping', { err: (e as Error).message }));
     await this.publisher.stop().catch((e) => this.d.log.warn('mqtt stop failed', { err: (e as Error).message }));
     this.t.dataplane.stop();
     try {
@@ -167,7 +173,7 @@ export class Gateway extends EventEmitter {
       timeoutMs: cfg.keepalive.timeout,
       siteSubnet: cfg.overlay.subnet.text,
       nat: pub && pub !== local ? { local, public: pub } : null,
-      portMapped: false,
+      portMapped: this.nat?.portMapped() ?? false,
       monoNow: d.clock.monotonic(),
     });
     return assembleHealth({
@@ -179,13 +185,13 @@ export class Gateway extends EventEmitter {
         vtepMac: t.vtepMac, localEndpoint: local, publicEndpoint: pub,
       },
       peers: rows,
-      checks: [...this.checks, ...(this.membership?.check() ? [this.membership.check()!] : [])],
+      checks: [...this.checks, ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : [])],
       pathMtu: { mtu: t.mtu, peers: pathMtu },
       pid: process.pid,
       intervalS: cfg.mqtt.interval / 1000,
       drops: t.dataplane.drops.snapshot(),
       mqtt: this.publisher.status(),
-      ...(this.stun ? { nat: natHealth(this.stun, { localAddress: t.underlay.address, localPort: cfg.underlay.port, vxlanPort: cfg.vxlan.port, publicIp: cfg.underlay.publicIp }) } : {}),
+      ...(this.nat?.health() ? { nat: this.nat.health()! } : {}),
       offload: this.offloadHealth(),
       ...(this.membership?.status(t.dataplane.peers.size) ? { cluster: this.membership.status(t.dataplane.peers.size)! } : {}),
       ...(this.lastReload ? { reload: this.lastReload } : {}),
@@ -206,11 +212,9 @@ export class Gateway extends EventEmitter {
     return null;
   }
 
-  /** underlay.publicIp when configured (it wins), else what STUN last found. */
+  /** underlay.publicIp when configured (it wins), else the router's mapping, else what STUN last found. */
   publicEndpoint(): string | null {
-    return choosePublicEndpoint({
-      configuredIp: this.cfg.underlay.publicIp, port: this.cfg.underlay.port, mappedIp: null, stun: this.stun?.lastGood?.publicEndpoint ?? null,
-    }).endpoint;
+    return this.nat?.publicEndpoint().endpoint ?? (this.cfg.underlay.publicIp ? `${this.cfg.underlay.publicIp}:${this.cfg.underlay.port}` : null);
   }
 
   private tick(): void {
@@ -224,30 +228,6 @@ export class Gateway extends EventEmitter {
     // Whatever changed the public endpoint (STUN, port mapping), the cluster follows it.
     this.membership?.setPublicIp(endpointIp(this.publicEndpoint()));
     this.reporter.report(this.health());
-  }
-
-  private startStun(): void {
-    const stun = new StunClient({
-      servers: this.cfg.nat.stun,
-      localPort: this.cfg.underlay.port,
-      send: (buf, off, len, addr, port) => this.t.dataplane.sendControl(buf, off, len, addr, port),
-      software: 'vxedge',
-      clock: this.d.clock,
-      log: this.d.log.child({ part: 'stun' }),
-    });
-    this.t.dataplane.outside.hooks.onStun = (buf, off, len, addr, port) => stun.handle(buf, off, len, addr, port);
-    let lastKey = '';
-    stun.onResult((r) => {
-      const fields = { reason: r.reason, publicEndpoint: r.publicEndpoint, portPreserved: r.portPreserved, mappingVaries: r.mappingVaries };
-      const key = JSON.stringify([r.publicEndpoint, r.portPreserved, r.mappingVaries]);
-      if (!r.publicEndpoint) this.d.log.warn('no STUN server answered', { ...fields, servers: r.servers });
-      else this.d.log[key !== lastKey ? 'info' : 'debug']('stun result', fields);
-      lastKey = key;
-      this.checks = this.checks.map((c) => (c.name === 'public_endpoint' ? checkPublicEndpoint(this.publicEndpoint()) : c));
-      this.publish();
-    });
-    this.stun = stun;
-    stun.start();
   }
 
   private async refreshChecks(): Promise<void> {
@@ -265,7 +245,6 @@ export class Gateway extends EventEmitter {
       await checkDevice(cfg),
       await checkRoutes(t.deviceName, peers.map((p) => p.subnet)),
       underlay.result,
-      checkPublicEndpoint(this.publicEndpoint()),
     ];
   }
 

@@ -2,7 +2,11 @@
 // checks of the flannel troubleshooting guide, one line each.
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
+import { defaultGateway } from '../control/iproute.js';
+import type { Underlay } from '../control/underlay.js';
 import { checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
+import { systemClock } from '../util/clock.js';
+import { Logger } from '../util/log.js';
 
 export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [{ name: 'config', ok: true, detail: `site ${cfg.site}, node ${cfg.node}, ${cfg.peers.length} peer(s)` }];
@@ -10,14 +14,18 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   results.push(await checkIpForward());
   const { result, underlay } = await checkUnderlay(cfg);
   results.push(result);
+  let pm: { check: CheckResult; offered: boolean } | null = null;
   if (underlay) {
     results.push(checkMtu(cfg.vxlan.mtu ?? underlay.mtu - 50, underlay.mtu, underlay.iface));
     results.push(await checkPortFree(underlay.address, cfg.underlay.port));
+    pm = await portMappingOffered(cfg, underlay);
+    if (pm) results.push(pm.check);
   }
+  const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   results.push(
-    cfg.underlay.publicIp || cfg.nat.stun.length === 0
+    cfg.underlay.publicIp || discover.length === 0
       ? checkPublicEndpoint(cfg.underlay.publicIp ? `${cfg.underlay.publicIp}:${cfg.underlay.port}` : null)
-      : { name: 'public_endpoint', ok: true, detail: `to be discovered via STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})` },
+      : { name: 'public_endpoint', ok: true, detail: `to be discovered: ${discover.join(', then ')}` },
   );
   return results;
 }
@@ -30,4 +38,30 @@ export async function runCheck(cfg: Config): Promise<number> {
     if (!r.ok && r.fix) process.stdout.write(`      ${' '.repeat(w)}  fix: ${r.fix}\n`);
   }
   return results.every((r) => r.ok) ? 0 : 1;
+}
+
+/**
+ * Does the site router offer port mapping? Asks each protocol once, without mapping
+ * anything (PortMapper.probe). A protocol named in nat.portMapping that is not offered
+ * fails; `auto` with nothing offered only says what that means.
+ */
+async function portMappingOffered(cfg: Config, u: Underlay): Promise<{ check: CheckResult; offered: boolean } | null> {
+  const mode = cfg.nat.portMapping;
+  if (mode === 'off') return null;
+  const router = await defaultGateway(u.iface);
+  if (!router) {
+    return { offered: false, check: { name: 'port_mapping', ok: mode === 'auto', detail: `no default gateway on ${u.iface}: there is no router to ask`, fix: 'check the default route' } };
+  }
+  const { PortMapper } = await import('../nat/portmap/portmapper.js');
+  const pm = new PortMapper({ mode, gateway: router, localAddress: u.address, port: cfg.underlay.port, clock: systemClock, log: new Logger('error') });
+  const found = await pm.probe();
+  const detail = `router ${router}: ` + found.map((f) => `${f.protocol} ${f.ok ? 'offered' : 'not offered'} (${f.detail})`).join('; ');
+  const ok = mode === 'auto' ? true : found.some((f) => f.protocol === mode && f.ok);
+  const none = !found.some((f) => f.ok);
+  const check: CheckResult = {
+    name: 'port_mapping', ok,
+    detail: mode === 'auto' && none ? `${detail}; AWS nodes need a manual UDP ${cfg.underlay.port} forward or the srcport pin` : detail,
+    ...(ok ? {} : { fix: `the router does not offer ${mode}: set nat.portMapping to auto, or forward UDP ${cfg.underlay.port} to ${u.address} by hand and set it to off` }),
+  };
+  return { check, offered: found.some((f) => f.ok && (mode === 'auto' || f.protocol === mode)) };
 }

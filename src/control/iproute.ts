@@ -76,6 +76,12 @@ export async function linkDetails(name: string): Promise<LinkInfo | null> {
   }
 }
 
+/** The gateway of the IPv4 default route through `iface` (the site router), or null. */
+export async function defaultGateway(iface: string): Promise<string | null> {
+  const routes = await ipJson<{ gateway?: string }>(['-4', 'route', 'show', 'default', 'dev', iface]).catch(() => []);
+  return routes.find((r) => r.gateway)?.gateway ?? null;
+}
+
 /** The interface of the IPv4 default route, or null. */
 export async function defaultRouteIface(): Promise<string | null> {
   const routes = await ipJson<{ dev?: string }>(['-4', 'route', 'show', 'default']);
@@ -97,21 +103,6 @@ export async function ifaceOfAddress(address: string): Promise<string | null> {
 
 export async function ifaceMtu(name: string): Promise<number> {
   return Number((await readFile(`/sys/class/net/${name}/mtu`, 'utf8')).trim());
-}
-
-export interface RouteLookup {
-  dev?: string;
-  gateway?: string;
-  prefsrc?: string;
-}
-
-export async function routeGet(dst: string): Promise<RouteLookup | null> {
-  try {
-    const [r] = await ipJson<RouteLookup>(['-4', 'route', 'get', dst]);
-    return r ?? null;
-  } catch {
-    return null;
-  }
 }
 
 /** The main IPv4 routing table. */

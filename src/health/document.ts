@@ -1,8 +1,9 @@
-// The health document of the public contract (interface.md): what `status.json`,
-// `vxedge status` and the MQTT `health` topic carry. Fields beyond the contract are
-// extensions documented in the README.
+// The health document of the public contract (docs/contract.md "Health document"): what
+// `status.json`, `vxedge status` and the MQTT `health` topic carry. Fields beyond the
+// contract are extensions, marked as such there.
 import type { ClusterStatus } from '../cluster/types.js';
 import type { PeerState } from '../control/peer-state.js';
+import type { PortMapperStatus } from '../nat/portmap/portmapper.js';
 import type { MqttStatus } from './mqtt.js';
 
 export type GatewayState = 'ok' | 'degraded' | 'down';
@@ -30,21 +31,34 @@ export interface CheckResult {
   fix?: string;
 }
 
-/** Extension: public endpoint discovery with STUN (present when nat.stun is configured). */
+/**
+ * The site's NAT: STUN discovery (extension; the first six fields, present when nat.stun is
+ * configured) and the router port mapping (contract: `portMapping`, present unless
+ * nat.portMapping is off).
+ */
 export interface NatHealthDoc {
   /** The last round, one entry per configured server, in config order. */
-  stun: { server: string; mapped: string | null; error: string | null; rttMs: number | null }[];
+  stun?: { server: string; mapped: string | null; error: string | null; rttMs: number | null }[];
   /** What the first answering server saw, "ip:port"; null: no answer in the last round. */
-  mappedEndpoint: string | null;
+  mappedEndpoint?: string | null;
   /** The NAT kept the local port; null when unknown. */
-  portPreserved: boolean | null;
+  portPreserved?: boolean | null;
   /** Two servers saw different ip:port (endpoint-dependent NAT); null with fewer than two answers. */
-  mappingVaries: boolean | null;
+  mappingVaries?: boolean | null;
   /** When the last round ended; null before the first one ends. */
-  checkedAt: string | null;
-  /** Which way in applies (design.md "NAT traversal"), in plain words. */
-  advice: string;
+  checkedAt?: string | null;
+  /** Which way in applies, in plain words (docs/nat.md). */
+  advice?: string;
+  /** The router port mapping (PCP, NAT-PMP, UPnP IGD): src/nat/portmap/portmapper.ts status(). */
+  portMapping?: PortMappingHealthDoc;
 }
+
+/**
+ * The contract's five fields (protocol, external, lifetime, expires, error), then
+ * extensions: the mapper's state, what it tried, the router's address and whether STUN
+ * agrees with it (false: another NAT in front of the router).
+ */
+export type PortMappingHealthDoc = PortMapperStatus & { stunAgrees: boolean | null };
 
 export interface HealthDocument {
   site: string;

@@ -1,5 +1,5 @@
-// Reconnect pacing for the MQTT health publisher (design.md "Health": exponential backoff
-// with jitter, so that a fleet does not stampede a restarted broker). MQTT.js's own
+// Reconnect pacing for the MQTT health publisher (docs/health.md "Reconnecting": exponential
+// backoff with jitter, so that a fleet does not stampede a restarted broker). MQTT.js's own
 // reconnectPeriod is a constant, so the publisher schedules its attempts with this.
 
 export interface BackoffPolicy {

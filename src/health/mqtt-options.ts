@@ -36,8 +36,9 @@ export function parseBrokerUrl(url: string): BrokerUrl {
 
 /**
  * AWS IoT Core takes MQTT with an X.509 client certificate on port 443 only with the TLS ALPN
- * protocol "x-amzn-mqtt-ca" (nat-mqtt-systemd.md B3). Only for mqtts (MQTT over TLS), port
- * 443, and an amazonaws.com host: anywhere else that ALPN would make the handshake fail.
+ * protocol "x-amzn-mqtt-ca" (docs/health.md "TLS and AWS IoT Core"). Only for mqtts (MQTT
+ * over TLS), port 443, and an amazonaws.com host: anywhere else that ALPN would make the
+ * handshake fail.
  */
 export function wantsAwsAlpn(b: BrokerUrl): boolean {
   const host = b.host.toLowerCase().replace(/\.$/, '');

@@ -1,4 +1,4 @@
-// Health over MQTT for fleet tooling (interface.md "MQTT topics"):
+// Health over MQTT for fleet tooling (docs/contract.md "MQTT topics"):
 //   {prefix}/{site}/{node}/status  retained "online"/"offline"; the last will is a retained "offline"
 //   {prefix}/{site}/{node}/health  retained JSON health document, every mqtt.interval and at once on change
 //
@@ -6,7 +6,7 @@
 // publisher reconnects in the background, and the gateway starts and forwards with the broker
 // down. Nothing here throws into the gateway.
 //
-// Connection handling (design.md "Health"; nat-mqtt-systemd.md B1, B3, B4):
+// Connection handling (docs/health.md "MQTT publisher"):
 // - One MQTT.js client per connection attempt, with MQTT.js's own reconnecting off; the next
 //   attempt is scheduled with exponential backoff and jitter (mqtt-backoff.ts), also after a
 //   CONNACK error (bad credentials, not authorised) and TLS errors. Files (passwordFile, TLS)

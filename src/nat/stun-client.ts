@@ -1,5 +1,5 @@
 // Public endpoint discovery with STUN, from the tunnel's own socket so that the NAT
-// mapping STUN sees is the one VXLAN and the keepalives use (design.md "NAT traversal").
+// mapping STUN sees is the one VXLAN and the keepalives use (docs/nat.md "STUN").
 //
 // One round asks every configured server at once. Each server is one transaction
 // with RFC 8489 §6.2.1 retransmission: requests at 0, 0.5, 1.5, 3.5, 7.5, 15.5 and
@@ -414,7 +414,7 @@ export interface AdviceContext {
 }
 
 /**
- * Which way in applies, in plain words (design.md "NAT traversal"): no NAT; a
+ * Which way in applies, in plain words (docs/nat.md "Ways in"): no NAT; a
  * port-preserving, endpoint-independent NAT (keepalives + the AWS-side srcport pin, or
  * a port forward); or a NAT that needs the site router's port forward.
  */

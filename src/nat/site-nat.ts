@@ -1,0 +1,175 @@
+// The site's NAT as the gateway sees it: STUN from the tunnel socket (what the world sees
+// of us), the router port mapping (PCP, NAT-PMP or UPnP IGD opening UDP underlay.port), and
+// the public endpoint that follows from both (public-endpoint.ts). It answers the health
+// document's `nat`, the `public_endpoint` and `port_mapping` checks, and whether AWS nodes
+// have a way in without a manual forward (peer reasons stop asking for one then).
+import type { Config } from '../config/types.js';
+import type { Underlay } from '../control/underlay.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import { checkPublicEndpoint } from '../health/checks.js';
+import type { CheckResult, NatHealthDoc } from '../health/document.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import type { PortMapper, PortMapperStatus } from './portmap/portmapper.js';
+import { choosePublicEndpoint, endpointIp, type PublicEndpoint } from './public-endpoint.js';
+import { StunClient, natHealth } from './stun-client.js';
+
+export interface SiteNatOptions {
+  cfg: Config;
+  underlay: Underlay;
+  dataplane: Pick<Dataplane, 'sendControl' | 'outside'>;
+  /** The router: the default gateway of underlay.iface (null: none, port mapping skipped). */
+  router: string | null;
+  /** 12 bytes kept in stateDir, so a restarted gateway may renew its PCP mapping. */
+  pcpNonce: Uint8Array;
+  clock: Clock;
+  log: Logger;
+  /** Something in the health document changed. */
+  changed(): void;
+}
+
+export class SiteNat {
+  private stun: StunClient | null = null;
+  private mapper: PortMapper | null = null;
+  private mappedIp: string | null = null;
+  private lastStunKey = '';
+
+  private constructor(private readonly o: SiteNatOptions) {}
+
+  static async create(o: SiteNatOptions): Promise<SiteNat> {
+    const nat = new SiteNat(o);
+    const { cfg } = o;
+    if (cfg.nat.stun.length > 0) nat.stun = nat.makeStun();
+    if (cfg.nat.portMapping !== 'off' && o.router) {
+      // Loaded only where mapping is on: its UPnP/XML parts are of no use to a mode-off site.
+      const { PortMapper } = await import('./portmap/portmapper.js');
+      nat.mapper = new PortMapper({
+        mode: cfg.nat.portMapping, gateway: o.router, localAddress: o.underlay.address, port: cfg.underlay.port,
+        pcpNonce: o.pcpNonce, clock: o.clock, log: o.log.child({ part: 'portmap' }),
+      });
+      nat.mapper.onExternalAddress((ip) => {
+        nat.mappedIp = ip;
+        o.changed();
+      });
+      nat.mapper.onChange((s) => {
+        if (s.state !== 'mapped') nat.mappedIp = null;
+        o.changed();
+      });
+    } else if (cfg.nat.portMapping !== 'off') {
+      o.log.warn('no default gateway on the underlay: router port mapping skipped', { iface: o.underlay.iface });
+    }
+    return nat;
+  }
+
+  start(): void {
+    this.stun?.start();
+    this.mapper?.start();
+  }
+
+  /** Stops STUN and deletes the router mapping (a crash leaves it to expire). */
+  async stop(): Promise<void> {
+    this.stun?.stop();
+    await this.mapper?.stop();
+  }
+
+  /** Our side may have changed (every peer down, the underlay address changed): look again. */
+  rediscover(why: string): void {
+    this.stun?.trigger(why);
+  }
+
+  publicEndpoint(): PublicEndpoint {
+    const { cfg } = this.o;
+    return choosePublicEndpoint({
+      configuredIp: cfg.underlay.publicIp, port: cfg.underlay.port, mappedIp: this.mappedIp, stun: this.stun?.lastGood?.publicEndpoint ?? null,
+    });
+  }
+
+  /** A mapping on the router lets AWS nodes in: no manual forward is needed. */
+  portMapped(): boolean {
+    return this.mappedIp !== null;
+  }
+
+  health(): NatHealthDoc | undefined {
+    if (!this.stun && !this.mapper && this.o.cfg.nat.portMapping === 'off') return undefined;
+    const { cfg, underlay } = this.o;
+    const doc: NatHealthDoc = this.stun
+      ? natHealth(this.stun, { localAddress: underlay.address, localPort: cfg.underlay.port, vxlanPort: cfg.vxlan.port, publicIp: cfg.underlay.publicIp })
+      : {};
+    const pm = this.mapperStatus();
+    if (pm) doc.portMapping = pm;
+    if (this.portMapped()) {
+      doc.advice = `the site router maps UDP ${cfg.underlay.port} to ${underlay.address}:${cfg.underlay.port} (${pm?.protocol}): AWS nodes get in at ${pm?.external} without a manual forward`;
+    }
+    return doc;
+  }
+
+  checks(): CheckResult[] {
+    const out = [checkPublicEndpoint(this.publicEndpoint().endpoint)];
+    const pm = this.portMappingCheck();
+    if (pm) out.push(pm);
+    return out;
+  }
+
+  private mapperStatus(): (PortMapperStatus & { stunAgrees: boolean | null }) | undefined {
+    if (!this.mapper) {
+      if (this.o.cfg.nat.portMapping === 'off') return undefined;
+      return this.noRouterStatus();
+    }
+    const s = this.mapper.status();
+    const stunIp = endpointIp(this.stun?.lastGood?.publicEndpoint ?? null);
+    return { ...s, stunAgrees: stunIp && s.routerAddress ? stunIp === s.routerAddress : null };
+  }
+
+  private noRouterStatus(): PortMapperStatus & { stunAgrees: null } {
+    return {
+      protocol: null, external: null, lifetime: null, expires: null, mode: this.o.cfg.nat.portMapping, state: 'failed',
+      error: `no default gateway on ${this.o.underlay.iface}: nothing to ask for a port mapping`,
+      routerAddress: null, tried: [], renewedAt: null, retryAt: null, routerRestarts: 0, badAnswers: { pcp: 0, natpmp: 0, upnp: 0 },
+      stunAgrees: null,
+    };
+  }
+
+  /**
+   * port_mapping: fails when a mapping was asked for by name and is not in place, when the one
+   * in place cannot work (another NAT in front of the router), or when the router granted only
+   * another port. In `auto` a router that offers no mapping at all is no failure: most
+   * datacenter firewalls do not, and a manual forward or the srcport pin does the job there.
+   */
+  private portMappingCheck(): CheckResult | null {
+    const mode = this.o.cfg.nat.portMapping;
+    const s = this.mapperStatus();
+    if (!s) return null;
+    if (s.state === 'mapped' && s.stunAgrees === false) {
+      return {
+        name: 'port_mapping', ok: false,
+        detail: `${s.protocol} maps ${s.external}, but STUN sees this site as ${this.stun?.lastGood?.publicEndpoint}: another NAT sits in front of the router (carrier-grade NAT?), so the mapping does not reach the internet`,
+        fix: 'ask the ISP for a public address, or use the srcport pin on the AWS nodes (docs/nat.md)',
+      };
+    }
+    if (s.state === 'mapped') return { name: 'port_mapping', ok: true, detail: `${s.protocol} ${s.external} (lifetime ${s.lifetime ?? 'permanent'}${s.expires ? `, expires ${s.expires}` : ''})` };
+    if (s.state === 'mapping' || s.state === 'idle') return { name: 'port_mapping', ok: true, detail: `asking the router (${mode})` };
+    const offered = s.tried.some((t) => t.outcome !== 'absent');
+    if (mode === 'auto' && !offered) {
+      return { name: 'port_mapping', ok: true, detail: 'the router offers no port mapping (PCP, NAT-PMP, UPnP IGD): AWS nodes need a manual forward or the srcport pin' };
+    }
+    return { name: 'port_mapping', ok: false, detail: s.error ?? `no mapping (${s.state})`, fix: s.error ?? 'see the log' };
+  }
+
+  private makeStun(): StunClient {
+    const { cfg, dataplane, clock, log } = this.o;
+    const stun = new StunClient({
+      servers: cfg.nat.stun, localPort: cfg.underlay.port, software: 'vxedge', clock, log: log.child({ part: 'stun' }),
+      send: (buf, off, len, addr, port) => dataplane.sendControl(buf, off, len, addr, port),
+    });
+    dataplane.outside.hooks.onStun = (buf, off, len, addr, port) => stun.handle(buf, off, len, addr, port);
+    stun.onResult((r) => {
+      const fields = { reason: r.reason, publicEndpoint: r.publicEndpoint, portPreserved: r.portPreserved, mappingVaries: r.mappingVaries };
+      const key = JSON.stringify([r.publicEndpoint, r.portPreserved, r.mappingVaries]);
+      if (!r.publicEndpoint) log.warn('no STUN server answered', { ...fields, servers: r.servers });
+      else log[key !== this.lastStunKey ? 'info' : 'debug']('stun result', fields);
+      this.lastStunKey = key;
+      this.o.changed();
+    });
+    return stun;
+  }
+}
