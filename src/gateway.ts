@@ -25,7 +25,7 @@ import { HealthPublisher } from './health/mqtt.js';
 import { HealthReporter } from './health/reporter.js';
 import { StatusFile } from './health/status-file.js';
 import type { NativeBinding } from './native/index.js';
-import { endpointIp } from './nat/public-endpoint.js';
+import { announceableIp } from './nat/public-endpoint.js';
 import { SiteNat } from './nat/site-nat.js';
 import { defaultGateway } from './control/iproute.js';
 import { loadOrCreatePcpNonce } from './control/state.js';
@@ -212,9 +212,9 @@ export class Gateway extends EventEmitter {
     return null;
   }
 
-  /** underlay.publicIp when configured (it wins), else the router's mapping, else what STUN last found. */
+  /** underlay.publicIp when configured (it wins), else the router's mapping, else STUN's, else the local address. */
   publicEndpoint(): string | null {
-    return this.nat?.publicEndpoint().endpoint ?? (this.cfg.underlay.publicIp ? `${this.cfg.underlay.publicIp}:${this.cfg.underlay.port}` : null);
+    return this.nat?.publicEndpoint().endpoint ?? null;
   }
 
   private tick(): void {
@@ -226,7 +226,7 @@ export class Gateway extends EventEmitter {
   private publish(): void {
     if (this.stopping) return;
     // Whatever changed the public endpoint (STUN, port mapping), the cluster follows it.
-    this.membership?.setPublicIp(endpointIp(this.publicEndpoint()));
+    this.membership?.setPublicIp(announceableIp(this.nat?.publicEndpoint() ?? null));
     this.reporter.report(this.health());
   }
 

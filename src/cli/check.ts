@@ -24,7 +24,9 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   results.push(
     cfg.underlay.publicIp || discover.length === 0
-      ? checkPublicEndpoint(cfg.underlay.publicIp ? `${cfg.underlay.publicIp}:${cfg.underlay.port}` : null)
+      ? checkPublicEndpoint(cfg.underlay.publicIp
+        ? { endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }
+        : { endpoint: `${underlay?.address ?? '0.0.0.0'}:${cfg.underlay.port}`, source: 'local' })
       : { name: 'public_endpoint', ok: true, detail: `to be discovered: ${discover.join(', then ')}` },
   );
   return results;

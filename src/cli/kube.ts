@@ -12,7 +12,7 @@ import { rbacManifests } from '../cluster/rbac.js';
 import type { Config } from '../config/types.js';
 import { loadOrCreateVtepMac } from '../control/state.js';
 import { readStatus } from '../health/status-file.js';
-import { parseCidr } from '../util/ipv4.js';
+import { ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../util/ipv4.js';
 
 const EXIT_OK = 0;
 const EXIT_USAGE = 2;
@@ -71,8 +71,9 @@ export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersR
 export async function runManifest(cfg: Config, json: boolean): Promise<number> {
   let publicIp = cfg.underlay.publicIp;
   if (!publicIp) {
-    const running = await readStatus(cfg.runDir);
-    publicIp = running?.tunnel.publicEndpoint?.split(':')[0] ?? null;
+    // What a running gateway discovered (port mapping, STUN); never a private local address.
+    const found = (await readStatus(cfg.runDir))?.tunnel.publicEndpoint?.split(':')[0] ?? null;
+    publicIp = found && isIPv4(found) && isGloballyRoutable(ipToInt(found)) ? found : null;
   }
   if (!publicIp) {
     process.stderr.write(

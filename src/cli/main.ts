@@ -7,10 +7,15 @@ import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
 import { readStatus } from '../health/status-file.js';
 import { renderStatus } from './render.js';
-import { runManifest, runPeers, runRbac } from './kube.js';
-import { runGateway } from './run.js';
-import { runCheck } from './check.js';
-import { runFleet } from './fleet.js';
+
+// Each command's modules are loaded when it runs: `vxedge run` on a board never pays for
+// fleet's or the cluster CLI's code, `vxedge status` never for the gateway's.
+const command = {
+  run: () => import('./run.js'),
+  check: () => import('./check.js'),
+  kube: () => import('./kube.js'),
+  fleet: () => import('./fleet.js'),
+};
 
 export const EXIT_OK = 0;
 export const EXIT_FAIL = 1;
@@ -53,7 +58,7 @@ class UsageError extends Error {}
 
 export async function main(argv: string[]): Promise<number> {
   // fleet has options of its own (--url, --prefix, ...): it parses them itself.
-  if (argv[0] === 'fleet') return runFleet(argv.slice(1));
+  if (argv[0] === 'fleet') return (await command.fleet()).runFleet(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
@@ -85,17 +90,17 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (cmd) {
       case 'run':
-        return await runGateway(load(o.config), o.config!, version());
+        return await (await command.run()).runGateway(load(o.config), o.config!, version());
       case 'check':
-        return await runCheck(load(o.config));
+        return await (await command.check()).runCheck(load(o.config));
       case 'status':
         return await status(o.config, o['run-dir'], o.json ?? false);
       case 'manifest':
-        return await runManifest(load(o.config), o.json ?? false);
+        return await (await command.kube()).runManifest(load(o.config), o.json ?? false);
       case 'peers':
-        return await runPeers(rest[0], o.config ? load(o.config) : null);
+        return await (await command.kube()).runPeers(rest[0], o.config ? load(o.config) : null);
       case 'rbac':
-        return runRbac(o.config ? load(o.config) : null, o['node-name']);
+        return (await command.kube()).runRbac(o.config ? load(o.config) : null, o['node-name']);
       case undefined:
         process.stderr.write(HELP);
         return EXIT_CONFIG;

@@ -24,7 +24,7 @@
 // And two rules that keep the site safe: the site's own Node is never a peer, and no node
 // may claim (overlap) the site's subnet, or its route would take the site's traffic.
 import type { Cidr, PeerConfig } from '../config/types.js';
-import { cidrContains, cidrOverlaps, intToIp, ipToInt, isIPv4, parseCidr, prefixMask } from '../util/ipv4.js';
+import { cidrContains, cidrOverlaps, intToIp, ipToInt, isGloballyRoutable, isIPv4, parseCidr, prefixMask } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
 import { show } from '../util/show.js';
 import type { ClusterView, SkippedNode } from './types.js';
@@ -95,31 +95,6 @@ export function nodeManifest(i: NodeManifestInput): Record<string, unknown> {
 
 // ---------------------------------------------------------------------------------------------
 // Addresses
-
-// Special-purpose ranges that are not globally reachable (IANA IPv4 Special-Purpose Address
-// Registry, RFC 6890): a VXLAN endpoint in one of them cannot be reached from the site.
-// The documentation ranges 192.0.2/24, 198.51.100/24 and 203.0.113/24 (RFC 5737) are missing
-// on purpose: our namespace lab uses them as its "public internet", and they never appear on
-// a real network, so counting them as routable costs nothing and keeps the lab working.
-const NOT_GLOBAL: Cidr[] = [
-  '0.0.0.0/8', // "this network"
-  '10.0.0.0/8', // RFC 1918
-  '100.64.0.0/10', // RFC 6598 carrier-grade NAT
-  '127.0.0.0/8', // loopback
-  '169.254.0.0/16', // link-local
-  '172.16.0.0/12', // RFC 1918
-  '192.0.0.0/24', // IETF protocol assignments
-  '192.168.0.0/16', // RFC 1918
-  '198.18.0.0/15', // benchmarking
-  '224.0.0.0/4', // multicast
-  '240.0.0.0/4', // reserved, and the limited broadcast address
-].map(parseCidr);
-
-/** True for an IPv4 address (uint32) outside every non-global special-purpose range. */
-export function isGloballyRoutable(ip: number): boolean {
-  for (const c of NOT_GLOBAL) if (((ip & c.mask) >>> 0) === c.network) return false;
-  return true;
-}
 
 // ---------------------------------------------------------------------------------------------
 // A Node -> a peer, or why not

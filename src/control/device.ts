@@ -1,6 +1,6 @@
 // The overlay device and the kernel state around it, programmed as flannel programs
-// flannel.1 (flannel-interop.md §1-2), so the site's kernel routes to the cluster
-// exactly as a flannel node's would:
+// flannel.1 (docs/dataplane.md "Kernel state: flannel.1 and its peers"), so the site's
+// kernel routes to the cluster exactly as a flannel node's would:
 //   - address <our subnet>.0/32 on the device;
 //   - TUN: one `dev` route per peer subnet; we build the inner Ethernet ourselves;
 //   - TAP: device MAC = our VTEP MAC, a permanent neighbour <peer subnet>.0 -> peer

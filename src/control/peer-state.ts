@@ -1,5 +1,5 @@
 // A peer's liveness as a pure function of what we know, so it can be tested with a
-// table and reasoned about without timers (design.md "Keepalives, liveness and roaming"):
+// table and reasoned about without timers (docs/control-plane.md "Peer states"):
 //   unknown: no answer yet, and the first probe went out less than `timeout` ago;
 //   up:      a probe was answered, and we heard from the peer within `timeout`
 //            (any valid VXLAN frame from it counts as life);

@@ -2,7 +2,7 @@
 // know, so each case is a row in a table test. The cases follow flannel's own
 // troubleshooting guide: the AWS security group must allow UDP 8472; the node must
 // route back to the site (its Node object applied); and behind a NAT the AWS nodes'
-// packets, sent from a port hashed per flow, need a way in (design.md "NAT traversal").
+// packets, sent from a port hashed per flow, need a way in (docs/nat.md "Ways in").
 import type { PeerState } from './peer-state.js';
 
 export interface ReasonFacts {

@@ -13,7 +13,7 @@
 // and a packet may be a TCP super-packet of up to 64 KB that the
 // site's kernel did not segment. Steps 2 and 3 are the same, once per super-packet; in
 // step 4 the addon completes partial checksums and cuts super-packets into MTU-sized
-// segments, each behind a copy of the headers, sent with UDP_SEGMENT (offload.c: that loop
+// segments, each behind a copy of the headers, sent with UDP_SEGMENT (tso.c: that loop
 // touches every byte, so it is C: src/native/tso.c).
 
 import { clampTcpMss } from '../proto/tcpmss.js';

@@ -74,7 +74,7 @@ export class OutsidePath {
     private readonly fds: DataplaneFds,
     private readonly drops: DropCounters,
     public peers: PeerTable,
-    /** Wall time for peers' lastRx, read once per batch. */
+    /** Monotonic time for peers' lastRx (liveness must not jump with the wall clock), read once per batch. */
     private readonly now: () => number,
   ) {
     this.slot = s.udpGro ? GRO_SLOT : align64(OUTSIDE_MAX_DATAGRAM);

@@ -42,7 +42,7 @@ export class PeerTable {
   addr = new Uint32Array(0);
   port = new Uint16Array(0);
   stats = new Float64Array(0);
-  /** Time (ms since epoch, per batch) of the last valid frame from each peer: proof of life. */
+  /** Monotonic time (ms, per batch) of the last valid frame from each peer: proof of life. */
   lastRx = new Float64Array(0);
 
   private readonly bySlotName = new Map<string, number>();

@@ -11,7 +11,8 @@ export interface PathSettings {
   mssClamp: boolean;
   /** MSS that fits the tunnel: mtu - 40. */
   maxMss: number;
-  /** Inbound filtering of design.md (known endpoints, inner source in the peer's subnet). */
+  /** Inbound filtering (docs/dataplane.md "Outside path"): frames only from known endpoints,
+   *  with inner sources in the sending peer's subnet. */
   strictPeers: boolean;
   /** Packets per batch across every boundary. */
   batch: number;

@@ -6,7 +6,8 @@ import dgram from 'node:dgram';
 import type { Cidr, Config } from '../config/types.js';
 import { ifaceIPv4, linkDetails, readSysctl, routesIPv4 } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
-import { cidrContains, parseCidr } from '../util/ipv4.js';
+import type { PublicEndpoint } from '../nat/public-endpoint.js';
+import { cidrContains, ipToInt, isGloballyRoutable, parseCidr } from '../util/ipv4.js';
 import type { CheckResult } from './document.js';
 
 export async function checkIpForward(): Promise<CheckResult> {
@@ -141,13 +142,20 @@ export async function checkUnderlayAddress(u: Underlay, port: number): Promise<{
   return { result, addresses: now };
 }
 
-export function checkPublicEndpoint(publicEndpoint: string | null): CheckResult {
-  return publicEndpoint
-    ? { name: 'public_endpoint', ok: true, detail: publicEndpoint }
-    : {
-        name: 'public_endpoint', ok: false, detail: 'unknown: AWS nodes cannot be told where to send',
-        fix: 'set underlay.publicIp to the site router\'s public address, or configure nat.stun servers',
-      };
+/**
+ * The endpoint AWS nodes are told to send to. Only the local address, when it is private,
+ * is a failure: nothing found a public one (no publicIp, no port mapping, no STUN answer).
+ */
+export function checkPublicEndpoint(p: PublicEndpoint): CheckResult {
+  const ip = p.endpoint.slice(0, p.endpoint.lastIndexOf(':'));
+  if (p.source === 'local' && !isGloballyRoutable(ipToInt(ip))) {
+    return {
+      name: 'public_endpoint', ok: false,
+      detail: `only the local address ${p.endpoint} is known, and it is private: AWS nodes cannot be told where to send`,
+      fix: 'set underlay.publicIp to the site router\'s public address, or configure nat.stun servers (or let the router map the port: nat.portMapping)',
+    };
+  }
+  return { name: 'public_endpoint', ok: true, detail: `${p.endpoint} (${p.source === 'config' ? 'underlay.publicIp' : p.source})` };
 }
 
 /**

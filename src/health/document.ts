@@ -93,7 +93,7 @@ export interface HealthDocument {
   reload?: { at: string; applied: string[]; restartNeeded: string[] };
 }
 
-/** The data plane's offloads (README "Offloads"). */
+/** The data plane's offloads (docs/dataplane.md "Offloads"). */
 export interface OffloadHealthDoc {
   tso: boolean;
   udpGro: boolean;
@@ -101,10 +101,10 @@ export interface OffloadHealthDoc {
   counters?: Record<string, number>;
 }
 
-/** ok: every peer up and every check passes; down: no peer up; else degraded. */
+/** ok: every peer up and every check passes; down: no peer up (none at all included); else degraded. */
 export function overallState(peers: { state: PeerState }[], checks: { ok: boolean }[]): GatewayState {
   const up = peers.filter((p) => p.state === 'up').length;
-  if (peers.length > 0 && up === 0) return 'down';
+  if (up === 0) return 'down';
   if (up === peers.length && checks.every((c) => c.ok)) return 'ok';
   return 'degraded';
 }

@@ -20,7 +20,7 @@
 // - One log line per distinct failure (repeated at most every 10 minutes), not one per attempt.
 // - stop(): a retained "offline" (acknowledged) and a clean DISCONNECT, all within 2 s; if the
 //   "offline" is not acknowledged the broker is left to publish the last will.
-import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -89,7 +89,7 @@ const REPEAT_LOG_MS = 10 * 60_000;
 export class HealthPublisher {
   private readonly t: { status: string; health: string };
   private readonly broker: BrokerUrl | null;
-  private readonly connectFn: (url: string, opts: IClientOptions) => MqttClient;
+  private connectFn: ((url: string, opts: IClientOptions) => MqttClient) | null;
   private readonly random: () => number;
   private readonly backoff: BackoffPolicy;
   private readonly clock: Clock;
@@ -118,7 +118,8 @@ export class HealthPublisher {
 
   constructor(private readonly o: HealthPublisherOptions) {
     this.t = topics(o.mqtt.topicPrefix, o.site, o.node);
-    this.connectFn = o.deps?.connect ?? ((url, opts) => mqtt.connect(url, opts));
+    // MQTT.js (some 15 MB resident) is loaded at the first attempt, never for a site without a broker.
+    this.connectFn = o.deps?.connect ?? null;
     this.random = o.deps?.random ?? Math.random;
     this.backoff = o.deps?.backoff ?? DEFAULT_BACKOFF;
     this.clock = o.deps?.clock ?? systemClock;
@@ -238,6 +239,8 @@ export class HealthPublisher {
         protocolVersion: this.protocolVersion,
         secrets,
       });
+      this.connectFn ??= (await import('mqtt')).default.connect;
+      if (!this.running || gen !== this.gen) return;
       client = this.connectFn(m.url!, opts);
     } catch (e) {
       this.attemptError = e as Error;

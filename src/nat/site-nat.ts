@@ -7,7 +7,7 @@ import type { Config } from '../config/types.js';
 import type { Underlay } from '../control/underlay.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import { checkPublicEndpoint } from '../health/checks.js';
-import type { CheckResult, NatHealthDoc } from '../health/document.js';
+import type { CheckResult, NatHealthDoc, PortMappingHealthDoc } from '../health/document.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import type { PortMapper, PortMapperStatus } from './portmap/portmapper.js';
@@ -81,6 +81,7 @@ export class SiteNat {
     const { cfg } = this.o;
     return choosePublicEndpoint({
       configuredIp: cfg.underlay.publicIp, port: cfg.underlay.port, mappedIp: this.mappedIp, stun: this.stun?.lastGood?.publicEndpoint ?? null,
+      localIp: this.o.underlay.address,
     });
   }
 
@@ -104,13 +105,13 @@ export class SiteNat {
   }
 
   checks(): CheckResult[] {
-    const out = [checkPublicEndpoint(this.publicEndpoint().endpoint)];
-    const pm = this.portMappingCheck();
+    const out = [checkPublicEndpoint(this.publicEndpoint())];
+    const pm = portMappingCheck(this.o.cfg.nat.portMapping, this.mapperStatus(), this.stun?.lastGood?.publicEndpoint ?? null);
     if (pm) out.push(pm);
     return out;
   }
 
-  private mapperStatus(): (PortMapperStatus & { stunAgrees: boolean | null }) | undefined {
+  private mapperStatus(): PortMappingHealthDoc | undefined {
     if (!this.mapper) {
       if (this.o.cfg.nat.portMapping === 'off') return undefined;
       return this.noRouterStatus();
@@ -127,32 +128,6 @@ export class SiteNat {
       routerAddress: null, tried: [], renewedAt: null, retryAt: null, routerRestarts: 0, badAnswers: { pcp: 0, natpmp: 0, upnp: 0 },
       stunAgrees: null,
     };
-  }
-
-  /**
-   * port_mapping: fails when a mapping was asked for by name and is not in place, when the one
-   * in place cannot work (another NAT in front of the router), or when the router granted only
-   * another port. In `auto` a router that offers no mapping at all is no failure: most
-   * datacenter firewalls do not, and a manual forward or the srcport pin does the job there.
-   */
-  private portMappingCheck(): CheckResult | null {
-    const mode = this.o.cfg.nat.portMapping;
-    const s = this.mapperStatus();
-    if (!s) return null;
-    if (s.state === 'mapped' && s.stunAgrees === false) {
-      return {
-        name: 'port_mapping', ok: false,
-        detail: `${s.protocol} maps ${s.external}, but STUN sees this site as ${this.stun?.lastGood?.publicEndpoint}: another NAT sits in front of the router (carrier-grade NAT?), so the mapping does not reach the internet`,
-        fix: 'ask the ISP for a public address, or use the srcport pin on the AWS nodes (docs/nat.md)',
-      };
-    }
-    if (s.state === 'mapped') return { name: 'port_mapping', ok: true, detail: `${s.protocol} ${s.external} (lifetime ${s.lifetime ?? 'permanent'}${s.expires ? `, expires ${s.expires}` : ''})` };
-    if (s.state === 'mapping' || s.state === 'idle') return { name: 'port_mapping', ok: true, detail: `asking the router (${mode})` };
-    const offered = s.tried.some((t) => t.outcome !== 'absent');
-    if (mode === 'auto' && !offered) {
-      return { name: 'port_mapping', ok: true, detail: 'the router offers no port mapping (PCP, NAT-PMP, UPnP IGD): AWS nodes need a manual forward or the srcport pin' };
-    }
-    return { name: 'port_mapping', ok: false, detail: s.error ?? `no mapping (${s.state})`, fix: s.error ?? 'see the log' };
   }
 
   private makeStun(): StunClient {
@@ -172,4 +147,31 @@ export class SiteNat {
     });
     return stun;
   }
+}
+
+/**
+ * port_mapping: fails when a mapping was asked for by name and is not in place, when the one
+ * in place cannot work (STUN sees another address than the router's: another NAT sits in
+ * front of it), or when the router granted only another port. In `auto`, a router that
+ * offers no mapping at all is no failure: most datacenter firewalls do not, and a manual
+ * forward or the srcport pin does the job there (the peer reasons say so).
+ */
+export function portMappingCheck(mode: string, s: PortMappingHealthDoc | undefined, stunEndpoint: string | null): CheckResult | null {
+  if (!s) return null;
+  if (s.state === 'mapped' && s.stunAgrees === false) {
+    return {
+      name: 'port_mapping', ok: false,
+      detail: `${s.protocol} maps ${s.external}, but STUN sees this site as ${stunEndpoint}: another NAT sits in front of the router (carrier-grade NAT?), so the mapping does not reach the internet`,
+      fix: 'ask the ISP for a public address, or pin the AWS nodes\' source port (docs/nat.md "Ways in")',
+    };
+  }
+  if (s.state === 'mapped') {
+    return { name: 'port_mapping', ok: true, detail: `${s.protocol} ${s.external} (lifetime ${s.lifetime ?? 'permanent'}${s.expires ? `, expires ${s.expires}` : ''})` };
+  }
+  if (s.state === 'mapping' || s.state === 'idle') return { name: 'port_mapping', ok: true, detail: `asking the router (${mode})` };
+  const offered = s.tried.some((t) => t.outcome !== 'absent');
+  if (mode === 'auto' && !offered) {
+    return { name: 'port_mapping', ok: true, detail: 'the router offers no port mapping (PCP, NAT-PMP, UPnP IGD): AWS nodes need a manual forward or the srcport pin' };
+  }
+  return { name: 'port_mapping', ok: false, detail: s.error ?? `no mapping (${s.state})`, fix: s.error ?? 'see the log' };
 }

@@ -51,7 +51,7 @@ napi_value vx_udp_open(napi_env env, napi_callback_info info) {
     set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, (int)bytes);
   }
   {
-    /* DF clear, as the kernel's vxlan sends (flannel-interop.md §0): the path
+    /* DF clear, as the kernel's vxlan sends (docs/dataplane.md "Wire format"): the path
      * fragments oversize frames instead of a cached PMTU turning them into EMSGSIZE. */
     int pmtu = IP_PMTUDISC_DONT;
     (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);

@@ -1,9 +1,10 @@
 // TCP MSS clamping for SYN and SYN-ACK segments crossing the tunnel. AWS nodes and
 // their pods run 9001/8951-byte MTUs while the internet path carries 1500, and the
 // outer packets have DF clear, so without clamping a pod's full-sized segments are
-// fragmented on the way or lost to a PMTU black hole (flannel-interop.md §8.7).
-// The option is rewritten in place and the TCP checksum updated incrementally
-// (RFC 1624, eqn. 3), so the segment is neither copied nor re-summed.
+// fragmented on the way or lost to a PMTU black hole
+// (docs/dataplane.md "MTU and MSS clamping"). The option is rewritten in place and the TCP
+// checksum updated incrementally (RFC 1624, eqn. 3), so the segment is neither copied nor
+// re-summed.
 
 import { IPPROTO_TCP } from './ipv4.js';
 

@@ -5,7 +5,7 @@
 //
 // flags NEEDS_CSUM: the L4 checksum field holds only the pseudo-header sum, to be completed
 // over [csum_start, end). gso_type TCPV4: a TCP super-packet, to be cut into segments of
-// gso_size payload bytes. The addon (src/native/offload.c) does both; TypeScript reads only
+// gso_size payload bytes. The addon (src/native/tso.c) does both; TypeScript reads only
 // what it needs to route and count.
 import { endianness } from 'node:os';
 

@@ -1,5 +1,5 @@
 // The config module: what an operator's file and environment turn into, and
-// how every mistake in them is reported (interface.md, "Config file").
+// how every mistake in them is reported (docs/contract.md, "Config file").
 
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';

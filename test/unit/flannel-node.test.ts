@@ -6,9 +6,9 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ANNOTATIONS, isGloballyRoutable, nodeManifest, nodeVerdict, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
+import { ANNOTATIONS, nodeManifest, nodeVerdict, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
 import { peersFromNodes } from '../../src/cli/kube.js';
-import { cidrContains, cidrOverlaps, ipToInt, isIPv4, parseCidr } from '../../src/util/ipv4.js';
+import { cidrContains, cidrOverlaps, ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../../src/util/ipv4.js';
 import { parseMac } from '../../src/util/mac.js';
 import { flannelNode } from '../support/kube-harness.js';
 

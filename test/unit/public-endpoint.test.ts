@@ -1,0 +1,68 @@
+// Where the site tells the cluster to send (underlay.publicIp, the router's mapping, STUN, the
+// local address), whether that may be announced, and what the port_mapping check says.
+import { describe, expect, it } from 'vitest';
+import { checkPublicEndpoint } from '../../src/health/checks.js';
+import type { PortMappingHealthDoc } from '../../src/health/document.js';
+import { announceableIp, choosePublicEndpoint } from '../../src/nat/public-endpoint.js';
+import { portMappingCheck } from '../../src/nat/site-nat.js';
+
+const facts = { configuredIp: null, port: 8472, mappedIp: null, stun: null, localIp: '192.168.1.10' };
+
+describe('public endpoint', () => {
+  it.each([
+    ['config wins over everything', { configuredIp: '198.51.100.2', mappedIp: '11.22.33.7', stun: '11.22.33.7:40000' }, '198.51.100.2:8472', 'config'],
+    ['the router mapping over STUN, at underlay.port', { mappedIp: '11.22.33.7', stun: '11.22.33.7:40000' }, '11.22.33.7:8472', 'port-mapping'],
+    ['STUN as it saw us', { stun: '203.0.113.50:40000' }, '203.0.113.50:40000', 'stun'],
+    ['else the local address', {}, '192.168.1.10:8472', 'local'],
+  ] as const)('%s', (_what, over, endpoint, source) => {
+    expect(choosePublicEndpoint({ ...facts, ...over })).toEqual({ endpoint, source });
+  });
+
+  it('never announces a private local address, but does announce a public one', () => {
+    expect(announceableIp(choosePublicEndpoint(facts))).toBeNull();
+    expect(announceableIp(choosePublicEndpoint({ ...facts, localIp: '203.0.113.7' }))).toBe('203.0.113.7');
+    expect(announceableIp(choosePublicEndpoint({ ...facts, stun: '100.64.1.2:8472' }))).toBe('100.64.1.2'); // STUN said so
+    expect(announceableIp(null)).toBeNull();
+  });
+
+  it('the public_endpoint check fails only on a private local address', () => {
+    expect(checkPublicEndpoint(choosePublicEndpoint(facts))).toMatchObject({ ok: false, detail: expect.stringContaining('private') });
+    expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, stun: '203.0.113.50:40000' }))).toMatchObject({ ok: true, detail: '203.0.113.50:40000 (stun)' });
+    expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, configuredIp: '198.51.100.2' }))).toMatchObject({ ok: true, detail: '198.51.100.2:8472 (underlay.publicIp)' });
+  });
+});
+
+describe('port_mapping check', () => {
+  const status = (over: Partial<PortMappingHealthDoc>): PortMappingHealthDoc => ({
+    protocol: null, external: null, lifetime: null, expires: null, error: null, mode: 'auto', state: 'idle', routerAddress: null,
+    tried: [], renewedAt: null, retryAt: null, routerRestarts: 0, badAnswers: { pcp: 0, natpmp: 0, upnp: 0 }, stunAgrees: null, ...over,
+  });
+  const absent = (p: 'pcp' | 'natpmp' | 'upnp') => ({ protocol: p, outcome: 'absent' as const, result: 'no answer' });
+
+  it('is absent with port mapping off', () => expect(portMappingCheck('off', undefined, null)).toBeNull());
+
+  it('passes with a mapping in place, naming it', () => {
+    const c = portMappingCheck('auto', status({ state: 'mapped', protocol: 'pcp', external: '11.22.33.7:8472', lifetime: 7200, expires: '2026-12-02T10:00:00Z', routerAddress: '11.22.33.7', stunAgrees: true }), '11.22.33.7:8472');
+    expect(c).toEqual({ name: 'port_mapping', ok: true, detail: 'pcp 11.22.33.7:8472 (lifetime 7200, expires 2026-12-02T10:00:00Z)' });
+  });
+
+  it('fails when STUN sees another address than the router: a second NAT in front', () => {
+    const c = portMappingCheck('auto', status({ state: 'mapped', protocol: 'upnp', external: '100.64.0.9:8472', routerAddress: '100.64.0.9', stunAgrees: false }), '203.0.113.77:51000');
+    expect(c).toMatchObject({ ok: false, detail: expect.stringContaining('another NAT') });
+  });
+
+  it('in auto, a router that offers nothing is no failure, but says what that means', () => {
+    const c = portMappingCheck('auto', status({ state: 'failed', error: 'no router answered', tried: [absent('pcp'), absent('natpmp'), absent('upnp')] }), null);
+    expect(c).toMatchObject({ ok: true, detail: expect.stringContaining('manual forward') });
+  });
+
+  it('fails when a protocol was asked for by name, or when the router refused or granted another port', () => {
+    expect(portMappingCheck('pcp', status({ state: 'failed', mode: 'pcp', error: 'PCP: no answer', tried: [absent('pcp')] }), null)).toMatchObject({ ok: false, fix: 'PCP: no answer' });
+    const wrong = status({ state: 'failed', error: 'the router would map UDP 8472 only to another external port', tried: [{ protocol: 'natpmp', outcome: 'wrong-port', result: '8473' }] });
+    expect(portMappingCheck('auto', wrong, null)).toMatchObject({ ok: false, detail: expect.stringContaining('another external port') });
+  });
+
+  it('does not fail while the first answer is still coming', () => {
+    expect(portMappingCheck('auto', status({ state: 'mapping' }), null)).toMatchObject({ ok: true });
+  });
+});
