@@ -34,7 +34,7 @@ export interface OwnLease {
   publicIp: string | null;
 }
 
-/** The `cluster` field of the health document (interface.md), plus extensions. */
+/** The `cluster` field of the health document (docs/contract.md "Health document"), plus extensions. */
 export interface ClusterStatus {
   source: 'static' | ClusterSourceKind;
   /** The last request or watch to the API/etcd worked. */

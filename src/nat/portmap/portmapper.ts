@@ -88,7 +88,7 @@ export interface TriedProtocol {
   result: string;
 }
 
-/** The health document's `nat.portMapping` (interface.md), plus extensions. */
+/** The health document's `nat.portMapping` (docs/contract.md "Health document"), plus extensions. */
 export interface PortMapperStatus {
   protocol: ProtocolName | null;
   /** "ip:port" of the live mapping. */
