@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded --max-old-space-size=128
 // vxedge command line: run | check | status | manifest | peers | rbac | fleet (docs/contract.md).
 // User mistakes end with a short message and the contract's exit code, never a stack trace.
 import { readFileSync } from 'node:fs';

@@ -68,7 +68,7 @@ export class Dataplane {
   private drain(path: InsidePath | OutsidePath): void {
     try {
       for (let i = 0; i < BATCHES_PER_WAKEUP; i++) {
-        if (path.pump() < this.settings.batch) break;
+        if (path.pump() < path.batch) break;
       }
     } catch (e) {
       // A bug, not a bad packet: count it, say it once, keep forwarding.

@@ -44,6 +44,8 @@ export class InsidePath {
   /** Offloads only: each packet's virtio_net_hdr, and for each packet of `out` the index of its header. */
   private readonly vnet: Buffer | null;
   private readonly vnetIdx: Int32Array | null;
+  /** Packets per read call: a pump that returns this many says "read on". */
+  readonly batch: number;
 
   constructor(
     private readonly s: PathSettings,
@@ -52,6 +54,7 @@ export class InsidePath {
     private readonly drops: DropCounters,
     public peers: PeerTable,
   ) {
+    this.batch = s.batch;
     this.offs = new Int32Array(s.batch);
     this.lens = new Int32Array(s.batch);
     this.out = new Batch(s.batch);

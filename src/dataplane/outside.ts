@@ -54,6 +54,9 @@ export interface OutsideHooks {
 export const OUTSIDE_MAX_DATAGRAM = 9216;
 /** Receive slot with UDP GRO: a coalesced datagram is up to 64 KB. */
 const GRO_SLOT = 65536;
+/** Datagrams per receive with UDP GRO: each may hold up to 64 frames, so 16 of them are up to
+ *  1024 frames, and the buffer stays at 1 MB instead of 4 (memory budget, docs/memory.md). */
+const GRO_RECV_BATCH = 16;
 /** Frames queued for one device write with UDP GRO (a batch of datagrams holds many). */
 const GRO_OUT_BATCH = 1024;
 
@@ -66,6 +69,8 @@ export class OutsidePath {
   private readonly slot: number;
   /** UDP GRO only: segment size of each received datagram (0: a single frame). */
   private readonly segs: Int32Array | null;
+  /** Datagrams per receive call: a pump that returns this many says "read on". */
+  readonly batch: number;
   hooks: OutsideHooks = {};
 
   constructor(
@@ -78,18 +83,19 @@ export class OutsidePath {
     private readonly now: () => number,
   ) {
     this.slot = s.udpGro ? GRO_SLOT : align64(OUTSIDE_MAX_DATAGRAM);
-    this.buf = Buffer.alloc(this.slot * s.batch);
-    this.lens = new Int32Array(s.batch);
-    this.addrs = new Uint32Array(s.batch);
-    this.ports = new Uint16Array(s.batch);
-    this.segs = s.udpGro ? new Int32Array(s.batch) : null;
+    this.batch = s.udpGro ? Math.min(GRO_RECV_BATCH, s.batch) : s.batch;
+    this.buf = Buffer.alloc(this.slot * this.batch);
+    this.lens = new Int32Array(this.batch);
+    this.addrs = new Uint32Array(this.batch);
+    this.ports = new Uint16Array(this.batch);
+    this.segs = s.udpGro ? new Int32Array(this.batch) : null;
     this.out = new Batch(s.udpGro ? GRO_OUT_BATCH : s.batch);
   }
 
   /** Moves one batch from the underlay to the device; returns how many datagrams were received. */
   pump(): number {
     const { lens, segs } = this;
-    const n = this.io.udpRecv(this.fds.underlay, this.buf, this.slot, 0, this.s.batch, lens, this.addrs, this.ports, segs);
+    const n = this.io.udpRecv(this.fds.underlay, this.buf, this.slot, 0, this.batch, lens, this.addrs, this.ports, segs);
     this.out.n = 0;
     const t = this.now();
     for (let i = 0; i < n; i++) {

@@ -149,10 +149,16 @@ describe('outside path with UDP GRO', () => {
 
   it('writes to the device in several calls when the frames outnumber one write batch', () => {
     const r = rig({ batch: 64 });
+    const writes: number[] = [];
+    const devWrite = r.io.devWrite.bind(r.io);
+    r.io.devWrite = (fd, buf, offs, lens, n, vnet) => (writes.push(n), devWrite(fd, buf, offs, lens, n, vnet));
     const f = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10', 1, 1, Buffer.alloc(8)));
-    for (let i = 0; i < 40; i++) r.udp.inbox.push({ data: Buffer.concat(Array(40).fill(f)), addr: ip('203.0.113.10'), port: 1, seg: f.length });
-    r.outside.pump();
-    expect(r.dev.written).toHaveLength(1600);
+    // 16 datagrams (one receive with UDP GRO) of 70 frames: more than the 1024 one write takes.
+    for (let i = 0; i < 16; i++) r.udp.inbox.push({ data: Buffer.concat(Array(70).fill(f)), addr: ip('203.0.113.10'), port: 1, seg: f.length });
+    expect(r.outside.pump()).toBe(16);
+    expect(r.outside.batch).toBe(16);
+    expect(writes).toEqual([1024, 96]);
+    expect(r.dev.written).toHaveLength(1120);
   });
 });
 

@@ -49,7 +49,7 @@ describe('systemd/vxedge.service', () => {
     expect(svc.get('Restart')).toBe('always');
     expect(svc.get('RestartSec')).toBe('5s');
     expect(unit.get('StartLimitIntervalSec')).toBe('0');
-    expect(svc.get('ExecStart')).toBe('/usr/bin/node /opt/vxedge/dist/cli/main.js run -c /etc/vxedge/site.yaml');
+    expect(svc.get('ExecStart')).toBe('/usr/bin/node --max-semi-space-size=1 --single-threaded --max-old-space-size=128 /opt/vxedge/dist/cli/main.js run -c /etc/vxedge/site.yaml');
     expect(svc.get('ExecReload')).toBe('/bin/kill -HUP $MAINPID');
   });
 
