@@ -103,22 +103,13 @@ export interface FleetRow {
   ok: boolean;
 }
 
-/** The `--json` shape: the contract's fields, then extensions. */
-export interface FleetRowJson {
-  site: string;
-  node: string;
-  status: GatewayStatus | null;
-  state: GatewayState | null;
-  peersUp: number | null;
-  peersTotal: number | null;
-  reason: string | null;
-  ts: string | null;
-  ok: boolean;
-  stale: boolean;
+/**
+ * The `--json` shape: the row's fields (the contract's site … ok, then the extensions stale,
+ * worstPeer, error; rowJson() writes them in that order), with the age in whole seconds.
+ */
+export type FleetRowJson = Pick<FleetRow, 'site' | 'node' | 'status' | 'state' | 'peersUp' | 'peersTotal' | 'reason' | 'ts' | 'ok' | 'stale' | 'worstPeer' | 'error'> & {
   ageS: number | null;
-  worstPeer: string | null;
-  error: string | null;
-}
+};
 
 // ------------------------------------------------------------------------------- topics
 

@@ -9,108 +9,39 @@
 // so that a monitoring system can run it as a check. With --watch it stays subscribed and
 // prints a line for every gateway that changes, until SIGINT/SIGTERM.
 //
-// Connecting is the gateway's own code (mqtt-options.ts): the same `mqtt` section of a site
-// file (-c) means the same broker, TLS, credentials and prefix; flags override single keys.
-// MQTT 5 first (a retained health then arrives with the expiry time the broker has left,
-// the clock-free way to tell a stale document), 3.1.1 when the broker does not speak 5.
-// A reader publishes nothing: no last will, and a random client id (two operators running
-// the command at once must not take over each other's session) unless --client-id is given.
+// The command line (flags over the -c site file's `mqtt` section) and the reader's client
+// options are fleet-options.ts; this file is the session: connect, collect, print, watch.
+// Connecting is the gateway's own code (mqtt-options.ts). MQTT 5 first (a retained health then
+// arrives with the expiry time the broker has left, the clock-free way to tell a stale
+// document), 3.1.1 when the broker does not speak 5.
 //
 // MQTT has no "end of the retained messages" marker, and a read-only user may not publish a
 // sentinel of its own. Brokers send the retained messages right after the SUBACK, so the
 // collection ends after a short quiet period after the SUBACK, and at the latest after --wait.
-import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { readFile as fsReadFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { formatConfigError, loadConfig } from '../config/index.js';
+import { formatConfigError } from '../config/index.js';
 import { ConfigError } from '../config/types.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../health/mqtt-backoff.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
-import {
-  MqttSetupError, buildClientOptions, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
-  type BrokerUrl, type FileReader, type MqttConfig, type MqttSecrets, type ProtocolVersion,
-} from '../health/mqtt-options.js';
+import { MqttSetupError, closeClient, ignoredTlsKeys, loadSecrets, type FileReader, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
-import { formatDuration, parseDuration } from '../util/duration.js';
-import { show } from '../util/show.js';
-import {
-  FleetRecords, MAX_HEALTH_BYTES, fleetExitCode, fleetFilters, prefixProblem, renderChange, renderRemoved, renderTable, rowJson,
-  rowSignature, type FleetRow,
-} from './fleet-view.js';
+import { formatDuration } from '../util/duration.js';
+import { FleetRecords, fleetExitCode, fleetFilters, renderChange, renderRemoved, renderTable, rowJson, rowSignature, type FleetRow } from './fleet-view.js';
+import { FLEET_HELP, UsageError, fleetOptions, readerClientOptions, type FleetOptions } from './fleet-options.js';
+
+export { FLEET_HELP, UsageError, fleetOptions, readerClientOptions, type FleetOptions } from './fleet-options.js';
 
 export const EXIT_OK = 0;
 export const EXIT_NOT_OK = 1;
 export const EXIT_UNREACHABLE = 2;
 
-export const FLEET_HELP = `Usage: vxedge fleet (--url URL | -c FILE) [options]
-
-Reads every gateway's retained status and health under {prefix}/{site}/{node}/ from an MQTT
-broker and prints one row per gateway: site, node, status (online, offline, or stale when
-online but its health is not current), state, peers up/total, age of the last health, and
-why it is not ok (the worst peer, down before unknown, and its reason).
-
-Broker (flags override the keys of the site file's mqtt section):
-  --url URL              mqtt://, mqtts://, ws:// or wss:// (mqtt.url); user:password@ works too
-  -c, --config FILE      a site file: its mqtt section gives url, TLS, credentials, topicPrefix
-                         and interval (VXEDGE_MQTT_* variables apply, as for vxedge run)
-  --prefix P             first topic level(s) (mqtt.topicPrefix, default "vxedge")
-  --ca FILE              CA bundle for mqtts:// and wss:// (mqtt.ca)
-  --cert FILE --key FILE client certificate and key for mutual TLS (mqtt.cert, mqtt.key)
-  --username NAME        (mqtt.username)
-  --password-file FILE   file holding the password (mqtt.passwordFile)
-  --client-id ID         MQTT client id (default vxedge-fleet-<random>; for broker policies
-                         such as AWS IoT Core's that allow only known ids)
-Output:
-  --json                 a JSON array of {site, node, status, state, peersUp, peersTotal,
-                         reason, ts, ok, stale, ageS, worstPeer, error}
-  --watch                stay subscribed and print a line for every gateway that changes
-                         (with --json: one object a line) until Ctrl-C; the exit code is
-                         that of the last state (2 if the broker is not connected then)
-Timing (milliseconds, or "500ms", "2s", "1m"):
-  --wait DURATION        longest wait for the retained messages after subscribing (default
-                         2s); it ends sooner once the broker has been quiet for 300 ms
-  --timeout DURATION     for connecting (TCP, TLS, CONNACK) and subscribing (default 5s)
-  --interval DURATION    the gateways' mqtt.interval (default: that of -c FILE, else 30s), for
-                         health documents that carry neither an MQTT 5 expiry nor intervalS:
-                         such a document is stale when older than 3 × interval
-
-Exit: 0 every gateway online, current and ok; 1 any is not, or none was found;
-      2 bad arguments or files, or the broker cannot be reached.
-`;
-
-/** Quiet time after the last retained message (or the SUBACK) that ends the collection. */
-const QUIET_MS = 300;
 /** Backstop over MQTT.js's own connect timeout. */
 const CONNECT_GUARD_MS = 1000;
 const DISCONNECT_MS = 500;
 /** How often --watch re-evaluates staleness (a document goes stale without a message). */
 const WATCH_TICK_MS = 1000;
-/** CONNECT's maximum packet size (MQTT 5): the largest health document, its topic and properties. */
-const MAX_PACKET = MAX_HEALTH_BYTES + 70_000;
-
-const DEFAULT_MQTT: MqttConfig = {
-  url: null, topicPrefix: 'vxedge', interval: 30_000, username: null, password: null, passwordFile: null, ca: null, cert: null, key: null,
-};
-
-export interface FleetOptions {
-  /** The broker, TLS and credentials, in the gateway's config shape; url is set. */
-  mqtt: MqttConfig;
-  broker: BrokerUrl;
-  prefix: string;
-  json: boolean;
-  watch: boolean;
-  clientId: string;
-  /** Bound of the retained-message collection after the SUBACK. */
-  waitMs: number;
-  /** Quiet time that ends the collection sooner. */
-  quietMs: number;
-  /** Connecting (TCP, TLS, CONNACK) and subscribing. */
-  timeoutMs: number;
-  /** The publishing interval assumed for documents that do not state theirs. */
-  intervalMs: number;
-}
 
 export interface FleetIo {
   stdout(s: string): void;
@@ -125,11 +56,6 @@ export interface FleetIo {
   random(): number;
   /** --watch: resolves on SIGINT or SIGTERM; dispose() removes the handlers. */
   interrupted(): { promise: Promise<void>; dispose(): void };
-}
-
-/** A mistake on the command line: exit 2 with the message, no stack trace. */
-export class UsageError extends Error {
-  override name = 'UsageError';
 }
 
 const defaultIo: FleetIo = {
@@ -181,108 +107,6 @@ export async function runFleet(argv: string[], io: Partial<FleetIo> = {}): Promi
   const ignored = ignoredTlsKeys(o.mqtt);
   if (ignored.length) x.stderr(`vxedge fleet: ${ignored.join(', ')} (--ca/--cert/--key) not used: the URL is not mqtts:// or wss://\n`);
   return new FleetSession(o, x).run();
-}
-
-/** The options of one run: flags over the -c file's mqtt section over the defaults. Throws UsageError or ConfigError. */
-export function fleetOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): FleetOptions | 'help' {
-  let v;
-  try {
-    v = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        url: { type: 'string' },
-        config: { type: 'string', short: 'c' },
-        prefix: { type: 'string' },
-        ca: { type: 'string' },
-        cert: { type: 'string' },
-        key: { type: 'string' },
-        username: { type: 'string' },
-        'password-file': { type: 'string' },
-        'client-id': { type: 'string' },
-        json: { type: 'boolean' },
-        watch: { type: 'boolean' },
-        wait: { type: 'string' },
-        timeout: { type: 'string' },
-        interval: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (e) {
-    // Node's message goes on about positionals after "--"; its first sentence is the point.
-    throw new UsageError((e as Error).message.split(/\.\s/)[0]);
-  }
-  if (v.help) return 'help';
-  const cfg = v.config !== undefined ? loadConfig(v.config, env) : null;
-  const m: MqttConfig = { ...(cfg?.mqtt ?? DEFAULT_MQTT) };
-  if (v.url !== undefined) m.url = v.url;
-  if (v.prefix !== undefined) m.topicPrefix = v.prefix;
-  if (v.ca !== undefined) m.ca = v.ca;
-  if (v.cert !== undefined) m.cert = v.cert;
-  if (v.key !== undefined) m.key = v.key;
-  if (v.username !== undefined) m.username = v.username;
-  if (v['password-file'] !== undefined) {
-    m.passwordFile = v['password-file'];
-    m.password = null; // the flag replaces whatever password the file gave
-  }
-
-  if (m.url === null) {
-    throw new UsageError(cfg ? `${v.config} has no mqtt.url (MQTT is off for that site); give the broker with --url URL` : 'no broker: give --url URL (e.g. mqtts://broker.example.com:8883) or -c FILE');
-  }
-  let broker: BrokerUrl;
-  try {
-    broker = parseBrokerUrl(m.url);
-  } catch (e) {
-    // Not echoed: a URL can carry a password.
-    const why = e instanceof MqttSetupError ? e.message.replace(/^mqtt\.url /, '') : 'is not a URL (expected e.g. mqtts://broker.example.com:8883)';
-    throw new UsageError(`--url ${why}`);
-  }
-  if (broker.host === '') throw new UsageError('--url names no broker host (expected e.g. mqtts://broker.example.com:8883)');
-  const prefixWhy = prefixProblem(m.topicPrefix);
-  if (prefixWhy) throw new UsageError(`--prefix ${show(m.topicPrefix)} ${prefixWhy}`);
-  if ((m.cert === null) !== (m.key === null)) {
-    throw new UsageError(`${m.cert === null ? '--key needs --cert' : '--cert needs --key'}: mutual TLS needs both the client certificate and its key`);
-  }
-  const clientId = v['client-id'] ?? `vxedge-fleet-${randomBytes(4).toString('hex')}`;
-  if (clientId === '') throw new UsageError('--client-id is empty');
-  return {
-    mqtt: m,
-    broker,
-    prefix: m.topicPrefix,
-    json: v.json ?? false,
-    watch: v.watch ?? false,
-    clientId,
-    waitMs: duration('wait', v.wait, 2000, 0),
-    quietMs: QUIET_MS,
-    timeoutMs: duration('timeout', v.timeout, 5000, 1),
-    intervalMs: duration('interval', v.interval, m.interval, 1),
-  };
-}
-
-function duration(flag: string, given: string | undefined, fallback: number, min: number): number {
-  if (given === undefined) return fallback;
-  let ms: number;
-  try {
-    ms = parseDuration(given);
-  } catch (e) {
-    throw new UsageError(`--${flag}: ${(e as Error).message}`);
-  }
-  if (ms < min) throw new UsageError(`--${flag} ${show(given)} is too short (at least ${formatDuration(min)})`);
-  return ms;
-}
-
-/**
- * The gateway's client options, for a reader. buildClientOptions always sets the gateway's last
- * will (a retained "offline" on its status topic); a reader must announce nothing, so it goes.
- * A shared builder would take `will: { topic } | null` instead of `statusTopic`.
- */
-export function readerClientOptions(o: FleetOptions, secrets: MqttSecrets, protocolVersion: ProtocolVersion): IClientOptions {
-  const opts = buildClientOptions({ mqtt: o.mqtt, clientId: o.clientId, statusTopic: '', protocolVersion, secrets, connectTimeoutMs: o.timeoutMs });
-  delete opts.will;
-  // The broker must not send us more than a health document can be (MQTT 5 §3.1.2.11.4).
-  if (protocolVersion === 5) opts.properties = { ...opts.properties, maximumPacketSize: MAX_PACKET };
-  return opts;
 }
 
 type ErrLike = Error & { code?: string | number };
@@ -359,7 +183,7 @@ class FleetSession {
     const failure = await this.collect(r.client);
     if (failure) {
       this.client = null;
-      discard(r.client);
+      closeClient(r.client);
       return failure;
     }
     this.established = true;
@@ -387,7 +211,7 @@ class FleetSession {
         client.off('close', onClose);
         // onError stays: until attach() adds its own, an 'error' without a listener would throw.
         if (ok) return resolve({ client, err: null });
-        discard(client);
+        closeClient(client);
         resolve({ client: null, err });
       };
       const onConnect = () => finish(true);
@@ -424,7 +248,7 @@ class FleetSession {
       if (client !== this.client || this.closing || !this.established) return;
       this.established = false;
       this.client = null;
-      discard(client);
+      closeClient(client);
       if (this.watching) this.connectionLost();
     });
   }
@@ -567,7 +391,7 @@ class FleetSession {
       // Stopped while this attempt ran: close() has been, so the new client is ended here.
       const c = this.client;
       this.client = null;
-      if (c) discard(c);
+      if (c) closeClient(c);
       return;
     }
     if (failure) {
@@ -603,7 +427,7 @@ class FleetSession {
         }
       });
     }
-    discard(c);
+    closeClient(c);
   }
 }
 
@@ -613,18 +437,6 @@ function key(r: FleetRow): string {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-/** Closes a client at once; an error it emits while closing must not become an uncaught exception. */
-function discard(c: MqttClient): void {
-  try {
-    c.removeAllListeners('error');
-    c.on('error', () => {});
-    c.end(true);
-    c.stream?.destroy();
-  } catch {
-    /* already closed */
-  }
 }
 
 // Run when executed (`node dist/cli/fleet.js …`), not when imported (by main.ts or tests).

@@ -1,7 +1,7 @@
 // The few etcd v3 operations the etcd cluster source needs, as a narrow interface: the source
-// (etcd.ts) is written against it and tested with an in-memory fake, and the production
-// adapter over the `etcd3` client (etcd3-kv.ts) is loaded only when `cluster.source` is etcd,
-// so that a gateway without etcd never loads gRPC.
+// (etcd.ts and its parts, etcd-*.ts) is written against it and tested with an in-memory fake,
+// and the production adapter over the `etcd3` client (etcd3-kv.ts) is loaded only when
+// `cluster.source` is etcd, so that a gateway without etcd never loads gRPC.
 //
 // Revisions and lease ids are etcd int64s: bigint here (lease ids routinely exceed 2^53).
 import type { Clock } from '../util/clock.js';

@@ -52,6 +52,8 @@ export class LiveMembership {
   private view: ClusterView | null = null;
   private skipped: SkippedNode[] = [];
   private publicIp: string | null = null;
+  /** The peers of the last merge applied: a node in force keeps its subnet against a newcomer. */
+  private inForce: readonly PeerConfig[] = [];
 
   private constructor(
     private readonly o: LiveMembershipOptions,
@@ -116,10 +118,13 @@ export class LiveMembership {
 
   private async sync(why: string): Promise<PeerDiff> {
     const { cfg } = this.o;
-    const merged = mergePeers(this.statics, this.view, { network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: this.o.siteMac });
+    const merged = mergePeers(this.statics, this.view, {
+      network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: this.o.siteMac, inForce: this.inForce,
+    });
     this.skipped = [...(this.view?.skipped ?? []), ...merged.skipped];
     try {
       const d = await this.o.apply(merged.peers);
+      this.inForce = merged.peers;
       if (!diffIsEmpty(d) && why !== 'start') {
         const names = (l: { name: string }[]) => l.slice(0, 20).map((p) => p.name);
         this.o.log.info('peers changed', { why, added: names(d.added), removed: names(d.removed), changed: names(d.changed.map((c) => c.to)) });

@@ -7,7 +7,10 @@
 // Merging is where untrusted cluster data meets the site: a cluster peer is left out,
 // with a reason, when it would hijack or shadow something (our own subnet, a static peer's
 // subnet, another node's subnet or VTEP MAC, our own MAC) or lies outside the pod network.
-// Static peers always win: the operator wrote them.
+// Static peers always win: the operator wrote them. Between two cluster nodes that conflict,
+// the one already in force with that subnet wins: a node that joins claiming a working peer's
+// subnet must not take that peer's traffic, whatever its name. Otherwise the name decides, so
+// that every start picks the same one.
 import type { Cidr, PeerConfig } from '../config/types.js';
 import { cidrContains, cidrOverlaps } from '../util/ipv4.js';
 import type { ClusterView, SkippedNode } from './types.js';
@@ -17,6 +20,8 @@ export interface MergeContext {
   /** The site's own subnet: nothing may route it into the tunnel. */
   siteSubnet: Cidr;
   siteMac: string;
+  /** The peers in force now (from the last merge applied); none at start. */
+  inForce?: readonly PeerConfig[];
 }
 
 export interface Merged {
@@ -30,7 +35,9 @@ export function mergePeers(statics: readonly PeerConfig[], view: ClusterView | n
   const skipped: SkippedNode[] = [];
   const staticNames = new Set(statics.map((p) => p.name));
   const names = new Set(staticNames);
-  const candidates = [...(view?.peers ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const held = new Map((ctx.inForce ?? []).map((p) => [p.name, p.subnet.text]));
+  const incumbent = (p: PeerConfig) => (held.get(p.name) === p.subnet.text ? 0 : 1);
+  const candidates = [...(view?.peers ?? [])].sort((a, b) => incumbent(a) - incumbent(b) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const c of candidates) {
     const why = names.has(c.name) ? 'a static peer has the same name; the static entry is used' : conflict(c, peers, staticNames, ctx);
     if (why) {

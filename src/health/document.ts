@@ -4,6 +4,7 @@
 import type { ClusterStatus } from '../cluster/types.js';
 import type { PeerState } from '../control/peer-state.js';
 import type { PortMapperStatus } from '../nat/portmap/portmapper.js';
+import type { MemoryDoc } from './memory.js';
 import type { MqttStatus } from './mqtt.js';
 
 export type GatewayState = 'ok' | 'degraded' | 'down';
@@ -83,6 +84,8 @@ export interface HealthDocument {
   pid: number;
   /** Seconds between MQTT health publications (mqtt.interval): older than 3 × this is stale. */
   intervalS?: number;
+  /** The process's memory, MiB (docs/memory.md): resident now and at its peak, and the JS heap. */
+  memory?: MemoryDoc;
   drops: Record<string, number>;
   mqtt?: MqttStatus;
   nat?: NatHealthDoc;

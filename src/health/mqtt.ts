@@ -28,7 +28,7 @@ import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
 import { describeMqttFailure, isUnsupportedProtocol } from './mqtt-errors.js';
 import {
-  buildClientOptions, clientIdFor, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
+  buildClientOptions, clientIdFor, closeClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
   type BrokerUrl, type FileReader, type MqttConfig, type ProtocolVersion,
 } from './mqtt-options.js';
 
@@ -211,7 +211,7 @@ export class HealthPublisher {
     } catch (e) {
       this.o.log.warn('mqtt stop', { err: (e as Error).message });
     } finally {
-      closeHard(c);
+      closeClient(c);
     }
   }
 
@@ -300,7 +300,7 @@ export class HealthPublisher {
     this.gen++; // late events of this client are ignored from now on
     if (client) {
       this.client = null;
-      closeHard(client);
+      closeClient(client);
     }
     if (!this.running) return;
     let delay = 0;
@@ -366,18 +366,6 @@ export class HealthPublisher {
       this.pending = true;
       this.lastError = `publish health: ${(e as Error).message}`;
     }
-  }
-}
-
-function closeHard(c: MqttClient): void {
-  try {
-    // Keep a listener: an error emitted while closing must not become an uncaught exception.
-    c.removeAllListeners('error');
-    c.on('error', () => {});
-    c.end(true);
-    c.stream?.destroy();
-  } catch {
-    /* already closed */
   }
 }
 

@@ -24,25 +24,14 @@
 // delete on stop give up after 3 requests (1.75 s), because the router is one hop away
 // and `auto` must move on to the next protocol quickly (Tailscale waits only 250 ms).
 import { intToIp } from '../../util/ipv4.js';
-import {
-  EpochTracker,
-  fail,
-  ok,
-  type ClientContext,
-  type Grant,
-  type MappingClient,
-  type MappingHealth,
-  type Outcome,
-  type Phase,
-} from './client.js';
-import { describeSilence, exchange, type ExchangeResult } from './transport.js';
+import { EpochTracker, fail, ok, type ClientContext, type Grant, type MappingClient, type MappingHealth, type Outcome, type Phase } from './client.js';
+import { QUICK_WAITS_MS, RESPONSE_BIT, RouterUdp } from './router-udp.js';
+import type { ExchangeResult } from './transport.js';
 
-export const NATPMP_PORT = 5351;
 export const NATPMP_VERSION = 0;
 export const NATPMP_OP_ADDRESS = 0;
 export const NATPMP_OP_MAP_UDP = 1;
 export const NATPMP_OP_MAP_TCP = 2;
-const RESPONSE_BIT = 0x80;
 const HEADER_LEN = 8;
 const ADDRESS_RESPONSE_LEN = 12;
 const MAP_REQUEST_LEN = 12;
@@ -62,9 +51,8 @@ export function natPmpResultName(code: number): string {
   return NATPMP_RESULT[code] ?? `UNKNOWN_RESULT_${code}`;
 }
 
-/** RFC 6886 §3.1 in full (renewals) and its first three steps (everything else). */
+/** RFC 6886 §3.1 in full, for renewals (everything else: its first three steps, QUICK_WAITS_MS). */
 export const NATPMP_RENEW_WAITS_MS: readonly number[] = [250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000];
-export const NATPMP_QUICK_WAITS_MS: readonly number[] = [250, 500, 1000];
 
 export interface NatPmpResponse {
   /** The request's opcode (0 address, 1 UDP, 2 TCP), without the response bit. */
@@ -136,26 +124,25 @@ export function natPmpEpochPlausible(prevServerS: number, prevClientMs: number, 
 
 export class NatPmpClient implements MappingClient {
   readonly protocol = 'natpmp' as const;
-  private bad = 0;
   private readonly epoch = new EpochTracker(natPmpEpochPlausible);
-  private readonly server: { address: string; port: number };
+  private readonly udp: RouterUdp;
 
   constructor(private readonly c: ClientContext) {
-    this.server = { address: c.gateway, port: NATPMP_PORT };
+    this.udp = new RouterUdp(c, 'NAT-PMP');
   }
 
   get badAnswers(): number {
-    return this.bad;
+    return this.udp.bad;
   }
 
   async map(lifetimeS: number, phase: Phase, signal: AbortSignal): Promise<Outcome<Grant>> {
     const req = encodeNatPmpMapRequest({ internalPort: this.c.port, suggestedExternalPort: this.c.port, lifetimeS });
-    const r = await this.send(req, NATPMP_OP_MAP_UDP, phase === 'renew' ? NATPMP_RENEW_WAITS_MS : NATPMP_QUICK_WAITS_MS, signal);
-    if (r.kind !== 'answer') return this.silence(r);
+    const r = await this.send(req, NATPMP_OP_MAP_UDP, phase === 'renew' ? NATPMP_RENEW_WAITS_MS : QUICK_WAITS_MS, signal);
+    if (r.kind !== 'answer') return this.udp.silence(r);
     const a = r.value;
     if (a.resultCode !== 0) return this.refusal(a);
     if (!a.lifetimeS || !a.externalPort) {
-      this.bad++;
+      this.udp.bad++;
       return fail('bad-answer', `NAT-PMP answered SUCCESS without a mapping (external port ${a.externalPort}, lifetime ${a.lifetimeS} s)`);
     }
     const restarted = this.epoch.observe(a.epochS, this.c.clock.monotonic());
@@ -176,8 +163,8 @@ export class NatPmpClient implements MappingClient {
   async unmap(_externalPort: number, signal: AbortSignal): Promise<Outcome<void>> {
     // §3.4: lifetime 0 and suggested external port 0 delete the mapping of our internal port.
     const req = encodeNatPmpMapRequest({ internalPort: this.c.port, suggestedExternalPort: 0, lifetimeS: 0 });
-    const r = await this.send(req, NATPMP_OP_MAP_UDP, NATPMP_QUICK_WAITS_MS, signal);
-    if (r.kind !== 'answer') return this.silence(r);
+    const r = await this.send(req, NATPMP_OP_MAP_UDP, QUICK_WAITS_MS, signal);
+    if (r.kind !== 'answer') return this.udp.silence(r);
     return r.value.resultCode === 0 ? ok(undefined) : this.refusal(r.value);
   }
 
@@ -188,8 +175,8 @@ export class NatPmpClient implements MappingClient {
   }
 
   private async address(signal: AbortSignal): Promise<Outcome<MappingHealth>> {
-    const r = await this.send(encodeNatPmpAddressRequest(), NATPMP_OP_ADDRESS, NATPMP_QUICK_WAITS_MS, signal);
-    if (r.kind !== 'answer') return this.silence(r);
+    const r = await this.send(encodeNatPmpAddressRequest(), NATPMP_OP_ADDRESS, QUICK_WAITS_MS, signal);
+    if (r.kind !== 'answer') return this.udp.silence(r);
     const a = r.value;
     if (a.resultCode !== 0) return this.refusal(a);
     const restarted = this.epoch.observe(a.epochS, this.c.clock.monotonic());
@@ -201,30 +188,13 @@ export class NatPmpClient implements MappingClient {
   }
 
   private send(req: Buffer, opcode: number, waitsMs: readonly number[], signal: AbortSignal): Promise<ExchangeResult<NatPmpResponse>> {
-    return exchange({
-      udp: this.c.udp,
-      clock: this.c.clock,
-      localAddress: this.c.localAddress,
-      server: this.server,
-      request: req,
-      waitsMs,
-      signal,
-      accept: (msg) => {
-        const a = decodeNatPmpResponse(msg);
-        // An answer to another request, or a mapping of another internal port, is not ours.
-        if (!a || a.opcode !== opcode) return null;
-        if (a.internalPort !== undefined && a.internalPort !== this.c.port) return null;
-        return a;
-      },
-    }).then((r) => {
-      this.bad += r.ignored;
-      return r;
+    return this.udp.send(req, waitsMs, signal, (msg) => {
+      const a = decodeNatPmpResponse(msg);
+      // An answer to another request, or a mapping of another internal port, is not ours.
+      if (!a || a.opcode !== opcode) return null;
+      if (a.internalPort !== undefined && a.internalPort !== this.c.port) return null;
+      return a;
     });
-  }
-
-  private silence(r: ExchangeResult<NatPmpResponse>): Outcome<never> {
-    if (r.kind === 'aborted' || r.kind === 'error') return fail('local', `NAT-PMP: ${describeSilence(r, this.server)}`);
-    return fail('absent', `NAT-PMP: ${describeSilence(r, this.server)}`);
   }
 
   private refusal(a: NatPmpResponse): Outcome<never> {

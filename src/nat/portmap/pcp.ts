@@ -35,20 +35,10 @@
 // before (PortMapper's `pcpNonce`).
 import { isIPv4 } from '../../util/ipv4.js';
 import { decodeNatPmpResponse } from './natpmp.js';
-import {
-  EpochTracker,
-  fail,
-  ok,
-  type ClientContext,
-  type Grant,
-  type MappingClient,
-  type MappingHealth,
-  type Outcome,
-  type Phase,
-} from './client.js';
-import { describeSilence, exchange, type ExchangeResult } from './transport.js';
+import { EpochTracker, fail, ok, type ClientContext, type Grant, type MappingClient, type MappingHealth, type Outcome, type Phase } from './client.js';
+import { QUICK_WAITS_MS, RESPONSE_BIT, RouterUdp } from './router-udp.js';
+import type { ExchangeResult } from './transport.js';
 
-export const PCP_PORT = 5351;
 export const PCP_VERSION = 2;
 export const PCP_OP_ANNOUNCE = 0;
 export const PCP_OP_MAP = 1;
@@ -57,7 +47,6 @@ export const PCP_NONCE_LEN = 12;
 export const PCP_HEADER_LEN = 24;
 export const PCP_MAP_LEN = PCP_HEADER_LEN + 36;
 export const PCP_MAX_LEN = 1100;
-const RESPONSE_BIT = 0x80;
 
 /** Result codes (§7.4) by their RFC names. */
 export const PCP_RESULT: Readonly<Record<number, string>> = {
@@ -81,7 +70,6 @@ export function pcpResultName(code: number): string {
   return PCP_RESULT[code] ?? `UNKNOWN_RESULT_${code}`;
 }
 
-export const PCP_QUICK_WAITS_MS: readonly number[] = [250, 500, 1000];
 const IRT_MS = 3000;
 const MRT_MS = 1_024_000;
 const RENEW_SENDS = 5;
@@ -214,24 +202,23 @@ type Answer = { pcp: PcpResponse } | { natPmpOnly: true };
 
 export class PcpClient implements MappingClient {
   readonly protocol = 'pcp' as const;
-  private bad = 0;
   private readonly epoch = new EpochTracker(pcpEpochPlausible);
-  private readonly server: { address: string; port: number };
+  private readonly udp: RouterUdp;
   private readonly nonce: Buffer;
   /** The external address of our last grant: suggested again when renewing (§11.2). */
   private lastExternalIp = '0.0.0.0';
 
   constructor(private readonly c: ClientContext) {
-    this.server = { address: c.gateway, port: PCP_PORT };
+    this.udp = new RouterUdp(c, 'PCP');
     this.nonce = Buffer.from(c.nonce());
   }
 
   get badAnswers(): number {
-    return this.bad;
+    return this.udp.bad;
   }
 
   async map(lifetimeS: number, phase: Phase, signal: AbortSignal): Promise<Outcome<Grant>> {
-    const waits = phase === 'renew' ? pcpRetransmitWaits(RENEW_SENDS, this.c.random) : PCP_QUICK_WAITS_MS;
+    const waits = phase === 'renew' ? pcpRetransmitWaits(RENEW_SENDS, this.c.random) : QUICK_WAITS_MS;
     const r = await this.send(this.mapRequest(lifetimeS, this.c.port), PCP_OP_MAP, waits, signal);
     const a = this.answerOf(r);
     if (!a.ok) return a;
@@ -239,7 +226,7 @@ export class PcpClient implements MappingClient {
     if (res.resultCode !== 0) return this.refusal(res);
     const m = res.map!;
     if (res.lifetimeS === 0 || m.externalPort === 0 || m.externalIp === null) {
-      this.bad++;
+      this.udp.bad++;
       return fail('bad-answer', `PCP answered SUCCESS without a usable IPv4 mapping (external ${m.externalIp ?? 'not IPv4'}:${m.externalPort}, lifetime ${res.lifetimeS} s)`);
     }
     const restarted = this.epoch.observe(res.epochS, this.c.clock.monotonic());
@@ -248,7 +235,7 @@ export class PcpClient implements MappingClient {
   }
 
   async check(signal: AbortSignal): Promise<Outcome<MappingHealth>> {
-    const r = await this.send(encodePcpAnnounceRequest(this.c.localAddress), PCP_OP_ANNOUNCE, PCP_QUICK_WAITS_MS, signal);
+    const r = await this.send(encodePcpAnnounceRequest(this.c.localAddress), PCP_OP_ANNOUNCE, QUICK_WAITS_MS, signal);
     const a = this.answerOf(r);
     if (!a.ok) return a;
     if (a.value.resultCode !== 0) return this.refusal(a.value);
@@ -263,14 +250,14 @@ export class PcpClient implements MappingClient {
   }
 
   async unmap(externalPort: number, signal: AbortSignal): Promise<Outcome<void>> {
-    const r = await this.send(this.mapRequest(0, externalPort), PCP_OP_MAP, PCP_QUICK_WAITS_MS, signal);
+    const r = await this.send(this.mapRequest(0, externalPort), PCP_OP_MAP, QUICK_WAITS_MS, signal);
     const a = this.answerOf(r);
     if (!a.ok) return a;
     return a.value.resultCode === 0 ? ok(undefined) : this.refusal(a.value);
   }
 
   async probe(signal: AbortSignal): Promise<Outcome<string>> {
-    const r = await this.send(encodePcpAnnounceRequest(this.c.localAddress), PCP_OP_ANNOUNCE, PCP_QUICK_WAITS_MS, signal);
+    const r = await this.send(encodePcpAnnounceRequest(this.c.localAddress), PCP_OP_ANNOUNCE, QUICK_WAITS_MS, signal);
     const a = this.answerOf(r);
     if (!a.ok) return a;
     if (a.value.resultCode !== 0) return this.refusal(a.value);
@@ -290,29 +277,17 @@ export class PcpClient implements MappingClient {
   }
 
   private send(req: Buffer, opcode: number, waitsMs: readonly number[], signal: AbortSignal): Promise<ExchangeResult<Answer>> {
-    return exchange<Answer>({
-      udp: this.c.udp,
-      clock: this.c.clock,
-      localAddress: this.c.localAddress,
-      server: this.server,
-      request: req,
-      waitsMs,
-      signal,
-      accept: (msg) => {
-        if (msg[0] === 0) {
-          const n = decodeNatPmpResponse(msg);
-          return n && n.resultCode === 1 && n.opcode === opcode ? { natPmpOnly: true } : null;
-        }
-        const a = decodePcpResponse(msg);
-        if (!a || a.opcode !== opcode) return null;
-        const m = a.map;
-        // A MAP answer must be about our mapping: nonce, protocol, internal port (§11.4).
-        if (m && (!m.nonce.equals(this.nonce) || m.protocol !== PCP_PROTO_UDP || m.internalPort !== this.c.port)) return null;
-        return { pcp: a };
-      },
-    }).then((r) => {
-      this.bad += r.ignored;
-      return r;
+    return this.udp.send<Answer>(req, waitsMs, signal, (msg) => {
+      if (msg[0] === 0) {
+        const n = decodeNatPmpResponse(msg);
+        return n && n.resultCode === 1 && n.opcode === opcode ? { natPmpOnly: true } : null;
+      }
+      const a = decodePcpResponse(msg);
+      if (!a || a.opcode !== opcode) return null;
+      const m = a.map;
+      // A MAP answer must be about our mapping: nonce, protocol, internal port (§11.4).
+      if (m && (!m.nonce.equals(this.nonce) || m.protocol !== PCP_PROTO_UDP || m.internalPort !== this.c.port)) return null;
+      return { pcp: a };
     });
   }
 
@@ -321,8 +296,7 @@ export class PcpClient implements MappingClient {
       if ('pcp' in r.value) return ok(r.value.pcp);
       return fail('absent', 'PCP: the router speaks NAT-PMP only (it answered UNSUPPORTED_VERSION in NAT-PMP form)', { code: 'UNSUPP_VERSION' });
     }
-    if (r.kind === 'aborted' || r.kind === 'error') return fail('local', `PCP: ${describeSilence(r, this.server)}`);
-    return fail('absent', `PCP: ${describeSilence(r, this.server)}`);
+    return this.udp.silence(r);
   }
 
   private refusal(a: PcpResponse): Outcome<never> {

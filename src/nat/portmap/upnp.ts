@@ -35,17 +35,11 @@ import { child, childText, descendants, parseXml } from './xml.js';
 export const SSDP_ADDRESS = '239.255.255.250';
 export const SSDP_PORT = 1900;
 export const SSDP_SEARCH_TARGETS = ['urn:schemas-upnp-org:device:InternetGatewayDevice:1', 'ssdp:all'] as const;
-const SSDP_RESEND_MS = 500;
-const SSDP_WAIT_MS = 2000;
-const SSDP_MAX_DATAGRAMS = 64;
-const SSDP_MAX_BYTES = 2048;
-const SSDP_MAX_LINES = 32;
-const SSDP_MAX_LOCATIONS = 3;
-const DESCRIPTION_TIMEOUT_MS = 2000;
-const DESCRIPTION_MAX_BYTES = 64 * 1024;
-const SOAP_TIMEOUT_MS = 3000;
-const SOAP_MAX_BYTES = 16 * 1024;
-const SOAP_MAX_VALUES = 32;
+/** The SSDP search: resend after, wait for answers this long, and bounds on the untrusted answers. */
+const SSDP = { resendMs: 500, waitMs: 2000, maxDatagrams: 64, maxBytes: 2048, maxLines: 32, maxLocations: 3 } as const;
+/** HTTP to the router: the device description, and SOAP calls (bounded in values read too). */
+const DESCRIPTION = { timeoutMs: 2000, maxBytes: 64 * 1024 } as const;
+const SOAP = { timeoutMs: 3000, maxBytes: 16 * 1024, maxValues: 32 } as const;
 const MAPPING_DESCRIPTION = 'vxedge';
 
 /** The connection services that can map ports, best first (Tailscale's order). */
@@ -104,14 +98,14 @@ export interface SsdpAnswer {
 
 /** A search response ("HTTP/1.1 200 OK" + headers with an http LOCATION). Null otherwise. Never throws. */
 export function parseSsdpResponse(buf: Buffer): SsdpAnswer | null {
-  if (buf.length > SSDP_MAX_BYTES) return null;
+  if (buf.length > SSDP.maxBytes) return null;
   const lines = buf.toString('latin1').split(/\r?\n/);
   if (!/^HTTP\/1\.[01] 200( |$)/i.test(lines[0] ?? '')) return null;
   const h: Record<string, string> = {};
   let count = 0;
   for (const line of lines.slice(1)) {
     if (line === '') continue;
-    if (++count > SSDP_MAX_LINES) return null;
+    if (++count > SSDP.maxLines) return null;
     const colon = line.indexOf(':');
     if (colon <= 0) continue;
     const name = line.slice(0, colon).trim().toLowerCase();
@@ -217,7 +211,7 @@ export function parseSoapResponse(status: number, body: string, action: string):
   const resp = child(soapBody, `${action}Response`);
   if (!resp) return { kind: 'malformed', why: `no ${action}Response in the answer` };
   const values: Record<string, string> = {};
-  for (const c of resp.children.slice(0, SOAP_MAX_VALUES)) values[c.name] = c.text;
+  for (const c of resp.children.slice(0, SOAP.maxValues)) values[c.name] = c.text;
   return { kind: 'ok', values };
 }
 
@@ -348,14 +342,14 @@ export class UpnpClient implements MappingClient {
     const answers = await this.search(signal);
     if (signal.aborted) return fail('local', 'UPnP: stopped');
     if (answers.length === 0) {
-      return fail('absent', `UPnP: no IGD at ${this.c.gateway} answered an SSDP search (unicast to ${this.c.gateway}:${SSDP_PORT} and multicast) within ${SSDP_WAIT_MS / 1000} s`);
+      return fail('absent', `UPnP: no IGD at ${this.c.gateway} answered an SSDP search (unicast to ${this.c.gateway}:${SSDP_PORT} and multicast) within ${SSDP.waitMs / 1000} s`);
     }
     const problems: string[] = [];
-    for (const a of answers.slice(0, SSDP_MAX_LOCATIONS)) {
+    for (const a of answers.slice(0, SSDP.maxLocations)) {
       const loc = repoint(parseHttpUrl(a.location)!, this.c.gateway);
       let res: HttpResponse;
       try {
-        res = await this.http(loc, 'GET', {}, undefined, DESCRIPTION_TIMEOUT_MS, DESCRIPTION_MAX_BYTES, signal);
+        res = await this.http(loc, 'GET', {}, undefined, DESCRIPTION.timeoutMs, DESCRIPTION.maxBytes, signal);
       } catch (e) {
         problems.push(`${loc.href}: ${(e as Error).message}`);
         continue;
@@ -403,7 +397,7 @@ export class UpnpClient implements MappingClient {
           {
             message: (msg, from) => {
               if (done) return;
-              if (++datagrams > SSDP_MAX_DATAGRAMS) return finish();
+              if (++datagrams > SSDP.maxDatagrams) return finish();
               if (from.address !== this.c.gateway) return; // other LAN devices answer the multicast too
               const a = parseSsdpResponse(msg);
               if (!a) {
@@ -421,7 +415,7 @@ export class UpnpClient implements MappingClient {
             if (done) return s.close();
             sock = s;
             send();
-            timers.push(this.c.clock.after(SSDP_RESEND_MS, send), this.c.clock.after(SSDP_WAIT_MS, finish));
+            timers.push(this.c.clock.after(SSDP.resendMs, send), this.c.clock.after(SSDP.waitMs, finish));
           },
           (e: unknown) => {
             this.c.log.debug('upnp: cannot open the SSDP socket', { err: (e as Error).message });
@@ -492,7 +486,7 @@ export class UpnpClient implements MappingClient {
       res = await this.http(new URL(svc.controlUrl), 'POST', {
         'Content-Type': 'text/xml; charset="utf-8"',
         SOAPAction: `"${svc.serviceType}#${action}"`,
-      }, encodeSoapRequest(svc.serviceType, action, args), SOAP_TIMEOUT_MS, SOAP_MAX_BYTES, signal);
+      }, encodeSoapRequest(svc.serviceType, action, args), SOAP.timeoutMs, SOAP.maxBytes, signal);
     } catch (e) {
       return { kind: 'broken', why: `${action} at ${svc.controlUrl}: ${(e as Error).message}`, transport: true };
     }

@@ -1,0 +1,153 @@
+// The etcd source's connection, shared by its two jobs, following (etcd-follow.ts) and
+// registration (etcd-register.ts): the client opened once and kept, every call bounded by a
+// timeout on our clock and labelled with what it was for, the delays between retries, and the
+// one place that turns a failure into an operator's sentence (what is wrong, what to do).
+//
+// The etcd3 adapter (and with it gRPC) is imported on the first connect only, so a gateway that
+// follows Kubernetes or static peers never loads it. Once stop() is called no new client is kept
+// and the open one is closed; the jobs read `stopped` to drop what their pending calls return.
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { formatDuration } from '../util/duration.js';
+import { EtcdKvError, type EtcdAuth, type EtcdConnect, type EtcdKv, type EtcdTlsFiles } from './etcd-kv.js';
+
+/** Loads the etcd3 adapter (and with it gRPC) only when an etcd source connects. */
+const defaultConnect: EtcdConnect = async (o) => (await import('./etcd3-kv.js')).connectEtcd3(o);
+
+/** An error with the operation it happened in, for messages. */
+export class OpError extends Error {
+  constructor(
+    readonly what: string,
+    readonly reason: unknown,
+  ) {
+    super(`${what}: ${reason instanceof Error ? reason.message : String(reason)}`);
+  }
+}
+
+/** The config in etcd does not fit the site: not a connection problem, but we stay not-connected. */
+export class ConfigMismatch extends Error {}
+
+export interface EtcdConnectionOptions {
+  endpoints: string[];
+  tls?: EtcdTlsFiles;
+  auth?: EtcdAuth;
+  /** flannel's --etcd-prefix, and the subnets below it we write to (for permission messages). */
+  prefix: string;
+  subnetsPrefix: string;
+  /** Whether we write our lease (for permission messages). */
+  register: boolean;
+  clock: Clock;
+  log: Logger;
+  connect?: EtcdConnect;
+  callTimeoutMs: number;
+  retry: { initialMs: number; maxMs: number };
+  random: () => number;
+}
+
+export class EtcdConnection {
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly callTimeoutMs: number;
+  /** The open client, once connected; null before and after stop(). */
+  kv: EtcdKv | null = null;
+  stopped = false;
+
+  private connecting: Promise<EtcdKv> | null = null;
+  private readonly warned = new Set<string>();
+
+  constructor(private readonly o: EtcdConnectionOptions) {
+    this.clock = o.clock;
+    this.log = o.log;
+    this.callTimeoutMs = o.callTimeoutMs;
+  }
+
+  /** The client, connecting first if there is none. */
+  async client(): Promise<EtcdKv> {
+    if (this.kv) return this.kv;
+    this.connecting ??= (this.o.connect ?? defaultConnect)({
+      endpoints: this.o.endpoints,
+      tls: this.o.tls,
+      auth: this.o.auth,
+      clock: this.clock,
+      callTimeoutMs: Math.min(5_000, this.callTimeoutMs),
+    });
+    try {
+      const kv = await this.connecting;
+      if (this.stopped) throw new EtcdKvError('other', 'stopped');
+      this.kv = kv;
+      return kv;
+    } finally {
+      this.connecting = null;
+    }
+  }
+
+  /** Marks the connection stopped and closes the client (also one still connecting). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const kv = this.kv ?? (await this.connecting?.catch(() => null)) ?? null;
+    this.kv = null;
+    this.connecting = null;
+    if (kv) await kv.close().catch(() => undefined);
+  }
+
+  /** A call to etcd, bounded by callTimeoutMs on our clock and labelled for messages. */
+  call<T>(p: Promise<T>, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = this.clock.after(this.callTimeoutMs, () =>
+        reject(new OpError(what, new EtcdKvError('timeout', `no answer within ${formatDuration(this.callTimeoutMs)}`))));
+      p.then(
+        (v) => {
+          timer.cancel();
+          resolve(v);
+        },
+        (e: unknown) => {
+          timer.cancel();
+          reject(new OpError(what, e));
+        },
+      );
+    });
+  }
+
+  /** The wait before retry number `failures` (from 0): between half and all of min(maxMs, initialMs·2ⁿ). */
+  backoff(failures: number): number {
+    const base = Math.min(this.o.retry.maxMs, this.o.retry.initialMs * 2 ** Math.min(failures, 30));
+    return Math.round(base * (0.5 + 0.5 * this.o.random()));
+  }
+
+  /** Logs a warning the first time it is seen, not on every retry. */
+  warnOnce(msg: string): void {
+    if (this.warned.has(msg)) return;
+    this.warned.add(msg);
+    this.log.warn(msg);
+  }
+
+  /** An operator's sentence for a failure: what is wrong, and what to do. */
+  describe(e: unknown): string {
+    if (e instanceof ConfigMismatch) return e.message;
+    const what = e instanceof OpError ? e.what : 'etcd';
+    const cause = e instanceof OpError ? e.reason : e;
+    const msg = cause instanceof Error ? cause.message : String(cause);
+    const endpoints = this.o.endpoints.join(', ');
+    const user = this.o.auth?.username;
+    if (!(cause instanceof EtcdKvError)) return `${what}: ${msg}`;
+    switch (cause.kind) {
+      case 'unavailable':
+      case 'timeout':
+        return `cannot reach etcd at ${endpoints} (${what}: ${msg}); the last known peers stay in use`;
+      case 'auth':
+        return user
+          ? `etcd at ${endpoints} refused user ${JSON.stringify(user)} (${msg}): check cluster.etcd.username and the password in cluster.etcd.passwordFile`
+          : `etcd at ${endpoints} requires authentication (${msg}): set cluster.etcd.username and cluster.etcd.passwordFile, or a client certificate (cluster.etcd.cert, cluster.etcd.key)`;
+      case 'permission':
+        return `etcd denied ${what} to ${user ? `user ${JSON.stringify(user)}` : 'this client'} (${msg}): grant it read access to ` +
+          `${this.o.prefix}/${this.o.register ? ` and write access to ${this.o.subnetsPrefix}` : ''}`;
+      case 'tls':
+        return `TLS to etcd at ${endpoints} failed (${msg}): check cluster.etcd.ca (the CA that signed etcd's certificate), ` +
+          'cluster.etcd.cert and cluster.etcd.key, and that the endpoints use https://';
+      case 'setup':
+        return msg;
+      default:
+        return `etcd at ${endpoints}: ${what}: ${msg}`;
+    }
+  }
+}
