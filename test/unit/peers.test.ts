@@ -128,6 +128,17 @@ describe('membership', () => {
     expect(why['sub-of-2']).toMatch(/overlaps node aws-2/);
   });
 
+  it('regression: a newcomer claiming the subnet of a node in force never takes its route, whatever its name', () => {
+    const old = peer(2, { name: 'aws-node-1' });
+    const thief = peer(9, { name: 'a-thief', subnet: old.subnet });
+    const first = mergePeers([], view([old]), ctx);
+    const next = mergePeers([], view([old, thief]), { ...ctx, inForce: first.peers });
+    expect(next.peers.map((p) => p.name)).toEqual(['aws-node-1']);
+    expect(next.skipped).toEqual([{ name: 'a-thief', why: expect.stringContaining('overlaps node aws-node-1') }]);
+    // Without history (a fresh start), name order decides, as it must decide something.
+    expect(mergePeers([], view([old, thief]), ctx).peers.map((p) => p.name)).toEqual(['a-thief']);
+  });
+
   it('diffs by name: added, removed, changed', () => {
     const d = diffPeers([peer(1), peer(2), peer(3)], [peer(1), peer(2, { publicIp: '203.0.113.77' }), peer(4)]);
     expect(d.added.map((p) => p.name)).toEqual(['aws-4']);

@@ -1,0 +1,236 @@
+// Live cluster membership from etcd end to end: the real gateway (dist/cli/main.js run) follows
+// flannel's etcd subnet manager in the standard lab, against a real etcd (Debian's etcd-server)
+// in the internet namespace, reached through the site NAT:
+//
+//   pod1 - aws1 [kernel flannel.1] --\                                 /-- gw [vxedge] -- host
+//                                      inet 198.51.100.1 -- nat (MASQUERADE)
+//   pod2 - aws2 [kernel flannel.1] --/   etcd :2379
+//
+// The AWS nodes' leases are written as flanneld writes them (`etcdctl lease grant`, `put
+// --lease`, the exact JSON of flannel's LeaseAttrs), and `{prefix}/config` as flannel's net-conf.
+// The gateway starts with `peers: []`: it must take its peers from the leases, keep the site's
+// own lease there on an etcd lease, follow a lease that goes and comes back, keep forwarding
+// while etcd is away, refuse a config that is not VXLAN, and never take over a subnet someone
+// else holds. Every wait is a condition with a deadline.
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
+import { startGateway, type RunningGateway } from './vxedge.js';
+import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
+import type { HealthDocument } from '../../src/health/document.js';
+
+const PREFIX = 'vxce';
+const NET = '/coreos.com/network';
+const CONFIG = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}';
+const SCHEMA = JSON.parse(readFileSync(new URL('../../src/health/health.schema.json', import.meta.url), 'utf8')) as object;
+const validate = new Ajv({ allErrors: true, strict: true, validateFormats: false }).compile(SCHEMA);
+
+/** A lease value exactly as flanneld writes it (Go's json.Marshal of its LeaseAttrs). */
+const leaseValue = (publicIp: string, mac: string, vni = 1) =>
+  `{"PublicIP":"${publicIp}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":${vni},"VtepMAC":"${mac}"}}`;
+/** "10.244.1.0/24" -> {prefix}/subnets/10.244.1.0-24 */
+const keyOf = (subnet: string) => `${NET}/subnets/${subnet.replace('/', '-')}`;
+/** The peer name the gateway gives a lease. */
+const nameOf = (subnet: string) => `etcd-${subnet.replace('/', '-')}`;
+
+const clusterCheck = (s: HealthDocument) => s.checks.find((c) => c.name === 'cluster');
+const peer = (s: HealthDocument, name: string) => s.peers.find((p) => p.name === name);
+
+describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership from etcd', () => {
+  let env: LabEnv;
+  let dir: string;
+  let etcd: EtcdServer;
+  const gateways = new Set<RunningGateway>();
+
+  async function gateway(): Promise<RunningGateway> {
+    const gw = await startGateway(env, { extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint] } } } });
+    gateways.add(gw);
+    return gw;
+  }
+
+  async function stopGateway(gw: RunningGateway): Promise<void> {
+    gateways.delete(gw);
+    await gw.stop().catch(() => undefined);
+    await gw.cleanup();
+  }
+
+  /** A lease for one AWS node as flanneld keeps it: an etcd lease (flannel's 24 h TTL) and the key on it. */
+  async function putAwsLease(n: 1 | 2): Promise<void> {
+    const [subnet, ip, mac] = n === 1 ? [env.AWS1_SUBNET, env.AWS1_PUBLIC_IP, env.AWS1_VTEP_MAC] : [env.AWS2_SUBNET, env.AWS2_PUBLIC_IP, env.AWS2_VTEP_MAC];
+    const id = await etcd.grantLease(86_400);
+    await etcd.ctl(['put', `--lease=${id.toString(16)}`, keyOf(subnet), leaseValue(ip, mac)]);
+  }
+
+  const routeFor = async (subnet: string) => (await nsRun(env.NS_GW, ['ip', '-4', 'route', 'show', subnet])).trim();
+
+  /** Waits for `cond` while the gateway runs; on failure, says what and shows the gateway's health and log. */
+  async function waitGw<T>(gw: RunningGateway, cond: () => T | Promise<T>, what: string, timeoutMs: number, intervalMs = 100): Promise<NonNullable<T>> {
+    try {
+      return await waitFor(async () => {
+        if (gw.child.exitCode !== null || gw.child.signalCode !== null) throw new Error(`vxedge exited (${gw.child.exitCode ?? gw.child.signalCode})`);
+        return cond();
+      }, timeoutMs, intervalMs);
+    } catch (e) {
+      const last = await gw.status();
+      const health = JSON.stringify({ cluster: last?.cluster, peers: last?.peers, checks: last?.checks }, null, 1);
+      throw new Error(`${what}: ${(e as Error).message}\n--- last health ---\n${health}\n--- vxedge output ---\n${gw.output.slice(-6000)}\n--- etcd ---\n${etcd.output.slice(-2000)}`);
+    }
+  }
+
+  async function waitStatus(gw: RunningGateway, pred: (s: HealthDocument) => boolean, what: string, timeoutMs = 15_000): Promise<HealthDocument> {
+    return waitGw(gw, async () => {
+      const s = await gw.status();
+      return s && pred(s) ? s : null;
+    }, what, timeoutMs);
+  }
+
+  const reachable = (from: string, to: string, timeoutMs = 15_000) => waitFor(async () => (await ping(from, to, { count: 2 })).ok, timeoutMs, 100);
+
+  beforeAll(async () => {
+    env = await labUp({ prefix: PREFIX });
+    dir = await mkdtemp(path.join(tmpdir(), `vxedge-${PREFIX}-etcd-`));
+    etcd = await startEtcd({ ns: env.NS_INET, address: env.INET_WAN_IP, dataDir: path.join(dir, 'etcd'), lifetimeS: 300 });
+    await etcd.ctl(['put', `${NET}/config`, CONFIG]);
+    await putAwsLease(1);
+    await putAwsLease(2);
+  });
+
+  afterAll(async () => {
+    for (const gw of [...gateways]) await stopGateway(gw).catch(() => undefined);
+    await stopAllEtcd();
+    await labDown(PREFIX);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('a gateway with no static peers', () => {
+    let gw: RunningGateway;
+    beforeAll(async () => {
+      gw = await gateway();
+    });
+    afterAll(async () => {
+      await stopGateway(gw);
+    });
+
+    it('learns both leases, pings both ways, and keeps the site lease on an etcd lease', async () => {
+      const s = await waitStatus(gw, (d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both peers up, registered');
+      expect(s.peers.map((p) => [p.name, p.endpoint, p.subnet]).sort()).toEqual([
+        [nameOf(env.AWS1_SUBNET), `${env.AWS1_PUBLIC_IP}:8472`, env.AWS1_SUBNET],
+        [nameOf(env.AWS2_SUBNET), `${env.AWS2_PUBLIC_IP}:8472`, env.AWS2_SUBNET],
+      ]);
+      expect(s.cluster).toMatchObject({ source: 'etcd', connected: true, nodes: 3, peers: 2, registered: true, error: null });
+      expect(clusterCheck(s)).toMatchObject({ ok: true });
+      expect(validate(s), JSON.stringify(validate.errors)).toBe(true);
+      for (const [from, to] of [[env.NS_HOST, env.POD1_IP], [env.NS_HOST, env.POD2_IP], [env.NS_POD1, env.HOST_IP], [env.NS_POD2, env.HOST_IP]]) {
+        expect(await ping(from, to, { count: 3 }), `${from} -> ${to}`).toMatchObject({ ok: true, received: 3 });
+      }
+
+      // The site's lease: what flanneld would have written for it, on an etcd lease with flannel's TTL.
+      const own = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
+      expect(own.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+      expect(own.lease).not.toBe(0n);
+      const ttl = await etcd.leaseTtl(own.lease);
+      expect(ttl.grantedTtl).toBe(86_400);
+      expect(ttl.ttl).toBeGreaterThan(86_000);
+    });
+
+    it('a lease deleted: its route goes, the other peer loses nothing; written again: reachable again', async () => {
+      const other = peer((await gw.status())!, nameOf(env.AWS2_SUBNET))!;
+      const steady = ping(env.NS_HOST, env.POD2_IP, { count: 80, intervalMs: 100 });
+      await waitFor(async () => (await ping(env.NS_HOST, env.POD2_IP, { count: 1 })).ok, 5_000);
+      const t0 = performance.now();
+      await etcd.ctl(['del', keyOf(env.AWS1_SUBNET)]);
+      await waitGw(gw, async () => (await routeFor(env.AWS1_SUBNET)) === '', 'the route of the deleted lease gone', 3_000, 20);
+      console.log(`[cluster etcd] lease deleted -> route gone in ${(performance.now() - t0).toFixed(0)} ms`);
+      await waitStatus(gw, (d) => !peer(d, nameOf(env.AWS1_SUBNET)) && d.cluster?.peers === 1, 'the peer gone from health', 5_000);
+      expect(await routeFor(env.AWS2_SUBNET)).toContain('flannel.1');
+
+      await putAwsLease(1);
+      await waitGw(gw, async () => (await routeFor(env.AWS1_SUBNET)).includes('flannel.1'), 'the route back', 3_000, 20);
+      await reachable(env.NS_HOST, env.POD1_IP);
+      const back = await waitStatus(gw, (d) => peer(d, nameOf(env.AWS1_SUBNET))?.state === 'up', 'the peer up again');
+      expect(await steady, 'the ping to the other pod across the deletion and the return').toMatchObject({ sent: 80, received: 80 });
+      expect(peer(back, nameOf(env.AWS2_SUBNET))).toMatchObject({ state: 'up', endpoint: other.endpoint });
+      expect(peer(back, nameOf(env.AWS2_SUBNET))!.rxPackets).toBeGreaterThan(other.rxPackets);
+    });
+
+    it("the site's own lease deleted: written again", async () => {
+      const before = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
+      await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
+      const again = await waitGw(gw, async () => {
+        const k = await etcd.getKey(keyOf(env.GW_SUBNET));
+        return k && k.modRevision > before.modRevision ? k : null;
+      }, 'the site lease written again', 10_000);
+      expect(again.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+      expect(again.lease).toBe(before.lease); // the same etcd lease, still alive
+      await waitStatus(gw, (d) => d.cluster?.registered === true && clusterCheck(d)?.ok === true, 'registered', 5_000);
+    });
+
+    it('etcd stopped: forwarding goes on, health says so naming the endpoint; restarted: connected again', async () => {
+      await waitStatus(gw, (d) => d.cluster?.connected === true, 'connected before the outage');
+      await etcd.stop();
+      const s = await waitStatus(gw, (d) => d.cluster?.connected === false && d.cluster.error !== null, 'cluster.connected false', 20_000);
+      expect(s.cluster!.error).toContain(etcd.endpoint);
+      expect(clusterCheck(s)).toMatchObject({ ok: false });
+      expect(s.cluster!.peers).toBe(2);
+      expect(validate(s), JSON.stringify(validate.errors)).toBe(true);
+      for (const to of [env.POD1_IP, env.POD2_IP]) {
+        expect(await ping(env.NS_HOST, to, { count: 3 }), `host -> ${to} with etcd down`).toMatchObject({ ok: true });
+      }
+      await etcd.start();
+      const t0 = performance.now();
+      // The source retries with an exponential backoff (capped at 30 s), so this can take a while.
+      const back = await waitStatus(gw, (d) => d.cluster?.connected === true && d.cluster.error === null && d.cluster.registered, 'connected again', 40_000);
+      console.log(`[cluster etcd] etcd back -> connected again in ${(performance.now() - t0).toFixed(0)} ms`);
+      expect(clusterCheck(back)).toMatchObject({ ok: true });
+      expect(back.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
+      expect((await etcd.getKey(keyOf(env.GW_SUBNET)))?.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+    });
+  });
+
+  it('a {prefix}/config that is not VXLAN: the cluster check fails saying so; fixed: connected', async () => {
+    await etcd.ctl(['put', `${NET}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}']);
+    const gw = await gateway();
+    try {
+      const s = await waitStatus(gw, (d) => clusterCheck(d)?.ok === false && d.cluster?.error != null, 'the cluster check fails', 15_000);
+      expect(s.cluster!.error).toMatch(/Backend\.Type "udp".*VXLAN backend only.*"Type":"vxlan"/);
+      expect(s.cluster).toMatchObject({ connected: false, peers: 0 });
+      expect(clusterCheck(s)!.fix).toBe(s.cluster!.error);
+      await etcd.ctl(['put', `${NET}/config`, CONFIG]);
+      await waitStatus(gw, (d) => d.cluster?.connected === true && d.cluster.peers === 2 && clusterCheck(d)?.ok === true, 'connected once the config is fixed', 20_000);
+    } finally {
+      await stopGateway(gw);
+    }
+  });
+
+  it("a lease held by someone else for the site's subnet: never overwritten, the error names the holder", async () => {
+    const theirs = leaseValue('203.0.113.66', '0a:dd:00:00:00:66');
+    await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
+    const id = await etcd.grantLease(86_400);
+    await etcd.ctl(['put', `--lease=${id.toString(16)}`, keyOf(env.GW_SUBNET), theirs]);
+    const before = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
+    const gw = await gateway();
+    try {
+      const s = await waitStatus(gw, (d) => d.cluster?.connected === true && d.cluster.error !== null, 'the conflict reported', 15_000);
+      expect(s.cluster!.error).toContain('203.0.113.66');
+      expect(s.cluster!.error).toContain('0a:dd:00:00:00:66');
+      expect(s.cluster!.registered).toBe(false);
+      expect(clusterCheck(s)).toMatchObject({ ok: false });
+      // The peers still work: only the registration is refused.
+      expect(s.cluster!.peers).toBe(2);
+      await reachable(env.NS_HOST, env.POD1_IP);
+      const after = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
+      expect(after).toEqual(before);
+
+      // The holder goes away: the site registers at once.
+      await etcd.ctl(['lease', 'revoke', id.toString(16)]);
+      await waitStatus(gw, (d) => d.cluster?.registered === true && d.cluster.error === null, 'registered once the subnet is free', 10_000);
+      expect((await etcd.getKey(keyOf(env.GW_SUBNET)))?.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+    } finally {
+      await stopGateway(gw);
+    }
+  });
+});
