@@ -23,6 +23,7 @@ import type { CheckResult, HealthDocument, OffloadHealthDoc } from './health/doc
 import { StatusLed } from './health/led.js';
 import { HealthPublisher } from './health/mqtt.js';
 import { HealthReporter } from './health/reporter.js';
+import { memoryDoc } from './health/memory.js';
 import { StatusFile } from './health/status-file.js';
 import type { NativeBinding } from './native/index.js';
 import { announceableIp } from './nat/public-endpoint.js';
@@ -90,6 +91,7 @@ export class Gateway extends EventEmitter {
   }
 
   static async start(cfg: Config, deps: GatewayDeps): Promise<Gateway> {
+    LiveMembership.preload(cfg);
     const endpoints = new LearnedEndpoints(cfg.stateDir, (e) => deps.log.warn('cannot store learned endpoints', { stateDir: cfg.stateDir, err: e.message }));
     await endpoints.load();
     const tunnel = await openTunnel(cfg, deps.binding, deps.clock, deps.log);
@@ -189,6 +191,7 @@ export class Gateway extends EventEmitter {
       pathMtu: { mtu: t.mtu, peers: pathMtu },
       pid: process.pid,
       intervalS: cfg.mqtt.interval / 1000,
+      memory: memoryDoc(),
       drops: t.dataplane.drops.snapshot(),
       mqtt: this.publisher.status(),
       ...(this.nat?.health() ? { nat: this.nat.health()! } : {}),
