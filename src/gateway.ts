@@ -52,7 +52,8 @@ export interface ReloadResult extends ReloadPlan {
 export class Gateway extends EventEmitter {
   private readonly startedAt: number;
   private lastTickAt: number;
-  private checks: CheckResult[] = [];
+  /** null until the first round of checks: no document goes out without them. */
+  private checks: CheckResult[] | null = null;
   private timers: Timer[] = [];
   private stopping = false;
   private underlayAddrs: string | null = null;
@@ -187,7 +188,7 @@ export class Gateway extends EventEmitter {
         vtepMac: t.vtepMac, localEndpoint: local, publicEndpoint: pub,
       },
       peers: rows,
-      checks: [...this.checks, ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : [])],
+      checks: [...(this.checks ?? []), ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : [])],
       pathMtu: { mtu: t.mtu, peers: pathMtu },
       pid: process.pid,
       intervalS: cfg.mqtt.interval / 1000,
@@ -227,7 +228,7 @@ export class Gateway extends EventEmitter {
   }
 
   private publish(): void {
-    if (this.stopping) return;
+    if (this.stopping || this.checks === null) return;
     // Whatever changed the public endpoint (STUN, port mapping), the cluster follows it.
     this.membership?.setPublicIp(announceableIp(this.nat?.publicEndpoint() ?? null));
     this.reporter.report(this.health());

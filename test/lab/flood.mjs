@@ -61,6 +61,7 @@ const kinds = {
   oversized: () => Buffer.concat([frame({ tag: 'oversized' }), Buffer.alloc(9400)]),
   random: () => randomBytes(Math.floor(Math.random() * 1400)),
   spoofed: () => frame({ src: '10.244.2.2', tag: 'spoofed' }),
+  marker: () => frame({ tag: 'marker' }), // a well-formed frame sent last, to tell the receiver everything before it is in
 };
 
 const sock = dgram.createSocket('udp4');

@@ -7,10 +7,10 @@
 // The AWS nodes' flannel.1 devices are created and programmed exactly as flannel does
 // (VNI 1, port 8472, nolearning, neighbour + FDB + onlink route per peer, including the
 // site), with tx checksum offload off on their underlay as a real NIC behaves.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, tcpTransfer, waitExit, type LabEnv } from './harness.js';
-import { startGateway, type RunningGateway } from './vxedge.js';
+import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, startCapture, tcpTransfer, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
+import { startGateway, type GatewayOptions, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxgw';
 const FLOOD = path.join(import.meta.dirname, 'flood.mjs');
@@ -23,7 +23,7 @@ async function deviceAndRoutes(env: LabEnv): Promise<{ device: boolean; routes: 
   return { device: link.code === 0, routes };
 }
 
-describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel peers', () => {
+describe.skipIf(skipUnlessRoot(['tcpdump', 'socat']))('vxedge between kernel flannel peers', () => {
   let env: LabEnv;
   beforeAll(async () => {
     env = await labUp({ prefix: PREFIX });
@@ -91,11 +91,11 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel p
       });
 
       it('sends its VXLAN datagrams with DF clear, as the kernel vxlan does', async () => {
-        const cap = nsExec(env.NS_GW, ['timeout', '8', 'tcpdump', '-n', '-v', '-c', '3', '-i', env.GW_UNDERLAY_IF, 'udp and src port 8472'], { timeoutMs: 10_000 });
-        await new Promise((r) => setTimeout(r, 500));
+        const cap = startCapture(env.NS_GW, ['-n', '-v', '-c', '3', '-i', env.GW_UNDERLAY_IF, 'udp and src port 8472'], { timeoutMs: 8_000 });
+        await cap.ready;
         expect((await ping(env.NS_HOST, env.POD1_IP, { count: 3 })).ok).toBe(true);
         // Only the outer headers: tcpdump also decodes the inner packet, whose DF is the sender's.
-        const outer = (await cap).stdout.split('\n').filter((l) => /proto UDP \(17\)/.test(l));
+        const outer = (await cap.done).stdout.split('\n').filter((l) => /proto UDP \(17\)/.test(l));
         expect(outer.length).toBeGreaterThan(0);
         for (const l of outer) expect(l).toMatch(/flags \[none\]/);
       });
@@ -118,23 +118,30 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel p
 
     it('counts a flood of malformed datagrams as drops and keeps forwarding', async () => {
       const before = (await gw.status())!;
-      const sink = nsSpawn(env.NS_HOST, ['node', SINK, env.HOST_IP, '9999', '6']);
+      const sink = nsSpawn(env.NS_HOST, ['node', SINK, env.HOST_IP, '9999', '40']);
       let sinkOut = '';
       sink.stdout!.on('data', (b: Buffer) => (sinkOut += b.toString()));
-      await new Promise((r) => setTimeout(r, 300));
+      await waitForOutput(sink, 'stderr', 'listening', 10_000);
       const pinging = ping(env.NS_HOST, env.POD1_IP, { count: 10, intervalMs: 200 });
       const bad = ['truncated', 'badFlags', 'reservedBits', 'wrongVni', 'foreignDstMac', 'foreignSrcMac', 'notIPv4', 'oversized', 'random', 'spoofed'];
       // From aws1's own address (as an attacker who can spoof it would), and from an address that is no peer.
       await flood(env.NS_AWS1, env.AWS1_UNDERLAY_IP, [...bad, 'good'], 200);
       await flood(env.NS_INET, env.INET_AWS_IP, ['good', 'random'], 200);
       expect((await pinging).ok).toBe(true);
+      // The gateway has read both floods once the second one's frames are counted (one socket, in order) ...
+      const after = await gw.waitStatus((s) => (s.drops.unknownSource ?? 0) - (before.drops.unknownSource ?? 0) >= 200);
+      // ... and the sink has everything the gateway let through once a marker sent after them arrives.
+      const seenMarker = waitForOutput(sink, 'stderr', 'seen marker', 10_000);
+      await flood(env.NS_AWS1, env.AWS1_UNDERLAY_IP, ['marker'], 3);
+      await seenMarker;
+      sink.stdin!.end();
       await waitExit(sink, 10_000);
-      const got = JSON.parse(sinkOut.trim()) as Record<string, number>;
+      const { marker, ...got } = JSON.parse(sinkOut.trim()) as Record<string, number>;
+      expect(marker).toBeGreaterThan(0);
       // Only well-formed frames from the peer's address with a source in its subnet get through.
       expect(Object.keys(got)).toEqual(['good']);
       expect(got.good).toBeGreaterThanOrEqual(190); // from aws1 only; the 200 from inet were dropped
       expect(got.good).toBeLessThanOrEqual(200);
-      const after = await gw.waitStatus((s) => (s.drops.unknownSource ?? 0) - (before.drops.unknownSource ?? 0) >= 200);
       const d = (k: string) => (after.drops[k] ?? 0) - (before.drops[k] ?? 0);
       console.log('drops during the flood', Object.fromEntries(Object.keys(after.drops).map((k) => [k, d(k)])));
       expect(d('short')).toBeGreaterThanOrEqual(190);
@@ -152,8 +159,19 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel p
   });
 
   describe('lifecycle', () => {
+    // Every gateway a test starts is gone before the next test, even when an assertion failed.
+    const started: RunningGateway[] = [];
+    const start = async (o: GatewayOptions = {}) => {
+      const g = await startGateway(env, o);
+      started.push(g);
+      return g;
+    };
+    afterEach(async () => {
+      for (const g of started.splice(0)) await g.cleanup();
+    });
+
     it('SIGTERM leaves no device or route behind and exits 0', async () => {
-      const gw = await startGateway(env);
+      const gw = await start();
       await gw.waitUp();
       expect((await deviceAndRoutes(env)).device).toBe(true);
       const code = await gw.stop('SIGTERM');
@@ -163,25 +181,22 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel p
       expect(after.routes).not.toContain('10.244.1.0/24');
       expect(after.routes).not.toContain('10.244.2.0/24');
       expect(gw.output).toContain('gateway stopped');
-      await gw.cleanup();
     });
 
     it('a second instance fails cleanly without disturbing the running one', async () => {
-      const gw = await startGateway(env);
+      const gw = await start();
       await gw.waitUp();
       // Same port: refused at bind. Other port, same device: refused as "in use".
-      const same = await startGateway(env);
+      const same = await start();
       expect(await waitExit(same.child, 10_000)).toBe(1);
       expect(same.output).toContain('address already in use');
-      const other = await startGateway(env, { extra: { underlay: { publicIp: env.GW_PUBLIC_IP, port: 8473 } } });
+      const other = await start({ extra: { underlay: { publicIp: env.GW_PUBLIC_IP, port: 8473 } } });
       expect(await waitExit(other.child, 10_000)).toBe(1);
       expect(other.output).toContain('is in use by another process');
       for (const g of [same, other]) expect(g.output).not.toMatch(/\n\s+at /);
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       expect(gw.child.exitCode).toBeNull();
-      await Promise.all([same.cleanup(), other.cleanup()]);
       expect(await gw.stop()).toBe(0);
-      await gw.cleanup();
     });
 
     it('replaces a leftover device after a crash', async () => {
@@ -189,15 +204,15 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('vxedge between kernel flannel p
       await nsRun(env.NS_GW, ['ip', 'tuntap', 'add', 'dev', env.VTEP_DEV, 'mode', 'tun']);
       await nsRun(env.NS_GW, ['ip', 'link', 'set', 'dev', env.VTEP_DEV, 'up']);
       await nsRun(env.NS_GW, ['ip', 'route', 'add', env.AWS1_SUBNET, 'dev', env.VTEP_DEV]);
-      const gw = await startGateway(env);
+      const gw = await start();
       await gw.waitUp();
       expect(gw.output).toContain('replacing existing device');
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       gw.child.kill('SIGKILL');
       await waitExit(gw.child, 5_000);
       // A non-persistent device dies with its process, and its routes with it.
-      expect((await deviceAndRoutes(env)).device).toBe(false);
-      await gw.cleanup();
+      await waitFor(async () => !(await deviceAndRoutes(env)).device, 5_000);
+      expect((await deviceAndRoutes(env)).routes).not.toContain(env.AWS1_SUBNET);
     });
   });
 });

@@ -222,6 +222,34 @@ export async function killSpawned(prefix?: string, graceMs = 1_000): Promise<voi
   for (const t of mine) spawned.delete(t);
 }
 
+/**
+ * Resolves once `pattern` appears in what the child printed on `stream` (from its start, so call
+ * this right after spawning it); rejects if the child exits first or timeoutMs passes.
+ */
+export function waitForOutput(child: ChildProcess, stream: 'stdout' | 'stderr', pattern: RegExp | string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = child[stream];
+    if (!s) return reject(new Error(`${stream} of ${child.spawnargs.join(' ')} is not piped`));
+    let text = '';
+    const matches = () => (typeof pattern === 'string' ? text.includes(pattern) : pattern.test(text));
+    const finish = (err?: Error) => {
+      clearTimeout(timer);
+      s.off('data', onData);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onData = (b: Buffer) => {
+      text += b.toString();
+      if (matches()) finish();
+    };
+    const onExit = () => finish(new Error(`${child.spawnargs.join(' ')} exited before printing ${pattern}: ${text}`));
+    const timer = setTimeout(() => finish(new Error(`${child.spawnargs.join(' ')} did not print ${pattern} within ${timeoutMs} ms: ${text}`)), timeoutMs);
+    s.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
 /** Resolves when a child exits (with its code), or rejects after timeoutMs (and kills it). */
 export function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null> {
   return new Promise((resolve, reject) => {
@@ -362,6 +390,57 @@ export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, in
   }
 }
 
+export interface Capture {
+  /** Resolves once tcpdump listens (its "listening on" line): packets from then on are captured. */
+  ready: Promise<void>;
+  /** What tcpdump printed so far, line by line (-l: one line per packet, more with -v). */
+  readonly lines: string[];
+  /** Resolves when tcpdump exits (-c N packets seen, stop(), or the time bound). */
+  done: Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** Ends the capture early (SIGINT) and waits for it. */
+  stop(): Promise<{ code: number | null; stdout: string; stderr: string }>;
+}
+
+/**
+ * Starts `tcpdump -l ARGS` in ns, bounded by timeoutMs (default 10 s). Await `ready` before
+ * sending what it should see: tcpdump needs a moment to open the interface and set its filter,
+ * and a packet sent before that is silently not captured.
+ */
+export function startCapture(ns: string, args: string[], opts: { timeoutMs?: number; readyTimeoutMs?: number } = {}): Capture {
+  const secs = String(Math.ceil((opts.timeoutMs ?? 10_000) / 1000));
+  const child = nsSpawn(ns, ['timeout', secs, 'tcpdump', '-l', ...args]);
+  const lines: string[] = [];
+  let stdout = '';
+  let stderr = '';
+  let partial = '';
+  child.stdout!.on('data', (b: Buffer) => {
+    stdout += b.toString();
+    partial += b.toString();
+    const parts = partial.split('\n');
+    partial = parts.pop()!;
+    lines.push(...parts);
+  });
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  const ready = waitForOutput(child, 'stderr', 'listening on', opts.readyTimeoutMs ?? 10_000);
+  ready.catch(() => killGroup(child, 'SIGKILL'));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    child.on('close', (code) => {
+      if (partial) lines.push(partial);
+      partial = '';
+      resolve({ code, stdout, stderr });
+    });
+  });
+  return {
+    ready,
+    lines,
+    done,
+    stop: () => {
+      killGroup(child, 'SIGINT');
+      return done;
+    },
+  };
+}
+
 /** /proc/net/snmp of a namespace, flattened: { 'Icmp.InEchos': 2, 'Udp.NoPorts': 1, ... }. */
 export async function snmpCounters(ns: string): Promise<Record<string, number>> {
   const text = await nsRun(ns, ['cat', '/proc/net/snmp'], { timeoutMs: 5_000 });
@@ -374,6 +453,24 @@ export async function snmpCounters(ns: string): Promise<Record<string, number>> 
     for (let j = 1; j < names.length; j++) out[`${proto}.${names[j]}`] = Number(values[j]);
   }
   return out;
+}
+
+/**
+ * Waits until counter `key` of ns (see snmpCounters) has grown by at least minDelta since `base`
+ * (an earlier snmpCounters(ns)); returns the growth. Positive evidence that packets got somewhere,
+ * e.g. 'Icmp.InEchoReps' for a ping that is flowing, 'Udp.NoPorts' for datagrams that died there.
+ */
+export async function waitSnmpDelta(ns: string, key: string, base: Record<string, number>, minDelta: number, timeoutMs: number): Promise<number> {
+  if (!(key in base)) throw new Error(`no counter ${key} in /proc/net/snmp of ${ns}`);
+  try {
+    return await waitFor(async () => {
+      const d = (await snmpCounters(ns))[key] - base[key];
+      return d >= minDelta ? d : null;
+    }, timeoutMs, 50);
+  } catch (e) {
+    const now = (await snmpCounters(ns).catch(() => ({}) as Record<string, number>))[key];
+    throw new Error(`${ns} ${key} grew by ${now - base[key]}, not ${minDelta}: ${(e as Error).message}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 // A real mosquitto (2.x) for lab tests, started inside a lab namespace (the lab's "internet",
 // ${prefix}-inet, on 198.51.100.1), never in the root namespace. Also: TLS material made with
-// openssl, password files made with mosquitto_passwd, and mosquitto_sub helpers.
+// openssl, password files made with mosquitto_passwd, and mosquitto_sub/mosquitto_pub helpers.
 //
 //   const b = await startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port: 1883, dir });
 //   const online = await b.retained('vxedge/lab/edge-1/status');
+//   await b.publish('some/topic', 'marker');
 //   await b.stop();
 //
 // Every broker is bounded (`timeout`), tracked, and killed by stop(), stopAllBrokers(), or the
@@ -100,12 +101,22 @@ export class Broker {
     }, timeoutMs, 100);
   }
 
+  /** Publishes one (not retained, QoS 1) message with mosquitto_pub; throws if the broker refused it. */
+  async publish(topic: string, payload: string, auth: SubAuth = {}): Promise<void> {
+    const r = await nsExec(this.o.ns, ['mosquitto_pub', ...this.subArgs(auth), '-t', topic, '-m', payload, '-q', '1', '-V', 'mqttv5'], { timeoutMs: 5_000 });
+    if (r.code !== 0) throw new Error(`mosquitto_pub ${topic}: code ${r.code} ${r.stderr}`);
+  }
+
   /**
-   * A live subscriber (mosquitto_sub -v) on `topic` for at most lifetimeS; `lines` collects
-   * "topic payload" lines. Resolves once the subscription is acknowledged.
+   * A live subscriber (mosquitto_sub -v) on `topic` (or several) for at most lifetimeS; `lines`
+   * collects "topic payload" lines, in the order the broker sent them. Resolves once the
+   * subscription is acknowledged.
    */
-  async subscribe(topic: string, lifetimeS: number, auth: SubAuth = {}): Promise<{ lines: string[]; child: ChildProcess; stop: () => Promise<void> }> {
-    const child = nsSpawn(this.o.ns, ['timeout', String(lifetimeS), 'mosquitto_sub', ...this.subArgs(auth), '-t', topic, '-v', '-d', '-V', 'mqttv5']);
+  async subscribe(topic: string | string[], lifetimeS: number, auth: SubAuth = {}): Promise<{ lines: string[]; child: ChildProcess; stop: () => Promise<void> }> {
+    const topics = (Array.isArray(topic) ? topic : [topic]).flatMap((t) => ['-t', t]);
+    // Line-buffered: mosquitto_sub flushes only after a message, and "received SUBACK" must be
+    // seen on a topic that has no message yet.
+    const child = nsSpawn(this.o.ns, ['timeout', String(lifetimeS), 'stdbuf', '-oL', 'mosquitto_sub', ...this.subArgs(auth), ...topics, '-v', '-d', '-V', 'mqttv5']);
     const lines: string[] = [];
     let buf = '';
     let subscribed = false;

@@ -6,12 +6,12 @@
 // The gateway reaches the broker through the site NAT, as a real site does. Subscribers
 // (mosquitto_sub) run in the inet namespace. Brokers are non-persistent: after a restart every
 // retained message there was republished by the gateway.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
-import { labDown, labUp, nsRun, ping, waitExit, waitFor, type LabEnv } from './harness.js';
+import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
 import { startGateway, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -29,22 +29,29 @@ function validDoc(payload: string): HealthDocument {
   return doc;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-describe.skipIf(process.env.VXEDGE_LAB === '0')('health over MQTT (real mosquitto)', () => {
+describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', 'mosquitto_passwd', 'openssl']))('health over MQTT (real mosquitto)', () => {
   let env: LabEnv;
   let dir: string;
   let tls: TlsFiles;
   const gateways: RunningGateway[] = [];
 
+  /** A gateway publishing to `mqtt`; it is killed after the test that started it. */
   async function gateway(mqtt: Record<string, unknown>, o: GatewayOptions = {}): Promise<RunningGateway> {
     const gw = await startGateway(env, { ...o, extra: { mqtt: { interval: '5s', ...mqtt } } });
     gateways.push(gw);
     return gw;
   }
-  async function done(gw: RunningGateway): Promise<void> {
-    await gw.stop('SIGTERM').catch(() => undefined);
-    await gw.cleanup();
+  /**
+   * The retained health document once it is one written after `gw` finished starting (with
+   * `pred`), schema-checked.
+   */
+  async function healthAfterStart(b: Broker, gw: RunningGateway, pred: (d: HealthDocument) => boolean = () => true, auth: SubAuth = {}): Promise<HealthDocument> {
+    const upAt = Date.parse((await gw.waitLog(/^gateway up$/, {}, 15_000)).ts);
+    const m = await b.waitRetained(HEALTH, (x) => {
+      const d = JSON.parse(x) as HealthDocument;
+      return Date.parse(d.ts) >= upAt && pred(d);
+    }, 12_000, auth);
+    return validDoc(m);
   }
   const pingPod1 = () => ping(env.NS_HOST, env.POD1_IP, { count: 3 });
   const broker = (port: number, extra: Partial<Parameters<typeof startMosquitto>[0]> = {}) =>
@@ -56,20 +63,33 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('health over MQTT (real mosquitt
     tls = makeTls(dir, env.INET_WAN_IP, 'edge-1');
   });
 
-  afterAll(async () => {
-    for (const gw of gateways) await gw.cleanup().catch(() => undefined);
+  // Every test starts the gateways and brokers it needs; none outlives it.
+  afterEach(async () => {
+    for (const gw of gateways.splice(0)) await gw.cleanup().catch(() => undefined);
     await stopAllBrokers();
+  });
+
+  afterAll(async () => {
     if (env) await labDown(PREFIX);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   describe('plain broker', () => {
-    let b: Broker;
-    let gw: RunningGateway;
-    let connectedAt = 0;
+    // Each test has its own broker and gateway (see afterEach above): a fresh, non-persistent
+    // broker holds only what that test's gateway published.
+    const plainUrl = () => `mqtt://${env.INET_WAN_IP}:1883`;
+    /** A broker, then a gateway that has started, whose peers are up and whose retained "online" is there. */
+    async function brokerAndGateway(o: GatewayOptions = {}): Promise<{ b: Broker; gw: RunningGateway }> {
+      const b = await broker(1883);
+      const gw = await gateway({ url: plainUrl() }, o);
+      await gw.waitUp();
+      await gw.waitLog(/^gateway up$/, {}, 15_000);
+      await b.waitRetained(STATUS, (m) => m === 'online', 10_000);
+      return { b, gw };
+    }
 
     it('(b) starts and forwards with the broker down, and publishes once it is up', async () => {
-      gw = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1883` });
+      const gw = await gateway({ url: plainUrl() });
       await gw.waitUp();
       expect((await pingPod1()).ok).toBe(true);
       const s = await gw.waitStatus((d) => d.mqtt?.lastError != null);
@@ -77,10 +97,9 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('health over MQTT (real mosquitt
       expect(s.mqtt!.lastError).toMatch(/ECONNREFUSED/);
       expect(gw.output).toMatch(/mqtt connection failed: connect ECONNREFUSED .*; is the broker up and reachable at 198\.51\.100\.1:1883\?/);
 
-      b = await broker(1883);
+      const b = await broker(1883);
       expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000)).toBe('online');
-      connectedAt = Date.now();
-      validDoc(await b.waitRetained(HEALTH, () => true, 5_000));
+      await healthAfterStart(b, gw);
       expect((await pingPod1()).ok).toBe(true);
       expect(gw.child.exitCode).toBeNull();
       // One warn line for the repeated refusal, not one per attempt.
@@ -88,14 +107,38 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('health over MQTT (real mosquitt
     });
 
     it('(a) keeps a retained online and a retained, schema-valid health document', async () => {
+      const { b, gw } = await brokerAndGateway();
       expect(await b.retained(STATUS)).toBe('online');
-      const doc = validDoc((await b.retained(HEALTH))!);
+      // The first documents may predate the peers coming up; the gateway republishes on that change.
+      const doc = await healthAfterStart(b, gw, (d) => d.state === 'ok');
       expect(doc).toMatchObject({ site: 'lab', node: 'edge-1', state: 'ok', tunnel: { device: env.VTEP_DEV, vni: 1, mtu: 1450 } });
       expect(doc.peers.map((p) => [p.name, p.state])).toEqual([['aws-1', 'up'], ['aws-2', 'up']]);
       expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
     });
 
+    it('publishes no health document before its first round of checks', async () => {
+      const b = await broker(1883);
+      const sub = await b.subscribe(HEALTH, 25);
+      try {
+        const gw = await gateway({ url: plainUrl() });
+        await gw.waitLog(/^gateway up$/, {}, 15_000);
+        const docs = await waitFor(() => {
+          const l = sub.lines.filter((x) => x.startsWith(`${HEALTH} `));
+          return l.length > 0 ? l : undefined;
+        }, 10_000);
+        // Every document, the very first included, is complete: the required checks are there.
+        for (const l of docs) {
+          const d = validDoc(l.slice(HEALTH.length + 1));
+          expect(d.checks.map((c) => c.name)).toEqual(expect.arrayContaining(['ip_forward', 'mtu', 'routes']));
+        }
+      } finally {
+        await sub.stop();
+      }
+    });
+
     it('republishes health every mqtt.interval (5 s) without a change', async () => {
+      const { b, gw } = await brokerAndGateway();
+      await healthAfterStart(b, gw, (d) => d.state === 'ok'); // no state change to come
       const sub = await b.subscribe(HEALTH, 12);
       try {
         const first = await waitFor(() => sub.lines.find((l) => l.startsWith(`${HEALTH} `)), 3_000); // the retained one
@@ -112,8 +155,10 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('health over MQTT (real mosquitt
     });
 
     it('(b) reconnects after a broker restart and republishes online + health', async () => {
-      // Let the connection count as stable (10 s), so the backoff starts again at ~1 s.
-      await sleep(Math.max(0, connectedAt + 10_500 - Date.now()));
+      let { b, gw } = await brokerAndGateway();
+      // This gateway connected at its first attempt, so its reconnect schedule starts at ~1 s
+      // (then 2 s, 4 s while the broker is still down) whatever the connection's age: the test
+      // does not depend on the 10 s after which a connection counts as stable.
       await b.stop();
       b = await broker(1883);
       // A fresh non-persistent broker has no retained messages: whatever appears was republished.
@@ -124,191 +169,163 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('health over MQTT (real mosquitt
       expect(doc.mqtt).toMatchObject({ connected: true, reconnects: 1 });
       expect(gw.output).toMatch(/mqtt connection to 198\.51\.100\.1:1883 lost/);
       expect((await pingPod1()).ok).toBe(true);
-      connectedAt = Date.now();
     });
 
     it('(c) SIGTERM: the gateway publishes the retained offline itself (no last will)', async () => {
-      const sub = await b.subscribe(STATUS, 10);
+      const { b, gw } = await brokerAndGateway();
+      const MARK = 'vxedge/lab/edge-1/test-marker';
+      const sub = await b.subscribe([STATUS, MARK], 10);
       try {
         await waitFor(() => sub.lines.includes(`${STATUS} online`), 3_000);
         const t0 = Date.now();
         expect(await gw.stop('SIGTERM')).toBe(0);
         console.log(`SIGTERM to exit: ${Date.now() - t0} ms`);
         expect(await b.retained(STATUS)).toBe('offline');
-        await sleep(500);
+        // The broker has handled the client's DISCONNECT (after which it never sends the will),
+        // and a message published after that has reached the subscriber: a will would be there.
+        await waitFor(() => /Client vxedge-lab-edge-1 disconnected\./.test(b.output), 5_000);
+        await b.publish(MARK, 'after-disconnect');
+        await waitFor(() => sub.lines.includes(`${MARK} after-disconnect`), 5_000);
         // Exactly one offline: the gateway's own; a will would be a second one.
         expect(sub.lines.filter((l) => l === `${STATUS} offline`)).toHaveLength(1);
         expect(gw.output).toContain('mqtt offline published');
-        expect(b.output).toMatch(/Client vxedge-lab-edge-1 disconnected\./);
         expect(b.output).not.toMatch(/Client vxedge-lab-edge-1 closed its connection/);
       } finally {
         await sub.stop();
-        await gw.cleanup();
       }
     });
 
     it('(c) SIGKILL: the broker publishes the retained offline last will', async () => {
-      const g = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1883` });
-      await g.waitUp();
-      await b.waitRetained(STATUS, (m) => m === 'online', 10_000);
+      const { b, gw } = await brokerAndGateway();
       const t0 = Date.now();
-      g.child.kill('SIGKILL');
-      await waitExit(g.child, 5_000);
+      gw.child.kill('SIGKILL');
+      await waitExit(gw.child, 5_000);
       expect(await b.waitRetained(STATUS, (m) => m === 'offline', 5_000)).toBe('offline');
       console.log(`last will ${Date.now() - t0} ms after SIGKILL`);
       expect(b.output).toMatch(/Client vxedge-lab-edge-1 closed its connection/);
-      await g.cleanup();
     });
 
     it('(f) publishes peers blocked at UDP 8472 as down with a reason, and the gateway state', async () => {
       const block = (ns: string) => nsRun(ns, ['iptables', '-I', 'INPUT', '-p', 'udp', '--dport', '8472', '-j', 'DROP']);
       const unblock = (ns: string) => nsRun(ns, ['iptables', '-D', 'INPUT', '-p', 'udp', '--dport', '8472', '-j', 'DROP']);
+      const peer = (d: HealthDocument, name: string) => d.peers.find((p) => p.name === name)!;
+      const b = await broker(1883);
       const health = (pred: (d: HealthDocument) => boolean, timeoutMs: number) =>
         b.waitRetained(HEALTH, (m) => pred(JSON.parse(m) as HealthDocument), timeoutMs).then(validDoc);
-      const peer = (d: HealthDocument, name: string) => d.peers.find((p) => p.name === name)!;
       await block(env.NS_AWS2);
       try {
-        const g = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1883` }, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
-        try {
-          let d = await health((x) => peer(x, 'aws-2').state === 'down' && peer(x, 'aws-1').state === 'up', 12_000);
-          expect(d.state).toBe('degraded');
-          expect(peer(d, 'aws-2').reason).toMatch(/UDP 8472/);
-          expect(peer(d, 'aws-1').reason).toBeNull();
+        await gateway({ url: plainUrl() }, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
+        let d = await health((x) => peer(x, 'aws-2').state === 'down' && peer(x, 'aws-1').state === 'up', 12_000);
+        expect(d.state).toBe('degraded');
+        expect(peer(d, 'aws-2').reason).toMatch(/UDP 8472/);
+        expect(peer(d, 'aws-1').reason).toBeNull();
 
-          await block(env.NS_AWS1);
-          d = await health((x) => x.peers.every((p) => p.state === 'down'), 10_000);
-          expect(d.state).toBe('down');
-          expect(peer(d, 'aws-1').reason).not.toBeNull();
+        await block(env.NS_AWS1);
+        d = await health((x) => x.peers.every((p) => p.state === 'down'), 10_000);
+        expect(d.state).toBe('down');
+        expect(peer(d, 'aws-1').reason).not.toBeNull();
 
-          await unblock(env.NS_AWS1);
-          await unblock(env.NS_AWS2);
-          d = await health((x) => x.state === 'ok', 10_000);
-          expect(d.peers.every((p) => p.state === 'up' && p.reason === null)).toBe(true);
-          expect((await pingPod1()).ok).toBe(true);
-        } finally {
-          await done(g);
-        }
+        await unblock(env.NS_AWS1);
+        await unblock(env.NS_AWS2);
+        d = await health((x) => x.state === 'ok', 10_000);
+        expect(d.peers.every((p) => p.state === 'up' && p.reason === null)).toBe(true);
+        expect((await pingPod1()).ok).toBe(true);
       } finally {
         for (const ns of [env.NS_AWS1, env.NS_AWS2]) {
           while ((await nsRun(ns, ['iptables', '-S', 'INPUT'])).includes('--dport 8472 -j DROP')) await unblock(ns);
         }
       }
     });
-
-    afterAll(async () => {
-      await b?.stop();
-    });
   });
 
   describe('mutual TLS broker', () => {
     let b: Broker;
     let sub: SubAuth;
-    beforeAll(async () => {
+    beforeEach(async () => {
       b = await broker(8883, { tls: { cafile: tls.ca, certfile: tls.serverCert, keyfile: tls.serverKey, requireCertificate: true } });
       sub = { cafile: tls.ca, cert: tls.clientCert, key: tls.clientKey };
-    });
-    afterAll(async () => {
-      await b?.stop();
     });
 
     it('(d) publishes over mqtts with mqtt.ca, mqtt.cert and mqtt.key', async () => {
       const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey });
-      try {
-        await gw.waitUp();
-        expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, sub)).toBe('online');
-        validDoc(await b.waitRetained(HEALTH, () => true, 5_000, sub));
-        expect(gw.output).toMatch(/"msg":"mqtt connected".*"protocol":"5\.0"/);
-        expect(await gw.stop('SIGTERM')).toBe(0);
-        expect(await b.retained(STATUS, sub)).toBe('offline');
-      } finally {
-        await gw.cleanup();
-      }
+      await gw.waitUp();
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, sub)).toBe('online');
+      await healthAfterStart(b, gw, () => true, sub);
+      expect(gw.output).toMatch(/"msg":"mqtt connected".*"protocol":"5\.0"/);
+      expect(await gw.stop('SIGTERM')).toBe(0);
+      expect(await b.retained(STATUS, sub)).toBe('offline');
     });
 
     it('(d) a client certificate from another CA is refused: clear log, retries, forwarding unaffected', async () => {
       const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.otherClientCert, key: tls.otherClientKey });
-      try {
-        await gw.waitUp();
-        await waitFor(() => /mqtt connection failed: .*check mqtt\.ca\/cert\/key/.test(gw.output), 10_000);
-        // Retries: a second refused handshake at ~1 s, a third at ~3 s.
-        const before = countTlsFailures(b.output);
-        await waitFor(() => countTlsFailures(b.output) >= before + 2, 8_000, 100);
-        expect((await pingPod1()).ok).toBe(true);
-        expect(gw.child.exitCode).toBeNull();
-        expect(gw.output.match(/mqtt connection failed: /g)).toHaveLength(1);
-        const s = (await gw.status())!;
-        expect(s.mqtt).toMatchObject({ enabled: true, connected: false });
-        expect(s.mqtt!.lastError).toMatch(/^TLS: .*; check mqtt\.ca\/cert\/key$/);
-        console.log('wrong client certificate:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
-        expect(gw.output).toMatch(/mqtt connection failed: TLS: [^"]*(does not trust|refused) the client certificate/);
-        expect(await gw.stop('SIGTERM')).toBe(0);
-      } finally {
-        await gw.cleanup();
-      }
+      await gw.waitUp();
+      await waitFor(() => /mqtt connection failed: .*check mqtt\.ca\/cert\/key/.test(gw.output), 10_000);
+      // Retries: a second refused handshake at ~1 s, a third at ~3 s.
+      const before = countTlsFailures(b.output);
+      await waitFor(() => countTlsFailures(b.output) >= before + 2, 8_000, 100);
+      expect((await pingPod1()).ok).toBe(true);
+      expect(gw.child.exitCode).toBeNull();
+      expect(gw.output.match(/mqtt connection failed: /g)).toHaveLength(1);
+      // status.json is rewritten every 2 s: wait for the one that carries the failure.
+      const s = await gw.waitStatus((d) => d.mqtt?.lastError != null);
+      expect(s.mqtt).toMatchObject({ enabled: true, connected: false });
+      expect(s.mqtt!.lastError).toMatch(/^TLS: .*; check mqtt\.ca\/cert\/key$/);
+      console.log('wrong client certificate:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
+      expect(gw.output).toMatch(/mqtt connection failed: TLS: [^"]*(does not trust|refused) the client certificate/);
+      expect(await gw.stop('SIGTERM')).toBe(0);
     });
 
     it('(d) a broker certificate from an unknown CA: clear log, retries', async () => {
       const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.otherCa, cert: tls.clientCert, key: tls.clientKey });
-      try {
-        await gw.waitUp();
-        await waitFor(() => /mqtt connection failed: .*; check mqtt\.ca\/cert\/key/.test(gw.output), 10_000);
-        console.log('unknown broker CA:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
-        expect(gw.output).toMatch(/mqtt connection failed: TLS: [^"]*not signed by a CA in mqtt\.ca/);
-        expect(gw.child.exitCode).toBeNull();
-        expect((await pingPod1()).ok).toBe(true);
-        expect(await gw.stop('SIGTERM')).toBe(0);
-      } finally {
-        await gw.cleanup();
-      }
+      await gw.waitUp();
+      await waitFor(() => /mqtt connection failed: .*; check mqtt\.ca\/cert\/key/.test(gw.output), 10_000);
+      console.log('unknown broker CA:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
+      expect(gw.output).toMatch(/mqtt connection failed: TLS: [^"]*not signed by a CA in mqtt\.ca/);
+      expect(gw.child.exitCode).toBeNull();
+      expect((await pingPod1()).ok).toBe(true);
+      expect(await gw.stop('SIGTERM')).toBe(0);
     });
   });
 
   describe('password + ACL broker', () => {
     let b: Broker;
     const monitor: SubAuth = { username: 'monitor', password: 'monitor-pw' };
+    let passwordFile: string;
+    let aclFile: string;
     beforeAll(async () => {
-      const passwordFile = path.join(dir, 'mosquitto.passwd');
+      passwordFile = path.join(dir, 'mosquitto.passwd');
       makePasswordFile(passwordFile, { 'edge-1': 'edge-1-pw', monitor: 'monitor-pw' });
-      const aclFile = path.join(dir, 'mosquitto.acl');
+      aclFile = path.join(dir, 'mosquitto.acl');
       await writeFile(aclFile, 'user edge-1\ntopic readwrite vxedge/lab/edge-1/#\n\nuser monitor\ntopic read vxedge/#\n');
       await writeFile(path.join(dir, 'edge-1.pw'), 'edge-1-pw\n', { mode: 0o600 });
       await writeFile(path.join(dir, 'wrong.pw'), 'not-the-password\n', { mode: 0o600 });
-      b = await broker(1884, { passwordFile, aclFile });
     });
-    afterAll(async () => {
-      await b?.stop();
+    beforeEach(async () => {
+      b = await broker(1884, { passwordFile, aclFile });
     });
 
     it('(e) publishes with mqtt.username and mqtt.passwordFile', async () => {
       const gw = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1884`, username: 'edge-1', passwordFile: path.join(dir, 'edge-1.pw') });
-      try {
-        await gw.waitUp();
-        expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, monitor)).toBe('online');
-        validDoc(await b.waitRetained(HEALTH, () => true, 5_000, monitor));
-        expect(await gw.stop('SIGTERM')).toBe(0);
-        expect(await b.retained(STATUS, monitor)).toBe('offline');
-      } finally {
-        await gw.cleanup();
-      }
+      await gw.waitUp();
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, monitor)).toBe('online');
+      await healthAfterStart(b, gw, () => true, monitor);
+      expect(await gw.stop('SIGTERM')).toBe(0);
+      expect(await b.retained(STATUS, monitor)).toBe('offline');
     });
 
     it('(e) a wrong password: clear log, retries, no crash, forwarding unaffected', async () => {
       const gw = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1884`, username: 'edge-1', passwordFile: path.join(dir, 'wrong.pw') });
-      try {
-        await gw.waitUp();
-        await waitFor(() => /mqtt connection failed: .*check mqtt\.username and mqtt\.password\/passwordFile/.test(gw.output), 10_000);
-        // mosquitto refuses with MQTT 5 reason 135 "not authorized" (134 "bad user name or password" elsewhere).
-        const refusals = () => (b.output.match(/Sending CONNACK to \S+ \(0, 13[45]\)/g) ?? []).length;
-        const before = refusals();
-        await waitFor(() => refusals() >= before + 2, 8_000, 100);
-        expect((await pingPod1()).ok).toBe(true);
-        expect(gw.child.exitCode).toBeNull();
-        expect(gw.output.match(/mqtt connection failed: /g)).toHaveLength(1);
-        console.log('wrong password:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
-        expect(await gw.stop('SIGTERM')).toBe(0);
-      } finally {
-        await gw.cleanup();
-      }
+      await gw.waitUp();
+      await waitFor(() => /mqtt connection failed: .*check mqtt\.username and mqtt\.password\/passwordFile/.test(gw.output), 10_000);
+      // mosquitto refuses with MQTT 5 reason 135 "not authorized" (134 "bad user name or password" elsewhere).
+      const refusals = () => (b.output.match(/Sending CONNACK to \S+ \(0, 13[45]\)/g) ?? []).length;
+      const before = refusals();
+      await waitFor(() => refusals() >= before + 2, 8_000, 100);
+      expect((await pingPod1()).ok).toBe(true);
+      expect(gw.child.exitCode).toBeNull();
+      expect(gw.output.match(/mqtt connection failed: /g)).toHaveLength(1);
+      console.log('wrong password:', gw.output.match(/mqtt connection failed: [^"]*/)![0]);
+      expect(await gw.stop('SIGTERM')).toBe(0);
     });
   });
 });

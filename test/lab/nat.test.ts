@@ -1,5 +1,6 @@
-// NAT traversal against a Linux MASQUERADE site router with UDP conntrack timeouts cut
-// to 5 s (unreplied) and 10 s (stream), and stock kernel flannel peers:
+// NAT traversal against a Linux MASQUERADE site router and stock kernel flannel peers. The
+// router's UDP conntrack timeouts are cut by scripts/labnet (per namespace) to 5 s for an
+// unreplied flow and 10 s for a stream; the tests read them back rather than assume them.
 //
 //   - keepalives hold the mapping open for AWS nodes pinned to source port 8472
 //     (srcport 8472 8473), and without keepalives the same setup fails;
@@ -10,15 +11,50 @@
 //   - UDP 8472 blocked at one node: that peer goes down with a reason naming UDP 8472,
 //     the other stays up;
 //   - a node's address moves: frames from the new address are validated and followed.
+//
+// Idling "past the NAT's timeouts" is judged on the router's own state (its conntrack table),
+// not on a fixed sleep.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsRun, ping, type LabEnv } from './harness.js';
+import { labDown, labUp, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxnat';
-const IDLE_MS = 25_000; // 2.5x the NAT's stream timeout, 5x its unreplied timeout
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How many NAT stream timeouts the keepalive test watches the mapping for. */
+const IDLE_STREAM_TIMEOUTS = 2.5;
 
-describe.skipIf(process.env.VXEDGE_LAB === '0')('NAT traversal', () => {
+interface Mapping {
+  /** Seconds the entry has existed (conntrack delta-time; needs nf_conntrack_timestamp). */
+  ageS: number;
+  line: string;
+}
+
+/** The NAT's UDP timeouts (seconds), as scripts/labnet set them in its namespace. */
+async function natUdpTimeouts(env: LabEnv): Promise<{ unrepliedS: number; streamS: number }> {
+  const get = async (k: string) => Number((await nsRun(env.NS_NAT, ['sysctl', '-n', k])).trim());
+  return {
+    unrepliedS: await get('net.netfilter.nf_conntrack_udp_timeout'),
+    streamS: await get('net.netfilter.nf_conntrack_udp_timeout_stream'),
+  };
+}
+
+/** Makes the NAT record when each conntrack entry was created (before the entries we watch exist). */
+async function natTimestamps(env: LabEnv): Promise<void> {
+  await nsRun(env.NS_NAT, ['sysctl', '-qw', 'net.netfilter.nf_conntrack_timestamp=1']);
+}
+
+/** The NAT's mappings of the gateway's VXLAN socket (192.0.2.10:8472 going out), by peer address. */
+async function natMappings(env: LabEnv): Promise<Map<string, Mapping>> {
+  const out = await nsRun(env.NS_NAT, ['conntrack', '-L', '-p', 'udp', '-s', env.GW_UNDERLAY_IP, '--sport', String(env.VXLAN_PORT), '-o', 'ktimestamp'], { timeoutMs: 5_000 });
+  const m = new Map<string, Mapping>();
+  for (const line of out.split('\n')) {
+    const peer = /\bdst=(\S+)/.exec(line)?.[1];
+    if (!peer) continue;
+    m.set(peer, { ageS: Number(/\bdelta-time=(\d+)/.exec(line)?.[1] ?? NaN), line });
+  }
+  return m;
+}
+
+describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
   let env: LabEnv;
   let gw: RunningGateway | null = null;
   afterEach(async () => {
@@ -32,10 +68,29 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('NAT traversal', () => {
   describe('AWS nodes pinned to source port 8472, no port forward', () => {
     it('keepalives keep AWS-initiated traffic flowing after the overlay idled for several NAT timeouts', async () => {
       env = await labUp({ prefix: PREFIX, portForward: false, awsSrcportPin: true });
+      const { streamS, unrepliedS } = await natUdpTimeouts(env);
+      expect(streamS).toBeLessThanOrEqual(10); // else the window below would be minutes
+      await natTimestamps(env);
       gw = await startGateway(env, { keepaliveInterval: '2s', keepaliveTimeout: '8s' });
       await gw.waitUp();
       expect((await ping(env.NS_POD1, env.HOST_IP)).ok).toBe(true);
-      await sleep(IDLE_MS);
+      const peers = [env.AWS1_PUBLIC_IP, env.AWS2_PUBLIC_IP];
+      let m = await waitFor(async () => {
+        const now = await natMappings(env);
+        return peers.every((p) => now.has(p)) ? now : null;
+      }, 5_000);
+      // From here only keepalives touch the mappings. Watch them for several NAT timeouts: present
+      // at every look, and at the end older than the whole window, i.e. the same entry throughout
+      // (a lapsed mapping that a later probe re-created would be younger).
+      const windowMs = IDLE_STREAM_TIMEOUTS * streamS * 1000;
+      expect(windowMs).toBeGreaterThan(2 * Math.max(streamS, unrepliedS) * 1000);
+      const t0 = Date.now();
+      while (Date.now() - t0 < windowMs) {
+        for (const p of peers) expect(m.get(p), `NAT mapping toward ${p} ${Date.now() - t0} ms into the window`).toBeDefined();
+        await new Promise((r) => setTimeout(r, 1_000)); // the sampling period, not a wait for something
+        m = await natMappings(env);
+      }
+      for (const p of peers) expect(m.get(p)?.ageS, m.get(p)?.line).toBeGreaterThanOrEqual(Math.floor(windowMs / 1000));
       const r = await ping(env.NS_POD1, env.HOST_IP, { count: 3 });
       expect(r.ok).toBe(true);
       expect((await ping(env.NS_POD2, env.HOST_IP)).ok).toBe(true);
@@ -43,16 +98,21 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('NAT traversal', () => {
 
     it('without keepalives the same traffic fails once the NAT forgot the mapping', async () => {
       env = await labUp({ prefix: PREFIX, portForward: false, awsSrcportPin: true });
+      const { streamS, unrepliedS } = await natUdpTimeouts(env);
       gw = await startGateway(env, { keepaliveInterval: '0', keepaliveTimeout: '8s' });
       await gw.waitStarted();
       // Site-initiated traffic opens the mapping; the AWS pod can answer and initiate.
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       expect((await ping(env.NS_POD1, env.HOST_IP)).ok).toBe(true);
-      await sleep(IDLE_MS);
+      expect((await natMappings(env)).has(env.AWS1_PUBLIC_IP)).toBe(true);
+      // Nothing refreshes it now: the router drops it after its stream timeout.
+      await waitFor(async () => !(await natMappings(env)).has(env.AWS1_PUBLIC_IP), (streamS + unrepliedS + 10) * 1000, 250);
+      const nat0 = await snmpCounters(env.NS_NAT);
       const r = await ping(env.NS_POD1, env.HOST_IP, { count: 3 });
       expect(r.received).toBe(0);
+      // The frames died at the router (no mapping, nothing listens on its UDP 8472).
+      await waitSnmpDelta(env.NS_NAT, 'Udp.NoPorts', nat0, 3, 5_000);
     }, 60_000);
-
   });
 
   describe('stock AWS nodes (hashed source ports)', () => {
@@ -68,11 +128,15 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('NAT traversal', () => {
       env = await labUp({ prefix: PREFIX, portForward: true });
       gw = await startGateway(env, { keepaliveInterval: '2s', keepaliveTimeout: '8s' });
       await gw.waitUp();
-      const pinging = ping(env.NS_POD1, env.HOST_IP, { count: 30, intervalMs: 100, timeoutMs: 6_000 });
-      await sleep(1_000);
+      const pod0 = await snmpCounters(env.NS_POD1);
+      const pinging = ping(env.NS_POD1, env.HOST_IP, { count: 40, intervalMs: 100, timeoutMs: 7_000 });
+      // Flush once the ping is flowing (replies are back at pod1), while it has seconds to go.
+      await waitSnmpDelta(env.NS_POD1, 'Icmp.InEchoReps', pod0, 3, 5_000);
+      const atFlush = await snmpCounters(env.NS_POD1);
       await nsRun(env.NS_NAT, ['conntrack', '-F']);
       const r = await pinging;
-      expect(r.sent).toBe(30);
+      expect(r.sent).toBe(40);
+      expect(r.sent - (atFlush['Icmp.OutEchos'] - pod0['Icmp.OutEchos'])).toBeGreaterThanOrEqual(10); // ≥ 1 s of echoes after the flush
       expect(r.sent - r.received).toBeLessThanOrEqual(10);
       const s = await gw.waitStatus((d) => d.state === 'ok', 5_000);
       expect(s.peers.every((p) => p.state === 'up')).toBe(true);
@@ -150,11 +214,22 @@ describe.skipIf(process.env.VXEDGE_LAB === '0')('NAT traversal', () => {
       expect(gw.output).toContain('peer endpoint moved after path validation');
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       // A forger elsewhere claiming aws2's MAC gets one unanswered probe, nothing more.
+      const settled = Date.now();
+      const before = await gw.waitStatus((d) => Date.parse(d.ts) > settled, 5_000); // counts from before the flood
+      const inet0 = await snmpCounters(env.NS_INET);
       await nsRun(env.NS_INET, ['node', new URL('./flood.mjs', import.meta.url).pathname, '--to', env.GW_PUBLIC_IP, '--bind', env.INET_AWS_IP,
         '--kinds', 'good', '--count', '100', '--gw-mac', env.GW_VTEP_MAC, '--peer-mac', env.AWS2_VTEP_MAC, '--src', env.POD2_IP, '--dst', env.HOST_IP], { timeoutMs: 20_000 });
-      await sleep(2_500);
-      const after = (await gw.status())!;
+      // Evidence that it is all over: every forged frame was read and dropped, the gateway sent
+      // its validation probe to the forger's address, and that address refused it (nothing
+      // listens on its UDP 8472), so no answer can ever validate the move.
+      const after = await gw.waitStatus((d) => (d.drops.unknownSource ?? 0) - (before.drops.unknownSource ?? 0) >= 100, 10_000);
+      await gw.waitLog(/validating the path/, { peer: 'aws-2', candidate: env.INET_AWS_IP });
+      await waitSnmpDelta(env.NS_INET, 'Udp.NoPorts', inet0, 1, 5_000);
+      const over = Date.now();
       expect(after.peers.find((p) => p.name === 'aws-2')!.endpoint).toBe(`${env.AWS2_PUBLIC_IP}:8472`);
+      const later = await gw.waitStatus((d) => Date.parse(d.ts) > over, 5_000);
+      expect(later.peers.find((p) => p.name === 'aws-2')!.endpoint).toBe(`${env.AWS2_PUBLIC_IP}:8472`);
+      expect(gw.logEntries().filter((e) => /endpoint moved/.test(e.msg) && e.peer === 'aws-2')).toEqual([]);
     }, 40_000);
   });
 });

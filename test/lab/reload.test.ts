@@ -8,12 +8,16 @@
 // file is refused and the running config kept; putting aws-2 back brings it up again.
 // vxedge runs as under systemd: NOTIFY_SOCKET points at a receiver here (READY=1,
 // RELOADING=1, STATUS=, WATCHDOG=1, STOPPING=1 are checked) and board.led at a fake LED.
+//
+// A reload of other keys: keepalive.interval/timeout and overlay.mssClamp take effect at once
+// (probes come at the new pace, a peer goes down after the new timeout, SYNs are no longer
+// clamped), stateDir and runDir are reported as needing a restart (log and health document).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, snmpCounters, startCapture, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { labConfig, startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxrl';
@@ -56,122 +60,213 @@ class NotifySink {
   }
 }
 
-describe.skipIf(skipUnlessRoot(['python3']))('SIGHUP reload in the lab', () => {
+describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload in the lab', () => {
   let env: LabEnv;
-  let gw: RunningGateway;
-  let dir: string;
-  let sink: NotifySink;
-  let led: string;
-  const all = () => labConfig(env, gw.dir, { extra: { board: { led } } });
-  const writeConfig = (doc: unknown) => writeFileSync(gw.configFile, typeof doc === 'string' ? doc : JSON.stringify(doc, null, 2));
-  const withoutAws2 = (): Record<string, unknown> => {
-    const c = all();
-    return { ...c, peers: (c.peers as Array<{ name: string }>).filter((p) => p.name !== 'aws-2') };
-  };
-  const routes = () => nsRun(env.NS_GW, ['ip', '-4', 'route', 'show', 'dev', env.VTEP_DEV]);
-  const ledFile = (f: string) => readFileSync(path.join(led, f), 'utf8');
-
   beforeAll(async () => {
     env = await labUp({ prefix: PREFIX });
-    dir = mkdtempSync(path.join(tmpdir(), 'vxedge-vxrl-'));
-    led = path.join(dir, 'leds', 'ACT');
-    mkdirSync(led, { recursive: true });
-    writeFileSync(path.join(led, 'trigger'), 'none [mmc0] timer');
-    writeFileSync(path.join(led, 'brightness'), '0');
-    writeFileSync(path.join(led, 'max_brightness'), '1');
-    sink = new NotifySink(path.join(dir, 'notify'));
-    await sink.ready;
-    gw = await startGateway(env, {
-      extra: { board: { led } },
-      env: { NOTIFY_SOCKET: sink.socket, WATCHDOG_USEC: '4000000' },
-    });
-    await gw.waitUp();
   }, 120_000);
   afterAll(async () => {
-    await gw?.cleanup();
-    sink?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
     await labDown(PREFIX);
   });
 
-  it('tells systemd it is ready, with its state, and pings the watchdog while healthy', async () => {
-    const ready = await sink.waitFor((m) => m.startsWith('READY=1'));
-    expect(sink.messages[ready]).toMatch(/^READY=1\nSTATUS=(ok|degraded|down): \d\/2 peers up/);
-    await sink.waitFor((m) => m === 'STATUS=ok: 2/2 peers up');
-    // WATCHDOG_USEC 4 s: a ping at start, then every 2 s.
-    await waitFor(() => sink.messages.filter((m) => m === 'WATCHDOG=1').length >= 3, 8_000, 200);
-    expect(gw.output).not.toContain('watchdog ping skipped');
+  describe('under systemd: peers removed and added', () => {
+    let gw: RunningGateway;
+    let dir: string;
+    let sink: NotifySink;
+    let led: string;
+    const all = () => labConfig(env, gw.dir, { extra: { board: { led } } });
+    const writeConfig = (doc: unknown) => writeFileSync(gw.configFile, typeof doc === 'string' ? doc : JSON.stringify(doc, null, 2));
+    const withoutAws2 = (): Record<string, unknown> => {
+      const c = all();
+      return { ...c, peers: (c.peers as Array<{ name: string }>).filter((p) => p.name !== 'aws-2') };
+    };
+    const routes = () => nsRun(env.NS_GW, ['ip', '-4', 'route', 'show', 'dev', env.VTEP_DEV]);
+    const ledFile = (f: string) => readFileSync(path.join(led, f), 'utf8');
+
+    beforeAll(async () => {
+      dir = mkdtempSync(path.join(tmpdir(), 'vxedge-vxrl-'));
+      led = path.join(dir, 'leds', 'ACT');
+      mkdirSync(led, { recursive: true });
+      writeFileSync(path.join(led, 'trigger'), 'none [mmc0] timer');
+      writeFileSync(path.join(led, 'brightness'), '0');
+      writeFileSync(path.join(led, 'max_brightness'), '1');
+      sink = new NotifySink(path.join(dir, 'notify'));
+      await sink.ready;
+      gw = await startGateway(env, {
+        extra: { board: { led } },
+        env: { NOTIFY_SOCKET: sink.socket, WATCHDOG_USEC: '4000000' },
+      });
+      await gw.waitUp();
+    }, 120_000);
+    afterAll(async () => {
+      await gw?.cleanup();
+      sink?.close();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('tells systemd it is ready, with its state, and pings the watchdog while healthy', async () => {
+      const ready = await sink.waitFor((m) => m.startsWith('READY=1'));
+      expect(sink.messages[ready]).toMatch(/^READY=1\nSTATUS=(ok|degraded|down): \d\/2 peers up/);
+      await sink.waitFor((m) => m === 'STATUS=ok: 2/2 peers up');
+      // WATCHDOG_USEC 4 s: a ping at start, then every 2 s.
+      await waitFor(() => sink.messages.filter((m) => m === 'WATCHDOG=1').length >= 3, 8_000, 200);
+      expect(gw.output).not.toContain('watchdog ping skipped');
+    });
+
+    it('shows "all peers up" on the status LED', async () => {
+      await waitFor(() => ledFile('brightness') === '1', 5_000);
+      expect(ledFile('trigger')).toBe('none');
+    });
+
+    it('a reload that removes aws-2 loses no echo of a continuous ping to pod1', async () => {
+      expect(await routes()).toContain(env.AWS2_SUBNET);
+      const mark = sink.messages.length;
+      const host0 = await snmpCounters(env.NS_HOST);
+      // When the ping ends, note whether the reload was already done: it must happen mid-ping.
+      const pinging = ping(env.NS_HOST, env.POD1_IP, { count: 40, intervalMs: 100 }).then((r) => ({
+        r,
+        reloadedBefore: gw.output.includes('"msg":"reloaded"'),
+      }));
+      await waitSnmpDelta(env.NS_HOST, 'Icmp.InEchoReps', host0, 3, 5_000); // the ping is flowing
+      writeConfig(withoutAws2());
+      gw.child.kill('SIGHUP');
+      const { r, reloadedBefore } = await pinging;
+      expect(r, gw.output).toMatchObject({ ok: true, sent: 40, received: 40 });
+      expect(reloadedBefore, 'the reload finished before the ping did').toBe(true);
+
+      await waitFor(() => gw.output.includes('"msg":"reloaded"'), 5_000);
+      expect(gw.output).toMatch(/"msg":"reloaded".*"removed":\["aws-2"\]/);
+      expect(await routes()).not.toContain(env.AWS2_SUBNET);
+      expect(await routes()).toContain(env.AWS1_SUBNET);
+      const s = await gw.waitStatus((d) => d.peers.length === 1);
+      expect(s.peers.map((p) => p.name)).toEqual(['aws-1']);
+      expect(s.state).toBe('ok');
+      // RELOADING=1, then READY=1 again once applied.
+      const reloading = await sink.waitFor((m) => m.startsWith('RELOADING=1\nMONOTONIC_USEC='), mark);
+      await sink.waitFor((m) => m.startsWith('READY=1\nSTATUS=ok: 1/1 peers up'), reloading);
+    });
+
+    it('an invalid new config is reported and the running one kept', async () => {
+      const before = await routes();
+      const c = withoutAws2();
+      writeConfig({ ...c, overlay: { ...(c.overlay as object), subnet: '10.244.100.5/24' }, keepalive: { interval: 'often' } });
+      const hupAt = Date.now();
+      gw.child.kill('SIGHUP');
+      await waitFor(() => gw.output.includes('reload refused'), 5_000);
+      expect(gw.output).toMatch(/reload refused: the new config is invalid; keeping the running one/);
+      expect(gw.output).toMatch(/overlay\.subnet: 10\.244\.100\.5\/24 has host bits set/);
+      expect(gw.output).toMatch(/keepalive\.interval/);
+      expect(gw.child.exitCode).toBeNull();
+      const r = await ping(env.NS_HOST, env.POD1_IP, { count: 5, intervalMs: 100 });
+      expect(r).toMatchObject({ ok: true, received: 5 });
+      expect(await routes()).toBe(before);
+      const s = await gw.waitStatus((d) => Date.parse(d.ts) > hupAt); // written after the refusal
+      expect(s.peers.map((p) => p.name)).toEqual(['aws-1']);
+      expect(s.peers[0].state).toBe('up');
+    });
+
+    it('a file that is not even YAML/JSON is refused the same way', async () => {
+      const n = gw.output.split('reload refused').length;
+      writeConfig('{ "site": "lab", ');
+      gw.child.kill('SIGHUP');
+      await waitFor(() => gw.output.split('reload refused').length > n, 5_000);
+      expect((await ping(env.NS_HOST, env.POD1_IP, { count: 3 })).ok).toBe(true);
+    });
+
+    it('re-adding aws-2 brings it back up, with its route', async () => {
+      writeConfig(all());
+      gw.child.kill('SIGHUP');
+      const s = await gw.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up'), 15_000);
+      expect(s.peers.map((p) => p.name).sort()).toEqual(['aws-1', 'aws-2']);
+      expect(gw.output).toMatch(/"msg":"reloaded".*"added":\["aws-2"\]/);
+      expect(await routes()).toContain(env.AWS2_SUBNET);
+      const r = await ping(env.NS_HOST, env.POD2_IP, { count: 3 });
+      expect(r).toMatchObject({ ok: true, received: 3 });
+      await sink.waitFor((m) => m === 'STATUS=ok: 2/2 peers up' || m.startsWith('READY=1\nSTATUS=ok: 2/2 peers up'), 0, 10_000);
+    });
+
+    it('on stop says STOPPING=1 and switches the LED off', async () => {
+      const mark = sink.messages.length;
+      expect(await gw.stop()).toBe(0);
+      await sink.waitFor((m) => m === 'STOPPING=1', mark, 5_000); // sent before exit, relayed by the sink after
+      expect(ledFile('brightness')).toBe('0');
+      expect(ledFile('trigger')).toBe('none');
+    });
   });
+  describe('a reload that changes keepalive, mssClamp, stateDir and runDir', () => {
+    let gw: RunningGateway;
+    beforeAll(async () => {
+      gw = await startGateway(env, { keepaliveInterval: '5s', keepaliveTimeout: '20s' });
+      await gw.waitUp();
+    });
+    afterAll(async () => {
+      await gw?.cleanup();
+    });
 
-  it('shows "all peers up" on the status LED', async () => {
-    await waitFor(() => ledFile('brightness') === '1', 5_000);
-    expect(ledFile('trigger')).toBe('none');
-  });
+    /** The MSS option of a TCP SYN host -> pod1 as it arrives at pod1 (nothing listens: the pod resets it). */
+    async function synMssAtPod(port: number): Promise<number> {
+      const cap = startCapture(env.NS_POD1, ['-n', '-c', '1', '-i', env.POD1_IF, `tcp dst port ${port} and tcp[tcpflags] & tcp-syn != 0`], { timeoutMs: 10_000 });
+      await cap.ready;
+      await nsExec(env.NS_HOST, ['socat', '-u', '/dev/null', `TCP:${env.POD1_IP}:${port},connect-timeout=2`], { timeoutMs: 5_000 });
+      const { stdout } = await cap.done;
+      const mss = /\bmss (\d+)/.exec(stdout);
+      if (!mss) throw new Error(`no SYN with an MSS option seen at pod1:\n${stdout}`);
+      return Number(mss[1]);
+    }
 
-  it('a reload that removes aws-2 loses no echo of a continuous ping to pod1', async () => {
-    expect(await routes()).toContain(env.AWS2_SUBNET);
-    const mark = sink.messages.length;
-    const pinging = ping(env.NS_HOST, env.POD1_IP, { count: 40, intervalMs: 100 });
-    await new Promise((r) => setTimeout(r, 1_000));
-    writeConfig(withoutAws2());
-    gw.child.kill('SIGHUP');
-    const r = await pinging;
-    expect(r, gw.output).toMatchObject({ ok: true, sent: 40, received: 40 });
+    it('applies keepalive and mssClamp at once, and reports stateDir and runDir as needing a restart', async () => {
+      // Before: SYNs from the site host (MTU 1500, MSS 1460) are clamped to the tunnel's 1450 - 40.
+      expect(await synMssAtPod(21_001)).toBe(1410);
 
-    await waitFor(() => gw.output.includes('"msg":"reloaded"'), 5_000);
-    expect(gw.output).toMatch(/"msg":"reloaded".*"removed":\["aws-2"\]/);
-    expect(await routes()).not.toContain(env.AWS2_SUBNET);
-    expect(await routes()).toContain(env.AWS1_SUBNET);
-    const s = await gw.waitStatus((d) => d.peers.length === 1);
-    expect(s.peers.map((p) => p.name)).toEqual(['aws-1']);
-    expect(s.state).toBe('ok');
-    // RELOADING=1, then READY=1 again once applied.
-    const reloading = await sink.waitFor((m) => m.startsWith('RELOADING=1\nMONOTONIC_USEC='), mark);
-    await sink.waitFor((m) => m.startsWith('READY=1\nSTATUS=ok: 1/1 peers up'), reloading);
-  });
+      const cfg = labConfig(env, gw.dir, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
+      writeFileSync(gw.configFile, JSON.stringify({
+        ...cfg,
+        overlay: { ...(cfg.overlay as object), mssClamp: false },
+        stateDir: path.join(gw.dir, 'state-new'),
+        runDir: path.join(gw.dir, 'run-new'),
+      }, null, 2));
+      // Everything the gateway sends to aws1:8472 from now on: with no traffic, only keepalive probes.
+      const probes = startCapture(env.NS_GW, ['-n', '-i', env.GW_UNDERLAY_IF, `udp and dst host ${env.AWS1_PUBLIC_IP} and dst port ${env.VXLAN_PORT}`], { timeoutMs: 30_000 });
+      await probes.ready;
+      const hupAt = Date.now();
+      gw.child.kill('SIGHUP');
 
-  it('an invalid new config is reported and the running one kept', async () => {
-    const before = await routes();
-    const c = withoutAws2();
-    writeConfig({ ...c, overlay: { ...(c.overlay as object), subnet: '10.244.100.5/24' }, keepalive: { interval: 'often' } });
-    gw.child.kill('SIGHUP');
-    await waitFor(() => gw.output.includes('reload refused'), 5_000);
-    expect(gw.output).toMatch(/reload refused: the new config is invalid; keeping the running one/);
-    expect(gw.output).toMatch(/overlay\.subnet: 10\.244\.100\.5\/24 has host bits set/);
-    expect(gw.output).toMatch(/keepalive\.interval/);
-    expect(gw.child.exitCode).toBeNull();
-    const r = await ping(env.NS_HOST, env.POD1_IP, { count: 5, intervalMs: 100 });
-    expect(r).toMatchObject({ ok: true, received: 5 });
-    expect(await routes()).toBe(before);
-    const s = await gw.waitStatus((d) => Date.parse(d.ts) > Date.now() - 2_500);
-    expect(s.peers.map((p) => p.name)).toEqual(['aws-1']);
-    expect(s.peers[0].state).toBe('up');
-  });
+      // The log: what was applied, and what waits for a restart.
+      const sorted = (v: unknown) => (Array.isArray(v) ? [...(v as string[])].sort() : v);
+      const reloaded = await gw.waitLog(/^reloaded$/);
+      expect(sorted(reloaded.applied)).toEqual(['keepalive.interval', 'keepalive.timeout', 'overlay.mssClamp']);
+      const restart = await gw.waitLog(/^some changes need a restart to take effect/);
+      expect(restart.level).toBe('warn');
+      expect(sorted(restart.keys)).toEqual(['runDir', 'stateDir']);
+      // The health document says the same, and is still written where it was (runDir is not moved live).
+      const s = await gw.waitStatus((d) => d.reload !== undefined);
+      expect(sorted(s.reload!.applied)).toEqual(['keepalive.interval', 'keepalive.timeout', 'overlay.mssClamp']);
+      expect(sorted(s.reload!.restartNeeded)).toEqual(['runDir', 'stateDir']);
+      expect(Date.parse(s.reload!.at)).toBeGreaterThan(hupAt - 1_000);
+      expect(existsSync(path.join(gw.dir, 'run-new', 'status.json'))).toBe(false);
 
-  it('a file that is not even YAML/JSON is refused the same way', async () => {
-    const n = gw.output.split('reload refused').length;
-    writeConfig('{ "site": "lab", ');
-    gw.child.kill('SIGHUP');
-    await waitFor(() => gw.output.split('reload refused').length > n, 5_000);
-    expect((await ping(env.NS_HOST, env.POD1_IP, { count: 3 })).ok).toBe(true);
-  });
+      // keepalive.interval 1 s (±20 %): six probes within 10 s of the reload; at 5 s there would be three at most.
+      // (tcpdump prints two lines a probe: the outer datagram, then the echo inside.)
+      const sent = () => probes.lines.filter((l) => l.includes(` > ${env.AWS1_PUBLIC_IP}.${env.VXLAN_PORT}:`)).length;
+      await waitFor(() => sent() >= 6, Math.max(0, hupAt + 10_000 - Date.now()), 100).catch((e: Error) => {
+        throw new Error(`${e.message}: ${sent()} probes to aws-1 since the reload:\n${probes.lines.join('\n')}`);
+      });
+      await probes.stop();
 
-  it('re-adding aws-2 brings it back up, with its route', async () => {
-    writeConfig(all());
-    gw.child.kill('SIGHUP');
-    const s = await gw.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up'), 15_000);
-    expect(s.peers.map((p) => p.name).sort()).toEqual(['aws-1', 'aws-2']);
-    expect(gw.output).toMatch(/"msg":"reloaded".*"added":\["aws-2"\]/);
-    expect(await routes()).toContain(env.AWS2_SUBNET);
-    const r = await ping(env.NS_HOST, env.POD2_IP, { count: 3 });
-    expect(r).toMatchObject({ ok: true, received: 3 });
-    await sink.waitFor((m) => m === 'STATUS=ok: 2/2 peers up' || m.startsWith('READY=1\nSTATUS=ok: 2/2 peers up'), 0, 10_000);
-  });
+      // overlay.mssClamp false: the same SYN now arrives unclamped.
+      expect(await synMssAtPod(21_002)).toBe(1460);
 
-  it('on stop says STOPPING=1 and switches the LED off', async () => {
-    expect(await gw.stop()).toBe(0);
-    expect(sink.messages).toContain('STOPPING=1');
-    expect(ledFile('brightness')).toBe('0');
-    expect(ledFile('trigger')).toBe('none');
+      // keepalive.timeout 4 s: a peer cut off is down within it (+ probe jitter and the 2 s status
+      // period), well before the old 20 s.
+      const block = ['iptables', '-I', 'INPUT', '-p', 'udp', '--dport', String(env.VXLAN_PORT), '-j', 'DROP'];
+      await nsRun(env.NS_AWS2, block);
+      try {
+        await gw.waitStatus((d) => d.peers.find((p) => p.name === 'aws-2')?.state === 'down', 10_000);
+      } finally {
+        await nsRun(env.NS_AWS2, ['iptables', '-D', ...block.slice(2)]);
+      }
+      const up = await gw.waitStatus((d) => d.peers.every((p) => p.state === 'up'), 10_000);
+      expect(up.reload).toEqual(s.reload);
+    });
   });
 });

@@ -13,6 +13,7 @@ import {
   tcpTransfer,
   waitExit,
   waitFor,
+  waitSnmpDelta,
   type LabEnv,
 } from './harness.js';
 
@@ -109,9 +110,8 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
       const nat0 = await snmpCounters(env.NS_NAT);
       const r = await ping(env.NS_POD1, env.HOST_IP, { count: 2, intervalMs: 100, timeoutMs: 1_000 });
       expect(r.received).toBe(0);
-      const nat1 = await snmpCounters(env.NS_NAT);
       // the encapsulated echoes reach the NAT itself, which has no socket on 8472
-      expect(nat1['Udp.NoPorts'] - nat0['Udp.NoPorts']).toBeGreaterThanOrEqual(2);
+      expect(await waitSnmpDelta(env.NS_NAT, 'Udp.NoPorts', nat0, 2, 5_000)).toBeGreaterThanOrEqual(2);
     });
 
     it('host-initiated traffic reaches the pod, but the replies die at the NAT too', async () => {
@@ -120,12 +120,13 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
       const pod0 = await snmpCounters(env.NS_POD1);
       const nat0 = await snmpCounters(env.NS_NAT);
       const r = await ping(env.NS_HOST, env.POD1_IP, { count: 2, intervalMs: 100, timeoutMs: 1_000 });
-      const pod1 = await snmpCounters(env.NS_POD1);
-      const nat1 = await snmpCounters(env.NS_NAT);
       expect(r.received).toBe(0);
+      // Both echoes answered by the pod, both replies dead at the NAT (counted once they got there).
+      expect(await waitSnmpDelta(env.NS_POD1, 'Icmp.OutEchoReps', pod0, 2, 5_000)).toBe(2);
+      expect(await waitSnmpDelta(env.NS_NAT, 'Udp.NoPorts', nat0, 2, 5_000)).toBeGreaterThanOrEqual(2);
+      const pod1 = await snmpCounters(env.NS_POD1);
       expect(pod1['Icmp.InEchos'] - pod0['Icmp.InEchos']).toBe(2);
       expect(pod1['Icmp.OutEchoReps'] - pod0['Icmp.OutEchoReps']).toBe(2);
-      expect(nat1['Udp.NoPorts'] - nat0['Udp.NoPorts']).toBeGreaterThanOrEqual(2);
     });
   });
 
@@ -152,9 +153,13 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
       gw.stdout!.on('data', (b: Buffer) => (out += b.toString()));
       await waitFor(() => out.includes('sent'), 3_000);
 
-      const ct = await nsRun(env.NS_NAT, ['conntrack', '-L', '-p', 'udp', '-s', env.GW_UNDERLAY_IP]);
       // MASQUERADE kept the source port: replies are expected at 198.51.100.2:8472
-      expect(ct).toContain('src=203.0.113.10 dst=198.51.100.2 sport=8472 dport=8472');
+      const mapping = 'src=203.0.113.10 dst=198.51.100.2 sport=8472 dport=8472';
+      const ct = await waitFor(async () => {
+        const out = await nsRun(env.NS_NAT, ['conntrack', '-L', '-p', 'udp', '-s', env.GW_UNDERLAY_IP]);
+        return out.includes(`dport=${env.VXLAN_PORT} `) ? out : null; // the datagram crossed the NAT
+      }, 3_000);
+      expect(ct).toContain(mapping);
 
       await ping(env.NS_POD1, env.HOST_IP, { count: 1, timeoutMs: 500 }); // no gateway VTEP: no reply
       const line = await waitFor(

@@ -46,15 +46,52 @@ export function labConfig(env: LabEnv, dir: string, o: GatewayOptions = {}): Rec
   };
 }
 
+/** One line of the gateway's JSON log. */
+export interface LogEntry {
+  ts: string;
+  level: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
 export class RunningGateway {
+  /** stdout and stderr as they came, interleaved. */
   output = '';
+  /** Each stream on its own, so that no log line is cut by the other's writes. */
+  private readonly streams = { stdout: '', stderr: '' };
   constructor(
     readonly child: ChildProcess,
     readonly dir: string,
     readonly configFile: string,
   ) {
-    child.stdout!.on('data', (b: Buffer) => (this.output += b.toString()));
-    child.stderr!.on('data', (b: Buffer) => (this.output += b.toString()));
+    for (const name of ['stdout', 'stderr'] as const) {
+      child[name]!.on('data', (b: Buffer) => {
+        this.output += b.toString();
+        this.streams[name] += b.toString();
+      });
+    }
+  }
+
+  /** The gateway's log so far, one parsed JSON object per line, in time order (other lines are left out). */
+  logEntries(): LogEntry[] {
+    const out: LogEntry[] = [];
+    for (const line of `${this.streams.stdout}\n${this.streams.stderr}`.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        out.push(JSON.parse(line) as LogEntry);
+      } catch {
+        /* the last line, still being written */
+      }
+    }
+    return out.sort((a, b) => Date.parse(a.ts) - Date.parse(b.ts));
+  }
+
+  /** Waits for a log entry whose msg matches and whose fields include `fields`; returns it. */
+  waitLog(msg: RegExp, fields: Record<string, unknown> = {}, timeoutMs = 5_000): Promise<LogEntry> {
+    const match = (e: LogEntry) => msg.test(e.msg) && Object.entries(fields).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
+    return waitFor(() => this.logEntries().find(match), timeoutMs).catch((e: Error) => {
+      throw new Error(`${e.message}: no log entry ${msg} with ${JSON.stringify(fields)}\n--- vxedge output ---\n${this.output}`);
+    });
   }
 
   async status(): Promise<HealthDocument | null> {
@@ -104,8 +141,12 @@ export class RunningGateway {
     return waitExit(this.child, timeoutMs);
   }
 
+  /** SIGKILLs the gateway if it still runs and waits until it is gone (its port and device with it). */
   async cleanup(): Promise<void> {
-    if (this.child.exitCode === null) this.child.kill('SIGKILL');
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+      await waitExit(this.child, 5_000).catch(() => undefined);
+    }
     await rm(this.dir, { recursive: true, force: true });
   }
 }
