@@ -13,9 +13,7 @@ import type { Config } from '../config/types.js';
 import { loadOrCreateVtepMac } from '../control/state.js';
 import { readStatus } from '../health/status-file.js';
 import { ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../util/ipv4.js';
-
-const EXIT_OK = 0;
-const EXIT_USAGE = 2;
+import { EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
 export { ANNOTATION_PREFIX, nodeManifest, type NodeManifestInput } from '../cluster/flannel-node.js';
 

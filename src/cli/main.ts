@@ -7,6 +7,7 @@ import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
 import { readStatus } from '../health/status-file.js';
 import { renderStatus } from './render.js';
+import { EXIT_FAIL, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
 // Each command's modules are loaded when it runs: `vxedge run` on a board never pays for
 // fleet's or the cluster CLI's code, `vxedge status` never for the gateway's.
@@ -16,10 +17,6 @@ const command = {
   kube: () => import('./kube.js'),
   fleet: () => import('./fleet.js'),
 };
-
-export const EXIT_OK = 0;
-export const EXIT_FAIL = 1;
-export const EXIT_CONFIG = 2;
 
 const HELP = `vxedge — userspace flannel-compatible VXLAN gateway for edge sites
 
@@ -75,7 +72,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   } catch (e) {
     process.stderr.write(`vxedge: ${(e as Error).message}\n\n${HELP}`);
-    return EXIT_CONFIG;
+    return EXIT_USAGE;
   }
   const { values: o, positionals } = parsed;
   const [cmd, ...rest] = positionals;
@@ -103,19 +100,19 @@ export async function main(argv: string[]): Promise<number> {
         return (await command.kube()).runRbac(o.config ? load(o.config) : null, o['node-name']);
       case undefined:
         process.stderr.write(HELP);
-        return EXIT_CONFIG;
+        return EXIT_USAGE;
       default:
         process.stderr.write(`vxedge: unknown command "${cmd}"\n\n${HELP}`);
-        return EXIT_CONFIG;
+        return EXIT_USAGE;
     }
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(formatConfigError(e) + '\n');
-      return EXIT_CONFIG;
+      return EXIT_USAGE;
     }
     if (e instanceof UsageError) {
       process.stderr.write(`vxedge: ${e.message}\n`);
-      return EXIT_CONFIG;
+      return EXIT_USAGE;
     }
     throw e;
   }
