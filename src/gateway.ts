@@ -17,7 +17,7 @@ import { ControlPlane } from './control/control-plane.js';
 import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
-import { assembleHealth, peerRows } from './health/assemble.js';
+import { assembleHealth, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
 import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
@@ -35,6 +35,8 @@ import type { Logger } from './util/log.js';
 
 const STATUS_PERIOD_MS = 2000;
 const CHECKS_PERIOD_MS = 30_000;
+/** Changes this close together make one document: 500 peers going down at once publish a few, not 500. */
+const PUBLISH_COALESCE_MS = 250;
 
 export interface GatewayDeps {
   binding: NativeBinding;
@@ -55,6 +57,7 @@ export class Gateway extends EventEmitter {
   /** null until the first round of checks: no document goes out without them. */
   private checks: CheckResult[] | null = null;
   private timers: Timer[] = [];
+  private publishPending: Timer | null = null;
   private stopping = false;
   private underlayAddrs: string | null = null;
   private lastReload: { at: string; applied: string[]; restartNeeded: string[] } | null = null;
@@ -78,9 +81,9 @@ export class Gateway extends EventEmitter {
     this.startedAt = this.lastTickAt = clock.monotonic();
     this.control = new ControlPlane(t.dataplane, {
       intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout, clock, log,
-      publish: () => this.publish(),
+      publish: () => this.publishSoon(),
       rediscover: (why) => this.nat?.rediscover(why),
-      reasonOf: (peer) => this.health().peers.find((p) => p.name === peer)?.reason ?? null,
+      reasonOf: (peer) => this.peerReason(peer),
       endpoints,
     });
     this.peerSync = new PeerSync(t.device, t.dataplane.peers, () => this.control.peersChanged());
@@ -100,12 +103,12 @@ export class Gateway extends EventEmitter {
     try {
       gw.control.start();
       gw.membership = await LiveMembership.create({
-        cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publish(), clock: deps.clock, log: deps.log,
+        cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publishSoon(), clock: deps.clock, log: deps.log,
       });
       await gw.membership.start();
       gw.nat = await SiteNat.create({
         cfg, underlay: tunnel.underlay, dataplane: tunnel.dataplane, router: await defaultGateway(tunnel.underlay.iface),
-        pcpNonce: await loadOrCreatePcpNonce(cfg.stateDir), clock: deps.clock, log: deps.log, changed: () => gw.publish(),
+        pcpNonce: await loadOrCreatePcpNonce(cfg.stateDir), clock: deps.clock, log: deps.log, changed: () => gw.publishSoon(),
       });
       gw.nat.start();
       gw.publisher.start();
@@ -149,6 +152,7 @@ export class Gateway extends EventEmitter {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) t.cancel();
+    this.publishPending?.cancel();
     await this.membership?.stop().catch((e) => this.d.log.warn('cluster stop failed', { err: (e as Error).message }));
     this.control.stop();
     await this.nat?.stop().catch((e) => this.d.log.warn('could not delete the router port mapping', { err: (e as Error).message }));
@@ -167,25 +171,14 @@ export class Gateway extends EventEmitter {
 
   health(): HealthDocument {
     const { cfg, t, d } = this;
-    const pub = this.publicEndpoint();
-    const local = `${t.underlay.address}:${cfg.underlay.port}`;
-    const { rows, pathMtu } = peerRows(t.dataplane.peers, {
-      health: (name) => this.control.keepalive.health(name),
-      reachable: (peer, addr) => this.control.diagnosis.reachable(peer, addr),
-      keepalivesEnabled: cfg.keepalive.interval > 0,
-      timeoutMs: cfg.keepalive.timeout,
-      siteSubnet: cfg.overlay.subnet.text,
-      nat: pub && pub !== local ? { local, public: pub } : null,
-      portMapped: this.nat?.portMapped() ?? false,
-      monoNow: d.clock.monotonic(),
-    });
+    const { rows, pathMtu } = peerRows(t.dataplane.peers, this.rowContext());
     return assembleHealth({
       site: cfg.site, node: cfg.node, version: d.version,
       ts: new Date(d.clock.now()).toISOString(),
       uptimeS: Math.round((d.clock.monotonic() - this.startedAt) / 1000),
       tunnel: {
         device: t.deviceName, mode: cfg.overlay.mode, vni: cfg.vxlan.vni, mtu: t.mtu, subnet: cfg.overlay.subnet.text,
-        vtepMac: t.vtepMac, localEndpoint: local, publicEndpoint: pub,
+        vtepMac: t.vtepMac, localEndpoint: this.localEndpoint(), publicEndpoint: this.publicEndpoint(),
       },
       peers: rows,
       checks: [...(this.checks ?? []), ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : [])],
@@ -216,6 +209,33 @@ export class Gateway extends EventEmitter {
     return null;
   }
 
+  private localEndpoint(): string {
+    return `${this.t.underlay.address}:${this.cfg.underlay.port}`;
+  }
+
+  private rowContext(): PeerRowContext {
+    const { cfg } = this;
+    const pub = this.publicEndpoint();
+    const local = this.localEndpoint();
+    return {
+      health: (name) => this.control.keepalive.health(name),
+      reachable: (peer, addr) => this.control.diagnosis.reachable(peer, addr),
+      keepalivesEnabled: cfg.keepalive.interval > 0,
+      timeoutMs: cfg.keepalive.timeout,
+      siteSubnet: cfg.overlay.subnet.text,
+      nat: pub && pub !== local ? { local, public: pub } : null,
+      portMapped: this.nat?.portMapped() ?? false,
+      monoNow: this.d.clock.monotonic(),
+    };
+  }
+
+  /** One peer's reason, without building the whole document (500 peers going down at once). */
+  private peerReason(peer: string): string | null {
+    const peers = this.t.dataplane.peers;
+    const s = peers.indexOf(peer);
+    return s < 0 ? null : peerRow(peers, s, this.rowContext()).reason;
+  }
+
   /** underlay.publicIp when configured (it wins), else the router's mapping, else STUN's, else the local address. */
   publicEndpoint(): string | null {
     return this.nat?.publicEndpoint().endpoint ?? null;
@@ -227,7 +247,14 @@ export class Gateway extends EventEmitter {
     this.publish();
   }
 
+  /** A part's state changed: publish shortly, once for everything that changes meanwhile. */
+  private publishSoon(): void {
+    this.publishPending ??= this.d.clock.after(PUBLISH_COALESCE_MS, () => this.publish());
+  }
+
   private publish(): void {
+    this.publishPending?.cancel();
+    this.publishPending = null;
     if (this.stopping || this.checks === null) return;
     // Whatever changed the public endpoint (STUN, port mapping), the cluster follows it.
     this.membership?.setPublicIp(announceableIp(this.nat?.publicEndpoint() ?? null));

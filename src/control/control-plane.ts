@@ -86,8 +86,11 @@ export class ControlPlane {
   /** The periodic look (every status period): peers that stay down are diagnosed again. */
   tick(): void {
     const t = this.dp.peers;
-    const down = [...t.slots()].filter((s) => this.keepalive.health(t.names[s]!).state === 'down');
-    this.supervisor.run(decideOnTick(down.map((s) => ({ peer: t.names[s]!, address: intToIp(t.addr[s]) }))));
+    const down: { peer: string; address: string }[] = [];
+    for (const s of t.slots()) {
+      if (this.keepalive.state(t.names[s]!) === 'down') down.push({ peer: t.names[s]!, address: intToIp(t.addr[s]) });
+    }
+    this.supervisor.run(decideOnTick(down));
   }
 
   underlayChanged(was: string, now: string): void {
@@ -103,6 +106,7 @@ export class ControlPlane {
 
   private anyPeerUp(): boolean {
     const t = this.dp.peers;
-    return [...t.slots()].some((s) => this.keepalive.health(t.names[s]!).state === 'up');
+    for (const s of t.slots()) if (this.keepalive.state(t.names[s]!) === 'up') return true;
+    return false;
   }
 }

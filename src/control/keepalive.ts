@@ -120,6 +120,11 @@ export class Keepalive {
     }
   }
 
+  /** The peer's state alone (cheap: the periodic looks over every peer use it). */
+  state(name: string): PeerState {
+    return this.peers.get(name)?.ka.state ?? 'unknown';
+  }
+
   health(name: string): PeerHealth {
     const p = this.peers.get(name);
     const lastRx = this.lastRxOf(name);

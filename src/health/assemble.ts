@@ -35,38 +35,47 @@ export function peerRows(t: PeerTable, ctx: PeerRowContext): { rows: PeerHealthD
   const rows: PeerHealthDoc[] = [];
   const pathMtu: PathMtuFacts[] = [];
   for (const s of t.slots()) {
-    const name = t.names[s]!;
-    const h = ctx.health(name);
-    const address = intToIp(t.addr[s]);
-    pathMtu.push({ name, state: h.state, pathMtuOk: h.pathMtuOk });
-    rows.push({
-      name,
-      endpoint: `${address}:${t.port[s]}`,
-      subnet: t.configs[s]!.subnet.text,
-      state: h.state,
-      rttMs: h.rttMs,
-      lossPct: h.lossPct,
-      lastSeen: h.lastSeen ? new Date(h.lastSeen).toISOString() : null,
-      rxPackets: t.stat(s, STAT_RX_PACKETS),
-      txPackets: t.stat(s, STAT_TX_PACKETS),
-      rxBytes: t.stat(s, STAT_RX_BYTES),
-      txBytes: t.stat(s, STAT_TX_BYTES),
-      reason: peerReason({
-        state: h.state,
-        keepalivesEnabled: ctx.keepalivesEnabled,
-        timeoutS: Math.round(ctx.timeoutMs / 1000),
-        answeredBefore: h.answeredBefore,
-        heardRecently: h.heardAt > 0 && ctx.monoNow - h.heardAt < ctx.timeoutMs,
-        hostReachable: ctx.reachable(name, address),
-        peerIp: address,
-        port: t.port[s],
-        siteSubnet: ctx.siteSubnet,
-        nat: ctx.portMapped ? null : ctx.nat,
-      }),
-    });
+    const h = ctx.health(t.names[s]!);
+    pathMtu.push({ name: t.names[s]!, state: h.state, pathMtuOk: h.pathMtuOk });
+    rows.push(rowOf(t, s, h, ctx));
   }
   rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { rows, pathMtu };
+}
+
+/** The row of the peer in slot `s`; on its own for a single peer's reason (a transition's log line). */
+export function peerRow(t: PeerTable, s: number, ctx: PeerRowContext): PeerHealthDoc {
+  return rowOf(t, s, ctx.health(t.names[s]!), ctx);
+}
+
+function rowOf(t: PeerTable, s: number, h: PeerHealth, ctx: PeerRowContext): PeerHealthDoc {
+  const name = t.names[s]!;
+  const address = intToIp(t.addr[s]);
+  return {
+    name,
+    endpoint: `${address}:${t.port[s]}`,
+    subnet: t.configs[s]!.subnet.text,
+    state: h.state,
+    rttMs: h.rttMs,
+    lossPct: h.lossPct,
+    lastSeen: h.lastSeen ? new Date(h.lastSeen).toISOString() : null,
+    rxPackets: t.stat(s, STAT_RX_PACKETS),
+    txPackets: t.stat(s, STAT_TX_PACKETS),
+    rxBytes: t.stat(s, STAT_RX_BYTES),
+    txBytes: t.stat(s, STAT_TX_BYTES),
+    reason: peerReason({
+      state: h.state,
+      keepalivesEnabled: ctx.keepalivesEnabled,
+      timeoutS: Math.round(ctx.timeoutMs / 1000),
+      answeredBefore: h.answeredBefore,
+      heardRecently: h.heardAt > 0 && ctx.monoNow - h.heardAt < ctx.timeoutMs,
+      hostReachable: ctx.reachable(name, address),
+      peerIp: address,
+      port: t.port[s],
+      siteSubnet: ctx.siteSubnet,
+      nat: ctx.portMapped ? null : ctx.nat,
+    }),
+  };
 }
 
 export type HealthParts = Omit<HealthDocument, 'state' | 'checks'> & {

@@ -83,6 +83,13 @@ describe('SdNotify protocol', () => {
     expect(statusText({ state: 'degraded', peers: [peer('aws-1', 'up'), peer('aws-2', 'down', 'no answer for 90 s')] })).toBe(
       'degraded: 1/2 peers up; aws-2 down (no answer for 90 s)',
     );
+    // 500 peers down: one line of at most 400 characters, the count first, the cut marked.
+    const many = Array.from({ length: 500 }, (_, i) => peer(`node-${i}`, i === 7 ? 'up' : 'down', 'no answer to keepalive probes for 20s'));
+    const line = statusText({ state: 'degraded', peers: many });
+    expect(line.length).toBe(400);
+    expect(line).toMatch(/^degraded: 1\/500 peers up; node-0 down \(no answer to keepalive probes for 20s\), node-1 down/);
+    expect(line.endsWith('...')).toBe(true);
+    expect(line).not.toContain('node-7 ');
   });
 });
 
