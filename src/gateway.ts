@@ -37,6 +37,8 @@ const STATUS_PERIOD_MS = 2000;
 const CHECKS_PERIOD_MS = 30_000;
 /** Changes this close together make one document: 500 peers going down at once publish a few, not 500. */
 const PUBLISH_COALESCE_MS = 250;
+/** How long the first probes wait for the router port mapping's first attempt. */
+const FIRST_MAPPING_WAIT_MS = 3000;
 
 export interface GatewayDeps {
   binding: NativeBinding;
@@ -101,16 +103,18 @@ export class Gateway extends EventEmitter {
     const tunnel = await openTunnel(cfg, deps.binding, deps.clock, deps.log);
     const gw = new Gateway(cfg, tunnel, deps, endpoints);
     try {
-      gw.control.start();
+      gw.nat = await SiteNat.create({
+        cfg, underlay: tunnel.underlay, dataplane: tunnel.dataplane, router: await defaultGateway(tunnel.underlay.iface),
+        pcpNonce: await loadOrCreatePcpNonce(cfg.stateDir), clock: deps.clock, log: deps.log, changed: () => gw.publishSoon(),
+        mapped: () => gw.control.routerForwardOpened(),
+      });
+      gw.nat.start();
+      // Forwarding starts now; probing once the router forward exists or was refused (SiteNat.settled).
+      void gw.nat.settled(FIRST_MAPPING_WAIT_MS).then(() => gw.stopping || gw.control.start());
       gw.membership = await LiveMembership.create({
         cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publishSoon(), clock: deps.clock, log: deps.log,
       });
       await gw.membership.start();
-      gw.nat = await SiteNat.create({
-        cfg, underlay: tunnel.underlay, dataplane: tunnel.dataplane, router: await defaultGateway(tunnel.underlay.iface),
-        pcpNonce: await loadOrCreatePcpNonce(cfg.stateDir), clock: deps.clock, log: deps.log, changed: () => gw.publishSoon(),
-      });
-      gw.nat.start();
       gw.publisher.start();
       await gw.refreshChecks();
       gw.publish();

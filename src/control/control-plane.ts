@@ -14,6 +14,9 @@ import { Roaming } from './roaming.js';
 import { Supervisor, decideOnRoam, decideOnTick, decideOnTransition, decideOnUnderlayChange } from './supervisor.js';
 import type { UnderlayPingResult } from './underlay-probe.js';
 
+/** Longer than a Linux router keeps an unanswered UDP flow (nf_conntrack_udp_timeout, 30 s). */
+const CONNTRACK_FORGET_MS = 35_000;
+
 export interface ControlPlaneOptions extends KeepaliveParams {
   clock: Clock;
   log: Logger;
@@ -91,6 +94,21 @@ export class ControlPlane {
       if (this.keepalive.state(t.names[s]!) === 'down') down.push({ peer: t.names[s]!, address: intToIp(t.addr[s]) });
     }
     this.supervisor.run(decideOnTick(down));
+  }
+
+  /**
+   * The site router now forwards underlay.port to us (router port mapping made or made
+   * again). Peers that are not up were probed before it existed: hold their probes longer
+   * than a router keeps an unanswered UDP flow (Linux: 30 s), so their answers start a new
+   * flow that meets the forward.
+   */
+  routerForwardOpened(): void {
+    const held = this.keepalive.holdUnanswered(CONNTRACK_FORGET_MS);
+    if (held.length) {
+      this.o.log.info('router forward made: probes to peers that are not up wait for the router to forget their unanswered flows', {
+        peers: held.length, waitS: CONNTRACK_FORGET_MS / 1000,
+      });
+    }
   }
 
   underlayChanged(was: string, now: string): void {

@@ -80,6 +80,8 @@ export class Keepalive {
     this.running = true;
     this.dp.outside.hooks.onToVtep = (buf, off, len, p) => this.onToVtep(buf, off, len, p);
     this.syncPeers();
+    // Peers that joined before the start (the table was filled first) get their first probe now.
+    if (this.params.intervalMs > 0) for (const p of this.peers.values()) if (!p.timer) this.schedule(p, this.firstDelay());
     this.checkTimer = this.clock.every(CHECK_EVERY_MS, () => this.evaluate());
   }
 
@@ -118,6 +120,24 @@ export class Keepalive {
       this.peers.set(name, p);
       if (this.running && this.params.intervalMs > 0) this.schedule(p, this.firstDelay());
     }
+  }
+
+  /**
+   * No probes to peers that are not up for `ms`, then probing as before. Their answers so
+   * far died at the site router; while more keep coming on the same flow, the router's
+   * conntrack entry for it (made before a forward existed) never expires and never meets the
+   * forward. Peers that are up keep their rhythm.
+   */
+  holdUnanswered(ms: number): string[] {
+    const held: string[] = [];
+    if (!this.running || this.params.intervalMs === 0) return held;
+    for (const p of this.peers.values()) {
+      if (p.ka.state === 'up' || p.ka.probes === 0) continue;
+      p.timer?.cancel();
+      this.schedule(p, ms);
+      held.push(p.name);
+    }
+    return held;
   }
 
   /** The peer's state alone (cheap: the periodic looks over every peer use it). */

@@ -26,6 +26,8 @@ export interface SiteNatOptions {
   log: Logger;
   /** Something in the health document changed. */
   changed(): void;
+  /** The router mapping was made (first time, or again after it was lost). */
+  mapped?(): void;
 }
 
 export class SiteNat {
@@ -51,8 +53,15 @@ export class SiteNat {
         nat.mappedIp = ip;
         o.changed();
       });
+      // The forward is new on the router when the mapping is made from nothing or again after
+      // a router restart (a PCP renewal that finds a reset epoch never leaves "mapped").
+      let wasMapped = false;
+      let restarts = 0;
       nat.mapper.onChange((s) => {
         if (s.state !== 'mapped') nat.mappedIp = null;
+        if (s.state === 'mapped' && (!wasMapped || s.routerRestarts > restarts)) o.mapped?.();
+        wasMapped = s.state === 'mapped';
+        restarts = s.routerRestarts;
         o.changed();
       });
     } else if (cfg.nat.portMapping !== 'off') {
@@ -66,15 +75,45 @@ export class SiteNat {
     this.mapper?.start();
   }
 
+  /**
+   * Resolves once the router mapping's first attempt is over (mapped, failed, off) or after
+   * timeoutMs, whichever comes first. The gateway probes its peers only then: a probe whose
+   * answer reaches the router before the forward exists leaves a conntrack entry without
+   * it, which every later answer (same flow) keeps alive.
+   */
+  settled(timeoutMs: number): Promise<void> {
+    const mapper = this.mapper;
+    const busy = () => mapper !== null && ['idle', 'mapping'].includes(mapper.status().state);
+    if (!busy()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = this.o.clock.after(timeoutMs, done);
+      let over = false;
+      function done(): void {
+        if (over) return;
+        over = true;
+        timer.cancel();
+        resolve();
+      }
+      mapper!.onChange(() => {
+        if (!busy()) done();
+      });
+    });
+  }
+
   /** Stops STUN and deletes the router mapping (a crash leaves it to expire). */
   async stop(): Promise<void> {
     this.stun?.stop();
     await this.mapper?.stop();
   }
 
-  /** Our side may have changed (every peer down, the underlay address changed): look again. */
+  /**
+   * Our side may have changed (every peer down, the underlay address changed): look again,
+   * with STUN and at the router's mapping. Every peer down at once is how a router restart
+   * that lost our forward shows, long before the mapper's periodic check would notice it.
+   */
   rediscover(why: string): void {
     this.stun?.trigger(why);
+    this.mapper?.recheck(why);
   }
 
   publicEndpoint(): PublicEndpoint {

@@ -25,7 +25,7 @@ export const LABNET = path.join(REPO_ROOT, 'scripts', 'labnet');
 export interface LabOptions {
   /** Namespace prefix, [a-z][a-z0-9]{0,11}; one per test file. */
   prefix: string;
-  /** Static DNAT of UDP 8472 on the NAT's WAN to the gateway (default true). */
+  /** Static DNAT of UDP 8472 on the NAT's WAN to the gateway (default true; never with router 'miniupnpd'). */
   portForward?: boolean;
   /** 'kernel': a kernel flannel.1 in the gateway namespace; 'none' (default): no VTEP there. */
   gw?: 'kernel' | 'none';
@@ -33,6 +33,13 @@ export interface LabOptions {
   awsSrcportPin?: boolean;
   /** Set rp_filter (all/default) in every lab namespace; default: leave the inherited value. */
   rpFilter?: 0 | 1 | 2;
+  /**
+   * The site router: 'masquerade' (default, iptables MASQUERADE on WAN 198.51.100.2) or
+   * 'miniupnpd': WAN 11.22.33.7 (an address miniupnpd will map on), no static forward, NAT in
+   * the nftables chains miniupnpd adds its forwards to; start the daemon with
+   * test/support/miniupnpd.ts (`routerChains: true`). See scripts/labnet.
+   */
+  router?: 'masquerade' | 'miniupnpd';
   /** Bound for `labnet up` (default 30 s). */
   timeoutMs?: number;
 }
@@ -55,17 +62,21 @@ export interface LabEnv {
   GW_UNDERLAY_IF: string; GW_UNDERLAY_IP: string; GW_LAN_IF: string; GW_LAN_IP: string;
   GW_SUBNET: string; GW_VTEP_IP: string; GW_VTEP_MAC: string; GW_PUBLIC_IP: string;
   HOST_IF: string; HOST_IP: string;
-  /** 1 when the lab with this prefix is up (then the next four describe how it was built). */
+  /** 1 when the lab with this prefix is up (then the next five describe how it was built). */
   UP: number; PORT_FORWARD: number | string; GW_MODE: string; AWS_SRCPORT_PIN: number | string;
-  RP_FILTER: number | string;
+  RP_FILTER: number | string; ROUTER: 'masquerade' | 'miniupnpd';
 }
 
 export async function labUp(opts: LabOptions): Promise<LabEnv> {
   const args = ['up', '--prefix', opts.prefix];
-  args.push(opts.portForward === false ? '--no-port-forward' : '--port-forward');
+  // A miniupnpd router has no static forward by default (labnet refuses --port-forward with it).
+  if (opts.router !== 'miniupnpd' || opts.portForward !== undefined) {
+    args.push(opts.portForward === false ? '--no-port-forward' : '--port-forward');
+  }
   args.push('--gw', opts.gw ?? 'none');
   if (opts.awsSrcportPin) args.push('--aws-srcport-pin');
   if (opts.rpFilter !== undefined) args.push('--rp-filter', String(opts.rpFilter));
+  if (opts.router) args.push('--router', opts.router);
   const r = await run([LABNET, ...args], { timeoutMs: opts.timeoutMs ?? 30_000 });
   if (r.code !== 0) {
     throw new Error(`labnet up failed (code ${r.code}${r.timedOut ? ', timed out' : ''}):\n${r.stderr}${r.stdout}`);

@@ -183,7 +183,9 @@ describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
       // The internet drops big packets toward aws2 (as a fragment-filtering middlebox would).
       await nsRun(env.NS_INET, ['iptables', '-I', 'FORWARD', '-d', env.AWS2_PUBLIC_IP, '-m', 'length', '--length', '1200:65535', '-j', 'DROP']);
       gw = await startGateway(env, { keepaliveInterval: '500ms', keepaliveTimeout: '5s' });
-      const s = await gw.waitStatus((d) => d.checks.some((c) => c.name === 'path_mtu' && !c.ok), 15_000);
+      // Probing starts once the router port mapping gave up (about 2 s here); a verdict needs
+      // full-size probes (every 4th) to go unanswered past their settle time.
+      const s = await gw.waitStatus((d) => d.checks.some((c) => c.name === 'path_mtu' && !c.ok), 25_000);
       const c = s.checks.find((x) => x.name === 'path_mtu')!;
       expect(c.detail).toMatch(/^aws-2 answers small probes but not 1450-byte ones/);
       expect(c.fix).toMatch(/vxlan\.mtu/);

@@ -176,7 +176,7 @@ class Mapper {
 
 const ours = { protocol: 'udp', externalPort: 8472, internalIp: CLI_IP, internalPort: 8472 };
 
-describe.skipIf(skipUnlessRoot(['nft', 'miniupnpd', 'socat']))('port mapping against miniupnpd 2.3.1', () => {
+describe.skipIf(skipUnlessRoot(['nft', 'miniupnpd', 'socat', 'conntrack']))('port mapping against miniupnpd 2.3.1', () => {
   let dir: string;
   let mu: Miniupnpd;
   const routerOptions = () => ({ ns: NS.rtr, wanIf: 'wan', lanIf: 'lan', lanNet: '192.0.2.0/24', dir });

@@ -4,8 +4,12 @@
 //
 //   const mu = await startMiniupnpd({ ns: 'vxpm-rtr', wanIf: 'wan', lanIf: 'lan', lanNet: '192.0.2.0/24', dir });
 //   await mu.mappings();                 // [{ protocol: 'udp', externalPort: 8472, internalIp, internalPort }]
-//   await mu.restart({ reboot: true });  // as after a power cycle: mappings gone, epoch from 0
+//   await mu.restart({ reboot: true });  // as after a power cycle: mappings and conntrack gone, epoch from 0
 //   await mu.stop();                     // SIGTERM, then the nftables chains are removed
+//
+// In the standard lab (`scripts/labnet up --router miniupnpd`), the NAT namespace already holds
+// the chains, with the site's masquerade in them: start it there with `routerChains: true`, and
+// the chains are then neither created nor removed here.
 //
 // What miniupnpd needs, learnt the hard way:
 //   - a WAN address outside every reserved range: it refuses RFC 1918, CGNAT and the RFC 5737
@@ -17,7 +21,9 @@
 //     upnp_forward_chain, upnp_nat_chain, upnp_nat_postrouting_chain);
 //   - it neither removes its rules when it exits nor flushes them when it starts (it reads them
 //     back as existing mappings, without their lifetimes): restart({ reboot: true }) flushes
-//     the chains in between, as a router reboot would;
+//     the chains in between, as a router reboot would, and the router's conntrack table with
+//     them (a reboot loses it too; kept, its entries would go on forwarding flows that began
+//     under the old mappings, and hide that the mappings are gone);
 //   - system_uptime=no makes its PCP/NAT-PMP epoch the daemon's uptime, so a restart resets it;
 //   - min_lifetime/max_lifetime bound PCP lifetimes (defaults 120 s and 86400 s); NAT-PMP
 //     lifetimes are not bounded at all; UPnP IGD:2 leases of 0 or over a week become 604800 s.
@@ -47,6 +53,12 @@ export interface MiniupnpdOptions {
   maxLifetimeS?: number;
   /** Hard bound on each run of the daemon (default 300 s). */
   lifetimeS?: number;
+  /**
+   * The router namespace already holds `table inet miniupnpd` and its chains, as the router's
+   * own (scripts/labnet --router miniupnpd, which also masquerades there): start() checks that
+   * they are there instead of creating them, and stop() leaves them in place.
+   */
+  routerChains?: boolean;
 }
 
 export interface RouterMapping {
@@ -83,7 +95,8 @@ export class Miniupnpd {
   /** Creates the nftables chains (if missing), writes the config, starts the daemon, waits until it answers. */
   async start(): Promise<void> {
     if (this.alive) return;
-    await createChains(this.o.ns);
+    if (this.o.routerChains) await expectChains(this.o.ns);
+    else await createChains(this.o.ns);
     await writeFile(this.configFile, config(this.o));
     const child = nsSpawn(this.o.ns, [
       'timeout', String(this.o.lifetimeS ?? 300),
@@ -108,7 +121,7 @@ export class Miniupnpd {
     }
   }
 
-  /** SIGTERM (SIGKILL after 3 s); then removes the nftables table unless told to keep it. */
+  /** SIGTERM (SIGKILL after 3 s); then removes the nftables table unless told to keep it (or it is the router's). */
   async stop(opts: { keepChains?: boolean } = {}): Promise<void> {
     running.delete(this);
     const child = this.child;
@@ -120,12 +133,13 @@ export class Miniupnpd {
       }
       await waitExit(child, 3_000).catch(() => undefined);
     }
-    if (!opts.keepChains) await deleteChains(this.o.ns);
+    if (!opts.keepChains && !this.o.routerChains) await deleteChains(this.o.ns);
   }
 
   /**
-   * Stops and starts the daemon. reboot: also flush its chains in between, as a router that
-   * power-cycles loses its kernel rules (a bare daemon restart keeps them, see the header).
+   * Stops and starts the daemon. reboot: also flush its chains and the conntrack table in
+   * between, as a router that power-cycles loses its kernel state (a bare daemon restart keeps
+   * both, see the header).
    */
   async restart(opts: { reboot?: boolean } = {}): Promise<void> {
     await this.stop({ keepChains: true });
@@ -133,6 +147,7 @@ export class Miniupnpd {
       for (const chain of ['miniupnpd', 'prerouting_miniupnpd', 'postrouting_miniupnpd']) {
         await nsRun(this.o.ns, ['nft', 'flush', 'chain', 'inet', MINIUPNPD_TABLE, chain]);
       }
+      await nsRun(this.o.ns, ['conntrack', '-F'], { timeoutMs: 5_000 });
     }
     await this.start();
   }
@@ -226,6 +241,11 @@ async function createChains(ns: string): Promise<void> {
   const exists = await nsExec(ns, ['nft', 'list', 'table', 'inet', MINIUPNPD_TABLE], { timeoutMs: 5_000 });
   if (exists.code === 0) return;
   await nsRun(ns, ['nft', '-f', '-'], { input: CHAINS, timeoutMs: 5_000 });
+}
+
+async function expectChains(ns: string): Promise<void> {
+  const r = await nsExec(ns, ['nft', 'list', 'chain', 'inet', MINIUPNPD_TABLE, 'prerouting_miniupnpd'], { timeoutMs: 5_000 });
+  if (r.code !== 0) throw new Error(`${ns} has no chain inet ${MINIUPNPD_TABLE} prerouting_miniupnpd (was the lab built with labnet up --router miniupnpd?): ${r.stderr}`);
 }
 
 async function deleteChains(ns: string): Promise<void> {

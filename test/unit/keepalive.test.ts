@@ -196,6 +196,18 @@ describe('keepalive driver', () => {
     expect(r.cp.keepalive.health('aws-1').state).toBe('up');
   });
 
+  it('probes peers that joined the table before it started', () => {
+    const r = rig();
+    r.cp.peersChanged(); // the cluster filled the table first
+    r.clock.advance(1000);
+    expect(r.io.underlay.sent).toHaveLength(0);
+    r.cp.start();
+    r.clock.advance(500);
+    expect(r.io.underlay.sent.map((d) => d.addr).sort()).toEqual([ip(AWS1.publicIp), ip(AWS2.publicIp)]);
+    r.clock.advance(2400);
+    expect(r.io.underlay.sent).toHaveLength(4); // and on, every interval
+  });
+
   it('takes keepalive.interval changes live, keeping every peer\'s history', () => {
     const r = rig();
     r.cp.start();
@@ -240,6 +252,48 @@ describe('keepalive driver', () => {
     // The second peer going down left none up: our side may have changed.
     expect(r.rediscovered).toEqual(['peers down']);
     expect(r.published()).toBeGreaterThan(before);
+  });
+});
+
+describe('router forward made while peers do not answer', () => {
+  it('probes to peers that are not up pause 35 s (the router forgets their flow), then resume; up peers keep their rhythm', () => {
+    const r = rig();
+    r.cp.start();
+    r.clock.advance(500);
+    // aws-1 answers every probe; aws-2's answers die at the router.
+    for (let t = 0; t < 11_000; t += 1000) {
+      r.answer(AWS1);
+      r.clock.advance(1000);
+    }
+    expect(r.cp.keepalive.state('aws-2')).toBe('down');
+    r.cp.routerForwardOpened();
+    const n = r.io.underlay.sent.length;
+    const toAws2 = () => r.io.underlay.sent.slice(n).filter((d) => d.addr === ip(AWS2.publicIp)).length;
+    const toAws1 = () => r.io.underlay.sent.slice(n).filter((d) => d.addr === ip(AWS1.publicIp)).length;
+    for (let t = 0; t < 34_000; t += 1000) {
+      r.clock.advance(1000);
+      r.answer(AWS1);
+    }
+    expect(toAws2()).toBe(0);
+    expect(toAws1()).toBeGreaterThanOrEqual(14); // every 2 s ± 20 %
+    expect(r.cp.keepalive.state('aws-1')).toBe('up');
+    r.clock.advance(1500);
+    expect(toAws2()).toBe(1);
+    r.answer(AWS2);
+    expect(r.cp.keepalive.state('aws-2')).toBe('up');
+  });
+
+  it('does nothing before probing started, or when every peer is up', () => {
+    const r = rig();
+    r.cp.routerForwardOpened(); // not started: nothing was probed yet
+    r.cp.start();
+    r.clock.advance(500);
+    expect(r.io.underlay.sent).toHaveLength(2);
+    r.answer(AWS1);
+    r.answer(AWS2);
+    r.cp.routerForwardOpened();
+    r.clock.advance(2400);
+    expect(r.io.underlay.sent).toHaveLength(4);
   });
 });
 

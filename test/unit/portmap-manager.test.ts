@@ -290,6 +290,77 @@ describe('PortMapper: keeping the mapping', () => {
   });
 });
 
+describe('PortMapper: recheck() when every peer went down', () => {
+  // The gateway calls recheck() when it loses every peer at once. Without it, a router that
+  // restarted and forgot our forward is only noticed at the next periodic check (60 s by
+  // default), and with NAT-PMP/UPnP leases of hours no renewal comes sooner either.
+  it.each(['pcp', 'natpmp', 'upnp'] as const)('%s: a restarted router is looked at and the mapping made again at once, not at the next check', async (mode) => {
+    const r = await started(rig(mode, { checkIntervalS: 3600 }));
+    await tick(r.clock, 60_000, 5000); // the router's epoch moves on, so that a restart shows
+    r.router.restart();
+    await tick(r.clock, 10_000, 1000);
+    expect(r.router.mapping(8472)).toBeUndefined(); // nothing looks on its own for an hour
+    r.pm.recheck('peers down');
+    await tick(r.clock, 3000, 250);
+    expect(r.router.mapping(8472)).toMatchObject({ client: ME, via: mode });
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 1, protocol: mode });
+    expect(r.log.lines.some((l) => l.msg === 'checking the port mapping now' && l.fields?.why === 'peers down')).toBe(true);
+    expectNoInternalErrors(r);
+  });
+
+  it('a mapping still in place is left alone: one cheap check, no new mapping', async () => {
+    const r = await started(rig('natpmp', { checkIntervalS: 3600 }));
+    const address = r.router.requests('natpmp-address').length;
+    r.pm.recheck('peers down');
+    await tick(r.clock, 2000, 250);
+    expect(r.router.requests('natpmp-address').length).toBe(address + 1);
+    expect(r.router.requests('natpmp-map')).toHaveLength(1);
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 0 });
+  });
+
+  it('is spaced: repeated calls within 5 s send one check', async () => {
+    const r = await started(rig('pcp', { checkIntervalS: 3600 }));
+    const announces = () => r.router.requests('pcp-announce').length;
+    const before = announces();
+    for (let i = 0; i < 4; i++) {
+      r.pm.recheck('peers down');
+      await tick(r.clock, 1000, 250);
+    }
+    expect(announces()).toBe(before + 1);
+    await tick(r.clock, 2000, 250);
+    r.pm.recheck('peers down');
+    await tick(r.clock, 1000, 250);
+    expect(announces()).toBe(before + 2);
+  });
+
+  it('does nothing unless a mapping is in place: off, before start, failed, stopped', async () => {
+    const off = rig('off');
+    off.pm.start();
+    off.pm.recheck('peers down');
+    await tick(off.clock, 2000);
+    expect(off.router.sent).toEqual([]);
+
+    const idle = rig('natpmp');
+    idle.pm.recheck('peers down');
+    await tick(idle.clock, 2000);
+    expect(idle.router.sent).toEqual([]);
+
+    const failed = await started(rig('natpmp', {}, (x) => { x.natpmp = false; x.port5351 = 'silent'; }));
+    expect(failed.pm.status().state).toBe('failed');
+    const sent = failed.router.sent.length;
+    failed.pm.recheck('peers down');
+    await tick(failed.clock, 2000); // the retry is 15 s after the failure, not now
+    expect(failed.router.sent.length).toBe(sent);
+
+    const stopped = await started(rig('upnp'));
+    await stopped.pm.stop();
+    const total = stopped.router.sent.length + stopped.router.httpLog.length;
+    stopped.pm.recheck('peers down');
+    await tick(stopped.clock, 5000);
+    expect(stopped.router.sent.length + stopped.router.httpLog.length).toBe(total);
+  });
+});
+
 describe('PortMapper: the wrong external port', () => {
   it('PCP grants another port: released at once, reported with the remedies', async () => {
     const r = await started(rig('pcp', {}, (x) => (x.grantPort = 8473)));

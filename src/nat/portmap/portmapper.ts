@@ -15,8 +15,9 @@
 //   │           └─ mapped ────► mapped: renew at half the lifetime (of what we asked or
 //   │                           were given, whichever is shorter); check every
 //   │                           `checkIntervalS` (PCP ANNOUNCE, NAT-PMP address request,
-//   │                           UPnP GetSpecificPortMappingEntry): a router restart shows
-//   │                           as an implausible epoch or a missing entry → attempt now
+//   │                           UPnP GetSpecificPortMappingEntry), and at once on
+//   │                           recheck() (the gateway lost every peer): a router restart
+//   │                           shows as an implausible epoch or a missing entry → attempt now
 //   │                           renewal fails ─► try again in min(30 s, half the time left);
 //   └────────────────────────── once expired, the mapping is lost: attempt from scratch
 //   stop ─► abort what runs, delete the mapping (lifetime 0 / DeletePortMapping). A crash
@@ -128,6 +129,8 @@ export const PORTMAP_DEFAULTS = {
   renewRetryMaxMs: 30_000,
   /** probe() gives up on whatever has not answered by then. */
   probeDeadlineMs: 5_000,
+  /** recheck() looks at the router at most this often. */
+  recheckSpacingMs: 5_000,
 } as const;
 
 interface Active {
@@ -159,6 +162,7 @@ export class PortMapper {
   private retryAt: string | null = null;
   private routerRestarts = 0;
   private retryMs: number = PORTMAP_DEFAULTS.retryMinMs;
+  private lastRecheckAt = -Infinity;
 
   private timer: Timer | null = null;
   private checkTimer: Timer | null = null;
@@ -231,6 +235,23 @@ export class PortMapper {
     this.state = this.o.mode === 'off' ? 'off' : 'stopped';
     this.error = null;
     this.changed();
+  }
+
+  /**
+   * Something outside says the mapping may be gone: every peer stopped answering at once,
+   * which is what a router that restarted and forgot our forward looks like from here.
+   * A live mapping is checked now instead of at the next periodic check (up to
+   * checkIntervalS away), and made again at once if the router lost it. Nothing happens
+   * while an operation is already talking to the router, nor more often than every
+   * recheckSpacingMs, so a flapping peer set cannot turn this into a stream of requests.
+   */
+  recheck(why: string): void {
+    if (!this.started || this.stopped || this.state !== 'mapped' || this.pendingOps > 0) return;
+    const now = this.o.clock.monotonic();
+    if (now - this.lastRecheckAt < PORTMAP_DEFAULTS.recheckSpacingMs) return;
+    this.lastRecheckAt = now;
+    this.log.info('checking the port mapping now', { why, protocol: this.active?.client.protocol });
+    this.enqueue(() => this.check());
   }
 
   /** Called with the router's public address on first learning it and on every change. */
@@ -521,7 +542,8 @@ export class PortMapper {
   /** Tells onChange listeners, when something other than counters changed. */
   private changed(): void {
     const s = this.status();
-    const key = JSON.stringify([s.state, s.protocol, s.external, s.lifetime, s.error, s.routerAddress]);
+    // A router restart is news even when the mapping came back the same: the forward is new there.
+    const key = JSON.stringify([s.state, s.protocol, s.external, s.lifetime, s.error, s.routerAddress, s.routerRestarts]);
     if (key === this.lastChange) return;
     this.lastChange = key;
     for (const cb of this.changeListeners) {

@@ -1,0 +1,248 @@
+// The router port mapping end to end: the real gateway (dist/, test/lab/vxedge.ts) in the
+// standard lab, behind a site router that runs miniupnpd and has no static forward
+// (`labnet up --router miniupnpd`: WAN 11.22.33.7, NAT in nftables chains miniupnpd adds its
+// forwards to), toward stock AWS kernel peers whose VXLAN source ports are hashed per flow (no
+// srcport pin). So the AWS nodes' frames to 11.22.33.7:8472 get in only through a forward the
+// gateway asked the router for:
+//
+//   - nat.portMapping off: the gateway sends nothing to the router's ports 5351 and 1900
+//     (counted by an nftables counter on the router) and nothing gets in (pings die at the
+//     router's WAN);
+//   - pcp, natpmp, upnp forced in turn, and auto: the forward shows in the router's DNAT chain,
+//     pods on aws1/aws2 and the site host ping each other, the health document carries
+//     nat.portMapping, a passing port_mapping check and the WAN address as public endpoint,
+//     and only the forced protocol's port saw requests; the router reboots (forwards and
+//     conntrack gone) → the forward is back within a few seconds (the peers going down make the
+//     gateway look at the router at once; PCP, whose lifetime this router caps at 6 s, is also
+//     renewed every 3 s) and the pods get in again; SIGTERM → the forward is deleted;
+//   - the keepalive flow after a reboot: the AWS nodes' answers that reached the router before
+//     the forward was back made conntrack entries without it; the gateway holds its probes to
+//     the down peers for longer than a router keeps such a flow (35 s), the entries expire, and
+//     the peers come back up.
+//
+// Every wait is on a condition with a deadline. The gateway maps before its first probe, so
+// no answer reaches the router ahead of the forward at start.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { HealthDocument } from '../../src/health/document.js';
+import { Miniupnpd, type RouterMapping } from '../support/miniupnpd.js';
+import { labDown, labUp, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
+import { startGateway, type RunningGateway } from './vxedge.js';
+
+const PREFIX = 'vxpg';
+const KEEPALIVE = { interval: '1s', timeout: '3s', timeoutMs: 3_000 };
+/** miniupnpd's max_lifetime: PCP grants at most this, so the gateway renews every 3 s. */
+const PCP_MAX_LIFETIME_S = 6;
+/** What the gateway asks for, and gets from this router over NAT-PMP and UPnP (it caps neither). */
+const ASKED_LIFETIME_S = 7200;
+/**
+ * After a reboot: the peers are down keepalive.timeout after their last answer (up to one
+ * probe interval with jitter before the reboot, liveness looked at every second), then one
+ * check and one mapping (UPnP: a new SSDP search too, miniupnpd listens on a new port).
+ */
+const REMAP_WITHIN_MS = KEEPALIVE.timeoutMs + 1_200 + 1_000 + 2_000;
+
+type Mode = 'pcp' | 'natpmp' | 'upnp' | 'auto';
+
+describe.skipIf(skipUnlessRoot(['nft', 'miniupnpd', 'conntrack']))('router port mapping end to end (gateway, miniupnpd, kernel flannel peers)', () => {
+  let env: LabEnv;
+  let dir: string;
+  let mu: Miniupnpd;
+  let gw: RunningGateway | null = null;
+  let ours: RouterMapping;
+
+  beforeAll(async () => {
+    env = await labUp({ prefix: PREFIX, router: 'miniupnpd' });
+    expect(env).toMatchObject({ ROUTER: 'miniupnpd', PORT_FORWARD: 0, AWS_SRCPORT_PIN: 0, NAT_WAN_IP: '11.22.33.7', GW_PUBLIC_IP: '11.22.33.7' });
+    ours = { protocol: 'udp', externalPort: env.VXLAN_PORT, internalIp: env.GW_UNDERLAY_IP, internalPort: env.VXLAN_PORT };
+    // What the gateway sends to the router's port-mapping ports (PCP and NAT-PMP share 5351; SSDP is 1900).
+    await nsRun(env.NS_NAT, ['nft', '-f', '-'], {
+      input: `
+table inet vxpg_count {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "${env.NAT_LAN_IF}" ip saddr ${env.GW_UNDERLAY_IP} udp dport 5351 counter
+    iifname "${env.NAT_LAN_IF}" ip saddr ${env.GW_UNDERLAY_IP} udp dport 1900 counter
+  }
+}
+`,
+    });
+    dir = await mkdtemp(path.join(tmpdir(), 'vxpg-'));
+    mu = new Miniupnpd({
+      ns: env.NS_NAT, wanIf: env.NAT_WAN_IF, lanIf: env.NAT_LAN_IF, lanNet: '192.0.2.0/24', dir,
+      routerChains: true, maxLifetimeS: PCP_MAX_LIFETIME_S,
+    });
+    await mu.start();
+  });
+
+  afterEach(async () => {
+    await gw?.cleanup();
+    gw = null;
+  });
+
+  afterAll(async () => {
+    await mu?.stop();
+    await labDown(PREFIX);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** The router's forwards of UDP 8472 (its DNAT chain). */
+  const routerForwards = async () => (await mu.mappings()).filter((m) => m.externalPort === env.VXLAN_PORT);
+
+  /** Requests the gateway sent to the router so far, by port. */
+  async function mappingRequests(): Promise<{ 5351: number; 1900: number }> {
+    const text = await nsRun(env.NS_NAT, ['nft', 'list', 'chain', 'inet', 'vxpg_count', 'input']);
+    const n = (port: number) => Number(new RegExp(`udp dport ${port} counter packets (\\d+)`).exec(text)?.[1] ?? NaN);
+    return { 5351: n(5351), 1900: n(1900) };
+  }
+
+  /** Each test starts on a router that holds no forward and has forgotten every flow. */
+  async function freshRouter(): Promise<void> {
+    if ((await mu.mappings()).length > 0) await mu.restart({ reboot: true });
+    await nsRun(env.NS_NAT, ['conntrack', '-F']);
+  }
+
+  function gateway(mode: Mode | 'off'): Promise<RunningGateway> {
+    return startGateway(env, {
+      keepaliveInterval: KEEPALIVE.interval,
+      keepaliveTimeout: KEEPALIVE.timeout,
+      // No configured public IP: the router's external address has to become the public endpoint.
+      extra: { underlay: { publicIp: null }, nat: { portMapping: mode } },
+    });
+  }
+
+  /** Pods on both AWS nodes reach the site host and the host reaches them (retried until the deadline). */
+  async function podsAndHostReachEachOther(timeoutMs = 5_000): Promise<void> {
+    const pairs: [string, string][] = [
+      [env.NS_POD1, env.HOST_IP],
+      [env.NS_POD2, env.HOST_IP],
+      [env.NS_HOST, env.POD1_IP],
+      [env.NS_HOST, env.POD2_IP],
+    ];
+    await Promise.all(
+      pairs.map(([ns, dst]) =>
+        waitFor(async () => (await ping(ns, dst, { count: 2, intervalMs: 100, timeoutMs: 1_000 })).ok, timeoutMs, 0).catch((e: Error) => {
+          throw new Error(`${ns} -> ${dst}: ${e.message}\n--- vxedge output ---\n${gw?.output.slice(-4000)}`);
+        }),
+      ),
+    );
+  }
+
+  const portMappingCheck = (s: HealthDocument) => s.checks.find((c) => c.name === 'port_mapping');
+
+  it('off: not one request to the router, no forward, and the AWS nodes cannot get in', async () => {
+    await freshRouter();
+    const before = await mappingRequests();
+    gw = await gateway('off');
+    // The AWS nodes' answers to the keepalives die at the router: both peers go down.
+    const s = await gw.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'down'), 10_000);
+    expect(s.nat?.portMapping).toBeUndefined();
+    expect(portMappingCheck(s)).toBeUndefined();
+    expect(s.tunnel.publicEndpoint).toBe(`${env.GW_UNDERLAY_IP}:${env.VXLAN_PORT}`); // nothing better is known
+    const nat0 = await snmpCounters(env.NS_NAT);
+    const r = await ping(env.NS_POD1, env.HOST_IP, { count: 3, intervalMs: 100, timeoutMs: 1_500 });
+    expect(r.received).toBe(0);
+    await waitSnmpDelta(env.NS_NAT, 'Udp.NoPorts', nat0, 3, 5_000); // the frames died at the router's WAN
+    expect(await routerForwards()).toEqual([]);
+    expect(await gw.stop()).toBe(0);
+    // Its whole run (more than keepalive.timeout) sent nothing to 5351 or 1900; the mapping
+    // tests below show that the counter does count.
+    expect(await mappingRequests()).toEqual(before);
+  });
+
+  it.each([
+    ['pcp', 'pcp'],
+    ['natpmp', 'natpmp'],
+    ['upnp', 'upnp'],
+    ['auto', 'pcp'],
+  ] as const)('%s: the forward lets the pods in, is made again after a router reboot, and is deleted on SIGTERM', async (mode, protocol) => {
+    await freshRouter();
+    const before = await mappingRequests();
+    gw = await gateway(mode);
+    const g = gw;
+    await g.waitStatus((d) => d.nat?.portMapping?.state === 'mapped', 10_000);
+    expect(await routerForwards()).toEqual([ours]);
+    await g.waitUp(10_000);
+
+    const lifetime = protocol === 'pcp' ? PCP_MAX_LIFETIME_S : ASKED_LIFETIME_S;
+    const external = `${env.NAT_WAN_IP}:${env.VXLAN_PORT}`;
+    const s = await g.waitStatus((d) => d.nat?.portMapping?.state === 'mapped' && portMappingCheck(d)?.ok === true);
+    const pm = s.nat!.portMapping!;
+    expect(pm).toMatchObject({ protocol, external, lifetime, error: null, mode, routerAddress: env.NAT_WAN_IP, routerRestarts: 0, stunAgrees: null });
+    expect(Math.abs(Date.parse(pm.expires!) - Date.parse(pm.renewedAt!) - lifetime * 1000)).toBeLessThan(50);
+    expect(portMappingCheck(s)!.detail).toContain(`${protocol} ${external} (lifetime ${lifetime}`);
+    expect(s.tunnel.publicEndpoint).toBe(external);
+    expect(s.checks.find((c) => c.name === 'public_endpoint')).toMatchObject({ ok: true, detail: `${external} (port-mapping)` });
+    expect(s.nat!.advice).toContain(`AWS nodes get in at ${external} without a manual forward`);
+    await podsAndHostReachEachOther();
+
+    if (protocol === 'pcp') {
+      // The router granted 6 s: the gateway renews every 3 s, and the forward outlives its first lifetime.
+      const first = pm.renewedAt;
+      await g.waitStatus((d) => d.nat?.portMapping?.renewedAt !== first, (PCP_MAX_LIFETIME_S / 2 + 2) * 1000);
+    }
+    // Only the protocol in use talked to the router: PCP and NAT-PMP on 5351, UPnP's SSDP on 1900.
+    const sent = await mappingRequests();
+    const [used, unused] = protocol === 'upnp' ? ([1900, 5351] as const) : ([5351, 1900] as const);
+    expect(sent[used] - before[used]).toBeGreaterThan(0);
+    expect(sent[unused] - before[unused]).toBe(0);
+
+    // A power cycle: the router comes back without its forwards and without its conntrack table.
+    // An epoch shows a restart only after the router has been up a few seconds (RFC 6887 §8.5,
+    // RFC 6886 §3.6 allow 1-2 s of slack).
+    await waitFor(() => mu.uptimeMs >= 5_000, 10_000, 100);
+    await mu.restart({ reboot: true });
+    const rebootedAt = Date.now();
+    expect(await routerForwards()).toEqual([]);
+    await waitFor(async () => (await routerForwards()).length === 1, REMAP_WITHIN_MS, 100).catch((e: Error) => {
+      throw new Error(`no forward again after the reboot: ${e.message}\n--- vxedge output ---\n${g.output.slice(-4000)}`);
+    });
+    const remapMs = Date.now() - rebootedAt;
+    expect(await routerForwards()).toEqual([ours]);
+    console.log(`[portmap gateway] ${mode}: forward back ${remapMs} ms after the reboot`);
+    // PCP is renewed every 3 s (the router grants 6 s): back within one renewal, give or take the
+    // router's own restart and a retry 1.5 s after a renewal that met it down. NAT-PMP and UPnP
+    // leases are renewed after an hour: the lost peers made the gateway look (below).
+    if (protocol === 'pcp') expect(remapMs).toBeLessThan((PCP_MAX_LIFETIME_S / 2) * 1000 + 1_000);
+    const after = await g.waitStatus((d) => (d.nat?.portMapping?.routerRestarts ?? 0) >= 1 && d.nat?.portMapping?.state === 'mapped', 5_000);
+    expect(after.nat!.portMapping).toMatchObject({ protocol, external, error: null });
+    if (protocol !== 'pcp') {
+      // Nothing but the lost peers made the gateway look: the periodic check is a minute away.
+      expect(g.logEntries().some((e) => e.msg === 'checking the port mapping now' && e.why === 'peers down')).toBe(true);
+    }
+    await podsAndHostReachEachOther();
+
+    expect(await g.stop()).toBe(0);
+    expect(await routerForwards()).toEqual([]);
+    expect(g.logEntries().some((e) => e.msg === 'port mapping deleted' && e.protocol === protocol)).toBe(true);
+  }, 40_000);
+
+  it('after a reboot the probes to the down peers wait until the router forgot their answers, and the peers come back', async () => {
+    // The AWS node answers a keepalive from a source port hashed from the inner addresses, the
+    // same port every time. Between the reboot and the new forward those answers reach the
+    // router and get a conntrack entry that delivers to the router itself (no DNAT); further
+    // answers on that flow would keep it alive for ever. The gateway holds its probes to the
+    // down peers for 35 s once the forward is back: the entry expires (5 s in this lab, 30 s on
+    // a stock Linux router) and the next answer meets the forward. (Pod flows hash to other
+    // source ports and meet the forward at once; they are left out until the peers are back.)
+    await freshRouter();
+    gw = await gateway('natpmp');
+    const g = gw;
+    await g.waitStatus((d) => d.nat?.portMapping?.state === 'mapped', 10_000);
+    await g.waitUp(10_000);
+    await waitFor(() => mu.uptimeMs >= 5_000, 10_000, 100);
+    await mu.restart({ reboot: true });
+    await waitFor(async () => (await routerForwards()).length === 1, REMAP_WITHIN_MS, 100);
+    const held = await g.waitLog(/^router forward made: probes to peers that are not up wait/, {}, 5_000);
+    expect(held).toMatchObject({ peers: 2, waitS: 35 });
+    // No pod traffic meanwhile (any frame from a peer counts as life): only the keepalives can
+    // bring the peers back, and they do once the hold is over.
+    const s = await g.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up'), 45_000);
+    expect(Date.now() - Date.parse(held.ts)).toBeGreaterThanOrEqual(35_000);
+    expect(s.nat?.portMapping).toMatchObject({ state: 'mapped', routerRestarts: 1 });
+    await podsAndHostReachEachOther();
+    expect(await g.stop()).toBe(0);
+  }, 70_000);
+});
