@@ -329,7 +329,7 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   st->nmsgs = 0;
   st->niovs = 0;
   st->used = 0;
-  memset(st->failed, 0, sizeof st->failed);
+  memset(st->failed, 0, (size_t)n); /* only the first n are read below */
   for (i = 0; i < n && !stop; i++) {
     int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = vnet != NULL ? READ_ONCE(vidx[i]) : 0;
     vnet_hdr h = plain;
