@@ -1,8 +1,9 @@
 // Brings up the tunnel itself, in the order that keeps a running gateway safe:
 //   underlay (NIC, address, MTU) -> VTEP MAC (stateDir) -> the UDP port (a second vxedge,
 //   or a kernel vxlan on it, fails here before anything is touched) -> a leftover device
-//   removed -> the TUN/TAP device (offloads, or the plain path with the reason) -> its
-//   address, MTU and queue -> the data plane polling both fds.
+//   removed -> UDP_SEGMENT/UDP_GRO checked end to end (each off, with the reason, when it
+//   does not work here) -> the TUN/TAP device (offloads, or the plain path with the reason)
+//   -> its address, MTU and queue -> the data plane polling both fds.
 // Peers are added afterwards through peer-sync.ts. close() takes it down in reverse.
 import type { Config } from '../config/types.js';
 import { Dataplane } from '../dataplane/dataplane.js';
@@ -45,6 +46,11 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
   try {
     const udpFd = openUnderlaySocket(binding, ipToInt(underlay.address), underlay.address, cfg.underlay.port, SOCKET_BUFFER_BYTES);
     undo.push(() => binding.close(udpFd));
+    // Before the data plane relies on them: under a syscall translator (qemu-user) a lost
+    // UDP_SEGMENT cmsg would send every burst as one oversized datagram, a lost UDP_GRO cmsg
+    // would turn coalesced frames into one bad frame. The check turns segmentation off itself.
+    const udpCheck = binding.udpCheckOffloads();
+    if (udpCheck.segment) log.warn('UDP segmentation off: every datagram is sent on its own', { reason: udpCheck.segment });
     await removeLeftoverDevice(cfg.overlay.device, log);
     const opened = openDevice(binding, cfg.overlay.device, cfg.overlay.mode, cfg.overlay.offload);
     const tun = opened.tun;
@@ -52,7 +58,7 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
     if (opened.offloadOff && cfg.overlay.mode === 'tun') {
       log.warn('TUN offloads off: the plain data plane moves one packet per syscall', { reason: opened.offloadOff });
     }
-    const groOff = opened.vnetHdr ? enableUdpGro(binding, udpFd) : null;
+    const groOff = opened.vnetHdr ? enableUdpGro(binding, udpFd, udpCheck.gro) : null;
     if (groOff) log.warn('UDP GRO off: datagrams are received one by one', { reason: groOff });
     const udpGro = opened.vnetHdr && groOff === null;
 
@@ -73,13 +79,15 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
       udpGro,
     };
     const dataplane = new Dataplane(settings, binding, { device: tun.fd, underlay: udpFd }, new PeerTable(), log, clock);
-    dataplane.offloadOff = !cfg.overlay.offload ? 'overlay.offload is false' : (opened.offloadOff ?? groOff);
+    const offloadOff = !cfg.overlay.offload ? 'overlay.offload is false' : (opened.offloadOff ?? groOff);
+    dataplane.offloadOff = [offloadOff, udpCheck.segment].filter((r) => r !== null).join('; ') || null;
     dataplane.start();
     undo.push(() => dataplane.stop());
     log.info('tunnel up', {
       device: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, vtepMacSource: source, vtep: vtepAddress(cfg.overlay.subnet),
       underlay: `${underlay.iface} ${underlay.address}:${cfg.underlay.port}`,
-      offload: opened.vnetHdr ? (udpGro ? 'tso+csum, udp gso+gro' : 'tso+csum, udp gso') : 'off',
+      offload: opened.vnetHdr ? `tso+csum${udpCheck.segment ? '' : ', udp gso'}${udpGro ? '+gro' : ''}` : 'off',
+      udpCheck: { segment: udpCheck.segment ?? 'ok', gro: udpCheck.gro ?? 'ok' },
     });
     return {
       underlay, vtepMac: mac, mtu, deviceName: tun.name, device, dataplane,

@@ -9,6 +9,7 @@ import { Drop, DropCounters } from './drops.js';
 import { InsidePath } from './inside.js';
 import { Batch, type DataplaneFds, type DataplaneIo } from './io.js';
 import { OutsidePath } from './outside.js';
+import type { PacketPath } from './path.js';
 import type { PeerTable } from './peers.js';
 import type { PathSettings } from './settings.js';
 
@@ -38,8 +39,9 @@ export class Dataplane {
   ) {
     // Peers' lastRx is monotonic: liveness must not jump with the wall clock (a Pi has no RTC).
     const now = () => clock.monotonic();
-    this.inside = new InsidePath(settings, io, fds, this.drops, peers);
-    this.outside = new OutsidePath(settings, io, fds, this.drops, peers, now);
+    const c = { settings, io, fds, drops: this.drops, peers };
+    this.inside = new InsidePath(c);
+    this.outside = new OutsidePath(c, now);
   }
 
   start(): void {
@@ -65,7 +67,7 @@ export class Dataplane {
     this.log.error('the data plane stopped reading a file descriptor', { fd: which, err: err.message });
   }
 
-  private drain(path: InsidePath | OutsidePath): void {
+  private drain(path: PacketPath): void {
     try {
       for (let i = 0; i < BATCHES_PER_WAKEUP; i++) {
         if (path.pump() < path.batch) break;

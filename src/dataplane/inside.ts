@@ -21,10 +21,9 @@ import { ETHERTYPE_IPV4, readEtherType, writeEthernetHeader } from '../proto/eth
 import { IPPROTO_TCP, ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
 import { ENCAP_LEN, ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
 import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, readVnetU16 } from '../proto/vnet.js';
-import { Drop, type DropCounters } from './drops.js';
-import { Batch, type DataplaneFds, type DataplaneIo } from './io.js';
-import type { PeerTable } from './peers.js';
-import type { PathSettings } from './settings.js';
+import { Drop } from './drops.js';
+import { Batch } from './io.js';
+import { PacketPath, type PathContext } from './path.js';
 
 /** Room in front of every slot for VXLAN + inner Ethernet, rounded up for alignment. */
 export const INSIDE_HEADROOM = 32;
@@ -33,7 +32,7 @@ const MAX_IP_PACKET = 65535;
 /** Read buffer with offloads: room for 8 super-packets or a batch of MTU-sized packets. */
 export const INSIDE_VNET_BUFFER = 9 * 65536;
 
-export class InsidePath {
+export class InsidePath extends PacketPath {
   private readonly buf: Buffer;
   /** Where each packet landed and how long it is (-1: truncated). */
   private readonly offs: Int32Array;
@@ -47,13 +46,9 @@ export class InsidePath {
   /** Packets per read call: a pump that returns this many says "read on". */
   readonly batch: number;
 
-  constructor(
-    private readonly s: PathSettings,
-    private readonly io: DataplaneIo,
-    private readonly fds: DataplaneFds,
-    private readonly drops: DropCounters,
-    public peers: PeerTable,
-  ) {
+  constructor(c: PathContext) {
+    super(c);
+    const s = c.settings;
     this.batch = s.batch;
     this.offs = new Int32Array(s.batch);
     this.lens = new Int32Array(s.batch);

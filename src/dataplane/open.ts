@@ -2,6 +2,9 @@
 // operator needs when it fails. Offloads (overlay.offload, TUN only): the device is opened
 // with virtio-net headers and TSO and the socket gets UDP_GRO; each falls back to the
 // plain path, with the reason, when the kernel refuses (old kernel, qemu-user, ...).
+// UDP_SEGMENT (used on every path: bursts to one peer leave as one send) and UDP_GRO are
+// also checked end to end before use, since a syscall translator such as qemu-user may
+// accept them and silently lose their control messages (udpCheckOffloads, socket.c).
 import { TUN_F_CSUM, TUN_F_TSO4, type NativeBinding, type TunHandle } from '../native/index.js';
 
 /** Offloads asked of the TUN driver: partial checksums and IPv4 TSO. (TUN_F_USO4 would
@@ -40,8 +43,9 @@ export function openUnderlaySocket(b: Pick<NativeBinding, 'udpOpen'>, address: n
   return explain(() => b.udpOpen(address, port, bufBytes), `bind UDP ${addressText}:${port}`);
 }
 
-/** Turns on UDP_GRO; returns null, or why it stays off. */
-export function enableUdpGro(b: Pick<NativeBinding, 'udpSetGro'>, fd: number): string | null {
+/** Turns on UDP_GRO unless the start-up check saw it fail (`checked`); returns null, or why it stays off. */
+export function enableUdpGro(b: Pick<NativeBinding, 'udpSetGro'>, fd: number, checked: string | null = null): string | null {
+  if (checked !== null) return checked;
   try {
     b.udpSetGro(fd, true);
     return null;

@@ -27,10 +27,9 @@ import {
   VxlanVerdict,
   checkVxlanHeader,
 } from '../proto/vxlan.js';
-import { Drop, type DropCounters } from './drops.js';
-import { Batch, type DataplaneFds, type DataplaneIo } from './io.js';
-import type { PeerTable } from './peers.js';
-import type { PathSettings } from './settings.js';
+import { Drop } from './drops.js';
+import { Batch } from './io.js';
+import { PacketPath, type PathContext } from './path.js';
 import { align64 } from './inside.js';
 
 const STUN_MAGIC_COOKIE = 0x2112a442;
@@ -60,7 +59,7 @@ const GRO_RECV_BATCH = 16;
 /** Frames queued for one device write with UDP GRO (a batch of datagrams holds many). */
 const GRO_OUT_BATCH = 1024;
 
-export class OutsidePath {
+export class OutsidePath extends PacketPath {
   private readonly buf: Buffer;
   private readonly lens: Int32Array;
   private readonly addrs: Uint32Array;
@@ -74,14 +73,12 @@ export class OutsidePath {
   hooks: OutsideHooks = {};
 
   constructor(
-    private readonly s: PathSettings,
-    private readonly io: DataplaneIo,
-    private readonly fds: DataplaneFds,
-    private readonly drops: DropCounters,
-    public peers: PeerTable,
+    c: PathContext,
     /** Monotonic time for peers' lastRx (liveness must not jump with the wall clock), read once per batch. */
     private readonly now: () => number,
   ) {
+    super(c);
+    const s = c.settings;
     this.slot = s.udpGro ? GRO_SLOT : align64(OUTSIDE_MAX_DATAGRAM);
     this.batch = s.udpGro ? Math.min(GRO_RECV_BATCH, s.batch) : s.batch;
     this.buf = Buffer.alloc(this.slot * this.batch);

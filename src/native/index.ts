@@ -66,7 +66,8 @@ export interface OffloadStats {
   tsoSegments: number;
   /** sendmmsg messages sent with UDP_SEGMENT (the kernel cut them into datagrams). */
   gsoMessages: number;
-  /** 1 once the kernel refused UDP_SEGMENT (EIO/EINVAL): segments then go one datagram each. */
+  /** 1 once the kernel refused UDP_SEGMENT (EIO/EINVAL) or the start-up check did not see it
+   *  work (udpCheckOffloads): segments then go one datagram each. */
   gsoRefused: number;
   gsoOff: number;
   /** Partial (NEEDS_CSUM) checksums completed before sending. */
@@ -150,6 +151,13 @@ export interface NativeBinding {
     fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
     n: number, vnet: Uint8Array | null, vnetIdx: Int32Array | null, encap: number,
   ): number;
+
+  /** The start-up check, on two throwaway sockets on 127.0.0.1, that UDP_SEGMENT really cuts
+   *  a send into datagrams and that UDP_GRO's segment size really arrives: a syscall layer
+   *  such as qemu-user may accept both and lose their control messages. null: seen working;
+   *  else why not. Failed segmentation turns UDP_SEGMENT off in the addon (gsoOff 1). Blocks
+   *  at most 2 x 500 ms when nothing arrives. */
+  udpCheckOffloads(): { segment: string | null; gro: string | null };
 
   /** Sends `data` as one datagram to the AF_UNIX SOCK_DGRAM socket at `path` (a leading '@'
    *  names the abstract namespace, as systemd's $NOTIFY_SOCKET may), from a fresh

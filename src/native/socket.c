@@ -3,7 +3,8 @@
  * VXLAN, keepalives and STUN; udpRecv and udpSend move a batch of datagrams between it and
  * one big Buffer with recvmmsg/sendmmsg. With UDP_GRO a received datagram may hold several
  * frames of one sender; with offloads a send may cut TCP super-packets into segments
- * (tso.c). Also unixDgramSend, for systemd's notify socket, which Node's dgram cannot reach.
+ * (tso.c). udpCheckOffloads proves at start that UDP_SEGMENT and UDP_GRO really work here.
+ * Also unixDgramSend, for systemd's notify socket, which Node's dgram cannot reach.
  */
 #define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -219,6 +221,213 @@ napi_value vx_udp_send(napi_env env, napi_callback_info info) {
     int64_t r = tso_send(env, st, (int)fd, buf, buflen, offs, lens, addrs, ports, vnet, nvnet, vidx, encap, n);
     return r < 0 ? NULL : int_result(env, r);
   }
+}
+
+/* ------------------------------------------------------------------ udpCheckOffloads
+ *
+ * A kernel without UDP_SEGMENT or UDP_GRO says so (EINVAL, ENOPROTOOPT...), and the send
+ * path falls back by itself (tso.c). A syscall translator between us and the kernel may
+ * not: qemu-user running an ARM build on another machine accepts the setsockopt, but it
+ * may drop or mangle a control message it does not know. A UDP_SEGMENT send whose cmsg is
+ * lost leaves as ONE datagram holding every segment (the peer keeps the first frame and
+ * drops the rest), and a UDP_GRO receive whose cmsg is lost looks like one oversized frame.
+ * Neither fails a syscall, so it is checked once at start, end to end, on loopback with two
+ * throwaway sockets:
+ *   1. two segments sent as one UDP_SEGMENT message to a socket without UDP_GRO must arrive
+ *      as two datagrams of the segment size, each with its own bytes;
+ *   2. with UDP_GRO on that socket, the same send must arrive as one datagram carrying a
+ *      UDP_GRO cmsg with the segment size (or as two datagrams: the kernel may segment).
+ * Only the path through this process is checked: the egress NIC's refusal (EIO before
+ * Linux 6.11 without checksum offload) is still handled when it happens (tso.c). */
+
+#define PROBE_SEG 1000  /* bytes per segment: any size below the loopback MTU */
+#define PROBE_WAIT_MS 500
+
+typedef struct {
+  int n;              /* datagrams received */
+  int len[4], gro[4]; /* their lengths, and UDP_GRO segment sizes (-1: no cmsg) */
+  int bytes_ok;       /* every datagram holds the bytes sent at its place */
+  int err;            /* errno of a failed poll/recvmmsg, 0 */
+} probe_rx;
+
+/* Sends buf[0 .. 2*PROBE_SEG) as one message with UDP_SEGMENT = PROBE_SEG; 0 or errno. */
+static int probe_send(int fd, const struct sockaddr_in *to, uint8_t *buf) {
+  struct mmsghdr m;
+  struct iovec iov = {buf, 2 * PROBE_SEG};
+  ctl_buf ctl;
+  struct cmsghdr *cm;
+  uint16_t seg = PROBE_SEG;
+  int r;
+  memset(&m, 0, sizeof m);
+  memset(&ctl, 0, sizeof ctl);
+  m.msg_hdr.msg_name = (void *)to;
+  m.msg_hdr.msg_namelen = sizeof *to;
+  m.msg_hdr.msg_iov = &iov;
+  m.msg_hdr.msg_iovlen = 1;
+  m.msg_hdr.msg_control = ctl.buf;
+  m.msg_hdr.msg_controllen = CMSG_SPACE(sizeof seg);
+  cm = CMSG_FIRSTHDR(&m.msg_hdr);
+  cm->cmsg_level = SOL_UDP;
+  cm->cmsg_type = UDP_SEGMENT;
+  cm->cmsg_len = CMSG_LEN(sizeof seg);
+  memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+  do r = sendmmsg(fd, &m, 1, 0); while (r < 0 && errno == EINTR);
+  return r == 1 ? 0 : r < 0 ? errno : EAGAIN;
+}
+
+/* Receives until 2*PROBE_SEG bytes arrived or PROBE_WAIT_MS passed, at most 4 datagrams,
+ * comparing each with what was sent at its place (`sent`). */
+static void probe_recv(int fd, const uint8_t *sent, probe_rx *rx) {
+  uint8_t data[4][2 * PROBE_SEG + 1];
+  int total = 0;
+  memset(rx, 0, sizeof *rx);
+  rx->bytes_ok = 1;
+  while (total < 2 * PROBE_SEG && rx->n < 4) {
+    struct mmsghdr m[4];
+    struct iovec iov[4];
+    ctl_buf ctl[4];
+    struct pollfd p = {fd, POLLIN, 0};
+    int want = 4 - rx->n, r, j;
+    r = poll(&p, 1, PROBE_WAIT_MS);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      rx->err = r < 0 ? errno : 0;
+      return;
+    }
+    memset(m, 0, sizeof m);
+    for (j = 0; j < want; j++) {
+      iov[j].iov_base = data[rx->n + j];
+      iov[j].iov_len = sizeof data[0];
+      m[j].msg_hdr.msg_iov = &iov[j];
+      m[j].msg_hdr.msg_iovlen = 1;
+      m[j].msg_hdr.msg_control = ctl[j].buf;
+      m[j].msg_hdr.msg_controllen = sizeof ctl[j].buf;
+    }
+    r = recvmmsg(fd, m, (unsigned)want, MSG_DONTWAIT, NULL);
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      rx->err = errno;
+      return;
+    }
+    for (j = 0; j < r; j++) {
+      int k = rx->n++, len = (int)m[j].msg_len, g;
+      rx->len[k] = len;
+      g = gro_size(&m[j].msg_hdr, len);
+      rx->gro[k] = g > 0 ? g : -1;
+      if (total + len > 2 * PROBE_SEG || memcmp(data[k], sent + total, (size_t)len) != 0) rx->bytes_ok = 0;
+      total += len;
+    }
+  }
+}
+
+/* Two segments, each with its own bytes, came back as two datagrams: nothing is needed from
+ * a receive cmsg for that. */
+static int probe_split(const probe_rx *rx) {
+  return rx->n == 2 && rx->len[0] == PROBE_SEG && rx->len[1] == PROBE_SEG && rx->bytes_ok;
+}
+
+/* What arrived, for a reason: "one 2000-byte datagram", "datagrams of 1000, 600 bytes". */
+static void probe_seen(const probe_rx *rx, char *out, size_t size) {
+  char code[48], text[96];
+  if (rx->err != 0) {
+    errno_strings(rx->err, code, sizeof code, text, sizeof text);
+    snprintf(out, size, "receiving failed: %s (%s)", text, code);
+  } else if (rx->n == 0) {
+    snprintf(out, size, "nothing arrived within %d ms", PROBE_WAIT_MS);
+  } else if (rx->n == 1) {
+    snprintf(out, size, "one %d-byte datagram%s", rx->len[0], rx->bytes_ok ? "" : " with other bytes");
+  } else {
+    int at = snprintf(out, size, "datagrams of");
+    for (int k = 0; k < rx->n && at > 0 && (size_t)at < size; k++)
+      at += snprintf(out + at, size - (size_t)at, "%s %d", k ? "," : "", rx->len[k]);
+    if (at > 0 && (size_t)at < size) snprintf(out + at, size - (size_t)at, " bytes%s", rx->bytes_ok ? "" : ", other bytes");
+  }
+}
+
+static napi_value probe_result(napi_env env, const char *segment, const char *gro) {
+  napi_value res, v;
+  if (napi_create_object(env, &res) != napi_ok) return NULL;
+  if ((segment ? napi_create_string_utf8(env, segment, NAPI_AUTO_LENGTH, &v) : napi_get_null(env, &v)) != napi_ok ||
+      napi_set_named_property(env, res, "segment", v) != napi_ok)
+    return NULL;
+  if ((gro ? napi_create_string_utf8(env, gro, NAPI_AUTO_LENGTH, &v) : napi_get_null(env, &v)) != napi_ok ||
+      napi_set_named_property(env, res, "gro", v) != napi_ok)
+    return NULL;
+  return res;
+}
+
+/* udpCheckOffloads() -> { segment, gro }: null when that offload was seen working, else why
+ * not. When segmentation was not seen working, UDP_SEGMENT is off for this environment from
+ * now on (every datagram its own message), as after a refusal (offloadStats().gsoOff). */
+napi_value vx_udp_check_offloads(napi_env env, napi_callback_info info) {
+  static const char *fn = "udpCheckOffloads";
+  GET_ARGS(0);
+  char segment[400] = "", gro[400] = "", seen[200], code[48], text[96];
+  uint8_t sent[2 * PROBE_SEG];
+  struct sockaddr_in rx_addr;
+  socklen_t alen = sizeof rx_addr;
+  probe_rx rx;
+  int tx = -1, rfd = -1, err, on = 1;
+
+  for (int i = 0; i < 2 * PROBE_SEG; i++) sent[i] = (uint8_t)(i * 7 + i / PROBE_SEG * 101);
+  memset(&rx_addr, 0, sizeof rx_addr);
+  rx_addr.sin_family = AF_INET;
+  rx_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  tx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  rfd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (tx < 0 || rfd < 0 || bind(rfd, (struct sockaddr *)&rx_addr, sizeof rx_addr) < 0 ||
+      getsockname(rfd, (struct sockaddr *)&rx_addr, &alen) < 0) {
+    errno_strings(errno, code, sizeof code, text, sizeof text);
+    snprintf(segment, sizeof segment, "UDP_SEGMENT not verified: no UDP socket on 127.0.0.1: %s (%s); is lo up?", text, code);
+    snprintf(gro, sizeof gro, "UDP_GRO not verified: no UDP socket on 127.0.0.1: %s (%s); is lo up?", text, code);
+    goto done;
+  }
+
+  /* 1. UDP_SEGMENT, to a socket without UDP_GRO. */
+  if ((err = probe_send(tx, &rx_addr, sent)) != 0) {
+    errno_strings(err, code, sizeof code, text, sizeof text);
+    if (err == EINVAL || err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP || err == EMSGSIZE)
+      snprintf(segment, sizeof segment, "UDP_SEGMENT refused: sendmmsg: %s (%s)", text, code);
+    else
+      snprintf(segment, sizeof segment, "UDP_SEGMENT not verified: sendmmsg to 127.0.0.1: %s (%s); is lo up?", text, code);
+  } else {
+    probe_recv(rfd, sent, &rx);
+    if (!probe_split(&rx)) {
+      probe_seen(&rx, seen, sizeof seen);
+      snprintf(segment, sizeof segment,
+               rx.n == 1 && rx.len[0] == 2 * PROBE_SEG
+                   ? "UDP_SEGMENT ignored: 2 segments of %d bytes sent as one message arrived as %s (the control message was lost on the way to the kernel)"
+                   : "UDP_SEGMENT not verified: 2 segments of %d bytes sent as one message, %s arrived",
+               PROBE_SEG, seen);
+    }
+  }
+
+  /* 2. UDP_GRO: only a working UDP_SEGMENT can make the coalesced datagram to look at. */
+  if (segment[0] != '\0') {
+    snprintf(gro, sizeof gro, "UDP_GRO not verified: checking it needs a working UDP_SEGMENT");
+  } else if (setsockopt(rfd, SOL_UDP, UDP_GRO, &on, sizeof on) < 0) {
+    errno_strings(errno, code, sizeof code, text, sizeof text);
+    snprintf(gro, sizeof gro, "UDP_GRO refused: setsockopt: %s (%s)", text, code);
+  } else if ((err = probe_send(tx, &rx_addr, sent)) != 0) {
+    errno_strings(err, code, sizeof code, text, sizeof text);
+    snprintf(gro, sizeof gro, "UDP_GRO not verified: the second sendmmsg failed: %s (%s)", text, code);
+  } else {
+    probe_recv(rfd, sent, &rx);
+    if (!(rx.n == 1 && rx.len[0] == 2 * PROBE_SEG && rx.bytes_ok && rx.gro[0] == PROBE_SEG) && !probe_split(&rx)) {
+      probe_seen(&rx, seen, sizeof seen);
+      if (rx.n == 1 && rx.len[0] == 2 * PROBE_SEG && rx.gro[0] < 0)
+        snprintf(gro, sizeof gro, "UDP_GRO lost its control message: %s arrived without its segment size (%d)", seen, PROBE_SEG);
+      else
+        snprintf(gro, sizeof gro, "UDP_GRO not verified: 2 segments of %d bytes were sent, %s arrived (segment size %d)",
+                 PROBE_SEG, seen, rx.n > 0 ? rx.gro[0] : 0);
+    }
+  }
+
+done:
+  if (tx >= 0) close(tx);
+  if (rfd >= 0) close(rfd);
+  if (segment[0] != '\0') st->gso_off = 1;
+  return probe_result(env, segment[0] ? segment : NULL, gro[0] ? gro : NULL);
 }
 
 /* unixDgramSend(path, data): send `data` as one datagram to the AF_UNIX SOCK_DGRAM socket

@@ -4,7 +4,7 @@
  * Files, by job (each napi function is registered once, in addon.c's table):
  *   addon.c    module init, the registration table, lastError(), offloadStats()
  *   device.c   tunOpen, devRead, devWrite: the TUN/TAP device, plain or with virtio-net headers
- *   socket.c   udpOpen, udpSetGro, udpRecv, udpSend, unixDgramSend: the underlay socket
+ *   socket.c   udpOpen, udpSetGro, udpRecv, udpSend, udpCheckOffloads, unixDgramSend: the underlay socket
  *   poll.c     pollStart, pollStop, close: fds watched on Node's own libuv loop
  *   csum.c     checksums and the virtio_net_hdr (pure)
  *   tso.c      TSO send: super-packets cut into segments and sent with UDP_SEGMENT
@@ -118,6 +118,7 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info);
 napi_value vx_dev_write(napi_env env, napi_callback_info info);
 napi_value vx_udp_open(napi_env env, napi_callback_info info);
 napi_value vx_udp_set_gro(napi_env env, napi_callback_info info);
+napi_value vx_udp_check_offloads(napi_env env, napi_callback_info info);
 napi_value vx_udp_recv(napi_env env, napi_callback_info info);
 napi_value vx_udp_send(napi_env env, napi_callback_info info);
 napi_value vx_unix_dgram_send(napi_env env, napi_callback_info info);

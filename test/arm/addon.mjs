@@ -1,5 +1,5 @@
-// The native addon on the target architecture (scripts/arm-test runs this on Debian's ARM
-// Node 18 under qemu-user, inside a throwaway network namespace where it made the
+// The native addon on the target architecture (scripts/arm-test runs this on the official ARM
+// Node 20 under qemu-user, inside a throwaway network namespace where it made the
 // persistent TUN device vxarm0 10.99.0.1/24; it runs on x86 the same way), reached as the
 // product reaches it: nativeBinding() of the compiled dist/native/index.js. Checks what
 // needs no privileges beyond that namespace: batched UDP on loopback (udpOpen, udpSend,
@@ -52,7 +52,7 @@ const native = nativeBinding();
 await test('loads once and has every call of NativeBinding', () => {
   eq(nativeBinding(), native, 'same binding');
   const calls = [
-    'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'unixDgramSend',
+    'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpCheckOffloads', 'unixDgramSend',
     'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', '_pollCounts', '_tsoSegment', '_groCoalesce',
   ];
   eq(Object.keys(native).sort().join(), [...calls].sort().join(), 'calls');

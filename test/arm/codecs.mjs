@@ -1,5 +1,5 @@
 // The codecs and the data plane's two paths on the target architecture (scripts/arm-test
-// runs this on Debian's ARM Node 18 under qemu-user; it runs on any Node >= 18 too):
+// runs this on the official ARM Node 20 under qemu-user; it runs on any Node >= 20 too):
 // the frames the Linux kernel's vxlan driver emitted (test/fixtures/kernel-vxlan) are
 // accepted and decapsulated, and re-encapsulated byte for byte, through InsidePath and
 // OutsidePath with in-memory I/O (FakeIo below, the plain-JS twin of test/unit/fake-io.ts),
@@ -164,8 +164,8 @@ function rig(mssClamp) {
     dev: io.device,
     udp: io.underlay,
     drops,
-    inside: new InsidePath(s, io, io.fds, drops, peers),
-    outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000),
+    inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }),
+    outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000),
   };
 }
 
@@ -228,7 +228,7 @@ test('re-encapsulates every kernel frame byte-exact when it is ours to send', ()
     const io = new FakeIo();
     const peers = new PeerTable([{ name: 'gw', publicIp: '198.51.100.2', port: 8472, subnet: parseCidr('10.244.100.0/24'), vtepMac: dst }]);
     io.device.inbox.push(Buffer.from(wire.subarray(22)));
-    new InsidePath(s, io, io.fds, new DropCounters(), peers).pump();
+    new InsidePath({ settings: s, io, fds: io.fds, drops: new DropCounters(), peers }).pump();
     eq(io.underlay.sent.length, 1, `${name} sent`);
     eq(io.underlay.sent[0].data.toString('hex'), wire.toString('hex'), name);
   }

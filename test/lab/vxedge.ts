@@ -1,5 +1,7 @@
-// Starting the real vxedge (compiled CLI) inside a lab namespace, with a config
-// written for that lab, and reading its status file.
+// Starting the real vxedge inside a lab namespace, with a config written for that lab, and
+// reading its status file. A launcher says how the process is started: the host's node
+// with this checkout's dist/ (nativeLauncher, the default), or e.g. an ARM Node under
+// qemu-user with a .deb payload (test/lab/arm-launcher.ts).
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,7 +20,55 @@ export function ensureBuilt(): void {
   if (r.status !== 0) throw new Error('tsc failed');
 }
 
+/** A shared library loaded into the gateway's own process (LD_PRELOAD), with its environment. */
+export interface Preload {
+  lib: string;
+  env: Record<string, string>;
+}
+
+/** How the gateway process is started in the gateway namespace. */
+export interface GatewayLauncher {
+  /** For test titles and logs. */
+  readonly name: string;
+  /** Runs under an emulator: its speed is no performance figure. */
+  readonly emulated: boolean;
+  /** process.arch of the gateway process. */
+  readonly arch: string;
+  /** How many times longer than the host's node it takes to start and react: waits are scaled by it. */
+  readonly slowdown: number;
+  /** The C compiler for libraries its process can load (a Preload). */
+  readonly cc: string;
+  /** Readies what it runs (build, fetch); idempotent, awaited before every start. */
+  prepare(): Promise<void>;
+  /** The command line that runs `vxedge ARGS`. */
+  argv(args: string[], preload?: Preload): string[];
+  /** The command line that runs `node ARGS` with the same Node. */
+  nodeArgv(args: string[]): string[];
+  /** The app it runs: the directory with package.json, dist/ and node_modules/ (after prepare()). */
+  readonly appDir: string;
+}
+
+/** The host's node running this checkout's compiled CLI (dist/, built once if missing). */
+export const nativeLauncher: GatewayLauncher = {
+  name: `node ${process.version} ${process.arch} (dist/ of this checkout)`,
+  emulated: false,
+  arch: process.arch,
+  slowdown: 1,
+  cc: 'gcc',
+  prepare: async () => ensureBuilt(),
+  // `env` after `ip netns exec`: the preload is for the gateway, not for ip.
+  argv: (args, preload) => [
+    ...(preload ? ['env', `LD_PRELOAD=${preload.lib}`, ...Object.entries(preload.env).map(([k, v]) => `${k}=${v}`)] : []),
+    'node', CLI, ...args,
+  ],
+  nodeArgv: (args) => ['node', ...args],
+  appDir: REPO_ROOT,
+};
+
 export interface GatewayOptions {
+  /** Default: nativeLauncher. */
+  launcher?: GatewayLauncher;
+  preload?: Preload;
   mode?: 'tun' | 'tap';
   keepaliveInterval?: string;
   keepaliveTimeout?: string;
@@ -63,6 +113,8 @@ export class RunningGateway {
     readonly child: ChildProcess,
     readonly dir: string,
     readonly configFile: string,
+    /** The launcher's slowdown: the default waits below are multiplied by it. */
+    readonly slowdown = 1,
   ) {
     for (const name of ['stdout', 'stderr'] as const) {
       child[name]!.on('data', (b: Buffer) => {
@@ -87,7 +139,7 @@ export class RunningGateway {
   }
 
   /** Waits for a log entry whose msg matches and whose fields include `fields`; returns it. */
-  waitLog(msg: RegExp, fields: Record<string, unknown> = {}, timeoutMs = 5_000): Promise<LogEntry> {
+  waitLog(msg: RegExp, fields: Record<string, unknown> = {}, timeoutMs = 5_000 * this.slowdown): Promise<LogEntry> {
     const match = (e: LogEntry) => msg.test(e.msg) && Object.entries(fields).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
     return waitFor(() => this.logEntries().find(match), timeoutMs).catch((e: Error) => {
       throw new Error(`${e.message}: no log entry ${msg} with ${JSON.stringify(fields)}\n--- vxedge output ---\n${this.output}`);
@@ -103,7 +155,7 @@ export class RunningGateway {
   }
 
   /** Waits until every peer is up (keepalive answered), or throws with the log. */
-  async waitUp(timeoutMs = 15_000): Promise<HealthDocument> {
+  async waitUp(timeoutMs = 15_000 * this.slowdown): Promise<HealthDocument> {
     try {
       return await waitFor(async () => {
         if (this.child.exitCode !== null) throw new Error(`vxedge exited ${this.child.exitCode}`);
@@ -116,7 +168,7 @@ export class RunningGateway {
   }
 
   /** Waits until the gateway has started (device, routes and status file in place). */
-  async waitStarted(timeoutMs = 10_000): Promise<HealthDocument> {
+  async waitStarted(timeoutMs = 10_000 * this.slowdown): Promise<HealthDocument> {
     try {
       return await waitFor(async () => {
         if (this.child.exitCode !== null) throw new Error(`vxedge exited ${this.child.exitCode}`);
@@ -128,14 +180,14 @@ export class RunningGateway {
   }
 
   /** Waits for a status document that satisfies `pred` (status.json is rewritten every 2 s). */
-  async waitStatus(pred: (s: HealthDocument) => boolean, timeoutMs = 10_000): Promise<HealthDocument> {
+  async waitStatus(pred: (s: HealthDocument) => boolean, timeoutMs = 10_000 * this.slowdown): Promise<HealthDocument> {
     return waitFor(async () => {
       const s = await this.status();
       return s && pred(s) ? s : null;
     }, timeoutMs, 200);
   }
 
-  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 6_000): Promise<number | null> {
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 6_000 * this.slowdown): Promise<number | null> {
     if (this.child.exitCode !== null) return this.child.exitCode;
     this.child.kill(signal);
     return waitExit(this.child, timeoutMs);
@@ -152,10 +204,11 @@ export class RunningGateway {
 }
 
 export async function startGateway(env: LabEnv, o: GatewayOptions = {}): Promise<RunningGateway> {
-  ensureBuilt();
+  const launcher = o.launcher ?? nativeLauncher;
+  await launcher.prepare();
   const dir = await mkdtemp(path.join(tmpdir(), `vxedge-${env.PREFIX}-`));
   const configFile = path.join(dir, 'site.json');
   await writeFile(configFile, JSON.stringify(labConfig(env, dir, o), null, 2));
-  const child = nsSpawn(env.NS_GW, ['node', CLI, 'run', '-c', configFile], { env: { ...process.env, ...o.env } });
-  return new RunningGateway(child, dir, configFile);
+  const child = nsSpawn(env.NS_GW, launcher.argv(['run', '-c', configFile], o.preload), { env: { ...process.env, ...o.env } });
+  return new RunningGateway(child, dir, configFile, launcher.slowdown);
 }

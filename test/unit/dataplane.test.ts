@@ -28,7 +28,7 @@ function rig(over: Partial<PathSettings> = {}) {
   const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable(PEERS);
-  return { s, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath(s, io, io.fds, drops, peers), outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000) };
+  return { s, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000) };
 }
 
 describe('inside path (TUN)', () => {

@@ -32,7 +32,7 @@ function rig(mssClamp: boolean) {
   const udp = io.underlay;
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1]);
-  return { dev, udp, drops, inside: new InsidePath(s, io, io.fds, drops, peers), outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000) };
+  return { dev, udp, drops, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000) };
 }
 
 describe('golden frames from the kernel', () => {
@@ -76,7 +76,7 @@ describe('golden frames from the kernel', () => {
       const udp = io.underlay;
       const peers = new PeerTable([{ name: 'gw', publicIp: '198.51.100.2', port: 8472, subnet: parseCidr('10.244.100.0/24'), vtepMac: dst }]);
       dev.inbox.push(Buffer.from(wire.subarray(22)));
-      new InsidePath(s, io, io.fds, new DropCounters(), peers).pump();
+      new InsidePath({ settings: s, io, fds: io.fds, drops: new DropCounters(), peers }).pump();
       expect(udp.sent[0].data.equals(wire), name).toBe(true);
     }
   });

@@ -32,7 +32,7 @@ function rig(over: Partial<PathSettings> = {}) {
   const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1, AWS2]);
-  return { s, io, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath(s, io, io.fds, drops, peers), outside: new OutsidePath(s, io, io.fds, drops, peers, () => 1000) };
+  return { s, io, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000) };
 }
 
 function vnetHeader(h: Parameters<typeof writeVnetHeader>[2]): Buffer {
@@ -102,7 +102,7 @@ describe('inside path with offloads', () => {
   it('refuses offloads on a TAP device, and asks the device write to coalesce only with them', () => {
     const s = settings({ vnetHdr: true });
     const io = new FakeIo();
-    expect(() => new InsidePath({ ...s, tap: true }, io, io.fds, new DropCounters(), new PeerTable([AWS1]))).toThrow(/TUN/);
+    expect(() => new InsidePath({ settings: { ...s, tap: true }, io, fds: io.fds, drops: new DropCounters(), peers: new PeerTable([AWS1]) })).toThrow(/TUN/);
     const r = rig();
     const plain = rig({ vnetHdr: false, udpGro: false });
     for (const x of [r, plain]) {

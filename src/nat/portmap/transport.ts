@@ -110,7 +110,12 @@ export const nodeUdp: UdpFactory = (opts, handlers) =>
     s.bind({ address: opts.localAddress, port: 0 }, () => {
       try {
         if (opts.multicast) {
-          s.setMulticastInterface(opts.localAddress);
+          try {
+            s.setMulticastInterface(opts.localAddress);
+          } catch {
+            // Not translated by qemu-user (IP_MULTICAST_IF: ENOPROTOOPT): the route to the
+            // group picks the interface then, the underlay on a one-NIC box.
+          }
           s.setMulticastTTL(2);
         }
       } catch (e) {
