@@ -7,10 +7,9 @@
 // gateway opens its TUN device and socket in the lab's gateway namespace like a native one,
 // and the native tools it starts (ip) run natively.
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { REPO_ROOT } from './harness.js';
-import type { GatewayLauncher, Preload } from './vxedge.js';
+import { shippedNodeFlags, type GatewayLauncher, type Preload } from './vxedge.js';
 
 export type ArmTarget = 'arm64' | 'armv7';
 
@@ -51,14 +50,6 @@ function armRuntime(target: ArmTarget): Promise<ArmRuntime> {
   });
 }
 
-/** The Node flags of main.js's `#!/usr/bin/env -S node <flags>` line. */
-async function shippedNodeFlags(mainJs: string): Promise<string[]> {
-  const first = (await readFile(mainJs, 'utf8')).split('\n', 1)[0];
-  const m = /^#!\/usr\/bin\/env -S node((?: --?[\w-]+(?:=\S+)?)*)$/.exec(first);
-  if (!m) throw new Error(`${mainJs}: unexpected #! line ${first}`);
-  return m[1].trim().split(/\s+/).filter(Boolean);
-}
-
 export class EmulatedLauncher implements GatewayLauncher {
   readonly emulated = true;
   readonly arch: string;
@@ -86,7 +77,7 @@ export class EmulatedLauncher implements GatewayLauncher {
     this.preparing ??= (async () => {
       const rt = await armRuntime(this.target);
       const main = path.join(rt.APP, 'dist', 'cli', 'main.js');
-      this.rt = { ...rt, flags: await shippedNodeFlags(main) };
+      this.rt = { ...rt, flags: shippedNodeFlags(main) };
     })();
     return this.preparing;
   }

@@ -2,7 +2,7 @@
 // reading its status file. A launcher says how the process is started: the host's node
 // with this checkout's dist/ (nativeLauncher, the default), or e.g. an ARM Node under
 // qemu-user with a .deb payload (test/lab/arm-launcher.ts).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,6 +12,15 @@ import { REPO_ROOT, nsSpawn, waitExit, waitFor, type LabEnv } from './harness.js
 import type { HealthDocument } from '../../src/health/document.js';
 
 export const CLI = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
+
+/** The Node flags of main.js's `#!/usr/bin/env -S node <flags>` line: those the systemd unit
+ *  runs the gateway with too, so the lab measures and tests the process as it runs on a board. */
+export function shippedNodeFlags(mainJs: string): string[] {
+  const first = readFileSync(mainJs, 'utf8').split('\n', 1)[0];
+  const m = /^#!\/usr\/bin\/env -S node((?: --?[\w-]+(?:=\S+)?)*)$/.exec(first);
+  if (!m) throw new Error(`${mainJs}: unexpected #! line ${first}`);
+  return m[1].trim().split(/\s+/).filter(Boolean);
+}
 
 /** Builds dist/ once if it is missing (CI builds it in `npm ci` already). */
 export function ensureBuilt(): void {
@@ -59,7 +68,7 @@ export const nativeLauncher: GatewayLauncher = {
   // `env` after `ip netns exec`: the preload is for the gateway, not for ip.
   argv: (args, preload) => [
     ...(preload ? ['env', `LD_PRELOAD=${preload.lib}`, ...Object.entries(preload.env).map(([k, v]) => `${k}=${v}`)] : []),
-    'node', CLI, ...args,
+    'node', ...shippedNodeFlags(CLI), CLI, ...args,
   ],
   nodeArgv: (args) => ['node', ...args],
   appDir: REPO_ROOT,
