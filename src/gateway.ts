@@ -182,7 +182,7 @@ export class Gateway extends EventEmitter {
       uptimeS: Math.round((d.clock.monotonic() - this.startedAt) / 1000),
       tunnel: {
         device: t.deviceName, mode: cfg.overlay.mode, vni: cfg.vxlan.vni, mtu: t.mtu, subnet: cfg.overlay.subnet.text,
-        vtepMac: t.vtepMac, localEndpoint: this.localEndpoint(), publicEndpoint: this.publicEndpoint(),
+        vtepMac: t.vtepMac, localEndpoint: this.localEndpoint(), publicEndpoint: this.publicEndpoint(), queues: t.queues,
       },
       peers: rows,
       checks: [...(this.checks ?? []), ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : [])],

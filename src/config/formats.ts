@@ -419,6 +419,8 @@ export const formats = {
   port: intRange('port', 'a port 1..65535', 1, 65535),
   vni: intRange('vni', 'a VNI 1..16777215', 1, 16777215),
   mtuOrNull: intRange<number | null>('mtu-or-null', 'an MTU 576..9000 or null', 576, 9000, true),
+  // The kernel's TUN allows 256 queues; the addon reads at most 16 (DEV_MAX_QUEUES in vx.h).
+  deviceQueues: intRange('device-queues', 'a queue count 1..16', 1, 16),
   duration: durationFormat('duration', false),
   durationOrZero: durationFormat('duration-or-zero', true),
   bool: {

@@ -117,6 +117,14 @@ export function buildSchema(hostname: string = os.hostname()) {
         format: f.bool,
         extension: true,
       }),
+      queues: leaf({
+        doc:
+          'Queues of the TUN/TAP device, 1..16. The kernel keeps each flow on one queue and vxedge reads the queues in turn, ' +
+          "so a ping or a small request does not wait behind a bulk transfer's backlog. Falls back to 1, with a warning, when the kernel refuses.",
+        default: 8,
+        format: f.deviceQueues,
+        extension: true,
+      }),
     },
     peers: leaf({
       doc:

@@ -29,6 +29,8 @@ export interface Tunnel {
   mtu: number;
   /** The device's name as the kernel has it. */
   deviceName: string;
+  /** The device's queues (cfg.overlay.queues, or 1 when the kernel refused more). */
+  queues: number;
   device: OverlayDevice;
   dataplane: Dataplane;
   /** Stops the data plane and closes both fds (closing the last fd of a TUN/TAP removes it). */
@@ -52,9 +54,10 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
     const udpCheck = binding.udpCheckOffloads();
     if (udpCheck.segment) log.warn('UDP segmentation off: every datagram is sent on its own', { reason: udpCheck.segment });
     await removeLeftoverDevice(cfg.overlay.device, log);
-    const opened = openDevice(binding, cfg.overlay.device, cfg.overlay.mode, cfg.overlay.offload);
+    const opened = openDevice(binding, cfg.overlay.device, cfg.overlay.mode, cfg.overlay.offload, cfg.overlay.queues);
     const tun = opened.tun;
     undo.push(() => binding.close(tun.fd));
+    if (opened.queuesOff) log.warn('one device queue: a bulk flow can delay every other one', { reason: opened.queuesOff });
     if (opened.offloadOff && cfg.overlay.mode === 'tun') {
       log.warn('TUN offloads off: the plain data plane moves one packet per syscall', { reason: opened.offloadOff });
     }
@@ -84,13 +87,13 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
     dataplane.start();
     undo.push(() => dataplane.stop());
     log.info('tunnel up', {
-      device: tun.name, mode: cfg.overlay.mode, mtu, vtepMac: mac, vtepMacSource: source, vtep: vtepAddress(cfg.overlay.subnet),
+      device: tun.name, mode: cfg.overlay.mode, queues: tun.queues, mtu, vtepMac: mac, vtepMacSource: source, vtep: vtepAddress(cfg.overlay.subnet),
       underlay: `${underlay.iface} ${underlay.address}:${cfg.underlay.port}`,
       offload: opened.vnetHdr ? `tso+csum${udpCheck.segment ? '' : ', udp gso'}${udpGro ? '+gro' : ''}` : 'off',
       udpCheck: { segment: udpCheck.segment ?? 'ok', gro: udpCheck.gro ?? 'ok' },
     });
     return {
-      underlay, vtepMac: mac, mtu, deviceName: tun.name, device, dataplane,
+      underlay, vtepMac: mac, mtu, deviceName: tun.name, queues: tun.queues, device, dataplane,
       close: () => {
         for (const u of undo.reverse()) u();
         undo.length = 0;

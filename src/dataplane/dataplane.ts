@@ -1,7 +1,7 @@
 // The data plane: two paths over two file descriptors, driven by readiness events on
 // Node's own event loop (uv_poll in the addon; no threadpool, no JS per syscall). Each
 // wakeup drains a bounded number of batches so one busy direction cannot starve the
-// other or the control plane's timers.
+// other or the control plane's timers, then looks once at the other direction.
 import type { PollHandle } from '../native/index.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -19,7 +19,8 @@ export class Dataplane {
   readonly drops = new DropCounters();
   readonly inside: InsidePath;
   readonly outside: OutsidePath;
-  private polls: PollHandle[] = [];
+  /** The inside path on the device's fd, the outside path on the underlay socket's. */
+  private readonly paths: [WatchedPath, WatchedPath];
   /** Set when libuv reported an error on a polled fd (the addon then stops that poll):
    *  that path moves no more packets. Read by the liveness gate of the systemd watchdog. */
   pollError: string | null = null;
@@ -42,16 +43,22 @@ export class Dataplane {
     const c = { settings, io, fds, drops: this.drops, peers };
     this.inside = new InsidePath(c);
     this.outside = new OutsidePath(c, now);
+    this.paths = [
+      { name: 'device', path: this.inside, poll: null, stopped: false },
+      { name: 'underlay', path: this.outside, poll: null, stopped: false },
+    ];
   }
 
   start(): void {
-    this.polls.push(this.io.pollStart(this.fds.device, (err) => (err ? this.pollFailed('device', err) : this.drain(this.inside))));
-    this.polls.push(this.io.pollStart(this.fds.underlay, (err) => (err ? this.pollFailed('underlay', err) : this.drain(this.outside))));
+    this.watch(this.paths[0], this.fds.device);
+    this.watch(this.paths[1], this.fds.underlay);
   }
 
   stop(): void {
-    for (const p of this.polls) this.io.pollStop(p);
-    this.polls = [];
+    for (const p of this.paths) {
+      if (p.poll) this.io.pollStop(p.poll);
+      p.poll = null;
+    }
   }
 
   /** Sends one control datagram (keepalive probe, STUN request) on the tunnel socket. */
@@ -62,23 +69,62 @@ export class Dataplane {
     return this.io.udpSend(this.fds.underlay, buf, o.offs, o.lens, o.addrs, o.ports, 1, null, null, 0) === 1;
   }
 
-  private pollFailed(which: string, err: Error): void {
-    this.pollError = `${which} poll failed: ${err.message}`;
-    this.log.error('the data plane stopped reading a file descriptor', { fd: which, err: err.message });
+  private watch(p: WatchedPath, fd: number): void {
+    p.stopped = false;
+    const other = p === this.paths[0] ? this.paths[1] : this.paths[0];
+    p.poll = this.io.pollStart(fd, (err) => (err ? this.pollFailed(p, err) : this.drain(p, other)));
   }
 
-  private drain(path: PacketPath): void {
+  private pollFailed(p: WatchedPath, err: Error): void {
+    if (p.poll) this.io.pollStop(p.poll);
+    p.poll = null;
+    p.stopped = true;
+    this.pollError = `${p.name} poll failed: ${err.message}`;
+    this.log.error('the data plane stopped reading a file descriptor', { fd: p.name, err: err.message });
+  }
+
+  /**
+   * Up to BATCHES_PER_WAKEUP batches of the path whose fd is readable, then one batch of the
+   * other: what our own sends caused may be there already (in the lab a ping's answer
+   * arrives while our send is still running the namespaces' stacks) and is handled now
+   * instead of after another trip through epoll; when nothing is, that costs one empty
+   * receive. Taking turns after every batch would shorten the wait of one direction behind
+   * the other's backlog, but cost bulk TCP 15-35 % in the lab (docs/dataplane.md
+   * "Batching and sizes").
+   */
+  private drain(p: WatchedPath, other: WatchedPath): void {
+    for (let i = 0; i < BATCHES_PER_WAKEUP && this.pump(p); i++);
+    this.pump(other);
+  }
+
+  /** One batch of one path; true when it came back full ("read on"). */
+  private pump(p: WatchedPath): boolean {
+    if (p.stopped) return false;
     try {
-      for (let i = 0; i < BATCHES_PER_WAKEUP; i++) {
-        if (path.pump() < path.batch) break;
-      }
+      return p.path.pump() >= p.path.batch;
     } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // The fd itself is gone: a multi-queue device's fd is an epoll fd, so libuv sees no
+      // error condition when the device is deleted, only the read does (EBADFD).
+      if (code === 'EBADF' || code === 'EBADFD') {
+        this.pollFailed(p, e as Error);
+        return false;
+      }
       // A bug, not a bad packet: count it, say it once, keep forwarding.
       this.drops.add(Drop.internal);
       if (!this.internalErrorLogged) {
         this.internalErrorLogged = true;
         this.log.error('internal error in the packet path (further ones are only counted)', { err: (e as Error).stack });
       }
+      return false;
     }
   }
+}
+
+/** A packet path with its poll; stopped once its fd has failed. */
+interface WatchedPath {
+  name: 'device' | 'underlay';
+  path: PacketPath;
+  poll: PollHandle | null;
+  stopped: boolean;
 }

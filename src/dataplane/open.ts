@@ -21,20 +21,38 @@ export interface OpenedDevice {
   vnetHdr: boolean;
   /** Why offloads are off, when they were wanted or are impossible; null when on or not wanted. */
   offloadOff: string | null;
+  /** Why the device has one queue although more were asked for; null otherwise. */
+  queuesOff: string | null;
 }
 
 /**
- * Opens the overlay device: TUN with offloads when `offload` is set, falling back to the
- * plain device (and saying why) when the kernel refuses; TAP always plain.
+ * Opens the overlay device with `queues` queues: TUN with offloads when `offload` is set,
+ * falling back to the plain device (and saying why) when the kernel refuses; TAP always
+ * plain. A kernel (or syscall translator) that refuses a multi-queue device gets one
+ * queue, also with the reason.
  */
-export function openDevice(b: Pick<NativeBinding, 'tunOpen'>, name: string, mode: 'tun' | 'tap', offload: boolean): OpenedDevice {
-  const open = (offloads: number) => explain(() => b.tunOpen(name, mode === 'tap', offloads), `open ${mode.toUpperCase()} device ${name}`);
-  if (!offload) return { tun: open(0), vnetHdr: false, offloadOff: null };
-  if (mode === 'tap') return { tun: open(0), vnetHdr: false, offloadOff: 'TAP mode has no offloads (TUN only)' };
+export function openDevice(b: Pick<NativeBinding, 'tunOpen'>, name: string, mode: 'tun' | 'tap', offload: boolean, queues = 1): OpenedDevice {
+  const tap = mode === 'tap';
+  let queuesOff: string | null = null;
+  const attempt = (offloads: number): TunHandle => {
+    if (queues > 1) {
+      try {
+        return b.tunOpen(name, tap, offloads, queues);
+      } catch (e) {
+        queuesOff = `the kernel refused ${queues} device queues: ${(e as Error).message}`;
+      }
+    }
+    return b.tunOpen(name, tap, offloads, 1);
+  };
+  const open = (offloads: number) => explain(() => attempt(offloads), `open ${mode.toUpperCase()} device ${name}`);
+  const opened = (tun: TunHandle, vnetHdr: boolean, offloadOff: string | null): OpenedDevice => ({ tun, vnetHdr, offloadOff, queuesOff });
+  if (!offload) return opened(open(0), false, null);
+  if (tap) return opened(open(0), false, 'TAP mode has no offloads (TUN only)');
   try {
-    return { tun: b.tunOpen(name, false, TUN_OFFLOADS), vnetHdr: true, offloadOff: null };
+    return opened(attempt(TUN_OFFLOADS), true, null);
   } catch (e) {
-    return { tun: open(0), vnetHdr: false, offloadOff: `the kernel refused TUN offloads: ${(e as Error).message}` };
+    queuesOff = null; // the plain attempt asks again
+    return opened(open(0), false, `the kernel refused TUN offloads: ${(e as Error).message}`);
   }
 }
 

@@ -77,6 +77,8 @@ export interface HealthDocument {
     vtepMac: string;
     localEndpoint: string;
     publicEndpoint: string | null;
+    /** Extension: the device's queues (overlay.queues, or 1 when the kernel refused more). */
+    queues?: number;
   };
   peers: PeerHealthDoc[];
   checks: CheckResult[];

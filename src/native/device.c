@@ -4,14 +4,22 @@
  * offsets. With offloads (a TUN opened with IFF_VNET_HDR) every packet carries a 10-byte
  * virtio_net_hdr: reads may return TCP super-packets of up to 64 KB, and writes join TCP
  * segments of one flow into super-packets (gro.c).
+ *
+ * Multi-queue (tunOpen with queues > 1): the kernel puts each flow's packets on one of
+ * several queues and remembers, per flow, the queue we last wrote that flow's packets to.
+ * JS holds one fd, an epoll fd over the queues (dev_set in vx.h); devRead takes one packet
+ * from each ready queue in turn, devWrite puts each packet on its flow's queue. A flow that
+ * fills its queue then delays only itself, not a ping or a DNS answer beside it.
  */
 #define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <linux/if_tun.h>
@@ -20,55 +28,170 @@
 #include "napi_util.h"
 #include "vx.h"
 
-/* Closes fd and throws the system error of a failed set-up step. */
+/* Closes every fd opened so far and throws the system error of a failed set-up step. */
 #define FAIL_STEP(err, syscall, ...)                  \
   do {                                                \
     int step_err_ = (err);                            \
-    close(fd);                                        \
+    close_all(fds, nfds);                             \
     THROW_SYS(env, step_err_, syscall, __VA_ARGS__);  \
   } while (0)
 
-/* tunOpen(name, tap, offloads) -> { fd, name }
+static void close_all(const int *fds, int n) {
+  for (int i = 0; i < n; i++) close(fds[i]);
+}
+
+dev_set *dev_find(vx_state *st, int fd) {
+  for (int i = 0; i < DEV_MAX_SETS; i++)
+    if (st->devs[i].n > 0 && st->devs[i].handle == fd) return &st->devs[i];
+  return NULL;
+}
+
+void dev_forget(vx_state *st, int fd) {
+  dev_set *d = dev_find(st, fd);
+  if (d == NULL) return;
+  close_all(d->fds, d->n);
+  d->n = 0;
+}
+
+static inline uint32_t load32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* Symmetric in source and destination (XOR), so a flow's packets in both directions map to
+ * one queue: the kernel steers a flow's outgoing packets to the queue its incoming ones were
+ * written to. Fragments hash without ports so that all of a datagram stays in order. */
+int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len) {
+  uint32_t h;
+  size_t ihl;
+  if (d == NULL) return fd;
+  if (d->tap) {
+    if (len < 14 || pkt[12] != 0x08 || pkt[13] != 0x00) return d->fds[0];
+    pkt += 14;
+    len -= 14;
+  }
+  if (len < 20 || pkt[0] >> 4 != 4) return d->fds[0];
+  ihl = (size_t)(pkt[0] & 0x0f) * 4;
+  h = (load32(pkt + 12) ^ load32(pkt + 16)) + pkt[9];
+  if ((pkt[6] & 0x3f) == 0 && pkt[7] == 0 && (pkt[9] == 6 || pkt[9] == 17) && len >= ihl + 4) {
+    uint32_t ports = load32(pkt + ihl); /* source and destination port: swapped, the XOR is the same */
+    h ^= ports ^ (ports >> 16 | ports << 16);
+  }
+  /* murmur3's finaliser: every input bit moves every output bit */
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return d->fds[((uint64_t)h * (uint32_t)d->n) >> 32];
+}
+
+/* Opens one queue (the first creates the device) and sets its virtio-net header size. */
+static int open_queue(struct ifreq *ifr, int offloads, int *err, const char **step) {
+  int hdrsz = VNET_LEN, fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  *step = "open";
+  if (fd < 0) {
+    *err = errno;
+    return -1;
+  }
+  *step = "ioctl(TUNSETIFF)";
+  if (ioctl(fd, TUNSETIFF, ifr) == 0) {
+    *step = "ioctl(TUNSETVNETHDRSZ)";
+    if (!offloads || ioctl(fd, TUNSETVNETHDRSZ, &hdrsz) == 0) return fd;
+  }
+  *err = errno;
+  close(fd);
+  return -1;
+}
+
+/* tunOpen(name, tap, offloads[, queues]) -> { fd, name, queues }
  * IFF_NO_PI, non-blocking, close-on-exec. offloads != 0 (TUN only): IFF_VNET_HDR, a 10-byte
- * header (TUNSETVNETHDRSZ) and TUNSETOFFLOAD(offloads); any refusal closes the fd, which
- * removes the device again, and throws naming the step, so the caller can fall back. */
+ * header (TUNSETVNETHDRSZ) and TUNSETOFFLOAD(offloads). queues > 1: IFF_MULTI_QUEUE, that
+ * many queues, and fd is an epoll fd over them (dev_set). Any refusal closes what was
+ * opened, which removes the device again, and throws naming the step, so the caller can
+ * fall back. */
 napi_value vx_tun_open(napi_env env, napi_callback_info info) {
   static const char *fn = "tunOpen";
-  GET_ARGS(3);
+  GET_ARGS_OPT(3, 4);
   size_t len;
   bool tap;
-  int64_t offloads;
+  int64_t offloads, queues = 1;
   struct ifreq ifr;
   napi_value res, v;
-  int fd, hdrsz = VNET_LEN;
+  int fds[DEV_MAX_QUEUES + 1], nfds = 0, err = 0, handle, slot;
+  const char *step = "open";
+  char what[64];
 
   memset(&ifr, 0, sizeof ifr);
   if (arg_ifname(env, fn, argv[0], ifr.ifr_name, &len) != 0) return NULL;
   ARG_BOOL(1, "tap", &tap);
   ARG_INT(2, "offloads", 0, UINT32_MAX, &offloads);
+  if (argc > 3) ARG_INT(3, "queues", 1, DEV_MAX_QUEUES, &queues);
   if (tap && offloads) THROW_RANGE(env, "%s: offloads need a TUN device, not TAP", fn);
-  ifr.ifr_flags = (short)((tap ? IFF_TAP : IFF_TUN) | IFF_NO_PI | (offloads ? IFF_VNET_HDR : 0));
-
-  fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) THROW_SYS(env, errno, "open", "open /dev/net/tun");
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0)
-    FAIL_STEP(errno, "ioctl(TUNSETIFF)", "ioctl(TUNSETIFF) %s%s %s", tap ? "tap" : "tun",
-              offloads ? " vnet_hdr" : "", len ? ifr.ifr_name : "(kernel-chosen name)");
-  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
-  if (offloads) {
-    if (ioctl(fd, TUNSETVNETHDRSZ, &hdrsz) < 0)
-      FAIL_STEP(errno, "ioctl(TUNSETVNETHDRSZ)", "ioctl(TUNSETVNETHDRSZ) %s", ifr.ifr_name);
-    if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0)
-      FAIL_STEP(errno, "ioctl(TUNSETOFFLOAD)", "ioctl(TUNSETOFFLOAD 0x%llx) %s", (long long)offloads, ifr.ifr_name);
+  for (slot = 0; queues > 1 && slot < DEV_MAX_SETS && st->devs[slot].n > 0; slot++) {
   }
-  if (napi_create_object(env, &res) != napi_ok || napi_create_int32(env, fd, &v) != napi_ok ||
+  if (slot == DEV_MAX_SETS)
+    THROW_SYS(env, EMFILE, "ioctl(TUNSETIFF)", "%s: %d multi-queue devices are open already", fn, DEV_MAX_SETS);
+  ifr.ifr_flags = (short)((tap ? IFF_TAP : IFF_TUN) | IFF_NO_PI | (offloads ? IFF_VNET_HDR : 0) |
+                          (queues > 1 ? IFF_MULTI_QUEUE : 0));
+  snprintf(what, sizeof what, "%s%s%s", tap ? "tap" : "tun", offloads ? " vnet_hdr" : "", queues > 1 ? " multi_queue" : "");
+
+  while (nfds < queues) {
+    int fd = open_queue(&ifr, offloads != 0, &err, &step);
+    if (fd < 0) {
+      if (nfds == 0 && strcmp(step, "open") == 0) FAIL_STEP(err, step, "open /dev/net/tun");
+      FAIL_STEP(err, step, "%s %s %s%s", step, what, nfds > 0 || len ? ifr.ifr_name : "(kernel-chosen name)",
+                nfds > 0 ? " (attaching a further queue)" : "");
+    }
+    fds[nfds++] = fd;
+    ifr.ifr_name[IFNAMSIZ - 1] = '\0'; /* the kernel's name: the next queues attach to it */
+  }
+  if (offloads && ioctl(fds[0], TUNSETOFFLOAD, (unsigned long)offloads) < 0)
+    FAIL_STEP(errno, "ioctl(TUNSETOFFLOAD)", "ioctl(TUNSETOFFLOAD 0x%llx) %s", (long long)offloads, ifr.ifr_name);
+  handle = fds[0];
+  if (queues > 1) {
+    dev_set *d = &st->devs[slot];
+    if ((handle = epoll_create1(EPOLL_CLOEXEC)) < 0) FAIL_STEP(errno, "epoll_create1", "epoll_create1 for %s", ifr.ifr_name);
+    fds[nfds++] = handle;
+    for (int q = 0; q < queues; q++) {
+      struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)q};
+      if (epoll_ctl(handle, EPOLL_CTL_ADD, fds[q], &ev) < 0)
+        FAIL_STEP(errno, "epoll_ctl", "epoll_ctl %s queue %d", ifr.ifr_name, q);
+    }
+    d->handle = handle;
+    d->rr = 0;
+    d->tap = tap;
+    memcpy(d->fds, fds, sizeof fds[0] * (size_t)queues);
+    d->n = (int)queues;
+  }
+  if (napi_create_object(env, &res) != napi_ok || napi_create_int32(env, handle, &v) != napi_ok ||
       napi_set_named_property(env, res, "fd", v) != napi_ok ||
       napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &v) != napi_ok ||
-      napi_set_named_property(env, res, "name", v) != napi_ok) {
-    close(fd);
+      napi_set_named_property(env, res, "name", v) != napi_ok ||
+      napi_create_int32(env, (int32_t)queues, &v) != napi_ok || napi_set_named_property(env, res, "queues", v) != napi_ok) {
+    dev_forget(st, handle);
+    close(handle);
     return NULL;
   }
   return res;
+}
+
+/* The queues of fd with packets waiting, into q (a plain fd: itself). Starts at a rotating
+ * queue so that no queue is always first. Returns the count, or -1 with errno set. */
+static int ready_queues(vx_state *st, int fd, int *q) {
+  struct epoll_event ev[DEV_MAX_QUEUES];
+  dev_set *d = dev_find(st, fd);
+  int n, i;
+  if (d == NULL) {
+    q[0] = fd;
+    return 1;
+  }
+  do n = epoll_wait(d->handle, ev, d->n, 0); while (n < 0 && errno == EINTR);
+  if (n <= 0) return n;
+  d->rr++;
+  for (i = 0; i < n; i++) q[i] = d->fds[ev[(i + d->rr) % (unsigned)n].data.u32];
+  return n;
 }
 
 /* devRead(fd, buf, headroom, room, max, offs, lens, vnet) -> count
@@ -78,8 +201,10 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
  * at the following 64-byte boundary. vnet (or null): each packet's virtio_net_hdr lands at
  * vnet[10*i] (a device opened with offloads; room should then be 65535). The kernel
  * truncates a packet larger than the buffer silently, so one spare byte past `room` tells
- * a truncated one. An error other than EAGAIN ends the batch and is counted in lastError();
- * only a bad fd (EBADF, or EBADFD once the device is deleted) with nothing read throws. */
+ * a truncated one. A multi-queue device is read one packet per ready queue in turn, so a
+ * busy flow's queue cannot fill the batch while another waits. An error other than EAGAIN
+ * ends that queue's part of the batch and is counted in lastError(); only a bad fd (EBADF,
+ * or EBADFD once the device is deleted) with nothing read throws. */
 napi_value vx_dev_read(napi_env env, napi_callback_info info) {
   static const char *fn = "devRead";
   GET_ARGS(8);
@@ -87,6 +212,7 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info) {
   uint8_t *buf, *vnet, spare;
   int32_t *offs, *lens;
   size_t buflen, noffs, nlens, nvnet, lim, pos = 0;
+  int q[DEV_MAX_QUEUES], nq, k = 0;
 
   ARG_INT(0, "fd", 0, INT_MAX, &fd);
   ARG_TYPED(1, "buf", napi_uint8_array, &buf, &buflen);
@@ -99,30 +225,35 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info) {
   if (vnet != NULL && nvnet / VNET_LEN < lim) lim = nvnet / VNET_LEN;
   ARG_INT(4, "max", 0, (int64_t)lim, &max);
   if (buflen > INT32_MAX) THROW_RANGE(env, "%s: buf is larger than 2 GB", fn);
+  if ((nq = ready_queues(st, (int)fd, q)) < 0) THROW_SYS(env, errno, "epoll_wait", "epoll_wait fd %d", (int)fd);
 
-  while (n < max) {
+  while (n < max && nq > 0) {
     size_t start = pos + (size_t)headroom;
     struct iovec iov[3];
-    int k = 0;
+    int c = 0;
     size_t hdr = vnet != NULL ? VNET_LEN : 0;
     ssize_t r;
     if (start + (size_t)room > buflen) break;
     if (vnet != NULL) {
-      iov[k].iov_base = vnet + n * VNET_LEN;
-      iov[k++].iov_len = VNET_LEN;
+      iov[c].iov_base = vnet + n * VNET_LEN;
+      iov[c++].iov_len = VNET_LEN;
     }
-    iov[k].iov_base = buf + start;
-    iov[k++].iov_len = (size_t)room;
-    iov[k].iov_base = &spare;
-    iov[k++].iov_len = 1;
-    r = readv((int)fd, iov, k);
+    iov[c].iov_base = buf + start;
+    iov[c++].iov_len = (size_t)room;
+    iov[c].iov_base = &spare;
+    iov[c++].iov_len = 1;
+    r = readv(q[k], iov, c);
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      if (n == 0 && fd_fatal(errno)) THROW_SYS(env, errno, "read", "read fd %d", (int)fd);
-      note_error(st, errno);
-      break;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        if (n == 0 && fd_fatal(errno)) THROW_SYS(env, errno, "read", "read fd %d", q[k]);
+        note_error(st, errno);
+      }
+      q[k] = q[--nq]; /* this queue is done for this batch */
+      if (k >= nq) k = 0;
+      continue;
     }
+    k = k + 1 < nq ? k + 1 : 0;
     offs[n] = (int32_t)start;
     if ((size_t)r < hdr || (size_t)r > hdr + (size_t)room) {
       lens[n++] = -1;
@@ -135,7 +266,8 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info) {
 }
 
 /* devWrite(fd, buf, offs, lens, n, vnet) -> packets accepted
- * Writes packets buf[offs[i] .. +lens[i]) for i < n. vnet false: one write() each; a packet
+ * Writes packets buf[offs[i] .. +lens[i]) for i < n, each to its flow's queue on a
+ * multi-queue device (dev_queue_fd). vnet false: one write() each; a packet
  * the kernel rejects (EINVAL, EIO...) is skipped and counted in lastError(); EAGAIN stops
  * the batch. vnet true (a device opened with offloads): TCP segments of one flow are joined
  * into super-packets first (gro.c), which rewrites the joined heads' headers in buf. */
@@ -147,6 +279,7 @@ napi_value vx_dev_write(napi_env env, napi_callback_info info) {
   int32_t *offs, *lens;
   size_t buflen, noffs, nlens, lim;
   bool vnet;
+  const dev_set *d;
 
   ARG_INT(0, "fd", 0, INT_MAX, &fd);
   ARG_TYPED(1, "buf", napi_uint8_array, &buf, &buflen);
@@ -157,8 +290,9 @@ napi_value vx_dev_write(napi_env env, napi_callback_info info) {
   if (vnet && lim > OF_PKTS) lim = OF_PKTS;
   ARG_INT(4, "n", 0, (int64_t)lim, &n);
   if (check_packets(env, fn, buflen, offs, lens, n) != 0) return NULL;
+  d = dev_find(st, (int)fd);
   if (vnet) {
-    int64_t r = gro_write(env, st, (int)fd, buf, buflen, offs, lens, n);
+    int64_t r = gro_write(env, st, (int)fd, d, buf, buflen, offs, lens, n);
     return r < 0 ? NULL : int_result(env, r);
   }
 
@@ -167,7 +301,7 @@ napi_value vx_dev_write(napi_env env, napi_callback_info info) {
     ssize_t r;
     if (off < 0 || len < 0 || (int64_t)off + len > (int64_t)buflen)
       THROW_RANGE(env, "%s: packet %lld changed while being written", fn, (long long)i);
-    r = write((int)fd, buf + off, (size_t)len);
+    r = write(dev_queue_fd(d, (int)fd, buf + off, (size_t)len), buf + off, (size_t)len);
     if (r >= 0) {
       sent++;
       continue;

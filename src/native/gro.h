@@ -4,7 +4,8 @@
 
 #include "vx.h"
 
-int64_t gro_write(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
-                  const int32_t *lens, int64_t n);
+/* d: the multi-queue device whose handle is fd, or NULL. */
+int64_t gro_write(napi_env env, vx_state *st, int fd, const dev_set *d, uint8_t *buf, size_t buflen,
+                  const int32_t *offs, const int32_t *lens, int64_t n);
 
 #endif

@@ -25,10 +25,13 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** An open TUN/TAP device: its non-blocking fd and the name the kernel gave it. */
+/** An open TUN/TAP device: its non-blocking fd and the name the kernel gave it. With
+ *  queues > 1 the fd is the addon's handle for all of them (an epoll fd over the queues):
+ *  pass it to devRead, devWrite, pollStart and close like any device fd. */
 export interface TunHandle {
   fd: number;
   name: string;
+  queues: number;
 }
 
 /** An fd watched by pollStart(); pass it to pollStop(). Opaque. */
@@ -90,15 +93,19 @@ export interface NativeBinding {
    *  virtio_net_hdr and TUNSETOFFLOAD(offloads); reads may then return TCP super-packets and
    *  partial checksums. Throws (code EPERM, EBUSY, ENOENT, EINVAL...; syscall 'open',
    *  'ioctl(TUNSETIFF)', 'ioctl(TUNSETVNETHDRSZ)' or 'ioctl(TUNSETOFFLOAD)'), after closing
-   *  the fd, which removes the device again: the caller can fall back to offloads 0. */
-  tunOpen(name: string, tap: boolean, offloads: number): TunHandle;
+   *  the fd, which removes the device again: the caller can fall back to offloads 0.
+   *  queues (1..16, default 1) > 1: IFF_MULTI_QUEUE with that many queues; the kernel keeps
+   *  each flow on one queue, devRead takes the ready queues in turn, devWrite puts each
+   *  packet on its flow's queue (so the kernel sends that flow's replies there too). */
+  tunOpen(name: string, tap: boolean, offloads: number, queues?: number): TunHandle;
 
   /** Reads packets until EAGAIN, `max`, or less than headroom + room bytes of buf are left.
    *  Packet i lands at buf[offs[i]] with `headroom` free bytes in front, lens[i] bytes long
    *  (-1: larger than `room`, truncated: count it as a drop); packets are packed at 64-byte
    *  boundaries. `vnet` (a device opened with offloads; room 65535): packet i's
    *  virtio_net_hdr lands at vnet[10*i]. Returns the count. Requires max <= offs.length,
-   *  lens.length (and vnet.length/10). An error other than EAGAIN ends the batch and is
+   *  lens.length (and vnet.length/10). A multi-queue device is read one packet per ready
+   *  queue in turn. An error other than EAGAIN ends the batch (that queue's part) and is
    *  counted in lastError(); only a bad fd (EBADF, or EBADFD once the device is deleted)
    *  with nothing read yet throws. */
   devRead(

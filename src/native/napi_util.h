@@ -51,15 +51,19 @@ int check_packets(napi_env env, const char *fn, size_t buflen, const int32_t *of
 #define THROW_RANGE(env, ...) do { throw_fmt((env), 1, __VA_ARGS__); return NULL; } while (0)
 
 /* Declares argc/argv and `st` (the per-environment state of type state_type) for a
- * napi function named by `fn`, and returns on too few arguments. */
-#define GET_ARGS_OF(n, state_type)                                                   \
-  size_t argc = (n);                                                                 \
-  napi_value argv[(n) > 0 ? (n) : 1];                                                \
+ * napi function named by `fn` that takes n to max arguments (argc: how many were given,
+ * at most max), and returns on too few arguments. */
+#define GET_ARGS_UPTO(n, max, state_type)                                            \
+  size_t argc = (max);                                                               \
+  napi_value argv[(max) > 0 ? (max) : 1];                                            \
   state_type *st;                                                                    \
   if (napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&st) != napi_ok)       \
     return NULL;                                                                     \
   if (too_few_args(env, fn, argc, (n))) return NULL;                                 \
+  if (argc > (max)) argc = (max);                                                    \
   (void)st
+
+#define GET_ARGS_OF(n, state_type) GET_ARGS_UPTO(n, n, state_type)
 
 #define ARG_INT(i, name, min, max, out) \
   if (arg_int(env, fn, argv[i], name, (min), (max), (out)) != 0) return NULL

@@ -47,7 +47,8 @@ void vx_poll_forget_fd(vx_state *st, int fd) {
 }
 
 
-/* close(fd): stops any poll on fd first (libuv must not watch a closed fd). */
+/* close(fd): stops any poll on fd first (libuv must not watch a closed fd); a multi-queue
+ * device's handle closes its queues too (the device goes with the last one). */
 napi_value vx_close(napi_env env, napi_callback_info info) {
   static const char *fn = "close";
   GET_ARGS(1);
@@ -55,6 +56,7 @@ napi_value vx_close(napi_env env, napi_callback_info info) {
 
   ARG_INT(0, "fd", 0, INT_MAX, &fd);
   vx_poll_forget_fd(st, (int)fd);
+  dev_forget(st, (int)fd);
   if (close((int)fd) < 0 && errno != EINTR) /* Linux frees the fd even on EINTR */
     THROW_SYS(env, errno, "close", "close fd %d", (int)fd);
   return NULL;

@@ -36,6 +36,8 @@
 #define UDP_GSO_MAX_BYTES 65507    /* 65535 - IPv4 header - UDP header */
 #define GRO_ITEMS 64               /* open coalescing flows per write batch */
 #define GRO_MAX_SEGS 64            /* segments per coalesced super-packet */
+#define DEV_MAX_QUEUES 16          /* queues of one multi-queue device */
+#define DEV_MAX_SETS 4             /* multi-queue devices open at once per environment */
 
 typedef union {
   char buf[CMSG_SPACE(sizeof(int))];
@@ -58,12 +60,26 @@ typedef struct {
 
 typedef struct poll_ctx poll_ctx;
 
+/* A multi-queue TUN/TAP device (device.c). JS holds `handle`, an epoll fd over the queues'
+ * fds, as the device's one fd: readable when any queue is. A queue is a separate packet
+ * ring in the kernel, and the kernel keeps each flow on one queue, so a reader that takes
+ * the queues in turn lets a ping pass a bulk TCP stream instead of waiting behind it. */
+typedef struct {
+  int handle;              /* the epoll fd; n == 0: slot free */
+  int n;
+  unsigned rr;             /* where the next read starts, for fairness between calls */
+  int tap;                 /* frames carry an Ethernet header in front of the IP packet */
+  int fds[DEV_MAX_QUEUES];
+} dev_set;
+
 typedef struct vx_state {
   /* lastError() */
   int last_errno;          /* last per-packet errno (0: none yet) */
   double error_count;      /* per-packet errors so far */
   /* poll.c: poll handles not yet closing */
   poll_ctx *polls;
+  /* device.c: the open multi-queue devices */
+  dev_set devs[DEV_MAX_SETS];
   /* offloadStats() */
   int gso_off;             /* UDP_SEGMENT was refused: one datagram per segment from now on */
   double tso_packets, tso_segments, gso_messages, gso_refused, csum_completed;
@@ -108,9 +124,17 @@ static inline void note_error(vx_state *st, int err) {
 #define READ_ONCE(x) (*(volatile const int32_t *)&(x))
 
 #define GET_ARGS(n) GET_ARGS_OF(n, vx_state)
+#define GET_ARGS_OPT(n, max) GET_ARGS_UPTO(n, max, vx_state)
 
 /* poll.c: stop watching every poll on fd (before it is closed). */
 void vx_poll_forget_fd(vx_state *st, int fd);
+/* device.c: the multi-queue device whose handle is fd, or NULL (a plain fd). */
+dev_set *dev_find(vx_state *st, int fd);
+/* device.c: the queue a packet (IPv4, or a frame on TAP) of this flow is written to: the
+ * same for both directions of a flow; fd itself when d is NULL. */
+int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len);
+/* device.c: closes the queues of the multi-queue device whose handle is fd (before fd). */
+void dev_forget(vx_state *st, int fd);
 
 /* Every napi function of the addon; registered in addon.c. */
 napi_value vx_tun_open(napi_env env, napi_callback_info info);

@@ -9,7 +9,7 @@
 // Every wait is bounded: a watchdog prints {"error":"timeout"} and exits 3 after 15 s.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync, openSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, openSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AsyncLocalStorage, createHook, executionAsyncId } from 'node:async_hooks';
@@ -521,6 +521,8 @@ const scenarios = {
     r.badName = caught(() => n.tunOpen('bad name', false, 0));
     r.tapOffloads = caught(() => n.tunOpen('vxe1', true, TUN_F_CSUM));
     r.offloadsNeg = caught(() => n.tunOpen('vxe1', false, -1));
+    r.queuesZero = caught(() => n.tunOpen('vxe1', false, 0, 0));
+    r.queuesMany = caught(() => n.tunOpen('vxe1', false, 0, 17));
     const t = n.tunOpen('vxe0', false, 0);
     r.busy = caught(() => n.tunOpen('vxe0', false, 0));
     r.busyOffloads = caught(() => n.tunOpen('vxe0', false, TUN_F_CSUM));
@@ -730,6 +732,70 @@ const scenarios = {
   },
 
   /** A TUN deleted under a poll: the callback gets an Error, reads then throw EBADFD. */
+  /** Multi-queue TUN: a flow that fills its queue does not hold back the others, each
+   *  flow stays in order, writes reach the stack, and close removes the device with every
+   *  queue. The same traffic through one queue is the control. */
+  async 'tun-multiqueue'() {
+    const fdCount = () => readdirSync('/proc/self/fd').length;
+    const fdsBefore = fdCount();
+    const run = async (queues, name, net) => {
+      const t = n.tunOpen(name, false, 0, queues);
+      tunUp(name, `${net}.1/24`);
+      const local = ip4(`${net}.1`);
+      const remote = ip4(`${net}.2`);
+      const ports = [7000, 7101, 7102, 7103, 7104, 7105, 7106, 7107, 7108];
+      const socks = ports.map((p) => n.udpOpen(local, p, 0));
+      // One reply per flow first: the kernel keeps a flow on the queue its packets were
+      // written to, so from here on the queues are devWrite's choice, not chance.
+      const wbuf = Buffer.alloc(ports.length * 128);
+      const offs = new Int32Array(ports.length);
+      const lens = new Int32Array(ports.length);
+      ports.forEach((p, i) => {
+        offs[i] = i * 128;
+        lens[i] = ipv4(wbuf, i * 128, remote, local, 17, udp(9999, p, Buffer.from('reply')));
+      });
+      const written = n.devWrite(t.fd, wbuf, offs, lens, ports.length, false);
+      const replies = await Promise.all(socks.map((fd) => recvAll(fd, 1, { max: 4, ms: 3000 })));
+      // 40 datagrams of the bulk flow (port 7000), then one of each other flow.
+      sendAll(socks[0], Array.from({ length: 40 }, (_, i) => Buffer.from(`bulk ${i}`)), remote, 9999);
+      socks.slice(1).forEach((fd, i) => sendAll(fd, [Buffer.from(`small ${i}`)], remote, 9999));
+      const batches = [];
+      const buf = Buffer.alloc(8 * 2048);
+      const total = () => batches.reduce((a, b) => a + b.length, 0);
+      const res = await pollUntil(t.fd, () => {
+        const rd = devReadBatch(t.fd, buf, 0, 1500, 8);
+        batches.push(rd.offs.map((at, i) => buf.subarray(at + 28, at + rd.lens[i]).toString()).filter((x) => /^(bulk|small) /.test(x)));
+      }, () => total() >= 48);
+      for (const fd of socks) n.close(fd);
+      n.close(t.fd);
+      let gone = false;
+      try {
+        sh('ip', 'link', 'show', name);
+      } catch {
+        gone = true;
+      }
+      return { queues: t.queues, written, repliesDelivered: replies.every((r) => r.got.length === 1), batches, timedOut: res.timedOut, gone };
+    };
+    const multi = await run(4, 'vxq0', '10.97.0');
+    const single = await run(1, 'vxq1', '10.97.1');
+    return { multi, single, fdsLeaked: fdCount() - fdsBefore };
+  },
+
+  /** A multi-queue TUN deleted under the poll: libuv sees the epoll fd readable, the read
+   *  throws EBADFD (the data plane then stops the poll). */
+  async 'tun-gone-multiqueue'() {
+    const t = n.tunOpen('vxg1', false, 0, 2);
+    const reads = [];
+    const h = n.pollStart(t.fd, (err) => {
+      reads.push(err ? { pollErr: err.code } : caught(() => n.devRead(t.fd, Buffer.alloc(100), 0, 100, 1, new Int32Array(1), new Int32Array(1), null)));
+      n.pollStop(h);
+    });
+    sh('ip', 'link', 'del', 'vxg1');
+    for (let i = 0; i < 100 && reads.length === 0; i++) await sleep(10);
+    n.close(t.fd);
+    return { queues: t.queues, reads };
+  },
+
   async 'tun-gone'() {
     const t = n.tunOpen('vxg0', false, 0);
     const errs = [];

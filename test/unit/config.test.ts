@@ -83,6 +83,7 @@ const FULL: Config = {
     mssClamp: false,
     strictPeers: false,
     offload: true,
+    queues: 8,
   },
   peers: [
     {
@@ -272,6 +273,9 @@ describe('invalid documents, as JSON and as YAML', () => {
     ],
     ['mode', { ...base, overlay: { ...base.overlay, mode: 'TUN' } }, [['overlay.mode', 'is not one of "tun", "tap"']]],
     ['mssClamp not a boolean', { ...base, overlay: { ...base.overlay, mssClamp: 'sometimes' } }, [['overlay.mssClamp', 'true or false']]],
+    ['no device queue', { ...base, overlay: { ...base.overlay, queues: 0 } }, [['overlay.queues', 'is out of range: expected a queue count 1..16']]],
+    ['too many device queues', { ...base, overlay: { ...base.overlay, queues: 64 } }, [['overlay.queues', 'is out of range: expected a queue count 1..16']]],
+    ['device queues not a number', { ...base, overlay: { ...base.overlay, queues: 'many' } }, [['overlay.queues', 'is not a queue count 1..16']]],
     ['peers not a list', { ...base, peers: peer(1) }, [['peers', 'is not a list of peers']]],
     ['peer not a mapping', { ...base, peers: ['aws-1'] }, [['peers[0]', 'is not a peer']]],
     ['peer missing fields', { ...base, peers: [{ name: 'aws-1' }] }, [

@@ -162,21 +162,22 @@ describe('outside path with UDP GRO', () => {
   });
 });
 
-describe('choosing the offload path at start-up', () => {
-  const handle = { fd: 7, name: 'flannel.1' };
-  const opener = (refuse: boolean, calls: string[]): Pick<NativeBinding, 'tunOpen'> => ({
-    tunOpen: (name, tap, offloads) => {
-      if (offloads === 0) return (calls.push(`plain ${name} ${tap ? 'tap' : 'tun'}`), handle);
-      calls.push(`vnet ${name} ${offloads}`);
-      if (refuse) throw Object.assign(new Error('ioctl(TUNSETOFFLOAD 0x3) flannel.1: invalid argument (EINVAL)'), { code: 'EINVAL' });
-      return handle;
+describe('choosing the offload path and the queues at start-up', () => {
+  const handle = { fd: 7, name: 'flannel.1', queues: 1 };
+  /** refuse: the kernel refuses offloads; refuseQueues: it refuses more than one queue. */
+  const opener = (refuse: boolean, calls: string[], refuseQueues = false): Pick<NativeBinding, 'tunOpen'> => ({
+    tunOpen: (name, tap, offloads, queues = 1) => {
+      calls.push(`${offloads === 0 ? 'plain' : `vnet`} ${name} ${tap ? 'tap' : offloads || 'tun'} q${queues}`);
+      if (queues > 1 && refuseQueues) throw Object.assign(new Error('ioctl(TUNSETIFF) tun multi_queue flannel.1: invalid argument (EINVAL)'), { code: 'EINVAL' });
+      if (offloads !== 0 && refuse) throw Object.assign(new Error('ioctl(TUNSETOFFLOAD 0x3) flannel.1: invalid argument (EINVAL)'), { code: 'EINVAL' });
+      return { ...handle, queues };
     },
   });
 
   it('TUN with offloads when the kernel agrees', () => {
     const calls: string[] = [];
-    expect(openDevice(opener(false, calls), 'flannel.1', 'tun', true)).toEqual({ tun: handle, vnetHdr: true, offloadOff: null });
-    expect(calls).toEqual([`vnet flannel.1 ${TUN_OFFLOADS}`]);
+    expect(openDevice(opener(false, calls), 'flannel.1', 'tun', true)).toEqual({ tun: handle, vnetHdr: true, offloadOff: null, queuesOff: null });
+    expect(calls).toEqual([`vnet flannel.1 ${TUN_OFFLOADS} q1`]);
     expect(TUN_OFFLOADS).toBe(0x03); // TUN_F_CSUM | TUN_F_TSO4
   });
 
@@ -185,14 +186,33 @@ describe('choosing the offload path at start-up', () => {
     const d = openDevice(opener(true, calls), 'flannel.1', 'tun', true);
     expect(d.vnetHdr).toBe(false);
     expect(d.offloadOff).toMatch(/refused TUN offloads: .*EINVAL/);
-    expect(calls).toEqual(['vnet flannel.1 3', 'plain flannel.1 tun']);
+    expect(calls).toEqual(['vnet flannel.1 3 q1', 'plain flannel.1 tun q1']);
   });
 
   it('plain when offloads are off, and always plain in TAP mode', () => {
     const calls: string[] = [];
-    expect(openDevice(opener(false, calls), 'flannel.1', 'tun', false)).toEqual({ tun: handle, vnetHdr: false, offloadOff: null });
+    expect(openDevice(opener(false, calls), 'flannel.1', 'tun', false)).toEqual({ tun: handle, vnetHdr: false, offloadOff: null, queuesOff: null });
     expect(openDevice(opener(false, calls), 'flannel.1', 'tap', true).vnetHdr).toBe(false);
-    expect(calls).toEqual(['plain flannel.1 tun', 'plain flannel.1 tap']);
+    expect(calls).toEqual(['plain flannel.1 tun q1', 'plain flannel.1 tap q1']);
+  });
+
+  it('asks for the configured queues; one queue, saying why, when the kernel refuses more', () => {
+    const calls: string[] = [];
+    const d = openDevice(opener(false, calls), 'flannel.1', 'tun', true, 8);
+    expect(d).toEqual({ tun: { ...handle, queues: 8 }, vnetHdr: true, offloadOff: null, queuesOff: null });
+    const refused = openDevice(opener(false, calls, true), 'flannel.1', 'tap', false, 4);
+    expect(refused.tun.queues).toBe(1);
+    expect(refused.queuesOff).toMatch(/refused 4 device queues: .*multi_queue.*EINVAL/);
+    // Offloads refused as well: the plain device is asked for the queues again, and the
+    // reason for one queue is the plain attempt's own.
+    const both = openDevice(opener(true, calls, true), 'flannel.1', 'tun', true, 2);
+    expect(both).toMatchObject({ vnetHdr: false, tun: { queues: 1 }, queuesOff: expect.stringMatching(/refused 2 device queues/) });
+    expect(both.offloadOff).toMatch(/refused TUN offloads: .*TUNSETOFFLOAD/);
+    expect(calls).toEqual([
+      'vnet flannel.1 3 q8',
+      'plain flannel.1 tap q4', 'plain flannel.1 tap q1',
+      'vnet flannel.1 3 q2', 'vnet flannel.1 3 q1', 'plain flannel.1 tun q2', 'plain flannel.1 tun q1',
+    ]);
   });
 
   it('UDP GRO: on, or off with the reason', () => {

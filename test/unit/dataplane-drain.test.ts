@@ -1,0 +1,98 @@
+// How the data plane drains its two fds on a wakeup (dataplane/dataplane.ts): at most
+// BATCHES_PER_WAKEUP (8) batches of the readable fd's path, then one batch of the other;
+// a file descriptor that is gone stops its path only, a bug in a batch is counted.
+import { describe, expect, it } from 'vitest';
+import { Dataplane } from '../../src/dataplane/dataplane.js';
+import { PeerTable } from '../../src/dataplane/peers.js';
+import type { NativeSystemError } from '../../src/native/index.js';
+import { Logger } from '../../src/util/log.js';
+import { parseCidr } from '../../src/util/ipv4.js';
+import { ManualClock } from '../support/clock.js';
+import { FakeIo } from './fake-io.js';
+import { icmpEcho, ip, mac, vxlanFrame } from './packets.js';
+
+const OUR = '0e:5c:aa:00:00:64';
+const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
+const BATCH = 8;
+
+/** Keeps the error lines instead of printing them. */
+class ErrorLog extends Logger {
+  readonly errors: string[] = [];
+  override error(msg: string): void {
+    this.errors.push(msg);
+  }
+}
+
+function rig() {
+  const io = new FakeIo();
+  const log = new ErrorLog('error');
+  const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: BATCH };
+  const dp = new Dataplane(s, io, io.fds, new PeerTable([AWS1]), log, new ManualClock());
+  dp.start();
+  const fire = (fd: number) => io.polls.find((p) => p.fd === fd)!.cb();
+  const toPods = (n: number) => {
+    for (let i = 0; i < n; i++) io.device.inbox.push(icmpEcho('10.244.100.10', '10.244.1.2', 1, i));
+  };
+  const fromPods = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10', 2, i)), addr: ip(AWS1.publicIp), port: 8472 });
+    }
+  };
+  return { io, dp, log, fire, toPods, fromPods };
+}
+
+const gone = (code: string) => Object.assign(new Error(`read fd 3: file descriptor in bad state (${code})`), { code, errno: 77, syscall: 'read' }) as NativeSystemError;
+
+describe('draining on a wakeup', () => {
+  it('takes at most 8 batches of the readable side, then one of the other side', () => {
+    const r = rig();
+    r.toPods(100);
+    r.fromPods(20);
+    r.fire(r.io.fds.device);
+    expect(r.io.underlay.sent).toHaveLength(8 * BATCH); // the bound: the rest waits for the next turn of the loop
+    expect(r.io.device.written).toHaveLength(BATCH); // one batch of what came back meanwhile
+    r.fire(r.io.fds.underlay);
+    expect(r.io.device.written).toHaveLength(20); // the underlay drained (short batch: stop)
+    expect(r.io.underlay.sent).toHaveLength(9 * BATCH); // and one more batch the other way
+    r.fire(r.io.fds.device);
+    expect(r.io.underlay.sent).toHaveLength(100);
+    expect(r.dp.pollError).toBeNull();
+    expect(r.dp.drops.snapshot()).toEqual({});
+  });
+
+  it('a device that is gone (EBADFD on the read) stops the device side only', () => {
+    const r = rig();
+    let reads = 0;
+    r.io.devRead = () => {
+      reads++;
+      throw gone('EBADFD');
+    };
+    r.fire(r.io.fds.device);
+    expect(r.dp.pollError).toMatch(/^device poll failed: .*EBADFD/);
+    expect(r.log.errors).toEqual(['the data plane stopped reading a file descriptor']);
+    expect(r.io.polls.map((p) => p.fd)).toEqual([r.io.fds.underlay]);
+    r.fromPods(3);
+    r.fire(r.io.fds.underlay); // the underlay goes on; the dead device is not read again
+    expect(reads).toBe(1);
+    expect(r.io.underlay.inbox).toHaveLength(0);
+  });
+
+  it('a bug in a batch is counted once per batch, logged once, and the poll goes on', () => {
+    const r = rig();
+    r.io.devRead = () => {
+      throw new TypeError('boom');
+    };
+    r.fire(r.io.fds.device);
+    r.fire(r.io.fds.device);
+    expect(r.dp.drops.snapshot()).toEqual({ internal: 2 });
+    expect(r.log.errors).toEqual(['internal error in the packet path (further ones are only counted)']);
+    expect(r.dp.pollError).toBeNull();
+    expect(r.io.polls).toHaveLength(2);
+  });
+
+  it('stop() ends both polls', () => {
+    const r = rig();
+    r.dp.stop();
+    expect(r.io.polls).toHaveLength(0);
+  });
+});
