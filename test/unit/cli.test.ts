@@ -1,8 +1,8 @@
 // The command line as an operator meets it: exit codes of the contract, one clear
 // error block naming the bad key, never a stack trace for a user's mistake.
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -21,8 +21,12 @@ function noStack(s: string) {
 
 beforeAll(() => ensureBuilt());
 
+/** Every directory this file makes lives in here, removed at the end. */
+const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-cli-'));
+afterAll(() => rmSync(TMP, { recursive: true, force: true }));
+
 describe('vxedge check with invalid configs', () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-cli-'));
+  const dir = mkdtempSync(path.join(TMP, 'check-'));
   const file = (name: string, text: string) => {
     const f = path.join(dir, name);
     writeFileSync(f, text);
@@ -95,14 +99,14 @@ describe('vxedge --version, --help, status', () => {
     for (const c of ['run', 'check', 'status', 'manifest', 'peers']) expect(r.stdout).toContain(`vxedge ${c}`);
   });
   it('status exits 1 when no gateway runs', () => {
-    const r = vxedge(['status', '--run-dir', mkdtempSync(path.join(tmpdir(), 'vxedge-run-'))]);
+    const r = vxedge(['status', '--run-dir', mkdtempSync(path.join(TMP, 'run-'))]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('no gateway is running');
   });
 });
 
 describe('vxedge manifest', () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-manifest-'));
+  const dir = mkdtempSync(path.join(TMP, 'manifest-'));
   const cfg = (extra: string) => {
     const f = path.join(dir, `site-${Math.random().toString(36).slice(2)}.yaml`);
     writeFileSync(f, `site: lab\nnode: edge-1\nstateDir: ${dir}/state\nrunDir: ${dir}/run\noverlay: { subnet: 10.244.100.0/24 }\n${extra}`);
@@ -166,7 +170,7 @@ describe('vxedge peers', () => {
 
   it('the output is a valid peers list for the config', () => {
     const r = vxedge(['peers', nodes]);
-    const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-peers-'));
+    const dir = mkdtempSync(path.join(TMP, 'peers-'));
     const f = path.join(dir, 'site.json');
     const peers = JSON.parse(r.stdout).filter((p: { name: string }) => !p.name.startsWith('vxedge-'));
     writeFileSync(f, JSON.stringify({ site: 'lab', node: 'e1', overlay: { subnet: '10.244.100.0/24' }, underlay: { publicIp: '198.51.100.2' }, peers }));
@@ -181,7 +185,7 @@ describe('vxedge peers', () => {
 });
 
 describe('vxedge rbac', () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-rbac-'));
+  const dir = mkdtempSync(path.join(TMP, 'rbac-'));
 
   it('prints least privilege for the site\'s own Node: create/list/watch nodes, the rest only by name', () => {
     const f = path.join(dir, 'site.yaml');

@@ -3,10 +3,10 @@
 // options (flags over a site file's mqtt section), and the whole command against a fake MQTT
 // client on a ManualClock (collection window, exit codes, MQTT 5 → 3.1.1, --watch).
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import {
@@ -390,6 +390,7 @@ describe('untrusted input never throws (fast-check)', () => {
 
 describe('options', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-fleet-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const site = (name: string, mqtt: Record<string, unknown> | null) => {
     const f = path.join(dir, name);
     writeFileSync(f, JSON.stringify({ site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' }, ...(mqtt ? { mqtt } : {}) }));
