@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
@@ -53,6 +54,8 @@ void dev_forget(vx_state *st, int fd) {
   d->n = 0;
 }
 
+/* Native byte order: a hash input, not a field value (csum.h's be32 would spread flows
+ * differently over the queues). */
 static inline uint32_t load32(const uint8_t *p) {
   uint32_t v;
   memcpy(&v, p, 4);
@@ -74,7 +77,7 @@ int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len) {
   if (len < 20 || pkt[0] >> 4 != 4) return d->fds[0];
   ihl = (size_t)(pkt[0] & 0x0f) * 4;
   h = (load32(pkt + 12) ^ load32(pkt + 16)) + pkt[9];
-  if ((pkt[6] & 0x3f) == 0 && pkt[7] == 0 && (pkt[9] == 6 || pkt[9] == 17) && len >= ihl + 4) {
+  if ((pkt[6] & 0x3f) == 0 && pkt[7] == 0 && (pkt[9] == IPPROTO_TCP || pkt[9] == IPPROTO_UDP) && len >= ihl + 4) {
     uint32_t ports = load32(pkt + ihl); /* source and destination port: swapped, the XOR is the same */
     h ^= ports ^ (ports >> 16 | ports << 16);
   }

@@ -255,22 +255,13 @@ static int probe_send(int fd, const struct sockaddr_in *to, uint8_t *buf) {
   struct mmsghdr m;
   struct iovec iov = {buf, 2 * PROBE_SEG};
   ctl_buf ctl;
-  struct cmsghdr *cm;
-  uint16_t seg = PROBE_SEG;
   int r;
   memset(&m, 0, sizeof m);
-  memset(&ctl, 0, sizeof ctl);
   m.msg_hdr.msg_name = (void *)to;
   m.msg_hdr.msg_namelen = sizeof *to;
   m.msg_hdr.msg_iov = &iov;
   m.msg_hdr.msg_iovlen = 1;
-  m.msg_hdr.msg_control = ctl.buf;
-  m.msg_hdr.msg_controllen = CMSG_SPACE(sizeof seg);
-  cm = CMSG_FIRSTHDR(&m.msg_hdr);
-  cm->cmsg_level = SOL_UDP;
-  cm->cmsg_type = UDP_SEGMENT;
-  cm->cmsg_len = CMSG_LEN(sizeof seg);
-  memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+  put_udp_segment(&m.msg_hdr, &ctl, PROBE_SEG);
   do r = sendmmsg(fd, &m, 1, 0); while (r < 0 && errno == EINTR);
   return r == 1 ? 0 : r < 0 ? errno : EAGAIN;
 }

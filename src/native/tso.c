@@ -79,17 +79,20 @@ static size_t tso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out
 
 /* ------------------------------------------------------------------- send */
 
-static void set_segment(vx_state *s, int m, uint16_t seg) {
-  struct msghdr *h = &s->msgs[m].msg_hdr;
+void put_udp_segment(struct msghdr *h, ctl_buf *ctl, uint16_t seg) {
   struct cmsghdr *cm;
-  memset(&s->ctls[m], 0, sizeof s->ctls[m]);
-  h->msg_control = s->ctls[m].buf;
+  memset(ctl, 0, sizeof *ctl);
+  h->msg_control = ctl->buf;
   h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
   cm = CMSG_FIRSTHDR(h);
   cm->cmsg_level = SOL_UDP;
   cm->cmsg_type = UDP_SEGMENT;
   cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
   memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+}
+
+static void set_segment(vx_state *s, int m, uint16_t seg) {
+  put_udp_segment(&s->msgs[m].msg_hdr, &s->ctls[m], seg);
   s->msg_seg[m] = seg;
 }
 

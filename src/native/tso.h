@@ -4,6 +4,10 @@
 
 #include "vx.h"
 
+/* Makes h carry one UDP_SEGMENT control message (in ctl): the kernel cuts the send into
+ * datagrams of `seg` bytes. */
+void put_udp_segment(struct msghdr *h, ctl_buf *ctl, uint16_t seg);
+
 int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs,
                  const int32_t *lens, const uint32_t *addrs, const uint16_t *ports, const uint8_t *vnet,
                  size_t nvnet, const int32_t *vidx, int64_t encap, int64_t n);
