@@ -21,8 +21,9 @@ export class Dataplane {
   readonly outside: OutsidePath;
   /** The inside path on the device's fd, the outside path on the underlay socket's. */
   private readonly paths: [WatchedPath, WatchedPath];
-  /** Set when libuv reported an error on a polled fd (the addon then stops that poll):
-   *  that path moves no more packets. Read by the liveness gate of the systemd watchdog. */
+  /** Set when libuv reported an error on a polled fd, or a read found the fd gone: that
+   *  path's poll is stopped and it moves no more packets. Read by the liveness gate of the
+   *  systemd watchdog. */
   pollError: string | null = null;
   /** Why an offload is off (settings.vnetHdr/udpGro false), or null; for the health document. */
   offloadOff: string | null = null;
@@ -44,8 +45,8 @@ export class Dataplane {
     this.inside = new InsidePath(c);
     this.outside = new OutsidePath(c, now);
     this.paths = [
-      { name: 'device', path: this.inside, poll: null, stopped: false },
-      { name: 'underlay', path: this.outside, poll: null, stopped: false },
+      { name: 'device', path: this.inside, poll: null },
+      { name: 'underlay', path: this.outside, poll: null },
     ];
   }
 
@@ -70,7 +71,6 @@ export class Dataplane {
   }
 
   private watch(p: WatchedPath, fd: number): void {
-    p.stopped = false;
     const other = p === this.paths[0] ? this.paths[1] : this.paths[0];
     p.poll = this.io.pollStart(fd, (err) => (err ? this.pollFailed(p, err) : this.drain(p, other)));
   }
@@ -78,7 +78,6 @@ export class Dataplane {
   private pollFailed(p: WatchedPath, err: Error): void {
     if (p.poll) this.io.pollStop(p.poll);
     p.poll = null;
-    p.stopped = true;
     this.pollError = `${p.name} poll failed: ${err.message}`;
     this.log.error('the data plane stopped reading a file descriptor', { fd: p.name, err: err.message });
   }
@@ -97,9 +96,10 @@ export class Dataplane {
     this.pump(other);
   }
 
-  /** One batch of one path; true when it came back full ("read on"). */
+  /** One batch of one path; true when it came back full ("read on"). A path whose poll was
+   *  stopped (its fd failed, or stop()) is not read. */
   private pump(p: WatchedPath): boolean {
-    if (p.stopped) return false;
+    if (p.poll === null) return false;
     try {
       return p.path.pump() >= p.path.batch;
     } catch (e) {
@@ -121,10 +121,9 @@ export class Dataplane {
   }
 }
 
-/** A packet path with its poll; stopped once its fd has failed. */
+/** A packet path with its poll; null before start(), after stop() and once its fd failed. */
 interface WatchedPath {
   name: 'device' | 'underlay';
   path: PacketPath;
   poll: PollHandle | null;
-  stopped: boolean;
 }
