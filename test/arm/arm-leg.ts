@@ -4,9 +4,9 @@
 //     property tests of test/unit with vitest's worker on that Node);
 //   - the gateway itself: the .deb payload on that Node in the lab (test/lab/gateway-scenarios.ts
 //     with test/lab/arm-launcher.ts), in the test files.
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { expect } from 'vitest';
+import { run } from '../lab/harness.js';
 
 const SCRIPT = path.join(import.meta.dirname, '..', '..', 'scripts', 'arm-test');
 
@@ -16,21 +16,11 @@ export const ARM_TIMEOUT_MS = 10 * 60_000;
 export const skipArm = process.env.VXEDGE_ARM === '0';
 
 export async function armLeg(target: 'arm64' | 'armv7'): Promise<void> {
-  const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve, reject) => {
-    const child = spawn(SCRIPT, [target], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), ARM_TIMEOUT_MS - 10_000);
-    child.on('error', reject);
-    child.on('close', (c) => {
-      clearTimeout(timer);
-      resolve({ code: c, out });
-    });
-  });
+  const r = await run([SCRIPT, target], { timeoutMs: ARM_TIMEOUT_MS - 10_000 });
+  const out = r.stdout + r.stderr;
   // The phase timings and the vitest summary, for the CI log.
   for (const line of out.split('\n')) if (/^arm-test\[|^emulated vitest:/.test(line)) console.log(line);
-  expect(code, out).toBe(0);
+  expect(r.code, out).toBe(0);
   const m = new RegExp(`^arm-test\\[${target}\\]: (\\d+) passed, (\\d+) failed$`, 'm').exec(out);
   expect(m, out).not.toBeNull();
   expect(Number(m![2]), out).toBe(0);

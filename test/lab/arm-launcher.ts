@@ -6,10 +6,9 @@
 // /var/cache/vxedge-arm). qemu-user forwards the syscalls to this kernel, so the emulated
 // gateway opens its TUN device and socket in the lab's gateway namespace like a native one,
 // and the native tools it starts (ip) run natively.
-import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { REPO_ROOT } from './harness.js';
-import { shippedNodeFlags, type GatewayLauncher, type Preload } from './vxedge.js';
+import { REPO_ROOT, run } from './harness.js';
+import { preloadEnv, shippedNodeFlags, type GatewayLauncher, type Preload } from './vxedge.js';
 
 export type ArmTarget = 'arm64' | 'armv7';
 
@@ -28,26 +27,15 @@ export const ARM_PREPARE_TIMEOUT_MS = 10 * 60_000;
 const CC: Record<ArmTarget, string> = { arm64: 'aarch64-linux-gnu-gcc', armv7: 'arm-linux-gnueabihf-gcc' };
 const DEB_ARCH: Record<ArmTarget, string> = { arm64: 'arm64', armv7: 'armhf' };
 
-function armRuntime(target: ArmTarget): Promise<ArmRuntime> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(path.join(REPO_ROOT, 'scripts', 'arm-runtime'), [target, '--app'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), ARM_PREPARE_TIMEOUT_MS - 5_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code !== 0) return reject(new Error(`scripts/arm-runtime ${target} --app: code ${code}\n${err}`));
-      if (err) console.log(err.trimEnd()); // what it fetched or built, and how long that took
-      const vars = Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
-      for (const k of ['QEMU', 'SYSROOT', 'NODE', 'NODE_VERSION', 'APP']) {
-        if (!vars[k]) return reject(new Error(`scripts/arm-runtime printed no ${k}:\n${out}`));
-      }
-      resolve(vars as unknown as ArmRuntime);
-    });
-  });
+async function armRuntime(target: ArmTarget): Promise<ArmRuntime> {
+  const r = await run([path.join(REPO_ROOT, 'scripts', 'arm-runtime'), target, '--app'], { timeoutMs: ARM_PREPARE_TIMEOUT_MS - 5_000 });
+  if (r.code !== 0) throw new Error(`scripts/arm-runtime ${target} --app: code ${r.code}${r.timedOut ? ' (timed out)' : ''}\n${r.stderr}`);
+  if (r.stderr) console.log(r.stderr.trimEnd()); // what it fetched or built, and how long that took
+  const vars = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  for (const k of ['QEMU', 'SYSROOT', 'NODE', 'NODE_VERSION', 'APP']) {
+    if (!vars[k]) throw new Error(`scripts/arm-runtime printed no ${k}:\n${r.stdout}`);
+  }
+  return vars as unknown as ArmRuntime;
 }
 
 export class EmulatedLauncher implements GatewayLauncher {
@@ -85,7 +73,7 @@ export class EmulatedLauncher implements GatewayLauncher {
   argv(args: string[], preload?: Preload): string[] {
     const { QEMU, SYSROOT, NODE, APP, flags } = this.runtime();
     // -E sets the guest's environment: the preload is for the emulated Node, not for qemu.
-    const env = preload ? [`LD_PRELOAD=${preload.lib}`, ...Object.entries(preload.env).map(([k, v]) => `${k}=${v}`)].flatMap((e) => ['-E', e]) : [];
+    const env = preload ? preloadEnv(preload).flatMap((e) => ['-E', e]) : [];
     return [QEMU, '-L', SYSROOT, ...env, NODE, ...flags, path.join(APP, 'dist', 'cli', 'main.js'), ...args];
   }
 

@@ -131,7 +131,9 @@ export async function nsRun(ns: string, argv: string[], opts: ExecOptions = {}):
   return r.stdout;
 }
 
-function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+/** Runs argv (in this namespace), bounded by timeoutMs: on timeout its whole process group
+ *  is killed. Never throws for a non-zero exit. */
+export function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), {

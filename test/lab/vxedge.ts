@@ -35,6 +35,11 @@ export interface Preload {
   env: Record<string, string>;
 }
 
+/** The environment assignments (NAME=value) that load the preload into a process. */
+export function preloadEnv(p: Preload): string[] {
+  return [`LD_PRELOAD=${p.lib}`, ...Object.entries(p.env).map(([k, v]) => `${k}=${v}`)];
+}
+
 /** How the gateway process is started in the gateway namespace. */
 export interface GatewayLauncher {
   /** For test titles and logs. */
@@ -67,7 +72,7 @@ export const nativeLauncher: GatewayLauncher = {
   prepare: async () => ensureBuilt(),
   // `env` after `ip netns exec`: the preload is for the gateway, not for ip.
   argv: (args, preload) => [
-    ...(preload ? ['env', `LD_PRELOAD=${preload.lib}`, ...Object.entries(preload.env).map(([k, v]) => `${k}=${v}`)] : []),
+    ...(preload ? ['env', ...preloadEnv(preload)] : []),
     'node', ...shippedNodeFlags(CLI), CLI, ...args,
   ],
   nodeArgv: (args) => ['node', ...args],
