@@ -179,7 +179,10 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       it('reports both peers up with RTT, zero loss and counters', async () => {
         const s = await gw.waitStatus((d) => d.peers.every((p) => p.rxPackets > 100 && p.lossPct === 0));
         expect(s.state).toBe('ok');
-        expect(s.tunnel).toMatchObject({ device: env.VTEP_DEV, mode, vni: 1, mtu: 1450, vtepMac: env.GW_VTEP_MAC });
+        expect(s.tunnel).toMatchObject({ device: env.VTEP_DEV, mode, vni: 1, mtu: 1450, vtepMac: env.GW_VTEP_MAC, queues: 8 });
+        // overlay.queues (default 8), as the kernel has it: one ring per queue, all attached.
+        const link = await nsRun(env.NS_GW, ['ip', '-d', 'link', 'show', 'dev', env.VTEP_DEV]);
+        expect(link).toMatch(/ multi_queue numqueues 8 numdisabled 0 /);
         for (const p of s.peers) {
           expect(p.state).toBe('up');
           expect(p.rttMs).toBeGreaterThan(0);

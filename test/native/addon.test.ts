@@ -315,6 +315,7 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
     for (const run of [r.multi, r.single]) {
       expect(run.timedOut).toBe(false);
       expect(run.written).toBe(9); // one reply per flow, each to its flow's queue
+      expect([run.junkWritten, run.junkCounted]).toEqual([0, 1]);
       expect(run.repliesDelivered).toBe(true);
       expect(run.gone).toBe(true); // closing the handle closed every queue
       const all: string[] = flows(run.batches);

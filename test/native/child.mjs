@@ -756,6 +756,11 @@ const scenarios = {
       });
       const written = n.devWrite(t.fd, wbuf, offs, lens, ports.length, false);
       const replies = await Promise.all(socks.map((fd) => recvAll(fd, 1, { max: 4, ms: 3000 })));
+      // Not IP and too short for an IPv4 header: the queue hash must not read past it; the
+      // kernel refuses it (version 0: EINVAL) and the error is counted, not thrown.
+      const errorsBefore = n.lastError().count;
+      const junkWritten = n.devWrite(t.fd, Buffer.from([0, 0, 0]), Int32Array.of(0), Int32Array.of(3), 1, false);
+      const junkCounted = n.lastError().count - errorsBefore;
       // 40 datagrams of the bulk flow (port 7000), then one of each other flow.
       sendAll(socks[0], Array.from({ length: 40 }, (_, i) => Buffer.from(`bulk ${i}`)), remote, 9999);
       socks.slice(1).forEach((fd, i) => sendAll(fd, [Buffer.from(`small ${i}`)], remote, 9999));
@@ -774,7 +779,7 @@ const scenarios = {
       } catch {
         gone = true;
       }
-      return { queues: t.queues, written, repliesDelivered: replies.every((r) => r.got.length === 1), batches, timedOut: res.timedOut, gone };
+      return { queues: t.queues, written, junkWritten, junkCounted, repliesDelivered: replies.every((r) => r.got.length === 1), batches, timedOut: res.timedOut, gone };
     };
     const multi = await run(4, 'vxq0', '10.97.0');
     const single = await run(1, 'vxq1', '10.97.1');
