@@ -11,13 +11,14 @@
 // child saw. Every process is bounded and killed in afterAll; a killed earlier run's namespaces
 // are removed first.
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killSpawned, nsSpawn, REPO_ROOT, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
+import { ensureDist } from '../support/dist.js';
 import { makeTls } from './mosquitto.js';
 
 const PREFIX = 'vxetcd';
@@ -30,15 +31,8 @@ const ourValue = (ip: string, mac = OUR_MAC) =>
   `{"PublicIP":"${ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
 const key = (subnet: string, prefix = NET) => `${prefix}/subnets/${subnet}`;
 
-/** dist/ must hold this tree's etcd source: build when a source file is newer than its output. */
-function ensureDist(): void {
-  const pairs = ['cluster/etcd', 'cluster/etcd-kv', 'cluster/etcd3-kv', 'cluster/flannel-lease', 'util/clock', 'util/log', 'util/ipv4']
-    .map((m) => [path.join(REPO_ROOT, 'src', `${m}.ts`), path.join(REPO_ROOT, 'dist', `${m}.js`)]);
-  if (pairs.every(([s, d]) => existsSync(d) && statSync(d).mtimeMs >= statSync(s).mtimeMs)) return;
-  // tsc emits even when files outside this test's concern do not type-check.
-  spawnSync('npx', ['tsc', '-p', REPO_ROOT], { cwd: REPO_ROOT, stdio: 'ignore', timeout: 120_000 });
-  for (const [, d] of pairs) if (!existsSync(d)) throw new Error(`building dist/ did not produce ${d}`);
-}
+/** What the child runs from dist/: this tree's etcd source. */
+const ETCD_MODULES = ['cluster/etcd', 'cluster/etcd-kv', 'cluster/etcd3-kv', 'cluster/flannel-lease', 'util/clock', 'util/log', 'util/ipv4'];
 
 function deleteNamespaces(): void {
   const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
@@ -139,7 +133,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
   }
 
   beforeAll(async () => {
-    ensureDist();
+    ensureDist(ETCD_MODULES);
     deleteNamespaces();
     const r = spawnSync('ip', ['netns', 'add', NS]);
     if (r.status !== 0) throw new Error(`ip netns add ${NS}: ${r.stderr}`);

@@ -5,30 +5,19 @@
 //
 // Gateways are retained messages the test publishes with mosquitto_pub (every case under a
 // topic prefix of its own, so cases do not see each other's gateways), plus one real gateway
-// publishing through the site NAT. The command runs as it ships, `node dist/cli/fleet.js`,
-// inside the inet namespace, and is judged by its exit code and output.
+// publishing through the site NAT. The command runs as it ships, `node dist/cli/main.js fleet`
+// (the bundle; its fleet chunk), inside the inet namespace, and is judged by its exit code and output.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT, labDown, labUp, nsExec, nsRun, nsSpawn, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, nsSpawn, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type TlsFiles } from './mosquitto.js';
-import { startGateway, type RunningGateway } from './vxedge.js';
+import { CLI, ensureBuilt, startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxfleet';
-const FLEET = path.join(REPO_ROOT, 'dist', 'cli', 'fleet.js');
+const FLEET = [CLI, 'fleet'];
 
-/** Compiles dist/ when the fleet sources are newer than their output (tsc emits despite type errors elsewhere). */
-function ensureFleetBuilt(): void {
-  const pairs = ['fleet', 'fleet-view'].map((n) => [path.join(REPO_ROOT, 'src', 'cli', `${n}.ts`), path.join(REPO_ROOT, 'dist', 'cli', `${n}.js`)]);
-  const mtime = (f: string) => statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? 0;
-  const stale = () => pairs.some(([src, out]) => mtime(out) < mtime(src));
-  if (!stale()) return;
-  spawnSync('npx', ['tsc', '-p', REPO_ROOT], { cwd: REPO_ROOT, stdio: 'ignore', timeout: 120_000 });
-  if (stale()) throw new Error('tsc did not produce dist/cli/fleet.js');
-}
 
 const noStack = (s: string) => expect(s).not.toMatch(/\n\s+at .+:\d+:\d+/);
 
@@ -94,7 +83,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
   /** `vxedge fleet ARGS` in the inet namespace, bounded. */
   async function fleet(args: string[], timeoutMs = 15_000) {
     const t0 = Date.now();
-    const r = await nsExec(env.NS_INET, ['node', FLEET, ...args], { timeoutMs });
+    const r = await nsExec(env.NS_INET, ['node', ...FLEET, ...args], { timeoutMs });
     return { code: r.code, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
   }
 
@@ -106,7 +95,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
   }
 
   beforeAll(async () => {
-    ensureFleetBuilt();
+    ensureBuilt();
     env = await labUp({ prefix: PREFIX });
     dir = await mkdtemp(path.join(tmpdir(), 'vxedge-fleet-'));
     tls = makeTls(dir, env.INET_WAN_IP, 'monitor');
@@ -345,7 +334,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     const p = 'watch';
     await gateway(p, 'lab', 'w-1', 'online', healthDoc('lab', 'w-1'), { expiryS: 90 });
     await gateway(p, 'lab', 'w-2', 'online', healthDoc('lab', 'w-2'), { expiryS: 90 });
-    const child = nsSpawn(env.NS_INET, ['timeout', '40', 'node', FLEET, '--url', plainUrl, '--prefix', p, '--watch']);
+    const child = nsSpawn(env.NS_INET, ['timeout', '40', 'node', ...FLEET, '--url', plainUrl, '--prefix', p, '--watch']);
     let out = '';
     child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr!.on('data', (b: Buffer) => (out += b.toString()));

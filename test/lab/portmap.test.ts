@@ -12,13 +12,13 @@
 // from the internet to 11.22.33.7:8472, restarts the router, and counts the client's packets to
 // ports 5351 and 1900 on the router (mode off must send none).
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killSpawned, nsExec, nsRun, nsSpawn, REPO_ROOT, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { Miniupnpd, stopAllMiniupnpd } from '../support/miniupnpd.js';
+import { ensureDist } from '../support/dist.js';
 import type { PortMapperStatus, ProbeResult } from '../../src/nat/portmap/portmapper.js';
 
 const PREFIX = 'vxpm';
@@ -29,15 +29,8 @@ const LAN_IP = '192.0.2.1';
 const CLI_IP = '192.0.2.10';
 const CHILD = path.join(REPO_ROOT, 'test', 'lab', 'portmap-child.mjs');
 
-/** dist/ must hold this tree's port mapper: build when a source file is newer than its output. */
-function ensureDist(): void {
-  const pairs = ['nat/portmap/portmapper', 'nat/portmap/client', 'nat/portmap/transport', 'nat/portmap/pcp', 'nat/portmap/natpmp', 'nat/portmap/upnp', 'nat/portmap/xml', 'util/clock', 'util/log', 'util/ipv4']
-    .map((m) => [path.join(REPO_ROOT, 'src', `${m}.ts`), path.join(REPO_ROOT, 'dist', `${m}.js`)]);
-  if (pairs.every(([s, d]) => existsSync(d) && statSync(d).mtimeMs >= statSync(s).mtimeMs)) return;
-  // tsc emits even when files outside this test's concern do not type-check.
-  spawnSync('npx', ['tsc', '-p', REPO_ROOT], { cwd: REPO_ROOT, stdio: 'ignore', timeout: 120_000 });
-  for (const [, d] of pairs) if (!existsSync(d)) throw new Error(`building dist/ did not produce ${d}`);
-}
+/** What the child runs from dist/: this tree's port mapper. */
+const PORTMAP_MODULES = ['nat/portmap/portmapper', 'nat/portmap/client', 'nat/portmap/transport', 'nat/portmap/pcp', 'nat/portmap/natpmp', 'nat/portmap/upnp', 'nat/portmap/xml', 'util/clock', 'util/log', 'util/ipv4'];
 
 function sh(argv: string[]): void {
   const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 10_000 });
@@ -185,7 +178,7 @@ describe.skipIf(skipUnlessRoot(['nft', 'miniupnpd', 'socat', 'conntrack']))('por
   const routerHas = async (port: number) => (await mu.mappings()).filter((m) => m.externalPort === port);
 
   beforeAll(async () => {
-    ensureDist();
+    ensureDist(PORTMAP_MODULES);
     await buildTopology();
     dir = await mkdtemp(path.join(tmpdir(), 'vxpm-'));
     mu = new Miniupnpd(routerOptions());

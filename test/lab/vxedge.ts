@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { spawnSync } from 'node:child_process';
+import { buildDist } from '../support/dist.js';
 import { REPO_ROOT, nsSpawn, waitExit, waitFor, type LabEnv } from './harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
@@ -25,8 +25,7 @@ export function shippedNodeFlags(mainJs: string): string[] {
 /** Builds dist/ once if it is missing (CI builds it in `npm ci` already). */
 export function ensureBuilt(): void {
   if (existsSync(CLI)) return;
-  const r = spawnSync('npx', ['tsc', '-p', REPO_ROOT], { cwd: REPO_ROOT, stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('tsc failed');
+  if (buildDist() !== 0) throw new Error('npm run build failed');
 }
 
 /** A shared library loaded into the gateway's own process (LD_PRELOAD), with its environment. */

@@ -8,9 +8,9 @@
 // (nativeBinding()), so dist/ must hold this tree's src/native/index.ts: ensureNativeDist()
 // builds it when it is missing or older than its source.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { ensureDist } from '../support/dist.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -19,13 +19,7 @@ export const canNetns =
   process.getuid?.() === 0 && existsSync('/dev/net/tun') && spawnSync('ip', ['-V']).status === 0;
 
 export function ensureNativeDist(): void {
-  const src = join(REPO, 'src', 'native', 'index.ts');
-  const out = join(REPO, 'dist', 'native', 'index.js');
-  const fresh = () => existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs;
-  if (fresh()) return;
-  // tsc emits even when files these tests do not use fail to type-check.
-  spawnSync('npx', ['tsc', '-p', REPO], { cwd: REPO, stdio: 'ignore', timeout: 120_000 });
-  if (!fresh()) throw new Error(`building dist/ (npx tsc -p tsconfig.json) did not produce a current ${out}`);
+  ensureDist(['native/index']);
 }
 
 /**

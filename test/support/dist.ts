@@ -1,0 +1,29 @@
+// dist/ for tests that run compiled code (child processes, the CLI, the gateway): built the way
+// `npm run build` builds it (tsc, then scripts/bundle for dist/cli/main.js), and only when
+// needed, so a test never runs stale code and a fresh CI checkout (built by `npm ci`) is not
+// built twice.
+import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const mtime = (f: string) => statSync(f, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+
+/** Runs `npm run build`. tsc emits every file even when some fail to type-check, so the
+ *  modules a test needs are there even then; the exit status is the caller's to judge. */
+export function buildDist(): number | null {
+  return spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'ignore', timeout: 180_000 }).status;
+}
+
+/** dist/ must hold this tree's `modules` (paths under src/ without `.ts`, e.g. 'cli/fleet'):
+ *  builds when one is missing or older than its source, and fails when that did not help. */
+export function ensureDist(modules: string[]): void {
+  const pairs = modules.map((m) => [path.join(REPO_ROOT, 'src', `${m}.ts`), path.join(REPO_ROOT, 'dist', `${m}.js`)]);
+  const stale = () => pairs.filter(([src, out]) => mtime(out) < mtime(src)).map(([, out]) => out);
+  if (stale().length === 0) return;
+  buildDist();
+  const left = stale();
+  if (left.length) throw new Error(`building dist/ (npm run build) did not produce a current ${left.join(', ')}`);
+}

@@ -1,0 +1,110 @@
+// The shipped command is one bundle (scripts/bundle): dist/cli/main.js and its chunks load
+// nothing from tsc's per-module files, every chunk a command may load on demand links, and
+// the build leaves no chunk of an earlier build behind. The gateway itself runs from this
+// bundle in every lab test (test/lab/vxedge.ts) and from the .deb payload under qemu.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CLI, ensureBuilt } from '../lab/vxedge.js';
+
+const CLI_DIR = path.dirname(CLI);
+const CHUNKS = path.join(CLI_DIR, 'chunks');
+const REPO = path.resolve(CLI_DIR, '..', '..');
+/** Loaded from node_modules, as scripts/bundle says why. */
+const EXTERNAL = ['raw-socket', '@kubernetes/client-node', 'etcd3'];
+
+/** Module specifiers of a minified ES module: static imports and re-exports, and import() with a literal. */
+function specifiers(file: string): string[] {
+  const code = readFileSync(file, 'utf8');
+  const found = [...code.matchAll(/\bfrom\s*(["'`])([^"'`]+)\1/g), ...code.matchAll(/\bimport\s*\(\s*(["'`])([^"'`]+)\1\s*\)/g), ...code.matchAll(/\bimport\s*(["'`])([^"'`]+)\1/g)];
+  return [...new Set(found.map((m) => m[2]))];
+}
+
+const chunkFiles = () => readdirSync(CHUNKS).filter((f) => f.endsWith('.js')).map((f) => path.join(CHUNKS, f));
+
+beforeAll(() => ensureBuilt());
+
+const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-bundle-'));
+afterAll(() => rmSync(TMP, { recursive: true, force: true }));
+
+describe('the shipped command (dist/cli/main.js)', () => {
+  it('imports only its own chunks, Node built-ins and the three packages kept external', () => {
+    const files = [CLI, ...chunkFiles()];
+    expect(files.length).toBeGreaterThan(5);
+    const seen = new Set<string>();
+    for (const file of files) {
+      for (const s of specifiers(file)) {
+        seen.add(s.startsWith('.') ? 'relative' : s);
+        if (s.startsWith('.')) {
+          const target = path.resolve(path.dirname(file), s);
+          expect(existsSync(target), `${path.relative(REPO, file)} imports ${s}: missing`).toBe(true);
+          expect(target.startsWith(CHUNKS + path.sep), `${path.relative(REPO, file)} imports ${s}, outside the bundle`).toBe(true);
+        } else {
+          const builtin = s.startsWith('node:') ? builtinModules.includes(s.slice(5)) : false;
+          expect(builtin || EXTERNAL.includes(s), `${path.relative(REPO, file)} imports ${s}`).toBe(true);
+        }
+      }
+    }
+    expect(seen.has('relative')).toBe(true);
+    // MQTT.js, convict and yaml are inside: none of them is imported by name.
+    for (const name of ['mqtt', 'convict', 'yaml']) expect(seen.has(name)).toBe(false);
+  });
+
+  it('keeps no chunk that nothing imports (an earlier build\'s are removed)', () => {
+    const reached = new Set<string>();
+    const visit = (file: string) => {
+      for (const s of specifiers(file)) {
+        if (!s.startsWith('.')) continue;
+        const target = path.resolve(path.dirname(file), s);
+        if (!reached.has(target)) {
+          reached.add(target);
+          visit(target);
+        }
+      }
+    };
+    visit(CLI);
+    expect(chunkFiles().filter((f) => !reached.has(f)).map((f) => path.basename(f))).toEqual([]);
+  });
+
+  it('every chunk loads (what run, check, fleet, kube and the cluster sources load on demand links)', () => {
+    const files = chunkFiles();
+    const script = `for (const f of ${JSON.stringify(files)}) await import(f); console.log('loaded', ${files.length});`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe(`loaded ${files.length}`);
+    expect(r.status).toBe(0);
+  });
+
+  it('starts with the unit\'s #! line (V8 sized for a board)', () => {
+    const first = readFileSync(CLI, 'utf8').split('\n', 1)[0];
+    expect(first).toBe('#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded --max-old-space-size=128');
+  });
+});
+
+describe('scripts/bundle', () => {
+  const bundle = (args: string[]) => spawnSync(path.join(REPO, 'scripts', 'bundle'), args, { cwd: REPO, encoding: 'utf8', timeout: 120_000 });
+
+  it('builds into another directory without source maps (the package does), and that command runs', () => {
+    const out = path.join(TMP, 'dist');
+    const r = bundle(['--out', out, '--no-sourcemap']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const files = readdirSync(path.join(out, 'cli'), { recursive: true }) as string[];
+    expect(files).toContain('main.js');
+    expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
+    const help = spawnSync(process.execPath, [path.join(out, 'cli', 'main.js'), '--help'], { encoding: 'utf8', timeout: 20_000 });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^vxedge — userspace flannel-compatible VXLAN gateway/);
+  });
+
+  it('a bad option: exit 2 with usage, no stack trace', () => {
+    const r = bundle(['--bogus']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^bundle: Unknown option '--bogus'/);
+    expect(r.stderr).toContain('usage: scripts/bundle [--out DIR] [--no-sourcemap]');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
