@@ -16,6 +16,7 @@ import type { Config } from './config/types.js';
 import { ControlPlane } from './control/control-plane.js';
 import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
+import { ReasonMemo } from './control/reasons.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
 import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress } from './health/checks.js';
@@ -67,6 +68,7 @@ export class Gateway extends EventEmitter {
   private readonly peerSync: PeerSync;
   private readonly publisher: HealthPublisher;
   private readonly reporter: HealthReporter;
+  private readonly reasons = new ReasonMemo();
   private readonly statusFile: StatusFile;
   private readonly led: StatusLed | null;
   private nat: SiteNat | null = null;
@@ -230,6 +232,7 @@ export class Gateway extends EventEmitter {
       nat: pub && pub !== local ? { local, public: pub } : null,
       portMapped: this.nat?.portMapped() ?? false,
       monoNow: this.d.clock.monotonic(),
+      reasons: this.reasons,
     };
   }
 

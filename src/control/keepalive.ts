@@ -200,8 +200,7 @@ export class Keepalive {
     this.probes.send(slot, this.ident, seq, token, undefined, big ? this.dp.settings.mtu : undefined);
     // Only probes still in the window (and the last big one) can be answered.
     p.tokens.set(seq, token);
-    const live = new Set([...p.ka.history.map((h) => h.seq), ...(p.ka.big ? [p.ka.big.seq] : [])]);
-    for (const s of p.tokens.keys()) if (!live.has(s)) p.tokens.delete(s);
+    for (const s of p.tokens.keys()) if (!answerable(p.ka, s)) p.tokens.delete(s);
   }
 
   /** Outside-path hook: consumes echo replies to our probes, lets everything else through. */
@@ -216,4 +215,12 @@ export class Keepalive {
     this.apply(p, { type: 'reply', now: this.clock.monotonic(), seq: this.reply.seq });
     return true;
   }
+}
+
+/** The probe `seq` is in the loss window or is the last big one (at most 21 to look at:
+ *  a loop, not a Set per probe, since 500 peers send 250 probes a second). */
+function answerable(ka: KeepaliveState, seq: number): boolean {
+  if (ka.big?.seq === seq) return true;
+  for (const h of ka.history) if (h.seq === seq) return true;
+  return false;
 }

@@ -43,3 +43,50 @@ export function peerReason(f: ReasonFacts): string | null {
   const reachable = f.hostReachable ? `${f.peerIp} answers ping, so ${udp} is blocked or unanswered: ` : '';
   return `${lead}: ${reachable}${sg} (flannel's troubleshooting: "Firewalls"); ${nodeObject}${natWayIn}`;
 }
+
+function sameFacts(a: ReasonFacts, b: ReasonFacts): boolean {
+  return (
+    a.state === b.state && a.keepalivesEnabled === b.keepalivesEnabled && a.timeoutS === b.timeoutS &&
+    a.answeredBefore === b.answeredBefore && a.heardRecently === b.heardRecently &&
+    a.hostReachable === b.hostReachable && a.peerIp === b.peerIp && a.port === b.port &&
+    a.siteSubnet === b.siteSubnet && a.nat?.local === b.nat?.local && a.nat?.public === b.nat?.public
+  );
+}
+
+/**
+ * Each peer's last reason with the facts it was made from, so a reason is written again only
+ * when a fact changed. The health document lists every peer every 2 s; with 500 peers down
+ * that was 500 new reasons of ~450 characters each time, most of the document's allocation,
+ * and with the board's 1 MB young generation most of it lived long enough to be promoted:
+ * the periodic document held the event loop for milliseconds, and the old generation grew.
+ * Peers not seen in a round (removed) are forgotten at its end.
+ */
+export class ReasonMemo {
+  private readonly last = new Map<string, { facts: ReasonFacts; reason: string | null; round: number }>();
+  private round = 0;
+
+  /** A new round over every peer begins: entries not used before `endRound` are dropped. */
+  beginRound(): void {
+    this.round++;
+  }
+
+  endRound(): void {
+    for (const [peer, e] of this.last) if (e.round !== this.round) this.last.delete(peer);
+  }
+
+  reason(peer: string, facts: ReasonFacts): string | null {
+    const e = this.last.get(peer);
+    if (e && sameFacts(e.facts, facts)) {
+      e.round = this.round;
+      return e.reason;
+    }
+    const reason = peerReason(facts);
+    this.last.set(peer, { facts, reason, round: this.round });
+    return reason;
+  }
+
+  /** Peers remembered (tests: removed peers do not accumulate). */
+  get size(): number {
+    return this.last.size;
+  }
+}

@@ -2,7 +2,7 @@
 // (endpoints, counters), the keepalive (state, RTT, loss), the diagnosis (reasons), the
 // checks and the extensions. Pure given its inputs, so the document's rules (state, peer
 // rows, reasons, path_mtu) are tested without a gateway.
-import { peerReason } from '../control/reasons.js';
+import { peerReason, type ReasonFacts, type ReasonMemo } from '../control/reasons.js';
 import type { PeerHealth } from '../control/keepalive.js';
 import { STAT_RX_BYTES, STAT_RX_PACKETS, STAT_TX_BYTES, STAT_TX_PACKETS, type PeerTable } from '../dataplane/peers.js';
 import { intToIp } from '../util/ipv4.js';
@@ -22,6 +22,8 @@ export interface PeerRowContext {
   portMapped: boolean;
   /** Monotonic now, to judge `heardRecently`. */
   monoNow: number;
+  /** Reuses each peer's reason while its facts stay the same (the gateway keeps one). */
+  reasons?: ReasonMemo;
 }
 
 export interface PathMtuFacts {
@@ -34,11 +36,13 @@ export interface PathMtuFacts {
 export function peerRows(t: PeerTable, ctx: PeerRowContext): { rows: PeerHealthDoc[]; pathMtu: PathMtuFacts[] } {
   const rows: PeerHealthDoc[] = [];
   const pathMtu: PathMtuFacts[] = [];
+  ctx.reasons?.beginRound();
   for (const s of t.slots()) {
     const h = ctx.health(t.names[s]!);
     pathMtu.push({ name: t.names[s]!, state: h.state, pathMtuOk: h.pathMtuOk });
     rows.push(rowOf(t, s, h, ctx));
   }
+  ctx.reasons?.endRound();
   rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { rows, pathMtu };
 }
@@ -63,7 +67,7 @@ function rowOf(t: PeerTable, s: number, h: PeerHealth, ctx: PeerRowContext): Pee
     txPackets: t.stat(s, STAT_TX_PACKETS),
     rxBytes: t.stat(s, STAT_RX_BYTES),
     txBytes: t.stat(s, STAT_TX_BYTES),
-    reason: peerReason({
+    reason: h.state === 'up' ? null : reasonOf(name, ctx, {
       state: h.state,
       keepalivesEnabled: ctx.keepalivesEnabled,
       timeoutS: Math.round(ctx.timeoutMs / 1000),
@@ -76,6 +80,10 @@ function rowOf(t: PeerTable, s: number, h: PeerHealth, ctx: PeerRowContext): Pee
       nat: ctx.portMapped ? null : ctx.nat,
     }),
   };
+}
+
+function reasonOf(name: string, ctx: PeerRowContext, facts: ReasonFacts): string | null {
+  return ctx.reasons ? ctx.reasons.reason(name, facts) : peerReason(facts);
 }
 
 export type HealthParts = Omit<HealthDocument, 'state' | 'checks'> & {

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { PeerHealth } from '../../src/control/keepalive.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { peerRow, peerRows, type PeerRowContext } from '../../src/health/assemble.js';
+import { ReasonMemo } from '../../src/control/reasons.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 
 const peer = (n: number) => ({
@@ -63,6 +64,25 @@ describe('peer rows', () => {
     expect(natted).toContain('port forward to 192.0.2.10:8472');
     const mapped = peerRows(table, context(states, { portMapped: true })).rows[1]!.reason!;
     expect(mapped).not.toContain('port forward');
+  });
+
+  it('with the gateway\'s reason memo the rows are the same, round after round, as facts change and peers leave', () => {
+    const t = new PeerTable([peer(20), peer(3), peer(7)]);
+    const memo = new ReasonMemo();
+    const rounds: [Record<string, PeerHealth>, Partial<PeerRowContext>][] = [
+      [states, {}],
+      [states, {}],
+      [{ ...states, 'aws-020': health('down') }, {}],
+      [{ ...states, 'aws-020': health('down') }, { reachable: () => false }],
+      [{ ...states, 'aws-020': health('down', { heardAt: 99_000 }) }, { portMapped: true }],
+      [{ ...states, 'aws-007': health('up', { answeredBefore: true }) }, { nat: null }],
+    ];
+    for (const [st, over] of rounds) {
+      expect(peerRows(t, context(st, { ...over, reasons: memo })).rows).toEqual(peerRows(t, context(st, over)).rows);
+    }
+    t.remove('aws-020');
+    expect(peerRows(t, context(states, { reasons: memo })).rows).toEqual(peerRows(t, context(states)).rows);
+    expect(memo.size).toBe(1); // aws-007 (down); an up peer needs no reason, a removed one is forgotten
   });
 
   it("one peer's row is the row the whole document has for it", () => {

@@ -32,6 +32,8 @@ afterAll(() => rmSync(TMP, { recursive: true, force: true }));
 
 describe('the shipped command (dist/cli/main.js)', () => {
   it('imports only its own chunks, Node built-ins and the three packages kept external', () => {
+    // A plain `npx tsc` overwrites the bundle with tsc's own main.js: say so plainly.
+    expect(specifiers(CLI).some((s) => s.startsWith('../')), 'dist/cli/main.js is tsc\'s, not the bundle: npm run build').toBe(false);
     const files = [CLI, ...chunkFiles()];
     expect(files.length).toBeGreaterThan(5);
     const seen = new Set<string>();

@@ -2,7 +2,7 @@
 // against in-memory twins of the device and socket.
 import { describe, expect, it } from 'vitest';
 import { peerState } from '../../src/control/peer-state.js';
-import { peerReason, type ReasonFacts } from '../../src/control/reasons.js';
+import { peerReason, ReasonMemo, type ReasonFacts } from '../../src/control/reasons.js';
 import { Roaming } from '../../src/control/roaming.js';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
@@ -54,6 +54,43 @@ describe('peer reasons', () => {
     expect(peerReason({ ...base, heardRecently: true })).toMatch(/frames from 203\.0\.113\.10 do arrive.*UDP 8472 toward the node/);
   });
   it('mentions that it answered before', () => expect(peerReason({ ...base, answeredBefore: true })).toMatch(/answered before/));
+
+  describe('remembered per peer (ReasonMemo)', () => {
+    const nat = { local: '192.0.2.10:8472', public: '198.51.100.2:8472' };
+    // Every fact, changed one at a time: each must give a fresh reason.
+    const changes: Partial<ReasonFacts>[] = [
+      { state: 'unknown' }, { state: 'up' }, { keepalivesEnabled: false }, { timeoutS: 30 }, { answeredBefore: true },
+      { heardRecently: true }, { hostReachable: true }, { hostReachable: false }, { peerIp: '203.0.113.11' }, { port: 4789 },
+      { siteSubnet: '10.244.101.0/24' }, { nat }, { nat: { ...nat, public: '198.51.100.3:8472' } }, { nat: { ...nat, local: '192.0.2.11:8472' } },
+    ];
+
+    it('is the reason peerReason gives, made again only when a fact changed', () => {
+      const memo = new ReasonMemo();
+      const first = memo.reason('aws-1', { ...base, nat: { ...nat } });
+      expect(first).toBe(peerReason({ ...base, nat }));
+      // Equal facts in new objects (as every document makes them): the very same string.
+      expect(memo.reason('aws-1', { ...base, nat: { ...nat } })).toBe(first);
+      for (const c of changes) {
+        const facts = { ...base, nat: { ...nat }, ...c };
+        expect(memo.reason('aws-1', facts), JSON.stringify(c)).toBe(peerReason(facts));
+        expect(memo.reason('aws-1', { ...base, nat: { ...nat } }), JSON.stringify(c)).toBe(first);
+      }
+    });
+
+    it('keeps peers apart and forgets those not seen in a round', () => {
+      const memo = new ReasonMemo();
+      memo.beginRound();
+      for (let i = 0; i < 500; i++) memo.reason(`aws-${i}`, { ...base, peerIp: `203.0.113.${i % 250}` });
+      memo.endRound();
+      expect(memo.size).toBe(500);
+      expect(memo.reason('aws-7', { ...base, peerIp: '203.0.113.7' })).toBe(peerReason({ ...base, peerIp: '203.0.113.7' }));
+      // Peers come and go (cluster membership): the memo holds only the current ones.
+      memo.beginRound();
+      for (let i = 0; i < 10; i++) memo.reason(`aws-${i}`, { ...base, peerIp: `203.0.113.${i}` });
+      memo.endRound();
+      expect(memo.size).toBe(10);
+    });
+  });
 });
 
 describe('roaming with path validation', () => {
