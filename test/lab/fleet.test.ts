@@ -18,7 +18,6 @@ import { CLI, ensureBuilt, startGateway, type RunningGateway } from './vxedge.js
 const PREFIX = 'vxfleet';
 const FLEET = [CLI, 'fleet'];
 
-
 const noStack = (s: string) => expect(s).not.toMatch(/\n\s+at .+:\d+:\d+/);
 
 interface Peer {

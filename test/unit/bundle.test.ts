@@ -8,11 +8,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { REPO_ROOT as REPO } from '../lab/harness.js';
 import { CLI, ensureBuilt } from '../lab/vxedge.js';
 
 const CLI_DIR = path.dirname(CLI);
 const CHUNKS = path.join(CLI_DIR, 'chunks');
-const REPO = path.resolve(CLI_DIR, '..', '..');
 /** Loaded from node_modules, as scripts/bundle says why. */
 const EXTERNAL = ['raw-socket', '@kubernetes/client-node', 'etcd3'];
 
