@@ -8,7 +8,7 @@
 // keepalive-machine.ts; here are only the timers (from the injected Clock), the probe
 // tokens and the sockets. Peers are keyed by name, so that a reload or a cluster change
 // that keeps a peer keeps its history.
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { parseEchoReply } from '../proto/icmp.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Clock, Timer } from '../util/clock.js';
@@ -23,6 +23,7 @@ import {
 } from './keepalive-machine.js';
 import type { PeerState } from './peer-state.js';
 import { ProbeSender } from './probe.js';
+import { ProbeTokens, RandomWords } from './probe-tokens.js';
 
 export type { KeepaliveParams } from './keepalive-machine.js';
 
@@ -33,8 +34,8 @@ interface PeerProbes {
   name: string;
   ka: KeepaliveState;
   timer: Timer | null;
-  /** Tokens of the probes that may still be answered, by sequence number. */
-  tokens: Map<number, Buffer>;
+  /** Tokens of the probes that may still be answered. */
+  tokens: ProbeTokens;
 }
 
 export interface PeerHealth extends ProbeStats {
@@ -58,6 +59,9 @@ export class Keepalive {
   private readonly ident = randomInt(1, 0xffff);
   private readonly probes: ProbeSender;
   private readonly reply = { ident: 0, seq: 0, tokenOff: 0 };
+  private readonly words = new RandomWords();
+  /** The token of the probe being sent, as the wire carries it. */
+  private readonly token = Buffer.alloc(8);
   private readonly clock: Clock;
   private readonly random: () => number;
   private params: KeepaliveParams;
@@ -116,7 +120,7 @@ export class Keepalive {
     for (const s of table.slots()) {
       const name = table.names[s]!;
       if (this.peers.has(name)) continue;
-      const p: PeerProbes = { name, ka: initialKeepalive(randomInt(0, 0xffff)), timer: null, tokens: new Map() };
+      const p: PeerProbes = { name, ka: initialKeepalive(randomInt(0, 0xffff)), timer: null, tokens: new ProbeTokens() };
       this.peers.set(name, p);
       if (this.running && this.params.intervalMs > 0) this.schedule(p, this.firstDelay());
     }
@@ -196,11 +200,14 @@ export class Keepalive {
   private send(p: PeerProbes, seq: number, big: boolean): void {
     const slot = this.dp.peers.indexOf(p.name);
     if (slot < 0) return;
-    const token = randomBytes(8);
-    this.probes.send(slot, this.ident, seq, token, undefined, big ? this.dp.settings.mtu : undefined);
-    // Only probes still in the window (and the last big one) can be answered.
-    p.tokens.set(seq, token);
-    for (const s of p.tokens.keys()) if (!answerable(p.ka, s)) p.tokens.delete(s);
+    const hi = this.words.next();
+    const lo = this.words.next();
+    this.token.writeUInt32BE(hi, 0);
+    this.token.writeUInt32BE(lo, 4);
+    this.probes.send(slot, this.ident, seq, this.token, undefined, big ? this.dp.settings.mtu : undefined);
+    // A full-size probe the machine did not keep (the previous one is still within its
+    // answer window) cannot be counted: its token is not worth remembering.
+    if (!big || p.ka.big?.seq === seq) p.tokens.add(seq, big, hi, lo);
   }
 
   /** Outside-path hook: consumes echo replies to our probes, lets everything else through. */
@@ -209,18 +216,8 @@ export class Keepalive {
     const name = this.dp.peers.names[slot];
     const p = name ? this.peers.get(name) : undefined;
     if (!p) return true;
-    const token = p.tokens.get(this.reply.seq);
-    if (!token || buf.compare(token, 0, 8, this.reply.tokenOff, this.reply.tokenOff + 8) !== 0) return true;
-    p.tokens.delete(this.reply.seq);
+    if (!p.tokens.take(this.reply.seq, buf, this.reply.tokenOff)) return true;
     this.apply(p, { type: 'reply', now: this.clock.monotonic(), seq: this.reply.seq });
     return true;
   }
-}
-
-/** The probe `seq` is in the loss window or is the last big one (at most 21 to look at:
- *  a loop, not a Set per probe, since 500 peers send 250 probes a second). */
-function answerable(ka: KeepaliveState, seq: number): boolean {
-  if (ka.big?.seq === seq) return true;
-  for (const h of ka.history) if (h.seq === seq) return true;
-  return false;
 }

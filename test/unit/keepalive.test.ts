@@ -17,6 +17,7 @@ import {
 } from '../../src/control/keepalive-machine.js';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
+import { ProbeTokens, RandomWords } from '../../src/control/probe-tokens.js';
 import type { PathSettings } from '../../src/dataplane/settings.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { Logger } from '../../src/util/log.js';
@@ -252,6 +253,96 @@ describe('keepalive driver', () => {
     // The second peer going down left none up: our side may have changed.
     expect(r.rediscovered).toEqual(['peers down']);
     expect(r.published()).toBeGreaterThan(before);
+  });
+});
+
+describe('probe tokens', () => {
+  const wire = (hi: number, lo: number) => {
+    const b = Buffer.alloc(12);
+    b.writeUInt32BE(hi, 2);
+    b.writeUInt32BE(lo, 6);
+    return b;
+  };
+
+  it('knows the last WINDOW small probes and the kept full-size one, each answerable once', () => {
+    const t = new ProbeTokens();
+    for (let seq = 1; seq <= WINDOW + 5; seq++) t.add(seq, false, seq * 7, 0xffffffff - seq);
+    t.add(999, true, 0xdeadbeef, 0x01020304);
+    // The five oldest small probes left the window.
+    for (let seq = 1; seq <= 5; seq++) expect(t.take(seq, wire(seq * 7, 0xffffffff - seq), 2), `seq ${seq}`).toBe(false);
+    for (let seq = 6; seq <= WINDOW + 5; seq++) expect(t.take(seq, wire(seq * 7, 0xffffffff - seq), 2), `seq ${seq}`).toBe(true);
+    expect(t.take(999, wire(0xdeadbeef, 0x01020304), 2)).toBe(true);
+    // Taken: a replayed answer does not count again.
+    expect(t.take(10, wire(70, 0xffffffff - 10), 2)).toBe(false);
+    expect(t.take(999, wire(0xdeadbeef, 0x01020304), 2)).toBe(false);
+  });
+
+  it('refuses a wrong token in either half, and a forged answer does not use up the real one', () => {
+    const t = new ProbeTokens();
+    t.add(0xffff, false, 0x11111111, 0x22222222);
+    expect(t.take(0xffff, wire(0x11111111, 0x22222223), 2)).toBe(false);
+    expect(t.take(0xffff, wire(0x11111110, 0x22222222), 2)).toBe(false);
+    expect(t.take(0x1ffff, wire(0x11111111, 0x22222222), 2)).toBe(true); // 16-bit sequence numbers
+  });
+
+  it('a newer full-size probe replaces the kept one', () => {
+    const t = new ProbeTokens();
+    t.add(2, true, 1, 2);
+    t.add(6, true, 3, 4);
+    expect(t.take(2, wire(1, 2), 2)).toBe(false);
+    expect(t.take(6, wire(3, 4), 2)).toBe(true);
+  });
+
+  it('draws random words without repeating a pool', () => {
+    const r = new RandomWords();
+    const words = Array.from({ length: 1024 }, () => r.next());
+    expect(new Set(words).size).toBeGreaterThan(1020); // 1024 draws of 32 bits: a collision is rare, four are not plausible
+    expect(words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)).toBe(true);
+  });
+});
+
+describe('keepalive driver: answers must carry the probe\'s token', () => {
+  /** The echo reply to probe `i` of those sent so far, its token changed if `forge`. */
+  const replyTo = (r: ReturnType<typeof rig>, i: number, forge = false) => {
+    const inner = echoReplyTo(r.io.underlay.sent[i].data.subarray(22));
+    if (forge) {
+      inner[20 + 16] ^= 0x80; // the token's first byte, and the ICMP checksum to match
+      inner[20 + 2] ^= 0x80;
+    }
+    return { data: vxlanFrame(1, OUR, AWS1.vtepMac, inner), addr: ip(AWS1.publicIp), port: 40000 };
+  };
+  const probesTo = (r: ReturnType<typeof rig>, addr: string) =>
+    r.io.underlay.sent.map((d, i) => ({ d, i })).filter((x) => x.d.addr === ip(addr));
+
+  it('a forged token leaves the peer as it was; the real answer then counts', () => {
+    const r = rig();
+    r.cp.start();
+    r.clock.advance(500);
+    const [first] = probesTo(r, AWS1.publicIp);
+    r.io.underlay.inbox.push(replyTo(r, first.i, true));
+    while (r.dp.outside.pump() > 0);
+    expect(r.cp.keepalive.health('aws-1').state).toBe('unknown');
+    r.io.underlay.inbox.push(replyTo(r, first.i));
+    while (r.dp.outside.pump() > 0);
+    expect(r.cp.keepalive.health('aws-1').state).toBe('up');
+  });
+
+  it('answers to every small probe of the loss window count, however late, and only once', () => {
+    const r = rig({ intervalMs: 2000, timeoutMs: 600_000 });
+    r.cp.start();
+    r.clock.advance(500);
+    r.clock.advance(2400 * 30); // ~30 probes, none answered yet
+    const probes = probesTo(r, AWS1.publicIp);
+    expect(probes.length).toBeGreaterThanOrEqual(30);
+    // Answer them all, oldest first: only the last WINDOW small ones (and the kept big one) are counted.
+    for (const x of probes) r.io.underlay.inbox.push(replyTo(r, x.i));
+    for (const x of probes) r.io.underlay.inbox.push(replyTo(r, x.i)); // replayed
+    while (r.dp.outside.pump() > 0);
+    const h = r.cp.keepalive.health('aws-1');
+    expect(h.state).toBe('up');
+    expect(h.probesSent).toBe(WINDOW);
+    expect(h.lossPct).toBe(0); // every probe in the window was answered
+    expect(h.pathMtuOk).toBe(true);
   });
 });
 
