@@ -14,7 +14,6 @@
 // (0x0001). IPv6 mappings are decoded but are of no use to an IPv4 tunnel.
 // MESSAGE-INTEGRITY is not verified (Binding for discovery needs no credentials),
 // and attributes after it are ignored except FINGERPRINT, as §14.5 says.
-import zlib from 'node:zlib';
 
 export const STUN_HEADER_LEN = 20;
 export const STUN_MAGIC_COOKIE = 0x2112a442;
@@ -68,7 +67,11 @@ export interface StunMessage {
 
 let table: Uint32Array | null = null;
 
-/** CRC-32 (IEEE 802.3, as zlib) of buf[start, end), without zlib. */
+/**
+ * CRC-32 (IEEE 802.3, as zlib) of buf[start, end), without zlib: a STUN exchange is a few
+ * dozen bytes a minute, and loading node:zlib for it cost the gateway 1.6 MB of memory (its
+ * module and binding; docs/memory.md). Checked against zlib.crc32 in the tests.
+ */
 export function crc32Table(buf: Uint8Array, start = 0, end = buf.length): number {
   if (!table) {
     table = new Uint32Array(256);
@@ -83,12 +86,7 @@ export function crc32Table(buf: Uint8Array, start = 0, end = buf.length): number
   return (c ^ 0xffffffff) >>> 0;
 }
 
-// zlib.crc32 arrived in Node 20.15 / 22.2; the table version covers older 20.x.
-const zlibCrc32 = (zlib as unknown as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
-
-function crc32(buf: Buffer, start: number, end: number): number {
-  return zlibCrc32 ? zlibCrc32(buf.subarray(start, end)) >>> 0 : crc32Table(buf, start, end);
-}
+const crc32 = crc32Table;
 
 // --------------------------------------------------------------------- writing
 

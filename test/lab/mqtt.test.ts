@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
-import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
+import { labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
 import { startGateway, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -234,6 +234,26 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         for (const ns of [env.NS_AWS1, env.NS_AWS2]) {
           while ((await nsRun(ns, ['iptables', '-S', 'INPUT'])).includes('--dport 8472 -j DROP')) await unblock(ns);
         }
+      }
+    });
+  });
+
+  describe('WebSocket broker', () => {
+    it('publishes over ws:// (MQTT.js\'s WebSocket transport, loaded on first use)', async () => {
+      const b = await broker(1883);
+      const bridge = nsSpawn(env.NS_INET, [process.execPath, path.join(import.meta.dirname, 'ws-bridge.mjs'), env.INET_WAN_IP, '8080', env.INET_WAN_IP, '1883', '60']);
+      let out = '';
+      bridge.stdout!.on('data', (d: Buffer) => (out += d));
+      try {
+        await waitForOutput(bridge, 'stdout', 'listening', 10_000);
+        const gw = await gateway({ url: `ws://${env.INET_WAN_IP}:8080/mqtt` });
+        await gw.waitUp();
+        expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000)).toBe('online');
+        const doc = await healthAfterStart(b, gw);
+        expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
+        expect(out).toContain('connection'); // it came through the bridge, not around it
+      } finally {
+        bridge.kill('SIGTERM');
       }
     });
   });

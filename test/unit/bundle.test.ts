@@ -4,7 +4,7 @@
 // bundle in every lab test (test/lab/vxedge.ts) and from the .deb payload under qemu.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -118,5 +118,64 @@ describe('scripts/bundle', () => {
     expect(r.stderr).toMatch(/^bundle: Unknown option '--bogus'/);
     expect(r.stderr).toContain('usage: scripts/bundle [--out DIR] [--no-sourcemap]');
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('MQTT.js transports load on first use (scripts/lazy-mqtt.mjs)', () => {
+  /** Bundles `entry` as scripts/bundle does, with or without the plugin; the built file's path. */
+  async function bundleOf(entry: string, out: string, lazy: boolean): Promise<string> {
+    const { build } = await import('rolldown');
+    const { lazyMqttTransports } = (await import(path.join(REPO, 'scripts', 'lazy-mqtt.mjs'))) as { lazyMqttTransports: () => object };
+    await build({
+      cwd: REPO, input: { e: entry }, platform: 'node', logLevel: 'silent',
+      plugins: lazy ? [lazyMqttTransports() as never] : [],
+      output: { dir: out, format: 'es' },
+    });
+    return path.join(out, 'e.js');
+  }
+
+  /**
+   * In a child Node: MQTT.js from `file` connects to a closed port over mqtt://, through a SOCKS
+   * proxy on a closed port, and over ws://; after each, which of Node's modules are loaded.
+   */
+  function transports(file: string) {
+    const script = `
+      import net from 'node:net';
+      const { connect } = await import(${JSON.stringify(file)});
+      const closed = await new Promise((res) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); }); });
+      // Loaded since here (finding a closed port has loaded dns already).
+      const before = new Set(process.moduleLoadList);
+      const loaded = () => ['http', 'https', 'zlib', 'dns'].filter((m) => !before.has('NativeModule ' + m) && process.moduleLoadList.includes('NativeModule ' + m));
+      const go = (url, o = {}) => new Promise((res) => {
+        const c = connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...o });
+        c.on('error', (e) => { c.end(true); res(e.code ?? e.message); });
+      });
+      const out = {};
+      out.mqtt = [await go('mqtt://127.0.0.1:' + closed), loaded()];
+      out.socks = [await go('mqtt://127.0.0.1:' + closed, { socksProxy: 'socks5://127.0.0.1:' + closed }), loaded()];
+      out.ws = [await go('ws://127.0.0.1:' + closed + '/mqtt'), loaded()];
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, MQTTJS_SOCKS_PROXY: '' } });
+    expect(r.stderr).toBe('');
+    return JSON.parse(r.stdout) as Record<'mqtt' | 'socks' | 'ws', [string, string[]]>;
+  }
+
+  const ENTRY = path.join(REPO, 'test', 'fixtures', 'mqtt-connect-entry.mjs');
+
+  it('mqtt:// loads neither the WebSocket nor the SOCKS transport; both still work when used', async () => {
+    const t = transports(await bundleOf(ENTRY, path.join(TMP, 'lazy'), true));
+    expect(t.mqtt).toEqual(['ECONNREFUSED', []]);
+    expect(t.socks[0]).toMatch(/SOCKS|ECONNREFUSED/); // the proxy was tried (socks reports the refused proxy in its own words)
+    expect(t.socks[1]).toEqual([]);
+    expect(t.ws).toEqual(['ECONNREFUSED', ['http', 'https', 'zlib']]);
+    // Without the plugin, the first connection loaded them all: what the plugin is for.
+    const eager = transports(await bundleOf(ENTRY, path.join(TMP, 'eager'), false));
+    expect(eager.mqtt).toEqual(['ECONNREFUSED', ['http', 'https', 'zlib']]);
+  });
+
+  it('the build fails, naming the plugin, when MQTT.js no longer makes those requires', async () => {
+    const entry = path.join(TMP, 'no-mqtt.mjs');
+    writeFileSync(entry, 'export const x = 1;\n');
+    await expect(bundleOf(entry, path.join(TMP, 'none'), true)).rejects.toThrow(/MQTT\.js changed: no mqtt\/build\/lib\/connect\/index\.js require\('\.\/ws'\).*scripts\/lazy-mqtt\.mjs/s);
   });
 });

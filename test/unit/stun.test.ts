@@ -244,7 +244,7 @@ describe('STUN codec', () => {
     expect(crc32Table(Buffer.from('xx123456789yy'), 2, 11)).toBe(0xcbf43926);
   });
 
-  it.skipIf(typeof zlib.crc32 !== 'function')('computes CRC-32 as zlib does, with or without zlib.crc32', () => {
+  it.skipIf(typeof zlib.crc32 !== 'function')('computes CRC-32 as zlib.crc32 does (Node >= 20.15)', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => crc32Table(bytes) === zlib.crc32(bytes) >>> 0),
     );
