@@ -57,7 +57,7 @@ export class ControlPlane {
       publish: () => o.publish(),
     });
     this.keepalive.onStateChange = (peer, from, to) =>
-      this.supervisor.run(decideOnTransition({ peer, from, to, address: this.addressOf(peer), anyUp: this.anyPeerUp() }));
+      this.supervisor.run(decideOnTransition({ peer, from, to, address: this.addressOf(peer), anyUp: this.keepalive.anyUp() }));
     this.roaming.onMoved = (peer, _from, to) => {
       const s = dp.peers.indexOf(peer);
       if (s >= 0) o.endpoints?.remember(peer, dp.peers.configs[s]!.publicIp, to, new Date(clock.now()).toISOString());
@@ -120,11 +120,5 @@ export class ControlPlane {
     const t = this.dp.peers;
     const s = t.indexOf(peer);
     return s >= 0 ? intToIp(t.addr[s]) : '';
-  }
-
-  private anyPeerUp(): boolean {
-    const t = this.dp.peers;
-    for (const s of t.slots()) if (this.keepalive.state(t.names[s]!) === 'up') return true;
-    return false;
   }
 }

@@ -18,6 +18,7 @@ import {
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { ProbeTokens, RandomWords } from '../../src/control/probe-tokens.js';
+import { Keepalive } from '../../src/control/keepalive.js';
 import type { PathSettings } from '../../src/dataplane/settings.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { Logger } from '../../src/util/log.js';
@@ -253,6 +254,59 @@ describe('keepalive driver', () => {
     // The second peer going down left none up: our side may have changed.
     expect(r.rediscovered).toEqual(['peers down']);
     expect(r.published()).toBeGreaterThan(before);
+  });
+});
+
+describe('keepalive driver: which peers are up', () => {
+  it('a peer that left the table while up no longer counts: the last one going down asks for rediscovery', () => {
+    const r = rig();
+    r.cp.start();
+    r.clock.advance(500);
+    r.answer(AWS1);
+    r.answer(AWS2);
+    expect(r.cp.keepalive.anyUp()).toBe(true);
+    r.dp.peers.remove('aws-2');
+    r.cp.peersChanged();
+    expect(r.cp.keepalive.anyUp()).toBe(true);
+    r.clock.advance(11_000);
+    expect(r.cp.keepalive.health('aws-1').state).toBe('down');
+    expect(r.cp.keepalive.anyUp()).toBe(false);
+    expect(r.rediscovered).toEqual(['peers down']);
+    // Up again: counted again.
+    r.answer(AWS1);
+    expect(r.cp.keepalive.anyUp()).toBe(true);
+  });
+});
+
+describe('keepalive driver: many peers', () => {
+  it('looks at 120 peers in 3 slices: each once a second, so peers started together do not all go down in one look', () => {
+    const io = new FakeIo();
+    const clock = new ManualClock();
+    const hex = (x: number) => x.toString(16).padStart(2, '0');
+    const peers = Array.from({ length: 120 }, (_, i) => ({
+      name: `n${i}`, publicIp: `203.0.113.${i + 1}`, port: 8472, subnet: parseCidr(`10.245.${i}.0/24`), vtepMac: `0a:cc:00:00:00:${hex(i)}`,
+    }));
+    const s: PathSettings = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
+    const dp = new Dataplane(s, io, io.fds, new PeerTable(peers), new Logger('error', true), clock);
+    // random() fixed: every peer's first probe at the same moment, so all time out together.
+    const ka = new Keepalive(dp, { intervalMs: 2000, timeoutMs: 6000, clock, random: () => 0.5 });
+    const downAt = new Map<string, number>();
+    ka.onStateChange = (name, _from, to) => {
+      if (to === 'down') downAt.set(name, clock.monotonic());
+    };
+    const start = clock.monotonic();
+    ka.start();
+    for (let t = 0; t < 8000; t += 10) clock.advance(10);
+    expect(downAt.size).toBe(120);
+    const groups = new Map<number, number>();
+    for (const at of downAt.values()) groups.set(at, (groups.get(at) ?? 0) + 1);
+    expect([...groups.values()].sort()).toEqual([40, 40, 40]);
+    // Each within a second of its timeout (first probe at 275 ms, timeout 6 s).
+    for (const at of downAt.values()) {
+      expect(at - start).toBeGreaterThanOrEqual(6275);
+      expect(at - start).toBeLessThanOrEqual(7275);
+    }
+    ka.stop();
   });
 });
 
