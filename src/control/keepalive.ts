@@ -188,8 +188,8 @@ export class Keepalive {
     };
   }
 
-  /** Re-evaluates one slice of `slices` of the peers (all of them by default) and reports transitions. */
-  evaluate(slices = 1): void {
+  /** Re-evaluates one slice of `slices` of the peers and reports transitions. */
+  private evaluate(slices: number): void {
     const now = this.clock.monotonic();
     const slice = this.checkSlice++ % slices;
     let i = 0;

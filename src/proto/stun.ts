@@ -72,7 +72,7 @@ let table: Uint32Array | null = null;
  * dozen bytes a minute, and loading node:zlib for it cost the gateway 1.6 MB of memory (its
  * module and binding; docs/memory.md). Checked against zlib.crc32 in the tests.
  */
-export function crc32Table(buf: Uint8Array, start = 0, end = buf.length): number {
+export function crc32(buf: Uint8Array, start = 0, end = buf.length): number {
   if (!table) {
     table = new Uint32Array(256);
     for (let n = 0; n < 256; n++) {
@@ -85,8 +85,6 @@ export function crc32Table(buf: Uint8Array, start = 0, end = buf.length): number
   for (let i = start; i < end; i++) c = table[(c ^ buf[i]) & 0xff] ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
-
-const crc32 = crc32Table;
 
 // --------------------------------------------------------------------- writing
 

@@ -148,12 +148,14 @@ const OUR = '0e:5c:aa:00:00:64';
 const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
 const AWS2 = { name: 'aws-2', publicIp: '203.0.113.20', port: 8472, subnet: parseCidr('10.244.2.0/24'), vtepMac: '0a:bb:00:00:02:00' };
 
+/** The data plane's settings of every rig here: our VTEP in the lab's site subnet. */
+const SETTINGS: PathSettings = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
+
 function rig(params: KeepaliveParams = { intervalMs: 2000, timeoutMs: 10_000 }) {
   const io = new FakeIo();
   const clock = new ManualClock();
-  const s: PathSettings = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
   const log = new Logger('error', true);
-  const dp = new Dataplane(s, io, io.fds, new PeerTable([AWS1, AWS2]), log, clock);
+  const dp = new Dataplane(SETTINGS, io, io.fds, new PeerTable([AWS1, AWS2]), log, clock);
   const pinged: string[] = [];
   const rediscovered: string[] = [];
   let published = 0;
@@ -286,8 +288,7 @@ describe('keepalive driver: many peers', () => {
     const peers = Array.from({ length: 120 }, (_, i) => ({
       name: `n${i}`, publicIp: `203.0.113.${i + 1}`, port: 8472, subnet: parseCidr(`10.245.${i}.0/24`), vtepMac: `0a:cc:00:00:00:${hex(i)}`,
     }));
-    const s: PathSettings = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
-    const dp = new Dataplane(s, io, io.fds, new PeerTable(peers), new Logger('error', true), clock);
+      const dp = new Dataplane(SETTINGS, io, io.fds, new PeerTable(peers), new Logger('error', true), clock);
     // random() fixed: every peer's first probe at the same moment, so all time out together.
     const ka = new Keepalive(dp, { intervalMs: 2000, timeoutMs: 6000, clock, random: () => 0.5 });
     const downAt = new Map<string, number>();
