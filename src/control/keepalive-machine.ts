@@ -1,6 +1,7 @@
-// The keepalive of one peer as a pure step function: (state, event) -> (state, what to
-// do). No timers, no sockets, no clock: keepalive.ts feeds it events at the times its
-// Clock says and carries out the result, and a test feeds it a timeline.
+// The keepalive of one peer as a step function: (state, event) -> what to do, the state
+// changed in place (it is the peer's own; a copy per probe was three objects each time).
+// No timers, no sockets, no clock, no randomness: keepalive.ts feeds it events at the times
+// its Clock says and carries out the result, and a test feeds it a timeline.
 //
 // Events (all times are monotonic ms):
 //   due     the probe timer fired: send a probe now, and say when the next one is due
@@ -13,18 +14,14 @@
 // Every BIG_EVERY-th probe (the second, sixth, ...) carries a full device-MTU inner packet:
 // if small probes come back and those do not, the path loses large frames (path_mtu check).
 import { peerState, type PeerState } from './peer-state.js';
+import { ProbeWindow } from './probe-window.js';
+
+export type { ProbeRecord } from './probe-window.js';
 
 /** Probes over which loss is computed. */
 export const WINDOW = 20;
 export const JITTER = 0.2;
 export const BIG_EVERY = 4;
-
-export interface ProbeRecord {
-  seq: number;
-  sentAt: number;
-  /** 0: not (yet) answered. */
-  answeredAt: number;
-}
 
 export interface KeepaliveParams {
   /** 0 disables probing: liveness then comes from traffic alone. */
@@ -40,10 +37,9 @@ export interface KeepaliveState {
   firstProbeAt: number;
   lastReplyAt: number;
   lastRttMs: number | null;
-  /** Small probes, newest last, at most WINDOW. */
-  history: readonly ProbeRecord[];
-  /** The last full-size probe; kept out of RTT and loss, which are about the small ones. */
-  big: ProbeRecord | null;
+  /** The last WINDOW small probes, and the last full-size one (kept out of RTT and loss,
+   *  which are about the small ones). */
+  readonly window: ProbeWindow;
   state: PeerState;
 }
 
@@ -63,7 +59,7 @@ export interface KeepaliveStep {
 }
 
 export function initialKeepalive(seq: number): KeepaliveState {
-  return { seq, probes: 0, firstProbeAt: 0, lastReplyAt: 0, lastRttMs: null, history: [], big: null, state: 'unknown' };
+  return { seq, probes: 0, firstProbeAt: 0, lastReplyAt: 0, lastRttMs: null, window: new ProbeWindow(WINDOW), state: 'unknown' };
 }
 
 /** How long a probe may take before it counts as lost. */
@@ -83,41 +79,38 @@ export function keepaliveStep(s: KeepaliveState, ev: KeepaliveEvent, p: Keepaliv
 }
 
 function probe(s: KeepaliveState, now: number, jitter: number, p: KeepaliveParams): KeepaliveStep {
-  if (p.intervalMs === 0) return { state: s, send: null, nextDueIn: null, changed: null };
+  if (p.intervalMs === 0) return nothing(s);
   const seq = (s.seq + 1) & 0xffff;
   const big = s.probes % BIG_EVERY === 1;
-  const rec: ProbeRecord = { seq, sentAt: now, answeredAt: 0 };
-  const next: KeepaliveState = { ...s, seq, probes: s.probes + 1, firstProbeAt: s.firstProbeAt || now };
-  if (big) {
-    // A full-size probe that overtakes the previous one's answer window replaces it only once settled.
-    if (!s.big || s.big.answeredAt > 0 || now - s.big.sentAt > settleMs(p)) next.big = rec;
-  } else {
-    next.history = [...s.history, rec].slice(-WINDOW);
-  }
+  s.seq = seq;
+  s.probes++;
+  if (s.firstProbeAt === 0) s.firstProbeAt = now;
+  if (!big) s.window.addSmall(seq, now);
+  // A full-size probe that overtakes the previous one's answer window replaces it only once settled.
+  else if (s.window.bigReplaceable(now, settleMs(p))) s.window.setBig(seq, now);
   const nextDueIn = Math.round(p.intervalMs * (1 + JITTER * Math.max(-1, Math.min(1, jitter))));
-  return { state: next, send: { seq, big }, nextDueIn, changed: null };
+  return { state: s, send: { seq, big }, nextDueIn, changed: null };
 }
 
 function reply(s: KeepaliveState, now: number, seq: number): KeepaliveStep {
-  const i = s.history.findIndex((h) => h.seq === seq && h.answeredAt === 0);
-  let next: KeepaliveState;
-  if (i >= 0) {
-    const history = s.history.slice();
-    history[i] = { ...history[i], answeredAt: now };
-    next = { ...s, history, lastReplyAt: now, lastRttMs: Math.round((now - history[i].sentAt) * 1000) / 1000 };
-  } else if (s.big && s.big.seq === seq && s.big.answeredAt === 0) {
-    next = { ...s, big: { ...s.big, answeredAt: now }, lastReplyAt: now };
-  } else {
-    return { state: s, send: null, nextDueIn: null, changed: null }; // late, duplicate or not ours
-  }
+  const sentAt = s.window.answerSmall(seq, now);
+  if (sentAt >= 0) s.lastRttMs = Math.round((now - sentAt) * 1000) / 1000;
+  else if (!s.window.answerBig(seq, now)) return nothing(s); // late, duplicate or not ours
+  s.lastReplyAt = now;
   // An answer is news: a peer that was not up may be now.
-  return { ...check(next, now, 0, null), send: null, nextDueIn: null };
+  return check(s, now, 0, null);
 }
 
 function check(s: KeepaliveState, now: number, lastRxAt: number, p: KeepaliveParams | null): KeepaliveStep {
   const to = p === null ? upAfterReply(s) : stateOf(s, now, lastRxAt, p);
-  if (to === s.state) return { state: s, send: null, nextDueIn: null, changed: null };
-  return { state: { ...s, state: to }, send: null, nextDueIn: null, changed: { from: s.state, to } };
+  if (to === s.state) return nothing(s);
+  const from = s.state;
+  s.state = to;
+  return { state: s, send: null, nextDueIn: null, changed: { from, to } };
+}
+
+function nothing(s: KeepaliveState): KeepaliveStep {
+  return { state: s, send: null, nextDueIn: null, changed: null };
 }
 
 /** Right after a reply the peer is up, whatever else is true. */
@@ -143,12 +136,10 @@ export interface ProbeStats {
 /** RTT, loss over the settled probes of the window, and the path-MTU verdict. */
 export function probeStats(s: KeepaliveState, now: number, p: KeepaliveParams): ProbeStats {
   const settle = settleMs(p);
-  const settled = s.history.filter((h) => h.answeredAt > 0 || now - h.sentAt > settle);
-  const lost = settled.filter((h) => h.answeredAt === 0).length;
   return {
     rttMs: s.lastRttMs,
-    lossPct: settled.length ? Math.round((1000 * lost) / settled.length) / 10 : null,
-    pathMtuOk: !s.big ? null : s.big.answeredAt > 0 ? true : now - s.big.sentAt > settle ? false : null,
-    probesSent: s.history.length,
+    lossPct: s.window.lossPct(now, settle),
+    pathMtuOk: s.window.bigAnswered(now, settle),
+    probesSent: s.window.smallCount,
   };
 }

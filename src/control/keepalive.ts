@@ -4,7 +4,7 @@
 // and sending it holds our NAT mapping toward that peer open. RTT and loss come from
 // these probes.
 //
-// This is the driver: what to do and when is decided by the pure step function of
+// This is the driver: what to do and when is decided by the step function of
 // keepalive-machine.ts; here are only the timers (from the injected Clock), the probe
 // tokens and the sockets. Peers are keyed by name, so that a reload or a cluster change
 // that keeps a peer keeps its history.
@@ -37,6 +37,8 @@ const CHECK_EVERY_MS = 1000;
  */
 const CHECK_SLICE_PEERS = 50;
 const MAX_CHECK_SLICES = 10;
+/** What health() reports for a name it does not know: read, never stepped. */
+const NEVER_PROBED = initialKeepalive(0);
 
 interface PeerProbes {
   name: string;
@@ -170,7 +172,7 @@ export class Keepalive {
   health(name: string): PeerHealth {
     const p = this.peers.get(name);
     const lastRx = this.lastRxOf(name);
-    const ka = p?.ka ?? initialKeepalive(0);
+    const ka = p?.ka ?? NEVER_PROBED;
     const mono = this.clock.monotonic();
     const lastLife = Math.max(lastRx, ka.lastReplyAt);
     // Field by field, not `{ ...probeStats(), ... }`: the spread took the slow path of V8's
@@ -249,7 +251,7 @@ export class Keepalive {
     this.probes.send(slot, this.ident, seq, this.token, undefined, big ? this.dp.settings.mtu : undefined);
     // A full-size probe the machine did not keep (the previous one is still within its
     // answer window) cannot be counted: its token is not worth remembering.
-    if (!big || p.ka.big?.seq === seq) p.tokens.add(seq, big, hi, lo);
+    if (!big || p.ka.window.keepsBig(seq)) p.tokens.add(seq, big, hi, lo);
   }
 
   /** Outside-path hook: consumes echo replies to our probes, lets everything else through. */

@@ -61,11 +61,11 @@ describe('keepalive step function', () => {
     const r = run(Array.from({ length: 9 }, (_, i) => ({ type: 'due' as const, now: 1000 + i * 25_000, jitter: 0 })));
     expect(r.sends.map((x) => x.big)).toEqual([false, true, false, false, false, true, false, false, false]);
     expect(BIG_EVERY).toBe(4);
-    expect(r.s.history.map((h) => h.seq)).toEqual([101, 103, 104, 105, 107, 108, 109]);
-    expect(r.s.big?.seq).toBe(106);
+    expect(r.s.window.smallProbes().map((h) => h.seq)).toEqual([101, 103, 104, 105, 107, 108, 109]);
+    expect(r.s.window.bigProbe()?.seq).toBe(106);
     // A full-size probe does not replace an unanswered one still within its answer window.
     const quick = run(Array.from({ length: 6 }, (_, i) => ({ type: 'due' as const, now: 1000 + i * 1000, jitter: 0 })));
-    expect(quick.s.big?.seq).toBe(102);
+    expect(quick.s.window.bigProbe()?.seq).toBe(102);
   });
 
   it('goes up on an answer, with the RTT of that probe, and ignores answers to nothing', () => {
@@ -123,14 +123,14 @@ describe('keepalive step function', () => {
       if (i % 4 !== 0) events.push({ type: 'reply', now: i * 25_000 + 5, seq: 101 + i });
     }
     const r = run(events);
-    const small = r.s.history;
+    const small = r.s.window.smallProbes();
     expect(small).toHaveLength(WINDOW);
     const lost = small.filter((h) => h.answeredAt === 0).length;
     const stats = probeStats(r.s, 30 * 25_000, P);
     expect(stats.lossPct).toBe(Math.round((1000 * lost) / WINDOW) / 10);
     expect(stats.rttMs).toBe(5);
     // The big probes were among the answered or not: the verdict follows the last one.
-    const lastBig = r.s.big!;
+    const lastBig = r.s.window.bigProbe()!;
     expect(stats.pathMtuOk).toBe(lastBig.answeredAt > 0 ? true : false);
   });
 
