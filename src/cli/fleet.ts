@@ -71,14 +71,19 @@ const defaultIo: FleetIo = {
     let fired = false;
     const promise = new Promise<void>((r) => (resolve = r));
     const on = () => {
+      // Node's own teardown, after the event loop has emptied, closes the signal handles and
+      // so gives SIGINT back its default action: a signal that comes in that window kills the
+      // process and loses the exit code (timeout(1) forwards the one the process group got a
+      // little later; on a busy machine, late enough). process.exit() from 'beforeExit' ends
+      // the process with process.exitCode without that teardown.
+      if (!fired) process.once('beforeExit', () => process.exit());
       fired = true;
       resolve();
     };
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
     // Once a signal came, the handlers stay: the process is on its way out, and a second SIGINT
-    // (a supervisor such as timeout(1) forwards the one the process group got) must not kill it
-    // by signal and lose the exit code.
+    // must not kill it by signal and lose the exit code.
     return { promise, dispose: () => void (fired || (process.off('SIGINT', on), process.off('SIGTERM', on))) };
   },
 };

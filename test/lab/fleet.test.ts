@@ -365,4 +365,40 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
       }
     }
   });
+
+  it('--watch keeps its exit code when SIGINTs keep coming while it ends (a supervisor forwarding them late)', async () => {
+    const p = 'storm';
+    await gateway(p, 'lab', 's-1', 'online', healthDoc('lab', 's-1'), { expiryS: 90 });
+    // Without timeout(1): node is the process that ip netns exec becomes, and gets every signal.
+    const child = nsSpawn(env.NS_INET, ['node', ...FLEET, '--url', plainUrl, '--prefix', p, '--watch']);
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    try {
+      await waitFor(() => out.includes('1 gateway: 1 ok'), 10_000);
+      // The first SIGINT ends --watch; the rest land across its exit, where Node's teardown
+      // had given SIGINT back its default action (9 of 10 runs died by the signal before).
+      const storm = setInterval(() => {
+        try {
+          process.kill(child.pid!, 'SIGINT');
+        } catch {
+          /* gone */
+        }
+      }, 1);
+      const end = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
+      clearInterval(storm);
+      expect(end).toEqual({ code: 0, signal: null });
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n--- vxedge fleet --watch output ---\n${out}`);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+  });
 });
