@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { labDown, labUp, nsExec, nsRun, nsSpawn, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
+import type { ChildProcess } from 'node:child_process';
+import { killGroup, labDown, labUp, nsExec, nsRun, nsSpawn, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type TlsFiles } from './mosquitto.js';
 import { CLI, ensureBuilt, startGateway, type RunningGateway } from './vxedge.js';
 
@@ -329,54 +330,52 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     });
   });
 
-  it('--watch prints a line when a gateway changes; SIGINT ends it with the last state', async () => {
-    const p = 'watch';
-    await gateway(p, 'lab', 'w-1', 'online', healthDoc('lab', 'w-1'), { expiryS: 90 });
-    await gateway(p, 'lab', 'w-2', 'online', healthDoc('lab', 'w-2'), { expiryS: 90 });
-    const child = nsSpawn(env.NS_INET, ['timeout', '40', 'node', ...FLEET, '--url', plainUrl, '--prefix', p, '--watch']);
+  /** Runs ARGV (vxedge fleet --watch) in the internet namespace with its output collected, then
+   *  `body` against it; a failure shows that output, and the process is gone afterwards. */
+  async function withWatch(argv: string[], body: (child: ChildProcess, out: () => string) => Promise<void>): Promise<void> {
+    const child = nsSpawn(env.NS_INET, argv);
     let out = '';
     child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
     try {
-      await waitFor(() => out.includes('2 gateways: 2 ok, 0 not ok'), 10_000);
-      await pub(`${p}/lab/w-2/status`, 'offline');
-      const offline = await waitFor(() => out.split('\n').find((l) => /^\S+Z {2}lab {2}w-2 {2}offline {2}ok {2}2\/2/.test(l)), 10_000);
-      expect(Math.abs(Date.parse(offline.split(' ')[0]) - Date.now())).toBeLessThan(10_000);
-      await pub(`${p}/lab/w-2/status`, 'online');
-      await waitFor(() => /Z {2}lab {2}w-2 {2}online {2}ok/.test(out), 10_000);
-      // A new gateway appears; a deleted one is said to be gone.
-      await gateway(p, 'lab', 'w-3', 'online', healthDoc('lab', 'w-3'), { expiryS: 90 });
-      await waitFor(() => /Z {2}lab {2}w-3 {2}online {2}ok/.test(out), 10_000);
-      await pub(`${p}/lab/w-3/status`, null);
-      await pub(`${p}/lab/w-3/health`, null);
-      await waitFor(() => out.includes('lab/w-3  removed'), 10_000);
-      expect(out.split('\n').filter((l) => l.includes('w-1'))).toHaveLength(1); // unchanged: only in the table
-      process.kill(-child.pid!, 'SIGINT');
-      expect(await waitExit(child, 5_000)).toBe(0);
+      await body(child, () => out);
     } catch (e) {
       throw new Error(`${(e as Error).message}\n--- vxedge fleet --watch output ---\n${out}`);
     } finally {
-      if (child.exitCode === null && child.signalCode === null) {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
+      killGroup(child, 'SIGKILL');
     }
+  }
+
+  it('--watch prints a line when a gateway changes; SIGINT ends it with the last state', async () => {
+    const p = 'watch';
+    await gateway(p, 'lab', 'w-1', 'online', healthDoc('lab', 'w-1'), { expiryS: 90 });
+    await gateway(p, 'lab', 'w-2', 'online', healthDoc('lab', 'w-2'), { expiryS: 90 });
+    await withWatch(['timeout', '40', 'node', ...FLEET, '--url', plainUrl, '--prefix', p, '--watch'], async (child, out) => {
+      await waitFor(() => out().includes('2 gateways: 2 ok, 0 not ok'), 10_000);
+      await pub(`${p}/lab/w-2/status`, 'offline');
+      const offline = await waitFor(() => out().split('\n').find((l) => /^\S+Z {2}lab {2}w-2 {2}offline {2}ok {2}2\/2/.test(l)), 10_000);
+      expect(Math.abs(Date.parse(offline.split(' ')[0]) - Date.now())).toBeLessThan(10_000);
+      await pub(`${p}/lab/w-2/status`, 'online');
+      await waitFor(() => /Z {2}lab {2}w-2 {2}online {2}ok/.test(out()), 10_000);
+      // A new gateway appears; a deleted one is said to be gone.
+      await gateway(p, 'lab', 'w-3', 'online', healthDoc('lab', 'w-3'), { expiryS: 90 });
+      await waitFor(() => /Z {2}lab {2}w-3 {2}online {2}ok/.test(out()), 10_000);
+      await pub(`${p}/lab/w-3/status`, null);
+      await pub(`${p}/lab/w-3/health`, null);
+      await waitFor(() => out().includes('lab/w-3  removed'), 10_000);
+      expect(out().split('\n').filter((l) => l.includes('w-1'))).toHaveLength(1); // unchanged: only in the table
+      process.kill(-child.pid!, 'SIGINT');
+      expect(await waitExit(child, 5_000)).toBe(0);
+    });
   });
 
   it('--watch keeps its exit code when SIGINTs keep coming while it ends (a supervisor forwarding them late)', async () => {
     const p = 'storm';
     await gateway(p, 'lab', 's-1', 'online', healthDoc('lab', 's-1'), { expiryS: 90 });
     // Without timeout(1): node is the process that ip netns exec becomes, and gets every signal.
-    const child = nsSpawn(env.NS_INET, ['node', ...FLEET, '--url', plainUrl, '--prefix', p, '--watch']);
-    let out = '';
-    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    try {
-      await waitFor(() => out.includes('1 gateway: 1 ok'), 10_000);
+    await withWatch(['node', ...FLEET, '--url', plainUrl, '--prefix', p, '--watch'], async (child, out) => {
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      await waitFor(() => out().includes('1 gateway: 1 ok'), 10_000);
       // The first SIGINT ends --watch; the rest land across its exit, where Node's teardown
       // had given SIGINT back its default action (9 of 10 runs died by the signal before).
       const storm = setInterval(() => {
@@ -389,16 +388,6 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
       const end = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
       clearInterval(storm);
       expect(end).toEqual({ code: 0, signal: null });
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\n--- vxedge fleet --watch output ---\n${out}`);
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
-    }
+    });
   });
 });
