@@ -126,7 +126,7 @@ export class InsidePath extends PacketPath {
     writeEthernetHeader(buf, eth, peers.macs, 6 * p, s.vtepMac, ETHERTYPE_IPV4);
     writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
     this.vnetIdx![this.out.n] = i;
-    this.out.push(eth - VXLAN_HEADER_LEN, ipLen + ENCAP_LEN, peers.addr[p], peers.port[p]);
+    this.out.push(eth - VXLAN_HEADER_LEN, ipLen + ENCAP_LEN, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src
     peers.countTx(p, wire, segs);
   }
 
@@ -148,7 +148,7 @@ export class InsidePath extends PacketPath {
     writeEthernetHeader(buf, eth, peers.macs, 6 * p, s.vtepMac, ETHERTYPE_IPV4);
     writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
     const wire = ipLen + ETH_HEADER_LEN + VXLAN_HEADER_LEN;
-    this.out.push(eth - VXLAN_HEADER_LEN, wire, peers.addr[p], peers.port[p]);
+    this.out.push(eth - VXLAN_HEADER_LEN, wire, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src
     peers.countTx(p, wire);
   }
 
@@ -174,7 +174,7 @@ export class InsidePath extends PacketPath {
     if (s.mssClamp) clampTcpMss(buf, ip, ipLen, s.maxMss);
     writeVxlanHeader(buf, off - VXLAN_HEADER_LEN, s.vni);
     const wire = VXLAN_HEADER_LEN + ETH_HEADER_LEN + ipLen;
-    this.out.push(off - VXLAN_HEADER_LEN, wire, peers.addr[p], peers.port[p]);
+    this.out.push(off - VXLAN_HEADER_LEN, wire, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src
     peers.countTx(p, wire);
   }
 }

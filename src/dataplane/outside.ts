@@ -71,6 +71,9 @@ export class OutsidePath extends PacketPath {
   /** Datagrams per receive call: a pump that returns this many says "read on". */
   readonly batch: number;
   hooks: OutsideHooks = {};
+  /** The batch's receive time (monotonic ms), a field rather than an argument: a double
+   *  passed to a call that is not inlined is boxed, once per datagram. */
+  private batchTime = 0;
 
   constructor(
     c: PathContext,
@@ -94,17 +97,19 @@ export class OutsidePath extends PacketPath {
     const { lens, segs } = this;
     const n = this.io.udpRecv(this.fds.underlay, this.buf, this.slot, 0, this.batch, lens, this.addrs, this.ports, segs);
     this.out.n = 0;
-    const t = this.now();
+    this.batchTime = this.now();
     for (let i = 0; i < n; i++) {
       const off = i * this.slot;
       const len = lens[i];
       const seg = segs ? segs[i] : 0;
+      // The datagram's index, not its source address and port: an address above 2^31 is no
+      // small integer to V8 and would be boxed for the call, once per datagram.
       if (seg > 0 && len > seg) {
         // Several frames from one sender, coalesced by the kernel: each is checked on its own.
         const big = seg > OUTSIDE_MAX_DATAGRAM;
-        for (let o = 0; o < len; o += seg) this.decap(off + o, big ? -1 : Math.min(seg, len - o), this.addrs[i], this.ports[i], t);
+        for (let o = 0; o < len; o += seg) this.decap(off + o, big ? -1 : Math.min(seg, len - o), i);
       } else {
-        this.decap(off, len > OUTSIDE_MAX_DATAGRAM ? -1 : len, this.addrs[i], this.ports[i], t);
+        this.decap(off, len > OUTSIDE_MAX_DATAGRAM ? -1 : len, i);
       }
     }
     this.flush();
@@ -125,11 +130,15 @@ export class OutsidePath extends PacketPath {
     this.out.push(off, len);
   }
 
-  private decap(off: number, len: number, addr: number, port: number, t: number): void {
+  /** One frame at `off` of datagram `i` (its source in addrs[i], ports[i]). */
+  private decap(off: number, len: number, i: number): void {
     const { buf, s, drops } = this;
     if (len < 0) return drops.add(Drop.oversize);
+    // Signed, so that passing it on allocates nothing (see ipv4Src); `>>> 0` for the hooks.
+    const addr = this.addrs[i] | 0;
+    const port = this.ports[i];
     if (len >= 20 && buf.readUInt32BE(off + 4) === STUN_MAGIC_COOKIE && (buf[off] & 0xc0) === 0) {
-      if (this.hooks.onStun?.(buf, off, len, addr, port)) return;
+      if (this.hooks.onStun?.(buf, off, len, addr >>> 0, port)) return;
     }
     if (len < MIN_VXLAN_DATAGRAM) return drops.add(Drop.short);
     const verdict = checkVxlanHeader(buf, off, s.vni);
@@ -160,12 +169,12 @@ export class OutsidePath extends PacketPath {
     if (ipLen < 0) return drops.add(buf[ip] >>> 4 === 4 ? Drop.badIPv4 : Drop.notIPv4);
     if (s.strictPeers && !peers.inSubnet(p, ipv4Src(buf, ip))) return drops.add(Drop.spoofedSource);
     if (candidate) {
-      if (!this.hooks.onRoamCandidate!(p, addr, port, buf, ip, ipLen)) drops.add(Drop.unknownSource);
+      if (!this.hooks.onRoamCandidate!(p, addr >>> 0, port, buf, ip, ipLen)) drops.add(Drop.unknownSource);
       return;
     }
     peers.countRx(p, len);
-    peers.lastRx[p] = t;
-    if (ipv4Dst(buf, ip) === s.vtepIp && this.hooks.onToVtep?.(buf, ip, ipLen, p)) return;
+    peers.lastRx[p] = this.batchTime;
+    if (ipv4Dst(buf, ip) >>> 0 === s.vtepIp && this.hooks.onToVtep?.(buf, ip, ipLen, p)) return;
     if (s.mssClamp) clampTcpMss(buf, ip, ipLen, s.maxMss);
     if (s.tap) this.queue(eth, ETH_HEADER_LEN + ipLen);
     else this.queue(ip, ipLen);

@@ -1,10 +1,11 @@
 // The peer table as the data plane sees it: flat typed arrays indexed by a peer's slot,
 // so that routing a packet, recognising a sender and counting traffic allocate nothing,
-// and cost the same with 1 peer or 500:
-//   route(dst)      one Map lookup per distinct prefix length in use (usually one: /24),
-//                   longest first, so the longest prefix wins;
-//   fromAddress(a)  one Map lookup by outer source address;
-//   fromMac(b, o)   one Map lookup by the 48-bit MAC read as a number.
+// and cost the same with 1 peer or 500 (each lookup is a SlotIndex, a hash in typed
+// arrays; a Map would box keys above 2^31, i.e. half of all addresses, once per packet):
+//   route(dst)      one lookup of (network, prefix length) per distinct prefix length in
+//                   use (usually one: /24), longest first, so the longest prefix wins;
+//   fromAddress(a)  one lookup by outer source address;
+//   fromMac(b, o)   one lookup by the 48-bit MAC.
 //
 // The table changes in place, one peer at a time (add, update, remove), so that a node
 // joining or leaving the cluster, or a SIGHUP, costs that peer's work and leaves every
@@ -14,6 +15,7 @@
 import type { PeerConfig } from '../config/types.js';
 import { ipToInt } from '../util/ipv4.js';
 import { macToBytes } from '../util/mac.js';
+import { SlotIndex } from './slot-index.js';
 
 export const STAT_RX_PACKETS = 0;
 export const STAT_RX_BYTES = 1;
@@ -22,10 +24,12 @@ export const STAT_TX_BYTES = 3;
 const STATS_PER_PEER = 4;
 const INITIAL_CAPACITY = 8;
 
-/** A 6-byte MAC at buf[off] as one exact number (48 bits fit a double). */
-function macKey(buf: Uint8Array, off: number): number {
-  const low = ((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]) >>> 0;
-  return (buf[off] * 256 + buf[off + 1]) * 4294967296 + low;
+/** A 6-byte MAC at buf[off] as a SlotIndex key: its last four bytes, and its first two. */
+function macLow(buf: Uint8Array, off: number): number {
+  return (buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5];
+}
+function macHigh(buf: Uint8Array, off: number): number {
+  return (buf[off] << 8) | buf[off + 1];
 }
 
 export class PeerTable {
@@ -46,10 +50,12 @@ export class PeerTable {
   lastRx = new Float64Array(0);
 
   private readonly bySlotName = new Map<string, number>();
-  private readonly byAddr = new Map<number, number>();
-  private readonly byMac = new Map<number, number>();
-  /** Per prefix length: network -> slot. */
-  private readonly byPrefix = new Map<number, Map<number, number>>();
+  private readonly byAddr = new SlotIndex();
+  private readonly byMac = new SlotIndex();
+  /** (network, prefix length) -> slot. */
+  private readonly bySubnet = new SlotIndex();
+  /** Entries of bySubnet per prefix length (0..32). */
+  private readonly perLen = new Int32Array(33);
   /** Prefix lengths in use, longest first, with their masks. */
   private lens = new Uint8Array(0);
   private lenMasks = new Uint32Array(0);
@@ -128,22 +134,20 @@ export class PeerTable {
   route(ip: number): number {
     const lens = this.lens;
     for (let i = 0; i < lens.length; i++) {
-      const s = this.byPrefix.get(lens[i])!.get((ip & this.lenMasks[i]) >>> 0);
-      if (s !== undefined) return s;
+      const s = this.bySubnet.get(ip & this.lenMasks[i], lens[i]);
+      if (s >= 0) return s;
     }
     return -1;
   }
 
   /** Peer whose current endpoint address is `addr`, or -1. */
   fromAddress(addr: number): number {
-    const s = this.byAddr.get(addr);
-    return s === undefined ? -1 : s;
+    return this.byAddr.get(addr, 0);
   }
 
   /** Peer whose VTEP MAC sits at buf[off..off+6), or -1. */
   fromMac(buf: Uint8Array, off: number): number {
-    const s = this.byMac.get(macKey(buf, off));
-    return s === undefined ? -1 : s;
+    return this.byMac.get(macLow(buf, off), macHigh(buf, off));
   }
 
   inSubnet(p: number, ip: number): boolean {
@@ -169,9 +173,9 @@ export class PeerTable {
 
   /** Moves a peer's endpoint to a new address (after path validation). */
   setAddress(p: number, addr: number): void {
-    if (this.byAddr.get(this.addr[p]) === p) this.byAddr.delete(this.addr[p]);
+    this.byAddr.deleteIf(this.addr[p], 0, p);
     this.addr[p] = addr;
-    this.byAddr.set(addr, p);
+    this.byAddr.set(addr, 0, p);
   }
 
   private fill(s: number, p: PeerConfig, takeAddress: boolean): void {
@@ -182,33 +186,22 @@ export class PeerTable {
     macToBytes(p.vtepMac, this.macs, 6 * s);
     if (takeAddress) this.addr[s] = ipToInt(p.publicIp);
     this.port[s] = p.port;
-    this.byAddr.set(this.addr[s], s);
-    this.byMac.set(macKey(this.macs, 6 * s), s);
-    let m = this.byPrefix.get(p.subnet.prefixLen);
-    if (!m) {
-      m = new Map();
-      this.byPrefix.set(p.subnet.prefixLen, m);
-      this.reindexLens();
-    }
-    m.set(p.subnet.network, s);
+    this.byAddr.set(this.addr[s], 0, s);
+    this.byMac.set(macLow(this.macs, 6 * s), macHigh(this.macs, 6 * s), s);
+    const len = p.subnet.prefixLen;
+    if (this.bySubnet.set(p.subnet.network, len, s) && this.perLen[len]++ === 0) this.reindexLens();
   }
 
   private unindex(s: number): void {
-    if (this.byAddr.get(this.addr[s]) === s) this.byAddr.delete(this.addr[s]);
-    const mk = macKey(this.macs, 6 * s);
-    if (this.byMac.get(mk) === s) this.byMac.delete(mk);
-    const m = this.byPrefix.get(this.prefixLen[s]);
-    if (m && m.get(this.net[s]) === s) {
-      m.delete(this.net[s]);
-      if (m.size === 0) {
-        this.byPrefix.delete(this.prefixLen[s]);
-        this.reindexLens();
-      }
-    }
+    this.byAddr.deleteIf(this.addr[s], 0, s);
+    this.byMac.deleteIf(macLow(this.macs, 6 * s), macHigh(this.macs, 6 * s), s);
+    const len = this.prefixLen[s];
+    if (this.bySubnet.deleteIf(this.net[s], len, s) && --this.perLen[len] === 0) this.reindexLens();
   }
 
   private reindexLens(): void {
-    const lens = [...this.byPrefix.keys()].sort((a, b) => b - a);
+    const lens: number[] = [];
+    for (let l = 32; l >= 0; l--) if (this.perLen[l] > 0) lens.push(l);
     this.lens = Uint8Array.from(lens);
     this.lenMasks = Uint32Array.from(lens.map((l) => (l === 0 ? 0 : (0xffffffff << (32 - l)) >>> 0)));
   }

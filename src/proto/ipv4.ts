@@ -21,12 +21,19 @@ export function ipv4PacketLength(buf: Buffer, off: number, avail: number): numbe
   return total;
 }
 
-export function ipv4Src(buf: Buffer, off: number): number {
-  return buf.readUInt32BE(off + 12);
+/**
+ * The source address as a signed 32-bit number: the address's bits, `>>> 0` for the
+ * unsigned value. Signed because V8 keeps an int32 unboxed through any call on 64-bit
+ * machines, where an address above 128.0.0.0 as an unsigned number is boxed (allocated)
+ * each time it is passed to a function that was not inlined: these run once per packet.
+ */
+export function ipv4Src(buf: Uint8Array, off: number): number {
+  return (buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15];
 }
 
-export function ipv4Dst(buf: Buffer, off: number): number {
-  return buf.readUInt32BE(off + 16);
+/** The destination address as a signed 32-bit number (see ipv4Src). */
+export function ipv4Dst(buf: Uint8Array, off: number): number {
+  return (buf[off + 16] << 24) | (buf[off + 17] << 16) | (buf[off + 18] << 8) | buf[off + 19];
 }
 
 /** One's-complement sum of 16-bit big-endian words over [off, off+len), not folded. */
