@@ -12,6 +12,7 @@ import { randomInt } from 'node:crypto';
 import { parseEchoReply } from '../proto/icmp.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { DueQueue, type DueItem } from '../util/due-queue.js';
 import {
   initialKeepalive,
   keepaliveStep,
@@ -40,10 +41,13 @@ const MAX_CHECK_SLICES = 10;
 /** What health() reports for a name it does not know: read, never stepped. */
 const NEVER_PROBED = initialKeepalive(0);
 
-interface PeerProbes {
+/** Probes due within this much of each other go out together (one timer, not one each). */
+const PROBE_COALESCE_MS = 20;
+
+/** A peer's probing; its next probe's deadline (DueItem) is kept by the keepalive's DueQueue. */
+interface PeerProbes extends DueItem {
   name: string;
   ka: KeepaliveState;
-  timer: Timer | null;
   /** Tokens of the probes that may still be answered. */
   tokens: ProbeTokens;
 }
@@ -77,6 +81,8 @@ export class Keepalive {
   private params: KeepaliveParams;
   private running = false;
   private checkTimer: Timer | null = null;
+  /** Every peer's next probe, behind one timer. */
+  private readonly due: DueQueue<PeerProbes>;
   /** Which slice of the peers the next look takes (see CHECK_SLICE_PEERS). */
   private checkSlice = 0;
   /** Peers up now: kept as states change, so that "is any peer up?" costs nothing per transition. */
@@ -92,6 +98,7 @@ export class Keepalive {
     this.random = o.random ?? Math.random;
     this.params = { intervalMs: o.intervalMs, timeoutMs: o.timeoutMs };
     this.probes = new ProbeSender(dp);
+    this.due = new DueQueue<PeerProbes>(this.clock, (p) => this.probeDue(p), PROBE_COALESCE_MS);
   }
 
   start(): void {
@@ -99,13 +106,13 @@ export class Keepalive {
     this.dp.outside.hooks.onToVtep = (buf, off, len, p) => this.onToVtep(buf, off, len, p);
     this.syncPeers();
     // Peers that joined before the start (the table was filled first) get their first probe now.
-    if (this.params.intervalMs > 0) for (const p of this.peers.values()) if (!p.timer) this.schedule(p, this.firstDelay());
+    if (this.params.intervalMs > 0) for (const p of this.peers.values()) if (!this.due.has(p)) this.schedule(p, this.firstDelay());
     this.scheduleCheck();
   }
 
   stop(): void {
     this.running = false;
-    for (const p of this.peers.values()) p.timer?.cancel();
+    this.due.clear();
     this.checkTimer?.cancel();
     this.dp.outside.hooks.onToVtep = undefined;
   }
@@ -116,8 +123,7 @@ export class Keepalive {
     this.params = { ...p };
     if (!intervalChanged || !this.running) return;
     for (const peer of this.peers.values()) {
-      peer.timer?.cancel();
-      peer.timer = null;
+      this.due.cancel(peer);
       if (p.intervalMs > 0) this.schedule(peer, this.firstDelay());
     }
   }
@@ -127,7 +133,7 @@ export class Keepalive {
     const table = this.dp.peers;
     for (const [name, p] of this.peers) {
       if (table.indexOf(name) < 0) {
-        p.timer?.cancel();
+        this.due.cancel(p);
         if (p.ka.state === 'up') this.upCount--;
         this.peers.delete(name);
       }
@@ -135,7 +141,7 @@ export class Keepalive {
     for (const s of table.slots()) {
       const name = table.names[s]!;
       if (this.peers.has(name)) continue;
-      const p: PeerProbes = { name, ka: initialKeepalive(randomInt(0, 0xffff)), timer: null, tokens: new ProbeTokens() };
+      const p: PeerProbes = { name, ka: initialKeepalive(randomInt(0, 0xffff)), tokens: new ProbeTokens(), dueAt: 0, heapIndex: -1 };
       this.peers.set(name, p);
       if (this.running && this.params.intervalMs > 0) this.schedule(p, this.firstDelay());
     }
@@ -152,7 +158,6 @@ export class Keepalive {
     if (!this.running || this.params.intervalMs === 0) return held;
     for (const p of this.peers.values()) {
       if (p.ka.state === 'up' || p.ka.probes === 0) continue;
-      p.timer?.cancel();
       this.schedule(p, ms);
       held.push(p.name);
     }
@@ -221,11 +226,12 @@ export class Keepalive {
   }
 
   private schedule(p: PeerProbes, delayMs: number): void {
-    p.timer = this.clock.after(delayMs, () => {
-      p.timer = null;
-      if (!this.running || this.peers.get(p.name) !== p) return;
-      this.apply(p, { type: 'due', now: this.clock.monotonic(), jitter: 2 * this.random() - 1 });
-    });
+    this.due.schedule(p, delayMs);
+  }
+
+  private probeDue(p: PeerProbes): void {
+    if (!this.running || this.peers.get(p.name) !== p) return;
+    this.apply(p, { type: 'due', now: this.clock.monotonic(), jitter: 2 * this.random() - 1 });
   }
 
   /** Runs one step and carries out what it says. */
