@@ -108,6 +108,8 @@ export class HealthPublisher {
   private attemptError: (Error & { code?: string | number }) | null = null;
 
   private latest: HealthDocument | null = null;
+  /** Documents given to update() so far. */
+  private documents = 0;
   private pending = false;
   private inflight = false;
   private lastPublishedAt = -Infinity;
@@ -158,9 +160,14 @@ export class HealthPublisher {
   update(doc: HealthDocument, changed: boolean): void {
     try {
       this.latest = doc;
+      this.documents++;
       if (!this.running) return;
       if (healthDue(this.clock.monotonic(), this.lastPublishedAt, this.o.mqtt.interval, changed)) this.pending = true;
       this.flush();
+      // Nothing waits for this document any more: let it go. Held until the next one (2 s),
+      // 500 peers' rows outlived the young generation and became old-generation garbage
+      // (docs/memory.md). A reconnect publishes the next document instead (onConnect).
+      if (!this.pending) this.latest = null;
     } catch (e) {
       this.lastError = (e as Error).message;
     }
@@ -285,8 +292,9 @@ export class HealthPublisher {
     } catch (e) {
       this.lastError = `publish online: ${(e as Error).message}`;
     }
-    // Retained state is republished on every (re)connect: the broker may have lost it.
-    if (this.latest) this.pending = true;
+    // Retained state is republished on every (re)connect: the broker may have lost it. The
+    // document waiting, if one is; else the next one (the gateway makes one every 2 s).
+    if (this.latest || this.documents > 0) this.pending = true;
     this.flush();
   }
 

@@ -472,6 +472,30 @@ describe('HealthPublisher', () => {
     expect(h.warns()[1]).toMatch(/Not authorized \(CONNACK 5\); check mqtt\.username/);
   });
 
+  it('lets a published document go: after a reconnect the next document is published, retained, at once', async () => {
+    const h = harness({ interval: 30_000 }, () => 0);
+    h.p.start();
+    await settle();
+    h.last().accept();
+    await settle();
+    h.p.update(sampleDoc({ uptimeS: 1 }), true);
+    await settle();
+    expect(h.last().sent.map((s) => s.topic)).toEqual(['vxedge/lab/edge-1/status', 'vxedge/lab/edge-1/health']);
+    h.last().drop();
+    await clock.advanceAsync(700);
+    await settle();
+    h.last().accept();
+    await settle();
+    // Nothing held the old document (500 peers' rows, every 2 s): only "online" so far ...
+    expect(h.last().sent.map((s) => s.topic)).toEqual(['vxedge/lab/edge-1/status']);
+    // ... and the next document goes out although it is unchanged and within the interval.
+    h.p.update(sampleDoc({ uptimeS: 3 }), false);
+    await settle();
+    expect(h.last().sent.map((s) => s.topic)).toEqual(['vxedge/lab/edge-1/status', 'vxedge/lab/edge-1/health']);
+    expect(JSON.parse(h.last().sent[1].payload).uptimeS).toBe(3);
+    expect(h.last().sent[1].opts.retain).toBe(true);
+  });
+
   it('retries after a CONNACK error and republishes online + health on the new connection', async () => {
     const h = harness({}, () => 0);
     h.p.start();
