@@ -1,9 +1,10 @@
 // Child of no-alloc.test.ts: runs the compiled data plane (dist/, what ships) against an I/O
 // twin that allocates nothing, and prints how many bytes the young generation grew by
-// while each direction moved its packets. V8 bump-allocates young objects, so between two
+// while each direction moved its packets. scripts/bench-js times the same rig (`rig`). V8 bump-allocates young objects, so between two
 // scavenges that growth is exactly what was allocated; run with large semi-spaces so that
 // no scavenge falls into a measured stretch (one that does is measured again).
 import { getHeapSpaceStatistics } from 'node:v8';
+import { pathToFileURL } from 'node:url';
 import { Dataplane } from '../../dist/dataplane/dataplane.js';
 import { PeerTable } from '../../dist/dataplane/peers.js';
 import { Logger } from '../../dist/util/log.js';
@@ -44,11 +45,6 @@ const vxlan = (dst, src, inner) => Buffer.concat([Buffer.from([8, 0, 0, 0, 0, 0,
 
 const OUR = '0e:5c:aa:00:00:64';
 // Public addresses above 2^31 and an overlay in 192.168/16: the values V8 would box.
-const PEERS = [
-  { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('192.168.1.0/24'), vtepMac: '0a:bb:00:00:01:00' },
-  { name: 'aws-2', publicIp: '198.51.100.20', port: 8472, subnet: parseCidr('192.168.2.0/24'), vtepMac: '0a:bb:00:00:02:00' },
-];
-const SITE = '192.168.100.10';
 
 /** Replays the same packets for ever; keeps nothing of what is sent or written. */
 class ReplayIo {
@@ -110,28 +106,43 @@ function allocatedBy(run) {
   return null; // a scavenge in every run: far too much allocated
 }
 
-function measure(mode) {
+/**
+ * The data plane with two peers on `mode` ('tun', 'tun-offload', 'tap') over the replaying
+ * I/O; `net` is the overlay's first two octets. Returns the two polls' callbacks.
+ */
+export function rig(mode, net = '192.168') {
   const tap = mode === 'tap';
   const offload = mode === 'tun-offload';
-  const inner = [icmp(SITE, '192.168.1.2'), tcpAck(SITE, '192.168.2.7'), icmp(SITE, '192.168.77.1')];
+  const PEERS = [
+    { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr(`${net}.1.0/24`), vtepMac: '0a:bb:00:00:01:00' },
+    { name: 'aws-2', publicIp: '198.51.100.20', port: 8472, subnet: parseCidr(`${net}.2.0/24`), vtepMac: '0a:bb:00:00:02:00' },
+  ];
+  const SITE = `${net}.100.10`;
+  const inner = [icmp(SITE, `${net}.1.2`), tcpAck(SITE, `${net}.2.7`), icmp(SITE, `${net}.77.1`)];
   const dev = tap ? [eth(PEERS[0].vtepMac, OUR, inner[0]), eth(PEERS[1].vtepMac, OUR, inner[1]), eth('0a:bb:00:00:77:00', OUR, inner[2])] : inner;
   const udp = [
-    { data: vxlan(OUR, PEERS[0].vtepMac, icmp('192.168.1.2', SITE)), addr: ipn(PEERS[0].publicIp) },
-    { data: vxlan(OUR, PEERS[1].vtepMac, tcpAck('192.168.2.7', SITE)), addr: ipn(PEERS[1].publicIp) },
-    { data: vxlan(OUR, PEERS[1].vtepMac, icmp('192.168.9.9', SITE)), addr: ipn(PEERS[1].publicIp) }, // spoofed source
+    { data: vxlan(OUR, PEERS[0].vtepMac, icmp(`${net}.1.2`, SITE)), addr: ipn(PEERS[0].publicIp) },
+    { data: vxlan(OUR, PEERS[1].vtepMac, tcpAck(`${net}.2.7`, SITE)), addr: ipn(PEERS[1].publicIp) },
+    { data: vxlan(OUR, PEERS[1].vtepMac, icmp(`${net}.9.9`, SITE)), addr: ipn(PEERS[1].publicIp) }, // spoofed source
   ];
   const io = new ReplayIo(dev, udp);
   const settings = {
-    tap, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ipn('192.168.100.0'), mssClamp: true, maxMss: 1410,
+    tap, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ipn(`${net}.100.0`), mssClamp: true, maxMss: 1410,
     strictPeers: true, batch: BATCH, vnetHdr: offload, udpGro: offload,
   };
   const clock = { now: () => Date.now(), monotonic: () => performance.now() };
   const dp = new Dataplane(settings, io, { device: 3, underlay: 4 }, new PeerTable(PEERS), new Logger('error', true), clock);
   dp.start();
   const [device, underlay] = io.callbacks;
-  const wake = (cb, times) => {
-    for (let i = 0; i < times; i++) cb(null);
-  };
+  return { io, dp, settings, device, underlay };
+}
+
+const wake = (cb, times) => {
+  for (let i = 0; i < times; i++) cb(null);
+};
+
+function measure(mode) {
+  const { io, dp, settings, device, underlay } = rig(mode);
   // Warm up: V8's tiers allocate (feedback, code) while a function gets hot, once.
   wake(device, 500);
   wake(underlay, 500);
@@ -149,5 +160,7 @@ function measure(mode) {
   return { mode, inside, outside, control, sent, written, drops: { noPeer: dp.drops.get('noPeer'), spoofedSource: dp.drops.get('spoofedSource') } };
 }
 
-const modes = ['tun', 'tun-offload', 'tap'];
-process.stdout.write(JSON.stringify(modes.map(measure)) + '\n');
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const modes = ['tun', 'tun-offload', 'tap'];
+  process.stdout.write(JSON.stringify(modes.map(measure)) + '\n');
+}
