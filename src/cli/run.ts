@@ -14,6 +14,7 @@ import { StateError } from '../control/state.js';
 import { IpCommandError } from '../control/iproute.js';
 import { DeviceInUseError } from '../control/device.js';
 import { SdNotify, statusText } from '../health/sd-notify.js';
+import { StartupPages } from '../util/startup-pages.js';
 
 const STOP_DEADLINE_MS = 4500;
 
@@ -22,11 +23,17 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
   const clock = systemClock;
   const sd = new SdNotify({ log: log.child({ part: 'systemd' }), clock });
   sd.startWatchdog(); // gated on the event loop alone until the gateway is up
+  const binding = nativeBinding();
+  const startupPages = cfg.board.releaseStartupPages
+    ? new StartupPages({ releasePages: (r) => binding.releasePages(r), clock, log: log.child({ part: 'memory' }) })
+    : null;
+  startupPages?.release('loaded');
   let gw: Gateway;
   try {
-    gw = await Gateway.start(cfg, { binding: nativeBinding(), clock, log, version });
+    gw = await Gateway.start(cfg, { binding, clock, log, version });
   } catch (e) {
     sd.stopWatchdog();
+    startupPages?.stop();
     if (
       e instanceof OpenError || e instanceof UnderlayError || e instanceof StateError ||
       e instanceof IpCommandError || e instanceof DeviceInUseError
@@ -39,12 +46,14 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
   sd.setLivenessCheck(() => gw.liveness());
   sd.ready(statusText(gw.health()));
   gw.on('health', (doc) => sd.status(statusText(doc)));
+  startupPages?.afterReady();
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       sd.stopping();
+      startupPages?.stop();
       log.info('stopping', { signal });
       const force = clock.after(STOP_DEADLINE_MS, () => {
         log.error('clean stop took too long; exiting anyway');

@@ -9,22 +9,36 @@ const round = (n: number) => Math.round(n * 10) / 10;
 export interface MemoryDoc {
   rssMb: number;
   peakMb: number;
+  /** Of rssMb: anonymous memory (heaps, buffers, written pages) and pages of mapped files
+   *  (Node's binary, libraries; clean page cache the kernel can take back). Linux only. */
+  anonMb?: number;
+  fileMb?: number;
   heapUsedMb: number;
   heapTotalMb: number;
   externalMb: number;
 }
 
+/** The kB of a "Name:   123 kB" line of /proc/self/status, or null. */
+function kb(status: string, name: string): number | null {
+  const m = new RegExp(`^${name}:\\s*(\\d+) kB`, 'm').exec(status);
+  return m ? Number(m[1]) : null;
+}
+
 export function memoryDoc(): MemoryDoc {
   const u = process.memoryUsage();
-  let peakKb = 0;
+  let status = '';
   try {
-    peakKb = Number(/VmHWM:\s*(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
+    status = readFileSync('/proc/self/status', 'utf8');
   } catch {
     // no /proc
   }
+  const peakKb = kb(status, 'VmHWM') ?? 0;
+  const anonKb = kb(status, 'RssAnon');
+  const fileKb = kb(status, 'RssFile');
   return {
     rssMb: round(u.rss / MB),
     peakMb: round(Math.max(peakKb / 1024, u.rss / MB)),
+    ...(anonKb !== null && fileKb !== null ? { anonMb: round(anonKb / 1024), fileMb: round(fileKb / 1024) } : {}),
     heapUsedMb: round(u.heapUsed / MB),
     heapTotalMb: round(u.heapTotal / MB),
     externalMb: round(u.external / MB),

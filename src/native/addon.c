@@ -90,6 +90,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("pollStart", vx_poll_start), FN("pollStop", vx_poll_stop), FN("close", vx_close),
       /* diagnostics */
       FN("lastError", last_error), FN("offloadStats", offload_stats),
+      /* pages.c */
+      FN("releasePages", vx_release_pages),
       /* test entry points: pure, no fd */
       FN("_pollCounts", vx_poll_counts), FN("_tsoSegment", vx_tso_segment), FN("_groCoalesce", vx_gro_coalesce),
   };

@@ -191,6 +191,14 @@ export interface NativeBinding {
   lastError(): NativeLastError;
   offloadStats(): OffloadStats;
 
+  // ---------------------------------------------------------------- memory (pages.c)
+
+  /** madvise(MADV_DONTNEED) over [start, length] pairs of page-aligned user addresses:
+   *  the process's page table entries go, the pages stay in the page cache. Only for
+   *  private mappings never written (util/startup-pages.ts picks them); returns the bytes
+   *  advised. RangeError for a malformed range; a failing madvise throws (syscall 'madvise'). */
+  releasePages(ranges: Float64Array): number;
+
   // ---------------------------------------------------------------- test entry points
 
   /** Polls not yet stopped in this environment, and poll records not yet freed. */

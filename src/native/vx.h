@@ -152,5 +152,6 @@ napi_value vx_close(napi_env env, napi_callback_info info);
 napi_value vx_poll_counts(napi_env env, napi_callback_info info);
 napi_value vx_tso_segment(napi_env env, napi_callback_info info);
 napi_value vx_gro_coalesce(napi_env env, napi_callback_info info);
+napi_value vx_release_pages(napi_env env, napi_callback_info info);
 
 #endif

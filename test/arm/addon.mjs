@@ -53,12 +53,17 @@ await test('loads once and has every call of NativeBinding', () => {
   eq(nativeBinding(), native, 'same binding');
   const calls = [
     'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpCheckOffloads', 'unixDgramSend',
-    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', '_pollCounts', '_tsoSegment', '_groCoalesce',
+    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', '_pollCounts', '_tsoSegment', '_groCoalesce',
   ];
   eq(Object.keys(native).sort().join(), [...calls].sort().join(), 'calls');
   for (const f of calls) eq(typeof native[f], 'function', f);
   const e = native.lastError();
   eq(JSON.stringify(e), JSON.stringify({ errno: 0, code: '', count: 0 }), 'lastError');
+});
+
+await test('releasePages checks its ranges before any madvise (the madvise itself is tested natively)', () => {
+  eq(native.releasePages(new Float64Array(0)), 0, 'no range');
+  throwsLike(() => native.releasePages(new Float64Array([4097, 4096])), { name: 'RangeError' }, 'misaligned');
 });
 
 const a = native.udpOpen(LOOPBACK, PORT_A, 1 << 20);

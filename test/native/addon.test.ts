@@ -31,7 +31,7 @@ const CALLS: Record<keyof NativeBinding, true> = {
   tunOpen: true, devRead: true, devWrite: true,
   udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpCheckOffloads: true, unixDgramSend: true,
   pollStart: true, pollStop: true, close: true,
-  lastError: true, offloadStats: true,
+  lastError: true, offloadStats: true, releasePages: true,
   _pollCounts: true, _tsoSegment: true, _groCoalesce: true,
 };
 

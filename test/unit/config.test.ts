@@ -128,7 +128,7 @@ const FULL: Config = {
     cert: '/etc/vxedge/device.pem.crt',
     key: '/etc/vxedge/private.pem.key',
   },
-  board: { led: null },
+  board: { led: null, releaseStartupPages: true },
   log: { level: 'debug' },
 };
 
@@ -273,6 +273,7 @@ describe('invalid documents, as JSON and as YAML', () => {
     ],
     ['mode', { ...base, overlay: { ...base.overlay, mode: 'TUN' } }, [['overlay.mode', 'is not one of "tun", "tap"']]],
     ['mssClamp not a boolean', { ...base, overlay: { ...base.overlay, mssClamp: 'sometimes' } }, [['overlay.mssClamp', 'true or false']]],
+    ['releaseStartupPages not a boolean', { ...base, board: { releaseStartupPages: 'later' } }, [['board.releaseStartupPages', 'true or false']]],
     ['no device queue', { ...base, overlay: { ...base.overlay, queues: 0 } }, [['overlay.queues', 'is out of range: expected a queue count 1..16']]],
     ['too many device queues', { ...base, overlay: { ...base.overlay, queues: 64 } }, [['overlay.queues', 'is out of range: expected a queue count 1..16']]],
     ['device queues not a number', { ...base, overlay: { ...base.overlay, queues: 'many' } }, [['overlay.queues', 'is not a queue count 1..16']]],
@@ -362,6 +363,7 @@ describe('environment', () => {
       VXEDGE_KEEPALIVE_INTERVAL: '10s',
       VXEDGE_OVERLAY_MSS_CLAMP: 'false',
       VXEDGE_OVERLAY_STRICT_PEERS: 'no',
+      VXEDGE_BOARD_RELEASE_STARTUP_PAGES: 'false',
       VXEDGE_NAT_STUN: 'stun.example.com, 192.0.2.1:19302',
       VXEDGE_MQTT_URL: '',
       VXEDGE_VXLAN_MTU: '1400',
@@ -376,6 +378,7 @@ describe('environment', () => {
     expect(cfg.keepalive.interval).toBe(10_000);
     expect(cfg.overlay.mssClamp).toBe(false);
     expect(cfg.overlay.strictPeers).toBe(false);
+    expect(cfg.board.releaseStartupPages).toBe(false);
     expect(cfg.nat.stun).toEqual([
       { host: 'stun.example.com', port: 3478 },
       { host: '192.0.2.1', port: 19302 },
