@@ -7,12 +7,13 @@
 // leaves the resident set again. The gateway afterwards runs a small part of that code.
 // Dropping the mappings (madvise MADV_DONTNEED, native/pages.c) takes the pages out of the
 // process's resident set; they stay in the page cache, and whatever is used again comes
-// back by a minor fault, without I/O. Measured on the 500-peer bench: resident 63 -> 22 MB
-// right after, 47-52 MB through the tests where it was 65-71.
+// back by a minor fault, without I/O. Measured with 500 peers through scripts/bench: peak
+// (VmHWM) 69.3 -> 52.5 MB, resident through the tests 65-71 -> 41-46 MB.
 //
 // Only a private mapping that was never written qualifies: a copied-on-write page dropped
 // would lose what was written to it. /proc/self/smaps says which: not writable, private,
-// Anonymous: 0 (no page of it was ever copied), nothing locked.
+// Anonymous: 0 (no page of it was ever copied), nothing locked; and /proc/self/maps must
+// list it the same, which rules out an emulator's smaps (see releaseStartupPages).
 import { readFileSync } from 'node:fs';
 import type { Clock, Timer } from './clock.js';
 import type { Logger } from './log.js';
@@ -72,6 +73,8 @@ export interface ReleaseDeps {
   releasePages(ranges: Float64Array): number;
   /** /proc/self/smaps. */
   readSmaps?: () => string;
+  /** /proc/self/maps. */
+  readMaps?: () => string;
   /** The resident set in bytes now (process.memoryUsage.rss). */
   rss?: () => number;
 }
@@ -79,6 +82,8 @@ export interface ReleaseDeps {
 export interface ReleaseResult {
   /** How many mappings were given back, and what of them was resident. */
   mappings: number;
+  /** Releasable in smaps but not, the same, in maps: left alone (see releaseStartupPages). */
+  unmatched: number;
   residentMb: number;
   rssBeforeMb: number;
   rssAfterMb: number;
@@ -87,13 +92,21 @@ export interface ReleaseResult {
 const MB = 1024 * 1024;
 const round = (n: number) => Math.round(n * 10) / 10;
 
-/** Gives back the resident pages of every releasable mapping. Throws what reading smaps or
- *  the madvise throws (no /proc: ENOENT). */
+const key = (m: Mapping) => `${m.start}-${m.end} ${m.perms} ${m.path}`;
+
+/** Gives back the resident pages of every releasable mapping that /proc/self/maps lists the
+ *  same (range, permissions, file). The two agree in any native process; under an emulator
+ *  such as qemu-user, whose /proc/self/maps is the guest's but whose smaps is its own (qemu
+ *  7.2), they do not, and an address of the emulator's must never reach the guest's madvise.
+ *  Throws what reading /proc or the madvise throws (no /proc: ENOENT). */
 export function releaseStartupPages(deps: ReleaseDeps): ReleaseResult {
   const readSmaps = deps.readSmaps ?? (() => readFileSync('/proc/self/smaps', 'utf8'));
+  const readMaps = deps.readMaps ?? (() => readFileSync('/proc/self/maps', 'utf8'));
   const rss = deps.rss ?? (() => process.memoryUsage.rss());
   const before = rss();
-  const chosen = parseSmaps(readSmaps()).filter(releasable);
+  const candidates = parseSmaps(readSmaps()).filter(releasable);
+  const listed = new Set(parseSmaps(readMaps()).map(key));
+  const chosen = candidates.filter((m) => listed.has(key(m)));
   const ranges = new Float64Array(chosen.length * 2);
   let residentKb = 0;
   chosen.forEach((m, i) => {
@@ -104,6 +117,7 @@ export function releaseStartupPages(deps: ReleaseDeps): ReleaseResult {
   if (chosen.length > 0) deps.releasePages(ranges);
   return {
     mappings: chosen.length,
+    unmatched: candidates.length - chosen.length,
     residentMb: round(residentKb / 1024),
     rssBeforeMb: round(before / MB),
     rssAfterMb: round(rss() / MB),
@@ -138,6 +152,7 @@ export class StartupPages {
       this.deps.log.info('gave back start-up pages of mapped files', {
         stage,
         mappings: r.mappings,
+        ...(r.unmatched ? { unmatched: r.unmatched } : {}),
         residentMb: r.residentMb,
         rssMb: `${r.rssBeforeMb} -> ${r.rssAfterMb}`,
         ms: Math.round((this.deps.clock.monotonic() - t0) * 10) / 10,
@@ -146,7 +161,7 @@ export class StartupPages {
     } catch (e) {
       this.failed = true;
       this.stop();
-      this.deps.log.warn('could not give back start-up pages (no harm but memory; board.releaseStartupPages: false stops trying)', {
+      this.deps.log.warn('could not give back start-up pages; it costs memory, not function, and is not tried again (board.releaseStartupPages: false turns it off)', {
         stage,
         err: (e as Error).message,
       });

@@ -111,6 +111,7 @@ describe('releaseStartupPages', () => {
         const calls: number[][] = [];
         const r = releaseStartupPages({
           readSmaps: () => ms.map(block).join('\n'),
+          readMaps: () => ms.map(block).join('\n'),
           releasePages: (ranges) => {
             calls.push([...ranges]);
             return 0;
@@ -122,8 +123,28 @@ describe('releaseStartupPages', () => {
         expect(calls).toEqual(want.length ? [want.flatMap((m) => [m.start, m.end - m.start])] : []);
         expect(r.residentMb).toBeCloseTo(want.reduce((a, m) => a + m.rssKb, 0) / 1024, 1);
         expect(r.rssBeforeMb).toBe(50);
+        expect(r.unmatched).toBe(0);
       }),
     );
+  });
+
+  it('leaves alone what /proc/self/maps does not list the same (an emulator\'s own smaps), and counts it', () => {
+    const ours = node({});
+    const theirs = node({ start: 0x7f00_0000_0000, end: 0x7f00_0010_0000, path: '/usr/bin/qemu-aarch64-static' });
+    const moved = node({ start: 0x5555_1000_0000, end: 0x5555_1004_0000, path: '/usr/lib/libc.so.6' });
+    const calls: number[][] = [];
+    const r = releaseStartupPages({
+      readSmaps: () => [ours, theirs, moved].map(block).join('\n'),
+      // maps holds headers only; `moved` is listed with other permissions.
+      readMaps: () => [block(ours), block({ ...moved, perms: 'r--p' })].map((b) => b.split('\n')[0]).join('\n'),
+      releasePages: (ranges) => {
+        calls.push([...ranges]);
+        return 0;
+      },
+      rss: () => 0,
+    });
+    expect(calls).toEqual([[ours.start, ours.end - ours.start]]);
+    expect(r).toMatchObject({ mappings: 1, unmatched: 2 });
   });
 });
 
@@ -139,6 +160,7 @@ describe('StartupPages', () => {
       clock,
       log,
       readSmaps: () => smaps,
+      readMaps: () => smaps,
       rss: () => rss,
       releasePages: (r) => {
         if (fail) throw Object.assign(new Error('madvise 0x1000+4096: cannot allocate memory (ENOMEM)'), { code: 'ENOMEM' });
@@ -152,7 +174,7 @@ describe('StartupPages', () => {
 
   it('gives back at each stage: loaded, then at READY and 10 s after; logs what each gave', () => {
     const { clock, log, released, pages } = rig();
-    expect(pages.release('loaded')).toEqual({ mappings: 1, residentMb: 0.3, rssBeforeMb: 60, rssAfterMb: 40 });
+    expect(pages.release('loaded')).toEqual({ mappings: 1, unmatched: 0, residentMb: 0.3, rssBeforeMb: 60, rssAfterMb: 40 });
     pages.afterReady();
     expect(released).toHaveLength(1);
     clock.advance(0);
