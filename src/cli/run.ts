@@ -23,13 +23,14 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
   const clock = systemClock;
   const sd = new SdNotify({ log: log.child({ part: 'systemd' }), clock });
   sd.startWatchdog(); // gated on the event loop alone until the gateway is up
-  const binding = nativeBinding();
-  const startupPages = cfg.board.releaseStartupPages
-    ? new StartupPages({ releasePages: (r) => binding.releasePages(r), clock, log: log.child({ part: 'memory' }) })
-    : null;
-  startupPages?.release('loaded');
   let gw: Gateway;
+  let startupPages: StartupPages | null = null;
   try {
+    const binding = nativeBinding();
+    if (cfg.board.releaseStartupPages) {
+      startupPages = new StartupPages({ releasePages: (r) => binding.releasePages(r), clock, log: log.child({ part: 'memory' }) });
+      startupPages.release('loaded');
+    }
     gw = await Gateway.start(cfg, { binding, clock, log, version });
   } catch (e) {
     sd.stopWatchdog();

@@ -18,9 +18,13 @@ export interface MemoryDoc {
   externalMb: number;
 }
 
+const VM_HWM = /^VmHWM:\s*(\d+) kB/m;
+const RSS_ANON = /^RssAnon:\s*(\d+) kB/m;
+const RSS_FILE = /^RssFile:\s*(\d+) kB/m;
+
 /** The kB of a "Name:   123 kB" line of /proc/self/status, or null. */
-function kb(status: string, name: string): number | null {
-  const m = new RegExp(`^${name}:\\s*(\\d+) kB`, 'm').exec(status);
+function kb(status: string, line: RegExp): number | null {
+  const m = line.exec(status);
   return m ? Number(m[1]) : null;
 }
 
@@ -32,9 +36,9 @@ export function memoryDoc(): MemoryDoc {
   } catch {
     // no /proc
   }
-  const peakKb = kb(status, 'VmHWM') ?? 0;
-  const anonKb = kb(status, 'RssAnon');
-  const fileKb = kb(status, 'RssFile');
+  const peakKb = kb(status, VM_HWM) ?? 0;
+  const anonKb = kb(status, RSS_ANON);
+  const fileKb = kb(status, RSS_FILE);
   return {
     rssMb: round(u.rss / MB),
     peakMb: round(Math.max(peakKb / 1024, u.rss / MB)),
