@@ -13,7 +13,7 @@
 // Only a private mapping that was never written qualifies: a copied-on-write page dropped
 // would lose what was written to it. /proc/self/smaps says which: not writable, private,
 // Anonymous: 0 (no page of it was ever copied), nothing locked; and /proc/self/maps must
-// list it the same, which rules out an emulator's smaps (see releaseStartupPages).
+// list the very same mappings, which rules out an emulator's smaps (see releaseStartupPages).
 import { readFileSync } from 'node:fs';
 import type { Clock, Timer } from './clock.js';
 import type { Logger } from './log.js';
@@ -82,8 +82,9 @@ export interface ReleaseDeps {
 export interface ReleaseResult {
   /** How many mappings were given back, and what of them was resident. */
   mappings: number;
-  /** Releasable in smaps but not, the same, in maps: left alone (see releaseStartupPages). */
-  unmatched: number;
+  /** Set when nothing was given back because /proc/self/smaps and /proc/self/maps did not
+   *  list the same mappings (see releaseStartupPages). */
+  skipped?: string;
   residentMb: number;
   rssBeforeMb: number;
   rssAfterMb: number;
@@ -94,19 +95,44 @@ const round = (n: number) => Math.round(n * 10) / 10;
 
 const key = (m: Mapping) => `${m.start}-${m.end} ${m.perms} ${m.path}`;
 
-/** Gives back the resident pages of every releasable mapping that /proc/self/maps lists the
- *  same (range, permissions, file). The two agree in any native process; under an emulator
- *  such as qemu-user, whose /proc/self/maps is the guest's but whose smaps is its own (qemu
- *  7.2), they do not, and an address of the emulator's must never reach the guest's madvise.
+const isFile = (m: Mapping) => m.path.startsWith('/');
+
+/** null when two readings list the same mappings of files in the same order, else the first
+ *  difference, for the log. Anonymous mappings are left out of the comparison: other threads
+ *  (libuv's pool starting, malloc arenas) make and drop them at any time, and they are never
+ *  given back anyway. */
+function difference(smapsAll: Mapping[], mapsAll: Mapping[]): string | null {
+  const smaps = smapsAll.filter(isFile);
+  const maps = mapsAll.filter(isFile);
+  const n = Math.max(smaps.length, maps.length);
+  for (let i = 0; i < n; i++) {
+    const a = smaps[i] ? key(smaps[i]) : 'nothing';
+    const b = maps[i] ? key(maps[i]) : 'nothing';
+    if (a !== b) return `file mapping ${i} of ${smaps.length} in smaps is ${a}, of ${maps.length} in maps ${b}`;
+  }
+  return null;
+}
+
+/** Gives back the resident pages of every releasable mapping, provided /proc/self/smaps and
+ *  /proc/self/maps list exactly the same mappings of files. In a native process they always
+ *  do (but for one made between the two reads: then it reads both again, once). Under an
+ *  emulator such as qemu-user they do not: its maps is the guest's, its smaps its own
+ *  (qemu 7.2). Matching single mappings is not enough: a few ranges of the emulator's smaps
+ *  matched the guest's maps by chance, and giving them back crashed the armhf gateway under
+ *  qemu. So then nothing is given back, and `skipped` says why.
  *  Throws what reading /proc or the madvise throws (no /proc: ENOENT). */
 export function releaseStartupPages(deps: ReleaseDeps): ReleaseResult {
   const readSmaps = deps.readSmaps ?? (() => readFileSync('/proc/self/smaps', 'utf8'));
   const readMaps = deps.readMaps ?? (() => readFileSync('/proc/self/maps', 'utf8'));
   const rss = deps.rss ?? (() => process.memoryUsage.rss());
   const before = rss();
-  const candidates = parseSmaps(readSmaps()).filter(releasable);
-  const listed = new Set(parseSmaps(readMaps()).map(key));
-  const chosen = candidates.filter((m) => listed.has(key(m)));
+  let all = parseSmaps(readSmaps());
+  let differ = difference(all, parseSmaps(readMaps()));
+  if (differ !== null) {
+    all = parseSmaps(readSmaps());
+    differ = difference(all, parseSmaps(readMaps()));
+  }
+  const chosen = differ === null ? all.filter(releasable) : [];
   const ranges = new Float64Array(chosen.length * 2);
   let residentKb = 0;
   chosen.forEach((m, i) => {
@@ -117,7 +143,7 @@ export function releaseStartupPages(deps: ReleaseDeps): ReleaseResult {
   if (chosen.length > 0) deps.releasePages(ranges);
   return {
     mappings: chosen.length,
-    unmatched: candidates.length - chosen.length,
+    ...(differ === null ? {} : { skipped: `/proc/self/smaps and /proc/self/maps list different mappings (an emulator?): ${differ}` }),
     residentMb: round(residentKb / 1024),
     rssBeforeMb: round(before / MB),
     rssAfterMb: round(rss() / MB),
@@ -152,7 +178,7 @@ export class StartupPages {
       this.deps.log.info('gave back start-up pages of mapped files', {
         stage,
         mappings: r.mappings,
-        ...(r.unmatched ? { unmatched: r.unmatched } : {}),
+        ...(r.skipped ? { skipped: r.skipped } : {}),
         residentMb: r.residentMb,
         rssMb: `${r.rssBeforeMb} -> ${r.rssAfterMb}`,
         ms: Math.round((this.deps.clock.monotonic() - t0) * 10) / 10,
