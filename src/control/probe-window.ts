@@ -31,6 +31,11 @@ export class ProbeWindow {
   /** Small probes held, at most `size`. */
   private held = 0;
   private hasBig = false;
+  /** The verdict of the full-size probe replaced last (answered or not), reported while the
+   *  one kept now is still pending: without it the path_mtu verdict went false, then back to
+   *  unknown with every new full-size probe, and a health document could miss the false
+   *  every time (a flaky lab test showed it). */
+  private lastBigVerdict: boolean | null = null;
 
   constructor(readonly size: number) {
     this.r = Array.from({ length: (size + 1) * REC }, () => 0);
@@ -68,8 +73,11 @@ export class ProbeWindow {
     return !this.hasBig || this.r[b + 2] > 0 || now - this.r[b + 1] > settleMs;
   }
 
-  /** Keeps `seq` as the full-size probe, replacing the previous one. */
-  setBig(seq: number, now: number): void {
+  /** Keeps `seq` as the full-size probe, replacing the previous one, whose verdict at `now`
+   *  (if it had one) stands until the new one has its own. */
+  setBig(seq: number, now: number, settleMs: number): void {
+    const before = this.currentBigVerdict(now, settleMs);
+    if (before !== null) this.lastBigVerdict = before;
     this.write(this.size * REC, seq, now);
     this.hasBig = true;
   }
@@ -104,8 +112,13 @@ export class ProbeWindow {
     return settled ? Math.round((1000 * lost) / settled) / 10 : null;
   }
 
-  /** The full-size probe's verdict at `now`: answered true, unanswered past `settleMs` false, else null. */
+  /** The full-size probe's verdict at `now`: answered true, unanswered past `settleMs` false;
+   *  while the kept one is pending, the verdict of the one before it; else null. */
   bigAnswered(now: number, settleMs: number): boolean | null {
+    return this.currentBigVerdict(now, settleMs) ?? this.lastBigVerdict;
+  }
+
+  private currentBigVerdict(now: number, settleMs: number): boolean | null {
     if (!this.hasBig) return null;
     const b = this.size * REC;
     return this.r[b + 2] > 0 ? true : now - this.r[b + 1] > settleMs ? false : null;

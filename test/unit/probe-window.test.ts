@@ -49,7 +49,7 @@ describe('probe window', () => {
     expect(w.bigProbe()).toBeNull();
     expect(w.bigAnswered(0, 1000)).toBeNull();
     expect(w.bigReplaceable(0, 1000)).toBe(true);
-    w.setBig(2, 100);
+    w.setBig(2, 100, 1000);
     expect(w.keepsBig(2)).toBe(true);
     expect(w.keepsBig(3)).toBe(false);
     expect(w.bigReplaceable(1100, 1000)).toBe(false);
@@ -62,6 +62,30 @@ describe('probe window', () => {
     expect(w.bigAnswered(150, 1000)).toBe(true);
     expect(w.bigReplaceable(201, 1000)).toBe(true);
     expect(w.bigProbe()).toEqual({ seq: 2, sentAt: 100, answeredAt: 200 });
+  });
+
+  it("a replaced full-size probe's verdict stands while the next one is pending: no flapping back to unknown", () => {
+    const w = new ProbeWindow(4);
+    w.setBig(2, 100, 1000);
+    expect(w.bigAnswered(1101, 1000)).toBe(false);
+    // The next full-size probe replaces the failed one: still false, not null, until it has its own verdict.
+    w.setBig(6, 2100, 1000);
+    expect(w.bigAnswered(2500, 1000)).toBe(false);
+    expect(w.bigAnswered(3101, 1000)).toBe(false);
+    // The path heals: the next one answered is true at once.
+    w.setBig(10, 4100, 1000);
+    expect(w.bigAnswered(4200, 1000)).toBe(false);
+    w.answerBig(10, 4150);
+    expect(w.bigAnswered(4200, 1000)).toBe(true);
+    // And a good verdict stands too while its successor is pending.
+    w.setBig(14, 6100, 1000);
+    expect(w.bigAnswered(6200, 1000)).toBe(true);
+    expect(w.bigAnswered(7101, 1000)).toBe(false);
+    // Replacing a still-pending probe (the caller never does) does not invent a verdict.
+    const v = new ProbeWindow(4);
+    v.setBig(1, 0, 1000);
+    v.setBig(2, 10, 1000);
+    expect(v.bigAnswered(20, 1000)).toBeNull();
   });
 
   it('computes loss over the settled small probes only', () => {
@@ -89,6 +113,8 @@ interface RefState {
   lastRttMs: number | null;
   history: readonly ProbeRecord[];
   big: ProbeRecord | null;
+  /** The verdict of the full-size probe replaced last, while the kept one is pending. */
+  lastBig: boolean | null;
   state: PeerState;
 }
 
@@ -114,7 +140,10 @@ function refStep(s: RefState, ev: KeepaliveEvent, p: KeepaliveParams): RefStep {
     const rec = { seq, sentAt: now, answeredAt: 0 };
     const next: RefState = { ...s, seq, probes: s.probes + 1, firstProbeAt: s.firstProbeAt || now };
     if (big) {
-      if (!s.big || s.big.answeredAt > 0 || now - s.big.sentAt > settleMs(p)) next.big = rec;
+      if (!s.big || s.big.answeredAt > 0 || now - s.big.sentAt > settleMs(p)) {
+        if (s.big) next.lastBig = s.big.answeredAt > 0;
+        next.big = rec;
+      }
     } else {
       next.history = [...s.history, rec].slice(-WINDOW);
     }
@@ -143,7 +172,7 @@ function refStats(s: RefState, now: number, p: KeepaliveParams) {
   return {
     rttMs: s.lastRttMs,
     lossPct: settled.length ? Math.round((1000 * lost) / settled.length) / 10 : null,
-    pathMtuOk: !s.big ? null : s.big.answeredAt > 0 ? true : now - s.big.sentAt > settle ? false : null,
+    pathMtuOk: (!s.big ? null : s.big.answeredAt > 0 ? true : now - s.big.sentAt > settle ? false : null) ?? s.lastBig,
     probesSent: s.history.length,
   };
 }
@@ -172,7 +201,7 @@ describe('keepalive step function over the probe window', () => {
           let now = 0;
           let lastRx = 0;
           const s = initialKeepalive(seq0);
-          let ref: RefState = { seq: seq0, probes: 0, firstProbeAt: 0, lastReplyAt: 0, lastRttMs: null, history: [], big: null, state: 'unknown' };
+          let ref: RefState = { seq: seq0, probes: 0, firstProbeAt: 0, lastReplyAt: 0, lastRttMs: null, history: [], big: null, lastBig: null, state: 'unknown' };
           for (const e of events) {
             now += e.dt + 0.25; // fractional times, as the monotonic clock's
             if (e.rx) lastRx = now;
