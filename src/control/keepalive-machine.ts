@@ -86,8 +86,11 @@ function probe(s: KeepaliveState, now: number, jitter: number, p: KeepaliveParam
   s.probes++;
   if (s.firstProbeAt === 0) s.firstProbeAt = now;
   if (!big) s.window.addSmall(seq, now);
-  // A full-size probe that overtakes the previous one's answer window replaces it only once settled.
-  else if (s.window.bigReplaceable(now, settleMs(p))) s.window.setBig(seq, now, settleMs(p));
+  else {
+    // A full-size probe that overtakes the previous one's answer window replaces it only once settled.
+    const settle = settleMs(p);
+    if (s.window.bigReplaceable(now, settle)) s.window.setBig(seq, now, settle);
+  }
   const nextDueIn = Math.round(p.intervalMs * (1 + JITTER * Math.max(-1, Math.min(1, jitter))));
   return { state: s, send: { seq, big }, nextDueIn, changed: null };
 }

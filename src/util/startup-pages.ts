@@ -54,11 +54,13 @@ export function parseSmaps(text: string): Mapping[] {
   return out;
 }
 
+const isFile = (m: Mapping) => m.path.startsWith('/');
+
 /** A mapping whose pages can be dropped and found again in the file: a file (not deleted),
  *  private, not writable, no page of it ever copied, none locked, something resident. */
 export function releasable(m: Mapping): boolean {
   return (
-    m.path.startsWith('/') &&
+    isFile(m) &&
     !m.path.endsWith(' (deleted)') &&
     m.perms[1] === '-' &&
     m.perms[3] === 'p' &&
@@ -94,8 +96,6 @@ const MB = 1024 * 1024;
 const round = (n: number) => Math.round(n * 10) / 10;
 
 const key = (m: Mapping) => `${m.start}-${m.end} ${m.perms} ${m.path}`;
-
-const isFile = (m: Mapping) => m.path.startsWith('/');
 
 /** null when two readings list the same mappings of files in the same order, else the first
  *  difference, for the log. Anonymous mappings are left out of the comparison: other threads
@@ -181,7 +181,7 @@ export class StartupPages {
         ...(r.skipped ? { skipped: r.skipped } : {}),
         residentMb: r.residentMb,
         rssMb: `${r.rssBeforeMb} -> ${r.rssAfterMb}`,
-        ms: Math.round((this.deps.clock.monotonic() - t0) * 10) / 10,
+        ms: round(this.deps.clock.monotonic() - t0),
       });
       return r;
     } catch (e) {

@@ -1,8 +1,9 @@
 // Child of no-alloc.test.ts: runs the compiled data plane (dist/, what ships) against an I/O
 // twin that allocates nothing, and prints how many bytes the young generation grew by
-// while each direction moved its packets. scripts/bench-js times the same rig (`rig`). V8 bump-allocates young objects, so between two
+// while each direction moved its packets. V8 bump-allocates young objects, so between two
 // scavenges that growth is exactly what was allocated; run with large semi-spaces so that
 // no scavenge falls into a measured stretch (one that does is measured again).
+// scripts/bench-js times the same rig (`rig`).
 import { getHeapSpaceStatistics } from 'node:v8';
 import { pathToFileURL } from 'node:url';
 import { Dataplane } from '../../dist/dataplane/dataplane.js';
@@ -44,7 +45,6 @@ const eth = (dst, src, inner) => Buffer.concat([mac(dst), mac(src), Buffer.from(
 const vxlan = (dst, src, inner) => Buffer.concat([Buffer.from([8, 0, 0, 0, 0, 0, 1, 0]), eth(dst, src, inner)]);
 
 const OUR = '0e:5c:aa:00:00:64';
-// Public addresses above 2^31 and an overlay in 192.168/16: the values V8 would box.
 
 /** Replays the same packets for ever; keeps nothing of what is sent or written. */
 class ReplayIo {
@@ -113,6 +113,7 @@ function allocatedBy(run) {
 export function rig(mode, net = '192.168') {
   const tap = mode === 'tap';
   const offload = mode === 'tun-offload';
+  // Public addresses above 2^31 and, by default, an overlay in 192.168/16: the values V8 would box.
   const PEERS = [
     { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr(`${net}.1.0/24`), vtepMac: '0a:bb:00:00:01:00' },
     { name: 'aws-2', publicIp: '198.51.100.20', port: 8472, subnet: parseCidr(`${net}.2.0/24`), vtepMac: '0a:bb:00:00:02:00' },
