@@ -162,31 +162,37 @@ export interface StartupPagesDeps extends ReleaseDeps {
 
 /** The gateway's start-up pages given back at its stages: `release('loaded')` once the
  *  modules are loaded (Node's bootstrap and the module loader are done), then `afterReady()`.
- *  Each release is logged with what it gave and how long it took. A failure is logged once
- *  (a warning: it costs memory, not function) and ends the schedule. */
+ *  Each release is logged with what it gave and how long it took. A skip (the process's own
+ *  mappings cannot be trusted: an emulator) is one info line and ends the schedule, as the
+ *  next stage would find the same; a failure is one warning (it costs memory, not function)
+ *  and ends it too. */
 export class StartupPages {
-  private failed = false;
+  private ended = false;
   private timers: Timer[] = [];
 
   constructor(private readonly deps: StartupPagesDeps) {}
 
   release(stage: string): ReleaseResult | null {
-    if (this.failed) return null;
+    if (this.ended) return null;
     const t0 = this.deps.clock.monotonic();
     try {
       const r = releaseStartupPages(this.deps);
+      const ms = round(this.deps.clock.monotonic() - t0);
+      if (r.skipped) {
+        this.end();
+        this.deps.log.info('gave back no start-up pages, and will not try again', { stage, skipped: r.skipped, ms });
+        return r;
+      }
       this.deps.log.info('gave back start-up pages of mapped files', {
         stage,
         mappings: r.mappings,
-        ...(r.skipped ? { skipped: r.skipped } : {}),
         residentMb: r.residentMb,
         rssMb: `${r.rssBeforeMb} -> ${r.rssAfterMb}`,
-        ms: round(this.deps.clock.monotonic() - t0),
+        ms,
       });
       return r;
     } catch (e) {
-      this.failed = true;
-      this.stop();
+      this.end();
       this.deps.log.warn('could not give back start-up pages; it costs memory, not function, and is not tried again (board.releaseStartupPages: false turns it off)', {
         stage,
         err: (e as Error).message,
@@ -196,11 +202,17 @@ export class StartupPages {
   }
 
   afterReady(delaysMs: readonly number[] = RELEASE_AFTER_READY_MS): void {
+    if (this.ended) return;
     this.timers = delaysMs.map((ms, i) => this.deps.clock.after(ms, () => this.release(i === 0 ? 'ready' : 'settled')));
   }
 
   stop(): void {
     for (const t of this.timers) t.cancel();
     this.timers = [];
+  }
+
+  private end(): void {
+    this.ended = true;
+    this.stop();
   }
 }

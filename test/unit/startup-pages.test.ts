@@ -196,7 +196,8 @@ describe('releaseStartupPages', () => {
 describe('StartupPages', () => {
   const smaps = block(node({})) + '\n' + block(node({ start: 0x7f00_0000_0000, end: 0x7f00_0001_0000, perms: 'rw-p', path: '' }));
 
-  function rig(fail = false) {
+  /** `maps`: what /proc/self/maps lists (by default the same as smaps, as natively). */
+  function rig(fail = false, maps = smaps) {
     const clock = new ManualClock();
     const log = new CaptureLog();
     const released: number[][] = [];
@@ -205,7 +206,7 @@ describe('StartupPages', () => {
       clock,
       log,
       readSmaps: () => smaps,
-      readMaps: () => smaps,
+      readMaps: () => maps,
       rss: () => rss,
       releasePages: (r) => {
         if (fail) throw Object.assign(new Error('madvise 0x1000+4096: cannot allocate memory (ENOMEM)'), { code: 'ENOMEM' });
@@ -237,6 +238,21 @@ describe('StartupPages', () => {
     expect(log.lines[0].fields).toMatchObject({ mappings: 1, residentMb: 0.3, rssMb: '60 -> 40' });
     clock.advance(60_000);
     expect(released).toHaveLength(3);
+  });
+
+  it('mappings that cannot be trusted (an emulator): one info line that nothing was given back and why, and no more tries', () => {
+    const { clock, log, released, pages } = rig(false, block(node({ perms: 'r--p' })));
+    expect(pages.release('loaded')).toMatchObject({ mappings: 0, skipped: expect.stringContaining('list different mappings') });
+    pages.afterReady();
+    clock.advance(60_000);
+    expect(released).toEqual([]);
+    expect(log.lines).toHaveLength(1);
+    expect(log.lines[0]).toMatchObject({
+      level: 'info',
+      msg: 'gave back no start-up pages, and will not try again',
+      fields: { stage: 'loaded', skipped: expect.stringContaining('r-xp') },
+    });
+    expect(log.lines[0].fields).not.toHaveProperty('mappings');
   });
 
   it('stop() cancels what is still due', () => {
