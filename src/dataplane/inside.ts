@@ -119,7 +119,10 @@ export class InsidePath extends PacketPath {
         this.drops.add(Drop.badIPv4); // metadata the kernel should never send us
         return;
       }
-      segs = Math.max(1, Math.ceil((ipLen - hdrLen) / gsoSize));
+      // ceil(payload / gsoSize) in integers: a stream's first super-packets are often whole
+      // multiples of the MSS, and a plain division then optimises to an exact Int32 divide
+      // that deoptimises ("lost precision") at the first that is not (seen with --trace-deopt).
+      segs = Math.max(1, (((ipLen - hdrLen + gsoSize - 1) / gsoSize) | 0));
       wire = ipLen + segs * ENCAP_LEN + (segs - 1) * hdrLen;
     }
     const eth = off - ETH_HEADER_LEN;

@@ -63,6 +63,20 @@ describe('inside path with offloads', () => {
     expect(r.peers.stat(1, 3)).toBe(big.length + 8 * 22 + 7 * 52);
   });
 
+  it('counts ceil(payload / gso_size) segments, for whole multiples of it and one byte either side', () => {
+    for (const gsoSize of [536, 1398, 1410]) {
+      for (const payload of [1, gsoSize - 1, gsoSize, gsoSize + 1, 7 * gsoSize - 1, 7 * gsoSize, 7 * gsoSize + 1, 46 * gsoSize]) {
+        const r = rig();
+        const big = tcp('10.244.100.10', '10.244.2.2', 0x18, TS, Buffer.alloc(payload, 7));
+        r.dev.inbox.push({ pkt: big, vnet: vnetHeader({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: 52, gsoSize, csumStart: 20, csumOffset: 16 }) });
+        expect(r.inside.pump()).toBe(1);
+        const segs = Math.ceil(payload / gsoSize);
+        expect([payload, gsoSize, r.peers.stat(1, 2)]).toEqual([payload, gsoSize, segs]);
+        expect(r.peers.stat(1, 3)).toBe(big.length + segs * 22 + (segs - 1) * 52);
+      }
+    }
+  });
+
   it('clamps the MSS of a SYN whose checksum is still partial without touching the checksum field', () => {
     const r = rig();
     const syn = tcp('10.244.100.10', '10.244.1.2', 0x02, Buffer.from([2, 4, 0x23, 0x28]));
