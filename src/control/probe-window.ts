@@ -67,10 +67,10 @@ export class ProbeWindow {
     return -1;
   }
 
-  /** Is the kept full-size probe free to be replaced at `now` (none, answered, or older than `settleMs`)? */
+  /** Is the kept full-size probe free to be replaced at `now` (none, or it has its verdict:
+   *  answered, or older than `settleMs`)? */
   bigReplaceable(now: number, settleMs: number): boolean {
-    const b = this.size * REC;
-    return !this.hasBig || this.r[b + 2] > 0 || now - this.r[b + 1] > settleMs;
+    return !this.hasBig || this.currentBigVerdict(now, settleMs) !== null;
   }
 
   /** Keeps `seq` as the full-size probe, replacing the previous one, whose verdict at `now`
