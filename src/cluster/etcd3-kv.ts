@@ -68,7 +68,9 @@ export function classifyEtcd3Error(e: unknown): EtcdKvError {
   if (TLS_RE.test(msg)) return new EtcdKvError('tls', msg);
   if (/etcdserver:/.test(msg) && AUTH_RE.test(msg)) return new EtcdKvError('auth', msg);
   if (err instanceof GRPCDeadlineExceededError) return new EtcdKvError('timeout', msg);
-  if (err instanceof GRPCUnavailableError || /circuit breaker|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|No connection established/i.test(msg)) {
+  // "13 INTERNAL: Received RST_STREAM with code 0": etcd shutting down resets an open watch
+  // stream before the connection goes (seen once in the lab when etcd was stopped).
+  if (err instanceof GRPCUnavailableError || /circuit breaker|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|No connection established|Received RST_STREAM/i.test(msg)) {
     return new EtcdKvError('unavailable', msg);
   }
   return new EtcdKvError('other', msg);

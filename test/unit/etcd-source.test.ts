@@ -624,6 +624,7 @@ describe('etcd3 adapter helpers', () => {
     [new GRPCDeadlineExceededError('4 DEADLINE_EXCEEDED: Deadline exceeded'), 'timeout'],
     [Object.assign(new Error('14 UNAVAILABLE: read ECONNRESET'), { code: 14 }), 'unavailable'],
     [new Error('Execution prevented because the circuit breaker is open'), 'unavailable'],
+    [Object.assign(new Error('13 INTERNAL: Received RST_STREAM with code 0 (Call ended without gRPC status)'), { code: 13 }), 'unavailable'],
     [new Error('etcdserver: mvcc: required revision is a future revision'), 'other'],
     ['a string', 'other'],
   ])('%s -> %s', (err, kind) => {
