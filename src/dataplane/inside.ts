@@ -29,8 +29,10 @@ import { PacketPath, type PathContext } from './path.js';
 export const INSIDE_HEADROOM = 32;
 /** The largest IPv4 packet, hence the largest TCP super-packet a read can return. */
 const MAX_IP_PACKET = 65535;
-/** Read buffer with offloads: room for 8 super-packets or a batch of MTU-sized packets. */
-export const INSIDE_VNET_BUFFER = 9 * 65536;
+/** Read buffer with offloads: room for 2-3 super-packets or a batch of MTU-sized packets. Small
+ *  on purpose: a read of 8 took ~1 ms to send in the lab, and what waits for the other path
+ *  (an answer to let through, docs/dataplane.md "Batching and sizes") waits about one send. */
+export const INSIDE_VNET_BUFFER = 3 * 65536;
 
 export class InsidePath extends PacketPath {
   private readonly buf: Buffer;

@@ -33,6 +33,7 @@ import { PacketPath, type PathContext } from './path.js';
 import { align64 } from './inside.js';
 
 const STUN_MAGIC_COOKIE = 0x2112a442;
+const IPPROTO_TCP = 6;
 
 /** Control-plane taps on the outside path; each returns true when it consumed the packet. */
 export interface OutsideHooks {
@@ -65,6 +66,13 @@ export class OutsidePath extends PacketPath {
   private readonly addrs: Uint32Array;
   private readonly ports: Uint16Array;
   private readonly out: Batch;
+  /** What expedite() writes at once: the packets of its batch that are not TCP. */
+  private readonly early: Batch;
+  /** Slots from the first on that hold datagrams whose TCP segments wait in `out` for the
+   *  next pump(): expedite() receives into the slots after them. */
+  private held = 0;
+  /** `buf` from slot k on (made once: a view per receive would be garbage per batch). */
+  private readonly from: Buffer[];
   private readonly slot: number;
   /** UDP GRO only: segment size of each received datagram (0: a single frame). */
   private readonly segs: Int32Array | null;
@@ -90,16 +98,66 @@ export class OutsidePath extends PacketPath {
     this.ports = new Uint16Array(this.batch);
     this.segs = s.udpGro ? new Int32Array(this.batch) : null;
     this.out = new Batch(s.udpGro ? GRO_OUT_BATCH : s.batch);
+    this.early = new Batch(this.out.capacity);
+    this.from = [];
+    for (let k = 0; k < this.batch; k++) this.from.push(this.buf.subarray(k * this.slot));
   }
 
   /** Moves one batch from the underlay to the device; returns how many datagrams were received. */
   pump(): number {
+    this.flush(); // what expedite() left queued, before its slots are received into again
+    this.held = 0;
+    const n = this.take(0);
+    this.flush();
+    return n;
+  }
+
+  /**
+   * Called between batches of the other direction while that one drains (Dataplane.drain):
+   * receives one batch and writes at once only the packets that are not TCP (a ping's
+   * answer, DNS, a keepalive reply goes to the control plane); the TCP segments stay queued,
+   * in order, until the next pump(). Delivered early, a bulk stream's ACKs would reach the
+   * site in small groups, and a host's TCP would send in small bursts (docs/dataplane.md
+   * "Batching and sizes"). No flow is reordered: a packet is held or not by its protocol.
+   * Receives into the slots that earlier calls left free; returns how many datagrams it
+   * received (0 once every slot holds TCP that waits).
+   */
+  expedite(): number {
+    if (this.held >= this.batch) return 0;
+    const n = this.take(this.held);
+    this.pickNotTcp();
+    this.write(this.early);
+    this.held = this.out.n > 0 ? this.held + n : 0;
+    return n;
+  }
+
+  /** Moves the packets that are not TCP from `out` to `early`, keeping the order of both.
+   *  A pass of its own rather than a branch in decap(): decap is optimised long before the
+   *  first expedite(), and a branch it had never taken would deoptimise it then. */
+  private pickNotTcp(): void {
+    const { out, early, buf } = this;
+    const proto = (this.s.tap ? ETH_HEADER_LEN : 0) + 9;
+    let kept = 0;
+    for (let j = 0; j < out.n; j++) {
+      const off = out.offs[j];
+      if (buf[off + proto] === IPPROTO_TCP) {
+        out.offs[kept] = off;
+        out.lens[kept++] = out.lens[j];
+      } else {
+        early.push(off, out.lens[j]);
+      }
+    }
+    out.n = kept;
+  }
+
+  /** Receives up to a batch into the slots from `first` on and decapsulates it into `out`;
+   *  returns the datagrams. */
+  private take(first: number): number {
     const { lens, segs } = this;
-    const n = this.io.udpRecv(this.fds.underlay, this.buf, this.slot, 0, this.batch, lens, this.addrs, this.ports, segs);
-    this.out.n = 0;
+    const n = this.io.udpRecv(this.fds.underlay, this.from[first], this.slot, 0, this.batch - first, lens, this.addrs, this.ports, segs);
     this.batchTime = this.now();
     for (let i = 0; i < n; i++) {
-      const off = i * this.slot;
+      const off = (first + i) * this.slot;
       const len = lens[i];
       const seg = segs ? segs[i] : 0;
       // The datagram's index, not its source address and port: an address above 2^31 is no
@@ -112,16 +170,19 @@ export class OutsidePath extends PacketPath {
         this.decap(off, len > OUTSIDE_MAX_DATAGRAM ? -1 : len, i);
       }
     }
-    this.flush();
     return n;
   }
 
   private flush(): void {
-    const out = this.out;
-    if (out.n > 0) {
-      const written = this.io.devWrite(this.fds.device, this.buf, out.offs, out.lens, out.n, this.s.vnetHdr === true);
-      if (written < out.n) this.drops.add(Drop.deviceWrite, out.n - written);
-      out.n = 0;
+    this.write(this.out);
+  }
+
+  /** One device write of a batch's packets, which leaves it empty. */
+  private write(b: Batch): void {
+    if (b.n > 0) {
+      const written = this.io.devWrite(this.fds.device, this.buf, b.offs, b.lens, b.n, this.s.vnetHdr === true);
+      if (written < b.n) this.drops.add(Drop.deviceWrite, b.n - written);
+      b.n = 0;
     }
   }
 

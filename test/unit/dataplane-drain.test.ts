@@ -1,6 +1,7 @@
 // How the data plane drains its two fds on a wakeup (dataplane/dataplane.ts): at most
 // BATCHES_PER_WAKEUP (8) batches of the readable fd's path, then one batch of the other;
-// a file descriptor that is gone stops its path only, a bug in a batch is counted.
+// a file descriptor that is gone stops its path only, a bug in a batch is counted. (Between
+// the device's batches the underlay is looked at too: test/unit/outside-expedite.test.ts.)
 import { describe, expect, it } from 'vitest';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
@@ -48,12 +49,16 @@ describe('draining on a wakeup', () => {
     const r = rig();
     r.toPods(100);
     r.fromPods(20);
-    r.fire(r.io.fds.device);
-    expect(r.io.underlay.sent).toHaveLength(8 * BATCH); // the bound: the rest waits for the next turn of the loop
-    expect(r.io.device.written).toHaveLength(BATCH); // one batch of what came back meanwhile
     r.fire(r.io.fds.underlay);
     expect(r.io.device.written).toHaveLength(20); // the underlay drained (short batch: stop)
-    expect(r.io.underlay.sent).toHaveLength(9 * BATCH); // and one more batch the other way
+    expect(r.io.underlay.sent).toHaveLength(BATCH); // then one batch the other way
+    r.fromPods(8 * BATCH + 20);
+    r.fire(r.io.fds.underlay);
+    expect(r.io.device.written).toHaveLength(20 + 8 * BATCH); // the bound: the rest waits for the next turn of the loop
+    expect(r.io.underlay.sent).toHaveLength(2 * BATCH);
+    r.fire(r.io.fds.device);
+    expect(r.io.underlay.sent).toHaveLength(10 * BATCH); // the same bound the other way
+    expect(r.io.device.written).toHaveLength(40 + 8 * BATCH); // what the underlay still held
     r.fire(r.io.fds.device);
     expect(r.io.underlay.sent).toHaveLength(100);
     expect(r.dp.pollError).toBeNull();
