@@ -55,6 +55,8 @@ class ReplayIo {
     this.callbacks = [];
     this.sent = 0;
     this.written = 0;
+    /** Packets and datagrams handed out by devRead and udpRecv (scripts/bench-js divides by it). */
+    this.read = 0;
   }
   devRead(_fd, buf, headroom, _room, max, offs, lens, vnet) {
     let pos = 0;
@@ -66,6 +68,7 @@ class ReplayIo {
       pos = (offs[n] + p.length + 63) & ~63;
     }
     if (vnet) vnet.fill(0); // no offload asked for: plain packets
+    this.read += max;
     return max;
   }
   devWrite(_fd, _buf, _offs, _lens, n) {
@@ -81,6 +84,7 @@ class ReplayIo {
       ports[n] = 8472;
       if (segs) segs[n] = 0;
     }
+    this.read += max;
     return max;
   }
   udpSend(_fd, _buf, _offs, _lens, _addrs, _ports, n) {
