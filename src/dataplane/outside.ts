@@ -15,7 +15,8 @@
 // With offloads (TUN, settings.udpGro/vnetHdr) a received datagram may hold several VXLAN
 // frames of one sender (UDP GRO: segs[i] bytes each, the last possibly shorter); each frame
 // is checked on its own as in step 3. In step 5 the addon joins consecutive TCP segments
-// of one flow into one super-packet per write (src/native/gro.c), after verifying their checksums.
+// of one flow into one super-packet per write (src/native/gro.c), after verifying their
+// checksums, and on Linux 6.2+ consecutive UDP datagrams of one flow too.
 
 import { ETHERTYPE_IPV4, isBroadcastMac, macEquals, readEtherType } from '../proto/ethernet.js';
 import { ipv4Dst, ipv4PacketLength, ipv4Src } from '../proto/ipv4.js';

@@ -57,6 +57,7 @@ static napi_value offload_stats(napi_env env, napi_callback_info info) {
   STAT("coalescedWrites", st->coalesced_writes);
   STAT("coalescedSegments", st->coalesced_segments);
   STAT("csumRejects", st->csum_rejects);
+  STAT("usoWrite", st->uso_write);
 #undef STAT
   return res;
 }

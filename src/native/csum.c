@@ -18,6 +18,11 @@ bool tcp_csum_ok(const uint8_t *ip, size_t ihl, size_t len) {
   return csum_fold(csum_add(ip + ihl, len - ihl, acc)) == 0xffff;
 }
 
+bool udp_csum_ok(const uint8_t *ip, size_t ihl, size_t len) {
+  if (ip[ihl + 6] == 0 && ip[ihl + 7] == 0) return true;
+  return csum_fold(csum_add(ip + ihl, len - ihl, pseudo_sum(ip, 17 /* UDP */, (uint32_t)(len - ihl)))) == 0xffff;
+}
+
 void vnet_decode(const uint8_t *b, vnet_hdr *h) {
   h->flags = b[0];
   h->gso_type = b[1];

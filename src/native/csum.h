@@ -94,6 +94,8 @@ static inline void put_csum(uint8_t *at, uint16_t native) {
 void ip_fix_csum(uint8_t *ip, size_t ihl);
 bool ip_csum_ok(const uint8_t *ip, size_t ihl);
 bool tcp_csum_ok(const uint8_t *ip, size_t ihl, size_t len);
+/* A UDP checksum of 0 means none was computed (IPv4): that is fine too. */
+bool udp_csum_ok(const uint8_t *ip, size_t ihl, size_t len);
 
 /* The header as the TUN driver writes it: host byte order (we never set TUNSETVNETLE/BE). */
 typedef struct {

@@ -25,6 +25,11 @@
 #include <sys/uio.h>
 #include <linux/if_tun.h>
 
+#ifndef TUN_F_USO4 /* headers older than Linux 6.2 */
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
+
 #include "gro.h"
 #include "napi_util.h"
 #include "vx.h"
@@ -152,6 +157,15 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
   }
   if (offloads && ioctl(fds[0], TUNSETOFFLOAD, (unsigned long)offloads) < 0)
     FAIL_STEP(errno, "ioctl(TUNSETOFFLOAD)", "ioctl(TUNSETOFFLOAD 0x%llx) %s", (long long)offloads, ifr.ifr_name);
+  if (offloads) {
+    /* Does this kernel take UDP super-packets (GSO_UDP_L4) on a write? Linux 6.2 brought
+     * that and TUN_F_USO4/6 together, so a TUNSETOFFLOAD asking for them tells; it is then
+     * set back, because it would also let the kernel hand us UDP super-packets to read,
+     * which the inside path does not cut. */
+    st->uso_write = ioctl(fds[0], TUNSETOFFLOAD, (unsigned long)(offloads | TUN_F_USO4 | TUN_F_USO6)) == 0;
+    if (st->uso_write && ioctl(fds[0], TUNSETOFFLOAD, (unsigned long)offloads) < 0)
+      FAIL_STEP(errno, "ioctl(TUNSETOFFLOAD)", "ioctl(TUNSETOFFLOAD 0x%llx) %s (after the USO probe)", (long long)offloads, ifr.ifr_name);
+  }
   handle = fds[0];
   if (queues > 1) {
     dev_set *d = &st->devs[slot];

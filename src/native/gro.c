@@ -2,9 +2,10 @@
  * gro.c: GRO write. Validated inner packets from the underlay (UDP_GRO may have handed
  * us many segments of one flow at once) are written to a TUN device with virtio-net
  * headers, joining consecutive TCP segments of one flow into one super-packet with a
- * GSO_TCPV4 header, gathered with writev so the payload is not copied. Checksums of every
- * joined segment are verified first: the kernel trusts a NEEDS_CSUM packet, and these
- * come from the network.
+ * GSO_TCPV4 header, and on kernels that take them (st->uso_write) consecutive UDP
+ * datagrams of one flow into one with a GSO_UDP_L4 header, gathered with writev so the
+ * payload is not copied. Checksums of every joined segment are verified first: the kernel
+ * trusts a NEEDS_CSUM packet, and these come from the network.
  */
 #define _GNU_SOURCE /* recvmmsg, sendmmsg, strerror_r (GNU): before any system header */
 #include <errno.h>
@@ -13,6 +14,10 @@
 #include <netinet/in.h>
 #include <sys/uio.h>
 #include <linux/virtio_net.h>
+
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4 /* headers older than Linux 6.2 */
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5
+#endif
 
 #include "csum.h"
 #include "gro.h"
@@ -35,9 +40,10 @@ static bool gro_fits(const gro_item *it, const uint8_t *h, const uint8_t *p, siz
   return thl == 20 || memcmp(hth + 20, th + 20, thl - 20) == 0; /* options, timestamps included */
 }
 
-/* Same flow as item head `h`: addresses and ports (both are IPv4 with a 20-byte header). */
+/* Same flow as item head `h`: protocol, addresses and ports (both are IPv4 with a 20-byte
+ * header). */
 static bool gro_same_flow(const uint8_t *h, const uint8_t *p) {
-  return memcmp(h + 12, p + 12, 8) == 0 && memcmp(h + 20, p + 20, 4) == 0;
+  return h[9] == p[9] && memcmp(h + 12, p + 12, 8) == 0 && memcmp(h + 20, p + 20, 4) == 0;
 }
 
 /*
@@ -65,6 +71,75 @@ static void gro_close_addrs(vx_state *s, uint8_t *buf, const int32_t *offs, cons
 }
 
 /*
+ * UDP datagram i (p, len bytes) in the plan: joined to its flow's open chain when it is the
+ * same size as the chain's first datagram or shorter (a shorter one ends the chain), with
+ * the same TOS, DF and TTL; else it starts a chain. The kernel cuts such a super-packet
+ * (GSO_UDP_L4) back into the same datagrams, each `gso` bytes but the last, as the UDP GRO
+ * of a NIC would have handed them over. Both checksums of every joined datagram are
+ * verified first (0: the sender computed none, allowed for IPv4).
+ */
+static void gro_plan_udp(vx_state *s, uint8_t *buf, const int32_t *offs, int64_t i, uint8_t *p, size_t len) {
+  size_t payload;
+  int k, joined = 0;
+  if (len < 29 || p[0] != 0x45 || be16(p + 2) != len || (be16(p + 6) & 0x3fff) || be16(p + 24) != len - 20) {
+    /* Not joined (IP options, a fragment, a bad length, no payload): it ends the chains
+     * between its addresses, or a later datagram of its flow would be joined across it. */
+    gro_close_addrs(s, buf, offs, p);
+    return;
+  }
+  payload = len - 28;
+  for (k = s->nitems - 1; k >= 0; k--) {
+    gro_item *it = &s->items[k];
+    uint8_t *h;
+    if (it->head < 0) continue;
+    h = buf + offs[it->head];
+    if (!gro_same_flow(h, p)) continue;
+    if (it->closed || payload > it->gso || it->segs >= GRO_MAX_SEGS || it->total + payload > MAX_IP ||
+        h[1] != p[1] || (h[6] >> 5) != (p[6] >> 5) || h[8] != p[8]) {
+      it->closed = 1; /* only the flow's latest chain may take it; this one ends here */
+      break;
+    }
+    if (!it->checked) {
+      if (!ip_csum_ok(h, 20) || !udp_csum_ok(h, 20, it->total)) {
+        s->csum_rejects += 1;
+        s->role[it->head] = ROLE_SINGLE;
+        it->head = -1; /* written as it came; the kernel will drop it */
+        continue;
+      }
+      it->checked = 1;
+    }
+    if (!ip_csum_ok(p, 20) || !udp_csum_ok(p, 20, len)) {
+      s->csum_rejects += 1;
+      joined = -1;
+      break;
+    }
+    s->link[it->tail] = (int32_t)i;
+    it->tail = (int32_t)i;
+    it->total += (uint32_t)payload;
+    it->segs++;
+    if (payload < it->gso) it->closed = 1;
+    s->role[i] = ROLE_MERGED;
+    joined = 1;
+    break;
+  }
+  if (joined != 0 || s->nitems >= GRO_ITEMS) return;
+  {
+    gro_item *it = &s->items[s->nitems];
+    memset(it, 0, sizeof *it);
+    it->head = it->tail = (int32_t)i;
+    it->total = (uint32_t)len;
+    it->gso = (uint16_t)payload;
+    it->segs = 1;
+    it->ihl = 20;
+    it->thl = 8;
+    it->proto = IPPROTO_UDP;
+    s->item_of[i] = (int16_t)s->nitems;
+    s->role[i] = ROLE_HEAD;
+    s->nitems++;
+  }
+}
+
+/*
  * Plans the writes of one batch: packets that can be coalesced become ROLE_MERGED links
  * of an item's chain; each head gets its virtio_net_hdr. Like the kernel's GRO, only
  * in-order ACK or ACK|PSH segments with data of one flow (same addresses, ports, ack,
@@ -84,7 +159,12 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
 
     s->role[i] = ROLE_SINGLE;
     s->link[i] = -1;
-    if (len < 20 || (p[0] >> 4) != 4 || p[9] != IPPROTO_TCP) continue;
+    if (len < 20 || (p[0] >> 4) != 4) continue;
+    if (p[9] == IPPROTO_UDP && s->uso_write) {
+      gro_plan_udp(s, buf, offs, i, p, len);
+      continue;
+    }
+    if (p[9] != IPPROTO_TCP) continue;
     if (len < 40 || p[0] != 0x45 || be16(p + 2) != len || (be16(p + 6) & 0x3fff)) {
       /* TCP we do not join (IP options, a fragment, a bad length): like any other packet of
        * its flow it ends the flow's chain, or a later segment would be joined across it. */
@@ -147,6 +227,7 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
       it->segs = 1;
       it->ihl = 20;
       it->thl = (uint8_t)thl;
+      it->proto = IPPROTO_TCP;
       s->item_of[i] = (int16_t)s->nitems;
       s->role[i] = ROLE_HEAD;
       s->nitems++;
@@ -167,6 +248,22 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
     h = buf + offs[it->head];
     put16(h + 2, it->total);
     ip_fix_csum(h, 20);
+    if (it->proto == IPPROTO_UDP) {
+      /* The UDP length and the pseudo-header sum of the whole; the kernel gives each
+       * datagram its own length and completes its checksum. */
+      put16(h + 24, it->total - 20);
+      put_csum(h + 26, csum_fold(pseudo_sum(h, IPPROTO_UDP, it->total - 20)));
+      v.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+      v.gso_type = VIRTIO_NET_HDR_GSO_UDP_L4;
+      v.hdr_len = 28;
+      v.gso_size = it->gso;
+      v.csum_start = 20;
+      v.csum_offset = 6;
+      vnet_encode(it->vnet, &v);
+      s->coalesced_writes += 1;
+      s->coalesced_segments += it->segs;
+      continue;
+    }
     if (it->psh) h[33] |= TCP_PSH;
     put_csum(h + 36, csum_fold(pseudo_sum(h, IPPROTO_TCP, it->total - 20)));
     v.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
@@ -224,7 +321,8 @@ static int gro_args(napi_env env, const char *fn, napi_value *argv, uint8_t **bu
 /*
  * The offload half of devWrite (device.c parsed and bounds-checked the arguments): writes
  * inner IPv4 packets buf[offs[i] .. +lens[i]) to a device with virtio-net headers, joining
- * consecutive in-order TCP segments of one flow into super-packets with a GSO_TCPV4 header;
+ * consecutive in-order TCP segments of one flow into super-packets with a GSO_TCPV4 header
+ * (and UDP datagrams with a GSO_UDP_L4 one where the kernel takes them);
  * the others go with a zero header, each to its flow's queue when d is a multi-queue device. Returns how many input packets the kernel accepted, or
  * -1 with an exception pending (a fatal fd error before anything was written).
  */
@@ -264,22 +362,31 @@ int64_t gro_write(napi_env env, vx_state *st, int fd, const dev_set *d, uint8_t 
   return accepted;
 }
 
-/* _groCoalesce(buf, offs, lens, n, out, outOffs, outLens) -> packets
+/* _groCoalesce(buf, offs, lens, n, out, outOffs, outLens[, udp]) -> packets
  * What devWrite with offloads would write (virtio_net_hdr + packet each), copied into `out` (tests).
- * Rewrites the headers of coalesced heads in buf, as devWrite does. -1: out too small. */
+ * Rewrites the headers of coalesced heads in buf, as devWrite does. -1: out too small.
+ * udp: join UDP datagrams as on a kernel that takes GSO_UDP_L4 writes (default: as this
+ * environment's last tunOpen with offloads found). */
 napi_value vx_gro_coalesce(napi_env env, napi_callback_info info) {
   static const char *fn = "_groCoalesce";
-  GET_ARGS(7);
+  GET_ARGS_OPT(7, 8);
   int64_t n, i;
   uint8_t *buf, *out;
   int32_t *offs, *lens, *ooffs, *olens;
   size_t buflen, nout, nooffs, nolens, used = 0, w = 0;
+  int uso = st->uso_write;
+  bool udp;
 
   if (gro_args(env, fn, argv, &buf, &buflen, &offs, &lens, &n, 3) != 0) return NULL;
   ARG_TYPED(4, "out", napi_uint8_array, &out, &nout);
   ARG_TYPED(5, "outOffs", napi_int32_array, &ooffs, &nooffs);
   ARG_TYPED(6, "outLens", napi_int32_array, &olens, &nolens);
+  if (argc > 7) {
+    ARG_BOOL(7, "udp", &udp);
+    st->uso_write = udp;
+  }
   gro_plan(st, buf, offs, lens, n);
+  st->uso_write = uso;
   for (i = 0; i < n; i++) {
     int cnt, npk;
     size_t start = used;

@@ -80,8 +80,11 @@ export interface OffloadStats {
   /** Super-packets written to the device and the segments they joined. */
   coalescedWrites: number;
   coalescedSegments: number;
-  /** Segments not joined because an IPv4 or TCP checksum was wrong (the kernel drops them). */
+  /** Segments not joined because an IPv4, TCP or UDP checksum was wrong (the kernel drops them). */
   csumRejects: number;
+  /** 1 when the kernel takes UDP super-packets (GSO_UDP_L4, Linux 6.2+) written to the
+   *  device, found when it was opened: UDP datagrams of one flow are then joined too. */
+  usoWrite: number;
 }
 
 export interface NativeBinding {
@@ -211,7 +214,7 @@ export interface NativeBinding {
   ): number;
   /** What devWrite with offloads would write (virtio_net_hdr + packet each), copied to out
    *  at outOffs[i]/outLens[i]; -1 when out is too small. */
-  _groCoalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number, out: Uint8Array, outOffs: Int32Array, outLens: Int32Array): number;
+  _groCoalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number, out: Uint8Array, outOffs: Int32Array, outLens: Int32Array, udp?: boolean): number;
 }
 
 /** The directory holding the package.json nearest above `startDir` (the package root). */

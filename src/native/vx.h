@@ -51,8 +51,9 @@ typedef struct {
   uint32_t total;          /* IP length of the coalesced packet */
   uint16_t gso;            /* payload of every segment but the last */
   uint16_t segs;
-  uint8_t ihl, thl;
-  uint8_t closed;          /* a short or PSH segment ended it */
+  uint8_t ihl, thl;        /* thl: the TCP header's length, or 8 (UDP) */
+  uint8_t proto;           /* IPPROTO_TCP or IPPROTO_UDP */
+  uint8_t closed;          /* a short or PSH segment (TCP), a short datagram (UDP) ended it */
   uint8_t checked;         /* the head's checksums were verified */
   uint8_t psh;
   uint8_t vnet[VNET_LEN];
@@ -82,6 +83,7 @@ typedef struct vx_state {
   dev_set devs[DEV_MAX_SETS];
   /* offloadStats() */
   int gso_off;             /* UDP_SEGMENT was refused: one datagram per segment from now on */
+  int uso_write;           /* the kernel takes GSO_UDP_L4 writes on a TUN (tunOpen's probe) */
   double tso_packets, tso_segments, gso_messages, gso_refused, csum_completed;
   double gro_datagrams, coalesced_writes, coalesced_segments, csum_rejects;
   /* socket.c and tso.c: recvmmsg/sendmmsg scratch */

@@ -8,11 +8,52 @@
 //                                      inet -- nat (MASQUERADE + UDP 8472 forward)
 //  pod2 -- aws2 [kernel flannel.1] --/
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsRun, skipUnlessRoot, tcpTransfer, type LabEnv } from './harness.js';
+import { release } from 'node:os';
+import { labDown, labUp, nsRun, nsSpawn, skipUnlessRoot, tcpTransfer, waitExit, waitForOutput, type LabEnv } from './harness.js';
 import { startGateway, type RunningGateway } from './vxedge.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
 const PREFIX = 'vxof';
+
+/**
+ * 2 000 UDP datagrams from `fromNs` to `to`:7000 in `toNs`, in bursts of 50 (runs of one
+ * size the gateway may join, and sizes that end a run: shorter and longer), each carrying
+ * its index and a pattern of it. Reports what arrived, whether in order and byte-exact.
+ */
+async function udpBursts(fromNs: string, toNs: string, to: string) {
+  const COUNT = 2000;
+  const body = (i: number) => `const n = i % 50 === 49 ? 40 : i % 100 === 20 ? 300 : 200;
+    const b = Buffer.alloc(n); b.writeUInt32BE(i, 0); for (let k = 4; k < n; k++) b[k] = (i * 31 + k) & 0xff; return b;`;
+  const rx = nsSpawn(toNs, [process.execPath, '-e', `
+    const dgram = require('node:dgram'); const make = (i) => { ${body(0)} };
+    const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
+    let got = 0, last = -1, inOrder = true, intact = true;
+    const done = () => { console.log(JSON.stringify({ received: got, inOrder, intact })); process.exit(0); };
+    let idle = setTimeout(done, 10000);
+    s.on('message', (m) => {
+      const i = m.readUInt32BE(0); got++; if (i <= last) inOrder = false; last = i;
+      if (!m.equals(make(i))) intact = false;
+      clearTimeout(idle); idle = setTimeout(done, got >= ${COUNT} ? 0 : 1500);
+    });
+    s.bind(7000, '${to}', () => console.log('ready'));`]);
+  await waitForOutput(rx, 'stdout', 'ready', 5_000);
+  let out = '';
+  rx.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = waitExit(rx, 20_000);
+  await nsRun(fromNs, [process.execPath, '-e', `
+    const dgram = require('node:dgram'); const make = (i) => { ${body(0)} };
+    const s = dgram.createSocket('udp4');
+    (async () => {
+      for (let i = 0; i < ${COUNT}; i += 50) {
+        await Promise.all(Array.from({ length: 50 }, (_, k) => new Promise((r) => s.send(make(i + k), 7000, '${to}', r))));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      s.close();
+    })();`], { timeoutMs: 20_000 });
+  await exited;
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { received: number; inOrder: boolean; intact: boolean };
+  return { sent: COUNT, ...r };
+}
 const MB16 = 16 * 1024 * 1024;
 
 interface Case {
@@ -61,6 +102,25 @@ describe.skipIf(skipUnlessRoot(['socat', 'ethtool']))('vxedge offloads between k
         const down = await tcpTransfer(env.NS_POD2, env.NS_HOST, env.HOST_IP, MB16, { timeoutMs: 60_000 });
         expect(down.receivedBytes).toBe(MB16);
         expect(down.receivedSha256).toBe(down.sentSha256);
+      });
+
+      it('carries bursts of UDP datagrams from a pod intact and in order (joined on write where the kernel takes it)', async () => {
+        // A status.json written after the TCP transfers (every 2 s), so the counters below
+        // moved for the bursts alone.
+        const start = Date.now();
+        const before = (await gw.waitStatus((d) => Date.parse(d.ts) > start)).offload?.counters;
+        const r = await udpBursts(env.NS_POD2, env.NS_HOST, env.HOST_IP);
+        expect(r.received).toBe(r.sent);
+        expect(r.inOrder).toBe(true);
+        expect(r.intact).toBe(true);
+        if (c.expect.tso) {
+          // status.json every 2 s: one written after the bursts shows what they did.
+          const after = (await gw.waitStatus((d) => (d.offload?.counters?.coalescedSegments ?? 0) > (before?.coalescedSegments ?? 0) || !d.offload?.counters?.usoWrite)).offload!.counters!;
+          const [major, minor] = release().split('.').map(Number);
+          expect(after.usoWrite).toBe(major > 6 || (major === 6 && minor >= 2) ? 1 : 0);
+          if (after.usoWrite) expect(after.coalescedSegments - before!.coalescedSegments).toBeGreaterThan(r.sent / 4);
+          expect(after.csumRejects).toBe(0);
+        }
       });
 
       it('reports the offload state, and the offloads really carried the traffic', async () => {

@@ -252,6 +252,11 @@ interface Written {
 
 /** Runs _groCoalesce on packets laid out in one buffer at scattered offsets. */
 function coalesce(pkts: Buffer[]): Written[] {
+  return coalesceWith(pkts, undefined);
+}
+
+/** The same; `udp`: join UDP datagrams (as on a kernel with GSO_UDP_L4 writes) or not. */
+function coalesceWith(pkts: Buffer[], udp: boolean | undefined): Written[] {
   const buf = Buffer.alloc(pkts.reduce((a, p) => a + p.length + 100, 0));
   const offs = new Int32Array(pkts.length);
   const lens = new Int32Array(pkts.length);
@@ -265,7 +270,7 @@ function coalesce(pkts: Buffer[]): Written[] {
   const out = Buffer.alloc(buf.length + pkts.length * VNET_HDR_LEN);
   const ooffs = new Int32Array(pkts.length);
   const olens = new Int32Array(pkts.length);
-  const n = native._groCoalesce(buf, offs, lens, pkts.length, out, ooffs, olens);
+  const n = udp === undefined ? native._groCoalesce(buf, offs, lens, pkts.length, out, ooffs, olens) : native._groCoalesce(buf, offs, lens, pkts.length, out, ooffs, olens, udp);
   expect(n).toBeGreaterThanOrEqual(0);
   return Array.from({ length: n }, (_, i) => {
     const w = out.subarray(ooffs[i], ooffs[i] + olens[i]);
@@ -440,6 +445,162 @@ describe('TCP coalescing in C (_groCoalesce)', () => {
         // Found by CI: data, pure ACK, data of one flow must not join across the ACK.
         examples: [[[{ flow: 0, len: 1, psh: false }, { flow: 0, len: 0, psh: false }, { flow: 0, len: 1, psh: false }, { flow: 0, len: 0, psh: false }], 300]],
       },
+    );
+  });
+});
+
+// ---------------------------------------------------------------- UDP (GSO_UDP_L4 writes)
+
+const VNET_GSO_UDP_L4 = 5;
+
+/** The UDP checksum of `pkt` (IPv4, 20-byte header) as the sender would put it (0 -> 0xffff). */
+function udpChecksum(pkt: Buffer): number {
+  const l4 = pkt.length - 20;
+  const c = Buffer.from(pkt.subarray(20));
+  c.writeUInt16BE(0, 6);
+  const v = foldChecksum(onesSum(c, 0, l4, onesSum(pkt, 12, 8) + 17 + l4));
+  return v === 0 ? 0xffff : v;
+}
+
+function udpPacket(o: { payload: Buffer; sport?: number; ttl?: number; tos?: number; id?: number; frag?: number; noCsum?: boolean }): Buffer {
+  const u = Buffer.alloc(8 + o.payload.length);
+  u.writeUInt16BE(o.sport ?? 5555, 0);
+  u.writeUInt16BE(6000, 2);
+  u.writeUInt16BE(u.length, 4);
+  o.payload.copy(u, 8);
+  const pkt = ipv4('10.244.1.2', '10.244.100.10', 17, u, { id: o.id ?? 0x2000, ttl: o.ttl ?? 63, frag: o.frag });
+  if (o.tos !== undefined) {
+    pkt[1] = o.tos;
+    writeIpv4HeaderChecksum(pkt, 0);
+  }
+  if (!o.noCsum) pkt.writeUInt16BE(udpChecksum(pkt), 26);
+  return pkt;
+}
+
+/** Datagrams of one flow: `sizes` payload bytes each. */
+const datagrams = (sizes: number[], o: Partial<Parameters<typeof udpPacket>[0]> = {}) =>
+  sizes.map((n, i) => udpPacket({ ...o, id: (o.id ?? 0x2000) + i, payload: bytes(n, 7 * i + n) }));
+
+/** What the kernel makes of a written UDP super-packet: the datagrams, each with its own
+ *  length, IP ID (the head's + k) and a complete checksum. */
+function udpResegment(w: Written): Buffer[] {
+  if (w.vnet.gsoType !== VNET_GSO_UDP_L4) return [w.pkt];
+  const out: Buffer[] = [];
+  for (let at = 28, k = 0; at < w.pkt.length; at += w.vnet.gsoSize, k++) {
+    const chunk = w.pkt.subarray(at, Math.min(w.pkt.length, at + w.vnet.gsoSize));
+    const d = Buffer.concat([w.pkt.subarray(0, 28), chunk]);
+    d.writeUInt16BE(d.length, 2);
+    d.writeUInt16BE((w.pkt.readUInt16BE(4) + k) & 0xffff, 4);
+    writeIpv4HeaderChecksum(d, 0);
+    d.writeUInt16BE(d.length - 20, 24);
+    d.writeUInt16BE(udpChecksum(d), 26);
+    out.push(d);
+  }
+  return out;
+}
+
+/** What a receiver compares: all but the IP ID and the UDP checksum (the kernel makes both anew). */
+const udpView = (p: Buffer) => {
+  const c = Buffer.from(p);
+  c.writeUInt16BE(0, 4);
+  c.writeUInt16BE(0, 10);
+  c.writeUInt16BE(0, 26);
+  return c.toString('hex');
+};
+
+const coalesceUdp = (pkts: Buffer[], udp = true) => coalesceWith(pkts, udp);
+
+describe('UDP coalescing in C (_groCoalesce, GSO_UDP_L4 writes)', () => {
+  it('joins same-size datagrams of one flow into one super-packet; a shorter one ends it', () => {
+    const pkts = datagrams([64, 64, 64, 64, 20, 64]);
+    const w = coalesceUdp(pkts);
+    expect(w).toHaveLength(2);
+    expect(w[0].vnet).toEqual({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_UDP_L4, hdrLen: 28, gsoSize: 64, csumStart: 20, csumOffset: 6 });
+    const s = w[0].pkt;
+    expect(s.length).toBe(28 + 4 * 64 + 20);
+    expect(s.readUInt16BE(2)).toBe(s.length);
+    expect(s.readUInt16BE(24)).toBe(s.length - 20);
+    expect(ipChecksumOk(s)).toBe(true);
+    // The checksum field holds the pseudo-header sum of the whole, for the kernel to complete.
+    let seed = onesSum(s, 12, 8) + 17 + (s.length - 20);
+    while (seed > 0xffff) seed = (seed & 0xffff) + (seed >>> 16);
+    expect(s.readUInt16BE(26)).toBe(seed);
+    expect(s.subarray(28).equals(Buffer.concat(pkts.slice(0, 5).map((p) => p.subarray(28))))).toBe(true);
+    expect(w[1]).toEqual({ vnet: ZERO_VNET, pkt: pkts[5] });
+    expect(w.flatMap(udpResegment).map(udpView)).toEqual(pkts.map(udpView));
+  });
+
+  it('without the kernel\'s support (udp false) every datagram goes as it came', () => {
+    const pkts = datagrams([64, 64, 64]);
+    expect(coalesceUdp(pkts, false)).toEqual(pkts.map((pkt) => ({ vnet: ZERO_VNET, pkt })));
+  });
+
+  it('keeps flows, TTL, TOS and DF apart, and never joins a longer datagram', () => {
+    const a = datagrams([50, 50], { sport: 1 });
+    const b = datagrams([50, 50], { sport: 2 });
+    const longer = udpPacket({ sport: 1, payload: bytes(60) });
+    const ttl = udpPacket({ sport: 1, payload: bytes(50), ttl: 9 });
+    const tos = udpPacket({ sport: 1, payload: bytes(50), tos: 0xb8 });
+    const noDf = udpPacket({ sport: 1, payload: bytes(50), frag: 0 });
+    const pkts = [a[0], b[0], a[1], b[1], longer, ttl, tos, noDf];
+    const w = coalesceUdp(pkts);
+    expect(w.map((x) => x.vnet.gsoType)).toEqual([VNET_GSO_UDP_L4, VNET_GSO_UDP_L4, 0, 0, 0, 0]);
+    expect(w.flatMap(udpResegment).map(udpView)).toEqual([a[0], a[1], b[0], b[1], longer, ttl, tos, noDf].map(udpView));
+  });
+
+  it('a fragment or a datagram with IP options ends its flow\'s chain: nothing is joined across it', () => {
+    const before = datagrams([40, 40]);
+    const frag = udpPacket({ payload: bytes(40), frag: 0x2000 }); // MF
+    const after = datagrams([40, 40], { id: 0x3000 });
+    const w = coalesceUdp([...before, frag, ...after]);
+    expect(w.map((x) => x.vnet.gsoType)).toEqual([VNET_GSO_UDP_L4, 0, VNET_GSO_UDP_L4]);
+    expect(w.flatMap(udpResegment).map(udpView)).toEqual([...before, frag, ...after].map(udpView));
+  });
+
+  it('joins a datagram without a checksum (0), never one with a bad checksum', () => {
+    const pkts = datagrams([30, 30, 30]);
+    const none = udpPacket({ payload: bytes(30, 99), noCsum: true, id: 0x2003 });
+    const bad = udpPacket({ payload: bytes(30, 98), id: 0x2004 });
+    bad[30] ^= 0xff;
+    const rejects = native.offloadStats().csumRejects;
+    const w = coalesceUdp([...pkts, none, bad]);
+    expect(w).toHaveLength(2);
+    expect(w[0].vnet.gsoType).toBe(VNET_GSO_UDP_L4);
+    expect(w[0].pkt.length).toBe(28 + 4 * 30);
+    expect(w[1]).toEqual({ vnet: ZERO_VNET, pkt: bad });
+    expect(native.offloadStats().csumRejects).toBe(rejects + 1);
+  });
+
+  it('property: coalescing then what the kernel does gives back every datagram, in order per flow', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ flow: fc.integer({ min: 0, max: 2 }), len: fc.integer({ min: 0, max: 1400 }), tcp: fc.boolean() }), { minLength: 1, maxLength: 120 }),
+        (steps) => {
+          const seq = [10, 20_000, 7];
+          const id = [1, 500, 0xfff0]; // TCP: as a sender numbers them, which TSO repeats
+          const pkts = steps.map((st, i) => {
+            if (st.tcp) {
+              const p = tcpPacket({ sport: 1000 + st.flow, seq: seq[st.flow], id: id[st.flow], payload: bytes(st.len % 1000, i) });
+              seq[st.flow] += st.len % 1000;
+              id[st.flow] = (id[st.flow] + 1) & 0xffff;
+              return p;
+            }
+            return udpPacket({ sport: 1000 + st.flow, id: i, payload: bytes(st.len, i) });
+          });
+          const w = coalesceUdp(pkts);
+          for (const x of w) expect(ipChecksumOk(x.pkt)).toBe(true);
+          const back = w.flatMap((x) => (x.vnet.gsoType === VNET_GSO_UDP_L4 ? udpResegment(x) : resegment(x)));
+          expect(back.length).toBe(pkts.length);
+          for (let f = 0; f < 3; f++) {
+            for (const proto of [6, 17]) {
+              const mine = (p: Buffer) => p[9] === proto && p.readUInt16BE(20) === 1000 + f;
+              const view = proto === 17 ? udpView : (p: Buffer) => p.toString('hex');
+              expect(back.filter(mine).map(view)).toEqual(pkts.filter(mine).map(view));
+            }
+          }
+        },
+      ),
+      { numRuns: Number(process.env.VXEDGE_PROPERTY_RUNS ?? 200) },
     );
   });
 });
