@@ -70,6 +70,60 @@ static void gro_close_addrs(vx_state *s, uint8_t *buf, const int32_t *offs, cons
   }
 }
 
+enum { CSUM_JOIN, CSUM_HEAD_BAD, CSUM_PKT_BAD };
+
+/* Before packet p (len bytes) joins chain `it` (head h): the head's checksums, once, and
+ * p's. CSUM_HEAD_BAD: the head is written as it came and leaves the plan (the kernel will
+ * drop it), look at the flow's earlier chains; CSUM_PKT_BAD: p is not joined. */
+static inline bool l4_csum_ok(uint8_t proto, const uint8_t *ip, size_t len) {
+  return proto == IPPROTO_UDP ? udp_csum_ok(ip, 20, len) : tcp_csum_ok(ip, 20, len);
+}
+
+static inline int gro_csums(vx_state *s, gro_item *it, const uint8_t *h, const uint8_t *p, size_t len) {
+  if (!it->checked) {
+    if (!ip_csum_ok(h, 20) || !l4_csum_ok(it->proto, h, it->total)) {
+      s->csum_rejects += 1;
+      s->role[it->head] = ROLE_SINGLE;
+      it->head = -1;
+      return CSUM_HEAD_BAD;
+    }
+    it->checked = 1;
+  }
+  if (!ip_csum_ok(p, 20) || !l4_csum_ok(it->proto, p, len)) {
+    s->csum_rejects += 1;
+    return CSUM_PKT_BAD;
+  }
+  return CSUM_JOIN;
+}
+
+/* Packet i (payload bytes after its headers) joins chain `it`. */
+static inline void gro_link(vx_state *s, gro_item *it, int64_t i, size_t payload) {
+  s->link[it->tail] = (int32_t)i;
+  it->tail = (int32_t)i;
+  it->total += (uint32_t)payload;
+  it->segs++;
+  s->role[i] = ROLE_MERGED;
+}
+
+/* Packet i (len bytes, `payload` after `thl` bytes of L4 header) starts a chain, if there is room. */
+static gro_item *gro_start(vx_state *s, int64_t i, size_t len, size_t payload, size_t thl, uint8_t proto) {
+  gro_item *it;
+  if (s->nitems >= GRO_ITEMS) return NULL;
+  it = &s->items[s->nitems];
+  memset(it, 0, sizeof *it);
+  it->head = it->tail = (int32_t)i;
+  it->total = (uint32_t)len;
+  it->gso = (uint16_t)payload;
+  it->segs = 1;
+  it->ihl = 20;
+  it->thl = (uint8_t)thl;
+  it->proto = proto;
+  s->item_of[i] = (int16_t)s->nitems;
+  s->role[i] = ROLE_HEAD;
+  s->nitems++;
+  return it;
+}
+
 /*
  * UDP datagram i (p, len bytes) in the plan: joined to its flow's open chain when it is the
  * same size as the chain's first datagram or shorter (a shorter one ends the chain), with
@@ -80,7 +134,7 @@ static void gro_close_addrs(vx_state *s, uint8_t *buf, const int32_t *offs, cons
  */
 static void gro_plan_udp(vx_state *s, uint8_t *buf, const int32_t *offs, int64_t i, uint8_t *p, size_t len) {
   size_t payload;
-  int k, joined = 0;
+  int k, c, joined = 0;
   if (len < 29 || p[0] != 0x45 || be16(p + 2) != len || (be16(p + 6) & 0x3fff) || be16(p + 24) != len - 20) {
     /* Not joined (IP options, a fragment, a bad length, no payload): it ends the chains
      * between its addresses, or a later datagram of its flow would be joined across it. */
@@ -99,44 +153,18 @@ static void gro_plan_udp(vx_state *s, uint8_t *buf, const int32_t *offs, int64_t
       it->closed = 1; /* only the flow's latest chain may take it; this one ends here */
       break;
     }
-    if (!it->checked) {
-      if (!ip_csum_ok(h, 20) || !udp_csum_ok(h, 20, it->total)) {
-        s->csum_rejects += 1;
-        s->role[it->head] = ROLE_SINGLE;
-        it->head = -1; /* written as it came; the kernel will drop it */
-        continue;
-      }
-      it->checked = 1;
-    }
-    if (!ip_csum_ok(p, 20) || !udp_csum_ok(p, 20, len)) {
-      s->csum_rejects += 1;
+    c = gro_csums(s, it, h, p, len);
+    if (c == CSUM_HEAD_BAD) continue;
+    if (c == CSUM_PKT_BAD) {
       joined = -1;
       break;
     }
-    s->link[it->tail] = (int32_t)i;
-    it->tail = (int32_t)i;
-    it->total += (uint32_t)payload;
-    it->segs++;
+    gro_link(s, it, i, payload);
     if (payload < it->gso) it->closed = 1;
-    s->role[i] = ROLE_MERGED;
     joined = 1;
     break;
   }
-  if (joined != 0 || s->nitems >= GRO_ITEMS) return;
-  {
-    gro_item *it = &s->items[s->nitems];
-    memset(it, 0, sizeof *it);
-    it->head = it->tail = (int32_t)i;
-    it->total = (uint32_t)len;
-    it->gso = (uint16_t)payload;
-    it->segs = 1;
-    it->ihl = 20;
-    it->thl = 8;
-    it->proto = IPPROTO_UDP;
-    s->item_of[i] = (int16_t)s->nitems;
-    s->role[i] = ROLE_HEAD;
-    s->nitems++;
-  }
+  if (joined == 0) gro_start(s, i, len, payload, 8, IPPROTO_UDP);
 }
 
 /*
@@ -155,7 +183,7 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
     size_t len = (size_t)lens[i], thl, payload;
     uint8_t flags;
     uint32_t seq;
-    int k, joined = 0;
+    int k, c, joined = 0;
 
     s->role[i] = ROLE_SINGLE;
     s->link[i] = -1;
@@ -191,46 +219,23 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
         it->closed = 1;
         break;
       }
-      if (!it->checked) {
-        if (!ip_csum_ok(h, 20) || !tcp_csum_ok(h, 20, it->total)) {
-          s->csum_rejects += 1;
-          s->role[it->head] = ROLE_SINGLE;
-          it->head = -1; /* written as it came; the kernel will drop it */
-          continue;
-        }
-        it->checked = 1;
-      }
-      if (!ip_csum_ok(p, 20) || !tcp_csum_ok(p, 20, len)) {
-        s->csum_rejects += 1;
+      c = gro_csums(s, it, h, p, len);
+      if (c == CSUM_HEAD_BAD) continue;
+      if (c == CSUM_PKT_BAD) {
         joined = -1;
         break;
       }
-      s->link[it->tail] = (int32_t)i;
-      it->tail = (int32_t)i;
+      gro_link(s, it, i, payload);
       it->seq_next = seq + (uint32_t)payload;
-      it->total += (uint32_t)payload;
-      it->segs++;
       if (payload < it->gso || (flags & TCP_PSH)) it->closed = 1;
       if (flags & TCP_PSH) it->psh = 1;
-      s->role[i] = ROLE_MERGED;
       joined = 1;
       break;
     }
-    if (joined != 0 || (flags & TCP_PSH) || s->nitems >= GRO_ITEMS) continue;
+    if (joined != 0 || (flags & TCP_PSH)) continue;
     {
-      gro_item *it = &s->items[s->nitems];
-      memset(it, 0, sizeof *it);
-      it->head = it->tail = (int32_t)i;
-      it->seq_next = seq + (uint32_t)payload;
-      it->total = (uint32_t)len;
-      it->gso = (uint16_t)payload;
-      it->segs = 1;
-      it->ihl = 20;
-      it->thl = (uint8_t)thl;
-      it->proto = IPPROTO_TCP;
-      s->item_of[i] = (int16_t)s->nitems;
-      s->role[i] = ROLE_HEAD;
-      s->nitems++;
+      gro_item *it = gro_start(s, i, len, payload, thl, IPPROTO_TCP);
+      if (it != NULL) it->seq_next = seq + (uint32_t)payload;
     }
   }
   /* Heads of more than one segment become super-packets: IP length and checksum, the
