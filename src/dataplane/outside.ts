@@ -19,7 +19,7 @@
 // checksums, and on Linux 6.2+ consecutive UDP datagrams of one flow too.
 
 import { ETHERTYPE_IPV4, isBroadcastMac, macEquals, readEtherType } from '../proto/ethernet.js';
-import { ipv4Dst, ipv4PacketLength, ipv4Src } from '../proto/ipv4.js';
+import { IPPROTO_TCP, ipv4Dst, ipv4PacketLength, ipv4Src } from '../proto/ipv4.js';
 import { clampTcpMss } from '../proto/tcpmss.js';
 import {
   ETH_HEADER_LEN,
@@ -34,7 +34,6 @@ import { PacketPath, type PathContext } from './path.js';
 import { align64 } from './inside.js';
 
 const STUN_MAGIC_COOKIE = 0x2112a442;
-const IPPROTO_TCP = 6;
 
 /** Control-plane taps on the outside path; each returns true when it consumed the packet. */
 export interface OutsideHooks {

@@ -13,14 +13,18 @@ bool ip_csum_ok(const uint8_t *ip, size_t ihl) {
   return csum_fold(csum_add(ip, ihl, 0)) == 0xffff;
 }
 
-bool tcp_csum_ok(const uint8_t *ip, size_t ihl, size_t len) {
-  uint64_t acc = pseudo_sum(ip, 6 /* TCP */, (uint32_t)(len - ihl));
+/* The L4 checksum (with the pseudo-header) of an IPv4 packet sums to all ones. */
+static inline bool l4_sum_ok(const uint8_t *ip, size_t ihl, size_t len, uint8_t proto) {
+  uint64_t acc = pseudo_sum(ip, proto, (uint32_t)(len - ihl));
   return csum_fold(csum_add(ip + ihl, len - ihl, acc)) == 0xffff;
 }
 
+bool tcp_csum_ok(const uint8_t *ip, size_t ihl, size_t len) {
+  return l4_sum_ok(ip, ihl, len, 6 /* TCP */);
+}
+
 bool udp_csum_ok(const uint8_t *ip, size_t ihl, size_t len) {
-  if (ip[ihl + 6] == 0 && ip[ihl + 7] == 0) return true;
-  return csum_fold(csum_add(ip + ihl, len - ihl, pseudo_sum(ip, 17 /* UDP */, (uint32_t)(len - ihl)))) == 0xffff;
+  return (ip[ihl + 6] == 0 && ip[ihl + 7] == 0) || l4_sum_ok(ip, ihl, len, 17 /* UDP */);
 }
 
 void vnet_decode(const uint8_t *b, vnet_hdr *h) {

@@ -28,15 +28,22 @@ enum { ROLE_SINGLE = 0, ROLE_HEAD = 1, ROLE_MERGED = 2 };
 static const uint8_t zero_vnet[VNET_LEN];
 
 
-/* Can packet `p` (len bytes, already known to be an IPv4/TCP candidate) follow item `it`? */
+/* What any packet (TCP segment or UDP datagram, `payload` bytes after its headers) needs to
+ * follow item `it` (head h): the chain still open, no longer than its first, room left, and
+ * the same TOS, DF and TTL. */
+static inline bool gro_room(const gro_item *it, const uint8_t *h, const uint8_t *p, size_t payload) {
+  if (it->closed || payload > it->gso) return false;
+  if (it->segs >= GRO_MAX_SEGS || it->total + payload > MAX_IP) return false;
+  return h[1] == p[1] && (h[6] >> 5) == (p[6] >> 5) && h[8] == p[8]; /* TOS, DF, TTL */
+}
+
+/* Can TCP segment `p` (already known to be an IPv4/TCP candidate) follow item `it`? */
 static bool gro_fits(const gro_item *it, const uint8_t *h, const uint8_t *p, size_t thl, uint32_t seq,
                      size_t payload) {
   const uint8_t *hth = h + it->ihl, *th = p + 20;
-  if (it->closed || it->thl != thl || seq != it->seq_next || payload > it->gso) return false;
-  if (it->segs >= GRO_MAX_SEGS || it->total + payload > MAX_IP) return false;
+  if (it->thl != thl || seq != it->seq_next || !gro_room(it, h, p, payload)) return false;
   if (memcmp(h + 12, p + 12, 8) != 0 || memcmp(hth, th, 4) != 0) return false; /* addresses, ports */
   if (memcmp(hth + 8, th + 8, 4) != 0 || memcmp(hth + 14, th + 14, 2) != 0) return false; /* ack, window */
-  if (h[1] != p[1] || (h[6] >> 5) != (p[6] >> 5) || h[8] != p[8]) return false; /* TOS, DF, TTL */
   return thl == 20 || memcmp(hth + 20, th + 20, thl - 20) == 0; /* options, timestamps included */
 }
 
@@ -72,13 +79,13 @@ static void gro_close_addrs(vx_state *s, uint8_t *buf, const int32_t *offs, cons
 
 enum { CSUM_JOIN, CSUM_HEAD_BAD, CSUM_PKT_BAD };
 
-/* Before packet p (len bytes) joins chain `it` (head h): the head's checksums, once, and
- * p's. CSUM_HEAD_BAD: the head is written as it came and leaves the plan (the kernel will
- * drop it), look at the flow's earlier chains; CSUM_PKT_BAD: p is not joined. */
 static inline bool l4_csum_ok(uint8_t proto, const uint8_t *ip, size_t len) {
   return proto == IPPROTO_UDP ? udp_csum_ok(ip, 20, len) : tcp_csum_ok(ip, 20, len);
 }
 
+/* Before packet p (len bytes) joins chain `it` (head h): the head's checksums, once, and
+ * p's. CSUM_HEAD_BAD: the head is written as it came and leaves the plan (the kernel will
+ * drop it), look at the flow's earlier chains; CSUM_PKT_BAD: p is not joined. */
 static inline int gro_csums(vx_state *s, gro_item *it, const uint8_t *h, const uint8_t *p, size_t len) {
   if (!it->checked) {
     if (!ip_csum_ok(h, 20) || !l4_csum_ok(it->proto, h, it->total)) {
@@ -103,6 +110,38 @@ static inline void gro_link(vx_state *s, gro_item *it, int64_t i, size_t payload
   it->total += (uint32_t)payload;
   it->segs++;
   s->role[i] = ROLE_MERGED;
+}
+
+/*
+ * The chain packet p (len bytes; TCP: header length thl and sequence number seq) joins: its
+ * flow's latest chain, if p fits there and every checksum is good. NULL otherwise; *bad is
+ * set when p's own checksums are wrong (it is then written as it came). Only the flow's
+ * latest chain may take p; one that p does not fit ends here.
+ */
+static inline gro_item *gro_chain_for(vx_state *s, uint8_t *buf, const int32_t *offs, const uint8_t *p, size_t len,
+                                      size_t thl, uint32_t seq, size_t payload, bool *bad) {
+  *bad = false;
+  for (int k = s->nitems - 1; k >= 0; k--) {
+    gro_item *it = &s->items[k];
+    const uint8_t *h;
+    if (it->head < 0) continue;
+    h = buf + offs[it->head];
+    if (!gro_same_flow(h, p)) continue;
+    if (!(p[9] == IPPROTO_UDP ? gro_room(it, h, p, payload) : gro_fits(it, h, p, thl, seq, payload))) {
+      it->closed = 1;
+      return NULL;
+    }
+    switch (gro_csums(s, it, h, p, len)) {
+    case CSUM_HEAD_BAD:
+      continue;
+    case CSUM_PKT_BAD:
+      *bad = true;
+      return NULL;
+    default:
+      return it;
+    }
+  }
+  return NULL;
 }
 
 /* Packet i (len bytes, `payload` after `thl` bytes of L4 header) starts a chain, if there is room. */
@@ -134,7 +173,8 @@ static gro_item *gro_start(vx_state *s, int64_t i, size_t len, size_t payload, s
  */
 static void gro_plan_udp(vx_state *s, uint8_t *buf, const int32_t *offs, int64_t i, uint8_t *p, size_t len) {
   size_t payload;
-  int k, c, joined = 0;
+  gro_item *it;
+  bool bad;
   if (len < 29 || p[0] != 0x45 || be16(p + 2) != len || (be16(p + 6) & 0x3fff) || be16(p + 24) != len - 20) {
     /* Not joined (IP options, a fragment, a bad length, no payload): it ends the chains
      * between its addresses, or a later datagram of its flow would be joined across it. */
@@ -142,29 +182,13 @@ static void gro_plan_udp(vx_state *s, uint8_t *buf, const int32_t *offs, int64_t
     return;
   }
   payload = len - 28;
-  for (k = s->nitems - 1; k >= 0; k--) {
-    gro_item *it = &s->items[k];
-    uint8_t *h;
-    if (it->head < 0) continue;
-    h = buf + offs[it->head];
-    if (!gro_same_flow(h, p)) continue;
-    if (it->closed || payload > it->gso || it->segs >= GRO_MAX_SEGS || it->total + payload > MAX_IP ||
-        h[1] != p[1] || (h[6] >> 5) != (p[6] >> 5) || h[8] != p[8]) {
-      it->closed = 1; /* only the flow's latest chain may take it; this one ends here */
-      break;
-    }
-    c = gro_csums(s, it, h, p, len);
-    if (c == CSUM_HEAD_BAD) continue;
-    if (c == CSUM_PKT_BAD) {
-      joined = -1;
-      break;
-    }
+  it = gro_chain_for(s, buf, offs, p, len, 8, 0, payload, &bad);
+  if (it != NULL) {
     gro_link(s, it, i, payload);
     if (payload < it->gso) it->closed = 1;
-    joined = 1;
-    break;
+  } else if (!bad) {
+    gro_start(s, i, len, payload, 8, IPPROTO_UDP);
   }
-  if (joined == 0) gro_start(s, i, len, payload, 8, IPPROTO_UDP);
 }
 
 /*
@@ -183,7 +207,8 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
     size_t len = (size_t)lens[i], thl, payload;
     uint8_t flags;
     uint32_t seq;
-    int k, c, joined = 0;
+    gro_item *it;
+    bool bad;
 
     s->role[i] = ROLE_SINGLE;
     s->link[i] = -1;
@@ -208,75 +233,44 @@ static void gro_plan(vx_state *s, uint8_t *buf, const int32_t *offs, const int32
     }
     payload = len - 20 - thl;
     seq = be32(p + 24);
-    for (k = s->nitems - 1; k >= 0; k--) {
-      gro_item *it = &s->items[k];
-      uint8_t *h;
-      if (it->head < 0) continue;
-      h = buf + offs[it->head];
-      if (!gro_same_flow(h, p)) continue;
-      /* Only the flow's latest chain may take it; if it does not fit, that chain ends here. */
-      if (!gro_fits(it, h, p, thl, seq, payload)) {
-        it->closed = 1;
-        break;
-      }
-      c = gro_csums(s, it, h, p, len);
-      if (c == CSUM_HEAD_BAD) continue;
-      if (c == CSUM_PKT_BAD) {
-        joined = -1;
-        break;
-      }
+    it = gro_chain_for(s, buf, offs, p, len, thl, seq, payload, &bad);
+    if (it != NULL) {
       gro_link(s, it, i, payload);
-      it->seq_next = seq + (uint32_t)payload;
       if (payload < it->gso || (flags & TCP_PSH)) it->closed = 1;
       if (flags & TCP_PSH) it->psh = 1;
-      joined = 1;
-      break;
+    } else {
+      if (bad || (flags & TCP_PSH)) continue; /* a PSH segment alone is written as it came */
+      it = gro_start(s, i, len, payload, thl, IPPROTO_TCP);
+      if (it == NULL) continue;
     }
-    if (joined != 0 || (flags & TCP_PSH)) continue;
-    {
-      gro_item *it = gro_start(s, i, len, payload, thl, IPPROTO_TCP);
-      if (it != NULL) it->seq_next = seq + (uint32_t)payload;
-    }
+    it->seq_next = seq + (uint32_t)payload;
   }
   /* Heads of more than one segment become super-packets: IP length and checksum, the
-   * pseudo-header sum in the TCP checksum field (the kernel completes it), PSH if the
-   * last segment had it, and a GSO_TCPV4 header. */
+   * pseudo-header sum in the TCP or UDP checksum field (the kernel completes it; the UDP
+   * length too), PSH if the last TCP segment had it, and a GSO_TCPV4 or GSO_UDP_L4 header. */
   for (int k = 0; k < s->nitems; k++) {
     gro_item *it = &s->items[k];
     uint8_t *h;
     vnet_hdr v;
+    bool udp;
     if (it->head < 0) continue;
     if (it->segs < 2) {
       s->role[it->head] = ROLE_SINGLE;
       continue;
     }
     h = buf + offs[it->head];
+    udp = it->proto == IPPROTO_UDP;
     put16(h + 2, it->total);
     ip_fix_csum(h, 20);
-    if (it->proto == IPPROTO_UDP) {
-      /* The UDP length and the pseudo-header sum of the whole; the kernel gives each
-       * datagram its own length and completes its checksum. */
-      put16(h + 24, it->total - 20);
-      put_csum(h + 26, csum_fold(pseudo_sum(h, IPPROTO_UDP, it->total - 20)));
-      v.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-      v.gso_type = VIRTIO_NET_HDR_GSO_UDP_L4;
-      v.hdr_len = 28;
-      v.gso_size = it->gso;
-      v.csum_start = 20;
-      v.csum_offset = 6;
-      vnet_encode(it->vnet, &v);
-      s->coalesced_writes += 1;
-      s->coalesced_segments += it->segs;
-      continue;
-    }
-    if (it->psh) h[33] |= TCP_PSH;
-    put_csum(h + 36, csum_fold(pseudo_sum(h, IPPROTO_TCP, it->total - 20)));
+    if (udp) put16(h + 24, it->total - 20); /* the kernel gives each datagram its own length */
+    else if (it->psh) h[33] |= TCP_PSH;
     v.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    v.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+    v.gso_type = udp ? VIRTIO_NET_HDR_GSO_UDP_L4 : VIRTIO_NET_HDR_GSO_TCPV4;
     v.hdr_len = (uint16_t)(20 + it->thl);
     v.gso_size = it->gso;
     v.csum_start = 20;
-    v.csum_offset = 16;
+    v.csum_offset = udp ? 6 : 16;
+    put_csum(h + 20 + v.csum_offset, csum_fold(pseudo_sum(h, it->proto, it->total - 20)));
     vnet_encode(it->vnet, &v);
     s->coalesced_writes += 1;
     s->coalesced_segments += it->segs;
