@@ -177,6 +177,7 @@ export class Gateway extends EventEmitter {
 
   health(): HealthDocument {
     const { cfg, t, d } = this;
+    t.dataplane.collectSendLosses();
     const { rows, pathMtu } = peerRows(t.dataplane.peers, this.rowContext());
     return assembleHealth({
       site: cfg.site, node: cfg.node, version: d.version,

@@ -117,6 +117,15 @@ export function buildSchema(hostname: string = os.hostname()) {
         format: f.bool,
         extension: true,
       }),
+      sendThread: leaf({
+        doc:
+          'Send to the underlay from a second thread, so that reading and routing the next batch overlaps with the kernel\'s ' +
+          'work of sending the last one, on another core. A lone small packet (ping, DNS) is still sent at once. ' +
+          'Ignored on a one-core machine; false: every send is made on the main thread.',
+        default: true,
+        format: f.bool,
+        extension: true,
+      }),
       queues: leaf({
         doc:
           'Queues of the TUN/TAP device, 1..16. The kernel keeps each flow on one queue and vxedge reads the queues in turn, ' +

@@ -3,8 +3,10 @@
 //   or a kernel vxlan on it, fails here before anything is touched) -> a leftover device
 //   removed -> UDP_SEGMENT/UDP_GRO checked end to end (each off, with the reason, when it
 //   does not work here) -> the TUN/TAP device (offloads, or the plain path with the reason)
-//   -> its address, MTU and queue -> the data plane polling both fds.
+//   -> its address, MTU and queue -> the sender thread (overlay.sendThread) -> the data
+//   plane polling both fds.
 // Peers are added afterwards through peer-sync.ts. close() takes it down in reverse.
+import { availableParallelism } from 'node:os';
 import type { Config } from '../config/types.js';
 import { Dataplane } from '../dataplane/dataplane.js';
 import { enableUdpGro, openDevice, openUnderlaySocket } from '../dataplane/open.js';
@@ -84,11 +86,14 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
     const dataplane = new Dataplane(settings, binding, { device: tun.fd, underlay: udpFd }, new PeerTable(), log, clock);
     const offloadOff = !cfg.overlay.offload ? 'overlay.offload is false' : (opened.offloadOff ?? groOff);
     dataplane.offloadOff = [offloadOff, udpCheck.segment].filter((r) => r !== null).join('; ') || null;
+    const sendThread = startSendThread(binding, cfg.overlay.sendThread, log);
+    undo.push(() => binding.udpSendThread(false));
     dataplane.start();
     undo.push(() => dataplane.stop());
     log.info('tunnel up', {
       device: tun.name, mode: cfg.overlay.mode, queues: tun.queues, mtu, vtepMac: mac, vtepMacSource: source, vtep: vtepAddress(cfg.overlay.subnet),
       underlay: `${underlay.iface} ${underlay.address}:${cfg.underlay.port}`,
+      sendThread,
       offload: opened.vnetHdr ? `tso+csum${udpCheck.segment ? '' : ', udp gso'}${udpGro ? '+gro' : ''}` : 'off',
       udpCheck: { segment: udpCheck.segment ?? 'ok', gro: udpCheck.gro ?? 'ok' },
     });
@@ -102,5 +107,16 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
   } catch (e) {
     for (const u of undo.reverse()) u();
     throw e;
+  }
+}
+
+/** The addon's sender thread (overlay.sendThread): only with a second core to run it on. */
+function startSendThread(binding: NativeBinding, wanted: boolean, log: Logger): boolean {
+  if (!wanted || availableParallelism() < 2) return false;
+  try {
+    return binding.udpSendThread(true);
+  } catch (e) {
+    log.warn('sender thread not started: every underlay send is made on the main thread', { reason: (e as Error).message });
+    return false;
   }
 }

@@ -62,6 +62,13 @@ export class Dataplane {
     }
   }
 
+  /** Counts as drops the packets the sender thread could not send after udpSend had handed
+   *  them over (socket full): called before the counters are read. */
+  collectSendLosses(): void {
+    const lost = this.io.udpSendLost?.() ?? 0;
+    if (lost > 0) this.drops.add(Drop.underlaySend, lost);
+  }
+
   /** Sends one control datagram (keepalive probe, STUN request) on the tunnel socket. */
   sendControl(buf: Buffer, off: number, len: number, addr: number, port: number): boolean {
     this.one.n = 0;

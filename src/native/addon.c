@@ -8,7 +8,8 @@
  *   3. move packets in batches between the kernel and ONE big Buffer addressed by offsets:
  *      readv()/write() loops on the device, recvmmsg()/sendmmsg() on the socket;
  *   4. the per-byte work of the offloads: TSO segmentation and checksums (tso.c), TCP
- *      coalescing (gro.c).
+ *      coalescing (gro.c);
+ *   5. send to the underlay from a second thread, beside the JS thread (sender.c).
  * Everything else (framing, VXLAN headers, peers, policy) is TypeScript. The one JS-side
  * declaration of this table is `NativeBinding` in src/native/index.ts: keep them in step.
  *
@@ -30,6 +31,7 @@ static napi_value last_error(napi_env env, napi_callback_info info) {
   char code[48] = "", text[96];
   napi_value res, v;
 
+  sender_sync(st); /* the sender thread's errors count too */
   if (st->last_errno != 0) errno_strings(st->last_errno, code, sizeof code, text, sizeof text);
   if (napi_create_object(env, &res) != napi_ok) return NULL;
   if (napi_create_int32(env, st->last_errno, &v) == napi_ok) napi_set_named_property(env, res, "errno", v);
@@ -44,6 +46,7 @@ static napi_value offload_stats(napi_env env, napi_callback_info info) {
   static const char *fn = "offloadStats";
   GET_ARGS(0);
   napi_value res, v;
+  sender_sync(st);
   if (napi_create_object(env, &res) != napi_ok) return NULL;
 #define STAT(name, val) \
   if (napi_create_double(env, (val), &v) == napi_ok) napi_set_named_property(env, res, name, v)
@@ -58,6 +61,9 @@ static napi_value offload_stats(napi_env env, napi_callback_info info) {
   STAT("coalescedSegments", st->coalesced_segments);
   STAT("csumRejects", st->csum_rejects);
   STAT("usoWrite", st->uso_write);
+  STAT("sendThread", st->snd != NULL);
+  STAT("sendHanded", st->snd_handed);
+  STAT("sendInline", st->snd_inline);
 #undef STAT
   return res;
 }
@@ -66,19 +72,21 @@ static void state_finalize(napi_env env, void *data, void *hint) {
   vx_state *st = data;
   (void)env;
   (void)hint;
-  free(st->scratch);
+  sender_stop(st);
+  for (int i = 0; i < TX_SETS; i++) free(st->sets[i].scratch);
   free(st);
 }
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   vx_state *st = calloc(1, sizeof *st);
-  if (st == NULL || (st->scratch = malloc(OF_SCRATCH)) == NULL ||
+  if (st == NULL || (st->sets[0].scratch = malloc(OF_SCRATCH)) == NULL ||
       napi_set_instance_data(env, st, state_finalize, NULL) != napi_ok) {
-    if (st != NULL) free(st->scratch);
+    if (st != NULL) free(st->sets[0].scratch);
     free(st);
     napi_throw_error(env, "ENOMEM", "vxedge_native: out of memory");
     return NULL;
   }
+  st->tx = &st->sets[0];
 #define FN(name, cb) {name, NULL, cb, NULL, NULL, NULL, napi_enumerable, st}
   const napi_property_descriptor props[] = {
       /* device.c */
@@ -87,6 +95,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("udpOpen", vx_udp_open), FN("udpSetGro", vx_udp_set_gro), FN("udpRecv", vx_udp_recv),
       FN("udpSend", vx_udp_send), FN("udpCheckOffloads", vx_udp_check_offloads),
       FN("unixDgramSend", vx_unix_dgram_send),
+      /* sender.c */
+      FN("udpSendThread", vx_udp_send_thread), FN("udpSendLost", vx_udp_send_lost),
       /* poll.c */
       FN("pollStart", vx_poll_start), FN("pollStop", vx_poll_stop), FN("close", vx_close),
       /* diagnostics */

@@ -85,6 +85,11 @@ export interface OffloadStats {
   /** 1 when the kernel takes UDP super-packets (GSO_UDP_L4, Linux 6.2+) written to the
    *  device, found when it was opened: UDP datagrams of one flow are then joined too. */
   usoWrite: number;
+  /** 1 while the sender thread sends to the underlay (udpSendThread); the batches handed to
+   *  it, and the lone small datagrams sent on the JS thread meanwhile. */
+  sendThread: number;
+  sendHanded: number;
+  sendInline: number;
 }
 
 export interface NativeBinding {
@@ -161,6 +166,20 @@ export interface NativeBinding {
     fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
     n: number, vnet: Uint8Array | null, vnetIdx: Int32Array | null, encap: number,
   ): number;
+
+  /** Starts (true) or stops (false) the sender thread: from then on udpSend copies what it
+   *  was given (or the segments it cut) into one of two batches and hands the batch to a
+   *  second thread, which sends it while the JS thread reads and routes the next; a batch of
+   *  one plain datagram is still sent at once when that thread is idle. Batches go out in
+   *  the order they were made. udpSend then returns how many packets were sent or handed
+   *  over; what the thread could not send is counted by udpSendLost(). Stopping waits for
+   *  what it holds. Returns whether it runs; throws (code, syscall pthread_create) when it
+   *  cannot start. */
+  udpSendThread(on: boolean): boolean;
+
+  /** Packets the sender thread could not send (socket full, a per-datagram error) since the
+   *  last call, after it has sent what it held; 0 without it. */
+  udpSendLost(): number;
 
   /** The start-up check, on two throwaway sockets on 127.0.0.1, that UDP_SEGMENT really cuts
    *  a send into datagrams and that UDP_GRO's segment size really arrives: a syscall layer

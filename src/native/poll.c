@@ -55,6 +55,7 @@ napi_value vx_close(napi_env env, napi_callback_info info) {
   int64_t fd;
 
   ARG_INT(0, "fd", 0, INT_MAX, &fd);
+  sender_sync(st); /* the sender thread may be sending on fd: never close it under a send */
   vx_poll_forget_fd(st, (int)fd);
   dev_forget(st, (int)fd);
   if (close((int)fd) < 0 && errno != EINTR) /* Linux frees the fd even on EINTR */

@@ -91,85 +91,98 @@ void put_udp_segment(struct msghdr *h, ctl_buf *ctl, uint16_t seg) {
   memcpy(CMSG_DATA(cm), &seg, sizeof seg);
 }
 
-static void set_segment(vx_state *s, int m, uint16_t seg) {
-  put_udp_segment(&s->msgs[m].msg_hdr, &s->ctls[m], seg);
-  s->msg_seg[m] = seg;
+static void set_segment(tx_set *t, int m, uint16_t seg) {
+  put_udp_segment(&t->msgs[m].msg_hdr, &t->ctls[m], seg);
+  t->msg_seg[m] = seg;
 }
 
-/* Queues a new message of one buffer: a datagram, or `seg`-sized segments (TSO). */
-static void msg_add(vx_state *s, uint8_t *p, size_t len, uint32_t addr, uint16_t port, uint16_t seg,
-                    int32_t pkt) {
-  int m = s->nmsgs++;
-  struct msghdr *h = &s->msgs[m].msg_hdr;
-  struct sockaddr_in *sin = &s->names[m];
-  int v = s->niovs++;
+/* Queues a new message of one buffer: a datagram, or `seg`-sized segments (TSO). `open`:
+ * datagrams of the same size may join it. */
+static void msg_add(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, uint16_t seg,
+                    int32_t pkt, int open) {
+  int m = t->nmsgs++;
+  struct msghdr *h = &t->msgs[m].msg_hdr;
+  struct sockaddr_in *sin = &t->names[m];
+  int v = t->niovs++;
   memset(h, 0, sizeof *h);
   memset(sin, 0, sizeof *sin);
   sin->sin_family = AF_INET;
   sin->sin_addr.s_addr = htonl(addr);
   sin->sin_port = htons(port);
-  s->iovs[v].iov_base = p;
-  s->iovs[v].iov_len = len;
+  t->iovs[v].iov_base = p;
+  t->iovs[v].iov_len = len;
   h->msg_name = sin;
   h->msg_namelen = sizeof *sin;
-  h->msg_iov = &s->iovs[v];
+  h->msg_iov = &t->iovs[v];
   h->msg_iovlen = 1;
-  s->msg_seg[m] = 0;
-  if (seg) set_segment(s, m, seg);
-  s->msg_pkt[m] = pkt;
-  s->msg_npkt[m] = 1;
-  s->msg_iov0[m] = v;
-  s->msg_open[m] = seg == 0 && !s->gso_off;
-  s->msg_bytes[m] = (uint32_t)len;
+  t->msg_seg[m] = 0;
+  if (seg) set_segment(t, m, seg);
+  t->msg_pkt[m] = pkt;
+  t->msg_npkt[m] = 1;
+  t->msg_iov0[m] = v;
+  t->msg_open[m] = seg == 0 && open;
+  t->msg_bytes[m] = (uint32_t)len;
 }
 
 /*
  * Queues one datagram (packet `pkt`): joined to the message before it when that one goes to
  * the same address and port with datagrams of the same size (the last may be shorter), so
  * that a burst of small packets to one peer leaves as one UDP_SEGMENT send: one trip down
- * the stack instead of one per datagram. The datagrams are not copied: each is an iov.
+ * the stack instead of one per datagram. The datagrams are not copied: each is an iov
+ * (except for the sender thread, which needs them after udpSend has returned: t->copy).
  */
-static void msg_put(vx_state *s, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt) {
-  int m = s->nmsgs - 1;
-  if (m >= 0 && s->msg_open[m] && s->niovs < MMSG_BATCH && s->names[m].sin_addr.s_addr == htonl(addr) &&
-      s->names[m].sin_port == htons(port) && s->msg_pkt[m] + s->msg_npkt[m] == pkt) {
-    struct msghdr *h = &s->msgs[m].msg_hdr;
-    size_t first = s->iovs[s->msg_iov0[m]].iov_len;
-    if (len <= first && h->msg_iovlen < UDP_GSO_MAX_SEGS && s->msg_bytes[m] + len <= UDP_GSO_MAX_BYTES) {
-      int v = s->niovs++;
-      s->iovs[v].iov_base = p;
-      s->iovs[v].iov_len = len;
+static void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt, int gso_off) {
+  int m = t->nmsgs - 1;
+  if (t->copy) {
+    uint8_t *c = t->scratch + t->used;
+    memcpy(c, p, len);
+    t->used += (len + 63) & ~(size_t)63;
+    p = c;
+  }
+  if (m >= 0 && t->msg_open[m] && t->niovs < MMSG_BATCH && t->names[m].sin_addr.s_addr == htonl(addr) &&
+      t->names[m].sin_port == htons(port) && t->msg_pkt[m] + t->msg_npkt[m] == pkt) {
+    struct msghdr *h = &t->msgs[m].msg_hdr;
+    size_t first = t->iovs[t->msg_iov0[m]].iov_len;
+    if (len <= first && h->msg_iovlen < UDP_GSO_MAX_SEGS && t->msg_bytes[m] + len <= UDP_GSO_MAX_BYTES) {
+      int v = t->niovs++;
+      t->iovs[v].iov_base = p;
+      t->iovs[v].iov_len = len;
       h->msg_iovlen++;
-      s->msg_npkt[m]++;
-      s->msg_bytes[m] += (uint32_t)len;
-      if (h->msg_iovlen == 2) set_segment(s, m, (uint16_t)first);
-      if (len < first) s->msg_open[m] = 0; /* a shorter one must be the last */
+      t->msg_npkt[m]++;
+      t->msg_bytes[m] += (uint32_t)len;
+      if (h->msg_iovlen == 2) set_segment(t, m, (uint16_t)first);
+      if (len < first) t->msg_open[m] = 0; /* a shorter one must be the last */
       return;
     }
   }
-  msg_add(s, p, len, addr, port, 0, pkt);
+  msg_add(t, p, len, addr, port, 0, pkt, !gso_off);
+}
+
+static void note_tx_error(tx_set *t, int err) {
+  t->last_errno = err;
+  t->errors += 1;
 }
 
 /* Sends message m's datagrams one by one (UDP_SEGMENT refused). 0 or an errno. */
-static int send_split(vx_state *s, int fd, int m) {
-  struct msghdr *mh = &s->msgs[m].msg_hdr;
+static int send_split(tx_set *t, int fd, int m) {
+  struct msghdr *mh = &t->msgs[m].msg_hdr;
   int cnt = 0, k = 0, err = 0;
   for (size_t i = 0; i < mh->msg_iovlen; i++) {
     uint8_t *base = mh->msg_iov[i].iov_base;
-    size_t total = mh->msg_iov[i].iov_len, seg = mh->msg_iovlen > 1 ? total : s->msg_seg[m], off;
+    size_t total = mh->msg_iov[i].iov_len, seg = mh->msg_iovlen > 1 ? total : t->msg_seg[m], off;
     for (off = 0; off < total && cnt < UDP_GSO_MAX_SEGS * 2; off += seg, cnt++) {
-      struct msghdr *h = &s->split_msgs[cnt].msg_hdr;
+      struct msghdr *h = &t->split_msgs[cnt].msg_hdr;
       memset(h, 0, sizeof *h);
-      s->split_iovs[cnt].iov_base = base + off;
-      s->split_iovs[cnt].iov_len = total - off < seg ? total - off : seg;
-      h->msg_name = &s->names[m];
-      h->msg_namelen = sizeof s->names[m];
-      h->msg_iov = &s->split_iovs[cnt];
+      t->split_iovs[cnt].iov_base = base + off;
+      t->split_iovs[cnt].iov_len = total - off < seg ? total - off : seg;
+      h->msg_name = &t->names[m];
+      h->msg_namelen = sizeof t->names[m];
+      h->msg_iov = &t->split_iovs[cnt];
       h->msg_iovlen = 1;
     }
   }
   while (k < cnt) {
-    int r = sendmmsg(fd, s->split_msgs + k, (unsigned)(cnt - k), MSG_DONTWAIT);
+    int r = sendmmsg(fd, t->split_msgs + k, (unsigned)(cnt - k), MSG_DONTWAIT);
     if (r > 0) {
       k += r;
       continue;
@@ -177,25 +190,46 @@ static int send_split(vx_state *s, int fd, int m) {
     if (r < 0 && errno == EINTR) continue;
     err = r == 0 ? EAGAIN : errno;
     if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || fd_fatal(err)) return err;
-    note_error(s, err);
+    note_tx_error(t, err);
     k++;
   }
   return err;
 }
 
-static void mark_failed(vx_state *s, int m) {
-  for (int32_t q = 0; q < s->msg_npkt[m]; q++) s->failed[s->msg_pkt[m] + q] = 1;
+static void mark_failed(tx_set *t, int m, uint8_t *failed) {
+  if (failed == NULL) {
+    t->lost_pkts += t->msg_npkt[m];
+    return;
+  }
+  for (int32_t q = 0; q < t->msg_npkt[m]; q++) failed[t->msg_pkt[m] + q] = 1;
 }
 
-/* Sends every queued message. Returns 0, or the errno that stopped it early (EAGAIN,
- * ENOBUFS: socket full; EBADF...: fatal); unsent messages mark their packets failed. */
-static int flush(vx_state *s, int fd) {
+void tx_reset(tx_set *t) {
+  t->nmsgs = 0;
+  t->niovs = 0;
+  t->used = 0;
+}
+
+void tx_fold(vx_state *st, tx_set *t) {
+  st->gso_messages += t->sent_gso;
+  st->snd_lost += t->lost_pkts;
+  st->error_count += t->errors;
+  if (t->last_errno != 0) st->last_errno = t->last_errno;
+  if (t->refused_gso && !st->gso_off) {
+    st->gso_refused += 1;
+    st->gso_off = 1;
+  }
+  t->sent_gso = t->lost_pkts = t->errors = 0;
+  t->last_errno = t->refused_gso = 0;
+}
+
+int tx_send(tx_set *t, int fd, uint8_t *failed) {
   int k = 0, stop = 0;
-  while (k < s->nmsgs) {
-    int r = sendmmsg(fd, s->msgs + k, (unsigned)(s->nmsgs - k), MSG_DONTWAIT);
+  while (k < t->nmsgs) {
+    int r = sendmmsg(fd, t->msgs + k, (unsigned)(t->nmsgs - k), MSG_DONTWAIT);
     int err;
     if (r > 0) {
-      for (int q = 0; q < r; q++) s->gso_messages += s->msg_seg[k + q] ? 1 : 0;
+      for (int q = 0; q < r; q++) t->sent_gso += t->msg_seg[k + q] ? 1 : 0;
       k += r;
       continue;
     }
@@ -205,12 +239,11 @@ static int flush(vx_state *s, int fd) {
       stop = err;
       break;
     }
-    if (s->msg_seg[k] && (err == EIO || err == EINVAL || err == EMSGSIZE || err == ENOPROTOOPT)) {
+    if (t->msg_seg[k] && (err == EIO || err == EINVAL || err == EMSGSIZE || err == ENOPROTOOPT)) {
       /* The kernel will not segment for us here: from now on neither do we ask it to. */
       int e2;
-      if (!s->gso_off) s->gso_refused += 1;
-      s->gso_off = 1;
-      e2 = send_split(s, fd, k);
+      t->refused_gso = 1;
+      e2 = send_split(t, fd, k);
       if (e2 == EAGAIN || e2 == EWOULDBLOCK || e2 == ENOBUFS || fd_fatal(e2)) {
         stop = e2;
         break;
@@ -218,14 +251,26 @@ static int flush(vx_state *s, int fd) {
       k++;
       continue;
     }
-    note_error(s, err);
-    mark_failed(s, k);
+    note_tx_error(t, err);
+    mark_failed(t, k, failed);
     k++;
   }
-  for (; k < s->nmsgs; k++) mark_failed(s, k);
-  s->nmsgs = 0;
-  s->niovs = 0;
-  s->used = 0;
+  /* A full socket drops the rest, as the kernel's own VXLAN drops what its queue cannot
+   * take; counted, and reported once per batch (not per packet) for a fatal error. */
+  if (stop != 0 && failed == NULL && !(stop == EAGAIN || stop == EWOULDBLOCK || stop == ENOBUFS)) note_tx_error(t, stop);
+  for (; k < t->nmsgs; k++) mark_failed(t, k, failed);
+  tx_reset(t);
+  return stop;
+}
+
+/* Sends every queued message: on this thread (inline), or hands them to the sender thread.
+ * Returns 0, or the errno that stopped it early (EAGAIN, ENOBUFS: socket full; EBADF...:
+ * fatal); unsent messages mark their packets failed. */
+static int flush(vx_state *s, int fd) {
+  int stop;
+  if (s->snd != NULL) return sender_flush(s, fd);
+  stop = tx_send(s->tx, fd, s->failed);
+  tx_fold(s, s->tx);
   return stop;
 }
 
@@ -267,8 +312,10 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
       s->csum_completed += 1;
     }
     if (sink) return sink_put(sink, d, len);
-    if ((s->nmsgs >= OF_MSGS || s->niovs >= MMSG_BATCH) && (*stop = flush(s, fd)) != 0) return 0;
-    msg_put(s, d, len, addr, port, pkt);
+    if ((s->tx->nmsgs >= OF_MSGS || s->tx->niovs >= MMSG_BATCH || (s->tx->copy && s->tx->used + len + 64 > OF_SCRATCH)) &&
+        (*stop = flush(s, fd)) != 0)
+      return 0;
+    msg_put(s->tx, d, len, addr, port, pkt, s->gso_off);
     return 0;
   }
   if (type != VIRTIO_NET_HDR_GSO_TCPV4 || tso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;
@@ -290,13 +337,13 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
       k++;
       continue;
     }
-    if (s->nmsgs >= OF_MSGS || s->niovs >= MMSG_BATCH || s->used + (size_t)m * stride > OF_SCRATCH) {
+    if (s->tx->nmsgs >= OF_MSGS || s->tx->niovs >= MMSG_BATCH || s->tx->used + (size_t)m * stride > OF_SCRATCH) {
       if ((*stop = flush(s, fd)) != 0) return 0;
     }
-    base = s->scratch + s->used;
+    base = s->tx->scratch + s->tx->used;
     for (q = 0; q < m; q++) total += tso_write(&j, encap, k + q, base + total);
-    s->used += (total + 63) & ~(size_t)63;
-    msg_add(s, base, total, addr, port, m > 1 ? (uint16_t)stride : 0, pkt);
+    s->tx->used += (total + 63) & ~(size_t)63;
+    msg_add(s->tx, base, total, addr, port, m > 1 ? (uint16_t)stride : 0, pkt, !s->gso_off);
     k += m;
   }
   return 0;
@@ -329,9 +376,7 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
     }
   }
 
-  st->nmsgs = 0;
-  st->niovs = 0;
-  st->used = 0;
+  tx_reset(st->tx);
   memset(st->failed, 0, (size_t)n); /* only the first n are read below */
   for (i = 0; i < n && !stop; i++) {
     int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = vnet != NULL ? READ_ONCE(vidx[i]) : 0;

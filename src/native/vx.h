@@ -8,12 +8,15 @@
  *   poll.c     pollStart, pollStop, close: fds watched on Node's own libuv loop
  *   csum.c     checksums and the virtio_net_hdr (pure)
  *   tso.c      TSO send: super-packets cut into segments and sent with UDP_SEGMENT
+ *   sender.c   the sender thread: underlay sends leave the JS thread (udpSendThread)
  *   gro.c      GRO write: TCP segments joined into super-packets for the device
  *   napi_util.c  argument checks and errors shaped like Node's
  *
- * Rules kept everywhere: no threads, no allocation per packet (everything lives in vx_state,
- * allocated once per Node environment), every offset and length from JS checked before any
- * syscall, per-packet errors counted for lastError() rather than thrown, never abort.
+ * Rules kept everywhere: no allocation per packet (everything lives in vx_state, allocated
+ * once per Node environment), every offset and length from JS checked before any syscall,
+ * per-packet errors counted for lastError() rather than thrown, never abort. One thread
+ * besides the JS thread, and only when asked for (sender.c): it touches nothing but the
+ * tx_set handed to it, and the JS thread alone writes vx_state.
  */
 #ifndef VXEDGE_VX_H
 #define VXEDGE_VX_H
@@ -38,6 +41,7 @@
 #define GRO_MAX_SEGS 64            /* segments per coalesced super-packet */
 #define DEV_MAX_QUEUES 16          /* queues of one multi-queue device */
 #define DEV_MAX_SETS 4             /* multi-queue devices open at once per environment */
+#define TX_SETS 3                  /* batches of underlay output: one filled, two with the sender thread */
 
 typedef union {
   char buf[CMSG_SPACE(sizeof(int))];
@@ -60,6 +64,36 @@ typedef struct {
 } gro_item;
 
 typedef struct poll_ctx poll_ctx;
+
+/* One batch of underlay output (tso.c), built on the JS thread and sent there or by the
+ * sender thread (sender.c): message m carries packets msg_pkt[m] .. + msg_npkt[m], in
+ * iovs[msg_iov0[m] ..]; one iov of segments (TSO), or one iov per datagram (joined).
+ * TX_SETS exist so that one is filled while the sender thread has the others. What its sending
+ * counted stays here until the JS thread folds it into vx_state (tx_fold). */
+typedef struct {
+  int nmsgs, niovs;
+  int fd;                           /* where it goes: set when handed to the sender thread */
+  int copy;                         /* plain datagrams are copied into scratch, not referenced */
+  struct mmsghdr msgs[OF_MSGS];
+  struct iovec iovs[MMSG_BATCH];
+  struct sockaddr_in names[OF_MSGS];
+  ctl_buf ctls[OF_MSGS];
+  int32_t msg_pkt[OF_MSGS];
+  int32_t msg_npkt[OF_MSGS];
+  int32_t msg_iov0[OF_MSGS];
+  uint16_t msg_seg[OF_MSGS];
+  uint8_t msg_open[OF_MSGS];        /* more datagrams of the same size and destination may join */
+  uint32_t msg_bytes[OF_MSGS];
+  struct mmsghdr split_msgs[UDP_GSO_MAX_SEGS * 2];
+  struct iovec split_iovs[UDP_GSO_MAX_SEGS * 2];
+  uint8_t *scratch;                 /* OF_SCRATCH bytes */
+  size_t used;
+  /* counted while sending; folded into vx_state by the JS thread */
+  double sent_gso, lost_pkts, errors;
+  int last_errno, refused_gso;
+} tx_set;
+
+typedef struct sender sender;
 
 /* A multi-queue TUN/TAP device (device.c). JS holds `handle`, an epoll fd over the queues'
  * fds, as the device's one fd: readable when any queue is. A queue is a separate packet
@@ -86,25 +120,20 @@ typedef struct vx_state {
   int uso_write;           /* the kernel takes GSO_UDP_L4 writes on a TUN (tunOpen's probe) */
   double tso_packets, tso_segments, gso_messages, gso_refused, csum_completed;
   double gro_datagrams, coalesced_writes, coalesced_segments, csum_rejects;
-  /* socket.c and tso.c: recvmmsg/sendmmsg scratch */
+  /* socket.c: recvmmsg scratch */
   struct mmsghdr msgs[MMSG_BATCH];
   struct iovec iovs[MMSG_BATCH];
   struct sockaddr_in names[MMSG_BATCH];
   ctl_buf ctls[MMSG_BATCH];
-  /* tso.c: queued output: message m carries packets msg_pkt[m] .. + msg_npkt[m], in
-   * iovs[msg_iov0[m] ..]; one iov of segments (TSO), or one iov per datagram (joined) */
-  int nmsgs, niovs;
-  int32_t msg_pkt[OF_MSGS];
-  int32_t msg_npkt[OF_MSGS];
-  int32_t msg_iov0[OF_MSGS];
-  uint16_t msg_seg[OF_MSGS];
-  uint8_t msg_open[OF_MSGS];        /* more datagrams of the same size and destination may join */
-  uint32_t msg_bytes[OF_MSGS];
-  struct mmsghdr split_msgs[UDP_GSO_MAX_SEGS * 2];
-  struct iovec split_iovs[UDP_GSO_MAX_SEGS * 2];
-  uint8_t *scratch;        /* OF_SCRATCH bytes, malloc'd with the state */
-  size_t used;
+  /* tso.c: queued output, in tx (one of sets; the second one's scratch is allocated with
+   * the sender thread), and which of a udpSend call's packets failed (inline sends) */
+  tx_set *tx;
+  tx_set sets[TX_SETS];
   uint8_t failed[OF_PKTS];
+  /* sender.c: the sender thread, NULL while underlay sends are made on the JS thread */
+  sender *snd;
+  double snd_lost;         /* packets the sender thread could not send, not yet taken by JS */
+  double snd_handed, snd_inline; /* batches handed to the thread / sent on the JS thread */
   /* gro.c: coalescing plan of one write batch */
   int nitems;
   gro_item items[GRO_ITEMS];
@@ -127,6 +156,23 @@ static inline void note_error(vx_state *st, int err) {
 
 #define GET_ARGS(n) GET_ARGS_OF(n, vx_state)
 #define GET_ARGS_OPT(n, max) GET_ARGS_UPTO(n, max, vx_state)
+
+/* tso.c: sends set t on fd (either thread). Per-packet failures go to `failed` when given,
+ * else are counted in t->lost_pkts; returns 0 or the errno that stopped it early. */
+int tx_send(tx_set *t, int fd, uint8_t *failed);
+/* tso.c: empties t for the next batch. */
+void tx_reset(tx_set *t);
+/* tso.c, JS thread: moves what sending t counted into st. */
+void tx_fold(vx_state *st, tx_set *t);
+/* sender.c, JS thread: sends st->tx: handed to the sender thread (st->tx becomes the next
+ * set; returns 0) or, when it is idle and the batch is one plain datagram, here (returns
+ * as tx_send, failures in st->failed). */
+int sender_flush(vx_state *st, int fd);
+/* sender.c, JS thread: waits until the sender thread has nothing in hand and folds its
+ * counts into st (before a close, a counter read, or its stop). No-op without it. */
+void sender_sync(vx_state *st);
+/* sender.c: stops and joins the sender thread (environment teardown). */
+void sender_stop(vx_state *st);
 
 /* poll.c: stop watching every poll on fd (before it is closed). */
 void vx_poll_forget_fd(vx_state *st, int fd);
@@ -155,5 +201,7 @@ napi_value vx_poll_counts(napi_env env, napi_callback_info info);
 napi_value vx_tso_segment(napi_env env, napi_callback_info info);
 napi_value vx_gro_coalesce(napi_env env, napi_callback_info info);
 napi_value vx_release_pages(napi_env env, napi_callback_info info);
+napi_value vx_udp_send_thread(napi_env env, napi_callback_info info);
+napi_value vx_udp_send_lost(napi_env env, napi_callback_info info);
 
 #endif

@@ -53,6 +53,7 @@ await test('loads once and has every call of NativeBinding', () => {
   eq(nativeBinding(), native, 'same binding');
   const calls = [
     'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpCheckOffloads', 'unixDgramSend',
+    'udpSendThread', 'udpSendLost',
     'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', '_pollCounts', '_tsoSegment', '_groCoalesce',
   ];
   eq(Object.keys(native).sort().join(), [...calls].sort().join(), 'calls');
@@ -98,6 +99,34 @@ await test('udpSend/udpRecv move a batch of datagrams byte-exact, with sender ad
     eq(Buffer.compare(rbuf.subarray(i * slot + 64, i * slot + 64 + n), buf.subarray(offs[i], offs[i] + n)), 0, `bytes ${i}`);
   });
   eq(native.udpRecv(b, rbuf, slot, 64, 8, rl, ra, rp, null), 0, 'nothing more');
+});
+
+await test('the sender thread sends batches in order though the buffer is reused at once, and stops', async () => {
+  eq(native.udpSendThread(true), true, 'started');
+  const buf = Buffer.alloc(4 * 300);
+  const offs = Int32Array.of(0, 300, 600, 900);
+  const lens = Int32Array.of(300, 300, 300, 200);
+  const expected = [];
+  for (let k = 0; k < 6; k++) {
+    for (let i = 0; i < buf.length; i++) buf[i] = (k * 7 + i) & 0xff;
+    for (let i = 0; i < 4; i++) expected.push(Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])));
+    eq(native.udpSend(a, buf, offs, lens, new Uint32Array(4).fill(LOOPBACK), new Uint16Array(4).fill(PORT_B), 4, null, null, 0), 4, `handed ${k}`);
+    buf.fill(0xee);
+  }
+  eq(native.udpSendLost(), 0, 'none lost');
+  const slot = 512;
+  const rbuf = Buffer.alloc(slot * 32);
+  const rl = new Int32Array(32);
+  const got = [];
+  for (let tries = 0; got.length < expected.length && tries < 100; tries++) {
+    const c = native.udpRecv(b, rbuf, slot, 0, 32, rl, new Uint32Array(32), new Uint16Array(32), null);
+    for (let i = 0; i < c; i++) got.push(Buffer.from(rbuf.subarray(i * slot, i * slot + rl[i])));
+    if (c === 0) await new Promise((r) => setTimeout(r, 10));
+  }
+  eq(got.length, expected.length, 'received');
+  expected.forEach((e, i) => eq(Buffer.compare(got[i], e), 0, `datagram ${i}`));
+  eq(native.offloadStats().sendThread, 1, 'stats');
+  eq(native.udpSendThread(false), false, 'stopped');
 });
 
 await test('udpRecv marks a datagram larger than its slot as truncated (-1)', () => {

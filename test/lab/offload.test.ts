@@ -61,13 +61,17 @@ interface Case {
   env?: NodeJS.ProcessEnv;
   /** ethtool -K <gw underlay> gro on|off */
   underlayGro?: boolean;
-  expect: { tso: boolean; udpGro: boolean };
+  expect: { tso: boolean; udpGro: boolean; sendThread: boolean };
 }
 
 const CASES: Case[] = [
-  { name: 'offloads on', expect: { tso: true, udpGro: true } },
-  { name: 'offloads on, GRO on the underlay NIC', underlayGro: true, expect: { tso: true, udpGro: true } },
-  { name: 'offloads forced off (VXEDGE_OVERLAY_OFFLOAD=false)', env: { VXEDGE_OVERLAY_OFFLOAD: 'false' }, expect: { tso: false, udpGro: false } },
+  { name: 'offloads on', expect: { tso: true, udpGro: true, sendThread: true } },
+  // Also the one case that sends on the main thread (overlay.sendThread false).
+  {
+    name: 'offloads on, GRO on the underlay NIC, no sender thread', underlayGro: true, env: { VXEDGE_OVERLAY_SEND_THREAD: 'false' },
+    expect: { tso: true, udpGro: true, sendThread: false },
+  },
+  { name: 'offloads forced off (VXEDGE_OVERLAY_OFFLOAD=false)', env: { VXEDGE_OVERLAY_OFFLOAD: 'false' }, expect: { tso: false, udpGro: false, sendThread: true } },
 ];
 
 describe.skipIf(skipUnlessRoot(['socat', 'ethtool']))('vxedge offloads between kernel flannel peers', () => {
@@ -141,6 +145,10 @@ describe.skipIf(skipUnlessRoot(['socat', 'ethtool']))('vxedge offloads between k
           expect(n.coalescedWrites).toBeGreaterThan(100); // segments from the peers joined on write
           expect(n.csumRejects).toBe(0);
           if (c.underlayGro) expect(n.groDatagrams).toBeGreaterThan(100);
+          // The sends went through the sender thread, or all on the main thread.
+          expect(n.sendThread).toBe(c.expect.sendThread ? 1 : 0);
+          if (c.expect.sendThread) expect(n.sendHanded).toBeGreaterThan(100);
+          else expect(n.sendHanded + n.sendInline).toBe(0);
         } else {
           expect(s.offload!.reason).toMatch(/overlay.offload is false/);
           expect(s.offload!.counters).toBeUndefined();

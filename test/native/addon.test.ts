@@ -30,6 +30,7 @@ const O_CLOEXEC = 0o2000000;
 const CALLS: Record<keyof NativeBinding, true> = {
   tunOpen: true, devRead: true, devWrite: true,
   udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpCheckOffloads: true, unixDgramSend: true,
+  udpSendThread: true, udpSendLost: true,
   pollStart: true, pollStop: true, close: true,
   lastError: true, offloadStats: true, releasePages: true,
   _pollCounts: true, _tsoSegment: true, _groCoalesce: true,
@@ -99,6 +100,8 @@ describe('native loader (in process, no network)', () => {
     expect(() =>
       b.udpSend(bogusFd, buf, one(), new Int32Array([50]), new Uint32Array(1), new Uint16Array(1), 1, Buffer.alloc(10), null, 22),
     ).toThrow(expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/vnet and vnetIdx go together/) }));
+    expect(() => (b.udpSendThread as any)('yes')).toThrow(expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/udpSendThread: on must be a boolean/) }));
+    expect(b.udpSendLost()).toBe(0); // no sender thread here: nothing can be lost after the call
     expect(() => b.devRead(-1, buf, 0, 50, 1, one(), one(), null)).toThrow(RangeError);
     expect(() => (b.devRead as any)(bogusFd, 'buf', 0, 50, 1, one(), one(), null)).toThrow(
       expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }),

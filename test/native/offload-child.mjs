@@ -17,6 +17,10 @@
 //                 super-packets where the kernel takes them) reach a socket byte for byte
 //   gso-refused   the kernel refuses UDP_SEGMENT (segments above the route MTU): the same
 //                 datagrams go out one by one, and UDP_SEGMENT is not asked for again
+//   send-thread   udpSend through the sender thread: batches of super-packets and plain
+//                 datagrams, the JS buffer overwritten after every call, all arrive in
+//                 order byte for byte; a lone datagram goes inline; refused datagrams are
+//                 counted by udpSendLost; close waits for what the thread holds
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -395,6 +399,139 @@ const scenarios = {
     }
     r.datagrams = firsts;
     r.fragments = frags;
+    return r;
+  },
+
+  /** The sender thread (udpSendThread): what udpSend hands over must survive the caller
+   *  reusing its buffer at once, leave in the order it was handed over, and be counted when
+   *  the kernel refuses it. */
+  async 'send-thread'() {
+    const r = {};
+    sh('ip', 'link', 'set', 'dev', 'lo', 'up');
+    const a = n.udpOpen(ip4('127.0.0.1'), 7101, 4 << 20);
+    const rx = n.udpOpen(ip4('127.0.0.1'), 7102, 32 << 20);
+    r.started = n.udpSendThread(true);
+    r.startedAgain = n.udpSendThread(true); // already running: no second thread
+    const lo = ip4('127.0.0.1');
+    const ENC = 22;
+    const superLen = ENC + 40 + 12_000; // 9 segments of 1398 bytes (the last shorter)
+    const plainLen = ENC + 40 + 100;
+    const buf = Buffer.alloc(10 + superLen + 3 * plainLen);
+    const vnet = Buffer.alloc(20); // [0]: GSO_TCPV4, [1]: none
+    vnet[1] = 1;
+    vnet[LE ? 4 : 5] = 1398 & 0xff;
+    vnet[LE ? 5 : 4] = 1398 >> 8;
+    const offs = new Int32Array([10, 10 + superLen, 10 + superLen + plainLen, 10 + superLen + 2 * plainLen]);
+    const lens = new Int32Array([superLen, plainLen, plainLen, plainLen]);
+    const addrs = new Uint32Array(4).fill(lo);
+    const ports = new Uint16Array(4).fill(7102);
+    const vidx = new Int32Array([0, 1, 1, 1]);
+    const fill = (k) => {
+      const p = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: k * 12_000, ack: 1, flags: 0x10, payload: Buffer.alloc(12_000, k & 0xff) });
+      Buffer.alloc(ENC, 0x5a).copy(buf, 10);
+      p.copy(buf, 10 + ENC);
+      for (let j = 0; j < 3; j++) {
+        const q = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 3, dport: 4, seq: k * 3 + j, ack: 1, flags: 0x18, payload: Buffer.alloc(100, (k * 3 + j) & 0xff) });
+        Buffer.alloc(ENC, 0x5b).copy(buf, offs[1 + j]);
+        q.copy(buf, offs[1 + j] + ENC);
+      }
+    };
+    // What each call must put on the wire: _tsoSegment's segments, then the plain datagrams.
+    const wire = (k) => {
+      fill(k);
+      const out = Buffer.alloc(1 << 16);
+      const oo = new Int32Array(64);
+      const ol = new Int32Array(64);
+      const c = n._tsoSegment(Buffer.from(buf), 10, superLen, vnet, 0, ENC, out, oo, ol);
+      const segs = Array.from({ length: c }, (_, i) => Buffer.from(out.subarray(oo[i], oo[i] + ol[i])));
+      return [...segs, ...[0, 1, 2].map((j) => Buffer.from(buf.subarray(offs[1 + j], offs[1 + j] + plainLen)))];
+    };
+    const single = Buffer.alloc(10 + plainLen);
+    const sendSingle = (k) => {
+      single.fill(0x70 + k);
+      return n.udpSend(a, single, new Int32Array([10]), new Int32Array([plainLen]), new Uint32Array([lo]), new Uint16Array([7102]), 1, null, null, 0);
+    };
+
+    const calls = 40;
+    const expected = [];
+    const before = n.offloadStats();
+    r.accepted = 0;
+    for (let k = 0; k < calls; k++) {
+      expected.push(...wire(k));
+      fill(k);
+      r.accepted += n.udpSend(a, buf, offs, lens, addrs, ports, 4, vnet, vidx, 0 + ENC);
+      buf.fill(0xee); // the next batch reuses the buffer at once
+      if (k % 10 === 9) {
+        // A lone datagram right behind a batch: queued behind it when the thread is still
+        // busy, sent at once when idle; either way it must not overtake.
+        r.accepted += sendSingle(k);
+        expected.push(Buffer.from(single.subarray(10)));
+        single.fill(0xdd);
+      }
+    }
+    const mid = n.offloadStats();
+    r.handed = mid.sendHanded - before.sendHanded;
+    r.sendThreadStat = mid.sendThread;
+    r.expectedCount = expected.length;
+    r.expectedAccepted = calls * 4 + calls / 10;
+
+    // Receive everything (bounded): order and bytes.
+    const slot = 2048;
+    const rbuf = Buffer.alloc(slot * 256);
+    const rl = new Int32Array(256);
+    const ra = new Uint32Array(256);
+    const rp = new Uint16Array(256);
+    const got = [];
+    for (let tries = 0; got.length < expected.length && tries < 200; tries++) {
+      const c = n.udpRecv(rx, rbuf, slot, 0, 256, rl, ra, rp, null);
+      for (let i = 0; i < c; i++) got.push(Buffer.from(rbuf.subarray(i * slot, i * slot + rl[i])));
+      if (c <= 0) await sleep(10);
+    }
+    r.received = got.length;
+    r.firstMismatch = expected.findIndex((e, i) => !got[i] || !got[i].equals(e));
+
+    // Idle: a lone datagram is sent on the JS thread.
+    const i0 = n.offloadStats().sendInline;
+    r.idleSingle = sendSingle(9);
+    r.inlineAfterIdle = n.offloadStats().sendInline - i0;
+
+    // Refused by the kernel (broadcast without SO_BROADCAST: EACCES) after the hand-over.
+    n.udpSendLost(); // start from 0
+    const bc = ip4('255.255.255.255');
+    r.refusedAccepted = n.udpSend(a, buf, offs.subarray(1), lens.subarray(1), new Uint32Array(3).fill(bc), new Uint16Array(3).fill(7102), 3, null, null, 0);
+    r.lost = n.udpSendLost();
+    r.lostAgain = n.udpSendLost();
+    r.lastErrorCode = n.lastError().code;
+    // A lone datagram sent at once (the thread is idle) reports its failure itself.
+    r.loneRefused = n.udpSend(a, buf, offs.subarray(1, 2), lens.subarray(1, 2), Uint32Array.of(bc), Uint16Array.of(7102), 1, null, null, 0);
+    r.loneLost = n.udpSendLost();
+
+    // close() waits for what the thread holds: a batch handed over just before is delivered.
+    fill(99);
+    const tail = wire(99);
+    fill(99);
+    n.udpSend(a, buf, offs, lens, addrs, ports, 4, vnet, vidx, ENC);
+    n.close(a);
+    const got2 = [];
+    for (let tries = 0; got2.length < tail.length + 1 && tries < 50; tries++) {
+      const c = n.udpRecv(rx, rbuf, slot, 0, 256, rl, ra, rp, null);
+      for (let i = 0; i < c; i++) got2.push(Buffer.from(rbuf.subarray(i * slot, i * slot + rl[i])));
+      if (c <= 0) await sleep(10);
+    }
+    // got2[0] is the idle single; then the batch sent right before close.
+    r.afterClose = got2.length;
+    r.tailMatch = got2.length === tail.length + 1 && tail.every((e, i) => got2[i + 1].equals(e));
+
+    r.stopped = n.udpSendThread(false);
+    r.statAfterStop = n.offloadStats().sendThread;
+    // Without the thread, udpSend sends on the JS thread again.
+    const b = n.udpOpen(ip4('127.0.0.1'), 7103, 1 << 20);
+    const h0 = n.offloadStats().sendHanded;
+    fill(5);
+    r.plainAgain = n.udpSend(b, buf, offs, lens, addrs, ports, 4, vnet, vidx, ENC);
+    r.handedAfterStop = n.offloadStats().sendHanded - h0;
+    n.close(b);
+    n.close(rx);
     return r;
   },
 };

@@ -86,4 +86,21 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     // MTU (DF clear, as the kernel's vxlan), and a last one of 908 bytes that fits.
     expect(r.fragments).toBe(14);
   });
+
+  it('the sender thread: batches leave in order byte for byte though the caller reuses its buffer at once; refusals are counted; close waits', () => {
+    const r = scenario('send-thread');
+    expect(r).toMatchObject({ started: true, startedAgain: true, sendThreadStat: 1 });
+    expect(r.accepted).toBe(r.expectedAccepted);
+    expect(r.handed).toBeGreaterThanOrEqual(40); // every 4-packet batch went to the thread
+    expect(r.expectedCount).toBe(40 * (9 + 3) + 4);
+    expect(r.received).toBe(r.expectedCount);
+    expect(r.firstMismatch).toBe(-1);
+    expect(r).toMatchObject({ idleSingle: 1, inlineAfterIdle: 1 });
+    // Three datagrams handed over (udpSend cannot know yet), then refused: counted once.
+    expect(r).toMatchObject({ refusedAccepted: 3, lost: 3, lostAgain: 0, lastErrorCode: 'EACCES' });
+    expect(r).toMatchObject({ loneRefused: 0, loneLost: 0 }); // sent at once: udpSend itself says it failed
+    expect(r.tailMatch).toBe(true);
+    expect(r).toMatchObject({ stopped: false, statAfterStop: 0, plainAgain: 4, handedAfterStop: 0 });
+  });
 });
+

@@ -83,6 +83,7 @@ const FULL: Config = {
     mssClamp: false,
     strictPeers: false,
     offload: true,
+    sendThread: true,
     queues: 8,
   },
   peers: [

@@ -101,3 +101,29 @@ describe('draining on a wakeup', () => {
     expect(r.io.polls).toHaveLength(0);
   });
 });
+
+describe('sends the sender thread could not make', () => {
+  it('are counted as underlaySend drops when the counters are read, once each', () => {
+    const r = rig();
+    let pending = 0;
+    (r.io as FakeIo & { udpSendLost(): number }).udpSendLost = () => {
+      const n = pending;
+      pending = 0;
+      return n;
+    };
+    r.toPods(5);
+    r.fire(r.io.fds.device);
+    expect(r.io.underlay.sent).toHaveLength(5); // udpSend accepted all five
+    pending = 3; // the thread then found the socket full for three of them
+    r.dp.collectSendLosses();
+    expect(r.dp.drops.get('underlaySend')).toBe(3);
+    r.dp.collectSendLosses(); // nothing new: not counted twice
+    expect(r.dp.drops.get('underlaySend')).toBe(3);
+  });
+
+  it('without a sender thread (no udpSendLost) nothing is added', () => {
+    const r = rig();
+    r.dp.collectSendLosses();
+    expect(r.dp.drops.total()).toBe(0);
+  });
+});
