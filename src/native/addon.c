@@ -64,6 +64,7 @@ static napi_value offload_stats(napi_env env, napi_callback_info info) {
   STAT("sendThread", st->snd != NULL);
   STAT("sendHanded", st->snd_handed);
   STAT("sendInline", st->snd_inline);
+  STAT("sendPassed", st->snd_passed);
 #undef STAT
   return res;
 }
@@ -105,6 +106,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("releasePages", vx_release_pages),
       /* test entry points: pure, no fd */
       FN("_pollCounts", vx_poll_counts), FN("_tsoSegment", vx_tso_segment), FN("_groCoalesce", vx_gro_coalesce),
+      FN("_senderHold", vx_sender_hold),
   };
 #undef FN
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

@@ -90,6 +90,8 @@ export interface OffloadStats {
   sendThread: number;
   sendHanded: number;
   sendInline: number;
+  /** Lone datagrams that are not TCP sent at once past batches of TCP the thread held. */
+  sendPassed: number;
 }
 
 export interface NativeBinding {
@@ -168,13 +170,14 @@ export interface NativeBinding {
   ): number;
 
   /** Starts (true) or stops (false) the sender thread: from then on udpSend copies what it
-   *  was given (or the segments it cut) into one of two batches and hands the batch to a
-   *  second thread, which sends it while the JS thread reads and routes the next; a batch of
-   *  one plain datagram is still sent at once when that thread is idle. Batches go out in
-   *  the order they were made. udpSend then returns how many packets were sent or handed
-   *  over; what the thread could not send is counted by udpSendLost(). Stopping waits for
-   *  what it holds. Returns whether it runs; throws (code, syscall pthread_create) when it
-   *  cannot start. */
+   *  was given (or the segments it cut) into one of three batches and hands the batch to a
+   *  second thread, which sends it while the JS thread reads and routes the next. Batches go
+   *  out in the order they were made. A batch of one plain datagram is still sent at once
+   *  when that thread is idle, or, when it is not TCP in VXLAN (ICMP, UDP), when every batch
+   *  the thread holds is TCP alone: no flow is reordered. udpSend then returns how many
+   *  packets were sent or handed over; what the thread could not send is counted by
+   *  udpSendLost(). Stopping waits for what it holds. Returns whether it runs; throws (code,
+   *  syscall pthread_create) when it cannot start. */
   udpSendThread(on: boolean): boolean;
 
   /** Packets the sender thread could not send (socket full, a per-datagram error) since the
@@ -234,6 +237,10 @@ export interface NativeBinding {
   /** What devWrite with offloads would write (virtio_net_hdr + packet each), copied to out
    *  at outOffs[i]/outLens[i]; -1 when out is too small. */
   _groCoalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number, out: Uint8Array, outOffs: Int32Array, outLens: Int32Array, udp?: boolean): number;
+  /** While on, the sender thread sends nothing it is handed (the rules for lone datagrams
+   *  apply as ever); off, or anything that waits for the thread, lets it go on. At most 2
+   *  batches may be handed over while it holds. */
+  _senderHold(on: boolean): void;
 }
 
 /** The directory holding the package.json nearest above `startDir` (the package root). */

@@ -13,7 +13,12 @@
  * several streams (docs/dataplane.md "Batching and sizes"). A batch of one plain
  * datagram (a ping, a DNS answer, a keepalive) is sent on the JS thread when the sender is
  * idle: waking a sleeping thread costs more than the send itself (a prototype that handed
- * everything over added ~0.05 ms to each echo at 100/s). Plain datagrams are copied into the set
+ * everything over added ~0.05 ms to each echo at 100/s). While the thread holds batches of
+ * TCP alone, every datagram of a udpSend call that is not TCP (ICMP, UDP) is sent at once,
+ * from the `express` set, and only the TCP goes to the thread: a different protocol is a
+ * different flow, so nothing is reordered, and a ping or a DNS answer read in the same batch
+ * as bulk data does not wait behind up to two batches of it (the rule of the outside path's
+ * look between batches, docs/dataplane.md). Plain datagrams are copied into the set
  * (t->copy), because their bytes live in JS buffers that the next batch reuses; TCP
  * super-packets are cut into segments in the set's scratch buffer anyway.
  *
@@ -40,6 +45,9 @@ struct sender {
   pthread_cond_t go;   /* JS → thread: a set was handed over, or quit */
   pthread_cond_t done; /* thread → JS: a set was sent */
   int first, n;        /* the sets handed over: sets[first], the next ones in ring order */
+  int other[TX_SETS];  /* set i, handed over, holds datagrams that are not TCP */
+  int n_other;         /* how many handed-over sets do */
+  int hold;            /* test hook (_senderHold): hand-overs wait, unsent */
   int quit;
   tx_set *sets;        /* vx_state's TX_SETS sets */
 };
@@ -49,12 +57,13 @@ static void *sender_main(void *arg) {
   for (;;) {
     tx_set *t;
     pthread_mutex_lock(&x->mu);
-    while (x->n == 0 && !x->quit) pthread_cond_wait(&x->go, &x->mu);
+    while ((x->n == 0 || x->hold) && !x->quit) pthread_cond_wait(&x->go, &x->mu);
     t = x->n > 0 ? &x->sets[x->first] : NULL;
     pthread_mutex_unlock(&x->mu);
     if (t == NULL) return NULL; /* quit, with nothing in hand */
     tx_send(t, t->fd, NULL);
     pthread_mutex_lock(&x->mu);
+    x->n_other -= x->other[x->first];
     x->first = (x->first + 1) % TX_SETS;
     x->n--;
     pthread_cond_signal(&x->done);
@@ -77,13 +86,33 @@ static int idle(sender *x) {
   return n == 0;
 }
 
+int sender_may_pass(vx_state *st) {
+  sender *x = st->snd;
+  int ok;
+  if (x == NULL) return 0;
+  pthread_mutex_lock(&x->mu);
+  ok = x->n > 0 && x->n_other == 0;
+  pthread_mutex_unlock(&x->mu);
+  return ok;
+}
+
+int sender_express(vx_state *st, int fd) {
+  tx_set *e = &st->express;
+  for (int m = 0; m < e->nmsgs; m++) st->snd_passed += e->msg_npkt[m];
+  {
+    int stop = tx_send(e, fd, st->failed);
+    tx_fold(st, e);
+    return stop;
+  }
+}
+
 int sender_flush(vx_state *st, int fd) {
   sender *x = st->snd;
   tx_set *t = st->tx, *next = &st->sets[(t - st->sets + 1) % TX_SETS];
   if (t->nmsgs == 0) return 0;
   if (t->nmsgs == 1 && t->msg_npkt[0] == 1 && t->msg_seg[0] == 0 && idle(x)) {
-    /* The thread is idle: nothing handed over can be overtaken. Sent here, a failure is
-     * udpSend's to report, as without the thread (a keepalive's send that fails says so). */
+    /* Nothing handed over can be overtaken. Sent here, a failure is udpSend's to report, as
+     * without the thread (a keepalive's send that fails says so). */
     int stop = tx_send(t, fd, st->failed);
     tx_fold(st, t);
     st->snd_inline += 1;
@@ -95,6 +124,8 @@ int sender_flush(vx_state *st, int fd) {
   tx_fold(st, next); /* what sending it counted */
   t->fd = fd;
   pthread_mutex_lock(&x->mu);
+  x->other[t - st->sets] = t->other > 0;
+  x->n_other += t->other > 0;
   x->n++;
   pthread_cond_signal(&x->go);
   pthread_mutex_unlock(&x->mu);
@@ -105,8 +136,13 @@ int sender_flush(vx_state *st, int fd) {
 }
 
 void sender_sync(vx_state *st) {
-  if (st->snd == NULL) return;
-  wait_until(st->snd, 0);
+  sender *x = st->snd;
+  if (x == NULL) return;
+  pthread_mutex_lock(&x->mu);
+  x->hold = 0; /* a test's hold ends here: waiting under it would never end */
+  pthread_cond_signal(&x->go);
+  pthread_mutex_unlock(&x->mu);
+  wait_until(x, 0);
   for (int i = 0; i < TX_SETS; i++) tx_fold(st, &st->sets[i]);
 }
 
@@ -193,4 +229,23 @@ napi_value vx_udp_send_lost(napi_env env, napi_callback_info info) {
   if (napi_create_double(env, st->snd_lost, &res) != napi_ok) return NULL;
   st->snd_lost = 0;
   return res;
+}
+
+/* _senderHold(on): test entry point. While on, the thread sends nothing it is handed (and
+ * what may pass it still does), so a test can hold batches in its hands; off lets it go on, as
+ * does anything that waits for the thread (close, lastError, offloadStats, udpSendLost).
+ * A test must not hand over more than TX_SETS - 1 batches while holding: the next would
+ * wait for the thread. No-op without the thread. */
+napi_value vx_sender_hold(napi_env env, napi_callback_info info) {
+  static const char *fn = "_senderHold";
+  GET_ARGS(1);
+  bool on;
+  if (napi_get_value_bool(env, argv[0], &on) != napi_ok) THROW_TYPE(env, "%s: on must be a boolean", fn);
+  if (st->snd != NULL) {
+    pthread_mutex_lock(&st->snd->mu);
+    st->snd->hold = on;
+    pthread_cond_signal(&st->snd->go);
+    pthread_mutex_unlock(&st->snd->mu);
+  }
+  return NULL;
 }

@@ -131,8 +131,16 @@ static void msg_add(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t p
  * the stack instead of one per datagram. The datagrams are not copied: each is an iov
  * (except for the sender thread, which needs them after udpSend has returned: t->copy).
  */
+/* Bulk traffic is TCP: a VXLAN frame (8 bytes of VXLAN, 14 of inner Ethernet) carrying
+ * IPv4/TCP. Anything else (ICMP, UDP such as DNS, a keepalive, a STUN request) may pass
+ * batches of TCP queued for the sender thread without reordering any flow (sender.c). */
+int vxlan_tcp(const uint8_t *d, size_t len) {
+  return len >= 8 + 14 + 20 && d[20] == 0x08 && d[21] == 0x00 && d[31] == IPPROTO_TCP;
+}
+
 static void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt, int gso_off) {
   int m = t->nmsgs - 1;
+  if (!vxlan_tcp(p, len)) t->other++;
   if (t->copy) {
     uint8_t *c = t->scratch + t->used;
     memcpy(c, p, len);
@@ -208,6 +216,7 @@ void tx_reset(tx_set *t) {
   t->nmsgs = 0;
   t->niovs = 0;
   t->used = 0;
+  t->other = 0;
 }
 
 void tx_fold(vx_state *st, tx_set *t) {
@@ -312,6 +321,13 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
       s->csum_completed += 1;
     }
     if (sink) return sink_put(sink, d, len);
+    if (s->express_ok && !vxlan_tcp(d, len)) {
+      /* A ping or a DNS answer need not wait behind the bulk TCP the sender thread holds. */
+      tx_set *e = &s->express;
+      if ((e->nmsgs >= OF_MSGS || e->niovs >= MMSG_BATCH) && (*stop = sender_express(s, fd)) != 0) return 0;
+      msg_put(e, d, len, addr, port, pkt, s->gso_off);
+      return 0;
+    }
     if ((s->tx->nmsgs >= OF_MSGS || s->tx->niovs >= MMSG_BATCH || (s->tx->copy && s->tx->used + len + 64 > OF_SCRATCH)) &&
         (*stop = flush(s, fd)) != 0)
       return 0;
@@ -377,6 +393,8 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   }
 
   tx_reset(st->tx);
+  tx_reset(&st->express);
+  st->express_ok = sender_may_pass(st);
   memset(st->failed, 0, (size_t)n); /* only the first n are read below */
   for (i = 0; i < n && !stop; i++) {
     int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = vnet != NULL ? READ_ONCE(vidx[i]) : 0;
@@ -394,6 +412,7 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
     }
     if (stop) st->failed[i] = 1; /* the socket filled up before all of it was queued */
   }
+  if (!stop && st->express.nmsgs > 0) stop = sender_express(st, fd);
   if (!stop) stop = flush(st, fd);
   for (; i < n; i++) st->failed[i] = 1; /* never queued: the socket was full */
   if (fd_fatal(stop)) {

@@ -74,6 +74,7 @@ typedef struct {
   int nmsgs, niovs;
   int fd;                           /* where it goes: set when handed to the sender thread */
   int copy;                         /* plain datagrams are copied into scratch, not referenced */
+  int other;                        /* datagrams that are not TCP in VXLAN (ICMP, UDP, control) */
   struct mmsghdr msgs[OF_MSGS];
   struct iovec iovs[MMSG_BATCH];
   struct sockaddr_in names[OF_MSGS];
@@ -129,11 +130,14 @@ typedef struct vx_state {
    * the sender thread), and which of a udpSend call's packets failed (inline sends) */
   tx_set *tx;
   tx_set sets[TX_SETS];
+  tx_set express;          /* datagrams that are not TCP, sent at once past batches of TCP (sender.c) */
+  int express_ok;          /* for this udpSend call: the sender thread holds batches of TCP alone */
   uint8_t failed[OF_PKTS];
   /* sender.c: the sender thread, NULL while underlay sends are made on the JS thread */
   sender *snd;
   double snd_lost;         /* packets the sender thread could not send, not yet taken by JS */
   double snd_handed, snd_inline; /* batches handed to the thread / sent on the JS thread */
+  double snd_passed;       /* datagrams, not TCP, sent at once past batches of TCP the thread held */
   /* gro.c: coalescing plan of one write batch */
   int nitems;
   gro_item items[GRO_ITEMS];
@@ -160,6 +164,8 @@ static inline void note_error(vx_state *st, int err) {
 /* tso.c: sends set t on fd (either thread). Per-packet failures go to `failed` when given,
  * else are counted in t->lost_pkts; returns 0 or the errno that stopped it early. */
 int tx_send(tx_set *t, int fd, uint8_t *failed);
+/* tso.c: whether datagram d is a VXLAN frame carrying IPv4/TCP (bulk traffic). */
+int vxlan_tcp(const uint8_t *d, size_t len);
 /* tso.c: empties t for the next batch. */
 void tx_reset(tx_set *t);
 /* tso.c, JS thread: moves what sending t counted into st. */
@@ -168,6 +174,11 @@ void tx_fold(vx_state *st, tx_set *t);
  * set; returns 0) or, when it is idle and the batch is one plain datagram, here (returns
  * as tx_send, failures in st->failed). */
 int sender_flush(vx_state *st, int fd);
+/* sender.c, JS thread: whether datagrams that are not TCP may be sent at once, past what
+ * the sender thread holds: it holds batches, and only of TCP. */
+int sender_may_pass(vx_state *st);
+/* sender.c, JS thread: sends st->express now (as tx_send, failures in st->failed). */
+int sender_express(vx_state *st, int fd);
 /* sender.c, JS thread: waits until the sender thread has nothing in hand and folds its
  * counts into st (before a close, a counter read, or its stop). No-op without it. */
 void sender_sync(vx_state *st);
@@ -203,5 +214,6 @@ napi_value vx_gro_coalesce(napi_env env, napi_callback_info info);
 napi_value vx_release_pages(napi_env env, napi_callback_info info);
 napi_value vx_udp_send_thread(napi_env env, napi_callback_info info);
 napi_value vx_udp_send_lost(napi_env env, napi_callback_info info);
+napi_value vx_sender_hold(napi_env env, napi_callback_info info);
 
 #endif

@@ -54,7 +54,7 @@ await test('loads once and has every call of NativeBinding', () => {
   const calls = [
     'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpCheckOffloads', 'unixDgramSend',
     'udpSendThread', 'udpSendLost',
-    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', '_pollCounts', '_tsoSegment', '_groCoalesce',
+    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', '_pollCounts', '_tsoSegment', '_groCoalesce', '_senderHold',
   ];
   eq(Object.keys(native).sort().join(), [...calls].sort().join(), 'calls');
   for (const f of calls) eq(typeof native[f], 'function', f);

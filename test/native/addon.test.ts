@@ -33,7 +33,7 @@ const CALLS: Record<keyof NativeBinding, true> = {
   udpSendThread: true, udpSendLost: true,
   pollStart: true, pollStop: true, close: true,
   lastError: true, offloadStats: true, releasePages: true,
-  _pollCounts: true, _tsoSegment: true, _groCoalesce: true,
+  _pollCounts: true, _tsoSegment: true, _groCoalesce: true, _senderHold: true,
 };
 
 /** Where devRead puts packets of these lengths read in one call: the first behind

@@ -21,6 +21,9 @@
 //                 datagrams, the JS buffer overwritten after every call, all arrive in
 //                 order byte for byte; a lone datagram goes inline; refused datagrams are
 //                 counted by udpSendLost; close waits for what the thread holds
+//   send-pass     with the sender thread holding batches (_senderHold): datagrams that
+//                 are not TCP pass batches of TCP alone, not one holding other traffic;
+//                 TCP never passes
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -531,6 +534,111 @@ const scenarios = {
     r.plainAgain = n.udpSend(b, buf, offs, lens, addrs, ports, 4, vnet, vidx, ENC);
     r.handedAfterStop = n.offloadStats().sendHanded - h0;
     n.close(b);
+    n.close(rx);
+    return r;
+  },
+
+  /** Which lone datagrams may pass what the sender thread holds (sender.c may_send_now). */
+  async 'send-pass'() {
+    const r = {};
+    sh('ip', 'link', 'set', 'dev', 'lo', 'up');
+    const lo = ip4('127.0.0.1');
+    const a = n.udpOpen(lo, 7201, 4 << 20);
+    const rx = n.udpOpen(lo, 7202, 32 << 20);
+    n.udpSendThread(true);
+    // A VXLAN frame: 8 bytes of VXLAN, inner Ethernet, an IPv4 header of `proto`, a payload.
+    const frame = (proto, tag, len = 60) => {
+      const f = Buffer.alloc(8 + 14 + 20 + len, tag);
+      f.fill(0, 0, 42);
+      f[0] = 0x08;
+      f[7 - 1] = 1; // VNI 1
+      f.writeUInt16BE(0x0800, 20);
+      f[22] = 0x45;
+      f.writeUInt16BE(20 + len, 24);
+      f[30] = 64;
+      f[31] = proto;
+      return f;
+    };
+    const sendOne = (f) => n.udpSend(a, f, Int32Array.of(0), Int32Array.of(f.length), Uint32Array.of(lo), Uint16Array.of(7202), 1, null, null, 0);
+    const sendMany = (fs) => {
+      const buf = Buffer.concat(fs);
+      const offs = new Int32Array(fs.length);
+      let o = 0;
+      fs.forEach((f, i) => {
+        offs[i] = o;
+        o += f.length;
+      });
+      return n.udpSend(a, buf, offs, Int32Array.from(fs, (f) => f.length), new Uint32Array(fs.length).fill(lo), new Uint16Array(fs.length).fill(7202), fs.length, null, null, 0);
+    };
+    // A 20 000-byte TCP super-packet behind 22 bytes of encap: 15 segments, TCP alone.
+    const superBatch = () => {
+      const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(20_000, 0x61) });
+      const enc = frame(6, 0).subarray(0, 22);
+      const buf = Buffer.concat([enc, pkt]);
+      const vnet = Buffer.alloc(10);
+      vnet[1] = 1;
+      vnet[LE ? 4 : 5] = 1398 & 0xff;
+      vnet[LE ? 5 : 4] = 1398 >> 8;
+      return n.udpSend(a, buf, Int32Array.of(0), Int32Array.of(buf.length), Uint32Array.of(lo), Uint16Array.of(7202), 1, vnet, Int32Array.of(0), 22);
+    };
+    const slot = 2048;
+    const rbuf = Buffer.alloc(slot * 64);
+    const rl = new Int32Array(64);
+    const recvNow = () => {
+      const c = n.udpRecv(rx, rbuf, slot, 0, 64, rl, new Uint32Array(64), new Uint16Array(64), null);
+      return Array.from({ length: Math.max(c, 0) }, (_, i) => Buffer.from(rbuf.subarray(i * slot, i * slot + rl[i])));
+    };
+    const recvAll = async (want) => {
+      const got = [];
+      for (let tries = 0; got.length < want && tries < 100; tries++) {
+        got.push(...recvNow());
+        if (got.length < want) await sleep(10);
+      }
+      return got;
+    };
+    const kind = (d) => (d.length > 31 ? d[31] : -1); // 1 ICMP, 6 TCP, 17 UDP
+
+    // 1. A lone ICMP echo passes a held batch of TCP: it is on the wire before udpSend returns.
+    n._senderHold(true);
+    r.superHanded = superBatch();
+    r.icmpAccepted = sendOne(frame(1, 0x11));
+    r.whileHeld1 = recvNow().map(kind);
+    n._senderHold(false);
+    r.after1 = (await recvAll(15)).map(kind);
+    r.passed1 = n.offloadStats().sendPassed;
+
+    // 2. It does not pass a held batch that carries a UDP datagram: it would overtake it.
+    n._senderHold(true);
+    r.mixedHanded = sendMany([frame(17, 0x22, 80), frame(6, 0x23, 100)]);
+    sendOne(frame(1, 0x24));
+    r.whileHeld2 = recvNow().length;
+    n._senderHold(false);
+    r.after2 = (await recvAll(3)).map((d) => d[d.length - 1]);
+    r.passed2 = n.offloadStats().sendPassed;
+
+    // 3. A lone TCP datagram never passes (it may belong to a held flow).
+    n._senderHold(true);
+    superBatch();
+    sendOne(frame(6, 0x33));
+    r.whileHeld3 = recvNow().length;
+    n._senderHold(false);
+    const got3 = await recvAll(16);
+    r.after3Count = got3.length;
+    r.after3LastTag = got3.length ? got3[got3.length - 1][got3[got3.length - 1].length - 1] : -1;
+    r.passed3 = n.offloadStats().sendPassed;
+
+    // 4. A batch read with bulk TCP held: its ICMP and UDP go at once, its TCP waits.
+    n._senderHold(true);
+    superBatch();
+    r.mixAccepted = sendMany([frame(1, 0x41), frame(6, 0x42, 100), frame(17, 0x43, 90)]);
+    r.whileHeld4 = recvNow().map((d) => d[d.length - 1]);
+    n._senderHold(false);
+    const got4 = await recvAll(16);
+    r.after4Count = got4.length;
+    r.after4LastTag = got4.length ? got4[got4.length - 1][got4[got4.length - 1].length - 1] : -1;
+    r.passed4 = n.offloadStats().sendPassed;
+    n.udpSendThread(false);
+    n.close(a);
     n.close(rx);
     return r;
   },

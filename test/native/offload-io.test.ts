@@ -102,5 +102,24 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     expect(r.tailMatch).toBe(true);
     expect(r).toMatchObject({ stopped: false, statAfterStop: 0, plainAgain: 4, handedAfterStop: 0 });
   });
-});
 
+  it('the sender thread: datagrams that are not TCP pass batches of TCP it holds, never one with other traffic; TCP never passes', () => {
+    const r = scenario('send-pass');
+    // 1. Held: 15 TCP segments. The ICMP echo is sent at once, the segments when let go.
+    expect(r).toMatchObject({ superHanded: 1, icmpAccepted: 1, passed1: 1 });
+    expect(r.whileHeld1).toEqual([1]);
+    expect(r.after1).toEqual(Array(15).fill(6));
+    // 2. Held: a UDP datagram and a TCP one. The ICMP echo waits behind them, in order.
+    expect(r.mixedHanded).toBe(2);
+    expect(r.whileHeld2).toBe(0);
+    expect(r.after2).toEqual([0x22, 0x23, 0x24]);
+    expect(r.passed2).toBe(1);
+    // 3. Held: TCP segments. A lone TCP datagram waits behind them.
+    expect(r.whileHeld3).toBe(0);
+    expect(r).toMatchObject({ after3Count: 16, after3LastTag: 0x33, passed3: 1 });
+    // 4. Held: TCP segments. A batch of ICMP, TCP, UDP: the ICMP and UDP leave at once, the TCP after the held segments.
+    expect(r.mixAccepted).toBe(3);
+    expect(r.whileHeld4).toEqual([0x41, 0x43]);
+    expect(r).toMatchObject({ after4Count: 16, after4LastTag: 0x42, passed4: 3 });
+  });
+});
