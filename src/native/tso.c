@@ -134,15 +134,16 @@ static void msg_add(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t p
 /* Bulk traffic is TCP: a VXLAN frame (8 bytes of VXLAN, 14 of inner Ethernet) carrying
  * IPv4/TCP. Anything else (ICMP, UDP such as DNS, a keepalive, a STUN request) may pass
  * batches of TCP queued for the sender thread without reordering any flow (sender.c). */
-int vxlan_tcp(const uint8_t *d, size_t len) {
+static inline int vxlan_tcp(const uint8_t *d, size_t len) {
   return len >= 8 + 14 + 20 && d[20] == 0x08 && d[21] == 0x00 && d[31] == IPPROTO_TCP;
 }
 
-static void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt, int gso_off) {
+static inline void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt,
+                           int gso_off) {
   int m = t->nmsgs - 1;
-  if (!vxlan_tcp(p, len)) t->other++;
-  if (t->copy) {
+  if (t->copy) { /* for the sender thread (never the express set, sent within the call) */
     uint8_t *c = t->scratch + t->used;
+    if (!vxlan_tcp(p, len)) t->other++;
     memcpy(c, p, len);
     t->used += (len + 63) & ~(size_t)63;
     p = c;
@@ -311,6 +312,7 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
   uint8_t *ip = d + encap;
   size_t iplen = len - encap;
   uint8_t type = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+  tx_set *t;
   tso_job j;
   size_t stride;
   uint32_t per_msg, k;
@@ -323,15 +325,16 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
     if (sink) return sink_put(sink, d, len);
     if (s->express_ok && !vxlan_tcp(d, len)) {
       /* A ping or a DNS answer need not wait behind the bulk TCP the sender thread holds. */
-      tx_set *e = &s->express;
-      if ((e->nmsgs >= OF_MSGS || e->niovs >= MMSG_BATCH) && (*stop = sender_express(s, fd)) != 0) return 0;
-      msg_put(e, d, len, addr, port, pkt, s->gso_off);
-      return 0;
+      t = &s->express;
+      if ((t->nmsgs >= OF_MSGS || t->niovs >= MMSG_BATCH) && (*stop = sender_express(s, fd)) != 0) return 0;
+    } else {
+      t = s->tx;
+      if ((t->nmsgs >= OF_MSGS || t->niovs >= MMSG_BATCH || (t->copy && t->used + len + 64 > OF_SCRATCH)) &&
+          (*stop = flush(s, fd)) != 0)
+        return 0;
+      t = s->tx; /* flush may have moved on to the next set */
     }
-    if ((s->tx->nmsgs >= OF_MSGS || s->tx->niovs >= MMSG_BATCH || (s->tx->copy && s->tx->used + len + 64 > OF_SCRATCH)) &&
-        (*stop = flush(s, fd)) != 0)
-      return 0;
-    msg_put(s->tx, d, len, addr, port, pkt, s->gso_off);
+    msg_put(t, d, len, addr, port, pkt, s->gso_off);
     return 0;
   }
   if (type != VIRTIO_NET_HDR_GSO_TCPV4 || tso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;

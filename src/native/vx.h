@@ -74,7 +74,7 @@ typedef struct {
   int nmsgs, niovs;
   int fd;                           /* where it goes: set when handed to the sender thread */
   int copy;                         /* plain datagrams are copied into scratch, not referenced */
-  int other;                        /* datagrams that are not TCP in VXLAN (ICMP, UDP, control) */
+  int other;                        /* with copy: datagrams that are not TCP in VXLAN (ICMP, UDP...) */
   struct mmsghdr msgs[OF_MSGS];
   struct iovec iovs[MMSG_BATCH];
   struct sockaddr_in names[OF_MSGS];
@@ -164,8 +164,6 @@ static inline void note_error(vx_state *st, int err) {
 /* tso.c: sends set t on fd (either thread). Per-packet failures go to `failed` when given,
  * else are counted in t->lost_pkts; returns 0 or the errno that stopped it early. */
 int tx_send(tx_set *t, int fd, uint8_t *failed);
-/* tso.c: whether datagram d is a VXLAN frame carrying IPv4/TCP (bulk traffic). */
-int vxlan_tcp(const uint8_t *d, size_t len);
 /* tso.c: empties t for the next batch. */
 void tx_reset(tx_set *t);
 /* tso.c, JS thread: moves what sending t counted into st. */
