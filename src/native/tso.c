@@ -167,6 +167,11 @@ static inline void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uin
   msg_add(t, p, len, addr, port, 0, pkt, !gso_off);
 }
 
+/* The socket's buffer is full: the send stops there (the rest of the batch is dropped). */
+static inline bool socket_full(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS;
+}
+
 static void note_tx_error(tx_set *t, int err) {
   t->last_errno = err;
   t->errors += 1;
@@ -198,7 +203,7 @@ static int send_split(tx_set *t, int fd, int m) {
     }
     if (r < 0 && errno == EINTR) continue;
     err = r == 0 ? EAGAIN : errno;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || fd_fatal(err)) return err;
+    if (socket_full(err) || fd_fatal(err)) return err;
     note_tx_error(t, err);
     k++;
   }
@@ -211,6 +216,12 @@ static void mark_failed(tx_set *t, int m, uint8_t *failed) {
     return;
   }
   for (int32_t q = 0; q < t->msg_npkt[m]; q++) failed[t->msg_pkt[m] + q] = 1;
+}
+
+/* What t still holds never left (the send stopped early): its packets failed. */
+static void tx_discard(tx_set *t, uint8_t *failed) {
+  for (int m = 0; m < t->nmsgs; m++) mark_failed(t, m, failed);
+  tx_reset(t);
 }
 
 void tx_reset(tx_set *t) {
@@ -245,7 +256,7 @@ int tx_send(tx_set *t, int fd, uint8_t *failed) {
     }
     if (r < 0 && errno == EINTR) continue;
     err = r == 0 ? EAGAIN : errno;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || fd_fatal(err)) {
+    if (socket_full(err) || fd_fatal(err)) {
       stop = err;
       break;
     }
@@ -254,7 +265,7 @@ int tx_send(tx_set *t, int fd, uint8_t *failed) {
       int e2;
       t->refused_gso = 1;
       e2 = send_split(t, fd, k);
-      if (e2 == EAGAIN || e2 == EWOULDBLOCK || e2 == ENOBUFS || fd_fatal(e2)) {
+      if (socket_full(e2) || fd_fatal(e2)) {
         stop = e2;
         break;
       }
@@ -267,7 +278,7 @@ int tx_send(tx_set *t, int fd, uint8_t *failed) {
   }
   /* A full socket drops the rest, as the kernel's own VXLAN drops what its queue cannot
    * take; counted, and reported once per batch (not per packet) for a fatal error. */
-  if (stop != 0 && failed == NULL && !(stop == EAGAIN || stop == EWOULDBLOCK || stop == ENOBUFS)) note_tx_error(t, stop);
+  if (stop != 0 && failed == NULL && !socket_full(stop)) note_tx_error(t, stop);
   for (; k < t->nmsgs; k++) mark_failed(t, k, failed);
   tx_reset(t);
   return stop;
@@ -417,6 +428,12 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   }
   if (!stop && st->express.nmsgs > 0) stop = sender_express(st, fd);
   if (!stop) stop = flush(st, fd);
+  if (stop) {
+    /* One set's send stopped: what the other still queues (the TCP of this call while the
+     * express set filled up, or the reverse) never left either. */
+    tx_discard(&st->express, st->failed);
+    tx_discard(st->tx, st->failed);
+  }
   for (; i < n; i++) st->failed[i] = 1; /* never queued: the socket was full */
   if (fd_fatal(stop)) {
     int any = 0;

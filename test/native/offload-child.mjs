@@ -24,6 +24,9 @@
 //   send-pass     with the sender thread holding batches (_senderHold): datagrams that
 //                 are not TCP pass batches of TCP alone, not one holding other traffic;
 //                 TCP never passes
+//   send-full     the socket fills up (a veth behind an 8 kbit/s tbf, a small send buffer)
+//                 while datagrams pass held TCP: udpSend counts exactly what the kernel
+//                 took, the TCP still queued in the call included as not sent
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -642,7 +645,62 @@ const scenarios = {
     n.close(rx);
     return r;
   },
+
+  /** A socket that fills up while datagrams pass held TCP: what udpSend counts as sent is
+   *  what the kernel took (the TCP of the same call, still queued when the send stopped,
+   *  counts as not sent). */
+  async 'send-full'() {
+    const r = {};
+    sh('ip', 'link', 'set', 'dev', 'lo', 'up');
+    // No IPv6 here: its neighbour discovery would send through the qdisc counted below.
+    sh('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
+    sh('ip', 'link', 'add', 'vxf0', 'type', 'veth', 'peer', 'name', 'vxf1');
+    sh('ip', 'addr', 'add', '10.9.0.1/24', 'dev', 'vxf0');
+    sh('ip', 'link', 'set', 'vxf0', 'up');
+    sh('ip', 'link', 'set', 'vxf1', 'up');
+    sh('ip', 'neigh', 'add', '10.9.0.2', 'lladdr', '02:00:00:00:00:02', 'dev', 'vxf0');
+    // 8 kbit/s: the qdisc holds nearly everything, charged to the sender's small buffer.
+    sh('tc', 'qdisc', 'add', 'dev', 'vxf0', 'root', 'tbf', 'rate', '8kbit', 'burst', '1600', 'limit', '1000000');
+    const qdiscPackets = () => {
+      const m = /Sent \d+ bytes (\d+) pkt[\s\S]*backlog \S+ (\d+)p/.exec(sh('tc', '-s', 'qdisc', 'show', 'dev', 'vxf0'));
+      return Number(m[1]) + Number(m[2]);
+    };
+    const far = ip4('10.9.0.2');
+    const a = n.udpOpen(ip4('10.9.0.1'), 7301, 4096);
+    n.udpSendThread(true);
+    const frame = (proto, len) => {
+      const f = Buffer.alloc(8 + 14 + 20 + len, 0x77);
+      f.fill(0, 0, 42);
+      f[0] = 0x08;
+      f.writeUInt16BE(0x0800, 20);
+      f[22] = 0x45;
+      f.writeUInt16BE(20 + len, 24);
+      f[31] = proto;
+      return f;
+    };
+    // Held by the thread: two TCP datagrams (a lone one would go at once; held TCP lets what
+    // is not TCP pass).
+    n._senderHold(true);
+    const tcpFrames = Buffer.concat([frame(6, 100), frame(6, 100)]);
+    r.heldHanded = n.udpSend(a, tcpFrames, Int32Array.of(0, tcpFrames.length / 2), Int32Array.of(tcpFrames.length / 2, tcpFrames.length / 2), Uint32Array.of(far, far), Uint16Array.of(9000, 9001), 2, null, null, 0);
+    // One call: a TCP datagram (queued for the thread), then 300 ICMP ones to alternating
+    // ports (300 messages: the express set fills at 256 and is sent mid-call, into a full socket).
+    const frames = [frame(6, 100), ...Array.from({ length: 300 }, () => frame(1, 60))];
+    const buf = Buffer.concat(frames);
+    const offs = new Int32Array(frames.length);
+    frames.forEach((f, i) => (offs[i] = i === 0 ? 0 : offs[i - 1] + frames[i - 1].length));
+    const ports = Uint16Array.from(frames, (_, i) => 9000 + (i % 2));
+    const before = qdiscPackets();
+    r.sent = n.udpSend(a, buf, offs, Int32Array.from(frames, (f) => f.length), new Uint32Array(frames.length).fill(far), ports, frames.length, null, null, 0);
+    r.tookByKernel = qdiscPackets() - before; // the held TCP is still held: this call's sends alone
+    r.total = frames.length;
+    r.passed = n.offloadStats().sendPassed; // (this lets the thread go)
+    n.udpSendThread(false);
+    n.close(a);
+    return r;
+  },
 };
+
 
 const name = process.argv[2];
 const result = await scenarios[name]();

@@ -122,4 +122,14 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     expect(r.whileHeld4).toEqual([0x41, 0x43]);
     expect(r.after4).toEqual({ count: 16, lastTag: 0x42, passed: 3 });
   });
+
+  it('the sender thread: a socket that fills up while datagrams pass held TCP: udpSend counts what the kernel took, no more', () => {
+    const r = scenario('send-full');
+    expect(r.heldHanded).toBe(2);
+    expect(r.passed).toBe(256); // the express set filled and was sent mid-call
+    expect(r.tookByKernel).toBeGreaterThan(0);
+    expect(r.tookByKernel).toBeLessThan(256); // the socket filled up
+    // The TCP datagram of the call, still queued when the send stopped, is not counted.
+    expect(r.sent).toBe(r.tookByKernel);
+  });
 });
