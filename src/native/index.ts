@@ -86,11 +86,11 @@ export interface OffloadStats {
    *  device, found when it was opened: UDP datagrams of one flow are then joined too. */
   usoWrite: number;
   /** 1 while the sender thread sends to the underlay (udpSendThread); the batches handed to
-   *  it, and the lone small datagrams sent on the JS thread meanwhile. */
+   *  it, and the lone datagrams sent on the JS thread while it was idle. */
   sendThread: number;
   sendHanded: number;
   sendInline: number;
-  /** Lone datagrams that are not TCP sent at once past batches of TCP the thread held. */
+  /** Datagrams that are not TCP sent at once past batches of TCP the thread held. */
   sendPassed: number;
 }
 
@@ -237,8 +237,8 @@ export interface NativeBinding {
   /** What devWrite with offloads would write (virtio_net_hdr + packet each), copied to out
    *  at outOffs[i]/outLens[i]; -1 when out is too small. */
   _groCoalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number, out: Uint8Array, outOffs: Int32Array, outLens: Int32Array, udp?: boolean): number;
-  /** While on, the sender thread sends nothing it is handed (the rules for lone datagrams
-   *  apply as ever); off, or anything that waits for the thread, lets it go on. At most 2
+  /** While on, the sender thread sends nothing it is handed (what may pass it still does);
+   *  off, or anything that waits for the thread, lets it go on. At most 2
    *  batches may be handed over while it holds. */
   _senderHold(on: boolean): void;
 }

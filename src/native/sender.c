@@ -98,12 +98,11 @@ int sender_may_pass(vx_state *st) {
 
 int sender_express(vx_state *st, int fd) {
   tx_set *e = &st->express;
+  int stop;
   for (int m = 0; m < e->nmsgs; m++) st->snd_passed += e->msg_npkt[m];
-  {
-    int stop = tx_send(e, fd, st->failed);
-    tx_fold(st, e);
-    return stop;
-  }
+  stop = tx_send(e, fd, st->failed);
+  tx_fold(st, e);
+  return stop;
 }
 
 int sender_flush(vx_state *st, int fd) {

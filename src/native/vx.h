@@ -126,8 +126,8 @@ typedef struct vx_state {
   struct iovec iovs[MMSG_BATCH];
   struct sockaddr_in names[MMSG_BATCH];
   ctl_buf ctls[MMSG_BATCH];
-  /* tso.c: queued output, in tx (one of sets; the second one's scratch is allocated with
-   * the sender thread), and which of a udpSend call's packets failed (inline sends) */
+  /* tso.c: queued output, in tx (one of sets; the other sets' scratch is allocated when the
+   * sender thread starts), and which of a udpSend call's packets failed */
   tx_set *tx;
   tx_set sets[TX_SETS];
   tx_set express;          /* datagrams that are not TCP, sent at once past batches of TCP (sender.c) */
