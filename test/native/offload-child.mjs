@@ -68,6 +68,21 @@ function tcpOk(p) {
   return sum(p, ihl, ihl + l4, sum(p, 12, 20) + 6 + l4) === 0xffff;
 }
 
+/** A VXLAN frame (VNI 1): inner Ethernet, an IPv4 header of `proto` and `len` bytes of
+ *  `tag`. Only what the sender thread looks at (EtherType, protocol) has to be right. */
+function vxlanFrame(proto, tag, len = 60) {
+  const f = Buffer.alloc(8 + 14 + 20 + len, tag);
+  f.fill(0, 0, 42);
+  f[0] = 0x08;
+  f[6] = 1; // VNI 1
+  f.writeUInt16BE(0x0800, 20);
+  f[22] = 0x45;
+  f.writeUInt16BE(20 + len, 24);
+  f[30] = 64;
+  f[31] = proto;
+  return f;
+}
+
 /** A TCP/IPv4 packet with full checksums. */
 function tcp({ src, dst, sport, dport, seq, ack, flags, win = 65535, options = Buffer.alloc(0), payload = Buffer.alloc(0), id = 1 }) {
   const thl = 20 + options.length;
@@ -541,7 +556,7 @@ const scenarios = {
     return r;
   },
 
-  /** Which lone datagrams may pass what the sender thread holds (sender.c may_send_now). */
+  /** Which datagrams may pass what the sender thread holds (sender.c sender_may_pass). */
   async 'send-pass'() {
     const r = {};
     sh('ip', 'link', 'set', 'dev', 'lo', 'up');
@@ -549,19 +564,6 @@ const scenarios = {
     const a = n.udpOpen(lo, 7201, 4 << 20);
     const rx = n.udpOpen(lo, 7202, 32 << 20);
     n.udpSendThread(true);
-    // A VXLAN frame: 8 bytes of VXLAN, inner Ethernet, an IPv4 header of `proto`, a payload.
-    const frame = (proto, tag, len = 60) => {
-      const f = Buffer.alloc(8 + 14 + 20 + len, tag);
-      f.fill(0, 0, 42);
-      f[0] = 0x08;
-      f[7 - 1] = 1; // VNI 1
-      f.writeUInt16BE(0x0800, 20);
-      f[22] = 0x45;
-      f.writeUInt16BE(20 + len, 24);
-      f[30] = 64;
-      f[31] = proto;
-      return f;
-    };
     const sendOne = (f) => n.udpSend(a, f, Int32Array.of(0), Int32Array.of(f.length), Uint32Array.of(lo), Uint16Array.of(7202), 1, null, null, 0);
     const sendMany = (fs) => {
       const buf = Buffer.concat(fs);
@@ -576,7 +578,7 @@ const scenarios = {
     // A 20 000-byte TCP super-packet behind 22 bytes of encap: 15 segments, TCP alone.
     const superBatch = () => {
       const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(20_000, 0x61) });
-      const enc = frame(6, 0).subarray(0, 22);
+      const enc = vxlanFrame(6, 0).subarray(0, 22);
       const buf = Buffer.concat([enc, pkt]);
       const vnet = Buffer.alloc(10);
       vnet[1] = 1;
@@ -604,7 +606,7 @@ const scenarios = {
     // 1. A lone ICMP echo passes a held batch of TCP: it is on the wire before udpSend returns.
     n._senderHold(true);
     r.superHanded = superBatch();
-    r.icmpAccepted = sendOne(frame(1, 0x11));
+    r.icmpAccepted = sendOne(vxlanFrame(1, 0x11));
     r.whileHeld1 = recvNow().map(kind);
     n._senderHold(false);
     r.after1 = (await recvAll(15)).map(kind);
@@ -612,8 +614,8 @@ const scenarios = {
 
     // 2. It does not pass a held batch that carries a UDP datagram: it would overtake it.
     n._senderHold(true);
-    r.mixedHanded = sendMany([frame(17, 0x22, 80), frame(6, 0x23, 100)]);
-    sendOne(frame(1, 0x24));
+    r.mixedHanded = sendMany([vxlanFrame(17, 0x22, 80), vxlanFrame(6, 0x23, 100)]);
+    sendOne(vxlanFrame(1, 0x24));
     r.whileHeld2 = recvNow().length;
     n._senderHold(false);
     r.after2 = (await recvAll(3)).map((d) => d[d.length - 1]);
@@ -630,14 +632,14 @@ const scenarios = {
     // 3. A lone TCP datagram never passes (it may belong to a held flow).
     n._senderHold(true);
     superBatch();
-    sendOne(frame(6, 0x33));
+    sendOne(vxlanFrame(6, 0x33));
     r.whileHeld3 = recvNow().length;
     r.after3 = await release(16);
 
     // 4. A batch read with bulk TCP held: its ICMP and UDP go at once, its TCP waits.
     n._senderHold(true);
     superBatch();
-    r.mixAccepted = sendMany([frame(1, 0x41), frame(6, 0x42, 100), frame(17, 0x43, 90)]);
+    r.mixAccepted = sendMany([vxlanFrame(1, 0x41), vxlanFrame(6, 0x42, 100), vxlanFrame(17, 0x43, 90)]);
     r.whileHeld4 = recvNow().map((d) => d[d.length - 1]);
     r.after4 = await release(16);
     n.udpSendThread(false);
@@ -668,24 +670,14 @@ const scenarios = {
     const far = ip4('10.9.0.2');
     const a = n.udpOpen(ip4('10.9.0.1'), 7301, 4096);
     n.udpSendThread(true);
-    const frame = (proto, len) => {
-      const f = Buffer.alloc(8 + 14 + 20 + len, 0x77);
-      f.fill(0, 0, 42);
-      f[0] = 0x08;
-      f.writeUInt16BE(0x0800, 20);
-      f[22] = 0x45;
-      f.writeUInt16BE(20 + len, 24);
-      f[31] = proto;
-      return f;
-    };
     // Held by the thread: two TCP datagrams (a lone one would go at once; held TCP lets what
     // is not TCP pass).
     n._senderHold(true);
-    const tcpFrames = Buffer.concat([frame(6, 100), frame(6, 100)]);
+    const tcpFrames = Buffer.concat([vxlanFrame(6, 0x77, 100), vxlanFrame(6, 0x77, 100)]);
     r.heldHanded = n.udpSend(a, tcpFrames, Int32Array.of(0, tcpFrames.length / 2), Int32Array.of(tcpFrames.length / 2, tcpFrames.length / 2), Uint32Array.of(far, far), Uint16Array.of(9000, 9001), 2, null, null, 0);
     // One call: a TCP datagram (queued for the thread), then 300 ICMP ones to alternating
     // ports (300 messages: the express set fills at 256 and is sent mid-call, into a full socket).
-    const frames = [frame(6, 100), ...Array.from({ length: 300 }, () => frame(1, 60))];
+    const frames = [vxlanFrame(6, 0x77, 100), ...Array.from({ length: 300 }, () => vxlanFrame(1, 0x77))];
     const buf = Buffer.concat(frames);
     const offs = new Int32Array(frames.length);
     frames.forEach((f, i) => (offs[i] = i === 0 ? 0 : offs[i - 1] + frames[i - 1].length));
