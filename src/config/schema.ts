@@ -120,7 +120,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       sendThread: leaf({
         doc:
           'Send to the underlay from a second thread, so that reading and routing the next batch overlaps with the kernel\'s ' +
-          'work of sending the last one, on another core. What is not TCP (ping, DNS) does not wait behind the bulk TCP it holds. ' +
+          'work of sending the last one, on another core. A packet of another flow (a ping, DNS, an SSH keystroke) does not wait behind the bulk it holds. ' +
           'Ignored on a one-core machine; false: every send is made on the main thread.',
         default: true,
         format: f.bool,

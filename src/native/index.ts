@@ -90,7 +90,7 @@ export interface OffloadStats {
   sendThread: number;
   sendHanded: number;
   sendInline: number;
-  /** Datagrams that are not TCP sent at once past batches of TCP the thread held. */
+  /** Datagrams sent at once past batches the thread held, none of which had their flow. */
   sendPassed: number;
 }
 
@@ -173,8 +173,9 @@ export interface NativeBinding {
    *  was given (or the segments it cut) into one of three batches and hands the batch to a
    *  second thread, which sends it while the JS thread reads and routes the next. Batches go
    *  out in the order they were made. A batch of one plain datagram is still sent at once
-   *  when that thread is idle, or, when it is not TCP in VXLAN (ICMP, UDP), when every batch
-   *  the thread holds is TCP alone: no flow is reordered. udpSend then returns how many
+   *  when that thread is idle, and while it holds batches, every datagram whose flow (inner
+   *  protocol, addresses, TCP/UDP ports) is in none of them goes at once, past them: no flow
+   *  is reordered. A TCP super-packet always goes to the thread. udpSend then returns how many
    *  packets were sent or handed over; what the thread could not send is counted by
    *  udpSendLost(). Stopping waits for what it holds. Returns whether it runs; throws (code,
    *  syscall pthread_create) when it cannot start. */

@@ -13,14 +13,16 @@
  * several streams (docs/dataplane.md "Batching and sizes"). A batch of one plain
  * datagram (a ping, a DNS answer, a keepalive) is sent on the JS thread when the sender is
  * idle: waking a sleeping thread costs more than the send itself (a prototype that handed
- * everything over added ~0.05 ms to each echo at 100/s). While the thread holds batches of
- * TCP alone, every datagram of a udpSend call that is not TCP (ICMP, UDP) is sent at once,
- * from the `express` set, and only the TCP goes to the thread: a different protocol is a
- * different flow, so nothing is reordered, and a ping or a DNS answer read in the same batch
- * as bulk data does not wait behind up to two batches of it (the rule of the outside path's
- * look between batches, docs/dataplane.md). Plain datagrams are copied into the set
- * (t->copy), because their bytes live in JS buffers that the next batch reuses; TCP
- * super-packets are cut into segments in the set's scratch buffer anyway.
+ * everything over added ~0.05 ms to each echo at 100/s). While the thread holds batches,
+ * every datagram of a udpSend call whose flow is in none of them (tx_set.flows) is sent at
+ * once, from the `express` set, and the rest goes to the thread: what overtakes a batch
+ * belongs to another flow, so no flow is reordered, and a ping, a DNS answer or a keystroke
+ * of an interactive TCP session read in the same batch as bulk data does not wait behind
+ * up to two batches of it (the rule of the outside path's look between batches,
+ * docs/dataplane.md). A TCP super-packet always goes to the thread: it is the bulk. Plain
+ * datagrams are copied into the set (t->copy), because their bytes live in JS buffers that
+ * the next batch reuses; TCP super-packets are cut into segments in the set's scratch
+ * buffer anyway.
  *
  * What sending counted (GSO messages, lost packets, errors) stays in the set until the JS
  * thread folds it into vx_state after the set came back (tx_fold): vx_state has one writer.
@@ -45,8 +47,6 @@ struct sender {
   pthread_cond_t go;   /* JS → thread: a set was handed over, or quit */
   pthread_cond_t done; /* thread → JS: a set was sent */
   int first, n;        /* the sets handed over: sets[first], the next ones in ring order */
-  int other[TX_SETS];  /* set i, handed over, holds datagrams that are not TCP */
-  int n_other;         /* how many handed-over sets do */
   int hold;            /* test hook (_senderHold): hand-overs wait, unsent */
   int quit;
   tx_set *sets;        /* vx_state's TX_SETS sets */
@@ -63,7 +63,6 @@ static void *sender_main(void *arg) {
     if (t == NULL) return NULL; /* quit, with nothing in hand */
     tx_send(t, t->fd, NULL);
     pthread_mutex_lock(&x->mu);
-    x->n_other -= x->other[x->first];
     x->first = (x->first + 1) % TX_SETS;
     x->n--;
     pthread_cond_signal(&x->done);
@@ -86,14 +85,22 @@ static int idle(sender *x) {
   return n == 0;
 }
 
-int sender_may_pass(vx_state *st) {
+int sender_held_flows(vx_state *st, uint64_t flows[2]) {
   sender *x = st->snd;
-  int ok;
+  int n;
+  flows[0] = flows[1] = 0;
   if (x == NULL) return 0;
   pthread_mutex_lock(&x->mu);
-  ok = x->n > 0 && x->n_other == 0;
+  n = x->n;
+  /* A handed-over set's filter was written before the hand-over and is not written again
+   * until it comes back (tx_reset): the thread only reads it. */
+  for (int i = 0; i < n; i++) {
+    const tx_set *t = &x->sets[(x->first + i) % TX_SETS];
+    flows[0] |= t->flows[0];
+    flows[1] |= t->flows[1];
+  }
   pthread_mutex_unlock(&x->mu);
-  return ok;
+  return n > 0;
 }
 
 int sender_express(vx_state *st, int fd) {
@@ -123,8 +130,6 @@ int sender_flush(vx_state *st, int fd) {
   tx_fold(st, next); /* what sending it counted */
   t->fd = fd;
   pthread_mutex_lock(&x->mu);
-  x->other[t - st->sets] = t->other > 0;
-  x->n_other += t->other > 0;
   x->n++;
   pthread_cond_signal(&x->go);
   pthread_mutex_unlock(&x->mu);

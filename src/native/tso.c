@@ -125,25 +125,58 @@ static void msg_add(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t p
 }
 
 /*
+ * A flow's two bits in a set's Bloom filter (tx_set.flows, one 64-bit word per bit). A
+ * datagram may pass the batches the sender thread holds when its flow is in none of them,
+ * and a filter answers "in none" for certain: a flow that was queued has both its bits set,
+ * so it never passes itself. With the two to six flows of the held batches of bulk data,
+ * another flow finds both of its bits set by chance under 1 % of the time ((k/64)^2); it
+ * then only waits, as every datagram did before the sender thread.
+ *
+ * The flow of a VXLAN frame (8 bytes of VXLAN, 14 of inner Ethernet, IPv4) is its inner
+ * protocol and addresses, with the ports of TCP and UDP; a fragment has no ports, so all
+ * fragments of one pair of addresses are one flow. Anything else (a STUN request) is one
+ * flow of its own.
+ */
+static inline void flow_bits(const uint8_t *d, size_t len, uint64_t b[2]) {
+  const uint8_t *ip = d + 22;
+  uint32_t h = 0x5354554eu; /* "STUN" */
+  if (len >= 22 + 20 && d[20] == 0x08 && d[21] == 0x00) {
+    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+    uint32_t ports = 0;
+    if ((ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP) && (be16(ip + 6) & 0x3fff) == 0 && 22 + ihl + 4 <= len)
+      ports = be32(ip + ihl);
+    h = (be32(ip + 12) * 0x9e3779b1u) ^ be32(ip + 16);
+    h = (h ^ ports) * 0x85ebca6bu;
+    h ^= ip[9] * 0xc2b2ae35u;
+  }
+  h ^= h >> 15;
+  h *= 0x2c1b3c6du;
+  h ^= h >> 12;
+  b[0] = 1ULL << (h & 63);
+  b[1] = 1ULL << ((h >> 6) & 63);
+}
+
+/* Records in t (a set for the sender thread) and in the call's held_flows that flow `b` is
+ * queued there: from now on it waits for the thread like what is queued before it. */
+static inline void flow_queued(vx_state *s, tx_set *t, const uint64_t b[2]) {
+  t->flows[0] |= b[0];
+  t->flows[1] |= b[1];
+  s->held_flows[0] |= b[0];
+  s->held_flows[1] |= b[1];
+}
+
+/*
  * Queues one datagram (packet `pkt`): joined to the message before it when that one goes to
  * the same address and port with datagrams of the same size (the last may be shorter), so
  * that a burst of small packets to one peer leaves as one UDP_SEGMENT send: one trip down
  * the stack instead of one per datagram. The datagrams are not copied: each is an iov
  * (except for the sender thread, which needs them after udpSend has returned: t->copy).
  */
-/* Bulk traffic is TCP: a VXLAN frame (8 bytes of VXLAN, 14 of inner Ethernet) carrying
- * IPv4/TCP. Anything else (ICMP, UDP such as DNS, a keepalive, a STUN request) may pass
- * batches of TCP queued for the sender thread without reordering any flow (sender.c). */
-static inline int vxlan_tcp(const uint8_t *d, size_t len) {
-  return len >= 8 + 14 + 20 && d[20] == 0x08 && d[21] == 0x00 && d[31] == IPPROTO_TCP;
-}
-
 static inline void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt,
                            int gso_off) {
   int m = t->nmsgs - 1;
   if (t->copy) { /* for the sender thread (never the express set, sent within the call) */
     uint8_t *c = t->scratch + t->used;
-    if (!vxlan_tcp(p, len)) t->other++;
     memcpy(c, p, len);
     t->used += (len + 63) & ~(size_t)63;
     p = c;
@@ -228,7 +261,7 @@ void tx_reset(tx_set *t) {
   t->nmsgs = 0;
   t->niovs = 0;
   t->used = 0;
-  t->other = 0;
+  t->flows[0] = t->flows[1] = 0;
 }
 
 void tx_fold(vx_state *st, tx_set *t) {
@@ -289,7 +322,12 @@ int tx_send(tx_set *t, int fd, uint8_t *failed) {
  * fatal); unsent messages mark their packets failed. */
 static int flush(vx_state *s, int fd) {
   int stop;
-  if (s->snd != NULL) return sender_flush(s, fd);
+  if (s->snd != NULL) {
+    /* What passed the thread's batches leaves before this one joins them: a flow that went
+     * express earlier in the call may have later datagrams in it. */
+    if (s->express.nmsgs > 0 && (stop = sender_express(s, fd)) != 0) return stop;
+    return sender_flush(s, fd);
+  }
   stop = tx_send(s->tx, fd, s->failed);
   tx_fold(s, s->tx);
   return stop;
@@ -327,6 +365,7 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
   tso_job j;
   size_t stride;
   uint32_t per_msg, k;
+  uint64_t fb[2] = {0, 0};
 
   if (type == VIRTIO_NET_HDR_GSO_NONE) {
     if (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
@@ -334,8 +373,9 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
       s->csum_completed += 1;
     }
     if (sink) return sink_put(sink, d, len);
-    if (s->express_ok && !vxlan_tcp(d, len)) {
-      /* A ping or a DNS answer need not wait behind the bulk TCP the sender thread holds. */
+    if (s->snd != NULL) flow_bits(d, len, fb);
+    if (s->express_ok && ((s->held_flows[0] & fb[0]) == 0 || (s->held_flows[1] & fb[1]) == 0)) {
+      /* Its flow is in none of the batches the thread holds: it need not wait behind them. */
       t = &s->express;
       if ((t->nmsgs >= OF_MSGS || t->niovs >= MMSG_BATCH) && (*stop = sender_express(s, fd)) != 0) return 0;
     } else {
@@ -344,11 +384,13 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
           (*stop = flush(s, fd)) != 0)
         return 0;
       t = s->tx; /* flush may have moved on to the next set */
+      if (t->copy) flow_queued(s, t, fb);
     }
     msg_put(t, d, len, addr, port, pkt, s->gso_off);
     return 0;
   }
   if (type != VIRTIO_NET_HDR_GSO_TCPV4 || tso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;
+  if (s->snd != NULL && !sink) flow_bits(d, len, fb);
   s->tso_packets += 1;
   s->tso_segments += j.nsegs;
   stride = encap + j.hdrlen + j.gso;
@@ -374,6 +416,7 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
     for (q = 0; q < m; q++) total += tso_write(&j, encap, k + q, base + total);
     s->tx->used += (total + 63) & ~(size_t)63;
     msg_add(s->tx, base, total, addr, port, m > 1 ? (uint16_t)stride : 0, pkt, !s->gso_off);
+    if (s->tx->copy) flow_queued(s, s->tx, fb);
     k += m;
   }
   return 0;
@@ -408,7 +451,7 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
 
   tx_reset(st->tx);
   tx_reset(&st->express);
-  st->express_ok = sender_may_pass(st);
+  st->express_ok = sender_held_flows(st, st->held_flows);
   memset(st->failed, 0, (size_t)n); /* only the first n are read below */
   for (i = 0; i < n && !stop; i++) {
     int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = vnet != NULL ? READ_ONCE(vidx[i]) : 0;

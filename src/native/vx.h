@@ -74,7 +74,7 @@ typedef struct {
   int nmsgs, niovs;
   int fd;                           /* where it goes: set when handed to the sender thread */
   int copy;                         /* plain datagrams are copied into scratch, not referenced */
-  int other;                        /* with copy: datagrams that are not TCP in VXLAN (ICMP, UDP...) */
+  uint64_t flows[2];                /* with copy: the flows queued here, a Bloom filter (flow_bits) */
   struct mmsghdr msgs[OF_MSGS];
   struct iovec iovs[MMSG_BATCH];
   struct sockaddr_in names[OF_MSGS];
@@ -130,14 +130,15 @@ typedef struct vx_state {
    * sender thread starts), and which of a udpSend call's packets failed */
   tx_set *tx;
   tx_set sets[TX_SETS];
-  tx_set express;          /* datagrams that are not TCP, sent at once past batches of TCP (sender.c) */
-  int express_ok;          /* for this udpSend call: the sender thread holds batches of TCP alone */
+  tx_set express;          /* datagrams sent at once past the batches the sender thread holds (sender.c) */
+  int express_ok;          /* for this udpSend call: the sender thread holds batches */
+  uint64_t held_flows[2];  /* for this udpSend call: flows in those batches and queued for the thread */
   uint8_t failed[OF_PKTS];
   /* sender.c: the sender thread, NULL while underlay sends are made on the JS thread */
   sender *snd;
   double snd_lost;         /* packets the sender thread could not send, not yet taken by JS */
   double snd_handed, snd_inline; /* batches handed to the thread / sent on the JS thread */
-  double snd_passed;       /* datagrams, not TCP, sent at once past batches of TCP the thread held */
+  double snd_passed;       /* datagrams sent at once past batches of other flows the thread held */
   /* gro.c: coalescing plan of one write batch */
   int nitems;
   gro_item items[GRO_ITEMS];
@@ -172,9 +173,10 @@ void tx_fold(vx_state *st, tx_set *t);
  * set; returns 0) or, when it is idle and the batch is one plain datagram, here (returns
  * as tx_send, failures in st->failed). */
 int sender_flush(vx_state *st, int fd);
-/* sender.c, JS thread: whether datagrams that are not TCP may be sent at once, past what
- * the sender thread holds: it holds batches, and only of TCP. */
-int sender_may_pass(vx_state *st);
+/* sender.c, JS thread: whether the sender thread holds batches (then datagrams of other
+ * flows may be sent at once, past them), with the flows of those batches ORed into
+ * flows[0..1] (tx_set.flows). */
+int sender_held_flows(vx_state *st, uint64_t flows[2]);
 /* sender.c, JS thread: sends st->express now (as tx_send, failures in st->failed). */
 int sender_express(vx_state *st, int fd);
 /* sender.c, JS thread: waits until the sender thread has nothing in hand and folds its

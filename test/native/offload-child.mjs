@@ -21,9 +21,9 @@
 //                 datagrams, the JS buffer overwritten after every call, all arrive in
 //                 order byte for byte; a lone datagram goes inline; refused datagrams are
 //                 counted by udpSendLost; close waits for what the thread holds
-//   send-pass     with the sender thread holding batches (_senderHold): datagrams that
-//                 are not TCP pass batches of TCP alone, not one holding other traffic;
-//                 TCP never passes
+//   send-pass     with the sender thread holding batches (_senderHold): a datagram passes
+//                 them when its flow is in none of them (ICMP, UDP, TCP alike), and waits
+//                 when it is; a TCP super-packet never passes
 //   send-full     the socket fills up (a veth behind an 8 kbit/s tbf, a small send buffer)
 //                 while datagrams pass held TCP: udpSend counts exactly what the kernel
 //                 took, the TCP still queued in the call included as not sent
@@ -603,6 +603,24 @@ const scenarios = {
     };
     const kind = (d) => (d.length > 31 ? d[31] : -1); // 1 ICMP, 6 TCP, 17 UDP
 
+    // The flow of the super-packets: a TCP datagram of it (a pure ACK, say) is in their flow.
+    const bulk = { src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2 };
+    const inFlow = (f, { src, dst, sport, dport }) => {
+      f.writeUInt32BE(ip4(src), 34);
+      f.writeUInt32BE(ip4(dst), 38);
+      f.writeUInt16BE(sport, 42);
+      f.writeUInt16BE(dport, 44);
+      return f;
+    };
+    // Lets the thread go and receives what it held: how many, and the last one's tag.
+    const release = async (want) => {
+      n._senderHold(false);
+      const got = await recvAll(want);
+      const last = got[got.length - 1];
+      return { count: got.length, lastTag: last ? last[last.length - 1] : -1, passed: n.offloadStats().sendPassed };
+    };
+    const tags = (ds) => ds.map((d) => d[d.length - 1]);
+
     // 1. A lone ICMP echo passes a held batch of TCP: it is on the wire before udpSend returns.
     n._senderHold(true);
     r.superHanded = superBatch();
@@ -612,36 +630,59 @@ const scenarios = {
     r.after1 = (await recvAll(15)).map(kind);
     r.passed1 = n.offloadStats().sendPassed;
 
-    // 2. It does not pass a held batch that carries a UDP datagram: it would overtake it.
+    // 2. Held: a UDP datagram and a TCP one. Of a batch with an ICMP echo and one more datagram
+    //    of each held flow, the echo leaves at once, the two wait behind their flows.
     n._senderHold(true);
-    r.mixedHanded = sendMany([vxlanFrame(17, 0x22, 80), vxlanFrame(6, 0x23, 100)]);
-    sendOne(vxlanFrame(1, 0x24));
-    r.whileHeld2 = recvNow().length;
+    const udpFlow = { src: '10.244.100.7', dst: '10.244.2.9', sport: 5353, dport: 53 };
+    const tcpFlow = { src: '10.244.100.7', dst: '10.244.2.9', sport: 40000, dport: 22 };
+    r.mixedHanded = sendMany([inFlow(vxlanFrame(17, 0x22, 80), udpFlow), inFlow(vxlanFrame(6, 0x23, 100), tcpFlow)]);
+    r.batch2Accepted = sendMany([vxlanFrame(1, 0x24), inFlow(vxlanFrame(17, 0x26, 80), udpFlow), inFlow(vxlanFrame(6, 0x27, 100), tcpFlow)]);
+    r.whileHeld2 = tags(recvNow());
     n._senderHold(false);
-    r.after2 = (await recvAll(3)).map((d) => d[d.length - 1]);
+    r.after2 = tags(await recvAll(4));
     r.passed2 = n.offloadStats().sendPassed;
 
-    // Lets the thread go and receives what it held: how many, and the last one's tag.
-    const release = async (want) => {
-      n._senderHold(false);
-      const got = await recvAll(want);
-      const last = got[got.length - 1];
-      return { count: got.length, lastTag: last ? last[last.length - 1] : -1, passed: n.offloadStats().sendPassed };
-    };
-
-    // 3. A lone TCP datagram never passes (it may belong to a held flow).
+    // 3. Held: bulk TCP. A lone TCP datagram of its flow waits; one of another flow (a
+    //    keystroke of an interactive session) leaves at once.
     n._senderHold(true);
     superBatch();
-    sendOne(vxlanFrame(6, 0x33));
-    r.whileHeld3 = recvNow().length;
+    sendOne(inFlow(vxlanFrame(6, 0x33), bulk));
+    sendOne(inFlow(vxlanFrame(6, 0x34), tcpFlow));
+    r.whileHeld3 = tags(recvNow());
     r.after3 = await release(16);
 
-    // 4. A batch read with bulk TCP held: its ICMP and UDP go at once, its TCP waits.
+    // 4. A batch read with bulk TCP held: its ICMP and UDP go at once, its datagram of the bulk flow waits.
     n._senderHold(true);
     superBatch();
-    r.mixAccepted = sendMany([vxlanFrame(1, 0x41), vxlanFrame(6, 0x42, 100), vxlanFrame(17, 0x43, 90)]);
-    r.whileHeld4 = recvNow().map((d) => d[d.length - 1]);
+    r.mixAccepted = sendMany([vxlanFrame(1, 0x41), inFlow(vxlanFrame(6, 0x42, 100), bulk), vxlanFrame(17, 0x43, 90)]);
+    r.whileHeld4 = tags(recvNow());
     r.after4 = await release(16);
+
+    // 5. Held: bulk TCP. One call with a super-packet of a second flow, then a datagram of
+    //    that flow, then an ICMP echo: the datagram stays behind its flow's segments queued
+    //    just before it in the same call; the echo leaves at once.
+    n._senderHold(true);
+    superBatch();
+    {
+      const second = { src: '10.244.100.11', dst: '10.244.1.2', sport: 3, dport: 4 };
+      const pkt = tcp({ ...second, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(20_000, 0x62) });
+      const frames = [Buffer.concat([vxlanFrame(6, 0).subarray(0, 22), pkt]), inFlow(vxlanFrame(6, 0x52), second), vxlanFrame(1, 0x53)];
+      const vnet = Buffer.alloc(10 * frames.length);
+      vnet[1] = 1; // the first is a TCPv4 super-packet, gso_size 1398
+      vnet[LE ? 4 : 5] = 1398 & 0xff;
+      vnet[LE ? 5 : 4] = 1398 >> 8;
+      const buf = Buffer.concat(frames);
+      const offs = new Int32Array(frames.length);
+      for (let i = 1; i < frames.length; i++) offs[i] = offs[i - 1] + frames[i - 1].length;
+      const k = frames.length;
+      r.secondAccepted = n.udpSend(a, buf, offs, Int32Array.from(frames, (f) => f.length), new Uint32Array(k).fill(lo), new Uint16Array(k).fill(7202), k, vnet, Int32Array.from(frames, (_, i) => i), 22);
+    }
+    r.whileHeld5 = tags(recvNow());
+    {
+      n._senderHold(false);
+      const got = await recvAll(31);
+      r.after5 = { count: got.length, secondFlowTags: got.slice(15).map((d) => d[d.length - 1]) };
+    }
     n.udpSendThread(false);
     n.close(a);
     n.close(rx);
@@ -670,8 +711,8 @@ const scenarios = {
     const far = ip4('10.9.0.2');
     const a = n.udpOpen(ip4('10.9.0.1'), 7301, 4096);
     n.udpSendThread(true);
-    // Held by the thread: two TCP datagrams (a lone one would go at once; held TCP lets what
-    // is not TCP pass).
+    // Held by the thread: two TCP datagrams (a lone one would go at once; held TCP lets the
+    // datagrams of other flows pass).
     n._senderHold(true);
     const tcpFrames = Buffer.concat([vxlanFrame(6, 0x77, 100), vxlanFrame(6, 0x77, 100)]);
     r.heldHanded = n.udpSend(a, tcpFrames, Int32Array.of(0, tcpFrames.length / 2), Int32Array.of(tcpFrames.length / 2, tcpFrames.length / 2), Uint32Array.of(far, far), Uint16Array.of(9000, 9001), 2, null, null, 0);

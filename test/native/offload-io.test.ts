@@ -103,24 +103,30 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     expect(r).toMatchObject({ stopped: false, statAfterStop: 0, plainAgain: 4, handedAfterStop: 0 });
   });
 
-  it('the sender thread: datagrams that are not TCP pass batches of TCP it holds, never one with other traffic; TCP never passes', () => {
+  it('the sender thread: a datagram passes the batches it holds when its flow is in none of them, and waits behind its own flow', () => {
     const r = scenario('send-pass');
     // 1. Held: 15 TCP segments. The ICMP echo is sent at once, the segments when let go.
     expect(r).toMatchObject({ superHanded: 1, icmpAccepted: 1, passed1: 1 });
     expect(r.whileHeld1).toEqual([1]);
     expect(r.after1).toEqual(Array(15).fill(6));
-    // 2. Held: a UDP datagram and a TCP one. The ICMP echo waits behind them, in order.
-    expect(r.mixedHanded).toBe(2);
-    expect(r.whileHeld2).toBe(0);
-    expect(r.after2).toEqual([0x22, 0x23, 0x24]);
-    expect(r.passed2).toBe(1);
-    // 3. Held: TCP segments. A lone TCP datagram waits behind them.
-    expect(r.whileHeld3).toBe(0);
-    expect(r.after3).toEqual({ count: 16, lastTag: 0x33, passed: 1 });
-    // 4. Held: TCP segments. A batch of ICMP, TCP, UDP: the ICMP and UDP leave at once, the TCP after the held segments.
+    // 2. Held: a UDP datagram and a TCP one. An ICMP echo passes them; a UDP and a TCP datagram
+    //    of their flows wait behind them, in order.
+    expect(r).toMatchObject({ mixedHanded: 2, batch2Accepted: 3, passed2: 2 });
+    expect(r.whileHeld2).toEqual([0x24]);
+    expect(r.after2).toEqual([0x22, 0x23, 0x26, 0x27]);
+    // 3. Held: bulk TCP. A TCP datagram of its flow waits behind it; one of another flow does not.
+    expect(r.whileHeld3).toEqual([0x34]);
+    expect(r.after3).toEqual({ count: 16, lastTag: 0x33, passed: 3 });
+    // 4. Held: bulk TCP. A batch of ICMP, TCP of the bulk flow, UDP: the ICMP and UDP leave at
+    //    once, the TCP after the held segments.
     expect(r.mixAccepted).toBe(3);
     expect(r.whileHeld4).toEqual([0x41, 0x43]);
-    expect(r.after4).toEqual({ count: 16, lastTag: 0x42, passed: 3 });
+    expect(r.after4).toEqual({ count: 16, lastTag: 0x42, passed: 5 });
+    // 5. Held: bulk TCP. In one call, a second flow's super-packet and then a datagram of that
+    //    flow: the datagram stays behind the segments; the ICMP echo of the call passes.
+    expect(r.secondAccepted).toBe(3);
+    expect(r.whileHeld5).toEqual([0x53]);
+    expect(r.after5).toEqual({ count: 31, secondFlowTags: [...Array(15).fill(0x62), 0x52] });
   });
 
   it('the sender thread: a socket that fills up while datagrams pass held TCP: udpSend counts what the kernel took, no more', () => {
