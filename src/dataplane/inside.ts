@@ -21,6 +21,7 @@ import { ETHERTYPE_IPV4, readEtherType, writeEthernetHeader } from '../proto/eth
 import { IPPROTO_TCP, ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
 import { ENCAP_LEN, ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
 import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, readVnetU16 } from '../proto/vnet.js';
+import { isBulkTcp } from './bulk-flows.js';
 import { Drop } from './drops.js';
 import { Batch } from './io.js';
 import { PacketPath, type PathContext } from './path.js';
@@ -114,6 +115,7 @@ export class InsidePath extends PacketPath {
     if (gsoType === VNET_GSO_NONE) {
       // A SYN is never a super-packet; its checksum may still be partial.
       if (s.mssClamp) clampTcpMss(buf, off, ipLen, s.maxMss, (vnet[h] & VNET_F_NEEDS_CSUM) !== 0);
+      if (isBulkTcp(buf, off, ipLen, s.mtu)) this.bulk.markReverse(buf, off);
     } else {
       const hdrLen = gsoType === VNET_GSO_TCPV4 ? tcpHeadersLength(buf, off, ipLen) : -1;
       const gsoSize = readVnetU16(vnet, h + 4);
@@ -125,6 +127,7 @@ export class InsidePath extends PacketPath {
       // multiples of the MSS, and a plain division then optimises to an exact Int32 divide
       // that deoptimises ("lost precision") at the first that is not (seen with --trace-deopt).
       segs = Math.max(1, (((ipLen - hdrLen + gsoSize - 1) / gsoSize) | 0));
+      this.bulk.markReverse(buf, off); // a super-packet is TCP, its headers checked just above
       wire = ipLen + segs * ENCAP_LEN + (segs - 1) * hdrLen;
     }
     const eth = off - ETH_HEADER_LEN;
@@ -149,6 +152,7 @@ export class InsidePath extends PacketPath {
       return;
     }
     if (s.mssClamp) clampTcpMss(buf, off, ipLen, s.maxMss);
+    if (isBulkTcp(buf, off, ipLen, s.mtu)) this.bulk.markReverse(buf, off);
     const eth = off - ETH_HEADER_LEN;
     writeEthernetHeader(buf, eth, peers.macs, 6 * p, s.vtepMac, ETHERTYPE_IPV4);
     writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
@@ -177,6 +181,7 @@ export class InsidePath extends PacketPath {
       return;
     }
     if (s.mssClamp) clampTcpMss(buf, ip, ipLen, s.maxMss);
+    if (isBulkTcp(buf, ip, ipLen, s.mtu)) this.bulk.markReverse(buf, ip);
     writeVxlanHeader(buf, off - VXLAN_HEADER_LEN, s.vni);
     const wire = VXLAN_HEADER_LEN + ETH_HEADER_LEN + ipLen;
     this.out.push(off - VXLAN_HEADER_LEN, wire, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src

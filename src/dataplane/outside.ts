@@ -66,7 +66,7 @@ export class OutsidePath extends PacketPath {
   private readonly addrs: Uint32Array;
   private readonly ports: Uint16Array;
   private readonly out: Batch;
-  /** What expedite() writes at once: the packets of its batch that are not TCP. */
+  /** What expedite() writes at once: the packets of its batch that are not TCP of a bulk flow. */
   private readonly early: Batch;
   /** Slots from the first on that hold datagrams whose TCP segments wait in `out` for the
    *  next pump(): expedite() receives into the slots after them. */
@@ -107,6 +107,7 @@ export class OutsidePath extends PacketPath {
   pump(): number {
     this.flush(); // what expedite() left queued, before its slots are received into again
     this.held = 0;
+    this.bulk.clear(); // the next drain marks the flows still moving bulk (bulk-flows.ts)
     const n = this.take(0);
     this.flush();
     return n;
@@ -114,33 +115,35 @@ export class OutsidePath extends PacketPath {
 
   /**
    * Called between batches of the other direction while that one drains (Dataplane.drain):
-   * receives one batch and writes at once only the packets that are not TCP (a ping's
-   * answer, DNS, a keepalive reply goes to the control plane); the TCP segments stay queued,
-   * in order, until the next pump(). Delivered early, a bulk stream's ACKs would reach the
-   * site in small groups, and a host's TCP would send in small bursts (docs/dataplane.md
-   * "Batching and sizes"). No flow is reordered: a packet is held or not by its protocol.
+   * receives one batch and writes at once the packets that are not TCP of a flow moving bulk
+   * data to the peers during this drain (a ping's answer, DNS, the answer of an interactive
+   * TCP session; a keepalive reply goes to the control plane); the bulk flows' segments
+   * (their ACKs) stay queued, in order, until the next pump(). Delivered early, a bulk
+   * stream's ACKs would reach the site in small groups, and a host's TCP would send in small
+   * bursts (docs/dataplane.md "Batching and sizes"). No flow is reordered: each look decides
+   * again for everything held, in order, with one answer per flow.
    * Receives into the slots that earlier calls left free; returns how many datagrams it
    * received (0 once every slot holds TCP that waits).
    */
   expedite(): number {
     if (this.held >= this.batch) return 0;
     const n = this.take(this.held);
-    this.pickNotTcp();
+    this.pickExpress();
     this.write(this.early);
     this.held = this.out.n > 0 ? this.held + n : 0;
     return n;
   }
 
-  /** Moves the packets that are not TCP from `out` to `early`, keeping the order of both.
-   *  A pass of its own rather than a branch in decap(): decap is optimised long before the
-   *  first expedite(), and a branch it had never taken would deoptimise it then. */
-  private pickNotTcp(): void {
-    const { out, early, buf } = this;
-    const proto = (this.s.tap ? ETH_HEADER_LEN : 0) + 9;
+  /** Moves the packets that are not TCP of a bulk flow from `out` to `early`, keeping the
+   *  order of both. A pass of its own rather than a branch in decap(): decap is optimised
+   *  long before the first expedite(), and a branch it had never taken would deoptimise it then. */
+  private pickExpress(): void {
+    const { out, early, buf, bulk } = this;
+    const ip = this.s.tap ? ETH_HEADER_LEN : 0;
     let kept = 0;
     for (let j = 0; j < out.n; j++) {
       const off = out.offs[j];
-      if (buf[off + proto] === IPPROTO_TCP) {
+      if (buf[off + ip + 9] === IPPROTO_TCP && bulk.has(buf, off + ip)) {
         out.offs[kept] = off;
         out.lens[kept++] = out.lens[j];
       } else {

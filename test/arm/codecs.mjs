@@ -6,6 +6,7 @@
 // as test/unit/golden.test.ts does under vitest. Prints "N passed, N failed"; exit 1 on failure.
 //   node test/arm/codecs.mjs        (from a tree with dist/ built)
 import { readFileSync } from 'node:fs';
+import { BulkFlows } from '../../dist/dataplane/bulk-flows.js';
 import { InsidePath } from '../../dist/dataplane/inside.js';
 import { OutsidePath } from '../../dist/dataplane/outside.js';
 import { DropCounters } from '../../dist/dataplane/drops.js';
@@ -160,12 +161,13 @@ function rig(mssClamp) {
   const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1]);
+  const bulk = new BulkFlows(); // shared by both paths, as in the data plane
   return {
     dev: io.device,
     udp: io.underlay,
     drops,
-    inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }),
-    outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000),
+    inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }),
+    outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }, () => 1000),
   };
 }
 
@@ -228,7 +230,7 @@ test('re-encapsulates every kernel frame byte-exact when it is ours to send', ()
     const io = new FakeIo();
     const peers = new PeerTable([{ name: 'gw', publicIp: '198.51.100.2', port: 8472, subnet: parseCidr('10.244.100.0/24'), vtepMac: dst }]);
     io.device.inbox.push(Buffer.from(wire.subarray(22)));
-    new InsidePath({ settings: s, io, fds: io.fds, drops: new DropCounters(), peers }).pump();
+    new InsidePath({ settings: s, io, fds: io.fds, drops: new DropCounters(), peers, bulk: new BulkFlows() }).pump();
     eq(io.underlay.sent.length, 1, `${name} sent`);
     eq(io.underlay.sent[0].data.toString('hex'), wire.toString('hex'), name);
   }

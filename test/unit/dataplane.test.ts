@@ -1,6 +1,7 @@
 // The inside and outside paths against in-memory twins of the device and socket.
 import { beforeEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { BulkFlows } from '../../src/dataplane/bulk-flows.js';
 import { InsidePath } from '../../src/dataplane/inside.js';
 import { OutsidePath } from '../../src/dataplane/outside.js';
 import { DropCounters } from '../../src/dataplane/drops.js';
@@ -28,7 +29,8 @@ function rig(over: Partial<PathSettings> = {}) {
   const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable(PEERS);
-  return { s, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000) };
+  const bulk = new BulkFlows(); // shared by both paths, as in the data plane
+  return { s, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }, () => 1000) };
 }
 
 describe('inside path (TUN)', () => {

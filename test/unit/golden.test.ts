@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { BulkFlows } from '../../src/dataplane/bulk-flows.js';
 import { InsidePath } from '../../src/dataplane/inside.js';
 import { OutsidePath } from '../../src/dataplane/outside.js';
 import { DropCounters } from '../../src/dataplane/drops.js';
@@ -32,7 +33,8 @@ function rig(mssClamp: boolean) {
   const udp = io.underlay;
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1]);
-  return { dev, udp, drops, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000) };
+  const bulk = new BulkFlows(); // shared by both paths, as in the data plane
+  return { dev, udp, drops, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }, () => 1000) };
 }
 
 describe('golden frames from the kernel', () => {
@@ -76,7 +78,7 @@ describe('golden frames from the kernel', () => {
       const udp = io.underlay;
       const peers = new PeerTable([{ name: 'gw', publicIp: '198.51.100.2', port: 8472, subnet: parseCidr('10.244.100.0/24'), vtepMac: dst }]);
       dev.inbox.push(Buffer.from(wire.subarray(22)));
-      new InsidePath({ settings: s, io, fds: io.fds, drops: new DropCounters(), peers }).pump();
+      new InsidePath({ settings: s, io, fds: io.fds, drops: new DropCounters(), peers, bulk: new BulkFlows() }).pump();
       expect(udp.sent[0].data.equals(wire), name).toBe(true);
     }
   });

@@ -3,6 +3,7 @@
 // how the outside path splits UDP GRO datagrams into frames and checks each, and the
 // start-up choice between the offload and the plain device (with the refusal path).
 import { describe, expect, it } from 'vitest';
+import { BulkFlows } from '../../src/dataplane/bulk-flows.js';
 import { InsidePath } from '../../src/dataplane/inside.js';
 import { OutsidePath } from '../../src/dataplane/outside.js';
 import { DropCounters } from '../../src/dataplane/drops.js';
@@ -32,7 +33,8 @@ function rig(over: Partial<PathSettings> = {}) {
   const io = new FakeIo();
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1, AWS2]);
-  return { s, io, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers }, () => 1000) };
+  const bulk = new BulkFlows(); // shared by both paths, as in the data plane
+  return { s, io, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }, () => 1000) };
 }
 
 function vnetHeader(h: Parameters<typeof writeVnetHeader>[2]): Buffer {
@@ -116,7 +118,7 @@ describe('inside path with offloads', () => {
   it('refuses offloads on a TAP device, and asks the device write to coalesce only with them', () => {
     const s = settings({ vnetHdr: true });
     const io = new FakeIo();
-    expect(() => new InsidePath({ settings: { ...s, tap: true }, io, fds: io.fds, drops: new DropCounters(), peers: new PeerTable([AWS1]) })).toThrow(/TUN/);
+    expect(() => new InsidePath({ settings: { ...s, tap: true }, io, fds: io.fds, drops: new DropCounters(), peers: new PeerTable([AWS1]), bulk: new BulkFlows() })).toThrow(/TUN/);
     const r = rig();
     const plain = rig({ vnetHdr: false, udpGro: false });
     for (const x of [r, plain]) {
