@@ -3,11 +3,14 @@
 // AWS-initiated traffic depends on the UDP 8472 port forward.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  LABNET,
+  killGroup,
   labDown,
   labUp,
   nsRun,
   nsSpawn,
   ping,
+  run,
   skipUnlessRoot,
   snmpCounters,
   tcpTransfer,
@@ -80,6 +83,26 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
       const results = await Promise.all(probes.map(([ns, dst]) => ping(ns, dst, { count: 3, intervalMs: 100 })));
       const summary = probes.map(([ns, dst], i) => `${ns} -> ${dst}: ${results[i].received}/${results[i].sent}`);
       expect(summary).toEqual(probes.map(([ns, dst]) => `${ns} -> ${dst}: 3/3`));
+    });
+
+    it('labnet rr: one-byte TCP requests host -> pod1, each answered with its own byte, as JSON like ping; none without a server', async () => {
+      const server = nsSpawn(env.NS_POD1, [LABNET, 'rr-serve', '--prefix', PREFIX, 'pod1', env.POD1_IP, '5202', '--for', '20']);
+      try {
+        await waitFor(async () => (await nsRun(env.NS_POD1, ['ss', '-Hltn', 'sport = :5202'])).includes(':5202'), 5_000);
+        const r = await run([LABNET, 'rr', '--prefix', PREFIX, 'host', env.POD1_IP, '5202', '--count', '10', '--interval', '0.02'], { timeoutMs: 10_000 });
+        expect(r.code, r.stderr).toBe(0);
+        const j = JSON.parse(r.stdout.trim()) as { sent: number; received: number; rttMs: number[] };
+        expect(j).toMatchObject({ sent: 10, received: 10 });
+        expect(j.rttMs).toHaveLength(10);
+        for (const v of j.rttMs) expect(v).toBeGreaterThan(0);
+      } finally {
+        killGroup(server, 'SIGTERM');
+        await waitExit(server, 2_000);
+      }
+      const refused = await run([LABNET, 'rr', '--prefix', PREFIX, 'host', env.POD1_IP, '5202', '--count', '2'], { timeoutMs: 10_000 });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toContain('connect 10.244.1.2:5202: Connection refused');
     });
 
     it('moves 4 MB over TCP host -> pod1 and pod1 -> host intact', async () => {
