@@ -30,6 +30,7 @@ export class BulkFlows {
 
   /** Whether the flow of the TCP/IPv4 packet at `ip` may be marked (false: it is not). */
   has(buf: Buffer, ip: number): boolean {
+    if (this.lo === 0) return false; // nothing marked: no hash for each ACK of a drain without bulk
     const l4 = ip + ((buf[ip] & 0x0f) << 2);
     const h = flowHash(readAddr(buf, ip + 12), readAddr(buf, ip + 16), (buf[l4] << 24) | (buf[l4 + 1] << 16) | (buf[l4 + 2] << 8) | buf[l4 + 3]);
     return (this.lo & (1 << (h & 31))) !== 0 && (this.hi & (1 << ((h >>> 5) & 31))) !== 0;
