@@ -128,8 +128,10 @@ export function buildSchema(hostname: string = os.hostname()) {
       }),
       queues: leaf({
         doc:
-          'Queues of the TUN/TAP device, 1..16. The kernel keeps each flow on one queue and vxedge reads the queues in turn, ' +
-          "so a ping or a small request does not wait behind a bulk transfer's backlog. Falls back to 1, with a warning, when the kernel refuses.",
+          'Queues of the TUN/TAP device, 1..16, and as many underlay sockets on underlay.port (SO_REUSEPORT). The kernel keeps each flow on ' +
+          "one queue, and a peer's kernel VXLAN sends each flow from its own source port, which picks the socket; vxedge reads queues and " +
+          "sockets in turn, so a ping or a small request does not wait behind a bulk transfer's backlog either way. The device falls back " +
+          'to 1 queue, with a warning, when the kernel refuses.',
         default: 8,
         format: f.deviceQueues,
         extension: true,

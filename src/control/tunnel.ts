@@ -48,7 +48,9 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
   }
   const undo: (() => void)[] = [];
   try {
-    const udpFd = openUnderlaySocket(binding, ipToInt(underlay.address), underlay.address, cfg.underlay.port, SOCKET_BUFFER_BYTES);
+    // As many underlay sockets as device queues: a peer's kernel VXLAN sends each inner flow
+    // from its own source port, so its answers need not queue behind a bulk flow's backlog.
+    const udpFd = openUnderlaySocket(binding, ipToInt(underlay.address), underlay.address, cfg.underlay.port, SOCKET_BUFFER_BYTES, cfg.overlay.queues);
     undo.push(() => binding.close(udpFd));
     // Before the data plane relies on them: under a syscall translator (qemu-user) a lost
     // UDP_SEGMENT cmsg would send every burst as one oversized datagram, a lost UDP_GRO cmsg

@@ -56,9 +56,10 @@ export function openDevice(b: Pick<NativeBinding, 'tunOpen'>, name: string, mode
   }
 }
 
-/** Opens the tunnel's UDP socket (VXLAN, keepalives and STUN share it). */
-export function openUnderlaySocket(b: Pick<NativeBinding, 'udpOpen'>, address: number, addressText: string, port: number, bufBytes: number): number {
-  return explain(() => b.udpOpen(address, port, bufBytes), `bind UDP ${addressText}:${port}`);
+/** Opens the tunnel's UDP socket (VXLAN, keepalives and STUN share it): with `sockets` > 1 a
+ *  group of SO_REUSEPORT sockets among which the kernel spreads the peers' flows, read in turn. */
+export function openUnderlaySocket(b: Pick<NativeBinding, 'udpOpen'>, address: number, addressText: string, port: number, bufBytes: number, sockets = 1): number {
+  return explain(() => b.udpOpen(address, port, bufBytes, sockets), `bind UDP ${addressText}:${port}`);
 }
 
 /** Turns on UDP_GRO unless the start-up check saw it fail (`checked`); returns null, or why it stays off. */

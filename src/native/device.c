@@ -46,17 +46,25 @@ static void close_all(const int *fds, int n) {
   for (int i = 0; i < n; i++) close(fds[i]);
 }
 
-dev_set *dev_find(vx_state *st, int fd) {
-  for (int i = 0; i < DEV_MAX_SETS; i++)
-    if (st->devs[i].n > 0 && st->devs[i].handle == fd) return &st->devs[i];
+dev_set *fd_set_find(dev_set *sets, int nsets, int handle) {
+  for (int i = 0; i < nsets; i++)
+    if (sets[i].n > 0 && sets[i].handle == handle) return &sets[i];
   return NULL;
 }
 
-void dev_forget(vx_state *st, int fd) {
-  dev_set *d = dev_find(st, fd);
+void fd_set_forget(dev_set *sets, int nsets, int handle) {
+  dev_set *d = fd_set_find(sets, nsets, handle);
   if (d == NULL) return;
   close_all(d->fds, d->n);
   d->n = 0;
+}
+
+dev_set *dev_find(vx_state *st, int fd) {
+  return fd_set_find(st->devs, DEV_MAX_SETS, fd);
+}
+
+void dev_forget(vx_state *st, int fd) {
+  fd_set_forget(st->devs, DEV_MAX_SETS, fd);
 }
 
 /* Native byte order: a hash input, not a field value (csum.h's be32 would spread flows

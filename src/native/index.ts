@@ -138,7 +138,11 @@ export interface NativeBinding {
    *  with SO_RCVBUF/SO_SNDBUF of bufBytes (the privileged *FORCE variants first; 0 keeps the
    *  defaults) and DF clear, as the kernel's vxlan sends. Returns the fd. Throws e.g. code
    *  EADDRINUSE, syscall 'bind'. */
-  udpOpen(address: number, port: number, bufBytes: number): number;
+  /** A UDP socket bound to address:port; `sockets` > 1 (default 1): a group of that many
+   *  SO_REUSEPORT sockets on the port, and the fd returned is an epoll fd over them that the
+   *  other calls take as the socket (udpRecv reads the ready ones in turn, udpSend sends from
+   *  the first, udpSetGro sets every one, close closes them all). */
+  udpOpen(address: number, port: number, bufBytes: number, sockets?: number): number;
 
   /** setsockopt(SOL_UDP, UDP_GRO): receives may then hold several datagrams of one flow
    *  (see udpRecv's segs). Throws (ENOPROTOOPT on kernels before 5.0). */

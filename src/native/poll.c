@@ -58,6 +58,7 @@ napi_value vx_close(napi_env env, napi_callback_info info) {
   sender_sync(st); /* the sender thread may be sending on fd: never close it under a send */
   vx_poll_forget_fd(st, (int)fd);
   dev_forget(st, (int)fd);
+  udp_forget(st, (int)fd);
   if (close((int)fd) < 0 && errno != EINTR) /* Linux frees the fd even on EINTR */
     THROW_SYS(env, errno, "close", "close fd %d", (int)fd);
   return NULL;

@@ -41,6 +41,7 @@
 #define GRO_MAX_SEGS 64            /* segments per coalesced super-packet */
 #define DEV_MAX_QUEUES 16          /* queues of one multi-queue device */
 #define DEV_MAX_SETS 4             /* multi-queue devices open at once per environment */
+#define UDP_MAX_SETS 4             /* underlay socket groups open at once per environment */
 #define TX_SETS 3                  /* batches of underlay output: one filled, two with the sender thread */
 
 typedef union {
@@ -99,7 +100,9 @@ typedef struct sender sender;
 /* A multi-queue TUN/TAP device (device.c). JS holds `handle`, an epoll fd over the queues'
  * fds, as the device's one fd: readable when any queue is. A queue is a separate packet
  * ring in the kernel, and the kernel keeps each flow on one queue, so a reader that takes
- * the queues in turn lets a ping pass a bulk TCP stream instead of waiting behind it. */
+ * the queues in turn lets a ping pass a bulk TCP stream instead of waiting behind it.
+ * An underlay socket group (socket.c) has the same shape: SO_REUSEPORT sockets on one port,
+ * among which the kernel spreads datagrams by their source address and port. */
 typedef struct {
   int handle;              /* the epoll fd; n == 0: slot free */
   int n;
@@ -116,6 +119,8 @@ typedef struct vx_state {
   poll_ctx *polls;
   /* device.c: the open multi-queue devices */
   dev_set devs[DEV_MAX_SETS];
+  /* socket.c: the open underlay socket groups, each the same shape as a multi-queue device */
+  dev_set socks[UDP_MAX_SETS];
   /* offloadStats() */
   int gso_off;             /* UDP_SEGMENT was refused: one datagram per segment from now on */
   int uso_write;           /* the kernel takes GSO_UDP_L4 writes on a TUN (tunOpen's probe) */
@@ -188,12 +193,22 @@ void sender_stop(vx_state *st);
 /* poll.c: stop watching every poll on fd (before it is closed). */
 void vx_poll_forget_fd(vx_state *st, int fd);
 /* device.c: the multi-queue device whose handle is fd, or NULL (a plain fd). */
+/* device.c: the set among `sets` whose handle is `handle`, or NULL; forget closes its fds and
+ * frees the slot (the caller closes the handle). Multi-queue devices and socket groups. */
+dev_set *fd_set_find(dev_set *sets, int nsets, int handle);
+void fd_set_forget(dev_set *sets, int nsets, int handle);
 dev_set *dev_find(vx_state *st, int fd);
 /* device.c: the queue a packet (IPv4, or a frame on TAP) of this flow is written to: the
  * same for both directions of a flow; fd itself when d is NULL. */
 int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len);
 /* device.c: closes the queues of the multi-queue device whose handle is fd (before fd). */
 void dev_forget(vx_state *st, int fd);
+/* socket.c: the fd that sends for fd (a socket group's first member; else fd itself). */
+int udp_send_fd(vx_state *st, int fd);
+/* socket.c: the socket group whose handle is fd, or NULL. */
+dev_set *udp_group(vx_state *st, int fd);
+/* socket.c: fd is a socket group's handle: close its members (the caller closes fd). */
+void udp_forget(vx_state *st, int fd);
 
 /* Every napi function of the addon; registered in addon.c. */
 napi_value vx_tun_open(napi_env env, napi_callback_info info);
