@@ -59,6 +59,46 @@ void fd_set_forget(dev_set *sets, int nsets, int handle) {
   d->n = 0;
 }
 
+dev_set *fd_set_free(dev_set *sets, int nsets) {
+  for (int i = 0; i < nsets; i++)
+    if (sets[i].n == 0) return &sets[i];
+  return NULL;
+}
+
+int fd_set_watch(dev_set *d, const int *fds, int n, const char **step) {
+  int handle = epoll_create1(EPOLL_CLOEXEC);
+  if (handle < 0) {
+    *step = "epoll_create1";
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    if (epoll_ctl(handle, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+      int err = errno;
+      close(handle);
+      errno = err;
+      *step = "epoll_ctl";
+      return -1;
+    }
+  }
+  d->handle = handle;
+  d->rr = 0;
+  d->tap = 0;
+  memcpy(d->fds, fds, sizeof fds[0] * (size_t)n);
+  d->n = n;
+  return handle;
+}
+
+int fd_set_ready(dev_set *d, int *out) {
+  struct epoll_event ev[DEV_MAX_QUEUES];
+  int n;
+  do n = epoll_wait(d->handle, ev, d->n, 0); while (n < 0 && errno == EINTR);
+  if (n <= 0) return n;
+  d->rr++;
+  for (int i = 0; i < n; i++) out[i] = d->fds[ev[(i + d->rr) % (unsigned)n].data.u32];
+  return n;
+}
+
 dev_set *dev_find(vx_state *st, int fd) {
   return fd_set_find(st->devs, DEV_MAX_SETS, fd);
 }
@@ -135,7 +175,8 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
   int64_t offloads, queues = 1;
   struct ifreq ifr;
   napi_value res, v;
-  int fds[DEV_MAX_QUEUES + 1], nfds = 0, err = 0, handle, slot;
+  int fds[DEV_MAX_QUEUES], nfds = 0, err = 0, handle;
+  dev_set *set = NULL;
   const char *step = "open";
   char what[64];
 
@@ -145,9 +186,7 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
   ARG_INT(2, "offloads", 0, UINT32_MAX, &offloads);
   if (argc > 3) ARG_INT(3, "queues", 1, DEV_MAX_QUEUES, &queues);
   if (tap && offloads) THROW_RANGE(env, "%s: offloads need a TUN device, not TAP", fn);
-  for (slot = 0; queues > 1 && slot < DEV_MAX_SETS && st->devs[slot].n > 0; slot++) {
-  }
-  if (slot == DEV_MAX_SETS)
+  if (queues > 1 && (set = fd_set_free(st->devs, DEV_MAX_SETS)) == NULL)
     THROW_SYS(env, EMFILE, "ioctl(TUNSETIFF)", "%s: %d multi-queue devices are open already", fn, DEV_MAX_SETS);
   ifr.ifr_flags = (short)((tap ? IFF_TAP : IFF_TUN) | IFF_NO_PI | (offloads ? IFF_VNET_HDR : 0) |
                           (queues > 1 ? IFF_MULTI_QUEUE : 0));
@@ -176,19 +215,8 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
   }
   handle = fds[0];
   if (queues > 1) {
-    dev_set *d = &st->devs[slot];
-    if ((handle = epoll_create1(EPOLL_CLOEXEC)) < 0) FAIL_STEP(errno, "epoll_create1", "epoll_create1 for %s", ifr.ifr_name);
-    fds[nfds++] = handle;
-    for (int q = 0; q < queues; q++) {
-      struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)q};
-      if (epoll_ctl(handle, EPOLL_CTL_ADD, fds[q], &ev) < 0)
-        FAIL_STEP(errno, "epoll_ctl", "epoll_ctl %s queue %d", ifr.ifr_name, q);
-    }
-    d->handle = handle;
-    d->rr = 0;
-    d->tap = tap;
-    memcpy(d->fds, fds, sizeof fds[0] * (size_t)queues);
-    d->n = (int)queues;
+    if ((handle = fd_set_watch(set, fds, (int)queues, &step)) < 0) FAIL_STEP(errno, step, "%s for %s's queues", step, ifr.ifr_name);
+    set->tap = tap;
   }
   if (napi_create_object(env, &res) != napi_ok || napi_create_int32(env, handle, &v) != napi_ok ||
       napi_set_named_property(env, res, "fd", v) != napi_ok ||
@@ -205,18 +233,12 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
 /* The queues of fd with packets waiting, into q (a plain fd: itself). Starts at a rotating
  * queue so that no queue is always first. Returns the count, or -1 with errno set. */
 static int ready_queues(vx_state *st, int fd, int *q) {
-  struct epoll_event ev[DEV_MAX_QUEUES];
   dev_set *d = dev_find(st, fd);
-  int n, i;
   if (d == NULL) {
     q[0] = fd;
     return 1;
   }
-  do n = epoll_wait(d->handle, ev, d->n, 0); while (n < 0 && errno == EINTR);
-  if (n <= 0) return n;
-  d->rr++;
-  for (i = 0; i < n; i++) q[i] = d->fds[ev[(i + d->rr) % (unsigned)n].data.u32];
-  return n;
+  return fd_set_ready(d, q);
 }
 
 /* devRead(fd, buf, headroom, room, max, offs, lens, vnet) -> count

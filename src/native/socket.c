@@ -16,7 +16,6 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -105,7 +104,8 @@ napi_value vx_udp_open(napi_env env, napi_callback_info info) {
   int64_t addr, port, bytes, n = 1;
   const char *step = NULL;
   char ip[16];
-  int fds[DEV_MAX_QUEUES], nfds = 0, err = 0, slot, handle = -1;
+  int fds[DEV_MAX_QUEUES], nfds = 0, err = 0, handle = -1;
+  dev_set *set;
 
   ARG_INT(0, "address", 0, UINT32_MAX, &addr);
   ARG_INT(1, "port", 0, 65535, &port);
@@ -117,9 +117,8 @@ napi_value vx_udp_open(napi_env env, napi_callback_info info) {
     if (fd < 0) THROW_SYS(env, err, step, "%s %s:%u", step, ip, (unsigned)port);
     return int_result(env, fd);
   }
-  for (slot = 0; slot < UDP_MAX_SETS && st->socks[slot].n > 0; slot++) {
-  }
-  if (slot == UDP_MAX_SETS) THROW_SYS(env, EMFILE, "bind", "%s: %d socket groups are open already", fn, UDP_MAX_SETS);
+  if ((set = fd_set_free(st->socks, UDP_MAX_SETS)) == NULL)
+    THROW_SYS(env, EMFILE, "bind", "%s: %d socket groups are open already", fn, UDP_MAX_SETS);
   {
     int probe = open_member((uint32_t)addr, (int)port, 0, 0, &err, &step);
     if (probe < 0) THROW_SYS(env, err, step, "%s %s:%u", step, ip, (unsigned)port);
@@ -130,28 +129,11 @@ napi_value vx_udp_open(napi_env env, napi_callback_info info) {
     int fd = open_member((uint32_t)addr, (int)port, (int)bytes, 1, &err, &step);
     if (fd >= 0) fds[nfds++] = fd;
   }
-  handle = -1;
-  if (err == 0 && (handle = epoll_create1(EPOLL_CLOEXEC)) < 0) {
-    err = errno;
-    step = "epoll_create1";
-  }
-  for (int i = 0; err == 0 && i < n; i++) {
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-    if (epoll_ctl(handle, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
-      err = errno;
-      step = "epoll_ctl";
-    }
-  }
+  if (err == 0 && (handle = fd_set_watch(set, fds, (int)n, &step)) < 0) err = errno;
   if (err != 0) {
     for (int i = 0; i < nfds; i++) close(fds[i]);
-    if (handle >= 0) close(handle);
     THROW_SYS(env, err, step, "%s %s:%u (a group of %d sockets, %d opened)", step, ip, (unsigned)port, (int)n, nfds);
   }
-  st->socks[slot].handle = handle;
-  st->socks[slot].n = (int)n;
-  st->socks[slot].rr = 0;
-  st->socks[slot].tap = 0;
-  memcpy(st->socks[slot].fds, fds, sizeof fds[0] * (size_t)n);
   return int_result(env, handle);
 }
 
@@ -245,8 +227,8 @@ static int64_t recv_some(vx_state *st, int fd, uint8_t *buf, int64_t slot, int64
 }
 
 /* udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports, segs) -> count
- * recvmmsg(MSG_DONTWAIT), from each ready member of a socket group in turn (udpOpen): datagram i lands at buf[i*slot+headroom]; lens[i] is its length,
- * or -1 if it was truncated (larger than slot-headroom; count it as a drop); addrs[i]/ports[i]
+ * recvmmsg(MSG_DONTWAIT), from each ready member of a socket group in turn (udpOpen):
+ * datagram i lands at buf[i*slot+headroom]; lens[i] is its length, or -1 if it was truncated (larger than slot-headroom; count it as a drop); addrs[i]/ports[i]
  * are the sender. segs (or null; a socket with UDP_GRO): segs[i] > 0 says datagram i holds
  * several coalesced datagrams of segs[i] bytes each, the last possibly shorter; 0 a single one. */
 napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
@@ -287,14 +269,10 @@ napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
        * segments of a flow; shares of four flows made four times as many writes of a
        * quarter the size, and 4-stream downloads 11-20 % slower. A ping's answer in its own
        * member waits for at most one batch per other ready member, not for the backlog. */
-      struct epoll_event ev[DEV_MAX_QUEUES];
-      int nr;
-      do nr = epoll_wait(g->handle, ev, g->n, 0); while (nr < 0 && errno == EINTR);
+      int ready[DEV_MAX_QUEUES], nr = fd_set_ready(g, ready);
       if (nr < 0) THROW_SYS(env, errno, "epoll_wait", "epoll_wait fd %d", (int)fd);
-      g->rr++;
       for (int k = 0; k < nr && total < max && !fatal; k++)
-        total = recv_some(st, g->fds[ev[(k + g->rr) % (unsigned)nr].data.u32], buf, slot, room, headroom, total, max,
-                          lens, addrs, ports, segs, &fatal);
+        total = recv_some(st, ready[k], buf, slot, room, headroom, total, max, lens, addrs, ports, segs, &fatal);
     }
     if (fatal) THROW_SYS(env, fatal, "recvmmsg", "recvmmsg fd %d", (int)fd);
   }

@@ -197,6 +197,14 @@ void vx_poll_forget_fd(vx_state *st, int fd);
  * frees the slot (the caller closes the handle). Multi-queue devices and socket groups. */
 dev_set *fd_set_find(dev_set *sets, int nsets, int handle);
 void fd_set_forget(dev_set *sets, int nsets, int handle);
+/* device.c: a free slot among `sets`, or NULL. */
+dev_set *fd_set_free(dev_set *sets, int nsets);
+/* device.c: makes d an epoll fd over fds[0..n) (member i reported as i); returns the handle,
+ * or -1 with errno and *step ("epoll_create1", "epoll_ctl") set and nothing left open. */
+int fd_set_watch(dev_set *d, const int *fds, int n, const char **step);
+/* device.c: d's members with data waiting, into out, from a first one that moves on at every
+ * call so that none is always first; the count, or -1 with errno set. */
+int fd_set_ready(dev_set *d, int *out);
 dev_set *dev_find(vx_state *st, int fd);
 /* device.c: the queue a packet (IPv4, or a frame on TAP) of this flow is written to: the
  * same for both directions of a flow; fd itself when d is NULL. */
