@@ -19,21 +19,11 @@
 // bounded: a watchdog prints {"type":"error","error":"timeout"} and exits 3 (default after 60 s).
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
+import { dist, guard, out } from './child-io.mjs';
 
-const dist = new URL('../../dist/', import.meta.url);
 const mode = process.argv[2];
 const opts = process.argv[3] ? JSON.parse(process.argv[3]) : {};
-
-const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
-const watchdog = setTimeout(() => {
-  out({ type: 'error', error: 'timeout' });
-  process.exit(3);
-}, opts.lifetimeMs ?? 60_000);
-watchdog.unref();
-process.on('unhandledRejection', (e) => {
-  out({ type: 'error', error: `unhandled rejection: ${e?.stack ?? e}` });
-  process.exit(4);
-});
+guard(opts.lifetimeMs);
 
 const { parseCidr } = await import(new URL('util/ipv4.js', dist));
 const { systemClock } = await import(new URL('util/clock.js', dist));

@@ -16,21 +16,11 @@
 // Lines of the mapper's own log are JSON too but carry "level" instead of "type". Every run is
 // bounded: a watchdog prints {"type":"error","error":"timeout"} and exits 3 (default after 60 s).
 import { createInterface } from 'node:readline';
+import { dist, guard, out } from './child-io.mjs';
 
-const dist = new URL('../../dist/', import.meta.url);
 const scenario = process.argv[2];
 const opts = process.argv[3] ? JSON.parse(process.argv[3]) : {};
-
-const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
-const watchdog = setTimeout(() => {
-  out({ type: 'error', error: 'timeout' });
-  process.exit(3);
-}, opts.lifetimeMs ?? 60_000);
-watchdog.unref();
-process.on('unhandledRejection', (e) => {
-  out({ type: 'error', error: `unhandled rejection: ${e?.stack ?? e}` });
-  process.exit(4);
-});
+guard(opts.lifetimeMs);
 
 const { PortMapper } = await import(new URL('nat/portmap/portmapper.js', dist));
 const { systemClock } = await import(new URL('util/clock.js', dist));

@@ -5,15 +5,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Logger, type Fields } from '../../src/util/log.js';
-import type { LogLevel } from '../../src/config/types.js';
 import type { ManualClock } from './clock.js';
+import { CaptureLog } from './capture-log.js';
 // @ts-expect-error plain ESM JavaScript, no types
 import { KubeApiServer, jsonPatch, mergePatch, rbacAllows } from './kube-apiserver.mjs';
 // @ts-expect-error plain ESM JavaScript, no types
 import { kubeconfig, makePki } from './kube-pki.mjs';
 
-export { KubeApiServer, jsonPatch, kubeconfig, makePki, mergePatch, rbacAllows };
+export { CaptureLog, KubeApiServer, jsonPatch, kubeconfig, makePki, mergePatch, rbacAllows };
 
 export interface NodeSpec {
   subnet: string;
@@ -106,28 +105,6 @@ export async function startApiServer(pki: KubePki, users: ApiUser[], opts: { ret
 }
 
 let kubeconfigs = 0;
-
-/** Keeps every line; child() shares the list. */
-export class CaptureLog extends Logger {
-  constructor(readonly lines: { level: LogLevel; msg: string; fields?: Fields }[] = []) {
-    super('debug', true);
-  }
-  override child(): Logger {
-    return this;
-  }
-  override debug(msg: string, fields?: Fields) {
-    this.lines.push({ level: 'debug', msg, fields });
-  }
-  override info(msg: string, fields?: Fields) {
-    this.lines.push({ level: 'info', msg, fields });
-  }
-  override warn(msg: string, fields?: Fields) {
-    this.lines.push({ level: 'warn', msg, fields });
-  }
-  override error(msg: string, fields?: Fields) {
-    this.lines.push({ level: 'error', msg, fields });
-  }
-}
 
 /**
  * Until `cond()` is truthy: lets real I/O run (a few ms of real time), then moves `clock` on by

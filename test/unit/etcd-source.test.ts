@@ -8,8 +8,8 @@ import { EtcdKvError, prefixRangeEnd } from '../../src/cluster/etcd-kv.js';
 import { classifyEtcd3Error } from '../../src/cluster/etcd3-kv.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
-import { Logger, type Fields } from '../../src/util/log.js';
 import { parseCidr } from '../../src/util/ipv4.js';
+import { CaptureLog, settle } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 import { FakeEtcd } from './fake-etcd.js';
 import {
@@ -32,34 +32,6 @@ const OUR_VALUE = '{"PublicIP":"198.51.100.2","PublicIPv6":null,"BackendType":"v
 const key = (subnet: string) => `${PREFIX}/subnets/${subnet}`;
 const value = (ip: string, mac: string, type = 'vxlan') => encodeLease({ publicIp: ip, vni: 1, vtepMac: mac }).replace('"vxlan"', JSON.stringify(type));
 
-/** A Logger that keeps its lines instead of printing them. */
-class RecordingLogger extends Logger {
-  readonly lines: { level: string; msg: string; fields?: Fields }[] = [];
-  constructor() {
-    super('debug', true);
-  }
-  override child(): Logger {
-    return this;
-  }
-  override debug(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'debug', msg, fields });
-  }
-  override info(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'info', msg, fields });
-  }
-  override warn(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'warn', msg, fields });
-  }
-  override error(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'error', msg, fields });
-  }
-}
-
-/** Lets every pending promise and microtask run (the fake answers asynchronously). */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 4; i++) await new Promise((r) => setImmediate(r));
-}
-
 /**
  * Moves the clock forward in steps, letting async work run between them. Keep steps shorter
  * than the call timeout (15 s): within one step, timers run before any answer can arrive.
@@ -75,7 +47,7 @@ function setup(opts: Partial<EtcdSourceOptions> = {}, config: string | null = CO
   const clock = new ManualClock();
   const fake = new FakeEtcd(clock);
   if (config !== null) fake.put(CONFIG_KEY, config);
-  const log = new RecordingLogger();
+  const log = new CaptureLog();
   const src = new EtcdSource({
     endpoints: ENDPOINTS,
     prefix: PREFIX,
@@ -319,7 +291,7 @@ describe('EtcdSource: errors name the fix', () => {
     let attempts = 0;
     const src = new EtcdSource({
       endpoints: ['ftp://x'], prefix: PREFIX, network: parseCidr('10.244.0.0/16'), subnet: parseCidr('10.244.100.0/24'), vni: 1,
-      register: false, clock, log: new RecordingLogger(), backoff: { random: () => 0.5 },
+      register: false, clock, log: new CaptureLog(), backoff: { random: () => 0.5 },
       connect: async () => {
         attempts++;
         throw new EtcdKvError('setup', 'cluster.etcd.endpoints: "ftp://x" is not an http:// or https:// URL');
@@ -593,7 +565,7 @@ describe('EtcdSource: our lease', () => {
     let release!: () => void;
     const src = new EtcdSource({
       endpoints: ENDPOINTS, prefix: PREFIX, network: parseCidr('10.244.0.0/16'), subnet: parseCidr('10.244.100.0/24'), vni: 1,
-      register: false, clock, log: new RecordingLogger(),
+      register: false, clock, log: new CaptureLog(),
       connect: () => new Promise((r) => (release = () => r(fake))),
     });
     src.start();

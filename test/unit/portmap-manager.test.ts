@@ -4,38 +4,11 @@
 // external port released and explained, stop deleting the mapping, mode off sending nothing,
 // and hostile answers bounded and counted.
 import { describe, expect, it } from 'vitest';
-import { Logger, type Fields } from '../../src/util/log.js';
 import { PortMapper, isPublicIPv4, type PortMapperOptions } from '../../src/nat/portmap/portmapper.js';
 import type { PortMappingMode } from '../../src/nat/portmap/client.js';
+import { CaptureLog, settle } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 import { FakeRouter, GW, ME, WAN } from './portmap-fakes.js';
-
-class CaptureLog extends Logger {
-  readonly lines: { level: string; msg: string; fields?: Fields }[] = [];
-  constructor() {
-    super('error', true);
-  }
-  override child(): Logger {
-    return this;
-  }
-  override debug(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'debug', msg, fields });
-  }
-  override info(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'info', msg, fields });
-  }
-  override warn(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'warn', msg, fields });
-  }
-  override error(msg: string, fields?: Fields): void {
-    this.lines.push({ level: 'error', msg, fields });
-  }
-}
-
-/** Lets every pending promise chain run (replies come on the microtask queue). */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
-}
 
 /** Advances the clock in steps, letting async work run between them. */
 async function tick(clock: ManualClock, ms: number, step = 250): Promise<void> {
