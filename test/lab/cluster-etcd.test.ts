@@ -48,6 +48,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
 
   async function gateway(): Promise<RunningGateway> {
     const gw = await startGateway(env, { extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint] } } } });
+    gw.context = () => `\n--- etcd ---\n${etcd.output.slice(-2000)}`;
     gateways.add(gw);
     return gw;
   }
@@ -66,27 +67,6 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
   }
 
   const routeFor = async (subnet: string) => (await nsRun(env.NS_GW, ['ip', '-4', 'route', 'show', subnet])).trim();
-
-  /** Waits for `cond` while the gateway runs; on failure, says what and shows the gateway's health and log. */
-  async function waitGw<T>(gw: RunningGateway, cond: () => T | Promise<T>, what: string, timeoutMs: number, intervalMs = 100): Promise<NonNullable<T>> {
-    try {
-      return await waitFor(async () => {
-        if (gw.child.exitCode !== null || gw.child.signalCode !== null) throw new Error(`vxedge exited (${gw.child.exitCode ?? gw.child.signalCode})`);
-        return cond();
-      }, timeoutMs, intervalMs);
-    } catch (e) {
-      const last = await gw.status();
-      const health = JSON.stringify({ cluster: last?.cluster, peers: last?.peers, checks: last?.checks }, null, 1);
-      throw new Error(`${what}: ${(e as Error).message}\n--- last health ---\n${health}\n--- vxedge output ---\n${gw.output.slice(-6000)}\n--- etcd ---\n${etcd.output.slice(-2000)}`);
-    }
-  }
-
-  async function waitStatus(gw: RunningGateway, pred: (s: HealthDocument) => boolean, what: string, timeoutMs = 15_000): Promise<HealthDocument> {
-    return waitGw(gw, async () => {
-      const s = await gw.status();
-      return s && pred(s) ? s : null;
-    }, what, timeoutMs);
-  }
 
   const reachable = (from: string, to: string, timeoutMs = 15_000) => waitFor(async () => (await ping(from, to, { count: 2 })).ok, timeoutMs, 100);
 
@@ -116,7 +96,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     });
 
     it('learns both leases, pings both ways, and keeps the site lease on an etcd lease', async () => {
-      const s = await waitStatus(gw, (d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both peers up, registered');
+      const s = await gw.untilStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both peers up, registered');
       expect(s.peers.map((p) => [p.name, p.endpoint, p.subnet]).sort()).toEqual([
         [nameOf(env.AWS1_SUBNET), `${env.AWS1_PUBLIC_IP}:8472`, env.AWS1_SUBNET],
         [nameOf(env.AWS2_SUBNET), `${env.AWS2_PUBLIC_IP}:8472`, env.AWS2_SUBNET],
@@ -143,15 +123,15 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       await waitFor(async () => (await ping(env.NS_HOST, env.POD2_IP, { count: 1 })).ok, 5_000);
       const t0 = performance.now();
       await etcd.ctl(['del', keyOf(env.AWS1_SUBNET)]);
-      await waitGw(gw, async () => (await routeFor(env.AWS1_SUBNET)) === '', 'the route of the deleted lease gone', 3_000, 20);
+      await gw.until(async () => (await routeFor(env.AWS1_SUBNET)) === '', 'the route of the deleted lease gone', 3_000, 20);
       console.log(`[cluster etcd] lease deleted -> route gone in ${(performance.now() - t0).toFixed(0)} ms`);
-      await waitStatus(gw, (d) => !peer(d, nameOf(env.AWS1_SUBNET)) && d.cluster?.peers === 1, 'the peer gone from health', 5_000);
+      await gw.untilStatus((d) => !peer(d, nameOf(env.AWS1_SUBNET)) && d.cluster?.peers === 1, 'the peer gone from health', 5_000);
       expect(await routeFor(env.AWS2_SUBNET)).toContain('flannel.1');
 
       await putAwsLease(1);
-      await waitGw(gw, async () => (await routeFor(env.AWS1_SUBNET)).includes('flannel.1'), 'the route back', 3_000, 20);
+      await gw.until(async () => (await routeFor(env.AWS1_SUBNET)).includes('flannel.1'), 'the route back', 3_000, 20);
       await reachable(env.NS_HOST, env.POD1_IP);
-      const back = await waitStatus(gw, (d) => peer(d, nameOf(env.AWS1_SUBNET))?.state === 'up', 'the peer up again');
+      const back = await gw.untilStatus((d) => peer(d, nameOf(env.AWS1_SUBNET))?.state === 'up', 'the peer up again');
       expect(await steady, 'the ping to the other pod across the deletion and the return').toMatchObject({ sent: 80, received: 80 });
       expect(peer(back, nameOf(env.AWS2_SUBNET))).toMatchObject({ state: 'up', endpoint: other.endpoint });
       expect(peer(back, nameOf(env.AWS2_SUBNET))!.rxPackets).toBeGreaterThan(other.rxPackets);
@@ -160,19 +140,19 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     it("the site's own lease deleted: written again", async () => {
       const before = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
       await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
-      const again = await waitGw(gw, async () => {
+      const again = await gw.until(async () => {
         const k = await etcd.getKey(keyOf(env.GW_SUBNET));
         return k && k.modRevision > before.modRevision ? k : null;
       }, 'the site lease written again', 10_000);
       expect(again.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
       expect(again.lease).toBe(before.lease); // the same etcd lease, still alive
-      await waitStatus(gw, (d) => d.cluster?.registered === true && clusterCheck(d)?.ok === true, 'registered', 5_000);
+      await gw.untilStatus((d) => d.cluster?.registered === true && clusterCheck(d)?.ok === true, 'registered', 5_000);
     });
 
     it('etcd stopped: forwarding goes on, health says so naming the endpoint; restarted: connected again', async () => {
-      await waitStatus(gw, (d) => d.cluster?.connected === true, 'connected before the outage');
+      await gw.untilStatus((d) => d.cluster?.connected === true, 'connected before the outage');
       await etcd.stop();
-      const s = await waitStatus(gw, (d) => d.cluster?.connected === false && d.cluster.error !== null, 'cluster.connected false', 20_000);
+      const s = await gw.untilStatus((d) => d.cluster?.connected === false && d.cluster.error !== null, 'cluster.connected false', 20_000);
       expect(s.cluster!.error).toContain(etcd.endpoint);
       expect(clusterCheck(s)).toMatchObject({ ok: false });
       expect(s.cluster!.peers).toBe(2);
@@ -183,7 +163,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       await etcd.start();
       const t0 = performance.now();
       // The source retries with an exponential backoff (capped at 30 s), so this can take a while.
-      const back = await waitStatus(gw, (d) => d.cluster?.connected === true && d.cluster.error === null && d.cluster.registered, 'connected again', 40_000);
+      const back = await gw.untilStatus((d) => d.cluster?.connected === true && d.cluster.error === null && d.cluster.registered, 'connected again', 40_000);
       console.log(`[cluster etcd] etcd back -> connected again in ${(performance.now() - t0).toFixed(0)} ms`);
       expect(clusterCheck(back)).toMatchObject({ ok: true });
       expect(back.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
@@ -195,12 +175,12 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     await etcd.ctl(['put', `${NET}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}']);
     const gw = await gateway();
     try {
-      const s = await waitStatus(gw, (d) => clusterCheck(d)?.ok === false && d.cluster?.error != null, 'the cluster check fails', 15_000);
+      const s = await gw.untilStatus((d) => clusterCheck(d)?.ok === false && d.cluster?.error != null, 'the cluster check fails', 15_000);
       expect(s.cluster!.error).toMatch(/Backend\.Type "udp".*VXLAN backend only.*"Type":"vxlan"/);
       expect(s.cluster).toMatchObject({ connected: false, peers: 0 });
       expect(clusterCheck(s)!.fix).toBe(s.cluster!.error);
       await etcd.ctl(['put', `${NET}/config`, CONFIG]);
-      await waitStatus(gw, (d) => d.cluster?.connected === true && d.cluster.peers === 2 && clusterCheck(d)?.ok === true, 'connected once the config is fixed', 20_000);
+      await gw.untilStatus((d) => d.cluster?.connected === true && d.cluster.peers === 2 && clusterCheck(d)?.ok === true, 'connected once the config is fixed', 20_000);
     } finally {
       await stopGateway(gw);
     }
@@ -214,7 +194,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     const before = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
     const gw = await gateway();
     try {
-      const s = await waitStatus(gw, (d) => d.cluster?.connected === true && d.cluster.error !== null, 'the conflict reported', 15_000);
+      const s = await gw.untilStatus((d) => d.cluster?.connected === true && d.cluster.error !== null, 'the conflict reported', 15_000);
       expect(s.cluster!.error).toContain('203.0.113.66');
       expect(s.cluster!.error).toContain('0a:dd:00:00:00:66');
       expect(s.cluster!.registered).toBe(false);
@@ -227,7 +207,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
 
       // The holder goes away: the site registers at once.
       await etcd.ctl(['lease', 'revoke', id.toString(16)]);
-      await waitStatus(gw, (d) => d.cluster?.registered === true && d.cluster.error === null, 'registered once the subnet is free', 10_000);
+      await gw.untilStatus((d) => d.cluster?.registered === true && d.cluster.error === null, 'registered once the subnet is free', 10_000);
       expect((await etcd.getKey(keyOf(env.GW_SUBNET)))?.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
     } finally {
       await stopGateway(gw);

@@ -73,28 +73,6 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
   /** The gateway namespace's route for `subnet` ('' when there is none). */
   const routeFor = async (subnet: string) => (await nsRun(env.NS_GW, ['ip', '-4', 'route', 'show', subnet])).trim();
 
-  /** Waits for `cond` while the gateway runs; on failure, says what and shows the gateway's health and log. */
-  async function waitGw<T>(gw: RunningGateway, cond: () => T | Promise<T>, what: string, timeoutMs: number, intervalMs = 100): Promise<NonNullable<T>> {
-    try {
-      return await waitFor(async () => {
-        if (gw.child.exitCode !== null || gw.child.signalCode !== null) throw new Error(`vxedge exited (${gw.child.exitCode ?? gw.child.signalCode})`);
-        return cond();
-      }, timeoutMs, intervalMs);
-    } catch (e) {
-      const last = await gw.status();
-      const health = JSON.stringify({ cluster: last?.cluster, peers: last?.peers.slice(0, 5), checks: last?.checks }, null, 1);
-      throw new Error(`${what}: ${(e as Error).message}\n--- last health ---\n${health}\n--- vxedge output ---\n${gw.output.slice(-6000)}`);
-    }
-  }
-
-  /** A status document that satisfies `pred`. */
-  async function waitStatus(gw: RunningGateway, pred: (s: HealthDocument) => boolean, what: string, timeoutMs = 15_000): Promise<HealthDocument> {
-    return waitGw(gw, async () => {
-      const s = await gw.status();
-      return s && pred(s) ? s : null;
-    }, what, timeoutMs, 100);
-  }
-
   /** Pings until one round of `count` echoes is fully answered (bounded). */
   const reachable = (from: string, to: string, timeoutMs = 15_000) => waitFor(async () => (await ping(from, to, { count: 2 })).ok, timeoutMs, 100);
 
@@ -132,7 +110,7 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
     });
 
     it('a. learns both nodes, pings both ways, and registers the site as a flannel Node', async () => {
-      const s = await waitStatus(gw, (d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both cluster peers up and registered');
+      const s = await gw.untilStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both cluster peers up and registered');
       expect(s.peers.map((p) => [p.name, p.endpoint, p.subnet]).sort()).toEqual([
         ['aws-node-1', `${env.AWS1_PUBLIC_IP}:8472`, env.AWS1_SUBNET],
         ['aws-node-2', `${env.AWS2_PUBLIC_IP}:8472`, env.AWS2_SUBNET],
@@ -170,15 +148,15 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       await waitFor(async () => (await ping(env.NS_HOST, env.POD2_IP, { count: 1 })).ok, 5_000); // the steady ping is under way
       const t0 = performance.now();
       await api.deleteNode('aws-node-1');
-      await waitGw(gw, async () => (await routeFor(env.AWS1_SUBNET)) === '', 'the route of aws-node-1 gone', 3_000, 20);
+      await gw.until(async () => (await routeFor(env.AWS1_SUBNET)) === '', 'the route of aws-node-1 gone', 3_000, 20);
       console.log(`[cluster] node deleted -> route gone in ${(performance.now() - t0).toFixed(0)} ms`);
-      const s = await waitStatus(gw, (d) => !peer(d, 'aws-node-1') && d.cluster?.peers === 1, 'aws-node-1 gone from health', 5_000);
+      const s = await gw.untilStatus((d) => !peer(d, 'aws-node-1') && d.cluster?.peers === 1, 'aws-node-1 gone from health', 5_000);
       expect(await routeFor(env.AWS2_SUBNET)).toContain('flannel.1');
 
       await api.addNode(labNode(env, 1));
-      await waitGw(gw, async () => (await routeFor(env.AWS1_SUBNET)).includes('flannel.1'), 'the route of aws-node-1 back', 3_000, 20);
+      await gw.until(async () => (await routeFor(env.AWS1_SUBNET)).includes('flannel.1'), 'the route of aws-node-1 back', 3_000, 20);
       await reachable(env.NS_HOST, env.POD1_IP);
-      const back = await waitStatus(gw, (d) => peer(d, 'aws-node-1')?.state === 'up' && d.cluster?.peers === 2, 'aws-node-1 up again');
+      const back = await gw.untilStatus((d) => peer(d, 'aws-node-1')?.state === 'up' && d.cluster?.peers === 2, 'aws-node-1 up again');
       expect(await steady, 'the ping to the other pod across the deletion and the return').toMatchObject({ sent: 80, received: 80 });
       // The other peer was left alone: still up, its counters kept (not a new table entry).
       for (const d of [s, back]) expect(peer(d, 'aws-node-2')).toMatchObject({ state: 'up', endpoint: other.endpoint });
@@ -188,15 +166,15 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
     it("c. a node's public-ip changes: the endpoint follows, traffic with it; changed back: up again", async () => {
       const nowhere = '203.0.113.99'; // on the AWS side of the lab, but nobody has it
       await api.modifyNode('aws-node-1', { metadata: { annotations: { [`${A}public-ip`]: nowhere } } });
-      await waitStatus(gw, (d) => peer(d, 'aws-node-1')?.endpoint === `${nowhere}:8472`, 'the endpoint follows the annotation', 5_000);
+      await gw.untilStatus((d) => peer(d, 'aws-node-1')?.endpoint === `${nowhere}:8472`, 'the endpoint follows the annotation', 5_000);
       // The data plane follows too: frames for pod1 now go where nobody answers.
       expect((await ping(env.NS_HOST, env.POD1_IP, { count: 2 })).received).toBe(0);
       expect((await ping(env.NS_HOST, env.POD2_IP, { count: 2 })).ok).toBe(true);
 
       await api.modifyNode('aws-node-1', { metadata: { annotations: { [`${A}public-ip`]: env.AWS1_PUBLIC_IP } } });
-      await waitStatus(gw, (d) => peer(d, 'aws-node-1')?.endpoint === `${env.AWS1_PUBLIC_IP}:8472`, 'the endpoint back', 5_000);
+      await gw.untilStatus((d) => peer(d, 'aws-node-1')?.endpoint === `${env.AWS1_PUBLIC_IP}:8472`, 'the endpoint back', 5_000);
       await reachable(env.NS_HOST, env.POD1_IP);
-      await waitStatus(gw, (d) => peer(d, 'aws-node-1')?.state === 'up', 'aws-node-1 up again');
+      await gw.untilStatus((d) => peer(d, 'aws-node-1')?.state === 'up', 'aws-node-1 up again');
     });
 
     it('d. its own Node deleted: created again', async () => {
@@ -208,13 +186,13 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       }, 10_000, 100);
       expect(again.spec?.podCIDR).toBe(env.GW_SUBNET);
       expect(again.metadata.annotations).toEqual(before.metadata.annotations);
-      await waitStatus(gw, (d) => d.cluster?.registered === true && clusterCheck(d)?.ok === true, 'registered again', 5_000);
+      await gw.untilStatus((d) => d.cluster?.registered === true && clusterCheck(d)?.ok === true, 'registered again', 5_000);
     });
 
     it('e. the API down: forwarding goes on, health says so naming the server; API back: connected again', async () => {
-      await waitStatus(gw, (d) => d.cluster?.connected === true, 'connected before the outage');
+      await gw.untilStatus((d) => d.cluster?.connected === true, 'connected before the outage');
       await api.down();
-      const s = await waitStatus(gw, (d) => d.cluster?.connected === false && d.cluster.error !== null, 'cluster.connected false', 10_000);
+      const s = await gw.untilStatus((d) => d.cluster?.connected === false && d.cluster.error !== null, 'cluster.connected false', 10_000);
       expect(s.cluster!.error).toContain(api.url);
       expect(validate(s), JSON.stringify(validate.errors)).toBe(true);
       expect(clusterCheck(s)).toMatchObject({ ok: false });
@@ -223,7 +201,7 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
         expect(await ping(env.NS_HOST, to, { count: 3 }), `host -> ${to} with the API down`).toMatchObject({ ok: true });
       }
       await api.up();
-      const back = await waitStatus(gw, (d) => d.cluster?.connected === true && d.cluster.error === null, 'connected again', 20_000);
+      const back = await gw.untilStatus((d) => d.cluster?.connected === true && d.cluster.error === null, 'connected again', 20_000);
       expect(clusterCheck(back)).toMatchObject({ ok: true });
       expect(back.peers.map((p) => p.name).sort()).toEqual(['aws-node-1', 'aws-node-2']);
     });
@@ -242,7 +220,7 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
         'a-claims-aws1-subnet': flannelNode('a-claims-aws1-subnet', { subnet: env.AWS1_SUBNET, publicIp: '203.0.113.79', mac: '0a:bb:00:00:07:0a' }),
       };
       for (const n of Object.values(bad)) await api.addNode(n);
-      const s = await waitStatus(gw, (d) => Object.keys(bad).every((n) => skippedNames(d).includes(n)), 'every bad node skipped', 10_000);
+      const s = await gw.untilStatus((d) => Object.keys(bad).every((n) => skippedNames(d).includes(n)), 'every bad node skipped', 10_000);
       const why = (name: string) => s.cluster!.skipped!.find((k) => k.name === name)!.why;
       expect(why('claims-site-subnet')).toMatch(/overlaps this site's subnet 10\.244\.100\.0\/24/);
       expect(why('bad-backend-data')).toMatch(/backend-data is not valid JSON/);
@@ -269,21 +247,21 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       // That change alters no peer, so nothing shows when it was seen: a node added after it is
       // the barrier (the watch delivers in order; a view with the barrier has seen the change).
       await api.addNode(flannelNode('zz-barrier', { subnet: '10.244.9.0/24', publicIp: '203.0.113.80', mac: '0a:bb:00:00:07:0b' }));
-      const viaExternal = await waitStatus(gw, (d) => peer(d, 'zz-barrier') !== undefined, 'the barrier node seen', 5_000);
+      const viaExternal = await gw.untilStatus((d) => peer(d, 'zz-barrier') !== undefined, 'the barrier node seen', 5_000);
       expect(skippedNames(viaExternal)).not.toContain('aws-node-2');
       expect(peer(viaExternal, 'aws-node-2')).toMatchObject({ endpoint: `${env.AWS2_PUBLIC_IP}:8472` });
       expect(await ping(env.NS_HOST, env.POD2_IP, { count: 2 })).toMatchObject({ ok: true });
 
       await api.modifyNode('aws-node-2', { metadata: { annotations: { [`${A}public-ip`]: env.AWS2_PUBLIC_IP } } });
       for (const n of [...Object.keys(bad), 'zz-barrier']) await api.deleteNode(n);
-      await waitStatus(gw, (d) => !Object.keys(bad).some((n) => skippedNames(d).includes(n)) && d.cluster?.peers === 2, 'the bad nodes and the barrier gone', 5_000);
+      await gw.untilStatus((d) => !Object.keys(bad).some((n) => skippedNames(d).includes(n)) && d.cluster?.peers === 2, 'the bad nodes and the barrier gone', 5_000);
     });
   });
 
   it('f. a token that may not list or watch Nodes: the cluster check fails and points at `vxedge rbac`', async () => {
     const gw = await gateway('no-list');
     try {
-      const s = await waitStatus(gw, (d) => clusterCheck(d)?.ok === false && d.cluster?.error !== null, 'the cluster check fails', 10_000);
+      const s = await gw.untilStatus((d) => clusterCheck(d)?.ok === false && d.cluster?.error !== null, 'the cluster check fails', 10_000);
       expect(s.cluster).toMatchObject({ source: 'kubernetes', connected: false, peers: 0 });
       expect(s.cluster!.error).toMatch(/403 Forbidden/);
       expect(s.cluster!.error).toMatch(/list nodes/);
@@ -299,7 +277,7 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       extra: { peers: [{ name: 'static-aws-1', publicIp: env.AWS1_PUBLIC_IP, subnet: env.AWS1_SUBNET, vtepMac: env.AWS1_VTEP_MAC }] },
     });
     try {
-      const s = await waitStatus(gw, (d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && skippedNames(d).includes('aws-node-1'), 'static + aws-node-2 up');
+      const s = await gw.untilStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && skippedNames(d).includes('aws-node-1'), 'static + aws-node-2 up');
       expect(s.peers.map((p) => p.name).sort()).toEqual(['aws-node-2', 'static-aws-1']);
       expect(s.cluster!.skipped!.find((k) => k.name === 'aws-node-1')!.why).toMatch(/static peer static-aws-1/);
       expect(s.cluster).toMatchObject({ peers: 2, connected: true });
@@ -325,9 +303,9 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
     const gw = await gateway('gateway', { keepalive: { interval: '25s', timeout: '90s' }, env: { NODE_OPTIONS: `--import=${PROCESS_START_HOOK}` } });
     try {
       const routes = async () => Number((await nsRun(env.NS_GW, ['sh', '-c', 'ip -4 route show dev flannel.1 | wc -l'])).trim());
-      await waitGw(gw, async () => (await routes()) >= 500, 'all 500 routes', 20_000, 20);
+      await gw.until(async () => (await routes()) >= 500, 'all 500 routes', 20_000, 20);
       const tRoutes = Date.now();
-      const s = await waitStatus(gw, (d) => d.peers.length === 500 && d.cluster?.peers === 500, 'status.json with 500 peers', 10_000);
+      const s = await gw.untilStatus((d) => d.peers.length === 500 && d.cluster?.peers === 500, 'status.json with 500 peers', 10_000);
       const tStatus = Date.now();
       expect(await routes()).toBe(500);
       expect(s.cluster).toMatchObject({ connected: true, error: null });
@@ -360,7 +338,7 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       const victim = fake[123] as { metadata: { name: string }; spec: { podCIDR: string } };
       const t1 = performance.now();
       await api.deleteNode(victim.metadata.name);
-      await waitGw(gw, async () => (await routeFor(victim.spec.podCIDR)) === '', 'the deleted node\'s route gone', 5_000, 10);
+      await gw.until(async () => (await routeFor(victim.spec.podCIDR)) === '', 'the deleted node\'s route gone', 5_000, 10);
       console.log(`[cluster scale] one of 500 nodes deleted -> its route gone in ${(performance.now() - t1).toFixed(0)} ms`);
       expect(await routes()).toBe(499);
 

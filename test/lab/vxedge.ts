@@ -192,6 +192,36 @@ export class RunningGateway {
     }
   }
 
+  /** More for the failure messages of until() and untilStatus(): what a server the test runs
+   *  beside the gateway printed, for example. */
+  context: () => string = () => '';
+
+  /**
+   * Waits for `cond` while the gateway runs. Throws at once if the gateway exits; on a timeout
+   * says `what` and shows the last health document (its cluster, first five peers and checks),
+   * the gateway's output and context().
+   */
+  async until<T>(cond: () => T | Promise<T>, what: string, timeoutMs: number, intervalMs = 100): Promise<NonNullable<T>> {
+    try {
+      return await waitFor(async () => {
+        if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`vxedge exited (${this.child.exitCode ?? this.child.signalCode})`);
+        return cond();
+      }, timeoutMs, intervalMs);
+    } catch (e) {
+      const last = await this.status();
+      const health = JSON.stringify({ cluster: last?.cluster, peers: last?.peers.slice(0, 5), checks: last?.checks }, null, 1);
+      throw new Error(`${what}: ${(e as Error).message}\n--- last health ---\n${health}\n--- vxedge output ---\n${this.output.slice(-6000)}${this.context()}`);
+    }
+  }
+
+  /** A status document that satisfies `pred`, waited for as until() waits. */
+  untilStatus(pred: (s: HealthDocument) => boolean, what: string, timeoutMs = 15_000): Promise<HealthDocument> {
+    return this.until(async () => {
+      const s = await this.status();
+      return s && pred(s) ? s : null;
+    }, what, timeoutMs);
+  }
+
   /** Waits for a status document that satisfies `pred` (status.json is rewritten every 2 s). */
   async waitStatus(pred: (s: HealthDocument) => boolean, timeoutMs = 10_000 * this.slowdown): Promise<HealthDocument> {
     return waitFor(async () => {
