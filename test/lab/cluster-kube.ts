@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { REPO_ROOT, nsSpawn, waitExit, waitForOutput } from './harness.js';
+import { REPO_ROOT, nsSpawn, onLines, waitExit, waitForOutput } from './harness.js';
 import { CLI } from './vxedge.js';
 import { flannelNode } from '../support/kube-harness.js';
 import type { LabEnv } from './harness.js';
@@ -36,7 +36,6 @@ export class KubeStandIn {
   /** What the child printed that was not an answer (its errors), for failure messages. */
   output = '';
   private nextId = 1;
-  private buf = '';
   private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
 
   private constructor(
@@ -44,12 +43,7 @@ export class KubeStandIn {
     readonly dir: string,
     readonly url: string,
   ) {
-    child.stdout!.on('data', (b: Buffer) => {
-      this.buf += b.toString();
-      const lines = this.buf.split('\n');
-      this.buf = lines.pop()!;
-      for (const l of lines) this.line(l);
-    });
+    onLines(child.stdout!, (l) => this.line(l));
     child.stderr!.on('data', (b: Buffer) => (this.output += b.toString()));
     child.on('exit', () => {
       for (const [id, p] of this.pending) {

@@ -16,7 +16,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { killSpawned, nsSpawn, REPO_ROOT, skipUnlessRoot, waitExit, waitFor } from './harness.js';
+import { REPO_ROOT, killSpawned, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { ensureDist } from '../support/dist.js';
 import { makeTls } from './mosquitto.js';
@@ -60,15 +60,9 @@ class Follower {
   views: ViewLine[] = [];
   statuses: StatusLine[] = [];
   logs: string[] = [];
-  private buf = '';
 
   constructor(readonly child: ChildProcess) {
-    child.stdout!.on('data', (b: Buffer) => {
-      this.buf += b.toString();
-      const lines = this.buf.split('\n');
-      this.buf = lines.pop()!;
-      for (const l of lines) this.line(l);
-    });
+    onLines(child.stdout!, (l) => this.line(l));
     child.stderr!.on('data', (b: Buffer) => this.logs.push(b.toString()));
   }
 

@@ -263,6 +263,18 @@ export function waitForOutput(child: ChildProcess, stream: 'stdout' | 'stderr', 
   });
 }
 
+
+/** Calls `fn` with each complete line the stream writes (a child's line protocol); the part of
+ *  a line still being written waits for the rest. */
+export function onLines(stream: NodeJS.ReadableStream, fn: (line: string) => void): void {
+  let buf = '';
+  stream.on('data', (b: Buffer) => {
+    buf += b.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    for (const l of lines) fn(l);
+  });
+}
 /** Resolves when a child exits (with its code), or rejects after timeoutMs (and kills it). */
 export function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null> {
   return new Promise((resolve, reject) => {

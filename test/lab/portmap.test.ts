@@ -16,7 +16,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { killSpawned, nsExec, nsRun, nsSpawn, REPO_ROOT, skipUnlessRoot, waitExit, waitFor } from './harness.js';
+import { REPO_ROOT, killSpawned, nsExec, nsRun, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { Miniupnpd, stopAllMiniupnpd } from '../support/miniupnpd.js';
 import { ensureDist } from '../support/dist.js';
 import type { PortMapperStatus, ProbeResult } from '../../src/nat/portmap/portmapper.js';
@@ -103,15 +103,9 @@ class Mapper {
   stopped: PortMapperStatus | null = null;
   results: { type: string; [k: string]: unknown }[] = [];
   logs: string[] = [];
-  private buf = '';
 
   constructor(readonly child: ChildProcess) {
-    child.stdout!.on('data', (b: Buffer) => {
-      this.buf += b.toString();
-      const lines = this.buf.split('\n');
-      this.buf = lines.pop()!;
-      for (const l of lines) this.line(l);
-    });
+    onLines(child.stdout!, (l) => this.line(l));
     child.stderr!.on('data', (b: Buffer) => this.logs.push(b.toString()));
   }
 
