@@ -99,8 +99,9 @@ export class Dataplane {
    * batches, and what is not TCP of the flows uploading in this drain (their ACKs) is
    * written to the site at once (OutsidePath.expedite, BulkFlows): a ping's answer no
    * longer waits for the whole drain of a bulk upload (2.6 -> 0.8 ms in the bench), nor
-   * does the answer of an interactive TCP session beside it. Taking whole turns after every batch would do the same for TCP too, but
-   * cost bulk TCP 15-35 % in the lab (docs/dataplane.md "Batching and sizes").
+   * does the answer of an interactive TCP session beside it. Taking whole turns after every
+   * batch would do the same for TCP too, but cost bulk TCP 15-35 % in the lab
+   * (docs/dataplane.md "Batching and sizes").
    */
   private drain(p: WatchedPath, other: WatchedPath): void {
     const expedite = other.path === this.outside;
