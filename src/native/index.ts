@@ -174,7 +174,7 @@ export interface NativeBinding {
   ): number;
 
   /** Starts (true) or stops (false) the sender thread: from then on udpSend copies what it
-   *  was given (or the segments it cut) into one of three batches and hands the batch to a
+   *  was given (or the segments it cut) into one of eight batches and hands the batch to a
    *  second thread, which sends it while the JS thread reads and routes the next. Batches go
    *  out in the order they were made. A batch of one plain datagram is still sent at once
    *  when that thread is idle, and while it holds batches, every datagram whose flow (inner

@@ -9,8 +9,10 @@
  * The thread holds at most TX_SETS - 1 of them; the JS thread waits only when it has filled
  * the last free one, which is the back-pressure a synchronous sendmmsg gave. With two sets
  * (one in hand) one TCP stream to the pods was 13 % slower than without the thread in paired
- * runs (the JS thread waited at nearly every batch); with three it is faster, most with
- * several streams (docs/dataplane.md "Batching and sizes"). A batch of one plain
+ * runs (the JS thread waited at nearly every batch); with three it was faster, most with
+ * several streams, and with eight faster again (one stream to the pods +10 %, and a ping
+ * beside it faster too: the JS thread waits less often, so it reads and looks more often;
+ * docs/dataplane.md "Batching and sizes"). A batch of one plain
  * datagram (a ping, a DNS answer, a keepalive) is sent on the JS thread when the sender is
  * idle: waking a sleeping thread costs more than the send itself (a prototype that handed
  * everything over added ~0.05 ms to each echo at 100/s). While the thread holds batches,
@@ -18,7 +20,7 @@
  * once, from the `express` set, and the rest goes to the thread: what overtakes a batch
  * belongs to another flow, so no flow is reordered, and a ping, a DNS answer or a keystroke
  * of an interactive TCP session read in the same batch as bulk data does not wait behind
- * up to two batches of it (the rule of the outside path's look between batches,
+ * up to seven batches of it (the rule of the outside path's look between batches,
  * docs/dataplane.md). A TCP super-packet always goes to the thread: it is the bulk. Plain
  * datagrams are copied into the set (t->copy), because their bytes live in JS buffers that
  * the next batch reuses; TCP super-packets are cut into segments in the set's scratch

@@ -42,7 +42,7 @@
 #define DEV_MAX_QUEUES 16          /* queues of one multi-queue device */
 #define DEV_MAX_SETS 4             /* multi-queue devices open at once per environment */
 #define UDP_MAX_SETS 4             /* underlay socket groups open at once per environment */
-#define TX_SETS 3                  /* batches of underlay output: one filled, two with the sender thread */
+#define TX_SETS 8                  /* batches of underlay output: one filled, up to seven with the sender thread */
 
 typedef union {
   char buf[CMSG_SPACE(sizeof(int))];
