@@ -228,8 +228,9 @@ static int64_t recv_some(vx_state *st, int fd, uint8_t *buf, int64_t slot, int64
 
 /* udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports, segs) -> count
  * recvmmsg(MSG_DONTWAIT), from each ready member of a socket group in turn (udpOpen):
- * datagram i lands at buf[i*slot+headroom]; lens[i] is its length, or -1 if it was truncated (larger than slot-headroom; count it as a drop); addrs[i]/ports[i]
- * are the sender. segs (or null; a socket with UDP_GRO): segs[i] > 0 says datagram i holds
+ * datagram i lands at buf[i*slot+headroom]; lens[i] is its length, or -1 if it was
+ * truncated (larger than slot-headroom; count it as a drop); addrs[i]/ports[i] are the
+ * sender. segs (or null; a socket with UDP_GRO): segs[i] > 0 says datagram i holds
  * several coalesced datagrams of segs[i] bytes each, the last possibly shorter; 0 a single one. */
 napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
   static const char *fn = "udpRecv";

@@ -192,7 +192,6 @@ void sender_stop(vx_state *st);
 
 /* poll.c: stop watching every poll on fd (before it is closed). */
 void vx_poll_forget_fd(vx_state *st, int fd);
-/* device.c: the multi-queue device whose handle is fd, or NULL (a plain fd). */
 /* device.c: the set among `sets` whose handle is `handle`, or NULL; forget closes its fds and
  * frees the slot (the caller closes the handle). Multi-queue devices and socket groups. */
 dev_set *fd_set_find(dev_set *sets, int nsets, int handle);
@@ -205,6 +204,7 @@ int fd_set_watch(dev_set *d, const int *fds, int n, const char **step);
 /* device.c: d's members with data waiting, into out, from a first one that moves on at every
  * call so that none is always first; the count, or -1 with errno set. */
 int fd_set_ready(dev_set *d, int *out);
+/* device.c: the multi-queue device whose handle is fd, or NULL (a plain fd). */
 dev_set *dev_find(vx_state *st, int fd);
 /* device.c: the queue a packet (IPv4, or a frame on TAP) of this flow is written to: the
  * same for both directions of a flow; fd itself when d is NULL. */
