@@ -73,8 +73,19 @@ export class InsidePath extends PacketPath {
   /** Moves one batch from the device to the underlay; returns how many packets were read
    *  (the batch size when the read stopped for want of room, so that the caller reads on). */
   pump(): number {
+    return this.move(false);
+  }
+
+  /** One batch from the queues of the device that hold no ACKs of a download in progress
+   *  (the addon knows them: the queues it has written bulk TCP to since the last pump), for
+   *  a look while the underlay drains; the rest waits for the device's own turn. */
+  look(): number {
+    return this.move(true);
+  }
+
+  private move(look: boolean): number {
     const { buf, offs, lens, out, s } = this;
-    const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, this.vnet);
+    const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, this.vnet, look);
     out.n = 0;
     for (let i = 0; i < n; i++) {
       // Larger than the device MTU (or 64 KB): the read truncated it; never forward half a packet.

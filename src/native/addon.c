@@ -60,6 +60,8 @@ static napi_value offload_stats(napi_env env, napi_callback_info info) {
   STAT("coalescedWrites", st->coalesced_writes);
   STAT("coalescedSegments", st->coalesced_segments);
   STAT("csumRejects", st->csum_rejects);
+  STAT("lookReads", st->look_reads);
+  STAT("lookLeft", st->look_left);
   STAT("usoWrite", st->uso_write);
   STAT("sendThread", st->snd != NULL);
   STAT("sendHanded", st->snd_handed);

@@ -84,6 +84,7 @@ int fd_set_watch(dev_set *d, const int *fds, int n, const char **step) {
   d->handle = handle;
   d->rr = 0;
   d->tap = 0;
+  d->bulk = 0;
   memcpy(d->fds, fds, sizeof fds[0] * (size_t)n);
   d->n = n;
   return handle;
@@ -118,16 +119,15 @@ static inline uint32_t load32(const uint8_t *p) {
 /* Symmetric in source and destination (XOR), so a flow's packets in both directions map to
  * one queue: the kernel steers a flow's outgoing packets to the queue its incoming ones were
  * written to. Fragments hash without ports so that all of a datagram stays in order. */
-int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len) {
+static int queue_index(const dev_set *d, const uint8_t *pkt, size_t len) {
   uint32_t h;
   size_t ihl;
-  if (d == NULL) return fd;
   if (d->tap) {
-    if (len < 14 || pkt[12] != 0x08 || pkt[13] != 0x00) return d->fds[0];
+    if (len < 14 || pkt[12] != 0x08 || pkt[13] != 0x00) return 0;
     pkt += 14;
     len -= 14;
   }
-  if (len < 20 || pkt[0] >> 4 != 4) return d->fds[0];
+  if (len < 20 || pkt[0] >> 4 != 4) return 0;
   ihl = (size_t)(pkt[0] & 0x0f) * 4;
   h = (load32(pkt + 12) ^ load32(pkt + 16)) + pkt[9];
   if ((pkt[6] & 0x3f) == 0 && pkt[7] == 0 && (pkt[9] == IPPROTO_TCP || pkt[9] == IPPROTO_UDP) && len >= ihl + 4) {
@@ -140,7 +140,27 @@ int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len) {
   h ^= h >> 13;
   h *= 0xc2b2ae35u;
   h ^= h >> 16;
-  return d->fds[((uint64_t)h * (uint32_t)d->n) >> 32];
+  return (int)(((uint64_t)h * (uint32_t)d->n) >> 32);
+}
+
+int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len) {
+  return d == NULL ? fd : d->fds[queue_index(d, pkt, len)];
+}
+
+/* Bulk: a TCP super-packet, or one segment of 512 bytes or more. The site's ACKs of that
+ * download come out of the same queue (the kernel's flow table sends a flow's packets to
+ * the queue its other direction was written to); a look at the device (devRead's `look`)
+ * leaves such a queue to the device's own turn, so the ACKs still go out in the groups bulk
+ * TCP wants, while what waits in the other queues (a ping, an interactive session) is sent
+ * at once. A TCP write of fewer bytes (an ACK, a keystroke) marks nothing. */
+int dev_write_fd(dev_set *d, int fd, const uint8_t *pkt, size_t len, int segs) {
+  int q;
+  const uint8_t *ip = pkt;
+  if (d == NULL) return fd;
+  q = queue_index(d, pkt, len);
+  if (d->tap) ip += 14;
+  if ((size_t)(ip - pkt) + 20 <= len && ip[0] >> 4 == 4 && ip[9] == IPPROTO_TCP && (segs > 1 || len >= 512)) d->bulk |= 1u << q;
+  return d->fds[q];
 }
 
 /* Opens one queue (the first creates the device) and sets its virtio-net header size. */
@@ -232,13 +252,25 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
 
 /* The queues of fd with packets waiting, into q (a plain fd: itself). Starts at a rotating
  * queue so that no queue is always first. Returns the count, or -1 with errno set. */
-static int ready_queues(vx_state *st, int fd, int *q) {
+static int ready_queues(vx_state *st, int fd, int *q, bool look) {
   dev_set *d = dev_find(st, fd);
+  int n, k = 0;
   if (d == NULL) {
     q[0] = fd;
-    return 1;
+    return look ? 0 : 1;
   }
-  return fd_set_ready(d, q);
+  if (!look || d->bulk == 0) {
+    if (!look) d->bulk = 0; /* the full read takes what the marked queues hold */
+    return fd_set_ready(d, q);
+  }
+  if ((n = fd_set_ready(d, q)) <= 0) return n;
+  for (int i = 0; i < n; i++) {
+    int j = 0;
+    while (j < d->n && d->fds[j] != q[i]) j++;
+    if (!(d->bulk >> j & 1u)) q[k++] = q[i];
+  }
+  st->look_left += n - k;
+  return k;
 }
 
 /* devRead(fd, buf, headroom, room, max, offs, lens, vnet) -> count
@@ -254,7 +286,8 @@ static int ready_queues(vx_state *st, int fd, int *q) {
  * or EBADFD once the device is deleted) with nothing read throws. */
 napi_value vx_dev_read(napi_env env, napi_callback_info info) {
   static const char *fn = "devRead";
-  GET_ARGS(8);
+  GET_ARGS_OPT(8, 9);
+  bool look = false;
   int64_t fd, headroom, room, max, n = 0;
   uint8_t *buf, *vnet, spare;
   int32_t *offs, *lens;
@@ -271,8 +304,9 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info) {
   lim = noffs < nlens ? noffs : nlens;
   if (vnet != NULL && nvnet / VNET_LEN < lim) lim = nvnet / VNET_LEN;
   ARG_INT(4, "max", 0, (int64_t)lim, &max);
+  if (argc > 8) ARG_BOOL(8, "look", &look);
   if (buflen > INT32_MAX) THROW_RANGE(env, "%s: buf is larger than 2 GB", fn);
-  if ((nq = ready_queues(st, (int)fd, q)) < 0) THROW_SYS(env, errno, "epoll_wait", "epoll_wait fd %d", (int)fd);
+  if ((nq = ready_queues(st, (int)fd, q, look)) < 0) THROW_SYS(env, errno, "epoll_wait", "epoll_wait fd %d", (int)fd);
 
   while (n < max && nq > 0) {
     size_t start = pos + (size_t)headroom;
@@ -309,6 +343,7 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info) {
     lens[n++] = (int32_t)((size_t)r - hdr);
     pos = (start + ((size_t)r - hdr) + 63) & ~(size_t)63;
   }
+  if (look) st->look_reads += (double)n;
   return int_result(env, n);
 }
 
@@ -326,7 +361,7 @@ napi_value vx_dev_write(napi_env env, napi_callback_info info) {
   int32_t *offs, *lens;
   size_t buflen, noffs, nlens, lim;
   bool vnet;
-  const dev_set *d;
+  dev_set *d;
 
   ARG_INT(0, "fd", 0, INT_MAX, &fd);
   ARG_TYPED(1, "buf", napi_uint8_array, &buf, &buflen);
@@ -348,7 +383,7 @@ napi_value vx_dev_write(napi_env env, napi_callback_info info) {
     ssize_t r;
     if (off < 0 || len < 0 || (int64_t)off + len > (int64_t)buflen)
       THROW_RANGE(env, "%s: packet %lld changed while being written", fn, (long long)i);
-    r = write(dev_queue_fd(d, (int)fd, buf + off, (size_t)len), buf + off, (size_t)len);
+    r = write(dev_write_fd(d, (int)fd, buf + off, (size_t)len, 1), buf + off, (size_t)len);
     if (r >= 0) {
       sent++;
       continue;

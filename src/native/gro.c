@@ -325,7 +325,7 @@ static int gro_args(napi_env env, const char *fn, napi_value *argv, uint8_t **bu
  * the others go with a zero header, each to its flow's queue when d is a multi-queue device. Returns how many input packets the kernel accepted, or
  * -1 with an exception pending (a fatal fd error before anything was written).
  */
-int64_t gro_write(napi_env env, vx_state *st, int fd, const dev_set *d, uint8_t *buf, size_t buflen,
+int64_t gro_write(napi_env env, vx_state *st, int fd, dev_set *d, uint8_t *buf, size_t buflen,
                   const int32_t *offs, const int32_t *lens, int64_t n) {
   static const char *fn = "devWrite";
   int64_t i, accepted = 0;
@@ -345,7 +345,7 @@ int64_t gro_write(napi_env env, vx_state *st, int fd, const dev_set *d, uint8_t 
     ssize_t r;
     if (st->role[i] == ROLE_MERGED) continue;
     cnt = gro_iov(st, buf, po, pl, i, &npk);
-    do r = writev(dev_queue_fd(d, fd, buf + po[i], (size_t)pl[i]), st->wiov, cnt); while (r < 0 && errno == EINTR);
+    do r = writev(dev_write_fd(d, fd, buf + po[i], (size_t)pl[i], npk), st->wiov, cnt); while (r < 0 && errno == EINTR);
     if (r >= 0) {
       accepted += npk;
       continue;

@@ -5,7 +5,7 @@
 #include "vx.h"
 
 /* d: the multi-queue device whose handle is fd, or NULL. */
-int64_t gro_write(napi_env env, vx_state *st, int fd, const dev_set *d, uint8_t *buf, size_t buflen,
+int64_t gro_write(napi_env env, vx_state *st, int fd, dev_set *d, uint8_t *buf, size_t buflen,
                   const int32_t *offs, const int32_t *lens, int64_t n);
 
 #endif

@@ -82,6 +82,10 @@ export interface OffloadStats {
   coalescedSegments: number;
   /** Segments not joined because an IPv4, TCP or UDP checksum was wrong (the kernel drops them). */
   csumRejects: number;
+  /** devRead looks (a look at the device while the underlay drains): packets read, and ready
+   *  queues left alone because they hold the ACKs of a download in progress. */
+  lookReads: number;
+  lookLeft: number;
   /** 1 when the kernel takes UDP super-packets (GSO_UDP_L4, Linux 6.2+) written to the
    *  device, found when it was opened: UDP datagrams of one flow are then joined too. */
   usoWrite: number;
@@ -117,10 +121,13 @@ export interface NativeBinding {
    *  lens.length (and vnet.length/10). A multi-queue device is read one packet per ready
    *  queue in turn. An error other than EAGAIN ends the batch (that queue's part) and is
    *  counted in lastError(); only a bad fd (EBADF, or EBADFD once the device is deleted)
-   *  with nothing read yet throws. */
+   *  with nothing read yet throws. `look` (a multi-queue device): leave alone the queues
+   *  devWrite has written bulk TCP to since the last read without `look` (whose ACKs they
+   *  hold); a read without it takes every queue and clears those marks. A plain fd is not
+   *  read by a look. */
   devRead(
     fd: number, buf: Uint8Array, headroom: number, room: number, max: number,
-    offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null,
+    offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null, look?: boolean,
   ): number;
 
   /** Writes packets buf[offs[i] .. +lens[i]) for i < n; returns how many the kernel

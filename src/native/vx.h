@@ -108,6 +108,7 @@ typedef struct {
   int n;
   unsigned rr;             /* where the next read starts, for fairness between calls */
   int tap;                 /* frames carry an Ethernet header in front of the IP packet */
+  uint32_t bulk;           /* devices: queues written bulk TCP since the last full devRead */
   int fds[DEV_MAX_QUEUES];
 } dev_set;
 
@@ -126,6 +127,7 @@ typedef struct vx_state {
   int uso_write;           /* the kernel takes GSO_UDP_L4 writes on a TUN (tunOpen's probe) */
   double tso_packets, tso_segments, gso_messages, gso_refused, csum_completed;
   double gro_datagrams, coalesced_writes, coalesced_segments, csum_rejects;
+  double look_reads, look_left;  /* devRead looks: packets read, ready queues left alone */
   /* socket.c: recvmmsg scratch */
   struct mmsghdr msgs[MMSG_BATCH];
   struct iovec iovs[MMSG_BATCH];
@@ -209,6 +211,9 @@ dev_set *dev_find(vx_state *st, int fd);
 /* device.c: the queue a packet (IPv4, or a frame on TAP) of this flow is written to: the
  * same for both directions of a flow; fd itself when d is NULL. */
 int dev_queue_fd(const dev_set *d, int fd, const uint8_t *pkt, size_t len);
+/* device.c: dev_queue_fd for a write of `segs` packets joined into one: a queue written bulk
+ * TCP is marked in d->bulk, which a devRead look leaves alone. */
+int dev_write_fd(dev_set *d, int fd, const uint8_t *pkt, size_t len, int segs);
 /* device.c: closes the queues of the multi-queue device whose handle is fd (before fd). */
 void dev_forget(vx_state *st, int fd);
 /* socket.c: the fd that sends for fd (a socket group's first member; else fd itself). */

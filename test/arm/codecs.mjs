@@ -50,8 +50,9 @@ class FakeIo {
   fds = { device: 3, underlay: 4 };
   polls = [];
 
-  devRead(fd, buf, headroom, room, max, offs, lens, vnet) {
+  devRead(fd, buf, headroom, room, max, offs, lens, vnet, look = false) {
     this.expectFd(fd, this.fds.device);
+    if (look) return 0; // one queue, as the addon's plain fd: a look never reads it
     let n = 0;
     let pos = 0;
     while (n < max && this.device.inbox.length > 0 && pos + headroom + room <= buf.length) {

@@ -1,7 +1,8 @@
 // How the data plane drains its two fds on a wakeup (dataplane/dataplane.ts): at most
 // BATCHES_PER_WAKEUP (8) batches of the readable fd's path, then one batch of the other;
-// a file descriptor that is gone stops its path only, a bug in a batch is counted. (Between
-// the device's batches the underlay is looked at too: test/unit/outside-expedite.test.ts.)
+// a file descriptor that is gone stops its path only, a bug in a batch is counted. Between
+// the underlay's batches the device is looked at (below); between the device's batches the
+// underlay is (test/unit/outside-expedite.test.ts).
 import { describe, expect, it } from 'vitest';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
@@ -63,6 +64,40 @@ describe('draining on a wakeup', () => {
     expect(r.io.underlay.sent).toHaveLength(100);
     expect(r.dp.pollError).toBeNull();
     expect(r.dp.drops.snapshot()).toEqual({});
+  });
+
+  it('while the underlay drains, the device is looked at after each of its full batches, and what a look reads leaves at once', () => {
+    const r = rig();
+    const calls: string[] = [];
+    const io = r.io;
+    const devRead = io.devRead.bind(io);
+    const udpRecv = io.udpRecv.bind(io);
+    const udpSend = io.udpSend.bind(io);
+    // A look reads only the queues without a download's ACKs (the addon's choice): here one
+    // echo request each time, from a queue of its own.
+    const others = [0, 1, 2].map((i) => icmpEcho('10.244.100.10', '10.244.1.2', 3, i));
+    io.devRead = (fd, buf, headroom, room, max, offs, lens, vnet, look) => {
+      calls.push(look ? 'look' : 'read');
+      if (!look) return devRead(fd, buf, headroom, room, max, offs, lens, vnet);
+      if (others.length === 0) return 0;
+      io.device.inbox.push(others.shift()!);
+      return devRead(fd, buf, headroom, room, 1, offs, lens, vnet);
+    };
+    io.udpRecv = (...a: Parameters<FakeIo['udpRecv']>) => {
+      calls.push('recv');
+      return udpRecv(...a);
+    };
+    io.udpSend = (...a: Parameters<FakeIo['udpSend']>) => {
+      calls.push('send');
+      return udpSend(...a);
+    };
+    r.fromPods(3 * BATCH + 2);
+    r.fire(io.fds.underlay);
+    // Three full batches, each followed by a look whose echo is sent before the next batch;
+    // the short fourth ends the drain, then the device's own turn (nothing left there).
+    expect(calls).toEqual(['recv', 'look', 'send', 'recv', 'look', 'send', 'recv', 'look', 'send', 'recv', 'read']);
+    expect(io.underlay.sent).toHaveLength(3);
+    expect(io.device.written).toHaveLength(3 * BATCH + 2);
   });
 
   it('a device that is gone (EBADFD on the read) stops the device side only', () => {

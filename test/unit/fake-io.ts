@@ -49,8 +49,9 @@ export class FakeIo implements DataplaneIo {
   readonly fds: DataplaneFds = { device: 3, underlay: 4 };
   readonly polls: { fd: number; cb: OnReadable }[] = [];
 
-  devRead(fd: number, buf: Uint8Array, headroom: number, room: number, max: number, offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null): number {
+  devRead(fd: number, buf: Uint8Array, headroom: number, room: number, max: number, offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null, look = false): number {
     this.expectFd(fd, this.fds.device);
+    if (look) return 0; // one queue, as the addon's plain fd: a look never reads it
     let n = 0;
     let pos = 0;
     while (n < max && this.device.inbox.length > 0 && pos + headroom + room <= buf.length) {

@@ -58,7 +58,8 @@ class ReplayIo {
     /** Packets and datagrams handed out by devRead and udpRecv (scripts/bench-js divides by it). */
     this.read = 0;
   }
-  devRead(_fd, buf, headroom, _room, max, offs, lens, vnet) {
+  devRead(_fd, buf, headroom, _room, max, offs, lens, vnet, look) {
+    if (look) return 0; // one queue, as the addon's plain fd: a look never reads it
     let pos = 0;
     for (let n = 0; n < max; n++) {
       const p = this.dev[n % this.dev.length];
