@@ -67,6 +67,8 @@ static napi_value offload_stats(napi_env env, napi_callback_info info) {
   STAT("sendHanded", st->snd_handed);
   STAT("sendInline", st->snd_inline);
   STAT("sendPassed", st->snd_passed);
+  STAT("sendWaits", st->snd_waits);
+  STAT("sendWaitMs", st->snd_wait_ms);
 #undef STAT
   return res;
 }

@@ -96,6 +96,10 @@ export interface OffloadStats {
   sendInline: number;
   /** Datagrams sent at once past batches the thread held, none of which had their flow. */
   sendPassed: number;
+  /** Hand-overs that found all of the thread's batches taken, and the milliseconds the JS
+   *  thread waited in them (it reads neither the device nor the underlay meanwhile). */
+  sendWaits: number;
+  sendWaitMs: number;
 }
 
 export interface NativeBinding {
@@ -252,7 +256,7 @@ export interface NativeBinding {
   /** While on, the sender thread sends nothing it is handed (what may pass it still does);
    *  off, or anything that waits for the thread, lets it go on. At most 2
    *  batches may be handed over while it holds. */
-  _senderHold(on: boolean): void;
+  _senderHold(on: boolean, ms?: number): void;
 }
 
 /** The directory holding the package.json nearest above `startDir` (the package root). */

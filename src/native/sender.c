@@ -37,6 +37,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "napi_util.h"
 #include "vx.h"
@@ -50,6 +51,7 @@ struct sender {
   pthread_cond_t done; /* thread → JS: a set was sent */
   int first, n;        /* the sets handed over: sets[first], the next ones in ring order */
   int hold;            /* test hook (_senderHold): hand-overs wait, unsent */
+  struct timespec hold_end; /* ... until then, when tv_sec != 0 */
   int quit;
   tx_set *sets;        /* vx_state's TX_SETS sets */
 };
@@ -59,7 +61,13 @@ static void *sender_main(void *arg) {
   for (;;) {
     tx_set *t;
     pthread_mutex_lock(&x->mu);
-    while ((x->n == 0 || x->hold) && !x->quit) pthread_cond_wait(&x->go, &x->mu);
+    while ((x->n == 0 || x->hold) && !x->quit) {
+      if (x->hold && x->hold_end.tv_sec != 0) {
+        if (pthread_cond_timedwait(&x->go, &x->mu, &x->hold_end) == ETIMEDOUT) x->hold = 0;
+      } else {
+        pthread_cond_wait(&x->go, &x->mu);
+      }
+    }
     t = x->n > 0 ? &x->sets[x->first] : NULL;
     pthread_mutex_unlock(&x->mu);
     if (t == NULL) return NULL; /* quit, with nothing in hand */
@@ -72,11 +80,20 @@ static void *sender_main(void *arg) {
   }
 }
 
-/* Waits until the thread holds at most `most` sets. JS thread. */
-static void wait_until(sender *x, int most) {
+/* Waits until the thread holds at most `most` sets; returns the milliseconds waited, 0 when
+ * it did not have to (the clock is read only then). JS thread. */
+static double wait_until(sender *x, int most) {
+  struct timespec a, b;
+  double ms = 0;
   pthread_mutex_lock(&x->mu);
-  while (x->n > most) pthread_cond_wait(&x->done, &x->mu);
+  if (x->n > most) {
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    while (x->n > most) pthread_cond_wait(&x->done, &x->mu);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+  }
   pthread_mutex_unlock(&x->mu);
+  return ms;
 }
 
 static int idle(sender *x) {
@@ -117,6 +134,7 @@ int sender_express(vx_state *st, int fd) {
 int sender_flush(vx_state *st, int fd) {
   sender *x = st->snd;
   tx_set *t = st->tx, *next = &st->sets[(t - st->sets + 1) % TX_SETS];
+  double ms;
   if (t->nmsgs == 0) return 0;
   if (t->nmsgs == 1 && t->msg_npkt[0] == 1 && t->msg_seg[0] == 0 && idle(x)) {
     /* Nothing handed over can be overtaken. Sent here, a failure is udpSend's to report, as
@@ -128,7 +146,11 @@ int sender_flush(vx_state *st, int fd) {
   }
   /* Sets are filled and sent in ring order, so `next` is the oldest one handed over, free
    * once the thread holds at most the others. */
-  wait_until(x, TX_SETS - 2);
+  ms = wait_until(x, TX_SETS - 2);
+  if (ms > 0) {
+    st->snd_waits += 1;
+    st->snd_wait_ms += ms;
+  }
   tx_fold(st, next); /* what sending it counted */
   t->fd = fd;
   pthread_mutex_lock(&x->mu);
@@ -237,19 +259,37 @@ napi_value vx_udp_send_lost(napi_env env, napi_callback_info info) {
   return res;
 }
 
-/* _senderHold(on): test entry point. While on, the thread sends nothing it is handed (and
- * what may pass it still does), so a test can hold batches in its hands; off lets it go on, as
- * does anything that waits for the thread (close, lastError, offloadStats, udpSendLost).
- * A test must not hand over more than TX_SETS - 1 batches while holding: the next would
- * wait for the thread. No-op without the thread. */
+/* _senderHold(on[, ms]): test entry point. While on, the thread sends nothing it is handed
+ * (and what may pass it still does), so a test can hold batches in its hands; off lets it go
+ * on, as does anything that waits for the thread (close, lastError, offloadStats,
+ * udpSendLost). A test must not hand over more than TX_SETS - 1 batches under a plain hold:
+ * the next would wait for the thread forever. With `ms` the hold ends by itself that many
+ * milliseconds later (CLOCK_REALTIME, which pthread_cond_timedwait uses), so a test can make
+ * a hand-over wait and see it counted. No-op without the thread. */
 napi_value vx_sender_hold(napi_env env, napi_callback_info info) {
   static const char *fn = "_senderHold";
-  GET_ARGS(1);
+  GET_ARGS_OPT(1, 2);
   bool on;
+  double ms = 0;
+  napi_valuetype t;
   if (napi_get_value_bool(env, argv[0], &on) != napi_ok) THROW_TYPE(env, "%s: on must be a boolean", fn);
+  if (argc > 1 && napi_typeof(env, argv[1], &t) == napi_ok && t != napi_undefined &&
+      (napi_get_value_double(env, argv[1], &ms) != napi_ok || !(ms > 0 && ms < 60000)))
+    THROW_TYPE(env, "%s: ms must be a number of milliseconds above 0 and below 60000", fn);
   if (st->snd != NULL) {
+    struct timespec end = {0, 0};
+    if (on && ms > 0) {
+      clock_gettime(CLOCK_REALTIME, &end);
+      end.tv_sec += (time_t)(ms / 1000);
+      end.tv_nsec += (long)((ms - 1000.0 * (long)(ms / 1000)) * 1e6);
+      if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec += 1;
+        end.tv_nsec -= 1000000000L;
+      }
+    }
     pthread_mutex_lock(&st->snd->mu);
     st->snd->hold = on;
+    st->snd->hold_end = end;
     pthread_cond_signal(&st->snd->go);
     pthread_mutex_unlock(&st->snd->mu);
   }

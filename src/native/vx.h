@@ -146,6 +146,7 @@ typedef struct vx_state {
   double snd_lost;         /* packets the sender thread could not send, not yet taken by JS */
   double snd_handed, snd_inline; /* batches handed to the thread / sent on the JS thread */
   double snd_passed;       /* datagrams sent at once past batches of other flows the thread held */
+  double snd_waits, snd_wait_ms; /* hand-overs that found every batch taken, and the time they waited */
   /* gro.c: coalescing plan of one write batch */
   int nitems;
   gro_item items[GRO_ITEMS];

@@ -23,7 +23,8 @@
 //                 counted by udpSendLost; close waits for what the thread holds
 //   send-pass     with the sender thread holding batches (_senderHold): a datagram passes
 //                 them when its flow is in none of them (ICMP, UDP, TCP alike), and waits
-//                 when it is; a TCP super-packet never passes
+//                 when it is; a TCP super-packet never passes; with every batch taken the
+//                 hand-over waits (a hold that ends by itself), counted in offloadStats
 //   udp-group     an underlay socket group (SO_REUSEPORT): port exclusive, reads in turn
 //   send-full     the socket fills up (a veth behind an 8 kbit/s tbf, a small send buffer)
 //                 while datagrams pass held TCP: udpSend counts exactly what the kernel
@@ -683,6 +684,20 @@ const scenarios = {
       n._senderHold(false);
       const got = await recvAll(31);
       r.after5 = { count: got.length, secondFlowTags: got.slice(15).map((d) => d[d.length - 1]) };
+    }
+
+    // 6. Every batch taken: the thread holds seven, and the eighth hand-over waits for one to
+    //    come back, here until a 50 ms hold ends by itself. offloadStats counts that wait
+    //    and its time; the seven hand-overs before it waited for nothing.
+    {
+      const before = n.offloadStats();
+      const t0 = performance.now();
+      n._senderHold(true, 50);
+      for (let i = 0; i < 8; i++) superBatch();
+      const elapsed = performance.now() - t0;
+      const s = n.offloadStats();
+      const got = await recvAll(8 * 15);
+      r.wait6 = { waits: s.sendWaits - before.sendWaits, ms: s.sendWaitMs - before.sendWaitMs, elapsed, received: got.length };
     }
     n.udpSendThread(false);
     n.close(a);

@@ -127,6 +127,12 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     expect(r.secondAccepted).toBe(3);
     expect(r.whileHeld5).toEqual([0x53]);
     expect(r.after5).toEqual({ count: 31, secondFlowTags: [...Array(15).fill(0x62), 0x52] });
+    // 6. Seven batches held, the eighth hand-over waits until the 50 ms hold ends: one wait,
+    //    counted with its time, which lies within what the eight calls took. Nothing is lost.
+    expect(r.wait6).toMatchObject({ waits: 1, received: 120 });
+    expect(r.wait6.elapsed).toBeGreaterThanOrEqual(49);
+    expect(r.wait6.ms).toBeGreaterThan(0);
+    expect(r.wait6.ms).toBeLessThanOrEqual(r.wait6.elapsed + 1);
   });
 
   it('an underlay socket group: the port stays exclusive, ready members are read in turn, nothing is lost or reordered, close frees the port', () => {
