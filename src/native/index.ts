@@ -254,8 +254,9 @@ export interface NativeBinding {
    *  at outOffs[i]/outLens[i]; -1 when out is too small. */
   _groCoalesce(buf: Uint8Array, offs: Int32Array, lens: Int32Array, n: number, out: Uint8Array, outOffs: Int32Array, outLens: Int32Array, udp?: boolean): number;
   /** While on, the sender thread sends nothing it is handed (what may pass it still does);
-   *  off, or anything that waits for the thread, lets it go on. At most 2
-   *  batches may be handed over while it holds. */
+   *  off, or anything that waits for the thread, lets it go on. At most 7 (TX_SETS - 1)
+   *  batches may be handed over under a plain hold; with `ms` the hold ends by itself that
+   *  many milliseconds later, so a further hand-over waits for it instead of forever. */
   _senderHold(on: boolean, ms?: number): void;
 }
 

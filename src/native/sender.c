@@ -279,13 +279,11 @@ napi_value vx_sender_hold(napi_env env, napi_callback_info info) {
   if (st->snd != NULL) {
     struct timespec end = {0, 0};
     if (on && ms > 0) {
+      long long ns;
       clock_gettime(CLOCK_REALTIME, &end);
-      end.tv_sec += (time_t)(ms / 1000);
-      end.tv_nsec += (long)((ms - 1000.0 * (long)(ms / 1000)) * 1e6);
-      if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec += 1;
-        end.tv_nsec -= 1000000000L;
-      }
+      ns = end.tv_nsec + (long long)(ms * 1e6);
+      end.tv_sec += (time_t)(ns / 1000000000LL);
+      end.tv_nsec = (long)(ns % 1000000000LL);
     }
     pthread_mutex_lock(&st->snd->mu);
     st->snd->hold = on;
