@@ -105,6 +105,18 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
       expect(refused.stderr).toContain('connect 10.244.1.2:5202: Connection refused');
     });
 
+    it('labnet ping: a --timeout shorter than the run sends what fits, says so on stderr and exits 1', async () => {
+      // 10 echoes 0.2 s apart take 1.8 s to send; a 0.5 s limit ends the run after the third.
+      const r = await run([LABNET, 'ping', '--prefix', PREFIX, 'host', env.POD1_IP, '--count', '10', '--interval', '0.2', '--timeout', '0.5'], { timeoutMs: 10_000 });
+      expect(r.code).toBe(1);
+      const j = JSON.parse(r.stdout.trim()) as { sent: number; received: number };
+      expect(j.sent).toBeLessThan(10);
+      expect(r.stderr).toContain(`--timeout 0.5 s ended the run after ${j.sent} of 10 echoes were sent`);
+      const full = await run([LABNET, 'ping', '--prefix', PREFIX, 'host', env.POD1_IP, '--count', '3', '--interval', '0.05'], { timeoutMs: 10_000 });
+      expect(full.code, full.stderr).toBe(0);
+      expect(full.stderr).toBe('');
+    });
+
     it('moves 4 MB over TCP host -> pod1 and pod1 -> host intact', async () => {
       const aws0 = await snmpCounters(env.NS_AWS1);
       const down = await tcpTransfer(env.NS_HOST, env.NS_POD1, env.POD1_IP, MB4);
