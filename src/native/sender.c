@@ -21,7 +21,9 @@
  * belongs to another flow, so no flow is reordered, and a ping, a DNS answer or a keystroke
  * of an interactive TCP session read in the same batch as bulk data does not wait behind
  * up to seven batches of it (the rule of the outside path's look between batches,
- * docs/dataplane.md). A TCP super-packet always goes to the thread: it is the bulk. Plain
+ * docs/dataplane.md). Such a datagram is sent before the super-packets of its own call are
+ * cut, too, held batches or not (tso.c send_early), so it does not wait for their cutting
+ * either. A TCP super-packet always goes to the thread: it is the bulk. Plain
  * datagrams are copied into the set (t->copy), because their bytes live in JS buffers that
  * the next batch reuses; TCP super-packets are cut into segments in the set's scratch
  * buffer anyway.

@@ -423,6 +423,56 @@ static int queue_datagram(vx_state *s, int fd, uint8_t *d, size_t len, size_t en
 }
 
 /*
+ * The first pass over a udpSend batch that mixes TCP super-packets with plain datagrams,
+ * while the sender thread runs: the plain datagrams whose flow is in none of the batches the
+ * thread holds and in no super-packet before them in this batch are sent at once, from the
+ * express set, before any segment is cut; st->early marks them for the second pass to skip.
+ * A ping or a keystroke that a device read returned beside an upload's data then waits
+ * neither for the cutting (the copy and checksums of ~45 segments per 64 KB super-packet)
+ * nor, when the thread is idle, for its wake-up after the hand-over. What shares a flow with
+ * a super-packet before it stays behind that one's segments, as in the second pass: no flow
+ * is reordered. Returns 0 or the errno that stopped the send.
+ */
+static int send_early(vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs, const int32_t *lens,
+                      const uint32_t *addrs, const uint16_t *ports, const uint8_t *vnet, size_t nvnet,
+                      const int32_t *vidx, int64_t encap, int64_t n) {
+  uint64_t queued[2] = {st->held_flows[0], st->held_flows[1]};
+  int gso = 0, plain = 0;
+  memset(st->early, 0, (size_t)n);
+  for (int64_t i = 0; i < n; i++) {
+    int32_t vi = READ_ONCE(vidx[i]);
+    if (vi < 0 || (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet) continue;
+    if ((vnet[(size_t)vi * VNET_LEN + 1] & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) == VIRTIO_NET_HDR_GSO_NONE) plain = 1;
+    else gso = 1;
+  }
+  if (!gso || !plain) return 0;
+  for (int64_t i = 0; i < n; i++) {
+    int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = READ_ONCE(vidx[i]);
+    uint64_t fb[2];
+    vnet_hdr h;
+    int stop;
+    /* Anything odd is left to the second pass, which checks and reports it. */
+    if (off < 0 || len < encap || (int64_t)off + len > (int64_t)buflen || vi < 0 ||
+        (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet)
+      continue;
+    vnet_decode(vnet + (size_t)vi * VNET_LEN, &h);
+    flow_bits(buf + off, (size_t)len, fb);
+    if ((h.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_NONE) {
+      queued[0] |= fb[0];
+      queued[1] |= fb[1];
+      continue;
+    }
+    if ((queued[0] & fb[0]) != 0 && (queued[1] & fb[1]) != 0) continue; /* its flow may be queued: in order */
+    if ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && complete_csum(buf + off + encap, (size_t)(len - encap), &h) != 0) continue;
+    if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) st->csum_completed += 1;
+    if ((st->express.nmsgs >= OF_MSGS || st->express.niovs >= MMSG_BATCH) && (stop = sender_express(st, fd)) != 0) return stop;
+    msg_put(&st->express, buf + off, (size_t)len, addrs[i], ports[i], (int32_t)i, st->gso_off);
+    st->early[i] = 1;
+  }
+  return st->express.nmsgs > 0 ? sender_express(st, fd) : 0;
+}
+
+/*
  * udpSend's work (socket.c parsed and bounds-checked the arguments): datagram i =
  * buf[offs[i] .. +lens[i]) goes to addrs[i]:ports[i]. With `vnet` (packets read from a device
  * with offloads) it is `encap` bytes of headers, then an inner IPv4 packet read with
@@ -453,9 +503,15 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   tx_reset(&st->express);
   st->express_ok = sender_held_flows(st, st->held_flows);
   memset(st->failed, 0, (size_t)n); /* only the first n are read below */
-  for (i = 0; i < n && !stop; i++) {
+  i = 0;
+  if (st->snd != NULL && vnet != NULL && (stop = send_early(st, fd, buf, buflen, offs, lens, addrs, ports, vnet, nvnet, vidx, encap, n)) != 0) {
+    /* The socket is full (or gone): what was not sent early never leaves either. */
+    for (; i < n; i++) st->failed[i] |= !st->early[i];
+  }
+  for (; i < n && !stop; i++) {
     int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = vnet != NULL ? READ_ONCE(vidx[i]) : 0;
     vnet_hdr h = plain;
+    if (st->snd != NULL && vnet != NULL && st->early[i]) continue; /* sent by send_early */
     if (off < 0 || len < 0 || (int64_t)off + len > (int64_t)buflen ||
         (vnet != NULL && (len < encap || vi < 0 || (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet))) {
       throw_fmt(env, 1, "%s: packet %lld changed while being sent", fn, (long long)i);

@@ -141,6 +141,7 @@ typedef struct vx_state {
   int express_ok;          /* for this udpSend call: the sender thread holds batches */
   uint64_t held_flows[2];  /* for this udpSend call: flows in those batches and queued for the thread */
   uint8_t failed[OF_PKTS];
+  uint8_t early[OF_PKTS];  /* for this udpSend call: sent before its super-packets were cut (tso.c send_early) */
   /* sender.c: the sender thread, NULL while underlay sends are made on the JS thread */
   sender *snd;
   double snd_lost;         /* packets the sender thread could not send, not yet taken by JS */

@@ -24,7 +24,8 @@
 //   send-pass     with the sender thread holding batches (_senderHold): a datagram passes
 //                 them when its flow is in none of them (ICMP, UDP, TCP alike), and waits
 //                 when it is; a TCP super-packet never passes; with every batch taken the
-//                 hand-over waits (a hold that ends by itself), counted in offloadStats
+//                 hand-over waits (a hold that ends by itself), counted in offloadStats;
+//                 with nothing held, a datagram leaves before the super-packets of its call
 //   udp-group     an underlay socket group (SO_REUSEPORT): port exclusive, reads in turn
 //   send-full     the socket fills up (a veth behind an 8 kbit/s tbf, a small send buffer)
 //                 while datagrams pass held TCP: udpSend counts exactly what the kernel
@@ -698,6 +699,27 @@ const scenarios = {
       const s = n.offloadStats();
       const got = await recvAll(8 * 15);
       r.wait6 = { waits: s.sendWaits - before.sendWaits, ms: s.sendWaitMs - before.sendWaitMs, elapsed, received: got.length };
+    }
+    // 7. Nothing held. One call with a super-packet of a third flow, a datagram of that flow
+    //    and an ICMP echo: the echo is sent first, before the super-packet is cut and handed
+    //    over (tso.c send_early); the datagram stays behind its flow's segments.
+    {
+      const third = { src: '10.244.100.12', dst: '10.244.1.2', sport: 5, dport: 6 };
+      const pkt = tcp({ ...third, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(20_000, 0x73) });
+      const frames = [Buffer.concat([vxlanFrame(6, 0).subarray(0, 22), pkt]), inFlow(vxlanFrame(6, 0x72), third), vxlanFrame(1, 0x71)];
+      const vnet = Buffer.alloc(10 * frames.length);
+      vnet[1] = 1;
+      vnet[LE ? 4 : 5] = 1398 & 0xff;
+      vnet[LE ? 5 : 4] = 1398 >> 8;
+      const buf = Buffer.concat(frames);
+      const offs = new Int32Array(frames.length);
+      for (let i = 1; i < frames.length; i++) offs[i] = offs[i - 1] + frames[i - 1].length;
+      const k = frames.length;
+      const before = n.offloadStats();
+      r.earlyAccepted = n.udpSend(a, buf, offs, Int32Array.from(frames, (f) => f.length), new Uint32Array(k).fill(lo), new Uint16Array(k).fill(7202), k, vnet, Int32Array.from(frames, (_, i) => i), 22);
+      const got = await recvAll(17);
+      const after = n.offloadStats();
+      r.early7 = { tags: got.map((d) => d[d.length - 1]), passed: after.sendPassed - before.sendPassed, handed: after.sendHanded - before.sendHanded };
     }
     n.udpSendThread(false);
     n.close(a);
