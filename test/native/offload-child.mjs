@@ -28,8 +28,9 @@
 //                 with nothing held, a datagram leaves before the super-packets of its call
 //   udp-group     an underlay socket group (SO_REUSEPORT): port exclusive, reads in turn
 //   send-full     the socket fills up (a veth behind an 8 kbit/s tbf, a small send buffer)
-//                 while datagrams pass held TCP: udpSend counts exactly what the kernel
-//                 took, the TCP still queued in the call included as not sent
+//                 while datagrams pass held TCP, and in a call's first pass: udpSend
+//                 counts exactly what the kernel took, the TCP still queued (or not yet
+//                 cut) in the call included as not sent
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -794,9 +795,9 @@ const scenarios = {
     return r;
   },
 
-  /** A socket that fills up while datagrams pass held TCP: what udpSend counts as sent is
-   *  what the kernel took (the TCP of the same call, still queued when the send stopped,
-   *  counts as not sent). */
+  /** A socket that fills up while datagrams pass held TCP, and again in a call's first pass
+   *  (send_early): what udpSend counts as sent is what the kernel took (the TCP of the same
+   *  call, still queued or not yet cut when the send stopped, counts as not sent). */
   async 'send-full'() {
     const r = {};
     sh('ip', 'link', 'set', 'dev', 'lo', 'up');
@@ -833,6 +834,28 @@ const scenarios = {
     r.tookByKernel = qdiscPackets() - before; // the held TCP is still held: this call's sends alone
     r.total = frames.length;
     r.passed = n.offloadStats().sendPassed; // (this lets the thread go)
+    // The same in udpSend's first pass (tso.c send_early): with virtio headers, a TCP
+    // super-packet and then 300 ICMP datagrams, into a second socket that fills up the same
+    // way. The datagrams leave before the super-packet is cut; once the socket is full,
+    // neither the rest of them nor the super-packet's segments are counted as sent.
+    {
+      const b = n.udpOpen(ip4('10.9.0.1'), 7302, 4096);
+      const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(20_000, 0x61) });
+      const early = [Buffer.concat([vxlanFrame(6, 0).subarray(0, 22), pkt]), ...Array.from({ length: 300 }, () => vxlanFrame(1, 0x78))];
+      const vnet = Buffer.alloc(10 * early.length);
+      vnet[1] = 1; // the first is a TCPv4 super-packet, gso_size 1398
+      vnet[LE ? 4 : 5] = 1398 & 0xff;
+      vnet[LE ? 5 : 4] = 1398 >> 8;
+      const eoffs = new Int32Array(early.length);
+      early.forEach((f, i) => (eoffs[i] = i === 0 ? 0 : eoffs[i - 1] + early[i - 1].length));
+      const k = early.length;
+      const at = qdiscPackets();
+      const sent = n.udpSend(b, Buffer.concat(early), eoffs, Int32Array.from(early, (f) => f.length), new Uint32Array(k).fill(far),
+        Uint16Array.from(early, (_, i) => 9000 + (i % 2)), k, vnet, Int32Array.from(early, (_, i) => i), 22);
+      const s = n.offloadStats();
+      r.early = { sent, tookByKernel: qdiscPackets() - at, passed: s.sendPassed - r.passed, total: k };
+      n.close(b);
+    }
     n.udpSendThread(false);
     n.close(a);
     return r;
