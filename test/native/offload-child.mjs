@@ -90,6 +90,18 @@ function vxlanFrame(proto, tag, len = 60) {
   return f;
 }
 
+/** A function that returns what has arrived on socket `rx` so far (up to 64 datagrams of
+ *  up to 2 KB), each as its own Buffer. */
+function receiverOf(rx) {
+  const slot = 2048;
+  const rbuf = Buffer.alloc(slot * 64);
+  const rl = new Int32Array(64);
+  return () => {
+    const c = n.udpRecv(rx, rbuf, slot, 0, 64, rl, new Uint32Array(64), new Uint16Array(64), null);
+    return Array.from({ length: Math.max(c, 0) }, (_, i) => Buffer.from(rbuf.subarray(i * slot, i * slot + rl[i])));
+  };
+}
+
 /** A TCP/IPv4 packet with full checksums. */
 function tcp({ src, dst, sport, dport, seq, ack, flags, win = 65535, options = Buffer.alloc(0), payload = Buffer.alloc(0), id = 1 }) {
   const thl = 20 + options.length;
@@ -599,13 +611,7 @@ const scenarios = {
     };
     // A 20 000-byte TCP super-packet behind 22 bytes of encap: 15 segments, TCP alone.
     const superBatch = () => superThen({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2 }, 0x61, []);
-    const slot = 2048;
-    const rbuf = Buffer.alloc(slot * 64);
-    const rl = new Int32Array(64);
-    const recvNow = () => {
-      const c = n.udpRecv(rx, rbuf, slot, 0, 64, rl, new Uint32Array(64), new Uint16Array(64), null);
-      return Array.from({ length: Math.max(c, 0) }, (_, i) => Buffer.from(rbuf.subarray(i * slot, i * slot + rl[i])));
-    };
+    const recvNow = receiverOf(rx);
     const recvAll = async (want) => {
       const got = [];
       for (let tries = 0; got.length < want && tries < 100; tries++) {
@@ -749,13 +755,7 @@ const scenarios = {
       return d;
     };
     const flowOf = (d) => flows.findIndex((f) => d[31] === f.proto && d.readUInt32BE(34) === ip4(f.src) && (f.proto === 1 || d.readUInt16BE(42) === f.sport));
-    const slot = 2048;
-    const rbuf = Buffer.alloc(slot * 64);
-    const rl = new Int32Array(64);
-    const recvNow = () => {
-      const c = n.udpRecv(rx, rbuf, slot, 0, 64, rl, new Uint32Array(64), new Uint16Array(64), null);
-      return Array.from({ length: Math.max(c, 0) }, (_, i) => Buffer.from(rbuf.subarray(i * slot, i * slot + rl[i])));
-    };
+    const recvNow = receiverOf(rx);
     const call = fc.record({
       hold: fc.boolean(),
       pkts: fc.array(fc.record({ flow: fc.integer({ min: 0, max: flows.length - 1 }), big: fc.boolean() }), { minLength: 1, maxLength: 5 }),
