@@ -94,7 +94,8 @@ export interface OffloadStats {
   sendThread: number;
   sendHanded: number;
   sendInline: number;
-  /** Datagrams sent at once past batches the thread held, none of which had their flow. */
+  /** Datagrams sent at once past batches the thread held, none of which had their flow, or
+   *  before the super-packets read with them were cut (the first pass of udpSend, tso.c). */
   sendPassed: number;
   /** Hand-overs that found all of the thread's batches taken, and the milliseconds the JS
    *  thread waited in them (it reads neither the device nor the underlay meanwhile). */
