@@ -77,14 +77,19 @@ static inline uint16_t csum_fold(uint64_t acc) {
   return (uint16_t)acc;
 }
 
+/* The native 16-bit word that memcpy reads from v stored big-endian: what csum_add adds
+ * for a 16-bit field holding v, so a field's value can be summed without storing it first. */
+static inline uint64_t be16_word(uint32_t v) {
+  uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+  uint16_t w;
+  memcpy(&w, b, 2);
+  return w;
+}
+
+/* The IPv4 pseudo-header's sum: the addresses from the packet, protocol and length as
+ * values (a 12-byte copy summed back would make the loads wait for its stores). */
 static inline uint64_t pseudo_sum(const uint8_t *ip, uint8_t proto, uint32_t l4len) {
-  uint8_t ph[12];
-  memcpy(ph, ip + 12, 8);
-  ph[8] = 0;
-  ph[9] = proto;
-  ph[10] = (uint8_t)(l4len >> 8);
-  ph[11] = (uint8_t)l4len;
-  return csum_add(ph, sizeof ph, 0);
+  return csum_add(ip + 12, 8, 0) + be16_word(proto) + be16_word(l4len);
 }
 
 static inline void put_csum(uint8_t *at, uint16_t native) {

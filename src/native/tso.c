@@ -38,15 +38,6 @@ typedef struct {
   uint64_t ip_sum, tcp_sum; /* the headers' sums without the fields each segment sets */
 } tso_job;
 
-/* The native 16-bit word that memcpy reads from v stored big-endian: what csum_add adds
- * for a field holding v. */
-static inline uint64_t be16_word(uint32_t v) {
-  uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-  uint16_t w;
-  memcpy(&w, b, 2);
-  return w;
-}
-
 static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
   if (iplen < 40 || (ip[0] >> 4) != 4 || ip[9] != IPPROTO_TCP || be16(ip + 2) != iplen) return -1;
   if (be16(ip + 6) & 0x3fff) return -1; /* a fragment is no super-packet */
@@ -71,7 +62,7 @@ static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso
      * sum holds the pseudo-header's addresses and protocol; tso_write adds its length. */
     j->ip_sum = csum_add(ip + 12, j->ihl - 12, csum_add(ip + 6, 4, csum_add(ip, 2, 0)));
     j->tcp_sum = csum_add(th + 18, j->thl - 18, csum_add(th + 14, 2, csum_add(th + 8, 4, csum_add(th, 4, 0))));
-    j->tcp_sum = csum_add(ip + 12, 8, j->tcp_sum) + be16_word(IPPROTO_TCP);
+    j->tcp_sum += pseudo_sum(ip, IPPROTO_TCP, 0);
   }
   return 0;
 }
@@ -192,6 +183,11 @@ static inline void flow_bits(const uint8_t *d, size_t len, uint64_t b[2]) {
 
 /* Records in t (a set for the sender thread) and in the call's held_flows that flow `b` is
  * queued there: from now on it waits for the thread like what is queued before it. */
+/* Whether flow `b` may be among the flows of filter `set`: "no" is certain. */
+static inline int flow_maybe_in(const uint64_t set[2], const uint64_t b[2]) {
+  return (set[0] & b[0]) != 0 && (set[1] & b[1]) != 0;
+}
+
 static inline void flow_queued(vx_state *s, tx_set *t, const uint64_t b[2]) {
   t->flows[0] |= b[0];
   t->flows[1] |= b[1];
@@ -390,6 +386,13 @@ static int sink_put(copy_sink *c, const uint8_t *p, size_t len) {
   return 0;
 }
 
+/* Makes room in the express set for one more message (sends it when full): 0, or the errno
+ * that stopped that send. */
+static inline int express_room(vx_state *s, int fd) {
+  const tx_set *e = &s->express;
+  return e->nmsgs >= OF_MSGS || e->niovs >= MMSG_BATCH ? sender_express(s, fd) : 0;
+}
+
 /* Always inlined: it runs once per datagram, and GCC's own choice flips with the size of
  * its callers. When the first pass (send_early) grew tso_send, GCC stopped inlining it, and a
  * plain datagram cost 38 more instructions (callgrind, scripts/bench-instructions: 196 -> 234
@@ -413,10 +416,10 @@ static inline __attribute__((always_inline)) int queue_datagram(vx_state *s, int
     }
     if (sink) return sink_put(sink, d, len);
     if (s->snd != NULL) flow_bits(d, len, fb);
-    if (s->express_ok && ((s->held_flows[0] & fb[0]) == 0 || (s->held_flows[1] & fb[1]) == 0)) {
+    if (s->express_ok && !flow_maybe_in(s->held_flows, fb)) {
       /* Its flow is in none of the batches the thread holds: it need not wait behind them. */
       t = &s->express;
-      if ((t->nmsgs >= OF_MSGS || t->niovs >= MMSG_BATCH) && (*stop = sender_express(s, fd)) != 0) return 0;
+      if ((*stop = express_room(s, fd)) != 0) return 0;
     } else {
       t = s->tx;
       if ((t->nmsgs >= OF_MSGS || t->niovs >= MMSG_BATCH || (t->copy && t->used + len + 64 > OF_SCRATCH)) &&
@@ -470,14 +473,13 @@ static inline __attribute__((always_inline)) int queue_datagram(vx_state *s, int
  * neither for the cutting (the copy and checksums of ~45 segments per 64 KB super-packet)
  * nor, when the thread is idle, for its wake-up after the hand-over. What shares a flow with
  * a super-packet before it stays behind that one's segments, as in the second pass: no flow
- * is reordered. Returns 0 or the errno that stopped the send.
+ * is reordered. Returns 0 or the errno that stopped the send; st->early is all 0 on entry.
  */
 static int send_early(vx_state *st, int fd, uint8_t *buf, size_t buflen, const int32_t *offs, const int32_t *lens,
                       const uint32_t *addrs, const uint16_t *ports, const uint8_t *vnet, size_t nvnet,
                       const int32_t *vidx, int64_t encap, int64_t n) {
   uint64_t queued[2] = {st->held_flows[0], st->held_flows[1]};
   int gso = 0, plain = 0;
-  memset(st->early, 0, (size_t)n);
   for (int64_t i = 0; i < n; i++) {
     int32_t vi = READ_ONCE(vidx[i]);
     if (vi < 0 || (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet) continue;
@@ -501,10 +503,12 @@ static int send_early(vx_state *st, int fd, uint8_t *buf, size_t buflen, const i
       queued[1] |= fb[1];
       continue;
     }
-    if ((queued[0] & fb[0]) != 0 && (queued[1] & fb[1]) != 0) continue; /* its flow may be queued: in order */
-    if ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && complete_csum(buf + off + encap, (size_t)(len - encap), &h) != 0) continue;
-    if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) st->csum_completed += 1;
-    if ((st->express.nmsgs >= OF_MSGS || st->express.niovs >= MMSG_BATCH) && (stop = sender_express(st, fd)) != 0) return stop;
+    if (flow_maybe_in(queued, fb)) continue; /* its flow may be queued: in order */
+    if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+      if (complete_csum(buf + off + encap, (size_t)(len - encap), &h) != 0) continue; /* the second pass counts it */
+      st->csum_completed += 1;
+    }
+    if ((stop = express_room(st, fd)) != 0) return stop;
     msg_put(&st->express, buf + off, (size_t)len, addrs[i], ports[i], (int32_t)i, st->gso_off);
     st->early[i] = 1;
   }
@@ -542,6 +546,7 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   tx_reset(&st->express);
   st->express_ok = sender_held_flows(st, st->held_flows);
   memset(st->failed, 0, (size_t)n); /* only the first n are read below */
+  memset(st->early, 0, (size_t)n);
   i = 0;
   if (st->snd != NULL && vnet != NULL && (stop = send_early(st, fd, buf, buflen, offs, lens, addrs, ports, vnet, nvnet, vidx, encap, n)) != 0) {
     /* The socket is full (or gone): what was not sent early never leaves either. */
@@ -550,7 +555,7 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   for (; i < n && !stop; i++) {
     int32_t off = READ_ONCE(offs[i]), len = READ_ONCE(lens[i]), vi = vnet != NULL ? READ_ONCE(vidx[i]) : 0;
     vnet_hdr h = plain;
-    if (st->snd != NULL && vnet != NULL && st->early[i]) continue; /* sent by send_early */
+    if (st->early[i]) continue; /* sent by send_early */
     if (off < 0 || len < 0 || (int64_t)off + len > (int64_t)buflen ||
         (vnet != NULL && (len < encap || vi < 0 || (int64_t)vi * VNET_LEN + VNET_LEN > (int64_t)nvnet))) {
       throw_fmt(env, 1, "%s: packet %lld changed while being sent", fn, (long long)i);
