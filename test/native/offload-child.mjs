@@ -90,6 +90,29 @@ function vxlanFrame(proto, tag, len = 60) {
   return f;
 }
 
+/** Virtio headers for `count` packets: GSO_TCPV4 with gso_size 1398 for the ones `isSuper`
+ *  picks (the first by default), none for the rest; 10 bytes each, host byte order. */
+function vnetHeaders(count, isSuper = (i) => i === 0) {
+  const v = Buffer.alloc(10 * count);
+  for (let i = 0; i < count; i++) {
+    if (!isSuper(i)) continue;
+    v[10 * i + 1] = 1; // GSO_TCPV4
+    v[10 * i + (LE ? 4 : 5)] = 1398 & 0xff;
+    v[10 * i + (LE ? 5 : 4)] = 1398 >> 8;
+  }
+  return v;
+}
+
+/** One udpSend of `frames` (each 22 bytes of encap, then the packet) with virtio headers
+ *  `vnet` (frame i's at 10 * i), to `addr` and port portOf(i). */
+function sendFrames(fd, frames, vnet, addr, portOf) {
+  const offs = new Int32Array(frames.length);
+  for (let i = 1; i < frames.length; i++) offs[i] = offs[i - 1] + frames[i - 1].length;
+  const k = frames.length;
+  return n.udpSend(fd, Buffer.concat(frames), offs, Int32Array.from(frames, (f) => f.length), new Uint32Array(k).fill(addr),
+    Uint16Array.from(frames, (_, i) => portOf(i)), k, vnet, Int32Array.from(frames, (_, i) => i), 22);
+}
+
 /** A function that returns what has arrived on socket `rx` so far (up to 64 datagrams of
  *  up to 2 KB), each as its own Buffer. */
 function receiverOf(rx) {
@@ -294,10 +317,7 @@ const scenarios = {
     const encap = Buffer.alloc(22, 0x5a);
     const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x18, payload: Buffer.alloc(20_000, 0x61) });
     const buf = Buffer.concat([Buffer.alloc(10), encap, pkt]);
-    const vnet = Buffer.alloc(10);
-    vnet[1] = 1; // GSO_TCPV4
-    vnet[LE ? 4 : 5] = 1398 & 0xff;
-    vnet[LE ? 5 : 4] = 1398 >> 8;
+    const vnet = vnetHeaders(1);
     const expected = (() => {
       const out = Buffer.alloc(1 << 20);
       const oo = new Int32Array(64);
@@ -407,10 +427,7 @@ const scenarios = {
     const a = n.udpOpen(ip4('10.78.0.1'), 7001, 1 << 20);
     const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(5000, 0x62) });
     const buf = Buffer.concat([Buffer.alloc(22, 0x5a), pkt]);
-    const vnet = Buffer.alloc(10);
-    vnet[1] = 1;
-    vnet[LE ? 4 : 5] = 1398 & 0xff;
-    vnet[LE ? 5 : 4] = 1398 >> 8;
+    const vnet = vnetHeaders(1);
     const send = () => n.udpSend(a, buf, new Int32Array([0]), new Int32Array([buf.length]), new Uint32Array([ip4('10.78.0.2')]), new Uint16Array([9]), 1, vnet, new Int32Array([0]), 22);
     const s0 = n.offloadStats();
     r.sent1 = send();
@@ -457,10 +474,7 @@ const scenarios = {
     const superLen = ENC + 40 + 12_000; // 9 segments of 1398 bytes (the last shorter)
     const plainLen = ENC + 40 + 100;
     const buf = Buffer.alloc(10 + superLen + 3 * plainLen);
-    const vnet = Buffer.alloc(20); // [0]: GSO_TCPV4, [1]: none
-    vnet[1] = 1;
-    vnet[LE ? 4 : 5] = 1398 & 0xff;
-    vnet[LE ? 5 : 4] = 1398 >> 8;
+    const vnet = vnetHeaders(2); // [0]: GSO_TCPV4, [1]: none
     const offs = new Int32Array([10, 10 + superLen, 10 + superLen + plainLen, 10 + superLen + 2 * plainLen]);
     const lens = new Int32Array([superLen, plainLen, plainLen, plainLen]);
     const addrs = new Uint32Array(4).fill(lo);
@@ -599,15 +613,7 @@ const scenarios = {
     const superThen = (flow, fill, rest) => {
       const pkt = tcp({ ...flow, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(20_000, fill) });
       const frames = [Buffer.concat([vxlanFrame(6, 0).subarray(0, 22), pkt]), ...rest];
-      const vnet = Buffer.alloc(10 * frames.length);
-      vnet[1] = 1; // the first is a TCPv4 super-packet, gso_size 1398
-      vnet[LE ? 4 : 5] = 1398 & 0xff;
-      vnet[LE ? 5 : 4] = 1398 >> 8;
-      const buf = Buffer.concat(frames);
-      const offs = new Int32Array(frames.length);
-      for (let i = 1; i < frames.length; i++) offs[i] = offs[i - 1] + frames[i - 1].length;
-      const k = frames.length;
-      return n.udpSend(a, buf, offs, Int32Array.from(frames, (f) => f.length), new Uint32Array(k).fill(lo), new Uint16Array(k).fill(7202), k, vnet, Int32Array.from(frames, (_, i) => i), 22);
+      return sendFrames(a, frames, vnetHeaders(frames.length), lo, () => 7202);
     };
     // A 20 000-byte TCP super-packet behind 22 bytes of encap: 15 segments, TCP alone.
     const superBatch = () => superThen({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2 }, 0x61, []);
@@ -773,17 +779,8 @@ const scenarios = {
             n._senderHold(c.hold, c.hold ? 20 : undefined);
             const pkts = c.pkts.map((p) => ({ ...p, big: p.big && flows[p.flow].proto === 6 }));
             const frames = pkts.map((p) => frame(flows[p.flow], p.big, ++tags[p.flow]));
-            const vnet = Buffer.alloc(10 * frames.length);
-            pkts.forEach((p, i) => {
-              if (!p.big) return;
-              vnet[10 * i + 1] = 1;
-              vnet[10 * i + (LE ? 4 : 5)] = 1398 & 0xff;
-              vnet[10 * i + (LE ? 5 : 4)] = 1398 >> 8;
-            });
-            const offs = new Int32Array(frames.length);
-            for (let i = 1; i < frames.length; i++) offs[i] = offs[i - 1] + frames[i - 1].length;
             const k = frames.length;
-            const sent = n.udpSend(a, Buffer.concat(frames), offs, Int32Array.from(frames, (f) => f.length), new Uint32Array(k).fill(lo), new Uint16Array(k).fill(7212), k, vnet, Int32Array.from(frames, (_, i) => i), 22);
+            const sent = sendFrames(a, frames, vnetHeaders(k, (i) => pkts[i].big), lo, () => 7212);
             if (sent !== k) throw new Error(`udpSend took ${sent} of ${k}`);
             want += pkts.reduce((t, p) => t + (p.big ? 4 : 1), 0);
           }
@@ -945,18 +942,10 @@ const scenarios = {
       const b = n.udpOpen(ip4('10.9.0.1'), 7302, 4096);
       const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(20_000, 0x61) });
       const early = [Buffer.concat([vxlanFrame(6, 0).subarray(0, 22), pkt]), ...Array.from({ length: 300 }, () => vxlanFrame(1, 0x78))];
-      const vnet = Buffer.alloc(10 * early.length);
-      vnet[1] = 1; // the first is a TCPv4 super-packet, gso_size 1398
-      vnet[LE ? 4 : 5] = 1398 & 0xff;
-      vnet[LE ? 5 : 4] = 1398 >> 8;
-      const eoffs = new Int32Array(early.length);
-      early.forEach((f, i) => (eoffs[i] = i === 0 ? 0 : eoffs[i - 1] + early[i - 1].length));
-      const k = early.length;
       const at = qdiscPackets();
-      const sent = n.udpSend(b, Buffer.concat(early), eoffs, Int32Array.from(early, (f) => f.length), new Uint32Array(k).fill(far),
-        Uint16Array.from(early, (_, i) => 9000 + (i % 2)), k, vnet, Int32Array.from(early, (_, i) => i), 22);
+      const sent = sendFrames(b, early, vnetHeaders(early.length), far, (i) => 9000 + (i % 2));
       const s = n.offloadStats();
-      r.early = { sent, tookByKernel: qdiscPackets() - at, passed: s.sendPassed - r.passed, total: k };
+      r.early = { sent, tookByKernel: qdiscPackets() - at, passed: s.sendPassed - r.passed, total: early.length };
       n.close(b);
     }
     n.udpSendThread(false);
