@@ -54,9 +54,12 @@ export interface OutsideHooks {
 export const OUTSIDE_MAX_DATAGRAM = 9216;
 /** Receive slot with UDP GRO: a coalesced datagram is up to 64 KB. */
 const GRO_SLOT = 65536;
-/** Datagrams per receive with UDP GRO: each may hold up to 64 frames, so 16 of them are up to
- *  1024 frames, and the buffer stays at 1 MB instead of 4 (memory budget, docs/memory.md). */
-const GRO_RECV_BATCH = 16;
+/** Datagrams per receive with UDP GRO: each may hold up to 64 frames, so 32 of them are up to
+ *  2048 frames in a 2 MB buffer. Per batch the drain pays a receive, a look at the device and
+ *  device writes that end each flow's super-packet: with 16 a download took more CPU for the
+ *  same rate and four were slower; 64 made one slower and the pings beside it too
+ *  (docs/dataplane.md "Batching and sizes"). */
+const GRO_RECV_BATCH = 32;
 /** Frames queued for one device write with UDP GRO (a batch of datagrams holds many). */
 const GRO_OUT_BATCH = 1024;
 
