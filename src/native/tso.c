@@ -181,13 +181,13 @@ static inline void flow_bits(const uint8_t *d, size_t len, uint64_t b[2]) {
   b[1] = 1ULL << ((h >> 6) & 63);
 }
 
-/* Records in t (a set for the sender thread) and in the call's held_flows that flow `b` is
- * queued there: from now on it waits for the thread like what is queued before it. */
 /* Whether flow `b` may be among the flows of filter `set`: "no" is certain. */
 static inline int flow_maybe_in(const uint64_t set[2], const uint64_t b[2]) {
   return (set[0] & b[0]) != 0 && (set[1] & b[1]) != 0;
 }
 
+/* Records in t (a set for the sender thread) and in the call's held_flows that flow `b` is
+ * queued there: from now on it waits for the thread like what is queued before it. */
 static inline void flow_queued(vx_state *s, tx_set *t, const uint64_t b[2]) {
   t->flows[0] |= b[0];
   t->flows[1] |= b[1];
