@@ -33,6 +33,8 @@ export interface LabOptions {
   awsSrcportPin?: boolean;
   /** Set rp_filter (all/default) in every lab namespace; default: leave the inherited value. */
   rpFilter?: 0 | 1 | 2;
+  /** The gateway's underlay receives as from a real NIC: datagrams one by one, GRO on (`--underlay-gro`). */
+  underlayGro?: boolean;
   /**
    * The site router: 'masquerade' (default, iptables MASQUERADE on WAN 198.51.100.2) or
    * 'miniupnpd': WAN 11.22.33.7 (an address miniupnpd will map on), no static forward, NAT in
@@ -63,7 +65,7 @@ export interface LabEnv {
   GW_SUBNET: string; GW_VTEP_IP: string; GW_VTEP_MAC: string; GW_PUBLIC_IP: string;
   HOST_IF: string; HOST_IP: string;
   /** 1 when the lab with this prefix is up (then the next five describe how it was built). */
-  UP: number; PORT_FORWARD: number | string; GW_MODE: string; AWS_SRCPORT_PIN: number | string;
+  UP: number; PORT_FORWARD: number | string; GW_MODE: string; AWS_SRCPORT_PIN: number | string; UNDERLAY_GRO: number | string;
   RP_FILTER: number | string; ROUTER: 'masquerade' | 'miniupnpd';
 }
 
@@ -76,6 +78,7 @@ export async function labUp(opts: LabOptions): Promise<LabEnv> {
   args.push('--gw', opts.gw ?? 'none');
   if (opts.awsSrcportPin) args.push('--aws-srcport-pin');
   if (opts.rpFilter !== undefined) args.push('--rp-filter', String(opts.rpFilter));
+  if (opts.underlayGro) args.push('--underlay-gro');
   if (opts.router) args.push('--router', opts.router);
   const r = await run([LABNET, ...args], { timeoutMs: opts.timeoutMs ?? 30_000 });
   if (r.code !== 0) {

@@ -165,6 +165,26 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
     });
   });
 
+  describe('--underlay-gro (the gateway underlay as a real NIC)', () => {
+    let env: LabEnv;
+    beforeAll(async () => {
+      env = await labUp({ prefix: PREFIX, gw: 'kernel', underlayGro: true });
+    });
+    afterAll(async () => {
+      await labDown(PREFIX);
+    });
+
+    it('cuts on the NAT side, does GRO on the gateway side, says so in env, and still carries TCP intact', async () => {
+      expect(String(env.UNDERLAY_GRO)).toBe('1');
+      const nat = await nsRun(env.NS_NAT, ['ethtool', '-k', env.NAT_LAN_IF]);
+      expect(nat).toMatch(/^tcp-segmentation-offload: off/m);
+      expect(nat).toMatch(/^generic-segmentation-offload: off/m);
+      expect(await nsRun(env.NS_GW, ['ethtool', '-k', env.GW_UNDERLAY_IF])).toMatch(/^generic-receive-offload: on/m);
+      const down = await tcpTransfer(env.NS_POD1, env.NS_HOST, env.HOST_IP, MB4);
+      expect(down.receivedSha256).toBe(down.sentSha256);
+    });
+  });
+
   describe('--aws-srcport-pin without the port forward (no gateway VTEP)', () => {
     let env: LabEnv;
     beforeAll(async () => {
