@@ -10,17 +10,18 @@
 //  4. One send call hands the whole batch to the underlay socket (sendmmsg).
 //
 // With offloads (TUN, settings.vnetHdr) step 1 reads each packet with a virtio_net_hdr,
-// and a packet may be a TCP super-packet of up to 64 KB that the
-// site's kernel did not segment. Steps 2 and 3 are the same, once per super-packet; in
+// and a packet may be a TCP super-packet of up to 64 KB that the site's kernel did not
+// segment, or (Linux 6.2+) a UDP one: a flow's datagrams joined by GRO on the LAN
+// interface, or a local UDP_SEGMENT send. Steps 2 and 3 are the same, once per super-packet; in
 // step 4 the addon completes partial checksums and cuts super-packets into MTU-sized
 // segments, each behind a copy of the headers, sent with UDP_SEGMENT (tso.c: that loop
 // touches every byte, so it is C: src/native/tso.c).
 
 import { clampTcpMss } from '../proto/tcpmss.js';
 import { ETHERTYPE_IPV4, readEtherType, writeEthernetHeader } from '../proto/ethernet.js';
-import { IPPROTO_TCP, ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
+import { IPPROTO_TCP, IPPROTO_UDP, ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
 import { ENCAP_LEN, ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
-import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, readVnetU16 } from '../proto/vnet.js';
+import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, readVnetU16 } from '../proto/vnet.js';
 import { isBulkTcp } from './bulk-flows.js';
 import { Drop } from './drops.js';
 import { Batch } from './io.js';
@@ -104,8 +105,8 @@ export class InsidePath extends PacketPath {
     return n;
   }
 
-  /** TUN with offloads: packet i at `off`, maybe a TCP super-packet; routed and encapsulated
-   *  once, segmented by the addon. */
+  /** TUN with offloads: packet i at `off`, maybe a TCP or UDP super-packet; routed and
+   *  encapsulated once, segmented by the addon. */
   private encapVnet(i: number, off: number, len: number): void {
     const { buf, s, peers } = this;
     const vnet = this.vnet!;
@@ -128,7 +129,8 @@ export class InsidePath extends PacketPath {
       if (s.mssClamp) clampTcpMss(buf, off, ipLen, s.maxMss, (vnet[h] & VNET_F_NEEDS_CSUM) !== 0);
       if (isBulkTcp(buf, off, ipLen, s.mtu)) this.bulk.markReverse(buf, off);
     } else {
-      const hdrLen = gsoType === VNET_GSO_TCPV4 ? tcpHeadersLength(buf, off, ipLen) : -1;
+      const hdrLen =
+        gsoType === VNET_GSO_TCPV4 ? tcpHeadersLength(buf, off, ipLen) : gsoType === VNET_GSO_UDP_L4 ? udpHeadersLength(buf, off, ipLen) : -1;
       const gsoSize = readVnetU16(vnet, h + 4);
       if (hdrLen < 0 || gsoSize === 0) {
         this.drops.add(Drop.badIPv4); // metadata the kernel should never send us
@@ -138,7 +140,8 @@ export class InsidePath extends PacketPath {
       // multiples of the MSS, and a plain division then optimises to an exact Int32 divide
       // that deoptimises ("lost precision") at the first that is not (seen with --trace-deopt).
       segs = Math.max(1, (((ipLen - hdrLen + gsoSize - 1) / gsoSize) | 0));
-      this.bulk.markReverse(buf, off); // a super-packet is TCP, its headers checked just above
+      // A TCP super-packet is an upload's data: hold its flow's ACKs (headers checked above).
+      if (gsoType === VNET_GSO_TCPV4) this.bulk.markReverse(buf, off);
       wire = ipLen + segs * ENCAP_LEN + (segs - 1) * hdrLen;
     }
     const eth = off - ETH_HEADER_LEN;
@@ -207,6 +210,13 @@ function tcpHeadersLength(buf: Buffer, off: number, ipLen: number): number {
   if (ihl + 20 > ipLen) return -1;
   const hl = ihl + ((buf[off + ihl + 12] >>> 4) << 2);
   return hl - ihl < 20 || hl > ipLen ? -1 : hl;
+}
+
+/** IPv4 + UDP header length of a UDP/IPv4 packet (`ipLen` bytes, validated), or -1. */
+function udpHeadersLength(buf: Buffer, off: number, ipLen: number): number {
+  if (buf[off + 9] !== IPPROTO_UDP) return -1;
+  const ihl = (buf[off] & 0x0f) << 2;
+  return ihl + 8 > ipLen ? -1 : ihl + 8;
 }
 
 export function align64(n: number): number {

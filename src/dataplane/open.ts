@@ -7,8 +7,8 @@
 // accept them and silently lose their control messages (udpCheckOffloads, socket.c).
 import { TUN_F_CSUM, TUN_F_TSO4, type NativeBinding, type TunHandle } from '../native/index.js';
 
-/** Offloads asked of the TUN driver: partial checksums and IPv4 TSO. (TUN_F_USO4 would
- *  bring UDP super-packets, which the site rarely sends; TSO6 is pointless: IPv4 only.) */
+/** Offloads asked of the TUN driver: partial checksums and IPv4 TSO. (The addon adds
+ *  TUN_F_USO4/6 where the kernel has them, native/device.c; TSO6 is pointless: IPv4 only.) */
 export const TUN_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4;
 
 export class OpenError extends Error {

@@ -52,6 +52,8 @@ static napi_value offload_stats(napi_env env, napi_callback_info info) {
   if (napi_create_double(env, (val), &v) == napi_ok) napi_set_named_property(env, res, name, v)
   STAT("tsoPackets", st->tso_packets);
   STAT("tsoSegments", st->tso_segments);
+  STAT("usoPackets", st->uso_packets);
+  STAT("usoSegments", st->uso_segments);
   STAT("gsoMessages", st->gso_messages);
   STAT("gsoRefused", st->gso_refused);
   STAT("gsoOff", st->gso_off);

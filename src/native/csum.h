@@ -10,6 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/virtio_net.h>
+
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4 /* headers older than Linux 6.2 */
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5
+#endif
 
 #define TCP_FIN 0x01
 #define TCP_PSH 0x08

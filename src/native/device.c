@@ -225,13 +225,13 @@ napi_value vx_tun_open(napi_env env, napi_callback_info info) {
   if (offloads && ioctl(fds[0], TUNSETOFFLOAD, (unsigned long)offloads) < 0)
     FAIL_STEP(errno, "ioctl(TUNSETOFFLOAD)", "ioctl(TUNSETOFFLOAD 0x%llx) %s", (long long)offloads, ifr.ifr_name);
   if (offloads) {
-    /* Does this kernel take UDP super-packets (GSO_UDP_L4) on a write? Linux 6.2 brought
-     * that and TUN_F_USO4/6 together, so a TUNSETOFFLOAD asking for them tells; it is then
-     * set back, because it would also let the kernel hand us UDP super-packets to read,
-     * which the inside path does not cut. */
+    /* UDP super-packets (GSO_UDP_L4) both ways where the kernel has them: Linux 6.2 brought
+     * them to TUN with TUN_F_USO4/6, which it takes only together, so a TUNSETOFFLOAD asking
+     * for them tells. A write may then join a flow's datagrams (gro.c), and a read may hand
+     * us a UDP super-packet, which the send path cuts (tso.c); without them the kernel cuts
+     * those itself before the device. USO6 has nothing to do here (the inside path drops
+     * IPv6, one super-packet as one packet). */
     st->uso_write = ioctl(fds[0], TUNSETOFFLOAD, (unsigned long)(offloads | TUN_F_USO4 | TUN_F_USO6)) == 0;
-    if (st->uso_write && ioctl(fds[0], TUNSETOFFLOAD, (unsigned long)offloads) < 0)
-      FAIL_STEP(errno, "ioctl(TUNSETOFFLOAD)", "ioctl(TUNSETOFFLOAD 0x%llx) %s (after the USO probe)", (long long)offloads, ifr.ifr_name);
   }
   handle = fds[0];
   if (queues > 1) {

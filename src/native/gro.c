@@ -15,11 +15,7 @@
 #include <sys/uio.h>
 #include <linux/virtio_net.h>
 
-#ifndef VIRTIO_NET_HDR_GSO_UDP_L4 /* headers older than Linux 6.2 */
-#define VIRTIO_NET_HDR_GSO_UDP_L4 5
-#endif
-
-#include "csum.h"
+#include "csum.h" /* also VIRTIO_NET_HDR_GSO_UDP_L4 where the headers predate it */
 #include "gro.h"
 #include "napi_util.h"
 

@@ -67,6 +67,10 @@ export interface OffloadStats {
   /** TCP super-packets read from the device and segmented, and the segments made of them. */
   tsoPackets: number;
   tsoSegments: number;
+  /** UDP super-packets (GSO_UDP_L4) read from the device and cut, and the datagrams made of
+   *  them: only where the kernel has USO for TUN (usoWrite 1). */
+  usoPackets: number;
+  usoSegments: number;
   /** sendmmsg messages sent with UDP_SEGMENT (the kernel cut them into datagrams). */
   gsoMessages: number;
   /** 1 once the kernel refused UDP_SEGMENT (EIO/EINVAL) or the start-up check did not see it
@@ -86,8 +90,9 @@ export interface OffloadStats {
    *  queues left alone because they hold the ACKs of a download in progress. */
   lookReads: number;
   lookLeft: number;
-  /** 1 when the kernel takes UDP super-packets (GSO_UDP_L4, Linux 6.2+) written to the
-   *  device, found when it was opened: UDP datagrams of one flow are then joined too. */
+  /** 1 when the kernel has UDP super-packets (GSO_UDP_L4, Linux 6.2+) for the device, found
+   *  when it was opened: UDP datagrams of one flow are then joined on writes, and reads may
+   *  hand over UDP super-packets (usoPackets). */
   usoWrite: number;
   /** 1 while the sender thread sends to the underlay (udpSendThread); the batches handed to
    *  it, and the lone datagrams sent on the JS thread while it was idle. */

@@ -10,6 +10,12 @@
  * UDP_SEGMENT (the kernel cuts it into datagrams), split only where the kernel's limits
  * (64 segments, 65507 bytes) require.
  *
+ * With TUN_F_USO4/6 (Linux 6.2+, device.c) the device also hands us UDP super-packets
+ * (GSO_UDP_L4): a local sender's UDP_SEGMENT send, or the site's datagrams joined by GRO on
+ * the LAN interface (rx-udp-gro-forwarding). They are cut the same way into datagrams of
+ * gso_size payload bytes, each with its own IP length, id and checksum and UDP length and
+ * checksum, as the kernel's own UDP GSO would cut them.
+ *
  * Fallback: a UDP_SEGMENT send refused with EIO/EINVAL (an egress device without checksum
  * offload on kernels before 6.11, an MTU smaller than the segments) is sent again one
  * datagram per segment, and segmentation stays per datagram from then on (gso_off).
@@ -26,25 +32,57 @@
 #include "tso.h"
 
 
-/* A TCP/IPv4 super-packet to cut into segments. The header length is taken from the
- * packet itself, not from hdr_len: on the forwarding path the kernel may report the whole
- * linear part there (wireguard-go does the same). */
+/* A TCP/IPv4 or UDP/IPv4 super-packet to cut into segments. The header length is taken
+ * from the packet itself, not from hdr_len: on the forwarding path the kernel may report the
+ * whole linear part there (wireguard-go does the same). */
 typedef struct {
   const uint8_t *ip;
   size_t iplen, ihl, thl, hdrlen, payload;
   uint32_t gso, nsegs, seq0;
   uint16_t id0;
+  uint8_t udp;             /* GSO_UDP_L4: thl is 8, no sequence numbers or flags */
   uint8_t off, flags;      /* the TCP header's data offset byte and flags */
-  uint64_t ip_sum, tcp_sum; /* the headers' sums without the fields each segment sets */
+  uint64_t ip_sum, tcp_sum; /* the headers' sums without the fields each segment sets (tcp_sum: UDP's too) */
 } tso_job;
 
-static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
-  if (iplen < 40 || (ip[0] >> 4) != 4 || ip[9] != IPPROTO_TCP || be16(ip + 2) != iplen) return -1;
+/* What TCP and UDP super-packets check alike: IPv4, its total length, no fragment, the IP
+ * header and `minl4` bytes of L4 header inside. Sets ihl. */
+static int gso_ip_ok(tso_job *j, const uint8_t *ip, size_t iplen, uint8_t proto, size_t minl4, uint32_t gso) {
+  if (iplen < 20 + minl4 || (ip[0] >> 4) != 4 || ip[9] != proto || be16(ip + 2) != iplen || gso == 0) return -1;
   if (be16(ip + 6) & 0x3fff) return -1; /* a fragment is no super-packet */
   j->ihl = (size_t)(ip[0] & 0x0f) * 4;
-  if (j->ihl < 20 || j->ihl + 20 > iplen) return -1;
+  if (j->ihl < 20 || j->ihl + minl4 > iplen) return -1;
+  return 0;
+}
+
+/* A UDP super-packet: the datagrams share the UDP header but for length and checksum. */
+static int uso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
+  const uint8_t *uh;
+  if (gso_ip_ok(j, ip, iplen, IPPROTO_UDP, 8, gso) != 0) return -1;
+  uh = ip + j->ihl;
+  j->ip = ip;
+  j->iplen = iplen;
+  j->udp = 1;
+  j->thl = 8;
+  j->hdrlen = j->ihl + 8;
+  j->payload = iplen - j->hdrlen;
+  j->gso = gso;
+  j->nsegs = j->payload == 0 ? 1 : (uint32_t)((j->payload + gso - 1) / gso);
+  j->seq0 = 0;
+  j->id0 = be16(ip + 4);
+  j->off = j->flags = 0;
+  j->ip_sum = csum_add(ip + 12, j->ihl - 12, csum_add(ip + 6, 4, csum_add(ip, 2, 0)));
+  /* The ports, and the pseudo-header's addresses and protocol; uso_seg_write adds the length
+   * twice (pseudo-header and UDP header). */
+  j->tcp_sum = csum_add(uh, 4, 0) + pseudo_sum(ip, IPPROTO_UDP, 0);
+  return 0;
+}
+
+static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
+  if (gso_ip_ok(j, ip, iplen, IPPROTO_TCP, 20, gso) != 0) return -1;
   j->thl = (size_t)(ip[j->ihl + 12] >> 4) * 4;
-  if (j->thl < 20 || j->ihl + j->thl > iplen || gso == 0) return -1;
+  if (j->thl < 20 || j->ihl + j->thl > iplen) return -1;
+  j->udp = 0;
   j->ip = ip;
   j->iplen = iplen;
   j->hdrlen = j->ihl + j->thl;
@@ -100,6 +138,33 @@ static size_t tso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out
   acc = csum_add(j->ip + start, chunk, acc); /* headers are a multiple of 4 bytes: an even offset */
   put_csum(th + 16, (uint16_t)~csum_fold(acc));
   return encap + j->hdrlen + chunk;
+}
+
+/* Writes datagram k of a UDP super-packet, as tso_write does a TCP segment (same rules:
+ * nothing loaded from `out`). The ids count up from the super-packet's, as the kernel's UDP
+ * GSO numbers them; a checksum that sums to 0 goes as 0xffff (0 would mean none). */
+static size_t uso_seg_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out) {
+  size_t start = j->hdrlen + (size_t)k * j->gso;
+  size_t chunk = j->payload == 0 ? 0 : (j->iplen - start < j->gso ? j->iplen - start : j->gso);
+  uint8_t *ip = out + encap, *uh = ip + j->ihl;
+  uint32_t len = (uint32_t)(j->hdrlen + chunk), ulen = (uint32_t)(8 + chunk);
+  uint16_t id = (uint16_t)(j->id0 + k), c;
+  uint64_t acc;
+  memcpy(out, j->ip - encap, encap);
+  memcpy(ip, j->ip, j->hdrlen);
+  memcpy(ip + j->hdrlen, j->ip + start, chunk);
+  put16(ip + 2, len);
+  put16(ip + 4, id);
+  put_csum(ip + 10, (uint16_t)~csum_fold(j->ip_sum + be16_word(len) + be16_word(id)));
+  put16(uh + 4, ulen);
+  acc = csum_add(j->ip + start, chunk, j->tcp_sum + 2 * be16_word(ulen));
+  c = (uint16_t)~csum_fold(acc);
+  put_csum(uh + 6, c == 0 ? 0xffff : c);
+  return encap + j->hdrlen + chunk;
+}
+
+static inline size_t gso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out) {
+  return j->udp ? uso_seg_write(j, encap, k, out) : tso_write(j, encap, k, out);
 }
 
 /* ------------------------------------------------------------------- send */
@@ -431,10 +496,18 @@ static inline __attribute__((always_inline)) int queue_datagram(vx_state *s, int
     msg_put(t, d, len, addr, port, pkt, s->gso_off);
     return 0;
   }
-  if (type != VIRTIO_NET_HDR_GSO_TCPV4 || tso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;
+  if (type == VIRTIO_NET_HDR_GSO_TCPV4) {
+    if (tso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;
+    s->tso_packets += 1;
+    s->tso_segments += j.nsegs;
+  } else if (type == VIRTIO_NET_HDR_GSO_UDP_L4) {
+    if (uso_prepare(&j, ip, iplen, h->gso_size) != 0) return -1;
+    s->uso_packets += 1;
+    s->uso_segments += j.nsegs;
+  } else {
+    return -1;
+  }
   if (s->snd != NULL && !sink) flow_bits(d, len, fb);
-  s->tso_packets += 1;
-  s->tso_segments += j.nsegs;
   stride = encap + j.hdrlen + j.gso;
   per_msg = s->gso_off || sink ? 1 : (uint32_t)(UDP_GSO_MAX_BYTES / stride);
   if (per_msg > UDP_GSO_MAX_SEGS) per_msg = UDP_GSO_MAX_SEGS;
@@ -446,7 +519,7 @@ static inline __attribute__((always_inline)) int queue_datagram(vx_state *s, int
     if (sink) {
       if (sink->n >= sink->nmax || sink->used + stride > sink->cap) return -1;
       sink->offs[sink->n] = (int32_t)sink->used;
-      sink->lens[sink->n] = (int32_t)tso_write(&j, encap, k, sink->buf + sink->used);
+      sink->lens[sink->n] = (int32_t)gso_write(&j, encap, k, sink->buf + sink->used);
       sink->used += (size_t)sink->lens[sink->n++];
       k++;
       continue;
@@ -455,7 +528,7 @@ static inline __attribute__((always_inline)) int queue_datagram(vx_state *s, int
       if ((*stop = flush(s, fd)) != 0) return 0;
     }
     base = s->tx->scratch + s->tx->used;
-    for (q = 0; q < m; q++) total += tso_write(&j, encap, k + q, base + total);
+    for (q = 0; q < m; q++) total += gso_write(&j, encap, k + q, base + total);
     s->tx->used += (total + 63) & ~(size_t)63;
     msg_add(s->tx, base, total, addr, port, m > 1 ? (uint16_t)stride : 0, pkt, !s->gso_off);
     if (s->tx->copy) flow_queued(s, s->tx, fb);

@@ -5,14 +5,16 @@
 //
 // flags NEEDS_CSUM: the L4 checksum field holds only the pseudo-header sum, to be completed
 // over [csum_start, end). gso_type TCPV4: a TCP super-packet, to be cut into segments of
-// gso_size payload bytes. The addon (src/native/tso.c) does both; TypeScript reads only
-// what it needs to route and count.
+// gso_size payload bytes; UDP_L4 (Linux 6.2+): a UDP one, cut into datagrams of gso_size
+// payload bytes. The addon (src/native/tso.c) does both; TypeScript reads only what it
+// needs to route and count.
 import { endianness } from 'node:os';
 
 export const VNET_HDR_LEN = 10;
 export const VNET_F_NEEDS_CSUM = 1;
 export const VNET_GSO_NONE = 0;
 export const VNET_GSO_TCPV4 = 1;
+export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
 const LITTLE = endianness() === 'LE';

@@ -15,6 +15,8 @@
 //                 segs), one without as separate datagrams, byte-identical to _tsoSegment's
 //   udp-write     UDP datagrams written with vnet headers (joined into GSO_UDP_L4
 //                 super-packets where the kernel takes them) reach a socket byte for byte
+//   udp-read      a local UDP_SEGMENT send into the device is read as one GSO_UDP_L4
+//                 super-packet (where the kernel has it) and cut back into its datagrams
 //   gso-refused   the kernel refuses UDP_SEGMENT (segments above the route MTU): the same
 //                 datagrams go out one by one, and UDP_SEGMENT is not asked for again
 //   send-thread   udpSend through the sender thread: batches of super-packets and plain
@@ -414,6 +416,57 @@ const scenarios = {
     r.matchA = got[5001].length === sent[5001].length && got[5001].every((m, i) => m.equals(sent[5001][i]));
     r.matchB = got[5002].length === sent[5002].length && got[5002].every((m, i) => m.equals(sent[5002][i]));
     sock.close();
+    n.close(tun.fd);
+    return r;
+  },
+
+  /** A local UDP_SEGMENT send routed into a TUN with offloads: where the kernel has USO for
+   *  TUN (usoWrite), devRead hands it over as one GSO_UDP_L4 super-packet, and udpSend with
+   *  vnet headers cuts it into the same datagrams, which a socket gets byte for byte. */
+  async 'udp-read'() {
+    const r = {};
+    sh('ip', 'link', 'set', 'dev', 'lo', 'up');
+    const tun = n.tunOpen('vxoa', false, TUN_F_CSUM | TUN_F_TSO4);
+    tunUp('vxoa', '10.80.0.1/24');
+    r.usoWrite = n.offloadStats().usoWrite;
+    // The sender: ten datagrams of 1200 bytes and one of 500 to 10.80.0.2 (behind the device),
+    // from the addon's own plain udpSend, which joins a run of one size into one UDP_SEGMENT
+    // message (the last may be shorter), as a QUIC stack sends.
+    const tx = n.udpOpen(ip4('10.80.0.1'), 4433, 1 << 20);
+    const sizes = [...Array(10).fill(1200), 500];
+    const pays = sizes.map((len, i) => Buffer.alloc(len, 0x30 + i));
+    const sbuf = Buffer.concat(pays);
+    const soffs = new Int32Array(sizes.length);
+    sizes.reduce((at, len, i) => ((soffs[i] = at), at + len), 0);
+    r.sent = n.udpSend(tx, sbuf, soffs, Int32Array.from(sizes), new Uint32Array(sizes.length).fill(ip4('10.80.0.2')), new Uint16Array(sizes.length).fill(6000), sizes.length, null, null, 0);
+    const read = [];
+    await readUntil(tun.fd, (p, v) => { if (p[9] === 17) read.push({ p, v }); }, () => read.reduce((a, x) => a + x.p.length - 28, 0) >= sbuf.length);
+    r.reads = read.length;
+    r.gsoTypes = read.map((x) => x.v.gsoType);
+    r.gsoSize = read[0]?.v.gsoSize;
+    // Cut what was read the way the inside path sends it (22 bytes of encap in front), to a
+    // plain socket on lo: one datagram per original, each a complete IPv4/UDP packet.
+    const rx = n.udpOpen(ip4('127.0.0.1'), 7010, 4 << 20);
+    const out = n.udpOpen(ip4('127.0.0.1'), 7011, 1 << 20);
+    const before = n.offloadStats();
+    for (const { p, v } of read) {
+      const buf = Buffer.concat([Buffer.alloc(22, 0x5a), p]);
+      n.udpSend(out, buf, new Int32Array([0]), new Int32Array([buf.length]), new Uint32Array([ip4('127.0.0.1')]), new Uint16Array([7010]), 1, v.raw, new Int32Array([0]), 22);
+    }
+    const after = n.offloadStats();
+    r.usoPackets = after.usoPackets - before.usoPackets;
+    r.usoSegments = after.usoSegments - before.usoSegments;
+    await sleep(50);
+    const slot = 2048;
+    const rbuf = Buffer.alloc(slot * 64);
+    const lens = new Int32Array(64);
+    const c = n.udpRecv(rx, rbuf, slot, 0, 64, lens, new Uint32Array(64), new Uint16Array(64), null);
+    const dgrams = Array.from({ length: c }, (_, i) => rbuf.subarray(i * slot + 22, i * slot + lens[i]));
+    r.received = c;
+    r.checksumsOk = dgrams.every((d) => sum(d, 0, 20) === 0xffff && sum(d, 20, d.length, sum(d, 12, 20) + 17 + d.length - 20) === 0xffff);
+    r.idsCountUp = dgrams.every((d, i) => d.readUInt16BE(4) === ((dgrams[0].readUInt16BE(4) + i) & 0xffff));
+    r.payloadsMatch = c === pays.length && dgrams.every((d, i) => d.readUInt16BE(24) === 8 + pays[i].length && d.subarray(28).equals(pays[i]));
+    [tx, rx, out].forEach((fd) => n.close(fd));
     n.close(tun.fd);
     return r;
   },

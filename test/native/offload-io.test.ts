@@ -78,6 +78,18 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     else expect(r).toMatchObject({ coalescedWrites: 0, coalescedSegments: 0 });
   });
 
+  it('a UDP super-packet read from the device (GSO_UDP_L4, a local UDP_SEGMENT send) is cut back into its datagrams, byte for byte', () => {
+    const r = scenario('udp-read');
+    expect(r.sent).toBe(11);
+    expect(r).toMatchObject({ received: 11, checksumsOk: true, idsCountUp: true, payloadsMatch: true });
+    const [major, minor] = release().split('.').map(Number);
+    expect(r.usoWrite).toBe(major > 6 || (major === 6 && minor >= 2) ? 1 : 0);
+    // With USO the kernel hands the whole send over as one super-packet; without, it cuts it
+    // before the device and the datagrams are read one by one.
+    if (r.usoWrite) expect(r).toMatchObject({ reads: 1, gsoTypes: [5], gsoSize: 1200, usoPackets: 1, usoSegments: 11 });
+    else expect(r).toMatchObject({ reads: 11, usoPackets: 0, usoSegments: 0 });
+  });
+
   it('UDP_SEGMENT refused by the kernel: the segments go out one datagram each, from then on', () => {
     const r = scenario('gso-refused');
     expect(r).toMatchObject({ sent1: 1, sent2: 1, refused: 1, gsoOff: 1, gsoMessages: 0 });

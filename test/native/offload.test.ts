@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { nativeBinding } from '../../src/native/index.js';
 import { foldChecksum, onesSum, writeIpv4HeaderChecksum } from '../../src/proto/ipv4.js';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN, readVnetU16, writeVnetHeader } from '../../src/proto/vnet.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, readVnetU16, writeVnetHeader } from '../../src/proto/vnet.js';
 import { fixTcpChecksum, ip, ipv4, tcpChecksumOk } from '../unit/packets.js';
 
 const FIN = 0x01;
@@ -464,12 +464,11 @@ describe('TCP coalescing in C (_groCoalesce)', () => {
 
 // ---------------------------------------------------------------- UDP (GSO_UDP_L4 writes)
 
-const VNET_GSO_UDP_L4 = 5;
 
-/** The UDP checksum of `pkt` (IPv4, 20-byte header) as the sender would put it (0 -> 0xffff). */
+/** The UDP checksum of `pkt` (IPv4, any header length) as the sender would put it (0 -> 0xffff). */
 function udpChecksum(pkt: Buffer): number {
-  const l4 = pkt.length - 20;
-  const c = Buffer.from(pkt.subarray(20));
+  const l4 = pkt.length - (pkt[0] & 0x0f) * 4;
+  const c = Buffer.from(pkt.subarray(pkt.length - l4));
   c.writeUInt16BE(0, 6);
   const v = foldChecksum(onesSum(c, 0, l4, onesSum(pkt, 12, 8) + 17 + l4));
   return v === 0 ? 0xffff : v;
@@ -635,5 +634,140 @@ describe('offload entry points reject bad arguments', () => {
     // Joining segments works on at most 4096 packets per call.
     expect(() => native.devWrite(2 ** 30, buf, new Int32Array(4097), new Int32Array(4097), 4097, true)).toThrow(RangeError);
     expect(ip('1.2.3.4')).toBe(0x01020304);
+  });
+});
+
+// ------------------------------------------------------- UDP (GSO_UDP_L4 reads, cut by tso.c)
+
+/** The datagrams the kernel's UDP GSO makes of a UDP super-packet, the slow obvious way: the
+ *  headers copied (IP options too), then per datagram the IP length, id (the head's + k) and
+ *  checksum, the UDP length and a complete UDP checksum; behind ENCAP, as _tsoSegment gives them. */
+function referenceDatagrams(pkt: Buffer, gso: number): Buffer[] {
+  const hl = (pkt[0] & 0x0f) * 4 + 8;
+  const n = Math.max(1, Math.ceil((pkt.length - hl) / gso));
+  return Array.from({ length: n }, (_, k) => {
+    const d = Buffer.concat([pkt.subarray(0, hl), pkt.subarray(hl + k * gso, Math.min(pkt.length, hl + (k + 1) * gso))]);
+    d.writeUInt16BE(d.length, 2);
+    d.writeUInt16BE((pkt.readUInt16BE(4) + k) & 0xffff, 4);
+    writeIpv4HeaderChecksum(d, 0);
+    d.writeUInt16BE(d.length - hl + 8, hl - 4);
+    d.writeUInt16BE(udpChecksum(d), hl - 2);
+    return Buffer.concat([ENCAP, d]);
+  });
+}
+
+/** A UDP super-packet as a TUN read with TUN_F_USO4 hands it over: one IP and UDP header for
+ *  the whole, the UDP checksum field holding the pseudo-header sum (NEEDS_CSUM). */
+function udpSuper(o: { payload: Buffer; src?: string; dst?: string; sport?: number; dport?: number; id?: number; ttl?: number; tos?: number; ipOptions?: Buffer }): Buffer {
+  const opts = o.ipOptions ?? Buffer.alloc(0);
+  const ihl = 20 + opts.length;
+  const pkt = Buffer.alloc(ihl + 8 + o.payload.length);
+  ipv4(o.src ?? '10.244.100.10', o.dst ?? '10.244.1.2', 17, Buffer.alloc(0), { id: o.id ?? 0x4242, ttl: o.ttl ?? 64 }).copy(pkt, 0, 0, 20);
+  opts.copy(pkt, 20);
+  pkt[0] = 0x40 | (ihl / 4);
+  pkt[1] = o.tos ?? 0;
+  pkt.writeUInt16BE(pkt.length, 2);
+  writeIpv4HeaderChecksum(pkt, 0);
+  pkt.writeUInt16BE(o.sport ?? 4433, ihl);
+  pkt.writeUInt16BE(o.dport ?? 6000, ihl + 2);
+  pkt.writeUInt16BE((8 + o.payload.length) & 0xffff, ihl + 4);
+  o.payload.copy(pkt, ihl + 8);
+  let p = onesSum(pkt, 12, 8) + 17 + pkt.length - ihl;
+  while (p > 0xffff) p = (p & 0xffff) + (p >>> 16);
+  pkt.writeUInt16BE(p, ihl + 6);
+  return pkt;
+}
+
+function usoHeader(pkt: Buffer, gso: number) {
+  const ihl = (pkt[0] & 0x0f) * 4;
+  return { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_UDP_L4, hdrLen: ihl + 8, gsoSize: gso, csumStart: ihl, csumOffset: 6 };
+}
+
+describe('UDP super-packets read from the device (_tsoSegment, GSO_UDP_L4)', () => {
+  it('cuts one into datagrams of gso_size bytes, the last one shorter, as the kernel\'s UDP GSO would', () => {
+    const pkt = udpSuper({ payload: bytes(10 * 1200 + 500, 3) });
+    const got = segment(pkt, usoHeader(pkt, 1200))!;
+    expect(got).toHaveLength(11);
+    expect(got.map((d) => d.length)).toEqual([...Array(10).fill(ENCAP.length + 28 + 1200), ENCAP.length + 28 + 500]);
+    got.forEach((d, k) => {
+      const ipPart = d.subarray(ENCAP.length);
+      expect(d.subarray(0, ENCAP.length).equals(ENCAP)).toBe(true);
+      expect(ipChecksumOk(ipPart)).toBe(true);
+      expect(ipPart.readUInt16BE(4)).toBe(0x4242 + k);
+      expect(ipPart.readUInt16BE(24)).toBe(ipPart.length - 20);
+      expect(ipPart.readUInt16BE(26)).toBe(udpChecksum(ipPart));
+    });
+    expect(Buffer.concat(got.map((d) => d.subarray(ENCAP.length + 28))).equals(pkt.subarray(28))).toBe(true);
+    expect(got).toEqual(referenceDatagrams(pkt, 1200));
+  });
+
+  it('gives back the datagrams the device write joined (_groCoalesce, then this cut)', () => {
+    const pkts = datagrams([1000, 1000, 1000, 1000, 1000, 1000, 700]);
+    const w = coalesceUdp(pkts);
+    expect(w).toHaveLength(1);
+    expect(w[0].vnet.gsoType).toBe(VNET_GSO_UDP_L4);
+    const back = segment(w[0].pkt, w[0].vnet)!.map((d) => d.subarray(ENCAP.length));
+    expect(back.map((d) => d.toString('hex'))).toEqual(pkts.map((d) => d.toString('hex')));
+  });
+
+  it('counts what it cut in usoPackets and usoSegments, apart from TCP\'s', () => {
+    const before = native.offloadStats();
+    const pkt = udpSuper({ payload: bytes(3000) });
+    expect(segment(pkt, usoHeader(pkt, 1400))).toHaveLength(3);
+    const after = native.offloadStats();
+    expect([after.usoPackets - before.usoPackets, after.usoSegments - before.usoSegments]).toEqual([1, 3]);
+    expect([after.tsoPackets, after.tsoSegments]).toEqual([before.tsoPackets, before.tsoSegments]);
+  });
+
+  it('refuses metadata it cannot honour instead of sending garbage', () => {
+    const pkt = udpSuper({ payload: bytes(3000) });
+    expect(segment(pkt, { ...usoHeader(pkt, 1400), gsoSize: 0 })).toBeNull();
+    const tcpPkt = tcpPacket({ seq: 1, payload: bytes(3000) });
+    expect(segment(tcpPkt, usoHeader(pkt, 1400))).toBeNull(); // USO on a TCP packet
+    expect(segment(pkt, tsoHeader(tcpPkt, 1400))).toBeNull(); // TSO on a UDP packet
+    const frag = Buffer.from(pkt);
+    frag.writeUInt16BE(0x2000, 6); // MF: a fragment is no super-packet
+    writeIpv4HeaderChecksum(frag, 0);
+    expect(segment(frag, usoHeader(frag, 1400))).toBeNull();
+    const short = Buffer.from(pkt);
+    short.writeUInt16BE(pkt.length - 1, 2); // total length does not match
+    expect(segment(short, usoHeader(pkt, 1400))).toBeNull();
+    const stub = udpSuper({ payload: Buffer.alloc(0) }).subarray(0, 24); // no room for the UDP header
+    stub.writeUInt16BE(24, 2);
+    expect(segment(stub, usoHeader(stub, 1400))).toBeNull();
+  });
+
+  it('property: any payload size, gso_size and header gives the reference datagrams', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 65535 - 28 - 8 }),
+        fc.integer({ min: 1, max: 8960 }),
+        // Every header field tso.c sums ahead (uso_prepare) or per datagram: carries included.
+        fc.record({
+          id: fc.integer({ min: 0, max: 0xffff }),
+          src: fc.ipV4(),
+          dst: fc.ipV4(),
+          sport: fc.integer({ min: 0, max: 0xffff }),
+          dport: fc.integer({ min: 0, max: 0xffff }),
+          ttl: fc.integer({ min: 1, max: 255 }),
+          tos: fc.integer({ min: 0, max: 255 }),
+          ipOptions: fc.constantFrom(undefined, Buffer.from([1, 1, 1, 0]), Buffer.from([0x94, 4, 0, 0, 1, 1, 1, 0])),
+        }),
+        (size, gso, h) => {
+          const pkt = udpSuper({ ...h, payload: bytes(Math.min(size, 65535 - 36 - 8), size + 1) });
+          // 4 MB of output room holds 4096 datagrams; a tiny gso_size on a big packet needs more.
+          const want = referenceDatagrams(pkt, gso);
+          const got = segment(pkt, usoHeader(pkt, gso));
+          if (want.length > 4096) {
+            expect(got).toBeNull();
+            return;
+          }
+          expect(got).not.toBeNull();
+          expect(got!.length).toBe(want.length);
+          for (let i = 0; i < want.length; i++) if (!got![i].equals(want[i])) expect.fail(`datagram ${i} differs`);
+        },
+      ),
+      { numRuns: Number(process.env.VXEDGE_PROPERTY_RUNS ?? 300) },
+    );
   });
 });

@@ -12,10 +12,10 @@ import type { PathSettings } from '../../src/dataplane/settings.js';
 import { TUN_OFFLOADS, enableUdpGro, openDevice } from '../../src/dataplane/open.js';
 import type { NativeBinding } from '../../src/native/index.js';
 import { clampTcpMss } from '../../src/proto/tcpmss.js';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetHeader } from '../../src/proto/vnet.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeVnetHeader } from '../../src/proto/vnet.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { FakeIo } from './fake-io.js';
-import { icmpEcho, ip, mac, tcp, tcpChecksumOk, vxlanFrame } from './packets.js';
+import { icmpEcho, ip, ipv4, mac, tcp, tcpChecksumOk, vxlanFrame } from './packets.js';
 
 const OUR_MAC = '0e:5c:aa:00:00:64';
 const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
@@ -34,7 +34,7 @@ function rig(over: Partial<PathSettings> = {}) {
   const drops = new DropCounters();
   const peers = new PeerTable([AWS1, AWS2]);
   const bulk = new BulkFlows(); // shared by both paths, as in the data plane
-  return { s, io, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }, () => 1000) };
+  return { s, io, bulk, dev: io.device, udp: io.underlay, drops, peers, inside: new InsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }), outside: new OutsidePath({ settings: s, io, fds: io.fds, drops, peers, bulk }, () => 1000) };
 }
 
 function vnetHeader(h: Parameters<typeof writeVnetHeader>[2]): Buffer {
@@ -44,6 +44,16 @@ function vnetHeader(h: Parameters<typeof writeVnetHeader>[2]): Buffer {
 }
 
 const TS = Buffer.from('0101080a0001e2400000abcd', 'hex');
+
+/** A UDP/IPv4 packet (its checksum does not matter here: the addon completes it). */
+function ip4udp(src: string, dst: string, sport: number, dport: number, payload: Buffer): Buffer {
+  const u = Buffer.alloc(8 + payload.length);
+  u.writeUInt16BE(sport, 0);
+  u.writeUInt16BE(dport, 2);
+  u.writeUInt16BE(u.length & 0xffff, 4);
+  payload.copy(u, 8);
+  return ipv4(src, dst, 17, u);
+}
 
 describe('inside path with offloads', () => {
   it('routes a super-packet once, writes the headers in front and counts every segment', () => {
@@ -63,6 +73,29 @@ describe('inside path with offloads', () => {
     // 10 000 bytes at 1398 per segment: 8 datagrams, each with its own headers.
     expect(r.peers.stat(1, 2)).toBe(8);
     expect(r.peers.stat(1, 3)).toBe(big.length + 8 * 22 + 7 * 52);
+  });
+
+  it('routes a UDP super-packet (GSO_UDP_L4) the same way and counts its datagrams, without marking a flow as uploading', () => {
+    const r = rig();
+    const payload = 5 * 1200 + 300;
+    const big = ip4udp('10.244.100.10', '10.244.2.2', 4433, 6000, Buffer.alloc(payload, 9));
+    const h = vnetHeader({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_UDP_L4, hdrLen: 28, gsoSize: 1200, csumStart: 20, csumOffset: 6 });
+    r.dev.inbox.push({ pkt: big, vnet: h });
+    expect(r.inside.pump()).toBe(1);
+    expect(r.udp.sent).toHaveLength(1);
+    expect(r.udp.sent[0]).toMatchObject({ addr: ip('203.0.113.20'), port: 8472, encap: 22 });
+    expect(r.udp.sent[0].data.equals(vxlanFrame(1, AWS2.vtepMac, OUR_MAC, big))).toBe(true);
+    expect(r.udp.sent[0].vnet!.equals(h)).toBe(true);
+    expect(r.peers.stat(1, 2)).toBe(6);
+    expect(r.peers.stat(1, 3)).toBe(big.length + 6 * 22 + 5 * 28);
+    // Only TCP super-packets hold their flow's reverse (the ACKs) in the outside path's look.
+    const reverse = ip4udp('10.244.2.2', '10.244.100.10', 6000, 4433, Buffer.alloc(8));
+    r.bulk.markReverse(tcp('10.244.100.10', '10.244.2.2', 0x10, TS, Buffer.alloc(0)), 0); // something else is marked
+    expect(r.bulk.has(reverse, 0)).toBe(false);
+    // GSO_UDP_L4 on a packet that is not UDP, or one too short for its header, is dropped.
+    r.dev.inbox.push({ pkt: icmpEcho('10.244.100.10', '10.244.1.2'), vnet: h });
+    r.inside.pump();
+    expect(r.drops.get('badIPv4')).toBe(1);
   });
 
   it('counts ceil(payload / gso_size) segments, for whole multiples of it and one byte either side', () => {
