@@ -105,8 +105,8 @@ static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso
   return 0;
 }
 
-/* Writes segment k: `encap` bytes copied from in front of the super-packet, then a complete
- * IPv4/TCP packet. Returns its length.
+/* The writers of segment k (tso_write, uso_seg_write): `encap` bytes copied from in front of
+ * the super-packet, then a complete IPv4/TCP or IPv4/UDP packet; each returns its length.
  *
  * Nothing is loaded from `out` or from bytes just stored. Summing headers that had been
  * copied and then patched field by field made every load of the sums span several earlier
@@ -115,50 +115,58 @@ static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso
  * copy of the headers on the stack changed nothing (11 %). So the sums of the fields that
  * stay the same come from tso_prepare, the fields that change are added as values, the
  * payload is summed from its source, and `out` is only written. */
-static size_t tso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out) {
+
+/* What a TCP segment and a UDP datagram cut from a super-packet share: `encap` bytes copied
+ * from in front of it, the headers and chunk k of the payload, and the IP length, id (the
+ * head's + k, as the kernel's TSO and UDP GSO number them) and checksum. Returns the chunk's
+ * length, and where its bytes are in the super-packet (they are summed from there). */
+static inline __attribute__((always_inline)) size_t seg_copy(const tso_job *j, size_t encap, uint32_t k, uint8_t *out,
+                                                           const uint8_t **payload) {
   size_t start = j->hdrlen + (size_t)k * j->gso;
   size_t chunk = j->payload == 0 ? 0 : (j->iplen - start < j->gso ? j->iplen - start : j->gso);
-  uint8_t *ip = out + encap, *th = ip + j->ihl;
-  uint32_t len = (uint32_t)(j->hdrlen + chunk), seq = j->seq0 + k * j->gso;
-  uint16_t id = (uint16_t)(j->id0 + k); /* as the kernel's TSO: one id per segment */
+  uint8_t *ip = out + encap;
+  uint32_t len = (uint32_t)(j->hdrlen + chunk);
+  uint16_t id = (uint16_t)(j->id0 + k);
+  memcpy(out, j->ip - encap, encap);
+  memcpy(ip, j->ip, j->hdrlen);
+  memcpy(ip + j->hdrlen, j->ip + start, chunk);
+  put16(ip + 2, len);
+  put16(ip + 4, id);
+  put_csum(ip + 10, (uint16_t)~csum_fold(j->ip_sum + be16_word(len) + be16_word(id)));
+  *payload = j->ip + start;
+  return chunk;
+}
+
+/* Segment k of a TCP super-packet: seg_copy, then the sequence number, the flags (FIN/PSH
+ * only on the last, CWR only on the first) and the TCP checksum. */
+static size_t tso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out) {
+  const uint8_t *payload;
+  size_t chunk = seg_copy(j, encap, k, out, &payload);
+  uint8_t *th = out + encap + j->ihl;
+  uint32_t seq = j->seq0 + k * j->gso;
   uint8_t flags = j->flags;
   uint64_t acc;
   if (k + 1 != j->nsegs) flags &= (uint8_t)~(TCP_FIN | TCP_PSH);
   if (k != 0) flags &= (uint8_t)~TCP_CWR;
-  memcpy(out, j->ip - encap, encap);
-  memcpy(ip, j->ip, j->hdrlen);
-  memcpy(ip + j->hdrlen, j->ip + start, chunk);
-  put16(ip + 2, len);
-  put16(ip + 4, id);
-  put_csum(ip + 10, (uint16_t)~csum_fold(j->ip_sum + be16_word(len) + be16_word(id)));
   put32(th + 4, seq);
   th[13] = flags;
   acc = j->tcp_sum + be16_word((uint32_t)(j->thl + chunk)); /* the pseudo-header's length */
   acc += be16_word(seq >> 16) + be16_word(seq & 0xffff) + be16_word((uint32_t)j->off << 8 | flags);
-  acc = csum_add(j->ip + start, chunk, acc); /* headers are a multiple of 4 bytes: an even offset */
+  acc = csum_add(payload, chunk, acc); /* headers are a multiple of 4 bytes: an even offset */
   put_csum(th + 16, (uint16_t)~csum_fold(acc));
   return encap + j->hdrlen + chunk;
 }
 
-/* Writes datagram k of a UDP super-packet, as tso_write does a TCP segment (same rules:
- * nothing loaded from `out`). The ids count up from the super-packet's, as the kernel's UDP
- * GSO numbers them; a checksum that sums to 0 goes as 0xffff (0 would mean none). */
+/* Datagram k of a UDP super-packet: seg_copy, then the UDP length and a complete checksum;
+ * one that sums to 0 goes as 0xffff (0 would mean none). */
 static size_t uso_seg_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out) {
-  size_t start = j->hdrlen + (size_t)k * j->gso;
-  size_t chunk = j->payload == 0 ? 0 : (j->iplen - start < j->gso ? j->iplen - start : j->gso);
-  uint8_t *ip = out + encap, *uh = ip + j->ihl;
-  uint32_t len = (uint32_t)(j->hdrlen + chunk), ulen = (uint32_t)(8 + chunk);
-  uint16_t id = (uint16_t)(j->id0 + k), c;
-  uint64_t acc;
-  memcpy(out, j->ip - encap, encap);
-  memcpy(ip, j->ip, j->hdrlen);
-  memcpy(ip + j->hdrlen, j->ip + start, chunk);
-  put16(ip + 2, len);
-  put16(ip + 4, id);
-  put_csum(ip + 10, (uint16_t)~csum_fold(j->ip_sum + be16_word(len) + be16_word(id)));
+  const uint8_t *payload;
+  size_t chunk = seg_copy(j, encap, k, out, &payload);
+  uint8_t *uh = out + encap + j->ihl;
+  uint32_t ulen = (uint32_t)(8 + chunk);
+  uint16_t c;
   put16(uh + 4, ulen);
-  acc = csum_add(j->ip + start, chunk, j->tcp_sum + 2 * be16_word(ulen));
-  c = (uint16_t)~csum_fold(acc);
+  c = (uint16_t)~csum_fold(csum_add(payload, chunk, j->tcp_sum + 2 * be16_word(ulen)));
   put_csum(uh + 6, c == 0 ? 0xffff : c);
   return encap + j->hdrlen + chunk;
 }
