@@ -42,7 +42,7 @@ typedef struct {
   uint16_t id0;
   uint8_t udp;             /* GSO_UDP_L4: thl is 8, no sequence numbers or flags */
   uint8_t off, flags;      /* the TCP header's data offset byte and flags */
-  uint64_t ip_sum, tcp_sum; /* the headers' sums without the fields each segment sets (tcp_sum: UDP's too) */
+  uint64_t ip_sum, l4_sum; /* the headers' sums (IP; TCP or UDP) without the fields each segment sets */
 } tso_job;
 
 /* What TCP and UDP super-packets check alike: IPv4, its total length, no fragment, the IP
@@ -74,7 +74,7 @@ static int uso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso
   j->ip_sum = csum_add(ip + 12, j->ihl - 12, csum_add(ip + 6, 4, csum_add(ip, 2, 0)));
   /* The ports, and the pseudo-header's addresses and protocol; uso_seg_write adds the length
    * twice (pseudo-header and UDP header). */
-  j->tcp_sum = csum_add(uh, 4, 0) + pseudo_sum(ip, IPPROTO_UDP, 0);
+  j->l4_sum = csum_add(uh, 4, 0) + pseudo_sum(ip, IPPROTO_UDP, 0);
   return 0;
 }
 
@@ -99,8 +99,8 @@ static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso
      * checksum (TCP): all at even offsets, so the pieces sum as the whole would. The TCP
      * sum holds the pseudo-header's addresses and protocol; tso_write adds its length. */
     j->ip_sum = csum_add(ip + 12, j->ihl - 12, csum_add(ip + 6, 4, csum_add(ip, 2, 0)));
-    j->tcp_sum = csum_add(th + 18, j->thl - 18, csum_add(th + 14, 2, csum_add(th + 8, 4, csum_add(th, 4, 0))));
-    j->tcp_sum += pseudo_sum(ip, IPPROTO_TCP, 0);
+    j->l4_sum = csum_add(th + 18, j->thl - 18, csum_add(th + 14, 2, csum_add(th + 8, 4, csum_add(th, 4, 0))));
+    j->l4_sum += pseudo_sum(ip, IPPROTO_TCP, 0);
   }
   return 0;
 }
@@ -150,7 +150,7 @@ static size_t tso_write(const tso_job *j, size_t encap, uint32_t k, uint8_t *out
   if (k != 0) flags &= (uint8_t)~TCP_CWR;
   put32(th + 4, seq);
   th[13] = flags;
-  acc = j->tcp_sum + be16_word((uint32_t)(j->thl + chunk)); /* the pseudo-header's length */
+  acc = j->l4_sum + be16_word((uint32_t)(j->thl + chunk)); /* the pseudo-header's length */
   acc += be16_word(seq >> 16) + be16_word(seq & 0xffff) + be16_word((uint32_t)j->off << 8 | flags);
   acc = csum_add(payload, chunk, acc); /* headers are a multiple of 4 bytes: an even offset */
   put_csum(th + 16, (uint16_t)~csum_fold(acc));
@@ -166,7 +166,7 @@ static size_t uso_seg_write(const tso_job *j, size_t encap, uint32_t k, uint8_t 
   uint32_t ulen = (uint32_t)(8 + chunk);
   uint16_t c;
   put16(uh + 4, ulen);
-  c = (uint16_t)~csum_fold(csum_add(payload, chunk, j->tcp_sum + 2 * be16_word(ulen)));
+  c = (uint16_t)~csum_fold(csum_add(payload, chunk, j->l4_sum + 2 * be16_word(ulen)));
   put_csum(uh + 6, c == 0 ? 0xffff : c);
   return encap + j->hdrlen + chunk;
 }

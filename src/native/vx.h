@@ -124,7 +124,7 @@ typedef struct vx_state {
   dev_set socks[UDP_MAX_SETS];
   /* offloadStats() */
   int gso_off;             /* UDP_SEGMENT was refused: one datagram per segment from now on */
-  int uso_write;           /* the kernel takes GSO_UDP_L4 writes on a TUN (tunOpen's probe) */
+  int uso_write;           /* the kernel has GSO_UDP_L4 for a TUN, written and read (tunOpen's probe) */
   double tso_packets, tso_segments, uso_packets, uso_segments, gso_messages, gso_refused, csum_completed;
   double gro_datagrams, coalesced_writes, coalesced_segments, csum_rejects;
   double look_reads, look_left;  /* devRead looks: packets read, ready queues left alone */
