@@ -21,7 +21,7 @@ import { clampTcpMss } from '../proto/tcpmss.js';
 import { ETHERTYPE_IPV4, readEtherType, writeEthernetHeader } from '../proto/ethernet.js';
 import { IPPROTO_TCP, IPPROTO_UDP, ipv4Dst, ipv4PacketLength } from '../proto/ipv4.js';
 import { ENCAP_LEN, ETH_HEADER_LEN, VXLAN_HEADER_LEN, writeVxlanHeader } from '../proto/vxlan.js';
-import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, readVnetU16 } from '../proto/vnet.js';
+import { VNET_HDR_LEN, VNET_GSO_NONE, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, readVnetU16, vnetWireSegments } from '../proto/vnet.js';
 import { isBulkTcp } from './bulk-flows.js';
 import { Drop } from './drops.js';
 import { Batch } from './io.js';
@@ -35,6 +35,12 @@ const MAX_IP_PACKET = 65535;
  *  on purpose: a read of 8 took ~1 ms to send in the lab, and what waits for the other path
  *  (an answer to let through, docs/dataplane.md "Batching and sizes") waits about one send. */
 export const INSIDE_VNET_BUFFER = 3 * 65536;
+/** With offloads, a read also stops once its packets make this many datagrams on the wire
+ *  (a super-packet counts its segments): about what 3 TCP super-packets make. A UDP
+ *  super-packet of small datagrams holds 64 of them in 5 KB, and a read of 3 x 64 KB of those
+ *  (2 700 datagrams) kept the loop, and what waits for it, 20 times as long
+ *  (docs/dataplane.md "UDP super-packets from the site"). */
+export const INSIDE_VNET_SEGMENTS = 128;
 
 export class InsidePath extends PacketPath {
   private readonly buf: Buffer;
@@ -86,20 +92,24 @@ export class InsidePath extends PacketPath {
 
   private move(look: boolean): number {
     const { buf, offs, lens, out, s } = this;
-    const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, this.vnet, look);
+    const vnet = this.vnet;
+    const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, vnet, look, INSIDE_VNET_SEGMENTS);
+    let wire = 0; // what the read counted against INSIDE_VNET_SEGMENTS, counted the same way
     out.n = 0;
     for (let i = 0; i < n; i++) {
       // Larger than the device MTU (or 64 KB): the read truncated it; never forward half a packet.
       if (lens[i] < 0) this.drops.add(Drop.oversize);
-      else if (this.vnet) this.encapVnet(i, offs[i], lens[i]);
-      else if (s.tap) this.encapFrame(offs[i], lens[i]);
+      else if (vnet) {
+        wire += vnetWireSegments(vnet, i * VNET_HDR_LEN, lens[i]);
+        this.encapVnet(i, offs[i], lens[i]);
+      } else if (s.tap) this.encapFrame(offs[i], lens[i]);
       else this.encapPacket(offs[i], lens[i]);
     }
     if (out.n > 0) {
       const sent = this.io.udpSend(this.fds.underlay, buf, out.offs, out.lens, out.addrs, out.ports, out.n, this.vnet, this.vnetIdx, ENCAP_LEN);
       if (sent < out.n) this.drops.add(Drop.underlaySend, out.n - sent);
     }
-    if (n > 0 && n < s.batch && offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + this.room > buf.length) {
+    if (n > 0 && n < s.batch && (wire >= INSIDE_VNET_SEGMENTS || offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + this.room > buf.length)) {
       return s.batch;
     }
     return n;

@@ -115,6 +115,15 @@ typedef struct {
 
 void vnet_decode(const uint8_t *b, vnet_hdr *h);
 void vnet_encode(uint8_t *b, const vnet_hdr *h);
+/* The datagrams a packet of `len` bytes read behind header `b` makes on the wire: a
+ * super-packet ceil(len / gso_size) (its headers counted in: an estimate from above that
+ * TypeScript makes the same way, proto/vnet.ts vnetWireSegments), anything else 1. */
+static inline int64_t vnet_wire_segments(const uint8_t *b, size_t len) {
+  vnet_hdr h;
+  vnet_decode(b, &h);
+  if ((h.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN) == VIRTIO_NET_HDR_GSO_NONE || h.gso_size == 0) return 1;
+  return (int64_t)((len + h.gso_size - 1) / h.gso_size);
+}
 /* Completes the partial checksum of a NEEDS_CSUM packet in place. 0, or -1 (bad offsets). */
 int complete_csum(uint8_t *pkt, size_t len, const vnet_hdr *h);
 

@@ -24,12 +24,14 @@
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
 
 #ifndef TUN_F_USO4 /* headers older than Linux 6.2 */
 #define TUN_F_USO4 0x20
 #define TUN_F_USO6 0x40
 #endif
 
+#include "csum.h"
 #include "gro.h"
 #include "napi_util.h"
 #include "vx.h"
@@ -273,8 +275,11 @@ static int ready_queues(vx_state *st, int fd, int *q, bool look) {
   return k;
 }
 
-/* devRead(fd, buf, headroom, room, max, offs, lens, vnet) -> count
- * Reads until EAGAIN, `max`, or less than headroom + room bytes of buf are left. Packet i
+/* devRead(fd, buf, headroom, room, max, offs, lens, vnet[, look[, segments]]) -> count
+ * Reads until EAGAIN, `max`, or less than headroom + room bytes of buf are left, or (with
+ * vnet and `segments` > 0) once the packets read will make that many datagrams on the wire:
+ * a super-packet counts ceil(length / gso_size), anything else 1 (vnet_wire_segments; the
+ * TypeScript side counts the same way to tell such a stop from a drained device). Packet i
  * lands at buf[offs[i]] with `headroom` free bytes in front, lens[i] bytes (-1: it was
  * larger than `room`, truncated: count it as a drop). Packets are packed: the next starts
  * at the following 64-byte boundary. vnet (or null): each packet's virtio_net_hdr lands at
@@ -286,9 +291,9 @@ static int ready_queues(vx_state *st, int fd, int *q, bool look) {
  * or EBADFD once the device is deleted) with nothing read throws. */
 napi_value vx_dev_read(napi_env env, napi_callback_info info) {
   static const char *fn = "devRead";
-  GET_ARGS_OPT(8, 9);
+  GET_ARGS_OPT(8, 10);
   bool look = false;
-  int64_t fd, headroom, room, max, n = 0;
+  int64_t fd, headroom, room, max, n = 0, budget = 0, wire = 0;
   uint8_t *buf, *vnet, spare;
   int32_t *offs, *lens;
   size_t buflen, noffs, nlens, nvnet, lim, pos = 0;
@@ -305,10 +310,12 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info) {
   if (vnet != NULL && nvnet / VNET_LEN < lim) lim = nvnet / VNET_LEN;
   ARG_INT(4, "max", 0, (int64_t)lim, &max);
   if (argc > 8) ARG_BOOL(8, "look", &look);
+  if (argc > 9) ARG_INT(9, "segments", 0, INT32_MAX, &budget);
+  if (vnet == NULL) budget = 0;
   if (buflen > INT32_MAX) THROW_RANGE(env, "%s: buf is larger than 2 GB", fn);
   if ((nq = ready_queues(st, (int)fd, q, look)) < 0) THROW_SYS(env, errno, "epoll_wait", "epoll_wait fd %d", (int)fd);
 
-  while (n < max && nq > 0) {
+  while (n < max && nq > 0 && (budget == 0 || wire < budget)) {
     size_t start = pos + (size_t)headroom;
     struct iovec iov[3];
     int c = 0;
@@ -340,7 +347,9 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info) {
       lens[n++] = -1;
       continue; /* nothing usable landed: the space is reused */
     }
-    lens[n++] = (int32_t)((size_t)r - hdr);
+    lens[n] = (int32_t)((size_t)r - hdr);
+    if (budget) wire += vnet_wire_segments(vnet + n * VNET_LEN, (size_t)lens[n]);
+    n++;
     pos = (start + ((size_t)r - hdr) + 63) & ~(size_t)63;
   }
   if (look) st->look_reads += (double)n;

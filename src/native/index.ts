@@ -134,10 +134,12 @@ export interface NativeBinding {
    *  with nothing read yet throws. `look` (a multi-queue device): leave alone the queues
    *  devWrite has written bulk TCP to since the last read without `look` (whose ACKs they
    *  hold); a read without it takes every queue and clears those marks. A plain fd is not
-   *  read by a look. */
+   *  read by a look. `segments` (with vnet; 0 or absent: no limit): stop once the packets
+   *  read make that many datagrams on the wire, as proto/vnet.ts vnetWireSegments counts
+   *  them (a super-packet its segments, anything else 1). */
   devRead(
     fd: number, buf: Uint8Array, headroom: number, room: number, max: number,
-    offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null, look?: boolean,
+    offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null, look?: boolean, segments?: number,
   ): number;
 
   /** Writes packets buf[offs[i] .. +lens[i]) for i < n; returns how many the kernel

@@ -20,8 +20,18 @@ export const VNET_GSO_ECN = 0x80;
 const LITTLE = endianness() === 'LE';
 
 /** A 16-bit field of a virtio_net_hdr at `off` (host byte order). */
-export function readVnetU16(buf: Buffer, off: number): number {
+export function readVnetU16(buf: Uint8Array, off: number): number {
   return LITTLE ? buf[off] | (buf[off + 1] << 8) : (buf[off] << 8) | buf[off + 1];
+}
+
+/** The datagrams a packet of `len` bytes read behind the header at vnet[off] makes on the
+ *  wire: a super-packet ceil(len / gso_size) (its headers counted in, an estimate from above),
+ *  anything else 1. The addon's devRead counts the same way for its `segments` budget
+ *  (native/csum.h vnet_wire_segments), so the two agree on when a read stopped for it. */
+export function vnetWireSegments(vnet: Uint8Array, off: number, len: number): number {
+  const gsoSize = readVnetU16(vnet, off + 4);
+  if ((vnet[off + 1] & ~VNET_GSO_ECN) === VNET_GSO_NONE || gsoSize === 0) return 1;
+  return ((len + gsoSize - 1) / gsoSize) | 0;
 }
 
 /** Writes a virtio_net_hdr (tests and in-memory twins). */

@@ -466,6 +466,28 @@ const scenarios = {
     r.checksumsOk = dgrams.every((d) => sum(d, 0, 20) === 0xffff && sum(d, 20, d.length, sum(d, 12, 20) + 17 + d.length - 20) === 0xffff);
     r.idsCountUp = dgrams.every((d, i) => d.readUInt16BE(4) === ((dgrams[0].readUInt16BE(4) + i) & 0xffff));
     r.payloadsMatch = c === pays.length && dgrams.every((d, i) => d.readUInt16BE(24) === 8 + pays[i].length && d.subarray(28).equals(pays[i]));
+    // devRead's `segments` budget: four sends of 64 datagrams of 64 B wait in the device; with a
+    // budget of 128 a read takes two of them (65 datagrams each, as vnetWireSegments counts
+    // 4 124 bytes at 64), without one it takes all four.
+    const small = Buffer.alloc(64 * 64, 0x77);
+    const soffs64 = Int32Array.from({ length: 64 }, (_, i) => i * 64);
+    const send4 = () => { for (let k = 0; k < 4; k++) n.udpSend(tx, small, soffs64, new Int32Array(64).fill(64), new Uint32Array(64).fill(ip4('10.80.0.2')), new Uint16Array(64).fill(6000), 64, null, null, 0); };
+    const rbuf2 = Buffer.alloc(9 * 65536);
+    const o2 = new Int32Array(64);
+    const l2 = new Int32Array(64);
+    const v2 = Buffer.alloc(640);
+    const readUdp = (segments) => {
+      const end = Date.now() + 2000;
+      let c = 0;
+      while (c === 0 && Date.now() < end) c = n.devRead(tun.fd, rbuf2, 32, 65535, 64, o2, l2, v2, false, segments);
+      return c;
+    };
+    send4();
+    await sleep(20);
+    r.budgetReads = [readUdp(128), readUdp(128)];
+    send4();
+    await sleep(20);
+    r.unbudgetedRead = readUdp(0);
     [tx, rx, out].forEach((fd) => n.close(fd));
     n.close(tun.fd);
     return r;

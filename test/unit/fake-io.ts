@@ -5,6 +5,7 @@
 // length -1, as the addon reports a truncated one.
 import type { DataplaneFds, DataplaneIo } from '../../src/dataplane/io.js';
 import type { OnReadable, PollHandle } from '../../src/native/index.js';
+import { vnetWireSegments } from '../../src/proto/vnet.js';
 
 export interface Datagram {
   data: Buffer;
@@ -49,12 +50,16 @@ export class FakeIo implements DataplaneIo {
   readonly fds: DataplaneFds = { device: 3, underlay: 4 };
   readonly polls: { fd: number; cb: OnReadable }[] = [];
 
-  devRead(fd: number, buf: Uint8Array, headroom: number, room: number, max: number, offs: Int32Array, lens: Int32Array, vnet: Uint8Array | null, look = false): number {
+  devRead(
+    fd: number, buf: Uint8Array, headroom: number, room: number, max: number, offs: Int32Array, lens: Int32Array,
+    vnet: Uint8Array | null, look = false, segments = 0,
+  ): number {
     this.expectFd(fd, this.fds.device);
     if (look) return 0; // one queue, as the addon's plain fd: a look never reads it
     let n = 0;
     let pos = 0;
-    while (n < max && this.device.inbox.length > 0 && pos + headroom + room <= buf.length) {
+    let wire = 0; // the addon's `segments` budget, counted as it counts
+    while (n < max && this.device.inbox.length > 0 && pos + headroom + room <= buf.length && (!vnet || !segments || wire < segments)) {
       const item = this.device.inbox.shift()!;
       const pkt = Buffer.isBuffer(item) ? item : item.pkt;
       if (vnet) {
@@ -68,6 +73,7 @@ export class FakeIo implements DataplaneIo {
       }
       pkt.copy(buf, offs[n]);
       lens[n] = pkt.length;
+      if (vnet) wire += vnetWireSegments(vnet, 10 * n, pkt.length);
       pos = (offs[n] + pkt.length + 63) & ~63;
       n++;
     }

@@ -4,7 +4,7 @@
 // start-up choice between the offload and the plain device (with the refusal path).
 import { describe, expect, it } from 'vitest';
 import { BulkFlows } from '../../src/dataplane/bulk-flows.js';
-import { InsidePath } from '../../src/dataplane/inside.js';
+import { INSIDE_VNET_SEGMENTS, InsidePath } from '../../src/dataplane/inside.js';
 import { OutsidePath } from '../../src/dataplane/outside.js';
 import { DropCounters } from '../../src/dataplane/drops.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
@@ -96,6 +96,25 @@ describe('inside path with offloads', () => {
     r.dev.inbox.push({ pkt: icmpEcho('10.244.100.10', '10.244.1.2'), vnet: h });
     r.inside.pump();
     expect(r.drops.get('badIPv4')).toBe(1);
+  });
+
+  it('stops a read at INSIDE_VNET_SEGMENTS datagrams on the wire and says "full batch", so a read of small UDP super-packets stays short', () => {
+    const r = rig({ batch: 64 });
+    // 64 datagrams of 64 B each: 4 124 bytes, counted as ceil(4 124 / 64) = 65 datagrams.
+    const big = ip4udp('10.244.100.10', '10.244.2.2', 4433, 6000, Buffer.alloc(64 * 64, 3));
+    const h = vnetHeader({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_UDP_L4, hdrLen: 28, gsoSize: 64, csumStart: 20, csumOffset: 6 });
+    for (let i = 0; i < 5; i++) r.dev.inbox.push({ pkt: big, vnet: h });
+    expect(INSIDE_VNET_SEGMENTS).toBe(128);
+    expect(r.inside.pump()).toBe(64); // 2 read (130 >= 128): full, read on
+    expect(r.udp.sent).toHaveLength(2);
+    expect(r.inside.pump()).toBe(64);
+    expect(r.udp.sent).toHaveLength(4);
+    expect(r.inside.pump()).toBe(1); // the last one: drained
+    expect(r.udp.sent).toHaveLength(5);
+    // Plain packets count one each: a batch of them is not cut short.
+    for (let i = 0; i < 70; i++) r.dev.inbox.push({ pkt: icmpEcho('10.244.100.10', '10.244.1.2', 1, i), vnet: vnetHeader({}) });
+    expect(r.inside.pump()).toBe(64);
+    expect(r.udp.sent).toHaveLength(5 + 64);
   });
 
   it('counts ceil(payload / gso_size) segments, for whole multiples of it and one byte either side', () => {
