@@ -92,27 +92,33 @@ export class InsidePath extends PacketPath {
 
   private move(look: boolean): number {
     const { buf, offs, lens, out, s } = this;
-    const vnet = this.vnet;
-    const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, vnet, look, INSIDE_VNET_SEGMENTS);
-    let wire = 0; // what the read counted against INSIDE_VNET_SEGMENTS, counted the same way
+    const n = this.io.devRead(this.fds.device, buf, INSIDE_HEADROOM, this.room, s.batch, offs, lens, this.vnet, look, INSIDE_VNET_SEGMENTS);
     out.n = 0;
     for (let i = 0; i < n; i++) {
       // Larger than the device MTU (or 64 KB): the read truncated it; never forward half a packet.
       if (lens[i] < 0) this.drops.add(Drop.oversize);
-      else if (vnet) {
-        wire += vnetWireSegments(vnet, i * VNET_HDR_LEN, lens[i]);
-        this.encapVnet(i, offs[i], lens[i]);
-      } else if (s.tap) this.encapFrame(offs[i], lens[i]);
+      else if (this.vnet) this.encapVnet(i, offs[i], lens[i]);
+      else if (s.tap) this.encapFrame(offs[i], lens[i]);
       else this.encapPacket(offs[i], lens[i]);
     }
     if (out.n > 0) {
       const sent = this.io.udpSend(this.fds.underlay, buf, out.offs, out.lens, out.addrs, out.ports, out.n, this.vnet, this.vnetIdx, ENCAP_LEN);
       if (sent < out.n) this.drops.add(Drop.underlaySend, out.n - sent);
     }
-    if (n > 0 && n < s.batch && (wire >= INSIDE_VNET_SEGMENTS || offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + this.room > buf.length)) {
+    if (n > 0 && n < s.batch && (offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + this.room > buf.length || this.wireSegments(n) >= INSIDE_VNET_SEGMENTS)) {
       return s.batch;
     }
     return n;
+  }
+
+  /** The datagrams the n packets just read make on the wire, counted as devRead counts them
+   *  against INSIDE_VNET_SEGMENTS (truncated ones not at all); 0 without offloads. Asked only
+   *  of a read that ended short, to tell a stop for that budget from a drained device. */
+  private wireSegments(n: number): number {
+    const { vnet, lens } = this;
+    let w = 0;
+    for (let i = 0; vnet && i < n; i++) if (lens[i] >= 0) w += vnetWireSegments(vnet, i * VNET_HDR_LEN, lens[i]);
+    return w;
   }
 
   /** TUN with offloads: packet i at `off`, maybe a TCP or UDP super-packet; routed and
