@@ -35,6 +35,8 @@ export interface LabOptions {
   rpFilter?: 0 | 1 | 2;
   /** The gateway's underlay receives as from a real NIC: datagrams one by one, GRO on (`--underlay-gro`). */
   underlayGro?: boolean;
+  /** The gateway's LAN receives as from a real NIC: MTU-sized frames, GRO on, its NAPI in a thread (`--lan-gro`). */
+  lanGro?: boolean;
   /**
    * The site router: 'masquerade' (default, iptables MASQUERADE on WAN 198.51.100.2) or
    * 'miniupnpd': WAN 11.22.33.7 (an address miniupnpd will map on), no static forward, NAT in
@@ -66,7 +68,7 @@ export interface LabEnv {
   HOST_IF: string; HOST_IP: string;
   /** 1 when the lab with this prefix is up (then the next five describe how it was built). */
   UP: number; PORT_FORWARD: number | string; GW_MODE: string; AWS_SRCPORT_PIN: number | string; UNDERLAY_GRO: number | string;
-  RP_FILTER: number | string; ROUTER: 'masquerade' | 'miniupnpd';
+  LAN_GRO: number | string; RP_FILTER: number | string; ROUTER: 'masquerade' | 'miniupnpd';
 }
 
 export async function labUp(opts: LabOptions): Promise<LabEnv> {
@@ -79,6 +81,7 @@ export async function labUp(opts: LabOptions): Promise<LabEnv> {
   if (opts.awsSrcportPin) args.push('--aws-srcport-pin');
   if (opts.rpFilter !== undefined) args.push('--rp-filter', String(opts.rpFilter));
   if (opts.underlayGro) args.push('--underlay-gro');
+  if (opts.lanGro) args.push('--lan-gro');
   if (opts.router) args.push('--router', opts.router);
   const r = await run([LABNET, ...args], { timeoutMs: opts.timeoutMs ?? 30_000 });
   if (r.code !== 0) {

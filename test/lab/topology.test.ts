@@ -165,10 +165,10 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
     });
   });
 
-  describe('--underlay-gro (the gateway underlay as a real NIC)', () => {
+  describe("--underlay-gro --lan-gro (the gateway's two interfaces as real NICs)", () => {
     let env: LabEnv;
     beforeAll(async () => {
-      env = await labUp({ prefix: PREFIX, gw: 'kernel', underlayGro: true });
+      env = await labUp({ prefix: PREFIX, gw: 'kernel', underlayGro: true, lanGro: true });
     });
     afterAll(async () => {
       await labDown(PREFIX);
@@ -182,6 +182,15 @@ describe.skipIf(skipUnlessRoot(['socat', 'conntrack', 'timeout']))('lab topology
       expect(await nsRun(env.NS_GW, ['ethtool', '-k', env.GW_UNDERLAY_IF])).toMatch(/^generic-receive-offload: on/m);
       const down = await tcpTransfer(env.NS_POD1, env.NS_HOST, env.HOST_IP, MB4);
       expect(down.receivedSha256).toBe(down.sentSha256);
+    });
+
+    it("the LAN: the host sends MTU-sized frames, the gateway's LAN polls in a thread of its own with GRO, TCP intact", async () => {
+      expect(String(env.LAN_GRO)).toBe('1');
+      expect(await nsRun(env.NS_HOST, ['ethtool', '-k', env.HOST_IF])).toMatch(/^tcp-segmentation-offload: off/m);
+      expect(await nsRun(env.NS_GW, ['ethtool', '-k', env.GW_LAN_IF])).toMatch(/^generic-receive-offload: on/m);
+      expect((await nsRun(env.NS_GW, ['cat', `/sys/class/net/${env.GW_LAN_IF}/threaded`])).trim()).toBe('1');
+      const up = await tcpTransfer(env.NS_HOST, env.NS_POD1, env.POD1_IP, MB4);
+      expect(up.receivedSha256).toBe(up.sentSha256);
     });
   });
 
