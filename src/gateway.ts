@@ -177,7 +177,7 @@ export class Gateway extends EventEmitter {
 
   health(): HealthDocument {
     const { cfg, t, d } = this;
-    t.dataplane.collectSendLosses();
+    t.dataplane.collectLosses();
     const { rows, pathMtu } = peerRows(t.dataplane.peers, this.rowContext());
     return assembleHealth({
       site: cfg.site, node: cfg.node, version: d.version,

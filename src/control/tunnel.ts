@@ -9,6 +9,7 @@
 import { availableParallelism } from 'node:os';
 import type { Config } from '../config/types.js';
 import { Dataplane } from '../dataplane/dataplane.js';
+import { deviceTxDrops, KernelDrops } from '../dataplane/kernel-drops.js';
 import { enableUdpGro, openDevice, openUnderlaySocket } from '../dataplane/open.js';
 import { PeerTable } from '../dataplane/peers.js';
 import type { PathSettings } from '../dataplane/settings.js';
@@ -88,6 +89,7 @@ export async function openTunnel(cfg: Config, binding: NativeBinding, clock: Clo
     const dataplane = new Dataplane(settings, binding, { device: tun.fd, underlay: udpFd }, new PeerTable(), log, clock);
     const offloadOff = !cfg.overlay.offload ? 'overlay.offload is false' : (opened.offloadOff ?? groOff);
     dataplane.offloadOff = [offloadOff, udpCheck.segment].filter((r) => r !== null).join('; ') || null;
+    dataplane.kernelDrops = new KernelDrops({ device: deviceTxDrops(tun.name), underlay: () => binding.udpDrops(udpFd) });
     const sendThread = startSendThread(binding, cfg.overlay.sendThread, log);
     undo.push(() => binding.udpSendThread(false));
     dataplane.start();

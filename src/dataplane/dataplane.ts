@@ -8,6 +8,7 @@ import type { Logger } from '../util/log.js';
 import { BulkFlows } from './bulk-flows.js';
 import { Drop, DropCounters } from './drops.js';
 import { InsidePath } from './inside.js';
+import type { KernelDrops } from './kernel-drops.js';
 import { Batch, type DataplaneFds, type DataplaneIo } from './io.js';
 import { OutsidePath } from './outside.js';
 import type { PacketPath } from './path.js';
@@ -28,6 +29,8 @@ export class Dataplane {
   pollError: string | null = null;
   /** Why an offload is off (settings.vnetHdr/udpGro false), or null; for the health document. */
   offloadOff: string | null = null;
+  /** The kernel's drops at the two edges (control/tunnel.ts sets it: it knows the device's name). */
+  kernelDrops: KernelDrops | null = null;
   private readonly one = new Batch(1);
   private internalErrorLogged = false;
 
@@ -64,10 +67,13 @@ export class Dataplane {
   }
 
   /** Counts as drops the packets the sender thread could not send after udpSend had handed
-   *  them over (socket full): called before the counters are read. */
-  collectSendLosses(): void {
+   *  them over (socket full), and what the kernel dropped at the device's queue and the
+   *  tunnel sockets before they were read (`kernelDrops`, when set): called before the
+   *  counters are read. */
+  collectLosses(): void {
     const lost = this.io.udpSendLost?.() ?? 0;
     if (lost > 0) this.drops.add(Drop.underlaySend, lost);
+    this.kernelDrops?.collect(this.drops);
   }
 
   /** Sends one control datagram (keepalive probe, STUN request) on the tunnel socket. */

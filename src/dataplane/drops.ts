@@ -20,6 +20,9 @@ export const DROP_REASONS = [
   'noPeer', // no peer subnet contains the destination
   'underlaySend', // the UDP socket refused the datagram
   'internal', // a bug caught by the batch safety net
+  // counted by the kernel before vxedge read the packet (kernel-drops.ts; read with each health document)
+  'deviceQueue', // the device's queue was full: the site sent into the tunnel faster than vxedge read
+  'underlayReceive', // a tunnel socket's receive buffer was full (or the UDP checksum was bad)
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

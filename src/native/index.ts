@@ -167,6 +167,12 @@ export interface NativeBinding {
    *  (see udpRecv's segs). Throws (ENOPROTOOPT on kernels before 5.0). */
   udpSetGro(fd: number, on: boolean): void;
 
+  /** The kernel's drop count of each socket of the group (one entry for a plain socket):
+   *  SO_MEMINFO's SK_MEMINFO_DROPS, datagrams dropped at that socket before they were read
+   *  (receive buffer full, bad UDP checksum). 32-bit, wrapping; -1 where the kernel refused
+   *  to say. */
+  udpDrops(fd: number): number[];
+
   /** Receives up to `max` datagrams with recvmmsg(MSG_DONTWAIT): datagram i lands at
    *  buf[i*slot+headroom]; lens[i] is its length, or -1 if it was truncated (larger than
    *  slot-headroom; count it as a drop); addrs[i]/ports[i] are the sender. `segs` (a socket

@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <linux/sock_diag.h> /* SK_MEMINFO_DROPS */
 
 #include "napi_util.h"
 #include "tso.h"
@@ -157,6 +158,35 @@ napi_value vx_udp_set_gro(napi_env env, napi_callback_info info) {
     }
   }
   return NULL;
+}
+
+/* udpDrops(fd) -> number[]: the kernel's drop count of each socket of the group (one entry for
+ * a plain socket), SO_MEMINFO's SK_MEMINFO_DROPS: datagrams it dropped at that socket before
+ * anyone read them, its receive buffer full or the UDP checksum wrong. 32-bit counters that
+ * wrap; the caller keeps the running sum (dataplane/kernel-drops.ts). An entry is -1 when the
+ * kernel refused to say (a kernel before 4.14, or a syscall translator without SO_MEMINFO). */
+napi_value vx_udp_drops(napi_env env, napi_callback_info info) {
+  static const char *fn = "udpDrops";
+  GET_ARGS(1);
+  int64_t fd;
+  napi_value arr;
+  ARG_INT(0, "fd", 0, INT_MAX, &fd);
+  {
+    dev_set *g = udp_group(st, (int)fd);
+    int n = g != NULL ? g->n : 1;
+    if (napi_create_array_with_length(env, (size_t)n, &arr) != napi_ok) return NULL;
+    for (int i = 0; i < n; i++) {
+      uint32_t mem[SK_MEMINFO_VARS] = {0};
+      socklen_t len = sizeof mem;
+      int m = g != NULL ? g->fds[i] : (int)fd;
+      int ok = getsockopt(m, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 && len > SK_MEMINFO_DROPS * sizeof mem[0];
+      napi_value v;
+      if (napi_create_double(env, ok ? (double)mem[SK_MEMINFO_DROPS] : -1, &v) != napi_ok ||
+          napi_set_element(env, arr, (uint32_t)i, v) != napi_ok)
+        return NULL;
+    }
+  }
+  return arr;
 }
 
 /* The UDP_GRO segment size in a received message's control data, or 0. */

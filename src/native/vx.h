@@ -231,6 +231,7 @@ napi_value vx_dev_read(napi_env env, napi_callback_info info);
 napi_value vx_dev_write(napi_env env, napi_callback_info info);
 napi_value vx_udp_open(napi_env env, napi_callback_info info);
 napi_value vx_udp_set_gro(napi_env env, napi_callback_info info);
+napi_value vx_udp_drops(napi_env env, napi_callback_info info);
 napi_value vx_udp_check_offloads(napi_env env, napi_callback_info info);
 napi_value vx_udp_recv(napi_env env, napi_callback_info info);
 napi_value vx_udp_send(napi_env env, napi_callback_info info);

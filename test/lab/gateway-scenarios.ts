@@ -342,6 +342,79 @@ export function gatewayScenarios(o: ScenarioOptions): void {
     });
   });
 
+  describe('what the kernel drops before the gateway reads it', () => {
+    let gw: RunningGateway;
+    beforeAll(async () => {
+      gw = await start();
+      await gw.waitUp();
+    });
+    afterAll(async () => {
+      await gw.cleanup();
+    });
+
+    /** UDP datagrams from a namespace, all of one flow, as fast as Node sends them. */
+    const blast = (ns: string, to: string, count: number) =>
+      nsRun(ns, ['node', '-e', `
+        const s = require('node:dgram').createSocket('udp4');
+        const b = Buffer.alloc(32, 7);
+        let left = ${count};
+        for (let i = 0; i < ${count}; i++) s.send(b, 9, '${to}', () => { if (--left === 0) s.close(); });`], { timeoutMs: 60_000 * slow });
+    /** The kernel's own counts in the gateway's namespace: the device's transmit drops (its
+     *  queue towards the gateway) and the drops of the sockets on the tunnel port. */
+    const kernelCounts = async (dev: string) => {
+      const link = JSON.parse(await nsRun(env.NS_GW, ['ip', '-s', '-j', 'link', 'show', 'dev', dev])) as { stats64: { tx: { dropped: number } } }[];
+      const ss = await nsRun(env.NS_GW, ['ss', '-uanmH', `sport = :${env.VXLAN_PORT}`]);
+      const sockets = [...ss.matchAll(/skmem:\([^)]*\bd(\d+)\)/g)].map((m) => Number(m[1]));
+      return { device: link[0].stats64.tx.dropped, underlay: sockets.reduce((a, b) => a + b, 0), sockets: sockets.length };
+    };
+
+    it("counts the device queue's and the tunnel sockets' overflows while it was stopped as deviceQueue and underlayReceive, exactly as the kernel does", async () => {
+      const before = (await gw.status())!;
+      const dev = before.tunnel.device;
+      const k0 = await kernelCounts(dev);
+      expect(k0.sockets).toBeGreaterThan(0);
+      gw.child.kill('SIGSTOP');
+      let k1: Awaited<ReturnType<typeof kernelCounts>>;
+      try {
+        // One flow each way: 4 000 datagrams into one device queue of 2 000, and 30 000 into one
+        // tunnel socket (8 MiB of receive buffer, about 1 KiB of it per small datagram).
+        await blast(env.NS_HOST, env.POD1_IP, 4_000);
+        await blast(env.NS_POD1, env.HOST_IP, 30_000);
+        // The namespaces between deliver within the senders' calls; wait until nothing moves.
+        let last = '';
+        k1 = await waitFor(async () => {
+          const k = await kernelCounts(dev);
+          const same = JSON.stringify(k) === last;
+          last = JSON.stringify(k);
+          return same ? k : null;
+        }, 10_000 * slow, 200);
+      } finally {
+        gw.child.kill('SIGCONT');
+      }
+      const device = k1.device - k0.device;
+      const underlay = k1.underlay - k0.underlay;
+      console.log('kernel drops while the gateway was stopped', { device, underlay });
+      expect(device).toBeGreaterThanOrEqual(1_000);
+      // qemu-user does not translate SO_MEMINFO: an emulated gateway cannot read its sockets' drops.
+      if (!launcher.emulated) expect(underlay).toBeGreaterThanOrEqual(1_000);
+      // Until the gateway has drained its socket, what arrives there (a keepalive's answer) is
+      // dropped too: compare with the kernel's counts as they are when the document is read.
+      const d = (s: HealthDocument, k: string) => (s.drops[k] ?? 0) - (before.drops[k] ?? 0);
+      let seen: { s: HealthDocument; k: Awaited<ReturnType<typeof kernelCounts>> } | null = null;
+      const agreed = await waitFor(async () => {
+        const now = { s: (await gw.status())!, k: await kernelCounts(dev) };
+        seen = now;
+        const same = d(now.s, 'deviceQueue') === now.k.device - k0.device && d(now.s, 'underlayReceive') === (launcher.emulated ? 0 : now.k.underlay - k0.underlay);
+        return same ? now : null;
+      }, 10_000 * slow, 200).catch(() => seen!);
+      expect(d(agreed.s, 'deviceQueue')).toBe(agreed.k.device - k0.device);
+      expect(d(agreed.s, 'underlayReceive')).toBe(launcher.emulated ? 0 : agreed.k.underlay - k0.underlay);
+      expect(agreed.k.device - k0.device).toBe(device); // nothing more found the device's queue full
+      // And it still forwards.
+      expect((await ping(env.NS_HOST, env.POD1_IP, { count: 2, intervalMs: 100 })).ok).toBe(true);
+    });
+  });
+
   it('its raw-socket addon (the ICMP echo that explains a silent peer) answers from a peer over the underlay', async () => {
     const out = await nsRun(env.NS_GW, launcher.nodeArgv([RAW_PING, launcher.appDir, env.AWS1_PUBLIC_IP]), { timeoutMs: 15_000 * slow });
     const r = JSON.parse(out.trim().split('\n').pop()!) as { arch: string; addon: string; reply: string | null };

@@ -29,7 +29,7 @@ const O_CLOEXEC = 0o2000000;
  *  type error), and the addon's registration table (src/native/addon.c) must match it. */
 const CALLS: Record<keyof NativeBinding, true> = {
   tunOpen: true, devRead: true, devWrite: true,
-  udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpCheckOffloads: true, unixDgramSend: true,
+  udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpCheckOffloads: true, udpDrops: true, unixDgramSend: true,
   udpSendThread: true, udpSendLost: true,
   pollStart: true, pollStop: true, close: true,
   lastError: true, offloadStats: true, releasePages: true,

@@ -179,6 +179,18 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     expect(r.group.othersEarly + r.group.othersAfterBulk).toBe(12);
   });
 
+  it("udpDrops: the kernel's drop count of each socket of a group, exactly what one overflowing source lost, in the one member it hashes to", () => {
+    const r = scenario('udp-drops');
+    for (const k of ['group', 'single']) {
+      const { before, after, received, sent } = r[k];
+      expect(before).toEqual(k === 'group' ? [0, 0, 0, 0] : [0]);
+      expect(received).toBeGreaterThan(0);
+      expect(received).toBeLessThan(sent); // the small buffer overflowed
+      expect(after.reduce((a: number, b: number) => a + b, 0)).toBe(sent - received);
+      expect(after.filter((c: number) => c > 0)).toHaveLength(1); // one source: one member
+    }
+  });
+
   it('the sender thread: a socket that fills up while datagrams pass held TCP, or pass in the first pass of a call: udpSend counts what the kernel took, no more', () => {
     const r = scenario('send-full');
     expect(r.heldHanded).toBe(2);

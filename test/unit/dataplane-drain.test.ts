@@ -5,6 +5,7 @@
 // underlay is (test/unit/outside-expedite.test.ts).
 import { describe, expect, it } from 'vitest';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
+import { KernelDrops } from '../../src/dataplane/kernel-drops.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import type { NativeSystemError } from '../../src/native/index.js';
 import { Logger } from '../../src/util/log.js';
@@ -150,15 +151,30 @@ describe('sends the sender thread could not make', () => {
     r.fire(r.io.fds.device);
     expect(r.io.underlay.sent).toHaveLength(5); // udpSend accepted all five
     pending = 3; // the thread then found the socket full for three of them
-    r.dp.collectSendLosses();
+    r.dp.collectLosses();
     expect(r.dp.drops.get('underlaySend')).toBe(3);
-    r.dp.collectSendLosses(); // nothing new: not counted twice
+    r.dp.collectLosses(); // nothing new: not counted twice
     expect(r.dp.drops.get('underlaySend')).toBe(3);
   });
 
   it('without a sender thread (no udpSendLost) nothing is added', () => {
     const r = rig();
-    r.dp.collectSendLosses();
+    r.dp.collectLosses();
     expect(r.dp.drops.total()).toBe(0);
+  });
+});
+
+describe("the kernel's drops at the two edges", () => {
+  it('are read with the other losses, beside the data plane\'s own counts', () => {
+    const r = rig();
+    const k = { device: 10, sockets: [1, 2] };
+    r.dp.kernelDrops = new KernelDrops({ device: () => k.device, underlay: () => k.sockets });
+    r.toPods(2);
+    r.fire(r.io.fds.device);
+    k.device = 16; // six packets found the device's queue full
+    k.sockets = [1, 5];
+    r.dp.collectLosses();
+    expect(r.dp.drops.snapshot()).toEqual({ deviceQueue: 6, underlayReceive: 3 });
+    expect(r.io.underlay.sent).toHaveLength(2); // what was read still went out
   });
 });
