@@ -105,6 +105,19 @@ export function gatewayScenarios(o: ScenarioOptions): void {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
   const start = (x: GatewayOptions = {}) => startGateway(env, { launcher, ...x });
+  /** A gateway of a describe block's own: started before its first test (with the options
+   *  `opts` gives then) and cleaned up after its last. The block calls `gw()` for it. */
+  function ownGateway(opts: () => GatewayOptions = () => ({})): () => RunningGateway {
+    let gw: RunningGateway | undefined;
+    beforeAll(async () => {
+      gw = await start(opts());
+      await gw.waitUp();
+    });
+    afterAll(async () => {
+      await gw?.cleanup();
+    });
+    return () => gw!;
+  }
 
   /**
    * Sends 4 MB host -> pod1 (the gateway encapsulates it) while capturing what the gateway
@@ -141,14 +154,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
 
   for (const mode of ['tun', 'tap'] as const) {
     describe(`${mode.toUpperCase()} mode`, () => {
-      let gw: RunningGateway;
-      beforeAll(async () => {
-        gw = await start({ mode });
-        await gw.waitUp();
-      });
-      afterAll(async () => {
-        await gw.cleanup();
-      });
+      const gw = ownGateway(() => ({ mode }));
 
       it('pings both ways between the site host and pods on both AWS nodes', async () => {
         for (const [from, to] of [
@@ -177,7 +183,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       });
 
       it('reports both peers up with RTT, zero loss and counters', async () => {
-        const s = await gw.waitStatus((d) => d.peers.every((p) => p.rxPackets > 100 && p.lossPct === 0));
+        const s = await gw().waitStatus((d) => d.peers.every((p) => p.rxPackets > 100 && p.lossPct === 0));
         expect(s.state).toBe('ok');
         expect(s.tunnel).toMatchObject({ device: env.VTEP_DEV, mode, vni: 1, mtu: 1450, vtepMac: env.GW_VTEP_MAC, queues: 8 });
         // overlay.queues (default 8), as the kernel has it: one ring per queue, all attached.
@@ -195,12 +201,12 @@ export function gatewayScenarios(o: ScenarioOptions): void {
         if (launcher.emulated) {
           // Under qemu-user /proc/self/smaps is the emulator's own and does not list what the
           // guest's /proc/self/maps does: nothing is given back, the log says so and why, once.
-          const e = await gw.waitLog(/^gave back no start-up pages, and will not try again$/, { stage: 'loaded' });
+          const e = await gw().waitLog(/^gave back no start-up pages, and will not try again$/, { stage: 'loaded' });
           expect(e).toMatchObject({ level: 'info', skipped: expect.stringContaining('list different mappings') });
         } else {
           // Natively Node's binary at least (its code and read-only data) leaves the resident set.
-          const loaded = await gw.waitLog(/^gave back start-up pages of mapped files$/, { stage: 'loaded' });
-          const ready = await gw.waitLog(/^gave back start-up pages of mapped files$/, { stage: 'ready' });
+          const loaded = await gw().waitLog(/^gave back start-up pages of mapped files$/, { stage: 'loaded' });
+          const ready = await gw().waitLog(/^gave back start-up pages of mapped files$/, { stage: 'ready' });
           for (const e of [loaded, ready]) {
             expect(e.level).toBe('info');
             const [before, after] = String(e.rssMb).split(' -> ').map(Number);
@@ -209,21 +215,21 @@ export function gatewayScenarios(o: ScenarioOptions): void {
             expect(after).toBeLessThan(before - 5);
           }
         }
-        expect(gw.logEntries().filter((e) => e.level === 'warn' && /start-up pages/.test(e.msg))).toEqual([]);
+        expect(gw().logEntries().filter((e) => e.level === 'warn' && /start-up pages/.test(e.msg))).toEqual([]);
         // The pages come back as the code runs: the data plane still carries traffic both ways.
         expect(await ping(env.NS_POD1, env.HOST_IP, { count: 2 })).toMatchObject({ ok: true, received: 2 });
-        const s = await gw.waitStatus((d) => d.memory?.fileMb !== undefined);
+        const s = await gw().waitStatus((d) => d.memory?.fileMb !== undefined);
         // (Under qemu-user /proc/self/status is the emulator's, not the guest's resident set.)
         if (!launcher.emulated) expect(Math.abs(s.memory!.anonMb! + s.memory!.fileMb! - s.memory!.rssMb)).toBeLessThan(4);
         // Emulated, READY (long past: status.json is written after it) tried nothing more.
-        else expect(gw.logEntries().filter((e) => /start-up pages/.test(e.msg)).map((e) => e.stage)).toEqual(['loaded']);
+        else expect(gw().logEntries().filter((e) => /start-up pages/.test(e.msg)).map((e) => e.stage)).toEqual(['loaded']);
       });
 
       it('checked UDP_SEGMENT and UDP_GRO at start, and reports the offloads it uses', async () => {
         // The start-up check saw both work (a layer that loses their control messages is the
         // scenario further down) ...
-        await gw.waitLog(/^tunnel up$/, { udpCheck: { segment: 'ok', gro: 'ok' } });
-        const s = await gw.waitStatus((d) => (d.offload?.counters?.gsoMessages ?? 0) > 0 || mode === 'tap');
+        await gw().waitLog(/^tunnel up$/, { udpCheck: { segment: 'ok', gro: 'ok' } });
+        const s = await gw().waitStatus((d) => (d.offload?.counters?.gsoMessages ?? 0) > 0 || mode === 'tap');
         if (mode === 'tun') {
           // ... so the transfers above left through TSO and UDP_SEGMENT, and nothing fell back.
           expect(s.offload).toMatchObject({ tso: true, udpGro: true, reason: null });
@@ -262,21 +268,16 @@ export function gatewayScenarios(o: ScenarioOptions): void {
   }
 
   describe('a syscall layer that loses the UDP control messages (as a qemu-user may)', () => {
-    let gw: RunningGateway;
-    beforeAll(async () => {
+    const gw = ownGateway(() => {
       const lib = buildDropCmsgShim(launcher.cc, dir);
-      gw = await start({ preload: { lib, env: { VXARM_DROP_CMSG: 'both' } } });
-      await gw.waitUp();
-    });
-    afterAll(async () => {
-      await gw.cleanup();
+      return { preload: { lib, env: { VXARM_DROP_CMSG: 'both' } } };
     });
 
     it('falls back to one datagram per segment and no GRO, says why in health, and still carries 4 MB intact', async () => {
-      const warned = await gw.waitLog(/^UDP segmentation off/);
+      const warned = await gw().waitLog(/^UDP segmentation off/);
       expect(warned.reason).toMatch(/^UDP_SEGMENT ignored: 2 segments of 1000 bytes sent as one message arrived as one 2000-byte datagram/);
       await transferOnTheWire('lost-cmsg');
-      const s = await gw.waitStatus((d) => (d.offload?.counters?.tsoPackets ?? 0) > 0);
+      const s = await gw().waitStatus((d) => (d.offload?.counters?.tsoPackets ?? 0) > 0);
       expect(s.state).toBe('ok');
       // TSO from the device stays (we cut the super-packets ourselves); UDP_SEGMENT and GRO are off, each with its reason.
       expect(s.offload).toMatchObject({ tso: true, udpGro: false });
@@ -287,21 +288,14 @@ export function gatewayScenarios(o: ScenarioOptions): void {
   });
 
   describe('untrusted input', () => {
-    let gw: RunningGateway;
-    beforeAll(async () => {
-      gw = await start();
-      await gw.waitUp();
-    });
-    afterAll(async () => {
-      await gw.cleanup();
-    });
+    const gw = ownGateway();
 
     const flood = (ns: string, bind: string, kinds: string[], count: number) =>
       nsRun(ns, ['node', FLOOD, '--to', env.GW_PUBLIC_IP, '--bind', bind, '--kinds', kinds.join(','), '--count', String(count),
         '--gw-mac', env.GW_VTEP_MAC, '--peer-mac', env.AWS1_VTEP_MAC, '--src', env.POD1_IP, '--dst', env.HOST_IP], { timeoutMs: 30_000 });
 
     it('counts a flood of malformed datagrams as drops and keeps forwarding', async () => {
-      const before = (await gw.status())!;
+      const before = (await gw().status())!;
       const sink = nsSpawn(env.NS_HOST, ['node', SINK, env.HOST_IP, '9999', String(40 * slow)]);
       let sinkOut = '';
       sink.stdout!.on('data', (b: Buffer) => (sinkOut += b.toString()));
@@ -313,7 +307,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       await flood(env.NS_INET, env.INET_AWS_IP, ['good', 'random'], 200);
       expect((await pinging).ok).toBe(true);
       // The gateway has read both floods once the second one's frames are counted (one socket, in order) ...
-      const after = await gw.waitStatus((s) => (s.drops.unknownSource ?? 0) - (before.drops.unknownSource ?? 0) >= 200);
+      const after = await gw().waitStatus((s) => (s.drops.unknownSource ?? 0) - (before.drops.unknownSource ?? 0) >= 200);
       // ... and the sink has everything the gateway let through once a marker sent after them arrives.
       const seenMarker = waitForOutput(sink, 'stderr', 'seen marker', 10_000 * slow);
       await flood(env.NS_AWS1, env.AWS1_UNDERLAY_IP, ['marker'], 3);
@@ -337,20 +331,13 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       expect(d('notIPv4')).toBeGreaterThanOrEqual(190);
       expect(d('oversize')).toBeGreaterThanOrEqual(190);
       expect(d('spoofedSource')).toBeGreaterThanOrEqual(190);
-      expect(gw.child.exitCode).toBeNull();
+      expect(gw().child.exitCode).toBeNull();
       expect(after.peers.every((p) => p.state === 'up')).toBe(true);
     });
   });
 
   describe('what the kernel drops before the gateway reads it', () => {
-    let gw: RunningGateway;
-    beforeAll(async () => {
-      gw = await start();
-      await gw.waitUp();
-    });
-    afterAll(async () => {
-      await gw.cleanup();
-    });
+    const gw = ownGateway();
 
     /** UDP datagrams from a namespace, all of one flow, as fast as Node sends them. */
     const blast = (ns: string, to: string, count: number) =>
@@ -369,11 +356,11 @@ export function gatewayScenarios(o: ScenarioOptions): void {
     };
 
     it("counts the device queue's and the tunnel sockets' overflows while it was stopped as deviceQueue and underlayReceive, exactly as the kernel does", async () => {
-      const before = (await gw.status())!;
+      const before = (await gw().status())!;
       const dev = before.tunnel.device;
       const k0 = await kernelCounts(dev);
       expect(k0.sockets).toBeGreaterThan(0);
-      gw.child.kill('SIGSTOP');
+      gw().child.kill('SIGSTOP');
       let k1: Awaited<ReturnType<typeof kernelCounts>>;
       try {
         // One flow each way: 4 000 datagrams into one device queue of 2 000, and 30 000 into one
@@ -389,7 +376,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
           return same ? k : null;
         }, 10_000 * slow, 200);
       } finally {
-        gw.child.kill('SIGCONT');
+        gw().child.kill('SIGCONT');
       }
       const device = k1.device - k0.device;
       const underlay = k1.underlay - k0.underlay;
@@ -402,7 +389,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       const d = (s: HealthDocument, k: string) => (s.drops[k] ?? 0) - (before.drops[k] ?? 0);
       let seen: { s: HealthDocument; k: Awaited<ReturnType<typeof kernelCounts>> } | null = null;
       const agreed = await waitFor(async () => {
-        const now = { s: (await gw.status())!, k: await kernelCounts(dev) };
+        const now = { s: (await gw().status())!, k: await kernelCounts(dev) };
         seen = now;
         const same = d(now.s, 'deviceQueue') === now.k.device - k0.device && d(now.s, 'underlayReceive') === (launcher.emulated ? 0 : now.k.underlay - k0.underlay);
         return same ? now : null;
