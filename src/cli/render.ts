@@ -27,8 +27,15 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
   for (const c of failing) lines.push(`  ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}`);
   const drops = Object.entries(d.drops ?? {});
   if (drops.length) lines.push(`drops: ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  // The kernel's own drops name no packet the gateway saw: say where they happened.
+  for (const [k] of drops) if (k in KERNEL_DROPS) lines.push(`  ${k}: ${KERNEL_DROPS[k]}`);
   return lines.join('\n') + '\n';
 }
+
+const KERNEL_DROPS: Record<string, string> = {
+  deviceQueue: "dropped by the kernel at the tunnel device's queue: the site sent into the tunnel faster than the gateway read",
+  underlayReceive: 'dropped by the kernel at the tunnel sockets: the peers sent faster than the gateway read, or the UDP checksum was bad',
+};
 
 function fmtDuration(s: number): string {
   if (s < 120) return `${s}s`;

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { renderStatus } from '../../src/cli/render.js';
+import type { HealthDocument } from '../../src/health/document.js';
+
+const NOW = Date.parse('2026-12-04T12:00:00.000Z');
+
+function doc(over: Partial<HealthDocument> = {}): HealthDocument {
+  return {
+    site: 'lab', node: 'edge-1', version: '0.1.0', ts: '2026-12-04T12:00:00.000Z', uptimeS: 3 * 3600, state: 'degraded',
+    tunnel: {
+      device: 'flannel.1', mode: 'tun', vni: 1, mtu: 1450, subnet: '10.244.100.0/24', vtepMac: '0e:5c:aa:00:00:01',
+      localEndpoint: '192.168.50.10:8472', publicEndpoint: null,
+    },
+    peers: [
+      { name: 'aws-1', endpoint: '203.0.113.10:8472', subnet: '10.244.1.0/24', state: 'up', rttMs: 1.25, lossPct: 0,
+        lastSeen: '2026-12-04T11:59:58.000Z', rxPackets: 10, txPackets: 12, rxBytes: 980, txBytes: 3 * 1024 * 1024, reason: null },
+      { name: 'aws-2', endpoint: '203.0.113.20:8472', subnet: '10.244.2.0/24', state: 'down', rttMs: null, lossPct: 100,
+        lastSeen: null, rxPackets: 0, txPackets: 40, rxBytes: 0, txBytes: 4000,
+        reason: 'no answer to keepalive probes for 90s: check that the AWS security group allows UDP 8472' },
+    ],
+    checks: [
+      { name: 'ip_forward', ok: true, detail: 'net.ipv4.ip_forward=1' },
+      { name: 'public_endpoint', ok: false, detail: 'unknown', fix: 'set underlay.publicIp' },
+    ],
+    pid: 1234,
+    drops: {},
+    ...over,
+  };
+}
+
+describe('renderStatus (vxedge status for a person)', () => {
+  it('shows the gateway, the tunnel, a table of peers with their reasons, and the failing checks with their fixes', () => {
+    const out = renderStatus(doc(), NOW).split('\n');
+    expect(out[0]).toBe('vxedge 0.1.0  site lab  node edge-1  state DEGRADED  up 3h');
+    expect(out[1]).toBe('tunnel flannel.1 (tun) vni 1 mtu 1450 subnet 10.244.100.0/24 vtep 0e:5c:aa:00:00:01');
+    expect(out[2]).toBe('local 192.168.50.10:8472  public unknown');
+    const table = out.slice(4, 7);
+    expect(table[0]).toMatch(/^PEER +STATE +ENDPOINT +SUBNET +RTT +LOSS +LAST SEEN +RX PKT +TX PKT +RX +TX$/);
+    expect(table[1].split(/ {2,}/)).toEqual(['aws-1', 'up', '203.0.113.10:8472', '10.244.1.0/24', '1.25ms', '0%', '2s ago', '10', '12', '980B', '3.0MiB']);
+    expect(table[2].split(/ {2,}/)).toEqual(['aws-2', 'down', '203.0.113.20:8472', '10.244.2.0/24', '-', '100%', 'never', '0', '40', '0B', '3.9KiB']);
+    // Columns line up: every row's second column starts where the header's does.
+    for (const r of table) expect(r.indexOf(r.split(/ {2,}/)[1], 5)).toBe(table[0].indexOf('STATE'));
+    expect(out).toContain('  aws-2: no answer to keepalive probes for 90s: check that the AWS security group allows UDP 8472');
+    expect(out.slice(out.indexOf('checks failing:'))).toEqual(['checks failing:', '  public_endpoint: unknown', '    fix: set underlay.publicIp', '']);
+  });
+
+  it('says every check passes and shows no drops line when nothing was dropped', () => {
+    const out = renderStatus(doc({ checks: [{ name: 'ip_forward', ok: true, detail: 'ok' }] }), NOW);
+    expect(out).toContain('checks: all 1 pass\n');
+    expect(out).not.toContain('drops');
+  });
+
+  it("lists the drops, and says where the kernel's own were dropped", () => {
+    const out = renderStatus(doc({ drops: { notForUs: 3, deviceQueue: 2000, underlayReceive: 12 } }), NOW).split('\n');
+    const at = out.indexOf('drops: notForUs=3 deviceQueue=2000 underlayReceive=12');
+    expect(at).toBeGreaterThan(0);
+    expect(out[at + 1]).toMatch(/^ {2}deviceQueue: dropped by the kernel at the tunnel device's queue: the site sent into the tunnel faster than the gateway read$/);
+    expect(out[at + 2]).toMatch(/^ {2}underlayReceive: dropped by the kernel at the tunnel sockets: /);
+    expect(out[at + 3]).toBe('');
+    // The gateway's own reasons need no such line: the README's table says what each means.
+    expect(renderStatus(doc({ drops: { notForUs: 3 } }), NOW).trimEnd().split('\n').at(-1)).toBe('drops: notForUs=3');
+  });
+});
