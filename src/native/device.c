@@ -24,7 +24,6 @@
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <linux/if_tun.h>
-#include <linux/virtio_net.h>
 
 #ifndef TUN_F_USO4 /* headers older than Linux 6.2 */
 #define TUN_F_USO4 0x20

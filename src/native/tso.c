@@ -55,53 +55,51 @@ static int gso_ip_ok(tso_job *j, const uint8_t *ip, size_t iplen, uint8_t proto,
   return 0;
 }
 
-/* A UDP super-packet: the datagrams share the UDP header but for length and checksum. */
-static int uso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
-  const uint8_t *uh;
-  if (gso_ip_ok(j, ip, iplen, IPPROTO_UDP, 8, gso) != 0) return -1;
-  uh = ip + j->ihl;
+/* What TCP and UDP super-packets fill alike once their L4 header (`thl` bytes) is checked:
+ * where the packet is, its sizes, the segment count, the head's IP id, and the IP header's
+ * sum without the fields each segment sets (length, id, checksum; all at even offsets, so
+ * the pieces sum as the whole would). */
+static void gso_fill(tso_job *j, const uint8_t *ip, size_t iplen, size_t thl, uint32_t gso) {
   j->ip = ip;
   j->iplen = iplen;
-  j->udp = 1;
-  j->thl = 8;
-  j->hdrlen = j->ihl + 8;
+  j->thl = thl;
+  j->hdrlen = j->ihl + thl;
   j->payload = iplen - j->hdrlen;
   j->gso = gso;
   j->nsegs = j->payload == 0 ? 1 : (uint32_t)((j->payload + gso - 1) / gso);
-  j->seq0 = 0;
   j->id0 = be16(ip + 4);
-  j->off = j->flags = 0;
   j->ip_sum = csum_add(ip + 12, j->ihl - 12, csum_add(ip + 6, 4, csum_add(ip, 2, 0)));
+}
+
+/* A UDP super-packet: the datagrams share the UDP header but for length and checksum. */
+static int uso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
+  if (gso_ip_ok(j, ip, iplen, IPPROTO_UDP, 8, gso) != 0) return -1;
+  gso_fill(j, ip, iplen, 8, gso);
+  j->udp = 1;
+  j->seq0 = 0;
+  j->off = j->flags = 0;
   /* The ports, and the pseudo-header's addresses and protocol; uso_seg_write adds the length
    * twice (pseudo-header and UDP header). */
-  j->l4_sum = csum_add(uh, 4, 0) + pseudo_sum(ip, IPPROTO_UDP, 0);
+  j->l4_sum = csum_add(ip + j->ihl, 4, 0) + pseudo_sum(ip, IPPROTO_UDP, 0);
   return 0;
 }
 
 static int tso_prepare(tso_job *j, const uint8_t *ip, size_t iplen, uint32_t gso) {
+  const uint8_t *th;
+  size_t thl;
   if (gso_ip_ok(j, ip, iplen, IPPROTO_TCP, 20, gso) != 0) return -1;
-  j->thl = (size_t)(ip[j->ihl + 12] >> 4) * 4;
-  if (j->thl < 20 || j->ihl + j->thl > iplen) return -1;
+  th = ip + j->ihl;
+  thl = (size_t)(th[12] >> 4) * 4;
+  if (thl < 20 || j->ihl + thl > iplen) return -1;
+  gso_fill(j, ip, iplen, thl, gso);
   j->udp = 0;
-  j->ip = ip;
-  j->iplen = iplen;
-  j->hdrlen = j->ihl + j->thl;
-  j->payload = iplen - j->hdrlen;
-  j->gso = gso;
-  j->nsegs = j->payload == 0 ? 1 : (uint32_t)((j->payload + gso - 1) / gso);
-  j->seq0 = be32(ip + j->ihl + 4);
-  j->id0 = be16(ip + 4);
-  {
-    const uint8_t *th = ip + j->ihl;
-    j->off = th[12];
-    j->flags = th[13];
-    /* Without length, id and checksum (IP) and sequence number, offset and flags, and
-     * checksum (TCP): all at even offsets, so the pieces sum as the whole would. The TCP
-     * sum holds the pseudo-header's addresses and protocol; tso_write adds its length. */
-    j->ip_sum = csum_add(ip + 12, j->ihl - 12, csum_add(ip + 6, 4, csum_add(ip, 2, 0)));
-    j->l4_sum = csum_add(th + 18, j->thl - 18, csum_add(th + 14, 2, csum_add(th + 8, 4, csum_add(th, 4, 0))));
-    j->l4_sum += pseudo_sum(ip, IPPROTO_TCP, 0);
-  }
+  j->seq0 = be32(th + 4);
+  j->off = th[12];
+  j->flags = th[13];
+  /* Without sequence number, offset and flags, and checksum: all at even offsets. The sum
+   * holds the pseudo-header's addresses and protocol; tso_write adds its length. */
+  j->l4_sum = csum_add(th + 18, thl - 18, csum_add(th + 14, 2, csum_add(th + 8, 4, csum_add(th, 4, 0))));
+  j->l4_sum += pseudo_sum(ip, IPPROTO_TCP, 0);
   return 0;
 }
 
