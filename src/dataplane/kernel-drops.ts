@@ -18,12 +18,12 @@ export interface KernelDropSources {
 /** Turns the kernel's running counts into drops counted once. The constructor's reading is
  *  the baseline: what was dropped before vxedge took the device or the socket is not its loss. */
 export class KernelDrops {
-  private device: number | null = null;
-  private readonly sockets: number[] = [];
+  private device: number | null;
+  private readonly sockets: number[];
 
   constructor(private readonly sources: KernelDropSources) {
     this.device = sources.device();
-    this.sockets.push(...sources.underlay());
+    this.sockets = [...sources.underlay()]; // updated in place by collect: our own copy
   }
 
   /** Adds what was dropped since the last call to `drops` (deviceQueue, underlayReceive). */
