@@ -28,7 +28,7 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
   const drops = Object.entries(d.drops ?? {});
   if (drops.length) lines.push(`drops: ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}`);
   // The kernel's own drops name no packet the gateway saw: say where they happened.
-  for (const [k] of drops) if (k in KERNEL_DROPS) lines.push(`  ${k}: ${KERNEL_DROPS[k]}`);
+  for (const [k] of drops) if (Object.hasOwn(KERNEL_DROPS, k)) lines.push(`  ${k}: ${KERNEL_DROPS[k]}`);
   return lines.join('\n') + '\n';
 }
 

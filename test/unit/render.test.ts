@@ -59,5 +59,7 @@ describe('renderStatus (vxedge status for a person)', () => {
     expect(out[at + 3]).toBe('');
     // The gateway's own reasons need no such line: the README's table says what each means.
     expect(renderStatus(doc({ drops: { notForUs: 3 } }), NOW).trimEnd().split('\n').at(-1)).toBe('drops: notForUs=3');
+    // Nor does a reason that happens to share a name with an object's own properties.
+    expect(renderStatus(doc({ drops: { constructor: 1 } }), NOW).trimEnd().split('\n').at(-1)).toBe('drops: constructor=1');
   });
 });
