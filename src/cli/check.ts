@@ -2,7 +2,8 @@
 // checks of the flannel troubleshooting guide, one line each.
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
-import { defaultGateway } from '../control/iproute.js';
+import { classifyExistingDevice } from '../control/device.js';
+import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
 import { checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
 import { systemClock } from '../util/clock.js';
@@ -11,6 +12,7 @@ import { Logger } from '../util/log.js';
 export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [{ name: 'config', ok: true, detail: `site ${cfg.site}, node ${cfg.node}, ${cfg.peers.length} peer(s)` }];
   results.push(await checkTunDevice());
+  results.push(await checkDeviceName(cfg.overlay.device));
   results.push(await checkIpForward());
   const { result, underlay } = await checkUnderlay(cfg);
   results.push(result);
@@ -40,6 +42,21 @@ export async function runCheck(cfg: Config): Promise<number> {
     if (!r.ok && r.fix) process.stdout.write(`      ${' '.repeat(w)}  fix: ${r.fix}\n`);
   }
   return results.every((r) => r.ok) ? 0 : 1;
+}
+
+/** Whether `run` can have overlay.device's name: free, or left over and to be replaced. */
+async function checkDeviceName(name: string): Promise<CheckResult> {
+  const found = classifyExistingDevice(name, await linkDetails(name));
+  switch (found.action) {
+    case 'free':
+      return { name: 'device', ok: true, detail: `${name}: no such interface yet` };
+    case 'replace':
+      return { name: 'device', ok: true, detail: `${name}: a ${found.kind} device left over, to be replaced at start` };
+    case 'in-use':
+      return { name: 'device', ok: false, detail: found.message, fix: 'stop the other gateway (vxedge status), or set overlay.device to another name' };
+    case 'foreign':
+      return { name: 'device', ok: false, detail: found.message, fix: `\`ip -d link show ${name}\` says what it is; give overlay.device a name no interface has` };
+  }
 }
 
 /**

@@ -213,7 +213,16 @@ function checkPublicIp(s: string): void {
   }
 }
 
+/** A URL written without its scheme ("broker.example.com:1883"), which URL would read as scheme
+ *  "broker.example.com": say what to put in front instead. Credentials stay masked. */
+function checkHasScheme(s: string, scheme: string, alternative: string): void {
+  if (s.includes('://')) return;
+  const fixed = maskUrl(`${scheme}://${s}`);
+  throw new Error(`${show(fixed.slice(scheme.length + 3))} has no scheme; write ${show(fixed)} (or ${alternative})`);
+}
+
 function checkMqttUrl(s: string): void {
+  checkHasScheme(s, 'mqtt', 'mqtts:// for TLS');
   let url: URL;
   try {
     url = new URL(s);
@@ -229,6 +238,7 @@ function checkMqttUrl(s: string): void {
 
 /** An etcd v3 endpoint: http(s)://host:port. */
 function checkEtcdEndpoint(s: string): string {
+  checkHasScheme(s, 'https', 'http:// without TLS');
   let url: URL;
   try {
     url = new URL(s);

@@ -18,6 +18,7 @@ import {
   buildSchema,
   buildValues,
   convictSchema,
+  envAlias,
   isLeaf,
   isRequired,
   leaves,
@@ -121,6 +122,28 @@ function knownPart(raw: Tree, tree: SchemaTree, prefix: string, known: string[],
   return copy;
 }
 
+/**
+ * The environment with every key's alias (`VXEDGE_UNDERLAY_PUBLICIP`, envAlias) moved to its
+ * variable (`VXEDGE_UNDERLAY_PUBLIC_IP`), which is the one convict reads; `from` names the
+ * variable a value came from, for messages. Both set to different values is a problem: which
+ * one wins would be a guess.
+ */
+function resolveEnvAliases(env: NodeJS.ProcessEnv, tree: SchemaTree, out: ConfigProblem[]): { env: NodeJS.ProcessEnv; from: Map<string, string> } {
+  const resolved = { ...env };
+  const from = new Map<string, string>();
+  for (const { path: key, env: name } of leaves(tree)) {
+    const alias = envAlias(key);
+    if (alias === name || env[alias] === undefined) continue;
+    if (env[name] !== undefined && env[name] !== env[alias]) {
+      out.push({ key: alias, value: mask(key, env[alias]), message: `is set, and so is ${name}, to another value (both set ${key}): unset one of them` });
+      continue;
+    }
+    resolved[name] = env[alias];
+    from.set(name, alias);
+  }
+  return { env: resolved, from };
+}
+
 /** VXEDGE_* variables that name no key are ignored unless they look like a typo of one. */
 function envTypos(env: NodeJS.ProcessEnv, known: string[]): ConfigProblem[] {
   const names = new Set(known);
@@ -163,12 +186,14 @@ function checkLeaves(
   tree: SchemaTree,
   raw: Tree,
   env: NodeJS.ProcessEnv,
+  envFrom: Map<string, string>,
   skip: Set<string>,
 ): ConfigProblem[] {
   const out: ConfigProblem[] = [];
-  for (const { path: key, spec, env: envVar } of leaves(tree)) {
+  for (const { path: key, spec, env: name } of leaves(tree)) {
     if (skip.has(key)) continue;
-    const fromEnv = env[envVar] !== undefined;
+    const envVar = envFrom.get(name) ?? name;
+    const fromEnv = env[name] !== undefined;
     let found = leafProblems(key, spec, getPath(values, key));
     if (key === 'node' && !fromEnv && getPath(raw, 'node') === undefined) {
       found = found.map((p) => ({
@@ -283,6 +308,13 @@ function crossChecks(v: Tree, bad: (key: string) => boolean): ConfigProblem[] {
     }
   }
   const set = (key: string): boolean => ok(key) && getPath(v, key) !== null;
+  if (set('underlay.iface') && ok('overlay.device') && getPath(v, 'underlay.iface') === getPath(v, 'overlay.device')) {
+    out.push({
+      key: 'overlay.device',
+      value: getPath(v, 'overlay.device'),
+      message: `${show(getPath(v, 'overlay.device'))} is also underlay.iface: the tunnel device needs a name of its own (flannel's is flannel.1)`,
+    });
+  }
   if (set('mqtt.password') && set('mqtt.passwordFile')) {
     out.push({ key: 'mqtt.password', value: MASK, message: 'is set together with mqtt.passwordFile; keep only one of them' });
   }
@@ -319,14 +351,15 @@ export function configFromObject(
   const known = allPaths(tree);
   const problems: ConfigProblem[] = [];
   const clean = knownPart(raw, tree, '', known, problems);
-  problems.push(...envTypos(env, leaves(tree).map((l) => l.env)));
+  problems.push(...envTypos(env, [...new Set(leaves(tree).flatMap((l) => [l.env, envAlias(l.path)]))]));
+  const { env: envResolved, from: envFrom } = resolveEnvAliases(env, tree, problems);
 
-  const conf = convict(convictSchema(tree), { env, args: [] });
+  const conf = convict(convictSchema(tree), { env: envResolved, args: [] });
   conf.load(clean);
   const values = conf.getProperties();
 
   const skip = new Set(problems.map((p) => p.key));
-  problems.push(...checkLeaves(values, tree, raw, env, skip));
+  problems.push(...checkLeaves(values, tree, raw, envResolved, envFrom, skip));
   const badKeys = problems.map((p) => p.key);
   // A key is bad when it, or anything inside it ("peers[1].subnet" inside "peers"), has a problem.
   const bad = (key: string): boolean =>

@@ -257,6 +257,14 @@ export function envName(path: string): string {
   return `VXEDGE_${path.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/\./g, '_').toUpperCase()}`;
 }
 
+/**
+ * `underlay.publicIp` -> `VXEDGE_UNDERLAY_PUBLICIP`: the path upper-cased as it is, which is how
+ * the contract's `VXEDGE_<PATH>` reads for a camel-case key. Accepted beside envName's spelling.
+ */
+export function envAlias(path: string): string {
+  return `VXEDGE_${path.replace(/\./g, '_').toUpperCase()}`;
+}
+
 export function isLeaf(node: SchemaNode): node is Leaf<unknown> {
   return Object.hasOwn(node, 'format') && Object.hasOwn(node, 'doc');
 }

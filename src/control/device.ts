@@ -11,7 +11,7 @@
 import type { Cidr, OverlayMode, PeerConfig } from '../config/types.js';
 import { intToIp } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
-import { deviceSysctl, ip, ipBatch, linkDetails } from './iproute.js';
+import { deviceSysctl, ip, ipBatch, linkDetails, type LinkInfo } from './iproute.js';
 
 export interface DeviceSpec {
   name: string;
@@ -30,20 +30,47 @@ export class DeviceInUseError extends Error {
 }
 
 /**
- * Removes a leftover device of that name: a persistent TUN/TAP from a crashed run, or a
- * stale kernel vxlan. A non-persistent TUN/TAP exists only while a process holds it open,
- * so it belongs to a running program (another vxedge?) and is left alone.
+ * What start-up does with an existing device of overlay.device's name:
+ *   - `free`: there is none;
+ *   - `replace`: a persistent TUN/TAP (a crashed run, or one made by hand) or a kernel vxlan
+ *     (flannel's own flannel.1 on a box that ran flannel before): removed, then made anew;
+ *   - `in-use`: a TUN/TAP that is not persistent exists only while a process holds it open,
+ *     so it belongs to a running program (another vxedge?);
+ *   - `foreign`: any other kind (a NIC, a bridge, a veth, a VLAN...) is the site's own, and
+ *     removing it could cut the box off its network.
+ * The last two are refused with `message`, which names the key to change.
  */
-export async function removeLeftoverDevice(name: string, log: Logger): Promise<void> {
-  const l = await linkDetails(name);
-  if (!l) return;
-  const kind = l.linkinfo?.info_kind ?? 'unknown';
-  if (kind === 'tun' && l.linkinfo?.info_data?.persist === false) {
-    throw new DeviceInUseError(
-      `device ${name} is in use by another process (is another vxedge running? see \`vxedge status\`); stop it or set overlay.device`,
-    );
+export type ExistingDevice =
+  | { action: 'free' }
+  | { action: 'replace'; kind: string }
+  | { action: 'in-use' | 'foreign'; kind: string; message: string };
+
+export function classifyExistingDevice(name: string, l: LinkInfo | null): ExistingDevice {
+  if (!l) return { action: 'free' };
+  // No linkinfo at all: a physical NIC (its driver registers no link kind).
+  const kind = l.linkinfo?.info_kind ?? 'device';
+  if (kind === 'tun') {
+    if (l.linkinfo?.info_data?.persist === false) {
+      return {
+        action: 'in-use', kind,
+        message: `device ${name} is in use by another process (is another vxedge running? see \`vxedge status\`); stop it or set overlay.device`,
+      };
+    }
+    return { action: 'replace', kind };
   }
-  log.warn('replacing existing device left over from an earlier run', { device: name, kind });
+  if (kind === 'vxlan') return { action: 'replace', kind };
+  return {
+    action: 'foreign', kind,
+    message: `overlay.device ${name} names an existing ${kind === 'device' ? 'network interface' : `${kind} device`}, not a TUN/TAP or VXLAN device left by an earlier run; vxedge does not remove it: set overlay.device to a free name (flannel's is flannel.1)`,
+  };
+}
+
+/** Removes a leftover device of that name (classifyExistingDevice), or refuses to start. */
+export async function removeLeftoverDevice(name: string, log: Logger): Promise<void> {
+  const found = classifyExistingDevice(name, await linkDetails(name));
+  if (found.action === 'free') return;
+  if (found.action !== 'replace') throw new DeviceInUseError(found.message);
+  log.warn('replacing existing device left over from an earlier run', { device: name, kind: found.kind });
   await ip(['link', 'del', 'dev', name]);
 }
 

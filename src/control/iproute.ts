@@ -58,7 +58,7 @@ export async function linkExists(name: string): Promise<boolean> {
   }
 }
 
-interface LinkInfo {
+export interface LinkInfo {
   ifname: string;
   mtu: number;
   address?: string;

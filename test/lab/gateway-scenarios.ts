@@ -25,7 +25,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { haveTool, labDown, labUp, nsExec, nsRun, nsSpawn, ping, startCapture, tcpTransfer, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
 import { startMosquitto, stopAllBrokers } from './mosquitto.js';
-import { labConfig, startGateway, type GatewayLauncher, type GatewayOptions, type RunningGateway } from './vxedge.js';
+import { CLI, labConfig, startGateway, type GatewayLauncher, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
 const FLOOD = path.join(import.meta.dirname, 'flood.mjs');
@@ -515,6 +515,28 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       // A non-persistent device dies with its process, and its routes with it.
       await waitFor(async () => !(await deviceAndRoutes(env)).device, 5_000);
       expect((await deviceAndRoutes(env)).routes).not.toContain(env.AWS1_SUBNET);
+    });
+
+    it('refuses, and leaves alone, an interface of another kind that has its device name', async () => {
+      // The site's own bridge, given overlay.device's name by mistake: removing it could cut
+      // the box off its network.
+      await nsRun(env.NS_GW, ['ip', 'link', 'add', 'dev', env.VTEP_DEV, 'type', 'bridge']);
+      await nsRun(env.NS_GW, ['ip', 'addr', 'add', '192.168.77.1/24', 'dev', env.VTEP_DEV]);
+      try {
+        const gw = await startTracked();
+        expect(await waitExit(gw.child, 10_000 * slow)).toBe(1);
+        expect(gw.output).toContain(`overlay.device ${env.VTEP_DEV} names an existing bridge device`);
+        expect(gw.output).not.toMatch(/\n\s+at /);
+        const left = JSON.parse(await nsRun(env.NS_GW, ['ip', '-j', '-d', 'addr', 'show', 'dev', env.VTEP_DEV])) as { linkinfo?: { info_kind?: string }; addr_info: { local: string }[] }[];
+        expect(left[0]?.linkinfo?.info_kind).toBe('bridge');
+        expect(left[0]?.addr_info.map((a) => a.local)).toContain('192.168.77.1');
+        // `vxedge check` says the same before a start is tried.
+        const check = await nsExec(env.NS_GW, ['node', CLI, 'check', '-c', gw.configFile], { timeoutMs: 20_000 * slow });
+        expect(check.code).toBe(1);
+        expect(check.stdout).toMatch(new RegExp(`^FAIL +device +overlay\\.device ${env.VTEP_DEV.replace('.', '\\.')} names an existing bridge device`, 'm'));
+      } finally {
+        await nsRun(env.NS_GW, ['ip', 'link', 'del', 'dev', env.VTEP_DEV]);
+      }
     });
   });
 }

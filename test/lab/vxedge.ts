@@ -2,12 +2,12 @@
 // reading its status file. A launcher says how the process is started: the host's node
 // with this checkout's dist/ (nativeLauncher, the default), or e.g. an ARM Node under
 // qemu-user with a .deb payload (test/lab/arm-launcher.ts).
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { buildDist } from '../support/dist.js';
+import { ensureDistCurrent } from '../support/dist.js';
 import { REPO_ROOT, nsSpawn, waitExit, waitFor, type LabEnv } from './harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
@@ -22,10 +22,9 @@ export function shippedNodeFlags(mainJs: string): string[] {
   return m[1].trim().split(/\s+/).filter(Boolean);
 }
 
-/** Builds dist/ once if it is missing (CI builds it in `npm ci` already). */
+/** Builds dist/ when it is missing or older than src/ (CI builds it in `npm ci` already). */
 export function ensureBuilt(): void {
-  if (existsSync(CLI)) return;
-  if (buildDist() !== 0) throw new Error('npm run build failed');
+  ensureDistCurrent();
 }
 
 /** A shared library loaded into the gateway's own process (LD_PRELOAD), with its environment. */

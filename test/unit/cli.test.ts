@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { CLI, ensureBuilt } from '../lab/vxedge.js';
+import { loadConfig } from '../../src/config/index.js';
 
 const FIX = path.join(import.meta.dirname, '..', 'fixtures');
 
@@ -174,8 +175,11 @@ describe('vxedge peers', () => {
     const f = path.join(dir, 'site.json');
     const peers = JSON.parse(r.stdout).filter((p: { name: string }) => !p.name.startsWith('vxedge-'));
     writeFileSync(f, JSON.stringify({ site: 'lab', node: 'e1', overlay: { subnet: '10.244.100.0/24' }, underlay: { publicIp: '198.51.100.2' }, peers }));
-    const c = vxedge(['check', '-c', f]);
-    expect(c.stderr).not.toContain('invalid config');
+    // Loaded in-process: `vxedge check` would go on to the preflight, which binds the port and
+    // asks the host's router for port mappings, not this test's business.
+    const cfg = loadConfig(f, {});
+    expect(cfg.peers.map((p) => p.name)).toEqual(peers.map((p: { name: string }) => p.name));
+    expect(cfg.peers.length).toBeGreaterThan(0);
   });
 
   it('exits 2 on unreadable input', () => {

@@ -304,10 +304,22 @@ describe('invalid documents, as JSON and as YAML', () => {
     ['duration negative', { ...base, keepalive: { interval: -5 } }, [['keepalive.interval', 'negative']]],
     ['duration zero', { ...base, mqtt: { interval: 0 } }, [['mqtt.interval', 'longer than 0']]],
     ['timeout not above interval', { ...base, keepalive: { interval: '30s', timeout: '30s' } }, [['keepalive.timeout', 'must be longer than keepalive.interval (30s)']]],
+    [
+      'tunnel device is the underlay NIC',
+      { ...base, underlay: { iface: 'eth0' }, overlay: { ...base.overlay, device: 'eth0' } },
+      [['overlay.device', '"eth0" is also underlay.iface']],
+    ],
     ['stun entry', { ...base, nat: { stun: ['stun.example.com:0'] } }, [['nat.stun[0]', 'is not host:port']]],
     ['stun not a list', { ...base, nat: { stun: 3478 } }, [['nat.stun', 'is not a list']]],
     ['mqtt scheme', { ...base, mqtt: { url: 'tcp://broker:1883' } }, [['mqtt.url', 'has scheme "tcp"']]],
-    ['mqtt url garbage', { ...base, mqtt: { url: 'broker.example.com' } }, [['mqtt.url', 'is not a URL']]],
+    ['mqtt url garbage', { ...base, mqtt: { url: 'mqtt://bro ker:1883' } }, [['mqtt.url', 'is not a URL']]],
+    ['mqtt url without scheme', { ...base, mqtt: { url: 'broker.example.com:1883' } }, [['mqtt.url', 'has no scheme; write "mqtt://broker.example.com:1883" (or mqtts:// for TLS)']]],
+    [
+      'etcd endpoint without scheme',
+      { ...base, cluster: { source: 'etcd', etcd: { endpoints: ['10.0.0.5:2379'] } } },
+      [['cluster.etcd.endpoints[0]', 'has no scheme; write "https://10.0.0.5:2379" (or http:// without TLS)']],
+    ],
+    ['mqtt url without scheme, credentials masked', { ...base, mqtt: { url: 'u:secret@broker:1883' } }, [['mqtt.url', '"mqtt://u:***@broker:1883"']]],
     ['mqtt password and file', { ...base, mqtt: { password: 'x', passwordFile: '/p' } }, [['mqtt.password', 'keep only one']]],
     ['mqtt key without cert', { ...base, mqtt: { key: '/k' } }, [['mqtt.cert', 'is required when mqtt.key is set']]],
     ['mqtt topic wildcard', { ...base, mqtt: { topicPrefix: 'a/#' } }, [['mqtt.topicPrefix', 'wildcard']]],
@@ -424,6 +436,25 @@ describe('environment', () => {
   it('a VXEDGE_ variable that looks like a typo of a key is reported; others are ignored', () => {
     const err = configError(() => load({ VXEDGE_MQTT_ULR: 'mqtt://x', VXEDGE_CONFIG: '/etc/vxedge/site.yaml' }));
     expectProblems(err, [['VXEDGE_MQTT_ULR', 'did you mean "VXEDGE_MQTT_URL"?']]);
+  });
+
+  it('also takes the path upper-cased as it is (VXEDGE_<PATH> of the contract) for a camel-case key', () => {
+    const cfg = load({ VXEDGE_UNDERLAY_PUBLICIP: '198.51.100.7', VXEDGE_VXLAN_VTEPMAC: '0e:5c:aa:00:00:07', VXEDGE_OVERLAY_MSSCLAMP: 'false' });
+    expect(cfg.underlay.publicIp).toBe('198.51.100.7');
+    expect(cfg.vxlan.vtepMac).toBe('0e:5c:aa:00:00:07');
+    expect(cfg.overlay.mssClamp).toBe(false);
+    // Both spellings with one value are one setting; a bad value names the variable it came from.
+    expect(load({ VXEDGE_UNDERLAY_PUBLICIP: '198.51.100.7', VXEDGE_UNDERLAY_PUBLIC_IP: '198.51.100.7' }).underlay.publicIp).toBe('198.51.100.7');
+    expectProblems(configError(() => load({ VXEDGE_UNDERLAY_PUBLICIP: '198.51.100.300' })), [['underlay.publicIp', '(from VXEDGE_UNDERLAY_PUBLICIP)']]);
+  });
+
+  it('refuses both spellings of a variable with different values', () => {
+    const err = configError(() => load({ VXEDGE_UNDERLAY_PUBLICIP: '198.51.100.7', VXEDGE_UNDERLAY_PUBLIC_IP: '198.51.100.8' }));
+    expectProblems(err, [['VXEDGE_UNDERLAY_PUBLICIP', 'so is VXEDGE_UNDERLAY_PUBLIC_IP, to another value (both set underlay.publicIp): unset one']]);
+  });
+
+  it('a typo of the upper-cased spelling is reported too', () => {
+    expectProblems(configError(() => load({ VXEDGE_UNDERLAY_PUBLICPI: '198.51.100.7' })), [['VXEDGE_UNDERLAY_PUBLICPI', 'did you mean']]);
   });
 
   it('can supply a required key the file lacks', () => {
