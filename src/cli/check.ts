@@ -1,5 +1,7 @@
 // `vxedge check`: config validation (already done by the caller) plus the preflight
 // checks of the flannel troubleshooting guide, one line each.
+import { access, constants } from 'node:fs/promises';
+import path from 'node:path';
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import { classifyExistingDevice } from '../control/device.js';
@@ -13,6 +15,9 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [{ name: 'config', ok: true, detail: `site ${cfg.site}, node ${cfg.node}, ${cfg.peers.length} peer(s)` }];
   results.push(await checkTunDevice());
   results.push(await checkDeviceName(cfg.overlay.device));
+  const files = await checkFiles(cfg);
+  if (files) results.push(files);
+  results.push(await checkDirs(cfg));
   results.push(await checkIpForward());
   const { result, underlay } = await checkUnderlay(cfg);
   results.push(result);
@@ -43,6 +48,50 @@ export async function runCheck(cfg: Config): Promise<number> {
   }
   return results.every((r) => r.ok) ? 0 : 1;
 }
+
+/** The files the config names that a run would read (only those of the parts in use): each
+ *  must be there and readable by this user. Under systemd the gateway runs as user vxedge. */
+export async function checkFiles(cfg: Config): Promise<CheckResult | null> {
+  const named = ([
+    ...(cfg.mqtt.url ? [['mqtt.passwordFile', cfg.mqtt.passwordFile], ['mqtt.ca', cfg.mqtt.ca], ['mqtt.cert', cfg.mqtt.cert], ['mqtt.key', cfg.mqtt.key]] : []),
+    ...(cfg.cluster.source === 'kubernetes' ? [['cluster.kubernetes.kubeconfig', cfg.cluster.kubernetes.kubeconfig]] : []),
+    ...(cfg.cluster.source === 'etcd'
+      ? [['cluster.etcd.ca', cfg.cluster.etcd.ca], ['cluster.etcd.cert', cfg.cluster.etcd.cert], ['cluster.etcd.key', cfg.cluster.etcd.key], ['cluster.etcd.passwordFile', cfg.cluster.etcd.passwordFile]]
+      : []),
+  ] as [string, string | null][]).filter((e): e is [string, string] => e[1] !== null);
+  if (named.length === 0) return null;
+  const bad: string[] = [];
+  for (const [key, file] of named) {
+    try {
+      await access(file, constants.R_OK);
+    } catch (e) {
+      bad.push(`${key} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  return bad.length
+    ? { name: 'files', ok: false, detail: bad.join('; '), fix: 'correct the path, or let the user vxedge runs as (vxedge under systemd) read the file' }
+    : { name: 'files', ok: true, detail: `readable: ${named.map(([k, f]) => `${k} ${f}`).join(', ')}` };
+}
+
+/** stateDir and runDir: there and writable, or creatable (the unit and tmpfiles make them). */
+export async function checkDirs(cfg: Config): Promise<CheckResult> {
+  const bad: string[] = [];
+  for (const [key, dir] of [['stateDir', cfg.stateDir], ['runDir', cfg.runDir]] as const) {
+    // The nearest existing ancestor decides: a run creates what is missing below it.
+    let at = dir;
+    while (!(await exists(at)) && path.dirname(at) !== at) at = path.dirname(at);
+    try {
+      await access(at, constants.W_OK | constants.X_OK);
+    } catch (e) {
+      bad.push(`${key} ${dir}: ${at === dir ? '' : `${at} `}${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  return bad.length
+    ? { name: 'dirs', ok: false, detail: `not writable: ${bad.join('; ')}`, fix: 'run as root or as the vxedge service (its unit makes both directories), or point the keys at directories this user may write' }
+    : { name: 'dirs', ok: true, detail: `writable: stateDir ${cfg.stateDir}, runDir ${cfg.runDir}` };
+}
+
+const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
 /** Whether `run` can have overlay.device's name: free, or left over and to be replaced. */
 async function checkDeviceName(name: string): Promise<CheckResult> {

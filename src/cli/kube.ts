@@ -9,9 +9,10 @@ import { stringify as toYaml } from 'yaml';
 import { nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
 import { siteNodeName } from '../cluster/live.js';
 import { rbacManifests } from '../cluster/rbac.js';
+import { NODE_NAME_RE } from '../config/formats.js';
 import type { Config } from '../config/types.js';
-import { loadOrCreateVtepMac } from '../control/state.js';
-import { readStatus } from '../health/status-file.js';
+import { readVtepMac, StateError } from '../control/state.js';
+import { readStatus, StatusFileError } from '../health/status-file.js';
 import { ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../util/ipv4.js';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
@@ -67,10 +68,16 @@ export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersR
 
 /** `vxedge manifest`: the site's Node object, YAML or JSON. */
 export async function runManifest(cfg: Config, json: boolean): Promise<number> {
+  // A running gateway's document, for what the config leaves to discovery; one that cannot be
+  // read counts as none, and the messages below say what to set instead.
+  const status = await readStatus(cfg.runDir).catch((e: unknown) => {
+    if (e instanceof StatusFileError) return null;
+    throw e;
+  });
   let publicIp = cfg.underlay.publicIp;
   if (!publicIp) {
     // What a running gateway discovered (port mapping, STUN); never a private local address.
-    const found = (await readStatus(cfg.runDir))?.tunnel.publicEndpoint?.split(':')[0] ?? null;
+    const found = status?.tunnel.publicEndpoint?.split(':')[0] ?? null;
     publicIp = found && isIPv4(found) && isGloballyRoutable(ipToInt(found)) ? found : null;
   }
   if (!publicIp) {
@@ -79,7 +86,22 @@ export async function runManifest(cfg: Config, json: boolean): Promise<number> {
     );
     return EXIT_USAGE;
   }
-  const { mac } = await loadOrCreateVtepMac(cfg.stateDir, cfg.vxlan.vtepMac);
+  // Read, never made here: a MAC made on the machine that runs this (a workstation with a copy
+  // of site.yaml) would be announced to the cluster and never used by the gateway.
+  let mac: string | null;
+  try {
+    mac = (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac))?.mac ?? status?.tunnel.vtepMac ?? null;
+  } catch (e) {
+    if (!(e instanceof StateError)) throw e;
+    process.stderr.write(`vxedge: ${e.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (!mac) {
+    process.stderr.write(
+      `vxedge: the site's VTEP MAC is not known yet: set vxlan.vtepMac, or run this on the gateway once it has started (it keeps the MAC in ${cfg.stateDir}/vtep-mac)\n`,
+    );
+    return EXIT_USAGE;
+  }
   const m = nodeManifest({ site: cfg.site, node: cfg.node, name: siteNodeName(cfg), subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp });
   process.stdout.write(json ? JSON.stringify(m, null, 2) + '\n' : toYaml(m));
   return EXIT_OK;
@@ -114,6 +136,10 @@ export function runRbac(cfg: Config | null, nodeName: string | undefined): numbe
   const name = nodeName ?? (cfg ? siteNodeName(cfg) : undefined);
   if (!name) {
     process.stderr.write('vxedge: rbac needs the site\'s Node name: give -c FILE (the site config) or --node-name NAME\n');
+    return EXIT_USAGE;
+  }
+  if (!NODE_NAME_RE.test(name)) {
+    process.stderr.write(`vxedge: --node-name ${JSON.stringify(name)} is not a Kubernetes node name (lower-case letters, digits, "-" and ".", starting and ending with a letter or digit)\n`);
     return EXIT_USAGE;
   }
   process.stdout.write(rbacManifests({ nodeName: name }).map((o) => toYaml(o)).join('---\n'));

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
-import { readStatus } from '../health/status-file.js';
+import { readStatus, StatusFileError } from '../health/status-file.js';
 import { renderStatus } from './render.js';
 import { EXIT_FAIL, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
@@ -46,6 +46,24 @@ export function version(): string {
   return pkg.version;
 }
 
+/** What each command takes besides -c, --help and --version: options, and how many arguments. */
+const TAKES: Record<string, { options: string[]; args: number }> = {
+  run: { options: [], args: 0 },
+  check: { options: [], args: 0 },
+  status: { options: ['json', 'run-dir'], args: 0 },
+  manifest: { options: ['json'], args: 0 },
+  peers: { options: [], args: 1 },
+  rbac: { options: ['node-name'], args: 0 },
+};
+
+/** An option or argument the command would silently ignore: a slip the user should hear of. */
+function misused(cmd: string, takes: { options: string[]; args: number }, o: Record<string, unknown>, rest: string[]): string | null {
+  const stray = Object.keys(o).filter((k) => o[k] !== undefined && !['config', 'help', 'version', ...takes.options].includes(k));
+  if (stray.length) return `${cmd} does not take --${stray[0]}`;
+  if (rest.length > takes.args) return `${cmd} takes ${takes.args ? 'one FILE' : 'no arguments'}, not "${rest[takes.args]}"`;
+  return null;
+}
+
 function load(file: string | undefined): Config {
   if (!file) throw new UsageError('missing -c FILE (the site config)');
   return loadConfig(file);
@@ -71,11 +89,18 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
   } catch (e) {
-    process.stderr.write(`vxedge: ${(e as Error).message}\n\n${HELP}`);
+    // parseArgs explains how to pass a positional that starts with "-"; none of ours does.
+    const m = /^Unknown option '([^']+)'/.exec((e as Error).message);
+    process.stderr.write(`vxedge: ${m ? `unknown option ${m[1]}` : (e as Error).message}\n\n${HELP}`);
     return EXIT_USAGE;
   }
   const { values: o, positionals } = parsed;
   const [cmd, ...rest] = positionals;
+  const misuse = cmd !== undefined && Object.hasOwn(TAKES, cmd) ? misused(cmd, TAKES[cmd], o, rest) : null;
+  if (misuse) {
+    process.stderr.write(`vxedge: ${misuse} (vxedge --help)\n`);
+    return EXIT_USAGE;
+  }
   if (o.version) {
     process.stdout.write(`vxedge ${version()}\n`);
     return EXIT_OK;
@@ -120,7 +145,14 @@ export async function main(argv: string[]): Promise<number> {
 
 async function status(configFile: string | undefined, runDirOpt: string | undefined, json: boolean): Promise<number> {
   const runDir = configFile ? load(configFile).runDir : (runDirOpt ?? '/run/vxedge');
-  const doc = await readStatus(runDir);
+  let doc;
+  try {
+    doc = await readStatus(runDir);
+  } catch (e) {
+    if (!(e instanceof StatusFileError)) throw e;
+    process.stderr.write(`vxedge: ${e.message}\n`);
+    return EXIT_FAIL;
+  }
   if (!doc) {
     process.stderr.write(`vxedge: no gateway is running (no live ${runDir}/status.json)\n`);
     return EXIT_FAIL;

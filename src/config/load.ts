@@ -12,7 +12,7 @@ import path from 'node:path';
 import convict from 'convict';
 import YAML from 'yaml';
 import { ConfigError, type Cidr, type Config, type ConfigProblem } from './types.js';
-import { ID_PATTERN, maskUrl, show, unknownKeyMessage } from './formats.js';
+import { ID_PATTERN, NODE_NAME_RE, maskUrl, show, unknownKeyMessage } from './formats.js';
 import {
   allPaths,
   buildSchema,
@@ -308,6 +308,19 @@ function crossChecks(v: Tree, bad: (key: string) => boolean): ConfigProblem[] {
     }
   }
   const set = (key: string): boolean => ok(key) && getPath(v, key) !== null;
+  // The site's Node name, vxedge-{site}-{node} (cluster/flannel-node.ts defaultNodeName) unless
+  // cluster.kubernetes.nodeName is set: ids the contract allows can still make one Kubernetes
+  // refuses (a node id ending in "-"), and manifest, rbac and registration would carry it.
+  if (ok('site', 'node', 'cluster.kubernetes.nodeName') && getPath(v, 'cluster.kubernetes.nodeName') === null) {
+    const name = `vxedge-${String(getPath(v, 'site'))}-${String(getPath(v, 'node'))}`;
+    if (!NODE_NAME_RE.test(name)) {
+      out.push({
+        key: 'node',
+        value: getPath(v, 'node'),
+        message: `${show(getPath(v, 'node'))} makes the site's Node name ${show(name)}, which Kubernetes refuses (it must end with a letter or digit); change it, or set cluster.kubernetes.nodeName`,
+      });
+    }
+  }
   if (set('underlay.iface') && ok('overlay.device') && getPath(v, 'underlay.iface') === getPath(v, 'overlay.device')) {
     out.push({
       key: 'overlay.device',

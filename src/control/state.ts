@@ -11,16 +11,22 @@ export class StateError extends Error {
   override name = 'StateError';
 }
 
-export async function loadOrCreateVtepMac(stateDir: string, configured: string | null): Promise<{ mac: string; source: 'config' | 'state' | 'generated' }> {
+/** The configured VTEP MAC, else the one kept in stateDir, else null (none made yet). */
+export async function readVtepMac(stateDir: string, configured: string | null): Promise<{ mac: string; source: 'config' | 'state' } | null> {
   if (configured) return { mac: configured, source: 'config' };
   const file = join(stateDir, 'vtep-mac');
   try {
     return { mac: parseMac((await readFile(file, 'utf8')).trim()), source: 'state' };
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new StateError(`cannot read ${file}: ${(e as Error).message}; fix or delete the file, or set vxlan.vtepMac`);
-    }
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new StateError(`cannot read ${file}: ${(e as Error).message}; fix or delete the file, or set vxlan.vtepMac`);
   }
+}
+
+export async function loadOrCreateVtepMac(stateDir: string, configured: string | null): Promise<{ mac: string; source: 'config' | 'state' | 'generated' }> {
+  const known = await readVtepMac(stateDir, configured);
+  if (known) return known;
+  const file = join(stateDir, 'vtep-mac');
   const mac = randomLocalMac();
   try {
     await mkdir(stateDir, { recursive: true });

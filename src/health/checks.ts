@@ -24,7 +24,12 @@ export async function checkTunDevice(): Promise<CheckResult> {
     await access('/dev/net/tun', constants.R_OK | constants.W_OK);
     return { name: 'tun', ok: true, detail: '/dev/net/tun is usable' };
   } catch (e) {
-    return { name: 'tun', ok: false, detail: `/dev/net/tun: ${(e as NodeJS.ErrnoException).code}`, fix: 'modprobe tun (and add "tun" to /etc/modules-load.d/); under systemd allow it with DeviceAllow=/dev/net/tun rw' };
+    const code = (e as NodeJS.ErrnoException).code;
+    // The node is there but this user may not open it: a module load would change nothing.
+    const fix = code === 'EACCES' || code === 'EPERM'
+      ? 'run as root or as the vxedge service (the unit grants CAP_NET_ADMIN and DeviceAllow=/dev/net/tun rw); a user needs read-write access to /dev/net/tun and CAP_NET_ADMIN'
+      : 'modprobe tun (and add "tun" to /etc/modules-load.d/); under systemd allow it with DeviceAllow=/dev/net/tun rw';
+    return { name: 'tun', ok: false, detail: `/dev/net/tun: ${code}`, fix };
   }
 }
 

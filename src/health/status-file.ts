@@ -39,20 +39,56 @@ export async function removeStatus(runDir: string): Promise<void> {
   await rm(statusPath(runDir), { force: true });
 }
 
-/** The status document of a running gateway, or null (no file, or its process is gone). */
+/** A status.json that is there but cannot be read, or is not a health document. */
+export class StatusFileError extends Error {
+  override name = 'StatusFileError';
+}
+
+/**
+ * The status document of a running gateway, or null (no file, or its process is gone).
+ * Throws StatusFileError for a file that is there but unreadable (a reader without the
+ * rights would otherwise be told that no gateway runs) or not a health document.
+ */
 export async function readStatus(runDir: string): Promise<HealthDocument | null> {
-  let doc: HealthDocument;
+  const file = statusPath(runDir);
+  let text: string;
   try {
-    doc = JSON.parse(await readFile(statusPath(runDir), 'utf8')) as HealthDocument;
-  } catch {
-    return null;
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw new StatusFileError(`cannot read ${file}: ${code === 'EACCES' ? 'permission denied (run it as root or as the vxedge user)' : (e as Error).message}`);
   }
-  if (typeof doc.pid === 'number') {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new StatusFileError(`${file} is not JSON (${(e as Error).message}); vxedge writes it whole, so something else did`);
+  }
+  const d = (typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? doc : {}) as Record<string, unknown>;
+  if (typeof d.pid === 'number') {
     try {
-      process.kill(doc.pid, 0);
+      process.kill(d.pid, 0);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ESRCH') return null;
     }
   }
-  return doc;
+  const missing = missingFields(d);
+  if (missing.length) throw new StatusFileError(`${file} is not a vxedge health document (${missing.join(', ')})`);
+  return d as unknown as HealthDocument;
+}
+
+/** What `vxedge status` and `manifest` read of a document, checked before they read it. */
+function missingFields(d: Record<string, unknown>): string[] {
+  const want: [string, (v: unknown) => boolean, string][] = [
+    ['site', (v) => typeof v === 'string', 'a string'],
+    ['node', (v) => typeof v === 'string', 'a string'],
+    ['version', (v) => typeof v === 'string', 'a string'],
+    ['state', (v) => typeof v === 'string', 'a string'],
+    ['uptimeS', (v) => typeof v === 'number', 'a number'],
+    ['tunnel', (v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'an object'],
+    ['peers', (v) => Array.isArray(v) && v.every((p) => typeof p === 'object' && p !== null), 'a list of peers'],
+    ['checks', (v) => Array.isArray(v) && v.every((c) => typeof c === 'object' && c !== null), 'a list of checks'],
+  ];
+  return want.filter(([k, ok]) => !ok(d[k])).map(([k, , what]) => `${k} is not ${what}`);
 }

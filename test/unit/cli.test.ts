@@ -2,7 +2,7 @@
 // error block naming the bad key, never a stack trace for a user's mistake.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -84,7 +84,24 @@ describe('vxedge check with invalid configs', () => {
     expect(vxedge(['frobnicate']).code).toBe(2);
     const r = vxedge(['run', '--bogus']);
     expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^vxedge: unknown option --bogus\n/);
     expect(r.stderr).toContain('Usage');
+  });
+
+  it('an argument or option the command would ignore is refused (exit 2), before anything runs', () => {
+    const f = path.join(FIX, 'config', 'valid-minimal.yaml');
+    for (const [args, says] of [
+      [['rbac', '-c', f, 'extra-arg'], 'rbac takes no arguments, not "extra-arg"'],
+      [['check', '-c', f, '--json'], 'check does not take --json'],
+      [['run', '-c', f, '--node-name', 'x'], 'run does not take --node-name'],
+      [['peers', 'a.json', 'b.json'], 'peers takes one FILE, not "b.json"'],
+      [['status', '--node-name', 'x'], 'status does not take --node-name'],
+    ] as const) {
+      const r = vxedge([...args]);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toBe(`vxedge: ${says} (vxedge --help)\n`);
+      expect(r.stdout).toBe('');
+    }
   });
 });
 
@@ -104,13 +121,24 @@ describe('vxedge --version, --help, status', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('no gateway is running');
   });
+  it('status names a status file that is no health document, without a stack trace (exit 1)', () => {
+    const dir = mkdtempSync(path.join(TMP, 'run-'));
+    writeFileSync(path.join(dir, 'status.json'), '{}');
+    for (const args of [[], ['--json']]) {
+      const r = vxedge(['status', '--run-dir', dir, ...args]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`${dir}/status.json is not a vxedge health document (site is not a string`);
+      expect(r.stdout).toBe('');
+      noStack(r.stderr);
+    }
+  });
 });
 
 describe('vxedge manifest', () => {
   const dir = mkdtempSync(path.join(TMP, 'manifest-'));
-  const cfg = (extra: string) => {
+  const cfg = (extra: string, stateDir = `${dir}/state`) => {
     const f = path.join(dir, `site-${Math.random().toString(36).slice(2)}.yaml`);
-    writeFileSync(f, `site: lab\nnode: edge-1\nstateDir: ${dir}/state\nrunDir: ${dir}/run\noverlay: { subnet: 10.244.100.0/24 }\n${extra}`);
+    writeFileSync(f, `site: lab\nnode: edge-1\nstateDir: ${stateDir}\nrunDir: ${dir}/run\noverlay: { subnet: 10.244.100.0/24 }\n${extra}`);
     return f;
   };
 
@@ -128,13 +156,32 @@ describe('vxedge manifest', () => {
     expect(a['flannel.alpha.coreos.com/public-ip']).toBe('198.51.100.2');
   });
 
-  it('keeps the generated VTEP MAC stable across runs, and --json works', () => {
-    const f = cfg('underlay: { publicIp: 198.51.100.2 }\n');
-    const a = JSON.parse(vxedge(['manifest', '-c', f, '--json']).stdout);
-    const b = JSON.parse(vxedge(['manifest', '-c', f, '--json']).stdout);
-    const mac = JSON.parse(a.metadata.annotations['flannel.alpha.coreos.com/backend-data']).VtepMAC;
-    expect(mac).toMatch(/^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/);
-    expect(b).toEqual(a);
+  it('announces the VTEP MAC the gateway keeps in stateDir, and --json works', () => {
+    const state = mkdtempSync(path.join(dir, 'state-'));
+    writeFileSync(path.join(state, 'vtep-mac'), '0e:5c:aa:00:00:65\n');
+    const r = vxedge(['manifest', '-c', cfg('underlay: { publicIp: 198.51.100.2 }\n', state), '--json']);
+    expect(r.code).toBe(0);
+    const m = JSON.parse(r.stdout);
+    expect(JSON.parse(m.metadata.annotations['flannel.alpha.coreos.com/backend-data']).VtepMAC).toBe('0e:5c:aa:00:00:65');
+  });
+
+  it('never makes a VTEP MAC: without one configured or kept, it says how to get one (exit 2) and writes nothing', () => {
+    const state = path.join(mkdtempSync(path.join(dir, 'none-')), 'state');
+    const r = vxedge(['manifest', '-c', cfg('underlay: { publicIp: 198.51.100.2 }\n', state)]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("the site's VTEP MAC is not known yet: set vxlan.vtepMac, or run this on the gateway once it has started");
+    expect(r.stdout).toBe('');
+    expect(existsSync(state)).toBe(false);
+  });
+
+  it('a vtep-mac file it cannot read is named, without a stack trace (exit 2)', () => {
+    const state = mkdtempSync(path.join(dir, 'bad-'));
+    writeFileSync(path.join(state, 'vtep-mac'), 'garbage\n');
+    const r = vxedge(['manifest', '-c', cfg('underlay: { publicIp: 198.51.100.2 }\n', state)]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`cannot read ${state}/vtep-mac`);
+    expect(r.stderr).toContain('set vxlan.vtepMac');
+    noStack(r.stderr);
   });
 
   it('exits 2 when the public IP is unknown', () => {
@@ -215,5 +262,9 @@ describe('vxedge rbac', () => {
     const r = vxedge(['rbac']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('-c FILE');
+    const bad = vxedge(['rbac', '--node-name', 'Bad Name: x']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--node-name "Bad Name: x" is not a Kubernetes node name');
+    expect(bad.stdout).toBe('');
   });
 });

@@ -304,6 +304,7 @@ describe('invalid documents, as JSON and as YAML', () => {
     ['duration negative', { ...base, keepalive: { interval: -5 } }, [['keepalive.interval', 'negative']]],
     ['duration zero', { ...base, mqtt: { interval: 0 } }, [['mqtt.interval', 'longer than 0']]],
     ['timeout not above interval', { ...base, keepalive: { interval: '30s', timeout: '30s' } }, [['keepalive.timeout', 'must be longer than keepalive.interval (30s)']]],
+    ['node id that makes a bad Node name', { ...base, node: 'edge-' }, [['node', '"edge-" makes the site\'s Node name "vxedge-lab-edge-", which Kubernetes refuses']]],
     [
       'tunnel device is the underlay NIC',
       { ...base, underlay: { iface: 'eth0' }, overlay: { ...base.overlay, device: 'eth0' } },

@@ -1,11 +1,11 @@
 // status.json: replaced atomically, one write at a time, the newest winning. Regression
 // for writes that overlapped: a shared temp name made one rename fail with ENOENT, and two
 // writers could interleave into one temp file and publish a torn document.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { StatusFile, readStatus, statusPath } from '../../src/health/status-file.js';
+import { StatusFile, StatusFileError, readStatus, statusPath } from '../../src/health/status-file.js';
 import type { HealthDocument } from '../../src/health/document.js';
 import { writeFileAtomic } from '../../src/util/atomic-file.js';
 
@@ -20,7 +20,7 @@ afterEach(() => {
 });
 
 const doc = (n: number): HealthDocument =>
-  ({ site: 'lab', node: 'edge-1', version: '0', ts: new Date(n).toISOString(), uptimeS: n, state: 'ok', peers: [], checks: [], pid: process.pid, drops: {}, filler: 'x'.repeat(20_000 + (n % 7) * 3000) }) as unknown as HealthDocument;
+  ({ site: 'lab', node: 'edge-1', version: '0', ts: new Date(n).toISOString(), uptimeS: n, state: 'ok', tunnel: {}, peers: [], checks: [], pid: process.pid, drops: {}, filler: 'x'.repeat(20_000 + (n % 7) * 3000) }) as unknown as HealthDocument;
 
 describe('writeFileAtomic', () => {
   it('lets many overlapping writes of one file all succeed, leaving one whole version and no temp file', async () => {
@@ -78,5 +78,36 @@ describe('StatusFile', () => {
     sf.write(doc(1));
     await sf.flush();
     expect(errors.map((e) => (e as NodeJS.ErrnoException).code)).toEqual(['ENOTDIR']);
+  });
+});
+
+describe('readStatus', () => {
+  const put = (text: string) => {
+    const dir = tmp();
+    writeFileSync(statusPath(dir), text);
+    return dir;
+  };
+
+  it('is null without a file, and for the file of a process that is gone', async () => {
+    expect(await readStatus(tmp())).toBeNull();
+    expect(await readStatus(path.join(tmp(), 'no-such-dir'))).toBeNull();
+    // pid 2^22 + 1 is above Linux's pid_max limit, so no process has it.
+    expect(await readStatus(put(JSON.stringify({ ...doc(1), pid: 4_194_305 })))).toBeNull();
+  });
+
+  it('returns a live document', async () => {
+    expect((await readStatus(put(JSON.stringify(doc(7)))))?.uptimeS).toBe(7);
+  });
+
+  it('says what is wrong with a file that is there but is no health document', async () => {
+    await expect(readStatus(put('{"site": '))).rejects.toThrow(/status\.json is not JSON/);
+    await expect(readStatus(put('{}'))).rejects.toThrow(/is not a vxedge health document \(site is not a string, .*tunnel is not an object, peers is not a list of peers/);
+    await expect(readStatus(put(JSON.stringify({ ...doc(1), peers: [1] })))).rejects.toThrow(StatusFileError);
+  });
+
+  it('says when the file cannot be read, instead of "no gateway"', async () => {
+    const dir = tmp();
+    mkdirSync(statusPath(dir));
+    await expect(readStatus(dir)).rejects.toThrow(/cannot read .*status\.json: EISDIR/);
   });
 });
