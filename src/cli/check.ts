@@ -29,13 +29,15 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
     if (pm) results.push(pm.check);
   }
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
-  results.push(
-    cfg.underlay.publicIp || discover.length === 0
-      ? checkPublicEndpoint(cfg.underlay.publicIp
-        ? { endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }
-        : { endpoint: `${underlay?.address ?? '0.0.0.0'}:${cfg.underlay.port}`, source: 'local' })
-      : { name: 'public_endpoint', ok: true, detail: `to be discovered: ${discover.join(', then ')}` },
-  );
+  if (cfg.underlay.publicIp) {
+    results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }));
+  } else if (discover.length) {
+    results.push({ name: 'public_endpoint', ok: true, detail: `to be discovered: ${discover.join(', then ')}` });
+  } else if (underlay) {
+    results.push(checkPublicEndpoint({ endpoint: `${underlay.address}:${cfg.underlay.port}`, source: 'local' }));
+  } else {
+    results.push({ name: 'public_endpoint', ok: false, detail: 'unknown: nothing is configured to discover it, and the local address is not known', fix: 'fix the underlay check first, or set underlay.publicIp' });
+  }
   return results;
 }
 

@@ -81,8 +81,11 @@ function parseText(text: string, source: string, format: ConfigFormat): unknown 
   try {
     return YAML.parse(body) as unknown;
   } catch (e) {
-    const err = e as Error & { linePos?: Array<{ line: number; col: number }> };
-    const reason = (err.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+    const err = e as Error & { code?: string; linePos?: Array<{ line: number; col: number }> };
+    // The library's own advice ("use YAML.parseAllDocuments()") means nothing to an operator.
+    const reason = err.code === 'MULTIPLE_DOCS'
+      ? 'the file holds several YAML documents ("---" between them); a site file is one document'
+      : (err.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
     const at = err.linePos?.[0];
     const where = at ? ` at line ${at.line}, column ${at.col}` : '';
     throw fileError(source, `YAML syntax error${where}: ${reason}`);

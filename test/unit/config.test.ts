@@ -229,6 +229,11 @@ describe('invalid files on disk', () => {
     expectProblems(err, expected);
   });
 
+  it('a YAML file of several documents is named as such', () => {
+    const err = configError(() => parseConfigText('site: lab\n---\nnode: e1\n', 'site.yaml', 'yaml', NO_ENV));
+    expectProblems(err, [['(file)', 'YAML syntax error at line 2, column 1: the file holds several YAML documents ("---" between them); a site file is one document']]);
+  });
+
   it('reports the whole block for invalid-many.yaml, secrets masked, no stack', () => {
     const text = formatConfigError(configError(() => loadConfig(fixture('invalid-many.yaml'), NO_ENV)));
     const lines = text.split('\n');
