@@ -21,6 +21,21 @@ export async function flush(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
+/**
+ * Until `cond()` is truthy: lets real I/O run (a few ms of real time), then moves `clock` on by
+ * `stepMs` (none when stepMs is 0). Throws after `timeoutMs` of real time, naming `what`.
+ */
+export async function drive<T>(clock: ManualClock | null, cond: () => T, what: string, { timeoutMs = 10_000, stepMs = 10 } = {}): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = cond();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+    if (clock && stepMs > 0) clock.advance(stepMs);
+  }
+}
+
 export class ManualClock implements Clock {
   private mono: number;
   private wall: number;

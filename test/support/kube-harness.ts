@@ -1,18 +1,18 @@
 // Shared pieces of the Kubernetes tests: flannel Node objects as a real cluster has them,
 // the stand-in API server with its certificates and kubeconfigs, a logger that keeps what it
-// is told, and `drive`, which moves a ManualClock on while real I/O happens until a condition
-// holds (no fixed sleeps: a real-time deadline bounds it).
+// is told, and `drive` (from clock.ts), which moves a ManualClock on while real I/O happens
+// until a condition holds (no fixed sleeps: a real-time deadline bounds it).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { ManualClock } from './clock.js';
+import { drive } from './clock.js';
 import { CaptureLog } from './capture-log.js';
 // @ts-expect-error plain ESM JavaScript, no types
 import { KubeApiServer, jsonPatch, mergePatch, rbacAllows } from './kube-apiserver.mjs';
 // @ts-expect-error plain ESM JavaScript, no types
 import { kubeconfig, makePki } from './kube-pki.mjs';
 
-export { CaptureLog, KubeApiServer, jsonPatch, kubeconfig, makePki, mergePatch, rbacAllows };
+export { CaptureLog, KubeApiServer, drive, jsonPatch, kubeconfig, makePki, mergePatch, rbacAllows };
 
 export interface NodeSpec {
   subnet: string;
@@ -105,18 +105,3 @@ export async function startApiServer(pki: KubePki, users: ApiUser[], opts: { ret
 }
 
 let kubeconfigs = 0;
-
-/**
- * Until `cond()` is truthy: lets real I/O run (a few ms of real time), then moves `clock` on by
- * `stepMs` (none when stepMs is 0). Throws after `timeoutMs` of real time, naming `what`.
- */
-export async function drive<T>(clock: ManualClock | null, cond: () => T, what: string, { timeoutMs = 10_000, stepMs = 10 } = {}): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = cond();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-    if (clock && stepMs > 0) clock.advance(stepMs);
-  }
-}
