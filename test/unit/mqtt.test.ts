@@ -15,8 +15,8 @@ import {
 } from '../../src/health/mqtt-options.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../../src/health/mqtt-errors.js';
 import type { HealthDocument } from '../../src/health/document.js';
-import type { Logger } from '../../src/util/log.js';
-import { ManualClock } from '../support/clock.js';
+import { CaptureLog } from '../support/capture-log.js';
+import { ManualClock, drive } from '../support/clock.js';
 
 const SCHEMA = JSON.parse(readFileSync(new URL('../../src/health/health.schema.json', import.meta.url), 'utf8')) as object;
 
@@ -48,23 +48,6 @@ function mqttConfig(over: Partial<MqttConfig> = {}): MqttConfig {
 }
 
 const NO_SECRETS: MqttSecrets = { password: null, ca: null, cert: null, key: null };
-
-interface LogLine { level: string; msg: string; fields?: Record<string, unknown> }
-function captureLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const mk = (): Logger => {
-    const l = {
-      debug: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'debug', msg, fields }),
-      info: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'info', msg, fields }),
-      warn: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'warn', msg, fields }),
-      error: (msg: string, fields?: Record<string, unknown>) => lines.push({ level: 'error', msg, fields }),
-      child: () => mk(),
-      setLevel: () => {},
-    };
-    return l as unknown as Logger;
-  };
-  return { log: mk(), lines };
-}
 
 function sampleDoc(over: Partial<HealthDocument> = {}): HealthDocument {
   return {
@@ -334,7 +317,8 @@ class FakeClient extends EventEmitter {
 
 function harness(mqttOver: Partial<MqttConfig> = {}, random = () => 0.5) {
   const clients: FakeClient[] = [];
-  const { log, lines } = captureLog();
+  const log = new CaptureLog();
+  const lines = log.lines;
   clock = new ManualClock();
   const p = new HealthPublisher({
     mqtt: mqttConfig({ interval: 30_000, ...mqttOver }),
@@ -571,12 +555,16 @@ describe('HealthPublisher', () => {
     c.autoAck = false;
     c.accept();
     const t0 = clock.monotonic();
-    let finished = false;
-    void h.p.stop().then(() => (finished = true));
-    await clock.advanceAsync(1999);
-    expect(finished).toBe(true);
-    expect(clock.monotonic() - t0).toBeLessThan(2000);
+    let finishedAt: number | null = null;
+    void h.p.stop().then(() => (finishedAt = clock.monotonic() - t0));
+    // The clock moves on in 10 ms steps: stop() waits for the offline's acknowledgement
+    // (1 s) and then for the DISCONNECT to go out, never as long as 2 s.
+    for (let waited = 0; finishedAt === null && waited < 2000; waited += 10) await clock.advanceAsync(10);
+    expect(finishedAt).not.toBeNull();
+    expect(finishedAt).toBeGreaterThanOrEqual(1000); // it did wait for the acknowledgement
+    expect(finishedAt).toBeLessThan(2000);
     expect(c.ended[0]).toMatchObject({ force: false, opts: { reasonCode: 4 } });
+    expect(h.warns()).toContain('mqtt offline not acknowledged in time; asked the broker for the last will');
   });
 
   it('stop() while disconnected returns at once and cancels the retry', async () => {
@@ -627,25 +615,34 @@ describe('MQTT 5 -> 3.1.1 fallback (real MQTT.js, fake broker)', () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     const port = (server.address() as net.AddressInfo).port;
-    const { log, lines } = captureLog();
-    const p = new HealthPublisher({ mqtt: mqttConfig({ url: `mqtt://127.0.0.1:${port}` }), site: 'lab', node: 'edge-1', log });
+    const log = new CaptureLog();
+    const { lines } = log;
+    // Real sockets, but the publisher's own timers (the retry, stop()'s bounds) on a ManualClock
+    // that `drive` moves on in 10 ms steps while real I/O runs, every wait bounded in real time.
+    const pclock = new ManualClock();
+    const p = new HealthPublisher({ mqtt: mqttConfig({ url: `mqtt://127.0.0.1:${port}` }), site: 'lab', node: 'edge-1', log, deps: { clock: pclock } });
+    let stoppedAfter: number | null = null;
     try {
       p.start();
-      const deadline = clock.monotonic() + 3000;
-      while (!p.status().connected && clock.monotonic() < deadline) await new Promise((r) => setTimeout(r, 20));
-      expect(p.status().connected).toBe(true);
+      await drive(pclock, () => p.status().connected, 'connected with MQTT 3.1.1', { timeoutMs: 5_000 });
       expect(levels).toEqual([5, 4]);
       expect(lines.some((l) => l.msg === 'mqtt broker does not support MQTT 5; using 3.1.1')).toBe(true);
       expect(lines.filter((l) => l.level === 'warn')).toEqual([]);
-      const until = Date.now() + 3000;
-      while (packets.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      await drive(null, () => packets.length > 0, 'a packet after CONNACK', { timeoutMs: 5_000 });
       expect(packets[0]).toBe(0x33); // PUBLISH QoS 1 retained: "online"
     } finally {
-      const t0 = clock.monotonic();
-      await p.stop();
-      expect(clock.monotonic() - t0).toBeLessThan(2000);
+      // The broker never acknowledges the "offline": stop() gives up after its 1 s bound (on
+      // the publisher's clock) and closes without DISCONNECT (3.1.1 has no "send the will").
+      const t0 = pclock.monotonic();
+      void p.stop().then(() => (stoppedAfter = pclock.monotonic() - t0));
+      await drive(pclock, () => stoppedAfter !== null, 'stop() to return', { timeoutMs: 5_000 });
       server.close();
     }
+    expect(stoppedAfter).toBeGreaterThanOrEqual(1000);
+    expect(stoppedAfter).toBeLessThan(2000);
+    expect(lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toEqual([
+      'mqtt offline not acknowledged in time; closing without DISCONNECT so the broker sends the last will',
+    ]);
   });
 });
 
