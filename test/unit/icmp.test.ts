@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { PROBE_IP_LEN, parseEchoReply, writeEchoRequest } from '../../src/proto/icmp.js';
 import { internetChecksum, ipv4PacketLength } from '../../src/proto/ipv4.js';
+import { applyMutations, mutation } from '../support/mutate.js';
 import { echoReplyTo as reply, ip } from './packets.js';
 
 describe('ICMP probe codec', () => {
@@ -43,16 +44,72 @@ describe('ICMP probe codec', () => {
     expect(parseEchoReply(r, 0, r.length, out)).toBe(false);
     expect(parseEchoReply(reply(b.subarray(0, n)), 0, 30, out)).toBe(false);
   });
-  it('never throws on arbitrary IPv4 packets', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ minLength: 20, maxLength: 120 }), (bytes) => {
-        const b = Buffer.from(bytes);
-        b[0] = 0x45;
-        b[9] = 1;
-        const out = { ident: 0, seq: 0, tokenOff: 0 };
-        const ok = parseEchoReply(b, 0, b.length, out);
-        return !ok || (out.tokenOff + 8 <= b.length);
-      }),
+  it('never throws on arbitrary IPv4 packets, and what it accepts is an echo reply with a good checksum', () => {
+    // Replies to our probes (some padded), then bytes changed, sometimes with the ICMP checksum
+    // made right again afterwards (so a changed reply can still be accepted); and pure random
+    // bytes behind an IPv4/ICMP first byte and protocol.
+    const probeReply = fc
+      .record({ ident: fc.integer({ min: 0, max: 0xffff }), seq: fc.integer({ min: 0, max: 0xffff }), token: fc.uint8Array({ minLength: 8, maxLength: 8 }), pad: fc.integer({ min: 0, max: 40 }) })
+      .map((f) => {
+        const b = Buffer.alloc(PROBE_IP_LEN + f.pad);
+        writeEchoRequest(b, 0, ip('10.244.100.0'), ip('10.244.1.0'), f.ident, f.seq, Buffer.from(f.token), PROBE_IP_LEN + f.pad);
+        return { ...f, bytes: reply(b) };
+      });
+    const input = fc.oneof(
+      {
+        weight: 3,
+        arbitrary: fc.tuple(probeReply, fc.array(mutation(40), { maxLength: 3 }), fc.boolean()).map(([r, ms, fix]) => {
+          const b = applyMutations(r.bytes, ms);
+          const ihl = (b[0] & 0x0f) * 4;
+          if (fix && ms.length > 0 && b.length >= ihl + 4) {
+            b.writeUInt16BE(0, ihl + 2);
+            b.writeUInt16BE(internetChecksum(b, ihl, b.length - ihl), ihl + 2);
+          }
+          return { b, probe: ms.length === 0 ? r : null };
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.uint8Array({ minLength: 20, maxLength: 120 }).map((bytes) => {
+          const b = Buffer.from(bytes);
+          b[0] = 0x45;
+          b[9] = 1;
+          return { b, probe: null };
+        }),
+      },
     );
+    let accepted = 0;
+    let changedAccepted = 0;
+    let rejected = 0;
+    fc.assert(
+      fc.property(input, ({ b, probe }) => {
+        const out = { ident: -1, seq: -1, tokenOff: -1 };
+        const ok = parseEchoReply(b, 0, b.length, out);
+        if (probe) {
+          // An unchanged reply to our probe: accepted, every field read back.
+          expect(ok).toBe(true);
+          expect([out.ident, out.seq]).toEqual([probe.ident, probe.seq]);
+          expect(b.subarray(out.tokenOff, out.tokenOff + 8).equals(Buffer.from(probe.token))).toBe(true);
+        }
+        if (!ok) {
+          rejected++;
+          return;
+        }
+        accepted++;
+        if (!probe) changedAccepted++;
+        const icmp = (b[0] & 0x0f) * 4;
+        expect(b[9]).toBe(1);
+        expect([b[icmp], b[icmp + 1]]).toEqual([0, 0]); // echo reply, code 0
+        expect(b.length - icmp).toBeGreaterThanOrEqual(24);
+        expect(internetChecksum(b, icmp, b.length - icmp)).toBe(0);
+        expect([out.ident, out.seq, out.tokenOff]).toEqual([b.readUInt16BE(icmp + 4), b.readUInt16BE(icmp + 6), icmp + 16]);
+        expect(out.tokenOff + 8).toBeLessThanOrEqual(b.length);
+      }),
+      { numRuns: 5000 },
+    );
+    // Not vacuous: replies were accepted, changed ones too, and plenty were rejected.
+    expect(accepted).toBeGreaterThan(500);
+    expect(changedAccepted).toBeGreaterThan(50);
+    expect(rejected).toBeGreaterThan(500);
   });
 });

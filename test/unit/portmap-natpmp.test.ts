@@ -11,6 +11,7 @@ import {
   natPmpEpochPlausible,
   natPmpResultName,
 } from '../../src/nat/portmap/natpmp.js';
+import { mutated } from '../support/mutate.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -64,19 +65,48 @@ describe('NAT-PMP codec: the RFC 6886 layouts', () => {
 
 describe('NAT-PMP codec: properties', () => {
   it('decode(arbitrary bytes) never throws, and what it accepts has a legal shape', () => {
+    // Responses as a router writes them (address, mapping, either with an error code, and the
+    // 8-byte error form), some with bytes changed; and pure random bytes.
+    const u16 = fc.integer({ min: 0, max: 0xffff });
+    const u32 = fc.integer({ min: 0, max: 0xffffffff });
+    const response = fc
+      .record({ op: fc.constantFrom(0, 1, 2), result: fc.oneof(fc.constant(0), u16), short: fc.boolean(), epoch: u32, a: u32, b: u32 })
+      .map(({ op, result, short, epoch, a, b }) => {
+        const r = Buffer.alloc(result !== 0 && short ? 8 : op === 0 ? 12 : 16);
+        r[1] = 0x80 | op;
+        r.writeUInt16BE(result, 2);
+        r.writeUInt32BE(epoch, 4);
+        if (r.length > 8) r.writeUInt32BE(a, 8);
+        if (r.length > 12) r.writeUInt32BE(b, 12);
+        return r;
+      });
+    const input = fc.oneof({ weight: 3, arbitrary: mutated(response, { head: 16, maxMutations: 2 }) }, { weight: 1, arbitrary: fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)) });
+    let accepted = 0;
+    let rejected = 0;
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
-        const b = Buffer.from(bytes);
+      fc.property(input, (b) => {
         const r = decodeNatPmpResponse(b);
-        if (r === null) return;
+        if (r === null) {
+          rejected++;
+          return;
+        }
+        accepted++;
         expect(b[0]).toBe(0);
         expect(b[1] & 0x80).toBe(0x80);
         expect([0, 1, 2]).toContain(r.opcode);
+        expect(r.opcode).toBe(b[1] & 0x7f);
+        expect(r.resultCode).toBe(b.readUInt16BE(2));
+        expect(r.epochS).toBe(b.readUInt32BE(4));
         if (r.resultCode === 0) expect(b.length).toBe(r.opcode === 0 ? 12 : 16);
         else expect([8, r.opcode === 0 ? 12 : 16]).toContain(b.length);
+        if (r.opcode === 0 && r.resultCode === 0) expect(r.externalIp).toBe([...b.subarray(8, 12)].join('.'));
+        if (r.opcode !== 0 && b.length === 16) expect([r.internalPort, r.externalPort, r.lifetimeS]).toEqual([b.readUInt16BE(8), b.readUInt16BE(10), b.readUInt32BE(12)]);
       }),
       { numRuns: 5000 },
     );
+    // Both branches were taken, many times: the property cannot pass by rejecting everything.
+    expect(accepted).toBeGreaterThan(500);
+    expect(rejected).toBeGreaterThan(500);
   });
 
   it('decode reads back every field of a response written in the RFC layout', () => {
