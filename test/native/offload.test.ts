@@ -15,6 +15,7 @@ import fc from 'fast-check';
 import { nativeBinding } from '../../src/native/index.js';
 import { foldChecksum, onesSum, writeIpv4HeaderChecksum } from '../../src/proto/ipv4.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, readVnetU16, writeVnetHeader } from '../../src/proto/vnet.js';
+import { applyMutations, mutation, type Mutation } from '../support/mutate.js';
 import { fixTcpChecksum, ip, ipv4, tcpChecksumOk } from '../unit/packets.js';
 
 const FIN = 0x01;
@@ -620,6 +621,144 @@ describe('UDP coalescing in C (_groCoalesce, GSO_UDP_L4 writes)', () => {
       ),
       { numRuns: Number(process.env.VXEDGE_PROPERTY_RUNS ?? 200) },
     );
+  });
+});
+
+// ------------------------------------------------- _groCoalesce on bytes from the network
+
+/** Both checksums of a packet with a 20-byte IP header recomputed over what it holds (its
+ *  total length must be its length): a mutated packet that is consistent again. */
+function fixChecksums(p: Buffer): void {
+  if (p.length < 20 || p[0] !== 0x45 || p.readUInt16BE(2) !== p.length) return;
+  writeIpv4HeaderChecksum(p, 0);
+  const at = p[9] === 6 ? 36 : p[9] === 17 ? 26 : -1;
+  if (at < 0 || p.length < at + 2) return;
+  p.writeUInt16BE(0, at);
+  const c = foldChecksum(onesSum(p, 20, p.length - 20, onesSum(p, 12, 8) + p[9] + p.length - 20));
+  p.writeUInt16BE(p[9] === 17 && c === 0 ? 0xffff : c, at);
+}
+
+/** What gro.c checks before it joins a packet: both checksums (UDP: 0 is none, allowed). */
+function checksumsOk(p: Buffer): boolean {
+  if (!ipChecksumOk(p)) return false;
+  if (p[9] === 6) return tcpChecksumOk(p);
+  return p.readUInt16BE(26) === 0 || foldChecksum(onesSum(p, 20, p.length - 20, onesSum(p, 12, 8) + 17 + p.length - 20)) === 0;
+}
+
+const l4HeaderLen = (p: Buffer) => (p[9] === 6 ? (p[32] >> 4) * 4 : 8);
+
+describe('_groCoalesce on arbitrary and mutated bytes', () => {
+  it('property: never crashes, and what it joins is cut back by _tsoSegment into the payloads of the packets it took, in order', () => {
+    // TCP segments of two flows and UDP datagrams of a third as senders make them, some with
+    // bytes changed (and sometimes their checksums made right again, so that a changed packet
+    // can still be joined), and random bytes behind an IPv4 first byte and a protocol number.
+    const packet = fc.oneof(
+      {
+        weight: 4,
+        arbitrary: fc.record({
+          kind: fc.constant('flow' as const),
+          flow: fc.integer({ min: 0, max: 2 }), // 0 and 1: TCP, 2: UDP
+          // Mostly full-sized (-1: the MSS) and without PSH, as a bulk sender's, so that chains form.
+          len: fc.oneof({ weight: 3, arbitrary: fc.constant(-1) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 1400 }) }),
+          psh: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+          mutations: fc.oneof({ weight: 4, arbitrary: fc.constant([] as Mutation[]) }, { weight: 1, arbitrary: fc.array(mutation(60), { minLength: 1, maxLength: 3 }) }),
+          fix: fc.boolean(),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          kind: fc.constant('random' as const),
+          bytes: fc.uint8Array({ minLength: 20, maxLength: 200 }),
+          proto: fc.constantFrom(6, 17, 1),
+        }),
+      },
+    );
+    const stats = { runs: 0, joined: 0, joinedPackets: 0, changedJoined: 0, single: 0 };
+    fc.assert(
+      fc.property(fc.array(packet, { minLength: 1, maxLength: 40 }), fc.integer({ min: 300, max: 1400 }), fc.boolean(), (steps, mss, udp) => {
+        const seq = [10, 20_000_000, 0xfffff000];
+        const id = [1, 500, 0xfff0];
+        const changed = new Set<number>();
+        const pkts = steps.map((st, i) => {
+          if (st.kind === 'random') {
+            const b = Buffer.from(st.bytes);
+            b[0] = 0x45;
+            b[9] = st.proto;
+            return b;
+          }
+          const len = st.len < 0 ? mss : Math.min(st.len, mss);
+          let p: Buffer;
+          if (st.flow === 2) {
+            p = udpPacket({ sport: 1000 + st.flow, id: id[st.flow], payload: bytes(len, i) });
+          } else {
+            p = tcpPacket({ sport: 1000 + st.flow, seq: seq[st.flow], id: id[st.flow], flags: st.psh ? ACK | PSH : ACK, payload: bytes(len, seq[st.flow]) });
+            seq[st.flow] = (seq[st.flow] + len) >>> 0;
+          }
+          id[st.flow] = (id[st.flow] + 1) & 0xffff;
+          if (st.mutations.length === 0) return p;
+          changed.add(i);
+          const m = applyMutations(p, st.mutations);
+          if (st.fix) fixChecksums(m);
+          return m;
+        });
+        const w = coalesceWith(pkts, udp); // n >= 0 is checked there
+        // Outputs come in the order of their first packet, so the first packet of output k is the
+        // first one no earlier output took; a joined output's other packets are later packets of
+        // its flow with good checksums, in order (the earliest that fits is the one it took).
+        const taken = new Array<boolean>(pkts.length).fill(false);
+        let next = 0;
+        for (const x of w) {
+          while (next < pkts.length && taken[next]) next++;
+          expect(next, 'an output with no packet left for it').toBeLessThan(pkts.length);
+          const head = next;
+          taken[head] = true;
+          if (x.vnet.gsoType === VNET_GSO_NONE) {
+            expect(x.vnet).toEqual(ZERO_VNET);
+            if (!x.pkt.equals(pkts[head])) expect.fail(`output for packet ${head} is not that packet as it came`);
+            stats.single++;
+            continue;
+          }
+          const h = pkts[head];
+          expect(x.vnet.gsoType).toBe(h[9] === 6 ? VNET_GSO_TCPV4 : VNET_GSO_UDP_L4);
+          const cut = segment(x.pkt, x.vnet);
+          expect(cut, 'a joined packet _tsoSegment refuses').not.toBeNull();
+          const segs = cut!.map((d) => d.subarray(ENCAP.length));
+          expect(segs.length).toBeGreaterThanOrEqual(2);
+          const hl = 20 + l4HeaderLen(h);
+          expect(segs[0].subarray(hl).equals(h.subarray(hl)), `payload of packet ${head}`).toBe(true);
+          if (h[9] === 6) expect([segs[0].readUInt32BE(24), segs[0][33]], `seq and flags of packet ${head}`).toEqual([h.readUInt32BE(24), h[33]]);
+          let prev = head;
+          for (const sg of segs.slice(1)) {
+            const payload = sg.subarray(hl);
+            let j = prev + 1;
+            for (; j < pkts.length; j++) {
+              const p = pkts[j];
+              if (taken[j] || p.length < hl || p[0] !== 0x45 || p[9] !== h[9] || !p.subarray(12, 24).equals(h.subarray(12, 24))) continue;
+              if (l4HeaderLen(p) !== l4HeaderLen(h) || !checksumsOk(p) || !p.subarray(hl).equals(payload)) continue;
+              // TCP: the same sequence number and flags too, or the receiver would not put the
+              // bytes where they belong.
+              if (p[9] !== 6 || (p.readUInt32BE(24) === sg.readUInt32BE(24) && p[33] === sg[33])) break;
+            }
+            if (j >= pkts.length) expect.fail(`a segment cut from the output for packet ${head} (after packet ${prev}) has the payload of no later packet of its flow`);
+            taken[j] = true;
+            prev = j;
+            if (changed.has(j)) stats.changedJoined++;
+          }
+          if (changed.has(head)) stats.changedJoined++;
+          stats.joined++;
+          stats.joinedPackets += segs.length;
+        }
+        // Every packet went out exactly once, alone or in one super-packet.
+        expect(taken.every(Boolean), 'a packet that no output carries').toBe(true);
+        stats.runs++;
+      }),
+      { numRuns: Number(process.env.VXEDGE_PROPERTY_RUNS ?? 300) },
+    );
+    // Not vacuous: it joined (changed packets too) and wrote packets alone, many times each.
+    expect(stats.joined).toBeGreaterThan(stats.runs / 3);
+    expect(stats.changedJoined).toBeGreaterThan(0);
+    expect(stats.single).toBeGreaterThan(stats.runs);
   });
 });
 
