@@ -31,6 +31,19 @@ const ip4 = (s) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
 const ipStr = (a) => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls until cond() holds; throws naming `what` after ms (the watchdog bounds the whole run). */
+async function until(cond, what, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** After something that must happen exactly once has happened: a short while for a second time
+ *  to show, if there is one (a level-triggered poll fires again within a loop turn or two). */
+const SETTLE_MS = 100;
+
 /** /proc/self/fdinfo flags of fd (octal in the file). */
 function fdFlags(fd) {
   const m = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
@@ -622,7 +635,8 @@ const scenarios = {
       n.pollStop(h1);
       innerStop = caught(() => n.pollStop(h1)); // idempotent
     });
-    await sleep(200);
+    await until(() => calls > 0, 'the callback');
+    await sleep(SETTLE_MS);
     r.stopInside = { calls, innerStop, counts: n._pollCounts() };
 
     // Stop and restart on the same fd from inside the callback, then read.
@@ -635,7 +649,8 @@ const scenarios = {
         n.pollStop(h2);
       });
     });
-    await sleep(200);
+    await until(() => restarted > 0, 'the restarted poll\'s callback');
+    await sleep(SETTLE_MS);
     r.restart = { restarted, counts: n._pollCounts() };
 
     // 1000 start/stop cycles, then 100 cycles that stop from inside the callback.
@@ -734,7 +749,8 @@ const scenarios = {
       });
       throw new Error('boom-from-poll');
     });
-    await sleep(200);
+    await until(() => seen.length > 0 && tick, 'the uncaught exception and the tick after it');
+    await sleep(SETTLE_MS);
     n.close(a);
     n.close(b);
     return { seen, alive: true, tickRan: tick };
