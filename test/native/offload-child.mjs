@@ -54,6 +54,37 @@ let partial = {};
 const sh = (cmd, ...args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const ip4 = (s) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until cond() holds; throws naming `what` after ms (the watchdog bounds the whole run). */
+async function until(cond, what, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** After exactly what was expected has arrived: a short while for more to show, if any comes. */
+const SETTLE_MS = 50;
+
+/** Receives from UDP socket fd into slots of `slot` bytes until done(got) holds, then once more
+ *  after SETTLE_MS; got: every datagram, with its UDP GRO segment size. */
+async function receive(fd, slot, done, what) {
+  const rbuf = Buffer.alloc(slot * 64);
+  const lens = new Int32Array(64);
+  const segs = new Int32Array(64);
+  const got = [];
+  const take = () => {
+    const c = n.udpRecv(fd, rbuf, slot, 0, 64, lens, new Uint32Array(64), new Uint16Array(64), segs);
+    for (let i = 0; i < c; i++) got.push({ data: Buffer.from(rbuf.subarray(i * slot, i * slot + lens[i])), seg: segs[i] });
+    return c;
+  };
+  await until(() => (take(), done(got)), what);
+  await sleep(SETTLE_MS);
+  while (take() > 0);
+  return got;
+}
+
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const u16 = (b, o) => (LE ? b[o] | (b[o + 1] << 8) : (b[o] << 8) | b[o + 1]);
 
@@ -335,23 +366,17 @@ const scenarios = {
     r.sentGro = send(7002);
     r.sentPlain = send(7003);
     r.gsoMessages = n.offloadStats().gsoMessages - before.gsoMessages;
-    await sleep(50);
-
-    const slot = 65536;
-    const rbuf = Buffer.alloc(slot * 64);
-    const lens = new Int32Array(64);
-    const addrs = new Uint32Array(64);
-    const ports = new Uint16Array(64);
-    const segs = new Int32Array(64);
-    const cg = n.udpRecv(g, rbuf, slot, 0, 64, lens, addrs, ports, segs);
-    r.groDatagrams = cg;
-    r.groSeg = segs[0];
-    r.groLen = lens[0];
-    r.groBytesMatch = cg === 1 && rbuf.subarray(0, lens[0]).equals(Buffer.concat(expected));
-    const cp = n.udpRecv(p, rbuf, slot, 0, 64, lens, addrs, ports, segs);
-    r.plainDatagrams = cp;
-    r.plainSegs = Array.from(segs.subarray(0, cp));
-    r.plainMatch = cp === expected.length && expected.every((e, i) => rbuf.subarray(i * slot, i * slot + lens[i]).equals(e));
+    const whole = Buffer.concat(expected);
+    const bytes = (got) => got.reduce((a, d) => a + d.data.length, 0);
+    const gro = await receive(g, 65536, (got) => bytes(got) >= whole.length, 'the datagrams on the UDP_GRO socket');
+    r.groDatagrams = gro.length;
+    r.groSeg = gro[0].seg;
+    r.groLen = gro[0].data.length;
+    r.groBytesMatch = gro.length === 1 && gro[0].data.equals(whole);
+    const plain = await receive(p, 65536, (got) => got.length >= expected.length, 'the datagrams on the plain socket');
+    r.plainDatagrams = plain.length;
+    r.plainSegs = plain.map((d) => d.seg);
+    r.plainMatch = plain.length === expected.length && expected.every((e, i) => plain[i].data.equals(e));
     return r;
   },
 
@@ -458,12 +483,8 @@ const scenarios = {
     const after = n.offloadStats();
     r.usoPackets = after.usoPackets - before.usoPackets;
     r.usoSegments = after.usoSegments - before.usoSegments;
-    await sleep(50);
-    const slot = 2048;
-    const rbuf = Buffer.alloc(slot * 64);
-    const lens = new Int32Array(64);
-    const c = n.udpRecv(rx, rbuf, slot, 0, 64, lens, new Uint32Array(64), new Uint16Array(64), null);
-    const dgrams = Array.from({ length: c }, (_, i) => rbuf.subarray(i * slot + 22, i * slot + lens[i]));
+    const dgrams = (await receive(rx, 2048, (got) => got.length >= pays.length, 'the cut datagrams')).map((d) => d.data.subarray(22));
+    const c = dgrams.length;
     r.received = c;
     r.checksumsOk = dgrams.every((d) => sum(d, 0, 20) === 0xffff && sum(d, 20, d.length, sum(d, 12, 20) + 17 + d.length - 20) === 0xffff);
     r.idsCountUp = dgrams.every((d, i) => d.readUInt16BE(4) === ((dgrams[0].readUInt16BE(4) + i) & 0xffff));
@@ -484,11 +505,23 @@ const scenarios = {
       while (c === 0 && Date.now() < end) c = n.devRead(tun.fd, rbuf2, 32, 65535, 64, o2, l2, v2, false, segments);
       return c;
     };
-    send4();
-    await sleep(20);
+    // Four sends are waiting in the device once the device's qdisc has passed all their
+    // datagrams on (it counts a GSO packet by its segments) and holds none back.
+    const qdisc = () => {
+      const m = /Sent \d+ bytes (\d+) pkt[\s\S]*backlog \S+ (\d+)p/.exec(sh('tc', '-s', 'qdisc', 'show', 'dev', 'vxoa'));
+      return { sent: Number(m[1]), backlog: Number(m[2]) };
+    };
+    const sent4 = async () => {
+      const from = qdisc().sent;
+      send4();
+      await until(() => {
+        const q = qdisc();
+        return q.sent - from >= 4 * 64 && q.backlog === 0;
+      }, 'the four sends in the device');
+    };
+    await sent4();
     r.budgetReads = [readUdp(128), readUdp(128)];
-    send4();
-    await sleep(20);
+    await sent4();
     r.unbudgetedRead = readUdp(0);
     [tx, rx, out].forEach((fd) => n.close(fd));
     n.close(tun.fd);
