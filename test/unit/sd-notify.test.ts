@@ -170,8 +170,12 @@ while True:
     print(json.dumps(s.recv(65536).decode()), flush=True)
 `;
 
-function receiver(addr: string): Promise<{ child: ChildProcess; next: () => Promise<string> }> {
-  const child = spawn('python3', ['-c', RECEIVER, addr], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts the receiver, bounded to 30 s by timeout(1), and hands it to `track` at once (so it is
+ *  killed even when it never says it is ready). */
+function receiver(addr: string, track: (c: ChildProcess) => void): Promise<{ child: ChildProcess; next: () => Promise<string> }> {
+  // Its own process group (timeout's and python's), so that killing the group ends both.
+  const child = spawn('timeout', ['30', 'python3', '-c', RECEIVER, addr], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  track(child);
   const lines: string[] = [];
   const waiters: Array<(l: string) => void> = [];
   let buf = '';
@@ -204,15 +208,21 @@ function receiver(addr: string): Promise<{ child: ChildProcess; next: () => Prom
 describe.skipIf(!haveAddon || !havePython)('native unixDgramSend', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-notify-'));
   const children: ChildProcess[] = [];
+  const track = (c: ChildProcess) => void children.push(c);
   afterEach(() => {
-    for (const c of children.splice(0)) c.kill('SIGKILL');
+    for (const c of children.splice(0)) {
+      try {
+        process.kill(-c.pid!, 'SIGKILL'); // the group: timeout and python
+      } catch {
+        /* gone already */
+      }
+    }
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('delivers one datagram to a filesystem socket', async () => {
     const sock = path.join(dir, 'notify');
-    const r = await receiver(sock);
-    children.push(r.child);
+    const r = await receiver(sock, track);
     nativeBinding().unixDgramSend(sock, Buffer.from('READY=1\nSTATUS=ok'));
     expect(await r.next()).toBe('READY=1\nSTATUS=ok');
     rmSync(sock, { force: true });
@@ -220,8 +230,7 @@ describe.skipIf(!haveAddon || !havePython)('native unixDgramSend', () => {
 
   it('delivers to an abstract socket named with a leading @, as $NOTIFY_SOCKET may', async () => {
     const name = `@vxedge-test-${process.pid}-${Date.now()}`;
-    const r = await receiver(name);
-    children.push(r.child);
+    const r = await receiver(name, track);
     const sd = new SdNotify({ env: { NOTIFY_SOCKET: name } });
     expect(sd.ready('degraded: 1/2 peers up')).toBe(true);
     expect(await r.next()).toBe('READY=1\nSTATUS=degraded: 1/2 peers up');
