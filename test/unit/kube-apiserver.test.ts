@@ -24,6 +24,14 @@ beforeAll(async () => {
   api = await startApiServer(pki, USERS, { retain: 5 });
 });
 afterAll(() => api.server.stop());
+// Every test leaves the shared server as it found it, even when it fails half-way: no Nodes,
+// listening, the flags at their defaults.
+afterEach(async () => {
+  for (const n of [...api.server.nodes.keys()]) api.server.deleteNode(n);
+  api.server.expiredAsHttpStatus = false;
+  api.server.hanging = false;
+  await api.server.up();
+});
 
 function client(auth: { token?: string; certFile?: string; keyFile?: string } = { token: 'admin-token' }) {
   const kc = new k8s.KubeConfig();
@@ -106,7 +114,6 @@ describe('CRUD on /api/v1/nodes', () => {
     expect(cidr.status?.message).toContain('podCIDR');
     expect((await failure(core.patchNode({ name: 'p', body: {} }, mergeOpts('application/apply-patch+yaml')))).code).toBe(415);
     expect((await failure(core.patchNode({ name: 'nope', body: {} }, mergeOpts(k8s.PatchStrategy.MergePatch)))).code).toBe(404);
-    await core.deleteNode({ name: 'p' });
   });
 
   it('merge patch and JSON patch follow RFC 7386 and RFC 6902', () => {
@@ -146,16 +153,10 @@ describe('authentication and authorization', () => {
     const other = await failure(own.patchNode({ name: 'b', body: { metadata: { labels: { mine: 'yes' } } } }, mergeOpts(k8s.PatchStrategy.MergePatch)));
     expect(other.status?.message).toBe('nodes "b" is forbidden: User "own-node" cannot patch resource "nodes" in API group "" at the cluster scope');
     expect((await failure(own.listNode())).code).toBe(403);
-    api.server.deleteNode('a');
-    api.server.deleteNode('b');
   });
 });
 
 describe('watch', () => {
-  afterEach(() => {
-    for (const n of [...api.server.nodes.keys()]) api.server.deleteNode(n);
-  });
-
   it('from a version: the events after it, in order; new events as they happen', async () => {
     const { kc } = client();
     const from = api.server.rv;
@@ -259,7 +260,6 @@ describe('control', () => {
     expect(refused?.code).toBe('ECONNREFUSED');
     await api.server.up();
     expect((await core.listNode()).items.map((n) => n.metadata?.name)).toEqual(['c1']);
-    api.server.deleteNode('c1');
   });
 
   it('logs each request: method, verb, name, user, content type, status', async () => {
@@ -271,7 +271,6 @@ describe('control', () => {
       { method: 'POST', path: '/api/v1/nodes', query: {}, contentType: 'application/json', user: 'admin', verb: 'create', name: 'r1', status: 201 },
       { method: 'PATCH', path: '/api/v1/nodes/r1', query: {}, contentType: 'application/merge-patch+json', user: 'admin', verb: 'patch', name: 'r1', status: 200 },
     ]);
-    api.server.deleteNode('r1');
   });
 });
 
