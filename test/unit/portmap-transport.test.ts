@@ -5,7 +5,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import dgram from 'node:dgram';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { systemClock } from '../../src/util/clock.js';
 import { exchange, nodeHttp, nodeUdp, type UdpFactory, type UdpHandlers, type UdpPeer } from '../../src/nat/portmap/transport.js';
 import { ManualClock } from '../support/clock.js';
 
@@ -103,9 +102,14 @@ describe('nodeUdp (127.0.0.1)', () => {
     server.on('message', (m, r) => server.send(Buffer.concat([Buffer.from('re:'), m]), r.port, r.address));
     await new Promise<void>((r) => server.bind(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
-    const base = { udp: nodeUdp, clock: systemClock, localAddress: '127.0.0.1', request: Buffer.from('hi'), waitsMs: [200, 400, 800] };
+    // The retransmission timer is on a ManualClock nobody moves: whenever the answer comes, it
+    // answers the first send. A real-time bound (the abort signal) keeps a lost answer from
+    // hanging the test; it would show as kind 'aborted'.
+    const clock = new ManualClock();
+    const base = { udp: nodeUdp, clock, localAddress: '127.0.0.1', request: Buffer.from('hi'), waitsMs: [200, 400, 800], signal: AbortSignal.timeout(5_000) };
     const ok = await exchange({ ...base, server: { address: '127.0.0.1', port }, accept: (m) => m.toString() });
     expect(ok).toMatchObject({ kind: 'answer', value: 're:hi', sends: 1 });
+    expect(clock.timerCount).toBe(0);
 
     // A port nobody listens on: the kernel's ICMP port unreachable ends the exchange at once.
     const probe = dgram.createSocket('udp4');
