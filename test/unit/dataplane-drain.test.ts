@@ -8,8 +8,8 @@ import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { KernelDrops } from '../../src/dataplane/kernel-drops.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import type { NativeSystemError } from '../../src/native/index.js';
-import { Logger } from '../../src/util/log.js';
 import { parseCidr } from '../../src/util/ipv4.js';
+import { CaptureLog } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 import { FakeIo } from './fake-io.js';
 import { icmpEcho, ip, mac, vxlanFrame } from './packets.js';
@@ -18,17 +18,10 @@ const OUR = '0e:5c:aa:00:00:64';
 const AWS1 = { name: 'aws-1', publicIp: '203.0.113.10', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0a:bb:00:00:01:00' };
 const BATCH = 8;
 
-/** Keeps the error lines instead of printing them. */
-class ErrorLog extends Logger {
-  readonly errors: string[] = [];
-  override error(msg: string): void {
-    this.errors.push(msg);
-  }
-}
-
 function rig() {
   const io = new FakeIo();
-  const log = new ErrorLog('error');
+  const log = new CaptureLog();
+  const errors = () => log.lines.filter((l) => l.level === 'error').map((l) => l.msg);
   const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: BATCH };
   const dp = new Dataplane(s, io, io.fds, new PeerTable([AWS1]), log, new ManualClock());
   dp.start();
@@ -41,7 +34,7 @@ function rig() {
       io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10', 2, i)), addr: ip(AWS1.publicIp), port: 8472 });
     }
   };
-  return { io, dp, log, fire, toPods, fromPods };
+  return { io, dp, errors, fire, toPods, fromPods };
 }
 
 const gone = (code: string) => Object.assign(new Error(`read fd 3: file descriptor in bad state (${code})`), { code, errno: 77, syscall: 'read' }) as NativeSystemError;
@@ -110,7 +103,7 @@ describe('draining on a wakeup', () => {
     };
     r.fire(r.io.fds.device);
     expect(r.dp.pollError).toMatch(/^device poll failed: .*EBADFD/);
-    expect(r.log.errors).toEqual(['the data plane stopped reading a file descriptor']);
+    expect(r.errors()).toEqual(['the data plane stopped reading a file descriptor']);
     expect(r.io.polls.map((p) => p.fd)).toEqual([r.io.fds.underlay]);
     r.fromPods(3);
     r.fire(r.io.fds.underlay); // the underlay goes on; the dead device is not read again
@@ -126,7 +119,7 @@ describe('draining on a wakeup', () => {
     r.fire(r.io.fds.device);
     r.fire(r.io.fds.device);
     expect(r.dp.drops.snapshot()).toEqual({ internal: 2 });
-    expect(r.log.errors).toEqual(['internal error in the packet path (further ones are only counted)']);
+    expect(r.errors()).toEqual(['internal error in the packet path (further ones are only counted)']);
     expect(r.dp.pollError).toBeNull();
     expect(r.io.polls).toHaveLength(2);
   });

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { BURST, PACE_MS, UnderlayDiagnosis } from '../../src/control/diagnosis.js';
 import type { UnderlayPingResult } from '../../src/control/underlay-probe.js';
-import { ManualClock } from '../support/clock.js';
+import { ManualClock, flush } from '../support/clock.js';
 
 function rig() {
   const clock = new ManualClock();
@@ -15,7 +15,6 @@ function rig() {
   });
   return { clock, d, pinged, answer };
 }
-const flush = () => new Promise((r) => setImmediate(r));
 
 describe('underlay diagnosis', () => {
   it(`starts at most ${BURST} probes per ${PACE_MS} ms; the rest follow in order`, () => {

@@ -15,6 +15,7 @@ import {
   type PeerInfo,
 } from '../../src/cli/fleet-view.js';
 import { FLEET_HELP, fleetOptions, readerClientOptions, runFleet, type FleetIo, type FleetOptions } from '../../src/cli/fleet.js';
+import { settle } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 
 const T0 = Date.UTC(2026, 10, 24, 12, 0, 0);
@@ -486,11 +487,6 @@ class FakeClient extends EventEmitter {
     this.emit('close');
   }
 }
-
-/** Lets pending promise callbacks run (no time passes: the command's timers are on the ManualClock). */
-const settle = async () => {
-  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-};
 
 function command(argv: string[], files: Record<string, string> = {}) {
   const clock = new ManualClock({ wall: T0 + 5000 });

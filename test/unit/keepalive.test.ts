@@ -22,7 +22,7 @@ import { Keepalive } from '../../src/control/keepalive.js';
 import type { PathSettings } from '../../src/dataplane/settings.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { Logger } from '../../src/util/log.js';
-import { ManualClock } from '../support/clock.js';
+import { ManualClock, flush } from '../support/clock.js';
 import { FakeIo } from './fake-io.js';
 import { echoReplyTo, icmpEcho, ip, mac, vxlanFrame } from './packets.js';
 
@@ -456,7 +456,7 @@ describe('regression: a roamed peer is diagnosed at its new address', () => {
       r.answer(AWS2);
     }
     expect(r.pinged).toEqual([AWS1.publicIp]);
-    await new Promise((res) => setImmediate(res));
+    await flush();
     // Its EIP is re-mapped: frames arrive from a new address and validation moves it there.
     const moved = '203.0.113.11';
     r.io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')), addr: ip(moved), port: 40000 });

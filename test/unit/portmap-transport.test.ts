@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exchange, nodeHttp, nodeUdp, type UdpFactory, type UdpHandlers, type UdpPeer } from '../../src/nat/portmap/transport.js';
-import { ManualClock } from '../support/clock.js';
+import { ManualClock, flush } from '../support/clock.js';
 
 const SERVER = { address: '192.0.2.1', port: 5351 };
 
@@ -29,8 +29,6 @@ function handSocket() {
   };
   return { s, clock, udp };
 }
-
-const flush = () => new Promise<void>((r) => setImmediate(r));
 
 describe('exchange()', () => {
   it('sends on the schedule, then reports the silence', async () => {
