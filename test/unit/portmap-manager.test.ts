@@ -6,18 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { PortMapper, isPublicIPv4, type PortMapperOptions } from '../../src/nat/portmap/portmapper.js';
 import type { PortMappingMode } from '../../src/nat/portmap/client.js';
-import { CaptureLog, settle } from '../support/capture-log.js';
-import { ManualClock } from '../support/clock.js';
+import { CaptureLog } from '../support/capture-log.js';
+import { ManualClock, flush } from '../support/clock.js';
 import { FakeRouter, GW, ME, WAN } from './portmap-fakes.js';
-
-/** Advances the clock in steps, letting async work run between them. */
-async function tick(clock: ManualClock, ms: number, step = 250): Promise<void> {
-  await settle();
-  for (let left = ms; left > 0; left -= step) {
-    clock.advance(Math.min(step, left));
-    await settle();
-  }
-}
 
 interface Rig {
   clock: ManualClock;
@@ -48,19 +39,19 @@ function rig(mode: PortMappingMode, opts: Partial<PortMapperOptions> = {}, setup
   return { clock, router, pm, log, addresses };
 }
 
-/** Ticks until cond holds (at most maxMs of clock time); fails the test otherwise. */
-async function tickUntil(clock: ManualClock, cond: () => boolean, maxMs: number, step = 1000): Promise<void> {
-  await settle();
+/** Moves the clock on in steps of `step` ms (advanceAsync) until cond holds; fails the test if it
+ *  does not within maxMs of clock time. */
+async function advanceUntil(clock: ManualClock, cond: () => boolean, maxMs: number, step = 1000): Promise<void> {
+  await flush();
   for (let t = 0; !cond(); t += step) {
     if (t >= maxMs) throw new Error(`condition not met within ${maxMs} ms of clock time`);
-    clock.advance(step);
-    await settle();
+    await clock.advanceAsync(step);
   }
 }
 
 async function started(r: Rig, ms = 8000): Promise<Rig> {
   r.pm.start();
-  await tick(r.clock, ms);
+  await r.clock.advanceAsync(ms);
   return r;
 }
 
@@ -109,7 +100,7 @@ describe('PortMapper: choosing a protocol', () => {
   it('auto gives each silent protocol its bounded schedule, then fails with the remedies and retries with backoff', async () => {
     const r = rig('auto', {}, (x) => { x.pcp = false; x.natpmp = false; x.upnp = false; x.port5351 = 'silent'; });
     r.pm.start();
-    await tick(r.clock, 8000);
+    await r.clock.advanceAsync(8000);
     const s = r.pm.status();
     expect(s.state).toBe('failed');
     expect(s.protocol).toBeNull();
@@ -126,7 +117,7 @@ describe('PortMapper: choosing a protocol', () => {
     expect(first).toBeGreaterThan(10_000);
     expect(first).toBeLessThanOrEqual(15_000);
     const before = r.router.requests('pcp-map').length;
-    await tick(r.clock, first + 8000, 500);
+    await r.clock.advanceAsync(first + 8000);
     expect(r.router.requests('pcp-map').length).toBe(before + 3);
     const second = Date.parse(r.pm.status().retryAt!) - r.clock.now();
     expect(second).toBeGreaterThan(first);
@@ -152,9 +143,9 @@ describe('PortMapper: keeping the mapping', () => {
     const maps = () => r.router.requests('pcp-map');
     expect(maps()).toHaveLength(1);
     const expires1 = r.pm.status().expires;
-    await tick(r.clock, 290_000, 10_000);
+    await r.clock.advanceAsync(290_000);
     expect(maps()).toHaveLength(1);
-    await tick(r.clock, 20_000, 1000);
+    await r.clock.advanceAsync(20_000);
     expect(maps()).toHaveLength(2);
     expect(maps()[1].data.subarray(24, 36)).toEqual(maps()[0].data.subarray(24, 36));
     // The renewal suggests the external address it was given.
@@ -167,19 +158,19 @@ describe('PortMapper: keeping the mapping', () => {
     const r = await started(rig('natpmp', { lifetimeS: 7200 }, (x) => (x.lifetimeRange = [60, 600])));
     expect(r.pm.status().lifetime).toBe(600);
     const maps = () => r.router.requests('natpmp-map').length;
-    await tick(r.clock, 285_000, 5000);
+    await r.clock.advanceAsync(285_000);
     expect(maps()).toBe(1);
-    await tick(r.clock, 15_000, 1000);
+    await r.clock.advanceAsync(15_000);
     expect(maps()).toBe(2);
   });
 
   it('PCP: a router restart (epoch going back) is noticed by the next check and the mapping is made again', async () => {
     const r = await started(rig('pcp', { checkIntervalS: 60 }));
-    await tick(r.clock, 120_000, 5000);
+    await r.clock.advanceAsync(120_000);
     expect(r.router.requests('pcp-announce').length).toBeGreaterThanOrEqual(2);
     r.router.restart();
     expect(r.router.mapping(8472)).toBeUndefined();
-    await tick(r.clock, 65_000, 1000);
+    await r.clock.advanceAsync(65_000);
     expect(r.router.mapping(8472)).toMatchObject({ client: ME, via: 'pcp' });
     expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 1, protocol: 'pcp' });
     expect(r.log.lines.some((l) => l.level === 'warn' && /epoch .* restarted or lost its mappings/.test(l.msg))).toBe(true);
@@ -188,9 +179,9 @@ describe('PortMapper: keeping the mapping', () => {
   it('PCP: an epoch that did not advance with our clock (router restarted between renewals) counts as a restart', async () => {
     // No checks in between: the renewal itself sees the implausible epoch.
     const r = await started(rig('pcp', { lifetimeS: 600, checkIntervalS: 10_000 }));
-    await tick(r.clock, 100_000, 10_000);
+    await r.clock.advanceAsync(100_000);
     r.router.restart();
-    await tick(r.clock, 250_000, 10_000);
+    await r.clock.advanceAsync(250_000);
     expect(r.router.requests('pcp-map')).toHaveLength(2);
     expect(r.pm.status().routerRestarts).toBe(1);
     expect(r.router.mapping(8472)?.via).toBe('pcp');
@@ -198,9 +189,9 @@ describe('PortMapper: keeping the mapping', () => {
 
   it('NAT-PMP: a restart noticed through the address request, and the mapping made again', async () => {
     const r = await started(rig('natpmp', { checkIntervalS: 30 }));
-    await tick(r.clock, 60_000, 5000);
+    await r.clock.advanceAsync(60_000);
     r.router.restart();
-    await tick(r.clock, 35_000, 1000);
+    await r.clock.advanceAsync(35_000);
     expect(r.pm.status().routerRestarts).toBe(1);
     expect(r.router.mapping(8472)).toMatchObject({ client: ME, via: 'natpmp' });
     expect(r.router.requests('natpmp-map')).toHaveLength(2);
@@ -209,7 +200,7 @@ describe('PortMapper: keeping the mapping', () => {
   it('UPnP: a restart (control URL moved, entry gone) is noticed by the check and the mapping made again', async () => {
     const r = await started(rig('upnp', { checkIntervalS: 60 }));
     r.router.restart();
-    await tick(r.clock, 65_000, 1000);
+    await r.clock.advanceAsync(65_000);
     expect(r.router.mapping(8472)).toMatchObject({ client: ME, via: 'upnp' });
     expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 1 });
     expect(r.router.requests('ssdp').length).toBeGreaterThan(2); // searched again
@@ -218,7 +209,7 @@ describe('PortMapper: keeping the mapping', () => {
   it('UPnP: the entry dropped by the router (714) is noticed and re-added', async () => {
     const r = await started(rig('upnp', { checkIntervalS: 60 }));
     r.router.mappings.clear();
-    await tick(r.clock, 61_000, 1000);
+    await r.clock.advanceAsync(61_000);
     expect(r.router.mapping(8472)).toMatchObject({ client: ME });
     expect(r.pm.status().routerRestarts).toBe(1);
     expect(r.router.soapActions().filter((a) => a === 'AddPortMapping')).toHaveLength(2);
@@ -236,15 +227,15 @@ describe('PortMapper: keeping the mapping', () => {
     r.router.pcp = false;
     r.router.natpmp = false;
     r.router.port5351 = 'silent';
-    await tickUntil(r.clock, () => /renewing the PCP mapping failed/.test(r.pm.status().error ?? ''), 300_000);
+    await advanceUntil(r.clock, () => /renewing the PCP mapping failed/.test(r.pm.status().error ?? ''), 300_000);
     // The renewal ran the RFC schedule (5 requests, 3 s doubling ± 10 %) from half the lifetime on.
     expect(r.clock.monotonic() - mappedAt).toBeGreaterThan(120_000 + 80_000);
     expect(r.pm.status().state).toBe('mapped');
     expect(r.pm.status().error).toMatch(/no answer from 192\.0\.2\.1:5351 to 5 requests.*holds until/);
-    await tickUntil(r.clock, () => r.pm.status().state === 'failed', 300_000);
+    await advanceUntil(r.clock, () => r.pm.status().state === 'failed', 300_000);
     expect(r.log.lines.some((l) => l.msg.startsWith('port mapping expired'))).toBe(true);
     r.router.pcp = true;
-    await tickUntil(r.clock, () => r.pm.status().state === 'mapped', 120_000);
+    await advanceUntil(r.clock, () => r.pm.status().state === 'mapped', 120_000);
     expect(r.pm.status().error).toBeNull();
     expect(r.router.mapping(8472)?.via).toBe('pcp');
   });
@@ -252,11 +243,11 @@ describe('PortMapper: keeping the mapping', () => {
   it('reports a changed external address once, and a private one as an error instead of an endpoint', async () => {
     const r = await started(rig('natpmp', { checkIntervalS: 30 }));
     r.router.externalIp = '11.22.33.99';
-    await tick(r.clock, 31_000, 1000);
+    await r.clock.advanceAsync(31_000);
     expect(r.addresses).toEqual([WAN, '11.22.33.99']);
     expect(r.pm.status().external).toBe('11.22.33.99:8472'); // NAT-PMP maps on the router's one address
     r.router.externalIp = '100.64.1.2';
-    await tick(r.clock, 31_000, 1000);
+    await r.clock.advanceAsync(31_000);
     expect(r.addresses).toEqual([WAN, '11.22.33.99']);
     expect(r.pm.status().error).toMatch(/100\.64\.1\.2 is not public \(carrier-grade or double NAT\)/);
     expect(r.pm.status().routerAddress).toBe('100.64.1.2');
@@ -269,12 +260,12 @@ describe('PortMapper: recheck() when every peer went down', () => {
   // default), and with NAT-PMP/UPnP leases of hours no renewal comes sooner either.
   it.each(['pcp', 'natpmp', 'upnp'] as const)('%s: a restarted router is looked at and the mapping made again at once, not at the next check', async (mode) => {
     const r = await started(rig(mode, { checkIntervalS: 3600 }));
-    await tick(r.clock, 60_000, 5000); // the router's epoch moves on, so that a restart shows
+    await r.clock.advanceAsync(60_000); // the router's epoch moves on, so that a restart shows
     r.router.restart();
-    await tick(r.clock, 10_000, 1000);
+    await r.clock.advanceAsync(10_000);
     expect(r.router.mapping(8472)).toBeUndefined(); // nothing looks on its own for an hour
     r.pm.recheck('peers down');
-    await tick(r.clock, 3000, 250);
+    await r.clock.advanceAsync(3000);
     expect(r.router.mapping(8472)).toMatchObject({ client: ME, via: mode });
     expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 1, protocol: mode });
     expect(r.log.lines.some((l) => l.msg === 'checking the port mapping now' && l.fields?.why === 'peers down')).toBe(true);
@@ -285,7 +276,7 @@ describe('PortMapper: recheck() when every peer went down', () => {
     const r = await started(rig('natpmp', { checkIntervalS: 3600 }));
     const address = r.router.requests('natpmp-address').length;
     r.pm.recheck('peers down');
-    await tick(r.clock, 2000, 250);
+    await r.clock.advanceAsync(2000);
     expect(r.router.requests('natpmp-address').length).toBe(address + 1);
     expect(r.router.requests('natpmp-map')).toHaveLength(1);
     expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 0 });
@@ -297,12 +288,12 @@ describe('PortMapper: recheck() when every peer went down', () => {
     const before = announces();
     for (let i = 0; i < 4; i++) {
       r.pm.recheck('peers down');
-      await tick(r.clock, 1000, 250);
+      await r.clock.advanceAsync(1000);
     }
     expect(announces()).toBe(before + 1);
-    await tick(r.clock, 2000, 250);
+    await r.clock.advanceAsync(2000);
     r.pm.recheck('peers down');
-    await tick(r.clock, 1000, 250);
+    await r.clock.advanceAsync(1000);
     expect(announces()).toBe(before + 2);
   });
 
@@ -310,26 +301,26 @@ describe('PortMapper: recheck() when every peer went down', () => {
     const off = rig('off');
     off.pm.start();
     off.pm.recheck('peers down');
-    await tick(off.clock, 2000);
+    await off.clock.advanceAsync(2000);
     expect(off.router.sent).toEqual([]);
 
     const idle = rig('natpmp');
     idle.pm.recheck('peers down');
-    await tick(idle.clock, 2000);
+    await idle.clock.advanceAsync(2000);
     expect(idle.router.sent).toEqual([]);
 
     const failed = await started(rig('natpmp', {}, (x) => { x.natpmp = false; x.port5351 = 'silent'; }));
     expect(failed.pm.status().state).toBe('failed');
     const sent = failed.router.sent.length;
     failed.pm.recheck('peers down');
-    await tick(failed.clock, 2000); // the retry is 15 s after the failure, not now
+    await failed.clock.advanceAsync(2000); // the retry is 15 s after the failure, not now
     expect(failed.router.sent.length).toBe(sent);
 
     const stopped = await started(rig('upnp'));
     await stopped.pm.stop();
     const total = stopped.router.sent.length + stopped.router.httpLog.length;
     stopped.pm.recheck('peers down');
-    await tick(stopped.clock, 5000);
+    await stopped.clock.advanceAsync(5000);
     expect(stopped.router.sent.length + stopped.router.httpLog.length).toBe(total);
   });
 });
@@ -368,7 +359,7 @@ describe('PortMapper: the wrong external port', () => {
     const r = await started(rig('natpmp', { lifetimeS: 600 }));
     r.router.restart();
     r.router.grantPort = 9000;
-    await tick(r.clock, 301_000, 5000);
+    await r.clock.advanceAsync(301_000);
     expect(r.pm.status()).toMatchObject({ state: 'failed', protocol: null });
     expect(r.pm.status().error).toMatch(/offered external port 9000/);
     expect(r.router.mapping(9000)).toBeUndefined();
@@ -407,7 +398,7 @@ describe('PortMapper: refusals and hostile answers', () => {
   it('an HTTP server that never finishes is cut off by the deadline', async () => {
     const r = rig('upnp', {}, (x) => (x.httpHangs = true));
     r.pm.start();
-    await tick(r.clock, 10_000);
+    await r.clock.advanceAsync(10_000);
     expect(r.pm.status().state).toBe('failed');
     expect(r.pm.status().error).toContain('no complete answer within 2 s');
     expectNoInternalErrors(r);
@@ -433,25 +424,25 @@ describe('PortMapper: stop, off, probe', () => {
     expect(r.router.mapping(8472)).toBeUndefined();
     expect(r.pm.status()).toMatchObject({ state: 'stopped', protocol: null, external: null });
     const sent = r.router.sent.length + r.router.httpLog.length;
-    await tick(r.clock, 7200_000, 600_000);
+    await r.clock.advanceAsync(7200_000);
     expect(r.router.sent.length + r.router.httpLog.length).toBe(sent); // nothing after stop
   });
 
   it('stop during a slow attempt returns promptly and leaves nothing behind', async () => {
     const r = rig('auto', {}, (x) => { x.pcp = false; x.natpmp = false; x.port5351 = 'silent'; });
     r.pm.start();
-    await tick(r.clock, 300);
+    await r.clock.advanceAsync(300);
     await r.pm.stop();
     expect(r.pm.status().state).toBe('stopped');
     const sent = r.router.sent.length;
-    await tick(r.clock, 60_000, 1000);
+    await r.clock.advanceAsync(60_000);
     expect(r.router.sent.length).toBe(sent);
   });
 
   it('mode off never sends a packet, not even for probe()', async () => {
     const r = rig('off');
     r.pm.start();
-    await tick(r.clock, 3600_000, 60_000);
+    await r.clock.advanceAsync(3600_000);
     const probe = await r.pm.probe();
     await r.pm.stop();
     expect(r.router.sent).toEqual([]);
@@ -463,7 +454,7 @@ describe('PortMapper: stop, off, probe', () => {
   it('probe() says which protocols answer, within its deadline, without making a mapping', async () => {
     const r = rig('auto', {}, (x) => { x.pcp = false; x.port5351 = 'silent'; });
     const p = r.pm.probe();
-    await tick(r.clock, 6000);
+    await r.clock.advanceAsync(6000);
     const res = await p;
     expect(res.map((x) => [x.protocol, x.ok])).toEqual([['pcp', false], ['natpmp', true], ['upnp', true]]);
     expect(res[0].detail).toMatch(/NAT-PMP only/);
@@ -478,7 +469,7 @@ describe('PortMapper: stop, off, probe', () => {
     const states: string[] = [];
     r.pm.onChange((s) => states.push(`${s.state}:${s.external}`));
     await started(r);
-    await tick(r.clock, 700_000, 10_000);
+    await r.clock.advanceAsync(700_000);
     expect(states).toEqual(['mapping:null', `mapped:${WAN}:8472`]);
   });
 });
