@@ -40,6 +40,9 @@ static bool gro_fits(const gro_item *it, const uint8_t *h, const uint8_t *p, siz
   if (it->thl != thl || seq != it->seq_next || !gro_room(it, h, p, payload)) return false;
   if (memcmp(h + 12, p + 12, 8) != 0 || memcmp(hth, th, 4) != 0) return false; /* addresses, ports */
   if (memcmp(hth + 8, th + 8, 4) != 0 || memcmp(hth + 14, th + 14, 2) != 0) return false; /* ack, window */
+  /* The data-offset byte whole: its low bits are reserved ones and AccECN's AE flag, which the
+   * kernel's GRO compares with the rest of the flag word. The head's would stand for all. */
+  if (hth[12] != th[12]) return false;
   return thl == 20 || memcmp(hth + 20, th + 20, thl - 20) == 0; /* options, timestamps included */
 }
 
@@ -191,7 +194,7 @@ static void gro_plan_udp(vx_state *s, uint8_t *buf, const int32_t *offs, int64_t
  * Plans the writes of one batch: packets that can be coalesced become ROLE_MERGED links
  * of an item's chain; each head gets its virtio_net_hdr. Like the kernel's GRO, only
  * in-order ACK or ACK|PSH segments with data of one flow (same addresses, ports, ack,
- * window, TOS, DF, TTL and TCP options) are joined, each no longer than the first, and a
+ * window, reserved bits, TOS, DF, TTL and TCP options) are joined, each no longer than the first, and a
  * short or PSH segment ends the chain. Both checksums of every joined packet are verified
  * first: the kernel trusts a NEEDS_CSUM packet, and these come from the network.
  */

@@ -40,6 +40,8 @@ interface Seg {
   options?: Buffer;
   payload: Buffer;
   ipOptions?: Buffer;
+  /** The low four bits of the data-offset byte: reserved, the lowest AccECN's AE flag. */
+  reserved?: number;
 }
 
 /** A complete IPv4/TCP packet with valid checksums. */
@@ -51,7 +53,7 @@ function tcpPacket(s: Seg): Buffer {
   t.writeUInt16BE(s.dport ?? 5201, 2);
   t.writeUInt32BE(s.seq >>> 0, 4);
   t.writeUInt32BE((s.ack ?? 777) >>> 0, 8);
-  t[12] = (hl / 4) << 4;
+  t[12] = ((hl / 4) << 4) | (s.reserved ?? 0);
   t[13] = s.flags ?? ACK;
   t.writeUInt16BE(s.win ?? 502, 14);
   opts.copy(t, 20);
@@ -365,7 +367,7 @@ describe('TCP coalescing in C (_groCoalesce)', () => {
     expect(w.map((x) => x.pkt)).toEqual([d1, ackWithOptions, d2]);
   });
 
-  it('keeps flows apart, and splits on a gap, a change of window/TTL/options/ack, or a longer segment', () => {
+  it('keeps flows apart, and splits on a gap, a change of window/reserved bits/TTL/options/ack, or a longer segment', () => {
     const a = flow(3, 1000, { sport: 1111 });
     const b = flow(3, 1000, { sport: 2222 });
     const w = coalesce([a[0], b[0], a[1], b[1], a[2], b[2]]);
@@ -378,6 +380,10 @@ describe('TCP coalescing in C (_groCoalesce)', () => {
     const variants: [string, (s: Seg) => Seg][] = [
       ['gap', (s) => ({ ...s, seq: s.seq + 1 })],
       ['window', (s) => ({ ...s, win: 999 })],
+      // The kernel's GRO compares the whole flag word, reserved bits and AccECN's AE included:
+      // joined, the third segment's AE would be lost.
+      ['AE flag', (s) => ({ ...s, reserved: 0x1 })],
+      ['reserved bits', (s) => ({ ...s, reserved: 0x8 })],
       ['ttl', (s) => ({ ...s, ttl: 5 })],
       ['ack', (s) => ({ ...s, ack: 778 })],
       ['timestamp', (s) => ({ ...s, options: Buffer.from('0101080a0001e2410000abcd', 'hex') })],
@@ -727,7 +733,7 @@ describe('_groCoalesce on arbitrary and mutated bytes', () => {
           expect(segs.length).toBeGreaterThanOrEqual(2);
           const hl = 20 + l4HeaderLen(h);
           expect(segs[0].subarray(hl).equals(h.subarray(hl)), `payload of packet ${head}`).toBe(true);
-          if (h[9] === 6) expect([segs[0].readUInt32BE(24), segs[0][33]], `seq and flags of packet ${head}`).toEqual([h.readUInt32BE(24), h[33]]);
+          if (h[9] === 6) expect([segs[0].readUInt32BE(24), segs[0][32], segs[0][33]], `seq, data offset byte and flags of packet ${head}`).toEqual([h.readUInt32BE(24), h[32], h[33]]);
           let prev = head;
           for (const sg of segs.slice(1)) {
             const payload = sg.subarray(hl);
@@ -737,8 +743,8 @@ describe('_groCoalesce on arbitrary and mutated bytes', () => {
               if (taken[j] || p.length < hl || p[0] !== 0x45 || p[9] !== h[9] || !p.subarray(12, 24).equals(h.subarray(12, 24))) continue;
               if (l4HeaderLen(p) !== l4HeaderLen(h) || !checksumsOk(p) || !p.subarray(hl).equals(payload)) continue;
               // TCP: the same sequence number and flags too, or the receiver would not put the
-              // bytes where they belong.
-              if (p[9] !== 6 || (p.readUInt32BE(24) === sg.readUInt32BE(24) && p[33] === sg[33])) break;
+              // bytes where they belong; the same reserved bits (AccECN's AE), or one was lost.
+              if (p[9] !== 6 || (p.readUInt32BE(24) === sg.readUInt32BE(24) && p[32] === sg[32] && p[33] === sg[33])) break;
             }
             if (j >= pkts.length) expect.fail(`a segment cut from the output for packet ${head} (after packet ${prev}) has the payload of no later packet of its flow`);
             taken[j] = true;
