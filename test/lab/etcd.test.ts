@@ -16,13 +16,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, killSpawned, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
+import { REPO_ROOT, createNamespace, deleteNamespaces, killSpawned, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { ensureDist } from '../support/dist.js';
 import { makeTls } from './mosquitto.js';
 
 const PREFIX = 'vxetcd';
-const NS = `${PREFIX}-${process.pid}`;
+/** vxetcd-<pid>: createNamespace() in beforeAll. */
+let NS: string;
 const CHILD = path.join(REPO_ROOT, 'test', 'lab', 'etcd-child.mjs');
 const NET = '/coreos.com/network';
 const CONFIG = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}';
@@ -33,14 +34,6 @@ const key = (subnet: string, prefix = NET) => `${prefix}/subnets/${subnet}`;
 
 /** What the child runs from dist/: this tree's etcd source. */
 const ETCD_MODULES = ['cluster/etcd', 'cluster/etcd-kv', 'cluster/etcd3-kv', 'cluster/flannel-lease', 'util/clock', 'util/log', 'util/ipv4'];
-
-function deleteNamespaces(): void {
-  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
-  for (const line of list.split('\n')) {
-    const name = line.split(' ')[0];
-    if (name.startsWith(`${PREFIX}-`)) spawnSync('ip', ['netns', 'del', name]);
-  }
-}
 
 interface ViewLine {
   seq: number;
@@ -128,10 +121,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
 
   beforeAll(async () => {
     ensureDist(ETCD_MODULES);
-    deleteNamespaces();
-    const r = spawnSync('ip', ['netns', 'add', NS]);
-    if (r.status !== 0) throw new Error(`ip netns add ${NS}: ${r.stderr}`);
-    spawnSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    NS = createNamespace(PREFIX); // deletes a killed earlier run's first
     dir = await mkdtemp(path.join(tmpdir(), 'vxedge-etcd-'));
     etcd = await startEtcd({ ns: NS, address: '127.0.0.1', dataDir: path.join(dir, 'etcd'), lifetimeS: 240 });
     await etcd.ctl(['put', `${NET}/config`, CONFIG]);
@@ -141,7 +131,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     await Promise.all(followers.map((f) => f.stop()));
     await killSpawned(PREFIX);
     await stopAllEtcd();
-    deleteNamespaces();
+    deleteNamespaces(PREFIX);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

@@ -298,6 +298,51 @@ export function waitExit(child: ChildProcess, timeoutMs: number): Promise<number
 }
 
 // ---------------------------------------------------------------------------------------------
+// Namespaces of a test file's own (for files that build their topology without labnet)
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Deletes the namespaces `${prefix}-*` of this run and of runs that are gone (killed before
+ * their cleanup): every one but those named `${prefix}-<pid>` for another live process, whose
+ * run keeps its own. The same rule as createNamespace() of test/native/scenario.ts.
+ */
+export function deleteNamespaces(prefix: string): void {
+  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: 10_000 }).stdout ?? '';
+  for (const line of list.split('\n')) {
+    const name = line.split(' ')[0];
+    if (!name.startsWith(`${prefix}-`)) continue;
+    const rest = name.slice(prefix.length + 1);
+    const pid = /^\d+$/.test(rest) ? Number(rest) : NaN;
+    if (Number.isInteger(pid) && pid !== process.pid && pidAlive(pid)) continue;
+    spawnSync('ip', ['netns', 'del', name], { timeout: 10_000 });
+  }
+}
+
+/** Adds namespace `name` with its loopback up; throws with ip's message when it cannot. */
+export function addNamespace(name: string): void {
+  for (const argv of [['netns', 'add', name], ['-n', name, 'link', 'set', 'lo', 'up']]) {
+    const r = spawnSync('ip', argv, { encoding: 'utf8', timeout: 10_000 });
+    if (r.status !== 0) throw new Error(`ip ${argv.join(' ')}: ${r.status ?? r.signal} ${r.stderr}`);
+  }
+}
+
+/** `${prefix}-<pid>`, a namespace of this run's own with its loopback up, after deleteNamespaces(prefix). */
+export function createNamespace(prefix: string): string {
+  deleteNamespaces(prefix);
+  const ns = `${prefix}-${process.pid}`;
+  addNamespace(ns);
+  return ns;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Probes
 
 export interface PingOptions {

@@ -16,7 +16,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, killSpawned, nsExec, nsRun, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
+import { REPO_ROOT, addNamespace, deleteNamespaces, killSpawned, nsExec, nsRun, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { Miniupnpd, stopAllMiniupnpd } from '../support/miniupnpd.js';
 import { ensureDist } from '../support/dist.js';
 import type { PortMapperStatus, ProbeResult } from '../../src/nat/portmap/portmapper.js';
@@ -37,20 +37,9 @@ function sh(argv: string[]): void {
   if (r.status !== 0) throw new Error(`${argv.join(' ')}: ${r.status ?? r.signal} ${r.stderr}`);
 }
 
-function deleteNamespaces(): void {
-  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
-  for (const line of list.split('\n')) {
-    const name = line.split(' ')[0];
-    if (name.startsWith(`${PREFIX}-`)) spawnSync('ip', ['netns', 'del', name]);
-  }
-}
-
 async function buildTopology(): Promise<void> {
-  deleteNamespaces(); // a killed earlier run's
-  for (const ns of Object.values(NS)) {
-    sh(['ip', 'netns', 'add', ns]);
-    sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-  }
+  deleteNamespaces(PREFIX); // a killed earlier run's
+  for (const ns of Object.values(NS)) addNamespace(ns);
   sh(['ip', '-n', NS.rtr, 'link', 'add', 'wan', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS.inet]);
   sh(['ip', '-n', NS.rtr, 'link', 'add', 'lan', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS.cli]);
   for (const [ns, dev, cidr] of [[NS.rtr, 'wan', `${WAN_IP}/24`], [NS.rtr, 'lan', `${LAN_IP}/24`], [NS.inet, 'eth0', `${INET_IP}/24`], [NS.cli, 'eth0', `${CLI_IP}/24`]]) {
@@ -182,7 +171,7 @@ describe.skipIf(skipUnlessRoot(['nft', 'miniupnpd', 'socat', 'conntrack']))('por
   afterAll(async () => {
     await killSpawned(PREFIX);
     await stopAllMiniupnpd();
-    deleteNamespaces();
+    deleteNamespaces(PREFIX);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

@@ -8,10 +8,11 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt } from './vxedge.js';
-import { nsRun, REPO_ROOT, skipUnlessRoot } from './harness.js';
+import { addNamespace, deleteNamespaces, nsRun, REPO_ROOT, skipUnlessRoot } from './harness.js';
 import type { UnderlayPingResult } from '../../src/control/underlay-probe.js';
 
-const NS = 'vxup-a';
+const PREFIX = 'vxup';
+const NS = `${PREFIX}-a`;
 const CHILD = path.join(REPO_ROOT, 'test', 'lab', 'underlay-probe-child.mjs');
 
 interface ChildOut {
@@ -33,16 +34,15 @@ async function pingAll(addrs: string[]): Promise<ChildOut> {
 describe.skipIf(skipUnlessRoot(['ip']))('underlay ping (raw ICMP socket)', () => {
   beforeAll(async () => {
     ensureBuilt();
-    spawnSync('ip', ['netns', 'del', NS]); // a killed earlier run's
-    ip('netns', 'add', NS);
-    ip('-n', NS, 'link', 'set', 'lo', 'up');
+    deleteNamespaces(PREFIX); // a killed earlier run's
+    addNamespace(NS);
     ip('-n', NS, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up1');
     ip('-n', NS, 'addr', 'add', '192.0.2.1/24', 'dev', 'up0');
     ip('-n', NS, 'link', 'set', 'up0', 'up');
     ip('-n', NS, 'link', 'set', 'up1', 'up');
   });
   afterAll(() => {
-    spawnSync('ip', ['netns', 'del', NS]);
+    deleteNamespaces(PREFIX);
   });
 
   it('an answering host is reachable with an RTT; a silent one is not, without an error', async () => {
