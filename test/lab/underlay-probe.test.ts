@@ -47,6 +47,7 @@ describe.skipIf(skipUnlessRoot(['ip']))('underlay ping (raw ICMP socket)', () =>
 
   it('an answering host is reachable with an RTT; a silent one is not, without an error', async () => {
     const out = await pingAll(['192.0.2.1', '192.0.2.99']);
+    expect(out.results).toHaveLength(2);
     expect(out.results[0]).toMatchObject({ reachable: true, error: null });
     expect(out.results[0]!.rttMs).toBeGreaterThan(0);
     expect(out.results[1]).toEqual({ reachable: false, rttMs: null, error: null });
@@ -55,6 +56,7 @@ describe.skipIf(skipUnlessRoot(['ip']))('underlay ping (raw ICMP socket)', () =>
   it('200 pings at once share one raw socket, each gets its own answer, and the socket closes after', async () => {
     const addrs = Array.from({ length: 200 }, (_, i) => (i % 4 === 3 ? '192.0.2.99' : i % 2 ? '127.0.0.1' : '192.0.2.1'));
     const out = await pingAll(addrs);
+    expect(out.results).toHaveLength(200); // one result per ping, in order: an empty or short list must not pass below
     out.results.forEach((r, i) => expect(r.reachable, `ping ${i} to ${addrs[i]}`).toBe(addrs[i] !== '192.0.2.99'));
     expect(out.mostRawSockets).toBe(1);
     expect(out.openAfter).toBe(0);
