@@ -136,6 +136,12 @@ async function bench() {
   process.exit(0);
 }
 
+/** Resolves once cond() holds, or when timeoutMs has passed (the caller reports what it got). */
+async function until(cond, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+}
+
 /**
  * The adapter's contract, the one the in-memory fake of the unit tests copies: compare-and-put
  * (absent, by mod revision, lost), a put on a lease etcd does not know, keepalive of a revoked
@@ -163,11 +169,14 @@ async function contract() {
     onCompacted: () => events.push('compacted?'),
     onError: (e) => events.push(`error ${e.kind}`),
   });
-  await new Promise((res) => setTimeout(res, 200));
+  // Conditions with a deadline, not sleeps: the watch has started, then both events (the put
+  // of c, the delete of a by the revoke) have arrived, or something else did (an error, a
+  // compaction, a third event). Whatever is there at the deadline goes to the test.
+  await until(() => started || events.length > 0, 10_000);
   await kv.putIf(`${p}/c`, 'vc', 0n, 0n);
   await kv.revoke(lease.id); // deletes a
   r.keepAliveRevoked = await kv.keepAliveOnce(lease.id);
-  await new Promise((res) => setTimeout(res, 300));
+  await until(() => events.length >= 2, 10_000);
   w.cancel();
   r.watchStarted = started;
   r.events = events.map((e) => (typeof e === 'string' ? e : { type: e.type, key: e.key, value: e.value, lease: String(e.lease), modRevision: String(e.modRevision) }));
