@@ -179,7 +179,13 @@ interface Tracked {
   child: ChildProcess;
   ns: string;
 }
-const spawned = new Set<Tracked>();
+/**
+ * Every child nsSpawn() started that still runs. One set per process (on
+ * globalThis), however often vitest evaluates this module in it, so that the reaper below is
+ * installed once.
+ */
+const SPAWNED = Symbol.for('vxedge.lab.spawned');
+const spawned: Set<Tracked> = ((globalThis as { [SPAWNED]?: Set<Tracked> })[SPAWNED] ??= installReaper(new Set<Tracked>()));
 
 export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
@@ -194,9 +200,26 @@ export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-process.on('exit', () => {
-  for (const t of spawned) killGroup(t.child, 'SIGKILL');
-});
+/**
+ * Kills every tracked child's process group when this process ends: at 'exit', and on SIGTERM,
+ * SIGINT and SIGHUP, which end a Node process without 'exit' (vitest ends its fork workers with
+ * SIGTERM, so an 'exit' hook alone never ran there). After the kill the signal is raised again
+ * with this listener gone, so the process ends as it would have without it (unless someone
+ * else listens for it too, who then decides).
+ */
+function installReaper(set: Set<Tracked>): Set<Tracked> {
+  const reap = () => {
+    for (const t of set) killGroup(t.child, 'SIGKILL');
+  };
+  process.on('exit', reap);
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      reap();
+      process.kill(process.pid, sig);
+    });
+  }
+  return set;
+}
 
 /**
  * Starts argv inside namespace ns and returns the ChildProcess (stdio piped unless opts.stdio says
