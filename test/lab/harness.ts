@@ -180,7 +180,7 @@ interface Tracked {
   ns: string;
 }
 /**
- * Every child nsSpawn() started that still runs. One set per process (on
+ * Every child nsSpawn() and spawnTracked() started that still runs. One set per process (on
  * globalThis), however often vitest evaluates this module in it, so that the reaper below is
  * installed once.
  */
@@ -233,6 +233,25 @@ export function nsSpawn(ns: string, argv: string[], opts: SpawnOptions = {}): Ch
     detached: true,
   });
   const t: Tracked = { child, ns };
+  spawned.add(t);
+  child.on('exit', () => spawned.delete(t));
+  child.on('error', () => spawned.delete(t));
+  child.stdin?.on('error', () => {});
+  return child;
+}
+
+/**
+ * Starts argv in this process's namespace (for what needs no lab namespace, e.g. a receiver on
+ * a unix socket), tracked as nsSpawn's children are: its process group is killed by
+ * killSpawned() (with no prefix) or at process exit. Bound its lifetime yourself (`timeout N ...`).
+ */
+export function spawnTracked(argv: string[], opts: SpawnOptions = {}): ChildProcess {
+  const child = spawn(argv[0], argv.slice(1), {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    ...opts,
+    detached: true,
+  });
+  const t: Tracked = { child, ns: '' };
   spawned.add(t);
   child.on('exit', () => spawned.delete(t));
   child.on('error', () => spawned.delete(t));

@@ -13,16 +13,23 @@
 // (probes come at the new pace, a peer goes down after the new timeout, SYNs are no longer
 // clamped), stateDir and runDir are reported as needing a restart (log and health document).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, snmpCounters, startCapture, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
+import { killGroup, labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, snmpCounters, spawnTracked, startCapture, waitExit, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { labConfig, startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxrl';
 
-/** Collects the datagrams sent to a unix socket (python3: Node cannot bind AF_UNIX datagram sockets). */
+/** The longest the notify receiver lives (`timeout`): the systemd describe takes well under a minute. */
+const SINK_LIFETIME_S = 300;
+
+/**
+ * Collects the datagrams sent to a unix socket (python3: Node cannot bind AF_UNIX datagram
+ * sockets). The receiver is bounded by `timeout` and tracked by the harness, which kills it at
+ * process exit if close() never ran; `ready` rejects if it exits or does not bind within 10 s.
+ */
 class NotifySink {
   readonly messages: string[] = [];
   private readonly child: ChildProcess;
@@ -33,10 +40,15 @@ class NotifySink {
       's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); print("ready", flush=True)',
       'while True: print(json.dumps(s.recv(4096).decode()), flush=True)',
     ].join('\n');
-    this.child = spawn('python3', ['-c', code, socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child = spawnTracked(['timeout', String(SINK_LIFETIME_S), 'python3', '-c', code, socket], { stdio: ['ignore', 'pipe', 'inherit'] });
     let buf = '';
     let onReady: () => void;
-    this.ready = new Promise((r) => (onReady = r));
+    let onFail: (e: Error) => void;
+    this.ready = new Promise((resolve, reject) => ((onReady = resolve), (onFail = reject)));
+    const timer = setTimeout(() => onFail(new Error(`the notify receiver did not bind ${socket} within 10 s`)), 10_000);
+    this.ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    this.child.once('exit', (code, signal) => onFail(new Error(`the notify receiver exited (${code ?? signal}) before it was ready`)));
+    this.child.once('error', (e) => onFail(e));
     this.child.stdout!.on('data', (b: Buffer) => {
       buf += b.toString();
       let i;
@@ -55,8 +67,10 @@ class NotifySink {
       return i >= 0 ? i + 1 : null; // +1: 0 is falsy
     }, timeoutMs).then((i) => i - 1);
   }
-  close(): void {
-    this.child.kill('SIGKILL');
+  /** Kills the receiver (its whole process group: timeout and python3) and waits until it is gone. */
+  async close(): Promise<void> {
+    killGroup(this.child, 'SIGKILL');
+    await waitExit(this.child, 5_000).catch(() => undefined);
   }
 }
 
@@ -99,9 +113,12 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       await gw.waitUp();
     }, 120_000);
     afterAll(async () => {
-      await gw?.cleanup();
-      sink?.close();
-      if (dir) rmSync(dir, { recursive: true, force: true });
+      try {
+        await gw?.cleanup();
+      } finally {
+        await sink?.close();
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('tells systemd it is ready, with its state, and pings the watchdog while healthy', async () => {
