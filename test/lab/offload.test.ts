@@ -116,9 +116,14 @@ describe.skipIf(skipUnlessRoot(['socat', 'ethtool']))('vxedge offloads between k
         await gw.waitUp();
       });
       afterAll(async () => {
-        await gw.cleanup();
-        await nsRun(env.NS_GW, ['ethtool', '-K', env.GW_UNDERLAY_IF, 'gro', 'off']);
-        await nsRun(env.NS_NAT, ['ethtool', '-K', env.NAT_LAN_IF, 'tso', 'on']);
+        // The next case shares the lab: its GRO/TSO settings go back to the defaults even when
+        // this case's beforeAll failed before there was a gateway (gw unset), or its cleanup throws.
+        try {
+          await gw?.cleanup();
+        } finally {
+          await nsRun(env.NS_GW, ['ethtool', '-K', env.GW_UNDERLAY_IF, 'gro', 'off']);
+          await nsRun(env.NS_NAT, ['ethtool', '-K', env.NAT_LAN_IF, 'tso', 'on']);
+        }
       });
 
       it('carries 16 MB each way intact', async () => {
