@@ -19,7 +19,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { startGateway, type RunningGateway } from './vxedge.js';
+import { startGateway, type LogEntry, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode } from '../support/kube-harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -287,7 +287,7 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
     }
   });
 
-  it('scale: 500 Nodes: every route in one batch within seconds of start, a deletion in milliseconds', async () => {
+  it('scale: 500 Nodes: every route in one batch, a deletion takes its route alone, a clean stop all of them', async () => {
     // 498 made-up nodes (plus the lab's two): /25 subnets spread over 10.244.0.0/16 around the
     // lab's, public IPs from the documentation ranges that nothing in the lab uses.
     const ips = [
@@ -302,7 +302,9 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
     const t0 = Date.now();
     const gw = await gateway('gateway', { keepalive: { interval: '25s', timeout: '90s' }, env: { NODE_OPTIONS: `--import=${PROCESS_START_HOOK}` } });
     try {
-      const routes = async () => Number((await nsRun(env.NS_GW, ['sh', '-c', 'ip -4 route show dev flannel.1 | wc -l'])).trim());
+      // Routes through the tunnel device, counted in the whole table: no error to hide when the
+      // device is gone (after the stop), and any other failure of `ip` fails the test.
+      const routes = async () => (await nsRun(env.NS_GW, ['ip', '-4', 'route', 'show'])).split('\n').filter((l) => /\bdev flannel\.1\b/.test(l)).length;
       await gw.until(async () => (await routes()) >= 500, 'all 500 routes', 20_000, 20);
       const tRoutes = Date.now();
       const s = await gw.untilStatus((d) => d.peers.length === 500 && d.cluster?.peers === 500, 'status.json with 500 peers', 10_000);
@@ -310,11 +312,19 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       expect(await routes()).toBe(500);
       expect(s.cluster).toMatchObject({ connected: true, error: null });
       expect(s.cluster!.nodes).toBeGreaterThanOrEqual(500);
+      // One batch: the list became one peer change (one PeerSync.apply, whose routes go in one
+      // `ip -batch`), not a change per node or per page. The change is logged once its routes
+      // are in place; by then (all 500 routes there) the gateway has logged exactly one
+      // "peers changed" from the cluster.
+      await gw.waitLog(/^peers changed$/, { why: 'cluster' });
+      const changes = gw.logEntries().filter((e) => e.msg === 'peers changed' && e.why === 'cluster');
+      expect(changes, JSON.stringify(changes)).toHaveLength(1);
       // The lab's real nodes are among the 500 and still carry traffic.
       await reachable(env.NS_HOST, env.POD1_IP);
 
-      // Where the time went, from the gateway's own log lines (wall clock, as t0).
-      const lines = gw.output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { ts: string; msg: string; why?: string; userCode?: string });
+      // Where the time went, from the gateway's own log lines (wall clock, as t0): printed, not
+      // judged (a start-up budget belongs in scripts/bench; the deadlines above bound the wait).
+      const lines = gw.logEntries() as (LogEntry & { why?: string; userCode?: string })[];
       const at = (msg: string, field: 'ts' | 'userCode' = 'ts', pred: (l: (typeof lines)[number]) => boolean = () => true) =>
         Date.parse(lines.find((l) => l.msg === msg && pred(l))?.[field] ?? '');
       const marks = {
@@ -328,11 +338,6 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       };
       const rel = Object.fromEntries(Object.entries(marks).map(([k, v]) => [k, v - t0]));
       console.log(`[cluster scale] ms after spawn: ${JSON.stringify(rel)}; all 500 routes seen ${tRoutes - t0}; status.json with 500 peers ${tStatus - t0}`);
-      // What is ours to bound tightly: from the list's answer to 500 routes in place (one `ip
-      // -batch`, not a command per peer). The whole start also loads the Kubernetes client, which
-      // this busy 2-core machine makes slow and uneven, so that bound is loose.
-      expect(marks.routesApplied - marks.listed, JSON.stringify(rel)).toBeLessThan(1_000);
-      expect(tRoutes - t0, JSON.stringify(rel)).toBeLessThan(10_000);
 
       // One node leaves: only its route goes, and quickly.
       const victim = fake[123] as { metadata: { name: string }; spec: { podCIDR: string } };
@@ -346,7 +351,7 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       const t2 = performance.now();
       expect(await gw.stop('SIGTERM', 6_000)).toBe(0);
       console.log(`[cluster scale] clean stop with 499 peers: ${(performance.now() - t2).toFixed(0)} ms`);
-      expect(await routes().catch(() => 0)).toBe(0);
+      expect(await routes()).toBe(0);
     } finally {
       await stopGateway(gw);
       await Promise.all(fake.map((n) => api.deleteNode((n.metadata as { name: string }).name).catch(() => undefined)));
