@@ -139,8 +139,8 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     }
     expect(row(r.stdout, 'south', 'gw-1')[5]).toMatch(/^1[2-9]s$/);
     expect(r.stdout).toContain('3 gateways: 3 ok, 0 not ok');
-    // Well under the 2 s bound: the collection ends after 300 ms of quiet.
-    expect(r.ms).toBeLessThan(5_000);
+    // How long it takes (printed above, Node's start included) is not judged here: the end after
+    // 300 ms of quiet is timed in test/unit/fleet.test.ts on a ManualClock.
   });
 
   it('offline, degraded and stale gateways: exit 1, each row says why', async () => {
@@ -252,16 +252,18 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     expect(r.stderr).toBe(`vxedge fleet: no gateway found: the broker at ${env.INET_WAN_IP}:1883 holds no retained nobody/+/+/status or nobody/+/+/health\n`);
   });
 
-  it('broker unreachable: exit 2 with a clear message, bounded by --timeout', async () => {
+  it('broker unreachable: exit 2 with a clear message, also when nothing answers', async () => {
     const refused = await fleet(['--url', `mqtt://${env.INET_WAN_IP}:1999`]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toBe(`vxedge fleet: connection failed: connect ECONNREFUSED ${env.INET_WAN_IP}:1999; is the broker up and reachable at ${env.INET_WAN_IP}:1999?\n`);
-    // Nobody answers at .99 on the AWS-side segment.
+    // Nobody answers at .99 on the AWS-side segment: the command gives up by itself (exit 2, not
+    // killed at fleet()'s 15 s bound). That --timeout is what ends the wait, and when, is timed in
+    // test/unit/fleet.test.ts ('a broker that never answers') on a ManualClock, not here on a
+    // busy machine's wall clock with Node's start-up in it; the time is printed.
     const silent = await fleet(['--url', 'mqtt://203.0.113.99:1883', '--timeout', '1s']);
     console.log(`silent broker, --timeout 1s: exit ${silent.code} after ${silent.ms} ms: ${silent.stderr.trim()}`);
     expect(silent.code).toBe(2);
     expect(silent.stderr).toMatch(/^vxedge fleet: connection failed: .*is the broker up and reachable at 203\.0\.113\.99:1883\?\n$/);
-    expect(silent.ms).toBeLessThan(4_000);
   });
 
   it('bad arguments: exit 2, no stack trace', async () => {
