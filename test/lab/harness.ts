@@ -10,11 +10,15 @@
 //     afterAll(() => labDown('vxmine'));
 //     it('pings', async () => { expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true); });
 //   });
+//
+// With VXEDGE_REQUIRE_LAB=1 (scripts/test sets it) a missing precondition is a failing test
+// instead of a skip: CI, where scripts/setup installed every tool, must not pass by skipping.
 
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { it } from 'vitest';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const LABNET = path.join(REPO_ROOT, 'scripts', 'labnet');
@@ -617,12 +621,27 @@ export function labSkipReason(tools: string[] = []): string | null {
   return null;
 }
 
+/** VXEDGE_REQUIRE_LAB=1 (scripts/test sets it): a lab test that cannot run fails instead of skipping. */
+export function labRequired(): boolean {
+  return process.env.VXEDGE_REQUIRE_LAB === '1';
+}
+
 /**
  * True when lab tests must be skipped (not root, or one of the base tools or `tools` is missing),
- * for `describe.skipIf(skipUnlessRoot(['socat']))(...)`. Prints the reason once.
+ * for `describe.skipIf(skipUnlessRoot(['socat']))(...)`. Prints the reason once. Under
+ * VXEDGE_REQUIRE_LAB=1 it adds a failing test "lab prerequisites" where it is called (the
+ * file, or the describe around it) instead, so the run fails naming what is missing;
+ * VXEDGE_LAB=0 still skips (an explicit choice).
  */
 export function skipUnlessRoot(tools: string[] = []): boolean {
   const why = labSkipReason(tools);
-  if (why) console.warn(`lab tests skipped: ${why}`);
-  return why !== null;
+  if (why === null) return false;
+  if (labRequired() && process.env.VXEDGE_LAB !== '0') {
+    it('lab prerequisites', () => {
+      throw new Error(`lab test cannot run: ${why} (VXEDGE_REQUIRE_LAB=1: a missing precondition fails instead of skipping; scripts/setup installs every tool)`);
+    });
+  } else {
+    console.warn(`lab tests skipped: ${why}`);
+  }
+  return true;
 }
