@@ -23,7 +23,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
-import { haveTool, labDown, labUp, nsExec, nsRun, nsSpawn, ping, startCapture, tcpTransfer, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, startCapture, tcpTransfer, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
 import { startMosquitto, stopAllBrokers } from './mosquitto.js';
 import { CLI, labConfig, startGateway, type GatewayLauncher, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -409,7 +409,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
     expect(r.addon.startsWith(launcher.appDir)).toBe(true);
   });
 
-  describe.skipIf(!['mosquitto', 'mosquitto_sub'].every(haveTool))('health over MQTT (a real mosquitto)', () => {
+  describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub']))('health over MQTT (a real mosquitto)', () => {
     const STATUS = 'vxedge/lab/edge-1/status';
     const HEALTH = 'vxedge/lab/edge-1/health';
     let gw: RunningGateway | undefined;
