@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AsyncLocalStorage, createHook, executionAsyncId } from 'node:async_hooks';
 import { nativeAddonPath, nativeBinding, TUN_F_CSUM } from '../../dist/native/index.js';
+import { sleep, until } from './wait.mjs';
 
 const n = nativeBinding();
 
@@ -29,16 +30,6 @@ let partial = {};
 const sh = (cmd, ...args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const ip4 = (s) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
 const ipStr = (a) => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls until cond() holds; throws naming `what` after ms (the watchdog bounds the whole run). */
-async function until(cond, what, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 /** After something that must happen exactly once has happened: a short while for a second time
  *  to show, if there is one (a level-triggered poll fires again within a loop turn or two). */

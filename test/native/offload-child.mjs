@@ -42,6 +42,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import fc from 'fast-check';
 import { nativeBinding, TUN_F_CSUM, TUN_F_TSO4 } from '../../dist/native/index.js';
+import { sleep, until } from './wait.mjs';
 
 const n = nativeBinding();
 
@@ -53,16 +54,6 @@ let partial = {};
 
 const sh = (cmd, ...args) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const ip4 = (s) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls until cond() holds; throws naming `what` after ms (the watchdog bounds the whole run). */
-async function until(cond, what, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 /** After exactly what was expected has arrived: a short while for more to show, if any comes. */
 const SETTLE_MS = 50;
