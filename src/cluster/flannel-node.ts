@@ -23,6 +23,7 @@
 //
 // And two rules that keep the site safe: the site's own Node is never a peer, and no node
 // may claim (overlap) the site's subnet, or its route would take the site's traffic.
+import { defaultNodeName } from '../config/formats.js';
 import type { Cidr, PeerConfig } from '../config/types.js';
 import { cidrContains, cidrOverlaps, intToIp, ipToInt, isGloballyRoutable, isIPv4, parseCidr, prefixMask } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
@@ -47,9 +48,8 @@ export const SITE_LABEL = 'vxedge.io/site';
 // ---------------------------------------------------------------------------------------------
 // The site's own Node
 
-export function defaultNodeName(site: string, node: string): string {
-  return `vxedge-${site}-${node}`;
-}
+// The name's rule lives with the config, which checks it (config/formats.ts).
+export { defaultNodeName } from '../config/formats.js';
 
 /** The Node's name is `name` (cluster.kubernetes.nodeName) or, without it, vxedge-{site}-{node}. */
 export type NodeManifestInput = {

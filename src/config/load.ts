@@ -12,7 +12,7 @@ import path from 'node:path';
 import convict from 'convict';
 import YAML from 'yaml';
 import { ConfigError, type Cidr, type Config, type ConfigProblem } from './types.js';
-import { ID_PATTERN, NODE_NAME_RE, maskUrl, show, unknownKeyMessage } from './formats.js';
+import { ID_PATTERN, NODE_NAME_RE, defaultNodeName, maskUrl, show, unknownKeyMessage } from './formats.js';
 import {
   allPaths,
   buildSchema,
@@ -311,11 +311,11 @@ function crossChecks(v: Tree, bad: (key: string) => boolean): ConfigProblem[] {
     }
   }
   const set = (key: string): boolean => ok(key) && getPath(v, key) !== null;
-  // The site's Node name, vxedge-{site}-{node} (cluster/flannel-node.ts defaultNodeName) unless
-  // cluster.kubernetes.nodeName is set: ids the contract allows can still make one Kubernetes
-  // refuses (a node id ending in "-"), and manifest, rbac and registration would carry it.
+  // The site's Node name (defaultNodeName) unless cluster.kubernetes.nodeName is set: ids the
+  // contract allows can still make one Kubernetes refuses (a node id ending in "-"), and
+  // manifest, rbac and registration would carry it.
   if (ok('site', 'node', 'cluster.kubernetes.nodeName') && getPath(v, 'cluster.kubernetes.nodeName') === null) {
-    const name = `vxedge-${String(getPath(v, 'site'))}-${String(getPath(v, 'node'))}`;
+    const name = defaultNodeName(String(getPath(v, 'site')), String(getPath(v, 'node')));
     if (!NODE_NAME_RE.test(name)) {
       out.push({
         key: 'node',
