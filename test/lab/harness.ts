@@ -358,7 +358,7 @@ function pidAlive(pid: number): boolean {
 /**
  * Deletes the namespaces `${prefix}-*` of this run and of runs that are gone (killed before
  * their cleanup): every one but those named `${prefix}-<pid>` for another live process, whose
- * run keeps its own. The same rule as createNamespace() of test/native/scenario.ts.
+ * run keeps its own. The native tests' namespaces follow it too (test/native/scenario.ts).
  */
 export function deleteNamespaces(prefix: string): void {
   const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: 10_000 }).stdout ?? '';

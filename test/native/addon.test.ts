@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findPackageRoot, nativeAddonPath, nativeBinding, TUN_F_CSUM, type NativeBinding } from '../../src/native/index.js';
 import { canNetns, createNamespace, deleteNamespace, ensureNativeDist, REPO, runChild, scenarioResult } from './scenario.js';
 
-const PREFIX = 'vxn-nat-';
+const PREFIX = 'vxn-nat';
 const CHILD = fileURLToPath(new URL('./child.mjs', import.meta.url));
 
 const O_NONBLOCK = 0o4000;

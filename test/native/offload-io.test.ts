@@ -15,7 +15,7 @@ const scenario = (name: string) => scenarioResult(ns, CHILD, name, 20_000);
 describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
   beforeAll(() => {
     ensureNativeDist();
-    ns = createNamespace('vxof-io-');
+    ns = createNamespace('vxof-io');
   });
   afterAll(() => {
     if (ns) deleteNamespace(ns);

@@ -7,7 +7,7 @@
 // The scripts reach the addon the way the product does, through dist/native/index.js
 // (nativeBinding()), so dist/ must hold this tree's src/native/index.ts: ensureNativeDist()
 // builds it when it is missing or older than its source.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ensureDist } from '../support/dist.js';
@@ -22,35 +22,12 @@ export function ensureNativeDist(): void {
   ensureDist(['native/index']);
 }
 
-/**
- * Creates namespace `${prefix}${pid}` with lo up, after deleting the ones of earlier runs
- * that were killed before their cleanup (their pid is gone; a live run keeps its own).
- */
-export function createNamespace(prefix: string): string {
-  const list = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  for (const line of list.split('\n')) {
-    const name = line.split(' ')[0];
-    if (!name.startsWith(prefix)) continue;
-    const pid = Number(name.slice(prefix.length));
-    if (pid === process.pid || !Number.isInteger(pid) || !alive(pid)) spawnSync('ip', ['netns', 'del', name]);
-  }
-  const ns = `${prefix}${process.pid}`;
-  execFileSync('ip', ['netns', 'add', ns]);
-  execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  return ns;
-}
+// A namespace of the test file's own, `${prefix}-<pid>`, with the lab tests' rule for those of
+// earlier runs killed before their cleanup (test/lab/harness.ts).
+export { createNamespace } from '../lab/harness.js';
 
 export function deleteNamespace(ns: string): void {
   spawnSync('ip', ['netns', 'del', ns]);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export interface ChildRun {
