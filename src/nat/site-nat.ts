@@ -10,7 +10,7 @@ import { checkPublicEndpoint } from '../health/checks.js';
 import type { CheckResult, NatHealthDoc, PortMappingHealthDoc } from '../health/document.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import type { PortMapper, PortMapperStatus } from './portmap/portmapper.js';
+import type { PortMapper, PortMapperDeps, PortMapperStatus } from './portmap/portmapper.js';
 import { choosePublicEndpoint, endpointIp, type PublicEndpoint } from './public-endpoint.js';
 import { StunClient, natHealth } from './stun-client.js';
 
@@ -28,12 +28,13 @@ export interface SiteNatOptions {
   changed(): void;
   /** The router mapping was made (first time, or again after it was lost). */
   mapped?(): void;
+  /** The port mapper's I/O (tests put an in-memory router here). */
+  portMapperDeps?: PortMapperDeps;
 }
 
 export class SiteNat {
   private stun: StunClient | null = null;
   private mapper: PortMapper | null = null;
-  private mappedIp: string | null = null;
   private lastStunKey = '';
 
   private constructor(private readonly o: SiteNatOptions) {}
@@ -47,18 +48,17 @@ export class SiteNat {
       const { PortMapper } = await import('./portmap/portmapper.js');
       nat.mapper = new PortMapper({
         mode: cfg.nat.portMapping, gateway: o.router, localAddress: o.underlay.address, port: cfg.underlay.port,
-        pcpNonce: o.pcpNonce, clock: o.clock, log: o.log.child({ part: 'portmap' }),
+        pcpNonce: o.pcpNonce, clock: o.clock, log: o.log.child({ part: 'portmap' }), deps: o.portMapperDeps,
       });
-      nat.mapper.onExternalAddress((ip) => {
-        nat.mappedIp = ip;
-        o.changed();
-      });
+      // What is announced is read from the mapper when asked (mappedAddress()): a copy kept here
+      // went stale, e.g. null for good after a failed attempt when the mapping came back on the
+      // same address, which the mapper does not announce twice.
+      nat.mapper.onExternalAddress(() => o.changed());
       // The forward is new on the router when the mapping is made from nothing or again after
       // a router restart (a PCP renewal that finds a reset epoch never leaves "mapped").
       let wasMapped = false;
       let restarts = 0;
       nat.mapper.onChange((s) => {
-        if (s.state !== 'mapped') nat.mappedIp = null;
         if (s.state === 'mapped' && (!wasMapped || s.routerRestarts > restarts)) o.mapped?.();
         wasMapped = s.state === 'mapped';
         restarts = s.routerRestarts;
@@ -119,14 +119,14 @@ export class SiteNat {
   publicEndpoint(): PublicEndpoint {
     const { cfg } = this.o;
     return choosePublicEndpoint({
-      configuredIp: cfg.underlay.publicIp, port: cfg.underlay.port, mappedIp: this.mappedIp, stun: this.stun?.lastGood?.publicEndpoint ?? null,
+      configuredIp: cfg.underlay.publicIp, port: cfg.underlay.port, mappedIp: this.mapper?.mappedAddress() ?? null, stun: this.stun?.lastGood?.publicEndpoint ?? null,
       localIp: this.o.underlay.address,
     });
   }
 
   /** A mapping on the router lets AWS nodes in: no manual forward is needed. */
   portMapped(): boolean {
-    return this.mappedIp !== null;
+    return (this.mapper?.mappedAddress() ?? null) !== null;
   }
 
   health(): NatHealthDoc | undefined {

@@ -254,6 +254,16 @@ export class PortMapper {
     this.enqueue(() => this.check());
   }
 
+  /**
+   * The router's external address while a mapping is in place and that address is public:
+   * what the site may announce as its endpoint (with `port`). Null otherwise: no mapping, a
+   * grant without an address, or a private/CGNAT one (status().error says why).
+   */
+  mappedAddress(): string | null {
+    const ip = this.state === 'mapped' ? (this.active?.grant.externalIp ?? null) : null;
+    return ip !== null && isPublicIPv4(ip) ? ip : null;
+  }
+
   /** Called with the router's public address on first learning it and on every change. */
   onExternalAddress(cb: (ip: string) => void): void {
     this.addressListeners.push(cb);
