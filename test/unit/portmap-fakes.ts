@@ -47,6 +47,8 @@ export class FakeRouter {
   /** Forced PCP result code (with this error lifetime), NAT-PMP result code. */
   pcpResult: { code: number; lifetimeS: number } | null = null;
   natpmpResult: number | null = null;
+  /** NAT-PMP public-address requests go unanswered (mapping requests are still answered). */
+  natpmpAddressSilent = false;
   /** PCP/NAT-PMP clamp lifetimes to this range (miniupnpd's min_lifetime/max_lifetime). */
   lifetimeRange: [number, number] = [120, 86400];
   /** UPnP AddPortMapping answers this fault; 725 = only permanent leases. */
@@ -190,8 +192,9 @@ export class FakeRouter {
     return out;
   }
 
-  private natPmpAnswer(req: Buffer, from: string): Buffer {
+  private natPmpAnswer(req: Buffer, from: string): Buffer | null {
     const op = req[1];
+    if (op === 0 && this.natpmpAddressSilent) return null;
     if (this.natpmpResult !== null) return natPmpHeader(op, this.natpmpResult, this.epochS());
     if (op === 0) {
       const out = Buffer.alloc(12);

@@ -240,6 +240,16 @@ describe('PortMapper: keeping the mapping', () => {
     expect(r.router.mapping(8472)?.via).toBe('pcp');
   });
 
+  it('NAT-PMP: a renewal whose address request goes unanswered keeps the known external address', async () => {
+    const r = await started(rig('natpmp', { lifetimeS: 600, checkIntervalS: 10_000 }));
+    expect(r.pm.status().external).toBe(`${WAN}:8472`);
+    r.router.natpmpAddressSilent = true;
+    await advanceUntil(r.clock, () => r.router.requests('natpmp-map').length === 2, 400_000);
+    await r.clock.advanceAsync(3000); // the address request's 3 tries
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', external: `${WAN}:8472` });
+    expect(r.pm.mappedAddress()).toBe(WAN);
+  });
+
   it('reports a changed external address once, and a private one as an error instead of an endpoint', async () => {
     const r = await started(rig('natpmp', { checkIntervalS: 30 }));
     r.router.externalIp = '11.22.33.99';

@@ -440,8 +440,12 @@ export class PortMapper {
 
   // ------------------------------------------------------------------ state changes
 
-  private established(client: MappingClient, g: Grant): void {
+  private established(client: MappingClient, grant: Grant): void {
     const now = this.o.clock.monotonic();
+    // A grant without the address (NAT-PMP's separate address request or UPnP's
+    // GetExternalIPAddress went unanswered) is on the router's one external address, the last
+    // one it reported: not knowing it now is no reason to stop announcing the mapping.
+    const g = grant.externalIp === null && this.routerAddress !== null ? { ...grant, externalIp: this.routerAddress } : grant;
     const first = this.active?.client !== client || this.active.grant.externalIp !== g.externalIp;
     this.active = {
       client,
