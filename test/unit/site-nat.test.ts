@@ -2,25 +2,54 @@
 // in-memory router of portmap-fakes.ts on a ManualClock.
 import { describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/types.js';
+import type { OutsideHooks } from '../../src/dataplane/outside.js';
+import { ipToInt } from '../../src/util/ipv4.js';
 import { SiteNat } from '../../src/nat/site-nat.js';
 import type { PortMappingMode } from '../../src/nat/portmap/client.js';
 import { CaptureLog } from '../support/capture-log.js';
 import { ManualClock, flush } from '../support/clock.js';
 import { FakeRouter, GW, ME, WAN } from './portmap-fakes.js';
 
-async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = () => {}) {
+const STUN_SERVER = '198.51.100.1';
+
+/** A Binding success for the request in `req`, mapping us to ip:port (XOR-MAPPED-ADDRESS). */
+function stunAnswer(req: Buffer, ip: string, port: number): Buffer {
+  const b = Buffer.alloc(32);
+  b.writeUInt16BE(0x0101, 0);
+  b.writeUInt16BE(12, 2);
+  req.copy(b, 4, 4, 20); // cookie and transaction id
+  b.writeUInt16BE(0x0020, 20);
+  b.writeUInt16BE(8, 22);
+  b[25] = 1;
+  b.writeUInt16BE(port ^ 0x2112, 26);
+  b.writeUInt32BE((ipToInt(ip) ^ 0x2112a442) >>> 0, 28);
+  return b;
+}
+
+async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = () => {}, opts: { stun?: boolean } = {}) {
   const clock = new ManualClock();
   const router = new FakeRouter(clock);
   setup(router);
   const log = new CaptureLog();
-  const cfg = { nat: { stun: [], portMapping: mode }, underlay: { port: 8472, publicIp: null }, vxlan: { port: 8472 } } as unknown as Config;
+  const stun = opts.stun ? [{ host: STUN_SERVER, port: 3478 }] : [];
+  const cfg = { nat: { stun, portMapping: mode }, underlay: { port: 8472, publicIp: null }, vxlan: { port: 8472 } } as unknown as Config;
+  // The STUN server sees us at the router's external address, on the mapped port.
+  const hooks: OutsideHooks = {};
+  const stunRequests: number[] = [];
+  const sendControl = (buf: Buffer, off: number, len: number, addr: number, port: number) => {
+    const req = Buffer.from(buf.subarray(off, off + len));
+    stunRequests.push(clock.monotonic());
+    const answer = stunAnswer(req, router.externalIp, 8472);
+    queueMicrotask(() => hooks.onStun?.(answer, 0, answer.length, addr, port));
+    return true;
+  };
   let n = 0;
   const nat = await SiteNat.create({
-    cfg, underlay: { iface: 'eth0', address: ME, mtu: 1500 }, dataplane: { sendControl: () => true, outside: { hooks: {} } } as never,
+    cfg, underlay: { iface: 'eth0', address: ME, mtu: 1500 }, dataplane: { sendControl, outside: { hooks } } as never,
     router: GW, pcpNonce: Buffer.alloc(12, 7), clock, log, changed: () => {},
     portMapperDeps: { udp: router.udp, http: router.http, random: () => 0.5, nonce: () => Buffer.alloc(12, ++n) },
   });
-  return { clock, router, nat, log };
+  return { clock, router, nat, log, stunRequests };
 }
 
 async function advanceUntil(clock: ManualClock, cond: () => boolean, maxMs: number, step = 1000): Promise<void> {
@@ -62,6 +91,29 @@ describe('SiteNat: the public endpoint from the router mapping', () => {
     expect(r.nat.portMapped()).toBe(false);
     expect(r.nat.publicEndpoint().endpoint).not.toContain(WAN);
     expect(r.nat.health()?.portMapping?.error).toMatch(/not public/);
+    await r.nat.stop();
+  });
+
+  it("a change of the router's address makes STUN look again, so the port_mapping check does not take it for a second NAT", async () => {
+    const r = await siteNat('natpmp', () => {}, { stun: true });
+    const check = () => r.nat.checks().find((c) => c.name === 'port_mapping');
+    r.nat.start();
+    await advanceUntil(r.clock, () => r.nat.portMapped() && r.stunRequests.length > 0, 10_000);
+    await r.clock.advanceAsync(1000);
+    expect(check()).toMatchObject({ ok: true });
+    // A round now puts the next periodic one at least 60 s away.
+    await r.clock.advanceAsync(45_000);
+    r.nat.rediscover('test');
+    await r.clock.advanceAsync(8000);
+    const rounds = r.stunRequests.length;
+    r.router.externalIp = '11.22.33.99';
+    // The mapper's periodic check (every 60 s from the mapping) sees the new address.
+    await advanceUntil(r.clock, () => r.nat.health()?.portMapping?.routerAddress === '11.22.33.99', 60_000);
+    expect(r.nat.publicEndpoint().endpoint).toBe('11.22.33.99:8472');
+    await r.clock.advanceAsync(8000);
+    expect(r.stunRequests.length).toBeGreaterThan(rounds);
+    expect(r.nat.health()?.portMapping?.stunAgrees).toBe(true);
+    expect(check()).toMatchObject({ ok: true });
     await r.nat.stop();
   });
 });
