@@ -62,6 +62,10 @@ export class FakeRouter {
   httpHangs = false;
   /** Every SSDP search is answered by this many junk datagrams from the router first. */
   ssdpFlood = 0;
+  /** The router answers unicast SSDP searches (some answer only the multicast one). */
+  ssdpUnicast = true;
+  /** Other LAN devices (media servers, printers) answer each multicast search with this many datagrams first. */
+  lanChatter = 0;
   /** SOAP answers are replaced by this body (status 200). */
   soapBody: string | null = null;
   externalIp = WAN;
@@ -125,7 +129,7 @@ export class FakeRouter {
         if (closed) return;
         this.sent.push({ to, data: Buffer.from(buf) });
         if (to.port === 5351 && to.address === GW) this.on5351(buf, opts.localAddress, h, deliver);
-        else if (to.port === 1900 && (to.address === GW || to.address === '239.255.255.250')) this.onSsdp(buf, h, deliver);
+        else if (to.port === 1900 && ((to.address === GW && this.ssdpUnicast) || to.address === '239.255.255.250')) this.onSsdp(buf, h, deliver, to.address !== GW);
       },
       close: () => {
         closed = true;
@@ -218,7 +222,13 @@ export class FakeRouter {
 
   // ------------------------------------------------------------------ SSDP and HTTP
 
-  private onSsdp(req: Buffer, h: UdpHandlers, deliver: (fn: () => void) => void): void {
+  private onSsdp(req: Buffer, h: UdpHandlers, deliver: (fn: () => void) => void, multicast: boolean): void {
+    if (multicast) {
+      for (let i = 0; i < this.lanChatter; i++) {
+        const answer = `HTTP/1.1 200 OK\r\nST: urn:schemas-upnp-org:service:ContentDirectory:1\r\nLOCATION: http://192.0.2.${50 + (i % 40)}:8200/desc${i}.xml\r\n\r\n`;
+        deliver(() => h.message(Buffer.from(answer), { address: `192.0.2.${50 + (i % 40)}`, port: 1900 }));
+      }
+    }
     if (!this.upnp || !req.toString('latin1').startsWith('M-SEARCH')) return;
     const src = { address: GW, port: 1900 };
     for (let i = 0; i < this.ssdpFlood; i++) deliver(() => h.message(Buffer.from(`HTTP/1.1 200 OK\r\nJUNK: ${i}\r\n\r\n`), src));

@@ -405,6 +405,14 @@ describe('PortMapper: refusals and hostile answers', () => {
     expect(n.pm.status().tried[0].result).toMatch(/no answer .* to 3 requests/);
   });
 
+  it('a LAN full of other UPnP devices answering the multicast search does not hide the router', async () => {
+    // The router answers only the multicast search, after 100 datagrams from media servers and printers.
+    const r = await started(rig('upnp', {}, (x) => { x.ssdpUnicast = false; x.lanChatter = 100; }));
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', protocol: 'upnp' });
+    expect(r.pm.status().badAnswers.upnp).toBe(0); // other hosts' answers are not the router's bad answers
+    expect(new Set(r.router.httpLog.map((q) => q.host))).toEqual(new Set([GW]));
+  });
+
   it('an HTTP server that never finishes is cut off by the deadline', async () => {
     const r = rig('upnp', {}, (x) => (x.httpHangs = true));
     r.pm.start();

@@ -6,7 +6,8 @@
 //      ssdp:all for routers that answer nothing else) to 239.255.255.250:1900 and, as
 //      Tailscale does, unicast to the router's own port 1900 (some routers answer only one of
 //      the two), twice 500 ms apart. Only answers from the router's address count; we stop at
-//      the first that names an IGD or a WAN connection service, at 64 datagrams, or after 2 s.
+//      the first that names an IGD or a WAN connection service, at 64 datagrams from the
+//      router, or after 2 s.
 //   2. GET the LOCATION's description (2 s, 64 KiB), always from the router's address: a
 //      LOCATION or controlURL naming another host is repointed at the router (Tailscale does the
 //      same for routers that advertise a stale address), so nothing on the LAN but the router
@@ -397,8 +398,11 @@ export class UpnpClient implements MappingClient {
           {
             message: (msg, from) => {
               if (done) return;
+              // Other LAN devices answer the multicast too (a media server or printer sends one
+              // datagram per device and service to ssdp:all): dropped unread and not counted, or
+              // a busy LAN would use up the bound before a router that answers only the multicast.
+              if (from.address !== this.c.gateway) return;
               if (++datagrams > SSDP.maxDatagrams) return finish();
-              if (from.address !== this.c.gateway) return; // other LAN devices answer the multicast too
               const a = parseSsdpResponse(msg);
               if (!a) {
                 this.bad++;
