@@ -446,6 +446,16 @@ describe('PortMapper: stop, off, probe', () => {
     expect(r.router.sent.length + r.router.httpLog.length).toBe(sent); // nothing after stop
   });
 
+  it('UPnP: stop leaves alone a forward of the port that another host holds by now', async () => {
+    // The router restarted and another host took UDP 8472 before our next check noticed.
+    const r = await started(rig('upnp', { checkIntervalS: 3600 }));
+    r.router.mappings.set(8472, { client: '192.0.2.11', internalPort: 8472, expiresAt: Infinity, via: 'upnp', description: 'other' });
+    await r.pm.stop();
+    expect(r.router.mapping(8472)).toMatchObject({ client: '192.0.2.11' });
+    expect(r.router.soapActions()).not.toContain('DeletePortMapping');
+    expect(r.log.lines.some((l) => l.level === 'warn' && /192\.0\.2\.11:8472/.test(`${l.msg} ${JSON.stringify(l.fields)}`))).toBe(true);
+  });
+
   it('stop during a slow attempt returns promptly and leaves nothing behind', async () => {
     const r = rig('auto', {}, (x) => { x.pcp = false; x.natpmp = false; x.port5351 = 'silent'; });
     r.pm.start();

@@ -46,7 +46,7 @@ import {
 import { NatPmpClient } from './natpmp.js';
 import { PCP_NONCE_LEN, PcpClient } from './pcp.js';
 import { nodeHttp, nodeUdp, type HttpFn, type UdpFactory } from './transport.js';
-import { UpnpClient } from './upnp.js';
+import { NOT_OURS, UpnpClient } from './upnp.js';
 
 export type { PortMappingMode, ProtocolName } from './client.js';
 
@@ -230,6 +230,7 @@ export class PortMapper {
     if (a) {
       const r = await a.client.unmap(this.o.port, new AbortController().signal);
       if (r.ok) this.log.info('port mapping deleted', { protocol: a.client.protocol });
+      else if (r.failure.code === NOT_OURS) this.log.warn('port mapping not deleted: it is not ours any more', { protocol: a.client.protocol, why: r.failure.message });
       else this.log.warn('could not delete the port mapping; the router drops it when it expires', { protocol: a.client.protocol, why: r.failure.message, expires: a.expires });
     }
     this.state = this.o.mode === 'off' ? 'off' : 'stopped';

@@ -82,6 +82,8 @@ const NO_SUCH_ENTRY = 714;
 const NOT_FOUND = 730;
 const ONLY_PERMANENT = 725;
 const INVALID_ACTION = 401;
+/** unmap()'s failure code when the port's forward belongs to another host. */
+export const NOT_OURS = 'not-ours';
 
 // --------------------------------------------------------------------- SSDP
 
@@ -298,6 +300,21 @@ export class UpnpClient implements MappingClient {
 
   async unmap(externalPort: number, signal: AbortSignal): Promise<Outcome<void>> {
     return this.withService(signal, async (svc) => {
+      // DeletePortMapping removes whatever forwards the port, ours or not (miniupnpd checks
+      // the owner only in its secure mode): look first, and leave another host's forward alone
+      // (a router that restarted may have given the port away before our check noticed).
+      if (externalPort === this.c.port) {
+        const e = await this.entry(svc, signal);
+        if (e.kind === 'broken' && e.transport) return e;
+        if (e.kind === 'fault' && (e.fault.code === NO_SUCH_ENTRY || e.fault.code === NOT_FOUND)) return ok(undefined);
+        if (e.kind === 'ok') {
+          const who = `${e.values.NewInternalClient}:${e.values.NewInternalPort}`;
+          if (who !== `${this.c.localAddress}:${this.c.port}`) {
+            return fail('refused', `UPnP: the router forwards UDP ${this.c.port} to ${who} now, not to this host; left alone`, { code: NOT_OURS });
+          }
+        }
+        // Other faults or a garbled answer: delete as asked.
+      }
       const r = await this.call(svc, 'DeletePortMapping', [['NewRemoteHost', ''], ['NewExternalPort', externalPort], ['NewProtocol', 'UDP']], signal);
       if (r.kind === 'broken') return r;
       if (r.kind === 'fault' && r.fault.code !== NO_SUCH_ENTRY && r.fault.code !== NOT_FOUND) return this.refusal('DeletePortMapping', r.fault);
