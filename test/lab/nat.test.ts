@@ -10,12 +10,14 @@
 //     keepalive: recovery within keepalive.interval × 1.2 (jitter) + 1 s;
 //   - UDP 8472 blocked at one node: that peer goes down with a reason naming UDP 8472,
 //     the other stays up;
-//   - a node's address moves: frames from the new address are validated and followed.
+//   - a node's address moves: frames from the new address are validated and followed;
+//   - a forger with a VXLAN of its own claiming a node, which answers the probe, does not
+//     move a node that still answers at its endpoint.
 //
 // Idling "past the NAT's timeouts" is judged on the router's own state (its conntrack table),
 // not on a fixed sleep.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxnat';
@@ -240,6 +242,38 @@ describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
       const later = await gw.waitStatus((d) => Date.parse(d.ts) > over, 5_000);
       expect(later.peers.find((p) => p.name === 'aws-2')!.endpoint).toBe(`${env.AWS2_PUBLIC_IP}:8472`);
       expect(gw.logEntries().filter((e) => /endpoint moved/.test(e.msg) && e.peer === 'aws-2')).toEqual([]);
+    }, 40_000);
+
+    it('a forger with a kernel VXLAN of its own that claims aws-2 and answers the probe does not move aws-2, which still answers at its endpoint', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '30s' });
+      await gw.waitUp();
+      // On the internet, at an address of its own (inet's 203.0.113.1): a VXLAN device set up
+      // as flannel sets up a node toward the site, but with aws-2's VTEP MAC and address, so
+      // it passes every check the gateway can make of a frame, and it answers echoes.
+      const ns = env.NS_INET;
+      const dev = 'forge.1';
+      try {
+        await nsRun(ns, ['ip', 'link', 'add', dev, 'type', 'vxlan', 'id', '1', 'local', env.INET_AWS_IP, 'dstport', '8472', 'nolearning']);
+        await nsRun(ns, ['ip', 'link', 'set', dev, 'address', env.AWS2_VTEP_MAC, 'mtu', '1450', 'up']);
+        await nsRun(ns, ['ip', 'addr', 'add', `${env.AWS2_VTEP_IP}/32`, 'dev', dev]);
+        await nsRun(ns, ['ip', 'route', 'add', env.GW_SUBNET, 'via', env.GW_VTEP_IP, 'dev', dev, 'onlink']);
+        await nsRun(ns, ['ip', 'neigh', 'replace', env.GW_VTEP_IP, 'lladdr', env.GW_VTEP_MAC, 'dev', dev, 'nud', 'permanent']);
+        await nsRun(ns, ['bridge', 'fdb', 'append', env.GW_VTEP_MAC, 'dev', dev, 'dst', env.GW_PUBLIC_IP]);
+        // Its pings to the site start the validation; its kernel answers the probe.
+        const forged = await ping(ns, env.HOST_IP, { count: 4, intervalMs: 300, source: env.AWS2_VTEP_IP });
+        expect(forged.received).toBe(0); // candidates are never forwarded
+        await gw.waitLog(/validating the path/, { peer: 'aws-2', candidate: env.INET_AWS_IP });
+        // Logged only once the candidate's answer came back (the forger did answer) and aws-2
+        // had been heard at its endpoint since the probes.
+        await gw.waitLog(/still answers at its endpoint: not moved/, { peer: 'aws-2', endpoint: env.AWS2_PUBLIC_IP, candidate: env.INET_AWS_IP });
+        const s = await gw.waitStatus((d) => d.peers.find((p) => p.name === 'aws-2')?.state === 'up', 5_000);
+        expect(s.peers.find((p) => p.name === 'aws-2')!.endpoint).toBe(`${env.AWS2_PUBLIC_IP}:8472`);
+        expect(gw.logEntries().filter((e) => /endpoint moved/.test(e.msg))).toEqual([]);
+        expect((await ping(env.NS_HOST, env.POD2_IP)).ok).toBe(true);
+      } finally {
+        await nsExec(ns, ['ip', 'link', 'del', dev]);
+      }
     }, 40_000);
   });
 });

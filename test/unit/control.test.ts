@@ -3,12 +3,13 @@
 import { describe, expect, it } from 'vitest';
 import { peerState } from '../../src/control/peer-state.js';
 import { peerReason, ReasonMemo, type ReasonFacts } from '../../src/control/reasons.js';
-import { Roaming } from '../../src/control/roaming.js';
+import { OLD_PATH_GRACE_MS, Roaming } from '../../src/control/roaming.js';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { Logger } from '../../src/util/log.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { FakeIo } from './fake-io.js';
+import { CaptureLog } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 import { echoReplyTo, icmpEcho, ip, mac, vxlanFrame } from './packets.js';
 
@@ -101,29 +102,35 @@ describe('roaming with path validation', () => {
     const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
     const clock = new ManualClock();
     const dp = new Dataplane(s, io, io.fds, new PeerTable([AWS1]), new Logger('error', true), clock);
-    const roaming = new Roaming(dp, new Logger('error', true), clock);
+    const log = new CaptureLog();
+    const roaming = new Roaming(dp, log, clock);
     roaming.start();
-    return { dev: io.device, udp: io.underlay, dp, roaming, advance: (ms: number) => clock.advance(ms) };
+    const logs = { some: (f: (l: string) => boolean) => log.lines.some((l) => f(l.msg)) };
+    return { dev: io.device, udp: io.underlay, dp, roaming, logs, advance: (ms: number) => clock.advance(ms) };
   }
   const fromPod = () => vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10'));
 
-  it('validates a new address with a probe and moves only on the answer from it', () => {
+  it('validates a new address with a probe there and one at the old endpoint; moves on the answer once the old endpoint stayed silent', () => {
     const r = rig();
     r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.11'), port: 40000 });
     r.dp.outside.pump();
     expect(r.dev.written).toHaveLength(0); // not forwarded before validation
-    expect(r.udp.sent).toHaveLength(1);
-    const probe = r.udp.sent[0];
-    expect(probe.addr).toBe(ip('203.0.113.11'));
-    expect(probe.port).toBe(8472); // never the source port it came from
+    expect(r.udp.sent.map((d) => [d.addr, d.port])).toEqual([
+      [ip('203.0.113.11'), 8472], // never the source port it came from
+      [ip('203.0.113.10'), 8472], // the old path (RFC 9000 §9.3.3)
+    ]);
     // The peer's kernel answers the echo: swap addresses, type 0.
-    const reply = echoReplyTo(probe.data.subarray(22));
+    const reply = echoReplyTo(r.udp.sent[0].data.subarray(22));
     // An answer from yet another address does not count.
     r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, reply), addr: ip('203.0.113.99'), port: 40001 });
     r.dp.outside.pump();
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
     r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, reply), addr: ip('203.0.113.11'), port: 40001 });
     r.dp.outside.pump();
+    // Answered, but the old endpoint has until the grace is over (counted from the probes) to show it is alive.
+    r.advance(OLD_PATH_GRACE_MS - 1);
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+    r.advance(1);
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.11'));
     expect(r.dp.peers.port[0]).toBe(8472);
     // From now on its frames are accepted from the new address.
@@ -132,16 +139,53 @@ describe('roaming with path validation', () => {
     expect(r.dev.written).toHaveLength(1);
   });
 
+  it('does not move a peer that still answers at its endpoint: someone else answering for it, from an address of its own', () => {
+    const r = rig();
+    r.advance(100);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 40000 });
+    r.dp.outside.pump();
+    const [toCandidate, toEndpoint] = r.udp.sent;
+    // The forger answers the probe it was sent (it knows the MAC and the subnet), and the
+    // real peer answers ours at its endpoint: that answer is ours, consumed, not forwarded.
+    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(toCandidate.data.subarray(22))), addr: ip('198.51.100.66'), port: 40001 });
+    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(toEndpoint.data.subarray(22))), addr: ip('203.0.113.10'), port: 40002 });
+    r.dp.outside.pump();
+    r.advance(OLD_PATH_GRACE_MS);
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+    expect(r.dev.written).toHaveLength(0);
+    expect(r.logs.some((l) => /still answers at its endpoint: not moved/.test(l))).toBe(true);
+    // Any frame from the endpoint counts as alive, not only the answer: traffic of its pods.
+    r.advance(5_000);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 40003 });
+    r.dp.outside.pump();
+    r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.10'), port: 40004 });
+    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(r.udp.sent[2].data.subarray(22))), addr: ip('198.51.100.66'), port: 40001 });
+    r.dp.outside.pump();
+    r.advance(OLD_PATH_GRACE_MS);
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+    expect(r.dev.written).toHaveLength(1); // the pod's frame from the endpoint, forwarded
+    // Once the endpoint falls silent, the next validation moves it, and an answer that comes
+    // after the grace moves it at once.
+    r.advance(5_000);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.11'), port: 40005 });
+    r.dp.outside.pump();
+    expect(r.udp.sent).toHaveLength(6);
+    r.advance(2 * OLD_PATH_GRACE_MS);
+    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(r.udp.sent[4].data.subarray(22))), addr: ip('203.0.113.11'), port: 40001 });
+    r.dp.outside.pump();
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.11'));
+  });
+
   it('a flood of forged frames costs one probe per 5 s and moves nothing', () => {
     const r = rig();
     for (let i = 0; i < 100; i++) r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 1000 + i });
     while (r.dp.outside.pump() > 0);
-    expect(r.udp.sent).toHaveLength(1);
+    expect(r.udp.sent).toHaveLength(2); // the probe, and its twin at the endpoint
     expect(r.dp.drops.get('unknownSource')).toBe(100);
     r.advance(5_000);
     r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 9 });
     r.dp.outside.pump();
-    expect(r.udp.sent).toHaveLength(2);
+    expect(r.udp.sent).toHaveLength(4);
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
   });
 });

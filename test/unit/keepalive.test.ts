@@ -19,6 +19,7 @@ import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { ProbeTokens, RandomWords } from '../../src/control/probe-tokens.js';
 import { Keepalive } from '../../src/control/keepalive.js';
+import { OLD_PATH_GRACE_MS } from '../../src/control/roaming.js';
 import type { PathSettings } from '../../src/dataplane/settings.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { Logger } from '../../src/util/log.js';
@@ -462,6 +463,7 @@ describe('regression: a roamed peer is diagnosed at its new address', () => {
     r.io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')), addr: ip(moved), port: 40000 });
     while (r.dp.outside.pump() > 0);
     r.answer(AWS1, moved);
+    r.clock.advance(OLD_PATH_GRACE_MS); // the old address stays silent (the EIP is gone)
     expect(r.dp.peers.addr[r.dp.peers.indexOf('aws-1')]).toBe(ip(moved));
     // Still down (the validation answer is no keepalive answer): the gateway's periodic look
     // diagnoses it again, at the new address, without waiting out the minute between reruns.
