@@ -68,6 +68,8 @@ export class EtcdRegistrar {
   private regFailures = 0;
   private renewTimer: Timer | null = null;
   private renewFailures = 0;
+  /** The renewal trouble last logged as a warning: 'failing' (before expiry), 'expired', or none. */
+  private renewProblem: 'failing' | 'expired' | null = null;
 
   constructor(private readonly o: RegistrarOptions) {}
 
@@ -270,6 +272,7 @@ export class EtcdRegistrar {
       const ttl = await conn.call(kv.keepAliveOnce(id), `renew lease ${hex(id)}`);
       if (conn.stopped || this.leaseId !== id) return;
       this.renewFailures = 0;
+      this.renewProblem = null;
       if (ttl > 0) {
         this.leaseExpiresAt = sent + ttl * 1000;
         this.scheduleRenew();
@@ -282,9 +285,18 @@ export class EtcdRegistrar {
     } catch (e) {
       if (conn.stopped || this.leaseId !== id) return;
       const left = this.leaseExpiresAt - conn.clock.monotonic();
-      const delay = Math.max(1_000, Math.min(conn.backoff(this.renewFailures++), left / 3));
-      conn.log.warn(`cannot renew our etcd lease: ${conn.describe(e)}; ` +
-        `${left > 0 ? `it expires in ${formatDuration(Math.round(left))}` : 'it may have expired'}; retrying in ${formatDuration(Math.round(delay))}`);
+      // Before expiry, retry often enough to get a try in before it (a third of what is left);
+      // after it, etcd has dropped the lease if it is up at all, and hurrying buys nothing: the
+      // plain backoff, not a call a second for as long as etcd is away.
+      const backoff = conn.backoff(this.renewFailures++);
+      const delay = left > 0 ? Math.max(1_000, Math.min(backoff, left / 3)) : backoff;
+      const text = `cannot renew our etcd lease: ${conn.describe(e)}; ` +
+        `${left > 0 ? `it expires in ${formatDuration(Math.round(left))}` : 'it may have expired'}; retrying in ${formatDuration(Math.round(delay))}`;
+      // Once when renewal starts failing and once when the lease runs out, not on every retry.
+      const stage = left > 0 ? 'failing' : 'expired';
+      if (stage !== this.renewProblem) conn.log.warn(text);
+      else conn.log.debug(text);
+      this.renewProblem = stage;
       this.renewTimer = conn.clock.after(delay, () => {
         this.renewTimer = null;
         void this.renew();

@@ -454,6 +454,22 @@ describe('EtcdSource: our lease', () => {
     expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.1.0-24']);
   });
 
+  it('renewal through a long outage backs off, also after the lease has run out (no call a second), and warns once per stage', async () => {
+    const { clock, fake, src, log } = await registered({ leaseTtlS: 600, renewMarginS: 60 });
+    fake.setDown(true);
+    await run(clock, 600_000, 500); // the renewal starts failing at 540 s; the lease runs out at 600 s
+    expect(src.status().registered).toBe(false);
+    const atExpiry = fake.calls.keepAliveOnce;
+    await run(clock, 600_000, 500);
+    // The plain backoff (1 s doubling to 30 s, jitter 0.5: 22.5 s at most) is some 27 calls in 600 s.
+    expect(fake.calls.keepAliveOnce - atExpiry).toBeLessThan(40);
+    const warns = log.lines.filter((l) => l.level === 'warn' && l.msg.startsWith('cannot renew our etcd lease'));
+    expect(warns.map((l) => /it may have expired/.test(l.msg))).toEqual([false, true]);
+    fake.setDown(false);
+    await run(clock, 60_000, 500);
+    expect(src.status()).toMatchObject({ connected: true, registered: true, error: null });
+  });
+
   it('a renewal that finds the lease gone (TTL 0) moves the key to a new lease', async () => {
     const { clock, fake, src, leaseId } = await registered({ leaseTtlS: 10 });
     fake.leases.delete(leaseId); // the lease vanished but the key is still there (as after a restore)
