@@ -472,6 +472,28 @@ describe('registration', () => {
     expect(ours().metadata.annotations['flannel.alpha.coreos.com/public-ip']).toBe('198.51.100.2');
   });
 
+  it('a public IP learned while the credentials are being reloaded (401) is registered once the API takes them again', async () => {
+    await freshServer();
+    const user = api.server.users.find((u: ApiUser) => u.token === 'gw-token')!;
+    const { src, views } = source({ register: true, backoff: { initialMs: 2_000, maxMs: 2_000, random: () => 0.999 } });
+    src.setOwnLease({ ...LEASE, publicIp: null });
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    user.token = 'rotated-away'; // the token is revoked: the reconnect gets 401
+    try {
+      api.server.dropConnections();
+      await drive(clock, () => src.status().error?.includes('401') ?? false, 'the 401');
+      src.setOwnLease(LEASE); // NAT discovery answers during the backoff
+      await quiet(100);
+    } finally {
+      user.token = 'gw-token'; // valid again (the kubeconfig's token renewed); USERS is shared by the file
+    }
+    await drive(clock, () => src.status().connected && api.server.watchCount >= 1 && src.status().error === null, 'reconnected');
+    await drive(clock, () => src.status().registered, 'registered');
+    expect(ours().metadata.annotations['flannel.alpha.coreos.com/public-ip']).toBe('198.51.100.2');
+    expect(lists()).toHaveLength(1); // the watch resumed: no relist kicked the registration
+  });
+
   it('409 AlreadyExists: reads the Node and patches it', async () => {
     await freshServer();
     const { src, views } = source({ register: true });
