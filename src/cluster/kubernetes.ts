@@ -27,6 +27,7 @@
 //
 // Nothing here throws into the gateway: every failure becomes status().error, in words
 // that name the fix (kube-errors.ts), and a retry.
+import { statSync } from 'node:fs';
 import type { Cidr } from '../config/types.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -158,6 +159,10 @@ export class KubernetesSource implements ClusterSource {
   private readonly cache = new Map<string, NodeJson>();
   private choice: KubeconfigChoice | null = null;
   private api: NodeApi | null = null;
+  /** The client replaced last (a registration request may still be in flight on it): stop() aborts it too. */
+  private oldApi: NodeApi | null = null;
+  /** The kubeconfig file as it was when the client was made (inode, size, mtime); null: in-cluster. */
+  private kubeconfigStamp: string | null = null;
   private rv: string | null = null;
   private synced = false;
   private lastView: ClusterView | null = null;
@@ -199,6 +204,7 @@ export class KubernetesSource implements ClusterSource {
   async stop(): Promise<void> {
     this.stopped = true;
     this.api?.abortAll();
+    this.oldApi?.abortAll();
     for (const t of this.timers) t.cancel();
     this.timers.clear();
     this.viewTimer?.cancel();
@@ -267,6 +273,7 @@ export class KubernetesSource implements ClusterSource {
     if (!this.choice) {
       throw new OperatorError('no kubeconfig: set cluster.kubernetes.kubeconfig (or $KUBECONFIG), or run inside the cluster with a service account');
     }
+    this.kubeconfigStamp = this.choice.file === null ? null : fileStamp(this.choice.file);
     try {
       this.api = await connectNodeApi(this.choice, this.o.clock, this.o.requestTimeoutMs);
     } catch (e) {
@@ -390,7 +397,16 @@ export class KubernetesSource implements ClusterSource {
     }
     this.connected = false;
     this.syncError = text;
-    if (httpStatusOf(e) === 401) this.api = null; // load the kubeconfig again: its token may have been renewed
+    // Load the kubeconfig again on a 401 (its token may have been renewed), and whenever the file
+    // changed since we read it: the operator fixed what the error named (server URL, CA, exec command).
+    if (this.api && (httpStatusOf(e) === 401 || this.kubeconfigChanged())) {
+      this.oldApi = this.api;
+      this.api = null;
+    }
+  }
+
+  private kubeconfigChanged(): boolean {
+    return this.choice?.file != null && fileStamp(this.choice.file) !== this.kubeconfigStamp;
   }
 
   private errorContext(action: string) {
@@ -543,6 +559,16 @@ export class KubernetesSource implements ClusterSource {
 /** A failure whose message is already written for the operator (a kubeconfig that cannot be used, a dead watch). */
 class OperatorError extends Error {
   override name = 'OperatorError';
+}
+
+/** Identifies a file's version (inode, size, mtime); null when it cannot be read. */
+function fileStamp(file: string): string | null {
+  try {
+    const st = statSync(file);
+    return `${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return null;
+  }
 }
 
 function nameOf(n: NodeJson): string {

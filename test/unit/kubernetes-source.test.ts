@@ -15,7 +15,7 @@ import { rbacManifests } from '../../src/cluster/rbac.js';
 import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { ManualClock } from '../support/clock.js';
-import { CaptureLog, drive, flannelNode, makeKubePki, manyNodes, startApiServer, type ApiUser } from '../support/kube-harness.js';
+import { CaptureLog, drive, flannelNode, kubeconfig, makeKubePki, manyNodes, startApiServer, type ApiUser } from '../support/kube-harness.js';
 
 // Notes when the official client is first loaded (it must be loaded by start() only).
 const loads = vi.hoisted(() => ({ count: 0 }));
@@ -422,6 +422,23 @@ describe('credentials and permissions', () => {
     expect(views).toHaveLength(1);
     expect(err).toContain('not allowed to watch nodes');
     expect(err).toContain('vxedge rbac');
+  });
+
+  it('a kubeconfig fixed after an error (server URL, then CA) is read again on the next retry', async () => {
+    await freshServer();
+    const otherPki = makeKubePki();
+    try {
+      const file = api.kubeconfigFor({ token: 'gw-token' }, 'https://127.0.0.1:1');
+      const { src, views } = source({ kubeconfig: file });
+      src.start();
+      await drive(clock, () => src.status().error?.includes('cannot reach the API server at https://127.0.0.1:1') ?? false, 'unreachable');
+      kubeconfig(file, { server: api.url, caFile: otherPki.caFile, token: 'gw-token' });
+      await drive(clock, () => src.status().error?.includes(`the API server at ${api.url} presented a certificate we do not trust`) ?? false, 'the new URL, an untrusted CA');
+      kubeconfig(file, { server: api.url, caFile: pki.caFile, token: 'gw-token' });
+      await drive(clock, () => views.length === 1 && src.status().connected && src.status().error === null, 'connected with the fixed kubeconfig');
+    } finally {
+      otherPki.remove();
+    }
   });
 
   it('an unreachable server: names its URL', async () => {
