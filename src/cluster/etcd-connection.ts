@@ -6,6 +6,7 @@
 // The etcd3 adapter (and with it gRPC) is imported on the first connect only, so a gateway that
 // follows Kubernetes or static peers never loads it. Once stop() is called no new client is kept
 // and the open one is closed; the jobs read `stopped` to drop what their pending calls return.
+import { statSync } from 'node:fs';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { formatDuration } from '../util/duration.js';
@@ -53,6 +54,8 @@ export class EtcdConnection {
   stopped = false;
 
   private connecting: Promise<EtcdKv> | null = null;
+  /** The TLS and password files as they were when the open client was made. */
+  private filesStamp = '';
   private readonly warned = new Set<string>();
 
   constructor(private readonly o: EtcdConnectionOptions) {
@@ -64,6 +67,7 @@ export class EtcdConnection {
   /** The client, connecting first if there is none. */
   async client(): Promise<EtcdKv> {
     if (this.kv) return this.kv;
+    if (!this.connecting) this.filesStamp = this.stampFiles();
     this.connecting ??= (this.o.connect ?? defaultConnect)({
       endpoints: this.o.endpoints,
       tls: this.o.tls,
@@ -79,6 +83,33 @@ export class EtcdConnection {
     } finally {
       this.connecting = null;
     }
+  }
+
+  /**
+   * After a failure: when cluster.etcd.ca, cert, key or passwordFile changed since the client
+   * was made (the operator fixed what the error named, or a certificate was rotated), closes it,
+   * so that the next call connects anew and reads them. The client keeps what it read at first.
+   */
+  refreshIfChanged(): boolean {
+    if (!this.kv || this.stopped || this.stampFiles() === this.filesStamp) return false;
+    const kv = this.kv;
+    this.kv = null;
+    void kv.close().catch(() => undefined);
+    this.log.info('the etcd TLS or password files changed; connecting again with them', { endpoints: this.o.endpoints });
+    return true;
+  }
+
+  private stampFiles(): string {
+    const files = [this.o.tls?.ca, this.o.tls?.cert, this.o.tls?.key, this.o.auth?.passwordFile];
+    return files.map((f) => {
+      if (!f) return '-';
+      try {
+        const st = statSync(f);
+        return `${st.ino}:${st.size}:${st.mtimeMs}`;
+      } catch {
+        return 'unreadable';
+      }
+    }).join('|');
   }
 
   /** Marks the connection stopped and closes the client (also one still connecting). */

@@ -232,6 +232,7 @@ export class EtcdFollower {
   private failSync(e: unknown): void {
     this.connected = false;
     this.synced = false;
+    this.o.conn.refreshIfChanged(); // the operator fixed a certificate or password file: use it
     const delay = this.o.conn.backoff(this.syncFailures++);
     const problem = this.o.conn.describe(e);
     const text = `${problem}; retrying in ${formatDuration(delay)}`;

@@ -11,7 +11,7 @@
 // child saw. Every process is bounded and killed in afterAll; a killed earlier run's namespaces
 // are removed first.
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -328,6 +328,14 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
         expect(bad.status!.error).toMatch(/check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/);
         await bad.stop();
       }
+      // The operator fixes the CA file the error named: the running source reads it again.
+      const caFile = path.join(tlsDir, 'ca-fixed-later.crt');
+      copyFileSync(t.otherCa, caFile);
+      const fixed = follow({ endpoints: [secure.endpoint], register: false, tls: { ca: caFile, cert: t.clientCert, key: t.clientKey } });
+      await fixed.until('TLS error with the wrong CA', () => /^TLS to etcd at https:\/\/127\.0\.0\.1:2479 failed/.test(fixed.status?.error ?? ''));
+      copyFileSync(t.ca, caFile);
+      await fixed.until('connected once the CA file is fixed, without a restart', () => fixed.status?.connected === true && fixed.view !== undefined);
+      await fixed.stop();
     } finally {
       await secure.stop();
     }
@@ -345,8 +353,9 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
       const bad = follow({ register: false, auth: { username: 'root', passwordFile: pw } });
       await bad.until('auth error', () => /refused user "root"/.test(bad.status?.error ?? ''));
       expect(bad.status!.error).toMatch(/check cluster\.etcd\.username and the password in cluster\.etcd\.passwordFile/);
-      await bad.stop();
       writeFileSync(pw, 'rootpw\n');
+      await bad.until('connected once the password file is fixed, without a restart', () => bad.status?.connected === true);
+      await bad.stop();
       const good = follow({ register: false, auth: { username: 'root', passwordFile: pw } });
       await good.until('connected with the password', () => good.status?.connected === true);
       await good.stop();

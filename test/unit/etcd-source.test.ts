@@ -3,6 +3,9 @@
 // our own lease (exact value, TTL and renewal, conflicts, re-puts). Also the adapter's error
 // sorting and the prefix range (src/cluster/etcd3-kv.ts, etcd-kv.ts).
 import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { ETCD_DEFAULTS, EtcdSource, type EtcdSourceOptions } from '../../src/cluster/etcd.js';
 import { EtcdKvError, prefixRangeEnd } from '../../src/cluster/etcd-kv.js';
 import { classifyEtcd3Error } from '../../src/cluster/etcd3-kv.js';
@@ -305,6 +308,38 @@ describe('EtcdSource: errors name the fix', () => {
     await run(clock, 2_000);
     expect(attempts).toBe(2);
     await src.stop();
+  });
+
+  it('TLS files changed after a TLS failure are read again: a new client at the next retry, none while they stay the same', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vxh1-etcd-'));
+    try {
+      const ca = path.join(dir, 'ca.crt');
+      writeFileSync(ca, 'the old CA\n');
+      let connects = 0;
+      const { clock, fake, src, views } = setup({
+        tls: { ca, cert: null, key: null },
+        connect: async () => {
+          const kv = Object.create(fake) as FakeEtcd;
+          // The client made with the old CA cannot talk to etcd; a new one can.
+          if (++connects === 1) kv.get = async () => { throw new EtcdKvError('tls', 'unable to verify the first certificate'); };
+          return kv;
+        },
+      });
+      src.start();
+      await settle();
+      expect(src.status().error).toMatch(/^TLS to etcd at .* check cluster\.etcd\.ca/);
+      await run(clock, 10_000);
+      expect(connects).toBe(1);
+      expect(fake.calls.get).toBe(0);
+      writeFileSync(ca, 'the new CA, as the error asked\n');
+      await run(clock, 35_000, 500);
+      expect(connects).toBe(2);
+      expect(src.status()).toMatchObject({ connected: true, error: null });
+      expect(views).toHaveLength(1);
+      await src.stop();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses an empty endpoint list and a TTL etcd would not grant', () => {
