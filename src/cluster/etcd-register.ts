@@ -24,7 +24,8 @@ import type { Cidr } from '../config/types.js';
 import type { Timer } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
 import type { OwnLease } from './types.js';
-import { describeHolder, encodeLease, parseLeaseAttrs } from './flannel-lease.js';
+import { cidrOverlaps } from '../util/ipv4.js';
+import { describeHolder, encodeLease, parseLeaseAttrs, parseSubnetKey } from './flannel-lease.js';
 import { EtcdKvError, type EtcdKv, type KvEntry } from './etcd-kv.js';
 import { OpError, type EtcdConnection } from './etcd-connection.js';
 import type { LeaseTable } from './etcd-follow.js';
@@ -68,6 +69,8 @@ export class EtcdRegistrar {
   private regFailures = 0;
   private renewTimer: Timer | null = null;
   private renewFailures = 0;
+  /** The key of someone else's lease on our subnet that keeps us from registering; null when none. */
+  private blockedBy: string | null = null;
   /** The renewal trouble last logged as a warning: 'failing' (before expiry), 'expired', or none. */
   private renewProblem: 'failing' | 'expired' | null = null;
 
@@ -154,6 +157,9 @@ export class EtcdRegistrar {
       for (let round = 0; round < 3; round++) {
         const cur = leases.get(key) ?? null;
         if (cur && !this.isOurs(cur)) return this.conflict(cur);
+        const other = this.overlapping();
+        if (other) return this.conflict(other);
+        this.blockedBy = null;
         // A key without an etcd lease is a permanent reservation (flannel's documented way to
         // pin a subnet): keep it permanent. Otherwise adopt the lease of a key we wrote in an
         // earlier run, if it still lives, rather than moving the key to a new one.
@@ -238,8 +244,33 @@ export class EtcdRegistrar {
     this.o.changed();
   }
 
+  /**
+   * Another node's lease under another key whose IPv4 subnet overlaps ours: a dual-stack key
+   * ("10.244.100.0-24&fc00::-64", as flanneld writes with EnableIPv6) for our very subnet, or a
+   * larger or smaller one around it. Writing ours next to it would give the flannel nodes two
+   * routes for the same addresses.
+   */
+  private overlapping(): KvEntry | null {
+    const { leases, ownKey, subnet } = this.o;
+    const prefix = ownKey.slice(0, ownKey.lastIndexOf('/') + 1);
+    for (const k of leases.keys()) {
+      if (k === ownKey || !k.startsWith(prefix)) continue;
+      const parsed = parseSubnetKey(k.slice(prefix.length));
+      if (!parsed.ok || !cidrOverlaps(parsed.subnet, subnet)) continue;
+      const e = leases.get(k)!;
+      if (!this.isOurs(e)) return e;
+    }
+    return null;
+  }
+
+  /** Registration waits for a key to go (someone else's lease on our subnet). */
+  isBlocked(): boolean {
+    return this.blockedBy !== null;
+  }
+
   private conflict(cur: KvEntry): void {
-    const key = this.o.ownKey;
+    const key = cur.key;
+    this.blockedBy = key;
     this.registerError = `the site's subnet ${this.o.subnet.text} is held in etcd by another node (${describeHolder(cur.value)}; key ` +
       `${key}): vxedge does not take it over. If that node is alive, give this site a free overlay.subnet; if it is ` +
       `gone for good, delete the key (etcdctl del ${key}) or wait for its lease to expire, and vxedge registers at once`;

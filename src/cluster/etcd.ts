@@ -118,7 +118,8 @@ export class EtcdSource implements ClusterSource {
       listed: () => this.emitNow(),
       changed: (own) => {
         this.scheduleEmit();
-        if (own) this.registrar.reconcile();
+        // Our key changed, or someone else's lease on our subnet (under another key) may have gone.
+        if (own || this.registrar.isBlocked()) this.registrar.reconcile();
       },
       following: () => this.registrar.reconcile(),
     });

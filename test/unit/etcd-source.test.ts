@@ -431,6 +431,29 @@ describe('EtcdSource: our lease', () => {
     expect(views.at(-1)?.skipped).toEqual([]);
   });
 
+  it.each([
+    ['a dual-stack key for our subnet', '10.244.100.0-24&fc00:0:0:64::-64'],
+    ['a larger subnet around ours', '10.244.100.0-23'],
+  ])("never writes next to another node's lease on our subnet under another key (%s); registers once it is gone", async (_what, keyText) => {
+    const { clock, fake, src } = setup();
+    const theirs = fake.grantLease(86_400);
+    fake.put(key(keyText), value('203.0.113.99', '0e:00:00:00:99:99'), theirs);
+    src.setOwnLease(OWN);
+    src.start();
+    await run(clock, 60_000);
+    expect(fake.puts).toHaveLength(0);
+    expect(fake.store.has(OWN_KEY)).toBe(false);
+    const st = src.status();
+    expect(st).toMatchObject({ connected: true, registered: false });
+    expect(st.error).toContain(`held in etcd by another node (PublicIP 203.0.113.99, VtepMAC 0e:00:00:00:99:99; key ${key(keyText)})`);
+    expect(st.error).toContain(`etcdctl del ${key(keyText)}`);
+
+    fake.revokeLease(theirs); // that node is gone
+    await run(clock, 200);
+    expect(fake.value(OWN_KEY)).toBe(OUR_VALUE);
+    expect(src.status()).toMatchObject({ registered: true, error: null });
+  });
+
   it('two writers: the one who loses the compare does not overwrite, and gives back its lease', async () => {
     const { fake, src } = setup();
     const theirValue = value('203.0.113.98', '0e:00:00:00:98:98');
