@@ -219,6 +219,11 @@ function dottedToColons(s: string): string {
   return m ? m.slice(1).join('').replace(/(..)(?!$)/g, '$1:') : s;
 }
 
+/** A Node's IPv4 subnet as flannel reads it (null when it has none). */
+export function nodePodCidr(node: unknown): Cidr | null {
+  return podCidr(field(node, 'spec'));
+}
+
 /** flannel: the first IPv4 entry of spec.podCIDRs, or spec.podCIDR when that list is empty. */
 function podCidr(spec: unknown): Cidr | null {
   const list = field(spec, 'podCIDRs');

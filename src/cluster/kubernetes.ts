@@ -29,9 +29,10 @@
 // that name the fix (kube-errors.ts), and a retry.
 import { statSync } from 'node:fs';
 import type { Cidr } from '../config/types.js';
+import { cidrOverlaps } from '../util/ipv4.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, viewFromNodes, type FlannelContext } from './flannel-node.js';
+import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
 import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type NodeApi, type NodeJson } from './kube-client.js';
 import { describeKubeError, httpStatusOf } from './kube-errors.js';
 import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
@@ -492,7 +493,7 @@ export class KubernetesSource implements ClusterSource {
       return;
     }
     this.registered = false;
-    const text = describeKubeError(failure, this.errorContext(`write Node ${this.o.nodeName}`));
+    const text = failure instanceof OperatorError ? failure.message : describeKubeError(failure, this.errorContext(`write Node ${this.o.nodeName}`));
     if (text !== this.registerError) this.o.log.warn(`kubernetes: registration: ${text}`);
     this.registerError = text;
     const t = this.o.clock.after(backoffDelay(this.regFailures++, this.o.backoff), () => {
@@ -514,6 +515,7 @@ export class KubernetesSource implements ClusterSource {
     const name = this.o.nodeName;
     const want = nodeManifest({ site: this.o.site, name, subnet: lease.subnet.text, vni: lease.vni, vtepMac: lease.vtepMac, publicIp: lease.publicIp });
     const step = registrationStep(this.cache.get(name), want);
+    if (step.do === 'create' || step.do === 'patch') this.refuseTakenSubnet(lease.subnet);
     switch (step.do) {
       case 'none':
         break;
@@ -547,6 +549,25 @@ export class KubernetesSource implements ClusterSource {
         throw new Error(step.why);
     }
     this.registered = true;
+  }
+
+  /**
+   * Another Node whose podCIDR overlaps our subnet: announcing ours would give every flannel
+   * node a second route for that node's pods, and take some of its traffic. Never done (as on
+   * etcd): the error names the Node; registration retries with the backoff, and goes ahead
+   * once that Node is gone or has another podCIDR.
+   */
+  private refuseTakenSubnet(subnet: Cidr): void {
+    for (const [name, node] of this.cache) {
+      if (name === this.o.nodeName) continue;
+      const theirs = nodePodCidr(node);
+      if (theirs && cidrOverlaps(theirs, subnet)) {
+        throw new OperatorError(
+          `Node ${name} has podCIDR ${theirs.text}, which overlaps the site's subnet ${subnet.text} (overlay.subnet): vxedge does not ` +
+            `announce a subnet another node uses; give the site a free overlay.subnet, or delete that Node if it is gone for good`,
+        );
+      }
+    }
   }
 
   /** Takes the server's answer as our Node's latest state, until the watch says otherwise. */

@@ -511,6 +511,25 @@ describe('registration', () => {
     expect(lists()).toHaveLength(1); // the watch resumed: no relist kicked the registration
   });
 
+  it("never announces a subnet another Node has (it would take that node's pods' traffic); registers once it is gone", async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-9', { subnet: '10.244.100.0/24', publicIp: '203.0.113.99' }));
+    const { src, views } = source({ register: true });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => views.length === 1 && (src.status().error?.includes('aws-9') ?? false), 'the conflict reported');
+    await quiet(5_000);
+    expect(writes()).toEqual([]);
+    expect(src.status()).toMatchObject({ connected: true, registered: false });
+    expect(src.status().error).toBe(
+      "Node aws-9 has podCIDR 10.244.100.0/24, which overlaps the site's subnet 10.244.100.0/24 (overlay.subnet): vxedge does not announce a subnet " +
+        'another node uses; give the site a free overlay.subnet, or delete that Node if it is gone for good',
+    );
+    api.server.deleteNode('aws-9');
+    await drive(clock, () => src.status().registered && src.status().error === null, 'registered once the subnet is free');
+    expect(writes().map((r: { method: string; status: number }) => `${r.method} ${r.status}`)).toEqual(['POST 201']);
+  });
+
   it('409 AlreadyExists: reads the Node and patches it', async () => {
     await freshServer();
     const { src, views } = source({ register: true });
