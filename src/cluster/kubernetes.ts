@@ -138,7 +138,7 @@ const rvOf = (o: unknown): string | null => {
   return typeof rv === 'string' && rv !== '' ? rv : null;
 };
 
-type WatchEnd = 'closed' | 'expired' | 'silent';
+type WatchEnd = 'closed' | 'expired' | 'behind' | 'silent';
 
 const DEFAULTS = { port: 8472, watchTimeoutS: 300, watchGraceMs: 30_000, requestTimeoutMs: 30_000, coalesceMs: 100 };
 
@@ -254,7 +254,7 @@ export class KubernetesSource implements ClusterSource {
         if (this.stopped) break;
         const started = this.o.clock.monotonic();
         const { end, events } = await this.watchOnce(api);
-        if (end === 'expired') this.rv = null;
+        if (end === 'expired' || end === 'behind') this.rv = null;
         if (end === 'silent') throw new OperatorError(`the watch on ${api.server} went silent past its timeout; reconnecting`);
         // A server that answers but never lets a watch run must not turn into a busy loop.
         const quick = this.o.clock.monotonic() - started < MIN_QUIET_WATCH_MS;
@@ -333,6 +333,13 @@ export class KubernetesSource implements ClusterSource {
           if (httpStatusOf(obj) === 410) {
             this.o.log.info('kubernetes: our resourceVersion left the server\'s history (410 Expired); listing again', { resourceVersion: this.rv });
             return end('resolve', 'expired');
+          }
+          // Our version is ahead of the server's: etcd was restored from a backup (or we talk to
+          // an API server far behind). Its history will never reach ours; list again, as
+          // client-go's reflector does.
+          if (isTooLargeResourceVersion(obj)) {
+            this.o.log.warn('kubernetes: the API server is behind our resourceVersion (Too large resource version: etcd restored from a backup?); listing again', { resourceVersion: this.rv });
+            return end('resolve', 'behind');
           }
           end('reject', Object.assign(new Error('watch error'), { code: httpStatusOf(obj) ?? 500, body: obj }));
         },
@@ -580,6 +587,13 @@ export class KubernetesSource implements ClusterSource {
 /** A failure whose message is already written for the operator (a kubeconfig that cannot be used, a dead watch). */
 class OperatorError extends Error {
   override name = 'OperatorError';
+}
+
+/** A Status saying the requested resourceVersion is newer than the server's (504 Timeout, cause ResourceVersionTooLarge). */
+function isTooLargeResourceVersion(status: unknown): boolean {
+  const s = status as { message?: unknown; details?: { causes?: unknown } } | null;
+  const causes = Array.isArray(s?.details?.causes) ? (s.details.causes as { reason?: unknown }[]) : [];
+  return causes.some((c) => c?.reason === 'ResourceVersionTooLarge') || (typeof s?.message === 'string' && s.message.startsWith('Too large resource version'));
 }
 
 /** Identifies a file's version (inode, size, mtime); null when it cannot be read. */

@@ -122,6 +122,7 @@ export class KubeApiServer {
     this.watchers = new Set();
     this.sockets = new Set();
     this.requests = [];
+    this.watchLag = 0; // > 0: watches are served by an API server this many versions behind the one that lists
     this.expiredAsHttpStatus = false; // true: a too-old watch gets an HTTP 410 instead of an ERROR event
     this.hanging = false; // true: requests are read and never answered (a server that stopped answering)
     this.server = https.createServer({ key: pki.key, cert: pki.cert, ca: pki.ca, requestCert: true, rejectUnauthorized: false }, (req, res) => {
@@ -179,6 +180,18 @@ export class KubeApiServer {
   bumpVersion(n = 1) {
     this.rv += n;
     return this.rv;
+  }
+
+  /**
+   * etcd restored from a backup taken at version `rv`: the version goes back (new writes count
+   * on from it), events after it are forgotten; the Nodes stay as they are (tests change them
+   * after). A watch from a version the server has not reached gets a 504 "Too large resource
+   * version" ERROR event, as the watch cache answers after its 3 s wait.
+   */
+  restoreBackup(rv) {
+    this.rv = rv;
+    this.history = this.history.filter((ev) => ev.rv <= rv);
+    this.compactedRv = Math.min(this.compactedRv, rv);
   }
 
   /** Forgets every past event: a watch from any earlier version gets 410 Expired. */
@@ -350,6 +363,16 @@ export class KubeApiServer {
       res.end(JSON.stringify({ type: 'ERROR', object: expired }) + '\n');
       return;
     }
+    if (/^[0-9]+$/.test(from) && Number(from) > this.rv - this.watchLag) {
+      const tooLarge = status(504, 'Timeout', `Too large resource version: ${from}, current: ${this.rv}`, {
+        causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
+        retryAfterSeconds: 1,
+      });
+      entry.status = 200;
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ type: 'ERROR', object: tooLarge }) + '\n');
+      return;
+    }
     entry.status = 200;
     res.writeHead(200, { 'Content-Type': 'application/json' });
     res.flushHeaders();
@@ -414,7 +437,7 @@ async function main(argv) {
     if (u.token) kubeconfig(path.join(dir, `kubeconfig-${u.name.replace(/[^A-Za-z0-9._-]/g, '_')}`), { server: url, caFile: pki.caFile, token: u.token });
   }
   process.stdout.write(JSON.stringify({ ready: url }) + '\n');
-  const commands = new Set(['addNode', 'modifyNode', 'deleteNode', 'bumpVersion', 'compact', 'bookmark', 'dropConnections', 'stall', 'down', 'up']);
+  const commands = new Set(['addNode', 'modifyNode', 'deleteNode', 'bumpVersion', 'restoreBackup', 'compact', 'bookmark', 'dropConnections', 'stall', 'down', 'up']);
   const flags = new Set(['hanging', 'expiredAsHttpStatus']);
   for await (const line of createInterface({ input: process.stdin })) {
     let msg = {};

@@ -241,6 +241,26 @@ describe('following Nodes', () => {
     expect(watches().some((w: { status: number }) => w.status === 410)).toBe(true);
   });
 
+  it('etcd restored from an older backup (our version is ahead of the server: 504 Too large resource version): lists again', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const backupRv = api.server.rv;
+    api.server.addNode(flannelNode('aws-2', { subnet: '10.244.2.0/24' }));
+    api.server.bumpVersion(20);
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
+    expect(peerNames(views[0])).toEqual(['aws-1', 'aws-2']);
+    // The control plane comes back on a backup taken before aws-2 joined; aws-3 joins since.
+    api.server.restoreBackup(backupRv);
+    api.server.nodes.delete('aws-2');
+    api.server.addNode(flannelNode('aws-3', { subnet: '10.244.3.0/24' }));
+    api.server.dropConnections();
+    await drive(clock, () => views.length === 2 && src.status().connected, 'a view of the restored cluster');
+    expect(peerNames(views[1])).toEqual(['aws-1', 'aws-3']);
+    expect(lists()).toHaveLength(2);
+  });
+
   it('an outage keeps the last view, retries with growing backoff, and resumes where it left off', async () => {
     await freshServer();
     api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
