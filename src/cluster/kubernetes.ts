@@ -255,6 +255,8 @@ export class KubernetesSource implements ClusterSource {
         const started = this.o.clock.monotonic();
         const { end, events } = await this.watchOnce(api);
         if (end === 'expired' || end === 'behind') this.rv = null;
+        // Behind the very version it just listed: API servers out of step behind a load balancer; not a relist loop.
+        if (end === 'behind' && listed) throw new OperatorError(`the API server at ${api.server} is behind the version it listed (Too large resource version); listing again`);
         if (end === 'silent') throw new OperatorError(`the watch on ${api.server} went silent past its timeout; reconnecting`);
         // A server that answers but never lets a watch run must not turn into a busy loop.
         const quick = this.o.clock.monotonic() - started < MIN_QUIET_WATCH_MS;
@@ -297,7 +299,9 @@ export class KubernetesSource implements ClusterSource {
     }
     this.rv = list.resourceVersion || null;
     this.synced = true;
-    this.healthy();
+    // Not the end of the backoff: a server that lists but never lets a watch run would be
+    // listed again after the shortest delay each time, all Nodes every half second.
+    this.healthy(false);
     this.viewTimer?.cancel();
     this.viewTimer = null;
     this.publishView();
@@ -385,7 +389,7 @@ export class KubernetesSource implements ClusterSource {
     }
   }
 
-  /** The API answered; `data`: with Nodes or a bookmark (not just an open watch), which ends the backoff. */
+  /** The API answered; `data`: a watch event or bookmark (not a list, not just an open watch), which ends the backoff. */
   private healthy(data = true): void {
     if (!this.connected) this.o.log.info('kubernetes: connected', { server: this.api?.server, nodes: this.cache.size });
     this.connected = this.everConnected = true;

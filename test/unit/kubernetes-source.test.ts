@@ -261,6 +261,21 @@ describe('following Nodes', () => {
     expect(lists()).toHaveLength(2);
   });
 
+  it('an API server whose watches are behind the version another one listed: list and watch again with a growing backoff, not a tight loop', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    api.server.watchLag = 1_000;
+    const { src, views } = source({ backoff: { initialMs: 200, maxMs: 1_600, random: () => 0 } });
+    src.start();
+    await drive(clock, () => views.length === 1 && (src.status().error?.includes('Too large resource version') ?? false), 'the first view, then the lagging watch');
+    await quiet(10_000);
+    // Half of 200, 400, 800, 1600, 1600, ... ms between rounds: some 10 lists in 10 s, not one per 100 ms.
+    expect(lists().length).toBeLessThan(14);
+    api.server.watchLag = 0;
+    await drive(clock, () => src.status().connected && src.status().error === null && api.server.watchCount === 1, 'following once the watches catch up');
+    expect(peerNames(views.at(-1))).toEqual(['aws-1']);
+  });
+
   it('an outage keeps the last view, retries with growing backoff, and resumes where it left off', async () => {
     await freshServer();
     api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
