@@ -5,7 +5,7 @@
 // alone costs some 70 MB and half a second, which a static site never pays.
 import type { Config, PeerConfig } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
-import type { Clock } from '../util/clock.js';
+import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { defaultNodeName } from './flannel-node.js';
 import { diffIsEmpty, mergePeers, type PeerDiff } from './membership.js';
@@ -21,6 +21,10 @@ export interface LiveMembershipOptions {
   clock: Clock;
   log: Logger;
 }
+
+/** A failed apply is tried again after 2 s, doubling up to a minute. */
+const RETRY_FIRST_MS = 2_000;
+const RETRY_MAX_MS = 60_000;
 
 /** The site's Node name in the cluster. */
 export function siteNodeName(cfg: Config): string {
@@ -54,6 +58,10 @@ export class LiveMembership {
   private publicIp: string | null = null;
   /** The peers of the last merge applied: a node in force keeps its subnet against a newcomer. */
   private inForce: readonly PeerConfig[] = [];
+  /** After a failed apply (a route the kernel refused): the next try, and how many failed in a row. */
+  private retry: Timer | null = null;
+  private failures = 0;
+  private stopped = false;
 
   private constructor(
     private readonly o: LiveMembershipOptions,
@@ -87,6 +95,9 @@ export class LiveMembership {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.retry?.cancel();
+    this.retry = null;
     await this.source?.stop();
   }
 
@@ -133,6 +144,9 @@ export class LiveMembership {
     this.skipped = [...(this.view?.skipped ?? []), ...merged.skipped];
     try {
       const d = await this.o.apply(merged.peers);
+      this.failures = 0;
+      this.retry?.cancel();
+      this.retry = null;
       this.inForce = merged.peers;
       if (!diffIsEmpty(d) && why !== 'start') {
         const names = (l: { name: string }[]) => l.slice(0, 20).map((p) => p.name);
@@ -141,8 +155,18 @@ export class LiveMembership {
       this.o.changed();
       return d;
     } catch (e) {
-      // The kernel refused a route (e.g. a conflicting one): the rest stays as it was.
-      this.o.log.warn('could not apply a peer change', { why, err: (e as Error).message });
+      // The kernel refused a route (e.g. a conflicting one): the rest stays as it was, and
+      // the same merge is tried again after a while (PeerSync routes what it could not),
+      // not only at the next change, which a static site may never see.
+      const inMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.failures++);
+      this.o.log.warn('could not apply a peer change', { why, err: (e as Error).message, retryInS: inMs / 1000 });
+      if (!this.stopped) {
+        this.retry?.cancel();
+        this.retry = this.o.clock.after(inMs, () => {
+          this.retry = null;
+          this.sync('retry').catch(() => undefined); // logged above
+        });
+      }
       this.o.changed();
       throw e;
     }

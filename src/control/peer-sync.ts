@@ -3,6 +3,11 @@
 // place) and the keepalive. Only what changed is touched: another peer's route, slot,
 // counters, roamed address and keepalive history stay as they are. Reloads (SIGHUP) and
 // cluster changes both come through here, one at a time.
+//
+// A peer is in the table before its route is in the kernel, so a route the kernel refused
+// would never be tried again by a diff (the peer is already "in force"). Such peers are
+// kept as unrouted, and every later apply routes them again, an apply with no change too
+// (LiveMembership retries after a failure).
 import type { PeerConfig } from '../config/types.js';
 import { diffIsEmpty, diffPeers, type PeerDiff } from '../cluster/membership.js';
 import type { PeerTable } from '../dataplane/peers.js';
@@ -10,6 +15,8 @@ import type { OverlayDevice } from './device.js';
 
 export class PeerSync {
   private queue: Promise<unknown> = Promise.resolve();
+  /** Peers in the table whose route the kernel refused, by name: routed again at the next apply. */
+  private readonly unrouted = new Map<string, PeerConfig>();
 
   constructor(
     private readonly device: Pick<OverlayDevice, 'addPeers' | 'removePeers'>,
@@ -23,6 +30,11 @@ export class PeerSync {
     return [...this.table.slots()].map((s) => this.table.configs[s]!);
   }
 
+  /** Names of peers in force whose route is not in the kernel (the last attempt failed). */
+  unroutedPeers(): string[] {
+    return [...this.unrouted.keys()];
+  }
+
   /** Makes `desired` the peers in force; resolves with what changed. Calls are serialized. */
   apply(desired: readonly PeerConfig[]): Promise<PeerDiff> {
     const run = this.queue.then(() => this.applyNow(desired));
@@ -32,7 +44,7 @@ export class PeerSync {
 
   private async applyNow(desired: readonly PeerConfig[]): Promise<PeerDiff> {
     const d = diffPeers(this.current(), desired);
-    if (diffIsEmpty(d)) return d;
+    if (diffIsEmpty(d) && this.unrouted.size === 0) return d;
     // A peer whose subnet or MAC changed needs its old kernel state gone; an address or
     // port change lives only in the table (the kernel routes by subnet, TUN knows no MAC).
     const rerouted = d.changed.filter((c) => c.from.subnet.text !== c.to.subnet.text || c.from.vtepMac !== c.to.vtepMac);
@@ -40,8 +52,21 @@ export class PeerSync {
     for (const p of d.removed) this.table.remove(p.name);
     for (const c of d.changed) this.table.update(c.to);
     for (const p of d.added) this.table.add(p);
+    for (const p of d.removed) this.unrouted.delete(p.name);
+    for (const c of rerouted) this.unrouted.delete(c.to.name);
+    for (const c of d.changed) if (this.unrouted.has(c.to.name)) this.unrouted.set(c.to.name, c.to);
     // Routes last, so that a packet the kernel routes to a new peer finds it in the table.
-    await this.device.addPeers([...d.added, ...rerouted.map((c) => c.to)]);
+    const routes = [...d.added, ...rerouted.map((c) => c.to), ...this.unrouted.values()];
+    try {
+      await this.device.addPeers(routes);
+      this.unrouted.clear();
+    } catch (e) {
+      // `ip -force -batch` went on past the line that failed, so most may be in; which is not
+      // said, and a route replace of one that is costs nothing: all of them are tried again.
+      for (const p of routes) this.unrouted.set(p.name, p);
+      this.afterChange();
+      throw e;
+    }
     this.afterChange();
     return d;
   }

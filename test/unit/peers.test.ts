@@ -3,6 +3,7 @@
 // batch of kernel work per change, nothing else touched), and what a reload applies.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { LiveMembership } from '../../src/cluster/live.js';
 import { diffPeers, mergePeers } from '../../src/cluster/membership.js';
 import type { ClusterView } from '../../src/cluster/types.js';
 import { reloadPlan } from '../../src/config/reload.js';
@@ -12,6 +13,8 @@ import { PeerSync } from '../../src/control/peer-sync.js';
 import { PeerTable, STAT_RX_PACKETS } from '../../src/dataplane/peers.js';
 import { ipToInt, parseCidr } from '../../src/util/ipv4.js';
 import { macToBytes } from '../../src/util/mac.js';
+import { CaptureLog, settle } from '../support/capture-log.js';
+import { ManualClock } from '../support/clock.js';
 
 /** Peer n (1..65535): aws-n at 203.0.(113+n>>8).(n&255), subnet 10.244.n.0/24 for n < 256, a MAC of its own. */
 const peer = (n: number, over: Partial<PeerConfig> = {}): PeerConfig => ({
@@ -202,6 +205,31 @@ describe('peer sync', () => {
     expect(r.table.route(ipToInt('10.244.1.1'))).toBe(-1);
   });
 
+  it('a route the kernel refused is tried again at the next apply, one without a change too, until it is in', async () => {
+    const calls: string[] = [];
+    let refuse = true;
+    const device = {
+      addPeers: async (ps: readonly PeerConfig[]) => {
+        calls.push(`add ${ps.map((p) => p.name).join(',')}`);
+        if (refuse && ps.length) throw new Error('RTNETLINK answers: File exists');
+      },
+      removePeers: async () => undefined,
+    };
+    const table = new PeerTable();
+    const sync = new PeerSync(device, table, () => undefined);
+    await expect(sync.apply([peer(1), peer(2)])).rejects.toThrow(/File exists/);
+    expect(sync.current().map((p) => p.name)).toEqual(['aws-1', 'aws-2']); // in the table: the rest of the batch may be in
+    expect(sync.unroutedPeers()).toEqual(['aws-1', 'aws-2']);
+    await expect(sync.apply([peer(1), peer(2)])).rejects.toThrow();
+    refuse = false;
+    // aws-2 leaves, aws-1 moves to another address meanwhile: only aws-1 is routed, at its latest config.
+    await sync.apply([peer(1, { publicIp: '203.0.113.41' })]);
+    expect(calls).toEqual(['add aws-1,aws-2', 'add aws-1,aws-2', 'add aws-1']);
+    expect(sync.unroutedPeers()).toEqual([]);
+    await sync.apply([peer(1, { publicIp: '203.0.113.41' })]);
+    expect(calls).toHaveLength(3); // nothing left to route, nothing changed: no batch
+  });
+
   it('serializes overlapping applies, and tells the keepalive after each change', async () => {
     const r = rig();
     await Promise.all([r.initial, r.sync.apply([peer(1)]), r.sync.apply([peer(1), peer(2)]), r.sync.apply([peer(2)])]);
@@ -232,5 +260,63 @@ describe('reload plan', () => {
   it('names every changed key that needs a restart', () => {
     const plan = reloadPlan(cfg(), cfg({ underlay: { port: 8473 }, vxlan: { vni: 2 }, mqtt: { url: 'mqtt://broker' }, nat: { portMapping: 'off' } }));
     expect(plan.restart.sort()).toEqual(['mqtt.url', 'nat.portMapping', 'underlay.port', 'vxlan.vni']);
+  });
+});
+
+describe('live membership', () => {
+  it('tries a failed apply again after 2 s, doubling, without waiting for a change a static site may never see', async () => {
+    const cfg = parseConfigText(
+      JSON.stringify({
+        site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' },
+        peers: [{ name: 'aws-1', publicIp: '203.0.113.1', subnet: '10.244.1.0/24', vtepMac: '0a:bb:00:00:01:00' }],
+      }),
+      'x.json', 'json', {},
+    );
+    const clock = new ManualClock();
+    const log = new CaptureLog();
+    let applied = 0;
+    let failing = 2;
+    const live = await LiveMembership.create({
+      cfg, siteMac: '0e:5c:aa:00:00:64', clock, log, changed: () => undefined,
+      apply: async () => {
+        applied++;
+        if (failing-- > 0) throw new Error('RTNETLINK answers: File exists');
+        return { added: [], removed: [], changed: [] };
+      },
+    });
+    await expect(live.start()).rejects.toThrow(/File exists/);
+    expect(log.lines.filter((l) => l.level === 'warn').map((l) => l.fields?.retryInS)).toEqual([2]);
+    clock.advance(1_999);
+    await settle();
+    expect(applied).toBe(1);
+    clock.advance(1);
+    await settle();
+    expect(applied).toBe(2); // failed again: next in 4 s
+    expect(log.lines.filter((l) => l.level === 'warn').map((l) => l.fields?.retryInS)).toEqual([2, 4]);
+    clock.advance(4_000);
+    await settle();
+    expect(applied).toBe(3); // in
+    clock.advance(120_000);
+    await settle();
+    expect(applied).toBe(3); // and no more tries
+    await live.stop();
+  });
+
+  it('stop() cancels a pending retry', async () => {
+    const cfg = parseConfigText(JSON.stringify({ site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' } }), 'x.json', 'json', {});
+    const clock = new ManualClock();
+    let applied = 0;
+    const live = await LiveMembership.create({
+      cfg, siteMac: '0e:5c:aa:00:00:64', clock, log: new CaptureLog(), changed: () => undefined,
+      apply: async () => {
+        applied++;
+        throw new Error('refused');
+      },
+    });
+    await expect(live.start()).rejects.toThrow();
+    await live.stop();
+    clock.advance(10_000);
+    await settle();
+    expect(applied).toBe(1);
   });
 });
