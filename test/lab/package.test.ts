@@ -465,6 +465,22 @@ describe.skipIf(skip)('scripts/package', () => {
       expect(box.isActive()).toBe(false);
     }, 120_000);
 
+    it('an upgrade of a gateway running on the skeleton (its keys from /etc/default/vxedge) restarts it once too', () => {
+      // Fleet tooling may leave site.yaml as shipped and set every key as VXEDGE_* in the
+      // unit's EnvironmentFile; the operator then started it. The new version must run.
+      box.setActive(true);
+      const out = box.dpkg('-i', `/run/box/${path.basename(upgradeDeb)}`);
+      expect(out).not.toMatch(/not started/);
+      const actions = box.calls().filter((c) => /^systemctl .*\b(start|restart|stop)\b/.test(c));
+      expect(actions).toEqual([`systemctl --quiet --system restart ${UNIT}`]);
+      expect(box.isActive()).toBe(true);
+      box.setActive(false); // the operator stopped it again: the next upgrade leaves it stopped
+      const again = box.dpkg('-i', `/run/box/${path.basename(upgradeDeb)}`);
+      expect(again).toMatch(/vxedge: not started: \/etc\/vxedge\/site\.yaml is the example skeleton/);
+      expect(box.calls().filter((c) => /^systemctl .*\b(start|restart|stop)\b/.test(c))).toEqual([]);
+      expect(box.isActive()).toBe(false);
+    }, 120_000);
+
     it('an upgrade of a running gateway restarts it exactly once and never stops it', () => {
       writeFileSync(box.file('etc/vxedge/site.yaml'), `${readFileSync(box.file('etc/vxedge/site.yaml'), 'utf8')}# mine\n`);
       box.setActive(true); // the operator started it: systemctl start vxedge
