@@ -92,7 +92,11 @@ export class Gateway extends EventEmitter {
     });
     this.peerSync = new PeerSync(t.device, t.dataplane.peers, () => this.control.peersChanged());
     this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock } });
-    this.statusFile = new StatusFile(cfg.runDir, (e) => log.warn('cannot write status file', { runDir: cfg.runDir, err: e.message }));
+    this.statusFile = new StatusFile(
+      cfg.runDir,
+      (e) => log.warn('cannot write status file (said once until it changes or works again)', { runDir: cfg.runDir, err: e.message }),
+      () => log.info('status file written again', { runDir: cfg.runDir }),
+    );
     this.led = cfg.board.led ? new StatusLed(cfg.board.led, { log: log.child({ part: 'led' }) }) : null;
     this.reporter = new HealthReporter({ publisher: this.publisher, led: this.led, status: this.statusFile, log });
     this.reporter.onDocument((doc, changed) => this.emit('health', doc, changed));

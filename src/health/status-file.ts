@@ -9,15 +9,37 @@ export function statusPath(runDir: string): string {
   return join(runDir, 'status.json');
 }
 
-/** Writes status.json, the latest document first: overlapping writes never race (LatestWriter). */
+/**
+ * Writes status.json, the latest document first: overlapping writes never race (LatestWriter).
+ * A failure is reported once, not at every document (one every 2 s would flood the journal of
+ * a runDir the unit cannot write, or a full /run); again when its cause changes or after the
+ * file could be written again (`onRecovered`).
+ */
 export class StatusFile {
   private readonly writer: LatestWriter;
+  /** The cause of the failure reported last (errno code or message), null while writes work. */
+  private failing: string | null = null;
 
   constructor(
     private readonly runDir: string,
     onError: (e: Error) => void,
+    onRecovered: () => void = () => undefined,
   ) {
-    this.writer = new LatestWriter(() => statusPath(runDir), onError, async () => void (await mkdir(runDir, { recursive: true })));
+    this.writer = new LatestWriter(
+      () => statusPath(runDir),
+      (e) => {
+        const cause = (e as NodeJS.ErrnoException).code ?? e.message;
+        if (cause === this.failing) return;
+        this.failing = cause;
+        onError(e);
+      },
+      async () => void (await mkdir(runDir, { recursive: true })),
+      () => {
+        if (this.failing === null) return;
+        this.failing = null;
+        onRecovered();
+      },
+    );
   }
 
   write(doc: HealthDocument): void {

@@ -30,6 +30,8 @@ export class LatestWriter {
     private readonly file: () => string,
     private readonly onError: (e: Error) => void,
     private readonly prepare: () => Promise<void> = async () => undefined,
+    /** Called after each successful write. */
+    private readonly onWritten: () => void = () => undefined,
   ) {}
 
   write(data: string): void {
@@ -49,6 +51,7 @@ export class LatestWriter {
       try {
         await this.prepare();
         await writeFileAtomic(this.file(), data);
+        this.onWritten();
       } catch (e) {
         this.onError(e as Error);
       }

@@ -79,6 +79,36 @@ describe('StatusFile', () => {
     await sf.flush();
     expect(errors.map((e) => (e as NodeJS.ErrnoException).code)).toEqual(['ENOTDIR']);
   });
+
+  it('says a lasting write failure once, not at every document (every 2 s), and says when it works again', async () => {
+    const errors: string[] = [];
+    let recovered = 0;
+    const dir = tmp();
+    const blocker = path.join(dir, 'a-file');
+    await writeFileAtomic(blocker, 'x');
+    const runDir = path.join(blocker, 'run');
+    const sf = new StatusFile(runDir, (e) => errors.push((e as NodeJS.ErrnoException).code ?? e.message), () => recovered++);
+    for (let i = 0; i < 5; i++) {
+      sf.write(doc(i));
+      await sf.flush();
+    }
+    expect(errors).toEqual(['ENOTDIR']);
+    expect(recovered).toBe(0);
+    rmSync(blocker);
+    sf.write(doc(5));
+    await sf.flush();
+    expect(recovered).toBe(1);
+    expect(JSON.parse(readFileSync(statusPath(runDir), 'utf8')).uptimeS).toBe(5);
+    sf.write(doc(6));
+    await sf.flush();
+    expect(recovered).toBe(1);
+    // It breaks again: said again.
+    rmSync(blocker, { recursive: true });
+    await writeFileAtomic(blocker, 'x');
+    sf.write(doc(7));
+    await sf.flush();
+    expect(errors).toEqual(['ENOTDIR', 'ENOTDIR']);
+  });
 });
 
 describe('readStatus', () => {
