@@ -47,6 +47,14 @@ export function tlsReason(err: ErrLike): string {
   return m ? m[1] : first;
 }
 
+/** MQTT 5 DISCONNECT reason 0x8E: a client with the same client id connected, and the broker dropped us for it. */
+export const SESSION_TAKEN_OVER = 142;
+
+/** Whether the broker ended the connection because another client connected with our client id. */
+export function isTakenOver(err: ErrLike | null): boolean {
+  return !!err && err.code === SESSION_TAKEN_OVER;
+}
+
 /** Whether a CONNACK error says the broker does not speak the protocol version we asked for. */
 export function isUnsupportedProtocol(err: ErrLike | null): boolean {
   return !!err && typeof err.code === 'number' && UNSUPPORTED_PROTOCOL_CODES.has(err.code) && /protocol/i.test(err.message);
@@ -71,6 +79,9 @@ export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, conn
     return { kind: 'setup', line: `mqtt setup failed: ${err.message}; retrying` };
   }
   if (connected) {
+    if (isTakenOver(err)) {
+      return { kind: 'lost', line: `mqtt connection to ${where} taken over by another client with the same client id (DISCONNECT ${SESSION_TAKEN_OVER}); reconnecting` };
+    }
     const why = err ? `: ${err.message}` : '';
     return { kind: 'lost', line: `mqtt connection to ${where} lost${why}; reconnecting` };
   }

@@ -26,7 +26,7 @@ import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
-import { describeMqttFailure, isUnsupportedProtocol } from './mqtt-errors.js';
+import { describeMqttFailure, isTakenOver, isUnsupportedProtocol } from './mqtt-errors.js';
 import {
   buildClientOptions, clientIdFor, closeClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
   type BrokerUrl, type FileReader, type MqttConfig, type ProtocolVersion,
@@ -269,7 +269,7 @@ export class HealthPublisher {
     });
     client.on('disconnect', (p: { reasonCode?: number }) => {
       // MQTT 5: the broker says why it ends the connection (e.g. session taken over by the same client id).
-      if (gen === this.gen) this.attemptError ??= new Error(`broker sent DISCONNECT (reason code ${p.reasonCode ?? '?'})`);
+      if (gen === this.gen) this.attemptError ??= Object.assign(new Error(`broker sent DISCONNECT (reason code ${p.reasonCode ?? '?'})`), { code: p.reasonCode });
     });
     client.on('close', () => this.ended(gen, client));
   }
@@ -317,9 +317,20 @@ export class HealthPublisher {
       this.retryNow = false;
     } else {
       const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected);
+      // Taken over: another client connected with our id, most likely a second gateway with the
+      // same site and node (a cloned SD card keeps the host name, node's default). The two
+      // would kick each other out every second; the schedule keeps growing instead.
+      const takenOver = wasConnected && isTakenOver(this.attemptError);
+      if (takenOver) {
+        failure.line = failure.line.replace(
+          /; reconnecting$/,
+          `: is another gateway running with the same site and node (client id ${clientIdFor(this.o.site, this.o.node)})? ` +
+            'Give each gateway its own node (default: the host name, which cloned images share); reconnecting',
+        );
+      }
       // The log line without its "mqtt connection failed: " lead-in: cause and hint, no OpenSSL noise.
-      this.lastError = failure.line.replace(/^mqtt (connection failed: |setup failed: )?/, '').replace(/; retrying$/, '');
-      if (wasConnected && connectedFor >= this.backoff.stableMs) this.failures = 0;
+      this.lastError = failure.line.replace(/^mqtt (connection failed: |setup failed: )?/, '').replace(/; (retrying|reconnecting)$/, '');
+      if (wasConnected && connectedFor >= this.backoff.stableMs && !takenOver) this.failures = 0;
       delay = backoffDelay(this.failures, this.backoff, this.random);
       this.failures++;
       this.logFailure(failure.line, delay);

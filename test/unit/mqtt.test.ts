@@ -513,6 +513,46 @@ describe('HealthPublisher', () => {
     expect(h.warns().some((w) => w.includes('lost; reconnecting'))).toBe(true);
   });
 
+  it('a session taken over by another client with our id (a second gateway with the same site/node) is said plainly and backs off', async () => {
+    const h = harness({}, () => 0.5);
+    h.p.start();
+    await settle();
+    const takenOver = (c: FakeClient) => {
+      c.emit('disconnect', { cmd: 'disconnect', reasonCode: 142 });
+      c.drop();
+    };
+    const nextAttemptAfter = async (): Promise<number> => {
+      const n = h.clients.length;
+      const from = clock.monotonic();
+      for (let waited = 0; h.clients.length === n && waited < 120_000; waited += 100) await clock.advanceAsync(100);
+      return clock.monotonic() - from;
+    };
+    const gaps: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      h.last().accept();
+      await settle();
+      await clock.advanceAsync(DEFAULT_BACKOFF.stableMs * 2); // connected long enough to count as stable
+      takenOver(h.last());
+      gaps.push(await nextAttemptAfter());
+    }
+    // Two gateways kicking each other out must not do so every second: the schedule grows.
+    expect(gaps).toEqual([1000, 2000, 4000]);
+    const warns = h.warns();
+    expect(warns).toHaveLength(3); // one per takeover: each is a lost connection
+    expect(new Set(warns).size).toBe(1);
+    expect(warns[0]).toMatch(/taken over by another client with the same client id/);
+    expect(warns[0]).toMatch(/vxedge-lab-edge-1/);
+    expect(warns[0]).toMatch(/same site and node/);
+    expect(warns[0]).toMatch(/\bnode\b.*host name/);
+    expect(h.p.status().lastError).toMatch(/taken over/);
+    // An ordinary loss after a stable connection still starts the schedule again at 1 s.
+    h.last().accept();
+    await settle();
+    await clock.advanceAsync(DEFAULT_BACKOFF.stableMs * 2);
+    h.last().drop();
+    expect(await nextAttemptAfter()).toBe(1000);
+  });
+
   it('reads passwordFile at each attempt; a missing file is logged once and retried, never thrown', async () => {
     const h = harness({ username: 'edge-1', passwordFile: '/missing' });
     expect(() => h.p.start()).not.toThrow();
