@@ -117,6 +117,8 @@ export class HealthPublisher {
   private reconnects = 0;
   private lastError: string | null = null;
   private lastLogged: { line: string; at: number; repeats: number } | null = null;
+  /** When each refusal line was last logged (once per topic and cause, every 10 min at most; two topics, few causes). */
+  private readonly refusalsLogged = new Map<string, number>();
 
   constructor(private readonly o: HealthPublisherOptions) {
     this.t = topics(o.mqtt.topicPrefix, o.site, o.node);
@@ -287,7 +289,9 @@ export class HealthPublisher {
     });
     try {
       client.publish(this.t.status, 'online', { qos: 1, retain: true }, (err) => {
-        if (err && gen === this.gen) this.lastError = `publish online: ${err.message}`;
+        if (!err || gen !== this.gen) return;
+        this.lastError = `publish online: ${err.message}`;
+        if (isRefusal(err)) this.refused(this.t.status, err);
       });
     } catch (e) {
       this.lastError = `publish online: ${(e as Error).message}`;
@@ -352,6 +356,20 @@ export class HealthPublisher {
     this.o.log.warn(line, fields);
   }
 
+  /** A publish the broker refused: said in the log (once per topic and cause, every 10 min at most) and in lastError. */
+  private refused(topic: string, err: Error & { code?: string | number }): void {
+    const line =
+      `mqtt: the broker refused the publish to ${topic}: ${err.message} (${err.code}); ` +
+      `check the broker's ACL: this client (mqtt.username, or the client certificate) must be allowed to write ${this.o.mqtt.topicPrefix}/${this.o.site}/${this.o.node}/#`;
+    this.lastError = `broker refused the publish to ${topic}: ${err.message} (${err.code})`;
+    const now = this.clock.monotonic();
+    const at = this.refusalsLogged.get(line);
+    if (at !== undefined && now - at < REPEAT_LOG_MS) return;
+    if (this.refusalsLogged.size >= 16) this.refusalsLogged.clear();
+    this.refusalsLogged.set(line, now);
+    this.o.log.warn(line);
+  }
+
   /** Publishes the latest health document if one is due and none is in flight. Never throws. */
   private flush(): void {
     const c = this.client;
@@ -373,6 +391,12 @@ export class HealthPublisher {
         this.inflight = false;
         if (err) {
           this.lastError = `publish health: ${err.message}`;
+          if (isRefusal(err)) {
+            // The broker answered and said no (MQTT 5 PUBACK ≥ 0x80, e.g. its ACL): not a lost
+            // connection. Tried again when the next document is due, not with every one (2 s).
+            this.refused(this.t.health, err);
+            return;
+          }
           this.pending = true; // the next connection republishes it
           return;
         }
@@ -386,6 +410,11 @@ export class HealthPublisher {
       this.lastError = `publish health: ${(e as Error).message}`;
     }
   }
+}
+
+/** An MQTT 5 PUBACK reason code ≥ 0x80: the broker refused this publish (MQTT.js passes it as err.code). */
+function isRefusal(err: Error & { code?: string | number }): boolean {
+  return typeof err.code === 'number' && err.code >= 0x80;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, fallback: T, clock: Clock): Promise<T> {

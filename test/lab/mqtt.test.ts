@@ -320,9 +320,10 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
     let aclFile: string;
     beforeAll(async () => {
       passwordFile = path.join(dir, 'mosquitto.passwd');
-      makePasswordFile(passwordFile, { 'edge-1': 'edge-1-pw', monitor: 'monitor-pw' });
+      makePasswordFile(passwordFile, { 'edge-1': 'edge-1-pw', monitor: 'monitor-pw', 'status-only': 'status-only-pw' });
       aclFile = path.join(dir, 'mosquitto.acl');
-      await writeFile(aclFile, 'user edge-1\ntopic readwrite vxedge/lab/edge-1/#\n\nuser monitor\ntopic read vxedge/#\n');
+      await writeFile(aclFile, 'user edge-1\ntopic readwrite vxedge/lab/edge-1/#\n\nuser monitor\ntopic read vxedge/#\n\nuser status-only\ntopic write vxedge/lab/edge-1/status\n');
+      await writeFile(path.join(dir, 'status-only.pw'), 'status-only-pw\n', { mode: 0o600 });
       await writeFile(path.join(dir, 'edge-1.pw'), 'edge-1-pw\n', { mode: 0o600 });
       await writeFile(path.join(dir, 'wrong.pw'), 'not-the-password\n', { mode: 0o600 });
     });
@@ -337,6 +338,23 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       await healthAfterStart(b, gw, () => true, monitor);
       expect(await gw.stop('SIGTERM')).toBe(0);
       expect(await b.retained(STATUS, monitor)).toBe('offline');
+    });
+
+    it('(e) a health publish the ACL refuses: one clear log line naming the topic, in mqtt.lastError too, forwarding unaffected', async () => {
+      const gw = await gateway({ url: `mqtt://${env.INET_WAN_IP}:1884`, username: 'status-only', passwordFile: path.join(dir, 'status-only.pw') });
+      await gw.waitUp();
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, monitor)).toBe('online');
+      const refused = /the broker refused the publish to vxedge\/lab\/edge-1\/health: .*Not authorized \(135\).*ACL/;
+      await gw.until(() => refused.test(gw.output), 'the refusal in the log', 10_000);
+      await gw.untilStatus((d) => /refused the publish to vxedge\/lab\/edge-1\/health/.test(d.mqtt?.lastError ?? ''), 'the refusal in mqtt.lastError', 10_000);
+      // Said once, not with every document (every 2 s; mqtt.interval is 5 s here): count over
+      // two more intervals, as mosquitto's log of the denied publishes shows them.
+      const denied = () => (b.output.match(/Denied PUBLISH from \S+ .*vxedge\/lab\/edge-1\/health/g) ?? []).length;
+      const first = denied();
+      await waitFor(() => denied() >= first + 2, 15_000, 200);
+      expect(gw.output.match(new RegExp(refused.source, 'g'))).toHaveLength(1);
+      expect((await pingPod1()).ok).toBe(true);
+      expect(await gw.stop('SIGTERM')).toBe(0);
     });
 
     it('(e) a wrong password: clear log, retries, no crash, forwarding unaffected', async () => {

@@ -411,6 +411,38 @@ describe('HealthPublisher', () => {
     expect(healthDue(1, 0, 30_000, true)).toBe(true);
   });
 
+  it('a publish the broker refuses (MQTT 5 PUBACK 0x87, its ACL) is logged with the topic, once, and retried only when due', async () => {
+    const h = harness({ interval: 30_000 });
+    h.p.start();
+    await settle();
+    const c = h.last();
+    c.autoAck = false;
+    c.accept();
+    const notAuthorized = () => Object.assign(new Error('Publish error: Not authorized'), { code: 135 });
+    const healthAcks = () => c.pendingAcks.splice(0);
+    c.pendingAcks.splice(0)[0](notAuthorized()); // "online" refused too
+    await settle();
+    const t0 = clock.monotonic();
+    const publishedAt: number[] = [];
+    for (let t = 0; t <= 62_000; t += 2000) {
+      const before = h.health(c).length;
+      h.p.update(sampleDoc({ uptimeS: t / 1000 }), false);
+      await settle();
+      if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
+      for (const ack of healthAcks()) ack(notAuthorized());
+      await settle();
+      await clock.advanceAsync(2000);
+    }
+    // Not every 2 s: a refusal is not a lost connection; the next try is the next due one.
+    expect(publishedAt).toEqual([0, 30_000, 60_000]);
+    const warns = h.warns();
+    expect(warns).toEqual([
+      expect.stringMatching(/broker refused the publish to vxedge\/lab\/edge-1\/status: Publish error: Not authorized \(135\).*ACL/),
+      expect.stringMatching(/broker refused the publish to vxedge\/lab\/edge-1\/health: Publish error: Not authorized \(135\).*ACL/),
+    ]);
+    expect(h.p.status()).toMatchObject({ connected: true, published: 0, lastError: expect.stringMatching(/refused.*health/) });
+  });
+
   it('keeps at most one health publish in flight and sends the newest when it is acknowledged', async () => {
     const h = harness();
     h.p.start();
