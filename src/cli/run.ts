@@ -14,6 +14,7 @@ import { StateError } from '../control/state.js';
 import { IpCommandError } from '../control/iproute.js';
 import { DeviceInUseError } from '../control/device.js';
 import { SdNotify, statusText } from '../health/sd-notify.js';
+import { Reloads } from './reloads.js';
 import { StartupPages } from '../util/startup-pages.js';
 
 const STOP_DEADLINE_MS = 4500;
@@ -74,10 +75,7 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      if (stopping) return;
-      sd.reloading();
-      const reloaded = () => sd.ready(statusText(gw.health()));
+    const reloadOnce = async (): Promise<void> => {
       let next: Config;
       try {
         next = loadConfig(file);
@@ -87,21 +85,24 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
         } else {
           log.error('reload failed', { err: (e as Error).message });
         }
-        reloaded();
         return;
       }
       log.setLevel(next.log.level);
-      gw.reload(next).then(
-        (r) => {
-          log.info('reloaded', { added: r.added, removed: r.removed, changed: r.changed, applied: r.live });
-          if (r.restart.length) log.warn('some changes need a restart to take effect (systemctl restart vxedge)', { keys: r.restart });
-          reloaded();
-        },
-        (e) => {
-          log.error('reload failed', { err: (e as Error).message });
-          reloaded();
-        },
-      );
+      try {
+        const r = await gw.reload(next);
+        log.info('reloaded', { added: r.added, removed: r.removed, changed: r.changed, applied: r.live });
+        if (r.restart.length) log.warn('some changes need a restart to take effect (systemctl restart vxedge)', { keys: r.restart });
+      } catch (e) {
+        log.error('reload failed', { err: (e as Error).message });
+      }
+    };
+    // One at a time; READY=1 once after the last, never after STOPPING=1 (cli/reloads.ts).
+    const reloads = new Reloads({
+      reloadOnce,
+      reloading: () => sd.reloading(),
+      ready: () => sd.ready(statusText(gw.health())),
+      stopping: () => stopping,
     });
+    process.on('SIGHUP', () => void reloads.signal());
   });
 }

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { SdNotify, statusText, watchdogPeriodMs } from '../../src/health/sd-notify.js';
+import { Reloads } from '../../src/cli/reloads.js';
 import { nativeAddonPath, nativeBinding } from '../../src/native/index.js';
 import { ManualClock } from '../support/clock.js';
 import type { Logger } from '../../src/util/log.js';
@@ -260,5 +261,70 @@ describe.skipIf(!haveAddon || !havePython)('native unixDgramSend', () => {
     expect(() => nativeBinding().unixDgramSend('', Buffer.alloc(1))).toThrow(RangeError);
     expect(() => nativeBinding().unixDgramSend(`/${'x'.repeat(120)}`, Buffer.alloc(1))).toThrow(/at most 107/);
     expect(() => nativeBinding().unixDgramSend('/tmp/a\0b', Buffer.alloc(1))).toThrow(/NUL/);
+  });
+});
+
+describe('SIGHUP reloads (cli/reloads.ts)', () => {
+  function setup() {
+    const events: string[] = [];
+    const pending: (() => void)[] = [];
+    let stopping = false;
+    let n = 0;
+    const r = new Reloads({
+      reloadOnce: () => {
+        const i = ++n;
+        events.push(`apply ${i}`);
+        return new Promise<void>((resolve) => pending.push(() => (events.push(`applied ${i}`), resolve())));
+      },
+      reloading: () => events.push('RELOADING=1'),
+      ready: () => events.push('READY=1'),
+      stopping: () => stopping,
+    });
+    const finishOne = async () => {
+      pending.shift()!();
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+    };
+    return { r, events, pending, finishOne, stop: () => void (stopping = true) };
+  }
+
+  it('a SIGHUP during a reload re-reads the file after it; READY=1 once, after the last', async () => {
+    const t = setup();
+    void t.r.signal();
+    void t.r.signal(); // while the first is applied
+    void t.r.signal(); // and another: one more re-read covers both
+    expect(t.events).toEqual(['RELOADING=1', 'apply 1', 'RELOADING=1', 'RELOADING=1']);
+    await t.finishOne();
+    expect(t.events.slice(4)).toEqual(['applied 1', 'apply 2']); // no READY=1 while the second runs
+    await t.finishOne();
+    expect(t.events.slice(6)).toEqual(['applied 2', 'READY=1']);
+    expect(t.pending).toHaveLength(0);
+    // The next SIGHUP starts afresh.
+    const done = t.r.signal();
+    await t.finishOne();
+    await done;
+    expect(t.events.slice(8)).toEqual(['RELOADING=1', 'apply 3', 'applied 3', 'READY=1']);
+  });
+
+  it('no READY=1 after STOPPING=1: a stop during a reload ends it without one, and a SIGHUP then is ignored', async () => {
+    const t = setup();
+    const done = t.r.signal();
+    void t.r.signal();
+    t.stop();
+    void t.r.signal();
+    await t.finishOne();
+    await done;
+    expect(t.events).toEqual(['RELOADING=1', 'apply 1', 'RELOADING=1', 'applied 1']);
+  });
+
+  it('a reload that rejects still ends with READY=1', async () => {
+    const events: string[] = [];
+    const r = new Reloads({
+      reloadOnce: () => Promise.reject(new Error('boom')),
+      reloading: () => events.push('RELOADING=1'),
+      ready: () => events.push('READY=1'),
+      stopping: () => false,
+    });
+    await r.signal();
+    expect(events).toEqual(['RELOADING=1', 'READY=1']);
   });
 });
