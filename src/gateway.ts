@@ -33,6 +33,7 @@ import { defaultGateway } from './control/iproute.js';
 import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
 import type { Logger } from './util/log.js';
+import { readOnlyHint } from './util/read-only.js';
 
 const STATUS_PERIOD_MS = 2000;
 const CHECKS_PERIOD_MS = 30_000;
@@ -94,7 +95,7 @@ export class Gateway extends EventEmitter {
     this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock } });
     this.statusFile = new StatusFile(
       cfg.runDir,
-      (e) => log.warn('cannot write status file (said once until it changes or works again)', { runDir: cfg.runDir, err: e.message }),
+      (e) => log.warn('cannot write status file (said once until it changes or works again)', { runDir: cfg.runDir, err: e.message + readOnlyHint(e, 'runDir', cfg.runDir) }),
       () => log.info('status file written again', { runDir: cfg.runDir }),
     );
     this.led = cfg.board.led ? new StatusLed(cfg.board.led, { log: log.child({ part: 'led' }) }) : null;
@@ -104,7 +105,9 @@ export class Gateway extends EventEmitter {
 
   static async start(cfg: Config, deps: GatewayDeps): Promise<Gateway> {
     LiveMembership.preload(cfg);
-    const endpoints = new LearnedEndpoints(cfg.stateDir, (e) => deps.log.warn('cannot store learned endpoints', { stateDir: cfg.stateDir, err: e.message }));
+    const endpoints = new LearnedEndpoints(cfg.stateDir, (e) =>
+      deps.log.warn('cannot store learned endpoints', { stateDir: cfg.stateDir, err: e.message + readOnlyHint(e, 'stateDir', cfg.stateDir) }),
+    );
     await endpoints.load();
     const tunnel = await openTunnel(cfg, deps.binding, deps.clock, deps.log);
     const gw = new Gateway(cfg, tunnel, deps, endpoints);

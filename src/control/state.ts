@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { readOnlyHint } from '../util/read-only.js';
 import { parseMac, randomLocalMac } from '../util/mac.js';
 
 export class StateError extends Error {
@@ -32,7 +33,7 @@ export async function loadOrCreateVtepMac(stateDir: string, configured: string |
     await mkdir(stateDir, { recursive: true });
     await writeFileAtomic(file, mac + '\n');
   } catch (e) {
-    throw new StateError(`cannot store the generated VTEP MAC in ${file}: ${(e as Error).message}; make stateDir writable or set vxlan.vtepMac`);
+    throw new StateError(`cannot store the generated VTEP MAC in ${file}: ${(e as Error).message}${readOnlyHint(e, 'stateDir', stateDir)}; make stateDir writable or set vxlan.vtepMac`);
   }
   return { mac, source: 'generated' };
 }
