@@ -40,7 +40,11 @@ export class Reloads {
       } while (this.again && !this.d.stopping());
     } finally {
       this.running = null;
-      if (!this.d.stopping()) this.d.ready();
+      try {
+        if (!this.d.stopping()) this.d.ready();
+      } catch {
+        // Never a rejection out of a signal handler (an unhandled one ends the process).
+      }
     }
   }
 }

@@ -326,5 +326,8 @@ describe('SIGHUP reloads (cli/reloads.ts)', () => {
     });
     await r.signal();
     expect(events).toEqual(['RELOADING=1', 'READY=1']);
+    // Nor does a READY=1 that throws reject the signal's promise.
+    const r2 = new Reloads({ reloadOnce: async () => undefined, reloading: () => {}, ready: () => { throw new Error('gone'); }, stopping: () => false });
+    await expect(r2.signal()).resolves.toBeUndefined();
   });
 });
