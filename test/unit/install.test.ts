@@ -159,6 +159,25 @@ describe.skipIf(skip)('scripts/install into a throwaway root', () => {
     expect(readFileSync(path.join(root, 'etc/group'), 'utf8')).not.toMatch(/^vxedge:/m);
   });
 
+  it('uninstall --root --purge never removes the host\'s vxedge user, even when userdel --root fails', () => {
+    const r2 = mkdtempSync(path.join(tmpdir(), 'vxedge-root-'));
+    const stub = mkdtempSync(path.join(tmpdir(), 'vxedge-stub-'));
+    try {
+      expect(run(INSTALL, ['--root', r2, '--board', 'none']).code).toBe(0);
+      // A userdel that refuses --root (as on a root without its shadow files) and records any
+      // other call: that one would act on this machine's own users.
+      writeFileSync(path.join(stub, 'userdel'), `#!/bin/sh\ncase " $* " in *" --root "*) exit 1 ;; esac\necho "$*" >> ${stub}/host-calls\n`, { mode: 0o755 });
+      const r = spawnSync(UNINSTALL, ['--root', r2, '--purge'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, PATH: `${stub}:${process.env.PATH}` } });
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+      expect(existsSync(path.join(stub, 'host-calls')) ? readFileSync(path.join(stub, 'host-calls'), 'utf8') : '').toBe('');
+      expect(r.stdout).toMatch(/could not remove user vxedge/);
+      expect(r.stdout).not.toMatch(/removed user vxedge/);
+    } finally {
+      rmSync(r2, { recursive: true, force: true });
+      rmSync(stub, { recursive: true, force: true });
+    }
+  });
+
   it('installs the profile-less skeleton and the hardware watchdog drop-in on request', () => {
     const r2 = mkdtempSync(path.join(tmpdir(), 'vxedge-root-'));
     try {
