@@ -48,3 +48,24 @@ export class Reloads {
     }
   }
 }
+
+/**
+ * From the start of `vxedge run` until the reload handler is in place: a SIGHUP then would
+ * end the process (Node's default for it, as for any signal without a listener), e.g. a
+ * `kill -HUP` from a script while the gateway is still starting. It is remembered instead;
+ * release() removes the listener and says whether one came, so the file can be read again
+ * once the gateway is up (it may have changed after start-up read it).
+ */
+export function holdHangups(proc: Pick<NodeJS.Process, 'on' | 'off'> = process): { release(): boolean } {
+  let came = false;
+  const note = (): void => {
+    came = true;
+  };
+  proc.on('SIGHUP', note);
+  return {
+    release(): boolean {
+      proc.off('SIGHUP', note);
+      return came;
+    },
+  };
+}

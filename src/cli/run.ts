@@ -1,6 +1,7 @@
 // `vxedge run`: the gateway in the foreground until SIGTERM/SIGINT.
 //   SIGTERM/SIGINT: stop cleanly (routes and device removed), exit 0 within 5 s.
 //   SIGHUP: re-read the config file; apply peer changes; keep the running config if the new one is invalid.
+//     One during start-up is held (holdHangups) and acted on once the gateway is up.
 // Under systemd (Type=notify): READY=1, STATUS=, RELOADING=1, STOPPING=1 and gated watchdog pings.
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
@@ -14,7 +15,7 @@ import { StateError } from '../control/state.js';
 import { IpCommandError } from '../control/iproute.js';
 import { DeviceInUseError } from '../control/device.js';
 import { SdNotify, statusText } from '../health/sd-notify.js';
-import { Reloads } from './reloads.js';
+import { Reloads, holdHangups } from './reloads.js';
 import { StartupPages } from '../util/startup-pages.js';
 
 const STOP_DEADLINE_MS = 4500;
@@ -24,6 +25,7 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
   const clock = systemClock;
   const sd = new SdNotify({ log: log.child({ part: 'systemd' }), clock });
   sd.startWatchdog(); // gated on the event loop alone until the gateway is up
+  const hangups = holdHangups();
   let gw: Gateway;
   let startupPages: StartupPages | null = null;
   try {
@@ -34,6 +36,7 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
     }
     gw = await Gateway.start(cfg, { binding, clock, log, version });
   } catch (e) {
+    hangups.release();
     sd.stopWatchdog();
     startupPages?.stop();
     if (
@@ -104,5 +107,9 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
       stopping: () => stopping,
     });
     process.on('SIGHUP', () => void reloads.signal());
+    if (hangups.release()) {
+      log.info('SIGHUP during start-up: reading the config file again now that the gateway is up');
+      void reloads.signal();
+    }
   });
 }

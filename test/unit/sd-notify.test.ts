@@ -7,7 +7,10 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { SdNotify, statusText, watchdogPeriodMs } from '../../src/health/sd-notify.js';
-import { Reloads } from '../../src/cli/reloads.js';
+import { Reloads, holdHangups } from '../../src/cli/reloads.js';
+import { EventEmitter } from 'node:events';
+import { REPO_ROOT } from '../lab/harness.js';
+import { ensureDist } from '../support/dist.js';
 import { nativeAddonPath, nativeBinding } from '../../src/native/index.js';
 import { ManualClock } from '../support/clock.js';
 import type { Logger } from '../../src/util/log.js';
@@ -329,5 +332,38 @@ describe('SIGHUP reloads (cli/reloads.ts)', () => {
     // Nor does a READY=1 that throws reject the signal's promise.
     const r2 = new Reloads({ reloadOnce: async () => undefined, reloading: () => {}, ready: () => { throw new Error('gone'); }, stopping: () => false });
     await expect(r2.signal()).resolves.toBeUndefined();
+  });
+});
+
+describe('a SIGHUP during start-up (holdHangups)', () => {
+  it('is remembered until release(), which removes its listener and says whether one came', () => {
+    const proc = new EventEmitter();
+    const quiet = holdHangups(proc as unknown as NodeJS.Process);
+    expect(proc.listenerCount('SIGHUP')).toBe(1);
+    expect(quiet.release()).toBe(false);
+    expect(proc.listenerCount('SIGHUP')).toBe(0);
+    const held = holdHangups(proc as unknown as NodeJS.Process);
+    proc.emit('SIGHUP');
+    proc.emit('SIGHUP');
+    expect(held.release()).toBe(true);
+    expect(proc.listenerCount('SIGHUP')).toBe(0);
+  });
+
+  it('keeps a real process alive through a real SIGHUP (without it Node ends the process)', () => {
+    ensureDist(['cli/reloads']);
+    const mod = path.join(REPO_ROOT, 'dist', 'cli', 'reloads.js');
+    // Signals to oneself arrive within microseconds; half a second is the margin, and a late
+    // one would make release() say false (a failure, never a false pass).
+    const script = (hold: boolean) =>
+      `import { holdHangups } from ${JSON.stringify(mod)};
+       const h = ${hold ? 'holdHangups()' : '{ release: () => false }'};
+       process.kill(process.pid, 'SIGHUP');
+       setTimeout(() => console.log('came:', h.release()), 500);`;
+    const held = spawnSync(process.execPath, ['--input-type=module', '-e', script(true)], { encoding: 'utf8', timeout: 15_000 });
+    expect(held.signal).toBe(null);
+    expect(held.stdout.trim()).toBe('came: true');
+    // The control: the same process without the hold is ended by the signal.
+    const bare = spawnSync(process.execPath, ['--input-type=module', '-e', script(false)], { encoding: 'utf8', timeout: 15_000 });
+    expect(bare.signal).toBe('SIGHUP');
   });
 });
