@@ -22,7 +22,7 @@ import { assembleHealth, peerRow, peerRows, type PeerRowContext } from './health
 import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
-import { HealthPublisher } from './health/mqtt.js';
+import { HealthPublisher, publishPeriodMs } from './health/mqtt.js';
 import { HealthReporter } from './health/reporter.js';
 import { memoryDoc } from './health/memory.js';
 import { StatusFile } from './health/status-file.js';
@@ -198,7 +198,7 @@ export class Gateway extends EventEmitter {
       checks: [...(this.checks ?? []), ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : [])],
       pathMtu: { mtu: t.mtu, peers: pathMtu },
       pid: process.pid,
-      intervalS: cfg.mqtt.interval / 1000,
+      intervalS: publishPeriodMs(cfg.mqtt.interval, STATUS_PERIOD_MS) / 1000,
       memory: memoryDoc(),
       drops: t.dataplane.drops.snapshot(),
       mqtt: this.publisher.status(),

@@ -82,6 +82,17 @@ export function healthDue(now: number, lastPublishedAt: number, intervalMs: numb
 }
 const PUBLISH_SLACK_MS = 250;
 
+/**
+ * The period the health is really published at: the gateway looks whether it is due on its
+ * status tick (`tickMs`, 2 s), so an `mqtt.interval` shorter than that (0 included) publishes
+ * every tick. The document states this one (`intervalS`), since fleet tooling calls a
+ * document stale after 3 × that: the configured 1 s made every gateway look stale to a fleet
+ * on an MQTT 3.1.1 broker, and 0 made `intervalS` 0, which `vxedge fleet` rejects.
+ */
+export function publishPeriodMs(intervalMs: number, tickMs: number): number {
+  return Math.max(intervalMs, tickMs);
+}
+
 const STOP_PUBLISH_MS = 1000;
 const STOP_DISCONNECT_MS = 500;
 const REPEAT_LOG_MS = 10 * 60_000;

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Ajv } from 'ajv';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import { HealthPublisher, healthDue, topics } from '../../src/health/mqtt.js';
+import { HealthPublisher, healthDue, publishPeriodMs, topics } from '../../src/health/mqtt.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../../src/health/mqtt-backoff.js';
 import {
   MqttSetupError, buildClientOptions, clientIdFor, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl, wantsAwsAlpn,
@@ -409,6 +409,27 @@ describe('HealthPublisher', () => {
     expect(healthDue(1000, 0, 30_000, false)).toBe(false);
     expect(healthDue(29_800, 0, 30_000, false)).toBe(true); // timer jitter slack
     expect(healthDue(1, 0, 30_000, true)).toBe(true);
+  });
+
+  it.each([0, 1000])('mqtt.interval %i ms: published every 2 s status tick, the period the document states (publishPeriodMs)', async (interval) => {
+    const h = harness({ interval });
+    h.p.start();
+    await settle();
+    h.last().accept();
+    await settle();
+    const c = h.last();
+    const publishedAt: number[] = [];
+    const t0 = clock.monotonic();
+    for (let t = 0; t <= 10_000; t += 2000) {
+      const before = h.health(c).length;
+      h.p.update(sampleDoc({ uptimeS: t / 1000 }), false);
+      await settle();
+      if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
+      await clock.advanceAsync(2000);
+    }
+    expect(publishedAt).toEqual([0, 2000, 4000, 6000, 8000, 10_000]);
+    expect(publishPeriodMs(interval, 2000)).toBe(2000);
+    expect(publishPeriodMs(30_000, 2000)).toBe(30_000);
   });
 
   it('a publish the broker refuses (MQTT 5 PUBACK 0x87, its ACL) is logged with the topic, once, and retried only when due', async () => {
