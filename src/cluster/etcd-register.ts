@@ -66,6 +66,13 @@ export class EtcdRegistrar {
   private reconciling = false;
   private reconcileAgain = false;
   private regTimer: Timer | null = null;
+  /**
+   * Lost three compares in a row and waiting out the backoff: every write of the other
+   * writer comes back as a watch event, and answering each at once would be a write war at
+   * network speed (two boxes cloned with one VTEP MAC both take the key for theirs). Until
+   * the timer, watch events do not start a pass.
+   */
+  private contended = false;
   private regFailures = 0;
   private renewTimer: Timer | null = null;
   private renewFailures = 0;
@@ -124,6 +131,7 @@ export class EtcdRegistrar {
 
   /** Brings our key in line (serialised: one pass at a time, another one if asked meanwhile). */
   reconcile(): void {
+    if (this.contended && this.regTimer !== null) return;
     if (this.reconciling) {
       this.reconcileAgain = true;
       return;
@@ -180,7 +188,16 @@ export class EtcdRegistrar {
         }
         leases.apply(key, r.current, r.current?.modRevision ?? r.revision);
       }
-      this.scheduleReconcile(conn.backoff(this.regFailures++));
+      // Three compares lost in a row: something keeps writing our key. Said like any other
+      // failure, so the health and `check` do not show a site that is not registered as fine.
+      const delay = conn.backoff(this.regFailures++);
+      this.registerError =
+        `cannot register ${key}: another writer changed it in each of 3 attempts (a second gateway with this site's ` +
+        `overlay.subnet and VTEP MAC? each box needs its own stateDir/vtep-mac); retrying in ${formatDuration(delay)}`;
+      conn.log.warn(this.registerError);
+      this.scheduleReconcile(delay);
+      this.contended = true;
+      this.reconcileAgain = false;
     } catch (e) {
       const cause = e instanceof OpError ? e.reason : e;
       if (cause instanceof EtcdKvError && cause.kind === 'lease-not-found') {
@@ -200,6 +217,7 @@ export class EtcdRegistrar {
 
   private scheduleReconcile(ms: number): void {
     this.regTimer?.cancel();
+    this.contended = false;
     this.regTimer = this.conn.clock.after(ms, () => {
       this.regTimer = null;
       this.reconcile();

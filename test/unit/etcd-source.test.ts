@@ -471,6 +471,33 @@ describe('EtcdSource: our lease', () => {
     expect(fake.leases.size).toBe(1); // only theirs
   });
 
+  it('a key that changes under every compare (another writer with our MAC, e.g. a cloned box) is an error in the health, retried, and clears when it stops', async () => {
+    const { clock, fake, src } = setup();
+    const stale = value('198.51.100.77', OWN.vtepMac); // ours by its MAC, not what we want
+    let n = 0;
+    fake.beforePutIf = () => {
+      // Bounded, so that a write war (each of its writes answered at once) ends and fails below.
+      if (++n <= 100) fake.put(OWN_KEY, stale);
+    };
+    src.setOwnLease(OWN);
+    src.start();
+    await settle();
+    expect(fake.puts.filter((p) => !p.ok)).toHaveLength(3);
+    expect(src.status()).toMatchObject({ registered: false });
+    expect(src.status().error).toMatch(/^cannot register \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24: another writer changed it in each of 3 attempts \(a second gateway .*VTEP MAC\?.*\); retrying in/);
+    // The other writer again, between our passes: its write comes back as a watch event,
+    // which waits for the backoff instead of starting a pass (no write war).
+    const puts = fake.puts.length;
+    fake.put(OWN_KEY, value('198.51.100.78', OWN.vtepMac));
+    await settle();
+    expect(fake.puts.length).toBe(puts);
+    fake.beforePutIf = null; // the other writer stops
+    await run(clock, 2_000);
+    expect(n).toBe(3);
+    expect(fake.value(OWN_KEY)).toBe(OUR_VALUE);
+    expect(src.status()).toMatchObject({ registered: true, error: null });
+  });
+
   it('our key deleted by someone: written again on the same lease', async () => {
     const { clock, fake, src, leaseId } = await registered();
     fake.del(OWN_KEY);
