@@ -150,6 +150,14 @@ const QUICK_DELETION_MS = 5 * 60_000;
 
 /** Registration steps in one go before we back off (a Node that changes under every step). */
 const MAX_REGISTRATION_STEPS = 5;
+/**
+ * Our Node changed back by someone else this many times within the window after we wrote it
+ * as we still want it: another writer wants it otherwise (two gateways with one Node name,
+ * e.g. boxes cloned from one image, whose `node` defaults to the shared hostname). Without a
+ * bound each one's write is the other's watch event, a write war at the API's speed.
+ */
+const MAX_UNDONE_WRITES = 3;
+const UNDONE_WINDOW_MS = 60_000;
 
 export class KubernetesSource implements ClusterSource {
   readonly kind = 'kubernetes' as const;
@@ -174,6 +182,10 @@ export class KubernetesSource implements ClusterSource {
   private syncError: string | null = null;
   private registerError: string | null = null;
   private registered = false;
+  /** What we last wrote our Node as (nodeManifest's JSON), and when writes of it were undone since. */
+  private lastWritten: string | null = null;
+  private regRetry: Timer | null = null;
+  private undone: number[] = [];
   private lease: OwnLease | null = null;
   private failures = 0;
   private regFailures = 0;
@@ -507,10 +519,18 @@ export class KubernetesSource implements ClusterSource {
     const text = failure instanceof OperatorError ? failure.message : describeKubeError(failure, this.errorContext(`write Node ${this.o.nodeName}`));
     if (text !== this.registerError) this.o.log.warn(`kubernetes: registration: ${text}`);
     this.registerError = text;
+    // One retry pending at a time: a failure of a pass that a watch event started (our Node
+    // changed) must not start a second chain of retries beside the first.
+    if (this.regRetry) {
+      this.regRetry.cancel();
+      this.timers.delete(this.regRetry);
+    }
     const t = this.o.clock.after(backoffDelay(this.regFailures++, this.o.backoff), () => {
       this.timers.delete(t);
+      this.regRetry = null;
       this.kickRegistration();
     });
+    this.regRetry = t;
     this.timers.add(t);
   }
 
@@ -527,6 +547,7 @@ export class KubernetesSource implements ClusterSource {
     const want = nodeManifest({ site: this.o.site, name, subnet: lease.subnet.text, vni: lease.vni, vtepMac: lease.vtepMac, publicIp: lease.publicIp });
     const step = registrationStep(this.cache.get(name), want);
     if (step.do === 'create' || step.do === 'patch') this.refuseTakenSubnet(lease.subnet);
+    if (step.do === 'patch' || step.do === 'recreate') this.countUndone(JSON.stringify(want));
     switch (step.do) {
       case 'none':
         break;
@@ -559,7 +580,27 @@ export class KubernetesSource implements ClusterSource {
       case 'refuse':
         throw new Error(step.why);
     }
+    this.lastWritten = JSON.stringify(want);
     this.registered = true;
+  }
+
+  /**
+   * Before a write that puts back what we last wrote (our wish unchanged, so someone else
+   * changed the Node): refuses it, as a registration error retried with the backoff, once
+   * that has happened MAX_UNDONE_WRITES times within UNDONE_WINDOW_MS.
+   */
+  private countUndone(want: string): void {
+    if (want !== this.lastWritten) return; // our own change (a new public IP or MAC): not a fight
+    const now = this.o.clock.monotonic();
+    this.undone = this.undone.filter((t) => now - t < UNDONE_WINDOW_MS);
+    if (this.undone.length >= MAX_UNDONE_WRITES) {
+      throw new OperatorError(
+        `Node ${this.o.nodeName} was changed back by another writer ${this.undone.length} times within ${UNDONE_WINDOW_MS / 1000} s ` +
+          `of our writing it: two gateways with one Node name? (boxes cloned from one image share a hostname, the default \`node\`; ` +
+          `give each box its own \`node\`, or cluster.kubernetes.nodeName)`,
+      );
+    }
+    this.undone.push(now);
   }
 
   /**

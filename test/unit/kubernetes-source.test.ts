@@ -25,6 +25,8 @@ vi.mock('@kubernetes/client-node', async (original) => {
 });
 
 const NODE = 'vxedge-lab-edge-1';
+/** MAX_UNDONE_WRITES in kubernetes.ts. */
+const MAX_UNDONE = 3;
 const SUBNET = parseCidr('10.244.100.0/24');
 const NETWORK = parseCidr('10.244.0.0/16');
 const LEASE: OwnLease = { name: NODE, subnet: SUBNET, vni: 1, vtepMac: '0e:5c:aa:00:00:64', publicIp: '198.51.100.2' };
@@ -637,6 +639,28 @@ describe('registration', () => {
     expect(writes().filter((r: { method: string }) => r.method === 'PATCH')).toHaveLength(2);
     expect(writesToOthers()).toEqual([]);
     expect(api.server.nodes.get('aws-1').metadata.resourceVersion).toBe(String(2));
+  });
+
+  it('two gateways with one Node name (cloned boxes) do not fight over it: each gives up after 3 undone writes a minute, with an error that says why', async () => {
+    await freshServer();
+    const a = source({ register: true, backoff: { initialMs: 2_000, maxMs: 8_000, random: () => 0 } });
+    const b = source({ register: true, backoff: { initialMs: 2_000, maxMs: 8_000, random: () => 0 } });
+    a.src.setOwnLease(LEASE);
+    b.src.setOwnLease({ ...LEASE, publicIp: '198.51.100.99' });
+    a.src.start();
+    b.src.start();
+    const patches = () => writes().filter((r: { method: string }) => r.method === 'PATCH').length;
+    await drive(clock, () => a.src.status().error !== null || b.src.status().error !== null, 'one of them gives up');
+    await quiet(20_000);
+    // Unbounded, each one's write was the other's watch event: dozens of patches a second.
+    expect(patches()).toBeLessThanOrEqual(2 * (MAX_UNDONE + 1));
+    const errors = [a, b].map((g) => g.src.status().error).filter((e) => e !== null);
+    expect(errors.length).toBeGreaterThanOrEqual(1);
+    expect(errors[0]).toMatch(/was changed back by another writer 3 times within 60 s .*two gateways with one Node name\?/);
+    // One retry chain each, not one per event: in the next minute of clock a handful more writes at most.
+    const before = patches();
+    await quiet(60_000);
+    expect(patches() - before).toBeLessThanOrEqual(2 * (MAX_UNDONE + 1));
   });
 
   it('our Node with another subnet is deleted and created again; someone else\'s is left alone', async () => {
