@@ -225,9 +225,11 @@ export class OutsidePath extends PacketPath {
     }
     if (!macEquals(buf, eth, s.vtepMac, 0) && !(s.tap && isBroadcastMac(buf, eth))) return drops.add(Drop.notForUs);
     if (!macEquals(buf, eth + 6, peers.macs, 6 * p)) {
-      if (s.strictPeers) return drops.add(Drop.foreignMac);
+      // Strict: another peer's MAC is accepted only from that peer's own endpoint address,
+      // which two peers share when they sit behind one address (a NAT forwarding a port to
+      // each): fromAddress names only one of them.
       const byMac = peers.fromMac(buf, eth + 6);
-      if (byMac < 0) return drops.add(Drop.foreignMac);
+      if (byMac < 0 || (s.strictPeers && peers.addr[byMac] !== peers.addr[p])) return drops.add(Drop.foreignMac);
       p = byMac;
     }
     if (readEtherType(buf, eth) !== ETHERTYPE_IPV4) return drops.add(Drop.notIPv4);

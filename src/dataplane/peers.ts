@@ -173,9 +173,26 @@ export class PeerTable {
 
   /** Moves a peer's endpoint to a new address (after path validation). */
   setAddress(p: number, addr: number): void {
-    this.byAddr.deleteIf(this.addr[p], 0, p);
+    this.unindexAddress(p);
     this.addr[p] = addr;
     this.byAddr.set(addr, 0, p);
+  }
+
+  /**
+   * Takes slot s's address out of the index. Two peers may share an address (behind one
+   * NAT, a port forwarded to each); the index names one of them, so when that one goes
+   * another live peer with the address takes the entry over (else its frames would find
+   * no peer by address).
+   */
+  private unindexAddress(s: number): void {
+    const a = this.addr[s];
+    if (!this.byAddr.deleteIf(a, 0, s)) return;
+    for (let t = 0; t < this.names.length; t++) {
+      if (t !== s && this.names[t] !== null && this.addr[t] === a) {
+        this.byAddr.set(a, 0, t);
+        return;
+      }
+    }
   }
 
   private fill(s: number, p: PeerConfig, takeAddress: boolean): void {
@@ -193,7 +210,7 @@ export class PeerTable {
   }
 
   private unindex(s: number): void {
-    this.byAddr.deleteIf(this.addr[s], 0, s);
+    this.unindexAddress(s);
     this.byMac.deleteIf(macLow(this.macs, 6 * s), macHigh(this.macs, 6 * s), s);
     const len = this.prefixLen[s];
     if (this.bySubnet.deleteIf(this.net[s], len, s) && --this.perLen[len] === 0) this.reindexLens();

@@ -165,6 +165,26 @@ describe('outside path (TUN)', () => {
     expect(got).toBe(1);
   });
 
+  it('regression: strict, two peers behind one address (a port forwarded to each) are both accepted, each only with its own MAC', () => {
+    const B = { ...AWS2, publicIp: AWS1.publicIp, port: 8473 };
+    r.peers.update(B);
+    from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')), undefined, 40000);
+    from1(vxlanFrame(1, OUR_MAC, AWS2.vtepMac, icmpEcho('10.244.2.2', '10.244.100.10')), undefined, 40001);
+    // aws-2's MAC with a source in aws-1's subnet: still a spoof, whichever peer it is taken for
+    from1(vxlanFrame(1, OUR_MAC, AWS2.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')), undefined, 40001);
+    r.outside.pump();
+    expect(r.dev.written).toHaveLength(2);
+    expect(r.drops.snapshot()).toEqual({ spoofedSource: 1 });
+    expect(r.peers.stat(0, 0)).toBe(1);
+    expect(r.peers.stat(1, 0)).toBe(1);
+    // a third peer's MAC from that address is still foreign
+    r.peers.update({ ...B, publicIp: '203.0.113.20', port: 8472 });
+    from1(vxlanFrame(1, OUR_MAC, AWS2.vtepMac, icmpEcho('10.244.2.2', '10.244.100.10')));
+    r.outside.pump();
+    expect(r.drops.get('foreignMac')).toBe(1);
+    expect(r.dev.written).toHaveLength(2);
+  });
+
   it('loosens filtering when strictPeers is off', () => {
     r = rig({ strictPeers: false });
     from1(vxlanFrame(1, OUR_MAC, AWS1.vtepMac, icmpEcho('10.244.2.2', '10.244.100.10')), ip('198.51.100.99'));

@@ -48,6 +48,22 @@ describe('peer table', () => {
     expect(t.fromMac(frame, 7)).toBe(0);
   });
 
+  it('regression: two peers behind one address (a port forwarded to each): when the one the address index names leaves or roams, the other is found by that address', () => {
+    const shared = '198.51.100.7';
+    const t = new PeerTable([peer(1, { publicIp: shared, port: 8472 }), peer(2, { publicIp: shared, port: 8473 }), peer(3)]);
+    const a = ipToInt(shared);
+    expect([0, 1]).toContain(t.fromAddress(a));
+    t.remove(t.names[t.fromAddress(a)]!);
+    const left = t.fromAddress(a);
+    expect(left).toBeGreaterThanOrEqual(0);
+    expect(t.names[left]).not.toBeNull();
+    t.add(peer(4, { publicIp: shared }));
+    t.setAddress(t.fromAddress(a), ipToInt('192.0.2.44')); // whichever is named roams away
+    expect(t.fromAddress(a)).toBeGreaterThanOrEqual(0);
+    expect(t.addr[t.fromAddress(a)]).toBe(a);
+    expect(t.fromAddress(ipToInt('203.0.113.3'))).toBe(t.indexOf('aws-3'));
+  });
+
   it('agrees with a linear longest-prefix scan for any set of subnets, in 10/8 or above 2^31 (192.168/16 overlays)', () => {
     const subnet = (first: number) =>
       fc.tuple(fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 8, max: 30 })).map(([n, len]) => {
