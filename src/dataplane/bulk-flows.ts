@@ -7,7 +7,9 @@
 // super-packet, or at least half the MTU), reversed: the ACKs come back with source and
 // destination swapped. The outside path asks about each TCP packet it holds or lets go,
 // and pump() clears the marks once it has written everything held: the next drain marks
-// what is still moving. No flow is reordered whatever the marks say: each look decides again
+// what is still moving. A fragment has no ports (a later one's first bytes are payload), so
+// every fragment is asked about as the flow of its two addresses alone, which each bulk flow
+// marks too: all of a datagram gets one answer, and a bulk flow's fragments wait with it. No flow is reordered whatever the marks say: each look decides again
 // for everything it holds, in order, and gives every packet of one flow the same answer.
 //
 // A Bloom filter of two 32-bit words, one bit in each per flow: "not marked" is certain,
@@ -21,18 +23,27 @@ export class BulkFlows {
   private hi = 0;
 
   /** Marks the reverse of the flow of the TCP/IPv4 packet at `ip` (the validated header). */
-  markReverse(buf: Buffer, ip: number): void {
+  markReverse(buf: Buffer, ip: number, ipLen: number): void {
     const l4 = ip + ((buf[ip] & 0x0f) << 2);
-    const h = flowHash(readAddr(buf, ip + 16), readAddr(buf, ip + 12), (buf[l4 + 2] << 24) | (buf[l4 + 3] << 16) | (buf[l4] << 8) | buf[l4 + 1]);
+    const src = readAddr(buf, ip + 16);
+    const dst = readAddr(buf, ip + 12);
+    if (hasPorts(buf, ip, ipLen)) this.mark(flowHash(src, dst, (buf[l4 + 2] << 24) | (buf[l4 + 3] << 16) | (buf[l4] << 8) | buf[l4 + 1]));
+    // The pair of addresses too: the flow's fragments (no ports, hashed without) wait with its
+    // segments instead of passing them.
+    this.mark(flowHash(src, dst, 0));
+  }
+
+  private mark(h: number): void {
     this.lo |= 1 << (h & 31);
     this.hi |= 1 << ((h >>> 5) & 31);
   }
 
-  /** Whether the flow of the TCP/IPv4 packet at `ip` may be marked (false: it is not). */
-  has(buf: Buffer, ip: number): boolean {
+  /** Whether the flow of the TCP/IPv4 packet at `ip` (`ipLen` bytes) may be marked (false: it is not). */
+  has(buf: Buffer, ip: number, ipLen: number): boolean {
     if (this.lo === 0) return false; // nothing marked: no hash for each ACK of a drain without bulk
     const l4 = ip + ((buf[ip] & 0x0f) << 2);
-    const h = flowHash(readAddr(buf, ip + 12), readAddr(buf, ip + 16), (buf[l4] << 24) | (buf[l4 + 1] << 16) | (buf[l4 + 2] << 8) | buf[l4 + 3]);
+    const ports = hasPorts(buf, ip, ipLen) ? (buf[l4] << 24) | (buf[l4 + 1] << 16) | (buf[l4 + 2] << 8) | buf[l4 + 3] : 0;
+    const h = flowHash(readAddr(buf, ip + 12), readAddr(buf, ip + 16), ports);
     return (this.lo & (1 << (h & 31))) !== 0 && (this.hi & (1 << ((h >>> 5) & 31))) !== 0;
   }
 
@@ -45,6 +56,13 @@ export class BulkFlows {
 /** Whether the IPv4 packet at `ip`, `ipLen` bytes long, is TCP carrying bulk data. */
 export function isBulkTcp(buf: Buffer, ip: number, ipLen: number, mtu: number): boolean {
   return buf[ip + 9] === IPPROTO_TCP && ipLen >= mtu >>> 1;
+}
+
+/** Whether the IPv4 packet at `ip` carries its ports: not a fragment (a later fragment's first
+ *  bytes are payload, and the first fragment must hash as the rest do, so that all of a
+ *  datagram gets one answer; native/tso.c flow_bits does the same) and 4 bytes of them there. */
+function hasPorts(buf: Buffer, ip: number, ipLen: number): boolean {
+  return (((buf[ip + 6] << 8) | buf[ip + 7]) & 0x3fff) === 0 && ((buf[ip] & 0x0f) << 2) + 4 <= ipLen;
 }
 
 /** An address as a signed 32-bit integer: no heap number for V8 (see ipv4Src). */

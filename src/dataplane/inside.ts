@@ -143,7 +143,7 @@ export class InsidePath extends PacketPath {
     if (gsoType === VNET_GSO_NONE) {
       // A SYN is never a super-packet; its checksum may still be partial.
       if (s.mssClamp) clampTcpMss(buf, off, ipLen, s.maxMss, (vnet[h] & VNET_F_NEEDS_CSUM) !== 0);
-      if (isBulkTcp(buf, off, ipLen, s.mtu)) this.bulk.markReverse(buf, off);
+      if (isBulkTcp(buf, off, ipLen, s.mtu)) this.bulk.markReverse(buf, off, ipLen);
     } else {
       const hdrLen =
         gsoType === VNET_GSO_TCPV4 ? tcpHeadersLength(buf, off, ipLen) : gsoType === VNET_GSO_UDP_L4 ? udpHeadersLength(buf, off, ipLen) : -1;
@@ -157,7 +157,7 @@ export class InsidePath extends PacketPath {
       // that deoptimises ("lost precision") at the first that is not (seen with --trace-deopt).
       segs = Math.max(1, (((ipLen - hdrLen + gsoSize - 1) / gsoSize) | 0));
       // A TCP super-packet is an upload's data: hold its flow's ACKs (headers checked above).
-      if (gsoType === VNET_GSO_TCPV4) this.bulk.markReverse(buf, off);
+      if (gsoType === VNET_GSO_TCPV4) this.bulk.markReverse(buf, off, ipLen);
       wire = ipLen + segs * ENCAP_LEN + (segs - 1) * hdrLen;
     }
     const eth = off - ETH_HEADER_LEN;
@@ -182,7 +182,7 @@ export class InsidePath extends PacketPath {
       return;
     }
     if (s.mssClamp) clampTcpMss(buf, off, ipLen, s.maxMss);
-    if (isBulkTcp(buf, off, ipLen, s.mtu)) this.bulk.markReverse(buf, off);
+    if (isBulkTcp(buf, off, ipLen, s.mtu)) this.bulk.markReverse(buf, off, ipLen);
     const eth = off - ETH_HEADER_LEN;
     writeEthernetHeader(buf, eth, peers.macs, 6 * p, s.vtepMac, ETHERTYPE_IPV4);
     writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
@@ -211,7 +211,7 @@ export class InsidePath extends PacketPath {
       return;
     }
     if (s.mssClamp) clampTcpMss(buf, ip, ipLen, s.maxMss);
-    if (isBulkTcp(buf, ip, ipLen, s.mtu)) this.bulk.markReverse(buf, ip);
+    if (isBulkTcp(buf, ip, ipLen, s.mtu)) this.bulk.markReverse(buf, ip, ipLen);
     writeVxlanHeader(buf, off - VXLAN_HEADER_LEN, s.vni);
     const wire = VXLAN_HEADER_LEN + ETH_HEADER_LEN + ipLen;
     this.out.push(off - VXLAN_HEADER_LEN, wire, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src

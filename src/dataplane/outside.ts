@@ -146,7 +146,7 @@ export class OutsidePath extends PacketPath {
     let kept = 0;
     for (let j = 0; j < out.n; j++) {
       const off = out.offs[j];
-      if (buf[off + ip + 9] === IPPROTO_TCP && bulk.has(buf, off + ip)) {
+      if (buf[off + ip + 9] === IPPROTO_TCP && bulk.has(buf, off + ip, out.lens[j] - ip)) {
         out.offs[kept] = off;
         out.lens[kept++] = out.lens[j];
       } else {

@@ -90,8 +90,9 @@ describe('inside path with offloads', () => {
     expect(r.peers.stat(1, 3)).toBe(big.length + 6 * 22 + 5 * 28);
     // Only TCP super-packets hold their flow's reverse (the ACKs) in the outside path's look.
     const reverse = ip4udp('10.244.2.2', '10.244.100.10', 6000, 4433, Buffer.alloc(8));
-    r.bulk.markReverse(tcp('10.244.100.10', '10.244.2.2', 0x10, TS, Buffer.alloc(0)), 0); // something else is marked
-    expect(r.bulk.has(reverse, 0)).toBe(false);
+    const other = tcp('10.244.100.10', '10.244.2.2', 0x10, TS, Buffer.alloc(0));
+    r.bulk.markReverse(other, 0, other.length); // something else is marked
+    expect(r.bulk.has(reverse, 0, reverse.length)).toBe(false);
     // GSO_UDP_L4 on a packet that is not UDP, or one too short for its header, is dropped.
     r.dev.inbox.push({ pkt: icmpEcho('10.244.100.10', '10.244.1.2'), vnet: h });
     r.inside.pump();

@@ -49,7 +49,10 @@ function rig(over: Partial<PathSettings> = {}) {
     for (const p of pkts) io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, p), addr: ip(AWS1.publicIp), port: 8472 });
   };
   /** What the inside path does when it reads a segment of the upload. */
-  const uploading = () => bulk.markReverse(upload(0), 0);
+  const uploading = () => {
+    const u = upload(0);
+    bulk.markReverse(u, 0, u.length);
+  };
   /** What reached the device, one string per write call. */
   const writes = () => io.device.writes.map((w) => w.data.toString('hex'));
   return { io, outside, arrive, uploading, writes };
@@ -98,6 +101,34 @@ describe('outside path: expedite()', () => {
     expect(r.io.underlay.inbox).toHaveLength(1);
     r.outside.pump();
     expect(r.writes()).toEqual(hex([echoReply(1), ...[1, 2, 3, 4, 5, 6, 7].map(segment), echoReply(2)]));
+  });
+
+  it('regression: a fragment has no ports: all fragments of a datagram get one answer, whatever a later one\'s first bytes, and a bulk pair\'s fragments wait with its segments', () => {
+    const r = rig();
+    r.uploading();
+    // A TCP datagram from the pod in two fragments: the first with the TCP header (ports 22 ->
+    // 50000), the second (offset 24 bytes) whose payload happens to start with the upload's
+    // ACK ports (40000 -> 5201); read as ports it named the upload's flow, the first did not.
+    const head = tcp('10.244.1.2', '10.244.100.10', 0x18, Buffer.alloc(0), Buffer.alloc(4, 1)).subarray(20);
+    head.writeUInt16BE(22, 0);
+    head.writeUInt16BE(50000, 2);
+    const first = ipv4('10.244.1.2', '10.244.100.10', 6, head, { frag: 0x2000 });
+    const tail = Buffer.alloc(16, 2);
+    tail.writeUInt16BE(40000, 0);
+    tail.writeUInt16BE(5201, 2);
+    const later = ipv4('10.244.1.2', '10.244.100.10', 6, tail, { frag: 3 });
+    r.arrive([segment(1), first, later, echoReply(1)]);
+    r.outside.expedite();
+    expect(r.writes()).toEqual(hex([echoReply(1)]));
+    r.outside.pump();
+    expect(r.writes()).toEqual(hex([echoReply(1), segment(1), first, later]));
+    // Between two addresses no bulk flow joins, fragments go at once, all of them.
+    const r2 = rig();
+    r2.uploading();
+    const other = (b: Buffer) => ipv4('10.244.1.3', '10.244.100.10', 6, b.subarray(20), { frag: b === first ? 0x2000 : 3 });
+    r2.arrive([other(first), other(later)]);
+    r2.outside.expedite();
+    expect(r2.writes()).toEqual(hex([other(first), other(later)]));
   });
 
   it('in TAP mode holds whole frames the same way', () => {
