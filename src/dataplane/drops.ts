@@ -15,6 +15,7 @@ export const DROP_REASONS = [
   'notIPv4', // inner EtherType / IP version is not IPv4
   'badIPv4', // inconsistent IPv4 header or length
   'spoofedSource', // inner source address outside the sending peer's subnet
+  'ceNotEct', // the outer header carries CE (congestion on the path), the inner packet is not ECN-capable: dropped (RFC 6040)
   'deviceWrite', // the device refused the packet
   // inside: from the device
   'noPeer', // no peer subnet contains the destination

@@ -20,6 +20,7 @@
 
 import { ETHERTYPE_IPV4, isBroadcastMac, macEquals, readEtherType } from '../proto/ethernet.js';
 import { IPPROTO_TCP, ipv4Dst, ipv4PacketLength, ipv4Src } from '../proto/ipv4.js';
+import { decapsulateEcn } from '../proto/ecn.js';
 import { clampTcpMss } from '../proto/tcpmss.js';
 import {
   ETH_HEADER_LEN,
@@ -79,6 +80,8 @@ export class OutsidePath extends PacketPath {
   private readonly slot: number;
   /** UDP GRO only: segment size of each received datagram (0: a single frame). */
   private readonly segs: Int32Array | null;
+  /** The ECN field of each received datagram's outer header (proto/ecn.ts). */
+  private readonly ecn: Uint8Array;
   /** Datagrams per receive call: a pump that returns this many says "read on". */
   readonly batch: number;
   hooks: OutsideHooks = {};
@@ -100,6 +103,7 @@ export class OutsidePath extends PacketPath {
     this.addrs = new Uint32Array(this.batch);
     this.ports = new Uint16Array(this.batch);
     this.segs = s.udpGro ? new Int32Array(this.batch) : null;
+    this.ecn = new Uint8Array(this.batch);
     this.out = new Batch(s.udpGro ? GRO_OUT_BATCH : s.batch);
     this.early = new Batch(this.out.capacity);
     this.from = [];
@@ -159,8 +163,8 @@ export class OutsidePath extends PacketPath {
   /** Receives up to a batch into the slots from `first` on and decapsulates it into `out`;
    *  returns the datagrams. */
   private take(first: number): number {
-    const { lens, segs } = this;
-    const n = this.io.udpRecv(this.fds.underlay, this.from[first], this.slot, 0, this.batch - first, lens, this.addrs, this.ports, segs);
+    const { lens, segs, ecn } = this;
+    const n = this.io.udpRecv(this.fds.underlay, this.from[first], this.slot, 0, this.batch - first, lens, this.addrs, this.ports, segs, ecn);
     this.batchTime = this.now();
     for (let i = 0; i < n; i++) {
       const off = (first + i) * this.slot;
@@ -241,6 +245,10 @@ export class OutsidePath extends PacketPath {
       if (!this.hooks.onRoamCandidate!(p, addr >>> 0, port, buf, ip, ipLen)) drops.add(Drop.unknownSource);
       return;
     }
+    // After every check, as the kernel's vxlan_rcv: a CE mark on the outer header goes to
+    // the inner one, or the packet is dropped when that one is not ECN-capable (proto/ecn.ts).
+    const ecn = this.ecn[i];
+    if (ecn !== 0 && !decapsulateEcn(buf, ip, ecn)) return drops.add(Drop.ceNotEct);
     peers.countRx(p, len);
     peers.lastRx[p] = this.batchTime;
     if (ipv4Dst(buf, ip) >>> 0 === s.vtepIp && this.hooks.onToVtep?.(buf, ip, ipLen, p)) return;

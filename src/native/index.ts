@@ -177,10 +177,12 @@ export interface NativeBinding {
    *  buf[i*slot+headroom]; lens[i] is its length, or -1 if it was truncated (larger than
    *  slot-headroom; count it as a drop); addrs[i]/ports[i] are the sender. `segs` (a socket
    *  with UDP_GRO): segs[i] > 0 says datagram i holds several coalesced datagrams of segs[i]
-   *  bytes each, the last possibly shorter; 0 a single one. Returns the count. */
+   *  bytes each, the last possibly shorter; 0 a single one. `ecn` (optional): ecn[i] is the
+   *  ECN field of datagram i's outer IPv4 header (IP_RECVTOS; 3 = CE, proto/ecn.ts), 0 where
+   *  the kernel did not say. Returns the count. */
   udpRecv(
     fd: number, buf: Uint8Array, slot: number, headroom: number, max: number,
-    lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, segs: Int32Array | null,
+    lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, segs: Int32Array | null, ecn?: Uint8Array | null,
   ): number;
 
   /** Sends datagram i = buf[offs[i] .. +lens[i]) to addrs[i]:ports[i], for i < n (n <= 4096),

@@ -52,6 +52,10 @@ static int open_member(uint32_t addr, int port, int bytes, int reuse, int *err, 
      * fragments oversize frames instead of a cached PMTU turning them into EMSGSIZE. */
     int pmtu = IP_PMTUDISC_DONT;
     (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+    /* Each datagram's TOS as a control message, for its ECN field: a CE mark the path put on
+     * the outer header is carried to the inner packet (RFC 6040, as the kernel's vxlan
+     * decapsulates; udpRecv's ecn). Without it (an old kernel) the field reads 0. */
+    (void)setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &on, sizeof on);
   }
   if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
     *err = errno;
@@ -189,16 +193,20 @@ napi_value vx_udp_drops(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-/* The UDP_GRO segment size in a received message's control data, or 0. */
-static int gro_size(struct msghdr *h, int32_t len) {
+/* From a received message's control data: the UDP_GRO segment size (or 0) into *seg, and the
+ * outer header's ECN field (IP_TOS & 3, or 0) into *ecn. */
+static void rx_control(struct msghdr *h, int32_t len, int32_t *seg, uint8_t *ecn) {
+  *seg = 0;
+  *ecn = 0;
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm != NULL; cm = CMSG_NXTHDR(h, cm)) {
     if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
       int g;
       memcpy(&g, CMSG_DATA(cm), sizeof g);
-      if (g > 0 && g < len) return g;
+      if (g > 0 && g < len) *seg = g;
+    } else if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_TOS && cm->cmsg_len >= CMSG_LEN(1)) {
+      *ecn = CMSG_DATA(cm)[0] & 3;
     }
   }
-  return 0;
 }
 
 /* recvmmsg into slots total .. limit-1 until EAGAIN or the limit; returns the new total.
@@ -206,7 +214,7 @@ static int gro_size(struct msghdr *h, int32_t len) {
  * errors end the read and are counted in lastError(). */
 static int64_t recv_some(vx_state *st, int fd, uint8_t *buf, int64_t slot, int64_t room, int64_t headroom,
                          int64_t total, int64_t limit, int32_t *lens, uint32_t *addrs, uint16_t *ports,
-                         int32_t *segs, int *fatal) {
+                         int32_t *segs, uint8_t *ecn, int *fatal) {
   while (total < limit) {
     int want = (int)(limit - total < MMSG_BATCH ? limit - total : MMSG_BATCH);
     int j, r;
@@ -219,7 +227,7 @@ static int64_t recv_some(vx_state *st, int fd, uint8_t *buf, int64_t slot, int64
       h->msg_namelen = sizeof st->names[j];
       h->msg_iov = &st->iovs[j];
       h->msg_iovlen = 1;
-      if (segs != NULL) {
+      if (segs != NULL || ecn != NULL) {
         h->msg_control = st->ctls[j].buf;
         h->msg_controllen = sizeof st->ctls[j].buf;
       }
@@ -238,9 +246,15 @@ static int64_t recv_some(vx_state *st, int fd, uint8_t *buf, int64_t slot, int64
       const struct sockaddr_in *sin = &st->names[j];
       int64_t k = total + j;
       lens[k] = (h->msg_flags & MSG_TRUNC) ? -1 : (int32_t)st->msgs[j].msg_len;
-      if (segs != NULL) {
-        segs[k] = lens[k] < 0 ? 0 : gro_size(h, lens[k]);
-        if (segs[k] > 0) st->gro_datagrams += 1;
+      if (segs != NULL || ecn != NULL) {
+        int32_t g;
+        uint8_t e;
+        rx_control(h, lens[k] < 0 ? 0 : lens[k], &g, &e);
+        if (segs != NULL) {
+          segs[k] = g;
+          if (g > 0) st->gro_datagrams += 1;
+        }
+        if (ecn != NULL) ecn[k] = e;
       }
       if (h->msg_namelen >= sizeof *sin && sin->sin_family == AF_INET) {
         addrs[k] = ntohl(sin->sin_addr.s_addr);
@@ -256,21 +270,24 @@ static int64_t recv_some(vx_state *st, int fd, uint8_t *buf, int64_t slot, int64
   return total;
 }
 
-/* udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports, segs) -> count
+/* udpRecv(fd, buf, slot, headroom, max, lens, addrs, ports, segs[, ecn]) -> count
  * recvmmsg(MSG_DONTWAIT), from each ready member of a socket group in turn (udpOpen):
  * datagram i lands at buf[i*slot+headroom]; lens[i] is its length, or -1 if it was
  * truncated (larger than slot-headroom; count it as a drop); addrs[i]/ports[i] are the
  * sender. segs (or null; a socket with UDP_GRO): segs[i] > 0 says datagram i holds
- * several coalesced datagrams of segs[i] bytes each, the last possibly shorter; 0 a single one. */
+ * several coalesced datagrams of segs[i] bytes each, the last possibly shorter; 0 a single one.
+ * ecn (a Uint8Array, or null/absent): ecn[i] is the ECN field of datagram i's outer IPv4
+ * header (3 = CE), 0 where the kernel did not say. */
 napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
   static const char *fn = "udpRecv";
-  GET_ARGS(9);
+  GET_ARGS_OPT(9, 10);
   int64_t fd, slot, headroom, max, total = 0, room;
   uint8_t *buf;
   int32_t *lens, *segs;
+  uint8_t *ecn = NULL;
   uint32_t *addrs;
   uint16_t *ports;
-  size_t buflen, nlens, naddrs, nports, nsegs, lim;
+  size_t buflen, nlens, naddrs, nports, nsegs, necn = 0, lim;
 
   ARG_INT(0, "fd", 0, INT_MAX, &fd);
   ARG_TYPED(1, "buf", napi_uint8_array, &buf, &buflen);
@@ -283,6 +300,8 @@ napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
   lim = nlens < naddrs ? nlens : naddrs;
   lim = lim < nports ? lim : nports;
   if (segs != NULL && nsegs < lim) lim = nsegs;
+  if (argc > 9) ARG_TYPED_OR_NULL(9, "ecn", napi_uint8_array, &ecn, &necn);
+  if (ecn != NULL && necn < lim) lim = necn;
   ARG_INT(4, "max", 0, (int64_t)lim, &max);
   if (slot * max > (int64_t)buflen)
     THROW_RANGE(env, "%s: %lld slots of %lld bytes do not fit in the buffer (%zu bytes)", fn,
@@ -292,7 +311,7 @@ napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
     dev_set *g = udp_group(st, (int)fd);
     int fatal = 0;
     if (g == NULL) {
-      total = recv_some(st, (int)fd, buf, slot, room, headroom, 0, max, lens, addrs, ports, segs, &fatal);
+      total = recv_some(st, (int)fd, buf, slot, room, headroom, 0, max, lens, addrs, ports, segs, ecn, &fatal);
     } else {
       /* The ready members in turn, from a first one that moves on at every call, each read
        * until it runs dry or the batch is full. Not an even share of each batch: a peer's
@@ -303,7 +322,7 @@ napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
       int ready[DEV_MAX_QUEUES], nr = fd_set_ready(g, ready);
       if (nr < 0) THROW_SYS(env, errno, "epoll_wait", "epoll_wait fd %d", (int)fd);
       for (int k = 0; k < nr && total < max && !fatal; k++)
-        total = recv_some(st, ready[k], buf, slot, room, headroom, total, max, lens, addrs, ports, segs, &fatal);
+        total = recv_some(st, ready[k], buf, slot, room, headroom, total, max, lens, addrs, ports, segs, ecn, &fatal);
     }
     if (fatal) THROW_SYS(env, fatal, "recvmmsg", "recvmmsg fd %d", (int)fd);
   }
@@ -434,7 +453,10 @@ static void probe_recv(int fd, const uint8_t *sent, probe_rx *rx) {
     for (j = 0; j < r; j++) {
       int k = rx->n++, len = (int)m[j].msg_len, g;
       rx->len[k] = len;
-      g = gro_size(&m[j].msg_hdr, len);
+      {
+        uint8_t ecn;
+        rx_control(&m[j].msg_hdr, len, &g, &ecn);
+      }
       rx->gro[k] = g > 0 ? g : -1;
       if (total + len > 2 * PROBE_SEG || memcmp(data[k], sent + total, (size_t)len) != 0) rx->bytes_ok = 0;
       total += len;

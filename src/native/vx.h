@@ -49,6 +49,13 @@ typedef union {
   struct cmsghdr align;
 } ctl_buf;
 
+/* A received datagram's control data: UDP_GRO's segment size and IP_TOS (1 byte, sized as an
+ * int for room to spare). */
+typedef union {
+  char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(int))];
+  struct cmsghdr align;
+} rx_ctl_buf;
+
 /* One open coalescing flow of a GRO write batch: its head packet and what follows. */
 typedef struct {
   int32_t head, tail;
@@ -132,7 +139,7 @@ typedef struct vx_state {
   struct mmsghdr msgs[MMSG_BATCH];
   struct iovec iovs[MMSG_BATCH];
   struct sockaddr_in names[MMSG_BATCH];
-  ctl_buf ctls[MMSG_BATCH];
+  rx_ctl_buf ctls[MMSG_BATCH];
   /* tso.c: queued output, in tx (one of sets; the other sets' scratch is allocated when the
    * sender thread starts), and which of a udpSend call's packets failed */
   tx_set *tx;

@@ -65,9 +65,10 @@ export function clampTcpMss(buf: Buffer, off: number, len: number, maxMss: numbe
 
 /**
  * Replaces the 16-bit value at `at` (which may sit at an odd offset from the start of
- * the checksummed region `base`) and patches the checksum at `csumAt`.
+ * the checksummed region `base`) and patches the checksum at `csumAt`. Also used for the
+ * IPv4 header's ECN field (proto/ecn.ts).
  */
-function rewrite16(buf: Buffer, base: number, at: number, value: number, csumAt: number): void {
+export function rewrite16(buf: Buffer, base: number, at: number, value: number, csumAt: number): void {
   // Work on the aligned 16-bit words that cover the two bytes: one word when aligned, two otherwise.
   const first = at - ((at - base) & 1);
   const words = first === at ? 1 : 2;

@@ -12,12 +12,13 @@
 //     the other stays up;
 //   - a node's address moves: frames from the new address are validated and followed;
 //   - a forger with a VXLAN of its own claiming a node, which answers the probe, does not
-//     move a node that still answers at its endpoint.
+//     move a node that still answers at its endpoint;
+//   - a CE mark put on the outer header on the internet reaches the site host (RFC 6040).
 //
 // Idling "past the NAT's timeouts" is judged on the router's own state (its conntrack table),
 // not on a fixed sleep.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, waitExit, waitForOutput, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxnat';
@@ -275,5 +276,61 @@ describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
         await nsExec(ns, ['ip', 'link', 'del', dev]);
       }
     }, 40_000);
+  });
+  describe('ECN across the tunnel', () => {
+    it("a CE mark the internet path puts on the outer header reaches the site host (RFC 6040); on a Not-ECT packet it is a drop, as the kernel's vxlan does", async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '30s' });
+      await gw.waitUp();
+      // A congested router on the internet marks CE on every ECN-capable VXLAN datagram toward
+      // the site (aws1's kernel VXLAN copied the inner ECN field to the outer header), and one
+      // that does not keep to RFC 3168 marks Not-ECT ones too: those of 89 bytes, the size of
+      // pod1's "notnotnot-i" datagrams below (keepalives differ in size and stay unmarked).
+      await nsRun(env.NS_INET, ['nft', '-f', '-'], {
+        input:
+          `table ip vxecn {\n chain f {\n  type filter hook forward priority 0;\n` +
+          `  ip daddr ${env.GW_PUBLIC_IP} udp dport 8472 ip ecn ect0 ip ecn set ce\n` +
+          `  ip daddr ${env.GW_PUBLIC_IP} udp dport 8472 ip length 89 ip ecn set ce\n }\n}\n`,
+      });
+      try {
+        const receiver = nsSpawn(env.NS_HOST, ['timeout', '20', 'python3', '-u', '-c', [
+          'import json, socket, sys',
+          's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+          's.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)',
+          `s.bind(("${env.HOST_IP}", 5555))`,
+          's.settimeout(3)',
+          'print("listening", file=sys.stderr, flush=True)',
+          'got = []',
+          'try:',
+          '  while len(got) < 5:',
+          '    data, anc, _, _ = s.recvmsg(64, 64)',
+          '    got.append({"text": data.decode(), "tos": [c[2][0] for c in anc if c[1] == socket.IP_TOS][0]})',
+          'except socket.timeout:',
+          '  pass',
+          'print(json.dumps(got))',
+        ].join('\n')]);
+        let out = '';
+        receiver.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        await waitForOutput(receiver, 'stderr', 'listening', 10_000);
+        const before = (await gw.status())?.drops.ceNotEct ?? 0;
+        // From pod1: five ECN-capable datagrams (ECT(0)), then five that are not (89 bytes on the wire).
+        await nsRun(env.NS_POD1, ['python3', '-c', [
+          'import socket',
+          'for tos, tag in ((2, "ect"), (0, "notnotnot")):',
+          '  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+          '  s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)',
+          '  for i in range(5):',
+          `    s.sendto(("%s-%d" % (tag, i)).encode(), ("${env.HOST_IP}", 5555))`,
+        ].join('\n')]);
+        await waitExit(receiver, 25_000);
+        const got = JSON.parse(out.trim()) as { text: string; tos: number }[];
+        expect(got.map((g) => g.text).sort()).toEqual(['ect-0', 'ect-1', 'ect-2', 'ect-3', 'ect-4']);
+        expect(got.every((g) => (g.tos & 3) === 3)).toBe(true); // CE, carried from the outer header
+        const after = await gw.waitStatus((d) => (d.drops.ceNotEct ?? 0) - before >= 5, 5_000);
+        expect((after.drops.ceNotEct ?? 0) - before).toBe(5);
+      } finally {
+        await nsExec(env.NS_INET, ['nft', 'delete', 'table', 'ip', 'vxecn']);
+      }
+    }, 60_000);
   });
 });

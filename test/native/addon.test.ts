@@ -235,6 +235,16 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
     expect(r.messages).toBe(6);
   });
 
+  it("udpRecv's ecn: each datagram's outer ECN field, as IP_RECVTOS gives it; a short or mistyped array is refused", () => {
+    const r = scenario('udp-ecn');
+    expect(r.timedOut).toBe(false);
+    expect(r.got).toEqual([
+      { text: 'ecn-0', ecn: 0 }, { text: 'ecn-1', ecn: 1 }, { text: 'ecn-187', ecn: 3 }, { text: 'ecn-2', ecn: 2 }, { text: 'ecn-3', ecn: 3 },
+    ]);
+    expect(r.short).toMatchObject({ threw: true, name: 'RangeError' }); // max 8 > the 2 ecn entries
+    expect(r.wrongType).toMatchObject({ threw: true, name: 'TypeError' });
+  });
+
   it('errors: system errors carry code/errno/syscall; bad arguments throw TypeError/RangeError', () => {
     const r = scenario('errors');
     expect(r.alive).toBe(true);

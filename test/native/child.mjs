@@ -535,6 +535,36 @@ const scenarios = {
     return { sent, total: runs.length, messages, bOk: same(gotB.got, wantB), cOk: same(gotC.got, wantC), gotB: gotB.got.length, gotC: gotC.got.length };
   },
 
+  // udpRecv's ecn: each datagram's outer ECN field (IP_RECVTOS), sent by Python with each of
+  // the four values as IP_TOS (DSCP 46 beside it: only the low two bits are reported).
+  async 'udp-ecn'() {
+    const LO = ip4('127.0.0.1');
+    const b = n.udpOpen(LO, 7103, 0, 2); // a group of two: both members report it
+    sh('python3', '-c', [
+      'import socket',
+      'for tos in (0, 1, 2, 3, 0xb8 | 3):',
+      '  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      '  s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)',
+      '  s.sendto(b"ecn-%d" % tos, ("127.0.0.1", 7103))',
+    ].join('\n'));
+    const max = 8;
+    const buf = Buffer.alloc(256 * max);
+    const lens = new Int32Array(max);
+    const addrs = new Uint32Array(max);
+    const ports = new Uint16Array(max);
+    const ecn = new Uint8Array(max).fill(0xee);
+    const got = [];
+    const res = await pollUntil(b, () => {
+      const c = n.udpRecv(b, buf, 256, 0, max, lens, addrs, ports, null, ecn);
+      for (let i = 0; i < c; i++) got.push({ text: buf.toString('latin1', i * 256, i * 256 + lens[i]), ecn: ecn[i] });
+    }, () => got.length >= 5);
+    const short = caught(() => n.udpRecv(b, buf, 256, 0, max, lens, addrs, ports, null, new Uint8Array(2)));
+    const wrongType = caught(() => n.udpRecv(b, buf, 256, 0, max, lens, addrs, ports, null, new Int32Array(max)));
+    n.close(b);
+    got.sort((x, y) => x.text.localeCompare(y.text));
+    return { timedOut: res.timedOut, got, short, wrongType };
+  },
+
   errors() {
     const LO = ip4('127.0.0.1');
     const a = n.udpOpen(LO, 40010, 0);

@@ -13,6 +13,8 @@ export interface Datagram {
   port: number;
   /** UDP GRO segment size when this datagram stands for several (0: one). */
   seg?: number;
+  /** The ECN field of its outer IPv4 header (udpRecv's ecn; 3 = CE). */
+  ecn?: number;
 }
 
 /** What was written to the device; `vnet` tells whether the offload write was asked for. */
@@ -94,7 +96,10 @@ export class FakeIo implements DataplaneIo {
     return ok;
   }
 
-  udpRecv(fd: number, buf: Uint8Array, slot: number, headroom: number, max: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, segs: Int32Array | null): number {
+  udpRecv(
+    fd: number, buf: Uint8Array, slot: number, headroom: number, max: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
+    segs: Int32Array | null, ecn?: Uint8Array | null,
+  ): number {
     this.expectFd(fd, this.fds.underlay);
     let n = 0;
     while (n < max && this.underlay.inbox.length > 0) {
@@ -108,6 +113,7 @@ export class FakeIo implements DataplaneIo {
       addrs[n] = d.addr;
       ports[n] = d.port;
       if (segs) segs[n] = d.seg ?? 0;
+      if (ecn) ecn[n] = d.ecn ?? 0;
       n++;
     }
     return n;
