@@ -387,31 +387,9 @@ describe('HealthPublisher', () => {
     expect(h.p.status()).toEqual({ enabled: true, connected: true, published: 1, lastError: null, queued: 0, reconnects: 0 });
   });
 
-  it('publishes at once on a change, otherwise every interval', async () => {
-    const h = harness({ interval: 30_000 });
-    h.p.start();
-    await settle();
-    h.last().accept();
-    await settle();
-    const c = h.last();
-    const publishedAt: number[] = [];
-    const t0 = clock.monotonic();
-    // The gateway calls update every 2 s; a state change at 11 s.
-    for (let t = 0; t <= 70_000; t += 2000) {
-      const before = h.health(c).length;
-      h.p.update(sampleDoc({ uptimeS: t / 1000 }), t === 12_000);
-      await settle();
-      if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
-      await clock.advanceAsync(2000);
-    }
-    // first document at once (nothing published yet), the change at 12 s, then every 30 s from there.
-    expect(publishedAt).toEqual([0, 12_000, 42_000]);
-    expect(healthDue(1000, 0, 30_000, false)).toBe(false);
-    expect(healthDue(29_800, 0, 30_000, false)).toBe(true); // timer jitter slack
-    expect(healthDue(1, 0, 30_000, true)).toBe(true);
-  });
-
-  it.each([0, 1000])('mqtt.interval %i ms: published every 2 s status tick, the period the document states (publishPeriodMs)', async (interval) => {
+  /** A connected publisher fed by the gateway's 2 s status tick for `untilMs`, `changedAt` a
+   *  state change: when (ms from the first tick) a health document was published. */
+  async function publishTimes(interval: number, untilMs: number, changedAt = -1): Promise<number[]> {
     const h = harness({ interval });
     h.p.start();
     await settle();
@@ -420,14 +398,28 @@ describe('HealthPublisher', () => {
     const c = h.last();
     const publishedAt: number[] = [];
     const t0 = clock.monotonic();
-    for (let t = 0; t <= 10_000; t += 2000) {
+    for (let t = 0; t <= untilMs; t += 2000) {
       const before = h.health(c).length;
-      h.p.update(sampleDoc({ uptimeS: t / 1000 }), false);
+      h.p.update(sampleDoc({ uptimeS: t / 1000 }), t === changedAt);
       await settle();
       if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
       await clock.advanceAsync(2000);
     }
-    expect(publishedAt).toEqual([0, 2000, 4000, 6000, 8000, 10_000]);
+    return publishedAt;
+  }
+
+  it('publishes at once on a change, otherwise every interval', async () => {
+    // The gateway calls update every 2 s; a state change at 12 s.
+    const publishedAt = await publishTimes(30_000, 70_000, 12_000);
+    // first document at once (nothing published yet), the change at 12 s, then every 30 s from there.
+    expect(publishedAt).toEqual([0, 12_000, 42_000]);
+    expect(healthDue(1000, 0, 30_000, false)).toBe(false);
+    expect(healthDue(29_800, 0, 30_000, false)).toBe(true); // timer jitter slack
+    expect(healthDue(1, 0, 30_000, true)).toBe(true);
+  });
+
+  it.each([0, 1000])('mqtt.interval %i ms: published every 2 s status tick, the period the document states (publishPeriodMs)', async (interval) => {
+    expect(await publishTimes(interval, 10_000)).toEqual([0, 2000, 4000, 6000, 8000, 10_000]);
     expect(publishPeriodMs(interval, 2000)).toBe(2000);
     expect(publishPeriodMs(30_000, 2000)).toBe(30_000);
   });
