@@ -114,7 +114,8 @@ int sender_held_flows(vx_state *st, uint64_t flows[2]) {
   pthread_mutex_lock(&x->mu);
   n = x->n;
   /* A handed-over set's filter was written before the hand-over and is not written again
-   * until it comes back (tx_reset): the thread only reads it. */
+   * until the JS thread takes it back (tx_reset): the thread never writes it (tx_send
+   * empties a set with tx_empty, which leaves the filter alone). */
   for (int i = 0; i < n; i++) {
     const tx_set *t = &x->sets[(x->first + i) % TX_SETS];
     flows[0] |= t->flows[0];
@@ -143,6 +144,7 @@ int sender_flush(vx_state *st, int fd) {
      * without the thread (a keepalive's send that fails says so). */
     int stop = tx_send(t, fd, st->failed);
     tx_fold(st, t);
+    t->flows[0] = t->flows[1] = 0; /* sent: its flow no longer waits here */
     st->snd_inline += 1;
     return stop;
   }

@@ -358,10 +358,19 @@ static void tx_discard(tx_set *t, uint8_t *failed) {
   tx_reset(t);
 }
 
-void tx_reset(tx_set *t) {
+/* Empties t, all but its flow filter: what tx_send does when it is done with t, on either
+ * thread. The sender thread still counts as holding t until tx_send returns, and while it
+ * holds t the JS thread reads t's filter (sender_held_flows); so only the JS thread clears
+ * the filter, when it takes t back (tx_reset). Clearing it here was a data race: the thread
+ * wrote the filter while the JS thread read it under the lock the thread did not take. */
+static void tx_empty(tx_set *t) {
   t->nmsgs = 0;
   t->niovs = 0;
   t->used = 0;
+}
+
+void tx_reset(tx_set *t) {
+  tx_empty(t);
   t->flows[0] = t->flows[1] = 0;
 }
 
@@ -414,7 +423,7 @@ int tx_send(tx_set *t, int fd, uint8_t *failed) {
    * take; counted, and reported once per batch (not per packet) for a fatal error. */
   if (stop != 0 && failed == NULL && !socket_full(stop)) note_tx_error(t, stop);
   for (; k < t->nmsgs; k++) mark_failed(t, k, failed);
-  tx_reset(t);
+  tx_empty(t); /* not the flow filter: see tx_empty */
   return stop;
 }
 
