@@ -324,20 +324,29 @@ static int gro_args(napi_env env, const char *fn, napi_value *argv, uint8_t **bu
  * the others go with a zero header, each to its flow's queue when d is a multi-queue device. Returns how many input packets the kernel accepted, or
  * -1 with an exception pending (a fatal fd error before anything was written).
  */
+/* The plan works on a private copy of the packet list (st->po, st->pl), checked once more:
+ * JS could change shared arrays meanwhile, and offs or lens may even be views of buf itself,
+ * whose heads' headers the plan rewrites (then the offsets read after the rewrite would be
+ * other numbers than the ones checked). 0, or -1 with a RangeError pending. */
+static int gro_copy_list(napi_env env, const char *fn, vx_state *st, size_t buflen, const int32_t *offs,
+                         const int32_t *lens, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    st->po[i] = READ_ONCE(offs[i]);
+    st->pl[i] = READ_ONCE(lens[i]);
+    if (st->po[i] < 0 || st->pl[i] < 0 || (int64_t)st->po[i] + st->pl[i] > (int64_t)buflen) {
+      throw_fmt(env, 1, "%s: packet %lld changed while being written", fn, (long long)i);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int64_t gro_write(napi_env env, vx_state *st, int fd, dev_set *d, uint8_t *buf, size_t buflen,
                   const int32_t *offs, const int32_t *lens, int64_t n) {
   static const char *fn = "devWrite";
   int64_t i, accepted = 0;
   int32_t *po = st->po, *pl = st->pl;
-  /* Work on a private copy of the packet list (JS could change shared arrays meanwhile). */
-  for (i = 0; i < n; i++) {
-    po[i] = READ_ONCE(offs[i]);
-    pl[i] = READ_ONCE(lens[i]);
-    if (po[i] < 0 || pl[i] < 0 || (int64_t)po[i] + pl[i] > (int64_t)buflen) {
-      throw_fmt(env, 1, "%s: packet %lld changed while being written", fn, (long long)i);
-      return -1;
-    }
-  }
+  if (gro_copy_list(env, fn, st, buflen, offs, lens, n) != 0) return -1;
   gro_plan(st, buf, po, pl, n);
   for (i = 0; i < n; i++) {
     int cnt, npk;
@@ -381,8 +390,11 @@ napi_value vx_gro_coalesce(napi_env env, napi_callback_info info) {
   ARG_TYPED(6, "outLens", napi_int32_array, &olens, &nolens);
   if (argc > 7) {
     ARG_BOOL(7, "udp", &udp);
-    st->uso_write = udp;
   }
+  if (gro_copy_list(env, fn, st, buflen, offs, lens, n) != 0) return NULL;
+  offs = st->po;
+  lens = st->pl;
+  if (argc > 7) st->uso_write = udp;
   gro_plan(st, buf, offs, lens, n);
   st->uso_write = uso;
   for (i = 0; i < n; i++) {

@@ -786,6 +786,41 @@ describe('offload entry points reject bad arguments', () => {
     expect(() => native.devWrite(2 ** 30, buf, new Int32Array(4097), new Int32Array(4097), 4097, true)).toThrow(RangeError);
     expect(ip('1.2.3.4')).toBe(0x01020304);
   });
+
+  it('_groCoalesce: offsets in a view of the buffer itself are read as checked, not as the rewrite of a joined head changed them', () => {
+    // offs is an Int32Array over bytes 32..39 of the head's own TCP header: offs[0] is its
+    // data offset, flags and window (0x50 0x10 0x01 0x00 = 0x11050, the head's offset), offs[1]
+    // its checksum and urgent pointer (where the second segment is put). Joining the two puts
+    // the pseudo-header sum into that checksum: read after the rewrite, offs[1] named other
+    // bytes of the buffer than the ones checked (past its end, with a smaller buffer).
+    const HEAD = 0x11050;
+    for (let salt = 0; salt < 64; salt++) {
+      const payload = (k: number) => Buffer.from(Array.from({ length: 100 }, (_, i) => (i * 7 + k * 31 + salt) & 0xff));
+      const head = tcpPacket({ seq: 5000, win: 0x0100, options: Buffer.alloc(0), payload: payload(1) });
+      head.writeUInt16BE(0x0100, 38); // urgent pointer (URG is off): offs[1] = checksum + 0x10000
+      fixTcpChecksum(head);
+      const second = tcpPacket({ seq: 5100, win: 0x0100, options: Buffer.alloc(0), payload: payload(2) });
+      const at = head[36] | (head[37] << 8) | (head[38] << 16) | (head[39] << 24);
+      if (at < HEAD + head.length + 64 && at + second.length + 64 > HEAD) continue; // overlaps the head: another payload
+      const ab = new ArrayBuffer(0x20000 + 4096);
+      const buf = Buffer.from(ab);
+      head.copy(buf, HEAD);
+      second.copy(buf, at);
+      const offs = new Int32Array(ab, HEAD + 32, 2);
+      expect([offs[0], offs[1]]).toEqual([HEAD, at]);
+      const lens = new Int32Array([head.length, second.length]);
+      const out = Buffer.alloc(1000);
+      const ooffs = new Int32Array(2);
+      const olens = new Int32Array(2);
+      expect(native._groCoalesce(buf, offs, lens, 2, out, ooffs, olens)).toBe(1);
+      const joined = out.subarray(ooffs[0] + VNET_HDR_LEN, ooffs[0] + olens[0]);
+      expect(joined.length).toBe(40 + 200);
+      expect(joined.subarray(40, 140).equals(payload(1))).toBe(true);
+      expect(joined.subarray(140).equals(payload(2)), 'the second segment\'s payload').toBe(true);
+      return;
+    }
+    throw new Error('no payload put the second segment clear of the head');
+  });
 });
 
 // ------------------------------------------------------- UDP (GSO_UDP_L4 reads, cut by tso.c)
