@@ -39,10 +39,12 @@ interface Validation {
   sentAt: number;
   /** The candidate answered; the move waits for the rest of OLD_PATH_GRACE_MS. */
   timer: Timer | null;
+  /** Moved or refused; kept until the next validation so that late answers are still known as ours. */
+  decided: boolean;
 }
 
 export class Roaming {
-  private readonly ident = randomInt(1, 0xffff);
+  private readonly ident: number;
   private readonly probes: ProbeSender;
   private readonly pending = new Map<string, Validation>(); // by peer name
   private readonly lastStarted = new Map<string, number>();
@@ -55,7 +57,11 @@ export class Roaming {
     private readonly dp: Dataplane,
     private readonly log: Logger,
     private readonly clock: Clock,
+    /** The echo ident of our probes (tests; random otherwise). Another part (the keepalive) may
+     *  draw the same one: an answer is ours only with a pending validation's sequence and token. */
+    ident = randomInt(1, 0xffff),
   ) {
+    this.ident = ident;
     this.probes = new ProbeSender(dp);
   }
 
@@ -66,7 +72,7 @@ export class Roaming {
     const hooks = this.dp.outside.hooks;
     hooks.onRoamCandidate = (p, addr, _port, buf, ipOff, ipLen) => this.onCandidate(p, addr, buf, ipOff, ipLen);
     const keepalive = hooks.onToVtep;
-    this.toVtep = (buf, off, len, p) => this.oldPathReply(buf, off, len) || (keepalive?.(buf, off, len, p) ?? false);
+    this.toVtep = (buf, off, len, p) => this.oldPathReply(buf, off, len, p) || (keepalive?.(buf, off, len, p) ?? false);
     hooks.onToVtep = this.toVtep;
   }
 
@@ -85,8 +91,8 @@ export class Roaming {
     const v = this.pending.get(name);
     const now = this.clock.monotonic();
     if (v && v.addr === addr && parseEchoReply(buf, ipOff, ipLen, this.reply) && this.reply.ident === this.ident) {
-      if (this.reply.seq === v.seq && buf.compare(v.token, 0, 8, this.reply.tokenOff, this.reply.tokenOff + 8) === 0 && now - v.sentAt <= VALIDATION_TIMEOUT_MS) {
-        if (v.timer === null) {
+      if (this.answers(v, buf) && now - v.sentAt <= VALIDATION_TIMEOUT_MS) {
+        if (v.timer === null && !v.decided) {
           const wait = v.sentAt + OLD_PATH_GRACE_MS - now;
           if (wait <= 0) this.decide(v);
           else v.timer = this.clock.after(wait, () => this.decide(v));
@@ -105,7 +111,7 @@ export class Roaming {
         // The old path's probe: the same echo at the current endpoint. Its answer, like any
         // frame from there, sets the peer's lastRx, which is all decide() looks at.
         this.probes.send(p, this.ident, this.seq, token);
-        this.pending.set(name, { peer: name, addr, seq: this.seq, token, sentAt: now, timer: null });
+        this.pending.set(name, { peer: name, addr, seq: this.seq, token, sentAt: now, timer: null, decided: false });
         this.log.info('frames for a peer from a new address: validating the path', { peer: name, candidate: intToIp(addr) });
       }
     }
@@ -114,10 +120,13 @@ export class Roaming {
 
   /** The candidate answered and the grace is over: move, unless the peer was heard at its endpoint since the probes. */
   private decide(v: Validation): void {
-    if (this.pending.get(v.peer) !== v) return;
-    this.pending.delete(v.peer);
+    if (this.pending.get(v.peer) !== v || v.decided) return;
+    v.decided = true;
     const p = this.dp.peers.indexOf(v.peer);
-    if (p < 0) return;
+    if (p < 0) {
+      this.pending.delete(v.peer);
+      return;
+    }
     const from = intToIp(this.dp.peers.addr[p]);
     if (this.dp.peers.lastRx[p] >= v.sentAt) {
       this.log.warn('frames for a peer from a new address, but it still answers at its endpoint: not moved', {
@@ -135,9 +144,20 @@ export class Roaming {
 
   /**
    * Consumes the old endpoint's answers to our probes (addressed to our VTEP, like a keepalive's),
-   * late ones too: they are ours, not the site's.
+   * late ones too: they are ours, not the site's. Only with the sequence number and token of
+   * that peer's latest validation: the keepalive may have drawn the same ident, and its
+   * answers must reach it (taken by ident alone, they all were in 1 of 65 535 starts, and
+   * every peer stayed down).
    */
-  private oldPathReply(buf: Buffer, off: number, len: number): boolean {
-    return parseEchoReply(buf, off, len, this.reply) && this.reply.ident === this.ident;
+  private oldPathReply(buf: Buffer, off: number, len: number, slot: number): boolean {
+    const name = this.dp.peers.names[slot];
+    const v = name === null || name === undefined ? undefined : this.pending.get(name);
+    return v !== undefined && parseEchoReply(buf, off, len, this.reply) && this.reply.ident === this.ident && this.answers(v, buf);
+  }
+
+  /** The echo answer just parsed from buf (this.reply) carries v's sequence number and token. */
+  private answers(v: Validation, buf: Buffer): boolean {
+    const { seq, tokenOff } = this.reply;
+    return seq === v.seq && buf.compare(v.token, 0, 8, tokenOff, tokenOff + 8) === 0;
   }
 }

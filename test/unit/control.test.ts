@@ -176,6 +176,32 @@ describe('roaming with path validation', () => {
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.11'));
   });
 
+  it('regression: an echo answer with our ident but not our validation goes on to the keepalive (which may have drawn the same ident)', () => {
+    const io = new FakeIo();
+    const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
+    const clock = new ManualClock();
+    const dp = new Dataplane(s, io, io.fds, new PeerTable([AWS1]), new Logger('error', true), clock);
+    const seen: number[] = [];
+    dp.outside.hooks.onToVtep = (buf, off) => (seen.push(buf.readUInt16BE(off + 26)), true); // the keepalive's hook: the echo's seq
+    const ident = 0x4242;
+    const roaming = new Roaming(dp, new CaptureLog(), clock, ident);
+    roaming.start();
+    // A keepalive's answer: the same ident, its own seq and token.
+    const keepaliveEcho = icmpEcho('10.244.100.0', '10.244.1.0', ident, 7, Buffer.alloc(16, 0x5a));
+    io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(keepaliveEcho)), addr: ip(AWS1.publicIp), port: 40000 });
+    dp.outside.pump();
+    expect(seen).toEqual([7]);
+    // With a validation pending, its old-path answer is ours and stops there; another seq still goes on.
+    io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10')), addr: ip('203.0.113.11'), port: 40001 });
+    dp.outside.pump();
+    const oldPath = io.underlay.sent.find((d) => d.addr === ip(AWS1.publicIp))!;
+    io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(oldPath.data.subarray(22))), addr: ip(AWS1.publicIp), port: 40000 });
+    io.underlay.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(keepaliveEcho)), addr: ip(AWS1.publicIp), port: 40000 });
+    dp.outside.pump();
+    expect(seen).toEqual([7, 7]);
+    expect(io.device.written).toHaveLength(0);
+  });
+
   it('a flood of forged frames costs one probe per 5 s and moves nothing', () => {
     const r = rig();
     for (let i = 0; i < 100; i++) r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 1000 + i });
