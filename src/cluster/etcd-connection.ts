@@ -6,7 +6,7 @@
 // The etcd3 adapter (and with it gRPC) is imported on the first connect only, so a gateway that
 // follows Kubernetes or static peers never loads it. Once stop() is called no new client is kept
 // and the open one is closed; the jobs read `stopped` to drop what their pending calls return.
-import { statSync } from 'node:fs';
+import { fileStamp } from '../util/file-stamp.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { formatDuration } from '../util/duration.js';
@@ -101,15 +101,7 @@ export class EtcdConnection {
 
   private stampFiles(): string {
     const files = [this.o.tls?.ca, this.o.tls?.cert, this.o.tls?.key, this.o.auth?.passwordFile];
-    return files.map((f) => {
-      if (!f) return '-';
-      try {
-        const st = statSync(f);
-        return `${st.ino}:${st.size}:${st.mtimeMs}`;
-      } catch {
-        return 'unreadable';
-      }
-    }).join('|');
+    return files.map((f) => (f ? (fileStamp(f) ?? 'unreadable') : '-')).join('|');
   }
 
   /** Marks the connection stopped and closes the client (also one still connecting). */

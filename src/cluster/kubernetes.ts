@@ -27,10 +27,10 @@
 //
 // Nothing here throws into the gateway: every failure becomes status().error, in words
 // that name the fix (kube-errors.ts), and a retry.
-import { statSync } from 'node:fs';
 import type { Cidr } from '../config/types.js';
 import { cidrOverlaps } from '../util/ipv4.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { fileStamp } from '../util/file-stamp.js';
 import type { Logger } from '../util/log.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
 import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type NodeApi, type NodeJson } from './kube-client.js';
@@ -545,9 +545,10 @@ export class KubernetesSource implements ClusterSource {
     if (!api || !this.synced) return; // the first list kicks us again
     const name = this.o.nodeName;
     const want = nodeManifest({ site: this.o.site, name, subnet: lease.subnet.text, vni: lease.vni, vtepMac: lease.vtepMac, publicIp: lease.publicIp });
+    const wanted = JSON.stringify(want);
     const step = registrationStep(this.cache.get(name), want);
     if (step.do === 'create' || step.do === 'patch') this.refuseTakenSubnet(lease.subnet);
-    if (step.do === 'patch' || step.do === 'recreate') this.countUndone(JSON.stringify(want));
+    if (step.do === 'patch' || step.do === 'recreate') this.countUndone(wanted);
     switch (step.do) {
       case 'none':
         break;
@@ -580,7 +581,7 @@ export class KubernetesSource implements ClusterSource {
       case 'refuse':
         throw new Error(step.why);
     }
-    this.lastWritten = JSON.stringify(want);
+    this.lastWritten = wanted;
     this.registered = true;
   }
 
@@ -639,16 +640,6 @@ function isTooLargeResourceVersion(status: unknown): boolean {
   const s = status as { message?: unknown; details?: { causes?: unknown } } | null;
   const causes = Array.isArray(s?.details?.causes) ? (s.details.causes as { reason?: unknown }[]) : [];
   return causes.some((c) => c?.reason === 'ResourceVersionTooLarge') || (typeof s?.message === 'string' && s.message.startsWith('Too large resource version'));
-}
-
-/** Identifies a file's version (inode, size, mtime); null when it cannot be read. */
-function fileStamp(file: string): string | null {
-  try {
-    const st = statSync(file);
-    return `${st.ino}:${st.size}:${st.mtimeMs}`;
-  } catch {
-    return null;
-  }
 }
 
 function nameOf(n: NodeJson): string {
