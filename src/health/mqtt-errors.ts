@@ -72,15 +72,23 @@ export function isTlsError(err: ErrLike | null): boolean {
 /**
  * Describes why an attempt ended. `err` is the error of the attempt (null if the connection just
  * closed); `connected` whether the attempt had got a CONNACK (then this is a lost connection).
+ * `gatewayClientId`: the gateway's own client id, named with what to do when another client
+ * took the session over (a second gateway with the same site and node).
  */
-export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, connected: boolean): MqttFailure {
+export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, connected: boolean, gatewayClientId?: string): MqttFailure {
   const where = `${broker.host}:${broker.port}`;
   if (err instanceof MqttSetupError) {
     return { kind: 'setup', line: `mqtt setup failed: ${err.message}; retrying` };
   }
   if (connected) {
     if (isTakenOver(err)) {
-      return { kind: 'lost', line: `mqtt connection to ${where} taken over by another client with the same client id (DISCONNECT ${SESSION_TAKEN_OVER}); reconnecting` };
+      // Most likely a second gateway with the same site and node (a cloned SD card keeps the
+      // host name, node's default).
+      const hint = gatewayClientId === undefined
+        ? ''
+        : `: is another gateway running with the same site and node (client id ${gatewayClientId})? ` +
+          'Give each gateway its own node (default: the host name, which cloned images share)';
+      return { kind: 'lost', line: `mqtt connection to ${where} taken over by another client with the same client id (DISCONNECT ${SESSION_TAKEN_OVER})${hint}; reconnecting` };
     }
     const why = err ? `: ${err.message}` : '';
     return { kind: 'lost', line: `mqtt connection to ${where} lost${why}; reconnecting` };

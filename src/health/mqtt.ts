@@ -331,18 +331,10 @@ export class HealthPublisher {
       // Protocol fallback (logged already): try again at once.
       this.retryNow = false;
     } else {
-      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected);
-      // Taken over: another client connected with our id, most likely a second gateway with the
-      // same site and node (a cloned SD card keeps the host name, node's default). The two
-      // would kick each other out every second; the schedule keeps growing instead.
+      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, clientIdFor(this.o.site, this.o.node));
+      // Taken over: another client connected with our id. Two gateways with one id would kick
+      // each other out every second; the schedule keeps growing instead.
       const takenOver = wasConnected && isTakenOver(this.attemptError);
-      if (takenOver) {
-        failure.line = failure.line.replace(
-          /; reconnecting$/,
-          `: is another gateway running with the same site and node (client id ${clientIdFor(this.o.site, this.o.node)})? ` +
-            'Give each gateway its own node (default: the host name, which cloned images share); reconnecting',
-        );
-      }
       // The log line without its "mqtt connection failed: " lead-in: cause and hint, no OpenSSL noise.
       this.lastError = failure.line.replace(/^mqtt (connection failed: |setup failed: )?/, '').replace(/; (retrying|reconnecting)$/, '');
       if (wasConnected && connectedFor >= this.backoff.stableMs && !takenOver) this.failures = 0;
