@@ -53,13 +53,14 @@ export class SiteNat {
       // What is announced is read from the mapper when asked (mappedAddress()): a copy kept here
       // went stale, e.g. null for good after a failed attempt when the mapping came back on the
       // same address, which the mapper does not announce twice.
-      let routerIp: string | null = null;
-      nat.mapper.onExternalAddress((ip) => {
-        // A new address on the router makes what STUN saw old: until STUN looked again (its
-        // next round can be 2 minutes away), stunAgrees would be false and the port_mapping
-        // check would blame a second NAT in front of the router.
-        if (routerIp !== null && ip !== routerIp) nat.stun?.trigger('router external address changed');
-        routerIp = ip;
+      let learned = false;
+      nat.mapper.onExternalAddress(() => {
+        // Called when the router's address is first learned and on every change. A new one
+        // makes what STUN saw old: until STUN looked again (its next round can be 2 minutes
+        // away), stunAgrees would be false and the port_mapping check would blame a second NAT
+        // in front of the router.
+        if (learned) nat.stun?.trigger('router external address changed');
+        learned = true;
         o.changed();
       });
       // The forward is new on the router when the mapping is made from nothing or again after
