@@ -316,14 +316,6 @@ static int gro_args(napi_env env, const char *fn, napi_value *argv, uint8_t **bu
   return check_packets(env, fn, *buflen, *offs, *lens, *n);
 }
 
-/*
- * The offload half of devWrite (device.c parsed and bounds-checked the arguments): writes
- * inner IPv4 packets buf[offs[i] .. +lens[i]) to a device with virtio-net headers, joining
- * consecutive in-order TCP segments of one flow into super-packets with a GSO_TCPV4 header
- * (and UDP datagrams with a GSO_UDP_L4 one where the kernel takes them);
- * the others go with a zero header, each to its flow's queue when d is a multi-queue device. Returns how many input packets the kernel accepted, or
- * -1 with an exception pending (a fatal fd error before anything was written).
- */
 /* The plan works on a private copy of the packet list (st->po, st->pl), checked once more:
  * JS could change shared arrays meanwhile, and offs or lens may even be views of buf itself,
  * whose heads' headers the plan rewrites (then the offsets read after the rewrite would be
@@ -341,6 +333,14 @@ static int gro_copy_list(napi_env env, const char *fn, vx_state *st, size_t bufl
   return 0;
 }
 
+/*
+ * The offload half of devWrite (device.c parsed and bounds-checked the arguments): writes
+ * inner IPv4 packets buf[offs[i] .. +lens[i]) to a device with virtio-net headers, joining
+ * consecutive in-order TCP segments of one flow into super-packets with a GSO_TCPV4 header
+ * (and UDP datagrams with a GSO_UDP_L4 one where the kernel takes them);
+ * the others go with a zero header, each to its flow's queue when d is a multi-queue device. Returns how many input packets the kernel accepted, or
+ * -1 with an exception pending (a fatal fd error before anything was written).
+ */
 int64_t gro_write(napi_env env, vx_state *st, int fd, dev_set *d, uint8_t *buf, size_t buflen,
                   const int32_t *offs, const int32_t *lens, int64_t n) {
   static const char *fn = "devWrite";
@@ -382,19 +382,17 @@ napi_value vx_gro_coalesce(napi_env env, napi_callback_info info) {
   int32_t *offs, *lens, *ooffs, *olens;
   size_t buflen, nout, nooffs, nolens, used = 0, w = 0;
   int uso = st->uso_write;
-  bool udp;
+  bool udp = uso != 0;
 
   if (gro_args(env, fn, argv, &buf, &buflen, &offs, &lens, &n, 3) != 0) return NULL;
   ARG_TYPED(4, "out", napi_uint8_array, &out, &nout);
   ARG_TYPED(5, "outOffs", napi_int32_array, &ooffs, &nooffs);
   ARG_TYPED(6, "outLens", napi_int32_array, &olens, &nolens);
-  if (argc > 7) {
-    ARG_BOOL(7, "udp", &udp);
-  }
+  if (argc > 7) ARG_BOOL(7, "udp", &udp);
   if (gro_copy_list(env, fn, st, buflen, offs, lens, n) != 0) return NULL;
   offs = st->po;
   lens = st->pl;
-  if (argc > 7) st->uso_write = udp;
+  st->uso_write = udp; /* for this plan only */
   gro_plan(st, buf, offs, lens, n);
   st->uso_write = uso;
   for (i = 0; i < n; i++) {

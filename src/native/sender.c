@@ -144,7 +144,7 @@ int sender_flush(vx_state *st, int fd) {
      * without the thread (a keepalive's send that fails says so). */
     int stop = tx_send(t, fd, st->failed);
     tx_fold(st, t);
-    t->flows[0] = t->flows[1] = 0; /* sent: its flow no longer waits here */
+    tx_reset(t); /* sent on this thread: its flow filter goes too */
     st->snd_inline += 1;
     return stop;
   }
