@@ -40,12 +40,12 @@ export interface FormatDef<T> {
 
 export const ID_PATTERN = '[a-z0-9][a-z0-9-]{0,62}';
 const ID_RE = new RegExp(`^${ID_PATTERN}$`);
-// A Kubernetes node name is a DNS subdomain; `vxedge peers` copies it verbatim.
 /** The site's Node name without cluster.kubernetes.nodeName: vxedge-{site}-{node}. */
 export function defaultNodeName(site: string, node: string): string {
   return `vxedge-${site}-${node}`;
 }
 
+// A Kubernetes node name is a DNS subdomain; `vxedge peers` copies it verbatim.
 export const NODE_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 const HOST_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 // Linux IFNAMSIZ is 16 including the NUL.

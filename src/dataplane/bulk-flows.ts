@@ -9,8 +9,9 @@
 // and pump() clears the marks once it has written everything held: the next drain marks
 // what is still moving. A fragment has no ports (a later one's first bytes are payload), so
 // every fragment is asked about as the flow of its two addresses alone, which each bulk flow
-// marks too: all of a datagram gets one answer, and a bulk flow's fragments wait with it. No flow is reordered whatever the marks say: each look decides again
-// for everything it holds, in order, and gives every packet of one flow the same answer.
+// marks too: all of a datagram gets one answer, and a bulk flow's fragments wait with it. No
+// flow is reordered whatever the marks say: each look decides again for everything it
+// holds, in order, and gives every packet of one flow the same answer.
 //
 // A Bloom filter of two 32-bit words, one bit in each per flow: "not marked" is certain,
 // "marked" may be wrong now and then (with the few bulk flows of a drain, rarely), and a
