@@ -56,13 +56,14 @@ export class Reloads {
  * release() removes the listener and says whether one came, so the file can be read again
  * once the gateway is up (it may have changed after start-up read it).
  */
-export function holdHangups(proc: Pick<NodeJS.Process, 'on' | 'off'> = process): { release(): boolean } {
+export function holdHangups(proc: Pick<NodeJS.Process, 'on' | 'off'> = process): { came(): boolean; release(): boolean } {
   let came = false;
   const note = (): void => {
     came = true;
   };
   proc.on('SIGHUP', note);
   return {
+    came: () => came,
     release(): boolean {
       proc.off('SIGHUP', note);
       return came;

@@ -352,13 +352,14 @@ describe('a SIGHUP during start-up (holdHangups)', () => {
   it('keeps a real process alive through a real SIGHUP (without it Node ends the process)', () => {
     ensureDist(['cli/reloads']);
     const mod = path.join(REPO_ROOT, 'dist', 'cli', 'reloads.js');
-    // Signals to oneself arrive within microseconds; half a second is the margin, and a late
-    // one would make release() say false (a failure, never a false pass).
+    // The child waits until the hold has seen the signal (5 s deadline), then releases it.
     const script = (hold: boolean) =>
       `import { holdHangups } from ${JSON.stringify(mod)};
-       const h = ${hold ? 'holdHangups()' : '{ release: () => false }'};
+       const h = ${hold ? 'holdHangups()' : '{ came: () => false, release: () => false }'};
        process.kill(process.pid, 'SIGHUP');
-       setTimeout(() => console.log('came:', h.release()), 500);`;
+       const until = Date.now() + 5000;
+       const poll = () => (h.came() || Date.now() > until ? console.log('came:', h.release()) : setTimeout(poll, 10));
+       poll();`;
     const held = spawnSync(process.execPath, ['--input-type=module', '-e', script(true)], { encoding: 'utf8', timeout: 15_000 });
     expect(held.signal).toBe(null);
     expect(held.stdout.trim()).toBe('came: true');
