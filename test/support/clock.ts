@@ -21,6 +21,16 @@ export async function flush(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
+/** Moves the clock on in steps of `step` ms (advanceAsync) until cond holds; fails the test if it
+ *  does not within maxMs of clock time. For fakes that answer without real I/O. */
+export async function advanceUntil(clock: ManualClock, cond: () => boolean, maxMs: number, step = 1000): Promise<void> {
+  await flush();
+  for (let t = 0; !cond(); t += step) {
+    if (t >= maxMs) throw new Error(`condition not met within ${maxMs} ms of clock time`);
+    await clock.advanceAsync(step);
+  }
+}
+
 /**
  * Until `cond()` is truthy: lets real I/O run (a few ms of real time), then moves `clock` on by
  * `stepMs` (none when stepMs is 0). Throws after `timeoutMs` of real time, naming `what`.

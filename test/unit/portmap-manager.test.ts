@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { PortMapper, isPublicIPv4, type PortMapperOptions } from '../../src/nat/portmap/portmapper.js';
 import type { PortMappingMode } from '../../src/nat/portmap/client.js';
 import { CaptureLog } from '../support/capture-log.js';
-import { ManualClock, flush } from '../support/clock.js';
+import { ManualClock, advanceUntil } from '../support/clock.js';
 import { FakeRouter, GW, ME, WAN } from './portmap-fakes.js';
 
 interface Rig {
@@ -37,16 +37,6 @@ function rig(mode: PortMappingMode, opts: Partial<PortMapperOptions> = {}, setup
   const addresses: string[] = [];
   pm.onExternalAddress((ip) => addresses.push(ip));
   return { clock, router, pm, log, addresses };
-}
-
-/** Moves the clock on in steps of `step` ms (advanceAsync) until cond holds; fails the test if it
- *  does not within maxMs of clock time. */
-async function advanceUntil(clock: ManualClock, cond: () => boolean, maxMs: number, step = 1000): Promise<void> {
-  await flush();
-  for (let t = 0; !cond(); t += step) {
-    if (t >= maxMs) throw new Error(`condition not met within ${maxMs} ms of clock time`);
-    await clock.advanceAsync(step);
-  }
 }
 
 async function started(r: Rig, ms = 8000): Promise<Rig> {

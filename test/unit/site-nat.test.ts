@@ -7,7 +7,7 @@ import { ipToInt } from '../../src/util/ipv4.js';
 import { SiteNat } from '../../src/nat/site-nat.js';
 import type { PortMappingMode } from '../../src/nat/portmap/client.js';
 import { CaptureLog } from '../support/capture-log.js';
-import { ManualClock, flush } from '../support/clock.js';
+import { ManualClock, advanceUntil } from '../support/clock.js';
 import { FakeRouter, GW, ME, WAN } from './portmap-fakes.js';
 
 const STUN_SERVER = '198.51.100.1';
@@ -50,14 +50,6 @@ async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = (
     portMapperDeps: { udp: router.udp, http: router.http, random: () => 0.5, nonce: () => Buffer.alloc(12, ++n) },
   });
   return { clock, router, nat, log, stunRequests };
-}
-
-async function advanceUntil(clock: ManualClock, cond: () => boolean, maxMs: number, step = 1000): Promise<void> {
-  await flush();
-  for (let t = 0; !cond(); t += step) {
-    if (t >= maxMs) throw new Error(`condition not met within ${maxMs} ms of clock time`);
-    await clock.advanceAsync(step);
-  }
 }
 
 describe('SiteNat: the public endpoint from the router mapping', () => {
