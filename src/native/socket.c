@@ -411,7 +411,7 @@ static int probe_send(int fd, const struct sockaddr_in *to, uint8_t *buf) {
   m.msg_hdr.msg_namelen = sizeof *to;
   m.msg_hdr.msg_iov = &iov;
   m.msg_hdr.msg_iovlen = 1;
-  put_udp_segment(&m.msg_hdr, &ctl, PROBE_SEG);
+  put_control(&m.msg_hdr, &ctl, PROBE_SEG, 0);
   do r = sendmmsg(fd, &m, 1, 0); while (r < 0 && errno == EINTR);
   return r == 1 ? 0 : r < 0 ? errno : EAGAIN;
 }

@@ -175,27 +175,55 @@ static inline size_t gso_write(const tso_job *j, size_t encap, uint32_t k, uint8
 
 /* ------------------------------------------------------------------- send */
 
-void put_udp_segment(struct msghdr *h, ctl_buf *ctl, uint16_t seg) {
-  struct cmsghdr *cm;
-  memset(ctl, 0, sizeof *ctl);
-  h->msg_control = ctl->buf;
-  h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-  cm = CMSG_FIRSTHDR(h);
-  cm->cmsg_level = SOL_UDP;
-  cm->cmsg_type = UDP_SEGMENT;
-  cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-  memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+void put_control(struct msghdr *h, ctl_buf *ctl, uint16_t seg, uint8_t tos) {
+  struct cmsghdr *cm = (struct cmsghdr *)ctl->buf;
+  size_t n = (seg ? CMSG_SPACE(sizeof seg) : 0) + (tos ? CMSG_SPACE(sizeof(int)) : 0);
+  h->msg_control = n ? ctl->buf : NULL;
+  h->msg_controllen = n;
+  if (n == 0) return;
+  memset(ctl->buf, 0, n);
+  if (seg) {
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof seg);
+    memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+    cm = (struct cmsghdr *)(ctl->buf + CMSG_SPACE(sizeof seg));
+  }
+  if (tos) {
+    int v = tos;
+    cm->cmsg_level = IPPROTO_IP;
+    cm->cmsg_type = IP_TOS;
+    cm->cmsg_len = CMSG_LEN(sizeof v);
+    memcpy(CMSG_DATA(cm), &v, sizeof v);
+  }
 }
 
 static void set_segment(tx_set *t, int m, uint16_t seg) {
-  put_udp_segment(&t->msgs[m].msg_hdr, &t->ctls[m], seg);
   t->msg_seg[m] = seg;
+  put_control(&t->msgs[m].msg_hdr, &t->ctls[m], seg, t->msg_tos[m]);
+}
+
+/*
+ * The outer TOS byte of VXLAN datagram d, as the kernel's vxlan sets it with flannel's
+ * configuration (no `tos`, so DSCP 0): the inner IPv4 or IPv6 packet's ECN field copied out,
+ * CE sent as ECT(0) (ip_tunnel_ecn_encap -> INET_ECN_encapsulate, RFC 3168's full-functionality
+ * mode; RFC 6040 decapsulates both alike). So a router on the internet that is congested marks
+ * an ECN-capable flow's datagrams instead of dropping them, and the peer's decapsulation
+ * (ours: proto/ecn.ts) carries the mark to the receiver. Anything else (ARP, a STUN request,
+ * which starts with two zero bits where VXLAN has its I flag) goes Not-ECT.
+ */
+static inline uint8_t outer_tos(const uint8_t *d, size_t len) {
+  unsigned type, ecn;
+  if (len < 24 || d[0] != 0x08) return 0;
+  type = (unsigned)d[20] << 8 | d[21];
+  ecn = type == 0x0800 ? d[23] & 3u : type == 0x86dd ? (d[23] >> 4) & 3u : 0;
+  return (uint8_t)(ecn - (ecn == 3)); /* CE goes as ECT(0) */
 }
 
 /* Queues a new message of one buffer: a datagram, or `seg`-sized segments (TSO). `open`:
  * datagrams of the same size may join it. */
 static void msg_add(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, uint16_t seg,
-                    int32_t pkt, int open) {
+                    uint8_t tos, int32_t pkt, int open) {
   int m = t->nmsgs++;
   struct msghdr *h = &t->msgs[m].msg_hdr;
   struct sockaddr_in *sin = &t->names[m];
@@ -211,8 +239,8 @@ static void msg_add(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t p
   h->msg_namelen = sizeof *sin;
   h->msg_iov = &t->iovs[v];
   h->msg_iovlen = 1;
-  t->msg_seg[m] = 0;
-  if (seg) set_segment(t, m, seg);
+  t->msg_tos[m] = tos;
+  set_segment(t, m, seg);
   t->msg_pkt[m] = pkt;
   t->msg_npkt[m] = 1;
   t->msg_iov0[m] = v;
@@ -276,6 +304,7 @@ static inline void flow_queued(vx_state *s, tx_set *t, const uint64_t b[2]) {
 static inline void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uint16_t port, int32_t pkt,
                            int gso_off) {
   int m = t->nmsgs - 1;
+  uint8_t tos = outer_tos(p, len);
   if (t->copy) { /* for the sender thread (never the express set, sent within the call) */
     uint8_t *c = t->scratch + t->used;
     memcpy(c, p, len);
@@ -283,7 +312,7 @@ static inline void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uin
     p = c;
   }
   if (m >= 0 && t->msg_open[m] && t->niovs < MMSG_BATCH && t->names[m].sin_addr.s_addr == htonl(addr) &&
-      t->names[m].sin_port == htons(port) && t->msg_pkt[m] + t->msg_npkt[m] == pkt) {
+      t->names[m].sin_port == htons(port) && t->msg_tos[m] == tos && t->msg_pkt[m] + t->msg_npkt[m] == pkt) {
     struct msghdr *h = &t->msgs[m].msg_hdr;
     size_t first = t->iovs[t->msg_iov0[m]].iov_len;
     if (len <= first && h->msg_iovlen < UDP_GSO_MAX_SEGS && t->msg_bytes[m] + len <= UDP_GSO_MAX_BYTES) {
@@ -298,7 +327,7 @@ static inline void msg_put(tx_set *t, uint8_t *p, size_t len, uint32_t addr, uin
       return;
     }
   }
-  msg_add(t, p, len, addr, port, 0, pkt, !gso_off);
+  msg_add(t, p, len, addr, port, 0, tos, pkt, !gso_off);
 }
 
 /* The socket's buffer is full: the send stops there (the rest of the batch is dropped). */
@@ -315,6 +344,8 @@ static void note_tx_error(tx_set *t, int err) {
 static int send_split(tx_set *t, int fd, int m) {
   struct msghdr *mh = &t->msgs[m].msg_hdr;
   int cnt = 0, k = 0, err = 0;
+  struct msghdr tos_only;
+  put_control(&tos_only, &t->split_ctl, 0, t->msg_tos[m]);
   for (size_t i = 0; i < mh->msg_iovlen; i++) {
     uint8_t *base = mh->msg_iov[i].iov_base;
     size_t total = mh->msg_iov[i].iov_len, seg = mh->msg_iovlen > 1 ? total : t->msg_seg[m], off;
@@ -327,6 +358,8 @@ static int send_split(tx_set *t, int fd, int m) {
       h->msg_namelen = sizeof t->names[m];
       h->msg_iov = &t->split_iovs[cnt];
       h->msg_iovlen = 1;
+      h->msg_control = tos_only.msg_control;
+      h->msg_controllen = tos_only.msg_controllen;
     }
   }
   while (k < cnt) {
@@ -545,7 +578,7 @@ static inline __attribute__((always_inline)) int queue_datagram(vx_state *s, int
     base = s->tx->scratch + s->tx->used;
     for (q = 0; q < m; q++) total += gso_write(&j, encap, k + q, base + total);
     s->tx->used += (total + 63) & ~(size_t)63;
-    msg_add(s->tx, base, total, addr, port, m > 1 ? (uint16_t)stride : 0, pkt, !s->gso_off);
+    msg_add(s->tx, base, total, addr, port, m > 1 ? (uint16_t)stride : 0, outer_tos(base, total), pkt, !s->gso_off);
     if (s->tx->copy) flow_queued(s, s->tx, fb);
     k += m;
   }

@@ -44,8 +44,10 @@
 #define UDP_MAX_SETS 4             /* underlay socket groups open at once per environment */
 #define TX_SETS 8                  /* batches of underlay output: one filled, up to seven with the sender thread */
 
+/* A sent message's control data: UDP_SEGMENT's segment size and IP_TOS (the outer ECN field,
+ * sent as an int, as the kernel's ip_cmsg_send takes it). */
 typedef union {
-  char buf[CMSG_SPACE(sizeof(int))];
+  char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
   struct cmsghdr align;
 } ctl_buf;
 
@@ -91,10 +93,12 @@ typedef struct {
   int32_t msg_npkt[OF_MSGS];
   int32_t msg_iov0[OF_MSGS];
   uint16_t msg_seg[OF_MSGS];
+  uint8_t msg_tos[OF_MSGS];         /* the outer TOS byte (only its ECN bits are ever set) */
   uint8_t msg_open[OF_MSGS];        /* more datagrams of the same size and destination may join */
   uint32_t msg_bytes[OF_MSGS];
   struct mmsghdr split_msgs[UDP_GSO_MAX_SEGS * 2];
   struct iovec split_iovs[UDP_GSO_MAX_SEGS * 2];
+  ctl_buf split_ctl;                /* the split datagrams' IP_TOS */
   uint8_t *scratch;                 /* OF_SCRATCH bytes */
   size_t used;
   /* counted while sending; folded into vx_state by the JS thread */

@@ -18,7 +18,7 @@
 // Idling "past the NAT's timeouts" is judged on the router's own state (its conntrack table),
 // not on a fixed sleep.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, waitExit, waitForOutput, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, startCapture, waitExit, waitForOutput, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxnat';
@@ -331,6 +331,48 @@ describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
       } finally {
         await nsExec(env.NS_INET, ['nft', 'delete', 'table', 'ip', 'vxecn']);
       }
+    }, 60_000);
+
+    it("the outer ECN field of what the gateway sends is what aws1's kernel VXLAN sends for the same inner TOS", async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '30s' });
+      await gw.waitUp();
+      // Both directions cross aws1's underlay interface: the site's datagrams to pod1 (vxedge's
+      // encapsulation, through the NAT) and pod1's to the site (the kernel's).
+      const pcap = `/tmp/${PREFIX}-ecn-${process.pid}.pcap`;
+      const TOS = [0x00, 0x01, 0x02, 0x03, 0xb9]; // Not-ECT, ECT(1), ECT(0), CE, DSCP EF + ECT(1)
+      const cap = startCapture(env.NS_AWS1, ['-i', env.AWS1_UNDERLAY_IF, '-n', '-U', '-w', pcap, 'udp port 8472'], { timeoutMs: 30_000 });
+      try {
+        await cap.ready;
+        const send = (ns: string, to: string, tag: string) => nsRun(ns, ['python3', '-c', [
+          'import socket',
+          `for tos in (${TOS.join(', ')},):`,
+          '  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+          '  s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)',
+          `  s.sendto(b"${tag}-%d" % tos, ("${to}", 5556))`,
+        ].join('\n')]);
+        await send(env.NS_HOST, env.POD1_IP, 'site');
+        await send(env.NS_POD1, env.HOST_IP, 'pod1');
+        await waitFor(async () => {
+          const n = await nsRun(env.NS_AWS1, ['tshark', '-r', pcap, '-d', 'udp.port==8472,vxlan', '-Y', 'udp.dstport == 5556 && !icmp', '-T', 'fields', '-e', 'frame.number']).catch(() => '');
+          return n.trim().split('\n').filter(Boolean).length >= 2 * TOS.length;
+        }, 10_000);
+      } finally {
+        await cap.stop();
+      }
+      // One line per datagram: the outer and inner DSCP and ECN (tshark lists a field once per IP
+      // header, outer first), and the inner UDP payload.
+      const text = await nsRun(env.NS_AWS1, ['tshark', '-r', pcap, '-d', 'udp.port==8472,vxlan', '-Y', 'udp.dstport == 5556 && !icmp',
+        '-T', 'fields', '-E', 'separator=;', '-e', 'ip.dsfield.dscp', '-e', 'ip.dsfield.ecn', '-e', 'data.data']);
+      await nsExec(env.NS_AWS1, ['rm', '-f', pcap]);
+      const outer = new Map<string, { dscp: number; ecn: number }>();
+      for (const line of text.trim().split('\n')) {
+        const [dscp, ecn, hex] = line.split(';');
+        outer.set(Buffer.from(hex, 'hex').toString(), { dscp: Number(dscp.split(',')[0]), ecn: Number(ecn.split(',')[0]) });
+      }
+      const want = [0, 1, 2, 2, 1]; // the inner ECN copied out, CE as ECT(0); the DSCP never
+      expect(TOS.map((t) => outer.get(`pod1-${t}`))).toEqual(want.map((ecn) => ({ dscp: 0, ecn }))); // the kernel's
+      expect(TOS.map((t) => outer.get(`site-${t}`))).toEqual(want.map((ecn) => ({ dscp: 0, ecn }))); // ours
     }, 60_000);
   });
 });

@@ -116,6 +116,16 @@ function vxlanFrame(proto, tag, len = 60) {
   return f;
 }
 
+/** The 22 bytes udpSend's `encap` covers: a VXLAN header (VNI 1) and an inner Ethernet header
+ *  of `etherType`. */
+function vxlanEncap(etherType = 0x0800) {
+  const e = Buffer.alloc(22);
+  e[0] = 0x08;
+  e[6] = 1;
+  e.writeUInt16BE(etherType, 20);
+  return e;
+}
+
 /** Virtio headers for `count` packets: GSO_TCPV4 with gso_size 1398 for the ones `isSuper`
  *  picks (the first by default), none for the rest; 10 bytes each, host byte order. */
 function vnetHeaders(count, isSuper = (i) => i === 0) {
@@ -152,10 +162,11 @@ function receiverOf(rx) {
 }
 
 /** A TCP/IPv4 packet with full checksums. */
-function tcp({ src, dst, sport, dport, seq, ack, flags, win = 65535, options = Buffer.alloc(0), payload = Buffer.alloc(0), id = 1 }) {
+function tcp({ src, dst, sport, dport, seq, ack, flags, win = 65535, options = Buffer.alloc(0), payload = Buffer.alloc(0), id = 1, tos = 0 }) {
   const thl = 20 + options.length;
   const p = Buffer.alloc(20 + thl + payload.length);
   p[0] = 0x45;
+  p[1] = tos;
   p.writeUInt16BE(p.length, 2);
   p.writeUInt16BE(id, 4);
   p.writeUInt16BE(0x4000, 6);
@@ -517,13 +528,104 @@ const scenarios = {
 
   /** UDP_SEGMENT refused (segments larger than the route's MTU: EINVAL): the message goes out
    *  again one datagram per segment, and later sends no longer ask for it. */
+  /** The outer ECN field of what udpSend sends (IP_TOS per message), as the kernel's vxlan
+   *  sets it: the inner IPv4 or IPv6 ECN field copied out, CE as ECT(0), never the DSCP;
+   *  Not-ECT for anything else. Datagrams of different outer ECN are not joined into one
+   *  UDP_SEGMENT message; every segment of a super-packet carries its ECN; the sender thread's
+   *  batches too. Each datagram is told apart by its first payload byte (a tag). */
+  async 'ecn-send'() {
+    const LO = ip4('127.0.0.1');
+    const rx = n.udpOpen(LO, 7111, 1 << 22);
+    const tx = n.udpOpen(LO, 7112, 1 << 22);
+    const slot = 2048;
+    const rbuf = Buffer.alloc(slot * 64);
+    const lens = new Int32Array(64);
+    const ecn = new Uint8Array(64);
+    const got = [];
+    const take = () => {
+      const c = n.udpRecv(rx, rbuf, slot, 0, 64, lens, new Uint32Array(64), new Uint16Array(64), null, ecn);
+      for (let i = 0; i < c; i++) got.push({ data: Buffer.from(rbuf.subarray(i * slot, i * slot + lens[i])), ecn: ecn[i] });
+    };
+    const collect = async (count, what) => {
+      got.length = 0;
+      await until(() => (take(), got.length >= count), what, 3000);
+      await sleep(SETTLE_MS);
+      take();
+      return got.slice();
+    };
+    const plainSend = (frames) => {
+      const offs = new Int32Array(frames.length);
+      for (let i = 1; i < frames.length; i++) offs[i] = offs[i - 1] + frames[i - 1].length;
+      return n.udpSend(tx, Buffer.concat(frames), offs, Int32Array.from(frames, (f) => f.length),
+        new Uint32Array(frames.length).fill(LO), new Uint16Array(frames.length).fill(7111), frames.length, null, null, 0);
+    };
+    // A frame of `len` bytes after the encap, tagged at byte 22 + hdr (the inner payload).
+    const v4 = (tos, tag, len) => { const f = vxlanFrame(17, tag, len); f[23] = tos; return f; };
+    const v6 = (tc, tag, len) => {
+      const f = Buffer.alloc(22 + 40 + len, tag);
+      vxlanEncap(0x86dd).copy(f);
+      f.fill(0, 22, 62);
+      f[22] = 0x60 | (tc >> 4);
+      f[23] = (tc & 0x0f) << 4;
+      f.writeUInt16BE(len, 26);
+      f[28] = 17;
+      return f;
+    };
+    const tagOf = (d) => d[d.length - 1];
+    const r = {};
+
+    // 1. One datagram per ECN case; growing lengths, so that none joins the one before it.
+    const cases = [
+      ['v4 Not-ECT', v4(0x00, 1, 40)], ['v4 ECT(1)', v4(0x01, 2, 41)], ['v4 ECT(0)', v4(0x02, 3, 42)], ['v4 CE', v4(0x03, 4, 43)],
+      ['v4 DSCP EF + ECT(1)', v4(0xb9, 5, 44)], ['v6 ECT(0)', v6(0x02, 6, 45)], ['v6 CE, DSCP CS1', v6(0x23, 7, 46)],
+      ['ARP', (() => { const f = Buffer.alloc(22 + 28 + 47, 8); vxlanEncap(0x0806).copy(f); f[23] = 3; return f; })()],
+      // A STUN request's first two bits are 0 where VXLAN has its I flag: not a frame to look into.
+      ['STUN', (() => { const f = v4(0x03, 9, 48); f[0] = 0x00; f[1] = 0x01; return f; })()],
+    ];
+    r.sentCases = plainSend(cases.map(([, f]) => f));
+    const one = await collect(cases.length, 'one datagram per case');
+    r.cases = Object.fromEntries(cases.map(([name, f]) => [name, one.find((d) => tagOf(d.data) === tagOf(f))?.ecn ?? 'missing']));
+
+    // 2. Six of one size to one peer: joined only while the outer ECN stays the same.
+    const s0 = n.offloadStats();
+    const run = [2, 2, 0, 0, 3, 3].map((tos, i) => v4(tos, 20 + i, 100));
+    r.sentRun = plainSend(run);
+    r.runMessages = n.offloadStats().gsoMessages - s0.gsoMessages;
+    const joined = await collect(run.length, 'the six of one size');
+    r.run = run.map((f) => joined.find((d) => tagOf(d.data) === tagOf(f))?.ecn ?? 'missing');
+
+    // 3. A TCP super-packet with ECT(0) inside, beside a plain ECT(1) datagram, read with
+    //    offloads (vnet): every segment goes ECT(0). Without and with the sender thread.
+    const sup = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(12_000, 0x63), tos: 2 });
+    const small = tcp({ src: '10.244.100.10', dst: '10.244.1.3', sport: 3, dport: 4, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(10, 0x64), tos: 1 });
+    const frames = [Buffer.concat([vxlanEncap(), sup]), Buffer.concat([vxlanEncap(), small])];
+    const segCount = segments(sup, vnetHeaders(1)).length;
+    r.superSegments = segCount;
+    for (const thread of [false, true]) {
+      n.udpSendThread(thread);
+      const sent = sendFrames(tx, frames, vnetHeaders(2), LO, () => 7111);
+      const out = await collect(segCount + 1, `the super-packet's segments (thread ${thread})`);
+      n.udpSendThread(false);
+      r[thread ? 'thread' : 'inline'] = {
+        sent,
+        segmentEcn: [...new Set(out.filter((d) => d.data.length > 200).map((d) => d.ecn))],
+        segments: out.filter((d) => d.data.length > 200).length,
+        plainEcn: out.filter((d) => d.data.length <= 200).map((d) => d.ecn),
+      };
+    }
+    n.close(rx);
+    n.close(tx);
+    return r;
+  },
+
   async 'gso-refused'() {
     const r = {};
     const tun = n.tunOpen('vxo9', false, 0);
     tunUp('vxo9', '10.78.0.1/24', 1000);
     const a = n.udpOpen(ip4('10.78.0.1'), 7001, 1 << 20);
-    const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(5000, 0x62) });
-    const buf = Buffer.concat([Buffer.alloc(22, 0x5a), pkt]);
+    // ECT(1) inside: the datagrams sent one by one keep the outer ECN field (IP_TOS) too.
+    const pkt = tcp({ src: '10.244.100.10', dst: '10.244.1.2', sport: 1, dport: 2, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(5000, 0x62), tos: 1 });
+    const buf = Buffer.concat([vxlanEncap(), pkt]);
     const vnet = vnetHeaders(1);
     const send = () => n.udpSend(a, buf, new Int32Array([0]), new Int32Array([buf.length]), new Uint32Array([ip4('10.78.0.2')]), new Uint16Array([9]), 1, vnet, new Int32Array([0]), 22);
     const s0 = n.offloadStats();
@@ -540,6 +642,7 @@ const scenarios = {
     const lens = new Int32Array(64);
     let frags = 0;
     let firsts = 0;
+    const ecns = new Set();
     const end = Date.now() + 2000;
     while (firsts < 8 && Date.now() < end) {
       const c = n.devRead(tun.fd, rbuf, 0, 2048, 64, offs, lens, null);
@@ -547,12 +650,14 @@ const scenarios = {
         const p = rbuf.subarray(offs[i], offs[i] + lens[i]);
         if (p[9] !== 17) continue;
         frags++;
+        ecns.add(p[1] & 3);
         if ((p.readUInt16BE(6) & 0x1fff) === 0) firsts++;
       }
       if (c === 0) await sleep(5);
     }
     r.datagrams = firsts;
     r.fragments = frags;
+    r.outerEcn = [...ecns];
     return r;
   },
 

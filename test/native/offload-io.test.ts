@@ -99,6 +99,22 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     // Each send: 3 full segments of 1488 bytes on the wire, fragmented in 2 over the 1000-byte
     // MTU (DF clear, as the kernel's vxlan), and a last one of 908 bytes that fits.
     expect(r.fragments).toBe(14);
+    expect(r.outerEcn).toEqual([1]); // the inner ECT(1), on every fragment of every datagram
+  });
+
+  it("the outer ECN field as the kernel's vxlan sets it: inner ECN copied, CE as ECT(0), no DSCP; joins and segments keep it", () => {
+    const r = scenario('ecn-send');
+    expect(r.sentCases).toBe(9);
+    expect(r.cases).toEqual({
+      'v4 Not-ECT': 0, 'v4 ECT(1)': 1, 'v4 ECT(0)': 2, 'v4 CE': 2, 'v4 DSCP EF + ECT(1)': 1,
+      'v6 ECT(0)': 2, 'v6 CE, DSCP CS1': 2, ARP: 0, STUN: 0,
+    });
+    // [ECT(0) ECT(0)] [Not-ECT Not-ECT] [CE CE]: three UDP_SEGMENT messages, not one.
+    expect(r).toMatchObject({ sentRun: 6, runMessages: 3, run: [2, 2, 0, 0, 2, 2] });
+    expect(r.superSegments).toBeGreaterThan(8);
+    for (const how of [r.inline, r.thread]) {
+      expect(how).toEqual({ sent: 2, segmentEcn: [2], segments: r.superSegments, plainEcn: [1] });
+    }
   });
 
   it('the sender thread: batches leave in order byte for byte though the caller reuses its buffer at once; refusals are counted; close waits', () => {
