@@ -101,23 +101,28 @@ function intCoerce(s: string): unknown {
   return /^\s*\d+\s*$/.test(s) ? Number(s) : s;
 }
 
-/** Durations in ms or "25s" (built as ms); with allowZero, 0 means "off". */
+/**
+ * A bare number under a second is refused: every duration key is a period of seconds or
+ * more, so `interval: 5` almost certainly means 5 s, and taken as the contract's milliseconds
+ * it would probe each peer 200 times a second. The unit written out ("5ms") still says it.
+ */
+const BARE_MS_BELOW = 1000;
+
+/** Durations in ms or "25s" (built as ms); with allowZero, 0 means "off". Not coerced: the
+ *  value stays as written until build, so that a bare number can be told from "500ms". */
 function durationFormat(name: string, allowZero: boolean): FormatDef<number> {
   return {
     name,
     expected: `a duration: milliseconds or a string like "25s"${allowZero ? '; 0 disables' : ''}`,
     problems(v) {
+      const bare = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : null;
+      if (bare !== null && bare > 0 && bare < BARE_MS_BELOW) {
+        return bad(v, `is ${bare} ms (a bare number is milliseconds); write "${bare}s" for seconds, or "${bare}ms" if milliseconds are meant`);
+      }
       try {
         return parseDuration(v) > 0 || allowZero ? [] : bad(v, 'is zero; expected a duration longer than 0');
       } catch (e) {
         return [{ at: '', value: v, message: (e as Error).message }];
-      }
-    },
-    coerce(s) {
-      try {
-        return parseDuration(s);
-      } catch {
-        return s; // left for problems() to report with its message
       }
     },
     build: (v) => parseDuration(v),

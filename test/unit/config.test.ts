@@ -170,6 +170,17 @@ describe('valid files', () => {
     expect(fromJson.peers.map((p) => p.port)).toEqual([8472, 4789]);
   });
 
+  it('a duration under a second needs its unit written out: "500ms" and 1500 are taken, 500 and "5" are not', () => {
+    const interval = (v: unknown, env: NodeJS.ProcessEnv = NO_ENV) =>
+      parseConfigText(JSON.stringify({ ...base, keepalive: v === undefined ? {} : { interval: v } }), 'x.json', 'json', env).keepalive.interval;
+    expect(interval('500ms')).toBe(500);
+    expect(interval(1500)).toBe(1500);
+    expect(interval(0)).toBe(0); // keepalive.interval 0: probes off
+    expect(interval(undefined, { VXEDGE_KEEPALIVE_INTERVAL: '750ms' })).toBe(750);
+    expect(() => interval(500)).toThrow(/keepalive\.interval: 500 is 500 ms \(a bare number is milliseconds\); write "500s" for seconds, or "500ms"/);
+    expect(() => interval(undefined, { VXEDGE_KEEPALIVE_INTERVAL: '5' })).toThrow(/keepalive\.interval: "5" is 5 ms .*write "5s".*\(from VXEDGE_KEEPALIVE_INTERVAL\)/);
+  });
+
   it('a section whose keys are all commented out takes the defaults', () => {
     const cfg = parseConfigText('site: lab\nnode: edge-1\nunderlay:\nmqtt:\noverlay:\n  subnet: 10.244.100.0/24\n', 'x.yaml', 'yaml', NO_ENV);
     expect(cfg).toEqual(DEFAULTS);
@@ -308,6 +319,7 @@ describe('invalid documents, as JSON and as YAML', () => {
     ['duration unit', { ...base, keepalive: { interval: '25 seconds' } }, [['keepalive.interval', 'unknown unit "seconds"']]],
     ['duration negative', { ...base, keepalive: { interval: -5 } }, [['keepalive.interval', 'negative']]],
     ['duration zero', { ...base, mqtt: { interval: 0 } }, [['mqtt.interval', 'longer than 0']]],
+    ['duration a bare number under a second', { ...base, keepalive: { interval: 5 } }, [['keepalive.interval', 'is 5 ms (a bare number is milliseconds); write "5s" for seconds, or "5ms" if milliseconds are meant']]],
     ['timeout not above interval', { ...base, keepalive: { interval: '30s', timeout: '30s' } }, [['keepalive.timeout', 'must be longer than keepalive.interval (30s)']]],
     ['node id that makes a bad Node name', { ...base, node: 'edge-' }, [['node', '"edge-" makes the site\'s Node name "vxedge-lab-edge-", which Kubernetes refuses']]],
     [
