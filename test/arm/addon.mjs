@@ -136,6 +136,32 @@ await test('the sender thread sends batches in order though the buffer is reused
   eq(native.udpSendThread(false), false, 'stopped');
 });
 
+await test("udpSend's outer ECN field (IP_TOS control message) and udpRecv's ecn survive the syscall layer", () => {
+  // Three VXLAN frames of one size whose inner IPv4 TOS is ECT(0), CE and Not-ECT: the outer
+  // field is the inner one with CE as ECT(0), so the first two join one UDP_SEGMENT message
+  // and the third goes in a message of its own.
+  const frame = (tos) => {
+    const f = Buffer.alloc(22 + 20 + 8 + 16, 0x61);
+    f.fill(0, 0, 50);
+    f[0] = 0x08;
+    f[6] = 1;
+    f.writeUInt16BE(0x0800, 20);
+    f[22] = 0x45;
+    f[23] = tos;
+    f.writeUInt16BE(44, 24);
+    f[31] = 17;
+    return f;
+  };
+  const buf = Buffer.concat([frame(2), frame(3), frame(0)]);
+  const n = 3;
+  const len = buf.length / n;
+  eq(native.udpSend(a, buf, Int32Array.from({ length: n }, (_, i) => i * len), new Int32Array(n).fill(len), new Uint32Array(n).fill(LOOPBACK), new Uint16Array(n).fill(PORT_B), n, null, null, 0), n, 'sent');
+  const ecn = new Uint8Array(4).fill(0xee);
+  const rl = new Int32Array(4);
+  eq(native.udpRecv(b, Buffer.alloc(4 * 256), 256, 0, 4, rl, new Uint32Array(4), new Uint16Array(4), null, ecn), n, 'received');
+  eq(JSON.stringify(Array.from(ecn.subarray(0, n))), JSON.stringify([2, 2, 0]), 'outer ECN');
+});
+
 await test('udpRecv marks a datagram larger than its slot as truncated (-1)', () => {
   const buf = Buffer.alloc(600, 7);
   native.udpSend(a, buf, Int32Array.of(0), Int32Array.of(600), Uint32Array.of(LOOPBACK), Uint16Array.of(PORT_B), 1, null, null, 0);
