@@ -7,7 +7,7 @@ import type { Cidr, Config } from '../config/types.js';
 import { ifaceIPv4, linkDetails, readSysctl, routesIPv4 } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import type { PublicEndpoint } from '../nat/public-endpoint.js';
-import { cidrContains, ipToInt, isGloballyRoutable, parseCidr } from '../util/ipv4.js';
+import { cidrContains, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
 import type { CheckResult } from './document.js';
 
 export async function checkIpForward(): Promise<CheckResult> {
@@ -148,8 +148,15 @@ export async function checkUnderlayAddress(u: Underlay, port: number): Promise<{
 }
 
 /**
- * The endpoint AWS nodes are told to send to. Only the local address, when it is private,
- * is a failure: nothing found a public one (no publicIp, no port mapping, no STUN answer).
+ * The endpoint AWS nodes are told to send to. A failure when it is not globally routable
+ * (private, CGNAT, loopback, link-local, …; util/ipv4.ts `isGloballyRoutable`, which counts
+ * the documentation ranges the lab uses as public) and came from the local address (nothing
+ * found a public one: no publicIp, no port mapping, no STUN answer) or from underlay.publicIp
+ * (a mistake: the router's LAN side, or a CGNAT address the ISP gave it). The configured
+ * address is still announced as given (the operator's word wins), and the loader takes any
+ * unicast one: this check is where reachability is judged, as for the local address.
+ * Port mapping never yields a private address (the mapper drops it), and what STUN saw is
+ * by definition where the internet sees us.
  */
 export function checkPublicEndpoint(p: PublicEndpoint): CheckResult {
   const ip = p.endpoint.slice(0, p.endpoint.lastIndexOf(':'));
@@ -158,6 +165,16 @@ export function checkPublicEndpoint(p: PublicEndpoint): CheckResult {
       name: 'public_endpoint', ok: false,
       detail: `only the local address ${p.endpoint} is known, and it is private: AWS nodes cannot be told where to send`,
       fix: 'set underlay.publicIp to the site router\'s public address, or configure nat.stun servers (or let the router map the port: nat.portMapping)',
+    };
+  }
+  if (p.source === 'config' && !isGloballyRoutable(ipToInt(ip))) {
+    const kind = nonGlobalKind(ip);
+    return {
+      name: 'public_endpoint', ok: false,
+      detail: `underlay.publicIp ${ip} is not reachable from the internet (${kind}): AWS nodes told to send to ${p.endpoint} cannot`,
+      fix: kind.startsWith('carrier-grade')
+        ? 'the site router is itself behind the ISP\'s NAT: set underlay.publicIp to null and configure nat.stun, which learns where the internet sees the site (docs/nat.md "Ways in", way 2), or ask the ISP for a public address'
+        : 'set underlay.publicIp to the site router\'s public (WAN) address, or to null to discover it (nat.portMapping, nat.stun)',
     };
   }
   return { name: 'public_endpoint', ok: true, detail: `${p.endpoint} (${p.source === 'config' ? 'underlay.publicIp' : p.source})` };

@@ -111,22 +111,30 @@ export function isUnicastIPv4(ip: number): boolean {
 // The documentation ranges 192.0.2/24, 198.51.100/24 and 203.0.113/24 (RFC 5737) are missing
 // on purpose: our namespace lab uses them as its "public internet", and they never appear on
 // a real network, so counting them as routable costs nothing and keeps the lab working.
-const NOT_GLOBAL: Cidr[] = [
-  '0.0.0.0/8', // "this network"
-  '10.0.0.0/8', // RFC 1918
-  '100.64.0.0/10', // RFC 6598 carrier-grade NAT
-  '127.0.0.0/8', // loopback
-  '169.254.0.0/16', // link-local
-  '172.16.0.0/12', // RFC 1918
-  '192.0.0.0/24', // IETF protocol assignments
-  '192.168.0.0/16', // RFC 1918
-  '198.18.0.0/15', // benchmarking
-  '224.0.0.0/4', // multicast
-  '240.0.0.0/4', // reserved, and the limited broadcast address
-].map(parseCidr);
+const NOT_GLOBAL: { cidr: Cidr; kind: string }[] = ([
+  ['0.0.0.0/8', '"this network", 0.0.0.0/8'],
+  ['10.0.0.0/8', 'private, RFC 1918'],
+  ['100.64.0.0/10', 'carrier-grade NAT, 100.64.0.0/10'],
+  ['127.0.0.0/8', 'loopback, 127.0.0.0/8'],
+  ['169.254.0.0/16', 'link-local, 169.254.0.0/16'],
+  ['172.16.0.0/12', 'private, RFC 1918'],
+  ['192.0.0.0/24', 'IETF protocol assignments, 192.0.0.0/24'],
+  ['192.168.0.0/16', 'private, RFC 1918'],
+  ['198.18.0.0/15', 'benchmarking, 198.18.0.0/15'],
+  ['224.0.0.0/4', 'multicast, 224.0.0.0/4'],
+  ['240.0.0.0/4', 'reserved, 240.0.0.0/4'],
+] as const).map(([c, kind]) => ({ cidr: parseCidr(c), kind }));
 
 /** True for an IPv4 address (uint32) outside every non-global special-purpose range. */
 export function isGloballyRoutable(ip: number): boolean {
-  for (const c of NOT_GLOBAL) if (((ip & c.mask) >>> 0) === c.network) return false;
+  for (const { cidr: c } of NOT_GLOBAL) if (((ip & c.mask) >>> 0) === c.network) return false;
   return true;
+}
+
+/** What kind of non-global address a dotted quad is ("private, RFC 1918", "carrier-grade NAT,
+ *  100.64.0.0/10", …), for messages; "public" when it is globally routable. */
+export function nonGlobalKind(s: string): string {
+  const ip = ipToInt(s);
+  for (const { cidr: c, kind } of NOT_GLOBAL) if (((ip & c.mask) >>> 0) === c.network) return kind;
+  return 'public';
 }

@@ -9,8 +9,10 @@ import {
   inCidr,
   intToIp,
   ipToInt,
+  isGloballyRoutable,
   isIPv4,
   isUnicastIPv4,
+  nonGlobalKind,
   parseCidr,
   prefixMask,
 } from '../../src/util/ipv4.js';
@@ -227,5 +229,18 @@ describe('MAC addresses', () => {
 
   it('parseMac throws nothing but a plain Error on any string', () => {
     fc.assert(fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 20 }), fc.mixedCase(fc.constant('0e:5c:aa:00:00:0'))), (s) => throwsOnlyErrors(() => parseMac(s))));
+  });
+});
+
+describe('globally routable addresses', () => {
+  it.each([
+    ['100.63.255.255', 'public'], ['100.64.0.0', 'carrier-grade NAT, 100.64.0.0/10'], ['100.127.255.255', 'carrier-grade NAT, 100.64.0.0/10'], ['100.128.0.0', 'public'],
+    ['172.15.255.255', 'public'], ['172.16.0.1', 'private, RFC 1918'], ['172.31.255.255', 'private, RFC 1918'], ['172.32.0.0', 'public'],
+    ['169.254.1.1', 'link-local, 169.254.0.0/16'], ['127.0.0.1', 'loopback, 127.0.0.0/8'], ['255.255.255.255', 'reserved, 240.0.0.0/4'],
+    // RFC 5737 documentation ranges count as public: the lab's internet is made of them.
+    ['192.0.2.10', 'public'], ['198.51.100.2', 'public'], ['203.0.113.7', 'public'], ['11.22.33.7', 'public'],
+  ])('%s is %s', (ip, kind) => {
+    expect(nonGlobalKind(ip)).toBe(kind);
+    expect(isGloballyRoutable(ipToInt(ip))).toBe(kind === 'public');
   });
 });

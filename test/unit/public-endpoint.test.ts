@@ -25,10 +25,33 @@ describe('public endpoint', () => {
     expect(announceableIp(null)).toBeNull();
   });
 
-  it('the public_endpoint check fails only on a private local address', () => {
+  it('the public_endpoint check fails on a private local address, and passes a public or discovered one', () => {
     expect(checkPublicEndpoint(choosePublicEndpoint(facts))).toMatchObject({ ok: false, detail: expect.stringContaining('private') });
     expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, stun: '203.0.113.50:40000' }))).toMatchObject({ ok: true, detail: '203.0.113.50:40000 (stun)' });
     expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, configuredIp: '198.51.100.2' }))).toMatchObject({ ok: true, detail: '198.51.100.2:8472 (underlay.publicIp)' });
+    expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, configuredIp: '11.22.33.7' }))).toMatchObject({ ok: true });
+  });
+
+  // The loader takes any unicast address (the operator's word wins, and it is announced as
+  // given); whether a peer in AWS can reach it is the check's to say, as for the local address.
+  it.each([
+    ['private, RFC 1918', '192.168.1.10'],
+    ['private, RFC 1918', '10.0.0.5'],
+    ['private, RFC 1918', '172.20.1.1'],
+    ['carrier-grade NAT', '100.64.3.4'],
+    ['link-local', '169.254.10.1'],
+    ['benchmarking', '198.18.0.1'],
+    ['IETF protocol assignments', '192.0.0.8'],
+  ])('the public_endpoint check fails on a configured %s underlay.publicIp (%s), saying what it is and what to set', (kind, ip) => {
+    const c = checkPublicEndpoint(choosePublicEndpoint({ ...facts, configuredIp: ip }));
+    expect(c).toMatchObject({ name: 'public_endpoint', ok: false });
+    expect(c.detail).toContain(`underlay.publicIp ${ip} is not reachable from the internet (${kind}`);
+    expect(c.fix).toMatch(kind === 'carrier-grade NAT' ? /behind the ISP's NAT: set underlay\.publicIp to null and configure nat\.stun/ : /set underlay\.publicIp to the site router's public \(WAN\) address, or to null/);
+  });
+
+  // The lab's "internet" is the RFC 5737 documentation ranges (docs/lab.md): they stay public.
+  it.each(['192.0.2.10', '198.51.100.2', '203.0.113.7'])('a documentation-range underlay.publicIp (%s) passes, as the lab uses them', (ip) => {
+    expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, configuredIp: ip }))).toMatchObject({ ok: true });
   });
 });
 
