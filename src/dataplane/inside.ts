@@ -48,6 +48,11 @@ export class InsidePath extends PacketPath {
   private readonly offs: Int32Array;
   private readonly lens: Int32Array;
   private readonly out: Batch;
+  /** For each packet of `out`: its peer, and the bytes and datagrams counted to that peer's
+   *  tx when it was queued, to be taken back when udpSend refuses it (uncountRefused). */
+  private readonly outPeer: Int32Array;
+  private readonly outBytes: Int32Array;
+  private readonly outSegs: Int32Array;
   /** The largest packet one read may return: 64 KB with offloads, else MTU (+ Ethernet on TAP). */
   private readonly room: number;
   /** Offloads only: each packet's virtio_net_hdr, and for each packet of `out` the index of its header. */
@@ -63,6 +68,9 @@ export class InsidePath extends PacketPath {
     this.offs = new Int32Array(s.batch);
     this.lens = new Int32Array(s.batch);
     this.out = new Batch(s.batch);
+    this.outPeer = new Int32Array(s.batch);
+    this.outBytes = new Int32Array(s.batch);
+    this.outSegs = new Int32Array(s.batch);
     if (s.vnetHdr) {
       if (s.tap) throw new Error('offloads need a TUN device');
       this.room = MAX_IP_PACKET;
@@ -103,12 +111,44 @@ export class InsidePath extends PacketPath {
     }
     if (out.n > 0) {
       const sent = this.io.udpSend(this.fds.underlay, buf, out.offs, out.lens, out.addrs, out.ports, out.n, this.vnet, this.vnetIdx, ENCAP_LEN);
-      if (sent < out.n) this.drops.add(Drop.underlaySend, out.n - sent);
+      if (sent < out.n) {
+        this.drops.add(Drop.underlaySend, out.n - sent);
+        this.uncountRefused(sent);
+      }
     }
     if (n > 0 && n < s.batch && (offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + this.room > buf.length || this.wireSegments(n) >= INSIDE_VNET_SEGMENTS)) {
       return s.batch;
     }
     return n;
+  }
+
+  /**
+   * A refused datagram did not leave: it is an `underlaySend` drop, and no longer counted as
+   * sent to its peer. The tx counters were bumped as each packet was queued (no second pass
+   * over a batch that went out whole, the common case); here, off that path, the last
+   * `out.n - sent` packets are taken back. udpSend says how many went out, not which: a full
+   * socket (EAGAIN/ENOBUFS, the usual refusal) stops the batch and the rest is not sent, so
+   * those are the last ones; a datagram the kernel rejects alone (EMSGSIZE, ENETUNREACH:
+   * lastError() says which) may sit earlier, and is then taken back from whichever peer's
+   * packet ends the batch. A super-packet counts as refused unless all of its segments left.
+   * With the sender thread, udpSend counts what it sent itself or handed to the thread; what
+   * the thread fails to send later is an `underlaySend` drop (Dataplane.collectLosses) but
+   * stays in the peer's tx: that loss is known only as a count, for no peer
+   * (docs/dataplane.md "Peer tx counters").
+   */
+  private uncountRefused(sent: number): void {
+    const { out, peers } = this;
+    for (let k = sent; k < out.n; k++) peers.countTx(this.outPeer[k], -this.outBytes[k], -this.outSegs[k]);
+  }
+
+  /** Counts the packet just pushed to `out` to peer p's tx (`segs` datagrams, `wire` bytes on
+   *  the wire) and remembers it, in case udpSend refuses it. */
+  private countQueued(p: number, wire: number, segs: number): void {
+    const k = this.out.n - 1;
+    this.outPeer[k] = p;
+    this.outBytes[k] = wire;
+    this.outSegs[k] = segs;
+    this.peers.countTx(p, wire, segs);
   }
 
   /** The datagrams the n packets just read make on the wire, counted as devRead counts them
@@ -165,7 +205,7 @@ export class InsidePath extends PacketPath {
     writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
     this.vnetIdx![this.out.n] = i;
     this.out.push(eth - VXLAN_HEADER_LEN, ipLen + ENCAP_LEN, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src
-    peers.countTx(p, wire, segs);
+    this.countQueued(p, wire, segs);
   }
 
   /** TUN: an IPv4 packet at `off`; we supply the inner Ethernet header. */
@@ -188,7 +228,7 @@ export class InsidePath extends PacketPath {
     writeVxlanHeader(buf, eth - VXLAN_HEADER_LEN, s.vni);
     const wire = ipLen + ETH_HEADER_LEN + VXLAN_HEADER_LEN;
     this.out.push(eth - VXLAN_HEADER_LEN, wire, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src
-    peers.countTx(p, wire);
+    this.countQueued(p, wire, 1);
   }
 
   /** TAP: an Ethernet frame at `off`, already addressed by the kernel to a peer's VTEP MAC. */
@@ -215,7 +255,7 @@ export class InsidePath extends PacketPath {
     writeVxlanHeader(buf, off - VXLAN_HEADER_LEN, s.vni);
     const wire = VXLAN_HEADER_LEN + ETH_HEADER_LEN + ipLen;
     this.out.push(off - VXLAN_HEADER_LEN, wire, peers.addr[p] | 0, peers.port[p]); // | 0: see ipv4Src
-    peers.countTx(p, wire);
+    this.countQueued(p, wire, 1);
   }
 }
 

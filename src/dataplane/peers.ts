@@ -160,7 +160,8 @@ export class PeerTable {
     this.stats[s + STAT_RX_BYTES] += bytes;
   }
 
-  /** `packets` > 1: a TCP super-packet that leaves as that many datagrams. */
+  /** `packets` > 1: a TCP super-packet that leaves as that many datagrams; negative: taken
+   *  back, the send was refused (InsidePath.uncountRefused). */
   countTx(p: number, bytes: number, packets = 1): void {
     const s = p * STATS_PER_PEER;
     this.stats[s + STAT_TX_PACKETS] += packets;

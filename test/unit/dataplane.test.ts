@@ -68,6 +68,26 @@ describe('inside path (TUN)', () => {
     expect(r.udp.sent).toHaveLength(1);
   });
 
+  it('regression: a datagram the socket refuses is an underlaySend drop, not counted as sent to its peer', () => {
+    const r = rig();
+    const to1 = icmpEcho('10.244.100.10', '10.244.1.2');
+    const to2 = icmpEcho('10.244.100.10', '10.244.2.2', 1, 1, Buffer.alloc(100));
+    r.dev.inbox.push(to1, to2, to1, to2, to2);
+    r.udp.room = 3; // the socket fills up after three: the last two of the batch stay
+    r.inside.pump();
+    expect(r.udp.sent).toHaveLength(3);
+    expect(r.drops.get('underlaySend')).toBe(2);
+    const wire = (p: Buffer) => p.length + 22;
+    expect([r.peers.stat(0, 2), r.peers.stat(0, 3)]).toEqual([2, 2 * wire(to1)]); // both of aws-1's left
+    expect([r.peers.stat(1, 2), r.peers.stat(1, 3)]).toEqual([1, wire(to2)]); // one of aws-2's three
+    // Room again: the next batch goes out whole and is counted whole.
+    r.udp.room = Infinity;
+    r.dev.inbox.push(to2);
+    r.inside.pump();
+    expect([r.peers.stat(1, 2), r.peers.stat(1, 3)]).toEqual([2, 2 * wire(to2)]);
+    expect(r.drops.get('underlaySend')).toBe(2);
+  });
+
   it('clamps the MSS of outgoing SYNs', () => {
     const r = rig();
     const opt = Buffer.from([2, 4, 0x23, 0x28]); // MSS 9000

@@ -44,6 +44,9 @@ export class FakeDevice {
 export class FakeUnderlay {
   readonly inbox: Datagram[] = [];
   readonly sent: SentDatagram[] = [];
+  /** How many datagrams the socket takes before it is full: a send stops there and the rest
+   *  of its batch is not sent, as the addon's sendmmsg stops at EAGAIN/ENOBUFS. Infinity: never full. */
+  room = Infinity;
 }
 
 export class FakeIo implements DataplaneIo {
@@ -124,6 +127,8 @@ export class FakeIo implements DataplaneIo {
     n: number, vnet: Uint8Array | null, vnetIdx: Int32Array | null, encap: number,
   ): number {
     this.expectFd(fd, this.fds.underlay);
+    n = Math.min(n, this.underlay.room);
+    this.underlay.room -= n;
     for (let i = 0; i < n; i++) {
       this.underlay.sent.push({
         data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])),

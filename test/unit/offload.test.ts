@@ -75,6 +75,18 @@ describe('inside path with offloads', () => {
     expect(r.peers.stat(1, 3)).toBe(big.length + 8 * 22 + 7 * 52);
   });
 
+  it('regression: a super-packet the socket refuses takes all of its datagrams and bytes back from the peer\'s tx', () => {
+    const r = rig();
+    const big = tcp('10.244.100.10', '10.244.2.2', 0x18, TS, Buffer.alloc(10_000, 7));
+    const h = vnetHeader({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: 52, gsoSize: 1398, csumStart: 20, csumOffset: 16 });
+    const ping = icmpEcho('10.244.100.10', '10.244.2.2');
+    r.dev.inbox.push({ pkt: ping, vnet: vnetHeader({}) }, { pkt: big, vnet: h });
+    r.udp.room = 1;
+    expect(r.inside.pump()).toBe(2);
+    expect(r.drops.get('underlaySend')).toBe(1);
+    expect([r.peers.stat(1, 2), r.peers.stat(1, 3)]).toEqual([1, ping.length + 22]); // the ping alone
+  });
+
   it('routes a UDP super-packet (GSO_UDP_L4) the same way and counts its datagrams, without marking a flow as uploading', () => {
     const r = rig();
     const payload = 5 * 1200 + 300;
