@@ -135,7 +135,11 @@ export async function runPeers(file: string | undefined, cfg: Config | null): Pr
 export function runRbac(cfg: Config | null, nodeName: string | undefined): number {
   const name = nodeName ?? (cfg ? siteNodeName(cfg) : undefined);
   if (!name) {
-    process.stderr.write('vxedge: rbac needs the site\'s Node name: give -c FILE (the site config) or --node-name NAME\n');
+    // No default (the Node name needs `site`, which has none; a guess would grant another Node).
+    process.stderr.write(
+      'vxedge: rbac needs the site\'s Node name (cluster.kubernetes.nodeName, else vxedge-{site}-{node} from the config): ' +
+        'give -c FILE (the site config; the package\'s is /etc/vxedge/site.yaml) or --node-name NAME\n',
+    );
     return EXIT_USAGE;
   }
   if (!NODE_NAME_RE.test(name)) {

@@ -259,9 +259,16 @@ describe('vxedge rbac', () => {
     const names = (out: string) => parseYaml(out.split(/^---$/m)[2]).rules[1].resourceNames;
     expect(names(vxedge(['rbac', '-c', f]).stdout)).toEqual(['plant-7-gw']);
     expect(names(vxedge(['rbac', '--node-name', 'other-gw']).stdout)).toEqual(['other-gw']);
+    // No default: the Node name needs `site`, which has none, and a guessed name would give
+    // RBAC for another Node (the gateway's writes would then fail with 403 only at run time).
+    // Like run, check and manifest, rbac asks for the config, and says where the name comes from.
     const r = vxedge(['rbac']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('-c FILE');
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(
+      'vxedge: rbac needs the site\'s Node name (cluster.kubernetes.nodeName, else vxedge-{site}-{node} from the config): ' +
+        'give -c FILE (the site config; the package\'s is /etc/vxedge/site.yaml) or --node-name NAME\n',
+    );
     const bad = vxedge(['rbac', '--node-name', 'Bad Name: x']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--node-name "Bad Name: x" is not a Kubernetes node name');
