@@ -13,7 +13,8 @@
 // whose data plane is dead would be kept alive): each ping first asks the gate.
 //   1. The event loop: a 1 s (or finer) timer measures how late it fires; a lag above
 //      WATCHDOG_USEC/4 since the last ping means the loop was blocked long enough to
-//      matter, and the ping is skipped. (A loop blocked right now sends nothing at all.)
+//      matter, and the ping is skipped, the first one after the block even when it runs
+//      before the lag timer. (A loop blocked right now sends nothing at all.)
 //   2. The caller's check (Gateway.liveness()): the data plane's polls are alive and the
 //      gateway's periodic timers ran recently. It returns why not, or null.
 // Skipped pings are logged with the reason; two in a row and systemd kills us
@@ -123,7 +124,15 @@ export class SdNotify {
       expected = now + tickMs;
     });
     const tick = () => {
-      // This timer itself may be the one that was late.
+      // After a block both timers are due, and the ping's may come first: the lag timer has
+      // not measured the block yet. Its lateness so far counts here, and is then taken as
+      // measured (expected = now), so that when the lag timer runs right after, it does not
+      // count the same block against the next ping too (two skips in a row: systemd kills).
+      const now = this.clock.monotonic();
+      if (now > expected) {
+        this.stats.maxLagMs = Math.max(this.stats.maxLagMs, now - expected);
+        expected = now;
+      }
       const why = this.stats.maxLagMs > maxLag ? `event loop blocked for ${Math.round(this.stats.maxLagMs)} ms` : this.check();
       this.stats.maxLagMs = 0;
       if (why === null) {

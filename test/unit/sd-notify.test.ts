@@ -147,6 +147,30 @@ describe('SdNotify watchdog mode', () => {
     expect(sd.stats.skipped).toBe(1);
   });
 
+  // Two timers fall due after a block: the lag timer, which measures it, and the ping timer.
+  // When the ping's due time comes first (here: the lag timer ticks every 112 ms, the ping
+  // every 450 ms; on Node's own timers, whichever drifted less), the ping used to run before
+  // the block was measured: WATCHDOG=1 went out for a blocked period, and the block was
+  // caught one period later. Seen with the real clock too: 3 of 20 blocks of 300 ms under
+  // WATCHDOG_USEC 400 ms were followed by a ping.
+  it('regression: a block past WATCHDOG_USEC/4 is caught at the first ping after it, even when the ping is due before the lag timer, and only once', () => {
+    const r = recorder({ ...env, WATCHDOG_USEC: '900000' }); // ping every 450 ms, lag tick 112 ms, limit 225 ms
+    sd = r.sd;
+    sd.startWatchdog(() => null);
+    const pings = () => r.sent.filter((m) => m.endsWith(' WATCHDOG=1')).length;
+    r.clock.advance(449); // the lag timer last ran at 448, is next due at 560; the ping at 450
+    expect([pings(), sd.stats.skipped]).toEqual([1, 0]);
+    r.clock.stall(400); // blocked until 849: 289 ms past the lag timer's due time
+    r.clock.advance(1); // the ping (due 450) runs first, then the lag timer (due 560)
+    expect(pings()).toBe(1); // no WATCHDOG=1 for the blocked period
+    expect(sd.stats.skipped).toBe(1);
+    expect(sd.stats.lastSkipReason).toBe('event loop blocked for 289 ms');
+    // The lag timer, running late right after, does not count the same block again: two
+    // skips in a row would have systemd kill a process that is healthy again.
+    r.clock.advance(450);
+    expect([pings(), sd.stats.skipped]).toEqual([2, 1]);
+  });
+
   it('a check that throws counts as unhealthy', async () => {
     const r = recorder(env);
     sd = r.sd;
