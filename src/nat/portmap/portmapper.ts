@@ -31,7 +31,7 @@
 // mode 'off' sends nothing at all, probe() included.
 import { randomBytes } from 'node:crypto';
 import type { Clock, Timer } from '../../util/clock.js';
-import { ipToInt, isIPv4 } from '../../util/ipv4.js';
+import { ipToInt, isGloballyRoutable, isIPv4 } from '../../util/ipv4.js';
 import type { Logger } from '../../util/log.js';
 import {
   AUTO_ORDER,
@@ -582,18 +582,11 @@ function makeClient(p: ProtocolName, ctx: ClientContext): MappingClient {
   }
 }
 
-/** Blocks that are never a public endpoint: this host, private, CGNAT, link-local, benchmark, multicast and up. */
-const NOT_PUBLIC: [number, number][] = [
-  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
-  ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3],
-].map(([net, len]) => [ipToInt(net as string), len as number]);
-
 /**
- * True for an address the internet can reach. The documentation ranges (192.0.2.0/24 and
- * the like) count as public: they never occur on real routers, and the lab uses them as WAN.
+ * True for an address the internet can reach (util/ipv4.ts `isGloballyRoutable`, the list the
+ * public_endpoint check uses too). The documentation ranges (192.0.2.0/24 and the like) count
+ * as public: they never occur on real routers, and the lab uses them as WAN.
  */
 export function isPublicIPv4(ip: string): boolean {
-  if (!isIPv4(ip)) return false;
-  const n = ipToInt(ip);
-  return !NOT_PUBLIC.some(([net, len]) => n >>> (32 - len) === net >>> (32 - len));
+  return isIPv4(ip) && isGloballyRoutable(ipToInt(ip));
 }
