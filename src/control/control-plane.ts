@@ -35,7 +35,7 @@ export interface ControlPlaneOptions extends KeepaliveParams {
 export class ControlPlane {
   readonly keepalive: Keepalive;
   readonly diagnosis: UnderlayDiagnosis;
-  private readonly roaming: Roaming;
+  readonly roaming: Roaming;
   private readonly supervisor: Supervisor;
 
   constructor(
@@ -80,6 +80,7 @@ export class ControlPlane {
     const moved = this.o.endpoints?.apply(this.dp.peers) ?? [];
     if (moved.length) this.o.log.info('peers start at the endpoints they roamed to before', { peers: moved });
     this.keepalive.syncPeers();
+    this.roaming.syncPeers();
   }
 
   setParams(p: KeepaliveParams): void {

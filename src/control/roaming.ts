@@ -84,6 +84,25 @@ export class Roaming {
     this.pending.clear();
   }
 
+  /**
+   * Follows the data plane's peer table: forgets peers that left it (their pending validation
+   * and its timer, when they last started one), so that these maps hold at most the table's peers.
+   */
+  syncPeers(): void {
+    const t = this.dp.peers;
+    for (const [name, v] of this.pending) {
+      if (t.indexOf(name) >= 0) continue;
+      v.timer?.cancel();
+      this.pending.delete(name);
+    }
+    for (const name of this.lastStarted.keys()) if (t.indexOf(name) < 0) this.lastStarted.delete(name);
+  }
+
+  /** Peers roaming holds state for (at most the table's peers after syncPeers). */
+  get trackedPeers(): number {
+    return new Set([...this.pending.keys(), ...this.lastStarted.keys()]).size;
+  }
+
   /** A validated-looking frame for peer `p` from an address that is not its endpoint. */
   private onCandidate(p: number, addr: number, buf: Buffer, ipOff: number, ipLen: number): boolean {
     const name = this.dp.peers.names[p];

@@ -4,10 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { peerState } from '../../src/control/peer-state.js';
 import { peerReason, ReasonMemo, type ReasonFacts } from '../../src/control/reasons.js';
 import { OLD_PATH_GRACE_MS, Roaming } from '../../src/control/roaming.js';
+import { ControlPlane } from '../../src/control/control-plane.js';
+import { PeerSync } from '../../src/control/peer-sync.js';
+import type { PeerConfig } from '../../src/config/types.js';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
 import { Logger } from '../../src/util/log.js';
-import { parseCidr } from '../../src/util/ipv4.js';
+import { intToIp, parseCidr } from '../../src/util/ipv4.js';
 import { FakeIo } from './fake-io.js';
 import { CaptureLog } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
@@ -213,5 +216,57 @@ describe('roaming with path validation', () => {
     r.dp.outside.pump();
     expect(r.udp.sent).toHaveLength(4);
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+  });
+});
+
+describe('roaming follows the cluster', () => {
+  const OUR = '0e:5c:aa:00:00:64';
+  const STAYS: PeerConfig = { name: 'aws-0', publicIp: '203.0.113.200', port: 8472, subnet: parseCidr('10.244.200.0/24'), vtepMac: '0a:bb:00:00:c8:00' };
+  const node = (i: number): PeerConfig => ({
+    name: `aws-${i}`, publicIp: `203.0.113.${i}`, port: 8472, subnet: parseCidr(`10.244.${i}.0/24`), vtepMac: `0a:bb:00:00:${i.toString(16).padStart(2, '0')}:00`,
+  });
+  /** The gateway's wiring (gateway.ts): peer sync applies the cluster's peers, the control plane follows the table. */
+  function rig() {
+    const io = new FakeIo();
+    const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 8 };
+    const clock = new ManualClock();
+    const log = new Logger('error', true);
+    const dp = new Dataplane(s, io, io.fds, new PeerTable(), log, clock);
+    const cp = new ControlPlane(dp, { intervalMs: 0, timeoutMs: 10_000, clock, log, publish: () => undefined, rediscover: () => undefined });
+    const device = { addPeers: async () => undefined, removePeers: async () => undefined };
+    const sync = new PeerSync(device, dp.peers, () => cp.peersChanged());
+    cp.start();
+    /** A frame of peer p's pods from `from`, which is not p's endpoint: a roaming candidate. */
+    const candidate = (p: PeerConfig, from: string) => {
+      const src = intToIp(p.subnet.network + 2);
+      io.underlay.inbox.push({ data: vxlanFrame(1, OUR, p.vtepMac, icmpEcho(src, '10.244.100.10')), addr: ip(from), port: 40000 });
+      while (dp.outside.pump() > 0);
+    };
+    return { io, cp, sync, candidate, probesTo: (from: string) => io.underlay.sent.filter((d) => d.addr === ip(from)).length };
+  }
+
+  it('forgets the validation state of peers that left the cluster: it holds no more peers than the table', async () => {
+    const r = rig();
+    await r.sync.apply([STAYS]);
+    r.candidate(STAYS, '198.51.100.200');
+    // Nodes come and go (autoscaling); each is claimed from a new address while it is in the cluster.
+    for (let i = 1; i <= 100; i++) {
+      await r.sync.apply([STAYS, node(i)]);
+      r.candidate(node(i), `198.51.100.${i}`);
+      expect(r.probesTo(`198.51.100.${i}`), `node ${i}`).toBe(1); // its validation started: roaming holds state for it
+      await r.sync.apply([STAYS]);
+    }
+    expect(r.cp.roaming.trackedPeers).toBe(1);
+  });
+
+  it('a node that left and joins again under its name starts afresh: its next new address is validated at once', async () => {
+    const r = rig();
+    await r.sync.apply([STAYS, node(1)]);
+    r.candidate(node(1), '198.51.100.1');
+    expect(r.probesTo('198.51.100.1')).toBe(1);
+    await r.sync.apply([STAYS]);
+    await r.sync.apply([STAYS, node(1)]); // rebuilt, same name, within VALIDATION_INTERVAL_MS
+    r.candidate(node(1), '198.51.100.2');
+    expect(r.probesTo('198.51.100.2')).toBe(1);
   });
 });
