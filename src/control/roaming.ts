@@ -11,7 +11,37 @@
 // validates the previously active path on an apparent migration (RFC 9000 §9.3.3), the
 // old endpoint is probed too, and a peer that still answers there (or sends anything
 // from there) is not moved: a re-mapped EIP falls silent at once, a live peer does not.
+// And when two new addresses answer for one peer within VALIDATION_TIMEOUT_MS, nothing
+// says which is the peer: it moves to neither.
+//
+// A flood of forged frames must stay cheap without keeping a real move from being
+// validated (with one validation per peer per 5 s, a forger that sent from an address of
+// its own first after every 5 s took each one, and the peer's real new address waited
+// for ever). The bounds, and why:
+//   - per peer, at most VALIDATIONS_PER_INTERVAL (4) validations start in any
+//     VALIDATION_INTERVAL_MS (5 s), each one probe to the candidate and one to the old
+//     endpoint: 8 probes per 5 s. A validation lasts at most VALIDATION_TIMEOUT_MS (also
+//     5 s), so at most 4 are in flight at once, for different addresses: a forger can no
+//     longer shut out the next address by holding one slot.
+//   - all peers together, at most VALIDATIONS_PER_SECOND (20) start per second: 40 probes
+//     (~3.5 KB) a second however many peers a flood names.
+//   - an address whose validation failed (no answer in time, the peer still heard at its
+//     endpoint, a second address answering too) gets no probe for REFUSED_MS (30 s); each
+//     peer remembers REFUSED_PER_PEER (16) such addresses, the oldest forgotten first. An
+//     address gets at most one probe (66 bytes) per REFUSED_MS + VALIDATION_TIMEOUT_MS, and
+//     only after a frame from it (42 bytes at least): far below QUIC's anti-amplification
+//     limit of three times what came from the address (RFC 9000 §8.1).
+// A forger flooding from n addresses of its own that do not answer takes the 4 starts of
+// each 5 s until all n are refused; the first stay refused until the last are (16 of them
+// take ⌊16/4⌋ × 5 s = 20 s < 30 s). So the peer's new address starts its validation at most
+// ⌊n/4⌋ × 5 s after its first frame (n ≤ 16: 20 s), at once for n ≤ 3, and moves
+// OLD_PATH_GRACE_MS later. A forger with more addresses (or spoofed ones, which cost it
+// nothing) can hold the peer's starts longer: no frame tells a forged sender from the peer
+// before a probe is answered, and remembering every address would be memory a flood fills.
+// What it cannot do is make vxedge send more than the bounds above, or hold more than 4
+// validations and 16 addresses per peer (forgotten when the peer leaves: syncPeers).
 import { randomBytes, randomInt } from 'node:crypto';
+import type { PeerConfig } from '../config/types.js';
 import { parseEchoReply } from '../proto/icmp.js';
 import { intToIp } from '../util/ipv4.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
@@ -19,11 +49,28 @@ import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import type { OutsideHooks } from '../dataplane/outside.js';
 import { ProbeSender } from './probe.js';
+import { RateWindow } from './rate-window.js';
 
-/** At most one validation per peer per this long, so a flood of forged frames costs one probe. */
-const VALIDATION_INTERVAL_MS = 5000;
-/** How long a validation probe may take to be answered. */
+/** Validations of one peer that may start within VALIDATION_INTERVAL_MS (see the header for the bounds). */
+export const VALIDATIONS_PER_INTERVAL = 4;
+export const VALIDATION_INTERVAL_MS = 5000;
+/**
+ * How long a validation probe may take to be answered (RFC 9000 §8.2.4 abandons after three
+ * probe timeouts, ~3 s for a new path). Not longer than VALIDATION_INTERVAL_MS: that keeps
+ * at most VALIDATIONS_PER_INTERVAL of a peer in flight.
+ */
 const VALIDATION_TIMEOUT_MS = 5000;
+/** Validations that may start within a second, all peers together. */
+export const VALIDATIONS_PER_SECOND = 20;
+/**
+ * How long an address whose validation failed gets no new one. At least the time a forger's
+ * REFUSED_PER_PEER addresses take to be refused at VALIDATIONS_PER_INTERVAL a round (20 s),
+ * so that none of them is free again before the last is refused; short enough that a real
+ * new address whose probe was lost is tried again soon.
+ */
+export const REFUSED_MS = 30_000;
+/** Addresses whose validation failed that each peer remembers. */
+export const REFUSED_PER_PEER = 16;
 /**
  * How long the current endpoint has, from the candidate's arrival, to show it is alive
  * before the endpoint moves: an internet round trip with room to spare. A real move waits
@@ -32,22 +79,40 @@ const VALIDATION_TIMEOUT_MS = 5000;
 export const OLD_PATH_GRACE_MS = 1000;
 
 interface Validation {
-  peer: string;
+  peer: PeerRoaming;
   addr: number;
   seq: number;
   token: Buffer;
   sentAt: number;
+  /** When the candidate answered (monotonic ms); -1: not yet. */
+  answeredAt: number;
   /** The candidate answered; the move waits for the rest of OLD_PATH_GRACE_MS. */
   timer: Timer | null;
-  /** Moved or refused; kept until the next validation so that late answers are still known as ours. */
+  /** Moved to, refused or timed out. */
   decided: boolean;
+}
+
+/** What roaming knows of one peer; made at its first candidate frame. */
+interface PeerRoaming {
+  name: string;
+  /** The table's configuration of the peer when this was made: a changed peer starts afresh. */
+  config: PeerConfig;
+  starts: RateWindow;
+  /**
+   * The peer's last VALIDATIONS_PER_INTERVAL validations, oldest first: those in flight, and
+   * decided ones, kept so that late answers are still known as ours (not the site's). The
+   * oldest is replaced only after VALIDATION_INTERVAL_MS, so never while in flight.
+   */
+  recent: Validation[];
+  /** Addresses whose validation failed -> monotonic ms until which they get none; oldest first. */
+  refused: Map<number, number>;
 }
 
 export class Roaming {
   private readonly ident: number;
   private readonly probes: ProbeSender;
-  private readonly pending = new Map<string, Validation>(); // by peer name
-  private readonly lastStarted = new Map<string, number>();
+  private readonly peers = new Map<string, PeerRoaming>(); // by peer name
+  private readonly starts = new RateWindow(VALIDATIONS_PER_SECOND, 1000);
   private readonly reply = { ident: 0, seq: 0, tokenOff: 0 };
   private seq = randomInt(0, 0xffff);
   /** Called after an endpoint moved. */
@@ -58,7 +123,7 @@ export class Roaming {
     private readonly log: Logger,
     private readonly clock: Clock,
     /** The echo ident of our probes (tests; random otherwise). Another part (the keepalive) may
-     *  draw the same one: an answer is ours only with a pending validation's sequence and token. */
+     *  draw the same one: an answer is ours only with a validation's sequence and token. */
     ident = randomInt(1, 0xffff),
   ) {
     this.ident = ident;
@@ -80,103 +145,181 @@ export class Roaming {
     const hooks = this.dp.outside.hooks;
     hooks.onRoamCandidate = undefined;
     if (hooks.onToVtep === this.toVtep) hooks.onToVtep = undefined;
-    for (const v of this.pending.values()) v.timer?.cancel();
-    this.pending.clear();
+    for (const r of this.peers.values()) this.drop(r);
+    this.peers.clear();
   }
 
-  /**
-   * Follows the data plane's peer table: forgets peers that left it (their pending validation
-   * and its timer, when they last started one), so that these maps hold at most the table's peers.
-   */
+  /** Follows the data plane's peer table: forgets peers that left it or whose configuration changed. */
   syncPeers(): void {
     const t = this.dp.peers;
-    for (const [name, v] of this.pending) {
-      if (t.indexOf(name) >= 0) continue;
-      v.timer?.cancel();
-      this.pending.delete(name);
+    for (const [name, r] of this.peers) {
+      const s = t.indexOf(name);
+      if (s < 0 || t.configs[s] !== r.config) {
+        this.drop(r);
+        this.peers.delete(name);
+      }
     }
-    for (const name of this.lastStarted.keys()) if (t.indexOf(name) < 0) this.lastStarted.delete(name);
   }
 
   /** Peers roaming holds state for (at most the table's peers after syncPeers). */
   get trackedPeers(): number {
-    return new Set([...this.pending.keys(), ...this.lastStarted.keys()]).size;
+    return this.peers.size;
   }
 
   /** A validated-looking frame for peer `p` from an address that is not its endpoint. */
   private onCandidate(p: number, addr: number, buf: Buffer, ipOff: number, ipLen: number): boolean {
     const name = this.dp.peers.names[p];
     if (name === null) return false;
-    const v = this.pending.get(name);
     const now = this.clock.monotonic();
-    if (v && v.addr === addr && parseEchoReply(buf, ipOff, ipLen, this.reply) && this.reply.ident === this.ident) {
-      if (this.answers(v, buf) && now - v.sentAt <= VALIDATION_TIMEOUT_MS) {
-        if (v.timer === null && !v.decided) {
-          const wait = v.sentAt + OLD_PATH_GRACE_MS - now;
-          if (wait <= 0) this.decide(v);
-          else v.timer = this.clock.after(wait, () => this.decide(v));
-        }
+    const r = this.stateOf(p, name);
+    this.expire(r, now);
+    if (parseEchoReply(buf, ipOff, ipLen, this.reply) && this.reply.ident === this.ident) {
+      const v = this.answered(r, buf);
+      if (v) {
+        // Ours, consumed; it counts only from the address it was sent to.
+        if (v.addr === addr) this.onAnswer(v, now);
         return true;
       }
-      return false;
     }
-    const last = this.lastStarted.get(name);
-    if (last === undefined || now - last >= VALIDATION_INTERVAL_MS) {
-      this.lastStarted.set(name, now);
-      this.pending.get(name)?.timer?.cancel();
-      this.seq = (this.seq + 1) & 0xffff;
-      const token = randomBytes(8);
-      if (this.probes.send(p, this.ident, this.seq, token, addr)) {
-        // The old path's probe: the same echo at the current endpoint. Its answer, like any
-        // frame from there, sets the peer's lastRx, which is all decide() looks at.
-        this.probes.send(p, this.ident, this.seq, token);
-        this.pending.set(name, { peer: name, addr, seq: this.seq, token, sentAt: now, timer: null, decided: false });
-        this.log.info('frames for a peer from a new address: validating the path', { peer: name, candidate: intToIp(addr) });
-      }
-    }
+    if (this.mayStart(r, addr, now)) this.startValidation(p, r, addr, now);
     return false;
   }
 
-  /** The candidate answered and the grace is over: move, unless the peer was heard at its endpoint since the probes. */
-  private decide(v: Validation): void {
-    if (this.pending.get(v.peer) !== v || v.decided) return;
-    v.decided = true;
-    const p = this.dp.peers.indexOf(v.peer);
-    if (p < 0) {
-      this.pending.delete(v.peer);
-      return;
+  /** The peer's roaming state, fresh when the table's configuration of it is not the one it was made under. */
+  private stateOf(p: number, name: string): PeerRoaming {
+    const config = this.dp.peers.configs[p]!;
+    let r = this.peers.get(name);
+    if (r?.config === config) return r;
+    if (r) this.drop(r);
+    r = { name, config, starts: new RateWindow(VALIDATIONS_PER_INTERVAL, VALIDATION_INTERVAL_MS), recent: [], refused: new Map() };
+    this.peers.set(name, r);
+    return r;
+  }
+
+  /**
+   * Validations left unanswered for VALIDATION_TIMEOUT_MS fail: their addresses are refused.
+   * Run before a start, so the validation a start replaces in `recent` (VALIDATION_INTERVAL_MS
+   * old) is always decided, its address refused rather than free again.
+   */
+  private expire(r: PeerRoaming, now: number): void {
+    for (const v of r.recent) {
+      if (!v.decided && v.answeredAt < 0 && now - v.sentAt >= VALIDATION_TIMEOUT_MS) {
+        v.decided = true;
+        this.refuse(r, v.addr, now);
+      }
     }
+  }
+
+  /**
+   * Whether a frame from `addr` may start a validation: not while one for that address is in
+   * flight, not while the address is refused, and only within the peer's and the overall
+   * rate. First come, first served among the rest: nothing tells the peer's frames from a
+   * forger's, but the forger's addresses, once refused, leave the starts to the others.
+   */
+  private mayStart(r: PeerRoaming, addr: number, now: number): boolean {
+    for (const v of r.recent) if (v.addr === addr && !v.decided) return false;
+    const until = r.refused.get(addr);
+    if (until !== undefined) {
+      if (now < until) return false;
+      r.refused.delete(addr);
+    }
+    return r.starts.allows(now) && this.starts.allows(now);
+  }
+
+  private startValidation(p: number, r: PeerRoaming, addr: number, now: number): void {
+    r.starts.take(now);
+    this.starts.take(now);
+    this.seq = (this.seq + 1) & 0xffff;
+    const token = randomBytes(8);
+    if (!this.probes.send(p, this.ident, this.seq, token, addr)) return;
+    // The old path's probe: the same echo at the current endpoint. Its answer, like any
+    // frame from there, sets the peer's lastRx, which is what decide() looks at first.
+    this.probes.send(p, this.ident, this.seq, token);
+    if (r.recent.length === VALIDATIONS_PER_INTERVAL) r.recent.shift()!.timer?.cancel();
+    r.recent.push({ peer: r, addr, seq: this.seq, token, sentAt: now, answeredAt: -1, timer: null, decided: false });
+    this.log.info('frames for a peer from a new address: validating the path', { peer: r.name, candidate: intToIp(addr) });
+  }
+
+  /** The candidate answered its probe: decide once the old endpoint had OLD_PATH_GRACE_MS to show it is alive. */
+  private onAnswer(v: Validation, now: number): void {
+    if (v.decided || v.answeredAt >= 0 || now - v.sentAt >= VALIDATION_TIMEOUT_MS) return;
+    v.answeredAt = now;
+    const wait = v.sentAt + OLD_PATH_GRACE_MS - now;
+    if (wait <= 0) this.decide(v);
+    else v.timer = this.clock.after(wait, () => this.decide(v));
+  }
+
+  /**
+   * The candidate answered and the grace is over: move, unless the peer was heard at its
+   * endpoint since the probes, or another new address answered for it too.
+   */
+  private decide(v: Validation): void {
+    const r = v.peer;
+    if (this.peers.get(r.name) !== r || v.decided) return;
+    v.decided = true;
+    v.timer = null;
+    const p = this.dp.peers.indexOf(r.name);
+    if (p < 0) return;
+    const now = this.clock.monotonic();
     const from = intToIp(this.dp.peers.addr[p]);
     if (this.dp.peers.lastRx[p] >= v.sentAt) {
+      this.refuse(r, v.addr, now);
       this.log.warn('frames for a peer from a new address, but it still answers at its endpoint: not moved', {
-        peer: v.peer,
+        peer: r.name,
         endpoint: from,
         candidate: intToIp(v.addr),
         hint: 'a second sender claims this peer (its VTEP MAC and subnet), or the peer sends from two addresses',
       });
       return;
     }
+    const rival = r.recent.find((w) => w.addr !== v.addr && w.answeredAt >= 0 && now - w.answeredAt <= VALIDATION_TIMEOUT_MS);
+    if (rival) {
+      // Either may be the peer; moving to the first to answer would hand the peer to
+      // whoever answers fastest. The rival, when its grace is over, finds this one.
+      this.refuse(r, v.addr, now);
+      this.log.warn('frames for a peer from two new addresses, and both answer for it: not moved', {
+        peer: r.name,
+        endpoint: from,
+        candidates: [intToIp(rival.addr), intToIp(v.addr)],
+        hint: 'a second sender claims this peer (its VTEP MAC and subnet), or the peer sends from two addresses; set its address in the configuration if it moved',
+      });
+      return;
+    }
+    // Validations of other addresses still in flight go on (RFC 9000 §9.3 would let them be
+    // abandoned): each ends refused (unanswered; or answered, and then the peer is heard at
+    // its new endpoint or this answer is its rival), so a forger's address is not tried again
+    // at once against the new endpoint.
     this.dp.peers.setAddress(p, v.addr);
-    this.log.warn('peer endpoint moved after path validation', { peer: v.peer, from, to: intToIp(v.addr) });
-    this.onMoved(v.peer, from, intToIp(v.addr));
+    this.log.warn('peer endpoint moved after path validation', { peer: r.name, from, to: intToIp(v.addr) });
+    this.onMoved(r.name, from, intToIp(v.addr));
+  }
+
+  private refuse(r: PeerRoaming, addr: number, now: number): void {
+    r.refused.delete(addr); // re-inserted as the newest
+    r.refused.set(addr, now + REFUSED_MS);
+    if (r.refused.size > REFUSED_PER_PEER) r.refused.delete(r.refused.keys().next().value!);
+  }
+
+  private drop(r: PeerRoaming): void {
+    for (const v of r.recent) v.timer?.cancel();
   }
 
   /**
    * Consumes the old endpoint's answers to our probes (addressed to our VTEP, like a keepalive's),
    * late ones too: they are ours, not the site's. Only with the sequence number and token of
-   * that peer's latest validation: the keepalive may have drawn the same ident, and its
+   * one of that peer's recent validations: the keepalive may have drawn the same ident, and its
    * answers must reach it (taken by ident alone, they all were in 1 of 65 535 starts, and
    * every peer stayed down).
    */
   private oldPathReply(buf: Buffer, off: number, len: number, slot: number): boolean {
     const name = this.dp.peers.names[slot];
-    const v = name === null || name === undefined ? undefined : this.pending.get(name);
-    return v !== undefined && parseEchoReply(buf, off, len, this.reply) && this.reply.ident === this.ident && this.answers(v, buf);
+    const r = name === null || name === undefined ? undefined : this.peers.get(name);
+    return r !== undefined && parseEchoReply(buf, off, len, this.reply) && this.reply.ident === this.ident && this.answered(r, buf) !== undefined;
   }
 
-  /** The echo answer just parsed from buf (this.reply) carries v's sequence number and token. */
-  private answers(v: Validation, buf: Buffer): boolean {
+  /** The validation of r whose sequence number and token the echo answer just parsed from buf (this.reply) carries. */
+  private answered(r: PeerRoaming, buf: Buffer): Validation | undefined {
     const { seq, tokenOff } = this.reply;
-    return seq === v.seq && buf.compare(v.token, 0, 8, tokenOff, tokenOff + 8) === 0;
+    return r.recent.find((v) => v.seq === seq && buf.compare(v.token, 0, 8, tokenOff, tokenOff + 8) === 0);
   }
 }

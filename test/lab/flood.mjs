@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // Sends crafted VXLAN datagrams at the gateway, from whatever namespace it runs in.
-//   node flood.mjs --to IP --kinds k1,k2 --count N --gw-mac M --peer-mac M --src IP --dst IP --dport P [--bind IP]
+//   node flood.mjs --to IP --kinds k1,k2 --count N --gw-mac M --peer-mac M --src IP --dst IP --dport P [--bind IP] [--duration-ms D]
 // Every kind sends `count` datagrams; each inner packet (when there is one) is a UDP
 // datagram to dst:dport, so a listener there tells what got through. Bounded: at most
-// 20 kinds x 2000 datagrams, paced in bursts.
+// 20 kinds x 2000 datagrams, paced in bursts. With --duration-ms, the kinds are sent
+// again and again until D ms (at most 20 000) have passed: a flood that goes on while
+// something else happens.
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -15,9 +17,11 @@ const { values: o } = parseArgs({
     'gw-mac': { type: 'string' }, 'peer-mac': { type: 'string' },
     src: { type: 'string' }, dst: { type: 'string' }, dport: { type: 'string', default: '9999' },
     vni: { type: 'string', default: '1' },
+    'duration-ms': { type: 'string', default: '0' },
   },
 });
 const count = Math.min(Number(o.count), 2000);
+const until = Date.now() + Math.min(Number(o['duration-ms']), 20_000);
 const mac = (s) => Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
 const ip = (s) => Buffer.from(s.split('.').map(Number));
 
@@ -67,14 +71,16 @@ const kinds = {
 const sock = dgram.createSocket('udp4');
 await new Promise((r) => sock.bind({ address: o.bind, port: 0 }, r));
 const sent = {};
-for (const k of o.kinds.split(',').slice(0, 20)) {
-  if (!kinds[k]) throw new Error(`unknown kind ${k}`);
-  sent[k] = 0;
-  for (let i = 0; i < count; i++) {
-    await new Promise((r) => sock.send(kinds[k](), Number(o.port), o.to, r));
-    sent[k]++;
-    if (i % 50 === 49) await new Promise((r) => setTimeout(r, 5));
+do {
+  for (const k of o.kinds.split(',').slice(0, 20)) {
+    if (!kinds[k]) throw new Error(`unknown kind ${k}`);
+    sent[k] ??= 0;
+    for (let i = 0; i < count; i++) {
+      await new Promise((r) => sock.send(kinds[k](), Number(o.port), o.to, r));
+      sent[k]++;
+      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 5));
+    }
   }
-}
+} while (Date.now() < until);
 sock.close();
 console.log(JSON.stringify(sent));

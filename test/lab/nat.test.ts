@@ -10,7 +10,8 @@
 //     keepalive: recovery within keepalive.interval × 1.2 (jitter) + 1 s;
 //   - UDP 8472 blocked at one node: that peer goes down with a reason naming UDP 8472,
 //     the other stays up;
-//   - a node's address moves: frames from the new address are validated and followed;
+//   - a node's address moves: frames from the new address are validated and followed, also
+//     while a forger floods frames claiming that node from an address of its own;
 //   - a forger with a VXLAN of its own claiming a node, which answers the probe, does not
 //     move a node that still answers at its endpoint;
 //   - a CE mark put on the outer header on the internet reaches the site host (RFC 6040).
@@ -18,7 +19,7 @@
 // Idling "past the NAT's timeouts" is judged on the router's own state (its conntrack table),
 // not on a fixed sleep.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, startCapture, waitExit, waitForOutput, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
+import { killGroup, labDown, labUp, nsExec, nsRun, nsSpawn, ping, startCapture, waitExit, waitForOutput, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxnat';
@@ -244,6 +245,39 @@ describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
       expect(later.peers.find((p) => p.name === 'aws-2')!.endpoint).toBe(`${env.AWS2_PUBLIC_IP}:8472`);
       expect(gw.logEntries().filter((e) => /endpoint moved/.test(e.msg) && e.peer === 'aws-2')).toEqual([]);
     }, 40_000);
+
+    it('follows a node whose address moved while a forger floods frames claiming it from an address of its own', async () => {
+      env = await labUp({ prefix: PREFIX, portForward: true });
+      gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '30s' });
+      await gw.waitUp();
+      // The forger starts first and goes on for 15 s: frames with aws-1's MAC and a source in
+      // its subnet, from inet's own address (nothing there answers a probe), in bursts of 50.
+      // With one validation per peer per 5 s it took every one, and aws-1 was never followed.
+      const flood = nsSpawn(env.NS_INET, ['node', new URL('./flood.mjs', import.meta.url).pathname, '--to', env.GW_PUBLIC_IP, '--bind', env.INET_AWS_IP,
+        '--kinds', 'good', '--count', '50', '--duration-ms', '15000', '--gw-mac', env.GW_VTEP_MAC, '--peer-mac', env.AWS1_VTEP_MAC, '--src', env.POD1_IP, '--dst', env.HOST_IP]);
+      try {
+        await gw.waitLog(/validating the path/, { peer: 'aws-1', candidate: env.INET_AWS_IP });
+        // aws-1's EIP is re-mapped, as in the first case.
+        const dev = env.AWS1_UNDERLAY_IF;
+        await nsRun(env.NS_AWS1, ['ip', 'addr', 'del', `${env.AWS1_UNDERLAY_IP}/24`, 'dev', dev]);
+        await nsRun(env.NS_AWS1, ['ip', 'addr', 'add', '203.0.113.11/24', 'dev', dev]);
+        await nsRun(env.NS_AWS1, ['ip', 'route', 'replace', 'default', 'via', env.INET_AWS_IP]);
+        await nsRun(env.NS_AWS1, ['ip', 'link', 'set', env.VTEP_DEV, 'type', 'vxlan', 'local', '203.0.113.11']);
+        const r = await ping(env.NS_POD1, env.HOST_IP, { count: 20, intervalMs: 200, timeoutMs: 8_000 });
+        expect(r.received).toBeGreaterThan(0);
+        const s = await gw.waitStatus((d) => d.peers.find((p) => p.name === 'aws-1')?.endpoint === '203.0.113.11:8472', 5_000);
+        expect(flood.exitCode).toBeNull(); // followed while the flood went on
+        expect(s.peers.find((p) => p.name === 'aws-1')!.state).toBe('up');
+        await gw.waitLog(/peer endpoint moved after path validation/, { peer: 'aws-1', to: '203.0.113.11' });
+        expect(await waitExit(flood, 20_000)).toBe(0);
+        const over = Date.now();
+        const after = await gw.waitStatus((d) => Date.parse(d.ts) > over, 5_000);
+        expect(after.peers.find((p) => p.name === 'aws-1')!.endpoint).toBe('203.0.113.11:8472');
+        expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      } finally {
+        if (flood.exitCode === null) killGroup(flood, 'SIGKILL');
+      }
+    }, 60_000);
 
     it('a forger with a kernel VXLAN of its own that claims aws-2 and answers the probe does not move aws-2, which still answers at its endpoint', async () => {
       env = await labUp({ prefix: PREFIX, portForward: true });

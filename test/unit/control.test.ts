@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { peerState } from '../../src/control/peer-state.js';
 import { peerReason, ReasonMemo, type ReasonFacts } from '../../src/control/reasons.js';
-import { OLD_PATH_GRACE_MS, Roaming } from '../../src/control/roaming.js';
+import { OLD_PATH_GRACE_MS, REFUSED_MS, REFUSED_PER_PEER, Roaming, VALIDATIONS_PER_INTERVAL, VALIDATIONS_PER_SECOND } from '../../src/control/roaming.js';
 import { ControlPlane } from '../../src/control/control-plane.js';
 import { PeerSync } from '../../src/control/peer-sync.js';
 import type { PeerConfig } from '../../src/config/types.js';
@@ -158,11 +158,15 @@ describe('roaming with path validation', () => {
     expect(r.dev.written).toHaveLength(0);
     expect(r.logs.some((l) => /still answers at its endpoint: not moved/.test(l))).toBe(true);
     // Any frame from the endpoint counts as alive, not only the answer: traffic of its pods.
+    // (198.51.100.66 is refused for REFUSED_MS now: the forger tries from another address.)
     r.advance(5_000);
     r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 40003 });
     r.dp.outside.pump();
+    expect(r.udp.sent).toHaveLength(2);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.67'), port: 40003 });
+    r.dp.outside.pump();
     r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.10'), port: 40004 });
-    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(r.udp.sent[2].data.subarray(22))), addr: ip('198.51.100.66'), port: 40001 });
+    r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(r.udp.sent[2].data.subarray(22))), addr: ip('198.51.100.67'), port: 40001 });
     r.dp.outside.pump();
     r.advance(OLD_PATH_GRACE_MS);
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
@@ -205,17 +209,147 @@ describe('roaming with path validation', () => {
     expect(io.device.written).toHaveLength(0);
   });
 
-  it('a flood of forged frames costs one probe per 5 s and moves nothing', () => {
+  it('follows a real move within a bounded time while a forger floods from several addresses of its own, at a bounded cost', () => {
+    const r = rig();
+    // AWS re-mapped aws-1's EIP: its old endpoint is silent from now on, and its pods' frames
+    // come from 203.0.113.11, every 200 ms. A forger floods frames claiming aws-1 from six
+    // addresses of its own (none answers a probe), ahead of the real ones in every batch.
+    const real = ip('203.0.113.11');
+    const forgers = [1, 2, 3, 4, 5, 6].map((i) => ip(`198.51.100.${60 + i}`));
+    const answered = new Set<number>();
+    let t = 0;
+    for (; t <= 60_000 && r.dp.peers.addr[0] !== real; t += 100) {
+      for (const f of forgers) for (let k = 0; k < 10; k++) r.udp.inbox.push({ data: fromPod(), addr: f, port: 40000 + k });
+      if (t % 200 === 0) r.udp.inbox.push({ data: fromPod(), addr: real, port: 40100 });
+      while (r.dp.outside.pump() > 0);
+      // aws-1's kernel answers every probe that reaches its new address.
+      r.udp.sent.forEach((d, i) => {
+        if (d.addr !== real || answered.has(i)) return;
+        answered.add(i);
+        r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(d.data.subarray(22))), addr: real, port: 40101 });
+      });
+      while (r.dp.outside.pump() > 0);
+      r.advance(100);
+    }
+    // 4 validations at once, each forger address tried once: the six take the first round
+    // and two places of the second, 5 s later, which the real address gets too.
+    expect(r.dp.peers.addr[0]).toBe(real);
+    expect(t).toBeLessThanOrEqual(5_000 + OLD_PATH_GRACE_MS + 100);
+    const probesTo = (a: number) => r.udp.sent.filter((d) => d.addr === a).length;
+    for (const f of forgers) expect(probesTo(f), intToIp(f)).toBe(1);
+    expect(probesTo(ip('203.0.113.10'))).toBe(forgers.length + 1); // each validation's old-path probe
+    expect(r.dev.written).toHaveLength(0); // nothing of the flood, and no probe answer, reached the site
+    // The flood goes on against the new endpoint: nothing moves, and its refused addresses cost nothing.
+    const sent = r.udp.sent.length;
+    for (let k = 0; k < 100; k++) {
+      for (const f of forgers) r.udp.inbox.push({ data: fromPod(), addr: f, port: 40000 });
+      r.udp.inbox.push({ data: fromPod(), addr: real, port: 40100 });
+      while (r.dp.outside.pump() > 0);
+      r.advance(100);
+    }
+    expect(r.dp.peers.addr[0]).toBe(real);
+    expect(r.udp.sent.length).toBe(sent);
+    expect(r.dev.written).toHaveLength(100); // the peer's own frames, from its new endpoint
+  });
+
+  it('moves to neither of two new addresses that both answer: a forger answering from an address of its own does not take a real move', () => {
+    const r = rig();
+    // aws-1's EIP is re-mapped (its old endpoint falls silent) while a forger with a VXLAN
+    // device of its own (aws-1's MAC and subnet) claims it from 198.51.100.66, first.
+    const forger = ip('198.51.100.66');
+    const real = ip('203.0.113.11');
+    r.udp.inbox.push({ data: fromPod(), addr: forger, port: 40000 });
+    r.udp.inbox.push({ data: fromPod(), addr: real, port: 40001 });
+    r.dp.outside.pump();
+    expect(r.udp.sent.map((d) => d.addr)).toEqual([forger, ip('203.0.113.10'), real, ip('203.0.113.10')]);
+    const answer = (i: number, from: number) => {
+      r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(r.udp.sent[i].data.subarray(22))), addr: from, port: 40002 });
+      r.dp.outside.pump();
+    };
+    answer(0, forger);
+    r.advance(10);
+    answer(2, real);
+    r.advance(OLD_PATH_GRACE_MS);
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+    expect(r.logs.some((l) => /two new addresses, and both answer for it: not moved/.test(l))).toBe(true);
+    expect(r.dev.written).toHaveLength(0);
+    // Both are refused for REFUSED_MS; once the forger has gone, the real address is followed.
+    r.udp.inbox.push({ data: fromPod(), addr: real, port: 40001 });
+    r.dp.outside.pump();
+    expect(r.udp.sent).toHaveLength(4);
+    r.advance(REFUSED_MS);
+    r.udp.inbox.push({ data: fromPod(), addr: real, port: 40001 });
+    r.dp.outside.pump();
+    expect(r.udp.sent.map((d) => d.addr).slice(4)).toEqual([real, ip('203.0.113.10')]);
+    answer(4, real);
+    r.advance(OLD_PATH_GRACE_MS);
+    expect(r.dp.peers.addr[0]).toBe(real);
+  });
+
+  it('remembers REFUSED_PER_PEER refused addresses per peer, the oldest forgotten first', () => {
+    const r = rig();
+    // Rounds of VALIDATIONS_PER_INTERVAL new addresses every 5 s, none answering.
+    const addrs = Array.from({ length: REFUSED_PER_PEER + VALIDATIONS_PER_INTERVAL }, (_, i) => ip('198.51.100.1') + i);
+    expect(addrs.length).toBeGreaterThan(REFUSED_PER_PEER);
+    const probesTo = (a: number) => r.udp.sent.filter((d) => d.addr === a).length;
+    for (let round = 0; round * VALIDATIONS_PER_INTERVAL < addrs.length; round++) {
+      for (const a of addrs.slice(round * VALIDATIONS_PER_INTERVAL, (round + 1) * VALIDATIONS_PER_INTERVAL)) r.udp.inbox.push({ data: fromPod(), addr: a, port: 9 });
+      while (r.dp.outside.pump() > 0);
+      r.advance(5_000);
+    }
+    expect(addrs.map(probesTo)).toEqual(addrs.map(() => 1));
+    // 25 s on, well within REFUSED_MS: the last 16 are still refused, the first 4 were forgotten.
+    for (const a of addrs) r.udp.inbox.push({ data: fromPod(), addr: a, port: 9 });
+    while (r.dp.outside.pump() > 0);
+    expect(addrs.map(probesTo)).toEqual(addrs.map((_, i) => (i < VALIDATIONS_PER_INTERVAL ? 2 : 1)));
+  });
+
+  it('a flood of forged frames from one address costs one validation per REFUSED_MS and moves nothing', () => {
     const r = rig();
     for (let i = 0; i < 100; i++) r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 1000 + i });
     while (r.dp.outside.pump() > 0);
     expect(r.udp.sent).toHaveLength(2); // the probe, and its twin at the endpoint
     expect(r.dp.drops.get('unknownSource')).toBe(100);
-    r.advance(5_000);
+    // Unanswered for VALIDATION_TIMEOUT_MS (5 s): refused for REFUSED_MS after that.
+    for (let t = 0; t < 5_000 + REFUSED_MS; t += 500) {
+      r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 9 });
+      r.dp.outside.pump();
+      r.advance(500);
+    }
+    expect(r.udp.sent).toHaveLength(2);
     r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 9 });
     r.dp.outside.pump();
     expect(r.udp.sent).toHaveLength(4);
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+  });
+
+  it('a flood from ever new addresses costs at most VALIDATIONS_PER_INTERVAL validations per peer per 5 s, and VALIDATIONS_PER_SECOND overall', () => {
+    const r = rig();
+    // One peer, a new source address for every frame (spoofed: nothing answers), 10 s.
+    let n = 0;
+    for (let t = 0; t <= 10_000; t += 100) {
+      for (let k = 0; k < 50; k++, n++) r.udp.inbox.push({ data: fromPod(), addr: ip('100.64.0.0') + n, port: 9 });
+      while (r.dp.outside.pump() > 0);
+      r.advance(100);
+    }
+    const toCandidates = r.udp.sent.filter((d) => d.addr !== ip(AWS1.publicIp));
+    expect(toCandidates).toHaveLength(3 * VALIDATIONS_PER_INTERVAL); // rounds at 0, 5 and 10 s
+    expect(r.udp.sent).toHaveLength(2 * toCandidates.length);
+    expect(r.dp.peers.addr[0]).toBe(ip(AWS1.publicIp));
+
+    // Many peers at once: the overall bound holds first.
+    const peers = Array.from({ length: 40 }, (_, i) => ({ ...AWS1, name: `aws-${i + 1}`, publicIp: `203.0.113.${100 + i}`, subnet: parseCidr(`10.244.${10 + i}.0/24`), vtepMac: `0a:bb:00:00:${(10 + i).toString(16).padStart(2, '0')}:00` }));
+    const io = new FakeIo();
+    const s = { tap: false, vni: 1, mtu: 1450, vtepMac: mac(OUR), vtepIp: ip('10.244.100.0'), mssClamp: true, maxMss: 1410, strictPeers: true, batch: 64 };
+    const clock = new ManualClock();
+    const dp = new Dataplane(s, io, io.fds, new PeerTable(peers), new Logger('error', true), clock);
+    new Roaming(dp, new CaptureLog(), clock).start();
+    for (let t = 0; t < 3_000; t += 100) {
+      for (const p of peers) io.underlay.inbox.push({ data: vxlanFrame(1, OUR, p.vtepMac, icmpEcho(intToIp(p.subnet.network + 2), '10.244.100.10')), addr: ip('100.64.0.0') + n++, port: 9 });
+      while (dp.outside.pump() > 0);
+      clock.advance(100);
+    }
+    expect(io.underlay.sent).toHaveLength(2 * 3 * VALIDATIONS_PER_SECOND); // 3 s
   });
 });
 
@@ -242,7 +376,7 @@ describe('roaming follows the cluster', () => {
       io.underlay.inbox.push({ data: vxlanFrame(1, OUR, p.vtepMac, icmpEcho(src, '10.244.100.10')), addr: ip(from), port: 40000 });
       while (dp.outside.pump() > 0);
     };
-    return { io, cp, sync, candidate, probesTo: (from: string) => io.underlay.sent.filter((d) => d.addr === ip(from)).length };
+    return { io, cp, sync, clock, candidate, probesTo: (from: string) => io.underlay.sent.filter((d) => d.addr === ip(from)).length };
   }
 
   it('forgets the validation state of peers that left the cluster: it holds no more peers than the table', async () => {
@@ -255,6 +389,7 @@ describe('roaming follows the cluster', () => {
       r.candidate(node(i), `198.51.100.${i}`);
       expect(r.probesTo(`198.51.100.${i}`), `node ${i}`).toBe(1); // its validation started: roaming holds state for it
       await r.sync.apply([STAYS]);
+      r.clock.advance(1000);
     }
     expect(r.cp.roaming.trackedPeers).toBe(1);
   });
