@@ -30,7 +30,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   }
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   if (cfg.underlay.publicIp) {
-    results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }));
+    results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }, cfg.peers.map((q) => q.publicIp)));
   } else if (discover.length) {
     results.push({ name: 'public_endpoint', ok: true, detail: `to be discovered: ${discover.join(', then ')}` });
   } else if (underlay) {

@@ -153,7 +153,7 @@ export class SiteNat {
   }
 
   checks(): CheckResult[] {
-    const out = [checkPublicEndpoint(this.publicEndpoint())];
+    const out = [checkPublicEndpoint(this.publicEndpoint(), this.o.cfg.peers.map((q) => q.publicIp))];
     const pm = portMappingCheck(this.o.cfg.nat.portMapping, this.mapperStatus(), this.stun?.lastGood?.publicEndpoint ?? null);
     if (pm) out.push(pm);
     return out;

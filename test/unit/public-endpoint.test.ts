@@ -49,6 +49,15 @@ describe('public endpoint', () => {
     expect(c.fix).toMatch(kind === 'carrier-grade NAT' ? /behind the ISP's NAT: set underlay\.publicIp to null and configure nat\.stun/ : /set underlay\.publicIp to the site router's public \(WAN\) address, or to null/);
   });
 
+  it('a private underlay.publicIp passes when every configured peer is at a private address too (a VPN or Direct Connect), not when one is public', () => {
+    const at = choosePublicEndpoint({ ...facts, configuredIp: '10.20.0.5' });
+    expect(checkPublicEndpoint(at, ['172.31.5.10', '172.31.6.11'])).toMatchObject({ ok: true, detail: expect.stringContaining('a private underlay') });
+    expect(checkPublicEndpoint(at, ['172.31.5.10', '203.0.113.10'])).toMatchObject({ ok: false });
+    expect(checkPublicEndpoint(at, [])).toMatchObject({ ok: false }); // peers from the cluster: not known here
+    // The local address alone is still no answer: nothing said that it is the one to announce.
+    expect(checkPublicEndpoint(choosePublicEndpoint(facts), ['172.31.5.10'])).toMatchObject({ ok: false });
+  });
+
   // The lab's "internet" is the RFC 5737 documentation ranges (docs/lab.md): they stay public.
   it.each(['192.0.2.10', '198.51.100.2', '203.0.113.7'])('a documentation-range underlay.publicIp (%s) passes, as the lab uses them', (ip) => {
     expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, configuredIp: ip }))).toMatchObject({ ok: true });
