@@ -32,7 +32,7 @@ async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = (
   setup(router);
   const log = new CaptureLog();
   const stun = opts.stun ? [{ host: STUN_SERVER, port: 3478 }] : [];
-  const cfg = { nat: { stun, portMapping: mode }, underlay: { port: 8472, publicIp: null }, vxlan: { port: 8472 } } as unknown as Config;
+  const cfg = { nat: { stun, portMapping: mode }, underlay: { port: 8472, publicIp: null }, vxlan: { port: 8472 }, peers: [] } as unknown as Config;
   // The STUN server sees us at the router's external address, on the mapped port.
   const hooks: OutsideHooks = {};
   const stunRequests: number[] = [];
