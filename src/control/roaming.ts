@@ -20,17 +20,25 @@
 // for ever). The bounds, and why:
 //   - per peer, at most VALIDATIONS_PER_INTERVAL (4) validations start in any
 //     VALIDATION_INTERVAL_MS (5 s), each one probe to the candidate and one to the old
-//     endpoint: 8 probes per 5 s. A validation lasts at most VALIDATION_TIMEOUT_MS (also
-//     5 s), so at most 4 are in flight at once, for different addresses: a forger can no
-//     longer shut out the next address by holding one slot.
-//   - all peers together, at most VALIDATIONS_PER_SECOND (20) start per second: 40 probes
-//     (~3.5 KB) a second however many peers a flood names.
+//     endpoint, and at most one resend of the candidate's (below): 12 probes per 5 s. A
+//     validation lasts at most VALIDATION_TIMEOUT_MS (also 5 s), so at most 4 are in flight
+//     at once, for different addresses: a forger can no longer shut out the next address by
+//     holding one slot.
+//   - all peers together, at most VALIDATIONS_PER_SECOND (20) start per second: 60 probes
+//     (~5.6 KB with their headers) a second however many peers a flood names.
 //   - an address whose validation failed (no answer in time, the peer still heard at its
 //     endpoint, a second address answering too) gets no probe for REFUSED_MS (30 s); each
 //     peer remembers REFUSED_PER_PEER (16) such addresses, the oldest forgotten first. An
-//     address gets at most one probe (66 bytes) per REFUSED_MS + VALIDATION_TIMEOUT_MS, and
-//     only after a frame from it (42 bytes at least): far below QUIC's anti-amplification
-//     limit of three times what came from the address (RFC 9000 §8.1).
+//     address gets at most two probes (66 bytes each) per REFUSED_MS + VALIDATION_TIMEOUT_MS,
+//     the first after a frame from it (42 bytes at least), the second after another: below
+//     QUIC's anti-amplification limit of three times what came from the address (RFC 9000
+//     §8.1).
+// A candidate probe that got no answer within PROBE_RESEND_MS (1 s) is sent once more, same
+// sequence number and token (RFC 9000 §8.2.1 allows several PATH_CHALLENGEs against loss),
+// only while the validation can still succeed (the peer not heard at its endpoint since)
+// and the candidate has sent another frame since the first probe: a lost probe of a real
+// move then costs ~1 s instead of REFUSED_MS, while a flood against a live peer, or from
+// addresses that send one frame each (spoofed), costs no more than without resends.
 // A forger flooding from n addresses of its own that do not answer takes the 4 starts of
 // each 5 s until all n are refused; the first stay refused until the last are (16 of them
 // take ⌊16/4⌋ × 5 s = 20 s < 30 s). So the peer's new address starts its validation at most
@@ -65,8 +73,9 @@ export const VALIDATIONS_PER_SECOND = 20;
 /**
  * How long an address whose validation failed gets no new one. At least the time a forger's
  * REFUSED_PER_PEER addresses take to be refused at VALIDATIONS_PER_INTERVAL a round (20 s),
- * so that none of them is free again before the last is refused; short enough that a real
- * new address whose probe was lost is tried again soon.
+ * so that none of them is free again before the last is refused. A real new address whose
+ * probe was lost is not refused for that: the probe is resent (PROBE_RESEND_MS); only when
+ * both, or their answers, are lost does its move wait REFUSED_MS.
  */
 export const REFUSED_MS = 30_000;
 /** Addresses whose validation failed that each peer remembers. */
@@ -77,6 +86,13 @@ export const REFUSED_PER_PEER = 16;
  * this much longer; a peer alive at its old address answers the old-path probe within it.
  */
 export const OLD_PATH_GRACE_MS = 1000;
+/**
+ * When an unanswered candidate probe is sent once more (see the header): a new path's first
+ * probe timeout in QUIC (RFC 9002 §6.2.2, three times the initial 333 ms RTT); an internet
+ * round trip with room to spare. Well before VALIDATION_TIMEOUT_MS, so the resend's answer
+ * still counts.
+ */
+export const PROBE_RESEND_MS = 1000;
 
 interface Validation {
   peer: PeerRoaming;
@@ -86,8 +102,11 @@ interface Validation {
   sentAt: number;
   /** When the candidate answered (monotonic ms); -1: not yet. */
   answeredAt: number;
-  /** The candidate answered; the move waits for the rest of OLD_PATH_GRACE_MS. */
+  /** Unanswered: the candidate probe's resend (PROBE_RESEND_MS); answered: the move waits for
+   *  the rest of OLD_PATH_GRACE_MS. */
   timer: Timer | null;
+  /** Another frame came from the candidate after the probe: it may have one more (see the header). */
+  heardAgain: boolean;
   /** Moved to, refused or timed out. */
   decided: boolean;
 }
@@ -181,7 +200,9 @@ export class Roaming {
         return true;
       }
     }
-    if (this.mayStart(r, addr, now)) this.startValidation(p, r, addr, now);
+    const v = this.inFlight(r, addr);
+    if (v) v.heardAgain = true;
+    else if (this.mayStart(r, addr, now)) this.startValidation(p, r, addr, now);
     return false;
   }
 
@@ -205,19 +226,26 @@ export class Roaming {
     for (const v of r.recent) {
       if (!v.decided && v.answeredAt < 0 && now - v.sentAt >= VALIDATION_TIMEOUT_MS) {
         v.decided = true;
+        v.timer?.cancel();
+        v.timer = null;
         this.refuse(r, v.addr, now);
       }
     }
   }
 
+  /** The validation of `addr` still in flight, if any. */
+  private inFlight(r: PeerRoaming, addr: number): Validation | undefined {
+    for (const v of r.recent) if (v.addr === addr && !v.decided) return v;
+    return undefined;
+  }
+
   /**
-   * Whether a frame from `addr` may start a validation: not while one for that address is in
-   * flight, not while the address is refused, and only within the peer's and the overall
-   * rate. First come, first served among the rest: nothing tells the peer's frames from a
-   * forger's, but the forger's addresses, once refused, leave the starts to the others.
+   * Whether a frame from `addr`, which has no validation in flight, may start one: not while
+   * the address is refused, and only within the peer's and the overall rate. First come,
+   * first served among the rest: nothing tells the peer's frames from a forger's, but the
+   * forger's addresses, once refused, leave the starts to the others.
    */
   private mayStart(r: PeerRoaming, addr: number, now: number): boolean {
-    for (const v of r.recent) if (v.addr === addr && !v.decided) return false;
     const until = r.refused.get(addr);
     if (until !== undefined) {
       if (now < until) return false;
@@ -236,13 +264,30 @@ export class Roaming {
     // frame from there, sets the peer's lastRx, which is what decide() looks at first.
     this.probes.send(p, this.ident, this.seq, token);
     if (r.recent.length === VALIDATIONS_PER_INTERVAL) r.recent.shift()!.timer?.cancel();
-    r.recent.push({ peer: r, addr, seq: this.seq, token, sentAt: now, answeredAt: -1, timer: null, decided: false });
+    const v: Validation = { peer: r, addr, seq: this.seq, token, sentAt: now, answeredAt: -1, timer: null, heardAgain: false, decided: false };
+    v.timer = this.clock.after(PROBE_RESEND_MS, () => this.resend(v));
+    r.recent.push(v);
     this.log.info('frames for a peer from a new address: validating the path', { peer: r.name, candidate: intToIp(addr) });
+  }
+
+  /**
+   * The candidate's probe is unanswered after PROBE_RESEND_MS: sent once more (it or its
+   * answer may have been lost), if the validation can still move the peer (not heard at its
+   * endpoint since the probes) and the candidate sent another frame since (see the header).
+   */
+  private resend(v: Validation): void {
+    v.timer = null;
+    const r = v.peer;
+    if (this.peers.get(r.name) !== r || v.decided || v.answeredAt >= 0 || !v.heardAgain) return;
+    const p = this.dp.peers.indexOf(r.name);
+    if (p < 0 || this.dp.peers.lastRx[p] >= v.sentAt) return;
+    this.probes.send(p, this.ident, v.seq, v.token, v.addr);
   }
 
   /** The candidate answered its probe: decide once the old endpoint had OLD_PATH_GRACE_MS to show it is alive. */
   private onAnswer(v: Validation, now: number): void {
     if (v.decided || v.answeredAt >= 0 || now - v.sentAt >= VALIDATION_TIMEOUT_MS) return;
+    v.timer?.cancel(); // the resend, not needed any more
     v.answeredAt = now;
     const wait = v.sentAt + OLD_PATH_GRACE_MS - now;
     if (wait <= 0) this.decide(v);

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { peerState } from '../../src/control/peer-state.js';
 import { peerReason, ReasonMemo, type ReasonFacts } from '../../src/control/reasons.js';
-import { OLD_PATH_GRACE_MS, REFUSED_MS, REFUSED_PER_PEER, Roaming, VALIDATIONS_PER_INTERVAL, VALIDATIONS_PER_SECOND } from '../../src/control/roaming.js';
+import { OLD_PATH_GRACE_MS, PROBE_RESEND_MS, REFUSED_MS, REFUSED_PER_PEER, Roaming, VALIDATIONS_PER_INTERVAL, VALIDATIONS_PER_SECOND } from '../../src/control/roaming.js';
 import { ControlPlane } from '../../src/control/control-plane.js';
 import { PeerSync } from '../../src/control/peer-sync.js';
 import type { PeerConfig } from '../../src/config/types.js';
@@ -236,7 +236,9 @@ describe('roaming with path validation', () => {
     expect(r.dp.peers.addr[0]).toBe(real);
     expect(t).toBeLessThanOrEqual(5_000 + OLD_PATH_GRACE_MS + 100);
     const probesTo = (a: number) => r.udp.sent.filter((d) => d.addr === a).length;
-    for (const f of forgers) expect(probesTo(f), intToIp(f)).toBe(1);
+    // Each forger address: its validation's probe and the one resend (the endpoint is silent,
+    // and the forger goes on sending from there), then refused.
+    for (const f of forgers) expect(probesTo(f), intToIp(f)).toBe(2);
     expect(probesTo(ip('203.0.113.10'))).toBe(forgers.length + 1); // each validation's old-path probe
     expect(r.dev.written).toHaveLength(0); // nothing of the flood, and no probe answer, reached the site
     // The flood goes on against the new endpoint: nothing moves, and its refused addresses cost nothing.
@@ -310,22 +312,84 @@ describe('roaming with path validation', () => {
     while (r.dp.outside.pump() > 0);
     expect(r.udp.sent).toHaveLength(2); // the probe, and its twin at the endpoint
     expect(r.dp.drops.get('unknownSource')).toBe(100);
-    // Unanswered for VALIDATION_TIMEOUT_MS (5 s): refused for REFUSED_MS after that.
+    // Unanswered for VALIDATION_TIMEOUT_MS (5 s): refused for REFUSED_MS after that. The
+    // candidate probe is sent once more after PROBE_RESEND_MS (the endpoint is silent here,
+    // and the address sends on), and that is all.
     for (let t = 0; t < 5_000 + REFUSED_MS; t += 500) {
       r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 9 });
       r.dp.outside.pump();
       r.advance(500);
     }
-    expect(r.udp.sent).toHaveLength(2);
+    expect(r.udp.sent.map((d) => d.addr)).toEqual([ip('198.51.100.66'), ip('203.0.113.10'), ip('198.51.100.66')]);
     r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 9 });
     r.dp.outside.pump();
-    expect(r.udp.sent).toHaveLength(4);
+    expect(r.udp.sent).toHaveLength(5);
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+  });
+
+  it('a real move whose first probe was lost is followed after PROBE_RESEND_MS, not after REFUSED_MS', () => {
+    const r = rig();
+    // aws-1's EIP was re-mapped: the old endpoint is silent, its pods' frames come from
+    // 203.0.113.11 every 200 ms. The first probe there is lost; the peer answers every other.
+    const real = ip('203.0.113.11');
+    const answered = new Set<number>([0]); // sent[0], the first probe to `real`: lost
+    let t = 0;
+    for (; t <= 40_000 && r.dp.peers.addr[0] !== real; t += 100) {
+      if (t % 200 === 0) r.udp.inbox.push({ data: fromPod(), addr: real, port: 40100 });
+      while (r.dp.outside.pump() > 0);
+      r.udp.sent.forEach((d, i) => {
+        if (d.addr !== real || answered.has(i)) return;
+        answered.add(i);
+        r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(d.data.subarray(22))), addr: real, port: 40101 });
+      });
+      while (r.dp.outside.pump() > 0);
+      r.advance(100);
+    }
+    expect(r.udp.sent[0].addr).toBe(real);
+    expect(r.dp.peers.addr[0]).toBe(real);
+    expect(t).toBeLessThanOrEqual(PROBE_RESEND_MS + 100);
+    // One validation: its probe, the old path's, and the probe once more (same seq and token).
+    expect(r.udp.sent.map((d) => d.addr)).toEqual([real, ip('203.0.113.10'), real]);
+    expect(r.udp.sent[2].data.equals(r.udp.sent[0].data)).toBe(true);
+  });
+
+  it('resends no probe while the peer is heard at its endpoint, nor to an address that sent one frame only', () => {
+    const r = rig();
+    // A forger's frames from 198.51.100.66 while aws-1 is alive at its endpoint: the
+    // validation cannot succeed, and a resend would only cost.
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 40000 });
+    r.dp.outside.pump();
+    r.advance(1);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.10'), port: 40001 });
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 40000 });
+    r.dp.outside.pump();
+    r.advance(PROBE_RESEND_MS);
+    expect(r.udp.sent).toHaveLength(2);
+    // The endpoint silent now, a frame from 198.51.100.67 and nothing more from there: the
+    // second probe would be more than it sent (RFC 9000 §8.1).
+    r.advance(5_000);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.67'), port: 40000 });
+    r.dp.outside.pump();
+    expect(r.udp.sent).toHaveLength(4);
+    r.advance(PROBE_RESEND_MS);
+    expect(r.udp.sent).toHaveLength(4);
+    // The same with another frame from there: resent once.
+    r.advance(5_000);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.68'), port: 40000 });
+    r.dp.outside.pump();
+    r.advance(1);
+    r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.68'), port: 40000 });
+    r.dp.outside.pump();
+    r.advance(PROBE_RESEND_MS);
+    expect(r.udp.sent.map((d) => d.addr).slice(4)).toEqual([ip('198.51.100.68'), ip('203.0.113.10'), ip('198.51.100.68')]);
+    r.advance(5_000);
+    expect(r.udp.sent).toHaveLength(7);
   });
 
   it('a flood from ever new addresses costs at most VALIDATIONS_PER_INTERVAL validations per peer per 5 s, and VALIDATIONS_PER_SECOND overall', () => {
     const r = rig();
     // One peer, a new source address for every frame (spoofed: nothing answers), 10 s.
+    // One frame from each address: no probe is sent to it twice.
     let n = 0;
     for (let t = 0; t <= 10_000; t += 100) {
       for (let k = 0; k < 50; k++, n++) r.udp.inbox.push({ data: fromPod(), addr: ip('100.64.0.0') + n, port: 9 });
