@@ -53,6 +53,8 @@ export class InsidePath extends PacketPath {
   private readonly outPeer: Int32Array;
   private readonly outBytes: Int32Array;
   private readonly outSegs: Int32Array;
+  /** udpSendFailed's answer: which packets of `out` did not go out. */
+  private readonly outFailed: Uint8Array;
   /** The largest packet one read may return: 64 KB with offloads, else MTU (+ Ethernet on TAP). */
   private readonly room: number;
   /** Offloads only: each packet's virtio_net_hdr, and for each packet of `out` the index of its header. */
@@ -71,6 +73,7 @@ export class InsidePath extends PacketPath {
     this.outPeer = new Int32Array(s.batch);
     this.outBytes = new Int32Array(s.batch);
     this.outSegs = new Int32Array(s.batch);
+    this.outFailed = new Uint8Array(s.batch);
     if (s.vnetHdr) {
       if (s.tap) throw new Error('offloads need a TUN device');
       this.room = MAX_IP_PACKET;
@@ -113,7 +116,7 @@ export class InsidePath extends PacketPath {
       const sent = this.io.udpSend(this.fds.underlay, buf, out.offs, out.lens, out.addrs, out.ports, out.n, this.vnet, this.vnetIdx, ENCAP_LEN);
       if (sent < out.n) {
         this.drops.add(Drop.underlaySend, out.n - sent);
-        this.uncountRefused(sent);
+        this.uncountRefused();
       }
     }
     if (n > 0 && n < s.batch && (offs[n - 1] + Math.max(lens[n - 1], 0) + 64 + INSIDE_HEADROOM + this.room > buf.length || this.wireSegments(n) >= INSIDE_VNET_SEGMENTS)) {
@@ -125,20 +128,21 @@ export class InsidePath extends PacketPath {
   /**
    * A refused datagram did not leave: it is an `underlaySend` drop, and no longer counted as
    * sent to its peer. The tx counters were bumped as each packet was queued (no second pass
-   * over a batch that went out whole, the common case); here, off that path, the last
-   * `out.n - sent` packets are taken back. udpSend says how many went out, not which: a full
-   * socket (EAGAIN/ENOBUFS, the usual refusal) stops the batch and the rest is not sent, so
-   * those are the last ones; a datagram the kernel rejects alone (EMSGSIZE, ENETUNREACH:
-   * lastError() says which) may sit earlier, and is then taken back from whichever peer's
-   * packet ends the batch. A super-packet counts as refused unless all of its segments left.
-   * With the sender thread, udpSend counts what it sent itself or handed to the thread; what
-   * the thread fails to send later is an `underlaySend` drop (Dataplane.collectLosses) but
-   * stays in the peer's tx: that loss is known only as a count, for no peer
-   * (docs/dataplane.md "Peer tx counters").
+   * over a batch that went out whole, the common case); here, off that path, the packets
+   * udpSendFailed names are taken back. udpSend says how many went out, not which, and the
+   * refused ones are not always the last: a datagram the kernel rejects alone (EMSGSIZE,
+   * EACCES) may sit before others that left, and with the sender thread and offloads a ping
+   * read with an upload leaves before the upload's super-packets are cut (tso.c send_early),
+   * so a super-packet refused before it would have been taken back as the ping. A
+   * super-packet counts as refused unless all of its segments left. With the sender thread,
+   * udpSend counts what it sent itself or handed to the thread; what the thread fails to send
+   * later is an `underlaySend` drop (Dataplane.collectLosses) but stays in the peer's tx:
+   * that loss is known only as a count, for no peer (docs/dataplane.md "Peer tx counters").
    */
-  private uncountRefused(sent: number): void {
-    const { out, peers } = this;
-    for (let k = sent; k < out.n; k++) peers.countTx(this.outPeer[k], -this.outBytes[k], -this.outSegs[k]);
+  private uncountRefused(): void {
+    const { out, peers, outFailed } = this;
+    const n = Math.min(this.io.udpSendFailed(outFailed), out.n);
+    for (let k = 0; k < n; k++) if (outFailed[k] !== 0) peers.countTx(this.outPeer[k], -this.outBytes[k], -this.outSegs[k]);
   }
 
   /** Counts the packet just pushed to `out` to peer p's tx (`segs` datagrams, `wire` bytes on

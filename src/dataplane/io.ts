@@ -4,7 +4,7 @@
 // batch: packets live in one shared Buffer at offsets, never in a Buffer each.
 import type { NativeBinding } from '../native/index.js';
 
-export type DataplaneIo = Pick<NativeBinding, 'devRead' | 'devWrite' | 'udpRecv' | 'udpSend' | 'pollStart' | 'pollStop'> &
+export type DataplaneIo = Pick<NativeBinding, 'devRead' | 'devWrite' | 'udpRecv' | 'udpSend' | 'udpSendFailed' | 'pollStart' | 'pollStop'> &
   // Only where sends can fail after udpSend returned (the addon's sender thread).
   Partial<Pick<NativeBinding, 'udpSendLost'>>;
 

@@ -100,7 +100,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("tunOpen", vx_tun_open), FN("devRead", vx_dev_read), FN("devWrite", vx_dev_write),
       /* socket.c */
       FN("udpOpen", vx_udp_open), FN("udpSetGro", vx_udp_set_gro), FN("udpRecv", vx_udp_recv),
-      FN("udpSend", vx_udp_send), FN("udpCheckOffloads", vx_udp_check_offloads), FN("udpDrops", vx_udp_drops),
+      FN("udpSend", vx_udp_send), FN("udpSendFailed", vx_udp_send_failed), FN("udpCheckOffloads", vx_udp_check_offloads), FN("udpDrops", vx_udp_drops),
       FN("unixDgramSend", vx_unix_dgram_send),
       /* sender.c */
       FN("udpSendThread", vx_udp_send_thread), FN("udpSendLost", vx_udp_send_lost),

@@ -200,6 +200,13 @@ export interface NativeBinding {
     n: number, vnet: Uint8Array | null, vnetIdx: Int32Array | null, encap: number,
   ): number;
 
+  /** Which packets of the last udpSend call did not go out entirely: out[i] = 1 for each, 0
+   *  for the others, i < n; returns n, that call's packet count (0 after a call that threw;
+   *  at most out.length are written). The refused ones are not always the last: a datagram
+   *  the kernel rejects alone may sit before others that left, and with the sender thread a
+   *  plain datagram may leave before the super-packets read with it (tso.c send_early). */
+  udpSendFailed(out: Uint8Array): number;
+
   /** Starts (true) or stops (false) the sender thread: from then on udpSend copies what it
    *  was given (or the segments it cut) into one of eight batches and hands the batch to a
    *  second thread, which sends it while the JS thread reads and routes the next. Batches go

@@ -342,6 +342,7 @@ napi_value vx_udp_recv(napi_env env, napi_callback_info info) {
 napi_value vx_udp_send(napi_env env, napi_callback_info info) {
   static const char *fn = "udpSend";
   GET_ARGS(10);
+  st->failed_n = 0; /* until tso_send says which of this call's packets failed */
   int64_t fd, n, encap;
   uint8_t *buf, *vnet;
   int32_t *offs, *lens, *vidx;
@@ -371,6 +372,24 @@ napi_value vx_udp_send(napi_env env, napi_callback_info info) {
     int64_t r = tso_send(env, st, (int)fd, buf, buflen, offs, lens, addrs, ports, vnet, nvnet, vidx, encap, n);
     return r < 0 ? NULL : int_result(env, r);
   }
+}
+
+/* udpSendFailed(out) -> n
+ * Which packets of the last udpSend call did not go out entirely: out[i] = 1 for each, 0 for
+ * the others, for i < n (n: that call's packet count, 0 after a call that threw; at most
+ * out.length are written). On the JS thread only, like udpSend: the sender thread's later
+ * failures are udpSendLost's. udpSend returns how many went out, not which: a datagram the
+ * kernel rejects alone (EMSGSIZE, EACCES...) may sit before others that left, and with the
+ * sender thread a plain datagram sent before the super-packets of its batch (tso.c
+ * send_early) may leave while one of those does not. */
+napi_value vx_udp_send_failed(napi_env env, napi_callback_info info) {
+  static const char *fn = "udpSendFailed";
+  GET_ARGS(1);
+  uint8_t *out;
+  size_t nout;
+  ARG_TYPED(0, "out", napi_uint8_array, &out, &nout);
+  memcpy(out, st->failed, (size_t)st->failed_n < nout ? (size_t)st->failed_n : nout);
+  return int_result(env, st->failed_n);
 }
 
 /* ------------------------------------------------------------------ udpCheckOffloads

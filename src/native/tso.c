@@ -666,7 +666,8 @@ int64_t tso_send(napi_env env, vx_state *st, int fd, uint8_t *buf, size_t buflen
   tx_reset(st->tx);
   tx_reset(&st->express);
   st->express_ok = sender_held_flows(st, st->held_flows);
-  memset(st->failed, 0, (size_t)n); /* only the first n are read below */
+  memset(st->failed, 0, (size_t)n); /* only the first n are read below, and by udpSendFailed */
+  st->failed_n = n;
   memset(st->early, 0, (size_t)n);
   i = 0;
   if (st->snd != NULL && vnet != NULL && (stop = send_early(st, fd, buf, buflen, offs, lens, addrs, ports, vnet, nvnet, vidx, encap, n)) != 0) {

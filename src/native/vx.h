@@ -152,6 +152,7 @@ typedef struct vx_state {
   int express_ok;          /* for this udpSend call: the sender thread holds batches */
   uint64_t held_flows[2];  /* for this udpSend call: flows in those batches and queued for the thread */
   uint8_t failed[OF_PKTS];
+  int64_t failed_n;        /* the packets of the last udpSend call that `failed` describes (udpSendFailed) */
   uint8_t early[OF_PKTS];  /* for this udpSend call: sent before its super-packets were cut (tso.c send_early) */
   /* sender.c: the sender thread, NULL while underlay sends are made on the JS thread */
   sender *snd;
@@ -246,6 +247,7 @@ napi_value vx_udp_drops(napi_env env, napi_callback_info info);
 napi_value vx_udp_check_offloads(napi_env env, napi_callback_info info);
 napi_value vx_udp_recv(napi_env env, napi_callback_info info);
 napi_value vx_udp_send(napi_env env, napi_callback_info info);
+napi_value vx_udp_send_failed(napi_env env, napi_callback_info info);
 napi_value vx_unix_dgram_send(napi_env env, napi_callback_info info);
 napi_value vx_poll_start(napi_env env, napi_callback_info info);
 napi_value vx_poll_stop(napi_env env, napi_callback_info info);

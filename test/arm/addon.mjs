@@ -52,7 +52,7 @@ const native = nativeBinding();
 await test('loads once and has every call of NativeBinding', () => {
   eq(nativeBinding(), native, 'same binding');
   const calls = [
-    'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpCheckOffloads', 'udpDrops', 'unixDgramSend',
+    'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpSendFailed', 'udpCheckOffloads', 'udpDrops', 'unixDgramSend',
     'udpSendThread', 'udpSendLost',
     'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', '_pollCounts', '_tsoSegment', '_groCoalesce', '_senderHold',
   ];

@@ -29,7 +29,7 @@ const O_CLOEXEC = 0o2000000;
  *  type error), and the addon's registration table (src/native/addon.c) must match it. */
 const CALLS: Record<keyof NativeBinding, true> = {
   tunOpen: true, devRead: true, devWrite: true,
-  udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpCheckOffloads: true, udpDrops: true, unixDgramSend: true,
+  udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpSendFailed: true, udpCheckOffloads: true, udpDrops: true, unixDgramSend: true,
   udpSendThread: true, udpSendLost: true,
   pollStart: true, pollStop: true, close: true,
   lastError: true, offloadStats: true, releasePages: true,
@@ -101,6 +101,8 @@ describe('native loader (in process, no network)', () => {
       b.udpSend(bogusFd, buf, one(), new Int32Array([50]), new Uint32Array(1), new Uint16Array(1), 1, Buffer.alloc(10), null, 22),
     ).toThrow(expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/vnet and vnetIdx go together/) }));
     expect(() => (b.udpSendThread as any)('yes')).toThrow(expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/udpSendThread: on must be a boolean/) }));
+    expect(b.udpSendFailed(new Uint8Array(1))).toBe(0); // those calls threw: nothing to name
+    expect(() => (b.udpSendFailed as any)([0])).toThrow(expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/udpSendFailed: out must be a Buffer or Uint8Array/) }));
     expect(b.udpSendLost()).toBe(0); // no sender thread here: nothing can be lost after the call
     expect(() => b.devRead(-1, buf, 0, 50, 1, one(), one(), null)).toThrow(RangeError);
     expect(() => (b.devRead as any)(bogusFd, 'buf', 0, 50, 1, one(), one(), null)).toThrow(
@@ -220,6 +222,8 @@ describe.skipIf(!canNetns)('native addon in a network namespace', () => {
     expect(r.gotMany).toBe(1500);
     expect(r.inOrder).toBe(true);
     expect(r.sentSkip).toBe(4); // the datagram to port 0 fails with EINVAL and is skipped
+    expect(r.failedN).toBe(5); // udpSendFailed names it, and writes nothing past the call's packets
+    expect(r.failedSkip).toEqual([0, 0, 1, 0, 0, 9, 9]);
     expect(r.errAfter.count - r.errBefore.count).toBe(1);
     expect(r.errAfter.code).toBe('EINVAL');
     expect(r.skipTexts).toEqual(['skip-test-0', 'skip-test-1', 'skip-test-3', 'skip-test-4']);

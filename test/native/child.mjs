@@ -468,6 +468,9 @@ const scenarios = {
     five.reduce((at, d, i) => ((offs[i] = at), (lens[i] = d.length), at + d.length), 0);
     const ports = new Uint16Array([40002, 40002, 0, 40002, 40002]);
     const sentSkip = n.udpSend(a, sbuf, offs, lens, new Uint32Array(5).fill(LO), ports, 5, null, null, 0);
+    // Which one: not the last, as a count alone would suggest.
+    const failedSkip = new Uint8Array(7).fill(9);
+    const failedN = n.udpSendFailed(failedSkip);
     const errAfter = n.lastError();
     const rSkip = await recvAll(b, 4);
 
@@ -487,6 +490,8 @@ const scenarios = {
       callsMany: rMany.calls,
       inOrder,
       sentSkip,
+      failedN,
+      failedSkip: [...failedSkip],
       errBefore,
       errAfter,
       skipTexts: rSkip.got.map((g) => g.data.toString()),

@@ -88,6 +88,20 @@ describe('inside path (TUN)', () => {
     expect(r.drops.get('underlaySend')).toBe(2);
   });
 
+  it('regression: a datagram the kernel rejects alone, before others that left, is taken back from its own peer, not from the batch\'s last', () => {
+    const r = rig();
+    const to1 = icmpEcho('10.244.100.10', '10.244.1.2', 1, 1, Buffer.alloc(300));
+    const to2 = icmpEcho('10.244.100.10', '10.244.2.2');
+    const wire = (p: Buffer) => p.length + 22;
+    r.udp.rejects = (_addr, len) => len === wire(to1); // EMSGSIZE, say: the rest still goes
+    r.dev.inbox.push(to1, to2, to2);
+    r.inside.pump();
+    expect(r.udp.sent.map((d) => d.addr)).toEqual([ip(AWS2.publicIp), ip(AWS2.publicIp)]);
+    expect(r.drops.get('underlaySend')).toBe(1);
+    expect([r.peers.stat(0, 2), r.peers.stat(0, 3)]).toEqual([0, 0]); // aws-1's one was refused
+    expect([r.peers.stat(1, 2), r.peers.stat(1, 3)]).toEqual([2, 2 * wire(to2)]); // both of aws-2's left
+  });
+
   it('clamps the MSS of outgoing SYNs', () => {
     const r = rig();
     const opt = Buffer.from([2, 4, 0x23, 0x28]); // MSS 9000

@@ -47,6 +47,11 @@ export class FakeUnderlay {
   /** How many datagrams the socket takes before it is full: a send stops there and the rest
    *  of its batch is not sent, as the addon's sendmmsg stops at EAGAIN/ENOBUFS. Infinity: never full. */
   room = Infinity;
+  /** A datagram the kernel rejects alone (EMSGSIZE, EACCES): skipped, the rest of its batch
+   *  still sent, as the addon does. Asked with the datagram's destination and length. */
+  rejects: ((addr: number, len: number) => boolean) | null = null;
+  /** Which packets of the last udpSend did not go out (udpSendFailed). */
+  readonly failed: boolean[] = [];
 }
 
 export class FakeIo implements DataplaneIo {
@@ -127,10 +132,15 @@ export class FakeIo implements DataplaneIo {
     n: number, vnet: Uint8Array | null, vnetIdx: Int32Array | null, encap: number,
   ): number {
     this.expectFd(fd, this.fds.underlay);
-    n = Math.min(n, this.underlay.room);
-    this.underlay.room -= n;
+    const u = this.underlay;
+    u.failed.length = 0;
+    let sent = 0;
     for (let i = 0; i < n; i++) {
-      this.underlay.sent.push({
+      const refused = u.room <= sent || (u.rejects?.(addrs[i], lens[i]) ?? false);
+      u.failed.push(refused);
+      if (refused) continue;
+      sent++;
+      u.sent.push({
         data: Buffer.from(buf.subarray(offs[i], offs[i] + lens[i])),
         addr: addrs[i],
         port: ports[i],
@@ -138,7 +148,14 @@ export class FakeIo implements DataplaneIo {
         encap,
       });
     }
-    return n;
+    u.room -= sent;
+    return sent;
+  }
+
+  udpSendFailed(out: Uint8Array): number {
+    const f = this.underlay.failed;
+    for (let i = 0; i < f.length && i < out.length; i++) out[i] = f[i] ? 1 : 0;
+    return f.length;
   }
 
   pollStart(fd: number, cb: OnReadable): PollHandle {

@@ -87,6 +87,18 @@ describe('inside path with offloads', () => {
     expect([r.peers.stat(1, 2), r.peers.stat(1, 3)]).toEqual([1, ping.length + 22]); // the ping alone
   });
 
+  it('regression: a super-packet refused while a ping of its batch left (the sender thread sends that first) is what is taken back', () => {
+    const r = rig();
+    const big = tcp('10.244.100.10', '10.244.2.2', 0x18, TS, Buffer.alloc(10_000, 7));
+    const h = vnetHeader({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: 52, gsoSize: 1398, csumStart: 20, csumOffset: 16 });
+    const ping = icmpEcho('10.244.100.10', '10.244.2.2');
+    r.dev.inbox.push({ pkt: big, vnet: h }, { pkt: ping, vnet: vnetHeader({}) });
+    r.udp.rejects = (_addr, len) => len === big.length + 22; // tso.c send_early: the ping left, the segments did not
+    expect(r.inside.pump()).toBe(2);
+    expect(r.drops.get('underlaySend')).toBe(1);
+    expect([r.peers.stat(1, 2), r.peers.stat(1, 3)]).toEqual([1, ping.length + 22]); // the ping alone
+  });
+
   it('routes a UDP super-packet (GSO_UDP_L4) the same way and counts its datagrams, without marking a flow as uploading', () => {
     const r = rig();
     const payload = 5 * 1200 + 300;
