@@ -7,7 +7,7 @@
 //   STATUS=...           the gateway state, whenever it changes (`systemctl status`)
 //   RELOADING=1          on SIGHUP, before the new config is applied
 //   STOPPING=1           when a clean stop begins
-//   WATCHDOG=1           every WATCHDOG_USEC/2, only while the liveness gate passes
+//   WATCHDOG=1           every WATCHDOG_USEC/3, only while the liveness gate passes
 //
 // The watchdog ping is not a bare setInterval (a process whose loop still ticks but
 // whose data plane is dead would be kept alive): each ping first asks the gate.
@@ -18,7 +18,11 @@
 //   2. The caller's check (Gateway.liveness()): the data plane's polls are alive and the
 //      gateway's periodic timers ran recently. It returns why not, or null.
 // Skipped pings are logged with the reason; two in a row and systemd kills us
-// (WatchdogSignal, SIGABRT) and Restart=always starts a fresh process.
+// (WatchdogSignal, SIGABRT) and Restart=always starts a fresh process. One is survived: the
+// pings come every WATCHDOG_USEC/3, not /2 as sd_watchdog_enabled(3) suggests, because
+// systemd kills after WATCHDOG_USEC without one, and setInterval counts the next period from
+// when a ping ran, so at /2 one skipped ping (made late by the block that caused it) left a
+// gap of WATCHDOG_USEC and more: the process was killed though healthy again.
 //
 // Without $NOTIFY_SOCKET (not under systemd, or Type=simple) every call is a no-op.
 import { nativeBinding } from '../native/index.js';
@@ -107,14 +111,14 @@ export class SdNotify {
   }
 
   /**
-   * Pings every WATCHDOG_USEC/2 while the event loop lag stays under WATCHDOG_USEC/4 and
+   * Pings every WATCHDOG_USEC/3 while the event loop lag stays under WATCHDOG_USEC/4 and
    * the liveness check passes. No-op unless systemd set WATCHDOG_USEC for this process.
    * The timers never keep the process alive.
    */
   startWatchdog(check?: LivenessCheck): void {
     if (check) this.gate = check;
     if (this.watchdogMs === null || this.pingTimer !== null) return;
-    const period = this.watchdogMs / 2;
+    const period = Math.floor(this.watchdogMs / 3); // one skipped ping is survived (see the header)
     const maxLag = this.watchdogMs / 4;
     const tickMs = Math.max(10, Math.min(1000, Math.floor(this.watchdogMs / 8)));
     let expected = this.clock.monotonic() + tickMs;

@@ -125,7 +125,7 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       const ready = await sink.waitFor((m) => m.startsWith('READY=1'));
       expect(sink.messages[ready]).toMatch(/^READY=1\nSTATUS=(ok|degraded|down): \d\/2 peers up/);
       await sink.waitFor((m) => m === 'STATUS=ok: 2/2 peers up');
-      // WATCHDOG_USEC 4 s: a ping at start, then every 2 s.
+      // WATCHDOG_USEC 4 s: a ping at start, then every 1.33 s.
       await waitFor(() => sink.messages.filter((m) => m === 'WATCHDOG=1').length >= 3, 8_000, 200);
       expect(gw.output).not.toContain('watchdog ping skipped');
     });

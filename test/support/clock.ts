@@ -82,7 +82,9 @@ export class ManualClock implements Clock {
       this.step(Math.max(0, next.at - this.mono));
       this.pending = this.pending.filter((p) => p !== next);
       if (next.every > 0) {
-        next.at += next.every;
+        // As Node's setInterval: the next run is a period after this one ran, so a run made
+        // late by a stall pushes the later ones back (it does not catch up).
+        next.at = this.mono + next.every;
         this.pending.push(next);
       }
       next.fn();

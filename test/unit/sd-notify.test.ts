@@ -101,17 +101,17 @@ describe('SdNotify watchdog mode', () => {
   let sd: SdNotify | undefined;
   afterEach(() => sd?.stopWatchdog());
 
-  // WATCHDOG_USEC 400 ms: a ping every 200 ms, skipped after a loop lag above 100 ms.
+  // WATCHDOG_USEC 400 ms: a ping every 133 ms, skipped after a loop lag above 100 ms.
   const env = { NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '400000', WATCHDOG_PID: '4242' };
 
-  it('pings WATCHDOG=1 every WATCHDOG_USEC/2 while healthy', () => {
+  it('pings WATCHDOG=1 every WATCHDOG_USEC/3 while healthy', () => {
     const r = recorder(env);
     sd = r.sd;
     expect(sd.watchdogMs).toBe(400);
     sd.startWatchdog(() => null);
     r.clock.advance(700);
     const pings = r.sent.filter((s) => s.endsWith('WATCHDOG=1')).length;
-    expect(pings).toBe(4); // one at start, then at 200, 400 and 600 ms
+    expect(pings).toBe(6); // one at start, then at 133, 266, 399, 532 and 665 ms
     expect(sd.stats.skipped).toBe(0);
   });
 
@@ -122,12 +122,12 @@ describe('SdNotify watchdog mode', () => {
     sd.startWatchdog(() => problem);
     r.clock.advance(500);
     expect(r.sent).toEqual([]); // not even the first ping at start
-    expect(sd.stats.skipped).toBe(3);
+    expect(sd.stats.skipped).toBe(4); // at 0, 133, 266 and 399 ms
     expect(sd.stats.lastSkipReason).toBe('data plane stopped: device poll failed');
     expect(r.warnings).toContain('watchdog ping skipped: the process is not healthy');
     problem = null;
-    r.clock.advance(450);
-    expect(r.sent.length).toBe(2);
+    r.clock.advance(250);
+    expect(r.sent.length).toBe(2); // at 532 and 665 ms
     expect(r.sent.every((m) => m.endsWith(' WATCHDOG=1'))).toBe(true);
   });
 
@@ -149,26 +149,62 @@ describe('SdNotify watchdog mode', () => {
 
   // Two timers fall due after a block: the lag timer, which measures it, and the ping timer.
   // When the ping's due time comes first (here: the lag timer ticks every 112 ms, the ping
-  // every 450 ms; on Node's own timers, whichever drifted less), the ping used to run before
+  // every 300 ms; on Node's own timers, whichever drifted less), the ping used to run before
   // the block was measured: WATCHDOG=1 went out for a blocked period, and the block was
   // caught one period later. Seen with the real clock too: 3 of 20 blocks of 300 ms under
   // WATCHDOG_USEC 400 ms were followed by a ping.
   it('regression: a block past WATCHDOG_USEC/4 is caught at the first ping after it, even when the ping is due before the lag timer, and only once', () => {
-    const r = recorder({ ...env, WATCHDOG_USEC: '900000' }); // ping every 450 ms, lag tick 112 ms, limit 225 ms
+    const r = recorder({ ...env, WATCHDOG_USEC: '900000' }); // ping every 300 ms, lag tick 112 ms, limit 225 ms
     sd = r.sd;
     sd.startWatchdog(() => null);
     const pings = () => r.sent.filter((m) => m.endsWith(' WATCHDOG=1')).length;
-    r.clock.advance(449); // the lag timer last ran at 448, is next due at 560; the ping at 450
+    r.clock.advance(299); // the lag timer last ran at 224, is next due at 336; the ping at 300
     expect([pings(), sd.stats.skipped]).toEqual([1, 0]);
-    r.clock.stall(400); // blocked until 849: 289 ms past the lag timer's due time
-    r.clock.advance(1); // the ping (due 450) runs first, then the lag timer (due 560)
+    r.clock.stall(400); // blocked until 699: 363 ms past the lag timer's due time
+    r.clock.advance(1); // the ping (due 300) runs first, then the lag timer (due 336)
     expect(pings()).toBe(1); // no WATCHDOG=1 for the blocked period
     expect(sd.stats.skipped).toBe(1);
-    expect(sd.stats.lastSkipReason).toBe('event loop blocked for 289 ms');
+    expect(sd.stats.lastSkipReason).toBe('event loop blocked for 363 ms');
     // The lag timer, running late right after, does not count the same block again: two
     // skips in a row would have systemd kill a process that is healthy again.
-    r.clock.advance(450);
+    r.clock.advance(300);
     expect([pings(), sd.stats.skipped]).toEqual([2, 1]);
+  });
+
+  // systemd kills when no WATCHDOG=1 came for WATCHDOG_USEC (sd-event may fire up to 250 ms
+  // late, no more). With a ping every WATCHDOG_USEC/2, one skipped ping already left a gap of
+  // WATCHDOG_USEC plus however late the block made the skipped one (setInterval counts the
+  // next period from when the callback ran): a process healthy again after one block was
+  // killed, though the docs say two missed pings in a row.
+  it('one skipped ping leaves the next WATCHDOG=1 within WATCHDOG_USEC of the last; two in a row do not', () => {
+    const W = 30_000;
+    const r = recorder({ ...env, WATCHDOG_USEC: String(W * 1000) });
+    sd = r.sd;
+    const at: number[] = [];
+    let problem: string | null = null;
+    sd.startWatchdog(() => problem);
+    let seen = 0;
+    const advance = (ms: number) => {
+      for (const end = r.clock.monotonic() + ms; r.clock.monotonic() < end; r.clock.advance(1)) {
+        for (; seen < r.sent.length; seen++) if (r.sent[seen].endsWith(' WATCHDOG=1')) at.push(r.clock.monotonic());
+      }
+    };
+    // A block of W/2 (> WATCHDOG_USEC/4) 1 s after a ping, over the next one's due time:
+    // that one runs late and is skipped, the process is healthy again right after.
+    advance(1_000);
+    r.clock.stall(W / 2);
+    advance(2 * W);
+    expect(sd.stats.skipped).toBe(1);
+    const gaps = at.slice(1).map((t, i) => t - at[i]);
+    expect(Math.max(...gaps)).toBeLessThan(W - 250);
+    // The liveness check fails for two pings in a row: the gap reaches WATCHDOG_USEC, and
+    // systemd kills the process, as the docs say.
+    problem = 'data plane stopped: device poll failed';
+    while (sd.stats.skipped < 3) advance(100);
+    problem = null;
+    const last = at.length;
+    advance(W);
+    expect(at[last] - at[last - 1]).toBeGreaterThanOrEqual(W);
   });
 
   it('a check that throws counts as unhealthy', async () => {
