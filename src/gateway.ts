@@ -116,6 +116,12 @@ export class Gateway extends EventEmitter {
         cfg, underlay: tunnel.underlay, dataplane: tunnel.dataplane, router: await defaultGateway(tunnel.underlay.iface),
         pcpNonce: await loadOrCreatePcpNonce(cfg.stateDir), clock: deps.clock, log: deps.log, changed: () => gw.publishSoon(),
         mapped: () => gw.control.routerForwardOpened(),
+        // The peers in force, the cluster's too: a private underlay.publicIp is right only when
+        // every one of them is private (a VPN), and a cluster's public node cannot reach it.
+        peers: () => {
+          const t = tunnel.dataplane.peers;
+          return [...t.slots()].map((s) => t.configs[s]!.publicIp);
+        },
       });
       gw.nat.start();
       // Forwarding starts now; probing once the router forward exists or was refused (SiteNat.settled).

@@ -11,6 +11,17 @@ import { checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunD
 import { systemClock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 
+/**
+ * The peers a private underlay.publicIp must suit, as far as they are known before start. A
+ * Kubernetes source's are public by construction (cluster/flannel-node.ts takes the Node's
+ * ExternalIP for a private public-ip, or leaves the node out): none, so that no private
+ * underlay is seen. An etcd source's are not known yet: the configured ones; the running
+ * check (SiteNat) judges all peers in force.
+ */
+export function preflightPeerAddresses(cfg: Pick<Config, 'cluster' | 'peers'>): string[] {
+  return cfg.cluster.source === 'kubernetes' ? [] : cfg.peers.map((q) => q.publicIp);
+}
+
 export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [{ name: 'config', ok: true, detail: `site ${cfg.site}, node ${cfg.node}, ${cfg.peers.length} peer(s)` }];
   results.push(await checkTunDevice());
@@ -30,7 +41,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   }
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   if (cfg.underlay.publicIp) {
-    results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }, cfg.peers.map((q) => q.publicIp)));
+    results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }, preflightPeerAddresses(cfg)));
   } else if (discover.length) {
     results.push({ name: 'public_endpoint', ok: true, detail: `to be discovered: ${discover.join(', then ')}` });
   } else if (underlay) {

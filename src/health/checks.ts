@@ -160,9 +160,9 @@ export async function checkUnderlayAddress(u: Underlay, port: number): Promise<{
  */
 export function checkPublicEndpoint(p: PublicEndpoint, peerAddrs: readonly string[] = []): CheckResult {
   const ip = p.endpoint.slice(0, p.endpoint.lastIndexOf(':'));
-  // A private underlay end to end (a VPN or Direct Connect to the VPC): the configured peers
-  // are at private addresses too, so a private underlay.publicIp is what they can reach.
-  // Judged on the configured peers only; the cluster's are not known here.
+  // A private underlay end to end (a VPN or Direct Connect to the VPC): the peers are at
+  // private addresses too, so a private underlay.publicIp is what they can reach. `peerAddrs`:
+  // the peers in force when running (the cluster's too: SiteNat), the configured ones before.
   const privateUnderlay = peerAddrs.length > 0 && peerAddrs.every((a) => !isGloballyRoutable(ipToInt(a)));
   if (p.source === 'config' && privateUnderlay && !isGloballyRoutable(ipToInt(ip))) {
     return { name: 'public_endpoint', ok: true, detail: `${p.endpoint} (underlay.publicIp; a private underlay: every configured peer's publicIp is private too)` };

@@ -30,6 +30,12 @@ export interface SiteNatOptions {
   mapped?(): void;
   /** The port mapper's I/O (tests put an in-memory router here). */
   portMapperDeps?: PortMapperDeps;
+  /**
+   * The addresses of the peers in force, configured and from the cluster source (the gateway's
+   * peer table): the public_endpoint check passes a private underlay.publicIp only when all of
+   * them are private too. Default: the configured peers'.
+   */
+  peers?: () => readonly string[];
 }
 
 export class SiteNat {
@@ -153,7 +159,7 @@ export class SiteNat {
   }
 
   checks(): CheckResult[] {
-    const out = [checkPublicEndpoint(this.publicEndpoint(), this.o.cfg.peers.map((q) => q.publicIp))];
+    const out = [checkPublicEndpoint(this.publicEndpoint(), this.o.peers?.() ?? this.o.cfg.peers.map((q) => q.publicIp))];
     const pm = portMappingCheck(this.o.cfg.nat.portMapping, this.mapperStatus(), this.stun?.lastGood?.publicEndpoint ?? null);
     if (pm) out.push(pm);
     return out;

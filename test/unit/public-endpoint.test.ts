@@ -5,6 +5,8 @@ import { checkPublicEndpoint } from '../../src/health/checks.js';
 import type { PortMappingHealthDoc } from '../../src/health/document.js';
 import { announceableIp, choosePublicEndpoint } from '../../src/nat/public-endpoint.js';
 import { portMappingCheck } from '../../src/nat/site-nat.js';
+import { preflightPeerAddresses } from '../../src/cli/check.js';
+import type { Config } from '../../src/config/types.js';
 
 const facts = { configuredIp: null, port: 8472, mappedIp: null, stun: null, localIp: '192.168.1.10' };
 
@@ -56,6 +58,17 @@ describe('public endpoint', () => {
     expect(checkPublicEndpoint(at, [])).toMatchObject({ ok: false }); // peers from the cluster: not known here
     // The local address alone is still no answer: nothing said that it is the one to announce.
     expect(checkPublicEndpoint(choosePublicEndpoint(facts), ['172.31.5.10'])).toMatchObject({ ok: false });
+  });
+
+  it('before start, a Kubernetes source makes no private underlay (its peers are public by construction); an etcd source is judged on the configured peers', () => {
+    const at = choosePublicEndpoint({ ...facts, configuredIp: '10.20.0.5' });
+    const peers = [{ publicIp: '172.31.5.10' }, { publicIp: '172.31.6.11' }] as Config['peers'];
+    const kube = preflightPeerAddresses({ cluster: { source: 'kubernetes' }, peers } as Config);
+    expect(checkPublicEndpoint(at, kube)).toMatchObject({ ok: false, detail: expect.stringContaining('underlay.publicIp 10.20.0.5') });
+    for (const source of ['static', 'etcd']) {
+      const addrs = preflightPeerAddresses({ cluster: { source }, peers } as Config);
+      expect(checkPublicEndpoint(at, addrs), source).toMatchObject({ ok: true });
+    }
   });
 
   // The lab's "internet" is the RFC 5737 documentation ranges (docs/lab.md): they stay public.

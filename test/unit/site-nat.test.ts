@@ -109,3 +109,27 @@ describe('SiteNat: the public endpoint from the router mapping', () => {
     await r.nat.stop();
   });
 });
+
+describe('SiteNat: a private underlay.publicIp judged on the peers in force', () => {
+  /** A site with underlay.publicIp 10.20.0.5, configured peers `statics`, and `inForce` in the peer table. */
+  async function privateSite(statics: string[], inForce: string[]) {
+    const clock = new ManualClock();
+    const cfg = {
+      nat: { stun: [], portMapping: 'off' }, underlay: { port: 8472, publicIp: '10.20.0.5' }, vxlan: { port: 8472 },
+      peers: statics.map((publicIp, i) => ({ name: `static-${i}`, publicIp })),
+    } as unknown as Config;
+    const nat = await SiteNat.create({
+      cfg, underlay: { iface: 'eth0', address: ME, mtu: 1500 }, dataplane: { sendControl: () => true, outside: { hooks: {} } } as never,
+      router: null, pcpNonce: Buffer.alloc(12, 7), clock, log: new CaptureLog(), changed: () => {}, peers: () => inForce,
+    });
+    return nat.checks().find((c) => c.name === 'public_endpoint')!;
+  }
+
+  it('fails when the cluster added a public peer, though every configured one is private (it cannot reach 10.20.0.5)', async () => {
+    expect(await privateSite(['172.31.5.10'], ['172.31.5.10', '203.0.113.10'])).toMatchObject({ ok: false, detail: expect.stringContaining('underlay.publicIp 10.20.0.5') });
+  });
+
+  it('passes when every peer in force is private, those of a cluster source too (flannel leases in etcd over a VPN)', async () => {
+    expect(await privateSite([], ['172.31.5.10', '172.31.6.11'])).toMatchObject({ ok: true, detail: expect.stringContaining('a private underlay') });
+  });
+});
