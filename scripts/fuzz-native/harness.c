@@ -7,13 +7,19 @@
  * inside the one big buffer. Besides memory errors it checks what the output must be: every
  * joined packet's IP length equals the bytes written, every cut segment is an IPv4 packet
  * with a good header checksum and its own length, and the segments' payloads add up.
+ * Every sendmmsg of tso.c goes through checked_sendmmsg first: each message's control data must
+ * be what the kernel accepts, and the outer TOS (IP_TOS) of every datagram the kernel would cut
+ * from it what the kernel's vxlan would set for that datagram (ref_outer_tos).
  * Run by scripts/fuzz-native/run (docs/native.md "Fuzzing").
  *
  *   harness gro|tso|send|thread SECONDS [SEED]
  */
+#define sendmmsg checked_sendmmsg /* tso.c's sends (and <sys/socket.h>'s declaration): below */
 #include "../../src/native/gro.c"
 #include "../../src/native/tso.c"
 #include "../../src/native/sender.c"
+#undef sendmmsg
+int sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags);
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +67,7 @@ static void ip_fix(uint8_t *ip, size_t len) {
   if (len >= 20 && ihl >= 20 && ihl <= len) ip_fix_csum(ip, ihl);
 }
 
-typedef struct { uint32_t src, dst; uint16_t sport, dport; uint32_t seq, ack; uint8_t proto, tsopt, ipopt; } flow;
+typedef struct { uint32_t src, dst; uint16_t sport, dport; uint32_t seq, ack; uint8_t proto, tsopt, ipopt, tos; } flow;
 
 /* IPv4 + TCP/UDP with `payload` random bytes into p; returns the length. */
 static size_t make_packet(uint8_t *p, flow *f, size_t payload, uint8_t flags) {
@@ -69,6 +75,7 @@ static size_t make_packet(uint8_t *p, flow *f, size_t payload, uint8_t flags) {
   uint8_t *l4 = p + ihl;
   memset(p, 0, ihl + thl);
   p[0] = (uint8_t)(0x40 | ihl / 4);
+  p[1] = f->tos;
   put16(p + 2, (uint32_t)len);
   put16(p + 4, rnd());
   p[6] = 0x40;
@@ -169,6 +176,8 @@ static void random_flow(flow *f) {
   f->proto = chance(70) ? IPPROTO_TCP : IPPROTO_UDP;
   f->tsopt = (uint8_t)chance(50);
   f->ipopt = (uint8_t)chance(5);
+  /* Not-ECT half the time, else an ECN field (ECT(1), ECT(0), CE) and now and then a DSCP */
+  f->tos = chance(50) ? 0 : (uint8_t)(chance(70) ? below(4) : rnd());
 }
 
 /* ---------------------------------------------------------------- GRO */
@@ -264,9 +273,13 @@ static void fuzz_gro(void) {
 /* ---------------------------------------------------------------- TSO (_tsoSegment's path) */
 
 #define ENC 22
+/* VXLAN (flags 0x08) and inner Ethernet in front: mostly IPv4, some IPv6 (the outer ECN field
+ * is read there too), the rest anything. */
 static void fill_encap(uint8_t *e) {
   for (int i = 0; i < ENC; i++) e[i] = (uint8_t)rnd();
+  if (chance(90)) e[0] = 0x08;
   if (chance(90)) e[20] = 0x08, e[21] = 0x00;
+  else if (chance(50)) e[20] = 0x86, e[21] = 0xdd;
 }
 
 /* A packet read from the device: encap, then IPv4 (often a super-packet), and its header. */
@@ -357,6 +370,119 @@ static void fuzz_tso(void) {
   batch_free(&b);
 }
 
+/* ---------------------------------------------------------------- what reaches sendmmsg */
+
+/* The outer TOS the kernel's vxlan sets, with flannel's configuration (tos 0), for VXLAN
+ * datagram d of len bytes: ip_tunnel_ecn_encap(0, inner) = INET_ECN_encapsulate(0, the inner
+ * packet's DS field) by the inner EtherType; written apart from tso.c's outer_tos on purpose.
+ * Anything that is not a VXLAN frame of ours (flags 0x08) or is too short: 0. */
+static int ref_outer_tos(const uint8_t *d, size_t len) {
+  unsigned ds;
+  if (len < 8 + 14 + 2 || d[0] != 0x08) return 0;
+  switch ((unsigned)d[20] << 8 | d[21]) {
+  case 0x0800: ds = d[23]; break;                                      /* iph->tos */
+  case 0x86dd: ds = (((unsigned)d[22] << 8 | d[23]) >> 4) & 0xff; break; /* ipv6_get_dsfield */
+  default: return 0;
+  }
+  return (ds & 3) == 3 ? 2 : (int)(ds & 3); /* CE goes as ECT(0), the DSCP stays 0 */
+}
+
+/* n bytes at offset `at` of message h's data (its iovs back to back) into out. */
+static void msg_bytes_at(const struct msghdr *h, size_t at, uint8_t *out, size_t n) {
+  for (size_t i = 0; i < h->msg_iovlen && n > 0; i++) {
+    size_t l = h->msg_iov[i].iov_len;
+    if (at >= l) { at -= l; continue; }
+    size_t k = l - at < n ? l - at : n;
+    memcpy(out, (const uint8_t *)h->msg_iov[i].iov_base + at, k);
+    out += k;
+    n -= k;
+    at = 0;
+  }
+}
+
+/* Counted by checked_sendmmsg (from either thread): messages with IP_TOS, of them with
+ * UDP_SEGMENT and of those joined datagrams (an iov each), and datagrams sent with an IP_TOS
+ * and without one. */
+static uint64_t seen_tos_msgs, seen_tos_gso, seen_tos_joined, seen_tos_dgrams, seen_plain_dgrams;
+static uint64_t seen_rx; /* datagrams drain checked as received (over UDP only) */
+
+/* Message h's control data as the kernel reads it (for_each_cmsghdr, CMSG_OK, udp_cmsg_send,
+ * ip_cmsg_send): NULL and the UDP_SEGMENT size (0: none) and the IP_TOS (-1: none), or what
+ * the kernel would refuse or tso.c never means to send. */
+static const char *control_of(const struct msghdr *h, unsigned *seg, int *tos) {
+  const uint8_t *c = h->msg_control;
+  size_t len = h->msg_controllen, at = 0;
+  *seg = 0;
+  *tos = -1;
+  if (len == 0) return NULL;
+  if (c == NULL) return "msg_controllen without msg_control";
+  if ((uintptr_t)c % _Alignof(struct cmsghdr) != 0) return "misaligned control data";
+  while (at + sizeof(struct cmsghdr) <= len) {
+    const struct cmsghdr *cm = (const struct cmsghdr *)(c + at);
+    if (cm->cmsg_len < sizeof *cm || cm->cmsg_len > len - at) return "a cmsg_len outside msg_controllen (EINVAL)";
+    if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_SEGMENT) {
+      uint16_t v;
+      if (cm->cmsg_len != CMSG_LEN(sizeof v)) return "UDP_SEGMENT not of 2 bytes (EINVAL)";
+      if (*seg != 0) return "two UDP_SEGMENT";
+      memcpy(&v, CMSG_DATA(cm), sizeof v);
+      if (v == 0) return "UDP_SEGMENT 0";
+      *seg = v;
+    } else if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_TOS) {
+      int v;
+      if (cm->cmsg_len == CMSG_LEN(sizeof(int))) memcpy(&v, CMSG_DATA(cm), sizeof v);
+      else if (cm->cmsg_len == CMSG_LEN(1)) v = *CMSG_DATA(cm);
+      else return "IP_TOS neither an int nor a byte (EINVAL)";
+      if (v < 0 || v > 255) return "IP_TOS outside 0..255 (EINVAL)";
+      if (v == 0) return "IP_TOS 0 (the socket's own TOS is 0 already)";
+      if (*tos >= 0) return "two IP_TOS";
+      *tos = v;
+    } else {
+      return "a control message tso.c does not send";
+    }
+    at += CMSG_ALIGN(cm->cmsg_len);
+  }
+  if (at != len) return "msg_controllen is not the sum of its messages' CMSG_SPACE";
+  return NULL;
+}
+
+/* tso.c's sendmmsg: sends, then checks each message the kernel took or refused (the first
+ * r, or the first one that failed: what the next call gets again is checked again then;
+ * checking all vlen every time made the refusal loop of the AF_UNIX pair quadratic). Runs on
+ * the sender thread too. */
+int checked_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags) {
+  int r = sendmmsg(fd, msgs, vlen, flags);
+  for (unsigned m = 0; m < vlen && m < (r > 0 ? (unsigned)r : 1u); m++) {
+    const struct msghdr *h = &msgs[m].msg_hdr;
+    unsigned seg;
+    int tos;
+    size_t total = 0, piece;
+    const char *bad = control_of(h, &seg, &tos);
+    if (bad != NULL) FAIL("sendmmsg: message %u: %s", m, bad);
+    for (size_t i = 0; i < h->msg_iovlen; i++) total += h->msg_iov[i].iov_len;
+    if (h->msg_iovlen > 1 && seg == 0) FAIL("sendmmsg: message %u: %zu iovs without UDP_SEGMENT go as one datagram", m, (size_t)h->msg_iovlen);
+    if (tos >= 0) {
+      __atomic_add_fetch(&seen_tos_msgs, 1, __ATOMIC_RELAXED);
+      if (seg != 0) __atomic_add_fetch(&seen_tos_gso, 1, __ATOMIC_RELAXED);
+      if (h->msg_iovlen > 1) __atomic_add_fetch(&seen_tos_joined, 1, __ATOMIC_RELAXED);
+    }
+    /* the datagrams the kernel cuts from it: seg bytes each, the last maybe shorter */
+    piece = seg != 0 ? seg : total;
+    for (size_t at = 0; at == 0 || at < total; at += piece) {
+      uint8_t head[24];
+      size_t len = total - at < piece ? total - at : piece;
+      int want;
+      msg_bytes_at(h, at, head, len < sizeof head ? len : sizeof head);
+      want = ref_outer_tos(head, len);
+      if ((tos < 0 ? 0 : tos) != want)
+        FAIL("sendmmsg: message %u (%zu iovs, UDP_SEGMENT %u), datagram at %zu (%zu bytes): outer TOS %d, the kernel's vxlan sets %d",
+             m, (size_t)h->msg_iovlen, seg, at, len, tos < 0 ? 0 : tos, want);
+      __atomic_add_fetch(tos < 0 ? &seen_plain_dgrams : &seen_tos_dgrams, 1, __ATOMIC_RELAXED);
+      if (piece == 0) break;
+    }
+  }
+  return r;
+}
+
 /* ---------------------------------------------------------------- udpSend (tso_send), optional thread */
 
 static int tx_fd = -1, rx_fd = -1;
@@ -382,14 +508,29 @@ static void sockets_open(void) {
   rx_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
   setsockopt(rx_fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
   setsockopt(tx_fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  setsockopt(rx_fd, IPPROTO_IP, IP_RECVTOS, &(int){1}, sizeof(int)); /* drain checks each outer TOS */
   if (bind(rx_fd, (struct sockaddr *)&a, sizeof a) < 0 || getsockname(rx_fd, (struct sockaddr *)&a, &al) < 0)
     fprintf(stderr, "harness: no socket on 127.0.0.1 (lo down?): sends will fail, which is exercised too\n");
   rx_port = ntohs(a.sin_port);
 }
 
+/* Reads what arrived; over UDP each datagram's outer TOS, as the kernel sent it, must be what
+ * the kernel's vxlan would have set (the check before the send is of what tso.c asked for). */
 static void drain(void) {
   static uint8_t sink[65536];
-  while (recv(rx_fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {}
+  for (;;) {
+    rx_ctl_buf ctl;
+    struct iovec iov = {sink, sizeof sink};
+    struct msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    ssize_t r = recvmsg(rx_fd, &h, MSG_DONTWAIT);
+    if (r <= 0) break;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&h); cm != NULL; cm = CMSG_NXTHDR(&h, cm)) {
+      if (cm->cmsg_level != IPPROTO_IP || cm->cmsg_type != IP_TOS) continue;
+      if (ref_outer_tos(sink, (size_t)r) != *CMSG_DATA(cm))
+        FAIL("received a datagram of %zd bytes with outer TOS %d, the kernel's vxlan sets %d", r, *CMSG_DATA(cm), ref_outer_tos(sink, (size_t)r));
+      seen_rx++;
+    }
+  }
 }
 
 static uint8_t vnets[OF_PKTS * VNET_LEN];
@@ -399,18 +540,41 @@ static uint16_t ports[OF_PKTS];
 
 static void fuzz_send(int thread) {
   int n = 1 + (int)below(thread ? 8 : chance(80) ? 32 : 400);
+  /* without vnet headers (a plain TUN or TAP, the keepalive, a STUN request): any length */
+  int plain = chance(15);
+  flow last;
+  size_t last_payload = 0;
   batch b;
   quick = thread;
   int64_t sent;
   if (thread && st->snd == NULL && sender_start(st) != 0) FAIL("cannot start the sender thread");
   if (!thread && st->snd != NULL) sender_stop(st);
+  /* A refused UDP_SEGMENT (every one, on the AF_UNIX pair) turns it off for good: turned on
+   * again most of the time, so that joins, segments and the one-by-one split keep running. */
+  if (chance(80)) st->gso_off = 0;
   for (int i = 0; i < n; i++) {
-    if (chance(50)) {
-      /* a small plain datagram: a ping, a keystroke */
+    if (plain && chance(10)) {
+      /* short, or no VXLAN frame (a STUN request starts 0x00 0x01) */
+      pool_len[i] = chance(50) ? below(30) : 20 + below(60);
+      for (size_t k = 0; k < pool_len[i]; k++) pool[i][k] = (uint8_t)rnd();
+      if (chance(50) && pool_len[i] > 0) pool[i][0] = chance(50) ? 0x08 : 0x00;
+      memset(vnets + i * VNET_LEN, 0, VNET_LEN);
+    } else if (plain || chance(50)) {
+      /* a small plain datagram: a ping, a keystroke; often as long as the one before, and of
+       * its flow with maybe another ECN field, so that it may join its message or must not */
       flow f;
-      random_flow(&f);
+      size_t payload = below(200);
+      if (i > 0 && last_payload > 0 && chance(60)) {
+        payload = last_payload;
+        f = last;
+        if (chance(30)) f.tos = (uint8_t)(chance(80) ? below(4) : rnd());
+      } else {
+        random_flow(&f);
+      }
       fill_encap(pool[i]);
-      pool_len[i] = ENC + make_packet(pool[i] + ENC, &f, below(200), TCP_ACK);
+      pool_len[i] = ENC + make_packet(pool[i] + ENC, &f, payload, TCP_ACK);
+      last = f;
+      last_payload = payload;
       memset(vnets + i * VNET_LEN, 0, VNET_LEN);
     } else {
       pool_len[i] = make_read(pool[i], vnets + i * VNET_LEN);
@@ -420,7 +584,8 @@ static void fuzz_send(int thread) {
     ports[i] = chance(95) ? rx_port : 9;
   }
   batch_make(&b, pool, pool_len, n, 0);
-  sent = tso_send(NULL, st, tx_fd, b.buf, b.size, b.offs, b.lens, addrs, ports, vnets, sizeof vnets, vidx, ENC, n);
+  if (plain) sent = tso_send(NULL, st, tx_fd, b.buf, b.size, b.offs, b.lens, addrs, ports, NULL, 0, NULL, 0, n);
+  else sent = tso_send(NULL, st, tx_fd, b.buf, b.size, b.offs, b.lens, addrs, ports, vnets, sizeof vnets, vidx, ENC, n);
   if (sent < 0 || sent > n) FAIL("send: %lld of %d sent", (long long)sent, n);
   /* with the thread the batch's bytes may still be in its hands: copied, so they are ours
    * to free now; poison them to catch a set that still points here */
@@ -456,5 +621,10 @@ int main(int argc, char **argv) {
   fprintf(stderr, "harness %s: %llu iterations, no error (last errno %d; tso %.0f/%.0f segs, uso %.0f, coalesced %.0f writes, csum rejects %.0f, errors %.0f, handed %.0f)\n",
           what, (unsigned long long)iter, st->last_errno, st->tso_packets, st->tso_segments, st->uso_packets, st->coalesced_writes,
           st->csum_rejects, st->error_count, st->snd_handed);
+  if (seen_tos_msgs + seen_plain_dgrams > 0)
+    fprintf(stderr, "harness %s: sendmmsg checked: %llu messages with IP_TOS (%llu with UDP_SEGMENT, %llu of joined datagrams), %llu datagrams with an outer ECN field, %llu Not-ECT\n",
+            what, (unsigned long long)seen_tos_msgs, (unsigned long long)seen_tos_gso, (unsigned long long)seen_tos_joined,
+            (unsigned long long)seen_tos_dgrams, (unsigned long long)seen_plain_dgrams);
+  if (seen_rx > 0) fprintf(stderr, "harness %s: %llu datagrams received with the outer TOS the kernel's vxlan sets\n", what, (unsigned long long)seen_rx);
   return 0;
 }

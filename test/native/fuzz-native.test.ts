@@ -24,6 +24,9 @@ describe.skipIf(process.platform !== 'linux')('native packet code under the sani
     const r = fuzz(3, 'gro', 'tso', 'send');
     expect(r.status, r.out).toBe(0);
     for (const t of ['gro', 'tso', 'send']) expect(r.out, r.out).toMatch(new RegExp(`harness ${t}: \\d+ iterations, no error`));
+    // The send checks saw outer ECN fields: on single datagrams, on UDP_SEGMENT messages, and on
+    // messages of joined datagrams (the join's ECN test), not only Not-ECT.
+    expect(r.out, r.out).toMatch(/harness send: sendmmsg checked: [1-9]\d* messages with IP_TOS \([1-9]\d* with UDP_SEGMENT, [1-9]\d* of joined datagrams\)/);
   }, 120_000);
 
   it('the sender thread: no data race between the JS thread and the thread sending its batches (TSan)', () => {
@@ -33,5 +36,6 @@ describe.skipIf(process.platform !== 'linux')('native packet code under the sani
     expect(r.out, r.out).not.toMatch(/ThreadSanitizer/);
     expect(r.status, r.out).toBe(0);
     expect(r.out, r.out).toMatch(/harness thread: \d+ iterations, no error/);
+    expect(r.out, r.out).toMatch(/harness thread: sendmmsg checked: [1-9]\d* messages with IP_TOS \([1-9]\d* with UDP_SEGMENT, [1-9]\d* of joined datagrams\)/);
   }, 120_000);
 });
