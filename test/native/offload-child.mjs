@@ -526,13 +526,12 @@ const scenarios = {
     return r;
   },
 
-  /** UDP_SEGMENT refused (segments larger than the route's MTU: EINVAL): the message goes out
-   *  again one datagram per segment, and later sends no longer ask for it. */
   /** The outer ECN field of what udpSend sends (IP_TOS per message), as the kernel's vxlan
    *  sets it: the inner IPv4 or IPv6 ECN field copied out, CE as ECT(0), never the DSCP;
    *  Not-ECT for anything else. Datagrams of different outer ECN are not joined into one
    *  UDP_SEGMENT message; every segment of a super-packet carries its ECN; the sender thread's
-   *  batches too. Each datagram is told apart by its first payload byte (a tag). */
+   *  batches too, and what passes the batches it holds (the express set, from the first pass
+   *  or the second). Each datagram is told apart by its last byte (a tag). */
   async 'ecn-send'() {
     const LO = ip4('127.0.0.1');
     const rx = n.udpOpen(LO, 7111, 1 << 22);
@@ -575,7 +574,11 @@ const scenarios = {
     const r = {};
 
     // 1. One datagram per ECN case; growing lengths, so that none joins the one before it.
+    //    The shortest datagrams with an inner field: one byte short of it (23 bytes, tagged in
+    //    its last byte) and just long enough (24: its last byte is the TOS, AF11 + ECT(1)).
+    const upTo = (len, tag) => { const f = vxlanFrame(17, 0).subarray(0, len); f[len - 1] = tag; return f; };
     const cases = [
+      ['23 bytes', upTo(23, 0x2a)], ['24 bytes, AF11 + ECT(1)', upTo(24, 0x29)],
       ['v4 Not-ECT', v4(0x00, 1, 40)], ['v4 ECT(1)', v4(0x01, 2, 41)], ['v4 ECT(0)', v4(0x02, 3, 42)], ['v4 CE', v4(0x03, 4, 43)],
       ['v4 DSCP EF + ECT(1)', v4(0xb9, 5, 44)], ['v6 ECT(0)', v6(0x02, 6, 45)], ['v6 CE, DSCP CS1', v6(0x23, 7, 46)],
       ['ARP', (() => { const f = Buffer.alloc(22 + 28 + 47, 8); vxlanEncap(0x0806).copy(f); f[23] = 3; return f; })()],
@@ -613,11 +616,44 @@ const scenarios = {
         plainEcn: out.filter((d) => d.data.length <= 200).map((d) => d.ecn),
       };
     }
+
+    // 4. The sender thread holds a batch (a super-packet, Not-ECT inside). What passes it goes
+    //    from the express set, joined there by the same rule: a plain udpSend of four of one
+    //    size, ECT(1) ECT(1) ECT(0) CE, leaves as [1 1] [2 2] (CE as ECT(0) joins ECT(0)),
+    //    the second pass's express path. Then a call with a super-packet of another flow (ECT(1)
+    //    inside) and a CE datagram beside it: the datagram leaves at once (send_early) as
+    //    ECT(0); the segments, ECT(1), once the thread is let go. (offloadStats waits for the
+    //    thread, which ends a hold: read before and after.)
+    n.udpSendThread(true);
+    const p0 = n.offloadStats();
+    n._senderHold(true);
+    const held = tcp({ src: '10.244.100.10', dst: '10.244.1.4', sport: 5, dport: 6, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(12_000, 0x65) });
+    const second = tcp({ src: '10.244.100.10', dst: '10.244.1.5', sport: 7, dport: 8, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(12_000, 0x66), tos: 1 });
+    const beside = tcp({ src: '10.244.100.10', dst: '10.244.1.6', sport: 9, dport: 10, seq: 1, ack: 1, flags: 0x10, payload: Buffer.alloc(10, 0x67), tos: 3 });
+    r.heldSent = sendFrames(tx, [Buffer.concat([vxlanEncap(), held])], vnetHeaders(1), LO, () => 7111);
+    const four = [1, 1, 2, 3].map((tos, i) => v4(tos, 0x40 + i, 100));
+    r.passSent = plainSend(four);
+    const passed = await collect(four.length, 'the four that pass the held batch');
+    r.pass = { ecn: four.map((f) => passed.find((d) => tagOf(d.data) === tagOf(f))?.ecn ?? 'missing'), count: passed.length };
+    r.earlySent = sendFrames(tx, [Buffer.concat([vxlanEncap(), second]), Buffer.concat([vxlanEncap(), beside])], vnetHeaders(2), LO, () => 7111);
+    r.early = (await collect(1, 'the CE datagram beside the super-packet')).map((d) => ({ tag: tagOf(d.data), ecn: d.ecn }));
+    n._senderHold(false);
+    const segsOf = (pkt) => segments(pkt, vnetHeaders(1)).length;
+    const after = await collect(segsOf(held) + segsOf(second), 'the held segments');
+    const ecnOf = (tag) => [...new Set(after.filter((d) => tagOf(d.data) === tag).map((d) => d.ecn))];
+    r.afterHold = { count: after.length, want: segsOf(held) + segsOf(second), held: ecnOf(0x65), second: ecnOf(0x66) };
+    const p1 = n.offloadStats();
+    // passed the held batch: the four and the CE datagram; UDP_SEGMENT messages: the four's
+    // two, and one per super-packet
+    r.counted = { passed: p1.sendPassed - p0.sendPassed, messages: p1.gsoMessages - p0.gsoMessages };
+    n.udpSendThread(false);
     n.close(rx);
     n.close(tx);
     return r;
   },
 
+  /** UDP_SEGMENT refused (segments larger than the route's MTU: EINVAL): the message goes out
+   *  again one datagram per segment, and later sends no longer ask for it. */
   async 'gso-refused'() {
     const r = {};
     const tun = n.tunOpen('vxo9', false, 0);

@@ -104,9 +104,9 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
 
   it("the outer ECN field as the kernel's vxlan sets it: inner ECN copied, CE as ECT(0), no DSCP; joins and segments keep it", () => {
     const r = scenario('ecn-send');
-    expect(r.sentCases).toBe(9);
+    expect(r.sentCases).toBe(11);
     expect(r.cases).toEqual({
-      'v4 Not-ECT': 0, 'v4 ECT(1)': 1, 'v4 ECT(0)': 2, 'v4 CE': 2, 'v4 DSCP EF + ECT(1)': 1,
+      '23 bytes': 0, '24 bytes, AF11 + ECT(1)': 1, 'v4 Not-ECT': 0, 'v4 ECT(1)': 1, 'v4 ECT(0)': 2, 'v4 CE': 2, 'v4 DSCP EF + ECT(1)': 1,
       'v6 ECT(0)': 2, 'v6 CE, DSCP CS1': 2, ARP: 0, STUN: 0,
     });
     // [ECT(0) ECT(0)] [Not-ECT Not-ECT] [CE CE]: three UDP_SEGMENT messages, not one.
@@ -115,6 +115,13 @@ describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
     for (const how of [r.inline, r.thread]) {
       expect(how).toEqual({ sent: 2, segmentEcn: [2], segments: r.superSegments, plainEcn: [1] });
     }
+    // What passes a held batch (the express set): joined only by equal outer ECN, CE with
+    // ECT(0); beside a super-packet (send_early), CE as ECT(0); the held segments keep theirs.
+    expect(r).toMatchObject({ heldSent: 1, passSent: 4, earlySent: 2 });
+    expect(r.pass).toEqual({ ecn: [1, 1, 2, 2], count: 4 });
+    expect(r.early).toEqual([{ tag: 0x67, ecn: 2 }]);
+    expect(r.afterHold).toEqual({ count: r.afterHold.want, want: r.afterHold.want, held: [0], second: [1] });
+    expect(r.counted).toEqual({ passed: 5, messages: 4 });
   });
 
   it('the sender thread: batches leave in order byte for byte though the caller reuses its buffer at once; refusals are counted; close waits', () => {
