@@ -112,6 +112,15 @@ describe('roaming with path validation', () => {
     return { dev: io.device, udp: io.underlay, dp, roaming, logs, advance: (ms: number) => clock.advance(ms) };
   }
   const fromPod = () => vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10'));
+  /** aws-1 at `addr` answers each probe sent there that is not in `answered` (a lost one can be put there first). */
+  function answerProbesAt(r: ReturnType<typeof rig>, addr: number, answered: Set<number>): void {
+    r.udp.sent.forEach((d, i) => {
+      if (d.addr !== addr || answered.has(i)) return;
+      answered.add(i);
+      r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(d.data.subarray(22))), addr, port: 40101 });
+    });
+    while (r.dp.outside.pump() > 0);
+  }
 
   it('validates a new address with a probe there and one at the old endpoint; moves on the answer once the old endpoint stayed silent', () => {
     const r = rig();
@@ -222,13 +231,7 @@ describe('roaming with path validation', () => {
       for (const f of forgers) for (let k = 0; k < 10; k++) r.udp.inbox.push({ data: fromPod(), addr: f, port: 40000 + k });
       if (t % 200 === 0) r.udp.inbox.push({ data: fromPod(), addr: real, port: 40100 });
       while (r.dp.outside.pump() > 0);
-      // aws-1's kernel answers every probe that reaches its new address.
-      r.udp.sent.forEach((d, i) => {
-        if (d.addr !== real || answered.has(i)) return;
-        answered.add(i);
-        r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(d.data.subarray(22))), addr: real, port: 40101 });
-      });
-      while (r.dp.outside.pump() > 0);
+      answerProbesAt(r, real, answered); // aws-1's kernel answers every probe that reaches its new address
       r.advance(100);
     }
     // 4 validations at once, each forger address tried once: the six take the first round
@@ -337,12 +340,7 @@ describe('roaming with path validation', () => {
     for (; t <= 40_000 && r.dp.peers.addr[0] !== real; t += 100) {
       if (t % 200 === 0) r.udp.inbox.push({ data: fromPod(), addr: real, port: 40100 });
       while (r.dp.outside.pump() > 0);
-      r.udp.sent.forEach((d, i) => {
-        if (d.addr !== real || answered.has(i)) return;
-        answered.add(i);
-        r.udp.inbox.push({ data: vxlanFrame(1, OUR, AWS1.vtepMac, echoReplyTo(d.data.subarray(22))), addr: real, port: 40101 });
-      });
-      while (r.dp.outside.pump() > 0);
+      answerProbesAt(r, real, answered);
       r.advance(100);
     }
     expect(r.udp.sent[0].addr).toBe(real);
