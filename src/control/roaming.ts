@@ -81,6 +81,13 @@ export const REFUSED_MS = 30_000;
 /** Addresses whose validation failed that each peer remembers. */
 export const REFUSED_PER_PEER = 16;
 /**
+ * Each kind of roaming line (a validation starting, a candidate refused) is logged at most
+ * once per peer in this long: how often validations start is the flood's to choose (up to
+ * VALIDATIONS_PER_INTERVAL per 5 s per peer), how much is logged is not. The next line says
+ * how many were left out. A move is always logged.
+ */
+export const ROAM_LOG_EVERY_MS = 60_000;
+/**
  * How long the current endpoint has, from the candidate's arrival, to show it is alive
  * before the endpoint moves: an internet round trip with room to spare. A real move waits
  * this much longer; a peer alive at its old address answers the old-path probe within it.
@@ -125,7 +132,11 @@ interface PeerRoaming {
   recent: Validation[];
   /** Addresses whose validation failed -> monotonic ms until which they get none; oldest first. */
   refused: Map<number, number>;
+  /** Per kind of line: until when it is not logged again, and how many were left out since. */
+  quiet: Record<LineKind, { until: number; left: number }>;
 }
+
+type LineKind = 'validating' | 'refused';
 
 export class Roaming {
   private readonly ident: number;
@@ -212,7 +223,10 @@ export class Roaming {
     let r = this.peers.get(name);
     if (r?.config === config) return r;
     if (r) this.drop(r);
-    r = { name, config, starts: new RateWindow(VALIDATIONS_PER_INTERVAL, VALIDATION_INTERVAL_MS), recent: [], refused: new Map() };
+    r = {
+      name, config, starts: new RateWindow(VALIDATIONS_PER_INTERVAL, VALIDATION_INTERVAL_MS), recent: [], refused: new Map(),
+      quiet: { validating: { until: -Infinity, left: 0 }, refused: { until: -Infinity, left: 0 } },
+    };
     this.peers.set(name, r);
     return r;
   }
@@ -267,7 +281,7 @@ export class Roaming {
     const v: Validation = { peer: r, addr, seq: this.seq, token, sentAt: now, answeredAt: -1, timer: null, heardAgain: false, decided: false };
     v.timer = this.clock.after(PROBE_RESEND_MS, () => this.resend(v));
     r.recent.push(v);
-    this.log.info('frames for a peer from a new address: validating the path', { peer: r.name, candidate: intToIp(addr) });
+    this.say(r, 'validating', now, 'info', 'frames for a peer from a new address: validating the path', { peer: r.name, candidate: intToIp(addr) });
   }
 
   /**
@@ -309,7 +323,7 @@ export class Roaming {
     const from = intToIp(this.dp.peers.addr[p]);
     if (this.dp.peers.lastRx[p] >= v.sentAt) {
       this.refuse(r, v.addr, now);
-      this.log.warn('frames for a peer from a new address, but it still answers at its endpoint: not moved', {
+      this.say(r, 'refused', now, 'warn', 'frames for a peer from a new address, but it still answers at its endpoint: not moved', {
         peer: r.name,
         endpoint: from,
         candidate: intToIp(v.addr),
@@ -322,7 +336,7 @@ export class Roaming {
       // Either may be the peer; moving to the first to answer would hand the peer to
       // whoever answers fastest. The rival, when its grace is over, finds this one.
       this.refuse(r, v.addr, now);
-      this.log.warn('frames for a peer from two new addresses, and both answer for it: not moved', {
+      this.say(r, 'refused', now, 'warn', 'frames for a peer from two new addresses, and both answer for it: not moved', {
         peer: r.name,
         endpoint: from,
         candidates: [intToIp(rival.addr), intToIp(v.addr)],
@@ -337,6 +351,19 @@ export class Roaming {
     this.dp.peers.setAddress(p, v.addr);
     this.log.warn('peer endpoint moved after path validation', { peer: r.name, from, to: intToIp(v.addr) });
     this.onMoved(r.name, from, intToIp(v.addr));
+  }
+
+  /** Logs a line of kind `kind` for peer r unless one was logged within ROAM_LOG_EVERY_MS; then
+   *  it is counted, and the next one says how many were left out (`notLogged`). */
+  private say(r: PeerRoaming, kind: LineKind, now: number, level: 'info' | 'warn', msg: string, fields: Record<string, unknown>): void {
+    const q = r.quiet[kind];
+    if (now < q.until) {
+      q.left++;
+      return;
+    }
+    this.log[level](msg, q.left > 0 ? { ...fields, notLogged: q.left } : fields);
+    q.until = now + ROAM_LOG_EVERY_MS;
+    q.left = 0;
   }
 
   private refuse(r: PeerRoaming, addr: number, now: number): void {

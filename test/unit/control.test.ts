@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { peerState } from '../../src/control/peer-state.js';
 import { peerReason, ReasonMemo, type ReasonFacts } from '../../src/control/reasons.js';
-import { OLD_PATH_GRACE_MS, PROBE_RESEND_MS, REFUSED_MS, REFUSED_PER_PEER, Roaming, VALIDATIONS_PER_INTERVAL, VALIDATIONS_PER_SECOND } from '../../src/control/roaming.js';
+import { OLD_PATH_GRACE_MS, PROBE_RESEND_MS, REFUSED_MS, REFUSED_PER_PEER, ROAM_LOG_EVERY_MS, Roaming, VALIDATIONS_PER_INTERVAL, VALIDATIONS_PER_SECOND } from '../../src/control/roaming.js';
 import { ControlPlane } from '../../src/control/control-plane.js';
 import { PeerSync } from '../../src/control/peer-sync.js';
 import type { PeerConfig } from '../../src/config/types.js';
@@ -109,7 +109,7 @@ describe('roaming with path validation', () => {
     const roaming = new Roaming(dp, log, clock);
     roaming.start();
     const logs = { some: (f: (l: string) => boolean) => log.lines.some((l) => f(l.msg)) };
-    return { dev: io.device, udp: io.underlay, dp, roaming, logs, advance: (ms: number) => clock.advance(ms) };
+    return { dev: io.device, udp: io.underlay, dp, roaming, logs, lines: log.lines, advance: (ms: number) => clock.advance(ms) };
   }
   const fromPod = () => vxlanFrame(1, OUR, AWS1.vtepMac, icmpEcho('10.244.1.2', '10.244.100.10'));
   /** aws-1 at `addr` answers each probe sent there that is not in `answered` (a lost one can be put there first). */
@@ -327,6 +327,30 @@ describe('roaming with path validation', () => {
     r.udp.inbox.push({ data: fromPod(), addr: ip('198.51.100.66'), port: 9 });
     r.dp.outside.pump();
     expect(r.udp.sent).toHaveLength(5);
+    expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
+  });
+
+  it('a flood picks how often validations start, not how much is logged: one line of each kind per peer per ROAM_LOG_EVERY_MS, the next says how many were left out', () => {
+    const r = rig();
+    // For 150 s, a new forger address every 100 ms; each answers its probe while aws-1 is
+    // still heard at its endpoint, so each validation ends in a "not moved" warning.
+    for (let t = 0, k = 0; t < 150_000; t += 100, k++) {
+      const forger = ip(`198.51.${100 + ((k >> 8) & 0xff)}.${k & 0xff}`);
+      r.udp.inbox.push({ data: fromPod(), addr: forger, port: 40000 });
+      r.udp.inbox.push({ data: fromPod(), addr: ip('203.0.113.10'), port: 40001 }); // aws-1, alive
+      while (r.dp.outside.pump() > 0);
+      answerProbesAt(r, forger, new Set());
+      r.advance(100);
+    }
+    const started = r.udp.sent.filter((d) => d.addr !== ip('203.0.113.10')).length;
+    const validating = r.lines.filter((l) => /validating the path/.test(l.msg));
+    const refused = r.lines.filter((l) => /still answers at its endpoint: not moved/.test(l.msg));
+    expect(started).toBeGreaterThan(100); // the flood got its validations (4 per 5 s)
+    expect(validating.length).toBe(Math.ceil(150_000 / ROAM_LOG_EVERY_MS)); // 3: at 0, 60 and 120 s
+    expect(refused.length).toBe(3);
+    expect(validating[0].fields).not.toHaveProperty('notLogged');
+    expect(validating[1].fields?.notLogged).toBeGreaterThan(40);
+    expect(validating.reduce((n, l) => n + 1 + Number(l.fields?.notLogged ?? 0), 0)).toBeLessThanOrEqual(started); // counted, not invented
     expect(r.dp.peers.addr[0]).toBe(ip('203.0.113.10'));
   });
 
