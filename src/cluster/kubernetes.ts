@@ -31,6 +31,7 @@ import type { Cidr } from '../config/types.js';
 import { cidrOverlaps } from '../util/ipv4.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { fileStamp } from '../util/file-stamp.js';
+import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
 import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type NodeApi, type NodeJson } from './kube-client.js';
@@ -182,10 +183,10 @@ export class KubernetesSource implements ClusterSource {
   private syncError: string | null = null;
   private registerError: string | null = null;
   private registered = false;
-  /** What we last wrote our Node as (nodeManifest's JSON), and when writes of it were undone since. */
+  /** What we last wrote our Node as (nodeManifest's JSON), and the writes of it that were undone. */
   private lastWritten: string | null = null;
   private regRetry: Timer | null = null;
-  private undone: number[] = [];
+  private readonly undone = new RateWindow(MAX_UNDONE_WRITES, UNDONE_WINDOW_MS);
   private lease: OwnLease | null = null;
   private failures = 0;
   private regFailures = 0;
@@ -593,15 +594,14 @@ export class KubernetesSource implements ClusterSource {
   private countUndone(want: string): void {
     if (want !== this.lastWritten) return; // our own change (a new public IP or MAC): not a fight
     const now = this.o.clock.monotonic();
-    this.undone = this.undone.filter((t) => now - t < UNDONE_WINDOW_MS);
-    if (this.undone.length >= MAX_UNDONE_WRITES) {
+    if (!this.undone.allows(now)) {
       throw new OperatorError(
-        `Node ${this.o.nodeName} was changed back by another writer ${this.undone.length} times within ${UNDONE_WINDOW_MS / 1000} s ` +
+        `Node ${this.o.nodeName} was changed back by another writer ${MAX_UNDONE_WRITES} times within ${UNDONE_WINDOW_MS / 1000} s ` +
           `of our writing it: two gateways with one Node name? (boxes cloned from one image share a hostname, the default \`node\`; ` +
           `give each box its own \`node\`, or cluster.kubernetes.nodeName)`,
       );
     }
-    this.undone.push(now);
+    this.undone.take(now);
   }
 
   /**

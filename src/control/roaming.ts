@@ -57,7 +57,7 @@ import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import type { OutsideHooks } from '../dataplane/outside.js';
 import { ProbeSender } from './probe.js';
-import { RateWindow } from './rate-window.js';
+import { RateWindow } from '../util/rate-window.js';
 
 /** Validations of one peer that may start within VALIDATION_INTERVAL_MS (see the header for the bounds). */
 export const VALIDATIONS_PER_INTERVAL = 4;
