@@ -160,21 +160,21 @@ export async function checkUnderlayAddress(u: Underlay, port: number): Promise<{
  */
 export function checkPublicEndpoint(p: PublicEndpoint, peerAddrs: readonly string[] = []): CheckResult {
   const ip = p.endpoint.slice(0, p.endpoint.lastIndexOf(':'));
-  // A private underlay end to end (a VPN or Direct Connect to the VPC): the peers are at
-  // private addresses too, so a private underlay.publicIp is what they can reach. `peerAddrs`:
-  // the peers in force when running (the cluster's too: SiteNat), the configured ones before.
-  const privateUnderlay = peerAddrs.length > 0 && peerAddrs.every((a) => !isGloballyRoutable(ipToInt(a)));
-  if (p.source === 'config' && privateUnderlay && !isGloballyRoutable(ipToInt(ip))) {
-    return { name: 'public_endpoint', ok: true, detail: `${p.endpoint} (underlay.publicIp; a private underlay: every configured peer's publicIp is private too)` };
-  }
-  if (p.source === 'local' && !isGloballyRoutable(ipToInt(ip))) {
+  const global = isGloballyRoutable(ipToInt(ip));
+  if (p.source === 'local' && !global) {
     return {
       name: 'public_endpoint', ok: false,
       detail: `only the local address ${p.endpoint} is known, and it is private: AWS nodes cannot be told where to send`,
       fix: 'set underlay.publicIp to the site router\'s public address, or configure nat.stun servers (or let the router map the port: nat.portMapping)',
     };
   }
-  if (p.source === 'config' && !isGloballyRoutable(ipToInt(ip))) {
+  if (p.source === 'config' && !global) {
+    // A private underlay end to end (a VPN or Direct Connect to the VPC): the peers are at
+    // private addresses too, so a private underlay.publicIp is what they can reach. `peerAddrs`:
+    // the peers in force when running (the cluster's too: SiteNat), the configured ones before.
+    if (peerAddrs.length > 0 && peerAddrs.every((a) => !isGloballyRoutable(ipToInt(a)))) {
+      return { name: 'public_endpoint', ok: true, detail: `${p.endpoint} (underlay.publicIp; a private underlay: every peer's publicIp is private too)` };
+    }
     const kind = nonGlobalKind(ip);
     return {
       name: 'public_endpoint', ok: false,
