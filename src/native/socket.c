@@ -471,11 +471,9 @@ static void probe_recv(int fd, const uint8_t *sent, probe_rx *rx) {
     }
     for (j = 0; j < r; j++) {
       int k = rx->n++, len = (int)m[j].msg_len, g;
+      uint8_t ecn; /* not asked about here */
       rx->len[k] = len;
-      {
-        uint8_t ecn;
-        rx_control(&m[j].msg_hdr, len, &g, &ecn);
-      }
+      rx_control(&m[j].msg_hdr, len, &g, &ecn);
       rx->gro[k] = g > 0 ? g : -1;
       if (total + len > 2 * PROBE_SEG || memcmp(data[k], sent + total, (size_t)len) != 0) rx->bytes_ok = 0;
       total += len;
