@@ -33,6 +33,16 @@ interface Mapping {
 }
 
 /** The NAT's UDP timeouts (seconds), as scripts/labnet set them in its namespace. */
+/** aws1 gets a new public address (an EIP re-mapped): its underlay address and its
+ *  flannel.1 local address change to `to`; the old address is gone. */
+async function remapAws1(env: LabEnv, to: string): Promise<void> {
+  const dev = env.AWS1_UNDERLAY_IF;
+  await nsRun(env.NS_AWS1, ['ip', 'addr', 'del', `${env.AWS1_UNDERLAY_IP}/24`, 'dev', dev]);
+  await nsRun(env.NS_AWS1, ['ip', 'addr', 'add', `${to}/24`, 'dev', dev]);
+  await nsRun(env.NS_AWS1, ['ip', 'route', 'replace', 'default', 'via', env.INET_AWS_IP]);
+  await nsRun(env.NS_AWS1, ['ip', 'link', 'set', env.VTEP_DEV, 'type', 'vxlan', 'local', to]);
+}
+
 async function natUdpTimeouts(env: LabEnv): Promise<{ unrepliedS: number; streamS: number }> {
   const get = async (k: string) => Number((await nsRun(env.NS_NAT, ['sysctl', '-n', k])).trim());
   return {
@@ -213,13 +223,7 @@ describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
       env = await labUp({ prefix: PREFIX, portForward: true });
       gw = await startGateway(env, { keepaliveInterval: '1s', keepaliveTimeout: '30s' });
       await gw.waitUp();
-      // aws1 gets a new public address (an EIP re-mapped): its underlay address and its
-      // flannel.1 local address change; the old address is gone.
-      const dev = env.AWS1_UNDERLAY_IF;
-      await nsRun(env.NS_AWS1, ['ip', 'addr', 'del', `${env.AWS1_UNDERLAY_IP}/24`, 'dev', dev]);
-      await nsRun(env.NS_AWS1, ['ip', 'addr', 'add', '203.0.113.11/24', 'dev', dev]);
-      await nsRun(env.NS_AWS1, ['ip', 'route', 'replace', 'default', 'via', env.INET_AWS_IP]);
-      await nsRun(env.NS_AWS1, ['ip', 'link', 'set', env.VTEP_DEV, 'type', 'vxlan', 'local', '203.0.113.11']);
+      await remapAws1(env, '203.0.113.11');
       // Traffic from the node now arrives from 203.0.113.11: validated, then followed.
       const r = await ping(env.NS_POD1, env.HOST_IP, { count: 15, intervalMs: 200, timeoutMs: 6_000 });
       expect(r.received).toBeGreaterThan(0);
@@ -257,12 +261,7 @@ describe.skipIf(skipUnlessRoot(['conntrack']))('NAT traversal', () => {
         '--kinds', 'good', '--count', '50', '--duration-ms', '15000', '--gw-mac', env.GW_VTEP_MAC, '--peer-mac', env.AWS1_VTEP_MAC, '--src', env.POD1_IP, '--dst', env.HOST_IP]);
       try {
         await gw.waitLog(/validating the path/, { peer: 'aws-1', candidate: env.INET_AWS_IP });
-        // aws-1's EIP is re-mapped, as in the first case.
-        const dev = env.AWS1_UNDERLAY_IF;
-        await nsRun(env.NS_AWS1, ['ip', 'addr', 'del', `${env.AWS1_UNDERLAY_IP}/24`, 'dev', dev]);
-        await nsRun(env.NS_AWS1, ['ip', 'addr', 'add', '203.0.113.11/24', 'dev', dev]);
-        await nsRun(env.NS_AWS1, ['ip', 'route', 'replace', 'default', 'via', env.INET_AWS_IP]);
-        await nsRun(env.NS_AWS1, ['ip', 'link', 'set', env.VTEP_DEV, 'type', 'vxlan', 'local', '203.0.113.11']);
+        await remapAws1(env, '203.0.113.11'); // as in the first case
         const r = await ping(env.NS_POD1, env.HOST_IP, { count: 20, intervalMs: 200, timeoutMs: 8_000 });
         expect(r.received).toBeGreaterThan(0);
         const s = await gw.waitStatus((d) => d.peers.find((p) => p.name === 'aws-1')?.endpoint === '203.0.113.11:8472', 5_000);
