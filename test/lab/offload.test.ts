@@ -175,25 +175,34 @@ describe.skipIf(skipUnlessRoot(['socat', 'ethtool']))('vxedge offloads between k
       // dataplane.md "The device's look, by queue": while the underlay drains a download, the
       // device's queues without its ACKs are read after each batch (pings to both pods here),
       // the one with them is left to the device's own turn. Counted only with offloads on.
+      // With GRO on the underlay NIC the pings and the download are checked, not the counters:
+      // a look follows only a full underlay batch, and there a batch is 32 datagrams of up to
+      // 64 KB each (GRO_RECV_BATCH), which a download in this lab rarely fills (4 to 11 looks
+      // over the whole case in CI runs; one run had none in three 64 MB downloads). The
+      // counters would measure luck; the look is the same code, counted in the case without
+      // GRO and tested queue by queue in test/native.
       it.skipIf(!c.expect.tso)('lets requests from the site pass a download, leaving its ACKs to the device\'s turn', async () => {
         const fresh = async () => {
           const t = Date.now();
           return (await gw.waitStatus((d) => Date.parse(d.ts) > t)).offload!.counters!;
         };
+        const countLooks = !c.underlayGro;
         const before = await fresh();
         let after = before;
         const passed = () => after.lookLeft > before.lookLeft && after.lookReads > before.lookReads;
         // Bounded: a download whose batches never fill (a slow moment of the machine) gives
         // no look, so it is tried again, at most three times.
-        for (let attempt = 0; attempt < 3 && !passed(); attempt++) {
+        for (let attempt = 0; attempt < (countLooks ? 3 : 1) && !passed(); attempt++) {
           const pings = Promise.all([env.POD1_IP, env.POD2_IP].map((ip) => ping(env.NS_HOST, ip, { count: 200, intervalMs: 5 })));
           const down = await tcpTransfer(env.NS_POD2, env.NS_HOST, env.HOST_IP, 4 * MB16, { timeoutMs: 60_000 });
           expect(down.receivedSha256).toBe(down.sentSha256);
           for (const p of await pings) expect(p.ok).toBe(true);
           after = await fresh();
         }
-        expect(after.lookLeft).toBeGreaterThan(before.lookLeft);
-        expect(after.lookReads).toBeGreaterThan(before.lookReads);
+        if (countLooks) {
+          expect(after.lookLeft).toBeGreaterThan(before.lookLeft);
+          expect(after.lookReads).toBeGreaterThan(before.lookReads);
+        }
       });
 
       it('reports the offload state, and the offloads really carried the traffic', async () => {
