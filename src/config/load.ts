@@ -7,7 +7,7 @@
 // environment; check each key with its schema format; check the keys against
 // each other; build the typed Config.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import convict from 'convict';
 import YAML from 'yaml';
@@ -401,21 +401,28 @@ export function parseConfigText(
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Config {
   const format = formatOfFile(file);
   if (format === null) {
+    // A path that is no file says so first: `-c /etc/vxedge` is not a file of an unknown type.
+    const what = statSync(file, { throwIfNoEntry: false });
+    if (what === undefined) throw unreadable(file, 'ENOENT');
+    if (what.isDirectory()) throw unreadable(file, 'EISDIR');
     throw fileError(file, `unknown file type "${path.extname(file) || path.basename(file)}"; use .json, .yaml or .yml`);
   }
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why =
-      code === 'ENOENT' ? 'no such file'
-      : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-      : code === 'EISDIR' ? 'it is a directory'
-      : (e as Error).message;
-    throw fileError(file, `cannot read the file: ${why}`);
+    throw unreadable(file, (e as NodeJS.ErrnoException).code, (e as Error).message);
   }
   return parseConfigText(text, file, format, env, options);
+}
+
+function unreadable(file: string, code: string | undefined, message?: string): ConfigError {
+  const why =
+    code === 'ENOENT' ? 'no such file'
+    : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+    : code === 'EISDIR' ? `it is a directory; give the config file itself, e.g. ${path.join(file, 'site.yaml')}`
+    : message;
+  return fileError(file, `cannot read the file: ${why}`);
 }
 
 /** The block printed on stderr before exit 2: one line per bad key, secrets masked, no stack. */

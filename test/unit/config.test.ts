@@ -1,6 +1,8 @@
 // The config module: what an operator's file and environment turn into, and
 // how every mistake in them is reported (docs/contract.md, "Config file").
 
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -238,6 +240,24 @@ describe('invalid files on disk', () => {
     const err = configError(() => loadConfig(fixture(file), NO_ENV));
     expect(err.source).toBe(fixture(file));
     expectProblems(err, expected);
+  });
+
+  // The file's type is told by its name, but a path that is no file at all says so first: a
+  // directory (`-c /etc/vxedge`, or one named like a config) or a missing file whatever its name.
+  it('a directory or a missing file is named as such before its extension is judged', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-cfgdir-'));
+    try {
+      const named = path.join(dir, 'site.yaml');
+      mkdirSync(named);
+      for (const d of [dir, named]) {
+        expectProblems(configError(() => loadConfig(d, NO_ENV)), [['(file)', `cannot read the file: it is a directory; give the config file itself, e.g. ${path.join(d, 'site.yaml')}`]]);
+      }
+      for (const f of ['no-such-site', 'no-such-site.conf']) {
+        expectProblems(configError(() => loadConfig(path.join(dir, f), NO_ENV)), [['(file)', 'cannot read the file: no such file']]);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a YAML file of several documents is named as such', () => {
