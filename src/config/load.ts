@@ -402,7 +402,13 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, o
   const format = formatOfFile(file);
   if (format === null) {
     // A path that is no file says so first: `-c /etc/vxedge` is not a file of an unknown type.
-    const what = statSync(file, { throwIfNoEntry: false });
+    let what;
+    try {
+      what = statSync(file, { throwIfNoEntry: false });
+    } catch (e) {
+      // A parent that is a file (ENOTDIR) or that this user may not search (EACCES).
+      throw unreadable(file, (e as NodeJS.ErrnoException).code, (e as Error).message);
+    }
     if (what === undefined) throw unreadable(file, 'ENOENT');
     if (what.isDirectory()) throw unreadable(file, 'EISDIR');
     throw fileError(file, `unknown file type "${path.extname(file) || path.basename(file)}"; use .json, .yaml or .yml`);
@@ -418,7 +424,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, o
 
 function unreadable(file: string, code: string | undefined, message?: string): ConfigError {
   const why =
-    code === 'ENOENT' ? 'no such file'
+    code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file'
     : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
     : code === 'EISDIR' ? `it is a directory; give the config file itself, e.g. ${path.join(file, 'site.yaml')}`
     : message;

@@ -1,7 +1,7 @@
 // The config module: what an operator's file and environment turn into, and
 // how every mistake in them is reported (docs/contract.md, "Config file").
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -252,7 +252,9 @@ describe('invalid files on disk', () => {
       for (const d of [dir, named]) {
         expectProblems(configError(() => loadConfig(d, NO_ENV)), [['(file)', `cannot read the file: it is a directory; give the config file itself, e.g. ${path.join(d, 'site.yaml')}`]]);
       }
-      for (const f of ['no-such-site', 'no-such-site.conf']) {
+      // ... also below a file, which the kernel refuses with ENOTDIR rather than ENOENT
+      writeFileSync(path.join(dir, 'notes'), 'not a directory\n');
+      for (const f of ['no-such-site', 'no-such-site.conf', 'notes/site', 'notes/site.yaml']) {
         expectProblems(configError(() => loadConfig(path.join(dir, f), NO_ENV)), [['(file)', 'cannot read the file: no such file']]);
       }
     } finally {
