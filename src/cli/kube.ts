@@ -14,6 +14,7 @@ import type { Config } from '../config/types.js';
 import { readVtepMac, StateError } from '../control/state.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
 import { ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../util/ipv4.js';
+import { whyUnreadable } from '../util/why-unreadable.js';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
 export { ANNOTATION_PREFIX, nodeManifest, type NodeManifestInput } from '../cluster/flannel-node.js';
@@ -113,7 +114,7 @@ export async function runPeers(file: string | undefined, cfg: Config | null): Pr
   try {
     text = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();
   } catch (e) {
-    process.stderr.write(`vxedge: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+    process.stderr.write(`vxedge: cannot read ${file}: ${whyUnreadable(e)}\n`);
     return EXIT_USAGE;
   }
   const exclude: PeersExclude = cfg

@@ -31,6 +31,7 @@ import {
   type IWatchResponse,
 } from 'etcd3';
 import { show } from '../util/show.js';
+import { whyUnreadable } from '../util/why-unreadable.js';
 import {
   EtcdKvError,
   prefixRangeEnd,
@@ -89,7 +90,7 @@ async function readSecret(file: string, what: string): Promise<Buffer> {
   try {
     return await readFile(file);
   } catch (e) {
-    throw new EtcdKvError('setup', `cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new EtcdKvError('setup', `cannot read ${what} ${file}: ${whyUnreadable(e)}`);
   }
 }
 

@@ -29,6 +29,7 @@ import {
 import { cidrContains, cidrOverlaps, parseCidr } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
 import { formatDuration, parseDuration } from '../util/duration.js';
+import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type ConfigFormat = 'json' | 'yaml';
 
@@ -402,33 +403,27 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, o
   const format = formatOfFile(file);
   if (format === null) {
     // A path that is no file says so first: `-c /etc/vxedge` is not a file of an unknown type.
-    let what;
+    let dir: boolean;
     try {
-      what = statSync(file, { throwIfNoEntry: false });
+      dir = statSync(file).isDirectory();
     } catch (e) {
-      // A parent that is a file (ENOTDIR) or that this user may not search (EACCES).
-      throw unreadable(file, (e as NodeJS.ErrnoException).code, (e as Error).message);
+      throw unreadable(file, e); // missing, below a file, or under a directory this user may not search
     }
-    if (what === undefined) throw unreadable(file, 'ENOENT');
-    if (what.isDirectory()) throw unreadable(file, 'EISDIR');
+    if (dir) throw unreadable(file, { code: 'EISDIR' });
     throw fileError(file, `unknown file type "${path.extname(file) || path.basename(file)}"; use .json, .yaml or .yml`);
   }
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw unreadable(file, (e as NodeJS.ErrnoException).code, (e as Error).message);
+    throw unreadable(file, e);
   }
   return parseConfigText(text, file, format, env, options);
 }
 
-function unreadable(file: string, code: string | undefined, message?: string): ConfigError {
-  const why =
-    code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file'
-    : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-    : code === 'EISDIR' ? `it is a directory; give the config file itself, e.g. ${path.join(file, 'site.yaml')}`
-    : message;
-  return fileError(file, `cannot read the file: ${why}`);
+function unreadable(file: string, e: unknown): ConfigError {
+  const hint = (e as NodeJS.ErrnoException).code === 'EISDIR' ? `; give the config file itself, e.g. ${path.join(file, 'site.yaml')}` : '';
+  return fileError(file, `cannot read the file: ${whyUnreadable(e)}${hint}`);
 }
 
 /** The block printed on stderr before exit 2: one line per bad key, secrets masked, no stack. */

@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import type { Config } from '../config/types.js';
+import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
 export type MqttScheme = 'mqtt' | 'mqtts' | 'ws' | 'wss';
@@ -75,9 +76,7 @@ export async function loadSecrets(m: MqttConfig, readFile: FileReader = fsReadFi
     try {
       return await readFile(path);
     } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EACCES' ? 'permission denied' : err.message;
-      throw new MqttSetupError(`cannot read ${key} ${path}: ${why}`);
+      throw new MqttSetupError(`cannot read ${key} ${path}: ${whyUnreadable(e)}`);
     }
   };
   let password = m.password;

@@ -229,9 +229,14 @@ describe('vxedge peers', () => {
     expect(cfg.peers.length).toBeGreaterThan(0);
   });
 
-  it('exits 2 on unreadable input', () => {
+  it('exits 2 on unreadable input, saying why in words', () => {
     expect(vxedge(['peers'], 'not json').code).toBe(2);
-    expect(vxedge(['peers', '/nonexistent/nodes.json']).code).toBe(2);
+    const missing = vxedge(['peers', '/nonexistent/nodes.json']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe('vxedge: cannot read /nonexistent/nodes.json: no such file\n');
+    const dir = vxedge(['peers', TMP]);
+    expect(dir.code).toBe(2);
+    expect(dir.stderr).toBe(`vxedge: cannot read ${TMP}: it is a directory\n`);
   });
 });
 

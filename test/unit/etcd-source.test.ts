@@ -281,7 +281,7 @@ describe('EtcdSource: errors name the fix', () => {
     ['permission', 'etcdserver: permission denied', { username: 'site', passwordFile: '/p' },
       /etcd denied read \/coreos\.com\/network\/config to user "site" .*grant it read access to \/coreos\.com\/network\/ and write access to \/coreos\.com\/network\/subnets\//],
     ['tls', 'unable to verify the first certificate', undefined, /TLS to etcd at .* failed .*check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
-    ['setup', 'cannot read cluster.etcd.ca /nope: ENOENT', undefined, /^cannot read cluster\.etcd\.ca \/nope: ENOENT; retrying in/],
+    ['setup', 'cannot read cluster.etcd.ca /nope: no such file', undefined, /^cannot read cluster\.etcd\.ca \/nope: no such file; retrying in/],
   ] as const)('%s: %s', async (kind, message, auth, re) => {
     const { fake, src } = setup({ auth });
     fake.failNext('get', kind, message);
