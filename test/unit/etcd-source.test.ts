@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ETCD_DEFAULTS, EtcdSource, type EtcdSourceOptions } from '../../src/cluster/etcd.js';
 import { EtcdKvError, prefixRangeEnd } from '../../src/cluster/etcd-kv.js';
-import { classifyEtcd3Error } from '../../src/cluster/etcd3-kv.js';
+import { classifyEtcd3Error, connectEtcd3 } from '../../src/cluster/etcd3-kv.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
 import { parseCidr } from '../../src/util/ipv4.js';
@@ -706,5 +706,30 @@ describe('etcd3 adapter helpers', () => {
     const e = classifyEtcd3Error(err);
     expect(e).toBeInstanceOf(EtcdKvError);
     expect(e.kind).toBe(kind);
+  });
+});
+
+describe('connectEtcd3: the files the config names', () => {
+  // Read before any connection is tried, so no server is needed: a file that cannot be read
+  // is a setup error naming the key, the path and why, in words.
+  const connect = (o: { tls?: { ca: string | null; cert: string | null; key: string | null }; auth?: { username: string; passwordFile: string } }) =>
+    connectEtcd3({ endpoints: ['https://127.0.0.1:2379'], clock: new ManualClock(), callTimeoutMs: 1000, ...o });
+
+  it('a missing CA, a directory as a client key, a missing password file', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-etcd-files-'));
+    try {
+      writeFileSync(path.join(dir, 'cert.pem'), 'x');
+      await expect(connect({ tls: { ca: path.join(dir, 'ca.pem'), cert: null, key: null } })).rejects.toThrow(
+        new EtcdKvError('setup', `cannot read cluster.etcd.ca ${path.join(dir, 'ca.pem')}: no such file`),
+      );
+      await expect(connect({ tls: { ca: null, cert: path.join(dir, 'cert.pem'), key: dir } })).rejects.toThrow(
+        `cannot read cluster.etcd.key ${dir}: it is a directory`,
+      );
+      await expect(connect({ auth: { username: 'site', passwordFile: path.join(dir, 'pw') } })).rejects.toThrow(
+        `cannot read cluster.etcd.passwordFile ${path.join(dir, 'pw')}: no such file`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -204,12 +204,14 @@ describe('client options', () => {
       if (p === '/empty') return Buffer.from('\n');
       if (p === '/garbage') return Buffer.from('not a pem\n');
       if (p === '/cert') return Buffer.from(CERT);
+      if (p === '/etc/vxedge') throw Object.assign(new Error('EISDIR: illegal operation on a directory, read'), { code: 'EISDIR' });
       throw Object.assign(new Error(`EACCES: permission denied, open '${p}'`), { code: p === '/locked' ? 'EACCES' : 'ENOENT' });
     };
     const fail = (m: Partial<MqttConfig>) => loadSecrets(mqttConfig(m), reader);
     await expect(fail({ passwordFile: '/nope' })).rejects.toThrow(new MqttSetupError('cannot read mqtt.passwordFile /nope: no such file'));
     await expect(fail({ passwordFile: '/locked' })).rejects.toThrow('cannot read mqtt.passwordFile /locked: permission denied');
     await expect(fail({ passwordFile: '/empty' })).rejects.toThrow('mqtt.passwordFile /empty is empty');
+    await expect(fail({ passwordFile: '/etc/vxedge' })).rejects.toThrow('cannot read mqtt.passwordFile /etc/vxedge: it is a directory');
     await expect(fail({ url: 'mqtts://b.example', ca: '/missing' })).rejects.toThrow('cannot read mqtt.ca /missing: no such file');
     await expect(fail({ url: 'mqtts://b.example', ca: '/garbage' })).rejects.toThrow(/mqtt\.ca \/garbage holds no PEM certificate; check mqtt\.ca\/cert\/key/);
     await expect(fail({ url: 'mqtts://b.example', cert: '/cert', key: '/garbage' })).rejects.toThrow(/invalid TLS material .*check mqtt\.ca\/cert\/key/);
