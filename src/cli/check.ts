@@ -1,6 +1,6 @@
 // `vxedge check`: config validation (already done by the caller) plus the preflight
 // checks of the flannel troubleshooting guide, one line each.
-import { access, constants } from 'node:fs/promises';
+import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
@@ -10,6 +10,7 @@ import type { Underlay } from '../control/underlay.js';
 import { checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
 import { systemClock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
+import { whyUnreadable } from '../util/why-unreadable.js';
 
 /**
  * The peers a private underlay.publicIp must suit, as far as they are known before start. A
@@ -76,9 +77,11 @@ export async function checkFiles(cfg: Config): Promise<CheckResult | null> {
   const bad: string[] = [];
   for (const [key, file] of named) {
     try {
+      // access() alone passes a directory, which the run's read then refuses (EISDIR).
+      if ((await stat(file)).isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
       await access(file, constants.R_OK);
     } catch (e) {
-      bad.push(`${key} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      bad.push(`${key} ${file}: ${whyUnreadable(e)}`);
     }
   }
   return bad.length
@@ -93,10 +96,16 @@ export async function checkDirs(cfg: Config): Promise<CheckResult> {
     // The nearest existing ancestor decides: a run creates what is missing below it.
     let at = dir;
     while (!(await exists(at)) && path.dirname(at) !== at) at = path.dirname(at);
+    const where = at === dir ? '' : `${at} `;
     try {
+      // A file where a directory belongs passes access(W_OK) as root; the run's mkdir or write then fails.
+      if (!(await stat(at)).isDirectory()) {
+        bad.push(`${key} ${dir}: ${where}is a file, not a directory`);
+        continue;
+      }
       await access(at, constants.W_OK | constants.X_OK);
     } catch (e) {
-      bad.push(`${key} ${dir}: ${at === dir ? '' : `${at} `}${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      bad.push(`${key} ${dir}: ${where}${whyUnreadable(e)}`);
     }
   }
   return bad.length

@@ -33,15 +33,19 @@ describe('checkFiles', () => {
     expect(r).toMatchObject({
       name: 'files',
       ok: false,
-      detail: 'mqtt.cert /nonexistent/c.pem: ENOENT; mqtt.key /nonexistent/k.pem: ENOENT; cluster.kubernetes.kubeconfig /nonexistent/kubeconfig: ENOENT',
+      detail: 'mqtt.cert /nonexistent/c.pem: no such file; mqtt.key /nonexistent/k.pem: no such file; cluster.kubernetes.kubeconfig /nonexistent/kubeconfig: no such file',
     });
     expect(r?.fix).toContain('correct the path');
+  });
+
+  it('fails a directory given where a file belongs, which access() alone would pass', async () => {
+    expect(await checkFiles(cfg({ mqtt: { url: 'mqtts://broker:8883', ca: TMP } }))).toMatchObject({ ok: false, detail: `mqtt.ca ${TMP}: it is a directory` });
   });
 
   it("reads etcd's files only with cluster.source etcd", async () => {
     const files = { ca: '/nonexistent/etcd-ca.pem' };
     expect(await checkFiles(cfg({ cluster: { etcd: files } }))).toBeNull();
-    expect(await checkFiles(cfg({ cluster: { source: 'etcd', etcd: { endpoints: ['https://10.0.0.5:2379'], ...files } } }))).toMatchObject({ ok: false, detail: 'cluster.etcd.ca /nonexistent/etcd-ca.pem: ENOENT' });
+    expect(await checkFiles(cfg({ cluster: { source: 'etcd', etcd: { endpoints: ['https://10.0.0.5:2379'], ...files } } }))).toMatchObject({ ok: false, detail: 'cluster.etcd.ca /nonexistent/etcd-ca.pem: no such file' });
   });
 });
 
@@ -52,6 +56,10 @@ describe('checkDirs', () => {
 
   it('fails one that cannot be made, naming the key and where it stops', async () => {
     const r = await checkDirs(cfg({ runDir: path.join(aFile, 'run') }));
-    expect(r).toMatchObject({ name: 'dirs', ok: false, detail: `not writable: runDir ${aFile}/run: ${aFile} EACCES` });
+    expect(r).toMatchObject({ name: 'dirs', ok: false, detail: `not writable: runDir ${aFile}/run: ${aFile} is a file, not a directory` });
+  });
+
+  it('fails a key that names a file itself', async () => {
+    expect(await checkDirs(cfg({ stateDir: aFile }))).toMatchObject({ ok: false, detail: `not writable: stateDir ${aFile}: is a file, not a directory` });
   });
 });
