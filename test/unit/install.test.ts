@@ -191,3 +191,16 @@ describe.skipIf(skip)('scripts/install into a throwaway root', () => {
     }
   });
 });
+
+describe('scripts/install and scripts/uninstall --help', () => {
+  // Every option the parser takes is in the help the script prints (--no-packages once was not).
+  for (const script of [INSTALL, UNINSTALL]) {
+    it(`${path.basename(script)} names every option it accepts`, () => {
+      const accepted = [...readFileSync(script, 'utf8').matchAll(/^\s+(--[a-z-]+)(?:=\*)?\)/gm)].map((m) => m[1]).filter((o) => o !== '--help');
+      expect(accepted.length).toBeGreaterThan(0);
+      const help = spawnSync(script, ['--help'], { encoding: 'utf8' });
+      expect(help.status).toBe(0);
+      for (const o of new Set(accepted)) expect(help.stdout, o).toContain(o);
+    });
+  }
+});
