@@ -8,6 +8,7 @@ import { classifyExistingDevice } from '../control/device.js';
 import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
 import { checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
+import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
@@ -26,7 +27,10 @@ export function preflightPeerAddresses(cfg: Pick<Config, 'cluster' | 'peers'>): 
 export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [{ name: 'config', ok: true, detail: `site ${cfg.site}, node ${cfg.node}, ${cfg.peers.length} peer(s)` }];
   results.push(await checkTunDevice());
-  results.push(await checkDeviceName(cfg.overlay.device));
+  // Checking the config of a gateway that runs (before a reload or restart): its own device
+  // and port are busy because it holds them, which is no fault.
+  const running = await readStatus(cfg.runDir).catch(() => null);
+  results.push(await checkDeviceName(cfg.overlay.device, running?.tunnel.device === cfg.overlay.device ? running.pid : null));
   const files = await checkFiles(cfg);
   if (files) results.push(files);
   results.push(await checkDirs(cfg));
@@ -36,7 +40,8 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   let pm: { check: CheckResult; offered: boolean } | null = null;
   if (underlay) {
     results.push(checkMtu(cfg.vxlan.mtu ?? underlay.mtu - 50, underlay.mtu, underlay.iface));
-    results.push(await checkPortFree(underlay.address, cfg.underlay.port));
+    const holds = running && running.tunnel.localEndpoint.endsWith(`:${cfg.underlay.port}`) ? running.pid : null;
+    results.push(await checkPortFree(underlay.address, cfg.underlay.port, holds));
     pm = await portMappingOffered(cfg, underlay);
     if (pm) results.push(pm.check);
   }
@@ -115,9 +120,15 @@ export async function checkDirs(cfg: Config): Promise<CheckResult> {
 
 const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
-/** Whether `run` can have overlay.device's name: free, or left over and to be replaced. */
-async function checkDeviceName(name: string): Promise<CheckResult> {
+/**
+ * Whether `run` can have overlay.device's name: free, or left over and to be replaced, or
+ * held by this config's running gateway (`heldBy`, its pid), which a restart takes over.
+ */
+async function checkDeviceName(name: string, heldBy: number | null): Promise<CheckResult> {
   const found = classifyExistingDevice(name, await linkDetails(name));
+  if (found.action === 'in-use' && heldBy !== null) {
+    return { name: 'device', ok: true, detail: `${name} is held by this config's running gateway (pid ${heldBy})` };
+  }
   switch (found.action) {
     case 'free':
       return { name: 'device', ok: true, detail: `${name}: no such interface yet` };

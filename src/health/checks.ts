@@ -51,7 +51,11 @@ export function checkMtu(deviceMtu: number, underlayMtu: number | null, underlay
   };
 }
 
-export async function checkPortFree(address: string, port: number): Promise<CheckResult> {
+/**
+ * Whether the gateway could bind underlay.port. `heldBy`: the pid of this config's running
+ * gateway (its status.json), whose own socket makes the port busy: then that is no fault.
+ */
+export async function checkPortFree(address: string, port: number, heldBy: number | null = null): Promise<CheckResult> {
   const s = dgram.createSocket({ type: 'udp4' });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -61,12 +65,15 @@ export async function checkPortFree(address: string, port: number): Promise<Chec
     return { name: 'port', ok: true, detail: `udp ${address}:${port} is free` };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    return {
-      name: 'port', ok: false, detail: `udp ${address}:${port}: ${code}`,
-      fix: code === 'EADDRINUSE'
-        ? `something already listens on UDP ${port} (a kernel flannel.1/vxlan device or another vxedge?): see \`ss -ulpn 'sport = :${port}'\` and \`ip -d link show type vxlan\``
-        : `check underlay.address / underlay.port`,
-    };
+    if (code === 'EADDRINUSE' && heldBy !== null) {
+      return { name: 'port', ok: true, detail: `udp ${address}:${port} is held by this config's running gateway (pid ${heldBy})` };
+    }
+    return code === 'EADDRINUSE'
+      ? {
+        name: 'port', ok: false, detail: `udp ${address}:${port} is in use`,
+        fix: `something already listens on UDP ${port} (a kernel flannel.1/vxlan device or another vxedge?): see \`ss -ulpn 'sport = :${port}'\` and \`ip -d link show type vxlan\``,
+      }
+      : { name: 'port', ok: false, detail: `udp ${address}:${port} cannot be bound: ${(e as Error).message}`, fix: 'check underlay.address and underlay.port' };
   } finally {
     s.close();
   }

@@ -496,6 +496,16 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       expect(await waitExit(other.child, 10_000 * slow)).toBe(1);
       expect(other.output).toContain('is in use by another process');
       for (const g of [same, other]) expect(g.output).not.toMatch(/\n\s+at /);
+      // `vxedge check` of the running gateway's own config (before a reload, say) passes the
+      // device and port it holds; of another config (another runDir), both fail as busy.
+      const mine = await nsExec(env.NS_GW, ['node', CLI, 'check', '-c', gw.configFile], { timeoutMs: 20_000 * slow });
+      expect(mine.code, mine.stdout).toBe(0);
+      expect(mine.stdout).toMatch(/^ok +device +\S+ is held by this config's running gateway \(pid \d+\)$/m);
+      expect(mine.stdout).toMatch(/^ok +port +udp \S+ is held by this config's running gateway \(pid \d+\)$/m);
+      const theirs = await nsExec(env.NS_GW, ['node', CLI, 'check', '-c', same.configFile], { timeoutMs: 20_000 * slow });
+      expect(theirs.code, theirs.stdout).toBe(1);
+      expect(theirs.stdout).toMatch(/^FAIL +device +device \S+ is in use by another process/m);
+      expect(theirs.stdout).toMatch(/^FAIL +port +udp \S+ is in use$/m);
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       expect(gw.child.exitCode).toBeNull();
       expect(await gw.stop()).toBe(0);
