@@ -627,6 +627,26 @@ export function labRequired(): boolean {
 }
 
 /**
+ * True when the tests where it is called must be skipped because of `why` (what is missing
+ * here; null: nothing is), for `describe.skipIf(skipUnless(why, 'systemd'))(...)`: a
+ * unit or native test that needs a tool, a device or root. Prints the reason once. Under
+ * VXEDGE_REQUIRE_LAB=1 (scripts/test sets it; scripts/setup installs every tool) it adds a
+ * failing test "<what> prerequisites" where it is called instead: a skip there would hide a
+ * broken machine, and the run passed with these tests never run.
+ */
+export function skipUnless(why: string | null, what: string): boolean {
+  if (why === null) return false;
+  if (labRequired()) {
+    it(`${what} prerequisites`, () => {
+      throw new Error(`${what} tests cannot run: ${why} (VXEDGE_REQUIRE_LAB=1: a missing precondition fails instead of skipping; scripts/setup installs every tool)`);
+    });
+  } else {
+    console.warn(`${what} tests skipped: ${why}`);
+  }
+  return true;
+}
+
+/**
  * True when lab tests must be skipped (not root, or one of the base tools or `tools` is missing),
  * for `describe.skipIf(skipUnlessRoot(['socat']))(...)`. Prints the reason once. Under
  * VXEDGE_REQUIRE_LAB=1 it adds a failing test "lab prerequisites" where it is called (the
@@ -635,13 +655,9 @@ export function labRequired(): boolean {
  */
 export function skipUnlessRoot(tools: string[] = []): boolean {
   const why = labSkipReason(tools);
-  if (why === null) return false;
-  if (labRequired() && process.env.VXEDGE_LAB !== '0') {
-    it('lab prerequisites', () => {
-      throw new Error(`lab test cannot run: ${why} (VXEDGE_REQUIRE_LAB=1: a missing precondition fails instead of skipping; scripts/setup installs every tool)`);
-    });
-  } else {
+  if (why === 'VXEDGE_LAB=0') {
     console.warn(`lab tests skipped: ${why}`);
+    return true;
   }
-  return true;
+  return skipUnless(why, 'lab');
 }

@@ -17,7 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { findPackageRoot, nativeAddonPath, nativeBinding, TUN_F_CSUM, type NativeBinding } from '../../src/native/index.js';
-import { canNetns, createNamespace, deleteNamespace, ensureNativeDist, REPO, runChild, scenarioResult } from './scenario.js';
+import { createNamespace, deleteNamespace, ensureNativeDist, netnsSkipReason, REPO, runChild, scenarioResult } from './scenario.js';
+import { skipUnless } from '../lab/harness.js';
 
 const PREFIX = 'vxn-nat';
 const CHILD = fileURLToPath(new URL('./child.mjs', import.meta.url));
@@ -112,7 +113,7 @@ describe('native loader (in process, no network)', () => {
   });
 });
 
-describe.skipIf(!canNetns)('native addon in a network namespace', () => {
+describe.skipIf(skipUnless(netnsSkipReason, 'native addon in a namespace'))('native addon in a network namespace', () => {
   beforeAll(() => {
     ensureNativeDist();
     ns = createNamespace(PREFIX);

@@ -6,13 +6,14 @@
 import { release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canNetns, createNamespace, deleteNamespace, ensureNativeDist, scenarioResult } from './scenario.js';
+import { createNamespace, deleteNamespace, ensureNativeDist, netnsSkipReason, scenarioResult } from './scenario.js';
+import { skipUnless } from '../lab/harness.js';
 
 const CHILD = fileURLToPath(new URL('./offload-child.mjs', import.meta.url));
 let ns = '';
 const scenario = (name: string) => scenarioResult(ns, CHILD, name, 20_000);
 
-describe.skipIf(!canNetns)('offloads on a real kernel (namespace)', () => {
+describe.skipIf(skipUnless(netnsSkipReason, 'offloads on a real kernel'))('offloads on a real kernel (namespace)', () => {
   beforeAll(() => {
     ensureNativeDist();
     ns = createNamespace('vxof-io');

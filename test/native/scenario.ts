@@ -14,9 +14,12 @@ import { ensureDist } from '../support/dist.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
-/** Root, /dev/net/tun and iproute2: what a scenario in a namespace needs. */
-export const canNetns =
-  process.getuid?.() === 0 && existsSync('/dev/net/tun') && spawnSync('ip', ['-V']).status === 0;
+/** Why a scenario in a namespace cannot run here (it needs root, /dev/net/tun and iproute2), or null. */
+export const netnsSkipReason: string | null =
+  process.getuid?.() !== 0 ? 'not root'
+  : !existsSync('/dev/net/tun') ? 'no /dev/net/tun'
+  : spawnSync('ip', ['-V']).status !== 0 ? 'ip (iproute2) did not run'
+  : null;
 
 export function ensureNativeDist(): void {
   ensureDist(['native/index']);

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { labRequired } from '../lab/harness.js';
+import { skipUnless } from '../lab/harness.js';
 
 const REPO = path.join(import.meta.dirname, '..', '..');
 const INSTALL = path.join(REPO, 'scripts', 'install');
@@ -17,13 +17,8 @@ const UNINSTALL = path.join(REPO, 'scripts', 'uninstall');
 
 const isRoot = process.getuid?.() === 0;
 const built = existsSync(path.join(REPO, 'dist', 'cli', 'main.js')) && existsSync(path.join(REPO, 'build', 'Release', 'vxedge_native.node'));
-const skip = !isRoot || !built || process.platform !== 'linux';
-if (skip) {
-  const why = !isRoot ? 'not root' : !built ? 'tree not built (npm ci)' : 'not Linux';
-  // scripts/test runs with VXEDGE_REQUIRE_LAB=1: there a skip would hide a broken machine.
-  if (labRequired()) it('install prerequisites', () => expect.fail(`install tests cannot run: ${why} (VXEDGE_REQUIRE_LAB=1)`));
-  else console.warn(`install tests skipped: ${why}`);
-}
+// scripts/test runs with VXEDGE_REQUIRE_LAB=1: there a skip would hide a broken machine.
+const skip = skipUnless(!isRoot ? 'not root' : !built ? 'tree not built (npm ci)' : process.platform !== 'linux' ? 'not Linux' : null, 'install');
 
 /** Every path under root: "path type mode uid:gid sha256|->target". */
 function manifest(root: string): string[] {

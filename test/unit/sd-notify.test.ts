@@ -9,7 +9,7 @@ import path from 'node:path';
 import { SdNotify, statusText, watchdogPeriodMs } from '../../src/health/sd-notify.js';
 import { Reloads, holdHangups } from '../../src/cli/reloads.js';
 import { EventEmitter } from 'node:events';
-import { REPO_ROOT } from '../lab/harness.js';
+import { REPO_ROOT, skipUnless } from '../lab/harness.js';
 import { ensureDist } from '../support/dist.js';
 import { nativeAddonPath, nativeBinding } from '../../src/native/index.js';
 import { ManualClock } from '../support/clock.js';
@@ -221,8 +221,12 @@ describe('SdNotify watchdog mode', () => {
 // ------------------------------------------------------------------------------------------
 // The native unixDgramSend, against a real AF_UNIX datagram receiver.
 
-const haveAddon = existsSync(nativeAddonPath());
-const havePython = spawnSync('python3', ['-c', 'import socket']).status === 0;
+const noDgram = skipUnless(
+  !existsSync(nativeAddonPath()) ? `no addon at ${nativeAddonPath()} (npm run install builds it)`
+  : spawnSync('python3', ['-c', 'import socket']).status !== 0 ? 'python3 (the receiver) did not run'
+  : null,
+  'native unixDgramSend',
+);
 
 const RECEIVER = `
 import json, socket, sys
@@ -269,7 +273,7 @@ function receiver(addr: string, track: (c: ChildProcess) => void): Promise<{ chi
   });
 }
 
-describe.skipIf(!haveAddon || !havePython)('native unixDgramSend', () => {
+describe.skipIf(noDgram)('native unixDgramSend', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-notify-'));
   const children: ChildProcess[] = [];
   const track = (c: ChildProcess) => void children.push(c);
