@@ -90,9 +90,23 @@ export async function defaultRouteIface(): Promise<string | null> {
 
 /** IPv4 addresses of an interface, primary first. */
 export async function ifaceIPv4(name: string): Promise<string[]> {
-  const links = await ipJson<{ addr_info?: { family: string; local: string; secondary?: boolean }[] }>(['-4', 'addr', 'show', 'dev', name]);
+  return (await ifaceIPv4State(name))?.addresses ?? [];
+}
+
+/** An interface's IPv4 addresses (primary first) and link flags (`UP`, `NO-CARRIER`, ...); null when it does not exist. */
+export async function ifaceIPv4State(name: string): Promise<{ addresses: string[]; flags: string[] } | null> {
+  let links;
+  try {
+    links = await ipJson<{ flags?: string[]; addr_info?: { family: string; local: string; secondary?: boolean }[] }>(['addr', 'show', 'dev', name]);
+  } catch (e) {
+    if (e instanceof IpCommandError && /does not exist/.test(e.stderr)) return null;
+    throw e;
+  }
+  if (links.length === 0) return null;
+  // Without -4: a link with no IPv4 address is still listed, with its flags.
   const infos = links.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === 'inet');
-  return [...infos.filter((a) => !a.secondary), ...infos.filter((a) => a.secondary)].map((a) => a.local);
+  const addresses = [...infos.filter((a) => !a.secondary), ...infos.filter((a) => a.secondary)].map((a) => a.local);
+  return { addresses, flags: links[0].flags ?? [] };
 }
 
 /** The interface that holds `address`, or null. */

@@ -4,7 +4,7 @@
 import { access, constants } from 'node:fs/promises';
 import dgram from 'node:dgram';
 import type { Cidr, Config } from '../config/types.js';
-import { ifaceIPv4, linkDetails, readSysctl, routesIPv4 } from '../control/iproute.js';
+import { ifaceIPv4State, linkDetails, readSysctl, routesIPv4 } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import type { PublicEndpoint } from '../nat/public-endpoint.js';
 import { cidrContains, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
@@ -134,24 +134,46 @@ function toCidr(dst: string): Cidr | null {
 }
 
 /**
- * Is our address still on the NIC? A change (DHCP, renumbering) may change the public
- * mapping too; `addresses` lets the caller notice the change.
+ * Is the underlay NIC up, with a carrier, and our address still on it? A NIC that is down
+ * loses every peer at once, and their reasons (no answer, host unreachable) would point at
+ * the nodes; this check says the fault is here. An address change (DHCP, renumbering) may
+ * change the public mapping too; `addresses` lets the caller notice it.
  */
 export async function checkUnderlayAddress(u: Underlay, port: number): Promise<{ result: CheckResult; addresses: string }> {
-  let addrs: string[];
+  let link: { addresses: string[]; flags: string[] } | null;
   try {
-    addrs = await ifaceIPv4(u.iface);
+    link = await ifaceIPv4State(u.iface);
   } catch {
-    addrs = [];
+    link = { addresses: [], flags: [] };
   }
-  const now = addrs.join(' ');
-  const result: CheckResult = addrs.includes(u.address)
+  return { result: underlayLinkCheck(u, port, link), addresses: (link?.addresses ?? []).join(' ') };
+}
+
+/** The running underlay check over `ip -j addr show dev <iface>` (null: no such interface), pure for tests. */
+export function underlayLinkCheck(u: Underlay, port: number, link: { addresses: string[]; flags: string[] } | null): CheckResult {
+  const lost = 'nothing reaches the peers';
+  if (link === null) {
+    return { name: 'underlay', ok: false, detail: `${u.iface} no longer exists: ${lost}`, fix: `restart vxedge once ${u.iface} is back (its socket is bound to ${u.address})` };
+  }
+  if (link.flags.length > 0 && !link.flags.includes('UP')) {
+    return {
+      name: 'underlay', ok: false, detail: `${u.iface} is down (administratively): ${lost}`,
+      fix: `ip link set ${u.iface} up, or ask what manages it (networkd, NetworkManager, dhcpcd); its default route must come back too (ip -4 route show default)`,
+    };
+  }
+  if (link.flags.includes('NO-CARRIER')) {
+    return {
+      name: 'underlay', ok: false, detail: `${u.iface} has no carrier (no link to the switch or router): ${lost}`,
+      fix: `check ${u.iface}'s cable, the switch or router port it is plugged into, or its Wi-Fi association (ip link show ${u.iface})`,
+    };
+  }
+  const now = link.addresses.join(' ');
+  return link.addresses.includes(u.address)
     ? { name: 'underlay', ok: true, detail: `${u.iface} ${u.address}:${port}` }
     : {
         name: 'underlay', ok: false, detail: `${u.address} is no longer on ${u.iface} (now: ${now || 'none'})`,
         fix: 'restart vxedge: its socket is bound to the old address',
       };
-  return { result, addresses: now };
 }
 
 /**

@@ -1,0 +1,35 @@
+// The running gateway's checks that are pure functions of what `ip` reports.
+import { describe, expect, it } from 'vitest';
+import { underlayLinkCheck } from '../../src/health/checks.js';
+
+const u = { iface: 'eth0', address: '192.0.2.10', mtu: 1500 };
+const UP = ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'];
+
+describe('underlay check (running)', () => {
+  it('passes with the NIC up, a carrier and our address on it', () => {
+    expect(underlayLinkCheck(u, 8472, { addresses: ['192.0.2.10'], flags: UP })).toEqual({ name: 'underlay', ok: true, detail: 'eth0 192.0.2.10:8472' });
+  });
+
+  // `ip link set eth0 down` keeps the address: the check passed while every peer went down
+  // with reasons that blamed the nodes ("host unreachable (is the node running ...)").
+  it('fails when the NIC is administratively down, though the address is still on it', () => {
+    const r = underlayLinkCheck(u, 8472, { addresses: ['192.0.2.10'], flags: ['BROADCAST', 'MULTICAST'] });
+    expect(r.ok).toBe(false);
+    expect(r.detail).toBe('eth0 is down (administratively): nothing reaches the peers');
+    expect(r.fix).toMatch(/^ip link set eth0 up/);
+  });
+
+  it('fails when the NIC has no carrier (cable, switch port, Wi-Fi)', () => {
+    const r = underlayLinkCheck(u, 8472, { addresses: ['192.0.2.10'], flags: ['NO-CARRIER', 'BROADCAST', 'MULTICAST', 'UP'] });
+    expect(r.ok).toBe(false);
+    expect(r.detail).toBe('eth0 has no carrier (no link to the switch or router): nothing reaches the peers');
+    expect(r.fix).toContain("eth0's cable");
+  });
+
+  it('fails when the NIC is gone, and when our address left it', () => {
+    expect(underlayLinkCheck(u, 8472, null)).toMatchObject({ ok: false, detail: 'eth0 no longer exists: nothing reaches the peers' });
+    expect(underlayLinkCheck(u, 8472, { addresses: ['192.0.2.99'], flags: UP })).toMatchObject({
+      ok: false, detail: '192.0.2.10 is no longer on eth0 (now: 192.0.2.99)', fix: 'restart vxedge: its socket is bound to the old address',
+    });
+  });
+});
