@@ -20,7 +20,7 @@ import { ReasonMemo } from './control/reasons.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
 import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress } from './health/checks.js';
-import type { CheckResult, HealthDocument, OffloadHealthDoc } from './health/document.js';
+import type { CheckResult, HealthDocument, OffloadHealthDoc, ReloadDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
 import { HealthPublisher, publishPeriodMs } from './health/mqtt.js';
 import { HealthReporter } from './health/reporter.js';
@@ -64,7 +64,7 @@ export class Gateway extends EventEmitter {
   private publishPending: Timer | null = null;
   private stopping = false;
   private underlayAddrs: string | null = null;
-  private lastReload: { at: string; applied: string[]; restartNeeded: string[] } | null = null;
+  private lastReload: ReloadDoc | null = null;
   private readonly control: ControlPlane;
   private readonly peerSync: PeerSync;
   private readonly publisher: HealthPublisher;
@@ -165,6 +165,17 @@ export class Gateway extends EventEmitter {
     this.publish();
     const names = (l: { name: string }[]) => l.map((p) => p.name);
     return { ...plan, added: names(diff.added), removed: names(diff.removed), changed: diff.changed.map((c) => c.to.name) };
+  }
+
+  /**
+   * A SIGHUP whose file could not be used: nothing changed, and the health document says so
+   * (the log alone is easy to miss after `systemctl reload`, which reports success either way).
+   */
+  reloadRefused(error: string): void {
+    this.lastReload = {
+      at: new Date(this.d.clock.now()).toISOString(), applied: [], restartNeeded: this.lastReload?.restartNeeded ?? [], error,
+    };
+    this.publish();
   }
 
   async stop(): Promise<void> {

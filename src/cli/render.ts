@@ -25,6 +25,10 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
   lines.push('');
   lines.push(failing.length ? 'checks failing:' : `checks: all ${d.checks.length} pass`);
   for (const c of failing) lines.push(`  ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ''}`);
+  // A reload that changed nothing visible must still show: `systemctl reload` reports success either way.
+  const r = d.reload;
+  if (r?.error) lines.push(`reload at ${r.at} refused, the running config kept: ${r.error}`);
+  if (r?.restartNeeded.length) lines.push(`restart needed to apply: ${r.restartNeeded.join(', ')} (systemctl restart vxedge)`);
   const drops = Object.entries(d.drops ?? {});
   if (drops.length) lines.push(`drops: ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}`);
   // The kernel's own drops name no packet the gateway saw: say where they happened.

@@ -3,7 +3,7 @@
 //   SIGHUP: re-read the config file; apply peer changes; keep the running config if the new one is invalid.
 //     One during start-up is held (holdHangups) and acted on once the gateway is up.
 // Under systemd (Type=notify): READY=1, STATUS=, RELOADING=1, STOPPING=1 and gated watchdog pings.
-import { loadConfig, formatConfigError } from '../config/index.js';
+import { loadConfig, formatConfigError, formatConfigErrorLine } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
 import { Gateway } from '../gateway.js';
 import { OpenError } from '../dataplane/open.js';
@@ -85,8 +85,10 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
       } catch (e) {
         if (e instanceof ConfigError) {
           log.error('reload refused: the new config is invalid; keeping the running one', { problems: formatConfigError(e) });
+          gw.reloadRefused(formatConfigErrorLine(e));
         } else {
           log.error('reload failed', { err: (e as Error).message });
+          gw.reloadRefused((e as Error).message);
         }
         return;
       }
@@ -113,3 +115,4 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
     }
   });
 }
+

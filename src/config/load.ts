@@ -439,3 +439,8 @@ export function formatConfigError(err: ConfigError): string {
   return [`vxedge: invalid config ${err.source} (${n} problem${n === 1 ? '' : 's'}):`, ...lines].join('\n');
 }
 
+/** The same on one line, for the health document: "invalid config F (1 problem): key: why; key: why". */
+export function formatConfigErrorLine(err: ConfigError): string {
+  const [head = '', ...items] = formatConfigError(err).split('\n');
+  return `${head.replace(/^vxedge: /, '')} ${items.map((l) => l.replace(/^ {2}- /, '')).join('; ')}`;
+}

@@ -95,7 +95,19 @@ export interface HealthDocument {
   /** With cluster.source kubernetes or etcd: following the cluster, and our registration. */
   cluster?: ClusterStatus;
   /** The last SIGHUP: the keys applied, and the changed ones that need a restart. */
-  reload?: { at: string; applied: string[]; restartNeeded: string[] };
+  reload?: ReloadDoc;
+}
+
+/**
+ * The last SIGHUP. One that was refused (an invalid file) applied nothing and carries `error`;
+ * `restartNeeded` then still lists what the reloads before it left waiting for a restart.
+ */
+export interface ReloadDoc {
+  at: string;
+  applied: string[];
+  restartNeeded: string[];
+  /** Why the last reload was refused (the running config was kept); absent when it was applied. */
+  error?: string;
 }
 
 /** The data plane's offloads (docs/dataplane.md "Offloads"). */

@@ -180,6 +180,10 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       const s = await gw.waitStatus((d) => Date.parse(d.ts) > hupAt); // written after the refusal
       expect(s.peers.map((p) => p.name)).toEqual(['aws-1']);
       expect(s.peers[0].state).toBe('up');
+      // The health document says so too (`systemctl reload` reports success either way).
+      expect(Date.parse(s.reload!.at)).toBeGreaterThan(hupAt - 1_000);
+      expect(s.reload!.applied).toEqual([]);
+      expect(s.reload!.error).toMatch(/^invalid config \S+ \(2 problems\): .*overlay\.subnet: 10\.244\.100\.5\/24 has host bits set.*; keepalive\.interval: /);
     });
 
     it('a file that is not even YAML/JSON is refused the same way', async () => {
@@ -196,6 +200,7 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       const s = await gw.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up'), 15_000);
       expect(s.peers.map((p) => p.name).sort()).toEqual(['aws-1', 'aws-2']);
       expect(gw.output).toMatch(/"msg":"reloaded".*"added":\["aws-2"\]/);
+      expect((await gw.waitStatus((d) => d.reload?.applied.includes('peers') === true)).reload!.error).toBeUndefined();
       expect(await routes()).toContain(env.AWS2_SUBNET);
       const r = await ping(env.NS_HOST, env.POD2_IP, { count: 3 });
       expect(r).toMatchObject({ ok: true, received: 3 });

@@ -10,6 +10,7 @@ import YAML from 'yaml';
 import {
   ConfigError,
   formatConfigError,
+  formatConfigErrorLine,
   loadConfig,
   parseConfigText,
   type Config,
@@ -276,6 +277,14 @@ describe('invalid files on disk', () => {
     expect(text).toContain('  - overlay.subnet: 10.244.100.5/24 has host bits set; did you mean 10.244.100.0/24?');
     expect(text).not.toContain('hunter2');
     expect(text).not.toMatch(/\n\s+at /);
+  });
+
+  it('puts the block on one line for the health document of a refused reload, secrets masked', () => {
+    const line = formatConfigErrorLine(configError(() => loadConfig(fixture('invalid-many.yaml'), NO_ENV)));
+    expect(line).toMatch(new RegExp(`^invalid config ${fixture('invalid-many.yaml').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(10 problems\\): underlay\\.prot: unknown key; did you mean "underlay\\.port"\\?; `));
+    expect(line).toContain('; overlay.subnet: 10.244.100.5/24 has host bits set; did you mean 10.244.100.0/24?');
+    expect(line).not.toContain('\n');
+    expect(line).not.toContain('hunter2');
   });
 });
 

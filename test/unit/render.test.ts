@@ -63,3 +63,28 @@ describe('renderStatus (vxedge status for a person)', () => {
     expect(renderStatus(doc({ drops: { constructor: 1 } }), NOW).trimEnd().split('\n').at(-1)).toBe('drops: constructor=1');
   });
 });
+
+describe('renderStatus: the last reload', () => {
+  // A refused SIGHUP (an invalid file) and keys waiting for a restart were in the log and
+  // the JSON only: `vxedge status` after `systemctl reload` showed nothing of either.
+  it('says a refused reload was refused, why, and that the running config is kept', () => {
+    const out = renderStatus(doc({
+      reload: { at: '2026-12-04T11:58:00.000Z', applied: [], restartNeeded: [], error: 'invalid config /etc/vxedge/site.yaml (1 problem): bogus: unknown key' },
+    }), NOW);
+    expect(out).toContain('\nreload at 2026-12-04T11:58:00.000Z refused, the running config kept: invalid config /etc/vxedge/site.yaml (1 problem): bogus: unknown key\n');
+    expect(out).not.toContain('restart needed');
+  });
+
+  it('lists the keys that wait for a restart, also after a later refused reload', () => {
+    const applied = renderStatus(doc({ reload: { at: '2026-12-04T11:58:00.000Z', applied: ['peers'], restartNeeded: ['vxlan.mtu', 'runDir'] } }), NOW);
+    expect(applied).toContain('\nrestart needed to apply: vxlan.mtu, runDir (systemctl restart vxedge)\n');
+    expect(applied).not.toContain('refused');
+    const refused = renderStatus(doc({ reload: { at: '2026-12-04T11:59:00.000Z', applied: [], restartNeeded: ['vxlan.mtu'], error: 'x' } }), NOW);
+    expect(refused).toMatch(/refused, the running config kept: x\nrestart needed to apply: vxlan\.mtu/);
+  });
+
+  it('says nothing of a reload that applied everything', () => {
+    const out = renderStatus(doc({ reload: { at: '2026-12-04T11:58:00.000Z', applied: ['peers'], restartNeeded: [] } }), NOW);
+    expect(out).not.toMatch(/reload|restart/);
+  });
+});
