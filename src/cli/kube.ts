@@ -110,6 +110,14 @@ export async function runManifest(cfg: Config, json: boolean): Promise<number> {
 
 /** `vxedge peers [FILE]`: kubectl's node list (FILE or stdin) to the peers list; skipped nodes on stderr. */
 export async function runPeers(file: string | undefined, cfg: Config | null): Promise<number> {
+  if (file === undefined && process.stdin.isTTY) {
+    // It would wait, silently, for a paste ending in Ctrl-D: the pipe was forgotten. "-" still reads a terminal.
+    process.stderr.write(
+      'vxedge: peers reads `kubectl get nodes -o json` from stdin, which is a terminal here: ' +
+        'pipe it in (kubectl get nodes -o json | vxedge peers -c site.yaml) or give the file (vxedge peers nodes.json)\n',
+    );
+    return EXIT_USAGE;
+  }
   let text: string;
   try {
     text = file && file !== '-' ? await readFile(file, 'utf8') : await readStdin();

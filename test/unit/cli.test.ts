@@ -238,6 +238,15 @@ describe('vxedge peers', () => {
     expect(dir.code).toBe(2);
     expect(dir.stderr).toBe(`vxedge: cannot read ${TMP}: it is a directory\n`);
   });
+
+  // Without a pipe it waited silently for input from the keyboard (the command looked hung).
+  it('says the pipe is missing instead of waiting when stdin is a terminal and no FILE is given', () => {
+    // script(1) runs it with a pseudo-terminal as stdin; -e passes its exit code on.
+    const r = spawnSync('script', ['-qec', `node ${CLI} peers`, '/dev/null'], { encoding: 'utf8', timeout: 15_000, stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(r.error).toBeUndefined(); // a timeout: it waited for input
+    expect(r.status).toBe(2);
+    expect(r.stdout).toContain('vxedge: peers reads `kubectl get nodes -o json` from stdin, which is a terminal here: pipe it in');
+  });
 });
 
 describe('vxedge rbac', () => {
