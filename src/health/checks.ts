@@ -4,7 +4,7 @@
 import { access, constants } from 'node:fs/promises';
 import dgram from 'node:dgram';
 import type { Cidr, Config } from '../config/types.js';
-import { ifaceIPv4State, linkDetails, readSysctl, routesIPv4 } from '../control/iproute.js';
+import { ifaceIPv4State, linkDetails, readSysctl, routesIPv4, type LinkInfo } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import type { PublicEndpoint } from '../nat/public-endpoint.js';
 import { cidrContains, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
@@ -79,11 +79,21 @@ export async function checkPortFree(address: string, port: number, heldBy: numbe
   }
 }
 
-/** The device exists, is up, and carries our VTEP address. */
+/** The running gateway's device exists and is up. */
 export async function checkDevice(cfg: Config): Promise<CheckResult> {
-  const name = cfg.overlay.device;
-  const l = await linkDetails(name);
-  if (!l) return { name: 'device', ok: false, detail: `${name} does not exist`, fix: 'is vxedge running? see its log' };
+  return deviceCheck(cfg.overlay.device, await linkDetails(cfg.overlay.device));
+}
+
+/** The device check over `ip -j -d link show` (null: no such interface), pure for tests. */
+export function deviceCheck(name: string, l: LinkInfo | null): CheckResult {
+  if (!l) {
+    // Only the running gateway asks (preflight classifies the name instead), so it was deleted
+    // under us: the data plane has stopped reading it, and only a restart makes it again.
+    return {
+      name: 'device', ok: false, detail: `${name} was deleted while vxedge runs: nothing is forwarded`,
+      fix: 'restart vxedge (systemctl restart vxedge; under systemd its watchdog restarts it within WatchdogSec), and find what deleted it (a second vxedge or flanneld with the same overlay.device, a network manager)',
+    };
+  }
   const up = l.flags?.includes('UP') ?? false;
   return {
     name: 'device', ok: up, detail: `${name} ${l.linkinfo?.info_kind ?? ''} mtu ${l.mtu} ${up ? 'up' : 'down'}`.replace(/\s+/g, ' '),

@@ -1,6 +1,6 @@
 // The running gateway's checks that are pure functions of what `ip` reports.
 import { describe, expect, it } from 'vitest';
-import { underlayLinkCheck } from '../../src/health/checks.js';
+import { deviceCheck, underlayLinkCheck } from '../../src/health/checks.js';
 
 const u = { iface: 'eth0', address: '192.0.2.10', mtu: 1500 };
 const UP = ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'];
@@ -31,5 +31,22 @@ describe('underlay check (running)', () => {
     expect(underlayLinkCheck(u, 8472, { addresses: ['192.0.2.99'], flags: UP })).toMatchObject({
       ok: false, detail: '192.0.2.10 is no longer on eth0 (now: 192.0.2.99)', fix: 'restart vxedge: its socket is bound to the old address',
     });
+  });
+});
+
+describe('device check (running)', () => {
+  // It said "is vxedge running? see its log" from inside the running gateway, after something
+  // had deleted its device (`ip link del flannel.1`) and the data plane had stopped.
+  it('says a missing device was deleted under the running gateway, and that a restart makes it again', () => {
+    const r = deviceCheck('flannel.1', null);
+    expect(r).toMatchObject({ name: 'device', ok: false, detail: 'flannel.1 was deleted while vxedge runs: nothing is forwarded' });
+    expect(r.fix).toMatch(/^restart vxedge \(systemctl restart vxedge; under systemd its watchdog restarts it/);
+  });
+
+  it('passes a device that is up, and fails one that is down with the command', () => {
+    expect(deviceCheck('flannel.1', { ifname: 'flannel.1', mtu: 1450, flags: ['POINTOPOINT', 'UP'], linkinfo: { info_kind: 'tun' } }))
+      .toEqual({ name: 'device', ok: true, detail: 'flannel.1 tun mtu 1450 up' });
+    expect(deviceCheck('flannel.1', { ifname: 'flannel.1', mtu: 1450, flags: ['POINTOPOINT'], linkinfo: { info_kind: 'tun' } }))
+      .toEqual({ name: 'device', ok: false, detail: 'flannel.1 tun mtu 1450 down', fix: 'ip link set flannel.1 up' });
   });
 });
