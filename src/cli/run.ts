@@ -115,4 +115,3 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
     }
   });
 }
-
