@@ -66,23 +66,49 @@ function lineCol(text: string, pos: number): string {
   return `line ${line}, column ${pos - before.lastIndexOf('\n')}`;
 }
 
+/**
+ * "duplicate key "peers" at line 9, column 1: ..." for the first key a mapping holds twice,
+ * else null. JSON.parse keeps the last of two silently (a second `peers` would drop the first
+ * list); YAML refuses them but names only the position. JSON is YAML 1.2, so the yaml library
+ * finds them in both.
+ */
+function duplicateKey(body: string, errors?: readonly { code: string; pos: [number, number]; linePos?: { line: number; col: number }[] }[]): string | null {
+  const dup = (errors ?? YAML.parseDocument(body, { uniqueKeys: true }).errors).find((e) => e.code === 'DUPLICATE_KEY');
+  if (!dup) return null;
+  const at = body.slice(dup.pos[0]);
+  const quoted = /^"(?:[^"\\]|\\.)*"/.exec(at);
+  let key: string;
+  try {
+    key = quoted ? (JSON.parse(quoted[0]) as string) : (/^'?([^:'\n]*?)'?\s*:/.exec(at)?.[1] ?? at.split(/\s/)[0] ?? '');
+  } catch {
+    key = quoted![0];
+  }
+  const where = dup.linePos?.[0] ? ` at line ${dup.linePos[0].line}, column ${dup.linePos[0].col}` : '';
+  return `duplicate key ${JSON.stringify(key)}${where}: a key may appear once in each mapping, and the later would silently replace the earlier; keep one (merging what both hold)`;
+}
+
 function parseText(text: string, source: string, format: ConfigFormat): unknown {
   const body = text.replace(/^\uFEFF/, '');
   if (body.trim() === '') throw fileError(source, 'the file is empty; it needs at least site and overlay.subnet');
   if (format === 'json') {
+    let value: unknown;
     try {
-      return JSON.parse(body) as unknown;
+      value = JSON.parse(body) as unknown;
     } catch (e) {
       const msg = (e as Error).message.replace(/, ".*" is not valid JSON$/s, '');
       const pos = /at position (\d+)/.exec(msg);
       const where = pos ? ` at ${lineCol(body, Number(pos[1]))}` : '';
       throw fileError(source, `JSON syntax error${where}: ${msg.replace(/ in JSON at position \d+.*$/, '')}`);
     }
+    const dup = duplicateKey(body);
+    if (dup) throw fileError(source, dup);
+    return value;
   }
   try {
     return YAML.parse(body) as unknown;
   } catch (e) {
-    const err = e as Error & { code?: string; linePos?: Array<{ line: number; col: number }> };
+    const err = e as Error & { code?: string; pos?: [number, number]; linePos?: Array<{ line: number; col: number }> };
+    if (err.code === 'DUPLICATE_KEY' && err.pos) throw fileError(source, duplicateKey(body, [{ code: err.code, pos: err.pos, linePos: err.linePos }])!);
     // The library's own advice ("use YAML.parseAllDocuments()") means nothing to an operator.
     const reason = err.code === 'MULTIPLE_DOCS'
       ? 'the file holds several YAML documents ("---" between them); a site file is one document'

@@ -268,6 +268,19 @@ describe('invalid files on disk', () => {
     expectProblems(err, [['(file)', 'YAML syntax error at line 2, column 1: the file holds several YAML documents ("---" between them); a site file is one document']]);
   });
 
+  // JSON.parse keeps the last of two equal keys: a second "peers" silently dropped the first list.
+  it('refuses a key given twice in one mapping, in JSON as in YAML, naming the key and where', () => {
+    const keep = 'keep one (merging what both hold)';
+    const json = '{"site": "lab",\n "overlay": {"subnet": "10.244.100.0/24"},\n "peers": [],\n "peers": []}';
+    expectProblems(configError(() => parseConfigText(json, 'site.json', 'json', NO_ENV)), [['(file)', `duplicate key "peers" at line 4, column 2: a key may appear once in each mapping, and the later would silently replace the earlier; ${keep}`]]);
+    const nested = '{"site": "lab", "overlay": {"subnet": "10.244.100.0/24", "sub\\"net": 1, "sub\\"net": 2}}';
+    expectProblems(configError(() => parseConfigText(nested, 'site.json', 'json', NO_ENV)), [['(file)', 'duplicate key "sub\\"net" at line 1, column 73']]);
+    const yaml = 'site: lab\noverlay:\n  subnet: 10.244.100.0/24\n  subnet: 10.244.101.0/24\n';
+    expectProblems(configError(() => parseConfigText(yaml, 'site.yaml', 'yaml', NO_ENV)), [['(file)', 'duplicate key "subnet" at line 4, column 3']]);
+    // The same key in two mappings is no duplicate.
+    expect(parseConfigText('{"site": "lab", "overlay": {"subnet": "10.244.100.0/24"}, "underlay": {"port": 8472}, "vxlan": {"port": 8472}}', 'site.json', 'json', NO_ENV).vxlan.port).toBe(8472);
+  });
+
   it('reports the whole block for invalid-many.yaml, secrets masked, no stack', () => {
     const text = formatConfigError(configError(() => loadConfig(fixture('invalid-many.yaml'), NO_ENV)));
     const lines = text.split('\n');
