@@ -29,11 +29,40 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
   const r = d.reload;
   if (r?.error) lines.push(`reload at ${r.at} refused, the running config kept: ${r.error}`);
   if (r?.restartNeeded.length) lines.push(`restart needed to apply: ${r.restartNeeded.join(', ')} (systemctl restart vxedge)`);
+  lines.push(...serviceLines(d, now));
   const drops = Object.entries(d.drops ?? {});
   if (drops.length) lines.push(`drops: ${drops.map(([k, v]) => `${k}=${v}`).join(' ')}`);
   // The kernel's own drops name no packet the gateway saw: say where they happened.
   for (const [k] of drops) if (Object.hasOwn(KERNEL_DROPS, k)) lines.push(`  ${k}: ${KERNEL_DROPS[k]}`);
   return lines.join('\n') + '\n';
+}
+
+/**
+ * One line for each service the gateway talks to, when configured: the MQTT broker, the
+ * cluster source, the router's port mapping. Their failures leave forwarding alone, so no
+ * check fails for them and they would otherwise show only in the JSON.
+ */
+function serviceLines(d: HealthDocument, now: number): string[] {
+  const out: string[] = [];
+  const m = d.mqtt;
+  if (m?.enabled) {
+    out.push(m.connected
+      ? `mqtt: connected, ${m.published} health document${m.published === 1 ? '' : 's'} published${m.reconnects ? `, ${m.reconnects} reconnect${m.reconnects === 1 ? '' : 's'}` : ''}`
+      : `mqtt: NOT connected${m.lastError ? `: ${m.lastError}` : ''}${m.queued ? ' (the latest health document waits)' : ''}`);
+  }
+  const c = d.cluster;
+  if (c && c.source !== 'static') {
+    const view = `${c.nodes} node${c.nodes === 1 ? '' : 's'}, ${c.peers} peer${c.peers === 1 ? '' : 's'}`;
+    const age = c.lastSync ? ` (last view ${fmtDuration(Math.max(0, Math.round((now - Date.parse(c.lastSync)) / 1000)))} ago, kept)` : ' (no view yet)';
+    out.push(`cluster: ${c.source}, ${c.connected ? 'connected' : `NOT connected${age}`}, ${view}, ${c.registered ? 'registered' : 'NOT registered'}${c.error ? `: ${c.error}` : ''}`);
+  }
+  const pm = d.nat?.portMapping;
+  if (pm && pm.mode !== 'off') {
+    out.push(pm.external
+      ? `port mapping: ${pm.protocol} ${pm.external}${pm.expires ? `, until ${pm.expires}` : ''}`
+      : `port mapping: ${pm.state}${pm.error ? `: ${pm.error}` : ''}${pm.retryAt ? ` (next try ${pm.retryAt})` : ''}`);
+  }
+  return out;
 }
 
 const KERNEL_DROPS: Record<string, string> = {

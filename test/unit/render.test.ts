@@ -88,3 +88,41 @@ describe('renderStatus: the last reload', () => {
     expect(out).not.toMatch(/reload|restart/);
   });
 });
+
+describe('renderStatus: the services it talks to', () => {
+  // MQTT, the cluster source and the port mapping fail without failing a check (forwarding
+  // goes on), so `vxedge status` said nothing of a broker or an API it could not reach.
+  const mqtt = { enabled: true, connected: true, published: 12, lastError: null, queued: 0, reconnects: 0 };
+  const cluster = { source: 'kubernetes' as const, connected: true, lastSync: '2026-12-04T11:59:30.000Z', nodes: 3, peers: 2, registered: true, error: null };
+  const portMapping = {
+    protocol: 'upnp' as const, external: '198.51.100.2:8472', lifetime: 7200, expires: '2026-12-04T14:00:00.000Z', error: null, mode: 'auto' as const,
+    state: 'mapped' as const, routerAddress: '198.51.100.2', tried: [], renewedAt: null, retryAt: null, routerRestarts: 0,
+    badAnswers: { pcp: 0, natpmp: 0, upnp: 0 }, stunAgrees: null,
+  };
+  const lines = (over: Partial<HealthDocument>) => renderStatus(doc(over), NOW).split('\n').filter((l) => /^(mqtt|cluster|port mapping):/.test(l));
+
+  it('has no line for a service the config does not use', () => {
+    expect(lines({})).toEqual([]);
+    expect(lines({ mqtt: { ...mqtt, enabled: false, connected: false }, cluster: { ...cluster, source: 'static' }, nat: { portMapping: { ...portMapping, mode: 'off', state: 'off' } } })).toEqual([]);
+  });
+
+  it('says each one works, with what it holds', () => {
+    expect(lines({ mqtt, cluster, nat: { portMapping } })).toEqual([
+      'mqtt: connected, 12 health documents published',
+      'cluster: kubernetes, connected, 3 nodes, 2 peers, registered',
+      'port mapping: upnp 198.51.100.2:8472, until 2026-12-04T14:00:00.000Z',
+    ]);
+  });
+
+  it('says which one does not work, and why', () => {
+    expect(lines({
+      mqtt: { ...mqtt, connected: false, lastError: 'connect ECONNREFUSED 192.0.2.1:1883', queued: 1, reconnects: 2 },
+      cluster: { ...cluster, source: 'etcd', connected: false, lastSync: '2026-12-04T11:55:00.000Z', error: 'etcd unreachable: 10.0.0.5:2379 refused the connection' },
+      nat: { portMapping: { ...portMapping, protocol: null, external: null, state: 'failed', error: 'the router 192.0.2.1 does not answer PCP, NAT-PMP, UPnP IGD', retryAt: '2026-12-04T12:00:15.000Z' } },
+    })).toEqual([
+      'mqtt: NOT connected: connect ECONNREFUSED 192.0.2.1:1883 (the latest health document waits)',
+      'cluster: etcd, NOT connected (last view 5m ago, kept), 3 nodes, 2 peers, registered: etcd unreachable: 10.0.0.5:2379 refused the connection',
+      'port mapping: failed: the router 192.0.2.1 does not answer PCP, NAT-PMP, UPnP IGD (next try 2026-12-04T12:00:15.000Z)',
+    ]);
+  });
+});
