@@ -35,7 +35,7 @@ Usage:
 Options:
   -c, --config FILE   site config (.json, .yaml, .yml); every key can be overridden by VXEDGE_* variables
   --json              machine-readable output
-  --run-dir DIR       where to find status.json when no config is given (default /run/vxedge)
+  --run-dir DIR       where to find status.json (default: the config's runDir, else /run/vxedge)
   --node-name NAME    rbac without a config: the site's Node name (vxedge-{site}-{node})
 
 Exit codes: 0 ok, 1 failure (or no gateway running for status), 2 invalid config or input.
@@ -144,7 +144,9 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function status(configFile: string | undefined, runDirOpt: string | undefined, json: boolean): Promise<number> {
-  const runDir = configFile ? load(configFile).runDir : (runDirOpt ?? '/run/vxedge');
+  // --run-dir wins over the config's runDir, as rbac's --node-name over its Node name (it was
+  // ignored beside -c); the file is then not read, so a config mid-edit does not hide the gateway.
+  const runDir = runDirOpt ?? (configFile ? load(configFile).runDir : '/run/vxedge');
   let doc;
   try {
     doc = await readStatus(runDir);

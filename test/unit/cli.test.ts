@@ -121,6 +121,16 @@ describe('vxedge --version, --help, status', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('no gateway is running');
   });
+  it("status --run-dir wins over -c's runDir, and the file is then not read (a config mid-edit)", () => {
+    const dir = mkdtempSync(path.join(TMP, 'run-'));
+    writeFileSync(path.join(dir, 'status.json'), '{}');
+    const broken = path.join(TMP, 'mid-edit.yaml');
+    writeFileSync(broken, 'site: lab\nbogus: 1\n');
+    // It read -c's runDir (here: an invalid file, exit 2) and never looked at --run-dir.
+    const r = vxedge(['status', '-c', broken, '--run-dir', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${dir}/status.json is not a vxedge health document`);
+  });
   it('status names a status file that is no health document, without a stack trace (exit 1)', () => {
     const dir = mkdtempSync(path.join(TMP, 'run-'));
     writeFileSync(path.join(dir, 'status.json'), '{}');
