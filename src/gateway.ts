@@ -18,7 +18,7 @@ import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
 import { ReasonMemo } from './control/reasons.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
-import { assembleHealth, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
+import { assembleHealth, localFault, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
 import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc, ReloadDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
@@ -256,6 +256,7 @@ export class Gateway extends EventEmitter {
       siteSubnet: cfg.overlay.subnet.text,
       nat: pub && pub !== local ? { local, public: pub } : null,
       portMapped: this.nat?.portMapped() ?? false,
+      localFault: localFault(this.checks ?? []),
       monoNow: this.d.clock.monotonic(),
       reasons: this.reasons,
     };

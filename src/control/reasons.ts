@@ -20,6 +20,12 @@ export interface ReasonFacts {
   siteSubnet: string;
   /** Local and public endpoints when they differ (the site is behind NAT), else null. */
   nat: { local: string; public: string } | null;
+  /**
+   * A fault on the gateway's own side that no peer gets past (the running `underlay` or
+   * `device` check failing: the uplink down, its address gone, the device deleted), in the
+   * check's words; null or absent when there is none.
+   */
+  localFault?: string | null;
 }
 
 export function peerReason(f: ReasonFacts): string | null {
@@ -34,6 +40,9 @@ export function peerReason(f: ReasonFacts): string | null {
     ? `; the site is behind NAT (${f.nat.local} leaves as ${f.nat.public}) and AWS nodes send from varying source ports, so the site router needs a ${udp} port forward to ${f.nat.local}, or the nodes' flannel.1 must be created with srcport ${f.port} ${f.port + 1}`
     : '';
   const lead = f.answeredBefore ? `no answer to keepalive probes for ${f.timeoutS}s (it answered before)` : `no answer to keepalive probes for ${f.timeoutS}s`;
+  // Every peer goes down when our own uplink does; sending the operator to the security group
+  // or the node (and the underlay ping, which fails too, to "host unreachable") misleads.
+  if (f.localFault) return `${lead}: the fault is on this side, not the node's: ${f.localFault}`;
   if (f.hostReachable === false) {
     return `${lead}, and ${f.peerIp} does not answer ping either: host unreachable (is the node running, is its publicIp right?); if it only drops ICMP, ${sg}`;
   }
@@ -49,7 +58,8 @@ function sameFacts(a: ReasonFacts, b: ReasonFacts): boolean {
     a.state === b.state && a.keepalivesEnabled === b.keepalivesEnabled && a.timeoutS === b.timeoutS &&
     a.answeredBefore === b.answeredBefore && a.heardRecently === b.heardRecently &&
     a.hostReachable === b.hostReachable && a.peerIp === b.peerIp && a.port === b.port &&
-    a.siteSubnet === b.siteSubnet && a.nat?.local === b.nat?.local && a.nat?.public === b.nat?.public
+    a.siteSubnet === b.siteSubnet && a.nat?.local === b.nat?.local && a.nat?.public === b.nat?.public &&
+    (a.localFault ?? null) === (b.localFault ?? null)
   );
 }
 

@@ -20,6 +20,8 @@ export interface PeerRowContext {
   nat: { local: string; public: string } | null;
   /** A router port mapping lets nodes in: reasons then never ask for a manual forward. */
   portMapped: boolean;
+  /** A failing check on the gateway's own side that explains every peer being down (ReasonFacts.localFault). */
+  localFault?: string | null;
   /** Monotonic now, to judge `heardRecently`. */
   monoNow: number;
   /** Reuses each peer's reason while its facts stay the same (the gateway keeps one). */
@@ -78,8 +80,18 @@ function rowOf(t: PeerTable, s: number, h: PeerHealth, ctx: PeerRowContext): Pee
       port: t.port[s],
       siteSubnet: ctx.siteSubnet,
       nat: ctx.portMapped ? null : ctx.nat,
+      localFault: ctx.localFault ?? null,
     }),
   };
+}
+
+/** The running checks that, failing, explain every peer being down: nothing leaves or enters the tunnel here. */
+const LOCAL_CHECKS = ['underlay', 'device'];
+
+/** The first of LOCAL_CHECKS failing, in its words, for the peers' reasons; null when they pass. */
+export function localFault(checks: readonly CheckResult[]): string | null {
+  const c = checks.find((x) => !x.ok && LOCAL_CHECKS.includes(x.name));
+  return c ? `${c.detail} (see the ${c.name} check)` : null;
 }
 
 function reasonOf(name: string, ctx: PeerRowContext, facts: ReasonFacts): string | null {

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import type { PeerHealth } from '../../src/control/keepalive.js';
 import { PeerTable } from '../../src/dataplane/peers.js';
-import { peerRow, peerRows, type PeerRowContext } from '../../src/health/assemble.js';
+import { localFault, peerRow, peerRows, type PeerRowContext } from '../../src/health/assemble.js';
 import { ReasonMemo } from '../../src/control/reasons.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 
@@ -95,5 +95,26 @@ describe('peer rows', () => {
         expect(ctx.calls).toEqual([row.name]); // that peer only
       }
     }
+  });
+});
+
+describe("a fault on the gateway's own side in the peers' reasons", () => {
+  const up = { name: 'ip_forward', ok: true, detail: 'net.ipv4.ip_forward=1' };
+  const uplink = { name: 'underlay', ok: false, detail: 'eth0 is down (administratively): nothing reaches the peers', fix: 'ip link set eth0 up' };
+  const gone = { name: 'device', ok: false, detail: 'flannel.1 was deleted while vxedge runs: nothing is forwarded' };
+
+  it('is the first failing underlay or device check, and none while they pass', () => {
+    expect(localFault([up, { ...uplink, ok: true }])).toBeNull();
+    expect(localFault([up, { name: 'routes', ok: false, detail: 'missing 10.244.1.0/24' }])).toBeNull();
+    expect(localFault([up, uplink, gone])).toBe('eth0 is down (administratively): nothing reaches the peers (see the underlay check)');
+    expect(localFault([gone])).toBe('flannel.1 was deleted while vxedge runs: nothing is forwarded (see the device check)');
+  });
+
+  it("replaces a down peer's reason and leaves up ones alone", () => {
+    const table = new PeerTable([peer(3), peer(7)]);
+    const states = { 'aws-003': health('up', { rttMs: 1, lossPct: 0 }), 'aws-007': health('down', { answeredBefore: true }) };
+    const { rows } = peerRows(table, context(states, { localFault: localFault([uplink]), reachable: () => false }));
+    expect(rows[0].reason).toBeNull();
+    expect(rows[1].reason).toBe("no answer to keepalive probes for 20s (it answered before): the fault is on this side, not the node's: eth0 is down (administratively): nothing reaches the peers (see the underlay check)");
   });
 });

@@ -58,6 +58,16 @@ describe('peer reasons', () => {
     expect(peerReason({ ...base, heardRecently: true })).toMatch(/frames from 203\.0\.113\.10 do arrive.*UDP 8472 toward the node/);
   });
   it('mentions that it answered before', () => expect(peerReason({ ...base, answeredBefore: true })).toMatch(/answered before/));
+  // With the site's own uplink down every peer went down "host unreachable (is the node running …)".
+  it('puts a fault on the gateway side first, and sends no one to the node or the security group', () => {
+    const fault = 'eth0 is down (administratively): nothing reaches the peers (see the underlay check)';
+    for (const f of [{}, { hostReachable: false }, { heardRecently: true }, { nat: { local: '192.0.2.10:8472', public: '198.51.100.2:8472' } }]) {
+      const r = peerReason({ ...base, ...f, localFault: fault })!;
+      expect(r).toBe(`no answer to keepalive probes for 90s: the fault is on this side, not the node's: ${fault}`);
+    }
+    expect(peerReason({ ...base, state: 'unknown', localFault: fault })).toMatch(/waiting/);
+    expect(peerReason({ ...base, localFault: null })).toMatch(/security group/);
+  });
 
   describe('remembered per peer (ReasonMemo)', () => {
     const nat = { local: '192.0.2.10:8472', public: '198.51.100.2:8472' };
@@ -66,6 +76,7 @@ describe('peer reasons', () => {
       { state: 'unknown' }, { state: 'up' }, { keepalivesEnabled: false }, { timeoutS: 30 }, { answeredBefore: true },
       { heardRecently: true }, { hostReachable: true }, { hostReachable: false }, { peerIp: '203.0.113.11' }, { port: 4789 },
       { siteSubnet: '10.244.101.0/24' }, { nat }, { nat: { ...nat, public: '198.51.100.3:8472' } }, { nat: { ...nat, local: '192.0.2.11:8472' } },
+      { localFault: 'eth0 has no carrier' },
     ];
 
     it('is the reason peerReason gives, made again only when a fact changed', () => {
