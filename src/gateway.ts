@@ -63,6 +63,8 @@ export class Gateway extends EventEmitter {
   private timers: Timer[] = [];
   private publishPending: Timer | null = null;
   private stopping = false;
+  /** 'fatal' was emitted (once). */
+  private fatalSaid = false;
   private underlayAddrs: string | null = null;
   private lastReload: ReloadDoc | null = null;
   private readonly control: ControlPlane;
@@ -278,6 +280,13 @@ export class Gateway extends EventEmitter {
     this.lastTickAt = this.d.clock.monotonic();
     this.control.tick();
     this.publish();
+    // A data plane that stopped reading (its device deleted, a socket gone) never comes back
+    // in this process: say so once, and let the caller stop it for a fresh start.
+    const dead = this.t.dataplane.pollError;
+    if (dead !== null && !this.fatalSaid) {
+      this.fatalSaid = true;
+      this.emit('fatal', `data plane stopped: ${dead}`);
+    }
   }
 
   /** A part's state changed: publish shortly, once for everything that changes meanwhile. */

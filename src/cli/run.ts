@@ -1,5 +1,6 @@
 // `vxedge run`: the gateway in the foreground until SIGTERM/SIGINT.
 //   SIGTERM/SIGINT: stop cleanly (routes and device removed), exit 0 within 5 s.
+//   The data plane stopped for good (its device deleted under it): the same stop, exit 1.
 //   SIGHUP: re-read the config file; apply peer changes; keep the running config if the new one is invalid.
 //     One during start-up is held (holdHangups) and acted on once the gateway is up.
 // Under systemd (Type=notify): READY=1, STATUS=, RELOADING=1, STOPPING=1 and gated watchdog pings.
@@ -54,7 +55,8 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
   startupPages?.afterReady();
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string) => {
+    /** A clean stop; it exits `code` (1 for a fatal error) once done, 1 when it failed or took too long. */
+    const stop = (signal: string, code = 0) => {
       if (stopping) return;
       stopping = true;
       sd.stopping();
@@ -67,7 +69,7 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
       gw.stop().then(
         () => {
           force.cancel();
-          resolve(0);
+          resolve(code);
         },
         (e) => {
           force.cancel();
@@ -78,6 +80,12 @@ export async function runGateway(cfg: Config, file: string, version: string): Pr
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // Without this a gateway whose device was deleted lived on forwarding nothing until a
+    // watchdog (systemd's only) killed it: exit 1 so that any supervisor starts a fresh one.
+    gw.on('fatal', (why: string) => {
+      log.error(`${why}; stopping so that the service manager starts a fresh gateway (exit 1)`);
+      stop('fatal', 1);
+    });
     const reloadOnce = async (): Promise<void> => {
       let next: Config;
       try {

@@ -91,7 +91,7 @@ export function deviceCheck(name: string, l: LinkInfo | null): CheckResult {
     // under us: the data plane has stopped reading it, and only a restart makes it again.
     return {
       name: 'device', ok: false, detail: `${name} was deleted while vxedge runs: nothing is forwarded`,
-      fix: 'restart vxedge (systemctl restart vxedge; under systemd its watchdog restarts it within WatchdogSec), and find what deleted it (a second vxedge or flanneld with the same overlay.device, a network manager)',
+      fix: 'vxedge stops itself (exit 1) once its data plane notices, for its service manager to start a fresh one (Restart=always under systemd); else restart it, and find what deleted the device (a second vxedge or flanneld with the same overlay.device, a network manager)',
     };
   }
   const up = l.flags?.includes('UP') ?? false;

@@ -527,6 +527,20 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       expect((await deviceAndRoutes(env)).routes).not.toContain(env.AWS1_SUBNET);
     });
 
+    it('exits 1 when its device is deleted under it, saying why; a fresh start forwards again', async () => {
+      // It lived on, forwarding nothing, until a watchdog killed it, and only systemd has one.
+      const gw = await startTracked();
+      await gw.waitUp();
+      await nsRun(env.NS_GW, ['ip', 'link', 'del', 'dev', env.VTEP_DEV]);
+      expect(await waitExit(gw.child, 15_000 * slow)).toBe(1);
+      expect(gw.output).toMatch(/data plane stopped: device poll failed: [^"]*; stopping so that the service manager starts a fresh gateway \(exit 1\)/);
+      expect(gw.output).not.toMatch(/\n\s+at /);
+      const again = await startTracked();
+      await again.waitUp();
+      expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      expect(await again.stop()).toBe(0);
+    });
+
     it('refuses, and leaves alone, an interface of another kind that has its device name', async () => {
       // The site's own bridge, given overlay.device's name by mistake: removing it could cut
       // the box off its network.

@@ -40,7 +40,7 @@ describe('device check (running)', () => {
   it('says a missing device was deleted under the running gateway, and that a restart makes it again', () => {
     const r = deviceCheck('flannel.1', null);
     expect(r).toMatchObject({ name: 'device', ok: false, detail: 'flannel.1 was deleted while vxedge runs: nothing is forwarded' });
-    expect(r.fix).toMatch(/^restart vxedge \(systemctl restart vxedge; under systemd its watchdog restarts it/);
+    expect(r.fix).toMatch(/^vxedge stops itself \(exit 1\) once its data plane notices, for its service manager to start a fresh one/);
   });
 
   it('passes a device that is up, and fails one that is down with the command', () => {
