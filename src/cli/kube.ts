@@ -45,9 +45,12 @@ export interface PeersExclude {
 
 /** Turns `kubectl get nodes -o json` (a List, or a single Node) into peers. Throws on unreadable input. */
 export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersResult {
+  // A BOM (a file saved by an editor on Windows) is no reason to refuse what the config loader takes.
+  const body = json.replace(/^\uFEFF/, '');
+  if (body.trim() === '') throw new Error('the input is empty; expected the output of `kubectl get nodes -o json` (did kubectl fail?)');
   let doc: unknown;
   try {
-    doc = JSON.parse(json);
+    doc = JSON.parse(body);
   } catch (e) {
     throw new Error(`input is not JSON (${(e as Error).message}); expected the output of \`kubectl get nodes -o json\``);
   }

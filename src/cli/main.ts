@@ -2,6 +2,7 @@
 // vxedge command line: run | check | status | manifest | peers | rbac | fleet (docs/contract.md).
 // User mistakes end with a short message and the contract's exit code, never a stack trace.
 import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
@@ -156,6 +157,11 @@ async function status(configFile: string | undefined, runDirOpt: string | undefi
     return EXIT_FAIL;
   }
   if (!doc) {
+    // A file where the directory belongs read as "no gateway", which sends one looking for a gateway.
+    if ((await stat(runDir).catch(() => null))?.isFile()) {
+      process.stderr.write(`vxedge: ${runDirOpt !== undefined ? '--run-dir' : 'runDir'} ${runDir} is a file; give the directory that holds status.json (the config's runDir, /run/vxedge by default)\n`);
+      return EXIT_USAGE;
+    }
     process.stderr.write(`vxedge: no gateway is running (no live ${runDir}/status.json)\n`);
     return EXIT_FAIL;
   }

@@ -98,7 +98,9 @@ function parseText(text: string, source: string, format: ConfigFormat): unknown 
       const msg = (e as Error).message.replace(/, ".*" is not valid JSON$/s, '');
       const pos = /at position (\d+)/.exec(msg);
       const where = pos ? ` at ${lineCol(body, Number(pos[1]))}` : '';
-      throw fileError(source, `JSON syntax error${where}: ${msg.replace(/ in JSON at position \d+.*$/, '')}`);
+      // JSON has no comments, and a site file is where people want them.
+      const comments = /^\s*(\/\/|\/\*|#)/m.test(body) ? '; JSON has no comments: write the file as YAML (site.yaml, # comments; the same keys)' : '';
+      throw fileError(source, `JSON syntax error${where}: ${msg.replace(/ in JSON at position \d+.*$/, '')}${comments}`);
     }
     const dup = duplicateKey(body);
     if (dup) throw fileError(source, dup);

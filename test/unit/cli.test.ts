@@ -121,6 +121,13 @@ describe('vxedge --version, --help, status', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('no gateway is running');
   });
+  it('status --run-dir naming a file says so (exit 2) instead of "no gateway is running"', () => {
+    const file = path.join(TMP, 'status-as-dir.json');
+    writeFileSync(file, '{}');
+    const r = vxedge(['status', '--run-dir', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`vxedge: --run-dir ${file} is a file; give the directory that holds status.json (the config's runDir, /run/vxedge by default)\n`);
+  });
   it("status --run-dir wins over -c's runDir, and the file is then not read (a config mid-edit)", () => {
     const dir = mkdtempSync(path.join(TMP, 'run-'));
     writeFileSync(path.join(dir, 'status.json'), '{}');

@@ -263,6 +263,16 @@ describe('invalid files on disk', () => {
     }
   });
 
+  it('a JSON file with comments is told that JSON has none, and where to put them', () => {
+    for (const c of ['// the lab', '/* the lab */', '# the lab']) {
+      const err = configError(() => parseConfigText(`{\n  ${c}\n  "site": "lab"\n}`, 'site.json', 'json', NO_ENV));
+      expectProblems(err, [['(file)', 'JSON syntax error at line 2, column 3']]);
+      expect(err.problems[0].message).toMatch(/; JSON has no comments: write the file as YAML \(site\.yaml, # comments; the same keys\)$/);
+    }
+    // A syntax error without a comment gets no such hint.
+    expect(configError(() => parseConfigText('{"site": "lab",}', 'site.json', 'json', NO_ENV)).problems[0].message).not.toMatch(/comments/);
+  });
+
   it('a YAML file of several documents is named as such', () => {
     const err = configError(() => parseConfigText('site: lab\n---\nnode: e1\n', 'site.yaml', 'yaml', NO_ENV));
     expectProblems(err, [['(file)', 'YAML syntax error at line 2, column 1: the file holds several YAML documents ("---" between them); a site file is one document']]);

@@ -194,6 +194,10 @@ describe('viewFromNodes and peersFromNodes on the kubectl fixture', () => {
     expect(() => peersFromNodes('not json')).toThrow(/not JSON/);
     expect(() => peersFromNodes('{"kind":"Pod"}')).toThrow(/no "items" list/);
     expect(() => peersFromNodes('null')).toThrow(/no "items" list/);
+    // kubectl that failed pipes nothing: "Unexpected end of JSON input" said nothing of that.
+    expect(() => peersFromNodes(' \n')).toThrow('the input is empty; expected the output of `kubectl get nodes -o json` (did kubectl fail?)');
+    // A BOM, as the config loader takes it.
+    expect(peersFromNodes('\uFEFF' + JSON.stringify(one)).peers).toHaveLength(1);
   });
 });
 
