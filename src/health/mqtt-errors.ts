@@ -111,6 +111,11 @@ export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, conn
     // Where TLS 1.3 is used, the broker checks the client certificate after the client's handshake ended.
     return { kind: 'tls', line: `mqtt connection failed: ${err.message} during TLS; check mqtt.ca/cert/key (the broker may have refused the client certificate)` };
   }
+  if (err && (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN')) {
+    // "getaddrinfo EAI_AGAIN b.example" asks the operator to know getaddrinfo's codes.
+    const why = err.code === 'ENOTFOUND' ? 'no such host' : 'no DNS answer (no network yet, or the DNS server is unreachable)';
+    return { kind: 'network', line: `mqtt connection failed: cannot resolve ${broker.host}: ${why} (${err.code}); check the host in mqtt.url and this box's DNS (/etc/resolv.conf)` };
+  }
   if (err && (NETWORK_CODES.has(String(err.code)) || /connack timeout/i.test(err.message))) {
     return { kind: 'network', line: `mqtt connection failed: ${err.message}; is the broker up and reachable at ${where}?` };
   }

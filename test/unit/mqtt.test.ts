@@ -236,6 +236,9 @@ describe('failure descriptions', () => {
   it.each([
     [err('connect ECONNREFUSED 1.2.3.4:1883', 'ECONNREFUSED'), plain, 'network', /is the broker up and reachable at b\.example:1883/],
     [err('connack timeout'), plain, 'network', /reachable/],
+    [err('getaddrinfo EAI_AGAIN b.example', 'EAI_AGAIN'), plain, 'network',
+      /^mqtt connection failed: cannot resolve b\.example: no DNS answer \(no network yet, or the DNS server is unreachable\) \(EAI_AGAIN\); check the host in mqtt\.url and this box's DNS/],
+    [err('getaddrinfo ENOTFOUND b.example', 'ENOTFOUND'), plain, 'network', /^mqtt connection failed: cannot resolve b\.example: no such host \(ENOTFOUND\)/],
     [err('Connection refused: Bad username or password', 4), plain, 'auth', /CONNACK 4\).*check mqtt\.username and mqtt\.password\/passwordFile/],
     [err('Connection refused: Not authorized', 135), plain, 'auth', /CONNACK 135/],
     [err('Connection refused: Server unavailable', 3), plain, 'refused', /Server unavailable \(CONNACK 3\)/],
