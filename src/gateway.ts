@@ -90,6 +90,7 @@ export class Gateway extends EventEmitter {
       intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout, clock, log,
       publish: () => this.publishSoon(),
       rediscover: (why) => this.nat?.rediscover(why),
+      restart: (why) => this.fatal(why),
       reasonOf: (peer) => this.peerReason(peer),
       endpoints,
     });
@@ -283,10 +284,14 @@ export class Gateway extends EventEmitter {
     // A data plane that stopped reading (its device deleted, a socket gone) never comes back
     // in this process: say so once, and let the caller stop it for a fresh start.
     const dead = this.t.dataplane.pollError;
-    if (dead !== null && !this.fatalSaid) {
-      this.fatalSaid = true;
-      this.emit('fatal', `data plane stopped: ${dead}`);
-    }
+    if (dead !== null) this.fatal(`data plane stopped: ${dead}`);
+  }
+
+  /** What this process holds cannot recover: 'fatal', once; `vxedge run` stops it and exits 1 for a fresh start. */
+  private fatal(why: string): void {
+    if (this.fatalSaid) return;
+    this.fatalSaid = true;
+    this.emit('fatal', why);
   }
 
   /** A part's state changed: publish shortly, once for everything that changes meanwhile. */
@@ -308,7 +313,7 @@ export class Gateway extends EventEmitter {
     const underlay = await checkUnderlayAddress(t.underlay, cfg.underlay.port);
     if (this.underlayAddrs !== null && underlay.addresses !== this.underlayAddrs) {
       this.d.log.warn('underlay addresses changed', { iface: t.underlay.iface, was: this.underlayAddrs, now: underlay.addresses });
-      this.control.underlayChanged(this.underlayAddrs, underlay.addresses);
+      this.control.underlayChanged(this.underlayAddrs, underlay.addresses, { address: t.underlay.address, pinned: cfg.underlay.address !== null });
     }
     this.underlayAddrs = underlay.addresses;
     const peers = this.peerSync.current();

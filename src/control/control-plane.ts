@@ -1,7 +1,7 @@
 // The control plane around the data plane's peers: keepalive probes, roaming, underlay
 // diagnosis, and the supervisor that turns their events into decisions. The gateway hands
-// it the two things it cannot do itself (publish the health document, rediscover the
-// public endpoint); everything else is wired here, so that a test drives the whole of it
+// it the things it cannot do itself (publish the health document, rediscover the public
+// endpoint, stop for a fresh start); everything else is wired here, so that a test drives the whole of it
 // with in-memory I/O and a manual clock.
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Clock } from '../util/clock.js';
@@ -24,6 +24,8 @@ export interface ControlPlaneOptions extends KeepaliveParams {
   publish(): void;
   /** Rediscover the public endpoint (STUN, port mapping): our side may have changed. */
   rediscover(why: string): void;
+  /** Stop for a fresh start: what this process holds cannot recover (the gateway's 'fatal'). */
+  restart?(why: string): void;
   /** A down peer's reason, for the log line of its transition. */
   reasonOf?(peer: string): string | null;
   /** The underlay ping (tests inject one). */
@@ -54,6 +56,7 @@ export class ControlPlane {
         const reason = to === 'down' ? (o.reasonOf?.(peer) ?? null) : null;
         log[to === 'down' ? 'warn' : 'info']('peer state', { peer, from, to, ...(reason ? { reason } : {}) });
       },
+      restart: (why) => o.restart?.(why),
       publish: () => o.publish(),
     });
     this.keepalive.onStateChange = (peer, from, to) =>
@@ -112,8 +115,9 @@ export class ControlPlane {
     }
   }
 
-  underlayChanged(was: string, now: string): void {
-    this.supervisor.run(decideOnUnderlayChange(was, now));
+  /** The underlay NIC's addresses changed; `bound`: the sockets' address, and whether underlay.address pins it. */
+  underlayChanged(was: string, now: string, bound?: { address: string; pinned: boolean }): void {
+    this.supervisor.run(decideOnUnderlayChange(was, now, bound));
   }
 
   /** The peer's current endpoint address: after roaming, the new one. */

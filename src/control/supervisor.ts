@@ -11,7 +11,10 @@
 //   - every peer down at once points at our side: the NAT may have changed our mapping, so
 //     rediscover the public endpoint (STUN, port mapping);
 //   - a peer roamed: forget its diagnosis (it was about the old address), publish;
-//   - the underlay address changed: rediscover.
+//   - the underlay address changed: rediscover; and when the address the tunnel sockets are
+//     bound to left the NIC while another took its place (DHCP renumbering), restart: only a
+//     fresh start binds the new one (not when underlay.address pins it: a restart would
+//     refuse to start, and the address may come back).
 import type { PeerState } from './peer-state.js';
 
 export type Decision =
@@ -19,6 +22,7 @@ export type Decision =
   | { do: 'forget-diagnosis'; peer: string }
   | { do: 'rediscover'; why: string }
   | { do: 'log-transition'; peer: string; from: PeerState; to: PeerState }
+  | { do: 'restart'; why: string }
   | { do: 'publish' };
 
 export interface PeerTransition {
@@ -50,7 +54,15 @@ export function decideOnRoam(peer: string): Decision[] {
   return [{ do: 'forget-diagnosis', peer }, { do: 'publish' }];
 }
 
-export function decideOnUnderlayChange(was: string, now: string): Decision[] {
+/**
+ * The underlay NIC's IPv4 addresses changed (`was`, `now`: space-separated). `bound`: the
+ * address the tunnel sockets are bound to, and whether the config pins it (underlay.address).
+ */
+export function decideOnUnderlayChange(was: string, now: string, bound?: { address: string; pinned: boolean }): Decision[] {
+  const addrs = now.split(' ').filter(Boolean);
+  if (bound && !bound.pinned && addrs.length > 0 && !addrs.includes(bound.address)) {
+    return [{ do: 'restart', why: `the underlay address ${bound.address} the tunnel sockets are bound to is gone, and the NIC now has ${addrs.join(', ')} (DHCP renumbering?): a fresh start binds the new one` }];
+  }
   return [{ do: 'rediscover', why: `underlay addresses changed (${was || 'none'} -> ${now || 'none'})` }, { do: 'publish' }];
 }
 
@@ -60,6 +72,8 @@ export interface SupervisorActions {
   forgetDiagnosis(peer: string): void;
   rediscover(why: string): void;
   logTransition(peer: string, from: PeerState, to: PeerState): void;
+  /** Stop for a fresh start (the gateway's 'fatal': vxedge run exits 1 for its service manager). */
+  restart(why: string): void;
   publish(): void;
 }
 
@@ -81,6 +95,9 @@ export class Supervisor {
           break;
         case 'log-transition':
           this.act.logTransition(d.peer, d.from, d.to);
+          break;
+        case 'restart':
+          this.act.restart(d.why);
           break;
         case 'publish':
           publish = true; // once, after everything else has changed

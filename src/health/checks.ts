@@ -182,7 +182,7 @@ export function underlayLinkCheck(u: Underlay, port: number, link: { addresses: 
     ? { name: 'underlay', ok: true, detail: `${u.iface} ${u.address}:${port}` }
     : {
         name: 'underlay', ok: false, detail: `${u.address} is no longer on ${u.iface} (now: ${now || 'none'})`,
-        fix: 'restart vxedge: its socket is bound to the old address',
+        fix: 'its sockets are bound to the old address: vxedge stops for a fresh start (exit 1) once another address is on the NIC, unless underlay.address pins the old one (then give it back, or change underlay.address and restart)',
       };
 }
 

@@ -541,6 +541,33 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       expect(await again.stop()).toBe(0);
     });
 
+    it('exits 1 for a fresh start when DHCP renumbers its underlay NIC (its sockets are bound to the old address)', async () => {
+      // It forwarded nothing, every check but one passing, until someone restarted it by hand.
+      const gw = await startTracked();
+      await gw.waitUp();
+      const dev = env.GW_UNDERLAY_IF;
+      const moved = env.GW_UNDERLAY_IP.replace(/\.\d+$/, '.77');
+      // A renewal that hands out another address: the new one first, then the old one goes
+      // (promote_secondaries, as DHCP clients leave the new one primary).
+      await nsRun(env.NS_GW, ['sysctl', '-qw', `net.ipv4.conf.${dev}.promote_secondaries=1`]);
+      await nsRun(env.NS_GW, ['ip', 'addr', 'add', `${moved}/24`, 'dev', dev]);
+      try {
+        await nsRun(env.NS_GW, ['ip', 'addr', 'del', `${env.GW_UNDERLAY_IP}/24`, 'dev', dev]);
+        // The running checks look every 30 s.
+        expect(await waitExit(gw.child, 40_000 + 10_000 * slow)).toBe(1);
+        expect(gw.output).toContain(`the underlay address ${env.GW_UNDERLAY_IP} the tunnel sockets are bound to is gone, and the NIC now has ${moved} (DHCP renumbering?): a fresh start binds the new one; stopping so that the service manager starts a fresh gateway (exit 1)`);
+        expect(gw.output).not.toMatch(/\n\s+at /);
+      } finally {
+        await nsRun(env.NS_GW, ['ip', 'addr', 'replace', `${env.GW_UNDERLAY_IP}/24`, 'dev', dev]);
+        await nsRun(env.NS_GW, ['ip', 'addr', 'del', `${moved}/24`, 'dev', dev]).catch(() => undefined);
+        await nsRun(env.NS_GW, ['ip', 'route', 'replace', 'default', 'via', env.NAT_LAN_IP, 'dev', dev]);
+      }
+      const again = await startTracked();
+      await again.waitUp();
+      expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      expect(await again.stop()).toBe(0);
+    }, 90_000 * slow);
+
     it('refuses, and leaves alone, an interface of another kind that has its device name', async () => {
       // The site's own bridge, given overlay.device's name by mistake: removing it could cut
       // the box off its network.
