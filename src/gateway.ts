@@ -12,14 +12,14 @@
 import { EventEmitter } from 'node:events';
 import { LiveMembership } from './cluster/live.js';
 import { reloadPlan, type ReloadPlan } from './config/reload.js';
-import type { Config } from './config/types.js';
+import type { Cidr, Config } from './config/types.js';
 import { ControlPlane } from './control/control-plane.js';
 import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
 import { ReasonMemo } from './control/reasons.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, localFault, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
-import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress } from './health/checks.js';
+import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress, lostRoutes } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc, ReloadDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
 import { HealthPublisher, publishPeriodMs } from './health/mqtt.js';
@@ -316,6 +316,7 @@ export class Gateway extends EventEmitter {
       this.control.underlayChanged(this.underlayAddrs, underlay.addresses, { address: t.underlay.address, pinned: cfg.underlay.address !== null });
     }
     this.underlayAddrs = underlay.addresses;
+    await this.restoreLostRoutes();
     const peers = this.peerSync.current();
     this.checks = [
       await checkIpForward(),
@@ -324,6 +325,28 @@ export class Gateway extends EventEmitter {
       await checkRoutes(t.deviceName, peers.map((p) => p.subnet)),
       underlay.result,
     ];
+  }
+
+  /**
+   * Puts back peer routes someone deleted: systemd-networkd removes routes it did not make
+   * when it reconfigures (ManageForeignRoutes=yes, its default), and the tunnel then carried
+   * nothing to those peers until a restart. A route of the same prefix via another device
+   * is left alone (the routes check reports it).
+   */
+  private async restoreLostRoutes(): Promise<void> {
+    let lost: Cidr[];
+    try {
+      lost = await lostRoutes(this.peerSync.current().map((p) => p.subnet));
+    } catch {
+      return; // the routes check says why the table cannot be read
+    }
+    if (lost.length === 0) return;
+    try {
+      const n = await this.peerSync.restoreRoutes(lost.map((c) => c.text));
+      if (n > 0) this.d.log.warn('put back peer routes that were deleted (a network manager that removes foreign routes?)', { count: n, subnets: lost.slice(0, 5).map((c) => c.text) });
+    } catch (e) {
+      this.d.log.warn('could not put back deleted peer routes', { err: (e as Error).message });
+    }
   }
 
   private offloadHealth(): OffloadHealthDoc {

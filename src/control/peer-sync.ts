@@ -42,6 +42,22 @@ export class PeerSync {
     return run;
   }
 
+  /**
+   * Puts back the routes (TAP: and neighbours) of the peers in force whose subnet is in
+   * `subnets`: the kernel lost them to someone else (a network manager that manages foreign
+   * routes, a script). Queued with the applies; resolves with how many peers it routed.
+   */
+  restoreRoutes(subnets: readonly string[]): Promise<number> {
+    const want = new Set(subnets);
+    const run = this.queue.then(async () => {
+      const peers = this.current().filter((p) => want.has(p.subnet.text));
+      if (peers.length > 0) await this.device.addPeers(peers);
+      return peers.length;
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
   private async applyNow(desired: readonly PeerConfig[]): Promise<PeerDiff> {
     const d = diffPeers(this.current(), desired);
     if (diffIsEmpty(d) && this.unrouted.size === 0) return d;

@@ -116,6 +116,23 @@ export async function checkRoutes(device: string, subnets: readonly Cidr[]): Pro
   return routesCheck(device, subnets, routes);
 }
 
+/** Peer subnets whose route is gone from the kernel (lostRoutesIn). */
+export async function lostRoutes(subnets: readonly Cidr[]): Promise<Cidr[]> {
+  return lostRoutesIn(subnets, await routesIPv4());
+}
+
+/**
+ * The subnets with no route of exactly their prefix in the table: a route of ours someone
+ * deleted, which vxedge may put back (`ip route replace`) without replacing anyone's. A route
+ * of that prefix via another device is a conflict for the operator (the routes check says
+ * so), and is left alone; routes more or less specific than the subnet are no obstacle (the
+ * kernel picks the longest match). Pure over `ip -j -4 route show`.
+ */
+export function lostRoutesIn(subnets: readonly Cidr[], routes: readonly { dst: string }[]): Cidr[] {
+  const table = routes.map((r) => (r.dst === 'default' ? null : toCidr(r.dst))).filter((c): c is Cidr => c !== null);
+  return subnets.filter((s) => !table.some((r) => r.prefixLen === s.prefixLen && cidrContains(r, s)));
+}
+
 /** The routes check over a routing table (`ip -j -4 route show`), pure for tests. */
 export function routesCheck(device: string, subnets: readonly Cidr[], routes: readonly { dst: string; dev?: string }[]): CheckResult {
   const table = routes.map((r) => ({ dst: r.dst === 'default' ? parseCidr('0.0.0.0/0') : toCidr(r.dst), dev: r.dev ?? '' })).filter((r) => r.dst !== null);

@@ -541,6 +541,19 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       expect(await again.stop()).toBe(0);
     });
 
+    it('puts back a peer route someone deleted (a network manager that removes foreign routes)', async () => {
+      // The tunnel carried nothing to that peer until a restart.
+      const gw = await startTracked();
+      await gw.waitUp();
+      await nsRun(env.NS_GW, ['ip', 'route', 'del', env.AWS1_SUBNET, 'dev', env.VTEP_DEV]);
+      expect((await deviceAndRoutes(env)).routes).not.toContain(env.AWS1_SUBNET);
+      // The running checks look every 30 s.
+      await waitFor(async () => (await deviceAndRoutes(env)).routes.includes(`${env.AWS1_SUBNET} dev ${env.VTEP_DEV}`), 40_000 + 10_000 * slow, 500);
+      expect(gw.output).toContain('put back peer routes that were deleted');
+      expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      expect(await gw.stop()).toBe(0);
+    }, 90_000 * slow);
+
     it('exits 1 for a fresh start when DHCP renumbers its underlay NIC (its sockets are bound to the old address)', async () => {
       // It forwarded nothing, every check but one passing, until someone restarted it by hand.
       const gw = await startTracked();

@@ -1,6 +1,7 @@
 // The running gateway's checks that are pure functions of what `ip` reports.
 import { describe, expect, it } from 'vitest';
-import { deviceCheck, underlayLinkCheck } from '../../src/health/checks.js';
+import { deviceCheck, lostRoutesIn, underlayLinkCheck } from '../../src/health/checks.js';
+import { parseCidr } from '../../src/util/ipv4.js';
 
 const u = { iface: 'eth0', address: '192.0.2.10', mtu: 1500 };
 const UP = ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'];
@@ -48,5 +49,21 @@ describe('device check (running)', () => {
       .toEqual({ name: 'device', ok: true, detail: 'flannel.1 tun mtu 1450 up' });
     expect(deviceCheck('flannel.1', { ifname: 'flannel.1', mtu: 1450, flags: ['POINTOPOINT'], linkinfo: { info_kind: 'tun' } }))
       .toEqual({ name: 'device', ok: false, detail: 'flannel.1 tun mtu 1450 down', fix: 'ip link set flannel.1 up' });
+  });
+});
+
+describe('lost peer routes (put back by the gateway)', () => {
+  const subnets = ['10.244.1.0/24', '10.244.2.0/24', '10.244.3.0/24', '10.244.4.0/24'].map(parseCidr);
+  it('are the subnets with no route of exactly their prefix, whatever else covers them', () => {
+    const routes = [
+      { dst: 'default', dev: 'eth0' },
+      { dst: '10.244.0.0/16', dev: 'lan0' }, // broader: our /24 was more specific, and is gone
+      { dst: '10.244.1.0/24', dev: 'flannel.1' }, // ours, in place
+      { dst: '10.244.3.128/25', dev: 'lan0' }, // more specific, someone's: no obstacle to ours
+      { dst: '10.244.4.0/24', dev: 'lan0' }, // the same prefix via another device: a conflict, left alone
+    ];
+    expect(lostRoutesIn(subnets, routes).map((c) => c.text)).toEqual(['10.244.2.0/24', '10.244.3.0/24']);
+    expect(lostRoutesIn(subnets, [])).toHaveLength(4);
+    expect(lostRoutesIn(subnets, subnets.map((c) => ({ dst: c.text, dev: 'flannel.1' })))).toEqual([]);
   });
 });

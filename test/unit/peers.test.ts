@@ -195,6 +195,20 @@ describe('peer sync', () => {
     expect(r.table.size).toBe(500);
   });
 
+  it('puts back the routes of peers in force that the kernel lost, queued with the applies, and none of others', async () => {
+    const r = rig([peer(1), peer(2), peer(3)]);
+    await r.initial;
+    r.calls.length = 0;
+    const later = r.sync.apply([peer(1), peer(3)]);
+    // Asked while aws-2 is being removed: it is not routed again.
+    const restored = r.sync.restoreRoutes([peer(2).subnet.text, peer(3).subnet.text, '10.99.0.0/24']);
+    await later;
+    expect(await restored).toBe(1);
+    expect(r.calls).toEqual(['del aws-2', 'add ', 'add aws-3']);
+    expect(await r.sync.restoreRoutes([])).toBe(0);
+    expect(r.calls).toHaveLength(3);
+  });
+
   it('regression: a reload keeps a roamed address, counters and slot of an unchanged peer', async () => {
     const r = rig([peer(1), peer(2)]);
     await r.initial;
