@@ -29,7 +29,7 @@ import { StatusFile } from './health/status-file.js';
 import type { NativeBinding } from './native/index.js';
 import { announceableIp } from './nat/public-endpoint.js';
 import { SiteNat } from './nat/site-nat.js';
-import { defaultGateway } from './control/iproute.js';
+import { defaultGateway, linkDetails } from './control/iproute.js';
 import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
 import type { Logger } from './util/log.js';
@@ -316,6 +316,7 @@ export class Gateway extends EventEmitter {
       this.control.underlayChanged(this.underlayAddrs, underlay.addresses, { address: t.underlay.address, pinned: cfg.underlay.address !== null });
     }
     this.underlayAddrs = underlay.addresses;
+    await this.restoreDeviceUp();
     await this.restoreLostRoutes();
     const peers = this.peerSync.current();
     this.checks = [
@@ -325,6 +326,22 @@ export class Gateway extends EventEmitter {
       await checkRoutes(t.deviceName, peers.map((p) => p.subnet)),
       underlay.result,
     ];
+  }
+
+  /**
+   * Sets our device up again when someone set it down: nothing crossed the tunnel, and the
+   * kernel removed every route through it (put back next, by restoreLostRoutes). The device
+   * is vxedge's own; stopping the traffic is `systemctl stop vxedge`.
+   */
+  private async restoreDeviceUp(): Promise<void> {
+    const l = await linkDetails(this.t.deviceName).catch(() => null);
+    if (!l || (l.flags?.includes('UP') ?? true)) return; // gone (the data plane's fatal), or up
+    try {
+      await this.t.device.setUp();
+      this.d.log.warn('set the tunnel device up again: something set it down', { device: this.t.deviceName });
+    } catch (e) {
+      this.d.log.warn('could not set the tunnel device up again', { device: this.t.deviceName, err: (e as Error).message });
+    }
   }
 
   /**

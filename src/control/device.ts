@@ -97,6 +97,11 @@ export class OverlayDevice {
     await ip(['addr', 'replace', `${vtepAddress(subnet)}/32`, 'dev', name]);
   }
 
+  /** Sets the device up again (someone set it down, and the kernel dropped its routes with it). */
+  async setUp(): Promise<void> {
+    await ip(['link', 'set', 'dev', this.spec.name, 'up']);
+  }
+
   /**
    * Makes the kernel route each peer's subnet through the tunnel, in one `ip -batch`
    * (TAP: a permanent neighbour for the peer's .0 first, as flannel orders them).

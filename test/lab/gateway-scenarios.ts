@@ -541,7 +541,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       expect(await again.stop()).toBe(0);
     });
 
-    it('puts back a peer route someone deleted (a network manager that removes foreign routes)', async () => {
+    it('puts back a peer route someone deleted (a network manager that removes foreign routes), and its device set down', async () => {
       // The tunnel carried nothing to that peer until a restart.
       const gw = await startTracked();
       await gw.waitUp();
@@ -551,8 +551,17 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       await waitFor(async () => (await deviceAndRoutes(env)).routes.includes(`${env.AWS1_SUBNET} dev ${env.VTEP_DEV}`), 40_000 + 10_000 * slow, 500);
       expect(gw.output).toContain('put back peer routes that were deleted');
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
+      // The device set down: the kernel drops every route through it; both come back.
+      await nsRun(env.NS_GW, ['ip', 'link', 'set', 'dev', env.VTEP_DEV, 'down']);
+      expect((await deviceAndRoutes(env)).routes).not.toContain(env.AWS1_SUBNET);
+      await waitFor(async () => {
+        const r = (await deviceAndRoutes(env)).routes;
+        return r.includes(`${env.AWS1_SUBNET} dev ${env.VTEP_DEV}`) && r.includes(`${env.AWS2_SUBNET} dev ${env.VTEP_DEV}`);
+      }, 40_000 + 10_000 * slow, 500);
+      expect(gw.output).toContain('set the tunnel device up again: something set it down');
+      expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       expect(await gw.stop()).toBe(0);
-    }, 90_000 * slow);
+    }, 150_000 * slow);
 
     it('exits 1 for a fresh start when DHCP renumbers its underlay NIC (its sockets are bound to the old address)', async () => {
       // It forwarded nothing, every check but one passing, until someone restarted it by hand.
