@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events';
 import { LiveMembership } from './cluster/live.js';
 import { reloadPlan, type ReloadPlan } from './config/reload.js';
-import type { Cidr, Config } from './config/types.js';
+import type { Config } from './config/types.js';
 import { ControlPlane } from './control/control-plane.js';
 import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
@@ -351,17 +351,16 @@ export class Gateway extends EventEmitter {
    * is left alone (the routes check reports it).
    */
   private async restoreLostRoutes(): Promise<void> {
-    let lost: Cidr[];
     try {
-      lost = await lostRoutes(this.peerSync.current().map((p) => p.subnet));
-    } catch {
-      return; // the routes check says why the table cannot be read
-    }
-    if (lost.length === 0) return;
-    try {
-      const n = await this.peerSync.restoreRoutes(lost.map((c) => c.text));
-      if (n > 0) this.d.log.warn('put back peer routes that were deleted (a network manager that removes foreign routes?)', { count: n, subnets: lost.slice(0, 5).map((c) => c.text) });
+      const put = await this.peerSync.restoreRoutes(async (peers) => {
+        const lost = new Set((await lostRoutes(peers.map((p) => p.subnet))).map((c) => c.text));
+        return peers.filter((p) => lost.has(p.subnet.text));
+      });
+      if (put.length > 0) {
+        this.d.log.warn('put back peer routes that were deleted (a network manager that removes foreign routes?)', { count: put.length, peers: put.slice(0, 5).map((p) => p.name) });
+      }
     } catch (e) {
+      // An unreadable routing table is the routes check's to report.
       this.d.log.warn('could not put back deleted peer routes', { err: (e as Error).message });
     }
   }

@@ -43,16 +43,16 @@ export class PeerSync {
   }
 
   /**
-   * Puts back the routes (TAP: and neighbours) of the peers in force whose subnet is in
-   * `subnets`: the kernel lost them to someone else (a network manager that manages foreign
-   * routes, a script). Queued with the applies; resolves with how many peers it routed.
+   * Puts back the routes (TAP: and neighbours) of the peers in force that the kernel lost to
+   * someone else (a network manager that manages foreign routes, a script): `lost` says which
+   * of them have no route. Queued with the applies, so it never reads the routing table while
+   * an apply has put peers in the table but not yet their routes. Resolves with those routed.
    */
-  restoreRoutes(subnets: readonly string[]): Promise<number> {
-    const want = new Set(subnets);
+  restoreRoutes(lost: (peers: PeerConfig[]) => Promise<PeerConfig[]>): Promise<PeerConfig[]> {
     const run = this.queue.then(async () => {
-      const peers = this.current().filter((p) => want.has(p.subnet.text));
-      if (peers.length > 0) await this.device.addPeers(peers);
-      return peers.length;
+      const gone = await lost(this.current());
+      if (gone.length > 0) await this.device.addPeers(gone);
+      return gone;
     });
     this.queue = run.catch(() => undefined);
     return run;

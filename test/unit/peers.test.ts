@@ -195,17 +195,23 @@ describe('peer sync', () => {
     expect(r.table.size).toBe(500);
   });
 
-  it('puts back the routes of peers in force that the kernel lost, queued with the applies, and none of others', async () => {
+  it('puts back the routes of peers in force that the kernel lost, looking only between applies', async () => {
     const r = rig([peer(1), peer(2), peer(3)]);
     await r.initial;
     r.calls.length = 0;
     const later = r.sync.apply([peer(1), peer(3)]);
-    // Asked while aws-2 is being removed: it is not routed again.
-    const restored = r.sync.restoreRoutes([peer(2).subnet.text, peer(3).subnet.text, '10.99.0.0/24']);
+    // Asked while aws-2 is being removed: the look waits for that apply, and sees its result.
+    let looked: string[] = [];
+    const restored = r.sync.restoreRoutes(async (peers) => {
+      looked = peers.map((p) => p.name);
+      return peers.filter((p) => p.name === 'aws-3');
+    });
     await later;
-    expect(await restored).toBe(1);
+    expect((await restored).map((p) => p.name)).toEqual(['aws-3']);
+    expect(looked).toEqual(['aws-1', 'aws-3']);
     expect(r.calls).toEqual(['del aws-2', 'add ', 'add aws-3']);
-    expect(await r.sync.restoreRoutes([])).toBe(0);
+    // Nothing lost: nothing written.
+    expect(await r.sync.restoreRoutes(async () => [])).toEqual([]);
     expect(r.calls).toHaveLength(3);
   });
 
