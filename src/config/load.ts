@@ -455,20 +455,27 @@ function unreadable(file: string, e: unknown): ConfigError {
 }
 
 /** The block printed on stderr before exit 2: one line per bad key, secrets masked, no stack. */
-export function formatConfigError(err: ConfigError): string {
+/** Problems listed in full in the block; the rest are counted (a peers list pasted with one
+ *  systematic mistake gives one problem per peer, and 60 000 lines help nobody). */
+const BLOCK_PROBLEMS = 100;
+/** The same for the one-line form, which goes into the health document (and over MQTT). */
+const LINE_PROBLEMS = 10;
+
+export function formatConfigError(err: ConfigError, most = BLOCK_PROBLEMS): string {
   const n = err.problems.length;
-  const lines = err.problems.map((p) => {
+  const lines = err.problems.slice(0, most).map((p) => {
     let message = p.message;
     if (SENSITIVE_KEYS.has(p.key) && typeof p.value === 'string' && p.value !== MASK && p.value !== '') {
       message = message.split(p.value).join(MASK);
     }
     return `  - ${p.key}: ${message}`;
   });
+  if (n > most) lines.push(`  - and ${n - most} more; fix these first (the rest are often the same mistake) and run vxedge check -c again`);
   return [`vxedge: invalid config ${err.source} (${n} problem${n === 1 ? '' : 's'}):`, ...lines].join('\n');
 }
 
 /** The same on one line, for the health document: "invalid config F (1 problem): key: why; key: why". */
 export function formatConfigErrorLine(err: ConfigError): string {
-  const [head = '', ...items] = formatConfigError(err).split('\n');
+  const [head = '', ...items] = formatConfigError(err, LINE_PROBLEMS).split('\n');
   return `${head.replace(/^vxedge: /, '')} ${items.map((l) => l.replace(/^ {2}- /, '')).join('; ')}`;
 }

@@ -291,6 +291,25 @@ describe('invalid files on disk', () => {
     expect(parseConfigText('{"site": "lab", "overlay": {"subnet": "10.244.100.0/24"}, "underlay": {"port": 8472}, "vxlan": {"port": 8472}}', 'site.json', 'json', NO_ENV).vxlan.port).toBe(8472);
   });
 
+  // A peers list pasted with one mistake gives a problem per peer: 60 000 lines helped nobody,
+  // and the one-line form goes into the health document of a refused reload.
+  it('lists the first 100 problems in the block and 10 in the line, and counts the rest', () => {
+    const peers = Array.from({ length: 150 }, (_, i) => ({ ...peer(i + 101), vtepMac: 'zz' })); // 10.244.101-250: none is the site's
+    const err = configError(() => parseConfigText(JSON.stringify({ ...base, peers }), 'site.yaml', 'json', NO_ENV));
+    const block = formatConfigError(err).split('\n');
+    expect(block[0]).toBe('vxedge: invalid config site.yaml (150 problems):');
+    expect(block).toHaveLength(1 + 100 + 1);
+    expect(block[100]).toMatch(/^ {2}- peers\[99\]\.vtepMac: /);
+    expect(block[101]).toBe('  - and 50 more; fix these first (the rest are often the same mistake) and run vxedge check -c again');
+    const line = formatConfigErrorLine(err);
+    expect(line.match(/peers\[\d+\]\.vtepMac: /g)).toHaveLength(10);
+    expect(line).toContain('and 140 more');
+    // A short list is whole in both.
+    const few = configError(() => parseConfigText(JSON.stringify({ ...base, peers: peers.slice(0, 3) }), 'site.yaml', 'json', NO_ENV));
+    expect(formatConfigError(few).split('\n')).toHaveLength(4);
+    expect(formatConfigErrorLine(few)).not.toContain('more');
+  });
+
   it('reports the whole block for invalid-many.yaml, secrets masked, no stack', () => {
     const text = formatConfigError(configError(() => loadConfig(fixture('invalid-many.yaml'), NO_ENV)));
     const lines = text.split('\n');
