@@ -14,7 +14,7 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
       p.name, p.state, p.endpoint, p.subnet,
       p.rttMs === null ? '-' : `${p.rttMs.toFixed(p.rttMs < 10 ? 2 : 0)}ms`,
       p.lossPct === null ? '-' : `${p.lossPct}%`,
-      p.lastSeen ? `${fmtDuration(Math.max(0, Math.round((now - Date.parse(p.lastSeen)) / 1000)))} ago` : 'never',
+      p.lastSeen ? ago(p.lastSeen, now) : 'never',
       String(p.rxPackets), String(p.txPackets), fmtBytes(p.rxBytes), fmtBytes(p.txBytes),
     ]);
   }
@@ -53,7 +53,7 @@ function serviceLines(d: HealthDocument, now: number): string[] {
   const c = d.cluster;
   if (c && c.source !== 'static') {
     const view = `${c.nodes} node${c.nodes === 1 ? '' : 's'}, ${c.peers} peer${c.peers === 1 ? '' : 's'}`;
-    const age = c.lastSync ? ` (last view ${fmtDuration(Math.max(0, Math.round((now - Date.parse(c.lastSync)) / 1000)))} ago, kept)` : ' (no view yet)';
+    const age = c.lastSync ? ` (last view ${ago(c.lastSync, now)}, kept)` : ' (no view yet)';
     out.push(`cluster: ${c.source}, ${c.connected ? 'connected' : `NOT connected${age}`}, ${view}, ${c.registered ? 'registered' : 'NOT registered'}${c.error ? `: ${c.error}` : ''}`);
   }
   const pm = d.nat?.portMapping;
@@ -69,6 +69,11 @@ const KERNEL_DROPS: Record<string, string> = {
   deviceQueue: "dropped by the kernel at the tunnel device's queue: the site sent into the tunnel faster than the gateway read",
   underlayReceive: 'dropped by the kernel at the tunnel sockets: the peers sent faster than the gateway read, or the UDP checksum was bad',
 };
+
+/** "5m ago" for an ISO 8601 time (never negative: a clock a little ahead of the writer's). */
+function ago(iso: string, now: number): string {
+  return `${fmtDuration(Math.max(0, Math.round((now - Date.parse(iso)) / 1000)))} ago`;
+}
 
 function fmtDuration(s: number): string {
   if (s < 120) return `${s}s`;
