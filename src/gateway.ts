@@ -19,7 +19,7 @@ import { PeerSync } from './control/peer-sync.js';
 import { ReasonMemo } from './control/reasons.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, localFault, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
-import { checkDevice, checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress, lostRoutes } from './health/checks.js';
+import { checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress, deviceCheck, lostRoutesIn, routesCheck } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc, ReloadDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
 import { HealthPublisher, publishPeriodMs } from './health/mqtt.js';
@@ -29,7 +29,7 @@ import { StatusFile } from './health/status-file.js';
 import type { NativeBinding } from './native/index.js';
 import { announceableIp } from './nat/public-endpoint.js';
 import { SiteNat } from './nat/site-nat.js';
-import { defaultGateway, linkDetails } from './control/iproute.js';
+import { defaultGateway, linkDetails, routesIPv4, type KernelRoute, type LinkInfo } from './control/iproute.js';
 import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
 import type { Logger } from './util/log.js';
@@ -316,31 +316,36 @@ export class Gateway extends EventEmitter {
       this.control.underlayChanged(this.underlayAddrs, underlay.addresses, { address: t.underlay.address, pinned: cfg.underlay.address !== null });
     }
     this.underlayAddrs = underlay.addresses;
-    await this.restoreDeviceUp();
-    await this.restoreLostRoutes();
-    const peers = this.peerSync.current();
+    // Repairs first, so that the checks show what is left; each reads what its check reads
+    // and hands it on, so a refresh without a repair reads the link and the table once.
+    const link = await this.deviceLinkSetUp();
+    const routes = await this.routesRestored();
+    const subnets = this.peerSync.current().map((p) => p.subnet);
     this.checks = [
       await checkIpForward(),
       checkMtu(t.mtu, t.underlay.mtu, t.underlay.iface),
-      await checkDevice(cfg),
-      await checkRoutes(t.deviceName, peers.map((p) => p.subnet)),
+      deviceCheck(cfg.overlay.device, link),
+      routes ? routesCheck(t.deviceName, subnets, routes) : await checkRoutes(t.deviceName, subnets),
       underlay.result,
     ];
   }
 
   /**
-   * Sets our device up again when someone set it down: nothing crossed the tunnel, and the
-   * kernel removed every route through it (put back next, by restoreLostRoutes). The device
-   * is vxedge's own; stopping the traffic is `systemctl stop vxedge`.
+   * Our device's link, set up again first when someone set it down: nothing crossed the
+   * tunnel, and the kernel removed every route through it (put back next, by routesRestored).
+   * The device is vxedge's own; stopping the traffic is `systemctl stop vxedge`.
    */
-  private async restoreDeviceUp(): Promise<void> {
-    const l = await linkDetails(this.t.deviceName).catch(() => null);
-    if (!l || (l.flags?.includes('UP') ?? true)) return; // gone (the data plane's fatal), or up
+  private async deviceLinkSetUp(): Promise<LinkInfo | null> {
+    const name = this.cfg.overlay.device;
+    const l = await linkDetails(name);
+    if (!l || (l.flags?.includes('UP') ?? true)) return l; // gone (the data plane's fatal), or up
     try {
       await this.t.device.setUp();
-      this.d.log.warn('set the tunnel device up again: something set it down', { device: this.t.deviceName });
+      this.d.log.warn('set the tunnel device up again: something set it down', { device: name });
+      return await linkDetails(name);
     } catch (e) {
-      this.d.log.warn('could not set the tunnel device up again', { device: this.t.deviceName, err: (e as Error).message });
+      this.d.log.warn('could not set the tunnel device up again', { device: name, err: (e as Error).message });
+      return l;
     }
   }
 
@@ -348,21 +353,24 @@ export class Gateway extends EventEmitter {
    * Puts back peer routes someone deleted: systemd-networkd removes routes it did not make
    * when it reconfigures (ManageForeignRoutes=yes, its default), and the tunnel then carried
    * nothing to those peers until a restart. A route of the same prefix via another device
-   * is left alone (the routes check reports it).
+   * is left alone (the routes check reports it). Resolves with the routing table it read when
+   * it changed nothing, else null (the routes check then reads the table again).
    */
-  private async restoreLostRoutes(): Promise<void> {
+  private async routesRestored(): Promise<KernelRoute[] | null> {
+    let table: KernelRoute[] = [];
     try {
       const put = await this.peerSync.restoreRoutes(async (peers) => {
-        const lost = new Set((await lostRoutes(peers.map((p) => p.subnet))).map((c) => c.text));
+        table = await routesIPv4();
+        const lost = new Set(lostRoutesIn(peers.map((p) => p.subnet), table).map((c) => c.text));
         return peers.filter((p) => lost.has(p.subnet.text));
       });
-      if (put.length > 0) {
-        this.d.log.warn('put back peer routes that were deleted (a network manager that removes foreign routes?)', { count: put.length, peers: put.slice(0, 5).map((p) => p.name) });
-      }
+      if (put.length === 0) return table;
+      this.d.log.warn('put back peer routes that were deleted (a network manager that removes foreign routes?)', { count: put.length, peers: put.slice(0, 5).map((p) => p.name) });
     } catch (e) {
       // An unreadable routing table is the routes check's to report.
       this.d.log.warn('could not put back deleted peer routes', { err: (e as Error).message });
     }
+    return null;
   }
 
   private offloadHealth(): OffloadHealthDoc {

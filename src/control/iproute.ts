@@ -120,7 +120,14 @@ export async function ifaceMtu(name: string): Promise<number> {
 }
 
 /** The main IPv4 routing table. */
-export async function routesIPv4(): Promise<{ dst: string; dev?: string; gateway?: string }[]> {
+/** One route of `ip -j -4 route show`, the fields vxedge reads. */
+export interface KernelRoute {
+  dst: string;
+  dev?: string;
+  gateway?: string;
+}
+
+export async function routesIPv4(): Promise<KernelRoute[]> {
   return ipJson(['-4', 'route', 'show']);
 }
 

@@ -4,7 +4,7 @@
 import { access, constants } from 'node:fs/promises';
 import dgram from 'node:dgram';
 import type { Cidr, Config } from '../config/types.js';
-import { ifaceIPv4State, linkDetails, readSysctl, routesIPv4, type LinkInfo } from '../control/iproute.js';
+import { ifaceIPv4State, readSysctl, routesIPv4, type KernelRoute, type LinkInfo } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import type { PublicEndpoint } from '../nat/public-endpoint.js';
 import { cidrContains, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
@@ -79,12 +79,7 @@ export async function checkPortFree(address: string, port: number, heldBy: numbe
   }
 }
 
-/** The running gateway's device exists and is up. */
-export async function checkDevice(cfg: Config): Promise<CheckResult> {
-  return deviceCheck(cfg.overlay.device, await linkDetails(cfg.overlay.device));
-}
-
-/** The device check over `ip -j -d link show` (null: no such interface), pure for tests. */
+/** The running gateway's device exists and is up, over `ip -j -d link show` (null: no such interface). Pure. */
 export function deviceCheck(name: string, l: LinkInfo | null): CheckResult {
   if (!l) {
     // Only the running gateway asks (preflight classifies the name instead), so it was deleted
@@ -116,11 +111,6 @@ export async function checkRoutes(device: string, subnets: readonly Cidr[]): Pro
   return routesCheck(device, subnets, routes);
 }
 
-/** Peer subnets whose route is gone from the kernel (lostRoutesIn). */
-export async function lostRoutes(subnets: readonly Cidr[]): Promise<Cidr[]> {
-  return lostRoutesIn(subnets, await routesIPv4());
-}
-
 /**
  * The subnets with no route of exactly their prefix in the table: a route of ours someone
  * deleted, which vxedge may put back (`ip route replace`) without replacing anyone's. A route
@@ -128,19 +118,19 @@ export async function lostRoutes(subnets: readonly Cidr[]): Promise<Cidr[]> {
  * so), and is left alone; routes more or less specific than the subnet are no obstacle (the
  * kernel picks the longest match). Pure over `ip -j -4 route show`.
  */
-export function lostRoutesIn(subnets: readonly Cidr[], routes: readonly { dst: string }[]): Cidr[] {
-  const table = routes.map((r) => (r.dst === 'default' ? null : toCidr(r.dst))).filter((c): c is Cidr => c !== null);
-  return subnets.filter((s) => !table.some((r) => r.prefixLen === s.prefixLen && cidrContains(r, s)));
+export function lostRoutesIn(subnets: readonly Cidr[], routes: readonly KernelRoute[]): Cidr[] {
+  const table = routeTable(routes);
+  return subnets.filter((s) => !table.some((r) => r.dst.prefixLen === s.prefixLen && cidrContains(r.dst, s)));
 }
 
 /** The routes check over a routing table (`ip -j -4 route show`), pure for tests. */
-export function routesCheck(device: string, subnets: readonly Cidr[], routes: readonly { dst: string; dev?: string }[]): CheckResult {
-  const table = routes.map((r) => ({ dst: r.dst === 'default' ? parseCidr('0.0.0.0/0') : toCidr(r.dst), dev: r.dev ?? '' })).filter((r) => r.dst !== null);
+export function routesCheck(device: string, subnets: readonly Cidr[], routes: readonly KernelRoute[]): CheckResult {
+  const table = routeTable(routes);
   const wrong: string[] = [];
   for (const s of subnets) {
     let best: { dst: Cidr; dev: string } | null = null;
     for (const r of table) {
-      if (cidrContains(r.dst!, s) && (!best || r.dst!.prefixLen > best.dst.prefixLen)) best = { dst: r.dst!, dev: r.dev };
+      if (cidrContains(r.dst, s) && (!best || r.dst.prefixLen > best.dst.prefixLen)) best = r;
     }
     if (best?.dev !== device) wrong.push(`${s.text} via ${best?.dev || 'nothing'}`);
   }
@@ -150,6 +140,16 @@ export function routesCheck(device: string, subnets: readonly Cidr[], routes: re
     detail: ok ? `${subnets.length} peer subnet(s) routed via ${device}` : `not via ${device}: ${wrong.slice(0, 5).join(', ')}${wrong.length > 5 ? `, and ${wrong.length - 5} more` : ''}`,
     ...(ok ? {} : { fix: `remove conflicting routes (ip route show ${wrong[0]?.split(' ')[0]}); vxedge installs its own` }),
   };
+}
+
+/** The IPv4 routes as prefixes with their device (`default` is 0.0.0.0/0); unparsable ones left out. */
+function routeTable(routes: readonly KernelRoute[]): { dst: Cidr; dev: string }[] {
+  const out: { dst: Cidr; dev: string }[] = [];
+  for (const r of routes) {
+    const dst = r.dst === 'default' ? parseCidr('0.0.0.0/0') : toCidr(r.dst);
+    if (dst) out.push({ dst, dev: r.dev ?? '' });
+  }
+  return out;
 }
 
 function toCidr(dst: string): Cidr | null {
