@@ -180,7 +180,7 @@ export async function checkUnderlayAddress(u: Underlay, port: number): Promise<{
 export function underlayLinkCheck(u: Underlay, port: number, link: { addresses: string[]; flags: string[] } | null): CheckResult {
   const lost = 'nothing reaches the peers';
   if (link === null) {
-    return { name: 'underlay', ok: false, detail: `${u.iface} no longer exists: ${lost}`, fix: `restart vxedge once ${u.iface} is back (its socket is bound to ${u.address})` };
+    return { name: 'underlay', ok: false, detail: `${u.iface} no longer exists: ${lost}`, fix: `bring ${u.iface} back (a USB adapter replugged, its driver loaded): with ${u.address} again the tunnel works at once (its sockets are bound to that address); with another address vxedge stops for a fresh start, unless underlay.address pins ${u.address}` };
   }
   if (link.flags.length > 0 && !link.flags.includes('UP')) {
     return {

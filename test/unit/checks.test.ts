@@ -29,6 +29,7 @@ describe('underlay check (running)', () => {
 
   it('fails when the NIC is gone, and when our address left it', () => {
     expect(underlayLinkCheck(u, 8472, null)).toMatchObject({ ok: false, detail: 'eth0 no longer exists: nothing reaches the peers' });
+    expect(underlayLinkCheck(u, 8472, null).fix).toMatch(/^bring eth0 back .*with 192\.0\.2\.10 again the tunnel works at once .*with another address vxedge stops for a fresh start/);
     expect(underlayLinkCheck(u, 8472, { addresses: ['192.0.2.99'], flags: UP })).toMatchObject({
       ok: false, detail: '192.0.2.10 is no longer on eth0 (now: 192.0.2.99)', fix: 'its sockets are bound to the old address: vxedge stops for a fresh start (exit 1) once another address is on the NIC, unless underlay.address pins the old one (then give it back, or change underlay.address and restart)',
     });
