@@ -14,6 +14,7 @@ import { LiveMembership } from './cluster/live.js';
 import { reloadPlan, type ReloadPlan } from './config/reload.js';
 import type { Config } from './config/types.js';
 import { ControlPlane } from './control/control-plane.js';
+import { KernelEvents } from './control/kernel-events.js';
 import { LearnedEndpoints } from './control/endpoints.js';
 import { PeerSync } from './control/peer-sync.js';
 import { ReasonMemo } from './control/reasons.js';
@@ -34,9 +35,13 @@ import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
 import type { Logger } from './util/log.js';
 import { readOnlyHint } from './util/read-only.js';
+import { Rerun } from './util/rerun.js';
 
 const STATUS_PERIOD_MS = 2000;
 const CHECKS_PERIOD_MS = 30_000;
+/** A refresh the kernel's notices ask for: after this much quiet (a burst is one refresh), at most one per gap. */
+const CHECKS_SETTLE_MS = 100;
+const CHECKS_GAP_MS = 2000;
 /** Changes this close together make one document: 500 peers going down at once publish a few, not 500. */
 const PUBLISH_COALESCE_MS = 250;
 /** How long the first probes wait for the router port mapping's first attempt. */
@@ -76,6 +81,9 @@ export class Gateway extends EventEmitter {
   private readonly led: StatusLed | null;
   private nat: SiteNat | null = null;
   private membership: LiveMembership | null = null;
+  /** The check refresh: every CHECKS_PERIOD_MS, and at once when the kernel says the device, its routes or the underlay changed. */
+  private readonly checksRun: Rerun;
+  private readonly kernelEvents: KernelEvents;
 
   private constructor(
     private cfg: Config,
@@ -95,6 +103,13 @@ export class Gateway extends EventEmitter {
       endpoints,
     });
     this.peerSync = new PeerSync(t.device, t.dataplane.peers, () => this.control.peersChanged());
+    this.checksRun = new Rerun(clock, async () => {
+      await this.refreshChecks();
+      this.publishSoon();
+    }, { settleMs: CHECKS_SETTLE_MS, gapMs: CHECKS_GAP_MS, failed: (e) => log.warn('check refresh failed', { err: e.message }) });
+    this.kernelEvents = new KernelEvents({
+      io: d.binding, device: t.deviceName, underlay: t.underlay.iface, changed: () => this.checksRun.request(), log,
+    });
     this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock } });
     this.statusFile = new StatusFile(
       cfg.runDir,
@@ -134,9 +149,10 @@ export class Gateway extends EventEmitter {
       });
       await gw.membership.start();
       gw.publisher.start();
-      await gw.refreshChecks();
+      gw.kernelEvents.start();
+      await gw.checksRun.now();
       gw.publish();
-      gw.timers.push(deps.clock.every(STATUS_PERIOD_MS, () => gw.tick()), deps.clock.every(CHECKS_PERIOD_MS, () => void gw.refreshChecks()));
+      gw.timers.push(deps.clock.every(STATUS_PERIOD_MS, () => gw.tick()), deps.clock.every(CHECKS_PERIOD_MS, () => gw.checksRun.request()));
       deps.log.info('gateway up', { peers: tunnel.dataplane.peers.size });
       return gw;
     } catch (e) {
@@ -164,7 +180,7 @@ export class Gateway extends EventEmitter {
     this.t.dataplane.settings.strictPeers = cfg.overlay.strictPeers;
     const diff = await this.membership!.setStatics(next.peers);
     this.lastReload = { at: new Date(this.d.clock.now()).toISOString(), applied: plan.live, restartNeeded: plan.restart };
-    await this.refreshChecks();
+    await this.checksRun.now();
     this.publish();
     const names = (l: { name: string }[]) => l.map((p) => p.name);
     return { ...plan, added: names(diff.added), removed: names(diff.removed), changed: diff.changed.map((c) => c.to.name) };
@@ -185,6 +201,8 @@ export class Gateway extends EventEmitter {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) t.cancel();
+    this.kernelEvents.stop();
+    await this.checksRun.stop(); // a refresh in progress would repair what stop takes down
     this.publishPending?.cancel();
     await this.membership?.stop().catch((e) => this.d.log.warn('cluster stop failed', { err: (e as Error).message }));
     this.control.stop();

@@ -108,6 +108,12 @@ export interface OffloadStats {
   sendWaitMs: number;
 }
 
+/** netlinkRead's bits. */
+export const NETLINK_LINK = 1;
+export const NETLINK_ADDRESS = 2;
+export const NETLINK_ROUTE_GONE = 4;
+export const NETLINK_LOST = 8;
+
 export interface NativeBinding {
   // ---------------------------------------------------------------- device (device.c)
 
@@ -262,6 +268,18 @@ export interface NativeBinding {
    *  private mappings never written (util/startup-pages.ts picks them); returns the bytes
    *  advised. RangeError for a malformed range; a failing madvise throws (syscall 'madvise'). */
   releasePages(ranges: Float64Array): number;
+
+  // ---------------------------------------------------------------- kernel notices (netlink.c)
+
+  /** A non-blocking rtnetlink socket in the link, IPv4 address and IPv4 route groups; poll it
+   *  with pollStart and read it with netlinkRead. Throws a system error (syscall 'socket' or
+   *  'bind') where netlink is not available. */
+  netlinkOpen(): number;
+  /** Drains the queued notices; returns NETLINK_* bits for what concerns the tunnel device
+   *  (its link, its addresses, a route through it deleted) or the underlay NIC (its link, its
+   *  addresses), 0 when nothing does. NETLINK_LOST: the kernel dropped notices (a storm), so
+   *  anything may have changed. */
+  netlinkRead(fd: number, device: string, underlay: string): number;
 
   // ---------------------------------------------------------------- test entry points
 

@@ -16,7 +16,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { findPackageRoot, nativeAddonPath, nativeBinding, TUN_F_CSUM, type NativeBinding } from '../../src/native/index.js';
+import {
+  findPackageRoot, nativeAddonPath, nativeBinding, NETLINK_ADDRESS, NETLINK_LINK, NETLINK_LOST, NETLINK_ROUTE_GONE, TUN_F_CSUM, type NativeBinding,
+} from '../../src/native/index.js';
 import { createNamespace, deleteNamespace, ensureNativeDist, netnsSkipReason, REPO, runChild, scenarioResult } from './scenario.js';
 import { skipUnless } from '../lab/harness.js';
 
@@ -33,7 +35,7 @@ const CALLS: Record<keyof NativeBinding, true> = {
   udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpSendFailed: true, udpCheckOffloads: true, udpDrops: true, unixDgramSend: true,
   udpSendThread: true, udpSendLost: true,
   pollStart: true, pollStop: true, close: true,
-  lastError: true, offloadStats: true, releasePages: true,
+  lastError: true, offloadStats: true, releasePages: true, netlinkOpen: true, netlinkRead: true,
   _pollCounts: true, _tsoSegment: true, _groCoalesce: true, _senderHold: true,
 };
 
@@ -138,6 +140,32 @@ describe.skipIf(skipUnless(netnsSkipReason, 'native addon in a namespace'))('nat
       expect(t.flags & O_CLOEXEC).toBe(O_CLOEXEC);
     }
     expect(r.afterClose).not.toMatch(/vxt0|vxp0|tap0/);
+  });
+
+  it('netlinkRead: the device\'s link, addresses and deleted routes, the underlay\'s link and addresses, nothing of other interfaces; a storm says so', () => {
+    const r = scenario('netlink');
+    expect(r.flags & O_NONBLOCK).toBe(O_NONBLOCK);
+    expect(r.flags & O_CLOEXEC).toBe(O_CLOEXEC);
+    const [LINK, ADDRESS, ROUTE_GONE, LOST] = [NETLINK_LINK, NETLINK_ADDRESS, NETLINK_ROUTE_GONE, NETLINK_LOST];
+    expect(r.steps).toEqual({
+      otherUp: 0,
+      otherRouteGone: 0,
+      deviceUp: LINK,
+      routeAdded: 0, // our own peer routes going in wake nothing
+      routeDeleted: ROUTE_GONE,
+      underlayUp: LINK,
+      underlayAddr: ADDRESS,
+      underlayAddrGone: ADDRESS,
+      deviceDown: LINK, // the kernel drops the device's routes without a notice of each
+      underlayGone: LINK, // by name: its index is gone with it
+    });
+    // 3 000 routes added while nobody read: more than the socket holds.
+    expect(r.storm.mask & LOST).toBe(LOST);
+    expect(r.storm.pollErrors).toBeGreaterThan(0); // libuv's word for the socket's ENOBUFS
+    expect(r.storm.reads).toBeGreaterThan(1); // bounded reads, the poll fires again for the rest
+    expect(r.afterStorm).toBe(ROUTE_GONE);
+    expect(r.badArgs).toMatchObject({ threw: true, name: 'RangeError' });
+    expect(r.closed).toMatchObject({ threw: true, code: 'EBADF', syscall: 'recvfrom' });
   });
 
   it('TUN: one poll wakeup, one devRead of many packets packed in one buffer; devWrite delivers', () => {

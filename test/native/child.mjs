@@ -950,6 +950,79 @@ const scenarios = {
     return { queues: t.queues, reads };
   },
 
+  // The kernel's notices, as the running checks get them: what concerns the two interfaces
+  // named (the "device" vxnl0, the "underlay" vxnl1) and nothing else (vxnl2).
+  async netlink() {
+    const tun = n.tunOpen('vxnl0', false, 0); // the device as vxedge makes it
+    for (const d of ['vxnl1', 'vxnl2']) sh('ip', 'link', 'add', d, 'type', 'veth', 'peer', 'name', `${d}p`);
+    const fd = n.netlinkOpen();
+    const flags = fdFlags(fd);
+    let mask = 0;
+    let reads = 0;
+    const read = () => {
+      reads++;
+      mask |= n.netlinkRead(fd, 'vxnl0', 'vxnl1');
+    };
+    // An overflow is an error on the socket, which libuv reports as a poll error and stops
+    // the poll for: the read takes the error (NETLINK_LOST), and the poll starts again, as
+    // control/kernel-events.ts does.
+    let pollErrors = 0;
+    const onReadable = (err) => {
+      if (err) {
+        pollErrors++;
+        n.pollStop(h);
+        read();
+        h = n.pollStart(fd, onReadable);
+      } else {
+        read();
+      }
+    };
+    let h = n.pollStart(fd, onReadable);
+    /** The bits the notices of `cmds` raised: waits for `want` bits, or SETTLE_MS when none are wanted. */
+    const after = async (want, ...cmds) => {
+      await sleep(SETTLE_MS); // what came before is read
+      mask = 0;
+      for (const c of cmds) sh('ip', ...c);
+      if (want === 0) await sleep(SETTLE_MS);
+      else await until(() => (mask & want) === want, `netlink bits ${want}`, 2000).catch(() => undefined);
+      return mask;
+    };
+    const steps = {
+      otherUp: await after(0, ['link', 'set', 'vxnl2', 'up'], ['addr', 'add', '10.99.2.1/24', 'dev', 'vxnl2']),
+      otherRouteGone: await after(0, ['route', 'add', '10.244.9.0/24', 'dev', 'vxnl2'], ['route', 'del', '10.244.9.0/24', 'dev', 'vxnl2']),
+      deviceUp: await after(1, ['link', 'set', 'vxnl0', 'up']),
+      routeAdded: await after(0, ['route', 'add', '10.244.1.0/24', 'dev', 'vxnl0']),
+      routeDeleted: await after(4, ['route', 'del', '10.244.1.0/24', 'dev', 'vxnl0']),
+      underlayUp: await after(1, ['link', 'set', 'vxnl1', 'up']),
+      underlayAddr: await after(2, ['addr', 'add', '192.0.2.10/24', 'dev', 'vxnl1']),
+      underlayAddrGone: await after(2, ['addr', 'del', '192.0.2.10/24', 'dev', 'vxnl1']),
+      deviceDown: await after(1, ['link', 'set', 'vxnl0', 'down']),
+      underlayGone: await after(1, ['link', 'del', 'vxnl1']),
+    };
+    // A storm while nobody reads: the socket overflows, and the read says so (and drains in
+    // bounded reads: the poll fires again for the rest).
+    n.pollStop(h);
+    sh('ip', 'link', 'set', 'vxnl0', 'up');
+    const batch = [];
+    for (let i = 0; i < 3000; i++) batch.push(`route add 10.250.${i >> 8}.${i & 255}/32 dev vxnl0`);
+    execFileSync('ip', ['-batch', '-'], { input: batch.join('\n') });
+    mask = 0;
+    reads = 0;
+    pollErrors = 0;
+    h = n.pollStart(fd, onReadable);
+    await until(() => reads > 0, 'a read after the storm', 2000).catch(() => undefined);
+    await sleep(SETTLE_MS);
+    const storm = { mask, reads, pollErrors };
+    // And the socket works on after it.
+    const afterStorm = await after(4, ['route', 'del', '10.250.0.1/32', 'dev', 'vxnl0']);
+    n.pollStop(h);
+    const badArgs = caught(() => n.netlinkRead(fd, 'vxnl0', 'a-name-much-too-long-for-ifnamsiz'));
+    n.close(fd);
+    const closed = caught(() => n.netlinkRead(fd, 'vxnl0', 'vxnl1'));
+    n.close(tun.fd);
+    return { flags, steps, storm, afterStorm, badArgs, closed };
+  },
+
   async 'tun-gone'() {
     const t = n.tunOpen('vxg0', false, 0);
     const errs = [];
