@@ -20,7 +20,7 @@ import { PeerSync } from './control/peer-sync.js';
 import { ReasonMemo } from './control/reasons.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, localFault, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
-import { checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress, deviceCheck, lostRoutesIn, routesCheck } from './health/checks.js';
+import { checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress, deviceCheck, lostNeighboursIn, lostRoutesIn, routesCheck } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc, ReloadDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
 import { HealthPublisher, publishPeriodMs } from './health/mqtt.js';
@@ -30,7 +30,7 @@ import { StatusFile } from './health/status-file.js';
 import type { NativeBinding } from './native/index.js';
 import { announceableIp } from './nat/public-endpoint.js';
 import { SiteNat } from './nat/site-nat.js';
-import { defaultGateway, linkDetails, routesIPv4, type KernelRoute, type LinkInfo } from './control/iproute.js';
+import { defaultGateway, linkDetails, neighboursIPv4, routesIPv4, type KernelRoute, type LinkInfo } from './control/iproute.js';
 import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
 import type { Logger } from './util/log.js';
@@ -108,7 +108,7 @@ export class Gateway extends EventEmitter {
       this.publishSoon();
     }, { settleMs: CHECKS_SETTLE_MS, gapMs: CHECKS_GAP_MS, failed: (e) => log.warn('check refresh failed', { err: e.message }) });
     this.kernelEvents = new KernelEvents({
-      io: d.binding, device: t.deviceName, underlay: t.underlay.iface, changed: () => this.checksRun.request(), log,
+      io: d.binding, device: t.deviceName, underlay: t.underlay.iface, neighbours: cfg.overlay.mode === 'tap', changed: () => this.checksRun.request(), log,
     });
     this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock } });
     this.statusFile = new StatusFile(
@@ -370,20 +370,25 @@ export class Gateway extends EventEmitter {
   /**
    * Puts back peer routes someone deleted: systemd-networkd removes routes it did not make
    * when it reconfigures (ManageForeignRoutes=yes, its default), and the tunnel then carried
-   * nothing to those peers until a restart. A route of the same prefix via another device
-   * is left alone (the routes check reports it). Resolves with the routing table it read when
-   * it changed nothing, else null (the routes check then reads the table again).
+   * nothing to those peers until a restart. In TAP mode the same for the peers' permanent
+   * neighbours (`ip neigh flush`), without which nothing answers the kernel's ARP for them.
+   * A route of the same prefix via another device is left alone (the routes check reports
+   * it). Resolves with the routing table it read when it changed nothing, else null (the
+   * routes check then reads the table again).
    */
   private async routesRestored(): Promise<KernelRoute[] | null> {
     let table: KernelRoute[] = [];
+    let what = 'peer routes';
     try {
       const put = await this.peerSync.restoreRoutes(async (peers) => {
         table = await routesIPv4();
         const lost = new Set(lostRoutesIn(peers.map((p) => p.subnet), table).map((c) => c.text));
-        return peers.filter((p) => lost.has(p.subnet.text));
+        const unresolved = this.cfg.overlay.mode === 'tap' ? new Set(lostNeighboursIn(peers, await neighboursIPv4(this.t.deviceName))) : new Set();
+        if (unresolved.size > 0) what = lost.size > 0 ? 'peer routes and neighbours' : 'peer neighbours';
+        return peers.filter((p) => lost.has(p.subnet.text) || unresolved.has(p));
       });
       if (put.length === 0) return table;
-      this.d.log.warn('put back peer routes that were deleted (a network manager that removes foreign routes?)', { count: put.length, peers: put.slice(0, 5).map((p) => p.name) });
+      this.d.log.warn(`put back ${what} that were deleted (a network manager that removes foreign routes?)`, { count: put.length, peers: put.slice(0, 5).map((p) => p.name) });
     } catch (e) {
       // An unreadable routing table is the routes check's to report.
       this.d.log.warn('could not put back deleted peer routes', { err: (e as Error).message });

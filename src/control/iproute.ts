@@ -119,7 +119,6 @@ export async function ifaceMtu(name: string): Promise<number> {
   return Number((await readFile(`/sys/class/net/${name}/mtu`, 'utf8')).trim());
 }
 
-/** The main IPv4 routing table. */
 /** One route of `ip -j -4 route show`, the fields vxedge reads. */
 export interface KernelRoute {
   dst: string;
@@ -127,8 +126,21 @@ export interface KernelRoute {
   gateway?: string;
 }
 
+/** The main IPv4 routing table. */
 export async function routesIPv4(): Promise<KernelRoute[]> {
   return ipJson(['-4', 'route', 'show']);
+}
+
+/** One entry of `ip -j -4 neigh show`, the fields vxedge reads. */
+export interface KernelNeighbour {
+  dst: string;
+  lladdr?: string;
+  state?: string[];
+}
+
+/** The IPv4 neighbours of one device. */
+export async function neighboursIPv4(dev: string): Promise<KernelNeighbour[]> {
+  return ipJson(['-4', 'neigh', 'show', 'dev', dev]);
 }
 
 /** Sets a per-device sysctl; false when the knob does not exist (e.g. IPv6 disabled). */

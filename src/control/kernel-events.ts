@@ -1,6 +1,6 @@
 // The kernel's notices of what changed on the tunnel device and the underlay NIC (rtnetlink,
 // native/netlink.c), so that the running checks look at once: a device set down, a peer
-// route deleted by a network manager, the uplink's carrier or address gone. Without them
+// route (TAP: or neighbour) deleted by a network manager, the uplink's carrier or address gone. Without them
 // those waited for the next periodic refresh (30 s), with nothing crossing the tunnel
 // meanwhile. The notices only say "look"; what changed is read the usual way.
 import { NETLINK_LOST, type NativeBinding, type PollHandle } from '../native/index.js';
@@ -13,6 +13,8 @@ export interface KernelEventsOptions {
   /** The tunnel device's name and the underlay NIC's. */
   device: string;
   underlay: string;
+  /** Also a neighbour of the device deleted (TAP mode: the peers are permanent neighbours). */
+  neighbours: boolean;
   /** Something concerning them changed (netlinkRead's NETLINK_* bits). */
   changed: (bits: number) => void;
   log: Logger;
@@ -27,7 +29,7 @@ export class KernelEvents {
   /** Starts listening; false (said in the log) where netlink cannot be had: the periodic refresh still repairs. */
   start(): boolean {
     try {
-      this.fd = this.o.io.netlinkOpen();
+      this.fd = this.o.io.netlinkOpen(this.o.neighbours);
       this.poll = this.o.io.pollStart(this.fd, (err) => this.readable(err));
       return true;
     } catch (e) {

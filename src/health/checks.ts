@@ -4,10 +4,10 @@
 import { access, constants } from 'node:fs/promises';
 import dgram from 'node:dgram';
 import type { Cidr, Config } from '../config/types.js';
-import { ifaceIPv4State, readSysctl, routesIPv4, type KernelRoute, type LinkInfo } from '../control/iproute.js';
+import { ifaceIPv4State, readSysctl, routesIPv4, type KernelNeighbour, type KernelRoute, type LinkInfo } from '../control/iproute.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import type { PublicEndpoint } from '../nat/public-endpoint.js';
-import { cidrContains, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
+import { cidrContains, intToIp, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
 import type { CheckResult } from './document.js';
 
 export async function checkIpForward(): Promise<CheckResult> {
@@ -121,6 +121,17 @@ export async function checkRoutes(device: string, subnets: readonly Cidr[]): Pro
 export function lostRoutesIn(subnets: readonly Cidr[], routes: readonly KernelRoute[]): Cidr[] {
   const table = routeTable(routes);
   return subnets.filter((s) => !table.some((r) => r.dst.prefixLen === s.prefixLen && cidrContains(r.dst, s)));
+}
+
+/**
+ * The TAP peers whose neighbour entry (the peer's .0 at its VTEP MAC, permanent, as flannel
+ * makes it) is gone or is no longer that: without it the kernel asks for the peer's MAC by
+ * ARP, which nothing across the tunnel answers, and that peer is cut off.
+ */
+export function lostNeighboursIn<P extends { subnet: Cidr; vtepMac: string }>(peers: readonly P[], neighbours: readonly KernelNeighbour[]): P[] {
+  const permanent = new Map<string, string>();
+  for (const n of neighbours) if (n.lladdr && n.state?.includes('PERMANENT')) permanent.set(n.dst, n.lladdr.toLowerCase());
+  return peers.filter((p) => permanent.get(intToIp(p.subnet.network)) !== p.vtepMac.toLowerCase());
 }
 
 /** The routes check over a routing table (`ip -j -4 route show`), pure for tests. */

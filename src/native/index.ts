@@ -113,6 +113,7 @@ export const NETLINK_LINK = 1;
 export const NETLINK_ADDRESS = 2;
 export const NETLINK_ROUTE_GONE = 4;
 export const NETLINK_LOST = 8;
+export const NETLINK_NEIGH_GONE = 16;
 
 export interface NativeBinding {
   // ---------------------------------------------------------------- device (device.c)
@@ -271,13 +272,15 @@ export interface NativeBinding {
 
   // ---------------------------------------------------------------- kernel notices (netlink.c)
 
-  /** A non-blocking rtnetlink socket in the link, IPv4 address and IPv4 route groups; poll it
-   *  with pollStart and read it with netlinkRead. Throws a system error (syscall 'socket' or
-   *  'bind') where netlink is not available. */
-  netlinkOpen(): number;
+  /** A non-blocking rtnetlink socket in the link, IPv4 address and IPv4 route groups, and
+   *  with `neighbours` the neighbour group (TAP mode); poll it with pollStart and read it with
+   *  netlinkRead. Throws a system error (syscall 'socket' or 'bind') where netlink is not
+   *  available. */
+  netlinkOpen(neighbours?: boolean): number;
   /** Drains the queued notices; returns NETLINK_* bits for what concerns the tunnel device
-   *  (its link, its addresses, a route through it deleted) or the underlay NIC (its link, its
-   *  addresses), 0 when nothing does. NETLINK_LOST: the kernel dropped notices (a storm), so
+   *  (its link, its addresses, a route through it deleted, a neighbour of it deleted or made
+   *  other than permanent: NETLINK_NEIGH_GONE) or the underlay NIC (its link, its addresses),
+   *  0 when nothing does. NETLINK_LOST: the kernel dropped notices (a storm), so
    *  anything may have changed. */
   netlinkRead(fd: number, device: string, underlay: string): number;
 

@@ -12,19 +12,21 @@
  */
 #define _GNU_SOURCE /* struct mmsghdr in vx.h: before any system header */
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <string.h>
 #include <unistd.h>
 #include <net/if.h>
 #include <sys/socket.h>
 #include <linux/netlink.h>
+#include <linux/neighbour.h> /* struct ndmsg, NUD_PERMANENT */
 #include <linux/rtnetlink.h>
 
 #include "napi_util.h"
 #include "vx.h"
 
 /* What netlinkRead reports (src/native/index.ts NETLINK_*). */
-enum { NL_LINK = 1, NL_ADDRESS = 2, NL_ROUTE_GONE = 4, NL_LOST = 8 };
+enum { NL_LINK = 1, NL_ADDRESS = 2, NL_ROUTE_GONE = 4, NL_LOST = 8, NL_NEIGH_GONE = 16 };
 
 /* Notices arrive in bursts (a device set down, a networkd reconfigure deleting a table's
  * worth of routes); the buffer holds one burst's worth so that only a storm overflows it,
@@ -34,11 +36,14 @@ enum { NL_LINK = 1, NL_ADDRESS = 2, NL_ROUTE_GONE = 4, NL_LOST = 8 };
  * instead of holding the loop. */
 #define NL_MAX_RECVS 64
 
-/* netlinkOpen() -> fd: a non-blocking NETLINK_ROUTE socket in the link, IPv4 address and
- * IPv4 route groups. */
+/* netlinkOpen([neighbours]) -> fd: a non-blocking NETLINK_ROUTE socket in the link, IPv4
+ * address and IPv4 route groups, and with `neighbours` the neighbour group (TAP mode, whose
+ * peers are permanent neighbours; elsewhere the LAN's ARP traffic would wake us for nothing). */
 napi_value vx_netlink_open(napi_env env, napi_callback_info info) {
   static const char fn[] = "netlinkOpen";
-  GET_ARGS_OF(0, vx_state);
+  GET_ARGS_UPTO(0, 1, vx_state);
+  bool neighbours = false;
+  if (argc > 0) ARG_BOOL(0, "neighbours", &neighbours);
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (fd < 0) THROW_SYS(env, errno, "socket", "%s: netlink socket", fn);
   int bytes = NL_RCVBUF;
@@ -47,7 +52,7 @@ napi_value vx_netlink_open(napi_env env, napi_callback_info info) {
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof sa);
   sa.nl_family = AF_NETLINK;
-  sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+  sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | (neighbours ? RTMGRP_NEIGH : 0);
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
     int err = errno;
     close(fd);
@@ -112,13 +117,23 @@ static int classify(struct nlmsghdr *h, const char *const names[2], const int id
        * address or link, whose notices come anyway. */
       return idx[0] > 0 && route_oif(h) == idx[0] ? NL_ROUTE_GONE : 0;
     }
+    case RTM_DELNEIGH:
+    case RTM_NEWNEIGH: {
+      if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ndmsg))) return 0;
+      struct ndmsg *nd = NLMSG_DATA(h);
+      /* A neighbour of the device deleted, or made something else than permanent: our own
+       * (permanent) entries going in wake nothing. */
+      if (idx[0] <= 0 || nd->ndm_ifindex != idx[0]) return 0;
+      return h->nlmsg_type == RTM_DELNEIGH || !(nd->ndm_state & NUD_PERMANENT) ? NL_NEIGH_GONE : 0;
+    }
     default:
       return 0;
   }
 }
 
 /* netlinkRead(fd, device, underlay) -> mask of NL_* for what changed on the tunnel device
- * (link, address, a route through it deleted) and the underlay NIC (link, address); 0 when
+ * (link, address, a route through it deleted, a neighbour of it deleted or no longer
+ * permanent) and the underlay NIC (link, address); 0 when
  * nothing concerns them. Drains what is queued, up to NL_MAX_RECVS receives. */
 napi_value vx_netlink_read(napi_env env, napi_callback_info info) {
   static const char fn[] = "netlinkRead";

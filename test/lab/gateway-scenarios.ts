@@ -255,6 +255,20 @@ export function gatewayScenarios(o: ScenarioOptions): void {
         expect(await nsRun(env.NS_GW, ['ip', 'link', 'show', 'dev', env.VTEP_DEV])).toMatch(/ qlen 2000\b/);
       });
 
+      it.runIf(mode === 'tap')('puts back the peers\' permanent neighbours someone flushed, within seconds', async () => {
+        // Without them the kernel asks for the peers' MACs by ARP, which nothing across the
+        // tunnel answers: those peers were cut off until a restart.
+        const neigh = () => nsRun(env.NS_GW, ['ip', 'neigh', 'show', 'dev', env.VTEP_DEV]);
+        const entry = new RegExp(`${env.AWS1_VTEP_IP} lladdr ${env.AWS1_VTEP_MAC} PERMANENT`);
+        expect(await neigh()).toMatch(entry);
+        await nsRun(env.NS_GW, ['ip', 'neigh', 'flush', 'dev', env.VTEP_DEV, 'nud', 'permanent']);
+        expect(await neigh()).not.toMatch(entry);
+        // At the kernel's notice of the deletion (the periodic refresh is 30 s away).
+        await waitFor(async () => entry.test(await neigh()), 8_000 * slow, 200);
+        expect(gw().output).toContain('put back peer neighbours that were deleted');
+        expect((await ping(env.NS_HOST, env.POD1_IP, { count: 3 })).ok).toBe(true);
+      });
+
       it('sends its VXLAN datagrams with DF clear, as the kernel vxlan does', async () => {
         const cap = startCapture(env.NS_GW, ['-n', '-v', '-c', '3', '-i', env.GW_UNDERLAY_IF, 'udp and src port 8472'], { timeoutMs: 8_000 * slow });
         await cap.ready;

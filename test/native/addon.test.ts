@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  findPackageRoot, nativeAddonPath, nativeBinding, NETLINK_ADDRESS, NETLINK_LINK, NETLINK_LOST, NETLINK_ROUTE_GONE, TUN_F_CSUM, type NativeBinding,
+  findPackageRoot, nativeAddonPath, nativeBinding, NETLINK_ADDRESS, NETLINK_LINK, NETLINK_LOST, NETLINK_NEIGH_GONE, NETLINK_ROUTE_GONE, TUN_F_CSUM, type NativeBinding,
 } from '../../src/native/index.js';
 import { createNamespace, deleteNamespace, ensureNativeDist, netnsSkipReason, REPO, runChild, scenarioResult } from './scenario.js';
 import { skipUnless } from '../lab/harness.js';
@@ -166,6 +166,10 @@ describe.skipIf(skipUnless(netnsSkipReason, 'native addon in a namespace'))('nat
     expect(r.afterStorm).toBe(ROUTE_GONE);
     expect(r.badArgs).toMatchObject({ threw: true, name: 'RangeError' });
     expect(r.closed).toMatchObject({ threw: true, code: 'EBADF', syscall: 'recvfrom' });
+    // TAP mode asks for the neighbour group: its peers' permanent entries deleted or made
+    // non-permanent say so; our own going in, and another device's, do not.
+    expect(r.neigh.withGroup).toEqual({ added: 0, deleted: NETLINK_NEIGH_GONE, madeStale: NETLINK_NEIGH_GONE, otherDevice: 0 });
+    expect(r.neigh.without).toEqual({ added: 0, deleted: 0, madeStale: 0, otherDevice: 0 });
   });
 
   it('TUN: one poll wakeup, one devRead of many packets packed in one buffer; devWrite delivers', () => {

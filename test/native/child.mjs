@@ -1020,7 +1020,36 @@ const scenarios = {
     n.close(fd);
     const closed = caught(() => n.netlinkRead(fd, 'vxnl0', 'vxnl1'));
     n.close(tun.fd);
-    return { flags, steps, storm, afterStorm, badArgs, closed };
+
+    // TAP mode: the neighbour group too. A permanent neighbour going in wakes nothing; deleted,
+    // or replaced by a non-permanent one, it does. Without the group, nothing of neighbours.
+    const neigh = {};
+    for (const withGroup of [true, false]) {
+      const tap = n.tunOpen('vxnl3', true, 0);
+      sh('ip', 'link', 'set', 'vxnl3', 'up');
+      const nfd = withGroup ? n.netlinkOpen(true) : n.netlinkOpen();
+      let m = 0;
+      const nh = n.pollStart(nfd, () => (m |= n.netlinkRead(nfd, 'vxnl3', 'vxnl2')));
+      const bits = async (want, ...cmds) => {
+        await sleep(SETTLE_MS);
+        m = 0;
+        for (const c of cmds) sh('ip', ...c);
+        if (want === 0) await sleep(SETTLE_MS);
+        else await until(() => (m & want) === want, `neighbour bits ${want}`, 2000).catch(() => undefined);
+        return m;
+      };
+      const add = ['neigh', 'replace', '10.244.5.0', 'lladdr', '0e:00:00:00:00:05', 'dev', 'vxnl3', 'nud', 'permanent'];
+      neigh[withGroup ? 'withGroup' : 'without'] = {
+        added: await bits(0, add),
+        deleted: await bits(withGroup ? 16 : 0, ['neigh', 'del', '10.244.5.0', 'dev', 'vxnl3']),
+        madeStale: await bits(withGroup ? 16 : 0, add, ['neigh', 'replace', '10.244.5.0', 'lladdr', '0e:00:00:00:00:05', 'dev', 'vxnl3', 'nud', 'stale']),
+        otherDevice: await bits(0, ['neigh', 'replace', '10.99.2.9', 'lladdr', '0e:00:00:00:00:09', 'dev', 'vxnl2', 'nud', 'permanent'], ['neigh', 'del', '10.99.2.9', 'dev', 'vxnl2']),
+      };
+      n.pollStop(nh);
+      n.close(nfd);
+      n.close(tap.fd);
+    }
+    return { flags, steps, storm, afterStorm, badArgs, closed, neigh };
   },
 
   async 'tun-gone'() {

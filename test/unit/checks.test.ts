@@ -1,6 +1,6 @@
 // The running gateway's checks that are pure functions of what `ip` reports.
 import { describe, expect, it } from 'vitest';
-import { deviceCheck, lostRoutesIn, underlayLinkCheck } from '../../src/health/checks.js';
+import { deviceCheck, lostNeighboursIn, lostRoutesIn, underlayLinkCheck } from '../../src/health/checks.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 
 const u = { iface: 'eth0', address: '192.0.2.10', mtu: 1500 };
@@ -66,5 +66,22 @@ describe('lost peer routes (put back by the gateway)', () => {
     expect(lostRoutesIn(subnets, routes).map((c) => c.text)).toEqual(['10.244.2.0/24', '10.244.3.0/24']);
     expect(lostRoutesIn(subnets, [])).toHaveLength(4);
     expect(lostRoutesIn(subnets, subnets.map((c) => ({ dst: c.text, dev: 'flannel.1' })))).toEqual([]);
+  });
+});
+
+describe('lost TAP neighbours (put back by the gateway)', () => {
+  const peer = (n: number, vtepMac: string) => ({ name: `aws-${n}`, subnet: parseCidr(`10.244.${n}.0/24`), vtepMac });
+  const peers = [peer(1, '0e:00:00:00:00:01'), peer(2, '0e:00:00:00:00:02'), peer(3, '0e:00:00:00:00:03'), peer(4, '0e:00:00:00:00:04')];
+  it('are the peers whose .0 is not a permanent neighbour at their VTEP MAC', () => {
+    const neighbours = [
+      { dst: '10.244.1.0', lladdr: '0E:00:00:00:00:01', state: ['PERMANENT'] }, // ours, in place (case aside)
+      { dst: '10.244.2.0', lladdr: '0e:00:00:00:00:02', state: ['STALE'] }, // made non-permanent: it would age out
+      { dst: '10.244.3.0', lladdr: '0e:00:00:00:00:99', state: ['PERMANENT'] }, // another MAC
+      // 10.244.4.0: deleted
+      { dst: '10.244.9.0', state: ['FAILED'] }, // not a peer's
+    ];
+    expect(lostNeighboursIn(peers, neighbours).map((p) => p.name)).toEqual(['aws-2', 'aws-3', 'aws-4']);
+    expect(lostNeighboursIn(peers, [])).toHaveLength(4);
+    expect(lostNeighboursIn(peers, peers.map((p) => ({ dst: `10.244.${p.name.slice(4)}.0`, lladdr: p.vtepMac, state: ['PERMANENT'] })))).toEqual([]);
   });
 });

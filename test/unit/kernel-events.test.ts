@@ -14,8 +14,9 @@ function fakeIo(opts: { openFails?: Error } = {}) {
   const calls: string[] = [];
   let closed = 0;
   const io: KernelEventsIo = {
-    netlinkOpen: () => {
+    netlinkOpen: (neighbours) => {
       if (opts.openFails) throw opts.openFails;
+      calls.push(`open${neighbours ? ' with neighbours' : ''}`);
       return 42;
     },
     netlinkRead: (fd, device, underlay) => {
@@ -41,10 +42,10 @@ function fakeIo(opts: { openFails?: Error } = {}) {
   };
 }
 
-function events(io: KernelEventsIo) {
+function events(io: KernelEventsIo, neighbours = false) {
   const log = new CaptureLog();
   const changed: number[] = [];
-  const ke = new KernelEvents({ io, device: 'flannel.1', underlay: 'eth0', changed: (b) => changed.push(b), log });
+  const ke = new KernelEvents({ io, device: 'flannel.1', underlay: 'eth0', neighbours, changed: (b) => changed.push(b), log });
   return { ke, changed, warnings: () => log.lines.filter((l) => l.level === 'warn').map((l) => l.msg) };
 }
 
@@ -59,7 +60,7 @@ describe('KernelEvents', () => {
     f.fire();
     f.fire();
     f.fire();
-    expect(f.calls).toEqual(Array(3).fill('read 42 flannel.1 eth0'));
+    expect(f.calls).toEqual(['open', ...Array(3).fill('read 42 flannel.1 eth0')]);
     expect(e.changed).toEqual([NETLINK_ROUTE_GONE, NETLINK_LINK | NETLINK_ROUTE_GONE]);
   });
 
@@ -107,6 +108,12 @@ describe('KernelEvents', () => {
       e.ke.stop(); // idempotent
       expect(f.closed()).toBe(1);
     }
+  });
+
+  it('asks for the neighbour notices only when told (TAP mode)', () => {
+    const f = fakeIo();
+    events(f.io, true).ke.start();
+    expect(f.calls).toEqual(['open with neighbours']);
   });
 
   it('stop() stops the poll and closes the socket', () => {
