@@ -156,6 +156,12 @@ export class EtcdConnection {
     switch (cause.kind) {
       case 'unavailable':
       case 'timeout':
+        // A member cut off from its cluster (or a cluster that lost its quorum): it answers, but
+        // cannot serve what the others see.
+        if (/\bno leader\b/.test(msg)) {
+          return `etcd at ${endpoints} has no leader (${what}: ${msg}): the member is cut off from the rest of its cluster, ` +
+            'or the cluster lost its quorum; list every member in cluster.etcd.endpoints; the last known peers stay in use';
+        }
         return `cannot reach etcd at ${endpoints} (${what}: ${msg}); the last known peers stay in use`;
       case 'auth':
         return user

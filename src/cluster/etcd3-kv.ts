@@ -14,6 +14,9 @@
 //  - Unary calls fetch a new auth token when etcd says the old one is invalid (simple tokens
 //    expire after 5 idle minutes); streams do not. A keepalive that fails that way is retried
 //    once after a unary call has refreshed the token.
+//  - The client has no way to ask for a leader on a watch (clientv3's WithRequireLeader, which
+//    flanneld uses): our watch stream is opened through a WatchClient of our own over the
+//    client's connection pool, which adds the metadata (leaderWatchClient).
 import { readFile } from 'node:fs/promises';
 import {
   Etcd3,
@@ -24,7 +27,9 @@ import {
   GRPCDeadlineExceededError,
   GRPCUnauthenticatedError,
   GRPCUnavailableError,
+  WatchClient,
   castGrpcError,
+  type ICallable,
   castGrpcErrorMessage,
   type IKeyValue,
   type IOptions,
@@ -52,6 +57,34 @@ const GRPC_OPTIONS = {
   'grpc.initial_reconnect_backoff_ms': 1_000,
   'grpc.max_reconnect_backoff_ms': 5_000,
 };
+
+/**
+ * etcd's "require leader" metadata (clientv3 WithRequireLeader, rpctypes.MetadataRequireLeaderKey):
+ * a member that has no leader refuses the watch, and cancels an open one ("etcdserver: no leader")
+ * after three election timeouts without one. Without it, a member cut off from the rest of its
+ * cluster keeps the watch open and silent while the others go on changing leases: the view goes
+ * stale and the source still says connected.
+ */
+const REQUIRE_LEADER: [string, string] = ['hasleader', 'true'];
+
+/** A WatchClient over the client's connection pool whose streams carry REQUIRE_LEADER. */
+function leaderWatchClient(client: Etcd3): WatchClient {
+  // The pool is the Namespace's protected `pool` (every RPC client of the library is built on it).
+  const pool = (client as unknown as { pool: ICallable<unknown> }).pool;
+  return new WatchClient({
+    exec: (service, method, params, options) => pool.exec(service, method, params, options),
+    withConnection: (service, fn) =>
+      pool.withConnection(service, (c) => {
+        const metadata = c.metadata.clone(); // the pool's (auth token) metadata is shared by every call
+        metadata.set(...REQUIRE_LEADER);
+        return fn({ ...c, metadata });
+      }),
+    markFailed: (resource, error) => pool.markFailed(resource, error),
+    get callOptionsFactory() {
+      return pool.callOptionsFactory;
+    },
+  });
+}
 
 const TLS_RE = /certificate|\bSSL\b|\bTLS\b|handshake|self[- ]signed|CERT_|unable to verify|wrong version number|alert/i;
 const AUTH_RE = /authentication|user name is empty|invalid auth token|auth token|password/i;
@@ -137,10 +170,14 @@ export async function connectEtcd3(o: EtcdConnectOptions): Promise<EtcdKv> {
 }
 
 class Etcd3Kv implements EtcdKv {
+  private readonly watchClient: WatchClient;
+
   constructor(
     private readonly client: Etcd3,
     private readonly deadline: () => Date,
-  ) {}
+  ) {
+    this.watchClient = leaderWatchClient(client);
+  }
 
   async get(key: string): Promise<KvEntry | null> {
     try {
@@ -163,7 +200,7 @@ class Etcd3Kv implements EtcdKv {
 
   watch(prefix: string, fromRevision: bigint, handler: WatchHandler): WatchHandle {
     const key = Buffer.from(prefix);
-    let stream: Awaited<ReturnType<Etcd3['watchClient']['watch']>> | null = null;
+    let stream: Awaited<ReturnType<WatchClient['watch']>> | null = null;
     let done = false;
     const close = () => {
       if (!stream) return;
@@ -180,7 +217,7 @@ class Etcd3Kv implements EtcdKv {
       close();
       report();
     };
-    this.client.watchClient.watch().then(
+    this.watchClient.watch().then(
       (s) => {
         stream = s;
         if (done) return close();

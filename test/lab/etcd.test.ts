@@ -341,6 +341,35 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     }
   });
 
+  it('a member that loses its leader ends our watch (require-leader, as flanneld asks): not connected, naming it; back: connected, following', async () => {
+    // Three members on one loopback; we talk to `a` only. With `b` and `c` stopped, `a` is what a
+    // member cut off from the rest of its cluster is to us: up and answering pings, no leader.
+    // Without require-leader its watch stayed open and silent, and the source said connected
+    // while the others (in a real partition) went on changing leases.
+    const members = ['a', 'b', 'c'].map((name, i) => ({ name, client: 22379 + 100 * i, peer: 22380 + 100 * i }));
+    const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(',');
+    const [a, b, c] = await Promise.all(members.map((m) => startEtcd({
+      ns: NS, address: '127.0.0.1', clientPort: m.client, peerPort: m.peer, dataDir: path.join(dir, `etcd-${m.name}`), name: m.name, lifetimeS: 120,
+      extraArgs: ['--initial-cluster', initialCluster, '--initial-cluster-token', 'vxedge-leader-test'],
+    })));
+    try {
+      await a.ctl(['put', `${NET}/config`, CONFIG]);
+      const f = follow({ endpoints: [a.endpoint], register: false });
+      await f.until('following a', () => f.status?.connected === true && f.view !== undefined);
+      await Promise.all([b.stop(), c.stop()]);
+      await f.until('the watch ended for want of a leader', () => f.status?.connected === false, 20_000);
+      expect(f.status!.error).toMatch(/^etcd at http:\/\/127\.0\.0\.1:22379 has no leader .*the last known peers stay in use/);
+      await Promise.all([b.start(), c.start()]);
+      await f.until('connected again', () => f.status?.connected === true, 30_000);
+      const id = await b.grantLease(60);
+      await b.ctl(['put', `--lease=${id.toString(16)}`, key('10.244.7.0-24'), ourValue('203.0.113.70', '0e:00:00:00:07:01')]);
+      await f.until('a lease written after the return is followed', () => f.view?.peers.some((p) => p.name === 'etcd-10.244.7.0-24') === true);
+      await f.stop();
+    } finally {
+      await Promise.all([a.stop(), b.stop(), c.stop()]);
+    }
+  });
+
   it('authentication: a wrong password names the user and the password file; the right one connects', async () => {
     const root = ['--user', 'root:rootpw'];
     await etcd.ctl(['user', 'add', 'root:rootpw']);

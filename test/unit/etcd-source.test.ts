@@ -280,6 +280,8 @@ describe('EtcdSource: errors name the fix', () => {
     ['auth', 'etcdserver: user name is empty', undefined, /requires authentication .*set cluster\.etcd\.username and cluster\.etcd\.passwordFile, or a client certificate/],
     ['permission', 'etcdserver: permission denied', { username: 'site', passwordFile: '/p' },
       /etcd denied read \/coreos\.com\/network\/config to user "site" .*grant it read access to \/coreos\.com\/network\/ and write access to \/coreos\.com\/network\/subnets\//],
+    ['unavailable', '14 UNAVAILABLE: etcdserver: no leader', undefined,
+      /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 has no leader \(read \/coreos\.com\/network\/config: 14 UNAVAILABLE: etcdserver: no leader\): the member is cut off from the rest of its cluster, or the cluster lost its quorum; list every member in cluster\.etcd\.endpoints/],
     ['tls', 'unable to verify the first certificate', undefined, /TLS to etcd at .* failed .*check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
     ['setup', 'cannot read cluster.etcd.ca /nope: no such file', undefined, /^cannot read cluster\.etcd\.ca \/nope: no such file; retrying in/],
   ] as const)('%s: %s', async (kind, message, auth, re) => {
