@@ -1,10 +1,13 @@
 // Following flannel's subnet leases in etcd the way flanneld does: one "sync", repeated after
 // any failure:
-//   1. read `{prefix}/config` and check it against the site (VXLAN backend, a Network that holds
+//   1. list `{prefix}/subnets/`;
+//   2. read `{prefix}/config` and check it against the site (VXLAN backend, a Network that holds
 //      overlay.subnet, the same VNI and port); a mismatch is an error that says what to change,
-//      and the source stays not-connected and retries;
-//   2. list `{prefix}/subnets/` into the lease table (a view is emitted);
-//   3. watch the prefix from the list's revision + 1 and apply each change to the table.
+//      and the source stays not-connected and retries; otherwise the list goes into the lease
+//      table (a view is emitted);
+//   3. watch the prefix from the list's revision + 1 and apply each change to the table; and
+//      watch the config key from the same revision: a change syncs again, so it is checked at
+//      once (flanneld reads it only at its start, so the nodes take a change as they restart).
 // A compacted start revision lists again at once (the events in between are gone). Any other
 // failure (endpoints down, connection lost, auth) sets connected=false with an error naming the
 // endpoints, keeps the table (the last view, so forwarding goes on), and syncs again after a
@@ -19,7 +22,7 @@ import type { Timer } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
 import type { ClusterView, SkippedNode } from './types.js';
 import { checkNetConfig, leaseToPeer, type LeaseContext } from './flannel-lease.js';
-import { EtcdKvError, type KvEntry, type WatchEvent, type WatchHandle } from './etcd-kv.js';
+import { EtcdKvError, type EtcdKv, type KvEntry, type WatchEvent, type WatchHandle } from './etcd-kv.js';
 import { ConfigMismatch, OpError, type EtcdConnection } from './etcd-connection.js';
 
 /**
@@ -134,7 +137,8 @@ export class EtcdFollower {
 
   /** Bumped by every sync and by stop(): callbacks of an older one are ignored. */
   private gen = 0;
-  private watch: WatchHandle | null = null;
+  /** The watches of the current sync: the leases, and the config. */
+  private readonly watches: WatchHandle[] = [];
   private syncTimer: Timer | null = null;
   private syncFailures = 0;
 
@@ -149,8 +153,7 @@ export class EtcdFollower {
     this.gen++;
     this.syncTimer?.cancel();
     this.syncTimer = null;
-    this.watch?.cancel();
-    this.watch = null;
+    this.endWatches();
   }
 
   private scheduleSync(ms: number): void {
@@ -165,11 +168,14 @@ export class EtcdFollower {
     const { conn, configKey, subnetsPrefix: prefix } = this.o;
     if (conn.stopped) return;
     const gen = ++this.gen;
-    this.watch?.cancel();
-    this.watch = null;
+    this.endWatches();
     this.synced = false;
     try {
       const kv = await conn.client();
+      // The leases first, then the config: the config is watched from the list's revision, so a
+      // change after the list is seen by the watch, and one before it by this read.
+      const listed = await conn.call(kv.range(prefix), `list ${prefix}`);
+      if (gen !== this.gen) return;
       const cfg = await conn.call(kv.get(configKey), `read ${configKey}`);
       if (gen !== this.gen) return;
       if (!cfg) {
@@ -181,52 +187,70 @@ export class EtcdFollower {
       if (!check.ok) throw new ConfigMismatch(check.error);
       for (const w of check.warnings) conn.warnOnce(w);
 
-      const listed = await conn.call(kv.range(prefix), `list ${prefix}`);
-      if (gen !== this.gen) return;
       this.o.leases.reset(listed.entries.filter((e) => e.key.startsWith(prefix)));
       if (this.syncError !== null) conn.log.info('etcd sync restored', { endpoints: this.o.endpoints, leases: this.o.leases.size });
       this.markSynced();
       this.synced = true;
       this.o.listed();
       if (gen !== this.gen) return; // a listener stopped us
-      // etcd confirms a watch at once; one that is not confirmed in time counts as a failure.
-      let confirm: Timer | null = conn.clock.after(conn.callTimeoutMs, () => {
-        confirm = null;
-        if (gen !== this.gen) return;
-        this.watch?.cancel();
-        this.watch = null;
-        this.failSync(new OpError(`watch ${prefix}`, new EtcdKvError('timeout', `not confirmed within ${formatDuration(conn.callTimeoutMs)}`)));
-      });
-      const confirmed = () => {
-        confirm?.cancel();
-        confirm = null;
-      };
-      this.watch = kv.watch(prefix, listed.revision + 1n, {
-        onStarted: () => {
-          confirmed();
-          if (gen === this.gen) this.syncFailures = 0;
-        },
-        onEvents: (events) => {
-          if (gen === this.gen) this.applyEvents(events);
-        },
-        onCompacted: (rev) => {
-          confirmed();
-          if (gen !== this.gen) return;
-          this.watch = null;
-          conn.log.warn('the etcd watch fell behind compaction; listing again', { compactRevision: String(rev) });
-          this.run();
-        },
-        onError: (err) => {
-          confirmed();
-          if (gen !== this.gen) return;
-          this.watch = null;
-          this.failSync(new OpError(`watch ${prefix}`, err));
-        },
-      });
+      this.watches.push(this.watchFrom(gen, kv, prefix, listed.revision + 1n, (events) => this.applyEvents(events)));
+      // flanneld reads the config only when it starts, so a change (another Backend.Port, VNI or
+      // Network) reaches the nodes as they restart; checked again at once, a mismatch is in the
+      // health with its fix, rather than unseen until some failure made us read it again. One key:
+      // it needs no more access than reading it.
+      const changed = (e: WatchEvent) => e.key === configKey && e.modRevision > cfg.modRevision && !(e.type === 'put' && e.value === cfg.value);
+      this.watches.push(this.watchFrom(gen, kv, configKey, listed.revision + 1n, (events) => {
+        if (!events.some(changed)) return;
+        conn.log.info(`${configKey} changed; checking it again`);
+        this.run();
+      }, true));
       this.o.following();
     } catch (e) {
       if (gen === this.gen && !conn.stopped) this.failSync(e);
     }
+  }
+
+  /** One watch of this sync (`gen`); its end (compaction, failure, no confirmation) ends the other too, and syncs again. */
+  private watchFrom(gen: number, kv: EtcdKv, key: string, from: bigint, onEvents: (events: WatchEvent[]) => void, exact = false): WatchHandle {
+    const { conn } = this.o;
+    const over = () => {
+      if (gen !== this.gen) return false;
+      this.gen++; // nothing more from this sync's watches (nor their confirmation timers)
+      this.endWatches();
+      return true;
+    };
+    // etcd confirms a watch at once; one that is not confirmed in time counts as a failure.
+    let confirm: Timer | null = conn.clock.after(conn.callTimeoutMs, () => {
+      confirm = null;
+      if (over()) this.failSync(new OpError(`watch ${key}`, new EtcdKvError('timeout', `not confirmed within ${formatDuration(conn.callTimeoutMs)}`)));
+    });
+    const confirmed = () => {
+      confirm?.cancel();
+      confirm = null;
+    };
+    return kv.watch(key, from, {
+      onStarted: () => {
+        confirmed();
+        if (gen === this.gen) this.syncFailures = 0;
+      },
+      onEvents: (events) => {
+        if (gen === this.gen) onEvents(events);
+      },
+      onCompacted: (rev) => {
+        confirmed();
+        if (!over()) return;
+        conn.log.warn('the etcd watch fell behind compaction; listing again', { compactRevision: String(rev) });
+        this.run();
+      },
+      onError: (err) => {
+        confirmed();
+        if (over()) this.failSync(new OpError(`watch ${key}`, err));
+      },
+    }, { exact });
+  }
+
+  private endWatches(): void {
+    for (const w of this.watches.splice(0)) w.cancel();
   }
 
   private failSync(e: unknown): void {

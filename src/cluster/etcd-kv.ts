@@ -49,8 +49,11 @@ export interface EtcdKv {
   get(key: string): Promise<KvEntry | null>;
   /** Every key starting with `prefix`, and the store revision the answer reflects. */
   range(prefix: string): Promise<{ entries: KvEntry[]; revision: bigint }>;
-  /** Watches keys starting with `prefix` from `fromRevision` (inclusive). Handlers are called asynchronously. */
-  watch(prefix: string, fromRevision: bigint, handler: WatchHandler): WatchHandle;
+  /**
+   * Watches keys starting with `prefix` (with `exact`, that one key only: it needs read access to
+   * no more than the key) from `fromRevision` (inclusive). Handlers are called asynchronously.
+   */
+  watch(prefix: string, fromRevision: bigint, handler: WatchHandler, opts?: { exact?: boolean }): WatchHandle;
   grant(ttlS: number): Promise<{ id: bigint; ttlS: number }>;
   /** Renews a lease once; resolves to its remaining TTL in seconds, 0 when the lease no longer exists. */
   keepAliveOnce(id: bigint): Promise<number>;

@@ -198,7 +198,7 @@ class Etcd3Kv implements EtcdKv {
     }
   }
 
-  watch(prefix: string, fromRevision: bigint, handler: WatchHandler): WatchHandle {
+  watch(prefix: string, fromRevision: bigint, handler: WatchHandler, opts: { exact?: boolean } = {}): WatchHandle {
     const key = Buffer.from(prefix);
     let stream: Awaited<ReturnType<WatchClient['watch']>> | null = null;
     let done = false;
@@ -238,7 +238,8 @@ class Etcd3Kv implements EtcdKv {
         });
         s.on('error', (e: Error) => finish(() => handler.onError(classifyEtcd3Error(e))));
         s.on('end', () => finish(() => handler.onError(new EtcdKvError('unavailable', 'etcd closed the watch stream'))));
-        s.write({ create_request: { key, range_end: prefixRangeEnd(key), start_revision: fromRevision.toString(), progress_notify: true } });
+        const range = opts.exact ? {} : { range_end: prefixRangeEnd(key) };
+        s.write({ create_request: { key, ...range, start_revision: fromRevision.toString(), progress_notify: true } });
       },
       (e: unknown) => finish(() => handler.onError(classifyEtcd3Error(e))),
     );

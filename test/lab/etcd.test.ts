@@ -261,6 +261,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     await etcd.ctl(['put', `${prefix}/config`, CONFIG]);
     await f.until('fixed', () => f.status?.connected === true && f.view !== undefined);
     expect(f.view!.peers.map((p) => p.name)).toEqual(['etcd-10.244.1.0-24']);
+    // Changed while we follow: seen at once through the watch on that key, not at some later failure.
+    await etcd.ctl(['put', `${prefix}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":4789}}']);
+    await f.until('the runtime change reported', () => /Backend\.Port 4789 but vxlan\.port is 8472: set vxlan\.port to 4789/.test(f.status?.error ?? ''), 5_000);
+    expect(f.status!.connected).toBe(false);
+    expect(f.view!.peers.map((p) => p.name)).toEqual(['etcd-10.244.1.0-24']); // the last view stays
     await f.stop();
   });
 

@@ -144,11 +144,11 @@ describe('EtcdSource: following the leases', () => {
     src.start();
     await settle();
     expect(fake.calls.range).toBe(2);
-    expect(fake.calls.watch).toBe(2);
+    expect(fake.calls.watch).toBe(4); // the leases and the config, twice
     expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.1.0-24', 'etcd-10.244.2.0-24']);
     expect(src.status()).toMatchObject({ connected: true, error: null });
-    expect(log.lines.some((l) => l.level === 'warn' && /fell behind compaction/.test(l.msg))).toBe(true);
-    expect(fake.openWatches).toBe(1);
+    expect(log.lines.filter((l) => l.level === 'warn' && /fell behind compaction/.test(l.msg))).toHaveLength(1);
+    expect(fake.openWatches).toBe(2);
   });
 
   it('an outage keeps the last view, retries with growing jittered delays, and resyncs', async () => {
@@ -165,11 +165,11 @@ describe('EtcdSource: following the leases', () => {
     expect(st.error).toMatch(/^cannot reach etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 \(watch \/coreos\.com\/network\/subnets\/: connection refused\); the last known peers stay in use; retrying in 750ms$/);
     // While down: attempts at growing intervals (1 s doubling, times 0.75 here), capped at 30 s.
     const attempts: number[] = [];
-    let seen = fake.calls.get;
+    let seen = fake.calls.range;
     for (let t = 0; t < 120_000; t += 250) {
       await run(clock, 250, 250);
-      if (fake.calls.get !== seen) {
-        seen = fake.calls.get;
+      if (fake.calls.range !== seen) {
+        seen = fake.calls.range;
         attempts.push(t);
       }
     }
@@ -194,7 +194,7 @@ describe('EtcdSource: following the leases', () => {
     await run(clock, 4_900);
     expect(src.status().error).toBeNull();
     await run(clock, 200);
-    expect(src.status().error).toMatch(/cannot reach etcd at .* \(read \/coreos\.com\/network\/config: no answer within 5s\)/);
+    expect(src.status().error).toMatch(/cannot reach etcd at .* \(list \/coreos\.com\/network\/subnets\/: no answer within 5s\)/);
     fake.hang = false;
     await run(clock, 2_000);
     expect(src.status().connected).toBe(true);
@@ -213,8 +213,8 @@ describe('EtcdSource: following the leases', () => {
     fake.hangWatch = false;
     await run(clock, 2_000);
     expect(src.status()).toMatchObject({ connected: true, error: null });
-    expect(fake.calls.watch).toBe(2);
-    expect(fake.openWatches).toBe(1);
+    expect(fake.calls.watch).toBe(4); // the leases and the config, twice
+    expect(fake.openWatches).toBe(2);
   });
 
   it('a listener that throws is logged and does not stop the others', async () => {
@@ -248,7 +248,6 @@ describe('EtcdSource: the config in etcd', () => {
     expect(src.status().error).toMatch(re);
     expect(src.status().error).toMatch(/retrying in/);
     expect(views).toHaveLength(0);
-    expect(fake.calls.range).toBe(0);
     await run(clock, 10_000);
     expect(fake.calls.get).toBeGreaterThan(2); // it keeps checking
     expect(fake.puts).toHaveLength(0);
@@ -257,6 +256,42 @@ describe('EtcdSource: the config in etcd', () => {
     await run(clock, 30_000, 500);
     expect(src.status()).toMatchObject({ connected: true, registered: true, error: null });
     expect(views.at(-1)).toEqual({ nodes: 1, peers: [], skipped: [] });
+  });
+
+  it('a config changed at runtime is checked again at once: a mismatch is an error with the fix and the last view stays; fixed: following again', async () => {
+    // flanneld reads the config at its start only, so a changed Backend.Port reaches the nodes as
+    // they restart: vxedge kept sending to the old port, saying connected, until some failure made
+    // it read the config again.
+    const { clock, fake, src, views, log } = setup({});
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'));
+    src.setOwnLease(OWN);
+    src.start();
+    await run(clock, 1_000);
+    expect(src.status()).toMatchObject({ connected: true, registered: true, error: null });
+    const before = views.length;
+
+    const ranges = fake.calls.range;
+    fake.put(CONFIG_KEY, CONFIG); // the same config written again: nothing to check again
+    await run(clock, 1_000);
+    expect(src.status()).toMatchObject({ connected: true, registered: true, error: null });
+    expect(views).toHaveLength(before);
+    expect(fake.calls.range).toBe(ranges);
+
+    fake.put(CONFIG_KEY, '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":4789}}');
+    await run(clock, 1_000);
+    expect(src.status()).toMatchObject({ connected: false, error: expect.stringMatching(/Backend\.Port 4789 but vxlan\.port is 8472: set vxlan\.port to 4789/) });
+    expect(views).toHaveLength(before);
+    expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.1.0-24']);
+    expect(log.lines.some((l) => l.level === 'info' && /\/coreos\.com\/network\/config changed/.test(l.msg))).toBe(true);
+
+    fake.del(CONFIG_KEY); // deleted: the same, with the fix for a missing config
+    await run(clock, 5_000);
+    expect(src.status().error).toMatch(/etcd has no flannel config at \/coreos\.com\/network\/config/);
+
+    fake.put(CONFIG_KEY, CONFIG);
+    await run(clock, 30_000, 500);
+    expect(src.status()).toMatchObject({ connected: true, registered: true, error: null });
+    expect(fake.openWatches).toBe(2); // the leases and the config, nothing left over
   });
 
   it('warns once when overlay.network differs from the cluster Network', async () => {

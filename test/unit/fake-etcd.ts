@@ -29,9 +29,13 @@ interface Stored {
 
 interface Watcher {
   prefix: string;
+  /** That one key only (EtcdKv.watch's `exact`). */
+  exact: boolean;
   handler: WatchHandler;
   active: boolean;
 }
+
+const watches = (w: Watcher, key: string) => (w.exact ? key === w.prefix : key.startsWith(w.prefix));
 
 type Method = 'get' | 'range' | 'watch' | 'grant' | 'keepAliveOnce' | 'revoke' | 'putIf';
 
@@ -144,10 +148,10 @@ export class FakeEtcd implements EtcdKv {
     }));
   }
 
-  watch(prefix: string, fromRevision: bigint, handler: WatchHandler): WatchHandle {
+  watch(prefix: string, fromRevision: bigint, handler: WatchHandler, opts: { exact?: boolean } = {}): WatchHandle {
     this.calls.watch++;
     this.beforeWatch?.();
-    const w: Watcher = { prefix, handler, active: true };
+    const w: Watcher = { prefix, exact: opts.exact === true, handler, active: true };
     const fail = this.failures.get('watch');
     this.failures.delete('watch');
     queueMicrotask(() => {
@@ -164,7 +168,7 @@ export class FakeEtcd implements EtcdKv {
       handler.onStarted();
       for (const h of this.history) {
         if (h.revision < fromRevision) continue;
-        const evs = h.events.filter((e) => e.key.startsWith(prefix));
+        const evs = h.events.filter((e) => watches(w, e.key));
         if (evs.length > 0 && w.active) handler.onEvents(evs, h.revision);
       }
     });
@@ -235,7 +239,7 @@ export class FakeEtcd implements EtcdKv {
   private commit(events: WatchEvent[]): void {
     this.history.push({ revision: this.revision, events });
     for (const w of this.watchers) {
-      const evs = events.filter((e) => e.key.startsWith(w.prefix));
+      const evs = events.filter((e) => watches(w, e.key));
       if (evs.length === 0) continue;
       const rev = this.revision;
       queueMicrotask(() => {
