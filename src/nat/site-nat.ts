@@ -9,6 +9,7 @@ import type { Dataplane } from '../dataplane/dataplane.js';
 import { checkPublicEndpoint } from '../health/checks.js';
 import type { CheckResult, NatHealthDoc, PortMappingHealthDoc } from '../health/document.js';
 import type { Clock } from '../util/clock.js';
+import { ipToInt, isGloballyRoutable, isIPv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
 import type { PortMapper, PortMapperDeps, PortMapperStatus } from './portmap/portmapper.js';
 import { choosePublicEndpoint, endpointIp, type PublicEndpoint } from './public-endpoint.js';
@@ -205,10 +206,11 @@ export class SiteNat {
 
 /**
  * port_mapping: fails when a mapping was asked for by name and is not in place, when the one
- * in place cannot work (STUN sees another address than the router's: another NAT sits in
- * front of it), or when the router granted only another port. In `auto`, a router that
- * offers no mapping at all is no failure: most datacenter firewalls do not, and a manual
- * forward or the srcport pin does the job there (the peer reasons say so).
+ * in place cannot work (STUN sees another address than the router's, or the router itself
+ * reports a private or CGNAT external address: another NAT sits in front of it), or when
+ * the router granted only another port. In `auto`, a router that offers no mapping at all
+ * is no failure: most datacenter firewalls do not, and a manual forward or the srcport pin
+ * does the job there (the peer reasons say so).
  */
 export function portMappingCheck(mode: string, s: PortMappingHealthDoc | undefined, stunEndpoint: string | null): CheckResult | null {
   if (!s) return null;
@@ -217,6 +219,16 @@ export function portMappingCheck(mode: string, s: PortMappingHealthDoc | undefin
       name: 'port_mapping', ok: false,
       detail: `${s.protocol} maps ${s.external}, but STUN sees this site as ${stunEndpoint}: another NAT sits in front of the router (carrier-grade NAT?), so the mapping does not reach the internet`,
       fix: 'ask the ISP for a public address, or pin the AWS nodes\' source port (docs/nat.md "Ways in")',
+    };
+  }
+  // Without STUN (the default) nothing else would say it: the router reports a private or CGNAT
+  // WAN address, so its forward ends at the next NAT up (portmapper.ts isPublicIPv4's rule).
+  const ip = s.routerAddress;
+  if (s.state === 'mapped' && ip !== null && isIPv4(ip) && !isGloballyRoutable(ipToInt(ip))) {
+    return {
+      name: 'port_mapping', ok: false,
+      detail: `${s.protocol} maps ${s.external}, but ${ip}, the router's external address, is not public (carrier-grade or double NAT): the mapping does not reach the internet`,
+      fix: `forward UDP ${s.external?.slice(s.external.lastIndexOf(':') + 1)} to this router on the upstream one as well, ask the ISP for a public address, or pin the AWS nodes' source port (docs/nat.md "Ways in")`,
     };
   }
   if (s.state === 'mapped') {

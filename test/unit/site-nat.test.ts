@@ -86,6 +86,20 @@ describe('SiteNat: the public endpoint from the router mapping', () => {
     await r.nat.stop();
   });
 
+  it('a router behind CGNAT fails the port_mapping check even without STUN: its mapping cannot reach the internet', async () => {
+    // STUN is off by default, so the router's own answer is all there is to go on.
+    const r = await siteNat('auto', (x) => (x.externalIp = '100.64.1.2'));
+    r.nat.start();
+    await advanceUntil(r.clock, () => r.nat.health()?.portMapping?.state === 'mapped', 10_000);
+    expect(r.nat.portMapped()).toBe(false);
+    expect(r.nat.checks().find((c) => c.name === 'port_mapping')).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/pcp maps 100\.64\.1\.2:8472, but 100\.64\.1\.2, the router's external address, is not public/),
+      fix: expect.stringContaining('forward UDP 8472 to this router on the upstream one'),
+    });
+    await r.nat.stop();
+  });
+
   it("a change of the router's address makes STUN look again, so the port_mapping check does not take it for a second NAT", async () => {
     const r = await siteNat('natpmp', () => {}, { stun: true });
     const check = () => r.nat.checks().find((c) => c.name === 'port_mapping');
