@@ -54,6 +54,8 @@ export class FakeRouter {
   /** UPnP AddPortMapping answers this fault; 725 = only permanent leases. */
   upnpAddFault: number | null = null;
   onlyPermanentLeases = false;
+  /** AddPortMapping of a port that has an entry answers 718 even when the entry is the caller's own (some routers do). */
+  upnpConflictOnOwn = false;
   /** Garbage datagrams sent before every real UDP answer. */
   garbageBefore = 0;
   /** Answer PCP MAP with this nonce instead of the request's. */
@@ -278,7 +280,7 @@ export class FakeRouter {
         if (this.onlyPermanentLeases && lease !== 0) return soapFault(725);
         const held = this.mapping(port);
         const client = arg('NewInternalClient');
-        if (held && held.client !== client) return soapFault(718);
+        if (held && (held.client !== client || this.upnpConflictOnOwn)) return soapFault(718);
         this.mappings.set(port, {
           client,
           internalPort: Number(arg('NewInternalPort')),

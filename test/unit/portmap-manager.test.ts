@@ -205,6 +205,25 @@ describe('PortMapper: keeping the mapping', () => {
     expect(r.router.soapActions().filter((a) => a === 'AddPortMapping')).toHaveLength(2);
   });
 
+  it('UPnP: a router that answers 718 to re-adding our own entry (a previous run\'s, or ours on renewal) gets it deleted and added again', async () => {
+    // Our previous run crashed and left its entry; this router refuses to overwrite any entry.
+    const r = rig('upnp', { lifetimeS: 600, checkIntervalS: 10_000 }, (x) => {
+      x.upnpConflictOnOwn = true;
+      x.mappings.set(8472, { client: ME, internalPort: 8472, expiresAt: x.clock.monotonic() + 3000_000, via: 'upnp', description: 'vxedge' });
+    });
+    await started(r);
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', protocol: 'upnp', lifetime: 600, error: null });
+    expect(r.router.soapActions().slice(0, 4)).toEqual(['AddPortMapping', 'GetSpecificPortMappingEntry', 'DeletePortMapping', 'AddPortMapping']);
+    expect(r.router.mapping(8472)!.expiresAt - r.clock.monotonic()).toBeLessThanOrEqual(600_000);
+    // The renewal at half the lifetime meets the same refusal, and the same remedy.
+    const adds = () => r.router.soapActions().filter((a) => a === 'AddPortMapping').length;
+    await r.clock.advanceAsync(301_000);
+    expect(adds()).toBe(4);
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', error: null });
+    expect(r.router.mapping(8472)!.expiresAt - r.clock.monotonic()).toBeGreaterThan(590_000);
+    expectNoInternalErrors(r);
+  });
+
   it('UPnP: OnlyPermanentLeasesSupported (725) is retried with lease 0 and reported as permanent', async () => {
     const r = await started(rig('upnp', {}, (x) => (x.onlyPermanentLeases = true)));
     expect(r.pm.status()).toMatchObject({ protocol: 'upnp', lifetime: null, expires: null, state: 'mapped' });

@@ -19,7 +19,9 @@
 // protocol "UDP" in capitals (some routers refuse "udp", Tailscale issue 7377), lease
 // `lifetimeS`. Unlike PCP and NAT-PMP, AddPortMapping maps the exact port or fails (718
 // ConflictInMappingEntry, 606 Action not authorized). 725 OnlyPermanentLeasesSupported is
-// retried with lease 0 (permanent: it is deleted on stop and checked while we run).
+// retried with lease 0 (permanent: it is deleted on stop and checked while we run). A 718 for
+// an entry that already points at us (routers that will not overwrite any entry) is deleted
+// and added again.
 // AddPortMapping's answer says nothing about the lease the router really gave, so
 // GetSpecificPortMappingEntry is asked right after (miniupnpd turns 0 and anything above a
 // week into 604800 s on IGD:2), which also proves the entry points at us.
@@ -79,6 +81,7 @@ export const UPNP_ERRORS: Readonly<Record<number, string>> = {
 };
 
 const NO_SUCH_ENTRY = 714;
+const CONFLICT = 718;
 const NOT_FOUND = 730;
 const ONLY_PERMANENT = 725;
 const INVALID_ACTION = 401;
@@ -257,11 +260,14 @@ export class UpnpClient implements MappingClient {
   async map(lifetimeS: number, _phase: Phase, signal: AbortSignal): Promise<Outcome<Grant>> {
     return this.withService(signal, async (svc) => {
       let lease = lifetimeS;
-      let add = await this.call(svc, 'AddPortMapping', this.addArgs(lease), signal);
-      if (add.kind === 'fault' && add.fault.code === ONLY_PERMANENT) {
+      const addMapping = async (): Promise<Call> => {
+        const r = await this.call(svc, 'AddPortMapping', this.addArgs(lease), signal);
+        if (r.kind !== 'fault' || r.fault.code !== ONLY_PERMANENT || lease === 0) return r;
         lease = 0;
-        add = await this.call(svc, 'AddPortMapping', this.addArgs(lease), signal);
-      }
+        return this.call(svc, 'AddPortMapping', this.addArgs(lease), signal);
+      };
+      let add = await addMapping();
+      if (add.kind === 'fault' && add.fault.code === CONFLICT && (await this.deleteOwnEntry(svc, signal))) add = await addMapping();
       if (add.kind === 'broken') return add;
       if (add.kind === 'fault') return this.addRefused(svc, add.fault, signal);
       const entry = await this.entry(svc, signal);
@@ -473,6 +479,21 @@ export class UpnpClient implements MappingClient {
     });
   }
 
+  /**
+   * AddPortMapping said 718 ConflictInMappingEntry. Some routers answer that to an entry of the
+   * caller's own too (Open.NAT issue 14): a previous run's, left by a crash (for good if its
+   * lease was permanent), or ours on every renewal. An entry for our address and port is ours
+   * whoever made it: deleted, so that it can be added again. True when it was.
+   */
+  private async deleteOwnEntry(svc: Service, signal: AbortSignal): Promise<boolean> {
+    const e = await this.entry(svc, signal);
+    if (e.kind !== 'ok' || `${e.values.NewInternalClient}:${e.values.NewInternalPort}` !== `${this.c.localAddress}:${this.c.port}`) return false;
+    const r = await this.call(svc, 'DeletePortMapping', [['NewRemoteHost', ''], ['NewExternalPort', this.c.port], ['NewProtocol', 'UDP']], signal);
+    const deleted = r.kind === 'ok' || (r.kind === 'fault' && (r.fault.code === NO_SUCH_ENTRY || r.fault.code === NOT_FOUND));
+    this.c.log.info('upnp: the router would not overwrite our own entry; deleting it and adding it again', { deleted, description: e.values.NewPortMappingDescription });
+    return deleted;
+  }
+
   /** The router's external address, or null when it does not give a usable one. */
   private async externalIp(svc: Service, signal: AbortSignal): Promise<string | null> {
     const r = await this.call(svc, 'GetExternalIPAddress', [], signal);
@@ -489,7 +510,7 @@ export class UpnpClient implements MappingClient {
   private async addRefused(svc: Service, f: UpnpFault, signal: AbortSignal): Promise<Outcome<never>> {
     if (f.code === INVALID_ACTION) return fail('absent', `UPnP: ${svc.serviceType} does not implement AddPortMapping (${faultText(f)})`, { code: faultText(f) });
     let owner = '';
-    if (f.code === 718 || f.code === 729) {
+    if (f.code === CONFLICT || f.code === 729) {
       const e = await this.entry(svc, signal);
       if (e.kind === 'ok') owner = ` (the router forwards it to ${e.values.NewInternalClient}:${e.values.NewInternalPort}, "${e.values.NewPortMappingDescription ?? ''}")`;
     }
