@@ -125,6 +125,17 @@ describe('PortMapper: choosing a protocol', () => {
     expect(n.pm.status().tried.map((t) => t.protocol)).toEqual(['natpmp']);
     expect(n.router.requests('pcp-map')).toHaveLength(0);
   });
+
+  it('a forced protocol the router does not speak: the error says to let auto try the others, not to turn on what the router has', async () => {
+    // This router speaks NAT-PMP and UPnP IGD, not PCP.
+    const r = await started(rig('pcp', {}, (x) => (x.pcp = false)));
+    const s = r.pm.status();
+    expect(s).toMatchObject({ state: 'failed', protocol: null });
+    expect(s.error).toContain(`the router ${GW} does not answer PCP (PCP: the router speaks NAT-PMP only`);
+    expect(s.error).toContain('the only protocol nat.portMapping (pcp) allows. Set nat.portMapping to auto (PCP, NAT-PMP and UPnP IGD in turn), turn on PCP on the router');
+    expect(s.error).toContain(`forward UDP 8472 to ${ME}:8472`);
+    expect(s.error).not.toContain('Turn on UPnP IGD');
+  });
 });
 
 describe('PortMapper: keeping the mapping', () => {

@@ -541,6 +541,11 @@ export class PortMapper {
     }
     if (tried.every((t) => t.outcome === 'absent')) {
       const names = tried.map((t) => PROTOCOL_LABEL[t.protocol]).join(', ');
+      if (this.o.mode !== 'auto') {
+        // Only the protocol named was asked: the router may well speak another one.
+        return `the router ${gateway} does not answer ${names} (${details}), the only protocol nat.portMapping (${this.o.mode}) allows. ` +
+          `Set nat.portMapping to auto (PCP, NAT-PMP and UPnP IGD in turn), turn on ${names} on the router, or ${remedy}`;
+      }
       return `the router ${gateway} does not answer ${names} (${details}). Turn on UPnP IGD or NAT-PMP/PCP on the router, or ${remedy}`;
     }
     return `the router ${gateway} did not map UDP ${port}: ${details}. To fix: ${remedy}`;
