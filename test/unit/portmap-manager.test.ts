@@ -260,6 +260,23 @@ describe('PortMapper: keeping the mapping', () => {
     expect(r.router.mapping(8472)?.via).toBe('pcp');
   });
 
+  it.each(['pcp', 'natpmp'] as const)('%s: a renewal still retransmitting when the mapping expires stops there; the mapping is no longer reported or announced', async (mode) => {
+    // 120 s granted: the renewal starts at 60 s, and the RFC schedule (PCP 93 s, NAT-PMP 128 s) would outlast the expiry.
+    const r = await started(rig(mode, { lifetimeS: 120, checkIntervalS: 10_000 }, (x) => (x.lifetimeRange = [1, 86400])), 1000);
+    const expiresAt = Date.parse(r.pm.status().expires!);
+    r.router.pcp = false;
+    r.router.natpmp = false;
+    r.router.port5351 = 'silent';
+    await r.clock.advanceAsync(expiresAt - r.clock.now() - 1000);
+    expect(r.pm.status().state).toBe('mapped');
+    await r.clock.advanceAsync(1000);
+    expect(r.pm.status().state).not.toBe('mapped');
+    expect(r.pm.mappedAddress()).toBeNull();
+    const expired = r.log.lines.find((l) => l.msg.startsWith('port mapping expired'));
+    expect(expired?.fields?.why).toMatch(/no answer before it expired/);
+    expectNoInternalErrors(r);
+  });
+
   it('NAT-PMP: a renewal whose address request goes unanswered keeps the known external address', async () => {
     const r = await started(rig('natpmp', { lifetimeS: 600, checkIntervalS: 10_000 }));
     expect(r.pm.status().external).toBe(`${WAN}:8472`);

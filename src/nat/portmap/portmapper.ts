@@ -384,7 +384,7 @@ export class PortMapper {
   private async renew(): Promise<void> {
     const a = this.active;
     if (!a) return this.attempt();
-    const r = await a.client.map(this.o.lifetimeS, 'renew', this.signal);
+    const r = await this.untilExpiry(a, (signal) => a.client.map(this.o.lifetimeS, 'renew', signal));
     if (this.stopped) return; // stop() deletes the mapping it finds in this.active
     if (r.ok) {
       this.learnAddress(r.value.externalIp);
@@ -399,7 +399,8 @@ export class PortMapper {
     const now = this.o.clock.monotonic();
     if (a.expiresAt !== null && now >= a.expiresAt) {
       this.active = null;
-      this.log.warn('port mapping expired: the router did not renew it', { protocol: a.client.protocol, why: r.failure.message });
+      const why = r.failure.kind === 'local' ? `${PROTOCOL_LABEL[a.client.protocol]}: no answer before it expired` : r.failure.message;
+      this.log.warn('port mapping expired: the router did not renew it', { protocol: a.client.protocol, why });
       return this.attempt();
     }
     const left = a.expiresAt === null ? Infinity : a.expiresAt - now;
@@ -411,6 +412,24 @@ export class PortMapper {
     this.error = `renewing the ${PROTOCOL_LABEL[a.client.protocol]} mapping failed (${r.failure.message}); it holds until ${a.expires ?? 'removed'}, retrying`;
     this.schedule(wait, () => this.renew());
     this.changed();
+  }
+
+  /**
+   * Runs a renewal with a signal that also aborts when the mapping expires. The RFC schedules
+   * outlast a short lifetime (PCP's 5 requests take 93 s, NAT-PMP's 9 take 128 s): past the
+   * expiry the mapping would still read as in place, and its address still be announced.
+   */
+  private async untilExpiry<T>(a: Active, op: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const ac = new AbortController();
+    const onStop = () => ac.abort();
+    this.signal.addEventListener('abort', onStop);
+    const timer = a.expiresAt === null ? null : this.o.clock.after(Math.max(0, a.expiresAt - this.o.clock.monotonic()), onStop);
+    try {
+      return await op(ac.signal);
+    } finally {
+      timer?.cancel();
+      this.signal.removeEventListener('abort', onStop);
+    }
   }
 
   /** Looks at the live mapping; maps from scratch at once when the router lost it. */
