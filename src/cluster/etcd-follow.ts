@@ -21,7 +21,8 @@ import type { PeerConfig } from '../config/types.js';
 import type { Timer } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
 import type { ClusterView, SkippedNode } from './types.js';
-import { checkNetConfig, leaseToPeer, type LeaseContext } from './flannel-lease.js';
+import { checkNetConfig, leaseToPeer, type LeaseContext, type SkipCode } from './flannel-lease.js';
+import { keepLastGood } from './last-good.js';
 import { EtcdKvError, type EtcdKv, type KvEntry, type WatchEvent, type WatchHandle } from './etcd-kv.js';
 import { ConfigMismatch, OpError, type EtcdConnection } from './etcd-connection.js';
 
@@ -78,13 +79,19 @@ export class LeaseTable {
   }
 }
 
+/** Leases flanneld's watch or VXLAN backend cannot use either, and keeps what it knew instead (cluster/last-good.ts). */
+const KEPT_CODES: ReadonlySet<SkipCode> = new Set(['malformed', 'backend', 'public-ip', 'mac']);
+
 /**
  * The view of the table: every valid lease but ours is a peer, the rest is skipped with a
- * reason. `isOurs` tells our own lease from one that merely claims our subnet.
+ * reason. `isOurs` tells our own lease from one that merely claims our subnet. `last`: the
+ * peers of the view before, whose last good lease a key keeps when it turns into one flannel
+ * cannot use either.
  */
-export function etcdView(leases: LeaseTable, subnetsPrefix: string, ctx: LeaseContext, isOurs: (e: KvEntry) => boolean): ClusterView {
+export function etcdView(leases: LeaseTable, subnetsPrefix: string, ctx: LeaseContext, isOurs: (e: KvEntry) => boolean, last?: ReadonlyMap<string, PeerConfig>): ClusterView {
   const peers: PeerConfig[] = [];
   const skipped: SkippedNode[] = [];
+  const keepable = new Set<SkippedNode>();
   const names = new Set<string>();
   for (const key of leases.keys().sort()) {
     const e = leases.get(key)!;
@@ -99,10 +106,12 @@ export function etcdView(leases: LeaseTable, subnetsPrefix: string, ctx: LeaseCo
     } else if (v.code === 'own' && isOurs(e)) {
       continue; // our own lease: neither a peer nor worth a line in health
     } else {
-      skipped.push({ name: v.name, why: v.why });
+      const s = { name: v.name, why: v.why };
+      skipped.push(s);
+      if (KEPT_CODES.has(v.code)) keepable.add(s);
     }
   }
-  return { nodes: leases.size, peers, skipped };
+  return { nodes: leases.size, ...keepLastGood(peers, skipped, keepable, last) };
 }
 
 export interface FollowerOptions {

@@ -13,7 +13,7 @@
 // renewing but leaves our key in etcd: its lease TTL bounds it, and a restart keeps the subnet.
 import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import type { Cidr } from '../config/types.js';
+import type { Cidr, PeerConfig } from '../config/types.js';
 import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
 import { configKey, FLANNEL_DEFAULT_PORT, subnetKey, subnetsPrefix, type LeaseContext } from './flannel-lease.js';
 import type { EtcdAuth, EtcdConnect, EtcdTlsFiles } from './etcd-kv.js';
@@ -81,6 +81,8 @@ export class EtcdSource implements ClusterSource {
   private readonly listeners: ((v: ClusterView) => void)[] = [];
   private lastViewJson: string | null = null;
   private lastView: ClusterView | null = null;
+  /** The last view's peers by name: a node keeps its last good lease where flannel's nodes do (cluster/last-good.ts). */
+  private lastPeers = new Map<string, PeerConfig>();
   private emitTimer: Timer | null = null;
 
   constructor(opts: EtcdSourceOptions) {
@@ -167,7 +169,8 @@ export class EtcdSource implements ClusterSource {
   private emitNow(): void {
     this.emitTimer?.cancel();
     this.emitTimer = null;
-    const view = etcdView(this.leases, this.subnetsPrefix, this.ctx, (e) => this.registrar.isOurs(e));
+    const view = etcdView(this.leases, this.subnetsPrefix, this.ctx, (e) => this.registrar.isOurs(e), this.lastPeers);
+    this.lastPeers = new Map(view.peers.map((p) => [p.name, p]));
     const json = JSON.stringify(view);
     if (json === this.lastViewJson) return;
     this.lastViewJson = json;

@@ -28,6 +28,7 @@ import type { Cidr, PeerConfig } from '../config/types.js';
 import { cidrContains, cidrOverlaps, intToIp, ipToInt, isGloballyRoutable, isIPv4, parseCidr, prefixMask } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
 import { show } from '../util/show.js';
+import { keepLastGood } from './last-good.js';
 import type { ClusterView, SkippedNode } from './types.js';
 
 export const ANNOTATION_PREFIX = 'flannel.alpha.coreos.com/';
@@ -119,7 +120,8 @@ export interface FlannelPeer {
   via: 'public-ip' | 'ExternalIP';
 }
 
-export type NodeVerdict = { peer: FlannelPeer; skip?: undefined } | { skip: SkippedNode; peer?: undefined };
+/** `kept`: flannel's nodes keep the last lease they knew of such a node (cluster/last-good.ts). */
+export type NodeVerdict = { peer: FlannelPeer; skip?: undefined } | { skip: SkippedNode; kept: boolean; peer?: undefined };
 
 type Json = Record<string, unknown>;
 
@@ -144,28 +146,28 @@ function nodeName(node: unknown): string {
 /** Decides whether flannel's VXLAN backend would program `node`, and where we send to it. Never throws. */
 export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdict {
   const name = nodeName(node);
-  const skip = (why: string): NodeVerdict => ({ skip: { name, why } });
+  const skip = (why: string, kept = false): NodeVerdict => ({ skip: { name, why }, kept });
   if (!isObject(node)) return skip('not a Node object');
   if (ctx.selfNames?.includes(name)) return skip('this gateway itself');
 
   const annotations = field(field(node, 'metadata'), 'annotations');
   const a = (key: string) => str(annotations, key);
   if (a(ANNOTATIONS.kubeSubnetManager) !== 'true') {
-    return skip(`annotation ${ANNOTATIONS.kubeSubnetManager} is not "true" (flannel ignores it too)`);
+    return skip(`annotation ${ANNOTATIONS.kubeSubnetManager} is not "true" (flannel ignores it too)`, true);
   }
   const type = a(ANNOTATIONS.backendType);
-  if (type !== 'vxlan') return skip(`backend-type is ${show(type ?? null)}, not "vxlan"`);
+  if (type !== 'vxlan') return skip(`backend-type is ${show(type ?? null)}, not "vxlan"`, true);
 
   const announced = a(ANNOTATIONS.publicIp);
   if (announced === undefined || !isIPv4(announced)) {
-    return skip(`public-ip ${show(announced ?? null)} is not an IPv4 address (flannel skips this node too)`);
+    return skip(`public-ip ${show(announced ?? null)} is not an IPv4 address (flannel skips this node too)`, true);
   }
 
   const data = backendData(a(ANNOTATIONS.backendData), ctx.vni);
-  if ('why' in data) return skip(data.why);
+  if ('why' in data) return skip(data.why, data.kept);
 
   const subnet = podCidr(field(node, 'spec'));
-  if (!subnet) return skip('no IPv4 podCIDR in spec.podCIDRs/spec.podCIDR (the node has no subnet yet)');
+  if (!subnet) return skip('no IPv4 podCIDR in spec.podCIDRs/spec.podCIDR (the node has no subnet yet)', true);
   if (ctx.network && !cidrContains(ctx.network, subnet)) {
     return skip(`its podCIDR ${subnet.text} is outside the pod network ${ctx.network.text} (overlay.network): check that both clusters' networks agree`);
   }
@@ -179,20 +181,21 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
 }
 
 /** backend-data as flannel decodes it: {VtepMAC, VNI?}, keys matched as Go's encoding/json does. */
-function backendData(text: string | undefined, vni: number | undefined): { mac: string } | { why: string } {
+/** `kept`: flannel's VXLAN backend cannot decode it either, and keeps what it knew. */
+function backendData(text: string | undefined, vni: number | undefined): { mac: string } | { why: string; kept: boolean } {
   let data: unknown;
   try {
     data = JSON.parse(text ?? '');
   } catch {
-    return { why: `backend-data is not valid JSON (${show(text ?? null)}); flannel cannot decode it either` };
+    return { why: `backend-data is not valid JSON (${show(text ?? null)}); flannel cannot decode it either`, kept: true };
   }
-  if (!isObject(data)) return { why: `backend-data ${show(data)} is not a JSON object` };
+  if (!isObject(data)) return { why: `backend-data ${show(data)} is not a JSON object`, kept: true };
   const rawMac = goField(data, 'VtepMAC');
   const mac = typeof rawMac === 'string' ? macOrNull(dottedToColons(rawMac)) : null;
-  if (!mac) return { why: `backend-data VtepMAC ${show(rawMac ?? null)} is not a unicast MAC address` };
+  if (!mac) return { why: `backend-data VtepMAC ${show(rawMac ?? null)} is not a unicast MAC address`, kept: true };
   const rawVni = goField(data, 'VNI');
   if (vni !== undefined && rawVni !== undefined && rawVni !== null && rawVni !== vni) {
-    return { why: `backend-data VNI ${show(rawVni)} is not ours (vxlan.vni ${vni}): that node's flannel.1 drops our frames; use the cluster's VNI` };
+    return { why: `backend-data VNI ${show(rawVni)} is not ours (vxlan.vni ${vni}): that node's flannel.1 drops our frames; use the cluster's VNI`, kept: false };
   }
   return { mac };
 }
@@ -262,17 +265,27 @@ function endpointOf(node: Json, announced: string): { ip: string; via: FlannelPe
 // ---------------------------------------------------------------------------------------------
 // Many Nodes -> a view
 
-/** Every Node judged; peers in name order. `port` is the peers' UDP port (vxlan.port). */
-export function viewFromNodes(nodes: Iterable<unknown>, ctx: FlannelContext, port: number): ClusterView {
+/**
+ * Every Node judged; peers in name order. `port` is the peers' UDP port (vxlan.port). `last`:
+ * the peers of the view before, whose last good lease a node keeps when an update makes it
+ * one flannel's nodes cannot use either (cluster/last-good.ts); none for a one-off listing.
+ */
+export function viewFromNodes(nodes: Iterable<unknown>, ctx: FlannelContext, port: number, last?: ReadonlyMap<string, PeerConfig>): ClusterView {
   const peers: PeerConfig[] = [];
   const skipped: SkippedNode[] = [];
+  const keepable = new Set<SkippedNode>();
   let count = 0;
   for (const n of nodes) {
     count++;
     const v = nodeVerdict(n, ctx);
-    if (v.peer) peers.push({ name: v.peer.name, publicIp: v.peer.publicIp, port, subnet: v.peer.subnet, vtepMac: v.peer.vtepMac });
-    else skipped.push(v.skip);
+    if (v.peer) {
+      peers.push({ name: v.peer.name, publicIp: v.peer.publicIp, port, subnet: v.peer.subnet, vtepMac: v.peer.vtepMac });
+    } else {
+      skipped.push(v.skip);
+      if (v.kept) keepable.add(v.skip);
+    }
   }
   const byName = (x: { name: string }, y: { name: string }) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0);
-  return { nodes: count, peers: peers.sort(byName), skipped: skipped.sort(byName) };
+  const held = keepLastGood(peers.sort(byName), skipped.sort(byName), keepable, last);
+  return { nodes: count, ...held };
 }

@@ -27,7 +27,7 @@
 //
 // Nothing here throws into the gateway: every failure becomes status().error, in words
 // that name the fix (kube-errors.ts), and a retry.
-import type { Cidr } from '../config/types.js';
+import type { Cidr, PeerConfig } from '../config/types.js';
 import { cidrOverlaps } from '../util/ipv4.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { fileStamp } from '../util/file-stamp.js';
@@ -176,6 +176,8 @@ export class KubernetesSource implements ClusterSource {
   private rv: string | null = null;
   private synced = false;
   private lastView: ClusterView | null = null;
+  /** The last view's peers by name: a node keeps its last good lease where flannel's nodes do (cluster/last-good.ts). */
+  private lastPeers = new Map<string, PeerConfig>();
   private lastViewKey = '';
   private connected = false;
   private everConnected = false;
@@ -388,7 +390,8 @@ export class KubernetesSource implements ClusterSource {
 
   private publishView(): void {
     if (this.stopped) return;
-    const view = viewFromNodes(this.cache.values(), this.ctx, this.o.port);
+    const view = viewFromNodes(this.cache.values(), this.ctx, this.o.port, this.lastPeers);
+    this.lastPeers = new Map(view.peers.map((p) => [p.name, p]));
     const key = JSON.stringify(view);
     if (key === this.lastViewKey) return;
     this.lastViewKey = key;

@@ -110,6 +110,34 @@ describe('EtcdSource: following the leases', () => {
     expect(fake.puts).toHaveLength(0);
   });
 
+  it("a lease rewritten into one flannel cannot use keeps its last good value, as flanneld's watch does, until it is deleted", async () => {
+    // flanneld's watch skips an event it cannot parse, and its VXLAN backend a lease of another
+    // type: the nodes keep routing to that node, and so does the site.
+    const { clock, fake, src, views } = setup({ register: false });
+    fake.put(key('10.244.1.0-24'), value('203.0.113.10', '0e:00:00:00:01:01'));
+    fake.put(key('10.244.2.0-24'), value('203.0.113.20', '0e:00:00:00:02:01'));
+    src.start();
+    await settle();
+    const good = views[0].peers.find((p) => p.name === 'etcd-10.244.1.0-24');
+    expect(good).toBeDefined();
+    for (const bad of ['{"PublicIP":', value('203.0.113.10', '0e:00:00:00:01:01', 'host-gw'), value('203.0.113.10', '0e:00:00:00:01:01').replace('"203.0.113.10"', '"not-an-ip"'), value('203.0.113.10', '0e:00:00:00:01:01').replace('"0e:00:00:00:01:01"', '"zz"')]) {
+      const n = views.length;
+      fake.put(key('10.244.1.0-24'), bad);
+      await run(clock, 200);
+      expect(views.length, bad).toBe(n + 1);
+      expect(views.at(-1)!.peers.find((p) => p.name === 'etcd-10.244.1.0-24'), bad).toEqual(good);
+      expect(views.at(-1)!.skipped.find((s) => s.name === 'etcd-10.244.1.0-24')?.why).toMatch(/; its last good lease stays in use, as flannel's nodes keep it, until the node or its lease is deleted$/);
+    }
+    // Another VNI is not kept: that node's flannel.1 drops our frames.
+    fake.put(key('10.244.1.0-24'), encodeLease({ publicIp: '203.0.113.10', vni: 2, vtepMac: '0e:00:00:00:01:01' }));
+    await run(clock, 200);
+    expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.2.0-24']);
+    fake.del(key('10.244.1.0-24'));
+    await run(clock, 200);
+    expect(views.at(-1)!.nodes).toBe(1);
+    expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.2.0-24']);
+  });
+
   it("a node whose lease expires is gone from the next view", async () => {
     const { clock, fake, src, views } = setup({ register: false });
     const l = fake.grantLease(5);

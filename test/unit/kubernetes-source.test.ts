@@ -177,6 +177,53 @@ describe('following Nodes', () => {
     expect(lists()).toHaveLength(1);
   });
 
+  it('a node whose annotations turn into something flannel cannot use keeps its last good lease, as flannel\'s nodes do, until it is deleted', async () => {
+    // flannel's handleUpdateLeaseEvent ignores such an update, so the cluster keeps routing to
+    // the node; dropping it left the site without a route back.
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24', publicIp: '203.0.113.10' }));
+    api.server.addNode(flannelNode('aws-2', { subnet: '10.244.2.0/24', publicIp: '203.0.113.20', mac: '0a:bb:00:00:00:02' }));
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1, 'first view');
+    const aws1 = views[0].peers.find((p) => p.name === 'aws-1');
+    const annotate = (a: Record<string, string | null>) => api.server.modifyNode('aws-1', { metadata: { annotations: a } });
+    const kept = [
+      { 'flannel.alpha.coreos.com/public-ip': 'not-an-ip' },
+      { 'flannel.alpha.coreos.com/public-ip': '203.0.113.10', 'flannel.alpha.coreos.com/backend-data': '{"VtepMAC":' },
+      { 'flannel.alpha.coreos.com/backend-data': '{"VtepMAC":"0a:bb:00:00:00:01"}', 'flannel.alpha.coreos.com/backend-type': 'host-gw' },
+      { 'flannel.alpha.coreos.com/backend-type': 'vxlan', 'flannel.alpha.coreos.com/kube-subnet-manager': 'false' },
+    ];
+    for (const a of kept) {
+      const n = views.length;
+      annotate(a);
+      await drive(clock, () => views.length === n + 1, JSON.stringify(a));
+      const v = views.at(-1)!;
+      expect(v.peers.find((p) => p.name === 'aws-1'), JSON.stringify(a)).toEqual(aws1);
+      expect(v.skipped.find((s) => s.name === 'aws-1')?.why).toMatch(/; its last good lease stays in use, as flannel's nodes keep it, until the node or its lease is deleted$/);
+    }
+    // A change that makes it a node the site cannot reach (its flannel.1 on another VNI drops
+    // our frames) drops it at once.
+    const n = views.length;
+    annotate({ 'flannel.alpha.coreos.com/kube-subnet-manager': 'true', 'flannel.alpha.coreos.com/backend-data': '{"VtepMAC":"0a:bb:00:00:00:01","VNI":2}' });
+    await drive(clock, () => views.length === n + 1, 'another VNI');
+    expect(peerNames(views.at(-1))).toEqual(['aws-2']);
+    expect(views.at(-1)!.skipped.find((s) => s.name === 'aws-1')?.why).toContain('VNI 2 is not ours');
+    api.server.deleteNode('aws-1');
+    await drive(clock, () => views.at(-1)!.nodes === 1, 'leave');
+    expect(peerNames(views.at(-1))).toEqual(['aws-2']);
+  });
+
+  it('a node that was never a good lease is not made one: at start, a malformed node is only skipped', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24', publicIp: 'not-an-ip' }));
+    const { src, views } = source();
+    src.start();
+    await drive(clock, () => views.length === 1, 'first view');
+    expect(views[0].peers).toEqual([]);
+    expect(views[0].skipped[0].why).not.toContain('last good');
+  });
+
   it('coalesces a burst of events into one view', async () => {
     await freshServer();
     const { src, views } = source({ network: parseCidr('10.0.0.0/8'), coalesceMs: 200 });
