@@ -71,6 +71,8 @@ export class Gateway extends EventEmitter {
   /** 'fatal' was emitted (once). */
   private fatalSaid = false;
   private underlayAddrs: string | null = null;
+  /** The underlay check's last verdict (null before the first): its return wakes the port mapping. */
+  private underlayOk: boolean | null = null;
   private lastReload: ReloadDoc | null = null;
   private readonly control: ControlPlane;
   private readonly peerSync: PeerSync;
@@ -334,6 +336,8 @@ export class Gateway extends EventEmitter {
       this.control.underlayChanged(this.underlayAddrs, underlay.addresses, { address: t.underlay.address, pinned: cfg.underlay.address !== null });
     }
     this.underlayAddrs = underlay.addresses;
+    if (this.underlayOk === false && underlay.result.ok) this.nat?.uplinkBack('the uplink is back');
+    this.underlayOk = underlay.result.ok;
     // Repairs first, so that the checks show what is left; each reads what its check reads
     // and hands it on, so a refresh without a repair reads the link and the table once.
     const link = await this.deviceLinkSetUp();

@@ -132,6 +132,16 @@ export class SiteNat {
     this.mapper?.recheck(why);
   }
 
+  /**
+   * The uplink is back after the underlay check failed (carrier, address): a router that
+   * restarted takes its LAN ports down meanwhile. A failed port mapping is tried again at once,
+   * and STUN looks again.
+   */
+  uplinkBack(why: string): void {
+    this.stun?.trigger(why);
+    this.mapper?.networkChanged(why);
+  }
+
   publicEndpoint(): PublicEndpoint {
     const { cfg } = this.o;
     return choosePublicEndpoint({

@@ -587,6 +587,9 @@ export function gatewayScenarios(o: ScenarioOptions): void {
         await nsRun(env.NS_NAT, ['ip', 'link', 'set', 'dev', env.NAT_LAN_IF, 'up']);
       }
       await gw.waitStatus((d) => underlay(d)?.ok === true, REPAIRED_WITHIN);
+      // A router that restarts takes its port down too: the port mapping (which this lab's
+      // router refuses) is tried again at once, not at its next retry.
+      await gw.waitLog(/^trying the port mapping again now$/, { why: 'the uplink is back' });
       expect(await gw.stop()).toBe(0);
     }, 150_000 * slow);
 

@@ -372,6 +372,52 @@ describe('PortMapper: recheck() when every peer went down', () => {
   });
 });
 
+describe('PortMapper: networkChanged() when the uplink is back', () => {
+  // A router that restarts takes its LAN port down meanwhile: the gateway's underlay check
+  // fails, and passes again once the router is up. The mapping failed while it was away, and
+  // its next retry could be up to 10 min off.
+  const away = (router: FakeRouter, on: boolean) => {
+    router.pcp = on;
+    router.natpmp = on;
+    router.port5351 = 'silent';
+  };
+
+  it.each(['pcp', 'natpmp'] as const)('%s: a mapping that failed while the router was away is made again at once, the backoff started afresh', async (mode) => {
+    const r = rig(mode, { checkIntervalS: 3600 }, (x) => away(x, false));
+    r.pm.start();
+    // Away long enough for the backoff to grow past a few minutes.
+    await advanceUntil(r.clock, () => (r.pm.status().retryAt !== null && Date.parse(r.pm.status().retryAt!) - r.clock.now() >= 240_000), 3_600_000);
+    expect(r.pm.status().state).toBe('failed');
+    away(r.router, true);
+    r.pm.networkChanged('the uplink is back');
+    await r.clock.advanceAsync(3000);
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', protocol: mode });
+    expect(r.log.lines.some((l) => l.msg === 'trying the port mapping again now' && l.fields?.why === 'the uplink is back')).toBe(true);
+    // And without it, the mapper would have waited for its retry.
+    const idle = rig(mode, { checkIntervalS: 3600 }, (x) => away(x, false));
+    idle.pm.start();
+    await advanceUntil(idle.clock, () => (idle.pm.status().retryAt !== null && Date.parse(idle.pm.status().retryAt!) - idle.clock.now() >= 240_000), 3_600_000);
+    away(idle.router, true);
+    await idle.clock.advanceAsync(3000);
+    expect(idle.pm.status().state).toBe('failed');
+    expectNoInternalErrors(r);
+  });
+
+  it('a live mapping is looked at, as recheck() does; repeated calls within 5 s are one; nothing before start', async () => {
+    const r = await started(rig('natpmp', { checkIntervalS: 3600 }));
+    const address = () => r.router.requests('natpmp-address').length;
+    const before = address();
+    r.pm.networkChanged('the uplink is back');
+    r.pm.networkChanged('the uplink is back');
+    await r.clock.advanceAsync(2000);
+    expect(address()).toBe(before + 1);
+    const idle = rig('natpmp');
+    idle.pm.networkChanged('the uplink is back');
+    await idle.clock.advanceAsync(2000);
+    expect(idle.router.sent).toEqual([]);
+  });
+});
+
 describe('PortMapper: the wrong external port', () => {
   it('PCP grants another port: released at once, reported with the remedies', async () => {
     const r = await started(rig('pcp', {}, (x) => (x.grantPort = 8473)));

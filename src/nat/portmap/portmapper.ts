@@ -256,6 +256,25 @@ export class PortMapper {
   }
 
   /**
+   * The uplink came back (its carrier or address, after the underlay check failed): most
+   * often the router itself restarted, and took its LAN port down while it did. A mapping
+   * that failed meanwhile is tried again now, with the backoff started afresh, instead of
+   * at its next retry (up to 10 min away); a live one is looked at, as recheck() does.
+   * Spaced like recheck().
+   */
+  networkChanged(why: string): void {
+    if (!this.started || this.stopped || this.pendingOps > 0) return;
+    if (this.state === 'mapped') return this.recheck(why);
+    if (this.state !== 'failed') return;
+    const now = this.o.clock.monotonic();
+    if (now - this.lastRecheckAt < PORTMAP_DEFAULTS.recheckSpacingMs) return;
+    this.lastRecheckAt = now;
+    this.retryMs = PORTMAP_DEFAULTS.retryMinMs;
+    this.log.info('trying the port mapping again now', { why });
+    this.schedule(0, () => this.attempt());
+  }
+
+  /**
    * The router's external address while a mapping is in place and that address is public:
    * what the site may announce as its endpoint (with `port`). Null otherwise: no mapping, a
    * grant without an address, or a private/CGNAT one (status().error says why).
