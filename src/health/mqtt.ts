@@ -1,6 +1,6 @@
 // Health over MQTT for fleet tooling (docs/contract.md "MQTT topics"):
 //   {prefix}/{site}/{node}/status  retained "online"/"offline"; the last will is a retained "offline"
-//   {prefix}/{site}/{node}/health  retained JSON health document, every mqtt.interval and at once on change
+//   {prefix}/{site}/{node}/health  retained JSON health document, every mqtt.interval and on change (at most every 5 s)
 //
 // MQTT never touches the data plane: publishing is fire-and-forget from the event loop, the
 // publisher reconnects in the background, and the gateway starts and forwards with the broker
@@ -73,14 +73,20 @@ export function topics(prefix: string, site: string, node: string): { status: st
 }
 
 /**
- * The publishing rule: at once when `changed` (gateway or peer state), else when the last
- * publish is at least one interval old. The slack absorbs the jitter of the gateway's 2 s
- * timer, so that a 30 s interval does not slip to 32 s.
+ * The publishing rule: when `changed` (gateway or peer state), at once if the last publish is
+ * at least CHANGE_GAP_MS old (or one interval, if that is shorter); else when the last publish
+ * is at least one interval old. A change that comes sooner waits for the gap to pass: peers
+ * changing one after another (500 of them coming back as each one's next probe is answered)
+ * made a document of some hundred kB every 250 ms, sent back to back over the site's uplink
+ * that the tunnel needs. The slack absorbs the jitter of the gateway's 2 s timer, so that a
+ * 30 s interval does not slip to 32 s.
  */
 export function healthDue(now: number, lastPublishedAt: number, intervalMs: number, changed: boolean): boolean {
-  return changed || now - lastPublishedAt >= intervalMs - PUBLISH_SLACK_MS;
+  const gap = changed ? Math.min(intervalMs, CHANGE_GAP_MS) : intervalMs;
+  return now - lastPublishedAt >= gap - PUBLISH_SLACK_MS;
 }
 const PUBLISH_SLACK_MS = 250;
+const CHANGE_GAP_MS = 5000;
 
 /**
  * The period the health is really published at: the gateway looks whether it is due on its
@@ -122,6 +128,8 @@ export class HealthPublisher {
   /** Documents given to update() so far. */
   private documents = 0;
   private pending = false;
+  /** A state change not published yet: it waits for the change gap (healthDue). */
+  private changeHeld = false;
   private inflight = false;
   private lastPublishedAt = -Infinity;
   private published = 0;
@@ -175,7 +183,8 @@ export class HealthPublisher {
       this.latest = doc;
       this.documents++;
       if (!this.running) return;
-      if (healthDue(this.clock.monotonic(), this.lastPublishedAt, this.o.mqtt.interval, changed)) this.pending = true;
+      if (changed) this.changeHeld = true;
+      if (healthDue(this.clock.monotonic(), this.lastPublishedAt, this.o.mqtt.interval, this.changeHeld)) this.pending = true;
       this.flush();
       // Nothing waits for this document any more: let it go. Held until the next one (2 s),
       // 500 peers' rows outlived the young generation and became old-generation garbage
@@ -383,6 +392,7 @@ export class HealthPublisher {
       opts.properties = { messageExpiryInterval: healthExpiryS(this.o.mqtt.interval), contentType: 'application/json', payloadFormatIndicator: true };
     }
     this.pending = false;
+    this.changeHeld = false;
     this.inflight = true;
     this.lastPublishedAt = this.clock.monotonic();
     // The document was made before this publish (maybe while disconnected): its `mqtt` field,

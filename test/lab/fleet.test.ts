@@ -235,7 +235,8 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     const gw = await startGateway(env, { extra: { mqtt: { url: plainUrl, interval: '5s', topicPrefix: 'real' } } });
     gateways.push(gw);
     await gw.waitUp();
-    await plain.waitRetained('real/lab/edge-1/health', (m) => (JSON.parse(m) as { state: string }).state === 'ok', 10_000);
+    // Peers coming up after the first document: a change within 5 s of it waits for the 5 s.
+    await plain.waitRetained('real/lab/edge-1/health', (m) => (JSON.parse(m) as { state: string }).state === 'ok', 15_000);
     const r = await fleet(['--url', plainUrl, '--prefix', 'real', '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual([expect.objectContaining({ site: 'lab', node: 'edge-1', status: 'online', state: 'ok', peersUp: 2, peersTotal: 2, ok: true, stale: false })]);

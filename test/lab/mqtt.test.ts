@@ -219,19 +219,21 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       await block(env.NS_AWS2);
       try {
         await gateway({ url: plainUrl() }, { keepaliveInterval: '1s', keepaliveTimeout: '4s' });
-        let d = await health((x) => peer(x, 'aws-2').state === 'down' && peer(x, 'aws-1').state === 'up', 12_000);
+        // Changes are published at most every 5 s (the first document, aws-1 up, aws-2 down 4 s
+        // later: each waits for the 5 s and the next 2 s tick), hence the deadlines.
+        let d = await health((x) => peer(x, 'aws-2').state === 'down' && peer(x, 'aws-1').state === 'up', 25_000);
         expect(d.state).toBe('degraded');
         expect(peer(d, 'aws-2').reason).toMatch(/UDP 8472/);
         expect(peer(d, 'aws-1').reason).toBeNull();
 
         await block(env.NS_AWS1);
-        d = await health((x) => x.peers.every((p) => p.state === 'down'), 10_000);
+        d = await health((x) => x.peers.every((p) => p.state === 'down'), 15_000);
         expect(d.state).toBe('down');
         expect(peer(d, 'aws-1').reason).not.toBeNull();
 
         await unblock(env.NS_AWS1);
         await unblock(env.NS_AWS2);
-        d = await health((x) => x.state === 'ok', 10_000);
+        d = await health((x) => x.state === 'ok', 15_000);
         expect(d.peers.every((p) => p.state === 'up' && p.reason === null)).toBe(true);
         expect((await pingPod1()).ok).toBe(true);
       } finally {

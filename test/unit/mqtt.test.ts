@@ -420,7 +420,46 @@ describe('HealthPublisher', () => {
     expect(publishedAt).toEqual([0, 12_000, 42_000]);
     expect(healthDue(1000, 0, 30_000, false)).toBe(false);
     expect(healthDue(29_800, 0, 30_000, false)).toBe(true); // timer jitter slack
-    expect(healthDue(1, 0, 30_000, true)).toBe(true);
+    expect(healthDue(5000, 0, 30_000, true)).toBe(true);
+  });
+
+  it('changes that keep coming (500 peers coming back one by one) are published at most once per 5 s, the last one included', async () => {
+    const h = harness({ interval: 30_000 });
+    h.p.start();
+    await settle();
+    h.last().accept();
+    await settle();
+    const c = h.last();
+    const publishedAt: number[] = [];
+    const t0 = clock.monotonic();
+    // The gateway coalesces transitions into a document every 250 ms at most: a peer changes in
+    // every window for 30 s (an uplink back, each peer's next probe answered on its own schedule).
+    for (let t = 0; t < 30_000; t += 250) {
+      const before = h.health(c).length;
+      h.p.update(sampleDoc({ uptimeS: t }), true);
+      await settle();
+      if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
+      await clock.advanceAsync(250);
+    }
+    // Then only the 2 s status tick, unchanged documents: the last change still goes out.
+    for (let t = 30_000; t <= 40_000; t += 2000) {
+      const before = h.health(c).length;
+      h.p.update(sampleDoc({ uptimeS: t }), false);
+      await settle();
+      if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
+      await clock.advanceAsync(2000);
+    }
+    // Every 5 s less the 250 ms timer slack; the change at 29.75 s waits for the tick at 34 s.
+    expect(publishedAt).toEqual([0, 4750, 9500, 14_250, 19_000, 23_750, 28_500, 34_000]);
+    // The first change after a quiet spell is still published at once.
+    await clock.advanceAsync(6000);
+    const before = h.health(c).length;
+    h.p.update(sampleDoc({ uptimeS: 99 }), true);
+    await settle();
+    expect(h.health(c).length).toBe(before + 1);
+    expect(healthDue(4000, 0, 30_000, true)).toBe(false);
+    expect(healthDue(4800, 0, 30_000, true)).toBe(true); // the same timer slack
+    expect(healthDue(1000, 0, 1000, true)).toBe(true); // an interval under 5 s is the bound
   });
 
   it.each([0, 1000])('mqtt.interval %i ms: published every 2 s status tick, the period the document states (publishPeriodMs)', async (interval) => {
@@ -469,6 +508,8 @@ describe('HealthPublisher', () => {
     c.autoAck = false;
     c.accept();
     h.p.update(sampleDoc({ uptimeS: 1 }), true);
+    // Still unacknowledged when the next documents are due (changes, 5 s later).
+    await clock.advanceAsync(5000);
     h.p.update(sampleDoc({ uptimeS: 2 }), true);
     h.p.update(sampleDoc({ uptimeS: 3 }), true);
     expect(h.health(c)).toHaveLength(1);
