@@ -27,17 +27,24 @@ const NETWORK_CODES = new Set([
 
 type ErrLike = Error & { code?: string | number; reason?: unknown };
 
-/** What a TLS failure means, by OpenSSL reason / Node code. */
-const TLS_EXPLANATIONS: [RegExp, string][] = [
+/**
+ * What a TLS failure means, by OpenSSL reason / Node code, and what to check where that is not
+ * the TLS files (TLS_FILES_CHECK): nothing in mqtt.ca/cert/key fixes a clock or a URL's host.
+ */
+const TLS_EXPLANATIONS: [RegExp, string, string?][] = [
   [/alert unknown ca/i, 'the broker does not trust the client certificate in mqtt.cert'],
   [/alert certificate required/i, 'the broker requires a client certificate: set mqtt.cert and mqtt.key'],
   [/alert (bad certificate|certificate unknown|unsupported certificate)/i, 'the broker refused the client certificate in mqtt.cert'],
   [/alert certificate (expired|revoked)/i, 'the broker says the client certificate has expired or was revoked'],
   [/self[- ]signed|unable to (verify|get (local )?issuer)/i, "the broker's certificate is not signed by a CA in mqtt.ca"],
-  [/CERT_HAS_EXPIRED|certificate has expired/i, "the broker's certificate has expired (or this machine's clock is wrong)"],
-  [/CERT_NOT_YET_VALID|not yet valid/i, "the broker's certificate is not valid yet (is this machine's clock right?)"],
-  [/ALTNAME_INVALID|Hostname\/IP does not match|HOSTNAME_MISMATCH/i, "the broker's certificate does not name the host of mqtt.url"],
+  [/CERT_HAS_EXPIRED|certificate has expired/i, "the broker's certificate has expired, or this machine's clock is wrong",
+    "check this machine's clock (timedatectl), else the broker's certificate needs renewing"],
+  [/CERT_NOT_YET_VALID|not yet valid/i, "the broker's certificate is not valid yet, or this machine's clock is wrong",
+    "check this machine's clock (timedatectl; a board without a battery-backed clock needs NTP)"],
+  [/ALTNAME_INVALID|Hostname\/IP does not match|HOSTNAME_MISMATCH/i, "the broker's certificate does not name the host of mqtt.url",
+    "put in mqtt.url a host name (or address) that the broker's certificate names"],
 ];
+const TLS_FILES_CHECK = 'check mqtt.ca/cert/key';
 
 /** The short reason of a TLS error: OpenSSL's reason string, not its "80AC…:error:0A000418:SSL routines:…" line. */
 export function tlsReason(err: ErrLike): string {
@@ -104,8 +111,8 @@ export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, conn
   }
   if (isTlsError(err)) {
     const reason = tlsReason(err!);
-    const what = TLS_EXPLANATIONS.find(([re]) => re.test(`${reason} ${String(err!.code ?? '')}`))?.[1];
-    return { kind: 'tls', line: `mqtt connection failed: TLS: ${reason}${what ? ` (${what})` : ''}; check mqtt.ca/cert/key` };
+    const [, what, check = TLS_FILES_CHECK] = TLS_EXPLANATIONS.find(([re]) => re.test(`${reason} ${String(err!.code ?? '')}`)) ?? [];
+    return { kind: 'tls', line: `mqtt connection failed: TLS: ${reason}${what ? ` (${what})` : ''}; ${check}` };
   }
   if (err && broker.secure && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
     // Where TLS 1.3 is used, the broker checks the client certificate after the client's handshake ended.

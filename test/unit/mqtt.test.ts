@@ -246,7 +246,12 @@ describe('failure descriptions', () => {
       /^mqtt connection failed: TLS: unable to verify the first certificate \(the broker's certificate is not signed by a CA in mqtt\.ca\); check mqtt\.ca\/cert\/key$/],
     [Object.assign(err('80AC6A85B77F0000:error:0A000418:SSL routines:ssl3_read_bytes:tlsv1 alert unknown ca:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 48\n', 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA')),
       secure, 'tls', /^mqtt connection failed: TLS: tlsv1 alert unknown ca \(the broker does not trust the client certificate in mqtt\.cert\); check mqtt\.ca\/cert\/key$/],
-    [Object.assign(err('whatever', 'ERR_TLS_CERT_ALTNAME_INVALID'), { reason: "Host: b.example. is not in the cert's altnames" }), secure, 'tls', /does not name the host of mqtt\.url/],
+    // Not the TLS files: the URL's host, the clock.
+    [Object.assign(err("Hostname/IP does not match certificate's altnames: Host: b.example. is not in the cert's altnames: DNS:broker.example", 'ERR_TLS_CERT_ALTNAME_INVALID'),
+      { reason: "Host: b.example. is not in the cert's altnames: DNS:broker.example" }), secure, 'tls',
+      /^mqtt connection failed: TLS: Host: b\.example\. is not in the cert's altnames: DNS:broker\.example \(the broker's certificate does not name the host of mqtt\.url\); put in mqtt\.url a host name \(or address\) that the broker's certificate names$/],
+    [err('certificate is not yet valid', 'CERT_NOT_YET_VALID'), secure, 'tls', /\(the broker's certificate is not valid yet, or this machine's clock is wrong\); check this machine's clock \(timedatectl/],
+    [err('certificate has expired', 'CERT_HAS_EXPIRED'), secure, 'tls', /; check this machine's clock \(timedatectl\), else the broker's certificate needs renewing$/],
     [err('self-signed certificate in certificate chain', 'SELF_SIGNED_CERT_IN_CHAIN'), secure, 'tls', /check mqtt\.ca\/cert\/key/],
     [err('tlsv13 alert certificate required', 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED'), secure, 'tls', /check mqtt\.ca\/cert\/key/],
     [err('read ECONNRESET', 'ECONNRESET'), secure, 'tls', /during TLS; check mqtt\.ca\/cert\/key/],
