@@ -54,6 +54,9 @@ export function tlsReason(err: ErrLike): string {
   return m ? m[1] : first;
 }
 
+/** MQTT.js's (mqtt-packet's) error for a PUBACK whose reason code MQTT 5 does not allow there. */
+const INVALID_PUBACK = /^Invalid puback reason code$/;
+
 /** MQTT 5 DISCONNECT reason 0x8E: a client with the same client id connected, and the broker dropped us for it. */
 export const SESSION_TAKEN_OVER = 142;
 
@@ -80,9 +83,10 @@ export function isTlsError(err: ErrLike | null): boolean {
  * Describes why an attempt ended. `err` is the error of the attempt (null if the connection just
  * closed); `connected` whether the attempt had got a CONNACK (then this is a lost connection).
  * `gatewayClientId`: the gateway's own client id, named with what to do when another client
- * took the session over (a second gateway with the same site and node).
+ * took the session over (a second gateway with the same site and node). `healthBytes`: the
+ * size of the health document in flight when the connection ended, if one was.
  */
-export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, connected: boolean, gatewayClientId?: string): MqttFailure {
+export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, connected: boolean, gatewayClientId?: string, healthBytes?: number): MqttFailure {
   const where = `${broker.host}:${broker.port}`;
   if (err instanceof MqttSetupError) {
     return { kind: 'setup', line: `mqtt setup failed: ${err.message}; retrying` };
@@ -96,6 +100,15 @@ export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, conn
         : `: is another gateway running with the same site and node (client id ${gatewayClientId})? ` +
           'Give each gateway its own node (default: the host name, which cloned images share)';
       return { kind: 'lost', line: `mqtt connection to ${where} taken over by another client with the same client id (DISCONNECT ${SESSION_TAKEN_OVER})${hint}; reconnecting` };
+    }
+    if (healthBytes !== undefined && err && INVALID_PUBACK.test(err.message)) {
+      // mqtt-packet refuses PUBACK 0x95 "packet too large" (MQTT 5 allows it only in DISCONNECT),
+      // mosquitto 2.0's answer to a message over message_size_limit.
+      return {
+        kind: 'lost',
+        line: `mqtt connection to ${where} lost: the broker answered the health publish (${healthBytes} bytes) with a reason code MQTT.js cannot read (${err.message}): ` +
+          'mosquitto does so for a message over its message_size_limit, which the document (it grows with the peers) must fit in; reconnecting',
+      };
     }
     const why = err ? `: ${err.message}` : '';
     return { kind: 'lost', line: `mqtt connection to ${where} lost${why}; reconnecting` };

@@ -131,6 +131,8 @@ export class HealthPublisher {
   /** A state change not published yet: it waits for the change gap (healthDue). */
   private changeHeld = false;
   private inflight = false;
+  /** Bytes of the health document in flight (for a failure that its size explains). */
+  private inflightBytes = 0;
   private lastPublishedAt = -Infinity;
   private published = 0;
   private reconnects = 0;
@@ -288,6 +290,12 @@ export class HealthPublisher {
         this.retryNow = true;
         this.o.log.info('mqtt broker does not support MQTT 5; using 3.1.1', { err: e.message });
       }
+      // After CONNACK, MQTT.js emits an error only for a connection it cannot go on with, and
+      // may leave it open: its parser stops at a packet it cannot read (mosquitto answers a
+      // publish over its message_size_limit with PUBACK 0x95, which MQTT 5 does not allow there)
+      // and reads nothing after it, so no acknowledgement came and the health stayed in flight,
+      // unsaid, until the keepalive gave up. End it now: said, and the next attempt scheduled.
+      if (this.connectedAt > 0) this.ended(gen, client);
     });
     client.on('disconnect', (p: { reasonCode?: number }) => {
       // MQTT 5: the broker says why it ends the connection (e.g. session taken over by the same client id).
@@ -327,6 +335,7 @@ export class HealthPublisher {
     if (gen !== this.gen) return;
     const wasConnected = this.connectedAt > 0;
     const connectedFor = wasConnected ? this.clock.monotonic() - this.connectedAt : 0;
+    const inflightBytes = this.inflight ? this.inflightBytes : undefined;
     this.connectedAt = 0;
     this.inflight = false;
     this.gen++; // late events of this client are ignored from now on
@@ -340,7 +349,7 @@ export class HealthPublisher {
       // Protocol fallback (logged already): try again at once.
       this.retryNow = false;
     } else {
-      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, clientIdFor(this.o.site, this.o.node));
+      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, clientIdFor(this.o.site, this.o.node), inflightBytes);
       // Taken over: another client connected with our id. Two gateways with one id would kick
       // each other out every second; the schedule keeps growing instead.
       const takenOver = wasConnected && isTakenOver(this.attemptError);
@@ -399,7 +408,9 @@ export class HealthPublisher {
     // which this publisher owns, is brought up to date.
     const doc = this.latest.mqtt ? { ...this.latest, mqtt: this.status() } : this.latest;
     try {
-      c.publish(this.t.health, JSON.stringify(doc), opts, (err) => {
+      const payload = JSON.stringify(doc);
+      this.inflightBytes = Buffer.byteLength(payload);
+      c.publish(this.t.health, payload, opts, (err) => {
         if (gen !== this.gen) return;
         this.inflight = false;
         if (err) {

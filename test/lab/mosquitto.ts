@@ -32,6 +32,8 @@ export interface BrokerOptions {
   /** mosquitto_passwd file; anonymous clients are refused when set. */
   passwordFile?: string;
   aclFile?: string;
+  /** mosquitto's message_size_limit (bytes of payload; 0 or unset: none). */
+  messageSizeLimit?: number;
   /** Hard bound on the broker's life (default 300 s). */
   lifetimeS?: number;
 }
@@ -162,6 +164,7 @@ export async function startMosquitto(o: BrokerOptions): Promise<Broker> {
   ];
   if (o.passwordFile) lines.push(`password_file ${o.passwordFile}`);
   if (o.aclFile) lines.push(`acl_file ${o.aclFile}`);
+  if (o.messageSizeLimit) lines.push(`message_size_limit ${o.messageSizeLimit}`);
   lines.push(`listener ${o.port} ${o.address}`);
   if (o.tls) {
     lines.push(`cafile ${o.tls.cafile}`, `certfile ${o.tls.certfile}`, `keyfile ${o.tls.keyfile}`);

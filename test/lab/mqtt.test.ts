@@ -175,6 +175,25 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect((await pingPod1()).ok).toBe(true);
     });
 
+    it('a health document over the broker\'s message_size_limit: said with its size and the setting, retried with backoff, forwarding unaffected', async () => {
+      // The lab's document (2 peers) is some 2 kB. mosquitto 2.0 answers an MQTT 5 publish over
+      // the limit with PUBACK 0x95, which MQTT.js cannot read: it stopped reading that
+      // connection, and the gateway said nothing until its keepalive gave up.
+      const b = await broker(1883, { messageSizeLimit: 1000 });
+      const gw = await gateway({ url: plainUrl() });
+      await gw.waitUp();
+      const tooLarge = /mqtt connection to 198\.51\.100\.1:1883 lost: the broker answered the health publish \(\d+ bytes\) with a reason code MQTT\.js cannot read \(Invalid puback reason code\): mosquitto does so for a message over its message_size_limit/;
+      await gw.until(() => tooLarge.test(gw.output), 'the failure in the log', 10_000);
+      console.log('too large:', gw.output.match(/mqtt connection to [^"]*message_size_limit[^"]*/)![0]);
+      await gw.untilStatus((d) => /message_size_limit/.test(d.mqtt?.lastError ?? ''), 'the failure in mqtt.lastError', 10_000);
+      // Tried again with backoff (after ~1 s, then ~2 s: the next is ≥ 2.8 s away), not in a loop.
+      const dropped = () => (b.output.match(/Dropped too large PUBLISH from vxedge-lab-edge-1 .*vxedge\/lab\/edge-1\/health/g) ?? []).length;
+      await waitFor(() => dropped() >= 3, 10_000, 100);
+      expect(dropped()).toBeLessThanOrEqual(4);
+      expect((await pingPod1()).ok).toBe(true);
+      expect(gw.child.exitCode).toBeNull();
+    });
+
     it('(c) SIGTERM: the gateway publishes the retained offline itself (no last will)', async () => {
       const { b, gw } = await brokerAndGateway();
       const MARK = 'vxedge/lab/edge-1/test-marker';

@@ -505,6 +505,38 @@ describe('HealthPublisher', () => {
     expect(h.p.status()).toMatchObject({ connected: true, published: 0, lastError: expect.stringMatching(/refused.*health/) });
   });
 
+  it('an error after CONNACK ends the connection at once, said with its cause: the PUBACK 0x95 MQTT.js cannot read (mosquitto\'s message_size_limit) names the size', async () => {
+    const h = harness({ interval: 30_000 }, () => 0.5);
+    h.p.start();
+    await settle();
+    const c = h.last();
+    c.autoAck = false;
+    c.accept();
+    h.p.update(sampleDoc(), true);
+    await settle();
+    const bytes = Buffer.byteLength(h.health(c)[0].payload);
+    // MQTT.js's parser stops at a PUBACK with a reason code MQTT 5 does not allow there, emits
+    // this, and reads nothing more from that connection: no close comes, no acknowledgement,
+    // and the publisher would wait with its health in flight until the keepalive gave up.
+    c.emit('error', new Error('Invalid puback reason code'));
+    await settle();
+    expect(c.ended.some((e) => e.force)).toBe(true);
+    expect(h.warns()).toEqual([
+      `mqtt connection to broker.example:1883 lost: the broker answered the health publish (${bytes} bytes) with a reason code MQTT.js cannot read (Invalid puback reason code): ` +
+        'mosquitto does so for a message over its message_size_limit, which the document (it grows with the peers) must fit in; reconnecting',
+    ]);
+    expect(h.p.status()).toMatchObject({ connected: false, lastError: expect.stringMatching(/message_size_limit/) });
+    await clock.advanceAsync(1000);
+    await settle();
+    expect(h.clients).toHaveLength(2);
+    // Any other error after CONNACK: the same, without that hint.
+    h.last().accept();
+    await settle();
+    h.last().emit('error', new Error('Keepalive timeout'));
+    await settle();
+    expect(h.warns()[1]).toBe('mqtt connection to broker.example:1883 lost: Keepalive timeout; reconnecting');
+  });
+
   it('keeps at most one health publish in flight and sends the newest when it is acknowledged', async () => {
     const h = harness();
     h.p.start();
