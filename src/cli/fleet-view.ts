@@ -269,6 +269,12 @@ export function staleness(h: HealthInfo, rec: { receivedAt: number; expiryS: num
   return { stale: true, why: `last health ${formatAge(ageMs)} old, over ${STALE_FACTOR} × ${formatDuration(Math.round(intervalMs))} (${basis})` };
 }
 
+/**
+ * Why a gateway with a status has no health. A document over MAX_HEALTH_BYTES is one: an MQTT 5
+ * broker does not send a message over the reader's maximum packet size, and says nothing.
+ */
+const NO_HEALTH = `no health document (expired on the broker, not published yet, or over ${MAX_HEALTH_BYTES / 1024 / 1024} MiB, which the broker does not send this reader)`;
+
 export function buildRow(rec: GatewayRecord, now: Now, assumedIntervalMs: number): FleetRow {
   const errors: string[] = [];
   const status = rec.status?.ok ? rec.status.value : null;
@@ -277,7 +283,7 @@ export function buildRow(rec: GatewayRecord, now: Now, assumedIntervalMs: number
 
   const row: FleetRow = {
     site: rec.site, node: rec.node, status, state: null, peersUp: null, peersTotal: null, worstPeer: null, reason: null,
-    ts: null, ageMs: null, stale: true, staleWhy: 'no health document (expired on the broker, or not published yet)', error: null, ok: false,
+    ts: null, ageMs: null, stale: true, staleWhy: NO_HEALTH, error: null, ok: false,
   };
   const h = rec.health?.parsed;
   if (h && !h.ok) {

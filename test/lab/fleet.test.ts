@@ -170,7 +170,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     const old2 = row(r.stdout, 'north', 'old-2');
     expect(old2.slice(2, 5)).toEqual(['stale', 'ok', '2/2']);
     expect(old2[6]).toMatch(/^last health 2\ds old, over 3 × 5s \(its intervalS\)$/);
-    expect(row(r.stdout, 'north', 'nohealth').slice(2)).toEqual(['stale', '-', '-', '-', 'no health document (expired on the broker, or not published yet)']);
+    expect(row(r.stdout, 'north', 'nohealth').slice(2)).toEqual(['stale', '-', '-', '-', 'no health document (expired on the broker, not published yet, or over 1 MiB, which the broker does not send this reader)']);
     expect(r.stdout).toContain('6 gateways: 1 ok, 5 not ok');
 
     // The gateways' interval, when operators know it: a 1 h interval makes 10 minutes current.
@@ -199,6 +199,10 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     await gateway(p, 'bad', 'json', 'online', '{"site": "bad", "node":');
     await gateway(p, 'bad', 'shape', 'online', JSON.stringify({ site: 'bad', node: 'shape', ts: new Date().toISOString(), state: 'ok', peers: 'none' }));
     await gateway(p, 'bad', 'binary', 'online', Buffer.from([0xff, 0x00, 0xfe, 0x1b, 0x5b, 0x32, 0x4a]));
+    // Over the reader's bound: an MQTT 5 broker does not send it at all (the reader's maximum
+    // packet size), so the row cannot say "malformed"; it must not say only "not published yet".
+    const huge = JSON.parse(healthDoc('bad', 'huge')) as Record<string, unknown>;
+    await gateway(p, 'bad', 'huge', 'online', Buffer.from(JSON.stringify({ ...huge, pad: 'x'.repeat(1_200_000) })));
     await gateway(p, 'good', 'gw', 'online', healthDoc('good', 'gw'));
     const r = await fleet(['--url', plainUrl, '--prefix', p]);
     expect(r.code).toBe(1);
@@ -208,6 +212,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
     expect(row(r.stdout, 'bad', 'json')[6]).toMatch(/^malformed health: not JSON \(/);
     expect(row(r.stdout, 'bad', 'shape')[6]).toBe('malformed health: peers is "none" (expected a list)');
     expect(row(r.stdout, 'bad', 'binary')[6]).toBe('malformed health: not UTF-8 text');
+    expect(row(r.stdout, 'bad', 'huge').slice(2)).toEqual(['stale', '-', '-', '-', expect.stringMatching(/^no health document \(.*over 1 MiB/)]);
     expect(row(r.stdout, 'good', 'gw').slice(2, 4)).toEqual(['online', 'ok']);
     expect(r.stdout).not.toContain('\u001b');
   });

@@ -234,7 +234,7 @@ describe('rules', () => {
       { worstPeer: null, reason: 'check mtu fails: too big' }, 'online', 'check mtu fails: too big'],
     ['stale', record({ health: docBytes({ ts: T0 - 100_000 }) }), { stale: true, status: 'online' }, 'stale', 'last health 1m old, over 3 × 30s (the assumed interval)'],
     ['online without health', record({ health: null }), { stale: true, state: null, ts: null },
-      'stale', 'no health document (expired on the broker, or not published yet)'],
+      'stale', 'no health document (expired on the broker, not published yet, or over 1 MiB, which the broker does not send this reader)'],
     ['no status', record({ status: null }), { status: null, error: 'no status message' }, '-', 'no status message'],
     ['malformed status', record({ status: 'up' }), { status: null }, 'malformed', 'malformed status: "up" (expected "online" or "offline")'],
     ['malformed health', record({ health: enc('{oops') }), { stale: false, state: null }, 'online', 'malformed health: not JSON'],
