@@ -99,6 +99,8 @@ export function publishPeriodMs(intervalMs: number, tickMs: number): number {
   return Math.max(intervalMs, tickMs);
 }
 
+/** Bytes of an MQTT 5 PUBLISH besides its topic and payload (header, packet id, our properties), rounded up. */
+const PUBLISH_OVERHEAD = 64;
 const STOP_PUBLISH_MS = 1000;
 const STOP_DISCONNECT_MS = 500;
 const REPEAT_LOG_MS = 10 * 60_000;
@@ -131,6 +133,8 @@ export class HealthPublisher {
   /** A state change not published yet: it waits for the change gap (healthDue). */
   private changeHeld = false;
   private inflight = false;
+  /** The broker's Maximum Packet Size (MQTT 5 CONNACK), null when it stated none. */
+  private maxPacket: number | null = null;
   /** Bytes of the health document in flight (for a failure that its size explains). */
   private inflightBytes = 0;
   private lastPublishedAt = -Infinity;
@@ -138,7 +142,7 @@ export class HealthPublisher {
   private reconnects = 0;
   private lastError: string | null = null;
   private lastLogged: { line: string; at: number; repeats: number } | null = null;
-  /** When each refusal line was last logged (once per topic and cause, every 10 min at most; two topics, few causes). */
+  /** When each warnOnce key was last logged (a refusal: once per topic and cause, every 10 min at most). */
   private readonly refusalsLogged = new Map<string, number>();
 
   constructor(private readonly o: HealthPublisherOptions) {
@@ -280,7 +284,7 @@ export class HealthPublisher {
     }
     this.client = client;
     this.o.log.debug('mqtt connecting', { url: maskUrl(m.url!), protocolVersion: this.protocolVersion });
-    client.on('connect', () => this.onConnect(gen, client));
+    client.on('connect', (connack?: { properties?: { maximumPacketSize?: number } }) => this.onConnect(gen, client, connack?.properties?.maximumPacketSize));
     client.on('error', (e: Error & { code?: string | number }) => {
       if (gen !== this.gen) return;
       // The first error of an attempt is the telling one (a TLS alert, then ECONNRESET).
@@ -304,8 +308,9 @@ export class HealthPublisher {
     client.on('close', () => this.ended(gen, client));
   }
 
-  private onConnect(gen: number, client: MqttClient): void {
+  private onConnect(gen: number, client: MqttClient, maximumPacketSize: number | undefined): void {
     if (gen !== this.gen || !this.running) return;
+    this.maxPacket = typeof maximumPacketSize === 'number' && maximumPacketSize > 0 ? maximumPacketSize : null;
     if (this.everConnected) this.reconnects++;
     this.everConnected = true;
     this.connectedAt = this.clock.monotonic();
@@ -383,11 +388,27 @@ export class HealthPublisher {
       `mqtt: the broker refused the publish to ${topic}: ${err.message} (${err.code}); ` +
       `check the broker's ACL: this client (mqtt.username, or the client certificate) must be allowed to write ${this.o.mqtt.topicPrefix}/${this.o.site}/${this.o.node}/#`;
     this.lastError = `broker refused the publish to ${topic}: ${err.message} (${err.code})`;
+    this.warnOnce(line, line);
+  }
+
+  /** A health document larger than the broker takes (its CONNACK's Maximum Packet Size): said, not sent. */
+  private overMaxPacket(bytes: number, maxPacket: number): void {
+    this.lastError = `health document not published: ${bytes} bytes, over the broker's maximum packet size of ${maxPacket} bytes`;
+    // Keyed without the sizes: the document's changes with every one.
+    this.warnOnce(
+      'over max packet',
+      `mqtt: the health document (${bytes} bytes) is over the broker's maximum packet size (${maxPacket} bytes, from its CONNACK); ` +
+        'not published: raise the broker\'s limit (mosquitto: max_packet_size); the document grows with the peers',
+    );
+  }
+
+  /** Logs `line` unless the same `key` was logged within the last 10 minutes (few keys: two topics, few causes). */
+  private warnOnce(key: string, line: string): void {
     const now = this.clock.monotonic();
-    const at = this.refusalsLogged.get(line);
+    const at = this.refusalsLogged.get(key);
     if (at !== undefined && now - at < REPEAT_LOG_MS) return;
     if (this.refusalsLogged.size >= 16) this.refusalsLogged.clear();
-    this.refusalsLogged.set(line, now);
+    this.refusalsLogged.set(key, now);
     this.o.log.warn(line);
   }
 
@@ -410,6 +431,14 @@ export class HealthPublisher {
     try {
       const payload = JSON.stringify(doc);
       this.inflightBytes = Buffer.byteLength(payload);
+      if (this.maxPacket !== null && this.inflightBytes + Buffer.byteLength(this.t.health) + PUBLISH_OVERHEAD > this.maxPacket) {
+        // The broker said in its CONNACK that it takes no larger packet, and it ends the
+        // connection on one (DISCONNECT 0x95): its will then said "offline" and every new
+        // connection met the same. Not sent; tried again when the next document is due.
+        this.inflight = false;
+        this.overMaxPacket(this.inflightBytes, this.maxPacket);
+        return;
+      }
       c.publish(this.t.health, payload, opts, (err) => {
         if (gen !== this.gen) return;
         this.inflight = false;

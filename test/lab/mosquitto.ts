@@ -34,6 +34,8 @@ export interface BrokerOptions {
   aclFile?: string;
   /** mosquitto's message_size_limit (bytes of payload; 0 or unset: none). */
   messageSizeLimit?: number;
+  /** mosquitto's max_packet_size (bytes of a whole packet, stated in the CONNACK to MQTT 5 clients). */
+  maxPacketSize?: number;
   /** Hard bound on the broker's life (default 300 s). */
   lifetimeS?: number;
 }
@@ -165,6 +167,7 @@ export async function startMosquitto(o: BrokerOptions): Promise<Broker> {
   if (o.passwordFile) lines.push(`password_file ${o.passwordFile}`);
   if (o.aclFile) lines.push(`acl_file ${o.aclFile}`);
   if (o.messageSizeLimit) lines.push(`message_size_limit ${o.messageSizeLimit}`);
+  if (o.maxPacketSize) lines.push(`max_packet_size ${o.maxPacketSize}`);
   lines.push(`listener ${o.port} ${o.address}`);
   if (o.tls) {
     lines.push(`cafile ${o.tls.cafile}`, `certfile ${o.tls.certfile}`, `keyfile ${o.tls.keyfile}`);

@@ -194,6 +194,24 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect(gw.child.exitCode).toBeNull();
     });
 
+    it('a health document over the broker\'s max_packet_size (stated in its CONNACK) is not sent: said with both sizes, the connection and its online kept', async () => {
+      // mosquitto ends the connection of a client that sends a larger packet (DISCONNECT 0x95):
+      // the will said "offline", and each new connection met the same.
+      const b = await broker(1883, { maxPacketSize: 1000 });
+      const gw = await gateway({ url: plainUrl() });
+      await gw.waitUp();
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000)).toBe('online');
+      const tooLarge = /mqtt: the health document \(\d+ bytes\) is over the broker's maximum packet size \(1000 bytes, from its CONNACK\); not published: raise the broker's limit \(mosquitto: max_packet_size\)/;
+      await gw.until(() => tooLarge.test(gw.output), 'the warning in the log', 10_000);
+      console.log('over max_packet_size:', gw.output.match(/mqtt: the health document [^"]*/)![0]);
+      const s = await gw.untilStatus((d) => /maximum packet size/.test(d.mqtt?.lastError ?? ''), 'the warning in mqtt.lastError', 10_000);
+      expect(s.mqtt).toMatchObject({ connected: true, reconnects: 0, published: 0 });
+      expect(b.output).not.toMatch(/Client vxedge-lab-edge-1 (disconnected|closed its connection)/);
+      expect(await b.retained(STATUS)).toBe('online');
+      expect(gw.output.match(new RegExp(tooLarge.source, 'g'))).toHaveLength(1);
+      expect((await pingPod1()).ok).toBe(true);
+    });
+
     it('(c) SIGTERM: the gateway publishes the retained offline itself (no last will)', async () => {
       const { b, gw } = await brokerAndGateway();
       const MARK = 'vxedge/lab/edge-1/test-marker';

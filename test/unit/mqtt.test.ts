@@ -310,9 +310,9 @@ class FakeClient extends EventEmitter {
     return Promise.resolve();
   }
   // Test helpers: what the broker does.
-  accept(): void {
+  accept(properties?: Record<string, unknown>): void {
     this.connected = true;
-    this.emit('connect', { cmd: 'connack', returnCode: 0 });
+    this.emit('connect', { cmd: 'connack', returnCode: 0, ...(properties ? { properties } : {}) });
   }
   fail(err: Error & { code?: string | number }): void {
     this.emit('error', err);
@@ -535,6 +535,40 @@ describe('HealthPublisher', () => {
     h.last().emit('error', new Error('Keepalive timeout'));
     await settle();
     expect(h.warns()[1]).toBe('mqtt connection to broker.example:1883 lost: Keepalive timeout; reconnecting');
+  });
+
+  it('a health document over the Maximum Packet Size of the CONNACK is not sent (the broker would end the connection): said once with both sizes, tried again when due', async () => {
+    const h = harness({ interval: 30_000 });
+    h.p.start();
+    await settle();
+    const c = h.last();
+    c.accept({ maximumPacketSize: 1000 });
+    await settle();
+    const big = sampleDoc({ peers: [...sampleDoc().peers, ...sampleDoc().peers, ...sampleDoc().peers] });
+    const bytes = Buffer.byteLength(JSON.stringify({ ...big, mqtt: h.p.status() }));
+    expect(bytes).toBeGreaterThan(1000);
+    h.p.update(big, true);
+    await settle();
+    expect(h.health(c)).toHaveLength(0);
+    expect(c.sent.map((x) => x.payload)).toEqual(['online']);
+    expect(c.ended).toEqual([]); // the connection (and the retained "online") stays
+    expect(h.warns()).toEqual([
+      `mqtt: the health document (${bytes} bytes) is over the broker's maximum packet size (1000 bytes, from its CONNACK); ` +
+        "not published: raise the broker's limit (mosquitto: max_packet_size); the document grows with the peers",
+    ]);
+    expect(h.p.status()).toMatchObject({ connected: true, lastError: `health document not published: ${bytes} bytes, over the broker's maximum packet size of 1000 bytes` });
+    // Not tried with every document: when the next is due, and said once.
+    for (let t = 2000; t <= 30_000; t += 2000) {
+      await clock.advanceAsync(2000);
+      h.p.update(big, false);
+      await settle();
+    }
+    expect(h.warns()).toHaveLength(1);
+    // A document that fits is published.
+    await clock.advanceAsync(30_000);
+    h.p.update(sampleDoc({ peers: [], checks: [] }), false);
+    await settle();
+    expect(h.health(c)).toHaveLength(1);
   });
 
   it('keeps at most one health publish in flight and sends the newest when it is acknowledged', async () => {
