@@ -211,7 +211,7 @@ export function buildSchema(hostname: string = os.hostname()) {
     mqtt: {
       url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT.', default: null, format: f.mqttUrlOrNull }),
       topicPrefix: leaf({ doc: 'First topic level: {topicPrefix}/{site}/{node}/status and /health.', default: 'vxedge', format: f.topicLevel }),
-      interval: leaf({ doc: 'Health publishing period; also published on any state change, at once unless the last publish is under 5 s old (then when it is 5 s old).', default: '30s', format: f.duration }),
+      interval: leaf({ doc: 'Health publishing period; also published at once on any state change (changes that keep coming: one document every 5 s).', default: '30s', format: f.duration }),
       username: leaf({ doc: 'Broker user name.', default: null, format: f.stringOrNull }),
       password: leaf({
         doc: 'Broker password; prefer mqtt.passwordFile to keep it out of the config.',

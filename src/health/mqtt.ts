@@ -73,17 +73,18 @@ export function topics(prefix: string, site: string, node: string): { status: st
 }
 
 /**
- * The publishing rule: when `changed` (gateway or peer state), at once if the last publish is
- * at least CHANGE_GAP_MS old (or one interval, if that is shorter); else when the last publish
- * is at least one interval old. A change that comes sooner waits for the gap to pass: peers
- * changing one after another (500 of them coming back as each one's next probe is answered)
- * made a document of some hundred kB every 250 ms, sent back to back over the site's uplink
- * that the tunnel needs. The slack absorbs the jitter of the gateway's 2 s timer, so that a
- * 30 s interval does not slip to 32 s.
+ * The publishing rule: when the last publish is at least one interval old; and when `changed`
+ * (gateway or peer state), at once, unless the last publish that carried a change is under
+ * CHANGE_GAP_MS old (or one interval, if that is shorter): then once it is that old. So a
+ * change after a quiet spell goes out at once, as the contract says, also just after a
+ * periodic publish; changes that keep coming (500 peers coming back one by one, as each one's
+ * next probe is answered) make a document every 5 s, not one of some hundred kB every 250 ms
+ * over the site's uplink that the tunnel needs. The slack absorbs the jitter of the gateway's
+ * 2 s timer, so that a 30 s interval does not slip to 32 s.
  */
-export function healthDue(now: number, lastPublishedAt: number, intervalMs: number, changed: boolean): boolean {
-  const gap = changed ? Math.min(intervalMs, CHANGE_GAP_MS) : intervalMs;
-  return now - lastPublishedAt >= gap - PUBLISH_SLACK_MS;
+export function healthDue(now: number, last: { publishedAt: number; changeAt: number }, intervalMs: number, changed: boolean): boolean {
+  if (now - last.publishedAt >= intervalMs - PUBLISH_SLACK_MS) return true;
+  return changed && now - last.changeAt >= Math.min(intervalMs, CHANGE_GAP_MS) - PUBLISH_SLACK_MS;
 }
 const PUBLISH_SLACK_MS = 250;
 const CHANGE_GAP_MS = 5000;
@@ -138,6 +139,8 @@ export class HealthPublisher {
   /** Bytes of the health document in flight (for a failure that its size explains). */
   private inflightBytes = 0;
   private lastPublishedAt = -Infinity;
+  /** The last publish that carried a state change: changes are at most one per CHANGE_GAP_MS. */
+  private lastChangePublishedAt = -Infinity;
   private published = 0;
   private reconnects = 0;
   private lastError: string | null = null;
@@ -190,7 +193,8 @@ export class HealthPublisher {
       this.documents++;
       if (!this.running) return;
       if (changed) this.changeHeld = true;
-      if (healthDue(this.clock.monotonic(), this.lastPublishedAt, this.o.mqtt.interval, this.changeHeld)) this.pending = true;
+      const last = { publishedAt: this.lastPublishedAt, changeAt: this.lastChangePublishedAt };
+      if (healthDue(this.clock.monotonic(), last, this.o.mqtt.interval, this.changeHeld)) this.pending = true;
       this.flush();
       // Nothing waits for this document any more: let it go. Held until the next one (2 s),
       // 500 peers' rows outlived the young generation and became old-generation garbage
@@ -422,9 +426,10 @@ export class HealthPublisher {
       opts.properties = { messageExpiryInterval: healthExpiryS(this.o.mqtt.interval), contentType: 'application/json', payloadFormatIndicator: true };
     }
     this.pending = false;
-    this.changeHeld = false;
     this.inflight = true;
     this.lastPublishedAt = this.clock.monotonic();
+    if (this.changeHeld) this.lastChangePublishedAt = this.lastPublishedAt;
+    this.changeHeld = false;
     // The document was made before this publish (maybe while disconnected): its `mqtt` field,
     // which this publisher owns, is brought up to date.
     const doc = this.latest.mqtt ? { ...this.latest, mqtt: this.status() } : this.latest;

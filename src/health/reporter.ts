@@ -1,5 +1,5 @@
-// Where a fresh health document goes: MQTT (when the gateway's or a peer's state changed, at
-// most every 5 s; else on its interval), the status LED, status.json, and the gateway's own
+// Where a fresh health document goes: MQTT (at once when the gateway's or a peer's state
+// changed, changes that keep coming at most every 5 s; else on its interval), the status LED, status.json, and the gateway's own
 // listeners (systemd STATUS=). It also logs the gateway's state changes, once each.
 import type { Logger } from '../util/log.js';
 import type { HealthDocument } from './document.js';

@@ -8,6 +8,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Ajv } from 'ajv';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { HealthPublisher, healthDue, publishPeriodMs, topics } from '../../src/health/mqtt.js';
+
+/** healthDue's memory of a publish at `ms` that carried a change. */
+const at = (ms: number) => ({ publishedAt: ms, changeAt: ms });
 import { DEFAULT_BACKOFF, backoffDelay } from '../../src/health/mqtt-backoff.js';
 import {
   MqttSetupError, buildClientOptions, clientIdFor, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl, wantsAwsAlpn,
@@ -423,9 +426,10 @@ describe('HealthPublisher', () => {
     const publishedAt = await publishTimes(30_000, 70_000, 12_000);
     // first document at once (nothing published yet), the change at 12 s, then every 30 s from there.
     expect(publishedAt).toEqual([0, 12_000, 42_000]);
-    expect(healthDue(1000, 0, 30_000, false)).toBe(false);
-    expect(healthDue(29_800, 0, 30_000, false)).toBe(true); // timer jitter slack
-    expect(healthDue(5000, 0, 30_000, true)).toBe(true);
+    expect(healthDue(1000, at(0), 30_000, false)).toBe(false);
+    expect(healthDue(29_800, at(0), 30_000, false)).toBe(true); // timer jitter slack
+    expect(healthDue(5000, at(0), 30_000, true)).toBe(true);
+    expect(healthDue(1, { publishedAt: 0, changeAt: -Infinity }, 30_000, true)).toBe(true); // a change just after a periodic publish
   });
 
   it('changes that keep coming (500 peers coming back one by one) are published at most once per 5 s, the last one included', async () => {
@@ -462,9 +466,40 @@ describe('HealthPublisher', () => {
     h.p.update(sampleDoc({ uptimeS: 99 }), true);
     await settle();
     expect(h.health(c).length).toBe(before + 1);
-    expect(healthDue(4000, 0, 30_000, true)).toBe(false);
-    expect(healthDue(4800, 0, 30_000, true)).toBe(true); // the same timer slack
-    expect(healthDue(1000, 0, 1000, true)).toBe(true); // an interval under 5 s is the bound
+    expect(healthDue(4000, at(0), 30_000, true)).toBe(false);
+    expect(healthDue(4800, at(0), 30_000, true)).toBe(true); // the same timer slack
+    expect(healthDue(1000, at(0), 1000, true)).toBe(true); // an interval under 5 s is the bound
+  });
+
+  it('a change just after a periodic publish still goes out at once (the gap counts from the last change)', async () => {
+    const h = harness({ interval: 10_000 });
+    h.p.start();
+    await settle();
+    h.last().accept();
+    await settle();
+    const c = h.last();
+    h.p.update(sampleDoc({ uptimeS: 0 }), true);
+    await settle();
+    const publishes: number[] = [];
+    const t0 = clock.monotonic();
+    for (let t = 0; t <= 12_000; t += 2000) {
+      const before = h.health(c).length;
+      // The 2 s status tick; at 11 s a peer goes down, 1 s after the periodic publish at 10 s.
+      h.p.update(sampleDoc({ uptimeS: t }), false);
+      await settle();
+      if (h.health(c).length > before) publishes.push(clock.monotonic() - t0);
+      if (t === 10_000) {
+        await clock.advanceAsync(1000);
+        const n = h.health(c).length;
+        h.p.update(sampleDoc({ uptimeS: 11 }), true);
+        await settle();
+        expect(h.health(c).length).toBe(n + 1);
+        await clock.advanceAsync(1000);
+      } else {
+        await clock.advanceAsync(2000);
+      }
+    }
+    expect(publishes).toEqual([10_000]);
   });
 
   it.each([0, 1000])('mqtt.interval %i ms: published every 2 s status tick, the period the document states (publishPeriodMs)', async (interval) => {
