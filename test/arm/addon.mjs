@@ -4,9 +4,11 @@
 // product reaches it: nativeBinding() of the compiled dist/native/index.js. Checks what
 // needs no privileges beyond that namespace: batched UDP on loopback (udpOpen, udpSend,
 // udpRecv, pollStart/pollStop), errors shaped like Node's, unixDgramSend, and TUN
-// read/write with the kernel answering pings, read packed into one buffer.
+// read/write with the kernel answering pings, read packed into one buffer, and the kernel's
+// netlink notices (netlinkOpen/netlinkRead).
 // Prints "N passed, N failed".
 //   node test/arm/addon.mjs
+import { execFileSync } from 'node:child_process';
 import { nativeAddonPath, nativeBinding } from '../../dist/native/index.js';
 import { internetChecksum } from '../../dist/proto/ipv4.js';
 
@@ -54,7 +56,8 @@ await test('loads once and has every call of NativeBinding', () => {
   const calls = [
     'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpSendFailed', 'udpCheckOffloads', 'udpDrops', 'unixDgramSend',
     'udpSendThread', 'udpSendLost',
-    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', '_pollCounts', '_tsoSegment', '_groCoalesce', '_senderHold',
+    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', 'netlinkOpen', 'netlinkRead',
+    '_pollCounts', '_tsoSegment', '_groCoalesce', '_senderHold',
   ];
   eq(Object.keys(native).sort().join(), [...calls].sort().join(), 'calls');
   for (const f of calls) eq(typeof native[f], 'function', f);
@@ -334,6 +337,39 @@ await test('TUN: devRead packs packets at 64-byte boundaries behind the headroom
       eq(rd.outsideUntouched, true, 'nothing written outside the packets');
     }
   } finally {
+    native.close(tun.fd);
+  }
+});
+
+await test("netlinkRead: the kernel's notices of the device's address and its routes survive the syscall layer", async () => {
+  // The running checks repair at these notices (control/kernel-events.ts); an emulator that
+  // did not pass netlink through would leave them to the 30 s refresh.
+  const tun = openArmTun();
+  if (!tun) return 'skip';
+  const fd = native.netlinkOpen();
+  let bits = 0;
+  const h = native.pollStart(fd, (err) => {
+    if (err) throw err;
+    bits |= native.netlinkRead(fd, 'vxarm0', 'lo');
+  });
+  const until = async (want, what) => {
+    for (let i = 0; i < 400 && (bits & want) !== want; i++) await new Promise((r) => setTimeout(r, 5));
+    eq(bits & want, want, what);
+  };
+  try {
+    execFileSync('ip', ['addr', 'add', '10.99.7.1/32', 'dev', 'vxarm0']);
+    await until(2, 'NETLINK_ADDRESS for an address added to vxarm0');
+    execFileSync('ip', ['route', 'add', '10.99.8.0/24', 'dev', 'vxarm0']);
+    execFileSync('ip', ['route', 'del', '10.99.8.0/24', 'dev', 'vxarm0']);
+    await until(4, 'NETLINK_ROUTE_GONE for a route through vxarm0 deleted');
+  } finally {
+    native.pollStop(h);
+    native.close(fd);
+    try {
+      execFileSync('ip', ['addr', 'del', '10.99.7.1/32', 'dev', 'vxarm0']);
+    } catch {
+      // gone with the device
+    }
     native.close(tun.fd);
   }
 });

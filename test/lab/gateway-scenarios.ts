@@ -265,7 +265,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
         expect(await neigh()).not.toMatch(entry);
         // At the kernel's notice of the deletion (the periodic refresh is 30 s away).
         await waitFor(async () => entry.test(await neigh()), 8_000 * slow, 200);
-        expect(gw().output).toContain('put back peer neighbours that were deleted');
+        await gw().waitLog(/^put back peer neighbours that were deleted/); // logged after the kernel has it
         expect((await ping(env.NS_HOST, env.POD1_IP, { count: 3 })).ok).toBe(true);
       });
 
@@ -565,7 +565,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
       // one (every 30 s, the first 30 s after start) is well past these deadlines.
       const REPAIRED_WITHIN = 8_000 * slow;
       await waitFor(async () => (await deviceAndRoutes(env)).routes.includes(`${env.AWS1_SUBNET} dev ${env.VTEP_DEV}`), REPAIRED_WITHIN, 200);
-      expect(gw.output).toContain('put back peer routes that were deleted');
+      await gw.waitLog(/^put back peer routes that were deleted/); // logged after the kernel has it
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       // The device set down: the kernel drops every route through it; both come back.
       await nsRun(env.NS_GW, ['ip', 'link', 'set', 'dev', env.VTEP_DEV, 'down']);
@@ -574,7 +574,7 @@ export function gatewayScenarios(o: ScenarioOptions): void {
         const r = (await deviceAndRoutes(env)).routes;
         return r.includes(`${env.AWS1_SUBNET} dev ${env.VTEP_DEV}`) && r.includes(`${env.AWS2_SUBNET} dev ${env.VTEP_DEV}`);
       }, REPAIRED_WITHIN, 200);
-      expect(gw.output).toContain('set the tunnel device up again: something set it down');
+      await gw.waitLog(/^set the tunnel device up again: something set it down$/);
       expect((await ping(env.NS_HOST, env.POD1_IP)).ok).toBe(true);
       // The uplink loses its carrier (the router's port goes down): the underlay check says so
       // within seconds, and passes again once the link is back.
