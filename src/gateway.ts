@@ -71,7 +71,7 @@ export class Gateway extends EventEmitter {
   /** 'fatal' was emitted (once). */
   private fatalSaid = false;
   private underlayAddrs: string | null = null;
-  /** The underlay check's last verdict (null before the first): its return wakes the port mapping. */
+  /** The underlay check's last verdict (null before the first): the supervisor acts on its return. */
   private underlayOk: boolean | null = null;
   private lastReload: ReloadDoc | null = null;
   private readonly control: ControlPlane;
@@ -101,6 +101,7 @@ export class Gateway extends EventEmitter {
       publish: () => this.publishSoon(),
       rediscover: (why) => this.nat?.rediscover(why),
       restart: (why) => this.fatal(why),
+      uplinkBack: (why) => this.nat?.uplinkBack(why),
       reasonOf: (peer) => this.peerReason(peer),
       endpoints,
     });
@@ -336,7 +337,7 @@ export class Gateway extends EventEmitter {
       this.control.underlayChanged(this.underlayAddrs, underlay.addresses, { address: t.underlay.address, pinned: cfg.underlay.address !== null });
     }
     this.underlayAddrs = underlay.addresses;
-    if (this.underlayOk === false && underlay.result.ok) this.nat?.uplinkBack('the uplink is back');
+    this.control.underlayChecked(this.underlayOk, underlay.result.ok);
     this.underlayOk = underlay.result.ok;
     // Repairs first, so that the checks show what is left; each reads what its check reads
     // and hands it on, so a refresh without a repair reads the link and the table once.

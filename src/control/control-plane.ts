@@ -11,7 +11,7 @@ import { UnderlayDiagnosis } from './diagnosis.js';
 import type { LearnedEndpoints } from './endpoints.js';
 import { Keepalive, type KeepaliveParams } from './keepalive.js';
 import { Roaming } from './roaming.js';
-import { Supervisor, decideOnRoam, decideOnTick, decideOnTransition, decideOnUnderlayChange } from './supervisor.js';
+import { Supervisor, decideOnRoam, decideOnTick, decideOnTransition, decideOnUnderlayChange, decideOnUnderlayCheck } from './supervisor.js';
 import type { UnderlayPingResult } from './underlay-probe.js';
 
 /** Longer than a Linux router keeps an unanswered UDP flow (nf_conntrack_udp_timeout, 30 s). */
@@ -26,6 +26,8 @@ export interface ControlPlaneOptions extends KeepaliveParams {
   rediscover(why: string): void;
   /** Stop for a fresh start: what this process holds cannot recover (the gateway's 'fatal'). */
   restart?(why: string): void;
+  /** The uplink is back after the underlay check failed: STUN again, a failed port mapping retried now. */
+  uplinkBack?(why: string): void;
   /** A down peer's reason, for the log line of its transition. */
   reasonOf?(peer: string): string | null;
   /** The underlay ping (tests inject one). */
@@ -57,6 +59,7 @@ export class ControlPlane {
         log[to === 'down' ? 'warn' : 'info']('peer state', { peer, from, to, ...(reason ? { reason } : {}) });
       },
       restart: (why) => o.restart?.(why),
+      uplinkBack: (why) => o.uplinkBack?.(why),
       publish: () => o.publish(),
     });
     this.keepalive.onStateChange = (peer, from, to) =>
@@ -118,6 +121,11 @@ export class ControlPlane {
   /** The underlay NIC's addresses changed; `bound`: the sockets' address, and whether underlay.address pins it. */
   underlayChanged(was: string, now: string, bound?: { address: string; pinned: boolean }): void {
     this.supervisor.run(decideOnUnderlayChange(was, now, bound));
+  }
+
+  /** The underlay check's verdict at a refresh; `was`: the one before (null at the first). */
+  underlayChecked(was: boolean | null, now: boolean): void {
+    this.supervisor.run(decideOnUnderlayCheck(was, now));
   }
 
   /** The peer's current endpoint address: after roaming, the new one. */

@@ -14,7 +14,10 @@
 //   - the underlay address changed: rediscover; and when the address the tunnel sockets are
 //     bound to left the NIC while another took its place (DHCP renumbering), restart: only a
 //     fresh start binds the new one (not when underlay.address pins it: a restart would
-//     refuse to start, and the address may come back).
+//     refuse to start, and the address may come back);
+//   - the underlay check passes again after failing (carrier or address back: a router that
+//     restarted takes its LAN port down meanwhile): look again with STUN, and try a port
+//     mapping that failed meanwhile at once, not at its next retry.
 import type { PeerState } from './peer-state.js';
 
 export type Decision =
@@ -23,6 +26,7 @@ export type Decision =
   | { do: 'rediscover'; why: string }
   | { do: 'log-transition'; peer: string; from: PeerState; to: PeerState }
   | { do: 'restart'; why: string }
+  | { do: 'uplink-back'; why: string }
   | { do: 'publish' };
 
 export interface PeerTransition {
@@ -66,6 +70,11 @@ export function decideOnUnderlayChange(was: string, now: string, bound?: { addre
   return [{ do: 'rediscover', why: `underlay addresses changed (${was || 'none'} -> ${now || 'none'})` }, { do: 'publish' }];
 }
 
+/** The underlay check's verdict at a refresh (`was`: the one before, null at the first). */
+export function decideOnUnderlayCheck(was: boolean | null, now: boolean): Decision[] {
+  return was === false && now ? [{ do: 'uplink-back', why: 'the uplink is back' }] : [];
+}
+
 /** What the supervisor acts with; each is a small capability of another part. */
 export interface SupervisorActions {
   diagnose(peer: string, address: string): void;
@@ -74,6 +83,8 @@ export interface SupervisorActions {
   logTransition(peer: string, from: PeerState, to: PeerState): void;
   /** Stop for a fresh start (the gateway's 'fatal': vxedge run exits 1 for its service manager). */
   restart(why: string): void;
+  /** The uplink is back: look again (STUN), and retry a failed port mapping now. */
+  uplinkBack(why: string): void;
   publish(): void;
 }
 
@@ -98,6 +109,9 @@ export class Supervisor {
           break;
         case 'restart':
           this.act.restart(d.why);
+          break;
+        case 'uplink-back':
+          this.act.uplinkBack(d.why);
           break;
         case 'publish':
           publish = true; // once, after everything else has changed

@@ -1,6 +1,6 @@
 // The supervisor's pure rules that have no scenario of their own in keepalive.test.ts.
 import { describe, expect, it } from 'vitest';
-import { decideOnUnderlayChange } from '../../src/control/supervisor.js';
+import { decideOnUnderlayChange, decideOnUnderlayCheck } from '../../src/control/supervisor.js';
 
 describe('decideOnUnderlayChange', () => {
   const bound = { address: '192.0.2.10', pinned: false };
@@ -25,5 +25,17 @@ describe('decideOnUnderlayChange', () => {
   it('never restarts when underlay.address pins the address (a start would refuse it), nor without a bound address', () => {
     expect(decideOnUnderlayChange('192.0.2.10', '192.0.2.77', { ...bound, pinned: true })).toEqual(rediscover('192.0.2.10', '192.0.2.77'));
     expect(decideOnUnderlayChange('192.0.2.10', '192.0.2.77')).toEqual(rediscover('192.0.2.10', '192.0.2.77'));
+  });
+});
+
+describe('decideOnUnderlayCheck', () => {
+  // A router that restarts takes its LAN port down: a port mapping that failed meanwhile waited
+  // for its next retry, up to 10 min away.
+  it('the uplink back after the check failed: STUN again and a failed port mapping retried now; nothing otherwise', () => {
+    expect(decideOnUnderlayCheck(false, true)).toEqual([{ do: 'uplink-back', why: 'the uplink is back' }]);
+    expect(decideOnUnderlayCheck(null, true)).toEqual([]); // the first refresh
+    expect(decideOnUnderlayCheck(true, true)).toEqual([]);
+    expect(decideOnUnderlayCheck(true, false)).toEqual([]);
+    expect(decideOnUnderlayCheck(false, false)).toEqual([]);
   });
 });
