@@ -39,7 +39,7 @@ import { Rerun } from './util/rerun.js';
 
 const STATUS_PERIOD_MS = 2000;
 const CHECKS_PERIOD_MS = 30_000;
-/** A refresh the kernel's notices ask for: after this much quiet (a burst is one refresh), at most one per gap. */
+/** A refresh the kernel's notices ask for: this long after the first notice (the rest of a burst joins it), at most one per gap. */
 const CHECKS_SETTLE_MS = 100;
 const CHECKS_GAP_MS = 2000;
 /** Changes this close together make one document: 500 peers going down at once publish a few, not 500. */
