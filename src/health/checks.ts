@@ -5,9 +5,10 @@ import { access, constants } from 'node:fs/promises';
 import dgram from 'node:dgram';
 import type { Cidr, Config } from '../config/types.js';
 import { ifaceIPv4State, readSysctl, routesIPv4, type KernelNeighbour, type KernelRoute, type LinkInfo } from '../control/iproute.js';
+import { vtepAddress } from '../control/device.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import type { PublicEndpoint } from '../nat/public-endpoint.js';
-import { cidrContains, intToIp, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
+import { cidrContains, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
 import type { CheckResult } from './document.js';
 
 export async function checkIpForward(): Promise<CheckResult> {
@@ -131,7 +132,7 @@ export function lostRoutesIn(subnets: readonly Cidr[], routes: readonly KernelRo
 export function lostNeighboursIn<P extends { subnet: Cidr; vtepMac: string }>(peers: readonly P[], neighbours: readonly KernelNeighbour[]): P[] {
   const permanent = new Map<string, string>();
   for (const n of neighbours) if (n.lladdr && n.state?.includes('PERMANENT')) permanent.set(n.dst, n.lladdr.toLowerCase());
-  return peers.filter((p) => permanent.get(intToIp(p.subnet.network)) !== p.vtepMac.toLowerCase());
+  return peers.filter((p) => permanent.get(vtepAddress(p.subnet)) !== p.vtepMac.toLowerCase());
 }
 
 /** The routes check over a routing table (`ip -j -4 route show`), pure for tests. */

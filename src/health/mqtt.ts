@@ -1,6 +1,6 @@
 // Health over MQTT for fleet tooling (docs/contract.md "MQTT topics"):
 //   {prefix}/{site}/{node}/status  retained "online"/"offline"; the last will is a retained "offline"
-//   {prefix}/{site}/{node}/health  retained JSON health document, every mqtt.interval and on change (at most every 5 s)
+//   {prefix}/{site}/{node}/health  retained JSON health document, every mqtt.interval and at once on change (a burst: one every 5 s)
 //
 // MQTT never touches the data plane: publishing is fire-and-forget from the event loop, the
 // publisher reconnects in the background, and the gateway starts and forwards with the broker

@@ -247,10 +247,7 @@ export class PortMapper {
    * recheckSpacingMs, so a flapping peer set cannot turn this into a stream of requests.
    */
   recheck(why: string): void {
-    if (!this.started || this.stopped || this.state !== 'mapped' || this.pendingOps > 0) return;
-    const now = this.o.clock.monotonic();
-    if (now - this.lastRecheckAt < PORTMAP_DEFAULTS.recheckSpacingMs) return;
-    this.lastRecheckAt = now;
+    if (this.state !== 'mapped' || !this.spacedLook()) return;
     this.log.info('checking the port mapping now', { why, protocol: this.active?.client.protocol });
     this.enqueue(() => this.check());
   }
@@ -263,15 +260,24 @@ export class PortMapper {
    * Spaced like recheck().
    */
   networkChanged(why: string): void {
-    if (!this.started || this.stopped || this.pendingOps > 0) return;
     if (this.state === 'mapped') return this.recheck(why);
-    if (this.state !== 'failed') return;
-    const now = this.o.clock.monotonic();
-    if (now - this.lastRecheckAt < PORTMAP_DEFAULTS.recheckSpacingMs) return;
-    this.lastRecheckAt = now;
+    if (this.state !== 'failed' || !this.spacedLook()) return;
     this.retryMs = PORTMAP_DEFAULTS.retryMinMs;
     this.log.info('trying the port mapping again now', { why });
     this.schedule(0, () => this.attempt());
+  }
+
+  /**
+   * Whether an outside request (recheck, networkChanged) may talk to the router now: started,
+   * not stopped, no operation talking to it already, and the last such look at least
+   * recheckSpacingMs ago. Counts this one when it may.
+   */
+  private spacedLook(): boolean {
+    if (!this.started || this.stopped || this.pendingOps > 0) return false;
+    const now = this.o.clock.monotonic();
+    if (now - this.lastRecheckAt < PORTMAP_DEFAULTS.recheckSpacingMs) return false;
+    this.lastRecheckAt = now;
+    return true;
   }
 
   /**
