@@ -2,7 +2,7 @@
 // checks of the flannel troubleshooting guide, one line each.
 import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Config } from '../config/types.js';
+import type { Config, PeerConfig } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import { classifyExistingDevice } from '../control/device.js';
 import { defaultGateway, linkDetails } from '../control/iproute.js';
@@ -12,15 +12,18 @@ import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
+import { clusterPreflight } from './check-cluster.js';
 
 /**
- * The peers a private underlay.publicIp must suit, as far as they are known before start. A
- * Kubernetes source's are public by construction (cluster/flannel-node.ts takes the Node's
- * ExternalIP for a private public-ip, or leaves the node out): none, so that no private
- * underlay is seen. An etcd source's are not known yet: the configured ones; the running
- * check (SiteNat) judges all peers in force.
+ * The peers a private underlay.publicIp must suit, as far as they are known before start:
+ * those a start would use when the cluster could be read (the `cluster` check's peers, the
+ * static ones merged with the cluster's). Else a Kubernetes source's are public by
+ * construction (cluster/flannel-node.ts takes the Node's ExternalIP for a private public-ip,
+ * or leaves the node out): none, so that no private underlay is seen; an etcd source's are
+ * not known: the configured ones. The running check (SiteNat) judges all peers in force.
  */
-export function preflightPeerAddresses(cfg: Pick<Config, 'cluster' | 'peers'>): string[] {
+export function preflightPeerAddresses(cfg: Pick<Config, 'cluster' | 'peers'>, cluster: readonly PeerConfig[] | null = null): string[] {
+  if (cluster) return cluster.map((q) => q.publicIp);
   return cfg.cluster.source === 'kubernetes' ? [] : cfg.peers.map((q) => q.publicIp);
 }
 
@@ -33,6 +36,8 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   results.push(await checkDeviceName(cfg.overlay.device, running?.tunnel.device === cfg.overlay.device ? running.pid : null));
   const files = await checkFiles(cfg);
   if (files) results.push(files);
+  // Asked now, answered while the checks below run (up to 10 s for a cluster that does not answer).
+  const cluster = clusterPreflight(cfg).catch((e: Error) => ({ check: { name: 'cluster', ok: false, detail: `could not ask the cluster: ${e.message}` }, peers: null }));
   results.push(await checkDirs(cfg));
   results.push(await checkIpForward());
   const { result, underlay } = await checkUnderlay(cfg);
@@ -45,9 +50,11 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
     pm = await portMappingOffered(cfg, underlay);
     if (pm) results.push(pm.check);
   }
+  const c = await cluster;
+  if (c) results.push(c.check);
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   if (cfg.underlay.publicIp) {
-    results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }, preflightPeerAddresses(cfg)));
+    results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }, preflightPeerAddresses(cfg, c?.peers ?? null)));
   } else if (discover.length) {
     results.push({ name: 'public_endpoint', ok: true, detail: `to be discovered: ${discover.join(', then ')}` });
   } else if (underlay) {

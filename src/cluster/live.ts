@@ -31,13 +31,28 @@ export function siteNodeName(cfg: Config): string {
   return cfg.cluster.kubernetes.nodeName ?? defaultNodeName(cfg.site, cfg.node);
 }
 
-async function loadSource(o: LiveMembershipOptions): Promise<ClusterSource | null> {
-  const { cfg, clock } = o;
+/** What a cluster source is made with beyond the config. */
+export interface SourceOptions {
+  clock: Clock;
+  log: Logger;
+  /** cluster.register unless said otherwise: `vxedge check` asks without writing anything. */
+  register?: boolean;
+  /** Bound on each request to the API server or etcd (default: the source's own). */
+  requestTimeoutMs?: number;
+}
+
+/** The configured cluster source, its module loaded now; null for a static site. */
+export async function loadClusterSource(cfg: Config, o: SourceOptions): Promise<ClusterSource | null> {
   const log = o.log.child({ part: 'cluster' });
-  const common = { network: cfg.overlay.network, subnet: cfg.overlay.subnet, vni: cfg.vxlan.vni, port: cfg.vxlan.port, register: cfg.cluster.register, clock, log };
+  const common = {
+    network: cfg.overlay.network, subnet: cfg.overlay.subnet, vni: cfg.vxlan.vni, port: cfg.vxlan.port, register: o.register ?? cfg.cluster.register, clock: o.clock, log,
+  };
   if (cfg.cluster.source === 'kubernetes') {
     const { KubernetesSource } = await import('./kubernetes.js');
-    return new KubernetesSource({ ...common, kubeconfig: cfg.cluster.kubernetes.kubeconfig, nodeName: siteNodeName(cfg), site: cfg.site });
+    return new KubernetesSource({
+      ...common, kubeconfig: cfg.cluster.kubernetes.kubeconfig, nodeName: siteNodeName(cfg), site: cfg.site,
+      ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
+    });
   }
   if (cfg.cluster.source === 'etcd') {
     const e = cfg.cluster.etcd;
@@ -46,6 +61,7 @@ async function loadSource(o: LiveMembershipOptions): Promise<ClusterSource | nul
       ...common, endpoints: e.endpoints, prefix: e.prefix,
       ...(e.ca || e.cert || e.key ? { tls: { ca: e.ca, cert: e.cert, key: e.key } } : {}),
       ...(e.username && e.passwordFile ? { auth: { username: e.username, passwordFile: e.passwordFile } } : {}),
+      ...(o.requestTimeoutMs ? { callTimeoutMs: o.requestTimeoutMs } : {}),
     });
   }
   return null;
@@ -80,7 +96,7 @@ export class LiveMembership {
   }
 
   static async create(o: LiveMembershipOptions): Promise<LiveMembership> {
-    return new LiveMembership(o, await loadSource(o));
+    return new LiveMembership(o, await loadClusterSource(o.cfg, { clock: o.clock, log: o.log }));
   }
 
   /** Applies the static peers at once, then starts following the cluster (if any). */

@@ -13,13 +13,13 @@
 // while etcd is away, refuse a config that is not VXLAN, and never take over a subnet someone
 // else holds. Every wait is a condition with a deadline.
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { startGateway, type RunningGateway } from './vxedge.js';
+import { checkCommand, startGateway, type RunningGateway } from './vxedge.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
@@ -117,6 +117,30 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       expect(ttl.ttl).toBeGreaterThan(86_000);
     });
 
+    it('`vxedge check` of the same config asks etcd without writing: counts the leases and the peers a start would use', async () => {
+      await gw.untilStatus((d) => d.cluster?.registered === true, 'registered');
+      const revision = (await etcd.getKey(keyOf(env.GW_SUBNET)))!.modRevision;
+      const c = await checkCommand(env.NS_GW, gw.configFile);
+      expect(c.code, c.stdout).toBe(0);
+      // Three leases: the two AWS nodes and the site's own (which is never a peer), named with what it holds.
+      expect(c.line).toMatch(new RegExp(`^ok +cluster +etcd ${etcd.endpoint.replace(/[.]/g, '\\.')} \\(prefix ${NET}\\): 3 lease\\(s\\), 2 peer\\(s\\) from the cluster; ` +
+        `this site's own lease is there: ${nameOf(env.GW_SUBNET).replace(/[.]/g, '\\.')} \\(holds the site's own subnet .*VtepMAC ${env.GW_VTEP_MAC}\\)\\)$`));
+      expect((await etcd.getKey(keyOf(env.GW_SUBNET)))!.modRevision).toBe(revision); // nothing written
+      console.log(`[cluster etcd] vxedge check took ${c.ms.toFixed(0)} ms`);
+
+      // An endpoint where nothing listens: the line fails naming it, and the command ends promptly.
+      const cfg = JSON.parse(await readFile(gw.configFile, 'utf8')) as { cluster: { etcd: { endpoints: string[] } } };
+      const nobody = etcd.endpoint.replace(/:\d+$/, ':2399');
+      cfg.cluster.etcd.endpoints = [nobody];
+      const other = path.join(dir, 'nobody.json');
+      await writeFile(other, JSON.stringify(cfg));
+      const bad = await checkCommand(env.NS_GW, other);
+      expect(bad.code, bad.stdout).toBe(1);
+      expect(bad.line).toMatch(new RegExp(`^FAIL +cluster +etcd ${nobody.replace(/[.]/g, '\\.')} .*: cannot reach etcd at ${nobody.replace(/[.]/g, '\\.')}`));
+      expect(bad.stdout).not.toMatch(/\n\s+at /);
+      expect(bad.ms).toBeLessThan(20_000);
+    });
+
     it('a lease deleted: its route goes, the other peer loses nothing; written again: reachable again', async () => {
       const other = peer((await gw.status())!, nameOf(env.AWS2_SUBNET))!;
       const steady = ping(env.NS_HOST, env.POD2_IP, { count: 80, intervalMs: 100 });
@@ -179,6 +203,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       expect(s.cluster!.error).toMatch(/Backend\.Type "udp".*VXLAN backend only.*"Type":"vxlan"/);
       expect(s.cluster).toMatchObject({ connected: false, peers: 0 });
       expect(clusterCheck(s)!.fix).toBe(s.cluster!.error);
+      // `vxedge check` says the same before a start.
+      const c = await checkCommand(env.NS_GW, gw.configFile);
+      expect(c.code, c.stdout).toBe(1);
+      expect(c.line).toMatch(/^FAIL +cluster +etcd .*Backend\.Type "udp".*VXLAN backend only/);
+      expect(c.line).not.toMatch(/retrying in/);
       await etcd.ctl(['put', `${NET}/config`, CONFIG]);
       await gw.untilStatus((d) => d.cluster?.connected === true && d.cluster.peers === 2 && clusterCheck(d)?.ok === true, 'connected once the config is fixed', 20_000);
     } finally {

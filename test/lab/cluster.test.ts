@@ -19,7 +19,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { startGateway, type LogEntry, type RunningGateway } from './vxedge.js';
+import { checkCommand, startGateway, type LogEntry, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode } from '../support/kube-harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -138,6 +138,14 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       const writes = (await api.requests()).filter((r) => r.user === 'gateway' && r.method !== 'GET');
       expect(writes.length).toBeGreaterThan(0);
       expect(writes.every((r) => r.name === SITE_NODE), JSON.stringify(writes)).toBe(true);
+    });
+
+    it('a2. `vxedge check` of the same config lists the Nodes without writing: the peers a start would use, the site\'s own Node named', async () => {
+      const own = await waitFor(() => api.node(SITE_NODE), 5_000);
+      const c = await checkCommand(env.NS_GW, gw.configFile);
+      expect(c.code, c.stdout).toBe(0);
+      expect(c.line).toMatch(new RegExp(`^ok +cluster +kubernetes \\(kubeconfig \\S+\\): 3 Node\\(s\\), 2 peer\\(s\\) from the cluster; this site's own Node is there: ${SITE_NODE} \\(this gateway itself\\)$`));
+      expect((await api.node(SITE_NODE))!.metadata.resourceVersion).toBe(own.metadata.resourceVersion); // nothing written
     });
 
     it('b. a node deleted: its route goes at once, the other peer loses nothing; back: reachable again', async () => {
@@ -267,6 +275,11 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       expect(s.cluster!.error).toMatch(/list nodes/);
       expect(clusterCheck(s)!.fix).toContain('vxedge rbac');
       expect(gw.child.exitCode).toBeNull();
+      // `vxedge check` says it before a start, in the same words.
+      const c = await checkCommand(env.NS_GW, gw.configFile);
+      expect(c.code, c.stdout).toBe(1);
+      expect(c.line).toMatch(/^FAIL +cluster +kubernetes \(kubeconfig \S+\): not allowed to list nodes \(403 Forbidden.*\): grant it with `vxedge rbac -c FILE \| kubectl apply -f -`$/);
+      expect(c.stdout).not.toMatch(/\n\s+at /);
     } finally {
       await stopGateway(gw);
     }

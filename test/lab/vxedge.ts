@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { ensureDistCurrent } from '../support/dist.js';
-import { REPO_ROOT, nsSpawn, waitExit, waitFor, type LabEnv } from './harness.js';
+import { REPO_ROOT, nsExec, nsSpawn, waitExit, waitFor, type LabEnv } from './harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
 export const CLI = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
@@ -253,4 +253,15 @@ export async function startGateway(env: LabEnv, o: GatewayOptions = {}): Promise
   await writeFile(configFile, JSON.stringify(labConfig(env, dir, o), null, 2));
   const child = nsSpawn(env.NS_GW, launcher.argv(['run', '-c', configFile], o.preload), { env: { ...process.env, ...o.env } });
   return new RunningGateway(child, dir, configFile, launcher.slowdown);
+}
+
+/** `vxedge check -c FILE` in namespace `ns`: its exit code, its `cluster` line (with its fix line), all it printed, how long it took. */
+export async function checkCommand(ns: string, file: string): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
+  const t0 = performance.now();
+  const r = await nsExec(ns, ['node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
+  const ms = performance.now() - t0;
+  const lines = r.stdout.split('\n');
+  const i = lines.findIndex((l) => /^(ok|FAIL) +cluster /.test(l));
+  const fix = /^ +fix: /.test(lines[i + 1] ?? '') ? 2 : 1;
+  return { code: r.code, line: i < 0 ? '' : lines.slice(i, i + fix).join('\n'), stdout: r.stdout + r.stderr, ms };
 }

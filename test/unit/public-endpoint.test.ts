@@ -71,6 +71,21 @@ describe('public endpoint', () => {
     }
   });
 
+  it("once `vxedge check` could read the cluster, the peers a start would use are judged, whatever the source", () => {
+    const at = choosePublicEndpoint({ ...facts, configuredIp: '10.20.0.5' });
+    const configured = [{ publicIp: '172.31.5.10' }] as Config['peers'];
+    // An etcd cluster over a VPN: every lease private, as the underlay is.
+    const vpn = [{ publicIp: '172.31.5.10' }, { publicIp: '10.1.2.3' }] as Config['peers'];
+    // One lease at a public address: that node cannot reach a private underlay.publicIp.
+    const mixed = [{ publicIp: '172.31.5.10' }, { publicIp: '203.0.113.9' }] as Config['peers'];
+    for (const source of ['etcd', 'kubernetes']) {
+      const cfg = { cluster: { source }, peers: configured } as Config;
+      expect(preflightPeerAddresses(cfg, vpn), source).toEqual(['172.31.5.10', '10.1.2.3']);
+      expect(checkPublicEndpoint(at, preflightPeerAddresses(cfg, vpn)), source).toMatchObject({ ok: true });
+      expect(checkPublicEndpoint(at, preflightPeerAddresses(cfg, mixed)), source).toMatchObject({ ok: false, detail: expect.stringContaining('underlay.publicIp 10.20.0.5') });
+    }
+  });
+
   // The lab's "internet" is the RFC 5737 documentation ranges (docs/lab.md): they stay public.
   it.each(['192.0.2.10', '198.51.100.2', '203.0.113.7'])('a documentation-range underlay.publicIp (%s) passes, as the lab uses them', (ip) => {
     expect(checkPublicEndpoint(choosePublicEndpoint({ ...facts, configuredIp: ip }))).toMatchObject({ ok: true });

@@ -1,0 +1,137 @@
+// `vxedge check`'s `cluster` line: what the running gateway's cluster check would find, asked
+// before start and without writing anything. The configured source (cluster/live.ts) is
+// started with registration off, so it only lists (and, for etcd, reads {prefix}/config); its
+// first view is merged with the static peers by the gateway's own rules (cluster/membership.ts).
+// The answer is the first of: a view, the source's first error (with the sentence the
+// running gateway would log), or nothing within the wait.
+import { leaseName } from '../cluster/flannel-lease.js';
+import { loadClusterSource, siteNodeName } from '../cluster/live.js';
+import { mergePeers } from '../cluster/membership.js';
+import type { ClusterSource, ClusterView, SkippedNode } from '../cluster/types.js';
+import type { Config, PeerConfig } from '../config/types.js';
+import { readVtepMac } from '../control/state.js';
+import type { CheckResult } from '../health/document.js';
+import { systemClock, type Clock } from '../util/clock.js';
+import { Logger } from '../util/log.js';
+
+/** How long `vxedge check` waits for the cluster's first answer. */
+export const CLUSTER_CHECK_WAIT_MS = 10_000;
+/** How often the source's status is looked at for its first error. */
+const ERROR_POLL_MS = 100;
+/** How long the source may take to stop after the answer. */
+const STOP_WAIT_MS = 2_000;
+/** Skipped nodes named in the line; the rest are counted. */
+const SKIPPED_SHOWN = 3;
+
+export interface ClusterPreflight {
+  check: CheckResult;
+  /** The peers a start would use now (static and cluster, merged); null when the cluster could not be read. */
+  peers: PeerConfig[] | null;
+}
+
+export interface ClusterPreflightOptions {
+  clock?: Clock;
+  waitMs?: number;
+  /** Makes the source (tests hand in one over an in-memory cluster); default: the configured one. */
+  load?: (cfg: Config, o: { clock: Clock; register: boolean; requestTimeoutMs: number }) => Promise<ClusterSource | null>;
+}
+
+/** The `cluster` check for cluster.source kubernetes or etcd; null for a static site. */
+export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions = {}): Promise<ClusterPreflight | null> {
+  if (cfg.cluster.source === 'static') return null;
+  const clock = o.clock ?? systemClock;
+  const waitMs = o.waitMs ?? CLUSTER_CHECK_WAIT_MS;
+  const where = sourceName(cfg);
+  const failed = (detail: string, fix?: string): ClusterPreflight => ({ check: { name: 'cluster', ok: false, detail: `${where}: ${detail}`, ...(fix ? { fix } : {}) }, peers: null });
+  let source: ClusterSource | null;
+  try {
+    // A request bound below the wait, so that an endpoint that never answers ends in the
+    // source's own sentence (which names it) rather than in "no answer".
+    const opts = { clock, register: false, requestTimeoutMs: Math.max(1_000, Math.floor(waitMs * 0.8)) };
+    source = o.load ? await o.load(cfg, opts) : await loadClusterSource(cfg, { ...opts, log: new Logger('error') });
+  } catch (e) {
+    return failed((e as Error).message);
+  }
+  if (!source) return null;
+  const answer = await firstAnswer(source, clock, waitMs);
+  if (answer === null) {
+    return failed(`no answer within ${waitMs / 1000} s`, `check that this box reaches ${reachTarget(cfg)} (firewall, DNS, the site's router); the gateway keeps trying, and its log names each failure`);
+  }
+  if (typeof answer === 'string') return failed(beforeStart(answer));
+  return judged(cfg, where, answer, await siteMac(cfg));
+}
+
+/** The view merged with the static peers, as the gateway's start would merge them. */
+export function judged(cfg: Config, where: string, view: ClusterView, mac: string): ClusterPreflight {
+  const merged = mergePeers(cfg.peers, view, { network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: mac });
+  // The site's own lease or Node (registered by an earlier start) is no node left out: it is
+  // named on its own, with what it holds, so that a stale or foreign one shows.
+  const ownName = cfg.cluster.source === 'etcd' ? leaseName(cfg.overlay.subnet) : siteNodeName(cfg);
+  const all: SkippedNode[] = [...view.skipped, ...merged.skipped];
+  const own = all.find((s) => s.name === ownName);
+  const skipped = all.filter((s) => s !== own);
+  const fromCluster = merged.peers.length - cfg.peers.length;
+  const unit = cfg.cluster.source === 'etcd' ? 'lease(s)' : 'Node(s)';
+  const counts = `${view.nodes} ${unit}, ${fromCluster} peer(s) from the cluster${cfg.peers.length ? ` and ${cfg.peers.length} static` : ''}`;
+  const left = skipped.length
+    ? `; left out: ${skipped.slice(0, SKIPPED_SHOWN).map((s) => `${s.name} (${s.why})`).join('; ')}${skipped.length > SKIPPED_SHOWN ? `; and ${skipped.length - SKIPPED_SHOWN} more (vxedge status lists them once running)` : ''}`
+    : '';
+  const mine = own ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
+  if (fromCluster > 0) return { check: { name: 'cluster', ok: true, detail: `${where}: ${counts}${left}${mine}` }, peers: merged.peers };
+  const fix = skipped.length
+    ? 'every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster\'s (flannel\'s net-conf.json)'
+    : cfg.cluster.source === 'etcd'
+      ? 'no lease but this site\'s: is cluster.etcd.prefix flanneld\'s --etcd-prefix, and does flanneld run on the nodes?'
+      : 'no Node but this site\'s: is the kubeconfig that of the cluster flannel runs in?';
+  return { check: { name: 'cluster', ok: false, detail: `${where}: ${counts}: no peer to reach${left}${mine}`, fix }, peers: merged.peers };
+}
+
+/**
+ * A running source's error without what it says about the running gateway (its peers kept,
+ * its next retry): `vxedge check` neither has peers yet nor retries.
+ */
+export function beforeStart(error: string): string {
+  return error.replace(/; the last known peers stay in use/g, '').replace(/; retrying in [^;]*$/, '');
+}
+
+/**
+ * The first view, the first error (a string), or null after waitMs. The source is stopped
+ * either way, for at most STOP_WAIT_MS: a connection that never completed may never end.
+ */
+async function firstAnswer(source: ClusterSource, clock: Clock, waitMs: number): Promise<ClusterView | string | null> {
+  let poll: { cancel(): void } | undefined;
+  let limit: { cancel(): void } | undefined;
+  let stopLimit: { cancel(): void } | undefined;
+  try {
+    return await new Promise<ClusterView | string | null>((resolve) => {
+      source.onView(resolve);
+      poll = clock.every(ERROR_POLL_MS, () => {
+        const e = source.status().error;
+        if (e) resolve(e);
+      });
+      limit = clock.after(waitMs, () => resolve(null));
+      source.start();
+    });
+  } finally {
+    poll?.cancel();
+    limit?.cancel();
+    await Promise.race([source.stop().catch(() => undefined), new Promise<void>((r) => (stopLimit = clock.after(STOP_WAIT_MS, r)))]);
+    stopLimit?.cancel();
+  }
+}
+
+/** The site's VTEP MAC where known (config, stateDir): a node announcing it is left out. */
+async function siteMac(cfg: Config): Promise<string> {
+  // Unknown before the first start: no node can be told to have it, so none is left out for it.
+  return (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac).catch(() => null))?.mac ?? '';
+}
+
+function sourceName(cfg: Config): string {
+  if (cfg.cluster.source === 'etcd') return `etcd ${cfg.cluster.etcd.endpoints.join(',')} (prefix ${cfg.cluster.etcd.prefix})`;
+  const k = cfg.cluster.kubernetes.kubeconfig;
+  return `kubernetes (${k ? `kubeconfig ${k}` : '$KUBECONFIG or the in-cluster service account'})`;
+}
+
+function reachTarget(cfg: Config): string {
+  return cfg.cluster.source === 'etcd' ? cfg.cluster.etcd.endpoints.join(', ') : "the API server the kubeconfig names";
+}

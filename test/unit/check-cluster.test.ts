@@ -1,0 +1,152 @@
+// `vxedge check`'s cluster line (src/cli/check-cluster.ts): the real etcd source over an
+// in-memory etcd (fake-etcd.ts) on a ManualClock, asked once with registration off. What the
+// line says for a usable cluster, for one whose nodes are all left out, for an empty prefix,
+// for a net-conf that is not VXLAN, and for an etcd that never answers; and that nothing is
+// ever written. The same line against a real etcd and the Kubernetes stand-in: test/lab.
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll } from 'vitest';
+import { beforeStart, clusterPreflight, CLUSTER_CHECK_WAIT_MS, type ClusterPreflight } from '../../src/cli/check-cluster.js';
+import { EtcdSource } from '../../src/cluster/etcd.js';
+import { encodeLease } from '../../src/cluster/flannel-lease.js';
+import { configFromObject } from '../../src/config/index.js';
+import type { Config } from '../../src/config/types.js';
+import { CaptureLog, settle } from '../support/capture-log.js';
+import { ManualClock } from '../support/clock.js';
+import { FakeEtcd } from './fake-etcd.js';
+
+const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-check-cluster-'));
+afterAll(() => rmSync(TMP, { recursive: true, force: true }));
+
+const PREFIX = '/coreos.com/network';
+const CONFIG = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}';
+const SITE_MAC = '0e:5c:aa:00:00:01';
+const key = (subnet: string) => `${PREFIX}/subnets/${subnet}`;
+const lease = (ip: string, mac: string, vni = 1) => encodeLease({ publicIp: ip, vni, vtepMac: mac });
+
+function config(extra: Record<string, unknown> = {}): Config {
+  return configFromObject({
+    site: 'lab', node: 'e1', overlay: { subnet: '10.244.100.0/24' }, vxlan: { vtepMac: SITE_MAC },
+    stateDir: path.join(TMP, 'state'), runDir: path.join(TMP, 'run'),
+    cluster: { source: 'etcd', register: true, etcd: { endpoints: ['http://192.0.2.10:2379'] } },
+    ...extra,
+  }, 'site.yaml', {});
+}
+
+/** Runs the preflight against `fake` (or a connect that never completes), moving the clock until it answers. */
+async function ask(cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock): Promise<{ r: ClusterPreflight | null; elapsedMs: number; sources: EtcdSource[] }> {
+  const sources: EtcdSource[] = [];
+  const start = clock.monotonic();
+  let r: ClusterPreflight | null | undefined;
+  const p = clusterPreflight(cfg, {
+    clock,
+    load: async (c, o) => {
+      const s = new EtcdSource({
+        endpoints: c.cluster.etcd.endpoints, prefix: c.cluster.etcd.prefix, network: c.overlay.network, subnet: c.overlay.subnet, vni: c.vxlan.vni,
+        register: o.register, callTimeoutMs: o.requestTimeoutMs, clock: o.clock, log: new CaptureLog(), backoff: { random: () => 0.5 },
+        connect: fake === 'never' ? () => new Promise(() => undefined) : async () => fake,
+      });
+      sources.push(s);
+      return s;
+    },
+  }).then((v) => (r = v));
+  for (let t = 0; r === undefined && t < 2 * CLUSTER_CHECK_WAIT_MS; t += 100) {
+    await settle();
+    if (r === undefined) clock.advance(100);
+  }
+  await p;
+  return { r: r!, elapsedMs: clock.monotonic() - start, sources };
+}
+
+function etcdWith(clock: ManualClock, leases: [string, string][], conf: string | null = CONFIG): FakeEtcd {
+  const fake = new FakeEtcd(clock);
+  if (conf !== null) fake.put(`${PREFIX}/config`, conf);
+  for (const [subnet, value] of leases) fake.put(key(subnet), value);
+  return fake;
+}
+
+describe('vxedge check: the cluster line (etcd)', () => {
+  it('a static site has no cluster line', async () => {
+    expect(await clusterPreflight(config({ cluster: { source: 'static' } }))).toBeNull();
+  });
+
+  it('counts the leases and the peers, names what is left out and why, and writes nothing though cluster.register is on', async () => {
+    const clock = new ManualClock();
+    const fake = etcdWith(clock, [
+      ['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01')],
+      ['10.244.2.0-24', lease('203.0.113.20', '0e:00:00:00:02:01')],
+      ['10.244.3.0-24', lease('203.0.113.30', SITE_MAC)],
+      ['10.244.4.0-24', lease('203.0.113.40', '0e:00:00:00:04:01', 7)],
+    ]);
+    const { r, elapsedMs, sources } = await ask(config(), fake, clock);
+    expect(r!.check.ok).toBe(true);
+    expect(r!.check.detail).toMatch(/^etcd http:\/\/192\.0\.2\.10:2379 \(prefix \/coreos\.com\/network\): 4 lease\(s\), 2 peer\(s\) from the cluster; left out: /);
+    // The source's own rule (VNI) and the merge's (the site's own VTEP MAC), both named.
+    expect(r!.check.detail).toMatch(/etcd-10\.244\.4\.0-24 \([^)]*VNI 7/);
+    expect(r!.check.detail).toMatch(/etcd-10\.244\.3\.0-24 \(its VTEP MAC 0e:5c:aa:00:00:01 is this site's own/);
+    expect(r!.peers!.map((p) => p.publicIp).sort()).toEqual(['203.0.113.10', '203.0.113.20']);
+    expect(elapsedMs).toBeLessThan(1_000); // answered at the first list, not at the wait's end
+    expect(fake.puts).toEqual([]);
+    expect(fake.value(key('10.244.100.0-24'))).toBeUndefined();
+  });
+
+  it('static peers are counted beside the cluster\'s and win a conflict, as at start', async () => {
+    const clock = new ManualClock();
+    const fake = etcdWith(clock, [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01')], ['10.244.2.0-24', lease('203.0.113.20', '0e:00:00:00:02:01')]]);
+    const cfg = config({ peers: [{ name: 'aws-x', publicIp: '203.0.113.99', subnet: '10.244.1.0/24', vtepMac: '0e:00:00:00:99:01' }] });
+    const { r } = await ask(cfg, fake, clock);
+    expect(r!.check).toMatchObject({ ok: true, detail: expect.stringMatching(/2 lease\(s\), 1 peer\(s\) from the cluster and 1 static; left out: etcd-10\.244\.1\.0-24 \(its subnet 10\.244\.1\.0\/24 overlaps the static peer aws-x/) });
+    expect(r!.peers!.map((p) => p.name)).toEqual(['aws-x', 'etcd-10.244.2.0-24']);
+  });
+
+  it('every lease left out: fails, naming the reasons and the keys to compare', async () => {
+    const clock = new ManualClock();
+    const fake = etcdWith(clock, [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01', 2)], ['10.244.2.0-24', lease('203.0.113.20', '0e:00:00:00:02:01', 2)]]);
+    const { r } = await ask(config(), fake, clock);
+    expect(r!.check.ok).toBe(false);
+    expect(r!.check.detail).toMatch(/2 lease\(s\), 0 peer\(s\) from the cluster: no peer to reach; left out: etcd-10\.244\.1\.0-24 \([^)]*VNI 2/);
+    expect(r!.check.fix).toMatch(/overlay\.network and vxlan\.vni/);
+  });
+
+  it('no lease under the prefix: fails, asking whether the prefix is flanneld\'s', async () => {
+    const clock = new ManualClock();
+    const { r } = await ask(config(), etcdWith(clock, []), clock);
+    expect(r!.check).toMatchObject({ ok: false, detail: expect.stringMatching(/0 lease\(s\), 0 peer\(s\) from the cluster: no peer to reach$/), fix: expect.stringMatching(/cluster\.etcd\.prefix .*--etcd-prefix/) });
+  });
+
+  it("a net-conf that is not VXLAN: fails with the source's own sentence at once", async () => {
+    const clock = new ManualClock();
+    const fake = etcdWith(clock, [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01')]], '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}');
+    const { r, elapsedMs } = await ask(config(), fake, clock);
+    expect(r!.check.ok).toBe(false);
+    expect(r!.check.detail).toMatch(/^etcd http:\/\/192\.0\.2\.10:2379 \(prefix \/coreos\.com\/network\): .*host-gw/);
+    expect(r!.peers).toBeNull();
+    expect(elapsedMs).toBeLessThan(1_000);
+  });
+
+  it('an etcd that never answers: fails when the wait is over, not before, naming the endpoints; a stop that hangs is not waited for', async () => {
+    const clock = new ManualClock();
+    const { r, elapsedMs } = await ask(config(), 'never', clock);
+    // The wait, then at most 2 s for the source to stop (its connection never completed, so its stop never ends).
+    expect(elapsedMs).toBeGreaterThanOrEqual(CLUSTER_CHECK_WAIT_MS);
+    expect(elapsedMs).toBeLessThanOrEqual(CLUSTER_CHECK_WAIT_MS + 2_000 + 100);
+    expect(r!.check).toMatchObject({ ok: false, detail: expect.stringMatching(/: no answer within 10 s$/), fix: expect.stringMatching(/reaches http:\/\/192\.0\.2\.10:2379/) });
+  });
+
+  it("calls that time out end in the source's sentence, naming the endpoint, before the wait is over", async () => {
+    const clock = new ManualClock();
+    const fake = etcdWith(clock, []);
+    fake.hang = true;
+    const { r, elapsedMs } = await ask(config(), fake, clock);
+    expect(r!.check).toMatchObject({ ok: false, detail: 'etcd http://192.0.2.10:2379 (prefix /coreos.com/network): cannot reach etcd at http://192.0.2.10:2379 (list /coreos.com/network/subnets/: no answer within 8s)' });
+    expect(elapsedMs).toBeLessThan(CLUSTER_CHECK_WAIT_MS);
+  });
+
+  it("the running gateway's words (peers kept, the next retry) are taken out of a source's error", () => {
+    expect(beforeStart('cannot reach etcd at X (list: refused); the last known peers stay in use; retrying in 1.5s')).toBe('cannot reach etcd at X (list: refused)');
+    expect(beforeStart('the config at /p/config is not VXLAN; retrying in 30s')).toBe('the config at /p/config is not VXLAN');
+    expect(beforeStart('kubernetes: 403 on list nodes: run `vxedge rbac`')).toBe('kubernetes: 403 on list nodes: run `vxedge rbac`');
+  });
+});
