@@ -59,7 +59,7 @@ function serviceLines(d: HealthDocument, now: number): string[] {
   const pm = d.nat?.portMapping;
   if (pm && pm.mode !== 'off') {
     out.push(pm.external
-      ? `port mapping: ${pm.protocol} ${pm.external}${pm.expires ? `, until ${pm.expires}` : ''}`
+      ? `port mapping: ${pm.protocol} ${pm.external}${pm.gateway ? ` on router ${pm.gateway}` : ''}${pm.expires ? `, until ${pm.expires}` : ''}`
       : `port mapping: ${pm.state}${pm.error ? `: ${pm.error}` : ''}${pm.retryAt ? ` (next try ${pm.retryAt})` : ''}`);
   }
   return out;

@@ -3,6 +3,7 @@
 // plane only (a handful of calls at start, stop and on peer changes).
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
+import { endianness } from 'node:os';
 
 export class IpCommandError extends Error {
   constructor(
@@ -76,10 +77,36 @@ export async function linkDetails(name: string): Promise<LinkInfo | null> {
   }
 }
 
-/** The gateway of the IPv4 default route through `iface` (the site router), or null. */
+/**
+ * The gateway of the IPv4 default route through `iface` (the site router), or null. Read from
+ * /proc/net/route (this network namespace's main table) rather than with `ip`: the running
+ * checks read it at every refresh, and a Pi pays a process per `ip`.
+ */
 export async function defaultGateway(iface: string): Promise<string | null> {
-  const routes = await ipJson<{ gateway?: string }>(['-4', 'route', 'show', 'default', 'dev', iface]).catch(() => []);
-  return routes.find((r) => r.gateway)?.gateway ?? null;
+  return defaultGatewayIn(await readFile('/proc/net/route', 'utf8').catch(() => ''), iface);
+}
+
+/**
+ * The gateway of `iface`'s default route in /proc/net/route's text: the one of the lowest
+ * metric, as the kernel chooses (RTF_UP and RTF_GATEWAY set; the address is the network-order
+ * word printed as a host-endian number: reversed on the little-endian boards). Null when
+ * there is none; lines it cannot read are passed over.
+ */
+export function defaultGatewayIn(text: string, iface: string, littleEndian = endianness() === 'LE'): string | null {
+  let best: string | null = null;
+  let bestMetric = Infinity;
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8 || f[0] !== iface || f[1] !== '00000000' || f[7] !== '00000000') continue;
+    const flags = parseInt(f[3]!, 16);
+    const metric = Number(f[6]);
+    if ((flags & 0x3) !== 0x3 || !/^[0-9A-Fa-f]{8}$/.test(f[2]!) || !Number.isInteger(metric) || metric >= bestMetric) continue;
+    const n = parseInt(f[2]!, 16);
+    const bytes = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+    best = (littleEndian ? bytes.reverse() : bytes).join('.');
+    bestMetric = metric;
+  }
+  return best;
 }
 
 /** The interface of the IPv4 default route, or null. */

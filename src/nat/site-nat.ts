@@ -42,6 +42,9 @@ export interface SiteNatOptions {
 export class SiteNat {
   private stun: StunClient | null = null;
   private mapper: PortMapper | null = null;
+  /** The router the mapper asks (the underlay's default gateway), null when there is none. */
+  private router: string | null = null;
+  private stopped = false;
   private lastStunKey = '';
 
   private constructor(private readonly o: SiteNatOptions) {}
@@ -50,40 +53,76 @@ export class SiteNat {
     const nat = new SiteNat(o);
     const { cfg } = o;
     if (cfg.nat.stun.length > 0) nat.stun = nat.makeStun();
+    nat.router = o.router;
     if (cfg.nat.portMapping !== 'off' && o.router) {
-      // Loaded only where mapping is on: its UPnP/XML parts are of no use to a mode-off site.
-      const { PortMapper } = await import('./portmap/portmapper.js');
-      nat.mapper = new PortMapper({
-        mode: cfg.nat.portMapping, gateway: o.router, localAddress: o.underlay.address, port: cfg.underlay.port,
-        pcpNonce: o.pcpNonce, clock: o.clock, log: o.log.child({ part: 'portmap' }), deps: o.portMapperDeps,
-      });
-      // What is announced is read from the mapper when asked (mappedAddress()): a copy kept here
-      // went stale, e.g. null for good after a failed attempt when the mapping came back on the
-      // same address, which the mapper does not announce twice.
-      let learned = false;
-      nat.mapper.onExternalAddress(() => {
-        // Called when the router's address is first learned and on every change. A new one
-        // makes what STUN saw old: until STUN looked again (its next round can be 2 minutes
-        // away), stunAgrees would be false and the port_mapping check would blame a second NAT
-        // in front of the router.
-        if (learned) nat.stun?.trigger('router external address changed');
-        learned = true;
-        o.changed();
-      });
-      // The forward is new on the router when the mapping is made from nothing or again after
-      // a router restart (a PCP renewal that finds a reset epoch never leaves "mapped").
-      let wasMapped = false;
-      let restarts = 0;
-      nat.mapper.onChange((s) => {
-        if (s.state === 'mapped' && (!wasMapped || s.routerRestarts > restarts)) o.mapped?.();
-        wasMapped = s.state === 'mapped';
-        restarts = s.routerRestarts;
-        o.changed();
-      });
+      nat.mapper = await nat.makeMapper(o.router);
     } else if (cfg.nat.portMapping !== 'off') {
       o.log.warn('no default gateway on the underlay: router port mapping skipped', { iface: o.underlay.iface });
     }
     return nat;
+  }
+
+  private async makeMapper(router: string): Promise<PortMapper> {
+    const o = this.o;
+    const { cfg } = o;
+    // Loaded only where mapping is on: its UPnP/XML parts are of no use to a mode-off site.
+    const { PortMapper } = await import('./portmap/portmapper.js');
+    const mapper = new PortMapper({
+      mode: cfg.nat.portMapping, gateway: router, localAddress: o.underlay.address, port: cfg.underlay.port,
+      pcpNonce: o.pcpNonce, clock: o.clock, log: o.log.child({ part: 'portmap' }), deps: o.portMapperDeps,
+    });
+    // A mapper replaced (the router changed) says nothing more: only the one in use speaks.
+    const current = () => this.mapper === mapper;
+    // What is announced is read from the mapper when asked (mappedAddress()): a copy kept here
+    // went stale, e.g. null for good after a failed attempt when the mapping came back on the
+    // same address, which the mapper does not announce twice.
+    let learned = false;
+    mapper.onExternalAddress(() => {
+      if (!current()) return;
+      // Called when the router's address is first learned and on every change. A new one
+      // makes what STUN saw old: until STUN looked again (its next round can be 2 minutes
+      // away), stunAgrees would be false and the port_mapping check would blame a second NAT
+      // in front of the router.
+      if (learned) this.stun?.trigger('router external address changed');
+      learned = true;
+      o.changed();
+    });
+    // The forward is new on the router when the mapping is made from nothing or again after
+    // a router restart (a PCP renewal that finds a reset epoch never leaves "mapped").
+    let wasMapped = false;
+    let restarts = 0;
+    mapper.onChange((s) => {
+      if (!current()) return;
+      if (s.state === 'mapped' && (!wasMapped || s.routerRestarts > restarts)) o.mapped?.();
+      wasMapped = s.state === 'mapped';
+      restarts = s.routerRestarts;
+      o.changed();
+    });
+    return mapper;
+  }
+
+  /**
+   * The underlay's default gateway as a check refresh read it (at the kernel's notice of a
+   * default route added or deleted, and every 30 s). A router replaced by one at another
+   * address, or a DHCP lease that names another, is asked from now on: the mapping on the old
+   * one is deleted first where that router still answers (bounded: a few seconds), so that two
+   * addresses of one box never race a delete against the new mapping; STUN looks again. A
+   * default route that is gone (a DHCP renewal between its delete and its add, a cable out)
+   * changes nothing: the mapper keeps asking the router it has, which the uplink check covers.
+   */
+  async routerSeen(router: string | null): Promise<void> {
+    if (router === null || router === this.router || this.o.cfg.nat.portMapping === 'off' || this.stopped) return;
+    const was = this.router;
+    this.router = router;
+    this.o.log.warn(was === null ? 'the underlay has a default gateway now: asking it for the port mapping' : 'the site router changed: the port mapping follows it', { was, now: router });
+    const old = this.mapper;
+    this.mapper = null;
+    await old?.stop();
+    if (this.stopped) return;
+    this.mapper = await this.makeMapper(router);
+    this.mapper.start();
+    this.stun?.trigger('the site router changed');
+    this.o.changed();
   }
 
   start(): void {
@@ -118,6 +157,7 @@ export class SiteNat {
 
   /** Stops STUN and deletes the router mapping (a crash leaves it to expire). */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.stun?.stop();
     await this.mapper?.stop();
   }
@@ -186,11 +226,13 @@ export class SiteNat {
     return { ...s, stunAgrees: stunIp && s.routerAddress ? stunIp === s.routerAddress : null };
   }
 
+  /** Without a mapper: no router to ask, or (the router just changed) the next one not asked yet. */
   private noRouterStatus(): PortMapperStatus & { stunAgrees: null } {
+    const asking = this.router !== null;
     return {
-      protocol: null, external: null, lifetime: null, expires: null, mode: this.o.cfg.nat.portMapping, state: 'failed',
-      error: `no default gateway on ${this.o.underlay.iface}: nothing to ask for a port mapping`,
-      routerAddress: null, tried: [], renewedAt: null, retryAt: null, routerRestarts: 0, badAnswers: { pcp: 0, natpmp: 0, upnp: 0 },
+      protocol: null, external: null, lifetime: null, expires: null, mode: this.o.cfg.nat.portMapping, state: asking ? 'idle' : 'failed',
+      error: asking ? null : `no default gateway on ${this.o.underlay.iface}: nothing to ask for a port mapping`,
+      gateway: this.router, routerAddress: null, tried: [], renewedAt: null, retryAt: null, routerRestarts: 0, badAnswers: { pcp: 0, natpmp: 0, upnp: 0 },
       stunAgrees: null,
     };
   }

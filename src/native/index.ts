@@ -114,6 +114,7 @@ export const NETLINK_ADDRESS = 2;
 export const NETLINK_ROUTE_GONE = 4;
 export const NETLINK_LOST = 8;
 export const NETLINK_NEIGH_GONE = 16;
+export const NETLINK_DEFAULT_ROUTE = 32;
 
 export interface NativeBinding {
   // ---------------------------------------------------------------- device (device.c)
@@ -280,7 +281,8 @@ export interface NativeBinding {
   /** Drains the queued notices; returns NETLINK_* bits for what concerns the tunnel device
    *  (its link, its addresses, a route through it deleted, a neighbour of it deleted or made
    *  other than permanent: NETLINK_NEIGH_GONE) or the underlay NIC (its link, its addresses),
-   *  0 when nothing does. NETLINK_LOST: the kernel dropped notices (a storm), so
+   *  or an IPv4 default route of the main table added or deleted (NETLINK_DEFAULT_ROUTE: the
+   *  site's router may have changed), 0 when nothing does. NETLINK_LOST: the kernel dropped notices (a storm), so
    *  anything may have changed. */
   netlinkRead(fd: number, device: string, underlay: string): number;
 

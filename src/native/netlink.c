@@ -26,7 +26,7 @@
 #include "vx.h"
 
 /* What netlinkRead reports (src/native/index.ts NETLINK_*). */
-enum { NL_LINK = 1, NL_ADDRESS = 2, NL_ROUTE_GONE = 4, NL_LOST = 8, NL_NEIGH_GONE = 16 };
+enum { NL_LINK = 1, NL_ADDRESS = 2, NL_ROUTE_GONE = 4, NL_LOST = 8, NL_NEIGH_GONE = 16, NL_DEFAULT_ROUTE = 32 };
 
 /* Notices arrive in bursts (a device set down, a networkd reconfigure deleting a table's
  * worth of routes); the buffer holds one burst's worth so that only a storm overflows it,
@@ -111,8 +111,15 @@ static int classify(struct nlmsghdr *h, const char *const names[2], const int id
         if (idx[i] > 0 && (int)ifa->ifa_index == idx[i]) return NL_ADDRESS;
       return 0;
     }
+    case RTM_NEWROUTE:
     case RTM_DELROUTE: {
       if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) return 0;
+      struct rtmsg *rt = NLMSG_DATA(h);
+      /* A default route of the main table added or deleted, whatever its interface (a
+       * multipath one names none): the site's router may have changed (DHCP renamed it, the
+       * router was replaced), and the port mapping must ask the new one. Rare by nature. */
+      if (rt->rtm_family == AF_INET && rt->rtm_dst_len == 0 && rt->rtm_table == RT_TABLE_MAIN) return NL_DEFAULT_ROUTE;
+      if (h->nlmsg_type != RTM_DELROUTE) return 0; /* our own peer routes going in wake nothing */
       /* Only routes through the device, the peers': the underlay's own routes go with its
        * address or link, whose notices come anyway. */
       return idx[0] > 0 && route_oif(h) == idx[0] ? NL_ROUTE_GONE : 0;
@@ -133,8 +140,8 @@ static int classify(struct nlmsghdr *h, const char *const names[2], const int id
 
 /* netlinkRead(fd, device, underlay) -> mask of NL_* for what changed on the tunnel device
  * (link, address, a route through it deleted, a neighbour of it deleted or no longer
- * permanent) and the underlay NIC (link, address); 0 when
- * nothing concerns them. Drains what is queued, up to NL_MAX_RECVS receives. */
+ * permanent) and the underlay NIC (link, address), and a default route added or deleted;
+ * 0 when nothing concerns them. Drains what is queued, up to NL_MAX_RECVS receives. */
 napi_value vx_netlink_read(napi_env env, napi_callback_info info) {
   static const char fn[] = "netlinkRead";
   GET_ARGS_OF(3, vx_state);

@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { HealthDocument } from '../../src/health/document.js';
-import { Miniupnpd, type RouterMapping } from '../support/miniupnpd.js';
+import { MINIUPNPD_TABLE, Miniupnpd, type RouterMapping } from '../support/miniupnpd.js';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { startGateway, type RunningGateway } from './vxedge.js';
 
@@ -246,6 +246,52 @@ table inet vxpg_count {
     expect(await routerForwards()).toEqual([]);
     expect(g.logEntries().some((e) => e.msg === 'port mapping deleted' && e.protocol === protocol)).toBe(true);
   }, 40_000);
+
+  it('the router replaced by one at another address: the gateway asks the new one as soon as the default route names it', async () => {
+    await freshRouter();
+    gw = await gateway('pcp');
+    const g = gw;
+    const s = await g.waitStatus((d) => d.nat?.portMapping?.state === 'mapped', 10_000);
+    expect(s.nat!.portMapping!.gateway).toBe(env.NAT_LAN_IP);
+    await g.waitUp(10_000);
+    const NEW_ROUTER = '192.0.2.254';
+    try {
+      // The old box goes (its forwards and flows with it); the new one answers at another
+      // address of the same LAN, as after a swap of the ISP's router or a DHCP lease that
+      // names another gateway.
+      await mu.stop({ keepChains: true });
+      for (const chain of ['miniupnpd', 'prerouting_miniupnpd', 'postrouting_miniupnpd']) await nsRun(env.NS_NAT, ['nft', 'flush', 'chain', 'inet', MINIUPNPD_TABLE, chain]);
+      await nsRun(env.NS_NAT, ['conntrack', '-F']);
+      // (Deleted first: deleting a primary address takes the secondaries of its subnet with it.)
+      await nsRun(env.NS_NAT, ['ip', 'addr', 'del', `${env.NAT_LAN_IP}/24`, 'dev', env.NAT_LAN_IF]);
+      await nsRun(env.NS_NAT, ['ip', 'addr', 'add', `${NEW_ROUTER}/24`, 'dev', env.NAT_LAN_IF]);
+      await mu.start();
+      const t0 = performance.now();
+      await nsRun(env.NS_GW, ['ip', 'route', 'replace', 'default', 'via', NEW_ROUTER, 'dev', env.GW_UNDERLAY_IF]);
+      // At the kernel's notice, not the 30 s refresh: the old router's delete (which times out:
+      // it is gone) comes first, then the new one is asked.
+      const after = await g.waitStatus((d) => d.nat?.portMapping?.gateway === NEW_ROUTER && d.nat.portMapping.state === 'mapped', 20_000).catch(async (e: Error) => {
+        throw new Error(`not mapped on the new router: ${e.message}\n--- status ---\n${JSON.stringify((await g.status())?.nat)}\n--- vxedge output ---\n${g.output.slice(-4000)}`);
+      });
+      const ms = performance.now() - t0;
+      console.log(`[portmap gateway] router replaced: mapped on the new one ${ms.toFixed(0)} ms after the default route changed`);
+      expect(ms).toBeLessThan(20_000);
+      expect(after.nat!.portMapping).toMatchObject({ protocol: 'pcp', external: `${env.NAT_WAN_IP}:${env.VXLAN_PORT}`, error: null });
+      expect(await routerForwards()).toEqual([ours]);
+      const said = g.logEntries().find((e) => e.msg === 'the site router changed: the port mapping follows it');
+      expect(said).toMatchObject({ was: env.NAT_LAN_IP, now: NEW_ROUTER });
+      await podsAndHostReachEachOther(15_000);
+      expect(await g.stop()).toBe(0);
+      expect(await routerForwards()).toEqual([]); // deleted on the new router at stop
+    } finally {
+      // The lab as the other tests expect it: the router at its address, the route through it.
+      await mu.stop({ keepChains: true });
+      await nsRun(env.NS_NAT, ['ip', 'addr', 'del', `${NEW_ROUTER}/24`, 'dev', env.NAT_LAN_IF]).catch(() => undefined);
+      await nsRun(env.NS_NAT, ['ip', 'addr', 'add', `${env.NAT_LAN_IP}/24`, 'dev', env.NAT_LAN_IF]).catch(() => undefined);
+      await nsRun(env.NS_GW, ['ip', 'route', 'replace', 'default', 'via', env.NAT_LAN_IP, 'dev', env.GW_UNDERLAY_IF]);
+      await mu.start();
+    }
+  }, 60_000);
 
   it('after a reboot the probes to the down peers wait until the router forgot their answers, and the peers come back', async () => {
     // The AWS node answers a keepalive from a source port hashed from the inner addresses, the

@@ -71,6 +71,8 @@ export class FakeRouter {
   /** SOAP answers are replaced by this body (status 200). */
   soapBody: string | null = null;
   externalIp = WAN;
+  /** The router's LAN address (a replaced router answers at another one). */
+  address = GW;
 
   private epochStart: number;
   private httpPort = 40001;
@@ -130,8 +132,8 @@ export class FakeRouter {
       send: (buf, to) => {
         if (closed) return;
         this.sent.push({ to, data: Buffer.from(buf) });
-        if (to.port === 5351 && to.address === GW) this.on5351(buf, opts.localAddress, h, deliver);
-        else if (to.port === 1900 && ((to.address === GW && this.ssdpUnicast) || to.address === '239.255.255.250')) this.onSsdp(buf, h, deliver, to.address !== GW);
+        if (to.port === 5351 && to.address === this.address) this.on5351(buf, opts.localAddress, h, deliver);
+        else if (to.port === 1900 && ((to.address === this.address && this.ssdpUnicast) || to.address === '239.255.255.250')) this.onSsdp(buf, h, deliver, to.address !== this.address);
       },
       close: () => {
         closed = true;
@@ -140,7 +142,7 @@ export class FakeRouter {
   };
 
   private on5351(req: Buffer, from: string, h: UdpHandlers, deliver: (fn: () => void) => void): void {
-    const src = { address: GW, port: 5351 };
+    const src = { address: this.address, port: 5351 };
     const answer = (b: Buffer | null) => {
       for (let i = 0; i < this.garbageBefore; i++) deliver(() => h.message(Buffer.from([req[0], req[1] | 0x80, 0xff, i]), src));
       if (b) deliver(() => h.message(b, src));
@@ -232,7 +234,7 @@ export class FakeRouter {
       }
     }
     if (!this.upnp || !req.toString('latin1').startsWith('M-SEARCH')) return;
-    const src = { address: GW, port: 1900 };
+    const src = { address: this.address, port: 1900 };
     for (let i = 0; i < this.ssdpFlood; i++) deliver(() => h.message(Buffer.from(`HTTP/1.1 200 OK\r\nJUNK: ${i}\r\n\r\n`), src));
     // Another LAN device answering the multicast: never to be used.
     deliver(() =>
@@ -244,7 +246,7 @@ export class FakeRouter {
     const answer =
       'HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n' +
       `USN: uuid:fake::urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\nEXT:\r\nSERVER: Fake/1 UPnP/1.1 MiniUPnPd/2.3.1\r\n` +
-      `LOCATION: http://${GW}:${this.httpPort}/rootDesc.xml\r\n\r\n`;
+      `LOCATION: http://${this.address}:${this.httpPort}/rootDesc.xml\r\n\r\n`;
     deliver(() => h.message(Buffer.from(answer), src));
   }
 
@@ -257,7 +259,7 @@ export class FakeRouter {
       if (this.httpHangs) return;
       queueMicrotask(() => {
         signal.removeEventListener('abort', abort);
-        if (!this.upnp || req.host !== GW || req.port !== this.httpPort) {
+        if (!this.upnp || req.host !== this.address || req.port !== this.httpPort) {
           return reject(Object.assign(new Error(`connect ECONNREFUSED ${req.host}:${req.port}`), { code: 'ECONNREFUSED' }));
         }
         if (req.method === 'GET') return resolve(req.path === '/rootDesc.xml' ? { status: 200, body: DESCRIPTION } : { status: 404, body: '' });

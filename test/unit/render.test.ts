@@ -96,7 +96,7 @@ describe('renderStatus: the services it talks to', () => {
   const cluster = { source: 'kubernetes' as const, connected: true, lastSync: '2026-12-04T11:59:30.000Z', nodes: 3, peers: 2, registered: true, error: null };
   const portMapping = {
     protocol: 'upnp' as const, external: '198.51.100.2:8472', lifetime: 7200, expires: '2026-12-04T14:00:00.000Z', error: null, mode: 'auto' as const,
-    state: 'mapped' as const, routerAddress: '198.51.100.2', tried: [], renewedAt: null, retryAt: null, routerRestarts: 0,
+    state: 'mapped' as const, gateway: '192.0.2.1' as string | null, routerAddress: '198.51.100.2', tried: [], renewedAt: null, retryAt: null, routerRestarts: 0,
     badAnswers: { pcp: 0, natpmp: 0, upnp: 0 }, stunAgrees: null,
   };
   const lines = (over: Partial<HealthDocument>) => renderStatus(doc(over), NOW).split('\n').filter((l) => /^(mqtt|cluster|port mapping):/.test(l));
@@ -110,8 +110,10 @@ describe('renderStatus: the services it talks to', () => {
     expect(lines({ mqtt, cluster, nat: { portMapping } })).toEqual([
       'mqtt: connected, 12 health documents published',
       'cluster: kubernetes, connected, 3 nodes, 2 peers, registered',
-      'port mapping: upnp 198.51.100.2:8472, until 2026-12-04T14:00:00.000Z',
+      'port mapping: upnp 198.51.100.2:8472 on router 192.0.2.1, until 2026-12-04T14:00:00.000Z',
     ]);
+    // A document of a version before `gateway` was in it.
+    expect(lines({ nat: { portMapping: { ...portMapping, gateway: undefined as unknown as null } } })).toEqual(['port mapping: upnp 198.51.100.2:8472, until 2026-12-04T14:00:00.000Z']);
   });
 
   it('says which one does not work, and why', () => {

@@ -124,6 +124,66 @@ describe('SiteNat: the public endpoint from the router mapping', () => {
   });
 });
 
+describe('SiteNat: the router followed when the default gateway changes', () => {
+  const NEW = '192.0.2.254';
+
+  it('a router replaced at another address: the old mapping is deleted where it still answers, then the new router is asked', async () => {
+    const r = await siteNat('pcp', () => {}, { stun: true });
+    r.nat.start();
+    await advanceUntil(r.clock, () => r.nat.portMapped(), 10_000);
+    expect(r.nat.health()!.portMapping).toMatchObject({ gateway: GW, state: 'mapped' });
+    // The default route went and came back (a DHCP renewal): the same router, nothing to do.
+    const sentBefore = r.router.sent.length;
+    await r.nat.routerSeen(null);
+    await r.nat.routerSeen(GW);
+    await r.clock.advanceAsync(1000);
+    expect(r.router.sent.length).toBe(sentBefore);
+    expect(r.nat.health()!.portMapping).toMatchObject({ gateway: GW, state: 'mapped' });
+
+    // Another box at another address, which knows nothing of us.
+    r.router.mappings.clear();
+    const stunRounds = r.stunRequests.length;
+    const seen = r.nat.routerSeen(NEW);
+    // While the old mapping is being deleted the document says the new router is to be asked,
+    // not that there is no router.
+    expect(r.nat.health()!.portMapping).toMatchObject({ gateway: NEW, state: 'idle', error: null });
+    r.router.address = NEW;
+    await advanceUntil(r.clock, () => r.nat.health()?.portMapping?.state === 'mapped', 30_000);
+    await seen;
+    expect(r.nat.health()!.portMapping).toMatchObject({ gateway: NEW, protocol: 'pcp', external: `${WAN}:8472` });
+    expect(r.router.mappings.size).toBe(1);
+    // The delete went to the old address, the new mapping to the new one.
+    const to = r.router.sent.slice(sentBefore).map((d) => d.to.address);
+    expect(to[0]).toBe(GW);
+    expect(to.at(-1)).toBe(NEW);
+    expect(r.log.lines.some((e) => e.msg === 'the site router changed: the port mapping follows it' && e.fields?.was === GW && e.fields?.now === NEW)).toBe(true);
+    await r.clock.advanceAsync(8000);
+    expect(r.stunRequests.length).toBeGreaterThan(stunRounds);
+    await r.nat.stop();
+    expect(r.router.mappings.size).toBe(0); // deleted on the new router at stop
+  });
+
+  it('a router that appears on a site that had none is asked', async () => {
+    const r = await siteNat('natpmp');
+    const bare = await SiteNat.create({
+      cfg: { nat: { stun: [], portMapping: 'natpmp' }, underlay: { port: 8472, publicIp: null }, vxlan: { port: 8472 }, peers: [] } as unknown as Config,
+      underlay: { iface: 'eth0', address: ME, mtu: 1500 }, dataplane: { sendControl: () => true, outside: { hooks: {} } } as never,
+      router: null, pcpNonce: Buffer.alloc(12, 7), clock: r.clock, log: r.log, changed: () => {},
+      portMapperDeps: { udp: r.router.udp, http: r.router.http, random: () => 0.5, nonce: () => Buffer.alloc(12, 1) },
+    });
+    bare.start();
+    expect(bare.health()!.portMapping).toMatchObject({ gateway: null, state: 'failed', error: expect.stringContaining('no default gateway on eth0') });
+    await bare.routerSeen(GW);
+    await advanceUntil(r.clock, () => bare.portMapped(), 10_000);
+    expect(bare.health()!.portMapping).toMatchObject({ gateway: GW, protocol: 'natpmp', state: 'mapped' });
+    expect(r.log.lines.some((e) => e.msg === 'the underlay has a default gateway now: asking it for the port mapping')).toBe(true);
+    await bare.stop();
+    // Stopped: a router seen afterwards starts nothing.
+    await bare.routerSeen(NEW);
+    expect(bare.health()!.portMapping!.gateway).toBe(GW);
+  });
+});
+
 describe('SiteNat: a private underlay.publicIp judged on the peers in force', () => {
   /** A site with underlay.publicIp 10.20.0.5, configured peers `statics`, and `inForce` in the peer table. */
   async function privateSite(statics: string[], inForce: string[]) {

@@ -100,6 +100,8 @@ export interface PortMapperStatus {
   error: string | null;
   mode: PortMappingMode;
   state: PortMapperState;
+  /** The router asked: the underlay's default gateway (null: none, nothing asked). */
+  gateway: string | null;
   /** The router's external address as it last reported it (even without a mapping). */
   routerAddress: string | null;
   /** The last attempt, protocol by protocol. */
@@ -312,6 +314,7 @@ export class PortMapper {
       error: this.error ?? this.addressProblem,
       mode: this.o.mode,
       state: this.state,
+      gateway: this.o.mode === 'off' ? null : this.o.gateway,
       routerAddress: this.routerAddress,
       tried: this.tried.map((t) => ({ ...t })),
       renewedAt: this.renewedAt,
