@@ -315,33 +315,57 @@ describe('PortMapper: recheck() when every peer went down', () => {
     await r.clock.advanceAsync(3000);
     expect(r.router.mapping(8472)).toMatchObject({ client: ME, via: mode });
     expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 1, protocol: mode });
-    expect(r.log.lines.some((l) => l.msg === 'checking the port mapping now' && l.fields?.why === 'peers down')).toBe(true);
+    const said = mode === 'upnp' ? 'checking the port mapping now' : 'renewing the port mapping now';
+    expect(r.log.lines.some((l) => l.msg === said && l.fields?.why === 'peers down')).toBe(true);
     expectNoInternalErrors(r);
   });
 
-  it('a mapping still in place is left alone: one cheap check, no new mapping', async () => {
+  it.each(['pcp', 'natpmp', 'upnp'] as const)('%s: a forward dropped without a restart (a firewall reload: the epoch goes on) is put back at once', async (mode) => {
+    const r = await started(rig(mode, { checkIntervalS: 3600 }));
+    await r.clock.advanceAsync(60_000);
+    r.router.mappings.delete(8472); // OpenWrt's `fw4 reload`: miniupnpd's rules gone, the daemon and its epoch running on
+    r.pm.recheck('peers down');
+    await r.clock.advanceAsync(3000);
+    expect(r.router.mapping(8472)).toMatchObject({ client: ME, via: mode });
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', protocol: mode });
+    expectNoInternalErrors(r);
+  });
+
+  it('a NAT-PMP mapping still in place is renewed in place: one request, the same mapping, no restart counted', async () => {
     const r = await started(rig('natpmp', { checkIntervalS: 3600 }));
-    const address = r.router.requests('natpmp-address').length;
+    const maps = r.router.requests('natpmp-map').length;
+    const before = r.router.mapping(8472);
     r.pm.recheck('peers down');
     await r.clock.advanceAsync(2000);
-    expect(r.router.requests('natpmp-address').length).toBe(address + 1);
-    expect(r.router.requests('natpmp-map')).toHaveLength(1);
+    expect(r.router.requests('natpmp-map').length).toBe(maps + 1);
+    expect(r.router.mapping(8472)).toMatchObject({ client: before!.client, via: 'natpmp' });
+    expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 0, external: `${WAN}:8472` });
+  });
+
+  it('a UPnP mapping still in place is left alone: one read of its entry, no new mapping', async () => {
+    const r = await started(rig('upnp', { checkIntervalS: 3600 }));
+    const soap = (action: string) => r.router.httpLog.filter((h) => h.body?.includes(action)).length;
+    const adds = soap('AddPortMapping');
+    r.pm.recheck('peers down');
+    await r.clock.advanceAsync(2000);
+    expect(soap('GetSpecificPortMappingEntry')).toBeGreaterThan(0);
+    expect(soap('AddPortMapping')).toBe(adds);
     expect(r.pm.status()).toMatchObject({ state: 'mapped', routerRestarts: 0 });
   });
 
-  it('is spaced: repeated calls within 5 s send one check', async () => {
+  it('is spaced: repeated calls within 5 s send one renewal', async () => {
     const r = await started(rig('pcp', { checkIntervalS: 3600 }));
-    const announces = () => r.router.requests('pcp-announce').length;
-    const before = announces();
+    const renewals = () => r.router.requests('pcp-map').length;
+    const before = renewals();
     for (let i = 0; i < 4; i++) {
       r.pm.recheck('peers down');
       await r.clock.advanceAsync(1000);
     }
-    expect(announces()).toBe(before + 1);
+    expect(renewals()).toBe(before + 1);
     await r.clock.advanceAsync(2000);
     r.pm.recheck('peers down');
     await r.clock.advanceAsync(1000);
-    expect(announces()).toBe(before + 2);
+    expect(renewals()).toBe(before + 2);
   });
 
   it('does nothing unless a mapping is in place: off, before start, failed, stopped', async () => {

@@ -250,8 +250,15 @@ export class PortMapper {
    */
   recheck(why: string): void {
     if (this.state !== 'mapped' || !this.spacedLook()) return;
-    this.log.info('checking the port mapping now', { why, protocol: this.active?.client.protocol });
-    this.enqueue(() => this.check());
+    const protocol = this.active?.client.protocol;
+    // PCP and NAT-PMP have no request that reads a forward back: their check compares the
+    // router's epoch, which a firewall reload leaves as it was (OpenWrt's `fw4 reload` flushes
+    // miniupnpd's rules while the daemon runs on). A renewal puts a forward that is gone back
+    // (miniupnpd looks its rules up in the kernel, not in memory) and is what the router sees
+    // every half lifetime anyway. UPnP reads its entry back, so a check finds it gone.
+    const renew = protocol === 'pcp' || protocol === 'natpmp';
+    this.log.info(renew ? 'renewing the port mapping now' : 'checking the port mapping now', { why, protocol });
+    this.enqueue(() => (renew ? this.renew() : this.check()));
   }
 
   /**
