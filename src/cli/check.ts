@@ -13,6 +13,7 @@ import { systemClock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { clusterPreflight } from './check-cluster.js';
+import { mqttPreflight } from './check-mqtt.js';
 
 /**
  * The peers a private underlay.publicIp must suit, as far as they are known before start:
@@ -36,8 +37,9 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   results.push(await checkDeviceName(cfg.overlay.device, running?.tunnel.device === cfg.overlay.device ? running.pid : null));
   const files = await checkFiles(cfg);
   if (files) results.push(files);
-  // Asked now, answered while the checks below run (up to 10 s for a cluster that does not answer).
+  // Asked now, answered while the checks below run (up to 10 s for a cluster or broker that does not answer).
   const cluster = clusterPreflight(cfg).catch((e: Error) => ({ check: { name: 'cluster', ok: false, detail: `could not ask the cluster: ${e.message}` }, peers: null }));
+  const mqtt = mqttPreflight(cfg).catch((e: Error): CheckResult => ({ name: 'mqtt', ok: false, detail: `could not try the broker: ${e.message}` }));
   results.push(await checkDirs(cfg));
   results.push(await checkIpForward());
   const { result, underlay } = await checkUnderlay(cfg);
@@ -52,6 +54,8 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   }
   const c = await cluster;
   if (c) results.push(c.check);
+  const broker = await mqtt;
+  if (broker) results.push(broker);
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   if (cfg.underlay.publicIp) {
     results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }, preflightPeerAddresses(cfg, c?.peers ?? null)));

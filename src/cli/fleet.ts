@@ -24,6 +24,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { formatConfigError } from '../config/index.js';
 import { ConfigError } from '../config/types.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../health/mqtt-backoff.js';
+import { connectOnce, type ConnectResult } from '../health/mqtt-connect.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
 import { MqttSetupError, closeClient, ignoredTlsKeys, loadSecrets, type FileReader, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
@@ -37,8 +38,6 @@ export const EXIT_OK = 0;
 export const EXIT_NOT_OK = 1;
 export const EXIT_UNREACHABLE = 2;
 
-/** Backstop over MQTT.js's own connect timeout. */
-const CONNECT_GUARD_MS = 1000;
 const DISCONNECT_MS = 500;
 /** How often --watch re-evaluates staleness (a document goes stale without a message). */
 const WATCH_TICK_MS = 1000;
@@ -196,39 +195,8 @@ class FleetSession {
   }
 
   /** One connection attempt, bounded; resolves with the connected client or the attempt's error. */
-  private connect(secrets: MqttSecrets): Promise<{ client: MqttClient | null; err: ErrLike | null }> {
-    return new Promise((resolve) => {
-      let client: MqttClient;
-      try {
-        client = this.io.connect(this.o.mqtt.url!, readerClientOptions(this.o, secrets, this.protocolVersion));
-      } catch (e) {
-        resolve({ client: null, err: e as ErrLike });
-        return;
-      }
-      let err: ErrLike | null = null;
-      let done = false;
-      const onError = (e: ErrLike) => void (err ??= e); // the first error is the telling one (a TLS alert, then ECONNRESET)
-      const finish = (ok: boolean) => {
-        if (done) return;
-        done = true;
-        guard.cancel();
-        client.off('connect', onConnect);
-        client.off('close', onClose);
-        // onError stays: until attach() adds its own, an 'error' without a listener would throw.
-        if (ok) return resolve({ client, err: null });
-        closeClient(client);
-        resolve({ client: null, err });
-      };
-      const onConnect = () => finish(true);
-      const onClose = () => finish(false);
-      const guard = this.io.clock.after(this.o.timeoutMs + CONNECT_GUARD_MS, () => {
-        err ??= Object.assign(new Error(`no answer within ${formatDuration(this.o.timeoutMs)}`), { code: 'ETIMEDOUT' });
-        finish(false);
-      }, { keepAlive: true });
-      client.on('error', onError);
-      client.on('connect', onConnect);
-      client.on('close', onClose);
-    });
+  private connect(secrets: MqttSecrets): Promise<ConnectResult> {
+    return connectOnce(this.io, this.o.mqtt.url!, readerClientOptions(this.o, secrets, this.protocolVersion), this.o.timeoutMs);
   }
 
   /** The handlers of a connected client for its whole life. */

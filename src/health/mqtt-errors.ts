@@ -25,7 +25,7 @@ const NETWORK_CODES = new Set([
   'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE', 'EADDRNOTAVAIL',
 ]);
 
-type ErrLike = Error & { code?: string | number; reason?: unknown };
+export type ErrLike = Error & { code?: string | number; reason?: unknown };
 
 /**
  * What a TLS failure means, by OpenSSL reason / Node code, and what to check where that is not

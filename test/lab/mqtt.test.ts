@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
-import { startGateway, type GatewayOptions, type RunningGateway } from './vxedge.js';
+import { checkCommand, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
@@ -340,6 +340,15 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect(await gw.stop('SIGTERM')).toBe(0);
     });
 
+    it('(d) `vxedge check`: the broker refuses a client certificate from another CA, and the line says so', async () => {
+      const file = await writeLabConfig(env, dir, 'check-tls.json', { extra: { mqtt: { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.otherClientCert, key: tls.otherClientKey } } });
+      const f = await checkCommand(env.NS_GW, file, 'mqtt');
+      expect(f.code).toBe(1);
+      expect(f.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: TLS: .*(does not trust|refused) the client certificate/);
+      const ok = await writeLabConfig(env, dir, 'check-tls-ok.json', { extra: { mqtt: { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey } } });
+      expect((await checkCommand(env.NS_GW, ok, 'mqtt')).line).toMatch(/^ok +mqtt +mqtts:\/\/\S+: connected \(MQTT 5\.0\)$/);
+    });
+
     it('(d) a broker certificate from an unknown CA: clear log, retries', async () => {
       const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.otherCa, cert: tls.clientCert, key: tls.clientKey });
       await gw.waitUp();
@@ -368,6 +377,24 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
     });
     beforeEach(async () => {
       b = await broker(1884, { passwordFile, aclFile });
+    });
+
+    it('(e) `vxedge check` connects with the credentials and publishes nothing; a wrong password fails, naming what to check', async () => {
+      const url = `mqtt://${env.INET_WAN_IP}:1884`;
+      const good = await writeLabConfig(env, dir, 'check-good.json', { extra: { mqtt: { url, username: 'edge-1', passwordFile: path.join(dir, 'edge-1.pw') } } });
+      const c = await checkCommand(env.NS_GW, good, 'mqtt');
+      expect(c.line, c.stdout).toMatch(new RegExp(`^ok +mqtt +${url.replace(/[.]/g, '\\.')}: connected \\(MQTT 5\\.0, as edge-1\\)$`));
+      // It connected as a client of its own, without a will, and left nothing retained.
+      await waitFor(() => /New client connected from \S+ as vxedge-lab-edge-1-check \(p5, c1, k60, u'edge-1'\)/.test(b.output), 5_000, 100);
+      expect(b.output).not.toMatch(/Will message specified/);
+      expect(await b.retained(STATUS, monitor)).toBeNull();
+
+      const bad = await writeLabConfig(env, dir, 'check-bad.json', { extra: { mqtt: { url, username: 'edge-1', passwordFile: path.join(dir, 'wrong.pw') } } });
+      const f = await checkCommand(env.NS_GW, bad, 'mqtt');
+      expect(f.code).toBe(1);
+      expect(f.line).toMatch(/^FAIL +mqtt +mqtt:\/\/\S+: .*\(CONNACK 13[45]\); check mqtt\.username and mqtt\.password\/passwordFile .*vxedge check connects as vxedge-lab-edge-1-check/);
+      expect(f.stdout).not.toMatch(/\n\s+at /);
+      console.log(`vxedge check: ${c.line} (${c.ms.toFixed(0)} ms)\nvxedge check: ${f.line} (${f.ms.toFixed(0)} ms)`);
     });
 
     it('(e) publishes with mqtt.username and mqtt.passwordFile', async () => {

@@ -255,13 +255,20 @@ export async function startGateway(env: LabEnv, o: GatewayOptions = {}): Promise
   return new RunningGateway(child, dir, configFile, launcher.slowdown);
 }
 
-/** `vxedge check -c FILE` in namespace `ns`: its exit code, its `cluster` line (with its fix line), all it printed, how long it took. */
-export async function checkCommand(ns: string, file: string): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
+/** `vxedge check -c FILE` in namespace `ns`: its exit code, its `check` line (with its fix line; default the `cluster` one), all it printed, how long it took. */
+export async function checkCommand(ns: string, file: string, check = 'cluster'): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
   const t0 = performance.now();
   const r = await nsExec(ns, ['node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
   const ms = performance.now() - t0;
   const lines = r.stdout.split('\n');
-  const i = lines.findIndex((l) => /^(ok|FAIL) +cluster /.test(l));
+  const i = lines.findIndex((l) => new RegExp(`^(ok|FAIL) +${check} `).test(l));
   const fix = /^ +fix: /.test(lines[i + 1] ?? '') ? 2 : 1;
   return { code: r.code, line: i < 0 ? '' : lines.slice(i, i + fix).join('\n'), stdout: r.stdout + r.stderr, ms };
+}
+
+/** Writes the lab gateway's config (as startGateway would) to DIR/NAME, for commands other than run. */
+export async function writeLabConfig(env: LabEnv, dir: string, name: string, o: GatewayOptions = {}): Promise<string> {
+  const file = path.join(dir, name);
+  await writeFile(file, JSON.stringify(labConfig(env, dir, o), null, 2));
+  return file;
 }

@@ -1,0 +1,63 @@
+// `vxedge check`'s `mqtt` line: can this box reach the broker in mqtt.url with the configured
+// credentials and TLS files? One connection as the gateway makes it (its options builder,
+// MQTT 5 then 3.1.1), without its last will and under a client id of its own, so that a
+// running gateway's session is not taken over and nothing is ever published: the broker's
+// answer (CONNACK, a TLS alert, silence) is the result, in the words the gateway would log.
+import mqtt from 'mqtt';
+import { maskUrl } from '../config/formats.js';
+import type { Config } from '../config/types.js';
+import type { CheckResult } from '../health/document.js';
+import { connectOnce, type ConnectIo } from '../health/mqtt-connect.js';
+import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
+import { MqttSetupError, buildClientOptions, clientIdFor, closeClient, loadSecrets, parseBrokerUrl, type ProtocolVersion } from '../health/mqtt-options.js';
+import { systemClock } from '../util/clock.js';
+
+/** How long `vxedge check` waits for the broker's answer. */
+export const MQTT_CHECK_WAIT_MS = 8_000;
+
+/** The client id `vxedge check` connects with: the gateway's, marked, so that it takes nothing over. */
+export function checkClientId(cfg: Pick<Config, 'site' | 'node'>): string {
+  return `${clientIdFor(cfg.site, cfg.node).slice(0, 122)}-check`;
+}
+
+/** The `mqtt` check; null when mqtt.url is not set. */
+export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url, opts) => mqtt.connect(url, opts), clock: systemClock }, waitMs = MQTT_CHECK_WAIT_MS): Promise<CheckResult | null> {
+  const m = cfg.mqtt;
+  if (!m.url) return null;
+  const where = maskUrl(m.url);
+  const fail = (detail: string, fix?: string): CheckResult => ({ name: 'mqtt', ok: false, detail: `${where}: ${detail}`, ...(fix ? { fix } : {}) });
+  let secrets;
+  try {
+    secrets = await loadSecrets(m);
+  } catch (e) {
+    if (e instanceof MqttSetupError) return fail(e.message);
+    throw e;
+  }
+  const clientId = checkClientId(cfg);
+  const options = (protocolVersion: ProtocolVersion) => {
+    const o = buildClientOptions({ mqtt: m, clientId, statusTopic: '', protocolVersion, secrets, connectTimeoutMs: waitMs });
+    delete o.will; // nothing may be published in our name, not even by the broker
+    return o;
+  };
+  let version: ProtocolVersion = 5;
+  let r = await connectOnce(io, m.url, options(version), waitMs);
+  if (!r.client && isUnsupportedProtocol(r.err)) {
+    version = 4;
+    r = await connectOnce(io, m.url, options(version), waitMs);
+  }
+  if (!r.client) {
+    const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false);
+    const line = f.line.replace(/^mqtt connection failed: /, '').replace(/; retrying$/, '');
+    // A broker may admit only the gateway's own client id (an AWS IoT policy on
+    // client/${iot:ClientId}): then this refusal says nothing about the gateway's.
+    const idNote = f.kind === 'auth' ? ` (vxedge check connects as ${clientId}; a broker that admits only the gateway's own client id refuses that id alone; the gateway's own attempt is in its log)` : '';
+    return fail(line + idNote);
+  }
+  const max = r.client.options.properties?.maximumPacketSize;
+  closeClient(r.client);
+  const as = m.username !== null ? `, as ${m.username}` : '';
+  return {
+    name: 'mqtt', ok: true,
+    detail: `${where}: connected (MQTT ${version === 5 ? '5.0' : '3.1.1'}${as})${typeof max === 'number' ? `; the broker takes packets up to ${max} bytes` : ''}`,
+  };
+}
