@@ -25,7 +25,8 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
   const m = cfg.mqtt;
   if (!m.url) return null;
   const where = maskUrl(m.url);
-  const fail = (detail: string, fix?: string): CheckResult => ({ name: 'mqtt', ok: false, detail: `${where}: ${detail}`, ...(fix ? { fix } : {}) });
+  // The failure sentences carry what to check, as the gateway's log does: no separate fix.
+  const fail = (detail: string): CheckResult => ({ name: 'mqtt', ok: false, detail: `${where}: ${detail}` });
   let secrets;
   try {
     secrets = await loadSecrets(m);
