@@ -14,6 +14,7 @@ import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { clusterPreflight } from './check-cluster.js';
 import { mqttPreflight } from './check-mqtt.js';
+import { stunPreflight } from './check-stun.js';
 
 /**
  * The peers a private underlay.publicIp must suit, as far as they are known before start:
@@ -48,9 +49,13 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   if (underlay) {
     results.push(checkMtu(cfg.vxlan.mtu ?? underlay.mtu - 50, underlay.mtu, underlay.iface));
     const holds = running && running.tunnel.localEndpoint.endsWith(`:${cfg.underlay.port}`) ? running.pid : null;
-    results.push(await checkPortFree(underlay.address, cfg.underlay.port, holds));
-    pm = await portMappingOffered(cfg, underlay);
+    const port = await checkPortFree(underlay.address, cfg.underlay.port, holds);
+    results.push(port);
+    // The router and the STUN servers are asked at once (each takes a few seconds when silent).
+    const [mapping, stun] = await Promise.all([portMappingOffered(cfg, underlay), stunPreflight(cfg, underlay, { portHeld: !port.ok || holds !== null })]);
+    pm = mapping;
     if (pm) results.push(pm.check);
+    if (stun) results.push(stun);
   }
   const c = await cluster;
   if (c) results.push(c.check);

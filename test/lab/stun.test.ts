@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { labDown, labUp, nsExec, nsRun, nsSpawn, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { CLI, startGateway, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxst';
 const STUN_PORT = 3478;
@@ -55,6 +55,21 @@ describe.skipIf(skipUnlessRoot(['turnserver', 'conntrack']))('STUN discovery thr
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('`vxedge check` asks the servers from the tunnel port and reads the answer as the gateway would; a server that does not answer is named', async () => {
+    const file = await writeLabConfig(env, dir, 'check.json', { extra: { underlay: {}, nat: { stun: servers } } });
+    const c = await checkCommand(env.NS_GW, file, 'stun');
+    const esc = (x: string) => x.replace(/[.]/g, '\\.');
+    expect(c.line, c.stdout).toMatch(new RegExp(`^ok +stun +from ${esc(env.GW_UNDERLAY_IP)}:8472: ${esc(servers[0]!)} saw ${esc(env.NAT_WAN_IP)}:8472; ${esc(servers[1]!)} saw ${esc(env.NAT_WAN_IP)}:8472; the NAT preserves port 8472 and maps independently of the destination`));
+    console.log(`[stun] vxedge check: ${c.line.replace(/ +/g, ' ')} (${c.ms.toFixed(0)} ms)`);
+
+    const silent = `${env.INET_AWS_IP}:3479`; // nothing listens there
+    const lone = await writeLabConfig(env, dir, 'check-silent.json', { extra: { underlay: {}, nat: { stun: [silent] } } });
+    const f = await checkCommand(env.NS_GW, lone, 'stun');
+    expect(f.code).toBe(1);
+    expect(f.line).toMatch(new RegExp(`^FAIL +stun +from ${esc(env.GW_UNDERLAY_IP)}:8472: ${esc(silent)} no answer \\(.+\\)\\n +fix: check that UDP to the STUN servers is allowed`));
+    expect(f.ms).toBeLessThan(15_000);
+  });
+
   it('learns the NAT\'s address and preserved port, and the manifest announces it', async () => {
     gw = await startGateway(env, { extra: { underlay: {}, nat: { stun: servers } } });
     await gw.waitUp();
@@ -68,6 +83,10 @@ describe.skipIf(skipUnlessRoot(['turnserver', 'conntrack']))('STUN discovery thr
     expect(s.checks.find((c) => c.name === 'public_endpoint')).toMatchObject({ ok: true, detail: `${env.NAT_WAN_IP}:8472 (stun)` }); // and where it came from
     // The answers were consumed by the STUN client, not counted as bad VXLAN.
     expect(s.drops).toEqual({});
+
+    // `vxedge check` beside it: the tunnel port is the gateway's, so it asks from another one.
+    const c = await checkCommand(env.NS_GW, gw.configFile, 'stun');
+    expect(c.line).toMatch(new RegExp(`^ok +stun +from ${env.GW_UNDERLAY_IP.replace(/[.]/g, '\\.')}:(?!8472:)\\d+ \\(8472 is taken here: a running gateway's mapping is in vxedge status\\): `));
 
     const manifest = await nsRun(env.NS_GW, ['node', CLI, 'manifest', '-c', gw.configFile]);
     expect(manifest).toMatch(new RegExp(`flannel\\.alpha\\.coreos\\.com/public-ip: "?${env.NAT_WAN_IP.replace(/\./g, '\\.')}"?`));
