@@ -53,12 +53,25 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
     return failed((e as Error).message);
   }
   if (!source) return null;
-  const answer = await firstAnswer(source, clock, waitMs);
+  let answer: ClusterView | string | null;
+  let refusal: string | null = null;
+  try {
+    answer = await firstAnswer(source, clock, waitMs);
+    // Registration is asked about only now: a cluster that cannot be read says that first.
+    if (typeof answer === 'object' && answer !== null && cfg.cluster.register && source.registrationRefusal) {
+      refusal = await within(source.registrationRefusal(), clock, waitMs, null);
+    }
+  } finally {
+    // A source whose connection never completed may never stop: not waited for beyond STOP_WAIT_MS.
+    await within(source.stop().catch(() => undefined), clock, STOP_WAIT_MS, undefined);
+  }
   if (answer === null) {
     return failed(`no answer within ${waitMs / 1000} s`, `check that this box reaches ${reachTarget(cfg)} (firewall, DNS, the site's router); the gateway keeps trying, and its log names each failure`);
   }
   if (typeof answer === 'string') return failed(beforeStart(answer));
-  return judged(cfg, where, answer, await siteMac(cfg));
+  const j = judged(cfg, where, answer, await siteMac(cfg));
+  if (!refusal) return j;
+  return { check: { name: 'cluster', ok: false, detail: `${j.check.detail}; ${refusal}` }, peers: j.peers };
 }
 
 /** The view merged with the static peers, as the gateway's start would merge them. */
@@ -94,29 +107,30 @@ export function beforeStart(error: string): string {
   return error.replace(/; the last known peers stay in use/g, '').replace(/; retrying in [^;]*$/, '');
 }
 
-/**
- * The first view, the first error (a string), or null after waitMs. The source is stopped
- * either way, for at most STOP_WAIT_MS: a connection that never completed may never end.
- */
+/** The first view, the first error (a string), or null after waitMs; the source is started here, and left running. */
 async function firstAnswer(source: ClusterSource, clock: Clock, waitMs: number): Promise<ClusterView | string | null> {
   let poll: { cancel(): void } | undefined;
-  let limit: { cancel(): void } | undefined;
-  let stopLimit: { cancel(): void } | undefined;
   try {
-    return await new Promise<ClusterView | string | null>((resolve) => {
+    return await within(new Promise<ClusterView | string>((resolve) => {
       source.onView(resolve);
       poll = clock.every(ERROR_POLL_MS, () => {
         const e = source.status().error;
         if (e) resolve(e);
       });
-      limit = clock.after(waitMs, () => resolve(null));
       source.start();
-    });
+    }), clock, waitMs, null);
   } finally {
     poll?.cancel();
-    limit?.cancel();
-    await Promise.race([source.stop().catch(() => undefined), new Promise<void>((r) => (stopLimit = clock.after(STOP_WAIT_MS, r)))]);
-    stopLimit?.cancel();
+  }
+}
+
+/** `p`, or `otherwise` once ms have passed on `clock`. */
+async function within<T, U>(p: Promise<T>, clock: Clock, ms: number, otherwise: U): Promise<T | U> {
+  let timer: { cancel(): void } | undefined;
+  try {
+    return await Promise.race([p, new Promise<U>((r) => (timer = clock.after(ms, () => r(otherwise))))]);
+  } finally {
+    timer?.cancel();
   }
 }
 

@@ -34,6 +34,11 @@ export interface NodeApi {
   /** RFC 7386 merge patch on /api/v1/nodes/NAME. */
   mergePatch(name: string, patch: NodeJson): Promise<unknown>;
   delete(name: string): Promise<void>;
+  /**
+   * Whether the API server lets these credentials `verb` Nodes (one Node by name, or all
+   * when null): a SelfSubjectAccessReview, which every authenticated user may ask.
+   */
+  mayI(verb: string, name: string | null): Promise<boolean>;
   /** Aborts every request in flight (stop()). */
   abortAll(): void;
 }
@@ -78,6 +83,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
   const core = kc.makeApiClient(k8s.CoreV1Api);
+  const authz = kc.makeApiClient(k8s.AuthorizationV1Api);
   const inFlight = new Set<AbortController>();
 
   /**
@@ -145,6 +151,12 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
     mergePatch: (name, patch) => bounded((o) => core.patchNode({ name, body: patch }, o), k8s.PatchStrategy.MergePatch),
     async delete(name) {
       await bounded((o) => core.deleteNode({ name }, o));
+    },
+    async mayI(verb, name) {
+      const review = await bounded((o) => authz.createSelfSubjectAccessReview({
+        body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes: { group: '', resource: 'nodes', verb, ...(name ? { name } : {}) } } },
+      }, o));
+      return review.status?.allowed === true;
     },
     abortAll() {
       for (const ac of inFlight) ac.abort(new Error('stopped'));

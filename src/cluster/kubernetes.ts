@@ -36,6 +36,7 @@ import type { Logger } from '../util/log.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
 import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type NodeApi, type NodeJson } from './kube-client.js';
 import { describeKubeError, httpStatusOf } from './kube-errors.js';
+import { CREATE_VERBS, OWN_NODE_VERBS } from './rbac.js';
 import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
 
 export interface BackoffOptions {
@@ -255,6 +256,27 @@ export class KubernetesSource implements ClusterSource {
   /** The last view handed on (null before the first list). */
   view(): ClusterView | null {
     return this.lastView;
+  }
+
+  /**
+   * What registration needs (rbac.ts: create on Nodes, get/patch/update/delete on the site's
+   * own), asked of the API server as SelfSubjectAccessReviews on the connected client. Null
+   * when all are allowed, or when the server does not answer the reviews (nothing can be told).
+   */
+  async registrationRefusal(): Promise<string | null> {
+    const api = this.api;
+    if (!api) return null;
+    const asks: [string, string | null][] = [...CREATE_VERBS.map((v) => [v, null] as [string, null]), ...OWN_NODE_VERBS.map((v) => [v, this.o.nodeName] as [string, string])];
+    let answers: boolean[];
+    try {
+      answers = await Promise.all(asks.map(([verb, name]) => api.mayI(verb, name)));
+    } catch {
+      return null;
+    }
+    const refused = asks.filter((_, i) => !answers[i]).map(([verb, name]) => (name ? `${verb} nodes "${name}"` : `${verb} nodes`));
+    if (refused.length === 0) return null;
+    return `${this.choice?.describe ?? 'these credentials'} may not ${refused.join(', ')}: registering the site (cluster.register) would fail; ` +
+      'grant it with `vxedge rbac -c FILE | kubectl apply -f -`, or set cluster.register to false and apply `vxedge manifest` yourself';
   }
 
   // ---- following Nodes ------------------------------------------------------------------

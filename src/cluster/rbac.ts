@@ -25,6 +25,12 @@ export const RBAC_DEFAULT_NAMESPACE = 'kube-system';
 export type KubeObject = Record<string, unknown> & { apiVersion: string; kind: string; metadata: { name: string } & Record<string, unknown> };
 
 /** The objects for `kubectl apply -f -`, in an order that applies cleanly. */
+/** On every Node: following the cluster (list and watch), and making the site's own. */
+export const FOLLOW_VERBS = ['list', 'watch'] as const;
+export const CREATE_VERBS = ['create'] as const;
+/** On the site's own Node only (resourceNames): keeping it as registration does. */
+export const OWN_NODE_VERBS = ['get', 'patch', 'update', 'delete'] as const;
+
 export function rbacManifests(o: RbacOptions): KubeObject[] {
   const namespace = o.namespace ?? RBAC_DEFAULT_NAMESPACE;
   const sa = o.serviceAccount ?? o.nodeName;
@@ -43,8 +49,8 @@ export function rbacManifests(o: RbacOptions): KubeObject[] {
       kind: 'ClusterRole',
       metadata: { name: role, labels },
       rules: [
-        { apiGroups: [''], resources: ['nodes'], verbs: ['list', 'watch', 'create'] },
-        { apiGroups: [''], resources: ['nodes'], resourceNames: [o.nodeName], verbs: ['get', 'patch', 'update', 'delete'] },
+        { apiGroups: [''], resources: ['nodes'], verbs: [...FOLLOW_VERBS, ...CREATE_VERBS] },
+        { apiGroups: [''], resources: ['nodes'], resourceNames: [o.nodeName], verbs: [...OWN_NODE_VERBS] },
       ],
     },
     {

@@ -69,4 +69,9 @@ export interface ClusterSource {
   /** Our lease changed (public IP discovered or changed, VTEP MAC): announce it. */
   setOwnLease(lease: OwnLease): void;
   status(): Omit<ClusterStatus, 'peers' | 'skipped'>;
+  /**
+   * Before start (`vxedge check`), once connected: why registering the site would be refused,
+   * or null when it would not be (or that cannot be told). Kubernetes only.
+   */
+  registrationRefusal?(): Promise<string | null>;
 }

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { checkCommand, startGateway, type LogEntry, type RunningGateway } from './vxedge.js';
+import { checkCommand, startGateway, writeLabConfig, type LogEntry, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode } from '../support/kube-harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -31,6 +31,7 @@ const SITE_NODE = 'vxedge-lab-edge-1';
 const A = 'flannel.alpha.coreos.com/';
 const GATEWAY_TOKEN = 'gateway-token';
 const NO_LIST_TOKEN = 'no-list-token';
+const NO_CREATE_TOKEN = 'no-create-token';
 const SCHEMA = JSON.parse(readFileSync(new URL('../../src/health/health.schema.json', import.meta.url), 'utf8')) as object;
 const validate = new Ajv({ allErrors: true, strict: true, validateFormats: false }).compile(SCHEMA);
 
@@ -87,6 +88,8 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
         name: 'no-list', token: NO_LIST_TOKEN,
         rules: gatewayRules.map((r) => ({ ...r, verbs: r.verbs.filter((v) => v !== 'list' && v !== 'watch') })).filter((r) => r.verbs.length > 0),
       },
+      // ... minus create: it may follow the cluster, but not make the site's Node.
+      { name: 'no-create', token: NO_CREATE_TOKEN, rules: gatewayRules.map((r) => ({ ...r, verbs: r.verbs.filter((v) => v !== 'create') })) },
     ];
     api = await KubeStandIn.start({ ns: env.NS_INET, address: env.INET_WAN_IP, port: API_PORT, dir, users });
     await api.addNode(labNode(env, 1));
@@ -283,6 +286,16 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
     } finally {
       await stopGateway(gw);
     }
+  });
+
+  it('f2. `vxedge check` with a token that may follow Nodes but not create one: fails before start, naming the verb', async () => {
+    const file = await writeLabConfig(env, dir, 'no-create.json', { extra: { peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig('no-create') } } } });
+    const c = await checkCommand(env.NS_GW, file);
+    expect(c.code, c.stdout).toBe(1);
+    expect(c.line).toMatch(new RegExp(`^FAIL +cluster +kubernetes \\(kubeconfig \\S+\\): \\d+ Node\\(s\\), 2 peer\\(s\\) from the cluster.*; kubeconfig \\S+ \\(cluster\\.kubernetes\\.kubeconfig\\) may not create nodes: registering the site \\(cluster\\.register\\) would fail; grant it with`));
+    // With cluster.register off, following is all it needs.
+    const off = await writeLabConfig(env, dir, 'no-create-noreg.json', { extra: { peers: [], cluster: { source: 'kubernetes', register: false, kubernetes: { kubeconfig: api.kubeconfig('no-create') } } } });
+    expect((await checkCommand(env.NS_GW, off)).line).toMatch(/^ok +cluster /);
   });
 
   it('h. a static peer wins over the cluster node with its subnet', async () => {

@@ -15,7 +15,9 @@
 //     (or, with `expiredAsHttpStatus`, answers HTTP 410, as some servers and proxies do);
 //   - POST (409 AlreadyExists), GET/PUT/DELETE /api/v1/nodes/NAME (404 NotFound), PATCH with
 //     merge-patch, strategic-merge-patch (as a merge: enough for maps) and json-patch; podCIDR
-//     cannot change once set (422), as on a real cluster.
+//     cannot change once set (422), as on a real cluster;
+//   - POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews, answered for any
+//     authenticated user by the same rules (Nodes only), as `kubectl auth can-i` asks.
 // Control for tests: addNode/modifyNode/deleteNode (as another client would), bumpVersion
 // (writes to other resources), compact (forces 410), bookmark, dropConnections, stall (the
 // open watches die silently), `hanging` (no answers at all), down/up, and `requests`, the log
@@ -55,6 +57,8 @@ class HttpError extends Error {
 
 const notFound = (name) => new HttpError(404, 'NotFound', `nodes "${name}" not found`, { name, kind: 'nodes' });
 const invalid = (name, why) => new HttpError(422, 'Invalid', `Node "${name}" is invalid: ${why}`, { name, kind: 'Node' });
+
+const SSAR_PATH = '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews';
 
 /** RBAC as kube-apiserver evaluates ClusterRole rules for nodes; `name` null for list/watch/create. */
 export function rbacAllows(rules, verb, name) {
@@ -284,6 +288,7 @@ export class KubeApiServer {
     const user = this.authenticate(req);
     if (!user) return fail(new HttpError(401, 'Unauthorized', 'Unauthorized'));
     entry.user = user.name;
+    if (url.pathname === SSAR_PATH && req.method === 'POST') return this.review(entry, req, res, user);
     if (!m) return fail(new HttpError(404, 'NotFound', 'the server could not find the requested resource'));
     const name = entry.name;
     const watch = ['1', 'true'].includes(url.searchParams.get('watch') ?? '');
@@ -335,6 +340,19 @@ export class KubeApiServer {
       if (e instanceof HttpError) return fail(e);
       throw e;
     }
+  }
+
+  /**
+   * A SelfSubjectAccessReview: what this user may do, by the same rules as its requests. Every
+   * authenticated user may ask (kube-apiserver's system:basic-user); only Nodes are known here.
+   */
+  async review(entry, req, res, user) {
+    const r = await body(req);
+    const a = r?.spec?.resourceAttributes ?? {};
+    entry.verb = `review ${a.verb}`;
+    entry.name = typeof a.name === 'string' ? a.name : null;
+    const allowed = a.resource === 'nodes' && (a.group ?? '') === '' && typeof a.verb === 'string' && rbacAllows(user.rules ?? ALL_RIGHTS, a.verb, entry.name);
+    return this.reply(entry, res, 201, { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', metadata: {}, spec: r?.spec ?? {}, status: { allowed } });
   }
 
   authenticate(req) {

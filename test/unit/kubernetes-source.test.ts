@@ -426,6 +426,33 @@ describe('following Nodes', () => {
 });
 
 describe('credentials and permissions', () => {
+  it("registrationRefusal (vxedge check): what registering would be refused, asked as SelfSubjectAccessReviews; nothing when all is granted", async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const granted = source();
+    expect(await granted.src.registrationRefusal()).toBeNull(); // not connected yet: nothing to tell
+    granted.src.start();
+    await drive(clock, () => granted.views.length === 1, 'view');
+    let answer: string | null | undefined;
+    void granted.src.registrationRefusal().then((a) => (answer = a));
+    await drive(clock, () => answer !== undefined, 'the reviews');
+    expect(answer).toBeNull();
+    const reviews = api.server.requests.filter((r: { verb: string | null }) => r.verb?.startsWith('review '));
+    expect(reviews.map((r: { verb: string; name: string | null }) => [r.verb, r.name])).toEqual([
+      ['review create', null], ['review get', NODE], ['review patch', NODE], ['review update', NODE], ['review delete', NODE],
+    ]);
+
+    // May follow the cluster, may not register.
+    const reader = source({ token: 'read-only' });
+    reader.src.start();
+    await drive(clock, () => reader.views.length === 1, 'view');
+    let refusal: string | null | undefined;
+    void reader.src.registrationRefusal().then((a) => (refusal = a));
+    await drive(clock, () => refusal !== undefined, 'the reviews');
+    expect(refusal).toMatch(new RegExp(`may not create nodes, get nodes "${NODE}", patch nodes "${NODE}", update nodes "${NODE}", delete nodes "${NODE}": registering the site \\(cluster\\.register\\) would fail; grant it with \`vxedge rbac -c FILE \\| kubectl apply -f -\``));
+    expect(writes().filter((r: { path: string }) => r.path.startsWith('/api/'))).toEqual([]); // the reviews write nothing
+  });
+
   it('client certificate', async () => {
     await freshServer();
     api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
