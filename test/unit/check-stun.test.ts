@@ -6,21 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { judge, stunPreflight } from '../../src/cli/check-stun.js';
 import { configFromObject } from '../../src/config/index.js';
 import type { StunResult } from '../../src/nat/stun-client.js';
-import { ipToInt } from '../../src/util/ipv4.js';
-
-/** A Binding success for `req`, with XOR-MAPPED-ADDRESS = ip:port. */
-function bindingSuccess(req: Buffer, ip: string, port: number): Buffer {
-  const b = Buffer.alloc(32);
-  b.writeUInt16BE(0x0101, 0);
-  b.writeUInt16BE(12, 2);
-  req.copy(b, 4, 4, 20);
-  b.writeUInt16BE(0x0020, 20);
-  b.writeUInt16BE(8, 22);
-  b[25] = 1;
-  b.writeUInt16BE(port ^ 0x2112, 26);
-  b.writeUInt32BE((ipToInt(ip) ^ 0x2112a442) >>> 0, 28);
-  return b;
-}
+import { bindingSuccess } from '../support/stun.js';
 
 const cfg = (stun: string[], port: number, publicIp: string | null = null) =>
   configFromObject({ site: 'lab', node: 'e1', overlay: { subnet: '10.244.100.0/24' }, underlay: { port, publicIp }, nat: { stun } }, 'site.yaml', {});

@@ -3,28 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/types.js';
 import type { OutsideHooks } from '../../src/dataplane/outside.js';
-import { ipToInt } from '../../src/util/ipv4.js';
 import { SiteNat } from '../../src/nat/site-nat.js';
 import type { PortMappingMode } from '../../src/nat/portmap/client.js';
 import { CaptureLog } from '../support/capture-log.js';
 import { ManualClock, advanceUntil } from '../support/clock.js';
 import { FakeRouter, GW, ME, WAN } from './portmap-fakes.js';
+import { bindingSuccess } from '../support/stun.js';
 
 const STUN_SERVER = '198.51.100.1';
-
-/** A Binding success for the request in `req`, mapping us to ip:port (XOR-MAPPED-ADDRESS). */
-function stunAnswer(req: Buffer, ip: string, port: number): Buffer {
-  const b = Buffer.alloc(32);
-  b.writeUInt16BE(0x0101, 0);
-  b.writeUInt16BE(12, 2);
-  req.copy(b, 4, 4, 20); // cookie and transaction id
-  b.writeUInt16BE(0x0020, 20);
-  b.writeUInt16BE(8, 22);
-  b[25] = 1;
-  b.writeUInt16BE(port ^ 0x2112, 26);
-  b.writeUInt32BE((ipToInt(ip) ^ 0x2112a442) >>> 0, 28);
-  return b;
-}
 
 async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = () => {}, opts: { stun?: boolean } = {}) {
   const clock = new ManualClock();
@@ -39,7 +25,7 @@ async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = (
   const sendControl = (buf: Buffer, off: number, len: number, addr: number, port: number) => {
     const req = Buffer.from(buf.subarray(off, off + len));
     stunRequests.push(clock.monotonic());
-    const answer = stunAnswer(req, router.externalIp, 8472);
+    const answer = bindingSuccess(req, router.externalIp, 8472);
     queueMicrotask(() => hooks.onStun?.(answer, 0, answer.length, addr, port));
     return true;
   };
