@@ -55,11 +55,12 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
   if (!source) return null;
   let answer: ClusterView | string | null;
   let refusal: string | null = null;
+  const mac = await siteMac(cfg);
   try {
     answer = await firstAnswer(source, clock, waitMs);
     // Registration is asked about only now: a cluster that cannot be read says that first.
     if (typeof answer === 'object' && answer !== null && cfg.cluster.register && source.registrationRefusal) {
-      refusal = await within(source.registrationRefusal(), clock, waitMs, null);
+      refusal = await within(source.registrationRefusal(mac), clock, waitMs, null);
     }
   } finally {
     // A source whose connection never completed may never stop: not waited for beyond STOP_WAIT_MS.
@@ -69,13 +70,15 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
     return failed(`no answer within ${waitMs / 1000} s`, `check that this box reaches ${reachTarget(cfg)} (firewall, DNS, the site's router); the gateway keeps trying, and its log names each failure`);
   }
   if (typeof answer === 'string') return failed(beforeStart(answer));
-  const j = judged(cfg, where, answer, await siteMac(cfg));
-  if (!refusal) return j;
-  return { check: { name: 'cluster', ok: false, detail: `${j.check.detail}; ${refusal}` }, peers: j.peers };
+  return judged(cfg, where, answer, mac ?? '', refusal);
 }
 
-/** The view merged with the static peers, as the gateway's start would merge them. */
-export function judged(cfg: Config, where: string, view: ClusterView, mac: string): ClusterPreflight {
+/**
+ * The view merged with the static peers, as the gateway's start would merge them; `refusal`:
+ * why registering would be refused (it fails the line, and speaks for the site's own entry).
+ */
+export function judged(cfg: Config, where: string, view: ClusterView, mac: string, refusal: string | null = null): ClusterPreflight {
+  // mac '' (none made yet): no node can be told to have it, so none is left out for it.
   const merged = mergePeers(cfg.peers, view, { network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: mac });
   // The site's own lease or Node (registered by an earlier start) is no node left out: it is
   // named on its own, with what it holds, so that a stale or foreign one shows.
@@ -89,7 +92,8 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
   const left = skipped.length
     ? `; left out: ${skipped.slice(0, SKIPPED_SHOWN).map((s) => `${s.name} (${s.why})`).join('; ')}${skipped.length > SKIPPED_SHOWN ? `; and ${skipped.length - SKIPPED_SHOWN} more (vxedge status lists them once running)` : ''}`
     : '';
-  const mine = own ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
+  const mine = own && !refusal ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
+  if (refusal) return { check: { name: 'cluster', ok: false, detail: `${where}: ${counts}${left}; ${refusal}` }, peers: merged.peers };
   if (fromCluster > 0) return { check: { name: 'cluster', ok: true, detail: `${where}: ${counts}${left}${mine}` }, peers: merged.peers };
   const fix = skipped.length
     ? 'every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster\'s (flannel\'s net-conf.json)'
@@ -134,10 +138,9 @@ async function within<T, U>(p: Promise<T>, clock: Clock, ms: number, otherwise: 
   }
 }
 
-/** The site's VTEP MAC where known (config, stateDir): a node announcing it is left out. */
-async function siteMac(cfg: Config): Promise<string> {
-  // Unknown before the first start: no node can be told to have it, so none is left out for it.
-  return (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac).catch(() => null))?.mac ?? '';
+/** The site's VTEP MAC where known (config, stateDir); null before the first start makes one. */
+async function siteMac(cfg: Config): Promise<string | null> {
+  return (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac).catch(() => null))?.mac ?? null;
 }
 
 function sourceName(cfg: Config): string {

@@ -52,6 +52,16 @@ export interface RegistrarOptions {
   changed(): void;
 }
 
+/** The site's subnet key held by another node, in words naming the holder. */
+export function heldByAnother(subnet: Cidr, cur: KvEntry): string {
+  return `the site's subnet ${subnet.text} is held in etcd by another node (${describeHolder(cur.value)}; key ${cur.key})`;
+}
+
+/** What frees it (the registrar takes the subnet only when the key is absent or ours). */
+export function freeTheSubnet(key: string): string {
+  return `If that node is alive, give this site a free overlay.subnet; if it is gone for good, delete the key (etcdctl del ${key}) or wait for its lease to expire`;
+}
+
 export class EtcdRegistrar {
   /** What is wrong with our registration, for status().error; null when nothing is. */
   registerError: string | null = null;
@@ -289,9 +299,7 @@ export class EtcdRegistrar {
   private conflict(cur: KvEntry): void {
     const key = cur.key;
     this.blockedBy = key;
-    this.registerError = `the site's subnet ${this.o.subnet.text} is held in etcd by another node (${describeHolder(cur.value)}; key ` +
-      `${key}): vxedge does not take it over. If that node is alive, give this site a free overlay.subnet; if it is ` +
-      `gone for good, delete the key (etcdctl del ${key}) or wait for its lease to expire, and vxedge registers at once`;
+    this.registerError = `${heldByAnother(this.o.subnet, cur)}: vxedge does not take it over. ${freeTheSubnet(key)}, and vxedge registers at once`;
     this.conn.warnOnce(this.registerError);
     // A lease we granted for this key holds nothing now: give it back rather than leave it for a day.
     this.renewTimer?.cancel();

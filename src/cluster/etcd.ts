@@ -19,7 +19,8 @@ import { configKey, FLANNEL_DEFAULT_PORT, subnetKey, subnetsPrefix, type LeaseCo
 import type { EtcdAuth, EtcdConnect, EtcdTlsFiles } from './etcd-kv.js';
 import { EtcdConnection } from './etcd-connection.js';
 import { EtcdFollower, etcdView, LeaseTable } from './etcd-follow.js';
-import { EtcdRegistrar } from './etcd-register.js';
+import { EtcdRegistrar, freeTheSubnet, heldByAnother } from './etcd-register.js';
+import { parseLeaseAttrs } from './flannel-lease.js';
 
 export interface EtcdSourceOptions {
   /** cluster.etcd.endpoints */
@@ -71,6 +72,7 @@ export class EtcdSource implements ClusterSource {
   private readonly clock: Clock;
   private readonly coalesceMs: number;
   private readonly subnetsPrefix: string;
+  private readonly ownKey: string;
   private readonly ctx: LeaseContext;
   private readonly conn: EtcdConnection;
   private readonly leases: LeaseTable;
@@ -96,6 +98,7 @@ export class EtcdSource implements ClusterSource {
     if (opts.endpoints.length === 0) throw new Error('cluster.etcd.endpoints is empty: list the etcd URLs flanneld uses (--etcd-endpoints)');
     this.subnetsPrefix = subnetsPrefix(opts.prefix);
     const ownKey = subnetKey(opts.prefix, opts.subnet);
+    this.ownKey = ownKey;
     this.ctx = { network: opts.network, ownSubnet: opts.subnet, vni: opts.vni, port };
 
     this.conn = new EtcdConnection({
@@ -164,6 +167,19 @@ export class EtcdSource implements ClusterSource {
   /** The last view emitted (null before the first list). */
   view(): ClusterView | null {
     return this.lastView;
+  }
+
+  /**
+   * Before start (`vxedge check`, after the first list): the site's key held by a lease with
+   * another VTEP MAC than the site's (`siteMac`; none known yet: any holder is another), which
+   * registration never overwrites. Null when the key is free or the site's.
+   */
+  async registrationRefusal(siteMac: string | null): Promise<string | null> {
+    const cur = this.leases.get(this.ownKey);
+    if (!cur) return null;
+    const p = parseLeaseAttrs(cur.value);
+    if (p.ok && siteMac !== null && p.attrs.vtepMac === siteMac) return null;
+    return `${heldByAnother(this.ctx.ownSubnet, cur)}: registering the site (cluster.register) would be refused. ${freeTheSubnet(this.ownKey)}`;
   }
 
   private emitNow(): void {

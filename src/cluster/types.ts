@@ -70,8 +70,9 @@ export interface ClusterSource {
   setOwnLease(lease: OwnLease): void;
   status(): Omit<ClusterStatus, 'peers' | 'skipped'>;
   /**
-   * Before start (`vxedge check`), once connected: why registering the site would be refused,
-   * or null when it would not be (or that cannot be told). Kubernetes only.
+   * Before start (`vxedge check`), after the first view: why registering the site would be
+   * refused (Kubernetes: a verb RBAC does not grant; etcd: the site's key held by another VTEP
+   * MAC than `siteMac`, null when none is known yet), or null when it would not be.
    */
-  registrationRefusal?(): Promise<string | null>;
+  registrationRefusal?(siteMac: string | null): Promise<string | null>;
 }

@@ -233,6 +233,10 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       await reachable(env.NS_HOST, env.POD1_IP);
       const after = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
       expect(after).toEqual(before);
+      // `vxedge check` says so before a start, naming the holder and what frees the subnet.
+      const c = await checkCommand(env.NS_GW, gw.configFile);
+      expect(c.code, c.stdout).toBe(1);
+      expect(c.line).toMatch(/^FAIL +cluster +etcd \S+ \(prefix \S+\): 3 lease\(s\), 2 peer\(s\) from the cluster; the site's subnet \S+ is held in etcd by another node \(PublicIP 203\.0\.113\.66, VtepMAC 0a:dd:00:00:00:66; key \S+\): registering the site \(cluster\.register\) would be refused\. If that node is alive, give this site a free overlay\.subnet; if it is gone for good, delete the key \(etcdctl del \S+\)/);
 
       // The holder goes away: the site registers at once.
       await etcd.ctl(['lease', 'revoke', id.toString(16)]);

@@ -101,6 +101,24 @@ describe('vxedge check: the cluster line (etcd)', () => {
     expect(r!.peers!.map((p) => p.name)).toEqual(['aws-x', 'etcd-10.244.2.0-24']);
   });
 
+  it("the site's subnet held by another VTEP MAC: registration would be refused, so the line fails naming the holder; the site's own lease passes", async () => {
+    const clock = new ManualClock();
+    const peers: [string, string][] = [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01')]];
+    const foreign = etcdWith(clock, [...peers, ['10.244.100.0-24', lease('203.0.113.66', '0a:dd:00:00:00:66')]]);
+    const { r } = await ask(config(), foreign, clock);
+    expect(r!.check.ok).toBe(false);
+    expect(r!.check.detail).toMatch(/1 peer\(s\) from the cluster; the site's subnet 10\.244\.100\.0\/24 is held in etcd by another node \(PublicIP 203\.0\.113\.66, VtepMAC 0a:dd:00:00:00:66; key \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24\): registering the site \(cluster\.register\) would be refused\. If that node is alive, give this site a free overlay\.subnet/);
+    expect(foreign.puts).toEqual([]);
+    // With registration off, nothing would be written, so nothing would be refused.
+    const off = new ManualClock();
+    const { r: r2 } = await ask(config({ cluster: { source: 'etcd', register: false, etcd: { endpoints: ['http://192.0.2.10:2379'] } } }), etcdWith(off, [...peers, ['10.244.100.0-24', lease('203.0.113.66', '0a:dd:00:00:00:66')]]), off);
+    expect(r2!.check.ok).toBe(true);
+    // The site's own lease (its VTEP MAC) from an earlier start.
+    const mine = new ManualClock();
+    const { r: r3 } = await ask(config(), etcdWith(mine, [...peers, ['10.244.100.0-24', lease('198.51.100.2', SITE_MAC)]]), mine);
+    expect(r3!.check).toMatchObject({ ok: true, detail: expect.stringMatching(/this site's own lease is there: etcd-10\.244\.100\.0-24 \(holds the site's own subnet 10\.244\.100\.0\/24 \(PublicIP 198\.51\.100\.2, VtepMAC 0e:5c:aa:00:00:01\)\)$/) });
+  });
+
   it('every lease left out: fails, naming the reasons and the keys to compare', async () => {
     const clock = new ManualClock();
     const fake = etcdWith(clock, [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01', 2)], ['10.244.2.0-24', lease('203.0.113.20', '0e:00:00:00:02:01', 2)]]);
