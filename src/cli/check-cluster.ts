@@ -70,16 +70,16 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
     return failed(`no answer within ${waitMs / 1000} s`, `check that this box reaches ${reachTarget(cfg)} (firewall, DNS, the site's router); the gateway keeps trying, and its log names each failure`);
   }
   if (typeof answer === 'string') return failed(beforeStart(answer));
-  return judged(cfg, where, answer, mac ?? '', refusal);
+  return judged(cfg, where, answer, mac, refusal);
 }
 
 /**
  * The view merged with the static peers, as the gateway's start would merge them; `refusal`:
  * why registering would be refused (it fails the line, and speaks for the site's own entry).
  */
-export function judged(cfg: Config, where: string, view: ClusterView, mac: string, refusal: string | null = null): ClusterPreflight {
-  // mac '' (none made yet): no node can be told to have it, so none is left out for it.
-  const merged = mergePeers(cfg.peers, view, { network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: mac });
+export function judged(cfg: Config, where: string, view: ClusterView, mac: string | null, refusal: string | null = null): ClusterPreflight {
+  // No MAC made yet (mac null): no node can be told to have it, so none is left out for it.
+  const merged = mergePeers(cfg.peers, view, { network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: mac ?? '' });
   // The site's own lease or Node (registered by an earlier start) is no node left out: it is
   // named on its own, with what it holds, so that a stale or foreign one shows.
   const ownName = cfg.cluster.source === 'etcd' ? leaseName(cfg.overlay.subnet) : siteNodeName(cfg);
@@ -92,8 +92,8 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
   const left = skipped.length
     ? `; left out: ${skipped.slice(0, SKIPPED_SHOWN).map((s) => `${s.name} (${s.why})`).join('; ')}${skipped.length > SKIPPED_SHOWN ? `; and ${skipped.length - SKIPPED_SHOWN} more (vxedge status lists them once running)` : ''}`
     : '';
-  const mine = own && !refusal ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
   if (refusal) return { check: { name: 'cluster', ok: false, detail: `${where}: ${counts}${left}; ${refusal}` }, peers: merged.peers };
+  const mine = own ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
   if (fromCluster > 0) return { check: { name: 'cluster', ok: true, detail: `${where}: ${counts}${left}${mine}` }, peers: merged.peers };
   const fix = skipped.length
     ? 'every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster\'s (flannel\'s net-conf.json)'

@@ -35,11 +35,8 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
     throw e;
   }
   const clientId = checkClientId(cfg);
-  const options = (protocolVersion: ProtocolVersion) => {
-    const o = buildClientOptions({ mqtt: m, clientId, statusTopic: '', protocolVersion, secrets, connectTimeoutMs: waitMs });
-    delete o.will; // nothing may be published in our name, not even by the broker
-    return o;
-  };
+  // No last will: nothing may be published in our name, not even by the broker.
+  const options = (protocolVersion: ProtocolVersion) => buildClientOptions({ mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs });
   let version: ProtocolVersion = 5;
   let r = await connectOnce(io, m.url, options(version), waitMs);
   if (!r.client && isUnsupportedProtocol(r.err)) {

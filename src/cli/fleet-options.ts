@@ -174,14 +174,9 @@ function duration(flag: string, given: string | undefined, fallback: number, min
   return ms;
 }
 
-/**
- * The gateway's client options, for a reader. buildClientOptions always sets the gateway's last
- * will (a retained "offline" on its status topic); a reader must announce nothing, so it goes.
- * A shared builder would take `will: { topic } | null` instead of `statusTopic`.
- */
+/** The gateway's client options, for a reader: no last will (a reader must announce nothing). */
 export function readerClientOptions(o: FleetOptions, secrets: MqttSecrets, protocolVersion: ProtocolVersion): IClientOptions {
-  const opts = buildClientOptions({ mqtt: o.mqtt, clientId: o.clientId, statusTopic: '', protocolVersion, secrets, connectTimeoutMs: o.timeoutMs });
-  delete opts.will;
+  const opts = buildClientOptions({ mqtt: o.mqtt, clientId: o.clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: o.timeoutMs });
   // The broker must not send us more than a health document can be (MQTT 5 §3.1.2.11.4).
   if (protocolVersion === 5) opts.properties = { ...opts.properties, maximumPacketSize: MAX_PACKET };
   return opts;

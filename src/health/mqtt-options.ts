@@ -118,7 +118,8 @@ export function clientIdFor(site: string, node: string): string {
 export interface ClientOptionsInput {
   mqtt: MqttConfig;
   clientId: string;
-  statusTopic: string;
+  /** Where the last will (a retained "offline") goes; null: no will (a reader, a connection test). */
+  statusTopic: string | null;
   protocolVersion: ProtocolVersion;
   secrets: MqttSecrets;
   /** Seconds of MQTT keepalive (AWS IoT Core treats < 30 as 30). */
@@ -151,13 +152,8 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     // heap) to save an allocation per packet: a poor trade for a health document every 30 s.
     writeCache: false,
     resubscribe: false,
-    will: {
-      topic: i.statusTopic,
-      payload: Buffer.from('offline'),
-      qos: 1,
-      retain: true,
-    },
   };
+  if (i.statusTopic !== null) o.will = { topic: i.statusTopic, payload: Buffer.from('offline'), qos: 1, retain: true };
   if (i.protocolVersion === 5) {
     // No session to keep: every (re)connect republishes the retained state.
     o.properties = { sessionExpiryInterval: 0 };
