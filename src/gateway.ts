@@ -340,7 +340,7 @@ export class Gateway extends EventEmitter {
     this.control.underlayChecked(this.underlayOk, underlay.result.ok);
     this.underlayOk = underlay.result.ok;
     // The router may have been replaced, or DHCP named another: the port mapping follows it.
-    await this.nat?.routerSeen(await defaultGateway(t.underlay.iface));
+    if (this.nat?.followsRouter) await this.nat.routerSeen(await defaultGateway(t.underlay.iface));
     // Repairs first, so that the checks show what is left; each reads what its check reads
     // and hands it on, so a refresh without a repair reads the link and the table once.
     const link = await this.deviceLinkSetUp();

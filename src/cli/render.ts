@@ -42,6 +42,9 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
  * cluster source, the router's port mapping. Their failures leave forwarding alone, so no
  * check fails for them and they would otherwise show only in the JSON.
  */
+/** Nodes left out named by `vxedge status` (as many as `vxedge check` names). */
+const SKIPPED_SHOWN = 3;
+
 function serviceLines(d: HealthDocument, now: number): string[] {
   const out: string[] = [];
   const m = d.mqtt;
@@ -54,7 +57,12 @@ function serviceLines(d: HealthDocument, now: number): string[] {
   if (c && c.source !== 'static') {
     const view = `${c.nodes} node${c.nodes === 1 ? '' : 's'}, ${c.peers} peer${c.peers === 1 ? '' : 's'}`;
     const age = c.lastSync ? ` (last view ${ago(c.lastSync, now)}, kept)` : ' (no view yet)';
-    out.push(`cluster: ${c.source}, ${c.connected ? 'connected' : `NOT connected${age}`}, ${view}, ${c.registered ? 'registered' : 'NOT registered'}${c.error ? `: ${c.error}` : ''}`);
+    const left = c.skipped?.length ? `, ${c.skipped.length} left out` : '';
+    out.push(`cluster: ${c.source}, ${c.connected ? 'connected' : `NOT connected${age}`}, ${view}${left}, ${c.registered ? 'registered' : 'NOT registered'}${c.error ? `: ${c.error}` : ''}`);
+    // Each node left out is a node whose pods the site does not reach: the first few with the
+    // reason, the rest counted (the JSON lists every one).
+    for (const s of c.skipped?.slice(0, SKIPPED_SHOWN) ?? []) out.push(`  left out: ${s.name}: ${s.why}`);
+    if ((c.skipped?.length ?? 0) > SKIPPED_SHOWN) out.push(`  and ${c.skipped!.length - SKIPPED_SHOWN} more left out (vxedge status --json lists every one)`);
   }
   const pm = d.nat?.portMapping;
   if (pm && pm.mode !== 'off') {

@@ -143,12 +143,15 @@ function nodeName(node: unknown): string {
   return str(field(node, 'metadata'), 'name') || '(unnamed)';
 }
 
+/** Why the site's own Node is not a peer: it is no node left out either (cluster/live.ts). */
+export const SELF_WHY = 'this gateway itself';
+
 /** Decides whether flannel's VXLAN backend would program `node`, and where we send to it. Never throws. */
 export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdict {
   const name = nodeName(node);
   const skip = (why: string, kept = false): NodeVerdict => ({ skip: { name, why }, kept });
   if (!isObject(node)) return skip('not a Node object');
-  if (ctx.selfNames?.includes(name)) return skip('this gateway itself');
+  if (ctx.selfNames?.includes(name)) return skip(SELF_WHY);
 
   const annotations = field(field(node, 'metadata'), 'annotations');
   const a = (key: string) => str(annotations, key);

@@ -7,12 +7,14 @@ import type { Config, PeerConfig } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import { defaultNodeName } from './flannel-node.js';
+import { defaultNodeName, SELF_WHY } from './flannel-node.js';
 import { diffIsEmpty, mergePeers, type PeerDiff } from './membership.js';
 import type { ClusterSource, ClusterStatus, ClusterView, SkippedNode } from './types.js';
 
 export interface LiveMembershipOptions {
   cfg: Config;
+  /** Makes the configured cluster source (default: loadClusterSource; tests: one over an in-memory etcd). */
+  load?: (cfg: Config, o: SourceOptions) => Promise<ClusterSource | null>;
   siteMac: string;
   /** Makes a desired peer set the one in force (PeerSync.apply). */
   apply(peers: readonly PeerConfig[]): Promise<PeerDiff>;
@@ -25,6 +27,8 @@ export interface LiveMembershipOptions {
 /** A failed apply is tried again after 2 s, doubling up to a minute. */
 const RETRY_FIRST_MS = 2_000;
 const RETRY_MAX_MS = 60_000;
+/** Nodes named in one log line about nodes left out (the health document lists every one). */
+const LOGGED_NODES = 20;
 
 /** The site's Node name in the cluster. */
 export function siteNodeName(cfg: Config): string {
@@ -96,7 +100,7 @@ export class LiveMembership {
   }
 
   static async create(o: LiveMembershipOptions): Promise<LiveMembership> {
-    return new LiveMembership(o, await loadClusterSource(o.cfg, { clock: o.clock, log: o.log }));
+    return new LiveMembership(o, await (o.load ?? loadClusterSource)(o.cfg, { clock: o.clock, log: o.log }));
   }
 
   /** Applies the static peers at once, then starts following the cluster (if any). */
@@ -152,12 +156,41 @@ export class LiveMembership {
     return { name: 'cluster', ok: true, detail: `${what}${register ? '; registered' : ''}` };
   }
 
+  /**
+   * Logs what changed among the nodes left out: a node whose pods the site cannot reach
+   * (another VNI, no usable public IP, a subnet that conflicts) is a warning, once, with the
+   * reason, and again only when the reason changes; a node no longer left out, once.
+   */
+  private tellLeftOut(next: readonly SkippedNode[], peers: readonly PeerConfig[]): void {
+    const was = new Map(this.skipped.map((s) => [s.name, s.why]));
+    const newly = next.filter((s) => was.get(s.name) !== s.why);
+    const still = new Set(next.map((s) => s.name));
+    const ended = [...was.keys()].filter((n) => !still.has(n));
+    const some = <T>(l: readonly T[]) => (l.length > LOGGED_NODES ? { first: l.slice(0, LOGGED_NODES), more: l.length - LOGGED_NODES } : { first: l, more: 0 });
+    if (newly.length) {
+      const { first, more } = some(newly.map((s) => `${s.name}: ${s.why}`));
+      this.o.log.warn("cluster nodes left out: the site does not reach their pods", {
+        nodes: first, ...(more ? { more } : {}), leftOut: next.length, see: 'cluster.skipped in vxedge status --json',
+      });
+    }
+    if (ended.length) {
+      const peerNames = new Set(peers.map((p) => p.name));
+      const { first, more } = some(ended);
+      this.o.log.info('cluster nodes no longer left out', {
+        nowPeers: first.filter((n) => peerNames.has(n)), gone: first.filter((n) => !peerNames.has(n)), ...(more ? { more } : {}), leftOut: next.length,
+      });
+    }
+  }
+
   private async sync(why: string): Promise<PeerDiff> {
     const { cfg } = this.o;
     const merged = mergePeers(this.statics, this.view, {
       network: cfg.overlay.network, siteSubnet: cfg.overlay.subnet, siteMac: this.o.siteMac, inForce: this.inForce,
     });
-    this.skipped = [...(this.view?.skipped ?? []), ...merged.skipped];
+    // The site's own Node is no node left out (etcd's view leaves our own lease out likewise).
+    const skipped = [...(this.view?.skipped ?? []), ...merged.skipped].filter((s) => s.why !== SELF_WHY);
+    this.tellLeftOut(skipped, merged.peers);
+    this.skipped = skipped;
     try {
       const d = await this.o.apply(merged.peers);
       this.failures = 0;

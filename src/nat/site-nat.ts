@@ -101,6 +101,11 @@ export class SiteNat {
     return mapper;
   }
 
+  /** Whether the router matters here (port mapping on): else nobody need read the default route. */
+  get followsRouter(): boolean {
+    return this.o.cfg.nat.portMapping !== 'off';
+  }
+
   /**
    * The underlay's default gateway as a check refresh read it (at the kernel's notice of a
    * default route added or deleted, and every 30 s). A router replaced by one at another
@@ -111,7 +116,7 @@ export class SiteNat {
    * changes nothing: the mapper keeps asking the router it has, which the uplink check covers.
    */
   async routerSeen(router: string | null): Promise<void> {
-    if (router === null || router === this.router || this.o.cfg.nat.portMapping === 'off' || this.stopped) return;
+    if (router === null || router === this.router || !this.followsRouter || this.stopped) return;
     const was = this.router;
     this.router = router;
     this.o.log.warn(was === null ? 'the underlay has a default gateway now: asking it for the port mapping' : 'the site router changed: the port mapping follows it', { was, now: router });

@@ -12,6 +12,7 @@
 // must find its peers there, register the site's own Node, follow joins, leaves and changes
 // without disturbing the other peer, keep forwarding through an API outage, and leave out what
 // would hurt the site. Every wait is a condition with a deadline.
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,7 +20,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { checkCommand, startGateway, writeLabConfig, type LogEntry, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, startGateway, writeLabConfig, type LogEntry, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode } from '../support/kube-harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -249,6 +250,17 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       expect(gw.child.exitCode).toBeNull();
       expect(gw.output).not.toMatch(/"level":"error"/);
 
+      // The site's own Node is no node left out. Each one left out is logged once, with the
+      // reason; `vxedge status` counts them and names the first three.
+      expect(skippedNames(s)).not.toContain(SITE_NODE);
+      const told = gw.logEntries().filter((e) => e.msg === 'cluster nodes left out: the site does not reach their pods');
+      expect(told.every((e) => e.level === 'warn')).toBe(true);
+      expect(told.flatMap((e) => e.nodes as string[]).map((n) => n.slice(0, n.indexOf(':'))).sort()).toEqual(Object.keys(bad).sort());
+      const text = await new Promise<string>((resolve) => execFile(process.execPath, [CLI, 'status', '-c', gw.configFile], (_e, out) => resolve(out)));
+      expect(text).toMatch(/^cluster: kubernetes, connected, \d+ nodes, 2 peers, 4 left out, registered$/m);
+      expect(text.match(/^ {2}left out: \S+: \S/gm)).toHaveLength(3);
+      expect(text).toContain('\n  and 1 more left out (vxedge status --json lists every one)\n');
+
       // The same rule that leaves a private public-ip out takes the node's ExternalIP when it has
       // one (flannel on AWS without --public-ip): the peer stays, at that address.
       await api.modifyNode('aws-node-2', {
@@ -266,6 +278,9 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
       await api.modifyNode('aws-node-2', { metadata: { annotations: { [`${A}public-ip`]: env.AWS2_PUBLIC_IP } } });
       for (const n of [...Object.keys(bad), 'zz-barrier']) await api.deleteNode(n);
       await gw.untilStatus((d) => !Object.keys(bad).some((n) => skippedNames(d).includes(n)) && d.cluster?.peers === 2, 'the bad nodes and the barrier gone', 5_000);
+      const gone = () => gw.logEntries().filter((e) => e.msg === 'cluster nodes no longer left out').flatMap((e) => e.gone as string[]).sort();
+      await waitFor(() => gone().length === Object.keys(bad).length, 2_000);
+      expect(gone()).toEqual(Object.keys(bad).sort());
     });
   });
 

@@ -3,6 +3,8 @@
 // batch of kernel work per change, nothing else touched), and what a reload applies.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { EtcdSource } from '../../src/cluster/etcd.js';
+import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import { LiveMembership } from '../../src/cluster/live.js';
 import { diffPeers, mergePeers } from '../../src/cluster/membership.js';
 import type { ClusterView } from '../../src/cluster/types.js';
@@ -15,6 +17,7 @@ import { ipToInt, parseCidr } from '../../src/util/ipv4.js';
 import { macToBytes } from '../../src/util/mac.js';
 import { CaptureLog, settle } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
+import { FakeEtcd } from './fake-etcd.js';
 
 /** Peer n (1..65535): aws-n at 203.0.(113+n>>8).(n&255), subnet 10.244.n.0/24 for n < 256, a MAC of its own. */
 const peer = (n: number, over: Partial<PeerConfig> = {}): PeerConfig => ({
@@ -354,5 +357,69 @@ describe('live membership', () => {
     clock.advance(10_000);
     await settle();
     expect(applied).toBe(1);
+  });
+
+  it('logs the cluster nodes left out as they change: once each, with the reason, and when one is no longer left out', async () => {
+    const PREFIX = '/coreos.com/network';
+    const key = (subnet: string) => `${PREFIX}/subnets/${subnet}`;
+    const lease = (ip: string, mac: string, vni = 1) => encodeLease({ publicIp: ip, vni, vtepMac: mac });
+    const cfg = parseConfigText(JSON.stringify({
+      site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' },
+      cluster: { source: 'etcd', register: false, etcd: { endpoints: ['http://192.0.2.10:2379'] } },
+    }), 'x.json', 'json', {});
+    const clock = new ManualClock();
+    const fake = new FakeEtcd(clock);
+    fake.put(`${PREFIX}/config`, '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}');
+    fake.put(key('10.244.1.0-24'), lease('203.0.113.1', '0e:00:00:00:01:01'));
+    fake.put(key('10.244.2.0-24'), lease('203.0.113.2', '0e:00:00:00:02:01', 2));
+    const log = new CaptureLog();
+    const applied: string[][] = [];
+    const live = await LiveMembership.create({
+      cfg, siteMac: '0e:5c:aa:00:00:64', clock, log, changed: () => undefined,
+      apply: async (peers) => {
+        applied.push(peers.map((p) => p.name));
+        return { added: [], removed: [], changed: [] };
+      },
+      load: async (c, o) => new EtcdSource({
+        endpoints: c.cluster.etcd.endpoints, prefix: c.cluster.etcd.prefix, network: c.overlay.network, subnet: c.overlay.subnet, vni: c.vxlan.vni,
+        register: false, clock: o.clock, log: new CaptureLog(), backoff: { random: () => 0.5 }, connect: async () => fake,
+      }),
+    });
+    const leftOut = () => log.lines.filter((l) => /left out/.test(l.msg)).map((l) => ({ level: l.level, msg: l.msg, ...l.fields }));
+    /** Lets the source see the etcd's changes (its coalescing window) and the membership merge them. */
+    const follow = async () => {
+      for (let t = 0; t < 2_000; t += 100) {
+        clock.advance(100);
+        await settle();
+      }
+    };
+    await live.start();
+    await settle();
+    expect(applied.at(-1)).toEqual(['etcd-10.244.1.0-24']);
+    expect(leftOut()).toEqual([{
+      level: 'warn', msg: 'cluster nodes left out: the site does not reach their pods',
+      nodes: [expect.stringMatching(/^etcd-10\.244\.2\.0-24: .*VNI 2/)], leftOut: 1, see: 'cluster.skipped in vxedge status --json',
+    }]);
+    expect(live.status(1)?.skipped?.map((s) => s.name)).toEqual(['etcd-10.244.2.0-24']);
+
+    // A view that changes something else says nothing more about the node left out.
+    fake.put(key('10.244.3.0-24'), lease('203.0.113.3', '0e:00:00:00:03:01'));
+    await follow();
+    expect(applied.at(-1)).toEqual(['etcd-10.244.1.0-24', 'etcd-10.244.3.0-24']);
+    expect(leftOut()).toHaveLength(1);
+
+    // Another node left out: only it is named; then the first is mended and the second deleted.
+    fake.put(key('10.244.4.0-24'), lease('203.0.113.4', '0e:00:00:00:01:01'));
+    await follow();
+    expect(leftOut().at(-1)).toMatchObject({ level: 'warn', nodes: [expect.stringMatching(/^etcd-10\.244\.4\.0-24: .*0e:00:00:00:01:01/)], leftOut: 2 });
+    fake.put(key('10.244.2.0-24'), lease('203.0.113.2', '0e:00:00:00:02:01'));
+    fake.del(key('10.244.4.0-24'));
+    await follow();
+    expect(leftOut().at(-1)).toEqual({
+      level: 'info', msg: 'cluster nodes no longer left out', nowPeers: ['etcd-10.244.2.0-24'], gone: ['etcd-10.244.4.0-24'], leftOut: 0,
+    });
+    expect(leftOut()).toHaveLength(3);
+    expect(live.status(3)?.skipped).toEqual([]);
+    await live.stop();
   });
 });

@@ -127,4 +127,19 @@ describe('renderStatus: the services it talks to', () => {
       'port mapping: failed: the router 192.0.2.1 does not answer PCP, NAT-PMP, UPnP IGD (next try 2026-12-04T12:00:15.000Z)',
     ]);
   });
+
+  it('counts the cluster nodes left out and names the first three with the reason', () => {
+    const out = (skipped: { name: string; why: string }[]) => renderStatus(doc({ cluster: { ...cluster, nodes: 7, skipped } }), NOW).split('\n');
+    const node = (n: number) => ({ name: `aws-${n}`, why: `backend-data VNI 2 is not ours (vxlan.vni 1)` });
+    const two = out([node(1), node(2)]);
+    expect(two.slice(two.findIndex((l) => l.startsWith('cluster:')), -1)).toEqual([
+      'cluster: kubernetes, connected, 7 nodes, 2 peers, 2 left out, registered',
+      '  left out: aws-1: backend-data VNI 2 is not ours (vxlan.vni 1)',
+      '  left out: aws-2: backend-data VNI 2 is not ours (vxlan.vni 1)',
+    ]);
+    const five = out([1, 2, 3, 4, 5].map(node));
+    expect(five.filter((l) => l.startsWith('  left out: ')).map((l) => l.split(':')[1].trim())).toEqual(['aws-1', 'aws-2', 'aws-3']);
+    expect(five).toContain('  and 2 more left out (vxedge status --json lists every one)');
+    expect(out([]).join('\n')).not.toMatch(/left out/);
+  });
 });
