@@ -1,16 +1,20 @@
 // The Kubernetes API as KubernetesSource needs it: the Node calls we make, through the
 // official client (@kubernetes/client-node 1.4; 2.x does not load on Node 20).
 //
-// The client costs about 80 MB of memory and half a second to load, so it is imported here,
-// on first use, and never by a gateway with a static config: nothing imports this module's
-// library statically (type imports are erased).
+// Of the client, only its kubeconfig handling (tokens, client certificates, exec plugins,
+// proxies: the part worth a library) and its Watch are used; the six REST calls are plain
+// HTTPS with the connection options the kubeconfig gives, as the client's own Watch makes
+// them. Its generated APIs and models would cost ~45 MB and half a second to load
+// (docs/memory.md). Even so it is imported here, on first use, and never by a gateway with a
+// static config: nothing imports this module's library statically.
 //
 // Every call is bounded: list/get/create/patch/delete abort after `requestTimeoutMs` on our
 // Clock (the client has no timeout of its own). A watch cannot be aborted before the server
 // answers (the client hands out its AbortController only then), so watch() returns a cancel
 // that also works during that window: the late controller is aborted when it arrives, and
 // nothing from that watch is delivered after cancel().
-import type * as K8s from '@kubernetes/client-node';
+import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import type { Clock } from '../util/clock.js';
@@ -75,50 +79,74 @@ export function chooseKubeconfig(configured: string | null, env: NodeJS.ProcessE
   return null;
 }
 
+/** The longest answer we read (a list of 500 EKS Nodes is a few MB): more is an error, not a heap. */
+const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+
+/** A non-2xx answer, shaped as the client's ApiException ({code, body}) for kube-errors.ts. */
+export class KubeHttpError extends Error {
+  constructor(readonly code: number, readonly body: string) {
+    super(`HTTP ${code}`);
+    this.name = 'KubeHttpError';
+  }
+}
+
+/** The two modules of the client we use; loading them early (LiveMembership.preload) is safe. */
+export function loadClientModules() {
+  return Promise.all([import('@kubernetes/client-node/dist/config.js'), import('@kubernetes/client-node/dist/watch.js')]);
+}
+
 export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, requestTimeoutMs: number): Promise<NodeApi> {
-  const k8s = await import('@kubernetes/client-node');
-  const kc = new k8s.KubeConfig();
+  // The kubeconfig and watch modules only: the package's index (and `makeApiClient`) loads
+  // every generated API and model, some 45 MB of the client's 60. The bundle gives config.js
+  // a stand-in for the generated index it imports (scripts/kube-slim.mjs).
+  const [{ KubeConfig }, { Watch }] = await loadClientModules();
+  const kc = new KubeConfig();
   if (choice.kind === 'file') kc.loadFromFile(choice.file!);
   else kc.loadFromCluster();
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
-  const core = kc.makeApiClient(k8s.CoreV1Api);
-  const authz = kc.makeApiClient(k8s.AuthorizationV1Api);
+  const server = cluster.server.replace(/\/+$/, '');
   const inFlight = new Set<AbortController>();
 
   /**
-   * Per-call options: an abort signal driven by our clock, and the Content-Type (a patch's
-   * type; JSON otherwise, which is what the client sends anyway). The client's own
-   * setHeaderMiddleware makes the middleware, so its result has the type the client expects.
+   * One request, bounded by our clock. The connection options (agent with the cluster's TLS
+   * or proxy, the Authorization header from a token, client certificate or exec plugin) are
+   * the kubeconfig's, as the client's own Watch gets them; the body is JSON both ways, the
+   * answer untrusted JSON.
    */
-  const bounded = async <T>(call: (opts: K8s.ConfigurationOptions) => Promise<T>, contentType = 'application/json'): Promise<T> => {
+  const call = async (method: string, urlPath: string, body?: unknown, contentType = 'application/json'): Promise<unknown> => {
     const ac = new AbortController();
     inFlight.add(ac);
     const timer = clock.after(requestTimeoutMs, () => ac.abort(new KubeTimeoutError(requestTimeoutMs)));
-    const header = k8s.setHeaderMiddleware('Content-Type', contentType);
-    const middleware: K8s.ObservableMiddleware = {
-      pre: (ctx) => {
-        ctx.setSignal(ac.signal);
-        return header.pre(ctx);
-      },
-      post: header.post,
-    };
     try {
-      return await call({ middleware: [middleware], middlewareMergeStrategy: 'append' });
+      const opts: https.RequestOptions = { method };
+      await kc.applyToHTTPSOptions(opts);
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      opts.headers = {
+        ...opts.headers, Accept: 'application/json',
+        ...(payload ? { 'Content-Type': contentType, 'Content-Length': String(payload.length) } : {}),
+      };
+      const { status, text } = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload);
+      if (status < 200 || status > 299) throw new KubeHttpError(status, text);
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        throw new Error(`the API server answered ${method} ${urlPath} with ${status} and a body that is not JSON`);
+      }
     } catch (e) {
-      // node-fetch reports an abort as its own AbortError; say which abort it was.
       throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : e;
     } finally {
       timer.cancel();
       inFlight.delete(ac);
     }
   };
+  const nodePath = (name: string) => `/api/v1/nodes/${encodeURIComponent(name)}`;
 
   return {
     server: cluster.server,
     async list() {
-      const list = await bounded((o) => core.listNode({}, o));
-      return { items: Array.isArray(list.items) ? list.items : [], resourceVersion: String(list.metadata?.resourceVersion ?? '') };
+      const list = (await call('GET', '/api/v1/nodes')) as { items?: unknown; metadata?: { resourceVersion?: unknown } } | null;
+      return { items: Array.isArray(list?.items) ? list.items : [], resourceVersion: String(list?.metadata?.resourceVersion ?? '') };
     },
     watch(resourceVersion, timeoutSeconds, on) {
       let over = false;
@@ -128,7 +156,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         over = true;
         on.onDone(err);
       };
-      new k8s.Watch(kc)
+      new Watch(kc)
         .watch('/api/v1/nodes', { resourceVersion, allowWatchBookmarks: true, timeoutSeconds }, (type, obj) => {
           if (!over) on.onEvent(type, obj);
         }, (err) => finish(err ?? null))
@@ -146,20 +174,44 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         controller?.abort();
       };
     },
-    get: (name) => bounded((o) => core.readNode({ name }, o)),
-    create: (node) => bounded((o) => core.createNode({ body: node as K8s.V1Node }, o)),
-    mergePatch: (name, patch) => bounded((o) => core.patchNode({ name, body: patch }, o), k8s.PatchStrategy.MergePatch),
+    get: (name) => call('GET', nodePath(name)),
+    create: (node) => call('POST', '/api/v1/nodes', node),
+    mergePatch: (name, patch) => call('PATCH', nodePath(name), patch, 'application/merge-patch+json'),
     async delete(name) {
-      await bounded((o) => core.deleteNode({ name }, o));
+      await call('DELETE', nodePath(name));
     },
     async mayI(verb, name) {
-      const review = await bounded((o) => authz.createSelfSubjectAccessReview({
-        body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes: { group: '', resource: 'nodes', verb, ...(name ? { name } : {}) } } },
-      }, o));
-      return review.status?.allowed === true;
+      const review = (await call('POST', '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {
+        apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes: { group: '', resource: 'nodes', verb, ...(name ? { name } : {}) } },
+      })) as { status?: { allowed?: unknown } } | null;
+      return review?.status?.allowed === true;
     },
     abortAll() {
       for (const ac of inFlight) ac.abort(new Error('stopped'));
     },
   };
+}
+
+/** One HTTP(S) exchange: the status and the body as text (at most MAX_ANSWER_BYTES). */
+function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'http:' ? http : https).request(url, opts, (res) => {
+      const parts: Buffer[] = [];
+      let size = 0;
+      res.on('data', (b: Buffer) => {
+        size += b.length;
+        if (size > MAX_ANSWER_BYTES) {
+          res.destroy(new Error(`the API server's answer is over ${MAX_ANSWER_BYTES / 1048576} MiB`));
+          return;
+        }
+        parts.push(b);
+      });
+      res.on('error', reject);
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8') }));
+      // Cut before its end (an abort, the server gone): settles the promise if nothing else did.
+      res.on('close', () => reject(Object.assign(new Error('the answer was cut short'), { code: 'ECONNRESET' })));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }

@@ -19,7 +19,7 @@ import { CaptureLog, drive, flannelNode, kubeconfig, makeKubePki, manyNodes, sta
 
 // Notes when the official client is first loaded (it must be loaded by start() only).
 const loads = vi.hoisted(() => ({ count: 0 }));
-vi.mock('@kubernetes/client-node', async (original) => {
+vi.mock('@kubernetes/client-node/dist/config.js', async (original) => {
   loads.count++;
   return original();
 });
