@@ -10,6 +10,9 @@
 //   node etcd-child.mjs bench '<options JSON>'    writes options.leases flannel leases with the etcd3
 //                                                 client, then times start -> first view and one change
 //                                                 -> view; prints one JSON line
+//   node etcd-child.mjs fill '<options JSON>'     puts the keys and values of the JSON file options.file
+//                                                 ([{key, value}], flanneld's leases) with the etcd3
+//                                                 client, 50 at a time; prints {"type":"filled"}
 //   node etcd-child.mjs contract '<options JSON>' the etcd3 adapter's behaviour that the unit tests'
 //                                                 fake copies; prints one JSON line
 //   node etcd-child.mjs rss                       whether importing the source loads gRPC (it must not),
@@ -94,6 +97,21 @@ async function follow() {
   });
 }
 
+/** Puts every {key, value}, 50 requests at a time. */
+async function putAll(client, kvs) {
+  for (let i = 0; i < kvs.length; i += 50) await Promise.all(kvs.slice(i, i + 50).map((l) => client.put(l.key).value(l.value)));
+}
+
+async function fill() {
+  const { readFileSync } = await import('node:fs');
+  const { Etcd3 } = await import('etcd3');
+  const client = new Etcd3({ hosts: opts.endpoints });
+  await putAll(client, JSON.parse(readFileSync(opts.file, 'utf8')));
+  client.close();
+  out({ type: 'filled' });
+  process.exit(0);
+}
+
 async function bench() {
   const { Etcd3 } = await import('etcd3');
   const client = new Etcd3({ hosts: opts.endpoints });
@@ -106,9 +124,7 @@ async function bench() {
       BackendData: { VNI: 1, VtepMAC: `0e:00:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}` } }),
   });
   const n = opts.leases;
-  for (let i = 0; i < n; i += 50) {
-    await Promise.all(Array.from({ length: Math.min(50, n - i) }, (_, j) => lease(i + j)).map((l) => client.put(l.key).value(l.value)));
-  }
+  await putAll(client, Array.from({ length: n }, (_, i) => lease(i)));
   const rssBefore = process.memoryUsage().rss;
   const src = await makeSource();
   const views = [];
@@ -219,6 +235,7 @@ async function rss() {
 
 if (mode === 'follow') await follow();
 else if (mode === 'bench') await bench();
+else if (mode === 'fill') await fill();
 else if (mode === 'rss') await rss();
 else if (mode === 'contract') await contract();
 else {
