@@ -95,7 +95,7 @@ export function loadClientModules() {
   return Promise.all([import('@kubernetes/client-node/dist/config.js'), import('@kubernetes/client-node/dist/watch.js')]);
 }
 
-export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, requestTimeoutMs: number): Promise<NodeApi> {
+export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, requestTimeoutMs: number, maxAnswerBytes = MAX_ANSWER_BYTES): Promise<NodeApi> {
   // The kubeconfig and watch modules only: the package's index (and `makeApiClient`) loads
   // every generated API and model, some 45 MB of the client's 60. The bundle gives config.js
   // a stand-in for the generated index it imports (scripts/kube-slim.mjs).
@@ -126,7 +126,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         ...opts.headers, Accept: 'application/json',
         ...(payload ? { 'Content-Type': contentType, 'Content-Length': String(payload.length) } : {}),
       };
-      const { status, text } = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload);
+      const { status, text } = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes);
       if (status < 200 || status > 299) throw new KubeHttpError(status, text);
       try {
         return JSON.parse(text) as unknown;
@@ -192,16 +192,16 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   };
 }
 
-/** One HTTP(S) exchange: the status and the body as text (at most MAX_ANSWER_BYTES). */
-function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined): Promise<{ status: number; text: string }> {
+/** One HTTP(S) exchange: the status and the body as text (at most `maxBytes`). */
+function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined, maxBytes: number): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const req = (url.protocol === 'http:' ? http : https).request(url, opts, (res) => {
       const parts: Buffer[] = [];
       let size = 0;
       res.on('data', (b: Buffer) => {
         size += b.length;
-        if (size > MAX_ANSWER_BYTES) {
-          res.destroy(new Error(`the API server's answer is over ${MAX_ANSWER_BYTES / 1048576} MiB`));
+        if (size > maxBytes) {
+          res.destroy(new Error(`the API server's answer is over ${maxBytes >= 1048576 ? `${maxBytes / 1048576} MiB` : `${maxBytes} bytes`}`));
           return;
         }
         parts.push(b);

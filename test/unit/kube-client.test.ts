@@ -1,0 +1,162 @@
+// The REST half of src/cluster/kube-client.ts: the six calls the Kubernetes source makes are
+// plain HTTP(S) with the options the client's KubeConfig gives (the Watch is the client's own).
+// Against a local HTTP server that records each request: method, path, headers and body as
+// the API server would see them; a non-2xx answer carries its status and Status object as the
+// client's ApiException did (so kube-errors.ts words it); an answer that is not JSON, one over
+// the size bound, one that never comes (our clock), and abortAll. The same calls against the
+// stand-in with TLS, tokens, client certificates and exec plugins: kubernetes-source.test.ts.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { connectNodeApi, KubeHttpError, type NodeApi } from '../../src/cluster/kube-client.js';
+import { describeKubeError, httpStatusOf, KubeTimeoutError } from '../../src/cluster/kube-errors.js';
+import { settle } from '../support/capture-log.js';
+import { ManualClock } from '../support/clock.js';
+
+interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }
+type Answer = { status: number; body: string; type?: string } | 'never';
+
+const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-kube-client-'));
+let server: http.Server;
+let seen: Seen[] = [];
+let answer: (s: Seen) => Answer = () => ({ status: 200, body: '{}' });
+let kubeconfig: string;
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (b: Buffer) => (body += b.toString()));
+    req.on('end', () => {
+      const s = { method: req.method!, url: req.url!, headers: req.headers, body };
+      seen.push(s);
+      const a = answer(s);
+      if (a === 'never') return;
+      res.writeHead(a.status, { 'Content-Type': a.type ?? 'application/json' });
+      res.end(a.body);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  kubeconfig = path.join(TMP, 'kubeconfig');
+  // Plain HTTP is allowed by the client only with insecure-skip-tls-verify.
+  writeFileSync(kubeconfig, JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
+    clusters: [{ name: 'k', cluster: { server: `http://127.0.0.1:${port}/`, 'insecure-skip-tls-verify': true } }],
+    users: [{ name: 'u', user: { token: 'gw-token' } }],
+    contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }],
+  }));
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+  rmSync(TMP, { recursive: true, force: true });
+});
+
+async function api(maxAnswerBytes?: number): Promise<{ node: NodeApi; clock: ManualClock }> {
+  seen = [];
+  const clock = new ManualClock();
+  const node = await connectNodeApi({ kind: 'file', file: kubeconfig, describe: `kubeconfig ${kubeconfig}` }, clock, 8_000, maxAnswerBytes);
+  return { node, clock };
+}
+
+/** The request's headers that say who asks and what it sends. */
+const who = (s: Seen) => ({ authorization: s.headers.authorization, accept: s.headers.accept, contentType: s.headers['content-type'] });
+
+describe('kube-client: the Node calls as HTTP', () => {
+  it('list: GET /api/v1/nodes with the token; items and the resourceVersion from the answer', async () => {
+    answer = () => ({ status: 200, body: JSON.stringify({ kind: 'NodeList', metadata: { resourceVersion: '4711' }, items: [{ metadata: { name: 'aws-1' } }] }) });
+    const { node } = await api();
+    expect(node.server).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/?$/); // the kubeconfig says ".../": no "//api" below
+    expect(await node.list()).toEqual({ items: [{ metadata: { name: 'aws-1' } }], resourceVersion: '4711' });
+    expect(seen.map((s) => [s.method, s.url])).toEqual([['GET', '/api/v1/nodes']]);
+    expect(who(seen[0])).toEqual({ authorization: 'Bearer gw-token', accept: 'application/json', contentType: undefined });
+    // A list that is not one (no items) is an empty list, not a crash.
+    answer = () => ({ status: 200, body: '{"kind":"Status"}' });
+    expect(await node.list()).toEqual({ items: [], resourceVersion: '' });
+  });
+
+  it('get, create, merge patch, delete: the methods, paths, bodies and content types the API expects', async () => {
+    answer = (s) => ({ status: s.method === 'POST' ? 201 : 200, body: JSON.stringify({ kind: 'Node', metadata: { name: 'vxedge-lab-edge-1', resourceVersion: '9' } }) });
+    const { node } = await api();
+    const manifest = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'vxedge-lab-edge-1', annotations: { 'flannel.alpha.coreos.com/public-ip': '198.51.100.2' } }, spec: { podCIDR: '10.244.100.0/24' } };
+    expect(await node.get('vxedge-lab-edge-1')).toMatchObject({ metadata: { resourceVersion: '9' } });
+    expect(await node.create(manifest)).toMatchObject({ kind: 'Node' });
+    await node.mergePatch('vxedge-lab-edge-1', { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': null } } });
+    await node.delete('vxedge-lab-edge-1');
+    expect(seen.map((s) => [s.method, s.url, s.headers['content-type'] ?? null])).toEqual([
+      ['GET', '/api/v1/nodes/vxedge-lab-edge-1', null],
+      ['POST', '/api/v1/nodes', 'application/json'],
+      ['PATCH', '/api/v1/nodes/vxedge-lab-edge-1', 'application/merge-patch+json'],
+      ['DELETE', '/api/v1/nodes/vxedge-lab-edge-1', null],
+    ]);
+    // The body is the object as given: nothing renamed or dropped (a null deletes in a merge patch).
+    expect(JSON.parse(seen[1].body)).toEqual(manifest);
+    expect(JSON.parse(seen[2].body)).toEqual({ metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': null } } });
+    expect(seen.every((s) => s.headers.authorization === 'Bearer gw-token')).toBe(true);
+  });
+
+  it('mayI: a SelfSubjectAccessReview for nodes, by name when given; allowed only when the answer says true', async () => {
+    answer = (s) => ({ status: 201, body: JSON.stringify({ status: { allowed: JSON.parse(s.body).spec.resourceAttributes.verb === 'create' } }) });
+    const { node } = await api();
+    expect(await node.mayI('create', null)).toBe(true);
+    expect(await node.mayI('patch', 'vxedge-lab-edge-1')).toBe(false);
+    expect(seen.map((s) => [s.method, s.url])).toEqual([
+      ['POST', '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews'],
+      ['POST', '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews'],
+    ]);
+    expect(JSON.parse(seen[1].body)).toEqual({
+      apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview',
+      spec: { resourceAttributes: { group: '', resource: 'nodes', verb: 'patch', name: 'vxedge-lab-edge-1' } },
+    });
+    answer = () => ({ status: 201, body: '{"status":{"allowed":"yes"}}' });
+    expect(await node.mayI('get', null)).toBe(false);
+  });
+
+  it('a non-2xx answer is an error with the status and the Status object, worded as before', async () => {
+    const status = { kind: 'Status', status: 'Failure', reason: 'Forbidden', code: 403, message: 'nodes is forbidden: User "system:serviceaccount:kube-system:vxedge" cannot list resource "nodes" in API group "" at the cluster scope' };
+    answer = () => ({ status: 403, body: JSON.stringify(status) });
+    const { node } = await api();
+    const e = await node.list().catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(KubeHttpError);
+    expect(httpStatusOf(e)).toBe(403);
+    expect(describeKubeError(e, { action: 'list nodes', server: node.server, credentials: 'kubeconfig k' })).toBe(`not allowed to list nodes (403 Forbidden: ${status.message}): grant it with \`vxedge rbac -c FILE | kubectl apply -f -\``);
+    answer = () => ({ status: 409, body: JSON.stringify({ kind: 'Status', reason: 'AlreadyExists', code: 409, message: 'nodes "x" already exists' }) });
+    expect(httpStatusOf(await node.create({}).catch((x: unknown) => x))).toBe(409);
+    // A 401 often has no Status body at all.
+    answer = () => ({ status: 401, body: 'Unauthorized', type: 'text/plain' });
+    expect(describeKubeError(await node.get('x').catch((x: unknown) => x), { action: 'get node x', server: node.server, credentials: 'kubeconfig k' })).toMatch(/rejected our credentials \(401 Unauthorized\)/);
+  });
+
+  it('a 200 that is not JSON, and an answer over the size bound, are errors that say so', async () => {
+    answer = () => ({ status: 200, body: '<html>proxy login</html>', type: 'text/html' });
+    const { node } = await api(1024);
+    await expect(node.list()).rejects.toThrow('the API server answered GET /api/v1/nodes with 200 and a body that is not JSON');
+    answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(2000) }] }) });
+    await expect(node.list()).rejects.toThrow("the API server's answer is over 1024 bytes");
+    answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(900) }] }) });
+    expect((await node.list()).items).toHaveLength(1);
+  });
+
+  it('a call that gets no answer ends at the timeout on our clock; abortAll ends every call in flight', async () => {
+    answer = () => 'never';
+    const { node, clock } = await api();
+    const late = node.get('x').catch((x: unknown) => x);
+    for (let i = 0; i < 50 && seen.length === 0; i++) await settle();
+    expect(seen).toHaveLength(1);
+    clock.advance(7_999);
+    await settle();
+    clock.advance(1);
+    const e = await late;
+    expect(e).toBeInstanceOf(KubeTimeoutError);
+    expect(describeKubeError(e, { action: 'get node x', server: node.server, credentials: 'kubeconfig k' })).toMatch(/did not answer when we tried to get node x \(no answer within 8 s\)/);
+
+    const stopped = node.list().catch((x: unknown) => x);
+    for (let i = 0; i < 50 && seen.length === 1; i++) await settle();
+    node.abortAll();
+    expect(String(await stopped)).toMatch(/stopped/);
+  });
+});
