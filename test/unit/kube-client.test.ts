@@ -11,13 +11,14 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { connectNodeApi, KubeHttpError, type NodeApi } from '../../src/cluster/kube-client.js';
 import { describeKubeError, httpStatusOf, KubeTimeoutError } from '../../src/cluster/kube-errors.js';
 import { settle } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 
 interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }
-type Answer = { status: number; body: string; type?: string } | 'never';
+type Answer = { status: number; body: string; type?: string; gzip?: boolean } | 'never';
 
 const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-kube-client-'));
 let server: http.Server;
@@ -34,8 +35,10 @@ beforeAll(async () => {
       seen.push(s);
       const a = answer(s);
       if (a === 'never') return;
-      res.writeHead(a.status, { 'Content-Type': a.type ?? 'application/json' });
-      res.end(a.body);
+      // As kube-apiserver's APIResponseCompression: gzip only to a client that accepts it.
+      const gz = a.gzip === true && /\bgzip\b/.test(String(req.headers['accept-encoding']));
+      res.writeHead(a.status, { 'Content-Type': a.type ?? 'application/json', ...(gz ? { 'Content-Encoding': 'gzip' } : {}) });
+      res.end(gz ? gzipSync(a.body) : a.body);
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -139,6 +142,17 @@ describe('kube-client: the Node calls as HTTP', () => {
     await expect(node.list()).rejects.toThrow("the API server's answer is over 1024 bytes");
     answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(900) }] }) });
     expect((await node.list()).items).toHaveLength(1);
+  });
+
+  it('accepts gzip and reads it; the size bound holds for what it unpacks to', async () => {
+    const items = Array.from({ length: 50 }, (_, i) => ({ metadata: { name: `aws-${i}`, annotations: { 'flannel.alpha.coreos.com/backend-type': 'vxlan' } } }));
+    answer = () => ({ status: 200, body: JSON.stringify({ metadata: { resourceVersion: '7' }, items }), gzip: true });
+    const { node } = await api(64 * 1024);
+    expect(await node.list()).toEqual({ items, resourceVersion: '7' });
+    expect(seen[0].headers['accept-encoding']).toBe('gzip');
+    // 2 MB of one letter packs into ~2 KB: refused for what it is, not for what came.
+    answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(2_000_000) }] }), gzip: true });
+    await expect(node.list()).rejects.toThrow("the API server's answer is over 65536 bytes");
   });
 
   it('a call that gets no answer ends at the timeout on our clock; abortAll ends every call in flight', async () => {
