@@ -136,6 +136,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         throw new Error(`the API server answered ${method} ${urlPath} with ${status} and a body that is not JSON`);
       }
     } catch (e) {
+      // An abort shows as an AbortError: say which it was (our timeout, or a stop).
       throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : e;
     } finally {
       timer.cancel();
