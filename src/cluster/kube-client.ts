@@ -84,6 +84,11 @@ export function chooseKubeconfig(configured: string | null, env: NodeJS.ProcessE
 /** The longest answer we read (a list of 500 EKS Nodes is a few MB): more is an error, not a heap. */
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 
+/** Nodes per page of a list (client-go's pager asks for 500 too). */
+const LIST_PAGE = 500;
+/** A list that goes on past this many pages (100 000 Nodes; Kubernetes supports 5 000) is an error. */
+const MAX_LIST_PAGES = 200;
+
 /** A non-2xx answer, shaped as the client's ApiException ({code, body}) for kube-errors.ts. */
 export class KubeHttpError extends Error {
   constructor(readonly code: number, readonly body: string) {
@@ -148,8 +153,27 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   return {
     server: cluster.server,
     async list() {
-      const list = (await call('GET', '/api/v1/nodes')) as { items?: unknown; metadata?: { resourceVersion?: unknown } } | null;
-      return { items: Array.isArray(list?.items) ? list.items : [], resourceVersion: String(list?.metadata?.resourceVersion ?? '') };
+      // In pages, as client-go's reflector lists for flanneld: each answer is bounded however
+      // large the cluster. The pages are one snapshot, so the version is the first page's. A
+      // token that expired between pages (its version compacted) starts the list again, once.
+      for (let attempt = 0; ; attempt++) {
+        const items: unknown[] = [];
+        let resourceVersion = '';
+        let token = '';
+        try {
+          for (let page = 0; page === 0 || token; page++) {
+            if (page >= MAX_LIST_PAGES) throw new Error(`the Node list did not end after ${MAX_LIST_PAGES} pages of ${LIST_PAGE}`);
+            const q = new URLSearchParams({ limit: String(LIST_PAGE), ...(token ? { continue: token } : {}) });
+            const l = (await call('GET', `/api/v1/nodes?${q}`)) as { items?: unknown; metadata?: { resourceVersion?: unknown; continue?: unknown } } | null;
+            if (Array.isArray(l?.items)) for (const n of l.items) items.push(n);
+            if (page === 0) resourceVersion = String(l?.metadata?.resourceVersion ?? '');
+            token = typeof l?.metadata?.continue === 'string' ? l.metadata.continue : '';
+          }
+          return { items, resourceVersion };
+        } catch (e) {
+          if (!token || attempt > 0 || !(e instanceof KubeHttpError) || e.code !== 410) throw e;
+        }
+      }
     },
     watch(resourceVersion, timeoutSeconds, on) {
       let over = false;

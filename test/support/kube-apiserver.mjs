@@ -8,7 +8,11 @@
 //   - RBAC-style authorization per user, with ClusterRole rules ({verbs, resourceNames?});
 //     403 Status whose message names the verb, as kube-apiserver words it;
 //   - one global, monotonically increasing resourceVersion; a no-op patch changes nothing;
-//   - GET /api/v1/nodes (list, metadata.resourceVersion); ?watch=1 streams ADDED/MODIFIED/
+//   - GET /api/v1/nodes (list, metadata.resourceVersion, items in name order); with ?limit=N
+//     a page of N and `metadata.continue` (a token as kube-apiserver makes it) while more
+//     remain, each later page served from the first page's snapshot (the same
+//     resourceVersion, whatever changed since), and 410 Expired for a token whose version was
+//     compacted (`compact`); ?watch=1 streams ADDED/MODIFIED/
 //     DELETED events after `resourceVersion` (or the current state as ADDED when it is unset
 //     or "0"), BOOKMARKs with allowWatchBookmarks, closes after timeoutSeconds, and sends an
 //     ERROR event with a 410 Expired Status when the version is older than the retained history
@@ -122,6 +126,7 @@ export class KubeApiServer {
     this.rv = 1;
     this.nodes = new Map();
     this.history = []; // { rv, type, object }, oldest first
+    this.listPages = new Map(); // continue token -> { rv, items, offset }: the rest of a paged list
     this.compactedRv = 1; // a watch can resume from any version >= this
     this.watchers = new Set();
     this.sockets = new Set();
@@ -202,6 +207,7 @@ export class KubeApiServer {
   compact() {
     this.history = [];
     this.compactedRv = this.rv;
+    this.listPages.clear(); // a continue token names a version: compacted, it is too old
   }
 
   bookmark() {
@@ -302,7 +308,7 @@ export class KubeApiServer {
     try {
       switch (verb) {
         case 'list':
-          return this.reply(entry, res, 200, { kind: 'NodeList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) }, items: [...this.nodes.values()].map(clone) });
+          return this.reply(entry, res, 200, this.list(url.searchParams));
         case 'watch':
           return this.watch(entry, url.searchParams, res);
         case 'get':
@@ -363,6 +369,31 @@ export class KubeApiServer {
     }
     const cn = req.socket.authorized ? req.socket.getPeerCertificate()?.subject?.CN : undefined;
     return cn ? (this.users.find((u) => u.cn === cn) ?? null) : null;
+  }
+
+  /** One page of the Node list (all of it without ?limit), as kube-apiserver pages from etcd. */
+  list(q) {
+    const limit = Number(q.get('limit') ?? 0);
+    const token = q.get('continue');
+    let snap;
+    if (token) {
+      snap = this.listPages.get(token);
+      if (!snap) {
+        throw new HttpError(410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.');
+      }
+    } else {
+      const byName = (a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0);
+      snap = { rv: this.rv, items: [...this.nodes.values()].sort(byName).map(clone), offset: 0 };
+    }
+    const page = limit > 0 ? snap.items.slice(snap.offset, snap.offset + limit) : snap.items.slice(snap.offset);
+    const next = snap.offset + page.length;
+    const metadata = { resourceVersion: String(snap.rv) };
+    if (next < snap.items.length) {
+      const more = Buffer.from(JSON.stringify({ v: 'meta.k8s.io/v1', rv: snap.rv, start: `${page.at(-1).metadata.name}\u0000` })).toString('base64');
+      this.listPages.set(more, { ...snap, offset: next });
+      Object.assign(metadata, { continue: more, remainingItemCount: snap.items.length - next });
+    }
+    return { kind: 'NodeList', apiVersion: 'v1', metadata, items: page };
   }
 
   reply(entry, res, code, obj) {

@@ -91,6 +91,33 @@ describe('CRUD on /api/v1/nodes', () => {
     expect(api.server.rv).toBe(rv0 + 2);
   });
 
+  it('a paged list: pages of ?limit in name order from one snapshot, a continue token per page, 410 Expired once compacted', async () => {
+    const { core } = client();
+    for (const n of ['e', 'a', 'd', 'c', 'b']) api.server.addNode(flannelNode(n, { subnet: `10.244.${n.charCodeAt(0)}.0/24` }));
+    const rv = String(api.server.rv);
+    const first = await core.listNode({ limit: 2 });
+    expect(first.items.map((n) => n.metadata?.name)).toEqual(['a', 'b']);
+    expect(first.metadata).toMatchObject({ resourceVersion: rv, remainingItemCount: 3 });
+    expect(JSON.parse(Buffer.from(first.metadata!._continue!, 'base64').toString())).toEqual({ v: 'meta.k8s.io/v1', rv: Number(rv), start: 'b\u0000' });
+    // Changes after the first page do not show in the later ones: they are of its snapshot.
+    api.server.deleteNode('c');
+    api.server.addNode(flannelNode('bb', { subnet: '10.244.200.0/24' }));
+    const second = await core.listNode({ limit: 2, _continue: first.metadata!._continue });
+    expect(second.items.map((n) => n.metadata?.name)).toEqual(['c', 'd']);
+    expect(second.metadata?.resourceVersion).toBe(rv);
+    const last = await core.listNode({ limit: 2, _continue: second.metadata!._continue });
+    expect(last.items.map((n) => n.metadata?.name)).toEqual(['e']);
+    expect(last.metadata?._continue).toBeUndefined();
+    // Without a limit: everything now, in name order.
+    expect((await core.listNode()).items.map((n) => n.metadata?.name)).toEqual(['a', 'b', 'bb', 'd', 'e']);
+    // A token whose version was compacted is too old.
+    const again = await core.listNode({ limit: 2 });
+    api.server.compact();
+    const old = await failure(core.listNode({ limit: 2, _continue: again.metadata!._continue }));
+    expect(old.code).toBe(410);
+    expect(old.status).toMatchObject({ reason: 'Expired', message: expect.stringMatching(/^The provided continue parameter is too old/) });
+  });
+
   it('merge, strategic-merge and JSON patch; a no-op changes no version; podCIDR is immutable; unknown types get 415', async () => {
     const { core } = client();
     await core.createNode({ body: flannelNode('p', { subnet: '10.244.2.0/24' }) as k8s.V1Node });

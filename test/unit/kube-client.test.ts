@@ -75,11 +75,43 @@ describe('kube-client: the Node calls as HTTP', () => {
     const { node } = await api();
     expect(node.server).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/?$/); // the kubeconfig says ".../": no "//api" below
     expect(await node.list()).toEqual({ items: [{ metadata: { name: 'aws-1' } }], resourceVersion: '4711' });
-    expect(seen.map((s) => [s.method, s.url])).toEqual([['GET', '/api/v1/nodes']]);
+    expect(seen.map((s) => [s.method, s.url])).toEqual([['GET', '/api/v1/nodes?limit=500']]);
     expect(who(seen[0])).toEqual({ authorization: 'Bearer gw-token', accept: 'application/json', contentType: undefined });
     // A list that is not one (no items) is an empty list, not a crash.
     answer = () => ({ status: 200, body: '{"kind":"Status"}' });
     expect(await node.list()).toEqual({ items: [], resourceVersion: '' });
+  });
+
+  it('list in pages: each continue token followed, the items in order, the version of the first page', async () => {
+    const pages = [
+      { metadata: { resourceVersion: '10', continue: 'tok-1', remainingItemCount: 3 }, items: [{ n: 1 }, { n: 2 }] },
+      { metadata: { resourceVersion: '10', continue: 'tok+2/=' }, items: [{ n: 3 }, { n: 4 }] },
+      { metadata: { resourceVersion: '10' }, items: [{ n: 5 }] },
+    ];
+    answer = (s) => {
+      const c = new URL(s.url, 'http://x').searchParams.get('continue');
+      return { status: 200, body: JSON.stringify(pages[c === null ? 0 : c === 'tok-1' ? 1 : 2]) };
+    };
+    const { node } = await api();
+    expect(await node.list()).toEqual({ items: [1, 2, 3, 4, 5].map((n) => ({ n })), resourceVersion: '10' });
+    expect(seen.map((s) => s.url)).toEqual(['/api/v1/nodes?limit=500', '/api/v1/nodes?limit=500&continue=tok-1', '/api/v1/nodes?limit=500&continue=tok%2B2%2F%3D']);
+  });
+
+  it('a continue token that expired between pages starts the list again, once; a second 410 is the error', async () => {
+    const expired = { kind: 'Status', code: 410, reason: 'Expired', message: 'The provided continue parameter is too old to display a consistent list result.' };
+    let lists = 0;
+    let failures = 1;
+    answer = (s) => {
+      if (!s.url.includes('continue=')) return { status: 200, body: JSON.stringify({ metadata: { resourceVersion: String(20 + ++lists), continue: 'more' }, items: [{ page: 1 }] }) };
+      return failures-- > 0 ? { status: 410, body: JSON.stringify(expired) } : { status: 200, body: JSON.stringify({ metadata: { resourceVersion: '99' }, items: [{ page: 2 }] }) };
+    };
+    const { node } = await api();
+    expect(await node.list()).toEqual({ items: [{ page: 1 }, { page: 2 }], resourceVersion: '22' });
+    expect(seen).toHaveLength(4);
+    failures = 2;
+    const e = await node.list().catch((x: unknown) => x);
+    expect(httpStatusOf(e)).toBe(410);
+    expect(seen).toHaveLength(8);
   });
 
   it('get, create, merge patch, delete: the methods, paths, bodies and content types the API expects', async () => {
@@ -137,7 +169,7 @@ describe('kube-client: the Node calls as HTTP', () => {
   it('a 200 that is not JSON, and an answer over the size bound, are errors that say so', async () => {
     answer = () => ({ status: 200, body: '<html>proxy login</html>', type: 'text/html' });
     const { node } = await api(1024);
-    await expect(node.list()).rejects.toThrow('the API server answered GET /api/v1/nodes with 200 and a body that is not JSON');
+    await expect(node.list()).rejects.toThrow('the API server answered GET /api/v1/nodes?limit=500 with 200 and a body that is not JSON');
     answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(2000) }] }) });
     await expect(node.list()).rejects.toThrow("the API server's answer is over 1024 bytes");
     answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(900) }] }) });
