@@ -37,14 +37,14 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
   return lines.join('\n') + '\n';
 }
 
+/** Nodes left out named by `vxedge status` (as many as `vxedge check` names). */
+const SKIPPED_SHOWN = 3;
+
 /**
  * One line for each service the gateway talks to, when configured: the MQTT broker, the
  * cluster source, the router's port mapping. Their failures leave forwarding alone, so no
  * check fails for them and they would otherwise show only in the JSON.
  */
-/** Nodes left out named by `vxedge status` (as many as `vxedge check` names). */
-const SKIPPED_SHOWN = 3;
-
 function serviceLines(d: HealthDocument, now: number): string[] {
   const out: string[] = [];
   const m = d.mqtt;

@@ -169,7 +169,7 @@ export class LiveMembership {
     const some = <T>(l: readonly T[]) => (l.length > LOGGED_NODES ? { first: l.slice(0, LOGGED_NODES), more: l.length - LOGGED_NODES } : { first: l, more: 0 });
     if (newly.length) {
       const { first, more } = some(newly.map((s) => `${s.name}: ${s.why}`));
-      this.o.log.warn("cluster nodes left out: the site does not reach their pods", {
+      this.o.log.warn('cluster nodes left out: the site does not reach their pods', {
         nodes: first, ...(more ? { more } : {}), leftOut: next.length, see: 'cluster.skipped in vxedge status --json',
       });
     }

@@ -20,6 +20,7 @@ import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
 import { checkCommand, startGateway, type RunningGateway } from './vxedge.js';
+import { madeUpNodes } from './made-up-nodes.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
@@ -250,16 +251,10 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
   });
 
   it('scale: 500 leases: every route in one batch, a deleted lease takes its route alone, a clean stop all of them', async () => {
-    // 498 made-up leases (plus the lab's two) as flanneld writes them: /25 subnets spread over
-    // 10.244.0.0/16 around the lab's, public IPs from the documentation ranges nothing in the
-    // lab uses. Written by the etcd3 client in etcd's namespace (test/lab/etcd-child.mjs fill).
-    const ips = [
-      ...Array.from({ length: 253 }, (_, i) => `203.0.113.${i + 2}`).filter((ip) => ![env.AWS1_PUBLIC_IP, env.AWS2_PUBLIC_IP].includes(ip)),
-      ...Array.from({ length: 252 }, (_, i) => `198.51.100.${i + 3}`).filter((ip) => ![env.NAT_WAN_IP, env.INET_WAN_IP].includes(ip)),
-    ];
-    const subnets = Array.from({ length: 256 }, (_, x) => x).filter((x) => ![1, 2, 100].includes(x)).flatMap((x) => [`10.244.${x}.0/25`, `10.244.${x}.128/25`]);
-    const hex = (v: number) => v.toString(16).padStart(2, '0');
-    const made = Array.from({ length: 498 }, (_, i) => ({ key: keyOf(subnets[i]), value: leaseValue(ips[i], `0a:cc:00:00:${hex(i >> 8)}:${hex(i & 255)}`) }));
+    // 498 made-up leases (plus the lab's two) as flanneld writes them (made-up-nodes.ts),
+    // written by the etcd3 client in etcd's namespace (test/lab/etcd-child.mjs fill).
+    const nodes = madeUpNodes(env, 498);
+    const made = nodes.map((m) => ({ key: keyOf(m.subnet), value: leaseValue(m.publicIp, m.mac) }));
     const file = path.join(dir, 'leases.json');
     await writeFile(file, JSON.stringify(made));
     const filler = nsSpawn(env.NS_INET, [process.execPath, ETCD_CHILD, 'fill', JSON.stringify({ endpoints: [etcd.endpoint], file, lifetimeMs: 60_000 })]);
@@ -288,7 +283,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
 
       // One lease deleted: only its route goes.
       await etcd.ctl(['del', made[123].key]);
-      await gw.until(async () => (await routeFor(subnets[123])) === '', "the deleted lease's route gone", 5_000, 10);
+      await gw.until(async () => (await routeFor(nodes[123].subnet)) === '', "the deleted lease's route gone", 5_000, 10);
       expect(await routes()).toBe(499);
 
       // A clean stop removes 499 routes within the contract's 5 s.

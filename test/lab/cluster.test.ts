@@ -23,6 +23,7 @@ import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } fro
 import { CLI, checkCommand, startGateway, writeLabConfig, type LogEntry, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode } from '../support/kube-harness.js';
+import { madeUpNodes } from './made-up-nodes.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
 const PREFIX = 'vxcl';
@@ -352,15 +353,9 @@ describe.skipIf(skipUnlessRoot(['openssl']))('live cluster membership from the K
   });
 
   it('scale: 500 Nodes: every route in one batch, a deletion takes its route alone, a clean stop all of them', async () => {
-    // 498 made-up nodes (plus the lab's two): /25 subnets spread over 10.244.0.0/16 around the
-    // lab's, public IPs from the documentation ranges that nothing in the lab uses.
-    const ips = [
-      ...Array.from({ length: 253 }, (_, i) => `203.0.113.${i + 2}`).filter((ip) => ![env.AWS1_PUBLIC_IP, env.AWS2_PUBLIC_IP].includes(ip)),
-      ...Array.from({ length: 252 }, (_, i) => `198.51.100.${i + 3}`),
-    ];
-    const subnets = Array.from({ length: 256 }, (_, x) => x).filter((x) => ![1, 2, 100].includes(x)).flatMap((x) => [`10.244.${x}.0/25`, `10.244.${x}.128/25`]);
-    const hex = (v: number) => v.toString(16).padStart(2, '0');
-    const fake = Array.from({ length: 498 }, (_, i) => flannelNode(`ip-${subnets[i].replace(/[./]/g, '-')}`, { subnet: subnets[i], publicIp: ips[i], mac: `0a:cc:00:00:${hex(i >> 8)}:${hex(i & 255)}` }));
+    // 498 made-up nodes (plus the lab's two; made-up-nodes.ts).
+    const made = madeUpNodes(env, 498);
+    const fake = made.map((m) => flannelNode(`ip-${m.subnet.replace(/[./]/g, '-')}`, { subnet: m.subnet, publicIp: m.publicIp, mac: m.mac }));
     // And one Node flannel does not manage (left out): 501 or more in all, so the list takes
     // two pages of 500 whether or not the site's own Node is there yet.
     fake.push({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'zz-not-flannel' }, spec: {} });
