@@ -27,7 +27,7 @@ export interface LiveMembershipOptions {
 /** A failed apply is tried again after 2 s, doubling up to a minute. */
 const RETRY_FIRST_MS = 2_000;
 const RETRY_MAX_MS = 60_000;
-/** Nodes named in one log line about nodes left out (the health document lists every one). */
+/** Peers or nodes named in one log line (the health document lists every one). */
 const LOGGED_NODES = 20;
 
 /** The site's Node name in the cluster. */
@@ -198,7 +198,7 @@ export class LiveMembership {
       this.retry = null;
       this.inForce = merged.peers;
       if (!diffIsEmpty(d) && why !== 'start') {
-        const names = (l: { name: string }[]) => l.slice(0, 20).map((p) => p.name);
+        const names = (l: { name: string }[]) => l.slice(0, LOGGED_NODES).map((p) => p.name);
         this.o.log.info('peers changed', { why, added: names(d.added), removed: names(d.removed), changed: names(d.changed.map((c) => c.to)) });
       }
       this.o.changed();

@@ -24,13 +24,14 @@ export const RBAC_DEFAULT_NAMESPACE = 'kube-system';
 
 export type KubeObject = Record<string, unknown> & { apiVersion: string; kind: string; metadata: { name: string } & Record<string, unknown> };
 
-/** The objects for `kubectl apply -f -`, in an order that applies cleanly. */
-/** On every Node: following the cluster (list and watch), and making the site's own. */
+/** On every Node: following the cluster (list and watch). */
 export const FOLLOW_VERBS = ['list', 'watch'] as const;
+/** On Nodes, not limited by name (RBAC cannot): making the site's own. */
 export const CREATE_VERBS = ['create'] as const;
 /** On the site's own Node only (resourceNames): keeping it as registration does. */
 export const OWN_NODE_VERBS = ['get', 'patch', 'update', 'delete'] as const;
 
+/** The objects for `kubectl apply -f -`, in an order that applies cleanly. */
 export function rbacManifests(o: RbacOptions): KubeObject[] {
   const namespace = o.namespace ?? RBAC_DEFAULT_NAMESPACE;
   const sa = o.serviceAccount ?? o.nodeName;

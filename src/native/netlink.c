@@ -116,8 +116,9 @@ static int classify(struct nlmsghdr *h, const char *const names[2], const int id
       if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) return 0;
       struct rtmsg *rt = NLMSG_DATA(h);
       /* A default route of the main table added or deleted, whatever its interface (a
-       * multipath one names none): the site's router may have changed (a DHCP lease naming another, the
-       * router was replaced), and the port mapping must ask the new one. Rare by nature. */
+       * multipath one names none): the site's router may have changed (a DHCP lease naming
+       * another, the router was replaced), and the port mapping must ask the new one. Rare by
+       * nature. */
       if (rt->rtm_family == AF_INET && rt->rtm_dst_len == 0 && rt->rtm_table == RT_TABLE_MAIN) return NL_DEFAULT_ROUTE;
       if (h->nlmsg_type != RTM_DELROUTE) return 0; /* our own peer routes going in wake nothing */
       /* Only routes through the device, the peers': the underlay's own routes go with its
