@@ -64,6 +64,11 @@ export interface EtcdKv {
    * current entry comes back. Two writers cannot both win.
    */
   putIf(key: string, value: string, lease: bigint, expectModRevision: bigint): Promise<PutIfResult>;
+  /**
+   * Whether this client may write `key`, asked without writing it: false when etcd's
+   * authorization refuses (the 'permission' error), true otherwise; other errors are thrown.
+   */
+  mayPut(key: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -73,6 +73,8 @@ export class EtcdSource implements ClusterSource {
   private readonly coalesceMs: number;
   private readonly subnetsPrefix: string;
   private readonly ownKey: string;
+  /** cluster.etcd.username; null: none (a client certificate, or no authentication). */
+  private readonly username: string | null;
   private readonly ctx: LeaseContext;
   private readonly conn: EtcdConnection;
   private readonly leases: LeaseTable;
@@ -99,6 +101,7 @@ export class EtcdSource implements ClusterSource {
     this.subnetsPrefix = subnetsPrefix(opts.prefix);
     const ownKey = subnetKey(opts.prefix, opts.subnet);
     this.ownKey = ownKey;
+    this.username = opts.auth?.username ?? null;
     this.ctx = { network: opts.network, ownSubnet: opts.subnet, vni: opts.vni, port };
 
     this.conn = new EtcdConnection({
@@ -172,14 +175,32 @@ export class EtcdSource implements ClusterSource {
   /**
    * Before start (`vxedge check`, after the first list): the site's key held by a lease with
    * another VTEP MAC than the site's (`siteMac`; none known yet: any holder is another), which
-   * registration never overwrites. Null when the key is free or the site's.
+   * registration never overwrites; or a key etcd would not let this client write (a read-only
+   * role: flanneld's nodes need write access to the subnets too). Null when registering would
+   * go through, or etcd did not answer the question.
    */
   async registrationRefusal(siteMac: string | null): Promise<string | null> {
     const cur = this.leases.get(this.ownKey);
-    if (!cur) return null;
-    const p = parseLeaseAttrs(cur.value);
-    if (p.ok && siteMac !== null && p.attrs.vtepMac === siteMac) return null;
-    return `${heldByAnother(this.ctx.ownSubnet, cur)}: registering the site (cluster.register) would be refused. ${freeTheSubnet(this.ownKey)}`;
+    if (cur) {
+      const p = parseLeaseAttrs(cur.value);
+      if (!(p.ok && siteMac !== null && p.attrs.vtepMac === siteMac)) {
+        return `${heldByAnother(this.ctx.ownSubnet, cur)}: registering the site (cluster.register) would be refused. ${freeTheSubnet(this.ownKey)}`;
+      }
+    }
+    // Asked as etcd authorizes (etcd3-kv.ts mayPut): nothing is written. An etcd that does not
+    // answer tells nothing here; the cluster line has said whether it answers.
+    let may: boolean;
+    try {
+      const kv = await this.conn.client();
+      may = await this.conn.call(kv.mayPut(this.ownKey), `ask whether ${this.ownKey} may be written`);
+    } catch {
+      return null;
+    }
+    if (may) return null;
+    const who = this.username === null ? 'this client (the etcd user its certificate names)' : `etcd user ${JSON.stringify(this.username)}`;
+    return `${who} may not write ${this.ownKey}: registering the site (cluster.register) would fail (permission denied); ` +
+      `grant its role write access to the subnets (etcdctl role grant-permission ROLE readwrite --prefix=true ${this.subnetsPrefix}), ` +
+      'or set cluster.register to false and write the site\'s lease yourself';
   }
 
   private emitNow(): void {

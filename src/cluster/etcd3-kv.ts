@@ -326,6 +326,27 @@ class Etcd3Kv implements EtcdKv {
     }
   }
 
+  // etcd authorizes a transaction as a whole before it evaluates the compare: every put and
+  // delete of both branches must be allowed (CheckTxnAuth in etcd's apply_auth.go). So a
+  // transaction whose compare can never hold (no key has a create revision below 0) and whose
+  // success branch writes the key asks for exactly the write permission and writes nothing.
+  async mayPut(key: string): Promise<boolean> {
+    const k = Buffer.from(key);
+    try {
+      const res = await this.client.kv.txn({
+        compare: [{ key: k, target: 'Create', result: 'Less', create_revision: 0 }],
+        success: [{ request_put: { key: k, value: Buffer.alloc(0) } }],
+        failure: [],
+      });
+      if (res.succeeded) throw new EtcdKvError('other', `asking whether ${key} may be written wrote it: etcd took create revision < 0 as true`);
+      return true;
+    } catch (e) {
+      const err = classifyEtcd3Error(e);
+      if (err.kind === 'permission') return false;
+      throw err;
+    }
+  }
+
   async close(): Promise<void> {
     this.client.close();
   }

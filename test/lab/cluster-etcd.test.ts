@@ -250,6 +250,57 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     }
   });
 
+  it('a user that may read the network but not write the subnets: the gateway follows but cannot register, `vxedge check` says what to grant; granted, it registers', async () => {
+    // etcd authorizes a transaction's writes before it evaluates its compare: the check asks
+    // with one that can never succeed, so it writes nothing, granted or not.
+    const root = ['--user', 'root:rootpw'];
+    await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
+    await etcd.ctl(['user', 'add', 'root:rootpw']);
+    await etcd.ctl(['role', 'add', 'root']);
+    await etcd.ctl(['user', 'grant-role', 'root', 'root']);
+    await etcd.ctl(['user', 'add', 'site-gw:sitepw']);
+    await etcd.ctl(['role', 'add', 'site-gw']);
+    await etcd.ctl(['role', 'grant-permission', 'site-gw', 'read', '--prefix=true', `${NET}/`]);
+    await etcd.ctl(['user', 'grant-role', 'site-gw', 'site-gw']);
+    await etcd.ctl(['auth', 'enable']);
+    const pw = path.join(dir, 'site-gw-password');
+    await writeFile(pw, 'sitepw\n', { mode: 0o600 });
+    const gw = await startGateway(env, { extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint], username: 'site-gw', passwordFile: pw } } } });
+    gw.context = () => `\n--- etcd ---\n${etcd.output.slice(-2000)}`;
+    gateways.add(gw);
+    try {
+      // Running: the peers come from the leases, the registration is refused and says why.
+      const s = await gw.untilStatus((d) => d.cluster?.peers === 2 && /etcd denied write/.test(d.cluster.error ?? ''), 'following, registration refused', 20_000);
+      expect(s.cluster!.error).toMatch(/to user "site-gw" .*write access to \/coreos\.com\/network\/subnets\//);
+      expect(s.cluster!.registered).toBe(false);
+      await reachable(env.NS_HOST, env.POD1_IP);
+
+      // Before a start: the same refusal, with the grant that mends it; nothing written.
+      const revision = async () => BigInt((JSON.parse(await etcd.ctl([...root, 'get', '-w', 'json', `${NET}/config`])) as { header: { revision: string | number } }).header.revision);
+      const before = await revision();
+      const c = await checkCommand(env.NS_GW, gw.configFile);
+      expect(c.code, c.stdout).toBe(1);
+      expect(c.line).toMatch(/^FAIL +cluster +etcd \S+ \(prefix \S+\): 2 lease\(s\), 2 peer\(s\) from the cluster; etcd user "site-gw" may not write \/coreos\.com\/network\/subnets\/\S+: registering the site \(cluster\.register\) would fail \(permission denied\); grant its role write access to the subnets \(etcdctl role grant-permission ROLE readwrite --prefix=true \/coreos\.com\/network\/subnets\/\)/);
+      expect(c.stdout).not.toMatch(/\n\s+at /);
+      expect(await revision()).toBe(before);
+
+      // The grant as the line words it: the gateway registers on its next try, and the check passes.
+      await etcd.ctl([...root, 'role', 'grant-permission', 'site-gw', 'readwrite', '--prefix=true', `${NET}/subnets/`]);
+      await gw.untilStatus((d) => d.cluster?.registered === true && d.cluster.error === null, 'registered once granted', 40_000);
+      expect((await etcd.ctl([...root, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+      const registered = await revision();
+      const ok = await checkCommand(env.NS_GW, gw.configFile);
+      expect(ok.code, ok.stdout).toBe(0);
+      expect(ok.line).toMatch(/^ok +cluster +etcd .*: 3 lease\(s\), 2 peer\(s\) from the cluster; this site's own lease is there/);
+      expect(await revision()).toBe(registered); // asked, not written
+    } finally {
+      gateways.delete(gw);
+      await gw.stop().catch(() => undefined);
+      await gw.cleanup();
+      await etcd.ctl([...root, 'auth', 'disable']).catch(() => undefined);
+    }
+  });
+
   it('scale: 500 leases: every route in one batch, a deleted lease takes its route alone, a clean stop all of them', async () => {
     // 498 made-up leases (plus the lab's two) as flanneld writes them (made-up-nodes.ts),
     // written by the etcd3 client in etcd's namespace (test/lab/etcd-child.mjs fill).

@@ -160,8 +160,8 @@ async function until(cond, timeoutMs) {
 
 /**
  * The adapter's contract, the one the in-memory fake of the unit tests copies: compare-and-put
- * (absent, by mod revision, lost), a put on a lease etcd does not know, keepalive of a revoked
- * lease, watch events (put, delete, in order), and a watch from a compacted revision.
+ * (absent, by mod revision, lost), a put on a lease etcd does not know, asking whether a key
+ * may be written (it writes nothing), keepalive of a revoked lease, watch events (put, delete, in order), and a watch from a compacted revision.
  */
 async function contract() {
   const { connectEtcd3 } = await import(new URL('cluster/etcd3-kv.js', dist));
@@ -176,6 +176,11 @@ async function contract() {
   r.putStaleRevision = await kv.putIf(`${p}/a`, 'v4', lease.id, r.putAbsent.revision);
   r.got = await kv.get(`${p}/a`);
   r.badLease = await kv.putIf(`${p}/b`, 'x', 12345n, 0n).then(() => 'ok', (e) => e.kind);
+  const beforeAsking = await kv.range(`${p}/`);
+  r.mayPutExisting = await kv.mayPut(`${p}/a`);
+  r.mayPutAbsent = await kv.mayPut(`${p}/z`);
+  const afterAsking = await kv.range(`${p}/`);
+  r.mayPutWrote = afterAsking.revision !== beforeAsking.revision || JSON.stringify(afterAsking.entries, (_k, v) => (typeof v === 'bigint' ? String(v) : v)) !== JSON.stringify(beforeAsking.entries, (_k, v) => (typeof v === 'bigint' ? String(v) : v));
   const events = [];
   let started = false;
   const from = (await kv.range(`${p}/`)).revision + 1n;

@@ -282,6 +282,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     expect(r.putStaleRevision).toMatchObject({ ok: false, current: { value: 'v3', modRevision: r.putByRevision.revision } });
     expect(r.got).toMatchObject({ value: 'v3', lease: r.putAbsentAgain.current.lease });
     expect(r.badLease).toBe('lease-not-found');
+    expect([r.mayPutExisting, r.mayPutAbsent, r.mayPutWrote]).toEqual([true, true, false]);
     expect(r.keepAliveRevoked).toBe(0);
     expect(r.watchStarted).toBe(true);
     expect(r.events).toEqual([

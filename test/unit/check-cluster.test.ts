@@ -36,7 +36,7 @@ function config(extra: Record<string, unknown> = {}): Config {
 }
 
 /** Runs the preflight against `fake` (or a connect that never completes), moving the clock until it answers. */
-async function ask(cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock): Promise<{ r: ClusterPreflight | null; elapsedMs: number; sources: EtcdSource[] }> {
+async function ask(cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock, auth?: { username: string; passwordFile: string }): Promise<{ r: ClusterPreflight | null; elapsedMs: number; sources: EtcdSource[] }> {
   const sources: EtcdSource[] = [];
   const start = clock.monotonic();
   let r: ClusterPreflight | null | undefined;
@@ -45,7 +45,7 @@ async function ask(cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock): P
     load: async (c, o) => {
       const s = new EtcdSource({
         endpoints: c.cluster.etcd.endpoints, prefix: c.cluster.etcd.prefix, network: c.overlay.network, subnet: c.overlay.subnet, vni: c.vxlan.vni,
-        register: o.register, callTimeoutMs: o.requestTimeoutMs, clock: o.clock, log: new CaptureLog(), backoff: { random: () => 0.5 },
+        register: o.register, callTimeoutMs: o.requestTimeoutMs, clock: o.clock, log: new CaptureLog(), backoff: { random: () => 0.5 }, auth,
         connect: fake === 'never' ? () => new Promise(() => undefined) : async () => fake,
       });
       sources.push(s);
@@ -117,6 +117,45 @@ describe('vxedge check: the cluster line (etcd)', () => {
     const mine = new ManualClock();
     const { r: r3 } = await ask(config(), etcdWith(mine, [...peers, ['10.244.100.0-24', lease('198.51.100.2', SITE_MAC)]]), mine);
     expect(r3!.check).toMatchObject({ ok: true, detail: expect.stringMatching(/this site's own lease is there: etcd-10\.244\.100\.0-24 \(holds the site's own subnet 10\.244\.100\.0\/24 \(PublicIP 198\.51\.100\.2, VtepMAC 0e:5c:aa:00:00:01\)\)$/) });
+  });
+
+  it('a user that may read but not write the subnets: registration would fail, so the line fails saying what to grant; asked without writing', async () => {
+    const peers: [string, string][] = [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01')]];
+    const auth = { username: 'site-gw', passwordFile: path.join(TMP, 'pw') };
+    const clock = new ManualClock();
+    const ro = etcdWith(clock, peers);
+    ro.readOnly.push(`${PREFIX}/subnets/`);
+    const { r } = await ask(config(), ro, clock, auth);
+    expect(r!.check.ok).toBe(false);
+    expect(r!.check.detail).toMatch(/1 peer\(s\) from the cluster; etcd user "site-gw" may not write \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24: registering the site \(cluster\.register\) would fail \(permission denied\); grant its role write access to the subnets \(etcdctl role grant-permission ROLE readwrite --prefix=true \/coreos\.com\/network\/subnets\/\), or set cluster\.register to false/);
+    expect(ro.calls.mayPut).toBe(1);
+    expect(ro.puts).toEqual([]);
+    expect(ro.value(key('10.244.100.0-24'))).toBeUndefined();
+    // Without a user name (a client certificate), the line says whose name etcd goes by.
+    const cert = new ManualClock();
+    const ro2 = etcdWith(cert, peers);
+    ro2.readOnly.push(`${PREFIX}/`);
+    const { r: r2 } = await ask(config(), ro2, cert);
+    expect(r2!.check.detail).toMatch(/this client \(the etcd user its certificate names\) may not write/);
+    // With registration off nothing is written, so nothing is asked.
+    const off = new ManualClock();
+    const ro3 = etcdWith(off, peers);
+    ro3.readOnly.push(`${PREFIX}/`);
+    const { r: r3 } = await ask(config({ cluster: { source: 'etcd', register: false, etcd: { endpoints: ['http://192.0.2.10:2379'] } } }), ro3, off);
+    expect(r3!.check.ok).toBe(true);
+    expect(ro3.calls.mayPut).toBe(0);
+    // A write permission granted: passes, having asked.
+    const rw = new ManualClock();
+    const ok = etcdWith(rw, peers);
+    const { r: r4 } = await ask(config(), ok, rw);
+    expect(r4!.check.ok).toBe(true);
+    expect(ok.calls.mayPut).toBe(1);
+    // An etcd that fails the question (not a refusal): nothing can be told, the line stands on the list.
+    const flaky = new ManualClock();
+    const f = etcdWith(flaky, peers);
+    f.failNext('mayPut', 'unavailable', '14 UNAVAILABLE: connection reset');
+    const { r: r5 } = await ask(config(), f, flaky);
+    expect(r5!.check.ok).toBe(true);
   });
 
   it('every lease left out: fails, naming the reasons and the keys to compare', async () => {

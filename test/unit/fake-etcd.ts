@@ -8,7 +8,8 @@
 // Faults for tests: down (every call fails 'unavailable', open watches break), hang (calls
 // never answer), hangWatch (watches are never confirmed), failNext (the next call of a method fails with a given error), beforeWatch /
 // beforePutIf hooks (to slip a change in between two steps of the source), wipe() (etcd comes
-// back empty with a new history). Other nodes' writes go through put/del/grant/revoke directly.
+// back empty with a new history), readOnly (key prefixes this client may read but not write).
+// Other nodes' writes go through put/del/grant/revoke directly.
 import type { Clock } from '../../src/util/clock.js';
 import {
   EtcdKvError,
@@ -37,7 +38,7 @@ interface Watcher {
 
 const watches = (w: Watcher, key: string) => (w.exact ? key === w.prefix : key.startsWith(w.prefix));
 
-type Method = 'get' | 'range' | 'watch' | 'grant' | 'keepAliveOnce' | 'revoke' | 'putIf';
+type Method = 'get' | 'range' | 'watch' | 'grant' | 'keepAliveOnce' | 'revoke' | 'putIf' | 'mayPut';
 
 export class FakeEtcd implements EtcdKv {
   revision = 1n;
@@ -48,7 +49,7 @@ export class FakeEtcd implements EtcdKv {
   private watchers = new Set<Watcher>();
   private nextLease = 0x694d7d8e6a8f1c00n; // lease ids as etcd makes them: beyond 2^53
   /** Every call, by method. */
-  readonly calls: Record<Method, number> = { get: 0, range: 0, watch: 0, grant: 0, keepAliveOnce: 0, revoke: 0, putIf: 0 };
+  readonly calls: Record<Method, number> = { get: 0, range: 0, watch: 0, grant: 0, keepAliveOnce: 0, revoke: 0, putIf: 0, mayPut: 0 };
   /** Every putIf's arguments. */
   readonly puts: { key: string; value: string; lease: bigint; expect: bigint; ok: boolean }[] = [];
   down = false;
@@ -60,6 +61,8 @@ export class FakeEtcd implements EtcdKv {
   private failures = new Map<Method, EtcdKvError>();
   beforeWatch: (() => void) | null = null;
   beforePutIf: (() => void) | null = null;
+  /** Keys starting with one of these may be read but not written (a read-only role). */
+  readonly readOnly: string[] = [];
 
   constructor(private readonly clock: Clock) {
     clock.every(100, () => this.expireLeases());
@@ -200,6 +203,7 @@ export class FakeEtcd implements EtcdKv {
   putIf(key: string, value: string, lease: bigint, expectModRevision: bigint): Promise<PutIfResult> {
     return this.answer('putIf', () => {
       this.beforePutIf?.();
+      if (!this.mayWrite(key)) throw new EtcdKvError('permission', 'etcdserver: permission denied');
       if (lease !== 0n && !this.leases.has(lease)) throw new EtcdKvError('lease-not-found', 'etcdserver: requested lease not found');
       const cur = this.store.get(key);
       const ok = expectModRevision === 0n ? cur === undefined : cur?.modRevision === expectModRevision;
@@ -210,12 +214,20 @@ export class FakeEtcd implements EtcdKv {
     });
   }
 
+  mayPut(key: string): Promise<boolean> {
+    return this.answer('mayPut', () => this.mayWrite(key));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.breakWatches('client closed');
   }
 
   // ------------------------------------------------------------------ internals
+
+  private mayWrite(key: string): boolean {
+    return !this.readOnly.some((p) => key.startsWith(p));
+  }
 
   private answer<T>(method: Method, f: () => T): Promise<T> {
     this.calls[method]++;
