@@ -18,7 +18,7 @@ interface Rig {
   addresses: string[];
 }
 
-function rig(mode: PortMappingMode, opts: Partial<PortMapperOptions> = {}, setup: (r: FakeRouter) => void = () => {}): Rig {
+function rig(mode: PortMappingMode, opts: Partial<PortMapperOptions> = {}, setup: (r: FakeRouter) => void = () => {}, random = () => 0.5): Rig {
   const clock = new ManualClock();
   const router = new FakeRouter(clock);
   setup(router);
@@ -31,7 +31,7 @@ function rig(mode: PortMappingMode, opts: Partial<PortMapperOptions> = {}, setup
     port: 8472,
     clock,
     log,
-    deps: { udp: router.udp, http: router.http, random: () => 0.5, nonce: () => Buffer.alloc(12, ++n) },
+    deps: { udp: router.udp, http: router.http, random, nonce: () => Buffer.alloc(12, ++n) },
     ...opts,
   });
   const addresses: string[] = [];
@@ -139,8 +139,16 @@ describe('PortMapper: choosing a protocol', () => {
 });
 
 describe('PortMapper: keeping the mapping', () => {
-  it('renews at half the lifetime, with the same nonce, and moves expires', async () => {
-    const r = await started(rig('pcp', { lifetimeS: 600 }));
+  it('PCP renews at a random point between 1/2 and 5/8 of the lifetime (RFC 6887 §11.2.1), with the same nonce, and moves expires', async () => {
+    // random() just below 1 and 0.5: due 375 and 337.5 s into 600 (the clock moves in 1 s steps).
+    for (const [random, dueMs] of [[0.9999, 375_000], [0.5, 337_500]] as const) {
+      const r = await started(rig('pcp', { lifetimeS: 600 }, undefined, () => random));
+      const mappedAt = Date.parse(r.pm.status().renewedAt!);
+      await advanceUntil(r.clock, () => r.router.requests('pcp-map').length === 2, 400_000);
+      expect(r.clock.now() - mappedAt).toBeGreaterThanOrEqual(dueMs);
+      expect(r.clock.now() - mappedAt).toBeLessThanOrEqual(dueMs + 1000);
+    }
+    const r = await started(rig('pcp', { lifetimeS: 600 }, undefined, () => 0));
     const maps = () => r.router.requests('pcp-map');
     expect(maps()).toHaveLength(1);
     const expires1 = r.pm.status().expires;

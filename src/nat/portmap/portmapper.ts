@@ -13,7 +13,8 @@
 //   │           ├─ none did ──► failed: retry in 15 s, doubling to 10 min (or when the
 //   │           │               router's PCP error lifetime says)
 //   │           └─ mapped ────► mapped: renew at half the lifetime (of what we asked or
-//   │                           were given, whichever is shorter); check every
+//   │                           were given, whichever is shorter; PCP: at a random
+//   │                           point of 1/2..5/8 of it); check every
 //   │                           `checkIntervalS` (PCP ANNOUNCE, NAT-PMP address request,
 //   │                           UPnP GetSpecificPortMappingEntry), and at once on
 //   │                           recheck() (the gateway lost every peer): a router restart
@@ -517,9 +518,13 @@ export class PortMapper {
     const fields = { protocol: client.protocol, external: `${g.externalIp ?? '?'}:${g.externalPort}`, lifetimeS: g.lifetimeS };
     if (first) this.log.info('port mapping ready', fields);
     else this.log.debug('port mapping renewed', fields);
-    // Renew at half of what we asked for or got, whichever is shorter (a router may grant more).
+    // Renew at half of what we asked for or got, whichever is shorter (a router may grant more):
+    // NAT-PMP says halfway (RFC 6886 §3.3, as DHCP does). PCP asks for a random point between
+    // 1/2 and 5/8 (RFC 6887 §11.2.1), so that clients mapped at one moment (a router restart
+    // that makes every box behind it map again) do not renew in step forever.
     const lifeS = Math.min(g.lifetimeS ?? Infinity, this.o.lifetimeS);
-    this.schedule((lifeS * 1000) / 2, () => this.renew());
+    const at = client.protocol === 'pcp' ? 0.5 + this.ctx.random() / 8 : 0.5;
+    this.schedule(lifeS * 1000 * at, () => this.renew());
     if (!this.checkTimer) {
       this.checkTimer = this.o.clock.every(this.o.checkIntervalS * 1000, () => {
         // A slow operation (a renewal retrying for a minute) already looks at the router.
