@@ -235,7 +235,7 @@ describe.skipIf(skipUnlessRoot(['nft', 'miniupnpd', 'socat', 'conntrack']))('por
 
     await mu.restart({ reboot: true });
     expect(await routerHas(8472)).toEqual([]);
-    // The renewal is due 30 s after the mapping (half its 60 s lifetime): these deadlines end
+    // The renewal is due 30 s after the mapping (half its 60 s lifetime; PCP: 30-37.5 s): these deadlines end
     // well before it, so only the check can have made the mapping again in time.
     await m.until('mapped again', () => (m.status?.routerRestarts ?? 0) >= 1 && m.status?.state === 'mapped', 15_000);
     await waitFor(async () => (await routerHas(8472)).length === 1, 5_000, 100);
