@@ -3,11 +3,13 @@
 //    object a registering gateway keeps);
 //  - `vxedge peers`: `kubectl get nodes -o json` -> our `peers` list, judged node by node
 //    by the same rules the live Kubernetes source applies (cluster/flannel-node.ts);
-//  - `vxedge rbac`: the least-privilege objects for cluster.source kubernetes.
+//  - `vxedge rbac`: the least-privilege objects for cluster.source kubernetes (with an etcd
+//    site file, the etcdctl commands for its role and user: cluster/etcd-rbac.ts).
 import { readFile } from 'node:fs/promises';
 import { stringify as toYaml } from 'yaml';
 import { nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
 import { siteNodeName } from '../cluster/live.js';
+import { etcdRbacScript, etcdUserFor } from '../cluster/etcd-rbac.js';
 import { rbacManifests } from '../cluster/rbac.js';
 import { NODE_NAME_RE } from '../config/formats.js';
 import type { Config } from '../config/types.js';
@@ -145,6 +147,13 @@ export async function runPeers(file: string | undefined, cfg: Config | null): Pr
 
 /** `vxedge rbac`: ServiceAccount, token Secret, ClusterRole and binding for the site's Node, as YAML documents. */
 export function runRbac(cfg: Config | null, nodeName: string | undefined): number {
+  if (cfg?.cluster.source === 'etcd' && nodeName === undefined) {
+    // etcd's roles are made with etcdctl: the script of commands for this site's role and user.
+    const { user, note } = etcdUserFor(cfg);
+    if (note) process.stderr.write(`vxedge: ${note}\n`);
+    process.stdout.write(etcdRbacScript({ site: cfg.site, node: cfg.node, prefix: cfg.cluster.etcd.prefix, subnet: cfg.overlay.subnet, user }));
+    return EXIT_OK;
+  }
   const name = nodeName ?? (cfg ? siteNodeName(cfg) : undefined);
   if (!name) {
     // No default (the Node name needs `site`, which has none; a guess would grant another Node).

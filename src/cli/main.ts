@@ -29,6 +29,7 @@ Usage:
   vxedge peers [FILE] [-c FILE]   turn \`kubectl get nodes -o json\` (FILE or stdin) into the peers list
   vxedge rbac [-c FILE | --node-name NAME]
                                   print the least-privilege ServiceAccount, ClusterRole and binding for cluster.source kubernetes
+                                  (an etcd site file: the etcdctl commands for its role and user)
   vxedge fleet (--url URL | -c FILE) [--prefix P] [--json] [--watch]
                                   the whole fleet from the broker's retained status and health (vxedge fleet --help)
   vxedge --version | --help

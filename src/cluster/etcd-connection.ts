@@ -11,6 +11,7 @@ import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { formatDuration } from '../util/duration.js';
 import { EtcdKvError, type EtcdAuth, type EtcdConnect, type EtcdKv, type EtcdTlsFiles } from './etcd-kv.js';
+import { configKey } from './flannel-lease.js';
 
 /** Loads the etcd3 adapter (and with it gRPC) only when an etcd source connects. */
 const defaultConnect: EtcdConnect = async (o) => (await import('./etcd3-kv.js')).connectEtcd3(o);
@@ -32,9 +33,10 @@ export interface EtcdConnectionOptions {
   endpoints: string[];
   tls?: EtcdTlsFiles;
   auth?: EtcdAuth;
-  /** flannel's --etcd-prefix, and the subnets below it we write to (for permission messages). */
+  /** flannel's --etcd-prefix, the subnets below it we read, and the one key we write (for permission messages). */
   prefix: string;
   subnetsPrefix: string;
+  ownKey: string;
   /** Whether we write our lease (for permission messages). */
   register: boolean;
   clock: Clock;
@@ -169,7 +171,8 @@ export class EtcdConnection {
           : `etcd at ${endpoints} requires authentication (${msg}): set cluster.etcd.username and cluster.etcd.passwordFile, or a client certificate (cluster.etcd.cert, cluster.etcd.key)`;
       case 'permission':
         return `etcd denied ${what} to ${user ? `user ${JSON.stringify(user)}` : 'this client'} (${msg}): grant it read access to ` +
-          `${this.o.prefix}/${this.o.register ? ` and write access to ${this.o.subnetsPrefix}` : ''}`;
+          `${configKey(this.o.prefix)} and ${this.o.subnetsPrefix}${this.o.register ? ` and write access to ${this.o.ownKey}` : ''} ` +
+          '(vxedge rbac -c FILE prints the etcdctl commands)';
       case 'tls':
         return `TLS to etcd at ${endpoints} failed (${msg}): check cluster.etcd.ca (the CA that signed etcd's certificate), ` +
           'cluster.etcd.cert and cluster.etcd.key, and that the endpoints use https://';

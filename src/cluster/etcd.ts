@@ -105,7 +105,7 @@ export class EtcdSource implements ClusterSource {
     this.ctx = { network: opts.network, ownSubnet: opts.subnet, vni: opts.vni, port };
 
     this.conn = new EtcdConnection({
-      endpoints: opts.endpoints, tls: opts.tls, auth: opts.auth, prefix: opts.prefix, subnetsPrefix: this.subnetsPrefix,
+      endpoints: opts.endpoints, tls: opts.tls, auth: opts.auth, prefix: opts.prefix, subnetsPrefix: this.subnetsPrefix, ownKey,
       register: opts.register, clock: this.clock, log: this.log, connect: opts.connect,
       callTimeoutMs: opts.callTimeoutMs ?? ETCD_DEFAULTS.callTimeoutMs,
       retry: {
@@ -199,8 +199,8 @@ export class EtcdSource implements ClusterSource {
     if (may) return null;
     const who = this.username === null ? 'this client (the etcd user its certificate names)' : `etcd user ${JSON.stringify(this.username)}`;
     return `${who} may not write ${this.ownKey}: registering the site (cluster.register) would fail (permission denied); ` +
-      `grant its role write access to the subnets (etcdctl role grant-permission ROLE readwrite --prefix=true ${this.subnetsPrefix}), ` +
-      'or set cluster.register to false and write the site\'s lease yourself';
+      `grant its role write access to that key (etcdctl role grant-permission ROLE readwrite ${this.ownKey}; ` +
+      'vxedge rbac -c FILE prints every command), or set cluster.register to false and write the site\'s lease yourself';
   }
 
   private emitNow(): void {

@@ -18,8 +18,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
-import { checkCommand, startGateway, type RunningGateway } from './vxedge.js';
+import { REPO_ROOT, labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
+import { CLI, checkCommand, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
 import { madeUpNodes } from './made-up-nodes.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -39,6 +39,9 @@ const leaseValue = (publicIp: string, mac: string, vni = 1) =>
 const keyOf = (subnet: string) => `${NET}/subnets/${subnet.replace('/', '-')}`;
 /** The peer name the gateway gives a lease. */
 const nameOf = (subnet: string) => `etcd-${subnet.replace('/', '-')}`;
+
+/** etcdctl's flags for the root user of enableAuth(). */
+const ROOT = ['--user', 'root:rootpw'];
 
 const clusterCheck = (s: HealthDocument) => s.checks.find((c) => c.name === 'cluster');
 const peer = (s: HealthDocument, name: string) => s.peers.find((p) => p.name === name);
@@ -62,11 +65,21 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     await gw.cleanup();
   }
 
-  /** A lease for one AWS node as flanneld keeps it: an etcd lease (flannel's 24 h TTL) and the key on it. */
-  async function putAwsLease(n: 1 | 2): Promise<void> {
+  /** A lease for one AWS node as flanneld keeps it: an etcd lease (flannel's 24 h TTL) and the key on it; `as`: etcdctl's --user. */
+  async function putAwsLease(n: 1 | 2, as: string[] = []): Promise<void> {
     const [subnet, ip, mac] = n === 1 ? [env.AWS1_SUBNET, env.AWS1_PUBLIC_IP, env.AWS1_VTEP_MAC] : [env.AWS2_SUBNET, env.AWS2_PUBLIC_IP, env.AWS2_VTEP_MAC];
-    const id = await etcd.grantLease(86_400);
-    await etcd.ctl(['put', `--lease=${id.toString(16)}`, keyOf(subnet), leaseValue(ip, mac)]);
+    const id = await etcd.grantLease(86_400, as);
+    await etcd.ctl([...as, 'put', `--lease=${id.toString(16)}`, keyOf(subnet), leaseValue(ip, mac)]);
+  }
+
+  /** Turns etcd's authentication on, with a root user (made once) for the test's own etcdctl (ROOT). */
+  async function enableAuth(): Promise<void> {
+    if ((await etcd.ctlResult(['user', 'get', 'root'])).code !== 0) {
+      await etcd.ctl(['user', 'add', 'root:rootpw']);
+      await etcd.ctl(['role', 'add', 'root']).catch(() => undefined); // etcd may have made it with the user
+      await etcd.ctl(['user', 'grant-role', 'root', 'root']);
+    }
+    await etcd.ctl(['auth', 'enable']);
   }
 
   const routeFor = async (subnet: string) => (await nsRun(env.NS_GW, ['ip', '-4', 'route', 'show', subnet])).trim();
@@ -253,16 +266,12 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
   it('a user that may read the network but not write the subnets: the gateway follows but cannot register, `vxedge check` says what to grant; granted, it registers', async () => {
     // etcd authorizes a transaction's writes before it evaluates its compare: the check asks
     // with one that can never succeed, so it writes nothing, granted or not.
-    const root = ['--user', 'root:rootpw'];
     await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
-    await etcd.ctl(['user', 'add', 'root:rootpw']);
-    await etcd.ctl(['role', 'add', 'root']);
-    await etcd.ctl(['user', 'grant-role', 'root', 'root']);
     await etcd.ctl(['user', 'add', 'site-gw:sitepw']);
     await etcd.ctl(['role', 'add', 'site-gw']);
     await etcd.ctl(['role', 'grant-permission', 'site-gw', 'read', '--prefix=true', `${NET}/`]);
     await etcd.ctl(['user', 'grant-role', 'site-gw', 'site-gw']);
-    await etcd.ctl(['auth', 'enable']);
+    await enableAuth();
     const pw = path.join(dir, 'site-gw-password');
     await writeFile(pw, 'sitepw\n', { mode: 0o600 });
     const gw = await startGateway(env, { extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint], username: 'site-gw', passwordFile: pw } } } });
@@ -271,23 +280,23 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     try {
       // Running: the peers come from the leases, the registration is refused and says why.
       const s = await gw.untilStatus((d) => d.cluster?.peers === 2 && /etcd denied write/.test(d.cluster.error ?? ''), 'following, registration refused', 20_000);
-      expect(s.cluster!.error).toMatch(/to user "site-gw" .*write access to \/coreos\.com\/network\/subnets\//);
+      expect(s.cluster!.error).toMatch(/to user "site-gw" .*write access to \/coreos\.com\/network\/subnets\/\S+ \(vxedge rbac -c FILE prints the etcdctl commands\)/);
       expect(s.cluster!.registered).toBe(false);
       await reachable(env.NS_HOST, env.POD1_IP);
 
       // Before a start: the same refusal, with the grant that mends it; nothing written.
-      const revision = async () => BigInt((JSON.parse(await etcd.ctl([...root, 'get', '-w', 'json', `${NET}/config`])) as { header: { revision: string | number } }).header.revision);
+      const revision = async () => BigInt((JSON.parse(await etcd.ctl([...ROOT, 'get', '-w', 'json', `${NET}/config`])) as { header: { revision: string | number } }).header.revision);
       const before = await revision();
       const c = await checkCommand(env.NS_GW, gw.configFile);
       expect(c.code, c.stdout).toBe(1);
-      expect(c.line).toMatch(/^FAIL +cluster +etcd \S+ \(prefix \S+\): 2 lease\(s\), 2 peer\(s\) from the cluster; etcd user "site-gw" may not write \/coreos\.com\/network\/subnets\/\S+: registering the site \(cluster\.register\) would fail \(permission denied\); grant its role write access to the subnets \(etcdctl role grant-permission ROLE readwrite --prefix=true \/coreos\.com\/network\/subnets\/\)/);
+      expect(c.line).toMatch(/^FAIL +cluster +etcd \S+ \(prefix \S+\): 2 lease\(s\), 2 peer\(s\) from the cluster; etcd user "site-gw" may not write \/coreos\.com\/network\/subnets\/\S+: registering the site \(cluster\.register\) would fail \(permission denied\); grant its role write access to that key \(etcdctl role grant-permission ROLE readwrite \/coreos\.com\/network\/subnets\/\S+; vxedge rbac -c FILE prints every command\)/);
       expect(c.stdout).not.toMatch(/\n\s+at /);
       expect(await revision()).toBe(before);
 
       // The grant as the line words it: the gateway registers on its next try, and the check passes.
-      await etcd.ctl([...root, 'role', 'grant-permission', 'site-gw', 'readwrite', '--prefix=true', `${NET}/subnets/`]);
+      await etcd.ctl([...ROOT, 'role', 'grant-permission', 'site-gw', 'readwrite', keyOf(env.GW_SUBNET)]);
       await gw.untilStatus((d) => d.cluster?.registered === true && d.cluster.error === null, 'registered once granted', 40_000);
-      expect((await etcd.ctl([...root, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+      expect((await etcd.ctl([...ROOT, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
       const registered = await revision();
       const ok = await checkCommand(env.NS_GW, gw.configFile);
       expect(ok.code, ok.stdout).toBe(0);
@@ -297,7 +306,75 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       gateways.delete(gw);
       await gw.stop().catch(() => undefined);
       await gw.cleanup();
-      await etcd.ctl([...root, 'auth', 'disable']).catch(() => undefined);
+      await etcd.ctl([...ROOT, 'auth', 'disable']).catch(() => undefined);
+    }
+  });
+
+  it('`vxedge rbac` with an etcd site file: its etcdctl script gives the gateway what it needs and no more: it follows, registers, stops cleanly, and cannot write another key', async () => {
+    const user = 'site-rbac';
+    const pw = path.join(dir, 'site-rbac-password');
+    await writeFile(pw, 'rbac pw\n', { mode: 0o600 }); // a space: the user is made by etcdctl's prompt, not --interactive=false
+    const extra = { peers: [], cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint], username: user, passwordFile: pw } } };
+    const file = await writeLabConfig(env, dir, 'rbac-site.json', { extra });
+    const rbac = await nsExec(env.NS_GW, ['node', CLI, 'rbac', '-c', file], { timeoutMs: 20_000 });
+    expect(rbac.code, rbac.stderr).toBe(0);
+    expect(rbac.stdout).toContain(`etcdctl role grant-permission "$role" readwrite '${keyOf(env.GW_SUBNET)}'`);
+    expect(rbac.stdout).not.toMatch(/readwrite --prefix/);
+    const script = path.join(dir, 'vxedge-etcd.sh');
+    await writeFile(script, rbac.stdout);
+    const apply = () => nsExec(env.NS_INET, ['sh', script], { timeoutMs: 30_000, env: { ...process.env, ETCDCTL_API: '3', ETCDCTL_ENDPOINTS: etcd.endpoint, ETCDCTL_USER: 'root:rootpw' } });
+    await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
+    await enableAuth();
+    try {
+      // Not from a terminal, a user with a password is not made (etcdctl would read the script as
+      // the password): the script stops and says how.
+      const first = await apply();
+      expect(first.code, first.stdout + first.stderr).toBe(1);
+      expect(first.stderr).toContain(`user ${user} does not exist: create it with etcdctl user add ${user}`);
+      await etcd.ctl([...ROOT, 'user', 'add', '--new-user-password', 'rbac pw', user]);
+      for (let i = 0; i < 2; i++) {
+        const again = await apply(); // and once more: harmless
+        expect(again.code, again.stdout + again.stderr).toBe(0);
+      }
+      const perms = await etcd.ctl([...ROOT, 'role', 'get', 'vxedge-lab-edge-1']);
+      expect(perms).toMatch(/Read:[\s\S]*\/coreos\.com\/network\/config[\s\S]*Write:\s*\n\s*\/coreos\.com\/network\/subnets\/10\.244\.100\.0-24\s*$/);
+
+      const c = await checkCommand(env.NS_GW, file);
+      expect(c.code, c.stdout).toBe(0);
+      expect(c.line).toMatch(/^ok +cluster +etcd .*: 2 lease\(s\), 2 peer\(s\) from the cluster$/);
+
+      const gw = await startGateway(env, { extra });
+      gw.context = () => `\n--- etcd ---\n${etcd.output.slice(-2000)}`;
+      gateways.add(gw);
+      try {
+        await gw.untilStatus((d) => d.peers.length === 2 && d.cluster?.registered === true && d.cluster.error === null, 'following and registered with the least privilege', 20_000);
+        await reachable(env.NS_HOST, env.POD1_IP);
+        expect((await etcd.ctl([...ROOT, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+        // A lease that changes is followed (the watch is allowed too).
+        await etcd.ctl([...ROOT, 'del', keyOf(env.AWS2_SUBNET)]);
+        await gw.untilStatus((d) => d.peers.length === 1, 'a deleted lease followed', 10_000);
+        await putAwsLease(2, ROOT);
+        await gw.untilStatus((d) => d.peers.length === 2, 'the lease back', 10_000);
+        // The gateway's user cannot take or remove another node's lease.
+        const as = ['--user', `${user}:rbac pw`];
+        for (const args of [['put', keyOf(env.AWS1_SUBNET), 'x'], ['del', keyOf(env.AWS1_SUBNET)], ['put', `${NET}/subnets/10.244.200.0-24`, 'x'], ['put', `${NET}/config`, CONFIG]]) {
+          const r = await etcd.ctlResult([...as, ...args]);
+          expect(r.code, `${args.join(' ')}: ${r.stdout}`).not.toBe(0);
+          expect(r.stderr).toMatch(/permission denied/);
+        }
+        // A clean stop, which leaves the site's lease to its TTL (a restart keeps the subnet).
+        gateways.delete(gw);
+        expect(await gw.stop()).toBe(0);
+        await gw.cleanup();
+        expect(gw.output).not.toMatch(/permission denied/);
+      } finally {
+        if (gateways.delete(gw)) {
+          await gw.stop().catch(() => undefined);
+          await gw.cleanup();
+        }
+      }
+    } finally {
+      await etcd.ctl([...ROOT, 'auth', 'disable']).catch(() => undefined);
     }
   });
 

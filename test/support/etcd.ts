@@ -114,9 +114,9 @@ export class EtcdServer {
     });
   }
 
-  /** Grants a lease with etcdctl (as flanneld does for its subnet) and returns its id. */
-  async grantLease(ttlS: number): Promise<bigint> {
-    const j = parseEtcdJson(await this.ctl(['lease', 'grant', String(ttlS), '-w', 'json'])) as { ID: string };
+  /** Grants a lease with etcdctl (as flanneld does for its subnet; `ctlArgs`: e.g. --user) and returns its id. */
+  async grantLease(ttlS: number, ctlArgs: string[] = []): Promise<bigint> {
+    const j = parseEtcdJson(await this.ctl([...ctlArgs, 'lease', 'grant', String(ttlS), '-w', 'json'])) as { ID: string };
     return BigInt(j.ID);
   }
 

@@ -342,7 +342,7 @@ describe('EtcdSource: errors name the fix', () => {
       /etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 refused user "flannel" \(.*\): check cluster\.etcd\.username and the password in cluster\.etcd\.passwordFile/],
     ['auth', 'etcdserver: user name is empty', undefined, /requires authentication .*set cluster\.etcd\.username and cluster\.etcd\.passwordFile, or a client certificate/],
     ['permission', 'etcdserver: permission denied', { username: 'site', passwordFile: '/p' },
-      /etcd denied read \/coreos\.com\/network\/config to user "site" .*grant it read access to \/coreos\.com\/network\/ and write access to \/coreos\.com\/network\/subnets\//],
+      /etcd denied read \/coreos\.com\/network\/config to user "site" .*grant it read access to \/coreos\.com\/network\/config and \/coreos\.com\/network\/subnets\/ and write access to \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24 \(vxedge rbac -c FILE prints the etcdctl commands\)/],
     ['unavailable', '14 UNAVAILABLE: etcdserver: no leader', undefined,
       /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 has no leader \(read \/coreos\.com\/network\/config: 14 UNAVAILABLE: etcdserver: no leader\): the member is cut off from the rest of its cluster, or the cluster lost its quorum; list every member in cluster\.etcd\.endpoints/],
     ['tls', 'unable to verify the first certificate', undefined, /TLS to etcd at .* failed .*check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
@@ -700,13 +700,13 @@ describe('EtcdSource: our lease', () => {
     expect(src.status().registered).toBe(true);
   });
 
-  it('write errors are retried and named; permission names the prefix to grant', async () => {
+  it('write errors are retried and named; permission names the key to grant', async () => {
     const { clock, fake, src } = setup({ auth: { username: 'site', passwordFile: '/p' } });
     fake.failNext('putIf', 'permission', 'etcdserver: permission denied');
     src.setOwnLease(OWN);
     src.start();
     await settle();
-    expect(src.status().error).toMatch(/^cannot register \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24: etcd denied write .* to user "site" .*write access to \/coreos\.com\/network\/subnets\/; retrying in/);
+    expect(src.status().error).toMatch(/^cannot register \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24: etcd denied write .* to user "site" .*write access to \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24 \(vxedge rbac -c FILE prints the etcdctl commands\); retrying in/);
     expect(src.status().connected).toBe(true);
     await run(clock, 1_000);
     expect(src.status()).toMatchObject({ registered: true, error: null });
