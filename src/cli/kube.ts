@@ -1,6 +1,6 @@
 // The cluster side of the contract for the command line, without talking to the API server:
 //  - `vxedge manifest`: the site's Node object (built in cluster/flannel-node.ts, the same
-//    object a registering gateway keeps);
+//    object a registering gateway keeps; with an etcd site file, the etcdctl put of its lease);
 //  - `vxedge peers`: `kubectl get nodes -o json` -> our `peers` list, judged node by node
 //    by the same rules the live Kubernetes source applies (cluster/flannel-node.ts);
 //  - `vxedge rbac`: the least-privilege objects for cluster.source kubernetes (with an etcd
@@ -10,12 +10,14 @@ import { stringify as toYaml } from 'yaml';
 import { nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
 import { siteNodeName } from '../cluster/live.js';
 import { etcdRbacScript, etcdUserFor } from '../cluster/etcd-rbac.js';
+import { encodeLease, subnetKey } from '../cluster/flannel-lease.js';
 import { rbacManifests } from '../cluster/rbac.js';
 import { NODE_NAME_RE } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { readVtepMac, StateError } from '../control/state.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
 import { ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../util/ipv4.js';
+import { shellQuote } from '../util/shell-quote.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
@@ -108,9 +110,28 @@ export async function runManifest(cfg: Config, json: boolean): Promise<number> {
     );
     return EXIT_USAGE;
   }
+  if (cfg.cluster.source === 'etcd') {
+    // flannel's etcd subnet manager has no Node: the site's lease, as flanneld writes its own.
+    const key = subnetKey(cfg.cluster.etcd.prefix, cfg.overlay.subnet);
+    const value = encodeLease({ publicIp, vni: cfg.vxlan.vni, vtepMac: mac });
+    process.stdout.write(json ? JSON.stringify({ key, value }, null, 2) + '\n' : etcdLeaseCommand(key, value));
+    return EXIT_OK;
+  }
   const m = nodeManifest({ site: cfg.site, node: cfg.node, name: siteNodeName(cfg), subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp });
   process.stdout.write(json ? JSON.stringify(m, null, 2) + '\n' : toYaml(m));
   return EXIT_OK;
+}
+
+/** `vxedge manifest` for an etcd site: the etcdctl command that writes its lease as a reservation. */
+function etcdLeaseCommand(key: string, value: string): string {
+  return [
+    "# The site's lease for flannel's etcd subnet manager, exactly as flanneld writes its own. With",
+    '# cluster.register on, the gateway keeps it itself, on a 24 h etcd lease it renews. With it off,',
+    '# write it yourself: put without an etcd lease, the key is a reservation, which flannel never',
+    '# hands to another node (and never expires: delete it when the site goes).',
+    `etcdctl put ${shellQuote(key)} ${shellQuote(value)}`,
+    '',
+  ].join('\n');
 }
 
 /** `vxedge peers [FILE]`: kubectl's node list (FILE or stdin) to the peers list; skipped nodes on stderr. */

@@ -12,6 +12,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/types.js';
+import { shellQuote as sq } from '../util/shell-quote.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { configKey, subnetKey, subnetsPrefix } from './flannel-lease.js';
 
@@ -63,10 +64,6 @@ function commonName(subject: string): string | null {
   return line ? line.slice(3) : null;
 }
 
-/** A word for sh: single-quoted, so nothing in it is expanded. */
-function sq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 export interface EtcdRbacOptions {
   site: string;

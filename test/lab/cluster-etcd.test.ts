@@ -378,6 +378,46 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     }
   });
 
+  it("`vxedge manifest` with an etcd site file: its etcdctl command writes the site's lease as flanneld would, as a reservation the gateway leaves alone", async () => {
+    await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
+    const extra = { peers: [], cluster: { source: 'etcd', register: false, etcd: { endpoints: [etcd.endpoint] } } };
+    const file = await writeLabConfig(env, dir, 'manifest-site.json', { extra: { ...extra, underlay: { publicIp: env.NAT_WAN_IP } } });
+    const m = await nsExec(env.NS_GW, ['node', CLI, 'manifest', '-c', file], { timeoutMs: 20_000 });
+    expect(m.code, m.stderr).toBe(0);
+    const script = path.join(dir, 'put-lease.sh');
+    await writeFile(script, m.stdout);
+    const put = await nsExec(env.NS_INET, ['sh', script], { timeoutMs: 20_000, env: { ...process.env, ETCDCTL_API: '3', ETCDCTL_ENDPOINTS: etcd.endpoint } });
+    expect(put.code, put.stderr).toBe(0);
+    const written = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
+    // The bytes a registering gateway writes (the first test's), with no etcd lease: a reservation.
+    expect(written).toMatchObject({ value: leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC), lease: 0n });
+    const json = await nsExec(env.NS_GW, ['node', CLI, 'manifest', '-c', file, '--json'], { timeoutMs: 20_000 });
+    expect(JSON.parse(json.stdout)).toEqual({ key: keyOf(env.GW_SUBNET), value: written.value });
+
+    // The gateway with cluster.register off names it as its own and writes nothing.
+    const c = await checkCommand(env.NS_GW, file);
+    expect(c.code, c.stdout).toBe(0);
+    expect(c.line).toMatch(/this site's own lease is there: \S+ \(holds the site's own subnet/);
+    const gw = await startGateway(env, { extra });
+    gw.context = () => `\n--- etcd ---\n${etcd.output.slice(-2000)}`;
+    gateways.add(gw);
+    try {
+      await gw.untilStatus((d) => d.cluster?.peers === 2 && d.cluster.connected, 'following', 15_000);
+      await reachable(env.NS_HOST, env.POD1_IP);
+    } finally {
+      await stopGateway(gw);
+    }
+    // Registering, it takes the reservation as its own (same VTEP MAC) and keeps it one.
+    const reg = await gateway();
+    try {
+      await reg.untilStatus((d) => d.cluster?.registered === true, 'registered', 15_000);
+      expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toEqual(written);
+    } finally {
+      await stopGateway(reg);
+    }
+    await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
+  });
+
   it('scale: 500 leases: every route in one batch, a deleted lease takes its route alone, a clean stop all of them', async () => {
     // 498 made-up leases (plus the lab's two) as flanneld writes them (made-up-nodes.ts),
     // written by the etcd3 client in etcd's namespace (test/lab/etcd-child.mjs fill).

@@ -201,6 +201,17 @@ describe('vxedge manifest', () => {
     noStack(r.stderr);
   });
 
+  it("with an etcd site file: the etcdctl put of the site's lease as flanneld writes it (a reservation: no etcd lease); --json gives key and value", () => {
+    const etcd = 'underlay: { publicIp: 198.51.100.2 }\nvxlan: { vtepMac: "0e:5c:aa:00:00:64" }\ncluster: { source: etcd, register: false, etcd: { endpoints: [http://192.0.2.10:2379], prefix: /net/x } }\n';
+    const key = '/net/x/subnets/10.244.100.0-24';
+    const value = '{"PublicIP":"198.51.100.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:5c:aa:00:00:64"}}';
+    const r = vxedge(['manifest', '-c', cfg(etcd)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.split('\n').filter((l) => !l.startsWith('#'))).toEqual([`etcdctl put '${key}' '${value}'`, '']);
+    const j = vxedge(['manifest', '-c', cfg(etcd), '--json']);
+    expect(JSON.parse(j.stdout)).toEqual({ key, value });
+  });
+
   it('exits 2 when the public IP is unknown', () => {
     const r = vxedge(['manifest', '-c', cfg('')]);
     expect(r.code).toBe(2);
@@ -282,6 +293,24 @@ describe('vxedge rbac', () => {
       { apiGroups: [''], resources: ['nodes'], resourceNames: ['vxedge-lab-edge-1'], verbs: ['get', 'patch', 'update', 'delete'] },
     ]);
     expect(docs[3].subjects[0].name).toBe(docs[0].metadata.name);
+  });
+
+  it('with an etcd site file: the etcdctl script for its role and user instead (--node-name still means Kubernetes)', () => {
+    const f = path.join(dir, 'etcd.yaml');
+    writeFileSync(f, 'site: lab\nnode: edge-1\noverlay: { subnet: 10.244.100.0/24 }\ncluster: { source: etcd, etcd: { endpoints: [http://192.0.2.10:2379], username: site-gw, passwordFile: /etc/vxedge/etcd-password } }\n');
+    const r = vxedge(['rbac', '-c', f]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^#!\/bin\/sh\n/);
+    expect(r.stdout).toContain(`etcdctl role grant-permission "$role" readwrite '/coreos.com/network/subnets/10.244.100.0-24'`);
+    expect(r.stdout).toContain("user='site-gw'");
+    expect(r.stderr).toBe('');
+    expect(parseYaml(vxedge(['rbac', '--node-name', 'other-gw']).stdout.split(/^---$/m)[2]).kind).toBe('ClusterRole');
+    // No user in the file: the role alone, and why on stderr.
+    writeFileSync(f, 'site: lab\nnode: edge-1\noverlay: { subnet: 10.244.100.0/24 }\ncluster: { source: etcd, etcd: { endpoints: [http://192.0.2.10:2379] } }\n');
+    const none = vxedge(['rbac', '-c', f]);
+    expect(none.code).toBe(0);
+    expect(none.stderr).toMatch(/^vxedge: neither cluster\.etcd\.username nor cluster\.etcd\.cert is set/);
+    expect(none.stdout).not.toMatch(/^user=/m);
   });
 
   it('follows cluster.kubernetes.nodeName, or --node-name without a config, and says what it needs otherwise', () => {
