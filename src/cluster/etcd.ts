@@ -200,7 +200,7 @@ export class EtcdSource implements ClusterSource {
     const who = this.username === null ? 'this client (the etcd user its certificate names)' : `etcd user ${JSON.stringify(this.username)}`;
     return `${who} may not write ${this.ownKey}: registering the site (cluster.register) would fail (permission denied); ` +
       `grant its role write access to that key (etcdctl role grant-permission ROLE readwrite ${this.ownKey}; ` +
-      'vxedge rbac -c FILE prints every command), or set cluster.register to false and write the site\'s lease yourself';
+      'vxedge rbac -c FILE prints every command), or set cluster.register to false and write the site\'s lease yourself (vxedge manifest -c FILE prints it)';
   }
 
   private emitNow(): void {
