@@ -20,6 +20,7 @@ import { existsSync } from 'node:fs';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
+import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError } from './kube-errors.js';
 
 /** A Node as JSON (untrusted: every field may be missing or of the wrong type). */
@@ -28,7 +29,11 @@ export type NodeJson = Record<string, unknown>;
 export interface NodeApi {
   /** The API server URL of the current context. */
   readonly server: string;
-  list(): Promise<{ items: unknown[]; resourceVersion: string }>;
+  /**
+   * Every Node, each handed to `keep` as it streams in (whole Node objects are never held
+   * together: keep what is needed, null to drop it), and the list's resourceVersion.
+   */
+  list<T>(keep: (item: unknown) => T | null): Promise<{ items: T[]; resourceVersion: string }>;
   /**
    * Watches Nodes from `resourceVersion` with bookmarks. `onOpen` runs when the server took
    * the watch (200), `onEvent` for each event; `onDone` once, with null when the server closed
@@ -121,7 +126,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
    * the kubeconfig's, as the client's own Watch gets them; the body is JSON both ways, the
    * answer untrusted JSON.
    */
-  const call = async (method: string, urlPath: string, body?: unknown, contentType = 'application/json'): Promise<unknown> => {
+  const call = async (method: string, urlPath: string, body?: unknown, contentType = 'application/json', reader: BodyReader = wholeJson()): Promise<unknown> => {
     const ac = new AbortController();
     inFlight.add(ac);
     const timer = clock.after(requestTimeoutMs, () => ac.abort(new KubeTimeoutError(requestTimeoutMs)));
@@ -133,13 +138,10 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         ...opts.headers, Accept: 'application/json', 'Accept-Encoding': 'gzip',
         ...(payload ? { 'Content-Type': contentType, 'Content-Length': String(payload.length) } : {}),
       };
-      const { status, text } = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes);
-      if (status < 200 || status > 299) throw new KubeHttpError(status, text);
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        throw new Error(`the API server answered ${method} ${urlPath} with ${status} and a body that is not JSON`);
-      }
+      const answer = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes, reader);
+      if ('text' in answer) throw new KubeHttpError(answer.status, answer.text);
+      if (answer.notJson) throw new Error(`the API server answered ${method} ${urlPath} with ${answer.status} and a body that is not JSON`);
+      return answer.value;
     } catch (e) {
       // An abort shows as an AbortError: say which it was (our timeout, or a stop).
       throw ac.signal.aborted && ac.signal.reason instanceof Error ? ac.signal.reason : e;
@@ -152,20 +154,27 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
 
   return {
     server: cluster.server,
-    async list() {
+    async list<T>(keep: (item: unknown) => T | null) {
       // In pages, as client-go's reflector lists for flanneld: each answer is bounded however
       // large the cluster. The pages are one snapshot, so the version is the first page's. A
       // token that expired between pages (its version compacted) starts the list again, once.
       for (let attempt = 0; ; attempt++) {
-        const items: unknown[] = [];
+        const items: T[] = [];
         let resourceVersion = '';
         let token = '';
         try {
           for (let page = 0; page === 0 || token; page++) {
             if (page >= MAX_LIST_PAGES) throw new Error(`the Node list did not end after ${MAX_LIST_PAGES} pages of ${LIST_PAGE}`);
             const q = new URLSearchParams({ limit: String(LIST_PAGE), ...(token ? { continue: token } : {}) });
-            const l = (await call('GET', `/api/v1/nodes?${q}`)) as { items?: unknown; metadata?: { resourceVersion?: unknown; continue?: unknown } } | null;
-            if (Array.isArray(l?.items)) for (const n of l.items) items.push(n);
+            // Node by Node as the page streams in (json-members.ts): a page of real Nodes is
+            // megabytes, and parsed whole it would stay in the heap long after it is dropped.
+            const take = (n: unknown) => {
+              const k = keep(n);
+              if (k !== null) items.push(k);
+            };
+            const splitter = new JsonMemberSplitter('items', (text) => take(JSON.parse(text)));
+            const l = (await call('GET', `/api/v1/nodes?${q}`, undefined, undefined, splitter)) as { items?: unknown; metadata?: { resourceVersion?: unknown; continue?: unknown } } | null;
+            if (Array.isArray(l?.items)) for (const n of l.items) take(n); // never more than []; what a non-list carries
             if (page === 0) resourceVersion = String(l?.metadata?.resourceVersion ?? '');
             token = typeof l?.metadata?.continue === 'string' ? l.metadata.continue : '';
           }
@@ -219,19 +228,55 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   };
 }
 
+/** How a 2xx answer's body is read: chunk by chunk as it arrives, then its value. Either may throw on a body that is not JSON. */
+interface BodyReader {
+  push(chunk: Buffer): void;
+  end(): unknown;
+}
+
+/** The whole body, then JSON.parse. */
+function wholeJson(): BodyReader {
+  const parts: Buffer[] = [];
+  return { push: (c) => parts.push(c), end: () => JSON.parse(Buffer.concat(parts).toString('utf8')) as unknown };
+}
+
+type Answer = { status: number; text: string } | { status: number; value: unknown; notJson: boolean };
+
 /**
- * One HTTP(S) exchange: the status and the body as text, at most `maxBytes` of it (after
- * decompression: a small gzip of a huge answer is refused as the answer would be). The API
- * server gzips answers over 128 KB to a client that accepts it (APIResponseCompression): a
- * list of 500 Nodes is then a tenth of its size on the site's uplink.
+ * One HTTP(S) exchange: a 2xx body through `reader`, any other as text (the error's), at most
+ * `maxBytes` of either (after decompression: a small gzip of a huge answer is refused as the
+ * answer would be). The API server gzips answers over 128 KB to a client that accepts it
+ * (APIResponseCompression): a list of 500 Nodes is then a tenth of its size on the site's uplink.
  */
-function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined, maxBytes: number): Promise<{ status: number; text: string }> {
+function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined, maxBytes: number, reader: BodyReader): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = (url.protocol === 'http:' ? http : https).request(url, opts, (res) => {
+      const status = res.statusCode ?? 0;
       const gzip = String(res.headers['content-encoding'] ?? '').toLowerCase() === 'gzip';
       // pipeline: an error or a cut on either side ends the other, and the read below with it.
       const body: Readable = gzip ? pipeline(res, createGunzip(), () => undefined) : res;
-      readAtMost(body, maxBytes).then((text) => resolve({ status: res.statusCode ?? 0, text }), (e: unknown) => {
+      const ok = status >= 200 && status <= 299;
+      const parts: Buffer[] = [];
+      let notJson = false;
+      readAtMost(body, maxBytes, (b) => {
+        if (!ok) parts.push(b);
+        else if (!notJson) {
+          try {
+            reader.push(b);
+          } catch {
+            notJson = true; // read on to the end (or the bound): the connection stays reusable
+          }
+        }
+      }).then(() => {
+        if (!ok) return resolve({ status, text: Buffer.concat(parts).toString('utf8') });
+        let value: unknown = null;
+        try {
+          if (!notJson) value = reader.end();
+        } catch {
+          notJson = true;
+        }
+        resolve({ status, value, notJson });
+      }, (e: unknown) => {
         res.destroy();
         reject(e);
       });
@@ -241,13 +286,11 @@ function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefi
   });
 }
 
-async function readAtMost(body: Readable, maxBytes: number): Promise<string> {
-  const parts: Buffer[] = [];
+async function readAtMost(body: Readable, maxBytes: number, each: (b: Buffer) => void): Promise<void> {
   let size = 0;
   for await (const b of body as AsyncIterable<Buffer>) {
     size += b.length;
     if (size > maxBytes) throw new Error(`the API server's answer is over ${maxBytes >= 1048576 ? `${maxBytes / 1048576} MiB` : `${maxBytes} bytes`}`);
-    parts.push(b);
+    each(b);
   }
-  return Buffer.concat(parts).toString('utf8');
 }

@@ -327,13 +327,10 @@ export class KubernetesSource implements ClusterSource {
   }
 
   private async relist(api: NodeApi): Promise<void> {
-    const list = await api.list();
+    const list = await api.list(slimNode);
     if (this.stopped) return;
     this.cache.clear();
-    for (const item of list.items) {
-      const n = slimNode(item);
-      if (n) this.cache.set(nameOf(n), n);
-    }
+    for (const n of list.items) this.cache.set(nameOf(n), n);
     this.rv = list.resourceVersion || null;
     this.synced = true;
     // Not the end of the backoff: a server that lists but never lets a watch run would be

@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
 import { CLI, checkCommand, startGateway, writeLabConfig, type LogEntry, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
-import { flannelNode } from '../support/kube-harness.js';
+import { flannelNode, withEksWeight } from '../support/kube-harness.js';
 import { madeUpNodes } from './made-up-nodes.js';
 import { startMosquitto } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -356,7 +356,8 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto']))('live cluster membersh
   it('scale: 500 Nodes: every route in one batch, a deletion takes its route alone, a clean stop all of them', async () => {
     // 498 made-up nodes (plus the lab's two; made-up-nodes.ts).
     const made = madeUpNodes(env, 498);
-    const fake = made.map((m) => flannelNode(`ip-${m.subnet.replace(/[./]/g, '-')}`, { subnet: m.subnet, publicIp: m.publicIp, mac: m.mac }));
+    // Each with the weight of a real EKS worker's Node (images, managedFields: ~23 KB of JSON).
+    const fake = made.map((m) => withEksWeight(flannelNode(`ip-${m.subnet.replace(/[./]/g, '-')}`, { subnet: m.subnet, publicIp: m.publicIp, mac: m.mac })));
     // And one Node flannel does not manage (left out): 501 or more in all, so the list takes
     // two pages of 500 whether or not the site's own Node is there yet.
     fake.push({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'zz-not-flannel' }, spec: {} });

@@ -74,12 +74,28 @@ describe('kube-client: the Node calls as HTTP', () => {
     answer = () => ({ status: 200, body: JSON.stringify({ kind: 'NodeList', metadata: { resourceVersion: '4711' }, items: [{ metadata: { name: 'aws-1' } }] }) });
     const { node } = await api();
     expect(node.server).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/?$/); // the kubeconfig says ".../": no "//api" below
-    expect(await node.list()).toEqual({ items: [{ metadata: { name: 'aws-1' } }], resourceVersion: '4711' });
+    expect(await node.list((n) => n)).toEqual({ items: [{ metadata: { name: 'aws-1' } }], resourceVersion: '4711' });
     expect(seen.map((s) => [s.method, s.url])).toEqual([['GET', '/api/v1/nodes?limit=500']]);
     expect(who(seen[0])).toEqual({ authorization: 'Bearer gw-token', accept: 'application/json', contentType: undefined });
     // A list that is not one (no items) is an empty list, not a crash.
     answer = () => ({ status: 200, body: '{"kind":"Status"}' });
-    expect(await node.list()).toEqual({ items: [], resourceVersion: '' });
+    expect(await node.list((n) => n)).toEqual({ items: [], resourceVersion: '' });
+  });
+
+  it('list hands each Node to keep as its page streams in and holds only what keep returns; a Node that is not JSON fails the list', async () => {
+    // Items before the metadata, and a big one: the order and size of a real list do not matter.
+    answer = () => ({ status: 200, body: `{"items":[{"n":1},{"n":2,"images":"${'x'.repeat(200_000)}"},{"n":3}],"metadata":{"resourceVersion":"9"}}` });
+    const { node } = await api();
+    const given: number[] = [];
+    const r = await node.list((n) => {
+      const k = (n as { n: number }).n;
+      given.push(k);
+      return k === 2 ? null : { k };
+    });
+    expect(given).toEqual([1, 2, 3]);
+    expect(r).toEqual({ items: [{ k: 1 }, { k: 3 }], resourceVersion: '9' });
+    answer = () => ({ status: 200, body: '{"metadata":{"resourceVersion":"9"},"items":[{"n":1},{n:2}]}' });
+    await expect(node.list((n) => n)).rejects.toThrow('the API server answered GET /api/v1/nodes?limit=500 with 200 and a body that is not JSON');
   });
 
   it('list in pages: each continue token followed, the items in order, the version of the first page', async () => {
@@ -93,7 +109,7 @@ describe('kube-client: the Node calls as HTTP', () => {
       return { status: 200, body: JSON.stringify(pages[c === null ? 0 : c === 'tok-1' ? 1 : 2]) };
     };
     const { node } = await api();
-    expect(await node.list()).toEqual({ items: [1, 2, 3, 4, 5].map((n) => ({ n })), resourceVersion: '10' });
+    expect(await node.list((n) => n)).toEqual({ items: [1, 2, 3, 4, 5].map((n) => ({ n })), resourceVersion: '10' });
     expect(seen.map((s) => s.url)).toEqual(['/api/v1/nodes?limit=500', '/api/v1/nodes?limit=500&continue=tok-1', '/api/v1/nodes?limit=500&continue=tok%2B2%2F%3D']);
   });
 
@@ -106,10 +122,10 @@ describe('kube-client: the Node calls as HTTP', () => {
       return failures-- > 0 ? { status: 410, body: JSON.stringify(expired) } : { status: 200, body: JSON.stringify({ metadata: { resourceVersion: '99' }, items: [{ page: 2 }] }) };
     };
     const { node } = await api();
-    expect(await node.list()).toEqual({ items: [{ page: 1 }, { page: 2 }], resourceVersion: '22' });
+    expect(await node.list((n) => n)).toEqual({ items: [{ page: 1 }, { page: 2 }], resourceVersion: '22' });
     expect(seen).toHaveLength(4);
     failures = 2;
-    const e = await node.list().catch((x: unknown) => x);
+    const e = await node.list((n) => n).catch((x: unknown) => x);
     expect(httpStatusOf(e)).toBe(410);
     expect(seen).toHaveLength(8);
   });
@@ -155,7 +171,7 @@ describe('kube-client: the Node calls as HTTP', () => {
     const status = { kind: 'Status', status: 'Failure', reason: 'Forbidden', code: 403, message: 'nodes is forbidden: User "system:serviceaccount:kube-system:vxedge" cannot list resource "nodes" in API group "" at the cluster scope' };
     answer = () => ({ status: 403, body: JSON.stringify(status) });
     const { node } = await api();
-    const e = await node.list().catch((x: unknown) => x);
+    const e = await node.list((n) => n).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(KubeHttpError);
     expect(httpStatusOf(e)).toBe(403);
     expect(describeKubeError(e, { action: 'list nodes', server: node.server, credentials: 'kubeconfig k' })).toBe(`not allowed to list nodes (403 Forbidden: ${status.message}): grant it with \`vxedge rbac -c FILE | kubectl apply -f -\``);
@@ -169,22 +185,22 @@ describe('kube-client: the Node calls as HTTP', () => {
   it('a 200 that is not JSON, and an answer over the size bound, are errors that say so', async () => {
     answer = () => ({ status: 200, body: '<html>proxy login</html>', type: 'text/html' });
     const { node } = await api(1024);
-    await expect(node.list()).rejects.toThrow('the API server answered GET /api/v1/nodes?limit=500 with 200 and a body that is not JSON');
+    await expect(node.list((n) => n)).rejects.toThrow('the API server answered GET /api/v1/nodes?limit=500 with 200 and a body that is not JSON');
     answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(2000) }] }) });
-    await expect(node.list()).rejects.toThrow("the API server's answer is over 1024 bytes");
+    await expect(node.list((n) => n)).rejects.toThrow("the API server's answer is over 1024 bytes");
     answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(900) }] }) });
-    expect((await node.list()).items).toHaveLength(1);
+    expect((await node.list((n) => n)).items).toHaveLength(1);
   });
 
   it('accepts gzip and reads it; the size bound holds for what it unpacks to', async () => {
     const items = Array.from({ length: 50 }, (_, i) => ({ metadata: { name: `aws-${i}`, annotations: { 'flannel.alpha.coreos.com/backend-type': 'vxlan' } } }));
     answer = () => ({ status: 200, body: JSON.stringify({ metadata: { resourceVersion: '7' }, items }), gzip: true });
     const { node } = await api(64 * 1024);
-    expect(await node.list()).toEqual({ items, resourceVersion: '7' });
+    expect(await node.list((n) => n)).toEqual({ items, resourceVersion: '7' });
     expect(seen[0].headers['accept-encoding']).toBe('gzip');
     // 2 MB of one letter packs into ~2 KB: refused for what it is, not for what came.
     answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(2_000_000) }] }), gzip: true });
-    await expect(node.list()).rejects.toThrow("the API server's answer is over 65536 bytes");
+    await expect(node.list((n) => n)).rejects.toThrow("the API server's answer is over 65536 bytes");
   });
 
   it('a call that gets no answer ends at the timeout on our clock; abortAll ends every call in flight', async () => {
@@ -200,7 +216,7 @@ describe('kube-client: the Node calls as HTTP', () => {
     expect(e).toBeInstanceOf(KubeTimeoutError);
     expect(describeKubeError(e, { action: 'get node x', server: node.server, credentials: 'kubeconfig k' })).toMatch(/did not answer when we tried to get node x \(no answer within 8 s\)/);
 
-    const stopped = node.list().catch((x: unknown) => x);
+    const stopped = node.list((n) => n).catch((x: unknown) => x);
     for (let i = 0; i < 50 && seen.length === 1; i++) await settle();
     node.abortAll();
     expect(String(await stopped)).toMatch(/stopped/);
