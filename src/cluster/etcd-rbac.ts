@@ -64,7 +64,6 @@ function commonName(subject: string): string | null {
   return line ? line.slice(3) : null;
 }
 
-
 export interface EtcdRbacOptions {
   site: string;
   node: string;

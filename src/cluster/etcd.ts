@@ -175,9 +175,8 @@ export class EtcdSource implements ClusterSource {
   /**
    * Before start (`vxedge check`, after the first list): the site's key held by a lease with
    * another VTEP MAC than the site's (`siteMac`; none known yet: any holder is another), which
-   * registration never overwrites; or a key etcd would not let this client write (a read-only
-   * role: flanneld's nodes need write access to the subnets too). Null when registering would
-   * go through, or etcd did not answer the question.
+   * registration never overwrites; or a key etcd would not let this client write (a role that
+   * may only read). Null when registering would go through, or etcd did not answer the question.
    */
   async registrationRefusal(siteMac: string | null): Promise<string | null> {
     const cur = this.leases.get(this.ownKey);

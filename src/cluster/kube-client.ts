@@ -168,13 +168,12 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
             const q = new URLSearchParams({ limit: String(LIST_PAGE), ...(token ? { continue: token } : {}) });
             // Node by Node as the page streams in (json-members.ts): a page of real Nodes is
             // megabytes, and parsed whole it would stay in the heap long after it is dropped.
-            const take = (n: unknown) => {
-              const k = keep(n);
+            // What comes back is the envelope, its items taken out ("items":[]).
+            const splitter = new JsonMemberSplitter('items', (text) => {
+              const k = keep(JSON.parse(text));
               if (k !== null) items.push(k);
-            };
-            const splitter = new JsonMemberSplitter('items', (text) => take(JSON.parse(text)));
-            const l = (await call('GET', `/api/v1/nodes?${q}`, undefined, undefined, splitter)) as { items?: unknown; metadata?: { resourceVersion?: unknown; continue?: unknown } } | null;
-            if (Array.isArray(l?.items)) for (const n of l.items) take(n); // never more than []; what a non-list carries
+            });
+            const l = (await call('GET', `/api/v1/nodes?${q}`, undefined, undefined, splitter)) as { metadata?: { resourceVersion?: unknown; continue?: unknown } } | null;
             if (page === 0) resourceVersion = String(l?.metadata?.resourceVersion ?? '');
             token = typeof l?.metadata?.continue === 'string' ? l.metadata.continue : '';
           }
