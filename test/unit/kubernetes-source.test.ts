@@ -18,7 +18,12 @@ import { ManualClock } from '../support/clock.js';
 import { CaptureLog, drive, flannelNode, kubeconfig, makeKubePki, manyNodes, startApiServer, type ApiUser } from '../support/kube-harness.js';
 
 // Notes when the official client is first loaded (it must be loaded by start() only).
-const loads = vi.hoisted(() => ({ count: 0 }));
+const loads = vi.hoisted(() => ({ count: 0, views: 0 }));
+// Counts the views built from the Node cache (each is all Nodes' worth of work).
+vi.mock('../../src/cluster/flannel-node.js', async (original) => {
+  const m = await original<typeof import('../../src/cluster/flannel-node.js')>();
+  return { ...m, viewFromNodes: (...a: Parameters<typeof m.viewFromNodes>) => (loads.views++, m.viewFromNodes(...a)) };
+});
 vi.mock('@kubernetes/client-node/dist/config.js', async (original) => {
   loads.count++;
   return original();
@@ -163,8 +168,16 @@ describe('following Nodes', () => {
     await drive(clock, () => views.length === 2, 'join');
     expect(peerNames(views[1])).toEqual(['aws-1', 'aws-2']);
 
-    // A kubelet heartbeat and a label change touch nothing flannel reads: no view.
+    // A kubelet heartbeat and a label change touch nothing flannel reads: no view, and none
+    // built (the event seen: lastSync moves; the coalescing window over: no build came).
+    clock.advance(1_000);
+    const synced = src.status().lastSync;
+    const built = loads.views;
     api.server.modifyNode('aws-1', { status: { conditions: [{ type: 'Ready', status: 'True', lastHeartbeatTime: 'now' }] }, metadata: { labels: { x: 'y' } } });
+    await drive(clock, () => src.status().lastSync !== synced, 'the heartbeat event');
+    clock.advance(500);
+    expect(loads.views).toBe(built);
+    expect(views).toHaveLength(2);
     api.server.modifyNode('aws-2', { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': '203.0.113.21' } } });
     await drive(clock, () => views.length === 3, 'change');
     expect(views[2].peers.find((p) => p.name === 'aws-2')?.publicIp).toBe('203.0.113.21');
