@@ -347,6 +347,54 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     }
   });
 
+  it("`vxedge rbac` for a client certificate: its common name becomes a user without a password, with just the site's rights; the source registers with them", async () => {
+    const tlsDir = path.join(dir, 'tls-rbac');
+    mkdirSync(tlsDir);
+    const t = makeTls(tlsDir, '127.0.0.1', 'site-gw-cert');
+    const root = ['--user', 'root:rootpw'];
+    const secure = await startEtcd({
+      ns: NS, address: '127.0.0.1', clientPort: 2481, peerPort: 2482, dataDir: path.join(dir, 'etcd-rbac'), name: 'rbac', lifetimeS: 120, https: true,
+      extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
+      ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
+    });
+    try {
+      await secure.ctl(['put', `${NET}/config`, CONFIG]);
+      await secure.ctl(['user', 'add', 'root:rootpw']);
+      await secure.ctl(['user', 'grant-role', 'root', 'root']);
+      await secure.ctl(['auth', 'enable']);
+      const site = path.join(tlsDir, 'site.json');
+      writeFileSync(site, JSON.stringify({
+        site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' },
+        cluster: { source: 'etcd', etcd: { endpoints: [secure.endpoint], ca: t.ca, cert: t.clientCert, key: t.clientKey } },
+      }));
+      const rbac = spawnSync(process.execPath, [path.join(REPO_ROOT, 'dist', 'cli', 'main.js'), 'rbac', '-c', site], { encoding: 'utf8', timeout: 20_000 });
+      expect(rbac.status, rbac.stderr).toBe(0);
+      expect(rbac.stdout).toContain("user='site-gw-cert'");
+      const script = path.join(tlsDir, 'vxedge-etcd.sh');
+      writeFileSync(script, rbac.stdout);
+      const applied = spawnSync('ip', ['netns', 'exec', NS, 'sh', script], {
+        encoding: 'utf8', timeout: 30_000,
+        env: { ...process.env, ETCDCTL_API: '3', ETCDCTL_ENDPOINTS: secure.endpoint, ETCDCTL_USER: 'root:rootpw', ETCDCTL_CACERT: t.ca, ETCDCTL_CERT: t.clientCert, ETCDCTL_KEY: t.clientKey },
+      });
+      expect(applied.status, applied.stdout + applied.stderr).toBe(0);
+      expect(await secure.ctl([...root, 'user', 'get', 'site-gw-cert'])).toMatch(/Roles: vxedge-lab-edge-1/);
+
+      // The source, by its certificate alone, follows and registers.
+      const f = follow({ endpoints: [secure.endpoint], register: true, tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey }, own: { subnet: '10.244.100.0/24', vtepMac: OUR_MAC, publicIp: '198.51.100.2' } });
+      await f.until('registered by certificate', () => f.status?.registered === true && f.status.error === null);
+      expect((await secure.ctl([...root, 'get', '--print-value-only', key('10.244.100.0-24')])).trim()).toBe(ourValue('198.51.100.2', OUR_MAC));
+      await f.stop();
+      // And nothing else: the same certificate cannot write another lease or the config.
+      for (const args of [['put', key('10.244.7.0-24'), 'x'], ['put', `${NET}/config`, CONFIG]]) {
+        const r = await secure.ctlResult(args);
+        expect(r.code, `${args.join(' ')}: ${r.stdout}`).not.toBe(0);
+        expect(r.stderr).toMatch(/permission denied/);
+      }
+    } finally {
+      await secure.stop();
+    }
+  });
+
   it('a member that loses its leader ends our watch (require-leader, as flanneld asks): not connected, naming it; back: connected, following', async () => {
     // Three members on one loopback; we talk to `a` only. With `b` and `c` stopped, `a` is what a
     // member cut off from the rest of its cluster is to us: up and answering pings, no leader.
