@@ -51,6 +51,8 @@ export class EtcdConnection {
   readonly clock: Clock;
   readonly log: Logger;
   readonly callTimeoutMs: number;
+  /** cluster.etcd.username; null: none (a client certificate, or no authentication). */
+  readonly username: string | null;
   /** The open client, once connected; null before and after stop(). */
   kv: EtcdKv | null = null;
   stopped = false;
@@ -64,6 +66,7 @@ export class EtcdConnection {
     this.clock = o.clock;
     this.log = o.log;
     this.callTimeoutMs = o.callTimeoutMs;
+    this.username = o.auth?.username ?? null;
   }
 
   /** The client, connecting first if there is none. */
@@ -153,7 +156,7 @@ export class EtcdConnection {
     const cause = e instanceof OpError ? e.reason : e;
     const msg = cause instanceof Error ? cause.message : String(cause);
     const endpoints = this.o.endpoints.join(', ');
-    const user = this.o.auth?.username;
+    const user = this.username;
     if (!(cause instanceof EtcdKvError)) return `${what}: ${msg}`;
     switch (cause.kind) {
       case 'unavailable':

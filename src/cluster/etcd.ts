@@ -73,8 +73,6 @@ export class EtcdSource implements ClusterSource {
   private readonly coalesceMs: number;
   private readonly subnetsPrefix: string;
   private readonly ownKey: string;
-  /** cluster.etcd.username; null: none (a client certificate, or no authentication). */
-  private readonly username: string | null;
   private readonly ctx: LeaseContext;
   private readonly conn: EtcdConnection;
   private readonly leases: LeaseTable;
@@ -101,7 +99,6 @@ export class EtcdSource implements ClusterSource {
     this.subnetsPrefix = subnetsPrefix(opts.prefix);
     const ownKey = subnetKey(opts.prefix, opts.subnet);
     this.ownKey = ownKey;
-    this.username = opts.auth?.username ?? null;
     this.ctx = { network: opts.network, ownSubnet: opts.subnet, vni: opts.vni, port };
 
     this.conn = new EtcdConnection({
@@ -196,7 +193,8 @@ export class EtcdSource implements ClusterSource {
       return null;
     }
     if (may) return null;
-    const who = this.username === null ? 'this client (the etcd user its certificate names)' : `etcd user ${JSON.stringify(this.username)}`;
+    const user = this.conn.username;
+    const who = user === null ? 'this client (the etcd user its certificate names)' : `etcd user ${JSON.stringify(user)}`;
     return `${who} may not write ${this.ownKey}: registering the site (cluster.register) would fail (permission denied); ` +
       `grant its role write access to that key (etcdctl role grant-permission ROLE readwrite ${this.ownKey}; ` +
       'vxedge rbac -c FILE prints every command), or set cluster.register to false and write the site\'s lease yourself (vxedge manifest -c FILE prints it)';

@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
 import { CLI, checkCommand, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
 import { madeUpNodes } from './made-up-nodes.js';
-import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
+import { ROOT_CTL, startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
 const PREFIX = 'vxce';
@@ -39,9 +39,6 @@ const leaseValue = (publicIp: string, mac: string, vni = 1) =>
 const keyOf = (subnet: string) => `${NET}/subnets/${subnet.replace('/', '-')}`;
 /** The peer name the gateway gives a lease. */
 const nameOf = (subnet: string) => `etcd-${subnet.replace('/', '-')}`;
-
-/** etcdctl's flags for the root user of enableAuth(). */
-const ROOT = ['--user', 'root:rootpw'];
 
 const clusterCheck = (s: HealthDocument) => s.checks.find((c) => c.name === 'cluster');
 const peer = (s: HealthDocument, name: string) => s.peers.find((p) => p.name === name);
@@ -70,16 +67,6 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     const [subnet, ip, mac] = n === 1 ? [env.AWS1_SUBNET, env.AWS1_PUBLIC_IP, env.AWS1_VTEP_MAC] : [env.AWS2_SUBNET, env.AWS2_PUBLIC_IP, env.AWS2_VTEP_MAC];
     const id = await etcd.grantLease(86_400, as);
     await etcd.ctl([...as, 'put', `--lease=${id.toString(16)}`, keyOf(subnet), leaseValue(ip, mac)]);
-  }
-
-  /** Turns etcd's authentication on, with a root user (made once) for the test's own etcdctl (ROOT). */
-  async function enableAuth(): Promise<void> {
-    if ((await etcd.ctlResult(['user', 'get', 'root'])).code !== 0) {
-      await etcd.ctl(['user', 'add', 'root:rootpw']);
-      await etcd.ctl(['role', 'add', 'root']).catch(() => undefined); // etcd may have made it with the user
-      await etcd.ctl(['user', 'grant-role', 'root', 'root']);
-    }
-    await etcd.ctl(['auth', 'enable']);
   }
 
   const routeFor = async (subnet: string) => (await nsRun(env.NS_GW, ['ip', '-4', 'route', 'show', subnet])).trim();
@@ -271,7 +258,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     await etcd.ctl(['role', 'add', 'site-gw']);
     await etcd.ctl(['role', 'grant-permission', 'site-gw', 'read', '--prefix=true', `${NET}/`]);
     await etcd.ctl(['user', 'grant-role', 'site-gw', 'site-gw']);
-    await enableAuth();
+    await etcd.enableAuth();
     const pw = path.join(dir, 'site-gw-password');
     await writeFile(pw, 'sitepw\n', { mode: 0o600 });
     const gw = await startGateway(env, { extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint], username: 'site-gw', passwordFile: pw } } } });
@@ -285,7 +272,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       await reachable(env.NS_HOST, env.POD1_IP);
 
       // Before a start: the same refusal, with the grant that mends it; nothing written.
-      const revision = async () => BigInt((JSON.parse(await etcd.ctl([...ROOT, 'get', '-w', 'json', `${NET}/config`])) as { header: { revision: string | number } }).header.revision);
+      const revision = async () => BigInt((JSON.parse(await etcd.ctl([...ROOT_CTL, 'get', '-w', 'json', `${NET}/config`])) as { header: { revision: string | number } }).header.revision);
       const before = await revision();
       const c = await checkCommand(env.NS_GW, gw.configFile);
       expect(c.code, c.stdout).toBe(1);
@@ -294,9 +281,9 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       expect(await revision()).toBe(before);
 
       // The grant as the line words it: the gateway registers on its next try, and the check passes.
-      await etcd.ctl([...ROOT, 'role', 'grant-permission', 'site-gw', 'readwrite', keyOf(env.GW_SUBNET)]);
+      await etcd.ctl([...ROOT_CTL, 'role', 'grant-permission', 'site-gw', 'readwrite', keyOf(env.GW_SUBNET)]);
       await gw.untilStatus((d) => d.cluster?.registered === true && d.cluster.error === null, 'registered once granted', 40_000);
-      expect((await etcd.ctl([...ROOT, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+      expect((await etcd.ctl([...ROOT_CTL, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
       const registered = await revision();
       const ok = await checkCommand(env.NS_GW, gw.configFile);
       expect(ok.code, ok.stdout).toBe(0);
@@ -306,7 +293,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       gateways.delete(gw);
       await gw.stop().catch(() => undefined);
       await gw.cleanup();
-      await etcd.ctl([...ROOT, 'auth', 'disable']).catch(() => undefined);
+      await etcd.ctl([...ROOT_CTL, 'auth', 'disable']).catch(() => undefined);
     }
   });
 
@@ -324,19 +311,19 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     await writeFile(script, rbac.stdout);
     const apply = () => nsExec(env.NS_INET, ['sh', script], { timeoutMs: 30_000, env: { ...process.env, ETCDCTL_API: '3', ETCDCTL_ENDPOINTS: etcd.endpoint, ETCDCTL_USER: 'root:rootpw' } });
     await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
-    await enableAuth();
+    await etcd.enableAuth();
     try {
       // Not from a terminal, a user with a password is not made (etcdctl would read the script as
       // the password): the script stops and says how.
       const first = await apply();
       expect(first.code, first.stdout + first.stderr).toBe(1);
       expect(first.stderr).toContain(`user ${user} does not exist: create it with etcdctl user add ${user}`);
-      await etcd.ctl([...ROOT, 'user', 'add', '--new-user-password', 'rbac pw', user]);
+      await etcd.ctl([...ROOT_CTL, 'user', 'add', '--new-user-password', 'rbac pw', user]);
       for (let i = 0; i < 2; i++) {
         const again = await apply(); // and once more: harmless
         expect(again.code, again.stdout + again.stderr).toBe(0);
       }
-      const perms = await etcd.ctl([...ROOT, 'role', 'get', 'vxedge-lab-edge-1']);
+      const perms = await etcd.ctl([...ROOT_CTL, 'role', 'get', 'vxedge-lab-edge-1']);
       expect(perms).toMatch(/Read:[\s\S]*\/coreos\.com\/network\/config[\s\S]*Write:\s*\n\s*\/coreos\.com\/network\/subnets\/10\.244\.100\.0-24\s*$/);
 
       const c = await checkCommand(env.NS_GW, file);
@@ -349,11 +336,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       try {
         await gw.untilStatus((d) => d.peers.length === 2 && d.cluster?.registered === true && d.cluster.error === null, 'following and registered with the least privilege', 20_000);
         await reachable(env.NS_HOST, env.POD1_IP);
-        expect((await etcd.ctl([...ROOT, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+        expect((await etcd.ctl([...ROOT_CTL, 'get', '--print-value-only', keyOf(env.GW_SUBNET)])).trim()).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
         // A lease that changes is followed (the watch is allowed too).
-        await etcd.ctl([...ROOT, 'del', keyOf(env.AWS2_SUBNET)]);
+        await etcd.ctl([...ROOT_CTL, 'del', keyOf(env.AWS2_SUBNET)]);
         await gw.untilStatus((d) => d.peers.length === 1, 'a deleted lease followed', 10_000);
-        await putAwsLease(2, ROOT);
+        await putAwsLease(2, ROOT_CTL);
         await gw.untilStatus((d) => d.peers.length === 2, 'the lease back', 10_000);
         // The gateway's user cannot take or remove another node's lease.
         const as = ['--user', `${user}:rbac pw`];
@@ -374,7 +361,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
         }
       }
     } finally {
-      await etcd.ctl([...ROOT, 'auth', 'disable']).catch(() => undefined);
+      await etcd.ctl([...ROOT_CTL, 'auth', 'disable']).catch(() => undefined);
     }
   });
 

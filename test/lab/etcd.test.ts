@@ -112,6 +112,15 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     return f;
   }
 
+  /** An etcd of its own on `clientPort` (and the next port) that takes clients by `t`'s CA only (--client-cert-auth); its etcdctl uses t's client certificate. */
+  function startTlsEtcd(name: string, clientPort: number, t: ReturnType<typeof makeTls>): Promise<EtcdServer> {
+    return startEtcd({
+      ns: NS, address: '127.0.0.1', clientPort, peerPort: clientPort + 1, dataDir: path.join(dir, `etcd-${name}`), name, lifetimeS: 120, https: true,
+      extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
+      ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
+    });
+  }
+
   /** A lease as flanneld writes it: `etcdctl lease grant`, then `put --lease`. */
   async function flannelNode(subnet: string, ip: string, mac: string, ttlS = 60, prefix = NET): Promise<bigint> {
     const id = await etcd.grantLease(ttlS);
@@ -318,11 +327,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     const tlsDir = path.join(dir, 'tls');
     mkdirSync(tlsDir);
     const t = makeTls(tlsDir, '127.0.0.1', 'vxedge');
-    const secure = await startEtcd({
-      ns: NS, address: '127.0.0.1', clientPort: 2479, peerPort: 2480, dataDir: path.join(dir, 'etcd-tls'), name: 'tls', lifetimeS: 120, https: true,
-      extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
-      ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
-    });
+    const secure = await startTlsEtcd('tls', 2479, t);
     try {
       await secure.ctl(['put', `${NET}/config`, CONFIG]);
       const good = follow({ endpoints: [secure.endpoint], register: false, tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey } });
@@ -351,17 +356,10 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     const tlsDir = path.join(dir, 'tls-rbac');
     mkdirSync(tlsDir);
     const t = makeTls(tlsDir, '127.0.0.1', 'site-gw-cert');
-    const root = ['--user', 'root:rootpw'];
-    const secure = await startEtcd({
-      ns: NS, address: '127.0.0.1', clientPort: 2481, peerPort: 2482, dataDir: path.join(dir, 'etcd-rbac'), name: 'rbac', lifetimeS: 120, https: true,
-      extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
-      ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
-    });
+    const secure = await startTlsEtcd('rbac', 2481, t);
     try {
       await secure.ctl(['put', `${NET}/config`, CONFIG]);
-      await secure.ctl(['user', 'add', 'root:rootpw']);
-      await secure.ctl(['user', 'grant-role', 'root', 'root']);
-      await secure.ctl(['auth', 'enable']);
+      const root = await secure.enableAuth();
       const site = path.join(tlsDir, 'site.json');
       writeFileSync(site, JSON.stringify({
         site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' },
@@ -425,11 +423,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
   });
 
   it('authentication: a wrong password names the user and the password file; the right one connects', async () => {
-    const root = ['--user', 'root:rootpw'];
-    await etcd.ctl(['user', 'add', 'root:rootpw']);
-    await etcd.ctl(['role', 'add', 'root']);
-    await etcd.ctl(['user', 'grant-role', 'root', 'root']);
-    await etcd.ctl(['auth', 'enable']);
+    const root = await etcd.enableAuth();
     try {
       const pw = path.join(dir, 'etcd-password');
       writeFileSync(pw, 'wrong\n', { mode: 0o600 });

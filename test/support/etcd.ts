@@ -13,6 +13,9 @@ import { rm } from 'node:fs/promises';
 import { nsExec, nsSpawn, waitExit, waitFor, type ExecResult } from '../lab/harness.js';
 import type { ChildProcess } from 'node:child_process';
 
+/** etcdctl's flags for the root user of EtcdServer.enableAuth(). */
+export const ROOT_CTL = ['--user', 'root:rootpw'];
+
 export interface EtcdOptions {
   /** Network namespace to run in (its loopback must be up: the peer URL lives there). */
   ns: string;
@@ -112,6 +115,20 @@ export class EtcdServer {
       timeoutMs,
       env: { ...process.env, ETCDCTL_API: '3' },
     });
+  }
+
+  /**
+   * Turns authentication on, with a root user (made once; password `rootpw`) for the test's
+   * own etcdctl: returns its flags (ROOT_CTL).
+   */
+  async enableAuth(): Promise<string[]> {
+    if ((await this.ctlResult(['user', 'get', 'root'])).code !== 0) {
+      await this.ctl(['user', 'add', 'root:rootpw']);
+      await this.ctl(['role', 'add', 'root']).catch(() => undefined); // etcd may have made it with the user
+      await this.ctl(['user', 'grant-role', 'root', 'root']);
+    }
+    await this.ctl(['auth', 'enable']);
+    return ROOT_CTL;
   }
 
   /** Grants a lease with etcdctl (as flanneld does for its subnet; `ctlArgs`: e.g. --user) and returns its id. */
