@@ -1,6 +1,6 @@
 // The cluster side of the contract for the command line, without talking to the API server:
 //  - `vxedge manifest`: the site's Node object (built in cluster/flannel-node.ts, the same
-//    object a registering gateway keeps; with an etcd site file, the etcdctl put of its lease);
+//    object a registering gateway keeps; with --etcd, the etcdctl put of its lease);
 //  - `vxedge peers`: `kubectl get nodes -o json` -> our `peers` list, judged node by node
 //    by the same rules the live Kubernetes source applies (cluster/flannel-node.ts);
 //  - `vxedge rbac`: the least-privilege objects for cluster.source kubernetes (with an etcd
@@ -75,7 +75,7 @@ export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersR
 }
 
 /** `vxedge manifest`: the site's Node object, YAML or JSON. */
-export async function runManifest(cfg: Config, json: boolean): Promise<number> {
+export async function runManifest(cfg: Config, json: boolean, etcd = false): Promise<number> {
   // A running gateway's document, for what the config leaves to discovery; one that cannot be
   // read counts as none, and the messages below say what to set instead.
   const status = await readStatus(cfg.runDir).catch((e: unknown) => {
@@ -110,13 +110,15 @@ export async function runManifest(cfg: Config, json: boolean): Promise<number> {
     );
     return EXIT_USAGE;
   }
-  if (cfg.cluster.source === 'etcd') {
+  if (etcd) {
     // flannel's etcd subnet manager has no Node: the site's lease, as flanneld writes its own.
     const key = subnetKey(cfg.cluster.etcd.prefix, cfg.overlay.subnet);
     const value = encodeLease({ publicIp, vni: cfg.vxlan.vni, vtepMac: mac });
     process.stdout.write(json ? JSON.stringify({ key, value }, null, 2) + '\n' : etcdLeaseCommand(key, value));
     return EXIT_OK;
   }
+  // The Node object whatever the source (the contract's output); an etcd site is told where its lease is.
+  if (cfg.cluster.source === 'etcd') process.stderr.write('vxedge: this site follows etcd (cluster.source): vxedge manifest -c FILE --etcd prints its lease\n');
   const m = nodeManifest({ site: cfg.site, node: cfg.node, name: siteNodeName(cfg), subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp });
   process.stdout.write(json ? JSON.stringify(m, null, 2) + '\n' : toYaml(m));
   return EXIT_OK;

@@ -25,7 +25,9 @@ Usage:
   vxedge run -c FILE              run the gateway in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads)
   vxedge check -c FILE            validate the config and run the preflight checks
   vxedge status [-c FILE] [--json]  show the running gateway's status
-  vxedge manifest -c FILE [--json]  print the site's Kubernetes Node object for kubectl apply
+  vxedge manifest -c FILE [--json] [--etcd]
+                                  print the site's Kubernetes Node object for kubectl apply
+                                  (--etcd: the etcdctl put of its lease, for flannel's etcd subnet manager)
   vxedge peers [FILE] [-c FILE]   turn \`kubectl get nodes -o json\` (FILE or stdin) into the peers list
   vxedge rbac [-c FILE | --node-name NAME]
                                   print the least-privilege ServiceAccount, ClusterRole and binding for cluster.source kubernetes
@@ -53,7 +55,7 @@ const TAKES: Record<string, { options: string[]; args: number }> = {
   run: { options: [], args: 0 },
   check: { options: [], args: 0 },
   status: { options: ['json', 'run-dir'], args: 0 },
-  manifest: { options: ['json'], args: 0 },
+  manifest: { options: ['json', 'etcd'], args: 0 },
   peers: { options: [], args: 1 },
   rbac: { options: ['node-name'], args: 0 },
 };
@@ -84,6 +86,7 @@ export async function main(argv: string[]): Promise<number> {
       options: {
         config: { type: 'string', short: 'c' },
         json: { type: 'boolean' },
+        etcd: { type: 'boolean' },
         'run-dir': { type: 'string' },
         'node-name': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -120,7 +123,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'status':
         return await status(o.config, o['run-dir'], o.json ?? false);
       case 'manifest':
-        return await (await command.kube()).runManifest(load(o.config), o.json ?? false);
+        return await (await command.kube()).runManifest(load(o.config), o.json ?? false, o.etcd ?? false);
       case 'peers':
         return await (await command.kube()).runPeers(rest[0], o.config ? load(o.config) : null);
       case 'rbac':

@@ -197,7 +197,7 @@ export class EtcdSource implements ClusterSource {
     const who = user === null ? 'this client (the etcd user its certificate names)' : `etcd user ${JSON.stringify(user)}`;
     return `${who} may not write ${this.ownKey}: registering the site (cluster.register) would fail (permission denied); ` +
       `grant its role write access to that key (etcdctl role grant-permission ROLE readwrite ${this.ownKey}; ` +
-      'vxedge rbac -c FILE prints every command), or set cluster.register to false and write the site\'s lease yourself (vxedge manifest -c FILE prints it)';
+      'vxedge rbac -c FILE prints every command), or set cluster.register to false and write the site\'s lease yourself (vxedge manifest -c FILE --etcd prints it)';
   }
 
   private emitNow(): void {

@@ -365,11 +365,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     }
   });
 
-  it("`vxedge manifest` with an etcd site file: its etcdctl command writes the site's lease as flanneld would, as a reservation the gateway leaves alone", async () => {
+  it("`vxedge manifest --etcd` with an etcd site file: its etcdctl command writes the site's lease as flanneld would, as a reservation the gateway leaves alone", async () => {
     await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
     const extra = { peers: [], cluster: { source: 'etcd', register: false, etcd: { endpoints: [etcd.endpoint] } } };
     const file = await writeLabConfig(env, dir, 'manifest-site.json', { extra: { ...extra, underlay: { publicIp: env.NAT_WAN_IP } } });
-    const m = await nsExec(env.NS_GW, ['node', CLI, 'manifest', '-c', file], { timeoutMs: 20_000 });
+    const m = await nsExec(env.NS_GW, ['node', CLI, 'manifest', '-c', file, '--etcd'], { timeoutMs: 20_000 });
     expect(m.code, m.stderr).toBe(0);
     const script = path.join(dir, 'put-lease.sh');
     await writeFile(script, m.stdout);
@@ -378,7 +378,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     const written = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
     // The bytes a registering gateway writes (the first test's), with no etcd lease: a reservation.
     expect(written).toMatchObject({ value: leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC), lease: 0n });
-    const json = await nsExec(env.NS_GW, ['node', CLI, 'manifest', '-c', file, '--json'], { timeoutMs: 20_000 });
+    const json = await nsExec(env.NS_GW, ['node', CLI, 'manifest', '-c', file, '--json', '--etcd'], { timeoutMs: 20_000 });
     expect(JSON.parse(json.stdout)).toEqual({ key: keyOf(env.GW_SUBNET), value: written.value });
 
     // The gateway with cluster.register off names it as its own and writes nothing.

@@ -127,7 +127,7 @@ describe('vxedge check: the cluster line (etcd)', () => {
     ro.readOnly.push(`${PREFIX}/subnets/`);
     const { r } = await ask(config(), ro, clock, auth);
     expect(r!.check.ok).toBe(false);
-    expect(r!.check.detail).toMatch(/1 peer\(s\) from the cluster; etcd user "site-gw" may not write \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24: registering the site \(cluster\.register\) would fail \(permission denied\); grant its role write access to that key \(etcdctl role grant-permission ROLE readwrite \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24; vxedge rbac -c FILE prints every command\), or set cluster\.register to false and write the site's lease yourself \(vxedge manifest -c FILE prints it\)$/);
+    expect(r!.check.detail).toMatch(/1 peer\(s\) from the cluster; etcd user "site-gw" may not write \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24: registering the site \(cluster\.register\) would fail \(permission denied\); grant its role write access to that key \(etcdctl role grant-permission ROLE readwrite \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24; vxedge rbac -c FILE prints every command\), or set cluster\.register to false and write the site's lease yourself \(vxedge manifest -c FILE --etcd prints it\)$/);
     expect(ro.calls.mayPut).toBe(1);
     expect(ro.puts).toEqual([]);
     expect(ro.value(key('10.244.100.0-24'))).toBeUndefined();

@@ -201,15 +201,19 @@ describe('vxedge manifest', () => {
     noStack(r.stderr);
   });
 
-  it("with an etcd site file: the etcdctl put of the site's lease as flanneld writes it (a reservation: no etcd lease); --json gives key and value", () => {
+  it("--etcd: the etcdctl put of the site's lease as flanneld writes it (a reservation: no etcd lease); --json gives key and value; without it, an etcd site still gets its Node object, and a hint", () => {
     const etcd = 'underlay: { publicIp: 198.51.100.2 }\nvxlan: { vtepMac: "0e:5c:aa:00:00:64" }\ncluster: { source: etcd, register: false, etcd: { endpoints: [http://192.0.2.10:2379], prefix: /net/x } }\n';
     const key = '/net/x/subnets/10.244.100.0-24';
     const value = '{"PublicIP":"198.51.100.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:5c:aa:00:00:64"}}';
-    const r = vxedge(['manifest', '-c', cfg(etcd)]);
+    const r = vxedge(['manifest', '-c', cfg(etcd), '--etcd']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.split('\n').filter((l) => !l.startsWith('#'))).toEqual([`etcdctl put '${key}' '${value}'`, '']);
-    const j = vxedge(['manifest', '-c', cfg(etcd), '--json']);
+    const j = vxedge(['manifest', '-c', cfg(etcd), '--json', '--etcd']);
     expect(JSON.parse(j.stdout)).toEqual({ key, value });
+    const node = vxedge(['manifest', '-c', cfg(etcd)]);
+    expect(node.code).toBe(0);
+    expect(parseYaml(node.stdout).kind).toBe('Node');
+    expect(node.stderr).toBe('vxedge: this site follows etcd (cluster.source): vxedge manifest -c FILE --etcd prints its lease\n');
   });
 
   it('exits 2 when the public IP is unknown', () => {
