@@ -137,18 +137,34 @@ export class EtcdServer {
     return BigInt(j.ID);
   }
 
-  /** The key's value, lease and mod revision (etcdctl get -w json), or null. */
-  async getKey(key: string): Promise<{ value: string; lease: bigint; modRevision: bigint } | null> {
-    const j = parseEtcdJson(await this.ctl(['get', key, '-w', 'json'])) as { kvs?: { value: string; lease?: string; mod_revision: string }[] };
+  /** The key's value, lease and mod revision (etcdctl get -w json), or null. `ctlArgs`: e.g. ROOT_CTL once auth is on. */
+  async getKey(key: string, ctlArgs: string[] = []): Promise<{ value: string; lease: bigint; modRevision: bigint } | null> {
+    const j = parseEtcdJson(await this.ctl([...ctlArgs, 'get', key, '-w', 'json'])) as { kvs?: { value: string; lease?: string; mod_revision: string }[] };
     const kv = j.kvs?.[0];
     if (!kv) return null;
     return { value: Buffer.from(kv.value, 'base64').toString('utf8'), lease: BigInt(kv.lease ?? '0'), modRevision: BigInt(kv.mod_revision) };
   }
 
   /** `etcdctl lease timetolive`: remaining and granted TTL in seconds (remaining -1: the lease is gone). */
-  async leaseTtl(id: bigint): Promise<{ ttl: number; grantedTtl: number }> {
-    const j = parseEtcdJson(await this.ctl(['lease', 'timetolive', id.toString(16), '-w', 'json'])) as { ttl: string; 'granted-ttl': string };
+  async leaseTtl(id: bigint, ctlArgs: string[] = []): Promise<{ ttl: number; grantedTtl: number }> {
+    const j = parseEtcdJson(await this.ctl([...ctlArgs, 'lease', 'timetolive', id.toString(16), '-w', 'json'])) as { ttl: string; 'granted-ttl': string };
     return { ttl: Number(j.ttl), grantedTtl: Number(j['granted-ttl']) };
+  }
+
+  /**
+   * Waits until lease `id` has been renewed after its first `grantedTtl` seconds: its remaining
+   * TTL went up between two looks, and more time than the lease's TTL has passed since the call
+   * (so the key outlived the lease it would have had without renewals).
+   */
+  async waitRenewed(id: bigint, grantedTtlS: number, ctlArgs: string[] = []): Promise<void> {
+    const t0 = Date.now();
+    const ttls: number[] = [];
+    await waitFor(async () => {
+      ttls.push((await this.leaseTtl(id, ctlArgs)).ttl);
+      return Date.now() - t0 > grantedTtlS * 1000 + 1_000 && ttls.some((t, i) => i > 0 && t > ttls[i - 1]);
+    }, grantedTtlS * 1000 + 7_000, 300).catch((e: Error) => {
+      throw new Error(`lease ${id.toString(16)} not renewed: remaining TTLs seen ${JSON.stringify(ttls)}: ${e.message}`);
+    });
   }
 
   private async signal(sig: NodeJS.Signals, graceMs: number): Promise<void> {
