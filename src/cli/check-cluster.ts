@@ -13,6 +13,7 @@ import { readVtepMac } from '../control/state.js';
 import type { CheckResult } from '../health/document.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
+import { SKIPPED_SHOWN } from './render.js';
 
 /** How long `vxedge check` waits for the cluster's first answer. */
 export const CLUSTER_CHECK_WAIT_MS = 10_000;
@@ -20,8 +21,6 @@ export const CLUSTER_CHECK_WAIT_MS = 10_000;
 const ERROR_POLL_MS = 100;
 /** How long the source may take to stop after the answer. */
 const STOP_WAIT_MS = 2_000;
-/** Skipped nodes named in the line; the rest are counted. */
-const SKIPPED_SHOWN = 3;
 
 export interface ClusterPreflight {
   check: CheckResult;

@@ -37,8 +37,8 @@ export function renderStatus(d: HealthDocument, now = Date.now()): string {
   return lines.join('\n') + '\n';
 }
 
-/** Nodes left out named by `vxedge status` (as many as `vxedge check` names). */
-const SKIPPED_SHOWN = 3;
+/** Nodes left out by the cluster source that `vxedge status` and `vxedge check` name; the rest are counted. */
+export const SKIPPED_SHOWN = 3;
 
 /**
  * One line for each service the gateway talks to, when configured: the MQTT broker, the
