@@ -21,7 +21,7 @@ import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
 import { JsonMemberSplitter } from './json-members.js';
-import { KubeTimeoutError } from './kube-errors.js';
+import { KubeTimeoutError, failedTooLarge, httpStatusOf } from './kube-errors.js';
 
 /** A Node as JSON (untrusted: every field may be missing or of the wrong type). */
 export type NodeJson = Record<string, unknown>;
@@ -32,8 +32,10 @@ export interface NodeApi {
   /**
    * Every Node, each handed to `keep` as it streams in (whole Node objects are never held
    * together: keep what is needed, null to drop it), and the list's resourceVersion.
+   * `from` is the resourceVersion to ask for, as client-go's reflector asks (ListFrom);
+   * `paged` says whether the answer came in pages (a '0' list in pages: no watch cache).
    */
-  list<T>(keep: (item: unknown) => T | null): Promise<{ items: T[]; resourceVersion: string }>;
+  list<T>(keep: (item: unknown) => T | null, from?: ListFrom): Promise<{ items: T[]; resourceVersion: string; paged: boolean }>;
   /**
    * Watches Nodes from `resourceVersion` with bookmarks. `onOpen` runs when the server took
    * the watch (200), `onEvent` for each event; `onDone` once, with null when the server closed
@@ -53,6 +55,17 @@ export interface NodeApi {
   /** Aborts every request in flight (stop()). */
   abortAll(): void;
 }
+
+/**
+ * The resourceVersion a list asks for:
+ *   '0'   any version: served from the API server's watch cache, whole (the cache ignores
+ *         ?limit), maybe a little behind; a reflector's first list;
+ *   'N'   not older than N: from the watch cache too, whole (with ?limit it would be an exact
+ *         read of N from etcd); a relist after a watch that expired;
+ *   ''    the latest: a consistent read from etcd, in pages; when a version is gone (410) or
+ *         ahead of the server (504 Too large resource version), and where there is no watch cache.
+ */
+export type ListFrom = string;
 
 export interface WatchCallbacks {
   onOpen(): void;
@@ -154,18 +167,27 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
 
   return {
     server: cluster.server,
-    async list<T>(keep: (item: unknown) => T | null) {
-      // In pages, as client-go's reflector lists for flanneld: each answer is bounded however
-      // large the cluster. The pages are one snapshot, so the version is the first page's. A
-      // token that expired between pages (its version compacted) starts the list again, once.
-      for (let attempt = 0; ; attempt++) {
+    async list<T>(keep: (item: unknown) => T | null, from: ListFrom = '') {
+      // As client-go's reflector lists for flanneld (ListFrom): '0' and '' in pages of 500,
+      // which the watch cache ignores for '0' (a consistent read from etcd is paged, so each of
+      // its answers is bounded however large the cluster); 'N' whole, from the cache. The pages
+      // are one snapshot, so the version is the first page's. A token that expired between
+      // pages (its version compacted) starts the list again, once.
+      for (let retried = false; ; ) {
         const items: T[] = [];
         let resourceVersion = '';
         let token = '';
+        let page = 0;
         try {
-          for (let page = 0; page === 0 || token; page++) {
+          for (; page === 0 || token; page++) {
             if (page >= MAX_LIST_PAGES) throw new Error(`the Node list did not end after ${MAX_LIST_PAGES} pages of ${LIST_PAGE}`);
-            const q = new URLSearchParams({ limit: String(LIST_PAGE), ...(token ? { continue: token } : {}) });
+            // A continue token carries its version: the API refuses a resourceVersion beside it.
+            const q = new URLSearchParams(
+              token ? { limit: String(LIST_PAGE), continue: token }
+                : from === '' ? { limit: String(LIST_PAGE) }
+                  : from === '0' ? { resourceVersion: '0', limit: String(LIST_PAGE) }
+                    : { resourceVersion: from },
+            );
             // Node by Node as the page streams in (json-members.ts): a page of real Nodes is
             // megabytes, and parsed whole it would stay in the heap long after it is dropped.
             // What comes back is the envelope, its items taken out ("items":[]).
@@ -177,9 +199,17 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
             if (page === 0) resourceVersion = String(l?.metadata?.resourceVersion ?? '');
             token = typeof l?.metadata?.continue === 'string' ? l.metadata.continue : '';
           }
-          return { items, resourceVersion };
+          return { items, resourceVersion, paged: page > 1 };
         } catch (e) {
-          if (!token || attempt > 0 || !(e instanceof KubeHttpError) || e.code !== 410) throw e;
+          // A version the server no longer has (410) or has not reached (504 Too large resource
+          // version: a cache behind, etcd restored from a backup): at once the latest instead,
+          // as client-go's reflector does (its "last sync resource version unavailable").
+          if (from !== '' && page === 0 && (httpStatusOf(e) === 410 || failedTooLarge(e))) {
+            from = '';
+            continue;
+          }
+          if (!token || retried || httpStatusOf(e) !== 410) throw e;
+          retried = true;
         }
       }
     },

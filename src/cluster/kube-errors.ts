@@ -34,19 +34,41 @@ const UNTRUSTED = new Set([
 
 type Errorish = { code?: unknown; statusCode?: unknown; body?: unknown; message?: unknown; syscall?: unknown; path?: unknown; name?: unknown };
 
-/** The Status object's message and reason, if `body` is one (text or object). */
-function statusOf(body: unknown): { message?: string; reason?: string } {
+/** `body` as an object, if it is one (text or object). */
+function statusObject(body: unknown): object | null {
   let s: unknown = body;
   if (typeof body === 'string') {
     try {
       s = JSON.parse(body);
     } catch {
-      return {};
+      return null;
     }
   }
-  if (typeof s !== 'object' || s === null) return {};
+  return typeof s === 'object' && s !== null ? s : null;
+}
+
+/** The Status object's message and reason, if `body` is one (text or object). */
+function statusOf(body: unknown): { message?: string; reason?: string } {
+  const s = statusObject(body);
+  if (!s) return {};
   const { message, reason } = s as { message?: unknown; reason?: unknown };
   return { message: typeof message === 'string' ? message.slice(0, 300) : undefined, reason: typeof reason === 'string' ? reason : undefined };
+}
+
+/**
+ * A Status saying the requested resourceVersion is newer than the server's (504 Timeout, cause
+ * ResourceVersionTooLarge; API servers 1.17.0-1.18.5 said it in the message alone), as a
+ * watch's ERROR event carries it.
+ */
+export function isTooLargeResourceVersion(status: unknown): boolean {
+  const s = status as { message?: unknown; details?: { causes?: unknown } } | null;
+  const causes = Array.isArray(s?.details?.causes) ? (s.details.causes as { reason?: unknown }[]) : [];
+  return causes.some((c) => c?.reason === 'ResourceVersionTooLarge') || (typeof s?.message === 'string' && s.message.startsWith('Too large resource version'));
+}
+
+/** An API call that failed with that Status (its body). */
+export function failedTooLarge(err: unknown): boolean {
+  return httpStatusOf(err) === 504 && isTooLargeResourceVersion(statusObject((err as Errorish | null)?.body));
 }
 
 /** The HTTP status of an API failure, or null for a failure below HTTP. */

@@ -4,13 +4,17 @@
 // flannel node programs a route to the site.
 //
 // Following Nodes (a reflector, as client-go's):
-//   1. LIST /api/v1/nodes -> the whole set and its resourceVersion -> a view at once;
+//   1. LIST /api/v1/nodes -> the whole set and its resourceVersion -> a view at once; the
+//      first list asks for any version (resourceVersion=0), which the API server answers from
+//      its watch cache instead of etcd, as every client-go informer (flanneld's too) does;
 //   2. WATCH from that version, with bookmarks (which move the version on while nothing
 //      changes, so a resume after a quiet hour does not fall out of the server's history)
 //      and timeoutSeconds (the server ends the stream; we end it ourselves `watchGraceMs`
 //      later, so a connection that died silently is noticed);
 //   3. a watch that ends is resumed from the last version seen; one that reports 410 Expired
-//      (the version left the server's history) starts over with a list; any other failure retries
+//      (the version left the server's history) starts over with a list not older than that
+//      version (the watch cache again), and one whose server is behind us (504 Too large
+//      resource version) with a list of the latest (etcd); any other failure retries
 //      after an exponential backoff with jitter (up to `maxMs`), keeping the version.
 // Changes are applied to a cache of slimmed Nodes and coalesced (`coalesceMs`): a burst of
 // events, or a resumed watch replaying a thousand of them, makes one view, and a view is
@@ -34,8 +38,8 @@ import { fileStamp } from '../util/file-stamp.js';
 import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
-import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type NodeApi, type NodeJson } from './kube-client.js';
-import { describeKubeError, httpStatusOf } from './kube-errors.js';
+import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
+import { describeKubeError, httpStatusOf, isTooLargeResourceVersion } from './kube-errors.js';
 import { CREATE_VERBS, OWN_NODE_VERBS } from './rbac.js';
 import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
 
@@ -174,7 +178,12 @@ export class KubernetesSource implements ClusterSource {
   private oldApi: NodeApi | null = null;
   /** The kubeconfig file as it was when the client was made (inode, size, mtime); null: in-cluster. */
   private kubeconfigStamp: string | null = null;
+  /** The last resourceVersion seen (a list's, an event's, a bookmark's). */
   private rv: string | null = null;
+  /** What the next list asks for (ListFrom), before the next watch; null: no list, the watch resumes from `rv`. */
+  private listFrom: ListFrom | null = '0';
+  /** A list of any version ('0') came in pages: the API server has no watch cache, and a relist asks for the latest. */
+  private noWatchCache = false;
   private synced = false;
   private lastView: ClusterView | null = null;
   /** The last view's peers by name: a node keeps its last good lease where flannel's nodes do (cluster/last-good.ts). */
@@ -286,12 +295,15 @@ export class KubernetesSource implements ClusterSource {
       try {
         const api = this.api ?? (await this.connect());
         if (this.stopped) break;
-        const listed = this.rv === null;
-        if (listed) await this.relist(api);
+        const listed = this.listFrom !== null;
+        if (listed) await this.relist(api, this.listFrom ?? '');
         if (this.stopped) break;
         const started = this.o.clock.monotonic();
         const { end, events } = await this.watchOnce(api);
-        if (end === 'expired' || end === 'behind') this.rv = null;
+        // As client-go's reflector: a watch that expired lists again not older than what it had
+        // seen, from the watch cache; one whose server is behind us lists the latest (from etcd).
+        if (end === 'expired') this.listFrom = this.rv === null || this.noWatchCache ? '' : this.rv;
+        if (end === 'behind') this.listFrom = '';
         // Behind the very version it just listed: API servers out of step behind a load balancer; not a relist loop.
         if (end === 'behind' && listed) throw new OperatorError(`the API server at ${api.server} is behind the version it listed (Too large resource version); listing again`);
         if (end === 'silent') throw new OperatorError(`the watch on ${api.server} went silent past its timeout; reconnecting`);
@@ -302,7 +314,7 @@ export class KubernetesSource implements ClusterSource {
         }
         continue;
       } catch (e) {
-        this.fail(e, this.rv === null ? 'list nodes' : 'watch nodes');
+        this.fail(e, this.listFrom !== null ? 'list nodes' : 'watch nodes');
       }
       await this.sleep(backoffDelay(this.failures - 1, this.o.backoff));
     }
@@ -326,9 +338,11 @@ export class KubernetesSource implements ClusterSource {
     return this.api;
   }
 
-  private async relist(api: NodeApi): Promise<void> {
-    const list = await api.list(slimNode);
+  private async relist(api: NodeApi, from: ListFrom): Promise<void> {
+    const list = await api.list(slimNode, from);
     if (this.stopped) return;
+    if (from === '0' && list.paged) this.noWatchCache = true;
+    this.listFrom = null;
     this.cache.clear();
     for (const n of list.items) this.cache.set(nameOf(n), n);
     this.rv = list.resourceVersion || null;
@@ -663,13 +677,6 @@ export class KubernetesSource implements ClusterSource {
 /** A failure whose message is already written for the operator (a kubeconfig that cannot be used, a dead watch). */
 class OperatorError extends Error {
   override name = 'OperatorError';
-}
-
-/** A Status saying the requested resourceVersion is newer than the server's (504 Timeout, cause ResourceVersionTooLarge). */
-function isTooLargeResourceVersion(status: unknown): boolean {
-  const s = status as { message?: unknown; details?: { causes?: unknown } } | null;
-  const causes = Array.isArray(s?.details?.causes) ? (s.details.causes as { reason?: unknown }[]) : [];
-  return causes.some((c) => c?.reason === 'ResourceVersionTooLarge') || (typeof s?.message === 'string' && s.message.startsWith('Too large resource version'));
 }
 
 function nameOf(n: NodeJson): string {

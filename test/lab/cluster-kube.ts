@@ -111,8 +111,8 @@ export class KubeStandIn {
     return (await this.call<NodeObject[]>('nodes')).find((n) => n.metadata.name === name);
   }
 
-  /** The log of requests clients made: { method, path, query, user, verb, name, status }. */
-  requests(): Promise<{ method: string; path: string; user: string | null; verb: string | null; name: string | null; status: number }[]> {
+  /** The log of requests clients made: { method, path, query, user, verb, name, status, servedFrom (lists) }. */
+  requests(): Promise<{ method: string; path: string; query: Record<string, string>; user: string | null; verb: string | null; name: string | null; status: number; servedFrom?: 'cache' | 'etcd' }[]> {
     return this.call('requests');
   }
 

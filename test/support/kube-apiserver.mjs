@@ -8,11 +8,19 @@
 //   - RBAC-style authorization per user, with ClusterRole rules ({verbs, resourceNames?});
 //     403 Status whose message names the verb, as kube-apiserver words it;
 //   - one global, monotonically increasing resourceVersion; a no-op patch changes nothing;
-//   - GET /api/v1/nodes (list, metadata.resourceVersion, items in name order); with ?limit=N
-//     a page of N and `metadata.continue` (a token as kube-apiserver makes it) while more
-//     remain, each later page served from the first page's snapshot (the same
+//   - GET /api/v1/nodes (list, metadata.resourceVersion, items in name order), by its
+//     resourceVersion as kube-apiserver serves it (each request's log entry says `servedFrom`):
+//     unset, a consistent read "from etcd"; "0", any version, from the watch cache, which
+//     ignores ?limit and answers everything at once; "N" without ?limit, not older than N,
+//     from the watch cache (504 "Too large resource version" when N is ahead of the server: the
+//     real one waits up to 3 s for its cache first); with `watchCache` off, every list is read
+//     "from etcd" and paged. "N" with ?limit (an exact read at N, from etcd) is refused with
+//     501: kept versions are not modelled, and vxedge never asks for one. A paged read: with
+//     ?limit=N a page of N and `metadata.continue` (a token as kube-apiserver makes it) while
+//     more remain, each later page served from the first page's snapshot (the same
 //     resourceVersion, whatever changed since), and 410 Expired for a token whose version was
-//     compacted (`compact`); ?watch=1 streams ADDED/MODIFIED/
+//     compacted (`compact`); a continue token with a resourceVersion is a 400, as there;
+//     ?watch=1 streams ADDED/MODIFIED/
 //     DELETED events after `resourceVersion` (or the current state as ADDED when it is unset
 //     or "0"), BOOKMARKs with allowWatchBookmarks, closes after timeoutSeconds, and sends an
 //     ERROR event with a 410 Expired Status when the version is older than the retained history
@@ -33,7 +41,7 @@
 // writes D/ca.crt and D/kubeconfig (token "admin-token", every right), plus D/kubeconfig-NAME
 // for each user with a token in FILE (a JSON array of {name, token, rules}), prints
 // {"ready":URL}, then takes one JSON command a line on stdin, {"id":1,"cmd":"addNode",
-// "args":[node]} (any control method; "set" with [flag, value] for the two flags; "requests";
+// "args":[node]} (any control method; "set" with [flag, value] for the three flags; "requests";
 // "nodes"), answering {"id":1,"ok":true,"result":…} on stdout. It exits when stdin ends.
 import https from 'node:https';
 import { randomUUID } from 'node:crypto';
@@ -132,6 +140,7 @@ export class KubeApiServer {
     this.sockets = new Set();
     this.requests = [];
     this.watchLag = 0; // > 0: watches are served by an API server this many versions behind the one that lists
+    this.watchCache = true; // false: as kube-apiserver --watch-cache=false, every list is read from etcd, in pages
     this.expiredAsHttpStatus = false; // true: a too-old watch gets an HTTP 410 instead of an ERROR event
     this.hanging = false; // true: requests are read and never answered (a server that stopped answering)
     this.server = https.createServer({ key: pki.key, cert: pki.cert, ca: pki.ca, requestCert: true, rejectUnauthorized: false }, (req, res) => {
@@ -308,7 +317,7 @@ export class KubeApiServer {
     try {
       switch (verb) {
         case 'list':
-          return this.reply(entry, res, 200, this.list(url.searchParams));
+          return this.reply(entry, res, 200, this.list(url.searchParams, entry));
         case 'watch':
           return this.watch(entry, url.searchParams, res);
         case 'get':
@@ -371,10 +380,28 @@ export class KubeApiServer {
     return cn ? (this.users.find((u) => u.cn === cn) ?? null) : null;
   }
 
-  /** One page of the Node list (all of it without ?limit), as kube-apiserver pages from etcd. */
-  list(q) {
-    const limit = Number(q.get('limit') ?? 0);
+  /**
+   * The Node list as kube-apiserver serves it for the request's resourceVersion (see the top of
+   * this file); `entry.servedFrom` says where from: "cache" or "etcd".
+   */
+  list(q, entry = {}) {
+    let limit = Number(q.get('limit') ?? 0);
     const token = q.get('continue');
+    const rv = q.get('resourceVersion') ?? '';
+    if (token && rv !== '') throw new HttpError(400, 'BadRequest', 'specifying resource version is not allowed when using continue');
+    if (!token && rv !== '' && !/^[0-9]+$/.test(rv)) throw new HttpError(400, 'BadRequest', `Invalid value: "${rv}": resourceVersion: must be a number`);
+    const fromCache = this.watchCache && !token && rv !== '';
+    if (!token && rv !== '' && rv !== '0') {
+      if (limit > 0) throw new HttpError(501, 'NotImplemented', `the stand-in keeps no list at an exact old version (resourceVersion=${rv} with limit)`);
+      if (Number(rv) > this.rv) {
+        throw new HttpError(504, 'Timeout', `Too large resource version: ${rv}, current: ${this.rv}`, {
+          causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
+          retryAfterSeconds: 1,
+        });
+      }
+    }
+    if (fromCache) limit = 0; // the watch cache answers everything at once
+    entry.servedFrom = fromCache ? 'cache' : 'etcd';
     let snap;
     if (token) {
       snap = this.listPages.get(token);
@@ -487,7 +514,7 @@ async function main(argv) {
   }
   process.stdout.write(JSON.stringify({ ready: url }) + '\n');
   const commands = new Set(['addNode', 'modifyNode', 'deleteNode', 'bumpVersion', 'restoreBackup', 'compact', 'bookmark', 'dropConnections', 'stall', 'down', 'up']);
-  const flags = new Set(['hanging', 'expiredAsHttpStatus']);
+  const flags = new Set(['hanging', 'expiredAsHttpStatus', 'watchCache']);
   for await (const line of createInterface({ input: process.stdin })) {
     let msg = {};
     try {

@@ -30,6 +30,7 @@ afterEach(async () => {
   for (const n of [...api.server.nodes.keys()]) api.server.deleteNode(n);
   api.server.expiredAsHttpStatus = false;
   api.server.hanging = false;
+  api.server.watchCache = true;
   await api.server.up();
 });
 
@@ -116,6 +117,33 @@ describe('CRUD on /api/v1/nodes', () => {
     const old = await failure(core.listNode({ limit: 2, _continue: again.metadata!._continue }));
     expect(old.code).toBe(410);
     expect(old.status).toMatchObject({ reason: 'Expired', message: expect.stringMatching(/^The provided continue parameter is too old/) });
+  });
+
+  it("a list by its resourceVersion: '0' from the watch cache, whole; 'N' not older than N, whole, 504 when N is ahead; unset from etcd, paged; no cache: every list paged from etcd", async () => {
+    const { core } = client();
+    for (const n of ['c', 'a', 'b']) api.server.addNode(flannelNode(n, { subnet: `10.244.${n.charCodeAt(0)}.0/24` }));
+    const rv = api.server.rv;
+    const names = (l: k8s.V1NodeList) => l.items.map((n) => n.metadata?.name);
+    const servedFrom = () => (api.server.requests.at(-1) as { servedFrom?: string }).servedFrom;
+    // The watch cache ignores the limit.
+    const any = await core.listNode({ resourceVersion: '0', limit: 2 });
+    expect([names(any), any.metadata?._continue, any.metadata?.resourceVersion, servedFrom()]).toEqual([['a', 'b', 'c'], undefined, String(rv), 'cache']);
+    const notOlder = await core.listNode({ resourceVersion: String(rv - 1) });
+    expect([names(notOlder), notOlder.metadata?.resourceVersion, servedFrom()]).toEqual([['a', 'b', 'c'], String(rv), 'cache']);
+    const ahead = await failure(core.listNode({ resourceVersion: String(rv + 10) }));
+    expect(ahead.code).toBe(504);
+    expect(ahead.status).toMatchObject({ reason: 'Timeout', details: { causes: [{ reason: 'ResourceVersionTooLarge' }] } });
+    const latest = await core.listNode({ limit: 2 });
+    expect([names(latest), typeof latest.metadata?._continue, servedFrom()]).toEqual([['a', 'b'], 'string', 'etcd']);
+    // What kube-apiserver refuses, and the exact read of an old version, which is not modelled.
+    expect((await failure(core.listNode({ resourceVersion: '0', limit: 2, _continue: latest.metadata!._continue }))).code).toBe(400);
+    expect((await failure(core.listNode({ resourceVersion: 'x' }))).code).toBe(400);
+    expect((await failure(core.listNode({ resourceVersion: String(rv), limit: 2 }))).code).toBe(501);
+    api.server.watchCache = false; // (afterEach turns it on again)
+    const paged = await core.listNode({ resourceVersion: '0', limit: 2 });
+    expect([names(paged), typeof paged.metadata?._continue, servedFrom()]).toEqual([['a', 'b'], 'string', 'etcd']);
+    const whole = await core.listNode({ resourceVersion: String(rv) });
+    expect([names(whole), servedFrom()]).toEqual([['a', 'b', 'c'], 'etcd']);
   });
 
   it('merge, strategic-merge and JSON patch; a no-op changes no version; podCIDR is immutable; unknown types get 415', async () => {

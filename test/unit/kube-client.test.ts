@@ -74,12 +74,12 @@ describe('kube-client: the Node calls as HTTP', () => {
     answer = () => ({ status: 200, body: JSON.stringify({ kind: 'NodeList', metadata: { resourceVersion: '4711' }, items: [{ metadata: { name: 'aws-1' } }] }) });
     const { node } = await api();
     expect(node.server).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/?$/); // the kubeconfig says ".../": no "//api" below
-    expect(await node.list((n) => n)).toEqual({ items: [{ metadata: { name: 'aws-1' } }], resourceVersion: '4711' });
+    expect(await node.list((n) => n)).toEqual({ items: [{ metadata: { name: 'aws-1' } }], resourceVersion: '4711', paged: false });
     expect(seen.map((s) => [s.method, s.url])).toEqual([['GET', '/api/v1/nodes?limit=500']]);
     expect(who(seen[0])).toEqual({ authorization: 'Bearer gw-token', accept: 'application/json', contentType: undefined });
     // A list that is not one (no items) is an empty list, not a crash.
     answer = () => ({ status: 200, body: '{"kind":"Status"}' });
-    expect(await node.list((n) => n)).toEqual({ items: [], resourceVersion: '' });
+    expect(await node.list((n) => n)).toEqual({ items: [], resourceVersion: '', paged: false });
   });
 
   it('list hands each Node to keep as its page streams in and holds only what keep returns; a Node that is not JSON fails the list', async () => {
@@ -93,7 +93,7 @@ describe('kube-client: the Node calls as HTTP', () => {
       return k === 2 ? null : { k };
     });
     expect(given).toEqual([1, 2, 3]);
-    expect(r).toEqual({ items: [{ k: 1 }, { k: 3 }], resourceVersion: '9' });
+    expect(r).toEqual({ items: [{ k: 1 }, { k: 3 }], resourceVersion: '9', paged: false });
     answer = () => ({ status: 200, body: '{"metadata":{"resourceVersion":"9"},"items":[{"n":1},{n:2}]}' });
     await expect(node.list((n) => n)).rejects.toThrow('the API server answered GET /api/v1/nodes?limit=500 with 200 and a body that is not JSON');
   });
@@ -109,8 +109,46 @@ describe('kube-client: the Node calls as HTTP', () => {
       return { status: 200, body: JSON.stringify(pages[c === null ? 0 : c === 'tok-1' ? 1 : 2]) };
     };
     const { node } = await api();
-    expect(await node.list((n) => n)).toEqual({ items: [1, 2, 3, 4, 5].map((n) => ({ n })), resourceVersion: '10' });
+    expect(await node.list((n) => n)).toEqual({ items: [1, 2, 3, 4, 5].map((n) => ({ n })), resourceVersion: '10', paged: true });
     expect(seen.map((s) => s.url)).toEqual(['/api/v1/nodes?limit=500', '/api/v1/nodes?limit=500&continue=tok-1', '/api/v1/nodes?limit=500&continue=tok%2B2%2F%3D']);
+  });
+
+  it("the version asked for, as client-go's reflector asks: '0' any (the watch cache, which ignores the limit), 'N' not older than N (whole: no limit), '' the latest in pages", async () => {
+    answer = () => ({ status: 200, body: JSON.stringify({ metadata: { resourceVersion: '50' }, items: [{ n: 1 }] }) });
+    const { node } = await api();
+    expect(await node.list((n) => n, '0')).toEqual({ items: [{ n: 1 }], resourceVersion: '50', paged: false });
+    expect(await node.list((n) => n, '42')).toEqual({ items: [{ n: 1 }], resourceVersion: '50', paged: false });
+    expect(await node.list((n) => n, '')).toEqual({ items: [{ n: 1 }], resourceVersion: '50', paged: false });
+    expect(seen.map((s) => s.url)).toEqual(['/api/v1/nodes?resourceVersion=0&limit=500', '/api/v1/nodes?resourceVersion=42', '/api/v1/nodes?limit=500']);
+    // Any version, from a server without a watch cache: pages, each later one by its token
+    // alone (the API refuses a resourceVersion beside a continue token).
+    seen = [];
+    answer = (s) => ({ status: 200, body: JSON.stringify(s.url.includes('continue=') ? { metadata: { resourceVersion: '60' }, items: [{ n: 2 }] } : { metadata: { resourceVersion: '60', continue: 'c1' }, items: [{ n: 1 }] }) });
+    expect(await node.list((n) => n, '0')).toEqual({ items: [{ n: 1 }, { n: 2 }], resourceVersion: '60', paged: true });
+    expect(seen.map((s) => s.url)).toEqual(['/api/v1/nodes?resourceVersion=0&limit=500', '/api/v1/nodes?limit=500&continue=c1']);
+  });
+
+  it('a version the server no longer has (410) or has not reached (504 Too large resource version) is listed again at once as the latest; other failures are the error', async () => {
+    const expired = { kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version: 42 (77)' };
+    const tooLarge = { kind: 'Status', code: 504, reason: 'Timeout', message: 'Too large resource version: 42, current: 30', details: { causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }] } };
+    // API servers 1.17.0-1.18.5 said it in the message alone.
+    const tooLargeOld = { kind: 'Status', code: 504, reason: 'Timeout', message: 'Too large resource version: 42, current: 30' };
+    const timeout = { kind: 'Status', code: 504, reason: 'Timeout', message: 'Timeout: request did not complete within 60s' };
+    const latest = { metadata: { resourceVersion: '77' }, items: [{ n: 7 }] };
+    const { node } = await api();
+    for (const [code, refusal] of [[410, expired], [504, tooLarge], [504, tooLargeOld]] as const) {
+      seen = [];
+      answer = (s) => (s.url.includes('resourceVersion=') ? { status: code, body: JSON.stringify(refusal) } : { status: 200, body: JSON.stringify(latest) });
+      expect(await node.list((n) => n, '42')).toEqual({ items: [{ n: 7 }], resourceVersion: '77', paged: false });
+      expect(seen.map((s) => s.url)).toEqual(['/api/v1/nodes?resourceVersion=42', '/api/v1/nodes?limit=500']);
+    }
+    // A timeout that is not about the version, and a 410 to a list of the latest: the error.
+    answer = (s) => (s.url.includes('resourceVersion=') ? { status: 504, body: JSON.stringify(timeout) } : { status: 200, body: JSON.stringify(latest) });
+    expect(httpStatusOf(await node.list((n) => n, '42').catch((x: unknown) => x))).toBe(504);
+    seen = [];
+    answer = () => ({ status: 410, body: JSON.stringify(expired) });
+    expect(httpStatusOf(await node.list((n) => n, '').catch((x: unknown) => x))).toBe(410);
+    expect(seen).toHaveLength(1);
   });
 
   it('a continue token that expired between pages starts the list again, once; a second 410 is the error', async () => {
@@ -122,7 +160,7 @@ describe('kube-client: the Node calls as HTTP', () => {
       return failures-- > 0 ? { status: 410, body: JSON.stringify(expired) } : { status: 200, body: JSON.stringify({ metadata: { resourceVersion: '99' }, items: [{ page: 2 }] }) };
     };
     const { node } = await api();
-    expect(await node.list((n) => n)).toEqual({ items: [{ page: 1 }, { page: 2 }], resourceVersion: '22' });
+    expect(await node.list((n) => n)).toEqual({ items: [{ page: 1 }, { page: 2 }], resourceVersion: '22', paged: true });
     expect(seen).toHaveLength(4);
     failures = 2;
     const e = await node.list((n) => n).catch((x: unknown) => x);
@@ -196,7 +234,7 @@ describe('kube-client: the Node calls as HTTP', () => {
     const items = Array.from({ length: 50 }, (_, i) => ({ metadata: { name: `aws-${i}`, annotations: { 'flannel.alpha.coreos.com/backend-type': 'vxlan' } } }));
     answer = () => ({ status: 200, body: JSON.stringify({ metadata: { resourceVersion: '7' }, items }), gzip: true });
     const { node } = await api(64 * 1024);
-    expect(await node.list((n) => n)).toEqual({ items, resourceVersion: '7' });
+    expect(await node.list((n) => n)).toEqual({ items, resourceVersion: '7', paged: false });
     expect(seen[0].headers['accept-encoding']).toBe('gzip');
     // 2 MB of one letter packs into ~2 KB: refused for what it is, not for what came.
     answer = () => ({ status: 200, body: JSON.stringify({ items: [{ pad: 'x'.repeat(2_000_000) }] }), gzip: true });

@@ -155,6 +155,8 @@ describe('following Nodes', () => {
     // 4 creations after version 1: the list says 5, and the watch starts there.
     expect(watches()[0].query).toMatchObject({ allowWatchBookmarks: 'true', timeoutSeconds: '300', resourceVersion: '5' });
     expect(lists()).toHaveLength(1);
+    // Any version, which the API server answers from its watch cache, whole, not from etcd.
+    expect(lists()[0]).toMatchObject({ query: { resourceVersion: '0', limit: '500' }, servedFrom: 'cache', status: 200 });
   });
 
   it('applies a join, a change and a leave as new views, and no view for changes it does not use', async () => {
@@ -273,12 +275,17 @@ describe('following Nodes', () => {
     src.start();
     await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view');
     api.server.stall(); // the watch misses what follows
+    const seenRv = api.server.rv;
     api.server.addNode(flannelNode('aws-d', { subnet: '10.244.4.0/24' }));
     api.server.deleteNode('aws-b');
     api.server.modifyNode('aws-c', { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': '203.0.113.33' } } });
     api.server.compact();
     api.server.dropConnections();
     await drive(clock, () => lists().length === 2 && views.length === 2, 'the relist');
+    // Not older than the version the watch had reached, from the watch cache, whole: after a
+    // control-plane upgrade every gateway relists at once, and etcd is not asked.
+    expect(lists()[1]).toMatchObject({ query: { resourceVersion: String(seenRv) }, servedFrom: 'cache', status: 200 });
+    expect(lists()[1].query.limit).toBeUndefined();
     const v = views[1];
     expect(peerNames(v)).toEqual(['aws-a', 'aws-c', 'aws-d']);
     expect(v.peers.find((p) => p.name === 'aws-c')?.publicIp).toBe('203.0.113.33');
@@ -286,6 +293,29 @@ describe('following Nodes', () => {
     expect(log.lines.some((l) => l.msg.includes('410 Expired'))).toBe(true);
     expect(src.status().connected).toBe(true);
   });
+
+  it('an API server without a watch cache (--watch-cache=false): the first list comes in pages, and a relist after 410 asks for the latest, in pages', async () => {
+    await freshServer();
+    for (const n of manyNodes(501)) api.server.addNode(n);
+    api.server.watchCache = false;
+    const { src, views } = source({ network: parseCidr('10.0.0.0/8') });
+    src.start();
+    await drive(clock, () => views.length === 1 && api.server.watchCount === 1, 'first view', { stepMs: 0 });
+    expect(views[0].peers).toHaveLength(501);
+    expect(lists().map((r: { query: Record<string, string>; servedFrom: string }) => [r.query.resourceVersion, r.query.limit, typeof r.query.continue, r.servedFrom]))
+      .toEqual([['0', '500', 'undefined', 'etcd'], [undefined, '500', 'string', 'etcd']]);
+    api.server.stall();
+    api.server.modifyNode('ip-172-31-0-2', { metadata: { annotations: { 'flannel.alpha.coreos.com/public-ip': '52.9.0.2' } } });
+    api.server.compact();
+    api.server.dropConnections();
+    await drive(clock, () => lists().length === 4 && views.length === 2, 'the relist', { stepMs: 20 });
+    // Not "not older than" the version seen: without a cache that is a read of etcd all the
+    // same, and in one answer; the latest, in pages (a sure read either way).
+    expect(lists().slice(2).map((r: { query: Record<string, string>; servedFrom: string }) => [r.query.resourceVersion, r.query.limit, typeof r.query.continue, r.servedFrom]))
+      .toEqual([[undefined, '500', 'undefined', 'etcd'], [undefined, '500', 'string', 'etcd']]);
+    expect(views[1].peers).toHaveLength(501);
+    expect(views[1].peers.find((p) => p.name === 'ip-172-31-0-2')?.publicIp).toBe('52.9.0.2');
+  }, 30_000);
 
   it('410 as an HTTP status: lists again too', async () => {
     await freshServer();
@@ -321,6 +351,9 @@ describe('following Nodes', () => {
     await drive(clock, () => views.length === 2 && src.status().connected, 'a view of the restored cluster');
     expect(peerNames(views[1])).toEqual(['aws-1', 'aws-3']);
     expect(lists()).toHaveLength(2);
+    // The latest, a consistent read: asking for a version the server has not reached would only wait and fail.
+    expect(lists()[1]).toMatchObject({ query: { limit: '500' }, servedFrom: 'etcd', status: 200 });
+    expect(lists()[1].query.resourceVersion).toBeUndefined();
   });
 
   it('an API server whose watches are behind the version another one listed: list and watch again with a growing backoff, not a tight loop', async () => {
