@@ -9,8 +9,8 @@
 //      its watch cache instead of etcd, as every client-go informer (flanneld's too) does;
 //   2. WATCH from that version, with bookmarks (which move the version on while nothing
 //      changes, so a resume after a quiet hour does not fall out of the server's history)
-//      and timeoutSeconds (the server ends the stream; we end it ourselves `watchGraceMs`
-//      later, so a connection that died silently is noticed);
+//      and timeoutSeconds (5-10 min at random; the server ends the stream; we end it ourselves
+//      `watchGraceMs` later, so a connection that died silently is noticed);
 //   3. a watch that ends is resumed from the last version seen; one that reports 410 Expired
 //      (the version left the server's history) starts over with a list not older than that
 //      version (the watch cache again), and one whose server is behind us (504 Too large
@@ -48,7 +48,7 @@ export interface BackoffOptions {
   initialMs?: number;
   /** Cap (default 30 s). */
   maxMs?: number;
-  /** [0, 1) source for the jitter (default Math.random). */
+  /** [0, 1) source for the jitter, the backoff's and the watch timeout's (default Math.random). */
   random?: () => number;
 }
 
@@ -72,7 +72,11 @@ export interface KubernetesSourceOptions {
   clock: Clock;
   log: Logger;
   backoff?: BackoffOptions;
-  /** Server-side watch timeout (default 300 s). */
+  /**
+   * Server-side watch timeout: each watch asks for a random time between this and twice this
+   * (default 300 s: 5-10 min, as client-go's reflector, so that watches opened together, a
+   * fleet's after an API server restart, do not end together every time).
+   */
   watchTimeoutS?: number;
   /** How long after the server's timeout we give up on a silent watch (default 30 s). */
   watchGraceMs?: number;
@@ -372,11 +376,12 @@ export class KubernetesSource implements ClusterSource {
         if (how === 'resolve') resolve({ end: value as WatchEnd, events });
         else reject(value);
       };
-      const watchdog = this.o.clock.after(this.o.watchTimeoutS * 1000 + this.o.watchGraceMs, () => end('resolve', 'silent'));
+      const timeoutS = Math.floor(this.o.watchTimeoutS * (1 + (this.o.backoff?.random ?? Math.random)()));
+      const watchdog = this.o.clock.after(timeoutS * 1000 + this.o.watchGraceMs, () => end('resolve', 'silent'));
       this.timers.add(watchdog);
       const wake = () => end('resolve', 'closed');
       this.wake = wake;
-      cancel = api.watch(this.rv ?? '', this.o.watchTimeoutS, {
+      cancel = api.watch(this.rv ?? '', timeoutS, {
         onOpen: () => this.healthy(false),
         onEvent: (type, obj) => {
           if (over) return;
