@@ -38,8 +38,46 @@ static inline void put32(uint8_t *p, uint32_t v) {
  * memcpy lands as the right bytes on either kind of host (RFC 1071 §2 (B)). `p` must
  * start at an even offset of the checksummed range; only the last chunk may be odd.
  */
-static inline uint64_t csum_add(const uint8_t *p, size_t len, uint64_t acc) {
-  while (len >= 32) {
+/*
+ * The bulk of a sum, 32 bytes at a time: every native 32-bit word of p[0, len & ~31) added to
+ * acc, which stays a plain 64-bit sum (a packet's words cannot carry out of it). With SIMD
+ * where every CPU of the architecture has it: on arm64 NEON's pairwise add-and-widen
+ * (uadalp) takes 16 bytes per instruction; on x86-64 SSE2, through GCC's vector types, the
+ * halves of two 64-bit lanes. The loop per 32 bytes (GCC 12, -O2): 6 instructions on arm64
+ * against 17 scalar; 16 on x86-64 against 24, with fewer dependent adds. 32-bit ARM keeps the
+ * scalar loop (Debian's armhf assumes no NEON).
+ */
+#if defined(__aarch64__) && defined(__ARM_NEON) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#include <arm_neon.h>
+static inline uint64_t csum_add32s(const uint8_t *p, size_t len, uint64_t acc) {
+  uint64x2_t s0 = vdupq_n_u64(0), s1 = vdupq_n_u64(0);
+  for (; len >= 32; p += 32, len -= 32) {
+    s0 = vpadalq_u32(s0, vreinterpretq_u32_u8(vld1q_u8(p)));
+    s1 = vpadalq_u32(s1, vreinterpretq_u32_u8(vld1q_u8(p + 16)));
+  }
+  s0 = vaddq_u64(s0, s1);
+  return acc + vgetq_lane_u64(s0, 0) + vgetq_lane_u64(s0, 1);
+}
+#elif defined(__x86_64__) && defined(__SSE2__)
+typedef uint64_t csum_v2u64 __attribute__((vector_size(16)));
+static inline uint64_t csum_add32s(const uint8_t *p, size_t len, uint64_t acc) {
+  const csum_v2u64 low = {0xffffffffu, 0xffffffffu};
+  csum_v2u64 s0 = {0, 0}, s1 = {0, 0}, s2 = {0, 0}, s3 = {0, 0};
+  for (; len >= 32; p += 32, len -= 32) {
+    csum_v2u64 x, y;
+    memcpy(&x, p, 16);
+    memcpy(&y, p + 16, 16);
+    s0 += x & low;
+    s1 += x >> 32;
+    s2 += y & low;
+    s3 += y >> 32;
+  }
+  s0 += s1 + s2 + s3;
+  return acc + s0[0] + s0[1];
+}
+#else
+static inline uint64_t csum_add32s(const uint8_t *p, size_t len, uint64_t acc) {
+  for (; len >= 32; p += 32, len -= 32) {
     uint64_t a, b, c, d;
     memcpy(&a, p, 8);
     memcpy(&b, p + 8, 8);
@@ -47,8 +85,16 @@ static inline uint64_t csum_add(const uint8_t *p, size_t len, uint64_t acc) {
     memcpy(&d, p + 24, 8);
     acc += (a & 0xffffffffu) + (a >> 32) + (b & 0xffffffffu) + (b >> 32) + (c & 0xffffffffu) +
            (c >> 32) + (d & 0xffffffffu) + (d >> 32);
-    p += 32;
-    len -= 32;
+  }
+  return acc;
+}
+#endif
+
+static inline uint64_t csum_add(const uint8_t *p, size_t len, uint64_t acc) {
+  if (len >= 32) {
+    acc = csum_add32s(p, len, acc);
+    p += len & ~(size_t)31;
+    len &= 31;
   }
   while (len >= 4) {
     uint32_t w;
