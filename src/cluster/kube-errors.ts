@@ -94,6 +94,9 @@ export function describeKubeError(err: unknown, ctx: KubeErrorContext): string {
       return `not allowed to ${what} (403 Forbidden${st.message ? `: ${st.message}` : ''}): ${RBAC_FIX}`;
     }
     const detail = st.message ? `: ${st.message}` : '';
+    // kube-apiserver's API Priority and Fairness (or --max-requests-inflight) sheds load with
+    // a 429 and a plain-text body; the source's backoff spaces the retries.
+    if (http === 429) return `the API server${at} is shedding load (429 Too Many Requests, its API Priority and Fairness) and refused to ${ctx.action}; retrying later`;
     if (http >= 500) return `the API server${at} failed to ${ctx.action} (${http}${detail}); retrying`;
     return `${ctx.action} failed: ${http} ${st.reason ?? ''}${detail}`.replace(/ +/g, ' ');
   }

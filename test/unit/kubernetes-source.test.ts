@@ -916,6 +916,8 @@ describe('error texts', () => {
     ['403 from a watch (no body)', { statusCode: 403 }, ['not allowed to list nodes (403 Forbidden)', 'vxedge rbac']],
     ['500', { code: 500, body: status(500, 'InternalError', 'etcd is down') }, ['https://k8s.example:6443 failed to list nodes (500: etcd is down); retrying']],
     ['422', { code: 422, body: status(422, 'Invalid', 'bad') }, ['list nodes failed: 422 Invalid: bad']],
+    ['429 (its body plain text, as kube-apiserver sends it)', { code: 429, body: 'Too many requests, please try again later.\n' }, ['the API server at https://k8s.example:6443 is shedding load (429 Too Many Requests', 'refused to list nodes; retrying later']],
+    ['429 from a watch', { statusCode: 429 }, ['is shedding load (429 Too Many Requests']],
     ['refused', Object.assign(new Error('request to https://k8s.example:6443/api/v1/nodes failed, reason: connect ECONNREFUSED'), { name: 'FetchError', code: 'ECONNREFUSED' }), ['cannot reach the API server at https://k8s.example:6443 (ECONNREFUSED)', 'check the server URL in kubeconfig /etc/vxedge/kubeconfig']],
     ['DNS', Object.assign(new Error('getaddrinfo ENOTFOUND'), { name: 'FetchError', code: 'ENOTFOUND' }), ['cannot reach', 'ENOTFOUND']],
     ['cut', Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }), ['lost the connection to the API server at https://k8s.example:6443']],
