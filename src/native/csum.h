@@ -33,12 +33,6 @@ static inline void put32(uint8_t *p, uint32_t v) {
 /* The per-byte and per-segment helpers are inline: the TSO and GRO loops call them for
  * every segment, and a call across files costs ~3 % of those paths (callgrind). */
 /*
- * RFC 1071 sums in host byte order: adding native 16-bit words and folding gives the
- * byte-swapped big-endian sum on a little-endian host, so a folded sum stored back with
- * memcpy lands as the right bytes on either kind of host (RFC 1071 §2 (B)). `p` must
- * start at an even offset of the checksummed range; only the last chunk may be odd.
- */
-/*
  * The bulk of a sum, 32 bytes at a time: every native 32-bit word of p[0, len & ~31) added to
  * acc, which stays a plain 64-bit sum (a packet's words cannot carry out of it). With SIMD
  * where every CPU of the architecture has it: on arm64 NEON's pairwise add-and-widen
@@ -90,6 +84,13 @@ static inline uint64_t csum_add32s(const uint8_t *p, size_t len, uint64_t acc) {
 }
 #endif
 
+/*
+ * RFC 1071 sums in host byte order: adding native 16-bit words and folding gives the
+ * byte-swapped big-endian sum on a little-endian host, so a folded sum stored back with
+ * memcpy lands as the right bytes on either kind of host (RFC 1071 §2 (B)). `p` must
+ * start at an even offset of the checksummed range; only the last chunk may be odd.
+ * Sums under 32 bytes (headers, small datagrams) never set up the SIMD registers.
+ */
 static inline uint64_t csum_add(const uint8_t *p, size_t len, uint64_t acc) {
   if (len >= 32) {
     acc = csum_add32s(p, len, acc);
