@@ -60,6 +60,14 @@ function status(code, reason, message, details) {
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code };
 }
 
+/** status()'s arguments for a version the server has not reached (504, cause ResourceVersionTooLarge), as the watch cache answers after its wait. */
+function tooLargeVersion(requested, current) {
+  return [504, 'Timeout', `Too large resource version: ${requested}, current: ${current}`, {
+    causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
+    retryAfterSeconds: 1,
+  }];
+}
+
 class HttpError extends Error {
   constructor(code, reason, message, details) {
     super(message);
@@ -394,10 +402,7 @@ export class KubeApiServer {
     if (!token && rv !== '' && rv !== '0') {
       if (limit > 0) throw new HttpError(501, 'NotImplemented', `the stand-in keeps no list at an exact old version (resourceVersion=${rv} with limit)`);
       if (Number(rv) > this.rv) {
-        throw new HttpError(504, 'Timeout', `Too large resource version: ${rv}, current: ${this.rv}`, {
-          causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
-          retryAfterSeconds: 1,
-        });
+        throw new HttpError(...tooLargeVersion(rv, this.rv));
       }
     }
     if (fromCache) limit = 0; // the watch cache answers everything at once
@@ -440,10 +445,7 @@ export class KubeApiServer {
       return;
     }
     if (/^[0-9]+$/.test(from) && Number(from) > this.rv - this.watchLag) {
-      const tooLarge = status(504, 'Timeout', `Too large resource version: ${from}, current: ${this.rv}`, {
-        causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
-        retryAfterSeconds: 1,
-      });
+      const tooLarge = status(...tooLargeVersion(from, this.rv - this.watchLag));
       entry.status = 200;
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify({ type: 'ERROR', object: tooLarge }) + '\n');
