@@ -16,6 +16,7 @@ import { nativeBinding } from '../../src/native/index.js';
 import { foldChecksum, onesSum, writeIpv4HeaderChecksum } from '../../src/proto/ipv4.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, readVnetU16, writeVnetHeader } from '../../src/proto/vnet.js';
 import { applyMutations, mutation, type Mutation } from '../support/mutate.js';
+import { groCoalesce } from '../support/native-offload.js';
 import { fixTcpChecksum, ip, ipv4, tcpChecksumOk } from '../unit/packets.js';
 
 const FIN = 0x01;
@@ -279,31 +280,13 @@ function coalesce(pkts: Buffer[]): Written[] {
 
 /** The same; `udp`: join UDP datagrams (as on a kernel with GSO_UDP_L4 writes) or not. */
 function coalesceWith(pkts: Buffer[], udp: boolean | undefined): Written[] {
-  const buf = Buffer.alloc(pkts.reduce((a, p) => a + p.length + 100, 0));
-  const offs = new Int32Array(pkts.length);
-  const lens = new Int32Array(pkts.length);
-  let at = 37;
-  pkts.forEach((p, i) => {
-    p.copy(buf, at);
-    offs[i] = at;
-    lens[i] = p.length;
-    at += p.length + 61;
-  });
-  const out = Buffer.alloc(buf.length + pkts.length * VNET_HDR_LEN);
-  const ooffs = new Int32Array(pkts.length);
-  const olens = new Int32Array(pkts.length);
-  const n = udp === undefined ? native._groCoalesce(buf, offs, lens, pkts.length, out, ooffs, olens) : native._groCoalesce(buf, offs, lens, pkts.length, out, ooffs, olens, udp);
-  expect(n).toBeGreaterThanOrEqual(0);
-  return Array.from({ length: n }, (_, i) => {
-    const w = out.subarray(ooffs[i], ooffs[i] + olens[i]);
-    return {
-      vnet: {
-        flags: w[0], gsoType: w[1], hdrLen: readVnetU16(w, 2), gsoSize: readVnetU16(w, 4),
-        csumStart: readVnetU16(w, 6), csumOffset: readVnetU16(w, 8),
-      },
-      pkt: Buffer.from(w.subarray(VNET_HDR_LEN)),
-    };
-  });
+  return groCoalesce(native, pkts, udp).map((w) => ({
+    vnet: {
+      flags: w[0], gsoType: w[1], hdrLen: readVnetU16(w, 2), gsoSize: readVnetU16(w, 4),
+      csumStart: readVnetU16(w, 6), csumOffset: readVnetU16(w, 8),
+    },
+    pkt: w.subarray(VNET_HDR_LEN),
+  }));
 }
 
 /** Consecutive segments of one flow, as a sender's TSO would emit them. */

@@ -11,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { NativeBinding } from '../../../src/native/index.js';
 import { writeIpv4HeaderChecksum } from '../../../src/proto/ipv4.js';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, readVnetU16, writeVnetHeader } from '../../../src/proto/vnet.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetHeader } from '../../../src/proto/vnet.js';
+import { groCoalesce } from '../../support/native-offload.js';
 import { fixTcpChecksum, ipv4, tcpChecksumOk } from '../../unit/packets.js';
 
 const ADDON = process.env.VXARM_ADDON ?? '';
@@ -70,7 +71,7 @@ describe(`Internet checksums in the addon for ${process.env.VXARM_TARGET ?? '?'}
           for (const s of segs) expect(tcpChecksumOk(s)).toBe(true);
           expect(Buffer.concat(segs.map((s) => s.subarray(52))).equals(payload)).toBe(true);
 
-          const joined = coalesce(native, segs);
+          const joined = groCoalesce(native, segs);
           expect(Buffer.concat(joined.map((w) => w.subarray(VNET_HDR_LEN + 52))).equals(payload)).toBe(true);
           expect(joined).toHaveLength(1);
           // One byte changed in one segment: that segment is written alone, exactly as it came.
@@ -78,7 +79,7 @@ describe(`Internet checksums in the addon for ${process.env.VXARM_TARGET ?? '?'}
           const at = 52 + ((seed >>> 16) % (segs[k].length - 52));
           const bad = segs.map((s) => Buffer.from(s));
           bad[k][at] ^= 1 + (seed & 0x7f);
-          const w = coalesce(native, bad);
+          const w = groCoalesce(native, bad);
           expect(w.some((p) => p[1] === 0 && p.subarray(VNET_HDR_LEN).equals(bad[k]))).toBe(true);
         },
       ),
@@ -86,27 +87,3 @@ describe(`Internet checksums in the addon for ${process.env.VXARM_TARGET ?? '?'}
     );
   }, 120_000);
 });
-
-/** _groCoalesce over `pkts` laid out in one buffer at odd offsets; what it writes, each behind its virtio_net_hdr. */
-function coalesce(native: NativeBinding, pkts: Buffer[]): Buffer[] {
-  const buf = Buffer.alloc(pkts.reduce((a, p) => a + p.length + 100, 0));
-  const offs = new Int32Array(pkts.length);
-  const lens = new Int32Array(pkts.length);
-  let at = 37;
-  pkts.forEach((p, i) => {
-    p.copy(buf, at);
-    offs[i] = at;
-    lens[i] = p.length;
-    at += p.length + 61;
-  });
-  const out = Buffer.alloc(buf.length + pkts.length * VNET_HDR_LEN);
-  const ooffs = new Int32Array(pkts.length);
-  const olens = new Int32Array(pkts.length);
-  const n = native._groCoalesce(buf, offs, lens, pkts.length, out, ooffs, olens);
-  expect(n).toBeGreaterThan(0);
-  return Array.from({ length: n }, (_, i) => {
-    const w = Buffer.from(out.subarray(ooffs[i], ooffs[i] + olens[i]));
-    expect(readVnetU16(w, 6) === 0 || w[1] === VNET_GSO_TCPV4).toBe(true);
-    return w;
-  });
-}
