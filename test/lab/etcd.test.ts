@@ -112,13 +112,22 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     return f;
   }
 
-  /** An etcd of its own on `clientPort` (and the next port) that takes clients by `t`'s CA only (--client-cert-auth); its etcdctl uses t's client certificate. */
-  function startTlsEtcd(name: string, clientPort: number, t: ReturnType<typeof makeTls>): Promise<EtcdServer> {
-    return startEtcd({
+  /**
+   * An etcd of its own on `clientPort` (and the next port) that takes clients by its CA only
+   * (--client-cert-auth), with flannel's {prefix}/config in place: certificates made in a
+   * folder of its own (`tlsDir`), the client's for `cn`; its etcdctl uses that client certificate.
+   */
+  async function startTlsEtcd(name: string, clientPort: number, cn: string): Promise<{ secure: EtcdServer; t: ReturnType<typeof makeTls>; tlsDir: string }> {
+    const tlsDir = path.join(dir, `tls-${name}`);
+    mkdirSync(tlsDir);
+    const t = makeTls(tlsDir, '127.0.0.1', cn);
+    const secure = await startEtcd({
       ns: NS, address: '127.0.0.1', clientPort, peerPort: clientPort + 1, dataDir: path.join(dir, `etcd-${name}`), name, lifetimeS: 120, https: true,
       extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
       ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
     });
+    await secure.ctl(['put', `${NET}/config`, CONFIG]);
+    return { secure, t, tlsDir };
   }
 
   /** A lease as flanneld writes it: `etcdctl lease grant`, then `put --lease`. */
@@ -319,12 +328,8 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
   });
 
   it('TLS: client certificate auth works; a wrong CA or a missing client certificate is a TLS error naming the files', async () => {
-    const tlsDir = path.join(dir, 'tls');
-    mkdirSync(tlsDir);
-    const t = makeTls(tlsDir, '127.0.0.1', 'vxedge');
-    const secure = await startTlsEtcd('tls', 2479, t);
+    const { secure, t, tlsDir } = await startTlsEtcd('cert', 2479, 'vxedge');
     try {
-      await secure.ctl(['put', `${NET}/config`, CONFIG]);
       const good = follow({ endpoints: [secure.endpoint], register: false, tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey } });
       await good.until('connected over TLS', () => good.status?.connected === true && good.view !== undefined);
       await good.stop();
@@ -348,12 +353,8 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
   });
 
   it("`vxedge rbac` for a client certificate: its common name becomes a user without a password, with just the site's rights; the source registers with them", async () => {
-    const tlsDir = path.join(dir, 'tls-rbac');
-    mkdirSync(tlsDir);
-    const t = makeTls(tlsDir, '127.0.0.1', 'site-gw-cert');
-    const secure = await startTlsEtcd('rbac', 2481, t);
+    const { secure, t, tlsDir } = await startTlsEtcd('rbac', 2481, 'site-gw-cert');
     try {
-      await secure.ctl(['put', `${NET}/config`, CONFIG]);
       const root = await secure.enableAuth();
       const site = path.join(tlsDir, 'site.json');
       writeFileSync(site, JSON.stringify({
