@@ -31,19 +31,19 @@ export function icmpEcho(src: string, dst: string, id = 1, seq = 1, data = Buffe
   return ipv4(src, dst, 1, m);
 }
 
-/** A TCP segment with the given options bytes (already padded to a multiple of 4). */
-export function tcp(src: string, dst: string, flags: number, options: Buffer = Buffer.alloc(0), payload = Buffer.alloc(0)): Buffer {
+/** A TCP segment with the given options bytes (already padded to a multiple of 4); `o` sets the source port, sequence number and IP ID. */
+export function tcp(src: string, dst: string, flags: number, options: Buffer = Buffer.alloc(0), payload = Buffer.alloc(0), o: { sport?: number; seq?: number; id?: number } = {}): Buffer {
   const hl = 20 + options.length;
   const t = Buffer.alloc(hl + payload.length);
-  t.writeUInt16BE(40000, 0);
+  t.writeUInt16BE(o.sport ?? 40000, 0);
   t.writeUInt16BE(5201, 2);
-  t.writeUInt32BE(1000, 4);
+  t.writeUInt32BE((o.seq ?? 1000) >>> 0, 4);
   t[12] = (hl / 4) << 4;
   t[13] = flags;
   t.writeUInt16BE(64240, 14);
   options.copy(t, 20);
   payload.copy(t, hl);
-  const pkt = ipv4(src, dst, 6, t);
+  const pkt = ipv4(src, dst, 6, t, { id: o.id });
   fixTcpChecksum(pkt);
   return pkt;
 }
