@@ -299,8 +299,9 @@ export class KubernetesSource implements ClusterSource {
       try {
         const api = this.api ?? (await this.connect());
         if (this.stopped) break;
-        const listed = this.listFrom !== null;
-        if (listed) await this.relist(api, this.listFrom ?? '');
+        const from = this.listFrom;
+        const listed = from !== null;
+        if (from !== null) await this.relist(api, from);
         if (this.stopped) break;
         const started = this.o.clock.monotonic();
         const { end, events } = await this.watchOnce(api);
