@@ -21,7 +21,7 @@ import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
 import { JsonMemberSplitter } from './json-members.js';
-import { KubeTimeoutError, failedTooLarge, httpStatusOf } from './kube-errors.js';
+import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
 
 /** A Node as JSON (untrusted: every field may be missing or of the wrong type). */
 export type NodeJson = Record<string, unknown>;
@@ -107,9 +107,12 @@ const LIST_PAGE = 500;
 /** A list that goes on past this many pages (100 000 Nodes; Kubernetes supports 5 000) is an error. */
 const MAX_LIST_PAGES = 200;
 
-/** A non-2xx answer, shaped as the client's ApiException ({code, body}) for kube-errors.ts. */
+/**
+ * A non-2xx answer, shaped as the client's ApiException ({code, body}) for kube-errors.ts;
+ * `retryAfterMs`: the wait its Retry-After header asked for (null: none).
+ */
 export class KubeHttpError extends Error {
-  constructor(readonly code: number, readonly body: string) {
+  constructor(readonly code: number, readonly body: string, readonly retryAfterMs: number | null = null) {
     super(`HTTP ${code}`);
     this.name = 'KubeHttpError';
   }
@@ -152,7 +155,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         ...(payload ? { 'Content-Type': contentType, 'Content-Length': String(payload.length) } : {}),
       };
       const answer = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes, reader);
-      if ('text' in answer) throw new KubeHttpError(answer.status, answer.text);
+      if ('text' in answer) throw new KubeHttpError(answer.status, answer.text, parseRetryAfter(answer.retryAfter, clock.now()));
       if (answer.notJson) throw new Error(`the API server answered ${method} ${urlPath} with ${answer.status} and a body that is not JSON`);
       return answer.value;
     } catch (e) {
@@ -269,7 +272,7 @@ function wholeJson(): BodyReader {
   return { push: (c) => parts.push(c), end: () => JSON.parse(Buffer.concat(parts).toString('utf8')) as unknown };
 }
 
-type Answer = { status: number; text: string } | { status: number; value: unknown; notJson: boolean };
+type Answer = { status: number; text: string; retryAfter: string | undefined } | { status: number; value: unknown; notJson: boolean };
 
 /**
  * One HTTP(S) exchange: a 2xx body through `reader`, any other as text (the error's), at most
@@ -297,7 +300,7 @@ function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefi
           }
         }
       }).then(() => {
-        if (!ok) return resolve({ status, text: Buffer.concat(parts).toString('utf8') });
+        if (!ok) return resolve({ status, text: Buffer.concat(parts).toString('utf8'), retryAfter: res.headers['retry-after'] });
         let value: unknown = null;
         try {
           if (!notJson) value = reader.end();

@@ -71,6 +71,36 @@ export function failedTooLarge(err: unknown): boolean {
   return httpStatusOf(err) === 504 && isTooLargeResourceVersion(statusObject((err as Errorish | null)?.body));
 }
 
+/**
+ * The longest Retry-After we wait for. kube-apiserver asks for 1 s, doubling to 32 s while its
+ * API Priority and Fairness keeps shedding load (and 5 s or so while it shuts down); a longer
+ * ask, from a proxy in front of it, must not leave the site's view stale for long.
+ */
+export const MAX_RETRY_AFTER_MS = 60_000;
+
+/**
+ * A Retry-After header (RFC 9110 §10.2.3: delay-seconds, or an HTTP-date in its preferred
+ * IMF-fixdate form) as ms from `nowMs`, 0 for a date already past; null when absent or neither.
+ */
+export function parseRetryAfter(value: unknown, nowMs: number): number | null {
+  if (typeof value !== 'string') return null;
+  const v = value.trim();
+  if (/^[0-9]+$/.test(v)) return Math.min(Number(v), 1e9) * 1000;
+  // An IMF-fixdate ("Sun, 06 Dec 2026 09:30:00 GMT"), what servers send (Go's http.TimeFormat);
+  // Date.parse alone would read almost any text as some date.
+  if (!/^[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$/.test(v)) return null;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? null : Math.max(0, at - nowMs);
+}
+
+/** The wait a failed request's server asked for (429 or 5xx with Retry-After, as client-go honours it), in ms; null when it asked none. */
+export function retryAfterOf(err: unknown): number | null {
+  const http = httpStatusOf(err);
+  if (http === null || (http !== 429 && http < 500)) return null;
+  const ms = (err as { retryAfterMs?: unknown }).retryAfterMs;
+  return typeof ms === 'number' && ms >= 0 ? ms : null;
+}
+
 /** The HTTP status of an API failure, or null for a failure below HTTP. */
 export function httpStatusOf(err: unknown): number | null {
   const e = (err ?? {}) as Errorish;
@@ -95,7 +125,7 @@ export function describeKubeError(err: unknown, ctx: KubeErrorContext): string {
     }
     const detail = st.message ? `: ${st.message}` : '';
     // kube-apiserver's API Priority and Fairness (or --max-requests-inflight) sheds load with
-    // a 429 and a plain-text body; the source's backoff spaces the retries.
+    // a 429, a plain-text body and a Retry-After, which the source waits for (retryAfterOf).
     if (http === 429) return `the API server${at} is shedding load (429 Too Many Requests, its API Priority and Fairness) and refused to ${ctx.action}; retrying later`;
     if (http >= 500) return `the API server${at} failed to ${ctx.action} (${http}${detail}); retrying`;
     return `${ctx.action} failed: ${http} ${st.reason ?? ''}${detail}`.replace(/ +/g, ' ');

@@ -39,7 +39,7 @@ import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
 import { chooseKubeconfig, connectNodeApi, type KubeconfigChoice, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
-import { describeKubeError, httpStatusOf, isTooLargeResourceVersion } from './kube-errors.js';
+import { MAX_RETRY_AFTER_MS, describeKubeError, httpStatusOf, isTooLargeResourceVersion, retryAfterOf } from './kube-errors.js';
 import { CREATE_VERBS, OWN_NODE_VERBS } from './rbac.js';
 import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
 
@@ -92,6 +92,15 @@ export interface KubernetesSourceOptions {
 export function backoffDelay(attempt: number, o: BackoffOptions = {}): number {
   const base = Math.min(o.maxMs ?? 30_000, (o.initialMs ?? 500) * 2 ** Math.min(attempt, 30));
   return Math.round(base / 2 + (o.random ?? Math.random)() * (base / 2));
+}
+
+/**
+ * The wait before retrying after `err`: the backoff, or longer when the server asked for more
+ * (a 429's or 5xx's Retry-After, at most MAX_RETRY_AFTER_MS), as client-go waits before it
+ * tries again. Under API Priority and Fairness that ask grows while the server keeps shedding.
+ */
+export function retryDelay(attempt: number, o: BackoffOptions | undefined, err: unknown): number {
+  return Math.max(backoffDelay(attempt, o), Math.min(retryAfterOf(err) ?? 0, MAX_RETRY_AFTER_MS));
 }
 
 /** What registration must do to make `have` (our Node as last seen, or absent) into `want`. */
@@ -320,8 +329,8 @@ export class KubernetesSource implements ClusterSource {
         continue;
       } catch (e) {
         this.fail(e, this.listFrom !== null ? 'list nodes' : 'watch nodes');
+        await this.sleep(retryDelay(this.failures - 1, this.o.backoff, e));
       }
-      await this.sleep(backoffDelay(this.failures - 1, this.o.backoff));
     }
   }
 
@@ -466,7 +475,7 @@ export class KubernetesSource implements ClusterSource {
     const text = e instanceof OperatorError ? e.message : describeKubeError(e, this.errorContext(action));
     this.failures++;
     if (text !== this.syncError || this.connected) {
-      this.o.log.warn(`kubernetes: ${text}`, { retryInMs: backoffDelay(this.failures - 1, { ...this.o.backoff, random: () => 1 }), keepingPeers: this.lastView?.peers.length ?? 0 });
+      this.o.log.warn(`kubernetes: ${text}`, { retryInMs: retryDelay(this.failures - 1, { ...this.o.backoff, random: () => 1 }, e), keepingPeers: this.lastView?.peers.length ?? 0 });
     } else {
       this.o.log.debug(`kubernetes: still failing: ${text}`, { attempt: this.failures });
     }
@@ -576,7 +585,7 @@ export class KubernetesSource implements ClusterSource {
       this.regRetry.cancel();
       this.timers.delete(this.regRetry);
     }
-    const t = this.o.clock.after(backoffDelay(this.regFailures++, this.o.backoff), () => {
+    const t = this.o.clock.after(retryDelay(this.regFailures++, this.o.backoff, failure), () => {
       this.timers.delete(t);
       this.regRetry = null;
       this.kickRegistration();

@@ -29,11 +29,14 @@
 //     merge-patch, strategic-merge-patch (as a merge: enough for maps) and json-patch; podCIDR
 //     cannot change once set (422), as on a real cluster;
 //   - POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews, answered for any
-//     authenticated user by the same rules (Nodes only), as `kubectl auth can-i` asks.
+//     authenticated user by the same rules (Nodes only), as `kubectl auth can-i` asks;
+//   - with `shedding` set, API Priority and Fairness rejecting requests: after authentication,
+//     before authorization, a 429 with a plain-text body and a Retry-After header, as its
+//     filter writes them (watches included).
 // Control for tests: addNode/modifyNode/deleteNode (as another client would), bumpVersion
 // (writes to other resources), compact (forces 410), bookmark, dropConnections, stall (the
-// open watches die silently), `hanging` (no answers at all), down/up, and `requests`, the log
-// of what clients did.
+// open watches die silently), `hanging` (no answers at all), `shedding` (429s), down/up, and
+// `requests`, the log of what clients did.
 //
 // In-process: `const s = new KubeApiServer({ pki, users }); await s.start()`.
 // As a child (e.g. inside a network namespace):
@@ -151,6 +154,8 @@ export class KubeApiServer {
     this.watchCache = true; // false: as kube-apiserver --watch-cache=false, every list is read from etcd, in pages
     this.expiredAsHttpStatus = false; // true: a too-old watch gets an HTTP 410 instead of an ERROR event
     this.hanging = false; // true: requests are read and never answered (a server that stopped answering)
+    // { retryAfter: header value or null (none), methods: ['POST', ...] or null (every one) }: those requests get 429
+    this.shedding = null;
     this.server = https.createServer({ key: pki.key, cert: pki.cert, ca: pki.ca, requestCert: true, rejectUnauthorized: false }, (req, res) => {
       this.handle(req, res).catch((e) => this.reply({}, res, 500, status(500, 'InternalError', String(e?.message ?? e))));
     });
@@ -311,6 +316,14 @@ export class KubeApiServer {
     const user = this.authenticate(req);
     if (!user) return fail(new HttpError(401, 'Unauthorized', 'Unauthorized'));
     entry.user = user.name;
+    const shed = this.shedding;
+    if (shed && (!shed.methods || shed.methods.includes(req.method))) {
+      // apiserver's filters/priority-and-fairness.go tooManyRequests: http.Error with Retry-After.
+      entry.status = 429;
+      res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', ...(shed.retryAfter === null ? {} : { 'Retry-After': shed.retryAfter }) });
+      res.end('Too many requests, please try again later.\n');
+      return;
+    }
     if (url.pathname === SSAR_PATH && req.method === 'POST') return this.review(entry, req, res, user);
     if (!m) return fail(new HttpError(404, 'NotFound', 'the server could not find the requested resource'));
     const name = entry.name;

@@ -31,6 +31,7 @@ afterEach(async () => {
   api.server.expiredAsHttpStatus = false;
   api.server.hanging = false;
   api.server.watchCache = true;
+  api.server.shedding = null;
   await api.server.up();
 });
 
@@ -193,6 +194,26 @@ describe('authentication and authorization', () => {
     expect((await failure(client({}).core.listNode())).code).toBe(401);
     await client(pki.clients['cert-user']).core.listNode();
     expect(api.server.requests.at(-1)).toMatchObject({ status: 200, user: 'cert-user', verb: 'list' });
+  });
+
+  it('shedding load (API Priority and Fairness): 429, Retry-After, a plain-text body; after authentication; only the methods named; watches too', async () => {
+    api.server.shedding = { retryAfter: '7', methods: null };
+    expect((await failure(client({ token: 'wrong' }).core.listNode())).code).toBe(401);
+    let shed: { code?: number; body?: unknown; headers?: Record<string, string> } = {};
+    await client().core.listNode().catch((e) => (shed = e));
+    expect(shed.code).toBe(429);
+    expect(shed.headers?.['retry-after']).toBe('7');
+    expect(shed.body).toBe('Too many requests, please try again later.\n');
+    expect(api.server.requests.at(-1)).toMatchObject({ status: 429, user: 'admin' });
+    const w = await watch(client().kc, {});
+    await drive(null, () => w.done, 'the watch refused');
+    expect((w.err as { statusCode?: number }).statusCode).toBe(429);
+    api.server.shedding = { retryAfter: null, methods: ['POST'] };
+    await client().core.listNode();
+    const create = await client().core.createNode({ body: flannelNode('a', { subnet: '10.244.1.0/24' }) }).then(() => null, (e: { code?: number; headers?: Record<string, string> }) => e);
+    expect(create?.code).toBe(429);
+    expect(create?.headers?.['retry-after']).toBeUndefined();
+    expect(api.server.nodes.size).toBe(0);
   });
 
   it('403 Forbidden Status naming the user and the verb; resourceNames limit by name', async () => {

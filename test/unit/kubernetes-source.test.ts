@@ -7,10 +7,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { chmodSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
-import { KubernetesSource, backoffDelay, registrationStep, slimNode, type KubernetesSourceOptions } from '../../src/cluster/kubernetes.js';
+import fc from 'fast-check';
+import { KubernetesSource, backoffDelay, registrationStep, retryDelay, slimNode, type KubernetesSourceOptions } from '../../src/cluster/kubernetes.js';
 import { nodeManifest } from '../../src/cluster/flannel-node.js';
-import { chooseKubeconfig } from '../../src/cluster/kube-client.js';
-import { KubeTimeoutError, describeKubeError } from '../../src/cluster/kube-errors.js';
+import { KubeHttpError, chooseKubeconfig } from '../../src/cluster/kube-client.js';
+import { KubeTimeoutError, MAX_RETRY_AFTER_MS, describeKubeError, parseRetryAfter } from '../../src/cluster/kube-errors.js';
 import { rbacManifests } from '../../src/cluster/rbac.js';
 import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
 import { parseCidr } from '../../src/util/ipv4.js';
@@ -372,6 +373,51 @@ describe('following Nodes', () => {
     api.server.watchLag = 0;
     await drive(clock, () => src.status().connected && src.status().error === null && api.server.watchCount === 1, 'following once the watches catch up');
     expect(peerNames(views.at(-1))).toEqual(['aws-1']);
+  });
+
+  /** Clock times of the source's requests that the stand-in shed (429), in order, seen in `stepMs` steps until `n` of them. */
+  async function shedTimes(n: number, stepMs = 10): Promise<number[]> {
+    const times: number[] = [];
+    const shed = () => api.server.requests.filter((r: { status: number }) => r.status === 429).length;
+    await drive(clock, () => {
+      while (times.length < shed()) times.push(clock.monotonic());
+      return times.length >= n;
+    }, `${n} requests shed`, { stepMs });
+    return times;
+  }
+
+  it('429 with Retry-After (API Priority and Fairness shedding load): waits as long as the server asks, not the shorter backoff, then follows', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    api.server.shedding = { retryAfter: '4', methods: null };
+    const { src, views, log } = source({ backoff: { initialMs: 200, maxMs: 2_000, random: () => 0 } });
+    src.start();
+    const t = await shedTimes(3);
+    // The backoff alone would retry after 100, then 200 ms; the server asked for 4 s each time.
+    for (const gap of [t[1] - t[0], t[2] - t[1]]) {
+      expect(gap).toBeGreaterThanOrEqual(4_000);
+      expect(gap).toBeLessThan(4_300);
+    }
+    expect(src.status().error).toContain('is shedding load (429 Too Many Requests');
+    expect(log.lines.find((l) => l.msg.includes('shedding load'))?.fields).toMatchObject({ retryInMs: 4_000 });
+    expect(views).toHaveLength(0);
+    api.server.shedding = null;
+    await drive(clock, () => views.length === 1 && src.status().connected && src.status().error === null, 'following once the server takes requests again');
+    expect(peerNames(views[0])).toEqual(['aws-1']);
+  });
+
+  it('429 without Retry-After, or one past its bound: the backoff, or at most 60 s', async () => {
+    await freshServer();
+    api.server.shedding = { retryAfter: null, methods: null };
+    const { src } = source({ backoff: { initialMs: 200, maxMs: 2_000, random: () => 0 } });
+    src.start();
+    const t = await shedTimes(3);
+    expect(t[1] - t[0]).toBeLessThan(400); // half of 200 ms, then half of 400: no wait of its own
+    expect(t[2] - t[1]).toBeLessThan(500);
+    api.server.shedding = { retryAfter: '86400', methods: null };
+    const u = await shedTimes(5, 100);
+    expect(u[4] - u[3]).toBeGreaterThanOrEqual(MAX_RETRY_AFTER_MS);
+    expect(u[4] - u[3]).toBeLessThan(MAX_RETRY_AFTER_MS + 500);
   });
 
   it('an outage keeps the last view, retries with growing backoff, and resumes where it left off', async () => {
@@ -821,6 +867,28 @@ describe('registration', () => {
     expect(views).toHaveLength(1);
   });
 
+  it('a create shed with a 429 is tried again when the server asked (Retry-After), then registers', async () => {
+    await freshServer();
+    api.server.shedding = { retryAfter: '3', methods: ['POST'] };
+    const { src, views } = source({ register: true, backoff: { initialMs: 200, maxMs: 2_000, random: () => 0 } });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => views.length === 1, 'first view (lists are not shed)');
+    const posts = () => writes().filter((r: { method: string }) => r.method === 'POST');
+    const times: number[] = [];
+    await drive(clock, () => {
+      while (times.length < posts().length) times.push(clock.monotonic());
+      return times.length >= 2;
+    }, 'two creates', { stepMs: 10 });
+    expect(times[1] - times[0]).toBeGreaterThanOrEqual(3_000);
+    expect(times[1] - times[0]).toBeLessThan(3_300);
+    expect(src.status().registered).toBe(false);
+    api.server.shedding = null;
+    await drive(clock, () => src.status().registered, 'registered');
+    expect(posts().map((r: { status: number }) => r.status).slice(0, 2)).toEqual([429, 429]);
+    expect(posts().at(-1).status).toBe(201);
+  });
+
   it('register: false writes nothing', async () => {
     await freshServer();
     const { src, views } = source({ register: false });
@@ -879,6 +947,34 @@ describe('pure parts', () => {
       }
     }
     expect(backoffDelay(1e6, {})).toBeLessThanOrEqual(30_000);
+  });
+
+  it('parseRetryAfter: delay-seconds or an IMF-fixdate (RFC 9110 10.2.3), anything else none', () => {
+    const now = Date.parse('Sun, 06 Dec 2026 09:30:00 GMT');
+    expect(parseRetryAfter('5', now)).toBe(5_000);
+    expect(parseRetryAfter(' 0 ', now)).toBe(0);
+    expect(parseRetryAfter('Sun, 06 Dec 2026 09:30:32 GMT', now)).toBe(32_000);
+    expect(parseRetryAfter('Sun, 06 Dec 2026 09:00:00 GMT', now)).toBe(0); // past: at once
+    for (const bad of [undefined, null, ['5'], '', '-1', '1.5', '5s', '0x10', 'tomorrow', 'abc 5', 'Sunday, 06-Dec-26 09:30:32 GMT', 'Sun, 06 Dec 2026 09:30:32 +0100']) {
+      expect(parseRetryAfter(bad, now)).toBeNull();
+    }
+    fc.assert(fc.property(fc.nat(), (n) => parseRetryAfter(String(n), now) === Math.min(n, 1e9) * 1000)); // bounded: a finite wait
+    expect(parseRetryAfter('9'.repeat(400), now)).toBe(1e12);
+    fc.assert(fc.property(fc.string(), (v) => {
+      const ms = parseRetryAfter(v, now);
+      return ms === null || (Number.isFinite(ms) && ms >= 0);
+    }));
+  });
+
+  it('retryDelay: the backoff, or the Retry-After of a 429 or 5xx when longer, bounded', () => {
+    const o = { initialMs: 200, maxMs: 2_000, random: () => 0 };
+    expect(retryDelay(0, o, new Error('no answer'))).toBe(100);
+    expect(retryDelay(0, o, new KubeHttpError(429, 'Too many requests', 4_000))).toBe(4_000);
+    expect(retryDelay(0, o, new KubeHttpError(503, '', 4_000))).toBe(4_000);
+    expect(retryDelay(0, o, new KubeHttpError(429, '', null))).toBe(100);
+    expect(retryDelay(0, o, new KubeHttpError(429, '', 50))).toBe(100); // never sooner than the backoff
+    expect(retryDelay(0, o, new KubeHttpError(409, '', 4_000))).toBe(100); // only where client-go honours it
+    expect(retryDelay(0, o, new KubeHttpError(429, '', 1e9))).toBe(MAX_RETRY_AFTER_MS);
   });
 
   it('registrationStep: create, none, patch of exactly what differs, recreate or refuse on another podCIDR', () => {
