@@ -30,6 +30,7 @@ import { cidrContains, cidrOverlaps, parseCidr, prefixMask } from '../util/ipv4.
 import { parseMac } from '../util/mac.js';
 import { formatDuration, parseDuration } from '../util/duration.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
+import { firstDuplicateKey } from './json-duplicates.js';
 
 export type ConfigFormat = 'json' | 'yaml';
 
@@ -67,24 +68,22 @@ function lineCol(text: string, pos: number): string {
 }
 
 /**
- * "duplicate key "peers" at line 9, column 1: ..." for the first key a mapping holds twice,
- * else null. JSON.parse keeps the last of two silently (a second `peers` would drop the first
- * list); YAML refuses them but names only the position. JSON is YAML 1.2, so the yaml library
- * finds them in both.
+ * The refusal of a key a mapping holds twice. JSON.parse keeps the later of the two silently
+ * (a second `peers` list would drop the first); YAML refuses them but names only the position.
  */
-function duplicateKey(body: string, errors?: readonly { code: string; pos: [number, number]; linePos?: { line: number; col: number }[] }[]): string | null {
-  const dup = (errors ?? YAML.parseDocument(body, { uniqueKeys: true }).errors).find((e) => e.code === 'DUPLICATE_KEY');
-  if (!dup) return null;
-  const at = body.slice(dup.pos[0]);
-  const quoted = /^"(?:[^"\\]|\\.)*"/.exec(at);
-  let key: string;
-  try {
-    key = quoted ? (JSON.parse(quoted[0]) as string) : (/^'?([^:'\n]*?)'?\s*:/.exec(at)?.[1] ?? at.split(/\s/)[0] ?? '');
-  } catch {
-    key = quoted![0];
-  }
-  const where = dup.linePos?.[0] ? ` at line ${dup.linePos[0].line}, column ${dup.linePos[0].col}` : '';
+function duplicateKeyMessage(key: string, where: string): string {
   return `duplicate key ${JSON.stringify(key)}${where}: a key may appear once in each mapping, and the later would silently replace the earlier; keep one (merging what both hold)`;
+}
+
+/** The key that starts at `pos` of a YAML text (YAML's DUPLICATE_KEY error gives only where). */
+function yamlKeyAt(body: string, pos: number): string {
+  const at = body.slice(pos);
+  const quoted = /^"(?:[^"\\]|\\.)*"/.exec(at);
+  try {
+    return quoted ? (JSON.parse(quoted[0]) as string) : (/^'?([^:'\n]*?)'?\s*:/.exec(at)?.[1] ?? at.split(/\s/)[0] ?? '');
+  } catch {
+    return quoted![0];
+  }
 }
 
 function parseText(text: string, source: string, format: ConfigFormat): unknown {
@@ -102,15 +101,18 @@ function parseText(text: string, source: string, format: ConfigFormat): unknown 
       const comments = /^\s*(\/\/|\/\*|#)/m.test(body) ? '; JSON has no comments: write the file as YAML (site.yaml, # comments; the same keys)' : '';
       throw fileError(source, `JSON syntax error${where}: ${msg.replace(/ in JSON at position \d+.*$/, '')}${comments}`);
     }
-    const dup = duplicateKey(body);
-    if (dup) throw fileError(source, dup);
+    const dup = firstDuplicateKey(body);
+    if (dup) throw fileError(source, duplicateKeyMessage(dup.key, ` at ${lineCol(body, dup.pos)}`));
     return value;
   }
   try {
     return YAML.parse(body) as unknown;
   } catch (e) {
     const err = e as Error & { code?: string; pos?: [number, number]; linePos?: Array<{ line: number; col: number }> };
-    if (err.code === 'DUPLICATE_KEY' && err.pos) throw fileError(source, duplicateKey(body, [{ code: err.code, pos: err.pos, linePos: err.linePos }])!);
+    if (err.code === 'DUPLICATE_KEY' && err.pos) {
+      const at = err.linePos?.[0];
+      throw fileError(source, duplicateKeyMessage(yamlKeyAt(body, err.pos[0]), at ? ` at line ${at.line}, column ${at.col}` : ''));
+    }
     // The library's own advice ("use YAML.parseAllDocuments()") means nothing to an operator.
     const reason = err.code === 'MULTIPLE_DOCS'
       ? 'the file holds several YAML documents ("---" between them); a site file is one document'
