@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import YAML from 'yaml';
 import {
@@ -290,6 +290,23 @@ describe('invalid files on disk', () => {
     expectProblems(configError(() => parseConfigText(yaml, 'site.yaml', 'yaml', NO_ENV)), [['(file)', 'duplicate key "subnet" at line 4, column 3']]);
     // The same key in two mappings is no duplicate.
     expect(parseConfigText('{"site": "lab", "overlay": {"subnet": "10.244.100.0/24"}, "underlay": {"port": 8472}, "vxlan": {"port": 8472}}', 'site.json', 'json', NO_ENV).vxlan.port).toBe(8472);
+  });
+
+  // The yaml library's document model of a JSON file with 500 peers took the gateway's start-up
+  // peak from 53 to 58 MB (docs/memory.md): a JSON site file is read without the library.
+  it('a JSON site file, duplicate keys or not, is never handed to the yaml library', () => {
+    const spies = (['parse', 'parseDocument', 'parseAllDocuments'] as const).map((m) => vi.spyOn(YAML, m));
+    try {
+      const peers = Array.from({ length: 500 }, (_, i) => ({ name: `n${i}`, publicIp: `203.0.113.${(i % 250) + 1}`, subnet: `10.244.${i % 250}.0/24`, vtepMac: `0e:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}` }));
+      const text = JSON.stringify({ site: 'lab', overlay: { subnet: '10.244.255.0/24' }, peers });
+      expect(() => parseConfigText(text, 'site.json', 'json', NO_ENV)).not.toThrow(/duplicate/);
+      expect(() => parseConfigText(text.replace('"peers"', '"site":"x","peers"'), 'site.json', 'json', NO_ENV)).toThrow(/duplicate key "site"/);
+      for (const spy of spies) expect(spy).not.toHaveBeenCalled();
+      parseConfigText('site: lab\noverlay:\n  subnet: 10.244.100.0/24\n', 'site.yaml', 'yaml', NO_ENV);
+      expect(spies[0]).toHaveBeenCalledTimes(1); // the spies do see a YAML file's parse
+    } finally {
+      for (const spy of spies) spy.mockRestore();
+    }
   });
 
   // A peers list pasted with one mistake gives a problem per peer: 60 000 lines helped nobody,
