@@ -1,18 +1,17 @@
-// The Kubernetes API as KubernetesSource needs it: the Node calls we make, through the
-// official client (@kubernetes/client-node 1.4; 2.x does not load on Node 20).
+// The Kubernetes API as KubernetesSource needs it: the Node calls we make, with the official
+// client's kubeconfig handling (@kubernetes/client-node 1.4; 2.x does not load on Node 20).
 //
-// Of the client, only its kubeconfig handling (tokens, client certificates, exec plugins,
-// proxies: the part worth a library) and its Watch are used; the six REST calls are plain
-// HTTPS with the connection options the kubeconfig gives, as the client's own Watch makes
-// them. Its generated APIs and models would cost ~45 MB and half a second to load
-// (docs/memory.md). Even so it is imported here, on first use, and never by a gateway with a
-// static config: nothing imports this module's library statically.
+// Of the client, only KubeConfig is used (tokens, client certificates, exec plugins, proxies:
+// the part worth a library); the REST calls and the watch are plain HTTPS with the connection
+// options the kubeconfig gives (applyToHTTPSOptions). Its generated APIs and models would
+// cost ~45 MB and half a second to load (docs/memory.md), and its Watch reports a refused
+// watch by its status alone, without the Status or Retry-After. Even so it is imported here,
+// on first use, and never by a gateway with a static config: nothing imports this module's
+// library statically.
 //
 // Every call is bounded: list/get/create/patch/delete abort after `requestTimeoutMs` on our
-// Clock (the client has no timeout of its own). A watch cannot be aborted before the server
-// answers (the client hands out its AbortController only then), so watch() returns a cancel
-// that also works during that window: the late controller is aborted when it arrives, and
-// nothing from that watch is delivered after cancel().
+// Clock (the client has no timeout of its own); watch() returns a cancel that works from the
+// start, and nothing from that watch is delivered after cancel().
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
@@ -102,6 +101,9 @@ export function chooseKubeconfig(configured: string | null, env: NodeJS.ProcessE
 /** The longest answer we read (a list of 500 EKS Nodes is a few MB): more is an error, not a heap. */
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 
+/** The most of a refused watch's answer (a Status, or a proxy's page) that is read for its error. */
+const MAX_ERROR_BYTES = 64 * 1024;
+
 /** Nodes per page of a list (client-go's pager asks for 500 too). */
 const LIST_PAGE = 500;
 /** A list that goes on past this many pages (100 000 Nodes; Kubernetes supports 5 000) is an error. */
@@ -118,16 +120,16 @@ export class KubeHttpError extends Error {
   }
 }
 
-/** The two modules of the client we use; loading them early (LiveMembership.preload) is safe. */
+/** The module of the client we use; loading it early (LiveMembership.preload) is safe. */
 export function loadClientModules() {
-  return Promise.all([import('@kubernetes/client-node/dist/config.js'), import('@kubernetes/client-node/dist/watch.js')]);
+  return import('@kubernetes/client-node/dist/config.js');
 }
 
 export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, requestTimeoutMs: number, maxAnswerBytes = MAX_ANSWER_BYTES): Promise<NodeApi> {
-  // The kubeconfig and watch modules only: the package's index (and `makeApiClient`) loads
+  // The kubeconfig module only: the package's index (and `makeApiClient`) loads
   // every generated API and model, some 45 MB of the client's 60. The bundle gives config.js
   // a stand-in for the generated index it imports (scripts/kube-slim.mjs).
-  const [{ KubeConfig }, { Watch }] = await loadClientModules();
+  const { KubeConfig } = await loadClientModules();
   const kc = new KubeConfig();
   if (choice.kind === 'file') kc.loadFromFile(choice.file!);
   else kc.loadFromCluster();
@@ -139,7 +141,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   /**
    * One request, bounded by our clock. The connection options (agent with the cluster's TLS
    * or proxy, the Authorization header from a token, client certificate or exec plugin) are
-   * the kubeconfig's, as the client's own Watch gets them; the body is JSON both ways, the
+   * the kubeconfig's (applyToHTTPSOptions); the body is JSON both ways, the
    * answer untrusted JSON.
    */
   const call = async (method: string, urlPath: string, body?: unknown, contentType = 'application/json', reader: BodyReader = wholeJson()): Promise<unknown> => {
@@ -217,29 +219,53 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
       }
     },
     watch(resourceVersion, timeoutSeconds, on) {
+      // A watch is one GET that stays open: a line of JSON per event ({type, object}). Ours,
+      // not the client's Watch, so that a refusal is read as any other answer: its Status
+      // (a 403 names the verb), and a 429's or 503's Retry-After, which the source waits for.
+      const ac = new AbortController();
       let over = false;
-      let controller: AbortController | undefined;
       const finish = (err: unknown) => {
         if (over) return;
         over = true;
+        ac.abort();
         on.onDone(err);
       };
-      new Watch(kc)
-        .watch('/api/v1/nodes', { resourceVersion, allowWatchBookmarks: true, timeoutSeconds }, (type, obj) => {
-          if (!over) on.onEvent(type, obj);
-        }, (err) => finish(err ?? null))
-        .then(
-          // The client resolves after a 200 (or after reporting a failure through done).
-          (c) => {
-            controller = c;
-            if (over) c.abort();
-            else on.onOpen();
-          },
-          finish,
-        );
+      const q = new URLSearchParams({ watch: 'true', resourceVersion, allowWatchBookmarks: 'true', timeoutSeconds: String(timeoutSeconds) });
+      const opts: https.RequestOptions = { method: 'GET' };
+      kc.applyToHTTPSOptions(opts).then(() => {
+        if (over) return;
+        opts.headers = { ...opts.headers, Accept: 'application/json' };
+        const url = new URL(`${server}/api/v1/nodes?${q}`);
+        const req = (url.protocol === 'http:' ? http : https).request(url, { ...opts, signal: ac.signal }, (res) => {
+          const status = res.statusCode ?? 0;
+          if (status !== 200) {
+            const parts: Buffer[] = [];
+            readAtMost(res, MAX_ERROR_BYTES, (b) => parts.push(b)).then(
+              () => finish(new KubeHttpError(status, Buffer.concat(parts).toString('utf8'), parseRetryAfter(res.headers['retry-after'], clock.now()))),
+              finish,
+            );
+            return;
+          }
+          on.onOpen();
+          readLines(res, maxAnswerBytes, (line) => {
+            if (over || line.trim() === '') return;
+            let event: { type?: unknown; object?: unknown };
+            try {
+              event = JSON.parse(line) as typeof event;
+            } catch {
+              throw new Error('the API server sent a watch event that is not JSON');
+            }
+            on.onEvent(event?.type, event?.object);
+          }).then(() => finish(null), finish);
+        });
+        // The server says nothing on a quiet watch between bookmarks: let TCP notice a dead peer.
+        req.on('socket', (sock) => sock.setKeepAlive(true, 30_000));
+        req.on('error', finish);
+        req.end();
+      }, finish);
       return () => {
         over = true;
-        controller?.abort();
+        ac.abort();
       };
     },
     get: (name) => call('GET', nodePath(name)),
@@ -316,6 +342,32 @@ function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefi
     req.on('error', reject);
     req.end(payload);
   });
+}
+
+/**
+ * A watch's stream as lines, each handed to `each` whole; a line longer than `maxBytes` (an
+ * event is one Node, tens of KB) is an error, not a heap. An error thrown by `each` ends the
+ * read with it.
+ */
+async function readLines(body: Readable, maxBytes: number, each: (line: string) => void): Promise<void> {
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    let from = 0;
+    for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, from)) {
+      const piece = chunk.subarray(from, nl);
+      each(heldBytes === 0 ? piece.toString('utf8') : Buffer.concat([...held, piece]).toString('utf8'));
+      held = [];
+      heldBytes = 0;
+      from = nl + 1;
+    }
+    if (from < chunk.length) {
+      heldBytes += chunk.length - from;
+      if (heldBytes > maxBytes) throw new Error(`a watch event from the API server is over ${maxBytes >= 1048576 ? `${maxBytes / 1048576} MiB` : `${maxBytes} bytes`}`);
+      held.push(chunk.subarray(from));
+    }
+  }
+  if (heldBytes > 0) each(Buffer.concat(held).toString('utf8'));
 }
 
 async function readAtMost(body: Readable, maxBytes: number, each: (b: Buffer) => void): Promise<void> {

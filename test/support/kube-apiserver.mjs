@@ -154,7 +154,8 @@ export class KubeApiServer {
     this.watchCache = true; // false: as kube-apiserver --watch-cache=false, every list is read from etcd, in pages
     this.expiredAsHttpStatus = false; // true: a too-old watch gets an HTTP 410 instead of an ERROR event
     this.hanging = false; // true: requests are read and never answered (a server that stopped answering)
-    // { retryAfter: header value or null (none), methods: ['POST', ...] or null (every one) }: those requests get 429
+    // { retryAfter: header value or null (none), methods: ['POST', ...] or null (every one),
+    //   watchesOnly?: true (only ?watch requests) }: those requests get 429
     this.shedding = null;
     this.server = https.createServer({ key: pki.key, cert: pki.cert, ca: pki.ca, requestCert: true, rejectUnauthorized: false }, (req, res) => {
       this.handle(req, res).catch((e) => this.reply({}, res, 500, status(500, 'InternalError', String(e?.message ?? e))));
@@ -317,7 +318,8 @@ export class KubeApiServer {
     if (!user) return fail(new HttpError(401, 'Unauthorized', 'Unauthorized'));
     entry.user = user.name;
     const shed = this.shedding;
-    if (shed && (!shed.methods || shed.methods.includes(req.method))) {
+    const watching = ['1', 'true'].includes(url.searchParams.get('watch') ?? '');
+    if (shed && (!shed.methods || shed.methods.includes(req.method)) && (!shed.watchesOnly || watching)) {
       // apiserver's filters/priority-and-fairness.go tooManyRequests: http.Error with Retry-After.
       entry.status = 429;
       res.writeHead(429, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', ...(shed.retryAfter === null ? {} : { 'Retry-After': shed.retryAfter }) });

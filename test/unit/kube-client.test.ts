@@ -1,5 +1,5 @@
-// The REST half of src/cluster/kube-client.ts: the six calls the Kubernetes source makes are
-// plain HTTP(S) with the options the client's KubeConfig gives (the Watch is the client's own).
+// src/cluster/kube-client.ts as HTTP: the six calls and the watch the Kubernetes source makes
+// are plain HTTP(S) with the options the client's KubeConfig gives.
 // Against a local HTTP server that records each request: method, path, headers and body as
 // the API server would see them; a non-2xx answer carries its status and Status object as the
 // client's ApiException did (so kube-errors.ts words it); an answer that is not JSON, one over
@@ -15,10 +15,10 @@ import { gzipSync } from 'node:zlib';
 import { connectNodeApi, KubeHttpError, type NodeApi } from '../../src/cluster/kube-client.js';
 import { describeKubeError, httpStatusOf, KubeTimeoutError } from '../../src/cluster/kube-errors.js';
 import { settle } from '../support/capture-log.js';
-import { ManualClock } from '../support/clock.js';
+import { ManualClock, drive } from '../support/clock.js';
 
 interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }
-type Answer = { status: number; body: string; type?: string; gzip?: boolean } | 'never';
+type Answer = { status: number; body: string; type?: string; gzip?: boolean; headers?: Record<string, string>; chunks?: string[] } | 'never';
 
 const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-kube-client-'));
 let server: http.Server;
@@ -37,8 +37,12 @@ beforeAll(async () => {
       if (a === 'never') return;
       // As kube-apiserver's APIResponseCompression: gzip only to a client that accepts it.
       const gz = a.gzip === true && /\bgzip\b/.test(String(req.headers['accept-encoding']));
-      res.writeHead(a.status, { 'Content-Type': a.type ?? 'application/json', ...(gz ? { 'Content-Encoding': 'gzip' } : {}) });
-      res.end(gz ? gzipSync(a.body) : a.body);
+      res.writeHead(a.status, { 'Content-Type': a.type ?? 'application/json', ...(gz ? { 'Content-Encoding': 'gzip' } : {}), ...a.headers });
+      if (!a.chunks) return res.end(gz ? gzipSync(a.body) : a.body);
+      // A stream (a watch): each chunk written on its own turn, so the client reads them apart.
+      const rest = [...a.chunks];
+      const next = () => (rest.length > 0 ? res.write(rest.shift(), () => setTimeout(next, 5)) : res.end());
+      next();
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -258,5 +262,76 @@ describe('kube-client: the Node calls as HTTP', () => {
     for (let i = 0; i < 50 && seen.length === 1; i++) await settle();
     node.abortAll();
     expect(String(await stopped)).toMatch(/stopped/);
+  });
+});
+
+describe('kube-client: the watch', () => {
+  /** A watch's callbacks as a log, and its end. */
+  function watcher(node: NodeApi, rv = '7', timeoutS = 300) {
+    const log: string[] = [];
+    let done: (err: unknown) => void = () => {};
+    const ended = new Promise<unknown>((r) => (done = r));
+    const cancel = node.watch(rv, timeoutS, {
+      onOpen: () => log.push('open'),
+      onEvent: (type, obj) => log.push(`${String(type)} ${JSON.stringify(obj)}`),
+      onDone: (err) => {
+        log.push('done');
+        done(err);
+      },
+    });
+    return { log, ended, cancel };
+  }
+
+  it('GET ?watch with bookmarks, the version and the timeout; one event a line, however the stream is cut; done(null) when the server ends it', async () => {
+    const a = JSON.stringify({ type: 'ADDED', object: { metadata: { name: 'aws-1', resourceVersion: '8' } } });
+    const b = JSON.stringify({ type: 'BOOKMARK', object: { metadata: { resourceVersion: '9' } } });
+    const c = JSON.stringify({ type: 'DELETED', object: { metadata: { name: 'aws-\u00e9' } } });
+    answer = () => ({ status: 200, body: '', chunks: [a.slice(0, 10), `${a.slice(10)}\n${b}\n`, '\n', c.slice(0, 30), `${c.slice(30)}\n`] });
+    const { node } = await api();
+    const w = watcher(node);
+    expect(await w.ended).toBeNull();
+    expect(seen.map((x) => [x.method, x.url])).toEqual([['GET', '/api/v1/nodes?watch=true&resourceVersion=7&allowWatchBookmarks=true&timeoutSeconds=300']]);
+    expect(who(seen[0])).toEqual({ authorization: 'Bearer gw-token', accept: 'application/json', contentType: undefined });
+    expect(w.log).toEqual(['open', `ADDED ${JSON.stringify(JSON.parse(a).object)}`, `BOOKMARK ${JSON.stringify(JSON.parse(b).object)}`, `DELETED {"metadata":{"name":"aws-é"}}`, 'done']);
+  });
+
+  it('a refused watch is read as any other answer: its Status, and a 429\'s Retry-After', async () => {
+    const { node } = await api();
+    answer = () => ({ status: 429, body: 'Too many requests, please try again later.\n', type: 'text/plain', headers: { 'Retry-After': '5' } });
+    const shed = (await watcher(node).ended) as KubeHttpError;
+    expect(shed).toBeInstanceOf(KubeHttpError);
+    expect([shed.code, shed.retryAfterMs]).toEqual([429, 5_000]);
+    answer = () => ({ status: 403, body: JSON.stringify({ kind: 'Status', code: 403, reason: 'Forbidden', message: 'nodes is forbidden: User "u" cannot watch resource "nodes" in API group "" at the cluster scope' }) });
+    const w = watcher(node);
+    const refused = await w.ended;
+    expect(w.log).toEqual(['done']); // never opened
+    expect(describeKubeError(refused, { action: 'watch nodes', server: null, credentials: 'k' })).toContain('not allowed to watch nodes (403 Forbidden: nodes is forbidden: User "u" cannot watch');
+  });
+
+  it('a line that is not JSON, or longer than the bound, ends the watch with an error that says so', async () => {
+    const { node } = await api(1_000);
+    answer = () => ({ status: 200, body: '', chunks: ['{"type":"ADDED","object":{}}\n', '<html>proxy error</html>\n'] });
+    const w = watcher(node);
+    expect(String(await w.ended)).toContain('a watch event that is not JSON');
+    expect(w.log).toEqual(['open', 'ADDED {}', 'done']);
+    answer = () => ({ status: 200, body: '', chunks: ['{"type":"ADDED","object":{"x":"', 'y'.repeat(600), 'y'.repeat(600), '"}}\n'] });
+    expect(String(await watcher(node).ended)).toContain('a watch event from the API server is over 1000 bytes');
+  });
+
+  it('cancel, before the answer or during the stream: nothing is delivered after it', async () => {
+    const { node } = await api();
+    answer = () => 'never';
+    const early = watcher(node);
+    await drive(null, () => seen.length === 1, 'the watch at the server');
+    early.cancel();
+    answer = () => ({ status: 200, body: '', chunks: ['{"type":"ADDED","object":{}}\n', ...Array.from({ length: 20 }, () => '{"type":"MODIFIED","object":{}}\n')] });
+    const late = watcher(node);
+    await drive(null, () => late.log.includes('ADDED {}'), 'the first event');
+    late.cancel();
+    const seenThen = late.log.length;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(early.log).toEqual([]);
+    expect(late.log.length).toBe(seenThen);
+    expect(late.log).not.toContain('done');
   });
 });

@@ -406,6 +406,23 @@ describe('following Nodes', () => {
     expect(peerNames(views[0])).toEqual(['aws-1']);
   });
 
+  it('a watch refused with a 429 and Retry-After: watched again when the server asks, the listed view kept', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    api.server.shedding = { retryAfter: '3', methods: null, watchesOnly: true };
+    const { src, views } = source({ backoff: { initialMs: 200, maxMs: 2_000, random: () => 0 } });
+    src.start();
+    const t = await shedTimes(2);
+    expect(t[1] - t[0]).toBeGreaterThanOrEqual(3_000);
+    expect(t[1] - t[0]).toBeLessThan(3_300);
+    expect(src.status().error).toContain('is shedding load (429 Too Many Requests');
+    expect(src.status().error).toContain('watch nodes');
+    expect(peerNames(views[0])).toEqual(['aws-1']);
+    api.server.shedding = null;
+    await drive(clock, () => api.server.watchCount === 1 && src.status().error === null, 'watching once the server takes it');
+    expect(lists()).toHaveLength(1); // the version kept: no relist
+  });
+
   it('429 without Retry-After, or one past its bound: the backoff, or at most 60 s', async () => {
     await freshServer();
     api.server.shedding = { retryAfter: null, methods: null };
@@ -629,6 +646,7 @@ describe('credentials and permissions', () => {
     const err = await drive(clock, () => src.status().error, 'an error');
     expect(views).toHaveLength(1);
     expect(err).toContain('not allowed to watch nodes');
+    expect(err).toContain('User "lister" cannot watch resource "nodes"'); // the server's Status, read from the refused watch
     expect(err).toContain('vxedge rbac');
   });
 
