@@ -1,9 +1,9 @@
-// What went wrong talking to the Kubernetes API, in words an operator acts on. The official
-// client reports failures in several shapes: ApiException {code, body} from API calls (the
-// body is the Status object as text, absent on 401), {statusCode} from a watch that did not
-// get a 200, node-fetch's FetchError {code} for the network and TLS, spawn errors from an exec
-// credential plugin, and our own request timeouts. Each becomes one sentence: what failed,
-// why, and the fix.
+// What went wrong talking to the Kubernetes API, in words an operator acts on. Failures come
+// in several shapes: {code, body} from a call or a watch that did not get a 2xx (kube-client's
+// KubeHttpError, shaped as the official client's ApiException; the body is the Status object
+// as text, absent on 401, plain text on a 429), {statusCode} as the client's own Watch reports
+// one, Node's network and TLS errors {code}, spawn errors from an exec credential plugin, and
+// our own request timeouts. Each becomes one sentence: what failed, why, and the fix.
 import { show } from '../util/show.js';
 
 export interface KubeErrorContext {
