@@ -7,13 +7,7 @@
 // 58 MB, for a check that finds nothing in almost every file. This scan keeps a set of the
 // keys of each object still open, and nothing else.
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const OPEN_OBJECT = 0x7b;
-const CLOSE_OBJECT = 0x7d;
-const OPEN_ARRAY = 0x5b;
-const CLOSE_ARRAY = 0x5d;
-const COMMA = 0x2c;
+import { BACKSLASH, CLOSE_ARRAY, CLOSE_OBJECT, COMMA, OPEN_ARRAY, OPEN_OBJECT, QUOTE } from '../util/json-syntax.js';
 
 /**
  * The first key an object in `text` holds twice (compared as JSON.parse reads them, escapes
