@@ -237,6 +237,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         opts.headers = { ...opts.headers, Accept: 'application/json' };
         const url = new URL(`${server}/api/v1/nodes?${q}`);
         const req = (url.protocol === 'http:' ? http : https).request(url, { ...opts, signal: ac.signal }, (res) => {
+          if (over) return void res.destroy(); // cancelled as the answer came
           const status = res.statusCode ?? 0;
           if (status !== 200) {
             const parts: Buffer[] = [];
