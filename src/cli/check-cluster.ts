@@ -107,7 +107,7 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
  * its next retry): `vxedge check` neither has peers yet nor retries.
  */
 export function beforeStart(error: string): string {
-  return error.replace(/; the last known peers stay in use/g, '').replace(/; retrying in [^;]*$/, '');
+  return error.replace(/; the last known peers stay in use/g, '').replace(/; peers are still followed/g, '').replace(/; retrying( in [^;]*| later)?$/, '');
 }
 
 /** The first view, the first error (a string), or null after waitMs; the source is started here, and left running. */

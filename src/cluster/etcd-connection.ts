@@ -179,6 +179,13 @@ export class EtcdConnection {
       case 'tls':
         return `TLS to etcd at ${endpoints} failed (${msg}): check cluster.etcd.ca (the CA that signed etcd's certificate), ` +
           'cluster.etcd.cert and cluster.etcd.key, and that the endpoints use https://';
+      case 'nospace':
+        // Reads and lease renewals still work: peers are followed, a lease we hold is kept.
+        return `etcd at ${endpoints} is out of space (${what}: ${msg}): its NOSPACE alarm refuses every write, the site's lease included, ` +
+          "until the cluster's admin frees space and disarms it (etcdctl compact to the current revision, etcdctl defrag, " +
+          'etcdctl alarm disarm; or a larger --quota-backend-bytes); peers are still followed';
+      case 'busy':
+        return `etcd at ${endpoints} is overloaded (${what}: ${msg}: it has not applied what it committed)`;
       case 'setup':
         return msg;
       default:

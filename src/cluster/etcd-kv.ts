@@ -80,10 +80,12 @@ export interface EtcdKv {
  *  permission       the user lacks a role for the key
  *  tls              certificate or TLS handshake trouble
  *  lease-not-found  the lease named in a put does not exist (expired, revoked, etcd wiped)
+ *  nospace          etcd's NOSPACE alarm: no write until an admin frees space and disarms it
+ *  busy             etcd has not applied what it committed (too many requests): load
  *  setup            a local problem before talking to etcd (a file cannot be read)
  *  other            anything else etcd said
  */
-export type EtcdErrorKind = 'unavailable' | 'timeout' | 'auth' | 'permission' | 'tls' | 'lease-not-found' | 'setup' | 'other';
+export type EtcdErrorKind = 'unavailable' | 'timeout' | 'auth' | 'permission' | 'tls' | 'lease-not-found' | 'nospace' | 'busy' | 'setup' | 'other';
 
 export class EtcdKvError extends Error {
   constructor(

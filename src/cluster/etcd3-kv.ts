@@ -102,6 +102,11 @@ export function classifyEtcd3Error(e: unknown): EtcdKvError {
   if (TLS_RE.test(msg)) return new EtcdKvError('tls', msg);
   if (/etcdserver:/.test(msg) && AUTH_RE.test(msg)) return new EtcdKvError('auth', msg);
   if (err instanceof GRPCDeadlineExceededError) return new EtcdKvError('timeout', msg);
+  // Both are RESOURCE_EXHAUSTED. The first is etcd's NOSPACE alarm (the backend over its
+  // --quota-backend-bytes): every write is refused until an admin frees space and disarms it;
+  // the second, a member whose applied index lags its commits: load, gone by itself.
+  if (/database space exceeded/.test(msg)) return new EtcdKvError('nospace', msg);
+  if (/etcdserver: too many requests/.test(msg)) return new EtcdKvError('busy', msg);
   // "13 INTERNAL: Received RST_STREAM with code 0": etcd shutting down resets an open watch
   // stream before the connection goes (seen once in the lab when etcd was stopped).
   if (err instanceof GRPCUnavailableError || /circuit breaker|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|No connection established|Received RST_STREAM/i.test(msg)) {

@@ -425,6 +425,42 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     }
   });
 
+  it("etcd out of space (its NOSPACE alarm): registration fails naming it and the admin's fix, peers still followed; registered once space is freed and the alarm disarmed", async () => {
+    const full = await startEtcd({
+      ns: NS, address: '127.0.0.1', clientPort: 22679, peerPort: 22680, dataDir: path.join(dir, 'etcd-full'), name: 'full', lifetimeS: 120,
+      extraArgs: ['--quota-backend-bytes', '200000'],
+    });
+    try {
+      await full.ctl(['put', `${NET}/config`, CONFIG]);
+      const theirs = await full.grantLease(120);
+      await full.ctl(['put', `--lease=${theirs.toString(16)}`, key('10.244.8.0-24'), ourValue('203.0.113.80', '0e:00:00:00:08:01')]);
+      // Values of 20 KB until etcd raises its alarm (about ten, over a 200 KB quota).
+      const filler = 'x'.repeat(20_000);
+      for (let i = 0; !(await full.ctl(['alarm', 'list'])).includes('NOSPACE'); i++) {
+        if (i >= 50) throw new Error('etcd never raised its NOSPACE alarm');
+        await full.ctlResult(['put', `/filler/${i}`, filler]);
+      }
+      const f = follow({ endpoints: [full.endpoint], register: true, leaseTtlS: 5, own: { subnet: '10.244.100.0/24', vtepMac: OUR_MAC, publicIp: '198.51.100.2' } });
+      await f.until('out of space reported', () => /is out of space/.test(f.status?.error ?? ''), 20_000);
+      expect(f.status!.error).toContain(`etcd at ${full.endpoint} is out of space`);
+      expect(f.status!.error).toContain('database space exceeded');
+      expect(f.status!.error).toContain('etcdctl compact to the current revision, etcdctl defrag, etcdctl alarm disarm');
+      expect(f.status!.registered).toBe(false);
+      expect(f.view!.peers.map((p) => p.name)).toEqual(['etcd-10.244.8.0-24']); // reads still work
+      // The fix as the error words it: free space, compact, defragment, disarm.
+      await full.ctl(['del', '--prefix', '/filler/']);
+      const status = JSON.parse(await full.ctl(['endpoint', 'status', '-w', 'json'])) as { Status: { header: { revision: number } } }[];
+      await full.ctl(['compact', String(status[0].Status.header.revision)]);
+      await full.ctl(['defrag']);
+      await full.ctl(['alarm', 'disarm']);
+      await f.until('registered once etcd takes writes again', () => f.status?.registered === true && f.status.error === null, 30_000);
+      expect((await full.getKey(key('10.244.100.0-24')))?.value).toBe(ourValue('198.51.100.2'));
+      await f.stop();
+    } finally {
+      await full.stop();
+    }
+  });
+
   it('authentication: a wrong password names the user and the password file; the right one connects', async () => {
     const root = await etcd.enableAuth();
     try {

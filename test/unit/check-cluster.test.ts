@@ -204,6 +204,8 @@ describe('vxedge check: the cluster line (etcd)', () => {
   it("the running gateway's words (peers kept, the next retry) are taken out of a source's error", () => {
     expect(beforeStart('cannot reach etcd at X (list: refused); the last known peers stay in use; retrying in 1.5s')).toBe('cannot reach etcd at X (list: refused)');
     expect(beforeStart('the config at /p/config is not VXLAN; retrying in 30s')).toBe('the config at /p/config is not VXLAN');
+    expect(beforeStart('the API server at X is shedding load (429 …) and refused to list nodes; retrying later')).toBe('the API server at X is shedding load (429 …) and refused to list nodes');
+    expect(beforeStart('etcd at X is out of space (…): … (etcdctl alarm disarm); peers are still followed')).toBe('etcd at X is out of space (…): … (etcdctl alarm disarm)');
     expect(beforeStart('kubernetes: 403 on list nodes: run `vxedge rbac`')).toBe('kubernetes: 403 on list nodes: run `vxedge rbac`');
   });
 });

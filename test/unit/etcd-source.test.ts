@@ -347,6 +347,8 @@ describe('EtcdSource: errors name the fix', () => {
       /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 has no leader \(read \/coreos\.com\/network\/config: 14 UNAVAILABLE: etcdserver: no leader\): the member is cut off from the rest of its cluster, or the cluster lost its quorum; list every member in cluster\.etcd\.endpoints/],
     ['tls', 'unable to verify the first certificate', undefined, /TLS to etcd at .* failed .*check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
     ['setup', 'cannot read cluster.etcd.ca /nope: no such file', undefined, /^cannot read cluster\.etcd\.ca \/nope: no such file; retrying in/],
+    ['busy', '8 RESOURCE_EXHAUSTED: etcdserver: too many requests', undefined,
+      /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 is overloaded \(read \/coreos\.com\/network\/config: 8 RESOURCE_EXHAUSTED: etcdserver: too many requests: it has not applied what it committed\); retrying in/],
   ] as const)('%s: %s', async (kind, message, auth, re) => {
     const { fake, src } = setup({ auth });
     fake.failNext('get', kind, message);
@@ -766,6 +768,8 @@ describe('etcd3 adapter helpers', () => {
     [new Error('Execution prevented because the circuit breaker is open'), 'unavailable'],
     [Object.assign(new Error('13 INTERNAL: Received RST_STREAM with code 0 (Call ended without gRPC status)'), { code: 13 }), 'unavailable'],
     [new Error('etcdserver: mvcc: required revision is a future revision'), 'other'],
+    [Object.assign(new Error('8 RESOURCE_EXHAUSTED: etcdserver: mvcc: database space exceeded'), { code: 8 }), 'nospace'],
+    [Object.assign(new Error('8 RESOURCE_EXHAUSTED: etcdserver: too many requests'), { code: 8 }), 'busy'],
     ['a string', 'other'],
   ])('%s -> %s', (err, kind) => {
     const e = classifyEtcd3Error(err);
