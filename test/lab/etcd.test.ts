@@ -425,7 +425,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
     }
   });
 
-  it("etcd out of space (its NOSPACE alarm): registration fails naming it and the admin's fix, peers still followed; registered once space is freed and the alarm disarmed", async () => {
+  it("etcd out of space (its NOSPACE alarm): a registered site keeps its lease; a new one fails naming it and the admin's fix, peers still followed; registered once space is freed and the alarm disarmed", async () => {
     const full = await startEtcd({
       ns: NS, address: '127.0.0.1', clientPort: 22679, peerPort: 22680, dataDir: path.join(dir, 'etcd-full'), name: 'full', lifetimeS: 120,
       extraArgs: ['--quota-backend-bytes', '200000'],
@@ -434,6 +434,10 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
       await full.ctl(['put', `${NET}/config`, CONFIG]);
       const theirs = await full.grantLease(120);
       await full.ctl(['put', `--lease=${theirs.toString(16)}`, key('10.244.8.0-24'), ourValue('203.0.113.80', '0e:00:00:00:08:01')]);
+      // A site registered before the alarm.
+      const before = follow({ endpoints: [full.endpoint], register: true, leaseTtlS: 5, subnet: '10.244.101.0/24', own: { subnet: '10.244.101.0/24', vtepMac: '0e:5c:aa:00:00:02', publicIp: '198.51.100.3' } });
+      await before.until('the first site registered', () => before.status?.registered === true);
+      const held = (await full.getKey(key('10.244.101.0-24')))!.lease;
       // Values of 20 KB until etcd raises its alarm (about ten, over a 200 KB quota).
       const filler = 'x'.repeat(20_000);
       for (let i = 0; !(await full.ctl(['alarm', 'list'])).includes('NOSPACE'); i++) {
@@ -446,7 +450,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
       expect(f.status!.error).toContain('database space exceeded');
       expect(f.status!.error).toContain('etcdctl compact to the current revision, etcdctl defrag, etcdctl alarm disarm');
       expect(f.status!.registered).toBe(false);
-      expect(f.view!.peers.map((p) => p.name)).toEqual(['etcd-10.244.8.0-24']); // reads still work
+      expect(f.view!.peers.map((p) => p.name).sort()).toEqual(['etcd-10.244.101.0-24', 'etcd-10.244.8.0-24']); // reads still work
+      // Renewals are no writes: the site registered before keeps its lease past its 5 s TTL.
+      await full.waitRenewed(held, 5);
+      expect((await full.getKey(key('10.244.101.0-24')))?.lease).toBe(held);
+      expect(before.status).toMatchObject({ registered: true, error: null });
       // The fix as the error words it: free space, compact, defragment, disarm.
       await full.ctl(['del', '--prefix', '/filler/']);
       const status = JSON.parse(await full.ctl(['endpoint', 'status', '-w', 'json'])) as { Status: { header: { revision: number } } }[];
@@ -455,7 +463,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
       await full.ctl(['alarm', 'disarm']);
       await f.until('registered once etcd takes writes again', () => f.status?.registered === true && f.status.error === null, 30_000);
       expect((await full.getKey(key('10.244.100.0-24')))?.value).toBe(ourValue('198.51.100.2'));
-      await f.stop();
+      await Promise.all([f.stop(), before.stop()]);
     } finally {
       await full.stop();
     }
