@@ -156,8 +156,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         ...opts.headers, Accept: 'application/json', 'Accept-Encoding': 'gzip',
         ...(payload ? { 'Content-Type': contentType, 'Content-Length': String(payload.length) } : {}),
       };
-      const answer = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes, reader);
-      if ('text' in answer) throw new KubeHttpError(answer.status, answer.text, parseRetryAfter(answer.retryAfter, clock.now()));
+      const answer = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes, reader, () => clock.now());
       if (answer.notJson) throw new Error(`the API server answered ${method} ${urlPath} with ${answer.status} and a body that is not JSON`);
       return answer.value;
     } catch (e) {
@@ -238,15 +237,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         const url = new URL(`${server}/api/v1/nodes?${q}`);
         const req = (url.protocol === 'http:' ? http : https).request(url, { ...opts, signal: ac.signal }, (res) => {
           if (over) return void res.destroy(); // cancelled as the answer came
-          const status = res.statusCode ?? 0;
-          if (status !== 200) {
-            const parts: Buffer[] = [];
-            readAtMost(res, MAX_ERROR_BYTES, (b) => parts.push(b)).then(
-              () => finish(new KubeHttpError(status, Buffer.concat(parts).toString('utf8'), parseRetryAfter(res.headers['retry-after'], clock.now()))),
-              finish,
-            );
-            return;
-          }
+          if (res.statusCode !== 200) return void refusal(res, res, MAX_ERROR_BYTES, () => clock.now()).then(finish, finish);
           on.onOpen();
           readLines(res, maxAnswerBytes, (line) => {
             if (over || line.trim() === '') return;
@@ -299,35 +290,45 @@ function wholeJson(): BodyReader {
   return { push: (c) => parts.push(c), end: () => JSON.parse(Buffer.concat(parts).toString('utf8')) as unknown };
 }
 
-type Answer = { status: number; text: string; retryAfter: string | undefined } | { status: number; value: unknown; notJson: boolean };
+type Answer = { status: number; value: unknown; notJson: boolean };
 
 /**
- * One HTTP(S) exchange: a 2xx body through `reader`, any other as text (the error's), at most
- * `maxBytes` of either (after decompression: a small gzip of a huge answer is refused as the
- * answer would be). The API server gzips answers over 128 KB to a client that accepts it
- * (APIResponseCompression): a list of 500 Nodes is then a tenth of its size on the site's uplink.
+ * A refused answer (not 2xx) as the error it is: its body as text, at most `maxBytes`, and
+ * the wait its Retry-After asks for, from `now`.
  */
-function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined, maxBytes: number, reader: BodyReader): Promise<Answer> {
+async function refusal(res: http.IncomingMessage, body: Readable, maxBytes: number, now: () => number): Promise<KubeHttpError> {
+  const parts: Buffer[] = [];
+  await readAtMost(body, maxBytes, (b) => parts.push(b));
+  return new KubeHttpError(res.statusCode ?? 0, Buffer.concat(parts).toString('utf8'), parseRetryAfter(res.headers['retry-after'], now()));
+}
+
+/**
+ * One HTTP(S) exchange: a 2xx body through `reader`; any other is a KubeHttpError (refusal());
+ * at most `maxBytes` of either (after decompression: a small gzip of a huge answer is refused
+ * as the answer would be). The API server gzips answers over 128 KB to a client that accepts
+ * it (APIResponseCompression): a list of 500 Nodes is then a tenth of its size on the site's uplink.
+ */
+function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined, maxBytes: number, reader: BodyReader, now: () => number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = (url.protocol === 'http:' ? http : https).request(url, opts, (res) => {
       const status = res.statusCode ?? 0;
       const gzip = String(res.headers['content-encoding'] ?? '').toLowerCase() === 'gzip';
       // pipeline: an error or a cut on either side ends the other, and the read below with it.
       const body: Readable = gzip ? pipeline(res, createGunzip(), () => undefined) : res;
-      const ok = status >= 200 && status <= 299;
-      const parts: Buffer[] = [];
+      const failed = (e: unknown) => {
+        res.destroy();
+        reject(e);
+      };
+      if (status < 200 || status > 299) return void refusal(res, body, maxBytes, now).then(reject, failed);
       let notJson = false;
       readAtMost(body, maxBytes, (b) => {
-        if (!ok) parts.push(b);
-        else if (!notJson) {
-          try {
-            reader.push(b);
-          } catch {
-            notJson = true; // read on to the end (or the bound): the connection stays reusable
-          }
+        if (notJson) return;
+        try {
+          reader.push(b);
+        } catch {
+          notJson = true; // read on to the end (or the bound): the connection stays reusable
         }
       }).then(() => {
-        if (!ok) return resolve({ status, text: Buffer.concat(parts).toString('utf8'), retryAfter: res.headers['retry-after'] });
         let value: unknown = null;
         try {
           if (!notJson) value = reader.end();
@@ -335,10 +336,7 @@ function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefi
           notJson = true;
         }
         resolve({ status, value, notJson });
-      }, (e: unknown) => {
-        res.destroy();
-        reject(e);
-      });
+      }, failed);
     });
     req.on('error', reject);
     req.end(payload);
@@ -364,18 +362,21 @@ async function readLines(body: Readable, maxBytes: number, each: (line: string) 
     }
     if (from < chunk.length) {
       heldBytes += chunk.length - from;
-      if (heldBytes > maxBytes) throw new Error(`a watch event from the API server is over ${maxBytes >= 1048576 ? `${maxBytes / 1048576} MiB` : `${maxBytes} bytes`}`);
+      if (heldBytes > maxBytes) throw new Error(`a watch event from the API server is over ${sizeText(maxBytes)}`);
       held.push(chunk.subarray(from));
     }
   }
   if (heldBytes > 0) each(Buffer.concat(held).toString('utf8'));
 }
 
+/** A bound in words: "64 MiB", "1000 bytes". */
+const sizeText = (bytes: number) => (bytes >= 1048576 ? `${bytes / 1048576} MiB` : `${bytes} bytes`);
+
 async function readAtMost(body: Readable, maxBytes: number, each: (b: Buffer) => void): Promise<void> {
   let size = 0;
   for await (const b of body as AsyncIterable<Buffer>) {
     size += b.length;
-    if (size > maxBytes) throw new Error(`the API server's answer is over ${maxBytes >= 1048576 ? `${maxBytes / 1048576} MiB` : `${maxBytes} bytes`}`);
+    if (size > maxBytes) throw new Error(`the API server's answer is over ${sizeText(maxBytes)}`);
     each(b);
   }
 }
