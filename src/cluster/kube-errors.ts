@@ -1,9 +1,9 @@
 // What went wrong talking to the Kubernetes API, in words an operator acts on. Failures come
 // in several shapes: {code, body} from a call or a watch that did not get a 2xx (kube-client's
 // KubeHttpError, shaped as the official client's ApiException; the body is the Status object
-// as text, absent on 401, plain text on a 429), {statusCode} as the client's own Watch reports
-// one, Node's network and TLS errors {code}, spawn errors from an exec credential plugin, and
-// our own request timeouts. Each becomes one sentence: what failed, why, and the fix.
+// as text, absent on 401, plain text on a 429), Node's network and TLS errors {code}, spawn
+// errors from an exec credential plugin, and our own request timeouts. Each becomes one
+// sentence: what failed, why, and the fix.
 import { show } from '../util/show.js';
 
 export interface KubeErrorContext {
@@ -32,7 +32,7 @@ const UNTRUSTED = new Set([
   'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_SIGNATURE_FAILURE',
 ]);
 
-type Errorish = { code?: unknown; statusCode?: unknown; body?: unknown; message?: unknown; syscall?: unknown; path?: unknown; name?: unknown };
+type Errorish = { code?: unknown; body?: unknown; message?: unknown; syscall?: unknown; path?: unknown; name?: unknown };
 
 /** `body` as an object, if it is one (text or object). */
 function statusObject(body: unknown): object | null {
@@ -104,7 +104,7 @@ export function retryAfterOf(err: unknown): number | null {
 /** The HTTP status of an API failure, or null for a failure below HTTP. */
 export function httpStatusOf(err: unknown): number | null {
   const e = (err ?? {}) as Errorish;
-  const code = typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : null;
+  const code = typeof e.code === 'number' ? e.code : null;
   return code !== null && code >= 100 && code < 600 ? code : null;
 }
 

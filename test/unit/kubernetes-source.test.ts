@@ -1025,13 +1025,13 @@ describe('error texts', () => {
   const status = (code: number, reason: string, message: string) => JSON.stringify({ kind: 'Status', code, reason, message });
   const table: [string, unknown, string[]][] = [
     ['401 from an API call', { code: 401, body: undefined }, ['rejected our credentials (401 Unauthorized)', 'kubeconfig /etc/vxedge/kubeconfig']],
-    ['401 from a watch', { statusCode: 401 }, ['401']],
+    ['401 from a watch', new KubeHttpError(401, ''), ['401']],
     ['403 with a Status', { code: 403, body: status(403, 'Forbidden', 'nodes "x" is forbidden: User "u" cannot patch resource "nodes" in API group "" at the cluster scope') }, ['not allowed to patch nodes', 'User "u"', 'vxedge rbac -c FILE | kubectl apply -f -']],
-    ['403 from a watch (no body)', { statusCode: 403 }, ['not allowed to list nodes (403 Forbidden)', 'vxedge rbac']],
+    ['403 without a body (a proxy)', new KubeHttpError(403, ''), ['not allowed to list nodes (403 Forbidden)', 'vxedge rbac']],
     ['500', { code: 500, body: status(500, 'InternalError', 'etcd is down') }, ['https://k8s.example:6443 failed to list nodes (500: etcd is down); retrying']],
     ['422', { code: 422, body: status(422, 'Invalid', 'bad') }, ['list nodes failed: 422 Invalid: bad']],
     ['429 (its body plain text, as kube-apiserver sends it)', { code: 429, body: 'Too many requests, please try again later.\n' }, ['the API server at https://k8s.example:6443 is shedding load (429 Too Many Requests', 'refused to list nodes; retrying later']],
-    ['429 from a watch', { statusCode: 429 }, ['is shedding load (429 Too Many Requests']],
+    ['429 from a watch', new KubeHttpError(429, 'Too many requests, please try again later.\n', 1_000), ['is shedding load (429 Too Many Requests']],
     ['refused', Object.assign(new Error('request to https://k8s.example:6443/api/v1/nodes failed, reason: connect ECONNREFUSED'), { name: 'FetchError', code: 'ECONNREFUSED' }), ['cannot reach the API server at https://k8s.example:6443 (ECONNREFUSED)', 'check the server URL in kubeconfig /etc/vxedge/kubeconfig']],
     ['DNS', Object.assign(new Error('getaddrinfo ENOTFOUND'), { name: 'FetchError', code: 'ENOTFOUND' }), ['cannot reach', 'ENOTFOUND']],
     ['cut', Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }), ['lost the connection to the API server at https://k8s.example:6443']],
