@@ -121,7 +121,7 @@ export class KubeHttpError extends Error {
 }
 
 /** The module of the client we use; loading it early (LiveMembership.preload) is safe. */
-export function loadClientModules() {
+export function loadClientModule() {
   return import('@kubernetes/client-node/dist/config.js');
 }
 
@@ -129,7 +129,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   // The kubeconfig module only: the package's index (and `makeApiClient`) loads
   // every generated API and model, some 45 MB of the client's 60. The bundle gives config.js
   // a stand-in for the generated index it imports (scripts/kube-slim.mjs).
-  const { KubeConfig } = await loadClientModules();
+  const { KubeConfig } = await loadClientModule();
   const kc = new KubeConfig();
   if (choice.kind === 'file') kc.loadFromFile(choice.file!);
   else kc.loadFromCluster();
