@@ -17,7 +17,7 @@ import { describeKubeError, httpStatusOf, KubeTimeoutError } from '../../src/clu
 import { settle } from '../support/capture-log.js';
 import { ManualClock, drive } from '../support/clock.js';
 
-interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }
+interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string; closed?: boolean }
 type Answer = { status: number; body: string; type?: string; gzip?: boolean; headers?: Record<string, string>; chunks?: string[] } | 'never';
 
 const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-kube-client-'));
@@ -31,8 +31,9 @@ beforeAll(async () => {
     let body = '';
     req.on('data', (b: Buffer) => (body += b.toString()));
     req.on('end', () => {
-      const s = { method: req.method!, url: req.url!, headers: req.headers, body };
+      const s: Seen = { method: req.method!, url: req.url!, headers: req.headers, body };
       seen.push(s);
+      res.on('close', () => (s.closed = true)); // answered, or the client went away
       const a = answer(s);
       if (a === 'never') return;
       // As kube-apiserver's APIResponseCompression: gzip only to a client that accepts it.
@@ -329,7 +330,10 @@ describe('kube-client: the watch', () => {
     await drive(null, () => late.log.includes('ADDED {}'), 'the first event');
     late.cancel();
     const seenThen = late.log.length;
-    await new Promise((r) => setTimeout(r, 200));
+    // Both connections closed at the server (the cancels reached it); then a few turns for
+    // anything the client had already read.
+    await drive(null, () => seen.length === 2 && seen.every((x) => x.closed), 'both watches closed at the server');
+    await settle();
     expect(early.log).toEqual([]);
     expect(late.log.length).toBe(seenThen);
     expect(late.log).not.toContain('done');
