@@ -116,6 +116,16 @@ async function barrier(): Promise<void> {
   await drive(null, () => api.server.requests.some((r: { path: string }) => r.path === at), 'the barrier in the request log');
 }
 
+/** The clock time at which `count()` reached 1, 2, … `n`, seen in `stepMs` steps of the clock. */
+async function countTimes(count: () => number, n: number, what: string, stepMs = 10): Promise<number[]> {
+  const times: number[] = [];
+  await drive(clock, () => {
+    while (times.length < count()) times.push(clock.monotonic());
+    return times.length >= n;
+  }, what, { stepMs });
+  return times;
+}
+
 /** Gives the source every chance to act: `ms` of clock time in 50 ms steps, each after a few ms
  *  of real time for its I/O, then a barrier. A "writes nothing" check after this can fail. */
 async function quiet(ms: number): Promise<void> {
@@ -375,16 +385,9 @@ describe('following Nodes', () => {
     expect(peerNames(views.at(-1))).toEqual(['aws-1']);
   });
 
-  /** Clock times of the source's requests that the stand-in shed (429), in order, seen in `stepMs` steps until `n` of them. */
-  async function shedTimes(n: number, stepMs = 10): Promise<number[]> {
-    const times: number[] = [];
-    const shed = () => api.server.requests.filter((r: { status: number }) => r.status === 429).length;
-    await drive(clock, () => {
-      while (times.length < shed()) times.push(clock.monotonic());
-      return times.length >= n;
-    }, `${n} requests shed`, { stepMs });
-    return times;
-  }
+  /** Clock times of the source's requests that the stand-in shed (429), in order, until `n` of them. */
+  const shedTimes = (n: number, stepMs = 10) =>
+    countTimes(() => api.server.requests.filter((r: { status: number }) => r.status === 429).length, n, `${n} requests shed`, stepMs);
 
   it('429 with Retry-After (API Priority and Fairness shedding load): waits as long as the server asks, not the shorter backoff, then follows', async () => {
     await freshServer();
@@ -893,11 +896,7 @@ describe('registration', () => {
     src.start();
     await drive(clock, () => views.length === 1, 'first view (lists are not shed)');
     const posts = () => writes().filter((r: { method: string }) => r.method === 'POST');
-    const times: number[] = [];
-    await drive(clock, () => {
-      while (times.length < posts().length) times.push(clock.monotonic());
-      return times.length >= 2;
-    }, 'two creates', { stepMs: 10 });
+    const times = await countTimes(() => posts().length, 2, 'two creates');
     expect(times[1] - times[0]).toBeGreaterThanOrEqual(3_000);
     expect(times[1] - times[0]).toBeLessThan(3_300);
     expect(src.status().registered).toBe(false);
