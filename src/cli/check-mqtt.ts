@@ -11,6 +11,7 @@ import { connectOnce, type ConnectIo } from '../health/mqtt-connect.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
 import { MqttSetupError, buildClientOptions, clientIdFor, closeClient, loadSecrets, parseBrokerUrl, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock } from '../util/clock.js';
+import { certValidity } from '../util/tls-failure.js';
 
 /** How long `vxedge check` waits for the broker's answer. */
 export const MQTT_CHECK_WAIT_MS = 8_000;
@@ -44,7 +45,9 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
     r = await connectOnce(io, m.url, options(version), waitMs);
   }
   if (!r.client) {
-    const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false);
+    const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, undefined, undefined, {
+      nowMs: io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null,
+    });
     const line = f.line.replace(/^mqtt connection failed: /, '').replace(/; retrying$/, '');
     // A broker may admit only the gateway's own client id (an AWS IoT policy on
     // client/${iot:ClientId}): then this refusal says nothing about the gateway's.

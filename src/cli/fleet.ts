@@ -29,6 +29,7 @@ import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-error
 import { MqttSetupError, closeClient, ignoredTlsKeys, loadSecrets, type FileReader, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
+import { certValidity } from '../util/tls-failure.js';
 import { FleetRecords, fleetExitCode, fleetFilters, renderChange, renderRemoved, renderTable, rowJson, rowSignature, type FleetRow } from './fleet-view.js';
 import { FLEET_HELP, UsageError, fleetOptions, readerClientOptions, type FleetOptions } from './fleet-options.js';
 
@@ -182,7 +183,10 @@ class FleetSession {
       this.protocolVersion = 4;
       r = await this.connect(secrets);
     }
-    if (!r.client) return describeMqttFailure(r.err, this.o.broker, false).line.replace(/^mqtt /, '');
+    if (!r.client) {
+      const tls = { nowMs: this.io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null };
+      return describeMqttFailure(r.err, this.o.broker, false, undefined, undefined, tls).line.replace(/^mqtt /, '');
+    }
     this.attach(r.client);
     const failure = await this.collect(r.client);
     if (failure) {

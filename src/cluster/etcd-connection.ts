@@ -6,7 +6,9 @@
 // The etcd3 adapter (and with it gRPC) is imported on the first connect only, so a gateway that
 // follows Kubernetes or static peers never loads it. Once stop() is called no new client is kept
 // and the open one is closed; the jobs read `stopped` to drop what their pending calls return.
+import { readFileSync } from 'node:fs';
 import { fileStamp } from '../util/file-stamp.js';
+import { certValidity, explainTls, opensslReason, type CertValidity, type TlsWords } from '../util/tls-failure.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { formatDuration } from '../util/duration.js';
@@ -15,6 +17,19 @@ import { configKey } from './flannel-lease.js';
 
 /** Loads the etcd3 adapter (and with it gRPC) only when an etcd source connects. */
 const defaultConnect: EtcdConnect = async (o) => (await import('./etcd3-kv.js')).connectEtcd3(o);
+
+const ETCD_TLS_WORDS: TlsWords = {
+  peer: 'etcd', ca: 'cluster.etcd.ca', cert: 'cluster.etcd.cert', key: 'cluster.etcd.key', host: 'cluster.etcd.endpoints',
+  files: "check cluster.etcd.ca (the CA that signed etcd's certificate), cluster.etcd.cert and cluster.etcd.key, and that the endpoints use https://",
+};
+
+/**
+ * The short cause of a TLS failure as gRPC reports it: OpenSSL's reason, or Node's words, of
+ * "14 UNAVAILABLE: No connection established. Last error: Error: certificate is not yet valid. Resolution note: ".
+ */
+export function tlsReason(msg: string): string {
+  return opensslReason(msg) ?? /Last error: (?:Error: )?(.+?)\.? *(?:\(\d{4}-[^)]*\)\.?)? *(?:Resolution note:|$)/.exec(msg)?.[1] ?? msg;
+}
 
 /** An error with the operation it happened in, for messages. */
 export class OpError extends Error {
@@ -149,6 +164,16 @@ export class EtcdConnection {
     this.log.warn(msg);
   }
 
+  /** cluster.etcd.cert's dates, for a TLS failure's words; null when none is set or it cannot be read. */
+  private clientCert(): CertValidity | null {
+    const file = this.o.tls?.cert;
+    try {
+      return file ? certValidity(readFileSync(file)) : null;
+    } catch {
+      return null; // the connection's own error names an unreadable file
+    }
+  }
+
   /** An operator's sentence for a failure: what is wrong, and what to do. */
   describe(e: unknown): string {
     if (e instanceof ConfigMismatch) return e.message;
@@ -176,9 +201,10 @@ export class EtcdConnection {
         return `etcd denied ${what} to ${user ? `user ${JSON.stringify(user)}` : 'this client'} (${msg}): grant it read access to ` +
           `${configKey(this.o.prefix)} and ${this.o.subnetsPrefix}${this.o.register ? ` and write access to ${this.o.ownKey}` : ''} ` +
           '(vxedge rbac -c FILE prints the etcdctl commands)';
-      case 'tls':
-        return `TLS to etcd at ${endpoints} failed (${msg}): check cluster.etcd.ca (the CA that signed etcd's certificate), ` +
-          'cluster.etcd.cert and cluster.etcd.key, and that the endpoints use https://';
+      case 'tls': {
+        const tls = explainTls(msg, ETCD_TLS_WORDS, { nowMs: this.clock.now(), clientCert: this.clientCert() });
+        return `TLS to etcd at ${endpoints} failed (${tlsReason(msg)}): ${tls ? `${tls.why}; ${tls.fix}` : ETCD_TLS_WORDS.files}`;
+      }
       case 'nospace':
         // Reads and lease renewals still work: peers are followed, a lease we hold is kept.
         return `etcd at ${endpoints} is out of space (${what}: ${msg}): its NOSPACE alarm refuses every write, the site's lease included, ` +

@@ -15,10 +15,11 @@
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
+import { certValidity, type CertValidity } from '../util/tls-failure.js';
 import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
 
@@ -28,6 +29,8 @@ export type NodeJson = Record<string, unknown>;
 export interface NodeApi {
   /** The API server URL of the current context. */
   readonly server: string;
+  /** The dates of the current user's client certificate (client-certificate(-data)), if it has one we can read. */
+  readonly clientCert: CertValidity | null;
   /**
    * Every Node, each handed to `keep` as it streams in (whole Node objects are never held
    * together: keep what is needed, null to drop it), and the list's resourceVersion.
@@ -120,6 +123,20 @@ export class KubeHttpError extends Error {
   }
 }
 
+/**
+ * The dates of a kubeconfig user's client certificate, for the words of a 401 (kubeadm's expire
+ * after a year); null when it has none, or none that can be read (the client says so on use).
+ */
+function userCertificate(user: { certData?: string; certFile?: string } | null): CertValidity | null {
+  try {
+    if (user?.certData) return certValidity(Buffer.from(user.certData, 'base64'));
+    if (user?.certFile) return certValidity(readFileSync(user.certFile));
+  } catch {
+    // unreadable: the client's own error names the file when it connects
+  }
+  return null;
+}
+
 /** The module of the client we use; loading it early (LiveMembership.preload) is safe. */
 export function loadClientModule() {
   return import('@kubernetes/client-node/dist/config.js');
@@ -136,6 +153,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
   const server = cluster.server.replace(/\/+$/, '');
+  const clientCert = userCertificate(kc.getCurrentUser());
   const inFlight = new Set<AbortController>();
 
   /**
@@ -171,6 +189,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
 
   return {
     server: cluster.server,
+    clientCert,
     async list<T>(keep: (item: unknown) => T | null, from: ListFrom = '') {
       // As client-go's reflector lists for flanneld (ListFrom): '0' and '' in pages of 500,
       // which the watch cache ignores for '0' (a consistent read from etcd is paged, so each of

@@ -5,6 +5,7 @@
 // errors from an exec credential plugin, and our own request timeouts. Each becomes one
 // sentence: what failed, why, and the fix.
 import { show } from '../util/show.js';
+import { clockSays, explainTls, opensslReason, validityProblem, type TlsContext } from '../util/tls-failure.js';
 
 export interface KubeErrorContext {
   /** What we tried, as "<verb> <resource>", e.g. "list nodes", "patch node vxedge-lab-edge-1". */
@@ -13,6 +14,8 @@ export interface KubeErrorContext {
   server: string | null;
   /** Where the credentials come from, e.g. "kubeconfig /etc/vxedge/kubeconfig". */
   credentials: string;
+  /** The clock and the client certificate's dates, which a 401 or a TLS failure may be about. */
+  tls?: TlsContext;
 }
 
 /** Our request timeout: the client sees it as an AbortError. */
@@ -115,6 +118,13 @@ export function describeKubeError(err: unknown, ctx: KubeErrorContext): string {
   if (http !== null) {
     const st = statusOf(e.body);
     if (http === 401) {
+      // kube-apiserver asks for a client certificate but does not require one: one it cannot
+      // verify (past its end, or before its start by the server's clock) is a 401, not a TLS error.
+      const cert = ctx.tls?.clientCert ? validityProblem(ctx.tls.clientCert, ctx.tls.nowMs, `the client certificate in ${ctx.credentials}`) : null;
+      if (cert) {
+        return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: ${cert}, and ${clockSays(ctx.tls!.nowMs)}: ` +
+          "renew it (a new kubeconfig from the cluster's admin), or set this machine's clock if that is what is wrong (timedatectl)";
+      }
       return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: check the token, client certificate or exec plugin in ${ctx.credentials}`;
     }
     if (http === 403) {
@@ -139,6 +149,11 @@ export function describeKubeError(err: unknown, ctx: KubeErrorContext): string {
   }
   const message = typeof e.message === 'string' ? e.message : String(err);
   const tlsCode = code || (/reason: (\S+)/.exec(message)?.[1] ?? '');
+  const tls = explainTls(`${message} ${tlsCode}`, {
+    peer: 'the API server', ca: 'certificate-authority(-data)', cert: 'client-certificate(-data)', key: 'client-key(-data)',
+    host: `the server URL of ${ctx.credentials}`, files: `check certificate-authority(-data) and the server name in ${ctx.credentials}`,
+  }, ctx.tls);
+  if (tls) return `TLS to the API server${at} failed (${opensslReason(message) ?? (tlsCode || message)}): ${tls.why}; ${tls.fix}`;
   if (UNTRUSTED.has(tlsCode) || /certificate|self[- ]signed/i.test(message)) {
     return `the API server${at} presented a certificate we do not trust (${tlsCode || message}): check certificate-authority(-data) and the server name in ${ctx.credentials}`;
   }

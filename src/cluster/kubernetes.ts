@@ -494,7 +494,10 @@ export class KubernetesSource implements ClusterSource {
   }
 
   private errorContext(action: string) {
-    return { action, server: this.api?.server ?? null, credentials: this.choice?.describe ?? 'the kubeconfig' };
+    return {
+      action, server: this.api?.server ?? null, credentials: this.choice?.describe ?? 'the kubeconfig',
+      tls: { nowMs: this.o.clock.now(), clientCert: this.api?.clientCert ?? null },
+    };
   }
 
   private sleep(ms: number): Promise<void> {

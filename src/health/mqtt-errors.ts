@@ -1,5 +1,6 @@
 // One plain-words log line per MQTT failure: what failed and which config key or what on
 // the broker side to check. Pure, so the wording can be tested without a broker.
+import { explainTls, opensslReason, type TlsContext, type TlsWords } from '../util/tls-failure.js';
 import { MqttSetupError, type BrokerUrl } from './mqtt-options.js';
 
 export type MqttFailureKind = 'setup' | 'tls' | 'auth' | 'refused' | 'network' | 'closed' | 'lost';
@@ -27,31 +28,13 @@ const NETWORK_CODES = new Set([
 
 export type ErrLike = Error & { code?: string | number; reason?: unknown };
 
-/**
- * What a TLS failure means, by OpenSSL reason / Node code, and what to check where that is not
- * the TLS files (TLS_FILES_CHECK): nothing in mqtt.ca/cert/key fixes a clock or a URL's host.
- */
-const TLS_EXPLANATIONS: [RegExp, string, string?][] = [
-  [/alert unknown ca/i, 'the broker does not trust the client certificate in mqtt.cert'],
-  [/alert certificate required/i, 'the broker requires a client certificate: set mqtt.cert and mqtt.key'],
-  [/alert (bad certificate|certificate unknown|unsupported certificate)/i, 'the broker refused the client certificate in mqtt.cert'],
-  [/alert certificate (expired|revoked)/i, 'the broker says the client certificate has expired or was revoked'],
-  [/self[- ]signed|unable to (verify|get (local )?issuer)/i, "the broker's certificate is not signed by a CA in mqtt.ca"],
-  [/CERT_HAS_EXPIRED|certificate has expired/i, "the broker's certificate has expired, or this machine's clock is wrong",
-    "check this machine's clock (timedatectl), else the broker's certificate needs renewing"],
-  [/CERT_NOT_YET_VALID|not yet valid/i, "the broker's certificate is not valid yet, or this machine's clock is wrong",
-    "check this machine's clock (timedatectl; a board without a battery-backed clock needs NTP)"],
-  [/ALTNAME_INVALID|Hostname\/IP does not match|HOSTNAME_MISMATCH/i, "the broker's certificate does not name the host of mqtt.url",
-    "put in mqtt.url a host name (or address) that the broker's certificate names"],
-];
-const TLS_FILES_CHECK = 'check mqtt.ca/cert/key';
+/** The broker's TLS settings, for the shared words (util/tls-failure.ts). */
+const TLS_WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cert', key: 'mqtt.key', host: 'mqtt.url', files: 'check mqtt.ca/cert/key' };
 
 /** The short reason of a TLS error: OpenSSL's reason string, not its "80AC…:error:0A000418:SSL routines:…" line. */
 export function tlsReason(err: ErrLike): string {
   if (typeof err.reason === 'string' && err.reason) return err.reason;
-  const first = err.message.split('\n')[0];
-  const m = /^[0-9A-F]+:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):/i.exec(first);
-  return m ? m[1] : first;
+  return opensslReason(err.message) ?? err.message.split('\n')[0];
 }
 
 /** MQTT.js's (mqtt-packet's) error for a PUBACK whose reason code MQTT 5 does not allow there. */
@@ -84,9 +67,12 @@ export function isTlsError(err: ErrLike | null): boolean {
  * closed); `connected` whether the attempt had got a CONNACK (then this is a lost connection).
  * `gatewayClientId`: the gateway's own client id, named with what to do when another client
  * took the session over (a second gateway with the same site and node). `healthBytes`: the
- * size of the health document in flight when the connection ended, if one was.
+ * size of the health document in flight when the connection ended, if one was. `tls`: the
+ * clock and mqtt.cert's dates, which a TLS failure's words name when they may be its cause.
  */
-export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, connected: boolean, gatewayClientId?: string, healthBytes?: number): MqttFailure {
+export function describeMqttFailure(
+  err: ErrLike | null, broker: BrokerUrl, connected: boolean, gatewayClientId?: string, healthBytes?: number, tls?: TlsContext,
+): MqttFailure {
   const where = `${broker.host}:${broker.port}`;
   if (err instanceof MqttSetupError) {
     return { kind: 'setup', line: `mqtt setup failed: ${err.message}; retrying` };
@@ -124,8 +110,8 @@ export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, conn
   }
   if (isTlsError(err)) {
     const reason = tlsReason(err!);
-    const [, what, check = TLS_FILES_CHECK] = TLS_EXPLANATIONS.find(([re]) => re.test(`${reason} ${String(err!.code ?? '')}`)) ?? [];
-    return { kind: 'tls', line: `mqtt connection failed: TLS: ${reason}${what ? ` (${what})` : ''}; ${check}` };
+    const e = explainTls(`${reason} ${String(err!.code ?? '')}`, TLS_WORDS, tls);
+    return { kind: 'tls', line: `mqtt connection failed: TLS: ${reason}${e ? ` (${e.why})` : ''}; ${e?.fix ?? TLS_WORDS.files}` };
   }
   if (err && broker.secure && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
     // Where TLS 1.3 is used, the broker checks the client certificate after the client's handshake ended.

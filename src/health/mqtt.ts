@@ -24,6 +24,7 @@ import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
+import { certValidity, type CertValidity } from '../util/tls-failure.js';
 import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
 import { describeMqttFailure, isTakenOver, isUnsupportedProtocol } from './mqtt-errors.js';
@@ -126,6 +127,8 @@ export class HealthPublisher {
   private connectedAt = 0;
   private everConnected = false;
   private attemptError: (Error & { code?: string | number }) | null = null;
+  /** mqtt.cert's dates as last read, for a TLS failure's words (null: none set). */
+  private clientCert: CertValidity | null = null;
 
   private latest: HealthDocument | null = null;
   /** Documents given to update() so far. */
@@ -271,6 +274,7 @@ export class HealthPublisher {
     try {
       const secrets = await loadSecrets(m, this.o.deps?.readFile);
       if (!this.running || gen !== this.gen) return;
+      this.clientCert = secrets.cert ? certValidity(secrets.cert) : null;
       const opts = buildClientOptions({
         mqtt: m,
         clientId: clientIdFor(this.o.site, this.o.node),
@@ -358,7 +362,9 @@ export class HealthPublisher {
       // Protocol fallback (logged already): try again at once.
       this.retryNow = false;
     } else {
-      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, clientIdFor(this.o.site, this.o.node), inflightBytes);
+      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, clientIdFor(this.o.site, this.o.node), inflightBytes, {
+        nowMs: this.clock.now(), clientCert: this.clientCert,
+      });
       // Taken over: another client connected with our id. Two gateways with one id would kick
       // each other out every second; the schedule keeps growing instead.
       const takenOver = wasConnected && isTakenOver(this.attemptError);

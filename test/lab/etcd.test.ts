@@ -19,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, createNamespace, deleteNamespaces, killSpawned, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { ensureDist } from '../support/dist.js';
+import { datedCert } from '../support/kube-pki.mjs';
 import { makeTls } from './mosquitto.js';
 
 const PREFIX = 'vxetcd';
@@ -116,15 +117,21 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
    * An etcd of its own on `clientPort` (and the next port) that takes clients by its CA only
    * (--client-cert-auth), with flannel's {prefix}/config in place: certificates made in a
    * folder of its own (`tlsDir`), the client's for `cn`; its etcdctl uses that client certificate.
+   * `serverDates`: etcd's own certificate is valid then instead (its etcdctl then skips the check).
    */
-  async function startTlsEtcd(name: string, clientPort: number, cn: string): Promise<{ secure: EtcdServer; t: ReturnType<typeof makeTls>; tlsDir: string }> {
+  async function startTlsEtcd(
+    name: string, clientPort: number, cn: string, serverDates?: { notBefore: Date; notAfter: Date },
+  ): Promise<{ secure: EtcdServer; t: ReturnType<typeof makeTls>; tlsDir: string }> {
     const tlsDir = path.join(dir, `tls-${name}`);
     mkdirSync(tlsDir);
     const t = makeTls(tlsDir, '127.0.0.1', cn);
+    const server = serverDates
+      ? datedCert(tlsDir, { name: 'server-dated', cn: '127.0.0.1', extensions: 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth', ...serverDates })
+      : { certFile: t.serverCert, keyFile: t.serverKey };
     const secure = await startEtcd({
       ns: NS, address: '127.0.0.1', clientPort, peerPort: clientPort + 1, dataDir: path.join(dir, `etcd-${name}`), name, lifetimeS: 120, https: true,
-      extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
-      ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
+      extraArgs: ['--cert-file', server.certFile, '--key-file', server.keyFile, '--client-cert-auth', '--trusted-ca-file', t.ca],
+      ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey, ...(serverDates ? ['--insecure-skip-tls-verify'] : [])],
     });
     await secure.ctl(['put', `${NET}/config`, CONFIG]);
     return { secure, t, tlsDir };
@@ -349,6 +356,35 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
       await fixed.stop();
     } finally {
       await secure.stop();
+    }
+  });
+
+  it("TLS: a client certificate past its end, and etcd's certificate not valid yet: the error names the dates and this machine's clock", async () => {
+    const clock = "this machine's clock says \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC";
+    const { secure, t, tlsDir } = await startTlsEtcd('ended', 2483, 'vxedge');
+    try {
+      const ended = datedCert(tlsDir, { name: 'ended', cn: 'vxedge', notBefore: new Date('2020-01-01T00:00:00Z'), notAfter: new Date('2020-01-02T00:00:00Z') });
+      const f = follow({ endpoints: [secure.endpoint], register: false, tls: { ca: t.ca, cert: ended.certFile, key: ended.keyFile } });
+      const words = new RegExp(
+        `^TLS to etcd at https://127\\.0\\.0\\.1:2483 failed \\([^)]*alert[^)]*\\): etcd refused our client certificate: the one in cluster\\.etcd\\.cert expired on 2020-01-02 00:00 UTC, and ${clock}; renew cluster\\.etcd\\.cert`,
+      );
+      await f.until('the refusal, with the end of the certificate', () => words.test(f.status?.error ?? ''));
+      console.log(`etcd, an ended client certificate: ${f.status!.error}`);
+      await f.stop();
+    } finally {
+      await secure.stop();
+    }
+    const future = await startTlsEtcd('future', 2485, 'vxedge', { notBefore: new Date('2099-01-01T00:00:00Z'), notAfter: new Date('2099-01-02T00:00:00Z') });
+    try {
+      const f = follow({ endpoints: [future.secure.endpoint], register: false, tls: { ca: future.t.ca, cert: future.t.clientCert, key: future.t.clientKey } });
+      const words = new RegExp(
+        `^TLS to etcd at https://127\\.0\\.0\\.1:2485 failed \\(certificate is not yet valid\\): etcd's certificate is not valid yet, or this machine's clock is wrong: it says \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC; check this machine's clock \\(timedatectl`,
+      );
+      await f.until("etcd's certificate not valid yet", () => words.test(f.status?.error ?? ''));
+      console.log(`etcd, a server certificate not valid yet: ${f.status!.error}`);
+      await f.stop();
+    } finally {
+      await future.secure.stop();
     }
   });
 

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
 import { checkCommand, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
+import { datedCert } from '../support/kube-pki.mjs';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
@@ -347,6 +348,17 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect(f.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: TLS: .*(does not trust|refused) the client certificate/);
       const ok = await writeLabConfig(env, dir, 'check-tls-ok.json', { extra: { mqtt: { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey } } });
       expect((await checkCommand(env.NS_GW, ok, 'mqtt')).line).toMatch(/^ok +mqtt +mqtts:\/\/\S+: connected \(MQTT 5\.0\)$/);
+    });
+
+    it("(d) `vxedge check`: a client certificate past its end is named with its end and this machine's clock", async () => {
+      const ended = datedCert(dir, { name: 'ended-client', cn: 'edge-1', notBefore: new Date('2020-01-01T00:00:00Z'), notAfter: new Date('2020-01-02T00:00:00Z') });
+      const file = await writeLabConfig(env, dir, 'check-tls-ended.json', { extra: { mqtt: { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: ended.certFile, key: ended.keyFile } } });
+      const f = await checkCommand(env.NS_GW, file, 'mqtt');
+      console.log(`mosquitto, an ended client certificate: ${f.line}`);
+      expect(f.code).toBe(1);
+      expect(f.line).toMatch(
+        /^FAIL +mqtt +mqtts:\/\/\S+: TLS: [^(]+ \(the broker refused our client certificate: the one in mqtt\.cert expired on 2020-01-02 00:00 UTC, and this machine's clock says \d{4}-\d\d-\d\d \d\d:\d\d UTC\); renew mqtt\.cert/,
+      );
     });
 
     it('(d) a broker certificate from an unknown CA: clear log, retries', async () => {

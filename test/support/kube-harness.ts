@@ -133,10 +133,13 @@ export interface KubePki {
   clients: Record<string, { certFile: string; keyFile: string }>;
 }
 
+/** A client certificate's common name, and its dates when they are not now to 2 days from now. */
+export type PkiClient = string | { cn: string; notBefore: Date; notAfter: Date };
+
 /** A CA, a server certificate for 127.0.0.1 and client certificates, in a temporary directory. */
-export function makeKubePki(clientCns: string[] = []): KubePki & { remove(): void } {
+export function makeKubePki(clients: PkiClient[] = []): KubePki & { remove(): void } {
   const dir = mkdtempSync(path.join(tmpdir(), 'vxk8s-'));
-  const pki = makePki(dir, { clients: clientCns.map((cn) => ({ cn })) }) as KubePki;
+  const pki = makePki(dir, { clients: clients.map((c) => (typeof c === 'string' ? { cn: c } : c)) }) as KubePki;
   return { ...pki, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

@@ -17,10 +17,42 @@ function keyAndCsr(dir, name, subject) {
   openssl(['req', '-new', '-key', `${name}.key`, '-subj', subject, '-out', `${name}.csr`], dir);
 }
 
-function sign(dir, name, extensions) {
+function sign(dir, name, extensions, dates) {
+  if (dates) return signDated(dir, { name, ca: 'ca', extensions, ...dates });
   writeFileSync(path.join(dir, `${name}.ext`), extensions);
   openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2',
     '-extfile', `${name}.ext`, '-out', `${name}.crt`], dir);
+}
+
+/**
+ * A P-256 key `<name>.key` and a certificate `<name>.crt` for `cn` in `dir`, signed by
+ * `<ca>.crt`/`<ca>.key` there, valid from `notBefore` to `notAfter` (Dates). Returns the paths.
+ */
+export function datedCert(dir, { name, cn, ca = 'ca', extensions = 'extendedKeyUsage=clientAuth', notBefore, notAfter }) {
+  keyAndCsr(dir, name, `/CN=${cn}`);
+  signDated(dir, { name, ca, extensions, notBefore, notAfter });
+  return { certFile: path.join(dir, `${name}.crt`), keyFile: path.join(dir, `${name}.key`) };
+}
+
+/**
+ * Signs `<name>.csr` in `dir` with `<ca>.crt`/`<ca>.key` into `<name>.crt`, valid from
+ * `notBefore` to `notAfter` (Dates): an expired certificate, or one not valid yet, as a wrong
+ * clock or a forgotten renewal makes them. OpenSSL 3.0's `x509 -req` cannot set the start, so
+ * this is `openssl ca` with a throwaway database.
+ */
+function signDated(dir, { name, ca, extensions, notBefore, notAfter }) {
+  const asn1 = (d) => d.toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
+  const db = path.join(dir, `${name}.db`);
+  mkdirSync(db, { recursive: true });
+  writeFileSync(path.join(db, 'index.txt'), '');
+  writeFileSync(path.join(db, 'serial'), `${Date.now().toString(16).padStart(16, '0')}\n`);
+  writeFileSync(path.join(dir, `${name}.cnf`), [
+    '[ca]', 'default_ca = d', '[d]', `database = ${db}/index.txt`, `new_certs_dir = ${db}`, `serial = ${db}/serial`,
+    'default_md = sha256', 'policy = p', 'unique_subject = no', '[p]', 'commonName = supplied', 'organizationName = optional',
+    '[ext]', extensions.trim(), '',
+  ].join('\n'));
+  openssl(['ca', '-batch', '-config', `${name}.cnf`, '-cert', `${ca}.crt`, '-keyfile', `${ca}.key`, '-in', `${name}.csr`, '-out', `${name}.crt`,
+    '-startdate', asn1(notBefore), '-enddate', asn1(notAfter), '-extensions', 'ext', '-notext'], dir);
 }
 
 /**
@@ -43,9 +75,9 @@ export function makePki(dir, { ips = ['127.0.0.1'], clients = [] } = {}) {
     key: readFileSync(path.join(dir, 'server.key'), 'utf8'),
     clients: {},
   };
-  for (const { cn, o } of clients) {
+  for (const { cn, o, notBefore, notAfter } of clients) {
     keyAndCsr(dir, cn, `/CN=${cn}${o ? `/O=${o}` : ''}`);
-    sign(dir, cn, 'extendedKeyUsage=clientAuth\n');
+    sign(dir, cn, 'extendedKeyUsage=clientAuth\n', notBefore ? { notBefore, notAfter } : undefined);
     out.clients[cn] = { certFile: path.join(dir, `${cn}.crt`), keyFile: path.join(dir, `${cn}.key`) };
   }
   return out;

@@ -358,6 +358,34 @@ describe('EtcdSource: errors name the fix', () => {
     expect(src.status().error).toMatch(re);
   });
 
+  it("TLS as gRPC reports it: the short cause, the clock's reading, and cluster.etcd.cert's end when etcd refused it", async () => {
+    const grpc = (last: string) => `14 UNAVAILABLE: No connection established. Last error: ${last} Resolution note: `;
+    const badCert = grpc(
+      '802C43E3ED7F0000:error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 42\n (2026-11-24T12:00:00.000Z).',
+    );
+    const fixture = (f: string) => path.join(import.meta.dirname, '..', 'fixtures', 'tls', f);
+    const cases: [string, string | null, RegExp][] = [
+      [grpc('Error: certificate is not yet valid.'), null,
+        /^TLS to etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 failed \(certificate is not yet valid\): etcd's certificate is not valid yet, or this machine's clock is wrong: it says 2026-11-24 12:00 UTC; check this machine's clock \(timedatectl/],
+      [badCert, fixture('ended-2020-01-02.crt'),
+        /failed \(sslv3 alert bad certificate\): etcd refused our client certificate: the one in cluster\.etcd\.cert expired on 2020-01-02 00:00 UTC, and this machine's clock says 2026-11-24 12:00 UTC; renew cluster\.etcd\.cert/],
+      // Valid by our clock: etcd's clock, or a CA etcd does not trust.
+      [badCert, null, /failed \(sslv3 alert bad certificate\): etcd refused the client certificate in cluster\.etcd\.cert; check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
+      // A certificate file that cannot be read is the connection's own error; the words stay general.
+      [badCert, '/nonexistent/cert.pem', /etcd refused the client certificate in cluster\.etcd\.cert; check/],
+      // A TLS failure of no known cause: gRPC's last error, and every file to check.
+      [grpc('Error: wrong version number.'), null, /failed \(wrong version number\): check cluster\.etcd\.ca .*, and that the endpoints use https:\/\/; retrying in/],
+    ];
+    for (const [message, cert, re] of cases) {
+      const { fake, src } = setup({ tls: cert ? { ca: null, cert, key: '/k' } : undefined });
+      fake.failNext('get', 'tls', message.replace(/\s+/g, ' '));
+      src.start();
+      await settle();
+      expect(src.status().error).toMatch(re);
+      await src.stop();
+    }
+  });
+
   it('a client that cannot be set up is an error and a retry, not a crash', async () => {
     const clock = new ManualClock();
     let attempts = 0;

@@ -44,9 +44,11 @@ const USERS: ApiUser[] = [
   { name: 'watcher', token: 'watch-only', rules: [{ verbs: ['watch'] }] },
   { name: 'reader', token: 'read-only', rules: [{ verbs: ['list', 'watch'] }] },
   { name: 'edge-cert', cn: 'edge-cert' },
+  { name: 'old-cert', cn: 'old-cert' },
 ];
 
-const pki = makeKubePki(['edge-cert']);
+/** old-cert's certificate ended long before the test clock's day (ManualClock: 2026-11-24). */
+const pki = makeKubePki(['edge-cert', { cn: 'old-cert', notBefore: new Date('2020-01-01T00:00:00Z'), notAfter: new Date('2020-01-02T00:00:00Z') }]);
 let api: Awaited<ReturnType<typeof startApiServer>>;
 let clock: ManualClock;
 const sources: KubernetesSource[] = [];
@@ -579,6 +581,23 @@ describe('credentials and permissions', () => {
     expect(lists()[0].user).toBe('edge-cert');
   });
 
+  it("an expired client certificate: the 401 says so, with its end and this machine's clock, and the fix", async () => {
+    await freshServer();
+    const { src, views } = source({ kubeconfig: api.kubeconfigFor(pki.clients['old-cert']) });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    // kube-apiserver asks for a client certificate without requiring one: one it cannot verify is a 401.
+    expect(api.server.requests.at(-1)).toMatchObject({ status: 401, user: null });
+    expect(err).toMatch(
+      /rejected our credentials \(401 Unauthorized\) when we tried to list nodes: the client certificate in kubeconfig \/\S+ \(cluster\.kubernetes\.kubeconfig\) expired on 2020-01-02 00:00 UTC, and this machine's clock says 2026-11-24 12:00 UTC: renew it/,
+    );
+    expect(views).toHaveLength(0);
+    // A valid certificate's 401 (here a wrong token) keeps the general words.
+    const token = source({ token: 'wrong' });
+    token.src.start();
+    expect(await drive(clock, () => token.src.status().error, 'an error')).toMatch(/401 Unauthorized.*: check the token, client certificate or exec plugin in/);
+  });
+
   it('exec credential plugin (as EKS: aws eks get-token)', async () => {
     await freshServer();
     const plugin = path.join(pki.dir, 'get-token.sh');
@@ -662,7 +681,9 @@ describe('credentials and permissions', () => {
       src.start();
       await drive(clock, () => src.status().error?.includes('cannot reach the API server at https://127.0.0.1:1') ?? false, 'unreachable');
       kubeconfig(file, { server: api.url, caFile: otherPki.caFile, token: 'gw-token' });
-      await drive(clock, () => src.status().error?.includes(`the API server at ${api.url} presented a certificate we do not trust`) ?? false, 'the new URL, an untrusted CA');
+      const untrusted = `TLS to the API server at ${api.url} failed`;
+      await drive(clock, () => src.status().error?.startsWith(untrusted) ?? false, 'the new URL, an untrusted CA');
+      expect(src.status().error!.slice(untrusted.length)).toMatch(/^ \(\w+\): the API server's certificate is not signed by a CA in certificate-authority\(-data\); check/);
       kubeconfig(file, { server: api.url, caFile: pki.caFile, token: 'gw-token' });
       await drive(clock, () => views.length === 1 && src.status().connected && src.status().error === null, 'connected with the fixed kubeconfig');
     } finally {
@@ -1020,10 +1041,16 @@ describe('pure parts', () => {
 });
 
 describe('error texts', () => {
-  const ctx = { action: 'list nodes', server: 'https://k8s.example:6443', credentials: 'kubeconfig /etc/vxedge/kubeconfig (cluster.kubernetes.kubeconfig)' };
+  const ctx = {
+    action: 'list nodes', server: 'https://k8s.example:6443', credentials: 'kubeconfig /etc/vxedge/kubeconfig (cluster.kubernetes.kubeconfig)',
+    tls: { nowMs: Date.UTC(2026, 10, 24, 12), clientCert: { from: new Date('2025-11-24T12:00:00Z'), to: new Date('2026-11-24T11:59:00Z') } },
+  };
   const status = (code: number, reason: string, message: string) => JSON.stringify({ kind: 'Status', code, reason, message });
   const table: [string, unknown, string[]][] = [
-    ['401 from an API call', { code: 401, body: undefined }, ['rejected our credentials (401 Unauthorized)', 'kubeconfig /etc/vxedge/kubeconfig']],
+    ['401 from an API call, the client certificate ended a minute ago', { code: 401, body: undefined }, [
+      'rejected our credentials (401 Unauthorized) when we tried to list nodes: the client certificate in kubeconfig /etc/vxedge/kubeconfig (cluster.kubernetes.kubeconfig) expired on 2026-11-24 11:59 UTC, ' +
+      "and this machine's clock says 2026-11-24 12:00 UTC: renew it",
+    ]],
     ['401 from a watch', new KubeHttpError(401, ''), ['401']],
     ['403 with a Status', { code: 403, body: status(403, 'Forbidden', 'nodes "x" is forbidden: User "u" cannot patch resource "nodes" in API group "" at the cluster scope') }, ['not allowed to patch nodes', 'User "u"', 'vxedge rbac -c FILE | kubectl apply -f -']],
     ['403 without a body (a proxy)', new KubeHttpError(403, ''), ['not allowed to list nodes (403 Forbidden)', 'vxedge rbac']],
@@ -1034,12 +1061,33 @@ describe('error texts', () => {
     ['refused', Object.assign(new Error('request to https://k8s.example:6443/api/v1/nodes failed, reason: connect ECONNREFUSED'), { name: 'FetchError', code: 'ECONNREFUSED' }), ['cannot reach the API server at https://k8s.example:6443 (ECONNREFUSED)', 'check the server URL in kubeconfig /etc/vxedge/kubeconfig']],
     ['DNS', Object.assign(new Error('getaddrinfo ENOTFOUND'), { name: 'FetchError', code: 'ENOTFOUND' }), ['cannot reach', 'ENOTFOUND']],
     ['cut', Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }), ['lost the connection to the API server at https://k8s.example:6443']],
-    ['untrusted certificate', Object.assign(new Error('request failed, reason: self-signed certificate in certificate chain'), { name: 'FetchError', code: 'SELF_SIGNED_CERT_IN_CHAIN' }), ['certificate we do not trust (SELF_SIGNED_CERT_IN_CHAIN)', 'certificate-authority']],
+    ['untrusted certificate', Object.assign(new Error('request failed, reason: self-signed certificate in certificate chain'), { name: 'FetchError', code: 'SELF_SIGNED_CERT_IN_CHAIN' }), ['TLS to the API server at https://k8s.example:6443 failed (SELF_SIGNED_CERT_IN_CHAIN): the API server\'s certificate is not signed by a CA in certificate-authority(-data); check certificate-authority(-data) and the server name in kubeconfig /etc/vxedge/kubeconfig']],
+    ['a certificate not valid yet: the clock', Object.assign(new Error('certificate is not yet valid'), { code: 'CERT_NOT_YET_VALID' }), [
+      "TLS to the API server at https://k8s.example:6443 failed (CERT_NOT_YET_VALID): the API server's certificate is not valid yet, or this machine's clock is wrong: it says 2026-11-24 12:00 UTC; check this machine's clock (timedatectl; a board without a battery-backed clock needs network time first)",
+    ]],
+    ['an expired certificate: the clock, else renewal', Object.assign(new Error('certificate has expired'), { code: 'CERT_HAS_EXPIRED' }), [
+      "the API server's certificate has expired, or this machine's clock is wrong: it says 2026-11-24 12:00 UTC; check this machine's clock (timedatectl), else the API server's certificate needs renewing",
+    ]],
+    ['a certificate for another name', Object.assign(new Error("Hostname/IP does not match certificate's altnames: Host: k8s.example. is not in the cert's altnames: DNS:other"), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' }), [
+      "the API server's certificate does not name the host of the server URL of kubeconfig /etc/vxedge/kubeconfig (cluster.kubernetes.kubeconfig); put in the server URL of kubeconfig",
+    ]],
+    ['a signature that does not verify: the CA words', Object.assign(new Error('certificate signature failure'), { code: 'CERT_SIGNATURE_FAILURE' }), ['certificate we do not trust (CERT_SIGNATURE_FAILURE)', 'certificate-authority']],
     ['timeout', new KubeTimeoutError(30_000), ['did not answer when we tried to list nodes (no answer within 30 s)']],
     ['exec plugin missing', Object.assign(new Error('spawn aws ENOENT'), { code: 'ENOENT', syscall: 'spawn aws', path: 'aws' }), ['exec credential plugin "aws" (ENOENT)', 'users[].user.exec.command']],
     ['anything else', 'weird', ['list nodes failed: weird']],
     ['null', null, ['list nodes failed: null']],
   ];
+  it('401 with a client certificate not valid yet (a clock in the past), and with one that is valid or none', () => {
+    const at = (from: string, to: string) => ({ ...ctx, tls: { nowMs: ctx.tls.nowMs, clientCert: { from: new Date(from), to: new Date(to) } } });
+    expect(describeKubeError({ code: 401 }, at('2026-11-24T12:01:00Z', '2027-11-24T12:00:00Z'))).toContain(
+      "is valid only from 2026-11-24 12:01 UTC, and this machine's clock says 2026-11-24 12:00 UTC: renew it (a new kubeconfig from the cluster's admin), or set this machine's clock",
+    );
+    const general = /401 Unauthorized\) when we tried to list nodes: check the token, client certificate or exec plugin in kubeconfig \/etc\/vxedge\/kubeconfig/;
+    expect(describeKubeError({ code: 401 }, at('2026-11-24T12:00:00Z', '2026-11-24T12:00:00Z'))).toMatch(general); // its last moment still counts
+    expect(describeKubeError({ code: 401 }, { ...ctx, tls: { nowMs: ctx.tls.nowMs, clientCert: null } })).toMatch(general);
+    expect(describeKubeError({ code: 401 }, { action: ctx.action, server: ctx.server, credentials: ctx.credentials })).toMatch(general);
+  });
+
   for (const [what, err, fragments] of table) {
     it(what, () => {
       const text = describeKubeError(err, ctx);
