@@ -1,9 +1,9 @@
 // A rolldown plugin for scripts/bundle: the Kubernetes client's kubeconfig module in the
 // bundle without its generated APIs and models.
 //
-// src/cluster/kube-client.ts uses one module of @kubernetes/client-node, dist/config.js
+// vxedge uses one module of @kubernetes/client-node, dist/config.js (src/cluster/kubeconfig.ts)
 // (KubeConfig: tokens, client certificates, exec plugins, proxies), and makes its REST calls
-// and its watch itself with the options KubeConfig gives. But config.js imports
+// and its watch itself with the options KubeConfig gives (src/cluster/kube-client.ts). But config.js imports
 // `createConfiguration` and `ServerConfiguration` from ./gen/index.js for makeApiClient, and
 // that index loads every generated API class and ~1 000 model classes: ~45 MB of memory and
 // half a second of a gateway's start on a small board (docs/memory.md). Here config.js and its
@@ -17,7 +17,7 @@
 import path from 'node:path';
 
 const CLIENT_DIST = '/node_modules/@kubernetes/client-node/dist/';
-/** The modules kube-client.ts imports, bundled (the rest of the package stays external). */
+/** The modules src/cluster/kubeconfig.ts imports, bundled (the rest of the package stays external). */
 export const KUBE_BUNDLED = ['@kubernetes/client-node/dist/config.js'];
 const STUB = '\0vxedge-kube-gen-stub';
 

@@ -20,6 +20,7 @@ import { PeerSync } from './control/peer-sync.js';
 import { ReasonMemo } from './control/reasons.js';
 import { openTunnel, type Tunnel } from './control/tunnel.js';
 import { assembleHealth, localFault, peerRow, peerRows, type PeerRowContext } from './health/assemble.js';
+import { CertificateReader, certificateSources, certificatesCheck } from './health/certificates.js';
 import { checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress, deviceCheck, lostNeighboursIn, lostRoutesIn, routesCheck } from './health/checks.js';
 import type { CheckResult, HealthDocument, OffloadHealthDoc, ReloadDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
@@ -86,6 +87,8 @@ export class Gateway extends EventEmitter {
   /** The check refresh: every CHECKS_PERIOD_MS, and at once when the kernel says the device, its routes or the underlay changed. */
   private readonly checksRun: Rerun;
   private readonly kernelEvents: KernelEvents;
+  /** The site's certificates (MQTT's, the cluster's), for the `certificates` check. */
+  private readonly certificates: CertificateReader;
 
   private constructor(
     private cfg: Config,
@@ -106,6 +109,7 @@ export class Gateway extends EventEmitter {
       endpoints,
     });
     this.peerSync = new PeerSync(t.device, t.dataplane.peers, () => this.control.peersChanged());
+    this.certificates = new CertificateReader(certificateSources(cfg));
     this.checksRun = new Rerun(clock, async () => {
       await this.refreshChecks();
       this.publishSoon();
@@ -353,6 +357,8 @@ export class Gateway extends EventEmitter {
       routes ? routesCheck(t.deviceName, subnets, routes) : await checkRoutes(t.deviceName, subnets),
       underlay.result,
     ];
+    const certs = certificatesCheck(await this.certificates.read(), this.d.clock.now());
+    if (certs) this.checks.push(certs);
   }
 
   /**

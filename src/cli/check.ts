@@ -3,6 +3,7 @@
 import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config, PeerConfig } from '../config/types.js';
+import { CertificateReader, certificateSources, certificatesCheck } from '../health/certificates.js';
 import type { CheckResult } from '../health/document.js';
 import { classifyExistingDevice } from '../control/device.js';
 import { defaultGateway, linkDetails } from '../control/iproute.js';
@@ -38,6 +39,8 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   results.push(await checkDeviceName(cfg.overlay.device, running?.tunnel.device === cfg.overlay.device ? running.pid : null));
   const files = await checkFiles(cfg);
   if (files) results.push(files);
+  const certs = certificatesCheck(await new CertificateReader(certificateSources(cfg)).read(), systemClock.now());
+  if (certs) results.push(certs);
   // Asked now, answered while the checks below run (up to 10 s for a cluster or broker that does not answer).
   const cluster = clusterPreflight(cfg).catch((e: Error) => ({ check: { name: 'cluster', ok: false, detail: `could not ask the cluster: ${e.message}` }, peers: null }));
   const mqtt = mqttPreflight(cfg).catch((e: Error): CheckResult => ({ name: 'mqtt', ok: false, detail: `could not try the broker: ${e.message}` }));

@@ -14,11 +14,11 @@
 // start, and nothing from that watch is delivered after cancel().
 import http from 'node:http';
 import https from 'node:https';
-import path from 'node:path';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
+import { loadClientModule, type KubeconfigChoice } from './kubeconfig.js';
 import { certValidity, type CertValidity } from '../util/tls-failure.js';
 import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
@@ -75,32 +75,6 @@ export interface WatchCallbacks {
   onDone(err: unknown): void;
 }
 
-export interface KubeconfigChoice {
-  /** What to load: a file, or the in-cluster service account. */
-  kind: 'file' | 'in-cluster';
-  file: string | null;
-  /** For error messages: where the credentials come from. */
-  describe: string;
-}
-
-/**
- * cluster.kubernetes.kubeconfig, else $KUBECONFIG (its first existing entry: we follow one
- * cluster, so merging several files as kubectl does buys nothing), else the in-cluster
- * service account. Null when none applies.
- */
-export function chooseKubeconfig(configured: string | null, env: NodeJS.ProcessEnv = process.env): KubeconfigChoice | null {
-  if (configured) return { kind: 'file', file: configured, describe: `kubeconfig ${configured} (cluster.kubernetes.kubeconfig)` };
-  const fromEnv = (env.KUBECONFIG ?? '').split(path.delimiter).filter(Boolean);
-  if (fromEnv.length > 0) {
-    const file = fromEnv.find((f) => existsSync(f)) ?? fromEnv[0];
-    return { kind: 'file', file, describe: `kubeconfig ${file} ($KUBECONFIG)` };
-  }
-  if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT) {
-    return { kind: 'in-cluster', file: null, describe: 'the in-cluster service account (/var/run/secrets/kubernetes.io/serviceaccount)' };
-  }
-  return null;
-}
-
 /** The longest answer we read (a list of 500 EKS Nodes is a few MB): more is an error, not a heap. */
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 
@@ -135,11 +109,6 @@ function userCertificate(user: { certData?: string; certFile?: string } | null):
     // unreadable: the client's own error names the file when it connects
   }
   return null;
-}
-
-/** The module of the client we use; loading it early (LiveMembership.preload) is safe. */
-export function loadClientModule() {
-  return import('@kubernetes/client-node/dist/config.js');
 }
 
 export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, requestTimeoutMs: number, maxAnswerBytes = MAX_ANSWER_BYTES): Promise<NodeApi> {

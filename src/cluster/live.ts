@@ -96,7 +96,7 @@ export class LiveMembership {
    * again, with its message, when the source starts.
    */
   static preload(cfg: Config): void {
-    if (cfg.cluster.source === 'kubernetes') import('./kube-client.js').then((k) => k.loadClientModule()).catch(() => undefined);
+    if (cfg.cluster.source === 'kubernetes') import('./kubeconfig.js').then((k) => k.loadClientModule()).catch(() => undefined);
   }
 
   static async create(o: LiveMembershipOptions): Promise<LiveMembership> {

@@ -212,17 +212,20 @@ export interface TlsFiles {
   otherClientKey: string;
 }
 
-/** A CA, a server certificate for serverIp (CN and SAN), and client certificates, with openssl in dir. */
+/**
+ * A CA, a server certificate for serverIp (CN and SAN), and client certificates, with openssl in
+ * dir, valid for a year: a gateway's `certificates` check fails within 14 days of an end.
+ */
 export function makeTls(dir: string, serverIp: string, clientCn: string): TlsFiles {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
   const mkCa = (name: string) =>
-    sh(['openssl', 'req', '-x509', ...ec, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=vxedge lab ${name}`,
+    sh(['openssl', 'req', '-x509', ...ec, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '365', '-subj', `/CN=vxedge lab ${name}`,
       '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
   const mkCert = (name: string, ca: string, cn: string, ext: string) => {
     sh(['openssl', 'req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
     writeFileSync(path.join(dir, `${name}.ext`), ext + '\n');
     sh(['openssl', 'x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial',
-      '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`], dir);
+      '-out', `${name}.crt`, '-days', '365', '-extfile', `${name}.ext`], dir);
   };
   mkCa('ca');
   mkCa('other-ca');

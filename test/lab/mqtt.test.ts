@@ -314,10 +314,28 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey });
       await gw.waitUp();
       expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, sub)).toBe('online');
-      await healthAfterStart(b, gw, () => true, sub);
+      const doc = await healthAfterStart(b, gw, () => true, sub);
+      // The lab's certificates are valid for a year: the check passes and names the first to end.
+      expect(doc.checks.find((c) => c.name === 'certificates')).toMatchObject({
+        ok: true, detail: expect.stringMatching(/^mqtt\.(ca|cert) ends on \d{4}-\d\d-\d\d \d\d:\d\d UTC, in 36[45] days \(2 certificates, the first to end\)$/),
+      });
       expect(gw.output).toMatch(/"msg":"mqtt connected".*"protocol":"5\.0"/);
       expect(await gw.stop('SIGTERM')).toBe(0);
       expect(await b.retained(STATUS, sub)).toBe('offline');
+    });
+
+    it('(d) a client certificate that ends within 14 days: the health document says so while it still reaches the broker, the state degraded', async () => {
+      const now = Date.now();
+      const soon = datedCert(dir, { name: 'ending-client', cn: 'edge-1', notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 5 * 86_400_000) });
+      const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: soon.certFile, key: soon.keyFile });
+      await gw.waitUp();
+      const doc = await healthAfterStart(b, gw, (d) => d.checks.some((c) => c.name === 'certificates'), sub);
+      expect(doc.checks.find((c) => c.name === 'certificates')).toMatchObject({
+        ok: false, detail: expect.stringMatching(/^mqtt\.cert ends on \d{4}-\d\d-\d\d \d\d:\d\d UTC, in [45] days$/), fix: 'renew mqtt.cert before then',
+      });
+      expect(doc.state).not.toBe('ok');
+      expect((await pingPod1()).ok).toBe(true); // forwarding does not care
+      expect(await gw.stop('SIGTERM')).toBe(0);
     });
 
     it('(d) a client certificate from another CA is refused: clear log, retries, forwarding unaffected', async () => {
@@ -359,6 +377,8 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect(f.line).toMatch(
         /^FAIL +mqtt +mqtts:\/\/\S+: TLS: [^(]+ \(the broker refused our client certificate: the one in mqtt\.cert expired on 2020-01-02 00:00 UTC, and this machine's clock says \d{4}-\d\d-\d\d \d\d:\d\d UTC\); renew mqtt\.cert/,
       );
+      // The certificates line says it without asking the broker.
+      expect((await checkCommand(env.NS_GW, file, 'certificates')).line).toMatch(/^FAIL +certificates +mqtt\.cert ended on 2020-01-02 00:00 UTC\n +fix: renew mqtt\.cert$/);
     });
 
     it('(d) a broker certificate from an unknown CA: clear log, retries', async () => {

@@ -20,7 +20,7 @@ function keyAndCsr(dir, name, subject) {
 function sign(dir, name, extensions, dates) {
   if (dates) return signDated(dir, { name, ca: 'ca', extensions, ...dates });
   writeFileSync(path.join(dir, `${name}.ext`), extensions);
-  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2',
+  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '365',
     '-extfile', `${name}.ext`, '-out', `${name}.crt`], dir);
 }
 
@@ -62,7 +62,7 @@ function signDated(dir, { name, ca, extensions, notBefore, notAfter }) {
 export function makePki(dir, { ips = ['127.0.0.1'], clients = [] } = {}) {
   mkdirSync(dir, { recursive: true });
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'ca.key'], dir);
-  openssl(['req', '-x509', '-new', '-key', 'ca.key', '-subj', '/CN=vxedge-test-ca', '-days', '2', '-out', 'ca.crt',
+  openssl(['req', '-x509', '-new', '-key', 'ca.key', '-subj', '/CN=vxedge-test-ca', '-days', '365', '-out', 'ca.crt',
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
   keyAndCsr(dir, 'server', '/CN=kube-apiserver');
   const sans = [...ips.map((ip) => `IP:${ip}`), 'DNS:localhost'].join(',');

@@ -1,0 +1,164 @@
+// The `certificates` check: the dates of every certificate the site's files give vxedge (the
+// broker's CA and our client certificate, etcd's, the kubeconfig's), so that one that is
+// about to end is seen weeks before the broker or the cluster starts refusing the gateway.
+// A gateway whose MQTT certificate has ended can no longer say so over MQTT: the check fails
+// CERT_WARN_DAYS before, while the health document still reaches the fleet.
+//
+// Files are read again only when they change (fileStamp); one that cannot be read is left to
+// the MQTT and cluster errors, which name it already.
+import { readFileSync } from 'node:fs';
+import type { Config } from '../config/types.js';
+import { chooseKubeconfig, loadClientModule } from '../cluster/kubeconfig.js';
+import { fileStamp } from '../util/file-stamp.js';
+import { certValidity, clockSays, utcMinute, type CertValidity } from '../util/tls-failure.js';
+import type { CheckResult } from './document.js';
+import { parseBrokerUrl } from './mqtt-options.js';
+
+/** A certificate that ends within this many days fails the check. */
+export const CERT_WARN_DAYS = 14;
+const DAY_MS = 86_400_000;
+
+/** A certificate the site uses, by where it is set, and its dates. */
+export interface SiteCertificate {
+  /** "mqtt.cert", "client-certificate of kubeconfig /etc/vxedge/kubeconfig". */
+  what: string;
+  validity: CertValidity;
+}
+
+/** Where certificates come from: files, read again when one of them changes. */
+export interface CertSource {
+  /** The files' versions (fileStamp); null when the first cannot be stat'ed (then nothing is read). */
+  stamp(): string | null;
+  load(): Promise<SiteCertificate[]>;
+}
+
+/** A PEM file of its own (mqtt.cert …): its first certificate. */
+function pemFile(what: string, file: string): CertSource {
+  return {
+    stamp: () => fileStamp(file),
+    async load() {
+      const v = certValidity(readFileSync(file));
+      return v ? [{ what, validity: v }] : [];
+    },
+  };
+}
+
+/**
+ * A kubeconfig: its current context's cluster CA and user's client certificate, inline
+ * (-data) or as files (made absolute by the client's loader, as the source reads them).
+ */
+function kubeconfigFile(file: string): CertSource {
+  let named: string[] = []; // the files it names, as last read: a renewed one counts as a change
+  return {
+    stamp: () => {
+      const own = fileStamp(file);
+      return own === null ? null : [own, ...named.map(fileStamp)].join(' ');
+    },
+    async load() {
+      const { KubeConfig } = await loadClientModule();
+      const kc = new KubeConfig();
+      kc.loadFromFile(file);
+      const out: SiteCertificate[] = [];
+      const add = (what: string, data: string | undefined, path: string | undefined) => {
+        const v = data ? certValidity(Buffer.from(data, 'base64')) : path ? certValidity(readFileSync(path)) : null;
+        if (v) out.push({ what: `${what} of kubeconfig ${file}`, validity: v });
+      };
+      const cluster = kc.getCurrentCluster();
+      const user = kc.getCurrentUser();
+      named = [cluster?.caData ? undefined : cluster?.caFile, user?.certData ? undefined : user?.certFile].filter((f): f is string => !!f);
+      add('certificate-authority', cluster?.caData, cluster?.caFile);
+      add('client-certificate', user?.certData, user?.certFile);
+      return out;
+    },
+  };
+}
+
+/**
+ * The certificate sources of `cfg`: the broker's files when mqtt.url is TLS, the cluster
+ * source's (etcd's files, or the kubeconfig; the in-cluster service account's CA is the
+ * cluster's to rotate).
+ */
+export function certificateSources(cfg: Config, env: NodeJS.ProcessEnv = process.env): CertSource[] {
+  const out: CertSource[] = [];
+  const m = cfg.mqtt;
+  if (m.url !== null && parseBrokerUrl(m.url).secure) {
+    if (m.ca !== null) out.push(pemFile('mqtt.ca', m.ca));
+    if (m.cert !== null) out.push(pemFile('mqtt.cert', m.cert));
+  }
+  const c = cfg.cluster;
+  if (c.source === 'etcd') {
+    if (c.etcd.ca !== null) out.push(pemFile('cluster.etcd.ca', c.etcd.ca));
+    if (c.etcd.cert !== null) out.push(pemFile('cluster.etcd.cert', c.etcd.cert));
+  }
+  if (c.source === 'kubernetes') {
+    const choice = chooseKubeconfig(c.kubernetes.kubeconfig, env);
+    if (choice?.file) out.push(kubeconfigFile(choice.file));
+  }
+  return out;
+}
+
+/** Reads the sources' certificates, each file again only when it changed. */
+export class CertificateReader {
+  private readonly cache = new Map<CertSource, { stamp: string; certs: SiteCertificate[] }>();
+
+  constructor(private readonly sources: readonly CertSource[]) {}
+
+  async read(): Promise<SiteCertificate[]> {
+    const out: SiteCertificate[] = [];
+    for (const s of this.sources) {
+      let hit = this.cache.get(s);
+      const stamp = s.stamp();
+      if (stamp === null) continue;
+      if (hit?.stamp !== stamp) {
+        const certs = await this.load(s);
+        // Stamped after the load: a kubeconfig's stamp then covers the files it names.
+        hit = { stamp: s.stamp() ?? stamp, certs };
+        this.cache.set(s, hit);
+      }
+      out.push(...hit.certs);
+    }
+    return out;
+  }
+
+  private async load(s: CertSource): Promise<SiteCertificate[]> {
+    try {
+      return await s.load();
+    } catch {
+      return []; // unreadable or not a certificate: the connection's own error says so
+    }
+  }
+}
+
+/** The `certificates` check of `certs` at `nowMs`; null when the site uses none. */
+export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: number): CheckResult | null {
+  if (certs.length === 0) return null;
+  const byEnd = [...certs].sort((a, b) => a.validity.to.getTime() - b.validity.to.getTime());
+  const problems: string[] = [];
+  const fixes: string[] = [];
+  for (const c of byEnd) {
+    const to = c.validity.to.getTime();
+    if (nowMs > to) {
+      problems.push(`${c.what} ended on ${utcMinute(to)}`);
+      fixes.push(`renew ${c.what}`);
+    } else if (nowMs < c.validity.from.getTime()) {
+      problems.push(`${c.what} is valid only from ${utcMinute(c.validity.from)} (${clockSays(nowMs)})`);
+      fixes.push("set this machine's clock (timedatectl), or renew it if the clock is right");
+    } else if (to - nowMs < CERT_WARN_DAYS * DAY_MS) {
+      problems.push(`${c.what} ends on ${utcMinute(to)}, ${inDays(to - nowMs)}`);
+      fixes.push(`renew ${c.what} before then`);
+    }
+  }
+  if (problems.length > 0) {
+    return { name: 'certificates', ok: false, detail: problems.join('; '), fix: [...new Set(fixes)].join('; ') };
+  }
+  const first = byEnd[0];
+  const others = byEnd.length > 1 ? ` (${byEnd.length} certificates, the first to end)` : '';
+  return { name: 'certificates', ok: true, detail: `${first.what} ends on ${utcMinute(first.validity.to)}, ${inDays(first.validity.to.getTime() - nowMs)}${others}` };
+}
+
+function inDays(ms: number): string {
+  const d = Math.floor(ms / DAY_MS);
+  if (d >= 1) return `in ${d} day${d === 1 ? '' : 's'}`;
+  const h = Math.floor(ms / 3_600_000);
+  return h >= 1 ? `in ${h} hour${h === 1 ? '' : 's'}` : 'within the hour';
+}
