@@ -125,6 +125,10 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto']))('live cluster membersh
       expect(s.cluster!.nodes).toBeGreaterThanOrEqual(2);
       expect(Date.parse(s.cluster!.lastSync!)).toBeGreaterThan(0);
       expect(clusterCheck(s), JSON.stringify(s.checks)).toMatchObject({ ok: true });
+      // The kubeconfig's CA (a token user: no client certificate), valid for the stand-in's year.
+      expect(s.checks.find((c) => c.name === 'certificates')).toMatchObject({
+        ok: true, detail: expect.stringMatching(/^certificate-authority of kubeconfig \S+ ends on \d{4}-\d\d-\d\d \d\d:\d\d UTC, in 36[45] days$/),
+      });
       expect(validate(s), JSON.stringify(validate.errors)).toBe(true);
 
       for (const [from, to] of [[env.NS_HOST, env.POD1_IP], [env.NS_HOST, env.POD2_IP], [env.NS_POD1, env.HOST_IP], [env.NS_POD2, env.HOST_IP]]) {
