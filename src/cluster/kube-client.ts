@@ -14,12 +14,11 @@
 // start, and nothing from that watch is delivered after cancel().
 import http from 'node:http';
 import https from 'node:https';
-import { readFileSync } from 'node:fs';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
-import { loadClientModule, type KubeconfigChoice } from './kubeconfig.js';
-import { certValidity, type CertValidity } from '../util/tls-failure.js';
+import type { CertValidity } from '../util/tls-failure.js';
+import { kubeconfigCertificate, loadClientModule, type KubeconfigChoice } from './kubeconfig.js';
 import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
 
@@ -98,17 +97,15 @@ export class KubeHttpError extends Error {
 }
 
 /**
- * The dates of a kubeconfig user's client certificate, for the words of a 401 (kubeadm's expire
- * after a year); null when it has none, or none that can be read (the client says so on use).
+ * The dates of a kubeconfig user's client certificate, for the words of a 401; null when it has
+ * none, or none that can be read (the client says so on use).
  */
 function userCertificate(user: { certData?: string; certFile?: string } | null): CertValidity | null {
   try {
-    if (user?.certData) return certValidity(Buffer.from(user.certData, 'base64'));
-    if (user?.certFile) return certValidity(readFileSync(user.certFile));
+    return kubeconfigCertificate(user?.certData, user?.certFile);
   } catch {
-    // unreadable: the client's own error names the file when it connects
+    return null;
   }
-  return null;
 }
 
 export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, requestTimeoutMs: number, maxAnswerBytes = MAX_ANSWER_BYTES): Promise<NodeApi> {

@@ -1,8 +1,9 @@
 // Which kubeconfig the Kubernetes source uses, and the one module of the official client that
 // reads it. Apart from kube-client.ts, so that what only needs to know the file (the
 // certificates check, LiveMembership's preload) does not load the HTTP client with it.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { certValidity, type CertValidity } from '../util/tls-failure.js';
 
 export interface KubeconfigChoice {
   /** What to load: a file, or the in-cluster service account. */
@@ -33,4 +34,14 @@ export function chooseKubeconfig(configured: string | null, env: NodeJS.ProcessE
 /** The module of the client we use; loading it early (LiveMembership.preload) is safe. */
 export function loadClientModule() {
   return import('@kubernetes/client-node/dist/config.js');
+}
+
+/**
+ * The dates of a certificate a kubeconfig holds inline (`…-data`, base64 PEM) or names as a file
+ * (made absolute by KubeConfig's loader); null when it holds none. Throws when the file cannot
+ * be read.
+ */
+export function kubeconfigCertificate(data: string | undefined, file: string | undefined): CertValidity | null {
+  if (data) return certValidity(Buffer.from(data, 'base64'));
+  return file ? certValidity(readFileSync(file)) : null;
 }

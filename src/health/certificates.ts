@@ -8,7 +8,7 @@
 // the MQTT and cluster errors, which name it already.
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/types.js';
-import { chooseKubeconfig, loadClientModule } from '../cluster/kubeconfig.js';
+import { chooseKubeconfig, kubeconfigCertificate, loadClientModule } from '../cluster/kubeconfig.js';
 import { fileStamp } from '../util/file-stamp.js';
 import { certValidity, clockSays, utcMinute, type CertValidity } from '../util/tls-failure.js';
 import type { CheckResult } from './document.js';
@@ -60,7 +60,7 @@ function kubeconfigFile(file: string): CertSource {
       kc.loadFromFile(file);
       const out: SiteCertificate[] = [];
       const add = (what: string, data: string | undefined, path: string | undefined) => {
-        const v = data ? certValidity(Buffer.from(data, 'base64')) : path ? certValidity(readFileSync(path)) : null;
+        const v = kubeconfigCertificate(data, path);
         if (v) out.push({ what: `${what} of kubeconfig ${file}`, validity: v });
       };
       const cluster = kc.getCurrentCluster();
