@@ -87,7 +87,7 @@ export class Gateway extends EventEmitter {
   /** The check refresh: every CHECKS_PERIOD_MS, and at once when the kernel says the device, its routes or the underlay changed. */
   private readonly checksRun: Rerun;
   private readonly kernelEvents: KernelEvents;
-  /** The site's certificates (MQTT's, the cluster's), for the `certificates` check. */
+  /** The site's certificate files (MQTT's, the cluster's), for the `certificates` check with those the servers present. */
   private readonly certificates: CertificateReader;
 
   private constructor(
@@ -117,7 +117,10 @@ export class Gateway extends EventEmitter {
     this.kernelEvents = new KernelEvents({
       io: d.binding, device: t.deviceName, underlay: t.underlay.iface, neighbours: cfg.overlay.mode === 'tap', changed: () => this.checksRun.request(), log,
     });
-    this.publisher = new HealthPublisher({ mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock } });
+    this.publisher = new HealthPublisher({
+      mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock },
+      connected: () => this.checksRun.request(), // the broker's certificate, for the certificates check
+    });
     this.statusFile = new StatusFile(
       cfg.runDir,
       (e) => log.warn('cannot write status file (said once until it changes or works again)', { runDir: cfg.runDir, err: e.message + readOnlyHint(e, 'runDir', cfg.runDir) }),
@@ -357,7 +360,8 @@ export class Gateway extends EventEmitter {
       routes ? routesCheck(t.deviceName, subnets, routes) : await checkRoutes(t.deviceName, subnets),
       underlay.result,
     ];
-    const certs = certificatesCheck(await this.certificates.read(), this.d.clock.now());
+    const live = [this.publisher.brokerCertificate(), this.membership?.serverCertificate() ?? null].filter((c) => c !== null);
+    const certs = certificatesCheck([...(await this.certificates.read()), ...live], this.d.clock.now());
     if (certs) this.checks.push(certs);
   }
 

@@ -17,7 +17,7 @@ import https from 'node:https';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
-import type { CertValidity } from '../util/tls-failure.js';
+import { peerCertValidity, type CertValidity } from '../util/tls-failure.js';
 import { kubeconfigCertificate, loadClientModule, type KubeconfigChoice } from './kubeconfig.js';
 import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
@@ -30,6 +30,8 @@ export interface NodeApi {
   readonly server: string;
   /** The dates of the current user's client certificate (client-certificate(-data)), if it has one we can read. */
   readonly clientCert: CertValidity | null;
+  /** The dates of the certificate the API server presented at its last answer (null: none yet, or plain HTTP). */
+  serverCert(): CertValidity | null;
   /**
    * Every Node, each handed to `keep` as it streams in (whole Node objects are never held
    * together: keep what is needed, null to drop it), and the list's resourceVersion.
@@ -120,6 +122,10 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   if (!cluster) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
   const server = cluster.server.replace(/\/+$/, '');
   const clientCert = userCertificate(kc.getCurrentUser());
+  let serverCert: CertValidity | null = null;
+  const answered = (res: http.IncomingMessage) => {
+    serverCert = peerCertValidity(res.socket) ?? serverCert;
+  };
   const inFlight = new Set<AbortController>();
 
   /**
@@ -140,7 +146,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         ...opts.headers, Accept: 'application/json', 'Accept-Encoding': 'gzip',
         ...(payload ? { 'Content-Type': contentType, 'Content-Length': String(payload.length) } : {}),
       };
-      const answer = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes, reader, () => clock.now());
+      const answer = await exchange(new URL(server + urlPath), { ...opts, signal: ac.signal }, payload, maxAnswerBytes, reader, () => clock.now(), answered);
       if (answer.notJson) throw new Error(`the API server answered ${method} ${urlPath} with ${answer.status} and a body that is not JSON`);
       return answer.value;
     } catch (e) {
@@ -156,6 +162,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   return {
     server: cluster.server,
     clientCert,
+    serverCert: () => serverCert,
     async list<T>(keep: (item: unknown) => T | null, from: ListFrom = '') {
       // As client-go's reflector lists for flanneld (ListFrom): '0' and '' in pages of 500,
       // which the watch cache ignores for '0' (a consistent read from etcd is paged, so each of
@@ -222,6 +229,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
         const url = new URL(`${server}/api/v1/nodes?${q}`);
         const req = (url.protocol === 'http:' ? http : https).request(url, { ...opts, signal: ac.signal }, (res) => {
           if (over) return void res.destroy(); // cancelled as the answer came
+          answered(res);
           if (res.statusCode !== 200) return void refusal(res, res, MAX_ERROR_BYTES, () => clock.now()).then(finish, finish);
           on.onOpen();
           readLines(res, maxAnswerBytes, (line) => {
@@ -293,9 +301,13 @@ async function refusal(res: http.IncomingMessage, body: Readable, maxBytes: numb
  * as the answer would be). The API server gzips answers over 128 KB to a client that accepts
  * it (APIResponseCompression): a list of 500 Nodes is then a tenth of its size on the site's uplink.
  */
-function exchange(url: URL, opts: https.RequestOptions, payload: Buffer | undefined, maxBytes: number, reader: BodyReader, now: () => number): Promise<Answer> {
+function exchange(
+  url: URL, opts: https.RequestOptions, payload: Buffer | undefined, maxBytes: number, reader: BodyReader, now: () => number,
+  answered: (res: http.IncomingMessage) => void,
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = (url.protocol === 'http:' ? http : https).request(url, opts, (res) => {
+      answered(res);
       const status = res.statusCode ?? 0;
       const gzip = String(res.headers['content-encoding'] ?? '').toLowerCase() === 'gzip';
       // pipeline: an error or a cut on either side ends the other, and the read below with it.

@@ -37,6 +37,7 @@ import type { Clock, Timer } from '../util/clock.js';
 import { fileStamp } from '../util/file-stamp.js';
 import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
+import type { SiteCertificate } from '../util/tls-failure.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
 import { connectNodeApi, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
 import { chooseKubeconfig, type KubeconfigChoice } from './kubeconfig.js';
@@ -263,6 +264,11 @@ export class KubernetesSource implements ClusterSource {
     }
     this.lease = lease;
     this.kickRegistration();
+  }
+
+  serverCertificate(): SiteCertificate | null {
+    const v = this.api?.serverCert() ?? null;
+    return v && { what: `the API server's certificate (${this.api!.server})`, validity: v };
   }
 
   status(): Omit<ClusterStatus, 'peers' | 'skipped'> {

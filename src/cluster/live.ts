@@ -3,6 +3,7 @@
 // applied as the smallest change (peer-sync.ts). Our own lease follows the public endpoint
 // and the VTEP MAC. A cluster source is loaded only when configured: the Kubernetes client
 // alone costs some 70 MB and half a second, which a static site never pays.
+import type { SiteCertificate } from '../util/tls-failure.js';
 import type { Config, PeerConfig } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import type { Clock, Timer } from '../util/clock.js';
@@ -136,6 +137,11 @@ export class LiveMembership {
   }
 
   /** The health document's `cluster` (null for a static site). */
+  /** The certificate the cluster's server presented last, when the source can tell (Kubernetes). */
+  serverCertificate(): SiteCertificate | null {
+    return this.source?.serverCertificate?.() ?? null;
+  }
+
   status(peers: number): ClusterStatus | null {
     if (!this.source) return null;
     return { ...this.source.status(), peers, skipped: this.skipped };

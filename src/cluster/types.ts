@@ -4,6 +4,7 @@
 // the nodes it left out with the reason. membership.ts merges a view with the static
 // peers and turns the result into the smallest change for the data plane and kernel.
 import type { Cidr, PeerConfig } from '../config/types.js';
+import type { SiteCertificate } from '../util/tls-failure.js';
 
 export type ClusterSourceKind = 'kubernetes' | 'etcd';
 
@@ -75,4 +76,6 @@ export interface ClusterSource {
    * MAC than `siteMac`, null when none is known yet), or null when it would not be.
    */
   registrationRefusal?(siteMac: string | null): Promise<string | null>;
+  /** The certificate the cluster's server presented at its last answer, for the certificates check (null: none seen). */
+  serverCertificate?(): SiteCertificate | null;
 }

@@ -10,20 +10,13 @@ import { readFileSync } from 'node:fs';
 import type { Config } from '../config/types.js';
 import { chooseKubeconfig, kubeconfigCertificate, loadClientModule } from '../cluster/kubeconfig.js';
 import { fileStamp } from '../util/file-stamp.js';
-import { certValidity, clockSays, utcMinute, type CertValidity } from '../util/tls-failure.js';
+import { certValidity, clockSays, utcMinute, type SiteCertificate } from '../util/tls-failure.js';
 import type { CheckResult } from './document.js';
 import { parseBrokerUrl } from './mqtt-options.js';
 
 /** A certificate that ends within this many days fails the check. */
 export const CERT_WARN_DAYS = 14;
 const DAY_MS = 86_400_000;
-
-/** A certificate the site uses, by where it is set, and its dates. */
-export interface SiteCertificate {
-  /** "mqtt.cert", "client-certificate of kubeconfig /etc/vxedge/kubeconfig". */
-  what: string;
-  validity: CertValidity;
-}
 
 /** Where certificates come from: files, read again when one of them changes. */
 export interface CertSource {

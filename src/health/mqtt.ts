@@ -24,7 +24,7 @@ import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import { certValidity, type CertValidity } from '../util/tls-failure.js';
+import { certValidity, peerCertValidity, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
 import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
 import { describeMqttFailure, isTakenOver, isUnsupportedProtocol } from './mqtt-errors.js';
@@ -66,6 +66,8 @@ export interface HealthPublisherOptions {
   node: string;
   log: Logger;
   deps?: PublisherDeps;
+  /** A connection was made and its broker's certificate read (the gateway's checks then look at it). */
+  connected?: () => void;
 }
 
 export function topics(prefix: string, site: string, node: string): { status: string; health: string } {
@@ -129,6 +131,8 @@ export class HealthPublisher {
   private attemptError: (Error & { code?: string | number }) | null = null;
   /** mqtt.cert's dates as last read, for a TLS failure's words (null: none set). */
   private clientCert: CertValidity | null = null;
+  /** The certificate the broker presented at the last connection (mqtts:// only). */
+  private brokerCert: CertValidity | null = null;
 
   private latest: HealthDocument | null = null;
   /** Documents given to update() so far. */
@@ -206,6 +210,11 @@ export class HealthPublisher {
     } catch (e) {
       this.lastError = (e as Error).message;
     }
+  }
+
+  /** The broker's certificate as it presented it at the last connection, for the certificates check. */
+  brokerCertificate(): SiteCertificate | null {
+    return this.brokerCert && { what: `the broker's certificate (${maskUrl(this.o.mqtt.url!)})`, validity: this.brokerCert };
   }
 
   status(): MqttStatus {
@@ -319,6 +328,9 @@ export class HealthPublisher {
   private onConnect(gen: number, client: MqttClient, maximumPacketSize: number | undefined): void {
     if (gen !== this.gen || !this.running) return;
     this.maxPacket = typeof maximumPacketSize === 'number' && maximumPacketSize > 0 ? maximumPacketSize : null;
+    // mqtts:// runs over a TLSSocket; wss:// hides it inside the WebSocket, and is not read.
+    this.brokerCert = peerCertValidity(client.stream) ?? this.brokerCert;
+    if (this.brokerCert) this.o.connected?.();
     if (this.everConnected) this.reconnects++;
     this.everConnected = true;
     this.connectedAt = this.clock.monotonic();

@@ -15,6 +15,13 @@ export interface CertValidity {
   to: Date;
 }
 
+/** A certificate the site uses, by where it is set or who presented it, and its dates. */
+export interface SiteCertificate {
+  /** "mqtt.cert", "client-certificate of kubeconfig /etc/vxedge/kubeconfig", "the broker's certificate". */
+  what: string;
+  validity: CertValidity;
+}
+
 /** The validity of the first certificate in `pem`; null if it holds none that parses. */
 export function certValidity(pem: string | Buffer): CertValidity | null {
   try {
@@ -25,6 +32,20 @@ export function certValidity(pem: string | Buffer): CertValidity | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The validity of the certificate a TLS peer presented on `socket` (a TLSSocket, or anything
+ * else: then null), as Node read it in the handshake.
+ */
+export function peerCertValidity(socket: unknown): CertValidity | null {
+  const s = socket as { getPeerCertificate?: () => { valid_from?: string; valid_to?: string } | null } | null;
+  if (typeof s?.getPeerCertificate !== 'function') return null;
+  const c = s.getPeerCertificate();
+  if (!c?.valid_from || !c.valid_to) return null;
+  const from = new Date(c.valid_from);
+  const to = new Date(c.valid_to);
+  return Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()) ? null : { from, to };
 }
 
 /** A wall time as a log reader takes it in: "2026-12-06 11:20 UTC". */

@@ -338,6 +338,23 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect(await gw.stop('SIGTERM')).toBe(0);
     });
 
+    it("(d) a broker certificate that ends within 14 days: read from the connection, the gateway's check names it", async () => {
+      const now = Date.now();
+      const ending = datedCert(dir, {
+        name: 'ending-server', cn: env.INET_WAN_IP, extensions: `subjectAltName=IP:${env.INET_WAN_IP}\nextendedKeyUsage=serverAuth`,
+        notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 5 * 86_400_000),
+      });
+      const b2 = await broker(8884, { tls: { cafile: tls.ca, certfile: ending.certFile, keyfile: ending.keyFile, requireCertificate: true } });
+      const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8884`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey });
+      await gw.waitUp();
+      const doc = await healthAfterStart(b2, gw, (d) => d.checks.some((c) => c.name === 'certificates' && !c.ok), sub);
+      expect(doc.checks.find((c) => c.name === 'certificates')).toMatchObject({
+        ok: false,
+        detail: expect.stringMatching(new RegExp(`^the broker's certificate \\(mqtts://${env.INET_WAN_IP.replace(/\./g, '\\.')}:8884\\) ends on \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC, in [45] days$`)),
+      });
+      expect(await gw.stop('SIGTERM')).toBe(0);
+    });
+
     it('(d) a client certificate from another CA is refused: clear log, retries, forwarding unaffected', async () => {
       const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.otherClientCert, key: tls.otherClientKey });
       await gw.waitUp();

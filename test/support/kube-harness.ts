@@ -137,9 +137,9 @@ export interface KubePki {
 export type PkiClient = string | { cn: string; notBefore: Date; notAfter: Date };
 
 /** A CA, a server certificate for 127.0.0.1 and client certificates, in a temporary directory. */
-export function makeKubePki(clients: PkiClient[] = []): KubePki & { remove(): void } {
+export function makeKubePki(clients: PkiClient[] = [], serverDates?: { notBefore: Date; notAfter: Date }): KubePki & { remove(): void } {
   const dir = mkdtempSync(path.join(tmpdir(), 'vxk8s-'));
-  const pki = makePki(dir, { clients: clients.map((c) => (typeof c === 'string' ? { cn: c } : c)) }) as KubePki;
+  const pki = makePki(dir, { clients: clients.map((c) => (typeof c === 'string' ? { cn: c } : c)), serverDates }) as KubePki;
   return { ...pki, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

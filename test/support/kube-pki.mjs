@@ -59,14 +59,14 @@ function signDated(dir, { name, ca, extensions, notBefore, notAfter }) {
  * Writes ca.{crt,key}, server.{crt,key} (SANs: `ips` and localhost) and one `<cn>.{crt,key}` per
  * client into `dir`. Returns the paths and the PEM texts.
  */
-export function makePki(dir, { ips = ['127.0.0.1'], clients = [] } = {}) {
+export function makePki(dir, { ips = ['127.0.0.1'], clients = [], serverDates } = {}) {
   mkdirSync(dir, { recursive: true });
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'ca.key'], dir);
   openssl(['req', '-x509', '-new', '-key', 'ca.key', '-subj', '/CN=vxedge-test-ca', '-days', '365', '-out', 'ca.crt',
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
   keyAndCsr(dir, 'server', '/CN=kube-apiserver');
   const sans = [...ips.map((ip) => `IP:${ip}`), 'DNS:localhost'].join(',');
-  sign(dir, 'server', `subjectAltName=${sans}\nextendedKeyUsage=serverAuth\n`);
+  sign(dir, 'server', `subjectAltName=${sans}\nextendedKeyUsage=serverAuth\n`, serverDates);
   const out = {
     dir,
     caFile: path.join(dir, 'ca.crt'),

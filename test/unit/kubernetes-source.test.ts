@@ -12,6 +12,7 @@ import { KubernetesSource, backoffDelay, registrationStep, retryDelay, slimNode,
 import { nodeManifest } from '../../src/cluster/flannel-node.js';
 import { KubeHttpError } from '../../src/cluster/kube-client.js';
 import { chooseKubeconfig } from '../../src/cluster/kubeconfig.js';
+import { certificatesCheck } from '../../src/health/certificates.js';
 import { KubeTimeoutError, MAX_RETRY_AFTER_MS, describeKubeError, parseRetryAfter } from '../../src/cluster/kube-errors.js';
 import { rbacManifests } from '../../src/cluster/rbac.js';
 import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
@@ -689,6 +690,35 @@ describe('credentials and permissions', () => {
       await drive(clock, () => views.length === 1 && src.status().connected && src.status().error === null, 'connected with the fixed kubeconfig');
     } finally {
       otherPki.remove();
+    }
+  });
+
+  it("the API server's certificate, as presented, for the certificates check: one that ends in 5 days fails it", async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    const now = Date.now();
+    const ending = makeKubePki([], { notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 5 * 86_400_000) });
+    const other = await startApiServer(ending, USERS);
+    try {
+      other.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+      const { src, views } = source({ kubeconfig: other.kubeconfigFor({ token: 'gw-token' }) });
+      expect(src.serverCertificate()).toBeNull(); // nothing asked yet
+      src.start();
+      await drive(clock, () => views.length === 1, 'view');
+      const seen = src.serverCertificate()!;
+      expect(seen.what).toBe(`the API server's certificate (${other.url})`);
+      expect(Math.abs(seen.validity.to.getTime() - (now + 5 * 86_400_000))).toBeLessThan(2_000); // openssl keeps whole seconds
+      expect(certificatesCheck([seen], now)).toMatchObject({
+        ok: false, detail: expect.stringMatching(/^the API server's certificate \(https:\/\/127\.0\.0\.1:\d+\) ends on \d{4}-\d\d-\d\d \d\d:\d\d UTC, in [45] days$/),
+      });
+      // The usual stand-in's, valid for a year, passes.
+      const { src: usual, views: usualViews } = source();
+      usual.start();
+      await drive(clock, () => usualViews.length === 1, 'view');
+      expect(certificatesCheck([usual.serverCertificate()!], now)?.ok).toBe(true);
+    } finally {
+      await other.server.stop();
+      ending.remove();
     }
   });
 

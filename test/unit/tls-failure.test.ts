@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { certValidity, explainTls, opensslReason, utcMinute, validityProblem, type TlsWords } from '../../src/util/tls-failure.js';
+import { certValidity, explainTls, opensslReason, peerCertValidity, utcMinute, validityProblem, type TlsWords } from '../../src/util/tls-failure.js';
 
 const FIXTURES = path.join(import.meta.dirname, '..', 'fixtures', 'tls');
 const WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cert', key: 'mqtt.key', host: 'mqtt.url', files: 'check mqtt.ca/cert/key' };
@@ -24,6 +24,19 @@ describe('certValidity', () => {
     expect(certValidity(readFileSync(path.join(FIXTURES, 'starts-2099-01-01.crt'), 'utf8'))?.from).toEqual(new Date('2099-01-01T00:00:00Z'));
     expect(certValidity('not a certificate')).toBeNull();
     expect(certValidity(Buffer.alloc(0))).toBeNull();
+  });
+});
+
+describe('peerCertValidity', () => {
+  it("a TLS socket's peer certificate dates as Node gives them; anything else is null", () => {
+    const socket = (c: unknown) => ({ getPeerCertificate: () => c });
+    expect(peerCertValidity(socket({ valid_from: 'Jan  1 00:00:00 2026 GMT', valid_to: 'Dec 31 23:59:59 2026 GMT' }))).toEqual({
+      from: new Date('2026-01-01T00:00:00Z'), to: new Date('2026-12-31T23:59:59Z'),
+    });
+    expect(peerCertValidity(socket({}))).toBeNull(); // a socket whose handshake is not done: {}
+    expect(peerCertValidity(socket({ valid_from: 'soon', valid_to: 'later' }))).toBeNull();
+    expect(peerCertValidity({})).toBeNull(); // a plain socket, a WebSocket stream
+    expect(peerCertValidity(null)).toBeNull();
   });
 });
 
