@@ -360,7 +360,8 @@ export class Gateway extends EventEmitter {
       routes ? routesCheck(t.deviceName, subnets, routes) : await checkRoutes(t.deviceName, subnets),
       underlay.result,
     ];
-    const live = [this.publisher.brokerCertificate(), this.membership?.serverCertificate() ?? null].filter((c) => c !== null);
+    const broker = this.publisher.brokerCertificate();
+    const live = [...(broker ? [broker] : []), ...(this.membership?.serverCertificates() ?? [])];
     const certs = certificatesCheck([...(await this.certificates.read()), ...live], this.d.clock.now());
     if (certs) this.checks.push(certs);
   }

@@ -17,7 +17,9 @@ import type { Cidr, PeerConfig } from '../config/types.js';
 import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
 import { configKey, FLANNEL_DEFAULT_PORT, subnetKey, subnetsPrefix, type LeaseContext } from './flannel-lease.js';
 import type { EtcdAuth, EtcdConnect, EtcdTlsFiles } from './etcd-kv.js';
+import { EtcdCertificates, type EtcdCertificatesOptions } from './etcd-certificates.js';
 import { EtcdConnection } from './etcd-connection.js';
+import type { SiteCertificate } from '../util/tls-failure.js';
 import { EtcdFollower, etcdView, LeaseTable } from './etcd-follow.js';
 import { EtcdRegistrar, freeTheSubnet, heldByAnother } from './etcd-register.js';
 import { parseLeaseAttrs } from './flannel-lease.js';
@@ -55,6 +57,8 @@ export interface EtcdSourceOptions {
   callTimeoutMs?: number;
   /** A view is emitted this long after the first change of a burst (default 100 ms). */
   coalesceMs?: number;
+  /** Reads the members' certificates with a handshake (tests: a stand-in, or none). */
+  probeCertificate?: EtcdCertificatesOptions['probe'];
 }
 
 export const ETCD_DEFAULTS = {
@@ -78,6 +82,7 @@ export class EtcdSource implements ClusterSource {
   private readonly leases: LeaseTable;
   private readonly follower: EtcdFollower;
   private readonly registrar: EtcdRegistrar;
+  private readonly certificates: EtcdCertificates;
 
   private started = false;
   private readonly listeners: ((v: ClusterView) => void)[] = [];
@@ -111,6 +116,7 @@ export class EtcdSource implements ClusterSource {
       },
       random: opts.backoff?.random ?? Math.random,
     });
+    this.certificates = new EtcdCertificates({ endpoints: opts.endpoints, tls: opts.tls, clock: this.clock, probe: opts.probeCertificate });
     this.leases = new LeaseTable(ownKey);
     this.registrar = new EtcdRegistrar({
       conn: this.conn, leases: this.leases, ownKey, subnet: opts.subnet, vni: opts.vni, register: opts.register, ttlS, marginMs,
@@ -134,9 +140,11 @@ export class EtcdSource implements ClusterSource {
     if (this.started) return;
     this.started = true;
     this.follower.run();
+    this.certificates.start();
   }
 
   async stop(): Promise<void> {
+    this.certificates.stop();
     this.follower.stop();
     this.registrar.stop();
     this.emitTimer?.cancel();
@@ -151,6 +159,10 @@ export class EtcdSource implements ClusterSource {
 
   setOwnLease(lease: OwnLease): void {
     this.registrar.setOwnLease(lease);
+  }
+
+  serverCertificates(): SiteCertificate[] {
+    return this.certificates.list();
   }
 
   status(): Omit<ClusterStatus, 'peers' | 'skipped'> {

@@ -266,9 +266,9 @@ export class KubernetesSource implements ClusterSource {
     this.kickRegistration();
   }
 
-  serverCertificate(): SiteCertificate | null {
+  serverCertificates(): SiteCertificate[] {
     const v = this.api?.serverCert() ?? null;
-    return v && { what: `the API server's certificate (${this.api!.server})`, validity: v };
+    return v ? [{ what: `the API server's certificate (${this.api!.server})`, validity: v }] : [];
   }
 
   status(): Omit<ClusterStatus, 'peers' | 'skipped'> {

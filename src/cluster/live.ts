@@ -137,9 +137,9 @@ export class LiveMembership {
   }
 
   /** The health document's `cluster` (null for a static site). */
-  /** The certificate the cluster's server presented last, when the source can tell (Kubernetes). */
-  serverCertificate(): SiteCertificate | null {
-    return this.source?.serverCertificate?.() ?? null;
+  /** The certificates the cluster's servers presented last (the API server's, etcd's members'). */
+  serverCertificates(): SiteCertificate[] {
+    return this.source?.serverCertificates?.() ?? [];
   }
 
   status(peers: number): ClusterStatus | null {

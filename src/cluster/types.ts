@@ -76,6 +76,6 @@ export interface ClusterSource {
    * MAC than `siteMac`, null when none is known yet), or null when it would not be.
    */
   registrationRefusal?(siteMac: string | null): Promise<string | null>;
-  /** The certificate the cluster's server presented at its last answer, for the certificates check (null: none seen). */
-  serverCertificate?(): SiteCertificate | null;
+  /** The certificates the cluster's servers presented last, for the certificates check. */
+  serverCertificates?(): SiteCertificate[];
 }

@@ -70,11 +70,17 @@ async function follow() {
   let seq = 0;
   src.onView((v) => out({ type: 'view', seq: ++seq, view: viewJson(v) }));
   let last = '';
+  let lastCerts = '[]';
   const poll = setInterval(() => {
     const s = JSON.stringify(src.status());
     if (s !== last) {
       last = s;
       out({ type: 'status', status: JSON.parse(s) });
+    }
+    const c = JSON.stringify(src.serverCertificates());
+    if (c !== lastCerts) {
+      lastCerts = c;
+      out({ type: 'certs', certs: JSON.parse(c) });
     }
   }, 50);
   if (opts.own) src.setOwnLease(ownLease(opts.own));

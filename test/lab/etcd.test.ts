@@ -53,6 +53,8 @@ interface StatusLine {
 class Follower {
   views: ViewLine[] = [];
   statuses: StatusLine[] = [];
+  /** The members' certificates as the source last reported them (serverCertificates()). */
+  certs: { what: string; validity: { from: string; to: string } }[] = [];
   logs: string[] = [];
 
   constructor(readonly child: ChildProcess) {
@@ -61,7 +63,7 @@ class Follower {
   }
 
   private line(l: string): void {
-    let j: { type?: string; status?: StatusLine } & ViewLine;
+    let j: { type?: string; status?: StatusLine; certs?: Follower['certs'] } & ViewLine;
     try {
       j = JSON.parse(l);
     } catch {
@@ -70,6 +72,7 @@ class Follower {
     }
     if (j.type === 'view') this.views.push(j);
     else if (j.type === 'status') this.statuses.push(j.status!);
+    else if (j.type === 'certs') this.certs = j.certs!;
     else this.logs.push(l);
   }
 
@@ -385,6 +388,21 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
       await f.stop();
     } finally {
       await future.secure.stop();
+    }
+  });
+
+  it("the members' certificates, read with a handshake of our own, for the certificates check: one that ends in 5 days", async () => {
+    const now = Date.now();
+    const { secure, t } = await startTlsEtcd('ending', 2487, 'vxedge', { notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 5 * 86_400_000) });
+    try {
+      const f = follow({ endpoints: [secure.endpoint], register: false, tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey } });
+      await f.until('connected', () => f.status?.connected === true);
+      await f.until("etcd's certificate read", () => f.certs.length === 1);
+      expect(f.certs[0].what).toBe("etcd's certificate (https://127.0.0.1:2487)");
+      expect(Math.abs(Date.parse(f.certs[0].validity.to) - (now + 5 * 86_400_000))).toBeLessThan(2_000);
+      await f.stop();
+    } finally {
+      await secure.stop();
     }
   });
 

@@ -702,10 +702,10 @@ describe('credentials and permissions', () => {
     try {
       other.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
       const { src, views } = source({ kubeconfig: other.kubeconfigFor({ token: 'gw-token' }) });
-      expect(src.serverCertificate()).toBeNull(); // nothing asked yet
+      expect(src.serverCertificates()).toEqual([]); // nothing asked yet
       src.start();
       await drive(clock, () => views.length === 1, 'view');
-      const seen = src.serverCertificate()!;
+      const seen = src.serverCertificates()[0];
       expect(seen.what).toBe(`the API server's certificate (${other.url})`);
       expect(Math.abs(seen.validity.to.getTime() - (now + 5 * 86_400_000))).toBeLessThan(2_000); // openssl keeps whole seconds
       expect(certificatesCheck([seen], now)).toMatchObject({
@@ -715,7 +715,7 @@ describe('credentials and permissions', () => {
       const { src: usual, views: usualViews } = source();
       usual.start();
       await drive(clock, () => usualViews.length === 1, 'view');
-      expect(certificatesCheck([usual.serverCertificate()!], now)?.ok).toBe(true);
+      expect(certificatesCheck(usual.serverCertificates(), now)?.ok).toBe(true);
     } finally {
       await other.server.stop();
       ending.remove();

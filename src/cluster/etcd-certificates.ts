@@ -1,0 +1,63 @@
+// The certificates etcd's members present, for the gateway's `certificates` check: a
+// self-managed etcd's certificates end (kubeadm's after a year), and every site following it
+// loses its peers' updates and its lease with them. gRPC keeps its sockets to itself, so each
+// https:// endpoint is asked with a TLS handshake of our own (util/tls-probe.ts) when the
+// source starts and every PERIOD_MS after; an endpoint that does not answer keeps what it
+// presented last.
+import { readFile } from 'node:fs/promises';
+import type { Clock, Timer } from '../util/clock.js';
+import type { CertValidity, SiteCertificate } from '../util/tls-failure.js';
+import { probePeerCertificate, type TlsProbeOptions } from '../util/tls-probe.js';
+import type { EtcdTlsFiles } from './etcd-kv.js';
+
+/** A certificate's end is days or weeks ahead: four reads a day see it in time. */
+const PERIOD_MS = 6 * 3_600_000;
+const HANDSHAKE_TIMEOUT_MS = 5_000;
+
+export interface EtcdCertificatesOptions {
+  endpoints: readonly string[];
+  tls?: EtcdTlsFiles;
+  clock: Clock;
+  /** The handshake (tests: a stand-in). */
+  probe?: (o: TlsProbeOptions) => Promise<CertValidity | null>;
+}
+
+export class EtcdCertificates {
+  private readonly seen = new Map<string, SiteCertificate>();
+  private timer: Timer | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: EtcdCertificatesOptions) {}
+
+  /** Reads them now and every PERIOD_MS; nothing to do without an https:// endpoint. */
+  start(): void {
+    if (this.timer || !this.o.endpoints.some((e) => e.startsWith('https://'))) return;
+    void this.read();
+    this.timer = this.o.clock.every(PERIOD_MS, () => void this.read());
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+    this.timer = null;
+  }
+
+  /** What each endpoint presented last, in the order of cluster.etcd.endpoints. */
+  list(): SiteCertificate[] {
+    return this.o.endpoints.flatMap((e) => this.seen.get(e) ?? []);
+  }
+
+  private async read(): Promise<void> {
+    const file = async (f: string | null | undefined) => (f ? readFile(f).catch(() => undefined) : undefined);
+    const [ca, cert, key] = await Promise.all([file(this.o.tls?.ca), file(this.o.tls?.cert), file(this.o.tls?.key)]);
+    const probe = this.o.probe ?? probePeerCertificate;
+    await Promise.all(this.o.endpoints.filter((e) => e.startsWith('https://')).map(async (endpoint) => {
+      const u = new URL(endpoint);
+      const v = await probe({
+        host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 2379), ca, cert, key, alpn: ['h2'],
+        clock: this.o.clock, timeoutMs: HANDSHAKE_TIMEOUT_MS,
+      });
+      if (v && !this.stopped) this.seen.set(endpoint, { what: `etcd's certificate (${endpoint})`, validity: v });
+    }));
+  }
+}

@@ -1,0 +1,46 @@
+// The certificate a TLS server presents, read by a handshake of our own: for a client whose
+// library keeps its sockets to itself (gRPC, for etcd). Nothing is sent after the handshake;
+// the connection is closed as soon as the certificate is in. The server's certificate is read
+// whatever it is (an expired one too: that is what the caller wants to know), so the
+// handshake does not verify it; our client certificate is offered when there is one, since
+// a server that requires one may end the handshake without it.
+import { isIP } from 'node:net';
+import tls from 'node:tls';
+import type { Clock } from './clock.js';
+import { peerCertValidity, type CertValidity } from './tls-failure.js';
+
+export interface TlsProbeOptions {
+  host: string;
+  port: number;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  /** ALPN to offer (etcd serves gRPC over h2). */
+  alpn?: string[];
+  clock: Clock;
+  timeoutMs: number;
+}
+
+/** The server's certificate dates; null when no handshake completed within the timeout. */
+export function probePeerCertificate(o: TlsProbeOptions): Promise<CertValidity | null> {
+  return new Promise((resolve) => {
+    let done = false;
+    const socket = tls.connect({
+      host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.alpn,
+      // SNI takes a host name, never an address (RFC 6066).
+      servername: isIP(o.host) ? undefined : o.host,
+      rejectUnauthorized: false,
+    });
+    const end = (v: CertValidity | null) => {
+      if (done) return;
+      done = true;
+      timer.cancel();
+      socket.destroy();
+      resolve(v);
+    };
+    const timer = o.clock.after(o.timeoutMs, () => end(null));
+    socket.once('secureConnect', () => end(peerCertValidity(socket)));
+    socket.once('error', () => end(null));
+    socket.once('close', () => end(null));
+  });
+}
