@@ -57,7 +57,7 @@ export class EtcdCertificates {
         host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 2379), ca, cert, key, alpn: ['h2'],
         clock: this.o.clock, timeoutMs: HANDSHAKE_TIMEOUT_MS,
       });
-      if (v && !this.stopped) this.seen.set(endpoint, { what: `etcd's certificate (${endpoint})`, validity: v });
+      if (v && !this.stopped) this.seen.set(endpoint, { what: `etcd's certificate (${endpoint})`, validity: v, presented: true });
     }));
   }
 }

@@ -268,7 +268,7 @@ export class KubernetesSource implements ClusterSource {
 
   serverCertificates(): SiteCertificate[] {
     const v = this.api?.serverCert() ?? null;
-    return v ? [{ what: `the API server's certificate (${this.api!.server})`, validity: v }] : [];
+    return v ? [{ what: `the API server's certificate (${this.api!.server})`, validity: v, presented: true }] : [];
   }
 
   status(): Omit<ClusterStatus, 'peers' | 'skipped'> {

@@ -99,9 +99,9 @@ export class CertificateReader {
   async read(): Promise<SiteCertificate[]> {
     const out: SiteCertificate[] = [];
     for (const s of this.sources) {
-      let hit = this.cache.get(s);
       const stamp = s.stamp();
       if (stamp === null) continue;
+      let hit = this.cache.get(s);
       if (hit?.stamp !== stamp) {
         const certs = await this.load(s);
         // Stamped after the load: a kubeconfig's stamp then covers the files it names.
@@ -130,15 +130,16 @@ export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: numb
   const fixes: string[] = [];
   for (const c of byEnd) {
     const to = c.validity.to.getTime();
+    const renew = c.presented ? `have its operator renew ${c.what}` : `renew ${c.what}`;
     if (nowMs > to) {
-      problems.push(`${c.what} ended on ${utcMinute(to)}`);
-      fixes.push(`renew ${c.what}`);
+      problems.push(`${c.what} expired on ${utcMinute(to)}`);
+      fixes.push(renew);
     } else if (nowMs < c.validity.from.getTime()) {
       problems.push(`${c.what} is valid only from ${utcMinute(c.validity.from)} (${clockSays(nowMs)})`);
       fixes.push("set this machine's clock (timedatectl), or renew it if the clock is right");
     } else if (to - nowMs < CERT_WARN_DAYS * DAY_MS) {
       problems.push(`${c.what} ends on ${utcMinute(to)}, ${inDays(to - nowMs)}`);
-      fixes.push(`renew ${c.what} before then`);
+      fixes.push(`${renew} before then`);
     }
   }
   if (problems.length > 0) {

@@ -214,7 +214,7 @@ export class HealthPublisher {
 
   /** The broker's certificate as it presented it at the last connection, for the certificates check. */
   brokerCertificate(): SiteCertificate | null {
-    return this.brokerCert && { what: `the broker's certificate (${maskUrl(this.o.mqtt.url!)})`, validity: this.brokerCert };
+    return this.brokerCert && { what: `the broker's certificate (${maskUrl(this.o.mqtt.url!)})`, validity: this.brokerCert, presented: true };
   }
 
   status(): MqttStatus {

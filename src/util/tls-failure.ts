@@ -20,15 +20,22 @@ export interface SiteCertificate {
   /** "mqtt.cert", "client-certificate of kubeconfig /etc/vxedge/kubeconfig", "the broker's certificate". */
   what: string;
   validity: CertValidity;
+  /** A server presented it (the broker's, the API server's, etcd's): its operator renews it, not the site. */
+  presented?: boolean;
+}
+
+/** A validity from the dates as OpenSSL prints them ("Jan  1 00:00:00 2026 GMT"); null if either is none. */
+function datesOf(validFrom: string, validTo: string): CertValidity | null {
+  const from = new Date(validFrom);
+  const to = new Date(validTo);
+  return Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()) ? null : { from, to };
 }
 
 /** The validity of the first certificate in `pem`; null if it holds none that parses. */
 export function certValidity(pem: string | Buffer): CertValidity | null {
   try {
     const c = new X509Certificate(pem);
-    const from = new Date(c.validFrom);
-    const to = new Date(c.validTo);
-    return Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()) ? null : { from, to };
+    return datesOf(c.validFrom, c.validTo);
   } catch {
     return null;
   }
@@ -42,10 +49,7 @@ export function peerCertValidity(socket: unknown): CertValidity | null {
   const s = socket as { getPeerCertificate?: () => { valid_from?: string; valid_to?: string } | null } | null;
   if (typeof s?.getPeerCertificate !== 'function') return null;
   const c = s.getPeerCertificate();
-  if (!c?.valid_from || !c.valid_to) return null;
-  const from = new Date(c.valid_from);
-  const to = new Date(c.valid_to);
-  return Number.isNaN(from.getTime()) || Number.isNaN(to.getTime()) ? null : { from, to };
+  return c?.valid_from && c.valid_to ? datesOf(c.valid_from, c.valid_to) : null;
 }
 
 /** A wall time as a log reader takes it in: "2026-12-06 11:20 UTC". */

@@ -351,6 +351,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect(doc.checks.find((c) => c.name === 'certificates')).toMatchObject({
         ok: false,
         detail: expect.stringMatching(new RegExp(`^the broker's certificate \\(mqtts://${env.INET_WAN_IP.replace(/\./g, '\\.')}:8884\\) ends on \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC, in [45] days$`)),
+        fix: `have its operator renew the broker's certificate (mqtts://${env.INET_WAN_IP}:8884) before then`,
       });
       expect(await gw.stop('SIGTERM')).toBe(0);
     });
@@ -395,7 +396,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         /^FAIL +mqtt +mqtts:\/\/\S+: TLS: [^(]+ \(the broker refused our client certificate: the one in mqtt\.cert expired on 2020-01-02 00:00 UTC, and this machine's clock says \d{4}-\d\d-\d\d \d\d:\d\d UTC\); renew mqtt\.cert/,
       );
       // The certificates line says it without asking the broker.
-      expect((await checkCommand(env.NS_GW, file, 'certificates')).line).toMatch(/^FAIL +certificates +mqtt\.cert ended on 2020-01-02 00:00 UTC\n +fix: renew mqtt\.cert$/);
+      expect((await checkCommand(env.NS_GW, file, 'certificates')).line).toMatch(/^FAIL +certificates +mqtt\.cert expired on 2020-01-02 00:00 UTC\n +fix: renew mqtt\.cert$/);
     });
 
     it('(d) a broker certificate from an unknown CA: clear log, retries', async () => {

@@ -41,11 +41,14 @@ describe('certificatesCheck', () => {
     ], NOW);
     expect(r).toEqual({
       name: 'certificates', ok: false,
-      detail: 'cluster.etcd.cert ended on 2026-11-01 12:00 UTC; mqtt.cert ends on 2026-12-20 11:59 UTC, in 13 days; ' +
+      detail: 'cluster.etcd.cert expired on 2026-11-01 12:00 UTC; mqtt.cert ends on 2026-12-20 11:59 UTC, in 13 days; ' +
         "cluster.etcd.ca is valid only from 2026-12-06 14:00 UTC (this machine's clock says 2026-12-06 12:00 UTC)",
       fix: "renew cluster.etcd.cert; renew mqtt.cert before then; set this machine's clock (timedatectl), or renew it if the clock is right",
     });
     expect(certificatesCheck([cert('mqtt.cert', NOW - DAY, NOW + 5 * 3_600_000)], NOW)?.detail).toBe('mqtt.cert ends on 2026-12-06 17:00 UTC, in 5 hours');
+    // A server's own: the site cannot renew it.
+    expect(certificatesCheck([{ ...cert("the broker's certificate (mqtts://b:8883)", NOW - DAY, NOW + 3 * DAY), presented: true }], NOW)?.fix)
+      .toBe("have its operator renew the broker's certificate (mqtts://b:8883) before then");
   });
 });
 

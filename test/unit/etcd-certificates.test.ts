@@ -32,8 +32,8 @@ describe('EtcdCertificates', () => {
     await r.clock.advanceAsync(0);
     expect(r.asked).toEqual(['10.0.0.1:2379 h2', 'fd00::3:2379 h2']);
     expect(r.certs.list()).toEqual([
-      { what: "etcd's certificate (https://10.0.0.1:2379)", validity: validity(1_000) },
-      { what: "etcd's certificate (https://[fd00::3])", validity: validity(2_000) },
+      { what: "etcd's certificate (https://10.0.0.1:2379)", validity: validity(1_000), presented: true },
+      { what: "etcd's certificate (https://[fd00::3])", validity: validity(2_000), presented: true },
     ]);
     await r.clock.advanceAsync(6 * HOUR - 1);
     expect(r.asked).toHaveLength(2);
