@@ -45,8 +45,8 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
     r = await connectOnce(io, m.url, options(version), waitMs);
   }
   if (!r.client) {
-    const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, undefined, undefined, {
-      nowMs: io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null,
+    const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, {
+      tls: { nowMs: io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null },
     });
     const line = f.line.replace(/^mqtt connection failed: /, '').replace(/; retrying$/, '');
     // A broker may admit only the gateway's own client id (an AWS IoT policy on

@@ -185,7 +185,7 @@ class FleetSession {
     }
     if (!r.client) {
       const tls = { nowMs: this.io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null };
-      return describeMqttFailure(r.err, this.o.broker, false, undefined, undefined, tls).line.replace(/^mqtt /, '');
+      return describeMqttFailure(r.err, this.o.broker, false, { tls }).line.replace(/^mqtt /, '');
     }
     this.attach(r.client);
     const failure = await this.collect(r.client);

@@ -62,17 +62,22 @@ export function isTlsError(err: ErrLike | null): boolean {
   );
 }
 
+/** What else a failure's words may name. */
+export interface MqttFailureContext {
+  /** The gateway's own client id, named with what to do when another client took the session over (a second gateway with the same site and node). */
+  gatewayClientId?: string;
+  /** The size of the health document in flight when the connection ended, if one was. */
+  healthBytes?: number;
+  /** The clock and mqtt.cert's dates, which a TLS failure's words name when they may be its cause. */
+  tls?: TlsContext;
+}
+
 /**
  * Describes why an attempt ended. `err` is the error of the attempt (null if the connection just
  * closed); `connected` whether the attempt had got a CONNACK (then this is a lost connection).
- * `gatewayClientId`: the gateway's own client id, named with what to do when another client
- * took the session over (a second gateway with the same site and node). `healthBytes`: the
- * size of the health document in flight when the connection ended, if one was. `tls`: the
- * clock and mqtt.cert's dates, which a TLS failure's words name when they may be its cause.
  */
-export function describeMqttFailure(
-  err: ErrLike | null, broker: BrokerUrl, connected: boolean, gatewayClientId?: string, healthBytes?: number, tls?: TlsContext,
-): MqttFailure {
+export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, connected: boolean, ctx: MqttFailureContext = {}): MqttFailure {
+  const { gatewayClientId, healthBytes, tls } = ctx;
   const where = `${broker.host}:${broker.port}`;
   if (err instanceof MqttSetupError) {
     return { kind: 'setup', line: `mqtt setup failed: ${err.message}; retrying` };

@@ -374,8 +374,8 @@ export class HealthPublisher {
       // Protocol fallback (logged already): try again at once.
       this.retryNow = false;
     } else {
-      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, clientIdFor(this.o.site, this.o.node), inflightBytes, {
-        nowMs: this.clock.now(), clientCert: this.clientCert,
+      const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, {
+        gatewayClientId: clientIdFor(this.o.site, this.o.node), healthBytes: inflightBytes, tls: { nowMs: this.clock.now(), clientCert: this.clientCert },
       });
       // Taken over: another client connected with our id. Two gateways with one id would kick
       // each other out every second; the schedule keeps growing instead.

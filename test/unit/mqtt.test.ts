@@ -272,14 +272,14 @@ describe('failure descriptions', () => {
     const ended = { from: new Date('2020-01-01T00:00:00Z'), to: new Date('2020-01-02T00:00:00Z') };
     // mosquitto (OpenSSL) answers an expired client certificate with the certificate_expired alert.
     const alert = err('80AC6A85B77F0000:error:0A000415:SSL routines:ssl3_read_bytes:sslv3 alert certificate expired:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 45\n', 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED');
-    expect(describeMqttFailure(alert, secure, false, undefined, undefined, { nowMs, clientCert: ended }).line).toBe(
+    expect(describeMqttFailure(alert, secure, false, { tls: { nowMs, clientCert: ended } }).line).toBe(
       'mqtt connection failed: TLS: sslv3 alert certificate expired (the broker refused our client certificate: the one in mqtt.cert expired on 2020-01-02 00:00 UTC, ' +
         "and this machine's clock says 2026-12-06 11:20 UTC); renew mqtt.cert (or, if this machine's clock is what is wrong, set it: timedatectl)",
     );
     // A certificate valid by our clock: the broker's words only.
     const valid = { from: new Date('2026-01-01T00:00:00Z'), to: new Date('2027-01-01T00:00:00Z') };
-    expect(describeMqttFailure(alert, secure, false, undefined, undefined, { nowMs, clientCert: valid }).line).toMatch(/\(the broker says the client certificate has expired or was revoked\); check mqtt\.ca\/cert\/key$/);
-    expect(describeMqttFailure(err('certificate is not yet valid', 'CERT_NOT_YET_VALID'), secure, false, undefined, undefined, { nowMs }).line).toBe(
+    expect(describeMqttFailure(alert, secure, false, { tls: { nowMs, clientCert: valid } }).line).toMatch(/\(the broker says the client certificate has expired or was revoked\); check mqtt\.ca\/cert\/key$/);
+    expect(describeMqttFailure(err('certificate is not yet valid', 'CERT_NOT_YET_VALID'), secure, false, { tls: { nowMs } }).line).toBe(
       "mqtt connection failed: TLS: certificate is not yet valid (the broker's certificate is not valid yet, or this machine's clock is wrong: it says 2026-12-06 11:20 UTC); " +
         "check this machine's clock (timedatectl; a board without a battery-backed clock needs network time first)",
     );
