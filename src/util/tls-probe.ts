@@ -1,6 +1,8 @@
 // The certificate a TLS server presents, read by a handshake of our own: for a client whose
 // library keeps its sockets to itself (gRPC, for etcd). Nothing is sent after the handshake;
-// the connection is closed as soon as the certificate is in. The server's certificate is read
+// the connection is closed as soon as the certificate is in, with a close_notify and a FIN:
+// destroyed at once instead, it ended before the server had read our Finished (TLS 1.3), and
+// etcd logged each such probe as a rejected connection ("EOF"). The server's certificate is read
 // whatever it is (an expired one too: that is what the caller wants to know), so the
 // handshake does not verify it; our client certificate is offered when there is one, since
 // a server that requires one may end the handshake without it.
@@ -31,16 +33,22 @@ export function probePeerCertificate(o: TlsProbeOptions): Promise<CertValidity |
       servername: isIP(o.host) ? undefined : o.host,
       rejectUnauthorized: false,
     });
+    let timer = o.clock.after(o.timeoutMs, () => end(null));
     const end = (v: CertValidity | null) => {
       if (done) return;
       done = true;
       timer.cancel();
-      socket.destroy();
       resolve(v);
+      if (v === null) return void socket.destroy();
+      socket.end();
+      timer = o.clock.after(o.timeoutMs, () => socket.destroy()); // a server that never closes its side
     };
-    const timer = o.clock.after(o.timeoutMs, () => end(null));
     socket.once('secureConnect', () => end(peerCertValidity(socket)));
-    socket.once('error', () => end(null));
-    socket.once('close', () => end(null));
+    socket.on('error', () => end(null)); // every one: a reset after the handshake too
+    socket.once('close', () => {
+      end(null);
+      timer.cancel();
+    });
+    socket.resume(); // what the server sends after the handshake (session tickets) is read and dropped
   });
 }
