@@ -32,8 +32,9 @@ export class EtcdCertificates {
   /** Reads them now and every PERIOD_MS; nothing to do without an https:// endpoint. */
   start(): void {
     if (this.timer || !this.o.endpoints.some((e) => e.startsWith('https://'))) return;
-    void this.read();
-    this.timer = this.o.clock.every(PERIOD_MS, () => void this.read());
+    const read = () => void this.read().catch(() => undefined); // a bad endpoint URL: nothing to read
+    read();
+    this.timer = this.o.clock.every(PERIOD_MS, read);
   }
 
   stop(): void {

@@ -23,16 +23,25 @@ export interface TlsProbeOptions {
   timeoutMs: number;
 }
 
-/** The server's certificate dates; null when no handshake completed within the timeout. */
+/**
+ * The server's certificate dates; null when no handshake completed within the timeout, or the
+ * TLS files cannot be used (a key that is not the certificate's: the client's own error says so).
+ * Never rejects.
+ */
 export function probePeerCertificate(o: TlsProbeOptions): Promise<CertValidity | null> {
   return new Promise((resolve) => {
     let done = false;
-    const socket = tls.connect({
-      host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.alpn,
-      // SNI takes a host name, never an address (RFC 6066).
-      servername: isIP(o.host) ? undefined : o.host,
-      rejectUnauthorized: false,
-    });
+    let socket: tls.TLSSocket;
+    try {
+      socket = tls.connect({
+        host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.alpn,
+        // SNI takes a host name, never an address (RFC 6066).
+        servername: isIP(o.host) ? undefined : o.host,
+        rejectUnauthorized: false,
+      });
+    } catch {
+      return resolve(null); // the secure context refused the files
+    }
     let timer = o.clock.after(o.timeoutMs, () => end(null));
     const end = (v: CertValidity | null) => {
       if (done) return;
