@@ -17,6 +17,9 @@
 //                                                 fake copies; prints one JSON line
 //   node etcd-child.mjs rss                       whether importing the source loads gRPC (it must not),
 //                                                 and RSS before and after importing the etcd3 adapter
+//   node etcd-child.mjs probe '<options JSON>'    reads options.endpoint's certificate options.times
+//                                                 times in turn with the certificate reader's handshake
+//                                                 (util/tls-probe.js); prints {"type":"probed","read":N}
 //
 // Lines of the source's own log are JSON too but carry "level" instead of "type". Every run is
 // bounded: a watchdog prints {"type":"error","error":"timeout"} and exits 3 (default after 60 s).
@@ -244,7 +247,25 @@ async function rss() {
   process.exit(0);
 }
 
+async function probe() {
+  const { readFileSync } = await import('node:fs');
+  const { probePeerCertificate } = await import(new URL('util/tls-probe.js', dist));
+  const u = new URL(opts.endpoint);
+  const file = (f) => (f ? readFileSync(f) : undefined);
+  let read = 0;
+  for (let i = 0; i < (opts.times ?? 1); i++) {
+    const v = await probePeerCertificate({
+      host: u.hostname, port: Number(u.port), ca: file(opts.tls?.ca), cert: file(opts.tls?.cert), key: file(opts.tls?.key), alpn: ['h2'],
+      clock: systemClock, timeoutMs: 5_000,
+    });
+    if (v) read++;
+  }
+  out({ type: 'probed', read });
+  process.exit(0);
+}
+
 if (mode === 'follow') await follow();
+else if (mode === 'probe') await probe();
 else if (mode === 'bench') await bench();
 else if (mode === 'fill') await fill();
 else if (mode === 'rss') await rss();
