@@ -27,7 +27,7 @@ const ETCD_TLS_WORDS: TlsWords = {
  * The short cause of a TLS failure as gRPC reports it: OpenSSL's reason, or Node's words, of
  * "14 UNAVAILABLE: No connection established. Last error: Error: certificate is not yet valid. Resolution note: ".
  */
-export function tlsReason(msg: string): string {
+function grpcTlsReason(msg: string): string {
   return opensslReason(msg) ?? /Last error: (?:Error: )?(.+?)\.? *(?:\(\d{4}-[^)]*\)\.?)? *(?:Resolution note:|$)/.exec(msg)?.[1] ?? msg;
 }
 
@@ -203,7 +203,7 @@ export class EtcdConnection {
           '(vxedge rbac -c FILE prints the etcdctl commands)';
       case 'tls': {
         const tls = explainTls(msg, ETCD_TLS_WORDS, { nowMs: this.clock.now(), clientCert: this.clientCert() });
-        return `TLS to etcd at ${endpoints} failed (${tlsReason(msg)}): ${tls ? `${tls.why}; ${tls.fix}` : ETCD_TLS_WORDS.files}`;
+        return `TLS to etcd at ${endpoints} failed (${grpcTlsReason(msg)}): ${tls ? `${tls.why}; ${tls.fix}` : ETCD_TLS_WORDS.files}`;
       }
       case 'nospace':
         // Reads and lease renewals still work: peers are followed, a lease we hold is kept.

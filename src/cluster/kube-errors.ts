@@ -30,10 +30,8 @@ const RBAC_FIX = 'grant it with `vxedge rbac -c FILE | kubectl apply -f -`';
 
 const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT']);
 const CUT = new Set(['ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE']);
-const UNTRUSTED = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_SIGNATURE_FAILURE',
-]);
+/** Node's verification codes that util/tls-failure.ts's causes leave to the general words here. */
+const UNTRUSTED = new Set(['CERT_SIGNATURE_FAILURE']);
 
 type Errorish = { code?: unknown; body?: unknown; message?: unknown; syscall?: unknown; path?: unknown; name?: unknown };
 

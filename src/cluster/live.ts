@@ -136,12 +136,12 @@ export class LiveMembership {
     this.source.setOwnLease({ name: siteNodeName(cfg), subnet: cfg.overlay.subnet, vni: cfg.vxlan.vni, vtepMac: this.o.siteMac, publicIp: ip });
   }
 
-  /** The health document's `cluster` (null for a static site). */
   /** The certificates the cluster's servers presented last (the API server's, etcd's members'). */
   serverCertificates(): SiteCertificate[] {
     return this.source?.serverCertificates?.() ?? [];
   }
 
+  /** The health document's `cluster` (null for a static site). */
   status(peers: number): ClusterStatus | null {
     if (!this.source) return null;
     return { ...this.source.status(), peers, skipped: this.skipped };
