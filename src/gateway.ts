@@ -34,6 +34,7 @@ import { SiteNat } from './nat/site-nat.js';
 import { defaultGateway, linkDetails, neighboursIPv4, routesIPv4, type KernelRoute, type LinkInfo } from './control/iproute.js';
 import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
+import { ClockStepWatch, describeStep, type ClockStep } from './util/clock-step.js';
 import type { Logger } from './util/log.js';
 import { readOnlyHint } from './util/read-only.js';
 import { Rerun } from './util/rerun.js';
@@ -89,6 +90,8 @@ export class Gateway extends EventEmitter {
   private readonly kernelEvents: KernelEvents;
   /** The site's certificate files (MQTT's, the cluster's), for the `certificates` check with those the servers present. */
   private readonly certificates: CertificateReader;
+  /** Looked at every tick: network time setting the clock after a boot. */
+  private readonly clockWatch: ClockStepWatch;
 
   private constructor(
     private cfg: Config,
@@ -99,6 +102,7 @@ export class Gateway extends EventEmitter {
     super();
     const { clock, log } = d;
     this.startedAt = this.lastTickAt = clock.monotonic();
+    this.clockWatch = new ClockStepWatch(clock);
     this.control = new ControlPlane(t.dataplane, {
       intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout, clock, log,
       publish: () => this.publishSoon(),
@@ -307,12 +311,27 @@ export class Gateway extends EventEmitter {
 
   private tick(): void {
     this.lastTickAt = this.d.clock.monotonic();
+    const step = this.clockWatch.look();
+    if (step) this.clockSet(step);
     this.control.tick();
     this.publish();
     // A data plane that stopped reading (its device deleted, a socket gone) never comes back
     // in this process: say so once, and let the caller stop it for a fresh start.
     const dead = this.t.dataplane.pollError;
     if (dead !== null) this.fatal(`data plane stopped: ${dead}`);
+  }
+
+  /**
+   * The wall clock was set (network time, after a boot without a battery-backed clock): said,
+   * since every timestamp after it jumps; connections that failed, perhaps on certificates the
+   * wrong clock called not valid, try again now; the certificates check dates them anew.
+   */
+  private clockSet(step: ClockStep): void {
+    const iso = (ms: number) => new Date(ms).toISOString();
+    this.d.log.info(`the wall clock was set ${describeStep(step.byMs)}`, { from: iso(step.fromMs), to: iso(step.toMs) });
+    this.publisher.clockStepped();
+    this.membership?.clockStepped();
+    this.checksRun.request();
   }
 
   /** What this process holds cannot recover: 'fatal', once; `vxedge run` stops it and exits 1 for a fresh start. */

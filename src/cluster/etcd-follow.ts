@@ -165,6 +165,14 @@ export class EtcdFollower {
     this.endWatches();
   }
 
+  /** Waiting out the backoff after a failed sync: sync now, the backoff started afresh. True when it will. */
+  retryNow(): boolean {
+    if (this.syncTimer === null || this.syncFailures === 0) return false;
+    this.syncFailures = 0;
+    this.scheduleSync(0);
+    return true;
+  }
+
   private scheduleSync(ms: number): void {
     this.syncTimer?.cancel();
     this.syncTimer = this.o.conn.clock.after(ms, () => {

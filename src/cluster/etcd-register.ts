@@ -225,6 +225,31 @@ export class EtcdRegistrar {
     }
   }
 
+  /**
+   * Waiting out the backoff after a failed write or renewal: try now, the backoff started
+   * afresh. True when it will.
+   */
+  retryNow(): boolean {
+    let again = false;
+    if (this.regTimer !== null && this.regFailures > 0) {
+      this.regFailures = 0;
+      this.scheduleReconcile(0);
+      again = true;
+    }
+    if (this.renewTimer !== null && this.renewFailures > 0) {
+      this.renewTimer.cancel();
+      this.renewFailures = 0;
+      // Without a client (the source is connecting anew) renew() does nothing: the sync that
+      // connects has the registrar reconcile, which renews and schedules the next renewal.
+      this.renewTimer = this.conn.clock.after(0, () => {
+        this.renewTimer = null;
+        void this.renew();
+      });
+      again = true;
+    }
+    return again;
+  }
+
   private scheduleReconcile(ms: number): void {
     this.regTimer?.cancel();
     this.contended = false;

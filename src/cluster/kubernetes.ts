@@ -230,6 +230,10 @@ export class KubernetesSource implements ClusterSource {
   private viewTimer: Timer | null = null;
   /** Ends the current wait of the loop (a watch or a backoff sleep); stop() calls it. */
   private wake: (() => void) | null = null;
+  /** The loop's current wait is our own backoff after a failure: not a watch, nor a wait the server asked for. */
+  private backingOff = false;
+  /** The registration retry pending waits our own backoff, not a Retry-After. */
+  private regBackingOff = false;
 
   constructor(opts: KubernetesSourceOptions) {
     this.o = { ...DEFAULTS, ...opts } as KubernetesSourceOptions & typeof DEFAULTS;
@@ -256,6 +260,31 @@ export class KubernetesSource implements ClusterSource {
 
   onView(cb: (view: ClusterView) => void): void {
     this.viewCbs.push(cb);
+  }
+
+  /**
+   * The wall clock was set: what failed and waits out our backoff (the list or watch, our
+   * Node's write) is tried now, the backoff started afresh. TLS may have failed on the clock
+   * (the API server's certificate "not valid yet"; an exec plugin's token signed with a wrong
+   * time, a 401), and a retry could be 30 s away. A wait the server asked for (Retry-After) stands.
+   */
+  clockStepped(): void {
+    if (this.stopped) return;
+    const follow = this.backingOff && this.wake !== null;
+    const register = this.regRetry !== null && this.regBackingOff;
+    if (!follow && !register) return;
+    this.o.log.info('kubernetes: trying again now: the clock was set');
+    if (follow) {
+      this.failures = 0;
+      this.wake!();
+    }
+    if (register) {
+      this.regRetry!.cancel();
+      this.timers.delete(this.regRetry!);
+      this.regRetry = null;
+      this.regFailures = 0;
+      this.kickRegistration();
+    }
   }
 
   setOwnLease(lease: OwnLease): void {
@@ -336,7 +365,7 @@ export class KubernetesSource implements ClusterSource {
         continue;
       } catch (e) {
         this.fail(e, this.listFrom !== null ? 'list nodes' : 'watch nodes');
-        await this.sleep(retryDelay(this.failures - 1, this.o.backoff, e));
+        await this.sleep(retryDelay(this.failures - 1, this.o.backoff, e), retryAfterOf(e) === null);
       }
     }
   }
@@ -507,18 +536,23 @@ export class KubernetesSource implements ClusterSource {
     };
   }
 
-  private sleep(ms: number): Promise<void> {
+  /** `ours`: a backoff of our own, which a clock step ends (clockStepped); not a Retry-After. */
+  private sleep(ms: number, ours = false): Promise<void> {
     if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
       const wake = () => {
         t.cancel();
         this.timers.delete(t);
-        if (this.wake === wake) this.wake = null;
+        if (this.wake === wake) {
+          this.wake = null;
+          this.backingOff = false;
+        }
         resolve();
       };
       const t = this.o.clock.after(ms, wake);
       this.timers.add(t);
       this.wake = wake;
+      this.backingOff = ours;
     });
   }
 
@@ -601,6 +635,7 @@ export class KubernetesSource implements ClusterSource {
       this.kickRegistration();
     });
     this.regRetry = t;
+    this.regBackingOff = retryAfterOf(failure) === null;
     this.timers.add(t);
   }
 

@@ -141,6 +141,11 @@ export class LiveMembership {
     return this.source?.serverCertificates?.() ?? [];
   }
 
+  /** The wall clock was set: the source retries now what failed and waits out a backoff. */
+  clockStepped(): void {
+    this.source?.clockStepped?.();
+  }
+
   /** The health document's `cluster` (null for a static site). */
   status(peers: number): ClusterStatus | null {
     if (!this.source) return null;

@@ -78,4 +78,6 @@ export interface ClusterSource {
   registrationRefusal?(siteMac: string | null): Promise<string | null>;
   /** The certificates the cluster's servers presented last, for the certificates check. */
   serverCertificates?(): SiteCertificate[];
+  /** The wall clock was set (util/clock-step.ts): retry now what failed and waits out a backoff. */
+  clockStepped?(): void;
 }

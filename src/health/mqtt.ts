@@ -212,6 +212,21 @@ export class HealthPublisher {
     }
   }
 
+  /**
+   * The wall clock was set (network time after a boot; util/clock-step.ts): a connection that
+   * failed and waits out its backoff is tried now, the backoff started afresh. Its TLS may have
+   * failed on the clock (every certificate "not valid yet"), and its next retry could be a
+   * minute away. True when it tried.
+   */
+  clockStepped(): boolean {
+    if (!this.running || this.retryTimer === null) return false;
+    this.retryTimer.cancel();
+    this.failures = 0;
+    this.o.log.info('mqtt: connecting again now: the clock was set');
+    void this.attempt();
+    return true;
+  }
+
   /** The broker's certificate as it presented it at the last connection, for the certificates check. */
   brokerCertificate(): SiteCertificate | null {
     return this.brokerCert && { what: `the broker's certificate (${maskUrl(this.o.mqtt.url!)})`, validity: this.brokerCert, presented: true };

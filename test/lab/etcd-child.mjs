@@ -6,7 +6,9 @@
 //                                                 ({"type":"view"}) and per status change
 //                                                 ({"type":"status"}); reads commands on stdin, one
 //                                                 JSON object a line: {"cmd":"setOwnLease","lease":{...}},
-//                                                 {"cmd":"stop"} (prints {"type":"stopped"} and exits 0)
+//                                                 {"cmd":"clockStepped"} (what the gateway calls when
+//                                                 the wall clock was set), {"cmd":"stop"} (prints
+//                                                 {"type":"stopped"} and exits 0)
 //   node etcd-child.mjs bench '<options JSON>'    writes options.leases flannel leases with the etcd3
 //                                                 client, then times start -> first view and one change
 //                                                 -> view; prints one JSON line
@@ -97,6 +99,7 @@ async function follow() {
       return out({ type: 'error', error: `not a command: ${line}` });
     }
     if (c.cmd === 'setOwnLease') src.setOwnLease(ownLease(c.lease));
+    if (c.cmd === 'clockStepped') src.clockStepped();
     if (c.cmd === 'stop') {
       await src.stop();
       clearInterval(poll);

@@ -21,6 +21,7 @@ import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { ensureDist } from '../support/dist.js';
 import { datedCert } from '../support/kube-pki.mjs';
 import { makeTls } from './mosquitto.js';
+import { preloadEnv, settableClock, type Preload } from './vxedge.js';
 
 const PREFIX = 'vxetcd';
 /** vxetcd-<pid>: createNamespace() in beforeAll. */
@@ -104,14 +105,14 @@ class Follower {
   }
 }
 
-describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source against a real etcd', () => {
+describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster source against a real etcd', () => {
   let dir: string;
   let etcd: EtcdServer;
   const followers: Follower[] = [];
 
-  function follow(o: Record<string, unknown>): Follower {
+  function follow(o: Record<string, unknown>, preload?: Preload): Follower {
     const opts = { endpoints: [etcd.endpoint], lifetimeMs: 90_000, ...o };
-    const f = new Follower(nsSpawn(NS, [process.execPath, CHILD, 'follow', JSON.stringify(opts)]));
+    const f = new Follower(nsSpawn(NS, [...(preload ? ['env', ...preloadEnv(preload)] : []), process.execPath, CHILD, 'follow', JSON.stringify(opts)]));
     followers.push(f);
     return f;
   }
@@ -388,6 +389,32 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('etcd cluster source agains
       await f.stop();
     } finally {
       await future.secure.stop();
+    }
+  });
+
+  it('TLS on a clock in the past, then the clock set: in sync at once, not after the backoff', async () => {
+    const { secure, t } = await startTlsEtcd('clock', 2487, 'vxedge');
+    try {
+      const clock = settableClock(path.join(dir, 'faketime-etcd'), '2020-01-01 00:00:00');
+      const f = follow({
+        endpoints: [secure.endpoint], register: false, tls: { ca: t.ca, cert: t.clientCert, key: t.clientKey },
+        backoff: { initialMs: 60_000, maxMs: 60_000 },
+      }, clock.preload);
+      await f.until("etcd's certificate not valid yet to this clock", () => /not valid yet, or this machine's clock is wrong: it says 2020-01-01/.test(f.status?.error ?? ''));
+      // Let gRPC's own channel fail and back off too (it connects again by itself, from 1 s
+      // up): a call after the step must not wait for that either.
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect(f.status?.connected).toBe(false);
+      clock.setNow();
+      const steppedAt = Date.now();
+      f.send({ cmd: 'clockStepped' });
+      // Our backoff's next retry is 30-60 s after the first: well past this deadline.
+      await f.until('following once the clock is set', () => f.status?.connected === true && f.view !== undefined, 8_000);
+      console.log(`etcd: in sync ${Date.now() - steppedAt} ms after the clock was set`);
+      expect(f.logs.join('\n')).toMatch(/etcd: trying again now: the clock was set/);
+      await f.stop();
+    } finally {
+      await secure.stop();
     }
   });
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
-import { checkCommand, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
+import { checkCommand, settableClock, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import { datedCert } from '../support/kube-pki.mjs';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -30,7 +30,7 @@ function validDoc(payload: string): HealthDocument {
   return doc;
 }
 
-describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', 'mosquitto_passwd', 'openssl']))('health over MQTT (real mosquitto)', () => {
+describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', 'mosquitto_passwd', 'openssl', 'faketime']))('health over MQTT (real mosquitto)', () => {
   let env: LabEnv;
   let dir: string;
   let tls: TlsFiles;
@@ -38,7 +38,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
 
   /** A gateway publishing to `mqtt`; it is killed after the test that started it. */
   async function gateway(mqtt: Record<string, unknown>, o: GatewayOptions = {}): Promise<RunningGateway> {
-    const gw = await startGateway(env, { ...o, extra: { mqtt: { interval: '5s', ...mqtt } } });
+    const gw = await startGateway(env, { ...o, extra: { ...o.extra, mqtt: { interval: '5s', ...mqtt } } });
     gateways.push(gw);
     return gw;
   }
@@ -355,6 +355,43 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         detail: expect.stringMatching(new RegExp(`^the broker's certificate \\(mqtts://${env.INET_WAN_IP.replace(/\./g, '\\.')}:8884\\) ends on \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC, in [45] days$`)),
         fix: `have its operator renew the broker's certificate (mqtts://${env.INET_WAN_IP}:8884) before then`,
       });
+      expect(await gw.stop('SIGTERM')).toBe(0);
+    });
+
+    it("(d) booted with the clock in the past (no battery-backed clock): TLS fails naming the clock; network time sets it, and the gateway connects at once, not at its next retry", async () => {
+      // libfaketime in the gateway's process only: its wall clock reads what the file says
+      // (re-read at every call), its monotonic clock is the real one, as on a board where
+      // network time steps the clock after boot.
+      const clock = settableClock(path.join(dir, 'faketime'), '2020-01-01 00:00:00');
+      const gw = await gateway(
+        { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey },
+        { preload: clock.preload, extra: { log: { level: 'debug' } } },
+      );
+      await gw.waitUp();
+      // The broker's certificate starts today: to this clock it is not valid yet.
+      const failed = await gw.waitLog(/^mqtt connection failed: TLS: /, {}, 10_000);
+      expect(failed.msg).toMatch(/not valid yet, or this machine's clock is wrong: it says 2020-01-0[12]/);
+      // Let the backoff grow (1, 2, 4 s ± 30 %) until the next retry is at least 5 s away.
+      const longWait = await gw.until(() => gw.logEntries().find((e) => /^mqtt connection failed: TLS: /.test(e.msg) && Number(e.retryInS) >= 5),
+        'a retry at least 5 s away', 20_000);
+      const tried = gw.logEntries().filter((e) => e.msg === 'mqtt connecting').length;
+      const certs = (d: HealthDocument) => d.checks.find((c) => c.name === 'certificates');
+      expect(certs((await gw.waitStatus((d) => certs(d) !== undefined))!)).toMatchObject({ ok: false, detail: expect.stringMatching(/^mqtt\.ca is valid only from .*this machine's clock says 2020-01-01/) });
+      clock.setNow(); // network time
+      const set = await gw.waitLog(/^the wall clock was set forward by \d+d/, {}, 10_000);
+      expect(Date.parse(String(set.from))).toBeLessThan(Date.parse('2021-01-01'));
+      expect(Math.abs(Date.parse(String(set.to)) - Date.now())).toBeLessThan(60_000);
+      await gw.waitLog(/^mqtt connected$/, {}, 5_000);
+      // Connected by the retry the step started: one attempt after the failure that scheduled
+      // a retry 5 s or more away, and it was the one the step made.
+      const after = gw.logEntries().filter((e) => Date.parse(e.ts) >= Date.parse(set.ts)).map((e) => e.msg);
+      expect(after.filter((m) => /^mqtt:? (connecting|connected|connection failed)/.test(m)))
+        .toEqual(['mqtt: connecting again now: the clock was set', 'mqtt connecting', 'mqtt connected']);
+      expect(gw.logEntries().filter((e) => e.msg === 'mqtt connecting')).toHaveLength(tried + 1);
+      expect(Number(longWait.retryInS)).toBeGreaterThanOrEqual(5);
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 10_000, sub)).toBe('online');
+      // The certificates check is dated again at the step, not at its next 30 s round.
+      await gw.waitStatus((d) => certs(d)?.ok === true, 8_000);
       expect(await gw.stop('SIGTERM')).toBe(0);
     });
 

@@ -2,7 +2,7 @@
 // reading its status file. A launcher says how the process is started: the host's node
 // with this checkout's dist/ (nativeLauncher, the default), or e.g. an ARM Node under
 // qemu-user with a .deb payload (test/lab/arm-launcher.ts).
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -36,6 +36,24 @@ export interface Preload {
 /** The environment assignments (NAME=value) that load the preload into a process. */
 export function preloadEnv(p: Preload): string[] {
   return [`LD_PRELOAD=${p.lib}`, ...Object.entries(p.env).map(([k, v]) => `${k}=${v}`)];
+}
+
+/**
+ * A wall clock of its own for one process, set from the test: Debian's libfaketime preloaded,
+ * reading `file` at every call (FAKETIME_NO_CACHE), with the real monotonic clock, as on a
+ * board that boots with its clock in the past and is set by network time later.
+ */
+export function settableClock(file: string, start: string): { preload: Preload; setNow(): void } {
+  const lib = readdirSync('/usr/lib', { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => path.join('/usr/lib', d.name, 'faketime', 'libfaketime.so.1'))
+    .find((f) => existsSync(f));
+  if (!lib) throw new Error('libfaketime.so.1 not found under /usr/lib/*/faketime: apt-get install faketime (scripts/setup does)');
+  writeFileSync(file, `@${start}\n`);
+  return {
+    preload: { lib, env: { FAKETIME_TIMESTAMP_FILE: file, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' } },
+    setNow: () => writeFileSync(file, '+0\n'),
+  };
 }
 
 /** How the gateway process is started in the gateway namespace. */

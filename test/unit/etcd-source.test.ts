@@ -437,6 +437,63 @@ describe('EtcdSource: errors name the fix', () => {
     }
   });
 
+  it('the clock set while a failed sync waits out its backoff: synced at once, on the same client; one in sync is left alone', async () => {
+    let connects = 0;
+    let clockRight = false;
+    const { clock, fake, src, views, log } = setup({
+      backoff: { initialMs: 20_000, maxMs: 30_000, random: () => 0.999 },
+      connect: async () => {
+        connects++;
+        const kv = Object.create(fake) as FakeEtcd;
+        // TLS fails while this machine's clock is in the past.
+        kv.get = async (k) => {
+          if (!clockRight) throw new EtcdKvError('tls', 'certificate is not yet valid');
+          return fake.get(k);
+        };
+        return kv;
+      },
+    });
+    const said = () => log.lines.filter((l) => l.msg === 'etcd: trying again now: the clock was set').length;
+    src.start();
+    await settle();
+    expect(src.status().error).toMatch(/^TLS to etcd at .*not valid yet/);
+    await run(clock, 2_000);
+    expect(views).toHaveLength(0);
+    clockRight = true;
+    src.clockStepped();
+    expect(said()).toBe(1);
+    await run(clock, 200);
+    expect(src.status()).toMatchObject({ connected: true, error: null });
+    expect(views).toHaveLength(1);
+    // In sync: nothing waits, nothing is said, the client and its watches stay.
+    const watches = fake.calls.watch;
+    src.clockStepped();
+    await run(clock, 2_000);
+    expect([connects, said(), fake.calls.watch]).toEqual([1, 1, watches]);
+    await src.stop();
+  });
+
+  it('the clock set while a failed write of our lease waits out its backoff: written at once', async () => {
+    let connects = 0;
+    const { clock, fake, src, log } = setup({
+      backoff: { initialMs: 20_000, maxMs: 30_000, random: () => 0.999 },
+      connect: async () => (connects++, fake),
+    });
+    fake.failNext('putIf', 'unavailable', '14 UNAVAILABLE: connection reset');
+    src.setOwnLease(OWN);
+    src.start();
+    await settle();
+    expect(src.status().error).toMatch(/^cannot register/);
+    await run(clock, 2_000);
+    expect(src.status().registered).toBe(false);
+    src.clockStepped();
+    await run(clock, 200);
+    expect(src.status()).toMatchObject({ registered: true, error: null });
+    expect(connects).toBe(1);
+    expect(log.lines.map((l) => l.msg)).toContain('etcd: trying again now: the clock was set');
+    await src.stop();
+  });
+
   it('refuses an empty endpoint list and a TTL etcd would not grant', () => {
     expect(() => setup({ endpoints: [] })).toThrow(/cluster\.etcd\.endpoints is empty/);
     expect(() => setup({ leaseTtlS: 1 })).toThrow(/leaseTtlS 1/);

@@ -483,6 +483,43 @@ describe('following Nodes', () => {
     expect(lists()).toHaveLength(1); // resumed from the kept version: no relist
   });
 
+  it('the clock set while the list waits out our backoff: listed again at once, the backoff afresh; a Retry-After the server asked for stands', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24' }));
+    await api.server.down();
+    const { src, views, log } = source({ backoff: { initialMs: 20_000, maxMs: 30_000, random: () => 0.999 } });
+    src.start();
+    await drive(clock, () => src.status().error?.includes('cannot reach the API server'), 'the first list refused');
+    await api.server.up();
+    await quiet(2_000);
+    expect(views).toHaveLength(0); // 20 s of backoff ahead
+    src.clockStepped();
+    expect(log.lines.map((l) => l.msg)).toContain('kubernetes: trying again now: the clock was set');
+    const at = clock.monotonic();
+    await drive(clock, () => views.length === 1, 'the view after the step');
+    expect(clock.monotonic() - at).toBeLessThan(1_000);
+    expect(src.status()).toMatchObject({ connected: true, error: null });
+    // Watching, nothing waits: a step changes nothing (the watch goes on, none other is made).
+    await drive(clock, () => watches().length === 1, 'the watch');
+    const before = log.lines.length;
+    src.clockStepped();
+    await quiet(500);
+    expect(log.lines.slice(before).map((l) => l.msg)).not.toContain('kubernetes: trying again now: the clock was set');
+    expect(watches()).toHaveLength(1);
+    expect(lists()).toHaveLength(1); // the one after the step (the refused ones never reached it)
+    // Shed with Retry-After: 5 s: the step leaves the server's wait alone.
+    await freshServer();
+    api.server.shedding = { retryAfter: '5', methods: ['GET'] };
+    const shed = source({ backoff: { initialMs: 200, maxMs: 2_000, random: () => 0 } });
+    shed.src.start();
+    const [shedAt] = await shedTimes(1);
+    shed.src.clockStepped();
+    api.server.shedding = null;
+    await drive(clock, () => lists().length === 1, 'the list again');
+    expect(clock.monotonic() - shedAt).toBeGreaterThanOrEqual(5_000);
+    expect(shed.log.lines.map((l) => l.msg)).not.toContain('kubernetes: trying again now: the clock was set');
+  });
+
   it('notices a silently dead watch after timeoutSeconds plus the grace, and reconnects', async () => {
     await freshServer();
     // The jitter at its middle: the watch asks for 1.5 × 5 s.
@@ -938,6 +975,20 @@ describe('registration', () => {
     expect(err).toContain('vxedge rbac -c FILE | kubectl apply -f -');
     expect(src.status()).toMatchObject({ connected: true, registered: false });
     expect(views).toHaveLength(1);
+  });
+
+  it('the clock set while a refused create waits out our backoff: created again at once', async () => {
+    await freshServer();
+    const { src, log } = source({ register: true, token: 'read-only', backoff: { initialMs: 20_000, maxMs: 30_000, random: () => 0.999 } });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().error?.includes('not allowed to create nodes'), 'a refused create');
+    const posts = () => writes().filter((r: { method: string }) => r.method === 'POST');
+    await quiet(1_000);
+    expect(posts()).toHaveLength(1);
+    src.clockStepped();
+    expect(log.lines.map((l) => l.msg)).toContain('kubernetes: trying again now: the clock was set');
+    await drive(clock, () => posts().length === 2, 'the create again', { stepMs: 0 });
   });
 
   it('a create shed with a 429 is tried again when the server asked (Retry-After), then registers', async () => {

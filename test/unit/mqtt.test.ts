@@ -671,6 +671,41 @@ describe('HealthPublisher', () => {
     expect(h.warns()[1]).toMatch(/Not authorized \(CONNACK 5\); check mqtt\.username/);
   });
 
+  it('the clock set while a failed connection waits out its backoff: tried again at once, the backoff started afresh', async () => {
+    const h = harness({ url: 'mqtts://broker.example:8883' }, () => 0.5);
+    clock.setWall(Date.UTC(2026, 0, 1)); // booted in the past
+    h.p.start();
+    await settle();
+    const notYetValid = () => Object.assign(new Error('certificate is not yet valid'), { code: 'CERT_NOT_YET_VALID' });
+    for (let i = 0; i < 5; i++) {
+      const n = h.clients.length;
+      h.last().fail(notYetValid());
+      for (let waited = 0; h.clients.length === n && waited < 120_000; waited += 100) await clock.advanceAsync(100);
+    }
+    h.last().fail(notYetValid()); // the sixth attempt fails: the next is 32 s away
+    await settle();
+    const n = h.clients.length;
+    expect(h.p.status().lastError).toMatch(/it says 2026-01-01/);
+    await clock.advanceAsync(10_000);
+    expect(h.clients).toHaveLength(n);
+    clock.setWall(Date.UTC(2026, 10, 24, 12, 0, 0)); // network time
+    expect(h.p.clockStepped()).toBe(true);
+    await settle();
+    expect(h.clients).toHaveLength(n + 1);
+    expect(h.lines.map((l) => l.msg)).toContain('mqtt: connecting again now: the clock was set');
+    // Failing again, it waits the first step of the backoff, not the 60 s that came next.
+    h.last().fail(notYetValid());
+    await clock.advanceAsync(1000);
+    expect(h.clients).toHaveLength(n + 2);
+    // Connected, or waiting for nothing: a step changes nothing.
+    h.last().accept();
+    await settle();
+    expect(h.p.clockStepped()).toBe(false);
+    expect(h.clients).toHaveLength(n + 2);
+    await h.p.stop();
+    expect(h.p.clockStepped()).toBe(false);
+  });
+
   it('lets a published document go: after a reconnect the next document is published, retained, at once', async () => {
     const h = harness({ interval: 30_000 }, () => 0);
     h.p.start();
