@@ -8,6 +8,7 @@ import { leaseName } from '../cluster/flannel-lease.js';
 import { loadClusterSource, siteNodeName } from '../cluster/live.js';
 import { mergePeers } from '../cluster/membership.js';
 import type { ClusterSource, ClusterView, SkippedNode } from '../cluster/types.js';
+import type { SiteCertificate } from '../util/tls-failure.js';
 import type { Config, PeerConfig } from '../config/types.js';
 import { readVtepMac } from '../control/state.js';
 import type { CheckResult } from '../health/document.js';
@@ -26,6 +27,8 @@ export interface ClusterPreflight {
   check: CheckResult;
   /** The peers a start would use now (static and cluster, merged); null when the cluster could not be read. */
   peers: PeerConfig[] | null;
+  /** The certificates the cluster's servers presented (the API server's, etcd's members'), for the certificates line. */
+  presented?: SiteCertificate[];
 }
 
 export interface ClusterPreflightOptions {
@@ -54,6 +57,7 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
   if (!source) return null;
   let answer: ClusterView | string | null;
   let refusal: string | null = null;
+  let presented: SiteCertificate[] = [];
   const mac = await siteMac(cfg);
   try {
     answer = await firstAnswer(source, clock, waitMs);
@@ -61,6 +65,10 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
     if (typeof answer === 'object' && answer !== null && cfg.cluster.register && source.registrationRefusal) {
       refusal = await within(source.registrationRefusal(mac), clock, waitMs, null);
     }
+    // The servers' certificates, as the running gateway's check dates them (etcd's: a handshake
+    // of their own, bounded; the API server's: read from its answers).
+    await within(source.serverCertificatesRead?.() ?? Promise.resolve(), clock, waitMs, undefined);
+    presented = source.serverCertificates?.() ?? [];
   } finally {
     // A source whose connection never completed may never stop: not waited for beyond STOP_WAIT_MS.
     await within(source.stop().catch(() => undefined), clock, STOP_WAIT_MS, undefined);
@@ -68,8 +76,8 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
   if (answer === null) {
     return failed(`no answer within ${waitMs / 1000} s`, `check that this box reaches ${reachTarget(cfg)} (firewall, DNS, the site's router); the gateway keeps trying, and its log names each failure`);
   }
-  if (typeof answer === 'string') return failed(beforeStart(answer));
-  return judged(cfg, where, answer, mac, refusal);
+  if (typeof answer === 'string') return { ...failed(beforeStart(answer)), presented };
+  return { ...judged(cfg, where, answer, mac, refusal), presented };
 }
 
 /**

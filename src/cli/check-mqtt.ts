@@ -9,9 +9,9 @@ import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import { connectOnce, type ConnectIo } from '../health/mqtt-connect.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
-import { MqttSetupError, buildClientOptions, clientIdFor, closeClient, loadSecrets, parseBrokerUrl, type ProtocolVersion } from '../health/mqtt-options.js';
+import { MqttSetupError, brokerCertificate, buildClientOptions, clientIdFor, closeClient, loadSecrets, parseBrokerUrl, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock } from '../util/clock.js';
-import { certValidity } from '../util/tls-failure.js';
+import { certValidity, type SiteCertificate } from '../util/tls-failure.js';
 
 /** How long `vxedge check` waits for the broker's answer. */
 export const MQTT_CHECK_WAIT_MS = 8_000;
@@ -21,13 +21,19 @@ export function checkClientId(cfg: Pick<Config, 'site' | 'node'>): string {
   return `${clientIdFor(cfg.site, cfg.node).slice(0, 122)}-check`;
 }
 
+export interface MqttPreflight {
+  check: CheckResult;
+  /** The certificate the broker presented (mqtts:// and connected), for the certificates line. */
+  presented: SiteCertificate | null;
+}
+
 /** The `mqtt` check; null when mqtt.url is not set. */
-export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url, opts) => mqtt.connect(url, opts), clock: systemClock }, waitMs = MQTT_CHECK_WAIT_MS): Promise<CheckResult | null> {
+export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url, opts) => mqtt.connect(url, opts), clock: systemClock }, waitMs = MQTT_CHECK_WAIT_MS): Promise<MqttPreflight | null> {
   const m = cfg.mqtt;
   if (!m.url) return null;
   const where = maskUrl(m.url);
   // The failure sentences carry what to check, as the gateway's log does: no separate fix.
-  const fail = (detail: string): CheckResult => ({ name: 'mqtt', ok: false, detail: `${where}: ${detail}` });
+  const fail = (detail: string): MqttPreflight => ({ check: { name: 'mqtt', ok: false, detail: `${where}: ${detail}` }, presented: null });
   let secrets;
   try {
     secrets = await loadSecrets(m);
@@ -55,10 +61,14 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
     return fail(line + idNote);
   }
   const max = r.client.options.properties?.maximumPacketSize;
+  const presented = brokerCertificate(m.url, r.client);
   closeClient(r.client);
   const as = m.username !== null ? `, as ${m.username}` : '';
   return {
-    name: 'mqtt', ok: true,
-    detail: `${where}: connected (MQTT ${version === 5 ? '5.0' : '3.1.1'}${as})${typeof max === 'number' ? `; the broker takes packets up to ${max} bytes` : ''}`,
+    check: {
+      name: 'mqtt', ok: true,
+      detail: `${where}: connected (MQTT ${version === 5 ? '5.0' : '3.1.1'}${as})${typeof max === 'number' ? `; the broker takes packets up to ${max} bytes` : ''}`,
+    },
+    presented,
   };
 }

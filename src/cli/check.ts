@@ -13,8 +13,8 @@ import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
-import { clusterPreflight } from './check-cluster.js';
-import { mqttPreflight } from './check-mqtt.js';
+import { clusterPreflight, type ClusterPreflight } from './check-cluster.js';
+import { mqttPreflight, type MqttPreflight } from './check-mqtt.js';
 import { stunPreflight } from './check-stun.js';
 
 /**
@@ -39,11 +39,12 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   results.push(await checkDeviceName(cfg.overlay.device, running?.tunnel.device === cfg.overlay.device ? running.pid : null));
   const files = await checkFiles(cfg);
   if (files) results.push(files);
-  const certs = certificatesCheck(await new CertificateReader(certificateSources(cfg)).read(), systemClock.now());
-  if (certs) results.push(certs);
+  // The certificates line stands here, once the broker and the cluster have presented theirs.
+  const fileCerts = await new CertificateReader(certificateSources(cfg)).read();
+  const certsAt = results.length;
   // Asked now, answered while the checks below run (up to 10 s for a cluster or broker that does not answer).
-  const cluster = clusterPreflight(cfg).catch((e: Error) => ({ check: { name: 'cluster', ok: false, detail: `could not ask the cluster: ${e.message}` }, peers: null }));
-  const mqtt = mqttPreflight(cfg).catch((e: Error): CheckResult => ({ name: 'mqtt', ok: false, detail: `could not try the broker: ${e.message}` }));
+  const cluster = clusterPreflight(cfg).catch((e: Error): ClusterPreflight => ({ check: { name: 'cluster', ok: false, detail: `could not ask the cluster: ${e.message}` }, peers: null }));
+  const mqtt = mqttPreflight(cfg).catch((e: Error): MqttPreflight => ({ check: { name: 'mqtt', ok: false, detail: `could not try the broker: ${e.message}` }, presented: null }));
   results.push(await checkDirs(cfg));
   results.push(await checkIpForward());
   const { result, underlay } = await checkUnderlay(cfg);
@@ -63,7 +64,10 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const c = await cluster;
   if (c) results.push(c.check);
   const broker = await mqtt;
-  if (broker) results.push(broker);
+  if (broker) results.push(broker.check);
+  const presented = [...(broker?.presented ? [broker.presented] : []), ...(c?.presented ?? [])];
+  const certs = certificatesCheck([...fileCerts, ...presented], systemClock.now());
+  if (certs) results.splice(certsAt, 0, certs);
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   if (cfg.underlay.publicIp) {
     results.push(checkPublicEndpoint({ endpoint: `${cfg.underlay.publicIp}:${cfg.underlay.port}`, source: 'config' }, preflightPeerAddresses(cfg, c?.peers ?? null)));

@@ -26,15 +26,22 @@ export class EtcdCertificates {
   private readonly seen = new Map<string, SiteCertificate>();
   private timer: Timer | null = null;
   private stopped = false;
+  /** The first round's end (each handshake is bounded); resolved at once without an https:// endpoint. */
+  private first: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: EtcdCertificatesOptions) {}
 
   /** Reads them now and every PERIOD_MS; nothing to do without an https:// endpoint. */
   start(): void {
     if (this.timer || !this.o.endpoints.some((e) => e.startsWith('https://'))) return;
-    const read = () => void this.read().catch(() => undefined); // a bad endpoint URL: nothing to read
-    read();
-    this.timer = this.o.clock.every(PERIOD_MS, read);
+    const read = () => this.read().catch(() => undefined); // a bad endpoint URL: nothing to read
+    this.first = read();
+    this.timer = this.o.clock.every(PERIOD_MS, () => void read());
+  }
+
+  /** Resolves once the first round after start() has read what each endpoint presents. */
+  firstRound(): Promise<void> {
+    return this.first;
   }
 
   stop(): void {

@@ -177,6 +177,10 @@ export class EtcdSource implements ClusterSource {
     return this.certificates.list();
   }
 
+  serverCertificatesRead(): Promise<void> {
+    return this.certificates.firstRound();
+  }
+
   status(): Omit<ClusterStatus, 'peers' | 'skipped'> {
     return {
       source: 'etcd',

@@ -78,6 +78,11 @@ export interface ClusterSource {
   registrationRefusal?(siteMac: string | null): Promise<string | null>;
   /** The certificates the cluster's servers presented last, for the certificates check. */
   serverCertificates?(): SiteCertificate[];
+  /**
+   * After start: resolves once serverCertificates() holds what a first look found (`vxedge
+   * check`); a source that reads them from its answers has them with its first view.
+   */
+  serverCertificatesRead?(): Promise<void>;
   /** The wall clock was set (util/clock-step.ts): retry now what failed and waits out a backoff. */
   clockStepped?(): void;
 }

@@ -9,7 +9,9 @@ import { readFile as fsReadFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { IClientOptions, MqttClient } from 'mqtt';
+import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
+import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -173,6 +175,15 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
 }
 
 /** Closes a client at once (no DISCONNECT), whatever state it is in. Never throws. */
+/**
+ * The certificate the broker presented on `client`'s connection, for the certificates check;
+ * null over plain MQTT, and over wss:// (MQTT.js's WebSocket hides its TLS socket).
+ */
+export function brokerCertificate(url: string, client: MqttClient): SiteCertificate | null {
+  const validity = peerCertValidity(client.stream);
+  return validity && { what: `the broker's certificate (${maskUrl(url)})`, validity, presented: true };
+}
+
 export function closeClient(c: MqttClient): void {
   try {
     // Keep a listener: an error emitted while closing must not become an uncaught exception.

@@ -24,12 +24,12 @@ import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import { certValidity, peerCertValidity, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
+import { certValidity, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
 import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
 import { describeMqttFailure, isTakenOver, isUnsupportedProtocol } from './mqtt-errors.js';
 import {
-  buildClientOptions, clientIdFor, closeClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
+  brokerCertificate, buildClientOptions, clientIdFor, closeClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
   type BrokerUrl, type FileReader, type MqttConfig, type ProtocolVersion,
 } from './mqtt-options.js';
 
@@ -132,7 +132,7 @@ export class HealthPublisher {
   /** mqtt.cert's dates as last read, for a TLS failure's words (null: none set). */
   private clientCert: CertValidity | null = null;
   /** The certificate the broker presented at the last connection (mqtts:// only). */
-  private brokerCert: CertValidity | null = null;
+  private brokerCert: SiteCertificate | null = null;
 
   private latest: HealthDocument | null = null;
   /** Documents given to update() so far. */
@@ -229,7 +229,7 @@ export class HealthPublisher {
 
   /** The broker's certificate as it presented it at the last connection, for the certificates check. */
   brokerCertificate(): SiteCertificate | null {
-    return this.brokerCert && { what: `the broker's certificate (${maskUrl(this.o.mqtt.url!)})`, validity: this.brokerCert, presented: true };
+    return this.brokerCert;
   }
 
   status(): MqttStatus {
@@ -343,8 +343,7 @@ export class HealthPublisher {
   private onConnect(gen: number, client: MqttClient, maximumPacketSize: number | undefined): void {
     if (gen !== this.gen || !this.running) return;
     this.maxPacket = typeof maximumPacketSize === 'number' && maximumPacketSize > 0 ? maximumPacketSize : null;
-    // mqtts:// runs over a TLSSocket; wss:// hides it inside the WebSocket, and is not read.
-    this.brokerCert = peerCertValidity(client.stream) ?? this.brokerCert;
+    this.brokerCert = brokerCertificate(this.o.mqtt.url!, client) ?? this.brokerCert;
     if (this.brokerCert) this.o.connected?.();
     if (this.everConnected) this.reconnects++;
     this.everConnected = true;

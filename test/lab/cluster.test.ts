@@ -158,6 +158,8 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto']))('live cluster membersh
       expect(c.code, c.stdout).toBe(0);
       expect(c.line).toMatch(new RegExp(`^ok +cluster +kubernetes \\(kubeconfig \\S+\\): 3 Node\\(s\\), 2 peer\\(s\\) from the cluster; this site's own Node is there: ${SITE_NODE} \\(this gateway itself\\)$`));
       expect((await api.node(SITE_NODE))!.metadata.resourceVersion).toBe(own.metadata.resourceVersion); // nothing written
+      // Its certificates line dates the API server's certificate too, from the list's answer.
+      expect(c.stdout).toMatch(/^ok +certificates +certificate-authority of kubeconfig \S+ ends on \d{4}-\d\d-\d\d \d\d:\d\d UTC, in 36[45] days \(2 certificates, the first to end\)$/m);
     });
 
     it('b. a node deleted: its route goes at once, the other peer loses nothing; back: reachable again', async () => {

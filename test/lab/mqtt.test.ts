@@ -356,6 +356,10 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         fix: `have its operator renew the broker's certificate (mqtts://${env.INET_WAN_IP}:8884) before then`,
       });
       expect(await gw.stop('SIGTERM')).toBe(0);
+      // `vxedge check` dates it too, from its own connection to the broker.
+      const file = await writeLabConfig(env, dir, 'check-broker-ending.json', { extra: { mqtt: { url: `mqtts://${env.INET_WAN_IP}:8884`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey } } });
+      const f = await checkCommand(env.NS_GW, file, 'certificates');
+      expect(f.line).toMatch(new RegExp(`^FAIL +certificates +the broker's certificate \\(mqtts://${env.INET_WAN_IP.replace(/\./g, '\\.')}:8884\\) ends on \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC, in [45] days\n +fix: have its operator renew`));
     });
 
     it("(d) booted with the clock in the past (no battery-backed clock): TLS fails naming the clock; network time sets it, and the gateway connects at once, not at its next retry", async () => {

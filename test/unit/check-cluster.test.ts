@@ -36,7 +36,9 @@ function config(extra: Record<string, unknown> = {}): Config {
 }
 
 /** Runs the preflight against `fake` (or a connect that never completes), moving the clock until it answers. */
-async function ask(cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock, auth?: { username: string; passwordFile: string }): Promise<{ r: ClusterPreflight | null; elapsedMs: number; sources: EtcdSource[] }> {
+async function ask(
+  cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock, auth?: { username: string; passwordFile: string }, probeCertificate?: ConstructorParameters<typeof EtcdSource>[0]['probeCertificate'],
+): Promise<{ r: ClusterPreflight | null; elapsedMs: number; sources: EtcdSource[] }> {
   const sources: EtcdSource[] = [];
   const start = clock.monotonic();
   let r: ClusterPreflight | null | undefined;
@@ -46,7 +48,7 @@ async function ask(cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock, au
       const s = new EtcdSource({
         endpoints: c.cluster.etcd.endpoints, prefix: c.cluster.etcd.prefix, network: c.overlay.network, subnet: c.overlay.subnet, vni: c.vxlan.vni,
         register: o.register, callTimeoutMs: o.requestTimeoutMs, clock: o.clock, log: new CaptureLog(), backoff: { random: () => 0.5 }, auth,
-        connect: fake === 'never' ? () => new Promise(() => undefined) : async () => fake,
+        connect: fake === 'never' ? () => new Promise(() => undefined) : async () => fake, probeCertificate,
       });
       sources.push(s);
       return s;
@@ -199,6 +201,22 @@ describe('vxedge check: the cluster line (etcd)', () => {
     const { r, elapsedMs } = await ask(config(), fake, clock);
     expect(r!.check).toMatchObject({ ok: false, detail: 'etcd http://192.0.2.10:2379 (prefix /coreos.com/network): cannot reach etcd at http://192.0.2.10:2379 (list /coreos.com/network/subnets/: no answer within 8s)' });
     expect(elapsedMs).toBeLessThan(CLUSTER_CHECK_WAIT_MS);
+  });
+
+  it("etcd's members' certificates, read by the source's handshake, are handed on for the certificates line once read", async () => {
+    const clock = new ManualClock();
+    const fake = etcdWith(clock, [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01')]]);
+    const validity = { from: new Date('2026-01-01T00:00:00Z'), to: new Date('2026-12-01T00:00:00Z') };
+    // Each handshake answers 3 s after the view: the line waits for it.
+    const probe = (o: { host: string; port: number }) => new Promise<typeof validity>((resolve) => clock.after(3_000, () => resolve(validity)));
+    const cfg = config({ cluster: { source: 'etcd', register: false, etcd: { endpoints: ['https://192.0.2.10:2379', 'https://192.0.2.11:2379'] } } });
+    const { r, elapsedMs } = await ask(cfg, fake, clock, undefined, probe);
+    expect(r?.check.ok).toBe(true);
+    expect(elapsedMs).toBeGreaterThanOrEqual(3_000);
+    expect(r?.presented).toEqual([
+      { what: "etcd's certificate (https://192.0.2.10:2379)", validity, presented: true },
+      { what: "etcd's certificate (https://192.0.2.11:2379)", validity, presented: true },
+    ]);
   });
 
   it("the running gateway's words (peers kept, the next retry) are taken out of a source's error", () => {

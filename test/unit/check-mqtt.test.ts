@@ -11,7 +11,7 @@ import { ManualClock } from '../support/clock.js';
 type Script = (c: FakeClient) => void;
 
 class FakeClient extends EventEmitter {
-  stream = { destroy: () => {} };
+  stream: object = { destroy: () => {} };
   ended = false;
   constructor(readonly url: string, readonly options: IClientOptions) {
     super();
@@ -57,7 +57,7 @@ describe('vxedge check: the mqtt line', () => {
     const r = rig([accept(65_536)]);
     const c = cfg({ url: 'mqtt://broker.test:1883', username: 'edge-1', password: 'pw' });
     const line = await mqttPreflight(c, r.io);
-    expect(line).toEqual({ name: 'mqtt', ok: true, detail: 'mqtt://broker.test:1883: connected (MQTT 5.0, as edge-1); the broker takes packets up to 65536 bytes' });
+    expect(line).toEqual({ check: { name: 'mqtt', ok: true, detail: 'mqtt://broker.test:1883: connected (MQTT 5.0, as edge-1); the broker takes packets up to 65536 bytes' }, presented: null });
     const o = r.clients[0]!.options;
     expect(o.clientId).toBe('vxedge-lab-edge-1-check');
     expect(o.will).toBeUndefined();
@@ -69,13 +69,13 @@ describe('vxedge check: the mqtt line', () => {
     const r = rig([refuse(132, 'Unsupported Protocol Version'), accept()]);
     const line = await mqttPreflight(cfg({ url: 'mqtt://broker.test:1883' }), r.io);
     expect(r.clients.map((x) => x.options.protocolVersion)).toEqual([5, 4]);
-    expect(line).toEqual({ name: 'mqtt', ok: true, detail: 'mqtt://broker.test:1883: connected (MQTT 3.1.1)' });
+    expect(line?.check).toEqual({ name: 'mqtt', ok: true, detail: 'mqtt://broker.test:1883: connected (MQTT 3.1.1)' });
   });
 
   it('a refused login names what to check, and that the check used its own client id', async () => {
     const r = rig([refuse(135, 'Connection refused: Not authorized')]);
     const line = await mqttPreflight(cfg({ url: 'mqtt://broker.test:1883', username: 'edge-1', password: 'bad' }), r.io);
-    expect(line).toMatchObject({ ok: false, detail: expect.stringMatching(/^mqtt:\/\/broker\.test:1883: Connection refused: Not authorized \(CONNACK 135\); check mqtt\.username and mqtt\.password\/passwordFile .*connects as vxedge-lab-edge-1-check/) });
+    expect(line?.check).toMatchObject({ ok: false, detail: expect.stringMatching(/^mqtt:\/\/broker\.test:1883: Connection refused: Not authorized \(CONNACK 135\); check mqtt\.username and mqtt\.password\/passwordFile .*connects as vxedge-lab-edge-1-check/) });
   });
 
   it('a broker that never answers: fails after the wait, not before', async () => {
@@ -86,7 +86,22 @@ describe('vxedge check: the mqtt line', () => {
     expect(done).toBeUndefined();
     await r.clock.advanceAsync(1_100);
     await p;
-    expect(done).toMatchObject({ ok: false, detail: expect.stringMatching(/^mqtts:\/\/broker\.test:8883: no answer within 8s; is the broker up and reachable at broker\.test:8883\?$/) });
+    expect(done).toMatchObject({ check: { ok: false, detail: expect.stringMatching(/^mqtts:\/\/broker\.test:8883: no answer within 8s; is the broker up and reachable at broker\.test:8883\?$/) }, presented: null });
+  });
+
+  it("over mqtts: the certificate the broker presented, for the certificates line", async () => {
+    const tlsAccept: Script = (c) => {
+      // What Node's TLSSocket gives: the dates as OpenSSL prints them.
+      c.stream = Object.assign(c.stream, { getPeerCertificate: () => ({ valid_from: 'Dec  1 00:00:00 2026 GMT', valid_to: 'Dec 11 00:00:00 2026 GMT' }) });
+      c.emit('connect', {});
+    };
+    const line = await mqttPreflight(cfg({ url: 'mqtts://edge:secret@broker.test:8883' }), rig([tlsAccept]).io);
+    expect(line?.check.ok).toBe(true);
+    expect(line?.presented).toEqual({
+      what: "the broker's certificate (mqtts://edge:***@broker.test:8883)",
+      validity: { from: new Date('2026-12-01T00:00:00Z'), to: new Date('2026-12-11T00:00:00Z') },
+      presented: true,
+    });
   });
 
   it('a client id at the 128-byte limit stays within it with the mark', () => {
