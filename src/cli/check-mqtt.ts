@@ -3,6 +3,7 @@
 // MQTT 5 then 3.1.1), without its last will and under a client id of its own, so that a
 // running gateway's session is not taken over and nothing is ever published: the broker's
 // answer (CONNACK, a TLS alert, silence) is the result, in the words the gateway would log.
+import type { TLSSocket } from 'node:tls';
 import mqtt from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
@@ -43,7 +44,10 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
   }
   const clientId = checkClientId(cfg);
   // No last will: nothing may be published in our name, not even by the broker.
-  const options = (protocolVersion: ProtocolVersion) => buildClientOptions({ mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs });
+  let wsSocket: TLSSocket | null = null;
+  const options = (protocolVersion: ProtocolVersion) => buildClientOptions({
+    mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs, onTlsSocket: (socket) => (wsSocket = socket),
+  });
   let version: ProtocolVersion = 5;
   let r = await connectOnce(io, m.url, options(version), waitMs);
   if (!r.client && isUnsupportedProtocol(r.err)) {
@@ -61,7 +65,7 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
     return fail(line + idNote);
   }
   const max = r.client.options.properties?.maximumPacketSize;
-  const presented = brokerCertificate(m.url, r.client);
+  const presented = brokerCertificate(m.url, r.client, wsSocket);
   closeClient(r.client);
   const as = m.username !== null ? `, as ${m.username}` : '';
   return {

@@ -7,7 +7,7 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFile as fsReadFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { createSecureContext } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
@@ -127,6 +127,11 @@ export interface ClientOptionsInput {
   /** Seconds of MQTT keepalive (AWS IoT Core treats < 30 as 30). */
   keepaliveS?: number;
   connectTimeoutMs?: number;
+  /**
+   * wss:// only: called with the TLS socket under the WebSocket, whose certificate the broker
+   * presented. MQTT.js's stream is then the WebSocket's, and hides that socket.
+   */
+  onTlsSocket?: (socket: TLSSocket) => void;
 }
 
 /** Seconds a retained health document stays valid: 3 × mqtt.interval (at least 10 s). */
@@ -171,19 +176,31 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     if (isIP(broker.host) === 0) o.servername = broker.host;
     if (wantsAwsAlpn(broker)) o.ALPNProtocols = ['x-amzn-mqtt-ca'];
   }
+  const onTlsSocket = i.onTlsSocket;
+  if (broker.scheme === 'wss' && onTlsSocket) {
+    // ws opens the connection with this when given one, as its own does: tls.connect without
+    // the options' `path` (the URL's, which net would take for a Unix socket), SNI unless the
+    // host is an address. MQTT.js still copies ca, cert, key and rejectUnauthorized into them.
+    const createConnection = (opts: ConnectionOptions & { host?: string }) => {
+      const socket = tlsConnect({ ...opts, path: undefined, servername: opts.servername ?? (isIP(opts.host ?? '') ? '' : opts.host) });
+      onTlsSocket(socket);
+      return socket;
+    };
+    o.wsOptions = { createConnection } as unknown as IClientOptions['wsOptions'];
+  }
   return o;
 }
 
-/** Closes a client at once (no DISCONNECT), whatever state it is in. Never throws. */
 /**
- * The certificate the broker presented on `client`'s connection, for the certificates check;
- * null over plain MQTT, and over wss:// (MQTT.js's WebSocket hides its TLS socket).
+ * The certificate the broker presented, for the certificates check: on `client`'s stream over
+ * mqtts://, on `wsSocket` (ClientOptionsInput.onTlsSocket's) over wss://; null over plain MQTT.
  */
-export function brokerCertificate(url: string, client: MqttClient): SiteCertificate | null {
-  const validity = peerCertValidity(client.stream);
+export function brokerCertificate(url: string, client: MqttClient, wsSocket: TLSSocket | null = null): SiteCertificate | null {
+  const validity = peerCertValidity(client.stream) ?? peerCertValidity(wsSocket);
   return validity && { what: `the broker's certificate (${maskUrl(url)})`, validity, presented: true };
 }
 
+/** Closes a client at once (no DISCONNECT), whatever state it is in. Never throws. */
 export function closeClient(c: MqttClient): void {
   try {
     // Keep a listener: an error emitted while closing must not become an uncaught exception.

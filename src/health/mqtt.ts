@@ -20,6 +20,7 @@
 // - One log line per distinct failure (repeated at most every 10 minutes), not one per attempt.
 // - stop(): a retained "offline" (acknowledged) and a clean DISCONNECT, all within 2 s; if the
 //   "offline" is not acknowledged the broker is left to publish the last will.
+import type { TLSSocket } from 'node:tls';
 import type { IClientOptions, IClientPublishOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
@@ -131,8 +132,10 @@ export class HealthPublisher {
   private attemptError: (Error & { code?: string | number }) | null = null;
   /** mqtt.cert's dates as last read, for a TLS failure's words (null: none set). */
   private clientCert: CertValidity | null = null;
-  /** The certificate the broker presented at the last connection (mqtts:// only). */
+  /** The certificate the broker presented at the last connection (mqtts://, wss://). */
   private brokerCert: SiteCertificate | null = null;
+  /** wss://: the TLS socket under this attempt's WebSocket (buildClientOptions' onTlsSocket). */
+  private wsSocket: TLSSocket | null = null;
 
   private latest: HealthDocument | null = null;
   /** Documents given to update() so far. */
@@ -294,6 +297,7 @@ export class HealthPublisher {
     const m = this.o.mqtt;
     this.attemptError = null;
     this.connectedAt = 0;
+    this.wsSocket = null;
     let client: MqttClient;
     try {
       const secrets = await loadSecrets(m, this.o.deps?.readFile);
@@ -305,6 +309,9 @@ export class HealthPublisher {
         statusTopic: this.t.status,
         protocolVersion: this.protocolVersion,
         secrets,
+        onTlsSocket: (socket) => {
+          if (gen === this.gen) this.wsSocket = socket;
+        },
       });
       this.connectFn ??= (await import('mqtt')).default.connect;
       if (!this.running || gen !== this.gen) return;
@@ -343,7 +350,7 @@ export class HealthPublisher {
   private onConnect(gen: number, client: MqttClient, maximumPacketSize: number | undefined): void {
     if (gen !== this.gen || !this.running) return;
     this.maxPacket = typeof maximumPacketSize === 'number' && maximumPacketSize > 0 ? maximumPacketSize : null;
-    this.brokerCert = brokerCertificate(this.o.mqtt.url!, client) ?? this.brokerCert;
+    this.brokerCert = brokerCertificate(this.o.mqtt.url!, client, this.wsSocket) ?? this.brokerCert;
     if (this.brokerCert) this.o.connected?.();
     if (this.everConnected) this.reconnects++;
     this.everConnected = true;

@@ -300,6 +300,41 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         bridge.kill('SIGTERM');
       }
     });
+
+    it("publishes over wss:// (a TLS front, as a reverse proxy on 443), and dates the front's certificate: one that ends in 5 days fails the check, in the gateway and in `vxedge check`", async () => {
+      const b = await broker(1883);
+      const now = Date.now();
+      const front = datedCert(dir, {
+        name: 'wss-front', cn: env.INET_WAN_IP, extensions: `subjectAltName=IP:${env.INET_WAN_IP}\nextendedKeyUsage=serverAuth`,
+        notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 5 * 86_400_000),
+      });
+      const bridge = nsSpawn(env.NS_INET, [process.execPath, path.join(import.meta.dirname, 'ws-bridge.mjs'), env.INET_WAN_IP, '8443', env.INET_WAN_IP, '1883', '60', front.certFile, front.keyFile]);
+      let out = '';
+      bridge.stdout!.on('data', (d: Buffer) => (out += d));
+      try {
+        await waitForOutput(bridge, 'stdout', 'listening', 10_000);
+        const url = `wss://${env.INET_WAN_IP}:8443/mqtt`;
+        const gw = await gateway({ url, ca: tls.ca });
+        await gw.waitUp();
+        expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000)).toBe('online');
+        expect(out).toContain('connection');
+        const doc = await healthAfterStart(b, gw, (d) => d.checks.some((c) => c.name === 'certificates' && !c.ok));
+        expect(doc.checks.find((c) => c.name === 'certificates')).toMatchObject({
+          ok: false,
+          detail: expect.stringMatching(new RegExp(`^the broker's certificate \\(wss://${env.INET_WAN_IP.replace(/\./g, '\\.')}:8443/mqtt\\) ends on \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC, in [45] days$`)),
+        });
+        expect(await gw.stop('SIGTERM')).toBe(0);
+        const file = await writeLabConfig(env, dir, 'check-wss.json', { extra: { mqtt: { url, ca: tls.ca } } });
+        const f = await checkCommand(env.NS_GW, file, 'certificates');
+        expect(f.line).toMatch(/^FAIL +certificates +the broker's certificate \(wss:\/\/\S+\) ends on /);
+        expect((await checkCommand(env.NS_GW, file, 'mqtt')).line).toMatch(/^ok +mqtt +wss:\/\/\S+: connected \(MQTT 5\.0\)/);
+        // The connection made for the certificate's sake still verifies it against mqtt.ca.
+        const other = await writeLabConfig(env, dir, 'check-wss-other-ca.json', { extra: { mqtt: { url, ca: tls.otherCa } } });
+        expect((await checkCommand(env.NS_GW, other, 'mqtt')).line).toMatch(/^FAIL +mqtt +wss:\/\/\S+: TLS: .*not signed by a CA in mqtt\.ca/);
+      } finally {
+        bridge.kill('SIGTERM');
+      }
+    });
   });
 
   describe('mutual TLS broker', () => {

@@ -173,6 +173,37 @@ describe('client options', () => {
     expect(ignoredTlsKeys(mqttConfig({ url: 'wss://b.example', ca: '/ca' }))).toEqual([]);
   });
 
+  it('wss:// opens its TLS connection itself when asked for the socket (the broker\'s certificate), without the URL path, with SNI only for a name', async () => {
+    const secrets = { password: null, ca: null, cert: null, key: null };
+    const sockets: unknown[] = [];
+    const build = (url: string) => buildClientOptions({ mqtt: mqttConfig({ url }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets, onTlsSocket: (s) => sockets.push(s) });
+    for (const url of ['mqtts://b.example', 'ws://b.example/mqtt', 'mqtt://b.example']) expect(build(url).wsOptions).toBeUndefined();
+    expect(buildClientOptions({ mqtt: mqttConfig({ url: 'wss://b.example/mqtt' }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets }).wsOptions).toBeUndefined();
+    const connect = (build('wss://b.example/mqtt').wsOptions as { createConnection: (o: object) => import('node:tls').TLSSocket }).createConnection;
+    // A TLS server on loopback that notes the SNI each client sent.
+    const tls = await import('node:tls');
+    const sni: (string | false)[] = [];
+    const server = tls.createServer({ cert: CERT, key: KEY }, (s) => {
+      sni.push((s as import('node:tls').TLSSocket & { servername?: string | false }).servername ?? false);
+      s.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      for (const [i, host] of ['127.0.0.1', 'localhost'].entries()) {
+        // ws hands over its request options: the URL's path among them, which net would take for a Unix socket.
+        const s = connect({ host, port, path: '/mqtt', rejectUnauthorized: false });
+        s.on('error', () => undefined); // the server's end
+        expect(sockets.at(-1)).toBe(s);
+        await drive(null, () => sni.length === i + 1, `the handshake from ${host} at the server`);
+        s.destroy();
+      }
+      expect(sni).toEqual([false, 'localhost']);
+    } finally {
+      server.close();
+    }
+  });
+
   it('passes username and password only when set', () => {
     const none = buildClientOptions({ mqtt: mqttConfig(), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets: NO_SECRETS });
     expect('username' in none || 'password' in none).toBe(false);
