@@ -239,8 +239,7 @@ export class EtcdRegistrar {
     if (this.renewTimer !== null && this.renewFailures > 0) {
       this.renewTimer.cancel();
       this.renewFailures = 0;
-      // Without a client (the source is connecting anew) renew() does nothing: the sync that
-      // connects has the registrar reconcile, which renews and schedules the next renewal.
+      // As its own timer would run it: renew() schedules the next one, failing or not.
       this.renewTimer = this.conn.clock.after(0, () => {
         this.renewTimer = null;
         void this.renew();

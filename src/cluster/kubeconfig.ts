@@ -3,7 +3,7 @@
 // certificates check, LiveMembership's preload) does not load the HTTP client with it.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { certValidity, type CertValidity } from '../util/tls-failure.js';
+import { bundleValidity, certValidity, type CertValidity } from '../util/tls-failure.js';
 
 export interface KubeconfigChoice {
   /** What to load: a file, or the in-cluster service account. */
@@ -42,6 +42,17 @@ export function loadClientModule() {
  * be read.
  */
 export function kubeconfigCertificate(data: string | undefined, file: string | undefined): CertValidity | null {
-  if (data) return certValidity(Buffer.from(data, 'base64'));
-  return file ? certValidity(readFileSync(file)) : null;
+  const pem = kubeconfigPem(data, file);
+  return pem ? certValidity(pem) : null;
+}
+
+/** The same for a CA (certificate-authority(-data)), which may be a bundle: each certificate's validity. */
+export function kubeconfigBundle(data: string | undefined, file: string | undefined): CertValidity[] {
+  const pem = kubeconfigPem(data, file);
+  return pem ? bundleValidity(pem) : [];
+}
+
+function kubeconfigPem(data: string | undefined, file: string | undefined): Buffer | null {
+  if (data) return Buffer.from(data, 'base64');
+  return file ? readFileSync(file) : null;
 }

@@ -8,9 +8,9 @@
 // the MQTT and cluster errors, which name it already.
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/types.js';
-import { chooseKubeconfig, kubeconfigCertificate, loadClientModule } from '../cluster/kubeconfig.js';
+import { chooseKubeconfig, kubeconfigBundle, kubeconfigCertificate, loadClientModule } from '../cluster/kubeconfig.js';
 import { fileStamp } from '../util/file-stamp.js';
-import { certValidity, clockSays, utcMinute, type SiteCertificate } from '../util/tls-failure.js';
+import { bundleValidity, certValidity, clockSays, utcMinute, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
 import type { CheckResult } from './document.js';
 import { parseBrokerUrl } from './mqtt-options.js';
 
@@ -25,7 +25,7 @@ export interface CertSource {
   load(): Promise<SiteCertificate[]>;
 }
 
-/** A PEM file of its own (mqtt.cert …): its first certificate. */
+/** A PEM file of its own (mqtt.cert …): its first certificate (the leaf of a chain). */
 function pemFile(what: string, file: string): CertSource {
   return {
     stamp: () => fileStamp(file),
@@ -34,6 +34,21 @@ function pemFile(what: string, file: string): CertSource {
       return v ? [{ what, validity: v }] : [];
     },
   };
+}
+
+/** A CA file (mqtt.ca …), perhaps a bundle: every certificate in it. */
+function caFile(what: string, file: string): CertSource {
+  return {
+    stamp: () => fileStamp(file),
+    async load() {
+      return caCertificate(what, bundleValidity(readFileSync(file)));
+    },
+  };
+}
+
+function caCertificate(what: string, anchors: CertValidity[]): SiteCertificate[] {
+  if (anchors.length === 0) return [];
+  return [{ what, validity: anchors[0], ...(anchors.length > 1 ? { anchors } : {}) }];
 }
 
 /**
@@ -52,15 +67,12 @@ function kubeconfigFile(file: string): CertSource {
       const kc = new KubeConfig();
       kc.loadFromFile(file);
       const out: SiteCertificate[] = [];
-      const add = (what: string, data: string | undefined, path: string | undefined) => {
-        const v = kubeconfigCertificate(data, path);
-        if (v) out.push({ what: `${what} of kubeconfig ${file}`, validity: v });
-      };
       const cluster = kc.getCurrentCluster();
       const user = kc.getCurrentUser();
       named = [cluster?.caData ? undefined : cluster?.caFile, user?.certData ? undefined : user?.certFile].filter((f): f is string => !!f);
-      add('certificate-authority', cluster?.caData, cluster?.caFile);
-      add('client-certificate', user?.certData, user?.certFile);
+      out.push(...caCertificate(`certificate-authority of kubeconfig ${file}`, kubeconfigBundle(cluster?.caData, cluster?.caFile)));
+      const v = kubeconfigCertificate(user?.certData, user?.certFile);
+      if (v) out.push({ what: `client-certificate of kubeconfig ${file}`, validity: v });
       return out;
     },
   };
@@ -75,12 +87,12 @@ export function certificateSources(cfg: Config, env: NodeJS.ProcessEnv = process
   const out: CertSource[] = [];
   const m = cfg.mqtt;
   if (m.url !== null && parseBrokerUrl(m.url).secure) {
-    if (m.ca !== null) out.push(pemFile('mqtt.ca', m.ca));
+    if (m.ca !== null) out.push(caFile('mqtt.ca', m.ca));
     if (m.cert !== null) out.push(pemFile('mqtt.cert', m.cert));
   }
   const c = cfg.cluster;
   if (c.source === 'etcd') {
-    if (c.etcd.ca !== null) out.push(pemFile('cluster.etcd.ca', c.etcd.ca));
+    if (c.etcd.ca !== null) out.push(caFile('cluster.etcd.ca', c.etcd.ca));
     if (c.etcd.cert !== null) out.push(pemFile('cluster.etcd.cert', c.etcd.cert));
   }
   if (c.source === 'kubernetes') {
@@ -125,7 +137,7 @@ export class CertificateReader {
 /** The `certificates` check of `certs` at `nowMs`; null when the site uses none. */
 export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: number): CheckResult | null {
   if (certs.length === 0) return null;
-  const byEnd = [...certs].sort((a, b) => a.validity.to.getTime() - b.validity.to.getTime());
+  const byEnd = certs.map((c) => serving(c, nowMs)).sort((a, b) => a.validity.to.getTime() - b.validity.to.getTime());
   const problems: string[] = [];
   const fixes: string[] = [];
   for (const c of byEnd) {
@@ -148,6 +160,25 @@ export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: numb
   const first = byEnd[0];
   const others = byEnd.length > 1 ? ` (${byEnd.length} certificates, the first to end)` : '';
   return { name: 'certificates', ok: true, detail: `${first.what} ends on ${utcMinute(first.validity.to)}, ${inDays(first.validity.to.getTime() - nowMs)}${others}` };
+}
+
+/**
+ * A CA bundle as the check dates it, named as one of several: by the certificate in it that is
+ * valid now and ends last (the file serves until then); with none valid now, by the one that
+ * starts soonest (a clock in the past, or a bundle made too early), else by the one that
+ * ended last. Anything else as it is.
+ */
+function serving(c: SiteCertificate, nowMs: number): SiteCertificate {
+  if (!c.anchors) return c;
+  const latestEnd = (l: CertValidity[]) => l.reduce((a, b) => (b.to.getTime() > a.to.getTime() ? b : a));
+  const valid = c.anchors.filter((v) => v.from.getTime() <= nowMs && nowMs <= v.to.getTime());
+  const future = c.anchors.filter((v) => nowMs < v.from.getTime());
+  const n = c.anchors.length;
+  if (valid.length === 0 && future.length > 0) {
+    const first = future.reduce((a, b) => (b.from.getTime() < a.from.getTime() ? b : a));
+    return { what: `${c.what} (the first of its ${n} certificates to start)`, validity: first };
+  }
+  return { what: `${c.what} (the last of its ${n} certificates to end)`, validity: latestEnd(valid.length > 0 ? valid : c.anchors) };
 }
 
 function inDays(ms: number): string {

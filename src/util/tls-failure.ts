@@ -22,6 +22,11 @@ export interface SiteCertificate {
   validity: CertValidity;
   /** A server presented it (the broker's, the API server's, etcd's): its operator renews it, not the site. */
   presented?: boolean;
+  /**
+   * A CA file that holds several certificates (a bundle): each is a trust anchor of its own, so
+   * the file serves while one of them is valid. `validity` is then its first certificate's.
+   */
+  anchors?: CertValidity[];
 }
 
 /** A validity from the dates as OpenSSL prints them ("Jan  1 00:00:00 2026 GMT"); null if either is none. */
@@ -39,6 +44,13 @@ export function certValidity(pem: string | Buffer): CertValidity | null {
   } catch {
     return null;
   }
+}
+
+/** The validity of each certificate in `pem`, in order (a CA bundle); those that do not parse are left out. */
+export function bundleValidity(pem: string | Buffer): CertValidity[] {
+  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+  if (!blocks) return [certValidity(pem)].filter((v): v is CertValidity => v !== null); // DER
+  return blocks.map((b) => certValidity(b)).filter((v): v is CertValidity => v !== null);
 }
 
 /**

@@ -52,6 +52,49 @@ describe('certificatesCheck', () => {
   });
 });
 
+describe('CA bundles', () => {
+  const bundle = (what: string, ...anchors: [number, number][]): SiteCertificate => {
+    const list = anchors.map(([f, t]) => ({ from: new Date(f), to: new Date(t) }));
+    return { what, validity: list[0], anchors: list };
+  };
+
+  it('serve while one of their certificates is valid: dated by the one valid now that ends last', () => {
+    // An old root that ended, one that ends in 5 days, and its successor: nothing to renew yet.
+    const ca = bundle('mqtt.ca', [NOW - 900 * DAY, NOW - 10 * DAY], [NOW - 800 * DAY, NOW + 5 * DAY], [NOW - 30 * DAY, NOW + 3000 * DAY]);
+    expect(certificatesCheck([ca], NOW)).toEqual({
+      name: 'certificates', ok: true, detail: 'mqtt.ca (the last of its 3 certificates to end) ends on 2035-02-22 12:00 UTC, in 3000 days',
+    });
+    // Its first certificate alone would have failed the check.
+    expect(certificatesCheck([cert('mqtt.ca', NOW - 900 * DAY, NOW - 10 * DAY)], NOW)?.ok).toBe(false);
+  });
+
+  it('fail when none is valid: ended at the last end, or valid only from the first start', () => {
+    const ended = bundle('cluster.etcd.ca', [NOW - 900 * DAY, NOW - 10 * DAY], [NOW - 800 * DAY, NOW - 2 * DAY]);
+    expect(certificatesCheck([ended], NOW)).toMatchObject({ ok: false, detail: 'cluster.etcd.ca (the last of its 2 certificates to end) expired on 2026-12-04 12:00 UTC' });
+    // A clock in the past (a board before network time): the first to start names when the file would serve.
+    const early = bundle('mqtt.ca', [NOW + 20 * DAY, NOW + 400 * DAY], [NOW - 900 * DAY, NOW - 10 * DAY], [NOW + 2 * DAY, NOW + 300 * DAY]);
+    expect(certificatesCheck([early], NOW)?.detail).toBe("mqtt.ca (the first of its 3 certificates to start) is valid only from 2026-12-08 12:00 UTC (this machine's clock says 2026-12-06 12:00 UTC)");
+  });
+
+  it('are read whole from the CA files (mqtt.ca, cluster.etcd.ca, a kubeconfig\'s certificate-authority); a client certificate\'s file by its first', async () => {
+    const both = path.join(TMP, 'bundle.pem');
+    writeFileSync(both, `${readFileSync(ENDED, 'utf8')}\n${readFileSync(FUTURE, 'utf8')}`);
+    const certs = await new CertificateReader(certificateSources(cfg({ mqtt: { url: 'mqtts://broker:8883', ca: both, cert: both, key: '/k' } }), {})).read();
+    expect(certs.map((c) => [c.what, c.anchors?.length ?? 1, c.validity.to.toISOString()])).toEqual([
+      ['mqtt.ca', 2, '2020-01-02T00:00:00.000Z'], ['mqtt.cert', 1, '2020-01-02T00:00:00.000Z'],
+    ]);
+    expect(certificatesCheck(certs, NOW)?.detail).toMatch(/^mqtt\.cert expired on 2020-01-02 00:00 UTC; mqtt\.ca \(the first of its 2 certificates to start\) is valid only from 2099-01-01/);
+    const kc = path.join(TMP, 'bundle-kubeconfig');
+    writeFileSync(kc, [
+      'apiVersion: v1', 'kind: Config', 'current-context: c',
+      'clusters: [{name: k, cluster: {server: "https://192.0.2.1:6443", certificate-authority: bundle.pem}}]',
+      'users: [{name: u, user: {token: t}}]', 'contexts: [{name: c, context: {cluster: k, user: u}}]',
+    ].join('\n'));
+    const kube = await new CertificateReader(certificateSources(cfg({ cluster: { source: 'kubernetes', kubernetes: { kubeconfig: kc } } }), {})).read();
+    expect(kube.map((c) => [c.what, c.anchors?.length])).toEqual([[`certificate-authority of kubeconfig ${kc}`, 2]]);
+  });
+});
+
 describe('certificateSources and CertificateReader', () => {
   it('reads the files a run uses: the broker\'s only over TLS, the cluster source\'s', async () => {
     const read = async (c: ReturnType<typeof cfg>) => (await new CertificateReader(certificateSources(c, {})).read()).map((x) => [x.what, x.validity.to.toISOString()]);
