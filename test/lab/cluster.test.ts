@@ -20,7 +20,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { CLI, checkCommand, startGateway, writeLabConfig, type LogEntry, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, settableClock, startGateway, writeLabConfig, type LogEntry, type Preload, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode, withEksWeight } from '../support/kube-harness.js';
 import { madeUpNodes } from './made-up-nodes.js';
@@ -50,16 +50,19 @@ const clusterCheck = (s: HealthDocument) => s.checks.find((c) => c.name === 'clu
 const peer = (s: HealthDocument, name: string) => s.peers.find((p) => p.name === name);
 const skippedNames = (s: HealthDocument) => (s.cluster?.skipped ?? []).map((k) => k.name);
 
-describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto']))('live cluster membership from the Kubernetes Node API', () => {
+describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live cluster membership from the Kubernetes Node API', () => {
   let env: LabEnv;
   let dir: string;
   let api: KubeStandIn;
   const gateways = new Set<RunningGateway>();
 
   /** A gateway with no static peers (unless `extra` says otherwise) that follows the stand-in as `user`. */
-  async function gateway(user: string, o: { extra?: Record<string, unknown>; keepalive?: { interval: string; timeout: string }; env?: NodeJS.ProcessEnv } = {}): Promise<RunningGateway> {
+  async function gateway(
+    user: string, o: { extra?: Record<string, unknown>; keepalive?: { interval: string; timeout: string }; env?: NodeJS.ProcessEnv; preload?: Preload } = {},
+  ): Promise<RunningGateway> {
     const gw = await startGateway(env, {
       env: o.env,
+      preload: o.preload,
       keepaliveInterval: o.keepalive?.interval,
       keepaliveTimeout: o.keepalive?.timeout,
       extra: { peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig(user) } }, ...o.extra },
@@ -356,6 +359,25 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto']))('live cluster membersh
       expect(s.cluster!.skipped!.find((k) => k.name === 'aws-node-1')!.why).toMatch(/static peer static-aws-1/);
       expect(s.cluster).toMatchObject({ peers: 2, connected: true });
       for (const to of [env.POD1_IP, env.POD2_IP]) expect(await ping(env.NS_HOST, to, { count: 2 })).toMatchObject({ ok: true });
+    } finally {
+      await stopGateway(gw);
+    }
+  });
+
+  it("i. booted with the clock in the past: the API server's certificate is not valid yet to it, said with the clock; network time sets it, and it follows at once, not at its next retry", { timeout: 90_000 }, async () => {
+    const clock = settableClock(path.join(dir, 'faketime-kube'), '2020-01-01 00:00:00');
+    const gw = await gateway('gateway', { preload: clock.preload, extra: { log: { level: 'debug' } } });
+    try {
+      await gw.waitLog(/^kubernetes: .*not valid yet, or this machine's clock is wrong: it says 2020-01-0[12]/, {}, 15_000);
+      // Six failures: the next retry is 8-16 s away (the backoff from 0.5 s, doubling, jittered).
+      await gw.until(() => gw.logEntries().some((e) => /^kubernetes: still failing: /.test(e.msg) && Number(e.attempt) >= 6), 'six failed attempts', 40_000);
+      clock.setNow(); // network time
+      const set = await gw.waitLog(/^the wall clock was set forward by \d+d/, {}, 10_000);
+      await gw.waitLog(/^kubernetes: connected$/, {}, 5_000);
+      const after = gw.logEntries().filter((e) => Date.parse(e.ts) >= Date.parse(set.ts)).map((e) => e.msg).filter((m) => m.startsWith('kubernetes: '));
+      expect(after.slice(0, 2)).toEqual(['kubernetes: trying again now: the clock was set', 'kubernetes: connected']);
+      const s = await gw.untilStatus((d) => d.cluster?.connected === true && d.peers.length === 2, 'following the Nodes', 10_000);
+      expect(s.cluster).toMatchObject({ error: null, peers: 2 });
     } finally {
       await stopGateway(gw);
     }
