@@ -30,6 +30,8 @@ export interface NodeApi {
   readonly server: string;
   /** The dates of the current user's client certificate (client-certificate(-data)), if it has one we can read. */
   readonly clientCert: CertValidity | null;
+  /** The current user's exec credential plugin's command (EKS: `aws`), null when it has none. */
+  readonly execCommand: string | null;
   /** The dates of the certificate the API server presented at its last answer (null: none yet, or plain HTTP). */
   serverCert(): CertValidity | null;
   /**
@@ -122,6 +124,8 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   if (!cluster) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
   const server = cluster.server.replace(/\/+$/, '');
   const clientCert = userCertificate(kc.getCurrentUser());
+  const exec = (kc.getCurrentUser() as { exec?: { command?: unknown } } | null)?.exec;
+  const execCommand = typeof exec?.command === 'string' ? exec.command : null;
   let serverCert: CertValidity | null = null;
   const answered = (res: http.IncomingMessage) => {
     serverCert = peerCertValidity(res.socket) ?? serverCert;
@@ -162,6 +166,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   return {
     server: cluster.server,
     clientCert,
+    execCommand,
     serverCert: () => serverCert,
     async list<T>(keep: (item: unknown) => T | null, from: ListFrom = '') {
       // As client-go's reflector lists for flanneld (ListFrom): '0' and '' in pages of 500,

@@ -16,6 +16,8 @@ export interface KubeErrorContext {
   credentials: string;
   /** The clock and the client certificate's dates, which a 401 or a TLS failure may be about. */
   tls?: TlsContext;
+  /** The exec credential plugin's command, whose token a 401 may be about; null or absent: none. */
+  execCommand?: string | null;
 }
 
 /** Our request timeout: the client sees it as an AbortError. */
@@ -123,7 +125,12 @@ export function describeKubeError(err: unknown, ctx: KubeErrorContext): string {
         return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: ${cert}, and ${clockSays(ctx.tls!.nowMs)}: ` +
           "renew it (a new kubeconfig from the cluster's admin), or set this machine's clock if that is what is wrong (timedatectl)";
       }
-      return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: check the token, client certificate or exec plugin in ${ctx.credentials}`;
+      // An exec plugin's token may carry our clock: EKS's (aws eks get-token) is a presigned
+      // STS request dated by it, which STS, and so the API server, refuses when it is far off.
+      const exec = ctx.execCommand && ctx.tls
+        ? `; its exec plugin's token (${ctx.execCommand}) may be dated by this machine's clock, and ${clockSays(ctx.tls.nowMs)}: if that is wrong, set it (timedatectl)`
+        : '';
+      return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: check the token, client certificate or exec plugin in ${ctx.credentials}${exec}`;
     }
     if (http === 403) {
       // kube-apiserver: `nodes is forbidden: User "x" cannot list resource "nodes" in API group "" at the cluster scope`

@@ -532,7 +532,7 @@ export class KubernetesSource implements ClusterSource {
   private errorContext(action: string) {
     return {
       action, server: this.api?.server ?? null, credentials: this.choice?.describe ?? 'the kubeconfig',
-      tls: { nowMs: this.o.clock.now(), clientCert: this.api?.clientCert ?? null },
+      tls: { nowMs: this.o.clock.now(), clientCert: this.api?.clientCert ?? null }, execCommand: this.api?.execCommand ?? null,
     };
   }
 

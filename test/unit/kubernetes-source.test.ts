@@ -650,6 +650,24 @@ describe('credentials and permissions', () => {
     expect(lists()[0].user).toBe('admin');
   });
 
+  it("an exec plugin's token refused (401): the words name the plugin and this machine's clock, which dates such tokens (EKS's)", async () => {
+    await freshServer();
+    const plugin = path.join(pki.dir, 'get-stale-token.sh');
+    writeFileSync(plugin, `#!/bin/sh\necho '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"signed-with-a-wrong-clock"}}'\n`);
+    chmodSync(plugin, 0o755);
+    const { src } = source({ kubeconfig: api.kubeconfigFor({ exec: { command: plugin, args: ['eks', 'get-token'] } }) });
+    src.start();
+    const err = await drive(clock, () => src.status().error, 'an error');
+    expect(err).toMatch(new RegExp(
+      `401 Unauthorized.*check the token, client certificate or exec plugin in kubeconfig \\S+ \\(cluster\\.kubernetes\\.kubeconfig\\); its exec plugin's token \\(${plugin.replace(/[.]/g, '\\.')}\\) ` +
+      "may be dated by this machine's clock, and this machine's clock says 2026-11-24 12:\\d\\d UTC: if that is wrong, set it \\(timedatectl\\)$",
+    ));
+    // A token from the kubeconfig itself carries no clock of ours: not said.
+    const { src: plain } = source({ token: 'wrong' });
+    plain.start();
+    expect(await drive(clock, () => plain.status().error, 'an error')).not.toContain('clock');
+  });
+
   it('a missing exec plugin names the command and the fix', async () => {
     await freshServer();
     const { src } = source({ kubeconfig: api.kubeconfigFor({ exec: { command: '/nonexistent/aws' } }) });
