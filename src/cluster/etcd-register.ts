@@ -237,13 +237,8 @@ export class EtcdRegistrar {
       again = true;
     }
     if (this.renewTimer !== null && this.renewFailures > 0) {
-      this.renewTimer.cancel();
       this.renewFailures = 0;
-      // As its own timer would run it: renew() schedules the next one, failing or not.
-      this.renewTimer = this.conn.clock.after(0, () => {
-        this.renewTimer = null;
-        void this.renew();
-      });
+      this.renewAfter(0);
       again = true;
     }
     return again;
@@ -335,9 +330,14 @@ export class EtcdRegistrar {
   }
 
   private scheduleRenew(): void {
-    this.renewTimer?.cancel();
     const remaining = this.leaseExpiresAt - this.conn.clock.monotonic();
-    this.renewTimer = this.conn.clock.after(Math.max(1_000, remaining - this.o.marginMs), () => {
+    this.renewAfter(Math.max(1_000, remaining - this.o.marginMs));
+  }
+
+  /** The next renewal in `ms` (replacing one pending); renew() arms the one after it, failing or not. */
+  private renewAfter(ms: number): void {
+    this.renewTimer?.cancel();
+    this.renewTimer = this.conn.clock.after(ms, () => {
       this.renewTimer = null;
       void this.renew();
     });
@@ -378,10 +378,7 @@ export class EtcdRegistrar {
       if (stage !== this.renewProblem) conn.log.warn(text);
       else conn.log.debug(text);
       this.renewProblem = stage;
-      this.renewTimer = conn.clock.after(delay, () => {
-        this.renewTimer = null;
-        void this.renew();
-      });
+      this.renewAfter(delay);
     }
   }
 }

@@ -123,9 +123,9 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
   const server = cluster.server.replace(/\/+$/, '');
-  const clientCert = userCertificate(kc.getCurrentUser());
-  const exec = (kc.getCurrentUser() as { exec?: { command?: unknown } } | null)?.exec;
-  const execCommand = typeof exec?.command === 'string' ? exec.command : null;
+  const user = kc.getCurrentUser();
+  const clientCert = userCertificate(user);
+  const execCommand = typeof user?.exec?.command === 'string' ? (user.exec.command as string) : null;
   let serverCert: CertValidity | null = null;
   const answered = (res: http.IncomingMessage) => {
     serverCert = peerCertValidity(res.socket) ?? serverCert;
