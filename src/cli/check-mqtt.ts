@@ -4,7 +4,7 @@
 // running gateway's session is not taken over and nothing is ever published: the broker's
 // answer (CONNACK, a TLS alert, silence) is the result, in the words the gateway would log.
 import type { TLSSocket } from 'node:tls';
-import mqtt from 'mqtt';
+import mqtt, { type MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
@@ -28,22 +28,24 @@ export interface MqttPreflight {
   presented: SiteCertificate | null;
 }
 
-/** The `mqtt` check; null when mqtt.url is not set. */
-export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url, opts) => mqtt.connect(url, opts), clock: systemClock }, waitMs = MQTT_CHECK_WAIT_MS): Promise<MqttPreflight | null> {
-  const m = cfg.mqtt;
-  if (!m.url) return null;
-  const where = maskUrl(m.url);
-  // The failure sentences carry what to check, as the gateway's log does: no separate fix.
-  const fail = (detail: string): MqttPreflight => ({ check: { name: 'mqtt', ok: false, detail: `${where}: ${detail}` }, presented: null });
+/** A connection as the gateway makes it, or the failure in the gateway's words (without "retrying"). */
+export type GatewayConnection =
+  | { client: MqttClient; version: ProtocolVersion; wsSocket: TLSSocket | null; error?: undefined }
+  | { error: string; client?: undefined };
+
+/**
+ * Connects once to mqtt.url with the gateway's TLS files and credentials, MQTT 5 then 3.1.1,
+ * under `clientId` (`who` is the command, for the words of a refusal) and without a last will: nothing may be published in the gateway's name by
+ * the broker. Shared by `vxedge check` and `vxedge retire`.
+ */
+export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who: string, clientId: string, io: ConnectIo, waitMs: number): Promise<GatewayConnection> {
   let secrets;
   try {
     secrets = await loadSecrets(m);
   } catch (e) {
-    if (e instanceof MqttSetupError) return fail(e.message);
+    if (e instanceof MqttSetupError) return { error: e.message };
     throw e;
   }
-  const clientId = checkClientId(cfg);
-  // No last will: nothing may be published in our name, not even by the broker.
   let wsSocket: TLSSocket | null = null;
   const options = (protocolVersion: ProtocolVersion) => buildClientOptions({
     mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs, onTlsSocket: (socket) => (wsSocket = socket),
@@ -54,24 +56,33 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
     version = 4;
     r = await connectOnce(io, m.url, options(version), waitMs);
   }
-  if (!r.client) {
-    const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, {
-      tls: { nowMs: io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null },
-    });
-    const line = f.line.replace(/^mqtt connection failed: /, '').replace(/; retrying$/, '');
-    // A broker may admit only the gateway's own client id (an AWS IoT policy on
-    // client/${iot:ClientId}): then this refusal says nothing about the gateway's.
-    const idNote = f.kind === 'auth' ? ` (vxedge check connects as ${clientId}; a broker that admits only the gateway's own client id refuses that id alone; the gateway's own attempt is in its log)` : '';
-    return fail(line + idNote);
-  }
+  if (r.client) return { client: r.client, version, wsSocket };
+  const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, {
+    tls: { nowMs: io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null },
+  });
+  const line = f.line.replace(/^mqtt connection failed: /, '').replace(/; retrying$/, '');
+  // A broker may admit only the gateway's own client id (an AWS IoT policy on
+  // client/${iot:ClientId}): then this refusal says nothing about the gateway's.
+  const idNote = f.kind === 'auth' ? ` (${who} connects as ${clientId}; a broker that admits only the gateway's own client id refuses that id alone; the gateway's own attempt is in its log)` : '';
+  return { error: line + idNote };
+}
+
+/** The `mqtt` check; null when mqtt.url is not set. */
+export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url, opts) => mqtt.connect(url, opts), clock: systemClock }, waitMs = MQTT_CHECK_WAIT_MS): Promise<MqttPreflight | null> {
+  const m = cfg.mqtt;
+  if (!m.url) return null;
+  const where = maskUrl(m.url);
+  // The failure sentences carry what to check, as the gateway's log does: no separate fix.
+  const r = await connectAsGateway({ ...m, url: m.url }, 'vxedge check', checkClientId(cfg), io, waitMs);
+  if (r.error !== undefined) return { check: { name: 'mqtt', ok: false, detail: `${where}: ${r.error}` }, presented: null };
   const max = r.client.options.properties?.maximumPacketSize;
-  const presented = brokerCertificate(m.url, r.client, wsSocket);
+  const presented = brokerCertificate(m.url, r.client, r.wsSocket);
   closeClient(r.client);
   const as = m.username !== null ? `, as ${m.username}` : '';
   return {
     check: {
       name: 'mqtt', ok: true,
-      detail: `${where}: connected (MQTT ${version === 5 ? '5.0' : '3.1.1'}${as})${typeof max === 'number' ? `; the broker takes packets up to ${max} bytes` : ''}`,
+      detail: `${where}: connected (MQTT ${r.version === 5 ? '5.0' : '3.1.1'}${as})${typeof max === 'number' ? `; the broker takes packets up to ${max} bytes` : ''}`,
     },
     presented,
   };

@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded --max-old-space-size=128
-// vxedge command line: run | check | status | manifest | peers | rbac | fleet (docs/contract.md).
+// vxedge command line: run | check | status | manifest | peers | rbac | fleet | retire (docs/contract.md).
 // User mistakes end with a short message and the contract's exit code, never a stack trace.
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -17,6 +17,7 @@ const command = {
   check: () => import('./check.js'),
   kube: () => import('./kube.js'),
   fleet: () => import('./fleet.js'),
+  retire: () => import('./retire.js'),
 };
 
 const HELP = `vxedge — userspace flannel-compatible VXLAN gateway for edge sites
@@ -34,6 +35,9 @@ Usage:
                                   (an etcd site file: the etcdctl commands for its role and user)
   vxedge fleet (--url URL | -c FILE) [--prefix P] [--json] [--watch]
                                   the whole fleet from the broker's retained status and health (vxedge fleet --help)
+  vxedge retire -c FILE [--dry-run] [--force]
+                                  take a site that is gone for good out of the cluster (its own Node or etcd lease)
+                                  and the fleet (its retained MQTT status and health); the gateway must be stopped
   vxedge --version | --help
 
 Options:
@@ -41,6 +45,8 @@ Options:
   --json              machine-readable output
   --run-dir DIR       where to find status.json (default: the config's runDir, else /run/vxedge)
   --node-name NAME    rbac without a config: the site's Node name (vxedge-{site}-{node})
+  --dry-run           retire: read everything, say what would be removed, change nothing
+  --force             retire: go on although the broker's retained status says the gateway is online
 
 Exit codes: 0 ok, 1 failure (or no gateway running for status), 2 invalid config or input.
 `;
@@ -58,6 +64,7 @@ const TAKES: Record<string, { options: string[]; args: number }> = {
   manifest: { options: ['json', 'etcd'], args: 0 },
   peers: { options: [], args: 1 },
   rbac: { options: ['node-name'], args: 0 },
+  retire: { options: ['dry-run', 'force'], args: 0 },
 };
 
 /** An option or argument the command would silently ignore: a slip the user should hear of. */
@@ -89,6 +96,8 @@ export async function main(argv: string[]): Promise<number> {
         etcd: { type: 'boolean' },
         'run-dir': { type: 'string' },
         'node-name': { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        force: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -128,6 +137,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await command.kube()).runPeers(rest[0], o.config ? load(o.config) : null);
       case 'rbac':
         return (await command.kube()).runRbac(o.config ? load(o.config) : null, o['node-name']);
+      case 'retire':
+        return await (await command.retire()).runRetire(load(o.config), { dryRun: o['dry-run'] ?? false, force: o.force ?? false });
       case undefined:
         process.stderr.write(HELP);
         return EXIT_USAGE;

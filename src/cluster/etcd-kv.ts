@@ -65,6 +65,11 @@ export interface EtcdKv {
    */
   putIf(key: string, value: string, lease: bigint, expectModRevision: bigint): Promise<PutIfResult>;
   /**
+   * One transaction: delete key if its mod revision is `expectModRevision`; otherwise nothing
+   * changes and the key's current entry (null: absent) comes back.
+   */
+  deleteIf(key: string, expectModRevision: bigint): Promise<PutIfResult>;
+  /**
    * Whether this client may write `key`, asked without writing it: false when etcd's
    * authorization refuses (the 'permission' error), true otherwise; other errors are thrown.
    */

@@ -331,6 +331,23 @@ class Etcd3Kv implements EtcdKv {
     }
   }
 
+  async deleteIf(key: string, expectModRevision: bigint): Promise<PutIfResult> {
+    const k = Buffer.from(key);
+    try {
+      const res = await this.client.kv.txn({
+        compare: [{ key: k, target: 'Mod', result: 'Equal', mod_revision: expectModRevision.toString() }],
+        success: [{ request_delete_range: { key: k } }],
+        failure: [{ request_range: { key: k } }],
+      });
+      const revision = BigInt(res.header.revision);
+      if (res.succeeded) return { ok: true, revision };
+      const kvs = res.responses[0]?.response_range?.kvs ?? [];
+      return { ok: false, current: kvs.length > 0 ? toEntry(kvs[0]) : null, revision };
+    } catch (e) {
+      throw classifyEtcd3Error(e);
+    }
+  }
+
   // etcd authorizes a transaction as a whole before it evaluates the compare: every put and
   // delete of both branches must be allowed (CheckTxnAuth in etcd's apply_auth.go). So a
   // transaction whose compare can never hold (no key has a create revision below 0) and whose

@@ -51,7 +51,11 @@ export interface NodeApi {
   create(node: NodeJson): Promise<unknown>;
   /** RFC 7386 merge patch on /api/v1/nodes/NAME. */
   mergePatch(name: string, patch: NodeJson): Promise<unknown>;
-  delete(name: string): Promise<void>;
+  /**
+   * Deletes the Node; with `preconditions`, only the object of that uid (and resourceVersion):
+   * one that was replaced or changed since it was read is left alone (409 Conflict).
+   */
+  delete(name: string, preconditions?: { uid: string; resourceVersion?: string }): Promise<void>;
   /**
    * Whether the API server lets these credentials `verb` Nodes (one Node by name, or all
    * when null): a SelfSubjectAccessReview, which every authenticated user may ask.
@@ -261,8 +265,8 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
     get: (name) => call('GET', nodePath(name)),
     create: (node) => call('POST', '/api/v1/nodes', node),
     mergePatch: (name, patch) => call('PATCH', nodePath(name), patch, 'application/merge-patch+json'),
-    async delete(name) {
-      await call('DELETE', nodePath(name));
+    async delete(name, preconditions) {
+      await call('DELETE', nodePath(name), preconditions ? { apiVersion: 'v1', kind: 'DeleteOptions', preconditions } : undefined);
     },
     async mayI(verb, name) {
       const review = (await call('POST', '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {

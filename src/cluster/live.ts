@@ -11,6 +11,7 @@ import type { Logger } from '../util/log.js';
 import { defaultNodeName, SELF_WHY } from './flannel-node.js';
 import { diffIsEmpty, mergePeers, type PeerDiff } from './membership.js';
 import type { ClusterSource, ClusterStatus, ClusterView, SkippedNode } from './types.js';
+import type { EtcdAuth, EtcdTlsFiles } from './etcd-kv.js';
 
 export interface LiveMembershipOptions {
   cfg: Config;
@@ -60,16 +61,23 @@ export async function loadClusterSource(cfg: Config, o: SourceOptions): Promise<
     });
   }
   if (cfg.cluster.source === 'etcd') {
-    const e = cfg.cluster.etcd;
     const { EtcdSource } = await import('./etcd.js');
     return new EtcdSource({
-      ...common, endpoints: e.endpoints, prefix: e.prefix,
-      ...(e.ca || e.cert || e.key ? { tls: { ca: e.ca, cert: e.cert, key: e.key } } : {}),
-      ...(e.username && e.passwordFile ? { auth: { username: e.username, passwordFile: e.passwordFile } } : {}),
+      ...common, ...etcdAccess(cfg), prefix: cfg.cluster.etcd.prefix,
       ...(o.requestTimeoutMs ? { callTimeoutMs: o.requestTimeoutMs } : {}),
     });
   }
   return null;
+}
+
+/** How the site reaches etcd: cluster.etcd's endpoints, TLS files and user. */
+export function etcdAccess(cfg: Config): { endpoints: string[]; tls?: EtcdTlsFiles; auth?: EtcdAuth } {
+  const e = cfg.cluster.etcd;
+  return {
+    endpoints: e.endpoints,
+    ...(e.ca || e.cert || e.key ? { tls: { ca: e.ca, cert: e.cert, key: e.key } } : {}),
+    ...(e.username && e.passwordFile ? { auth: { username: e.username, passwordFile: e.passwordFile } } : {}),
+  };
 }
 
 export class LiveMembership {

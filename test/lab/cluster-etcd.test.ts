@@ -22,6 +22,7 @@ import { REPO_ROOT, labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot
 import { CLI, checkCommand, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
 import { madeUpNodes } from './made-up-nodes.js';
 import { ROOT_CTL, startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
+import { startMosquitto } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
 const PREFIX = 'vxce';
@@ -403,6 +404,75 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       await stopGateway(reg);
     }
     await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
+  });
+
+  it('`vxedge retire` after the gateway is gone: the site\'s lease removed from etcd and its retained MQTT status and health cleared; refused while a gateway of the site runs, here or elsewhere', async () => {
+    const broker = await startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port: 1885, dir, lifetimeS: 240 });
+    const topic = (t: string) => `vxedge/lab/edge-1/${t}`;
+    const extra = { peers: [], cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint] } }, mqtt: { url: `mqtt://${env.INET_WAN_IP}:1885`, interval: '2s' } };
+    const retireCmd = async (file: string, ...args: string[]) => {
+      const r = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', file, ...args], { timeoutMs: 30_000 });
+      expect(r.stdout + r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+      const line = (name: string) => r.stdout.split('\n').filter((l) => new RegExp(`^(ok|FAIL) +${name} `).test(l));
+      return { ...r, line };
+    };
+    try {
+      const running = await startGateway(env, { extra });
+      gateways.add(running);
+      await running.untilStatus((d) => d.cluster?.registered === true && d.mqtt?.connected === true, 'registered, MQTT connected', 20_000);
+      await broker.waitRetained(topic('health'), () => true, 15_000);
+      const lease = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
+      expect(lease.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
+
+      // Here: its own config names the runDir of the running gateway.
+      const here = await retireCmd(running.configFile);
+      expect(here.code, here.stdout).toBe(1);
+      expect(here.line('gateway')[0]).toMatch(/^FAIL +gateway +a gateway runs this config on this machine \(pid \d+\)/);
+      expect(here.stdout).toContain('fix: stop it first (systemctl stop vxedge');
+      // Elsewhere (another runDir, as on another machine): the broker's retained "online" says it runs.
+      const elsewhere = await writeLabConfig(env, dir, 'retire-elsewhere.json', { extra });
+      const there = await retireCmd(elsewhere);
+      expect(there.code, there.stdout).toBe(1);
+      expect(there.line('mqtt')[0]).toMatch(/^FAIL +mqtt +mqtt:\/\/\S+: vxedge\/lab\/edge-1\/status says online: a gateway of this site runs somewhere/);
+      expect(there.line('cluster')).toEqual([]);
+      expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toEqual(lease);
+      expect(await broker.retained(topic('status'))).toBe('online');
+
+      // Stopped: its lease stays (a restart keeps the subnet), its status says offline.
+      gateways.delete(running);
+      expect(await running.stop()).toBe(0);
+      await running.cleanup();
+      expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toEqual(lease);
+      expect(await broker.retained(topic('status'))).toBe('offline');
+
+      const dry = await retireCmd(elsewhere, '--dry-run');
+      expect(dry.code, dry.stdout).toBe(0);
+      expect(dry.stdout).toMatch(/^dry run: nothing is changed\n/);
+      expect(dry.line('cluster')[0]).toMatch(new RegExp(`^ok +cluster +etcd \\S+: would remove lease ${keyOf(env.GW_SUBNET)} \\(PublicIP ${env.NAT_WAN_IP}, VtepMAC ${env.GW_VTEP_MAC}\\)$`));
+      expect(dry.line('mqtt')[1]).toMatch(/^ok +mqtt +\S+: would clear the retained vxedge\/lab\/edge-1\/status and vxedge\/lab\/edge-1\/health$/);
+      expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toEqual(lease);
+      expect(await broker.retained(topic('status'))).toBe('offline');
+
+      const done = await retireCmd(elsewhere);
+      expect(done.code, done.stdout).toBe(0);
+      expect(done.line('mqtt')[0]).toMatch(/^ok +mqtt +\S+: vxedge\/lab\/edge-1\/status: retained status "offline"$/);
+      expect(done.line('cluster')[0]).toMatch(/^ok +cluster +etcd \S+: removed lease /);
+      expect(done.line('mqtt')[1]).toMatch(/cleared the retained .*: vxedge fleet no longer lists lab\/edge-1$/);
+      expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toBeNull();
+      expect(await broker.retained(topic('status'))).toBeNull();
+      expect(await broker.retained(topic('health'))).toBeNull();
+      // Retire connected as a client of its own, without a will, and left nothing behind.
+      expect(broker.output).toMatch(/New client connected from \S+ as vxedge-lab-edge-1-retire \(p5, c1/);
+
+      // Again: nothing left to remove, and that is no failure.
+      const again = await retireCmd(elsewhere);
+      expect(again.code, again.stdout).toBe(0);
+      expect(again.line('cluster')[0]).toMatch(/no lease \S+: nothing to remove$/);
+      expect(again.line('mqtt')[0]).toMatch(/: no retained status$/);
+      console.log(`vxedge retire:\n${done.stdout}`);
+    } finally {
+      await broker.stop();
+    }
   });
 
   it('scale: 500 leases: every route in one batch, a deleted lease takes its route alone, a clean stop all of them', async () => {

@@ -369,10 +369,18 @@ export class KubeApiServer {
           else throw new HttpError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`);
           return this.reply(entry, res, 200, this.commit(name, next));
         }
-        case 'delete':
-          if (!this.nodes.has(name)) throw notFound(name);
+        case 'delete': {
+          const options = await body(req, { emptyIsNull: true });
+          const cur = this.nodes.get(name);
+          if (!cur) throw notFound(name);
+          // DeleteOptions.preconditions, worded as the apiserver's storage (Preconditions.Check).
+          const pre = options?.preconditions ?? {};
+          const conflict = (what, want, have) => new HttpError(409, 'Conflict', `Operation cannot be fulfilled on nodes "${name}": Precondition failed: ${what} in precondition: ${want}, ${what} in object meta: ${have}`, { name, kind: 'nodes' });
+          if (pre.uid != null && pre.uid !== cur.metadata.uid) throw conflict('UID', pre.uid, cur.metadata.uid);
+          if (pre.resourceVersion != null && pre.resourceVersion !== cur.metadata.resourceVersion) throw conflict('ResourceVersion', pre.resourceVersion, cur.metadata.resourceVersion);
           this.deleteNode(name);
           return this.reply(entry, res, 200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: 'nodes' } });
+        }
       }
     } catch (e) {
       if (e instanceof HttpError) return fail(e);
@@ -494,7 +502,7 @@ export class KubeApiServer {
   }
 }
 
-async function body(req) {
+async function body(req, { emptyIsNull = false } = {}) {
   const chunks = [];
   let size = 0;
   for await (const c of req) {
@@ -502,6 +510,7 @@ async function body(req) {
     if (size > MAX_BODY) throw new HttpError(413, 'RequestEntityTooLarge', 'the request body is too large');
     chunks.push(c);
   }
+  if (size === 0 && emptyIsNull) return null; // a DELETE without DeleteOptions
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {

@@ -38,7 +38,7 @@ interface Watcher {
 
 const watches = (w: Watcher, key: string) => (w.exact ? key === w.prefix : key.startsWith(w.prefix));
 
-type Method = 'get' | 'range' | 'watch' | 'grant' | 'keepAliveOnce' | 'revoke' | 'putIf' | 'mayPut';
+type Method = 'get' | 'range' | 'watch' | 'grant' | 'keepAliveOnce' | 'revoke' | 'putIf' | 'deleteIf' | 'mayPut';
 
 export class FakeEtcd implements EtcdKv {
   revision = 1n;
@@ -49,7 +49,7 @@ export class FakeEtcd implements EtcdKv {
   private watchers = new Set<Watcher>();
   private nextLease = 0x694d7d8e6a8f1c00n; // lease ids as etcd makes them: beyond 2^53
   /** Every call, by method. */
-  readonly calls: Record<Method, number> = { get: 0, range: 0, watch: 0, grant: 0, keepAliveOnce: 0, revoke: 0, putIf: 0, mayPut: 0 };
+  readonly calls: Record<Method, number> = { get: 0, range: 0, watch: 0, grant: 0, keepAliveOnce: 0, revoke: 0, putIf: 0, deleteIf: 0, mayPut: 0 };
   /** Every putIf's arguments. */
   readonly puts: { key: string; value: string; lease: bigint; expect: bigint; ok: boolean }[] = [];
   down = false;
@@ -210,6 +210,16 @@ export class FakeEtcd implements EtcdKv {
       this.puts.push({ key, value, lease, expect: expectModRevision, ok });
       if (!ok) return { ok: false as const, current: cur ? { key, ...cur } : null, revision: this.revision };
       this.put(key, value, lease);
+      return { ok: true as const, revision: this.revision };
+    });
+  }
+
+  deleteIf(key: string, expectModRevision: bigint): Promise<PutIfResult> {
+    return this.answer('deleteIf', () => {
+      if (!this.mayWrite(key)) throw new EtcdKvError('permission', 'etcdserver: permission denied');
+      const cur = this.store.get(key);
+      if (cur?.modRevision !== expectModRevision) return { ok: false as const, current: cur ? { key, ...cur } : null, revision: this.revision };
+      this.del(key);
       return { ok: true as const, revision: this.revision };
     });
   }

@@ -1,0 +1,234 @@
+// `vxedge retire -c FILE [--dry-run] [--force]`: takes a site that is gone for good out of the
+// cluster and the fleet. A stopping gateway leaves its Node or lease and its retained MQTT
+// status in place on purpose (a restart must not move the site's routes on every node, and the
+// fleet should see a stopped gateway as offline), so without this a decommissioned box stays
+// in every flannel node's routes and in `vxedge fleet`, which then never exits 0 again.
+//
+// In order, each step a line in `vxedge check`'s format:
+//   gateway  no gateway runs this config on this machine (it would register again at once);
+//   mqtt     the broker's retained status is not "online" (a gateway of this site runs
+//            elsewhere), unless --force;
+//   cluster  the site's own Node (Kubernetes) or lease (etcd) removed (cluster/retire.ts);
+//   mqtt     the retained status and health cleared (zero-length retained messages), only
+//            once the cluster step succeeded, so that a site still routed stays in sight.
+// --dry-run reads everything and changes nothing. Nothing else is touched: stateDir (the
+// site's VTEP MAC, the PCP nonce) stays for a box that is set up again.
+import mqtt, { type MqttClient } from 'mqtt';
+import { maskUrl } from '../config/formats.js';
+import type { Config } from '../config/types.js';
+import type { CheckResult } from '../health/document.js';
+import { clientIdFor, closeClient } from '../health/mqtt-options.js';
+import type { ConnectIo } from '../health/mqtt-connect.js';
+import { topics } from '../health/mqtt.js';
+import { readStatus } from '../health/status-file.js';
+import { readVtepMac } from '../control/state.js';
+import { siteNodeName, etcdAccess } from '../cluster/live.js';
+import { subnetKey, subnetsPrefix } from '../cluster/flannel-lease.js';
+import { retireLease, retireNode, type RetireOutcome } from '../cluster/retire.js';
+import type { NodeApi } from '../cluster/kube-client.js';
+import type { EtcdConnect } from '../cluster/etcd-kv.js';
+import { systemClock, type Clock } from '../util/clock.js';
+import { Logger } from '../util/log.js';
+import { formatDuration } from '../util/duration.js';
+import { beforeStart } from './check-cluster.js';
+import { connectAsGateway } from './check-mqtt.js';
+
+/** Bound on the broker's answers (connect, subscribe, each publish) and on each cluster request. */
+export const RETIRE_WAIT_MS = 8_000;
+
+export interface RetireOptions {
+  dryRun: boolean;
+  force: boolean;
+  clock?: Clock;
+  waitMs?: number;
+  /** MQTT.js connect (tests: a scripted client). */
+  mqttIo?: ConnectIo;
+  /** The Kubernetes client for the site's kubeconfig (tests: one for the stand-in). */
+  nodeApi?: (cfg: Config, clock: Clock, waitMs: number) => Promise<NodeApi>;
+  /** Opens the etcd client (tests: the in-memory etcd). */
+  etcdConnect?: EtcdConnect;
+}
+
+/** The client id retire connects with: the gateway's, marked, so that it takes no session over. */
+export function retireClientId(cfg: Pick<Config, 'site' | 'node'>): string {
+  return `${clientIdFor(cfg.site, cfg.node).slice(0, 121)}-retire`;
+}
+
+export async function retire(cfg: Config, o: RetireOptions): Promise<CheckResult[]> {
+  const clock = o.clock ?? systemClock;
+  const waitMs = o.waitMs ?? RETIRE_WAIT_MS;
+  const lines: CheckResult[] = [];
+
+  const running = await readStatus(cfg.runDir).catch(() => null);
+  if (running) {
+    lines.push({
+      name: 'gateway', ok: false,
+      detail: `a gateway runs this config on this machine (pid ${running.pid}): it would register the site again at once; nothing was changed`,
+      fix: 'stop it first (systemctl stop vxedge; systemctl disable vxedge keeps it from starting again), then run vxedge retire again',
+    });
+    return lines;
+  }
+  lines.push({ name: 'gateway', ok: true, detail: `none runs this config on this machine (no live ${cfg.runDir}/status.json)` });
+
+  let broker: MqttClient | null = null;
+  try {
+    if (cfg.mqtt.url) {
+      const m = await brokerStep(cfg, o, clock, waitMs);
+      lines.push(m.line);
+      if (m.online) return lines;
+      broker = m.client;
+    }
+    const cluster = await clusterStep(cfg, o, clock, waitMs);
+    if (cluster) lines.push(cluster);
+    if (broker && (!cluster || cluster.ok)) lines.push(await clearRetained(cfg, broker, o.dryRun, clock, waitMs));
+    else if (broker) lines.push({ name: 'mqtt', ok: false, detail: "the retained status and health were left on the broker, since the site's cluster entry is still there: the fleet keeps it in sight", fix: 'fix the cluster line, then run vxedge retire again' });
+    return lines;
+  } finally {
+    if (broker) closeClient(broker);
+  }
+}
+
+/**
+ * Connects as the gateway does and reads the site's retained status: "online" means a gateway
+ * of this site runs somewhere, and would register again at once (unless --force).
+ */
+async function brokerStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: number): Promise<{ line: CheckResult; online: boolean; client: MqttClient | null }> {
+  const url = cfg.mqtt.url!;
+  const where = maskUrl(url);
+  const io = o.mqttIo ?? { connect: (u, opts) => mqtt.connect(u, opts), clock };
+  const c = await connectAsGateway({ ...cfg.mqtt, url }, 'vxedge retire', retireClientId(cfg), io, waitMs);
+  if (c.error !== undefined) {
+    return { line: { name: 'mqtt', ok: false, detail: `${where}: ${c.error}; the retained status and health stay on the broker` }, online: false, client: null };
+  }
+  const t = topics(cfg.mqtt.topicPrefix, cfg.site, cfg.node);
+  let status: string | null;
+  try {
+    status = await retainedPayload(c.client, t.status, clock, waitMs);
+  } catch (e) {
+    closeClient(c.client);
+    return { line: { name: 'mqtt', ok: false, detail: `${where}: could not read ${t.status}: ${(e as Error).message}; the retained status and health stay on the broker` }, online: false, client: null };
+  }
+  if (status === 'online' && !o.force) {
+    closeClient(c.client);
+    return {
+      line: {
+        name: 'mqtt', ok: false,
+        detail: `${where}: ${t.status} says online: a gateway of this site runs somewhere and would register again at once; nothing was changed`,
+        fix: 'stop that gateway first (systemctl stop vxedge on it); if it is gone and the broker kept a stale "online", run vxedge retire --force',
+      },
+      online: true, client: null,
+    };
+  }
+  const said = status === null ? 'no retained status' : `retained status ${JSON.stringify(status.slice(0, 40))}`;
+  return { line: { name: 'mqtt', ok: true, detail: `${where}: ${t.status}: ${said}${status === 'online' ? ' (--force)' : ''}` }, online: false, client: c.client };
+}
+
+/**
+ * The retained message on `topic` (null: none). A broker sends retained messages after the
+ * SUBACK, in order with what follows on the connection, so once the UNSUBACK of the same topic
+ * is in, any retained message has arrived: no guessing how long to wait.
+ */
+function retainedPayload(client: MqttClient, topic: string, clock: Clock, waitMs: number): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    let payload: string | null = null;
+    const onMessage = (t: string, p: Buffer, packet: { retain?: boolean }) => {
+      if (t === topic && packet.retain) payload = p.toString('utf8');
+    };
+    const timer = clock.after(waitMs, () => finish(new Error(`no answer within ${formatDuration(waitMs)}`)));
+    const finish = (err: Error | null) => {
+      timer.cancel();
+      client.off('message', onMessage);
+      if (err) reject(err);
+      else resolve(payload);
+    };
+    client.on('message', onMessage);
+    client.subscribe(topic, { qos: 1 }, (err, granted) => {
+      if (err) return finish(err);
+      const code = granted?.[0]?.qos;
+      if (typeof code === 'number' && code >= 0x80) return finish(new Error(`the broker refused the subscription (reason 0x${code.toString(16)}): the credentials may read ${topic}? (a broker ACL)`));
+      client.unsubscribe(topic, (e?: Error) => finish(e ?? null));
+    });
+  });
+}
+
+/** Zero-length retained messages on the site's health and status topics: the broker drops what it kept. */
+async function clearRetained(cfg: Config, client: MqttClient, dryRun: boolean, clock: Clock, waitMs: number): Promise<CheckResult> {
+  const where = maskUrl(cfg.mqtt.url!);
+  const t = topics(cfg.mqtt.topicPrefix, cfg.site, cfg.node);
+  if (dryRun) return { name: 'mqtt', ok: true, detail: `${where}: would clear the retained ${t.status} and ${t.health}` };
+  for (const topic of [t.health, t.status]) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = clock.after(waitMs, () => reject(new Error(`no PUBACK within ${formatDuration(waitMs)}`)));
+        client.publish(topic, Buffer.alloc(0), { qos: 1, retain: true }, (err) => {
+          timer.cancel();
+          if (err) reject(err);
+          else resolve();
+        });
+      });
+    } catch (e) {
+      return { name: 'mqtt', ok: false, detail: `${where}: clearing ${topic} failed: ${(e as Error).message}`, fix: 'check that the broker lets these credentials publish to the topic (an ACL), then run vxedge retire again' };
+    }
+  }
+  return { name: 'mqtt', ok: true, detail: `${where}: cleared the retained ${t.status} and ${t.health}: vxedge fleet no longer lists ${cfg.site}/${cfg.node}` };
+}
+
+/** The site's Node or lease removed; null for a static site. */
+async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: number): Promise<CheckResult | null> {
+  const line = (r: RetireOutcome, where: string): CheckResult => ({ name: 'cluster', ok: r.ok, detail: `${where}: ${r.detail}`, ...(r.fix ? { fix: r.fix } : {}) });
+  if (cfg.cluster.source === 'kubernetes') {
+    const name = siteNodeName(cfg);
+    const { chooseKubeconfig } = await import('../cluster/kubeconfig.js');
+    const choice = chooseKubeconfig(cfg.cluster.kubernetes.kubeconfig);
+    const where = `kubernetes (${choice?.describe ?? 'no kubeconfig'})`;
+    if (!choice && !o.nodeApi) return { name: 'cluster', ok: false, detail: `${where}: the site's Node cannot be reached`, fix: 'set cluster.kubernetes.kubeconfig (or $KUBECONFIG)' };
+    let api: NodeApi | null = null;
+    try {
+      api = o.nodeApi ? await o.nodeApi(cfg, clock, waitMs) : await (await import('../cluster/kube-client.js')).connectNodeApi(choice!, clock, waitMs);
+      return line(await retireNode(api, name, cfg.site, o.dryRun), where);
+    } catch (e) {
+      const { describeKubeError } = await import('../cluster/kube-errors.js');
+      const text = api
+        ? describeKubeError(e, { action: `${o.dryRun ? 'get' : 'delete'} node ${name}`, server: api.server, credentials: choice?.describe ?? 'the kubeconfig', tls: { nowMs: clock.now(), clientCert: api.clientCert }, execCommand: api.execCommand })
+        : `cannot use ${choice?.describe ?? 'the kubeconfig'}: ${(e as Error).message}`;
+      return { name: 'cluster', ok: false, detail: `${where}: ${beforeStart(text)}; the Node stays` };
+    } finally {
+      api?.abortAll();
+    }
+  }
+  if (cfg.cluster.source === 'etcd') {
+    const e = cfg.cluster.etcd;
+    const key = subnetKey(e.prefix, cfg.overlay.subnet);
+    const where = `etcd ${e.endpoints.join(',')}`;
+    const { EtcdConnection } = await import('../cluster/etcd-connection.js');
+    const conn = new EtcdConnection({
+      ...etcdAccess(cfg), prefix: e.prefix, subnetsPrefix: subnetsPrefix(e.prefix), ownKey: key, register: true,
+      clock, log: new Logger('error'), connect: o.etcdConnect, callTimeoutMs: waitMs, retry: { initialMs: 0, maxMs: 0 }, random: Math.random,
+    });
+    try {
+      const kv = await conn.client();
+      const mac = (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac).catch(() => null))?.mac ?? null;
+      const r = await retireLease({
+        get: (k) => conn.call(kv.get(k), `read ${k}`),
+        deleteIf: (k, rev) => conn.call(kv.deleteIf(k, rev), `delete ${k}`),
+      }, key, mac, o.dryRun);
+      return line(r, where);
+    } catch (err) {
+      return { name: 'cluster', ok: false, detail: `${where}: ${beforeStart(conn.describe(err))}; the lease stays` };
+    } finally {
+      await conn.stop();
+    }
+  }
+  return null;
+}
+
+export async function runRetire(cfg: Config, o: RetireOptions): Promise<number> {
+  if (o.dryRun) process.stdout.write('dry run: nothing is changed\n');
+  const lines = await retire(cfg, o);
+  const w = Math.max(...lines.map((r) => r.name.length));
+  for (const r of lines) {
+    process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'}  ${r.name.padEnd(w)}  ${r.detail}\n`);
+    if (!r.ok && r.fix) process.stdout.write(`      ${' '.repeat(w)}  fix: ${r.fix}\n`);
+  }
+  return lines.every((r) => r.ok) ? 0 : 1;
+}
