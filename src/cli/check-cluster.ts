@@ -150,7 +150,8 @@ async function siteMac(cfg: Config): Promise<string | null> {
   return (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac).catch(() => null))?.mac ?? null;
 }
 
-function sourceName(cfg: Config): string {
+/** The configured source in a line's words: `etcd ENDPOINTS (prefix P)`, `kubernetes (kubeconfig FILE)`. */
+export function sourceName(cfg: Config): string {
   if (cfg.cluster.source === 'etcd') return `etcd ${cfg.cluster.etcd.endpoints.join(',')} (prefix ${cfg.cluster.etcd.prefix})`;
   const k = cfg.cluster.kubernetes.kubeconfig;
   return `kubernetes (${k ? `kubeconfig ${k}` : '$KUBECONFIG or the in-cluster service account'})`;

@@ -30,7 +30,7 @@ import type { EtcdConnect } from '../cluster/etcd-kv.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { formatDuration } from '../util/duration.js';
-import { beforeStart } from './check-cluster.js';
+import { beforeStart, sourceName } from './check-cluster.js';
 import { connectAsGateway } from './check-mqtt.js';
 
 /** Bound on the broker's answers (connect, subscribe, each publish) and on each cluster request. */
@@ -180,7 +180,7 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
     const name = siteNodeName(cfg);
     const { chooseKubeconfig } = await import('../cluster/kubeconfig.js');
     const choice = chooseKubeconfig(cfg.cluster.kubernetes.kubeconfig);
-    const where = `kubernetes (${choice?.describe ?? 'no kubeconfig'})`;
+    const where = sourceName(cfg);
     if (!choice && !o.nodeApi) return { name: 'cluster', ok: false, detail: `${where}: the site's Node cannot be reached`, fix: 'set cluster.kubernetes.kubeconfig (or $KUBECONFIG)' };
     let api: NodeApi | null = null;
     try {
@@ -199,7 +199,7 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
   if (cfg.cluster.source === 'etcd') {
     const e = cfg.cluster.etcd;
     const key = subnetKey(e.prefix, cfg.overlay.subnet);
-    const where = `etcd ${e.endpoints.join(',')}`;
+    const where = sourceName(cfg);
     const { EtcdConnection } = await import('../cluster/etcd-connection.js');
     const conn = new EtcdConnection({
       ...etcdAccess(cfg), prefix: e.prefix, subnetsPrefix: subnetsPrefix(e.prefix), ownKey: key, register: true,

@@ -448,7 +448,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       const dry = await retireCmd(elsewhere, '--dry-run');
       expect(dry.code, dry.stdout).toBe(0);
       expect(dry.stdout).toMatch(/^dry run: nothing is changed\n/);
-      expect(dry.line('cluster')[0]).toMatch(new RegExp(`^ok +cluster +etcd \\S+: would remove lease ${keyOf(env.GW_SUBNET)} \\(PublicIP ${env.NAT_WAN_IP}, VtepMAC ${env.GW_VTEP_MAC}\\)$`));
+      expect(dry.line('cluster')[0]).toMatch(new RegExp(`^ok +cluster +etcd \\S+ \\(prefix \\S+\\): would remove lease ${keyOf(env.GW_SUBNET)} \\(PublicIP ${env.NAT_WAN_IP}, VtepMAC ${env.GW_VTEP_MAC}\\)$`));
       expect(dry.line('mqtt')[1]).toMatch(/^ok +mqtt +\S+: would clear the retained vxedge\/lab\/edge-1\/status and vxedge\/lab\/edge-1\/health$/);
       expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toEqual(lease);
       expect(await broker.retained(topic('status'))).toBe('offline');
@@ -456,7 +456,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       const done = await retireCmd(elsewhere);
       expect(done.code, done.stdout).toBe(0);
       expect(done.line('mqtt')[0]).toMatch(/^ok +mqtt +\S+: vxedge\/lab\/edge-1\/status: retained status "offline"$/);
-      expect(done.line('cluster')[0]).toMatch(/^ok +cluster +etcd \S+: removed lease /);
+      expect(done.line('cluster')[0]).toMatch(/^ok +cluster +etcd \S+ \(prefix \S+\): removed lease /);
       expect(done.line('mqtt')[1]).toMatch(/cleared the retained .*: vxedge fleet no longer lists lab\/edge-1$/);
       expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toBeNull();
       expect(await broker.retained(topic('status'))).toBeNull();

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
 import { CLI, checkCommand, settableClock, startGateway, writeLabConfig, type LogEntry, type Preload, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode, withEksWeight } from '../support/kube-harness.js';
@@ -347,6 +347,28 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
     // With cluster.register off, following is all it needs.
     const off = await writeLabConfig(env, dir, 'no-create-noreg.json', { extra: { peers: [], cluster: { source: 'kubernetes', register: false, kubernetes: { kubeconfig: api.kubeconfig('no-create') } } } });
     expect((await checkCommand(env.NS_GW, off)).line).toMatch(/^ok +cluster /);
+  });
+
+  it("j. `vxedge retire` after the gateway stopped: removes the site's Node with the rights `vxedge rbac` grants, and nothing else", async () => {
+    const gw = await gateway('gateway');
+    await gw.untilStatus((d) => d.cluster?.registered === true, 'registered', 15_000);
+    const file = await writeLabConfig(env, dir, 'retire.json', { extra: { peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig('gateway') } } } });
+    await stopGateway(gw);
+    // A stop leaves the Node: a restart must not take the site's routes off every node.
+    const own = (await api.node(SITE_NODE))!;
+    expect(own.spec?.podCIDR).toBe(env.GW_SUBNET);
+    const before = (await api.requests()).length;
+    const r = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', file], { timeoutMs: 30_000 });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^ok +cluster +kubernetes \\(kubeconfig \\S+\\): removed Node ${SITE_NODE} \\(${env.GW_SUBNET.replace(/[./]/g, '\\$&')}, public IP ${env.NAT_WAN_IP.replace(/\./g, '\\.')}\\)`, 'm'));
+    expect(await api.node(SITE_NODE)).toBeUndefined();
+    expect(await api.node('aws-node-1')).toBeDefined();
+    // It read the site's Node and deleted that one, by name: nothing else was asked for.
+    const asked = (await api.requests()).slice(before).map((q) => `${q.method} ${q.name} ${q.status}`);
+    expect(asked).toEqual([`GET ${SITE_NODE} 200`, `DELETE ${SITE_NODE} 200`]);
+    const again = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', file], { timeoutMs: 30_000 });
+    expect(again.code, again.stdout).toBe(0);
+    expect(again.stdout).toMatch(new RegExp(`^ok +cluster +kubernetes \\(kubeconfig \\S+\\): no Node ${SITE_NODE}: nothing to remove$`, 'm'));
   });
 
   it('h. a static peer wins over the cluster node with its subnet', async () => {

@@ -168,7 +168,7 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     fake.setDown(true);
     const down = await retire(cfg, { dryRun: false, force: false, clock, etcdConnect: async () => fake });
     expect(down[1]).toMatchObject({ name: 'cluster', ok: false });
-    expect(down[1].detail).toMatch(/^etcd http:\/\/192\.0\.2\.10:2379: cannot reach etcd at http:\/\/192\.0\.2\.10:2379 \(read \S+: .*\); the lease stays$/);
+    expect(down[1].detail).toMatch(/^etcd http:\/\/192\.0\.2\.10:2379 \(prefix \/coreos\.com\/network\): cannot reach etcd at http:\/\/192\.0\.2\.10:2379 \(read \S+: .*\); the lease stays$/);
     expect(down[1].detail).not.toContain('last known peers');
     expect(fake.calls.deleteIf).toBe(0);
     const up = new FakeEtcd(clock); // retire closed the first client, as it closes every one
