@@ -96,6 +96,9 @@ describe('vxedge check with invalid configs', () => {
       [['run', '-c', f, '--node-name', 'x'], 'run does not take --node-name'],
       [['peers', 'a.json', 'b.json'], 'peers takes one FILE, not "b.json"'],
       [['status', '--node-name', 'x'], 'status does not take --node-name'],
+      [['retire', '-c', f, '--json'], 'retire does not take --json'],
+      [['retire', '-c', f, 'now'], 'retire takes no arguments, not "now"'],
+      [['check', '-c', f, '--dry-run'], 'check does not take --dry-run'],
     ] as const) {
       const r = vxedge([...args]);
       expect(r.code, args.join(' ')).toBe(2);
@@ -114,7 +117,12 @@ describe('vxedge --version, --help, status', () => {
   it('prints help', () => {
     const r = vxedge(['--help']);
     expect(r.code).toBe(0);
-    for (const c of ['run', 'check', 'status', 'manifest', 'peers']) expect(r.stdout).toContain(`vxedge ${c}`);
+    for (const c of ['run', 'check', 'status', 'manifest', 'peers', 'rbac', 'fleet', 'retire']) expect(r.stdout).toContain(`vxedge ${c}`);
+  });
+  it('retire without -c says so (exit 2) and changes nothing', () => {
+    const r = vxedge(['retire', '--dry-run']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('vxedge: missing -c FILE (the site config)\n');
   });
   it('status exits 1 when no gateway runs', () => {
     const r = vxedge(['status', '--run-dir', mkdtempSync(path.join(TMP, 'run-'))]);
