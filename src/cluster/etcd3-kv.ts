@@ -31,7 +31,9 @@ import {
   castGrpcError,
   type ICallable,
   castGrpcErrorMessage,
+  type ICompare,
   type IKeyValue,
+  type IRequestOp,
   type IOptions,
   type IWatchResponse,
 } from 'etcd3';
@@ -316,29 +318,18 @@ class Etcd3Kv implements EtcdKv {
     const compare = expectModRevision === 0n
       ? { key: k, target: 'Version' as const, result: 'Equal' as const, version: 0 }
       : { key: k, target: 'Mod' as const, result: 'Equal' as const, mod_revision: expectModRevision.toString() };
-    try {
-      const res = await this.client.kv.txn({
-        compare: [compare],
-        success: [{ request_put: { key: k, value: Buffer.from(value), lease: lease.toString() } }],
-        failure: [{ request_range: { key: k } }],
-      });
-      const revision = BigInt(res.header.revision);
-      if (res.succeeded) return { ok: true, revision };
-      const kvs = res.responses[0]?.response_range?.kvs ?? [];
-      return { ok: false, current: kvs.length > 0 ? toEntry(kvs[0]) : null, revision };
-    } catch (e) {
-      throw classifyEtcd3Error(e);
-    }
+    return this.onCondition(k, compare, { request_put: { key: k, value: Buffer.from(value), lease: lease.toString() } });
   }
 
   async deleteIf(key: string, expectModRevision: bigint): Promise<PutIfResult> {
     const k = Buffer.from(key);
+    return this.onCondition(k, { key: k, target: 'Mod', result: 'Equal', mod_revision: expectModRevision.toString() }, { request_delete_range: { key: k } });
+  }
+
+  /** One transaction: `op` if `compare` holds, else the key's current entry (two writers cannot both win). */
+  private async onCondition(k: Buffer, compare: ICompare, op: IRequestOp): Promise<PutIfResult> {
     try {
-      const res = await this.client.kv.txn({
-        compare: [{ key: k, target: 'Mod', result: 'Equal', mod_revision: expectModRevision.toString() }],
-        success: [{ request_delete_range: { key: k } }],
-        failure: [{ request_range: { key: k } }],
-      });
+      const res = await this.client.kv.txn({ compare: [compare], success: [op], failure: [{ request_range: { key: k } }] });
       const revision = BigInt(res.header.revision);
       if (res.succeeded) return { ok: true, revision };
       const kvs = res.responses[0]?.response_range?.kvs ?? [];
