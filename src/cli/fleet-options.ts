@@ -41,6 +41,11 @@ Output:
   --watch                stay subscribed and print a line for every gateway that changes
                          (with --json: one object a line) until Ctrl-C; the exit code is
                          that of the last state (2 if the broker is not connected then)
+Retired gateways:
+  --forget SITE/NODE     clear that gateway's retained status and health, so that it is no
+                         longer listed (repeatable); refused while it is online and current.
+                         Needs publish rights on its topics; its Node or lease in the cluster
+                         is not touched (vxedge retire -c its site file does both)
 Timing (milliseconds, or "500ms", "2s", "1m"):
   --wait DURATION        longest wait for the retained messages after subscribing (default
                          2s); it ends sooner once the broker has been quiet for 300 ms
@@ -51,6 +56,7 @@ Timing (milliseconds, or "500ms", "2s", "1m"):
 
 Exit: 0 every gateway online, current and ok; 1 any is not, or none was found;
       2 bad arguments or files, or the broker cannot be reached.
+      With --forget: 0 each one forgotten; 1 any not (not found, online, refused).
 `;
 
 /** Quiet time after the last retained message (or the SUBACK) that ends the collection. */
@@ -69,6 +75,8 @@ export interface FleetOptions {
   prefix: string;
   json: boolean;
   watch: boolean;
+  /** --forget: "site/node" of gateways whose retained messages are to be cleared. */
+  forget: string[];
   clientId: string;
   /** Bound of the retained-message collection after the SUBACK. */
   waitMs: number;
@@ -105,6 +113,7 @@ export function fleetOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
         'client-id': { type: 'string' },
         json: { type: 'boolean' },
         watch: { type: 'boolean' },
+        forget: { type: 'string', multiple: true },
         wait: { type: 'string' },
         timeout: { type: 'string' },
         interval: { type: 'string' },
@@ -146,6 +155,14 @@ export function fleetOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
   if ((m.cert === null) !== (m.key === null)) {
     throw new UsageError(`${m.cert === null ? '--key needs --cert' : '--cert needs --key'}: mutual TLS needs both the client certificate and its key`);
   }
+  const forget = v.forget ?? [];
+  for (const id of forget) {
+    const levels = id.split('/');
+    if (levels.length !== 2 || levels.some((l) => l === '' || /[+#\0]/.test(l))) {
+      throw new UsageError(`--forget ${show(id)}: give one gateway as SITE/NODE, as vxedge fleet lists it (e.g. --forget lab/edge-1)`);
+    }
+  }
+  if (forget.length && v.watch) throw new UsageError('--forget and --watch do not go together: forget first, then watch');
   const clientId = v['client-id'] ?? `vxedge-fleet-${randomBytes(4).toString('hex')}`;
   if (clientId === '') throw new UsageError('--client-id is empty');
   return {
@@ -154,6 +171,7 @@ export function fleetOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
     prefix: m.topicPrefix,
     json: v.json ?? false,
     watch: v.watch ?? false,
+    forget,
     clientId,
     waitMs: duration('wait', v.wait, 2000, 0),
     quietMs: QUIET_MS,

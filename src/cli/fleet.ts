@@ -30,7 +30,9 @@ import { MqttSetupError, closeClient, ignoredTlsKeys, loadSecrets, type FileRead
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
 import { certValidity } from '../util/tls-failure.js';
-import { FleetRecords, fleetExitCode, fleetFilters, renderChange, renderRemoved, renderTable, rowJson, rowSignature, type FleetRow } from './fleet-view.js';
+import { topics } from '../health/mqtt.js';
+import { clearRetained } from '../health/mqtt-retained.js';
+import { FleetRecords, fleetExitCode, fleetFilters, formatAge, renderChange, renderRemoved, renderTable, rowJson, rowSignature, type FleetRow } from './fleet-view.js';
 import { FLEET_HELP, UsageError, fleetOptions, readerClientOptions, type FleetOptions } from './fleet-options.js';
 
 export { FLEET_HELP, UsageError, fleetOptions, readerClientOptions, type FleetOptions } from './fleet-options.js';
@@ -150,6 +152,7 @@ class FleetSession {
         this.io.stderr(`vxedge fleet: ${failure}\n`);
         return EXIT_UNREACHABLE;
       }
+      if (this.o.forget.length) return await this.forget();
       const rows = this.rows();
       this.printSnapshot(rows);
       if (!stop) return fleetExitCode(rows);
@@ -323,6 +326,42 @@ class FleetSession {
       if (silent) continue;
       this.io.stdout(this.o.json ? JSON.stringify({ ...rowJson(row), at: iso(now.wall) }) + '\n' : renderChange(row, now.wall));
     }
+  }
+
+  /**
+   * --forget: clears each named gateway's retained status and health, read back to be sure
+   * (mqtt-retained.ts), unless it is online with a current health document: a gateway that
+   * runs would publish them again, and hiding it would be wrong.
+   */
+  private async forget(): Promise<number> {
+    const rows = new Map(this.rows().map((r) => [key(r), r]));
+    let code = EXIT_OK;
+    const refuse = (id: string, why: string) => {
+      this.io.stderr(`vxedge fleet: ${id} not forgotten: ${why}\n`);
+      code = EXIT_NOT_OK;
+    };
+    for (const id of this.o.forget) {
+      const row = rows.get(id);
+      if (!row) {
+        refuse(id, `${this.where()} holds no retained status or health under ${this.o.prefix}/${id}/`);
+        continue;
+      }
+      if (row.status === 'online' && !row.stale) {
+        refuse(id, 'it is online and its health is current; stop that gateway first (or retire it: vxedge retire -c its site file)');
+        continue;
+      }
+      const [site, node] = id.split('/');
+      const t = topics(this.o.prefix, site, node);
+      try {
+        await clearRetained(this.client!, [t.health, t.status], this.io.clock, this.o.timeoutMs);
+      } catch (e) {
+        refuse(id, (e as Error).message);
+        continue;
+      }
+      const was = `${row.status ?? 'no status'}${row.ageMs !== null ? `, last health ${formatAge(row.ageMs)} ago` : ''}`;
+      this.io.stdout(`forgot ${id} (${was}): its retained status and health are cleared; its Node or lease in the cluster is not touched (vxedge retire -c its site file removes both)\n`);
+    }
+    return code;
   }
 
   private async watch(stopped: Promise<void>): Promise<number> {

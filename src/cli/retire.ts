@@ -20,6 +20,7 @@ import type { CheckResult } from '../health/document.js';
 import { clientIdFor, closeClient } from '../health/mqtt-options.js';
 import type { ConnectIo } from '../health/mqtt-connect.js';
 import { topics } from '../health/mqtt.js';
+import { clearRetained, readRetained } from '../health/mqtt-retained.js';
 import { readStatus } from '../health/status-file.js';
 import { readVtepMac } from '../control/state.js';
 import { siteNodeName, etcdAccess } from '../cluster/live.js';
@@ -29,7 +30,6 @@ import type { NodeApi } from '../cluster/kube-client.js';
 import type { EtcdConnect } from '../cluster/etcd-kv.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
-import { formatDuration } from '../util/duration.js';
 import { beforeStart, sourceName } from './check-cluster.js';
 import { connectAsGateway } from './check-mqtt.js';
 
@@ -80,7 +80,7 @@ export async function retire(cfg: Config, o: RetireOptions): Promise<CheckResult
     }
     const cluster = await clusterStep(cfg, o, clock, waitMs);
     if (cluster) lines.push(cluster);
-    if (broker && (!cluster || cluster.ok)) lines.push(await clearRetained(cfg, broker, o.dryRun, clock, waitMs));
+    if (broker && (!cluster || cluster.ok)) lines.push(await clearStep(cfg, broker, o.dryRun, clock, waitMs));
     else if (broker) lines.push({ name: 'mqtt', ok: false, detail: "the retained status and health were left on the broker, since the site's cluster entry is still there: the fleet keeps it in sight", fix: 'fix the cluster line, then run vxedge retire again' });
     return lines;
   } finally {
@@ -103,7 +103,7 @@ async function brokerStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: n
   const t = topics(cfg.mqtt.topicPrefix, cfg.site, cfg.node);
   let status: string | null;
   try {
-    status = await retainedPayload(c.client, t.status, clock, waitMs);
+    status = (await readRetained(c.client, t.status, clock, waitMs))?.toString('utf8') ?? null;
   } catch (e) {
     closeClient(c.client);
     return { line: { name: 'mqtt', ok: false, detail: `${where}: could not read ${t.status}: ${(e as Error).message}; the retained status and health stay on the broker` }, online: false, client: null };
@@ -123,52 +123,15 @@ async function brokerStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: n
   return { line: { name: 'mqtt', ok: true, detail: `${where}: ${t.status}: ${said}${status === 'online' ? ' (--force)' : ''}` }, online: false, client: c.client };
 }
 
-/**
- * The retained message on `topic` (null: none). A broker sends retained messages after the
- * SUBACK, in order with what follows on the connection, so once the UNSUBACK of the same topic
- * is in, any retained message has arrived: no guessing how long to wait.
- */
-function retainedPayload(client: MqttClient, topic: string, clock: Clock, waitMs: number): Promise<string | null> {
-  return new Promise((resolve, reject) => {
-    let payload: string | null = null;
-    const onMessage = (t: string, p: Buffer, packet: { retain?: boolean }) => {
-      if (t === topic && packet.retain) payload = p.toString('utf8');
-    };
-    const timer = clock.after(waitMs, () => finish(new Error(`no answer within ${formatDuration(waitMs)}`)));
-    const finish = (err: Error | null) => {
-      timer.cancel();
-      client.off('message', onMessage);
-      if (err) reject(err);
-      else resolve(payload);
-    };
-    client.on('message', onMessage);
-    client.subscribe(topic, { qos: 1 }, (err, granted) => {
-      if (err) return finish(err);
-      const code = granted?.[0]?.qos;
-      if (typeof code === 'number' && code >= 0x80) return finish(new Error(`the broker refused the subscription (reason 0x${code.toString(16)}): the credentials may read ${topic}? (a broker ACL)`));
-      client.unsubscribe(topic, (e?: Error) => finish(e ?? null));
-    });
-  });
-}
-
 /** Zero-length retained messages on the site's health and status topics: the broker drops what it kept. */
-async function clearRetained(cfg: Config, client: MqttClient, dryRun: boolean, clock: Clock, waitMs: number): Promise<CheckResult> {
+async function clearStep(cfg: Config, client: MqttClient, dryRun: boolean, clock: Clock, waitMs: number): Promise<CheckResult> {
   const where = maskUrl(cfg.mqtt.url!);
   const t = topics(cfg.mqtt.topicPrefix, cfg.site, cfg.node);
   if (dryRun) return { name: 'mqtt', ok: true, detail: `${where}: would clear the retained ${t.status} and ${t.health}` };
-  for (const topic of [t.health, t.status]) {
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = clock.after(waitMs, () => reject(new Error(`no PUBACK within ${formatDuration(waitMs)}`)));
-        client.publish(topic, Buffer.alloc(0), { qos: 1, retain: true }, (err) => {
-          timer.cancel();
-          if (err) reject(err);
-          else resolve();
-        });
-      });
-    } catch (e) {
-      return { name: 'mqtt', ok: false, detail: `${where}: clearing ${topic} failed: ${(e as Error).message}`, fix: 'check that the broker lets these credentials publish to the topic (an ACL), then run vxedge retire again' };
-    }
+  try {
+    await clearRetained(client, [t.health, t.status], clock, waitMs);
+  } catch (e) {
+    return { name: 'mqtt', ok: false, detail: `${where}: ${(e as Error).message}`, fix: 'let these credentials publish to the topic (the gateway\'s own may), then run vxedge retire again' };
   }
   return { name: 'mqtt', ok: true, detail: `${where}: cleared the retained ${t.status} and ${t.health}: vxedge fleet no longer lists ${cfg.site}/${cfg.node}` };
 }

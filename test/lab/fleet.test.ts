@@ -273,11 +273,54 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_pub', 'mosquitto_passwd'
   });
 
   it('bad arguments: exit 2, no stack trace', async () => {
-    for (const args of [['--url', plainUrl, '--bogus'], ['--url', plainUrl, '--prefix', 'a/+'], ['--prefix', 'x'], ['--url', 'ftp://x']]) {
+    for (const args of [
+      ['--url', plainUrl, '--bogus'], ['--url', plainUrl, '--prefix', 'a/+'], ['--prefix', 'x'], ['--url', 'ftp://x'],
+      ['--url', plainUrl, '--forget', 'lab'], ['--url', plainUrl, '--forget', 'lab/+'], ['--url', plainUrl, '--forget', 'lab/gw-1', '--watch'],
+    ]) {
       const r = await fleet(args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/^vxedge fleet: .+\n\(vxedge fleet --help shows the options\)\n$/);
       expect(r.stdout).toBe('');
+    }
+  });
+
+  it('--forget clears a retired gateway\'s retained status and health (read back to be sure); refused for one online and current, one not there, and for credentials that may only read', async () => {
+    const passwordFile = path.join(dir, 'forget.passwd');
+    makePasswordFile(passwordFile, { admin: 'admin-pw', monitor: monitor.password });
+    const aclFile = path.join(dir, 'forget.acl');
+    await writeFile(aclFile, 'user admin\ntopic readwrite #\n\nuser monitor\ntopic read #\n');
+    await writeFile(path.join(dir, 'admin.pw'), 'admin-pw\n', { mode: 0o600 });
+    const b = await startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port: 1886, dir, lifetimeS: 120, passwordFile, aclFile });
+    try {
+      const admin = { port: 1886, user: { name: 'admin', password: 'admin-pw' } };
+      await gateway('forget', 'lab', 'gone', 'offline', healthDoc('lab', 'gone', { ageS: 200 }), admin);
+      await gateway('forget', 'lab', 'live', 'online', healthDoc('lab', 'live'), admin);
+      const as = (user: string) => ['--url', `mqtt://${env.INET_WAN_IP}:1886`, '--prefix', 'forget', '--username', user, '--password-file', path.join(dir, `${user}.pw`)];
+      const held = async (node: string) => (await b.retained(`forget/lab/${node}/status`, { username: 'admin', password: 'admin-pw' })) !== null;
+
+      const ro = await fleet([...as('monitor'), '--forget', 'lab/gone']);
+      expect(ro.code, ro.stderr).toBe(1);
+      expect(ro.stderr).toMatch(/^vxedge fleet: lab\/gone not forgotten: .*may these credentials publish to it/);
+      expect(await held('gone')).toBe(true);
+      console.log(`fleet --forget as a read-only user: ${ro.stderr.trim()}`);
+
+      const live = await fleet([...as('admin'), '--forget', 'lab/live']);
+      expect(live.code).toBe(1);
+      expect(live.stderr).toContain('lab/live not forgotten: it is online and its health is current; stop that gateway first');
+      expect(await held('live')).toBe(true);
+
+      const done = await fleet([...as('admin'), '--forget', 'lab/gone', '--forget', 'lab/nope']);
+      expect(done.code, done.stderr).toBe(1); // lab/nope is not there
+      expect(done.stdout).toMatch(/^forgot lab\/gone \(offline, last health 3m ago\): its retained status and health are cleared; its Node or lease in the cluster is not touched/);
+      expect(done.stderr).toMatch(/^vxedge fleet: lab\/nope not forgotten: the broker at \S+ holds no retained status or health under forget\/lab\/nope\/\n$/);
+      expect(await held('gone')).toBe(false);
+      expect(await b.retained('forget/lab/gone/health', { username: 'admin', password: 'admin-pw' })).toBeNull();
+      noStack(done.stderr);
+
+      const rest = await fleet(as('monitor'));
+      expect(rest.stdout.split('\n').filter((l) => l.startsWith('lab ')).map((l) => l.split(/\s+/)[1])).toEqual(['live']);
+    } finally {
+      await b.stop();
     }
   });
 

@@ -421,6 +421,15 @@ describe('options', () => {
     expect(p.broker).toMatchObject({ host: 'b2', port: 8884, secure: true });
   });
 
+  it('--forget takes SITE/NODE, more than once; anything else, or with --watch, is a usage error naming the fix', () => {
+    expect(opts(['--url', 'mqtt://b']).forget).toEqual([]);
+    expect(opts(['--url', 'mqtt://b', '--forget', 'lab/edge-1', '--forget', 'north/gw-2']).forget).toEqual(['lab/edge-1', 'north/gw-2']);
+    for (const bad of ['lab', 'lab/edge-1/status', 'lab/+', '#/x', '/edge-1', 'lab/']) {
+      expect(() => opts(['--url', 'mqtt://b', '--forget', bad]), bad).toThrow(/^--forget "?.*"?: give one gateway as SITE\/NODE, as vxedge fleet lists it \(e\.g\. --forget lab\/edge-1\)$/);
+    }
+    expect(() => opts(['--url', 'mqtt://b', '--forget', 'lab/e1', '--watch'])).toThrow('--forget and --watch do not go together');
+  });
+
   it('the VXEDGE_MQTT_* environment applies to -c, as for vxedge run', () => {
     const o = fleetOptions(['-c', site('env.json', { url: 'mqtt://a' })], { VXEDGE_MQTT_URL: 'mqtt://from-env:1999' }) as FleetOptions;
     expect(o.broker).toMatchObject({ host: 'from-env', port: 1999 });
