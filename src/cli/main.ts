@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, formatConfigError } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
+import { parseMac } from '../util/mac.js';
 import { renderStatus } from './render.js';
 import { EXIT_FAIL, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
@@ -35,7 +36,7 @@ Usage:
                                   (an etcd site file: the etcdctl commands for its role and user)
   vxedge fleet (--url URL | -c FILE) [--prefix P] [--json] [--watch]
                                   the whole fleet from the broker's retained status and health (vxedge fleet --help)
-  vxedge retire -c FILE [--dry-run] [--force]
+  vxedge retire -c FILE [--dry-run] [--force] [--mac MAC]
                                   take a site that is gone for good out of the cluster (its own Node or etcd lease)
                                   and the fleet (its retained MQTT status and health); the gateway must be stopped
   vxedge --version | --help
@@ -47,6 +48,7 @@ Options:
   --node-name NAME    rbac without a config: the site's Node name (vxedge-{site}-{node})
   --dry-run           retire: read everything, say what would be removed, change nothing
   --force             retire: go on although the broker's retained status says the gateway is online
+  --mac MAC           retire: the VTEP MAC of the box being retired, when not this machine's (a replaced box)
 
 Exit codes: 0 ok, 1 failure (or no gateway running for status), 2 invalid config or input.
 `;
@@ -64,7 +66,7 @@ const TAKES: Record<string, { options: string[]; args: number }> = {
   manifest: { options: ['json', 'etcd'], args: 0 },
   peers: { options: [], args: 1 },
   rbac: { options: ['node-name'], args: 0 },
-  retire: { options: ['dry-run', 'force'], args: 0 },
+  retire: { options: ['dry-run', 'force', 'mac'], args: 0 },
 };
 
 /** An option or argument the command would silently ignore: a slip the user should hear of. */
@@ -82,6 +84,15 @@ function load(file: string | undefined): Config {
 
 class UsageError extends Error {}
 
+/** --mac's value, normalised; a usage error naming the flag when it is no unicast MAC. */
+function macOption(value: string): string {
+  try {
+    return parseMac(value);
+  } catch (e) {
+    throw new UsageError(`--mac ${(e as Error).message}`);
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   // fleet has options of its own (--url, --prefix, ...): it parses them itself.
   if (argv[0] === 'fleet') return (await command.fleet()).runFleet(argv.slice(1));
@@ -98,6 +109,7 @@ export async function main(argv: string[]): Promise<number> {
         'node-name': { type: 'string' },
         'dry-run': { type: 'boolean' },
         force: { type: 'boolean' },
+        mac: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -138,7 +150,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'rbac':
         return (await command.kube()).runRbac(o.config ? load(o.config) : null, o['node-name']);
       case 'retire':
-        return await (await command.retire()).runRetire(load(o.config), { dryRun: o['dry-run'] ?? false, force: o.force ?? false });
+        return await (await command.retire()).runRetire(load(o.config), { dryRun: o['dry-run'] ?? false, force: o.force ?? false, mac: o.mac === undefined ? null : macOption(o.mac) });
       case undefined:
         process.stderr.write(HELP);
         return EXIT_USAGE;

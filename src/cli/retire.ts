@@ -1,4 +1,4 @@
-// `vxedge retire -c FILE [--dry-run] [--force]`: takes a site that is gone for good out of the
+// `vxedge retire -c FILE [--dry-run] [--force] [--mac MAC]`: takes a site that is gone for good out of the
 // cluster and the fleet. A stopping gateway leaves its Node or lease and its retained MQTT
 // status in place on purpose (a restart must not move the site's routes on every node, and the
 // fleet should see a stopped gateway as offline), so without this a decommissioned box stays
@@ -11,7 +11,9 @@
 //   cluster  the site's own Node (Kubernetes) or lease (etcd) removed (cluster/retire.ts);
 //   mqtt     the retained status and health cleared (zero-length retained messages), only
 //            once the cluster step succeeded, so that a site still routed stays in sight.
-// --dry-run reads everything and changes nothing. Nothing else is touched: stateDir (the
+// --dry-run reads everything and changes nothing. --mac names the VTEP MAC of the box being
+// retired when it is not this machine's: the box a replacement with a new MAC took over from,
+// whose etcd lease keeps the site's subnet from the new one until its TTL. Nothing else is touched: stateDir (the
 // site's VTEP MAC, the PCP nonce) stays for a box that is set up again.
 import mqtt, { type MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
@@ -39,6 +41,11 @@ export const RETIRE_WAIT_MS = 8_000;
 export interface RetireOptions {
   dryRun: boolean;
   force: boolean;
+  /**
+   * --mac: the VTEP MAC of the box being retired, where the site file's (vxlan.vtepMac,
+   * stateDir) is another's or unknown: the box this one replaced. Normalised.
+   */
+  mac?: string | null;
   clock?: Clock;
   waitMs?: number;
   /** MQTT.js connect (tests: a scripted client). */
@@ -60,6 +67,7 @@ export async function retire(cfg: Config, o: RetireOptions): Promise<CheckResult
   const lines: CheckResult[] = [];
 
   const running = await readStatus(cfg.runDir).catch(() => null);
+  if (o.mac) return replacedBox(cfg, o, o.mac, running?.tunnel.vtepMac ?? null, clock, waitMs);
   if (running) {
     lines.push({
       name: 'gateway', ok: false,
@@ -86,6 +94,29 @@ export async function retire(cfg: Config, o: RetireOptions): Promise<CheckResult
   } finally {
     if (broker) closeClient(broker);
   }
+}
+
+/**
+ * --mac: the box being retired is one this machine replaced (or another that had the site's
+ * subnet): only its cluster entry goes. A gateway of the site may run here, with its own MAC,
+ * and the site's MQTT topics are the running gateway's now, so they are left alone.
+ */
+async function replacedBox(cfg: Config, o: RetireOptions, mac: string, runningMac: string | null, clock: Clock, waitMs: number): Promise<CheckResult[]> {
+  if (runningMac?.toLowerCase() === mac) {
+    return [{
+      name: 'gateway', ok: false,
+      detail: `the gateway running this config on this machine has VTEP MAC ${mac}: it is the box --mac names, and would register again at once; nothing was changed`,
+      fix: 'stop it first (systemctl stop vxedge), or give --mac the MAC of the box this one replaced',
+    }];
+  }
+  const lines: CheckResult[] = [{
+    name: 'gateway', ok: true,
+    detail: runningMac ? `the gateway running here has VTEP MAC ${runningMac}, not ${mac}: only the entry of the box with ${mac} is retired` : `no gateway with VTEP MAC ${mac} runs this config on this machine`,
+  }];
+  const cluster = await clusterStep(cfg, o, clock, waitMs);
+  if (cluster) lines.push(cluster);
+  if (cfg.mqtt.url) lines.push({ name: 'mqtt', ok: true, detail: `${maskUrl(cfg.mqtt.url)}: left alone with --mac: the site's status and health are its current gateway's` });
+  return lines;
 }
 
 /**
@@ -148,7 +179,7 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
     let api: NodeApi | null = null;
     try {
       api = o.nodeApi ? await o.nodeApi(cfg, clock, waitMs) : await (await import('../cluster/kube-client.js')).connectNodeApi(choice!, clock, waitMs);
-      return line(await retireNode(api, name, cfg.site, o.dryRun), where);
+      return line(await retireNode(api, name, cfg.site, o.dryRun, o.mac ?? null), where);
     } catch (e) {
       const { describeKubeError } = await import('../cluster/kube-errors.js');
       const text = api
@@ -170,11 +201,11 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
     });
     try {
       const kv = await conn.client();
-      const mac = (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac).catch(() => null))?.mac ?? null;
+      const mac = o.mac ?? (await readVtepMac(cfg.stateDir, cfg.vxlan.vtepMac).catch(() => null))?.mac ?? null;
       const r = await retireLease({
         get: (k) => conn.call(kv.get(k), `read ${k}`),
         deleteIf: (k, rev) => conn.call(kv.deleteIf(k, rev), `delete ${k}`),
-      }, key, mac, o.dryRun);
+      }, key, mac, o.dryRun, o.mac ? 'the VTEP MAC given with --mac' : undefined);
       return line(r, where);
     } catch (err) {
       return { name: 'cluster', ok: false, detail: `${where}: ${beforeStart(conn.describe(err))}; the lease stays` };

@@ -57,9 +57,16 @@ export function heldByAnother(subnet: Cidr, cur: KvEntry): string {
   return `the site's subnet ${subnet.text} is held in etcd by another node (${describeHolder(cur.value)}; key ${cur.key})`;
 }
 
-/** What frees it (the registrar takes the subnet only when the key is absent or ours). */
-export function freeTheSubnet(key: string): string {
-  return `If that node is alive, give this site a free overlay.subnet; if it is gone for good, delete the key (etcdctl del ${key}) or wait for its lease to expire`;
+/** The VTEP MAC a lease value holds, null when it holds none that can be read. */
+export function holderMacOf(value: unknown): string | null {
+  const a = parseLeaseAttrs(value);
+  return a.ok ? a.attrs.vtepMac : null;
+}
+
+/** What frees it (the registrar takes the subnet only when the key is absent or ours); `holderMac`: the holder's VTEP MAC. */
+export function freeTheSubnet(key: string, holderMac: string | null): string {
+  const retire = holderMac ? ` or vxedge retire -c FILE --mac ${holderMac}, as for a box this one replaced` : '';
+  return `If that node is alive, give this site a free overlay.subnet; if it is gone for good, delete the key (etcdctl del ${key}${retire}) or wait for its lease to expire`;
 }
 
 export class EtcdRegistrar {
@@ -318,7 +325,7 @@ export class EtcdRegistrar {
   private conflict(cur: KvEntry): void {
     const key = cur.key;
     this.blockedBy = key;
-    this.registerError = `${heldByAnother(this.o.subnet, cur)}: vxedge does not take it over. ${freeTheSubnet(key)}, and vxedge registers at once`;
+    this.registerError = `${heldByAnother(this.o.subnet, cur)}: vxedge does not take it over. ${freeTheSubnet(key, holderMacOf(cur.value))}, and vxedge registers at once`;
     this.conn.warnOnce(this.registerError);
     // A lease we granted for this key holds nothing now: give it back rather than leave it for a day.
     this.renewTimer?.cancel();

@@ -21,7 +21,7 @@ import { EtcdCertificates, type EtcdCertificatesOptions } from './etcd-certifica
 import { EtcdConnection } from './etcd-connection.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
 import { EtcdFollower, etcdView, LeaseTable } from './etcd-follow.js';
-import { EtcdRegistrar, freeTheSubnet, heldByAnother } from './etcd-register.js';
+import { EtcdRegistrar, freeTheSubnet, heldByAnother, holderMacOf } from './etcd-register.js';
 import { parseLeaseAttrs } from './flannel-lease.js';
 
 export interface EtcdSourceOptions {
@@ -208,7 +208,7 @@ export class EtcdSource implements ClusterSource {
     if (cur) {
       const p = parseLeaseAttrs(cur.value);
       if (!(p.ok && siteMac !== null && p.attrs.vtepMac === siteMac)) {
-        return `${heldByAnother(this.ctx.ownSubnet, cur)}: registering the site (cluster.register) would be refused. ${freeTheSubnet(this.ownKey)}`;
+        return `${heldByAnother(this.ctx.ownSubnet, cur)}: registering the site (cluster.register) would be refused. ${freeTheSubnet(this.ownKey, holderMacOf(cur.value))}`;
       }
     }
     // Asked as etcd authorizes (etcd3-kv.ts mayPut): nothing is written. An etcd that does not

@@ -31,10 +31,21 @@ function metaOf(node: unknown): Meta {
   return m !== null && typeof m === 'object' ? (m as Meta) : {};
 }
 
+/** The VtepMAC in a Node's backend-data annotation, lower case; null when there is none. */
+function nodeVtepMac(backendData: unknown): string | null {
+  if (typeof backendData !== 'string') return null;
+  try {
+    const m = (JSON.parse(backendData) as { VtepMAC?: unknown } | null)?.VtepMAC;
+    return typeof m === 'string' ? m.toLowerCase() : null;
+  } catch {
+    return null;
+  }
+}
+
 const notFound = (e: unknown) => httpStatusOf(e) === 404;
 
 /** The site's Node deleted, if it is there and is this site's gateway's. API errors other than 404 are thrown. */
-export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: string, site: string, dryRun: boolean): Promise<RetireOutcome> {
+export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: string, site: string, dryRun: boolean, mac: string | null = null): Promise<RetireOutcome> {
   let node: unknown;
   try {
     node = await api.get(name);
@@ -54,6 +65,14 @@ export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: str
       detail: `${what} is not this site's gateway (${has}): left in place`,
       fix: `check site and cluster.kubernetes.nodeName in the site file; if that Node is this site's all the same, delete it yourself (kubectl delete node ${name})`,
     };
+  }
+  if (mac !== null) {
+    // --mac: the box being retired is the one with that VTEP MAC, not one that replaced it.
+    const held = nodeVtepMac(meta.annotations?.[ANNOTATIONS.backendData]);
+    if (held !== mac.toLowerCase()) {
+      // Registration follows the site, not the MAC: a replacement has patched the Node already.
+      return { ok: true, removed: false, detail: `${what} holds VtepMAC ${held ?? 'none'}, not ${mac.toLowerCase()}: a gateway that replaced that box has it now; nothing to remove` };
+    }
   }
   if (typeof meta.uid !== 'string' || meta.uid === '') {
     return { ok: false, removed: false, detail: `${what} has no uid: the API server's answer is not a Node as Kubernetes serves one; left in place` };
@@ -79,7 +98,7 @@ export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: str
  * The site's subnet lease deleted, if it is there and holds the site's VTEP MAC (`mac`, null:
  * not known on this machine). etcd errors are thrown.
  */
-export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf'>, key: string, mac: string | null, dryRun: boolean): Promise<RetireOutcome> {
+export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf'>, key: string, mac: string | null, dryRun: boolean, macFrom = "this site's VTEP MAC"): Promise<RetireOutcome> {
   const entry = await kv.get(key);
   if (!entry) return { ok: true, removed: false, detail: `no lease ${key}: nothing to remove` };
   const holder = describeHolder(entry.value);
@@ -95,7 +114,7 @@ export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf'>, key: str
   if (!attrs.ok || attrs.attrs.vtepMac?.toLowerCase() !== mac.toLowerCase()) {
     return {
       ok: false, removed: false,
-      detail: `${what} is not this site's (its VTEP MAC is ${mac}): left in place`,
+      detail: `${what} does not hold ${macFrom} (${mac.toLowerCase()}): left in place`,
       fix: `check overlay.subnet and cluster.etcd.prefix in the site file; the node holding that lease routes the subnet now`,
     };
   }

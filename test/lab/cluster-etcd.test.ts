@@ -240,7 +240,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       // `vxedge check` says so before a start, naming the holder and what frees the subnet.
       const c = await checkCommand(env.NS_GW, gw.configFile);
       expect(c.code, c.stdout).toBe(1);
-      expect(c.line).toMatch(/^FAIL +cluster +etcd \S+ \(prefix \S+\): 3 lease\(s\), 2 peer\(s\) from the cluster; the site's subnet \S+ is held in etcd by another node \(PublicIP 203\.0\.113\.66, VtepMAC 0a:dd:00:00:00:66; key \S+\): registering the site \(cluster\.register\) would be refused\. If that node is alive, give this site a free overlay\.subnet; if it is gone for good, delete the key \(etcdctl del \S+\)/);
+      expect(c.line).toMatch(/^FAIL +cluster +etcd \S+ \(prefix \S+\): 3 lease\(s\), 2 peer\(s\) from the cluster; the site's subnet \S+ is held in etcd by another node \(PublicIP 203\.0\.113\.66, VtepMAC 0a:dd:00:00:00:66; key \S+\): registering the site \(cluster\.register\) would be refused\. If that node is alive, give this site a free overlay\.subnet; if it is gone for good, delete the key \(etcdctl del \S+ or vxedge retire -c FILE --mac 0a:dd:00:00:00:66, as for a box this one replaced\) or wait for its lease to expire$/);
 
       // The holder goes away: the site registers at once.
       await etcd.ctl(['lease', 'revoke', id.toString(16)]);
@@ -472,6 +472,35 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       console.log(`vxedge retire:\n${done.stdout}`);
     } finally {
       await broker.stop();
+    }
+  });
+
+  it('a replacement box with a new VTEP MAC: the old box\'s lease keeps the subnet and the error says how to free it; `vxedge retire --mac OLD` on the running replacement frees it, and it registers at once', async () => {
+    const NEW_MAC = '0e:5c:aa:00:00:99';
+    const old = await gateway();
+    await old.untilStatus((d) => d.cluster?.registered === true, 'the old box registered', 20_000);
+    await stopGateway(old); // it died: its lease stays until the TTL
+    const extra = { peers: [], vxlan: { vtepMac: NEW_MAC }, cluster: { source: 'etcd', etcd: { endpoints: [etcd.endpoint] } } };
+    const fresh = await startGateway(env, { extra });
+    gateways.add(fresh);
+    try {
+      const s = await fresh.untilStatus((d) => /held in etcd by another node/.test(d.cluster?.error ?? ''), 'refused by the old lease', 20_000);
+      expect(s.cluster!.error).toContain(`(PublicIP ${env.NAT_WAN_IP}, VtepMAC ${env.GW_VTEP_MAC}; key ${keyOf(env.GW_SUBNET)})`);
+      expect(s.cluster!.error).toContain(`vxedge retire -c FILE --mac ${env.GW_VTEP_MAC}, as for a box this one replaced`);
+      const r = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', fresh.configFile, '--mac', env.GW_VTEP_MAC.toUpperCase()], { timeoutMs: 30_000 });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^ok +gateway +the gateway running here has VTEP MAC ${NEW_MAC}, not ${env.GW_VTEP_MAC}: only the entry of the box with ${env.GW_VTEP_MAC} is retired$`, 'm'));
+      expect(r.stdout).toMatch(/^ok +cluster +etcd .*: removed lease /m);
+      // The replacement was waiting for the key: it takes it at the delete event, not at a retry.
+      await fresh.untilStatus((d) => d.cluster?.registered === true && d.cluster.error === null, 'the replacement registered', 10_000);
+      expect((await etcd.getKey(keyOf(env.GW_SUBNET)))!.value).toBe(leaseValue(env.NAT_WAN_IP, NEW_MAC));
+      // --mac naming the replacement itself is refused: it runs here.
+      const self = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', fresh.configFile, '--mac', NEW_MAC], { timeoutMs: 30_000 });
+      expect(self.code).toBe(1);
+      expect(self.stdout).toMatch(/^FAIL +gateway +the gateway running this config on this machine has VTEP MAC 0e:5c:aa:00:00:99: it is the box --mac names/m);
+    } finally {
+      await stopGateway(fresh);
+      await etcd.ctl(['del', keyOf(env.GW_SUBNET)]);
     }
   });
 

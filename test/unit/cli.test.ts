@@ -119,6 +119,11 @@ describe('vxedge --version, --help, status', () => {
     expect(r.code).toBe(0);
     for (const c of ['run', 'check', 'status', 'manifest', 'peers', 'rbac', 'fleet', 'retire']) expect(r.stdout).toContain(`vxedge ${c}`);
   });
+  it('retire --mac that is no unicast MAC says so (exit 2)', () => {
+    const r = vxedge(['retire', '-c', path.join(FIX, 'config', 'valid-minimal.yaml'), '--mac', '01:00:5e:00:00:01']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^vxedge: --mac "01:00:5e:00:00:01" is a multicast MAC; a VTEP MAC must be unicast/);
+  });
   it('retire without -c says so (exit 2) and changes nothing', () => {
     const r = vxedge(['retire', '--dry-run']);
     expect(r.code).toBe(2);

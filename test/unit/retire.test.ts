@@ -101,6 +101,15 @@ describe('vxedge retire: the site\'s Node (Kubernetes stand-in)', () => {
     api.server.deleteNode(NAME);
   });
 
+  it('--mac: the Node goes only while it holds that VTEP MAC; one a replacement patched is no longer that box\'s', async () => {
+    api.server.addNode(ours());
+    const moved = await retireNode(node, NAME, 'lab', false, '0e:5c:aa:00:00:99');
+    expect(moved).toEqual({ ok: true, removed: false, detail: `Node ${NAME} (10.244.100.0/24, public IP 198.51.100.7) holds VtepMAC ${SITE_MAC}, not 0e:5c:aa:00:00:99: a gateway that replaced that box has it now; nothing to remove` });
+    expect(has(NAME)).toBe(true);
+    expect(await retireNode(node, NAME, 'lab', false, SITE_MAC.toUpperCase())).toMatchObject({ ok: true, removed: true });
+    expect(has(NAME)).toBe(false);
+  });
+
   it('through retire(): a refused delete is the API server\'s words, and the Node stays', async () => {
     api.server.addNode(ours());
     const cfg = config({ cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfigFor({ token: 'gw-token' }), nodeName: 'vxedge-lab-other' } } });
@@ -133,7 +142,7 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     fake.put(KEY, lease('0e:00:00:00:07:07'));
     const r = await retireLease(fake, KEY, SITE_MAC, false);
     expect(r).toMatchObject({ ok: false, removed: false });
-    expect(r.detail).toContain(`is not this site's (its VTEP MAC is ${SITE_MAC}): left in place`);
+    expect(r.detail).toContain(`(PublicIP 198.51.100.7, VtepMAC 0e:00:00:00:07:07) does not hold this site's VTEP MAC (${SITE_MAC}): left in place`);
     const u = await retireLease(fake, KEY, null, false);
     expect(u.ok).toBe(false);
     expect(u.fix).toContain(`etcdctl del ${KEY}`);
@@ -192,6 +201,38 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     expect(lines[0].detail).toContain(`(pid ${process.pid})`);
     expect(lines[0].fix).toContain('systemctl stop vxedge');
     expect(fake.calls.get + fake.calls.deleteIf).toBe(0);
+  });
+
+  it('--mac: a replaced box\'s lease goes although this machine\'s gateway runs with another MAC; the MQTT topics are left to it; its own MAC is refused', async () => {
+    const OLD = '0e:5c:aa:00:00:99';
+    const fake = new FakeEtcd(new ManualClock());
+    fake.put(KEY, lease(OLD));
+    const cfg = config({ vxlan: { vtepMac: SITE_MAC }, cluster: { source: 'etcd', etcd: { endpoints: ['http://192.0.2.10:2379'] } }, mqtt: { url: 'mqtt://192.0.2.20:1883' } });
+    mkdirSync(cfg.runDir, { recursive: true });
+    const status = (mac: string) => JSON.stringify({ site: 'lab', node: 'e1', version: '0', state: 'degraded', uptimeS: 1, pid: process.pid, tunnel: { vtepMac: mac }, peers: [], checks: [] });
+    writeFileSync(path.join(cfg.runDir, 'status.json'), status(SITE_MAC));
+    // Without --mac, the gateway running here stops it before anything is read.
+    const plain = await retire({ ...cfg, mqtt: { ...cfg.mqtt, url: null } }, { dryRun: false, force: false, etcdConnect: async () => fake });
+    expect(plain[0]).toMatchObject({ name: 'gateway', ok: false });
+    const mqttIo = { clock: new ManualClock(), connect: () => { throw new Error('retire --mac must not connect to the broker'); } };
+    const lines = await retire(cfg, { dryRun: false, force: false, mac: OLD, etcdConnect: async () => fake, mqttIo });
+    expect(lines.map((l) => [l.name, l.ok])).toEqual([['gateway', true], ['cluster', true], ['mqtt', true]]);
+    expect(lines[0].detail).toBe(`the gateway running here has VTEP MAC ${SITE_MAC}, not ${OLD}: only the entry of the box with ${OLD} is retired`);
+    expect(lines[1].detail).toContain(`removed lease ${KEY} (PublicIP 198.51.100.7, VtepMAC ${OLD})`);
+    expect(lines[2].detail).toContain('left alone with --mac');
+    expect(fake.store.has(KEY)).toBe(false);
+
+    // --mac naming the box that runs here, or a lease that holds another MAC: left in place.
+    const again = new FakeEtcd(new ManualClock());
+    again.put(KEY, lease(SITE_MAC));
+    const self = await retire(cfg, { dryRun: false, force: false, mac: SITE_MAC, etcdConnect: async () => again, mqttIo });
+    expect(self).toHaveLength(1);
+    expect(self[0]).toMatchObject({ name: 'gateway', ok: false });
+    expect(self[0].detail).toContain(`has VTEP MAC ${SITE_MAC}: it is the box --mac names`);
+    const other = await retire(cfg, { dryRun: false, force: false, mac: OLD, etcdConnect: async () => again, mqttIo });
+    expect(other[1]).toMatchObject({ name: 'cluster', ok: false });
+    expect(other[1].detail).toContain(`does not hold the VTEP MAC given with --mac (${OLD}): left in place`);
+    expect(again.store.has(KEY)).toBe(true);
   });
 
   it('a static site without MQTT has nothing to retire but says no gateway runs', async () => {
