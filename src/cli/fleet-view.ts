@@ -426,6 +426,8 @@ export function shownReason(r: FleetRow): string {
 }
 
 const HEADER = ['SITE', 'NODE', 'STATUS', 'STATE', 'PEERS', 'AGE', 'REASON'];
+/** How long a gateway's last health may be old while it is offline before the table suggests it may be retired. */
+export const LONG_OFFLINE_MS = 24 * 3_600_000;
 
 function cells(r: FleetRow): string[] {
   return [
@@ -447,6 +449,13 @@ export function renderTable(rows: FleetRow[]): string {
   const lines = table.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd());
   const bad = rows.filter((r) => !r.ok).length;
   lines.push('', `${rows.length} gateway${rows.length === 1 ? '' : 's'}: ${rows.length - bad} ok, ${bad} not ok`);
+  // A box retired without `vxedge retire` stays offline here for good, and keeps the exit code at 1.
+  const gone = rows.filter((r) => r.status === 'offline' && r.ageMs !== null && r.ageMs >= LONG_OFFLINE_MS);
+  if (gone.length) {
+    const first = `${gone[0].site}/${gone[0].node}`;
+    lines.push(`${gone.length} offline for a day or more (${gone.slice(0, 3).map((r) => `${r.site}/${r.node}`).join(', ')}${gone.length > 3 ? ', …' : ''}): ` +
+      `one retired for good can be cleared here with vxedge fleet --forget ${first}, or taken out of the cluster too with vxedge retire -c its site file`);
+  }
   return lines.join('\n') + '\n';
 }
 

@@ -323,6 +323,15 @@ describe('rendering', () => {
     ]);
   });
 
+  it('gateways offline for a day or more: a line that says how a retired one is cleared', () => {
+    const off = (node: string, ageMs: number) => buildRow(record({ site: 'north', node, status: 'offline', health: docBytes({ site: 'north', node, ts: T0 - ageMs }) }), NOW, INTERVAL);
+    const day = 24 * 3_600_000;
+    expect(renderTable([off('a', day - 10_000)])).not.toContain('for a day or more');
+    const lines = renderTable([off('a', day), off('b', 3 * day), off('c', 30 * day), off('d', 40 * day), off('e', 60_000)]).split('\n');
+    expect(lines.at(-2)).toBe('4 offline for a day or more (north/a, north/b, north/c, …): one retired for good can be cleared here with vxedge fleet --forget north/a, ' +
+      'or taken out of the cluster too with vxedge retire -c its site file');
+  });
+
   it('text from the broker cannot drive the terminal, and is cut', () => {
     expect(cell('a\u001b[2Jb\nc\td\u0007', 100)).toBe('a?[2Jb c d?');
     expect(cell('x'.repeat(10), 5)).toBe('xxxx…');
