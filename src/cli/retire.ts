@@ -23,7 +23,7 @@ import { clientIdFor, closeClient } from '../health/mqtt-options.js';
 import type { ConnectIo } from '../health/mqtt-connect.js';
 import { topics } from '../health/mqtt.js';
 import { clearRetained, readRetained } from '../health/mqtt-retained.js';
-import { readStatus } from '../health/status-file.js';
+import { readStatus, StatusFileError } from '../health/status-file.js';
 import { readVtepMac } from '../control/state.js';
 import { siteNodeName, etcdAccess } from '../cluster/live.js';
 import { subnetKey, subnetsPrefix } from '../cluster/flannel-lease.js';
@@ -66,7 +66,14 @@ export async function retire(cfg: Config, o: RetireOptions): Promise<CheckResult
   const waitMs = o.waitMs ?? RETIRE_WAIT_MS;
   const lines: CheckResult[] = [];
 
-  const running = await readStatus(cfg.runDir).catch(() => null);
+  let running;
+  try {
+    running = await readStatus(cfg.runDir);
+  } catch (e) {
+    // Unreadable (another user's runDir) is no answer: a gateway may run.
+    if (e instanceof StatusFileError) return [{ name: 'gateway', ok: false, detail: `cannot tell whether a gateway runs this config here: ${e.message}; nothing was changed` }];
+    throw e;
+  }
   if (o.mac) return replacedBox(cfg, o, o.mac, running?.tunnel.vtepMac ?? null, clock, waitMs);
   if (running) {
     lines.push({

@@ -235,6 +235,17 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     expect(again.store.has(KEY)).toBe(true);
   });
 
+  it('a status.json that cannot be read is no "none runs": nothing is changed', async () => {
+    const fake = new FakeEtcd(new ManualClock());
+    fake.put(KEY, lease(SITE_MAC));
+    const cfg = config({ vxlan: { vtepMac: SITE_MAC }, cluster: { source: 'etcd', etcd: { endpoints: ['http://192.0.2.10:2379'] } } });
+    mkdirSync(cfg.runDir, { recursive: true });
+    writeFileSync(path.join(cfg.runDir, 'status.json'), '{"site": "lab", "pid": ');
+    const lines = await retire(cfg, { dryRun: false, force: false, etcdConnect: async () => fake });
+    expect(lines).toEqual([{ name: 'gateway', ok: false, detail: expect.stringMatching(/^cannot tell whether a gateway runs this config here: \S+status\.json is not JSON .*; nothing was changed$/) }]);
+    expect(fake.calls.get).toBe(0);
+  });
+
   it('a static site without MQTT has nothing to retire but says no gateway runs', async () => {
     expect(await retire(config({}), { dryRun: false, force: false })).toEqual([{ name: 'gateway', ok: true, detail: expect.stringContaining('none runs this config') }]);
   });
