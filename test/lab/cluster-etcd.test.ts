@@ -298,7 +298,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     }
   });
 
-  it('`vxedge rbac` with an etcd site file: its etcdctl script gives the gateway what it needs and no more: it follows, registers, stops cleanly, and cannot write another key', async () => {
+  it('`vxedge rbac` with an etcd site file: its etcdctl script gives the gateway what it needs and no more: it follows, registers, stops cleanly, cannot write another key, and retires the site', async () => {
     const user = 'site-rbac';
     const pw = path.join(dir, 'site-rbac-password');
     await writeFile(pw, 'rbac pw\n', { mode: 0o600 }); // a space: the user is made by etcdctl's prompt, not --interactive=false
@@ -355,6 +355,12 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
         expect(await gw.stop()).toBe(0);
         await gw.cleanup();
         expect(gw.output).not.toMatch(/permission denied/);
+        // The same rights retire the site: its lease goes, read and deleted as that user.
+        expect(await etcd.getKey(keyOf(env.GW_SUBNET), ROOT_CTL)).not.toBeNull();
+        const retired = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', file], { timeoutMs: 30_000 });
+        expect(retired.code, retired.stdout + retired.stderr).toBe(0);
+        expect(retired.stdout).toMatch(/^ok +cluster +etcd .*: removed lease /m);
+        expect(await etcd.getKey(keyOf(env.GW_SUBNET), ROOT_CTL)).toBeNull();
       } finally {
         if (gateways.delete(gw)) {
           await gw.stop().catch(() => undefined);
