@@ -371,6 +371,28 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
     expect(again.stdout).toMatch(new RegExp(`^ok +cluster +kubernetes \\(kubeconfig \\S+\\): no Node ${SITE_NODE}: nothing to remove$`, 'm'));
   });
 
+  it('j2. a replacement box with a new VTEP MAC takes the site\'s Node over at start; `vxedge retire --mac OLD` then finds nothing to remove', async () => {
+    const NEW_MAC = '0e:5c:aa:00:00:99';
+    const old = await gateway('gateway');
+    await old.untilStatus((d) => d.cluster?.registered === true, 'the old box registered', 15_000);
+    await stopGateway(old);
+    const fresh = await gateway('gateway', { extra: { peers: [], vxlan: { vtepMac: NEW_MAC }, cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig('gateway') } } } });
+    try {
+      await fresh.untilStatus((d) => d.cluster?.registered === true && d.cluster.error === null, 'the replacement registered', 15_000);
+      const own = await waitFor(async () => {
+        const n = await api.node(SITE_NODE);
+        return n && JSON.parse(n.metadata.annotations![`${A}backend-data`]).VtepMAC === NEW_MAC ? n : null;
+      }, 10_000);
+      expect(own.metadata.labels).toMatchObject({ 'vxedge.io/gateway': 'true', 'vxedge.io/site': 'lab' });
+      const r = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', fresh.configFile, '--mac', env.GW_VTEP_MAC], { timeoutMs: 30_000 });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^ok +cluster +kubernetes .*: Node ${SITE_NODE} \\(.*\\) holds VtepMAC ${NEW_MAC}, not ${env.GW_VTEP_MAC}: a gateway that replaced that box has it now; nothing to remove$`, 'm'));
+      expect(await api.node(SITE_NODE)).toBeDefined();
+    } finally {
+      await stopGateway(fresh);
+    }
+  });
+
   it('h. a static peer wins over the cluster node with its subnet', async () => {
     const gw = await gateway('gateway', {
       extra: { peers: [{ name: 'static-aws-1', publicIp: env.AWS1_PUBLIC_IP, subnet: env.AWS1_SUBNET, vtepMac: env.AWS1_VTEP_MAC }] },
