@@ -402,8 +402,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
       }, clock.preload);
       await f.until("etcd's certificate not valid yet to this clock", () => /not valid yet, or this machine's clock is wrong: it says 2020-01-01/.test(f.status?.error ?? ''));
       // Let gRPC's own channel fail and back off too (it connects again by itself, from 1 s
-      // up): a call after the step must not wait for that either.
-      await new Promise((r) => setTimeout(r, 3_000));
+      // up): a call after the step must not wait for that either. Each of its attempts is a
+      // connection etcd sees closed by us in the handshake (our client refuses its certificate).
+      const refusedByUs = () => secure.output.match(/"msg":"rejected connection"[^\n]*"server-name":"127\.0\.0\.1","error":"EOF"/g)?.length ?? 0;
+      const seen = refusedByUs();
+      await waitFor(() => refusedByUs() > seen, 10_000, 100);
       expect(f.status?.connected).toBe(false);
       clock.setNow();
       const steppedAt = Date.now();
