@@ -10,7 +10,7 @@ import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import { connectOnce, type ConnectIo } from '../health/mqtt-connect.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
-import { MqttSetupError, brokerCertificate, buildClientOptions, clientIdFor, closeClient, loadSecrets, parseBrokerUrl, type ProtocolVersion } from '../health/mqtt-options.js';
+import { MqttSetupError, brokerCertificate, buildClientOptions, closeClient, markedClientId, loadSecrets, parseBrokerUrl, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock } from '../util/clock.js';
 import { certValidity, type SiteCertificate } from '../util/tls-failure.js';
 
@@ -19,7 +19,7 @@ export const MQTT_CHECK_WAIT_MS = 8_000;
 
 /** The client id `vxedge check` connects with: the gateway's, marked, so that it takes nothing over. */
 export function checkClientId(cfg: Pick<Config, 'site' | 'node'>): string {
-  return `${clientIdFor(cfg.site, cfg.node).slice(0, 122)}-check`;
+  return markedClientId(cfg.site, cfg.node, 'check');
 }
 
 export interface MqttPreflight {

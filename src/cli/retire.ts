@@ -19,9 +19,8 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
-import { clientIdFor, closeClient } from '../health/mqtt-options.js';
+import { closeClient, markedClientId, topics } from '../health/mqtt-options.js';
 import type { ConnectIo } from '../health/mqtt-connect.js';
-import { topics } from '../health/mqtt.js';
 import { clearRetained, readRetained } from '../health/mqtt-retained.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
 import { readVtepMac } from '../control/state.js';
@@ -58,7 +57,7 @@ export interface RetireOptions {
 
 /** The client id retire connects with: the gateway's, marked, so that it takes no session over. */
 export function retireClientId(cfg: Pick<Config, 'site' | 'node'>): string {
-  return `${clientIdFor(cfg.site, cfg.node).slice(0, 121)}-retire`;
+  return markedClientId(cfg.site, cfg.node, 'retire');
 }
 
 export async function retire(cfg: Config, o: RetireOptions): Promise<CheckResult[]> {

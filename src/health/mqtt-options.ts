@@ -117,6 +117,20 @@ export function clientIdFor(site: string, node: string): string {
   return `${id.slice(0, 115)}-${createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
 }
 
+/**
+ * The gateway's client id marked for a command of the CLI (`vxedge-lab-edge-1-check`), within
+ * the same 128: a broker then takes none of the gateway's sessions over.
+ */
+export function markedClientId(site: string, node: string, mark: string): string {
+  return `${clientIdFor(site, node).slice(0, 127 - mark.length)}-${mark}`;
+}
+
+/** A gateway's two topics: {prefix}/{site}/{node}/status and …/health. */
+export function topics(prefix: string, site: string, node: string): { status: string; health: string } {
+  const base = `${prefix}/${site}/${node}`;
+  return { status: `${base}/status`, health: `${base}/health` };
+}
+
 export interface ClientOptionsInput {
   mqtt: MqttConfig;
   clientId: string;

@@ -30,7 +30,7 @@ import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
 import { describeMqttFailure, isTakenOver, isUnsupportedProtocol } from './mqtt-errors.js';
 import {
-  brokerCertificate, buildClientOptions, clientIdFor, closeClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl,
+  brokerCertificate, buildClientOptions, clientIdFor, closeClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl, topics,
   type BrokerUrl, type FileReader, type MqttConfig, type ProtocolVersion,
 } from './mqtt-options.js';
 
@@ -71,10 +71,9 @@ export interface HealthPublisherOptions {
   connected?: () => void;
 }
 
-export function topics(prefix: string, site: string, node: string): { status: string; health: string } {
-  const base = `${prefix}/${site}/${node}`;
-  return { status: `${base}/status`, health: `${base}/health` };
-}
+// The topic names live with the connection pieces the CLI shares, so that `vxedge fleet` and
+// `vxedge retire` need not load the publisher for them.
+export { topics } from './mqtt-options.js';
 
 /**
  * The publishing rule: when the last publish is at least one interval old; and when `changed`

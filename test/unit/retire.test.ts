@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { retire } from '../../src/cli/retire.js';
+import { retire, retireClientId } from '../../src/cli/retire.js';
 import { connectNodeApi, type NodeApi } from '../../src/cluster/kube-client.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import { nodeManifest } from '../../src/cluster/flannel-node.js';
@@ -244,6 +244,13 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     const lines = await retire(cfg, { dryRun: false, force: false, etcdConnect: async () => fake });
     expect(lines).toEqual([{ name: 'gateway', ok: false, detail: expect.stringMatching(/^cannot tell whether a gateway runs this config here: \S+status\.json is not JSON .*; nothing was changed$/) }]);
     expect(fake.calls.get).toBe(0);
+  });
+
+  it('connects under the gateway\'s client id marked -retire, within the 128-byte limit', () => {
+    expect(retireClientId({ site: 'lab', node: 'e1' })).toBe('vxedge-lab-e1-retire');
+    const id = retireClientId({ site: 's'.repeat(60), node: 'n'.repeat(60) });
+    expect(id.endsWith('-retire')).toBe(true);
+    expect(Buffer.byteLength(id)).toBeLessThanOrEqual(128);
   });
 
   it('a static site without MQTT has nothing to retire but says no gateway runs', async () => {
