@@ -25,7 +25,7 @@ import type { Timer } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
 import type { OwnLease } from './types.js';
 import { cidrOverlaps } from '../util/ipv4.js';
-import { describeHolder, encodeLease, parseLeaseAttrs, parseSubnetKey } from './flannel-lease.js';
+import { describeHolder, encodeLease, leaseVtepMac, parseSubnetKey } from './flannel-lease.js';
 import { EtcdKvError, type EtcdKv, type KvEntry } from './etcd-kv.js';
 import { OpError, type EtcdConnection } from './etcd-connection.js';
 import type { LeaseTable } from './etcd-follow.js';
@@ -55,12 +55,6 @@ export interface RegistrarOptions {
 /** The site's subnet key held by another node, in words naming the holder. */
 export function heldByAnother(subnet: Cidr, cur: KvEntry): string {
   return `the site's subnet ${subnet.text} is held in etcd by another node (${describeHolder(cur.value)}; key ${cur.key})`;
-}
-
-/** The VTEP MAC a lease value holds, null when it holds none that can be read. */
-export function holderMacOf(value: unknown): string | null {
-  const a = parseLeaseAttrs(value);
-  return a.ok ? a.attrs.vtepMac : null;
 }
 
 /** What frees it (the registrar takes the subnet only when the key is absent or ours); `holderMac`: the holder's VTEP MAC. */
@@ -134,8 +128,7 @@ export class EtcdRegistrar {
 
   isOurs(e: KvEntry): boolean {
     if (this.leaseId !== null && e.lease === this.leaseId) return true;
-    const p = parseLeaseAttrs(e.value);
-    const mac = p.ok ? p.attrs.vtepMac : null;
+    const mac = leaseVtepMac(e.value);
     return mac !== null && (mac === this.own?.vtepMac || this.writtenMacs.has(mac));
   }
 
@@ -325,7 +318,7 @@ export class EtcdRegistrar {
   private conflict(cur: KvEntry): void {
     const key = cur.key;
     this.blockedBy = key;
-    this.registerError = `${heldByAnother(this.o.subnet, cur)}: vxedge does not take it over. ${freeTheSubnet(key, holderMacOf(cur.value))}, and vxedge registers at once`;
+    this.registerError = `${heldByAnother(this.o.subnet, cur)}: vxedge does not take it over. ${freeTheSubnet(key, leaseVtepMac(cur.value))}, and vxedge registers at once`;
     this.conn.warnOnce(this.registerError);
     // A lease we granted for this key holds nothing now: give it back rather than leave it for a day.
     this.renewTimer?.cancel();

@@ -21,8 +21,8 @@ import { EtcdCertificates, type EtcdCertificatesOptions } from './etcd-certifica
 import { EtcdConnection } from './etcd-connection.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
 import { EtcdFollower, etcdView, LeaseTable } from './etcd-follow.js';
-import { EtcdRegistrar, freeTheSubnet, heldByAnother, holderMacOf } from './etcd-register.js';
-import { parseLeaseAttrs } from './flannel-lease.js';
+import { EtcdRegistrar, freeTheSubnet, heldByAnother } from './etcd-register.js';
+import { leaseVtepMac } from './flannel-lease.js';
 
 export interface EtcdSourceOptions {
   /** cluster.etcd.endpoints */
@@ -206,9 +206,9 @@ export class EtcdSource implements ClusterSource {
   async registrationRefusal(siteMac: string | null): Promise<string | null> {
     const cur = this.leases.get(this.ownKey);
     if (cur) {
-      const p = parseLeaseAttrs(cur.value);
-      if (!(p.ok && siteMac !== null && p.attrs.vtepMac === siteMac)) {
-        return `${heldByAnother(this.ctx.ownSubnet, cur)}: registering the site (cluster.register) would be refused. ${freeTheSubnet(this.ownKey, holderMacOf(cur.value))}`;
+      const holder = leaseVtepMac(cur.value);
+      if (siteMac === null || holder !== siteMac) {
+        return `${heldByAnother(this.ctx.ownSubnet, cur)}: registering the site (cluster.register) would be refused. ${freeTheSubnet(this.ownKey, holder)}`;
       }
     }
     // Asked as etcd authorizes (etcd3-kv.ts mayPut): nothing is written. An etcd that does not

@@ -288,6 +288,12 @@ export function parseLeaseAttrs(value: unknown): { ok: true; attrs: LeaseAttrs }
   };
 }
 
+/** The VtepMAC a lease value holds, normalised; null when it holds none that can be read. */
+export function leaseVtepMac(value: unknown): string | null {
+  const p = parseLeaseAttrs(value);
+  return p.ok ? p.attrs.vtepMac : null;
+}
+
 /** "PublicIP 203.0.113.10, VtepMAC 0e:..": who holds a lease, for messages. */
 export function describeHolder(value: unknown): string {
   const p = parseLeaseAttrs(value);

@@ -183,6 +183,12 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
   return { peer: { name, publicIp: endpoint.ip, subnet, vtepMac: data.mac, via: endpoint.via } };
 }
 
+/** The VtepMAC of a Node's backend-data as flannel decodes it, normalised; null when it has none flannel could use. */
+export function nodeVtepMac(node: unknown): string | null {
+  const data = backendData(str(field(field(node, 'metadata'), 'annotations'), ANNOTATIONS.backendData), undefined);
+  return 'mac' in data ? data.mac : null;
+}
+
 /** backend-data as flannel decodes it: {VtepMAC, VNI?}, keys matched as Go's encoding/json does. */
 /** `kept`: flannel's VXLAN backend cannot decode it either, and keeps what it knew. */
 function backendData(text: string | undefined, vni: number | undefined): { mac: string } | { why: string; kept: boolean } {

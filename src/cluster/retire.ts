@@ -11,8 +11,8 @@
 // between the read and the delete is left in place and said so.
 import type { NodeApi } from './kube-client.js';
 import { httpStatusOf } from './kube-errors.js';
-import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodePodCidr } from './flannel-node.js';
-import { describeHolder, parseLeaseAttrs } from './flannel-lease.js';
+import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodePodCidr, nodeVtepMac } from './flannel-node.js';
+import { describeHolder, leaseVtepMac } from './flannel-lease.js';
 import type { EtcdKv } from './etcd-kv.js';
 
 /** What one step did or would do: `ok` false leaves the site's entry in place, and `fix` says what to do. */
@@ -29,17 +29,6 @@ type Meta = { uid?: unknown; resourceVersion?: unknown; labels?: Record<string, 
 function metaOf(node: unknown): Meta {
   const m = (node as { metadata?: unknown } | null)?.metadata;
   return m !== null && typeof m === 'object' ? (m as Meta) : {};
-}
-
-/** The VtepMAC in a Node's backend-data annotation, lower case; null when there is none. */
-function nodeVtepMac(backendData: unknown): string | null {
-  if (typeof backendData !== 'string') return null;
-  try {
-    const m = (JSON.parse(backendData) as { VtepMAC?: unknown } | null)?.VtepMAC;
-    return typeof m === 'string' ? m.toLowerCase() : null;
-  } catch {
-    return null;
-  }
 }
 
 const notFound = (e: unknown) => httpStatusOf(e) === 404;
@@ -68,7 +57,7 @@ export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: str
   }
   if (mac !== null) {
     // --mac: the box being retired is the one with that VTEP MAC, not one that replaced it.
-    const held = nodeVtepMac(meta.annotations?.[ANNOTATIONS.backendData]);
+    const held = nodeVtepMac(node);
     if (held !== mac.toLowerCase()) {
       // Registration follows the site, not the MAC: a replacement has patched the Node already.
       return { ok: true, removed: false, detail: `${what} holds VtepMAC ${held ?? 'none'}, not ${mac.toLowerCase()}: a gateway that replaced that box has it now; nothing to remove` };
@@ -102,7 +91,6 @@ export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf'>, key: str
   const entry = await kv.get(key);
   if (!entry) return { ok: true, removed: false, detail: `no lease ${key}: nothing to remove` };
   const holder = describeHolder(entry.value);
-  const attrs = parseLeaseAttrs(entry.value);
   const what = `lease ${key} (${holder})`;
   if (mac === null) {
     return {
@@ -111,7 +99,7 @@ export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf'>, key: str
       fix: `run vxedge retire on the site's gateway (with its stateDir), or delete the lease yourself once sure it is this site's (etcdctl del ${key})`,
     };
   }
-  if (!attrs.ok || attrs.attrs.vtepMac?.toLowerCase() !== mac.toLowerCase()) {
+  if (leaseVtepMac(entry.value) !== mac.toLowerCase()) {
     return {
       ok: false, removed: false,
       detail: `${what} does not hold ${macFrom} (${mac.toLowerCase()}): left in place`,

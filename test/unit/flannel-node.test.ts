@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ANNOTATIONS, nodeManifest, nodeVerdict, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
+import { ANNOTATIONS, nodeManifest, nodeVerdict, nodeVtepMac, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
 import { peersFromNodes } from '../../src/cli/kube.js';
 import { cidrContains, cidrOverlaps, ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../../src/util/ipv4.js';
 import { parseMac } from '../../src/util/mac.js';
@@ -116,6 +116,16 @@ describe('nodeVerdict: flannel rules', () => {
     expect(nodeVerdict(node((n) => (n.spec = { podCIDRs: ['fd00::/64', '10.244.7.0/24'], podCIDR: '10.244.8.0/24' })), CTX).peer?.subnet.text).toBe('10.244.7.0/24');
     expect(nodeVerdict(node((n) => (n.spec = { podCIDRs: [], podCIDR: '10.244.8.0/24' })), CTX).peer?.subnet.text).toBe('10.244.8.0/24');
     expect(nodeVerdict(node((n) => (n.spec = { podCIDR: '10.244.9.5/24' })), CTX).peer?.subnet.text).toBe('10.244.9.0/24');
+  });
+});
+
+describe('nodeVtepMac', () => {
+  const withData = (data: string | undefined) => ({ metadata: { annotations: data === undefined ? {} : { [ANNOTATIONS.backendData]: data } } });
+  it('reads backend-data as flannel does: Go\'s case-insensitive key, the MAC normalised; null for what flannel could not use', () => {
+    expect(nodeVtepMac(withData('{"VNI":1,"VtepMAC":"0E:5C:AA:00:00:64"}'))).toBe('0e:5c:aa:00:00:64');
+    expect(nodeVtepMac(withData('{"vtepmac":"0e:5c:aa:00:00:64"}'))).toBe('0e:5c:aa:00:00:64');
+    for (const bad of ['not json', '{"VtepMAC":"01:00:5e:00:00:01"}', '[]', undefined]) expect(nodeVtepMac(withData(bad)), String(bad)).toBeNull();
+    expect(nodeVtepMac(null)).toBeNull();
   });
 });
 
