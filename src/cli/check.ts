@@ -16,6 +16,7 @@ import { whyUnreadable } from '../util/why-unreadable.js';
 import { clusterPreflight, type ClusterPreflight } from './check-cluster.js';
 import { mqttPreflight, type MqttPreflight } from './check-mqtt.js';
 import { stunPreflight } from './check-stun.js';
+import { renderCheckLines } from './render.js';
 
 /**
  * The peers a private underlay.publicIp must suit, as far as they are known before start:
@@ -83,11 +84,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
 
 export async function runCheck(cfg: Config): Promise<number> {
   const results = await preflight(cfg);
-  const w = Math.max(...results.map((r) => r.name.length));
-  for (const r of results) {
-    process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'}  ${r.name.padEnd(w)}  ${r.detail}\n`);
-    if (!r.ok && r.fix) process.stdout.write(`      ${' '.repeat(w)}  fix: ${r.fix}\n`);
-  }
+  process.stdout.write(renderCheckLines(results));
   return results.every((r) => r.ok) ? 0 : 1;
 }
 

@@ -1,5 +1,17 @@
-// `vxedge status` for a person: the gateway line, a table of peers, failing checks.
-import type { HealthDocument } from '../health/document.js';
+// `vxedge status` for a person: the gateway line, a table of peers, failing checks; and the
+// one-line-per-check form of `vxedge check` and `vxedge retire`.
+import type { CheckResult, HealthDocument } from '../health/document.js';
+
+/** `ok  ` or `FAIL`, the name padded to the longest, the detail; under a failure, its fix. */
+export function renderCheckLines(results: readonly CheckResult[]): string {
+  const w = Math.max(...results.map((r) => r.name.length));
+  let out = '';
+  for (const r of results) {
+    out += `${r.ok ? 'ok  ' : 'FAIL'}  ${r.name.padEnd(w)}  ${r.detail}\n`;
+    if (!r.ok && r.fix) out += `      ${' '.repeat(w)}  fix: ${r.fix}\n`;
+  }
+  return out;
+}
 
 export function renderStatus(d: HealthDocument, now = Date.now()): string {
   const lines: string[] = [];

@@ -33,6 +33,7 @@ import { systemClock, type Clock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { beforeStart, sourceName } from './check-cluster.js';
 import { connectAsGateway } from './check-mqtt.js';
+import { renderCheckLines } from './render.js';
 
 /** Bound on the broker's answers (connect, subscribe, each publish) and on each cluster request. */
 export const RETIRE_WAIT_MS = 8_000;
@@ -225,10 +226,6 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
 export async function runRetire(cfg: Config, o: RetireOptions): Promise<number> {
   if (o.dryRun) process.stdout.write('dry run: nothing is changed\n');
   const lines = await retire(cfg, o);
-  const w = Math.max(...lines.map((r) => r.name.length));
-  for (const r of lines) {
-    process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'}  ${r.name.padEnd(w)}  ${r.detail}\n`);
-    if (!r.ok && r.fix) process.stdout.write(`      ${' '.repeat(w)}  fix: ${r.fix}\n`);
-  }
+  process.stdout.write(renderCheckLines(lines));
   return lines.every((r) => r.ok) ? 0 : 1;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { renderStatus } from '../../src/cli/render.js';
+import { renderStatus, renderCheckLines } from '../../src/cli/render.js';
 import type { HealthDocument } from '../../src/health/document.js';
 
 const NOW = Date.parse('2026-12-04T12:00:00.000Z');
@@ -141,5 +141,20 @@ describe('renderStatus: the services it talks to', () => {
     expect(five.filter((l) => l.startsWith('  left out: ')).map((l) => l.split(':')[1].trim())).toEqual(['aws-1', 'aws-2', 'aws-3']);
     expect(five).toContain('  and 2 more left out (vxedge status --json lists every one)');
     expect(out([]).join('\n')).not.toMatch(/left out/);
+  });
+});
+
+describe('renderCheckLines (vxedge check, vxedge retire)', () => {
+  it('ok or FAIL, names padded to the longest, a fix under a failure only', () => {
+    expect(renderCheckLines([
+      { name: 'gateway', ok: true, detail: 'none runs', fix: 'never shown' },
+      { name: 'mqtt', ok: false, detail: 'refused', fix: 'check the password' },
+      { name: 'cluster', ok: false, detail: 'unreachable' },
+    ])).toBe(
+      'ok    gateway  none runs\n' +
+      'FAIL  mqtt     refused\n' +
+      '               fix: check the password\n' +
+      'FAIL  cluster  unreachable\n',
+    );
   });
 });
