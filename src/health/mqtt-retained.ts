@@ -14,17 +14,17 @@ import type { MqttClient } from 'mqtt';
 import type { Clock } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
 
-/** `op` with a bound: rejects with "no answer within …" after waitMs. */
-function bounded<T>(clock: Clock, waitMs: number, what: string, op: (done: (err: Error | null, v?: T) => void) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
+/** `op`, which calls `done` when the broker has answered, with a bound: "no answer to WHAT within …" after waitMs. */
+function bounded(clock: Clock, waitMs: number, what: string, op: (done: (err: Error | null) => void) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     let over = false;
     const timer = clock.after(waitMs, () => finish(new Error(`no answer to ${what} within ${formatDuration(waitMs)}`)));
-    function finish(err: Error | null, v?: T) {
+    function finish(err: Error | null) {
       if (over) return;
       over = true;
       timer.cancel();
       if (err) reject(err);
-      else resolve(v as T);
+      else resolve();
     }
     op(finish);
   });
@@ -38,7 +38,7 @@ export async function readRetained(client: MqttClient, topic: string, clock: Clo
   };
   client.on('message', onMessage);
   try {
-    await bounded<void>(clock, waitMs, `the subscription to ${topic}`, (done) => {
+    await bounded(clock, waitMs, `the subscription to ${topic}`, (done) => {
       client.subscribe(topic, { qos: 1 }, (err, granted) => {
         if (err) return done(err);
         const code = granted?.[0]?.qos;
@@ -47,7 +47,7 @@ export async function readRetained(client: MqttClient, topic: string, clock: Clo
         done(null);
       });
     });
-    await bounded<void>(clock, waitMs, `the unsubscription from ${topic}`, (done) => client.unsubscribe(topic, (err?: Error) => done(err ?? null)));
+    await bounded(clock, waitMs, `the unsubscription from ${topic}`, (done) => client.unsubscribe(topic, (err?: Error) => done(err ?? null)));
   } finally {
     client.off('message', onMessage);
   }
@@ -60,7 +60,7 @@ export async function readRetained(client: MqttClient, topic: string, clock: Clo
  */
 export async function clearRetained(client: MqttClient, topics: readonly string[], clock: Clock, waitMs: number): Promise<void> {
   for (const topic of topics) {
-    await bounded<void>(clock, waitMs, `the clearing publish to ${topic}`, (done) => {
+    await bounded(clock, waitMs, `the clearing publish to ${topic}`, (done) => {
       client.publish(topic, Buffer.alloc(0), { qos: 1, retain: true }, (err) => done(err ?? null));
     }).catch((e: Error) => {
       throw new Error(`clearing ${topic} failed: ${e.message}; may these credentials publish to it (a broker ACL)?`);
