@@ -188,9 +188,9 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
       api = o.nodeApi ? await o.nodeApi(cfg, clock, waitMs) : await (await import('../cluster/kube-client.js')).connectNodeApi(choice!, clock, waitMs);
       return line(await retireNode(api, name, cfg.site, o.dryRun, o.mac ?? null), where);
     } catch (e) {
-      const { describeKubeError } = await import('../cluster/kube-errors.js');
+      const { describeKubeError, kubeErrorContext } = await import('../cluster/kube-errors.js');
       const text = api
-        ? describeKubeError(e, { action: `${o.dryRun ? 'get' : 'delete'} node ${name}`, server: api.server, credentials: choice?.describe ?? 'the kubeconfig', tls: { nowMs: clock.now(), clientCert: api.clientCert }, execCommand: api.execCommand })
+        ? describeKubeError(e, kubeErrorContext(`${o.dryRun ? 'get' : 'delete'} node ${name}`, api, choice?.describe ?? null, clock.now()))
         : `cannot use ${choice?.describe ?? 'the kubeconfig'}: ${(e as Error).message}`;
       return { name: 'cluster', ok: false, detail: `${where}: ${beforeStart(text)}; the Node stays` };
     } finally {

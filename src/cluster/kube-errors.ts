@@ -5,6 +5,7 @@
 // errors from an exec credential plugin, and our own request timeouts. Each becomes one
 // sentence: what failed, why, and the fix.
 import { show } from '../util/show.js';
+import type { NodeApi } from './kube-client.js';
 import { clockSays, explainTls, opensslReason, validityProblem, type TlsContext } from '../util/tls-failure.js';
 
 export interface KubeErrorContext {
@@ -18,6 +19,19 @@ export interface KubeErrorContext {
   tls?: TlsContext;
   /** The exec credential plugin's command, whose token a 401 may be about; null or absent: none. */
   execCommand?: string | null;
+}
+
+/**
+ * The context of a failed `action` on `api` (null: not connected yet) with credentials from
+ * `credentials` (a KubeconfigChoice's describe; null: unknown), the clock reading `nowMs`.
+ */
+export function kubeErrorContext(
+  action: string, api: Pick<NodeApi, 'server' | 'clientCert' | 'execCommand'> | null, credentials: string | null, nowMs: number,
+): KubeErrorContext {
+  return {
+    action, server: api?.server ?? null, credentials: credentials ?? 'the kubeconfig',
+    tls: { nowMs, clientCert: api?.clientCert ?? null }, execCommand: api?.execCommand ?? null,
+  };
 }
 
 /** Our request timeout: the client sees it as an AbortError. */

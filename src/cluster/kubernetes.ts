@@ -41,7 +41,7 @@ import type { SiteCertificate } from '../util/tls-failure.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
 import { connectNodeApi, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
 import { chooseKubeconfig, type KubeconfigChoice } from './kubeconfig.js';
-import { MAX_RETRY_AFTER_MS, describeKubeError, httpStatusOf, isTooLargeResourceVersion, retryAfterOf } from './kube-errors.js';
+import { MAX_RETRY_AFTER_MS, describeKubeError, httpStatusOf, isTooLargeResourceVersion, kubeErrorContext, retryAfterOf } from './kube-errors.js';
 import { CREATE_VERBS, OWN_NODE_VERBS } from './rbac.js';
 import type { ClusterSource, ClusterStatus, ClusterView, OwnLease } from './types.js';
 
@@ -530,10 +530,7 @@ export class KubernetesSource implements ClusterSource {
   }
 
   private errorContext(action: string) {
-    return {
-      action, server: this.api?.server ?? null, credentials: this.choice?.describe ?? 'the kubeconfig',
-      tls: { nowMs: this.o.clock.now(), clientCert: this.api?.clientCert ?? null }, execCommand: this.api?.execCommand ?? null,
-    };
+    return kubeErrorContext(action, this.api, this.choice?.describe ?? null, this.o.clock.now());
   }
 
   /** `ours`: a backoff of our own, which a clock step ends (clockStepped); not a Retry-After. */
