@@ -176,17 +176,17 @@ async function clearStep(cfg: Config, client: MqttClient, dryRun: boolean, clock
 
 /** The site's Node or lease removed; null for a static site. */
 async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: number): Promise<CheckResult | null> {
-  const line = (r: RetireOutcome, where: string): CheckResult => ({ name: 'cluster', ok: r.ok, detail: `${where}: ${r.detail}`, ...(r.fix ? { fix: r.fix } : {}) });
+  const where = sourceName(cfg);
+  const line = (r: RetireOutcome): CheckResult => ({ name: 'cluster', ok: r.ok, detail: `${where}: ${r.detail}`, ...(r.fix ? { fix: r.fix } : {}) });
   if (cfg.cluster.source === 'kubernetes') {
     const name = siteNodeName(cfg);
     const { chooseKubeconfig } = await import('../cluster/kubeconfig.js');
     const choice = chooseKubeconfig(cfg.cluster.kubernetes.kubeconfig);
-    const where = sourceName(cfg);
     if (!choice && !o.nodeApi) return { name: 'cluster', ok: false, detail: `${where}: the site's Node cannot be reached`, fix: 'set cluster.kubernetes.kubeconfig (or $KUBECONFIG)' };
     let api: NodeApi | null = null;
     try {
       api = o.nodeApi ? await o.nodeApi(cfg, clock, waitMs) : await (await import('../cluster/kube-client.js')).connectNodeApi(choice!, clock, waitMs);
-      return line(await retireNode(api, name, cfg.site, o.dryRun, o.mac ?? null), where);
+      return line(await retireNode(api, name, cfg.site, o.dryRun, o.mac ?? null));
     } catch (e) {
       const { describeKubeError, kubeErrorContext } = await import('../cluster/kube-errors.js');
       const text = api
@@ -200,7 +200,6 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
   if (cfg.cluster.source === 'etcd') {
     const e = cfg.cluster.etcd;
     const key = subnetKey(e.prefix, cfg.overlay.subnet);
-    const where = sourceName(cfg);
     const { EtcdConnection } = await import('../cluster/etcd-connection.js');
     const conn = new EtcdConnection({
       ...etcdAccess(cfg), prefix: e.prefix, subnetsPrefix: subnetsPrefix(e.prefix), ownKey: key, register: true,
@@ -213,7 +212,7 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
         get: (k) => conn.call(kv.get(k), `read ${k}`),
         deleteIf: (k, rev) => conn.call(kv.deleteIf(k, rev), `delete ${k}`),
       }, key, mac, o.dryRun, o.mac ? 'the VTEP MAC given with --mac' : undefined);
-      return line(r, where);
+      return line(r);
     } catch (err) {
       return { name: 'cluster', ok: false, detail: `${where}: ${beforeStart(conn.describe(err))}; the lease stays` };
     } finally {
