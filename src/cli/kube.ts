@@ -7,7 +7,7 @@
 //    site file, the etcdctl commands for its role and user: cluster/etcd-rbac.ts).
 import { readFile } from 'node:fs/promises';
 import { stringify as toYaml } from 'yaml';
-import { nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
+import { dualStackProblem, nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
 import { siteNodeName } from '../cluster/live.js';
 import { etcdRbacScript, etcdUserFor } from '../cluster/etcd-rbac.js';
 import { encodeLease, subnetKey } from '../cluster/flannel-lease.js';
@@ -33,6 +33,8 @@ export interface PeerEntryOut {
 export interface PeersResult {
   peers: PeerEntryOut[];
   skipped: { name: string; why: string }[];
+  /** The cluster's dual-stack flannel nodes skip a site's IPv4-only Node: why, and the fix (null when none runs it). */
+  dualStack: { detail: string; fix: string } | null;
 }
 
 /** What `vxedge peers -c FILE` knows about the site; every field is optional. */
@@ -71,7 +73,7 @@ export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersR
   // The port is not part of `vxedge peers` output (it defaults to vxlan.port in the config).
   const view = viewFromNodes(items, ctx, 0);
   const peers = view.peers.map((p) => ({ name: p.name, publicIp: p.publicIp, subnet: p.subnet.text, vtepMac: p.vtepMac }));
-  return { peers, skipped: view.skipped };
+  return { peers, skipped: view.skipped, dualStack: dualStackProblem(view) };
 }
 
 /** `vxedge manifest`: the site's Node object, YAML or JSON. */
@@ -164,6 +166,7 @@ export async function runPeers(file: string | undefined, cfg: Config | null): Pr
     return EXIT_USAGE;
   }
   for (const s of r.skipped) process.stderr.write(`skipped ${s.name}: ${s.why}\n`);
+  if (r.dualStack) process.stderr.write(`vxedge: warning: ${r.dualStack.detail}; ${r.dualStack.fix}\n`);
   process.stdout.write(JSON.stringify(r.peers, null, 2) + '\n');
   return EXIT_OK;
 }

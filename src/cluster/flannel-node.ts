@@ -40,6 +40,9 @@ export const ANNOTATIONS = {
   backendData: `${ANNOTATION_PREFIX}backend-data`,
   publicIp: `${ANNOTATION_PREFIX}public-ip`,
   publicIpOverwrite: `${ANNOTATION_PREFIX}public-ip-overwrite`,
+  // A dual-stack node's IPv6 half (flanneld with EnableIPv6 writes both, and never removes them).
+  publicIpv6: `${ANNOTATION_PREFIX}public-ipv6`,
+  backendV6Data: `${ANNOTATION_PREFIX}backend-v6-data`,
 } as const;
 
 /** Labels on the site's Node, so operators can find every gateway (`kubectl get nodes -l vxedge.io/gateway`). */
@@ -283,9 +286,11 @@ export function viewFromNodes(nodes: Iterable<unknown>, ctx: FlannelContext, por
   const peers: PeerConfig[] = [];
   const skipped: SkippedNode[] = [];
   const keepable = new Set<SkippedNode>();
+  const dualStack: string[] = [];
   let count = 0;
   for (const n of nodes) {
     count++;
+    if (runsDualStack(n, ctx)) dualStack.push(nodeName(n));
     const v = nodeVerdict(n, ctx);
     if (v.peer) {
       peers.push({ name: v.peer.name, publicIp: v.peer.publicIp, port, subnet: v.peer.subnet, vtepMac: v.peer.vtepMac });
@@ -296,5 +301,45 @@ export function viewFromNodes(nodes: Iterable<unknown>, ctx: FlannelContext, por
   }
   const byName = (x: { name: string }, y: { name: string }) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0);
   const held = keepLastGood(peers.sort(byName), skipped.sort(byName), keepable, last);
-  return { nodes: count, ...held };
+  return { nodes: count, ...held, ...(dualStack.length ? { dualStack: dualStack.sort() } : {}) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dual-stack clusters
+
+/**
+ * A flannel VXLAN node (not the site's own) whose Node carries flannel's IPv6 annotations: its
+ * flanneld runs with EnableIPv6, or did (it never removes them). Such a flanneld turns a Node
+ * into a lease only with an IPv6 public IP and an IPv6 podCIDR too (kube.go `nodeToLease`
+ * returns the error of parsing an empty public-ipv6), so it skips the site's IPv4-only Node:
+ * no route, neighbour or FDB entry for the site on that node.
+ */
+function runsDualStack(node: unknown, ctx: FlannelContext): boolean {
+  if (ctx.selfNames?.includes(nodeName(node))) return false;
+  const annotations = field(field(node, 'metadata'), 'annotations');
+  const a = (key: string) => str(annotations, key);
+  if (a(ANNOTATIONS.kubeSubnetManager) !== 'true' || a(ANNOTATIONS.backendType) !== 'vxlan') return false;
+  return !!(a(ANNOTATIONS.publicIpv6) || a(ANNOTATIONS.backendV6Data));
+}
+
+/** How many dual-stack nodes a sentence names before it counts the rest. */
+const DUAL_STACK_NAMED = 3;
+
+/**
+ * Why the cluster's dual-stack flannel nodes route nothing to the site, and what to do; null
+ * when no node runs dual-stack (always for etcd: flannel's etcd subnet manager takes an
+ * IPv4-only lease beside dual-stack ones, `EnableIPv6` following the key).
+ */
+export function dualStackProblem(view: Pick<ClusterView, 'dualStack'> | null): { detail: string; fix: string } | null {
+  const names = view?.dualStack ?? [];
+  if (names.length === 0) return null;
+  const shown = names.slice(0, DUAL_STACK_NAMED).join(', ') + (names.length > DUAL_STACK_NAMED ? ` and ${names.length - DUAL_STACK_NAMED} more` : '');
+  return {
+    detail:
+      `${names.length} flannel node(s) run dual-stack (${shown}: ${ANNOTATIONS.publicIpv6} set) and route nothing to this site: ` +
+      'flanneld with EnableIPv6 skips a Node without an IPv6 public IP and podCIDR, and the site announces IPv4 only',
+    fix:
+      'vxedge carries IPv4 only: set "EnableIPv6": false in flannel\'s net-conf.json (ConfigMap kube-flannel-cfg) and restart flanneld, ' +
+      `then remove the IPv6 annotations it leaves behind: kubectl annotate nodes --all ${ANNOTATIONS.publicIpv6}- ${ANNOTATIONS.backendV6Data}-`,
+  };
 }

@@ -8,7 +8,7 @@ import type { Config, PeerConfig } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import { defaultNodeName, SELF_WHY } from './flannel-node.js';
+import { defaultNodeName, dualStackProblem, SELF_WHY } from './flannel-node.js';
 import { diffIsEmpty, mergePeers, type PeerDiff } from './membership.js';
 import type { ClusterSource, ClusterStatus, ClusterView, SkippedNode } from './types.js';
 import type { EtcdAuth, EtcdTlsFiles } from './etcd-kv.js';
@@ -117,6 +117,7 @@ export class LiveMembership {
     await this.sync('start');
     if (!this.source) return;
     this.source.onView((v) => {
+      this.tellDualStack(this.view, v);
       this.view = v;
       this.sync('cluster').catch(() => undefined); // logged in sync(); the last peers stay in force
     });
@@ -154,10 +155,16 @@ export class LiveMembership {
     this.source?.clockStepped?.();
   }
 
-  /** The health document's `cluster` (null for a static site). */
+  /**
+   * The health document's `cluster` (null for a static site). Dual-stack flannel nodes that
+   * skip the site's Node are its `error` while the source has none of its own: the site is
+   * registered, and those nodes still route nothing to it.
+   */
   status(peers: number): ClusterStatus | null {
     if (!this.source) return null;
-    return { ...this.source.status(), peers, skipped: this.skipped };
+    const s = this.source.status();
+    const p = s.error ? null : dualStackProblem(this.view);
+    return { ...s, ...(p ? { error: `${p.detail}; ${p.fix}` } : {}), peers, skipped: this.skipped };
   }
 
   /** The `cluster` check: following the cluster, and registered when asked to. */
@@ -172,6 +179,8 @@ export class LiveMembership {
       const why = this.publicIp === null ? 'the public IP is not known yet' : 'registration is under way';
       return { name: 'cluster', ok: false, detail: `${what}; this site is not registered: ${why}`, fix: 'set underlay.publicIp, or let port mapping or nat.stun discover it' };
     }
+    const dual = dualStackProblem(this.view);
+    if (dual) return { name: 'cluster', ok: false, detail: `${what}${register ? '; registered' : ''}; ${dual.detail}`, fix: dual.fix };
     return { name: 'cluster', ok: true, detail: `${what}${register ? '; registered' : ''}` };
   }
 
@@ -199,6 +208,17 @@ export class LiveMembership {
         nowPeers: first.filter((n) => peerNames.has(n)), gone: first.filter((n) => !peerNames.has(n)), ...(more ? { more } : {}), leftOut: next.length,
       });
     }
+  }
+
+  /**
+   * Logs dual-stack flannel nodes when the first appears (a warning, with the fix) and when
+   * none is left; not at every node of a rollout in between (the health document counts them).
+   */
+  private tellDualStack(was: ClusterView | null, now: ClusterView): void {
+    const before = dualStackProblem(was);
+    const after = dualStackProblem(now);
+    if (after && !before) this.o.log.warn('cluster nodes run flannel dual-stack: they route nothing to this site', { problem: after.detail, fix: after.fix });
+    if (before && !after) this.o.log.info('no cluster node runs flannel dual-stack any more', {});
   }
 
   private async sync(why: string): Promise<PeerDiff> {

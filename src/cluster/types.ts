@@ -22,6 +22,12 @@ export interface ClusterView {
   /** Candidate peers, by name; membership.ts still checks them against each other and the site. */
   peers: PeerConfig[];
   skipped: SkippedNode[];
+  /**
+   * Kubernetes: the flannel nodes that run dual-stack, by name (absent when none). They reach
+   * the site's pods, but their flanneld skips the site's IPv4-only Node (flannel-node.ts
+   * `dualStackProblem`).
+   */
+  dualStack?: string[];
 }
 
 /** Our own lease: what we announce so that every flannel node programs a route to the site. */

@@ -295,6 +295,39 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       await waitFor(() => gone().length === Object.keys(bad).length, 2_000);
       expect(gone()).toEqual(Object.keys(bad).sort());
     });
+
+    it("k. a node's flannel turns dual-stack: health, `vxedge status` and `vxedge check` say it routes nothing to the site, and how to fix it; the site still reaches every pod", async () => {
+      await gw.untilStatus((d) => d.cluster?.registered === true && clusterCheck(d)?.ok === true, 'registered, the cluster check passing');
+      // What flanneld with EnableIPv6 writes on its own Node: the IPv6 half beside the IPv4 one.
+      await api.modifyNode('aws-node-1', {
+        metadata: { annotations: { [`${A}public-ipv6`]: '2001:db8:1::11', [`${A}backend-v6-data`]: '{"VNI":1,"VtepMAC":"0a:bb:00:00:61:01"}' } },
+        spec: { podCIDRs: [env.AWS1_SUBNET, 'fd00:10:244:1::/64'] },
+      });
+      const s = await gw.untilStatus((d) => /dual-stack/.test(d.cluster?.error ?? ''), 'the dual-stack node in health', 5_000);
+      expect(validate(s), JSON.stringify(validate.errors)).toBe(true);
+      expect(s.cluster).toMatchObject({ connected: true, registered: true, peers: 2 });
+      expect(s.cluster!.error).toMatch(/^1 flannel node\(s\) run dual-stack \(aws-node-1: flannel\.alpha\.coreos\.com\/public-ipv6 set\) and route nothing to this site: .*; vxedge carries IPv4 only: set "EnableIPv6": false/);
+      expect(clusterCheck(s)).toMatchObject({ ok: false, fix: expect.stringContaining('kubectl annotate nodes --all flannel.alpha.coreos.com/public-ipv6- flannel.alpha.coreos.com/backend-v6-data-') });
+      const warned = await gw.waitLog(/^cluster nodes run flannel dual-stack/);
+      expect(warned.level).toBe('warn');
+      // Our side is unchanged: the node stays a peer (its IPv4 lease is as good as before).
+      for (const to of [env.POD1_IP, env.POD2_IP]) expect(await ping(env.NS_HOST, to, { count: 2 }), `host -> ${to}`).toMatchObject({ ok: true });
+      const text = await new Promise<string>((resolve) => execFile(process.execPath, [CLI, 'status', '-c', gw.configFile], (_e, out) => resolve(out)));
+      expect(text).toMatch(/^cluster: kubernetes, connected, \d+ nodes, 2 peers, registered: 1 flannel node\(s\) run dual-stack \(aws-node-1: /m);
+      const c = await checkCommand(env.NS_GW, gw.configFile);
+      expect(c.code, c.stdout).toBe(1);
+      expect(c.line).toMatch(/^FAIL +cluster +kubernetes \(kubeconfig \S+\): 3 Node\(s\), 2 peer\(s\) from the cluster; 1 flannel node\(s\) run dual-stack \(aws-node-1: .*\n +fix: vxedge carries IPv4 only: /);
+
+      // flannel back on IPv4 alone and the annotations it left removed: the error goes.
+      await api.modifyNode('aws-node-1', {
+        metadata: { annotations: { [`${A}public-ipv6`]: null, [`${A}backend-v6-data`]: null } },
+        spec: { podCIDRs: [env.AWS1_SUBNET] },
+      });
+      const back = await gw.untilStatus((d) => d.cluster?.error === null && clusterCheck(d)?.ok === true, 'the dual-stack error gone', 5_000);
+      expect(back.cluster).toMatchObject({ connected: true, registered: true, peers: 2 });
+      await gw.waitLog(/^no cluster node runs flannel dual-stack any more$/);
+      expect((await checkCommand(env.NS_GW, gw.configFile)).code).toBe(0);
+    });
   });
 
   it('f0. an exec credential plugin (EKS\'s way) through the shipped bundle: the gateway follows and registers with the token it prints', async () => {

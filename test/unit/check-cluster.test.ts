@@ -8,11 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll } from 'vitest';
-import { beforeStart, clusterPreflight, CLUSTER_CHECK_WAIT_MS, type ClusterPreflight } from '../../src/cli/check-cluster.js';
+import { beforeStart, clusterPreflight, CLUSTER_CHECK_WAIT_MS, judged, type ClusterPreflight } from '../../src/cli/check-cluster.js';
 import { EtcdSource } from '../../src/cluster/etcd.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import { configFromObject } from '../../src/config/index.js';
 import type { Config } from '../../src/config/types.js';
+import { parseCidr } from '../../src/util/ipv4.js';
 import { CaptureLog, settle } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 import { FakeEtcd } from './fake-etcd.js';
@@ -225,5 +226,27 @@ describe('vxedge check: the cluster line (etcd)', () => {
     expect(beforeStart('the API server at X is shedding load (429 …) and refused to list nodes; retrying later')).toBe('the API server at X is shedding load (429 …) and refused to list nodes');
     expect(beforeStart('etcd at X is out of space (…): … (etcdctl alarm disarm); peers are still followed')).toBe('etcd at X is out of space (…): … (etcdctl alarm disarm)');
     expect(beforeStart('kubernetes: 403 on list nodes: run `vxedge rbac`')).toBe('kubernetes: 403 on list nodes: run `vxedge rbac`');
+  });
+});
+
+describe('vxedge check: the cluster line (Kubernetes, dual-stack flannel)', () => {
+  const kube = () => config({ cluster: { source: 'kubernetes', register: true } });
+  const peer = { name: 'aws-a', publicIp: '203.0.113.1', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:01:01' };
+  const own = { name: 'vxedge-lab-e1', why: 'this gateway itself' };
+
+  it('fails naming the dual-stack nodes and the fix, though every node is a peer', () => {
+    const r = judged(kube(), 'kubernetes (kubeconfig k)', { nodes: 2, peers: [peer], skipped: [own], dualStack: ['aws-a'] }, SITE_MAC);
+    expect(r.check).toEqual({
+      name: 'cluster', ok: false,
+      detail: 'kubernetes (kubeconfig k): 2 Node(s), 1 peer(s) from the cluster; 1 flannel node(s) run dual-stack (aws-a: flannel.alpha.coreos.com/public-ipv6 set) ' +
+        'and route nothing to this site: flanneld with EnableIPv6 skips a Node without an IPv6 public IP and podCIDR, and the site announces IPv4 only',
+      fix: expect.stringMatching(/^vxedge carries IPv4 only: set "EnableIPv6": false in flannel's net-conf\.json/),
+    });
+    expect(r.peers).toEqual([peer]);
+  });
+
+  it('passes without them, naming the site\'s own Node', () => {
+    const r = judged(kube(), 'kubernetes (kubeconfig k)', { nodes: 2, peers: [peer], skipped: [own] }, SITE_MAC);
+    expect(r.check).toEqual({ name: 'cluster', ok: true, detail: "kubernetes (kubeconfig k): 2 Node(s), 1 peer(s) from the cluster; this site's own Node is there: vxedge-lab-e1 (this gateway itself)" });
   });
 });

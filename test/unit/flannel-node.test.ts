@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ANNOTATIONS, nodeManifest, nodeVerdict, nodeVtepMac, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
+import { ANNOTATIONS, dualStackProblem, nodeManifest, nodeVerdict, nodeVtepMac, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
 import { peersFromNodes } from '../../src/cli/kube.js';
 import { cidrContains, cidrOverlaps, ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../../src/util/ipv4.js';
 import { parseMac } from '../../src/util/mac.js';
@@ -208,6 +208,64 @@ describe('viewFromNodes and peersFromNodes on the kubectl fixture', () => {
     expect(() => peersFromNodes(' \n')).toThrow('the input is empty; expected the output of `kubectl get nodes -o json` (did kubectl fail?)');
     // A BOM, as the config loader takes it.
     expect(peersFromNodes('\uFEFF' + JSON.stringify(one)).peers).toHaveLength(1);
+  });
+});
+
+describe('dual-stack flannel nodes (they skip the site\'s IPv4-only Node)', () => {
+  /** A node as flanneld with EnableIPv6 writes it: both IPv6 annotations and a second podCIDR. */
+  const dual = (name: string, over: (n: Node) => void = () => {}) => node((n) => {
+    n.metadata.name = name;
+    n.metadata.annotations[ANNOTATIONS.publicIpv6] = '2001:db8::10';
+    n.metadata.annotations[ANNOTATIONS.backendV6Data] = '{"VNI":1,"VtepMAC":"0a:bb:00:00:00:61"}';
+    n.spec.podCIDRs = ['10.244.1.0/24', 'fd00:10:244:1::/64'];
+    over(n);
+  });
+
+  it('are named in the view, in name order, and still peers: the site reaches their pods', () => {
+    const v = viewFromNodes([dual('aws-b'), node(), dual('aws-a', (n) => (n.spec.podCIDRs = ['10.244.2.0/24', 'fd00:10:244:2::/64']))], CTX, 8472);
+    expect(v.dualStack).toEqual(['aws-a', 'aws-b']);
+    expect(v.peers.map((p) => p.name).sort()).toEqual(['aws-1', 'aws-a', 'aws-b']);
+  });
+
+  it('either IPv6 annotation counts; not the site itself, nor a Node that is no flannel VXLAN lease, nor an empty value', () => {
+    const only = (key: string) => dual('x', (n) => delete n.metadata.annotations[key]);
+    expect(viewFromNodes([only(ANNOTATIONS.publicIpv6)], CTX, 8472).dualStack).toEqual(['x']);
+    expect(viewFromNodes([only(ANNOTATIONS.backendV6Data)], CTX, 8472).dualStack).toEqual(['x']);
+    const notCounted = [
+      dual('vxedge-lab-edge-1'),
+      dual('lb', (n) => delete n.metadata.annotations[ANNOTATIONS.kubeSubnetManager]),
+      dual('gw', (n) => (n.metadata.annotations[ANNOTATIONS.backendType] = 'host-gw')),
+      dual('empty', (n) => {
+        n.metadata.annotations[ANNOTATIONS.publicIpv6] = '';
+        n.metadata.annotations[ANNOTATIONS.backendV6Data] = '';
+      }),
+    ];
+    const v = viewFromNodes(notCounted, CTX, 8472);
+    expect(v.nodes).toBe(4);
+    expect(v).not.toHaveProperty('dualStack');
+  });
+
+  it('the problem names the nodes (three, then a count) and the fix; none without them', () => {
+    expect(dualStackProblem(null)).toBeNull();
+    expect(dualStackProblem({})).toBeNull();
+    expect(dualStackProblem({ dualStack: [] })).toBeNull();
+    const one = dualStackProblem({ dualStack: ['aws-a'] })!;
+    expect(one.detail).toBe(
+      '1 flannel node(s) run dual-stack (aws-a: flannel.alpha.coreos.com/public-ipv6 set) and route nothing to this site: ' +
+        'flanneld with EnableIPv6 skips a Node without an IPv6 public IP and podCIDR, and the site announces IPv4 only',
+    );
+    expect(one.fix).toBe(
+      'vxedge carries IPv4 only: set "EnableIPv6": false in flannel\'s net-conf.json (ConfigMap kube-flannel-cfg) and restart flanneld, ' +
+        'then remove the IPv6 annotations it leaves behind: kubectl annotate nodes --all flannel.alpha.coreos.com/public-ipv6- flannel.alpha.coreos.com/backend-v6-data-',
+    );
+    expect(dualStackProblem({ dualStack: ['a', 'b', 'c', 'd', 'e'] })!.detail).toMatch(/^5 flannel node\(s\) run dual-stack \(a, b, c and 2 more: /);
+  });
+
+  it('`vxedge peers` hands the problem on (stderr); none for a stock IPv4 cluster', () => {
+    const r = peersFromNodes(JSON.stringify({ items: [dual('aws-a'), node()] }));
+    expect(r.peers).toHaveLength(2);
+    expect(r.dualStack).toEqual(dualStackProblem({ dualStack: ['aws-a'] }));
+    expect(peersFromNodes(FIXTURE).dualStack).toBeNull();
   });
 });
 

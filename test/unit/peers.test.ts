@@ -7,7 +7,7 @@ import { EtcdSource } from '../../src/cluster/etcd.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import { LiveMembership } from '../../src/cluster/live.js';
 import { diffPeers, mergePeers } from '../../src/cluster/membership.js';
-import type { ClusterView } from '../../src/cluster/types.js';
+import type { ClusterSource, ClusterStatus, ClusterView } from '../../src/cluster/types.js';
 import { reloadPlan } from '../../src/config/reload.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { PeerConfig } from '../../src/config/types.js';
@@ -420,6 +420,49 @@ describe('live membership', () => {
     });
     expect(leftOut()).toHaveLength(3);
     expect(live.status(3)?.skipped).toEqual([]);
+    await live.stop();
+  });
+  it("dual-stack flannel nodes: the cluster's error and a failing check while they last (the source's own error first), logged when they come and go", async () => {
+    const cfg = parseConfigText(JSON.stringify({
+      site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' }, cluster: { source: 'kubernetes' },
+    }), 'x.json', 'json', {});
+    const peer = { name: 'aws-a', publicIp: '203.0.113.1', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:01:01' };
+    // An in-memory source: its views are what a test hands on, its status what the test sets.
+    let emit: (v: ClusterView) => void = () => undefined;
+    let own: Omit<ClusterStatus, 'peers' | 'skipped'> = { source: 'kubernetes', connected: true, lastSync: '2026-12-06T00:00:00.000Z', nodes: 2, registered: true, error: null };
+    const source: ClusterSource = {
+      kind: 'kubernetes', start: () => undefined, stop: async () => undefined, setOwnLease: () => undefined,
+      onView: (cb) => (emit = cb), status: () => own,
+    };
+    const log = new CaptureLog();
+    const live = await LiveMembership.create({
+      cfg, siteMac: '0e:5c:aa:00:00:64', clock: new ManualClock(), log, changed: () => undefined,
+      apply: async () => ({ added: [], removed: [], changed: [] }), load: async () => source,
+    });
+    await live.start();
+    const told = () => log.lines.filter((l) => /dual-stack/.test(l.msg)).map((l) => `${l.level}: ${l.msg}`);
+    emit({ nodes: 2, peers: [peer], skipped: [] });
+    expect(live.status(1)?.error).toBeNull();
+    expect(live.check()).toMatchObject({ ok: true });
+
+    emit({ nodes: 3, peers: [peer], skipped: [], dualStack: ['aws-a'] });
+    const error = live.status(1)!.error!;
+    expect(error).toMatch(/^1 flannel node\(s\) run dual-stack \(aws-a: .*; vxedge carries IPv4 only: set "EnableIPv6": false .*kubectl annotate nodes --all /);
+    expect(live.check()).toMatchObject({ ok: false, detail: expect.stringMatching(/^kubernetes: 2 node\(s\) seen, last sync \S+; registered; 1 flannel node\(s\) run dual-stack/), fix: expect.stringMatching(/^vxedge carries IPv4 only/) });
+    // A second node of a rollout is counted, not logged again.
+    emit({ nodes: 3, peers: [peer], skipped: [], dualStack: ['aws-a', 'aws-b'] });
+    expect(live.status(1)!.error).toMatch(/^2 flannel node\(s\)/);
+    expect(told()).toEqual(['warn: cluster nodes run flannel dual-stack: they route nothing to this site']);
+    // The source's own trouble is the error while it lasts.
+    own = { ...own, connected: false, error: 'the API server https://192.0.2.1:6443 does not answer' };
+    expect(live.status(1)!.error).toBe(own.error);
+    expect(live.check()).toMatchObject({ ok: false, fix: own.error });
+    own = { ...own, connected: true, error: null };
+
+    emit({ nodes: 3, peers: [peer], skipped: [] });
+    expect(live.status(1)!.error).toBeNull();
+    expect(live.check()).toMatchObject({ ok: true });
+    expect(told()).toEqual(['warn: cluster nodes run flannel dual-stack: they route nothing to this site', 'info: no cluster node runs flannel dual-stack any more']);
     await live.stop();
   });
 });
