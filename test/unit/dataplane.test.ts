@@ -140,12 +140,12 @@ describe('outside path (TUN)', () => {
     const good = icmpEcho('10.244.1.2', '10.244.100.10');
     const frame = () => vxlanFrame(1, OUR_MAC, AWS1.vtepMac, good);
     const flags = frame(); flags[0] = 0;
-    const gbp = frame(); gbp[0] = 0x88;
+    const gpe = frame(); gpe[0] = 0x0c; // VXLAN-GPE's P flag: no extension of flannel's
     const v6 = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, good, 0x86dd);
     const trunc = frame().subarray(0, 30);
     const badLen = frame(); badLen.writeUInt16BE(1400, 22 + 2);
     from1(flags);
-    from1(gbp);
+    from1(gpe);
     from1(vxlanFrame(2, OUR_MAC, AWS1.vtepMac, good));
     from1(frame(), ip('198.51.100.99'));
     from1(vxlanFrame(1, '0a:00:00:00:00:09', AWS1.vtepMac, good));
@@ -163,6 +163,17 @@ describe('outside path (TUN)', () => {
       notIPv4: 1, short: 1, badIPv4: 1, spoofedSource: 1, oversize: 1,
     });
     expect(r.dev.written).toHaveLength(1);
+  });
+
+  it('forwards a frame with the Group Policy extension (a node with flannel\'s "GBP": true, for a marked packet) as any other', () => {
+    const good = icmpEcho('10.244.1.2', '10.244.100.10');
+    const gbp = vxlanFrame(1, OUR_MAC, AWS1.vtepMac, good);
+    gbp.set([0x88, 0x48, 0x02, 0x00], 0); // G and I; D and A; policy ID 0x0200
+    from1(gbp);
+    r.outside.pump();
+    expect(r.drops.snapshot()).toEqual({});
+    expect(r.dev.written).toHaveLength(1);
+    expect(r.dev.written[0]!.equals(good)).toBe(true);
   });
 
   it('trims Ethernet padding off short inner packets', () => {

@@ -25,19 +25,32 @@ describe('VXLAN header', () => {
   it('rejects what the kernel rejects', () => {
     const h = (hex: string) => Buffer.from(hex, 'hex');
     expect(checkVxlanHeader(h('0000000000000100'), 0, 1)).toBe(VxlanVerdict.badFlags);
-    expect(checkVxlanHeader(h('8800000000000100'), 0, 1)).toBe(VxlanVerdict.reservedBits); // GBP-like bit
+    expect(checkVxlanHeader(h('8000020000000100'), 0, 1)).toBe(VxlanVerdict.badFlags); // G without I
     expect(checkVxlanHeader(h('0c00000000000100'), 0, 1)).toBe(VxlanVerdict.reservedBits); // GPE P bit
+    expect(checkVxlanHeader(h('8c00020000000100'), 0, 1)).toBe(VxlanVerdict.reservedBits); // G with another flag
+    expect(checkVxlanHeader(h('8800020000000101'), 0, 1)).toBe(VxlanVerdict.reservedBits); // G, last byte set
     expect(checkVxlanHeader(h('0800010000000100'), 0, 1)).toBe(VxlanVerdict.reservedBits);
     expect(checkVxlanHeader(h('0800000000000101'), 0, 1)).toBe(VxlanVerdict.reservedBits);
     expect(checkVxlanHeader(h('0800000000000200'), 0, 1)).toBe(VxlanVerdict.wrongVni);
   });
 
-  it('classifies any 8 bytes without throwing, and accepts only the one exact form', () => {
+  it("takes the Group Policy extension as a kernel VTEP with `gbp` does (flannel's \"GBP\": true): the G flag with anything in its three bytes", () => {
+    const h = (hex: string) => Buffer.from(hex, 'hex');
+    // What aws1's flannel.1 with gbp sent for a packet marked 0x200 (test/lab/flannel-gbp.test.ts), and with D and A set.
+    expect(checkVxlanHeader(h('8800020000000100'), 0, 1)).toBe(VxlanVerdict.ok);
+    expect(checkVxlanHeader(h('8848ffff00000100'), 0, 1)).toBe(VxlanVerdict.ok);
+    expect(checkVxlanHeader(h('88b7000000000100'), 0, 1)).toBe(VxlanVerdict.ok); // reserved bits of byte 1: cleared by the kernel too
+    expect(checkVxlanHeader(h('8800020000000200'), 0, 1)).toBe(VxlanVerdict.wrongVni);
+  });
+
+  it('classifies any 8 bytes without throwing, and accepts only the two forms', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 8, maxLength: 8 }), fc.integer({ min: 1, max: 0xffffff }), (bytes, vni) => {
+      fc.property(fc.uint8Array({ minLength: 8, maxLength: 8 }), fc.integer({ min: 1, max: 0xffffff }), fc.boolean(), (bytes, vni, gbp) => {
         const b = Buffer.from(bytes);
+        if (gbp) b[0] = 0x88; // or the G form would come up once in 256
         const v = checkVxlanHeader(b, 0, vni);
-        const exact = b[0] === 8 && b[1] === 0 && b[2] === 0 && b[3] === 0 && b[7] === 0 && readVni(b, 0) === vni;
+        const plain = b[0] === 0x08 && b[1] === 0 && b[2] === 0 && b[3] === 0;
+        const exact = (plain || b[0] === 0x88) && b[7] === 0 && readVni(b, 0) === vni;
         return (v === VxlanVerdict.ok) === exact;
       }),
     );
