@@ -280,12 +280,13 @@ describe('outside path (TUN)', () => {
         for (const d of datagrams) t.udp.inbox.push({ data: Buffer.from(d.data), addr: ip(d.from), port: 8472 });
         while (t.outside.pump() > 0);
         // What may go through, worked out here the slow way: the inner IPv4 packet (up to its
-        // total length) of a frame with our VNI and a clean VXLAN header, from a peer's endpoint,
+        // total length) of a frame with our VNI and a VXLAN header a kernel VTEP with `gbp` takes, from a peer's endpoint,
         // to our MAC from that peer's MAC, whose source is in that peer's subnet.
         const want = datagrams.flatMap(({ data: d, from }) => {
           const peer = peerAt(from);
           if (!peer || d.length < 8 + 14 + 20) return [];
-          if (d[0] !== 0x08 || d[1] | d[2] | d[3] | d[7] || d.readUIntBE(4, 3) !== 1) return [];
+          // The I flag alone with zero bytes after it, or with the Group Policy extension's G flag and anything there.
+          if (!((d[0] === 0x08 && (d[1] | d[2] | d[3]) === 0) || d[0] === 0x88) || d[7] || d.readUIntBE(4, 3) !== 1) return [];
           if (!d.subarray(8, 14).equals(mac(OUR_MAC)) || !d.subarray(14, 20).equals(mac(peer.vtepMac)) || d.readUInt16BE(20) !== 0x0800) return [];
           const p = d.subarray(22);
           const ihl = (p[0] & 0x0f) * 4;
