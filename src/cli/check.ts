@@ -82,10 +82,15 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   return results;
 }
 
-export async function runCheck(cfg: Config): Promise<number> {
+/**
+ * `json`: one document, `{ok, checks}`, each check as the health document's (name, ok,
+ * detail, fix), for provisioning tools that gate a rollout on it; the exit code is the same.
+ */
+export async function runCheck(cfg: Config, json = false): Promise<number> {
   const results = await preflight(cfg);
-  process.stdout.write(renderCheckLines(results));
-  return results.every((r) => r.ok) ? 0 : 1;
+  const ok = results.every((r) => r.ok);
+  process.stdout.write(json ? JSON.stringify({ ok, checks: results }, null, 2) + '\n' : renderCheckLines(results));
+  return ok ? 0 : 1;
 }
 
 /** The files the config names that a run would read (only those of the parts in use): each

@@ -25,7 +25,7 @@ const HELP = `vxedge — userspace flannel-compatible VXLAN gateway for edge sit
 
 Usage:
   vxedge run -c FILE              run the gateway in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads)
-  vxedge check -c FILE            validate the config and run the preflight checks
+  vxedge check -c FILE [--json]   validate the config and run the preflight checks
   vxedge status [-c FILE] [--json]  show the running gateway's status
   vxedge manifest -c FILE [--json] [--etcd]
                                   print the site's Kubernetes Node object for kubectl apply
@@ -61,7 +61,7 @@ export function version(): string {
 /** What each command takes besides -c, --help and --version: options, and how many arguments. */
 const TAKES: Record<string, { options: string[]; args: number }> = {
   run: { options: [], args: 0 },
-  check: { options: [], args: 0 },
+  check: { options: ['json'], args: 0 },
   status: { options: ['json', 'run-dir'], args: 0 },
   manifest: { options: ['json', 'etcd'], args: 0 },
   peers: { options: [], args: 1 },
@@ -140,7 +140,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'run':
         return await (await command.run()).runGateway(load(o.config), o.config!, version());
       case 'check':
-        return await (await command.check()).runCheck(load(o.config));
+        return await (await command.check()).runCheck(load(o.config), o.json ?? false);
       case 'status':
         return await status(o.config, o['run-dir'], o.json ?? false);
       case 'manifest':

@@ -317,6 +317,14 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       const c = await checkCommand(env.NS_GW, gw.configFile);
       expect(c.code, c.stdout).toBe(1);
       expect(c.line).toMatch(/^FAIL +cluster +kubernetes \(kubeconfig \S+\): 3 Node\(s\), 2 peer\(s\) from the cluster; 1 flannel node\(s\) run dual-stack \(aws-node-1: .*\n +fix: vxedge carries IPv4 only: /);
+      // The same as one document for a provisioning tool: every check, the exit code unchanged.
+      const j = await nsExec(env.NS_GW, ['node', CLI, 'check', '-c', gw.configFile, '--json'], { timeoutMs: 30_000 });
+      expect(j.code, j.stderr).toBe(1);
+      const doc = JSON.parse(j.stdout) as { ok: boolean; checks: { name: string; ok: boolean; detail: string; fix?: string }[] };
+      expect(doc.ok).toBe(false);
+      expect(doc.checks.map((k) => k.name)).toEqual(c.stdout.split('\n').map((l) => /^(?:ok|FAIL) +(\S+)/.exec(l)?.[1]).filter(Boolean));
+      expect(doc.checks.find((k) => k.name === 'cluster')).toMatchObject({ ok: false, detail: expect.stringContaining('run dual-stack (aws-node-1: '), fix: expect.stringMatching(/^vxedge carries IPv4 only/) });
+      expect(doc.checks.filter((k) => !k.ok).map((k) => k.name)).toEqual(['cluster']);
 
       // flannel back on IPv4 alone and the annotations it left removed: the error goes.
       await api.modifyNode('aws-node-1', {

@@ -92,7 +92,7 @@ describe('vxedge check with invalid configs', () => {
     const f = path.join(FIX, 'config', 'valid-minimal.yaml');
     for (const [args, says] of [
       [['rbac', '-c', f, 'extra-arg'], 'rbac takes no arguments, not "extra-arg"'],
-      [['check', '-c', f, '--json'], 'check does not take --json'],
+      [['check', '-c', f, '--etcd'], 'check does not take --etcd'],
       [['run', '-c', f, '--node-name', 'x'], 'run does not take --node-name'],
       [['peers', 'a.json', 'b.json'], 'peers takes one FILE, not "b.json"'],
       [['status', '--node-name', 'x'], 'status does not take --node-name'],
