@@ -37,6 +37,8 @@ export interface LabOptions {
   awsSrcportPin?: boolean;
   /** Create the AWS nodes' flannel.1 with `gbp` (flannel's "GBP": true). */
   awsGbp?: boolean;
+  /** Create the AWS nodes' flannel.1 with learning on (flannel's "Learning": true). */
+  awsLearning?: boolean;
   /** Set rp_filter (all/default) in every lab namespace; default: leave the inherited value. */
   rpFilter?: 0 | 1 | 2;
   /** The gateway's underlay receives as from a real NIC: datagrams one by one, GRO on (`--underlay-gro`). */
@@ -73,7 +75,7 @@ export interface LabEnv {
   GW_SUBNET: string; GW_VTEP_IP: string; GW_VTEP_MAC: string; GW_PUBLIC_IP: string;
   HOST_IF: string; HOST_IP: string;
   /** 1 when the lab with this prefix is up (then the next five describe how it was built). */
-  UP: number; PORT_FORWARD: number | string; GW_MODE: string; AWS_SRCPORT_PIN: number | string; AWS_GBP: number | string; UNDERLAY_GRO: number | string;
+  UP: number; PORT_FORWARD: number | string; GW_MODE: string; AWS_SRCPORT_PIN: number | string; AWS_GBP: number | string; AWS_LEARNING: number | string; UNDERLAY_GRO: number | string;
   LAN_GRO: number | string; RP_FILTER: number | string; ROUTER: 'masquerade' | 'miniupnpd';
 }
 
@@ -86,6 +88,7 @@ export async function labUp(opts: LabOptions): Promise<LabEnv> {
   args.push('--gw', opts.gw ?? 'none');
   if (opts.awsSrcportPin) args.push('--aws-srcport-pin');
   if (opts.awsGbp) args.push('--aws-gbp');
+  if (opts.awsLearning) args.push('--aws-learning');
   if (opts.rpFilter !== undefined) args.push('--rp-filter', String(opts.rpFilter));
   if (opts.underlayGro) args.push('--underlay-gro');
   if (opts.lanGro) args.push('--lan-gro');

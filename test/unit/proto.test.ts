@@ -36,7 +36,7 @@ describe('VXLAN header', () => {
 
   it("takes the Group Policy extension as a kernel VTEP with `gbp` does (flannel's \"GBP\": true): the G flag with anything in its three bytes", () => {
     const h = (hex: string) => Buffer.from(hex, 'hex');
-    // What aws1's flannel.1 with gbp sent for a packet marked 0x200 (test/lab/flannel-gbp.test.ts), and with D and A set.
+    // What aws1's flannel.1 with gbp sent for a packet marked 0x200 (test/lab/flannel-options.test.ts), and with D and A set.
     expect(checkVxlanHeader(h('8800020000000100'), 0, 1)).toBe(VxlanVerdict.ok);
     expect(checkVxlanHeader(h('8848ffff00000100'), 0, 1)).toBe(VxlanVerdict.ok);
     expect(checkVxlanHeader(h('88b7000000000100'), 0, 1)).toBe(VxlanVerdict.ok); // reserved bits of byte 1: cleared by the kernel too
