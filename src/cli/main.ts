@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { loadConfig, formatConfigError } from '../config/index.js';
+import { loadConfig, formatConfigError, formatConfigErrorLine } from '../config/index.js';
 import { ConfigError, type Config } from '../config/types.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
 import { parseMac } from '../util/mac.js';
@@ -161,6 +161,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(formatConfigError(e) + '\n');
+      // A tool that reads `check --json` gets a document for a file that does not load, too.
+      if (cmd === 'check' && o.json) {
+        const config = { name: 'config', ok: false, detail: formatConfigErrorLine(e), fix: 'correct each key named, then run vxedge check -c again' };
+        process.stdout.write(JSON.stringify({ ok: false, checks: [config] }, null, 2) + '\n');
+      }
       return EXIT_USAGE;
     }
     if (e instanceof UsageError) {

@@ -67,6 +67,19 @@ describe('vxedge check with invalid configs', () => {
     expect(r.stderr).not.toContain('hunter2');
   });
 
+  it('check --json of a file that does not load: the same block on stderr, exit 2, and one document naming every key on stdout', () => {
+    const r = vxedge(['check', '-c', path.join(FIX, 'config', 'invalid-many.yaml'), '--json']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('- underlay.prot:');
+    const doc = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; ok: boolean; detail: string; fix: string }[] };
+    expect(doc.ok).toBe(false);
+    expect(doc.checks).toHaveLength(1);
+    expect(doc.checks[0]).toMatchObject({ name: 'config', ok: false, fix: 'correct each key named, then run vxedge check -c again' });
+    expect(doc.checks[0]!.detail).toMatch(/^invalid config \S+invalid-many\.yaml \(\d+ problems\): underlay\.prot: /);
+    expect(r.stdout).not.toContain('hunter2');
+    noStack(r.stderr);
+  });
+
   it('a missing file is a config error, not a crash', () => {
     const r = vxedge(['run', '-c', path.join(dir, 'nope.yaml')]);
     expect(r.code).toBe(2);
