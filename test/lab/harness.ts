@@ -74,7 +74,7 @@ export interface LabEnv {
   GW_UNDERLAY_IF: string; GW_UNDERLAY_IP: string; GW_LAN_IF: string; GW_LAN_IP: string;
   GW_SUBNET: string; GW_VTEP_IP: string; GW_VTEP_MAC: string; GW_PUBLIC_IP: string;
   HOST_IF: string; HOST_IP: string;
-  /** 1 when the lab with this prefix is up (then the next five describe how it was built). */
+  /** 1 when the lab with this prefix is up (then the fields after it say how it was built). */
   UP: number; PORT_FORWARD: number | string; GW_MODE: string; AWS_SRCPORT_PIN: number | string; AWS_GBP: number | string; AWS_LEARNING: number | string; UNDERLAY_GRO: number | string;
   LAN_GRO: number | string; RP_FILTER: number | string; ROUTER: 'masquerade' | 'miniupnpd';
 }
