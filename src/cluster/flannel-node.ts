@@ -159,6 +159,10 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
   const annotations = field(field(node, 'metadata'), 'annotations');
   const a = (key: string) => str(annotations, key);
   if (a(ANNOTATIONS.kubeSubnetManager) !== 'true') {
+    const other = otherPrefix(annotations);
+    if (other) {
+      return skip(`its flannel annotations are under ${other} (flanneld --kube-annotation-prefix), not ${ANNOTATION_PREFIX}, the default, which is the one vxedge reads`, true);
+    }
     return skip(`annotation ${ANNOTATIONS.kubeSubnetManager} is not "true" (flannel ignores it too)`, true);
   }
   const type = a(ANNOTATIONS.backendType);
@@ -184,6 +188,21 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
   const endpoint = endpointOf(node, announced);
   if ('why' in endpoint) return skip(endpoint.why);
   return { peer: { name, publicIp: endpoint.ip, subnet, vtepMac: data.mac, via: endpoint.via } };
+}
+
+/**
+ * The prefix of a `…kube-subnet-manager: "true"` annotation under another prefix than ours:
+ * a flanneld started with --kube-annotation-prefix (to run a second flannel network beside
+ * the default one) writes all its annotations there. Null when there is none.
+ */
+function otherPrefix(annotations: unknown): string | null {
+  if (!isObject(annotations)) return null;
+  for (const key of Object.keys(annotations)) {
+    if (key.endsWith('kube-subnet-manager') && key !== ANNOTATIONS.kubeSubnetManager && annotations[key] === 'true') {
+      return key.slice(0, -'kube-subnet-manager'.length);
+    }
+  }
+  return null;
 }
 
 /** The VtepMAC of a Node's backend-data as flannel decodes it, normalised; null when it has none flannel could use. */

@@ -66,6 +66,17 @@ describe('nodeVerdict: flannel rules', () => {
     ['kube-subnet-manager "True"', (n) => (n.metadata.annotations[ANNOTATIONS.kubeSubnetManager] = 'True'), 'kube-subnet-manager is not "true"'],
     ['no annotations at all', (n) => delete (n.metadata as { annotations?: unknown }).annotations, 'kube-subnet-manager'],
     ['annotations not an object', (n) => ((n.metadata as { annotations: unknown }).annotations = 'x'), 'kube-subnet-manager'],
+    ['a flanneld with --kube-annotation-prefix=example.com (its annotations under example.com/)', (n) => {
+      const a = n.metadata.annotations;
+      for (const k of Object.keys(a).filter((k) => k.startsWith('flannel.alpha.coreos.com/'))) {
+        a[k.replace('flannel.alpha.coreos.com/', 'example.com/')] = a[k]!;
+        delete a[k];
+      }
+    }, 'its flannel annotations are under example.com/ (flanneld --kube-annotation-prefix), not flannel.alpha.coreos.com/, the default, which is the one vxedge reads'],
+    ['another prefix\'s kube-subnet-manager that is not "true"', (n) => {
+      delete n.metadata.annotations[ANNOTATIONS.kubeSubnetManager];
+      n.metadata.annotations['example.com/kube-subnet-manager'] = 'false';
+    }, 'annotation flannel.alpha.coreos.com/kube-subnet-manager is not "true" (flannel ignores it too)'],
     ['backend-type wireguard', (n) => (n.metadata.annotations[ANNOTATIONS.backendType] = 'wireguard'), 'backend-type is "wireguard", not "vxlan"'],
     ['backend-type missing', (n) => delete n.metadata.annotations[ANNOTATIONS.backendType], 'backend-type is null'],
     ['public-ip missing', (n) => delete n.metadata.annotations[ANNOTATIONS.publicIp], 'public-ip null is not an IPv4 address'],
