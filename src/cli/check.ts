@@ -16,7 +16,7 @@ import { whyUnreadable } from '../util/why-unreadable.js';
 import { clusterPreflight, type ClusterPreflight } from './check-cluster.js';
 import { mqttPreflight, type MqttPreflight } from './check-mqtt.js';
 import { stunPreflight } from './check-stun.js';
-import { renderCheckLines } from './render.js';
+import { renderCheckJson, renderCheckLines } from './render.js';
 
 /**
  * The peers a private underlay.publicIp must suit, as far as they are known before start:
@@ -88,9 +88,8 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
  */
 export async function runCheck(cfg: Config, json = false): Promise<number> {
   const results = await preflight(cfg);
-  const ok = results.every((r) => r.ok);
-  process.stdout.write(json ? JSON.stringify({ ok, checks: results }, null, 2) + '\n' : renderCheckLines(results));
-  return ok ? 0 : 1;
+  process.stdout.write(json ? renderCheckJson(results) : renderCheckLines(results));
+  return results.every((r) => r.ok) ? 0 : 1;
 }
 
 /** The files the config names that a run would read (only those of the parts in use): each

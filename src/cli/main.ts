@@ -8,7 +8,7 @@ import { loadConfig, formatConfigError, formatConfigErrorLine } from '../config/
 import { ConfigError, type Config } from '../config/types.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
 import { parseMac } from '../util/mac.js';
-import { renderStatus } from './render.js';
+import { renderCheckJson, renderStatus } from './render.js';
 import { EXIT_FAIL, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
 // Each command's modules are loaded when it runs: `vxedge run` on a board never pays for
@@ -163,8 +163,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(formatConfigError(e) + '\n');
       // A tool that reads `check --json` gets a document for a file that does not load, too.
       if (cmd === 'check' && o.json) {
-        const config = { name: 'config', ok: false, detail: formatConfigErrorLine(e), fix: 'correct each key named, then run vxedge check -c again' };
-        process.stdout.write(JSON.stringify({ ok: false, checks: [config] }, null, 2) + '\n');
+        process.stdout.write(renderCheckJson([{ name: 'config', ok: false, detail: formatConfigErrorLine(e), fix: 'correct each key named, then run vxedge check -c again' }]));
       }
       return EXIT_USAGE;
     }

@@ -13,6 +13,11 @@ export function renderCheckLines(results: readonly CheckResult[]): string {
   return out;
 }
 
+/** The same as one document, `{ok, checks}`, for `vxedge check --json`. */
+export function renderCheckJson(results: readonly CheckResult[]): string {
+  return JSON.stringify({ ok: results.every((r) => r.ok), checks: results }, null, 2) + '\n';
+}
+
 export function renderStatus(d: HealthDocument, now = Date.now()): string {
   const lines: string[] = [];
   const t = d.tunnel;

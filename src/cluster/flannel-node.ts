@@ -146,6 +146,11 @@ function nodeName(node: unknown): string {
   return str(field(node, 'metadata'), 'name') || '(unnamed)';
 }
 
+/** A Node's metadata.annotations: untrusted, so anything (read with `str`). */
+function annotationsOf(node: unknown): unknown {
+  return field(field(node, 'metadata'), 'annotations');
+}
+
 /** Why the site's own Node is not a peer: it is no node left out either (cluster/live.ts). */
 export const SELF_WHY = 'this gateway itself';
 
@@ -156,7 +161,7 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
   if (!isObject(node)) return skip('not a Node object');
   if (ctx.selfNames?.includes(name)) return skip(SELF_WHY);
 
-  const annotations = field(field(node, 'metadata'), 'annotations');
+  const annotations = annotationsOf(node);
   const a = (key: string) => str(annotations, key);
   if (a(ANNOTATIONS.kubeSubnetManager) !== 'true') {
     const other = otherPrefix(annotations);
@@ -207,7 +212,7 @@ function otherPrefix(annotations: unknown): string | null {
 
 /** The VtepMAC of a Node's backend-data as flannel decodes it, normalised; null when it has none flannel could use. */
 export function nodeVtepMac(node: unknown): string | null {
-  const data = backendData(str(field(field(node, 'metadata'), 'annotations'), ANNOTATIONS.backendData), undefined);
+  const data = backendData(str(annotationsOf(node), ANNOTATIONS.backendData), undefined);
   return 'mac' in data ? data.mac : null;
 }
 
@@ -335,7 +340,7 @@ export function viewFromNodes(nodes: Iterable<unknown>, ctx: FlannelContext, por
  */
 function runsDualStack(node: unknown, ctx: FlannelContext): boolean {
   if (ctx.selfNames?.includes(nodeName(node))) return false;
-  const annotations = field(field(node, 'metadata'), 'annotations');
+  const annotations = annotationsOf(node);
   const a = (key: string) => str(annotations, key);
   if (a(ANNOTATIONS.kubeSubnetManager) !== 'true' || a(ANNOTATIONS.backendType) !== 'vxlan') return false;
   return !!(a(ANNOTATIONS.publicIpv6) || a(ANNOTATIONS.backendV6Data));
