@@ -6,7 +6,7 @@
 // running gateway would log), or nothing within the wait.
 import { leaseName } from '../cluster/flannel-lease.js';
 import { dualStackProblem } from '../cluster/flannel-node.js';
-import { loadClusterSource, siteNodeName } from '../cluster/live.js';
+import { clusterAnnotations, loadClusterSource, siteNodeName } from '../cluster/live.js';
 import { mergePeers } from '../cluster/membership.js';
 import type { ClusterSource, ClusterView, SkippedNode } from '../cluster/types.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
@@ -101,7 +101,7 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
     ? `; left out: ${skipped.slice(0, SKIPPED_SHOWN).map((s) => `${s.name} (${s.why})`).join('; ')}${skipped.length > SKIPPED_SHOWN ? `; and ${skipped.length - SKIPPED_SHOWN} more (vxedge status lists them once running)` : ''}`
     : '';
   if (refusal) return { check: { name: 'cluster', ok: false, detail: `${where}: ${counts}${left}; ${refusal}` }, peers: merged.peers };
-  const dual = dualStackProblem(view);
+  const dual = dualStackProblem(view, clusterAnnotations(cfg));
   if (dual) return { check: { name: 'cluster', ok: false, detail: `${where}: ${counts}${left}; ${dual.detail}`, fix: dual.fix }, peers: merged.peers };
   const mine = own ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
   if (fromCluster > 0) return { check: { name: 'cluster', ok: true, detail: `${where}: ${counts}${left}${mine}` }, peers: merged.peers };

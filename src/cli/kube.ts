@@ -7,8 +7,8 @@
 //    site file, the etcdctl commands for its role and user: cluster/etcd-rbac.ts).
 import { readFile } from 'node:fs/promises';
 import { stringify as toYaml } from 'yaml';
-import { dualStackProblem, nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
-import { siteNodeName } from '../cluster/live.js';
+import { annotationsUnder, dualStackProblem, nodeManifest, viewFromNodes, type FlannelContext } from '../cluster/flannel-node.js';
+import { clusterAnnotations, siteNodeName } from '../cluster/live.js';
 import { etcdRbacScript, etcdUserFor } from '../cluster/etcd-rbac.js';
 import { encodeLease, subnetKey } from '../cluster/flannel-lease.js';
 import { rbacManifests } from '../cluster/rbac.js';
@@ -21,7 +21,7 @@ import { shellQuote } from '../util/shell-quote.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
-export { ANNOTATION_PREFIX, nodeManifest, type NodeManifestInput } from '../cluster/flannel-node.js';
+export { nodeManifest, type NodeManifestInput } from '../cluster/flannel-node.js';
 
 export interface PeerEntryOut {
   name: string;
@@ -47,6 +47,8 @@ export interface PeersExclude {
   network?: string;
   /** vxlan.vni: nodes announcing another VNI are left out. */
   vni?: number;
+  /** flanneld's --kube-annotation-prefix (cluster.kubernetes.annotationPrefix); default: flannel's default. */
+  annotationPrefix?: string;
 }
 
 /** Turns `kubectl get nodes -o json` (a List, or a single Node) into peers. Throws on unreadable input. */
@@ -69,11 +71,12 @@ export function peersFromNodes(json: string, exclude: PeersExclude = {}): PeersR
     selfSubnet: exclude.subnet !== undefined ? parseCidr(exclude.subnet) : undefined,
     network: exclude.network !== undefined ? parseCidr(exclude.network) : undefined,
     vni: exclude.vni,
+    annotations: annotationsUnder(exclude.annotationPrefix),
   };
   // The port is not part of `vxedge peers` output (it defaults to vxlan.port in the config).
   const view = viewFromNodes(items, ctx, 0);
   const peers = view.peers.map((p) => ({ name: p.name, publicIp: p.publicIp, subnet: p.subnet.text, vtepMac: p.vtepMac }));
-  return { peers, skipped: view.skipped, dualStack: dualStackProblem(view) };
+  return { peers, skipped: view.skipped, dualStack: dualStackProblem(view, ctx.annotations) };
 }
 
 /** `vxedge manifest`: the site's Node object, YAML or JSON. */
@@ -121,7 +124,7 @@ export async function runManifest(cfg: Config, json: boolean, etcd = false): Pro
   }
   // The Node object whatever the source (the contract's output); an etcd site is told where its lease is.
   if (cfg.cluster.source === 'etcd') process.stderr.write('vxedge: this site follows etcd (cluster.source): vxedge manifest -c FILE --etcd prints its lease\n');
-  const m = nodeManifest({ site: cfg.site, node: cfg.node, name: siteNodeName(cfg), subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp });
+  const m = nodeManifest({ site: cfg.site, node: cfg.node, name: siteNodeName(cfg), subnet: cfg.overlay.subnet.text, vni: cfg.vxlan.vni, vtepMac: mac, publicIp, annotations: clusterAnnotations(cfg) });
   process.stdout.write(json ? JSON.stringify(m, null, 2) + '\n' : toYaml(m));
   return EXIT_OK;
 }
@@ -138,8 +141,11 @@ function etcdLeaseCommand(key: string, value: string): string {
   ].join('\n');
 }
 
-/** `vxedge peers [FILE]`: kubectl's node list (FILE or stdin) to the peers list; skipped nodes on stderr. */
-export async function runPeers(file: string | undefined, cfg: Config | null): Promise<number> {
+/**
+ * `vxedge peers [FILE]`: kubectl's node list (FILE or stdin) to the peers list; skipped nodes
+ * on stderr. `annotationPrefix` (--kube-annotation-prefix, checked by the caller) wins over the config's.
+ */
+export async function runPeers(file: string | undefined, cfg: Config | null, annotationPrefix?: string): Promise<number> {
   if (file === undefined && process.stdin.isTTY) {
     // It would wait, silently, for a paste ending in Ctrl-D: the pipe was forgotten. "-" still reads a terminal.
     process.stderr.write(
@@ -155,9 +161,10 @@ export async function runPeers(file: string | undefined, cfg: Config | null): Pr
     process.stderr.write(`vxedge: cannot read ${file}: ${whyUnreadable(e)}\n`);
     return EXIT_USAGE;
   }
-  const exclude: PeersExclude = cfg
-    ? { names: [siteNodeName(cfg)], subnet: cfg.overlay.subnet.text, network: cfg.overlay.network.text, vni: cfg.vxlan.vni }
-    : {};
+  const exclude: PeersExclude = {
+    ...(cfg ? { names: [siteNodeName(cfg)], subnet: cfg.overlay.subnet.text, network: cfg.overlay.network.text, vni: cfg.vxlan.vni } : {}),
+    annotationPrefix: annotationPrefix ?? cfg?.cluster.kubernetes.annotationPrefix,
+  };
   let r;
   try {
     r = peersFromNodes(text, exclude);

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig, formatConfigError, formatConfigErrorLine } from '../config/index.js';
+import { completeAnnotationPrefix } from '../config/formats.js';
 import { ConfigError, type Config } from '../config/types.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
 import { parseMac } from '../util/mac.js';
@@ -30,7 +31,8 @@ Usage:
   vxedge manifest -c FILE [--json] [--etcd]
                                   print the site's Kubernetes Node object for kubectl apply
                                   (--etcd: the etcdctl put of its lease, for flannel's etcd subnet manager)
-  vxedge peers [FILE] [-c FILE]   turn \`kubectl get nodes -o json\` (FILE or stdin) into the peers list
+  vxedge peers [FILE] [-c FILE] [--kube-annotation-prefix P]
+                                  turn \`kubectl get nodes -o json\` (FILE or stdin) into the peers list
   vxedge rbac [-c FILE | --node-name NAME]
                                   print the least-privilege ServiceAccount, ClusterRole and binding for cluster.source kubernetes
                                   (an etcd site file: the etcdctl commands for its role and user)
@@ -46,6 +48,9 @@ Options:
   --json              machine-readable output
   --run-dir DIR       where to find status.json (default: the config's runDir, else /run/vxedge)
   --node-name NAME    rbac without a config: the site's Node name (vxedge-{site}-{node})
+  --kube-annotation-prefix P
+                      peers: flanneld's --kube-annotation-prefix, when not flannel.alpha.coreos.com
+                      (default: the config's cluster.kubernetes.annotationPrefix)
   --dry-run           retire: read everything, say what would be removed, change nothing
   --force             retire: go on although the broker's retained status says the gateway is online
   --mac MAC           retire: the VTEP MAC of the box being retired, when not this machine's (a replaced box)
@@ -64,7 +69,7 @@ const TAKES: Record<string, { options: string[]; args: number }> = {
   check: { options: ['json'], args: 0 },
   status: { options: ['json', 'run-dir'], args: 0 },
   manifest: { options: ['json', 'etcd'], args: 0 },
-  peers: { options: [], args: 1 },
+  peers: { options: ['kube-annotation-prefix'], args: 1 },
   rbac: { options: ['node-name'], args: 0 },
   retire: { options: ['dry-run', 'force', 'mac'], args: 0 },
 };
@@ -93,6 +98,17 @@ function macOption(value: string): string {
   }
 }
 
+/** --kube-annotation-prefix's value, as the config checks cluster.kubernetes.annotationPrefix. */
+function prefixOption(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  try {
+    completeAnnotationPrefix(value);
+    return value;
+  } catch (e) {
+    throw new UsageError(`--kube-annotation-prefix ${(e as Error).message}`);
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   // fleet has options of its own (--url, --prefix, ...): it parses them itself.
   if (argv[0] === 'fleet') return (await command.fleet()).runFleet(argv.slice(1));
@@ -107,6 +123,7 @@ export async function main(argv: string[]): Promise<number> {
         etcd: { type: 'boolean' },
         'run-dir': { type: 'string' },
         'node-name': { type: 'string' },
+        'kube-annotation-prefix': { type: 'string' },
         'dry-run': { type: 'boolean' },
         force: { type: 'boolean' },
         mac: { type: 'string' },
@@ -146,7 +163,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'manifest':
         return await (await command.kube()).runManifest(load(o.config), o.json ?? false, o.etcd ?? false);
       case 'peers':
-        return await (await command.kube()).runPeers(rest[0], o.config ? load(o.config) : null);
+        return await (await command.kube()).runPeers(rest[0], o.config ? load(o.config) : null, prefixOption(o['kube-annotation-prefix']));
       case 'rbac':
         return (await command.kube()).runRbac(o.config ? load(o.config) : null, o['node-name']);
       case 'retire':

@@ -24,7 +24,7 @@ import type { ConnectIo } from '../health/mqtt-connect.js';
 import { clearRetained, readRetained } from '../health/mqtt-retained.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
 import { readVtepMac } from '../control/state.js';
-import { siteNodeName, etcdAccess } from '../cluster/live.js';
+import { clusterAnnotations, siteNodeName, etcdAccess } from '../cluster/live.js';
 import { subnetKey, subnetsPrefix } from '../cluster/flannel-lease.js';
 import { retireLease, retireNode, type RetireOutcome } from '../cluster/retire.js';
 import type { NodeApi } from '../cluster/kube-client.js';
@@ -186,7 +186,7 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
     let api: NodeApi | null = null;
     try {
       api = o.nodeApi ? await o.nodeApi(cfg, clock, waitMs) : await (await import('../cluster/kube-client.js')).connectNodeApi(choice!, clock, waitMs);
-      return line(await retireNode(api, name, cfg.site, o.dryRun, o.mac ?? null));
+      return line(await retireNode(api, name, cfg.site, o.dryRun, o.mac ?? null, clusterAnnotations(cfg)));
     } catch (e) {
       const { describeKubeError, kubeErrorContext } = await import('../cluster/kube-errors.js');
       const text = api

@@ -4,6 +4,8 @@
 // so the command and the running gateway never disagree about a node.
 //
 // flannel's rules (pkg/subnet/kube/kube.go, pkg/backend/vxlan):
+//   - its annotations are under one prefix, flanneld's --kube-annotation-prefix
+//     (cluster.kubernetes.annotationPrefix; `annotationsUnder`), and only those count;
 //   - only Nodes annotated `kube-subnet-manager: "true"` are leases at all;
 //   - `public-ip` must parse as IPv4 or the node is skipped ("Error turning node to lease");
 //   - the subnet is the first IPv4 entry of spec.podCIDRs, or spec.podCIDR when that list is
@@ -23,7 +25,7 @@
 //
 // And two rules that keep the site safe: the site's own Node is never a peer, and no node
 // may claim (overlap) the site's subnet, or its route would take the site's traffic.
-import { defaultNodeName } from '../config/formats.js';
+import { completeAnnotationPrefix, defaultNodeName, DEFAULT_ANNOTATION_PREFIX } from '../config/formats.js';
 import type { Cidr, PeerConfig } from '../config/types.js';
 import { cidrContains, cidrOverlaps, intToIp, ipToInt, isGloballyRoutable, isIPv4, parseCidr, prefixMask } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
@@ -31,19 +33,45 @@ import { show } from '../util/show.js';
 import { keepLastGood } from './last-good.js';
 import type { ClusterView, SkippedNode } from './types.js';
 
-export const ANNOTATION_PREFIX = 'flannel.alpha.coreos.com/';
+/** flannel's annotations under one --kube-annotation-prefix, by role (annotations.go). */
+export interface FlannelAnnotations {
+  /** The prefix as flannel completes it: "flannel.alpha.coreos.com/", "example.com/net-". */
+  readonly prefix: string;
+  readonly kubeSubnetManager: string;
+  readonly backendType: string;
+  readonly backendData: string;
+  readonly publicIp: string;
+  readonly publicIpOverwrite: string;
+  /** A dual-stack node's IPv6 half (flanneld with EnableIPv6 writes both, and never removes them). */
+  readonly publicIpv6: string;
+  readonly backendV6Data: string;
+}
 
-/** flannel's annotations, by role (the prefix is flannel's default --kube-annotation-prefix). */
-export const ANNOTATIONS = {
-  kubeSubnetManager: `${ANNOTATION_PREFIX}kube-subnet-manager`,
-  backendType: `${ANNOTATION_PREFIX}backend-type`,
-  backendData: `${ANNOTATION_PREFIX}backend-data`,
-  publicIp: `${ANNOTATION_PREFIX}public-ip`,
-  publicIpOverwrite: `${ANNOTATION_PREFIX}public-ip-overwrite`,
-  // A dual-stack node's IPv6 half (flanneld with EnableIPv6 writes both, and never removes them).
-  publicIpv6: `${ANNOTATION_PREFIX}public-ipv6`,
-  backendV6Data: `${ANNOTATION_PREFIX}backend-v6-data`,
-} as const;
+/**
+ * flannel's annotations under `prefix` (cluster.kubernetes.annotationPrefix, flanneld's
+ * --kube-annotation-prefix; checked by the config, and throwing here like it for another).
+ */
+export function annotationsUnder(prefix: string = DEFAULT_ANNOTATION_PREFIX): FlannelAnnotations {
+  const p = completeAnnotationPrefix(prefix);
+  return {
+    prefix: p,
+    kubeSubnetManager: `${p}kube-subnet-manager`,
+    backendType: `${p}backend-type`,
+    backendData: `${p}backend-data`,
+    publicIp: `${p}public-ip`,
+    publicIpOverwrite: `${p}public-ip-overwrite`,
+    publicIpv6: `${p}public-ipv6`,
+    backendV6Data: `${p}backend-v6-data`,
+  };
+}
+
+/** Under flannel's default prefix, flannel.alpha.coreos.com. */
+export const ANNOTATIONS = annotationsUnder();
+
+/** Every annotation key of `a`: what a Node is read by (a slimmed Node keeps these). */
+export function annotationKeys(a: FlannelAnnotations): string[] {
+  return Object.entries(a).filter(([role]) => role !== 'prefix').map(([, key]) => key);
+}
 
 /** Labels on the site's Node, so operators can find every gateway (`kubectl get nodes -l vxedge.io/gateway`). */
 export const GATEWAY_LABEL = 'vxedge.io/gateway';
@@ -62,15 +90,18 @@ export type NodeManifestInput = {
   vni: number;
   vtepMac: string;
   publicIp: string;
+  /** Under cluster.kubernetes.annotationPrefix (default: flannel's default). */
+  annotations?: FlannelAnnotations;
 } & ({ node: string; name?: string } | { name: string; node?: string });
 
 /** The annotations that make every flannel node program a route, a neighbour and an FDB entry for the site. */
-function flannelAnnotations(i: Pick<NodeManifestInput, 'vni' | 'vtepMac' | 'publicIp'>): Record<string, string> {
+function siteAnnotations(i: Pick<NodeManifestInput, 'vni' | 'vtepMac' | 'publicIp' | 'annotations'>): Record<string, string> {
+  const a = i.annotations ?? ANNOTATIONS;
   return {
-    [ANNOTATIONS.kubeSubnetManager]: 'true',
-    [ANNOTATIONS.backendType]: 'vxlan',
-    [ANNOTATIONS.backendData]: JSON.stringify({ VNI: i.vni, VtepMAC: i.vtepMac }),
-    [ANNOTATIONS.publicIp]: i.publicIp,
+    [a.kubeSubnetManager]: 'true',
+    [a.backendType]: 'vxlan',
+    [a.backendData]: JSON.stringify({ VNI: i.vni, VtepMAC: i.vtepMac }),
+    [a.publicIp]: i.publicIp,
   };
 }
 
@@ -85,7 +116,7 @@ export function nodeManifest(i: NodeManifestInput): Record<string, unknown> {
     metadata: {
       name: i.name ?? defaultNodeName(i.site, i.node!),
       labels: { [SITE_LABEL]: i.site, [GATEWAY_LABEL]: 'true' },
-      annotations: flannelAnnotations(i),
+      annotations: siteAnnotations(i),
     },
     spec: {
       podCIDR: i.subnet,
@@ -112,6 +143,8 @@ export interface FlannelContext {
   selfNames?: readonly string[];
   /** The site's subnet: a node whose podCIDR overlaps it is left out. */
   selfSubnet?: Cidr;
+  /** The annotations flannel's nodes carry (cluster.kubernetes.annotationPrefix); default: flannel's default prefix. */
+  annotations?: FlannelAnnotations;
 }
 
 /** A peer as read from a Node; `via` says where its endpoint came from (for logs). */
@@ -161,24 +194,29 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
   if (!isObject(node)) return skip('not a Node object');
   if (ctx.selfNames?.includes(name)) return skip(SELF_WHY);
 
+  const keys = ctx.annotations ?? ANNOTATIONS;
   const annotations = annotationsOf(node);
   const a = (key: string) => str(annotations, key);
-  if (a(ANNOTATIONS.kubeSubnetManager) !== 'true') {
-    const other = otherPrefix(annotations);
+  if (a(keys.kubeSubnetManager) !== 'true') {
+    const other = otherPrefix(annotations, keys);
     if (other) {
-      return skip(`its flannel annotations are under ${other} (flanneld --kube-annotation-prefix), not ${ANNOTATION_PREFIX}, the default, which is the one vxedge reads`, true);
+      return skip(
+        `its flannel annotations are under ${other} (flanneld --kube-annotation-prefix), not ${keys.prefix}, the prefix vxedge reads: ` +
+          `if the site belongs to that flannel network, set cluster.kubernetes.annotationPrefix (vxedge peers: --kube-annotation-prefix) to ${other}`,
+        true,
+      );
     }
-    return skip(`annotation ${ANNOTATIONS.kubeSubnetManager} is not "true" (flannel ignores it too)`, true);
+    return skip(`annotation ${keys.kubeSubnetManager} is not "true" (flannel ignores it too)`, true);
   }
-  const type = a(ANNOTATIONS.backendType);
+  const type = a(keys.backendType);
   if (type !== 'vxlan') return skip(`backend-type is ${show(type ?? null)}, not "vxlan"`, true);
 
-  const announced = a(ANNOTATIONS.publicIp);
+  const announced = a(keys.publicIp);
   if (announced === undefined || !isIPv4(announced)) {
     return skip(`public-ip ${show(announced ?? null)} is not an IPv4 address (flannel skips this node too)`, true);
   }
 
-  const data = backendData(a(ANNOTATIONS.backendData), ctx.vni);
+  const data = backendData(a(keys.backendData), ctx.vni);
   if ('why' in data) return skip(data.why, data.kept);
 
   const subnet = podCidr(field(node, 'spec'));
@@ -190,29 +228,32 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
     return skip(`its podCIDR ${subnet.text} overlaps this site's subnet ${ctx.selfSubnet.text}: a route to it would take the site's traffic; give the site (overlay.subnet) a subnet no node uses`);
   }
 
-  const endpoint = endpointOf(node, announced);
+  const endpoint = endpointOf(node, announced, keys);
   if ('why' in endpoint) return skip(endpoint.why);
   return { peer: { name, publicIp: endpoint.ip, subnet, vtepMac: data.mac, via: endpoint.via } };
 }
+
+/** The name of flannel's annotation that makes a Node a lease, whatever the prefix. */
+export const KUBE_SUBNET_MANAGER = 'kube-subnet-manager';
 
 /**
  * The prefix of a `…kube-subnet-manager: "true"` annotation under another prefix than ours:
  * a flanneld started with --kube-annotation-prefix (to run a second flannel network beside
  * the default one) writes all its annotations there. Null when there is none.
  */
-function otherPrefix(annotations: unknown): string | null {
+function otherPrefix(annotations: unknown, ours: FlannelAnnotations): string | null {
   if (!isObject(annotations)) return null;
   for (const key of Object.keys(annotations)) {
-    if (key.endsWith('kube-subnet-manager') && key !== ANNOTATIONS.kubeSubnetManager && annotations[key] === 'true') {
-      return key.slice(0, -'kube-subnet-manager'.length);
+    if (key.endsWith(KUBE_SUBNET_MANAGER) && key !== ours.kubeSubnetManager && annotations[key] === 'true') {
+      return key.slice(0, -KUBE_SUBNET_MANAGER.length);
     }
   }
   return null;
 }
 
 /** The VtepMAC of a Node's backend-data as flannel decodes it, normalised; null when it has none flannel could use. */
-export function nodeVtepMac(node: unknown): string | null {
-  const data = backendData(str(annotationsOf(node), ANNOTATIONS.backendData), undefined);
+export function nodeVtepMac(node: unknown, keys: FlannelAnnotations = ANNOTATIONS): string | null {
+  const data = backendData(str(annotationsOf(node), keys.backendData), undefined);
   return 'mac' in data ? data.mac : null;
 }
 
@@ -281,7 +322,7 @@ function parseCidrLikeGo(s: string): Cidr | null {
   return parseCidr(`${intToIp((ipToInt(ip) & prefixMask(Number(len))) >>> 0)}/${len}`);
 }
 
-function endpointOf(node: Json, announced: string): { ip: string; via: FlannelPeer['via'] } | { why: string } {
+function endpointOf(node: Json, announced: string, keys: FlannelAnnotations): { ip: string; via: FlannelPeer['via'] } | { why: string } {
   if (isGloballyRoutable(ipToInt(announced))) return { ip: announced, via: 'public-ip' };
   const addresses = field(field(node, 'status'), 'addresses');
   for (const entry of Array.isArray(addresses) ? addresses : []) {
@@ -294,7 +335,7 @@ function endpointOf(node: Json, announced: string): { ip: string; via: FlannelPe
     why:
       `public-ip ${announced} is a private address (flannel announces the VPC address unless --public-ip is set) ` +
       `and the Node has no public ExternalIP: set flannel's --public-ip, or the annotation ` +
-      `${ANNOTATIONS.publicIpOverwrite}, to the node's Elastic IP, or give the instance a public IP`,
+      `${keys.publicIpOverwrite}, to the node's Elastic IP, or give the instance a public IP`,
   };
 }
 
@@ -340,10 +381,11 @@ export function viewFromNodes(nodes: Iterable<unknown>, ctx: FlannelContext, por
  */
 function runsDualStack(node: unknown, ctx: FlannelContext): boolean {
   if (ctx.selfNames?.includes(nodeName(node))) return false;
+  const keys = ctx.annotations ?? ANNOTATIONS;
   const annotations = annotationsOf(node);
   const a = (key: string) => str(annotations, key);
-  if (a(ANNOTATIONS.kubeSubnetManager) !== 'true' || a(ANNOTATIONS.backendType) !== 'vxlan') return false;
-  return !!(a(ANNOTATIONS.publicIpv6) || a(ANNOTATIONS.backendV6Data));
+  if (a(keys.kubeSubnetManager) !== 'true' || a(keys.backendType) !== 'vxlan') return false;
+  return !!(a(keys.publicIpv6) || a(keys.backendV6Data));
 }
 
 /** How many dual-stack nodes a sentence names before it counts the rest. */
@@ -354,16 +396,16 @@ const DUAL_STACK_NAMED = 3;
  * when no node runs dual-stack (always for etcd: flannel's etcd subnet manager takes an
  * IPv4-only lease beside dual-stack ones, `EnableIPv6` following the key).
  */
-export function dualStackProblem(view: Pick<ClusterView, 'dualStack'> | null): { detail: string; fix: string } | null {
+export function dualStackProblem(view: Pick<ClusterView, 'dualStack'> | null, keys: FlannelAnnotations = ANNOTATIONS): { detail: string; fix: string } | null {
   const names = view?.dualStack ?? [];
   if (names.length === 0) return null;
   const shown = names.slice(0, DUAL_STACK_NAMED).join(', ') + (names.length > DUAL_STACK_NAMED ? ` and ${names.length - DUAL_STACK_NAMED} more` : '');
   return {
     detail:
-      `${names.length} flannel node(s) run dual-stack (${shown}: ${ANNOTATIONS.publicIpv6} set) and route nothing to this site: ` +
+      `${names.length} flannel node(s) run dual-stack (${shown}: ${keys.publicIpv6} set) and route nothing to this site: ` +
       'flanneld with EnableIPv6 skips a Node without an IPv6 public IP and podCIDR, and the site announces IPv4 only',
     fix:
       'vxedge carries IPv4 only: set "EnableIPv6": false in flannel\'s net-conf.json (ConfigMap kube-flannel-cfg) and restart flanneld, ' +
-      `then remove the IPv6 annotations it leaves behind: kubectl annotate nodes --all ${ANNOTATIONS.publicIpv6}- ${ANNOTATIONS.backendV6Data}-`,
+      `then remove the IPv6 annotations it leaves behind: kubectl annotate nodes --all ${keys.publicIpv6}- ${keys.backendV6Data}-`,
   };
 }

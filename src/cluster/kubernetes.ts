@@ -38,7 +38,7 @@ import { fileStamp } from '../util/file-stamp.js';
 import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
-import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodeManifest, nodePodCidr, viewFromNodes, type FlannelContext } from './flannel-node.js';
+import { ANNOTATIONS, GATEWAY_LABEL, KUBE_SUBNET_MANAGER, SITE_LABEL, annotationKeys, annotationsUnder, nodeManifest, nodePodCidr, viewFromNodes, type FlannelAnnotations, type FlannelContext } from './flannel-node.js';
 import { connectNodeApi, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
 import { chooseKubeconfig, type KubeconfigChoice } from './kubeconfig.js';
 import { MAX_RETRY_AFTER_MS, describeKubeError, httpStatusOf, isTooLargeResourceVersion, kubeErrorContext, retryAfterOf } from './kube-errors.js';
@@ -61,6 +61,8 @@ export interface KubernetesSourceOptions {
   nodeName: string;
   /** The site id, for the Node's vxedge.io/site label. */
   site: string;
+  /** cluster.kubernetes.annotationPrefix, flanneld's --kube-annotation-prefix (default: flannel's default). */
+  annotationPrefix?: string;
   /** overlay.network: nodes outside are left out. */
   network: Cidr;
   /** overlay.subnet: no node may claim it. */
@@ -132,11 +134,14 @@ export function registrationStep(have: NodeJson | undefined, want: NodeJson): Re
   return patch.labels || patch.annotations ? { do: 'patch', patch: { metadata: patch } } : { do: 'none' };
 }
 
-const FLANNEL_KEYS: string[] = Object.values(ANNOTATIONS);
 const OUR_LABELS = [SITE_LABEL, GATEWAY_LABEL];
 
-/** What we keep of a Node: what the view and registration read (real Nodes carry tens of KB of status). */
-export function slimNode(n: unknown): NodeJson | null {
+/**
+ * What we keep of a Node: what the view and registration read (real Nodes carry tens of KB of
+ * status); of its annotations, flannel's under `keys`, and a kube-subnet-manager under any
+ * other prefix, which names the prefix of a node left out for it.
+ */
+export function slimNode(n: unknown, keys: FlannelAnnotations = ANNOTATIONS): NodeJson | null {
   if (typeof n !== 'object' || n === null) return null;
   const { metadata, spec, status } = n as { metadata?: Record<string, unknown>; spec?: Record<string, unknown>; status?: Record<string, unknown> };
   const name = metadata?.name;
@@ -148,10 +153,19 @@ export function slimNode(n: unknown): NodeJson | null {
     return out;
   };
   return {
-    metadata: { name, annotations: pick(metadata?.annotations, FLANNEL_KEYS), labels: pick(metadata?.labels, OUR_LABELS) },
+    metadata: { name, annotations: pickAnnotations(metadata?.annotations, keys), labels: pick(metadata?.labels, OUR_LABELS) },
     spec: pick(spec, ['podCIDR', 'podCIDRs']),
     status: pick(status, ['addresses']),
   };
+}
+
+/** flannel's annotations under `keys`, and a kube-subnet-manager under any other prefix. */
+function pickAnnotations(o: unknown, keys: FlannelAnnotations): Record<string, unknown> | undefined {
+  if (typeof o !== 'object' || o === null) return undefined;
+  const wanted = annotationKeys(keys);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (wanted.includes(k) || k.endsWith(KUBE_SUBNET_MANAGER)) out[k] = v;
+  return out;
 }
 
 const rvOf = (o: unknown): string | null => {
@@ -184,6 +198,9 @@ export class KubernetesSource implements ClusterSource {
   readonly kind = 'kubernetes' as const;
   private readonly o: KubernetesSourceOptions & typeof DEFAULTS;
   private readonly ctx: FlannelContext;
+  /** flannel's annotations under cluster.kubernetes.annotationPrefix. */
+  private readonly annotations: FlannelAnnotations;
+  private readonly slim: (n: unknown) => NodeJson | null;
   private readonly viewCbs: ((v: ClusterView) => void)[] = [];
   /** Slimmed Nodes by name, as of resourceVersion `rv`. */
   private readonly cache = new Map<string, NodeJson>();
@@ -237,7 +254,9 @@ export class KubernetesSource implements ClusterSource {
 
   constructor(opts: KubernetesSourceOptions) {
     this.o = { ...DEFAULTS, ...opts } as KubernetesSourceOptions & typeof DEFAULTS;
-    this.ctx = { vni: opts.vni, network: opts.network, selfNames: [opts.nodeName], selfSubnet: opts.subnet };
+    this.annotations = annotationsUnder(opts.annotationPrefix);
+    this.ctx = { vni: opts.vni, network: opts.network, selfNames: [opts.nodeName], selfSubnet: opts.subnet, annotations: this.annotations };
+    this.slim = (n: unknown) => slimNode(n, this.annotations);
   }
 
   start(): void {
@@ -389,7 +408,7 @@ export class KubernetesSource implements ClusterSource {
   }
 
   private async relist(api: NodeApi, from: ListFrom): Promise<void> {
-    const list = await api.list(slimNode, from);
+    const list = await api.list(this.slim, from);
     if (this.stopped) return;
     if (from === '0' && list.paged) this.noWatchCache = true;
     this.listFrom = null;
@@ -456,7 +475,7 @@ export class KubernetesSource implements ClusterSource {
     const rv = rvOf(obj);
     if (rv) this.rv = rv;
     this.healthy();
-    const node = type === 'BOOKMARK' ? null : slimNode(obj);
+    const node = type === 'BOOKMARK' ? null : this.slim(obj);
     if (!node) return;
     const name = nameOf(node);
     const before = this.cache.get(name);
@@ -646,7 +665,7 @@ export class KubernetesSource implements ClusterSource {
     }
     if (!api || !this.synced) return; // the first list kicks us again
     const name = this.o.nodeName;
-    const want = nodeManifest({ site: this.o.site, name, subnet: lease.subnet.text, vni: lease.vni, vtepMac: lease.vtepMac, publicIp: lease.publicIp });
+    const want = nodeManifest({ site: this.o.site, name, subnet: lease.subnet.text, vni: lease.vni, vtepMac: lease.vtepMac, publicIp: lease.publicIp, annotations: this.annotations });
     const wanted = JSON.stringify(want);
     const step = registrationStep(this.cache.get(name), want);
     if (step.do === 'create' || step.do === 'patch') this.refuseTakenSubnet(lease.subnet);
@@ -726,7 +745,7 @@ export class KubernetesSource implements ClusterSource {
 
   /** Takes the server's answer as our Node's latest state, until the watch says otherwise. */
   private remember(obj: unknown): void {
-    const n = slimNode(obj);
+    const n = this.slim(obj);
     if (n && nameOf(n) === this.o.nodeName) this.cache.set(this.o.nodeName, n);
   }
 }

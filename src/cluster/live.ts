@@ -8,7 +8,7 @@ import type { Config, PeerConfig } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import { defaultNodeName, dualStackProblem, SELF_WHY } from './flannel-node.js';
+import { annotationsUnder, defaultNodeName, dualStackProblem, SELF_WHY, type FlannelAnnotations } from './flannel-node.js';
 import { diffIsEmpty, mergePeers, type PeerDiff } from './membership.js';
 import type { ClusterSource, ClusterStatus, ClusterView, SkippedNode } from './types.js';
 import type { EtcdAuth, EtcdTlsFiles } from './etcd-kv.js';
@@ -37,6 +37,11 @@ export function siteNodeName(cfg: Config): string {
   return cfg.cluster.kubernetes.nodeName ?? defaultNodeName(cfg.site, cfg.node);
 }
 
+/** flannel's annotations in the site's cluster (cluster.kubernetes.annotationPrefix). */
+export function clusterAnnotations(cfg: Config): FlannelAnnotations {
+  return annotationsUnder(cfg.cluster.kubernetes.annotationPrefix);
+}
+
 /** What a cluster source is made with beyond the config. */
 export interface SourceOptions {
   clock: Clock;
@@ -57,6 +62,7 @@ export async function loadClusterSource(cfg: Config, o: SourceOptions): Promise<
     const { KubernetesSource } = await import('./kubernetes.js');
     return new KubernetesSource({
       ...common, kubeconfig: cfg.cluster.kubernetes.kubeconfig, nodeName: siteNodeName(cfg), site: cfg.site,
+      annotationPrefix: cfg.cluster.kubernetes.annotationPrefix,
       ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
     });
   }
@@ -91,12 +97,15 @@ export class LiveMembership {
   private retry: Timer | null = null;
   private failures = 0;
   private stopped = false;
+  /** The dual-stack problem's words name flannel's annotations as the cluster spells them. */
+  private readonly annotations: FlannelAnnotations;
 
   private constructor(
     private readonly o: LiveMembershipOptions,
     private readonly source: ClusterSource | null,
   ) {
     this.statics = o.cfg.peers;
+    this.annotations = clusterAnnotations(o.cfg);
   }
 
   /**
@@ -163,7 +172,7 @@ export class LiveMembership {
   status(peers: number): ClusterStatus | null {
     if (!this.source) return null;
     const s = this.source.status();
-    const p = s.error ? null : dualStackProblem(this.view);
+    const p = s.error ? null : dualStackProblem(this.view, this.annotations);
     return { ...s, ...(p ? { error: `${p.detail}; ${p.fix}` } : {}), peers, skipped: this.skipped };
   }
 
@@ -179,7 +188,7 @@ export class LiveMembership {
       const why = this.publicIp === null ? 'the public IP is not known yet' : 'registration is under way';
       return { name: 'cluster', ok: false, detail: `${what}; this site is not registered: ${why}`, fix: 'set underlay.publicIp, or let port mapping or nat.stun discover it' };
     }
-    const dual = dualStackProblem(this.view);
+    const dual = dualStackProblem(this.view, this.annotations);
     if (dual) return { name: 'cluster', ok: false, detail: `${what}${register ? '; registered' : ''}; ${dual.detail}`, fix: dual.fix };
     return { name: 'cluster', ok: true, detail: `${what}${register ? '; registered' : ''}` };
   }
@@ -215,8 +224,8 @@ export class LiveMembership {
    * none is left; not at every node of a rollout in between (the health document counts them).
    */
   private tellDualStack(was: ClusterView | null, now: ClusterView): void {
-    const before = dualStackProblem(was);
-    const after = dualStackProblem(now);
+    const before = dualStackProblem(was, this.annotations);
+    const after = dualStackProblem(now, this.annotations);
     if (after && !before) this.o.log.warn('cluster nodes run flannel dual-stack: they route nothing to this site', { problem: after.detail, fix: after.fix });
     if (before && !after) this.o.log.info('no cluster node runs flannel dual-stack any more', {});
   }

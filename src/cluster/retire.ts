@@ -11,7 +11,7 @@
 // between the read and the delete is left in place and said so.
 import type { NodeApi } from './kube-client.js';
 import { httpStatusOf } from './kube-errors.js';
-import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodePodCidr, nodeVtepMac } from './flannel-node.js';
+import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodePodCidr, nodeVtepMac, type FlannelAnnotations } from './flannel-node.js';
 import { describeHolder, leaseVtepMac } from './flannel-lease.js';
 import type { EtcdKv } from './etcd-kv.js';
 
@@ -33,8 +33,13 @@ function metaOf(node: unknown): Meta {
 
 const notFound = (e: unknown) => httpStatusOf(e) === 404;
 
-/** The site's Node deleted, if it is there and is this site's gateway's. API errors other than 404 are thrown. */
-export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: string, site: string, dryRun: boolean, mac: string | null = null): Promise<RetireOutcome> {
+/**
+ * The site's Node deleted, if it is there and is this site's gateway's. API errors other than
+ * 404 are thrown. `keys`: flannel's annotations in that cluster (the public IP and VTEP MAC it names).
+ */
+export async function retireNode(
+  api: Pick<NodeApi, 'get' | 'delete'>, name: string, site: string, dryRun: boolean, mac: string | null = null, keys: FlannelAnnotations = ANNOTATIONS,
+): Promise<RetireOutcome> {
   let node: unknown;
   try {
     node = await api.get(name);
@@ -45,7 +50,7 @@ export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: str
   const meta = metaOf(node);
   const labels = meta.labels ?? {};
   const podCidr = nodePodCidr(node)?.text ?? 'no podCIDR';
-  const publicIp = meta.annotations?.[ANNOTATIONS.publicIp];
+  const publicIp = meta.annotations?.[keys.publicIp];
   const what = `Node ${name} (${podCidr}${typeof publicIp === 'string' ? `, public IP ${publicIp}` : ''})`;
   if (labels[GATEWAY_LABEL] !== 'true' || labels[SITE_LABEL] !== site) {
     const has = labels[GATEWAY_LABEL] === 'true' ? `the gateway of site ${JSON.stringify(labels[SITE_LABEL] ?? null)}` : `not labelled ${GATEWAY_LABEL}=true`;
@@ -57,7 +62,7 @@ export async function retireNode(api: Pick<NodeApi, 'get' | 'delete'>, name: str
   }
   if (mac !== null) {
     // --mac: the box being retired is the one with that VTEP MAC, not one that replaced it.
-    const held = nodeVtepMac(node);
+    const held = nodeVtepMac(node, keys);
     if (held !== mac.toLowerCase()) {
       // Registration follows the site, not the MAC: a replacement has patched the Node already.
       return { ok: true, removed: false, detail: `${what} holds VtepMAC ${held ?? 'none'}, not ${mac.toLowerCase()}: a gateway that replaced that box has it now; nothing to remove` };

@@ -45,6 +45,38 @@ export function defaultNodeName(site: string, node: string): string {
   return `vxedge-${site}-${node}`;
 }
 
+/** flanneld's default --kube-annotation-prefix. */
+export const DEFAULT_ANNOTATION_PREFIX = 'flannel.alpha.coreos.com';
+/** The longest name flannel puts after its prefix: a key's name part is at most 63 characters. */
+const LONGEST_ANNOTATION = 'public-ipv6-overwrite';
+const DNS_LABELS_RE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/;
+
+/**
+ * flanneld's --kube-annotation-prefix as flannel completes it (pkg/subnet/kube/annotations.go
+ * newAnnotations): "example.com" is "example.com/", "example.com/net" is "example.com/net-";
+ * its annotations are that plus "public-ip", "backend-data", ... Throws, saying what is wrong,
+ * for a prefix flanneld refuses or whose keys the API server would refuse (flannel checks the
+ * end only, Kubernetes the whole key: a lower-case domain with a dot, then a name of at most
+ * 63 characters).
+ */
+export function completeAnnotationPrefix(s: string): string {
+  const parts = s.split('/');
+  if (parts.length > 2) throw new Error(`${show(s)} has more than one "/": flannel takes a domain, optionally followed by "/" and a name (e.g. "example.com/net")`);
+  const [domain, name = ''] = parts;
+  if (domain.length > 253 || !DNS_LABELS_RE.test(domain)) {
+    throw new Error(`${show(s)}: ${show(domain)} is not a lower-case domain name with a dot, which flannel and Kubernetes require before the "/" (e.g. "${DEFAULT_ANNOTATION_PREFIX}")`);
+  }
+  const completed = name === '' || name.endsWith('-') ? name : `${name}-`;
+  if (completed !== '' && !/^[a-z0-9][a-z0-9_-]*-$/.test(completed)) {
+    throw new Error(`${show(s)}: the name after "/", ${show(name)}, must start with a lower-case letter or digit and hold only a-z 0-9 _ - (flannel's rule)`);
+  }
+  if (completed.length + LONGEST_ANNOTATION.length > 63) {
+    const name = completed + LONGEST_ANNOTATION;
+    throw new Error(`${show(s)}: the name after "/" is too long: flannel's annotation "${domain}/${name}" would have a name of ${name.length} characters, and Kubernetes allows 63`);
+  }
+  return `${domain}/${completed}`;
+}
+
 // A Kubernetes node name is a DNS subdomain; `vxedge peers` copies it verbatim.
 export const NODE_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 const HOST_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
@@ -425,6 +457,7 @@ export const formats = {
   macOrNull: fromParser<string | null>('mac-or-null', 'a MAC address aa:bb:cc:dd:ee:ff or null', parseMac, true, nullOr((v) => parseMac(v as string))),
   mqttUrlOrNull: fromParser<string | null>('mqtt-url-or-null', 'an mqtt://, mqtts://, ws:// or wss:// URL, or null', checkMqttUrl, true),
   topicLevel: fromParser('topic-level', 'an MQTT topic level such as "vxedge"', checkTopicPrefix),
+  annotationPrefix: fromParser('annotation-prefix', `flanneld's --kube-annotation-prefix, e.g. "${DEFAULT_ANNOTATION_PREFIX}"`, completeAnnotationPrefix),
   etcdPrefix: fromParser('etcd-prefix', 'an etcd key prefix such as "/coreos.com/network"', checkEtcdPrefix),
   ledOrNull: fromParser<string | null>('led-or-null', 'an LED name such as "ACT", an LED directory path, or null', checkLed, true),
   stringOrNull: {

@@ -7,7 +7,7 @@
 
 import os from 'node:os';
 import convict from 'convict';
-import { choice, formats as f, ID_PATTERN, type FormatDef, type Lookup, type SubProblem } from './formats.js';
+import { choice, DEFAULT_ANNOTATION_PREFIX, formats as f, ID_PATTERN, type FormatDef, type Lookup, type SubProblem } from './formats.js';
 import { show } from '../util/show.js';
 
 export interface Leaf<T> {
@@ -193,6 +193,14 @@ export function buildSchema(hostname: string = os.hostname()) {
           format: f.pathOrNull,
         }),
         nodeName: leaf({ doc: "The site's Node name; null: vxedge-{site}-{node}.", default: null, format: f.nodeNameOrNull }),
+        annotationPrefix: leaf({
+          doc:
+            "flanneld's --kube-annotation-prefix: the Nodes' flannel annotations are {prefix}/public-ip, {prefix}/backend-data, ... " +
+            '("example.com/net": example.com/net-public-ip, as flannel completes it); read from the nodes, written on the site\'s Node.',
+          default: DEFAULT_ANNOTATION_PREFIX,
+          format: f.annotationPrefix,
+          extension: true,
+        }),
       },
       etcd: {
         endpoints: leaf({

@@ -154,10 +154,13 @@ export interface NodeObject {
   status?: unknown;
 }
 
-/** The lab's AWS node n (1 or 2) as flannel's kube subnet manager leaves it on the Node object. */
-export function labNode(env: LabEnv, n: 1 | 2, name = `aws-node-${n}`): Record<string, unknown> {
+/**
+ * The lab's AWS node n (1 or 2) as flannel's kube subnet manager leaves it on the Node object;
+ * `prefix`: as a flanneld run with --kube-annotation-prefix writes it (completed, "example.com/net-").
+ */
+export function labNode(env: LabEnv, n: 1 | 2, name = `aws-node-${n}`, prefix?: string): Record<string, unknown> {
   const e = n === 1
     ? { subnet: env.AWS1_SUBNET, publicIp: env.AWS1_PUBLIC_IP, mac: env.AWS1_VTEP_MAC }
     : { subnet: env.AWS2_SUBNET, publicIp: env.AWS2_PUBLIC_IP, mac: env.AWS2_VTEP_MAC };
-  return flannelNode(name, { ...e, vni: env.VXLAN_VNI });
+  return flannelNode(name, { ...e, vni: env.VXLAN_VNI, ...(prefix ? { prefix } : {}) });
 }

@@ -22,12 +22,15 @@ export interface NodeSpec {
   externalIp?: string;
   backendType?: string;
   labels?: Record<string, string>;
+  /** flanneld's --kube-annotation-prefix as flannel completes it (default "flannel.alpha.coreos.com/"). */
+  prefix?: string;
 }
 
 /** A Node as kube-flannel leaves it on an EKS worker. */
 export function flannelNode(name: string, s: NodeSpec): Record<string, unknown> {
   const data: Record<string, unknown> = { VtepMAC: s.mac ?? '0a:bb:00:00:00:01' };
   if (s.vni !== null) data.VNI = s.vni ?? 1;
+  const p = s.prefix ?? 'flannel.alpha.coreos.com/';
   return {
     apiVersion: 'v1',
     kind: 'Node',
@@ -35,10 +38,10 @@ export function flannelNode(name: string, s: NodeSpec): Record<string, unknown> 
       name,
       labels: { 'kubernetes.io/os': 'linux', ...s.labels },
       annotations: {
-        'flannel.alpha.coreos.com/kube-subnet-manager': 'true',
-        'flannel.alpha.coreos.com/backend-type': s.backendType ?? 'vxlan',
-        'flannel.alpha.coreos.com/backend-data': JSON.stringify(data),
-        'flannel.alpha.coreos.com/public-ip': s.publicIp ?? '203.0.113.10',
+        [`${p}kube-subnet-manager`]: 'true',
+        [`${p}backend-type`]: s.backendType ?? 'vxlan',
+        [`${p}backend-data`]: JSON.stringify(data),
+        [`${p}public-ip`]: s.publicIp ?? '203.0.113.10',
         'node.alpha.kubernetes.io/ttl': '0',
       },
     },

@@ -2,7 +2,7 @@
 // error block naming the bad key, never a stack trace for a user's mistake.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -266,7 +266,6 @@ describe('vxedge peers', () => {
   });
 
   it('reads stdin and leaves out the gateway itself when given its config', () => {
-    const { readFileSync } = require('node:fs') as typeof import('node:fs');
     const r = vxedge(['peers', '-c', path.join(FIX, 'config', 'valid-minimal.yaml')], readFileSync(nodes, 'utf8'));
     expect(r.code).toBe(0);
     const names = JSON.parse(r.stdout).map((p: { name: string }) => p.name);
@@ -285,6 +284,31 @@ describe('vxedge peers', () => {
     const cfg = loadConfig(f, {});
     expect(cfg.peers.map((p) => p.name)).toEqual(peers.map((p: { name: string }) => p.name));
     expect(cfg.peers.length).toBeGreaterThan(0);
+  });
+
+  it('--kube-annotation-prefix reads the nodes of a flanneld run with that prefix, and wins over the config\'s', () => {
+    const doc = JSON.parse(readFileSync(nodes, 'utf8')) as { items: { metadata: { annotations: Record<string, string> } }[] };
+    for (const item of doc.items) {
+      const a = item.metadata.annotations;
+      for (const k of Object.keys(a).filter((k) => k.startsWith('flannel.alpha.coreos.com/'))) {
+        a[k.replace('flannel.alpha.coreos.com/', 'example.com/net-')] = a[k]!;
+        delete a[k];
+      }
+    }
+    const moved = JSON.stringify(doc);
+    const plain = vxedge(['peers'], moved);
+    expect(JSON.parse(plain.stdout)).toEqual([]);
+    expect(plain.stderr).toContain('its flannel annotations are under example.com/net- (flanneld --kube-annotation-prefix), not flannel.alpha.coreos.com/');
+    expect(plain.stderr).toContain('set cluster.kubernetes.annotationPrefix (vxedge peers: --kube-annotation-prefix) to example.com/net-');
+    const r = vxedge(['peers', '--kube-annotation-prefix', 'example.com/net', '-c', path.join(FIX, 'config', 'valid-minimal.yaml')], moved);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).map((p: { name: string }) => p.name)).toEqual([
+      'ip-172-31-20-11.eu-west-1.compute.internal', 'ip-172-31-21-12.eu-west-1.compute.internal',
+    ]);
+    const bad = vxedge(['peers', '--kube-annotation-prefix', 'flannel'], moved);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('vxedge: --kube-annotation-prefix "flannel": "flannel" is not a lower-case domain name with a dot, which flannel and Kubernetes require before the "/" (e.g. "flannel.alpha.coreos.com")\n');
+    expect(vxedge(['manifest', '--kube-annotation-prefix', 'example.com', '-c', path.join(FIX, 'config', 'valid-minimal.yaml')]).stderr).toContain('manifest does not take --kube-annotation-prefix');
   });
 
   it('exits 2 on unreadable input, saying why in words', () => {

@@ -18,6 +18,7 @@ import {
   type ConfigProblem,
 } from '../../src/config/index.js';
 import { buildSchema, buildValues, envAlias, envName, leaves, type SchemaTree } from '../../src/config/schema.js';
+import { completeAnnotationPrefix } from '../../src/config/formats.js';
 import { cidrOverlaps, parseCidr, prefixMask } from '../../src/util/ipv4.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/config');
@@ -111,7 +112,7 @@ const FULL: Config = {
   cluster: {
     source: 'etcd',
     register: false,
-    kubernetes: { kubeconfig: '/etc/vxedge/kubeconfig', nodeName: 'vxedge-lab' },
+    kubernetes: { kubeconfig: '/etc/vxedge/kubeconfig', nodeName: 'vxedge-lab', annotationPrefix: 'example.com/net' },
     etcd: {
       endpoints: ['https://10.0.0.5:2379', 'https://10.0.0.6:2379'],
       prefix: '/flannel/network',
@@ -435,6 +436,16 @@ describe('invalid documents, as JSON and as YAML', () => {
     ['mqtt username a number', { ...base, mqtt: { username: 1234 } }, [['mqtt.username', 'quote it in YAML']]],
     ['log level', { ...base, log: { level: 'verbose' } }, [['log.level', 'is not one of "debug", "info", "warn", "error"']]],
     ['stateDir empty', { ...base, stateDir: '' }, [['stateDir', 'is not a usable path']]],
+    [
+      'annotation prefix with two slashes',
+      { ...base, cluster: { kubernetes: { annotationPrefix: 'example.com/a/b' } } },
+      [['cluster.kubernetes.annotationPrefix', '"example.com/a/b" has more than one "/": flannel takes a domain, optionally followed by "/" and a name (e.g. "example.com/net")']],
+    ],
+    [
+      'annotation prefix not a domain',
+      { ...base, cluster: { kubernetes: { annotationPrefix: 'flannel' } } },
+      [['cluster.kubernetes.annotationPrefix', '"flannel": "flannel" is not a lower-case domain name with a dot, which flannel and Kubernetes require before the "/" (e.g. "flannel.alpha.coreos.com")']],
+    ],
   ];
 
   describe.each(['json', 'yaml'] as const)('%s', (format) => {
@@ -749,5 +760,45 @@ describe('schema', () => {
 
   it('marks mqtt.password sensitive', () => {
     expect(leaves(tree).find((l) => l.path === 'mqtt.password')?.spec.sensitive).toBe(true);
+  });
+});
+
+describe('cluster.kubernetes.annotationPrefix: flanneld --kube-annotation-prefix', () => {
+  // flannel's own table (pkg/subnet/kube/annotations_test.go), then the keys the API server refuses.
+  const completed: [string, string][] = [
+    ['flannel.alpha.coreos.com', 'flannel.alpha.coreos.com/'],
+    ['flannel.alpha.coreos.com/', 'flannel.alpha.coreos.com/'],
+    ['flannel.alpha.coreos.com/prefix', 'flannel.alpha.coreos.com/prefix-'],
+    ['flannel.alpha.coreos.com/prefix-', 'flannel.alpha.coreos.com/prefix-'],
+    ['org.com', 'org.com/'],
+    ['org9.com', 'org9.com/'],
+    ['org.com/9', 'org.com/9-'],
+    ['org.com/a_b', 'org.com/a_b-'],
+  ];
+  it.each(completed)('%s is completed as flannel does: %s', (given, want) => expect(completeAnnotationPrefix(given)).toBe(want));
+
+  const refused: [string, RegExp][] = [
+    ['org', /"org" is not a lower-case domain name with a dot/],
+    ['org/', /"org" is not a lower-case domain name/],
+    ['org/prefix', /"org" is not a lower-case domain name/],
+    ['org.COM', /"org\.COM" is not a lower-case domain name/],
+    ['org.com/PREFIX', /the name after "\/", "PREFIX", must start with a lower-case letter or digit/],
+    ['org.com/a/b', /has more than one "\/"/],
+    // flannel takes these (its pattern is anchored at the end only); Kubernetes refuses the keys.
+    ['Org.com', /"Org\.com" is not a lower-case domain name/],
+    ['org_x.com', /"org_x\.com" is not a lower-case domain name/],
+    ['org.com/-x', /the name after "\/", "-x", must start/],
+    ['', /"" is not a lower-case domain name/],
+    [`org.com/${'a'.repeat(42)}`, /too long: flannel's annotation "org\.com\/a{42}-public-ipv6-overwrite" would have a name of 64 characters, and Kubernetes allows 63$/],
+  ];
+  it.each(refused)('%j is refused: %s', (given, why) => expect(() => completeAnnotationPrefix(given)).toThrow(why));
+  it('a name of 41 characters fits (41 + "-" + "public-ipv6-overwrite" = 63)', () => expect(completeAnnotationPrefix(`org.com/${'a'.repeat(41)}`)).toBe(`org.com/${'a'.repeat(41)}-`));
+
+  it('defaults to flannel\'s, is kept as written, and is read from the environment', () => {
+    expect(DEFAULTS.cluster.kubernetes.annotationPrefix).toBe('flannel.alpha.coreos.com');
+    const doc = JSON.stringify({ ...base, cluster: { source: 'kubernetes', kubernetes: { annotationPrefix: 'example.com/net' } } });
+    expect(parseConfigText(doc, 'site.json', 'json', NO_ENV).cluster.kubernetes.annotationPrefix).toBe('example.com/net');
+    const env = { VXEDGE_CLUSTER_KUBERNETES_ANNOTATION_PREFIX: 'example.org' };
+    expect(parseConfigText(doc, 'site.json', 'json', env).cluster.kubernetes.annotationPrefix).toBe('example.org');
   });
 });

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ANNOTATIONS, dualStackProblem, nodeManifest, nodeVerdict, nodeVtepMac, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
+import { ANNOTATIONS, annotationKeys, annotationsUnder, dualStackProblem, nodeManifest, nodeVerdict, nodeVtepMac, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
 import { peersFromNodes } from '../../src/cli/kube.js';
 import { cidrContains, cidrOverlaps, ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../../src/util/ipv4.js';
 import { parseMac } from '../../src/util/mac.js';
@@ -72,7 +72,8 @@ describe('nodeVerdict: flannel rules', () => {
         a[k.replace('flannel.alpha.coreos.com/', 'example.com/')] = a[k]!;
         delete a[k];
       }
-    }, 'its flannel annotations are under example.com/ (flanneld --kube-annotation-prefix), not flannel.alpha.coreos.com/, the default, which is the one vxedge reads'],
+    }, 'its flannel annotations are under example.com/ (flanneld --kube-annotation-prefix), not flannel.alpha.coreos.com/, the prefix vxedge reads: ' +
+      'if the site belongs to that flannel network, set cluster.kubernetes.annotationPrefix (vxedge peers: --kube-annotation-prefix) to example.com/'],
     ['another prefix\'s kube-subnet-manager that is not "true"', (n) => {
       delete n.metadata.annotations[ANNOTATIONS.kubeSubnetManager];
       n.metadata.annotations['example.com/kube-subnet-manager'] = 'false';
@@ -127,6 +128,69 @@ describe('nodeVerdict: flannel rules', () => {
     expect(nodeVerdict(node((n) => (n.spec = { podCIDRs: ['fd00::/64', '10.244.7.0/24'], podCIDR: '10.244.8.0/24' })), CTX).peer?.subnet.text).toBe('10.244.7.0/24');
     expect(nodeVerdict(node((n) => (n.spec = { podCIDRs: [], podCIDR: '10.244.8.0/24' })), CTX).peer?.subnet.text).toBe('10.244.8.0/24');
     expect(nodeVerdict(node((n) => (n.spec = { podCIDR: '10.244.9.5/24' })), CTX).peer?.subnet.text).toBe('10.244.9.0/24');
+  });
+});
+
+describe('another --kube-annotation-prefix (cluster.kubernetes.annotationPrefix)', () => {
+  const NET = annotationsUnder('example.com/net');
+  const ctx: FlannelContext = { ...CTX, annotations: NET };
+  const under = (prefix: string, name = 'aws-1', subnet = '10.244.1.0/24') => flannelNode(name, { subnet, publicIp: '203.0.113.10', prefix });
+
+  it('names every key as flannel completes the prefix', () => {
+    expect(NET.prefix).toBe('example.com/net-');
+    expect(annotationKeys(NET)).toEqual([
+      'example.com/net-kube-subnet-manager', 'example.com/net-backend-type', 'example.com/net-backend-data', 'example.com/net-public-ip',
+      'example.com/net-public-ip-overwrite', 'example.com/net-public-ipv6', 'example.com/net-backend-v6-data',
+    ]);
+    expect(annotationsUnder('example.com').backendType).toBe('example.com/backend-type');
+    expect(annotationsUnder()).toEqual(ANNOTATIONS);
+    expect(() => annotationsUnder('example')).toThrow(/not a lower-case domain name with a dot/);
+  });
+
+  it('a node under that prefix is a peer; one under the default prefix is left out, naming it', () => {
+    expect(nodeVerdict(under('example.com/net-'), ctx).peer).toMatchObject({ name: 'aws-1', publicIp: '203.0.113.10', vtepMac: '0a:bb:00:00:00:01' });
+    const v = nodeVerdict(under('flannel.alpha.coreos.com/'), ctx);
+    expect(v.skip?.why).toBe(
+      'its flannel annotations are under flannel.alpha.coreos.com/ (flanneld --kube-annotation-prefix), not example.com/net-, the prefix vxedge reads: ' +
+        'if the site belongs to that flannel network, set cluster.kubernetes.annotationPrefix (vxedge peers: --kube-annotation-prefix) to flannel.alpha.coreos.com/',
+    );
+    expect(v.kept).toBe(true);
+    // The default context still reads the default prefix only.
+    expect(nodeVerdict(under('example.com/net-'), CTX).skip?.why).toMatch(/^its flannel annotations are under example\.com\/net- /);
+  });
+
+  it('a node in both flannel networks is a peer of each, by its own annotations', () => {
+    const both = under('example.com/net-', 'aws-2', '10.244.2.0/24') as { metadata: { annotations: Record<string, string> } };
+    Object.assign(both.metadata.annotations, (under('flannel.alpha.coreos.com/', 'aws-2', '10.244.2.0/24') as typeof both).metadata.annotations);
+    both.metadata.annotations['flannel.alpha.coreos.com/public-ip'] = '203.0.113.99';
+    expect(nodeVerdict(both, ctx).peer?.publicIp).toBe('203.0.113.10');
+    expect(nodeVerdict(both, CTX).peer?.publicIp).toBe('203.0.113.99');
+  });
+
+  it("the site's Node carries them; the VTEP MAC, the endpoint's fix and the dual-stack fix are read and named under them", () => {
+    const m = nodeManifest({ site: 'lab', node: 'edge-1', subnet: '10.244.100.0/24', vni: 1, vtepMac: '0e:5c:aa:00:00:64', publicIp: '198.51.100.2', annotations: NET }) as {
+      metadata: { annotations: Record<string, string> };
+    };
+    expect(m.metadata.annotations).toEqual({
+      'example.com/net-kube-subnet-manager': 'true', 'example.com/net-backend-type': 'vxlan',
+      'example.com/net-backend-data': '{"VNI":1,"VtepMAC":"0e:5c:aa:00:00:64"}', 'example.com/net-public-ip': '198.51.100.2',
+    });
+    expect(nodeVtepMac(m, NET)).toBe('0e:5c:aa:00:00:64');
+    expect(nodeVtepMac(m)).toBeNull();
+    const private_ = flannelNode('aws-3', { subnet: '10.244.3.0/24', publicIp: '172.31.0.3', prefix: 'example.com/net-' });
+    expect(nodeVerdict(private_, ctx).skip?.why).toMatch(/the annotation example\.com\/net-public-ip-overwrite, to the node's Elastic IP/);
+    const dual = under('example.com/net-', 'aws-4', '10.244.4.0/24') as { metadata: { annotations: Record<string, string> } };
+    dual.metadata.annotations['example.com/net-public-ipv6'] = '2001:db8::4';
+    const view = viewFromNodes([dual, under('flannel.alpha.coreos.com/', 'aws-5', '10.244.5.0/24')], ctx, 8472);
+    expect(view.dualStack).toEqual(['aws-4']);
+    expect(dualStackProblem(view, NET)!.fix).toMatch(/kubectl annotate nodes --all example\.com\/net-public-ipv6- example\.com\/net-backend-v6-data-$/);
+    expect(viewFromNodes([dual], CTX, 8472).dualStack).toBeUndefined();
+  });
+
+  it('vxedge peers reads the prefix it is given', () => {
+    const list = JSON.stringify({ kind: 'List', items: [under('example.com/net-')] });
+    expect(peersFromNodes(list, { annotationPrefix: 'example.com/net' }).peers).toHaveLength(1);
+    expect(peersFromNodes(list).peers).toHaveLength(0);
   });
 });
 

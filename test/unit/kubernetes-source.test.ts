@@ -9,7 +9,7 @@ import https from 'node:https';
 import path from 'node:path';
 import fc from 'fast-check';
 import { KubernetesSource, backoffDelay, registrationStep, retryDelay, slimNode, type KubernetesSourceOptions } from '../../src/cluster/kubernetes.js';
-import { nodeManifest } from '../../src/cluster/flannel-node.js';
+import { annotationsUnder, nodeManifest } from '../../src/cluster/flannel-node.js';
 import { KubeHttpError } from '../../src/cluster/kube-client.js';
 import { chooseKubeconfig } from '../../src/cluster/kubeconfig.js';
 import { certificatesCheck } from '../../src/health/certificates.js';
@@ -811,6 +811,28 @@ describe('registration', () => {
     await drive(clock, () => views.at(-1)?.nodes === 2, 'our Node in the view');
     expect(peerNames(views.at(-1))).toEqual(['aws-1']);
     expect(src.status().error).toBeNull();
+  });
+
+  it('under another --kube-annotation-prefix: reads the nodes and writes our Node under it, and names the prefix of a node under the default', async () => {
+    await freshServer();
+    api.server.addNode(flannelNode('aws-1', { subnet: '10.244.1.0/24', prefix: 'example.com/net-' }));
+    api.server.addNode(flannelNode('aws-2', { subnet: '10.244.2.0/24' }));
+    const { src, views } = source({ register: true, annotationPrefix: 'example.com/net' });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().registered && views.at(-1)?.nodes === 3, 'registered, and our Node in the view');
+    const want = nodeManifest({ site: 'lab', node: 'edge-1', subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: LEASE.publicIp!, annotations: annotationsUnder('example.com/net') }) as {
+      metadata: { annotations: Record<string, string> };
+    };
+    expect(ours().metadata.annotations).toEqual(want.metadata.annotations);
+    expect(Object.keys(ours().metadata.annotations).every((k: string) => k.startsWith('example.com/net-'))).toBe(true);
+    expect(peerNames(views.at(-1))).toEqual(['aws-1']);
+    // The running gateway's reason is the one vxedge peers gives (the slimmed Node keeps the other prefix's kube-subnet-manager).
+    expect(views.at(-1)?.skipped.find((n) => n.name === 'aws-2')?.why).toEqual(expect.stringMatching(/^its flannel annotations are under flannel\.alpha\.coreos\.com\/ \(flanneld --kube-annotation-prefix\), not example\.com\/net-, /));
+    // A later change of the public IP is patched under the prefix too.
+    src.setOwnLease({ ...LEASE, publicIp: '198.51.100.3' });
+    await drive(clock, () => ours().metadata.annotations['example.com/net-public-ip'] === '198.51.100.3', 'the new public IP patched');
+    expect(ours().metadata.annotations['flannel.alpha.coreos.com/public-ip']).toBeUndefined();
   });
 
   it('registers nothing while the public IP is unknown', async () => {

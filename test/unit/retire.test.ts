@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retire, retireClientId } from '../../src/cli/retire.js';
 import { connectNodeApi, type NodeApi } from '../../src/cluster/kube-client.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
-import { nodeManifest } from '../../src/cluster/flannel-node.js';
+import { annotationsUnder, nodeManifest } from '../../src/cluster/flannel-node.js';
 import { OWN_NODE_VERBS } from '../../src/cluster/rbac.js';
 import { retireLease, retireNode } from '../../src/cluster/retire.js';
 import { configFromObject } from '../../src/config/index.js';
@@ -107,6 +107,20 @@ describe('vxedge retire: the site\'s Node (Kubernetes stand-in)', () => {
     expect(moved).toEqual({ ok: true, removed: false, detail: `Node ${NAME} (10.244.100.0/24, public IP 198.51.100.7) holds VtepMAC ${SITE_MAC}, not 0e:5c:aa:00:00:99: a gateway that replaced that box has it now; nothing to remove` });
     expect(has(NAME)).toBe(true);
     expect(await retireNode(node, NAME, 'lab', false, SITE_MAC.toUpperCase())).toMatchObject({ ok: true, removed: true });
+    expect(has(NAME)).toBe(false);
+  });
+
+  it('under cluster.kubernetes.annotationPrefix: the public IP and, with --mac, the VTEP MAC are read under it', async () => {
+    const keys = annotationsUnder('example.com/net');
+    api.server.addNode(nodeManifest({ name: NAME, site: 'lab', subnet: '10.244.100.0/24', publicIp: '198.51.100.7', vtepMac: SITE_MAC, vni: 1, annotations: keys }));
+    const cfg = config({ cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfigFor({ token: 'gw-token' }), annotationPrefix: 'example.com/net' } } });
+    const other = await retire(cfg, { dryRun: false, force: false, mac: '0e:5c:aa:00:00:99' });
+    expect(other[1]).toMatchObject({ name: 'cluster', ok: true });
+    expect(other[1].detail).toContain(`Node ${NAME} (10.244.100.0/24, public IP 198.51.100.7) holds VtepMAC ${SITE_MAC}, not 0e:5c:aa:00:00:99`);
+    expect(has(NAME)).toBe(true);
+    const lines = await retire(cfg, { dryRun: false, force: false, mac: SITE_MAC });
+    expect(lines.map((l) => [l.name, l.ok])).toEqual([['gateway', true], ['cluster', true]]);
+    expect(lines[1].detail).toMatch(/^.*removed Node vxedge-lab-e1 \(10\.244\.100\.0\/24, public IP 198\.51\.100\.7\)/);
     expect(has(NAME)).toBe(false);
   });
 
