@@ -106,7 +106,8 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
   const mine = own ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
   if (fromCluster > 0) return { check: { name: 'cluster', ok: true, detail: `${where}: ${counts}${left}${mine}` }, peers: merged.peers };
   const fix = skipped.length
-    ? 'every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster\'s (flannel\'s net-conf.json)'
+    ? 'every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster\'s (flannel\'s net-conf.json)' +
+      (cfg.cluster.source === 'kubernetes' ? ', and cluster.kubernetes.annotationPrefix its flanneld\'s --kube-annotation-prefix' : '')
     : cfg.cluster.source === 'etcd'
       ? 'no lease but this site\'s: is cluster.etcd.prefix flanneld\'s --etcd-prefix, and does flanneld run on the nodes?'
       : 'no Node but this site\'s: is the kubeconfig that of the cluster flannel runs in?';

@@ -168,6 +168,7 @@ describe('vxedge check: the cluster line (etcd)', () => {
     expect(r!.check.ok).toBe(false);
     expect(r!.check.detail).toMatch(/2 lease\(s\), 0 peer\(s\) from the cluster: no peer to reach; left out: etcd-10\.244\.1\.0-24 \([^)]*VNI 2/);
     expect(r!.check.fix).toMatch(/overlay\.network and vxlan\.vni/);
+    expect(r!.check.fix).not.toMatch(/annotationPrefix/);
   });
 
   it('no lease under the prefix: fails, asking whether the prefix is flanneld\'s', async () => {
@@ -243,6 +244,20 @@ describe('vxedge check: the cluster line (Kubernetes, dual-stack flannel)', () =
       fix: expect.stringMatching(/^vxedge carries IPv4 only: set "EnableIPv6": false in flannel's net-conf\.json/),
     });
     expect(r.peers).toEqual([peer]);
+  });
+
+  it('every Node left out: the fix names the annotation prefix beside the network and the VNI, and the dual-stack and, in a cluster under another prefix, the keys under it', () => {
+    const kubeNet = config({ cluster: { source: 'kubernetes', register: true, kubernetes: { annotationPrefix: 'example.com/net' } } });
+    const other = { name: 'aws-a', why: 'its flannel annotations are under flannel.alpha.coreos.com/ (flanneld --kube-annotation-prefix), not example.com/net-, …' };
+    const r = judged(kubeNet, 'kubernetes (kubeconfig k)', { nodes: 2, peers: [], skipped: [own, other] }, SITE_MAC);
+    expect(r.check).toMatchObject({ ok: false, detail: expect.stringContaining('2 Node(s), 0 peer(s) from the cluster: no peer to reach; left out: aws-a (its flannel annotations are under') });
+    expect(r.check.fix).toBe(
+      "every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster's (flannel's net-conf.json), " +
+        "and cluster.kubernetes.annotationPrefix its flanneld's --kube-annotation-prefix",
+    );
+    const dual = judged(kubeNet, 'kubernetes (kubeconfig k)', { nodes: 2, peers: [peer], skipped: [own], dualStack: ['aws-a'] }, SITE_MAC);
+    expect(dual.check.detail).toContain('(aws-a: example.com/net-public-ipv6 set)');
+    expect(dual.check.fix).toMatch(/kubectl annotate nodes --all example\.com\/net-public-ipv6- example\.com\/net-backend-v6-data-$/);
   });
 
   it('passes without them, naming the site\'s own Node', () => {
