@@ -6,7 +6,7 @@
 // running gateway would log), or nothing within the wait.
 import { leaseName } from '../cluster/flannel-lease.js';
 import { dualStackProblem } from '../cluster/flannel-node.js';
-import { clusterAnnotations, loadClusterSource, siteNodeName } from '../cluster/live.js';
+import { clusterAnnotations, everyNodeLeftOutFix, loadClusterSource, siteNodeName } from '../cluster/live.js';
 import { mergePeers } from '../cluster/membership.js';
 import type { ClusterSource, ClusterView, SkippedNode } from '../cluster/types.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
@@ -106,8 +106,7 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
   const mine = own ? `; this site's own ${cfg.cluster.source === 'etcd' ? 'lease' : 'Node'} is there: ${own.name} (${own.why})` : '';
   if (fromCluster > 0) return { check: { name: 'cluster', ok: true, detail: `${where}: ${counts}${left}${mine}` }, peers: merged.peers };
   const fix = skipped.length
-    ? 'every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster\'s (flannel\'s net-conf.json)' +
-      (cfg.cluster.source === 'kubernetes' ? ', and cluster.kubernetes.annotationPrefix its flanneld\'s --kube-annotation-prefix' : '')
+    ? everyNodeLeftOutFix(cfg)
     : cfg.cluster.source === 'etcd'
       ? 'no lease but this site\'s: is cluster.etcd.prefix flanneld\'s --etcd-prefix, and does flanneld run on the nodes?'
       : 'no Node but this site\'s: is the kubeconfig that of the cluster flannel runs in?';

@@ -42,6 +42,18 @@ export function clusterAnnotations(cfg: Config): FlannelAnnotations {
   return annotationsUnder(cfg.cluster.kubernetes.annotationPrefix);
 }
 
+/**
+ * What to do when the cluster has nodes and every one is left out, each with its reason: the
+ * keys that must be the cluster's, which those reasons most often come down to.
+ */
+export function everyNodeLeftOutFix(cfg: Config): string {
+  return 'every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster\'s (flannel\'s net-conf.json)' +
+    (cfg.cluster.source === 'kubernetes' ? ', and cluster.kubernetes.annotationPrefix its flanneld\'s --kube-annotation-prefix' : '');
+}
+
+/** Nodes named, with their reasons, in one line of a check. */
+const LEFT_OUT_NAMED = 3;
+
 /** What a cluster source is made with beyond the config. */
 export interface SourceOptions {
   clock: Clock;
@@ -190,6 +202,17 @@ export class LiveMembership {
     }
     const dual = dualStackProblem(this.view, this.annotations);
     if (dual) return { name: 'cluster', ok: false, detail: `${what}${register ? '; registered' : ''}; ${dual.detail}`, fix: dual.fix };
+    // Nodes there, none of them usable (`vxedge check` fails alike): a setting that is not the
+    // cluster's, most likely, rather than nodes that are gone (none but ours: nothing to say).
+    if (this.view && this.view.peers.length === 0 && this.skipped.length > 0) {
+      const named = this.skipped.slice(0, LEFT_OUT_NAMED).map((n) => `${n.name} (${n.why})`).join('; ');
+      const more = this.skipped.length > LEFT_OUT_NAMED ? `; and ${this.skipped.length - LEFT_OUT_NAMED} more (cluster.skipped)` : '';
+      return {
+        name: 'cluster', ok: false,
+        detail: `${what}${register ? '; registered' : ''}; every node is left out, the site reaches no pod: ${named}${more}`,
+        fix: everyNodeLeftOutFix(this.o.cfg),
+      };
+    }
     return { name: 'cluster', ok: true, detail: `${what}${register ? '; registered' : ''}` };
   }
 

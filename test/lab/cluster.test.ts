@@ -460,6 +460,23 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
     };
     await api.deleteNode(SITE_NODE).catch(() => undefined);
     await renamed(NET);
+    // The site file without the key: every node left out, health and `vxedge check` say which key.
+    const plain = await gateway('gateway');
+    try {
+      const s = await plain.untilStatus((d) => /every node is left out/.test(clusterCheck(d)?.detail ?? ''), 'every node left out, the cluster check failing', 15_000);
+      expect(clusterCheck(s)).toMatchObject({
+        detail: expect.stringContaining(`every node is left out, the site reaches no pod: aws-node-1 (its flannel annotations are under ${NET} (flanneld --kube-annotation-prefix), not ${A}`),
+        fix: expect.stringContaining("and cluster.kubernetes.annotationPrefix its flanneld's --kube-annotation-prefix"),
+      });
+      expect(s.peers).toEqual([]);
+      const c = await checkCommand(env.NS_GW, plain.configFile);
+      expect(c.code, c.stdout).toBe(1);
+      expect(c.line).toMatch(new RegExp(`^FAIL +cluster +.*: no peer to reach; left out: aws-node-1 \\(its flannel annotations are under ${NET.replace(/\./g, '\\.')} `));
+      expect(c.line).toContain(`set cluster.kubernetes.annotationPrefix (vxedge peers: --kube-annotation-prefix) to ${NET}`);
+    } finally {
+      await stopGateway(plain);
+      await api.deleteNode(SITE_NODE).catch(() => undefined);
+    }
     const gw = await gateway('gateway', {
       extra: { peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig('gateway'), annotationPrefix: 'example.com/net' } } },
     });

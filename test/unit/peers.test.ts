@@ -465,4 +465,37 @@ describe('live membership', () => {
     expect(told()).toEqual(['warn: cluster nodes run flannel dual-stack: they route nothing to this site', 'info: no cluster node runs flannel dual-stack any more']);
     await live.stop();
   });
+
+  it('every node left out: a failing check naming them and the keys to compare; none but ours, or one usable, passes', async () => {
+    const cfg = parseConfigText(JSON.stringify({
+      site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' }, cluster: { source: 'kubernetes' },
+    }), 'x.json', 'json', {});
+    const peer = { name: 'aws-a', publicIp: '203.0.113.1', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:01:01' };
+    let emit: (v: ClusterView) => void = () => undefined;
+    const own: Omit<ClusterStatus, 'peers' | 'skipped'> = { source: 'kubernetes', connected: true, lastSync: '2026-12-06T00:00:00.000Z', nodes: 5, registered: true, error: null };
+    const source: ClusterSource = {
+      kind: 'kubernetes', start: () => undefined, stop: async () => undefined, setOwnLease: () => undefined,
+      onView: (cb) => (emit = cb), status: () => own,
+    };
+    const live = await LiveMembership.create({
+      cfg, siteMac: '0e:5c:aa:00:00:64', clock: new ManualClock(), log: new CaptureLog(), changed: () => undefined,
+      apply: async () => ({ added: [], removed: [], changed: [] }), load: async () => source,
+    });
+    await live.start();
+    const self = { name: 'vxedge-lab-edge-1', why: 'this gateway itself' };
+    const under = (name: string) => ({ name, why: 'its flannel annotations are under example.com/net- (flanneld --kube-annotation-prefix), …' });
+    emit({ nodes: 1, peers: [], skipped: [self] });
+    expect(live.check()).toMatchObject({ ok: true });
+    emit({ nodes: 5, peers: [], skipped: [self, under('aws-a'), under('aws-b'), under('aws-c'), under('aws-d')] });
+    expect(live.check()).toEqual({
+      name: 'cluster', ok: false,
+      detail: 'kubernetes: 5 node(s) seen, last sync 2026-12-06T00:00:00.000Z; registered; every node is left out, the site reaches no pod: ' +
+        `aws-a (${under('aws-a').why}); aws-b (${under('aws-b').why}); aws-c (${under('aws-c').why}); and 1 more (cluster.skipped)`,
+      fix: "every node was left out, each for the reason named: overlay.network and vxlan.vni must be the cluster's (flannel's net-conf.json), " +
+        "and cluster.kubernetes.annotationPrefix its flanneld's --kube-annotation-prefix",
+    });
+    emit({ nodes: 5, peers: [peer], skipped: [self, under('aws-b'), under('aws-c'), under('aws-d')] });
+    expect(live.check()).toMatchObject({ ok: true });
+    await live.stop();
+  });
 });
