@@ -76,6 +76,23 @@ export function annotationKeys(a: FlannelAnnotations): string[] {
 /** Labels on the site's Node, so operators can find every gateway (`kubectl get nodes -l vxedge.io/gateway`). */
 export const GATEWAY_LABEL = 'vxedge.io/gateway';
 export const SITE_LABEL = 'vxedge.io/site';
+/**
+ * Kubernetes' well-known label that keeps a Node out of every cloud load balancer's backends
+ * (the service controller's node set): no kubelet or kube-proxy answers behind the site's.
+ */
+export const EXCLUDE_FROM_LB_LABEL = 'node.kubernetes.io/exclude-from-external-load-balancers';
+
+/**
+ * The site's Node's spec.providerID, in a scheme no cloud provider owns. A cloud controller
+ * manager's node lifecycle controller deletes a NotReady Node (ours always is: no kubelet)
+ * when its provider says the instance does not exist, and without a providerID the provider
+ * looks the Node up by name and finds none; a providerID it cannot parse is an error instead,
+ * which the controller logs and skips (cloud-provider-aws: "Invalid scheme for AWS instance";
+ * GCE's cannot split it; Azure counts it unmanaged). KWOK gives its Nodes `kwok://` for this.
+ */
+export function siteProviderId(nodeName: string): string {
+  return `vxedge://${nodeName}`;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The site's own Node
@@ -110,17 +127,19 @@ function siteAnnotations(i: Pick<NodeManifestInput, 'vni' | 'vtepMac' | 'publicI
  * without a kubelet, as F5 and Citrix load balancers join flannel (flannel-io/flannel#1122).
  */
 export function nodeManifest(i: NodeManifestInput): Record<string, unknown> {
+  const name = i.name ?? defaultNodeName(i.site, i.node!);
   return {
     apiVersion: 'v1',
     kind: 'Node',
     metadata: {
-      name: i.name ?? defaultNodeName(i.site, i.node!),
-      labels: { [SITE_LABEL]: i.site, [GATEWAY_LABEL]: 'true' },
+      name,
+      labels: { [SITE_LABEL]: i.site, [GATEWAY_LABEL]: 'true', [EXCLUDE_FROM_LB_LABEL]: 'true' },
       annotations: siteAnnotations(i),
     },
     spec: {
       podCIDR: i.subnet,
       podCIDRs: [i.subnet],
+      providerID: siteProviderId(name),
       // Keep the kube-scheduler (and DaemonSets that tolerate NotReady) off this Node:
       // no kubelet runs behind it.
       taints: [{ key: GATEWAY_LABEL, value: 'true', effect: 'NoSchedule' }],

@@ -38,7 +38,7 @@ import { fileStamp } from '../util/file-stamp.js';
 import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
-import { ANNOTATIONS, GATEWAY_LABEL, KUBE_SUBNET_MANAGER, SITE_LABEL, annotationKeys, annotationsUnder, nodeManifest, nodePodCidr, viewFromNodes, type FlannelAnnotations, type FlannelContext } from './flannel-node.js';
+import { ANNOTATIONS, EXCLUDE_FROM_LB_LABEL, GATEWAY_LABEL, KUBE_SUBNET_MANAGER, SITE_LABEL, annotationKeys, annotationsUnder, nodeManifest, nodePodCidr, viewFromNodes, type FlannelAnnotations, type FlannelContext } from './flannel-node.js';
 import { connectNodeApi, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
 import { chooseKubeconfig, type KubeconfigChoice } from './kubeconfig.js';
 import { MAX_RETRY_AFTER_MS, describeKubeError, httpStatusOf, isTooLargeResourceVersion, kubeErrorContext, retryAfterOf } from './kube-errors.js';
@@ -118,7 +118,8 @@ export type RegistrationStep =
 export function registrationStep(have: NodeJson | undefined, want: NodeJson): RegistrationStep {
   if (!have) return { do: 'create' };
   const meta = (o: NodeJson) => (o.metadata ?? {}) as { name?: string; labels?: Record<string, unknown>; annotations?: Record<string, unknown> };
-  const cidrOf = (o: NodeJson) => (o.spec as { podCIDR?: unknown } | undefined)?.podCIDR;
+  const spec = (o: NodeJson) => (o.spec ?? {}) as { podCIDR?: unknown; providerID?: unknown };
+  const cidrOf = (o: NodeJson) => spec(o).podCIDR;
   const name = meta(want).name;
   if (cidrOf(have) !== cidrOf(want)) {
     const why = `Node ${name} exists with podCIDR ${String(cidrOf(have) ?? 'none')}, not the site's subnet ${String(cidrOf(want))}`;
@@ -131,10 +132,14 @@ export function registrationStep(have: NodeJson | undefined, want: NodeJson): Re
       if (meta(have)[part]?.[k] !== v) (patch[part] ??= {})[k] = v;
     }
   }
-  return patch.labels || patch.annotations ? { do: 'patch', patch: { metadata: patch } } : { do: 'none' };
+  // spec.providerID may only be set from "" (the API server's rule): a Node registered before
+  // we set one gets ours; one that has another keeps it.
+  const providerID = spec(want).providerID && !spec(have).providerID ? { providerID: spec(want).providerID } : null;
+  if (!patch.labels && !patch.annotations && !providerID) return { do: 'none' };
+  return { do: 'patch', patch: { ...(patch.labels || patch.annotations ? { metadata: patch } : {}), ...(providerID ? { spec: providerID } : {}) } };
 }
 
-const OUR_LABELS = [SITE_LABEL, GATEWAY_LABEL];
+const OUR_LABELS = [SITE_LABEL, GATEWAY_LABEL, EXCLUDE_FROM_LB_LABEL];
 
 /**
  * What we keep of a Node: what the view and registration read (real Nodes carry tens of KB of
@@ -154,7 +159,7 @@ export function slimNode(n: unknown, keys: FlannelAnnotations = ANNOTATIONS): No
   };
   return {
     metadata: { name, annotations: pickAnnotations(metadata?.annotations, keys), labels: pick(metadata?.labels, OUR_LABELS) },
-    spec: pick(spec, ['podCIDR', 'podCIDRs']),
+    spec: pick(spec, ['podCIDR', 'podCIDRs', 'providerID']),
     status: pick(status, ['addresses']),
   };
 }

@@ -150,7 +150,7 @@ export class KubeStandIn {
 
 export interface NodeObject {
   metadata: { name: string; annotations?: Record<string, string>; labels?: Record<string, string>; resourceVersion?: string };
-  spec?: { podCIDR?: string; podCIDRs?: string[] };
+  spec?: { podCIDR?: string; podCIDRs?: string[]; providerID?: string };
   status?: unknown;
 }
 

@@ -143,6 +143,10 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       // The site's own Node, as `vxedge manifest` describes it: every flannel node would program it.
       const own = await waitFor(() => api.node(SITE_NODE), 5_000);
       expect(own.spec?.podCIDR).toBe(env.GW_SUBNET);
+      // A providerID no cloud provider owns (its node lifecycle controller cannot find the Node
+      // gone), and out of cloud load balancers' backends.
+      expect(own.spec?.providerID).toBe(`vxedge://${SITE_NODE}`);
+      expect(own.metadata.labels).toMatchObject({ 'vxedge.io/gateway': 'true', 'vxedge.io/site': 'lab', 'node.kubernetes.io/exclude-from-external-load-balancers': 'true' });
       expect(own.metadata.annotations).toMatchObject({
         [`${A}kube-subnet-manager`]: 'true',
         [`${A}backend-type`]: 'vxlan',

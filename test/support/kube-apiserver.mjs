@@ -289,6 +289,8 @@ export class KubeApiServer {
     if (next?.metadata?.name !== name) throw invalid(name, 'metadata.name: field is immutable');
     const oldCidr = cur.spec?.podCIDR;
     if (oldCidr && next.spec?.podCIDR !== oldCidr) throw invalid(name, 'spec.podCIDR: Forbidden: node updates may not change podCIDR except from "" to valid');
+    const oldProvider = cur.spec?.providerID;
+    if (oldProvider && next.spec?.providerID !== oldProvider) throw invalid(name, 'spec.providerID: Forbidden: node updates may not change providerID except from "" to valid');
     const meta = { ...next.metadata, uid: cur.metadata.uid, creationTimestamp: cur.metadata.creationTimestamp, resourceVersion: cur.metadata.resourceVersion };
     const candidate = { ...next, apiVersion: 'v1', kind: 'Node', metadata: meta };
     if (JSON.stringify(candidate) === JSON.stringify(cur)) return clone(cur);

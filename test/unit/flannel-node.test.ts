@@ -243,7 +243,9 @@ describe('the site\'s own Node', () => {
   it('cluster.kubernetes.nodeName names the Node', () => {
     const m = nodeManifest({ site: 'lab', name: 'plant7-gw', subnet: '10.244.100.0/24', vni: 1, vtepMac: '0e:5c:aa:00:00:64', publicIp: '198.51.100.2' }) as { metadata: { name: string; labels: object } };
     expect(m.metadata.name).toBe('plant7-gw');
-    expect(m.metadata.labels).toEqual({ 'vxedge.io/site': 'lab', 'vxedge.io/gateway': 'true' });
+    expect(m.metadata.labels).toEqual({ 'vxedge.io/site': 'lab', 'vxedge.io/gateway': 'true', 'node.kubernetes.io/exclude-from-external-load-balancers': 'true' });
+    // A providerID no cloud provider owns: its node lifecycle controller cannot find the Node gone.
+    expect((m as unknown as { spec: { providerID: string } }).spec.providerID).toBe('vxedge://plant7-gw');
   });
 });
 

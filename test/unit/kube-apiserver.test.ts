@@ -168,6 +168,12 @@ describe('CRUD on /api/v1/nodes', () => {
     const cidr = await failure(core.patchNode({ name: 'p', body: { spec: { podCIDR: '10.244.3.0/24' } } }, mergeOpts(k8s.PatchStrategy.MergePatch)));
     expect(cidr.status).toMatchObject({ reason: 'Invalid', code: 422 });
     expect(cidr.status?.message).toContain('podCIDR');
+    // spec.providerID too: set once from "", never changed (flannelNode carries an AWS one).
+    const pid = await failure(core.patchNode({ name: 'p', body: { spec: { providerID: 'vxedge://p' } } }, mergeOpts(k8s.PatchStrategy.MergePatch)));
+    expect(pid.status).toMatchObject({ reason: 'Invalid', code: 422, message: expect.stringContaining('spec.providerID: Forbidden: node updates may not change providerID except from "" to valid') });
+    await core.createNode({ body: { apiVersion: 'v1', kind: 'Node', metadata: { name: 'q' }, spec: {} } as k8s.V1Node });
+    const set = await core.patchNode({ name: 'q', body: { spec: { providerID: 'vxedge://q' } } }, mergeOpts(k8s.PatchStrategy.MergePatch));
+    expect(set.spec?.providerID).toBe('vxedge://q');
     expect((await failure(core.patchNode({ name: 'p', body: {} }, mergeOpts('application/apply-patch+yaml')))).code).toBe(415);
     expect((await failure(core.patchNode({ name: 'nope', body: {} }, mergeOpts(k8s.PatchStrategy.MergePatch)))).code).toBe(404);
   });

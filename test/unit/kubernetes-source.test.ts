@@ -907,6 +907,24 @@ describe('registration', () => {
     expect(ours().metadata.annotations['flannel.alpha.coreos.com/public-ip']).toBe('198.51.100.2');
   });
 
+  it('a Node an older gateway registered gets the providerID and the load-balancer label in one patch, then nothing more', async () => {
+    await freshServer();
+    const older = nodeManifest({ site: 'lab', node: 'edge-1', subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: LEASE.publicIp! }) as {
+      metadata: { labels: Record<string, string> }; spec: Record<string, unknown>;
+    };
+    delete older.metadata.labels['node.kubernetes.io/exclude-from-external-load-balancers'];
+    delete older.spec.providerID;
+    api.server.addNode(older);
+    const { src } = source({ register: true });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().registered, 'registered');
+    expect(ours().spec.providerID).toBe(`vxedge://${NODE}`);
+    expect(ours().metadata.labels['node.kubernetes.io/exclude-from-external-load-balancers']).toBe('true');
+    await quiet(5_000);
+    expect(writes().map((r: { method: string; status: number }) => `${r.method} ${r.status}`)).toEqual(['PATCH 200']);
+  });
+
   it('creates our Node again when it is deleted', async () => {
     await freshServer();
     const { src, log } = source({ register: true });
@@ -1148,6 +1166,18 @@ describe('pure parts', () => {
     const other = nodeManifest({ site: 'lab', name: NODE, subnet: '10.244.99.0/24', vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2' });
     expect(registrationStep(slimNode(other)!, want).do).toBe('recreate');
     expect(registrationStep(slimNode(flannelNode(NODE, { subnet: '10.244.99.0/24' }))!, want).do).toBe('refuse');
+    // A Node registered before the providerID and the load-balancer label: both added, in one patch.
+    const older = structuredClone(want) as { metadata: { labels: Record<string, string> }; spec: Record<string, unknown> };
+    delete older.metadata.labels['node.kubernetes.io/exclude-from-external-load-balancers'];
+    delete older.spec.providerID;
+    expect(registrationStep(slimNode(older)!, want)).toEqual({
+      do: 'patch',
+      patch: { metadata: { labels: { 'node.kubernetes.io/exclude-from-external-load-balancers': 'true' } }, spec: { providerID: `vxedge://${NODE}` } },
+    });
+    // One with another providerID keeps it: the API server refuses to change it.
+    older.metadata.labels['node.kubernetes.io/exclude-from-external-load-balancers'] = 'true';
+    older.spec.providerID = 'aws:///eu-west-1a/i-0123';
+    expect(registrationStep(slimNode(older)!, want)).toEqual({ do: 'none' });
   });
 
   it('slimNode keeps what flannel reads and drops the rest', () => {
