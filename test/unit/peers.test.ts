@@ -29,6 +29,34 @@ const peer = (n: number, over: Partial<PeerConfig> = {}): PeerConfig => ({
   ...over,
 });
 
+
+const AWS_A = { name: 'aws-a', publicIp: '203.0.113.1', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:01:01' };
+
+/**
+ * A started LiveMembership of a Kubernetes site over an in-memory source: its views are what
+ * a test hands to `emit`, its status `own` (connected, registered, `nodes` seen) as the test sets it.
+ */
+async function overMemorySource(nodes: number) {
+  const cfg = parseConfigText(JSON.stringify({
+    site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' }, cluster: { source: 'kubernetes' },
+  }), 'x.json', 'json', {});
+  const m = {
+    emit: (_v: ClusterView) => undefined as void,
+    own: { source: 'kubernetes', connected: true, lastSync: '2026-12-06T00:00:00.000Z', nodes, registered: true, error: null } as Omit<ClusterStatus, 'peers' | 'skipped'>,
+    log: new CaptureLog(),
+  };
+  const source: ClusterSource = {
+    kind: 'kubernetes', start: () => undefined, stop: async () => undefined, setOwnLease: () => undefined,
+    onView: (cb) => (m.emit = cb), status: () => m.own,
+  };
+  const live = await LiveMembership.create({
+    cfg, siteMac: '0e:5c:aa:00:00:64', clock: new ManualClock(), log: m.log, changed: () => undefined,
+    apply: async () => ({ added: [], removed: [], changed: [] }), load: async () => source,
+  });
+  await live.start();
+  return Object.assign(m, { live });
+}
+
 describe('peer table', () => {
   it('routes by longest prefix, whatever the order peers were added in', () => {
     const t = new PeerTable([peer(1, { subnet: parseCidr('10.244.0.0/16') }), peer(2, { subnet: parseCidr('10.244.2.0/24') }), peer(3, { subnet: parseCidr('10.244.2.128/25') })]);
@@ -423,23 +451,9 @@ describe('live membership', () => {
     await live.stop();
   });
   it("dual-stack flannel nodes: the cluster's error and a failing check while they last (the source's own error first), logged when they come and go", async () => {
-    const cfg = parseConfigText(JSON.stringify({
-      site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' }, cluster: { source: 'kubernetes' },
-    }), 'x.json', 'json', {});
-    const peer = { name: 'aws-a', publicIp: '203.0.113.1', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:01:01' };
-    // An in-memory source: its views are what a test hands on, its status what the test sets.
-    let emit: (v: ClusterView) => void = () => undefined;
-    let own: Omit<ClusterStatus, 'peers' | 'skipped'> = { source: 'kubernetes', connected: true, lastSync: '2026-12-06T00:00:00.000Z', nodes: 2, registered: true, error: null };
-    const source: ClusterSource = {
-      kind: 'kubernetes', start: () => undefined, stop: async () => undefined, setOwnLease: () => undefined,
-      onView: (cb) => (emit = cb), status: () => own,
-    };
-    const log = new CaptureLog();
-    const live = await LiveMembership.create({
-      cfg, siteMac: '0e:5c:aa:00:00:64', clock: new ManualClock(), log, changed: () => undefined,
-      apply: async () => ({ added: [], removed: [], changed: [] }), load: async () => source,
-    });
-    await live.start();
+    const m = await overMemorySource(2);
+    const { live, log, emit } = m;
+    const peer = AWS_A;
     const told = () => log.lines.filter((l) => /dual-stack/.test(l.msg)).map((l) => `${l.level}: ${l.msg}`);
     emit({ nodes: 2, peers: [peer], skipped: [] });
     expect(live.status(1)?.error).toBeNull();
@@ -454,10 +468,10 @@ describe('live membership', () => {
     expect(live.status(1)!.error).toMatch(/^2 flannel node\(s\)/);
     expect(told()).toEqual(['warn: cluster nodes run flannel dual-stack: they route nothing to this site']);
     // The source's own trouble is the error while it lasts.
-    own = { ...own, connected: false, error: 'the API server https://192.0.2.1:6443 does not answer' };
-    expect(live.status(1)!.error).toBe(own.error);
-    expect(live.check()).toMatchObject({ ok: false, fix: own.error });
-    own = { ...own, connected: true, error: null };
+    m.own = { ...m.own, connected: false, error: 'the API server https://192.0.2.1:6443 does not answer' };
+    expect(live.status(1)!.error).toBe(m.own.error);
+    expect(live.check()).toMatchObject({ ok: false, fix: m.own.error });
+    m.own = { ...m.own, connected: true, error: null };
 
     emit({ nodes: 3, peers: [peer], skipped: [] });
     expect(live.status(1)!.error).toBeNull();
@@ -467,21 +481,8 @@ describe('live membership', () => {
   });
 
   it('every node left out: a failing check naming them and the keys to compare; none but ours, or one usable, passes', async () => {
-    const cfg = parseConfigText(JSON.stringify({
-      site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' }, cluster: { source: 'kubernetes' },
-    }), 'x.json', 'json', {});
-    const peer = { name: 'aws-a', publicIp: '203.0.113.1', port: 8472, subnet: parseCidr('10.244.1.0/24'), vtepMac: '0e:00:00:00:01:01' };
-    let emit: (v: ClusterView) => void = () => undefined;
-    const own: Omit<ClusterStatus, 'peers' | 'skipped'> = { source: 'kubernetes', connected: true, lastSync: '2026-12-06T00:00:00.000Z', nodes: 5, registered: true, error: null };
-    const source: ClusterSource = {
-      kind: 'kubernetes', start: () => undefined, stop: async () => undefined, setOwnLease: () => undefined,
-      onView: (cb) => (emit = cb), status: () => own,
-    };
-    const live = await LiveMembership.create({
-      cfg, siteMac: '0e:5c:aa:00:00:64', clock: new ManualClock(), log: new CaptureLog(), changed: () => undefined,
-      apply: async () => ({ added: [], removed: [], changed: [] }), load: async () => source,
-    });
-    await live.start();
+    const { live, emit } = await overMemorySource(5);
+    const peer = AWS_A;
     const self = { name: 'vxedge-lab-edge-1', why: 'this gateway itself' };
     const under = (name: string) => ({ name, why: 'its flannel annotations are under example.com/net- (flanneld --kube-annotation-prefix), …' });
     emit({ nodes: 1, peers: [], skipped: [self] });
