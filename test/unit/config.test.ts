@@ -802,3 +802,48 @@ describe('cluster.kubernetes.annotationPrefix: flanneld --kube-annotation-prefix
     expect(parseConfigText(doc, 'site.json', 'json', env).cluster.kubernetes.annotationPrefix).toBe('example.org');
   });
 });
+
+describe('cluster.kubernetes.annotationPrefix: every prefix taken makes keys the API server takes', () => {
+  // apimachinery's IsQualifiedName: an optional DNS-1123 subdomain prefix (at most 253), "/",
+  // and a name of at most 63 that starts and ends alphanumeric.
+  const QUALIFIED = /^(?:([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)\/)?([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$/;
+  const qualified = (key: string) => {
+    const m = QUALIFIED.exec(key);
+    return m !== null && (m[1] ?? '').length <= 253 && m[5]!.length <= 63;
+  };
+  const NAMES = ['kube-subnet-manager', 'backend-type', 'backend-data', 'backend-v6-data', 'public-ip', 'public-ip-overwrite', 'public-ipv6', 'public-ipv6-overwrite', 'node-public-ip', 'node-public-ipv6'];
+  const piece = fc.stringMatching(/^[a-zA-Z0-9_.\/-]{0,12}$/);
+  // Near misses of a good prefix: lower-case labels (some starting or ending with "-"), a name
+  // of up to 45 (some too long, some starting with "_"), an optional "-" or "/" at the end.
+  const label = fc.oneof({ weight: 5, arbitrary: fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?$/) }, { weight: 1, arbitrary: fc.stringMatching(/^[a-z0-9-]{1,8}$/) });
+  const name = fc.oneof(
+    { weight: 4, arbitrary: fc.stringMatching(/^[a-z0-9][a-z0-9_-]{0,30}[-/]?$/) },
+    { weight: 2, arbitrary: fc.stringMatching(/^[a-z0-9][a-z0-9-]{38,46}$/) }, // around the longest that fits (41)
+    { weight: 1, arbitrary: fc.stringMatching(/^[a-z0-9_-]{0,45}\/?$/) },
+  );
+  const plausible = fc.tuple(fc.array(label, { minLength: 1, maxLength: 4 }), fc.option(name)).map(
+    ([labels, name]) => labels.join('.') + (name === null ? '' : `/${name}`),
+  );
+
+  it('accepted: every flannel key qualified, and completing again changes nothing; refused: an Error that quotes the value', () => {
+    let accepted = 0;
+    let refused = 0;
+    fc.assert(fc.property(fc.oneof(plausible, piece, fc.tuple(piece, piece).map(([a, b]) => `${a}.${b}`), fc.string({ maxLength: 80 })), (given) => {
+      let done: string;
+      try {
+        done = completeAnnotationPrefix(given);
+      } catch (e) {
+        refused++;
+        expect(e).toBeInstanceOf(Error);
+        expect((e as Error).message.startsWith(JSON.stringify(given).slice(0, 20))).toBe(true);
+        return;
+      }
+      accepted++;
+      for (const n of NAMES) expect(qualified(done + n), done + n).toBe(true);
+      expect(completeAnnotationPrefix(done)).toBe(done);
+    }), { numRuns: 2000 });
+    // Both ways were taken often enough to mean something.
+    expect(accepted).toBeGreaterThan(100);
+    expect(refused).toBeGreaterThan(100);
+  });
+});
