@@ -132,11 +132,32 @@ export function registrationStep(have: NodeJson | undefined, want: NodeJson): Re
       if (meta(have)[part]?.[k] !== v) (patch[part] ??= {})[k] = v;
     }
   }
+  // Our Node written under another --kube-annotation-prefix before (cluster.kubernetes.
+  // annotationPrefix changed): a flannel network under that prefix still routes the site's
+  // subnet to its own device, beside the one now configured. Those keys go (null in a merge patch).
+  for (const key of staleFlannelKeys(have, want)) (patch.annotations ??= {})[key] = null;
   // spec.providerID may only be set from "" (the API server's rule): a Node registered before
   // we set one gets ours; one that has another keeps it.
   const providerID = spec(want).providerID && !spec(have).providerID ? { providerID: spec(want).providerID } : null;
   if (!patch.labels && !patch.annotations && !providerID) return { do: 'none' };
   return { do: 'patch', patch: { ...(patch.labels || patch.annotations ? { metadata: patch } : {}), ...(providerID ? { spec: providerID } : {}) } };
+}
+
+/**
+ * On a Node labelled ours, the flannel keys we write (`want`'s) under every other prefix that
+ * has a kube-subnet-manager annotation there: what an earlier annotationPrefix left.
+ */
+function staleFlannelKeys(have: NodeJson, want: NodeJson): string[] {
+  const meta = (o: NodeJson) => (o.metadata ?? {}) as { labels?: Record<string, unknown>; annotations?: Record<string, unknown> };
+  if (meta(have).labels?.[GATEWAY_LABEL] !== 'true') return [];
+  const wanted = Object.keys(meta(want).annotations ?? {});
+  const ours = wanted.find((k) => k.endsWith(KUBE_SUBNET_MANAGER));
+  if (!ours) return [];
+  const prefix = ours.slice(0, -KUBE_SUBNET_MANAGER.length);
+  const names = wanted.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
+  return Object.keys(meta(have).annotations ?? {})
+    .filter((k) => k.endsWith(KUBE_SUBNET_MANAGER) && k !== ours)
+    .flatMap((k) => names.map((n) => k.slice(0, -KUBE_SUBNET_MANAGER.length) + n));
 }
 
 const OUR_LABELS = [SITE_LABEL, GATEWAY_LABEL, EXCLUDE_FROM_LB_LABEL];

@@ -925,6 +925,20 @@ describe('registration', () => {
     expect(writes().map((r: { method: string; status: number }) => `${r.method} ${r.status}`)).toEqual(['PATCH 200']);
   });
 
+  it('annotationPrefix changed: the keys under the old prefix go from our Node in the patch that writes the new ones, then nothing more', async () => {
+    await freshServer();
+    api.server.addNode(nodeManifest({ site: 'lab', node: 'edge-1', subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: LEASE.publicIp! }));
+    const { src } = source({ register: true, annotationPrefix: 'example.com/net' });
+    src.setOwnLease(LEASE);
+    src.start();
+    await drive(clock, () => src.status().registered, 'registered');
+    expect(Object.keys(ours().metadata.annotations).sort()).toEqual([
+      'example.com/net-backend-data', 'example.com/net-backend-type', 'example.com/net-kube-subnet-manager', 'example.com/net-public-ip',
+    ]);
+    await quiet(5_000);
+    expect(writes().map((r: { method: string; status: number }) => `${r.method} ${r.status}`)).toEqual(['PATCH 200']);
+  });
+
   it('creates our Node again when it is deleted', async () => {
     await freshServer();
     const { src, log } = source({ register: true });
@@ -1178,6 +1192,31 @@ describe('pure parts', () => {
     older.metadata.labels['node.kubernetes.io/exclude-from-external-load-balancers'] = 'true';
     older.spec.providerID = 'aws:///eu-west-1a/i-0123';
     expect(registrationStep(slimNode(older)!, want)).toEqual({ do: 'none' });
+  });
+
+  it('registrationStep: our Node written under another annotation prefix before loses those keys in the patch that writes the new ones', () => {
+    const net = annotationsUnder('example.com/net');
+    const want = nodeManifest({ site: 'lab', name: NODE, subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2', annotations: net });
+    const before = nodeManifest({ site: 'lab', name: NODE, subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2' });
+    const step = registrationStep(slimNode(before, net)!, want);
+    expect(step).toEqual({
+      do: 'patch',
+      patch: {
+        metadata: {
+          annotations: {
+            'example.com/net-kube-subnet-manager': 'true', 'example.com/net-backend-type': 'vxlan',
+            'example.com/net-backend-data': `{"VNI":1,"VtepMAC":"${LEASE.vtepMac}"}`, 'example.com/net-public-ip': '198.51.100.2',
+            'flannel.alpha.coreos.com/kube-subnet-manager': null, 'flannel.alpha.coreos.com/backend-type': null,
+            'flannel.alpha.coreos.com/backend-data': null, 'flannel.alpha.coreos.com/public-ip': null,
+          },
+        },
+      },
+    });
+    // A Node that is not labelled ours keeps its annotations (its podCIDR is the site's: it is taken over, not cleaned).
+    const foreign = structuredClone(before) as { metadata: { labels: Record<string, string> } };
+    foreign.metadata.labels = {};
+    const taken = registrationStep(slimNode(foreign, net)!, want) as { patch: { metadata: { annotations: Record<string, unknown> } } };
+    expect(Object.values(taken.patch.metadata.annotations)).not.toContain(null);
   });
 
   it('slimNode keeps what flannel reads and drops the rest', () => {
