@@ -71,8 +71,8 @@ export function completeAnnotationPrefix(s: string): string {
     throw new Error(`${show(s)}: the name after "/", ${show(name)}, must start with a lower-case letter or digit and hold only a-z 0-9 _ - (flannel's rule)`);
   }
   if (completed.length + LONGEST_ANNOTATION.length > 63) {
-    const name = completed + LONGEST_ANNOTATION;
-    throw new Error(`${show(s)}: the name after "/" is too long: flannel's annotation "${domain}/${name}" would have a name of ${name.length} characters, and Kubernetes allows 63`);
+    const longest = completed + LONGEST_ANNOTATION;
+    throw new Error(`${show(s)}: the name after "/" is too long: flannel's annotation "${domain}/${longest}" would have a name of ${longest.length} characters, and Kubernetes allows 63`);
   }
   return `${domain}/${completed}`;
 }
