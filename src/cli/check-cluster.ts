@@ -5,7 +5,7 @@
 // The answer is the first of: a view, the source's first error (with the sentence the
 // running gateway would log), or nothing within the wait.
 import { leaseName } from '../cluster/flannel-lease.js';
-import { dualStackProblem } from '../cluster/flannel-node.js';
+import { ANNOTATIONS, dualStackProblem } from '../cluster/flannel-node.js';
 import { clusterAnnotations, everyNodeLeftOutFix, loadClusterSource, siteNodeName } from '../cluster/live.js';
 import { mergePeers } from '../cluster/membership.js';
 import type { ClusterSource, ClusterView, SkippedNode } from '../cluster/types.js';
@@ -157,7 +157,10 @@ async function siteMac(cfg: Config): Promise<string | null> {
 export function sourceName(cfg: Config): string {
   if (cfg.cluster.source === 'etcd') return `etcd ${cfg.cluster.etcd.endpoints.join(',')} (prefix ${cfg.cluster.etcd.prefix})`;
   const k = cfg.cluster.kubernetes.kubeconfig;
-  return `kubernetes (${k ? `kubeconfig ${k}` : '$KUBECONFIG or the in-cluster service account'})`;
+  // Another prefix than flannel's default is named: a line about nodes left out reads otherwise.
+  const keys = clusterAnnotations(cfg);
+  const prefix = keys.prefix === ANNOTATIONS.prefix ? '' : `, annotations under ${keys.prefix}`;
+  return `kubernetes (${k ? `kubeconfig ${k}` : '$KUBECONFIG or the in-cluster service account'}${prefix})`;
 }
 
 function reachTarget(cfg: Config): string {

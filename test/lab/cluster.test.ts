@@ -504,7 +504,7 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       );
       const c = await checkCommand(env.NS_GW, gw.configFile);
       expect(c.code, c.stdout).toBe(0);
-      expect(c.line).toMatch(/^ok +cluster +kubernetes \(kubeconfig \S+\): 3 Node\(s\), 2 peer\(s\) from the cluster; this site's own Node is there/);
+      expect(c.line).toMatch(/^ok +cluster +kubernetes \(kubeconfig \S+, annotations under example\.com\/net-\): 3 Node\(s\), 2 peer\(s\) from the cluster; this site's own Node is there/);
 
       // One node's flanneld back on the default prefix: left out, the reason naming both prefixes.
       await api.deleteNode('aws-node-2');

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll } from 'vitest';
-import { beforeStart, clusterPreflight, CLUSTER_CHECK_WAIT_MS, judged, type ClusterPreflight } from '../../src/cli/check-cluster.js';
+import { beforeStart, clusterPreflight, CLUSTER_CHECK_WAIT_MS, judged, sourceName, type ClusterPreflight } from '../../src/cli/check-cluster.js';
 import { EtcdSource } from '../../src/cluster/etcd.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import { configFromObject } from '../../src/config/index.js';
@@ -258,6 +258,14 @@ describe('vxedge check: the cluster line (Kubernetes, dual-stack flannel)', () =
     const dual = judged(kubeNet, 'kubernetes (kubeconfig k)', { nodes: 2, peers: [peer], skipped: [own], dualStack: ['aws-a'] }, SITE_MAC);
     expect(dual.check.detail).toContain('(aws-a: example.com/net-public-ipv6 set)');
     expect(dual.check.fix).toMatch(/kubectl annotate nodes --all example\.com\/net-public-ipv6- example\.com\/net-backend-v6-data-$/);
+  });
+
+  it('the line names the source, and the annotation prefix when it is not flannel\'s default', () => {
+    expect(sourceName(config({ cluster: { source: 'kubernetes', kubernetes: { kubeconfig: '/k' } } }))).toBe('kubernetes (kubeconfig /k)');
+    expect(sourceName(config({ cluster: { source: 'kubernetes', kubernetes: { kubeconfig: '/k', annotationPrefix: 'flannel.alpha.coreos.com/' } } }))).toBe('kubernetes (kubeconfig /k)');
+    expect(sourceName(config({ cluster: { source: 'kubernetes', kubernetes: { annotationPrefix: 'example.com/net' } } }))).toBe(
+      'kubernetes ($KUBECONFIG or the in-cluster service account, annotations under example.com/net-)',
+    );
   });
 
   it('passes without them, naming the site\'s own Node', () => {
