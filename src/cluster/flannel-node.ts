@@ -45,6 +45,8 @@ export interface FlannelAnnotations {
   /** A dual-stack node's IPv6 half (flanneld with EnableIPv6 writes both, and never removes them). */
   readonly publicIpv6: string;
   readonly backendV6Data: string;
+  /** Every key above: what a Node is read by (a slimmed Node keeps these). */
+  readonly all: readonly string[];
 }
 
 /**
@@ -53,8 +55,7 @@ export interface FlannelAnnotations {
  */
 export function annotationsUnder(prefix: string = DEFAULT_ANNOTATION_PREFIX): FlannelAnnotations {
   const p = completeAnnotationPrefix(prefix);
-  return {
-    prefix: p,
+  const keys = {
     kubeSubnetManager: `${p}kube-subnet-manager`,
     backendType: `${p}backend-type`,
     backendData: `${p}backend-data`,
@@ -63,15 +64,11 @@ export function annotationsUnder(prefix: string = DEFAULT_ANNOTATION_PREFIX): Fl
     publicIpv6: `${p}public-ipv6`,
     backendV6Data: `${p}backend-v6-data`,
   };
+  return { prefix: p, ...keys, all: Object.values(keys) };
 }
 
 /** Under flannel's default prefix, flannel.alpha.coreos.com. */
 export const ANNOTATIONS = annotationsUnder();
-
-/** Every annotation key of `a`: what a Node is read by (a slimmed Node keeps these). */
-export function annotationKeys(a: FlannelAnnotations): string[] {
-  return Object.entries(a).filter(([role]) => role !== 'prefix').map(([, key]) => key);
-}
 
 /** Labels on the site's Node, so operators can find every gateway (`kubectl get nodes -l vxedge.io/gateway`). */
 export const GATEWAY_LABEL = 'vxedge.io/gateway';

@@ -38,7 +38,7 @@ import { fileStamp } from '../util/file-stamp.js';
 import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
-import { ANNOTATIONS, EXCLUDE_FROM_LB_LABEL, GATEWAY_LABEL, KUBE_SUBNET_MANAGER, SITE_LABEL, annotationKeys, annotationsUnder, nodeManifest, nodePodCidr, viewFromNodes, type FlannelAnnotations, type FlannelContext } from './flannel-node.js';
+import { ANNOTATIONS, EXCLUDE_FROM_LB_LABEL, GATEWAY_LABEL, KUBE_SUBNET_MANAGER, SITE_LABEL, annotationsUnder, nodeManifest, nodePodCidr, viewFromNodes, type FlannelAnnotations, type FlannelContext } from './flannel-node.js';
 import { connectNodeApi, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
 import { chooseKubeconfig, type KubeconfigChoice } from './kubeconfig.js';
 import { MAX_RETRY_AFTER_MS, describeKubeError, httpStatusOf, isTooLargeResourceVersion, kubeErrorContext, retryAfterOf } from './kube-errors.js';
@@ -188,9 +188,8 @@ export function slimNode(n: unknown, keys: FlannelAnnotations = ANNOTATIONS): No
 /** flannel's annotations under `keys`, and a kube-subnet-manager under any other prefix. */
 function pickAnnotations(o: unknown, keys: FlannelAnnotations): Record<string, unknown> | undefined {
   if (typeof o !== 'object' || o === null) return undefined;
-  const wanted = annotationKeys(keys);
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(o)) if (wanted.includes(k) || k.endsWith(KUBE_SUBNET_MANAGER)) out[k] = v;
+  for (const [k, v] of Object.entries(o)) if (keys.all.includes(k) || k.endsWith(KUBE_SUBNET_MANAGER)) out[k] = v;
   return out;
 }
 

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ANNOTATIONS, annotationKeys, annotationsUnder, dualStackProblem, nodeManifest, nodeVerdict, nodeVtepMac, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
+import { ANNOTATIONS, annotationsUnder, dualStackProblem, nodeManifest, nodeVerdict, nodeVtepMac, viewFromNodes, type FlannelContext } from '../../src/cluster/flannel-node.js';
 import { peersFromNodes } from '../../src/cli/kube.js';
 import { cidrContains, cidrOverlaps, ipToInt, isGloballyRoutable, isIPv4, parseCidr } from '../../src/util/ipv4.js';
 import { parseMac } from '../../src/util/mac.js';
@@ -138,7 +138,7 @@ describe('another --kube-annotation-prefix (cluster.kubernetes.annotationPrefix)
 
   it('names every key as flannel completes the prefix', () => {
     expect(NET.prefix).toBe('example.com/net-');
-    expect(annotationKeys(NET)).toEqual([
+    expect(NET.all).toEqual([
       'example.com/net-kube-subnet-manager', 'example.com/net-backend-type', 'example.com/net-backend-data', 'example.com/net-public-ip',
       'example.com/net-public-ip-overwrite', 'example.com/net-public-ipv6', 'example.com/net-backend-v6-data',
     ]);
