@@ -253,18 +253,20 @@ export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdic
 export const KUBE_SUBNET_MANAGER = 'kube-subnet-manager';
 
 /**
- * The prefix of a `…kube-subnet-manager: "true"` annotation under another prefix than ours:
- * a flanneld started with --kube-annotation-prefix (to run a second flannel network beside
- * the default one) writes all its annotations there. Null when there is none.
+ * The other prefixes than ours under which `annotations` hold a `kube-subnet-manager` key,
+ * each with its value: a flanneld started with --kube-annotation-prefix (to run a second
+ * flannel network beside the default one) writes all its annotations under its own.
  */
+export function otherPrefixes(annotations: unknown, ours: FlannelAnnotations): { prefix: string; value: unknown }[] {
+  if (!isObject(annotations)) return [];
+  return Object.keys(annotations)
+    .filter((key) => key.endsWith(KUBE_SUBNET_MANAGER) && key !== ours.kubeSubnetManager)
+    .map((key) => ({ prefix: key.slice(0, -KUBE_SUBNET_MANAGER.length), value: annotations[key] }));
+}
+
+/** The other prefix under which a Node is a flannel lease (`kube-subnet-manager: "true"`); null when none. */
 function otherPrefix(annotations: unknown, ours: FlannelAnnotations): string | null {
-  if (!isObject(annotations)) return null;
-  for (const key of Object.keys(annotations)) {
-    if (key.endsWith(KUBE_SUBNET_MANAGER) && key !== ours.kubeSubnetManager && annotations[key] === 'true') {
-      return key.slice(0, -KUBE_SUBNET_MANAGER.length);
-    }
-  }
-  return null;
+  return otherPrefixes(annotations, ours).find((o) => o.value === 'true')?.prefix ?? null;
 }
 
 /** The VtepMAC of a Node's backend-data as flannel decodes it, normalised; null when it has none flannel could use. */

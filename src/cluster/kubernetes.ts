@@ -38,7 +38,7 @@ import { fileStamp } from '../util/file-stamp.js';
 import { RateWindow } from '../util/rate-window.js';
 import type { Logger } from '../util/log.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
-import { ANNOTATIONS, EXCLUDE_FROM_LB_LABEL, GATEWAY_LABEL, KUBE_SUBNET_MANAGER, SITE_LABEL, annotationsUnder, nodeManifest, nodePodCidr, viewFromNodes, type FlannelAnnotations, type FlannelContext } from './flannel-node.js';
+import { ANNOTATIONS, EXCLUDE_FROM_LB_LABEL, GATEWAY_LABEL, KUBE_SUBNET_MANAGER, SITE_LABEL, annotationsUnder, nodeManifest, otherPrefixes, nodePodCidr, viewFromNodes, type FlannelAnnotations, type FlannelContext } from './flannel-node.js';
 import { connectNodeApi, type ListFrom, type NodeApi, type NodeJson } from './kube-client.js';
 import { chooseKubeconfig, type KubeconfigChoice } from './kubeconfig.js';
 import { MAX_RETRY_AFTER_MS, describeKubeError, httpStatusOf, isTooLargeResourceVersion, kubeErrorContext, retryAfterOf } from './kube-errors.js';
@@ -115,7 +115,8 @@ export type RegistrationStep =
   | { do: 'recreate'; why: string }
   | { do: 'refuse'; why: string };
 
-export function registrationStep(have: NodeJson | undefined, want: NodeJson): RegistrationStep {
+/** `keys`: flannel's annotations as `want` carries them (cluster.kubernetes.annotationPrefix). */
+export function registrationStep(have: NodeJson | undefined, want: NodeJson, keys: FlannelAnnotations = ANNOTATIONS): RegistrationStep {
   if (!have) return { do: 'create' };
   const meta = (o: NodeJson) => (o.metadata ?? {}) as { name?: string; labels?: Record<string, unknown>; annotations?: Record<string, unknown> };
   const spec = (o: NodeJson) => (o.spec ?? {}) as { podCIDR?: unknown; providerID?: unknown };
@@ -135,29 +136,17 @@ export function registrationStep(have: NodeJson | undefined, want: NodeJson): Re
   // Our Node written under another --kube-annotation-prefix before (cluster.kubernetes.
   // annotationPrefix changed): a flannel network under that prefix still routes the site's
   // subnet to its own device, beside the one now configured. Those keys go (null in a merge patch).
-  for (const key of staleFlannelKeys(have, want)) (patch.annotations ??= {})[key] = null;
+  if (meta(have).labels?.[GATEWAY_LABEL] === 'true') {
+    const written = Object.keys(meta(want).annotations ?? {}).filter((k) => k.startsWith(keys.prefix));
+    for (const { prefix } of otherPrefixes(meta(have).annotations, keys)) {
+      for (const k of written) (patch.annotations ??= {})[prefix + k.slice(keys.prefix.length)] = null;
+    }
+  }
   // spec.providerID may only be set from "" (the API server's rule): a Node registered before
   // we set one gets ours; one that has another keeps it.
   const providerID = spec(want).providerID && !spec(have).providerID ? { providerID: spec(want).providerID } : null;
   if (!patch.labels && !patch.annotations && !providerID) return { do: 'none' };
   return { do: 'patch', patch: { ...(patch.labels || patch.annotations ? { metadata: patch } : {}), ...(providerID ? { spec: providerID } : {}) } };
-}
-
-/**
- * On a Node labelled ours, the flannel keys we write (`want`'s) under every other prefix that
- * has a kube-subnet-manager annotation there: what an earlier annotationPrefix left.
- */
-function staleFlannelKeys(have: NodeJson, want: NodeJson): string[] {
-  const meta = (o: NodeJson) => (o.metadata ?? {}) as { labels?: Record<string, unknown>; annotations?: Record<string, unknown> };
-  if (meta(have).labels?.[GATEWAY_LABEL] !== 'true') return [];
-  const wanted = Object.keys(meta(want).annotations ?? {});
-  const ours = wanted.find((k) => k.endsWith(KUBE_SUBNET_MANAGER));
-  if (!ours) return [];
-  const prefix = ours.slice(0, -KUBE_SUBNET_MANAGER.length);
-  const names = wanted.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
-  return Object.keys(meta(have).annotations ?? {})
-    .filter((k) => k.endsWith(KUBE_SUBNET_MANAGER) && k !== ours)
-    .flatMap((k) => names.map((n) => k.slice(0, -KUBE_SUBNET_MANAGER.length) + n));
 }
 
 const OUR_LABELS = [SITE_LABEL, GATEWAY_LABEL, EXCLUDE_FROM_LB_LABEL];
@@ -692,7 +681,7 @@ export class KubernetesSource implements ClusterSource {
     const name = this.o.nodeName;
     const want = nodeManifest({ site: this.o.site, name, subnet: lease.subnet.text, vni: lease.vni, vtepMac: lease.vtepMac, publicIp: lease.publicIp, annotations: this.annotations });
     const wanted = JSON.stringify(want);
-    const step = registrationStep(this.cache.get(name), want);
+    const step = registrationStep(this.cache.get(name), want, this.annotations);
     if (step.do === 'create' || step.do === 'patch') this.refuseTakenSubnet(lease.subnet);
     if (step.do === 'patch' || step.do === 'recreate') this.countUndone(wanted);
     switch (step.do) {

@@ -1198,7 +1198,7 @@ describe('pure parts', () => {
     const net = annotationsUnder('example.com/net');
     const want = nodeManifest({ site: 'lab', name: NODE, subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2', annotations: net });
     const before = nodeManifest({ site: 'lab', name: NODE, subnet: SUBNET.text, vni: 1, vtepMac: LEASE.vtepMac, publicIp: '198.51.100.2' });
-    const step = registrationStep(slimNode(before, net)!, want);
+    const step = registrationStep(slimNode(before, net)!, want, net);
     expect(step).toEqual({
       do: 'patch',
       patch: {
@@ -1215,7 +1215,7 @@ describe('pure parts', () => {
     // A Node that is not labelled ours keeps its annotations (its podCIDR is the site's: it is taken over, not cleaned).
     const foreign = structuredClone(before) as { metadata: { labels: Record<string, string> } };
     foreign.metadata.labels = {};
-    const taken = registrationStep(slimNode(foreign, net)!, want) as { patch: { metadata: { annotations: Record<string, unknown> } } };
+    const taken = registrationStep(slimNode(foreign, net)!, want, net) as { patch: { metadata: { annotations: Record<string, unknown> } } };
     expect(Object.values(taken.patch.metadata.annotations)).not.toContain(null);
   });
 
