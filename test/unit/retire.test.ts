@@ -203,6 +203,20 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     expect(up.closed).toBe(true);
   });
 
+  it('the broker unreachable: the lease still goes, the mqtt line fails and says to run it again once the broker answers', async () => {
+    const fake = new FakeEtcd(new ManualClock());
+    fake.put(KEY, lease(SITE_MAC));
+    const cfg = config({ vxlan: { vtepMac: SITE_MAC }, cluster: { source: 'etcd', etcd: { endpoints: ['http://192.0.2.10:2379'] } }, mqtt: { url: 'mqtt://192.0.2.20:1883' } });
+    const refused = Object.assign(new Error('connect ECONNREFUSED 192.0.2.20:1883'), { code: 'ECONNREFUSED', address: '192.0.2.20', port: 1883 });
+    const mqttIo = { clock: new ManualClock(), connect: () => { throw refused; } };
+    const lines = await retire(cfg, { dryRun: false, force: false, etcdConnect: async () => fake, mqttIo });
+    expect(lines.map((l) => [l.name, l.ok])).toEqual([['gateway', true], ['mqtt', false], ['cluster', true]]);
+    expect(lines[1].detail).toBe('mqtt://192.0.2.20:1883: connect ECONNREFUSED 192.0.2.20:1883; is the broker up and reachable at 192.0.2.20:1883? (the retained status and health stay on the broker)');
+    expect(lines[1].fix).toBe('once the broker answers, run vxedge retire again: what it removed stays removed, and it clears the retained status and health then');
+    expect(lines[2].detail).toContain(`removed lease ${KEY}`);
+    expect(fake.store.has(KEY)).toBe(false);
+  });
+
   it('refuses while this config\'s gateway runs here, and touches nothing', async () => {
     const fake = new FakeEtcd(new ManualClock());
     fake.put(KEY, lease(SITE_MAC));
