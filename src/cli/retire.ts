@@ -128,10 +128,10 @@ async function replacedBox(cfg: Config, o: RetireOptions, mac: string, runningMa
 
 /**
  * Without the broker the cluster step still runs (its delete is conditional on the entry still
- * being the site's), so a second run, once the broker answers, finds nothing left to remove
+ * being the site's), so a second run, once the broker can be read, finds nothing left to remove
  * there and clears the broker.
  */
-const AGAIN_FOR_BROKER = 'once the broker answers, run vxedge retire again: what it removed stays removed, and it clears the retained status and health then';
+const AGAIN = 'run vxedge retire again: what it removed stays removed, and it clears the retained status and health then';
 
 /**
  * Connects as the gateway does and reads the site's retained status: "online" means a gateway
@@ -143,7 +143,7 @@ async function brokerStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: n
   const io = o.mqttIo ?? { connect: (u, opts) => mqtt.connect(u, opts), clock };
   const c = await connectAsGateway({ ...cfg.mqtt, url }, 'vxedge retire', retireClientId(cfg), io, waitMs);
   if (c.error !== undefined) {
-    return { line: { name: 'mqtt', ok: false, detail: `${where}: ${c.error} (the retained status and health stay on the broker)`, fix: AGAIN_FOR_BROKER }, online: false, client: null };
+    return { line: { name: 'mqtt', ok: false, detail: `${where}: ${c.error} (the retained status and health stay on the broker)`, fix: `once the broker answers, ${AGAIN}` }, online: false, client: null };
   }
   const t = topics(cfg.mqtt.topicPrefix, cfg.site, cfg.node);
   let status: string | null;
@@ -151,7 +151,7 @@ async function brokerStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: n
     status = (await readRetained(c.client, t.status, clock, waitMs))?.toString('utf8') ?? null;
   } catch (e) {
     closeClient(c.client);
-    return { line: { name: 'mqtt', ok: false, detail: `${where}: could not read ${t.status}: ${(e as Error).message}; the retained status and health stay on the broker`, fix: AGAIN_FOR_BROKER }, online: false, client: null };
+    return { line: { name: 'mqtt', ok: false, detail: `${where}: could not read ${t.status}: ${(e as Error).message}; the retained status and health stay on the broker`, fix: `let these credentials read ${t.status} (the gateway's own may), or wait until the broker answers; then ${AGAIN}` }, online: false, client: null };
   }
   if (status === 'online' && !o.force) {
     closeClient(c.client);

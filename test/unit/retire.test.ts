@@ -3,9 +3,11 @@
 // from the in-memory etcd, and everything else left in place and said so: a Node or lease of
 // another, one whose owner cannot be told, one rewritten between the read and the delete, a
 // gateway still running. The MQTT part, against real mosquitto: test/lab/mqtt.test.ts.
+import { EventEmitter } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retire, retireClientId } from '../../src/cli/retire.js';
 import { connectNodeApi, type NodeApi } from '../../src/cluster/kube-client.js';
@@ -214,6 +216,25 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     expect(lines[1].detail).toBe('mqtt://192.0.2.20:1883: connect ECONNREFUSED 192.0.2.20:1883; is the broker up and reachable at 192.0.2.20:1883? (the retained status and health stay on the broker)');
     expect(lines[1].fix).toBe('once the broker answers, run vxedge retire again: what it removed stays removed, and it clears the retained status and health then');
     expect(lines[2].detail).toContain(`removed lease ${KEY}`);
+    expect(fake.store.has(KEY)).toBe(false);
+  });
+
+  it('the broker refusing the status subscription: the lease still goes, and the fix names the read right, not the broker\'s reachability', async () => {
+    const fake = new FakeEtcd(new ManualClock());
+    fake.put(KEY, lease(SITE_MAC));
+    const cfg = config({ vxlan: { vtepMac: SITE_MAC }, cluster: { source: 'etcd', etcd: { endpoints: ['http://192.0.2.10:2379'] } }, mqtt: { url: 'mqtt://192.0.2.20:1883' } });
+    // Connects, then answers the SUBACK with 0x87 (not authorized), as an ACL that may not read does.
+    class Refusing extends EventEmitter {
+      subscribe(topic: string, _o: unknown, cb: (err: Error | null, granted: { topic: string; qos: number }[]) => void) {
+        queueMicrotask(() => cb(null, [{ topic, qos: 0x87 }]));
+      }
+      end() {}
+    }
+    const mqttIo = { clock: new ManualClock(), connect: () => { const c = new Refusing(); queueMicrotask(() => c.emit('connect')); return c as unknown as MqttClient; } };
+    const lines = await retire(cfg, { dryRun: false, force: false, etcdConnect: async () => fake, mqttIo });
+    expect(lines.map((l) => [l.name, l.ok])).toEqual([['gateway', true], ['mqtt', false], ['cluster', true]]);
+    expect(lines[1].detail).toBe('mqtt://192.0.2.20:1883: could not read vxedge/lab/e1/status: the broker refused the subscription (0x87): may these credentials read vxedge/lab/e1/status?; the retained status and health stay on the broker');
+    expect(lines[1].fix).toBe("let these credentials read vxedge/lab/e1/status (the gateway's own may), or wait until the broker answers; then run vxedge retire again: what it removed stays removed, and it clears the retained status and health then");
     expect(fake.store.has(KEY)).toBe(false);
   });
 
