@@ -3,9 +3,10 @@
 // timeout on our clock and labelled with what it was for, the delays between retries, and the
 // one place that turns a failure into an operator's sentence (what is wrong, what to do).
 //
-// The etcd3 adapter (and with it gRPC) is imported on the first connect only, so a gateway that
-// follows Kubernetes or static peers never loads it. Once stop() is called no new client is kept
-// and the open one is closed; the jobs read `stopped` to drop what their pending calls return.
+// The adapter (etcd-grpc-kv.ts, with its gRPC client and protobuf codec) is imported on the
+// first connect only, so a gateway that follows Kubernetes or static peers never loads it. Once
+// stop() is called no new client is kept and the open one is closed; the jobs read `stopped` to
+// drop what their pending calls return.
 import { readFileSync } from 'node:fs';
 import { fileStamp } from '../util/file-stamp.js';
 import { certValidity, explainTls, opensslReason, type CertValidity, type TlsWords } from '../util/tls-failure.js';
@@ -15,21 +16,13 @@ import { formatDuration } from '../util/duration.js';
 import { EtcdKvError, type EtcdAuth, type EtcdConnect, type EtcdKv, type EtcdTlsFiles } from './etcd-kv.js';
 import { configKey } from './flannel-lease.js';
 
-/** Loads the etcd3 adapter (and with it gRPC) only when an etcd source connects. */
-const defaultConnect: EtcdConnect = async (o) => (await import('./etcd3-kv.js')).connectEtcd3(o);
+/** Loads the adapter only when an etcd source connects. */
+const defaultConnect: EtcdConnect = async (o) => (await import('./etcd-grpc-kv.js')).connectEtcdGrpc(o);
 
 const ETCD_TLS_WORDS: TlsWords = {
   peer: 'etcd', ca: 'cluster.etcd.ca', cert: 'cluster.etcd.cert', key: 'cluster.etcd.key', host: 'cluster.etcd.endpoints',
   files: "check cluster.etcd.ca (the CA that signed etcd's certificate), cluster.etcd.cert and cluster.etcd.key, and that the endpoints use https://",
 };
-
-/**
- * The short cause of a TLS failure as gRPC reports it: OpenSSL's reason, or Node's words, of
- * "14 UNAVAILABLE: No connection established. Last error: Error: certificate is not yet valid. Resolution note: ".
- */
-function grpcTlsReason(msg: string): string {
-  return opensslReason(msg) ?? /Last error: (?:Error: )?(.+?)\.? *(?:\(\d{4}-[^)]*\)\.?)? *(?:Resolution note:|$)/.exec(msg)?.[1] ?? msg;
-}
 
 /** An error with the operation it happened in, for messages. */
 export class OpError extends Error {
@@ -203,7 +196,7 @@ export class EtcdConnection {
           '(vxedge rbac -c FILE prints the etcdctl commands)';
       case 'tls': {
         const tls = explainTls(msg, ETCD_TLS_WORDS, { nowMs: this.clock.now(), clientCert: this.clientCert() });
-        return `TLS to etcd at ${endpoints} failed (${grpcTlsReason(msg)}): ${tls ? `${tls.why}; ${tls.fix}` : ETCD_TLS_WORDS.files}`;
+        return `TLS to etcd at ${endpoints} failed (${opensslReason(msg) ?? msg}): ${tls ? `${tls.why}; ${tls.fix}` : ETCD_TLS_WORDS.files}`;
       }
       case 'nospace':
         // Reads and lease renewals still work: peers are followed, a lease we hold is kept.

@@ -1,5 +1,5 @@
 // Driver for test/lab/etcd.test.ts. The test process lives in the root namespace and etcd in a
-// namespace of its own, so the production etcd3 adapter and EtcdSource (compiled, dist/) run
+// namespace of its own, so the production etcd adapter and EtcdSource (compiled, dist/) run
 // here, in a child started inside that namespace (`ip netns exec NS node etcd-child.mjs ...`).
 //
 //   node etcd-child.mjs follow '<options JSON>'   runs an EtcdSource; prints one JSON line per view
@@ -15,10 +15,11 @@
 //   node etcd-child.mjs fill '<options JSON>'     puts the keys and values of the JSON file options.file
 //                                                 ([{key, value}], flanneld's leases) with the etcd3
 //                                                 client, 50 at a time; prints {"type":"filled"}
-//   node etcd-child.mjs contract '<options JSON>' the etcd3 adapter's behaviour that the unit tests'
-//                                                 fake copies; prints one JSON line
-//   node etcd-child.mjs rss                       whether importing the source loads gRPC (it must not),
-//                                                 and RSS before and after importing the etcd3 adapter
+//   node etcd-child.mjs contract '<options JSON>' the adapter's behaviour (cluster/etcd-grpc-kv.js) that
+//                                                 the unit tests' fake copies; prints one JSON line
+//   node etcd-child.mjs rss                       whether importing the source or its adapter loads gRPC
+//                                                 (neither may), and RSS and live heap before and after
+//                                                 importing the adapter
 //   node etcd-child.mjs probe '<options JSON>'    reads options.endpoint's certificate options.times
 //                                                 times in turn with the certificate reader's handshake
 //                                                 (util/tls-probe.js); prints {"type":"probed","read":N}
@@ -176,8 +177,8 @@ async function until(cond, timeoutMs) {
  * may be written (it writes nothing), keepalive of a revoked lease, watch events (put, delete, in order), and a watch from a compacted revision.
  */
 async function contract() {
-  const { connectEtcd3 } = await import(new URL('cluster/etcd3-kv.js', dist));
-  const kv = await connectEtcd3({ endpoints: opts.endpoints, clock: systemClock, callTimeoutMs: 5_000 });
+  const { connectEtcdGrpc } = await import(new URL('cluster/etcd-grpc-kv.js', dist));
+  const kv = await connectEtcdGrpc({ endpoints: opts.endpoints, clock: systemClock, callTimeoutMs: 5_000 });
   const p = opts.prefix;
   const r = {};
   const lease = await kv.grant(30);
@@ -236,17 +237,20 @@ async function contract() {
 }
 
 async function rss() {
-  // The source module alone must not load gRPC; its adapter does.
+  // Neither the source module nor its adapter may load gRPC: the adapter speaks etcd's JSON API.
   const cache = createRequire(import.meta.url).cache;
   const grpcLoaded = () => Object.keys(cache).some((k) => k.includes('/@grpc/grpc-js/') || k.includes('/node_modules/etcd3/'));
   await import(new URL('cluster/etcd.js', dist));
   const loadedWithSource = grpcLoaded();
   global.gc?.();
-  const before = process.memoryUsage().rss;
-  await import(new URL('cluster/etcd3-kv.js', dist));
+  const before = process.memoryUsage();
+  await import(new URL('cluster/etcd-grpc-kv.js', dist));
   global.gc?.();
-  const after = process.memoryUsage().rss;
-  out({ type: 'rss', loadedWithSource, loadedWithAdapter: grpcLoaded(), before, after, deltaMiB: (after - before) / 1048576 });
+  const after = process.memoryUsage();
+  out({
+    type: 'rss', loadedWithSource, loadedWithAdapter: grpcLoaded(), before: before.rss, after: after.rss,
+    deltaMiB: (after.rss - before.rss) / 1048576, heapDeltaMiB: (after.heapUsed - before.heapUsed) / 1048576,
+  });
   process.exit(0);
 }
 

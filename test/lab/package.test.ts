@@ -339,10 +339,11 @@ describe.skipIf(skip)('scripts/package', () => {
       '/usr/bin/vxedge', '/usr/lib/systemd/system/vxedge.service', '/usr/lib/sysusers.d/vxedge.conf', '/usr/lib/tmpfiles.d/vxedge.conf',
       '/usr/lib/modules-load.d/vxedge.conf', '/usr/lib/sysctl.d/90-vxedge.conf', '/usr/lib/udev/rules.d/99-vxedge-leds.rules',
       '/etc/vxedge/site.yaml', '/usr/lib/vxedge/dist/cli/main.js', '/usr/share/doc/vxedge/copyright', '/usr/share/man/man1/vxedge.1.gz',
-      '/usr/lib/vxedge/node_modules/@kubernetes/client-node/package.json', '/usr/lib/vxedge/node_modules/etcd3/package.json',
+      '/usr/lib/vxedge/node_modules/@kubernetes/client-node/package.json', '/usr/lib/vxedge/dist/cluster/etcd-grpc-kv.js',
       '/usr/lib/vxedge/node_modules/mqtt/package.json', '/usr/lib/vxedge/node_modules/convict/package.json',
     ]) expect(paths, p).toContain(p);
-    for (const dev of ['vitest', 'typescript', 'fast-check', 'ajv', '@types/node', '@vitest/runner']) {
+    // etcd3 and protobufjs are the tests' (an independent etcd client, and etcd's .proto read by another codec).
+    for (const dev of ['vitest', 'typescript', 'fast-check', 'ajv', '@types/node', '@vitest/runner', 'etcd3', '@grpc/grpc-js', 'protobufjs']) {
       expect(paths, dev).not.toContain(`/usr/lib/vxedge/node_modules/${dev}`);
     }
     expect([...paths].filter((p) => p.startsWith('/opt') || p.startsWith('/usr/lib/vxedge/src'))).toEqual([]);
@@ -407,12 +408,18 @@ describe.skipIf(skip)('scripts/package', () => {
         const n = await import(app + '/dist/native/index.js');
         const raw = req('raw-socket');
         const k8s = await import(req.resolve('@kubernetes/client-node'));
-        const etcd3 = req('etcd3');
+        // The etcd adapter is ours (its gRPC client and protobuf codec): no etcd3 or gRPC library ships.
+        const etcd = await import(app + '/dist/cluster/etcd-grpc-kv.js');
+        const shipped = (m) => { try { req.resolve(m); return true; } catch { return false; } };
         console.log(JSON.stringify({ addon: n.nativeAddonPath(), errno: n.nativeBinding().lastError().errno,
-          raw: typeof raw.createSocket, k8s: typeof k8s.KubeConfig, etcd3: typeof etcd3.Etcd3 }));`);
+          raw: typeof raw.createSocket, k8s: typeof k8s.KubeConfig, etcd: typeof etcd.connectEtcdGrpc,
+          etcd3: shipped('etcd3'), grpc: shipped('@grpc/grpc-js'), protobufjs: shipped('protobufjs') }));`);
       const r = box.sh('node /run/box/probe.mjs');
       expect(r.code, r.out).toBe(0);
-      expect(JSON.parse(r.out)).toEqual({ addon: '/usr/lib/vxedge/build/Release/vxedge_native.node', errno: 0, raw: 'function', k8s: 'function', etcd3: 'function' });
+      expect(JSON.parse(r.out)).toEqual({
+        addon: '/usr/lib/vxedge/build/Release/vxedge_native.node', errno: 0, raw: 'function', k8s: 'function', etcd: 'function',
+        etcd3: false, grpc: false, protobufjs: false,
+      });
     });
 
     it('upgrade and reinstall keep the operator config, its permissions and the VTEP MAC', () => {

@@ -1,27 +1,22 @@
 // The etcd cluster source (src/cluster/etcd.ts) against an in-memory etcd (fake-etcd.ts) on a
 // ManualClock: following (list, watch, churn, compaction, outages, config checks) and keeping
 // our own lease (exact value, TTL and renewal, conflicts, re-puts). Also the adapter's error
-// sorting and the prefix range (src/cluster/etcd3-kv.ts, etcd-kv.ts).
+// sorting and the prefix range (src/cluster/etcd-grpc-kv.ts, etcd-kv.ts).
 import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ETCD_DEFAULTS, EtcdSource, type EtcdSourceOptions } from '../../src/cluster/etcd.js';
 import { EtcdKvError, prefixRangeEnd } from '../../src/cluster/etcd-kv.js';
-import { classifyEtcd3Error, connectEtcd3 } from '../../src/cluster/etcd3-kv.js';
+import { classifyEtcdError, connectEtcdGrpc } from '../../src/cluster/etcd-grpc-kv.js';
+import { ProtoError } from '../../src/cluster/etcd-proto.js';
+import { GrpcConnectError, GrpcStatusError } from '../../src/cluster/grpc-h2.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import type { ClusterView, OwnLease } from '../../src/cluster/types.js';
 import { parseCidr } from '../../src/util/ipv4.js';
 import { CaptureLog, settle } from '../support/capture-log.js';
 import { ManualClock } from '../support/clock.js';
 import { FakeEtcd } from './fake-etcd.js';
-import {
-  EtcdAuthenticationFailedError,
-  EtcdLeaseInvalidError,
-  EtcdPermissionDeniedError,
-  GRPCUnavailableError,
-  GRPCDeadlineExceededError,
-} from 'etcd3';
 
 const PREFIX = '/coreos.com/network';
 const CONFIG_KEY = `${PREFIX}/config`;
@@ -358,14 +353,13 @@ describe('EtcdSource: errors name the fix', () => {
     expect(src.status().error).toMatch(re);
   });
 
-  it("TLS as gRPC reports it: the short cause, the clock's reading, and cluster.etcd.cert's end when etcd refused it", async () => {
-    const grpc = (last: string) => `14 UNAVAILABLE: No connection established. Last error: ${last} Resolution note: `;
-    const badCert = grpc(
-      '802C43E3ED7F0000:error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 42\n (2026-11-24T12:00:00.000Z).',
-    );
+  it("TLS as Node reports it: the short cause, the clock's reading, and cluster.etcd.cert's end when etcd refused it", async () => {
+    // The messages as the adapter passes them on (etcd 3.4 in the lab, December 7).
+    const badCert =
+      '802C43E3ED7F0000:error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 42\n';
     const fixture = (f: string) => path.join(import.meta.dirname, '..', 'fixtures', 'tls', f);
     const cases: [string, string | null, RegExp][] = [
-      [grpc('Error: certificate is not yet valid.'), null,
+      ['certificate is not yet valid', null,
         /^TLS to etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 failed \(certificate is not yet valid\): etcd's certificate is not valid yet, or this machine's clock is wrong: it says 2026-11-24 12:00 UTC; check this machine's clock \(timedatectl/],
       [badCert, fixture('ended-2020-01-02.crt'),
         /failed \(sslv3 alert bad certificate\): etcd refused our client certificate: the one in cluster\.etcd\.cert expired on 2020-01-02 00:00 UTC, and this machine's clock says 2026-11-24 12:00 UTC; renew cluster\.etcd\.cert/],
@@ -373,8 +367,9 @@ describe('EtcdSource: errors name the fix', () => {
       [badCert, null, /failed \(sslv3 alert bad certificate\): etcd refused the client certificate in cluster\.etcd\.cert; check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
       // A certificate file that cannot be read is the connection's own error; the words stay general.
       [badCert, '/nonexistent/cert.pem', /etcd refused the client certificate in cluster\.etcd\.cert; check/],
-      // A TLS failure of no known cause: gRPC's last error, and every file to check.
-      [grpc('Error: wrong version number.'), null, /failed \(wrong version number\): check cluster\.etcd\.ca .*, and that the endpoints use https:\/\/; retrying in/],
+      // A TLS failure of no known cause: OpenSSL's reason, and every file to check.
+      ['C0BC3F8D5F7F0000:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../deps/openssl/openssl/ssl/record/ssl3_record.c:354:\n', null,
+        /failed \(wrong version number\): check cluster\.etcd\.ca .*, and that the endpoints use https:\/\/; retrying in/],
     ];
     for (const [message, cert, re] of cases) {
       const { fake, src } = setup({ tls: cert ? { ca: null, cert, key: '/k' } : undefined });
@@ -834,40 +829,49 @@ describe('EtcdSource: our lease', () => {
   });
 });
 
-describe('etcd3 adapter helpers', () => {
+describe('etcd adapter helpers', () => {
   it('prefixRangeEnd is the first key after every key with the prefix', () => {
     expect(prefixRangeEnd(Buffer.from('/coreos.com/network/subnets/')).toString()).toBe('/coreos.com/network/subnets0');
     expect([...prefixRangeEnd(Buffer.from([0x61, 0xff, 0xff]))]).toEqual([0x62]);
     expect([...prefixRangeEnd(Buffer.from([0xff]))]).toEqual([0]);
   });
 
+  // etcd's statuses as etcd 3.4 sends them (code and message), and Node's words for the connection.
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:2379'), { code: 'ECONNREFUSED' });
   it.each([
-    [new EtcdLeaseInvalidError('123'), 'lease-not-found'],
-    [new EtcdPermissionDeniedError('etcdserver: permission denied'), 'permission'],
-    [new EtcdAuthenticationFailedError('etcdserver: authentication failed, invalid user ID or password'), 'auth'],
-    [Object.assign(new Error('3 INVALID_ARGUMENT: etcdserver: user name is empty'), { code: 3 }), 'auth'],
-    [new GRPCUnavailableError('14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:2379'), 'unavailable'],
-    [new GRPCUnavailableError('14 UNAVAILABLE: No connection established. Last error: Error: self-signed certificate in certificate chain'), 'tls'],
-    [new GRPCDeadlineExceededError('4 DEADLINE_EXCEEDED: Deadline exceeded'), 'timeout'],
-    [Object.assign(new Error('14 UNAVAILABLE: read ECONNRESET'), { code: 14 }), 'unavailable'],
-    [new Error('Execution prevented because the circuit breaker is open'), 'unavailable'],
-    [Object.assign(new Error('13 INTERNAL: Received RST_STREAM with code 0 (Call ended without gRPC status)'), { code: 13 }), 'unavailable'],
-    [new Error('etcdserver: mvcc: required revision is a future revision'), 'other'],
-    [Object.assign(new Error('8 RESOURCE_EXHAUSTED: etcdserver: mvcc: database space exceeded'), { code: 8 }), 'nospace'],
-    [Object.assign(new Error('8 RESOURCE_EXHAUSTED: etcdserver: too many requests'), { code: 8 }), 'busy'],
+    [new GrpcStatusError(5, 'etcdserver: requested lease not found'), 'lease-not-found'],
+    [new GrpcStatusError(7, 'etcdserver: permission denied'), 'permission'],
+    [new GrpcStatusError(3, 'etcdserver: authentication failed, invalid user ID or password'), 'auth'],
+    [new GrpcStatusError(3, 'etcdserver: user name is empty'), 'auth'],
+    [new GrpcStatusError(16, 'etcdserver: invalid auth token'), 'auth'],
+    [new GrpcConnectError('http://127.0.0.1:2379', refused), 'unavailable'],
+    [new GrpcConnectError('https://127.0.0.1:2379', new Error('self-signed certificate in certificate chain')), 'tls'],
+    [new GrpcStatusError(4, 'no answer from http://127.0.0.1:2379 within 5000 ms'), 'timeout'],
+    [Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'unavailable'],
+    [new GrpcStatusError(14, 'Received RST_STREAM with code 2'), 'unavailable'],
+    [new GrpcStatusError(14, 'etcdserver: no leader'), 'unavailable'],
+    [new Error('keepalive ping to http://127.0.0.1:2379 not answered within 10 s'), 'unavailable'],
+    [new GrpcStatusError(11, 'etcdserver: mvcc: required revision is a future revision'), 'other'],
+    [new GrpcStatusError(8, 'etcdserver: mvcc: database space exceeded'), 'nospace'],
+    [new GrpcStatusError(8, 'etcdserver: too many requests'), 'busy'],
+    [new ProtoError('a varint longer than 10 bytes'), 'other'],
     ['a string', 'other'],
   ])('%s -> %s', (err, kind) => {
-    const e = classifyEtcd3Error(err);
+    const e = classifyEtcdError(err);
     expect(e).toBeInstanceOf(EtcdKvError);
     expect(e.kind).toBe(kind);
   });
+
+  it('an answer that is not a message says so', () => {
+    expect(classifyEtcdError(new ProtoError('a varint longer than 10 bytes')).message).toBe('etcd sent a message that cannot be read: a varint longer than 10 bytes');
+  });
 });
 
-describe('connectEtcd3: the files the config names', () => {
+describe('connectEtcdGrpc: the files the config names', () => {
   // Read before any connection is tried, so no server is needed: a file that cannot be read
   // is a setup error naming the key, the path and why, in words.
   const connect = (o: { tls?: { ca: string | null; cert: string | null; key: string | null }; auth?: { username: string; passwordFile: string } }) =>
-    connectEtcd3({ endpoints: ['https://127.0.0.1:2379'], clock: new ManualClock(), callTimeoutMs: 1000, ...o });
+    connectEtcdGrpc({ endpoints: ['https://127.0.0.1:2379'], clock: new ManualClock(), callTimeoutMs: 1000, ...o });
 
   it('a missing CA, a directory as a client key, a missing password file', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'vxedge-etcd-files-'));

@@ -1,0 +1,285 @@
+// The etcd adapter's gRPC client (src/cluster/grpc-h2.ts) against a gRPC server made here with
+// Node's http2 (h2c on 127.0.0.1): framing across chunks, status in trailers and in headers
+// (Trailers-Only), metadata and grpc-timeout, an endpoint that refuses and the next one, our
+// deadline on the test's clock, streams, cancel, pings only while a call is open, answers that
+// are not gRPC. The real etcd is in test/lab/etcd.test.ts; this is where the edges are.
+import { afterEach, describe, expect, it } from 'vitest';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { GrpcChannel, GrpcConnectError, GrpcStatusError } from '../../src/cluster/grpc-h2.js';
+import { ManualClock } from '../support/clock.js';
+
+type Handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer[]) => void;
+
+/** A length-prefixed gRPC message. */
+const frame = (m: Buffer | string, compressed = 0) => {
+  const b = Buffer.from(m);
+  const h = Buffer.alloc(5);
+  h[0] = compressed;
+  h.writeUInt32BE(b.length, 1);
+  return Buffer.concat([h, b]);
+};
+
+const servers: http2.Http2Server[] = [];
+const channels: GrpcChannel[] = [];
+afterEach(async () => {
+  for (const c of channels.splice(0)) c.close();
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+});
+
+/** An h2c server whose handler sees each call's headers and, once the client half-closed, its messages. */
+async function server(handler: Handler, opts: { onSession?: (s: http2.ServerHttp2Session) => void } = {}): Promise<{ url: string; calls: http2.IncomingHttpHeaders[] }> {
+  const calls: http2.IncomingHttpHeaders[] = [];
+  const srv = http2.createServer();
+  srv.on('session', (s) => opts.onSession?.(s));
+  srv.on('stream', (stream, headers) => {
+    calls.push(headers);
+    const parts: Buffer[] = [];
+    stream.on('data', (c: Buffer) => parts.push(c));
+    stream.on('end', () => handler(stream, headers, parts));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  servers.push(srv);
+  return { url: `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}`, calls };
+}
+
+/** A port nothing listens on. */
+async function closedPort(): Promise<string> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return `http://127.0.0.1:${port}`;
+}
+
+function channel(endpoints: string[], clock = new ManualClock()): GrpcChannel {
+  const c = new GrpcChannel({ endpoints, tls: {}, clock });
+  channels.push(c);
+  return c;
+}
+
+/** The answer, in pieces of `size` bytes, then status OK in the trailers. */
+const answerInPieces = (answer: Buffer, size: number): Handler => (stream) => {
+  stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+  stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+  const f = frame(answer);
+  for (let i = 0; i < f.length; i += size) stream.write(f.subarray(i, i + size));
+  stream.end();
+};
+
+const until = async (cond: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+describe('GrpcChannel unary', () => {
+  it('sends the request framed with its metadata and deadline; an answer cut into 1-byte pieces comes back whole', async () => {
+    const answer = Buffer.from('the answer '.repeat(100));
+    let got: Buffer | null = null;
+    const s = await server((stream, _h, body) => {
+      got = Buffer.concat(body);
+      answerInPieces(answer, 1)(stream, _h, body);
+    });
+    const out = await channel([s.url]).unary('/etcdserverpb.KV/Range', Buffer.from('req'), { token: 'abc.1' }, 5000);
+    expect(out.equals(answer)).toBe(true);
+    expect(got!.equals(frame('req'))).toBe(true);
+    expect(s.calls[0]).toMatchObject({ ':method': 'POST', ':path': '/etcdserverpb.KV/Range', 'content-type': 'application/grpc', te: 'trailers', token: 'abc.1', 'grpc-timeout': '5000m' });
+  });
+
+  it("etcd's refusal in the trailers, percent-encoded: a GrpcStatusError with its code and words", async () => {
+    const s = await server((stream) => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '7', 'grpc-message': 'etcdserver:%20permission%20denied' }));
+      stream.end();
+    });
+    const e = await channel([s.url]).unary('/etcdserverpb.KV/Txn', Buffer.alloc(0), {}, 5000).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(GrpcStatusError);
+    expect(e).toMatchObject({ code: 7, details: 'etcdserver: permission denied', message: '7 PERMISSION_DENIED: etcdserver: permission denied' });
+  });
+
+  it('a status in the headers alone (Trailers-Only)', async () => {
+    const s = await server((stream) => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '16', 'grpc-message': 'etcdserver: invalid auth token' }, { endStream: true });
+    });
+    await expect(channel([s.url]).unary('/x/Y', Buffer.alloc(0), {}, 5000)).rejects.toMatchObject({ code: 16, details: 'etcdserver: invalid auth token' });
+  });
+
+  it('an endpoint that refuses the connection: the next one answers, and the calls after go there at once', async () => {
+    const dead = await closedPort();
+    const s = await server(answerInPieces(Buffer.from('ok'), 100));
+    const c = channel([dead, s.url]);
+    expect((await c.unary('/x/Y', Buffer.alloc(0), {}, 5000)).toString()).toBe('ok');
+    expect(c.endpoint).toBe(s.url);
+    expect((await c.unary('/x/Y', Buffer.alloc(0), {}, 5000)).toString()).toBe('ok');
+    expect(s.calls).toHaveLength(2);
+  });
+
+  it('every endpoint refusing: a GrpcConnectError naming the last, with the connection error', async () => {
+    const [a, b] = [await closedPort(), await closedPort()];
+    const e = await channel([a, b]).unary('/x/Y', Buffer.alloc(0), {}, 5000).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(GrpcConnectError);
+    expect((e as GrpcConnectError).endpoint).toBe(b);
+    expect((e as Error).message).toMatch(/ECONNREFUSED/);
+  });
+
+  it('no answer: DEADLINE_EXCEEDED when our clock says so, and the call is cancelled on the wire', async () => {
+    const clock = new ManualClock();
+    let cancelled = false;
+    const s = await server((stream) => {
+      stream.on('close', () => (cancelled = stream.rstCode === http2.constants.NGHTTP2_CANCEL));
+    });
+    const p = channel([s.url], clock).unary('/x/Y', Buffer.alloc(0), {}, 2000).catch((x: unknown) => x);
+    await until(() => s.calls.length === 1);
+    clock.advance(1999);
+    clock.advance(1);
+    const e = await p;
+    expect(e).toMatchObject({ code: 4 });
+    expect((e as Error).message).toMatch(/^4 DEADLINE_EXCEEDED: no answer from http:\/\/127\.0\.0\.1:\d+ within 2000 ms$/);
+    await until(() => cancelled);
+  });
+
+  it.each([
+    ['HTTP 404 (not a gRPC server)', (st: http2.ServerHttp2Stream) => st.respond({ ':status': 404 }, { endStream: true }), /answered \/x\/Y with HTTP 404, not gRPC/],
+    ['a compressed message, not asked for', (st: http2.ServerHttp2Stream) => {
+      st.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      st.end(frame('zz', 1));
+    }, /compressed message/],
+    ['two answers to a unary call', (st: http2.ServerHttp2Stream) => {
+      st.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      st.on('wantTrailers', () => st.sendTrailers({ 'grpc-status': '0' }));
+      st.end(Buffer.concat([frame('a'), frame('b')]));
+    }, /more than one message/],
+    ['an end inside a message', (st: http2.ServerHttp2Stream) => {
+      st.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      st.on('wantTrailers', () => st.sendTrailers({ 'grpc-status': '0' }));
+      st.end(frame('abcdef').subarray(0, 7));
+    }, /ended inside a message/],
+    ['no status at all', (st: http2.ServerHttp2Stream) => {
+      st.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      st.end(frame('a'));
+    }, /without a status/],
+  ])('%s is an error that says so', async (_what, respond, words) => {
+    const s = await server((st) => respond(st));
+    await expect(channel([s.url]).unary('/x/Y', Buffer.alloc(0), {}, 5000)).rejects.toThrow(words);
+  });
+});
+
+describe('GrpcChannel streams', () => {
+  it('messages in one chunk and across chunks, in order, with the metadata sent; status OK ends it with null', async () => {
+    const s = await server((stream, _h, body) => {
+      expect(Buffer.concat(body).equals(frame('create'))).toBe(true);
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      const three = Buffer.concat([frame('one'), frame('two'), frame('three')]);
+      stream.write(three.subarray(0, 12)); // one, and a part of two
+      stream.end(three.subarray(12));
+    });
+    const got: string[] = [];
+    let ended: Error | null | undefined;
+    const st = channel([s.url]).stream('/etcdserverpb.Lease/LeaseKeepAlive', { hasleader: 'true' }, { onMessage: (m) => got.push(m.toString()), onEnd: (e) => (ended = e) });
+    st.write(Buffer.from('create'));
+    st.end();
+    await until(() => ended !== undefined);
+    expect(ended).toBeNull();
+    expect(got).toEqual(['one', 'two', 'three']);
+    expect(s.calls[0].hasleader).toBe('true');
+  });
+
+  it('a watch-like exchange: created, events, and cancel() stops the handlers and resets the stream', async () => {
+    let serverStream: http2.ServerHttp2Stream | null = null;
+    let reset: number | null = null;
+    const srv = http2.createServer();
+    srv.on('stream', (stream) => {
+      serverStream = stream;
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      stream.once('data', () => {
+        const two = Buffer.concat([frame('created'), frame('event 1')]);
+        stream.write(two.subarray(0, 9));
+        stream.write(two.subarray(9));
+      });
+      stream.on('close', () => (reset = stream.rstCode));
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    servers.push(srv);
+    const url = `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}`;
+    const got: string[] = [];
+    let ended = false;
+    const st = channel([url]).stream('/etcdserverpb.Watch/Watch', {}, { onMessage: (m) => got.push(m.toString()), onEnd: () => (ended = true) });
+    st.write(Buffer.from('create'));
+    await until(() => got.length === 2);
+    expect(got).toEqual(['created', 'event 1']);
+    st.cancel();
+    serverStream!.write(frame('event 2'));
+    await until(() => reset !== null);
+    expect(reset).toBe(http2.constants.NGHTTP2_CANCEL);
+    expect(ended).toBe(false);
+    expect(got).toEqual(['created', 'event 1']);
+  });
+
+  it('the server going away mid-call: the call ends with an error that is not a connect error (it may have been taken)', async () => {
+    let session: http2.ServerHttp2Session | null = null;
+    const s = await server(() => undefined, { onSession: (x) => (session = x) });
+    let ended: Error | null | undefined;
+    const st = channel([s.url]).stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: (e) => (ended = e) });
+    st.write(Buffer.from('create'));
+    await until(() => s.calls.length === 1);
+    session!.destroy();
+    await until(() => ended !== undefined);
+    expect(ended).toBeInstanceOf(Error);
+    expect(ended).not.toBeInstanceOf(GrpcConnectError);
+  });
+
+  it('pings every 30 s on our clock while a call is open, none while idle', async () => {
+    const clock = new ManualClock();
+    let pings = 0;
+    const s = await server(answerInPieces(Buffer.from('ok'), 100), { onSession: (x) => x.on('ping', () => pings++) });
+    const c = channel([s.url], clock);
+    await c.unary('/x/Y', Buffer.alloc(0), {}, 5000);
+    clock.advance(30_000);
+    const st = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: () => undefined });
+    st.write(Buffer.from('create'));
+    // The stream's HEADERS went on the connection after any ping of the idle 30 s: once the
+    // server has the stream, it has had that ping too.
+    await until(() => s.calls.length === 2);
+    expect(pings).toBe(0); // idle: etcd answers pings on an idle connection with GOAWAY too_many_pings
+    clock.advance(30_000);
+    await until(() => pings === 1);
+    clock.advance(30_000);
+    await until(() => pings === 2);
+    st.cancel();
+  });
+
+  it('a ping not answered within 10 s ends the connection, and the open call with it, naming the endpoint', async () => {
+    // A peer that speaks just enough HTTP/2 to be connected to (its SETTINGS, and the ack of
+    // ours), then nothing: no answer to the call, none to the ping, as over a dead path.
+    const sockets: net.Socket[] = [];
+    const mute = net.createServer((sock) => {
+      sockets.push(sock);
+      sock.on('error', () => undefined);
+      sock.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])); // SETTINGS, empty
+      sock.write(Buffer.from([0, 0, 0, 4, 1, 0, 0, 0, 0])); // SETTINGS ack
+    });
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(mute.address() as net.AddressInfo).port}`;
+      const clock = new ManualClock();
+      let ended: Error | null | undefined;
+      const st = channel([url], clock).stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: (e) => (ended = e) });
+      st.write(Buffer.from('create'));
+      // The client's preface came: it is connected, and its keepalive runs.
+      await until(() => sockets.length === 1 && sockets[0].bytesRead > 24);
+      clock.advance(30_000); // the ping
+      await new Promise((r) => setImmediate(r));
+      expect(ended).toBeUndefined();
+      clock.advance(10_000); // its answer's time is up
+      await until(() => ended !== undefined);
+      expect(ended!.message).toMatch(new RegExp(`keepalive ping to ${url.replace(/[.:/]/g, '\\$&')} not answered within 10 s`));
+    } finally {
+      for (const x of sockets) x.destroy();
+      await new Promise((r) => mute.close(r));
+    }
+  });
+});
