@@ -1,9 +1,9 @@
 // The certificates etcd's members present, for the gateway's `certificates` check: a
 // self-managed etcd's certificates end (kubeadm's after a year), and every site following it
-// loses its peers' updates and its lease with them. gRPC keeps its sockets to itself, so each
-// https:// endpoint is asked with a TLS handshake of our own (util/tls-probe.ts) when the
-// source starts and every PERIOD_MS after; an endpoint that does not answer keeps what it
-// presented last.
+// loses its peers' updates and its lease with them. The adapter's connection reaches one member
+// at a time, so each https:// endpoint is asked with a TLS handshake of our own
+// (util/tls-probe.ts) when the source starts and every PERIOD_MS after; an endpoint that does
+// not answer keeps what it presented last.
 import { readFile } from 'node:fs/promises';
 import type { Clock, Timer } from '../util/clock.js';
 import type { CertValidity, SiteCertificate } from '../util/tls-failure.js';

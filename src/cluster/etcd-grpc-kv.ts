@@ -144,13 +144,13 @@ class EtcdGrpcKv implements EtcdKv {
   ) {}
 
   async get(key: string): Promise<KvEntry | null> {
-    const res = decodeRangeResponse(await this.unary(`${KV}Range`, rangeRequest(Buffer.from(key))));
+    const res = await this.unary(`${KV}Range`, rangeRequest(Buffer.from(key)), decodeRangeResponse);
     return res.kvs.length > 0 ? toEntry(res.kvs[0]) : null;
   }
 
   async range(prefix: string): Promise<{ entries: KvEntry[]; revision: bigint }> {
     const key = Buffer.from(prefix);
-    const res = decodeRangeResponse(await this.unary(`${KV}Range`, rangeRequest(key, prefixRangeEnd(key))));
+    const res = await this.unary(`${KV}Range`, rangeRequest(key, prefixRangeEnd(key)), decodeRangeResponse);
     return { entries: res.kvs.map(toEntry), revision: res.revision };
   }
 
@@ -207,7 +207,7 @@ class EtcdGrpcKv implements EtcdKv {
   }
 
   async grant(ttlS: number): Promise<{ id: bigint; ttlS: number }> {
-    const res = decodeLeaseResponse(await this.unary(`${LEASE}LeaseGrant`, leaseGrantRequest(ttlS)));
+    const res = await this.unary(`${LEASE}LeaseGrant`, leaseGrantRequest(ttlS), decodeLeaseResponse);
     if (res.error) throw new EtcdKvError('other', `lease grant: ${res.error}`);
     return { id: res.id, ttlS: Number(res.ttl) };
   }
@@ -246,7 +246,7 @@ class EtcdGrpcKv implements EtcdKv {
   }
 
   async revoke(id: bigint): Promise<void> {
-    await this.unary(`${LEASE}LeaseRevoke`, leaseIdRequest(id));
+    await this.unary(`${LEASE}LeaseRevoke`, leaseIdRequest(id), () => undefined);
   }
 
   async putIf(key: string, value: string, lease: bigint, expectModRevision: bigint): Promise<PutIfResult> {
@@ -264,7 +264,7 @@ class EtcdGrpcKv implements EtcdKv {
 
   /** One transaction: `op` if `compare` holds, else the key's current entry (two writers cannot both win). */
   private async onCondition(k: Buffer, compare: Compare, op: RequestOp): Promise<PutIfResult> {
-    const res = decodeTxnResponse(await this.unary(`${KV}Txn`, txnRequest([compare], [op], [{ range: k }])));
+    const res = await this.unary(`${KV}Txn`, txnRequest([compare], [op], [{ range: k }]), decodeTxnResponse);
     if (res.succeeded) return { ok: true, revision: res.revision };
     const kvs = res.ranges[0]?.kvs ?? [];
     return { ok: false, current: kvs.length > 0 ? toEntry(kvs[0]) : null, revision: res.revision };
@@ -277,11 +277,11 @@ class EtcdGrpcKv implements EtcdKv {
   async mayPut(key: string): Promise<boolean> {
     const k = Buffer.from(key);
     try {
-      const res = decodeTxnResponse(await this.unary(`${KV}Txn`, txnRequest(
+      const res = await this.unary(`${KV}Txn`, txnRequest(
         [{ key: k, target: CompareTarget.CREATE, result: CompareResult.LESS, value: 0n }],
         [{ put: { key: k, value: Buffer.alloc(0), lease: 0n } }],
         [],
-      )));
+      ), decodeTxnResponse);
       if (res.succeeded) throw new EtcdKvError('other', `asking whether ${key} may be written wrote it: etcd took create revision < 0 as true`);
       return true;
     } catch (e) {
@@ -295,12 +295,15 @@ class EtcdGrpcKv implements EtcdKv {
     this.channel.close();
   }
 
-  /** A unary call; once more with a new token when etcd says the token expired. etcd's refusal is thrown as an EtcdKvError. */
-  private async unary(path: string, request: Buffer): Promise<Buffer> {
+  /**
+   * A unary call and its answer decoded; once more with a new token when etcd says the token
+   * expired. etcd's refusal, and an answer that cannot be read, are thrown as an EtcdKvError.
+   */
+  private async unary<T>(path: string, request: Buffer, decode: (answer: Buffer) => T): Promise<T> {
     for (let renewed = false; ; renewed = true) {
       const token = await this.authToken();
       try {
-        return await this.channel.unary(path, request, this.metadata(token), this.callTimeoutMs);
+        return decode(await this.channel.unary(path, request, this.metadata(token), this.callTimeoutMs));
       } catch (e) {
         if (renewed || !this.credentials || !isExpiredToken(e)) throw classifyEtcdError(e);
         this.token = null;

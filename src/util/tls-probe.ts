@@ -1,5 +1,5 @@
-// The certificate a TLS server presents, read by a handshake of our own: for a client whose
-// library keeps its sockets to itself (gRPC, for etcd). Nothing is sent after the handshake;
+// The certificate a TLS server presents, read by a handshake of our own: for every member of a
+// cluster whose client talks to one at a time (etcd). Nothing is sent after the handshake;
 // the connection is closed as soon as the certificate is in, with a close_notify and a FIN:
 // destroyed at once instead, it ended before the server had read our Finished (TLS 1.3), and
 // etcd logged each such probe as a rejected connection ("EOF"). The server's certificate is read
