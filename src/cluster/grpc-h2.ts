@@ -116,8 +116,6 @@ function statusMessage(v: unknown): string {
 
 export class GrpcChannel {
   private session: http2.ClientHttp2Session | null = null;
-  /** The session's connection is up (its 'connect' came). */
-  private connected = false;
   private current = 0;
   private readonly open = new Set<http2.ClientHttp2Stream>();
   /** Sessions whose connection came up: a call that fails on one may have reached the server. */
@@ -168,9 +166,18 @@ export class GrpcChannel {
           resolve(answer);
         },
       });
+      const session = this.session;
+      const endpoint = this.endpoint;
       const timer = this.o.clock.after(timeoutMs, () => {
         s.cancel();
-        reject(new GrpcStatusError(GrpcCode.DEADLINE_EXCEEDED, `no answer from ${this.endpoint} within ${Math.ceil(timeoutMs)} ms`));
+        // A connection still not up after a whole deadline (an endpoint whose packets are dropped,
+        // or that never finishes the TLS handshake): the next call goes to the next endpoint,
+        // not to TCP's own minutes of retrying.
+        const connecting = session !== null && !this.everConnected.has(session);
+        if (connecting) this.giveUp(session);
+        reject(new GrpcStatusError(GrpcCode.DEADLINE_EXCEEDED, connecting
+          ? `no connection to ${endpoint} within ${Math.ceil(timeoutMs)} ms`
+          : `no answer from ${endpoint} within ${Math.ceil(timeoutMs)} ms`));
       });
       s.write(request);
       s.end();
@@ -277,18 +284,16 @@ export class GrpcChannel {
     const tls = endpoint.startsWith('https:') ? { ca: this.o.tls.ca, cert: this.o.tls.cert, key: this.o.tls.key } : {};
     const s = http2.connect(endpoint, { ...tls, settings: { enablePush: false } });
     this.session = s;
-    this.connected = false;
     s.on('connect', () => {
-      if (s !== this.session) return;
-      this.connected = true;
       this.everConnected.add(s);
+      if (s !== this.session) return;
       this.keepalive?.cancel();
       this.keepalive = this.o.clock.every(this.keepaliveMs, () => this.ping(s));
     });
     s.on('error', () => {
       // The streams get their own error; a failed connection sends the next call elsewhere.
-      if (s === this.session && !this.connected) this.current = (this.current + 1) % this.o.endpoints.length;
-      this.drop(s);
+      if (!this.everConnected.has(s)) this.giveUp(s);
+      else this.drop(s);
     });
     // A server going away (etcd stopping) finishes what it took; new calls get a new connection.
     s.on('goaway', () => {
@@ -313,12 +318,17 @@ export class GrpcChannel {
     if (!sent) timeout.cancel();
   }
 
+  /** A connection that did not come up: ended, and the next endpoint is the one calls go to. */
+  private giveUp(s: http2.ClientHttp2Session): void {
+    if (s === this.session) this.current = (this.current + 1) % this.o.endpoints.length;
+    this.drop(s);
+  }
+
   /** Forgets the session as the one calls go to (it may still finish its calls). */
   private detach(): void {
     this.keepalive?.cancel();
     this.keepalive = null;
     this.session = null;
-    this.connected = false;
   }
 
   private drop(s: http2.ClientHttp2Session | null): void {

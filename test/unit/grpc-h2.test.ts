@@ -125,6 +125,33 @@ describe('GrpcChannel unary', () => {
     expect((e as Error).message).toMatch(/ECONNREFUSED/);
   });
 
+  it('an endpoint whose connection never comes up (a TLS handshake never answered): the deadline, then the next endpoint', async () => {
+    const held: net.Socket[] = [];
+    let ended = 0;
+    const silent = net.createServer((sock) => {
+      held.push(sock); // takes the TCP connection, says nothing
+      sock.resume();
+      sock.on('close', () => ended++);
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const mute = `https://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+      const s = await server(answerInPieces(Buffer.from('ok'), 100));
+      const clock = new ManualClock();
+      const c = channel([mute, s.url], clock);
+      const first = c.unary('/x/Y', Buffer.alloc(0), {}, 2000).catch((x: unknown) => x);
+      await until(() => held.length === 1);
+      clock.advance(2000);
+      expect(await first).toMatchObject({ code: 4, message: `4 DEADLINE_EXCEEDED: no connection to ${mute} within 2000 ms` });
+      expect(c.endpoint).toBe(s.url);
+      expect((await c.unary('/x/Y', Buffer.alloc(0), {}, 2000)).toString()).toBe('ok');
+      await until(() => ended === 1); // the connection that never came up was ended
+    } finally {
+      for (const x of held) x.destroy();
+      await new Promise((r) => silent.close(r));
+    }
+  });
+
   it('no answer: DEADLINE_EXCEEDED when our clock says so, and the call is cancelled on the wire', async () => {
     const clock = new ManualClock();
     let cancelled = false;
