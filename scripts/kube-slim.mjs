@@ -9,17 +9,27 @@
 // half a second of a gateway's start on a small board (docs/memory.md). Here config.js and its
 // own modules are bundled, and its ./gen/index.js is a stand-in whose two exports say, when
 // called, that makeApiClient is not available. The client's other dependencies (js-yaml,
-// node-fetch, the proxy agents, openid-client, jsonpath-plus) stay external: loaded from
-// node_modules as installed.
+// the HTTP proxy agent, openid-client, jsonpath-plus) stay external: loaded from node_modules
+// as installed.
 //
-// The build fails if config.js no longer imports ./gen/index.js (a new client moved it):
-// better than loading the whole client again without anyone noticing.
+// Two of them config.js imports at its top but uses only on paths vxedge rarely or never takes:
+// node-fetch (for `Headers`, in applyToFetchOptions: never called; node-fetch 2 with whatwg-url
+// and its Unicode tables is 1.9 MB of live heap) and socks-proxy-agent (a cluster reached
+// through a socks5:// proxy-url; 0.9 MB with its socks client). Both are CommonJS, so their
+// stand-ins load them with a synchronous require() when first constructed, from where the
+// chunk is, as the import would have.
+//
+// The build fails if config.js no longer imports ./gen/index.js or these two (a new client
+// moved them): better than loading the whole client again without anyone noticing.
 import path from 'node:path';
 
 const CLIENT_DIST = '/node_modules/@kubernetes/client-node/dist/';
 /** The modules src/cluster/kubeconfig.ts imports, bundled (the rest of the package stays external). */
 export const KUBE_BUNDLED = ['@kubernetes/client-node/dist/config.js'];
 const STUB = '\0vxedge-kube-gen-stub';
+/** Packages config.js imports that are loaded when first used: the class each stand-in makes, by package. */
+const LAZY = { 'node-fetch': ['Headers'], 'socks-proxy-agent': ['SocksProxyAgent'] };
+const LAZY_PREFIX = '\0vxedge-kube-lazy:';
 
 const posix = (p) => p.split(path.sep).join('/');
 const inClient = (file) => posix(file).includes(CLIENT_DIST);
@@ -30,19 +40,37 @@ const inClient = (file) => posix(file).includes(CLIENT_DIST);
  */
 export function kubeExternal(id, importer) {
   if (!importer || !inClient(importer)) return null;
+  if (id in LAZY && isConfig(importer)) return false; // its stand-in is bundled
   return !(id.startsWith('.') || id.startsWith('/') || id.startsWith('\0'));
 }
 
+const isConfig = (importer) => posix(importer).endsWith(CLIENT_DIST + 'config.js');
+
 export function kubeSlim() {
   let stubbed = false;
+  const lazied = new Set();
   return {
     name: 'vxedge-kube-slim',
     resolveId(source, importer) {
-      if (source !== './gen/index.js' || !importer || !posix(importer).endsWith(CLIENT_DIST + 'config.js')) return null;
+      if (!importer || !isConfig(importer)) return null;
+      if (source in LAZY) {
+        lazied.add(source);
+        return LAZY_PREFIX + source;
+      }
+      if (source !== './gen/index.js') return null;
       stubbed = true;
       return STUB;
     },
     load(id) {
+      if (id.startsWith(LAZY_PREFIX)) {
+        const pkg = id.slice(LAZY_PREFIX.length);
+        return [
+          "import { createRequire } from 'node:module';",
+          `const load = () => createRequire(import.meta.url)(${JSON.stringify(pkg)});`,
+          // A constructor that returns the real object: \`new X(...)\` gives the package's own instance.
+          ...LAZY[pkg].map((name) => `export class ${name} { constructor(...a) { return new (load().${name})(...a); } }`),
+        ].join('\n');
+      }
       if (id !== STUB) return null;
       return [
         "const why = () => new Error('makeApiClient is not in vxedge\\'s bundle of the Kubernetes client (scripts/kube-slim.mjs): make the request with applyToHTTPSOptions, as src/cluster/kube-client.ts does');",
@@ -53,6 +81,8 @@ export function kubeSlim() {
     buildEnd(error) {
       if (error) return;
       if (!stubbed) throw new Error('@kubernetes/client-node changed: its dist/config.js no longer imports ./gen/index.js (scripts/kube-slim.mjs)');
+      const missing = Object.keys(LAZY).filter((p) => !lazied.has(p));
+      if (missing.length) throw new Error(`@kubernetes/client-node changed: its dist/config.js no longer imports ${missing.join(', ')} (scripts/kube-slim.mjs)`);
     },
   };
 }

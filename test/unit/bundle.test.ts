@@ -14,7 +14,7 @@ import { CLI, ensureBuilt } from '../lab/vxedge.js';
 const CLI_DIR = path.dirname(CLI);
 const CHUNKS = path.join(CLI_DIR, 'chunks');
 /** Loaded from node_modules, as scripts/bundle says why. */
-const EXTERNAL = ['raw-socket', '@kubernetes/client-node', 'etcd3'];
+const EXTERNAL = ['raw-socket', '@kubernetes/client-node'];
 /** The Kubernetes client's own dependencies: its bundled kubeconfig and Watch modules load them from node_modules (scripts/kube-slim.mjs). */
 const CLIENT_PACKAGE = path.join(REPO, 'node_modules', '@kubernetes', 'client-node');
 const KUBE_DEPS = Object.keys((JSON.parse(readFileSync(path.join(CLIENT_PACKAGE, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies);
@@ -63,7 +63,9 @@ describe('the shipped command (dist/cli/main.js)', () => {
     // Of the Kubernetes client, its kubeconfig and Watch modules are inside, its generated
     // APIs nowhere: nothing imports the package by name.
     expect([...seen].filter((s) => s.startsWith('@kubernetes/client-node'))).toEqual([]);
-    expect(seen.has('js-yaml') && seen.has('node-fetch')).toBe(true);
+    expect(seen.has('js-yaml')).toBe(true);
+    // Loaded when first used, by their stand-ins (below), not imported.
+    expect(seen.has('node-fetch') || seen.has('socks-proxy-agent')).toBe(false);
     const code = chunkFiles().map((f) => readFileSync(f, 'utf8'));
     expect(code.filter((c) => c.includes('makeApiClient is not in vxedge')), 'the stand-in for the generated index').toHaveLength(1);
     expect(code.some((c) => /ObjectSerializer|V1PodSpec/.test(c)), 'generated APIs or models in the bundle').toBe(false);
@@ -132,6 +134,38 @@ describe('scripts/bundle', () => {
     expect(r.stderr).toMatch(/^bundle: Unknown option '--bogus'/);
     expect(r.stderr).toContain('usage: scripts/bundle [--out DIR] [--no-sourcemap]');
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe("the Kubernetes client's node-fetch and socks-proxy-agent load on first use (scripts/kube-slim.mjs)", () => {
+  it('not with KubeConfig; a socks5:// proxy-url still gets a SocksProxyAgent, applyToFetchOptions node-fetch\'s Headers', () => {
+    const chunk = chunkFiles().find((f) => readFileSync(f, 'utf8').includes('class KubeConfig'))!;
+    // Required from the chunk, as the import was: the copy at node_modules' top level, the client's own.
+    for (const p of ['node-fetch', 'socks-proxy-agent']) expect(existsSync(path.join(CLIENT_PACKAGE, 'node_modules', p)), p).toBe(false);
+    const script = `
+      import { createRequire } from 'node:module';
+      const cache = createRequire(${JSON.stringify(chunk)}).cache;
+      const loaded = () => ['node-fetch', 'socks-proxy-agent'].filter((p) => Object.keys(cache).some((k) => k.includes('/node_modules/' + p + '/')));
+      const { KubeConfig } = await import(${JSON.stringify(chunk)});
+      const out = { atLoad: loaded() };
+      const kc = new KubeConfig();
+      kc.loadFromOptions({
+        clusters: [{ name: 'c', server: 'https://192.0.2.1:6443', proxyUrl: 'socks5://192.0.2.2:1080', skipTLSVerify: false }],
+        users: [{ name: 'u', token: 't' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x',
+      });
+      const opts = {};
+      await kc.applyToHTTPSOptions(opts);
+      out.agent = opts.agent.constructor.name;
+      out.afterProxy = loaded();
+      const f = await kc.applyToFetchOptions({});
+      out.authorization = f.headers.get('authorization');
+      out.afterFetch = loaded();
+      console.log(JSON.stringify(out));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({
+      atLoad: [], agent: 'SocksProxyAgent', afterProxy: ['socks-proxy-agent'], authorization: 'Bearer t', afterFetch: ['node-fetch', 'socks-proxy-agent'],
+    });
   });
 });
 
