@@ -118,6 +118,8 @@ export class GrpcChannel {
   private session: http2.ClientHttp2Session | null = null;
   private current = 0;
   private readonly open = new Set<http2.ClientHttp2Stream>();
+  /** Every session not yet closed: the current one, and those going away that still finish calls. */
+  private readonly sessions = new Set<http2.ClientHttp2Session>();
   /** Sessions whose connection came up: a call that fails on one may have reached the server. */
   private readonly everConnected = new WeakSet<http2.ClientHttp2Session>();
   private keepalive: Timer | null = null;
@@ -196,19 +198,27 @@ export class GrpcChannel {
     try {
       session = this.connect();
     } catch (e) {
-      this.o.clock.after(0, () => end(e as Error));
+      queueMicrotask(() => end(e as Error)); // after this returns, as every other end
       return { write: () => undefined, end: () => undefined, cancel: () => (over = true) };
     }
     const endpoint = this.endpoint;
     // Before the connection was up nothing reached the server: another endpoint may be tried.
     const failed = (e: Error) => (this.everConnected.has(session) ? e : new GrpcConnectError(endpoint, e));
-    const req = session.request({
-      ':method': 'POST',
-      ':path': path,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      ...metadata,
-    });
+    let req: http2.ClientHttp2Stream;
+    try {
+      req = session.request({
+        ':method': 'POST',
+        ':path': path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        ...metadata,
+      });
+    } catch (e) {
+      // A session that is closing, or out of stream ids: said as the call's end, after this returns.
+      this.drop(session);
+      queueMicrotask(() => end(new GrpcStatusError(14, (e as Error).message)));
+      return { write: () => undefined, end: () => undefined, cancel: () => (over = true) };
+    }
     this.open.add(req);
     let status: number | null = null;
     let message = '';
@@ -270,10 +280,11 @@ export class GrpcChannel {
     };
   }
 
-  /** Ends every call and the connection. */
+  /** Ends every call and every connection, also those going away that still finish a call. */
   close(): void {
     this.closed = true;
-    this.drop(this.session);
+    for (const req of this.open) if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+    for (const s of this.sessions) this.drop(s);
   }
 
   /** The session to the current endpoint, made if there is none (or the last one is going away). */
@@ -284,6 +295,7 @@ export class GrpcChannel {
     const tls = endpoint.startsWith('https:') ? { ca: this.o.tls.ca, cert: this.o.tls.cert, key: this.o.tls.key } : {};
     const s = http2.connect(endpoint, { ...tls, settings: { enablePush: false } });
     this.session = s;
+    this.sessions.add(s);
     s.on('connect', () => {
       this.everConnected.add(s);
       if (s !== this.session) return;
@@ -300,6 +312,7 @@ export class GrpcChannel {
       if (s === this.session) this.detach();
     });
     s.on('close', () => {
+      this.sessions.delete(s);
       if (s === this.session) this.detach();
     });
     return s;

@@ -259,6 +259,20 @@ describe('GrpcChannel streams', () => {
     expect(ended).not.toBeInstanceOf(GrpcConnectError);
   });
 
+  it('close() ends the open calls (their handlers told) and the connection', async () => {
+    let closedSessions = 0;
+    const s = await server(() => undefined, { onSession: (x) => x.on('close', () => closedSessions++) });
+    const c = channel([s.url]);
+    let ended: Error | null | undefined;
+    const st = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: (e) => (ended = e) });
+    st.write(Buffer.from('create'));
+    await until(() => s.calls.length === 1);
+    c.close();
+    await until(() => ended !== undefined && closedSessions === 1);
+    expect(ended).toBeInstanceOf(Error);
+    await expect(c.unary('/x/Y', Buffer.alloc(0), {}, 1000)).rejects.toThrow(/the channel is closed/);
+  });
+
   it('pings every 30 s on our clock while a call is open, none while idle', async () => {
     const clock = new ManualClock();
     let pings = 0;
