@@ -21,7 +21,6 @@
 //  - several endpoints: calls go to one at a time, and to the next when a connection cannot be
 //    made; a dead connection under a quiet watch ends after an unanswered ping (30 s + 10 s).
 import { readFile } from 'node:fs/promises';
-import type { Clock } from '../util/clock.js';
 import { show } from '../util/show.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import {
@@ -127,7 +126,7 @@ export async function connectEtcdGrpc(o: EtcdConnectOptions): Promise<EtcdKv> {
     if (password === '') throw new EtcdKvError('setup', `cluster.etcd.passwordFile ${o.auth.passwordFile} is empty`);
     credentials = { name: o.auth.username, password };
   }
-  return new EtcdGrpcKv(new GrpcChannel({ endpoints, tls, clock: o.clock }), credentials, o.clock, o.callTimeoutMs);
+  return new EtcdGrpcKv(new GrpcChannel({ endpoints, tls, clock: o.clock }), credentials, o.callTimeoutMs);
 }
 
 const isExpiredToken = (e: unknown) => e instanceof Error && /invalid auth token/.test(e.message);
@@ -139,7 +138,6 @@ class EtcdGrpcKv implements EtcdKv {
   constructor(
     private readonly channel: GrpcChannel,
     private readonly credentials: { name: string; password: string } | null,
-    private readonly clock: Clock,
     private readonly callTimeoutMs: number,
   ) {}
 
@@ -213,36 +211,11 @@ class EtcdGrpcKv implements EtcdKv {
   }
 
   async keepAliveOnce(id: bigint): Promise<number> {
-    // A stream in etcd's API: one request, its answer, and we half-close. TTL 0: the lease is gone.
-    for (let renewed = false; ; renewed = true) {
-      const token = await this.authToken();
-      try {
-        const answer = await new Promise<Buffer>((resolve, reject) => {
-          let got: Buffer | null = null;
-          const s = this.channel.stream(`${LEASE}LeaseKeepAlive`, this.metadata(token), {
-            onMessage: (m) => {
-              if (got) return;
-              got = Buffer.from(m);
-              s.end(); // etcd then ends the stream with status OK
-            },
-            onEnd: (err) => {
-              timer.cancel();
-              if (got) resolve(got);
-              else reject(err ?? new EtcdKvError('unavailable', 'etcd closed the keepalive stream without an answer'));
-            },
-          });
-          const timer = this.clock.after(this.callTimeoutMs, () => {
-            s.cancel();
-            reject(new GrpcStatusError(GrpcCode.DEADLINE_EXCEEDED, `no keepalive answer from ${this.channel.endpoint} within ${this.callTimeoutMs} ms`));
-          });
-          s.write(leaseIdRequest(id));
-        });
-        return Math.max(0, Number(decodeLeaseResponse(answer).ttl));
-      } catch (e) {
-        if (renewed || !this.credentials || !isExpiredToken(e)) throw classifyEtcdError(e);
-        this.token = null;
-      }
-    }
+    // A stream in etcd's API, made as a unary call: one request, the stream half-closed at once,
+    // and etcd answers it before it reads the end (its loop sends each answer before the next
+    // read) and ends with status OK. TTL 0: the lease is gone.
+    const res = await this.unary(`${LEASE}LeaseKeepAlive`, leaseIdRequest(id), decodeLeaseResponse);
+    return Math.max(0, Number(res.ttl));
   }
 
   async revoke(id: bigint): Promise<void> {
