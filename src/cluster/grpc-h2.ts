@@ -18,7 +18,9 @@ const CODE_NAMES = [
   'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED',
   'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED',
 ];
-export const GrpcCode = { DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
+export const GrpcCode = {
+  CANCELLED: 1, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14, UNAUTHENTICATED: 16,
+} as const;
 
 /** A call that ended with a gRPC status other than OK; `message` reads as grpc-js's: "14 UNAVAILABLE: details". */
 export class GrpcStatusError extends Error {
@@ -57,8 +59,6 @@ export interface GrpcChannelOptions {
 }
 
 export interface StreamHandlers {
-  /** The response headers came: the server took the call. */
-  onOpen?(): void;
   onMessage(message: Buffer): void;
   /** The call is over: null with status OK, else why. Called once; nothing is called after it. */
   onEnd(err: Error | null): void;
@@ -81,9 +81,9 @@ class Deframer {
   push(chunk: Buffer): void {
     let buf = this.held.length > 0 ? Buffer.concat([this.held, chunk]) : chunk;
     while (buf.length >= 5) {
-      if (buf[0] !== 0) throw new GrpcStatusError(13, 'the server sent a compressed message, which was not asked for');
+      if (buf[0] !== 0) throw new GrpcStatusError(GrpcCode.INTERNAL, 'the server sent a compressed message, which was not asked for');
       const n = buf.readUInt32BE(1);
-      if (n > MAX_MESSAGE_BYTES) throw new GrpcStatusError(8, `a message of ${n} bytes is over the limit of ${MAX_MESSAGE_BYTES}`);
+      if (n > MAX_MESSAGE_BYTES) throw new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, `a message of ${n} bytes is over the limit of ${MAX_MESSAGE_BYTES}`);
       if (buf.length < 5 + n) break;
       this.each(buf.subarray(5, 5 + n));
       buf = buf.subarray(5 + n);
@@ -164,7 +164,7 @@ export class GrpcChannel {
         onEnd: (err) => {
           timer.cancel();
           if (err) return reject(err);
-          if (answer === null || extra) return reject(new GrpcStatusError(13, `${path} answered with ${answer === null ? 'no message' : 'more than one message'}`));
+          if (answer === null || extra) return reject(new GrpcStatusError(GrpcCode.INTERNAL, `${path} answered with ${answer === null ? 'no message' : 'more than one message'}`));
           resolve(answer);
         },
       });
@@ -194,12 +194,16 @@ export class GrpcChannel {
       over = true;
       h.onEnd(err);
     };
+    /** A call that never started: its end is told after this returns, as every other end. */
+    const endedAtOnce = (err: Error): GrpcStream => {
+      queueMicrotask(() => end(err));
+      return { write: () => undefined, end: () => undefined, cancel: () => (over = true) };
+    };
     let session: http2.ClientHttp2Session;
     try {
       session = this.connect();
     } catch (e) {
-      queueMicrotask(() => end(e as Error)); // after this returns, as every other end
-      return { write: () => undefined, end: () => undefined, cancel: () => (over = true) };
+      return endedAtOnce(e as Error);
     }
     const endpoint = this.endpoint;
     // Before the connection was up nothing reached the server: another endpoint may be tried.
@@ -214,10 +218,9 @@ export class GrpcChannel {
         ...metadata,
       });
     } catch (e) {
-      // A session that is closing, or out of stream ids: said as the call's end, after this returns.
+      // A session that is closing, or out of stream ids.
       this.drop(session);
-      queueMicrotask(() => end(new GrpcStatusError(14, (e as Error).message)));
-      return { write: () => undefined, end: () => undefined, cancel: () => (over = true) };
+      return endedAtOnce(new GrpcStatusError(GrpcCode.UNAVAILABLE, (e as Error).message));
     }
     this.open.add(req);
     let status: number | null = null;
@@ -234,12 +237,11 @@ export class GrpcChannel {
       const code = Number(headers[':status']);
       if (code !== 200) {
         // Not gRPC's answer (a proxy, or not etcd's client port): HTTP's status says what.
-        end(new GrpcStatusError(code === 404 ? 12 : 14, `${endpoint} answered ${path} with HTTP ${code}, not gRPC`));
+        end(new GrpcStatusError(code === 404 ? GrpcCode.UNIMPLEMENTED : GrpcCode.UNAVAILABLE, `${endpoint} answered ${path} with HTTP ${code}, not gRPC`));
         req.close(http2.constants.NGHTTP2_CANCEL);
         return;
       }
       takeStatus(headers); // Trailers-Only
-      if (!over) h.onOpen?.();
     });
     req.on('data', (chunk: Buffer) => {
       if (over) return;
@@ -261,9 +263,9 @@ export class GrpcChannel {
         const why = req.rstCode && req.rstCode !== http2.constants.NGHTTP2_NO_ERROR
           ? `Received RST_STREAM with code ${req.rstCode}`
           : 'the call ended without a status';
-        end(failed(new GrpcStatusError(14, why)));
+        end(failed(new GrpcStatusError(GrpcCode.UNAVAILABLE, why)));
       } else if (status !== 0) end(new GrpcStatusError(status, message));
-      else if (frames.pending > 0) end(new GrpcStatusError(13, 'the call ended inside a message'));
+      else if (frames.pending > 0) end(new GrpcStatusError(GrpcCode.INTERNAL, 'the call ended inside a message'));
       else end(null);
     });
     return {
@@ -289,7 +291,7 @@ export class GrpcChannel {
 
   /** The session to the current endpoint, made if there is none (or the last one is going away). */
   private connect(): http2.ClientHttp2Session {
-    if (this.closed) throw new GrpcStatusError(1, 'the channel is closed');
+    if (this.closed) throw new GrpcStatusError(GrpcCode.CANCELLED, 'the channel is closed');
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
     const endpoint = this.endpoint;
     const tls = endpoint.startsWith('https:') ? { ca: this.o.tls.ca, cert: this.o.tls.cert, key: this.o.tls.key } : {};
