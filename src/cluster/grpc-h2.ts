@@ -320,9 +320,13 @@ export class GrpcChannel {
     return s;
   }
 
-  /** A ping while a call is open (etcd refuses pings on an idle connection); no answer in time ends the connection. */
+  /**
+   * A ping while a call is open on this connection (etcd answers pings on one without a call
+   * with GOAWAY too_many_pings, and a call still finishing on a connection going away does not
+   * count); no answer in time ends the connection.
+   */
   private ping(s: http2.ClientHttp2Session): void {
-    if (s !== this.session || this.open.size === 0 || s.destroyed) return;
+    if (s !== this.session || s.destroyed || ![...this.open].some((req) => req.session === s)) return;
     const timeout = this.o.clock.after(this.keepaliveTimeoutMs, () => {
       s.destroy(new Error(`keepalive ping to ${this.endpoint} not answered within ${this.keepaliveTimeoutMs / 1000} s`));
     });

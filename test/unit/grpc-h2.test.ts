@@ -293,6 +293,35 @@ describe('GrpcChannel streams', () => {
     st.cancel();
   });
 
+  it("a call still finishing on a connection going away does not make the new, idle one ping", async () => {
+    const clock = new ManualClock();
+    const sessions: http2.ServerHttp2Session[] = [];
+    const pings: number[] = [];
+    const s = await server(answerInPieces(Buffer.from('ok'), 100), {
+      onSession: (x) => {
+        const i = sessions.push(x) - 1;
+        pings[i] = 0;
+        x.on('ping', () => pings[i]++);
+      },
+    });
+    const c = channel([s.url], clock);
+    const watch = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: () => undefined });
+    watch.write(Buffer.from('create'));
+    await until(() => s.calls.length === 1);
+    sessions[0].goaway(); // etcd stopping: the watch may finish, new calls go elsewhere
+    await until(() => (c as unknown as { session: unknown }).session === null); // the channel saw the GOAWAY
+    expect((await c.unary('/x/Y', Buffer.alloc(0), {}, 5000)).toString()).toBe('ok'); // on a second connection
+    expect(sessions).toHaveLength(2);
+    clock.advance(30_000);
+    const probe = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: () => undefined });
+    probe.write(Buffer.from('create'));
+    // The probe's HEADERS follow any ping of the idle 30 s on that connection.
+    await until(() => s.calls.length === 3);
+    expect(pings).toEqual([0, 0]);
+    watch.cancel();
+    probe.cancel();
+  });
+
   it('a ping not answered within 10 s ends the connection, and the open call with it, naming the endpoint', async () => {
     // A peer that speaks just enough HTTP/2 to be connected to (its SETTINGS, and the ack of
     // ours), then nothing: no answer to the call, none to the ping, as over a dead path.
