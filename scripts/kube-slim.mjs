@@ -33,6 +33,7 @@ const LAZY_PREFIX = '\0vxedge-kube-lazy:';
 
 const posix = (p) => p.split(path.sep).join('/');
 const inClient = (file) => posix(file).includes(CLIENT_DIST);
+const isConfig = (importer) => posix(importer).endsWith(CLIENT_DIST + 'config.js');
 
 /**
  * For scripts/bundle's `external`: true for a package the client's bundled modules import
@@ -43,8 +44,6 @@ export function kubeExternal(id, importer) {
   if (id in LAZY && isConfig(importer)) return false; // its stand-in is bundled
   return !(id.startsWith('.') || id.startsWith('/') || id.startsWith('\0'));
 }
-
-const isConfig = (importer) => posix(importer).endsWith(CLIENT_DIST + 'config.js');
 
 export function kubeSlim() {
   let stubbed = false;
