@@ -24,21 +24,29 @@ const FIXED64 = 1;
 const LEN = 2;
 const FIXED32 = 5;
 
+/** Appends `v` (an unsigned 64-bit value) to `out` as a varint: 7 bits a byte, low first, the top bit "more". */
+function pushVarint(out: number[], v: bigint): void {
+  while (v >= 0x80n) {
+    out.push(Number(v & 0x7fn) | 0x80);
+    v >>= 7n;
+  }
+  out.push(Number(v));
+}
+
+/** A field's key: its number and wire type, as a varint. */
+const pushTag = (out: number[], field: number, wire: number) => pushVarint(out, BigInt(field * 8 + wire));
+
 /** Appends fields to a message; `finish()` gives its bytes. Nested messages are encoded first and written as bytes. */
 export class ProtoWriter {
   private readonly parts: Buffer[] = [];
 
   /** A varint field (uint64, int64 as two's complement, bool, enum); 0 is written only with `always` (a oneof member). */
   varint(field: number, value: bigint | number | boolean, always = false): this {
-    let v = BigInt.asUintN(64, BigInt(value));
+    const v = BigInt.asUintN(64, BigInt(value));
     if (v === 0n && !always) return this;
     const bytes: number[] = [];
-    this.tag(bytes, field, VARINT);
-    while (v >= 0x80n) {
-      bytes.push(Number(v & 0x7fn) | 0x80);
-      v >>= 7n;
-    }
-    bytes.push(Number(v));
+    pushTag(bytes, field, VARINT);
+    pushVarint(bytes, v);
     this.parts.push(Buffer.from(bytes));
     return this;
   }
@@ -48,30 +56,14 @@ export class ProtoWriter {
     const b = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
     if (b.length === 0 && !always) return this;
     const head: number[] = [];
-    this.tag(head, field, LEN);
-    for (let n = b.length; ; n = Math.floor(n / 128)) {
-      if (n < 128) {
-        head.push(n);
-        break;
-      }
-      head.push((n & 0x7f) | 0x80);
-    }
+    pushTag(head, field, LEN);
+    pushVarint(head, BigInt(b.length));
     this.parts.push(Buffer.from(head), b);
     return this;
   }
 
   finish(): Buffer {
     return Buffer.concat(this.parts);
-  }
-
-  private tag(out: number[], field: number, wire: number): void {
-    for (let t = field * 8 + wire; ; t = Math.floor(t / 128)) {
-      if (t < 128) {
-        out.push(t);
-        return;
-      }
-      out.push((t & 0x7f) | 0x80);
-    }
   }
 }
 

@@ -50,6 +50,12 @@ describe('requests: what protobuf.js reads from our bytes', () => {
     }));
   });
 
+  it('lengths of two and three varint bytes (keys of 128 B to 20 KB)', () => {
+    fc.assert(fc.property(fc.uint8Array({ minLength: 128, maxLength: 20_000 }).map((a) => Buffer.from(a)), (key) => {
+      expect(Buffer.compare(read('etcdserverpb.RangeRequest', rangeRequest(key)).key, key)).toBe(0);
+    }), { numRuns: 50 });
+  });
+
   it('LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest (lease ids above 2^53 and below 0 too)', () => {
     fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), int64, (ttl, id) => {
       expect(read('etcdserverpb.LeaseGrantRequest', leaseGrantRequest(ttl))).toMatchObject({ TTL: String(ttl), ID: '0' });
