@@ -159,7 +159,7 @@ export class Gateway extends EventEmitter {
       // Forwarding starts now; probing once the router forward exists or was refused (SiteNat.settled).
       void gw.nat.settled(FIRST_MAPPING_WAIT_MS).then(() => gw.stopping || gw.control.start());
       gw.membership = await LiveMembership.create({
-        cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publishSoon(), clock: deps.clock, log: deps.log,
+        cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publishSoon(), certificatesSeen: () => gw.checksRun.request(), clock: deps.clock, log: deps.log,
       });
       await gw.membership.start();
       gw.publisher.start();

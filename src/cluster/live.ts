@@ -22,6 +22,11 @@ export interface LiveMembershipOptions {
   apply(peers: readonly PeerConfig[]): Promise<PeerDiff>;
   /** Something other parts show changed (health). */
   changed(): void;
+  /**
+   * The cluster's servers present certificates other than those last seen (the first
+   * connection, a renewed one): the certificates check dates them now, not a period later.
+   */
+  certificatesSeen?(): void;
   clock: Clock;
   log: Logger;
 }
@@ -111,6 +116,8 @@ export class LiveMembership {
   private stopped = false;
   /** The dual-stack problem's words name flannel's annotations as the cluster spells them. */
   private readonly annotations: FlannelAnnotations;
+  /** serverCertificates() as last told (certificatesSeen), by what and end. */
+  private presented = '';
 
   private constructor(
     private readonly o: LiveMembershipOptions,
@@ -141,8 +148,19 @@ export class LiveMembership {
       this.tellDualStack(this.view, v);
       this.view = v;
       this.sync('cluster').catch(() => undefined); // logged in sync(); the last peers stay in force
+      this.notePresented(); // the API server's comes with its answers
     });
     this.source.start();
+    // etcd's members are asked with handshakes of their own, which end after start.
+    this.source.serverCertificatesRead?.().then(() => this.notePresented(), () => undefined);
+  }
+
+  private notePresented(): void {
+    if (this.stopped) return;
+    const now = this.serverCertificates().map((c) => `${c.what} ${c.validity.to.getTime()}`).join('\n');
+    if (now === this.presented) return;
+    this.presented = now;
+    this.o.certificatesSeen?.();
   }
 
   async stop(): Promise<void> {

@@ -11,6 +11,7 @@ import type { ClusterSource, ClusterStatus, ClusterView } from '../../src/cluste
 import { reloadPlan } from '../../src/config/reload.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { PeerConfig } from '../../src/config/types.js';
+import type { SiteCertificate } from '../../src/util/tls-failure.js';
 import { PeerSync } from '../../src/control/peer-sync.js';
 import { PeerTable, STAT_RX_PACKETS } from '../../src/dataplane/peers.js';
 import { ipToInt, parseCidr } from '../../src/util/ipv4.js';
@@ -44,13 +45,19 @@ async function overMemorySource(nodes: number) {
     emit: (_v: ClusterView) => undefined as void,
     own: { source: 'kubernetes', connected: true, lastSync: '2026-12-06T00:00:00.000Z', nodes, registered: true, error: null } as Omit<ClusterStatus, 'peers' | 'skipped'>,
     log: new CaptureLog(),
+    /** What the servers present (serverCertificates), how often certificatesSeen was called, and the end of the first handshakes. */
+    presented: [] as SiteCertificate[],
+    seen: 0,
+    firstRead: { resolve: () => undefined as void, promise: Promise.resolve() },
   };
+  m.firstRead.promise = new Promise<void>((r) => (m.firstRead.resolve = r));
   const source: ClusterSource = {
     kind: 'kubernetes', start: () => undefined, stop: async () => undefined, setOwnLease: () => undefined,
     onView: (cb) => (m.emit = cb), status: () => m.own,
+    serverCertificates: () => m.presented, serverCertificatesRead: () => m.firstRead.promise,
   };
   const live = await LiveMembership.create({
-    cfg, siteMac: '0e:5c:aa:00:00:64', clock: new ManualClock(), log: m.log, changed: () => undefined,
+    cfg, siteMac: '0e:5c:aa:00:00:64', clock: new ManualClock(), log: m.log, changed: () => undefined, certificatesSeen: () => m.seen++,
     apply: async () => ({ added: [], removed: [], changed: [] }), load: async () => source,
   });
   await live.start();
@@ -478,6 +485,30 @@ describe('live membership', () => {
     expect(live.check()).toMatchObject({ ok: true });
     expect(told()).toEqual(['warn: cluster nodes run flannel dual-stack: they route nothing to this site', 'info: no cluster node runs flannel dual-stack any more']);
     await live.stop();
+  });
+
+  it('tells certificatesSeen when the servers present certificates not seen before: with a view, or when the first handshakes end; not again for the same ones', async () => {
+    const m = await overMemorySource(1);
+    const cert = (what: string, to: string): SiteCertificate => ({ what, validity: { from: new Date('2026-01-01T00:00:00Z'), to: new Date(to) }, presented: true });
+    const view = { nodes: 1, peers: [AWS_A], skipped: [] };
+    m.emit(view);
+    expect(m.seen).toBe(0); // nothing presented yet
+    m.presented = [cert('api', '2027-01-01T00:00:00Z')];
+    m.emit(view);
+    expect(m.seen).toBe(1);
+    m.emit(view);
+    expect(m.seen).toBe(1);
+    m.presented = [cert('api', '2028-01-01T00:00:00Z')]; // renewed: the same server, a new end
+    m.emit(view);
+    expect(m.seen).toBe(2);
+    m.presented = [...m.presented, cert('member', '2027-06-01T00:00:00Z')];
+    m.firstRead.resolve();
+    await settle();
+    expect(m.seen).toBe(3);
+    await m.live.stop();
+    m.presented = [];
+    m.emit(view);
+    expect(m.seen).toBe(3); // stopped: nothing more
   });
 
   it('every node left out: a failing check naming them and the keys to compare; none but ours, or one usable, passes', async () => {
