@@ -182,8 +182,10 @@ export class EtcdConnection {
         // A member cut off from its cluster (or a cluster that lost its quorum): it answers, but
         // cannot serve what the others see.
         if (/\bno leader\b/.test(msg)) {
+          // With several endpoints the adapter has moved on to the next already (grpc-h2.ts leave()).
+          const next = this.o.endpoints.length > 1 ? 'the next member in cluster.etcd.endpoints is asked' : 'list every member in cluster.etcd.endpoints';
           return `etcd at ${endpoints} has no leader (${what}: ${msg}): the member is cut off from the rest of its cluster, ` +
-            'or the cluster lost its quorum; list every member in cluster.etcd.endpoints; the last known peers stay in use';
+            `or the cluster lost its quorum; ${next}; the last known peers stay in use`;
         }
         return `cannot reach etcd at ${endpoints} (${what}: ${msg}); the last known peers stay in use`;
       case 'auth':

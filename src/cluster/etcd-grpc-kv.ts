@@ -19,7 +19,10 @@
 //    expire after 5 idle minutes: a call refused with "invalid auth token" gets a new token and
 //    is made once more (a watch too);
 //  - several endpoints: calls go to one at a time, and to the next when a connection cannot be
-//    made; a dead connection under a quiet watch ends after an unanswered ping (30 s + 10 s).
+//    made, when the member says it cannot serve (MEMBER_CANNOT_SERVE: cut off from its leader),
+//    or when it leaves two calls in a row past their deadlines (grpc-h2.ts STALLS_TO_LEAVE), as
+//    etcd's own clients move to another member; a dead connection under a quiet watch ends
+//    after an unanswered ping (30 s + 10 s).
 import { readFile } from 'node:fs/promises';
 import { show } from '../util/show.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
@@ -56,6 +59,13 @@ import { GrpcChannel, GrpcCode, GrpcConnectError, GrpcStatusError } from './grpc
 
 const KV = '/etcdserverpb.KV/';
 const LEASE = '/etcdserverpb.Lease/';
+
+/**
+ * etcd's words (rpctypes) for a member that cannot serve now while the others may: it has no
+ * leader (a member cut off from the rest ends a require-leader watch so), or could not get a
+ * request committed in time. Both are UNAVAILABLE; another member is asked instead.
+ */
+const MEMBER_CANNOT_SERVE = /^etcdserver: (no leader|request timed out)/;
 
 /** etcd's "require leader" metadata (clientv3 WithRequireLeader, rpctypes.MetadataRequireLeaderKey). */
 const REQUIRE_LEADER = { hasleader: 'true' };
@@ -126,7 +136,8 @@ export async function connectEtcdGrpc(o: EtcdConnectOptions): Promise<EtcdKv> {
     if (password === '') throw new EtcdKvError('setup', `cluster.etcd.passwordFile ${o.auth.passwordFile} is empty`);
     credentials = { name: o.auth.username, password };
   }
-  return new EtcdGrpcKv(new GrpcChannel({ endpoints, tls, clock: o.clock }), credentials, o.callTimeoutMs);
+  const leaveOn = (e: GrpcStatusError) => e.code === GrpcCode.UNAVAILABLE && MEMBER_CANNOT_SERVE.test(e.details);
+  return new EtcdGrpcKv(new GrpcChannel({ endpoints, tls, clock: o.clock, leaveOn }), credentials, o.callTimeoutMs);
 }
 
 const isExpiredToken = (e: unknown) => e instanceof Error && /invalid auth token/.test(e.message);

@@ -47,6 +47,13 @@ export class GrpcConnectError extends Error {
 /** A message larger than this is refused (etcd's own default limit for a request is 1.5 MiB; answers of 500 leases are ~150 KB). */
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+/**
+ * Unary calls that a connected endpoint leaves unanswered past their deadlines, with no call
+ * answered between them, before calls go to the next one. One may be a slow answer to a large
+ * read; two is an endpoint that is not serving (stopped, swapping, or waiting for a quorum it lost).
+ */
+export const STALLS_TO_LEAVE = 2;
+
 export interface GrpcChannelOptions {
   /** Endpoints as http://host:port (h2c, prior knowledge) or https://host:port; calls go to one at a time. */
   endpoints: string[];
@@ -56,6 +63,12 @@ export interface GrpcChannelOptions {
   /** While a call is open, a ping this often; a ping not answered within `keepaliveTimeoutMs` ends the connection. */
   keepaliveMs?: number;
   keepaliveTimeoutMs?: number;
+  /**
+   * Whether a status from a connected endpoint says it cannot serve now while another may
+   * (etcd: a member cut off from its leader). With more than one endpoint, calls then go to
+   * the next one at once, and those still open on this one end with UNAVAILABLE.
+   */
+  leaveOn?: (e: GrpcStatusError) => boolean;
 }
 
 export interface StreamHandlers {
@@ -117,12 +130,15 @@ function statusMessage(v: unknown): string {
 export class GrpcChannel {
   private session: http2.ClientHttp2Session | null = null;
   private current = 0;
-  private readonly open = new Set<http2.ClientHttp2Stream>();
+  /** The calls open, each with how to end it from here (its handler told `err`, then reset). */
+  private readonly open = new Map<http2.ClientHttp2Stream, (err: Error) => void>();
   /** Every session not yet closed: the current one, and those going away that still finish calls. */
   private readonly sessions = new Set<http2.ClientHttp2Session>();
   /** Sessions whose connection came up: a call that fails on one may have reached the server. */
   private readonly everConnected = new WeakSet<http2.ClientHttp2Session>();
   private keepalive: Timer | null = null;
+  /** Unary calls in a row on the current session that ran past their deadline (STALLS_TO_LEAVE). */
+  private stalls = 0;
   private closed = false;
   private readonly keepaliveMs: number;
   private readonly keepaliveTimeoutMs: number;
@@ -177,6 +193,9 @@ export class GrpcChannel {
         // not to TCP's own minutes of retrying.
         const connecting = session !== null && !this.everConnected.has(session);
         if (connecting) this.giveUp(session);
+        else if (session !== null && session === this.session && ++this.stalls >= STALLS_TO_LEAVE) {
+          this.leave(session, `${this.stalls} calls in a row unanswered within their deadlines`);
+        }
         reject(new GrpcStatusError(GrpcCode.DEADLINE_EXCEEDED, connecting
           ? `no connection to ${endpoint} within ${Math.ceil(timeoutMs)} ms`
           : `no answer from ${endpoint} within ${Math.ceil(timeoutMs)} ms`));
@@ -189,9 +208,11 @@ export class GrpcChannel {
   /** Opens a call; messages are written with write(), the answers come to `h`. */
   stream(path: string, metadata: Record<string, string>, h: StreamHandlers): GrpcStream {
     let over = false;
+    let session: http2.ClientHttp2Session | null = null;
     const end = (err: Error | null) => {
       if (over) return;
       over = true;
+      if (session !== null) this.judge(session, err);
       h.onEnd(err);
     };
     /** A call that never started: its end is told after this returns, as every other end. */
@@ -199,18 +220,18 @@ export class GrpcChannel {
       queueMicrotask(() => end(err));
       return { write: () => undefined, end: () => undefined, cancel: () => (over = true) };
     };
-    let session: http2.ClientHttp2Session;
+    let s: http2.ClientHttp2Session;
     try {
-      session = this.connect();
+      s = session = this.connect();
     } catch (e) {
       return endedAtOnce(e as Error);
     }
     const endpoint = this.endpoint;
     // Before the connection was up nothing reached the server: another endpoint may be tried.
-    const failed = (e: Error) => (this.everConnected.has(session) ? e : new GrpcConnectError(endpoint, e));
+    const failed = (e: Error) => (this.everConnected.has(s) ? e : new GrpcConnectError(endpoint, e));
     let req: http2.ClientHttp2Stream;
     try {
-      req = session.request({
+      req = s.request({
         ':method': 'POST',
         ':path': path,
         'content-type': 'application/grpc',
@@ -219,10 +240,13 @@ export class GrpcChannel {
       });
     } catch (e) {
       // A session that is closing, or out of stream ids.
-      this.drop(session);
+      this.drop(s);
       return endedAtOnce(new GrpcStatusError(GrpcCode.UNAVAILABLE, (e as Error).message));
     }
-    this.open.add(req);
+    this.open.set(req, (err) => {
+      end(err);
+      if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+    });
     let status: number | null = null;
     let message = '';
     const takeStatus = (headers: http2.IncomingHttpHeaders) => {
@@ -285,7 +309,7 @@ export class GrpcChannel {
   /** Ends every call and every connection, also those going away that still finish a call. */
   close(): void {
     this.closed = true;
-    for (const req of this.open) if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+    for (const req of this.open.keys()) if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
     for (const s of this.sessions) this.drop(s);
   }
 
@@ -326,7 +350,7 @@ export class GrpcChannel {
    * count); no answer in time ends the connection.
    */
   private ping(s: http2.ClientHttp2Session): void {
-    if (s !== this.session || s.destroyed || ![...this.open].some((req) => req.session === s)) return;
+    if (s !== this.session || s.destroyed || ![...this.open.keys()].some((req) => req.session === s)) return;
     const timeout = this.o.clock.after(this.keepaliveTimeoutMs, () => {
       s.destroy(new Error(`keepalive ping to ${this.endpoint} not answered within ${this.keepaliveTimeoutMs / 1000} s`));
     });
@@ -343,11 +367,35 @@ export class GrpcChannel {
     this.drop(s);
   }
 
+  /** How a call on `s` ended: an answer clears the stalls; a status that says the endpoint cannot serve leaves it. */
+  private judge(s: http2.ClientHttp2Session, err: Error | null): void {
+    if (s !== this.session || !this.everConnected.has(s)) return;
+    if (err === null) this.stalls = 0;
+    else if (err instanceof GrpcStatusError && this.o.leaveOn?.(err)) this.leave(s, err.details);
+  }
+
+  /**
+   * The connected endpoint of `s` is not serving: calls go to the next endpoint, and those still
+   * open on `s` (a watch) end with UNAVAILABLE naming both, so that they are made again there.
+   * With one endpoint there is nowhere to go (a load balancer's address): it stays.
+   */
+  private leave(s: http2.ClientHttp2Session, why: string): void {
+    if (s !== this.session || this.o.endpoints.length < 2) return;
+    const from = this.endpoint;
+    this.current = (this.current + 1) % this.o.endpoints.length;
+    this.stalls = 0;
+    this.detach();
+    const err = new GrpcStatusError(GrpcCode.UNAVAILABLE, `left ${from} for ${this.endpoint}: ${why}`);
+    for (const [req, abort] of this.open) if (req.session === s) abort(err);
+    s.close(); // no call left on it: a GOAWAY without an error, as a client that is done says
+  }
+
   /** Forgets the session as the one calls go to (it may still finish its calls). */
   private detach(): void {
     this.keepalive?.cancel();
     this.keepalive = null;
     this.session = null;
+    this.stalls = 0;
   }
 
   private drop(s: http2.ClientHttp2Session | null): void {

@@ -16,7 +16,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, createNamespace, deleteNamespaces, killSpawned, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
+import { REPO_ROOT, addNamespace, createNamespace, deleteNamespaces, killSpawned, nsRun, nsSpawn, onLines, skipUnlessRoot, waitExit, waitFor } from './harness.js';
 import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { ensureDist } from '../support/dist.js';
 import { datedCert } from '../support/kube-pki.mjs';
@@ -519,6 +519,54 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
       await f.stop();
     } finally {
       await Promise.all([a.stop(), b.stop(), c.stop()]);
+    }
+  });
+
+  it('a member cut off from the others while we still reach it: the source moves to another member and follows on (as etcd\'s own clients do)', async () => {
+    // Member a in a namespace of its own, b and c in NS, joined by a veth; the follower lists
+    // all three and starts on a. Cutting a's peer traffic (never its clients') leaves a up and
+    // answering, with no leader; b and c keep their quorum and take a new lease.
+    const nsA = `${PREFIX}a-${process.pid}`;
+    deleteNamespaces(`${PREFIX}a`);
+    addNamespace(nsA);
+    const members = [
+      { name: 'a', ns: nsA, address: '192.0.2.2', client: 23379, peer: 23380 },
+      { name: 'b', ns: NS, address: '192.0.2.1', client: 23479, peer: 23480 },
+      { name: 'c', ns: NS, address: '192.0.2.1', client: 23579, peer: 23580 },
+    ];
+    const peerPorts = members.map((m) => m.peer).join(',');
+    const started: EtcdServer[] = [];
+    try {
+      await nsRun(NS, ['ip', 'link', 'add', 'vxe0', 'type', 'veth', 'peer', 'name', 'vxe1', 'netns', nsA]);
+      await nsRun(NS, ['ip', 'addr', 'add', '192.0.2.1/24', 'dev', 'vxe0']);
+      await nsRun(NS, ['ip', 'link', 'set', 'vxe0', 'up']);
+      await nsRun(nsA, ['ip', 'addr', 'add', '192.0.2.2/24', 'dev', 'vxe1']);
+      await nsRun(nsA, ['ip', 'link', 'set', 'vxe1', 'up']);
+      const initialCluster = members.map((m) => `${m.name}=http://${m.address}:${m.peer}`).join(',');
+      const [a, b] = await Promise.all(members.map(async (m) => {
+        const e = await startEtcd({
+          ns: m.ns, address: m.address, clientPort: m.client, peerPort: m.peer, peerAddress: m.address, dataDir: path.join(dir, `etcd-cut-${m.name}`), name: m.name, lifetimeS: 120,
+          extraArgs: ['--initial-cluster', initialCluster, '--initial-cluster-token', 'vxedge-cut-test'],
+        });
+        started.push(e);
+        return e;
+      }));
+      await a.ctl(['put', `${NET}/config`, CONFIG]);
+      const f = follow({ endpoints: members.map((m) => `http://${m.address}:${m.client}`), register: false });
+      await f.until('following a', () => f.status?.connected === true && f.view !== undefined);
+
+      for (const chain of ['INPUT', 'OUTPUT']) await nsRun(nsA, ['iptables', '-A', chain, '-p', 'tcp', '-m', 'multiport', '--ports', peerPorts, '-j', 'DROP']);
+      // b and c elect a leader among themselves first when a led (etcdctl: "request timed out").
+      const id = await waitFor(() => b.grantLease(60, ['--command-timeout=2s']), 20_000, 200);
+      await b.ctl(['put', `--lease=${id.toString(16)}`, key('10.244.8.0-24'), ourValue('203.0.113.80', '0e:00:00:00:08:01')]);
+      await f.until('a lease written on the other side of the cut is followed', () => f.status?.connected === true && f.view?.peers.some((p) => p.name === 'etcd-10.244.8.0-24') === true, 30_000);
+      // It was a's "no leader" that moved it (a's watch requires a leader), said while it lasted.
+      expect(f.statuses.some((st) => /no leader/.test(st.error ?? '')), JSON.stringify(f.statuses)).toBe(true);
+      await f.stop();
+    } finally {
+      await Promise.all(started.map((e) => e.stop()));
+      deleteNamespaces(`${PREFIX}a`);
+      spawnSync('ip', ['netns', 'del', nsA], { timeout: 10_000 });
     }
   });
 

@@ -22,7 +22,9 @@ export interface EtcdOptions {
   /** Address to serve clients on, e.g. 127.0.0.1 or a lab address. */
   address: string;
   clientPort?: number; // default 2379
-  peerPort?: number; // default 2380, on 127.0.0.1
+  peerPort?: number; // default 2380
+  /** Address of the peer URL (default 127.0.0.1; a member in a namespace of its own needs one the others reach). */
+  peerAddress?: string;
   /** etcd --data-dir; kept across restart() unless wiped. */
   dataDir: string;
   /** Member name (default "vxedge-lab"). */
@@ -60,7 +62,7 @@ export class EtcdServer {
     if (this.alive) return;
     const o = this.o;
     const name = o.name ?? 'vxedge-lab';
-    const peer = `http://127.0.0.1:${o.peerPort ?? 2380}`;
+    const peer = `http://${o.peerAddress ?? '127.0.0.1'}:${o.peerPort ?? 2380}`;
     const args = [
       'timeout', String(o.lifetimeS ?? 300),
       'etcd', '--name', name, '--data-dir', o.dataDir, '--logger', 'zap', '--log-outputs', 'stderr',

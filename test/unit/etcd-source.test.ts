@@ -339,7 +339,7 @@ describe('EtcdSource: errors name the fix', () => {
     ['permission', 'etcdserver: permission denied', { username: 'site', passwordFile: '/p' },
       /etcd denied read \/coreos\.com\/network\/config to user "site" .*grant it read access to \/coreos\.com\/network\/config and \/coreos\.com\/network\/subnets\/ and write access to \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24 \(vxedge rbac -c FILE prints the etcdctl commands\)/],
     ['unavailable', '14 UNAVAILABLE: etcdserver: no leader', undefined,
-      /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 has no leader \(read \/coreos\.com\/network\/config: 14 UNAVAILABLE: etcdserver: no leader\): the member is cut off from the rest of its cluster, or the cluster lost its quorum; list every member in cluster\.etcd\.endpoints/],
+      /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 has no leader \(read \/coreos\.com\/network\/config: 14 UNAVAILABLE: etcdserver: no leader\): the member is cut off from the rest of its cluster, or the cluster lost its quorum; the next member in cluster\.etcd\.endpoints is asked; the last known peers stay in use/],
     ['tls', 'unable to verify the first certificate', undefined, /TLS to etcd at .* failed .*check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
     ['setup', 'cannot read cluster.etcd.ca /nope: no such file', undefined, /^cannot read cluster\.etcd\.ca \/nope: no such file; retrying in/],
     ['busy', '8 RESOURCE_EXHAUSTED: etcdserver: too many requests', undefined,
@@ -351,6 +351,14 @@ describe('EtcdSource: errors name the fix', () => {
     await settle();
     expect(src.status().connected).toBe(false);
     expect(src.status().error).toMatch(re);
+  });
+
+  it('no leader with one endpoint: there is no other member to ask, so the words say to list them all', async () => {
+    const { fake, src } = setup({ endpoints: ['http://10.0.0.1:2379'] });
+    fake.failNext('get', 'unavailable', '14 UNAVAILABLE: etcdserver: no leader');
+    src.start();
+    await settle();
+    expect(src.status().error).toMatch(/^etcd at http:\/\/10\.0\.0\.1:2379 has no leader .*or the cluster lost its quorum; list every member in cluster\.etcd\.endpoints; the last known peers stay in use/);
   });
 
   it("TLS as Node reports it: the short cause, the clock's reading, and cluster.etcd.cert's end when etcd refused it", async () => {

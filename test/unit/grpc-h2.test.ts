@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { GrpcChannel, GrpcConnectError, GrpcStatusError } from '../../src/cluster/grpc-h2.js';
+import { GrpcChannel, GrpcConnectError, GrpcStatusError, STALLS_TO_LEAVE } from '../../src/cluster/grpc-h2.js';
 import { ManualClock } from '../support/clock.js';
 
 type Handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer[]) => void;
@@ -52,8 +52,8 @@ async function closedPort(): Promise<string> {
   return `http://127.0.0.1:${port}`;
 }
 
-function channel(endpoints: string[], clock = new ManualClock()): GrpcChannel {
-  const c = new GrpcChannel({ endpoints, tls: {}, clock });
+function channel(endpoints: string[], clock = new ManualClock(), leaveOn?: (e: GrpcStatusError) => boolean): GrpcChannel {
+  const c = new GrpcChannel({ endpoints, tls: {}, clock, ...(leaveOn ? { leaveOn } : {}) });
   channels.push(c);
   return c;
 }
@@ -351,5 +351,84 @@ describe('GrpcChannel streams', () => {
       for (const x of sockets) x.destroy();
       await new Promise((r) => mute.close(r));
     }
+  });
+});
+
+describe('GrpcChannel leaving an endpoint that does not serve', () => {
+  /** A member cut off from its leader: a watch stays open (until etcd ends it), every unary call is refused so. */
+  async function leaderless() {
+    const watches: http2.ServerHttp2Stream[] = [];
+    const srv = http2.createServer();
+    srv.on('stream', (stream, headers) => {
+      if (headers[':path'] === '/etcdserverpb.Watch/Watch') {
+        watches.push(stream);
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+        return;
+      }
+      stream.on('data', () => undefined);
+      stream.on('end', () => stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'etcdserver: no leader' }, { endStream: true }));
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    servers.push(srv);
+    return { url: `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}`, watches };
+  }
+  const noLeader = (e: GrpcStatusError) => /^etcdserver: no leader/.test(e.details);
+
+  it("a status that says so (leaveOn): calls go to the next endpoint at once, and the watch open on the first ends with UNAVAILABLE naming both", async () => {
+    const a = await leaderless();
+    const b = await server(answerInPieces(Buffer.from('ok'), 100));
+    const c = channel([a.url, b.url], new ManualClock(), noLeader);
+    let ended: Error | null | undefined;
+    const watch = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: (e) => (ended = e) });
+    watch.write(Buffer.from('create'));
+    await until(() => a.watches.length === 1);
+    await expect(c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).rejects.toMatchObject({ code: 14, details: 'etcdserver: no leader' });
+    expect(c.endpoint).toBe(b.url);
+    await until(() => ended !== undefined);
+    expect(ended).toMatchObject({ code: 14, details: `left ${a.url} for ${b.url}: etcdserver: no leader` });
+    expect((await c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).toString()).toBe('ok');
+    expect(b.calls).toHaveLength(1);
+  });
+
+  it('with one endpoint there is nowhere to go: it stays, and so does its watch', async () => {
+    const a = await leaderless();
+    const c = channel([a.url], new ManualClock(), noLeader);
+    let ended: Error | null | undefined;
+    const watch = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: (e) => (ended = e) });
+    watch.write(Buffer.from('create'));
+    await until(() => a.watches.length === 1);
+    await expect(c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).rejects.toMatchObject({ code: 14 });
+    await expect(c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).rejects.toMatchObject({ code: 14 });
+    expect(c.endpoint).toBe(a.url);
+    await new Promise((r) => setImmediate(r));
+    expect(ended).toBeUndefined();
+    watch.cancel();
+  });
+
+  it(`${STALLS_TO_LEAVE} unary calls past their deadlines with none answered between: the next endpoint; an answer between clears the count`, async () => {
+    // /slow is never answered (a member waiting for a quorum it lost); /fast is.
+    const a = await server((stream, headers) => {
+      if (headers[':path'] === '/x/Fast') answerInPieces(Buffer.from('a'), 100)(stream, headers, []);
+    });
+    const b = await server(answerInPieces(Buffer.from('b'), 100));
+    const clock = new ManualClock();
+    const c = channel([a.url, b.url], clock);
+    const stall = async () => {
+      const before = a.calls.length;
+      const p = c.unary('/x/Slow', Buffer.alloc(0), {}, 1000).catch((x: unknown) => x);
+      await until(() => a.calls.length === before + 1);
+      clock.advance(1000);
+      expect(await p).toMatchObject({ code: 4 });
+    };
+    await stall();
+    expect(c.endpoint).toBe(a.url);
+    expect((await c.unary('/x/Fast', Buffer.alloc(0), {}, 1000)).toString()).toBe('a'); // answered: the count starts again
+    for (let i = 1; i < STALLS_TO_LEAVE; i++) {
+      await stall();
+      expect(c.endpoint).toBe(a.url);
+    }
+    await stall();
+    expect(c.endpoint).toBe(b.url);
+    expect((await c.unary('/x/Fast', Buffer.alloc(0), {}, 1000)).toString()).toBe('b');
   });
 });
