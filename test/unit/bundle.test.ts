@@ -64,9 +64,12 @@ describe('the shipped command (dist/cli/main.js)', () => {
     // APIs nowhere: nothing imports the package by name.
     expect([...seen].filter((s) => s.startsWith('@kubernetes/client-node'))).toEqual([]);
     expect(seen.has('js-yaml')).toBe(true);
-    // Loaded when first used, by their stand-ins (below), not imported.
-    expect(seen.has('node-fetch') || seen.has('socks-proxy-agent')).toBe(false);
+    // Loaded when first used, by their stand-ins (below), not imported: required, or (an ES
+    // module) imported by import() alone.
+    expect(['node-fetch', 'socks-proxy-agent', 'hpagent'].filter((p) => seen.has(p))).toEqual([]);
     const code = chunkFiles().map((f) => readFileSync(f, 'utf8'));
+    expect(code.some((c) => /\bfrom\s*["'`]openid-client["'`]/.test(c)), 'a static import of openid-client').toBe(false);
+    expect(code.filter((c) => /\bimport\s*\(\s*["'`]openid-client["'`]\s*\)/.test(c)), 'its stand-in\'s import()').toHaveLength(1);
     expect(code.filter((c) => c.includes('makeApiClient is not in vxedge')), 'the stand-in for the generated index').toHaveLength(1);
     expect(code.some((c) => /ObjectSerializer|V1PodSpec/.test(c)), 'generated APIs or models in the bundle').toBe(false);
   });
@@ -137,35 +140,63 @@ describe('scripts/bundle', () => {
   });
 });
 
-describe("the Kubernetes client's node-fetch and socks-proxy-agent load on first use (scripts/kube-slim.mjs)", () => {
-  it('not with KubeConfig; a socks5:// proxy-url still gets a SocksProxyAgent, applyToFetchOptions node-fetch\'s Headers', () => {
-    const chunk = chunkFiles().find((f) => readFileSync(f, 'utf8').includes('class KubeConfig'))!;
-    // Required from the chunk, as the import was: the copy at node_modules' top level, the client's own.
-    for (const p of ['node-fetch', 'socks-proxy-agent']) expect(existsSync(path.join(CLIENT_PACKAGE, 'node_modules', p)), p).toBe(false);
+describe("the Kubernetes client's node-fetch, socks-proxy-agent, hpagent and openid-client load on first use (scripts/kube-slim.mjs)", () => {
+  const chunk = () => chunkFiles().find((f) => readFileSync(f, 'utf8').includes('class KubeConfig'))!;
+  /**
+   * Runs `body` in a child Node with the chunk's KubeConfig (or the one of module `from`) and
+   * `loaded()` (the CommonJS packages required so far); its JSON output.
+   */
+  function run(body: string, from = chunk()): unknown {
     const script = `
       import { createRequire } from 'node:module';
-      const cache = createRequire(${JSON.stringify(chunk)}).cache;
-      const loaded = () => ['node-fetch', 'socks-proxy-agent'].filter((p) => Object.keys(cache).some((k) => k.includes('/node_modules/' + p + '/')));
-      const { KubeConfig } = await import(${JSON.stringify(chunk)});
-      const out = { atLoad: loaded() };
-      const kc = new KubeConfig();
-      kc.loadFromOptions({
-        clusters: [{ name: 'c', server: 'https://192.0.2.1:6443', proxyUrl: 'socks5://192.0.2.2:1080', skipTLSVerify: false }],
-        users: [{ name: 'u', token: 't' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x',
-      });
-      const opts = {};
-      await kc.applyToHTTPSOptions(opts);
-      out.agent = opts.agent.constructor.name;
-      out.afterProxy = loaded();
-      const f = await kc.applyToFetchOptions({});
-      out.authorization = f.headers.get('authorization');
-      out.afterFetch = loaded();
-      console.log(JSON.stringify(out));`;
+      const cache = createRequire(${JSON.stringify(from)}).cache;
+      const loaded = () => ['node-fetch', 'socks-proxy-agent', 'hpagent'].filter((p) => Object.keys(cache).some((k) => k.includes('/node_modules/' + p + '/')));
+      const { KubeConfig } = await import(${JSON.stringify(from)});
+      const kubeconfig = (cluster, user) => {
+        const kc = new KubeConfig();
+        kc.loadFromOptions({ clusters: [{ name: 'c', server: 'https://192.0.2.1:6443', skipTLSVerify: false, ...cluster }], users: [{ name: 'u', ...user }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
+        return kc;
+      };
+      ${body}`;
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
     expect(r.stderr).toBe('');
-    expect(JSON.parse(r.stdout)).toEqual({
-      atLoad: [], agent: 'SocksProxyAgent', afterProxy: ['socks-proxy-agent'], authorization: 'Bearer t', afterFetch: ['node-fetch', 'socks-proxy-agent'],
+    return JSON.parse(r.stdout);
+  }
+
+  it('none with KubeConfig; a socks5:// proxy-url still gets a SocksProxyAgent, an http:// one hpagent\'s, applyToFetchOptions node-fetch\'s Headers', () => {
+    // Required from the chunk, as the import was: the copy at node_modules' top level, the client's own.
+    for (const p of ['node-fetch', 'socks-proxy-agent', 'hpagent', 'openid-client']) expect(existsSync(path.join(CLIENT_PACKAGE, 'node_modules', p)), p).toBe(false);
+    expect(run(`
+      const out = { atLoad: loaded() };
+      const agent = async (proxyUrl) => {
+        const opts = {};
+        await kubeconfig({ proxyUrl }, { token: 't' }).applyToHTTPSOptions(opts);
+        return opts.agent.constructor.name;
+      };
+      out.socks = [await agent('socks5://192.0.2.2:1080'), loaded()];
+      out.http = [await agent('http://192.0.2.2:3128'), loaded()];
+      const f = await kubeconfig({}, { token: 't' }).applyToFetchOptions({});
+      out.authorization = f.headers.get('authorization');
+      out.afterFetch = loaded();
+      console.log(JSON.stringify(out));`)).toEqual({
+      atLoad: [], socks: ['SocksProxyAgent', ['socks-proxy-agent']], http: ['HttpsProxyAgent', ['socks-proxy-agent', 'hpagent']],
+      authorization: 'Bearer t', afterFetch: ['node-fetch', 'socks-proxy-agent', 'hpagent'],
     });
+  });
+
+  it("an oidc user whose id-token has expired reaches openid-client's discovery, as the client unbundled does", () => {
+    // client-node 1.4 hands discovery() the issuer as a string, which openid-client 6 refuses
+    // (it wants a URL): that refusal, the same from the package itself, is openid-client's own
+    // answer, so the stand-in imported it and called through.
+    const body = `
+      const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      const idToken = [b64({ alg: 'none' }), b64({ exp: 1 }), 'x'].join('.');
+      const kc = kubeconfig({}, { authProvider: { name: 'oidc', config: { 'client-id': 'vx', 'idp-issuer-url': 'https://192.0.2.3/', 'id-token': idToken, 'refresh-token': 'r' } } });
+      const e = await kc.applyToHTTPSOptions({}).catch((x) => x);
+      console.log(JSON.stringify({ code: e.code, message: e.message }));`;
+    const bundled = run(body);
+    expect(bundled).toEqual({ code: 'ERR_INVALID_ARG_TYPE', message: '"server" must be an instance of URL' });
+    expect(run(body, path.join(CLIENT_PACKAGE, 'dist', 'config.js'))).toEqual(bundled);
   });
 });
 
