@@ -208,7 +208,7 @@ export class GrpcChannel {
   /** Opens a call; messages are written with write(), the answers come to `h`. */
   stream(path: string, metadata: Record<string, string>, h: StreamHandlers): GrpcStream {
     let over = false;
-    let session: http2.ClientHttp2Session | null = null;
+    let session: http2.ClientHttp2Session | null = null; // the connection the call went on, for end()
     const end = (err: Error | null) => {
       if (over) return;
       over = true;
@@ -220,12 +220,12 @@ export class GrpcChannel {
       queueMicrotask(() => end(err));
       return { write: () => undefined, end: () => undefined, cancel: () => (over = true) };
     };
-    let s: http2.ClientHttp2Session;
     try {
-      s = session = this.connect();
+      session = this.connect();
     } catch (e) {
       return endedAtOnce(e as Error);
     }
+    const s = session;
     const endpoint = this.endpoint;
     // Before the connection was up nothing reached the server: another endpoint may be tried.
     const failed = (e: Error) => (this.everConnected.has(s) ? e : new GrpcConnectError(endpoint, e));
