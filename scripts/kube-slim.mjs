@@ -9,8 +9,7 @@
 // half a second of a gateway's start on a small board (docs/memory.md). Here config.js and its
 // own modules are bundled, and its ./gen/index.js is a stand-in whose two exports say, when
 // called, that makeApiClient is not available. The client's other dependencies (js-yaml,
-// the HTTP proxy agent, openid-client, jsonpath-plus) stay external: loaded from node_modules
-// as installed.
+// jsonpath-plus, rfc4648, and those below) stay external: loaded from node_modules as installed.
 //
 // Four of them the client's modules import at their top but use only on paths vxedge rarely
 // or never takes: node-fetch (for `Headers`, in applyToFetchOptions: never called; node-fetch 2
