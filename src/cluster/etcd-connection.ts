@@ -87,6 +87,8 @@ export class EtcdConnection {
       auth: this.o.auth,
       clock: this.clock,
       callTimeoutMs: Math.min(5_000, this.callTimeoutMs),
+      // Said each time: the calls' own errors name the member they failed on, not where they go next.
+      memberLeft: (from, to, why) => this.log.warn('etcd: left a member that cannot serve; calls go to the next', { from, to, why }),
     });
     try {
       const kv = await this.connecting;

@@ -137,7 +137,8 @@ export async function connectEtcdGrpc(o: EtcdConnectOptions): Promise<EtcdKv> {
     credentials = { name: o.auth.username, password };
   }
   const leaveOn = (e: GrpcStatusError) => e.code === GrpcCode.UNAVAILABLE && MEMBER_CANNOT_SERVE.test(e.details);
-  return new EtcdGrpcKv(new GrpcChannel({ endpoints, tls, clock: o.clock, leaveOn }), credentials, o.callTimeoutMs);
+  const channel = new GrpcChannel({ endpoints, tls, clock: o.clock, leaveOn, ...(o.memberLeft ? { left: o.memberLeft } : {}) });
+  return new EtcdGrpcKv(channel, credentials, o.callTimeoutMs);
 }
 
 const isExpiredToken = (e: unknown) => e instanceof Error && /invalid auth token/.test(e.message);

@@ -125,6 +125,8 @@ export interface EtcdConnectOptions {
   clock: Clock;
   /** Deadline of each unary call and keepalive. */
   callTimeoutMs: number;
+  /** Told when calls leave a member that cannot serve (no leader, calls unanswered) for the next endpoint. */
+  memberLeft?: (from: string, to: string, why: string) => void;
 }
 
 export type EtcdConnect = (o: EtcdConnectOptions) => Promise<EtcdKv>;

@@ -69,6 +69,8 @@ export interface GrpcChannelOptions {
    * the next one at once, and those still open on this one end with UNAVAILABLE.
    */
   leaveOn?: (e: GrpcStatusError) => boolean;
+  /** Told when calls leave a connected endpoint that cannot serve (leaveOn, STALLS_TO_LEAVE) for the next one. */
+  left?: (from: string, to: string, why: string) => void;
 }
 
 export interface StreamHandlers {
@@ -388,6 +390,7 @@ export class GrpcChannel {
     const err = new GrpcStatusError(GrpcCode.UNAVAILABLE, `left ${from} for ${this.endpoint}: ${why}`);
     for (const [req, abort] of this.open) if (req.session === s) abort(err);
     s.close(); // no call left on it: a GOAWAY without an error, as a client that is done says
+    this.o.left?.(from, this.endpoint, why);
   }
 
   /** Forgets the session as the one calls go to (it may still finish its calls). */

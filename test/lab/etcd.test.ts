@@ -556,12 +556,26 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
       await f.until('following a', () => f.status?.connected === true && f.view !== undefined);
 
       for (const chain of ['INPUT', 'OUTPUT']) await nsRun(nsA, ['iptables', '-A', chain, '-p', 'tcp', '-m', 'multiport', '--ports', peerPorts, '-j', 'DROP']);
+      const cut = Date.now();
       // b and c elect a leader among themselves first when a led (etcdctl: "request timed out").
       const id = await waitFor(() => b.grantLease(60, ['--command-timeout=2s']), 20_000, 200);
       await b.ctl(['put', `--lease=${id.toString(16)}`, key('10.244.8.0-24'), ourValue('203.0.113.80', '0e:00:00:00:08:01')]);
+      const written = Date.now();
       await f.until('a lease written on the other side of the cut is followed', () => f.status?.connected === true && f.view?.peers.some((p) => p.name === 'etcd-10.244.8.0-24') === true, 30_000);
+      console.log(`[etcd cut] lease written ${written - cut} ms after the cut (b and c elect a leader first), followed ${Date.now() - cut} ms after it`);
       // It was a's "no leader" that moved it (a's watch requires a leader), said while it lasted.
       expect(f.statuses.some((st) => /no leader/.test(st.error ?? '')), JSON.stringify(f.statuses)).toBe(true);
+      // And the move is in the log, from a to b (the next in the list).
+      // Warnings come on stderr, several lines to a chunk at times.
+      const parsed = f.logs.flatMap((chunk) => chunk.split('\n')).flatMap((l): { msg?: string; from?: string; to?: string; why?: string }[] => {
+        try {
+          return [JSON.parse(l)];
+        } catch {
+          return []; // not a log line
+        }
+      });
+      const moves = parsed.filter((l) => l.msg === 'etcd: left a member that cannot serve; calls go to the next');
+      expect(moves[0], f.logs.join('\n')).toMatchObject({ from: 'http://192.0.2.2:23379', to: 'http://192.0.2.1:23479', why: expect.stringMatching(/^etcdserver: no leader|calls in a row unanswered/) });
       await f.stop();
     } finally {
       await Promise.all(started.map((e) => e.stop()));

@@ -52,8 +52,8 @@ async function closedPort(): Promise<string> {
   return `http://127.0.0.1:${port}`;
 }
 
-function channel(endpoints: string[], clock = new ManualClock(), leaveOn?: (e: GrpcStatusError) => boolean): GrpcChannel {
-  const c = new GrpcChannel({ endpoints, tls: {}, clock, ...(leaveOn ? { leaveOn } : {}) });
+function channel(endpoints: string[], clock = new ManualClock(), leaveOn?: (e: GrpcStatusError) => boolean, left?: string[][]): GrpcChannel {
+  const c = new GrpcChannel({ endpoints, tls: {}, clock, ...(leaveOn ? { leaveOn } : {}), ...(left ? { left: (...a: string[]) => left.push(a) } : {}) });
   channels.push(c);
   return c;
 }
@@ -377,13 +377,15 @@ describe('GrpcChannel leaving an endpoint that does not serve', () => {
   it("a status that says so (leaveOn): calls go to the next endpoint at once, and the watch open on the first ends with UNAVAILABLE naming both", async () => {
     const a = await leaderless();
     const b = await server(answerInPieces(Buffer.from('ok'), 100));
-    const c = channel([a.url, b.url], new ManualClock(), noLeader);
+    const left: string[][] = [];
+    const c = channel([a.url, b.url], new ManualClock(), noLeader, left);
     let ended: Error | null | undefined;
     const watch = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: (e) => (ended = e) });
     watch.write(Buffer.from('create'));
     await until(() => a.watches.length === 1);
     await expect(c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).rejects.toMatchObject({ code: 14, details: 'etcdserver: no leader' });
     expect(c.endpoint).toBe(b.url);
+    expect(left).toEqual([[a.url, b.url, 'etcdserver: no leader']]);
     await until(() => ended !== undefined);
     expect(ended).toMatchObject({ code: 14, details: `left ${a.url} for ${b.url}: etcdserver: no leader` });
     expect((await c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).toString()).toBe('ok');
@@ -392,7 +394,8 @@ describe('GrpcChannel leaving an endpoint that does not serve', () => {
 
   it('with one endpoint there is nowhere to go: it stays, and so does its watch', async () => {
     const a = await leaderless();
-    const c = channel([a.url], new ManualClock(), noLeader);
+    const left: string[][] = [];
+    const c = channel([a.url], new ManualClock(), noLeader, left);
     let ended: Error | null | undefined;
     const watch = c.stream('/etcdserverpb.Watch/Watch', {}, { onMessage: () => undefined, onEnd: (e) => (ended = e) });
     watch.write(Buffer.from('create'));
@@ -400,6 +403,7 @@ describe('GrpcChannel leaving an endpoint that does not serve', () => {
     await expect(c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).rejects.toMatchObject({ code: 14 });
     await expect(c.unary('/etcdserverpb.KV/Range', Buffer.alloc(0), {}, 5000)).rejects.toMatchObject({ code: 14 });
     expect(c.endpoint).toBe(a.url);
+    expect(left).toEqual([]);
     await new Promise((r) => setImmediate(r));
     expect(ended).toBeUndefined();
     watch.cancel();
