@@ -365,7 +365,7 @@ export class GrpcChannel {
 
   /** A connection that did not come up: ended, and the next endpoint is the one calls go to. */
   private giveUp(s: http2.ClientHttp2Session): void {
-    if (s === this.session) this.current = (this.current + 1) % this.o.endpoints.length;
+    if (s === this.session) this.nextEndpoint();
     this.drop(s);
   }
 
@@ -384,13 +384,16 @@ export class GrpcChannel {
   private leave(s: http2.ClientHttp2Session, why: string): void {
     if (s !== this.session || this.o.endpoints.length < 2) return;
     const from = this.endpoint;
-    this.current = (this.current + 1) % this.o.endpoints.length;
-    this.stalls = 0;
+    this.nextEndpoint();
     this.detach();
     const err = new GrpcStatusError(GrpcCode.UNAVAILABLE, `left ${from} for ${this.endpoint}: ${why}`);
     for (const [req, abort] of this.open) if (req.session === s) abort(err);
     s.close(); // no call left on it: a GOAWAY without an error, as a client that is done says
     this.o.left?.(from, this.endpoint, why);
+  }
+
+  private nextEndpoint(): void {
+    this.current = (this.current + 1) % this.o.endpoints.length;
   }
 
   /** Forgets the session as the one calls go to (it may still finish its calls). */
