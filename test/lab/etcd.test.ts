@@ -60,7 +60,7 @@ class Follower {
 
   constructor(readonly child: ChildProcess) {
     onLines(child.stdout!, (l) => this.line(l));
-    child.stderr!.on('data', (b: Buffer) => this.logs.push(b.toString()));
+    onLines(child.stderr!, (l) => this.logs.push(l)); // warnings: a line each, as stdout's
   }
 
   private line(l: string): void {
@@ -566,8 +566,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
       // It was a's "no leader" that moved it (a's watch requires a leader), said while it lasted.
       expect(f.statuses.some((st) => /no leader/.test(st.error ?? '')), JSON.stringify(f.statuses)).toBe(true);
       // And the move is in the log, from a to b (the next in the list).
-      // Warnings come on stderr, several lines to a chunk at times.
-      const parsed = f.logs.flatMap((chunk) => chunk.split('\n')).flatMap((l): { msg?: string; from?: string; to?: string; why?: string }[] => {
+      const parsed = f.logs.flatMap((l): { msg?: string; from?: string; to?: string; why?: string }[] => {
         try {
           return [JSON.parse(l)];
         } catch {
