@@ -3,7 +3,9 @@
 // started with registration off, so it only lists (and, for etcd, reads {prefix}/config); its
 // first view is merged with the static peers by the gateway's own rules (cluster/membership.ts).
 // The answer is the first of: a view, the source's first error (with the sentence the
-// running gateway would log), or nothing within the wait.
+// running gateway would log), or nothing within the wait. Several etcd members are each asked
+// through a source of their own, at once; the first in the list with a view answers, and the
+// others' failures are named beside it.
 import { leaseName } from '../cluster/flannel-lease.js';
 import { ANNOTATIONS, dualStackProblem } from '../cluster/flannel-node.js';
 import { clusterAnnotations, everyNodeLeftOutFix, loadClusterSource, siteNodeName } from '../cluster/live.js';
@@ -46,20 +48,61 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
   const waitMs = o.waitMs ?? CLUSTER_CHECK_WAIT_MS;
   const where = sourceName(cfg);
   const failed = (detail: string, fix?: string): ClusterPreflight => ({ check: { name: 'cluster', ok: false, detail: `${where}: ${detail}`, ...(fix ? { fix } : {}) }, peers: null });
+  const noAnswer = `no answer within ${waitMs / 1000} s`;
+  const mac = await siteMac(cfg);
+  // etcd's members are asked each on its own, at once: the running gateway leaves a member
+  // that cannot serve for the next (cluster/grpc-h2.ts), so one cut off is no reason to fail
+  // the line, but it is worth naming. The source's own connection would wait out its deadline
+  // twice on such a member before it moved on, longer than the check waits.
+  const members = cfg.cluster.source === 'etcd' && cfg.cluster.etcd.endpoints.length > 1
+    ? cfg.cluster.etcd.endpoints.map((e) => ({ ...cfg, cluster: { ...cfg.cluster, etcd: { ...cfg.cluster.etcd, endpoints: [e] } } }))
+    : [cfg];
+  const answers = await Promise.all(members.map((m) => askSource(m, o, clock, waitMs, mac)));
+  const presented = answers.flatMap((a) => a.presented);
+  const isView = (a: SourceAnswer) => typeof a.answer === 'object' && a.answer !== null;
+  const read = answers.findIndex(isView);
+  // A source that could not be made (a file, a URL) is the configuration's fault, the same for every member.
+  const unmade = answers.find((a) => a.loadError !== undefined);
+  if (unmade) return failed(unmade.loadError!);
+  // What each member that gave no view said, naming it (the source's sentences name the endpoint).
+  const silent = [...new Set(answers.flatMap((a, i) => (isView(a) ? [] : [
+    a.answer === null ? (answers.length > 1 ? `${members[i].cluster.etcd.endpoints[0]}: ${noAnswer}` : noAnswer) : beforeStart(a.answer as string),
+  ])))];
+  if (read < 0) {
+    const fix = answers.some((a) => a.answer === null) ? reachFix(cfg) : undefined;
+    return { ...failed(silent.join('; '), fix), presented };
+  }
+  const r = judged(cfg, where, answers[read].answer as ClusterView, mac, answers[read].refusal);
+  if (silent.length) {
+    r.check.detail += `; ${silent.length} of ${members.length} members did not serve (the gateway goes on with the others): ${silent.join('; ')}`;
+  }
+  return { ...r, presented };
+}
+
+interface SourceAnswer {
+  /** A view, the source's first error, or null when nothing came within the wait. */
+  answer: ClusterView | string | null;
+  /** Why registering would be refused (asked only of a source that gave a view). */
+  refusal: string | null;
+  presented: SiteCertificate[];
+  /** The source could not be made (a file, a URL): said as it is. */
+  loadError?: string;
+}
+
+/** Starts the configured source with registration off, takes its first answer, and stops it. */
+async function askSource(cfg: Config, o: ClusterPreflightOptions, clock: Clock, waitMs: number, mac: string | null): Promise<SourceAnswer> {
   let source: ClusterSource | null;
   try {
     // A request bound below the wait, so that an endpoint that never answers ends in the
     // source's own sentence (which names it) rather than in "no answer".
     const opts = { clock, register: false, requestTimeoutMs: Math.max(1_000, Math.floor(waitMs * 0.8)) };
     source = o.load ? await o.load(cfg, opts) : await loadClusterSource(cfg, { ...opts, log: new Logger('error') });
+    if (!source) throw new Error(`no source for cluster.source ${cfg.cluster.source}`); // static is answered before
   } catch (e) {
-    return failed((e as Error).message);
+    return { answer: null, refusal: null, presented: [], loadError: (e as Error).message };
   }
-  if (!source) return null;
   let answer: ClusterView | string | null;
   let refusal: string | null = null;
-  let presented: SiteCertificate[] = [];
-  const mac = await siteMac(cfg);
   try {
     answer = await firstAnswer(source, clock, waitMs);
     // Registration is asked about only now: a cluster that cannot be read says that first.
@@ -69,16 +112,11 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
     // The servers' certificates, as the running gateway's check dates them (etcd's: a handshake
     // of their own, bounded; the API server's: read from its answers).
     await within(source.serverCertificatesRead?.() ?? Promise.resolve(), clock, waitMs, undefined);
-    presented = source.serverCertificates?.() ?? [];
+    return { answer, refusal, presented: source.serverCertificates?.() ?? [] };
   } finally {
     // A source whose connection never completed may never stop: not waited for beyond STOP_WAIT_MS.
     await within(source.stop().catch(() => undefined), clock, STOP_WAIT_MS, undefined);
   }
-  if (answer === null) {
-    return failed(`no answer within ${waitMs / 1000} s`, `check that this box reaches ${reachTarget(cfg)} (firewall, DNS, the site's router); the gateway keeps trying, and its log names each failure`);
-  }
-  if (typeof answer === 'string') return { ...failed(beforeStart(answer)), presented };
-  return { ...judged(cfg, where, answer, mac, refusal), presented };
 }
 
 /**
@@ -163,6 +201,7 @@ export function sourceName(cfg: Config): string {
   return `kubernetes (${k ? `kubeconfig ${k}` : '$KUBECONFIG or the in-cluster service account'}${prefix})`;
 }
 
-function reachTarget(cfg: Config): string {
-  return cfg.cluster.source === 'etcd' ? cfg.cluster.etcd.endpoints.join(', ') : "the API server the kubeconfig names";
+function reachFix(cfg: Config): string {
+  const target = cfg.cluster.source === 'etcd' ? cfg.cluster.etcd.endpoints.join(', ') : 'the API server the kubeconfig names';
+  return `check that this box reaches ${target} (firewall, DNS, the site's router); the gateway keeps trying, and its log names each failure`;
 }

@@ -38,7 +38,7 @@ function config(extra: Record<string, unknown> = {}): Config {
 
 /** Runs the preflight against `fake` (or a connect that never completes), moving the clock until it answers. */
 async function ask(
-  cfg: Config, fake: FakeEtcd | 'never', clock: ManualClock, auth?: { username: string; passwordFile: string }, probeCertificate?: ConstructorParameters<typeof EtcdSource>[0]['probeCertificate'],
+  cfg: Config, fake: FakeEtcd | 'never' | Record<string, FakeEtcd | 'never'>, clock: ManualClock, auth?: { username: string; passwordFile: string }, probeCertificate?: ConstructorParameters<typeof EtcdSource>[0]['probeCertificate'],
 ): Promise<{ r: ClusterPreflight | null; elapsedMs: number; sources: EtcdSource[] }> {
   const sources: EtcdSource[] = [];
   const start = clock.monotonic();
@@ -46,10 +46,11 @@ async function ask(
   const p = clusterPreflight(cfg, {
     clock,
     load: async (c, o) => {
+      const f = fake instanceof FakeEtcd || fake === 'never' ? fake : fake[c.cluster.etcd.endpoints.join(',')];
       const s = new EtcdSource({
         endpoints: c.cluster.etcd.endpoints, prefix: c.cluster.etcd.prefix, network: c.overlay.network, subnet: c.overlay.subnet, vni: c.vxlan.vni,
         register: o.register, callTimeoutMs: o.requestTimeoutMs, clock: o.clock, log: new CaptureLog(), backoff: { random: () => 0.5 }, auth,
-        connect: fake === 'never' ? () => new Promise(() => undefined) : async () => fake, probeCertificate,
+        connect: f === 'never' ? () => new Promise(() => undefined) : async () => f, probeCertificate,
       });
       sources.push(s);
       return s;
@@ -203,6 +204,52 @@ describe('vxedge check: the cluster line (etcd)', () => {
     const { r, elapsedMs } = await ask(config(), fake, clock);
     expect(r!.check).toMatchObject({ ok: false, detail: 'etcd http://192.0.2.10:2379 (prefix /coreos.com/network): cannot reach etcd at http://192.0.2.10:2379 (list /coreos.com/network/subnets/: no answer within 8s)' });
     expect(elapsedMs).toBeLessThan(CLUSTER_CHECK_WAIT_MS);
+  });
+
+  describe('several members, each asked on its own', () => {
+    const A = 'http://192.0.2.10:2379';
+    const B = 'http://192.0.2.11:2379';
+    const two = config({ cluster: { source: 'etcd', register: false, etcd: { endpoints: [A, B] } } });
+    const leases: [string, string][] = [['10.244.1.0-24', lease('203.0.113.10', '0e:00:00:00:01:01')]];
+
+    it('one whose calls time out: the line passes with the peers of the other, and names the one that did not serve', async () => {
+      const clock = new ManualClock();
+      const a = etcdWith(clock, leases);
+      a.hang = true;
+      const { r, elapsedMs, sources } = await ask(two, { [A]: a, [B]: etcdWith(clock, leases) }, clock);
+      expect(sources).toHaveLength(2);
+      expect(r!.check).toEqual({
+        name: 'cluster', ok: true,
+        detail: `etcd ${A},${B} (prefix /coreos.com/network): 1 lease(s), 1 peer(s) from the cluster; 1 of 2 members did not serve (the gateway goes on with the others): cannot reach etcd at ${A} (list /coreos.com/network/subnets/: no answer within 8s)`,
+      });
+      expect(r!.peers!.map((p) => p.publicIp)).toEqual(['203.0.113.10']);
+      expect(elapsedMs).toBeLessThan(CLUSTER_CHECK_WAIT_MS);
+    });
+
+    it('one never reached: named with the wait once it is over', async () => {
+      const clock = new ManualClock();
+      const { r, elapsedMs } = await ask(two, { [A]: etcdWith(clock, leases), [B]: 'never' }, clock);
+      expect(r!.check.ok).toBe(true);
+      expect(r!.check.detail).toMatch(new RegExp(`1 peer\\(s\\) from the cluster; 1 of 2 members did not serve \\(the gateway goes on with the others\\): ${B}: no answer within 10 s$`));
+      expect(elapsedMs).toBeGreaterThanOrEqual(CLUSTER_CHECK_WAIT_MS);
+    });
+
+    it('none serving: fails with what each said; the same sentence from each is said once', async () => {
+      const clock = new ManualClock();
+      const a = etcdWith(clock, leases);
+      a.hang = true;
+      const { r } = await ask(two, { [A]: a, [B]: 'never' }, clock);
+      expect(r!.check).toMatchObject({
+        ok: false,
+        detail: `etcd ${A},${B} (prefix /coreos.com/network): cannot reach etcd at ${A} (list /coreos.com/network/subnets/: no answer within 8s); ${B}: no answer within 10 s`,
+        fix: expect.stringMatching(/reaches http:\/\/192\.0\.2\.10:2379, http:\/\/192\.0\.2\.11:2379/),
+      });
+      const same = new ManualClock();
+      const hostGw = '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}';
+      const { r: r2 } = await ask(two, { [A]: etcdWith(same, leases, hostGw), [B]: etcdWith(same, leases, hostGw) }, same);
+      expect(r2!.check.ok).toBe(false);
+      expect(r2!.check.detail.match(/host-gw/g)).toHaveLength(1);
+    });
   });
 
   it("etcd's members' certificates, read by the source's handshake, are handed on for the certificates line once read", async () => {
