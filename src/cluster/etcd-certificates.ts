@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Clock, Timer } from '../util/clock.js';
 import type { CertValidity, SiteCertificate } from '../util/tls-failure.js';
+import { proxyFor } from '../util/http-proxy.js';
 import { probePeerCertificate, type TlsProbeOptions } from '../util/tls-probe.js';
 import type { EtcdTlsFiles } from './etcd-kv.js';
 
@@ -61,9 +62,16 @@ export class EtcdCertificates {
     const probe = this.o.probe ?? probePeerCertificate;
     await Promise.all(this.o.endpoints.filter((e) => e.startsWith('https://')).map(async (endpoint) => {
       const u = new URL(endpoint);
+      // Through the proxy the client's connection takes (grpc-h2.ts); a variable that cannot be used is the client's error to tell.
+      let proxy;
+      try {
+        proxy = proxyFor(u.hostname);
+      } catch {
+        return;
+      }
       const v = await probe({
         host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 2379), ca, cert, key, alpn: ['h2'],
-        clock: this.o.clock, timeoutMs: HANDSHAKE_TIMEOUT_MS,
+        clock: this.o.clock, timeoutMs: HANDSHAKE_TIMEOUT_MS, proxy,
       });
       if (v && !this.stopped) this.seen.set(endpoint, { what: `etcd's certificate (${endpoint})`, validity: v, presented: true });
     }));

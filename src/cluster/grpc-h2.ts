@@ -11,7 +11,10 @@
 // of live heap, 3.5 MB of anonymous memory at load), and its channel machinery (resolvers,
 // balancers, subchannel pools, channelz) serves clusters of services, not one etcd.
 import http2 from 'node:http2';
+import { isIP } from 'node:net';
+import tls from 'node:tls';
 import type { Clock, Timer } from '../util/clock.js';
+import { ConnectTunnel, proxyFor, type HttpProxy } from '../util/http-proxy.js';
 
 /** gRPC status codes (google.golang.org/grpc/codes) by number, for messages. */
 const CODE_NAMES = [
@@ -71,6 +74,8 @@ export interface GrpcChannelOptions {
   leaveOn?: (e: GrpcStatusError) => boolean;
   /** Told when calls leave a connected endpoint that cannot serve (leaveOn, STALLS_TO_LEAVE) for the next one. */
   left?: (from: string, to: string, why: string) => void;
+  /** Where grpc_proxy, https_proxy, no_proxy… are read (util/http-proxy.ts); default process.env. */
+  env?: Record<string, string | undefined>;
 }
 
 export interface StreamHandlers {
@@ -320,15 +325,22 @@ export class GrpcChannel {
     if (this.closed) throw new GrpcStatusError(GrpcCode.CANCELLED, 'the channel is closed');
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
     const endpoint = this.endpoint;
-    const tls = endpoint.startsWith('https:') ? { ca: this.o.tls.ca, cert: this.o.tls.cert, key: this.o.tls.key } : {};
-    const s = http2.connect(endpoint, { ...tls, settings: { enablePush: false } });
+    const secure = endpoint.startsWith('https:') ? { ca: this.o.tls.ca, cert: this.o.tls.cert, key: this.o.tls.key } : {};
+    const u = new URL(endpoint);
+    const proxy = proxyFor(u.hostname, this.o.env); // a variable that cannot be used throws: the call's error says which
+    let via: ConnectTunnel | tls.TLSSocket | null = null;
+    const s = http2.connect(endpoint, {
+      ...secure, settings: { enablePush: false },
+      ...(proxy ? { createConnection: () => (via = tunnel(proxy, u, secure)) } : {}),
+    });
     this.session = s;
     this.sessions.add(s);
     s.on('connect', () => {
-      this.everConnected.add(s);
-      if (s !== this.session) return;
-      this.keepalive?.cancel();
-      this.keepalive = this.o.clock.every(this.keepaliveMs, () => this.ping(s));
+      // http2 wraps a stream that is not a socket of its own and starts at once (its
+      // 'connect'), writing into the tunnel before the proxy answered: the connection is up
+      // when the tunnel is. TLS over the tunnel is waited for by http2 itself (secureConnect).
+      if (via instanceof ConnectTunnel && via.connecting) via.once('connect', () => this.connected(s));
+      else this.connected(s);
     });
     s.on('error', () => {
       // The streams get their own error; a failed connection sends the next call elsewhere.
@@ -344,6 +356,14 @@ export class GrpcChannel {
       if (s === this.session) this.detach();
     });
     return s;
+  }
+
+  /** The connection of `s` is up: a call that fails on it now may have reached the server; pings while calls are open. */
+  private connected(s: http2.ClientHttp2Session): void {
+    this.everConnected.add(s);
+    if (s !== this.session) return;
+    this.keepalive?.cancel();
+    this.keepalive = this.o.clock.every(this.keepaliveMs, () => this.ping(s));
   }
 
   /**
@@ -409,4 +429,17 @@ export class GrpcChannel {
     if (s === this.session) this.detach();
     if (!s.destroyed) s.destroy();
   }
+}
+
+/**
+ * The connection to `u` through an HTTP CONNECT proxy, with TLS over it for https:// (what
+ * http2.connect does itself without a proxy: ALPN h2, SNI for a name, the certificate checked
+ * against the endpoint's host).
+ */
+function tunnel(proxy: HttpProxy, u: URL, secure: { ca?: Buffer; cert?: Buffer; key?: Buffer }): ConnectTunnel | tls.TLSSocket {
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const https = u.protocol === 'https:';
+  const t = new ConnectTunnel(proxy, `${u.hostname}:${u.port || (https ? 443 : 80)}`);
+  if (!https) return t;
+  return tls.connect({ socket: t, host, servername: isIP(host) ? undefined : host, ALPNProtocols: ['h2'], ...secure });
 }

@@ -204,7 +204,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       },
       etcd: {
         endpoints: leaf({
-          doc: 'etcd v3 endpoints (http:// or https://): list every member (flanneld --etcd-endpoints); calls go to one at a time, and to the next when one refuses, has no leader or stops answering. From the environment: comma-separated or a JSON list.',
+          doc: 'etcd v3 endpoints (http:// or https://): list every member (flanneld --etcd-endpoints); calls go to one at a time, and to the next when one refuses, has no leader or stops answering; through an HTTP CONNECT proxy when grpc_proxy, https_proxy or http_proxy is set (no_grpc_proxy, no_proxy honoured). From the environment: comma-separated or a JSON list.',
           default: [],
           format: f.etcdEndpoints,
         }),

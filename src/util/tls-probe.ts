@@ -9,6 +9,7 @@
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { Clock } from './clock.js';
+import { ConnectTunnel, type HttpProxy } from './http-proxy.js';
 import { peerCertValidity, type CertValidity } from './tls-failure.js';
 
 export interface TlsProbeOptions {
@@ -21,6 +22,8 @@ export interface TlsProbeOptions {
   alpn?: string[];
   clock: Clock;
   timeoutMs: number;
+  /** The HTTP CONNECT proxy the server is reached through (as the client's own connection is). */
+  proxy?: HttpProxy | null;
 }
 
 /**
@@ -35,6 +38,7 @@ export function probePeerCertificate(o: TlsProbeOptions): Promise<CertValidity |
     try {
       socket = tls.connect({
         host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.alpn,
+        ...(o.proxy ? { socket: new ConnectTunnel(o.proxy, `${isIP(o.host) === 6 ? `[${o.host}]` : o.host}:${o.port}`) } : {}),
         // SNI takes a host name, never an address (RFC 6066).
         servername: isIP(o.host) ? undefined : o.host,
         rejectUnauthorized: false,

@@ -110,9 +110,10 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
   let etcd: EtcdServer;
   const followers: Follower[] = [];
 
-  function follow(o: Record<string, unknown>, preload?: Preload): Follower {
+  function follow(o: Record<string, unknown>, preload?: Preload, env: Record<string, string> = {}): Follower {
     const opts = { endpoints: [etcd.endpoint], lifetimeMs: 90_000, ...o };
-    const f = new Follower(nsSpawn(NS, [...(preload ? ['env', ...preloadEnv(preload)] : []), process.execPath, CHILD, 'follow', JSON.stringify(opts)]));
+    const vars = [...(preload ? preloadEnv(preload) : []), ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
+    const f = new Follower(nsSpawn(NS, [...(vars.length ? ['env', ...vars] : []), process.execPath, CHILD, 'follow', JSON.stringify(opts)]));
     followers.push(f);
     return f;
   }
@@ -595,6 +596,77 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
       await Promise.all(started.map((e) => e.stop()));
       deleteNamespaces(`${PREFIX}a`);
       spawnSync('ip', ['netns', 'del', nsA], { timeout: 10_000 });
+    }
+  });
+
+  it("through the HTTP CONNECT proxy https_proxy names (tinyproxy), as flanneld's gRPC client goes: TLS to etcd inside the tunnel, its certificate read the same way; wrong credentials and no_proxy are errors that say so", async () => {
+    // etcd and the proxy in a namespace of their own; the site (NS) may reach the proxy but
+    // not etcd's client port, so a view can only have come through the proxy.
+    const nsP = `${PREFIX}p-${process.pid}`;
+    const SITE = '198.51.100.1';
+    const ETCD = '198.51.100.2';
+    deleteNamespaces(`${PREFIX}p`);
+    addNamespace(nsP);
+    let secure: EtcdServer | null = null;
+    let proxy: ChildProcess | null = null;
+    try {
+      await nsRun(NS, ['ip', 'link', 'add', 'vxp0', 'type', 'veth', 'peer', 'name', 'vxp1', 'netns', nsP]);
+      await nsRun(NS, ['ip', 'addr', 'add', `${SITE}/24`, 'dev', 'vxp0']);
+      await nsRun(NS, ['ip', 'link', 'set', 'vxp0', 'up']);
+      await nsRun(nsP, ['ip', 'addr', 'add', `${ETCD}/24`, 'dev', 'vxp1']);
+      await nsRun(nsP, ['ip', 'link', 'set', 'vxp1', 'up']);
+      const tlsDir = path.join(dir, 'tls-proxied');
+      mkdirSync(tlsDir);
+      const t = makeTls(tlsDir, ETCD, 'vxedge');
+      secure = await startEtcd({
+        ns: nsP, address: ETCD, clientPort: 24379, peerPort: 24380, dataDir: path.join(dir, 'etcd-proxied'), name: 'proxied', lifetimeS: 120, https: true,
+        extraArgs: ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca],
+        ctlArgs: ['--cacert', t.ca, '--cert', t.clientCert, '--key', t.clientKey],
+      });
+      await secure.ctl(['put', `${NET}/config`, CONFIG]);
+      await secure.ctl(['put', key('10.244.9.0-24'), ourValue('203.0.113.90', '0e:00:00:00:09:01')]);
+      await nsRun(nsP, ['iptables', '-A', 'INPUT', '-s', SITE, '-p', 'tcp', '--dport', '24379', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
+      const conf = path.join(dir, 'tinyproxy.conf');
+      writeFileSync(conf, ['User nobody', 'Group nogroup', 'Port 3128', `Listen ${ETCD}`, 'Timeout 60', 'LogLevel Connect', 'MaxClients 20', 'BasicAuth site s3cret', ''].join('\n'));
+      proxy = nsSpawn(nsP, ['timeout', '120', 'tinyproxy', '-d', '-c', conf]);
+      let proxyLog = '';
+      proxy.stdout!.on('data', (b: Buffer) => (proxyLog += b.toString()));
+      proxy.stderr!.on('data', (b: Buffer) => (proxyLog += b.toString()));
+      await waitFor(() => (spawnSync('ip', ['netns', 'exec', NS, 'bash', '-c', `exec 3<>/dev/tcp/${ETCD}/3128`], { timeout: 5_000 }).status === 0 ? true : null), 10_000, 100);
+
+      const endpoint = `https://${ETCD}:24379`;
+      const tls = { ca: t.ca, cert: t.clientCert, key: t.clientKey };
+      const refused = (f: Follower) => /ECONNREFUSED/.test(f.status?.error ?? '') && f.status?.connected === false;
+      // Without a proxy, the site cannot reach etcd.
+      const direct = follow({ endpoints: [endpoint], register: false, tls });
+      await direct.until('refused without the proxy', () => refused(direct));
+      await direct.stop();
+
+      const through = follow({ endpoints: [endpoint], register: false, tls }, undefined, { https_proxy: `http://site:s3cret@${ETCD}:3128` });
+      await through.until('following through the proxy', () => through.status?.connected === true && through.view?.peers.some((p) => p.name === 'etcd-10.244.9.0-24') === true);
+      await through.until("etcd's certificate read through the proxy", () => through.certs.length === 1);
+      expect(through.certs[0].what).toBe(`etcd's certificate (${endpoint})`);
+      await through.stop();
+      // The gRPC connection and the certificate's handshake: a CONNECT each, in tinyproxy's log.
+      expect(proxyLog.match(/Request \(file descriptor \d+\): CONNECT 198\.51\.100\.2:24379/g)?.length ?? 0, proxyLog).toBeGreaterThanOrEqual(2);
+
+      const wrong = follow({ endpoints: [endpoint], register: false, tls }, undefined, { https_proxy: `http://site:wrong@${ETCD}:3128` });
+      await wrong.until('the proxy refusing the credentials', () => /answered CONNECT 198\.51\.100\.2:24379 with "HTTP\/1\.[01] 40[17] [^"]*": the proxy refused the user and password in the variable/.test(wrong.status?.error ?? ''));
+      expect(wrong.status!.error).toContain(`(https_proxy=http://site:***@${ETCD}:3128)`);
+      expect(wrong.status!.error).not.toContain('wrong');
+      await wrong.stop();
+      const none = follow({ endpoints: [endpoint], register: false, tls }, undefined, { https_proxy: `http://${ETCD}:3128` });
+      await none.until('the proxy asking for credentials', () => /with "HTTP\/1\.[01] 407 [^"]*": the proxy wants credentials, http:\/\/USER:PASSWORD@HOST:PORT in the variable/.test(none.status?.error ?? ''));
+      await none.stop();
+
+      const bypassed = follow({ endpoints: [endpoint], register: false, tls }, undefined, { https_proxy: `http://site:s3cret@${ETCD}:3128`, no_proxy: '198.51.100.0/24' });
+      await bypassed.until('direct again with no_proxy', () => refused(bypassed));
+      await bypassed.stop();
+    } finally {
+      proxy?.kill();
+      await secure?.stop();
+      deleteNamespaces(`${PREFIX}p`);
+      spawnSync('ip', ['netns', 'del', nsP], { timeout: 10_000 });
     }
   });
 

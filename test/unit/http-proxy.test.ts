@@ -1,0 +1,174 @@
+// The HTTP CONNECT proxy for etcd (src/util/http-proxy.ts): which proxy the environment names
+// for a host, by grpc-js's rules, and the etcd adapter's gRPC channel (cluster/grpc-h2.ts)
+// through a CONNECT proxy made here with Node's http server beside an h2c server on 127.0.0.1.
+// The endpoint is a name the proxy alone resolves (etcd.example), so a call that answers went
+// through it. A real proxy (tinyproxy) before a real etcd with TLS: test/lab/etcd.test.ts.
+import { afterEach, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { GrpcChannel, GrpcConnectError } from '../../src/cluster/grpc-h2.js';
+import { ConnectTunnel, ProxyConfigError, proxyFor } from '../../src/util/http-proxy.js';
+import { ManualClock } from '../support/clock.js';
+
+describe('proxyFor: the proxy the environment names, as gRPC clients read it', () => {
+  it('grpc_proxy before https_proxy before http_proxy; none set: direct', () => {
+    expect(proxyFor('192.0.2.10', {})).toBeNull();
+    expect(proxyFor('192.0.2.10', { http_proxy: 'http://p3:3128' })).toMatchObject({ host: 'p3', port: 3128, from: 'http_proxy=http://p3:3128' });
+    expect(proxyFor('192.0.2.10', { http_proxy: 'http://p3:3128', https_proxy: 'http://p2:8080' })).toMatchObject({ host: 'p2', port: 8080 });
+    expect(proxyFor('192.0.2.10', { http_proxy: 'http://p3', https_proxy: 'http://p2', grpc_proxy: 'http://p1' })).toMatchObject({ host: 'p1', port: 80 });
+  });
+
+  it('user and password become Basic credentials, and are not repeated in messages', () => {
+    const p = proxyFor('etcd.example', { https_proxy: 'http://site%2D1:s%40cret@proxy.example:3128/' })!;
+    expect(p.authorization).toBe(`Basic ${Buffer.from('site-1:s@cret').toString('base64')}`);
+    expect(p.from).toBe('https_proxy=http://site%2D1:***@proxy.example:3128');
+    expect(p.from).not.toContain('cret');
+  });
+
+  it('no_grpc_proxy (else no_proxy): host suffixes, addresses, IPv4 CIDRs and * go direct; loopback always does', () => {
+    const env = { https_proxy: 'http://proxy:3128', no_proxy: 'internal.example, 192.0.2.10,198.51.100.0/24' };
+    expect(proxyFor('etcd-1.internal.example', env)).toBeNull();
+    expect(proxyFor('192.0.2.10', env)).toBeNull();
+    expect(proxyFor('198.51.100.77', env)).toBeNull();
+    expect(proxyFor('198.51.101.77', env)).not.toBeNull();
+    expect(proxyFor('etcd.example', env)).not.toBeNull();
+    // no_grpc_proxy, when set, is the list; no_proxy is not read then.
+    expect(proxyFor('192.0.2.10', { ...env, no_grpc_proxy: 'other.example' })).not.toBeNull();
+    expect(proxyFor('etcd.example', { ...env, no_proxy: '*' })).toBeNull();
+    for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', '[::1]']) expect(proxyFor(h, env), h).toBeNull();
+  });
+
+  it('a value that cannot be used is an error naming the variable and what to set, never a silent direct connection', () => {
+    expect(() => proxyFor('etcd.example', { https_proxy: 'proxy:3128:x' })).toThrow(ProxyConfigError);
+    expect(() => proxyFor('etcd.example', { https_proxy: 'not a url' })).toThrow(/^https_proxy=not a url is not a URL: set it to http:\/\/HOST:PORT/);
+    expect(() => proxyFor('etcd.example', { grpc_proxy: 'https://u:pw@proxy:8443' })).toThrow(/^grpc_proxy=https:\/\/u:\*\*\*@proxy:8443: only an http:\/\/ proxy \(HTTP CONNECT\) is supported/);
+  });
+});
+
+type Proxy = { port: number; connects: { target: string; authorization?: string }[] };
+const closers: (() => Promise<unknown>)[] = [];
+const channels: GrpcChannel[] = [];
+afterEach(async () => {
+  for (const c of channels.splice(0)) c.close();
+  await Promise.all(closers.splice(0).map((c) => c()));
+});
+
+/**
+ * A CONNECT proxy on 127.0.0.1 that takes etcd.example:PORT to 127.0.0.1:PORT; `answer`
+ * (default 200) is its status line's code; `wanted`: the Proxy-Authorization it requires.
+ */
+async function proxy(o: { answer?: number; wanted?: string } = {}): Promise<Proxy> {
+  const connects: Proxy['connects'] = [];
+  const srv = http.createServer();
+  const sockets = new Set<net.Socket>();
+  srv.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
+    sockets.add(client);
+    connects.push({ target: req.url!, ...(req.headers['proxy-authorization'] ? { authorization: req.headers['proxy-authorization'] } : {}) });
+    if (o.wanted !== undefined && req.headers['proxy-authorization'] !== o.wanted) {
+      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="test"\r\n\r\n');
+      return;
+    }
+    if (o.answer && o.answer !== 200) {
+      client.end(`HTTP/1.1 ${o.answer} Forbidden\r\n\r\n`);
+      return;
+    }
+    const [host, port] = req.url!.split(':');
+    const up = net.connect(Number(port), host === 'etcd.example' ? '127.0.0.1' : host, () => {
+      client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+      if (head.length) up.write(head);
+      up.pipe(client).pipe(up);
+    });
+    sockets.add(up);
+    up.on('error', () => client.destroy());
+    client.on('error', () => up.destroy());
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  closers.push(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise((r) => srv.close(r));
+  });
+  return { port: (srv.address() as net.AddressInfo).port, connects };
+}
+
+/** An h2c gRPC server on 127.0.0.1 answering every call with `answer` and status OK. */
+async function grpcServer(answer: string): Promise<number> {
+  const srv = http2.createServer();
+  srv.on('stream', (stream) => {
+    stream.on('data', () => undefined);
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      const b = Buffer.from(answer);
+      const h = Buffer.alloc(5);
+      h.writeUInt32BE(b.length, 1);
+      stream.end(Buffer.concat([h, b]));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  closers.push(() => new Promise((r) => srv.close(r)));
+  return (srv.address() as net.AddressInfo).port;
+}
+
+function channel(endpoint: string, env: Record<string, string>): GrpcChannel {
+  const c = new GrpcChannel({ endpoints: [endpoint], tls: {}, clock: new ManualClock(), env });
+  channels.push(c);
+  return c;
+}
+
+describe('GrpcChannel through an HTTP CONNECT proxy', () => {
+  it('calls go through it, one CONNECT for the connection, with the credentials of the URL', async () => {
+    const port = await grpcServer('through');
+    const p = await proxy({ wanted: `Basic ${Buffer.from('site:pw').toString('base64')}` });
+    const c = channel(`http://etcd.example:${port}`, { https_proxy: `http://site:pw@127.0.0.1:${p.port}` });
+    for (let i = 0; i < 3; i++) expect((await c.unary('/etcdserverpb.KV/Range', Buffer.from('q'), {}, 5_000)).toString()).toBe('through');
+    expect(p.connects).toEqual([{ target: `etcd.example:${port}`, authorization: `Basic ${Buffer.from('site:pw').toString('base64')}` }]);
+  });
+
+  it("the proxy's refusal is the connection's error: its status line, the variable, and for 407 what to put in it", async () => {
+    const port = await grpcServer('never');
+    const p = await proxy({ wanted: 'Basic x' });
+    const e = await channel(`http://etcd.example:${port}`, { https_proxy: `http://127.0.0.1:${p.port}` }).unary('/x/Y', Buffer.alloc(0), {}, 5_000).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(GrpcConnectError);
+    expect((e as Error).message).toBe(
+      `the proxy 127.0.0.1:${p.port} (https_proxy=http://127.0.0.1:${p.port}) answered CONNECT etcd.example:${port} with "HTTP/1.1 407 Proxy Authentication Required": the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in the variable`,
+    );
+    const q = await proxy({ answer: 403 });
+    const f = await channel(`http://etcd.example:${port}`, { grpc_proxy: `http://127.0.0.1:${q.port}` }).unary('/x/Y', Buffer.alloc(0), {}, 5_000).catch((x: unknown) => x);
+    expect((f as Error).message).toMatch(/answered CONNECT etcd\.example:\d+ with "HTTP\/1\.1 403 Forbidden"$/);
+  });
+
+  it('a proxy that cannot be reached, and a variable that cannot be used: errors that name them', async () => {
+    const s = net.createServer();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const dead = (s.address() as net.AddressInfo).port;
+    await new Promise((r) => s.close(r));
+    const e = await channel('http://etcd.example:2379', { http_proxy: `http://127.0.0.1:${dead}` }).unary('/x/Y', Buffer.alloc(0), {}, 5_000).catch((x: unknown) => x);
+    expect((e as Error).message).toBe(`cannot reach the proxy 127.0.0.1:${dead} (http_proxy=http://127.0.0.1:${dead}): connect ECONNREFUSED 127.0.0.1:${dead}`);
+    const bad = await channel('http://etcd.example:2379', { https_proxy: 'socks5://127.0.0.1:1080' }).unary('/x/Y', Buffer.alloc(0), {}, 5_000).catch((x: unknown) => x);
+    expect(bad).toBeInstanceOf(ProxyConfigError);
+  });
+
+  it('the tunnel holds what is written before the proxy answers, and hands on bytes that came with its answer', async () => {
+    // A proxy that answers and sends the server's first bytes in the same write.
+    const srv = net.createServer((c) => {
+      c.once('data', () => c.write('HTTP/1.1 200 OK\r\nVia: test\r\n\r\nhello'));
+      c.on('data', (d) => {
+        if (!d.toString().startsWith('CONNECT')) c.write(d); // an echo after the answer
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    closers.push(() => new Promise((r) => srv.close(r)));
+    const t = new ConnectTunnel({ host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port, from: 'test' }, 'etcd.example:2379');
+    expect(t.connecting).toBe(true);
+    t.write('early');
+    const got: string[] = [];
+    t.on('data', (d: Buffer) => got.push(d.toString()));
+    await new Promise((r) => t.once('connect', r));
+    expect(t.connecting).toBe(false);
+    const end = Date.now() + 5_000;
+    while (got.join('') !== 'helloearly' && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    expect(got.join('')).toBe('helloearly');
+    t.destroy();
+  });
+});
