@@ -18,6 +18,7 @@ import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
 import { peerCertValidity, type CertValidity } from '../util/tls-failure.js';
+import { kubeProxyUrl } from '../util/http-proxy.js';
 import { kubeconfigCertificate, loadClientModule, type KubeconfigChoice } from './kubeconfig.js';
 import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
@@ -124,8 +125,13 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   const kc = new KubeConfig();
   if (choice.kind === 'file') kc.loadFromFile(choice.file!);
   else kc.loadFromCluster();
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
+  const named = kc.getCurrentCluster();
+  if (!named) throw new Error(`${choice.describe} has no current context with a cluster: set current-context`);
+  // HTTPS_PROXY and NO_PROXY as kubectl and flanneld (client-go) read them, unless the
+  // kubeconfig names its own proxy-url; the client's agent then goes through it.
+  const envProxy = named.proxyUrl ? null : kubeProxyUrl(named.server);
+  const cluster = envProxy ? { ...named, proxyUrl: envProxy } : named;
+  if (envProxy) kc.clusters = kc.clusters.map((c) => (c === named ? cluster : c));
   const server = cluster.server.replace(/\/+$/, '');
   const user = kc.getCurrentUser();
   const clientCert = userCertificate(user);

@@ -188,7 +188,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       }),
       kubernetes: {
         kubeconfig: leaf({
-          doc: 'kubeconfig (token, client certificate or exec credential plugin such as EKS\'s); null: $KUBECONFIG, else the in-cluster service account.',
+          doc: 'kubeconfig (token, client certificate or exec credential plugin such as EKS\'s); null: $KUBECONFIG, else the in-cluster service account. Its cluster\'s proxy-url, else HTTPS_PROXY (NO_PROXY honoured), as kubectl.',
           default: null,
           format: f.pathOrNull,
         }),
@@ -204,7 +204,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       },
       etcd: {
         endpoints: leaf({
-          doc: 'etcd v3 endpoints (http:// or https://): list every member (flanneld --etcd-endpoints); calls go to one at a time, and to the next when one refuses, has no leader or stops answering; through an HTTP CONNECT proxy when grpc_proxy, https_proxy or http_proxy is set (no_grpc_proxy, no_proxy honoured). From the environment: comma-separated or a JSON list.',
+          doc: 'etcd v3 endpoints (http:// or https://): list every member (flanneld --etcd-endpoints); calls go to one at a time, and to the next when one refuses, has no leader or stops answering; through an HTTP CONNECT proxy when grpc_proxy, https_proxy or http_proxy (or HTTPS_PROXY, HTTP_PROXY) is set (no_grpc_proxy, no_proxy, NO_PROXY honoured). From the environment: comma-separated or a JSON list.',
           default: [],
           format: f.etcdEndpoints,
         }),

@@ -1,16 +1,22 @@
-// The HTTP CONNECT proxy a connection to etcd goes through, taken from the environment as
-// gRPC's clients take it: flanneld's (grpc-go) and the etcd3 library vxedge used before its
-// own client (grpc-js) both honour it, so a site whose only way out for TCP is a proxy kept
-// working through them. The rules are grpc-js's (its http_proxy.ts): the first of
-// `grpc_proxy`, `https_proxy`, `http_proxy` that is set, an http:// URL (user and password
-// in it become Basic proxy credentials); `no_grpc_proxy`, else `no_proxy`, a comma-separated
-// list of host suffixes, addresses and IPv4 CIDRs reached directly. As grpc-go's, a loopback
-// host and `no_proxy=*` are never proxied.
+// The HTTP proxy a connection to the cluster goes through, taken from the environment as the
+// cluster's own clients take it, so that a site whose only way out for TCP is a proxy reaches
+// etcd and the Kubernetes API as flanneld and kubectl do there.
+//
+// etcd (proxyFor): gRPC's rules. grpc-js (the etcd3 library vxedge used before its own
+// client) takes the first of `grpc_proxy`, `https_proxy`, `http_proxy`; grpc-go (flanneld's)
+// `HTTPS_PROXY` or `https_proxy`. Both are read here, in that order, lower case first: an
+// http:// URL (user and password in it become Basic proxy credentials), reached with HTTP
+// CONNECT. Kubernetes (kubeProxyUrl): client-go's (Go's ProxyFromEnvironment), `HTTPS_PROXY`
+// for an https:// API server and `HTTP_PROXY` for http://, as the kubeconfig's `proxy-url`
+// would name it (http, https or socks5), which the kubeconfig's own proxy-url overrides.
+// Either way `no_grpc_proxy` (etcd), `no_proxy`, `NO_PROXY` list the hosts reached directly,
+// as Go reads them: `*`, an address, an IPv4 CIDR, a domain (itself and below it), `.domain`
+// (below it only); a loopback host is never proxied.
 //
 // ConnectTunnel is the connection through it: a Duplex handed to http2.connect (or to
 // tls.connect for https://) before the proxy has answered. It says `connecting` until then,
-// which http2 waits out (its session starts at 'connect'), and holds what is written
-// meanwhile: the endpoint's connection keeps its synchronous start (grpc-h2.ts).
+// and holds what is written meanwhile: the endpoint's connection keeps its synchronous start
+// (grpc-h2.ts).
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 
@@ -32,45 +38,70 @@ export class ProxyConfigError extends Error {
   }
 }
 
-type Env = Record<string, string | undefined>;
-
-/** The proxy for a connection to `host`, or null for a direct one. Throws ProxyConfigError for a value that cannot be used. */
+/** The proxy for a connection to etcd at `host`, or null for a direct one. Throws ProxyConfigError for a value that cannot be used. */
 export function proxyFor(host: string, env: Env = process.env): HttpProxy | null {
-  const name = ['grpc_proxy', 'https_proxy', 'http_proxy'].find((n) => env[n]);
-  if (!name) return null;
-  const bare = host.replace(/^\[|\]$/g, '');
-  if (isLoopback(bare) || bypassed(bare, env)) return null;
-  const value = env[name]!;
-  let u: URL;
-  try {
-    u = new URL(value);
-  } catch {
-    throw new ProxyConfigError(`${name}=${value} is not a URL: set it to http://HOST:PORT of an HTTP proxy, or unset it for a direct connection`);
-  }
+  const set = firstSet(env, ['grpc_proxy', 'https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY']);
+  if (!set || direct(host, env, ['no_grpc_proxy', 'no_proxy', 'NO_PROXY'])) return null;
+  const [name, value] = set;
+  const u = parsed(name, value);
   if (u.protocol !== 'http:') {
-    throw new ProxyConfigError(`${name}=${redacted(u)}: only an http:// proxy (HTTP CONNECT) is supported, as by gRPC's clients; set it to http://HOST:PORT, or unset it`);
+    throw new ProxyConfigError(`${name}=${redacted(u)}: etcd is reached through an http:// proxy only (HTTP CONNECT), as by gRPC's clients; set it to http://HOST:PORT, or unset it`);
   }
   const user = decodeURIComponent(u.username);
   const authorization = user ? `Basic ${Buffer.from(`${user}:${decodeURIComponent(u.password)}`).toString('base64')}` : undefined;
   return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80), ...(authorization ? { authorization } : {}), from: `${name}=${redacted(u)}` };
 }
 
+/**
+ * The proxy URL for the Kubernetes API server at `server`, as client-go takes it from the
+ * environment, or null for a direct connection. Throws ProxyConfigError for a value that cannot be used.
+ */
+export function kubeProxyUrl(server: string, env: Env = process.env): string | null {
+  const u = new URL(server);
+  const set = firstSet(env, u.protocol === 'https:' ? ['HTTPS_PROXY', 'https_proxy'] : ['HTTP_PROXY', 'http_proxy']);
+  if (!set || direct(u.hostname, env, ['NO_PROXY', 'no_proxy'])) return null;
+  const [name, value] = set;
+  const p = parsed(name, value);
+  if (!['http:', 'https:', 'socks5:', 'socks5h:', 'socks:'].includes(p.protocol)) {
+    throw new ProxyConfigError(`${name}=${redacted(p)}: the Kubernetes API is reached through an http://, https:// or socks5:// proxy; set it to one, or unset it`);
+  }
+  return p.href.replace(/\/$/, '');
+}
+
+type Env = Record<string, string | undefined>;
+
+function firstSet(env: Env, names: string[]): [string, string] | null {
+  const name = names.find((n) => env[n]);
+  return name ? [name, env[name]!] : null;
+}
+
+function parsed(name: string, value: string): URL {
+  try {
+    // Go takes a bare host:port as http://host:port.
+    return new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
+  } catch {
+    throw new ProxyConfigError(`${name}=${value} is not a URL: set it to http://HOST:PORT of an HTTP proxy, or unset it for a direct connection`);
+  }
+}
+
 function redacted(u: URL): string {
   return u.password ? `${u.protocol}//${u.username}:***@${u.host}${u.pathname === '/' ? '' : u.pathname}` : u.href.replace(/\/$/, '');
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || (net.isIPv4(host) && host.startsWith('127.'));
-}
-
-/** Whether no_grpc_proxy (else no_proxy) names `host`: a suffix of it, the address itself, or an IPv4 CIDR holding it. */
-function bypassed(host: string, env: Env): boolean {
-  const list = (env.no_grpc_proxy || env.no_proxy || '').split(',').map((s) => s.trim()).filter(Boolean);
+/** Whether `host` is reached directly: loopback, or named by the first of `lists` that is set (see the head of this file). */
+function direct(host: string, env: Env, lists: string[]): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1' || (net.isIPv4(h) && h.startsWith('127.'))) return true;
+  const list = (firstSet(env, lists)?.[1] ?? '').split(',').map((e) => e.trim().toLowerCase()).filter(Boolean);
   return list.some((entry) => {
     if (entry === '*') return true;
     const cidr = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(entry);
-    if (cidr) return net.isIPv4(host) && inCidr(host, cidr[1], Number(cidr[2]));
-    return host.endsWith(entry);
+    if (cidr) return net.isIPv4(h) && inCidr(h, cidr[1], Number(cidr[2]));
+    const name = entry.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''); // a port is not looked at
+    if (net.isIP(name) || net.isIP(h)) return name === h;
+    if (name.startsWith('*.')) return h.endsWith(name.slice(1));
+    if (name.startsWith('.')) return h.endsWith(name);
+    return h === name || h.endsWith(`.${name}`);
   });
 }
 

@@ -1,15 +1,23 @@
-// The HTTP CONNECT proxy for etcd (src/util/http-proxy.ts): which proxy the environment names
-// for a host, by grpc-js's rules, and the etcd adapter's gRPC channel (cluster/grpc-h2.ts)
-// through a CONNECT proxy made here with Node's http server beside an h2c server on 127.0.0.1.
-// The endpoint is a name the proxy alone resolves (etcd.example), so a call that answers went
+// The HTTP proxy the environment names for the cluster (src/util/http-proxy.ts): which one, for
+// etcd by gRPC's rules and for the Kubernetes API by client-go's; the etcd adapter's gRPC
+// channel (cluster/grpc-h2.ts) and the Kubernetes client (cluster/kube-client.ts) through a
+// CONNECT proxy made here with Node's http server beside servers on 127.0.0.1. The endpoint is
+// a name the proxy alone resolves (etcd.example, api.example), so a call that answers went
 // through it. A real proxy (tinyproxy) before a real etcd with TLS: test/lab/etcd.test.ts.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { GrpcChannel, GrpcConnectError } from '../../src/cluster/grpc-h2.js';
-import { ConnectTunnel, ProxyConfigError, proxyFor } from '../../src/util/http-proxy.js';
+import { connectNodeApi } from '../../src/cluster/kube-client.js';
+import { ConnectTunnel, ProxyConfigError, kubeProxyUrl, proxyFor } from '../../src/util/http-proxy.js';
 import { ManualClock } from '../support/clock.js';
+
+const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-http-proxy-'));
+afterAll(() => rmSync(TMP, { recursive: true, force: true }));
 
 describe('proxyFor: the proxy the environment names, as gRPC clients read it', () => {
   it('grpc_proxy before https_proxy before http_proxy; none set: direct', () => {
@@ -39,10 +47,41 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', '[::1]']) expect(proxyFor(h, env), h).toBeNull();
   });
 
+  it('the upper-case names too, after the lower-case ones (grpc-go reads HTTPS_PROXY, grpc-js https_proxy); NO_PROXY', () => {
+    expect(proxyFor('etcd.example', { HTTPS_PROXY: 'http://up:3128' })).toMatchObject({ host: 'up', from: 'HTTPS_PROXY=http://up:3128' });
+    expect(proxyFor('etcd.example', { HTTPS_PROXY: 'http://up:3128', https_proxy: 'http://low:3128' })).toMatchObject({ host: 'low' });
+    expect(proxyFor('etcd.example', { HTTPS_PROXY: 'http://up:3128', NO_PROXY: 'example' })).toBeNull();
+    // A bare host:port is http://, as Go reads it.
+    expect(proxyFor('etcd.example', { HTTPS_PROXY: 'proxy.example:3128' })).toMatchObject({ host: 'proxy.example', port: 3128 });
+  });
+
+  it('no_proxy names as Go matches them: a domain and what is below it, .domain only below, never a mere suffix; a port is not looked at', () => {
+    const env = (no_proxy: string) => ({ https_proxy: 'http://proxy:3128', no_proxy });
+    expect(proxyFor('example.com', env('example.com'))).toBeNull();
+    expect(proxyFor('etcd.example.com', env('example.com'))).toBeNull();
+    expect(proxyFor('badexample.com', env('example.com'))).not.toBeNull();
+    expect(proxyFor('example.com', env('.example.com'))).not.toBeNull();
+    expect(proxyFor('etcd.example.com', env('.example.com'))).toBeNull();
+    expect(proxyFor('etcd.example.com', env('*.example.com'))).toBeNull();
+    expect(proxyFor('ETCD.Example.COM', env('example.com:2379'))).toBeNull();
+    expect(proxyFor('192.0.2.100', env('192.0.2.10'))).not.toBeNull(); // an address is the address, not a prefix of others
+  });
+
+  it('kubeProxyUrl: as client-go reads it, HTTPS_PROXY for an https:// server and HTTP_PROXY for http://, socks5 and https proxies too', () => {
+    expect(kubeProxyUrl('https://203.0.113.5:6443', {})).toBeNull();
+    expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTPS_PROXY: 'http://p:3128', https_proxy: 'http://q:3128' })).toBe('http://p:3128');
+    expect(kubeProxyUrl('https://203.0.113.5:6443', { https_proxy: 'socks5://p:1080' })).toBe('socks5://p:1080');
+    expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTP_PROXY: 'http://p:3128' })).toBeNull();
+    expect(kubeProxyUrl('http://203.0.113.5:8080', { HTTP_PROXY: 'http://u:pw@p:3128' })).toBe('http://u:pw@p:3128');
+    expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTPS_PROXY: 'http://p:3128', NO_PROXY: '203.0.113.0/24' })).toBeNull();
+    expect(kubeProxyUrl('https://127.0.0.1:6443', { HTTPS_PROXY: 'http://p:3128' })).toBeNull();
+    expect(() => kubeProxyUrl('https://k8s.example:6443', { HTTPS_PROXY: 'ftp://p:2121' })).toThrow(/^HTTPS_PROXY=ftp:\/\/p:2121: the Kubernetes API is reached through an http:\/\/, https:\/\/ or socks5:\/\/ proxy/);
+  });
+
   it('a value that cannot be used is an error naming the variable and what to set, never a silent direct connection', () => {
     expect(() => proxyFor('etcd.example', { https_proxy: 'proxy:3128:x' })).toThrow(ProxyConfigError);
     expect(() => proxyFor('etcd.example', { https_proxy: 'not a url' })).toThrow(/^https_proxy=not a url is not a URL: set it to http:\/\/HOST:PORT/);
-    expect(() => proxyFor('etcd.example', { grpc_proxy: 'https://u:pw@proxy:8443' })).toThrow(/^grpc_proxy=https:\/\/u:\*\*\*@proxy:8443: only an http:\/\/ proxy \(HTTP CONNECT\) is supported/);
+    expect(() => proxyFor('etcd.example', { grpc_proxy: 'https://u:pw@proxy:8443' })).toThrow(/^grpc_proxy=https:\/\/u:\*\*\*@proxy:8443: etcd is reached through an http:\/\/ proxy only \(HTTP CONNECT\)/);
   });
 });
 
@@ -55,8 +94,9 @@ afterEach(async () => {
 });
 
 /**
- * A CONNECT proxy on 127.0.0.1 that takes etcd.example:PORT to 127.0.0.1:PORT; `answer`
- * (default 200) is its status line's code; `wanted`: the Proxy-Authorization it requires.
+ * A CONNECT proxy on 127.0.0.1 that takes *.example:PORT to 127.0.0.1:PORT (the Kubernetes
+ * client's agent tunnels to an http:// server too); `answer` (default 200) is its status
+ * line's code; `wanted`: the Proxy-Authorization it requires.
  */
 async function proxy(o: { answer?: number; wanted?: string } = {}): Promise<Proxy> {
   const connects: Proxy['connects'] = [];
@@ -74,7 +114,7 @@ async function proxy(o: { answer?: number; wanted?: string } = {}): Promise<Prox
       return;
     }
     const [host, port] = req.url!.split(':');
-    const up = net.connect(Number(port), host === 'etcd.example' ? '127.0.0.1' : host, () => {
+    const up = net.connect(Number(port), host.endsWith('.example') ? '127.0.0.1' : host, () => {
       client.write('HTTP/1.1 200 Connection established\r\n\r\n');
       if (head.length) up.write(head);
       up.pipe(client).pipe(up);
@@ -86,6 +126,7 @@ async function proxy(o: { answer?: number; wanted?: string } = {}): Promise<Prox
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   closers.push(() => {
     for (const s of sockets) s.destroy();
+    srv.closeAllConnections();
     return new Promise((r) => srv.close(r));
   });
   return { port: (srv.address() as net.AddressInfo).port, connects };
@@ -170,5 +211,52 @@ describe('GrpcChannel through an HTTP CONNECT proxy', () => {
     while (got.join('') !== 'helloearly' && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
     expect(got.join('')).toBe('helloearly');
     t.destroy();
+  });
+});
+
+describe('the Kubernetes client through the proxy the environment names', () => {
+  afterEach(() => vi.unstubAllEnvs());
+
+  /** A plain-HTTP API server on 127.0.0.1 answering every GET with {}, and a kubeconfig naming it api.example (with `proxyUrl`, its own proxy-url). */
+  async function apiServer(proxyUrl?: string): Promise<{ port: number; kubeconfig: string }> {
+    const srv = http.createServer((_req, res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"kind":"Node"}'));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    closers.push(() => {
+      srv.closeAllConnections();
+      return new Promise((r) => srv.close(r));
+    });
+    const port = (srv.address() as net.AddressInfo).port;
+    const kubeconfig = path.join(TMP, `kubeconfig-${port}`);
+    writeFileSync(kubeconfig, JSON.stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
+      clusters: [{ name: 'k', cluster: { server: `http://api.example:${port}`, 'insecure-skip-tls-verify': true, ...(proxyUrl ? { 'proxy-url': proxyUrl } : {}) } }],
+      users: [{ name: 'u', user: { token: 't' } }],
+      contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }],
+    }));
+    return { port, kubeconfig };
+  }
+  const get = async (kubeconfig: string) => {
+    const api = await connectNodeApi({ kind: 'file', file: kubeconfig, describe: 'kubeconfig' }, new ManualClock(), 5_000);
+    return api.get('site-a');
+  };
+
+  it('HTTP_PROXY for an http:// API server: the call goes through it', async () => {
+    const p = await proxy();
+    const { port, kubeconfig } = await apiServer();
+    vi.stubEnv('HTTP_PROXY', `http://127.0.0.1:${p.port}`);
+    expect(await get(kubeconfig)).toEqual({ kind: 'Node' });
+    expect(p.connects.map((c) => c.target)).toEqual([`api.example:${port}`]);
+  });
+
+  it("the kubeconfig's own proxy-url wins over the environment; NO_PROXY names the server: direct", async () => {
+    const [envProxy, ownProxy] = [await proxy(), await proxy()];
+    const own = await apiServer(`http://127.0.0.1:${ownProxy.port}`);
+    vi.stubEnv('HTTP_PROXY', `http://127.0.0.1:${envProxy.port}`);
+    expect(await get(own.kubeconfig)).toEqual({ kind: 'Node' });
+    expect([envProxy.connects.length, ownProxy.connects.length]).toEqual([0, 1]);
+    const plain = await apiServer();
+    vi.stubEnv('NO_PROXY', 'example');
+    await expect(get(plain.kubeconfig)).rejects.toThrow(/api\.example/); // no proxy: the name does not resolve here
+    expect(envProxy.connects.length).toBe(0);
   });
 });
