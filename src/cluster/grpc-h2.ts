@@ -441,5 +441,10 @@ function tunnel(proxy: HttpProxy, u: URL, secure: { ca?: Buffer; cert?: Buffer; 
   const https = u.protocol === 'https:';
   const t = new ConnectTunnel(proxy, `${u.hostname}:${u.port || (https ? 443 : 80)}`);
   if (!https) return t;
-  return tls.connect({ socket: t, host, servername: isIP(host) ? undefined : host, ALPNProtocols: ['h2'], ...secure });
+  try {
+    return tls.connect({ socket: t, host, servername: isIP(host) ? undefined : host, ALPNProtocols: ['h2'], ...secure });
+  } catch (e) {
+    t.destroy(); // files the secure context refused: the call's error says so
+    throw e;
+  }
 }

@@ -35,15 +35,17 @@ export function probePeerCertificate(o: TlsProbeOptions): Promise<CertValidity |
   return new Promise((resolve) => {
     let done = false;
     let socket: tls.TLSSocket;
+    const tunnel = o.proxy ? new ConnectTunnel(o.proxy, `${isIP(o.host) === 6 ? `[${o.host}]` : o.host}:${o.port}`) : undefined;
     try {
       socket = tls.connect({
         host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.alpn,
-        ...(o.proxy ? { socket: new ConnectTunnel(o.proxy, `${isIP(o.host) === 6 ? `[${o.host}]` : o.host}:${o.port}`) } : {}),
+        ...(tunnel ? { socket: tunnel } : {}),
         // SNI takes a host name, never an address (RFC 6066).
         servername: isIP(o.host) ? undefined : o.host,
         rejectUnauthorized: false,
       });
     } catch {
+      tunnel?.destroy();
       return resolve(null); // the secure context refused the files
     }
     let timer = o.clock.after(o.timeoutMs, () => end(null));

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { GrpcChannel, GrpcConnectError } from '../../src/cluster/grpc-h2.js';
 import { connectNodeApi } from '../../src/cluster/kube-client.js';
 import { ConnectTunnel, ProxyConfigError, kubeProxyUrl, proxyFor } from '../../src/util/http-proxy.js';
+import { probePeerCertificate } from '../../src/util/tls-probe.js';
 import { ManualClock } from '../support/clock.js';
 
 const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-http-proxy-'));
@@ -188,6 +189,30 @@ describe('GrpcChannel through an HTTP CONNECT proxy', () => {
     expect((e as Error).message).toBe(`cannot reach the proxy 127.0.0.1:${dead} (http_proxy=http://127.0.0.1:${dead}): connect ECONNREFUSED 127.0.0.1:${dead}`);
     const bad = await channel('http://etcd.example:2379', { https_proxy: 'socks5://127.0.0.1:1080' }).unary('/x/Y', Buffer.alloc(0), {}, 5_000).catch((x: unknown) => x);
     expect(bad).toBeInstanceOf(ProxyConfigError);
+  });
+
+  it("a certificate handshake whose TLS files the secure context refuses: no answer, and the tunnel to the proxy is closed, not left open", async () => {
+    let open = 0;
+    let closed = 0;
+    const srv = net.createServer((c) => {
+      open++;
+      c.on('close', () => closed++);
+      c.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    closers.push(() => new Promise((r) => srv.close(r)));
+    const port = (srv.address() as net.AddressInfo).port;
+    const v = await probePeerCertificate({
+      host: 'etcd.example', port: 2379, key: Buffer.from('not a key'), cert: Buffer.from('not a certificate'),
+      clock: new ManualClock(), timeoutMs: 5_000, proxy: { host: '127.0.0.1', port, from: 'test' },
+    });
+    expect(v).toBeNull();
+    // A marker connection, made and closed after the probe: accepted after any the probe made,
+    // so once it is in, every connection there will be is counted.
+    const marker = net.connect(port, '127.0.0.1', () => marker.end());
+    const end = Date.now() + 5_000;
+    while ((open === 0 || closed < open) && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    expect(closed).toBe(open); // the marker's, and the tunnel's if it got as far as connecting: none left open
   });
 
   it('the tunnel holds what is written before the proxy answers, and hands on bytes that came with its answer', async () => {
