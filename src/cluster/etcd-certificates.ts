@@ -69,8 +69,9 @@ export class EtcdCertificates {
       } catch {
         return;
       }
+      // A URL without a port is 443, as http2 (grpc-h2.ts) and grpc-go connect to it.
       const v = await probe({
-        host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 2379), ca, cert, key, alpn: ['h2'],
+        host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443), ca, cert, key, alpn: ['h2'],
         clock: this.o.clock, timeoutMs: HANDSHAKE_TIMEOUT_MS, proxy,
       });
       if (v && !this.stopped) this.seen.set(endpoint, { what: `etcd's certificate (${endpoint})`, validity: v, presented: true });

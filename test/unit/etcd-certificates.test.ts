@@ -24,13 +24,13 @@ function rig(endpoints: string[]) {
 }
 
 describe('EtcdCertificates', () => {
-  it('asks every https:// endpoint at start and every 6 hours; plain http:// ones never', async () => {
+  it('asks every https:// endpoint at start and every 6 hours, one without a port on 443 as the client connects to it; plain http:// ones never', async () => {
     const r = rig(['https://10.0.0.1:2379', 'http://10.0.0.2:2379', 'https://[fd00::3]']);
     r.answers.set('10.0.0.1:2379', validity(1_000));
-    r.answers.set('fd00::3:2379', validity(2_000));
+    r.answers.set('fd00::3:443', validity(2_000));
     r.certs.start();
     await r.clock.advanceAsync(0);
-    expect(r.asked).toEqual(['10.0.0.1:2379 h2', 'fd00::3:2379 h2']);
+    expect(r.asked).toEqual(['10.0.0.1:2379 h2', 'fd00::3:443 h2']);
     expect(r.certs.list()).toEqual([
       { what: "etcd's certificate (https://10.0.0.1:2379)", validity: validity(1_000), presented: true },
       { what: "etcd's certificate (https://[fd00::3])", validity: validity(2_000), presented: true },
