@@ -20,6 +20,7 @@ import type { EtcdAuth, EtcdConnect, EtcdTlsFiles } from './etcd-kv.js';
 import { EtcdCertificates, type EtcdCertificatesOptions } from './etcd-certificates.js';
 import { EtcdConnection } from './etcd-connection.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
+import { proxyFor } from '../util/http-proxy.js';
 import { EtcdFollower, etcdView, LeaseTable } from './etcd-follow.js';
 import { EtcdRegistrar, freeTheSubnet, heldByAnother } from './etcd-register.js';
 import { leaseVtepMac } from './flannel-lease.js';
@@ -83,6 +84,7 @@ export class EtcdSource implements ClusterSource {
   private readonly follower: EtcdFollower;
   private readonly registrar: EtcdRegistrar;
   private readonly certificates: EtcdCertificates;
+  private readonly endpoints: readonly string[];
 
   private started = false;
   private readonly listeners: ((v: ClusterView) => void)[] = [];
@@ -95,6 +97,7 @@ export class EtcdSource implements ClusterSource {
   constructor(opts: EtcdSourceOptions) {
     this.clock = opts.clock;
     this.log = opts.log.child({ part: 'cluster-etcd' });
+    this.endpoints = opts.endpoints;
     const ttlS = opts.leaseTtlS ?? ETCD_DEFAULTS.leaseTtlS;
     if (!Number.isInteger(ttlS) || ttlS < 2) throw new Error(`leaseTtlS ${ttlS} is not a whole number of seconds >= 2`);
     const marginMs = 1000 * Math.min(opts.renewMarginS ?? ETCD_DEFAULTS.renewMarginS, ttlS / 2);
@@ -139,8 +142,22 @@ export class EtcdSource implements ClusterSource {
   start(): void {
     if (this.started) return;
     this.started = true;
+    this.sayProxy();
     this.follower.run();
     this.certificates.start();
+  }
+
+  /** Members reached through the proxy the environment names (util/http-proxy.ts), said once. */
+  private sayProxy(): void {
+    const through = this.endpoints.flatMap((e) => {
+      try {
+        const p = proxyFor(new URL(e).hostname);
+        return p ? [{ endpoint: e, proxy: `${p.host}:${p.port} (${p.from})` }] : [];
+      } catch {
+        return []; // a variable that cannot be used: each call's error names it
+      }
+    });
+    if (through.length) this.log.info('etcd: members reached through the HTTP proxy the environment names', { proxy: through[0].proxy, endpoints: through.map((t) => t.endpoint) });
   }
 
   async stop(): Promise<void> {

@@ -18,7 +18,7 @@ import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
 import { peerCertValidity, type CertValidity } from '../util/tls-failure.js';
-import { kubeProxyUrl } from '../util/http-proxy.js';
+import { kubeProxyUrl, loggable, proxyVariable } from '../util/http-proxy.js';
 import { kubeconfigCertificate, loadClientModule, type KubeconfigChoice } from './kubeconfig.js';
 import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
@@ -33,6 +33,8 @@ export interface NodeApi {
   readonly clientCert: CertValidity | null;
   /** The current user's exec credential plugin's command (EKS: `aws`), null when it has none. */
   readonly execCommand: string | null;
+  /** The proxy the calls go through and who named it, its password hidden (`http://p:3128 (HTTPS_PROXY)`); null: none. */
+  readonly proxy?: string | null;
   /** The dates of the certificate the API server presented at its last answer (null: none yet, or plain HTTP). */
   serverCert(): CertValidity | null;
   /**
@@ -175,6 +177,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
 
   return {
     server: cluster.server,
+    proxy: cluster.proxyUrl ? `${loggable(cluster.proxyUrl)} (${envProxy ? proxyVariable(named.server) : "the kubeconfig's proxy-url"})` : null,
     clientCert,
     execCommand,
     serverCert: () => serverCert,

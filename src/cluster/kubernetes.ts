@@ -414,7 +414,9 @@ export class KubernetesSource implements ClusterSource {
     } catch (e) {
       throw new OperatorError(`cannot use ${this.choice.describe}: ${(e as Error)?.message ?? e}`);
     }
-    if (!this.everConnected) this.o.log.info('kubernetes: following Nodes', { server: this.api.server, credentials: this.choice.describe });
+    if (!this.everConnected) {
+      this.o.log.info('kubernetes: following Nodes', { server: this.api.server, credentials: this.choice.describe, ...(this.api.proxy ? { proxy: this.api.proxy } : {}) });
+    }
     // A registration pass that ran while we had no client (after a 401) did nothing, and a
     // resumed watch brings no list to kick it: kick it here (a no-op when all is in place).
     if (this.synced) this.kickRegistration();

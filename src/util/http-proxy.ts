@@ -58,7 +58,7 @@ export function proxyFor(host: string, env: Env = process.env): HttpProxy | null
  */
 export function kubeProxyUrl(server: string, env: Env = process.env): string | null {
   const u = new URL(server);
-  const set = firstSet(env, u.protocol === 'https:' ? ['HTTPS_PROXY', 'https_proxy'] : ['HTTP_PROXY', 'http_proxy']);
+  const set = firstSet(env, kubeProxyNames(u));
   if (!set || direct(u.hostname, env, ['NO_PROXY', 'no_proxy'])) return null;
   const [name, value] = set;
   const p = parsed(name, value);
@@ -66,6 +66,15 @@ export function kubeProxyUrl(server: string, env: Env = process.env): string | n
     throw new ProxyConfigError(`${name}=${redacted(p)}: the Kubernetes API is reached through an http://, https:// or socks5:// proxy; set it to one, or unset it`);
   }
   return p.href.replace(/\/$/, '');
+}
+
+/** The variable kubeProxyUrl took the proxy from, for messages. */
+export function proxyVariable(server: string, env: Env = process.env): string {
+  return firstSet(env, kubeProxyNames(new URL(server)))?.[0] ?? '';
+}
+
+function kubeProxyNames(u: URL): string[] {
+  return u.protocol === 'https:' ? ['HTTPS_PROXY', 'https_proxy'] : ['HTTP_PROXY', 'http_proxy'];
 }
 
 type Env = Record<string, string | undefined>;
@@ -81,6 +90,15 @@ function parsed(name: string, value: string): URL {
     return new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
   } catch {
     throw new ProxyConfigError(`${name}=${value} is not a URL: set it to http://HOST:PORT of an HTTP proxy, or unset it for a direct connection`);
+  }
+}
+
+/** A proxy URL as it may be logged: its password, if any, as ***. */
+export function loggable(url: string): string {
+  try {
+    return redacted(new URL(url));
+  } catch {
+    return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
   }
 }
 

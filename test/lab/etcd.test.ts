@@ -646,6 +646,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
       await through.until('following through the proxy', () => through.status?.connected === true && through.view?.peers.some((p) => p.name === 'etcd-10.244.9.0-24') === true);
       await through.until("etcd's certificate read through the proxy", () => through.certs.length === 1);
       expect(through.certs[0].what).toBe(`etcd's certificate (${endpoint})`);
+      // Said once in the log, the password hidden.
+      const said = through.logs.filter((l) => l.includes('etcd: members reached through the HTTP proxy the environment names'));
+      expect(said.map((l) => JSON.parse(l) as Record<string, unknown>), through.logs.join('\n')).toMatchObject([
+        { level: 'info', proxy: `${ETCD}:3128 (https_proxy=http://site:***@${ETCD}:3128)`, endpoints: [endpoint] },
+      ]);
       await through.stop();
       // The gRPC connection and the certificate's handshake: a CONNECT each, in tinyproxy's log.
       expect(proxyLog.match(/Request \(file descriptor \d+\): CONNECT 198\.51\.100\.2:24379/g)?.length ?? 0, proxyLog).toBeGreaterThanOrEqual(2);

@@ -271,6 +271,11 @@ describe('the Kubernetes client through the proxy the environment names', () => 
     vi.stubEnv('HTTP_PROXY', `http://127.0.0.1:${p.port}`);
     expect(await get(kubeconfig)).toEqual({ kind: 'Node' });
     expect(p.connects.map((c) => c.target)).toEqual([`api.example:${port}`]);
+    const api = await connectNodeApi({ kind: 'file', file: kubeconfig, describe: 'kubeconfig' }, new ManualClock(), 5_000);
+    expect(api.proxy).toBe(`http://127.0.0.1:${p.port} (HTTP_PROXY)`); // for the log's "following Nodes"
+    vi.stubEnv('HTTP_PROXY', `http://gw:s3cret@127.0.0.1:${p.port}`);
+    const withPassword = await connectNodeApi({ kind: 'file', file: kubeconfig, describe: 'kubeconfig' }, new ManualClock(), 5_000);
+    expect(withPassword.proxy).toBe(`http://gw:***@127.0.0.1:${p.port} (HTTP_PROXY)`);
   });
 
   it("the kubeconfig's own proxy-url wins over the environment; NO_PROXY names the server: direct", async () => {
@@ -279,6 +284,8 @@ describe('the Kubernetes client through the proxy the environment names', () => 
     vi.stubEnv('HTTP_PROXY', `http://127.0.0.1:${envProxy.port}`);
     expect(await get(own.kubeconfig)).toEqual({ kind: 'Node' });
     expect([envProxy.connects.length, ownProxy.connects.length]).toEqual([0, 1]);
+    const api = await connectNodeApi({ kind: 'file', file: own.kubeconfig, describe: 'kubeconfig' }, new ManualClock(), 5_000);
+    expect(api.proxy).toBe(`http://127.0.0.1:${ownProxy.port} (the kubeconfig's proxy-url)`);
     const plain = await apiServer();
     vi.stubEnv('NO_PROXY', 'example');
     await expect(get(plain.kubeconfig)).rejects.toThrow(/api\.example/); // no proxy: the name does not resolve here
