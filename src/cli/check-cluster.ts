@@ -73,8 +73,9 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
     return { ...failed(silent.join('; '), fix), presented };
   }
   const r = judged(cfg, where, answers[read].answer as ClusterView, mac, answers[read].refusal);
-  if (silent.length) {
-    r.check.detail += `; ${silent.length} of ${members.length} members did not serve (the gateway goes on with the others): ${silent.join('; ')}`;
+  const failing = answers.filter((a) => !isView(a)).length;
+  if (failing) {
+    r.check.detail += `; ${failing} of ${members.length} members did not serve (the gateway goes on with the others): ${silent.join('; ')}`;
   }
   return { ...r, presented };
 }
