@@ -12,6 +12,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
+import { ConnectTunnel, connectTarget, webSocketProxyFor } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -191,16 +192,29 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     if (wantsAwsAlpn(broker)) o.ALPNProtocols = ['x-amzn-mqtt-ca'];
   }
   const onTlsSocket = i.onTlsSocket;
-  if (broker.scheme === 'wss' && onTlsSocket) {
+  // Over a WebSocket, through the proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names, as
+  // an HTTP client goes (util/http-proxy.ts); mqtt:// and mqtts:// go direct.
+  const proxy = broker.scheme === 'wss' || broker.scheme === 'ws' ? webSocketProxyFor(m.url!) : null;
+  const tunnel = () => new ConnectTunnel(proxy!, connectTarget(broker.host, broker.port));
+  if (broker.scheme === 'wss' && (onTlsSocket || proxy)) {
     // ws opens the connection with this when given one, as its own does: tls.connect without
     // the options' `path` (the URL's, which net would take for a Unix socket), SNI unless the
     // host is an address. MQTT.js still copies ca, cert, key and rejectUnauthorized into them.
     const createConnection = (opts: ConnectionOptions & { host?: string }) => {
-      const socket = tlsConnect({ ...opts, path: undefined, servername: opts.servername ?? (isIP(opts.host ?? '') ? '' : opts.host) });
-      onTlsSocket(socket);
+      const through = proxy ? tunnel() : undefined;
+      let socket: TLSSocket;
+      try {
+        socket = tlsConnect({ ...opts, path: undefined, servername: opts.servername ?? (isIP(opts.host ?? '') ? '' : opts.host), ...(through ? { socket: through } : {}) });
+      } catch (e) {
+        through?.destroy(); // files the secure context refused: not left open to the proxy
+        throw e;
+      }
+      onTlsSocket?.(socket);
       return socket;
     };
     o.wsOptions = { createConnection } as unknown as IClientOptions['wsOptions'];
+  } else if (broker.scheme === 'ws' && proxy) {
+    o.wsOptions = { createConnection: tunnel } as unknown as IClientOptions['wsOptions'];
   }
   return o;
 }

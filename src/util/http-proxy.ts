@@ -42,14 +42,34 @@ export class ProxyConfigError extends Error {
 export function proxyFor(host: string, env: Env = process.env): HttpProxy | null {
   const set = firstSet(env, ['grpc_proxy', 'https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY']);
   if (!set || direct(host, env, ['no_grpc_proxy', 'no_proxy', 'NO_PROXY'])) return null;
-  const [name, value] = set;
+  return connectProxy(set, 'etcd is reached through an http:// proxy only (HTTP CONNECT), as by gRPC\'s clients');
+}
+
+/**
+ * The proxy for a WebSocket to the MQTT broker (`url` ws:// or wss://), as an HTTP client
+ * takes it: kubeProxyUrl's variables (HTTPS_PROXY for wss://, HTTP_PROXY for ws://, NO_PROXY),
+ * an http:// proxy reached with CONNECT. Throws ProxyConfigError for a value that cannot be used.
+ */
+export function webSocketProxyFor(url: string, env: Env = process.env): HttpProxy | null {
+  const u = new URL(url.replace(/^ws/i, 'http'));
+  const set = firstSet(env, kubeProxyNames(u));
+  if (!set || direct(u.hostname, env, ['NO_PROXY', 'no_proxy'])) return null;
+  return connectProxy(set, 'the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT)');
+}
+
+/** An http:// proxy from a variable ([name, value]); `only`: what to say of another scheme. */
+function connectProxy([name, value]: [string, string], only: string): HttpProxy {
   const u = parsed(name, value);
-  if (u.protocol !== 'http:') {
-    throw new ProxyConfigError(`${name}=${redacted(u)}: etcd is reached through an http:// proxy only (HTTP CONNECT), as by gRPC's clients; set it to http://HOST:PORT, or unset it`);
-  }
+  if (u.protocol !== 'http:') throw new ProxyConfigError(`${name}=${redacted(u)}: ${only}; set it to http://HOST:PORT, or unset it`);
   const user = decodeURIComponent(u.username);
   const authorization = user ? `Basic ${Buffer.from(`${user}:${decodeURIComponent(u.password)}`).toString('base64')}` : undefined;
   return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80), ...(authorization ? { authorization } : {}), from: `${name}=${redacted(u)}` };
+}
+
+/** host:port as CONNECT names it: an IPv6 address in brackets. */
+export function connectTarget(host: string, port: number): string {
+  const h = host.replace(/^\[|\]$/g, '');
+  return `${net.isIP(h) === 6 ? `[${h}]` : h}:${port}`;
 }
 
 /**

@@ -9,7 +9,7 @@
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { Clock } from './clock.js';
-import { ConnectTunnel, type HttpProxy } from './http-proxy.js';
+import { ConnectTunnel, connectTarget, type HttpProxy } from './http-proxy.js';
 import { peerCertValidity, type CertValidity } from './tls-failure.js';
 
 export interface TlsProbeOptions {
@@ -35,7 +35,7 @@ export function probePeerCertificate(o: TlsProbeOptions): Promise<CertValidity |
   return new Promise((resolve) => {
     let done = false;
     let socket: tls.TLSSocket;
-    const tunnel = o.proxy ? new ConnectTunnel(o.proxy, `${isIP(o.host) === 6 ? `[${o.host}]` : o.host}:${o.port}`) : undefined;
+    const tunnel = o.proxy ? new ConnectTunnel(o.proxy, connectTarget(o.host, o.port)) : undefined;
     try {
       socket = tls.connect({
         host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.alpn,

@@ -335,6 +335,41 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         bridge.kill('SIGTERM');
       }
     });
+    it("wss:// through the HTTP proxy HTTPS_PROXY names (tinyproxy), as an HTTP client goes: published, the front's certificate dated through the tunnel; direct, the site cannot reach the front", async () => {
+      const b = await broker(1883);
+      const front = datedCert(dir, {
+        name: 'wss-proxied', cn: env.INET_WAN_IP, extensions: `subjectAltName=IP:${env.INET_WAN_IP}\nextendedKeyUsage=serverAuth`,
+        // 20 days: the first of the site's certificates to end, so the passing line names it.
+        notBefore: new Date(Date.now() - 86_400_000), notAfter: new Date(Date.now() + 20 * 86_400_000),
+      });
+      const bridge = nsSpawn(env.NS_INET, [process.execPath, path.join(import.meta.dirname, 'ws-bridge.mjs'), env.INET_WAN_IP, '8444', env.INET_WAN_IP, '1883', '60', front.certFile, front.keyFile]);
+      const conf = path.join(dir, 'tinyproxy-mqtt.conf');
+      await writeFile(conf, ['User nobody', 'Group nogroup', 'Port 3128', `Listen ${env.INET_WAN_IP}`, 'Timeout 60', 'LogLevel Connect', 'MaxClients 20', 'BasicAuth site s3cret', ''].join('\n'));
+      const proxy = nsSpawn(env.NS_INET, ['timeout', '60', 'tinyproxy', '-d', '-c', conf]);
+      let proxyLog = '';
+      proxy.stdout!.on('data', (d: Buffer) => (proxyLog += d));
+      // Only the proxy, on the same box, may reach the front: the site's way there is refused.
+      const rule = ['INPUT', '-p', 'tcp', '--dport', '8444', '!', '-s', env.INET_WAN_IP, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+      await nsRun(env.NS_INET, ['iptables', '-I', ...rule]);
+      try {
+        await waitForOutput(bridge, 'stdout', 'listening', 10_000);
+        await waitFor(() => (/Initializing tinyproxy/.test(proxyLog) ? true : null), 10_000);
+        const url = `wss://${env.INET_WAN_IP}:8444/mqtt`;
+        const file = await writeLabConfig(env, dir, 'check-wss-proxied.json', { extra: { mqtt: { url, ca: tls.ca } } });
+        expect((await checkCommand(env.NS_GW, file, 'mqtt')).line).toMatch(/^FAIL +mqtt +wss:\/\/\S+: .*(ECONNREFUSED|refused)/);
+        const gw = await gateway({ url, ca: tls.ca }, { env: { HTTPS_PROXY: `http://site:s3cret@${env.INET_WAN_IP}:3128` } });
+        await gw.waitUp();
+        expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000)).toBe('online');
+        const doc = await healthAfterStart(b, gw, (d) => d.checks.some((c) => c.name === 'certificates'));
+        expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
+        expect(doc.checks.find((c) => c.name === 'certificates')).toMatchObject({ ok: true, detail: expect.stringMatching(/^the broker's certificate \(wss:\/\/\S+:8444\/mqtt\) ends on /) });
+        expect(proxyLog).toMatch(new RegExp(`CONNECT ${env.INET_WAN_IP.replace(/\./g, '\\.')}:8444`));
+      } finally {
+        await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
+        proxy.kill('SIGTERM');
+        bridge.kill('SIGTERM');
+      }
+    });
   });
 
   describe('mutual TLS broker', () => {

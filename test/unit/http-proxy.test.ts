@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GrpcChannel, GrpcConnectError } from '../../src/cluster/grpc-h2.js';
 import { connectNodeApi } from '../../src/cluster/kube-client.js';
-import { ConnectTunnel, ProxyConfigError, kubeProxyUrl, proxyFor } from '../../src/util/http-proxy.js';
+import { ConnectTunnel, ProxyConfigError, connectTarget, kubeProxyUrl, proxyFor, webSocketProxyFor } from '../../src/util/http-proxy.js';
 import { probePeerCertificate } from '../../src/util/tls-probe.js';
 import { ManualClock } from '../support/clock.js';
 
@@ -77,6 +77,15 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTPS_PROXY: 'http://p:3128', NO_PROXY: '203.0.113.0/24' })).toBeNull();
     expect(kubeProxyUrl('https://127.0.0.1:6443', { HTTPS_PROXY: 'http://p:3128' })).toBeNull();
     expect(() => kubeProxyUrl('https://k8s.example:6443', { HTTPS_PROXY: 'ftp://p:2121' })).toThrow(/^HTTPS_PROXY=ftp:\/\/p:2121: the Kubernetes API is reached through an http:\/\/, https:\/\/ or socks5:\/\/ proxy/);
+  });
+
+  it('webSocketProxyFor (the MQTT broker over ws:// or wss://): HTTPS_PROXY for wss, HTTP_PROXY for ws, NO_PROXY; an http:// proxy only', () => {
+    expect(webSocketProxyFor('wss://broker.example:443/mqtt', { HTTPS_PROXY: 'http://u:pw@p:3128' })).toMatchObject({ host: 'p', port: 3128, from: 'HTTPS_PROXY=http://u:***@p:3128' });
+    expect(webSocketProxyFor('wss://broker.example/mqtt', { HTTP_PROXY: 'http://p:3128' })).toBeNull();
+    expect(webSocketProxyFor('ws://broker.example:8080/mqtt', { http_proxy: 'http://p:3128' })).toMatchObject({ host: 'p' });
+    expect(webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'http://p:3128', NO_PROXY: '.example' })).toBeNull();
+    expect(() => webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'socks5://p:1080' })).toThrow(/^HTTPS_PROXY=socks5:\/\/p:1080: the MQTT broker over WebSocket is reached through an http:\/\/ proxy only/);
+    expect([connectTarget('broker.example', 443), connectTarget('fd00::1', 8883), connectTarget('[fd00::1]', 8883)]).toEqual(['broker.example:443', '[fd00::1]:8883', '[fd00::1]:8883']);
   });
 
   it('a value that cannot be used is an error naming the variable and what to set, never a silent direct connection', () => {
