@@ -14,7 +14,7 @@ import http2 from 'node:http2';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { Clock, Timer } from '../util/clock.js';
-import { ConnectTunnel, connectTarget, proxyFor, type HttpProxy } from '../util/http-proxy.js';
+import { ConnectTunnel, connectTarget, proxyFor, tlsThrough, type HttpProxy } from '../util/http-proxy.js';
 
 /** gRPC status codes (google.golang.org/grpc/codes) by number, for messages. */
 const CODE_NAMES = [
@@ -439,12 +439,7 @@ export class GrpcChannel {
 function tunnel(proxy: HttpProxy, u: URL, secure: { ca?: Buffer; cert?: Buffer; key?: Buffer }): ConnectTunnel | tls.TLSSocket {
   const host = u.hostname.replace(/^\[|\]$/g, '');
   const https = u.protocol === 'https:';
-  const t = new ConnectTunnel(proxy, connectTarget(host, Number(u.port || (https ? 443 : 80))));
-  if (!https) return t;
-  try {
-    return tls.connect({ socket: t, host, servername: isIP(host) ? undefined : host, ALPNProtocols: ['h2'], ...secure });
-  } catch (e) {
-    t.destroy(); // files the secure context refused: the call's error says so
-    throw e;
-  }
+  const target = connectTarget(host, Number(u.port || (https ? 443 : 80)));
+  if (!https) return new ConnectTunnel(proxy, target);
+  return tlsThrough(proxy, target, { host, servername: isIP(host) ? undefined : host, ALPNProtocols: ['h2'], ...secure });
 }

@@ -12,7 +12,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { ConnectTunnel, connectTarget, webSocketProxyFor } from '../util/http-proxy.js';
+import { ConnectTunnel, connectTarget, tlsThrough, webSocketProxyFor } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -195,26 +195,20 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
   // Over a WebSocket, through the proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names, as
   // an HTTP client goes (util/http-proxy.ts); mqtt:// and mqtts:// go direct.
   const proxy = broker.scheme === 'wss' || broker.scheme === 'ws' ? webSocketProxyFor(m.url!) : null;
-  const tunnel = () => new ConnectTunnel(proxy!, connectTarget(broker.host, broker.port));
+  const target = connectTarget(broker.host, broker.port);
   if (broker.scheme === 'wss' && (onTlsSocket || proxy)) {
     // ws opens the connection with this when given one, as its own does: tls.connect without
     // the options' `path` (the URL's, which net would take for a Unix socket), SNI unless the
     // host is an address. MQTT.js still copies ca, cert, key and rejectUnauthorized into them.
     const createConnection = (opts: ConnectionOptions & { host?: string }) => {
-      const through = proxy ? tunnel() : undefined;
-      let socket: TLSSocket;
-      try {
-        socket = tlsConnect({ ...opts, path: undefined, servername: opts.servername ?? (isIP(opts.host ?? '') ? '' : opts.host), ...(through ? { socket: through } : {}) });
-      } catch (e) {
-        through?.destroy(); // files the secure context refused: not left open to the proxy
-        throw e;
-      }
+      const options = { ...opts, path: undefined, servername: opts.servername ?? (isIP(opts.host ?? '') ? '' : opts.host) };
+      const socket = proxy ? tlsThrough(proxy, target, options) : tlsConnect(options);
       onTlsSocket?.(socket);
       return socket;
     };
     o.wsOptions = { createConnection } as unknown as IClientOptions['wsOptions'];
   } else if (broker.scheme === 'ws' && proxy) {
-    o.wsOptions = { createConnection: tunnel } as unknown as IClientOptions['wsOptions'];
+    o.wsOptions = { createConnection: () => new ConnectTunnel(proxy, target) } as unknown as IClientOptions['wsOptions'];
   }
   return o;
 }

@@ -9,7 +9,7 @@
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { Clock } from './clock.js';
-import { ConnectTunnel, connectTarget, type HttpProxy } from './http-proxy.js';
+import { connectTarget, tlsThrough, type HttpProxy } from './http-proxy.js';
 import { peerCertValidity, type CertValidity } from './tls-failure.js';
 
 export interface TlsProbeOptions {
@@ -35,17 +35,15 @@ export function probePeerCertificate(o: TlsProbeOptions): Promise<CertValidity |
   return new Promise((resolve) => {
     let done = false;
     let socket: tls.TLSSocket;
-    const tunnel = o.proxy ? new ConnectTunnel(o.proxy, connectTarget(o.host, o.port)) : undefined;
     try {
-      socket = tls.connect({
+      const options: tls.ConnectionOptions = {
         host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.alpn,
-        ...(tunnel ? { socket: tunnel } : {}),
         // SNI takes a host name, never an address (RFC 6066).
         servername: isIP(o.host) ? undefined : o.host,
         rejectUnauthorized: false,
-      });
+      };
+      socket = o.proxy ? tlsThrough(o.proxy, connectTarget(o.host, o.port), options) : tls.connect(options);
     } catch {
-      tunnel?.destroy();
       return resolve(null); // the secure context refused the files
     }
     let timer = o.clock.after(o.timeoutMs, () => end(null));
