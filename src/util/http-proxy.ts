@@ -1,6 +1,7 @@
 // The HTTP proxy a connection to the cluster goes through, taken from the environment as the
 // cluster's own clients take it, so that a site whose only way out for TCP is a proxy reaches
-// etcd and the Kubernetes API as flanneld and kubectl do there.
+// etcd and the Kubernetes API as flanneld and kubectl do there; and the MQTT broker over a
+// WebSocket, as an HTTP client would (webSocketProxyFor).
 //
 // etcd (proxyFor): gRPC's rules. grpc-js (the etcd3 library vxedge used before its own
 // client) takes the first of `grpc_proxy`, `https_proxy`, `http_proxy`; grpc-go (flanneld's)
