@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
+import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
 import { CLI, checkCommand, settableClock, startGateway, writeLabConfig, type LogEntry, type Preload, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode, withEksWeight } from '../support/kube-harness.js';
@@ -398,6 +398,43 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
     // With cluster.register off, following is all it needs.
     const off = await writeLabConfig(env, dir, 'no-create-noreg.json', { extra: { peers: [], cluster: { source: 'kubernetes', register: false, kubernetes: { kubeconfig: api.kubeconfig('no-create') } } } });
     expect((await checkCommand(env.NS_GW, off)).line).toMatch(/^ok +cluster /);
+  });
+
+  it('f3. through the HTTP proxy HTTPS_PROXY names (tinyproxy), as kubectl goes: `vxedge check` lists the Nodes and dates the API server\'s certificate through it, the gateway follows through it and says so; direct, the site cannot reach the API', async () => {
+    const conf = path.join(dir, 'tinyproxy-kube.conf');
+    writeFileSync(conf, ['User nobody', 'Group nogroup', 'Port 3128', `Listen ${env.INET_WAN_IP}`, 'Timeout 60', 'LogLevel Connect', 'MaxClients 20', 'BasicAuth site s3cret', ''].join('\n'));
+    const proxy = nsSpawn(env.NS_INET, ['timeout', '90', 'tinyproxy', '-d', '-c', conf]);
+    let proxyLog = '';
+    proxy.stdout!.on('data', (d: Buffer) => (proxyLog += d));
+    // Only the proxy, on the same box, may reach the API server: the site's way there is refused.
+    const rule = ['INPUT', '-p', 'tcp', '--dport', String(API_PORT), '!', '-s', env.INET_WAN_IP, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+    await nsRun(env.NS_INET, ['iptables', '-I', ...rule]);
+    const HTTPS_PROXY = `http://site:s3cret@${env.INET_WAN_IP}:3128`;
+    try {
+      await waitFor(() => (/Initializing tinyproxy/.test(proxyLog) ? true : null), 10_000);
+      const file = await writeLabConfig(env, dir, 'proxied.json', { extra: { peers: [], cluster: { source: 'kubernetes', register: false, kubernetes: { kubeconfig: api.kubeconfig('gateway') } } } });
+      const direct = await checkCommand(env.NS_GW, file);
+      expect(direct.line).toMatch(/^FAIL +cluster +kubernetes .*(ECONNREFUSED|refused)/);
+      const r = await nsExec(env.NS_GW, ['env', `HTTPS_PROXY=${HTTPS_PROXY}`, process.execPath, CLI, 'check', '-c', file, '--json'], { timeoutMs: 30_000 });
+      const doc = JSON.parse(r.stdout) as { checks: { name: string; ok: boolean; detail: string }[] };
+      expect(doc.checks.find((k) => k.name === 'cluster'), r.stdout).toMatchObject({ ok: true, detail: expect.stringMatching(/: \d+ Node\(s\), 2 peer\(s\) from the cluster/) });
+      // The API server's certificate, read from the answer that came through the tunnel.
+      expect(doc.checks.find((k) => k.name === 'certificates')?.detail).toMatch(/\(2 certificates, the first to end\)$/);
+      expect(proxyLog).toMatch(new RegExp(`CONNECT ${env.INET_WAN_IP.replace(/\./g, '\\.')}:${API_PORT}`));
+
+      const gw = await gateway('gateway', { env: { HTTPS_PROXY }, extra: { peers: [], cluster: { source: 'kubernetes', register: false, kubernetes: { kubeconfig: api.kubeconfig('gateway') } } } });
+      try {
+        const said = await gw.waitLog(/^kubernetes: following Nodes$/, {}, 15_000);
+        expect(said.proxy).toBe(`http://site:***@${env.INET_WAN_IP}:3128 (HTTPS_PROXY)`);
+        const s = await gw.untilStatus((d) => d.cluster?.connected === true && d.peers.length === 2, 'following the Nodes through the proxy');
+        expect(s.cluster).toMatchObject({ source: 'kubernetes', connected: true, peers: 2, error: null });
+      } finally {
+        await stopGateway(gw);
+      }
+    } finally {
+      await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
+      proxy.kill('SIGTERM');
+    }
   });
 
   it("j. `vxedge retire` after the gateway stopped: removes the site's Node with the rights `vxedge rbac` grants, and nothing else", async () => {
