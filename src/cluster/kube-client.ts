@@ -18,7 +18,7 @@ import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Clock } from '../util/clock.js';
 import { peerCertValidity, type CertValidity } from '../util/tls-failure.js';
-import { kubeProxyUrl, loggable, proxyVariable } from '../util/http-proxy.js';
+import { kubeProxyUrl, loggable } from '../util/http-proxy.js';
 import { kubeconfigCertificate, loadClientModule, type KubeconfigChoice } from './kubeconfig.js';
 import { JsonMemberSplitter } from './json-members.js';
 import { KubeTimeoutError, failedTooLarge, httpStatusOf, parseRetryAfter } from './kube-errors.js';
@@ -132,7 +132,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
   // HTTPS_PROXY and NO_PROXY as kubectl and flanneld (client-go) read them, unless the
   // kubeconfig names its own proxy-url; the client's agent then goes through it.
   const envProxy = named.proxyUrl ? null : kubeProxyUrl(named.server);
-  const cluster = envProxy ? { ...named, proxyUrl: envProxy } : named;
+  const cluster = envProxy ? { ...named, proxyUrl: envProxy.url } : named;
   if (envProxy) kc.clusters = kc.clusters.map((c) => (c === named ? cluster : c));
   const server = cluster.server.replace(/\/+$/, '');
   const user = kc.getCurrentUser();
@@ -177,7 +177,7 @@ export async function connectNodeApi(choice: KubeconfigChoice, clock: Clock, req
 
   return {
     server: cluster.server,
-    proxy: cluster.proxyUrl ? `${loggable(cluster.proxyUrl)} (${envProxy ? proxyVariable(named.server) : "the kubeconfig's proxy-url"})` : null,
+    proxy: cluster.proxyUrl ? `${loggable(cluster.proxyUrl)} (${envProxy ? envProxy.variable : "the kubeconfig's proxy-url"})` : null,
     clientCert,
     execCommand,
     serverCert: () => serverCert,

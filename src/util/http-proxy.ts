@@ -53,10 +53,8 @@ export function proxyFor(host: string, env: Env = process.env): HttpProxy | null
  * an http:// proxy reached with CONNECT. Throws ProxyConfigError for a value that cannot be used.
  */
 export function webSocketProxyFor(url: string, env: Env = process.env): HttpProxy | null {
-  const u = new URL(url.replace(/^ws/i, 'http'));
-  const set = firstSet(env, kubeProxyNames(u));
-  if (!set || direct(u.hostname, env, ['NO_PROXY', 'no_proxy'])) return null;
-  return connectProxy(set, 'the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT)');
+  const set = httpClientVariable(new URL(url.replace(/^ws/i, 'http')), env);
+  return set && connectProxy(set, 'the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT)');
 }
 
 /** An http:// proxy from a variable ([name, value]); `only`: what to say of another scheme. */
@@ -76,27 +74,28 @@ export function connectTarget(host: string, port: number): string {
 
 /**
  * The proxy URL for the Kubernetes API server at `server`, as client-go takes it from the
- * environment, or null for a direct connection. Throws ProxyConfigError for a value that cannot be used.
+ * environment, and the variable that named it; null for a direct connection. Throws
+ * ProxyConfigError for a value that cannot be used.
  */
-export function kubeProxyUrl(server: string, env: Env = process.env): string | null {
-  const u = new URL(server);
-  const set = firstSet(env, kubeProxyNames(u));
-  if (!set || direct(u.hostname, env, ['NO_PROXY', 'no_proxy'])) return null;
+export function kubeProxyUrl(server: string, env: Env = process.env): { url: string; variable: string } | null {
+  const set = httpClientVariable(new URL(server), env);
+  if (!set) return null;
   const [name, value] = set;
   const p = parsed(name, value);
   if (!['http:', 'https:', 'socks5:', 'socks5h:', 'socks:'].includes(p.protocol)) {
     throw new ProxyConfigError(`${name}=${redacted(p)}: the Kubernetes API is reached through an http://, https:// or socks5:// proxy; set it to one, or unset it`);
   }
-  return p.href.replace(/\/$/, '');
+  return { url: p.href.replace(/\/$/, ''), variable: name };
 }
 
-/** The variable kubeProxyUrl took the proxy from, for messages. */
-export function proxyVariable(server: string, env: Env = process.env): string {
-  return firstSet(env, kubeProxyNames(new URL(server)))?.[0] ?? '';
-}
-
-function kubeProxyNames(u: URL): string[] {
-  return u.protocol === 'https:' ? ['HTTPS_PROXY', 'https_proxy'] : ['HTTP_PROXY', 'http_proxy'];
+/**
+ * The variable an HTTP client takes its proxy for `u` from, as Go's ProxyFromEnvironment reads
+ * them ([name, value]): HTTPS_PROXY for https://, HTTP_PROXY for http://; null when none is
+ * set or NO_PROXY names the host.
+ */
+function httpClientVariable(u: URL, env: Env): [string, string] | null {
+  const set = firstSet(env, u.protocol === 'https:' ? ['HTTPS_PROXY', 'https_proxy'] : ['HTTP_PROXY', 'http_proxy']);
+  return set && !direct(u.hostname, env, ['NO_PROXY', 'no_proxy']) ? set : null;
 }
 
 type Env = Record<string, string | undefined>;

@@ -70,10 +70,10 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
 
   it('kubeProxyUrl: as client-go reads it, HTTPS_PROXY for an https:// server and HTTP_PROXY for http://, socks5 and https proxies too', () => {
     expect(kubeProxyUrl('https://203.0.113.5:6443', {})).toBeNull();
-    expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTPS_PROXY: 'http://p:3128', https_proxy: 'http://q:3128' })).toBe('http://p:3128');
-    expect(kubeProxyUrl('https://203.0.113.5:6443', { https_proxy: 'socks5://p:1080' })).toBe('socks5://p:1080');
+    expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTPS_PROXY: 'http://p:3128', https_proxy: 'http://q:3128' })).toEqual({ url: 'http://p:3128', variable: 'HTTPS_PROXY' });
+    expect(kubeProxyUrl('https://203.0.113.5:6443', { https_proxy: 'socks5://p:1080' })).toEqual({ url: 'socks5://p:1080', variable: 'https_proxy' });
     expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTP_PROXY: 'http://p:3128' })).toBeNull();
-    expect(kubeProxyUrl('http://203.0.113.5:8080', { HTTP_PROXY: 'http://u:pw@p:3128' })).toBe('http://u:pw@p:3128');
+    expect(kubeProxyUrl('http://203.0.113.5:8080', { HTTP_PROXY: 'http://u:pw@p:3128' })).toEqual({ url: 'http://u:pw@p:3128', variable: 'HTTP_PROXY' });
     expect(kubeProxyUrl('https://203.0.113.5:6443', { HTTPS_PROXY: 'http://p:3128', NO_PROXY: '203.0.113.0/24' })).toBeNull();
     expect(kubeProxyUrl('https://127.0.0.1:6443', { HTTPS_PROXY: 'http://p:3128' })).toBeNull();
     expect(() => kubeProxyUrl('https://k8s.example:6443', { HTTPS_PROXY: 'ftp://p:2121' })).toThrow(/^HTTPS_PROXY=ftp:\/\/p:2121: the Kubernetes API is reached through an http:\/\/, https:\/\/ or socks5:\/\/ proxy/);
