@@ -8,9 +8,9 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
-import { connectOnce, type ConnectIo } from '../health/mqtt-connect.js';
+import { connectOnce, type ConnectIo, type ConnectResult } from '../health/mqtt-connect.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
-import { MqttSetupError, brokerCertificate, buildClientOptions, closeClient, markedClientId, loadSecrets, parseBrokerUrl, type ProtocolVersion } from '../health/mqtt-options.js';
+import { MqttSetupError, brokerCertificate, buildClientOptions, closeClient, markedClientId, loadSecrets, parseBrokerUrl, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock } from '../util/clock.js';
 import { certValidity, type SiteCertificate } from '../util/tls-failure.js';
 
@@ -39,19 +39,21 @@ export type GatewayConnection =
  * the broker. Shared by `vxedge check` and `vxedge retire`.
  */
 export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who: string, clientId: string, io: ConnectIo, waitMs: number): Promise<GatewayConnection> {
-  let secrets;
-  try {
-    secrets = await loadSecrets(m);
-  } catch (e) {
-    if (e instanceof MqttSetupError) return { error: e.message };
-    throw e;
-  }
+  let secrets: MqttSecrets;
   let wsSocket: TLSSocket | null = null;
   const options = (protocolVersion: ProtocolVersion) => buildClientOptions({
     mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs, onTlsSocket: (socket) => (wsSocket = socket),
   });
   let version: ProtocolVersion = 5;
-  let r = await connectOnce(io, m.url, options(version), waitMs);
+  let r: ConnectResult;
+  try {
+    secrets = await loadSecrets(m);
+    // Its options are made first: a proxy variable that cannot be used is a setup error too.
+    r = await connectOnce(io, m.url, options(version), waitMs);
+  } catch (e) {
+    if (e instanceof MqttSetupError) return { error: e.message };
+    throw e;
+  }
   if (!r.client && isUnsupportedProtocol(r.err)) {
     version = 4;
     r = await connectOnce(io, m.url, options(version), waitMs);

@@ -173,14 +173,16 @@ class FleetSession {
   /** Secrets, connection (5, else 3.1.1), subscription and collection. A failure in words, or null. */
   private async session(): Promise<string | null> {
     let secrets: MqttSecrets;
+    let r: ConnectResult;
     try {
       // Read at every attempt, as the gateway does: a rotated certificate needs no restart of --watch.
       secrets = await loadSecrets(this.o.mqtt, this.io.readFile);
+      // Its options are made first: a proxy variable that cannot be used is a setup error too.
+      r = await this.connect(secrets);
     } catch (e) {
       if (e instanceof MqttSetupError) return e.message;
       throw e;
     }
-    let r = await this.connect(secrets);
     if (!r.client && this.protocolVersion === 5 && isUnsupportedProtocol(r.err)) {
       this.protocolVersion = 4;
       r = await this.connect(secrets);

@@ -12,7 +12,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { ConnectTunnel, connectTarget, tlsThrough, webSocketProxyFor } from '../util/http-proxy.js';
+import { ConnectTunnel, ProxyConfigError, connectTarget, tlsThrough, webSocketProxyFor, type HttpProxy } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -194,7 +194,7 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
   const onTlsSocket = i.onTlsSocket;
   // Over a WebSocket, through the proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names, as
   // an HTTP client goes (util/http-proxy.ts); mqtt:// and mqtts:// go direct.
-  const proxy = broker.scheme === 'wss' || broker.scheme === 'ws' ? webSocketProxyFor(m.url!) : null;
+  const proxy = broker.scheme === 'wss' || broker.scheme === 'ws' ? webSocketProxyOf(m.url!) : null;
   const target = connectTarget(broker.host, broker.port);
   if (broker.scheme === 'wss' && (onTlsSocket || proxy)) {
     // ws opens the connection with this when given one, as its own does: tls.connect without
@@ -211,6 +211,16 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     o.wsOptions = { createConnection: () => new ConnectTunnel(proxy, target) } as unknown as IClientOptions['wsOptions'];
   }
   return o;
+}
+
+/** webSocketProxyFor, a proxy variable that cannot be used said as the other setup errors are (its callers tell those in words). */
+function webSocketProxyOf(url: string): HttpProxy | null {
+  try {
+    return webSocketProxyFor(url);
+  } catch (e) {
+    if (e instanceof ProxyConfigError) throw new MqttSetupError(e.message);
+    throw e;
+  }
 }
 
 /**

@@ -3,7 +3,7 @@
 // against real mosquitto (password + ACL, mutual TLS): test/lab/mqtt.test.ts.
 import { EventEmitter } from 'node:events';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { checkClientId, mqttPreflight } from '../../src/cli/check-mqtt.js';
 import { configFromObject } from '../../src/config/index.js';
 import { ManualClock } from '../support/clock.js';
@@ -49,6 +49,8 @@ const refuse = (code: number, message: string): Script => (c) => {
 };
 
 describe('vxedge check: the mqtt line', () => {
+  afterEach(() => vi.unstubAllEnvs());
+
   it('no mqtt.url, no line', async () => {
     expect(await mqttPreflight(cfg({ url: null }), rig([]).io)).toBeNull();
   });
@@ -101,6 +103,16 @@ describe('vxedge check: the mqtt line', () => {
       what: "the broker's certificate (mqtts://edge:***@broker.test:8883)",
       validity: { from: new Date('2026-12-01T00:00:00Z'), to: new Date('2026-12-11T00:00:00Z') },
       presented: true,
+    });
+  });
+
+  it('a proxy variable that cannot be used (wss://): the line fails naming it, nothing is tried, nothing thrown', async () => {
+    vi.stubEnv('HTTPS_PROXY', 'socks5://p:1080');
+    const r = rig([]);
+    const line = await mqttPreflight(cfg({ url: 'wss://broker.test/mqtt' }), r.io);
+    expect(line?.check).toEqual({
+      name: 'mqtt', ok: false,
+      detail: expect.stringContaining('HTTPS_PROXY=socks5://p:1080: the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT); set it to http://HOST:PORT, or unset it'),
     });
   });
 

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import {
@@ -673,6 +673,18 @@ describe('vxedge fleet (fake broker)', () => {
     const c = command([...URL_, '--username', 'u', '--password-file', '/etc/vxedge/pw']);
     expect(await c.done).toBe(2);
     expect(c.err).toBe('vxedge fleet: cannot read mqtt.passwordFile /etc/vxedge/pw: no such file\n');
+  });
+
+  it('a proxy variable that cannot be used (wss://): exit 2 naming it, no stack trace', async () => {
+    vi.stubEnv('HTTPS_PROXY', 'socks5://p:1080');
+    try {
+      const c = command(['--url', 'wss://broker.test/mqtt']);
+      expect(await c.done).toBe(2);
+      expect(c.err).toBe('vxedge fleet: HTTPS_PROXY=socks5://p:1080: the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT); set it to http://HOST:PORT, or unset it\n');
+      expect(c.clients).toHaveLength(0);
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 
   it('the password file is read and sent', async () => {
