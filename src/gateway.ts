@@ -381,7 +381,7 @@ export class Gateway extends EventEmitter {
     ];
     const broker = this.publisher.brokerCertificate();
     const live = [...(broker ? [broker] : []), ...(this.membership?.serverCertificates() ?? [])];
-    const certs = certificatesCheck([...(await this.certificates.read()), ...live], this.d.clock.now());
+    const certs = certificatesCheck([...(await this.certificates.read()), ...live], this.d.clock.now(), this.d.clock.synchronised?.());
     if (certs) this.checks.push(certs);
   }
 

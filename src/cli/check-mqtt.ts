@@ -60,7 +60,7 @@ export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who:
   }
   if (r.client) return { client: r.client, version, wsSocket };
   const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, {
-    tls: { nowMs: io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null },
+    tls: { nowMs: io.clock.now(), synchronised: io.clock.synchronised?.() ?? null, clientCert: secrets.cert ? certValidity(secrets.cert) : null },
   });
   const line = f.line.replace(/^mqtt connection failed: /, '').replace(/; retrying$/, '');
   // A broker may admit only the gateway's own client id (an AWS IoT policy on

@@ -8,9 +8,10 @@ import type { CheckResult } from '../health/document.js';
 import { classifyExistingDevice } from '../control/device.js';
 import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
-import { checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
+import { checkClock, checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
 import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
+import { readClockSync } from '../util/clock-sync.js';
 import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { clusterPreflight, type ClusterPreflight } from './check-cluster.js';
@@ -40,6 +41,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   results.push(await checkDeviceName(cfg.overlay.device, running?.tunnel.device === cfg.overlay.device ? running.pid : null));
   const files = await checkFiles(cfg);
   if (files) results.push(files);
+  results.push(checkClock(systemClock.now(), readClockSync(), tlsPeers(cfg)));
   // The certificates line stands here, once the broker and the cluster have presented theirs.
   const fileCerts = await new CertificateReader(certificateSources(cfg)).read();
   const certsAt = results.length;
@@ -67,7 +69,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   const broker = await mqtt;
   if (broker) results.push(broker.check);
   const presented = [...(broker?.presented ? [broker.presented] : []), ...(c?.presented ?? [])];
-  const certs = certificatesCheck([...fileCerts, ...presented], systemClock.now());
+  const certs = certificatesCheck([...fileCerts, ...presented], systemClock.now(), systemClock.synchronised?.());
   if (certs) results.splice(certsAt, 0, certs);
   const discover = [...(pm?.offered ? ['router port mapping'] : []), ...(cfg.nat.stun.length ? [`STUN (${cfg.nat.stun.map((s) => `${s.host}:${s.port}`).join(', ')})`] : [])];
   if (cfg.underlay.publicIp) {
@@ -80,6 +82,16 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
     results.push({ name: 'public_endpoint', ok: false, detail: 'unknown: nothing is configured to discover it, and the local address is not known', fix: 'fix the underlay check first, or set underlay.publicIp' });
   }
   return results;
+}
+
+/** The peers whose certificates this machine's clock judges: what a wrong clock breaks. */
+export function tlsPeers(cfg: Pick<Config, 'mqtt' | 'cluster'>): string[] {
+  const url = cfg.mqtt.url ?? '';
+  return [
+    ...(/^(mqtts|wss):/i.test(url) ? ['the broker'] : []),
+    ...(cfg.cluster.source === 'kubernetes' ? ['the API server'] : []),
+    ...(cfg.cluster.source === 'etcd' && cfg.cluster.etcd.endpoints.some((e) => /^https:/i.test(e)) ? ['etcd'] : []),
+  ];
 }
 
 /**

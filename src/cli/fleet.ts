@@ -188,7 +188,7 @@ class FleetSession {
       r = await this.connect(secrets);
     }
     if (!r.client) {
-      const tls = { nowMs: this.io.clock.now(), clientCert: secrets.cert ? certValidity(secrets.cert) : null };
+      const tls = { nowMs: this.io.clock.now(), synchronised: this.io.clock.synchronised?.() ?? null, clientCert: secrets.cert ? certValidity(secrets.cert) : null };
       return describeMqttFailure(r.err, this.o.broker, false, { tls }).line.replace(/^mqtt /, '');
     }
     this.attach(r.client);

@@ -197,7 +197,7 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
     } catch (e) {
       const { describeKubeError, kubeErrorContext } = await import('../cluster/kube-errors.js');
       const text = api
-        ? describeKubeError(e, kubeErrorContext(`${o.dryRun ? 'get' : 'delete'} node ${name}`, api, choice?.describe ?? null, clock.now()))
+        ? describeKubeError(e, kubeErrorContext(`${o.dryRun ? 'get' : 'delete'} node ${name}`, api, choice?.describe ?? null, clock))
         : `cannot use ${choice?.describe ?? 'the kubeconfig'}: ${(e as Error).message}`;
       return { name: 'cluster', ok: false, detail: `${where}: ${beforeStart(text)}; the Node stays` };
     } finally {

@@ -199,7 +199,7 @@ export class EtcdConnection {
           `${configKey(this.o.prefix)} and ${this.o.subnetsPrefix}${this.o.register ? ` and write access to ${this.o.ownKey}` : ''} ` +
           '(vxedge rbac -c FILE prints the etcdctl commands)';
       case 'tls': {
-        const tls = explainTls(msg, ETCD_TLS_WORDS, { nowMs: this.clock.now(), clientCert: this.clientCert() });
+        const tls = explainTls(msg, ETCD_TLS_WORDS, { nowMs: this.clock.now(), synchronised: this.clock.synchronised?.() ?? null, clientCert: this.clientCert() });
         return `TLS to etcd at ${endpoints} failed (${opensslReason(msg) ?? msg}): ${tls ? `${tls.why}; ${tls.fix}` : ETCD_TLS_WORDS.files}`;
       }
       case 'nospace':

@@ -7,6 +7,7 @@
 import { show } from '../util/show.js';
 import type { NodeApi } from './kube-client.js';
 import { clockSays, explainTls, opensslReason, validityProblem, type TlsContext } from '../util/tls-failure.js';
+import type { Clock } from '../util/clock.js';
 
 export interface KubeErrorContext {
   /** What we tried, as "<verb> <resource>", e.g. "list nodes", "patch node vxedge-lab-edge-1". */
@@ -23,14 +24,14 @@ export interface KubeErrorContext {
 
 /**
  * The context of a failed `action` on `api` (null: not connected yet) with credentials from
- * `credentials` (a KubeconfigChoice's describe; null: unknown), the clock reading `nowMs`.
+ * `credentials` (a KubeconfigChoice's describe; null: unknown), read on `clock`.
  */
 export function kubeErrorContext(
-  action: string, api: Pick<NodeApi, 'server' | 'clientCert' | 'execCommand'> | null, credentials: string | null, nowMs: number,
+  action: string, api: Pick<NodeApi, 'server' | 'clientCert' | 'execCommand'> | null, credentials: string | null, clock: Pick<Clock, 'now' | 'synchronised'>,
 ): KubeErrorContext {
   return {
     action, server: api?.server ?? null, credentials: credentials ?? 'the kubeconfig',
-    tls: { nowMs, clientCert: api?.clientCert ?? null }, execCommand: api?.execCommand ?? null,
+    tls: { nowMs: clock.now(), synchronised: clock.synchronised?.() ?? null, clientCert: api?.clientCert ?? null }, execCommand: api?.execCommand ?? null,
   };
 }
 
@@ -136,13 +137,13 @@ export function describeKubeError(err: unknown, ctx: KubeErrorContext): string {
       // verify (past its end, or before its start by the server's clock) is a 401, not a TLS error.
       const cert = ctx.tls?.clientCert ? validityProblem(ctx.tls.clientCert, ctx.tls.nowMs, `the client certificate in ${ctx.credentials}`) : null;
       if (cert) {
-        return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: ${cert}, and ${clockSays(ctx.tls!.nowMs)}: ` +
+        return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: ${cert}, and ${clockSays(ctx.tls!.nowMs, ctx.tls!.synchronised)}: ` +
           "renew it (a new kubeconfig from the cluster's admin), or set this machine's clock if that is what is wrong (timedatectl)";
       }
       // An exec plugin's token may carry our clock: EKS's (aws eks get-token) is a presigned
       // STS request dated by it, which STS, and so the API server, refuses when it is far off.
       const exec = ctx.execCommand && ctx.tls
-        ? `; its exec plugin's token (${ctx.execCommand}) may be dated by this machine's clock, and ${clockSays(ctx.tls.nowMs)}: if that is wrong, set it (timedatectl)`
+        ? `; its exec plugin's token (${ctx.execCommand}) may be dated by this machine's clock, and ${clockSays(ctx.tls.nowMs, ctx.tls.synchronised)}: if that is wrong, set it (timedatectl)`
         : '';
       return `the API server${at} rejected our credentials (401 Unauthorized) when we tried to ${ctx.action}: check the token, client certificate or exec plugin in ${ctx.credentials}${exec}`;
     }

@@ -565,7 +565,7 @@ export class KubernetesSource implements ClusterSource {
   }
 
   private errorContext(action: string) {
-    return kubeErrorContext(action, this.api, this.choice?.describe ?? null, this.o.clock.now());
+    return kubeErrorContext(action, this.api, this.choice?.describe ?? null, this.o.clock);
   }
 
   /** `ours`: a backoff of our own, which a clock step ends (clockStepped); not a Retry-After. */

@@ -135,7 +135,7 @@ export class CertificateReader {
 }
 
 /** The `certificates` check of `certs` at `nowMs`; null when the site uses none. */
-export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: number): CheckResult | null {
+export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: number, synchronised?: boolean | null): CheckResult | null {
   if (certs.length === 0) return null;
   const byEnd = certs.map((c) => serving(c, nowMs)).sort((a, b) => a.validity.to.getTime() - b.validity.to.getTime());
   const problems: string[] = [];
@@ -147,7 +147,7 @@ export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: numb
       problems.push(`${c.what} expired on ${utcMinute(to)}`);
       fixes.push(renew);
     } else if (nowMs < c.validity.from.getTime()) {
-      problems.push(`${c.what} is valid only from ${utcMinute(c.validity.from)} (${clockSays(nowMs)})`);
+      problems.push(`${c.what} is valid only from ${utcMinute(c.validity.from)} (${clockSays(nowMs, synchronised)})`);
       fixes.push("set this machine's clock (timedatectl), or renew it if the clock is right");
     } else if (to - nowMs < CERT_WARN_DAYS * DAY_MS) {
       problems.push(`${c.what} ends on ${utcMinute(to)}, ${inDays(to - nowMs)}`);

@@ -9,6 +9,8 @@ import { vtepAddress } from '../control/device.js';
 import { resolveUnderlay, type Underlay } from '../control/underlay.js';
 import type { PublicEndpoint } from '../nat/public-endpoint.js';
 import { cidrContains, ipToInt, isGloballyRoutable, nonGlobalKind, parseCidr } from '../util/ipv4.js';
+import { WRITTEN_MS, type ClockSync } from '../util/clock-sync.js';
+import { clockSays, NETWORK_TIME_FIX, utcMinute } from '../util/tls-failure.js';
 import type { CheckResult } from './document.js';
 
 export async function checkIpForward(): Promise<CheckResult> {
@@ -272,4 +274,34 @@ export function checkPathMtu(mtu: number, peers: { name: string; state: string; 
     };
   }
   return { name: 'path_mtu', ok: true, detail: good.length ? `${mtu}-byte probes answered by ${good.join(', ')}` : 'no full-size probe answered yet' };
+}
+
+/**
+ * The `clock` line of `vxedge check`: what this machine's clock says, and whether network
+ * time keeps it (`sync`, util/clock-sync.ts; an Error: the kernel could not be asked). It
+ * fails only on a clock that cannot be right (before this code was written: never set). A
+ * clock no daemon keeps passes with that said, because its host may keep it (a VM, a
+ * container, a battery-backed clock); `tlsPeers` ("the broker", "etcd") are what it risks.
+ */
+export function checkClock(nowMs: number, sync: ClockSync | Error, tlsPeers: readonly string[]): CheckResult {
+  if (nowMs < WRITTEN_MS) {
+    return {
+      name: 'clock', ok: false,
+      detail: `${clockSays(nowMs)}, before this vxedge was written (${utcMinute(WRITTEN_MS).slice(0, 10)}): it has not been set` +
+        (tlsPeers.length ? `, and every certificate of ${tlsPeers.join(', ')} looks not yet valid` : ''),
+      fix: NETWORK_TIME_FIX,
+    };
+  }
+  if (sync instanceof Error) {
+    return { name: 'clock', ok: true, detail: `${clockSays(nowMs)}; whether network time keeps it is not known (${sync.message})` };
+  }
+  if (sync.synchronised) {
+    return { name: 'clock', ok: true, detail: `${clockSays(nowMs, true)} (estimated error ${formatMs(sync.estErrorMs)})` };
+  }
+  const risk = tlsPeers.length ? `; if it is off, TLS to ${tlsPeers.join(', ')} fails on certificate dates` : '';
+  return { name: 'clock', ok: true, detail: `${clockSays(nowMs, false)}: right only if something else sets it (a VM's host, a battery-backed clock)${risk}` };
+}
+
+function formatMs(ms: number): string {
+  return ms < 1 ? `${Math.round(ms * 1000)} µs` : ms < 1000 ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : `${(ms / 1000).toFixed(1)} s`;
 }

@@ -395,7 +395,7 @@ export class HealthPublisher {
       this.retryNow = false;
     } else {
       const failure = describeMqttFailure(this.attemptError, this.broker!, wasConnected, {
-        gatewayClientId: clientIdFor(this.o.site, this.o.node), healthBytes: inflightBytes, tls: { nowMs: this.clock.now(), clientCert: this.clientCert },
+        gatewayClientId: clientIdFor(this.o.site, this.o.node), healthBytes: inflightBytes, tls: { nowMs: this.clock.now(), synchronised: this.clock.synchronised?.() ?? null, clientCert: this.clientCert },
       });
       // Taken over: another client connected with our id. Two gateways with one id would kick
       // each other out every second; the schedule keeps growing instead.

@@ -110,6 +110,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("lastError", last_error), FN("offloadStats", offload_stats),
       /* pages.c */
       FN("releasePages", vx_release_pages),
+      /* clock.c */
+      FN("clockState", vx_clock_state),
       /* netlink.c */
       FN("netlinkOpen", vx_netlink_open), FN("netlinkRead", vx_netlink_read),
       /* test entry points: pure, no fd */

@@ -271,6 +271,13 @@ export interface NativeBinding {
    *  advised. RangeError for a malformed range; a failing madvise throws (syscall 'madvise'). */
   releasePages(ranges: Float64Array): number;
 
+  // ---------------------------------------------------------------- clock (clock.c)
+
+  /** adjtimex(2) with modes 0 (a read, no privilege): `state` its return (TIME_OK 0 …
+   *  TIME_ERROR 5), `status` the STA_* bits, the kernel's maximum and estimated error in µs.
+   *  health/clock.ts says what they mean. Throws a system error (syscall 'adjtimex'). */
+  clockState(): NativeClockState;
+
   // ---------------------------------------------------------------- kernel notices (netlink.c)
 
   /** A non-blocking rtnetlink socket in the link, IPv4 address and IPv4 route groups, and
@@ -320,6 +327,14 @@ export function findPackageRoot(startDir: string): string {
 export function nativeAddonPath(): string {
   const root = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
   return join(root, 'build', 'Release', 'vxedge_native.node');
+}
+
+/** What adjtimex(2) reports of the system clock (clockState). */
+export interface NativeClockState {
+  state: number;
+  status: number;
+  maxErrorUs: number;
+  estErrorUs: number;
 }
 
 let binding: NativeBinding | undefined;

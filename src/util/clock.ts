@@ -10,6 +10,7 @@
 //
 // Timers never keep the process alive by themselves (the data plane's polls and the
 // signal handlers do), unless asked with { keepAlive: true }.
+import { clockSynchronised } from './clock-sync.js';
 
 export interface Timer {
   /** Stops the timer; idempotent, safe from inside its own callback. */
@@ -30,12 +31,16 @@ export interface Clock {
   after(ms: number, fn: () => void, opts?: TimerOptions): Timer;
   /** Runs fn every ms until cancelled. */
   every(ms: number, fn: () => void, opts?: TimerOptions): Timer;
+  /** Whether network time keeps the wall clock (util/clock-sync.ts): said beside a reading
+   *  that a certificate's dates make doubtful. Absent or null: not known (test clocks). */
+  synchronised?(): boolean | null;
 }
 
-/** The real clock: Date.now(), performance.now() and Node's timers. */
+/** The real clock: Date.now(), performance.now(), Node's timers and the kernel's word on its sync. */
 export const systemClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),
+  synchronised: () => clockSynchronised(Date.now()),
   after(ms, fn, opts) {
     const t = setTimeout(fn, Math.max(0, ms));
     if (!opts?.keepAlive) t.unref();

@@ -70,9 +70,19 @@ export function utcMinute(t: Date | number): string {
   return Number.isNaN(d.getTime()) ? String(t) : `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
 }
 
-/** "this machine's clock says …": beside every cause a wrong clock could be. */
-export function clockSays(nowMs: number): string {
-  return `this machine's clock says ${utcMinute(nowMs)}`;
+/**
+ * "this machine's clock says …": beside every cause a wrong clock could be, with the
+ * kernel's word on whether network time keeps it when that is known (util/clock-sync.ts).
+ */
+export function clockSays(nowMs: number, synchronised?: boolean | null): string {
+  return `this machine's clock says ${utcMinute(nowMs)}${syncWords(synchronised)}`;
+}
+
+/** ", kept by network time" / " and network time does not keep it" / "" when not known. */
+export function syncWords(synchronised: boolean | null | undefined): string {
+  if (synchronised === true) return ', kept by network time';
+  if (synchronised === false) return ' and network time does not keep it';
+  return '';
 }
 
 /** Why `what` (a certificate) is not valid at `nowMs`; null when it is. */
@@ -110,6 +120,8 @@ export interface TlsWords {
 /** What the operator's machine knows besides the error: the clock, and our certificate's dates. */
 export interface TlsContext {
   nowMs: number;
+  /** Whether network time keeps the clock (Clock.synchronised); absent or null: not known. */
+  synchronised?: boolean | null;
   /** Our client certificate's validity, when one is set and readable. */
   clientCert?: CertValidity | null;
 }
@@ -133,15 +145,20 @@ const CAUSES: [RegExp, Cause][] = [
   [/ALTNAME_INVALID|Hostname\/IP does not match|HOSTNAME_MISMATCH/i, 'name'],
 ];
 
+/** What to do about a clock that network time does not keep. */
+export const NETWORK_TIME_FIX =
+  'give this machine network time (`timedatectl set-ntp true`, or chrony) until `timedatectl` says "System clock synchronized: yes": ' +
+  'a board without a battery-backed clock is right only from then on';
+
 /** The explanation of a TLS failure whose text (message, code) is `text`; null when the cause is not one we know. */
 export function explainTls(text: string, w: TlsWords, ctx?: TlsContext): TlsExplanation | null {
   const cause = CAUSES.find(([re]) => re.test(text))?.[1];
   if (!cause) return null;
-  const says = ctx ? `: it says ${utcMinute(ctx.nowMs)}` : '';
+  const says = ctx ? `: it says ${utcMinute(ctx.nowMs)}${syncWords(ctx.synchronised)}` : '';
   // The peer refused our certificate: if our clock says it is out of its dates, that is why.
   const ours = ctx?.clientCert ? validityProblem(ctx.clientCert, ctx.nowMs, `the one in ${w.cert}`) : null;
   if (ours && (cause === 'refused' || cause === 'refusedExpired' || cause === 'unknownCa')) {
-    return { why: `${w.peer} refused our client certificate: ${ours}, and ${clockSays(ctx!.nowMs)}`, fix: `renew ${w.cert} (or, if this machine's clock is what is wrong, set it: timedatectl)` };
+    return { why: `${w.peer} refused our client certificate: ${ours}, and ${clockSays(ctx!.nowMs, ctx!.synchronised)}`, fix: `renew ${w.cert} (or, if this machine's clock is what is wrong, set it: timedatectl)` };
   }
   switch (cause) {
     case 'unknownCa':
@@ -155,11 +172,21 @@ export function explainTls(text: string, w: TlsWords, ctx?: TlsContext): TlsExpl
     case 'untrusted':
       return { why: `${w.peer}'s certificate is not signed by a CA in ${w.ca}`, fix: w.files };
     case 'expired':
-      return { why: `${w.peer}'s certificate has expired, or this machine's clock is wrong${says}`, fix: `check this machine's clock (timedatectl), else ${w.peer}'s certificate needs renewing` };
+      // A clock that network time keeps is right: the certificate is what is wrong.
+      if (ctx?.synchronised === true) {
+        return { why: `${w.peer}'s certificate has expired (${clockSays(ctx.nowMs, true)})`, fix: `${w.peer}'s certificate needs renewing` };
+      }
+      return { why: `${w.peer}'s certificate has expired, or this machine's clock is wrong${says}`, fix: ctx?.synchronised === false ? `${NETWORK_TIME_FIX}, else ${w.peer}'s certificate needs renewing` : `check this machine's clock (timedatectl), else ${w.peer}'s certificate needs renewing` };
     case 'notYetValid':
+      if (ctx?.synchronised === true) {
+        return {
+          why: `${w.peer}'s certificate is not valid yet (${clockSays(ctx.nowMs, true)})`,
+          fix: `${w.peer}'s certificate starts in the future: issue it again from now, or wait until it starts`,
+        };
+      }
       return {
         why: `${w.peer}'s certificate is not valid yet, or this machine's clock is wrong${says}`,
-        fix: "check this machine's clock (timedatectl; a board without a battery-backed clock needs network time first)",
+        fix: ctx?.synchronised === false ? NETWORK_TIME_FIX : "check this machine's clock (timedatectl; a board without a battery-backed clock needs network time first)",
       };
     case 'name':
       return { why: `${w.peer}'s certificate does not name the host of ${w.host}`, fix: `put in ${w.host} a host name (or address) that ${w.peer}'s certificate names` };

@@ -56,7 +56,7 @@ await test('loads once and has every call of NativeBinding', () => {
   const calls = [
     'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpSendFailed', 'udpCheckOffloads', 'udpDrops', 'unixDgramSend',
     'udpSendThread', 'udpSendLost',
-    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', 'netlinkOpen', 'netlinkRead',
+    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', 'clockState', 'netlinkOpen', 'netlinkRead',
     '_pollCounts', '_tsoSegment', '_groCoalesce', '_senderHold',
   ];
   eq(Object.keys(native).sort().join(), [...calls].sort().join(), 'calls');
@@ -68,6 +68,19 @@ await test('loads once and has every call of NativeBinding', () => {
 await test('releasePages checks its ranges before any madvise (the madvise itself is tested natively)', () => {
   eq(native.releasePages(new Float64Array(0)), 0, 'no range');
   throwsLike(() => native.releasePages(new Float64Array([4097, 4096])), { name: 'RangeError' }, 'misaligned');
+});
+
+await test("clockState reads the host kernel's clock sync through the emulator's struct timex (32-bit longs on armhf)", () => {
+  const before = native.clockState();
+  // The host's libc, natively (an x86-64 python3 under the emulated process's execve).
+  const host = execFileSync('python3', ['-c', [
+    'import ctypes',
+    'class T(ctypes.Structure): _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long), ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int), ("rest", ctypes.c_char * 256)]',
+    't = T(); r = ctypes.CDLL(None).adjtimex(ctypes.byref(t)); print(r, t.status, t.maxerror)',
+  ].join('\n')], { encoding: 'utf8' }).trim().split(' ').map(Number);
+  const after = native.clockState();
+  eq([before, after].some((c) => c.state === host[0] && c.status === host[1]), true, `state and status as the host's ${host} (${JSON.stringify(after)})`);
+  eq(Math.abs(after.maxErrorUs - host[2]) < 1_000_000, true, `maxErrorUs near the host's ${host[2]}: ${after.maxErrorUs}`);
 });
 
 const a = native.udpOpen(LOOPBACK, PORT_A, 1 << 20);

@@ -21,7 +21,7 @@ import { startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { ensureDist } from '../support/dist.js';
 import { datedCert } from '../support/kube-pki.mjs';
 import { makeTls } from './mosquitto.js';
-import { preloadEnv, settableClock, type Preload } from './vxedge.js';
+import { clockWordsHere, kernelKeepsClock, preloadEnv, settableClock, type Preload } from './vxedge.js';
 
 const PREFIX = 'vxetcd';
 /** vxetcd-<pid>: createNamespace() in beforeAll. */
@@ -368,13 +368,14 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
   });
 
   it("TLS: a client certificate past its end, and etcd's certificate not valid yet: the error names the dates and this machine's clock", async () => {
-    const clock = "this machine's clock says \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC";
+    const stamp = '\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC';
+    const clock = `this machine's clock says ${stamp}`;
     const { secure, t, tlsDir } = await startTlsEtcd('ended', 2483, 'vxedge');
     try {
       const ended = datedCert(tlsDir, { name: 'ended', cn: 'vxedge', notBefore: new Date('2020-01-01T00:00:00Z'), notAfter: new Date('2020-01-02T00:00:00Z') });
       const f = follow({ endpoints: [secure.endpoint], register: false, tls: { ca: t.ca, cert: ended.certFile, key: ended.keyFile } });
       const words = new RegExp(
-        `^TLS to etcd at https://127\\.0\\.0\\.1:2483 failed \\([^)]*alert[^)]*\\): etcd refused our client certificate: the one in cluster\\.etcd\\.cert expired on 2020-01-02 00:00 UTC, and ${clock}; renew cluster\\.etcd\\.cert`,
+        `^TLS to etcd at https://127\\.0\\.0\\.1:2483 failed \\([^)]*alert[^)]*\\): etcd refused our client certificate: the one in cluster\\.etcd\\.cert expired on 2020-01-02 00:00 UTC, and ${clock}${clockWordsHere()}; renew cluster\\.etcd\\.cert`,
       );
       await f.until('the refusal, with the end of the certificate', () => words.test(f.status?.error ?? ''));
       console.log(`etcd, an ended client certificate: ${f.status!.error}`);
@@ -385,9 +386,13 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
     const future = await startTlsEtcd('future', 2485, 'vxedge', { notBefore: new Date('2099-01-01T00:00:00Z'), notAfter: new Date('2099-01-02T00:00:00Z') });
     try {
       const f = follow({ endpoints: [future.secure.endpoint], register: false, tls: { ca: future.t.ca, cert: future.t.clientCert, key: future.t.clientKey } });
-      const words = new RegExp(
-        `^TLS to etcd at https://127\\.0\\.0\\.1:2485 failed \\(certificate is not yet valid\\): etcd's certificate is not valid yet, or this machine's clock is wrong: it says \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC; check this machine's clock \\(timedatectl`,
-      );
+      // A clock network time keeps is right, so the certificate is blamed; else the clock first.
+      const blame = {
+        true: `etcd's certificate is not valid yet \\(${clock}, kept by network time\\); etcd's certificate starts in the future`,
+        false: `etcd's certificate is not valid yet, or this machine's clock is wrong: it says ${stamp} and network time does not keep it; give this machine network time`,
+        null: `etcd's certificate is not valid yet, or this machine's clock is wrong: it says ${stamp}; check this machine's clock \\(timedatectl`,
+      }[String(kernelKeepsClock()) as 'true' | 'false' | 'null'];
+      const words = new RegExp(`^TLS to etcd at https://127\\.0\\.0\\.1:2485 failed \\(certificate is not yet valid\\): ${blame}`);
       await f.until("etcd's certificate not valid yet", () => words.test(f.status?.error ?? ''));
       console.log(`etcd, a server certificate not valid yet: ${f.status!.error}`);
       await f.stop();

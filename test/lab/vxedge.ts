@@ -10,6 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { ensureDistCurrent } from '../support/dist.js';
 import { REPO_ROOT, nsExec, nsSpawn, waitExit, waitFor, type LabEnv } from './harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
+import { clockSynchronised } from '../../src/util/clock-sync.js';
 
 export const CLI = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
 
@@ -54,6 +55,21 @@ export function settableClock(file: string, start: string): { preload: Preload; 
     preload: { lib, env: { FAKETIME_TIMESTAMP_FILE: file, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' } },
     setNow: () => writeFileSync(file, '+0\n'),
   };
+}
+
+/**
+ * Whether this machine's kernel says network time keeps its clock (util/clock-sync.ts, the
+ * same read the gateway makes): its words about a clock that reads now depend on it (a
+ * certificate not valid yet is the clock's fault only when nothing keeps it), and CI
+ * machines differ. null: not known.
+ */
+export function kernelKeepsClock(): boolean | null {
+  return clockSynchronised(Date.now());
+}
+
+/** The words the gateway puts after its clock's reading here (no regex specials in them). */
+export function clockWordsHere(): string {
+  return { true: ', kept by network time', false: ' and network time does not keep it', null: '' }[String(kernelKeepsClock()) as 'true' | 'false' | 'null'];
 }
 
 /** How the gateway process is started in the gateway namespace. */
@@ -274,9 +290,9 @@ export async function startGateway(env: LabEnv, o: GatewayOptions = {}): Promise
 }
 
 /** `vxedge check -c FILE` in namespace `ns`: its exit code, its `check` line (with its fix line; default the `cluster` one), all it printed, how long it took. */
-export async function checkCommand(ns: string, file: string, check = 'cluster'): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
+export async function checkCommand(ns: string, file: string, check = 'cluster', preload?: Preload): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
   const t0 = performance.now();
-  const r = await nsExec(ns, ['node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
+  const r = await nsExec(ns, [...(preload ? ['env', ...preloadEnv(preload)] : []), 'node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
   const ms = performance.now() - t0;
   const lines = r.stdout.split('\n');
   const i = lines.findIndex((l) => new RegExp(`^(ok|FAIL) +${check} `).test(l));

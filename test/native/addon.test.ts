@@ -10,6 +10,7 @@
 //
 // Needs root, iproute2 and /dev/net/tun; the addon must be built first (`npm run install`).
 
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,7 +36,7 @@ const CALLS: Record<keyof NativeBinding, true> = {
   udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpSendFailed: true, udpCheckOffloads: true, udpDrops: true, unixDgramSend: true,
   udpSendThread: true, udpSendLost: true,
   pollStart: true, pollStop: true, close: true,
-  lastError: true, offloadStats: true, releasePages: true, netlinkOpen: true, netlinkRead: true,
+  lastError: true, offloadStats: true, releasePages: true, clockState: true, netlinkOpen: true, netlinkRead: true,
   _pollCounts: true, _tsoSegment: true, _groCoalesce: true, _senderHold: true,
 };
 
@@ -113,7 +114,40 @@ describe('native loader (in process, no network)', () => {
     );
     expect(() => b.pollStop({ fd: 3 } as any)).toThrow(TypeError);
   });
+
+  it("clockState: adjtimex's read of the clock's sync, the same as libc's adjtimex() called from another process", () => {
+    // A read with modes 0 changes nothing, so this is safe on any machine; the state and
+    // status only change when a time daemon steps in between the two reads, so both are read
+    // twice around the other process's and the answers must agree with one of them.
+    const b = nativeBinding();
+    const before = b.clockState();
+    const py = spawnSync('python3', ['-c', ADJTIMEX_PY], { encoding: 'utf8', timeout: 10_000 });
+    expect(py.status, py.stderr).toBe(0);
+    const after = b.clockState();
+    const [state, status, maxError, estError] = py.stdout.trim().split(' ').map(Number);
+    expect([before, after].some((s) => s.state === state && s.status === status), `${py.stdout} vs ${JSON.stringify([before, after])}`).toBe(true);
+    expect(before.state).toBeGreaterThanOrEqual(0);
+    expect(before.state).toBeLessThanOrEqual(5); // TIME_OK .. TIME_ERROR
+    // The errors grow by 500 ppm of the time between reads: the same order, not the same value.
+    expect(Math.abs(after.maxErrorUs - maxError)).toBeLessThan(1_000_000);
+    expect(after.estErrorUs).toBeGreaterThanOrEqual(0);
+    expect(Number.isFinite(estError)).toBe(true);
+    expect(Object.keys(before).sort()).toEqual(['estErrorUs', 'maxErrorUs', 'state', 'status']);
+  });
 });
+
+/** struct timex (x86-64, arm64 and armhf alike in layout for these leading fields, as libc defines them), adjtimex() with modes 0. */
+const ADJTIMEX_PY = `
+import ctypes
+L = ctypes.c_long
+class timex(ctypes.Structure):
+    _fields_ = [("modes", ctypes.c_uint), ("offset", L), ("freq", L), ("maxerror", L), ("esterror", L), ("status", ctypes.c_int),
+                ("rest", ctypes.c_char * 256)]
+t = timex()
+r = ctypes.CDLL(None, use_errno=True).adjtimex(ctypes.byref(t))
+assert r >= 0, ctypes.get_errno()
+print(r, t.status, t.maxerror, t.esterror)
+`;
 
 describe.skipIf(skipUnless(netnsSkipReason, 'native addon in a namespace'))('native addon in a network namespace', () => {
   beforeAll(() => {

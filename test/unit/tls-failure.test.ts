@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { certValidity, explainTls, opensslReason, peerCertValidity, utcMinute, validityProblem, type TlsWords } from '../../src/util/tls-failure.js';
+import { certValidity, clockSays, explainTls, NETWORK_TIME_FIX, opensslReason, peerCertValidity, utcMinute, validityProblem, type TlsWords } from '../../src/util/tls-failure.js';
 
 const FIXTURES = path.join(import.meta.dirname, '..', 'fixtures', 'tls');
 const WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cert', key: 'mqtt.key', host: 'mqtt.url', files: 'check mqtt.ca/cert/key' };
@@ -79,6 +79,34 @@ describe('explainTls', () => {
     });
     // Without a context (no clock to read), the same advice without the reading.
     expect(explainTls('CERT_HAS_EXPIRED', WORDS)?.why).toBe("the broker's certificate has expired, or this machine's clock is wrong");
+  });
+
+  it("what the kernel says of the clock's sync decides which is blamed: a kept clock is right, an unkept one is the first suspect", () => {
+    const kept = { nowMs: NOW, synchronised: true };
+    expect(explainTls('certificate has expired', WORDS, kept)).toEqual({
+      why: "the broker's certificate has expired (this machine's clock says 2026-12-06 11:20 UTC, kept by network time)",
+      fix: "the broker's certificate needs renewing",
+    });
+    expect(explainTls('CERT_NOT_YET_VALID', WORDS, kept)).toEqual({
+      why: "the broker's certificate is not valid yet (this machine's clock says 2026-12-06 11:20 UTC, kept by network time)",
+      fix: "the broker's certificate starts in the future: issue it again from now, or wait until it starts",
+    });
+    const unkept = { nowMs: NOW, synchronised: false };
+    expect(explainTls('CERT_NOT_YET_VALID', WORDS, unkept)).toEqual({
+      why: "the broker's certificate is not valid yet, or this machine's clock is wrong: it says 2026-12-06 11:20 UTC and network time does not keep it",
+      fix: NETWORK_TIME_FIX,
+    });
+    expect(explainTls('certificate has expired', WORDS, unkept)?.fix).toBe(`${NETWORK_TIME_FIX}, else the broker's certificate needs renewing`);
+    expect(NETWORK_TIME_FIX).toMatch(/^give this machine network time \(`timedatectl set-ntp true`, or chrony\) until `timedatectl` says "System clock synchronized: yes"/);
+    // Not known (null, as when the addon cannot be loaded): the words without it, as above.
+    expect(explainTls('CERT_NOT_YET_VALID', WORDS, { nowMs: NOW, synchronised: null })).toEqual(explainTls('CERT_NOT_YET_VALID', WORDS, ctx));
+    // Our own certificate refused: the clock's words carry the sync too.
+    const ended = certValidity(readFileSync(path.join(FIXTURES, 'ended-2020-01-02.crt')));
+    expect(explainTls(GRPC_BAD_CERT, WORDS, { ...unkept, clientCert: ended })?.why).toBe(
+      "the broker refused our client certificate: the one in mqtt.cert expired on 2020-01-02 00:00 UTC, and this machine's clock says 2026-12-06 11:20 UTC and network time does not keep it",
+    );
+    expect(clockSays(NOW, true)).toBe("this machine's clock says 2026-12-06 11:20 UTC, kept by network time");
+    expect(clockSays(NOW)).toBe("this machine's clock says 2026-12-06 11:20 UTC");
   });
 
   it('the CA, the name, and the alerts a peer sends about our certificate', () => {

@@ -1,0 +1,83 @@
+// Whether network time keeps the clock (src/util/clock-sync.ts) and the `clock` line of
+// `vxedge check` (checkClock in src/health/checks.ts): the kernel's answer is injected here;
+// test/native/addon.test.ts reads the real one against libc's.
+import { describe, expect, it } from 'vitest';
+import { checkClock } from '../../src/health/checks.js';
+import { tlsPeers } from '../../src/cli/check.js';
+import { clockSync, clockSynchronised, readClockSync, TIME_ERROR, WRITTEN_MS } from '../../src/util/clock-sync.js';
+import { NETWORK_TIME_FIX } from '../../src/util/tls-failure.js';
+
+const NOW = Date.UTC(2026, 11, 8, 9, 30);
+const KEPT = { state: 0, status: 0x2001, maxErrorUs: 412_000, estErrorUs: 1_250 }; // TIME_OK, STA_PLL | STA_NANO
+const UNKEPT = { state: TIME_ERROR, status: 0x40, maxErrorUs: 16_000_000, estErrorUs: 16_000_000 }; // STA_UNSYNC
+
+describe('clock sync as the kernel says it', () => {
+  it("kept unless adjtimex says TIME_ERROR; the errors in ms", () => {
+    expect(clockSync(KEPT)).toEqual({ synchronised: true, estErrorMs: 1.25, maxErrorMs: 412 });
+    expect(clockSync(UNKEPT)).toEqual({ synchronised: false, estErrorMs: 16_000, maxErrorMs: 16_000 });
+    // TIME_INS .. TIME_WAIT (a leap second pending or just past) are a kept clock too.
+    for (const state of [1, 2, 3, 4]) expect(clockSync({ ...KEPT, state }).synchronised).toBe(true);
+  });
+
+  it('a kernel that cannot be asked is an Error to show, and "not known" beside a reading', () => {
+    const refused = () => {
+      throw Object.assign(new Error('adjtimex: Operation not permitted'), { code: 'EPERM' });
+    };
+    expect(readClockSync(refused)).toEqual(expect.objectContaining({ message: 'adjtimex: Operation not permitted' }));
+    expect(clockSynchronised(NOW, refused)).toBeNull();
+    expect(clockSynchronised(NOW, () => KEPT)).toBe(true);
+    expect(clockSynchronised(NOW, () => UNKEPT)).toBe(false);
+  });
+
+  it('a reading before this code was written is not kept, whatever the kernel says (never set; a libfaketime the kernel does not see)', () => {
+    let asked = 0;
+    expect(clockSynchronised(WRITTEN_MS - 1, () => (asked++, KEPT))).toBe(false);
+    expect(asked).toBe(0);
+    expect(clockSynchronised(WRITTEN_MS, () => KEPT)).toBe(true);
+  });
+});
+
+describe('`vxedge check`: the clock line', () => {
+  it('a kept clock passes with its reading and the estimated error', () => {
+    expect(checkClock(NOW, clockSync(KEPT), ['the broker'])).toEqual({
+      name: 'clock', ok: true, detail: "this machine's clock says 2026-12-08 09:30 UTC, kept by network time (estimated error 1.3 ms)",
+    });
+    expect(checkClock(NOW, clockSync({ ...KEPT, estErrorUs: 40 }), []).detail).toMatch(/\(estimated error 40 µs\)$/);
+    expect(checkClock(NOW, clockSync({ ...KEPT, estErrorUs: 2_500_000 }), []).detail).toMatch(/\(estimated error 2\.5 s\)$/);
+  });
+
+  it('a clock nothing keeps passes, saying so and what a wrong one would break (its host may keep it: a VM, a container)', () => {
+    expect(checkClock(NOW, clockSync(UNKEPT), ['the broker', 'etcd'])).toEqual({
+      name: 'clock', ok: true,
+      detail: "this machine's clock says 2026-12-08 09:30 UTC and network time does not keep it: right only if something else sets it " +
+        "(a VM's host, a battery-backed clock); if it is off, TLS to the broker, etcd fails on certificate dates",
+    });
+    expect(checkClock(NOW, clockSync(UNKEPT), []).detail).toMatch(/battery-backed clock\)$/);
+  });
+
+  it('a clock before this code was written fails: it was never set, and every certificate looks not yet valid', () => {
+    const r = checkClock(Date.UTC(1970, 0, 1, 0, 3), clockSync(UNKEPT), ['the API server']);
+    expect(r).toEqual({
+      name: 'clock', ok: false,
+      detail: "this machine's clock says 1970-01-01 00:03 UTC, before this vxedge was written (2026-12-07): it has not been set, and every certificate of the API server looks not yet valid",
+      fix: NETWORK_TIME_FIX,
+    });
+    // Whatever the kernel says (a libfaketime it does not see): the reading alone decides.
+    expect(checkClock(WRITTEN_MS - 60_000, clockSync(KEPT), []).ok).toBe(false);
+    expect(checkClock(WRITTEN_MS, clockSync(KEPT), []).ok).toBe(true);
+  });
+
+  it('a kernel that cannot be asked: the reading, and that its sync is not known', () => {
+    expect(checkClock(NOW, new Error('adjtimex: Function not implemented'), [])).toEqual({
+      name: 'clock', ok: true, detail: "this machine's clock says 2026-12-08 09:30 UTC; whether network time keeps it is not known (adjtimex: Function not implemented)",
+    });
+  });
+
+  it('the TLS peers a wrong clock breaks, from the config', () => {
+    const cfg = (url: string | null, source: string, endpoints: string[] = []) => ({ mqtt: { url }, cluster: { source, etcd: { endpoints } } }) as any;
+    expect(tlsPeers(cfg('mqtts://b:8883', 'kubernetes'))).toEqual(['the broker', 'the API server']);
+    expect(tlsPeers(cfg('wss://b/mqtt', 'static'))).toEqual(['the broker']);
+    expect(tlsPeers(cfg('mqtt://b', 'etcd', ['http://10.0.0.1:2379', 'https://10.0.0.2:2379']))).toEqual(['etcd']);
+    expect(tlsPeers(cfg(null, 'etcd', ['http://10.0.0.1:2379']))).toEqual([]);
+  });
+});
