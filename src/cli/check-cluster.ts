@@ -10,6 +10,7 @@ import { leaseName } from '../cluster/flannel-lease.js';
 import { ANNOTATIONS, dualStackProblem } from '../cluster/flannel-node.js';
 import { clusterAnnotations, everyNodeLeftOutFix, loadClusterSource, siteNodeName } from '../cluster/live.js';
 import { mergePeers } from '../cluster/membership.js';
+import { LIST_EVERY_MEMBER } from '../cluster/etcd-connection.js';
 import type { ClusterSource, ClusterView, SkippedNode } from '../cluster/types.js';
 import type { SiteCertificate } from '../util/tls-failure.js';
 import type { Config, PeerConfig } from '../config/types.js';
@@ -66,7 +67,7 @@ export async function clusterPreflight(cfg: Config, o: ClusterPreflightOptions =
   if (unmade) return failed(unmade.loadError!);
   // What each member that gave no view said, naming it (the source's sentences name the endpoint).
   const silent = [...new Set(answers.flatMap((a, i) => (isView(a) ? [] : [
-    a.answer === null ? (answers.length > 1 ? `${members[i].cluster.etcd.endpoints[0]}: ${noAnswer}` : noAnswer) : beforeStart(a.answer as string),
+    a.answer === null ? (answers.length > 1 ? `${members[i].cluster.etcd.endpoints[0]}: ${noAnswer}` : noAnswer) : memberSaid(a.answer as string, answers.length),
   ])))];
   if (read < 0) {
     const fix = answers.some((a) => a.answer === null) ? reachFix(cfg) : undefined;
@@ -156,6 +157,12 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
  * A running source's error without what it says about the running gateway (its peers kept,
  * its next retry): `vxedge check` neither has peers yet nor retries.
  */
+/** A member's sentence; asked alone among several, it does not need telling to list the others. */
+function memberSaid(error: string, members: number): string {
+  const said = beforeStart(error);
+  return members > 1 ? said.replaceAll(`; ${LIST_EVERY_MEMBER}`, '') : said;
+}
+
 export function beforeStart(error: string): string {
   return error.replace(/; the last known peers stay in use/g, '').replace(/; peers are still followed/g, '').replace(/; retrying( in [^;]*| later)?$/, '');
 }

@@ -24,6 +24,9 @@ const ETCD_TLS_WORDS: TlsWords = {
   files: "check cluster.etcd.ca (the CA that signed etcd's certificate), cluster.etcd.cert and cluster.etcd.key, and that the endpoints use https://",
 };
 
+/** The advice after a member that cannot serve, when it is the only one the source knows. */
+export const LIST_EVERY_MEMBER = 'list every member in cluster.etcd.endpoints';
+
 /** An error with the operation it happened in, for messages. */
 export class OpError extends Error {
   constructor(
@@ -178,16 +181,23 @@ export class EtcdConnection {
     const endpoints = this.o.endpoints.join(', ');
     const user = this.username;
     if (!(cause instanceof EtcdKvError)) return `${what}: ${msg}`;
+    // With several endpoints the adapter moves on to the next member by itself (grpc-h2.ts leave()).
+    const next = this.o.endpoints.length > 1 ? 'the next member in cluster.etcd.endpoints is asked' : LIST_EVERY_MEMBER;
     switch (cause.kind) {
       case 'unavailable':
       case 'timeout':
         // A member cut off from its cluster (or a cluster that lost its quorum): it answers, but
         // cannot serve what the others see.
         if (/\bno leader\b/.test(msg)) {
-          // With several endpoints the adapter has moved on to the next already (grpc-h2.ts leave()).
-          const next = this.o.endpoints.length > 1 ? 'the next member in cluster.etcd.endpoints is asked' : 'list every member in cluster.etcd.endpoints';
           return `etcd at ${endpoints} has no leader (${what}: ${msg}): the member is cut off from the rest of its cluster, ` +
             `or the cluster lost its quorum; ${next}; the last known peers stay in use`;
+        }
+        // A deadline passed, and not one of connecting (grpc-h2's "no connection to …"): the
+        // member may have been reached. One cut off from its cluster that has not noticed yet
+        // (no leader for an election timeout) holds a linearizable read unanswered.
+        if (cause.kind === 'timeout' && !/\bno connection to\b/.test(msg)) {
+          return `etcd at ${endpoints} did not answer in time (${what}: ${msg}): it is unreachable, overloaded, or cut off from the rest ` +
+            `of its cluster; ${next}; the last known peers stay in use`;
         }
         return `cannot reach etcd at ${endpoints} (${what}: ${msg}); the last known peers stay in use`;
       case 'auth':

@@ -595,7 +595,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
       console.log(`[etcd cut] vxedge check: ${line?.detail}`);
       expect(line, checked.stdout + checked.stderr).toMatchObject({
         ok: true,
-        detail: expect.stringMatching(/: 1 lease\(s\), 1 peer\(s\) from the cluster; 1 of 3 members did not serve \(the gateway goes on with the others\): .*http:\/\/192\.0\.2\.2:23379/),
+        detail: expect.stringMatching(/: 1 lease\(s\), 1 peer\(s\) from the cluster; 1 of 3 members did not serve \(the gateway goes on with the others\): etcd at http:\/\/192\.0\.2\.2:23379 did not answer in time \(.*\): it is unreachable, overloaded, or cut off from the rest of its cluster$/),
       });
     } finally {
       await Promise.all(started.map((e) => e.stop()));

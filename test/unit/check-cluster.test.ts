@@ -202,7 +202,7 @@ describe('vxedge check: the cluster line (etcd)', () => {
     const fake = etcdWith(clock, []);
     fake.hang = true;
     const { r, elapsedMs } = await ask(config(), fake, clock);
-    expect(r!.check).toMatchObject({ ok: false, detail: 'etcd http://192.0.2.10:2379 (prefix /coreos.com/network): cannot reach etcd at http://192.0.2.10:2379 (list /coreos.com/network/subnets/: no answer within 8s)' });
+    expect(r!.check).toMatchObject({ ok: false, detail: 'etcd http://192.0.2.10:2379 (prefix /coreos.com/network): etcd at http://192.0.2.10:2379 did not answer in time (list /coreos.com/network/subnets/: no answer within 8s): it is unreachable, overloaded, or cut off from the rest of its cluster; list every member in cluster.etcd.endpoints' });
     expect(elapsedMs).toBeLessThan(CLUSTER_CHECK_WAIT_MS);
   });
 
@@ -220,7 +220,7 @@ describe('vxedge check: the cluster line (etcd)', () => {
       expect(sources).toHaveLength(2);
       expect(r!.check).toEqual({
         name: 'cluster', ok: true,
-        detail: `etcd ${A},${B} (prefix /coreos.com/network): 1 lease(s), 1 peer(s) from the cluster; 1 of 2 members did not serve (the gateway goes on with the others): cannot reach etcd at ${A} (list /coreos.com/network/subnets/: no answer within 8s)`,
+        detail: `etcd ${A},${B} (prefix /coreos.com/network): 1 lease(s), 1 peer(s) from the cluster; 1 of 2 members did not serve (the gateway goes on with the others): etcd at ${A} did not answer in time (list /coreos.com/network/subnets/: no answer within 8s): it is unreachable, overloaded, or cut off from the rest of its cluster`,
       });
       expect(r!.peers!.map((p) => p.publicIp)).toEqual(['203.0.113.10']);
       expect(elapsedMs).toBeLessThan(CLUSTER_CHECK_WAIT_MS);
@@ -241,7 +241,7 @@ describe('vxedge check: the cluster line (etcd)', () => {
       const { r } = await ask(two, { [A]: a, [B]: 'never' }, clock);
       expect(r!.check).toMatchObject({
         ok: false,
-        detail: `etcd ${A},${B} (prefix /coreos.com/network): cannot reach etcd at ${A} (list /coreos.com/network/subnets/: no answer within 8s); ${B}: no answer within 10 s`,
+        detail: `etcd ${A},${B} (prefix /coreos.com/network): etcd at ${A} did not answer in time (list /coreos.com/network/subnets/: no answer within 8s): it is unreachable, overloaded, or cut off from the rest of its cluster; ${B}: no answer within 10 s`,
         fix: expect.stringMatching(/reaches http:\/\/192\.0\.2\.10:2379, http:\/\/192\.0\.2\.11:2379/),
       });
       const same = new ManualClock();

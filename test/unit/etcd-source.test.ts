@@ -210,14 +210,17 @@ describe('EtcdSource: following the leases', () => {
     expect(peerNames(views.at(-1))).toEqual(['etcd-10.244.1.0-24', 'etcd-10.244.2.0-24']);
   });
 
-  it('a call that never answers times out and counts as unreachable', async () => {
+  it('a call that never answers times out, counts as not connected, and is said as a member that did not answer', async () => {
     const { clock, fake, src, views } = setup({ register: false, callTimeoutMs: 5_000 });
     fake.hang = true;
     src.start();
     await run(clock, 4_900);
     expect(src.status().error).toBeNull();
     await run(clock, 200);
-    expect(src.status().error).toMatch(/cannot reach etcd at .* \(list \/coreos\.com\/network\/subnets\/: no answer within 5s\)/);
+    expect(src.status().error).toMatch(
+      /^etcd at .* did not answer in time \(list \/coreos\.com\/network\/subnets\/: no answer within 5s\): it is unreachable, overloaded, or cut off from the rest of its cluster; .*the last known peers stay in use/,
+    );
+    expect(src.status().connected).toBe(false);
     fake.hang = false;
     await run(clock, 2_000);
     expect(src.status().connected).toBe(true);
@@ -232,7 +235,7 @@ describe('EtcdSource: following the leases', () => {
     expect(views).toHaveLength(1);
     expect(src.status().connected).toBe(true);
     await run(clock, 5_100);
-    expect(src.status()).toMatchObject({ connected: false, error: expect.stringMatching(/cannot reach etcd .*\(watch \/coreos\.com\/network\/subnets\/: not confirmed within 5s\)/) });
+    expect(src.status()).toMatchObject({ connected: false, error: expect.stringMatching(/^etcd at .* did not answer in time \(watch \/coreos\.com\/network\/subnets\/: not confirmed within 5s\)/) });
     fake.hangWatch = false;
     await run(clock, 2_000);
     expect(src.status()).toMatchObject({ connected: true, error: null });
@@ -340,6 +343,11 @@ describe('EtcdSource: errors name the fix', () => {
       /etcd denied read \/coreos\.com\/network\/config to user "site" .*grant it read access to \/coreos\.com\/network\/config and \/coreos\.com\/network\/subnets\/ and write access to \/coreos\.com\/network\/subnets\/10\.244\.100\.0-24 \(vxedge rbac -c FILE prints the etcdctl commands\)/],
     ['unavailable', '14 UNAVAILABLE: etcdserver: no leader', undefined,
       /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 has no leader \(read \/coreos\.com\/network\/config: 14 UNAVAILABLE: etcdserver: no leader\): the member is cut off from the rest of its cluster, or the cluster lost its quorum; the next member in cluster\.etcd\.endpoints is asked; the last known peers stay in use/],
+    // grpc-h2's two deadlines: one while connecting is unreachable; one on a connection is a member that did not answer.
+    ['timeout', '4 DEADLINE_EXCEEDED: no connection to http://10.0.0.1:2379 within 5000 ms', undefined,
+      /^cannot reach etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 \(read \/coreos\.com\/network\/config: 4 DEADLINE_EXCEEDED: no connection to .*\); the last known peers stay in use/],
+    ['timeout', '4 DEADLINE_EXCEEDED: no answer from http://10.0.0.1:2379 within 5000 ms', undefined,
+      /^etcd at http:\/\/10\.0\.0\.1:2379, http:\/\/10\.0\.0\.2:2379 did not answer in time \(read \/coreos\.com\/network\/config: 4 DEADLINE_EXCEEDED: no answer from .*\): it is unreachable, overloaded, or cut off from the rest of its cluster; the next member in cluster\.etcd\.endpoints is asked; the last known peers stay in use/],
     ['tls', 'unable to verify the first certificate', undefined, /TLS to etcd at .* failed .*check cluster\.etcd\.ca .*cluster\.etcd\.cert and cluster\.etcd\.key/],
     ['setup', 'cannot read cluster.etcd.ca /nope: no such file', undefined, /^cannot read cluster\.etcd\.ca \/nope: no such file; retrying in/],
     ['busy', '8 RESOURCE_EXHAUSTED: etcdserver: too many requests', undefined,
