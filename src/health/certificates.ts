@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import type { Config } from '../config/types.js';
 import { chooseKubeconfig, kubeconfigBundle, kubeconfigCertificate, loadClientModule } from '../cluster/kubeconfig.js';
 import { fileStamp } from '../util/file-stamp.js';
-import { bundleValidity, certValidity, clockSays, utcMinute, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
+import { bundleValidity, certValidity, clockSays, NETWORK_TIME_FIX, utcMinute, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
 import type { CheckResult } from './document.js';
 import { parseBrokerUrl } from './mqtt-options.js';
 
@@ -148,7 +148,9 @@ export function certificatesCheck(certs: readonly SiteCertificate[], nowMs: numb
       fixes.push(renew);
     } else if (nowMs < c.validity.from.getTime()) {
       problems.push(`${c.what} is valid only from ${utcMinute(c.validity.from)} (${clockSays(nowMs, synchronised)})`);
-      fixes.push("set this machine's clock (timedatectl), or renew it if the clock is right");
+      // A clock network time keeps is right: the certificate was issued to start later.
+      fixes.push(synchronised === true ? `${renew}: it starts in the future`
+        : synchronised === false ? NETWORK_TIME_FIX : "set this machine's clock (timedatectl), or renew it if the clock is right");
     } else if (to - nowMs < CERT_WARN_DAYS * DAY_MS) {
       problems.push(`${c.what} ends on ${utcMinute(to)}, ${inDays(to - nowMs)}`);
       fixes.push(`${renew} before then`);

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { configFromObject } from '../../src/config/index.js';
 import { CERT_WARN_DAYS, CertificateReader, certificateSources, certificatesCheck, type SiteCertificate } from '../../src/health/certificates.js';
+import { NETWORK_TIME_FIX } from '../../src/util/tls-failure.js';
 
 const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-certs-'));
 afterAll(() => rmSync(TMP, { recursive: true, force: true }));
@@ -44,6 +45,16 @@ describe('certificatesCheck', () => {
       detail: 'cluster.etcd.cert expired on 2026-11-01 12:00 UTC; mqtt.cert ends on 2026-12-20 11:59 UTC, in 13 days; ' +
         "cluster.etcd.ca is valid only from 2026-12-06 14:00 UTC (this machine's clock says 2026-12-06 12:00 UTC)",
       fix: "renew cluster.etcd.cert; renew mqtt.cert before then; set this machine's clock (timedatectl), or renew it if the clock is right",
+    });
+    // What the kernel says of the clock picks the fix: a kept clock is right, an unkept one first.
+    const early = [cert('cluster.etcd.ca', NOW + 2 * 3_600_000, NOW + 365 * DAY)];
+    expect(certificatesCheck(early, NOW, true)).toMatchObject({
+      detail: "cluster.etcd.ca is valid only from 2026-12-06 14:00 UTC (this machine's clock says 2026-12-06 12:00 UTC, kept by network time)",
+      fix: 'renew cluster.etcd.ca: it starts in the future',
+    });
+    expect(certificatesCheck(early, NOW, false)).toMatchObject({
+      detail: "cluster.etcd.ca is valid only from 2026-12-06 14:00 UTC (this machine's clock says 2026-12-06 12:00 UTC and network time does not keep it)",
+      fix: NETWORK_TIME_FIX,
     });
     expect(certificatesCheck([cert('mqtt.cert', NOW - DAY, NOW + 5 * 3_600_000)], NOW)?.detail).toBe('mqtt.cert ends on 2026-12-06 17:00 UTC, in 5 hours');
     // A server's own: the site cannot renew it.
