@@ -288,7 +288,10 @@ export function checkClock(nowMs: number, sync: ClockSync | Error, tlsPeers: rea
     return {
       name: 'clock', ok: false,
       detail: `${clockSays(nowMs)}, before this vxedge was written (${utcMinute(WRITTEN_MS).slice(0, 10)}): it has not been set` +
-        (tlsPeers.length ? `, and every certificate of ${tlsPeers.join(', ')} looks not yet valid` : ''),
+        (tlsPeers.length ? `, and every certificate of ${tlsPeers.join(', ')} looks not yet valid` : '') +
+        // Without TLS too: the health document's ts, by which a fleet reader without MQTT 5's
+        // message expiry judges it stale, and the log's times.
+        '; the times it publishes and logs are wrong too',
       fix: NETWORK_TIME_FIX,
     };
   }

@@ -521,7 +521,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       console.log(`vxedge check, a clock never set:\n${f.line}`);
       expect(f.code).toBe(1);
       expect(f.line).toMatch(
-        /^FAIL +clock +this machine's clock says 2020-01-01 00:0\d UTC, before this vxedge was written \(\d{4}-\d\d-\d\d\): it has not been set, and every certificate of the broker looks not yet valid\n +fix: give this machine network time/,
+        /^FAIL +clock +this machine's clock says 2020-01-01 00:0\d UTC, before this vxedge was written \(\d{4}-\d\d-\d\d\): it has not been set, and every certificate of the broker looks not yet valid; the times it publishes and logs are wrong too\n +fix: give this machine network time/,
       );
       // The broker's line blames the clock first, with the same words.
       expect((await checkCommand(env.NS_GW, file, 'mqtt', unset.preload)).line).toMatch(/^FAIL +mqtt .*not valid yet, or this machine's clock is wrong: it says 2020-01-01 00:0\d UTC and network time does not keep it/);
