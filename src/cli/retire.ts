@@ -28,7 +28,7 @@ import { clusterAnnotations, siteNodeName, etcdAccess } from '../cluster/live.js
 import { subnetKey, subnetsPrefix } from '../cluster/flannel-lease.js';
 import { retireLease, retireNode, type RetireOutcome } from '../cluster/retire.js';
 import type { NodeApi } from '../cluster/kube-client.js';
-import type { EtcdConnect } from '../cluster/etcd-kv.js';
+import { leaseHex, type EtcdConnect } from '../cluster/etcd-kv.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { Logger } from '../util/log.js';
 import { beforeStart, sourceName } from './check-cluster.js';
@@ -218,6 +218,8 @@ async function clusterStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: 
       const r = await retireLease({
         get: (k) => conn.call(kv.get(k), `read ${k}`),
         deleteIf: (k, rev) => conn.call(kv.deleteIf(k, rev), `delete ${k}`),
+        leaseKeys: (id) => conn.call(kv.leaseKeys(id), `read the keys of lease ${leaseHex(id)}`),
+        revoke: (id) => conn.call(kv.revoke(id), `revoke lease ${leaseHex(id)}`),
       }, key, mac, o.dryRun, o.mac ? 'the VTEP MAC given with --mac' : undefined);
       return line(r);
     } catch (err) {

@@ -43,11 +43,13 @@ import {
   authenticateRequest,
   decodeAuthenticateResponse,
   decodeLeaseResponse,
+  decodeLeaseTimeToLiveResponse,
   decodeRangeResponse,
   decodeTxnResponse,
   decodeWatchResponse,
   leaseGrantRequest,
   leaseIdRequest,
+  leaseTimeToLiveRequest,
   rangeRequest,
   txnRequest,
   watchCreateRequest,
@@ -232,6 +234,12 @@ class EtcdGrpcKv implements EtcdKv {
 
   async revoke(id: bigint): Promise<void> {
     await this.unary(`${LEASE}LeaseRevoke`, leaseIdRequest(id), () => undefined);
+  }
+
+  async leaseKeys(id: bigint): Promise<string[] | null> {
+    // etcd answers a lease it does not know with TTL -1 and no error (v3rpc LeaseTimeToLive).
+    const res = await this.unary(`${LEASE}LeaseTimeToLive`, leaseTimeToLiveRequest(id), decodeLeaseTimeToLiveResponse);
+    return res.ttl < 0n ? null : res.keys.map((k) => k.toString('utf8'));
   }
 
   async putIf(key: string, value: string, lease: bigint, expectModRevision: bigint): Promise<PutIfResult> {

@@ -6,6 +6,11 @@
 // Revisions and lease ids are etcd int64s: bigint here (lease ids routinely exceed 2^53).
 import type { Clock } from '../util/clock.js';
 
+/** A lease id as etcdctl shows it (hex, no 0x): `etcdctl lease timetolive 694d7d8e6a8f1c00`. */
+export function leaseHex(id: bigint): string {
+  return id.toString(16);
+}
+
 export interface KvEntry {
   key: string;
   value: string;
@@ -58,6 +63,8 @@ export interface EtcdKv {
   /** Renews a lease once; resolves to its remaining TTL in seconds, 0 when the lease no longer exists. */
   keepAliveOnce(id: bigint): Promise<number>;
   revoke(id: bigint): Promise<void>;
+  /** The keys attached to a lease; null when there is no such lease (expired or revoked). */
+  leaseKeys(id: bigint): Promise<string[] | null>;
   /**
    * One transaction: put key=value on `lease` (0n: none) if the key's mod revision is
    * `expectModRevision` (0n: the key must be absent); otherwise nothing changes and the key's

@@ -176,6 +176,8 @@ export function txnRequest(compare: Compare[], success: RequestOp[], failure: Re
 export const leaseGrantRequest = (ttlS: number): Buffer => new ProtoWriter().varint(1, ttlS).finish();
 /** LeaseRevokeRequest and LeaseKeepAliveRequest: a lease id at field 1. */
 export const leaseIdRequest = (id: bigint): Buffer => new ProtoWriter().varint(1, id).finish();
+/** LeaseTimeToLiveRequest asking for the keys attached (field 2). */
+export const leaseTimeToLiveRequest = (id: bigint): Buffer => new ProtoWriter().varint(1, id).varint(2, true).finish();
 /** AuthenticateRequest. */
 export const authenticateRequest = (name: string, password: string): Buffer => new ProtoWriter().bytes(1, name).bytes(2, password).finish();
 
@@ -270,6 +272,21 @@ export function decodeLeaseResponse(b: Buffer): LeaseResponse {
     if (f === 2) r.id = asInt64(v);
     else if (f === 3) r.ttl = asInt64(v);
     else if (f === 4) r.error = asBytes(v).toString('utf8');
+  });
+  return r;
+}
+
+/** LeaseTimeToLiveResponse: TTL at 3 (-1: no such lease, expired or revoked), the keys attached at 5. */
+export interface LeaseTimeToLiveResponse {
+  ttl: bigint;
+  keys: Buffer[];
+}
+
+export function decodeLeaseTimeToLiveResponse(b: Buffer): LeaseTimeToLiveResponse {
+  const r: LeaseTimeToLiveResponse = { ttl: 0n, keys: [] };
+  readFields(b, (f, v) => {
+    if (f === 3) r.ttl = asInt64(v);
+    else if (f === 5) r.keys.push(asBytes(v));
   });
   return r;
 }

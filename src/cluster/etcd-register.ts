@@ -28,11 +28,8 @@ import { cidrOverlaps } from '../util/ipv4.js';
 import { describeHolder, encodeLease, leaseVtepMac, parseSubnetKey } from './flannel-lease.js';
 import { EtcdKvError, type EtcdKv, type KvEntry } from './etcd-kv.js';
 import { OpError, type EtcdConnection } from './etcd-connection.js';
+import { leaseHex as hex } from './etcd-kv.js';
 import type { LeaseTable } from './etcd-follow.js';
-
-function hex(id: bigint): string {
-  return id.toString(16);
-}
 
 export interface RegistrarOptions {
   conn: EtcdConnection;

@@ -13,7 +13,7 @@ import type { NodeApi } from './kube-client.js';
 import { httpStatusOf } from './kube-errors.js';
 import { ANNOTATIONS, GATEWAY_LABEL, SITE_LABEL, nodePodCidr, nodeVtepMac, type FlannelAnnotations } from './flannel-node.js';
 import { describeHolder, leaseVtepMac } from './flannel-lease.js';
-import type { EtcdKv } from './etcd-kv.js';
+import { leaseHex, type EtcdKv } from './etcd-kv.js';
 
 /** What one step did or would do: `ok` false leaves the site's entry in place, and `fix` says what to do. */
 export interface RetireOutcome {
@@ -92,7 +92,7 @@ export async function retireNode(
  * The site's subnet lease deleted, if it is there and holds the site's VTEP MAC (`mac`, null:
  * not known on this machine). etcd errors are thrown.
  */
-export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf'>, key: string, mac: string | null, dryRun: boolean, macFrom = "this site's VTEP MAC"): Promise<RetireOutcome> {
+export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf' | 'leaseKeys' | 'revoke'>, key: string, mac: string | null, dryRun: boolean, macFrom = "this site's VTEP MAC"): Promise<RetireOutcome> {
   const entry = await kv.get(key);
   if (!entry) return { ok: true, removed: false, detail: `no lease ${key}: nothing to remove` };
   const holder = describeHolder(entry.value);
@@ -121,5 +121,25 @@ export async function retireLease(kv: Pick<EtcdKv, 'get' | 'deleteIf'>, key: str
       fix: 'a gateway of this site still running somewhere renews its lease: stop it (systemctl stop vxedge), then run vxedge retire again',
     };
   }
-  return { ok: true, removed: true, detail: `removed ${what}: flannel's nodes drop their route to the site at the lease's delete event` };
+  const removed = `removed ${what}: flannel's nodes drop their route to the site at the lease's delete event`;
+  return { ok: true, removed: true, detail: entry.lease === 0n ? removed : `${removed}; ${await revokeEmptied(kv, entry.lease)}` };
+}
+
+/**
+ * The etcd lease the removed key was on, revoked when nothing else is attached to it (ours, as
+ * flanneld's, holds that one key), so that it does not linger until its TTL ends (24 h). One
+ * that holds other keys is left: revoking it would delete them. Either way the key is gone,
+ * so a failure here is said, not thrown.
+ */
+async function revokeEmptied(kv: Pick<EtcdKv, 'leaseKeys' | 'revoke'>, lease: bigint): Promise<string> {
+  const id = leaseHex(lease);
+  try {
+    const keys = await kv.leaseKeys(lease);
+    if (keys === null) return `its etcd lease ${id} had already ended`;
+    if (keys.length > 0) return `its etcd lease ${id} is left to its TTL: it holds ${keys.length} other key(s) (${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', …' : ''})`;
+    await kv.revoke(lease);
+    return `its etcd lease ${id} revoked`;
+  } catch (e) {
+    return `its etcd lease ${id} is left to its TTL (${e instanceof Error ? e.message : String(e)})`;
+  }
 }

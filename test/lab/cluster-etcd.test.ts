@@ -359,7 +359,8 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
         expect(await etcd.getKey(keyOf(env.GW_SUBNET), ROOT_CTL)).not.toBeNull();
         const retired = await nsExec(env.NS_GW, ['node', CLI, 'retire', '-c', file], { timeoutMs: 30_000 });
         expect(retired.code, retired.stdout + retired.stderr).toBe(0);
-        expect(retired.stdout).toMatch(/^ok +cluster +etcd .*: removed lease /m);
+        // Its etcd lease too: LeaseTimeToLive and LeaseRevoke need no grant once the key is gone.
+        expect(retired.stdout).toMatch(/^ok +cluster +etcd .*: removed lease .*; its etcd lease [0-9a-f]+ revoked$/m);
         expect(await etcd.getKey(keyOf(env.GW_SUBNET), ROOT_CTL)).toBeNull();
       } finally {
         if (gateways.delete(gw)) {
@@ -459,10 +460,13 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toEqual(lease);
       expect(await broker.retained(topic('status'))).toBe('offline');
 
+      expect(await etcd.ctl(['lease', 'timetolive', lease.lease.toString(16)])).toMatch(/granted with TTL\(\d+s\)/);
       const done = await retireCmd(elsewhere);
       expect(done.code, done.stdout).toBe(0);
       expect(done.line('mqtt')[0]).toMatch(/^ok +mqtt +\S+: vxedge\/lab\/edge-1\/status: retained status "offline"$/);
-      expect(done.line('cluster')[0]).toMatch(/^ok +cluster +etcd \S+ \(prefix \S+\): removed lease /);
+      // The key, and the etcd lease it was on (the gateway's own, holding that key alone): not left to its 24 h TTL.
+      expect(done.line('cluster')[0]).toMatch(new RegExp(`^ok +cluster +etcd \\S+ \\(prefix \\S+\\): removed lease .*; its etcd lease ${lease.lease.toString(16)} revoked$`));
+      expect(await etcd.ctl(['lease', 'timetolive', lease.lease.toString(16)])).toMatch(/already expired/);
       expect(done.line('mqtt')[1]).toMatch(/cleared the retained .*: vxedge fleet no longer lists lab\/edge-1$/);
       expect(await etcd.getKey(keyOf(env.GW_SUBNET))).toBeNull();
       expect(await broker.retained(topic('status'))).toBeNull();

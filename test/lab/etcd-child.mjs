@@ -208,8 +208,13 @@ async function contract() {
   // compaction, a third event). Whatever is there at the deadline goes to the test.
   await until(() => started || events.length > 0, 10_000);
   await kv.putIf(`${p}/c`, 'vc', 0n, 0n);
+  r.leaseKeys = await kv.leaseKeys(lease.id);
+  const empty = await kv.grant(30);
+  r.emptyLeaseKeys = await kv.leaseKeys(empty.id);
+  await kv.revoke(empty.id);
   await kv.revoke(lease.id); // deletes a
   r.keepAliveRevoked = await kv.keepAliveOnce(lease.id);
+  r.revokedLeaseKeys = await kv.leaseKeys(lease.id);
   await until(() => events.length >= 2, 10_000);
   w.cancel();
   r.watchStarted = started;

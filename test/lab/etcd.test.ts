@@ -309,6 +309,8 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl', 'faketime']))('etcd cluster s
     expect(r.badLease).toBe('lease-not-found');
     expect([r.mayPutExisting, r.mayPutAbsent, r.mayPutWrote]).toEqual([true, true, false]);
     expect(r.keepAliveRevoked).toBe(0);
+    // LeaseTimeToLive with keys: the key on the lease; none on a fresh one; null once revoked (TTL -1).
+    expect([r.leaseKeys, r.emptyLeaseKeys, r.revokedLeaseKeys]).toEqual([['/vxedge-test/contract/a'], [], null]);
     expect(r.watchStarted).toBe(true);
     expect(r.events).toEqual([
       { type: 'put', key: '/vxedge-test/contract/c', value: 'vc', lease: '0', modRevision: expect.any(String) },

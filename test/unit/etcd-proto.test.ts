@@ -16,11 +16,13 @@ import {
   decodeAuthenticateResponse,
   decodeKeyValue,
   decodeLeaseResponse,
+  decodeLeaseTimeToLiveResponse,
   decodeRangeResponse,
   decodeTxnResponse,
   decodeWatchResponse,
   leaseGrantRequest,
   leaseIdRequest,
+  leaseTimeToLiveRequest,
   rangeRequest,
   readFields,
   txnRequest,
@@ -61,6 +63,7 @@ describe('requests: what protobuf.js reads from our bytes', () => {
       expect(read('etcdserverpb.LeaseGrantRequest', leaseGrantRequest(ttl))).toMatchObject({ TTL: String(ttl), ID: '0' });
       expect(read('etcdserverpb.LeaseKeepAliveRequest', leaseIdRequest(id)).ID).toBe(String(id));
       expect(read('etcdserverpb.LeaseRevokeRequest', leaseIdRequest(id)).ID).toBe(String(id));
+      expect(read('etcdserverpb.LeaseTimeToLiveRequest', leaseTimeToLiveRequest(id))).toMatchObject({ ID: String(id), keys: true });
     }));
   });
 
@@ -157,6 +160,14 @@ describe('answers: what we read from protobuf.js bytes', () => {
     }));
   });
 
+  it('LeaseTimeToLiveResponse: its TTL (-1: no such lease) and the keys attached', () => {
+    fc.assert(fc.property(int64, fc.bigInt({ min: -1n, max: 2n ** 31n }), fc.array(bytes, { maxLength: 4 }), (id, ttl, keys) => {
+      const got = decodeLeaseTimeToLiveResponse(write('etcdserverpb.LeaseTimeToLiveResponse', { header: header(1n), ID: String(id), TTL: String(ttl), grantedTTL: '60', keys }));
+      expect(got.ttl).toBe(ttl);
+      expect(got.keys.map((k) => k.toString('hex'))).toEqual(keys.map((k) => k.toString('hex')));
+    }));
+  });
+
   it('AuthenticateResponse', () => {
     fc.assert(fc.property(fc.string(), (token) => {
       expect(decodeAuthenticateResponse(write('etcdserverpb.AuthenticateResponse', { header: header(1n), token }))).toBe(token);
@@ -184,7 +195,7 @@ describe('answers: what we read from protobuf.js bytes', () => {
 });
 
 describe('the decoder on untrusted bytes', () => {
-  const decoders = [decodeRangeResponse, decodeTxnResponse, decodeLeaseResponse, decodeAuthenticateResponse, decodeWatchResponse, decodeKeyValue];
+  const decoders = [decodeRangeResponse, decodeTxnResponse, decodeLeaseResponse, decodeLeaseTimeToLiveResponse, decodeAuthenticateResponse, decodeWatchResponse, decodeKeyValue];
 
   it('any bytes: an answer or a ProtoError, never another exception', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), fc.nat(decoders.length - 1), (a, i) => {

@@ -38,7 +38,7 @@ interface Watcher {
 
 const watches = (w: Watcher, key: string) => (w.exact ? key === w.prefix : key.startsWith(w.prefix));
 
-type Method = 'get' | 'range' | 'watch' | 'grant' | 'keepAliveOnce' | 'revoke' | 'putIf' | 'deleteIf' | 'mayPut';
+type Method = 'get' | 'range' | 'watch' | 'grant' | 'keepAliveOnce' | 'revoke' | 'leaseKeys' | 'putIf' | 'deleteIf' | 'mayPut';
 
 export class FakeEtcd implements EtcdKv {
   revision = 1n;
@@ -49,7 +49,7 @@ export class FakeEtcd implements EtcdKv {
   private watchers = new Set<Watcher>();
   private nextLease = 0x694d7d8e6a8f1c00n; // lease ids as etcd makes them: beyond 2^53
   /** Every call, by method. */
-  readonly calls: Record<Method, number> = { get: 0, range: 0, watch: 0, grant: 0, keepAliveOnce: 0, revoke: 0, putIf: 0, deleteIf: 0, mayPut: 0 };
+  readonly calls: Record<Method, number> = { get: 0, range: 0, watch: 0, grant: 0, keepAliveOnce: 0, revoke: 0, leaseKeys: 0, putIf: 0, deleteIf: 0, mayPut: 0 };
   /** Every putIf's arguments. */
   readonly puts: { key: string; value: string; lease: bigint; expect: bigint; ok: boolean }[] = [];
   down = false;
@@ -198,6 +198,10 @@ export class FakeEtcd implements EtcdKv {
 
   revoke(id: bigint): Promise<void> {
     return this.answer('revoke', () => this.revokeLease(id));
+  }
+
+  leaseKeys(id: bigint): Promise<string[] | null> {
+    return this.answer('leaseKeys', () => (this.leases.has(id) ? [...this.store].filter(([, s]) => s.lease === id).map(([k]) => k).sort() : null));
   }
 
   putIf(key: string, value: string, lease: bigint, expectModRevision: bigint): Promise<PutIfResult> {

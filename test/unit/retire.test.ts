@@ -166,6 +166,44 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
     expect(await fake.get(KEY)).not.toBeNull();
   });
 
+  it("revokes the etcd lease the key was on once nothing else is attached, so that it does not linger for its TTL; one holding other keys is left", async () => {
+    const fake = new FakeEtcd(new ManualClock());
+    const ours = fake.grantLease(86_400);
+    fake.put(KEY, lease(SITE_MAC), ours);
+    const r = await retireLease(fake, KEY, SITE_MAC, false);
+    expect(r).toMatchObject({ ok: true, removed: true });
+    expect(r.detail).toMatch(new RegExp(`: flannel's nodes drop their route to the site at the lease's delete event; its etcd lease ${ours.toString(16)} revoked$`));
+    expect(fake.leases.has(ours)).toBe(false);
+    expect(fake.calls.revoke).toBe(1);
+
+    // Someone attached another key to the same lease: revoking it would delete that key too.
+    const shared = fake.grantLease(86_400);
+    fake.put(KEY, lease(SITE_MAC), shared);
+    fake.put('/other/key', 'kept', shared);
+    const s2 = await retireLease(fake, KEY, SITE_MAC, false);
+    expect(s2.detail).toMatch(new RegExp(`; its etcd lease ${shared.toString(16)} is left to its TTL: it holds 1 other key\\(s\\) \\(/other/key\\)$`));
+    expect(fake.value('/other/key')).toBe('kept');
+    expect(fake.calls.revoke).toBe(1);
+  });
+
+  it('a lease that ended meanwhile, or one that cannot be asked about: the key is removed all the same, and the line says so', async () => {
+    const fake = new FakeEtcd(new ManualClock());
+    const ended = fake.grantLease(60);
+    fake.put(KEY, lease(SITE_MAC), ended);
+    fake.leases.delete(ended); // its TTL ran out between the read and the revoke (the key with it, in etcd; here only the lease)
+    expect((await retireLease(fake, KEY, SITE_MAC, false)).detail).toMatch(/; its etcd lease [0-9a-f]+ had already ended$/);
+    const l = fake.grantLease(60);
+    fake.put(KEY, lease(SITE_MAC), l);
+    fake.failNext('leaseKeys', 'permission', 'etcdserver: permission denied');
+    const r = await retireLease(fake, KEY, SITE_MAC, false);
+    expect(r).toMatchObject({ ok: true, removed: true });
+    expect(r.detail).toMatch(/; its etcd lease [0-9a-f]+ is left to its TTL \(etcdserver: permission denied\)$/);
+    expect(fake.calls.revoke).toBe(0);
+    // A key on no lease (etcdctl put without --lease): nothing more to say.
+    fake.put(KEY, lease(SITE_MAC));
+    expect((await retireLease(fake, KEY, SITE_MAC, false)).detail).toMatch(/delete event$/);
+  });
+
   it('leaves a lease rewritten between the read and the delete', async () => {
     const fake = new FakeEtcd(new ManualClock());
     fake.put(KEY, lease(SITE_MAC));
@@ -176,6 +214,8 @@ describe('vxedge retire: the site\'s lease (in-memory etcd)', () => {
         return e;
       },
       deleteIf: fake.deleteIf.bind(fake),
+      leaseKeys: fake.leaseKeys.bind(fake),
+      revoke: fake.revoke.bind(fake),
     };
     const r = await retireLease(racing, KEY, SITE_MAC, false);
     expect(r).toMatchObject({ ok: false, removed: false });
