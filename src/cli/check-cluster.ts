@@ -153,16 +153,16 @@ export function judged(cfg: Config, where: string, view: ClusterView, mac: strin
   return { check: { name: 'cluster', ok: false, detail: `${where}: ${counts}: no peer to reach${left}${mine}`, fix }, peers: merged.peers };
 }
 
-/**
- * A running source's error without what it says about the running gateway (its peers kept,
- * its next retry): `vxedge check` neither has peers yet nor retries.
- */
 /** A member's sentence; asked alone among several, it does not need telling to list the others. */
 function memberSaid(error: string, members: number): string {
   const said = beforeStart(error);
   return members > 1 ? said.replaceAll(`; ${LIST_EVERY_MEMBER}`, '') : said;
 }
 
+/**
+ * A running source's error without what it says about the running gateway (its peers kept,
+ * its next retry): `vxedge check` neither has peers yet nor retries.
+ */
 export function beforeStart(error: string): string {
   return error.replace(/; the last known peers stay in use/g, '').replace(/; peers are still followed/g, '').replace(/; retrying( in [^;]*| later)?$/, '');
 }

@@ -26,9 +26,8 @@ import { formatDuration } from '../util/duration.js';
 import type { OwnLease } from './types.js';
 import { cidrOverlaps } from '../util/ipv4.js';
 import { describeHolder, encodeLease, leaseVtepMac, parseSubnetKey } from './flannel-lease.js';
-import { EtcdKvError, type EtcdKv, type KvEntry } from './etcd-kv.js';
+import { EtcdKvError, leaseHex as hex, type EtcdKv, type KvEntry } from './etcd-kv.js';
 import { OpError, type EtcdConnection } from './etcd-connection.js';
-import { leaseHex as hex } from './etcd-kv.js';
 import type { LeaseTable } from './etcd-follow.js';
 
 export interface RegistrarOptions {

@@ -6,8 +6,9 @@
  * server, the broker) can look "not yet valid" or "expired". chrony, ntpd and
  * systemd-timesyncd all clear STA_UNSYNC in the kernel's time status once they discipline
  * the clock (and the kernel sets it again when nothing has for a while), so that flag
- * answers "is this clock kept by network time" whatever the daemon; no file or D-Bus
- * service answers it for all three, and Node has no binding for adjtimex(2).
+ * answers "is this clock kept by network time" whatever the daemon; no file says it for all
+ * three (timedated's NTPSynchronized, over D-Bus, makes this same call), and Node has no
+ * binding for adjtimex(2).
  * Not the hot path: `vxedge check` and the TLS explanations read it once.
  */
 #define _GNU_SOURCE /* struct mmsghdr in vx.h: before any system header */
@@ -24,7 +25,7 @@ static void set_number(napi_env env, napi_value obj, const char *name, double n)
 
 /* clockState() -> { state, status, maxErrorUs, estErrorUs }: adjtimex with modes 0, a read
  * that needs no privilege. `state` is its return (TIME_OK .. TIME_ERROR), `status` the
- * STA_* bits; JS decides what they mean (health/clock.ts). */
+ * STA_* bits; JS decides what they mean (util/clock-sync.ts). */
 napi_value vx_clock_state(napi_env env, napi_callback_info info) {
   static const char fn[] = "clockState";
   GET_ARGS_OF(0, vx_state);

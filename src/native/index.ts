@@ -275,7 +275,7 @@ export interface NativeBinding {
 
   /** adjtimex(2) with modes 0 (a read, no privilege): `state` its return (TIME_OK 0 …
    *  TIME_ERROR 5), `status` the STA_* bits, the kernel's maximum and estimated error in µs.
-   *  health/clock.ts says what they mean. Throws a system error (syscall 'adjtimex'). */
+   *  util/clock-sync.ts says what they mean. Throws a system error (syscall 'adjtimex'). */
   clockState(): NativeClockState;
 
   // ---------------------------------------------------------------- kernel notices (netlink.c)
