@@ -13,6 +13,7 @@ import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-error
 import { MqttSetupError, brokerCertificate, buildClientOptions, closeClient, markedClientId, loadSecrets, parseBrokerUrl, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock } from '../util/clock.js';
 import { certValidity, type SiteCertificate } from '../util/tls-failure.js';
+import { MQTT_SOCKS_VARIABLE } from '../util/http-proxy.js';
 
 /** How long `vxedge check` waits for the broker's answer. */
 export const MQTT_CHECK_WAIT_MS = 8_000;
@@ -81,10 +82,12 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
   const presented = brokerCertificate(m.url, r.client, r.wsSocket);
   closeClient(r.client);
   const as = m.username !== null ? `, as ${m.username}` : '';
+  const socks = r.client.options.socksProxy;
+  const via = socks ? ` through the SOCKS proxy ${socks} (${MQTT_SOCKS_VARIABLE})` : '';
   return {
     check: {
       name: 'mqtt', ok: true,
-      detail: `${where}: connected (MQTT ${r.version === 5 ? '5.0' : '3.1.1'}${as})${typeof max === 'number' ? `; the broker takes packets up to ${max} bytes` : ''}`,
+      detail: `${where}: connected (MQTT ${r.version === 5 ? '5.0' : '3.1.1'}${as})${via}${typeof max === 'number' ? `; the broker takes packets up to ${max} bytes` : ''}`,
     },
     presented,
   };

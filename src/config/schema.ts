@@ -217,7 +217,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       },
     },
     mqtt: {
-      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct.', default: null, format: f.mqttUrlOrNull }),
+      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull }),
       topicPrefix: leaf({ doc: 'First topic level: {topicPrefix}/{site}/{node}/status and /health.', default: 'vxedge', format: f.topicLevel }),
       interval: leaf({ doc: 'Health publishing period; also published at once on any state change (changes that keep coming: one document every 5 s).', default: '30s', format: f.duration }),
       username: leaf({ doc: 'Broker user name.', default: null, format: f.stringOrNull }),

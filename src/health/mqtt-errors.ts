@@ -1,5 +1,6 @@
 // One plain-words log line per MQTT failure: what failed and which config key or what on
 // the broker side to check. Pure, so the wording can be tested without a broker.
+import { MQTT_SOCKS_VARIABLE } from '../util/http-proxy.js';
 import { explainTls, opensslReason, type TlsContext, type TlsWords } from '../util/tls-failure.js';
 import { MqttSetupError, type BrokerUrl } from './mqtt-options.js';
 
@@ -30,6 +31,22 @@ export type ErrLike = Error & { code?: string | number; reason?: unknown };
 
 /** The broker's TLS settings, for the shared words (util/tls-failure.ts). */
 const TLS_WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cert', key: 'mqtt.key', host: 'mqtt.url', files: 'check mqtt.ca/cert/key' };
+
+/**
+ * A failure of the SOCKS proxy MQTTJS_SOCKS_PROXY names (the socks package's SocksClientError,
+ * which carries the proxy in `options.proxy`), in words: the proxy not answering, refusing to
+ * reach the broker, or asking for credentials MQTT.js does not send. null: not one.
+ */
+function socksFailure(err: ErrLike | null, where: string): string | null {
+  const proxy = (err as { options?: { proxy?: { host?: unknown; port?: unknown } } } | null)?.options?.proxy;
+  if (!err || typeof proxy?.host !== 'string') return null;
+  const at = `through the SOCKS proxy ${proxy.host}:${String(proxy.port)} (${MQTT_SOCKS_VARIABLE}): ${err.message}`;
+  if (/authentication/i.test(err.message)) {
+    return `${at}; the proxy asks for a user name and password, which MQTT.js does not send: let it admit this host without them, or reach the broker over wss:// through an HTTP proxy`;
+  }
+  if (/rejected/i.test(err.message)) return `${at}; the proxy would not or could not reach the broker at ${where}: check mqtt.url and what the proxy allows`;
+  return `${at}; is the proxy up and reachable? Check ${MQTT_SOCKS_VARIABLE}, or unset it to reach the broker directly`;
+}
 
 /** The short reason of a TLS error: OpenSSL's reason string, not its "80AC…:error:0A000418:SSL routines:…" line. */
 export function tlsReason(err: ErrLike): string {
@@ -113,6 +130,8 @@ export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, conn
     }
     return { kind: 'refused', line: `mqtt connection failed: ${err.message} (CONNACK ${err.code}) from ${where}` };
   }
+  const socks = socksFailure(err, where);
+  if (socks) return { kind: 'network', line: `mqtt connection failed: ${socks}` };
   if (isTlsError(err)) {
     const reason = tlsReason(err!);
     const e = explainTls(`${reason} ${String(err!.code ?? '')}`, TLS_WORDS, tls);

@@ -7,12 +7,12 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFile as fsReadFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { checkServerIdentity, connect as tlsConnect, createSecureContext, type ConnectionOptions, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { ConnectTunnel, ProxyConfigError, connectTarget, tlsThrough, webSocketProxyFor, type HttpProxy } from '../util/http-proxy.js';
+import { ConnectTunnel, ProxyConfigError, connectTarget, mqttSocksProxy, tlsThrough, webSocketProxyFor } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -193,8 +193,19 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
   }
   const onTlsSocket = i.onTlsSocket;
   // Over a WebSocket, through the proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names, as
-  // an HTTP client goes (util/http-proxy.ts); mqtt:// and mqtts:// go direct.
-  const proxy = broker.scheme === 'wss' || broker.scheme === 'ws' ? webSocketProxyOf(m.url!) : null;
+  // an HTTP client goes (util/http-proxy.ts); mqtt:// and mqtts:// direct, or through the SOCKS
+  // proxy MQTTJS_SOCKS_PROXY names (MQTT.js's own, checked here, within the connect timeout).
+  const overWs = broker.scheme === 'wss' || broker.scheme === 'ws';
+  const proxy = overWs ? proxyOf(() => webSocketProxyFor(m.url!)) : null;
+  const socks = overWs ? null : proxyOf(() => mqttSocksProxy());
+  if (socks) {
+    o.socksProxy = socks.url;
+    o.socksTimeout = o.connectTimeout;
+    // MQTT.js's TLS transport hands tls.connect the proxy's socket without the broker's host, so
+    // Node would check the certificate against "localhost" wherever no SNI name stands in (an
+    // address in the URL): check it against the broker's host, as a direct connection does.
+    if (broker.secure) Object.assign(o, { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(broker.host, cert) });
+  }
   const target = connectTarget(broker.host, broker.port);
   if (broker.scheme === 'wss' && (onTlsSocket || proxy)) {
     // ws opens the connection with this when given one, as its own does: tls.connect without
@@ -213,10 +224,10 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
   return o;
 }
 
-/** webSocketProxyFor, a proxy variable that cannot be used said as the other setup errors are (its callers tell those in words). */
-function webSocketProxyOf(url: string): HttpProxy | null {
+/** A proxy variable that cannot be used, said as the other setup errors are (its callers tell those in words). */
+function proxyOf<T>(read: () => T): T {
   try {
-    return webSocketProxyFor(url);
+    return read();
   } catch (e) {
     if (e instanceof ProxyConfigError) throw new MqttSetupError(e.message);
     throw e;

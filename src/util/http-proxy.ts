@@ -1,7 +1,8 @@
 // The HTTP proxy a connection to the cluster goes through, taken from the environment as the
 // cluster's own clients take it, so that a site whose only way out for TCP is a proxy reaches
 // etcd and the Kubernetes API as flanneld and kubectl do there; and the MQTT broker over a
-// WebSocket, as an HTTP client would (webSocketProxyFor).
+// WebSocket, as an HTTP client would (webSocketProxyFor), or over mqtt:// and mqtts://
+// through the SOCKS proxy MQTT.js itself takes from MQTTJS_SOCKS_PROXY (mqttSocksProxy).
 //
 // etcd (proxyFor): gRPC's rules. grpc-js (the etcd3 library vxedge used before its own
 // client) takes the first of `grpc_proxy`, `https_proxy`, `http_proxy`; grpc-go (flanneld's)
@@ -64,6 +65,39 @@ function connectProxy([name, value]: [string, string], only: string): HttpProxy 
   const user = decodeURIComponent(u.username);
   const authorization = user ? `Basic ${Buffer.from(`${user}:${decodeURIComponent(u.password)}`).toString('base64')}` : undefined;
   return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80), ...(authorization ? { authorization } : {}), from: `${name}=${redacted(u)}` };
+}
+
+/** MQTT.js's own variable for a SOCKS proxy (connect/index.js), read for mqtt:// and mqtts://. */
+export const MQTT_SOCKS_VARIABLE = 'MQTTJS_SOCKS_PROXY';
+
+/**
+ * The SOCKS proxy MQTT.js goes through for mqtt:// and mqtts:// (not ws:// or wss://, which
+ * take the HTTP proxy variables), from MQTTJS_SOCKS_PROXY, which MQTT.js reads by itself
+ * whenever its socksProxy option is unset. Checked here so that a value it cannot use is said
+ * once, naming the variable, instead of at every attempt: MQTT.js wants socks4(a):// or
+ * socks5(h):// with a port and nothing after it, and sends no user name or password. `url`:
+ * what to hand MQTT.js; null: unset.
+ */
+export function mqttSocksProxy(env: Env = process.env): { url: string; from: string } | null {
+  const name = MQTT_SOCKS_VARIABLE;
+  const value = env[name];
+  if (!value) return null;
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new ProxyConfigError(`${name}=${value} is not a URL: set it to socks5://HOST:PORT, or unset it for a direct connection`);
+  }
+  const shown = `${name}=${redacted(u)}`;
+  if (!['socks5:', 'socks5h:', 'socks4:', 'socks4a:'].includes(u.protocol)) {
+    throw new ProxyConfigError(`${shown}: MQTT.js goes through a SOCKS proxy only (socks5://, socks5h://, socks4://, socks4a://); set it to socks5://HOST:PORT, or unset it`);
+  }
+  if (!u.port) throw new ProxyConfigError(`${shown}: no port (MQTT.js has no default); set it to ${u.protocol}//${u.hostname}:1080 or the proxy's port`);
+  if (u.username || u.password) {
+    throw new ProxyConfigError(`${shown}: MQTT.js sends no SOCKS user name or password; let the proxy admit this host without them and drop them from the URL, or reach the broker over wss:// through an HTTP proxy (HTTPS_PROXY)`);
+  }
+  if ((u.pathname && u.pathname !== '/') || u.search || u.hash) throw new ProxyConfigError(`${shown}: a SOCKS proxy is named by host and port alone; set it to ${u.protocol}//${u.host}`);
+  return { url: `${u.protocol}//${u.host}`, from: shown };
 }
 
 /** host:port as CONNECT names it: an IPv6 address in brackets. */

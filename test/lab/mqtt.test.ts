@@ -30,7 +30,7 @@ function validDoc(payload: string): HealthDocument {
   return doc;
 }
 
-describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', 'mosquitto_passwd', 'openssl', 'faketime']))('health over MQTT (real mosquitto)', () => {
+describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', 'mosquitto_passwd', 'openssl', 'faketime', 'tinyproxy', 'microsocks']))('health over MQTT (real mosquitto)', () => {
   let env: LabEnv;
   let dir: string;
   let tls: TlsFiles;
@@ -396,6 +396,51 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       expect(await b.retained(STATUS, sub)).toBe('offline');
     });
 
+    it("(d) mqtts:// through the SOCKS proxy MQTTJS_SOCKS_PROXY names (microsocks): published, the broker's certificate read through it; one that asks for a password, or is down, is said as the proxy's", async () => {
+      // Only the proxy, on the broker's box, may reach the broker: the site's own way is refused.
+      const rule = ['INPUT', '-p', 'tcp', '--dport', '8883', '!', '-s', env.INET_WAN_IP, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+      await nsRun(env.NS_INET, ['iptables', '-I', ...rule]);
+      const proxy = nsSpawn(env.NS_INET, ['timeout', '60', 'microsocks', '-i', env.INET_WAN_IP, '-p', '1080']);
+      const locked = nsSpawn(env.NS_INET, ['timeout', '60', 'microsocks', '-i', env.INET_WAN_IP, '-p', '1081', '-u', 'site', '-P', 's3cret']);
+      const url = `mqtts://${env.INET_WAN_IP}:8883`;
+      const mqtt = { url, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey };
+      const via = (port: number) => ({ MQTTJS_SOCKS_PROXY: `socks5://${env.INET_WAN_IP}:${port}` });
+      try {
+        const file = await writeLabConfig(env, dir, 'check-socks.json', { extra: { mqtt } });
+        let tried = '';
+        await waitFor(async () => {
+          const r = await checkCommand(env.NS_GW, file, 'mqtt', { env: via(1080) });
+          tried = r.stdout;
+          return r.line.startsWith('ok') ? true : null;
+        }, 10_000).catch((e: Error) => {
+          throw new Error(`${e.message}; the last check said:\n${tried}`);
+        });
+        const direct = await checkCommand(env.NS_GW, file, 'mqtt');
+        expect(direct.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: .*(ECONNRESET|ECONNREFUSED|refused)/);
+        const ok = await checkCommand(env.NS_GW, file, 'mqtt', { env: via(1080) });
+        expect(ok.line).toMatch(new RegExp(String.raw`^ok +mqtt +mqtts://\S+: connected \(MQTT 5\.0\) through the SOCKS proxy socks5://${env.INET_WAN_IP.replace(/\./g, '\\.')}:1080 \(MQTTJS_SOCKS_PROXY\)`));
+        const asks = await checkCommand(env.NS_GW, file, 'mqtt', { env: via(1081) });
+        expect(asks.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: through the SOCKS proxy \S+:1081 \(MQTTJS_SOCKS_PROXY\): .*; the proxy asks for a user name and password, which MQTT\.js does not send/);
+        const down = await checkCommand(env.NS_GW, file, 'mqtt', { env: via(1082) });
+        expect(down.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: through the SOCKS proxy \S+:1082 \(MQTTJS_SOCKS_PROXY\): .*ECONNREFUSED.*; is the proxy up and reachable\?/);
+        const bad = await checkCommand(env.NS_GW, file, 'mqtt', { env: { MQTTJS_SOCKS_PROXY: `socks5://site:s3cret@${env.INET_WAN_IP}:1081` } });
+        expect(bad.line).toMatch(/^FAIL +mqtt +\S+: MQTTJS_SOCKS_PROXY=socks5:\/\/site:\*\*\*@\S+:1081: MQTT\.js sends no SOCKS user name or password/);
+        console.log(`vxedge check through SOCKS:\n${ok.line}\n${asks.line}\n${down.line}\n${bad.line}`);
+
+        const gw = await gateway(mqtt, { env: via(1080) });
+        await gw.waitUp();
+        expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000, sub)).toBe('online');
+        const certs = (d: HealthDocument) => d.checks.find((c) => c.name === 'certificates');
+        const doc = await healthAfterStart(b, gw, (d) => /\(3 certificates/.test(certs(d)?.detail ?? ''), sub);
+        expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
+        expect(gw.output).toMatch(new RegExp(`"msg":"mqtt connected".*"proxy":"socks5://${env.INET_WAN_IP.replace(/\./g, '\\.')}:1080 \\(MQTTJS_SOCKS_PROXY\\)"`));
+      } finally {
+        await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
+        proxy.kill('SIGTERM');
+        locked.kill('SIGTERM');
+      }
+    });
+
     it('(d) a client certificate that ends within 14 days: the health document says so while it still reaches the broker, the state degraded', async () => {
       const now = Date.now();
       const soon = datedCert(dir, { name: 'ending-client', cn: 'edge-1', notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 5 * 86_400_000) });
@@ -517,14 +562,14 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
     it("(d) `vxedge check` on a board whose clock was never set: the clock line fails and says what to do; on this machine's clock it passes, with the kernel's word on its sync", async () => {
       const file = await writeLabConfig(env, dir, 'check-clock.json', { extra: { mqtt: { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey } } });
       const unset = settableClock(path.join(dir, 'faketime-check'), '2020-01-01 00:00:00');
-      const f = await checkCommand(env.NS_GW, file, 'clock', unset.preload);
+      const f = await checkCommand(env.NS_GW, file, 'clock', { preload: unset.preload });
       console.log(`vxedge check, a clock never set:\n${f.line}`);
       expect(f.code).toBe(1);
       expect(f.line).toMatch(
         /^FAIL +clock +this machine's clock says 2020-01-01 00:0\d UTC, before this vxedge was written \(\d{4}-\d\d-\d\d\): it has not been set, and every certificate of the broker looks not yet valid; the times it publishes and logs are wrong too\n +fix: give this machine network time/,
       );
       // The broker's line blames the clock first, with the same words.
-      expect((await checkCommand(env.NS_GW, file, 'mqtt', unset.preload)).line).toMatch(/^FAIL +mqtt .*not valid yet, or this machine's clock is wrong: it says 2020-01-01 00:0\d UTC and network time does not keep it/);
+      expect((await checkCommand(env.NS_GW, file, 'mqtt', { preload: unset.preload })).line).toMatch(/^FAIL +mqtt .*not valid yet, or this machine's clock is wrong: it says 2020-01-01 00:0\d UTC and network time does not keep it/);
       // This machine's own clock: right, kept by network time or not as its kernel says.
       const here = await checkCommand(env.NS_GW, file, 'clock');
       expect(here.code, here.stdout).toBe(0);

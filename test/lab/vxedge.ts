@@ -290,9 +290,12 @@ export async function startGateway(env: LabEnv, o: GatewayOptions = {}): Promise
 }
 
 /** `vxedge check -c FILE` in namespace `ns`: its exit code, its `check` line (with its fix line; default the `cluster` one), all it printed, how long it took. */
-export async function checkCommand(ns: string, file: string, check = 'cluster', preload?: Preload): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
+export async function checkCommand(
+  ns: string, file: string, check = 'cluster', o: { preload?: Preload; env?: Record<string, string> } = {},
+): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
   const t0 = performance.now();
-  const r = await nsExec(ns, [...(preload ? ['env', ...preloadEnv(preload)] : []), 'node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
+  const vars = [...(o.preload ? preloadEnv(o.preload) : []), ...Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`)];
+  const r = await nsExec(ns, [...(vars.length ? ['env', ...vars] : []), 'node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
   const ms = performance.now() - t0;
   const lines = r.stdout.split('\n');
   const i = lines.findIndex((l) => new RegExp(`^(ok|FAIL) +${check} `).test(l));

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GrpcChannel, GrpcConnectError } from '../../src/cluster/grpc-h2.js';
 import { connectNodeApi } from '../../src/cluster/kube-client.js';
-import { ConnectTunnel, ProxyConfigError, connectTarget, kubeProxyUrl, proxyFor, webSocketProxyFor } from '../../src/util/http-proxy.js';
+import { ConnectTunnel, ProxyConfigError, connectTarget, kubeProxyUrl, mqttSocksProxy, proxyFor, webSocketProxyFor } from '../../src/util/http-proxy.js';
 import { probePeerCertificate } from '../../src/util/tls-probe.js';
 import { ManualClock } from '../support/clock.js';
 
@@ -86,6 +86,21 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'http://p:3128', NO_PROXY: '.example' })).toBeNull();
     expect(() => webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'socks5://p:1080' })).toThrow(/^HTTPS_PROXY=socks5:\/\/p:1080: the MQTT broker over WebSocket is reached through an http:\/\/ proxy only/);
     expect([connectTarget('broker.example', 443), connectTarget('fd00::1', 8883), connectTarget('[fd00::1]', 8883)]).toEqual(['broker.example:443', '[fd00::1]:8883', '[fd00::1]:8883']);
+  });
+
+  it('mqttSocksProxy (MQTT.js\'s MQTTJS_SOCKS_PROXY, for mqtt:// and mqtts://): socks4(a)/socks5(h) with a port; no credentials, which MQTT.js would not send', () => {
+    expect(mqttSocksProxy({})).toBeNull();
+    expect(mqttSocksProxy({ MQTTJS_SOCKS_PROXY: 'socks5://198.51.100.2:1080' })).toEqual({ url: 'socks5://198.51.100.2:1080', from: 'MQTTJS_SOCKS_PROXY=socks5://198.51.100.2:1080' });
+    // MQTT.js refuses a path, even "/": handed on as host and port alone.
+    expect(mqttSocksProxy({ MQTTJS_SOCKS_PROXY: 'socks5h://proxy.example:1080/' })?.url).toBe('socks5h://proxy.example:1080');
+    expect(mqttSocksProxy({ MQTTJS_SOCKS_PROXY: 'socks4a://[fd00::2]:1080' })?.url).toBe('socks4a://[fd00::2]:1080');
+    const bad = (v: string) => () => mqttSocksProxy({ MQTTJS_SOCKS_PROXY: v });
+    expect(bad('proxy:1080')).toThrow(/^MQTTJS_SOCKS_PROXY=proxy:1080: MQTT\.js goes through a SOCKS proxy only/);
+    expect(bad('not a url')).toThrow(/^MQTTJS_SOCKS_PROXY=not a url is not a URL: set it to socks5:\/\/HOST:PORT/);
+    expect(bad('socks5://proxy.example')).toThrow(/: no port \(MQTT\.js has no default\); set it to socks5:\/\/proxy\.example:1080/);
+    expect(bad('socks5://site:pw@proxy.example:1080')).toThrow(/^MQTTJS_SOCKS_PROXY=socks5:\/\/site:\*\*\*@proxy\.example:1080: MQTT\.js sends no SOCKS user name or password/);
+    expect(bad('socks5://proxy.example:1080/x')).toThrow(/: a SOCKS proxy is named by host and port alone; set it to socks5:\/\/proxy\.example:1080$/);
+    expect(bad('socks5://proxy.example:1080/x')).toThrow(ProxyConfigError);
   });
 
   it('a value that cannot be used is an error naming the variable and what to set, never a silent direct connection', () => {

@@ -141,6 +141,28 @@ describe('client options', () => {
     expect(o.ALPNProtocols).toEqual(want ? ['x-amzn-mqtt-ca'] : undefined);
   });
 
+  it('mqtt:// and mqtts:// through the SOCKS proxy MQTTJS_SOCKS_PROXY names, within the connect timeout; ws:// and wss:// never (they take the HTTP proxy variables)', () => {
+    const build = (url: string) => buildClientOptions({ mqtt: mqttConfig({ url }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets: NO_SECRETS, connectTimeoutMs: 7_000 });
+    vi.stubEnv('MQTTJS_SOCKS_PROXY', 'socks5h://proxy.example:1080/');
+    try {
+      for (const url of ['mqtt://b.example', 'mqtts://b.example:8883']) expect(build(url)).toMatchObject({ socksProxy: 'socks5h://proxy.example:1080', socksTimeout: 7_000 });
+      for (const url of ['ws://b.example/mqtt', 'wss://b.example/mqtt']) expect(build(url).socksProxy).toBeUndefined();
+      // MQTT.js hands tls.connect the proxy's socket without the broker's host: the certificate
+      // is checked against the host in mqtt.url (an address gets no SNI name to stand in).
+      const check = (build('mqtts://198.51.100.1:8883') as { checkServerIdentity?: (h: string, c: object) => Error | undefined }).checkServerIdentity!;
+      expect(check('localhost', { subject: { CN: '198.51.100.1' }, subjectaltname: 'IP Address:198.51.100.1' })).toBeUndefined();
+      expect(check('localhost', { subject: { CN: 'localhost' }, subjectaltname: 'DNS:localhost' })).toBeInstanceOf(Error);
+      expect(build('mqtt://b.example')).not.toHaveProperty('checkServerIdentity');
+      vi.stubEnv('MQTTJS_SOCKS_PROXY', 'http://proxy.example:3128');
+      expect(() => build('mqtt://b.example')).toThrow(MqttSetupError);
+      expect(() => build('mqtt://b.example')).toThrow(/^MQTTJS_SOCKS_PROXY=http:\/\/proxy\.example:3128: MQTT\.js goes through a SOCKS proxy only/);
+      expect(build('wss://b.example/mqtt').socksProxy).toBeUndefined(); // not its variable: no error either
+    } finally {
+      vi.unstubAllEnvs();
+    }
+    expect(build('mqtt://b.example').socksProxy).toBeUndefined();
+  });
+
   it('builds mutual TLS options with SNI for mqtts', () => {
     const secrets = { password: null, ca: Buffer.from('CA'), cert: Buffer.from('CERT'), key: Buffer.from('KEY') };
     const o = buildClientOptions({
@@ -292,6 +314,13 @@ describe('failure descriptions', () => {
     [null, secure, 'closed', /closed the connection before accepting it; check mqtt\.ca\/cert\/key/],
     [null, plain, 'closed', /closed the connection before accepting it/],
     [new MqttSetupError('cannot read mqtt.passwordFile /x: no such file'), plain, 'setup', /^mqtt setup failed: cannot read mqtt\.passwordFile \/x: no such file; retrying$/],
+    // The socks package's SocksClientError (name "Error") carries the proxy in options.proxy.
+    [Object.assign(err('connect ECONNREFUSED 198.51.100.9:1080', 'ECONNREFUSED'), { options: { proxy: { host: '198.51.100.9', port: 1080, type: 5 } } }), secure, 'network',
+      /^mqtt connection failed: through the SOCKS proxy 198\.51\.100\.9:1080 \(MQTTJS_SOCKS_PROXY\): connect ECONNREFUSED 198\.51\.100\.9:1080; is the proxy up and reachable\? Check MQTTJS_SOCKS_PROXY, or unset it/],
+    [Object.assign(err('Socks5 proxy rejected connection - ConnectionRefused'), { options: { proxy: { host: 'p', port: 1080 } } }), plain, 'network',
+      /: Socks5 proxy rejected connection - ConnectionRefused; the proxy would not or could not reach the broker at b\.example:1883: check mqtt\.url/],
+    [Object.assign(err('Received invalid Socks5 initial handshake (no accepted authentication type)'), { options: { proxy: { host: 'p', port: 1081 } } }), plain, 'network',
+      /; the proxy asks for a user name and password, which MQTT\.js does not send: let it admit this host without them, or reach the broker over wss:\/\/ through an HTTP proxy$/],
   ])('%s', (e, broker, kind, line) => {
     const f = describeMqttFailure(e, broker, false);
     expect(f.kind).toBe(kind);
