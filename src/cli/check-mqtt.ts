@@ -82,7 +82,9 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
   const presented = brokerCertificate(m.url, r.client, r.wsSocket);
   closeClient(r.client);
   const as = m.username !== null ? `, as ${m.username}` : '';
-  const socks = r.client.options.socksProxy;
+  // MQTT.js copies MQTTJS_SOCKS_PROXY into every client's options, ws:// and wss:// too, which
+  // do not use it (buildClientOptions sets it for mqtt:// and mqtts:// only).
+  const socks = parseBrokerUrl(m.url).scheme.startsWith('ws') ? undefined : r.client.options.socksProxy;
   const via = socks ? ` through the SOCKS proxy ${socks} (${MQTT_SOCKS_VARIABLE})` : '';
   return {
     check: {

@@ -67,6 +67,21 @@ describe('vxedge check: the mqtt line', () => {
     expect(r.clients[0]!.ended).toBe(true); // closed again at once
   });
 
+  it('through the SOCKS proxy MQTTJS_SOCKS_PROXY names, for mqtt:// and mqtts:// only: the line says so; ws:// and wss://, which MQTT.js hands it too but do not use it, do not', async () => {
+    vi.stubEnv('MQTTJS_SOCKS_PROXY', 'socks5://198.51.100.9:1080');
+    // As MQTT.js does: it copies the variable into the options of a client that has none.
+    const copied = (): Script => (c) => {
+      c.options.socksProxy ??= process.env.MQTTJS_SOCKS_PROXY;
+      c.emit('connect', {});
+    };
+    const plain = rig([copied()]);
+    expect((await mqttPreflight(cfg({ url: 'mqtt://broker.test:1883' }), plain.io))?.check.detail)
+      .toBe('mqtt://broker.test:1883: connected (MQTT 5.0) through the SOCKS proxy socks5://198.51.100.9:1080 (MQTTJS_SOCKS_PROXY)');
+    const ws = rig([copied()]);
+    expect((await mqttPreflight(cfg({ url: 'ws://broker.test:8080/mqtt' }), ws.io))?.check.detail).toBe('ws://broker.test:8080/mqtt: connected (MQTT 5.0)');
+    expect(ws.clients[0]!.options.socksProxy).toBe('socks5://198.51.100.9:1080'); // there, and unused
+  });
+
   it('a broker that speaks only 3.1.1 is asked again in 3.1.1', async () => {
     const r = rig([refuse(132, 'Unsupported Protocol Version'), accept()]);
     const line = await mqttPreflight(cfg({ url: 'mqtt://broker.test:1883' }), r.io);
