@@ -31,7 +31,7 @@ export interface MqttPreflight {
 
 /** A connection as the gateway makes it, or the failure in the gateway's words (without "retrying"). */
 export type GatewayConnection =
-  | { client: MqttClient; version: ProtocolVersion; wsSocket: TLSSocket | null; error?: undefined }
+  | { client: MqttClient; version: ProtocolVersion; wsSocket: TLSSocket | null; socksProxy: string | null; error?: undefined }
   | { error: string; client?: undefined };
 
 /**
@@ -42,9 +42,16 @@ export type GatewayConnection =
 export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who: string, clientId: string, io: ConnectIo, waitMs: number): Promise<GatewayConnection> {
   let secrets: MqttSecrets;
   let wsSocket: TLSSocket | null = null;
-  const options = (protocolVersion: ProtocolVersion) => buildClientOptions({
-    mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs, onTlsSocket: (socket) => (wsSocket = socket),
-  });
+  // The SOCKS proxy the options chose (mqtt:// and mqtts:// only; MQTT.js copies the variable
+  // into a ws:// client's options too, where it is not used).
+  let socksProxy: string | null = null;
+  const options = (protocolVersion: ProtocolVersion) => {
+    const o = buildClientOptions({
+      mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs, onTlsSocket: (socket) => (wsSocket = socket),
+    });
+    socksProxy = o.socksProxy ?? null;
+    return o;
+  };
   let version: ProtocolVersion = 5;
   let r: ConnectResult;
   try {
@@ -59,7 +66,7 @@ export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who:
     version = 4;
     r = await connectOnce(io, m.url, options(version), waitMs);
   }
-  if (r.client) return { client: r.client, version, wsSocket };
+  if (r.client) return { client: r.client, version, wsSocket, socksProxy };
   const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, {
     tls: { nowMs: io.clock.now(), synchronised: io.clock.synchronised?.() ?? null, clientCert: secrets.cert ? certValidity(secrets.cert) : null },
   });
@@ -82,10 +89,7 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
   const presented = brokerCertificate(m.url, r.client, r.wsSocket);
   closeClient(r.client);
   const as = m.username !== null ? `, as ${m.username}` : '';
-  // MQTT.js copies MQTTJS_SOCKS_PROXY into every client's options, ws:// and wss:// too, which
-  // do not use it (buildClientOptions sets it for mqtt:// and mqtts:// only).
-  const socks = parseBrokerUrl(m.url).scheme.startsWith('ws') ? undefined : r.client.options.socksProxy;
-  const via = socks ? ` through the SOCKS proxy ${socks} (${MQTT_SOCKS_VARIABLE})` : '';
+  const via = r.socksProxy ? ` through the SOCKS proxy ${r.socksProxy} (${MQTT_SOCKS_VARIABLE})` : '';
   return {
     check: {
       name: 'mqtt', ok: true,

@@ -9,6 +9,7 @@ import { classifyExistingDevice } from '../control/device.js';
 import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
 import { checkClock, checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
+import { parseBrokerUrl } from '../health/mqtt-options.js';
 import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { readClockSync } from '../util/clock-sync.js';
@@ -86,9 +87,8 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
 
 /** The peers whose certificates this machine's clock judges: what a wrong clock breaks. */
 export function tlsPeers(cfg: Pick<Config, 'mqtt' | 'cluster'>): string[] {
-  const url = cfg.mqtt.url ?? '';
   return [
-    ...(/^(mqtts|wss):/i.test(url) ? ['the broker'] : []),
+    ...(cfg.mqtt.url !== null && parseBrokerUrl(cfg.mqtt.url).secure ? ['the broker'] : []),
     ...(cfg.cluster.source === 'kubernetes' ? ['the API server'] : []),
     ...(cfg.cluster.source === 'etcd' && cfg.cluster.etcd.endpoints.some((e) => /^https:/i.test(e)) ? ['etcd'] : []),
   ];
