@@ -298,6 +298,12 @@ export function checkClock(nowMs: number, sync: ClockSync | Error, tlsPeers: rea
   if (sync instanceof Error) {
     return { name: 'clock', ok: true, detail: `${clockSays(nowMs)}; whether network time keeps it is not known (${sync.message})` };
   }
+  if (sync.source === 'timesyncd') {
+    return {
+      name: 'clock', ok: true,
+      detail: `${clockSays(nowMs, true)} (systemd-timesyncd last synchronised it at ${utcMinute(sync.lastSyncMs)}; the kernel would not say: ${sync.kernelRefused})`,
+    };
+  }
   if (sync.synchronised) {
     return { name: 'clock', ok: true, detail: `${clockSays(nowMs, true)} (estimated error ${formatMs(sync.estErrorMs)})` };
   }

@@ -5,6 +5,13 @@
 // clock, so the kernel's answer holds whatever the daemon. A clock kept by its host (a VM's
 // kvm-clock, a container) is right without any daemon and still reads unsynchronised here:
 // so "unsynchronised" is a reason to doubt the clock, never a fault by itself.
+//
+// Where the kernel cannot be asked (the systemd unit's ProtectClock=yes refuses adjtimex, even
+// the read), systemd-timesyncd's own mark stands in: it touches TIMESYNCD_MARKER at each
+// synchronisation (systemd 239 and later, for systemd-time-wait-sync), and /run is emptied at
+// boot, so the file says "network time set this clock since boot". chrony and ntpd leave no
+// such mark; with them and no adjtimex the answer stays "not known".
+import { statSync } from 'node:fs';
 import { nativeBinding, type NativeClockState } from '../native/index.js';
 
 /** adjtimex's "clock not synchronised" return (TIME_ERROR in <sys/timex.h>). */
@@ -17,36 +24,66 @@ export const TIME_ERROR = 5;
  */
 export const WRITTEN_MS = Date.UTC(2026, 11, 7);
 
-export interface ClockSync {
-  /** Kept by network time: adjtimex did not return TIME_ERROR. */
-  synchronised: boolean;
-  /** The kernel's estimated and maximum error, ms (16 s, its cap, when nothing keeps it). */
-  estErrorMs: number;
-  maxErrorMs: number;
-}
+/** The file systemd-timesyncd touches at each synchronisation (systemd-timesyncd.service(8)). */
+export const TIMESYNCD_MARKER = '/run/systemd/timesync/synchronized';
+
+export type ClockSync =
+  | {
+    source: 'kernel';
+    /** Kept by network time: adjtimex did not return TIME_ERROR. */
+    synchronised: boolean;
+    /** The kernel's estimated and maximum error, ms (16 s, its cap, when nothing keeps it). */
+    estErrorMs: number;
+    maxErrorMs: number;
+  }
+  | {
+    /** The kernel could not be asked (`kernelRefused` says why); timesyncd's mark says it set the clock. */
+    source: 'timesyncd';
+    synchronised: true;
+    /** When it last did (the mark's mtime), ms since the epoch. */
+    lastSyncMs: number;
+    kernelRefused: string;
+  };
 
 /** What adjtimex's answer means. */
 export function clockSync(s: NativeClockState): ClockSync {
-  return { synchronised: s.state !== TIME_ERROR, estErrorMs: s.estErrorUs / 1000, maxErrorMs: s.maxErrorUs / 1000 };
+  return { source: 'kernel', synchronised: s.state !== TIME_ERROR, estErrorMs: s.estErrorUs / 1000, maxErrorMs: s.maxErrorUs / 1000 };
 }
 
-/** The kernel's answer now; an Error (with its reason) when it cannot be asked (no addon, a refused syscall). */
-export function readClockSync(read: () => NativeClockState = () => nativeBinding().clockState()): ClockSync | Error {
+/** When systemd-timesyncd last synchronised the clock since boot (its mark's mtime); null: it has not, or there is none. */
+export function timesyncdLastSync(marker = TIMESYNCD_MARKER): number | null {
+  try {
+    return statSync(marker).mtimeMs;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The kernel's answer now; where it cannot be asked (no addon, a refused syscall), timesyncd's
+ * mark if there is one, else an Error with the kernel's reason.
+ */
+export function readClockSync(
+  read: () => NativeClockState = () => nativeBinding().clockState(),
+  lastSync: () => number | null = timesyncdLastSync,
+): ClockSync | Error {
   try {
     return clockSync(read());
   } catch (e) {
-    return e instanceof Error ? e : new Error(String(e));
+    const err = e instanceof Error ? e : new Error(String(e));
+    const lastSyncMs = lastSync();
+    return lastSyncMs === null ? err : { source: 'timesyncd', synchronised: true, lastSyncMs, kernelRefused: err.message };
   }
 }
 
 /**
  * Whether network time keeps the clock that reads `nowMs`, for the words beside that
  * reading: false for a reading before WRITTEN_MS whatever the kernel says (never set; or a
- * preloaded libfaketime, which the kernel does not see), else the kernel's answer; null when
- * it cannot be asked.
+ * preloaded libfaketime, which the kernel does not see), else the kernel's answer (or
+ * timesyncd's mark where the kernel cannot be asked); null when neither says.
  */
-export function clockSynchronised(nowMs: number, read?: () => NativeClockState): boolean | null {
+export function clockSynchronised(nowMs: number, read?: () => NativeClockState, lastSync?: () => number | null): boolean | null {
   if (nowMs < WRITTEN_MS) return false;
-  const r = readClockSync(read);
+  const r = readClockSync(read, lastSync);
   return r instanceof Error ? null : r.synchronised;
 }

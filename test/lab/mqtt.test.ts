@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
-import { checkCommand, clockWordsHere, settableClock, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
+import { checkCommand, clockWordsHere, protectClock, settableClock, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import { datedCert } from '../support/kube-pki.mjs';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -574,6 +574,20 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       const here = await checkCommand(env.NS_GW, file, 'clock');
       expect(here.code, here.stdout).toBe(0);
       expect(here.line).toMatch(new RegExp(String.raw`^ok +clock +this machine's clock says \d{4}-\d\d-\d\d \d\d:\d\d UTC${clockWordsHere()}`));
+    });
+
+    it("(d) `vxedge check` where the kernel will not say whether network time keeps the clock (the unit's ProtectClock=yes): systemd-timesyncd's mark says it, else it is not known", async () => {
+      const file = await writeLabConfig(env, dir, 'check-protect-clock.json', { extra: { mqtt: { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey } } });
+      const synced = new Date(Date.now() - 7 * 60_000);
+      const marked = await checkCommand(env.NS_GW, file, 'clock', { wrap: await protectClock(dir, synced) });
+      console.log(`vxedge check, adjtimex refused, timesyncd's mark:\n${marked.line}`);
+      expect(marked.code, marked.stdout).toBe(0);
+      expect(marked.line).toMatch(new RegExp(
+        String.raw`^ok +clock +this machine's clock says \d{4}-\d\d-\d\d \d\d:\d\d UTC, kept by network time \(systemd-timesyncd last synchronised it at ` +
+        `${synced.toISOString().slice(0, 16).replace('T', ' ')} UTC; the kernel would not say: adjtimex: operation not permitted \\(EPERM\\)\\)$`,
+      ));
+      const unmarked = await checkCommand(env.NS_GW, file, 'clock', { wrap: await protectClock(dir, null) });
+      expect(unmarked.line).toMatch(/^ok +clock +this machine's clock says \d{4}-\d\d-\d\d \d\d:\d\d UTC; whether network time keeps it is not known \(adjtimex: operation not permitted \(EPERM\)\)$/);
     });
 
     it('(d) a broker certificate from an unknown CA: clear log, retries', async () => {

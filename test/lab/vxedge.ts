@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { ensureDistCurrent } from '../support/dist.js';
-import { REPO_ROOT, nsExec, nsSpawn, waitExit, waitFor, type LabEnv } from './harness.js';
+import { REPO_ROOT, nsExec, nsSpawn, run, waitExit, waitFor, type LabEnv } from './harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
 import { clockSynchronised } from '../../src/util/clock-sync.js';
 
@@ -65,6 +65,25 @@ export function settableClock(file: string, start: string): { preload: Preload; 
  */
 export function kernelKeepsClock(): boolean | null {
   return clockSynchronised(Date.now());
+}
+
+/**
+ * The argv prefix that runs a command as the systemd unit's ProtectClock=yes would, which the
+ * lab cannot run the unit under: the clock system calls refused by a seccomp filter
+ * (test/lab/protect-clock.c, built into `dir`), in a mount namespace of its own whose /run is
+ * empty but for systemd-timesyncd's mark when `timesyncdMark` is given (its mtime: when
+ * timesyncd last synchronised the clock). The host's /run is never touched.
+ */
+export async function protectClock(dir: string, timesyncdMark: Date | null): Promise<string[]> {
+  const bin = path.join(dir, 'protect-clock');
+  if (!existsSync(bin)) {
+    const r = await run(['gcc', '-O2', '-Wall', '-Werror', '-o', bin, path.join(REPO_ROOT, 'test', 'lab', 'protect-clock.c')]);
+    if (r.code !== 0) throw new Error(`gcc protect-clock.c: ${r.stderr}`);
+  }
+  const mark = timesyncdMark
+    ? `mkdir -p /run/systemd/timesync && touch -d @${Math.floor(timesyncdMark.getTime() / 1000)} /run/systemd/timesync/synchronized && `
+    : '';
+  return ['unshare', '--mount', '--propagation', 'private', 'sh', '-ec', `mount -t tmpfs tmpfs /run && ${mark}exec "$@"`, 'protect-clock', bin];
 }
 
 /** The words the gateway puts after its clock's reading here (no regex specials in them). */
@@ -291,11 +310,11 @@ export async function startGateway(env: LabEnv, o: GatewayOptions = {}): Promise
 
 /** `vxedge check -c FILE` in namespace `ns`: its exit code, its `check` line (with its fix line; default the `cluster` one), all it printed, how long it took. */
 export async function checkCommand(
-  ns: string, file: string, check = 'cluster', o: { preload?: Preload; env?: Record<string, string> } = {},
+  ns: string, file: string, check = 'cluster', o: { preload?: Preload; env?: Record<string, string>; wrap?: string[] } = {},
 ): Promise<{ code: number | null; line: string; stdout: string; ms: number }> {
   const t0 = performance.now();
   const vars = [...(o.preload ? preloadEnv(o.preload) : []), ...Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`)];
-  const r = await nsExec(ns, [...(vars.length ? ['env', ...vars] : []), 'node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
+  const r = await nsExec(ns, [...(o.wrap ?? []), ...(vars.length ? ['env', ...vars] : []), 'node', CLI, 'check', '-c', file], { timeoutMs: 30_000 });
   const ms = performance.now() - t0;
   const lines = r.stdout.split('\n');
   const i = lines.findIndex((l) => new RegExp(`^(ok|FAIL) +${check} `).test(l));
