@@ -10,10 +10,9 @@ import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
 import { connectOnce, type ConnectIo, type ConnectResult } from '../health/mqtt-connect.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
-import { MqttSetupError, brokerCertificate, buildClientOptions, closeClient, markedClientId, loadSecrets, parseBrokerUrl, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
+import { MqttSetupError, brokerCertificate, buildClientOptions, closeClient, connectClient, proxyUsed, type ProxyUsed, markedClientId, loadSecrets, parseBrokerUrl, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock } from '../util/clock.js';
 import { certValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { MQTT_SOCKS_VARIABLE } from '../util/http-proxy.js';
 
 /** How long `vxedge check` waits for the broker's answer. */
 export const MQTT_CHECK_WAIT_MS = 8_000;
@@ -31,7 +30,7 @@ export interface MqttPreflight {
 
 /** A connection as the gateway makes it, or the failure in the gateway's words (without "retrying"). */
 export type GatewayConnection =
-  | { client: MqttClient; version: ProtocolVersion; wsSocket: TLSSocket | null; socksProxy: string | null; error?: undefined }
+  | { client: MqttClient; version: ProtocolVersion; wsSocket: TLSSocket | null; proxy: ProxyUsed | null; error?: undefined }
   | { error: string; client?: undefined };
 
 /**
@@ -42,14 +41,14 @@ export type GatewayConnection =
 export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who: string, clientId: string, io: ConnectIo, waitMs: number): Promise<GatewayConnection> {
   let secrets: MqttSecrets;
   let wsSocket: TLSSocket | null = null;
-  // The SOCKS proxy the options chose (mqtt:// and mqtts:// only; MQTT.js copies the variable
-  // into a ws:// client's options too, where it is not used).
-  let socksProxy: string | null = null;
+  // The proxy the options chose (MQTT.js copies MQTTJS_SOCKS_PROXY into a ws:// client's
+  // options too, where it is not used: not o.socksProxy).
+  let proxy: ProxyUsed | null = null;
   const options = (protocolVersion: ProtocolVersion) => {
     const o = buildClientOptions({
       mqtt: m, clientId, statusTopic: null, protocolVersion, secrets, connectTimeoutMs: waitMs, onTlsSocket: (socket) => (wsSocket = socket),
     });
-    socksProxy = o.socksProxy ?? null;
+    proxy = proxyUsed(o);
     return o;
   };
   let version: ProtocolVersion = 5;
@@ -66,7 +65,7 @@ export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who:
     version = 4;
     r = await connectOnce(io, m.url, options(version), waitMs);
   }
-  if (r.client) return { client: r.client, version, wsSocket, socksProxy };
+  if (r.client) return { client: r.client, version, wsSocket, proxy };
   const f = describeMqttFailure(r.err, parseBrokerUrl(m.url), false, {
     tls: { nowMs: io.clock.now(), synchronised: io.clock.synchronised?.() ?? null, clientCert: secrets.cert ? certValidity(secrets.cert) : null },
   });
@@ -78,7 +77,7 @@ export async function connectAsGateway(m: Config['mqtt'] & { url: string }, who:
 }
 
 /** The `mqtt` check; null when mqtt.url is not set. */
-export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url, opts) => mqtt.connect(url, opts), clock: systemClock }, waitMs = MQTT_CHECK_WAIT_MS): Promise<MqttPreflight | null> {
+export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url, opts) => connectClient(mqtt, url, opts), clock: systemClock }, waitMs = MQTT_CHECK_WAIT_MS): Promise<MqttPreflight | null> {
   const m = cfg.mqtt;
   if (!m.url) return null;
   const where = maskUrl(m.url);
@@ -89,7 +88,7 @@ export async function mqttPreflight(cfg: Config, io: ConnectIo = { connect: (url
   const presented = brokerCertificate(m.url, r.client, r.wsSocket);
   closeClient(r.client);
   const as = m.username !== null ? `, as ${m.username}` : '';
-  const via = r.socksProxy ? ` through the SOCKS proxy ${r.socksProxy} (${MQTT_SOCKS_VARIABLE})` : '';
+  const via = r.proxy ? ` through the ${r.proxy.kind} proxy ${r.proxy.url} (${r.proxy.from})` : '';
   return {
     check: {
       name: 'mqtt', ok: true,

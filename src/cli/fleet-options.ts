@@ -65,7 +65,7 @@ const QUIET_MS = 300;
 const MAX_PACKET = MAX_HEALTH_BYTES + 70_000;
 
 const DEFAULT_MQTT: MqttConfig = {
-  url: null, topicPrefix: 'vxedge', interval: 30_000, username: null, password: null, passwordFile: null, ca: null, cert: null, key: null,
+  url: null, proxy: null, topicPrefix: 'vxedge', interval: 30_000, username: null, password: null, passwordFile: null, ca: null, cert: null, key: null,
 };
 
 export interface FleetOptions {

@@ -26,7 +26,7 @@ import { ConfigError } from '../config/types.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../health/mqtt-backoff.js';
 import { connectOnce, type ConnectResult } from '../health/mqtt-connect.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../health/mqtt-errors.js';
-import { MqttSetupError, closeClient, ignoredTlsKeys, loadSecrets, topics, type FileReader, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
+import { MqttSetupError, closeClient, connectClient, ignoredTlsKeys, loadSecrets, topics, type FileReader, type MqttSecrets, type ProtocolVersion } from '../health/mqtt-options.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import { formatDuration } from '../util/duration.js';
 import { certValidity } from '../util/tls-failure.js';
@@ -64,7 +64,7 @@ const defaultIo: FleetIo = {
   stderr: (s) => void process.stderr.write(s),
   clock: systemClock,
   env: process.env,
-  connect: (url, opts) => mqtt.connect(url, opts),
+  connect: (url, opts) => connectClient(mqtt, url, opts),
   readFile: fsReadFile,
   random: Math.random,
   interrupted: () => {

@@ -19,7 +19,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import type { CheckResult } from '../health/document.js';
-import { closeClient, markedClientId, topics } from '../health/mqtt-options.js';
+import { closeClient, connectClient, markedClientId, topics } from '../health/mqtt-options.js';
 import type { ConnectIo } from '../health/mqtt-connect.js';
 import { clearRetained, readRetained } from '../health/mqtt-retained.js';
 import { readStatus, StatusFileError } from '../health/status-file.js';
@@ -140,7 +140,7 @@ const AGAIN = 'run vxedge retire again: what it removed stays removed, and it cl
 async function brokerStep(cfg: Config, o: RetireOptions, clock: Clock, waitMs: number): Promise<{ line: CheckResult; online: boolean; client: MqttClient | null }> {
   const url = cfg.mqtt.url!;
   const where = maskUrl(url);
-  const io = o.mqttIo ?? { connect: (u, opts) => mqtt.connect(u, opts), clock };
+  const io = o.mqttIo ?? { connect: (u, opts) => connectClient(mqtt, u, opts), clock };
   const c = await connectAsGateway({ ...cfg.mqtt, url }, 'vxedge retire', retireClientId(cfg), io, waitMs);
   if (c.error !== undefined) {
     return { line: { name: 'mqtt', ok: false, detail: `${where}: ${c.error} (the retained status and health stay on the broker)`, fix: `once the broker answers, ${AGAIN}` }, online: false, client: null };

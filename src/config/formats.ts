@@ -8,6 +8,7 @@
 import { isIPv4, ipToInt, isUnicastIPv4, parseCidr } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
 import { parseDuration } from '../util/duration.js';
+import { mqttProxy } from '../util/http-proxy.js';
 import { show } from '../util/show.js';
 import type { Cidr, HostPort, PeerConfig } from './types.js';
 
@@ -278,6 +279,17 @@ function checkMqttUrl(s: string): void {
   if (url.hostname === '') throw new Error(`${show(maskUrl(s))} names no broker host`);
 }
 
+/** mqtt.proxy: util/http-proxy.ts says what is wrong with a URL; the value is shown here, its password masked. */
+function checkMqttProxy(s: string): void {
+  checkHasScheme(s, 'http', 'leave mqtt.proxy out for the proxy variables');
+  try {
+    new URL(s);
+  } catch {
+    throw new Error(`${show(maskUrl(s))} is not a URL (expected http://HOST:PORT, e.g. http://proxy.example:3128)`);
+  }
+  mqttProxy(s);
+}
+
 /** An etcd v3 endpoint: http(s)://host:port. */
 function checkEtcdEndpoint(s: string): string {
   checkHasScheme(s, 'https', 'http:// without TLS');
@@ -456,6 +468,7 @@ export const formats = {
   cidr: fromParser<Cidr>('cidr', 'an IPv4 CIDR such as 10.244.0.0/16', parseCidr, false, (v) => parseCidr(v as string)),
   macOrNull: fromParser<string | null>('mac-or-null', 'a MAC address aa:bb:cc:dd:ee:ff or null', parseMac, true, nullOr((v) => parseMac(v as string))),
   mqttUrlOrNull: fromParser<string | null>('mqtt-url-or-null', 'an mqtt://, mqtts://, ws:// or wss:// URL, or null', checkMqttUrl, true),
+  mqttProxyOrNull: fromParser<string | null>('mqtt-proxy-or-null', 'an http://HOST:PORT proxy URL, or null', checkMqttProxy, true),
   topicLevel: fromParser('topic-level', 'an MQTT topic level such as "vxedge"', checkTopicPrefix),
   annotationPrefix: fromParser('annotation-prefix', `flanneld's --kube-annotation-prefix, e.g. "${DEFAULT_ANNOTATION_PREFIX}"`, completeAnnotationPrefix),
   etcdPrefix: fromParser('etcd-prefix', 'an etcd key prefix such as "/coreos.com/network"', checkEtcdPrefix),

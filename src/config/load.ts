@@ -191,7 +191,7 @@ function envTypos(env: NodeJS.ProcessEnv, known: string[]): ConfigProblem[] {
 
 function mask(key: string, v: unknown): unknown {
   if (SENSITIVE_KEYS.has(key) && v !== null && v !== undefined) return MASK;
-  return key === 'mqtt.url' && typeof v === 'string' ? maskUrl(v) : v;
+  return (key === 'mqtt.url' || key === 'mqtt.proxy') && typeof v === 'string' ? maskUrl(v) : v;
 }
 
 function leafProblems(key: string, spec: Leaf<unknown>, v: unknown): ConfigProblem[] {

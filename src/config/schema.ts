@@ -217,7 +217,15 @@ export function buildSchema(hostname: string = os.hostname()) {
       },
     },
     mqtt: {
-      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull }),
+      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. Unless mqtt.proxy is set, ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull }),
+      proxy: leaf({
+        doc:
+          'HTTP proxy to the broker, http://[USER:PASSWORD@]HOST:PORT, reached with HTTP CONNECT whatever the scheme of mqtt.url (mqtts:// too: ' +
+          'a client certificate, as AWS IoT Core takes on port 443, cannot ride a WebSocket); wins over the proxy variables and NO_PROXY. null: as mqtt.url says.',
+        default: null,
+        format: f.mqttProxyOrNull,
+        extension: true,
+      }),
       topicPrefix: leaf({ doc: 'First topic level: {topicPrefix}/{site}/{node}/status and /health.', default: 'vxedge', format: f.topicLevel }),
       interval: leaf({ doc: 'Health publishing period; also published at once on any state change (changes that keep coming: one document every 5 s).', default: '30s', format: f.duration }),
       username: leaf({ doc: 'Broker user name.', default: null, format: f.stringOrNull }),

@@ -1,6 +1,6 @@
 // One plain-words log line per MQTT failure: what failed and which config key or what on
 // the broker side to check. Pure, so the wording can be tested without a broker.
-import { MQTT_SOCKS_VARIABLE } from '../util/http-proxy.js';
+import { MQTT_PROXY_KEY, MQTT_SOCKS_VARIABLE, ProxyTunnelError } from '../util/http-proxy.js';
 import { explainTls, opensslReason, type TlsContext, type TlsWords } from '../util/tls-failure.js';
 import { MqttSetupError, type BrokerUrl } from './mqtt-options.js';
 
@@ -31,6 +31,22 @@ export type ErrLike = Error & { code?: string | number; reason?: unknown };
 
 /** The broker's TLS settings, for the shared words (util/tls-failure.ts). */
 const TLS_WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cert', key: 'mqtt.key', host: 'mqtt.url', files: 'check mqtt.ca/cert/key' };
+
+/**
+ * A tunnel the HTTP proxy did not open (mqtt.proxy, or HTTP(S)_PROXY for a WebSocket): the
+ * proxy's own words (util/http-proxy.ts ConnectTunnel), and what to do about them. A 401 or
+ * 407 already says what to put where.
+ */
+function tunnelFailure(err: ErrLike | null, broker: BrokerUrl): string | null {
+  if (!(err instanceof ProxyTunnelError)) return null;
+  const named = err.proxy.from === MQTT_PROXY_KEY ? MQTT_PROXY_KEY : err.proxy.from.replace(/=.*/, '');
+  if (err.status === null) return `${err.message}; is the proxy up and reachable? Check ${named}`;
+  if (err.status === 401 || err.status === 407) return err.message;
+  if (err.status === 403) {
+    return `${err.message}; it does not let CONNECT through to port ${broker.port} (many proxies allow 443 only): have it allowed, or use a port of the broker it allows`;
+  }
+  return `${err.message}; it could not or would not reach the broker at ${broker.host}:${broker.port}`;
+}
 
 /**
  * A failure of the SOCKS proxy MQTTJS_SOCKS_PROXY names (the socks package's SocksClientError,
@@ -132,6 +148,8 @@ export function describeMqttFailure(err: ErrLike | null, broker: BrokerUrl, conn
   }
   const socks = socksFailure(err, where);
   if (socks) return { kind: 'network', line: `mqtt connection failed: ${socks}` };
+  const tunnel = tunnelFailure(err, broker);
+  if (tunnel) return { kind: 'network', line: `mqtt connection failed: ${tunnel}` };
   if (isTlsError(err)) {
     const reason = tlsReason(err!);
     const e = explainTls(`${reason} ${String(err!.code ?? '')}`, TLS_WORDS, tls);

@@ -7,12 +7,13 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFile as fsReadFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { checkServerIdentity, connect as tlsConnect, createSecureContext, type ConnectionOptions, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { ConnectTunnel, ProxyConfigError, connectTarget, mqttSocksProxy, tlsThrough, webSocketProxyFor } from '../util/http-proxy.js';
+import { ConnectTunnel, MQTT_SOCKS_VARIABLE, ProxyConfigError, connectTarget, mqttProxy, mqttSocksProxy, tlsThrough, webSocketProxyFor } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -192,13 +193,18 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     if (wantsAwsAlpn(broker)) o.ALPNProtocols = ['x-amzn-mqtt-ca'];
   }
   const onTlsSocket = i.onTlsSocket;
-  // Over a WebSocket, through the proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names, as
-  // an HTTP client goes (util/http-proxy.ts); mqtt:// and mqtts:// direct, or through the SOCKS
-  // proxy MQTTJS_SOCKS_PROXY names (MQTT.js's own, checked here, within the connect timeout).
+  // Through the HTTP proxy mqtt.proxy names, whatever the scheme. Else over a WebSocket,
+  // through the proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names, as an HTTP client goes
+  // (util/http-proxy.ts); mqtt:// and mqtts:// direct, or through the SOCKS proxy
+  // MQTTJS_SOCKS_PROXY names (MQTT.js's own, checked here, within the connect timeout).
   const overWs = broker.scheme === 'wss' || broker.scheme === 'ws';
-  const proxy = overWs ? proxyOf(() => webSocketProxyFor(m.url!)) : null;
-  const socks = overWs ? null : proxyOf(() => mqttSocksProxy());
+  const own = m.proxy ? proxyOf(() => mqttProxy(m.proxy!)) : null;
+  const proxy = own ?? (overWs ? proxyOf(() => webSocketProxyFor(m.url!)) : null);
+  const socks = own || overWs ? null : proxyOf(() => mqttSocksProxy());
+  const extra = o as Extra;
+  if (proxy) extra[THROUGH] = { kind: 'HTTP', url: `http://${connectTarget(proxy.host, proxy.port)}`, from: proxy.from.replace(/=.*/, '') };
   if (socks) {
+    extra[THROUGH] = { kind: 'SOCKS', url: socks.url, from: MQTT_SOCKS_VARIABLE };
     o.socksProxy = socks.url;
     o.socksTimeout = o.connectTimeout;
     // MQTT.js's TLS transport hands tls.connect the proxy's socket without the broker's host, so
@@ -220,8 +226,60 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     o.wsOptions = { createConnection } as unknown as IClientOptions['wsOptions'];
   } else if (broker.scheme === 'ws' && proxy) {
     o.wsOptions = { createConnection: () => new ConnectTunnel(proxy, target) } as unknown as IClientOptions['wsOptions'];
+  } else if (proxy) {
+    // mqtt:// and mqtts://: MQTT.js's own transports go direct or through SOCKS only, so
+    // connectClient builds the client over this stream instead, with the TLS options a direct
+    // connection takes (the broker's host for the certificate's name, as tls.connect checks it).
+    const tlsOptions: ConnectionOptions = {
+      host: broker.host, servername: o.servername, rejectUnauthorized: true, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.ALPNProtocols as string[] | undefined,
+    };
+    extra[OWN_STREAM] = (client) => {
+      const stream = broker.secure ? tlsThrough(proxy, target, tlsOptions) : new ConnectTunnel(proxy, target);
+      // MqttClient passes on only errors with a code (a socket's, TLS's); the proxy's refusals
+      // have none, and would otherwise leave a bare 'close'.
+      stream.on('error', (e: Error & { code?: unknown }) => {
+        if (e.code === undefined) client.emit('error', e);
+      });
+      return stream;
+    };
   }
   return o;
+}
+
+/** What buildClientOptions adds to MQTT.js's options for its own use (MQTT.js ignores symbol keys). */
+const OWN_STREAM = Symbol('vxedge.mqtt.ownStream');
+const THROUGH = Symbol('vxedge.mqtt.through');
+interface Extra {
+  [OWN_STREAM]?: (client: MqttClient) => Duplex;
+  [THROUGH]?: ProxyUsed;
+}
+
+/** The proxy a connection goes through: its kind, URL (no credentials) and the key or variable that named it. */
+export interface ProxyUsed {
+  kind: 'HTTP' | 'SOCKS';
+  url: string;
+  from: string;
+}
+
+/** The proxy a client with these options goes through; null: direct. */
+export function proxyUsed(o: IClientOptions): ProxyUsed | null {
+  return (o as Extra)[THROUGH] ?? null;
+}
+
+/** The mqtt module's parts connectClient uses (the gateway imports it at its first connection). */
+export interface MqttLib {
+  connect(url: string, opts: IClientOptions): MqttClient;
+  MqttClient: new (streamBuilder: (client: MqttClient) => Duplex, opts: IClientOptions) => MqttClient;
+}
+
+/**
+ * A client for `url` with options from buildClientOptions: MQTT.js's connect, or, where the
+ * options carry a stream of their own (mqtt:// and mqtts:// through mqtt.proxy), a client
+ * over it. MqttClient needs no URL: the stream is the connection.
+ */
+export function connectClient(lib: MqttLib, url: string, opts: IClientOptions): MqttClient {
+  const own = (opts as Extra)[OWN_STREAM];
+  return own ? new lib.MqttClient(own, opts) : lib.connect(url, opts);
 }
 
 /** A proxy variable that cannot be used, said as the other setup errors are (its callers tell those in words). */

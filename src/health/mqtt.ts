@@ -26,13 +26,12 @@ import { maskUrl } from '../config/formats.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { certValidity, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { MQTT_SOCKS_VARIABLE } from '../util/http-proxy.js';
 import type { HealthDocument } from './document.js';
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './mqtt-backoff.js';
 import { describeMqttFailure, isTakenOver, isUnsupportedProtocol } from './mqtt-errors.js';
 import {
-  brokerCertificate, buildClientOptions, clientIdFor, closeClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl, topics,
-  type BrokerUrl, type FileReader, type MqttConfig, type ProtocolVersion,
+  brokerCertificate, buildClientOptions, clientIdFor, closeClient, connectClient, healthExpiryS, proxyUsed, ignoredTlsKeys, loadSecrets, parseBrokerUrl, topics,
+  type BrokerUrl, type FileReader, type MqttConfig, type ProtocolVersion, type ProxyUsed,
 } from './mqtt-options.js';
 
 export { backoffDelay, DEFAULT_BACKOFF } from './mqtt-backoff.js';
@@ -299,7 +298,7 @@ export class HealthPublisher {
     this.connectedAt = 0;
     this.wsSocket = null;
     let client: MqttClient;
-    let socks: string | undefined;
+    let proxy: ProxyUsed | null = null;
     try {
       const secrets = await loadSecrets(m, this.o.deps?.readFile);
       if (!this.running || gen !== this.gen) return;
@@ -314,8 +313,11 @@ export class HealthPublisher {
           if (gen === this.gen) this.wsSocket = socket;
         },
       });
-      socks = opts.socksProxy;
-      this.connectFn ??= (await import('mqtt')).default.connect;
+      proxy = proxyUsed(opts);
+      if (!this.connectFn) {
+        const lib = (await import('mqtt')).default;
+        this.connectFn = (url, o) => connectClient(lib, url, o);
+      }
       if (!this.running || gen !== this.gen) return;
       client = this.connectFn(m.url!, opts);
     } catch (e) {
@@ -325,7 +327,7 @@ export class HealthPublisher {
     }
     this.client = client;
     this.o.log.debug('mqtt connecting', { url: maskUrl(m.url!), protocolVersion: this.protocolVersion });
-    client.on('connect', (connack?: { properties?: { maximumPacketSize?: number } }) => this.onConnect(gen, client, connack?.properties?.maximumPacketSize, socks));
+    client.on('connect', (connack?: { properties?: { maximumPacketSize?: number } }) => this.onConnect(gen, client, connack?.properties?.maximumPacketSize, proxy));
     client.on('error', (e: Error & { code?: string | number }) => {
       if (gen !== this.gen) return;
       // The first error of an attempt is the telling one (a TLS alert, then ECONNRESET).
@@ -349,8 +351,8 @@ export class HealthPublisher {
     client.on('close', () => this.ended(gen, client));
   }
 
-  /** `socks`: the SOCKS proxy the connection went through (MQTTJS_SOCKS_PROXY), for the log. */
-  private onConnect(gen: number, client: MqttClient, maximumPacketSize: number | undefined, socks: string | undefined): void {
+  /** `proxy`: the proxy the connection went through, for the log. */
+  private onConnect(gen: number, client: MqttClient, maximumPacketSize: number | undefined, proxy: ProxyUsed | null): void {
     if (gen !== this.gen || !this.running) return;
     this.maxPacket = typeof maximumPacketSize === 'number' && maximumPacketSize > 0 ? maximumPacketSize : null;
     this.brokerCert = brokerCertificate(this.o.mqtt.url!, client, this.wsSocket) ?? this.brokerCert;
@@ -363,7 +365,7 @@ export class HealthPublisher {
     this.inflight = false;
     this.o.log.info('mqtt connected', {
       url: maskUrl(this.o.mqtt.url!), protocol: this.protocolVersion === 5 ? '5.0' : '3.1.1', status: this.t.status,
-      ...(socks ? { proxy: `${socks} (${MQTT_SOCKS_VARIABLE})` } : {}),
+      ...(proxy ? { proxy: `${proxy.url} (${proxy.from})` } : {}),
     });
     try {
       client.publish(this.t.status, 'online', { qos: 1, retain: true }, (err) => {

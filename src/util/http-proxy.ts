@@ -67,6 +67,46 @@ function connectProxy([name, value]: [string, string], only: string): HttpProxy 
   return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80), ...(authorization ? { authorization } : {}), from: `${name}=${redacted(u)}` };
 }
 
+/**
+ * A tunnel the proxy did not open: it could not be reached (`status` null) or answered CONNECT
+ * with `status`. The message says which, naming the proxy and what set it.
+ */
+export class ProxyTunnelError extends Error {
+  override name = 'ProxyTunnelError';
+  constructor(message: string, readonly proxy: HttpProxy, readonly status: number | null) {
+    super(message);
+  }
+}
+
+/** The config key that names the MQTT broker's proxy itself (an extension: MQTT.js has no HTTP proxy of its own). */
+export const MQTT_PROXY_KEY = 'mqtt.proxy';
+
+/**
+ * The HTTP proxy `mqtt.proxy` names (http://[USER:PASSWORD@]HOST[:PORT], port 80 by default
+ * as for HTTP_PROXY): reached with HTTP CONNECT whatever the broker's scheme, so that MQTT
+ * over TLS (an AWS IoT Core client certificate on port 443, which a WebSocket cannot carry)
+ * leaves a site whose only way out is a proxy. Throws an Error saying what is wrong with the
+ * value, without the key (the config loader names it).
+ */
+export function mqttProxy(value: string): HttpProxy {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new Error('is not a URL (expected http://HOST:PORT, e.g. http://proxy.example:3128)'); // the value may hold a password
+  }
+  const shown = redacted(u);
+  if (u.protocol === 'https:') throw new Error(`${shown}: a proxy reached over TLS is not supported; name it by http://HOST:PORT (the broker's own TLS goes through it end to end)`);
+  if (u.protocol !== 'http:') {
+    const socks = /^socks/.test(u.protocol) ? `; for a SOCKS proxy, set ${MQTT_SOCKS_VARIABLE} instead (mqtt:// and mqtts:// only)` : '';
+    throw new Error(`${shown}: the broker is reached through an http:// proxy (HTTP CONNECT)${socks}`);
+  }
+  if (u.hostname === '') throw new Error(`${shown} names no proxy host`);
+  if ((u.pathname && u.pathname !== '/') || u.search || u.hash) throw new Error(`${shown}: a proxy is named by host and port alone; set it to http://${u.host}`);
+  const proxy = connectProxy(['mqtt.proxy', value], '');
+  return { ...proxy, from: MQTT_PROXY_KEY };
+}
+
 /** MQTT.js's own variable for a SOCKS proxy (connect/index.js), read for mqtt:// and mqtts://. */
 export const MQTT_SOCKS_VARIABLE = 'MQTTJS_SOCKS_PROXY';
 
@@ -219,9 +259,10 @@ export class ConnectTunnel extends Duplex {
       const code = /^HTTP\/1\.[01] (\d{3})/.exec(status)?.[1];
       if (code !== '200') {
         // 407 asks for credentials; some proxies (tinyproxy) answer wrong ones with 401.
+        const where = proxy.from === MQTT_PROXY_KEY ? MQTT_PROXY_KEY : 'the variable';
         const hint = code !== '407' && code !== '401' ? ''
-          : proxy.authorization ? ': the proxy refused the user and password in the variable' : ': the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in the variable';
-        this.destroy(this.failure(`"${status.slice(0, 200)}"${hint}`));
+          : proxy.authorization ? `: the proxy refused the user and password in ${where}` : `: the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in ${where}`;
+        this.destroy(this.failure(`"${status.slice(0, 200)}"${hint}`, code ? Number(code) : null));
         return;
       }
       this.connecting = false;
@@ -237,15 +278,15 @@ export class ConnectTunnel extends Duplex {
       this.emit('connect');
     };
     s.on('data', onAnswer);
-    s.on('error', (e) => this.destroy(this.connecting ? new Error(`cannot reach the proxy ${proxy.host}:${proxy.port} (${proxy.from}): ${e.message}`) : e));
+    s.on('error', (e) => this.destroy(this.connecting ? new ProxyTunnelError(`cannot reach the proxy ${proxy.host}:${proxy.port} (${proxy.from}): ${e.message}`, proxy, null) : e));
     s.on('close', () => {
       if (this.connecting) this.destroy(this.failure('the proxy closed the connection before it answered'));
       else if (!this.destroyed) this.destroy();
     });
   }
 
-  private failure(what: string): Error {
-    return new Error(`the proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) answered CONNECT ${this.target} with ${what}`);
+  private failure(what: string, status: number | null = null): ProxyTunnelError {
+    return new ProxyTunnelError(`the proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) answered CONNECT ${this.target} with ${what}`, this.proxy, status);
   }
 
   override _read(): void {

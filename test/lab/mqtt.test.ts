@@ -441,6 +441,51 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       }
     });
 
+    it("mqtts:// through the HTTP proxy mqtt.proxy names (tinyproxy, HTTP CONNECT), as AWS IoT Core's client certificates leave a site whose only way out is a proxy: published, the broker's certificate read through it; the proxy's refusals said as its own", async () => {
+      // Only the proxy, on the broker's box, may reach the broker: the site's own way is refused.
+      const rule = ['INPUT', '-p', 'tcp', '--dport', '8883', '!', '-s', env.INET_WAN_IP, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+      await nsRun(env.NS_INET, ['iptables', '-I', ...rule]);
+      const conf = path.join(dir, 'tinyproxy-mqtts.conf');
+      await writeFile(conf, ['User nobody', 'Group nogroup', 'Port 3129', `Listen ${env.INET_WAN_IP}`, 'Timeout 60', 'LogLevel Connect', 'MaxClients 20',
+        'BasicAuth site s3cret', 'ConnectPort 8883', ''].join('\n'));
+      const proxy = nsSpawn(env.NS_INET, ['timeout', '90', 'tinyproxy', '-d', '-c', conf]);
+      let proxyLog = '';
+      proxy.stdout!.on('data', (d: Buffer) => (proxyLog += d));
+      const at = `${env.INET_WAN_IP}:3129`;
+      const mqtt = { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey };
+      const through = (credentials: string, url = mqtt.url) => ({ extra: { mqtt: { ...mqtt, url, proxy: `http://${credentials}@${at}` } } });
+      try {
+        await waitFor(() => (/Initializing tinyproxy/.test(proxyLog) ? true : null), 10_000);
+        const direct = await checkCommand(env.NS_GW, await writeLabConfig(env, dir, 'check-direct.json', { extra: { mqtt } }), 'mqtt');
+        expect(direct.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: .*(ECONNRESET|ECONNREFUSED|refused)/);
+        const ok = await checkCommand(env.NS_GW, await writeLabConfig(env, dir, 'check-http-proxy.json', through('site:s3cret')), 'mqtt');
+        expect(ok.line, ok.stdout).toMatch(new RegExp(String.raw`^ok +mqtt +mqtts://\S+: connected \(MQTT 5\.0\) through the HTTP proxy http://${at.replace(/\./g, '\\.')} \(mqtt\.proxy\)`));
+        const wrong = await checkCommand(env.NS_GW, await writeLabConfig(env, dir, 'check-http-proxy-pw.json', through('site:wrong')), 'mqtt');
+        expect(wrong.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: the proxy \S+:3129 \(mqtt\.proxy\) answered CONNECT \S+:8883 with "HTTP\/1\.[01] 40[17] [^"]*": the proxy refused the user and password in mqtt\.proxy/);
+        // A port the proxy does not tunnel to (tinyproxy's ConnectPort), and no proxy there at all.
+        const port = await checkCommand(env.NS_GW, await writeLabConfig(env, dir, 'check-http-proxy-port.json', through('site:s3cret', `mqtts://${env.INET_WAN_IP}:8884`)), 'mqtt');
+        expect(port.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: the proxy \S+:3129 \(mqtt\.proxy\) answered CONNECT \S+:8884 with "HTTP\/1\.[01] 403 [^"]*"; it does not let CONNECT through to port 8884/);
+        const none = await checkCommand(env.NS_GW, await writeLabConfig(env, dir, 'check-http-proxy-none.json', { extra: { mqtt: { ...mqtt, proxy: `http://${env.INET_WAN_IP}:3130` } } }), 'mqtt');
+        expect(none.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: cannot reach the proxy \S+:3130 \(mqtt\.proxy\): connect ECONNREFUSED [^;]*; is the proxy up and reachable\? Check mqtt\.proxy/);
+        console.log(`vxedge check through an HTTP proxy:\n${ok.line}\n${wrong.line}\n${port.line}\n${none.line}`);
+
+        const gw = await gateway({ ...mqtt, proxy: `http://site:s3cret@${at}` });
+        await gw.waitUp();
+        expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000, sub)).toBe('online');
+        const certs = (d: HealthDocument) => d.checks.find((c) => c.name === 'certificates');
+        const doc = await healthAfterStart(b, gw, (d) => /\(3 certificates/.test(certs(d)?.detail ?? ''), sub);
+        expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
+        expect(gw.output).toMatch(new RegExp(`"msg":"mqtt connected".*"proxy":"http://${at.replace(/\./g, '\\.')} \\(mqtt\\.proxy\\)"`));
+        expect(gw.output).not.toContain('s3cret');
+        expect(proxyLog).toMatch(new RegExp(`CONNECT ${env.INET_WAN_IP.replace(/\./g, '\\.')}:8883`));
+        expect(await gw.stop('SIGTERM')).toBe(0);
+        expect(await b.retained(STATUS, sub)).toBe('offline'); // the clean stop's "offline" went through the tunnel too
+      } finally {
+        await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
+        proxy.kill('SIGTERM');
+      }
+    });
+
     it('(d) a client certificate that ends within 14 days: the health document says so while it still reaches the broker, the state degraded', async () => {
       const now = Date.now();
       const soon = datedCert(dir, { name: 'ending-client', cn: 'edge-1', notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 5 * 86_400_000) });

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GrpcChannel, GrpcConnectError } from '../../src/cluster/grpc-h2.js';
 import { connectNodeApi } from '../../src/cluster/kube-client.js';
-import { ConnectTunnel, ProxyConfigError, connectTarget, kubeProxyUrl, mqttSocksProxy, proxyFor, webSocketProxyFor } from '../../src/util/http-proxy.js';
+import { ConnectTunnel, ProxyConfigError, connectTarget, kubeProxyUrl, mqttProxy, mqttSocksProxy, proxyFor, webSocketProxyFor } from '../../src/util/http-proxy.js';
 import { probePeerCertificate } from '../../src/util/tls-probe.js';
 import { ManualClock } from '../support/clock.js';
 
@@ -101,6 +101,24 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(bad('socks5://site:pw@proxy.example:1080')).toThrow(/^MQTTJS_SOCKS_PROXY=socks5:\/\/site:\*\*\*@proxy\.example:1080: MQTT\.js sends no SOCKS user name or password/);
     expect(bad('socks5://proxy.example:1080/x')).toThrow(/: a SOCKS proxy is named by host and port alone; set it to socks5:\/\/proxy\.example:1080$/);
     expect(bad('socks5://proxy.example:1080/x')).toThrow(ProxyConfigError);
+  });
+
+  it('mqttProxy (the key mqtt.proxy): an http:// proxy, port 80 unless given, credentials as Basic; anything else said with what to set', () => {
+    expect(mqttProxy('http://proxy.example:3128')).toEqual({ host: 'proxy.example', port: 3128, from: 'mqtt.proxy' });
+    expect(mqttProxy('http://proxy.example/')).toEqual({ host: 'proxy.example', port: 80, from: 'mqtt.proxy' });
+    expect(mqttProxy('http://[2001:db8::1]:3128')).toMatchObject({ host: '2001:db8::1', port: 3128 });
+    expect(mqttProxy('http://site%40x:p%3Aw@proxy.example:3128')).toEqual({
+      host: 'proxy.example', port: 3128, authorization: `Basic ${Buffer.from('site@x:p:w').toString('base64')}`, from: 'mqtt.proxy',
+    });
+    expect(() => mqttProxy('ftp://proxy.example:2121')).toThrow('ftp://proxy.example:2121: the broker is reached through an http:// proxy (HTTP CONNECT)');
+    expect(() => mqttProxy('http://u:secret@bad host:3128')).toThrow(/^is not a URL \(expected http:\/\/HOST:PORT/);
+    expect(() => mqttProxy('https://u:secret@proxy.example:8443')).toThrow('https://u:***@proxy.example:8443: a proxy reached over TLS is not supported; name it by http://HOST:PORT');
+    expect(() => mqttProxy('socks5://proxy.example:1080')).toThrow(/^socks5:\/\/proxy\.example:1080: the broker is reached through an http:\/\/ proxy \(HTTP CONNECT\); for a SOCKS proxy, set MQTTJS_SOCKS_PROXY instead/);
+    expect(() => mqttProxy('http://proxy.example:3128/path')).toThrow('http://proxy.example:3128/path: a proxy is named by host and port alone; set it to http://proxy.example:3128');
+    // The password is never in a message.
+    for (const v of ['https://u:secret@p.example', 'http://u:secret@p.example/x', 'socks5://u:secret@p.example:1']) {
+      expect(() => mqttProxy(v)).toThrow(expect.objectContaining({ message: expect.not.stringContaining('secret') }));
+    }
   });
 
   it('a value that cannot be used is an error naming the variable and what to set, never a silent direct connection', () => {

@@ -13,10 +13,11 @@ import { HealthPublisher, healthDue, publishPeriodMs, topics } from '../../src/h
 const at = (ms: number) => ({ publishedAt: ms, changeAt: ms });
 import { DEFAULT_BACKOFF, backoffDelay } from '../../src/health/mqtt-backoff.js';
 import {
-  MqttSetupError, buildClientOptions, clientIdFor, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl, wantsAwsAlpn,
+  MqttSetupError, buildClientOptions, clientIdFor, connectClient, healthExpiryS, ignoredTlsKeys, loadSecrets, parseBrokerUrl, proxyUsed, wantsAwsAlpn,
   type MqttConfig, type MqttSecrets,
 } from '../../src/health/mqtt-options.js';
 import { describeMqttFailure, isUnsupportedProtocol } from '../../src/health/mqtt-errors.js';
+import { ProxyTunnelError } from '../../src/util/http-proxy.js';
 import type { HealthDocument } from '../../src/health/document.js';
 import { CaptureLog } from '../support/capture-log.js';
 import { ManualClock, drive } from '../support/clock.js';
@@ -45,7 +46,7 @@ fdhbgw5wMh8AsHBI6Lp0ytahx5B+9gjoND1kVB7XT3ZP849GefHtLEKu
 
 function mqttConfig(over: Partial<MqttConfig> = {}): MqttConfig {
   return {
-    url: 'mqtt://broker.example:1883', topicPrefix: 'vxedge', interval: 30_000,
+    url: 'mqtt://broker.example:1883', proxy: null, topicPrefix: 'vxedge', interval: 30_000,
     username: null, password: null, passwordFile: null, ca: null, cert: null, key: null, ...over,
   };
 }
@@ -161,6 +162,78 @@ describe('client options', () => {
       vi.unstubAllEnvs();
     }
     expect(build('mqtt://b.example').socksProxy).toBeUndefined();
+  });
+
+  it('mqtt.proxy: every scheme through the HTTP proxy it names, winning over the proxy variables; said as the proxy used', () => {
+    const build = (url: string, proxy: string | null = 'http://site:pw@proxy.example:3128') =>
+      buildClientOptions({ mqtt: mqttConfig({ url, proxy }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets: NO_SECRETS });
+    const ours = { kind: 'HTTP', url: 'http://proxy.example:3128', from: 'mqtt.proxy' };
+    vi.stubEnv('MQTTJS_SOCKS_PROXY', 'socks5://socks.example:1080');
+    vi.stubEnv('HTTPS_PROXY', 'http://other.example:8080');
+    try {
+      for (const url of ['mqtt://b.example', 'mqtts://b.example:8883', 'ws://b.example/mqtt', 'wss://b.example/mqtt']) {
+        const o = build(url);
+        expect(proxyUsed(o), url).toEqual(ours);
+        expect(o.socksProxy, url).toBeUndefined();
+      }
+      // Without it, the variables as before, each said with its name.
+      expect(proxyUsed(build('mqtts://b.example', null))).toEqual({ kind: 'SOCKS', url: 'socks5://socks.example:1080', from: 'MQTTJS_SOCKS_PROXY' });
+      expect(proxyUsed(build('wss://b.example/mqtt', null))).toEqual({ kind: 'HTTP', url: 'http://other.example:8080', from: 'HTTPS_PROXY' });
+      vi.stubEnv('NO_PROXY', 'b.example');
+      expect(proxyUsed(build('wss://b.example/mqtt', null))).toBeNull();
+      expect(proxyUsed(build('wss://b.example/mqtt'))).toEqual(ours); // the key is asked for by name: NO_PROXY does not undo it
+    } finally {
+      vi.unstubAllEnvs();
+    }
+    expect(proxyUsed(build('mqtt://b.example', null))).toBeNull();
+  });
+
+  it("mqtt:// and mqtts:// through mqtt.proxy: connectClient builds the client over a CONNECT tunnel (MQTT.js's own transports have none); the proxy's refusal reaches the client's 'error'", async () => {
+    // A broker that records what arrives, and a proxy that tunnels to it, or refuses.
+    const got: Buffer[] = [];
+    const broker = net.createServer((s) => s.on('data', (d) => got.push(d)));
+    const asked: string[] = [];
+    let refuse = false;
+    const proxy = net.createServer((s) => {
+      s.once('data', (d) => {
+        asked.push(d.toString('latin1').split('\r\n\r\n')[0]);
+        if (refuse) return void s.end('HTTP/1.1 403 Forbidden\r\n\r\n');
+        const up = net.connect((broker.address() as net.AddressInfo).port, '127.0.0.1', () => {
+          s.write('HTTP/1.1 200 Connection established\r\n\r\n');
+          s.pipe(up).pipe(s);
+        });
+      });
+    });
+    await Promise.all([broker, proxy].map((srv) => new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))));
+    const brokerPort = (broker.address() as net.AddressInfo).port;
+    const url = `mqtt://127.0.0.1:${brokerPort}`;
+    const opts = buildClientOptions({
+      mqtt: mqttConfig({ url, proxy: `http://edge:pw@127.0.0.1:${(proxy.address() as net.AddressInfo).port}` }), clientId: 'vxedge-lab-edge-1', statusTopic: 's', protocolVersion: 5, secrets: NO_SECRETS,
+    });
+    const mqtt = (await import('mqtt')).default;
+    let direct = 0;
+    const lib = { MqttClient: mqtt.MqttClient, connect: () => (direct++, null as unknown as MqttClient) };
+    const clients: MqttClient[] = [];
+    try {
+      const c = connectClient(lib, url, opts);
+      clients.push(c);
+      c.on('error', () => {});
+      await vi.waitFor(() => expect(Buffer.concat(got).includes(Buffer.from('vxedge-lab-edge-1'))).toBe(true), { timeout: 5_000 });
+      expect(got[0]![0]! >> 4).toBe(1); // an MQTT CONNECT, through the tunnel
+      expect(asked[0]).toBe(`CONNECT 127.0.0.1:${brokerPort} HTTP/1.1\r\nHost: 127.0.0.1:${brokerPort}\r\nProxy-Authorization: Basic ${Buffer.from('edge:pw').toString('base64')}`);
+      expect(direct).toBe(0);
+      refuse = true;
+      const refused = connectClient(lib, url, opts);
+      clients.push(refused);
+      const err = await new Promise<Error>((r) => refused.once('error', r));
+      expect(err.message).toBe(`the proxy 127.0.0.1:${(proxy.address() as net.AddressInfo).port} (mqtt.proxy) answered CONNECT 127.0.0.1:${brokerPort} with "HTTP/1.1 403 Forbidden"`);
+      // Options without a stream of their own go to MQTT.js's connect.
+      connectClient(lib, url, buildClientOptions({ mqtt: mqttConfig({ url }), clientId: 'c', statusTopic: 's', protocolVersion: 5, secrets: NO_SECRETS }));
+      expect(direct).toBe(1);
+    } finally {
+      for (const c of clients) c.end(true);
+      await Promise.all([broker, proxy].map((srv) => new Promise((r) => srv.close(r))));
+    }
   });
 
   it('builds mutual TLS options with SNI for mqtts', () => {
@@ -285,6 +358,8 @@ describe('client options', () => {
   });
 });
 
+const OUR_PROXY = { host: '198.51.100.9', port: 3128, from: 'mqtt.proxy' };
+
 describe('failure descriptions', () => {
   const plain = parseBrokerUrl('mqtt://b.example:1883');
   const secure = parseBrokerUrl('mqtts://b.example:8883');
@@ -321,6 +396,15 @@ describe('failure descriptions', () => {
       /: Socks5 proxy rejected connection - ConnectionRefused; the proxy would not or could not reach the broker at b\.example:1883: check mqtt\.url/],
     [Object.assign(err('Received invalid Socks5 initial handshake (no accepted authentication type)'), { options: { proxy: { host: 'p', port: 1081 } } }), plain, 'network',
       /; the proxy asks for a user name and password, which MQTT\.js does not send: let it admit this host without them, or reach the broker over wss:\/\/ through an HTTP proxy$/],
+    // ConnectTunnel's refusals (mqtt.proxy, or a WebSocket's HTTPS_PROXY): what the proxy said, and what to do.
+    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:8883 with "HTTP/1.1 403 Forbidden"', OUR_PROXY, 403), secure, 'network',
+      /^mqtt connection failed: the proxy 198\.51\.100\.9:3128 \(mqtt\.proxy\) answered CONNECT b\.example:8883 with "HTTP\/1\.1 403 Forbidden"; it does not let CONNECT through to port 8883 \(many proxies allow 443 only\): have it allowed, or use a port of the broker it allows$/],
+    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:8883 with "HTTP/1.1 407 Proxy Authentication Required": the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in mqtt.proxy', OUR_PROXY, 407),
+      secure, 'network', /^mqtt connection failed: the proxy [^;]*: the proxy wants credentials, http:\/\/USER:PASSWORD@HOST:PORT in mqtt\.proxy$/],
+    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:1883 with "HTTP/1.1 502 Bad Gateway"', OUR_PROXY, 502), plain, 'network',
+      /with "HTTP\/1\.1 502 Bad Gateway"; it could not or would not reach the broker at b\.example:1883$/],
+    [new ProxyTunnelError('cannot reach the proxy 198.51.100.9:3128 (HTTPS_PROXY=http://198.51.100.9:3128): connect ECONNREFUSED 198.51.100.9:3128', { ...OUR_PROXY, from: 'HTTPS_PROXY=http://198.51.100.9:3128' }, null),
+      secure, 'network', /^mqtt connection failed: cannot reach the proxy [^;]*; is the proxy up and reachable\? Check HTTPS_PROXY$/],
   ])('%s', (e, broker, kind, line) => {
     const f = describeMqttFailure(e, broker, false);
     expect(f.kind).toBe(kind);
