@@ -364,6 +364,12 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
         expect(doc.checks.find((c) => c.name === 'certificates')).toMatchObject({ ok: true, detail: expect.stringMatching(/^the broker's certificate \(wss:\/\/\S+:8444\/mqtt\) ends on /) });
         expect(proxyLog).toMatch(new RegExp(`CONNECT ${env.INET_WAN_IP.replace(/\./g, '\\.')}:8444`));
+        // The proxy used is named, with the variable that named it (its password never).
+        const wanIp = env.INET_WAN_IP.replace(/\./g, '\\.');
+        expect(gw.output).toMatch(new RegExp(`"msg":"mqtt connected".*"proxy":"http://${wanIp}:3128 \\(HTTPS_PROXY\\)"`));
+        const via = await checkCommand(env.NS_GW, file, 'mqtt', { env: { HTTPS_PROXY: `http://site:s3cret@${env.INET_WAN_IP}:3128` } });
+        expect(via.line).toMatch(new RegExp(String.raw`^ok +mqtt +wss://\S+: connected \(MQTT 5\.0\) through the HTTP proxy http://${wanIp}:3128 \(HTTPS_PROXY\)`));
+        expect(gw.output + via.stdout).not.toContain('s3cret');
       } finally {
         await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
         proxy.kill('SIGTERM');
