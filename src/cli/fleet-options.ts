@@ -15,6 +15,7 @@ import {
 } from '../health/mqtt-options.js';
 import { formatDuration, parseDuration } from '../util/duration.js';
 import { show } from '../util/show.js';
+import { checkMqttProxy } from '../config/formats.js';
 import { MAX_HEALTH_BYTES, prefixProblem } from './fleet-view.js';
 
 export const FLEET_HELP = `Usage: vxedge fleet (--url URL | -c FILE) [options]
@@ -33,6 +34,8 @@ Broker (flags override the keys of the site file's mqtt section):
   --cert FILE --key FILE client certificate and key for mutual TLS (mqtt.cert, mqtt.key)
   --username NAME        (mqtt.username)
   --password-file FILE   file holding the password (mqtt.passwordFile)
+  --proxy URL            an HTTP proxy to the broker, http://[USER:PASSWORD@]HOST:PORT,
+                         for every scheme (mqtt.proxy; without it, the proxy variables)
   --client-id ID         MQTT client id (default vxedge-fleet-<random>; for broker policies
                          such as AWS IoT Core's that allow only known ids)
 Output:
@@ -103,6 +106,7 @@ export function fleetOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
       allowPositionals: false,
       options: {
         url: { type: 'string' },
+        proxy: { type: 'string' },
         config: { type: 'string', short: 'c' },
         prefix: { type: 'string' },
         ca: { type: 'string' },
@@ -128,6 +132,14 @@ export function fleetOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
   const cfg = v.config !== undefined ? loadConfig(v.config, env) : null;
   const m: MqttConfig = { ...(cfg?.mqtt ?? DEFAULT_MQTT) };
   if (v.url !== undefined) m.url = v.url;
+  if (v.proxy !== undefined) {
+    try {
+      checkMqttProxy(v.proxy);
+    } catch (e) {
+      throw new UsageError(`--proxy ${(e as Error).message}`);
+    }
+    m.proxy = v.proxy;
+  }
   if (v.prefix !== undefined) m.topicPrefix = v.prefix;
   if (v.ca !== undefined) m.ca = v.ca;
   if (v.cert !== undefined) m.cert = v.cert;

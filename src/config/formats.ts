@@ -280,7 +280,7 @@ function checkMqttUrl(s: string): void {
 }
 
 /** mqtt.proxy: util/http-proxy.ts says what is wrong with a URL; the value is shown here, its password masked. */
-function checkMqttProxy(s: string): void {
+export function checkMqttProxy(s: string): void {
   checkHasScheme(s, 'http', 'leave mqtt.proxy out for the proxy variables');
   try {
     new URL(s);

@@ -430,6 +430,16 @@ describe('options', () => {
     expect(p.broker).toMatchObject({ host: 'b2', port: 8884, secure: true });
   });
 
+  it("--proxy is mqtt.proxy (the site file's, overridden); a URL it cannot use is a usage error, its password not echoed", () => {
+    expect(opts(['--url', 'mqtts://b:443', '--proxy', 'http://u:pw@proxy.example:3128']).mqtt.proxy).toBe('http://u:pw@proxy.example:3128');
+    expect(opts(['--url', 'mqtt://b']).mqtt.proxy).toBeNull();
+    const f = site('proxied.json', { url: 'mqtts://b:443', proxy: 'http://proxy.example:3128' });
+    expect(opts(['-c', f]).mqtt.proxy).toBe('http://proxy.example:3128');
+    expect(opts(['-c', f, '--proxy', 'http://other.example:8080']).mqtt.proxy).toBe('http://other.example:8080');
+    expect(() => opts(['--url', 'mqtt://b', '--proxy', 'u:secret@proxy.example:3128'])).toThrow('--proxy "u:***@proxy.example:3128" has no scheme; write "http://u:***@proxy.example:3128"');
+    expect(() => opts(['--url', 'mqtt://b', '--proxy', 'socks5://p:1080'])).toThrow(/^--proxy socks5:\/\/p:1080: the broker is reached through an http:\/\/ proxy \(HTTP CONNECT\); for a SOCKS proxy, set MQTTJS_SOCKS_PROXY instead/);
+  });
+
   it('--forget takes SITE/NODE, more than once; anything else, or with --watch, is a usage error naming the fix', () => {
     expect(opts(['--url', 'mqtt://b']).forget).toEqual([]);
     expect(opts(['--url', 'mqtt://b', '--forget', 'lab/edge-1', '--forget', 'north/gw-2']).forget).toEqual(['lab/edge-1', 'north/gw-2']);
