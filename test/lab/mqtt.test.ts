@@ -11,8 +11,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
-import { labDown, labUp, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
-import { checkCommand, clockWordsHere, protectClock, settableClock, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
+import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, waitForOutput, type LabEnv } from './harness.js';
+import { CLI, checkCommand, clockWordsHere, protectClock, settableClock, startGateway, writeLabConfig, type GatewayOptions, type RunningGateway } from './vxedge.js';
 import { datedCert } from '../support/kube-pki.mjs';
 import { makePasswordFile, makeTls, startMosquitto, stopAllBrokers, type Broker, type SubAuth, type TlsFiles } from './mosquitto.js';
 import type { HealthDocument } from '../../src/health/document.js';
@@ -484,6 +484,14 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         expect(gw.output).toMatch(new RegExp(`"msg":"mqtt connected".*"proxy":"http://${at.replace(/\./g, '\\.')} \\(mqtt\\.proxy\\)"`));
         expect(gw.output).not.toContain('s3cret');
         expect(proxyLog).toMatch(new RegExp(`CONNECT ${env.INET_WAN_IP.replace(/\./g, '\\.')}:8883`));
+        // `vxedge fleet` from the site goes the same way, with the site file's mqtt.proxy or --proxy.
+        const fleetFile = await writeLabConfig(env, dir, 'fleet-http-proxy.json', through('site:s3cret'));
+        for (const extra of [[], ['--proxy', `http://site:s3cret@${at}`]]) {
+          const args = extra.length ? ['--url', mqtt.url, '--ca', tls.ca, '--cert', tls.clientCert, '--key', tls.clientKey, ...extra] : ['-c', fleetFile];
+          const f = await nsExec(env.NS_GW, ['node', CLI, 'fleet', ...args, '--json'], { timeoutMs: 30_000 });
+          expect(f.code, f.stdout + f.stderr).toBe(0);
+          expect(JSON.parse(f.stdout)).toEqual([expect.objectContaining({ site: 'lab', node: 'edge-1', status: 'online' })]);
+        }
         expect(await gw.stop('SIGTERM')).toBe(0);
         expect(await b.retained(STATUS, sub)).toBe('offline'); // the clean stop's "offline" went through the tunnel too
       } finally {
