@@ -385,6 +385,18 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       b = await broker(8883, { tls: { cafile: tls.ca, certfile: tls.serverCert, keyfile: tls.serverKey, requireCertificate: true } });
       sub = { cafile: tls.ca, cert: tls.clientCert, key: tls.clientKey };
     });
+    /** A gateway through a proxy: online, the broker's certificate read through it, its `mqtt connected` log naming `proxy`. */
+    async function gatewayThrough(mqtt: Record<string, unknown>, o: GatewayOptions, proxy: string): Promise<RunningGateway> {
+      const gw = await gateway(mqtt, o);
+      await gw.waitUp();
+      expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000, sub)).toBe('online');
+      const certs = (d: HealthDocument) => d.checks.find((c) => c.name === 'certificates');
+      const doc = await healthAfterStart(b, gw, (d) => /\(3 certificates/.test(certs(d)?.detail ?? ''), sub);
+      expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
+      const line = gw.output.split('\n').find((l) => l.includes('"msg":"mqtt connected"'));
+      expect(line && JSON.parse(line).proxy).toBe(proxy);
+      return gw;
+    }
 
     it('(d) publishes over mqtts with mqtt.ca, mqtt.cert and mqtt.key', async () => {
       const gw = await gateway({ url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey });
@@ -433,13 +445,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         expect(bad.line).toMatch(/^FAIL +mqtt +\S+: MQTTJS_SOCKS_PROXY=socks5:\/\/site:\*\*\*@\S+:1081: MQTT\.js sends no SOCKS user name or password/);
         console.log(`vxedge check through SOCKS:\n${ok.line}\n${asks.line}\n${down.line}\n${bad.line}`);
 
-        const gw = await gateway(mqtt, { env: via(1080) });
-        await gw.waitUp();
-        expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000, sub)).toBe('online');
-        const certs = (d: HealthDocument) => d.checks.find((c) => c.name === 'certificates');
-        const doc = await healthAfterStart(b, gw, (d) => /\(3 certificates/.test(certs(d)?.detail ?? ''), sub);
-        expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
-        expect(gw.output).toMatch(new RegExp(`"msg":"mqtt connected".*"proxy":"socks5://${env.INET_WAN_IP.replace(/\./g, '\\.')}:1080 \\(MQTTJS_SOCKS_PROXY\\)"`));
+        await gatewayThrough(mqtt, { env: via(1080) }, `socks5://${env.INET_WAN_IP}:1080 (MQTTJS_SOCKS_PROXY)`);
       } finally {
         await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
         proxy.kill('SIGTERM');
@@ -475,13 +481,7 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
         expect(none.line).toMatch(/^FAIL +mqtt +mqtts:\/\/\S+: cannot reach the proxy \S+:3130 \(mqtt\.proxy\): connect ECONNREFUSED [^;]*; is the proxy up and reachable\? Check mqtt\.proxy/);
         console.log(`vxedge check through an HTTP proxy:\n${ok.line}\n${wrong.line}\n${port.line}\n${none.line}`);
 
-        const gw = await gateway({ ...mqtt, proxy: `http://site:s3cret@${at}` });
-        await gw.waitUp();
-        expect(await b.waitRetained(STATUS, (m) => m === 'online', 15_000, sub)).toBe('online');
-        const certs = (d: HealthDocument) => d.checks.find((c) => c.name === 'certificates');
-        const doc = await healthAfterStart(b, gw, (d) => /\(3 certificates/.test(certs(d)?.detail ?? ''), sub);
-        expect(doc.mqtt).toMatchObject({ enabled: true, connected: true });
-        expect(gw.output).toMatch(new RegExp(`"msg":"mqtt connected".*"proxy":"http://${at.replace(/\./g, '\\.')} \\(mqtt\\.proxy\\)"`));
+        const gw = await gatewayThrough({ ...mqtt, proxy: `http://site:s3cret@${at}` }, {}, `http://${at} (mqtt.proxy)`);
         expect(gw.output).not.toContain('s3cret');
         expect(proxyLog).toMatch(new RegExp(`CONNECT ${env.INET_WAN_IP.replace(/\./g, '\\.')}:8883`));
         // `vxedge fleet` from the site goes the same way, with the site file's mqtt.proxy or --proxy.
