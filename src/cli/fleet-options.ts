@@ -34,7 +34,7 @@ Broker (flags override the keys of the site file's mqtt section):
   --cert FILE --key FILE client certificate and key for mutual TLS (mqtt.cert, mqtt.key)
   --username NAME        (mqtt.username)
   --password-file FILE   file holding the password (mqtt.passwordFile)
-  --proxy URL            an HTTP proxy to the broker, http://[USER:PASSWORD@]HOST:PORT,
+  --proxy URL            a proxy to the broker, http:// or socks5://[USER:PASSWORD@]HOST:PORT,
                          for every scheme (mqtt.proxy; without it, the proxy variables)
   --client-id ID         MQTT client id (default vxedge-fleet-<random>; for broker policies
                          such as AWS IoT Core's that allow only known ids)

@@ -220,8 +220,9 @@ export function buildSchema(hostname: string = os.hostname()) {
       url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. Unless mqtt.proxy is set, ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull }),
       proxy: leaf({
         doc:
-          'HTTP proxy to the broker, http://[USER:PASSWORD@]HOST:PORT, reached with HTTP CONNECT whatever the scheme of mqtt.url (mqtts:// too: ' +
-          'a client certificate, as AWS IoT Core takes on port 443, cannot ride a WebSocket); wins over the proxy variables and NO_PROXY. null: as mqtt.url says.',
+          'Proxy to the broker, whatever the scheme of mqtt.url (mqtts:// too: a client certificate, as AWS IoT Core takes on port 443, cannot ride a WebSocket): ' +
+          'http://[USER:PASSWORD@]HOST:PORT (HTTP CONNECT), or socks5://, socks5h:// (the proxy resolves the broker), socks4://, socks4a:// [USER:PASSWORD@]HOST:PORT (1080 by default); ' +
+          'wins over the proxy variables and NO_PROXY. null: as mqtt.url says.',
         default: null,
         format: f.mqttProxyOrNull,
         extension: true,

@@ -33,15 +33,15 @@ export type ErrLike = Error & { code?: string | number; reason?: unknown };
 const TLS_WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cert', key: 'mqtt.key', host: 'mqtt.url', files: 'check mqtt.ca/cert/key' };
 
 /**
- * A tunnel the HTTP proxy did not open (mqtt.proxy, or HTTP(S)_PROXY for a WebSocket): the
- * proxy's own words (util/http-proxy.ts ConnectTunnel), and what to do about them. A 401 or
- * 407 already says what to put where.
+ * A tunnel the proxy did not open (mqtt.proxy, or HTTP(S)_PROXY for a WebSocket): the proxy's
+ * own words (util/http-proxy.ts ConnectTunnel, SocksTunnel), and what to do about them. A
+ * refusal of credentials already says what to put where.
  */
 function tunnelFailure(err: ErrLike | null, broker: BrokerUrl): string | null {
   if (!(err instanceof ProxyTunnelError)) return null;
   const named = err.proxy.from === MQTT_PROXY_KEY ? MQTT_PROXY_KEY : err.proxy.from.replace(/=.*/, '');
-  if (err.status === null) return `${err.message}; is the proxy up and reachable? Check ${named}`;
-  if (err.status === 401 || err.status === 407) return err.message;
+  if (!err.reached) return `${err.message}; is the proxy up and reachable? Check ${named}`;
+  if (err.status === 401 || err.status === 407 || /user and password|user name and password/.test(err.message)) return err.message;
   if (err.status === 403) {
     return `${err.message}; it does not let CONNECT through to port ${broker.port} (many proxies allow 443 only): have it allowed, or use a port of the broker it allows`;
   }
@@ -58,7 +58,7 @@ function socksFailure(err: ErrLike | null, where: string): string | null {
   if (!err || typeof proxy?.host !== 'string') return null;
   const at = `through the SOCKS proxy ${proxy.host}:${String(proxy.port)} (${MQTT_SOCKS_VARIABLE}): ${err.message}`;
   if (/authentication/i.test(err.message)) {
-    return `${at}; the proxy asks for a user name and password, which MQTT.js does not send: let it admit this host without them, or reach the broker over wss:// through an HTTP proxy`;
+    return `${at}; the proxy asks for a user name and password, which MQTT.js does not send: name the proxy in mqtt.proxy instead (socks5://USER:PASSWORD@HOST:PORT), which sends them, or let it admit this host without them`;
   }
   if (/rejected/i.test(err.message)) return `${at}; the proxy would not or could not reach the broker at ${where}: check mqtt.url and what the proxy allows`;
   return `${at}; is the proxy up and reachable? Check ${MQTT_SOCKS_VARIABLE}, or unset it to reach the broker directly`;

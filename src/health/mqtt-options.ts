@@ -13,7 +13,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { ConnectTunnel, MQTT_SOCKS_VARIABLE, ProxyConfigError, connectTarget, mqttProxy, mqttSocksProxy, tlsThrough, webSocketProxyFor } from '../util/http-proxy.js';
+import { ConnectTunnel, MQTT_SOCKS_VARIABLE, ProxyConfigError, SocksTunnel, connectTarget, mqttProxy, mqttSocksProxy, tlsOver, webSocketProxyFor, type MqttProxy } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -199,10 +199,14 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
   // MQTTJS_SOCKS_PROXY names (MQTT.js's own, checked here, within the connect timeout).
   const overWs = broker.scheme === 'wss' || broker.scheme === 'ws';
   const own = m.proxy ? proxyOf(() => mqttProxy(m.proxy!)) : null;
-  const proxy = own ?? (overWs ? proxyOf(() => webSocketProxyFor(m.url!)) : null);
+  const fromEnv = !own && overWs ? proxyOf(() => webSocketProxyFor(m.url!)) : null;
+  const via: MqttProxy | null = own ?? (fromEnv && { kind: 'HTTP', proxy: fromEnv });
   const socks = own || overWs ? null : proxyOf(() => mqttSocksProxy());
+  const target = connectTarget(broker.host, broker.port);
+  // A connection to the broker through `via`, the proxy's handshake done by the tunnel.
+  const tunnel = via && ((): Duplex => (via.kind === 'HTTP' ? new ConnectTunnel(via.proxy, target) : new SocksTunnel(via.proxy, broker.host, broker.port)));
   const extra = o as Extra;
-  if (proxy) extra[THROUGH] = { kind: 'HTTP', url: `http://${connectTarget(proxy.host, proxy.port)}`, from: proxy.from.replace(/=.*/, '') };
+  if (via) extra[THROUGH] = { kind: via.kind, url: `${proxyScheme(via)}://${connectTarget(via.proxy.host, via.proxy.port)}`, from: via.proxy.from.replace(/=.*/, '') };
   if (socks) {
     extra[THROUGH] = { kind: 'SOCKS', url: socks.url, from: MQTT_SOCKS_VARIABLE };
     o.socksProxy = socks.url;
@@ -212,21 +216,20 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     // address in the URL): check it against the broker's host, as a direct connection does.
     if (broker.secure) Object.assign(o, { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(broker.host, cert) });
   }
-  const target = connectTarget(broker.host, broker.port);
-  if (broker.scheme === 'wss' && (onTlsSocket || proxy)) {
+  if (broker.scheme === 'wss' && (onTlsSocket || tunnel)) {
     // ws opens the connection with this when given one, as its own does: tls.connect without
     // the options' `path` (the URL's, which net would take for a Unix socket), SNI unless the
     // host is an address. MQTT.js still copies ca, cert, key and rejectUnauthorized into them.
     const createConnection = (opts: ConnectionOptions & { host?: string }) => {
       const options = { ...opts, path: undefined, servername: opts.servername ?? (isIP(opts.host ?? '') ? '' : opts.host) };
-      const socket = proxy ? tlsThrough(proxy, target, options) : tlsConnect(options);
+      const socket = tunnel ? tlsOver(tunnel(), options) : tlsConnect(options);
       onTlsSocket?.(socket);
       return socket;
     };
     o.wsOptions = { createConnection } as unknown as IClientOptions['wsOptions'];
-  } else if (broker.scheme === 'ws' && proxy) {
-    o.wsOptions = { createConnection: () => new ConnectTunnel(proxy, target) } as unknown as IClientOptions['wsOptions'];
-  } else if (proxy) {
+  } else if (broker.scheme === 'ws' && tunnel) {
+    o.wsOptions = { createConnection: tunnel } as unknown as IClientOptions['wsOptions'];
+  } else if (tunnel) {
     // mqtt:// and mqtts://: MQTT.js's own transports go direct or through SOCKS only, so
     // connectClient builds the client over this stream instead, with the TLS options a direct
     // connection takes (the broker's host for the certificate's name, as tls.connect checks it).
@@ -234,7 +237,7 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
       host: broker.host, servername: o.servername, rejectUnauthorized: true, ca: o.ca, cert: o.cert, key: o.key, ALPNProtocols: o.ALPNProtocols as string[] | undefined,
     };
     extra[OWN_STREAM] = (client) => {
-      const stream = broker.secure ? tlsThrough(proxy, target, tlsOptions) : new ConnectTunnel(proxy, target);
+      const stream = broker.secure ? tlsOver(tunnel(), tlsOptions) : tunnel();
       // MqttClient passes on only errors with a code (a socket's, TLS's); the proxy's refusals
       // have none, and would otherwise leave a bare 'close'.
       stream.on('error', (e: Error & { code?: unknown }) => {
@@ -244,6 +247,12 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     };
   }
   return o;
+}
+
+/** A proxy's scheme as its URL names it. */
+function proxyScheme(p: MqttProxy): string {
+  if (p.kind === 'HTTP') return 'http';
+  return `socks${p.proxy.type}${p.proxy.remoteDns ? (p.proxy.type === 5 ? 'h' : 'a') : ''}`;
 }
 
 /** What buildClientOptions adds to MQTT.js's options for its own use (MQTT.js ignores symbol keys). */

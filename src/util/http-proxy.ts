@@ -19,14 +19,12 @@
 // tls.connect for https://) before the proxy has answered. It says `connecting` until then,
 // and holds what is written meanwhile: the endpoint's connection keeps its synchronous start
 // (grpc-h2.ts).
+import { lookup as dnsLookup } from 'node:dns/promises';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 
-export interface HttpProxy {
-  /** host:port of the proxy. */
-  host: string;
-  port: number;
+export interface HttpProxy extends ProxyEndpoint {
   /** `Basic …` for Proxy-Authorization, from the URL's user and password. */
   authorization?: string;
   /** The variable it came from and its value without a password, for messages. */
@@ -67,13 +65,30 @@ function connectProxy([name, value]: [string, string], only: string): HttpProxy 
   return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80), ...(authorization ? { authorization } : {}), from: `${name}=${redacted(u)}` };
 }
 
+/** Where a proxy is and what named it (a variable, or mqtt.proxy), for messages. */
+export interface ProxyEndpoint {
+  host: string;
+  port: number;
+  from: string;
+}
+
+/** A SOCKS proxy from mqtt.proxy. */
+export interface SocksProxy extends ProxyEndpoint {
+  type: 4 | 5;
+  /** socks5h://, socks4a://: the proxy resolves the broker's name. */
+  remoteDns: boolean;
+  userId?: string;
+  password?: string;
+}
+
 /**
- * A tunnel the proxy did not open: it could not be reached (`status` null) or answered CONNECT
- * with `status`. The message says which, naming the proxy and what set it.
+ * A tunnel the proxy did not open: it could not be reached (`reached` false), or it answered
+ * (an HTTP proxy's CONNECT with `status`; a SOCKS proxy's refusal has none). The message says
+ * which, naming the proxy and what set it.
  */
 export class ProxyTunnelError extends Error {
   override name = 'ProxyTunnelError';
-  constructor(message: string, readonly proxy: HttpProxy, readonly status: number | null) {
+  constructor(message: string, readonly proxy: ProxyEndpoint, readonly reached: boolean, readonly status: number | null) {
     super(message);
   }
 }
@@ -81,30 +96,48 @@ export class ProxyTunnelError extends Error {
 /** The config key that names the MQTT broker's proxy itself (an extension: MQTT.js has no HTTP proxy of its own). */
 export const MQTT_PROXY_KEY = 'mqtt.proxy';
 
+/** The proxy mqtt.proxy names. */
+export type MqttProxy = { kind: 'HTTP'; proxy: HttpProxy } | { kind: 'SOCKS'; proxy: SocksProxy };
+
+const SOCKS_SCHEMES: Record<string, { type: 4 | 5; remoteDns: boolean }> = {
+  'socks5:': { type: 5, remoteDns: false },
+  'socks5h:': { type: 5, remoteDns: true },
+  'socks4:': { type: 4, remoteDns: false },
+  'socks4a:': { type: 4, remoteDns: true },
+};
+
 /**
- * The HTTP proxy `mqtt.proxy` names (http://[USER:PASSWORD@]HOST[:PORT], port 80 by default
- * as for HTTP_PROXY): reached with HTTP CONNECT whatever the broker's scheme, so that MQTT
- * over TLS (an AWS IoT Core client certificate on port 443, which a WebSocket cannot carry)
- * leaves a site whose only way out is a proxy. Throws an Error saying what is wrong with the
- * value, without the key (the config loader names it).
+ * The proxy `mqtt.proxy` names, for every scheme of the broker's URL, so that MQTT over TLS
+ * (an AWS IoT Core client certificate on port 443, which a WebSocket cannot carry) leaves a
+ * site whose only way out is a proxy: http://[USER:PASSWORD@]HOST[:PORT] (port 80 by default,
+ * as for HTTP_PROXY), reached with HTTP CONNECT; or socks5://, socks5h://, socks4://,
+ * socks4a:// [USER[:PASSWORD]@]HOST[:PORT] (port 1080 by default), with the user and
+ * password MQTT.js's own SOCKS transport leaves out. Throws an Error saying what is wrong with
+ * the value, without the key (the config loader names it).
  */
-export function mqttProxy(value: string): HttpProxy {
+export function mqttProxy(value: string): MqttProxy {
   let u: URL;
   try {
     u = new URL(value);
   } catch {
-    throw new Error('is not a URL (expected http://HOST:PORT, e.g. http://proxy.example:3128)'); // the value may hold a password
+    throw new Error('is not a URL (expected http://HOST:PORT or socks5://HOST:PORT)'); // the value may hold a password
   }
   const shown = redacted(u);
+  const socks = SOCKS_SCHEMES[u.protocol];
   if (u.protocol === 'https:') throw new Error(`${shown}: a proxy reached over TLS is not supported; name it by http://HOST:PORT (the broker's own TLS goes through it end to end)`);
-  if (u.protocol !== 'http:') {
-    const socks = /^socks/.test(u.protocol) ? `; for a SOCKS proxy, set ${MQTT_SOCKS_VARIABLE} instead (mqtt:// and mqtts:// only)` : '';
-    throw new Error(`${shown}: the broker is reached through an http:// proxy (HTTP CONNECT)${socks}`);
+  if (u.protocol !== 'http:' && !socks) {
+    throw new Error(`${shown}: the broker is reached through an http:// proxy (HTTP CONNECT) or a socks5://, socks5h://, socks4:// or socks4a:// one`);
   }
   if (u.hostname === '') throw new Error(`${shown} names no proxy host`);
-  if ((u.pathname && u.pathname !== '/') || u.search || u.hash) throw new Error(`${shown}: a proxy is named by host and port alone; set it to http://${u.host}`);
-  const proxy = connectProxy(['mqtt.proxy', value], '');
-  return { ...proxy, from: MQTT_PROXY_KEY };
+  if ((u.pathname && u.pathname !== '/') || u.search || u.hash) throw new Error(`${shown}: a proxy is named by host and port alone; set it to ${u.protocol}//${u.host}`);
+  if (!socks) return { kind: 'HTTP', proxy: { ...connectProxy([MQTT_PROXY_KEY, value], ''), from: MQTT_PROXY_KEY } };
+  const userId = u.username ? decodeURIComponent(u.username) : undefined;
+  const password = u.password ? decodeURIComponent(u.password) : undefined;
+  if (socks.type === 4 && password !== undefined) throw new Error(`${shown}: SOCKS4 carries a user id and no password; use socks5:// for a user and password`);
+  return {
+    kind: 'SOCKS',
+    proxy: { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 1080), from: MQTT_PROXY_KEY, ...socks, ...(userId !== undefined ? { userId } : {}), ...(password !== undefined ? { password } : {}) },
+  };
 }
 
 /** MQTT.js's own variable for a SOCKS proxy (connect/index.js), read for mqtt:// and mqtts://. */
@@ -134,7 +167,7 @@ export function mqttSocksProxy(env: Env = process.env): { url: string; from: str
   }
   if (!u.port) throw new ProxyConfigError(`${shown}: no port (MQTT.js has no default); set it to ${u.protocol}//${u.hostname}:1080 or the proxy's port`);
   if (u.username || u.password) {
-    throw new ProxyConfigError(`${shown}: MQTT.js sends no SOCKS user name or password; let the proxy admit this host without them and drop them from the URL, or reach the broker over wss:// through an HTTP proxy (HTTPS_PROXY)`);
+    throw new ProxyConfigError(`${shown}: MQTT.js sends no SOCKS user name or password; name the proxy in mqtt.proxy instead, which sends them, and unset ${name}`);
   }
   if ((u.pathname && u.pathname !== '/') || u.search || u.hash) throw new ProxyConfigError(`${shown}: a SOCKS proxy is named by host and port alone; set it to ${u.protocol}//${u.host}`);
   return { url: `${u.protocol}//${u.host}`, from: shown };
@@ -228,65 +261,52 @@ function inCidr(ip: string, base: string, len: number): boolean {
 /** The proxy's answer to CONNECT is its status line and headers: anything longer is not a proxy. */
 const MAX_ANSWER_BYTES = 16 * 1024;
 
-/** A TCP connection to `target` (host:port) through `proxy`, usable at once (see the head of this file). */
-export class ConnectTunnel extends Duplex {
-  /** True until the proxy has answered 200; http2 starts its session at 'connect'. */
+/**
+ * A TCP connection to `target` (host:port) through a proxy, usable at once (see the head of
+ * this file): the socket to the proxy, the proxy's handshake on it (a subclass's), then bytes
+ * both ways. Until the way is open it says `connecting` and holds what is written; a proxy
+ * that cannot be reached or will not open the way destroys it with a ProxyTunnelError.
+ */
+abstract class ProxyTunnel extends Duplex {
+  /** True until the proxy has opened the way; http2 starts its session at 'connect'. */
   connecting = true;
-  private readonly socket: net.Socket;
+  protected readonly socket: net.Socket;
   private held: { chunk: Buffer; cb: (e?: Error | null) => void }[] = [];
 
   constructor(
-    private readonly proxy: HttpProxy,
-    private readonly target: string,
+    protected readonly proxy: ProxyEndpoint,
+    protected readonly target: string,
   ) {
     super();
     const s = (this.socket = net.connect({ host: proxy.host, port: proxy.port }));
     s.setNoDelay(true);
-    s.once('connect', () => {
-      const auth = proxy.authorization ? `Proxy-Authorization: ${proxy.authorization}\r\n` : '';
-      s.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${auth}\r\n`);
-    });
-    let answer = Buffer.alloc(0);
-    const onAnswer = (b: Buffer) => {
-      answer = Buffer.concat([answer, b]);
-      const end = answer.indexOf('\r\n\r\n');
-      if (end < 0) {
-        if (answer.length > MAX_ANSWER_BYTES) this.destroy(this.failure('an answer to CONNECT that does not end'));
-        return;
-      }
-      s.off('data', onAnswer);
-      const status = answer.subarray(0, answer.indexOf('\r\n')).toString('latin1');
-      const code = /^HTTP\/1\.[01] (\d{3})/.exec(status)?.[1];
-      if (code !== '200') {
-        // 407 asks for credentials; some proxies (tinyproxy) answer wrong ones with 401.
-        const where = proxy.from === MQTT_PROXY_KEY ? MQTT_PROXY_KEY : 'the variable';
-        const hint = code !== '407' && code !== '401' ? ''
-          : proxy.authorization ? `: the proxy refused the user and password in ${where}` : `: the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in ${where}`;
-        this.destroy(this.failure(`"${status.slice(0, 200)}"${hint}`, code ? Number(code) : null));
-        return;
-      }
-      this.connecting = false;
-      const rest = answer.subarray(end + 4);
-      if (rest.length) this.push(rest);
-      s.on('data', (d: Buffer) => {
-        if (!this.push(d)) s.pause();
-      });
-      s.on('end', () => this.push(null));
-      const held = this.held;
-      this.held = [];
-      for (const h of held) s.write(h.chunk, h.cb);
-      this.emit('connect');
-    };
-    s.on('data', onAnswer);
-    s.on('error', (e) => this.destroy(this.connecting ? new ProxyTunnelError(`cannot reach the proxy ${proxy.host}:${proxy.port} (${proxy.from}): ${e.message}`, proxy, null) : e));
+    s.once('connect', () => this.handshake(s));
+    s.on('error', (e) => this.destroy(this.connecting ? new ProxyTunnelError(`cannot reach the proxy ${proxy.host}:${proxy.port} (${proxy.from}): ${e.message}`, proxy, false, null) : e));
     s.on('close', () => {
-      if (this.connecting) this.destroy(this.failure('the proxy closed the connection before it answered'));
+      if (this.connecting) this.destroy(this.refused('the proxy closed the connection before it answered'));
       else if (!this.destroyed) this.destroy();
     });
   }
 
-  private failure(what: string, status: number | null = null): ProxyTunnelError {
-    return new ProxyTunnelError(`the proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) answered CONNECT ${this.target} with ${what}`, this.proxy, status);
+  /** Speaks the proxy's handshake on `s`, connected to the proxy; then `opened`, or destroy with `refused`. */
+  protected abstract handshake(s: net.Socket): void;
+
+  /** The proxy was reached and did not open the way: `what` it answered. */
+  protected abstract refused(what: string, status?: number | null): ProxyTunnelError;
+
+  /** The way is open: `rest` came from the far end with the proxy's answer. */
+  protected opened(rest: Buffer): void {
+    const s = this.socket;
+    this.connecting = false;
+    if (rest.length) this.push(rest);
+    s.on('data', (d: Buffer) => {
+      if (!this.push(d)) s.pause();
+    });
+    s.on('end', () => this.push(null));
+    const held = this.held;
+    this.held = [];
+    for (const h of held) s.write(h.chunk, h.cb);
+    this.emit('connect');
   }
 
   override _read(): void {
@@ -314,13 +334,102 @@ export class ConnectTunnel extends Duplex {
   }
 }
 
+/** Through an HTTP proxy: CONNECT (RFC 9110 §9.3.6), Basic credentials from its URL. */
+export class ConnectTunnel extends ProxyTunnel {
+  constructor(
+    protected override readonly proxy: HttpProxy,
+    target: string,
+  ) {
+    super(proxy, target);
+  }
+
+  protected handshake(s: net.Socket): void {
+    const { proxy, target } = this;
+    const auth = proxy.authorization ? `Proxy-Authorization: ${proxy.authorization}\r\n` : '';
+    let answer = Buffer.alloc(0);
+    const onAnswer = (b: Buffer) => {
+      answer = Buffer.concat([answer, b]);
+      const end = answer.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (answer.length > MAX_ANSWER_BYTES) this.destroy(this.refused('an answer to CONNECT that does not end'));
+        return;
+      }
+      s.off('data', onAnswer);
+      const status = answer.subarray(0, answer.indexOf('\r\n')).toString('latin1');
+      const code = /^HTTP\/1\.[01] (\d{3})/.exec(status)?.[1];
+      if (code !== '200') {
+        // 407 asks for credentials; some proxies (tinyproxy) answer wrong ones with 401.
+        const where = proxy.from === MQTT_PROXY_KEY ? MQTT_PROXY_KEY : 'the variable';
+        const hint = code !== '407' && code !== '401' ? ''
+          : proxy.authorization ? `: the proxy refused the user and password in ${where}` : `: the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in ${where}`;
+        this.destroy(this.refused(`"${status.slice(0, 200)}"${hint}`, code ? Number(code) : null));
+        return;
+      }
+      this.opened(answer.subarray(end + 4));
+    };
+    s.on('data', onAnswer);
+    s.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${auth}\r\n`);
+  }
+
+  protected refused(what: string, status: number | null = null): ProxyTunnelError {
+    return new ProxyTunnelError(`the proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) answered CONNECT ${this.target} with ${what}`, this.proxy, true, status);
+  }
+}
+
 /**
- * TLS to `target` (host:port) through `proxy`: tls.connect over a tunnel. Files the secure
- * context refuses throw, as tls.connect's own do, and the tunnel is closed, not left open to
- * the proxy.
+ * Through a SOCKS proxy (RFC 1928; RFC 1929's user and password, which MQTT.js's own SOCKS
+ * transport does not send), by the socks package, loaded on first use, on the tunnel's own
+ * socket. socks5:// and socks4:// resolve the host here, socks5h:// and socks4a:// let the
+ * proxy resolve it, as curl and MQTT.js read those schemes.
  */
+export class SocksTunnel extends ProxyTunnel {
+  constructor(
+    protected override readonly proxy: SocksProxy,
+    private readonly host: string,
+    private readonly port: number,
+  ) {
+    super(proxy, connectTarget(host, port));
+  }
+
+  protected handshake(s: net.Socket): void {
+    void this.socks(s).catch((e: Error) => this.destroy(this.refused(e.message)));
+  }
+
+  private async socks(s: net.Socket): Promise<void> {
+    const { proxy } = this;
+    const host = proxy.remoteDns || net.isIP(this.host) ? this.host : (await dnsLookup(this.host, { family: proxy.type === 4 ? 4 : 0 })).address;
+    const { SocksClient } = await import('socks');
+    if (this.destroyed) return;
+    const client = new SocksClient({
+      command: 'connect',
+      destination: { host, port: this.port },
+      proxy: { host: proxy.host, port: proxy.port, type: proxy.type, userId: proxy.userId, password: proxy.password },
+      existing_socket: s,
+    });
+    client.once('established', () => this.opened(Buffer.alloc(0)));
+    client.once('error', (e: Error) => {
+      const auth = /authentication failed/i.test(e.message) ? `: the proxy refused the user and password in ${proxy.from}`
+        : /no accepted authentication/i.test(e.message) && proxy.userId === undefined ? `: the proxy wants a user name and password, socks5://USER:PASSWORD@HOST:PORT in ${proxy.from}` : '';
+      this.destroy(this.refused(`${e.message}${auth}`));
+    });
+    client.connect(s);
+  }
+
+  protected refused(what: string): ProxyTunnelError {
+    return new ProxyTunnelError(`the SOCKS proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) would not open a way to ${this.target}: ${what}`, this.proxy, true, null);
+  }
+}
+
+/** TLS to `target` (host:port) through the HTTP proxy `proxy`: tlsOver a ConnectTunnel. */
 export function tlsThrough(proxy: HttpProxy, target: string, options: tls.ConnectionOptions): tls.TLSSocket {
-  const t = new ConnectTunnel(proxy, target);
+  return tlsOver(new ConnectTunnel(proxy, target), options);
+}
+
+/**
+ * tls.connect over the tunnel `t`. Files the secure context refuses throw, as tls.connect's
+ * own do, and the tunnel is closed, not left open to the proxy.
+ */
+export function tlsOver(t: Duplex, options: tls.ConnectionOptions): tls.TLSSocket {
   try {
     return tls.connect({ ...options, socket: t });
   } catch (e) {

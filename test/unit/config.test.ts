@@ -433,7 +433,8 @@ describe('invalid documents, as JSON and as YAML', () => {
     ['mqtt url without scheme, credentials masked', { ...base, mqtt: { url: 'u:secret@broker:1883' } }, [['mqtt.url', '"mqtt://u:***@broker:1883"']]],
     ['mqtt proxy without scheme, credentials masked', { ...base, mqtt: { proxy: 'site:secret@proxy.example:3128' } }, [['mqtt.proxy', 'has no scheme; write "http://site:***@proxy.example:3128"']]],
     ['mqtt proxy over TLS', { ...base, mqtt: { proxy: 'https://proxy.example:8443' } }, [['mqtt.proxy', 'https://proxy.example:8443: a proxy reached over TLS is not supported']]],
-    ['mqtt proxy SOCKS', { ...base, mqtt: { proxy: 'socks5://proxy.example:1080' } }, [['mqtt.proxy', 'for a SOCKS proxy, set MQTTJS_SOCKS_PROXY instead']]],
+    ['mqtt proxy another scheme', { ...base, mqtt: { proxy: 'ftp://proxy.example:2121' } }, [['mqtt.proxy', "an http:// proxy (HTTP CONNECT) or a socks5://, socks5h://, socks4:// or socks4a:// one"]]],
+    ['mqtt proxy SOCKS4 with a password', { ...base, mqtt: { proxy: 'socks4://site:pw@proxy.example:1080' } }, [['mqtt.proxy', 'SOCKS4 carries a user id and no password; use socks5://']]],
     ['mqtt proxy garbage, credentials masked', { ...base, mqtt: { proxy: 'http://u:secret@bad host:1' } }, [['mqtt.proxy', '"http://u:***@bad host:1" is not a URL']]],
     ['mqtt password and file', { ...base, mqtt: { password: 'x', passwordFile: '/p' } }, [['mqtt.password', 'keep only one']]],
     ['mqtt key without cert', { ...base, mqtt: { key: '/k' } }, [['mqtt.cert', 'is required when mqtt.key is set']]],
@@ -698,7 +699,7 @@ describe('errors', () => {
       [{ ...base, mqtt: { password: 123456 } }, 'mqtt.password', '***'],
       [{ ...base, mqtt: { url: `mqtt://user:${secret}@broker.example.com`, password: ['x'] }, vxlan: { vni: 0 } }, 'mqtt.password', '***'],
       [{ ...base, mqtt: { url: `http://user:${secret}@broker.example.com` } }, 'mqtt.url', 'http://user:***@broker.example.com'],
-      [{ ...base, mqtt: { proxy: `socks5://user:${secret}@proxy.example:1080` } }, 'mqtt.proxy', 'socks5://user:***@proxy.example:1080'],
+      [{ ...base, mqtt: { proxy: `socks5://user:${secret}@proxy.example:1080/x` } }, 'mqtt.proxy', 'socks5://user:***@proxy.example:1080/x'],
     ];
     for (const [doc, key, masked] of cases) {
       const err = configError(() => parseConfigText(JSON.stringify(doc), 'x.json', 'json', NO_ENV));

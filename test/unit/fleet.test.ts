@@ -437,7 +437,8 @@ describe('options', () => {
     expect(opts(['-c', f]).mqtt.proxy).toBe('http://proxy.example:3128');
     expect(opts(['-c', f, '--proxy', 'http://other.example:8080']).mqtt.proxy).toBe('http://other.example:8080');
     expect(() => opts(['--url', 'mqtt://b', '--proxy', 'u:secret@proxy.example:3128'])).toThrow('--proxy "u:***@proxy.example:3128" has no scheme; write "http://u:***@proxy.example:3128"');
-    expect(() => opts(['--url', 'mqtt://b', '--proxy', 'socks5://p:1080'])).toThrow(/^--proxy socks5:\/\/p:1080: the broker is reached through an http:\/\/ proxy \(HTTP CONNECT\); for a SOCKS proxy, set MQTTJS_SOCKS_PROXY instead/);
+    expect(opts(['--url', 'mqtt://b', '--proxy', 'socks5h://u:pw@p:1080']).mqtt.proxy).toBe('socks5h://u:pw@p:1080');
+    expect(() => opts(['--url', 'mqtt://b', '--proxy', 'https://p:8443'])).toThrow(/^--proxy https:\/\/p:8443: a proxy reached over TLS is not supported/);
   });
 
   it('--forget takes SITE/NODE, more than once; anything else, or with --watch, is a usage error naming the fix', () => {

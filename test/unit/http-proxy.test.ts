@@ -103,20 +103,25 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(bad('socks5://proxy.example:1080/x')).toThrow(ProxyConfigError);
   });
 
-  it('mqttProxy (the key mqtt.proxy): an http:// proxy, port 80 unless given, credentials as Basic; anything else said with what to set', () => {
-    expect(mqttProxy('http://proxy.example:3128')).toEqual({ host: 'proxy.example', port: 3128, from: 'mqtt.proxy' });
-    expect(mqttProxy('http://proxy.example/')).toEqual({ host: 'proxy.example', port: 80, from: 'mqtt.proxy' });
-    expect(mqttProxy('http://[2001:db8::1]:3128')).toMatchObject({ host: '2001:db8::1', port: 3128 });
-    expect(mqttProxy('http://site%40x:p%3Aw@proxy.example:3128')).toEqual({
+  it('mqttProxy (the key mqtt.proxy): an http:// proxy, port 80 unless given, credentials as Basic; a SOCKS one, port 1080 unless given, with its user and password; anything else said with what to set', () => {
+    expect(mqttProxy('http://proxy.example:3128')).toEqual({ kind: 'HTTP', proxy: { host: 'proxy.example', port: 3128, from: 'mqtt.proxy' } });
+    expect(mqttProxy('http://proxy.example/').proxy).toEqual({ host: 'proxy.example', port: 80, from: 'mqtt.proxy' });
+    expect(mqttProxy('http://[2001:db8::1]:3128').proxy).toMatchObject({ host: '2001:db8::1', port: 3128 });
+    expect(mqttProxy('http://site%40x:p%3Aw@proxy.example:3128').proxy).toEqual({
       host: 'proxy.example', port: 3128, authorization: `Basic ${Buffer.from('site@x:p:w').toString('base64')}`, from: 'mqtt.proxy',
     });
-    expect(() => mqttProxy('ftp://proxy.example:2121')).toThrow('ftp://proxy.example:2121: the broker is reached through an http:// proxy (HTTP CONNECT)');
+    expect(() => mqttProxy('ftp://proxy.example:2121')).toThrow('ftp://proxy.example:2121: the broker is reached through an http:// proxy (HTTP CONNECT) or a socks5://, socks5h://, socks4:// or socks4a:// one');
     expect(() => mqttProxy('http://u:secret@bad host:3128')).toThrow(/^is not a URL \(expected http:\/\/HOST:PORT/);
     expect(() => mqttProxy('https://u:secret@proxy.example:8443')).toThrow('https://u:***@proxy.example:8443: a proxy reached over TLS is not supported; name it by http://HOST:PORT');
-    expect(() => mqttProxy('socks5://proxy.example:1080')).toThrow(/^socks5:\/\/proxy\.example:1080: the broker is reached through an http:\/\/ proxy \(HTTP CONNECT\); for a SOCKS proxy, set MQTTJS_SOCKS_PROXY instead/);
+    expect(mqttProxy('socks5h://site:p%40ss@proxy.example')).toEqual({
+      kind: 'SOCKS', proxy: { host: 'proxy.example', port: 1080, from: 'mqtt.proxy', type: 5, remoteDns: true, userId: 'site', password: 'p@ss' },
+    });
+    expect(mqttProxy('socks5://198.51.100.7:1081')).toEqual({ kind: 'SOCKS', proxy: { host: '198.51.100.7', port: 1081, from: 'mqtt.proxy', type: 5, remoteDns: false } });
+    expect(mqttProxy('socks4a://ops@p.example:1080').proxy).toMatchObject({ type: 4, remoteDns: true, userId: 'ops' });
+    expect(() => mqttProxy('socks4://ops:pw@p.example:1080')).toThrow('socks4://ops:***@p.example:1080: SOCKS4 carries a user id and no password; use socks5:// for a user and password');
     expect(() => mqttProxy('http://proxy.example:3128/path')).toThrow('http://proxy.example:3128/path: a proxy is named by host and port alone; set it to http://proxy.example:3128');
     // The password is never in a message.
-    for (const v of ['https://u:secret@p.example', 'http://u:secret@p.example/x', 'socks5://u:secret@p.example:1']) {
+    for (const v of ['https://u:secret@p.example', 'http://u:secret@p.example/x', 'socks5://u:secret@p.example:1/x']) {
       expect(() => mqttProxy(v)).toThrow(expect.objectContaining({ message: expect.not.stringContaining('secret') }));
     }
   });
