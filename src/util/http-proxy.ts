@@ -3,6 +3,8 @@
 // etcd and the Kubernetes API as flanneld and kubectl do there; and the MQTT broker over a
 // WebSocket, as an HTTP client would (webSocketProxyFor), or over mqtt:// and mqtts://
 // through the SOCKS proxy MQTT.js itself takes from MQTTJS_SOCKS_PROXY (mqttSocksProxy).
+// The site file can name the broker's proxy instead, HTTP or SOCKS, for every scheme
+// (mqtt.proxy, mqttProxy).
 //
 // etcd (proxyFor): gRPC's rules. grpc-js (the etcd3 library vxedge used before its own
 // client) takes the first of `grpc_proxy`, `https_proxy`, `http_proxy`; grpc-go (flanneld's)
@@ -15,10 +17,10 @@
 // as Go reads them: `*`, an address, an IPv4 CIDR, a domain (itself and below it), `.domain`
 // (below it only); a loopback host is never proxied.
 //
-// ConnectTunnel is the connection through it: a Duplex handed to http2.connect (or to
-// tls.connect for https://) before the proxy has answered. It says `connecting` until then,
-// and holds what is written meanwhile: the endpoint's connection keeps its synchronous start
-// (grpc-h2.ts).
+// ConnectTunnel (HTTP CONNECT) and SocksTunnel (mqtt.proxy's SOCKS) are the connection
+// through it: a Duplex handed to http2.connect, ws or MQTT.js (or to tls.connect for TLS)
+// before the proxy has answered. It says `connecting` until then, and holds what is written
+// meanwhile: the endpoint's connection keeps its synchronous start (grpc-h2.ts).
 import { lookup as dnsLookup } from 'node:dns/promises';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
@@ -162,7 +164,7 @@ export function mqttSocksProxy(env: Env = process.env): { url: string; from: str
     throw new ProxyConfigError(`${name}=${value} is not a URL: set it to socks5://HOST:PORT, or unset it for a direct connection`);
   }
   const shown = `${name}=${redacted(u)}`;
-  if (!['socks5:', 'socks5h:', 'socks4:', 'socks4a:'].includes(u.protocol)) {
+  if (!(u.protocol in SOCKS_SCHEMES)) {
     throw new ProxyConfigError(`${shown}: MQTT.js goes through a SOCKS proxy only (socks5://, socks5h://, socks4://, socks4a://); set it to socks5://HOST:PORT, or unset it`);
   }
   if (!u.port) throw new ProxyConfigError(`${shown}: no port (MQTT.js has no default); set it to ${u.protocol}//${u.hostname}:1080 or the proxy's port`);
