@@ -285,7 +285,7 @@ export function checkMqttProxy(s: string): void {
   try {
     new URL(s);
   } catch {
-    throw new Error(`${show(maskUrl(s))} is not a URL (expected http://HOST:PORT, e.g. http://proxy.example:3128)`);
+    throw new Error(`${show(maskUrl(s))} is not a URL (expected http://HOST:PORT or socks5://HOST:PORT, e.g. http://proxy.example:3128)`);
   }
   mqttProxy(s);
 }
