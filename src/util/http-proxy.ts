@@ -394,7 +394,9 @@ export class SocksTunnel extends ProxyTunnel {
   }
 
   protected handshake(s: net.Socket): void {
-    void this.socks(s).catch((e: Error) => this.destroy(this.refused(e.message)));
+    // A name that does not resolve here is the broker's host's trouble, not the proxy's: its
+    // own error (ENOTFOUND, EAI_AGAIN), worded as for a direct connection.
+    void this.socks(s).catch((e: Error & { code?: unknown }) => this.destroy(e.code !== undefined ? e : this.refused(e.message)));
   }
 
   private async socks(s: net.Socket): Promise<void> {
