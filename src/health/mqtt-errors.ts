@@ -1,6 +1,6 @@
 // One plain-words log line per MQTT failure: what failed and which config key or what on
 // the broker side to check. Pure, so the wording can be tested without a broker.
-import { MQTT_PROXY_KEY, MQTT_SOCKS_VARIABLE, ProxyTunnelError } from '../util/http-proxy.js';
+import { MQTT_SOCKS_VARIABLE, ProxyTunnelError, proxyNamedBy } from '../util/http-proxy.js';
 import { explainTls, opensslReason, type TlsContext, type TlsWords } from '../util/tls-failure.js';
 import { MqttSetupError, type BrokerUrl } from './mqtt-options.js';
 
@@ -39,9 +39,8 @@ const TLS_WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cer
  */
 function tunnelFailure(err: ErrLike | null, broker: BrokerUrl): string | null {
   if (!(err instanceof ProxyTunnelError)) return null;
-  const named = err.proxy.from === MQTT_PROXY_KEY ? MQTT_PROXY_KEY : err.proxy.from.replace(/=.*/, '');
-  if (!err.reached) return `${err.message}; is the proxy up and reachable? Check ${named}`;
-  if (err.status === 401 || err.status === 407 || /user and password|user name and password/.test(err.message)) return err.message;
+  if (err.failure === 'unreachable') return `${err.message}; is the proxy up and reachable? Check ${proxyNamedBy(err.proxy)}`;
+  if (err.failure === 'credentials') return err.message;
   if (err.status === 403) {
     return `${err.message}; it does not let CONNECT through to port ${broker.port} (many proxies allow 443 only): have it allowed, or use a port of the broker it allows`;
   }

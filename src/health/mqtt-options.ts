@@ -13,7 +13,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { ConnectTunnel, MQTT_SOCKS_VARIABLE, ProxyConfigError, SocksTunnel, connectTarget, mqttProxy, mqttSocksProxy, tlsOver, webSocketProxyFor, type MqttProxy } from '../util/http-proxy.js';
+import { ConnectTunnel, MQTT_SOCKS_VARIABLE, ProxyConfigError, SocksTunnel, connectTarget, mqttProxy, mqttSocksProxy, proxyNamedBy, tlsOver, webSocketProxyFor, type MqttProxy } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -193,7 +193,7 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     if (wantsAwsAlpn(broker)) o.ALPNProtocols = ['x-amzn-mqtt-ca'];
   }
   const onTlsSocket = i.onTlsSocket;
-  // Through the HTTP proxy mqtt.proxy names, whatever the scheme. Else over a WebSocket,
+  // Through the proxy mqtt.proxy names (HTTP or SOCKS), whatever the scheme. Else over a WebSocket,
   // through the proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names, as an HTTP client goes
   // (util/http-proxy.ts); mqtt:// and mqtts:// direct, or through the SOCKS proxy
   // MQTTJS_SOCKS_PROXY names (MQTT.js's own, checked here, within the connect timeout).
@@ -206,7 +206,10 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
   // A connection to the broker through `via`, the proxy's handshake done by the tunnel.
   const tunnel = via && ((): Duplex => (via.kind === 'HTTP' ? new ConnectTunnel(via.proxy, target) : new SocksTunnel(via.proxy, broker.host, broker.port)));
   const extra = o as Extra;
-  if (via) extra[THROUGH] = { kind: via.kind, url: `${proxyScheme(via)}://${connectTarget(via.proxy.host, via.proxy.port)}`, from: via.proxy.from.replace(/=.*/, '') };
+  if (via) {
+    const scheme = via.kind === 'HTTP' ? 'http' : via.proxy.scheme;
+    extra[THROUGH] = { kind: via.kind, url: `${scheme}://${connectTarget(via.proxy.host, via.proxy.port)}`, from: proxyNamedBy(via.proxy) };
+  }
   if (socks) {
     extra[THROUGH] = { kind: 'SOCKS', url: socks.url, from: MQTT_SOCKS_VARIABLE };
     o.socksProxy = socks.url;
@@ -247,12 +250,6 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
     };
   }
   return o;
-}
-
-/** A proxy's scheme as its URL names it. */
-function proxyScheme(p: MqttProxy): string {
-  if (p.kind === 'HTTP') return 'http';
-  return `socks${p.proxy.type}${p.proxy.remoteDns ? (p.proxy.type === 5 ? 'h' : 'a') : ''}`;
 }
 
 /** What buildClientOptions adds to MQTT.js's options for its own use (MQTT.js ignores symbol keys). */

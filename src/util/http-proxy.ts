@@ -76,6 +76,8 @@ export interface ProxyEndpoint {
 
 /** A SOCKS proxy from mqtt.proxy. */
 export interface SocksProxy extends ProxyEndpoint {
+  /** As its URL names it: socks5, socks5h, socks4 or socks4a. */
+  scheme: string;
   type: 4 | 5;
   /** socks5h://, socks4a://: the proxy resolves the broker's name. */
   remoteDns: boolean;
@@ -84,15 +86,21 @@ export interface SocksProxy extends ProxyEndpoint {
 }
 
 /**
- * A tunnel the proxy did not open: it could not be reached (`reached` false), or it answered
- * (an HTTP proxy's CONNECT with `status`; a SOCKS proxy's refusal has none). The message says
+ * A tunnel the proxy did not open: it could not be reached, it refused our credentials (or
+ * wanted some; the message then says what to put where), or it refused otherwise (an HTTP
+ * proxy's CONNECT answered with `status`; a SOCKS proxy's refusal has none). The message says
  * which, naming the proxy and what set it.
  */
 export class ProxyTunnelError extends Error {
   override name = 'ProxyTunnelError';
-  constructor(message: string, readonly proxy: ProxyEndpoint, readonly reached: boolean, readonly status: number | null) {
+  constructor(message: string, readonly proxy: ProxyEndpoint, readonly failure: 'unreachable' | 'credentials' | 'refused', readonly status: number | null = null) {
     super(message);
   }
+}
+
+/** The key or variable that named a proxy, without its value ("mqtt.proxy", "HTTPS_PROXY"). */
+export function proxyNamedBy(p: ProxyEndpoint): string {
+  return p.from.replace(/=.*/, '');
 }
 
 /** The config key that names the MQTT broker's proxy itself (an extension: MQTT.js has no HTTP proxy of its own). */
@@ -138,7 +146,7 @@ export function mqttProxy(value: string): MqttProxy {
   if (socks.type === 4 && password !== undefined) throw new Error(`${shown}: SOCKS4 carries a user id and no password; use socks5:// for a user and password`);
   return {
     kind: 'SOCKS',
-    proxy: { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 1080), from: MQTT_PROXY_KEY, ...socks, ...(userId !== undefined ? { userId } : {}), ...(password !== undefined ? { password } : {}) },
+    proxy: { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 1080), from: MQTT_PROXY_KEY, scheme: u.protocol.slice(0, -1), ...socks, ...(userId !== undefined ? { userId } : {}), ...(password !== undefined ? { password } : {}) },
   };
 }
 
@@ -283,7 +291,7 @@ abstract class ProxyTunnel extends Duplex {
     const s = (this.socket = net.connect({ host: proxy.host, port: proxy.port }));
     s.setNoDelay(true);
     s.once('connect', () => this.handshake(s));
-    s.on('error', (e) => this.destroy(this.connecting ? new ProxyTunnelError(`cannot reach the proxy ${proxy.host}:${proxy.port} (${proxy.from}): ${e.message}`, proxy, false, null) : e));
+    s.on('error', (e) => this.destroy(this.connecting ? new ProxyTunnelError(`cannot reach the proxy ${proxy.host}:${proxy.port} (${proxy.from}): ${e.message}`, proxy, 'unreachable') : e));
     s.on('close', () => {
       if (this.connecting) this.destroy(this.refused('the proxy closed the connection before it answered'));
       else if (!this.destroyed) this.destroy();
@@ -294,7 +302,7 @@ abstract class ProxyTunnel extends Duplex {
   protected abstract handshake(s: net.Socket): void;
 
   /** The proxy was reached and did not open the way: `what` it answered. */
-  protected abstract refused(what: string, status?: number | null): ProxyTunnelError;
+  protected abstract refused(what: string): ProxyTunnelError;
 
   /** The way is open: `rest` came from the far end with the proxy's answer. */
   protected opened(rest: Buffer): void {
@@ -374,7 +382,8 @@ export class ConnectTunnel extends ProxyTunnel {
   }
 
   protected refused(what: string, status: number | null = null): ProxyTunnelError {
-    return new ProxyTunnelError(`the proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) answered CONNECT ${this.target} with ${what}`, this.proxy, true, status);
+    const failure = status === 401 || status === 407 ? 'credentials' : 'refused';
+    return new ProxyTunnelError(`the proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) answered CONNECT ${this.target} with ${what}`, this.proxy, failure, status);
   }
 }
 
@@ -414,13 +423,13 @@ export class SocksTunnel extends ProxyTunnel {
     client.once('error', (e: Error) => {
       const auth = /authentication failed/i.test(e.message) ? `: the proxy refused the user and password in ${proxy.from}`
         : /no accepted authentication/i.test(e.message) && proxy.userId === undefined ? `: the proxy wants a user name and password, socks5://USER:PASSWORD@HOST:PORT in ${proxy.from}` : '';
-      this.destroy(this.refused(`${e.message}${auth}`));
+      this.destroy(this.refused(`${e.message}${auth}`, auth !== ''));
     });
     client.connect(s);
   }
 
-  protected refused(what: string): ProxyTunnelError {
-    return new ProxyTunnelError(`the SOCKS proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) would not open a way to ${this.target}: ${what}`, this.proxy, true, null);
+  protected refused(what: string, credentials = false): ProxyTunnelError {
+    return new ProxyTunnelError(`the SOCKS proxy ${this.proxy.host}:${this.proxy.port} (${this.proxy.from}) would not open a way to ${this.target}: ${what}`, this.proxy, credentials ? 'credentials' : 'refused');
   }
 }
 

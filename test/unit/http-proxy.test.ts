@@ -114,10 +114,10 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(() => mqttProxy('http://u:secret@bad host:3128')).toThrow(/^is not a URL \(expected http:\/\/HOST:PORT/);
     expect(() => mqttProxy('https://u:secret@proxy.example:8443')).toThrow('https://u:***@proxy.example:8443: a proxy reached over TLS is not supported; name it by http://HOST:PORT');
     expect(mqttProxy('socks5h://site:p%40ss@proxy.example')).toEqual({
-      kind: 'SOCKS', proxy: { host: 'proxy.example', port: 1080, from: 'mqtt.proxy', type: 5, remoteDns: true, userId: 'site', password: 'p@ss' },
+      kind: 'SOCKS', proxy: { host: 'proxy.example', port: 1080, from: 'mqtt.proxy', scheme: 'socks5h', type: 5, remoteDns: true, userId: 'site', password: 'p@ss' },
     });
-    expect(mqttProxy('socks5://198.51.100.7:1081')).toEqual({ kind: 'SOCKS', proxy: { host: '198.51.100.7', port: 1081, from: 'mqtt.proxy', type: 5, remoteDns: false } });
-    expect(mqttProxy('socks4a://ops@p.example:1080').proxy).toMatchObject({ type: 4, remoteDns: true, userId: 'ops' });
+    expect(mqttProxy('socks5://198.51.100.7:1081')).toEqual({ kind: 'SOCKS', proxy: { host: '198.51.100.7', port: 1081, from: 'mqtt.proxy', scheme: 'socks5', type: 5, remoteDns: false } });
+    expect(mqttProxy('socks4a://ops@p.example:1080').proxy).toMatchObject({ scheme: 'socks4a', type: 4, remoteDns: true, userId: 'ops' });
     expect(() => mqttProxy('socks4://ops:pw@p.example:1080')).toThrow('socks4://ops:***@p.example:1080: SOCKS4 carries a user id and no password; use socks5:// for a user and password');
     expect(() => mqttProxy('http://proxy.example:3128/path')).toThrow('http://proxy.example:3128/path: a proxy is named by host and port alone; set it to http://proxy.example:3128');
     // The password is never in a message.

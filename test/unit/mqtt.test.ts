@@ -405,13 +405,13 @@ describe('failure descriptions', () => {
     [Object.assign(err('Received invalid Socks5 initial handshake (no accepted authentication type)'), { options: { proxy: { host: 'p', port: 1081 } } }), plain, 'network',
       /; the proxy asks for a user name and password, which MQTT\.js does not send: name the proxy in mqtt\.proxy instead \(socks5:\/\/USER:PASSWORD@HOST:PORT\), which sends them, or let it admit this host without them$/],
     // ConnectTunnel's refusals (mqtt.proxy, or a WebSocket's HTTPS_PROXY): what the proxy said, and what to do.
-    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:8883 with "HTTP/1.1 403 Forbidden"', OUR_PROXY, true, 403), secure, 'network',
+    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:8883 with "HTTP/1.1 403 Forbidden"', OUR_PROXY, 'refused', 403), secure, 'network',
       /^mqtt connection failed: the proxy 198\.51\.100\.9:3128 \(mqtt\.proxy\) answered CONNECT b\.example:8883 with "HTTP\/1\.1 403 Forbidden"; it does not let CONNECT through to port 8883 \(many proxies allow 443 only\): have it allowed, or use a port of the broker it allows$/],
-    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:8883 with "HTTP/1.1 407 Proxy Authentication Required": the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in mqtt.proxy', OUR_PROXY, true, 407),
+    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:8883 with "HTTP/1.1 407 Proxy Authentication Required": the proxy wants credentials, http://USER:PASSWORD@HOST:PORT in mqtt.proxy', OUR_PROXY, 'credentials', 407),
       secure, 'network', /^mqtt connection failed: the proxy [^;]*: the proxy wants credentials, http:\/\/USER:PASSWORD@HOST:PORT in mqtt\.proxy$/],
-    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:1883 with "HTTP/1.1 502 Bad Gateway"', OUR_PROXY, true, 502), plain, 'network',
+    [new ProxyTunnelError('the proxy 198.51.100.9:3128 (mqtt.proxy) answered CONNECT b.example:1883 with "HTTP/1.1 502 Bad Gateway"', OUR_PROXY, 'refused', 502), plain, 'network',
       /with "HTTP\/1\.1 502 Bad Gateway"; it could not or would not reach the broker at b\.example:1883$/],
-    [new ProxyTunnelError('cannot reach the proxy 198.51.100.9:3128 (HTTPS_PROXY=http://198.51.100.9:3128): connect ECONNREFUSED 198.51.100.9:3128', { ...OUR_PROXY, from: 'HTTPS_PROXY=http://198.51.100.9:3128' }, false, null),
+    [new ProxyTunnelError('cannot reach the proxy 198.51.100.9:3128 (HTTPS_PROXY=http://198.51.100.9:3128): connect ECONNREFUSED 198.51.100.9:3128', { ...OUR_PROXY, from: 'HTTPS_PROXY=http://198.51.100.9:3128' }, 'unreachable'),
       secure, 'network', /^mqtt connection failed: cannot reach the proxy [^;]*; is the proxy up and reachable\? Check HTTPS_PROXY$/],
   ])('%s', (e, broker, kind, line) => {
     const f = describeMqttFailure(e, broker, false);
