@@ -25,6 +25,7 @@ import { checkIpForward, checkMtu, checkRoutes, checkUnderlayAddress, deviceChec
 import type { CheckResult, HealthDocument, OffloadHealthDoc, ReloadDoc } from './health/document.js';
 import { StatusLed } from './health/led.js';
 import { HealthPublisher, publishPeriodMs } from './health/mqtt.js';
+import { MetricsServer } from './health/metrics-server.js';
 import { HealthReporter } from './health/reporter.js';
 import { memoryDoc } from './health/memory.js';
 import { StatusFile } from './health/status-file.js';
@@ -83,6 +84,8 @@ export class Gateway extends EventEmitter {
   private readonly reasons = new ReasonMemo();
   private readonly statusFile: StatusFile;
   private readonly led: StatusLed | null;
+  /** metrics.listen's Prometheus endpoint, serving the latest document. */
+  private readonly metrics: MetricsServer | null;
   private nat: SiteNat | null = null;
   private membership: LiveMembership | null = null;
   /** The check refresh: every CHECKS_PERIOD_MS, and at once when the kernel says the device, its routes or the underlay changed. */
@@ -133,6 +136,8 @@ export class Gateway extends EventEmitter {
     this.led = cfg.board.led ? new StatusLed(cfg.board.led, { log: log.child({ part: 'led' }) }) : null;
     this.reporter = new HealthReporter({ publisher: this.publisher, led: this.led, status: this.statusFile, log });
     this.reporter.onDocument((doc, changed) => this.emit('health', doc, changed));
+    this.metrics = cfg.metrics.listen ? new MetricsServer(cfg.metrics.listen, log.child({ part: 'metrics' })) : null;
+    if (this.metrics) this.reporter.onDocument((doc) => this.metrics!.update(doc));
   }
 
   static async start(cfg: Config, deps: GatewayDeps): Promise<Gateway> {
@@ -163,6 +168,7 @@ export class Gateway extends EventEmitter {
       });
       await gw.membership.start();
       gw.publisher.start();
+      await gw.metrics?.start();
       gw.kernelEvents.start();
       await gw.checksRun.now();
       gw.publish();
@@ -222,6 +228,7 @@ export class Gateway extends EventEmitter {
     this.control.stop();
     await this.nat?.stop().catch((e) => this.d.log.warn('could not delete the router port mapping', { err: (e as Error).message }));
     await this.publisher.stop().catch((e) => this.d.log.warn('mqtt stop failed', { err: (e as Error).message }));
+    await this.metrics?.close();
     this.t.dataplane.stop();
     try {
       await this.t.device.teardown();
@@ -247,7 +254,10 @@ export class Gateway extends EventEmitter {
         vtepMac: t.vtepMac, localEndpoint: this.localEndpoint(), publicEndpoint: this.publicEndpoint(), queues: t.queues,
       },
       peers: rows,
-      checks: [...(this.checks ?? []), ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : [])],
+      checks: [
+        ...(this.checks ?? []), ...(this.nat?.checks() ?? []), ...(this.membership?.check() ? [this.membership.check()!] : []),
+        ...(this.metrics ? [this.metrics.check()] : []),
+      ],
       pathMtu: { mtu: t.mtu, peers: pathMtu },
       pid: process.pid,
       intervalS: publishPeriodMs(cfg.mqtt.interval, STATUS_PERIOD_MS) / 1000,
@@ -357,6 +367,7 @@ export class Gateway extends EventEmitter {
 
   private async refreshChecks(): Promise<void> {
     const { cfg, t } = this;
+    await this.metrics?.start(); // again, when the address could not be had
     const underlay = await checkUnderlayAddress(t.underlay, cfg.underlay.port);
     if (this.underlayAddrs !== null && underlay.addresses !== this.underlayAddrs) {
       this.d.log.warn('underlay addresses changed', { iface: t.underlay.iface, was: this.underlayAddrs, now: underlay.addresses });

@@ -2,6 +2,7 @@
 // checks of the flannel troubleshooting guide, one line each.
 import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { showListen, type ListenAddress } from '../config/formats.js';
 import type { Config, PeerConfig } from '../config/types.js';
 import { CertificateReader, certificateSources, certificatesCheck } from '../health/certificates.js';
 import type { CheckResult } from '../health/document.js';
@@ -10,6 +11,7 @@ import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
 import { checkClock, checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
 import { parseBrokerUrl } from '../health/mqtt-options.js';
+import { listenFailure, metricsUrl, tryListen } from '../health/metrics-server.js';
 import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { readClockSync } from '../util/clock-sync.js';
@@ -65,6 +67,10 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
     if (pm) results.push(pm.check);
     if (stun) results.push(stun);
   }
+  if (cfg.metrics.listen) {
+    const serves = running?.checks.some((x) => x.name === 'metrics' && x.ok && x.detail.endsWith(metricsUrl(cfg.metrics.listen!)));
+    results.push(await checkMetricsListen(cfg.metrics.listen, serves ? running!.pid : null));
+  }
   const c = await cluster;
   if (c) results.push(c.check);
   const broker = await mqtt;
@@ -83,6 +89,20 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
     results.push({ name: 'public_endpoint', ok: false, detail: 'unknown: nothing is configured to discover it, and the local address is not known', fix: 'fix the underlay check first, or set underlay.publicIp' });
   }
   return results;
+}
+
+/**
+ * metrics.listen can be had: listened on and let go at once. Beside a gateway of this config
+ * that serves its metrics (`heldBy`, its pid), the port in use is its own.
+ */
+export async function checkMetricsListen(listen: ListenAddress, heldBy: number | null): Promise<CheckResult> {
+  const url = metricsUrl(listen);
+  const e = await tryListen(listen);
+  if (!e) return { name: 'metrics', ok: true, detail: `${showListen(listen)} is free: the gateway will serve Prometheus metrics at ${url}` };
+  if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' && heldBy !== null) {
+    return { name: 'metrics', ok: true, detail: `${showListen(listen)} is held by this config's running gateway (pid ${heldBy}), serving ${url}` };
+  }
+  return { name: 'metrics', ok: false, ...listenFailure(e, listen) };
 }
 
 /** The peers whose certificates this machine's clock judges: what a wrong clock breaks. */

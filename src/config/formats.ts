@@ -5,6 +5,7 @@
 // the program uses from a checked one (`build`): the Config type is derived from these
 // build functions (schema.ts), so a key's type is declared exactly once.
 
+import net from 'node:net';
 import { isIPv4, ipToInt, isUnicastIPv4, parseCidr } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
 import { parseDuration } from '../util/duration.js';
@@ -335,6 +336,38 @@ export function parseHostPort(s: string): HostPort {
   return { host: host.toLowerCase(), port };
 }
 
+/** Where the metrics endpoint listens: `metrics.listen`. */
+export interface ListenAddress {
+  /** An IP literal (IPv6 without brackets). */
+  host: string;
+  port: number;
+}
+
+/**
+ * `metrics.listen`: "HOST:PORT" with an IP literal ("127.0.0.1:9474", "0.0.0.0:9474",
+ * "[::]:9474"), or a bare port (a YAML number too), which means 127.0.0.1: the site's
+ * numbers are open to the LAN or the world only when the address says so.
+ */
+export function parseListen(v: string | number): ListenAddress {
+  const s = String(v).trim();
+  const example = 'expected HOST:PORT with an IP address, e.g. "127.0.0.1:9474", "0.0.0.0:9474" (every address) or "[::]:9474", or a port alone for 127.0.0.1';
+  const m = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):)?(\d{1,5})$/.exec(s);
+  if (!m) {
+    const hint = /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? ' (an address to listen on, not a URL)' : /^[^\s:\[\]]+:\d+$/.test(s) ? ' (an IP address, not a host name: the one to listen on)' : '';
+    throw new Error(`${show(v)} is not an address to listen on${hint}; ${example}`);
+  }
+  const host = m[1] ?? m[2] ?? '127.0.0.1';
+  const port = Number(m[3]);
+  if (m[1] !== undefined ? !net.isIPv6(m[1]) : !isIPv4(host)) throw new Error(`${show(v)}: ${show(host)} is not an IP address; ${example}`);
+  if (port < 1 || port > 65535) throw new Error(`${show(v)}: port ${port} is out of range 1..65535`);
+  return { host: m[1] ?? host, port };
+}
+
+/** "HOST:PORT" as a URL's authority takes it ("[::1]:9474"). */
+export function showListen(l: ListenAddress): string {
+  return `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`;
+}
+
 // ------------------------------------------------------------- suggestions
 
 export function levenshtein(a: string, b: string): number {
@@ -501,6 +534,22 @@ export const formats = {
     },
     build: same,
   } satisfies FormatDef<boolean> as FormatDef<boolean>,
+  metricsListenOrNull: {
+    name: 'metrics-listen-or-null',
+    expected: 'HOST:PORT (e.g. "127.0.0.1:9474"), a port, or null',
+    nullable: true,
+    problems(v) {
+      if (typeof v !== 'string' && typeof v !== 'number') return wrongType(v, 'HOST:PORT or a port');
+      try {
+        parseListen(v);
+        return [];
+      } catch (e) {
+        return [{ at: '', value: v, message: (e as Error).message }];
+      }
+    },
+    coerce: emptyIsNull,
+    build: (v) => (v === null ? null : parseListen(v as string | number)),
+  } satisfies FormatDef<ListenAddress | null> as FormatDef<ListenAddress | null>,
   hostPortList: stringList('host-port-list', 'a list of "host:port" strings', parseHostPort),
   etcdEndpoints: stringList('etcd-endpoints', 'a list of http:// or https:// URLs', checkEtcdEndpoint),
   peers,

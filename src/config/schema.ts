@@ -259,6 +259,16 @@ export function buildSchema(hostname: string = os.hostname()) {
         extension: true,
       }),
     },
+    metrics: {
+      listen: leaf({
+        doc:
+          'Serve Prometheus metrics (the health document\'s numbers: peers, traffic, drops, checks, MQTT, cluster, memory) at http://HOST:PORT/metrics: ' +
+          '"127.0.0.1:9474" for an agent on this box, "0.0.0.0:9474" for a Prometheus elsewhere (open the port to it alone); a port alone means 127.0.0.1. null: not served.',
+        default: null,
+        format: f.metricsListenOrNull,
+        extension: true,
+      }),
+    },
     log: {
       level: leaf({ doc: 'Log level.', default: 'info', format: logLevel, live: true }),
     },

@@ -136,6 +136,7 @@ const FULL: Config = {
     key: '/etc/vxedge/private.pem.key',
   },
   board: { led: null, releaseStartupPages: true },
+  metrics: { listen: { host: '127.0.0.1', port: 9474 } },
   log: { level: 'debug' },
 };
 

@@ -1,0 +1,183 @@
+// `metrics.listen`: the latest health document as Prometheus metrics (metrics.ts) over
+// HTTP, GET /metrics. A scrape reads the document the gateway made last (every 2 s), so
+// scraping costs the gateway one rendering and nothing on the packet path.
+//
+// An address that cannot be had (in use, not this machine's) does not stop the gateway:
+// forwarding matters more than its numbers. The `metrics` check says why, the gateway is
+// degraded, and listening is tried again at each refresh of the checks.
+import http from 'node:http';
+import net from 'node:net';
+import { gzip } from 'node:zlib';
+import { promisify } from 'node:util';
+import { showListen, type ListenAddress } from '../config/formats.js';
+import type { Logger } from '../util/log.js';
+import type { CheckResult, HealthDocument } from './document.js';
+import { renderMetrics } from './metrics.js';
+
+const gzipAsync = promisify(gzip);
+/** Prometheus's text format (what every scraper takes). */
+const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+/** A scraper or two and someone's curl; more at once is not a scrape. */
+const MAX_CONNECTIONS = 16;
+
+/** Where the metrics of `listen` are scraped. */
+export function metricsUrl(listen: ListenAddress): string {
+  return `http://${showListen(listen)}/metrics`;
+}
+
+/** Why `listen` cannot be had, in words with the fix; `e` is what listen() failed with. */
+export function listenFailure(e: Error, listen: ListenAddress): { detail: string; fix: string } {
+  const at = showListen(listen);
+  const code = (e as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'EADDRINUSE':
+      return {
+        detail: `cannot serve metrics on ${at}: the port is in use`,
+        fix: `another program listens on TCP ${listen.port} (\`ss -ltnp 'sport = :${listen.port}'\` names it): stop it, or choose another port in metrics.listen`,
+      };
+    case 'EADDRNOTAVAIL':
+      return {
+        detail: `cannot serve metrics on ${at}: this machine has no address ${listen.host}`,
+        fix: 'use an address of this machine in metrics.listen (`ip -br addr`), 0.0.0.0 for all of them, or 127.0.0.1',
+      };
+    case 'EACCES':
+      return {
+        detail: `cannot serve metrics on ${at}: port ${listen.port} needs privilege the gateway does not have`,
+        fix: 'use a port of 1024 or above in metrics.listen (9474, say)',
+      };
+    default:
+      return { detail: `cannot serve metrics on ${at}: ${e.message}`, fix: 'check metrics.listen' };
+  }
+}
+
+/** Listens on `listen`, or rejects with listen()'s error. */
+function listenOn(server: net.Server, listen: ListenAddress): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const failed = (e: Error) => reject(e);
+    server.once('error', failed);
+    server.listen({ host: listen.host, port: listen.port }, () => {
+      server.off('error', failed);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Whether `listen` could be had now, for `vxedge check`: null when it could (nothing kept),
+ * else listen()'s error.
+ */
+export async function tryListen(listen: ListenAddress): Promise<Error | null> {
+  const s = net.createServer();
+  try {
+    await listenOn(s, listen);
+    return null;
+  } catch (e) {
+    return e as Error;
+  } finally {
+    await new Promise((r) => s.close(r));
+  }
+}
+
+export class MetricsServer {
+  private doc: HealthDocument | null = null;
+  private server: http.Server | null = null;
+  private failure: { detail: string; fix: string } | null = null;
+  private starting: Promise<void> | null = null;
+  private closed = false;
+  /** Scrapes served since start (the log says when the first one came). */
+  private scrapes = 0;
+
+  constructor(
+    private readonly listen: ListenAddress,
+    private readonly log: Logger,
+  ) {}
+
+  /** The document the next scrape renders. */
+  update(doc: HealthDocument): void {
+    this.doc = doc;
+  }
+
+  /** Listens, unless it does already; a failure is kept for check() and said once. Never rejects. */
+  start(): Promise<void> {
+    if (this.server || this.closed) return Promise.resolve();
+    this.starting ??= this.tryStart().finally(() => (this.starting = null));
+    return this.starting;
+  }
+
+  /** The `metrics` check: where the metrics are served, or why they are not. */
+  check(): CheckResult {
+    if (this.failure) return { name: 'metrics', ok: false, ...this.failure };
+    const detail = this.server ? `serving Prometheus metrics at ${this.url()}` : `about to serve Prometheus metrics at ${this.url()}`;
+    return { name: 'metrics', ok: true, detail };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.starting;
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  }
+
+  private url(): string {
+    return metricsUrl(this.listen);
+  }
+
+  private async tryStart(): Promise<void> {
+    const server = http.createServer((req, res) => void this.serve(req, res));
+    server.maxConnections = MAX_CONNECTIONS;
+    try {
+      await listenOn(server, this.listen);
+    } catch (e) {
+      const failure = listenFailure(e as Error, this.listen);
+      if (failure.detail !== this.failure?.detail) this.log.warn(failure.detail, { fix: failure.fix });
+      this.failure = failure;
+      return;
+    }
+    if (this.closed) {
+      server.close();
+      return;
+    }
+    this.server = server;
+    if (this.failure) this.log.info('metrics served again', { url: this.url() });
+    else this.log.info('serving metrics', { url: this.url() });
+    this.failure = null;
+  }
+
+  private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('GET /metrics\n');
+      return;
+    }
+    if (path === '/') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('vxedge: Prometheus metrics at /metrics\n');
+      return;
+    }
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found: the metrics are at /metrics\n');
+      return;
+    }
+    if (!this.doc) {
+      // Before the first round of checks: a few seconds after start.
+      res.writeHead(503, { 'Content-Type': 'text/plain', 'Retry-After': '2' }).end('the gateway is starting: no numbers yet\n');
+      return;
+    }
+    if (this.scrapes++ === 0) this.log.info('metrics scraped', { from: req.socket.remoteAddress });
+    let body: Buffer = Buffer.from(renderMetrics(this.doc));
+    const headers: http.OutgoingHttpHeaders = { 'Content-Type': CONTENT_TYPE, Vary: 'Accept-Encoding' };
+    // Prometheus asks for gzip; 500 peers make ~1 MB of text, a site's uplink carries a tenth of that.
+    if (/\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
+      try {
+        body = await gzipAsync(body);
+        headers['Content-Encoding'] = 'gzip';
+      } catch {
+        // plain, then
+      }
+    }
+    headers['Content-Length'] = body.length;
+    res.writeHead(200, headers).end(req.method === 'HEAD' ? undefined : body);
+  }
+}
