@@ -126,7 +126,14 @@ export class MetricsServer {
   }
 
   private async tryStart(): Promise<void> {
-    const server = http.createServer((req, res) => void this.serve(req, res));
+    const server = http.createServer((req, res) => {
+      // A scrape never takes the gateway down: whatever fails is the scraper's 500 and a log line.
+      this.serve(req, res).catch((e: Error) => {
+        this.log.warn('metrics scrape failed', { err: e.message });
+        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
+        res.end('the metrics could not be made; see the gateway\'s log\n');
+      });
+    });
     server.maxConnections = MAX_CONNECTIONS;
     try {
       await listenOn(server, this.listen);

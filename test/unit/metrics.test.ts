@@ -285,6 +285,23 @@ describe('MetricsServer (GET /metrics on loopback)', () => {
     }
   });
 
+  it('a document that cannot be rendered is the scraper\'s 500 and a log line, never the gateway\'s end', async () => {
+    const port = await freePort();
+    const log = new CaptureLog();
+    const m = new MetricsServer({ host: '127.0.0.1', port }, log);
+    await m.start();
+    try {
+      m.update({ ...doc(), peers: null } as unknown as HealthDocument);
+      const r = await request(port, '/metrics');
+      expect([r.status, r.body]).toEqual([500, 'the metrics could not be made; see the gateway\'s log\n']);
+      expect(log.lines.filter((l) => l.msg === 'metrics scrape failed')).toHaveLength(1);
+      m.update(doc());
+      expect((await request(port, '/metrics')).status).toBe(200);
+    } finally {
+      await m.close();
+    }
+  });
+
   it('an address this machine does not have: says so, and what to use instead', async () => {
     const m = new MetricsServer({ host: '192.0.2.77', port: 9474 }, new CaptureLog());
     await m.start();
