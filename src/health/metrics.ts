@@ -82,8 +82,11 @@ class Exposition {
     }
   }
 
-  text(): string {
-    return this.out;
+  /** What was written since the last take. */
+  take(): string {
+    const out = this.out;
+    this.out = '';
+    return out;
   }
 
   private head(name: string, type: string, help: string): void {
@@ -95,8 +98,31 @@ class Exposition {
   }
 }
 
-/** The metrics of one health document. */
+/** The metrics of one health document, whole. */
 export function renderMetrics(doc: HealthDocument): string {
+  return [...metricChunks(doc)].join('');
+}
+
+type PeerFamily = [name: string, type: 'gauge' | 'counter', help: string, value: (p: PeerHealthDoc) => number | null];
+
+/** The families with a sample per peer, each a number of its row. */
+const PEER_FAMILIES: readonly PeerFamily[] = [
+  ['vxedge_peer_up', 'gauge', '1 while the peer answers its keepalives.', (p) => b(p.state === 'up')],
+  ['vxedge_peer_rtt_seconds', 'gauge', 'The last keepalive round trip (absent before the first answer).', (p) => (p.rttMs === null ? null : p.rttMs / 1000)],
+  ['vxedge_peer_loss_ratio', 'gauge', 'Keepalives lost over the recent window, 0..1.', (p) => (p.lossPct === null ? null : p.lossPct / 100)],
+  ['vxedge_peer_last_seen_timestamp_seconds', 'gauge', 'The peer\'s last sign of life: a keepalive answer or any valid frame.', (p) => seconds(p.lastSeen)],
+  ['vxedge_peer_receive_packets_total', 'counter', 'Packets received from the peer and written to the device.', (p) => p.rxPackets],
+  ['vxedge_peer_receive_bytes_total', 'counter', 'Bytes of those packets.', (p) => p.rxBytes],
+  ['vxedge_peer_transmit_packets_total', 'counter', 'Packets read from the device and sent to the peer.', (p) => p.txPackets],
+  ['vxedge_peer_transmit_bytes_total', 'counter', 'Bytes of those packets.', (p) => p.txBytes],
+];
+
+/**
+ * The metrics of one health document, a family or a few at a time: the server writes each
+ * piece and lets the event loop (the packet path) run before the next, so that 500 peers'
+ * ~6 000 lines never hold it for more than a family's worth.
+ */
+export function* metricChunks(doc: HealthDocument): Generator<string, void, undefined> {
   const x = new Exposition();
   const t = doc.tunnel;
   x.family('vxedge_info', 'gauge', 'The gateway: version, site and node (always 1).', [[labels({ version: doc.version, site: doc.site, node: doc.node }), 1]]);
@@ -109,23 +135,22 @@ export function renderMetrics(doc: HealthDocument): string {
   }), 1]]);
   x.one('vxedge_tunnel_mtu_bytes', 'gauge', 'The tunnel device\'s MTU.', t.mtu);
 
+  yield x.take();
+
   const peers = doc.peers;
-  // Each peer's label written once for the ten families that carry it.
+  // Each peer's label written once for the families that carry it.
   const peer = peers.map((p) => `peer="${escapeLabel(p.name)}"`);
-  const perPeer = (name: string, type: 'gauge' | 'counter', help: string, value: (p: PeerHealthDoc) => number | null) => x.each(name, type, help, peers, peer, value);
   x.one('vxedge_peers', 'gauge', 'Peers in the tunnel (static and the cluster\'s).', peers.length);
   x.each('vxedge_peer_info', 'gauge', 'A peer: its subnet and the endpoint the gateway sends to (always 1).', peers,
     peers.map((p, i) => `${peer[i]},${labels({ subnet: p.subnet, endpoint: p.endpoint })}`), () => 1);
-  perPeer('vxedge_peer_up', 'gauge', '1 while the peer answers its keepalives.', (p) => b(p.state === 'up'));
-  x.family('vxedge_peer_state', 'gauge', 'A peer\'s state: 1 for the current one of up, down, unknown (not answered yet).',
-    peers.flatMap((p, i) => PEER_STATES.map((s): Sample => [`${peer[i]},state="${s}"`, b(p.state === s)])));
-  perPeer('vxedge_peer_rtt_seconds', 'gauge', 'The last keepalive round trip (absent before the first answer).', (p) => (p.rttMs === null ? null : p.rttMs / 1000));
-  perPeer('vxedge_peer_loss_ratio', 'gauge', 'Keepalives lost over the recent window, 0..1.', (p) => (p.lossPct === null ? null : p.lossPct / 100));
-  perPeer('vxedge_peer_last_seen_timestamp_seconds', 'gauge', 'The peer\'s last sign of life: a keepalive answer or any valid frame.', (p) => seconds(p.lastSeen));
-  perPeer('vxedge_peer_receive_packets_total', 'counter', 'Packets received from the peer and written to the device.', (p) => p.rxPackets);
-  perPeer('vxedge_peer_receive_bytes_total', 'counter', 'Bytes of those packets.', (p) => p.rxBytes);
-  perPeer('vxedge_peer_transmit_packets_total', 'counter', 'Packets read from the device and sent to the peer.', (p) => p.txPackets);
-  perPeer('vxedge_peer_transmit_bytes_total', 'counter', 'Bytes of those packets.', (p) => p.txBytes);
+  yield x.take();
+  x.each('vxedge_peer_state', 'gauge', 'A peer\'s state: 1 for the current one of up, down, unknown (not answered yet).',
+    peers.flatMap((p) => PEER_STATES.map((s) => b(p.state === s))), peer.flatMap((l) => PEER_STATES.map((s) => `${l},state="${s}"`)), (v) => v);
+  yield x.take();
+  for (const [name, type, help, value] of PEER_FAMILIES) {
+    x.each(name, type, help, peers, peer, value);
+    yield x.take();
+  }
 
   x.family('vxedge_check_ok', 'gauge', 'A check of the gateway (the health document\'s checks): 1 passing, 0 failing; its detail says why.', doc.checks.map((c) => [labels({ check: c.name }), b(c.ok)]));
   // Every reason, not only those that happened: rate() needs the zero before the first drop.
@@ -167,5 +192,5 @@ export function renderMetrics(doc: HealthDocument): string {
     x.one('vxedge_memory_peak_resident_bytes', 'gauge', 'The resident memory\'s peak (VmHWM): what a board\'s budget is about.', mem.peakMb > 0 ? Math.round(mem.peakMb * MIB) : null);
     x.one('vxedge_heap_used_bytes', 'gauge', 'The JavaScript heap in use.', Math.round(mem.heapUsedMb * MIB));
   }
-  return x.text();
+  yield x.take();
 }
