@@ -59,7 +59,7 @@ export const SKIPPED_SHOWN = 3;
 
 /**
  * One line for each service the gateway talks to, when configured: the MQTT broker, the
- * cluster source, the router's port mapping. Their failures leave forwarding alone, so no
+ * cluster source, the metrics endpoint, the router's port mapping. Their failures leave forwarding alone, so no
  * check fails for them and they would otherwise show only in the JSON.
  */
 function serviceLines(d: HealthDocument, now: number): string[] {
@@ -81,6 +81,9 @@ function serviceLines(d: HealthDocument, now: number): string[] {
     for (const s of c.skipped?.slice(0, SKIPPED_SHOWN) ?? []) out.push(`  left out: ${s.name}: ${s.why}`);
     if ((c.skipped?.length ?? 0) > SKIPPED_SHOWN) out.push(`  and ${c.skipped!.length - SKIPPED_SHOWN} more left out (vxedge status --json lists every one)`);
   }
+  // Where the metrics are served (a failure is among the failing checks above).
+  const metrics = d.checks.find((x) => x.name === 'metrics' && x.ok);
+  if (metrics) out.push(`metrics: ${metrics.detail}`);
   const pm = d.nat?.portMapping;
   if (pm && pm.mode !== 'off') {
     out.push(pm.external

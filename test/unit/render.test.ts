@@ -99,7 +99,7 @@ describe('renderStatus: the services it talks to', () => {
     state: 'mapped' as const, gateway: '192.0.2.1' as string | null, routerAddress: '198.51.100.2', tried: [], renewedAt: null, retryAt: null, routerRestarts: 0,
     badAnswers: { pcp: 0, natpmp: 0, upnp: 0 }, stunAgrees: null,
   };
-  const lines = (over: Partial<HealthDocument>) => renderStatus(doc(over), NOW).split('\n').filter((l) => /^(mqtt|cluster|port mapping):/.test(l));
+  const lines = (over: Partial<HealthDocument>) => renderStatus(doc(over), NOW).split('\n').filter((l) => /^(mqtt|cluster|metrics|port mapping):/.test(l));
 
   it('has no line for a service the config does not use', () => {
     expect(lines({})).toEqual([]);
@@ -107,11 +107,17 @@ describe('renderStatus: the services it talks to', () => {
   });
 
   it('says each one works, with what it holds', () => {
-    expect(lines({ mqtt, cluster, nat: { portMapping } })).toEqual([
+    const checks = [...doc().checks, { name: 'metrics', ok: true, detail: 'serving Prometheus metrics at http://127.0.0.1:9474/metrics' }];
+    expect(lines({ mqtt, cluster, nat: { portMapping }, checks })).toEqual([
       'mqtt: connected, 12 health documents published',
       'cluster: kubernetes, connected, 3 nodes, 2 peers, registered',
+      'metrics: serving Prometheus metrics at http://127.0.0.1:9474/metrics',
       'port mapping: upnp 198.51.100.2:8472 on router 192.0.2.1, until 2026-12-04T14:00:00.000Z',
     ]);
+    // Not served: among the failing checks with its fix, not on a line of its own.
+    const failing = renderStatus(doc({ checks: [{ name: 'metrics', ok: false, detail: 'cannot serve metrics on 127.0.0.1:9474: the port is in use', fix: 'choose another port' }] }), NOW);
+    expect(failing).toContain('checks failing:\n  metrics: cannot serve metrics on 127.0.0.1:9474: the port is in use\n    fix: choose another port');
+    expect(failing).not.toMatch(/^metrics:/m);
     // A document of a version before `gateway` was in it.
     expect(lines({ nat: { portMapping: { ...portMapping, gateway: undefined as unknown as null } } })).toEqual(['port mapping: upnp 198.51.100.2:8472, until 2026-12-04T14:00:00.000Z']);
   });
