@@ -36,6 +36,7 @@ import { defaultGateway, linkDetails, neighboursIPv4, routesIPv4, type KernelRou
 import { loadOrCreatePcpNonce } from './control/state.js';
 import type { Clock, Timer } from './util/clock.js';
 import { ClockStepWatch, describeStep, type ClockStep } from './util/clock-step.js';
+import { askClockSync } from './util/clock-sync.js';
 import type { Logger } from './util/log.js';
 import { readOnlyHint } from './util/read-only.js';
 import { Rerun } from './util/rerun.js';
@@ -390,6 +391,9 @@ export class Gateway extends EventEmitter {
       routes ? routesCheck(t.deviceName, subnets, routes) : await checkRoutes(t.deviceName, subnets),
       underlay.result,
     ];
+    // Where the kernel will not say whether network time keeps the clock (the unit's
+    // ProtectClock=yes), chronyd is asked now for the TLS words until the next refresh.
+    await askClockSync();
     const broker = this.publisher.brokerCertificate();
     const live = [...(broker ? [broker] : []), ...(this.membership?.serverCertificates() ?? [])];
     const certs = certificatesCheck([...(await this.certificates.read()), ...live], this.d.clock.now(), this.d.clock.synchronised?.());

@@ -14,7 +14,7 @@ import { parseBrokerUrl } from '../health/mqtt-options.js';
 import { listenFailure, metricsUrl, tryListen } from '../health/metrics-server.js';
 import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
-import { readClockSync } from '../util/clock-sync.js';
+import { askClockSync } from '../util/clock-sync.js';
 import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { clusterPreflight, type ClusterPreflight } from './check-cluster.js';
@@ -44,7 +44,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
   results.push(await checkDeviceName(cfg.overlay.device, running?.tunnel.device === cfg.overlay.device ? running.pid : null));
   const files = await checkFiles(cfg);
   if (files) results.push(files);
-  results.push(checkClock(systemClock.now(), readClockSync(), tlsPeers(cfg)));
+  results.push(checkClock(systemClock.now(), await askClockSync(), tlsPeers(cfg)));
   // The certificates line stands here, once the broker and the cluster have presented theirs.
   const fileCerts = await new CertificateReader(certificateSources(cfg)).read();
   const certsAt = results.length;

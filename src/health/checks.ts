@@ -304,10 +304,23 @@ export function checkClock(nowMs: number, sync: ClockSync | Error, tlsPeers: rea
       detail: `${clockSays(nowMs, true)} (systemd-timesyncd last synchronised it at ${utcMinute(sync.lastSyncMs)}; the kernel would not say: ${sync.kernelRefused})`,
     };
   }
+  const risk = tlsPeers.length ? `; if it is off, TLS to ${tlsPeers.join(', ')} fails on certificate dates` : '';
+  if (sync.source === 'chrony') {
+    const t = sync.tracking;
+    const refused = `the kernel would not say: ${sync.kernelRefused}`;
+    if (sync.synchronised) {
+      const update = t.refTimeMs === null ? '' : `, last updated ${utcMinute(t.refTimeMs)}`;
+      const off = `${formatMs(Math.abs(t.offsetS) * 1000)} ${t.offsetS > 0 ? 'fast' : 'slow'}`;
+      return { name: 'clock', ok: true, detail: `${clockSays(nowMs, true)} (chronyd: stratum ${t.stratum} from ${t.reference}${update}, ${off}; ${refused})` };
+    }
+    return {
+      name: 'clock', ok: true,
+      detail: `${clockSays(nowMs, false)}: chronyd runs but is not synchronised (no source it trusts; \`chronyc sources\` says why)${risk} (${refused})`,
+    };
+  }
   if (sync.synchronised) {
     return { name: 'clock', ok: true, detail: `${clockSays(nowMs, true)} (estimated error ${formatMs(sync.estErrorMs)})` };
   }
-  const risk = tlsPeers.length ? `; if it is off, TLS to ${tlsPeers.join(', ')} fails on certificate dates` : '';
   return { name: 'clock', ok: true, detail: `${clockSays(nowMs, false)}: right only if something else sets it (a VM's host, a battery-backed clock)${risk}` };
 }
 

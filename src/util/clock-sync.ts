@@ -7,12 +7,16 @@
 // so "unsynchronised" is a reason to doubt the clock, never a fault by itself.
 //
 // Where the kernel cannot be asked (the systemd unit's ProtectClock=yes refuses adjtimex, even
-// the read), systemd-timesyncd's own mark stands in: it touches TIMESYNCD_MARKER at each
-// synchronisation (systemd 239 and later, for systemd-time-wait-sync), and /run is emptied at
-// boot, so the file says "network time set this clock since boot". chrony and ntpd leave no
-// such mark; with them and no adjtimex the answer stays "not known".
+// the read), the daemon that keeps the clock is asked instead. systemd-timesyncd leaves a mark:
+// it touches TIMESYNCD_MARKER at each synchronisation (systemd 239 and later, for
+// systemd-time-wait-sync), and /run is emptied at boot, so the file says "network time set this
+// clock since boot". chronyd answers its command port (util/chrony.ts), which is asynchronous:
+// askClockSync asks it, and its answer stands for the synchronous readers (the TLS words, the
+// certificates check) until the next ask. ntpd leaves no mark and is not asked: with it and no
+// adjtimex the answer stays "not known".
 import { statSync } from 'node:fs';
 import { nativeBinding, type NativeClockState } from '../native/index.js';
+import { askChrony, type ChronyTracking } from './chrony.js';
 
 /** adjtimex's "clock not synchronised" return (TIME_ERROR in <sys/timex.h>). */
 export const TIME_ERROR = 5;
@@ -43,7 +47,24 @@ export type ClockSync =
     /** When it last did (the mark's mtime), ms since the epoch. */
     lastSyncMs: number;
     kernelRefused: string;
+  }
+  | {
+    /** The kernel could not be asked (`kernelRefused` says why); chronyd said (`tracking`). */
+    source: 'chrony';
+    synchronised: boolean;
+    tracking: ChronyTracking;
+    kernelRefused: string;
   };
+
+/** chronyd's last answer and when (monotonic ms), for the synchronous readers; see askClockSync. */
+let chronyAnswer: { tracking: ChronyTracking; atMs: number } | null = null;
+/** An answer older than this is chronyd's no more (it may have stopped): the gateway asks every 30 s. */
+const CHRONY_ANSWER_MS = 3 * 60_000;
+
+/** chronyd's answer of the last ask, if recent. */
+export function lastChronyAnswer(nowMono = performance.now()): ChronyTracking | null {
+  return chronyAnswer && nowMono - chronyAnswer.atMs < CHRONY_ANSWER_MS ? chronyAnswer.tracking : null;
+}
 
 /** What adjtimex's answer means. */
 export function clockSync(s: NativeClockState): ClockSync {
@@ -61,18 +82,45 @@ export function timesyncdLastSync(marker = TIMESYNCD_MARKER): number | null {
 
 /**
  * The kernel's answer now; where it cannot be asked (no addon, a refused syscall), timesyncd's
- * mark if there is one, else an Error with the kernel's reason.
+ * mark if there is one, else chronyd's last answer (askClockSync) if recent, else an Error
+ * with the kernel's reason.
  */
 export function readClockSync(
   read: () => NativeClockState = () => nativeBinding().clockState(),
   lastSync: () => number | null = timesyncdLastSync,
+  chrony: () => ChronyTracking | null = lastChronyAnswer,
 ): ClockSync | Error {
   try {
     return clockSync(read());
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
     const lastSyncMs = lastSync();
-    return lastSyncMs === null ? err : { source: 'timesyncd', synchronised: true, lastSyncMs, kernelRefused: err.message };
+    if (lastSyncMs !== null) return { source: 'timesyncd', synchronised: true, lastSyncMs, kernelRefused: err.message };
+    const tracking = chrony();
+    return tracking ? { source: 'chrony', synchronised: tracking.synchronised, tracking, kernelRefused: err.message } : err;
+  }
+}
+
+/**
+ * readClockSync, asking chronyd first where the kernel cannot be asked and timesyncd left no
+ * mark; its answer then stands for readClockSync too. The Error, when nothing says, names
+ * both: the kernel's refusal and why chronyd did not answer.
+ */
+export async function askClockSync(
+  read: () => NativeClockState = () => nativeBinding().clockState(),
+  lastSync: () => number | null = timesyncdLastSync,
+  ask: () => Promise<ChronyTracking> = askChrony,
+  nowMono: () => number = () => performance.now(),
+): Promise<ClockSync | Error> {
+  const r = readClockSync(read, lastSync, () => null);
+  if (!(r instanceof Error)) return r;
+  try {
+    const tracking = await ask();
+    chronyAnswer = { tracking, atMs: nowMono() };
+    return { source: 'chrony', synchronised: tracking.synchronised, tracking, kernelRefused: r.message };
+  } catch (e) {
+    chronyAnswer = null;
+    return new Error(`${r.message}; ${(e as Error).message}`);
   }
 }
 
