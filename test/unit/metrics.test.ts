@@ -13,29 +13,7 @@ import { metricChunks, renderMetrics } from '../../src/health/metrics.js';
 import { MetricsServer } from '../../src/health/metrics-server.js';
 import { parseListen } from '../../src/config/formats.js';
 import { CaptureLog } from '../support/capture-log.js';
-
-function doc(over: Partial<HealthDocument> = {}): HealthDocument {
-  return {
-    site: 'lab', node: 'edge-1', version: '0.1.0', ts: '2026-12-07T12:00:00.000Z', uptimeS: 3600, state: 'degraded',
-    tunnel: {
-      device: 'flannel.1', mode: 'tun', vni: 1, mtu: 1450, subnet: '10.244.100.0/24', vtepMac: '0e:5c:aa:00:00:01',
-      localEndpoint: '192.168.50.10:8472', publicEndpoint: '198.51.100.7:8472',
-    },
-    peers: [
-      { name: 'aws-1', endpoint: '203.0.113.10:8472', subnet: '10.244.1.0/24', state: 'up', rttMs: 1.25, lossPct: 2.5,
-        lastSeen: '2026-12-07T11:59:58.000Z', rxPackets: 10, txPackets: 12, rxBytes: 980, txBytes: 3 * 2 ** 40, reason: null },
-      { name: 'aws-2', endpoint: '203.0.113.20:8472', subnet: '10.244.2.0/24', state: 'unknown', rttMs: null, lossPct: null,
-        lastSeen: null, rxPackets: 0, txPackets: 40, rxBytes: 0, txBytes: 4000, reason: 'not answered yet' },
-    ],
-    checks: [
-      { name: 'ip_forward', ok: true, detail: 'net.ipv4.ip_forward=1' },
-      { name: 'public_endpoint', ok: false, detail: 'unknown', fix: 'set underlay.publicIp' },
-    ],
-    pid: 1234,
-    drops: { noPeer: 7, deviceQueue: 3 },
-    ...over,
-  };
-}
+import { sampleHealth as doc } from '../support/health-doc.js';
 
 interface Family {
   help: string;
@@ -236,13 +214,23 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** A MetricsServer on a free loopback port, started, for `fn`; closed after it. */
+async function serving(fn: (m: MetricsServer, port: number, log: CaptureLog) => Promise<void>): Promise<number> {
+  const port = await freePort();
+  const log = new CaptureLog();
+  const m = new MetricsServer({ host: '127.0.0.1', port }, log);
+  await m.start();
+  try {
+    await fn(m, port, log);
+  } finally {
+    await m.close();
+  }
+  return port;
+}
+
 describe('MetricsServer (GET /metrics on loopback)', () => {
   it('serves the latest document, gzipped when asked, after a 503 while there is none yet', async () => {
-    const port = await freePort();
-    const log = new CaptureLog();
-    const m = new MetricsServer({ host: '127.0.0.1', port }, log);
-    await m.start();
-    try {
+    const port = await serving(async (m, port, log) => {
       expect(m.check()).toEqual({ name: 'metrics', ok: true, detail: `serving Prometheus metrics at http://127.0.0.1:${port}/metrics` });
       const early = await request(port, '/metrics');
       expect(early.status).toBe(503);
@@ -263,9 +251,7 @@ describe('MetricsServer (GET /metrics on loopback)', () => {
       const post = await request(port, '/metrics', { method: 'POST' });
       expect([post.status, post.headers.allow]).toEqual([405, 'GET, HEAD']);
       expect(log.lines.filter((e) => e.msg === 'metrics scraped')).toHaveLength(1);
-    } finally {
-      await m.close();
-    }
+    });
     await expect(request(port, '/metrics')).rejects.toThrow(/ECONNREFUSED/);
   });
 
@@ -296,19 +282,13 @@ describe('MetricsServer (GET /metrics on loopback)', () => {
   });
 
   it('a document that cannot be rendered cuts the page (the scraper counts the scrape failed) and is logged, never the gateway\'s end', async () => {
-    const port = await freePort();
-    const log = new CaptureLog();
-    const m = new MetricsServer({ host: '127.0.0.1', port }, log);
-    await m.start();
-    try {
+    await serving(async (m, port, log) => {
       m.update({ ...doc(), peers: null } as unknown as HealthDocument);
       await expect(request(port, '/metrics')).rejects.toThrow(/aborted|socket hang up/);
       expect(log.lines.filter((l) => l.msg === 'metrics scrape failed')).toHaveLength(1);
       m.update(doc());
       expect((await request(port, '/metrics')).body).toBe(renderMetrics(doc()));
-    } finally {
-      await m.close();
-    }
+    });
   });
 
   it('an address this machine does not have: says so, and what to use instead', async () => {
