@@ -291,6 +291,22 @@ describe('MetricsServer (GET /metrics on loopback)', () => {
     });
   });
 
+  it('a scraper that stops reading halfway: a stop cuts it and ends its page (nothing left waiting for a drain that never comes)', async () => {
+    const port = await freePort();
+    const m = new MetricsServer({ host: '127.0.0.1', port }, new CaptureLog());
+    await m.start();
+    // ~15 MB of text, more than loopback's socket buffers hold (a few MB), asked for and never read.
+    m.update(doc({ peers: Array.from({ length: 15_000 }, (_, i) => ({ ...doc().peers[0], name: `node-${i}.eu-west-1.compute.internal` })) }));
+    const client = net.connect(port, '127.0.0.1');
+    const firstBytes = new Promise<void>((r) => client.once('data', () => (client.pause(), r())));
+    client.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n');
+    await firstBytes;
+    await new Promise((r) => setTimeout(r, 100)); // the server fills the buffers and waits for a drain
+    const closed = m.close().then(() => 'closed');
+    expect(await Promise.race([closed, new Promise((r) => setTimeout(() => r('still waiting'), 5_000))])).toBe('closed');
+    client.destroy();
+  });
+
   it('an address this machine does not have: says so, and what to use instead', async () => {
     const m = new MetricsServer({ host: '192.0.2.77', port: 9474 }, new CaptureLog());
     await m.start();
