@@ -2,7 +2,7 @@
 // checks of the flannel troubleshooting guide, one line each.
 import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { showListen, type ListenAddress } from '../config/formats.js';
+import type { ListenAddress } from '../config/formats.js';
 import type { Config, PeerConfig } from '../config/types.js';
 import { CertificateReader, certificateSources, certificatesCheck } from '../health/certificates.js';
 import type { CheckResult } from '../health/document.js';
@@ -11,10 +11,11 @@ import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
 import { checkClock, checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
 import { parseBrokerUrl } from '../health/mqtt-options.js';
-import { listenFailure, metricsUrl, tryListen } from '../health/metrics-server.js';
+import { listenFailure, metricsUrl, servingDetail, tryListen } from '../health/metrics-server.js';
 import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { askClockSync } from '../util/clock-sync.js';
+import { connectTarget } from '../util/http-proxy.js';
 import { Logger } from '../util/log.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { clusterPreflight, type ClusterPreflight } from './check-cluster.js';
@@ -68,7 +69,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
     if (stun) results.push(stun);
   }
   if (cfg.metrics.listen) {
-    const serves = running?.checks.some((x) => x.name === 'metrics' && x.ok && x.detail.endsWith(metricsUrl(cfg.metrics.listen!)));
+    const serves = running?.checks.some((x) => x.name === 'metrics' && x.ok && x.detail === servingDetail(cfg.metrics.listen!));
     results.push(await checkMetricsListen(cfg.metrics.listen, serves ? running!.pid : null));
   }
   const c = await cluster;
@@ -97,10 +98,11 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
  */
 export async function checkMetricsListen(listen: ListenAddress, heldBy: number | null): Promise<CheckResult> {
   const url = metricsUrl(listen);
+  const at = connectTarget(listen.host, listen.port);
   const e = await tryListen(listen);
-  if (!e) return { name: 'metrics', ok: true, detail: `${showListen(listen)} is free: the gateway will serve Prometheus metrics at ${url}` };
+  if (!e) return { name: 'metrics', ok: true, detail: `${at} is free: the gateway will serve Prometheus metrics at ${url}` };
   if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' && heldBy !== null) {
-    return { name: 'metrics', ok: true, detail: `${showListen(listen)} is held by this config's running gateway (pid ${heldBy}), serving ${url}` };
+    return { name: 'metrics', ok: true, detail: `${at} is held by this config's running gateway (pid ${heldBy}), serving ${url}` };
   }
   return { name: 'metrics', ok: false, ...listenFailure(e, listen) };
 }

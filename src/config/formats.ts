@@ -363,11 +363,6 @@ export function parseListen(v: string | number): ListenAddress {
   return { host: m[1] ?? host, port };
 }
 
-/** "HOST:PORT" as a URL's authority takes it ("[::1]:9474"). */
-export function showListen(l: ListenAddress): string {
-  return `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`;
-}
-
 // ------------------------------------------------------------- suggestions
 
 export function levenshtein(a: string, b: string): number {

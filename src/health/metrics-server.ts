@@ -12,7 +12,8 @@ import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { setImmediate } from 'node:timers/promises';
 import { createGzip } from 'node:zlib';
-import { showListen, type ListenAddress } from '../config/formats.js';
+import type { ListenAddress } from '../config/formats.js';
+import { connectTarget } from '../util/http-proxy.js';
 import type { Logger } from '../util/log.js';
 import type { CheckResult, HealthDocument } from './document.js';
 import { metricChunks } from './metrics.js';
@@ -37,12 +38,17 @@ function drainedOrClosed(w: Writable): Promise<void> {
 
 /** Where the metrics of `listen` are scraped. */
 export function metricsUrl(listen: ListenAddress): string {
-  return `http://${showListen(listen)}/metrics`;
+  return `http://${connectTarget(listen.host, listen.port)}/metrics`;
+}
+
+/** The `metrics` check's detail while `listen` is served (`vxedge check` knows the running gateway's port by it). */
+export function servingDetail(listen: ListenAddress): string {
+  return `serving Prometheus metrics at ${metricsUrl(listen)}`;
 }
 
 /** Why `listen` cannot be had, in words with the fix; `e` is what listen() failed with. */
 export function listenFailure(e: Error, listen: ListenAddress): { detail: string; fix: string } {
-  const at = showListen(listen);
+  const at = connectTarget(listen.host, listen.port);
   const code = (e as NodeJS.ErrnoException).code;
   switch (code) {
     case 'EADDRINUSE':
@@ -124,7 +130,7 @@ export class MetricsServer {
   /** The `metrics` check: where the metrics are served, or why they are not. */
   check(): CheckResult {
     if (this.failure) return { name: 'metrics', ok: false, ...this.failure };
-    const detail = this.server ? `serving Prometheus metrics at ${this.url()}` : `about to serve Prometheus metrics at ${this.url()}`;
+    const detail = this.server ? servingDetail(this.listen) : `about to serve Prometheus metrics at ${this.url()}`;
     return { name: 'metrics', ok: true, detail };
   }
 

@@ -9,10 +9,11 @@
 // costs ~9 MB of resident memory on a board whose whole budget is 64 MB (README,
 // Dependencies). The format is checked by Prometheus itself in the lab (metrics.test.ts).
 import { DROP_REASONS } from '../dataplane/drops.js';
+import type { PeerState } from '../control/peer-state.js';
 import type { GatewayState, HealthDocument, PeerHealthDoc } from './document.js';
 
 const GATEWAY_STATES: readonly GatewayState[] = ['ok', 'degraded', 'down'];
-const PEER_STATES = ['up', 'down', 'unknown'] as const;
+const PEER_STATES: readonly PeerState[] = ['up', 'down', 'unknown'];
 const MIB = 1024 * 1024;
 
 /** A sample: its labels as written between the braces ("" for none), and its value. */
@@ -144,8 +145,8 @@ export function* metricChunks(doc: HealthDocument): Generator<string, void, unde
   x.each('vxedge_peer_info', 'gauge', 'A peer: its subnet and the endpoint the gateway sends to (always 1).', peers,
     peers.map((p, i) => `${peer[i]},${labels({ subnet: p.subnet, endpoint: p.endpoint })}`), () => 1);
   yield x.take();
-  x.each('vxedge_peer_state', 'gauge', 'A peer\'s state: 1 for the current one of up, down, unknown (not answered yet).',
-    peers.flatMap((p) => PEER_STATES.map((s) => b(p.state === s))), peer.flatMap((l) => PEER_STATES.map((s) => `${l},state="${s}"`)), (v) => v);
+  x.family('vxedge_peer_state', 'gauge', 'A peer\'s state: 1 for the current one of up, down, unknown (not answered yet).',
+    peers.flatMap((p, i) => PEER_STATES.map((s): Sample => [`${peer[i]},state="${s}"`, b(p.state === s)])));
   yield x.take();
   for (const [name, type, help, value] of PEER_FAMILIES) {
     x.each(name, type, help, peers, peer, value);

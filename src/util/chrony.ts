@@ -118,6 +118,7 @@ export function askChrony(o: AskChronyOptions = {}): Promise<ChronyTracking> {
   const host = o.host ?? '127.0.0.1';
   const port = o.port ?? CHRONY_CMD_PORT;
   const where = `${host}:${port}`;
+  const timeoutMs = o.timeoutMs ?? 500;
   const sequence = randomInt(2 ** 31);
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
@@ -127,7 +128,7 @@ export function askChrony(o: AskChronyOptions = {}): Promise<ChronyTracking> {
       if (r instanceof Error) reject(r);
       else resolve(r);
     };
-    const timer = setTimeout(() => done(new Error(`chronyd: no answer on ${where} within ${o.timeoutMs ?? 500} ms`)), o.timeoutMs ?? 500);
+    const timer = setTimeout(() => done(new Error(`chronyd: no answer on ${where} within ${timeoutMs} ms`)), timeoutMs);
     s.on('error', (e: NodeJS.ErrnoException) => {
       // ECONNREFUSED (the kernel's port unreachable): nothing listens there, so no chronyd runs.
       done(new Error(e.code === 'ECONNREFUSED' ? `chronyd: not running (nothing answers on ${where})` : `chronyd: ${e.message}`));
