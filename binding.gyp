@@ -6,13 +6,13 @@
   "targets": [
     {
       "target_name": "vxedge_native",
-      "sources": ["src/native/addon.c", "src/native/device.c", "src/native/socket.c", "src/native/poll.c", "src/native/csum.c", "src/native/tso.c", "src/native/sender.c", "src/native/gro.c", "src/native/pages.c", "src/native/clock.c", "src/native/netlink.c", "src/native/napi_util.c"],
+      "sources": ["src/native/addon.c", "src/native/device.c", "src/native/socket.c", "src/native/poll.c", "src/native/csum.c", "src/native/tso.c", "src/native/sender.c", "src/native/gro.c", "src/native/pages.c", "src/native/clock.c", "src/native/netlink.c", "src/native/napi_util.c", "src/native/crypt.c"],
       # Node-API 8 (Node >= 12.22/14.17): async cleanup hooks and object type tags.
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-pthread"],
       "ldflags": ["-pthread"],
       "conditions": [
-        ["OS!='linux'", {"type": "none", "sources!": ["src/native/addon.c", "src/native/device.c", "src/native/socket.c", "src/native/poll.c", "src/native/csum.c", "src/native/tso.c", "src/native/sender.c", "src/native/gro.c", "src/native/pages.c", "src/native/clock.c", "src/native/netlink.c", "src/native/napi_util.c"]}],
+        ["OS!='linux'", {"type": "none", "sources!": ["src/native/addon.c", "src/native/device.c", "src/native/socket.c", "src/native/poll.c", "src/native/csum.c", "src/native/tso.c", "src/native/sender.c", "src/native/gro.c", "src/native/pages.c", "src/native/clock.c", "src/native/netlink.c", "src/native/napi_util.c", "src/native/crypt.c"]}],
       ],
       "configurations": {
         # common.gypi asks -O3 for Release; -O2 is plenty here and keeps code size down.

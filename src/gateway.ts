@@ -137,7 +137,12 @@ export class Gateway extends EventEmitter {
     this.led = cfg.board.led ? new StatusLed(cfg.board.led, { log: log.child({ part: 'led' }) }) : null;
     this.reporter = new HealthReporter({ publisher: this.publisher, led: this.led, status: this.statusFile, log });
     this.reporter.onDocument((doc, changed) => this.emit('health', doc, changed));
-    this.metrics = cfg.metrics.listen ? new MetricsServer(cfg.metrics.listen, log.child({ part: 'metrics' })) : null;
+    this.metrics = cfg.metrics.listen
+      ? new MetricsServer({
+        listen: cfg.metrics.listen, webConfig: cfg.metrics.webConfig, log: log.child({ part: 'metrics' }),
+        passwordCheck: (password, hash) => d.binding.passwordCheck(password, hash), now: () => clock.monotonic(),
+      })
+      : null;
     if (this.metrics) this.reporter.onDocument((doc) => this.metrics!.update(doc));
   }
 
@@ -368,7 +373,7 @@ export class Gateway extends EventEmitter {
 
   private async refreshChecks(): Promise<void> {
     const { cfg, t } = this;
-    await this.metrics?.start(); // again, when the address could not be had
+    await this.metrics?.start(); // again, when the address could not be had; metrics.webConfig read again
     const underlay = await checkUnderlayAddress(t.underlay, cfg.underlay.port);
     if (this.underlayAddrs !== null && underlay.addresses !== this.underlayAddrs) {
       this.d.log.warn('underlay addresses changed', { iface: t.underlay.iface, was: this.underlayAddrs, now: underlay.addresses });

@@ -5,13 +5,14 @@ import path from 'node:path';
 import type { ListenAddress } from '../config/formats.js';
 import type { Config, PeerConfig } from '../config/types.js';
 import { CertificateReader, certificateSources, certificatesCheck } from '../health/certificates.js';
-import type { CheckResult } from '../health/document.js';
+import type { CheckResult, HealthDocument } from '../health/document.js';
 import { classifyExistingDevice } from '../control/device.js';
 import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
 import { checkClock, checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
 import { parseBrokerUrl } from '../health/mqtt-options.js';
 import { listenFailure, metricsUrl, servingDetail, tryListen } from '../health/metrics-server.js';
+import { loadWebConfig, protectionWords, WebConfigError, type WebConfig } from '../health/web-config.js';
 import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { askClockSync } from '../util/clock-sync.js';
@@ -68,10 +69,7 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
     if (pm) results.push(pm.check);
     if (stun) results.push(stun);
   }
-  if (cfg.metrics.listen) {
-    const serves = running?.checks.some((x) => x.name === 'metrics' && x.ok && x.detail === servingDetail(cfg.metrics.listen!));
-    results.push(await checkMetricsListen(cfg.metrics.listen, serves ? running!.pid : null));
-  }
+  if (cfg.metrics.listen) results.push(await checkMetrics(cfg.metrics.listen, cfg.metrics.webConfig, running));
   const c = await cluster;
   if (c) results.push(c.check);
   const broker = await mqtt;
@@ -93,16 +91,36 @@ export async function preflight(cfg: Config): Promise<CheckResult[]> {
 }
 
 /**
+ * The metrics endpoint as the gateway would serve it: metrics.webConfig loads (its files read,
+ * the certificate matched to its key), and metrics.listen can be had.
+ */
+export async function checkMetrics(listen: ListenAddress, webConfig: string | null, running: HealthDocument | null): Promise<CheckResult> {
+  let web: WebConfig | null = null;
+  if (webConfig !== null) {
+    try {
+      web = loadWebConfig(webConfig).config;
+    } catch (e) {
+      if (!(e instanceof WebConfigError)) throw e;
+      return { name: 'metrics', ok: false, detail: e.message, fix: e.fix };
+    }
+  }
+  const serves = running?.checks.some((x) => x.name === 'metrics' && x.ok && x.detail === servingDetail(listen, web));
+  return checkMetricsListen(listen, serves ? running!.pid : null, web);
+}
+
+/**
  * metrics.listen can be had: listened on and let go at once. Beside a gateway of this config
  * that serves its metrics (`heldBy`, its pid), the port in use is its own.
  */
-export async function checkMetricsListen(listen: ListenAddress, heldBy: number | null): Promise<CheckResult> {
-  const url = metricsUrl(listen);
+export async function checkMetricsListen(listen: ListenAddress, heldBy: number | null, web: WebConfig | null = null): Promise<CheckResult> {
+  const url = metricsUrl(listen, web);
+  const words = protectionWords(web);
+  const how = words ? ` (${words})` : '';
   const at = connectTarget(listen.host, listen.port);
   const e = await tryListen(listen);
-  if (!e) return { name: 'metrics', ok: true, detail: `${at} is free: the gateway will serve Prometheus metrics at ${url}` };
+  if (!e) return { name: 'metrics', ok: true, detail: `${at} is free: the gateway will serve Prometheus metrics at ${url}${how}` };
   if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' && heldBy !== null) {
-    return { name: 'metrics', ok: true, detail: `${at} is held by this config's running gateway (pid ${heldBy}), serving ${url}` };
+    return { name: 'metrics', ok: true, detail: `${at} is held by this config's running gateway (pid ${heldBy}), serving ${url}${how}` };
   }
   return { name: 'metrics', ok: false, ...listenFailure(e, listen) };
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded --max-old-space-size=128
-// vxedge command line: run | check | status | manifest | peers | rbac | fleet | retire (docs/contract.md).
+// vxedge command line: run | check | status | manifest | peers | rbac | fleet | retire | password-hash (docs/contract.md).
 // User mistakes end with a short message and the contract's exit code, never a stack trace.
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -20,6 +20,7 @@ const command = {
   kube: () => import('./kube.js'),
   fleet: () => import('./fleet.js'),
   retire: () => import('./retire.js'),
+  passwordHash: () => import('./password-hash.js'),
 };
 
 const HELP = `vxedge — userspace flannel-compatible VXLAN gateway for edge sites
@@ -41,6 +42,9 @@ Usage:
   vxedge retire -c FILE [--dry-run] [--force] [--mac MAC]
                                   take a site that is gone for good out of the cluster (its own Node or etcd lease)
                                   and the fleet (its retained MQTT status and health); the gateway must be stopped
+  vxedge password-hash [--cost N]
+                                  the bcrypt hash of a password (stdin; asked for twice at a terminal)
+                                  for metrics.webConfig's basic_auth_users
   vxedge --version | --help
 
 Options:
@@ -54,6 +58,7 @@ Options:
   --dry-run           retire: read everything, say what would be removed, change nothing
   --force             retire: go on although the broker's retained status says the gateway is online
   --mac MAC           retire: the VTEP MAC of the box being retired, when not this machine's (a replaced box)
+  --cost N            password-hash: bcrypt's cost, 4 to 31 (default 10; each step doubles the time)
 
 Exit codes: 0 ok, 1 failure (or no gateway running for status), 2 invalid config or input.
 `;
@@ -72,6 +77,7 @@ const TAKES: Record<string, { options: string[]; args: number }> = {
   peers: { options: ['kube-annotation-prefix'], args: 1 },
   rbac: { options: ['node-name'], args: 0 },
   retire: { options: ['dry-run', 'force', 'mac'], args: 0 },
+  'password-hash': { options: ['cost'], args: 0 },
 };
 
 /** An option or argument the command would silently ignore: a slip the user should hear of. */
@@ -127,6 +133,7 @@ export async function main(argv: string[]): Promise<number> {
         'dry-run': { type: 'boolean' },
         force: { type: 'boolean' },
         mac: { type: 'string' },
+        cost: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -168,6 +175,8 @@ export async function main(argv: string[]): Promise<number> {
         return (await command.kube()).runRbac(o.config ? load(o.config) : null, o['node-name']);
       case 'retire':
         return await (await command.retire()).runRetire(load(o.config), { dryRun: o['dry-run'] ?? false, force: o.force ?? false, mac: o.mac === undefined ? null : macOption(o.mac) });
+      case 'password-hash':
+        return await (await command.passwordHash()).runPasswordHash(o.cost);
       case undefined:
         process.stderr.write(HELP);
         return EXIT_USAGE;

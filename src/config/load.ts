@@ -415,6 +415,9 @@ function crossChecks(v: Tree, bad: (key: string) => boolean): ConfigProblem[] {
   pair('mqtt.cert', 'mqtt.key', 'mutual TLS needs both the certificate and its key');
   pair('cluster.etcd.cert', 'cluster.etcd.key', 'client certificate authentication needs both the certificate and its key');
   pair('cluster.etcd.username', 'cluster.etcd.passwordFile', 'etcd authenticates a user name with its password');
+  if (set('metrics.webConfig') && !set('metrics.listen') && ok('metrics.webConfig', 'metrics.listen')) {
+    out.push({ key: 'metrics.listen', value: null, message: 'is required when metrics.webConfig is set: the web configuration protects the address metrics.listen serves' });
+  }
   const endpoints = getPath(v, 'cluster.etcd.endpoints');
   if (ok('cluster.source', 'cluster.etcd.endpoints') && getPath(v, 'cluster.source') === 'etcd' && Array.isArray(endpoints) && endpoints.length === 0) {
     out.push({ key: 'cluster.etcd.endpoints', value: [], message: 'is empty, but cluster.source is etcd: list the etcd v3 endpoints flannel uses (its --etcd-endpoints), e.g. ["https://10.0.0.5:2379"]' });

@@ -268,6 +268,14 @@ export function buildSchema(hostname: string = os.hostname()) {
         format: f.metricsListenOrNull,
         extension: true,
       }),
+      webConfig: leaf({
+        doc:
+          'TLS, client certificates, basic auth (bcrypt hashes), headers and a rate limit for metrics.listen, in the web configuration file of ' +
+          'Prometheus\'s exporter-toolkit (node_exporter\'s --web.config.file); read again every 30 s. null: plain HTTP, open to whoever reaches the address.',
+        default: null,
+        format: f.pathOrNull,
+        extension: true,
+      }),
     },
     log: {
       level: leaf({ doc: 'Log level.', default: 'info', format: logLevel, live: true }),

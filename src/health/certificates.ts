@@ -13,6 +13,7 @@ import { fileStamp } from '../util/file-stamp.js';
 import { bundleValidity, certValidity, clockSays, NETWORK_TIME_FIX, utcMinute, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
 import type { CheckResult } from './document.js';
 import { parseBrokerUrl } from './mqtt-options.js';
+import { parseWebConfig, webConfigFiles, type PemSource } from './web-config.js';
 
 /** A certificate that ends within this many days fails the check. */
 export const CERT_WARN_DAYS = 14;
@@ -79,9 +80,35 @@ function kubeconfigFile(file: string): CertSource {
 }
 
 /**
+ * metrics.webConfig: the metrics server's certificate and the CA its scrapers' certificates
+ * must be signed by, inline or as files (relative to the web configuration, as it reads them).
+ */
+function webConfigFile(file: string): CertSource {
+  let named: string[] = []; // the PEM files it names, as last read
+  return {
+    stamp: () => {
+      const own = fileStamp(file);
+      return own === null ? null : [own, ...named.map(fileStamp)].join(' ');
+    },
+    async load() {
+      const c = parseWebConfig(readFileSync(file, 'utf8'), file);
+      named = webConfigFiles(c).slice(1);
+      if (!c.tls) return [];
+      const pem = (s: PemSource) => ('file' in s ? readFileSync(s.file) : Buffer.from(s.inline));
+      const what = (s: PemSource, key: string) => `${'file' in s ? `${key}_file` : key} of metrics.webConfig ${c.file}`;
+      const out: SiteCertificate[] = [];
+      const v = certValidity(pem(c.tls.cert));
+      if (v) out.push({ what: what(c.tls.cert, 'cert'), validity: v });
+      if (c.tls.clientCa) out.push(...caCertificate(what(c.tls.clientCa, 'client_ca'), bundleValidity(pem(c.tls.clientCa))));
+      return out;
+    },
+  };
+}
+
+/**
  * The certificate sources of `cfg`: the broker's files when mqtt.url is TLS, the cluster
  * source's (etcd's files, or the kubeconfig; the in-cluster service account's CA is the
- * cluster's to rotate).
+ * cluster's to rotate), the metrics server's (metrics.webConfig).
  */
 export function certificateSources(cfg: Config, env: NodeJS.ProcessEnv = process.env): CertSource[] {
   const out: CertSource[] = [];
@@ -99,6 +126,7 @@ export function certificateSources(cfg: Config, env: NodeJS.ProcessEnv = process
     const choice = chooseKubeconfig(c.kubernetes.kubeconfig, env);
     if (choice?.file) out.push(kubeconfigFile(choice.file));
   }
+  if (cfg.metrics.listen && cfg.metrics.webConfig) out.push(webConfigFile(cfg.metrics.webConfig));
   return out;
 }
 

@@ -6,8 +6,15 @@
 // An address that cannot be had (in use, not this machine's) does not stop the gateway:
 // forwarding matters more than its numbers. The `metrics` check says why, the gateway is
 // degraded, and listening is tried again at each refresh of the checks.
+//
+// metrics.webConfig (web-config.ts) adds TLS, client certificates, basic auth, response
+// headers and a rate limit, read again at each refresh: a renewed certificate is served from
+// the next connection on. A web configuration that cannot be used is never served without:
+// at start nothing is served, later the last good one stays, and the check says why.
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { setImmediate } from 'node:timers/promises';
@@ -15,8 +22,10 @@ import { createGzip } from 'node:zlib';
 import type { ListenAddress } from '../config/formats.js';
 import { connectTarget } from '../util/http-proxy.js';
 import type { Logger } from '../util/log.js';
+import { BasicAuth, RateLimit, type PasswordCheck } from './basic-auth.js';
 import type { CheckResult, HealthDocument } from './document.js';
 import { metricChunks } from './metrics.js';
+import { loadWebConfig, protectionWords, WebConfigError, type LoadedWebConfig, type WebConfig, type WebTls } from './web-config.js';
 
 /** Prometheus's text format (what every scraper takes). */
 const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -36,14 +45,34 @@ function drainedOrClosed(w: Writable): Promise<void> {
   });
 }
 
-/** Where the metrics of `listen` are scraped. */
-export function metricsUrl(listen: ListenAddress): string {
-  return `http://${connectTarget(listen.host, listen.port)}/metrics`;
+/** Where the metrics of `listen` are scraped (https:// when `web` has TLS). */
+export function metricsUrl(listen: ListenAddress, web: WebConfig | null = null): string {
+  return `${web?.tls ? 'https' : 'http'}://${connectTarget(listen.host, listen.port)}/metrics`;
 }
 
-/** The `metrics` check's detail while `listen` is served (`vxedge check` knows the running gateway's port by it). */
-export function servingDetail(listen: ListenAddress): string {
-  return `serving Prometheus metrics at ${metricsUrl(listen)}`;
+/** The `metrics` check's detail while `listen` is served with `web` (`vxedge check` knows the running gateway's port by it). */
+export function servingDetail(listen: ListenAddress, web: WebConfig | null = null): string {
+  const words = protectionWords(web);
+  return `serving Prometheus metrics at ${metricsUrl(listen, web)}${words ? ` (${words})` : ''}`;
+}
+
+/** The SAN values of a peer certificate's `subjectaltname` ("DNS:a, IP Address:192.0.2.1" -> a, 192.0.2.1). */
+export function sanValues(subjectaltname: string | undefined): string[] {
+  if (!subjectaltname) return [];
+  return subjectaltname.split(', ').map((s) => s.slice(s.indexOf(':') + 1).replace(/^"(.*)"$/, '$1'));
+}
+
+/** Why a TLS client that finished its handshake may not scrape, or null when it may (what Go's handshake would refuse besides RequireAndVerifyClientCert, which Node's does). */
+export function clientRefusal(t: WebTls, socket: Pick<TLSSocket, 'getPeerCertificate' | 'authorized' | 'authorizationError'>): string | null {
+  if (t.clientAuth === 'NoClientCert' || t.clientAuth === 'RequestClientCert') return null;
+  const cert = socket.getPeerCertificate();
+  const has = !!cert && Object.keys(cert).length > 0;
+  if (!has) return t.clientAuth === 'VerifyClientCertIfGiven' ? null : 'no client certificate';
+  if (t.clientAuth === 'VerifyClientCertIfGiven' && !socket.authorized) return `client certificate not verified (${String(socket.authorizationError)})`;
+  if (t.allowedSans && !sanValues(cert.subjectaltname).some((v) => t.allowedSans!.includes(v))) {
+    return `client certificate has none of the allowed SANs (it has ${sanValues(cert.subjectaltname).join(', ') || 'none'})`;
+  }
+  return null;
 }
 
 /** Why `listen` cannot be had, in words with the fix; `e` is what listen() failed with. */
@@ -99,6 +128,17 @@ export async function tryListen(listen: ListenAddress): Promise<Error | null> {
   }
 }
 
+export interface MetricsServerOptions {
+  listen: ListenAddress;
+  log: Logger;
+  /** metrics.webConfig: TLS and basic auth; null: plain HTTP, open. */
+  webConfig?: string | null;
+  /** bcrypt, off the event loop (the addon's passwordCheck). */
+  passwordCheck?: PasswordCheck;
+  /** For the rate limit: milliseconds, monotonic. */
+  now?: () => number;
+}
+
 export class MetricsServer {
   private doc: HealthDocument | null = null;
   private server: http.Server | null = null;
@@ -109,34 +149,56 @@ export class MetricsServer {
   private scrapes = 0;
   /** Pages being written: a stop waits for them to end (their connections are cut first). */
   private readonly writing = new Set<Promise<void>>();
+  private readonly listen: ListenAddress;
+  private readonly log: Logger;
+  private readonly webFile: string | null;
+  /** The web configuration in force (loaded last without an error). */
+  private web: LoadedWebConfig | null = null;
+  private readonly auth: BasicAuth;
+  private limit: RateLimit | null = null;
+  private readonly now: () => number;
+  /** Refusals said in the log already (one line each, not one per attempt). */
+  private readonly said = new Set<string>();
 
-  constructor(
-    private readonly listen: ListenAddress,
-    private readonly log: Logger,
-  ) {}
+  constructor(o: MetricsServerOptions) {
+    this.listen = o.listen;
+    this.log = o.log;
+    this.webFile = o.webConfig ?? null;
+    this.now = o.now ?? (() => performance.now());
+    const check = o.passwordCheck;
+    this.auth = new BasicAuth(check ?? (() => Promise.reject(new Error('no password check given'))));
+  }
 
   /** The document the next scrape renders. */
   update(doc: HealthDocument): void {
     this.doc = doc;
   }
 
-  /** Listens, unless it does already; a failure is kept for check() and said once. Never rejects. */
+  /**
+   * Listens, unless it does already; reads metrics.webConfig again and applies what changed.
+   * A failure is kept for check() and said once. Never rejects.
+   */
   start(): Promise<void> {
-    if (this.server || this.closed) return Promise.resolve();
-    this.starting ??= this.tryStart().finally(() => (this.starting = null));
+    if (this.closed) return Promise.resolve();
+    this.starting ??= this.refresh().finally(() => (this.starting = null));
     return this.starting;
   }
 
   /** The `metrics` check: where the metrics are served, or why they are not. */
   check(): CheckResult {
     if (this.failure) return { name: 'metrics', ok: false, ...this.failure };
-    const detail = this.server ? servingDetail(this.listen) : `about to serve Prometheus metrics at ${this.url()}`;
+    const web = this.web?.config ?? null;
+    const detail = this.server ? servingDetail(this.listen, web) : `about to serve Prometheus metrics at ${metricsUrl(this.listen, web)}`;
     return { name: 'metrics', ok: true, detail };
   }
 
   async close(): Promise<void> {
     this.closed = true;
     await this.starting;
+    await this.stopServer();
+  }
+
+  private async stopServer(): Promise<void> {
     const s = this.server;
     this.server = null;
     if (!s) return;
@@ -145,12 +207,61 @@ export class MetricsServer {
     await Promise.all(this.writing);
   }
 
+  private fail(failure: { detail: string; fix: string }): void {
+    if (failure.detail !== this.failure?.detail) this.log.warn(failure.detail, { fix: failure.fix });
+    this.failure = failure;
+  }
+
+  private async refresh(): Promise<void> {
+    let next: LoadedWebConfig | null = null;
+    if (this.webFile !== null) {
+      try {
+        next = loadWebConfig(this.webFile);
+      } catch (e) {
+        if (!(e instanceof WebConfigError)) throw e;
+        // Never served without the protection asked for: before the first good file nothing is served.
+        const kept = this.web ? '; the metrics are still served as the file was when last read without an error' : '; the metrics are not served until it is fixed';
+        this.fail({ detail: e.message + kept, fix: e.fix });
+        return;
+      }
+    }
+    const before = this.web;
+    if (this.server && before && next && next.stamp === before.stamp) {
+      if (this.failure) this.failure = null; // the file is back as it was
+      return;
+    }
+    if (this.server && before && next) {
+      this.log.info('metrics.webConfig read again', { file: next.config.file, protection: protectionWords(next.config) });
+      this.apply(next);
+      const t0 = before.config.tls;
+      const t1 = next.config.tls;
+      if (t0 && t1 && t0.clientAuth === t1.clientAuth) {
+        // Certificates, CAs, versions, suites: the next connection gets them; open ones keep theirs.
+        (this.server as https.Server).setSecureContext(next.tlsOptions!);
+        this.failure = null;
+        return;
+      }
+      await this.stopServer(); // TLS on or off, or another client policy: a new server
+    } else {
+      this.apply(next);
+    }
+    if (!this.server) await this.tryStart();
+  }
+
+  private apply(next: LoadedWebConfig | null): void {
+    const users0 = this.web?.config.users;
+    this.web = next;
+    const c = next?.config;
+    if (JSON.stringify([...(users0 ?? [])]) !== JSON.stringify([...(c?.users ?? [])])) this.auth.clear();
+    this.limit = c?.rateLimit ? new RateLimit(c.rateLimit.intervalMs, c.rateLimit.burst, this.now) : null;
+  }
+
   private url(): string {
-    return metricsUrl(this.listen);
+    return metricsUrl(this.listen, this.web?.config ?? null);
   }
 
   private async tryStart(): Promise<void> {
-    const server = http.createServer((req, res) => {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       // A scrape never takes the gateway down: whatever fails is the scraper's 500 and a log line.
       const page = this.serve(req, res).catch((e: Error) => {
         this.log.warn('metrics scrape failed', { err: e.message });
@@ -162,14 +273,18 @@ export class MetricsServer {
         res.writeHead(500, { 'Content-Type': 'text/plain' }).end('the metrics could not be made; see the gateway\'s log\n');
       }).finally(() => this.writing.delete(page));
       this.writing.add(page);
-    });
+    };
+    const tlsOptions = this.web?.tlsOptions ?? null;
+    const server = tlsOptions ? https.createServer(tlsOptions, handler) : http.createServer(handler);
+    if (tlsOptions) {
+      server.on('secureConnection', (socket: TLSSocket) => this.admit(socket));
+      server.on('tlsClientError', (e: Error, socket: net.Socket) => this.refused(`TLS handshake: ${e.message}`, socket.remoteAddress));
+    }
     server.maxConnections = MAX_CONNECTIONS;
     try {
       await listenOn(server, this.listen);
     } catch (e) {
-      const failure = listenFailure(e as Error, this.listen);
-      if (failure.detail !== this.failure?.detail) this.log.warn(failure.detail, { fix: failure.fix });
-      this.failure = failure;
+      this.fail(listenFailure(e as Error, this.listen));
       return;
     }
     if (this.closed) {
@@ -177,12 +292,42 @@ export class MetricsServer {
       return;
     }
     this.server = server;
-    if (this.failure) this.log.info('metrics served again', { url: this.url() });
-    else this.log.info('serving metrics', { url: this.url() });
+    const protection = protectionWords(this.web?.config ?? null) || 'none';
+    if (this.failure) this.log.info('metrics served again', { url: this.url(), protection });
+    else this.log.info('serving metrics', { url: this.url(), protection });
     this.failure = null;
   }
 
+  /** A TLS client past its handshake: cut when the client policy refuses it. */
+  private admit(socket: TLSSocket): void {
+    const t = this.web?.config.tls;
+    const why = t ? clientRefusal(t, socket) : null;
+    if (why === null) return;
+    this.refused(why, socket.remoteAddress);
+    socket.destroy();
+  }
+
+  /** Says a refusal once per reason (a scraper misconfigured tries every 15 s). */
+  private refused(why: string, from: string | undefined): void {
+    if (this.said.has(why)) return;
+    if (this.said.size >= 32) this.said.clear();
+    this.said.add(why);
+    this.log.warn('metrics client refused (said once per reason)', { why, from });
+  }
+
   private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const web = this.web?.config ?? null;
+    if (this.limit && !this.limit.allow()) {
+      res.writeHead(429, { 'Content-Type': 'text/plain' }).end('too many requests (metrics.webConfig rate_limit)\n');
+      return;
+    }
+    for (const [k, v] of Object.entries(web?.headers ?? {})) res.setHeader(k, v);
+    if (web && web.users.size > 0 && !(await this.auth.allows(req.headers.authorization, web.users, () => req.socket.destroyed))) {
+      const user = (req.headers.authorization ? 'a wrong user or password' : 'no credentials');
+      this.refused(`basic auth: ${user}`, req.socket.remoteAddress);
+      res.writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Basic realm="vxedge"' }).end('unauthorized: metrics.webConfig asks for basic auth\n');
+      return;
+    }
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('GET /metrics\n');

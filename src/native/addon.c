@@ -112,6 +112,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       FN("releasePages", vx_release_pages),
       /* clock.c */
       FN("clockState", vx_clock_state),
+      /* crypt.c */
+      FN("passwordCheck", vx_password_check), FN("passwordHash", vx_password_hash),
       /* netlink.c */
       FN("netlinkOpen", vx_netlink_open), FN("netlinkRead", vx_netlink_read),
       /* test entry points: pure, no fd */

@@ -278,6 +278,16 @@ export interface NativeBinding {
    *  util/clock-sync.ts says what they mean. Throws a system error (syscall 'adjtimex'). */
   clockState(): NativeClockState;
 
+  // ---------------------------------------------------------------- passwords (crypt.c)
+
+  /** Whether crypt(3) of `password` with `hash` gives `hash` (the system's libxcrypt:
+   *  bcrypt's $2b$, $2y$, $2a$ and the rest it knows), run on libuv's thread pool. Throws
+   *  RangeError for a NUL in either or more than 1 KB; rejects with code ENOSYS when
+   *  libcrypt.so.1 cannot be loaded, EINVAL for a hash crypt(3) does not take. */
+  passwordCheck(password: string, hash: string): Promise<boolean>;
+  /** A new bcrypt hash ($2b$, `cost` 4..31, crypt(3)'s own random salt) of `password`, on the thread pool. */
+  passwordHash(password: string, cost: number): Promise<string>;
+
   // ---------------------------------------------------------------- kernel notices (netlink.c)
 
   /** A non-blocking rtnetlink socket in the link, IPv4 address and IPv4 route groups, and

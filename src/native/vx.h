@@ -257,6 +257,8 @@ napi_value vx_tso_segment(napi_env env, napi_callback_info info);
 napi_value vx_gro_coalesce(napi_env env, napi_callback_info info);
 napi_value vx_release_pages(napi_env env, napi_callback_info info);
 napi_value vx_clock_state(napi_env env, napi_callback_info info);
+napi_value vx_password_check(napi_env env, napi_callback_info info);
+napi_value vx_password_hash(napi_env env, napi_callback_info info);
 napi_value vx_netlink_open(napi_env env, napi_callback_info info);
 napi_value vx_netlink_read(napi_env env, napi_callback_info info);
 napi_value vx_udp_send_thread(napi_env env, napi_callback_info info);

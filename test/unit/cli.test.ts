@@ -331,6 +331,42 @@ describe('vxedge peers', () => {
   });
 });
 
+describe('vxedge password-hash', () => {
+  it('hashes the password piped in (its line end not part of it) with bcrypt, as crypt(3) checks it', async () => {
+    const { nativeBinding } = await import('../../src/native/index.js');
+    const r = vxedge(['password-hash', '--cost', '5'], 'pass word\n');
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(r.stdout).toMatch(/^\$2b\$05\$[./A-Za-z0-9]{53}\n$/);
+    expect(await nativeBinding().passwordCheck('pass word', r.stdout.trim())).toBe(true);
+    expect(await nativeBinding().passwordCheck('pass word\n', r.stdout.trim())).toBe(false);
+  });
+
+  it('at a terminal: asked for twice without echo, printed only when both are the same', () => {
+    const tty = (typed: string) => spawnSync('script', ['-qec', `node ${CLI} password-hash --cost 4`, '/dev/null'], { input: typed, encoding: 'utf8', timeout: 15_000 });
+    const same = tty('pw one\npw one\n');
+    expect(same.status).toBe(0);
+    expect(same.stdout).toMatch(/Password: \r?\nAgain: \r?\n\$2b\$04\$[./A-Za-z0-9]{53}\r?\n$/);
+    const differ = tty('pw one\npw two\n');
+    expect(differ.status).toBe(2);
+    expect(differ.stdout).toContain('vxedge: the two passwords differ; nothing printed');
+    expect(differ.stdout).not.toMatch(/\$2b\$/);
+  });
+
+  it('refuses what could never be used, saying why', () => {
+    const cases: [string[], string, string][] = [
+      [['password-hash'], '', 'vxedge: the password is empty; nothing printed\n'],
+      [['password-hash'], `${'x'.repeat(73)}\n`, 'vxedge: the password is 73 bytes; bcrypt takes at most 72; nothing printed\n'],
+      [['password-hash', '--cost', '32'], 'pw\n', 'vxedge: --cost 32 is not a bcrypt cost (a whole number from 4 to 31; 10 is usual, each step doubles the time)\n'],
+      [['password-hash', 'extra'], 'pw\n', 'vxedge: password-hash takes no arguments, not "extra" (vxedge --help)\n'],
+      [['password-hash', '--json'], 'pw\n', 'vxedge: password-hash does not take --json (vxedge --help)\n'],
+    ];
+    for (const [args, input, stderr] of cases) {
+      const r = vxedge(args, input);
+      expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ code: 2, stdout: '', stderr });
+    }
+  });
+});
+
 describe('vxedge rbac', () => {
   const dir = mkdtempSync(path.join(TMP, 'rbac-'));
 

@@ -136,7 +136,7 @@ const FULL: Config = {
     key: '/etc/vxedge/private.pem.key',
   },
   board: { led: null, releaseStartupPages: true },
-  metrics: { listen: { host: '127.0.0.1', port: 9474 } },
+  metrics: { listen: { host: '127.0.0.1', port: 9474 }, webConfig: '/etc/vxedge/web.yml' },
   log: { level: 'debug' },
 };
 
@@ -440,6 +440,7 @@ describe('invalid documents, as JSON and as YAML', () => {
     ['mqtt password and file', { ...base, mqtt: { password: 'x', passwordFile: '/p' } }, [['mqtt.password', 'keep only one']]],
     ['mqtt key without cert', { ...base, mqtt: { key: '/k' } }, [['mqtt.cert', 'is required when mqtt.key is set']]],
     ['mqtt topic wildcard', { ...base, mqtt: { topicPrefix: 'a/#' } }, [['mqtt.topicPrefix', 'wildcard']]],
+    ['metrics web config without an address', { ...base, metrics: { webConfig: '/etc/vxedge/web.yml' } }, [['metrics.listen', 'is required when metrics.webConfig is set: the web configuration protects the address metrics.listen serves']]],
     ['mqtt username a number', { ...base, mqtt: { username: 1234 } }, [['mqtt.username', 'quote it in YAML']]],
     ['log level', { ...base, log: { level: 'verbose' } }, [['log.level', 'is not one of "debug", "info", "warn", "error"']]],
     ['stateDir empty', { ...base, stateDir: '' }, [['stateDir', 'is not a usable path']]],

@@ -218,7 +218,7 @@ async function freePort(): Promise<number> {
 async function serving(fn: (m: MetricsServer, port: number, log: CaptureLog) => Promise<void>): Promise<number> {
   const port = await freePort();
   const log = new CaptureLog();
-  const m = new MetricsServer({ host: '127.0.0.1', port }, log);
+  const m = new MetricsServer({ listen: { host: '127.0.0.1', port }, log });
   await m.start();
   try {
     await fn(m, port, log);
@@ -260,7 +260,7 @@ describe('MetricsServer (GET /metrics on loopback)', () => {
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
     const port = (holder.address() as net.AddressInfo).port;
     const log = new CaptureLog();
-    const m = new MetricsServer({ host: '127.0.0.1', port }, log);
+    const m = new MetricsServer({ listen: { host: '127.0.0.1', port }, log });
     try {
       await m.start();
       await m.start();
@@ -293,7 +293,7 @@ describe('MetricsServer (GET /metrics on loopback)', () => {
 
   it('a scraper that stops reading halfway: a stop cuts it and ends its page (nothing left waiting for a drain that never comes)', async () => {
     const port = await freePort();
-    const m = new MetricsServer({ host: '127.0.0.1', port }, new CaptureLog());
+    const m = new MetricsServer({ listen: { host: '127.0.0.1', port }, log: new CaptureLog() });
     await m.start();
     // ~15 MB of text, more than loopback's socket buffers hold (a few MB), asked for and never read.
     m.update(doc({ peers: Array.from({ length: 15_000 }, (_, i) => ({ ...doc().peers[0], name: `node-${i}.eu-west-1.compute.internal` })) }));
@@ -308,7 +308,7 @@ describe('MetricsServer (GET /metrics on loopback)', () => {
   });
 
   it('an address this machine does not have: says so, and what to use instead', async () => {
-    const m = new MetricsServer({ host: '192.0.2.77', port: 9474 }, new CaptureLog());
+    const m = new MetricsServer({ listen: { host: '192.0.2.77', port: 9474 }, log: new CaptureLog() });
     await m.start();
     expect(m.check()).toEqual({
       name: 'metrics', ok: false, detail: 'cannot serve metrics on 192.0.2.77:9474: this machine has no address 192.0.2.77',
