@@ -56,7 +56,7 @@ await test('loads once and has every call of NativeBinding', () => {
   const calls = [
     'tunOpen', 'devRead', 'devWrite', 'udpOpen', 'udpSetGro', 'udpRecv', 'udpSend', 'udpSendFailed', 'udpCheckOffloads', 'udpDrops', 'unixDgramSend',
     'udpSendThread', 'udpSendLost',
-    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', 'clockState', 'netlinkOpen', 'netlinkRead',
+    'pollStart', 'pollStop', 'close', 'lastError', 'offloadStats', 'releasePages', 'clockState', 'passwordCheck', 'passwordHash', 'netlinkOpen', 'netlinkRead',
     '_pollCounts', '_tsoSegment', '_groCoalesce', '_senderHold',
   ];
   eq(Object.keys(native).sort().join(), [...calls].sort().join(), 'calls');

@@ -36,7 +36,7 @@ const CALLS: Record<keyof NativeBinding, true> = {
   udpOpen: true, udpSetGro: true, udpRecv: true, udpSend: true, udpSendFailed: true, udpCheckOffloads: true, udpDrops: true, unixDgramSend: true,
   udpSendThread: true, udpSendLost: true,
   pollStart: true, pollStop: true, close: true,
-  lastError: true, offloadStats: true, releasePages: true, clockState: true, netlinkOpen: true, netlinkRead: true,
+  lastError: true, offloadStats: true, releasePages: true, clockState: true, passwordCheck: true, passwordHash: true, netlinkOpen: true, netlinkRead: true,
   _pollCounts: true, _tsoSegment: true, _groCoalesce: true, _senderHold: true,
 };
 
