@@ -271,7 +271,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       webConfig: leaf({
         doc:
           'TLS, client certificates, basic auth (bcrypt hashes), headers and a rate limit for metrics.listen, in the web configuration file of ' +
-          'Prometheus\'s exporter-toolkit (node_exporter\'s --web.config.file); read again every 30 s. null: plain HTTP, open to whoever reaches the address.',
+          'Prometheus\'s exporter-toolkit (node_exporter\'s --web.config.file); read again every 30 s and at a reload (SIGHUP). null: plain HTTP, open to whoever reaches the address.',
         default: null,
         format: f.pathOrNull,
         extension: true,
