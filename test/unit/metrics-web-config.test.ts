@@ -7,7 +7,6 @@ import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -17,6 +16,7 @@ import { renderMetrics } from '../../src/health/metrics.js';
 import { loadWebConfig, parseWebConfig, protectionWords, WebConfigError } from '../../src/health/web-config.js';
 import { nativeBinding } from '../../src/native/index.js';
 import { CaptureLog } from '../support/capture-log.js';
+import { freePort } from '../support/free-port.js';
 import { sampleHealth as doc } from '../support/health-doc.js';
 import { datedCert, makePki } from '../support/kube-pki.mjs';
 
@@ -266,13 +266,6 @@ function get(port: number, o: { ca?: string; cert?: string; key?: string; auth?:
   });
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('MetricsServer with metrics.webConfig (loopback, real TLS and bcrypt)', () => {
   let dir: string;
@@ -290,6 +283,15 @@ describe('MetricsServer with metrics.webConfig (loopback, real TLS and bcrypt)',
     hash = await nativeBinding().passwordHash('s3cret', 4);
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** TLS with the test CA's client certificates required and verified. */
+  const VERIFIED_CLIENTS = [
+    'tls_server_config:',
+    '  cert_file: server.crt',
+    '  key_file: server.key',
+    '  client_ca_file: ca.crt',
+    '  client_auth_type: RequireAndVerifyClientCert',
+  ];
 
   function writeWeb(lines: string[]): string {
     const file = path.join(pki.dir, 'web.yml');
@@ -316,11 +318,7 @@ describe('MetricsServer with metrics.webConfig (loopback, real TLS and bcrypt)',
 
   it('TLS with client certificates verified and basic auth: only a client with both gets the page; bcrypt once for repeated scrapes', async () => {
     const file = writeWeb([
-      'tls_server_config:',
-      '  cert_file: server.crt',
-      '  key_file: server.key',
-      '  client_ca_file: ca.crt',
-      '  client_auth_type: RequireAndVerifyClientCert',
+      ...VERIFIED_CLIENTS,
       'http_server_config: { headers: { X-Content-Type-Options: nosniff } }',
       `basic_auth_users: { prom: "${hash}" }`,
     ]);
@@ -342,13 +340,9 @@ describe('MetricsServer with metrics.webConfig (loopback, real TLS and bcrypt)',
     });
   });
 
-  it('client_allowed_sans and RequireAnyClientCert are judged once the handshake is done', async () => {
+  it('client_allowed_sans is judged once the handshake is done: a verified certificate without the SAN is cut', async () => {
     const file = writeWeb([
-      'tls_server_config:',
-      '  cert_file: server.crt',
-      '  key_file: server.key',
-      '  client_ca_file: ca.crt',
-      '  client_auth_type: RequireAndVerifyClientCert',
+      ...VERIFIED_CLIENTS,
       '  client_allowed_sans: [prometheus.example]',
     ]);
     await serving(file, async (_m, port, log) => {

@@ -13,6 +13,7 @@ import { metricChunks, renderMetrics } from '../../src/health/metrics.js';
 import { MetricsServer } from '../../src/health/metrics-server.js';
 import { parseListen } from '../../src/config/formats.js';
 import { CaptureLog } from '../support/capture-log.js';
+import { freePort } from '../support/free-port.js';
 import { sampleHealth as doc } from '../support/health-doc.js';
 
 interface Family {
@@ -205,14 +206,6 @@ function request(port: number, path: string, o: { method?: string; gzip?: boolea
   });
 }
 
-/** A loopback port nobody holds now (the kernel's pick, let go). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** A MetricsServer on a free loopback port, started, for `fn`; closed after it. */
 async function serving(fn: (m: MetricsServer, port: number, log: CaptureLog) => Promise<void>): Promise<number> {
