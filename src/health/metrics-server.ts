@@ -165,8 +165,7 @@ export class MetricsServer {
     this.log = o.log;
     this.webFile = o.webConfig ?? null;
     this.now = o.now ?? (() => performance.now());
-    const check = o.passwordCheck;
-    this.auth = new BasicAuth(check ?? (() => Promise.reject(new Error('no password check given'))));
+    this.auth = new BasicAuth(o.passwordCheck ?? (() => Promise.reject(new Error('no password check given'))));
   }
 
   /** The document the next scrape renders. */
@@ -323,8 +322,7 @@ export class MetricsServer {
     }
     for (const [k, v] of Object.entries(web?.headers ?? {})) res.setHeader(k, v);
     if (web && web.users.size > 0 && !(await this.auth.allows(req.headers.authorization, web.users, () => req.socket.destroyed))) {
-      const user = (req.headers.authorization ? 'a wrong user or password' : 'no credentials');
-      this.refused(`basic auth: ${user}`, req.socket.remoteAddress);
+      this.refused(`basic auth: ${req.headers.authorization ? 'a wrong user or password' : 'no credentials'}`, req.socket.remoteAddress);
       res.writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Basic realm="vxedge"' }).end('unauthorized: metrics.webConfig asks for basic auth\n');
       return;
     }
