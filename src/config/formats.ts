@@ -496,7 +496,7 @@ export const formats = {
   cidr: fromParser<Cidr>('cidr', 'an IPv4 CIDR such as 10.244.0.0/16', parseCidr, false, (v) => parseCidr(v as string)),
   macOrNull: fromParser<string | null>('mac-or-null', 'a MAC address aa:bb:cc:dd:ee:ff or null', parseMac, true, nullOr((v) => parseMac(v as string))),
   mqttUrlOrNull: fromParser<string | null>('mqtt-url-or-null', 'an mqtt://, mqtts://, ws:// or wss:// URL, or null', checkMqttUrl, true),
-  mqttProxyOrNull: fromParser<string | null>('mqtt-proxy-or-null', 'an http:// or socks5:// proxy URL, or null', checkMqttProxy, true),
+  mqttProxyOrNull: fromParser<string | null>('mqtt-proxy-or-null', 'an http://, https:// or socks5:// proxy URL, or null', checkMqttProxy, true),
   topicLevel: fromParser('topic-level', 'an MQTT topic level such as "vxedge"', checkTopicPrefix),
   annotationPrefix: fromParser('annotation-prefix', `flanneld's --kube-annotation-prefix, e.g. "${DEFAULT_ANNOTATION_PREFIX}"`, completeAnnotationPrefix),
   etcdPrefix: fromParser('etcd-prefix', 'an etcd key prefix such as "/coreos.com/network"', checkEtcdPrefix),

@@ -221,7 +221,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       proxy: leaf({
         doc:
           'Proxy to the broker, whatever the scheme of mqtt.url (mqtts:// too: a client certificate, as AWS IoT Core takes on port 443, cannot ride a WebSocket): ' +
-          'http://[USER:PASSWORD@]HOST:PORT (HTTP CONNECT), or socks5://, socks5h:// (the proxy resolves the broker), socks4://, socks4a:// [USER:PASSWORD@]HOST:PORT (1080 by default); ' +
+          'http://[USER:PASSWORD@]HOST:PORT (HTTP CONNECT; https:// the same over TLS to the proxy, its CA from the system or NODE_EXTRA_CA_CERTS), or socks5://, socks5h:// (the proxy resolves the broker), socks4://, socks4a:// [USER:PASSWORD@]HOST:PORT (1080 by default); ' +
           'wins over the proxy variables and NO_PROXY. null: as mqtt.url says.',
         default: null,
         format: f.mqttProxyOrNull,

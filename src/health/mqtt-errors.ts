@@ -40,6 +40,7 @@ const TLS_WORDS: TlsWords = { peer: 'the broker', ca: 'mqtt.ca', cert: 'mqtt.cer
 function tunnelFailure(err: ErrLike | null, broker: BrokerUrl): string | null {
   if (!(err instanceof ProxyTunnelError)) return null;
   if (err.failure === 'unreachable') return `${err.message}; is the proxy up and reachable? Check ${proxyNamedBy(err.proxy)}`;
+  if (err.failure === 'untrusted') return `${err.message}: ${err.fix}`;
   if (err.failure === 'credentials') return err.message;
   if (err.status === 403) {
     return `${err.message}; it does not let CONNECT through to port ${broker.port} (many proxies allow 443 only): have it allowed, or use a port of the broker it allows`;

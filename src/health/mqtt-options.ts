@@ -13,7 +13,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrl } from '../config/formats.js';
 import type { Config } from '../config/types.js';
 import { peerCertValidity, type SiteCertificate } from '../util/tls-failure.js';
-import { ConnectTunnel, MQTT_SOCKS_VARIABLE, ProxyConfigError, SocksTunnel, connectTarget, mqttProxy, mqttSocksProxy, proxyNamedBy, tlsOver, webSocketProxyFor, type MqttProxy } from '../util/http-proxy.js';
+import { ConnectTunnel, MQTT_SOCKS_VARIABLE, ProxyConfigError, SocksTunnel, connectTarget, mqttProxy, mqttSocksProxy, proxyNamedBy, proxyUrl, tlsOver, webSocketProxyFor, type MqttProxy } from '../util/http-proxy.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 
 export type MqttConfig = Config['mqtt'];
@@ -207,8 +207,7 @@ export function buildClientOptions(i: ClientOptionsInput): IClientOptions {
   const tunnel = via && ((): Duplex => (via.kind === 'HTTP' ? new ConnectTunnel(via.proxy, target) : new SocksTunnel(via.proxy, broker.host, broker.port)));
   const extra = o as Extra;
   if (via) {
-    const scheme = via.kind === 'HTTP' ? 'http' : via.proxy.scheme;
-    extra[THROUGH] = { kind: via.kind, url: `${scheme}://${connectTarget(via.proxy.host, via.proxy.port)}`, from: proxyNamedBy(via.proxy) };
+    extra[THROUGH] = { kind: via.kind, url: proxyUrl(via.proxy), from: proxyNamedBy(via.proxy) };
   }
   if (socks) {
     extra[THROUGH] = { kind: 'SOCKS', url: socks.url, from: MQTT_SOCKS_VARIABLE };

@@ -25,10 +25,13 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { explainTls } from './tls-failure.js';
 
 export interface HttpProxy extends ProxyEndpoint {
   /** `Basic …` for Proxy-Authorization, from the URL's user and password. */
   authorization?: string;
+  /** An https:// proxy: CONNECT is spoken over TLS to it (its certificate checked against the system's CAs and NODE_EXTRA_CA_CERTS). */
+  tls?: true;
   /** The variable it came from and its value without a password, for messages. */
   from: string;
 }
@@ -51,20 +54,28 @@ export function proxyFor(host: string, env: Env = process.env): HttpProxy | null
 /**
  * The proxy for a WebSocket to the MQTT broker (`url` ws:// or wss://), as an HTTP client
  * takes it: kubeProxyUrl's variables (HTTPS_PROXY for wss://, HTTP_PROXY for ws://, NO_PROXY),
- * an http:// proxy reached with CONNECT. Throws ProxyConfigError for a value that cannot be used.
+ * an http:// proxy reached with CONNECT, or an https:// one reached over TLS (as curl goes).
+ * Throws ProxyConfigError for a value that cannot be used.
  */
 export function webSocketProxyFor(url: string, env: Env = process.env): HttpProxy | null {
   const set = httpClientVariable(new URL(url.replace(/^ws/i, 'http')), env);
-  return set && connectProxy(set, 'the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT)');
+  return set && connectProxy(set, 'the MQTT broker over WebSocket is reached through an http:// or https:// proxy only (HTTP CONNECT)', true);
 }
 
-/** An http:// proxy from a variable ([name, value]); `only`: what to say of another scheme. */
-function connectProxy([name, value]: [string, string], only: string): HttpProxy {
+/**
+ * An http:// proxy from a variable ([name, value]), or an https:// one (reached over TLS, port
+ * 443 unless given) where `overTls`; `only`: what to say of another scheme.
+ */
+function connectProxy([name, value]: [string, string], only: string, overTls = false): HttpProxy {
   const u = parsed(name, value);
-  if (u.protocol !== 'http:') throw new ProxyConfigError(`${name}=${redacted(u)}: ${only}; set it to http://HOST:PORT, or unset it`);
+  const secure = u.protocol === 'https:' && overTls;
+  if (u.protocol !== 'http:' && !secure) throw new ProxyConfigError(`${name}=${redacted(u)}: ${only}; set it to http://HOST:PORT, or unset it`);
   const user = decodeURIComponent(u.username);
   const authorization = user ? `Basic ${Buffer.from(`${user}:${decodeURIComponent(u.password)}`).toString('base64')}` : undefined;
-  return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80), ...(authorization ? { authorization } : {}), from: `${name}=${redacted(u)}` };
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || (secure ? 443 : 80)), ...(authorization ? { authorization } : {}),
+    ...(secure ? { tls: true as const } : {}), from: `${name}=${redacted(u)}`,
+  };
 }
 
 /** Where a proxy is and what named it (a variable, or mqtt.proxy), for messages. */
@@ -93,9 +104,22 @@ export interface SocksProxy extends ProxyEndpoint {
  */
 export class ProxyTunnelError extends Error {
   override name = 'ProxyTunnelError';
-  constructor(message: string, readonly proxy: ProxyEndpoint, readonly failure: 'unreachable' | 'credentials' | 'refused', readonly status: number | null = null) {
+  constructor(
+    message: string,
+    readonly proxy: ProxyEndpoint,
+    readonly failure: 'unreachable' | 'untrusted' | 'credentials' | 'refused',
+    readonly status: number | null = null,
+    /** For `untrusted`: what to do (the proxy's certificate, as util/tls-failure.ts words it). */
+    readonly fix: string | null = null,
+  ) {
     super(message);
   }
+}
+
+/** The URL a proxy is named by, without credentials: "https://proxy.example:443". */
+export function proxyUrl(p: HttpProxy | SocksProxy): string {
+  const scheme = 'scheme' in p ? p.scheme : p.tls ? 'https' : 'http';
+  return `${scheme}://${connectTarget(p.host, p.port)}`;
 }
 
 /** The key or variable that named a proxy, without its value ("mqtt.proxy", "HTTPS_PROXY"). */
@@ -120,7 +144,8 @@ const SOCKS_SCHEMES: Record<string, { type: 4 | 5; remoteDns: boolean }> = {
  * The proxy `mqtt.proxy` names, for every scheme of the broker's URL, so that MQTT over TLS
  * (an AWS IoT Core client certificate on port 443, which a WebSocket cannot carry) leaves a
  * site whose only way out is a proxy: http://[USER:PASSWORD@]HOST[:PORT] (port 80 by default,
- * as for HTTP_PROXY), reached with HTTP CONNECT; or socks5://, socks5h://, socks4://,
+ * as for HTTP_PROXY), reached with HTTP CONNECT; https://… the same over TLS to the proxy (port
+ * 443 by default; the broker's own TLS then runs inside it); or socks5://, socks5h://, socks4://,
  * socks4a:// [USER[:PASSWORD]@]HOST[:PORT] (port 1080 by default), with the user and
  * password MQTT.js's own SOCKS transport leaves out. Throws an Error saying what is wrong with
  * the value, without the key (the config loader names it).
@@ -134,13 +159,12 @@ export function mqttProxy(value: string): MqttProxy {
   }
   const shown = redacted(u);
   const socks = SOCKS_SCHEMES[u.protocol];
-  if (u.protocol === 'https:') throw new Error(`${shown}: a proxy reached over TLS is not supported; name it by http://HOST:PORT (the broker's own TLS goes through it end to end)`);
-  if (u.protocol !== 'http:' && !socks) {
-    throw new Error(`${shown}: the broker is reached through an http:// proxy (HTTP CONNECT) or a socks5://, socks5h://, socks4:// or socks4a:// one`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:' && !socks) {
+    throw new Error(`${shown}: the broker is reached through an http:// or https:// proxy (HTTP CONNECT) or a socks5://, socks5h://, socks4:// or socks4a:// one`);
   }
   if (u.hostname === '') throw new Error(`${shown} names no proxy host`);
   if ((u.pathname && u.pathname !== '/') || u.search || u.hash) throw new Error(`${shown}: a proxy is named by host and port alone; set it to ${u.protocol}//${u.host}`);
-  if (!socks) return { kind: 'HTTP', proxy: { ...connectProxy([MQTT_PROXY_KEY, value], ''), from: MQTT_PROXY_KEY } };
+  if (!socks) return { kind: 'HTTP', proxy: { ...connectProxy([MQTT_PROXY_KEY, value], '', true), from: MQTT_PROXY_KEY } };
   const userId = u.username ? decodeURIComponent(u.username) : undefined;
   const password = u.password ? decodeURIComponent(u.password) : undefined;
   if (socks.type === 4 && password !== undefined) throw new Error(`${shown}: SOCKS4 carries a user id and no password; use socks5:// for a user and password`);
@@ -288,14 +312,32 @@ abstract class ProxyTunnel extends Duplex {
     protected readonly target: string,
   ) {
     super();
-    const s = (this.socket = net.connect({ host: proxy.host, port: proxy.port }));
+    const overTls = (proxy as HttpProxy).tls === true;
+    // An https:// proxy: TLS to it first, its name checked as a browser's or curl's would be (SNI but for an address).
+    const s = (this.socket = overTls
+      ? tls.connect({ host: proxy.host, port: proxy.port, servername: net.isIP(proxy.host) ? undefined : proxy.host, ALPNProtocols: ['http/1.1'] })
+      : net.connect({ host: proxy.host, port: proxy.port }));
     s.setNoDelay(true);
-    s.once('connect', () => this.handshake(s));
-    s.on('error', (e) => this.destroy(this.connecting ? new ProxyTunnelError(`cannot reach the proxy ${proxy.host}:${proxy.port} (${proxy.from}): ${e.message}`, proxy, 'unreachable') : e));
+    s.once(overTls ? 'secureConnect' : 'connect', () => this.handshake(s));
+    s.on('error', (e) => this.destroy(this.connecting ? this.unreached(e, overTls) : e));
     s.on('close', () => {
       if (this.connecting) this.destroy(this.refused('the proxy closed the connection before it answered'));
       else if (!this.destroyed) this.destroy();
     });
+  }
+
+  /** Why the proxy could not be reached: its certificate (an https:// proxy), or the connection. */
+  private unreached(e: Error, overTls: boolean): ProxyTunnelError {
+    const { proxy } = this;
+    const at = `${proxy.host}:${proxy.port} (${proxy.from})`;
+    const cert = overTls
+      ? explainTls(`${(e as NodeJS.ErrnoException).code ?? ''} ${e.message}`, {
+        peer: `the proxy ${proxy.host}:${proxy.port}`, ca: 'the system\'s CAs or NODE_EXTRA_CA_CERTS', cert: '-', key: '-', host: proxy.from.replace(/=.*/, ''),
+        files: 'add the CA that signed the proxy\'s certificate to the PEM file NODE_EXTRA_CA_CERTS names (in /etc/default/vxedge, then restart)',
+      })
+      : null;
+    if (cert) return new ProxyTunnelError(`cannot reach the proxy ${at} over TLS: ${cert.why}`, proxy, 'untrusted', null, cert.fix);
+    return new ProxyTunnelError(`cannot reach the proxy ${at}${overTls ? ' over TLS' : ''}: ${e.message}`, proxy, 'unreachable');
   }
 
   /** Speaks the proxy's handshake on `s`, connected to the proxy; then `opened`, or destroy with `refused`. */

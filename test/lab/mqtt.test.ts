@@ -30,7 +30,7 @@ function validDoc(payload: string): HealthDocument {
   return doc;
 }
 
-describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', 'mosquitto_passwd', 'openssl', 'faketime', 'tinyproxy', 'microsocks']))('health over MQTT (real mosquitto)', () => {
+describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', 'mosquitto_passwd', 'openssl', 'faketime', 'tinyproxy', 'microsocks', 'socat']))('health over MQTT (real mosquitto)', () => {
   let env: LabEnv;
   let dir: string;
   let tls: TlsFiles;
@@ -524,6 +524,51 @@ describe.skipIf(skipUnlessRoot(['mosquitto', 'mosquitto_sub', 'mosquitto_pub', '
       } finally {
         await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
         proxy.kill('SIGTERM');
+      }
+    });
+
+    it("mqtts:// through an https:// proxy mqtt.proxy names (tinyproxy behind socat's TLS front): published, the proxy's CA from NODE_EXTRA_CA_CERTS; without it, the proxy's certificate said untrusted, with what to do", async () => {
+      const rule = ['INPUT', '-p', 'tcp', '--dport', '8883', '!', '-s', env.INET_WAN_IP, '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+      await nsRun(env.NS_INET, ['iptables', '-I', ...rule]);
+      const conf = path.join(dir, 'tinyproxy-tls.conf');
+      await writeFile(conf, ['User nobody', 'Group nogroup', 'Port 3132', 'Listen 127.0.0.1', 'Timeout 60', 'LogLevel Connect', 'MaxClients 20',
+        'BasicAuth site s3cret', 'ConnectPort 8883', ''].join('\n'));
+      const proxy = nsSpawn(env.NS_INET, ['timeout', '90', 'tinyproxy', '-d', '-c', conf]);
+      // The TLS in front of it, with the broker's certificate (it names the same address): an https:// proxy.
+      const front = nsSpawn(env.NS_INET, ['timeout', '90', 'socat',
+        `OPENSSL-LISTEN:3443,bind=${env.INET_WAN_IP},reuseaddr,fork,cert=${tls.serverCert},key=${tls.serverKey},verify=0`, 'TCP:127.0.0.1:3132']);
+      let proxyLog = '';
+      proxy.stdout!.on('data', (d: Buffer) => (proxyLog += d));
+      const at = `${env.INET_WAN_IP}:3443`;
+      const mqtt = { url: `mqtts://${env.INET_WAN_IP}:8883`, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey, proxy: `https://site:s3cret@${at}` };
+      const trusted = { NODE_EXTRA_CA_CERTS: tls.ca };
+      try {
+        const file = await writeLabConfig(env, dir, 'check-https-proxy.json', { extra: { mqtt } });
+        let tried = '';
+        const ok = await waitFor(async () => {
+          const r = await checkCommand(env.NS_GW, file, 'mqtt', { env: trusted });
+          tried = r.stdout;
+          return r.line.startsWith('ok') ? r : null;
+        }, 15_000).catch((e: Error) => {
+          throw new Error(`${e.message}; the last check said:\n${tried}`);
+        });
+        expect(ok.line).toMatch(new RegExp(String.raw`^ok +mqtt +mqtts://\S+: connected \(MQTT 5\.0\) through the HTTP proxy https://${at.replace(/\./g, '\\.')} \(mqtt\.proxy\)`));
+        const untrusted = await checkCommand(env.NS_GW, file, 'mqtt');
+        expect(untrusted.line.replace(/ +/g, ' ')).toBe(
+          `FAIL mqtt mqtts://${env.INET_WAN_IP}:8883: cannot reach the proxy ${at} (mqtt.proxy) over TLS: the proxy ${at}'s certificate is not signed by a CA in the system's CAs or NODE_EXTRA_CA_CERTS: ` +
+          'add the CA that signed the proxy\'s certificate to the PEM file NODE_EXTRA_CA_CERTS names (in /etc/default/vxedge, then restart)',
+        );
+        console.log(`vxedge check through an https:// proxy:\n${ok.line}\n${untrusted.line}`);
+
+        const gw = await gatewayThrough(mqtt, { env: trusted }, `https://${at} (mqtt.proxy)`);
+        expect(gw.output).not.toContain('s3cret');
+        expect(proxyLog).toMatch(new RegExp(`CONNECT ${env.INET_WAN_IP.replace(/\./g, '\\.')}:8883`));
+        expect(await gw.stop('SIGTERM')).toBe(0);
+        expect(await b.retained(STATUS, sub)).toBe('offline');
+      } finally {
+        await nsRun(env.NS_INET, ['iptables', '-D', ...rule]);
+        proxy.kill('SIGTERM');
+        front.kill('SIGTERM');
       }
     });
 

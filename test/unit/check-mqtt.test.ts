@@ -127,7 +127,7 @@ describe('vxedge check: the mqtt line', () => {
     const line = await mqttPreflight(cfg({ url: 'wss://broker.test/mqtt' }), r.io);
     expect(line?.check).toEqual({
       name: 'mqtt', ok: false,
-      detail: expect.stringContaining('HTTPS_PROXY=socks5://p:1080: the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT); set it to http://HOST:PORT, or unset it'),
+      detail: expect.stringContaining('HTTPS_PROXY=socks5://p:1080: the MQTT broker over WebSocket is reached through an http:// or https:// proxy only (HTTP CONNECT); set it to http://HOST:PORT, or unset it'),
     });
   });
 

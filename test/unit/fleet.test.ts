@@ -438,7 +438,8 @@ describe('options', () => {
     expect(opts(['-c', f, '--proxy', 'http://other.example:8080']).mqtt.proxy).toBe('http://other.example:8080');
     expect(() => opts(['--url', 'mqtt://b', '--proxy', 'u:secret@proxy.example:3128'])).toThrow('--proxy "u:***@proxy.example:3128" has no scheme; write "http://u:***@proxy.example:3128"');
     expect(opts(['--url', 'mqtt://b', '--proxy', 'socks5h://u:pw@p:1080']).mqtt.proxy).toBe('socks5h://u:pw@p:1080');
-    expect(() => opts(['--url', 'mqtt://b', '--proxy', 'https://p:8443'])).toThrow(/^--proxy https:\/\/p:8443: a proxy reached over TLS is not supported/);
+    expect(opts(['--url', 'mqtt://b', '--proxy', 'https://p:8443']).mqtt.proxy).toBe('https://p:8443');
+    expect(() => opts(['--url', 'mqtt://b', '--proxy', 'ftp://p:8443'])).toThrow(/^--proxy ftp:\/\/p:8443: the broker is reached through an http:\/\/ or https:\/\/ proxy/);
   });
 
   it('--forget takes SITE/NODE, more than once; anything else, or with --watch, is a usage error naming the fix', () => {
@@ -691,7 +692,7 @@ describe('vxedge fleet (fake broker)', () => {
     try {
       const c = command(['--url', 'wss://broker.test/mqtt']);
       expect(await c.done).toBe(2);
-      expect(c.err).toBe('vxedge fleet: HTTPS_PROXY=socks5://p:1080: the MQTT broker over WebSocket is reached through an http:// proxy only (HTTP CONNECT); set it to http://HOST:PORT, or unset it\n');
+      expect(c.err).toBe('vxedge fleet: HTTPS_PROXY=socks5://p:1080: the MQTT broker over WebSocket is reached through an http:// or https:// proxy only (HTTP CONNECT); set it to http://HOST:PORT, or unset it\n');
       expect(c.clients).toHaveLength(0);
     } finally {
       vi.unstubAllEnvs();

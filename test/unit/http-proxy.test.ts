@@ -5,17 +5,22 @@
 // a name the proxy alone resolves (etcd.example, api.example), so a call that answers went
 // through it. A real proxy (tinyproxy) before a real etcd with TLS: test/lab/etcd.test.ts.
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GrpcChannel, GrpcConnectError } from '../../src/cluster/grpc-h2.js';
 import { connectNodeApi } from '../../src/cluster/kube-client.js';
-import { ConnectTunnel, ProxyConfigError, connectTarget, kubeProxyUrl, mqttProxy, mqttSocksProxy, proxyFor, webSocketProxyFor } from '../../src/util/http-proxy.js';
+import { ConnectTunnel, ProxyConfigError, ProxyTunnelError, connectTarget, kubeProxyUrl, mqttProxy, mqttSocksProxy, proxyFor, proxyUrl, webSocketProxyFor } from '../../src/util/http-proxy.js';
 import { probePeerCertificate } from '../../src/util/tls-probe.js';
 import { ManualClock } from '../support/clock.js';
+import { REPO_ROOT } from '../lab/harness.js';
+import { ensureDistCurrent } from '../support/dist.js';
+import { makePki } from '../support/kube-pki.mjs';
 
 const TMP = mkdtempSync(path.join(tmpdir(), 'vxedge-http-proxy-'));
 afterAll(() => rmSync(TMP, { recursive: true, force: true }));
@@ -79,12 +84,14 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(() => kubeProxyUrl('https://k8s.example:6443', { HTTPS_PROXY: 'ftp://p:2121' })).toThrow(/^HTTPS_PROXY=ftp:\/\/p:2121: the Kubernetes API is reached through an http:\/\/, https:\/\/ or socks5:\/\/ proxy/);
   });
 
-  it('webSocketProxyFor (the MQTT broker over ws:// or wss://): HTTPS_PROXY for wss, HTTP_PROXY for ws, NO_PROXY; an http:// proxy only', () => {
+  it('webSocketProxyFor (the MQTT broker over ws:// or wss://): HTTPS_PROXY for wss, HTTP_PROXY for ws, NO_PROXY; an http:// or https:// proxy only', () => {
     expect(webSocketProxyFor('wss://broker.example:443/mqtt', { HTTPS_PROXY: 'http://u:pw@p:3128' })).toMatchObject({ host: 'p', port: 3128, from: 'HTTPS_PROXY=http://u:***@p:3128' });
     expect(webSocketProxyFor('wss://broker.example/mqtt', { HTTP_PROXY: 'http://p:3128' })).toBeNull();
     expect(webSocketProxyFor('ws://broker.example:8080/mqtt', { http_proxy: 'http://p:3128' })).toMatchObject({ host: 'p' });
     expect(webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'http://p:3128', NO_PROXY: '.example' })).toBeNull();
-    expect(() => webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'socks5://p:1080' })).toThrow(/^HTTPS_PROXY=socks5:\/\/p:1080: the MQTT broker over WebSocket is reached through an http:\/\/ proxy only/);
+    expect(() => webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'socks5://p:1080' })).toThrow(/^HTTPS_PROXY=socks5:\/\/p:1080: the MQTT broker over WebSocket is reached through an http:\/\/ or https:\/\/ proxy only/);
+    // An https:// proxy, as curl takes it: TLS to the proxy, port 443 unless given.
+    expect(webSocketProxyFor('wss://broker.example/mqtt', { HTTPS_PROXY: 'https://p.example' })).toEqual({ host: 'p.example', port: 443, tls: true, from: 'HTTPS_PROXY=https://p.example' });
     expect([connectTarget('broker.example', 443), connectTarget('fd00::1', 8883), connectTarget('[fd00::1]', 8883)]).toEqual(['broker.example:443', '[fd00::1]:8883', '[fd00::1]:8883']);
   });
 
@@ -110,9 +117,15 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(mqttProxy('http://site%40x:p%3Aw@proxy.example:3128').proxy).toEqual({
       host: 'proxy.example', port: 3128, authorization: `Basic ${Buffer.from('site@x:p:w').toString('base64')}`, from: 'mqtt.proxy',
     });
-    expect(() => mqttProxy('ftp://proxy.example:2121')).toThrow('ftp://proxy.example:2121: the broker is reached through an http:// proxy (HTTP CONNECT) or a socks5://, socks5h://, socks4:// or socks4a:// one');
+    expect(() => mqttProxy('ftp://proxy.example:2121')).toThrow('ftp://proxy.example:2121: the broker is reached through an http:// or https:// proxy (HTTP CONNECT) or a socks5://, socks5h://, socks4:// or socks4a:// one');
     expect(() => mqttProxy('http://u:secret@bad host:3128')).toThrow(/^is not a URL \(expected http:\/\/HOST:PORT/);
-    expect(() => mqttProxy('https://u:secret@proxy.example:8443')).toThrow('https://u:***@proxy.example:8443: a proxy reached over TLS is not supported; name it by http://HOST:PORT');
+    // https://: the same CONNECT over TLS to the proxy, port 443 unless given.
+    expect(mqttProxy('https://u:secret@proxy.example:8443')).toEqual({
+      kind: 'HTTP', proxy: { host: 'proxy.example', port: 8443, authorization: `Basic ${Buffer.from('u:secret').toString('base64')}`, tls: true, from: 'mqtt.proxy' },
+    });
+    expect(mqttProxy('https://proxy.example').proxy).toEqual({ host: 'proxy.example', port: 443, tls: true, from: 'mqtt.proxy' });
+    expect([proxyUrl(mqttProxy('https://u:pw@proxy.example').proxy), proxyUrl(mqttProxy('http://[2001:db8::1]:3128').proxy), proxyUrl(mqttProxy('socks5h://p:1080').proxy)])
+      .toEqual(['https://proxy.example:443', 'http://[2001:db8::1]:3128', 'socks5h://p:1080']);
     expect(mqttProxy('socks5h://site:p%40ss@proxy.example')).toEqual({
       kind: 'SOCKS', proxy: { host: 'proxy.example', port: 1080, from: 'mqtt.proxy', scheme: 'socks5h', type: 5, remoteDns: true, userId: 'site', password: 'p@ss' },
     });
@@ -121,7 +134,7 @@ describe('proxyFor: the proxy the environment names, as gRPC clients read it', (
     expect(() => mqttProxy('socks4://ops:pw@p.example:1080')).toThrow('socks4://ops:***@p.example:1080: SOCKS4 carries a user id and no password; use socks5:// for a user and password');
     expect(() => mqttProxy('http://proxy.example:3128/path')).toThrow('http://proxy.example:3128/path: a proxy is named by host and port alone; set it to http://proxy.example:3128');
     // The password is never in a message.
-    for (const v of ['https://u:secret@p.example', 'http://u:secret@p.example/x', 'socks5://u:secret@p.example:1/x']) {
+    for (const v of ['https://u:secret@p.example/x', 'http://u:secret@p.example/x', 'socks5://u:secret@p.example:1/x']) {
       expect(() => mqttProxy(v)).toThrow(expect.objectContaining({ message: expect.not.stringContaining('secret') }));
     }
   });
@@ -146,9 +159,9 @@ afterEach(async () => {
  * client's agent tunnels to an http:// server too); `answer` (default 200) is its status
  * line's code; `wanted`: the Proxy-Authorization it requires.
  */
-async function proxy(o: { answer?: number; wanted?: string } = {}): Promise<Proxy> {
+async function proxy(o: { answer?: number; wanted?: string; tls?: { cert: string; key: string } } = {}): Promise<Proxy> {
   const connects: Proxy['connects'] = [];
-  const srv = http.createServer();
+  const srv = o.tls ? https.createServer({ cert: o.tls.cert, key: o.tls.key }) : http.createServer();
   const sockets = new Set<net.Socket>();
   srv.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     sockets.add(client);
@@ -179,6 +192,47 @@ async function proxy(o: { answer?: number; wanted?: string } = {}): Promise<Prox
   });
   return { port: (srv.address() as net.AddressInfo).port, connects };
 }
+
+describe('an https:// proxy: CONNECT spoken over TLS to the proxy', () => {
+  const pki = makePki(path.join(TMP, 'proxy-pki'), { ips: ['127.0.0.1'] });
+  const at = (port: number) => ({ host: '127.0.0.1', port, tls: true as const, from: 'mqtt.proxy' });
+
+  it('a proxy certificate this machine does not trust: no CONNECT is sent, and the error says whose certificate and what to do', async () => {
+    const p = await proxy({ tls: pki });
+    const t = new ConnectTunnel(at(p.port), 'broker.example:8883');
+    const err = await new Promise<Error>((r) => t.once('error', r));
+    expect(err).toBeInstanceOf(ProxyTunnelError);
+    expect(err).toMatchObject({
+      failure: 'untrusted',
+      message: `cannot reach the proxy 127.0.0.1:${p.port} (mqtt.proxy) over TLS: the proxy 127.0.0.1:${p.port}'s certificate is not signed by a CA in the system's CAs or NODE_EXTRA_CA_CERTS`,
+      fix: 'add the CA that signed the proxy\'s certificate to the PEM file NODE_EXTRA_CA_CERTS names (in /etc/default/vxedge, then restart)',
+    });
+    expect(p.connects).toEqual([]);
+  });
+
+  it('trusted through NODE_EXTRA_CA_CERTS (Node reads it at start, so in a child process): the credentials go inside TLS, and bytes both ways', async () => {
+    ensureDistCurrent();
+    const echo = net.createServer((c) => c.pipe(c));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    closers.push(() => new Promise((r) => echo.close(r)));
+    const wanted = `Basic ${Buffer.from('site:s3cret').toString('base64')}`;
+    const p = await proxy({ tls: pki, wanted });
+    const script = [
+      `import { ConnectTunnel } from ${JSON.stringify(path.join(REPO_ROOT, 'dist', 'util', 'http-proxy.js'))};`,
+      `const t = new ConnectTunnel(${JSON.stringify({ ...at(p.port), authorization: wanted })}, 'echo.example:${(echo.address() as net.AddressInfo).port}');`,
+      "t.on('error', (e) => { console.log('error', e.message); process.exit(1); });",
+      "t.once('data', (d) => { console.log(String(d)); t.destroy(); });",
+      "t.write('hello through TLS');",
+    ].join('\n');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, NODE_EXTRA_CA_CERTS: pki.caFile }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (out += d));
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    expect({ code, out: out.trim() }).toEqual({ code: 0, out: 'hello through TLS' });
+    expect(p.connects).toEqual([{ target: `echo.example:${(echo.address() as net.AddressInfo).port}`, authorization: wanted }]);
+  });
+});
 
 /** An h2c gRPC server on 127.0.0.1 answering every call with `answer` and status OK. */
 async function grpcServer(answer: string): Promise<number> {
