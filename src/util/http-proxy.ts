@@ -330,9 +330,11 @@ abstract class ProxyTunnel extends Duplex {
   private unreached(e: Error, overTls: boolean): ProxyTunnelError {
     const { proxy } = this;
     const at = `${proxy.host}:${proxy.port} (${proxy.from})`;
-    const cert = overTls
-      ? explainTls(`${(e as NodeJS.ErrnoException).code ?? ''} ${e.message}`, {
-        peer: `the proxy ${proxy.host}:${proxy.port}`, ca: 'the system\'s CAs or NODE_EXTRA_CA_CERTS', cert: '-', key: '-', host: proxy.from.replace(/=.*/, ''),
+    // Only the check of the proxy's own certificate (Node's verify codes): vxedge sends the proxy no certificate of its own.
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    const cert = overTls && /^(ERR_TLS_CERT_ALTNAME_INVALID|CERT_|SELF_SIGNED|DEPTH_ZERO|UNABLE_TO_)/.test(code)
+      ? explainTls(`${code} ${e.message}`, {
+        peer: `the proxy ${proxy.host}:${proxy.port}`, ca: 'the system\'s CAs or NODE_EXTRA_CA_CERTS', cert: '', key: '', host: proxyNamedBy(proxy),
         files: 'add the CA that signed the proxy\'s certificate to the PEM file NODE_EXTRA_CA_CERTS names (in /etc/default/vxedge, then restart)',
       })
       : null;
