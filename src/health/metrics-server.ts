@@ -25,7 +25,7 @@ import type { Logger } from '../util/log.js';
 import { BasicAuth, RateLimit, type PasswordCheck } from './basic-auth.js';
 import type { CheckResult, HealthDocument } from './document.js';
 import { metricChunks } from './metrics.js';
-import { loadWebConfig, protectionWords, WebConfigError, type LoadedWebConfig, type WebConfig, type WebTls } from './web-config.js';
+import { filesStamp, loadWebConfig, protectionWords, webConfigFiles, WebConfigError, type LoadedWebConfig, type WebConfig, type WebTls } from './web-config.js';
 
 /** Prometheus's text format (what every scraper takes). */
 const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -212,6 +212,9 @@ export class MetricsServer {
   }
 
   private async refresh(): Promise<void> {
+    // Served, and none of the files changed (inode, size, mtime): nothing to read or build again.
+    const w = this.web;
+    if (this.server && w && !this.failure && filesStamp(webConfigFiles(w.config)) === w.stamp) return;
     let next: LoadedWebConfig | null = null;
     if (this.webFile !== null) {
       try {
