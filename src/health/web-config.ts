@@ -117,7 +117,10 @@ class Reader {
   /** `v` as an object (null/absent: empty) whose keys are all in `known`. */
   section(key: string, v: unknown, known: readonly string[]): Obj {
     if (v === undefined || v === null) return {};
-    if (!isObject(v)) this.fail(key, `${show(v)} is not a mapping of keys`, `write ${key} as keys under it, as in the toolkit's web configuration`);
+    if (!isObject(v)) {
+      if (key === '') this.fail('(the file)', `${show(v)} is not a mapping of keys`, `write it as YAML keys: ${known.join(', ')}, as in the toolkit's web configuration`);
+      this.fail(key, `${show(v)} is not a mapping of keys`, `write ${key} as keys under it, as in the toolkit's web configuration`);
+    }
     for (const k of Object.keys(v)) {
       if (!known.includes(k)) {
         const where = key === '' ? k : `${key}.${k}`;

@@ -96,7 +96,7 @@ describe('parseWebConfig: the toolkit\'s web configuration', () => {
       ['rate_limit: { interval: 1 parsec, burst: 2 }', 'rate_limit.interval: "1 parsec" has an unknown unit "parsec" (use ms, s, m or h)', /"1s"/],
       ['rate_limit: { burst: 2 }', 'rate_limit.burst: is set without rate_limit.interval', /set rate_limit.interval/],
       ['tls_server_config: [a]', 'tls_server_config: ["a"] is not a mapping of keys', /as keys under it/],
-      ['- a list', ': ["a list"] is not a mapping of keys', /keys under it/],
+      ['- a list', '(the file): ["a list"] is not a mapping of keys', /write it as YAML keys: tls_server_config, http_server_config/],
       ['a: [unclosed', '(the file): is not YAML', /fix the YAML/],
     ];
     for (const [text, message, fix] of cases) {
