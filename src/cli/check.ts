@@ -11,8 +11,8 @@ import { defaultGateway, linkDetails } from '../control/iproute.js';
 import type { Underlay } from '../control/underlay.js';
 import { checkClock, checkIpForward, checkMtu, checkPortFree, checkPublicEndpoint, checkTunDevice, checkUnderlay } from '../health/checks.js';
 import { parseBrokerUrl } from '../health/mqtt-options.js';
-import { listenFailure, metricsUrl, servingDetail, tryListen } from '../health/metrics-server.js';
-import { loadWebConfig, protectionWords, WebConfigError, type WebConfig } from '../health/web-config.js';
+import { listenFailure, protectedUrl, servingDetail, tryListen } from '../health/metrics-server.js';
+import { loadWebConfig, WebConfigError, type WebConfig } from '../health/web-config.js';
 import { readStatus } from '../health/status-file.js';
 import { systemClock } from '../util/clock.js';
 import { askClockSync } from '../util/clock-sync.js';
@@ -113,14 +113,12 @@ export async function checkMetrics(listen: ListenAddress, webConfig: string | nu
  * that serves its metrics (`heldBy`, its pid), the port in use is its own.
  */
 export async function checkMetricsListen(listen: ListenAddress, heldBy: number | null, web: WebConfig | null = null): Promise<CheckResult> {
-  const url = metricsUrl(listen, web);
-  const words = protectionWords(web);
-  const how = words ? ` (${words})` : '';
+  const url = protectedUrl(listen, web);
   const at = connectTarget(listen.host, listen.port);
   const e = await tryListen(listen);
-  if (!e) return { name: 'metrics', ok: true, detail: `${at} is free: the gateway will serve Prometheus metrics at ${url}${how}` };
+  if (!e) return { name: 'metrics', ok: true, detail: `${at} is free: the gateway will serve Prometheus metrics at ${url}` };
   if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' && heldBy !== null) {
-    return { name: 'metrics', ok: true, detail: `${at} is held by this config's running gateway (pid ${heldBy}), serving ${url}${how}` };
+    return { name: 'metrics', ok: true, detail: `${at} is held by this config's running gateway (pid ${heldBy}), serving ${url}` };
   }
   return { name: 'metrics', ok: false, ...listenFailure(e, listen) };
 }

@@ -50,10 +50,15 @@ export function metricsUrl(listen: ListenAddress, web: WebConfig | null = null):
   return `${web?.tls ? 'https' : 'http'}://${connectTarget(listen.host, listen.port)}/metrics`;
 }
 
+/** The URL of `listen` with how `web` protects it: "https://…/metrics (TLS, basic auth (1 user))". */
+export function protectedUrl(listen: ListenAddress, web: WebConfig | null = null): string {
+  const words = protectionWords(web);
+  return `${metricsUrl(listen, web)}${words ? ` (${words})` : ''}`;
+}
+
 /** The `metrics` check's detail while `listen` is served with `web` (`vxedge check` knows the running gateway's port by it). */
 export function servingDetail(listen: ListenAddress, web: WebConfig | null = null): string {
-  const words = protectionWords(web);
-  return `serving Prometheus metrics at ${metricsUrl(listen, web)}${words ? ` (${words})` : ''}`;
+  return `serving Prometheus metrics at ${protectedUrl(listen, web)}`;
 }
 
 /** The SAN values of a peer certificate's `subjectaltname` ("DNS:a, IP Address:192.0.2.1" -> a, 192.0.2.1). */
@@ -212,9 +217,9 @@ export class MetricsServer {
   }
 
   private async refresh(): Promise<void> {
+    const before = this.web;
     // Served, and none of the files changed (inode, size, mtime): nothing to read or build again.
-    const w = this.web;
-    if (this.server && w && !this.failure && filesStamp(webConfigFiles(w.config)) === w.stamp) return;
+    if (this.server && before && !this.failure && filesStamp(webConfigFiles(before.config)) === before.stamp) return;
     let next: LoadedWebConfig | null = null;
     if (this.webFile !== null) {
       try {
@@ -222,14 +227,13 @@ export class MetricsServer {
       } catch (e) {
         if (!(e instanceof WebConfigError)) throw e;
         // Never served without the protection asked for: before the first good file nothing is served.
-        const kept = this.web ? '; the metrics are still served as the file was when last read without an error' : '; the metrics are not served until it is fixed';
+        const kept = before ? '; the metrics are still served as the file was when last read without an error' : '; the metrics are not served until it is fixed';
         this.fail({ detail: e.message + kept, fix: e.fix });
         return;
       }
     }
-    const before = this.web;
     if (this.server && before && next && next.stamp === before.stamp) {
-      if (this.failure) this.failure = null; // the file is back as it was
+      this.failure = null; // the file is back as it was
       return;
     }
     if (this.server && before && next) {
