@@ -2,11 +2,10 @@
 // basic_auth_users, made on the box itself by the system's crypt(3) (native/crypt.c): no
 // htpasswd (apache2-utils) or Python needed on a gateway. The password comes from stdin, asked
 // for twice without echo at a terminal, so that it is in no shell history or process list.
+import { MAX_PASSWORD_BYTES } from '../health/basic-auth.js';
 import { nativeBinding } from '../native/index.js';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes.js';
 
-/** bcrypt reads 72 bytes; Go's refuses a longer password, so a hash of one could never be used. */
-const MAX_PASSWORD_BYTES = 72;
 export const DEFAULT_COST = 10;
 
 /**

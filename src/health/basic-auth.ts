@@ -14,8 +14,8 @@ export type PasswordCheck = (password: string, hash: string) => Promise<boolean>
 
 /** bcrypt (cost 10) of a random password nobody kept: what an unknown user is checked against. */
 const DECOY_HASH = '$2b$10$mmi6wJBn.VqZtiRW60S/8umvI/rLIEZAHXT7VKu..jdMSSlgEkGn2';
-/** bcrypt reads 72 bytes; Go's refuses a longer password rather than cut it, and so do we. */
-const MAX_PASSWORD_BYTES = 72;
+/** bcrypt reads 72 bytes; Go's refuses a longer password rather than cut it, and so do we (and `vxedge password-hash`). */
+export const MAX_PASSWORD_BYTES = 72;
 /** Answers kept (user, hash, password -> yes or no): a few scrapers' worth, and a bound on a guesser's. */
 const CACHE_ENTRIES = 64;
 

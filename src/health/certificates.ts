@@ -13,7 +13,7 @@ import { fileStamp } from '../util/file-stamp.js';
 import { bundleValidity, certValidity, clockSays, NETWORK_TIME_FIX, utcMinute, type CertValidity, type SiteCertificate } from '../util/tls-failure.js';
 import type { CheckResult } from './document.js';
 import { parseBrokerUrl } from './mqtt-options.js';
-import { parseWebConfig, webConfigFiles, type PemSource } from './web-config.js';
+import { parseWebConfig, readPem, webConfigFiles, type PemSource } from './web-config.js';
 
 /** A certificate that ends within this many days fails the check. */
 export const CERT_WARN_DAYS = 14;
@@ -47,6 +47,12 @@ function caFile(what: string, file: string): CertSource {
   };
 }
 
+/** The version of `file` and of the files it names (a kubeconfig's, a web configuration's); null when `file` cannot be stat'ed. */
+function stampWithNamed(file: string, named: readonly string[]): string | null {
+  const own = fileStamp(file);
+  return own === null ? null : [own, ...named.map(fileStamp)].join(' ');
+}
+
 function caCertificate(what: string, anchors: CertValidity[]): SiteCertificate[] {
   if (anchors.length === 0) return [];
   return [{ what, validity: anchors[0], ...(anchors.length > 1 ? { anchors } : {}) }];
@@ -59,10 +65,7 @@ function caCertificate(what: string, anchors: CertValidity[]): SiteCertificate[]
 function kubeconfigFile(file: string): CertSource {
   let named: string[] = []; // the files it names, as last read: a renewed one counts as a change
   return {
-    stamp: () => {
-      const own = fileStamp(file);
-      return own === null ? null : [own, ...named.map(fileStamp)].join(' ');
-    },
+    stamp: () => stampWithNamed(file, named),
     async load() {
       const { KubeConfig } = await loadClientModule();
       const kc = new KubeConfig();
@@ -86,20 +89,18 @@ function kubeconfigFile(file: string): CertSource {
 function webConfigFile(file: string): CertSource {
   let named: string[] = []; // the PEM files it names, as last read
   return {
-    stamp: () => {
-      const own = fileStamp(file);
-      return own === null ? null : [own, ...named.map(fileStamp)].join(' ');
-    },
+    stamp: () => stampWithNamed(file, named),
     async load() {
       const c = parseWebConfig(readFileSync(file, 'utf8'), file);
       named = webConfigFiles(c).slice(1);
       if (!c.tls) return [];
-      const pem = (s: PemSource) => ('file' in s ? readFileSync(s.file) : Buffer.from(s.inline));
       const what = (s: PemSource, key: string) => `${'file' in s ? `${key}_file` : key} of metrics.webConfig ${c.file}`;
       const out: SiteCertificate[] = [];
-      const v = certValidity(pem(c.tls.cert));
+      const v = certValidity(readPem(c.tls.cert, 'tls_server_config.cert_file', c.file));
       if (v) out.push({ what: what(c.tls.cert, 'cert'), validity: v });
-      if (c.tls.clientCa) out.push(...caCertificate(what(c.tls.clientCa, 'client_ca'), bundleValidity(pem(c.tls.clientCa))));
+      if (c.tls.clientCa) {
+        out.push(...caCertificate(what(c.tls.clientCa, 'client_ca'), bundleValidity(readPem(c.tls.clientCa, 'tls_server_config.client_ca_file', c.file))));
+      }
       return out;
     },
   };

@@ -323,7 +323,8 @@ export function filesStamp(files: readonly string[]): string {
   return files.map((f) => fileStamp(f) ?? '-').join(' ');
 }
 
-function readPem(source: PemSource, key: string, file: string): Buffer {
+/** The PEM bytes of `source` (`key` of the web configuration `file`); an unreadable file is a WebConfigError. */
+export function readPem(source: PemSource, key: string, file: string): Buffer {
   if ('inline' in source) return Buffer.from(source.inline);
   try {
     return readFileSync(source.file);
