@@ -147,6 +147,14 @@ export async function nsRun(ns: string, argv: string[], opts: ExecOptions = {}):
   return r.stdout;
 }
 
+/** GET `url` from inside namespace `ns` (Node's fetch there; curl is not in every Debian): its status and body; throws when nothing answers. */
+export async function nsHttpGet(ns: string, url: string): Promise<{ status: number; body: string }> {
+  const code = 'fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { console.error(String(e.cause ?? e)); process.exit(1); })';
+  const r = await nsExec(ns, ['node', '-e', code, url], { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`GET ${url} in ${ns}: ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as { status: number; body: string };
+}
+
 /** Runs argv (in this namespace), bounded by timeoutMs: on timeout its whole process group
  *  is killed. Never throws for a non-zero exit. */
 export function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {

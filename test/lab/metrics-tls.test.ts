@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { makePki } from '../support/kube-pki.mjs';
-import { killGroup, labDown, labUp, nsExec, nsSpawn, run, skipUnlessRoot, waitExit, type LabEnv } from './harness.js';
+import { killGroup, labDown, labUp, nsHttpGet, nsSpawn, run, skipUnlessRoot, waitExit, type LabEnv } from './harness.js';
 import { checkCommand, CLI, startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxpt';
@@ -39,11 +39,9 @@ describe.skipIf(skipUnlessRoot(['prometheus']))('metrics.webConfig: TLS, client 
   let dir: string;
   let promLog = '';
 
+  /** Prometheus's HTTP API at `p`, its JSON. */
   async function api<T>(p: string): Promise<T> {
-    const code = 'fetch(process.argv[1]).then(async (r) => process.stdout.write(await r.text()), (e) => { console.error(String(e.cause ?? e)); process.exit(1); })';
-    const r = await nsExec(env.NS_HOST, ['node', '-e', code, `http://${PROMETHEUS}${p}`], { timeoutMs: 10_000 });
-    if (r.code !== 0) throw new Error(`GET ${p}: ${r.stderr.trim()}`);
-    return JSON.parse(r.stdout) as T;
+    return JSON.parse((await nsHttpGet(env.NS_HOST, `http://${PROMETHEUS}${p}`)).body) as T;
   }
 
   beforeAll(async () => {

@@ -14,7 +14,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { killGroup, labDown, labUp, nsExec, nsSpawn, ping, run, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
+import { killGroup, labDown, labUp, nsHttpGet, nsSpawn, ping, run, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
 import { checkCommand, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxpm';
@@ -22,14 +22,6 @@ const METRICS_PORT = 9474;
 const PROMETHEUS = '127.0.0.1:9090';
 /** Prometheus's lifetime bound (`timeout`), should the test never stop it. */
 const PROMETHEUS_LIFETIME_S = 300;
-
-/** GET `url` from namespace `ns` (Node's fetch; curl is not in every Debian). */
-async function get(ns: string, url: string): Promise<{ status: number; body: string }> {
-  const code = 'fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { console.error(String(e.cause ?? e)); process.exit(1); })';
-  const r = await nsExec(ns, ['node', '-e', code, url], { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`GET ${url} in ${ns}: ${r.stderr.trim()}`);
-  return JSON.parse(r.stdout) as { status: number; body: string };
-}
 
 interface PromSample {
   metric: Record<string, string>;
@@ -45,7 +37,7 @@ describe.skipIf(skipUnlessRoot(['prometheus', 'promtool']))('metrics.listen: scr
 
   /** An instant query's result, from Prometheus's HTTP API. */
   async function query(expr: string): Promise<PromSample[]> {
-    const r = await get(env.NS_HOST, `http://${PROMETHEUS}/api/v1/query?query=${encodeURIComponent(expr)}`);
+    const r = await nsHttpGet(env.NS_HOST, `http://${PROMETHEUS}/api/v1/query?query=${encodeURIComponent(expr)}`);
     const doc = JSON.parse(r.body) as { status: string; data?: { result: PromSample[] }; error?: string };
     if (doc.status !== 'success') throw new Error(`query ${expr}: ${doc.error}`);
     return doc.data!.result;
@@ -76,7 +68,7 @@ describe.skipIf(skipUnlessRoot(['prometheus', 'promtool']))('metrics.listen: scr
       `--web.listen-address=${PROMETHEUS}`, '--log.level=warn',
     ]);
     for (const s of [prometheus.stdout!, prometheus.stderr!]) s.on('data', (b: Buffer) => (promLog += b.toString()));
-    await gw.until(async () => (await get(env.NS_HOST, `http://${PROMETHEUS}/-/ready`).catch(() => null))?.status === 200, 'prometheus ready', 30_000, 250);
+    await gw.until(async () => (await nsHttpGet(env.NS_HOST, `http://${PROMETHEUS}/-/ready`).catch(() => null))?.status === 200, 'prometheus ready', 30_000, 250);
   }, 120_000);
 
   afterAll(async () => {
@@ -91,7 +83,7 @@ describe.skipIf(skipUnlessRoot(['prometheus', 'promtool']))('metrics.listen: scr
 
   it('Prometheus scrapes the gateway without an error, and its numbers are those of status.json', async () => {
     const target = await gw.until(async () => {
-      const r = JSON.parse((await get(env.NS_HOST, `http://${PROMETHEUS}/api/v1/targets`)).body) as {
+      const r = JSON.parse((await nsHttpGet(env.NS_HOST, `http://${PROMETHEUS}/api/v1/targets`)).body) as {
         data: { activeTargets: { health: string; lastError: string; scrapeUrl: string }[] };
       };
       const t = r.data.activeTargets[0];
@@ -124,7 +116,7 @@ describe.skipIf(skipUnlessRoot(['prometheus', 'promtool']))('metrics.listen: scr
   });
 
   it('promtool finds nothing to lint in what the gateway serves', async () => {
-    const r = await get(env.NS_HOST, `http://${env.GW_LAN_IP}:${METRICS_PORT}/metrics`);
+    const r = await nsHttpGet(env.NS_HOST, `http://${env.GW_LAN_IP}:${METRICS_PORT}/metrics`);
     expect(r.status).toBe(200);
     expect(r.body).toMatch(/^vxedge_peer_up\{peer="aws-2"\} 1$/m);
     const lint = await run(['promtool', 'check', 'metrics'], { input: r.body });
