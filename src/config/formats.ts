@@ -399,7 +399,8 @@ export function unknownKeyMessage(given: string, candidates: string[], what = 'k
 
 // -------------------------------------------------------------------- peers
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
+/** A JSON or YAML mapping (not null, not a list). */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 

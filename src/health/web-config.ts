@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { parse as parseYaml } from 'yaml';
+import { isPlainObject } from '../config/formats.js';
 import { parseDuration } from '../util/duration.js';
 import { fileStamp } from '../util/file-stamp.js';
 import { show } from '../util/show.js';
@@ -102,10 +103,6 @@ export const HASH_HOWTO = '`vxedge password-hash` prints one (or `htpasswd -nBC 
 
 type Obj = Record<string, unknown>;
 
-function isObject(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 /** Walks the file's keys, each error naming where it is. */
 class Reader {
   constructor(readonly file: string) {}
@@ -117,7 +114,7 @@ class Reader {
   /** `v` as an object (null/absent: empty) whose keys are all in `known`. */
   section(key: string, v: unknown, known: readonly string[]): Obj {
     if (v === undefined || v === null) return {};
-    if (!isObject(v)) {
+    if (!isPlainObject(v)) {
       if (key === '') this.fail('(the file)', `${show(v)} is not a mapping of keys`, `write it as YAML keys: ${known.join(', ')}, as in the toolkit's web configuration`);
       this.fail(key, `${show(v)} is not a mapping of keys`, `write ${key} as keys under it, as in the toolkit's web configuration`);
     }
@@ -244,7 +241,7 @@ function parseHeaders(r: Reader, v: unknown): Record<string, string> {
 
 function parseUsers(r: Reader, v: unknown): Map<string, string> {
   if (v === undefined || v === null) return new Map();
-  if (!isObject(v)) r.fail('basic_auth_users', `${show(v)} is not a mapping of user names to bcrypt hashes`, 'write one "name: hash" line per user under basic_auth_users');
+  if (!isPlainObject(v)) r.fail('basic_auth_users', `${show(v)} is not a mapping of user names to bcrypt hashes`, 'write one "name: hash" line per user under basic_auth_users');
   const out = new Map<string, string>();
   for (const [user, hash] of Object.entries(v)) {
     const key = `basic_auth_users.${user}`;

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -279,7 +279,7 @@ describe('MetricsServer with metrics.webConfig (loopback, real TLS and bcrypt)',
     pki = makePki(path.join(dir, 'pki'), { ips: ['127.0.0.1'], clients: [{ cn: 'prometheus' }] });
     const now = Date.now();
     sanClient = datedCert(pki.dir, { name: 'withsan', cn: 'scraper', extensions: 'extendedKeyUsage=clientAuth\nsubjectAltName=DNS:prometheus.example', notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 86_400_000) });
-    pem = (f) => execFileSync('cat', [f], { encoding: 'utf8' });
+    pem = (f) => readFileSync(f, 'utf8');
     hash = await nativeBinding().passwordHash('s3cret', 4);
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
