@@ -80,20 +80,23 @@ export class Gateway extends EventEmitter {
   private lastReload: ReloadDoc | null = null;
   private readonly control: ControlPlane;
   private readonly peerSync: PeerSync;
-  private readonly publisher: HealthPublisher;
+  /** The parts a reload rebuilds when their keys change (replaceParts): MQTT, metrics, the LED. */
+  private publisher: HealthPublisher;
   private readonly reporter: HealthReporter;
   private readonly reasons = new ReasonMemo();
   private readonly statusFile: StatusFile;
-  private readonly led: StatusLed | null;
+  private led: StatusLed | null;
   /** metrics.listen's Prometheus endpoint, serving the latest document. */
-  private readonly metrics: MetricsServer | null;
+  private metrics: MetricsServer | null;
+  /** A reload's rebuilding of parts, which stop() waits for (the old broker's "offline"). */
+  private replacing: Promise<void> | null = null;
   private nat: SiteNat | null = null;
   private membership: LiveMembership | null = null;
   /** The check refresh: every CHECKS_PERIOD_MS, and at once when the kernel says the device, its routes or the underlay changed. */
   private readonly checksRun: Rerun;
   private readonly kernelEvents: KernelEvents;
   /** The site's certificate files (MQTT's, the cluster's), for the `certificates` check with those the servers present. */
-  private readonly certificates: CertificateReader;
+  private certificates: CertificateReader;
   /** Looked at every tick: network time setting the clock after a boot. */
   private readonly clockWatch: ClockStepWatch;
 
@@ -125,25 +128,43 @@ export class Gateway extends EventEmitter {
     this.kernelEvents = new KernelEvents({
       io: d.binding, device: t.deviceName, underlay: t.underlay.iface, neighbours: cfg.overlay.mode === 'tap', changed: () => this.checksRun.request(), log,
     });
-    this.publisher = new HealthPublisher({
-      mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: log.child({ part: 'mqtt' }), deps: { clock },
-      connected: () => this.checksRun.request(), // the broker's certificate, for the certificates check
-    });
+    this.publisher = this.newPublisher(cfg);
     this.statusFile = new StatusFile(
       cfg.runDir,
       (e) => log.warn('cannot write status file (said once until it changes or works again)', { runDir: cfg.runDir, err: e.message + readOnlyHint(e, 'runDir', cfg.runDir) }),
       () => log.info('status file written again', { runDir: cfg.runDir }),
     );
-    this.led = cfg.board.led ? new StatusLed(cfg.board.led, { log: log.child({ part: 'led' }) }) : null;
-    this.reporter = new HealthReporter({ publisher: this.publisher, led: this.led, status: this.statusFile, log });
+    this.led = this.newLed(cfg);
+    // Through the fields, not the objects: a reload may replace them.
+    this.reporter = new HealthReporter({
+      publisher: { update: (doc, changed) => this.publisher.update(doc, changed) },
+      led: { show: (state) => this.led?.show(state) },
+      status: this.statusFile,
+      log,
+    });
     this.reporter.onDocument((doc, changed) => this.emit('health', doc, changed));
-    this.metrics = cfg.metrics.listen
-      ? new MetricsServer({
-        listen: cfg.metrics.listen, webConfig: cfg.metrics.webConfig, log: log.child({ part: 'metrics' }),
-        passwordCheck: (password, hash) => d.binding.passwordCheck(password, hash), now: () => clock.monotonic(),
-      })
-      : null;
-    if (this.metrics) this.reporter.onDocument((doc) => this.metrics!.update(doc));
+    this.metrics = this.newMetrics(cfg);
+    this.reporter.onDocument((doc) => this.metrics?.update(doc));
+  }
+
+  private newPublisher(cfg: Config): HealthPublisher {
+    return new HealthPublisher({
+      mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: this.d.log.child({ part: 'mqtt' }), deps: { clock: this.d.clock },
+      connected: () => this.checksRun.request(), // the broker's certificate, for the certificates check
+    });
+  }
+
+  private newLed(cfg: Config): StatusLed | null {
+    return cfg.board.led ? new StatusLed(cfg.board.led, { log: this.d.log.child({ part: 'led' }) }) : null;
+  }
+
+  private newMetrics(cfg: Config): MetricsServer | null {
+    if (!cfg.metrics.listen) return null;
+    const { binding, clock, log } = this.d;
+    return new MetricsServer({
+      listen: cfg.metrics.listen, webConfig: cfg.metrics.webConfig, log: log.child({ part: 'metrics' }),
+      passwordCheck: (password, hash) => binding.passwordCheck(password, hash), now: () => clock.monotonic(),
+    });
   }
 
   static async start(cfg: Config, deps: GatewayDeps): Promise<Gateway> {
@@ -196,6 +217,9 @@ export class Gateway extends EventEmitter {
       peers: next.peers,
       keepalive: next.keepalive,
       overlay: { ...this.cfg.overlay, mssClamp: next.overlay.mssClamp, strictPeers: next.overlay.strictPeers },
+      mqtt: next.mqtt,
+      metrics: next.metrics,
+      board: { ...this.cfg.board, led: next.board.led },
       log: next.log,
     };
     this.cfg = cfg;
@@ -204,12 +228,50 @@ export class Gateway extends EventEmitter {
     }
     this.t.dataplane.settings.mssClamp = cfg.overlay.mssClamp;
     this.t.dataplane.settings.strictPeers = cfg.overlay.strictPeers;
+    this.replacing = this.replaceParts(plan.live).finally(() => (this.replacing = null));
+    await this.replacing;
     const diff = await this.membership!.setStatics(next.peers);
     this.lastReload = { at: new Date(this.d.clock.now()).toISOString(), applied: plan.live, restartNeeded: plan.restart };
     await this.checksRun.now();
     this.publish();
     const names = (l: { name: string }[]) => l.map((p) => p.name);
     return { ...plan, added: names(diff.added), removed: names(diff.removed), changed: diff.changed.map((c) => c.to.name) };
+  }
+
+  /**
+   * The parts whose keys a reload changed, rebuilt from this.cfg one by one while the tunnel
+   * carries on: MQTT (the old connection says "offline" and ends, the new one connects and
+   * says "online"; mqtt.interval alone keeps the connection), the metrics endpoint (closed,
+   * then served as configured now, or not at all), the status LED (the old one switched off).
+   * Nothing new starts once the gateway is stopping.
+   */
+  private async replaceParts(changed: readonly string[]): Promise<void> {
+    const { cfg } = this;
+    const keys = (prefix: string) => changed.filter((k) => k.startsWith(prefix));
+    const mqtt = keys('mqtt.');
+    if (mqtt.length === 1 && mqtt[0] === 'mqtt.interval') {
+      this.publisher.setInterval(cfg.mqtt.interval);
+    } else if (mqtt.length > 0) {
+      const old = this.publisher;
+      this.publisher = this.newPublisher(cfg); // takes the documents from now on, connects once the old one is gone
+      await old.stop();
+      if (!this.stopping) this.publisher.start();
+    }
+    if (keys('metrics.').length > 0) {
+      const old = this.metrics;
+      this.metrics = null;
+      await old?.close();
+      if (!this.stopping) {
+        this.metrics = this.newMetrics(cfg);
+        await this.metrics?.start();
+      }
+    }
+    if (keys('board.led').length > 0) {
+      this.led?.off();
+      this.led = this.newLed(cfg);
+    }
+    // Which certificate files the certificates check reads follows mqtt.* and metrics.webConfig.
+    if (mqtt.length > 0 || keys('metrics.').length > 0) this.certificates = new CertificateReader(certificateSources(cfg));
   }
 
   /**
@@ -229,6 +291,7 @@ export class Gateway extends EventEmitter {
     for (const t of this.timers) t.cancel();
     this.kernelEvents.stop();
     await this.checksRun.stop(); // a refresh in progress would repair what stop takes down
+    await this.replacing?.catch(() => undefined); // bounded: the old broker's "offline" (< 2 s)
     this.publishPending?.cancel();
     await this.membership?.stop().catch((e) => this.d.log.warn('cluster stop failed', { err: (e as Error).message }));
     this.control.stop();

@@ -217,7 +217,7 @@ export function buildSchema(hostname: string = os.hostname()) {
       },
     },
     mqtt: {
-      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. Unless mqtt.proxy is set, ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull }),
+      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. Unless mqtt.proxy is set, ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull , live: true }),
       proxy: leaf({
         doc:
           'Proxy to the broker, whatever the scheme of mqtt.url (mqtts:// too: a client certificate, as AWS IoT Core takes on port 443, cannot ride a WebSocket): ' +
@@ -225,21 +225,23 @@ export function buildSchema(hostname: string = os.hostname()) {
           'wins over the proxy variables and NO_PROXY. null: as mqtt.url says.',
         default: null,
         format: f.mqttProxyOrNull,
+        live: true,
         extension: true,
       }),
-      topicPrefix: leaf({ doc: 'First topic level: {topicPrefix}/{site}/{node}/status and /health.', default: 'vxedge', format: f.topicLevel }),
-      interval: leaf({ doc: 'Health publishing period; also published at once on any state change (changes that keep coming: one document every 5 s).', default: '30s', format: f.duration }),
-      username: leaf({ doc: 'Broker user name.', default: null, format: f.stringOrNull }),
+      topicPrefix: leaf({ doc: 'First topic level: {topicPrefix}/{site}/{node}/status and /health.', default: 'vxedge', format: f.topicLevel , live: true }),
+      interval: leaf({ doc: 'Health publishing period; also published at once on any state change (changes that keep coming: one document every 5 s).', default: '30s', format: f.duration , live: true }),
+      username: leaf({ doc: 'Broker user name.', default: null, format: f.stringOrNull , live: true }),
       password: leaf({
         doc: 'Broker password; prefer mqtt.passwordFile to keep it out of the config.',
         default: null,
         format: f.stringOrNull,
         sensitive: true,
+        live: true,
       }),
-      passwordFile: leaf({ doc: 'File holding the broker password (not with mqtt.password).', default: null, format: f.pathOrNull }),
-      ca: leaf({ doc: 'TLS CA bundle (PEM).', default: null, format: f.pathOrNull }),
-      cert: leaf({ doc: 'TLS client certificate (PEM) for mutual TLS, e.g. AWS IoT Core; needs mqtt.key.', default: null, format: f.pathOrNull }),
-      key: leaf({ doc: 'TLS client private key (PEM); needs mqtt.cert.', default: null, format: f.pathOrNull }),
+      passwordFile: leaf({ doc: 'File holding the broker password (not with mqtt.password).', default: null, format: f.pathOrNull , live: true }),
+      ca: leaf({ doc: 'TLS CA bundle (PEM).', default: null, format: f.pathOrNull , live: true }),
+      cert: leaf({ doc: 'TLS client certificate (PEM) for mutual TLS, e.g. AWS IoT Core; needs mqtt.key.', default: null, format: f.pathOrNull , live: true }),
+      key: leaf({ doc: 'TLS client private key (PEM); needs mqtt.cert.', default: null, format: f.pathOrNull , live: true }),
     },
     board: {
       led: leaf({
@@ -248,6 +250,7 @@ export function buildSchema(hostname: string = os.hostname()) {
           'steady on while every peer is up, blinking when degraded, off when down or stopped. null: the LEDs are left alone.',
         default: null,
         format: f.ledOrNull,
+        live: true,
         extension: true,
       }),
       releaseStartupPages: leaf({
@@ -266,6 +269,7 @@ export function buildSchema(hostname: string = os.hostname()) {
           '"127.0.0.1:9474" for an agent on this box, "0.0.0.0:9474" for a Prometheus elsewhere (open the port to it alone); a port alone means 127.0.0.1. null: not served.',
         default: null,
         format: f.metricsListenOrNull,
+        live: true,
         extension: true,
       }),
       webConfig: leaf({
@@ -274,6 +278,7 @@ export function buildSchema(hostname: string = os.hostname()) {
           'Prometheus\'s exporter-toolkit (node_exporter\'s --web.config.file); read again every 30 s and at a reload (SIGHUP). null: plain HTTP, open to whoever reaches the address.',
         default: null,
         format: f.pathOrNull,
+        live: true,
         extension: true,
       }),
     },

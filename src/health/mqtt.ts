@@ -116,6 +116,8 @@ export class HealthPublisher {
   private readonly random: () => number;
   private readonly backoff: BackoffPolicy;
   private readonly clock: Clock;
+  /** mqtt.interval, which a reload may change without a new connection (setInterval). */
+  private intervalMs: number;
 
   private running = false;
   private client: MqttClient | null = null;
@@ -164,6 +166,7 @@ export class HealthPublisher {
     this.random = o.deps?.random ?? Math.random;
     this.backoff = o.deps?.backoff ?? DEFAULT_BACKOFF;
     this.clock = o.deps?.clock ?? systemClock;
+    this.intervalMs = o.mqtt.interval;
     let broker: BrokerUrl | null = null;
     try {
       broker = o.mqtt.url ? parseBrokerUrl(o.mqtt.url) : null;
@@ -203,7 +206,7 @@ export class HealthPublisher {
       if (!this.running) return;
       if (changed) this.changeHeld = true;
       const last = { publishedAt: this.lastPublishedAt, changeAt: this.lastChangePublishedAt };
-      if (healthDue(this.clock.monotonic(), last, this.o.mqtt.interval, this.changeHeld)) this.pending = true;
+      if (healthDue(this.clock.monotonic(), last, this.intervalMs, this.changeHeld)) this.pending = true;
       this.flush();
       // Nothing waits for this document any more: let it go. Held until the next one (2 s),
       // 500 peers' rows outlived the young generation and became old-generation garbage
@@ -212,6 +215,15 @@ export class HealthPublisher {
     } catch (e) {
       this.lastError = (e as Error).message;
     }
+  }
+
+  /**
+   * A reload changed mqtt.interval alone: the next document is due by the new period, and
+   * carries its expiry; the connection stays (a new one would show the site offline for a
+   * moment). Any other mqtt key makes a new publisher (gateway.ts).
+   */
+  setInterval(intervalMs: number): void {
+    this.intervalMs = intervalMs;
   }
 
   /**
@@ -468,7 +480,7 @@ export class HealthPublisher {
     const gen = this.gen;
     const opts: IClientPublishOptions = { qos: 1, retain: true };
     if (this.protocolVersion === 5) {
-      opts.properties = { messageExpiryInterval: healthExpiryS(this.o.mqtt.interval), contentType: 'application/json', payloadFormatIndicator: true };
+      opts.properties = { messageExpiryInterval: healthExpiryS(this.intervalMs), contentType: 'application/json', payloadFormatIndicator: true };
     }
     this.pending = false;
     this.inflight = true;

@@ -12,6 +12,12 @@
 // A reload of other keys: keepalive.interval/timeout and overlay.mssClamp take effect at once
 // (probes come at the new pace, a peer goes down after the new timeout, SYNs are no longer
 // clamped), stateDir and runDir are reported as needing a restart (log and health document).
+//
+// A reload of the parts beside the tunnel: the gateway moves to another real mosquitto under
+// another topic prefix (the old broker's retained status says "offline", the new one's
+// "online"), starts serving metrics and moves its status LED, while a continuous ping loses
+// nothing and the device is the same; mqtt.interval alone keeps the connection; metrics.listen
+// null closes the endpoint.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +25,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { killGroup, labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, snmpCounters, spawnTracked, startCapture, waitExit, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
 import { labConfig, startGateway, type RunningGateway } from './vxedge.js';
+import { startMosquitto, stopAllBrokers, type Broker } from './mosquitto.js';
+import { nsHttpGet } from './harness.js';
 
 const PREFIX = 'vxrl';
 
@@ -289,6 +297,108 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       }
       const up = await gw.waitStatus((d) => d.peers.every((p) => p.state === 'up'), 10_000);
       expect(up.reload).toEqual(s.reload);
+    });
+  });
+  describe('a reload that moves MQTT to another broker, serves metrics and moves the LED', () => {
+    let gw: RunningGateway;
+    let dir: string;
+    let oldBroker: Broker;
+    let newBroker: Broker;
+    const leds = { a: '', b: '' };
+    const METRICS = '127.0.0.1:9474';
+    const brokerUrl = (port: number) => `mqtt://${env.INET_WAN_IP}:${port}`;
+    const config = (mqtt: Record<string, unknown>, more: Record<string, unknown> = {}) =>
+      labConfig(env, gw?.dir ?? dir, { extra: { mqtt: { interval: '30s', ...mqtt }, ...more } });
+    const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
+    const brightness = (led: string) => readFileSync(path.join(led, 'brightness'), 'utf8');
+    const mqttConnects = () => gw.output.split('"msg":"mqtt connected"').length - 1;
+
+    beforeAll(async () => {
+      dir = mkdtempSync(path.join(tmpdir(), 'vxedge-vxrl-parts-'));
+      for (const k of ['a', 'b'] as const) {
+        leds[k] = path.join(dir, 'leds', k);
+        mkdirSync(leds[k], { recursive: true });
+        writeFileSync(path.join(leds[k], 'trigger'), 'none [mmc0] timer');
+        writeFileSync(path.join(leds[k], 'brightness'), '0');
+        writeFileSync(path.join(leds[k], 'max_brightness'), '1');
+      }
+      oldBroker = await startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port: 1883, dir, lifetimeS: 180 });
+      newBroker = await startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port: 1884, dir, lifetimeS: 180 });
+      gw = await startGateway(env, { extra: { mqtt: { url: brokerUrl(1883), interval: '30s' }, board: { led: leds.a } } });
+      await gw.waitUp();
+    }, 120_000);
+    afterAll(async () => {
+      try {
+        await gw?.cleanup();
+      } finally {
+        await stopAllBrokers();
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('moves to the new broker and prefix, serves metrics, moves the LED; the tunnel carries on', async () => {
+      await oldBroker.waitRetained('vxedge/lab/edge-1/status', (m) => m === 'online', 15_000);
+      await waitFor(() => brightness(leds.a) === '1', 10_000);
+      await expect(nsHttpGet(env.NS_GW, `http://${METRICS}/metrics`)).rejects.toThrow(/ECONNREFUSED/);
+      const index = await deviceIndex();
+      const host0 = await snmpCounters(env.NS_HOST);
+      const pinging = ping(env.NS_HOST, env.POD1_IP, { count: 40, intervalMs: 100 }).then((r) => ({
+        r,
+        reloadedBefore: gw.output.includes('"msg":"reloaded"'),
+      }));
+      await waitSnmpDelta(env.NS_HOST, 'Icmp.InEchoReps', host0, 3, 5_000);
+      writeFileSync(gw.configFile, JSON.stringify(config(
+        { url: brokerUrl(1884), topicPrefix: 'fleet' },
+        { board: { led: leds.b }, metrics: { listen: METRICS } },
+      ), null, 2));
+      const hupAt = Date.now();
+      gw.child.kill('SIGHUP');
+      const { r, reloadedBefore } = await pinging;
+      expect(r, gw.output).toMatchObject({ ok: true, sent: 40, received: 40 });
+      expect(reloadedBefore, 'the reload finished before the ping did').toBe(true);
+
+      const reloaded = await gw.waitLog(/^reloaded$/);
+      expect([...(reloaded.applied as string[])].sort()).toEqual(['board.led', 'metrics.listen', 'mqtt.topicPrefix', 'mqtt.url']);
+      expect(gw.output).not.toContain('some changes need a restart');
+      // The old broker: the site said goodbye there (retained, as at a clean stop).
+      expect(await oldBroker.retained('vxedge/lab/edge-1/status')).toBe('offline');
+      // The new one: online, and a document written after the reload that says what it applied.
+      await newBroker.waitRetained('fleet/lab/edge-1/status', (m) => m === 'online', 15_000);
+      const doc = JSON.parse(await newBroker.waitRetained('fleet/lab/edge-1/health', (m) => {
+        const d = JSON.parse(m) as { ts: string; reload?: { applied: string[] } };
+        return Date.parse(d.ts) > hupAt - 1_000 && d.reload !== undefined;
+      }, 15_000)) as { mqtt: { connected: boolean }; reload: { applied: string[]; restartNeeded: string[] }; peers: { state: string }[] };
+      expect(doc.mqtt.connected).toBe(true);
+      expect(doc.reload.restartNeeded).toEqual([]);
+      expect(doc.peers.map((p) => p.state)).toEqual(['up', 'up']);
+      // The same device: nothing of the tunnel was opened again.
+      expect(await deviceIndex()).toBe(index);
+      // The metrics endpoint, and the LEDs: the old one off (as at a stop), the new one on.
+      const page = await waitFor(() => nsHttpGet(env.NS_GW, `http://${METRICS}/metrics`).catch(() => null), 5_000);
+      expect(page.status).toBe(200);
+      expect(page.body).toMatch(/^vxedge_peer_up\{peer="aws-1"\} 1$/m);
+      expect(brightness(leds.a)).toBe('0');
+      await waitFor(() => brightness(leds.b) === '1', 5_000);
+    });
+
+    it('mqtt.interval alone keeps the connection; metrics.listen null closes the endpoint', async () => {
+      const connects = mqttConnects();
+      writeFileSync(gw.configFile, JSON.stringify(config(
+        { url: brokerUrl(1884), topicPrefix: 'fleet', interval: '4s' },
+        { board: { led: leds.b } },
+      ), null, 2));
+      gw.child.kill('SIGHUP');
+      await gw.waitLog(/^reloaded$/, { applied: ['mqtt.interval', 'metrics.listen'] }); // the schema's order
+      await expect(nsHttpGet(env.NS_GW, `http://${METRICS}/metrics`)).rejects.toThrow(/ECONNREFUSED/);
+      // Three documents 4 s apart on the new broker, with the new period stated, over one connection.
+      const sub = await newBroker.subscribe('fleet/lab/edge-1/health', 30);
+      try {
+        await waitFor(() => sub.lines.filter((l) => l.includes('"intervalS":4')).length >= 3, 20_000, 200);
+      } finally {
+        await sub.stop();
+      }
+      expect(mqttConnects()).toBe(connects);
+      expect(await newBroker.retained('fleet/lab/edge-1/status')).toBe('online');
     });
   });
 });

@@ -602,6 +602,31 @@ describe('HealthPublisher', () => {
     expect(healthDue(1, { publishedAt: 0, changeAt: -Infinity }, 30_000, true)).toBe(true); // a change just after a periodic publish
   });
 
+  it('a reload of mqtt.interval alone takes the new period and expiry on the same connection', async () => {
+    const h = harness({ interval: 30_000 });
+    h.p.start();
+    await settle();
+    h.last().accept();
+    await settle();
+    const c = h.last();
+    const publishedAt: number[] = [];
+    const t0 = clock.monotonic();
+    for (let t = 0; t <= 40_000; t += 2000) {
+      if (t === 10_000) h.p.setInterval(6_000);
+      const before = h.health(c).length;
+      h.p.update(sampleDoc({ uptimeS: t / 1000 }), false);
+      await settle();
+      if (h.health(c).length > before) publishedAt.push(clock.monotonic() - t0);
+      await clock.advanceAsync(2000);
+    }
+    // 30 s before the reload (nothing due until 30 s), 6 s after it: the first document
+    // published at 0 is 10 s old at the reload, so due at once.
+    expect(publishedAt).toEqual([0, 10_000, 16_000, 22_000, 28_000, 34_000, 40_000]);
+    expect(h.clients).toHaveLength(1);
+    const expiries = h.health(c).map((s) => (s.opts.properties as { messageExpiryInterval: number }).messageExpiryInterval);
+    expect(expiries).toEqual([90, 18, 18, 18, 18, 18, 18]);
+  });
+
   it('changes that keep coming (500 peers coming back one by one) are published at most once per 5 s, the last one included', async () => {
     const h = harness({ interval: 30_000 });
     h.p.start();

@@ -333,7 +333,23 @@ describe('reload plan', () => {
 
   it('names every changed key that needs a restart', () => {
     const plan = reloadPlan(cfg(), cfg({ underlay: { port: 8473 }, vxlan: { vni: 2 }, mqtt: { url: 'mqtt://broker' }, nat: { portMapping: 'off' } }));
-    expect(plan.restart.sort()).toEqual(['mqtt.url', 'nat.portMapping', 'underlay.port', 'vxlan.vni']);
+    expect(plan.restart.sort()).toEqual(['nat.portMapping', 'underlay.port', 'vxlan.vni']);
+    expect(plan.live).toEqual(['mqtt.url']);
+  });
+
+  it('applies the MQTT, metrics and LED keys live: parts the gateway rebuilds beside the tunnel', () => {
+    const plan = reloadPlan(cfg(), cfg({
+      mqtt: { url: 'mqtts://broker:8883', proxy: 'http://proxy:3128', topicPrefix: 'fleet', interval: '10s', username: 'u', passwordFile: '/p', ca: '/ca', cert: '/c', key: '/k' },
+      metrics: { listen: '127.0.0.1:9474', webConfig: '/w.yml' },
+      board: { led: '/tmp/led' },
+    }));
+    expect(plan.restart).toEqual([]);
+    expect(plan.live.sort()).toEqual([
+      'board.led', 'metrics.listen', 'metrics.webConfig', 'mqtt.ca', 'mqtt.cert', 'mqtt.interval', 'mqtt.key', 'mqtt.passwordFile', 'mqtt.proxy',
+      'mqtt.topicPrefix', 'mqtt.url', 'mqtt.username',
+    ]);
+    // board.releaseStartupPages acts once, at start-up.
+    expect(reloadPlan(cfg(), cfg({ board: { releaseStartupPages: false } })).restart).toEqual(['board.releaseStartupPages']);
   });
 });
 
