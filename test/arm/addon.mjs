@@ -83,6 +83,17 @@ await test("clockState reads the host kernel's clock sync through the emulator's
   eq(Math.abs(after.maxErrorUs - host[2]) < 1_000_000, true, `maxErrorUs near the host's ${host[2]}: ${after.maxErrorUs}`);
 });
 
+await test("passwordHash/passwordCheck: bcrypt by the target's libcrypt (dlopen), a hash of htpasswd's checked", async () => {
+  // Made on the host by Apache's htpasswd (its own bcrypt, not libxcrypt): `htpasswd -nbB -C 4 u 'pässwort 72'`.
+  const apache = '$2y$04$iSwItXcn/GE30SreqEpyZOiQag4oyaik33zQrTD.cgvcBoIz2gDdW';
+  eq(await native.passwordCheck('pässwort 72', apache), true, "htpasswd's hash");
+  eq(await native.passwordCheck('pässwort 73', apache), false, 'another password');
+  const ours = await native.passwordHash('metrics scraper', 4);
+  eq(/^\$2b\$04\$[./A-Za-z0-9]{53}$/.test(ours), true, `a bcrypt hash of cost 4: ${ours}`);
+  eq(await native.passwordCheck('metrics scraper', ours), true, 'our own hash');
+  eq(ours === (await native.passwordHash('metrics scraper', 4)), false, 'a new salt each time');
+});
+
 const a = native.udpOpen(LOOPBACK, PORT_A, 1 << 20);
 const b = native.udpOpen(LOOPBACK, PORT_B, 1 << 20);
 
