@@ -10,7 +10,7 @@
 //   -> STUN -> public endpoint                               nat/
 //   -> health: checks, document, status.json, MQTT, LED      health/
 import { EventEmitter } from 'node:events';
-import { LiveMembership } from './cluster/live.js';
+import { LiveMembership, type MembershipHandover } from './cluster/live.js';
 import { reloadPlan, type ReloadPlan } from './config/reload.js';
 import type { Config } from './config/types.js';
 import { ControlPlane } from './control/control-plane.js';
@@ -147,6 +147,13 @@ export class Gateway extends EventEmitter {
     this.reporter.onDocument((doc) => this.metrics?.update(doc));
   }
 
+  private newMembership(cfg: Config, handover: MembershipHandover | null): Promise<LiveMembership> {
+    return LiveMembership.create({
+      cfg, siteMac: this.t.vtepMac, apply: (peers) => this.peerSync.apply(peers), changed: () => this.publishSoon(),
+      certificatesSeen: () => this.checksRun.request(), clock: this.d.clock, log: this.d.log, ...(handover ? { handover } : {}),
+    });
+  }
+
   private newPublisher(cfg: Config): HealthPublisher {
     return new HealthPublisher({
       mqtt: cfg.mqtt, site: cfg.site, node: cfg.node, log: this.d.log.child({ part: 'mqtt' }), deps: { clock: this.d.clock },
@@ -190,9 +197,7 @@ export class Gateway extends EventEmitter {
       gw.nat.start();
       // Forwarding starts now; probing once the router forward exists or was refused (SiteNat.settled).
       void gw.nat.settled(FIRST_MAPPING_WAIT_MS).then(() => gw.stopping || gw.control.start());
-      gw.membership = await LiveMembership.create({
-        cfg, siteMac: tunnel.vtepMac, apply: (peers) => gw.peerSync.apply(peers), changed: () => gw.publishSoon(), certificatesSeen: () => gw.checksRun.request(), clock: deps.clock, log: deps.log,
-      });
+      gw.membership = await gw.newMembership(cfg, null);
       await gw.membership.start();
       gw.publisher.start();
       await gw.metrics?.start();
@@ -217,6 +222,7 @@ export class Gateway extends EventEmitter {
       peers: next.peers,
       keepalive: next.keepalive,
       overlay: { ...this.cfg.overlay, mssClamp: next.overlay.mssClamp, strictPeers: next.overlay.strictPeers },
+      cluster: next.cluster,
       mqtt: next.mqtt,
       metrics: next.metrics,
       board: { ...this.cfg.board, led: next.board.led },
@@ -228,9 +234,9 @@ export class Gateway extends EventEmitter {
     }
     this.t.dataplane.settings.mssClamp = cfg.overlay.mssClamp;
     this.t.dataplane.settings.strictPeers = cfg.overlay.strictPeers;
+    const diff = await this.membership!.setStatics(next.peers);
     this.replacing = this.replaceParts(plan.live).finally(() => (this.replacing = null));
     await this.replacing;
-    const diff = await this.membership!.setStatics(next.peers);
     this.lastReload = { at: new Date(this.d.clock.now()).toISOString(), applied: plan.live, restartNeeded: plan.restart };
     await this.checksRun.now();
     this.publish();
@@ -240,14 +246,23 @@ export class Gateway extends EventEmitter {
 
   /**
    * The parts whose keys a reload changed, rebuilt from this.cfg one by one while the tunnel
-   * carries on: MQTT (the old connection says "offline" and ends, the new one connects and
-   * says "online"; mqtt.interval alone keeps the connection), the metrics endpoint (closed,
-   * then served as configured now, or not at all), the status LED (the old one switched off).
-   * Nothing new starts once the gateway is stopping.
+   * carries on: the cluster source (the peers it gave stay in force until the new one has a
+   * view, when it follows the same kind of source), MQTT (the old connection says "offline"
+   * and ends, the new one connects and says "online"; mqtt.interval alone keeps the
+   * connection), the metrics endpoint (closed, then served as configured now, or not at all),
+   * the status LED (the old one switched off). Nothing new starts once the gateway is stopping.
    */
   private async replaceParts(changed: readonly string[]): Promise<void> {
     const { cfg } = this;
     const keys = (prefix: string) => changed.filter((k) => k.startsWith(prefix));
+    if (keys('cluster.').length > 0 && this.membership) {
+      const old = this.membership;
+      await old.stop(); // the site's Node or lease stays, as at a stop: the new source finds it
+      if (!this.stopping) {
+        this.membership = await this.newMembership(cfg, old.handover(cfg));
+        await this.membership.start();
+      }
+    }
     const mqtt = keys('mqtt.');
     if (mqtt.length === 1 && mqtt[0] === 'mqtt.interval') {
       this.publisher.setInterval(cfg.mqtt.interval);
@@ -270,8 +285,8 @@ export class Gateway extends EventEmitter {
       this.led?.off();
       this.led = this.newLed(cfg);
     }
-    // Which certificate files the certificates check reads follows mqtt.* and metrics.webConfig.
-    if (mqtt.length > 0 || keys('metrics.').length > 0) this.certificates = new CertificateReader(certificateSources(cfg));
+    // Which certificate files the certificates check reads follows cluster.*, mqtt.* and metrics.webConfig.
+    if (keys('cluster.').length > 0 || mqtt.length > 0 || keys('metrics.').length > 0) this.certificates = new CertificateReader(certificateSources(cfg));
   }
 
   /**

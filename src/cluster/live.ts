@@ -29,6 +29,18 @@ export interface LiveMembershipOptions {
   certificatesSeen?(): void;
   clock: Clock;
   log: Logger;
+  /**
+   * What the membership this one replaces (a reload of cluster.*) knew: its cluster's peers
+   * stay in force until this one's source has a view of its own, as they do while a source
+   * cannot reach its cluster (handover()).
+   */
+  handover?: MembershipHandover;
+}
+
+/** The cluster's last view and the peers in force, handed from one membership to the next. */
+export interface MembershipHandover {
+  view: ClusterView | null;
+  inForce: readonly PeerConfig[];
 }
 
 /** A failed apply is tried again after 2 s, doubling up to a minute. */
@@ -125,6 +137,20 @@ export class LiveMembership {
   ) {
     this.statics = o.cfg.peers;
     this.annotations = clusterAnnotations(o.cfg);
+    if (o.handover && source) {
+      this.view = o.handover.view;
+      this.inForce = o.handover.inForce;
+    }
+  }
+
+  /**
+   * For the membership that replaces this one (after stop()): the view, when the next follows
+   * the same kind of source; null else (a static site keeps no cluster's peers, and another
+   * source names the nodes otherwise: Kubernetes by Node, etcd by lease).
+   */
+  handover(next: Config): MembershipHandover | null {
+    if (next.cluster.source === 'static' || next.cluster.source !== this.o.cfg.cluster.source) return null;
+    return { view: this.view, inForce: this.inForce };
   }
 
   /**

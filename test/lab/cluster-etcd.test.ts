@@ -19,7 +19,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
-import { CLI, checkCommand, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, labConfig, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
 import { madeUpNodes } from './made-up-nodes.js';
 import { ROOT_CTL, startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { startMosquitto } from './mosquitto.js';
@@ -197,6 +197,39 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       expect(back.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
       expect((await etcd.getKey(keyOf(env.GW_SUBNET)))?.value).toBe(leaseValue(env.NAT_WAN_IP, env.GW_VTEP_MAC));
     });
+  });
+
+  it('a reload to etcd endpoints that do not answer: the peers stay in force and forward, the error names the new endpoint; back to etcd: connected and registered, the tunnel never reopened', async () => {
+    const gw = await gateway();
+    await gw.untilStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both peers up, registered');
+    const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
+    const index = await deviceIndex();
+    const siteLease = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
+    const endpoints = (list: string[]) => writeFile(gw.configFile, JSON.stringify(labConfig(env, gw.dir, {
+      extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: list } } },
+    }), null, 2));
+    const nowhere = `http://${env.INET_WAN_IP}:2399`; // nothing listens there
+    await endpoints([nowhere]);
+    gw.child.kill('SIGHUP');
+    expect((await gw.waitLog(/^reloaded$/)).applied).toEqual(['cluster.etcd.endpoints']);
+    const away = await gw.untilStatus((d) => d.cluster?.connected === false && (d.cluster.error ?? '').includes(nowhere), 'the new endpoint refused', 20_000);
+    expect(away.reload).toMatchObject({ applied: ['cluster.etcd.endpoints'], restartNeeded: [] });
+    expect(away.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
+    for (const to of [env.POD1_IP, env.POD2_IP]) {
+      expect(await ping(env.NS_HOST, to, { count: 3 }), `host -> ${to} with the cluster unreachable`).toMatchObject({ ok: true, received: 3 });
+    }
+
+    await endpoints([nowhere, etcd.endpoint]);
+    const reloadedAt = Date.now();
+    gw.child.kill('SIGHUP');
+    const back = await gw.untilStatus((d) => Date.parse(d.ts) > reloadedAt && d.cluster?.connected === true && d.cluster.registered && d.cluster.error === null, 'connected through the second endpoint', 30_000);
+    expect(clusterCheck(back)).toMatchObject({ ok: true });
+    expect(back.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
+    // The site's lease is the same key with the same value: found again, not written anew elsewhere.
+    expect((await etcd.getKey(keyOf(env.GW_SUBNET)))?.value).toBe(siteLease.value);
+    expect(await deviceIndex()).toBe(index);
+    expect(gw.output).not.toContain('some changes need a restart');
+    await stopGateway(gw);
   });
 
   it('a {prefix}/config that is not VXLAN: the cluster check fails saying so; fixed: connected', async () => {

@@ -5,12 +5,12 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { EtcdSource } from '../../src/cluster/etcd.js';
 import { encodeLease } from '../../src/cluster/flannel-lease.js';
-import { LiveMembership } from '../../src/cluster/live.js';
+import { LiveMembership, type MembershipHandover } from '../../src/cluster/live.js';
 import { diffPeers, mergePeers } from '../../src/cluster/membership.js';
 import type { ClusterSource, ClusterStatus, ClusterView } from '../../src/cluster/types.js';
 import { reloadPlan } from '../../src/config/reload.js';
 import { parseConfigText } from '../../src/config/load.js';
-import type { PeerConfig } from '../../src/config/types.js';
+import type { Config, PeerConfig } from '../../src/config/types.js';
 import type { SiteCertificate } from '../../src/util/tls-failure.js';
 import { PeerSync } from '../../src/control/peer-sync.js';
 import { PeerTable, STAT_RX_PACKETS } from '../../src/dataplane/peers.js';
@@ -337,7 +337,7 @@ describe('reload plan', () => {
     expect(plan.live).toEqual(['mqtt.url']);
   });
 
-  it('applies the MQTT, metrics and LED keys live: parts the gateway rebuilds beside the tunnel', () => {
+  it('applies the cluster, MQTT, metrics and LED keys live: parts the gateway rebuilds beside the tunnel', () => {
     const plan = reloadPlan(cfg(), cfg({
       mqtt: { url: 'mqtts://broker:8883', proxy: 'http://proxy:3128', topicPrefix: 'fleet', interval: '10s', username: 'u', passwordFile: '/p', ca: '/ca', cert: '/c', key: '/k' },
       metrics: { listen: '127.0.0.1:9474', webConfig: '/w.yml' },
@@ -348,6 +348,9 @@ describe('reload plan', () => {
       'board.led', 'metrics.listen', 'metrics.webConfig', 'mqtt.ca', 'mqtt.cert', 'mqtt.interval', 'mqtt.key', 'mqtt.passwordFile', 'mqtt.proxy',
       'mqtt.topicPrefix', 'mqtt.url', 'mqtt.username',
     ]);
+    expect(reloadPlan(cfg(), cfg({ cluster: { source: 'etcd', etcd: { endpoints: ['http://192.0.2.10:2379'] } } }))).toEqual({
+      live: ['cluster.source', 'cluster.etcd.endpoints'], restart: [],
+    });
     // board.releaseStartupPages acts once, at start-up.
     expect(reloadPlan(cfg(), cfg({ board: { releaseStartupPages: false } })).restart).toEqual(['board.releaseStartupPages']);
   });
@@ -473,6 +476,72 @@ describe('live membership', () => {
     expect(live.status(3)?.skipped).toEqual([]);
     await live.stop();
   });
+  it("a reload of cluster.*: the next membership keeps the cluster's peers until its own source has a view; a static site or another kind of source starts afresh", async () => {
+    const PREFIX = '/coreos.com/network';
+    const key = (subnet: string) => `${PREFIX}/subnets/${subnet}`;
+    const lease = (ip: string, mac: string) => encodeLease({ publicIp: ip, vni: 1, vtepMac: mac });
+    const site = (cluster: object) => parseConfigText(JSON.stringify({
+      site: 'lab', node: 'edge-1', overlay: { subnet: '10.244.100.0/24' },
+      peers: [{ name: 'static-9', publicIp: '203.0.113.9', subnet: '10.244.9.0/24', vtepMac: '0e:00:00:00:09:01' }], cluster,
+    }), 'x.json', 'json', {});
+    const clock = new ManualClock();
+    const applied: string[][] = [];
+    const membership = (cfg: Config, connect: () => Promise<FakeEtcd>, handover: MembershipHandover | null) => LiveMembership.create({
+      cfg, siteMac: '0e:5c:aa:00:00:64', clock, log: new CaptureLog(), changed: () => undefined,
+      apply: async (peers) => {
+        applied.push(peers.map((p) => p.name).sort());
+        return { added: [], removed: [], changed: [] };
+      },
+      load: async (c, o) => new EtcdSource({
+        endpoints: c.cluster.etcd.endpoints, prefix: c.cluster.etcd.prefix, network: c.overlay.network, subnet: c.overlay.subnet, vni: c.vxlan.vni,
+        register: false, clock: o.clock, log: new CaptureLog(), backoff: { random: () => 0.5 }, connect,
+      }),
+      ...(handover ? { handover } : {}),
+    });
+    const follow = async () => {
+      for (let t = 0; t < 2_000; t += 100) {
+        clock.advance(100);
+        await settle();
+      }
+    };
+    const etcdAt = (endpoint: string) => site({ source: 'etcd', register: false, etcd: { endpoints: [endpoint] } });
+    const fake = new FakeEtcd(clock);
+    fake.put(`${PREFIX}/config`, '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}');
+    fake.put(key('10.244.1.0-24'), lease('203.0.113.1', '0e:00:00:00:01:01'));
+    const first = await membership(etcdAt('http://192.0.2.10:2379'), async () => fake, null);
+    await first.start();
+    await follow();
+    expect(applied.at(-1)).toEqual(['etcd-10.244.1.0-24', 'static-9']);
+
+    // Moved to an endpoint that does not answer: the cluster's peer stays in force meanwhile.
+    const moved = etcdAt('http://192.0.2.11:2379');
+    await first.stop();
+    const refused = async (): Promise<FakeEtcd> => {
+      throw Object.assign(new Error('connect ECONNREFUSED 192.0.2.11:2379'), { code: 'ECONNREFUSED' });
+    };
+    const second = await membership(moved, refused, first.handover(moved));
+    await second.start();
+    await follow();
+    expect(applied.at(-1)).toEqual(['etcd-10.244.1.0-24', 'static-9']);
+    expect(second.status(2)).toMatchObject({ source: 'etcd', connected: false });
+    await second.stop();
+
+    // Once the new source sees its cluster, its view is the one in force.
+    const other = new FakeEtcd(clock);
+    other.put(`${PREFIX}/config`, '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}');
+    other.put(key('10.244.3.0-24'), lease('203.0.113.3', '0e:00:00:00:03:01'));
+    const third = await membership(moved, async () => other, second.handover(moved));
+    await third.start();
+    await follow();
+    expect(applied.at(-1)).toEqual(['etcd-10.244.3.0-24', 'static-9']);
+    await third.stop();
+
+    // No cluster any more, or another kind of source: nothing is handed over.
+    expect(third.handover(site({ source: 'static' }))).toBeNull();
+    expect(third.handover(site({ source: 'kubernetes' }))).toBeNull();
+    expect(third.handover(etcdAt('http://192.0.2.12:2379'))?.inForce.map((p) => p.name).sort()).toEqual(['etcd-10.244.3.0-24', 'static-9']);
+  });
+
   it("dual-stack flannel nodes: the cluster's error and a failing check while they last (the source's own error first), logged when they come and go", async () => {
     const m = await overMemorySource(2);
     const { live, log, emit } = m;
