@@ -222,6 +222,7 @@ export class Gateway extends EventEmitter {
       peers: next.peers,
       keepalive: next.keepalive,
       overlay: { ...this.cfg.overlay, mssClamp: next.overlay.mssClamp, strictPeers: next.overlay.strictPeers },
+      nat: next.nat,
       cluster: next.cluster,
       mqtt: next.mqtt,
       metrics: next.metrics,
@@ -246,7 +247,7 @@ export class Gateway extends EventEmitter {
 
   /**
    * The parts whose keys a reload changed, rebuilt from this.cfg one by one while the tunnel
-   * carries on: the cluster source (the peers it gave stay in force until the new one has a
+   * carries on: STUN and the router's port mapping (SiteNat.reconfigure), the cluster source (the peers it gave stay in force until the new one has a
    * view, when it follows the same kind of source), MQTT (the old connection says "offline"
    * and ends, the new one connects and says "online"; mqtt.interval alone keeps the
    * connection), the metrics endpoint (closed, then served as configured now, or not at all),
@@ -255,6 +256,7 @@ export class Gateway extends EventEmitter {
   private async replaceParts(changed: readonly string[]): Promise<void> {
     const { cfg } = this;
     const keys = (prefix: string) => changed.filter((k) => k.startsWith(prefix));
+    if (keys('nat.').length > 0) await this.nat?.reconfigure(cfg, await defaultGateway(this.t.underlay.iface));
     if (keys('cluster.').length > 0 && this.membership) {
       const old = this.membership;
       await old.stop(); // the site's Node or lease stays, as at a stop: the new source finds it

@@ -166,6 +166,7 @@ export function buildSchema(hostname: string = os.hostname()) {
           'From the environment: comma-separated or a JSON list.',
         default: [],
         format: f.hostPortList,
+        live: true,
       }),
       portMapping: leaf({
         doc:
@@ -173,6 +174,7 @@ export function buildSchema(hostname: string = os.hostname()) {
           'pcp, natpmp or upnp force one; off sends nothing. The external port must equal underlay.port.',
         default: 'auto',
         format: portMapping,
+        live: true,
       }),
     },
     cluster: {

@@ -46,8 +46,14 @@ export class SiteNat {
   private router: string | null = null;
   private stopped = false;
   private lastStunKey = '';
+  /**
+   * What the STUN client a reload replaced last saw of the site: the public endpoint until the
+   * new servers answer (a site that only STUN finds would otherwise announce nothing meanwhile).
+   */
+  private stunBefore: string | null = null;
 
-  private constructor(private readonly o: SiteNatOptions) {}
+  /** Not readonly: a reload's nat.* comes in through reconfigure(). */
+  private constructor(private o: SiteNatOptions) {}
 
   static async create(o: SiteNatOptions): Promise<SiteNat> {
     const nat = new SiteNat(o);
@@ -136,6 +142,44 @@ export class SiteNat {
   }
 
   /**
+   * A reload changed nat.* (the rest of `cfg` is the running config): STUN asks the new
+   * servers, or stops; the router's mapping is deleted and asked for again in the new mode, or
+   * not at all ('off'). `router`: the underlay's default gateway as read now (it was not
+   * followed while the mapping was off). The public endpoint follows from what they find, as at
+   * a start; STUN's last answer stands until the new servers give theirs.
+   */
+  async reconfigure(cfg: Config, router: string | null): Promise<void> {
+    const was = this.o.cfg.nat;
+    this.o = { ...this.o, cfg };
+    if (router !== null) this.router = router;
+    if (JSON.stringify(was.stun) !== JSON.stringify(cfg.nat.stun)) {
+      this.stunBefore = this.stun?.lastGood?.publicEndpoint ?? this.stunBefore;
+      this.stun?.stop();
+      this.stun = null;
+      this.o.dataplane.outside.hooks.onStun = undefined;
+      if (cfg.nat.stun.length > 0) {
+        this.stun = this.makeStun();
+        this.stun.start();
+      } else {
+        this.stunBefore = null;
+      }
+    }
+    if (was.portMapping !== cfg.nat.portMapping) {
+      const old = this.mapper;
+      this.mapper = null;
+      await old?.stop(); // the forward deleted on the router, as at a stop
+      if (this.stopped) return;
+      if (cfg.nat.portMapping !== 'off' && this.router) {
+        this.mapper = await this.makeMapper(this.router);
+        this.mapper.start();
+      } else if (cfg.nat.portMapping !== 'off') {
+        this.o.log.warn('no default gateway on the underlay: router port mapping skipped', { iface: this.o.underlay.iface });
+      }
+    }
+    this.o.changed();
+  }
+
+  /**
    * Resolves once the router mapping's first attempt is over (mapped, failed, off) or after
    * timeoutMs, whichever comes first. The gateway probes its peers only then: a probe whose
    * answer reaches the router before the forward exists leaves a conntrack entry without
@@ -190,7 +234,7 @@ export class SiteNat {
   publicEndpoint(): PublicEndpoint {
     const { cfg } = this.o;
     return choosePublicEndpoint({
-      configuredIp: cfg.underlay.publicIp, port: cfg.underlay.port, mappedIp: this.mapper?.mappedAddress() ?? null, stun: this.stun?.lastGood?.publicEndpoint ?? null,
+      configuredIp: cfg.underlay.publicIp, port: cfg.underlay.port, mappedIp: this.mapper?.mappedAddress() ?? null, stun: this.stun?.lastGood?.publicEndpoint ?? this.stunBefore,
       localIp: this.o.underlay.address,
     });
   }
@@ -250,6 +294,7 @@ export class SiteNat {
     });
     dataplane.outside.hooks.onStun = (buf, off, len, addr, port) => stun.handle(buf, off, len, addr, port);
     stun.onResult((r) => {
+      this.stunBefore = null; // the servers of now have answered (or all failed): theirs is the word
       const fields = { reason: r.reason, publicEndpoint: r.publicEndpoint, portPreserved: r.portPreserved, mappingVaries: r.mappingVaries };
       const key = JSON.stringify([r.publicEndpoint, r.portPreserved, r.mappingVaries]);
       if (!r.publicEndpoint) log.warn('no STUN server answered', { ...fields, servers: r.servers });

@@ -15,6 +15,8 @@
 //     conntrack gone) → the forward is back within a few seconds (the peers going down make the
 //     gateway look at the router at once; PCP, whose lifetime this router caps at 6 s, is also
 //     renewed every 3-3.75 s) and the pods get in again; SIGTERM → the forward is deleted;
+//   - a reload from off to upnp: the forward appears, the pods get in, the peers come up after
+//     the same hold as after a reboot (below); a reload to off deletes it; the device stays;
 //   - the keepalive flow after a reboot: the AWS nodes' answers that reached the router before
 //     the forward was back made conntrack entries without it; the gateway holds its probes to
 //     the down peers for longer than a router keeps such a flow (35 s), the entries expire, and
@@ -22,14 +24,14 @@
 //
 // Every wait is on a condition with a deadline. The gateway maps before its first probe, so
 // no answer reaches the router ahead of the forward at start.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { HealthDocument } from '../../src/health/document.js';
 import { MINIUPNPD_TABLE, Miniupnpd, type RouterMapping } from '../support/miniupnpd.js';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
-import { startGateway, type RunningGateway } from './vxedge.js';
+import { labConfig, startGateway, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxpg';
 const KEEPALIVE = { interval: '1s', timeout: '3s', timeoutMs: 3_000 };
@@ -160,6 +162,49 @@ table inet vxpg_count {
     // tests below show that the counter does count.
     expect(await mappingRequests()).toEqual(before);
   });
+
+  it('a reload turns the mapping on (upnp): the forward lets the pods in; off again: the forward is deleted, the tunnel never reopened', async () => {
+    await freshRouter();
+    gw = await gateway('off');
+    const g = gw;
+    await g.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'down'), 10_000);
+    expect(await routerForwards()).toEqual([]);
+    const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
+    const index = await deviceIndex();
+    const reload = async (mode: Mode | 'off') => {
+      await writeFile(g.configFile, JSON.stringify(labConfig(env, g.dir, {
+        keepaliveInterval: KEEPALIVE.interval, keepaliveTimeout: KEEPALIVE.timeout,
+        extra: { underlay: { publicIp: null }, nat: { portMapping: mode }, log: { level: 'debug' } },
+      }), null, 2));
+      const n = g.logEntries().filter((e) => e.msg === 'reloaded').length;
+      g.child.kill('SIGHUP');
+      await waitFor(() => g.logEntries().filter((e) => e.msg === 'reloaded').length > n, 10_000).catch((e: Error) => {
+        throw new Error(`${e.message}: no "reloaded" after the SIGHUP\n--- vxedge output ---\n${g.output.slice(-3000)}`);
+      });
+    };
+
+    await reload('upnp');
+    const s = await g.waitStatus((d) => d.nat?.portMapping?.state === 'mapped', REMAP_DEADLINE_MS);
+    expect(s.nat!.portMapping).toMatchObject({ protocol: 'upnp', mode: 'upnp', external: `${env.NAT_WAN_IP}:${env.VXLAN_PORT}` });
+    expect(s.tunnel.publicEndpoint).toBe(`${env.NAT_WAN_IP}:${env.VXLAN_PORT}`);
+    expect(s.reload).toMatchObject({ applied: ['nat.portMapping'], restartNeeded: [] });
+    expect(await routerForwards()).toEqual([ours]);
+    // As after a router reboot (the test below): the keepalive answers that met the router
+    // without a forward keep their conntrack entry alive, so the probes to the down peers wait
+    // for the router to forget them; then the peers come back. Pod flows hash to other source
+    // ports and get in at once.
+    const held = await g.waitLog(/^router forward made: probes to peers that are not up wait/, {}, 5_000);
+    expect(held).toMatchObject({ peers: 2, waitS: 35 });
+    await podsAndHostReachEachOther(10_000);
+    await g.waitStatus((d) => Date.parse(d.ts) > Date.parse(held.ts) && d.peers.every((p) => p.state === 'up'), 45_000);
+
+    await reload('off');
+    await waitFor(async () => (await routerForwards()).length === 0, 10_000);
+    const off = await g.waitStatus((d) => d.nat?.portMapping === undefined);
+    expect(portMappingCheck(off)).toBeUndefined();
+    expect(off.tunnel.publicEndpoint).toBe(`${env.GW_UNDERLAY_IP}:${env.VXLAN_PORT}`);
+    expect(await deviceIndex()).toBe(index);
+  }, 90_000);
 
   it.each([
     ['pcp', 'pcp'],

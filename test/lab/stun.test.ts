@@ -5,18 +5,19 @@
 //                                                                               203.0.113.1:3478   coturn #2
 //
 // The gateway runs without underlay.publicIp: it must learn 198.51.100.2:8472 from the
-// servers, report the NAT's behaviour, and hand the address to `vxedge manifest`. Then
+// servers, report the NAT's behaviour, and hand the address to `vxedge manifest`; a reload
+// that changes nat.stun asks the new servers, and an empty list stops asking. Then
 // the NAT is "renumbered-lite": its conntrack table is flushed and its SNAT moved to
 // ports 40000-40100, the peers are cut off (so every peer goes down, which triggers a
 // new round), and the gateway must notice the new mapping and say a port forward is needed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { labDown, labUp, nsExec, nsRun, nsSpawn, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { CLI, checkCommand, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, labConfig, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxst';
 const STUN_PORT = 3478;
@@ -90,6 +91,33 @@ describe.skipIf(skipUnlessRoot(['turnserver', 'conntrack']))('STUN discovery thr
 
     const manifest = await nsRun(env.NS_GW, ['node', CLI, 'manifest', '-c', gw.configFile]);
     expect(manifest).toMatch(new RegExp(`flannel\\.alpha\\.coreos\\.com/public-ip: "?${env.NAT_WAN_IP.replace(/\./g, '\\.')}"?`));
+  });
+
+  it('a reload that changes nat.stun asks the new servers at once, the public endpoint kept meanwhile; an empty list stops asking', async () => {
+    const g = gw!;
+    const reload = async (stun: string[]) => {
+      const n = g.logEntries().filter((e) => e.msg === 'reloaded').length;
+      writeFileSync(g.configFile, JSON.stringify(labConfig(env, g.dir, { extra: { underlay: {}, nat: { stun } } }), null, 2));
+      g.child.kill('SIGHUP');
+      await waitFor(() => g.logEntries().filter((e) => e.msg === 'reloaded').length > n, 10_000);
+      return Date.now();
+    };
+    const at = await reload([servers[1]!]);
+    const s = await g.waitStatus((d) => Date.parse(d.ts) > at && d.nat?.stun?.length === 1, 10_000);
+    expect(s.nat!.stun!.map((x) => [x.server, x.mapped, x.error])).toEqual([[servers[1], `${env.NAT_WAN_IP}:8472`, null]]);
+    expect(s.tunnel.publicEndpoint).toBe(`${env.NAT_WAN_IP}:8472`);
+    expect(s.reload).toMatchObject({ applied: ['nat.stun'], restartNeeded: [] });
+
+    // No servers: nothing asks any more, and the endpoint is the local one (nothing better is known).
+    const off = await reload([]);
+    const none = await g.waitStatus((d) => Date.parse(d.ts) > off && d.nat?.stun === undefined, 10_000);
+    expect(none.nat?.mappedEndpoint).toBeUndefined(); // what is left of `nat` is the port mapping's (auto, no router offers one here)
+    expect(none.tunnel.publicEndpoint).toBe(`${env.GW_UNDERLAY_IP}:8472`);
+    expect(none.drops).toEqual({});
+
+    // Both again, for the test below.
+    const back = await reload(servers);
+    await g.waitStatus((d) => Date.parse(d.ts) > back && d.nat?.stun?.length === 2 && d.tunnel.publicEndpoint === `${env.NAT_WAN_IP}:8472`, 10_000);
   });
 
   it('notices a changed mapping when every peer goes down, and asks for a port forward', async () => {

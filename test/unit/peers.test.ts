@@ -333,11 +333,11 @@ describe('reload plan', () => {
 
   it('names every changed key that needs a restart', () => {
     const plan = reloadPlan(cfg(), cfg({ underlay: { port: 8473 }, vxlan: { vni: 2 }, mqtt: { url: 'mqtt://broker' }, nat: { portMapping: 'off' } }));
-    expect(plan.restart.sort()).toEqual(['nat.portMapping', 'underlay.port', 'vxlan.vni']);
-    expect(plan.live).toEqual(['mqtt.url']);
+    expect(plan.restart.sort()).toEqual(['underlay.port', 'vxlan.vni']);
+    expect(plan.live).toEqual(['nat.portMapping', 'mqtt.url']);
   });
 
-  it('applies the cluster, MQTT, metrics and LED keys live: parts the gateway rebuilds beside the tunnel', () => {
+  it('applies the NAT, cluster, MQTT, metrics and LED keys live: parts the gateway rebuilds beside the tunnel', () => {
     const plan = reloadPlan(cfg(), cfg({
       mqtt: { url: 'mqtts://broker:8883', proxy: 'http://proxy:3128', topicPrefix: 'fleet', interval: '10s', username: 'u', passwordFile: '/p', ca: '/ca', cert: '/c', key: '/k' },
       metrics: { listen: '127.0.0.1:9474', webConfig: '/w.yml' },
@@ -348,6 +348,7 @@ describe('reload plan', () => {
       'board.led', 'metrics.listen', 'metrics.webConfig', 'mqtt.ca', 'mqtt.cert', 'mqtt.interval', 'mqtt.key', 'mqtt.passwordFile', 'mqtt.proxy',
       'mqtt.topicPrefix', 'mqtt.url', 'mqtt.username',
     ]);
+    expect(reloadPlan(cfg(), cfg({ nat: { stun: ['stun.example.net:3478'], portMapping: 'upnp' } }))).toEqual({ live: ['nat.stun', 'nat.portMapping'], restart: [] });
     expect(reloadPlan(cfg(), cfg({ cluster: { source: 'etcd', etcd: { endpoints: ['http://192.0.2.10:2379'] } } }))).toEqual({
       live: ['cluster.source', 'cluster.etcd.endpoints'], restart: [],
     });

@@ -22,9 +22,11 @@ async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = (
   // The STUN server sees us at the router's external address, on the mapped port.
   const hooks: OutsideHooks = {};
   const stunRequests: number[] = [];
+  const stunServer = { silent: false };
   const sendControl = (buf: Buffer, off: number, len: number, addr: number, port: number) => {
     const req = Buffer.from(buf.subarray(off, off + len));
     stunRequests.push(clock.monotonic());
+    if (stunServer.silent) return true;
     const answer = bindingSuccess(req, router.externalIp, 8472);
     queueMicrotask(() => hooks.onStun?.(answer, 0, answer.length, addr, port));
     return true;
@@ -35,8 +37,55 @@ async function siteNat(mode: PortMappingMode, setup: (r: FakeRouter) => void = (
     router: GW, pcpNonce: Buffer.alloc(12, 7), clock, log, changed: () => {},
     portMapperDeps: { udp: router.udp, http: router.http, random: () => 0.5, nonce: () => Buffer.alloc(12, ++n) },
   });
-  return { clock, router, nat, log, stunRequests };
+  return { clock, router, nat, log, stunRequests, stunServer, cfg };
 }
+
+describe('SiteNat: a reload of nat.*', () => {
+  it('new STUN servers: the last answer stands until theirs; none answering, or none at all: the local address', async () => {
+    const r = await siteNat('off', () => {}, { stun: true });
+    r.nat.start();
+    await advanceUntil(r.clock, () => r.nat.publicEndpoint().source === 'stun', 10_000);
+    expect(r.nat.publicEndpoint()).toEqual({ endpoint: `${WAN}:8472`, source: 'stun' });
+    r.stunServer.silent = true;
+    const asked = r.stunRequests.length;
+    await r.nat.reconfigure({ ...r.cfg, nat: { stun: [{ host: '203.0.113.5', port: 3478 }], portMapping: 'off' } } as Config, GW);
+    expect(r.stunRequests.length).toBeGreaterThan(asked); // the new servers are asked at once
+    expect(r.nat.publicEndpoint()).toEqual({ endpoint: `${WAN}:8472`, source: 'stun' });
+    await advanceUntil(r.clock, () => r.nat.health()?.checkedAt != null, 60_000);
+    expect(r.nat.health()?.stun?.map((x) => [x.server, x.mapped])).toEqual([['203.0.113.5:3478', null]]);
+    expect(r.nat.publicEndpoint()).toEqual({ endpoint: `${ME}:8472`, source: 'local' });
+
+    r.stunServer.silent = false;
+    await r.nat.reconfigure({ ...r.cfg, nat: { stun: [{ host: STUN_SERVER, port: 3478 }], portMapping: 'off' } } as Config, GW);
+    await advanceUntil(r.clock, () => r.nat.publicEndpoint().source === 'stun', 10_000);
+    await r.nat.reconfigure({ ...r.cfg, nat: { stun: [], portMapping: 'off' } } as Config, GW);
+    expect(r.nat.publicEndpoint()).toEqual({ endpoint: `${ME}:8472`, source: 'local' });
+    expect(r.nat.health()).toBeUndefined();
+    const after = r.stunRequests.length;
+    await r.clock.advanceAsync(600_000);
+    expect(r.stunRequests.length).toBe(after);
+    await r.nat.stop();
+  });
+
+  it('the port mapping switched on, to another mode, and off: made, made again, deleted on the router', async () => {
+    const r = await siteNat('off');
+    r.nat.start();
+    await r.clock.advanceAsync(10_000);
+    expect(r.router.mapping(8472)).toBeUndefined();
+    await r.nat.reconfigure({ ...r.cfg, nat: { stun: [], portMapping: 'natpmp' } } as Config, GW);
+    await advanceUntil(r.clock, () => r.nat.portMapped(), 10_000);
+    expect(r.router.mapping(8472)).toMatchObject({ via: 'natpmp' });
+    expect(r.nat.publicEndpoint()).toEqual({ endpoint: `${WAN}:8472`, source: 'port-mapping' });
+    await r.nat.reconfigure({ ...r.cfg, nat: { stun: [], portMapping: 'pcp' } } as Config, GW);
+    await advanceUntil(r.clock, () => r.nat.health()?.portMapping?.protocol === 'pcp' && r.nat.portMapped(), 10_000);
+    expect(r.router.mapping(8472)).toMatchObject({ via: 'pcp' });
+    await r.nat.reconfigure({ ...r.cfg, nat: { stun: [], portMapping: 'off' } } as Config, GW);
+    expect(r.router.mapping(8472)).toBeUndefined();
+    expect(r.nat.health()).toBeUndefined();
+    expect(r.nat.checks().map((c) => c.name)).toEqual(['public_endpoint']);
+    await r.nat.stop();
+  });
+});
 
 describe('SiteNat: the public endpoint from the router mapping', () => {
   it.each(['pcp', 'natpmp'] as const)('%s: a mapping made again after a failed attempt is announced again (same router address)', async (mode) => {
