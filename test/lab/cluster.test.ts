@@ -20,7 +20,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { CLI, checkCommand, settableClock, startGateway, writeLabConfig, type LogEntry, type Preload, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, labConfig, settableClock, startGateway, writeLabConfig, type LogEntry, type Preload, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode, withEksWeight } from '../support/kube-harness.js';
 import { madeUpNodes } from './made-up-nodes.js';
@@ -70,6 +70,10 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
     gateways.add(gw);
     return gw;
   }
+
+  /** The config `gateway(user)` writes, for a reload that changes the user. */
+  const labConfigFor = (gw: RunningGateway, user: string) =>
+    labConfig(env, gw.dir, { extra: { peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig(user) } } } });
 
   async function stopGateway(gw: RunningGateway): Promise<void> {
     gateways.delete(gw);
@@ -385,6 +389,40 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       expect(c.code, c.stdout).toBe(1);
       expect(c.line).toMatch(/^FAIL +cluster +kubernetes \(kubeconfig \S+\): not allowed to list nodes \(403 Forbidden.*\): grant it with `vxedge rbac -c FILE \| kubectl apply -f -`$/);
       expect(c.stdout).not.toMatch(/\n\s+at /);
+    } finally {
+      await stopGateway(gw);
+    }
+  });
+
+  it('f4. a reload to the kubeconfig with the rights `vxedge rbac` grants: follows and registers without a restart; back to one that may not list: the peers stay in force', async () => {
+    const gw = await gateway('no-list');
+    try {
+      await gw.untilStatus((d) => clusterCheck(d)?.ok === false && d.cluster?.error !== null, 'the cluster check fails', 10_000);
+      const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
+      const index = await deviceIndex();
+      const reload = async (user: string) => {
+        writeFileSync(gw.configFile, JSON.stringify(labConfigFor(gw, user), null, 2));
+        const at = Date.now();
+        gw.child.kill('SIGHUP');
+        return at;
+      };
+      const at = await reload('gateway');
+      const s = await gw.untilStatus(
+        (d) => Date.parse(d.ts) > at && d.cluster?.registered === true && d.peers.length === 2 && d.peers.every((p) => p.state === 'up'),
+        'following and registered after the reload', 20_000,
+      );
+      expect(s.reload).toMatchObject({ applied: ['cluster.kubernetes.kubeconfig'], restartNeeded: [] });
+      expect(clusterCheck(s)).toMatchObject({ ok: true });
+      expect(await api.node(SITE_NODE)).toBeDefined();
+      for (const to of [env.POD1_IP, env.POD2_IP]) await reachable(env.NS_HOST, to);
+
+      const back = await reload('no-list');
+      const refused = await gw.untilStatus((d) => Date.parse(d.ts) > back && clusterCheck(d)?.ok === false && (d.cluster?.error ?? '').includes('403'), 'refused again', 20_000);
+      expect(refused.peers.map((p) => p.name).sort()).toEqual(s.peers.map((p) => p.name).sort());
+      for (const to of [env.POD1_IP, env.POD2_IP]) {
+        expect(await ping(env.NS_HOST, to, { count: 3 }), `host -> ${to}`).toMatchObject({ ok: true, received: 3 });
+      }
+      expect(await deviceIndex()).toBe(index);
     } finally {
       await stopGateway(gw);
     }
