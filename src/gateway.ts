@@ -80,7 +80,7 @@ export class Gateway extends EventEmitter {
   private lastReload: ReloadDoc | null = null;
   private readonly control: ControlPlane;
   private readonly peerSync: PeerSync;
-  /** The parts a reload rebuilds when their keys change (replaceParts): MQTT, metrics, the LED. */
+  /** These, the LED, the metrics server, the NAT and the membership: a reload rebuilds them when their keys change (replaceParts). */
   private publisher: HealthPublisher;
   private readonly reporter: HealthReporter;
   private readonly reasons = new ReasonMemo();
@@ -247,11 +247,12 @@ export class Gateway extends EventEmitter {
 
   /**
    * The parts whose keys a reload changed, rebuilt from this.cfg one by one while the tunnel
-   * carries on: STUN and the router's port mapping (SiteNat.reconfigure), the cluster source (the peers it gave stay in force until the new one has a
-   * view, when it follows the same kind of source), MQTT (the old connection says "offline"
-   * and ends, the new one connects and says "online"; mqtt.interval alone keeps the
-   * connection), the metrics endpoint (closed, then served as configured now, or not at all),
-   * the status LED (the old one switched off). Nothing new starts once the gateway is stopping.
+   * carries on: STUN and the router's port mapping (SiteNat.reconfigure), the cluster source
+   * (the peers it gave stay in force until the new one has a view, when it follows the same
+   * kind of source), MQTT (the old connection says "offline" and ends, the new one connects
+   * and says "online"; mqtt.interval alone keeps the connection), the metrics endpoint
+   * (closed, then served as configured now, or not at all), the status LED (the old one
+   * switched off). Nothing new starts once the gateway is stopping.
    */
   private async replaceParts(changed: readonly string[]): Promise<void> {
     const { cfg } = this;

@@ -197,7 +197,7 @@ export function buildSchema(hostname: string = os.hostname()) {
           format: f.pathOrNull,
           live: true,
         }),
-        nodeName: leaf({ doc: "The site's Node name; null: vxedge-{site}-{node}.", default: null, format: f.nodeNameOrNull , live: true }),
+        nodeName: leaf({ doc: "The site's Node name; null: vxedge-{site}-{node}.", default: null, format: f.nodeNameOrNull, live: true }),
         annotationPrefix: leaf({
           doc:
             "flanneld's --kube-annotation-prefix: the Nodes' flannel annotations are {prefix}/public-ip, {prefix}/backend-data, ... " +
@@ -215,16 +215,16 @@ export function buildSchema(hostname: string = os.hostname()) {
           format: f.etcdEndpoints,
           live: true,
         }),
-        prefix: leaf({ doc: "flannel's --etcd-prefix: {prefix}/config and {prefix}/subnets/.", default: '/coreos.com/network', format: f.etcdPrefix , live: true }),
-        ca: leaf({ doc: 'TLS CA bundle for etcd (PEM).', default: null, format: f.pathOrNull , live: true }),
-        cert: leaf({ doc: 'TLS client certificate for etcd (PEM); needs cluster.etcd.key.', default: null, format: f.pathOrNull , live: true }),
-        key: leaf({ doc: 'TLS client private key for etcd (PEM); needs cluster.etcd.cert.', default: null, format: f.pathOrNull , live: true }),
-        username: leaf({ doc: 'etcd user name.', default: null, format: f.stringOrNull , live: true }),
-        passwordFile: leaf({ doc: 'File holding the etcd password; needs cluster.etcd.username.', default: null, format: f.pathOrNull , live: true }),
+        prefix: leaf({ doc: "flannel's --etcd-prefix: {prefix}/config and {prefix}/subnets/.", default: '/coreos.com/network', format: f.etcdPrefix, live: true }),
+        ca: leaf({ doc: 'TLS CA bundle for etcd (PEM).', default: null, format: f.pathOrNull, live: true }),
+        cert: leaf({ doc: 'TLS client certificate for etcd (PEM); needs cluster.etcd.key.', default: null, format: f.pathOrNull, live: true }),
+        key: leaf({ doc: 'TLS client private key for etcd (PEM); needs cluster.etcd.cert.', default: null, format: f.pathOrNull, live: true }),
+        username: leaf({ doc: 'etcd user name.', default: null, format: f.stringOrNull, live: true }),
+        passwordFile: leaf({ doc: 'File holding the etcd password; needs cluster.etcd.username.', default: null, format: f.pathOrNull, live: true }),
       },
     },
     mqtt: {
-      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. Unless mqtt.proxy is set, ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull , live: true }),
+      url: leaf({ doc: 'Broker URL: mqtt://, mqtts://, ws:// or wss://; null disables MQTT. Unless mqtt.proxy is set, ws:// and wss:// go through the HTTP proxy HTTP_PROXY or HTTPS_PROXY names (NO_PROXY honoured); mqtt:// and mqtts:// go direct, or through the SOCKS proxy MQTTJS_SOCKS_PROXY names (socks5://HOST:PORT, no credentials).', default: null, format: f.mqttUrlOrNull, live: true }),
       proxy: leaf({
         doc:
           'Proxy to the broker, whatever the scheme of mqtt.url (mqtts:// too: a client certificate, as AWS IoT Core takes on port 443, cannot ride a WebSocket): ' +
@@ -235,9 +235,9 @@ export function buildSchema(hostname: string = os.hostname()) {
         live: true,
         extension: true,
       }),
-      topicPrefix: leaf({ doc: 'First topic level: {topicPrefix}/{site}/{node}/status and /health.', default: 'vxedge', format: f.topicLevel , live: true }),
-      interval: leaf({ doc: 'Health publishing period; also published at once on any state change (changes that keep coming: one document every 5 s).', default: '30s', format: f.duration , live: true }),
-      username: leaf({ doc: 'Broker user name.', default: null, format: f.stringOrNull , live: true }),
+      topicPrefix: leaf({ doc: 'First topic level: {topicPrefix}/{site}/{node}/status and /health.', default: 'vxedge', format: f.topicLevel, live: true }),
+      interval: leaf({ doc: 'Health publishing period; also published at once on any state change (changes that keep coming: one document every 5 s).', default: '30s', format: f.duration, live: true }),
+      username: leaf({ doc: 'Broker user name.', default: null, format: f.stringOrNull, live: true }),
       password: leaf({
         doc: 'Broker password; prefer mqtt.passwordFile to keep it out of the config.',
         default: null,
@@ -245,10 +245,10 @@ export function buildSchema(hostname: string = os.hostname()) {
         sensitive: true,
         live: true,
       }),
-      passwordFile: leaf({ doc: 'File holding the broker password (not with mqtt.password).', default: null, format: f.pathOrNull , live: true }),
-      ca: leaf({ doc: 'TLS CA bundle (PEM).', default: null, format: f.pathOrNull , live: true }),
-      cert: leaf({ doc: 'TLS client certificate (PEM) for mutual TLS, e.g. AWS IoT Core; needs mqtt.key.', default: null, format: f.pathOrNull , live: true }),
-      key: leaf({ doc: 'TLS client private key (PEM); needs mqtt.cert.', default: null, format: f.pathOrNull , live: true }),
+      passwordFile: leaf({ doc: 'File holding the broker password (not with mqtt.password).', default: null, format: f.pathOrNull, live: true }),
+      ca: leaf({ doc: 'TLS CA bundle (PEM).', default: null, format: f.pathOrNull, live: true }),
+      cert: leaf({ doc: 'TLS client certificate (PEM) for mutual TLS, e.g. AWS IoT Core; needs mqtt.key.', default: null, format: f.pathOrNull, live: true }),
+      key: leaf({ doc: 'TLS client private key (PEM); needs mqtt.cert.', default: null, format: f.pathOrNull, live: true }),
     },
     board: {
       led: leaf({
