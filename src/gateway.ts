@@ -221,6 +221,7 @@ export class Gateway extends EventEmitter {
       ...this.cfg,
       peers: next.peers,
       keepalive: next.keepalive,
+      underlay: { ...this.cfg.underlay, publicIp: next.underlay.publicIp },
       overlay: { ...this.cfg.overlay, mssClamp: next.overlay.mssClamp, strictPeers: next.overlay.strictPeers },
       nat: next.nat,
       cluster: next.cluster,
@@ -247,17 +248,19 @@ export class Gateway extends EventEmitter {
 
   /**
    * The parts whose keys a reload changed, rebuilt from this.cfg one by one while the tunnel
-   * carries on: STUN and the router's port mapping (SiteNat.reconfigure), the cluster source
-   * (the peers it gave stay in force until the new one has a view, when it follows the same
-   * kind of source), MQTT (the old connection says "offline" and ends, the new one connects
-   * and says "online"; mqtt.interval alone keeps the connection), the metrics endpoint
-   * (closed, then served as configured now, or not at all), the status LED (the old one
-   * switched off). Nothing new starts once the gateway is stopping.
+   * carries on: STUN, the router's port mapping and the announced address
+   * (SiteNat.reconfigure), the cluster source (the peers it gave stay in force until the new
+   * one has a view, when it follows the same kind of source), MQTT (the old connection says
+   * "offline" and ends, the new one connects and says "online"; mqtt.interval alone keeps
+   * the connection), the metrics endpoint (closed, then served as configured now, or not at
+   * all), the status LED (the old one switched off). Nothing new starts once the gateway is
+   * stopping.
    */
   private async replaceParts(changed: readonly string[]): Promise<void> {
     const { cfg } = this;
     const keys = (prefix: string) => changed.filter((k) => k.startsWith(prefix));
-    if (keys('nat.').length > 0) await this.nat?.reconfigure(cfg, await defaultGateway(this.t.underlay.iface));
+    // underlay.publicIp is the NAT's to weigh (it wins over what is discovered); publish() then tells the cluster.
+    if (keys('nat.').length > 0 || changed.includes('underlay.publicIp')) await this.nat?.reconfigure(cfg, await defaultGateway(this.t.underlay.iface));
     if (keys('cluster.').length > 0 && this.membership) {
       const old = this.membership;
       await old.stop(); // the site's Node or lease stays, as at a stop: the new source finds it

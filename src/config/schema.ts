@@ -67,6 +67,7 @@ export function buildSchema(hostname: string = os.hostname()) {
         doc: 'Public IPv4 address to announce (flannel --public-ip); null: discovered (port mapping, STUN), else the local address.',
         default: null,
         format: f.publicIpv4OrNull,
+        live: true,
       }),
     },
     vxlan: {

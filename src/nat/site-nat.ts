@@ -142,7 +142,8 @@ export class SiteNat {
   }
 
   /**
-   * A reload changed nat.* (the rest of `cfg` is the running config): STUN asks the new
+   * A reload changed nat.* or underlay.publicIp (the rest of `cfg` is the running config): the
+   * configured address is announced from now on (or, null, what is discovered); STUN asks the new
    * servers, or stops; the router's mapping is deleted and asked for again in the new mode, or
    * not at all ('off'). `router`: the underlay's default gateway as read now (it was not
    * followed while the mapping was off). The public endpoint follows from what they find, as at

@@ -199,7 +199,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     });
   });
 
-  it('a reload to etcd endpoints that do not answer: the peers stay in force and forward, the error names the new endpoint; back to etcd: connected and registered, the tunnel never reopened', async () => {
+  it('a reload to etcd endpoints that do not answer: the peers stay in force and forward, the error names the new endpoint; back to etcd: connected and registered; a new underlay.publicIp: the lease announces it; the tunnel never reopened', async () => {
     const gw = await gateway();
     await gw.untilStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both peers up, registered');
     const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
@@ -227,6 +227,23 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     expect(back.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
     // The site's lease is the same key with the same value: found again, not written anew elsewhere.
     expect((await etcd.getKey(keyOf(env.GW_SUBNET)))?.value).toBe(siteLease.value);
+    expect(await deviceIndex()).toBe(index);
+
+    // The ISP gave the site another address: underlay.publicIp changed by a reload is what the
+    // site's lease announces (flanneld's nodes route to it); back, as before.
+    const moved = '203.0.113.77';
+    const withPublicIp = (ip: string) => writeFile(gw.configFile, JSON.stringify(labConfig(env, gw.dir, {
+      extra: { peers: [], underlay: { publicIp: ip }, cluster: { source: 'etcd', etcd: { endpoints: [nowhere, etcd.endpoint] } } },
+    }), null, 2));
+    await withPublicIp(moved);
+    gw.child.kill('SIGHUP');
+    await waitFor(async () => (await etcd.getKey(keyOf(env.GW_SUBNET)))?.value === leaseValue(moved, env.GW_VTEP_MAC), 15_000, 100);
+    const told = await gw.untilStatus((d) => d.tunnel.publicEndpoint === `${moved}:8472`, 'the new public endpoint', 10_000);
+    expect(told.reload).toMatchObject({ applied: ['underlay.publicIp'], restartNeeded: [] });
+    await withPublicIp(env.GW_PUBLIC_IP);
+    gw.child.kill('SIGHUP');
+    await waitFor(async () => (await etcd.getKey(keyOf(env.GW_SUBNET)))?.value === siteLease.value, 15_000, 100);
+    await reachable(env.NS_POD1, env.HOST_IP);
     expect(await deviceIndex()).toBe(index);
     expect(gw.output).not.toContain('some changes need a restart');
     await stopGateway(gw);

@@ -349,6 +349,7 @@ describe('reload plan', () => {
       'mqtt.topicPrefix', 'mqtt.url', 'mqtt.username',
     ]);
     expect(reloadPlan(cfg(), cfg({ nat: { stun: ['stun.example.net:3478'], portMapping: 'upnp' } }))).toEqual({ live: ['nat.stun', 'nat.portMapping'], restart: [] });
+    expect(reloadPlan(cfg(), cfg({ underlay: { publicIp: '203.0.113.7', port: 8473 } }))).toEqual({ live: ['underlay.publicIp'], restart: ['underlay.port'] });
     expect(reloadPlan(cfg(), cfg({ cluster: { source: 'etcd', etcd: { endpoints: ['http://192.0.2.10:2379'] } } }))).toEqual({
       live: ['cluster.source', 'cluster.etcd.endpoints'], restart: [],
     });
