@@ -82,6 +82,14 @@ class NotifySink {
   }
 }
 
+/** An LED directory as sysfs has it (a Pi's ACT with its default trigger), off. */
+function makeFakeLed(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'trigger'), 'none [mmc0] timer');
+  writeFileSync(path.join(dir, 'brightness'), '0');
+  writeFileSync(path.join(dir, 'max_brightness'), '1');
+}
+
 describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload in the lab', () => {
   let env: LabEnv;
   beforeAll(async () => {
@@ -108,10 +116,7 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
     beforeAll(async () => {
       dir = mkdtempSync(path.join(tmpdir(), 'vxedge-vxrl-'));
       led = path.join(dir, 'leds', 'ACT');
-      mkdirSync(led, { recursive: true });
-      writeFileSync(path.join(led, 'trigger'), 'none [mmc0] timer');
-      writeFileSync(path.join(led, 'brightness'), '0');
-      writeFileSync(path.join(led, 'max_brightness'), '1');
+      makeFakeLed(led);
       sink = new NotifySink(path.join(dir, 'notify'));
       await sink.ready;
       gw = await startGateway(env, {
@@ -317,10 +322,7 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       dir = mkdtempSync(path.join(tmpdir(), 'vxedge-vxrl-parts-'));
       for (const k of ['a', 'b'] as const) {
         leds[k] = path.join(dir, 'leds', k);
-        mkdirSync(leds[k], { recursive: true });
-        writeFileSync(path.join(leds[k], 'trigger'), 'none [mmc0] timer');
-        writeFileSync(path.join(leds[k], 'brightness'), '0');
-        writeFileSync(path.join(leds[k], 'max_brightness'), '1');
+        makeFakeLed(leds[k]);
       }
       oldBroker = await startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port: 1883, dir, lifetimeS: 180 });
       newBroker = await startMosquitto({ ns: env.NS_INET, address: env.INET_WAN_IP, port: 1884, dir, lifetimeS: 180 });

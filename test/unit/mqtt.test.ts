@@ -535,6 +535,16 @@ async function settle(): Promise<void> {
   await clock.advanceAsync(0);
 }
 
+/** A harness whose publisher is connected (the broker accepted), with that client. */
+async function connected(mqttOver: Partial<MqttConfig> = {}) {
+  const h = harness(mqttOver);
+  h.p.start();
+  await settle();
+  h.last().accept();
+  await settle();
+  return { h, c: h.last() };
+}
+
 describe('HealthPublisher', () => {
 
   it('is disabled without a URL and never connects', () => {
@@ -573,12 +583,7 @@ describe('HealthPublisher', () => {
   /** A connected publisher fed by the gateway's 2 s status tick for `untilMs`, `changedAt` a
    *  state change: when (ms from the first tick) a health document was published. */
   async function publishTimes(interval: number, untilMs: number, changedAt = -1): Promise<number[]> {
-    const h = harness({ interval });
-    h.p.start();
-    await settle();
-    h.last().accept();
-    await settle();
-    const c = h.last();
+    const { h, c } = await connected({ interval });
     const publishedAt: number[] = [];
     const t0 = clock.monotonic();
     for (let t = 0; t <= untilMs; t += 2000) {
@@ -603,12 +608,7 @@ describe('HealthPublisher', () => {
   });
 
   it('a reload of mqtt.interval alone takes the new period and expiry on the same connection', async () => {
-    const h = harness({ interval: 30_000 });
-    h.p.start();
-    await settle();
-    h.last().accept();
-    await settle();
-    const c = h.last();
+    const { h, c } = await connected({ interval: 30_000 });
     const publishedAt: number[] = [];
     const t0 = clock.monotonic();
     for (let t = 0; t <= 40_000; t += 2000) {
@@ -628,12 +628,7 @@ describe('HealthPublisher', () => {
   });
 
   it('changes that keep coming (500 peers coming back one by one) are published at most once per 5 s, the last one included', async () => {
-    const h = harness({ interval: 30_000 });
-    h.p.start();
-    await settle();
-    h.last().accept();
-    await settle();
-    const c = h.last();
+    const { h, c } = await connected({ interval: 30_000 });
     const publishedAt: number[] = [];
     const t0 = clock.monotonic();
     // The gateway coalesces transitions into a document every 250 ms at most: a peer changes in
@@ -667,12 +662,7 @@ describe('HealthPublisher', () => {
   });
 
   it('a change just after a periodic publish still goes out at once (the gap counts from the last change)', async () => {
-    const h = harness({ interval: 10_000 });
-    h.p.start();
-    await settle();
-    h.last().accept();
-    await settle();
-    const c = h.last();
+    const { h, c } = await connected({ interval: 10_000 });
     h.p.update(sampleDoc({ uptimeS: 0 }), true);
     await settle();
     const publishes: number[] = [];
