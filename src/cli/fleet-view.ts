@@ -21,6 +21,7 @@
 //   3. The interval the operator says the fleet uses (default 30 s, the config default).
 import { formatDuration } from '../util/duration.js';
 import { show } from '../util/show.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 export type GatewayStatus = 'online' | 'offline';
 export type GatewayState = 'ok' | 'degraded' | 'down';
@@ -159,9 +160,6 @@ export function parseStatus(payload: Uint8Array): Parsed<GatewayStatus> {
   return { ok: false, error: `malformed status: ${show(v)} (expected "online" or "offline")` };
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 class Shape extends Error {}
 
@@ -187,14 +185,14 @@ export function parseHealth(payload: Uint8Array): Parsed<HealthInfo> {
   } catch (e) {
     return { ok: false, error: `malformed health: not JSON (${(e as Error).message.split('\n')[0].slice(0, 80)})` };
   }
-  if (!isObject(doc)) return { ok: false, error: `malformed health: ${show(doc)} is not a JSON object` };
+  if (!isPlainObject(doc)) return { ok: false, error: `malformed health: ${show(doc)} is not a JSON object` };
   try {
     const ts = field(doc, 'ts', '', isString, 'an ISO 8601 time');
     const tsMs = Date.parse(ts);
     if (!Number.isFinite(tsMs)) throw new Shape(`ts is ${show(ts)} (expected an ISO 8601 time)`);
     const peers = field(doc, 'peers', '', isArray, 'a list').map((p, i): PeerInfo => {
       const at = `peers[${i}].`;
-      if (!isObject(p)) throw new Shape(`peers[${i}] is ${show(p)} (expected an object)`);
+      if (!isPlainObject(p)) throw new Shape(`peers[${i}] is ${show(p)} (expected an object)`);
       return {
         name: field(p, 'name', at, isString, 'a string'),
         state: field(p, 'state', at, isPeerState, 'up, down or unknown'),
@@ -205,7 +203,7 @@ export function parseHealth(payload: Uint8Array): Parsed<HealthInfo> {
     const checks = Object.hasOwn(doc, 'checks') ? field(doc, 'checks', '', isArray, 'a list') : [];
     checks.forEach((c, i) => {
       const at = `checks[${i}].`;
-      if (!isObject(c)) throw new Shape(`checks[${i}] is ${show(c)} (expected an object)`);
+      if (!isPlainObject(c)) throw new Shape(`checks[${i}] is ${show(c)} (expected an object)`);
       const ok = field(c, 'ok', at, (v): v is boolean => typeof v === 'boolean', 'true or false');
       const name = field(c, 'name', at, isString, 'a string');
       const detail = Object.hasOwn(c, 'detail') ? field(c, 'detail', at, isString, 'a string') : '';

@@ -25,6 +25,7 @@ import type { Cidr, PeerConfig } from '../config/types.js';
 import { cidrContains, cidrOverlaps, intToIp, ipToInt, isIPv4, isUnicastIPv4, prefixMask } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
 import { show } from '../util/show.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 export const FLANNEL_DEFAULT_PREFIX = '/coreos.com/network';
 /** flannel's VXLAN backend default (vxlan.go defaultVNI). */
@@ -94,9 +95,6 @@ export function parseSubnetKey(text: string): SubnetKeyResult {
 
 type JsonObject = Record<string, unknown>;
 
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** obj[name] the way Go's encoding/json fills a struct field: keys match case-insensitively, the last one wins. */
 function field(obj: JsonObject, name: string): unknown {
@@ -116,7 +114,7 @@ function parseJsonObject(text: unknown, maxBytes: number, what: string): { ok: t
   } catch (e) {
     return { ok: false, error: `${what} is not JSON (${(e as Error).message})` };
   }
-  if (!isObject(doc)) return { ok: false, error: `${what} is not a JSON object: ${show(text)}` };
+  if (!isPlainObject(doc)) return { ok: false, error: `${what} is not a JSON object: ${show(text)}` };
   return { ok: true, obj: doc };
 }
 
@@ -194,7 +192,7 @@ export function parseNetConfig(text: unknown, key = 'the flannel config'): { ok:
   let vniGiven = false;
   const backendGiven = backend !== undefined && backend !== null;
   if (backendGiven) {
-    if (!isObject(backend)) return { ok: false, error: `${key} has Backend ${show(backend)}, not an object such as {"Type":"vxlan"}` };
+    if (!isPlainObject(backend)) return { ok: false, error: `${key} has Backend ${show(backend)}, not an object such as {"Type":"vxlan"}` };
     const type = field(backend, 'Type');
     if (type !== undefined && typeof type !== 'string') return { ok: false, error: `${key} has Backend.Type ${show(type)}, not a string` };
     backendType = (type ?? '').toLowerCase();
@@ -268,8 +266,8 @@ export function parseLeaseAttrs(value: unknown): { ok: true; attrs: LeaseAttrs }
   const publicIp = field(j.obj, 'PublicIP');
   const backendType = field(j.obj, 'BackendType');
   const data = field(j.obj, 'BackendData');
-  const macRaw = isObject(data) ? field(data, 'VtepMAC') : undefined;
-  const vni = isObject(data) ? field(data, 'VNI') : undefined;
+  const macRaw = isPlainObject(data) ? field(data, 'VtepMAC') : undefined;
+  const vni = isPlainObject(data) ? field(data, 'VNI') : undefined;
   let vtepMac: string | null = null;
   try {
     vtepMac = typeof macRaw === 'string' ? parseMac(macRaw) : null;

@@ -32,6 +32,7 @@ import { parseMac } from '../util/mac.js';
 import { show } from '../util/show.js';
 import { keepLastGood } from './last-good.js';
 import type { ClusterView, SkippedNode } from './types.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 /** flannel's annotations under one --kube-annotation-prefix, by role (annotations.go). */
 export interface FlannelAnnotations {
@@ -177,17 +178,16 @@ export type NodeVerdict = { peer: FlannelPeer; skip?: undefined } | { skip: Skip
 
 type Json = Record<string, unknown>;
 
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Own string property only: Node JSON is untrusted, and `__proto__` or `toString` must not leak in. */
 function str(o: unknown, key: string): string | undefined {
-  if (!isObject(o) || !Object.hasOwn(o, key)) return undefined;
+  if (!isPlainObject(o) || !Object.hasOwn(o, key)) return undefined;
   const v = o[key];
   return typeof v === 'string' ? v : undefined;
 }
 
 function field(o: unknown, key: string): unknown {
-  return isObject(o) && Object.hasOwn(o, key) ? o[key] : undefined;
+  return isPlainObject(o) && Object.hasOwn(o, key) ? o[key] : undefined;
 }
 
 /** The metadata.name of a Node-like value, or "(unnamed)". */
@@ -207,7 +207,7 @@ export const SELF_WHY = 'this gateway itself';
 export function nodeVerdict(node: unknown, ctx: FlannelContext = {}): NodeVerdict {
   const name = nodeName(node);
   const skip = (why: string, kept = false): NodeVerdict => ({ skip: { name, why }, kept });
-  if (!isObject(node)) return skip('not a Node object');
+  if (!isPlainObject(node)) return skip('not a Node object');
   if (ctx.selfNames?.includes(name)) return skip(SELF_WHY);
 
   const keys = ctx.annotations ?? ANNOTATIONS;
@@ -258,7 +258,7 @@ export const KUBE_SUBNET_MANAGER = 'kube-subnet-manager';
  * flannel network beside the default one) writes all its annotations under its own.
  */
 export function otherPrefixes(annotations: unknown, ours: FlannelAnnotations): { prefix: string; value: unknown }[] {
-  if (!isObject(annotations)) return [];
+  if (!isPlainObject(annotations)) return [];
   return Object.keys(annotations)
     .filter((key) => key.endsWith(KUBE_SUBNET_MANAGER) && key !== ours.kubeSubnetManager)
     .map((key) => ({ prefix: key.slice(0, -KUBE_SUBNET_MANAGER.length), value: annotations[key] }));
@@ -284,7 +284,7 @@ function backendData(text: string | undefined, vni: number | undefined): { mac: 
   } catch {
     return { why: `backend-data is not valid JSON (${show(text ?? null)}); flannel cannot decode it either`, kept: true };
   }
-  if (!isObject(data)) return { why: `backend-data ${show(data)} is not a JSON object`, kept: true };
+  if (!isPlainObject(data)) return { why: `backend-data ${show(data)} is not a JSON object`, kept: true };
   const rawMac = goField(data, 'VtepMAC');
   const mac = typeof rawMac === 'string' ? macOrNull(dottedToColons(rawMac)) : null;
   if (!mac) return { why: `backend-data VtepMAC ${show(rawMac ?? null)} is not a unicast MAC address`, kept: true };

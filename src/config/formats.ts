@@ -9,6 +9,7 @@ import net from 'node:net';
 import { isIPv4, ipToInt, isUnicastIPv4, parseCidr } from '../util/ipv4.js';
 import { parseMac } from '../util/mac.js';
 import { parseDuration } from '../util/duration.js';
+import { isPlainObject } from '../util/plain-object.js';
 import { mqttProxy } from '../util/http-proxy.js';
 import { show } from '../util/show.js';
 import type { Cidr, HostPort, PeerConfig } from './types.js';
@@ -398,11 +399,6 @@ export function unknownKeyMessage(given: string, candidates: string[], what = 'k
 }
 
 // -------------------------------------------------------------------- peers
-
-/** A JSON or YAML mapping (not null, not a list). */
-export function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function peerProblems(p: unknown, i: number): SubProblem[] {
   const at = `[${i}]`;

@@ -31,6 +31,7 @@ import { parseMac } from '../util/mac.js';
 import { formatDuration, parseDuration } from '../util/duration.js';
 import { whyUnreadable } from '../util/why-unreadable.js';
 import { firstDuplicateKey } from './json-duplicates.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 export type ConfigFormat = 'json' | 'yaml';
 
@@ -45,9 +46,6 @@ const SENSITIVE_KEYS = new Set(['mqtt.password']);
 
 type Tree = Record<string, unknown>;
 
-function isPlainObject(v: unknown): v is Tree {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function getPath(obj: Tree, dotted: string): unknown {
   let cur: unknown = obj;

@@ -4,6 +4,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LatestWriter } from '../util/atomic-file.js';
 import type { HealthDocument } from './document.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 export function statusPath(runDir: string): string {
   return join(runDir, 'status.json');
@@ -87,7 +88,7 @@ export async function readStatus(runDir: string): Promise<HealthDocument | null>
   } catch (e) {
     throw new StatusFileError(`${file} is not JSON (${(e as Error).message}); vxedge writes it whole, so something else did`);
   }
-  const d = (typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? doc : {}) as Record<string, unknown>;
+  const d = isPlainObject(doc) ? doc : {};
   if (typeof d.pid === 'number') {
     try {
       process.kill(d.pid, 0);
@@ -108,7 +109,7 @@ function missingFields(d: Record<string, unknown>): string[] {
     ['version', (v) => typeof v === 'string', 'a string'],
     ['state', (v) => typeof v === 'string', 'a string'],
     ['uptimeS', (v) => typeof v === 'number', 'a number'],
-    ['tunnel', (v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'an object'],
+    ['tunnel', isPlainObject, 'an object'],
     ['peers', (v) => Array.isArray(v) && v.every((p) => typeof p === 'object' && p !== null), 'a list of peers'],
     ['checks', (v) => Array.isArray(v) && v.every((c) => typeof c === 'object' && c !== null), 'a list of checks'],
   ];

@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { parse as parseYaml } from 'yaml';
-import { isPlainObject } from '../config/formats.js';
+import { isPlainObject } from '../util/plain-object.js';
 import { parseDuration } from '../util/duration.js';
 import { fileStamp } from '../util/file-stamp.js';
 import { show } from '../util/show.js';
