@@ -1,7 +1,7 @@
 // One plain-words log line per MQTT failure: what failed and which config key or what on
 // the broker side to check. Pure, so the wording can be tested without a broker.
 import { MQTT_SOCKS_VARIABLE, ProxyTunnelError, proxyNamedBy } from '../util/http-proxy.js';
-import { explainTls, opensslReason, type TlsContext, type TlsWords } from '../util/tls-failure.js';
+import { explainTls, opensslReason, TLS_VERIFY_CODES, type TlsContext, type TlsWords } from '../util/tls-failure.js';
 import { MqttSetupError, type BrokerUrl } from './mqtt-options.js';
 
 export type MqttFailureKind = 'setup' | 'tls' | 'auth' | 'refused' | 'network' | 'closed' | 'lost';
@@ -16,12 +16,6 @@ export interface MqttFailure {
 const AUTH_CODES = new Set([4, 5, 134, 135, 138, 140]);
 /** 3.1.1 "unacceptable protocol version" and MQTT 5 "unsupported protocol version". */
 export const UNSUPPORTED_PROTOCOL_CODES = new Set([1, 132]);
-
-const TLS_VERIFY_CODES = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID',
-  'CERT_UNTRUSTED', 'CERT_REJECTED', 'CERT_SIGNATURE_FAILURE', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
 
 const NETWORK_CODES = new Set([
   'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE', 'EADDRNOTAVAIL',

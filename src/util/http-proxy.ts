@@ -25,7 +25,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { explainTls } from './tls-failure.js';
+import { explainTls, TLS_VERIFY_CODES } from './tls-failure.js';
 
 export interface HttpProxy extends ProxyEndpoint {
   /** `Basic …` for Proxy-Authorization, from the URL's user and password. */
@@ -332,7 +332,7 @@ abstract class ProxyTunnel extends Duplex {
     const at = `${proxy.host}:${proxy.port} (${proxy.from})`;
     // Only the check of the proxy's own certificate (Node's verify codes): vxedge sends the proxy no certificate of its own.
     const code = (e as NodeJS.ErrnoException).code ?? '';
-    const cert = overTls && /^(ERR_TLS_CERT_ALTNAME_INVALID|CERT_|SELF_SIGNED|DEPTH_ZERO|UNABLE_TO_)/.test(code)
+    const cert = overTls && TLS_VERIFY_CODES.has(code)
       ? explainTls(`${code} ${e.message}`, {
         peer: `the proxy ${proxy.host}:${proxy.port}`, ca: 'the system\'s CAs or NODE_EXTRA_CA_CERTS', cert: '', key: '', host: proxyNamedBy(proxy),
         files: 'add the CA that signed the proxy\'s certificate to the PEM file NODE_EXTRA_CA_CERTS names (in /etc/default/vxedge, then restart)',

@@ -145,6 +145,13 @@ const CAUSES: [RegExp, Cause][] = [
   [/ALTNAME_INVALID|Hostname\/IP does not match|HOSTNAME_MISMATCH/i, 'name'],
 ];
 
+/** Node's codes for a peer certificate its check refused (the broker's, a proxy's). */
+export const TLS_VERIFY_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED', 'CERT_REJECTED', 'CERT_SIGNATURE_FAILURE', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 /** What to do about a clock that network time does not keep. */
 export const NETWORK_TIME_FIX =
   'give this machine network time (`timedatectl set-ntp true`, or chrony) until `timedatectl` says "System clock synchronized: yes": ' +
