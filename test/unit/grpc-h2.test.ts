@@ -8,6 +8,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import { GrpcChannel, GrpcConnectError, GrpcStatusError, STALLS_TO_LEAVE } from '../../src/cluster/grpc-h2.js';
 import { ManualClock } from '../support/clock.js';
+import { freePort } from '../support/free-port.js';
 
 type Handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer[]) => void;
 
@@ -45,11 +46,7 @@ async function server(handler: Handler, opts: { onSession?: (s: http2.ServerHttp
 
 /** A port nothing listens on. */
 async function closedPort(): Promise<string> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return `http://127.0.0.1:${port}`;
+  return `http://127.0.0.1:${await freePort()}`;
 }
 
 function channel(endpoints: string[], clock = new ManualClock(), leaveOn?: (e: GrpcStatusError) => boolean, left?: string[][]): GrpcChannel {

@@ -266,7 +266,6 @@ function get(port: number, o: { ca?: string; cert?: string; key?: string; auth?:
   });
 }
 
-
 describe('MetricsServer with metrics.webConfig (loopback, real TLS and bcrypt)', () => {
   let dir: string;
   let pki: ReturnType<typeof makePki>;

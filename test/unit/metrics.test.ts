@@ -206,7 +206,6 @@ function request(port: number, path: string, o: { method?: string; gzip?: boolea
   });
 }
 
-
 /** A MetricsServer on a free loopback port, started, for `fn`; closed after it. */
 async function serving(fn: (m: MetricsServer, port: number, log: CaptureLog) => Promise<void>): Promise<number> {
   const port = await freePort();
