@@ -19,7 +19,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitExit, waitFor, type LabEnv } from './harness.js';
-import { CLI, checkCommand, labConfig, startGateway, writeLabConfig, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, labConfig, startGateway, writeLabConfig, tunnelDeviceIndex, type RunningGateway } from './vxedge.js';
 import { madeUpNodes } from './made-up-nodes.js';
 import { ROOT_CTL, startEtcd, stopAllEtcd, type EtcdServer } from '../support/etcd.js';
 import { startMosquitto } from './mosquitto.js';
@@ -202,8 +202,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
   it('a reload to etcd endpoints that do not answer: the peers stay in force and forward, the error names the new endpoint; back to etcd: connected and registered; a new underlay.publicIp: the lease announces it; the tunnel never reopened', async () => {
     const gw = await gateway();
     await gw.untilStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both peers up, registered');
-    const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
-    const index = await deviceIndex();
+    const index = await tunnelDeviceIndex(env);
     const siteLease = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
     const endpoints = (list: string[]) => writeFile(gw.configFile, JSON.stringify(labConfig(env, gw.dir, {
       extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: list } } },
@@ -227,7 +226,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     expect(back.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
     // The site's lease is the same key with the same value: found again, not written anew elsewhere.
     expect((await etcd.getKey(keyOf(env.GW_SUBNET)))?.value).toBe(siteLease.value);
-    expect(await deviceIndex()).toBe(index);
+    expect(await tunnelDeviceIndex(env)).toBe(index);
 
     // The ISP gave the site another address: underlay.publicIp changed by a reload is what the
     // site's lease announces (flanneld's nodes route to it); back, as before.
@@ -244,7 +243,7 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     gw.child.kill('SIGHUP');
     await waitFor(async () => (await etcd.getKey(keyOf(env.GW_SUBNET)))?.value === siteLease.value, 15_000, 100);
     await reachable(env.NS_POD1, env.HOST_IP);
-    expect(await deviceIndex()).toBe(index);
+    expect(await tunnelDeviceIndex(env)).toBe(index);
     expect(gw.output).not.toContain('some changes need a restart');
     await stopGateway(gw);
   });

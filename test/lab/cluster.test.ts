@@ -20,7 +20,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, nsExec, nsRun, nsSpawn, ping, skipUnlessRoot, waitFor, type LabEnv } from './harness.js';
-import { CLI, checkCommand, labConfig, settableClock, startGateway, writeLabConfig, type LogEntry, type Preload, type RunningGateway } from './vxedge.js';
+import { CLI, checkCommand, labConfig, settableClock, startGateway, writeLabConfig, tunnelDeviceIndex, type LogEntry, type Preload, type RunningGateway } from './vxedge.js';
 import { KubeStandIn, labNode, rbacRules, type StandInUser } from './cluster-kube.js';
 import { flannelNode, withEksWeight } from '../support/kube-harness.js';
 import { madeUpNodes } from './made-up-nodes.js';
@@ -398,8 +398,7 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
     const gw = await gateway('no-list');
     try {
       await gw.untilStatus((d) => clusterCheck(d)?.ok === false && d.cluster?.error !== null, 'the cluster check fails', 10_000);
-      const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
-      const index = await deviceIndex();
+      const index = await tunnelDeviceIndex(env);
       const reload = async (user: string) => {
         writeFileSync(gw.configFile, JSON.stringify(labConfigFor(gw, user), null, 2));
         const at = Date.now();
@@ -422,7 +421,7 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       for (const to of [env.POD1_IP, env.POD2_IP]) {
         expect(await ping(env.NS_HOST, to, { count: 3 }), `host -> ${to}`).toMatchObject({ ok: true, received: 3 });
       }
-      expect(await deviceIndex()).toBe(index);
+      expect(await tunnelDeviceIndex(env)).toBe(index);
     } finally {
       await stopGateway(gw);
     }

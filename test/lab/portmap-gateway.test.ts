@@ -31,7 +31,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { HealthDocument } from '../../src/health/document.js';
 import { MINIUPNPD_TABLE, Miniupnpd, type RouterMapping } from '../support/miniupnpd.js';
 import { labDown, labUp, nsRun, ping, skipUnlessRoot, snmpCounters, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
-import { labConfig, startGateway, type RunningGateway } from './vxedge.js';
+import { labConfig, startGateway, tunnelDeviceIndex, type RunningGateway } from './vxedge.js';
 
 const PREFIX = 'vxpg';
 const KEEPALIVE = { interval: '1s', timeout: '3s', timeoutMs: 3_000 };
@@ -169,8 +169,7 @@ table inet vxpg_count {
     const g = gw;
     await g.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'down'), 10_000);
     expect(await routerForwards()).toEqual([]);
-    const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
-    const index = await deviceIndex();
+    const index = await tunnelDeviceIndex(env);
     const reload = async (mode: Mode | 'off') => {
       await writeFile(g.configFile, JSON.stringify(labConfig(env, g.dir, {
         keepaliveInterval: KEEPALIVE.interval, keepaliveTimeout: KEEPALIVE.timeout,
@@ -203,7 +202,7 @@ table inet vxpg_count {
     const off = await g.waitStatus((d) => d.nat?.portMapping === undefined);
     expect(portMappingCheck(off)).toBeUndefined();
     expect(off.tunnel.publicEndpoint).toBe(`${env.GW_UNDERLAY_IP}:${env.VXLAN_PORT}`);
-    expect(await deviceIndex()).toBe(index);
+    expect(await tunnelDeviceIndex(env)).toBe(index);
   }, 90_000);
 
   it.each([

@@ -24,7 +24,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { killGroup, labDown, labUp, nsExec, nsRun, ping, skipUnlessRoot, snmpCounters, spawnTracked, startCapture, waitExit, waitFor, waitSnmpDelta, type LabEnv } from './harness.js';
-import { labConfig, startGateway, type RunningGateway } from './vxedge.js';
+import { labConfig, startGateway, tunnelDeviceIndex, type RunningGateway } from './vxedge.js';
 import { startMosquitto, stopAllBrokers, type Broker } from './mosquitto.js';
 import { nsHttpGet } from './harness.js';
 
@@ -314,7 +314,6 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
     const brokerUrl = (port: number) => `mqtt://${env.INET_WAN_IP}:${port}`;
     const config = (mqtt: Record<string, unknown>, more: Record<string, unknown> = {}) =>
       labConfig(env, gw?.dir ?? dir, { extra: { mqtt: { interval: '30s', ...mqtt }, ...more } });
-    const deviceIndex = async () => Number(/^(\d+):/.exec(await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]))?.[1]);
     const brightness = (led: string) => readFileSync(path.join(led, 'brightness'), 'utf8');
     const mqttConnects = () => gw.output.split('"msg":"mqtt connected"').length - 1;
 
@@ -342,7 +341,7 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       await oldBroker.waitRetained('vxedge/lab/edge-1/status', (m) => m === 'online', 15_000);
       await waitFor(() => brightness(leds.a) === '1', 10_000);
       await expect(nsHttpGet(env.NS_GW, `http://${METRICS}/metrics`)).rejects.toThrow(/ECONNREFUSED/);
-      const index = await deviceIndex();
+      const index = await tunnelDeviceIndex(env);
       const host0 = await snmpCounters(env.NS_HOST);
       const pinging = ping(env.NS_HOST, env.POD1_IP, { count: 40, intervalMs: 100 }).then((r) => ({
         r,
@@ -374,7 +373,7 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
       expect(doc.reload.restartNeeded).toEqual([]);
       expect(doc.peers.map((p) => p.state)).toEqual(['up', 'up']);
       // The same device: nothing of the tunnel was opened again.
-      expect(await deviceIndex()).toBe(index);
+      expect(await tunnelDeviceIndex(env)).toBe(index);
       // The metrics endpoint, and the LEDs: the old one off (as at a stop), the new one on.
       const page = await waitFor(() => nsHttpGet(env.NS_GW, `http://${METRICS}/metrics`).catch(() => null), 5_000);
       expect(page.status).toBe(200);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { ensureDistCurrent } from '../support/dist.js';
-import { REPO_ROOT, nsExec, nsSpawn, run, waitExit, waitFor, type LabEnv } from './harness.js';
+import { REPO_ROOT, nsExec, nsRun, nsSpawn, run, waitExit, waitFor, type LabEnv } from './harness.js';
 import type { HealthDocument } from '../../src/health/document.js';
 import { clockSynchronised } from '../../src/util/clock-sync.js';
 
@@ -140,6 +140,17 @@ export interface GatewayOptions {
   /** Replaces or adds top-level config keys. */
   extra?: Record<string, unknown>;
   env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The gateway's tunnel device's ifindex in its namespace: the same number before and after a
+ * reload says the tunnel was not opened again (a new device gets a new index).
+ */
+export async function tunnelDeviceIndex(env: LabEnv): Promise<number> {
+  const line = await nsRun(env.NS_GW, ['ip', '-o', 'link', 'show', 'dev', env.VTEP_DEV]);
+  const index = /^(\d+):/.exec(line)?.[1];
+  if (index === undefined) throw new Error(`no ifindex in "ip -o link show dev ${env.VTEP_DEV}": ${line}`);
+  return Number(index);
 }
 
 export function labConfig(env: LabEnv, dir: string, o: GatewayOptions = {}): Record<string, unknown> {
