@@ -204,13 +204,12 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     await gw.untilStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'up') && d.cluster?.registered === true, 'both peers up, registered');
     const index = await tunnelDeviceIndex(env);
     const siteLease = (await etcd.getKey(keyOf(env.GW_SUBNET)))!;
-    const endpoints = (list: string[]) => writeFile(gw.configFile, JSON.stringify(labConfig(env, gw.dir, {
-      extra: { peers: [], cluster: { source: 'etcd', etcd: { endpoints: list } } },
-    }), null, 2));
+    /** The config `gateway()` starts with, but for the etcd endpoints and the public IP. */
+    const config = (endpoints: string[], publicIp = env.GW_PUBLIC_IP) => labConfig(env, gw.dir, {
+      extra: { peers: [], underlay: { publicIp }, cluster: { source: 'etcd', etcd: { endpoints } } },
+    });
     const nowhere = `http://${env.INET_WAN_IP}:2399`; // nothing listens there
-    await endpoints([nowhere]);
-    gw.child.kill('SIGHUP');
-    expect((await gw.waitLog(/^reloaded$/)).applied).toEqual(['cluster.etcd.endpoints']);
+    expect((await gw.reload(config([nowhere]))).applied).toEqual(['cluster.etcd.endpoints']);
     const away = await gw.untilStatus((d) => d.cluster?.connected === false && (d.cluster.error ?? '').includes(nowhere), 'the new endpoint refused', 20_000);
     expect(away.reload).toMatchObject({ applied: ['cluster.etcd.endpoints'], restartNeeded: [] });
     expect(away.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
@@ -218,9 +217,8 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
       expect(await ping(env.NS_HOST, to, { count: 3 }), `host -> ${to} with the cluster unreachable`).toMatchObject({ ok: true, received: 3 });
     }
 
-    await endpoints([nowhere, etcd.endpoint]);
     const reloadedAt = Date.now();
-    gw.child.kill('SIGHUP');
+    expect((await gw.reload(config([nowhere, etcd.endpoint]))).applied).toEqual(['cluster.etcd.endpoints']);
     const back = await gw.untilStatus((d) => Date.parse(d.ts) > reloadedAt && d.cluster?.connected === true && d.cluster.registered && d.cluster.error === null, 'connected through the second endpoint', 30_000);
     expect(clusterCheck(back)).toMatchObject({ ok: true });
     expect(back.peers.map((p) => p.name).sort()).toEqual([nameOf(env.AWS1_SUBNET), nameOf(env.AWS2_SUBNET)]);
@@ -231,16 +229,11 @@ describe.skipIf(skipUnlessRoot(['etcd', 'etcdctl']))('live cluster membership fr
     // The ISP gave the site another address: underlay.publicIp changed by a reload is what the
     // site's lease announces (flanneld's nodes route to it); back, as before.
     const moved = '203.0.113.77';
-    const withPublicIp = (ip: string) => writeFile(gw.configFile, JSON.stringify(labConfig(env, gw.dir, {
-      extra: { peers: [], underlay: { publicIp: ip }, cluster: { source: 'etcd', etcd: { endpoints: [nowhere, etcd.endpoint] } } },
-    }), null, 2));
-    await withPublicIp(moved);
-    gw.child.kill('SIGHUP');
+    expect((await gw.reload(config([nowhere, etcd.endpoint], moved))).applied).toEqual(['underlay.publicIp']);
     await waitFor(async () => (await etcd.getKey(keyOf(env.GW_SUBNET)))?.value === leaseValue(moved, env.GW_VTEP_MAC), 15_000, 100);
     const told = await gw.untilStatus((d) => d.tunnel.publicEndpoint === `${moved}:8472`, 'the new public endpoint', 10_000);
     expect(told.reload).toMatchObject({ applied: ['underlay.publicIp'], restartNeeded: [] });
-    await withPublicIp(env.GW_PUBLIC_IP);
-    gw.child.kill('SIGHUP');
+    expect((await gw.reload(config([nowhere, etcd.endpoint]))).applied).toEqual(['underlay.publicIp']);
     await waitFor(async () => (await etcd.getKey(keyOf(env.GW_SUBNET)))?.value === siteLease.value, 15_000, 100);
     await reachable(env.NS_POD1, env.HOST_IP);
     expect(await tunnelDeviceIndex(env)).toBe(index);

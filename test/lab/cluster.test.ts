@@ -65,15 +65,14 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       preload: o.preload,
       keepaliveInterval: o.keepalive?.interval,
       keepaliveTimeout: o.keepalive?.timeout,
-      extra: { peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig(user) } }, ...o.extra },
+      extra: { ...following(user), ...o.extra },
     });
     gateways.add(gw);
     return gw;
   }
 
-  /** The config `gateway(user)` writes, for a reload that changes the user. */
-  const labConfigFor = (gw: RunningGateway, user: string) =>
-    labConfig(env, gw.dir, { extra: { peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig(user) } } } });
+  /** No static peers, and the stand-in followed as `user`: what `gateway(user)` runs with, and a reload to `user` writes. */
+  const following = (user: string) => ({ peers: [], cluster: { source: 'kubernetes', kubernetes: { kubeconfig: api.kubeconfig(user) } } });
 
   async function stopGateway(gw: RunningGateway): Promise<void> {
     gateways.delete(gw);
@@ -400,9 +399,8 @@ describe.skipIf(skipUnlessRoot(['openssl', 'mosquitto', 'faketime']))('live clus
       await gw.untilStatus((d) => clusterCheck(d)?.ok === false && d.cluster?.error !== null, 'the cluster check fails', 10_000);
       const index = await tunnelDeviceIndex(env);
       const reload = async (user: string) => {
-        writeFileSync(gw.configFile, JSON.stringify(labConfigFor(gw, user), null, 2));
         const at = Date.now();
-        gw.child.kill('SIGHUP');
+        expect((await gw.reload(labConfig(env, gw.dir, { extra: following(user) }))).applied).toEqual(['cluster.kubernetes.kubeconfig']);
         return at;
       };
       const at = await reload('gateway');

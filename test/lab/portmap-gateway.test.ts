@@ -24,7 +24,7 @@
 //
 // Every wait is on a condition with a deadline. The gateway maps before its first probe, so
 // no answer reaches the router ahead of the forward at start.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -114,14 +114,17 @@ table inet vxpg_count {
     await nsRun(env.NS_NAT, ['conntrack', '-F']);
   }
 
+  /** How `gateway(mode)` runs the gateway (and what a reload to `mode` writes). */
+  const gatewayOptions = (mode: Mode | 'off') => ({
+    keepaliveInterval: KEEPALIVE.interval,
+    keepaliveTimeout: KEEPALIVE.timeout,
+    // No configured public IP: the router's external address has to become the public endpoint.
+    // Debug: each renewal is logged ("port mapping renewed"), which times PCP below.
+    extra: { underlay: { publicIp: null }, nat: { portMapping: mode }, log: { level: 'debug' } },
+  });
+
   function gateway(mode: Mode | 'off'): Promise<RunningGateway> {
-    return startGateway(env, {
-      keepaliveInterval: KEEPALIVE.interval,
-      keepaliveTimeout: KEEPALIVE.timeout,
-      // No configured public IP: the router's external address has to become the public endpoint.
-      // Debug: each renewal is logged ("port mapping renewed"), which times PCP below.
-      extra: { underlay: { publicIp: null }, nat: { portMapping: mode }, log: { level: 'debug' } },
-    });
+    return startGateway(env, gatewayOptions(mode));
   }
 
   /** Pods on both AWS nodes reach the site host and the host reaches them (retried until the deadline). */
@@ -170,17 +173,7 @@ table inet vxpg_count {
     await g.waitStatus((d) => d.peers.length === 2 && d.peers.every((p) => p.state === 'down'), 10_000);
     expect(await routerForwards()).toEqual([]);
     const index = await tunnelDeviceIndex(env);
-    const reload = async (mode: Mode | 'off') => {
-      await writeFile(g.configFile, JSON.stringify(labConfig(env, g.dir, {
-        keepaliveInterval: KEEPALIVE.interval, keepaliveTimeout: KEEPALIVE.timeout,
-        extra: { underlay: { publicIp: null }, nat: { portMapping: mode }, log: { level: 'debug' } },
-      }), null, 2));
-      const n = g.logEntries().filter((e) => e.msg === 'reloaded').length;
-      g.child.kill('SIGHUP');
-      await waitFor(() => g.logEntries().filter((e) => e.msg === 'reloaded').length > n, 10_000).catch((e: Error) => {
-        throw new Error(`${e.message}: no "reloaded" after the SIGHUP\n--- vxedge output ---\n${g.output.slice(-3000)}`);
-      });
-    };
+    const reload = (mode: Mode | 'off') => g.reload(labConfig(env, g.dir, gatewayOptions(mode)));
 
     await reload('upnp');
     const s = await g.waitStatus((d) => d.nat?.portMapping?.state === 'mapped', REMAP_DEADLINE_MS);

@@ -348,17 +348,13 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
         reloadedBefore: gw.output.includes('"msg":"reloaded"'),
       }));
       await waitSnmpDelta(env.NS_HOST, 'Icmp.InEchoReps', host0, 3, 5_000);
-      writeFileSync(gw.configFile, JSON.stringify(config(
-        { url: brokerUrl(1884), topicPrefix: 'fleet' },
-        { board: { led: leds.b }, metrics: { listen: METRICS } },
-      ), null, 2));
       const hupAt = Date.now();
-      gw.child.kill('SIGHUP');
+      const reloading = gw.reload(config({ url: brokerUrl(1884), topicPrefix: 'fleet' }, { board: { led: leds.b }, metrics: { listen: METRICS } }));
       const { r, reloadedBefore } = await pinging;
       expect(r, gw.output).toMatchObject({ ok: true, sent: 40, received: 40 });
       expect(reloadedBefore, 'the reload finished before the ping did').toBe(true);
 
-      const reloaded = await gw.waitLog(/^reloaded$/);
+      const reloaded = await reloading;
       expect([...(reloaded.applied as string[])].sort()).toEqual(['board.led', 'metrics.listen', 'mqtt.topicPrefix', 'mqtt.url']);
       expect(gw.output).not.toContain('some changes need a restart');
       // The old broker: the site said goodbye there (retained, as at a clean stop).
@@ -384,12 +380,8 @@ describe.skipIf(skipUnlessRoot(['python3', 'tcpdump', 'socat']))('SIGHUP reload 
 
     it('mqtt.interval alone keeps the connection; metrics.listen null closes the endpoint', async () => {
       const connects = mqttConnects();
-      writeFileSync(gw.configFile, JSON.stringify(config(
-        { url: brokerUrl(1884), topicPrefix: 'fleet', interval: '4s' },
-        { board: { led: leds.b } },
-      ), null, 2));
-      gw.child.kill('SIGHUP');
-      await gw.waitLog(/^reloaded$/, { applied: ['mqtt.interval', 'metrics.listen'] }); // the schema's order
+      const reloaded = await gw.reload(config({ url: brokerUrl(1884), topicPrefix: 'fleet', interval: '4s' }, { board: { led: leds.b } }));
+      expect(reloaded.applied).toEqual(['mqtt.interval', 'metrics.listen']); // the schema's order
       await expect(nsHttpGet(env.NS_GW, `http://${METRICS}/metrics`)).rejects.toThrow(/ECONNREFUSED/);
       // Three documents 4 s apart on the new broker, with the new period stated, over one connection.
       const sub = await newBroker.subscribe('fleet/lab/edge-1/health', 30);

@@ -12,7 +12,7 @@
 // new round), and the gateway must notice the new mapping and say a port forward is needed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
@@ -96,10 +96,7 @@ describe.skipIf(skipUnlessRoot(['turnserver', 'conntrack']))('STUN discovery thr
   it('a reload that changes nat.stun asks the new servers at once, the public endpoint kept meanwhile; an empty list stops asking', async () => {
     const g = gw!;
     const reload = async (stun: string[]) => {
-      const n = g.logEntries().filter((e) => e.msg === 'reloaded').length;
-      writeFileSync(g.configFile, JSON.stringify(labConfig(env, g.dir, { extra: { underlay: {}, nat: { stun } } }), null, 2));
-      g.child.kill('SIGHUP');
-      await waitFor(() => g.logEntries().filter((e) => e.msg === 'reloaded').length > n, 10_000);
+      await g.reload(labConfig(env, g.dir, { extra: { underlay: {}, nat: { stun } } }));
       return Date.now();
     };
     const at = await reload([servers[1]!]);

@@ -200,6 +200,20 @@ export class RunningGateway {
     }
   }
 
+  /**
+   * As `systemctl reload`: writes `config` as the gateway's file and sends SIGHUP; resolves
+   * with the "reloaded" log entry it caused (its `applied` lists the keys applied live).
+   */
+  async reload(config: Record<string, unknown>, timeoutMs = 10_000 * this.slowdown): Promise<LogEntry> {
+    const reloaded = () => this.logEntries().filter((e) => e.msg === 'reloaded');
+    const before = reloaded().length;
+    await writeFile(this.configFile, JSON.stringify(config, null, 2));
+    this.child.kill('SIGHUP');
+    return waitFor(() => reloaded()[before], timeoutMs).catch((e: Error) => {
+      throw new Error(`${e.message}: no "reloaded" after the SIGHUP\n--- vxedge output ---\n${this.output.slice(-3000)}`);
+    });
+  }
+
   /** The gateway's log so far, one parsed JSON object per line, in time order (other lines are left out). */
   logEntries(): LogEntry[] {
     const out: LogEntry[] = [];
