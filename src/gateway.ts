@@ -11,7 +11,7 @@
 //   -> health: checks, document, status.json, MQTT, LED      health/
 import { EventEmitter } from 'node:events';
 import { LiveMembership, type MembershipHandover } from './cluster/live.js';
-import { reloadPlan, type ReloadPlan } from './config/reload.js';
+import { reloadPlan, withLive, type ReloadPlan } from './config/reload.js';
 import type { Config } from './config/types.js';
 import { ControlPlane } from './control/control-plane.js';
 import { KernelEvents } from './control/kernel-events.js';
@@ -217,19 +217,7 @@ export class Gateway extends EventEmitter {
   async reload(next: Config): Promise<ReloadResult> {
     const plan = reloadPlan(this.cfg, next);
     const live = new Set(plan.live);
-    const cfg: Config = {
-      ...this.cfg,
-      peers: next.peers,
-      keepalive: next.keepalive,
-      underlay: { ...this.cfg.underlay, publicIp: next.underlay.publicIp },
-      overlay: { ...this.cfg.overlay, mssClamp: next.overlay.mssClamp, strictPeers: next.overlay.strictPeers },
-      nat: next.nat,
-      cluster: next.cluster,
-      mqtt: next.mqtt,
-      metrics: next.metrics,
-      board: { ...this.cfg.board, led: next.board.led },
-      log: next.log,
-    };
+    const cfg = withLive(this.cfg, next, plan.live);
     this.cfg = cfg;
     if (live.has('keepalive.interval') || live.has('keepalive.timeout')) {
       this.control.setParams({ intervalMs: cfg.keepalive.interval, timeoutMs: cfg.keepalive.timeout });
@@ -259,9 +247,10 @@ export class Gateway extends EventEmitter {
   private async replaceParts(changed: readonly string[]): Promise<void> {
     const { cfg } = this;
     const keys = (prefix: string) => changed.filter((k) => k.startsWith(prefix));
+    const [cluster, mqtt, metrics] = [keys('cluster.').length > 0, keys('mqtt.'), keys('metrics.').length > 0];
     // underlay.publicIp is the NAT's to weigh (it wins over what is discovered); publish() then tells the cluster.
     if (keys('nat.').length > 0 || changed.includes('underlay.publicIp')) await this.nat?.reconfigure(cfg, await defaultGateway(this.t.underlay.iface));
-    if (keys('cluster.').length > 0 && this.membership) {
+    if (cluster && this.membership) {
       const old = this.membership;
       await old.stop(); // the site's Node or lease stays, as at a stop: the new source finds it
       if (!this.stopping) {
@@ -269,7 +258,6 @@ export class Gateway extends EventEmitter {
         await this.membership.start();
       }
     }
-    const mqtt = keys('mqtt.');
     if (mqtt.length === 1 && mqtt[0] === 'mqtt.interval') {
       this.publisher.setInterval(cfg.mqtt.interval);
     } else if (mqtt.length > 0) {
@@ -278,7 +266,7 @@ export class Gateway extends EventEmitter {
       await old.stop();
       if (!this.stopping) this.publisher.start();
     }
-    if (keys('metrics.').length > 0) {
+    if (metrics) {
       const old = this.metrics;
       this.metrics = null;
       await old?.close();
@@ -287,12 +275,12 @@ export class Gateway extends EventEmitter {
         await this.metrics?.start();
       }
     }
-    if (keys('board.led').length > 0) {
+    if (changed.includes('board.led')) {
       this.led?.off();
       this.led = this.newLed(cfg);
     }
     // Which certificate files the certificates check reads follows cluster.*, mqtt.* and metrics.webConfig.
-    if (keys('cluster.').length > 0 || mqtt.length > 0 || keys('metrics.').length > 0) this.certificates = new CertificateReader(certificateSources(cfg));
+    if (cluster || mqtt.length > 0 || metrics) this.certificates = new CertificateReader(certificateSources(cfg));
   }
 
   /**

@@ -8,7 +8,7 @@ import { encodeLease } from '../../src/cluster/flannel-lease.js';
 import { LiveMembership, type MembershipHandover } from '../../src/cluster/live.js';
 import { diffPeers, mergePeers } from '../../src/cluster/membership.js';
 import type { ClusterSource, ClusterStatus, ClusterView } from '../../src/cluster/types.js';
-import { reloadPlan } from '../../src/config/reload.js';
+import { reloadPlan, withLive } from '../../src/config/reload.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config, PeerConfig } from '../../src/config/types.js';
 import type { SiteCertificate } from '../../src/util/tls-failure.js';
@@ -329,6 +329,19 @@ describe('reload plan', () => {
     expect(plan.live.sort()).toEqual(['keepalive.interval', 'keepalive.timeout', 'log.level', 'overlay.mssClamp', 'overlay.strictPeers', 'peers']);
     expect(plan.restart.sort()).toEqual(['runDir', 'stateDir']);
     expect(reloadPlan(a, cfg())).toEqual({ live: [], restart: [] });
+  });
+
+  it('withLive: the config in force takes the live keys from the new file and keeps the running value of the rest, the running one unchanged', () => {
+    const running = cfg();
+    const next = cfg({ underlay: { publicIp: '203.0.113.7', port: 8473 }, mqtt: { url: 'mqtt://broker', interval: '5s' }, board: { led: 'ACT', releaseStartupPages: false } });
+    const plan = reloadPlan(running, next);
+    const inForce = withLive(running, next, plan.live);
+    expect(inForce.underlay).toEqual({ ...running.underlay, publicIp: '203.0.113.7' });
+    expect(inForce.mqtt).toEqual(next.mqtt);
+    expect(inForce.board).toEqual({ led: next.board.led, releaseStartupPages: true });
+    expect(reloadPlan(inForce, next)).toEqual({ live: [], restart: ['underlay.port', 'board.releaseStartupPages'] });
+    expect(running).toEqual(cfg());
+    expect(inForce.overlay).toBe(running.overlay); // untouched parts are shared, not copied
   });
 
   it('names every changed key that needs a restart', () => {
